@@ -1,0 +1,3 @@
+//! Configuration and the snapshots workers read.
+
+pub mod config;

@@ -1,0 +1,27 @@
+//! xlb — a kernel-bypass layer-4 load balancer.
+//!
+//! xlb does what LVS/IPVS does (a virtual IP in front of real servers, DR / NAT / FullNAT
+//! forwarding, the classic schedulers) in user space, on AF_XDP sockets, with one poll loop
+//! per pinned core.
+//!
+//! The crate is laid out around one pure function, [`dataplane::Pipeline::process`]: bytes in,
+//! a [`dataplane::Verdict`] and rewritten bytes out. Every I/O backend — AF_XDP, pcap replay,
+//! in-memory tests, benchmarks, fuzzers — drives that same function.
+//!
+//! - [`wire`]: zero-copy views over Ethernet, ARP, IPv4, TCP, UDP and ICMP, and RFC 1624
+//!   incremental checksums.
+//! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
+//! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
+//! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
+//! - [`control`]: configuration and the immutable [`control::Snapshot`] workers read.
+//! - [`dataplane`]: the pipeline and the drivers that feed it.
+
+pub mod arp;
+pub mod conntrack;
+pub mod control;
+pub mod dataplane;
+pub mod flow;
+pub mod hash;
+pub mod sched;
+pub mod time;
+pub mod wire;
