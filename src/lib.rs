@@ -23,5 +23,6 @@ pub mod dataplane;
 pub mod flow;
 pub mod hash;
 pub mod sched;
+pub mod testkit;
 pub mod time;
 pub mod wire;

@@ -1,1 +1,200 @@
-fn main() {}
+//! The `xlb` command.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use xlb::control::{Config, Snapshot};
+use xlb::dataplane::io::replay::{self, ReplaySummary};
+
+/// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
+#[derive(Debug, Parser)]
+#[command(name = "xlb", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a capture through the packet pipeline, offline, and write what it transmits.
+    Replay {
+        /// The config (TOML); interfaces need a `mac`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Input capture (pcap or pcapng, Ethernet).
+        #[arg(long)]
+        pcap: PathBuf,
+        /// Output capture (pcap, Ethernet): every frame the pipeline transmits, in order.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print one JSON object with the counts instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config and print what xlb would do with it.
+    Check {
+        /// The config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay { config, pcap, out, json } => run_replay(&config, &pcap, &out, json),
+        Command::Check { config } => run_check(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xlb: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {
+    let config = Config::load(path)?;
+    Snapshot::build(&config, 1).with_context(|| format!("{}", path.display()))
+}
+
+fn run_replay(config: &Path, pcap: &Path, out: &Path, json: bool) -> anyhow::Result<()> {
+    let snapshot = Arc::new(load_snapshot(config)?);
+    let input = File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
+    let output = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut output = BufWriter::new(output);
+    let summary = replay::replay(snapshot.clone(), BufReader::new(input), &mut output)
+        .with_context(|| format!("replaying {}", pcap.display()))?;
+    output.flush().with_context(|| format!("writing {}", out.display()))?;
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    if json {
+        serde_json::to_writer(&mut stdout, &summary)?;
+        writeln!(stdout)?;
+    } else {
+        print_replay(&mut stdout, &snapshot, &summary, pcap, out)?;
+    }
+    Ok(())
+}
+
+fn print_replay(
+    w: &mut impl Write,
+    snapshot: &Snapshot,
+    summary: &ReplaySummary,
+    pcap: &Path,
+    out: &Path,
+) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "xlb replay: {} frames from {} -> {} frames in {}",
+        summary.packets,
+        pcap.display(),
+        summary.written,
+        out.display()
+    )?;
+    writeln!(
+        w,
+        "  verdicts: tx {}  pass {}  drop {}  held {}   (sent on its own: {})",
+        summary.tx, summary.pass, summary.drop, summary.held, summary.emitted
+    )?;
+    if !summary.drop_reasons.is_empty() {
+        let reasons: Vec<String> =
+            summary.drop_reasons.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+        writeln!(w, "  drops: {}", reasons.join(", "))?;
+    }
+    writeln!(w)?;
+    writeln!(w, "Prot LocalAddress:Port Scheduler Forward")?;
+    writeln!(
+        w,
+        "  -> RemoteAddress:Port      Weight    Conns   InPkts  OutPkts  InBytes OutBytes"
+    )?;
+    for service in &snapshot.services {
+        writeln!(
+            w,
+            "{:<4} {}:{} {} {}",
+            service.proto.name().to_uppercase(),
+            service.vip,
+            service.port,
+            service.scheduler.kind(),
+            service.forward
+        )?;
+        for backend in &snapshot.backends[service.backends.clone()] {
+            let key = format!("{}:{}", backend.addr, backend.port);
+            let figures = summary.backends.get(&key).cloned().unwrap_or_default();
+            writeln!(
+                w,
+                "  -> {:<22} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                key,
+                backend.weight,
+                figures.connections,
+                figures.in_packets,
+                figures.out_packets,
+                figures.in_bytes,
+                figures.out_bytes
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn run_check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    writeln!(w, "{}: ok", path.display())?;
+    for interface in &config.interfaces {
+        writeln!(
+            w,
+            "interface {} {}/{}{}",
+            interface.name,
+            interface.addr,
+            interface.prefix_len,
+            interface.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+        )?;
+    }
+    // Build the schedulers without requiring MACs: `check` is also for `run` configs.
+    let mut config_for_plan = config.clone();
+    for (i, interface) in config_for_plan.interfaces.iter_mut().enumerate() {
+        interface.mac.get_or_insert([0x02, 0, 0, 0, 0, i as u8]);
+    }
+    let snapshot = Snapshot::build(&config_for_plan, 1)?;
+    for service in &snapshot.services {
+        writeln!(
+            w,
+            "service {} {}:{} scheduler {} forward {}{}",
+            service.proto,
+            service.vip,
+            service.port,
+            service.scheduler.kind(),
+            service.forward,
+            if service.local_addrs.is_empty() {
+                String::new()
+            } else {
+                let addrs: Vec<String> = service.local_addrs.iter().map(|a| a.to_string()).collect();
+                format!(" local {}", addrs.join(","))
+            }
+        )?;
+        let shares = service.fallback.shares(service.backends.len());
+        let size = service.fallback.size().max(1);
+        for (backend, slots) in snapshot.backends[service.backends.clone()].iter().zip(shares) {
+            writeln!(
+                w,
+                "  -> {}:{} weight {} maglev share {:.2}% ({} of {} slots)",
+                backend.addr,
+                backend.port,
+                backend.weight,
+                100.0 * slots as f64 / size as f64,
+                slots,
+                size
+            )?;
+        }
+    }
+    Ok(())
+}

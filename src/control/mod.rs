@@ -1,3 +1,7 @@
 //! Configuration and the snapshots workers read.
 
 pub mod config;
+pub mod snapshot;
+
+pub use config::Config;
+pub use snapshot::Snapshot;

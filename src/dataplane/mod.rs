@@ -1,1 +1,11 @@
-//! Placeholder: filled in by its own change.
+//! The packet pipeline and the drivers that feed it.
+//!
+//! [`Pipeline::process`] is the one place a packet decision is made; `io/` holds the drivers
+//! (pcap replay now, AF_XDP next) that call it. See [`pipeline`] for the contract.
+
+pub mod counters;
+pub mod io;
+pub mod pipeline;
+
+pub use counters::{BackendCounters, Counters, DropReason, Stat};
+pub use pipeline::{CoreSlot, IfaceId, Pipeline, Verdict};

@@ -1,0 +1,401 @@
+//! The immutable snapshot every worker reads: interfaces, services with their built
+//! schedulers, backends with their precomputed next hops, the addresses xlb owns.
+//!
+//! Control builds a snapshot from a validated [`Config`] off the hot path (Maglev tables
+//! included) and publishes it behind an `Arc`; a worker swaps to a new one between batches.
+//! Nothing in a snapshot changes after it is built, so workers read it without locks.
+//!
+//! Indices are stable within one snapshot only: `Service::backends` is a range into
+//! [`Snapshot::backends`], and a backend's [`Backend::service`] points back. Connection
+//! tracking stores these indices only as hints and validates them against addresses.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use hashbrown::{HashMap, HashSet};
+
+use crate::conntrack::{ConntrackConfig, Timeouts};
+use crate::control::config::{Config, ConntrackSettings};
+use crate::dataplane::IfaceId;
+use crate::flow::{ForwardMode, Proto};
+use crate::hash::hash_bytes;
+use crate::sched::{BackendSpec, MaglevTable, SchedError, Scheduler};
+use crate::wire::MacAddr;
+
+/// Why a config could not become a snapshot.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SnapshotError {
+    #[error("interface {name}: no `mac` given; replay needs the box's MAC for each interface")]
+    MissingMac { name: String },
+    #[error("service {vip}:{port}/{proto}: {source}")]
+    Scheduler { vip: Ipv4Addr, port: u16, proto: Proto, source: SchedError },
+    #[error(
+        "service {vip}:{port}: the VIP is interface {interface}'s own address; xlb answers ARP \
+         for VIPs itself and asks for backends from the interface address, so the two must \
+         differ (a real server holding the VIP on lo ignores ARP from its own address)"
+    )]
+    VipIsInterfaceAddr { vip: Ipv4Addr, port: u16, interface: String },
+    #[error("too many {what}: {count} (at most {max})")]
+    TooMany { what: &'static str, count: usize, max: usize },
+}
+
+/// One of the box's interfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: MacAddr,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl Interface {
+    /// True if `ip` is on this interface's subnet.
+    #[inline]
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+        (ip.to_bits() & mask) == (self.addr.to_bits() & mask)
+    }
+}
+
+/// A virtual service: VIP:port/proto, its scheduler and its backends.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: Proto,
+    pub forward: ForwardMode,
+    pub scheduler: Scheduler,
+    /// Weighted Maglev over the same backends, whatever the scheduler: the stateless
+    /// fallback when connection tracking refuses a flow (a flood, a full table), so packets
+    /// of an untracked flow still agree on a backend (Katran's policy).
+    pub fallback: MaglevTable,
+    /// FullNAT source pool.
+    pub local_addrs: Vec<Ipv4Addr>,
+    /// Range into [`Snapshot::backends`].
+    pub backends: Range<usize>,
+}
+
+/// A real server of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    /// Index of its service in [`Snapshot::services`].
+    pub service: usize,
+    /// Where packets for it leave, and whose MAC they go to.
+    pub route: Route,
+}
+
+/// The interface and next hop towards an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub egress: IfaceId,
+    pub next_hop: Ipv4Addr,
+}
+
+/// What xlb owns at an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    /// A VIP of one or more services.
+    Vip,
+    /// A FullNAT local address.
+    Local,
+    /// The box's own interface address (the kernel answers for it).
+    Interface(IfaceId),
+}
+
+/// Everything a worker needs to process packets, immutable.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub interfaces: Vec<Interface>,
+    pub services: Vec<Service>,
+    pub backends: Vec<Backend>,
+    pub static_neighbors: Vec<(Ipv4Addr, MacAddr)>,
+    pub conntrack: ConntrackConfig,
+    /// Measured response time per backend, in µs (0 = unknown): the least-time scheduler's
+    /// input, fed by the control side.
+    pub response_time_us: Vec<u32>,
+    service_index: HashMap<(Ipv4Addr, u16, Proto), usize>,
+    owned: HashMap<Ipv4Addr, Owned>,
+    /// Backends of NAT services: a packet from one of them may be a reply to translate.
+    nat_backends: HashSet<Ipv4Addr>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a validated config. `generation` tells snapshots apart.
+    pub fn build(config: &Config, generation: u64) -> Result<Snapshot, SnapshotError> {
+        if config.interfaces.len() > usize::from(u8::MAX) {
+            return Err(SnapshotError::TooMany {
+                what: "interfaces",
+                count: config.interfaces.len(),
+                max: usize::from(u8::MAX),
+            });
+        }
+        let interfaces = config
+            .interfaces
+            .iter()
+            .map(|i| {
+                let mac = i.mac.ok_or_else(|| SnapshotError::MissingMac { name: i.name.clone() })?;
+                Ok(Interface {
+                    name: i.name.clone(),
+                    addr: i.addr,
+                    prefix_len: i.prefix_len,
+                    mac: MacAddr(mac),
+                    gateway: i.gateway,
+                })
+            })
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+
+        let backend_total: usize = config.services.iter().map(|s| s.backends.len()).sum();
+        for (what, count) in [("services", config.services.len()), ("backends", backend_total)] {
+            if count > usize::from(u16::MAX) {
+                return Err(SnapshotError::TooMany { what, count, max: usize::from(u16::MAX) });
+            }
+        }
+
+        let mut owned = HashMap::new();
+        for (index, interface) in interfaces.iter().enumerate() {
+            owned.insert(interface.addr, Owned::Interface(IfaceId(index as u8)));
+        }
+        let mut services = Vec::with_capacity(config.services.len());
+        let mut backends = Vec::with_capacity(backend_total);
+        let mut service_index = HashMap::new();
+        let mut nat_backends = HashSet::new();
+        for (service_number, service) in config.services.iter().enumerate() {
+            if let Some(interface) = interfaces.iter().find(|i| i.addr == service.vip) {
+                return Err(SnapshotError::VipIsInterfaceAddr {
+                    vip: service.vip,
+                    port: service.port,
+                    interface: interface.name.clone(),
+                });
+            }
+            let specs: Vec<BackendSpec> = service
+                .backends
+                .iter()
+                .map(|b| BackendSpec { id: backend_identity(b.addr, b.port), weight: b.weight })
+                .collect();
+            let scheduler_error = |source| SnapshotError::Scheduler {
+                vip: service.vip,
+                port: service.port,
+                proto: service.proto,
+                source,
+            };
+            let scheduler = Scheduler::new(service.scheduler, &specs, service.maglev_table_size)
+                .map_err(scheduler_error)?;
+            let fallback =
+                MaglevTable::build(&specs, service.maglev_table_size).map_err(scheduler_error)?;
+            let first = backends.len();
+            for backend in &service.backends {
+                backends.push(Backend {
+                    addr: backend.addr,
+                    port: backend.port,
+                    weight: backend.weight,
+                    service: service_number,
+                    route: route_in(&interfaces, backend.addr),
+                });
+                if service.forward == ForwardMode::Nat {
+                    nat_backends.insert(backend.addr);
+                }
+            }
+            owned.entry(service.vip).or_insert(Owned::Vip);
+            for local in &service.local_addrs {
+                owned.entry(*local).or_insert(Owned::Local);
+            }
+            service_index.insert((service.vip, service.port, service.proto), service_number);
+            services.push(Service {
+                vip: service.vip,
+                port: service.port,
+                proto: service.proto,
+                forward: service.forward,
+                scheduler,
+                fallback,
+                local_addrs: service.local_addrs.clone(),
+                backends: first..backends.len(),
+            });
+        }
+        let static_neighbors =
+            config.neighbors.iter().map(|n| (n.ip, MacAddr(n.mac))).collect::<Vec<_>>();
+        let response_time_us = vec![0; backends.len()];
+        Ok(Snapshot {
+            generation,
+            interfaces,
+            services,
+            backends,
+            static_neighbors,
+            conntrack: conntrack_config(&config.conntrack),
+            response_time_us,
+            service_index,
+            owned,
+            nat_backends,
+        })
+    }
+
+    /// The service at VIP:port/proto.
+    #[inline]
+    pub fn service_at(&self, vip: Ipv4Addr, port: u16, proto: Proto) -> Option<usize> {
+        self.service_index.get(&(vip, port, proto)).copied()
+    }
+
+    /// What xlb owns at `ip`, if anything.
+    #[inline]
+    pub fn owned(&self, ip: Ipv4Addr) -> Option<Owned> {
+        self.owned.get(&ip).copied()
+    }
+
+    /// True if `ip` is a backend of a NAT service (its packets may be replies to translate).
+    #[inline]
+    pub fn is_nat_backend(&self, ip: Ipv4Addr) -> bool {
+        !self.nat_backends.is_empty() && self.nat_backends.contains(&ip)
+    }
+
+    /// The route towards `ip`, or `None` when no interface reaches it.
+    #[inline]
+    pub fn route(&self, ip: Ipv4Addr) -> Option<Route> {
+        let route = route_in(&self.interfaces, ip);
+        (!route.next_hop.is_unspecified()).then_some(route)
+    }
+
+    /// The backends of service `service`.
+    pub fn service_backends(&self, service: usize) -> &[Backend] {
+        self.services.get(service).map_or(&[], |s| &self.backends[s.backends.clone()])
+    }
+
+    /// Addresses xlb answers ARP for itself: every VIP and local address, with the interface
+    /// to announce each on.
+    pub fn announced_addrs(&self) -> Vec<(Ipv4Addr, IfaceId)> {
+        let mut addrs: Vec<(Ipv4Addr, IfaceId)> = self
+            .owned
+            .iter()
+            .filter(|(_, owned)| matches!(owned, Owned::Vip | Owned::Local))
+            .map(|(ip, _)| (*ip, route_in(&self.interfaces, *ip).egress))
+            .collect();
+        addrs.sort();
+        addrs
+    }
+}
+
+/// The stable identity Maglev hashes for a backend: its address and port. The same backend
+/// gets the same permutation in every process and after every restart.
+pub fn backend_identity(addr: Ipv4Addr, port: u16) -> u64 {
+    let mut bytes = [0u8; 6];
+    bytes[..4].copy_from_slice(&addr.octets());
+    bytes[4..].copy_from_slice(&port.to_be_bytes());
+    hash_bytes(0x6261_636b_656e_6421, &bytes)
+}
+
+/// Route lookup: the first interface whose subnet holds `ip`, else the first interface with
+/// a gateway. `next_hop` is unspecified (0.0.0.0) when nothing reaches `ip`.
+fn route_in(interfaces: &[Interface], ip: Ipv4Addr) -> Route {
+    if let Some(index) = interfaces.iter().position(|i| i.contains(ip)) {
+        return Route { egress: IfaceId(index as u8), next_hop: ip };
+    }
+    interfaces
+        .iter()
+        .enumerate()
+        .find_map(|(index, i)| {
+            i.gateway.map(|gateway| Route { egress: IfaceId(index as u8), next_hop: gateway })
+        })
+        .unwrap_or(Route { egress: IfaceId(0), next_hop: Ipv4Addr::UNSPECIFIED })
+}
+
+fn conntrack_config(settings: &ConntrackSettings) -> ConntrackConfig {
+    ConntrackConfig {
+        capacity: settings.capacity,
+        max_embryonic: settings.max_embryonic,
+        timeouts: Timeouts {
+            tcp_syn: settings.tcp_syn_timeout,
+            tcp_established: settings.tcp_established_timeout,
+            tcp_closing: settings.tcp_closing_timeout,
+            tcp_closed: settings.tcp_closed_timeout,
+            udp: settings.udp_timeout,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test.toml").expect("valid config")
+    }
+
+    const TWO_SERVICES: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.10/24"
+        mac = "02:00:00:00:00:01"
+        gateway = "10.1.1.1"
+
+        [[service]]
+        vip = "10.1.1.100"
+        port = 80
+        scheduler = "wrr"
+        forward = "nat"
+        [[service.backend]]
+        addr = "10.1.1.11"
+        port = 8080
+        weight = 2
+        [[service.backend]]
+        addr = "10.1.2.12"
+        port = 8080
+
+        [[service]]
+        vip = "10.1.1.101"
+        port = 53
+        proto = "udp"
+        forward = "fullnat"
+        local_addrs = ["10.1.1.200"]
+        [[service.backend]]
+        addr = "10.1.1.13"
+        port = 53
+    "#;
+
+    #[test]
+    fn builds_indices_routes_and_ownership() {
+        let snapshot = Snapshot::build(&config(TWO_SERVICES), 7).unwrap();
+        assert_eq!(snapshot.generation, 7);
+        let web = snapshot.service_at(Ipv4Addr::new(10, 1, 1, 100), 80, Proto::Tcp).unwrap();
+        let dns = snapshot.service_at(Ipv4Addr::new(10, 1, 1, 101), 53, Proto::Udp).unwrap();
+        assert_eq!(snapshot.service_at(Ipv4Addr::new(10, 1, 1, 101), 53, Proto::Tcp), None);
+        assert_eq!(snapshot.service_backends(web).len(), 2);
+        assert_eq!(snapshot.service_backends(dns)[0].service, dns);
+        // On-link backend: its own address is the next hop; off-link: the gateway.
+        let routes: Vec<_> = snapshot.service_backends(web).iter().map(|b| b.route.next_hop).collect();
+        assert_eq!(routes, [Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::new(10, 1, 1, 1)]);
+        assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 100)), Some(Owned::Vip));
+        assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 200)), Some(Owned::Local));
+        assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 10)), Some(Owned::Interface(IfaceId(0))));
+        assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 11)), None);
+        assert!(snapshot.is_nat_backend(Ipv4Addr::new(10, 1, 1, 11)));
+        assert!(!snapshot.is_nat_backend(Ipv4Addr::new(10, 1, 1, 13)));
+        assert_eq!(snapshot.announced_addrs().len(), 3);
+    }
+
+    #[test]
+    fn replay_needs_interface_macs() {
+        let text = TWO_SERVICES.replace("mac = \"02:00:00:00:00:01\"\n", "");
+        let error = Snapshot::build(&config(&text), 1).unwrap_err();
+        assert_eq!(error, SnapshotError::MissingMac { name: "eth0".into() });
+        assert!(error.to_string().contains("eth0"));
+    }
+
+    #[test]
+    fn a_vip_may_not_be_the_box_address() {
+        let text = TWO_SERVICES.replace("vip = \"10.1.1.100\"", "vip = \"10.1.1.10\"");
+        let error = Snapshot::build(&config(&text), 1).unwrap_err();
+        assert!(matches!(error, SnapshotError::VipIsInterfaceAddr { .. }), "{error}");
+        assert!(error.to_string().contains("eth0"));
+    }
+
+    #[test]
+    fn backend_identity_is_stable() {
+        let a = backend_identity(Ipv4Addr::new(10, 1, 1, 11), 80);
+        assert_eq!(a, backend_identity(Ipv4Addr::new(10, 1, 1, 11), 80));
+        assert_ne!(a, backend_identity(Ipv4Addr::new(10, 1, 1, 11), 81));
+        assert_ne!(a, backend_identity(Ipv4Addr::new(10, 1, 1, 12), 80));
+    }
+}

@@ -1,0 +1,208 @@
+//! Per-core counters: plain arrays indexed by an enum, written only by their core.
+//!
+//! Every verdict the pipeline gives is counted once, and every drop has a reason, so that
+//! `rx == tx + pass + drop + held` holds for each core at any batch boundary.
+
+use std::fmt;
+
+macro_rules! counted_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub const COUNT: usize = $name::ALL.len();
+
+            /// The snake_case name used in JSON, metrics and logs.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$variant => $label,)* }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+counted_enum! {
+    /// Why a frame was dropped.
+    pub enum DropReason {
+        /// Shorter than the headers it claims (Ethernet, IPv4, ICMP).
+        Truncated => "truncated",
+        BadIpVersion => "bad_ip_version",
+        BadIpHeaderLen => "bad_ip_header_len",
+        BadIpTotalLen => "bad_ip_total_len",
+        BadIpChecksum => "bad_ip_checksum",
+        /// IPv4 options on a packet to a VIP (Katran drops these too).
+        IpOptions => "ip_options",
+        /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
+        Fragment => "fragment",
+        /// A malformed TCP or UDP header.
+        BadL4Header => "bad_l4_header",
+        /// An ARP packet for an address of ours that is truncated or malformed.
+        BadArp => "bad_arp",
+        /// To a VIP, but no service listens on that port and protocol.
+        NoService => "no_service",
+        /// To a VIP, with an IP protocol xlb does not balance.
+        UnsupportedProto => "unsupported_proto",
+        /// ICMP to a VIP that is neither an echo request nor an error.
+        UnsupportedIcmp => "unsupported_icmp",
+        /// An ICMP error about a flow xlb does not track.
+        IcmpNoFlow => "icmp_no_flow",
+        /// Every backend of the service has weight 0 (or there are none).
+        NoBackend => "no_backend",
+        /// FullNAT: no free local address:port towards that backend.
+        NoLocalPort => "no_local_port",
+        /// A reply to a FullNAT local address with no flow behind it.
+        NoFlow => "no_flow",
+        /// NAT/FullNAT flow refused: its conntrack bucket holds only established flows.
+        ConntrackFull => "conntrack_full",
+        /// NAT/FullNAT flow refused by the SYN-flood policy (embryonic bound reached).
+        Flood => "flood",
+        /// No interface or gateway reaches the destination.
+        NoRoute => "no_route",
+        /// The next hop's MAC is unknown and its hold queue is full.
+        NeighborHoldFull => "neighbor_hold_full",
+        /// The next hop's MAC is unknown and the frame is too large to hold.
+        NeighborFrameTooLarge => "neighbor_frame_too_large",
+        /// Received on an interface the snapshot does not know.
+        UnknownInterface => "unknown_interface",
+    }
+}
+
+counted_enum! {
+    /// Everything else a core counts.
+    pub enum Stat {
+        RxPackets => "rx_packets",
+        RxBytes => "rx_bytes",
+        TxPackets => "tx_packets",
+        PassPackets => "pass_packets",
+        DropPackets => "drop_packets",
+        /// Frames held waiting for a neighbour (their verdict was `Held`).
+        HeldPackets => "held_packets",
+        /// Held frames sent once their neighbour resolved.
+        ReleasedPackets => "released_packets",
+        /// Held frames given up because their neighbour never answered.
+        HeldExpired => "held_expired",
+        /// Frames the pipeline sent on its own (ARP requests, released frames).
+        EmittedPackets => "emitted_packets",
+        /// Frames the pipeline wanted to send on its own but had no room for.
+        EmitOverflow => "emit_overflow",
+        ArpRepliesSent => "arp_replies_sent",
+        ArpRequestsSent => "arp_requests_sent",
+        GratuitousArpSent => "gratuitous_arp_sent",
+        NeighborsLearned => "neighbors_learned",
+        /// ARP that would have taught a neighbour, refused because the table is full.
+        NeighborTableFull => "neighbor_table_full",
+        IcmpEchoReplies => "icmp_echo_replies",
+        IcmpErrorsForwarded => "icmp_errors_forwarded",
+        NewFlows => "new_flows",
+        /// DR flows forwarded by consistent hashing alone because conntrack refused them.
+        UntrackedFlows => "untracked_flows",
+        /// Replies found in another core's table.
+        CrossCoreHits => "cross_core_hits",
+        ExpiredFlows => "expired_flows",
+    }
+}
+
+/// ipvsadm's per-destination statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    pub connections: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+}
+
+impl BackendCounters {
+    pub fn add(&mut self, other: &BackendCounters) {
+        self.connections += other.connections;
+        self.in_packets += other.in_packets;
+        self.in_bytes += other.in_bytes;
+        self.out_packets += other.out_packets;
+        self.out_bytes += other.out_bytes;
+    }
+}
+
+/// One core's counters.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    stats: [u64; Stat::COUNT],
+    drops: [u64; DropReason::COUNT],
+    /// Indexed like [`crate::control::Snapshot::backends`].
+    pub backends: Vec<BackendCounters>,
+}
+
+impl Counters {
+    pub fn new(backends: usize) -> Self {
+        Counters {
+            stats: [0; Stat::COUNT],
+            drops: [0; DropReason::COUNT],
+            backends: vec![BackendCounters::default(); backends],
+        }
+    }
+
+    #[inline]
+    pub fn add(&mut self, stat: Stat, n: u64) {
+        self.stats[stat as usize] += n;
+    }
+
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+        self.stats[Stat::DropPackets as usize] += 1;
+    }
+
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.stats[stat as usize]
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Non-zero drop counts by reason.
+    pub fn drop_reasons(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|r| (*r, self.drops(*r))).filter(|(_, n)| *n > 0)
+    }
+
+    #[inline]
+    pub fn backend(&mut self, index: usize) -> Option<&mut BackendCounters> {
+        self.backends.get_mut(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indices_dense() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.extend(Stat::ALL.iter().map(|s| s.name()));
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+
+    #[test]
+    fn drops_count_by_reason_and_in_total() {
+        let mut counters = Counters::new(1);
+        counters.drop(DropReason::Fragment);
+        counters.drop(DropReason::Fragment);
+        counters.drop(DropReason::NoRoute);
+        assert_eq!(counters.get(Stat::DropPackets), 3);
+        let reasons: Vec<_> = counters.drop_reasons().collect();
+        assert_eq!(reasons, [(DropReason::Fragment, 2), (DropReason::NoRoute, 1)]);
+    }
+}

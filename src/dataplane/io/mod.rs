@@ -1,0 +1,3 @@
+//! Drivers that feed frames to the pipeline.
+
+pub mod replay;

@@ -1,0 +1,723 @@
+//! Golden cases: a table of (description, input frames, expected output frames, expected
+//! verdict), run against the real pipeline, Katran-fixture style.
+//!
+//! Expected frames are built with etherparse (full checksum computation), the pipeline
+//! patches checksums incrementally: a byte-for-byte match checks both. Each case runs on a
+//! fresh pipeline; its steps run in order, so a case can open a flow and then use it.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use xlb::control::{Config, Snapshot};
+use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Stat, Verdict};
+use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK};
+use xlb::time::Instant;
+use xlb::wire::MacAddr;
+
+// The seed's lab: one L2 segment 10.1.1.0/24, a gateway at .1, the box at .10.
+const LB: Host = Host::new([0x02, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+const GATEWAY: Host = Host::new([0x02, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
+const CLIENT: Host = Host::new([0x02, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+const RS1: Host = Host::new([0x02, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+const RS2: Host = Host::new([0x02, 0, 0, 0, 0, 0x12], [10, 1, 1, 12]);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+const VIP_DR: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+const VIP_NAT: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 101);
+const VIP_FULLNAT: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 102);
+const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 200);
+const UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 13);
+const UNRESOLVED_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x13]);
+const CPORT: u16 = 40000;
+
+const CONFIG: &str = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+mac = "02:00:00:00:00:10"
+gateway = "10.1.1.1"
+
+[[neighbor]]
+ip = "10.1.1.1"
+mac = "02:00:00:00:00:01"
+[[neighbor]]
+ip = "10.1.1.20"
+mac = "02:00:00:00:00:20"
+[[neighbor]]
+ip = "10.1.1.11"
+mac = "02:00:00:00:00:11"
+[[neighbor]]
+ip = "10.1.1.12"
+mac = "02:00:00:00:00:12"
+
+[[service]]
+vip = "10.1.1.100"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "10.1.1.11"
+
+[[service]]
+vip = "10.1.1.100"
+port = 53
+proto = "udp"
+forward = "dr"
+[[service.backend]]
+addr = "10.1.1.12"
+
+[[service]]
+vip = "10.1.1.101"
+port = 80
+forward = "nat"
+scheduler = "wrr"
+[[service.backend]]
+addr = "10.1.1.11"
+port = 8080
+
+[[service]]
+vip = "10.1.1.101"
+port = 53
+proto = "udp"
+forward = "nat"
+[[service.backend]]
+addr = "10.1.1.12"
+port = 5353
+
+[[service]]
+vip = "10.1.1.102"
+port = 80
+forward = "fullnat"
+local_addrs = ["10.1.1.200"]
+[[service.backend]]
+addr = "10.1.1.12"
+port = 8080
+
+[[service]]
+vip = "10.1.1.102"
+port = 53
+proto = "udp"
+forward = "fullnat"
+local_addrs = ["10.1.1.200"]
+[[service.backend]]
+addr = "10.1.1.11"
+port = 5353
+
+[[service]]
+vip = "10.1.1.103"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "10.1.1.13"
+
+[[service]]
+vip = "10.1.1.104"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "10.1.1.11"
+weight = 0
+"#;
+
+/// What a step expects the pipeline to transmit for its input frame.
+enum Expect {
+    /// Exactly this frame.
+    Frame(Vec<u8>),
+    /// A FullNAT frame whose local port the pipeline chose: built once the port is known.
+    WithLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
+    Nothing,
+}
+
+/// A step's input frame.
+enum Input {
+    Frame(Vec<u8>),
+    /// A FullNAT reply, addressed to the local port the pipeline chose earlier in the case.
+    ToLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
+}
+
+impl From<Vec<u8>> for Input {
+    fn from(frame: Vec<u8>) -> Input {
+        Input::Frame(frame)
+    }
+}
+
+struct Step {
+    what: &'static str,
+    input: Input,
+    verdict: Verdict,
+    output: Expect,
+    /// Frames the pipeline sends on its own right after this one.
+    emitted: Vec<Vec<u8>>,
+}
+
+fn step(what: &'static str, input: impl Into<Input>, verdict: Verdict, output: Expect) -> Step {
+    Step { what, input: input.into(), verdict, output, emitted: Vec::new() }
+}
+
+struct Case {
+    name: &'static str,
+    steps: Vec<Step>,
+}
+
+const TX: Verdict = Verdict::Tx(IfaceId(0));
+
+fn vip(addr: Ipv4Addr, port: u16) -> (Ipv4Addr, u16) {
+    (addr, port)
+}
+
+fn client() -> (Ipv4Addr, u16) {
+    (CLIENT.ip, CPORT)
+}
+
+fn cases() -> Vec<Case> {
+    let payload = b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n";
+    let dns = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00";
+    let dr_syn = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), SYN, &[]);
+    let nat_syn = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), SYN, &[]);
+    let fullnat_syn = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 80), SYN, &[]);
+    let nat_reply_to_client = testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), client(), SYN_ACK, &[]);
+    vec![
+        Case {
+            name: "dr: tcp flow keeps its backend; only MACs change",
+            steps: vec![
+                step(
+                    "SYN to the VIP goes to rs1, IP packet untouched",
+                    dr_syn.clone(),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[])),
+                ),
+                step(
+                    "data on the tracked flow",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), PSH_ACK, payload),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), PSH_ACK, payload)),
+                ),
+                step(
+                    "FIN on the tracked flow",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), FIN_ACK, &[]),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), FIN_ACK, &[])),
+                ),
+            ],
+        },
+        Case {
+            name: "dr: udp",
+            steps: vec![step(
+                "datagram to VIP:53 goes to rs2 unchanged but for MACs",
+                testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 53), dns),
+                TX,
+                Expect::Frame(testkit::udp(LB.mac, RS2.mac, client(), vip(VIP_DR, 53), dns)),
+            )],
+        },
+        Case {
+            name: "dr: mid-stream pickup (after a restart) forwards a non-SYN packet",
+            steps: vec![step(
+                "ACK with no flow",
+                testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), ACK, &[]),
+                TX,
+                Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), ACK, &[])),
+            )],
+        },
+        Case {
+            name: "nat: both directions of a tcp flow",
+            steps: vec![
+                step(
+                    "SYN: DNAT to rs1:8080",
+                    nat_syn.clone(),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), SYN, &[])),
+                ),
+                step(
+                    "SYN-ACK from rs1: SNAT back to the VIP, towards the client",
+                    nat_reply_to_client.clone(),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, CLIENT.mac, vip(VIP_NAT, 80), client(), SYN_ACK, &[])),
+                ),
+                step(
+                    "request data",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), PSH_ACK, payload),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), PSH_ACK, payload)),
+                ),
+                step(
+                    "response data",
+                    testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), client(), PSH_ACK, b"HTTP/1.0 200 OK\r\n\r\nrs1"),
+                    TX,
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        CLIENT.mac,
+                        vip(VIP_NAT, 80),
+                        client(),
+                        PSH_ACK,
+                        b"HTTP/1.0 200 OK\r\n\r\nrs1",
+                    )),
+                ),
+                step(
+                    "RST from the client",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), RST, &[]),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), RST, &[])),
+                ),
+            ],
+        },
+        Case {
+            name: "nat: a client beyond the gateway gets its replies through the gateway",
+            steps: vec![
+                step(
+                    "SYN from a remote client",
+                    testkit::tcp(GATEWAY.mac, LB.mac, (REMOTE, 5555), vip(VIP_NAT, 80), SYN, &[]),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, (REMOTE, 5555), (RS1.ip, 8080), SYN, &[])),
+                ),
+                step(
+                    "SYN-ACK goes to the gateway's MAC",
+                    testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), (REMOTE, 5555), SYN_ACK, &[]),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, GATEWAY.mac, vip(VIP_NAT, 80), (REMOTE, 5555), SYN_ACK, &[])),
+                ),
+            ],
+        },
+        Case {
+            name: "nat: udp both directions",
+            steps: vec![
+                step(
+                    "query: DNAT to rs2:5353",
+                    testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 53), dns),
+                    TX,
+                    Expect::Frame(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), dns)),
+                ),
+                step(
+                    "answer: SNAT back to VIP:53",
+                    testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), b"answer"),
+                    TX,
+                    Expect::Frame(testkit::udp(LB.mac, CLIENT.mac, vip(VIP_NAT, 53), client(), b"answer")),
+                ),
+            ],
+        },
+        Case {
+            name: "nat: a backend's own traffic that is no reply goes to the kernel",
+            steps: vec![step(
+                "rs1 talks to someone on its own",
+                testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 33000), (REMOTE, 443), SYN, &[]),
+                Verdict::Pass,
+                Expect::Nothing,
+            )],
+        },
+        Case {
+            name: "fullnat: both directions of a tcp flow",
+            steps: vec![
+                step(
+                    "SYN: DNAT to rs2:8080, SNAT to a local address:port",
+                    fullnat_syn.clone(),
+                    TX,
+                    Expect::WithLocalPort(Box::new(|port| {
+                        testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), SYN, &[])
+                    })),
+                ),
+                step(
+                    "SYN-ACK from rs2 to the local address: back to VIP -> client",
+                    Input::ToLocalPort(Box::new(|port| {
+                        testkit::tcp(RS2.mac, LB.mac, (RS2.ip, 8080), (LOCAL, port), SYN_ACK, &[])
+                    })),
+                    TX,
+                    Expect::Frame(testkit::tcp(LB.mac, CLIENT.mac, vip(VIP_FULLNAT, 80), client(), SYN_ACK, &[])),
+                ),
+                step(
+                    "data from the client",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 80), PSH_ACK, payload),
+                    TX,
+                    Expect::WithLocalPort(Box::new(move |port| {
+                        testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), PSH_ACK, payload)
+                    })),
+                ),
+            ],
+        },
+        Case {
+            name: "fullnat: udp both directions",
+            steps: vec![
+                step(
+                    "query: to rs1:5353 from the local address",
+                    testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 53), dns),
+                    TX,
+                    Expect::WithLocalPort(Box::new(move |port| {
+                        testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), dns)
+                    })),
+                ),
+                step(
+                    "answer: back to VIP:53 -> client",
+                    Input::ToLocalPort(Box::new(|port| {
+                        testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (LOCAL, port), b"answer")
+                    })),
+                    TX,
+                    Expect::Frame(testkit::udp(LB.mac, CLIENT.mac, vip(VIP_FULLNAT, 53), client(), b"answer")),
+                ),
+            ],
+        },
+        Case {
+            name: "fullnat: a reply to the local address with no flow is dropped",
+            steps: vec![step(
+                "stray segment to the local address",
+                testkit::tcp(RS2.mac, LB.mac, (RS2.ip, 8080), (LOCAL, 2000), ACK, &[]),
+                Verdict::Drop(DropReason::NoFlow),
+                Expect::Nothing,
+            )],
+        },
+        Case {
+            name: "arp: requests for a VIP and a local address are answered; the box's own is the kernel's",
+            steps: vec![
+                step(
+                    "who-has VIP",
+                    testkit::padded(testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, VIP_DR)),
+                    TX,
+                    Expect::Frame(testkit::padded(testkit::arp(false, LB.mac, VIP_DR, CLIENT.mac, CLIENT.ip))),
+                ),
+                step(
+                    "who-has local address",
+                    testkit::arp(true, RS2.mac, RS2.ip, MacAddr::ZERO, LOCAL),
+                    TX,
+                    Expect::Frame(testkit::arp(false, LB.mac, LOCAL, RS2.mac, RS2.ip)),
+                ),
+                step(
+                    "who-has the box's own address",
+                    testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, LB.ip),
+                    Verdict::Pass,
+                    Expect::Nothing,
+                ),
+                step(
+                    "who-has some other host",
+                    testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, RS1.ip),
+                    Verdict::Pass,
+                    Expect::Nothing,
+                ),
+                step(
+                    "gratuitous ARP from someone else claiming the VIP is not answered",
+                    testkit::arp(true, RS1.mac, VIP_DR, MacAddr::ZERO, VIP_DR),
+                    Verdict::Pass,
+                    Expect::Nothing,
+                ),
+            ],
+        },
+        Case {
+            name: "arp: unknown backend MAC: hold, ask from the box's own address, release on reply",
+            steps: vec![
+                Step {
+                    what: "SYN to a VIP whose backend's MAC is unknown is held",
+                    input: testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), SYN, &[]).into(),
+                    verdict: Verdict::Held,
+                    output: Expect::Nothing,
+                    emitted: vec![testkit::arp(true, LB.mac, LB.ip, MacAddr::ZERO, UNRESOLVED)],
+                },
+                step(
+                    "a second packet is held without asking again",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), ACK, &[]),
+                    Verdict::Held,
+                    Expect::Nothing,
+                ),
+                Step {
+                    what: "the backend's reply releases both, in order",
+                    input: testkit::arp(false, UNRESOLVED_MAC, UNRESOLVED, LB.mac, LB.ip).into(),
+                    verdict: Verdict::Pass,
+                    output: Expect::Nothing,
+                    emitted: vec![
+                        testkit::tcp(LB.mac, UNRESOLVED_MAC, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), SYN, &[]),
+                        testkit::tcp(LB.mac, UNRESOLVED_MAC, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), ACK, &[]),
+                    ],
+                },
+                step(
+                    "now the MAC is known: sent at once",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), PSH_ACK, payload),
+                    TX,
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        UNRESOLVED_MAC,
+                        client(),
+                        vip(Ipv4Addr::new(10, 1, 1, 103), 80),
+                        PSH_ACK,
+                        payload,
+                    )),
+                ),
+            ],
+        },
+        Case {
+            name: "icmp: echo to a VIP is answered",
+            steps: vec![
+                step(
+                    "ping the VIP",
+                    testkit::icmp_echo(CLIENT.mac, LB.mac, CLIENT.ip, VIP_DR, 61, false, b"abcdefgh"),
+                    TX,
+                    Expect::Frame(testkit::icmp_echo(LB.mac, CLIENT.mac, VIP_DR, CLIENT.ip, 64, true, b"abcdefgh")),
+                ),
+                step(
+                    "an echo reply to a VIP is not ours to answer",
+                    testkit::icmp_echo(CLIENT.mac, LB.mac, CLIENT.ip, VIP_DR, 64, true, b""),
+                    Verdict::Drop(DropReason::UnsupportedIcmp),
+                    Expect::Nothing,
+                ),
+            ],
+        },
+        Case {
+            name: "icmp: frag-needed from the client side reaches the DR flow's backend",
+            steps: vec![
+                step("open the flow", dr_syn.clone(), TX, Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[]))),
+                step(
+                    "a router tells the VIP its reply was too big",
+                    testkit::icmp_frag_needed(
+                        GATEWAY.mac,
+                        LB.mac,
+                        GATEWAY.ip,
+                        VIP_DR,
+                        1400,
+                        &testkit::tcp(RS1.mac, GATEWAY.mac, vip(VIP_DR, 80), client(), ACK, &[0; 64]),
+                        8,
+                    ),
+                    TX,
+                    Expect::Frame(testkit::icmp_frag_needed(
+                        LB.mac,
+                        RS1.mac,
+                        GATEWAY.ip,
+                        VIP_DR,
+                        1400,
+                        &testkit::tcp(RS1.mac, GATEWAY.mac, vip(VIP_DR, 80), client(), ACK, &[0; 64]),
+                        8,
+                    )),
+                ),
+            ],
+        },
+        Case {
+            name: "icmp: frag-needed from a NAT backend reaches the client, translated",
+            steps: vec![
+                step("open the flow", nat_syn.clone(), TX, Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), SYN, &[]))),
+                step(
+                    "rs1 says the client's packet was too big",
+                    testkit::icmp_frag_needed(
+                        RS1.mac,
+                        LB.mac,
+                        RS1.ip,
+                        CLIENT.ip,
+                        1400,
+                        &testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), PSH_ACK, &[0; 64]),
+                        20,
+                    ),
+                    TX,
+                    Expect::Frame(testkit::icmp_frag_needed(
+                        LB.mac,
+                        CLIENT.mac,
+                        VIP_NAT,
+                        CLIENT.ip,
+                        1400,
+                        &testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_NAT, 80), PSH_ACK, &[0; 64]),
+                        20,
+                    )),
+                ),
+            ],
+        },
+        Case {
+            name: "icmp: an error about no tracked flow",
+            steps: vec![step(
+                "frag-needed to the VIP about nothing we know",
+                testkit::icmp_frag_needed(
+                    GATEWAY.mac,
+                    LB.mac,
+                    GATEWAY.ip,
+                    VIP_DR,
+                    1400,
+                    &testkit::tcp(RS1.mac, GATEWAY.mac, vip(VIP_DR, 80), (REMOTE, 1), ACK, &[]),
+                    8,
+                ),
+                Verdict::Drop(DropReason::IcmpNoFlow),
+                Expect::Nothing,
+            )],
+        },
+        Case {
+            name: "pass-through: what is not xlb's goes to the kernel",
+            steps: vec![
+                step(
+                    "ssh to the box's own address",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), (LB.ip, 22), SYN, &[]),
+                    Verdict::Pass,
+                    Expect::Nothing,
+                ),
+                step(
+                    "traffic for another host",
+                    testkit::udp(CLIENT.mac, LB.mac, client(), (REMOTE, 53), dns),
+                    Verdict::Pass,
+                    Expect::Nothing,
+                ),
+                step(
+                    "a frame for another MAC",
+                    testkit::tcp(CLIENT.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[]),
+                    Verdict::Pass,
+                    Expect::Nothing,
+                ),
+                step("IPv6", ipv6_frame(), Verdict::Pass, Expect::Nothing),
+            ],
+        },
+        Case {
+            name: "services: unknown port, drained backends",
+            steps: vec![
+                step(
+                    "VIP on a port with no service",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 443), SYN, &[]),
+                    Verdict::Drop(DropReason::NoService),
+                    Expect::Nothing,
+                ),
+                step(
+                    "every backend drained (weight 0)",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 104), 80), SYN, &[]),
+                    Verdict::Drop(DropReason::NoBackend),
+                    Expect::Nothing,
+                ),
+            ],
+        },
+        Case {
+            name: "malformed: every bad frame to a VIP gets a counted drop",
+            steps: malformed_steps(&dr_syn),
+        },
+    ]
+}
+
+fn ipv6_frame() -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ethernet2(CLIENT.mac.0, LB.mac.0)
+        .ipv6([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        .udp(1, 2);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, b"x").unwrap();
+    frame
+}
+
+/// Sets a byte of the IPv4 header and fixes the header checksum (so only that fault shows).
+fn with_ip_byte(frame: &[u8], offset: usize, value: u8) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    frame[14 + offset] = value;
+    fix_ip_checksum(&mut frame);
+    frame
+}
+
+fn fix_ip_checksum(frame: &mut [u8]) {
+    let header_len = usize::from(frame[14] & 0x0f) * 4;
+    let header_len = header_len.clamp(20, frame.len() - 14);
+    frame[24] = 0;
+    frame[25] = 0;
+    let mut sum = 0u32;
+    for pair in frame[14..14 + header_len].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = !(sum as u16);
+    frame[24..26].copy_from_slice(&checksum.to_be_bytes());
+}
+
+fn malformed_steps(syn: &[u8]) -> Vec<Step> {
+    let drop = |what, input, reason| step(what, input, Verdict::Drop(reason), Expect::Nothing);
+    let mut bad_checksum = syn.to_vec();
+    bad_checksum[24] ^= 0xff;
+    let mut options = syn.to_vec();
+    // IHL 6 with a 4-byte NOP option, total length grown by 4.
+    options.splice(34..34, [1u8, 1, 1, 1]);
+    options[14] = 0x46;
+    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
+    options[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ip_checksum(&mut options);
+    let mut tcp_offset = syn.to_vec();
+    tcp_offset[14 + 20 + 12] = 0x30; // data offset 3 words (< 5)
+    let mut udp_len = testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 53), b"abc");
+    udp_len[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&200u16.to_be_bytes());
+    vec![
+        drop("an empty frame", Vec::new(), DropReason::Truncated),
+        drop("half an Ethernet header", syn[..7].to_vec(), DropReason::Truncated),
+        drop("IPv4 cut inside its header", syn[..14 + 12].to_vec(), DropReason::Truncated),
+        drop("TCP cut inside its header", syn[..14 + 20 + 10].to_vec(), DropReason::BadIpTotalLen),
+        drop("IP version 5", with_ip_byte(syn, 0, 0x55), DropReason::BadIpVersion),
+        drop("IHL below 5", with_ip_byte(syn, 0, 0x44), DropReason::BadIpHeaderLen),
+        drop("total length below the header", with_ip_byte(&with_ip_byte(syn, 2, 0), 3, 10), DropReason::BadIpTotalLen),
+        drop("total length beyond the frame", with_ip_byte(syn, 3, 200), DropReason::Truncated),
+        drop("bad header checksum", bad_checksum, DropReason::BadIpChecksum),
+        drop("more-fragments set", with_ip_byte(syn, 6, 0x20), DropReason::Fragment),
+        drop("a fragment offset", with_ip_byte(syn, 7, 0x10), DropReason::Fragment),
+        drop("IP options", options, DropReason::IpOptions),
+        drop("TCP data offset below 5", tcp_offset, DropReason::BadL4Header),
+        drop("UDP length beyond the datagram", udp_len, DropReason::BadL4Header),
+        drop("an IP protocol we do not balance (GRE)", with_ip_byte(syn, 9, 47), DropReason::UnsupportedProto),
+        drop(
+            "an ARP request for the VIP cut short",
+            testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, VIP_DR)[..30].to_vec(),
+            DropReason::BadArp,
+        ),
+    ]
+}
+
+fn pipeline() -> Pipeline {
+    let config = Config::parse(CONFIG, "golden.toml").expect("golden config is valid");
+    let snapshot = Snapshot::build(&config, 1).expect("golden snapshot builds");
+    Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
+}
+
+/// The local port of a FullNAT frame the pipeline sent to a backend.
+fn source_port(frame: &[u8]) -> u16 {
+    let header_len = usize::from(frame[14] & 0x0f) * 4;
+    u16::from_be_bytes([frame[14 + header_len], frame[15 + header_len]])
+}
+
+fn hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("")
+}
+
+#[test]
+fn golden_cases() {
+    let mut failures = Vec::new();
+    let mut steps_run = 0;
+    for case in cases() {
+        let mut pipeline = pipeline();
+        let mut local_port: Option<u16> = None;
+        for (index, step) in case.steps.into_iter().enumerate() {
+            steps_run += 1;
+            let where_ = format!("{} / step {} ({})", case.name, index + 1, step.what);
+            let mut frame = match &step.input {
+                Input::Frame(frame) => frame.clone(),
+                Input::ToLocalPort(build) => {
+                    build(local_port.expect("a FullNAT reply step follows a FullNAT request step"))
+                }
+            };
+            let now = Instant::from_millis(1_000 + index as u64);
+            let verdict = pipeline.process(now, IfaceId(0), &mut frame);
+            if verdict != step.verdict {
+                failures.push(format!("{where_}: verdict {verdict:?}, expected {:?}", step.verdict));
+                continue;
+            }
+            let expected = match &step.output {
+                Expect::Frame(expected) => Some(expected.clone()),
+                Expect::WithLocalPort(build) => {
+                    let port = source_port(&frame);
+                    let range = CoreSlot::SINGLE.local_ports();
+                    assert!((range.first..=range.last).contains(&port), "{where_}: local port {port}");
+                    if let Some(known) = local_port {
+                        assert_eq!(port, known, "{where_}: the flow keeps its local port");
+                    }
+                    local_port = Some(port);
+                    Some(build(port))
+                }
+                Expect::Nothing => None,
+            };
+            if let Some(expected) = expected
+                && frame != expected
+            {
+                failures.push(format!("{where_}:\n   got {}\n  want {}", hex(&frame), hex(&expected)));
+            }
+            let mut emitted = Vec::new();
+            pipeline.drain_emitted(|_, bytes| emitted.push(bytes.to_vec()));
+            if emitted != step.emitted {
+                let got: Vec<_> = emitted.iter().map(|f| hex(f)).collect();
+                let want: Vec<_> = step.emitted.iter().map(|f| hex(f)).collect();
+                failures.push(format!("{where_}: emitted\n   got {got:?}\n  want {want:?}"));
+            }
+        }
+        let counters = pipeline.counters();
+        let accounted = counters.get(Stat::TxPackets)
+            + counters.get(Stat::PassPackets)
+            + counters.get(Stat::DropPackets)
+            + counters.get(Stat::HeldPackets);
+        assert_eq!(counters.get(Stat::RxPackets), accounted, "{}: every frame counted once", case.name);
+    }
+    assert!(steps_run > 50, "the table ran {steps_run} steps");
+    assert!(failures.is_empty(), "{} golden step(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
