@@ -1,1 +1,2295 @@
-//! Placeholder: filled in by its own change.
+//! The TOML configuration: parse it, validate it, and say exactly what is wrong and where.
+//!
+//! [`Config::parse`] turns the text of a config file into a [`Config`] whose every value has
+//! been checked, or into one [`ConfigError`] that names the file, the line, the key (as a path
+//! such as `service[1].backend[0].weight`), the value as written and what was expected, the
+//! way an operator who knows `ipvsadm` and keepalived would want to read it.
+//!
+//! # How
+//!
+//! Parsing is two steps. First serde and the `toml` crate read the text into private `Raw*`
+//! structs whose leaves are [`toml::Spanned`]`<`[`toml::Value`]`>`: syntax errors, duplicate
+//! keys, unknown keys (`#[serde(deny_unknown_fields)]` on every table) and a value where a
+//! table belongs are caught there, as [`ConfigError::Syntax`] with the `toml` crate's message,
+//! line and column. Leaves are untyped on purpose, so that a wrong type (`port = "80"`) is
+//! reported by the second step like any other bad value, with its full key path. That second
+//! step converts and checks every value against the rules below, keeping each value's byte
+//! span to recover its line: a bad value is [`ConfigError::Invalid`] at the value's line, an
+//! absent required key [`ConfigError::Missing`] at its table's header. Validation stops at the
+//! first error, in file order.
+//!
+//! # Invariants of a [`Config`] returned by [`Config::parse`]
+//!
+//! - There is at least one interface; interface names are unique, 1 to 15 bytes (Linux's
+//!   `IFNAMSIZ`); prefixes are 0 to 32; a gateway lies inside its interface's subnet and is
+//!   not the interface's own address. MACs, where given, are unicast and not all zeros.
+//!   Neighbour addresses are unique.
+//! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
+//!   not 255.255.255.255, not multicast.
+//! - Conntrack: `1 <= max_embryonic <= capacity <=` [`MAX_CONNTRACK_CAPACITY`]; every timeout is
+//!   at least one second.
+//! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
+//!   (addr, port) within a service; weights are 0 to 65535 (0 drains, as in ipvsadm).
+//! - `local_addrs` is non-empty and duplicate-free for FullNAT and empty otherwise.
+//! - DR backends listen on the service port and sit on a directly connected subnet: DR
+//!   rewrites only the destination MAC (LVS's "gatewaying"), so it can neither change the port
+//!   nor cross a router.
+//! - `maglev_table_size` is a prime, at least the number of backends and at most
+//!   [`MAX_MAGLEV_TABLE_SIZE`] (Maglev, NSDI'16 §3.4, needs a prime table size so that every
+//!   backend's permutation visits every slot).
+//! - Health: `rise, fall >= 1`; `0 < timeout <= interval`; `http_path` and `http_status` only
+//!   with `check = "http"`.
+//!
+//! The format itself is a contract (DESIGN.md, "Contracts"); `examples/*.toml` show one
+//! config per forward mode, and a test parses each.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use crate::flow::{ForwardMode, Proto};
+use crate::sched::SchedulerKind;
+
+/// A MAC address as the config holds it. (The integrator converts it to `wire::MacAddr`.)
+pub type Mac = [u8; 6];
+
+/// The Maglev lookup table size used when a service does not set `maglev_table_size`: the
+/// smaller of the two primes the Maglev paper evaluates (NSDI'16 §5.3).
+pub const DEFAULT_MAGLEV_TABLE_SIZE: usize = 65_537;
+
+/// The largest `maglev_table_size` accepted: the largest prime below 2^24. Each service holds
+/// one table entry per slot, and a table a hundred times the number of backends already
+/// keeps their shares within 1% of each other (NSDI'16 §3.4), so a larger table only costs
+/// memory (and the bound keeps `is_prime` and allocation cheap).
+pub const MAX_MAGLEV_TABLE_SIZE: usize = 16_777_213;
+
+/// The largest conntrack `capacity` accepted (flows per core): 2^30, far past what a core's
+/// share of memory can hold, so a typo with extra digits is caught here rather than by the
+/// allocator.
+pub const MAX_CONNTRACK_CAPACITY: usize = 1 << 30;
+
+/// The whole configuration, validated (see the module docs for the invariants).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The box's interfaces, in file order; never empty.
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Static neighbour entries, in file order.
+    pub neighbors: Vec<NeighborConfig>,
+    /// Connection-tracking sizes and timeouts.
+    pub conntrack: ConntrackSettings,
+    /// The virtual services, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One `[[interface]]`: a port of the box and its own address on that link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceConfig {
+    /// The device name, e.g. `eth0`.
+    pub name: String,
+    /// The box's own address on this interface (the ARP sender address xlb uses).
+    pub addr: Ipv4Addr,
+    /// The subnet's prefix length, 0 to 32.
+    pub prefix_len: u8,
+    /// The interface's MAC. Optional here: replay requires it, a running xlb reads the device.
+    pub mac: Option<Mac>,
+    /// The next hop for addresses off this subnet, if any; always inside the subnet.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl InterfaceConfig {
+    /// The subnet mask for `prefix_len` (a `prefix_len` above 32 counts as 32).
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(prefix_mask(self.prefix_len))
+    }
+
+    /// Whether `ip` is on this interface's subnet (directly reachable, no gateway needed).
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = prefix_mask(self.prefix_len);
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+}
+
+/// One static `[[neighbor]]` entry: an IPv4 address and the MAC that answers for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighborConfig {
+    /// The neighbour's address.
+    pub ip: Ipv4Addr,
+    /// Its MAC (unicast).
+    pub mac: Mac,
+}
+
+/// The `[conntrack]` table: per-core table size, SYN-flood bound and timeouts.
+///
+/// Timeouts are whole seconds in the file, as `ipvsadm --set` takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConntrackSettings {
+    /// Flows per core.
+    pub capacity: usize,
+    /// At most this many half-open (embryonic) flows per core; beyond it conntrack's SYN-flood
+    /// policy applies.
+    pub max_embryonic: usize,
+    /// A TCP flow that has seen a SYN but no reply yet.
+    pub tcp_syn_timeout: Duration,
+    /// An established TCP flow with no traffic.
+    pub tcp_established_timeout: Duration,
+    /// A TCP flow after the first FIN.
+    pub tcp_closing_timeout: Duration,
+    /// A TCP flow after an RST or the last ACK.
+    pub tcp_closed_timeout: Duration,
+    /// A UDP flow with no traffic.
+    pub udp_timeout: Duration,
+}
+
+impl ConntrackSettings {
+    /// The default capacity: a million flows per core.
+    pub const DEFAULT_CAPACITY: usize = 1_000_000;
+}
+
+impl Default for ConntrackSettings {
+    /// A million flows per core, half of them embryonic at most, and LVS's timeouts:
+    /// SYN 30 s, established 900 s, closing 120 s, closed 10 s, UDP 300 s.
+    fn default() -> Self {
+        ConntrackSettings {
+            capacity: Self::DEFAULT_CAPACITY,
+            max_embryonic: Self::DEFAULT_CAPACITY / 2,
+            tcp_syn_timeout: Duration::from_secs(30),
+            tcp_established_timeout: Duration::from_secs(900),
+            tcp_closing_timeout: Duration::from_secs(120),
+            tcp_closed_timeout: Duration::from_secs(10),
+            udp_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One `[[service]]`: a virtual IP and port and the real servers behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// The virtual port, 1 to 65535.
+    pub port: u16,
+    /// TCP or UDP (default TCP).
+    pub proto: Proto,
+    /// The scheduler (default Maglev).
+    pub scheduler: SchedulerKind,
+    /// The forwarding mode (default DR).
+    pub forward: ForwardMode,
+    /// FullNAT's source address pool; non-empty for FullNAT, empty otherwise.
+    pub local_addrs: Vec<Ipv4Addr>,
+    /// The Maglev lookup table size: prime, at least the number of backends.
+    pub maglev_table_size: usize,
+    /// Health-check settings (defaults from [`HealthConfig::for_proto`]).
+    pub health: HealthConfig,
+    /// The real servers, in file order (possibly none, as with `ipvsadm -A` alone).
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One `[[service.backend]]`: a real server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// The real server's address.
+    pub addr: Ipv4Addr,
+    /// Its port (default: the service port; always the service port in DR).
+    pub port: u16,
+    /// Its weight, 0 to 65535 (default 1); 0 drains it: no new flows, existing ones continue.
+    pub weight: u32,
+}
+
+/// A service's `[service.health]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// What probe to send.
+    pub check: HealthCheckKind,
+    /// Time between probes.
+    pub interval: Duration,
+    /// How long a probe may take; never more than `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a failed backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend out.
+    pub fall: u32,
+    /// The path an HTTP check requests.
+    pub http_path: String,
+    /// The status an HTTP check expects.
+    pub http_status: u16,
+    /// What happens to a backend that fails.
+    pub on_failure: OnFailure,
+}
+
+impl HealthConfig {
+    /// The defaults for a service of protocol `proto`: a TCP connect check for TCP services,
+    /// none for UDP ones (a UDP probe needs a payload the service understands), and
+    /// otherwise as [`HealthConfig::default`].
+    pub fn for_proto(proto: Proto) -> HealthConfig {
+        let check = match proto {
+            Proto::Tcp => HealthCheckKind::Tcp,
+            Proto::Udp => HealthCheckKind::None,
+        };
+        HealthConfig {
+            check,
+            ..HealthConfig::default()
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    /// The defaults of a TCP service: a TCP connect check every 2 s with a 1 s timeout,
+    /// rise 2, fall 3, `GET /` expecting 200 (for HTTP checks), drain on failure.
+    fn default() -> Self {
+        HealthConfig {
+            check: HealthCheckKind::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            http_path: "/".to_string(),
+            http_status: 200,
+            on_failure: OnFailure::Drain,
+        }
+    }
+}
+
+/// The kind of health probe (`check = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// No checks: backends are always up.
+    None,
+    /// A TCP connect to the backend's port.
+    Tcp,
+    /// An HTTP GET of `http_path`, expecting `http_status`.
+    Http,
+    /// A UDP probe (keepalived's `UDP_CHECK`).
+    Udp,
+}
+
+impl HealthCheckKind {
+    /// Every kind, in the order the error messages list them.
+    pub const ALL: [HealthCheckKind; 4] = [
+        HealthCheckKind::Tcp,
+        HealthCheckKind::Http,
+        HealthCheckKind::Udp,
+        HealthCheckKind::None,
+    ];
+
+    /// The name used in the config.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HealthCheckKind::None => "none",
+            HealthCheckKind::Tcp => "tcp",
+            HealthCheckKind::Http => "http",
+            HealthCheckKind::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for HealthCheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to do with a backend whose health check fails (`on_failure = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Set its weight to 0: no new flows, established ones finish (keepalived's `inhibit_on_failure`).
+    Drain,
+    /// Take it out of the service: its flows are rescheduled.
+    Remove,
+}
+
+impl OnFailure {
+    /// Every policy, in the order the error messages list them.
+    pub const ALL: [OnFailure; 2] = [OnFailure::Drain, OnFailure::Remove];
+
+    /// The name used in the config.
+    pub const fn name(self) -> &'static str {
+        match self {
+            OnFailure::Drain => "drain",
+            OnFailure::Remove => "remove",
+        }
+    }
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a config was rejected. Every variant names the file; all but `Io` name the line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// TOML syntax, unknown key, duplicate key, a value where a table belongs: the toml
+    /// crate's message, with the column and (where it knows it) the table it was reading.
+    /// `line` is 0 only if the toml crate gave no position.
+    #[error("{path}: line {line}: {message}")]
+    Syntax {
+        /// The file, as given to [`Config::parse`].
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What the toml crate said, plus the column.
+        message: String,
+    },
+    /// A value that parses but is wrong: names the key, the value, what was expected, and the line.
+    #[error("{path}: line {line}: {key} = {value}: {expected}")]
+    Invalid {
+        /// The file, as given to [`Config::parse`].
+        path: String,
+        /// 1-based line of the value.
+        line: usize,
+        /// The key as a path, e.g. `service[1].backend[0].weight`.
+        key: String,
+        /// The value as TOML would write it, e.g. `"10.1.1.300"` or `70000`.
+        value: String,
+        /// What was expected instead, and why where it is not obvious.
+        expected: String,
+    },
+    /// A required key or table is absent.
+    #[error("{path}: line {line}: {key} is missing: {expected}")]
+    Missing {
+        /// The file, as given to [`Config::parse`].
+        path: String,
+        /// 1-based line of the table that lacks the key (1 for a missing top-level table).
+        line: usize,
+        /// The missing key as a path, e.g. `service[0].vip`.
+        key: String,
+        /// What it should hold.
+        expected: String,
+    },
+    /// The file could not be read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses and validates the text of a config file. `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let cx = Context { text, path };
+        let raw: RawConfig = toml::from_str(text).map_err(|error| cx.syntax(error))?;
+        cx.config(raw)
+    }
+
+    /// Reads the file at `path` and parses it with [`Config::parse`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: shown.clone(),
+            message: error.to_string(),
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// The first interface whose subnet contains `ip`, if any.
+    pub fn interface_for(&self, ip: Ipv4Addr) -> Option<&InterfaceConfig> {
+        self.interfaces
+            .iter()
+            .find(|interface| interface.contains(ip))
+    }
+}
+
+/// Parses a MAC address written as six two-digit hex bytes separated by `:` or `-` (one
+/// separator throughout), in either case: `02:00:00:00:00:01`, `02-00-00-00-00-0A`.
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let expected = || {
+        format!(
+            "bad MAC address {s:?}: expected six two-digit hex bytes separated by ':' or '-', \
+             like 02:00:00:00:00:01"
+        )
+    };
+    let separator = match s.as_bytes().get(2) {
+        Some(b':') => ':',
+        Some(b'-') => '-',
+        _ => return Err(expected()),
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(separator);
+    for byte in &mut mac {
+        let part = parts.next().ok_or_else(expected)?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(expected());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| expected())?;
+    }
+    match parts.next() {
+        None => Ok(mac),
+        Some(_) => Err(expected()),
+    }
+}
+
+/// Whether `n` is prime, by trial division (n is at most [`MAX_MAGLEV_TABLE_SIZE`] here, so
+/// this is a few thousand divisions).
+fn is_prime(n: u64) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n % 2 == 0 || n % 3 == 0 {
+        return false;
+    }
+    let mut divisor = 5u64;
+    while divisor.saturating_mul(divisor) <= n {
+        if n % divisor == 0 || n % (divisor + 2) == 0 {
+            return false;
+        }
+        divisor += 6;
+    }
+    true
+}
+
+/// The netmask of a prefix length, as a host-order `u32`; lengths above 32 count as 32.
+fn prefix_mask(prefix_len: u8) -> u32 {
+    let host_bits = 32u32.saturating_sub(u32::from(prefix_len));
+    u32::MAX.checked_shl(host_bits).unwrap_or(0)
+}
+
+/// A name in a closed set (`proto`, `scheduler`, `forward`, `check`, `on_failure`).
+trait Choice: Copy + 'static {
+    const ALL: &'static [Self];
+    fn choice_name(self) -> &'static str;
+    fn from_choice_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|choice| choice.choice_name() == name)
+    }
+}
+
+/// `Choice` for types whose `name()` is the config's name.
+macro_rules! choice_by_name {
+    ($($kind:ty => $all:expr),* $(,)?) => {$(
+        impl Choice for $kind {
+            const ALL: &'static [Self] = $all;
+            fn choice_name(self) -> &'static str {
+                self.name()
+            }
+        }
+    )*};
+}
+
+choice_by_name! {
+    Proto => &[Proto::Tcp, Proto::Udp],
+    ForwardMode => &[ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat],
+    HealthCheckKind => &HealthCheckKind::ALL,
+    OnFailure => &OnFailure::ALL,
+}
+
+impl Choice for SchedulerKind {
+    const ALL: &'static [Self] = &SchedulerKind::ALL;
+    fn choice_name(self) -> &'static str {
+        self.name()
+    }
+    /// Also accepts ipvsadm's `mh` for Maglev.
+    fn from_choice_name(name: &str) -> Option<Self> {
+        SchedulerKind::from_str(name).ok()
+    }
+}
+
+// What the file holds before validation. Leaves are untyped (see the module docs).
+
+type Leaf = Option<Spanned<Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    interface: Vec<Spanned<RawInterface>>,
+    #[serde(default)]
+    neighbor: Vec<Spanned<RawNeighbor>>,
+    conntrack: Option<RawConntrack>,
+    #[serde(default)]
+    service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: Leaf,
+    addr: Leaf,
+    mac: Leaf,
+    gateway: Leaf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbor {
+    ip: Leaf,
+    mac: Leaf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    capacity: Leaf,
+    max_embryonic: Leaf,
+    tcp_syn_timeout: Leaf,
+    tcp_established_timeout: Leaf,
+    tcp_closing_timeout: Leaf,
+    tcp_closed_timeout: Leaf,
+    udp_timeout: Leaf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    vip: Leaf,
+    port: Leaf,
+    proto: Leaf,
+    scheduler: Leaf,
+    forward: Leaf,
+    local_addrs: Option<Spanned<Vec<Spanned<Value>>>>,
+    maglev_table_size: Leaf,
+    health: Option<RawHealth>,
+    #[serde(default)]
+    backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    check: Leaf,
+    interval: Leaf,
+    timeout: Leaf,
+    rise: Leaf,
+    fall: Leaf,
+    http_path: Leaf,
+    http_status: Leaf,
+    on_failure: Leaf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    addr: Leaf,
+    port: Leaf,
+    weight: Leaf,
+}
+
+const EXPECT_IPV4: &str = "a unicast IPv4 address, like \"10.1.1.100\"";
+const EXPECT_CIDR: &str = "the box's own IPv4 address and prefix length, like \"10.1.1.10/24\" \
+                           (prefix 0 to 32)";
+const EXPECT_MAC: &str = "a unicast MAC address, like \"02:00:00:00:00:01\" (six hex bytes \
+                          separated by ':' or '-'; not multicast, not all zeros)";
+const EXPECT_PORT: &str = "a port number, an integer from 1 to 65535";
+
+/// The text being parsed and its name, to turn spans into lines and build errors.
+struct Context<'a> {
+    text: &'a str,
+    path: &'a str,
+}
+
+impl Context<'_> {
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let bytes = self.text.as_bytes();
+        let before = bytes.get(..offset).unwrap_or(bytes);
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        let tail = before.get(line_start..).unwrap_or_default();
+        let column = tail.iter().filter(|&&b| b & 0xC0 != 0x80).count() + 1;
+        (line, column)
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.line_column(span.start).0
+    }
+
+    fn syntax(&self, error: toml::de::Error) -> ConfigError {
+        // Without the input, the error's Display ends with the table it was reading.
+        let mut bare = error.clone();
+        bare.set_input(None);
+        let table = bare.to_string().lines().last().and_then(|last| {
+            let table = last.strip_prefix("in `")?.strip_suffix('`')?;
+            Some(table.to_string())
+        });
+        let mut message = error.message().trim_end().to_string();
+        if let Some(table) = &table
+            && message.starts_with("invalid type: map, expected a sequence")
+        {
+            message.push_str(&format!(": write [[{table}]], with double brackets"));
+        }
+        let Some(span) = error.span() else {
+            return ConfigError::Syntax {
+                path: self.path.to_string(),
+                line: 0,
+                message,
+            };
+        };
+        let (line, column) = self.line_column(span.start);
+        match table {
+            Some(table) => message.push_str(&format!(" (in {table}, column {column})")),
+            None => message.push_str(&format!(" (column {column})")),
+        }
+        ConfigError::Syntax {
+            path: self.path.to_string(),
+            line,
+            message,
+        }
+    }
+
+    fn invalid_at(
+        &self,
+        key: &str,
+        span: &Range<usize>,
+        value: String,
+        expected: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            line: self.line(span),
+            key: key.to_string(),
+            value,
+            expected: expected.into(),
+        }
+    }
+
+    fn invalid(&self, key: &str, at: &Spanned<Value>, expected: impl Into<String>) -> ConfigError {
+        self.invalid_at(key, &at.span(), at.get_ref().to_string(), expected)
+    }
+
+    /// `invalid` at `leaf`, for checks made after conversion (duplicates), when the key is
+    /// known to be present; should it not be, at its table.
+    fn invalid_leaf(
+        &self,
+        key: &str,
+        leaf: &Leaf,
+        table: &Range<usize>,
+        expected: String,
+    ) -> ConfigError {
+        match leaf {
+            Some(at) => self.invalid(key, at, expected),
+            None => self.invalid_at(key, table, String::new(), expected),
+        }
+    }
+
+    fn missing(&self, key: &str, table: &Range<usize>, expected: &str) -> ConfigError {
+        ConfigError::Missing {
+            path: self.path.to_string(),
+            line: self.line(table),
+            key: key.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    fn required<'v>(
+        &self,
+        leaf: &'v Leaf,
+        key: &str,
+        table: &Range<usize>,
+        expected: &str,
+    ) -> Result<&'v Spanned<Value>, ConfigError> {
+        leaf.as_ref()
+            .ok_or_else(|| self.missing(key, table, expected))
+    }
+
+    fn string<'v>(
+        &self,
+        key: &str,
+        at: &'v Spanned<Value>,
+        expected: &str,
+    ) -> Result<&'v str, ConfigError> {
+        at.get_ref()
+            .as_str()
+            .ok_or_else(|| self.invalid(key, at, expected))
+    }
+
+    /// An integer from `min` to `max` (which `T` must hold), as a `T`.
+    fn integer<T: TryFrom<i64>>(
+        &self,
+        key: &str,
+        at: &Spanned<Value>,
+        min: i64,
+        max: i64,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        at.get_ref()
+            .as_integer()
+            .filter(|n| (min..=max).contains(n))
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| self.invalid(key, at, expected))
+    }
+
+    fn port(&self, key: &str, at: &Spanned<Value>) -> Result<u16, ConfigError> {
+        self.integer(key, at, 1, 65_535, EXPECT_PORT)
+    }
+
+    fn ipv4(&self, key: &str, at: &Spanned<Value>) -> Result<Ipv4Addr, ConfigError> {
+        self.string(key, at, EXPECT_IPV4)?
+            .parse::<Ipv4Addr>()
+            .ok()
+            .filter(|ip| is_unicast(*ip))
+            .ok_or_else(|| self.invalid(key, at, EXPECT_IPV4))
+    }
+
+    fn mac(&self, key: &str, at: &Spanned<Value>) -> Result<Mac, ConfigError> {
+        parse_mac(self.string(key, at, EXPECT_MAC)?)
+            .ok()
+            .filter(|mac| mac[0] & 1 == 0 && *mac != [0; 6])
+            .ok_or_else(|| self.invalid(key, at, EXPECT_MAC))
+    }
+
+    fn choice<T: Choice>(&self, key: &str, at: &Spanned<Value>) -> Result<T, ConfigError> {
+        let expected = || {
+            let names: Vec<String> = T::ALL
+                .iter()
+                .map(|choice| format!("\"{}\"", choice.choice_name()))
+                .collect();
+            format!("one of {}", names.join(", "))
+        };
+        at.get_ref()
+            .as_str()
+            .and_then(T::from_choice_name)
+            .ok_or_else(|| self.invalid(key, at, expected()))
+    }
+
+    fn optional_choice<T: Choice>(
+        &self,
+        key: &str,
+        leaf: &Leaf,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        optional(leaf, default, |at| self.choice(key, at))
+    }
+
+    /// Seconds as a float or an integer, more than zero (the health-check times).
+    fn seconds(&self, key: &str, at: &Spanned<Value>) -> Result<Duration, ConfigError> {
+        let secs = match at.get_ref() {
+            Value::Float(secs) => Some(*secs),
+            Value::Integer(secs) => Some(*secs as f64),
+            _ => None,
+        };
+        // Rounded to the nearest nanosecond, so that 1.234 means 1.234 s, not 1.233999999 s.
+        secs.map(|secs| (secs * 1e9).round())
+            .filter(|nanos| *nanos >= 1.0 && *nanos < u64::MAX as f64)
+            .map(|nanos| Duration::from_nanos(nanos as u64))
+            .ok_or_else(|| self.invalid(key, at, "a number of seconds greater than 0, like 2.0"))
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.interface.is_empty() {
+            return Err(self.missing(
+                "interface",
+                &(0..0),
+                "at least one [[interface]] table with the box's name, addr and mac",
+            ));
+        }
+        let mut interfaces: Vec<InterfaceConfig> = Vec::with_capacity(raw.interface.len());
+        for (index, table) in raw.interface.iter().enumerate() {
+            let interface = self.interface(&format!("interface[{index}]"), table)?;
+            if let Some(earlier) = interfaces.iter().position(|i| i.name == interface.name) {
+                let expected = format!("a name not already used: interface[{earlier}] has it");
+                let key = format!("interface[{index}].name");
+                return Err(self.invalid_leaf(
+                    &key,
+                    &table.get_ref().name,
+                    &table.span(),
+                    expected,
+                ));
+            }
+            interfaces.push(interface);
+        }
+
+        let mut neighbors: Vec<NeighborConfig> = Vec::with_capacity(raw.neighbor.len());
+        for (index, table) in raw.neighbor.iter().enumerate() {
+            let key = format!("neighbor[{index}]");
+            let span = table.span();
+            let entry = table.get_ref();
+            let ip_at = self.required(&entry.ip, &format!("{key}.ip"), &span, EXPECT_IPV4)?;
+            let ip = self.ipv4(&format!("{key}.ip"), ip_at)?;
+            let mac_at = self.required(&entry.mac, &format!("{key}.mac"), &span, EXPECT_MAC)?;
+            let mac = self.mac(&format!("{key}.mac"), mac_at)?;
+            if let Some(earlier) = neighbors.iter().position(|n| n.ip == ip) {
+                return Err(self.invalid(
+                    &format!("{key}.ip"),
+                    ip_at,
+                    format!("an address not already listed: neighbor[{earlier}] has it"),
+                ));
+            }
+            neighbors.push(NeighborConfig { ip, mac });
+        }
+
+        let conntrack = match &raw.conntrack {
+            Some(table) => self.conntrack(table)?,
+            None => ConntrackSettings::default(),
+        };
+
+        let mut services: Vec<ServiceConfig> = Vec::with_capacity(raw.service.len());
+        for (index, table) in raw.service.iter().enumerate() {
+            let key = format!("service[{index}]");
+            let service = self.service(&key, table, &interfaces)?;
+            let same = |s: &ServiceConfig| {
+                s.vip == service.vip && s.port == service.port && s.proto == service.proto
+            };
+            if let Some(earlier) = services.iter().position(same) {
+                let expected = format!(
+                    "a service not already defined: {} {}:{} is service[{earlier}]",
+                    service.proto, service.vip, service.port
+                );
+                let key = format!("{key}.vip");
+                return Err(self.invalid_leaf(&key, &table.get_ref().vip, &table.span(), expected));
+            }
+            services.push(service);
+        }
+
+        Ok(Config {
+            interfaces,
+            neighbors,
+            conntrack,
+            services,
+        })
+    }
+
+    fn interface(
+        &self,
+        key: &str,
+        table: &Spanned<RawInterface>,
+    ) -> Result<InterfaceConfig, ConfigError> {
+        let span = table.span();
+        let raw = table.get_ref();
+
+        let name_key = format!("{key}.name");
+        let expect_name = "a device name of 1 to 15 bytes, no spaces or '/', like \"eth0\"";
+        let name_at = self.required(&raw.name, &name_key, &span, expect_name)?;
+        let name = self.string(&name_key, name_at, expect_name)?;
+        let name_ok = (1..=15).contains(&name.len())
+            && !name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/');
+        if !name_ok {
+            return Err(self.invalid(&name_key, name_at, expect_name));
+        }
+
+        let addr_key = format!("{key}.addr");
+        let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_CIDR)?;
+        let cidr = self.string(&addr_key, addr_at, EXPECT_CIDR)?;
+        let (addr, prefix_len) = cidr
+            .split_once('/')
+            .and_then(|(addr, prefix)| {
+                let addr = addr.parse::<Ipv4Addr>().ok().filter(|ip| is_unicast(*ip))?;
+                // Digits only: `u8::from_str` would also take "+24".
+                let prefix = Some(prefix)
+                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 32)?;
+                Some((addr, prefix))
+            })
+            .ok_or_else(|| self.invalid(&addr_key, addr_at, EXPECT_CIDR))?;
+
+        let mac = match &raw.mac {
+            Some(at) => Some(self.mac(&format!("{key}.mac"), at)?),
+            None => None,
+        };
+
+        let mut interface = InterfaceConfig {
+            name: name.to_string(),
+            addr,
+            prefix_len,
+            mac,
+            gateway: None,
+        };
+        if let Some(at) = &raw.gateway {
+            let gateway_key = format!("{key}.gateway");
+            let gateway = self.ipv4(&gateway_key, at)?;
+            if !interface.contains(gateway) || gateway == addr {
+                return Err(self.invalid(
+                    &gateway_key,
+                    at,
+                    format!(
+                        "an address inside {}/{} other than the interface's own: the next hop \
+                         must be directly reachable",
+                        Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix_len)),
+                        prefix_len
+                    ),
+                ));
+            }
+            interface.gateway = Some(gateway);
+        }
+        Ok(interface)
+    }
+
+    fn conntrack(&self, raw: &RawConntrack) -> Result<ConntrackSettings, ConfigError> {
+        let defaults = ConntrackSettings::default();
+        let max = i64::try_from(MAX_CONNTRACK_CAPACITY).unwrap_or(i64::MAX);
+        let expected = format!("a number of flows per core from 1 to {max}");
+        let capacity = optional(&raw.capacity, defaults.capacity, |at| {
+            self.integer("conntrack.capacity", at, 1, max, &expected)
+        })?;
+        let limit = i64::try_from(capacity).unwrap_or(i64::MAX);
+        let expected = format!(
+            "from 1 to the capacity ({capacity}): half-open flows are a share of the table (set \
+             it to the capacity for no separate limit)"
+        );
+        // Rounded up by default, so that a capacity of 1 still admits a new flow.
+        let max_embryonic = optional(&raw.max_embryonic, capacity.div_ceil(2), |at| {
+            self.integer("conntrack.max_embryonic", at, 1, limit, &expected)
+        })?;
+        let timeout = |name: &str, leaf: &Leaf, default: Duration| {
+            optional(leaf, default, |at| {
+                let expected = "a whole number of seconds, at least 1";
+                let secs = self.integer(&format!("conntrack.{name}"), at, 1, i64::MAX, expected)?;
+                Ok(Duration::from_secs(secs))
+            })
+        };
+        Ok(ConntrackSettings {
+            capacity,
+            max_embryonic,
+            tcp_syn_timeout: timeout(
+                "tcp_syn_timeout",
+                &raw.tcp_syn_timeout,
+                defaults.tcp_syn_timeout,
+            )?,
+            tcp_established_timeout: timeout(
+                "tcp_established_timeout",
+                &raw.tcp_established_timeout,
+                defaults.tcp_established_timeout,
+            )?,
+            tcp_closing_timeout: timeout(
+                "tcp_closing_timeout",
+                &raw.tcp_closing_timeout,
+                defaults.tcp_closing_timeout,
+            )?,
+            tcp_closed_timeout: timeout(
+                "tcp_closed_timeout",
+                &raw.tcp_closed_timeout,
+                defaults.tcp_closed_timeout,
+            )?,
+            udp_timeout: timeout("udp_timeout", &raw.udp_timeout, defaults.udp_timeout)?,
+        })
+    }
+
+    fn service(
+        &self,
+        key: &str,
+        table: &Spanned<RawService>,
+        interfaces: &[InterfaceConfig],
+    ) -> Result<ServiceConfig, ConfigError> {
+        let span = table.span();
+        let raw = table.get_ref();
+
+        let vip_key = format!("{key}.vip");
+        let vip = self.ipv4(
+            &vip_key,
+            self.required(&raw.vip, &vip_key, &span, EXPECT_IPV4)?,
+        )?;
+        let port_key = format!("{key}.port");
+        let port = self.port(
+            &port_key,
+            self.required(&raw.port, &port_key, &span, EXPECT_PORT)?,
+        )?;
+        let proto = self.optional_choice(&format!("{key}.proto"), &raw.proto, Proto::Tcp)?;
+        let scheduler = self.optional_choice(
+            &format!("{key}.scheduler"),
+            &raw.scheduler,
+            SchedulerKind::Maglev,
+        )?;
+        let forward_key = format!("{key}.forward");
+        let forward = self.optional_choice(&forward_key, &raw.forward, ForwardMode::Dr)?;
+
+        let local_addrs = self.local_addrs(key, raw, forward, &span)?;
+        let health = match &raw.health {
+            Some(health) => self.health(&format!("{key}.health"), health, proto)?,
+            None => HealthConfig::for_proto(proto),
+        };
+
+        let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backend.len());
+        for (index, backend_table) in raw.backend.iter().enumerate() {
+            let backend_key = format!("{key}.backend[{index}]");
+            let backend = self.backend(&backend_key, backend_table, port, forward, interfaces)?;
+            let same = |b: &BackendConfig| b.addr == backend.addr && b.port == backend.port;
+            if let Some(earlier) = backends.iter().position(same) {
+                let expected = format!(
+                    "a real server not already in this service: {}:{} is backend[{earlier}]",
+                    backend.addr, backend.port
+                );
+                let addr = &backend_table.get_ref().addr;
+                let key = format!("{backend_key}.addr");
+                return Err(self.invalid_leaf(&key, addr, &backend_table.span(), expected));
+            }
+            backends.push(backend);
+        }
+
+        let table_size_key = format!("{key}.maglev_table_size");
+        let (maglev_table_size, size_span, size_value) = match &raw.maglev_table_size {
+            Some(at) => {
+                let expected = format!("a prime from 2 to {MAX_MAGLEV_TABLE_SIZE}, like 65537");
+                let max = i64::try_from(MAX_MAGLEV_TABLE_SIZE).unwrap_or(i64::MAX);
+                let n: u64 = self.integer(&table_size_key, at, 2, max, &expected)?;
+                let n = usize::try_from(n)
+                    .ok()
+                    .filter(|_| is_prime(n))
+                    .ok_or_else(|| self.invalid(&table_size_key, at, expected))?;
+                (n, at.span(), at.get_ref().to_string())
+            }
+            None => (
+                DEFAULT_MAGLEV_TABLE_SIZE,
+                span.clone(),
+                format!("{DEFAULT_MAGLEV_TABLE_SIZE} (the default)"),
+            ),
+        };
+        if maglev_table_size < backends.len() {
+            return Err(self.invalid_at(
+                &table_size_key,
+                &size_span,
+                size_value,
+                format!(
+                    "a prime at least the number of backends ({}): every backend needs a slot",
+                    backends.len()
+                ),
+            ));
+        }
+
+        Ok(ServiceConfig {
+            vip,
+            port,
+            proto,
+            scheduler,
+            forward,
+            local_addrs,
+            maglev_table_size,
+            health,
+            backends,
+        })
+    }
+
+    fn local_addrs(
+        &self,
+        key: &str,
+        raw: &RawService,
+        forward: ForwardMode,
+        span: &Range<usize>,
+    ) -> Result<Vec<Ipv4Addr>, ConfigError> {
+        let list_key = format!("{key}.local_addrs");
+        let given = raw.local_addrs.as_ref();
+        let entries = given.map_or(&[][..], |list| list.get_ref().as_slice());
+        match forward {
+            ForwardMode::FullNat if entries.is_empty() => {
+                let expected = "a non-empty list of addresses, like [\"10.1.1.200\"]: FullNAT \
+                                rewrites the client's source to one of these local addresses";
+                return Err(match given {
+                    Some(list) => self.invalid_at(&list_key, &list.span(), "[]".into(), expected),
+                    // Absent: point at `forward = "fullnat"`, the line that asks for it.
+                    None => {
+                        let forward_span = raw.forward.as_ref().map_or(span.clone(), Spanned::span);
+                        self.missing(&list_key, &forward_span, expected)
+                    }
+                });
+            }
+            ForwardMode::Dr | ForwardMode::Nat if !entries.is_empty() => {
+                let list = given.map_or_else(String::new, |list| render_list(list.get_ref()));
+                return Err(self.invalid_at(
+                    &list_key,
+                    &given.map_or(span.clone(), Spanned::span),
+                    list,
+                    format!(
+                        "no local_addrs: they are FullNAT's source pool, and this service's \
+                         forward is \"{forward}\""
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let mut addrs = Vec::with_capacity(entries.len());
+        for (index, at) in entries.iter().enumerate() {
+            let entry_key = format!("{list_key}[{index}]");
+            let addr = self.ipv4(&entry_key, at)?;
+            if let Some(earlier) = addrs.iter().position(|a| *a == addr) {
+                return Err(self.invalid(
+                    &entry_key,
+                    at,
+                    format!("an address not already in the list: local_addrs[{earlier}] has it"),
+                ));
+            }
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
+
+    fn health(
+        &self,
+        key: &str,
+        raw: &RawHealth,
+        proto: Proto,
+    ) -> Result<HealthConfig, ConfigError> {
+        let defaults = HealthConfig::for_proto(proto);
+        let check = self.optional_choice(&format!("{key}.check"), &raw.check, defaults.check)?;
+        let interval = optional(&raw.interval, defaults.interval, |at| {
+            self.seconds(&format!("{key}.interval"), at)
+        })?;
+        // An interval shorter than the default timeout shortens the default timeout with it.
+        let timeout = optional(&raw.timeout, defaults.timeout.min(interval), |at| {
+            let timeout_key = format!("{key}.timeout");
+            let timeout = self.seconds(&timeout_key, at)?;
+            if timeout > interval {
+                let expected = format!(
+                    "at most the interval ({} s): a probe must finish before the next one starts",
+                    interval.as_secs_f64()
+                );
+                return Err(self.invalid(&timeout_key, at, expected));
+            }
+            Ok(timeout)
+        })?;
+        let count = |name: &str, leaf: &Leaf, default: u32| {
+            optional(leaf, default, |at| {
+                let expected = "a count of consecutive probes, from 1 to 4294967295";
+                self.integer(
+                    &format!("{key}.{name}"),
+                    at,
+                    1,
+                    i64::from(u32::MAX),
+                    expected,
+                )
+            })
+        };
+        let rise = count("rise", &raw.rise, defaults.rise)?;
+        let fall = count("fall", &raw.fall, defaults.fall)?;
+
+        let http_only = |name: &str, at: &Spanned<Value>| {
+            self.invalid(
+                &format!("{key}.{name}"),
+                at,
+                format!("nothing: {name} applies only to check = \"http\", and this check is \"{check}\""),
+            )
+        };
+        let http_path = match &raw.http_path {
+            Some(at) if check != HealthCheckKind::Http => return Err(http_only("http_path", at)),
+            Some(at) => {
+                let path_key = format!("{key}.http_path");
+                let expected = "an absolute path with no spaces, like \"/healthz\"";
+                let path = self.string(&path_key, at, expected)?;
+                let path_ok = path.starts_with('/')
+                    && !path.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !path_ok {
+                    return Err(self.invalid(&path_key, at, expected));
+                }
+                path.to_string()
+            }
+            None => defaults.http_path,
+        };
+        let http_status = match &raw.http_status {
+            Some(at) if check != HealthCheckKind::Http => return Err(http_only("http_status", at)),
+            Some(at) => {
+                let expected = "an HTTP status code from 100 to 599, like 200";
+                self.integer(&format!("{key}.http_status"), at, 100, 599, expected)?
+            }
+            None => defaults.http_status,
+        };
+        let on_failure = self.optional_choice(
+            &format!("{key}.on_failure"),
+            &raw.on_failure,
+            defaults.on_failure,
+        )?;
+        Ok(HealthConfig {
+            check,
+            interval,
+            timeout,
+            rise,
+            fall,
+            http_path,
+            http_status,
+            on_failure,
+        })
+    }
+
+    fn backend(
+        &self,
+        key: &str,
+        table: &Spanned<RawBackend>,
+        service_port: u16,
+        forward: ForwardMode,
+        interfaces: &[InterfaceConfig],
+    ) -> Result<BackendConfig, ConfigError> {
+        let span = table.span();
+        let raw = table.get_ref();
+        let addr_key = format!("{key}.addr");
+        let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_IPV4)?;
+        let addr = self.ipv4(&addr_key, addr_at)?;
+        let port = match &raw.port {
+            Some(at) => {
+                let port_key = format!("{key}.port");
+                let port = self.port(&port_key, at)?;
+                if forward == ForwardMode::Dr && port != service_port {
+                    return Err(self.invalid(
+                        &port_key,
+                        at,
+                        format!(
+                            "the service port {service_port}: DR rewrites only the destination \
+                             MAC, so it cannot change ports (use forward = \"nat\" or \
+                             \"fullnat\" to map ports)"
+                        ),
+                    ));
+                }
+                port
+            }
+            None => service_port,
+        };
+        if forward == ForwardMode::Dr && !interfaces.iter().any(|i| i.contains(addr)) {
+            let subnets: Vec<String> = interfaces
+                .iter()
+                .map(|i| format!("{} {}/{}", i.name, i.addr, i.prefix_len))
+                .collect();
+            return Err(self.invalid(
+                &addr_key,
+                addr_at,
+                format!(
+                    "an address on a directly connected subnet ({}): DR rewrites only the \
+                     destination MAC, so the real server must be on the same link",
+                    subnets.join(", ")
+                ),
+            ));
+        }
+        let weight = optional(&raw.weight, 1, |at| {
+            let expected = "a weight from 0 to 65535 (0 drains the real server)";
+            self.integer(&format!("{key}.weight"), at, 0, 65_535, expected)
+        })?;
+        Ok(BackendConfig { addr, port, weight })
+    }
+}
+
+/// `parse` applied to the value if the key is present, else `default`.
+fn optional<T>(
+    leaf: &Leaf,
+    default: T,
+    parse: impl FnOnce(&Spanned<Value>) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    leaf.as_ref().map_or(Ok(default), parse)
+}
+
+/// Whether an address can be a host's: not 0.0.0.0, not the limited broadcast, not multicast.
+fn is_unicast(ip: Ipv4Addr) -> bool {
+    !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast()
+}
+
+fn render_list(list: &[Spanned<Value>]) -> String {
+    let items: Vec<String> = list.iter().map(|at| at.get_ref().to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::fmt::Write as _;
+
+    const PATH: &str = "test.toml";
+
+    const IFACE: &str = "[[interface]]\n\
+                         name = \"eth0\"\n\
+                         addr = \"10.1.1.10/24\"\n\
+                         mac = \"02:00:00:00:00:01\"\n";
+
+    /// A config with the standard interface followed by `rest`.
+    fn with_iface(rest: &str) -> String {
+        format!("{IFACE}\n{rest}")
+    }
+
+    /// A config with the standard interface and one service whose body is `body`.
+    fn service(body: &str) -> String {
+        with_iface(&format!(
+            "[[service]]\nvip = \"10.1.1.100\"\nport = 80\n{body}"
+        ))
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, PATH)
+    }
+
+    /// The 1-based line of the only occurrence of `marker` in `text`.
+    fn line_of(text: &str, marker: &str) -> usize {
+        let at = text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker:?} not in the text"));
+        assert_eq!(text.matches(marker).count(), 1, "{marker:?} is ambiguous");
+        text[..at].matches('\n').count() + 1
+    }
+
+    /// Asserts `text` fails as `Invalid` at `key`, on the line of `marker`, with the key and
+    /// the line in the message; returns the `expected` part.
+    fn assert_invalid(text: &str, key: &str, marker: &str) -> String {
+        let error = parse(text).expect_err("the config should be rejected");
+        let shown = error.to_string();
+        let ConfigError::Invalid {
+            path,
+            line,
+            key: got_key,
+            expected,
+            ..
+        } = error
+        else {
+            panic!("expected Invalid at {key}, got {error:?}");
+        };
+        assert_eq!(got_key, key, "{shown}");
+        assert_eq!(line, line_of(text, marker), "{shown}");
+        assert_eq!(path, PATH);
+        assert!(
+            shown.starts_with(&format!("{PATH}: line {line}: {key} = ")),
+            "{shown}"
+        );
+        expected
+    }
+
+    fn assert_missing(text: &str, key: &str, marker: &str) {
+        match parse(text) {
+            Err(ConfigError::Missing {
+                line, key: got_key, ..
+            }) => {
+                assert_eq!(got_key, key);
+                assert_eq!(line, line_of(text, marker));
+            }
+            other => panic!("expected Missing {key}, got {other:?}"),
+        }
+    }
+
+    /// Asserts `text` fails as `Syntax` on the line of `marker` with `words` in the message.
+    fn assert_syntax(text: &str, marker: &str, words: &[&str]) {
+        let error = parse(text).expect_err("the config should be rejected");
+        let shown = error.to_string();
+        let ConfigError::Syntax { line, message, .. } = error else {
+            panic!("expected Syntax, got {error:?}");
+        };
+        assert_eq!(line, line_of(text, marker), "{shown}");
+        for word in words {
+            assert!(message.contains(word), "{word:?} not in {shown}");
+        }
+    }
+
+    #[test]
+    fn examples_parse() {
+        let dr = parse(include_str!("../../examples/dr.toml")).expect("dr.toml");
+        assert!(dr.services.iter().all(|s| s.forward == ForwardMode::Dr));
+        assert_eq!(dr.services.len(), 2);
+        assert_eq!(dr.neighbors.len(), 2);
+        assert_eq!(dr.services[0].health.http_path, "/healthz");
+        assert_eq!(dr.services[0].backends[2].weight, 0);
+        assert_eq!(dr.services[1].proto, Proto::Udp);
+
+        let nat = parse(include_str!("../../examples/nat.toml")).expect("nat.toml");
+        assert_eq!(nat.interfaces.len(), 2);
+        assert!(nat.services.iter().all(|s| s.forward == ForwardMode::Nat));
+        assert_eq!(nat.services[0].backends[0].port, 8080);
+        assert_eq!(nat.services[0].health.on_failure, OnFailure::Remove);
+
+        let fullnat = parse(include_str!("../../examples/fullnat.toml")).expect("fullnat.toml");
+        assert!(
+            fullnat
+                .services
+                .iter()
+                .all(|s| s.forward == ForwardMode::FullNat)
+        );
+        assert_eq!(
+            fullnat.services[0].local_addrs,
+            [Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)]
+        );
+        assert_eq!(fullnat.conntrack.max_embryonic, 1_000_000);
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_it_when_it_cannot() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let config = Config::load(&dir.join("fullnat.toml")).expect("load");
+        assert_eq!(config.services.len(), 1);
+
+        let missing = dir.join("no-such-config.toml");
+        match Config::load(&missing) {
+            Err(ConfigError::Io { path, message }) => {
+                assert_eq!(path, missing.display().to_string());
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let config = parse(&service("[[service.backend]]\naddr = \"10.1.1.11\"\n")).unwrap();
+        assert_eq!(
+            config.interfaces,
+            [InterfaceConfig {
+                name: "eth0".into(),
+                addr: Ipv4Addr::new(10, 1, 1, 10),
+                prefix_len: 24,
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                gateway: None,
+            }]
+        );
+        assert!(config.neighbors.is_empty());
+        assert_eq!(config.conntrack, ConntrackSettings::default());
+        assert_eq!(
+            config.services,
+            [ServiceConfig {
+                vip: Ipv4Addr::new(10, 1, 1, 100),
+                port: 80,
+                proto: Proto::Tcp,
+                scheduler: SchedulerKind::Maglev,
+                forward: ForwardMode::Dr,
+                local_addrs: vec![],
+                maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
+                health: HealthConfig::default(),
+                backends: vec![BackendConfig {
+                    addr: Ipv4Addr::new(10, 1, 1, 11),
+                    port: 80,
+                    weight: 1
+                }],
+            }]
+        );
+    }
+
+    #[test]
+    fn default_settings_match_the_contract() {
+        let ct = ConntrackSettings::default();
+        assert_eq!((ct.capacity, ct.max_embryonic), (1_000_000, 500_000));
+        let timeouts = [
+            ct.tcp_syn_timeout,
+            ct.tcp_established_timeout,
+            ct.tcp_closing_timeout,
+            ct.tcp_closed_timeout,
+            ct.udp_timeout,
+        ];
+        assert_eq!(timeouts.map(|t| t.as_secs()), [30, 900, 120, 10, 300]);
+
+        let health = HealthConfig::default();
+        assert_eq!(health.check, HealthCheckKind::Tcp);
+        assert_eq!(
+            (health.interval, health.timeout),
+            (Duration::from_secs(2), Duration::from_secs(1))
+        );
+        assert_eq!((health.rise, health.fall), (2, 3));
+        assert_eq!((health.http_path.as_str(), health.http_status), ("/", 200));
+        assert_eq!(health.on_failure, OnFailure::Drain);
+        assert_eq!(HealthConfig::for_proto(Proto::Tcp), health);
+        assert_eq!(
+            HealthConfig::for_proto(Proto::Udp).check,
+            HealthCheckKind::None
+        );
+    }
+
+    #[test]
+    fn udp_services_default_to_no_health_check() {
+        let config = parse(&service("proto = \"udp\"\n")).unwrap();
+        assert_eq!(config.services[0].health.check, HealthCheckKind::None);
+        let config = parse(&service(
+            "proto = \"udp\"\n[service.health]\ncheck = \"udp\"\n",
+        ))
+        .unwrap();
+        assert_eq!(config.services[0].health.check, HealthCheckKind::Udp);
+    }
+
+    #[test]
+    fn bad_addresses_name_their_key() {
+        let text = with_iface("[[service]]\nvip = \"10.1.1.300\"\nport = 80\n");
+        let expected = assert_invalid(&text, "service[0].vip", "10.1.1.300");
+        assert!(expected.contains("IPv4"));
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("\"10.1.1.300\"")
+        );
+
+        for vip in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "10.1.1", "::1"] {
+            let text = with_iface(&format!("[[service]]\nvip = \"{vip}\"\nport = 80\n"));
+            assert_invalid(&text, "service[0].vip", &format!("vip = \"{vip}\""));
+        }
+        let text = service(
+            "[[service.backend]]\naddr = \"10.1.1.11\"\n[[service.backend]]\naddr = \"ten\"\n",
+        );
+        assert_invalid(&text, "service[0].backend[1].addr", "\"ten\"");
+        let text = with_iface("[[neighbor]]\nip = \"10.1.1.x\"\nmac = \"02:00:00:00:00:09\"\n");
+        assert_invalid(&text, "neighbor[0].ip", "10.1.1.x");
+        let text =
+            service("forward = \"fullnat\"\nlocal_addrs = [\"10.1.1.200\",\n \"10.1.1.2001\"]\n");
+        assert_invalid(&text, "service[0].local_addrs[1]", "10.1.1.2001");
+        let text =
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\ngateway = \"10.1.1.256\"\n";
+        assert_invalid(text, "interface[0].gateway", "10.1.1.256");
+    }
+
+    #[test]
+    fn interface_addr_is_cidr_with_prefix_up_to_32() {
+        for bad in [
+            "10.1.1.10/33",
+            "10.1.1.10",
+            "10.1.1.10/",
+            "10.1.1.10/+24",
+            "10.1.1.10/24/1",
+            "0.0.0.0/0",
+        ] {
+            let text = format!("[[interface]]\nname = \"eth0\"\naddr = \"{bad}\"\n");
+            let expected = assert_invalid(&text, "interface[0].addr", bad);
+            assert!(expected.contains("10.1.1.10/24"), "{expected}");
+        }
+        for (cidr, prefix_len) in [
+            ("10.1.1.10/0", 0),
+            ("10.1.1.10/32", 32),
+            ("10.1.1.10/08", 8),
+        ] {
+            let text = format!("[[interface]]\nname = \"eth0\"\naddr = \"{cidr}\"\n");
+            assert_eq!(parse(&text).unwrap().interfaces[0].prefix_len, prefix_len);
+        }
+    }
+
+    #[test]
+    fn macs_are_checked_and_optional_on_interfaces() {
+        let text =
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00\"\n";
+        let expected = assert_invalid(text, "interface[0].mac", "02:00:00:00:00");
+        assert!(expected.contains("02:00:00:00:00:01"));
+        let text = with_iface("[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"01:00:5e:00:00:01\"\n");
+        assert_invalid(&text, "neighbor[0].mac", "01:00:5e");
+        let text = with_iface("[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"00:00:00:00:00:00\"\n");
+        assert_invalid(&text, "neighbor[0].mac", "00:00:00:00:00:00");
+        let text = "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n";
+        assert_eq!(parse(text).unwrap().interfaces[0].mac, None);
+        let text = with_iface("[[neighbor]]\nip = \"10.1.1.11\"\n");
+        assert_missing(&text, "neighbor[0].mac", "[[neighbor]]");
+    }
+
+    #[test]
+    fn parse_mac_takes_colons_or_dashes_in_either_case() {
+        let mac = [0x02, 0xab, 0xCD, 0x00, 0x10, 0xff];
+        assert_eq!(parse_mac("02:ab:cd:00:10:ff"), Ok(mac));
+        assert_eq!(parse_mac("02-AB-CD-00-10-FF"), Ok(mac));
+        for bad in [
+            "",
+            "02:ab:cd:00:10",
+            "02:ab:cd:00:10:ff:00",
+            "02:ab-cd:00:10:ff",
+            "2:ab:cd:00:10:ff0",
+            "02:ab:cd:00:10:fg",
+            "02:ab:cd:00:10:+f",
+            "02ab.cd00.10ff",
+            "02:ab:cd:00:10:ff:",
+        ] {
+            let error = parse_mac(bad).expect_err(bad);
+            assert!(error.contains("02:00:00:00:00:01"), "{error}");
+        }
+    }
+
+    #[test]
+    fn ports_are_1_to_65535() {
+        for bad in ["0", "65536", "-1", "\"80\"", "80.0"] {
+            let text = with_iface(&format!(
+                "[[service]]\nvip = \"10.1.1.100\"\nport = {bad}\n"
+            ));
+            let expected = assert_invalid(&text, "service[0].port", &format!("port = {bad}"));
+            assert!(expected.contains("1 to 65535"), "{expected}");
+        }
+        let text =
+            service("forward = \"nat\"\n[[service.backend]]\naddr = \"10.2.2.2\"\nport = 0\n");
+        assert_invalid(&text, "service[0].backend[0].port", "port = 0");
+        let config = parse(&with_iface(
+            "[[service]]\nvip = \"10.1.1.100\"\nport = 65535\n",
+        ))
+        .unwrap();
+        assert_eq!(config.services[0].port, 65535);
+    }
+
+    #[test]
+    fn unknown_names_list_the_accepted_ones() {
+        let cases: [(&str, &str, &[&str]); 4] = [
+            (
+                "proto = \"sctp\"\n",
+                "service[0].proto",
+                &["\"tcp\"", "\"udp\""],
+            ),
+            (
+                "forward = \"tun\"\n",
+                "service[0].forward",
+                &["\"dr\"", "\"nat\"", "\"fullnat\""],
+            ),
+            (
+                "scheduler = \"sed\"\n",
+                "service[0].scheduler",
+                &[
+                    "\"maglev\"",
+                    "\"wrr\"",
+                    "\"rr\"",
+                    "\"sh\"",
+                    "\"random\"",
+                    "\"wrandom\"",
+                    "\"lc\"",
+                    "\"wlc\"",
+                    "\"lt\"",
+                ],
+            ),
+            ("scheduler = 5\n", "service[0].scheduler", &["\"maglev\""]),
+        ];
+        for (body, key, names) in cases {
+            let text = service(body);
+            let expected = assert_invalid(&text, key, body.trim_end());
+            for name in names {
+                assert!(expected.contains(name), "{name} not in {expected}");
+            }
+        }
+        let text = service("[service.health]\ncheck = \"icmp\"\n");
+        let expected = assert_invalid(&text, "service[0].health.check", "icmp");
+        assert_eq!(expected, "one of \"tcp\", \"http\", \"udp\", \"none\"");
+        let text = service("[service.health]\non_failure = \"kill\"\n");
+        let expected = assert_invalid(&text, "service[0].health.on_failure", "kill");
+        assert_eq!(expected, "one of \"drain\", \"remove\"");
+    }
+
+    #[test]
+    fn every_scheduler_name_and_the_mh_alias_parse() {
+        for kind in SchedulerKind::ALL {
+            let config = parse(&service(&format!("scheduler = \"{kind}\"\n"))).unwrap();
+            assert_eq!(config.services[0].scheduler, kind);
+        }
+        let config = parse(&service("scheduler = \"mh\"\n")).unwrap();
+        assert_eq!(config.services[0].scheduler, SchedulerKind::Maglev);
+    }
+
+    #[test]
+    fn duplicate_services_are_rejected_but_not_other_protocols() {
+        let text = service("[[service]]\nvip = \"10.1.1.100\" # again\nport = 80\n");
+        let expected = assert_invalid(&text, "service[1].vip", "# again");
+        assert!(expected.contains("service[0]"), "{expected}");
+        let text = service("[[service]]\nvip = \"10.1.1.100\"\nport = 80\nproto = \"udp\"\n");
+        assert_eq!(parse(&text).unwrap().services.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_backends_are_rejected_but_not_other_ports() {
+        let text = service(
+            "[[service.backend]]\naddr = \"10.1.1.11\"\n[[service.backend]]\naddr = \"10.1.1.11\" # again\n",
+        );
+        let expected = assert_invalid(&text, "service[0].backend[1].addr", "# again");
+        assert!(expected.contains("backend[0]"), "{expected}");
+        let text = service(
+            "forward = \"nat\"\n\
+             [[service.backend]]\naddr = \"10.2.2.2\"\nport = 8080\n\
+             [[service.backend]]\naddr = \"10.2.2.2\"\nport = 8081\n",
+        );
+        assert_eq!(parse(&text).unwrap().services[0].backends.len(), 2);
+    }
+
+    #[test]
+    fn local_addrs_belong_to_fullnat_only() {
+        let text = service("forward = \"fullnat\"\n");
+        assert_missing(&text, "service[0].local_addrs", "fullnat");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(
+            shown.contains("non-empty") && shown.contains("FullNAT"),
+            "{shown}"
+        );
+        let text = service("forward = \"fullnat\"\nlocal_addrs = []\n");
+        assert_invalid(&text, "service[0].local_addrs", "local_addrs = []");
+        for mode in ["dr", "nat"] {
+            let text = service(&format!(
+                "forward = \"{mode}\"\nlocal_addrs = [\"10.1.1.200\"]\n"
+            ));
+            let expected = assert_invalid(&text, "service[0].local_addrs", "local_addrs");
+            assert!(expected.contains(&format!("\"{mode}\"")), "{expected}");
+        }
+        let text = service("local_addrs = [\"10.1.1.200\"]\n");
+        assert_invalid(&text, "service[0].local_addrs", "local_addrs");
+        let text =
+            service("forward = \"fullnat\"\nlocal_addrs = [\"10.1.1.200\", \"10.1.1.200\"]\n");
+        assert_invalid(&text, "service[0].local_addrs[1]", "local_addrs");
+    }
+
+    #[test]
+    fn dr_cannot_change_ports_or_cross_a_router() {
+        let text = service("[[service.backend]]\naddr = \"10.1.1.11\"\nport = 8080\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].port", "8080");
+        assert!(
+            expected.contains("DR") && expected.contains("cannot change ports"),
+            "{expected}"
+        );
+        let text = service("[[service.backend]]\naddr = \"10.1.1.11\"\nport = 80\n");
+        assert!(parse(&text).is_ok());
+
+        let text = service("[[service.backend]]\naddr = \"10.9.9.9\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "10.9.9.9");
+        assert!(expected.contains("eth0 10.1.1.10/24"), "{expected}");
+        let text =
+            service("forward = \"nat\"\n[[service.backend]]\naddr = \"10.9.9.9\"\nport = 8080\n");
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn maglev_table_size_is_a_prime_no_smaller_than_the_backends() {
+        for bad in ["65536", "1", "0", "-7", "16777259", "\"big\""] {
+            let text = service(&format!("maglev_table_size = {bad}\n"));
+            let expected =
+                assert_invalid(&text, "service[0].maglev_table_size", "maglev_table_size");
+            assert!(expected.contains("prime"), "{expected}");
+        }
+        let backends = "[[service.backend]]\naddr = \"10.1.1.11\"\n\
+                        [[service.backend]]\naddr = \"10.1.1.12\"\n\
+                        [[service.backend]]\naddr = \"10.1.1.13\"\n";
+        let text = service(&format!("maglev_table_size = 2\n{backends}"));
+        let expected = assert_invalid(&text, "service[0].maglev_table_size", "maglev_table_size");
+        assert!(expected.contains("(3)"), "{expected}");
+        let config = parse(&service(&format!("maglev_table_size = 3\n{backends}"))).unwrap();
+        assert_eq!(config.services[0].maglev_table_size, 3);
+        let text = service(&format!("maglev_table_size = {MAX_MAGLEV_TABLE_SIZE}\n"));
+        assert_eq!(
+            parse(&text).unwrap().services[0].maglev_table_size,
+            MAX_MAGLEV_TABLE_SIZE
+        );
+    }
+
+    #[test]
+    fn is_prime_knows_the_table_sizes() {
+        let primes = [
+            2,
+            3,
+            5,
+            7,
+            13,
+            251,
+            65_537,
+            655_373,
+            1_000_003,
+            MAX_MAGLEV_TABLE_SIZE as u64,
+        ];
+        for p in primes {
+            assert!(is_prime(p), "{p}");
+        }
+        for n in [
+            0, 1, 4, 9, 25, 49, 65_536, 1_000_001, 16_777_216, 16_777_215,
+        ] {
+            assert!(!is_prime(n), "{n}");
+        }
+        // The next prime after the maximum is out of range, so the maximum is the largest
+        // prime below 2^24.
+        assert!(((MAX_MAGLEV_TABLE_SIZE as u64 + 1)..(1 << 24)).all(|n| !is_prime(n)));
+    }
+
+    #[test]
+    fn interfaces_are_required_and_checked() {
+        let error = parse("# nothing\n").unwrap_err();
+        assert!(matches!(&error, ConfigError::Missing { key, line: 1, .. } if key == "interface"));
+        assert!(error.to_string().contains("[[interface]]"));
+
+        let text =
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\ngateway = \"10.1.2.1\"\n";
+        let expected = assert_invalid(text, "interface[0].gateway", "gateway");
+        assert!(expected.contains("10.1.1.0/24"), "{expected}");
+        let text =
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\ngateway = \"10.1.1.10\"\n";
+        assert_invalid(text, "interface[0].gateway", "gateway");
+        let text =
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\ngateway = \"10.1.1.1\"\n";
+        assert_eq!(
+            parse(text).unwrap().interfaces[0].gateway,
+            Some(Ipv4Addr::new(10, 1, 1, 1))
+        );
+
+        let text = "[[interface]]\naddr = \"10.1.1.10/24\"\n";
+        assert_missing(text, "interface[0].name", "[[interface]]");
+        let text = "[[interface]] # here\nname = \"eth0\"\n";
+        assert_missing(text, "interface[0].addr", "# here");
+        for name in ["\"\"", "\"a-very-long-name\"", "\"eth 0\"", "\"a/b\"", "0"] {
+            let text = format!("[[interface]]\nname = {name}\naddr = \"10.1.1.10/24\"\n");
+            assert_invalid(&text, "interface[0].name", &format!("name = {name}"));
+        }
+        let text = with_iface("[[interface]]\nname = \"eth0\" # twice\naddr = \"10.2.2.10/24\"\n");
+        assert_invalid(&text, "interface[1].name", "# twice");
+        let text = with_iface(
+            "[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:02\"\n\
+             [[neighbor]]\nip = \"10.1.1.11\" # twice\nmac = \"02:00:00:00:00:03\"\n",
+        );
+        assert_invalid(&text, "neighbor[1].ip", "# twice");
+    }
+
+    #[test]
+    fn required_service_keys_point_at_their_table() {
+        let text = with_iface("[[service]] # this one\nport = 80\n");
+        assert_missing(&text, "service[0].vip", "# this one");
+        let text = with_iface("[[service]] # this one\nvip = \"10.1.1.100\"\n");
+        assert_missing(&text, "service[0].port", "# this one");
+        let text = service("[[service.backend]] # this one\nweight = 1\n");
+        assert_missing(&text, "service[0].backend[0].addr", "# this one");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(
+            shown.contains("service[0].backend[0].addr is missing"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn weights_are_0_to_65535() {
+        for bad in ["65536", "-1", "1.5", "\"1\""] {
+            let text = service(&format!(
+                "[[service.backend]]\naddr = \"10.1.1.11\"\nweight = {bad}\n"
+            ));
+            let expected = assert_invalid(&text, "service[0].backend[0].weight", "weight");
+            assert!(expected.contains("0 to 65535"), "{expected}");
+        }
+        for weight in [0, 65535] {
+            let text = service(&format!(
+                "[[service.backend]]\naddr = \"10.1.1.11\"\nweight = {weight}\n"
+            ));
+            assert_eq!(parse(&text).unwrap().services[0].backends[0].weight, weight);
+        }
+    }
+
+    #[test]
+    fn conntrack_sizes_and_timeouts_are_checked() {
+        let text = with_iface("[conntrack]\ncapacity = 0\n");
+        assert_invalid(&text, "conntrack.capacity", "capacity");
+        let text = with_iface("[conntrack]\ncapacity = 2000000000\n");
+        assert_invalid(&text, "conntrack.capacity", "capacity");
+        let text = with_iface("[conntrack]\ncapacity = 10\nmax_embryonic = 11\n");
+        let expected = assert_invalid(&text, "conntrack.max_embryonic", "max_embryonic");
+        assert!(expected.contains("(10)"), "{expected}");
+        let text = with_iface("[conntrack]\nmax_embryonic = 0\n");
+        assert_invalid(&text, "conntrack.max_embryonic", "max_embryonic");
+        for key in [
+            "tcp_syn_timeout",
+            "tcp_established_timeout",
+            "tcp_closing_timeout",
+            "tcp_closed_timeout",
+            "udp_timeout",
+        ] {
+            for bad in ["0", "-5", "2.5", "\"30s\""] {
+                let text = with_iface(&format!("[conntrack]\n{key} = {bad}\n"));
+                assert_invalid(&text, &format!("conntrack.{key}"), key);
+            }
+        }
+        let text = with_iface("[conntrack]\ncapacity = 7\nudp_timeout = 1\n");
+        let ct = parse(&text).unwrap().conntrack;
+        assert_eq!((ct.capacity, ct.max_embryonic), (7, 4));
+        assert_eq!(ct.udp_timeout, Duration::from_secs(1));
+        assert_eq!(ct.tcp_syn_timeout, Duration::from_secs(30));
+        let text = with_iface("[conntrack]\ncapacity = 1\n");
+        assert_eq!(parse(&text).unwrap().conntrack.max_embryonic, 1);
+    }
+
+    #[test]
+    fn health_settings_are_checked() {
+        let cases = [
+            ("rise = 0", "rise"),
+            ("fall = 0", "fall"),
+            ("fall = 4294967296", "fall"),
+            ("interval = 0", "interval"),
+            ("interval = -1.0", "interval"),
+            ("interval = nan", "interval"),
+            ("interval = inf", "interval"),
+            ("interval = \"2s\"", "interval"),
+            ("timeout = 0.0", "timeout"),
+            ("interval = 1.0\ntimeout = 1.5", "timeout"),
+            ("http_path = \"/x\"", "http_path"),
+            ("http_status = 204", "http_status"),
+            ("check = \"http\"\nhttp_path = \"healthz\"", "http_path"),
+            ("check = \"http\"\nhttp_path = \"/a b\"", "http_path"),
+            ("check = \"http\"\nhttp_status = 600", "http_status"),
+            ("check = \"http\"\nhttp_status = 99", "http_status"),
+        ];
+        for (body, key) in cases {
+            let text = service(&format!("[service.health]\n{body}\n"));
+            let marker = body.lines().last().unwrap();
+            assert_invalid(&text, &format!("service[0].health.{key}"), marker);
+        }
+        let text = service("[service.health]\ncheck = \"tcp\"\nhttp_path = \"/x\"\n");
+        let expected = assert_invalid(&text, "service[0].health.http_path", "http_path");
+        assert!(expected.contains("check = \"http\""), "{expected}");
+        let text = service("[service.health]\ninterval = 1\ntimeout = 1.5\n");
+        let expected = assert_invalid(&text, "service[0].health.timeout", "timeout");
+        assert!(expected.contains("interval (1 s)"), "{expected}");
+    }
+
+    #[test]
+    fn health_settings_parse() {
+        let text = service(
+            "[service.health]\ncheck = \"http\"\ninterval = 1.234\ntimeout = 1\nrise = 1\nfall = 1\n\
+             http_path = \"/healthz?full=1\"\nhttp_status = 204\non_failure = \"remove\"\n",
+        );
+        let health = parse(&text).unwrap().services.remove(0).health;
+        assert_eq!(
+            health,
+            HealthConfig {
+                check: HealthCheckKind::Http,
+                interval: Duration::from_millis(1234),
+                timeout: Duration::from_secs(1),
+                rise: 1,
+                fall: 1,
+                http_path: "/healthz?full=1".into(),
+                http_status: 204,
+                on_failure: OnFailure::Remove,
+            }
+        );
+        // A short interval shortens the default timeout with it; equal is allowed.
+        let text = service("[service.health]\ninterval = 0.5\n");
+        assert_eq!(
+            parse(&text).unwrap().services[0].health.timeout,
+            Duration::from_millis(500)
+        );
+        let text = service("[service.health]\ninterval = 3\ntimeout = 3\n");
+        assert_eq!(
+            parse(&text).unwrap().services[0].health.timeout,
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_give_line_and_column() {
+        let text = service("[[service.backend]]\naddr = \"10.1.1.11\"\nwieght = 2\n");
+        assert_syntax(
+            &text,
+            "wieght",
+            &["unknown field `wieght`", "service.backend", "column 1"],
+        );
+        let text = with_iface("[[servce]]\nvip = \"10.1.1.100\"\n");
+        assert_syntax(&text, "servce", &["unknown field `servce`", "column 3"]);
+        let text = with_iface("[conntrack]\ncapacity = 1\ncapacity = 2 # again\n");
+        assert_syntax(&text, "# again", &["duplicate key"]);
+        let text = with_iface("[[service]]\nvip = \"10.1.1.100\nport = 80\n");
+        assert_syntax(&text, "vip", &[]);
+        let text = with_iface(
+            "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nlocal_addrs = \"10.1.1.200\"\n",
+        );
+        assert_syntax(&text, "local_addrs", &["sequence", "service.local_addrs"]);
+        let shown = parse(&text).unwrap_err().to_string();
+        let line = line_of(&text, "local_addrs");
+        assert!(
+            shown.starts_with(&format!("{PATH}: line {line}: ")),
+            "{shown}"
+        );
+        let text = with_iface("[service]\nvip = \"10.1.1.100\"\n");
+        assert_syntax(&text, "[service]", &["write [[service]]"]);
+    }
+
+    #[test]
+    fn lines_and_columns_count_characters() {
+        let cx = Context {
+            text: "ab\nçd\n",
+            path: PATH,
+        };
+        assert_eq!(cx.line_column(0), (1, 1));
+        assert_eq!(cx.line_column(3), (2, 1));
+        assert_eq!(cx.line_column(5), (2, 2)); // after the two-byte 'ç'
+        assert_eq!(cx.line_column(99), (3, 1)); // past the end: clamped
+    }
+
+    #[test]
+    fn contains_and_netmask() {
+        let interface = |addr: [u8; 4], prefix_len| InterfaceConfig {
+            name: "eth0".into(),
+            addr: Ipv4Addr::from(addr),
+            prefix_len,
+            mac: None,
+            gateway: None,
+        };
+        let lan = interface([10, 1, 1, 10], 24);
+        assert_eq!(lan.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert!(lan.contains(Ipv4Addr::new(10, 1, 1, 255)));
+        assert!(!lan.contains(Ipv4Addr::new(10, 1, 2, 1)));
+        let everything = interface([10, 1, 1, 10], 0);
+        assert_eq!(everything.netmask(), Ipv4Addr::UNSPECIFIED);
+        assert!(everything.contains(Ipv4Addr::new(192, 0, 2, 1)));
+        let host = interface([10, 1, 1, 10], 32);
+        assert!(host.contains(Ipv4Addr::new(10, 1, 1, 10)));
+        assert!(!host.contains(Ipv4Addr::new(10, 1, 1, 11)));
+        assert_eq!(
+            interface([10, 1, 1, 10], 200).netmask(),
+            Ipv4Addr::BROADCAST
+        );
+    }
+
+    // Property tests.
+
+    /// Renders a config as TOML, writing every key, for round trips.
+    fn render(config: &Config) -> String {
+        let mut out = String::new();
+        let secs = |d: Duration| format!("{:?}", d.as_secs_f64());
+        let mac = |m: Mac| m.map(|b| format!("{b:02x}")).join(":");
+        for i in &config.interfaces {
+            let _ = write!(
+                out,
+                "[[interface]]\nname = \"{}\"\naddr = \"{}/{}\"\n",
+                i.name, i.addr, i.prefix_len
+            );
+            if let Some(m) = i.mac {
+                let _ = writeln!(out, "mac = \"{}\"", mac(m));
+            }
+            if let Some(g) = i.gateway {
+                let _ = writeln!(out, "gateway = \"{g}\"");
+            }
+        }
+        for n in &config.neighbors {
+            let _ = write!(
+                out,
+                "[[neighbor]]\nip = \"{}\"\nmac = \"{}\"\n",
+                n.ip,
+                mac(n.mac)
+            );
+        }
+        let ct = &config.conntrack;
+        let _ = write!(
+            out,
+            "[conntrack]\ncapacity = {}\nmax_embryonic = {}\ntcp_syn_timeout = {}\n\
+             tcp_established_timeout = {}\ntcp_closing_timeout = {}\ntcp_closed_timeout = {}\n\
+             udp_timeout = {}\n",
+            ct.capacity,
+            ct.max_embryonic,
+            ct.tcp_syn_timeout.as_secs(),
+            ct.tcp_established_timeout.as_secs(),
+            ct.tcp_closing_timeout.as_secs(),
+            ct.tcp_closed_timeout.as_secs(),
+            ct.udp_timeout.as_secs()
+        );
+        for s in &config.services {
+            let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = write!(
+                out,
+                "[[service]]\nvip = \"{}\"\nport = {}\nproto = \"{}\"\nscheduler = \"{}\"\n\
+                 forward = \"{}\"\nlocal_addrs = [{}]\nmaglev_table_size = {}\n",
+                s.vip,
+                s.port,
+                s.proto,
+                s.scheduler,
+                s.forward,
+                addrs.join(", "),
+                s.maglev_table_size
+            );
+            let h = &s.health;
+            let _ = write!(
+                out,
+                "[service.health]\ncheck = \"{}\"\ninterval = {}\ntimeout = {}\nrise = {}\n\
+                 fall = {}\non_failure = \"{}\"\n",
+                h.check,
+                secs(h.interval),
+                secs(h.timeout),
+                h.rise,
+                h.fall,
+                h.on_failure
+            );
+            if h.check == HealthCheckKind::Http {
+                let _ = write!(
+                    out,
+                    "http_path = \"{}\"\nhttp_status = {}\n",
+                    h.http_path, h.http_status
+                );
+            }
+            for b in &s.backends {
+                let _ = write!(
+                    out,
+                    "[[service.backend]]\naddr = \"{}\"\nport = {}\nweight = {}\n",
+                    b.addr, b.port, b.weight
+                );
+            }
+        }
+        out
+    }
+
+    prop_compose! {
+        fn arb_health()(
+            check in proptest::sample::select(HealthCheckKind::ALL.to_vec()),
+            interval_ms in 1u64..1_000_000,
+            timeout_permille in 1u64..=1000,
+            rise in 1u32..,
+            fall in 1u32..,
+            http_path in "/[a-zA-Z0-9/._~?=&-]{0,16}",
+            http_status in 100u16..600,
+            on_failure in proptest::sample::select(OnFailure::ALL.to_vec()),
+        ) -> HealthConfig {
+            let timeout_ms = (interval_ms * timeout_permille / 1000).max(1);
+            let http = check == HealthCheckKind::Http;
+            HealthConfig {
+                check,
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                rise,
+                fall,
+                http_path: if http { http_path } else { "/".into() },
+                http_status: if http { http_status } else { 200 },
+                on_failure,
+            }
+        }
+    }
+
+    prop_compose! {
+        /// A valid service; `index` keeps VIPs distinct. Real servers sit on 10.1.1.0/24.
+        fn arb_service(index: u8)(
+            port in 1u16..,
+            udp in any::<bool>(),
+            scheduler in proptest::sample::select(SchedulerKind::ALL.to_vec()),
+            forward in proptest::sample::select(vec![ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat]),
+            local_count in 1u8..4,
+            backends in proptest::collection::vec((1u16.., 0u32..=65_535), 0..6),
+            maglev_table_size in proptest::sample::select(vec![7usize, 251, 65_537, 1_000_003]),
+            health in arb_health(),
+        ) -> ServiceConfig {
+            let local_addrs = match forward {
+                ForwardMode::FullNat => (0..local_count).map(|i| Ipv4Addr::new(10, 1, 1, 200 + i)).collect(),
+                _ => vec![],
+            };
+            let backends = backends
+                .into_iter()
+                .zip(20u8..)
+                .map(|((backend_port, weight), host)| BackendConfig {
+                    addr: Ipv4Addr::new(10, 1, 1, host),
+                    port: if forward == ForwardMode::Dr { port } else { backend_port },
+                    weight,
+                })
+                .collect();
+            ServiceConfig {
+                vip: Ipv4Addr::new(10, 1, 2, index),
+                port,
+                proto: if udp { Proto::Udp } else { Proto::Tcp },
+                scheduler,
+                forward,
+                local_addrs,
+                maglev_table_size,
+                health,
+                backends,
+            }
+        }
+    }
+
+    fn arb_config() -> impl Strategy<Value = Config> {
+        let services = (0u8..4).prop_flat_map(|n| (0..n).map(arb_service).collect::<Vec<_>>());
+        let conntrack = (
+            1usize..10_000_000,
+            1u64..=1000,
+            proptest::array::uniform5(1u64..1_000_000),
+        );
+        (services, conntrack, any::<[u8; 6]>(), any::<bool>()).prop_map(
+            |(services, (capacity, embryonic_permille, timeouts), mac_seed, with_gateway)| {
+                let mac = [
+                    mac_seed[0] & 0xfe | 0x02,
+                    mac_seed[1],
+                    mac_seed[2],
+                    mac_seed[3],
+                    mac_seed[4],
+                    mac_seed[5],
+                ];
+                let [syn, established, closing, closed, udp] = timeouts.map(Duration::from_secs);
+                Config {
+                    interfaces: vec![InterfaceConfig {
+                        name: "eth0".into(),
+                        addr: Ipv4Addr::new(10, 1, 1, 10),
+                        prefix_len: 24,
+                        mac: Some(mac),
+                        gateway: with_gateway.then_some(Ipv4Addr::new(10, 1, 1, 1)),
+                    }],
+                    neighbors: vec![NeighborConfig {
+                        ip: Ipv4Addr::new(10, 1, 1, 20),
+                        mac,
+                    }],
+                    conntrack: ConntrackSettings {
+                        capacity,
+                        max_embryonic: (capacity * embryonic_permille as usize / 1000).max(1),
+                        tcp_syn_timeout: syn,
+                        tcp_established_timeout: established,
+                        tcp_closing_timeout: closing,
+                        tcp_closed_timeout: closed,
+                        udp_timeout: udp,
+                    },
+                    services,
+                }
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn valid_configs_round_trip(config in arb_config()) {
+            let text = render(&config);
+            prop_assert_eq!(parse(&text), Ok(config), "{}", text);
+        }
+
+        #[test]
+        fn a_bad_weight_is_reported_at_its_own_key_and_line(
+            shape in proptest::collection::vec(1usize..4, 1..5),
+            pick in any::<(prop::sample::Index, prop::sample::Index)>(),
+        ) {
+            let service_index = pick.0.index(shape.len());
+            let backend_index = pick.1.index(shape[service_index]);
+            let mut text = with_iface("");
+            for (s, &count) in shape.iter().enumerate() {
+                let _ = write!(text, "[[service]]\nvip = \"10.1.1.{}\"\nport = 80\n", 100 + s);
+                for b in 0..count {
+                    let weight = if (s, b) == (service_index, backend_index) { 70_000 } else { 1 };
+                    let _ = write!(text, "  [[service.backend]]\n  addr = \"10.1.1.{}\"\n  weight = {weight}\n", 20 + b);
+                }
+            }
+            let key = format!("service[{service_index}].backend[{backend_index}].weight");
+            match parse(&text) {
+                Err(ConfigError::Invalid { key: got, line, value, .. }) => {
+                    prop_assert_eq!(got, key);
+                    prop_assert_eq!(line, line_of(&text, "70000"));
+                    prop_assert_eq!(value, "70000");
+                }
+                other => prop_assert!(false, "expected Invalid, got {:?}", other),
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_text(text in ".{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_a_mangled_example(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), "[\\[\\]\"'=#.,0-9a-z\n -]{0,3}"), 1..4),
+        ) {
+            let mut text = include_str!("../../examples/dr.toml").to_string();
+            for (at, insert) in edits {
+                let mut cut = at.index(text.len());
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let end = text[cut..].char_indices().nth(2).map_or(text.len(), |(i, _)| cut + i);
+                text.replace_range(cut..end, &insert);
+            }
+            if let Err(error) = parse(&text) {
+                // Every error but Io names a line inside the text.
+                let line = match &error {
+                    ConfigError::Syntax { line, .. } => *line,
+                    ConfigError::Invalid { line, .. } | ConfigError::Missing { line, .. } => *line,
+                    ConfigError::Io { .. } => 0,
+                };
+                prop_assert!((1..=text.lines().count() + 1).contains(&line), "{}", error);
+            }
+        }
+
+        #[test]
+        fn parse_mac_round_trips(mac in any::<[u8; 6]>(), dash in any::<bool>(), upper in any::<bool>()) {
+            let separator = if dash { "-" } else { ":" };
+            let text = mac.map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") }).join(separator);
+            prop_assert_eq!(parse_mac(&text), Ok(mac));
+        }
+
+        #[test]
+        fn parse_mac_never_panics(text in "\\PC{0,24}") {
+            let _ = parse_mac(&text);
+        }
+
+        #[test]
+        fn is_prime_matches_trial_division_by_everything(n in 0u64..20_000) {
+            let naive = n >= 2 && (2..n).all(|d| n % d != 0);
+            prop_assert_eq!(is_prime(n), naive);
+        }
+
+        #[test]
+        fn contains_agrees_with_shifting(addr in any::<u32>(), other in any::<u32>(), prefix_len in 0u8..=32) {
+            let interface = InterfaceConfig {
+                name: "eth0".into(),
+                addr: Ipv4Addr::from(addr),
+                prefix_len,
+                mac: None,
+                gateway: None,
+            };
+            prop_assert!(interface.contains(interface.addr));
+            let same = prefix_len == 0 || (addr >> (32 - u32::from(prefix_len))) == (other >> (32 - u32::from(prefix_len)));
+            prop_assert_eq!(interface.contains(Ipv4Addr::from(other)), same);
+        }
+    }
+}
