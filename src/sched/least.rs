@@ -1,0 +1,174 @@
+//! The least-load schedulers: `lc`, `wlc` and `lt`.
+//!
+//! Each picks the backend with the lowest cost, a ratio compared by cross-multiplication in
+//! `u128` (no floats, no overflow: every numerator is below `2^64` and every denominator below
+//! `2^32`):
+//!
+//! | kind | cost | origin |
+//! |---|---|---|
+//! | `lc`  | `active` | IPVS `lc` (its overhead `active * 256 + inactive`, with active only) |
+//! | `wlc` | `(active + 1) / weight` | IPVS `sed`; the `+ 1` makes an idle heavy backend beat an idle light one, where IPVS `wlc`'s `active / weight` ties |
+//! | `lt`  | `(active + 1) * response_time_us / weight` | NGINX Plus `least_time` |
+//!
+//! `active` is this core's count; a missing entry counts as 0. In `lt` an unknown response
+//! time (0 or missing) counts as the lowest known among the candidates (1 if none is known), so
+//! a new backend gets tried rather than starved or flooded.
+//!
+//! # Invariants
+//!
+//! - Only the backends listed in `live` (weight > 0) are candidates; the result is one of them,
+//!   or `None` when there are none.
+//! - Ties go to the first candidate in `live` order rotated to start at `start`: callers
+//!   advance `start` per pick, so idle backends share new flows round-robin instead of the
+//!   lowest index taking every flow of a burst that arrives before the counts move.
+//! - No allocation, no panic.
+
+/// Which cost to minimise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Least {
+    /// `lc`: fewest active connections.
+    Connections,
+    /// `wlc`: fewest active connections per unit of weight.
+    WeightedConnections,
+    /// `lt`: lowest expected response time per unit of weight.
+    Time,
+}
+
+/// The inputs a pick compares, as [`super::PickContext`] gives them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Loads<'a> {
+    pub weights: &'a [u32],
+    pub active: &'a [u32],
+    pub response_time_us: &'a [u32],
+}
+
+impl Least {
+    /// The cheapest backend among `live` (indices into `weights`), scanning from `start`.
+    pub(super) fn pick(self, live: &[u32], start: usize, loads: &Loads<'_>) -> Option<usize> {
+        let unknown_time = match self {
+            Least::Time => live
+                .iter()
+                .filter_map(|&i| loads.response_time_us.get(i as usize))
+                .filter(|&&t| t > 0)
+                .min()
+                .copied()
+                .unwrap_or(1),
+            _ => 1,
+        };
+        let cost = |index: usize| -> (u128, u128) {
+            let active = u128::from(loads.active.get(index).copied().unwrap_or(0));
+            let weight = u128::from(loads.weights.get(index).copied().unwrap_or(0));
+            match self {
+                Least::Connections => (active, 1),
+                Least::WeightedConnections => (active + 1, weight),
+                Least::Time => {
+                    let time = match loads.response_time_us.get(index) {
+                        Some(&t) if t > 0 => t,
+                        _ => unknown_time,
+                    };
+                    ((active + 1) * u128::from(time), weight)
+                }
+            }
+        };
+        let (tail, head) = live.split_at_checked(start).unwrap_or((&[], live));
+        let mut best: Option<(usize, (u128, u128))> = None;
+        for &index in head.iter().chain(tail) {
+            let index = index as usize;
+            let (num, den) = cost(index);
+            // num / den < best_num / best_den, with den > 0 for every live backend.
+            if best.is_none_or(|(_, (best_num, best_den))| num * best_den < best_num * den) {
+                best = Some((index, (num, den)));
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(kind: Least, weights: &[u32], active: &[u32], times: &[u32], start: usize) -> usize {
+        let live: Vec<u32> = (0..weights.len() as u32)
+            .filter(|&i| weights[i as usize] > 0)
+            .collect();
+        let loads = Loads {
+            weights,
+            active,
+            response_time_us: times,
+        };
+        kind.pick(&live, start, &loads).unwrap()
+    }
+
+    #[test]
+    fn lc_picks_fewest_active() {
+        assert_eq!(pick(Least::Connections, &[1, 1, 1], &[5, 2, 9], &[], 0), 1);
+        // Weight does not matter to lc, except 0 (draining).
+        assert_eq!(
+            pick(Least::Connections, &[1, 100, 1], &[5, 6, 9], &[], 0),
+            0
+        );
+        assert_eq!(pick(Least::Connections, &[1, 1, 0], &[5, 6, 0], &[], 0), 0);
+    }
+
+    #[test]
+    fn wlc_picks_fewest_per_weight() {
+        // (a+1)/w: 6/1, 7/4, 3/1 -> index 1.
+        assert_eq!(
+            pick(Least::WeightedConnections, &[1, 4, 1], &[5, 6, 2], &[], 0),
+            1
+        );
+        // Idle: the heaviest wins.
+        assert_eq!(pick(Least::WeightedConnections, &[1, 3, 2], &[], &[], 0), 1);
+        // Large values do not overflow: (2^32) * 2^32 compared in u128.
+        let big = u32::MAX;
+        assert_eq!(
+            pick(Least::WeightedConnections, &[big, 1], &[big, 0], &[], 0),
+            1
+        );
+    }
+
+    #[test]
+    fn lt_weighs_response_time_and_tries_unknown_backends() {
+        // (a+1)*t/w: 1*100/1, 3*20/1, 1*50/1 -> index 2.
+        assert_eq!(
+            pick(Least::Time, &[1, 1, 1], &[0, 2, 0], &[100, 20, 50], 0),
+            2
+        );
+        // Unknown time counts as the lowest known (20): 1*20 < 3*20.
+        assert_eq!(
+            pick(Least::Time, &[1, 1, 1], &[0, 2, 0], &[100, 20, 0], 0),
+            2
+        );
+        // Nothing known: every time counts as 1, so it is wlc.
+        assert_eq!(pick(Least::Time, &[1, 1, 1], &[1, 1, 0], &[], 0), 2);
+        assert_eq!(pick(Least::Time, &[1, 3, 1], &[1, 1, 0], &[], 0), 1);
+        // A draining backend's fast time is not a candidate for the unknown-time floor.
+        assert_eq!(pick(Least::Time, &[0, 1, 1], &[0, 0, 0], &[1, 0, 10], 0), 1);
+    }
+
+    #[test]
+    fn ties_rotate_with_start() {
+        for kind in [Least::Connections, Least::WeightedConnections, Least::Time] {
+            let picks: Vec<usize> = (0..5)
+                .map(|start| pick(kind, &[1, 0, 1, 1], &[], &[], start % 3))
+                .collect();
+            assert_eq!(picks, vec![0, 2, 3, 0, 2], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_live_is_none_and_start_out_of_range_is_harmless() {
+        let loads = Loads {
+            weights: &[0, 0],
+            active: &[],
+            response_time_us: &[],
+        };
+        assert_eq!(Least::Connections.pick(&[], 0, &loads), None);
+        let loads = Loads {
+            weights: &[1, 1],
+            ..loads
+        };
+        assert_eq!(Least::Connections.pick(&[0, 1], 7, &loads), Some(0));
+    }
+}
