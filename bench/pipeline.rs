@@ -1,1 +1,394 @@
-fn main() {}
+//! The pure pipeline on one pinned core: Mpps, ns/packet and instructions/packet per forward
+//! mode, over 100k tracked flows.
+//!
+//! `cargo bench --bench pipeline` prints the table and writes it to `bench/results/`.
+//! Options (after `--`): `--quick` (fewer packets), `--no-callgrind`, `--no-write`.
+//!
+//! Each scenario feeds pre-built frames in batches of 64, the way a poll loop gets them:
+//! every frame is copied from its template into a batch buffer first (as a NIC's RX would
+//! deliver a fresh frame), then processed. The copy is part of the figure.
+//!
+//! Instructions/packet come from callgrind: the program runs itself under
+//! `valgrind --tool=callgrind` with collection switched on only inside the measured loop,
+//! and divides the instruction count by the packets processed there.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallClock};
+
+use xlb::control::{Config, Snapshot};
+use xlb::dataplane::{CoreSlot, IfaceId, Pipeline, Stat, Verdict};
+use xlb::sched::{BackendSpec, MaglevTable};
+use xlb::testkit::{self, ACK, SYN};
+use xlb::time::Instant;
+use xlb::wire::MacAddr;
+
+const FLOWS: usize = 100_000;
+const BACKENDS: u8 = 16;
+const BATCH: usize = 64;
+const LB_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);
+const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x20]);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// DR, every packet hits an established flow.
+    DrHit,
+    /// NAT, established flows, half requests and half replies.
+    NatHit,
+    /// FullNAT, established flows, half requests and half replies.
+    FullNatHit,
+    /// DR, every packet a new flow: miss + schedule + insert.
+    NewFlows,
+    /// DR, 100k established flows with 5% new flows mixed in.
+    Mix,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] =
+        [Scenario::DrHit, Scenario::NatHit, Scenario::FullNatHit, Scenario::NewFlows, Scenario::Mix];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::DrHit => "dr-hit",
+            Scenario::NatHit => "nat-hit",
+            Scenario::FullNatHit => "fullnat-hit",
+            Scenario::NewFlows => "new-flows",
+            Scenario::Mix => "dr-mix-5%-new",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Scenario::DrHit => "DR, conntrack hit (100k flows)",
+            Scenario::NatHit => "NAT, hit, 50% replies (100k flows)",
+            Scenario::FullNatHit => "FullNAT, hit, 50% replies (100k flows)",
+            Scenario::NewFlows => "DR, new flows (miss+schedule+insert)",
+            Scenario::Mix => "DR, 95% hit + 5% new (100k flows)",
+        }
+    }
+
+    fn target_mpps(self) -> f64 {
+        match self {
+            Scenario::DrHit | Scenario::Mix => 20.0,
+            Scenario::NatHit | Scenario::FullNatHit => 10.0,
+            Scenario::NewFlows => 5.0,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+fn config(forward: &str, capacity: usize) -> Arc<Snapshot> {
+    let mut text = format!(
+        "[[interface]]\nname = \"eth0\"\naddr = \"10.0.0.1/16\"\nmac = \"{LB_MAC}\"\ngateway = \"10.0.2.1\"\n\n\
+         [conntrack]\ncapacity = {capacity}\nmax_embryonic = {capacity}\n\n"
+    );
+    for i in 0..BACKENDS {
+        text += &format!("[[neighbor]]\nip = \"10.0.1.{}\"\nmac = \"02:00:00:00:01:{:02x}\"\n", i + 1, i + 1);
+    }
+    text += &format!("[[neighbor]]\nip = \"10.0.2.1\"\nmac = \"{CLIENT_MAC}\"\n");
+    let local = if forward == "fullnat" { format!("local_addrs = [\"{LOCAL}\"]\n") } else { String::new() };
+    let port = if forward == "dr" { 80 } else { 8080 };
+    text += &format!("\n[[service]]\nvip = \"{VIP}\"\nport = 80\nforward = \"{forward}\"\nscheduler = \"maglev\"\n{local}");
+    for i in 0..BACKENDS {
+        text += &format!("[[service.backend]]\naddr = \"10.0.1.{}\"\nport = {port}\n", i + 1);
+    }
+    let config = Config::parse(&text, "bench.toml").expect("bench config");
+    Arc::new(Snapshot::build(&config, 1).expect("bench snapshot"))
+}
+
+/// Client `i`'s address and port, behind the gateway: distinct for every `i` < 15M.
+fn client(i: usize) -> (Ipv4Addr, u16) {
+    let host = Ipv4Addr::new(172, 16, (i / 60_000) as u8, 1 + (i % 250) as u8);
+    (host, 1024 + ((i / 250) % 60_000) as u16)
+}
+
+struct Prepared {
+    pipeline: Pipeline,
+    templates: Vec<Vec<u8>>,
+    /// Order in which templates are fed.
+    order: Vec<u32>,
+}
+
+fn shuffled(n: usize, seed: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut state = seed;
+    for i in (1..n).rev() {
+        state = xlb::hash::mix64(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+fn prepare(scenario: Scenario, packets: usize) -> Prepared {
+    let forward = match scenario {
+        Scenario::NatHit => "nat",
+        Scenario::FullNatHit => "fullnat",
+        _ => "dr",
+    };
+    let capacity = if scenario == Scenario::NewFlows { packets + FLOWS } else { 2 * FLOWS + packets / 10 };
+    let snapshot = config(forward, capacity);
+    let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+    let now = Instant::from_secs(1);
+    let mut templates = Vec::new();
+    let established = if scenario == Scenario::NewFlows { 0 } else { FLOWS };
+    // Open every flow with a SYN; remember where the request went (for replies).
+    for i in 0..established {
+        let from = client(i);
+        let mut syn = testkit::tcp(CLIENT_MAC, LB_MAC, from, (VIP, 80), SYN, &[]);
+        let verdict = pipeline.process(now, IfaceId(0), &mut syn);
+        assert!(matches!(verdict, Verdict::Tx(_)), "warm-up SYN: {verdict:?}");
+        templates.push(testkit::tcp(CLIENT_MAC, LB_MAC, from, (VIP, 80), ACK, &[0; 6]));
+        if matches!(scenario, Scenario::NatHit | Scenario::FullNatHit) {
+            // The reply comes from the backend to whoever the request was sent from.
+            let ip = &syn[14..];
+            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            let sport = u16::from_be_bytes([ip[20], ip[21]]);
+            let dport = u16::from_be_bytes([ip[22], ip[23]]);
+            let backend_mac = MacAddr([0x02, 0, 0, 0, 0x01, dst.octets()[3]]);
+            templates.push(testkit::tcp(backend_mac, LB_MAC, (dst, dport), (src, sport), ACK, &[0; 6]));
+        }
+    }
+    let fresh = match scenario {
+        Scenario::NewFlows => packets,
+        Scenario::Mix => packets / 20,
+        _ => 0,
+    };
+    let first_new = templates.len();
+    for i in 0..fresh {
+        templates.push(testkit::tcp(CLIENT_MAC, LB_MAC, client(FLOWS + i), (VIP, 80), SYN, &[0; 6]));
+    }
+    let order = match scenario {
+        Scenario::NewFlows => (0..packets as u32).collect(),
+        Scenario::Mix => {
+            // 19 hits then one new flow, hits in shuffled order.
+            let hits = shuffled(first_new, 7);
+            let mut order = Vec::with_capacity(packets);
+            let mut next_new = first_new;
+            for i in 0..packets {
+                if i % 20 == 19 && next_new < templates.len() {
+                    order.push(next_new as u32);
+                    next_new += 1;
+                } else {
+                    order.push(hits[i % hits.len()]);
+                }
+            }
+            order
+        }
+        _ => {
+            let base = shuffled(templates.len(), 11);
+            (0..packets).map(|i| base[i % base.len()]).collect()
+        }
+    };
+    Prepared { pipeline, templates, order }
+}
+
+/// The measured loop: copy each frame of a batch from its template, process the batch.
+#[inline(never)]
+fn measured_loop(prepared: &mut Prepared, batch: &mut [[u8; 128]; BATCH]) -> (usize, usize) {
+    let now = Instant::from_secs(2);
+    let mut transmitted = 0;
+    let mut processed = 0;
+    for chunk in prepared.order.chunks(BATCH) {
+        for (slot, index) in batch.iter_mut().zip(chunk) {
+            let template = &prepared.templates[*index as usize];
+            slot[..template.len()].copy_from_slice(template);
+        }
+        for (slot, index) in batch.iter_mut().zip(chunk) {
+            let len = prepared.templates[*index as usize].len();
+            let verdict = prepared.pipeline.process(now, IfaceId(0), &mut slot[..len]);
+            transmitted += matches!(verdict, Verdict::Tx(_)) as usize;
+        }
+        processed += chunk.len();
+        black_box(&batch);
+    }
+    (processed, transmitted)
+}
+
+struct Figure {
+    scenario: Scenario,
+    mpps: f64,
+    ns_per_packet: f64,
+    instructions: Option<f64>,
+}
+
+fn time_scenario(scenario: Scenario, packets: usize, runs: usize) -> Figure {
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let mut prepared = prepare(scenario, packets);
+        let mut batch = [[0u8; 128]; BATCH];
+        let start = WallClock::now();
+        let (processed, transmitted) = measured_loop(&mut prepared, &mut batch);
+        let elapsed = start.elapsed();
+        assert_eq!(processed, packets);
+        assert_eq!(transmitted, packets, "{}: every packet is forwarded", scenario.name());
+        let counters = prepared.pipeline.counters();
+        if scenario == Scenario::NewFlows {
+            assert!(counters.get(Stat::NewFlows) >= packets as u64, "every SYN made a flow");
+        }
+        best = best.min(elapsed);
+    }
+    let seconds = best.as_secs_f64();
+    Figure {
+        scenario,
+        mpps: packets as f64 / seconds / 1e6,
+        ns_per_packet: seconds * 1e9 / packets as f64,
+        instructions: None,
+    }
+}
+
+/// Runs this program under callgrind for one scenario; instructions per packet.
+fn callgrind(scenario: Scenario, packets: usize) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::env::temp_dir().join(format!("xlb-callgrind-{}-{}.out", std::process::id(), scenario.name()));
+    let status = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=*measured_loop*",
+            &format!("--callgrind-out-file={}", out.display()),
+        ])
+        .arg(exe)
+        .args(["--callgrind-child", scenario.name(), &packets.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    let total: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(total / packets as f64)
+}
+
+fn maglev_build_ms(backends: usize) -> f64 {
+    let specs: Vec<BackendSpec> = (0..backends)
+        .map(|i| BackendSpec {
+            id: xlb::control::snapshot::backend_identity(Ipv4Addr::from_bits(0x0a00_0000 + i as u32), 80),
+            weight: 1 + (i % 10) as u32,
+        })
+        .collect();
+    let mut best = Duration::MAX;
+    for _ in 0..10 {
+        let start = WallClock::now();
+        black_box(MaglevTable::build(&specs, 65537).expect("table"));
+        best = best.min(start.elapsed());
+    }
+    best.as_secs_f64() * 1e3
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(position) = args.iter().position(|a| a == "--callgrind-child") {
+        let scenario = Scenario::from_name(&args[position + 1]).expect("scenario");
+        let packets: usize = args[position + 2].parse().expect("packets");
+        let mut prepared = prepare(scenario, packets);
+        let mut batch = [[0u8; 128]; BATCH];
+        black_box(measured_loop(&mut prepared, &mut batch));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let with_callgrind = !args.iter().any(|a| a == "--no-callgrind");
+    let write = !args.iter().any(|a| a == "--no-write") && !quick;
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let pinned = cores.last().copied();
+    if let Some(core) = pinned {
+        core_affinity::set_for_current(core);
+    }
+    let packets = if quick { 1_000_000 } else { 10_000_000 };
+    let runs = if quick { 1 } else { 5 };
+
+    let mut figures = Vec::new();
+    for scenario in Scenario::ALL {
+        eprint!("{:<16} ... ", scenario.name());
+        let mut figure = time_scenario(scenario, packets, runs);
+        if with_callgrind {
+            figure.instructions = callgrind(scenario, 200_000);
+        }
+        eprintln!("{:.2} Mpps", figure.mpps);
+        figures.push(figure);
+    }
+    let maglev = maglev_build_ms(1000);
+
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let kernel = command_output("uname", &["-r"]);
+    let mut report = String::new();
+    report += "# Pipeline benchmark: one pinned core, pure pipeline (no I/O)\n\n";
+    report += &format!(
+        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 64-70 byte TCP frames, {} backends, Maglev 65537\n\n",
+        cpu_model(),
+        cores.len(),
+        kernel,
+        commit,
+        if dirty { " (with uncommitted changes)" } else { "" },
+        date,
+        pinned.map(|c| c.id.to_string()).unwrap_or_else(|| "none".into()),
+        packets,
+        runs,
+        BATCH,
+        BACKENDS
+    );
+    report += "| scenario | Mpps | ns/packet | instructions/packet | target | met |\n|---|---:|---:|---:|---:|:---:|\n";
+    for f in &figures {
+        report += &format!(
+            "| {} | {:.2} | {:.1} | {} | ≥ {} Mpps | {} |\n",
+            f.scenario.describe(),
+            f.mpps,
+            f.ns_per_packet,
+            f.instructions.map(|i| format!("{i:.0}")).unwrap_or_else(|| "n/a".into()),
+            f.scenario.target_mpps(),
+            if f.mpps >= f.scenario.target_mpps() { "yes" } else { "**no**" }
+        );
+    }
+    report += &format!(
+        "| Maglev table, 1,000 backends, 65537 slots | build {:.2} ms | | | ≤ 5 ms | {} |\n",
+        maglev,
+        if maglev <= 5.0 { "yes" } else { "**no**" }
+    );
+    println!("{report}");
+    if write {
+        let day = command_output("date", &["-u", "+%Y-%m-%d"]);
+        let path = format!("{}/bench/results/pipeline-{day}.md", env!("CARGO_MANIFEST_DIR"));
+        match std::fs::write(&path, &report) {
+            Ok(()) => eprintln!("written to {path}"),
+            Err(e) => eprintln!("could not write {path}: {e}"),
+        }
+    }
+}
