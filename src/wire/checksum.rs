@@ -1,0 +1,341 @@
+//! The Internet checksum: full sums (RFC 1071) and incremental updates (RFC 1624).
+//!
+//! A checksum is the one's complement of the one's-complement sum of the covered data taken
+//! as big-endian 16-bit words (an odd trailing byte is padded with a zero). Building one is
+//! `finish(sum(data, initial))`; TCP and UDP start from [`pseudo_header_sum`].
+//!
+//! [`sum`] adds 64-bit words with end-around carry, as Linux's `csum_partial` does: since
+//! 2^16 ≡ 2^64 ≡ 1 (mod 0xffff), the folded result equals the sum over 16-bit words, and a
+//! 64-bit accumulator with end-around carry cannot overflow however long the input.
+//!
+//! NAT changes a few fields and must not re-read the payload, so [`update_u16`] and friends
+//! apply RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, in one's-complement arithmetic.
+//!
+//! # Invariant: an update equals a full recompute
+//!
+//! In one's-complement arithmetic 0x0000 (+0) and 0xffff (-0) are the same number. A full
+//! recompute over data that is not all zeros always yields a folded sum in `1..=0xffff`, so
+//! its checksum is never 0xffff. RFC 1624 §3 shows that eqn. 3 computed naively can yield
+//! 0xffff where a recompute gives 0x0000 — for instance when the old checksum field held the
+//! other zero. The helpers here therefore take the folded sum's non-zero representative:
+//! whenever the old checksum verified and the new covered data is not all zeros, the result
+//! is bit-for-bit what a full recompute gives. That precondition always holds where xlb uses
+//! them: an IPv4 header has version 4 in its first byte, and a TCP/UDP pseudo-header carries
+//! the protocol number. (The property tests check this against etherparse.)
+//!
+//! UDP reserves checksum 0 for "no checksum" (RFC 768): [`update_udp_u16`] and
+//! [`update_udp_addr`] leave 0 alone and send a computed 0 as 0xffff.
+
+use std::net::Ipv4Addr;
+
+/// Adds `b` to `a` with end-around carry (one's-complement addition over 64-bit words).
+#[inline]
+fn add_carry(a: u64, b: u64) -> u64 {
+    let (sum, carry) = a.overflowing_add(b);
+    // On overflow `sum < b <= u64::MAX`, so adding the carry back cannot overflow again.
+    sum + u64::from(carry)
+}
+
+/// Folds a 64-bit one's-complement sum into 32 bits, keeping its value mod 0xffff and its
+/// non-zeroness.
+#[inline]
+fn fold64(sum: u64) -> u32 {
+    let (folded, carry) = ((sum >> 32) as u32).overflowing_add(sum as u32);
+    folded + u32::from(carry)
+}
+
+/// The one's-complement partial sum of `data`, added to `initial` (another partial sum, e.g.
+/// [`pseudo_header_sum`]).
+///
+/// An odd trailing byte counts as the high byte of a word padded with zero, so sums chain
+/// (`sum(b, sum(a, 0)) == sum(a ++ b, 0)` after folding) only when `a` has even length.
+/// The result is a 32-bit partial sum: [`fold`] or [`finish`] it.
+#[inline]
+pub fn sum(data: &[u8], initial: u32) -> u32 {
+    let mut acc = u64::from(initial);
+    let mut rest = data;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        acc = add_carry(acc, u64::from_be_bytes(*word));
+        rest = tail;
+    }
+    // Fewer than 8 bytes remain, at an even offset: pad them on the right, which also turns
+    // an odd last byte into the high byte of its 16-bit word.
+    let mut last = [0u8; 8];
+    for (dst, src) in last.iter_mut().zip(rest) {
+        *dst = *src;
+    }
+    fold64(add_carry(acc, u64::from_be_bytes(last)))
+}
+
+/// Folds the carries of a partial sum into 16 bits, without complementing.
+///
+/// The result is 0 only if `sum` is 0; otherwise it lies in `1..=0xffff`.
+#[inline]
+pub fn fold(sum: u32) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16); // at most 0x1_fffe
+    let sum = (sum & 0xffff) + (sum >> 16); // at most 0xffff
+    sum as u16
+}
+
+/// Turns a partial sum into the checksum to put on the wire: `!fold(sum)`.
+#[inline]
+pub fn finish(sum: u32) -> u16 {
+    !fold(sum)
+}
+
+/// The partial sum of the IPv4 pseudo-header TCP and UDP checksums cover (RFC 793 §3.1,
+/// RFC 768): source, destination, zero, protocol, and the transport length in bytes.
+#[inline]
+pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u32 {
+    let (src, dst) = (src.to_bits(), dst.to_bits());
+    (src >> 16)
+        + (src & 0xffff)
+        + (dst >> 16)
+        + (dst & 0xffff)
+        + u32::from(protocol)
+        + u32::from(length)
+}
+
+/// Completes an RFC 1624 update: `sum` is `~HC + ~m + m'`. Takes the folded sum's non-zero
+/// representative (0 and 0xffff are both zero) so the result matches a full recompute.
+#[inline]
+fn finish_update(sum: u32) -> u16 {
+    match fold(sum) {
+        0 => 0, // -0: the checksum of a non-zero sum that is ≡ 0 is !0xffff.
+        folded => !folded,
+    }
+}
+
+/// The new checksum after one 16-bit word it covers changed from `old` to `new` (RFC 1624
+/// eqn. 3). Exact when `checksum` was correct and the new data is not all zeros.
+#[inline]
+pub fn update_u16(checksum: u16, old: u16, new: u16) -> u16 {
+    finish_update(u32::from(!checksum) + u32::from(!old) + u32::from(new))
+}
+
+/// The new checksum after an aligned 32-bit value it covers changed from `old` to `new`.
+#[inline]
+pub fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
+    finish_update(
+        u32::from(!checksum)
+            + u32::from(!(old >> 16) as u16)
+            + u32::from(!old as u16)
+            + (new >> 16)
+            + (new & 0xffff),
+    )
+}
+
+/// The new checksum after an IPv4 address it covers (in the IP header or the TCP/UDP
+/// pseudo-header) changed from `old` to `new`.
+#[inline]
+pub fn update_addr(checksum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
+    update_u32(checksum, old.to_bits(), new.to_bits())
+}
+
+/// Maps an updated checksum to UDP's wire form: `0` stays `0` ("no checksum"), and a
+/// computed 0 is sent as 0xffff (RFC 768).
+#[inline]
+fn udp_form(checksum: u16, update: impl FnOnce(u16) -> u16) -> u16 {
+    match checksum {
+        0 => 0,
+        present => match update(present) {
+            0 => 0xffff,
+            updated => updated,
+        },
+    }
+}
+
+/// [`update_u16`] for a UDP checksum, where 0 means "no checksum": 0 stays 0, and a
+/// computed 0 is sent as 0xffff.
+#[inline]
+pub fn update_udp_u16(checksum: u16, old: u16, new: u16) -> u16 {
+    udp_form(checksum, |present| update_u16(present, old, new))
+}
+
+/// [`update_addr`] for a UDP checksum, where 0 means "no checksum": 0 stays 0, and a
+/// computed 0 is sent as 0xffff.
+#[inline]
+pub fn update_udp_addr(checksum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
+    udp_form(checksum, |present| update_addr(present, old, new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The textbook definition, one 16-bit word at a time: the oracle for [`sum`].
+    fn reference_fold(data: &[u8], initial: u32) -> u16 {
+        let mut acc = u64::from(initial);
+        for pair in data.chunks(2) {
+            let hi = u64::from(pair[0]) << 8;
+            let lo = pair.get(1).map_or(0, |&b| u64::from(b));
+            acc += hi | lo;
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    fn words_to_bytes(words: &[u16]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    fn full_checksum(words: &[u16]) -> u16 {
+        finish(sum(&words_to_bytes(words), 0))
+    }
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2 after folding.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(&data, 0)), 0xddf2);
+        assert_eq!(finish(sum(&data, 0)), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_the_last_byte_on_the_right() {
+        assert_eq!(fold(sum(&[0x01], 0)), 0x0100);
+        // 0xabcd + 0xef00 = 0x1_9acd, which folds to 0x9ace.
+        assert_eq!(fold(sum(&[0xab, 0xcd, 0xef], 0)), 0x9ace);
+        // Nine bytes: one full 64-bit word, then a lone byte.
+        let data = [0, 0, 0, 0, 0, 0, 0, 1, 0x80];
+        assert_eq!(fold(sum(&data, 0)), 0x8001);
+    }
+
+    #[test]
+    fn fold_and_finish() {
+        assert_eq!(fold(0), 0);
+        assert_eq!(fold(0xffff), 0xffff);
+        assert_eq!(fold(0x1_0000), 1);
+        assert_eq!(fold(u32::MAX), 0xffff);
+        assert_eq!(finish(0x1_fffe), 0);
+        assert_eq!(finish(0), 0xffff);
+    }
+
+    #[test]
+    fn pseudo_header_sum_adds_every_word() {
+        let sum = pseudo_header_sum(
+            Ipv4Addr::new(0x0a, 0x01, 0x02, 0x03),
+            Ipv4Addr::new(0xc0, 0xa8, 0x00, 0x01),
+            17,
+            8,
+        );
+        assert_eq!(sum, 0x0a01 + 0x0203 + 0xc0a8 + 0x0001 + 17 + 8);
+    }
+
+    #[test]
+    fn rfc1624_example_gives_plus_zero() {
+        // RFC 1624 §4: HC = 0xdd2f, m = 0x5555, m' = 0x3285. Eqn. 3 gives 0x0000, the value a
+        // recompute gives; eqn. 2 would have given 0xffff.
+        assert_eq!(update_u16(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    #[test]
+    fn update_from_the_other_zero_matches_a_recompute() {
+        // The words sum to 0x1_fffe, which folds to 0xffff: the checksum is 0x0000, and
+        // 0xffff verifies as well.
+        let words = [0xffff, 0x0001, 0xfffe];
+        assert_eq!(full_checksum(&words), 0x0000);
+        let after = [0x0000, 0x0001, 0xfffe];
+        let expected = full_checksum(&after);
+        assert_eq!(expected, 0x0000);
+        assert_eq!(update_u16(0x0000, 0xffff, 0x0000), expected);
+        // Naively, ~(~0xffff + ~0xffff + 0) = ~0 = 0xffff: the -0 trap RFC 1624 warns of.
+        assert_eq!(update_u16(0xffff, 0xffff, 0x0000), expected);
+    }
+
+    #[test]
+    fn udp_zero_means_absent_and_computed_zero_is_sent_as_ffff() {
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(update_udp_addr(0, a, b), 0);
+        assert_eq!(update_udp_u16(0, 1, 2), 0);
+        // A checksum that becomes 0 after the update goes out as 0xffff.
+        assert_eq!(update_u16(0xdd2f, 0x5555, 0x3285), 0);
+        assert_eq!(update_udp_u16(0xdd2f, 0x5555, 0x3285), 0xffff);
+        assert_eq!(update_udp_u16(0xffff, 0x1234, 0x1234), 0xffff);
+    }
+
+    proptest! {
+        #[test]
+        fn sum_matches_the_word_by_word_definition(
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            initial in any::<u32>(),
+        ) {
+            prop_assert_eq!(fold(sum(&data, initial)), reference_fold(&data, initial));
+        }
+
+        #[test]
+        fn sums_chain_over_even_prefixes(
+            a in proptest::collection::vec(any::<[u8; 2]>(), 0..40),
+            b in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let a: Vec<u8> = a.concat();
+            let whole: Vec<u8> = a.iter().chain(&b).copied().collect();
+            prop_assert_eq!(fold(sum(&b, sum(&a, 0))), fold(sum(&whole, 0)));
+        }
+
+        #[test]
+        fn update_u16_matches_a_full_recompute(
+            mut words in proptest::collection::vec(any::<u16>(), 1..32),
+            at in any::<prop::sample::Index>(),
+            new in any::<u16>(),
+            other_zero in any::<bool>(),
+        ) {
+            let at = at.index(words.len());
+            let mut checksum = full_checksum(&words);
+            if checksum == 0 && other_zero {
+                checksum = 0xffff; // -0 verifies too: the update must still be exact.
+            }
+            let old = words[at];
+            words[at] = new;
+            prop_assume!(words.iter().any(|&w| w != 0));
+            prop_assert_eq!(update_u16(checksum, old, new), full_checksum(&words));
+        }
+
+        #[test]
+        fn update_u32_matches_a_full_recompute(
+            mut words in proptest::collection::vec(any::<u16>(), 2..32),
+            at in any::<prop::sample::Index>(),
+            new in any::<u32>(),
+        ) {
+            let at = at.index(words.len() - 1);
+            let checksum = full_checksum(&words);
+            let old = (u32::from(words[at]) << 16) | u32::from(words[at + 1]);
+            words[at] = (new >> 16) as u16;
+            words[at + 1] = new as u16;
+            prop_assume!(words.iter().any(|&w| w != 0));
+            prop_assert_eq!(update_u32(checksum, old, new), full_checksum(&words));
+            prop_assert_eq!(
+                update_addr(checksum, Ipv4Addr::from_bits(old), Ipv4Addr::from_bits(new)),
+                full_checksum(&words)
+            );
+        }
+
+        #[test]
+        fn udp_updates_match_a_full_recompute_in_udp_form(
+            mut words in proptest::collection::vec(any::<u16>(), 2..32),
+            new in any::<u32>(),
+        ) {
+            let udp = |words: &[u16]| match full_checksum(words) {
+                0 => 0xffff,
+                c => c,
+            };
+            let checksum = udp(&words);
+            let old = (u32::from(words[0]) << 16) | u32::from(words[1]);
+            words[0] = (new >> 16) as u16;
+            words[1] = new as u16;
+            prop_assume!(words.iter().any(|&w| w != 0));
+            let by_addr =
+                update_udp_addr(checksum, Ipv4Addr::from_bits(old), Ipv4Addr::from_bits(new));
+            let by_words = update_udp_u16(
+                update_udp_u16(checksum, (old >> 16) as u16, (new >> 16) as u16),
+                old as u16,
+                new as u16,
+            );
+            prop_assert_eq!(by_addr, udp(&words));
+            prop_assert_eq!(by_words, udp(&words));
+        }
+    }
+}
