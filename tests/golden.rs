@@ -626,7 +626,7 @@ fn malformed_steps(syn: &[u8]) -> Vec<Step> {
         drop("an empty frame", Vec::new(), DropReason::Truncated),
         drop("half an Ethernet header", syn[..7].to_vec(), DropReason::Truncated),
         drop("IPv4 cut inside its header", syn[..14 + 12].to_vec(), DropReason::Truncated),
-        drop("TCP cut inside its header", syn[..14 + 20 + 10].to_vec(), DropReason::BadIpTotalLen),
+        drop("TCP cut inside its header", syn[..14 + 20 + 10].to_vec(), DropReason::Truncated),
         drop("IP version 5", with_ip_byte(syn, 0, 0x55), DropReason::BadIpVersion),
         drop("IHL below 5", with_ip_byte(syn, 0, 0x44), DropReason::BadIpHeaderLen),
         drop("total length below the header", with_ip_byte(&with_ip_byte(syn, 2, 0), 3, 10), DropReason::BadIpTotalLen),

@@ -30,7 +30,7 @@ def frames():
     # FullNAT request (the reply needs the chosen local port: checked in the Rust tests).
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=FULLNAT_VIP) / TCP(sport=43000, dport=80, flags="S")
     # Malformed and foreign frames.
-    yield c / IP(src=CLIENT, dst=VIP, flags="MF") / UDP(sport=1, dport=53)
+    yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=VIP, flags="MF") / UDP(sport=1, dport=53)
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=VIP, ihl=6, options=b"\x01\x01\x01\x01") / TCP(dport=80)
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst="10.1.1.2") / TCP(dport=22, flags="S")
 

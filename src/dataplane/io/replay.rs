@@ -118,24 +118,23 @@ fn read_capture(mut input: impl Read) -> Result<Vec<(Duration, Vec<u8>)>, Replay
     let mut frames = Vec::new();
     if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
         let mut reader = PcapNgReader::new(&bytes[..]).map_err(read_error)?;
+        // Link types by interface id, as the interface description blocks declare them.
+        let mut linktypes: Vec<DataLink> = Vec::new();
+        let ethernet = |linktypes: &[DataLink], id: usize| match linktypes.get(id) {
+            Some(DataLink::ETHERNET) => Ok(()),
+            Some(other) => Err(ReplayError::LinkType(*other)),
+            None => Err(ReplayError::Read(format!("a packet names undeclared interface {id}"))),
+        };
         while let Some(block) = reader.next_block() {
             match block.map_err(read_error)? {
+                Block::SectionHeader(_) => linktypes.clear(),
+                Block::InterfaceDescription(interface) => linktypes.push(interface.linktype),
                 Block::EnhancedPacket(packet) => {
-                    let linktype = reader
-                        .packet_interface(&packet)
-                        .map(|i| i.linktype)
-                        .ok_or_else(|| ReplayError::Read("a packet names an undeclared interface".into()))?;
-                    if linktype != DataLink::ETHERNET {
-                        return Err(ReplayError::LinkType(linktype));
-                    }
+                    ethernet(&linktypes, packet.interface_id as usize)?;
                     frames.push((packet.timestamp, packet.data.into_owned()));
                 }
                 Block::SimplePacket(packet) => {
-                    if let Some(interface) = reader.interfaces().first()
-                        && interface.linktype != DataLink::ETHERNET
-                    {
-                        return Err(ReplayError::LinkType(interface.linktype));
-                    }
+                    ethernet(&linktypes, 0)?;
                     frames.push((Duration::ZERO, packet.data.into_owned()));
                 }
                 _ => {}
