@@ -555,8 +555,11 @@ impl CoreState {
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
     fn forward(&mut self, snapshot: &Snapshot, now: Instant, frame: &mut [u8], flow: &Flow, direction: Direction) -> Verdict {
-        let (src, dst) = translate(flow, direction);
-        rewrite_transport(frame, flow.proto, src, dst);
+        // DR leaves the IP packet as it is: only the Ethernet header changes.
+        if flow.forward != ForwardMode::Dr {
+            let (src, dst) = translate(flow, direction);
+            rewrite_transport(frame, flow.proto, src, dst);
+        }
         let bytes = frame.len() as u64;
         let backend = backend_of(snapshot, flow);
         if let Some(counters) = backend.and_then(|index| self.counters.backend(index)) {
