@@ -1,0 +1,730 @@
+//! The table's storage: a slab of flow records, each one cache line of `AtomicU64` words
+//! guarded by a seqlock, and a set-associative index of buckets whose slots point at records.
+//!
+//! # Who writes what
+//!
+//! The [`Table`] is shared (`Arc`) between its owner [`Conntrack`](super::Conntrack) and any
+//! number of [`ConntrackReader`](super::ConntrackReader)s. Only the owner calls the writer
+//! methods ([`Table::write_record`], [`Table::clear_record`], [`Table::publish`],
+//! [`Table::unpublish`]); `Conntrack` is not `Clone` and calls them from `&mut self` methods
+//! only, so each of the words they store has exactly one writer. Readers only ever do atomic
+//! read-modify-writes on two words of a record: `state` (a compare-and-swap inside one
+//! generation) and `last_seen` (`fetch_max`).
+//!
+//! # The seqlock
+//!
+//! Write (owner): `version` odd (Relaxed) → `fence(Release)` → field stores (Relaxed) →
+//! `version` even (Release). Read ([`Record::snapshot`]): `version` (Acquire) → skip if odd →
+//! field loads (Relaxed) → `fence(Acquire)` → `version` again (Relaxed) → accept only if
+//! unchanged. If a field load saw a store made after the odd version, the writer's Release
+//! fence synchronises with the reader's Acquire fence, so the second version load sees the odd
+//! value (or a later one) and the copy is thrown away (H.-J. Boehm, "Can seqlocks get along
+//! with programming language memory models?", MSPC 2012, figure 6).
+//!
+//! # Generations
+//!
+//! The even version a record has while it holds one flow is that flow's *generation*. The
+//! `state` word carries it (`generation << 8 | state code`), so a reader's compare-and-swap
+//! computed from a snapshot fails if the owner has since removed the flow or put another one
+//! in the record: a reader can never move a stranger's TCP state.
+//!
+//! # Index slots
+//!
+//! A slot is one `AtomicU32`: `fingerprint << (r + 1) | direction << r | record index`, where
+//! `r` is the number of bits the table's record indices need (17 for 100 000 records, at most
+//! 28), and the fingerprint takes the remaining `31 - r` bits (at least 3) of the key's hash;
+//! 0 means free (fingerprints are never 0). Sixteen slots fill one cache line, so a lookup
+//! reads one line of the index and then only the records whose fingerprint matches — the
+//! layout of DPDK `rte_hash` (signatures and key indices in the bucket, keys in a separate
+//! store). A slot is only a hint: the reader always checks the key derived from the record's
+//! flow, so a slot that still points at a record the owner has just reused yields a miss,
+//! never a wrong hit.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+use crossbeam::utils::CachePadded;
+
+use super::{Direction, Flow, FlowState};
+use crate::flow::{FlowKey, ForwardMode, Proto};
+
+/// Slots per bucket: the set associativity. Sixteen 4-byte slots are one cache line.
+pub(super) const BUCKET_SLOTS: usize = 16;
+
+/// How often a reader retries a record it found mid-write before calling it a miss. The
+/// owner's write section is a dozen stores, so a couple of retries always suffice unless the
+/// owner was descheduled inside it.
+const READ_RETRIES: usize = 16;
+
+/// How often a transition retries after losing a compare-and-swap to another core's.
+const CAS_ATTEMPTS: usize = 8;
+
+/// The generation bits a `state` word keeps (56: a record would need 2^55 reuses to wrap).
+const GENERATION_MASK: u64 = u64::MAX >> 8;
+
+/// The most record index bits an index slot gives up (leaving at least 3 fingerprint bits).
+const MAX_RECORD_BITS: u32 = 28;
+
+/// `positions` value of a flow without a reply slot (DR).
+const NO_POSITION: u64 = u32::MAX as u64;
+
+/// One flow: exactly one cache line, so a hit reads one line of records and the owner's
+/// writes never share a line with another flow.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(super) struct Record {
+    /// Seqlock version; its even values are generations. Written only by the owner (odd in
+    /// `begin_write`, even in `end_write` with Release); the even store pairs with the Acquire
+    /// load in `snapshot`.
+    version: AtomicU64,
+    /// The flow, packed by [`pack`]. Written only by the owner inside a write section.
+    words: [AtomicU64; 4],
+    /// `generation << 8 | state code`, code 0 meaning "free record". Stored by the owner
+    /// inside a write section; compare-and-swapped by any core's `track` within the
+    /// generation it read.
+    state: AtomicU64,
+    /// When the flow last had a packet, in nanoseconds. Stored by the owner (in a write
+    /// section, or on its own hits); raised with `fetch_max` by readers.
+    last_seen: AtomicU64,
+    /// The index positions (bucket * BUCKET_SLOTS + slot) of the flow's original and reply
+    /// slots: `original << 32 | reply` (`NO_POSITION` for none). Written only by the owner
+    /// inside a write section; only the owner reads it.
+    positions: AtomicU64,
+}
+
+/// A consistent copy of a record, taken under the seqlock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RecordView {
+    /// The (even) version the copy was taken at: the flow's generation.
+    pub generation: u64,
+    words: [u64; 4],
+    /// The raw state word (`generation << 8 | code`), the expected value for a CAS.
+    pub state_word: u64,
+    pub last_seen: u64,
+}
+
+impl RecordView {
+    /// The flow's state; None for a free record.
+    pub fn state(&self) -> Option<FlowState> {
+        state_from_code(self.state_word)
+    }
+
+    /// The flow; None for a free record.
+    pub fn flow(&self) -> Option<Flow> {
+        self.state()?;
+        unpack(&self.words)
+    }
+
+    /// The flow's key in `direction`, computed from the packed words without unpacking
+    /// the whole flow (the lookup's hot path). None for a free record, and for the reply
+    /// direction of a DR flow.
+    #[inline]
+    pub fn key(&self, direction: Direction) -> Option<FlowKey> {
+        self.state()?;
+        let [addrs, servers, ports, meta] = self.words;
+        let proto = match (meta >> 8) as u8 {
+            1 => Proto::Tcp,
+            2 => Proto::Udp,
+            _ => return None,
+        };
+        let high = |w: u64| (w >> 32) as u32;
+        let port = |shift: u32| (ports >> shift) as u16;
+        let ((src_addr, src_port), (dst_addr, dst_port)) = match (direction, meta as u8) {
+            // client:cport -> vip:vport
+            (Direction::Original, _) => ((high(addrs), port(48)), (addrs as u32, port(32))),
+            // NAT: backend:bport -> client:cport
+            (Direction::Reply, 2) => ((high(servers), port(16)), (high(addrs), port(48))),
+            // FullNAT: backend:bport -> local:lport
+            (Direction::Reply, 3) => ((high(servers), port(16)), (servers as u32, port(0))),
+            (Direction::Reply, _) => return None,
+        };
+        Some(FlowKey {
+            src_addr: Ipv4Addr::from_bits(src_addr),
+            dst_addr: Ipv4Addr::from_bits(dst_addr),
+            src_port,
+            dst_port,
+            proto,
+        })
+    }
+}
+
+impl Record {
+    /// A consistent copy of the record, or None if the owner kept it mid-write through every
+    /// retry. Safe from any thread; never fails on the owner's thread.
+    #[inline]
+    pub fn snapshot(&self) -> Option<RecordView> {
+        for _ in 0..READ_RETRIES {
+            // Pairs with the Release store of the even version in `end_write`.
+            let generation = self.version.load(Ordering::Acquire);
+            if generation & 1 == 0 {
+                let view = RecordView {
+                    generation,
+                    words: [
+                        self.words[0].load(Ordering::Relaxed),
+                        self.words[1].load(Ordering::Relaxed),
+                        self.words[2].load(Ordering::Relaxed),
+                        self.words[3].load(Ordering::Relaxed),
+                    ],
+                    state_word: self.state.load(Ordering::Relaxed),
+                    last_seen: self.last_seen.load(Ordering::Relaxed),
+                };
+                // Pairs with the fence(Release) after the odd version store in `begin_write`.
+                fence(Ordering::Acquire);
+                if self.version.load(Ordering::Relaxed) == generation {
+                    return Some(view);
+                }
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
+    /// Owner only: the index positions of the flow's original slot and reply slot.
+    pub fn positions(&self) -> (usize, Option<usize>) {
+        // Only the owner stores `positions`, so this load sees its own last store.
+        let positions = self.positions.load(Ordering::Relaxed);
+        let reply = positions & NO_POSITION;
+        ((positions >> 32) as usize, (reply != NO_POSITION).then_some(reply as usize))
+    }
+
+    /// Owner only: opens a write section; returns the generation the record will have after.
+    fn begin_write(&self) -> u64 {
+        // Only the owner stores `version`, so this load sees its own last store.
+        let version = self.version.load(Ordering::Relaxed) | 1;
+        self.version.store(version, Ordering::Relaxed);
+        // Pairs with the fence(Acquire) in `snapshot`: a reader that sees any store below
+        // also sees the odd version.
+        fence(Ordering::Release);
+        version.wrapping_add(1)
+    }
+
+    /// Owner only: closes the write section opened by `begin_write`.
+    fn end_write(&self, generation: u64) {
+        // Pairs with the Acquire load in `snapshot`.
+        self.version.store(generation, Ordering::Release);
+    }
+
+    /// Advances the state of the flow from `expected`, the state word of a snapshot of
+    /// generation `generation`, with `step`. Returns (previous, new) states, or None if the
+    /// flow is no longer there (the generation moved on).
+    ///
+    /// Lost races with other cores' transitions are retried a bounded number of times; after
+    /// that the packet leaves the state as it found it (a later packet redoes the transition).
+    pub fn advance(
+        &self,
+        generation: u64,
+        mut expected: u64,
+        step: impl Fn(FlowState) -> FlowState,
+    ) -> Option<(FlowState, FlowState)> {
+        for _ in 0..CAS_ATTEMPTS {
+            if expected >> 8 != generation & GENERATION_MASK {
+                return None;
+            }
+            let previous = state_from_code(expected)?;
+            let next = step(previous);
+            if next == previous {
+                return Some((previous, next));
+            }
+            // No ordering needed: the word itself names the generation it belongs to.
+            match self.state.compare_exchange_weak(
+                expected,
+                state_word(generation, next),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((previous, next)),
+                Err(actual) => expected = actual,
+            }
+        }
+        let current = state_from_code(expected)?;
+        Some((current, current))
+    }
+
+    /// Raises `last_seen` from `seen` (a snapshot's value) to `now`. The owner stores (no
+    /// locked instruction on its hot path); a reader uses `fetch_max`.
+    ///
+    /// Benign races, both documented in the module docs of `conntrack`: the owner's store can
+    /// overwrite a reader's concurrent refresh, but only with its own timestamp of the same
+    /// moment; a reader's `fetch_max` can land on a record the owner has just reused, which
+    /// only makes the brand-new flow look as fresh as it already is.
+    pub fn touch(&self, seen: u64, now: u64, owner: bool) {
+        if now > seen {
+            if owner {
+                self.last_seen.store(now, Ordering::Relaxed);
+            } else {
+                self.last_seen.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Packs a generation and a state into a `state` word.
+fn state_word(generation: u64, state: FlowState) -> u64 {
+    (generation & GENERATION_MASK) << 8 | u64::from(state_code(state))
+}
+
+const fn state_code(state: FlowState) -> u8 {
+    match state {
+        FlowState::SynSeen => 1,
+        FlowState::Established => 2,
+        FlowState::Closing => 3,
+        FlowState::Closed => 4,
+        FlowState::Udp => 5,
+    }
+}
+
+/// The state in a `state` word's low byte; None for a free record (0).
+fn state_from_code(word: u64) -> Option<FlowState> {
+    match word as u8 {
+        1 => Some(FlowState::SynSeen),
+        2 => Some(FlowState::Established),
+        3 => Some(FlowState::Closing),
+        4 => Some(FlowState::Closed),
+        5 => Some(FlowState::Udp),
+        _ => None,
+    }
+}
+
+/// Index into a timeout table: 0 for "no flow", then the state codes.
+pub(super) const fn timeout_index(state: FlowState) -> usize {
+    state_code(state) as usize
+}
+
+/// Number of entries a timeout table indexed by [`timeout_index`] needs.
+pub(super) const TIMEOUT_ENTRIES: usize = 6;
+
+/// Packs a flow into the four flow words.
+fn pack(flow: &Flow) -> [u64; 4] {
+    let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(a.to_bits()) << 32 | u64::from(b.to_bits());
+    let proto = match flow.proto {
+        Proto::Tcp => 1u64,
+        Proto::Udp => 2,
+    };
+    let forward = match flow.forward {
+        ForwardMode::Dr => 1u64,
+        ForwardMode::Nat => 2,
+        ForwardMode::FullNat => 3,
+    };
+    [
+        addrs(flow.client_addr, flow.vip),
+        addrs(flow.backend_addr, flow.local_addr),
+        u64::from(flow.client_port) << 48
+            | u64::from(flow.vport) << 32
+            | u64::from(flow.backend_port) << 16
+            | u64::from(flow.local_port),
+        u64::from(flow.service) << 48 | u64::from(flow.backend) << 32 | proto << 8 | forward,
+    ]
+}
+
+/// The inverse of [`pack`]; None for bit patterns `pack` never produces.
+fn unpack(words: &[u64; 4]) -> Option<Flow> {
+    let high = |w: u64| Ipv4Addr::from_bits((w >> 32) as u32);
+    let low = |w: u64| Ipv4Addr::from_bits(w as u32);
+    let proto = match (words[3] >> 8) as u8 {
+        1 => Proto::Tcp,
+        2 => Proto::Udp,
+        _ => return None,
+    };
+    let forward = match words[3] as u8 {
+        1 => ForwardMode::Dr,
+        2 => ForwardMode::Nat,
+        3 => ForwardMode::FullNat,
+        _ => return None,
+    };
+    Some(Flow {
+        proto,
+        forward,
+        client_addr: high(words[0]),
+        vip: low(words[0]),
+        backend_addr: high(words[1]),
+        local_addr: low(words[1]),
+        client_port: (words[2] >> 48) as u16,
+        vport: (words[2] >> 32) as u16,
+        backend_port: (words[2] >> 16) as u16,
+        local_port: words[2] as u16,
+        service: (words[3] >> 48) as u16,
+        backend: (words[3] >> 32) as u16,
+    })
+}
+
+/// One cache line of index slots.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Bucket {
+    /// Written only by the owner ([`Table::publish`] with Release, [`Table::unpublish`]);
+    /// read by everyone with Acquire (pairing with `publish`), and always confirmed against
+    /// the record's key.
+    slots: [AtomicU32; BUCKET_SLOTS],
+}
+
+/// A decoded, non-empty index slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SlotRef {
+    pub tag: u32,
+    pub direction: Direction,
+    pub record: usize,
+}
+
+/// How a table packs a [`SlotRef`] into 32 bits: the record index in the low `record_bits`
+/// bits, the direction above it, the fingerprint in the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotFormat {
+    record_bits: u32,
+}
+
+impl SlotFormat {
+    /// The format for a table of `records` records.
+    fn for_records(records: usize) -> SlotFormat {
+        let needed = usize::BITS - records.saturating_sub(1).leading_zeros();
+        SlotFormat { record_bits: needed.clamp(1, MAX_RECORD_BITS) }
+    }
+
+    fn record_mask(self) -> u32 {
+        (1 << self.record_bits) - 1
+    }
+
+    /// A nonzero fingerprint of `hash`, from bits the bucket index does not use.
+    fn tag(self, hash: u64) -> u32 {
+        ((hash >> 32) as u32 >> (self.record_bits + 1)).max(1)
+    }
+
+    fn decode(self, word: u32) -> Option<SlotRef> {
+        (word != 0).then_some(SlotRef {
+            tag: word >> (self.record_bits + 1),
+            direction: if word >> self.record_bits & 1 == 1 {
+                Direction::Reply
+            } else {
+                Direction::Original
+            },
+            record: (word & self.record_mask()) as usize,
+        })
+    }
+
+    fn encode(self, slot: SlotRef) -> u32 {
+        let direction = match slot.direction {
+            Direction::Original => 0,
+            Direction::Reply => 1 << self.record_bits,
+        };
+        slot.tag << (self.record_bits + 1) | direction | (slot.record as u32 & self.record_mask())
+    }
+}
+
+/// The fixed-size table shared by an owner and its readers.
+#[derive(Debug)]
+pub(super) struct Table {
+    buckets: Box<[Bucket]>,
+    records: Box<[Record]>,
+    format: SlotFormat,
+    /// `buckets.len() - 1`; the bucket count is a power of two.
+    bucket_mask: u64,
+    /// Timeouts in nanoseconds, indexed by [`timeout_index`].
+    timeouts: [u64; TIMEOUT_ENTRIES],
+    /// Flows in `SynSeen`. Changed by whichever core moves a flow into or out of `SynSeen`
+    /// (the owner on insert and removal, any core in `track`), always by an atomic RMW, so it
+    /// is exact. Padded: the owner bumps it on every embryonic insert.
+    embryonic: CachePadded<AtomicUsize>,
+}
+
+/// Where a key was found: the direction, the record and a snapshot of it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Found {
+    pub direction: Direction,
+    pub record: usize,
+    pub view: RecordView,
+}
+
+impl Table {
+    /// The most records a table can have (record indices fit in 28 bits).
+    pub const MAX_RECORDS: usize = 1 << MAX_RECORD_BITS;
+
+    /// A table of `records` records (at most [`Table::MAX_RECORDS`]) and `buckets` index
+    /// buckets (rounded up to a power of two, at least one).
+    pub fn new(records: usize, buckets: usize, timeouts: [u64; TIMEOUT_ENTRIES]) -> Table {
+        let buckets = buckets.max(1).next_power_of_two();
+        let records = records.min(Self::MAX_RECORDS);
+        Table {
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            records: (0..records).map(|_| Record::default()).collect(),
+            format: SlotFormat::for_records(records),
+            bucket_mask: buckets as u64 - 1,
+            timeouts,
+            embryonic: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.records)
+    }
+
+    pub fn embryonic(&self) -> usize {
+        self.embryonic.load(Ordering::Relaxed)
+    }
+
+    /// The bucket a key hash selects and the fingerprint its slot carries (never 0).
+    pub fn place(&self, hash: u64) -> (usize, u32) {
+        ((hash & self.bucket_mask) as usize, self.format.tag(hash))
+    }
+
+    pub fn record(&self, index: usize) -> Option<&Record> {
+        self.records.get(index)
+    }
+
+    fn slot(&self, position: usize) -> Option<&AtomicU32> {
+        self.buckets.get(position / BUCKET_SLOTS)?.slots.get(position % BUCKET_SLOTS)
+    }
+
+    /// The index slot at `position` (bucket * BUCKET_SLOTS + slot), None when free.
+    pub fn slot_ref(&self, position: usize) -> Option<SlotRef> {
+        // Pairs with the Release store in `publish`.
+        self.format.decode(self.slot(position)?.load(Ordering::Acquire))
+    }
+
+    /// True if a flow whose record snapshot is `view` had its last packet longer ago than
+    /// its state's timeout. A last-seen in the future (another core's clock) is not expired.
+    pub fn is_expired(&self, now: u64, view: &RecordView) -> bool {
+        let timeout = match view.state() {
+            Some(state) => self.timeouts.get(timeout_index(state)).copied().unwrap_or(0),
+            None => return true,
+        };
+        now.saturating_sub(view.last_seen) > timeout
+    }
+
+    /// Finds the flow that has `key` (live or expired). Safe from any thread.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<Found> {
+        let (bucket, tag) = self.place(hash);
+        let tag_shift = self.format.record_bits + 1;
+        self.buckets.get(bucket)?.slots.iter().find_map(|slot| {
+            // Pairs with the Release store in `publish`.
+            let word = slot.load(Ordering::Acquire);
+            // Free slots (0) have fingerprint 0, which no key has.
+            if word >> tag_shift != tag {
+                return None;
+            }
+            let slot = self.format.decode(word)?;
+            let view = self.record(slot.record)?.snapshot()?;
+            (view.key(slot.direction)? == *key).then_some(Found {
+                direction: slot.direction,
+                record: slot.record,
+                view,
+            })
+        })
+    }
+
+    /// Moves a flow into or out of `SynSeen` in the embryonic count.
+    pub fn count_transition(&self, previous: Option<FlowState>, next: Option<FlowState>) {
+        let embryonic = Some(FlowState::SynSeen);
+        match (previous == embryonic, next == embryonic) {
+            (false, true) => {
+                self.embryonic.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.embryonic.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Owner only: writes `flow` into the free record `index`.
+    pub fn write_record(
+        &self,
+        index: usize,
+        flow: &Flow,
+        state: FlowState,
+        now: u64,
+        positions: (usize, Option<usize>),
+    ) {
+        let Some(record) = self.record(index) else {
+            return;
+        };
+        let generation = record.begin_write();
+        for (word, value) in record.words.iter().zip(pack(flow)) {
+            word.store(value, Ordering::Relaxed);
+        }
+        let reply = positions.1.map_or(NO_POSITION, |reply| reply as u64 & NO_POSITION);
+        record.positions.store((positions.0 as u64) << 32 | reply, Ordering::Relaxed);
+        record.last_seen.store(now, Ordering::Relaxed);
+        // Counted before the record becomes visible, so no reader's transition out of
+        // `SynSeen` can be counted first.
+        self.count_transition(None, Some(state));
+        record.state.store(state_word(generation, state), Ordering::Relaxed);
+        record.end_write(generation);
+    }
+
+    /// Owner only: frees record `index`. Returns the state the flow had, taken atomically
+    /// with respect to readers' transitions so the embryonic count stays exact.
+    pub fn clear_record(&self, index: usize) -> Option<FlowState> {
+        let record = self.record(index)?;
+        let generation = record.begin_write();
+        // The swap makes any reader's pending CAS on the old generation fail.
+        let free = (generation & GENERATION_MASK) << 8;
+        let old = state_from_code(record.state.swap(free, Ordering::Relaxed));
+        record.positions.store(0, Ordering::Relaxed);
+        record.end_write(generation);
+        self.count_transition(old, None);
+        old
+    }
+
+    /// Owner only: points the free slot at `position` to a record.
+    pub fn publish(&self, position: usize, slot: SlotRef) {
+        if let Some(word) = self.slot(position) {
+            // Pairs with the Acquire loads in `lookup` and `slot_ref`: whoever sees the slot
+            // sees the record written before it.
+            word.store(self.format.encode(slot), Ordering::Release);
+        }
+    }
+
+    /// Owner only: frees the slot at `position`.
+    pub fn unpublish(&self, position: usize) {
+        if let Some(word) = self.slot(position) {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_flow() -> impl Strategy<Value = Flow> {
+        (any::<bool>(), 0..3usize, any::<[u32; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
+            .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
+                proto: if tcp { Proto::Tcp } else { Proto::Udp },
+                forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
+                client_addr: Ipv4Addr::from_bits(addrs[0]),
+                vip: Ipv4Addr::from_bits(addrs[1]),
+                backend_addr: Ipv4Addr::from_bits(addrs[2]),
+                local_addr: Ipv4Addr::from_bits(addrs[3]),
+                client_port: ports[0],
+                vport: ports[1],
+                backend_port: ports[2],
+                local_port: ports[3],
+                service,
+                backend,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn pack_round_trips(flow in arb_flow()) {
+            prop_assert_eq!(unpack(&pack(&flow)), Some(flow));
+        }
+
+        #[test]
+        fn keys_derived_from_packed_words_match_the_flows(flow in arb_flow()) {
+            let view = RecordView {
+                generation: 2,
+                words: pack(&flow),
+                state_word: state_word(2, FlowState::Udp),
+                last_seen: 0,
+            };
+            prop_assert_eq!(view.key(Direction::Original), Some(flow.original_key()));
+            prop_assert_eq!(view.key(Direction::Reply), flow.reply_key());
+            let free = RecordView { state_word: 2 << 8, ..view };
+            prop_assert_eq!(free.key(Direction::Original), None);
+        }
+
+        #[test]
+        fn slot_refs_round_trip(
+            records in 1..=Table::MAX_RECORDS,
+            hash in any::<u64>(),
+            reply in any::<bool>(),
+            record in any::<usize>(),
+        ) {
+            let format = SlotFormat::for_records(records);
+            let slot = SlotRef {
+                tag: format.tag(hash),
+                direction: if reply { Direction::Reply } else { Direction::Original },
+                record: record % records,
+            };
+            prop_assert!(format.record_bits + 1 + 3 <= u32::BITS);
+            prop_assert!(records <= 1 << format.record_bits);
+            prop_assert_ne!(format.encode(slot), 0);
+            prop_assert_eq!(format.decode(format.encode(slot)), Some(slot));
+        }
+    }
+
+    #[test]
+    fn records_and_buckets_are_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Record>(), 64);
+        assert_eq!(std::mem::align_of::<Record>(), 64);
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+        assert_eq!(SlotFormat::for_records(100_000).record_bits, 17);
+        assert_eq!(SlotFormat::for_records(1).record_bits, 1);
+        assert_eq!(SlotFormat::for_records(1 << 20).record_bits, 20);
+    }
+
+    #[test]
+    fn state_codes_round_trip_and_zero_is_a_free_record() {
+        for state in FlowState::ALL {
+            assert_eq!(state_from_code(state_word(42, state)), Some(state));
+            assert!(timeout_index(state) < TIMEOUT_ENTRIES);
+        }
+        assert_eq!(state_from_code(42 << 8), None);
+    }
+
+    #[test]
+    fn write_and_clear_move_generations_and_fail_stale_transitions() {
+        let table = Table::new(4, 1, [0; TIMEOUT_ENTRIES]);
+        let flow = Flow {
+            proto: Proto::Tcp,
+            forward: ForwardMode::Nat,
+            client_addr: Ipv4Addr::new(10, 0, 0, 1),
+            vip: Ipv4Addr::new(10, 0, 0, 2),
+            backend_addr: Ipv4Addr::new(10, 0, 0, 3),
+            local_addr: Ipv4Addr::new(10, 0, 0, 1),
+            client_port: 1000,
+            vport: 80,
+            backend_port: 80,
+            local_port: 1000,
+            service: 1,
+            backend: 2,
+        };
+        let record = table.record(3).unwrap();
+        assert_eq!(record.snapshot().unwrap().flow(), None);
+        table.write_record(3, &flow, FlowState::SynSeen, 7, (5, Some(6)));
+        let view = record.snapshot().unwrap();
+        assert_eq!(view.flow(), Some(flow));
+        assert_eq!(view.state(), Some(FlowState::SynSeen));
+        assert_eq!((view.last_seen, record.positions()), (7, (5, Some(6))));
+        assert_eq!(view.key(Direction::Original), Some(flow.original_key()));
+        assert_eq!(view.key(Direction::Reply), flow.reply_key());
+        assert_eq!(table.embryonic(), 1);
+
+        assert_eq!(table.clear_record(3), Some(FlowState::SynSeen));
+        assert_eq!(table.embryonic(), 0);
+        let cleared = record.snapshot().unwrap();
+        assert_eq!(cleared.flow(), None);
+        assert!(cleared.generation > view.generation);
+        // A transition computed from the old snapshot must not apply to the freed record.
+        assert_eq!(record.advance(view.generation, view.state_word, |_| FlowState::Closed), None);
+        assert_eq!(record.snapshot().unwrap().state(), None);
+
+        // A lookup through a slot that still points at the freed record misses.
+        let key = flow.original_key();
+        let (bucket, tag) = table.place(crate::hash::flow_hash(&key));
+        let slot = SlotRef { tag, direction: Direction::Original, record: 3 };
+        table.publish(bucket * BUCKET_SLOTS, slot);
+        assert!(table.lookup(&key, crate::hash::flow_hash(&key)).is_none());
+        table.write_record(3, &flow, FlowState::Udp, 9, (bucket * BUCKET_SLOTS, None));
+        let found = table.lookup(&key, crate::hash::flow_hash(&key)).unwrap();
+        assert_eq!(
+            (found.record, found.view.flow(), found.direction),
+            (3, Some(flow), Direction::Original)
+        );
+        // The reply key is not indexed (no reply slot published).
+        let reply = flow.reply_key().unwrap();
+        assert!(table.lookup(&reply, crate::hash::flow_hash(&reply)).is_none());
+        table.unpublish(bucket * BUCKET_SLOTS);
+        assert!(table.lookup(&key, crate::hash::flow_hash(&key)).is_none());
+    }
+}

@@ -1,0 +1,1029 @@
+//! Tests of the table as a whole: directions, timeouts, TCP states through the table, removal,
+//! sweeping, local port allocation, the eviction and flood policies, a model-based property
+//! test, a reader/owner stress test, and the speed report.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::tcp::{ACK, FIN, RST, SYN};
+use super::*;
+use crate::hash::mix64;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+fn secs(s: u64) -> Instant {
+    Instant::from_secs(s)
+}
+
+/// A flow of client number `client`, scheduled to backend `client % 4`.
+fn flow(forward: ForwardMode, proto: Proto, client: u32, client_port: u16) -> Flow {
+    let client_addr = Ipv4Addr::from_bits(0x0a00_0000 + client);
+    let fullnat = forward == ForwardMode::FullNat;
+    Flow {
+        proto,
+        forward,
+        client_addr,
+        client_port,
+        vip: VIP,
+        vport: 80,
+        backend_addr: Ipv4Addr::new(172, 16, 0, 1 + (client % 4) as u8),
+        backend_port: 8080,
+        local_addr: if fullnat { LOCAL } else { client_addr },
+        local_port: if fullnat { 20_000 + client as u16 } else { client_port },
+        service: 0,
+        backend: (client % 4) as u16,
+    }
+}
+
+fn tcp(forward: ForwardMode, client: u32) -> Flow {
+    flow(forward, Proto::Tcp, client, 40_000)
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        tcp_syn: Duration::from_secs(3),
+        tcp_established: Duration::from_secs(20),
+        tcp_closing: Duration::from_secs(5),
+        tcp_closed: Duration::from_secs(1),
+        udp: Duration::from_secs(4),
+    }
+}
+
+fn table(capacity: usize) -> Conntrack {
+    Conntrack::new(&ConntrackConfig {
+        timeouts: timeouts(),
+        ..ConntrackConfig::with_capacity(capacity)
+    })
+}
+
+fn insert(
+    ct: &mut Conntrack,
+    now: Instant,
+    flow: Flow,
+    flags: Option<u8>,
+) -> Result<FlowState, InsertError> {
+    ct.insert(now, flow, flags, |evicted| panic!("unexpected eviction of {evicted:?}"))
+}
+
+/// Keys whose home slot lands in bucket 0 of `ct`: DR TCP flows of consecutive clients.
+fn flows_in_bucket_zero(ct: &Conntrack, count: usize) -> Vec<Flow> {
+    (0..)
+        .map(|client| tcp(ForwardMode::Dr, client))
+        .filter(|flow| ct.table.place(flow_hash(&flow.original_key())).0 == 0)
+        .take(count)
+        .collect()
+}
+
+#[test]
+fn dr_tracks_only_the_original_direction() {
+    let mut ct = table(16);
+    let f = tcp(ForwardMode::Dr, 1);
+    assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Ok(FlowState::SynSeen));
+    assert_eq!(f.reply_key(), None);
+    let hit = ct.track(secs(2), &f.original_key(), Some(SYN)).expect("hit");
+    assert_eq!(
+        hit,
+        Hit {
+            direction: Direction::Original,
+            flow: f,
+            state: FlowState::SynSeen,
+            previous: FlowState::SynSeen
+        }
+    );
+    // What a NAT reply would look like is not tracked for DR.
+    let would_be_reply = FlowKey {
+        src_addr: f.backend_addr,
+        dst_addr: f.client_addr,
+        src_port: 8080,
+        dst_port: 40_000,
+        proto: Proto::Tcp,
+    };
+    assert_eq!(ct.track(secs(2), &would_be_reply, Some(ACK)), None);
+    assert_eq!(ct.track(secs(2), &f.original_key().reversed(), Some(ACK)), None);
+    assert_eq!((ct.len(), ct.embryonic(), ct.stats().inserted), (1, 1, 1));
+}
+
+#[test]
+fn nat_and_fullnat_track_both_directions() {
+    for forward in [ForwardMode::Nat, ForwardMode::FullNat] {
+        let mut ct = table(16);
+        let f = tcp(forward, 7);
+        let reply = f.reply_key().expect("reply key");
+        assert_eq!(reply.src_addr, f.backend_addr);
+        assert_eq!(reply.src_port, 8080);
+        match forward {
+            ForwardMode::FullNat => assert_eq!((reply.dst_addr, reply.dst_port), (LOCAL, 20_007)),
+            _ => assert_eq!((reply.dst_addr, reply.dst_port), (f.client_addr, 40_000)),
+        }
+        insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
+        let hit = ct.track(secs(1), &reply, Some(SYN | ACK)).expect("reply hit");
+        assert_eq!((hit.direction, hit.flow, hit.state), (Direction::Reply, f, FlowState::SynSeen));
+        let hit = ct.track(secs(1), &f.original_key(), Some(ACK)).expect("original hit");
+        assert_eq!(
+            (hit.direction, hit.state, hit.previous),
+            (Direction::Original, FlowState::Established, FlowState::SynSeen)
+        );
+        // The state is shared: the reply direction now sees Established.
+        assert_eq!(ct.track(secs(1), &reply, Some(ACK)).unwrap().previous, FlowState::Established);
+        assert_eq!(ct.len(), 1, "a flow counts once even with two slots");
+        assert!(ct.contains(secs(1), &reply) && ct.contains(secs(1), &f.original_key()));
+    }
+    // FullNAT replies go to the local address, not the client.
+    let mut ct = table(16);
+    let f = tcp(ForwardMode::FullNat, 3);
+    insert(&mut ct, secs(1), f, Some(ACK)).unwrap();
+    let to_client = FlowKey {
+        src_addr: f.backend_addr,
+        dst_addr: f.client_addr,
+        src_port: 8080,
+        dst_port: 40_000,
+        proto: Proto::Tcp,
+    };
+    assert!(!ct.contains(secs(1), &to_client));
+}
+
+#[test]
+fn a_live_key_cannot_be_inserted_twice() {
+    let mut ct = table(16);
+    let f = tcp(ForwardMode::Nat, 1);
+    insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
+    assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Err(InsertError::Exists));
+    // Another flow whose reply key is taken: same backend, same client address and port,
+    // another vport.
+    let clash = Flow { vport: 443, ..f };
+    assert_ne!(clash.original_key(), f.original_key());
+    assert_eq!(clash.reply_key(), f.reply_key());
+    assert_eq!(insert(&mut ct, secs(1), clash, Some(SYN)), Err(InsertError::Exists));
+    assert_eq!((ct.len(), ct.embryonic()), (1, 1));
+    // Once the first flow has expired, the key is free again and the old flow is reported.
+    let mut removed = Vec::new();
+    assert_eq!(ct.insert(secs(10), clash, Some(SYN), |f| removed.push(*f)), Ok(FlowState::SynSeen));
+    assert_eq!(removed, vec![f]);
+    assert_eq!((ct.len(), ct.embryonic(), ct.stats().expired), (1, 1, 1));
+}
+
+#[test]
+fn each_state_expires_after_its_own_timeout() {
+    // (first packet's flags, proto, state, timeout)
+    let t = timeouts();
+    let cases = [
+        (Some(SYN), Proto::Tcp, FlowState::SynSeen, t.tcp_syn),
+        (Some(ACK), Proto::Tcp, FlowState::Established, t.tcp_established),
+        (Some(FIN | ACK), Proto::Tcp, FlowState::Closing, t.tcp_closing),
+        (Some(RST), Proto::Tcp, FlowState::Closed, t.tcp_closed),
+        (None, Proto::Udp, FlowState::Udp, t.udp),
+    ];
+    for (flags, proto, state, timeout) in cases {
+        let mut ct = table(16);
+        let f = flow(ForwardMode::Nat, proto, 1, 5000);
+        let start = secs(100);
+        assert_eq!(insert(&mut ct, start, f, flags), Ok(state));
+        let deadline = start.saturating_add(timeout);
+        let just_after = Instant::from_nanos(deadline.as_nanos() + 1);
+        assert!(ct.contains(deadline, &f.original_key()), "{state:?} alive at its timeout");
+        assert!(ct.contains(deadline, &f.reply_key().unwrap()));
+        assert!(!ct.contains(just_after, &f.original_key()), "{state:?} expired after it");
+        assert!(!ct.contains(just_after, &f.reply_key().unwrap()));
+        assert_eq!(ct.track(just_after, &f.original_key(), flags), None);
+        assert_eq!(ct.track(just_after, &f.reply_key().unwrap(), flags), None);
+        // A miss leaves the entry for sweep/insert, which report it.
+        assert_eq!(ct.len(), 1);
+    }
+}
+
+#[test]
+fn tracking_refreshes_last_seen_from_either_direction() {
+    let mut ct = table(16);
+    let f = tcp(ForwardMode::Nat, 1);
+    insert(&mut ct, secs(0), f, Some(ACK)).unwrap();
+    let reply = f.reply_key().unwrap();
+    // Only reply packets for a while: the flow stays alive past its original timeout.
+    for t in (15..=60).step_by(15) {
+        assert!(ct.track(secs(t), &reply, Some(ACK)).is_some(), "alive at {t} s");
+    }
+    assert!(ct.contains(secs(80), &f.original_key()));
+    assert!(!ct.contains(secs(81), &f.original_key()));
+}
+
+#[test]
+fn tcp_states_through_the_table() {
+    use FlowState::*;
+    let f = tcp(ForwardMode::Nat, 1);
+    let (original, reply) = (f.original_key(), f.reply_key().unwrap());
+    let mut ct = table(16);
+    assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Ok(SynSeen));
+    let mut step = |key: &FlowKey, flags: u8| {
+        let hit = ct.track(secs(1), key, Some(flags)).expect("hit");
+        (hit.previous, hit.state)
+    };
+    assert_eq!(step(&reply, SYN | ACK), (SynSeen, SynSeen));
+    assert_eq!(step(&original, ACK), (SynSeen, Established));
+    assert_eq!(step(&reply, ACK | FIN), (Established, Closing));
+    assert_eq!(step(&original, ACK), (Closing, Closing));
+    assert_eq!(step(&original, RST), (Closing, Closed));
+    // Port reuse: the client's new SYN reopens the same flow, same backend.
+    assert_eq!(step(&original, SYN), (Closed, SynSeen));
+    assert_eq!(ct.embryonic(), 1);
+    assert_eq!(ct.track(secs(1), &original, Some(ACK)).unwrap().flow, f);
+    assert_eq!(ct.embryonic(), 0);
+
+    // Mid-stream pickup (e.g. after an LB restart): the first packet is not a SYN.
+    let mut ct = table(16);
+    for (client, flags) in [(1, Some(ACK)), (2, Some(ACK | 0x08)), (3, None), (4, Some(SYN | ACK))]
+    {
+        assert_eq!(insert(&mut ct, secs(1), tcp(ForwardMode::Dr, client), flags), Ok(Established));
+    }
+    assert_eq!(ct.embryonic(), 0);
+}
+
+#[test]
+fn remove_removes_both_directions() {
+    let mut ct = table(16);
+    let f = tcp(ForwardMode::FullNat, 9);
+    let other = tcp(ForwardMode::FullNat, 10);
+    insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
+    insert(&mut ct, secs(1), other, Some(SYN)).unwrap();
+    assert_eq!(ct.remove(&f.reply_key().unwrap()), Some(f));
+    assert!(!ct.contains(secs(1), &f.original_key()));
+    assert!(!ct.contains(secs(1), &f.reply_key().unwrap()));
+    assert_eq!(ct.track(secs(1), &f.reply_key().unwrap(), Some(ACK)), None);
+    assert_eq!(ct.remove(&f.original_key()), None);
+    assert!(ct.contains(secs(1), &other.reply_key().unwrap()), "the other flow is untouched");
+    assert_eq!((ct.len(), ct.embryonic(), ct.stats().removed), (1, 1, 1));
+    // Both slots are free again: the same flow goes back in.
+    assert_eq!(insert(&mut ct, secs(1), f, Some(ACK)), Ok(FlowState::Established));
+    assert_eq!(ct.remove(&f.original_key()), Some(f));
+    assert_eq!(ct.remove(&other.original_key()), Some(other));
+    assert!(ct.is_empty());
+    assert_eq!(ct.embryonic(), 0);
+}
+
+#[test]
+fn sweep_removes_expired_flows_and_reports_them() {
+    let mut ct = table(64);
+    let mut expected = Vec::new();
+    for client in 0..30 {
+        let f = tcp(
+            [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][client as usize % 3],
+            client,
+        );
+        // Every third flow is established (20 s); the rest are embryonic (3 s).
+        let flags = if client % 3 == 0 { ACK } else { SYN };
+        insert(&mut ct, secs(0), f, Some(flags)).unwrap();
+        if flags == SYN {
+            expected.push(f);
+        }
+    }
+    assert_eq!(ct.embryonic(), 20);
+    // Nothing has expired yet.
+    let buckets = ct.table.bucket_count();
+    assert_eq!(ct.sweep(secs(3), buckets, |f| panic!("{f:?} is not expired")), 0);
+    // Sweep incrementally, one bucket at a time.
+    let mut reported = Vec::new();
+    let removed: usize = (0..buckets).map(|_| ct.sweep(secs(4), 1, |f| reported.push(*f))).sum();
+    assert_eq!(removed, 20);
+    let key = |f: &Flow| (f.client_addr, f.forward.name());
+    reported.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(reported, expected);
+    assert_eq!((ct.len(), ct.embryonic(), ct.stats().expired), (10, 0, 20));
+    for client in (0..30).step_by(3) {
+        let f = tcp(ForwardMode::Dr, client);
+        assert!(ct.track(secs(4), &f.original_key(), Some(ACK)).is_some());
+    }
+    // A budget larger than the table is one full pass.
+    assert_eq!(ct.sweep(secs(100), usize::MAX, |_| {}), 10);
+    assert!(ct.is_empty());
+}
+
+#[test]
+fn allocate_local_port_skips_live_reply_keys_and_runs_out() {
+    let mut ct = table(64);
+    let addrs = [LOCAL, Ipv4Addr::new(198, 51, 100, 2)];
+    let range = PortRange { first: 5000, last: 5002 };
+    let backend = Ipv4Addr::new(172, 16, 0, 1);
+    let mut taken = Vec::new();
+    for client in 0..6 {
+        let (local_addr, local_port) = ct
+            .allocate_local_port(
+                secs(1),
+                Proto::Tcp,
+                backend,
+                8080,
+                &addrs,
+                range,
+                u64::from(client) * 7,
+            )
+            .expect("a free port");
+        assert!((5000..=5002).contains(&local_port));
+        assert!(
+            !taken.contains(&(local_addr, local_port)),
+            "{local_addr}:{local_port} given twice"
+        );
+        taken.push((local_addr, local_port));
+        let f = Flow {
+            local_addr,
+            local_port,
+            backend_addr: backend,
+            ..tcp(ForwardMode::FullNat, client)
+        };
+        assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Ok(FlowState::SynSeen));
+    }
+    assert_eq!(ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, range, 0), None);
+    // Another backend, port or protocol has its own space.
+    assert!(ct.allocate_local_port(secs(1), Proto::Udp, backend, 8080, &addrs, range, 0).is_some());
+    assert!(ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8081, &addrs, range, 0).is_some());
+    // Expired flows free their ports.
+    assert!(ct.allocate_local_port(secs(5), Proto::Tcp, backend, 8080, &addrs, range, 0).is_some());
+    // Degenerate inputs.
+    assert_eq!(ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[], range, 0), None);
+    let backwards = PortRange { first: 10, last: 9 };
+    assert_eq!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, backwards, 0),
+        None
+    );
+    let everything = PortRange { first: 0, last: u16::MAX };
+    assert!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, everything, u64::MAX)
+            .is_some()
+    );
+}
+
+#[test]
+fn allocate_local_port_gives_up_after_a_bounded_search() {
+    let mut ct = table(1024);
+    let backend = Ipv4Addr::new(172, 16, 0, 1);
+    let range = PortRange { first: 1000, last: 1999 };
+    // Take ports 1000..1100 on the only address; a search starting at 1000 finds none within
+    // its 64 candidates, one starting at 1090 finds 1100.
+    for (i, port) in (1000..1100).enumerate() {
+        let f = Flow {
+            local_addr: LOCAL,
+            local_port: port,
+            backend_addr: backend,
+            ..tcp(ForwardMode::FullNat, i as u32)
+        };
+        insert(&mut ct, secs(1), f, Some(ACK)).unwrap();
+    }
+    assert_eq!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 0),
+        None
+    );
+    assert_eq!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 90),
+        Some((LOCAL, 1100))
+    );
+}
+
+#[test]
+fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses() {
+    let mut ct = table(64);
+    let flows = flows_in_bucket_zero(&ct, BUCKET_SLOTS + 3);
+    let (bucket, extra) = flows.split_at(BUCKET_SLOTS);
+    // Fill the bucket: one UDP-like short-lived flow (closed, 1 s), two embryonic flows seen
+    // at 1 s and 2 s, the rest established.
+    for (i, f) in bucket.iter().enumerate() {
+        let (now, flags) = match i {
+            0 => (secs(0), RST),
+            1 => (secs(2), SYN),
+            2 => (secs(1), SYN),
+            _ => (secs(0), ACK),
+        };
+        insert(&mut ct, now, *f, Some(flags)).unwrap();
+    }
+    let mut evicted = Vec::new();
+    // 1. The expired (closed) flow's slot goes first.
+    assert_eq!(
+        ct.insert(secs(3), extra[0], Some(ACK), |f| evicted.push(*f)),
+        Ok(FlowState::Established)
+    );
+    assert_eq!(evicted, vec![bucket[0]]);
+    // 2. Then the least recently seen embryonic flow (seen at 1 s), not the one seen at 2 s.
+    assert_eq!(
+        ct.insert(secs(3), extra[1], Some(ACK), |f| evicted.push(*f)),
+        Ok(FlowState::Established)
+    );
+    assert_eq!(evicted, vec![bucket[0], bucket[2]]);
+    assert!(ct.contains(secs(3), &bucket[1].original_key()));
+    // 3. A new embryonic flow may displace the last embryonic one too.
+    assert_eq!(
+        ct.insert(secs(3), extra[2], Some(SYN), |f| evicted.push(*f)),
+        Ok(FlowState::SynSeen)
+    );
+    assert_eq!(evicted, vec![bucket[0], bucket[2], bucket[1]]);
+    // 4. Now only established flows (and the newest embryonic one)... make it established.
+    ct.track(secs(3), &extra[2].original_key(), Some(ACK)).unwrap();
+    let late = flows_in_bucket_zero(&ct, BUCKET_SLOTS + 4)[BUCKET_SLOTS + 3];
+    assert_eq!(insert(&mut ct, secs(3), late, Some(SYN)), Err(InsertError::Full));
+    assert_eq!(insert(&mut ct, secs(3), late, Some(ACK)), Err(InsertError::Full));
+    let stats = ct.stats();
+    assert_eq!((stats.expired, stats.evicted_embryonic, stats.refused_full), (1, 2, 2));
+    for f in bucket.iter().skip(3).chain(extra) {
+        assert!(ct.contains(secs(3), &f.original_key()), "{f:?} survived");
+    }
+}
+
+#[test]
+fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood() {
+    let mut ct = Conntrack::new(&ConntrackConfig {
+        max_embryonic: 10,
+        ..ConntrackConfig::with_capacity(100)
+    });
+    let results: Vec<_> =
+        (0..50).map(|c| insert(&mut ct, secs(1), tcp(ForwardMode::Dr, c), Some(SYN))).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
+    assert!(results[10..].iter().all(|r| *r == Err(InsertError::Flood)));
+    assert_eq!((ct.embryonic(), ct.len(), ct.stats().refused_flood), (10, 10, 40));
+    // Established flows (and UDP) are not limited by it.
+    assert_eq!(
+        insert(&mut ct, secs(1), tcp(ForwardMode::Dr, 100), Some(ACK)),
+        Ok(FlowState::Established)
+    );
+    let udp = flow(ForwardMode::Nat, Proto::Udp, 101, 53);
+    assert_eq!(insert(&mut ct, secs(1), udp, None), Ok(FlowState::Udp));
+    // Completing a handshake makes room for one more.
+    ct.track(secs(1), &tcp(ForwardMode::Dr, 0).original_key(), Some(ACK)).unwrap();
+    assert_eq!(
+        insert(&mut ct, secs(1), tcp(ForwardMode::Dr, 200), Some(SYN)),
+        Ok(FlowState::SynSeen)
+    );
+    assert_eq!(
+        insert(&mut ct, secs(1), tcp(ForwardMode::Dr, 201), Some(SYN)),
+        Err(InsertError::Flood)
+    );
+}
+
+#[test]
+fn a_syn_flood_never_evicts_established_flows() {
+    let capacity = 1000;
+    // 400 established: the flood meets the embryonic limit first (Flood refusals). 700: it
+    // meets the capacity first, and the embryonic flows evict each other.
+    for population in [400, 700] {
+        let mut ct = table(capacity);
+        let established: Vec<Flow> = (0..population)
+            .map(|c| tcp([ForwardMode::Dr, ForwardMode::Nat][c as usize % 2], c))
+            .filter(|f| insert(&mut ct, secs(0), *f, Some(ACK)).is_ok())
+            .collect();
+        assert!(
+            established.len() + 5 > population as usize,
+            "only {} flows went in",
+            established.len()
+        );
+        let mut outcomes = HashMap::new();
+        for i in 0..50_000u32 {
+            // Spoofed sources: random addresses and ports, NAT and DR.
+            let h = mix64(u64::from(i));
+            let f = Flow {
+                client_addr: Ipv4Addr::from_bits(0x6400_0000 | (h as u32 & 0x00ff_ffff)),
+                ..flow(
+                    [ForwardMode::Dr, ForwardMode::Nat][i as usize % 2],
+                    Proto::Tcp,
+                    0,
+                    (h >> 32) as u16,
+                )
+            };
+            let now = Instant::from_millis(1000 + u64::from(i) / 10);
+            let result = ct.insert(now, f, Some(SYN), |gone| {
+                assert!(!established.contains(gone), "the flood evicted established {gone:?}");
+            });
+            *outcomes.entry(result).or_insert(0) += 1;
+            assert!(ct.len() <= capacity);
+            assert!(ct.embryonic() <= capacity / 2);
+        }
+        let now = Instant::from_millis(6000);
+        for f in &established {
+            for key in std::iter::once(f.original_key()).chain(f.reply_key()) {
+                assert!(ct.track(now, &key, Some(ACK)).is_some(), "{key} lost");
+            }
+        }
+        let stats = ct.stats();
+        let count = |outcome| outcomes.get(&outcome).copied().unwrap_or(0);
+        assert_eq!(count(Err(InsertError::Flood)), stats.refused_flood);
+        assert_eq!(count(Err(InsertError::Full)), stats.refused_full);
+        if population == 400 {
+            assert!(stats.refused_flood > 0, "{stats:?}");
+        } else {
+            assert!(stats.evicted_embryonic > 0 && stats.refused_full > 0, "{stats:?}");
+        }
+    }
+}
+
+#[test]
+fn len_never_exceeds_capacity() {
+    let capacity = 100;
+    let mut ct = table(capacity);
+    let mut evicted = 0;
+    let mut full = 0;
+    for c in 0..1000 {
+        let flags = if c % 2 == 0 { SYN } else { ACK };
+        let forward = [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][c as usize % 3];
+        match ct.insert(secs(1), tcp(forward, c), Some(flags), |_| evicted += 1) {
+            Ok(_) => {}
+            Err(InsertError::Full) => full += 1,
+            Err(InsertError::Flood) => assert_eq!(ct.embryonic(), capacity / 2),
+            Err(InsertError::Exists) => panic!("every flow is new"),
+        }
+        assert!(ct.len() <= capacity);
+    }
+    assert_eq!(ct.len(), capacity);
+    assert!(full > 0 && evicted > 0);
+    // At capacity with only established flows, nothing gets in; after they expire, it does.
+    assert_eq!(insert(&mut ct, secs(2), tcp(ForwardMode::Dr, 5000), Some(ACK)).ok(), None);
+    let mut reported = 0;
+    assert!(
+        ct.insert(secs(100), tcp(ForwardMode::Dr, 5000), Some(ACK), |_| { reported += 1 }).is_ok()
+    );
+    assert_eq!((ct.len(), reported), (capacity, 1));
+}
+
+#[test]
+fn a_tiny_or_empty_table_never_panics() {
+    let mut ct = table(0);
+    assert_eq!(
+        insert(&mut ct, secs(1), tcp(ForwardMode::Nat, 1), Some(SYN)),
+        Err(InsertError::Flood)
+    );
+    assert_eq!(
+        insert(&mut ct, secs(1), tcp(ForwardMode::Nat, 1), Some(ACK)),
+        Err(InsertError::Full)
+    );
+    assert_eq!(ct.sweep(secs(1), 10, |_| {}), 0);
+    assert!(ct.memory_bytes() > 0 && ct.is_empty() && ct.capacity() == 0);
+    let mut one = table(1);
+    assert!(insert(&mut one, secs(1), tcp(ForwardMode::FullNat, 1), Some(ACK)).is_ok());
+    assert_eq!(
+        insert(&mut one, secs(1), tcp(ForwardMode::FullNat, 2), Some(ACK)),
+        Err(InsertError::Full)
+    );
+}
+
+#[test]
+fn readers_see_and_update_the_owners_flows() {
+    let mut ct = table(16);
+    let reader = ct.reader();
+    let f = tcp(ForwardMode::Nat, 1);
+    let reply = f.reply_key().unwrap();
+    assert_eq!(reader.track(secs(0), &reply, Some(ACK)), None);
+    insert(&mut ct, secs(0), f, Some(SYN)).unwrap();
+    let from_another_core = std::thread::scope(|s| {
+        s.spawn(|| reader.clone().track(secs(2), &reply, Some(SYN | ACK))).join().unwrap()
+    });
+    assert_eq!(from_another_core.map(|hit| (hit.direction, hit.flow)), Some((Direction::Reply, f)));
+    // The reader's refresh at 2 s keeps the embryonic flow (3 s) alive at 4 s.
+    assert!(ct.contains(secs(4), &f.original_key()));
+    // A reader's RST closes the flow for the owner too, and the embryonic count follows.
+    assert_eq!(reader.track(secs(4), &reply, Some(RST)).unwrap().state, FlowState::Closed);
+    assert_eq!(ct.embryonic(), 0);
+    assert_eq!(
+        ct.track(secs(4), &f.original_key(), Some(ACK)).unwrap().previous,
+        FlowState::Closed
+    );
+    // After the owner removes it, the reader misses; an expired flow is a miss as well.
+    ct.remove(&f.original_key());
+    assert_eq!(reader.track(secs(4), &reply, Some(ACK)), None);
+    insert(&mut ct, secs(4), f, Some(SYN)).unwrap();
+    assert_eq!(reader.track(secs(8), &f.original_key(), Some(ACK)), None);
+    assert!(format!("{reader:?}").contains("ConntrackReader"));
+    assert!(format!("{ct:?}").contains("capacity"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Model-based property test.
+
+/// The model: a map from every key of every stored flow to the flow's original key, and the
+/// flows with their state and last-seen.
+#[derive(Default)]
+struct Model {
+    flows: HashMap<FlowKey, (Flow, FlowState, u64)>,
+}
+
+impl Model {
+    fn keys(flow: &Flow) -> impl Iterator<Item = FlowKey> {
+        std::iter::once(flow.original_key()).chain(flow.reply_key())
+    }
+
+    fn find(&self, key: &FlowKey) -> Option<(FlowKey, Direction)> {
+        self.flows.iter().find_map(|(original, (flow, _, _))| {
+            if flow.original_key() == *key {
+                Some((*original, Direction::Original))
+            } else if flow.reply_key() == Some(*key) {
+                Some((*original, Direction::Reply))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn expired(&self, original: &FlowKey, now: u64) -> bool {
+        let (_, state, seen) = self.flows[original];
+        now.saturating_sub(seen) > timeouts().of(state).as_nanos() as u64
+    }
+
+    fn track(&mut self, now: u64, key: &FlowKey, flags: Option<u8>) -> Option<Hit> {
+        let (original, direction) = self.find(key)?;
+        if self.expired(&original, now) {
+            return None;
+        }
+        let (flow, state, seen) = self.flows.get_mut(&original)?;
+        let previous = *state;
+        *state = tcp::next_state(previous, direction, flags);
+        *seen = (*seen).max(now);
+        Some(Hit { direction, flow: *flow, state: *state, previous })
+    }
+
+    fn insert(
+        &mut self,
+        now: u64,
+        flow: Flow,
+        flags: Option<u8>,
+        removed: &mut Vec<Flow>,
+    ) -> Result<FlowState, InsertError> {
+        for key in Self::keys(&flow) {
+            if let Some((original, _)) = self.find(&key) {
+                if !self.expired(&original, now) {
+                    return Err(InsertError::Exists);
+                }
+                removed.push(self.flows.remove(&original).unwrap().0);
+            }
+        }
+        let state = tcp::initial_state(flow.proto, flags);
+        self.flows.insert(flow.original_key(), (flow, state, now));
+        Ok(state)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(Flow, Option<u8>),
+    Track(FlowKey, Option<u8>),
+    Contains(FlowKey),
+    Remove(FlowKey),
+    Advance(u64),
+    Sweep,
+}
+
+fn arb_flow() -> impl Strategy<Value = Flow> {
+    (0..3u32, 0..2u16, 0..2u16, 0..2u8, 0..3usize, 0..2u8, 0..2u16).prop_map(
+        |(client, cport, vport, proto, forward, backend, lport)| Flow {
+            proto: [Proto::Tcp, Proto::Udp][usize::from(proto)],
+            forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
+            client_addr: Ipv4Addr::new(10, 0, 0, 1 + client as u8),
+            client_port: 1000 + cport,
+            vip: VIP,
+            vport: 80 + vport,
+            backend_addr: Ipv4Addr::new(172, 16, 0, 1 + backend),
+            backend_port: 8080,
+            local_addr: if forward == 2 {
+                LOCAL
+            } else {
+                Ipv4Addr::new(10, 0, 0, 1 + client as u8)
+            },
+            local_port: if forward == 2 { 3000 + lport } else { 1000 + cport },
+            service: vport,
+            backend: u16::from(backend),
+        },
+    )
+}
+
+fn arb_flags() -> impl Strategy<Value = Option<u8>> {
+    prop::sample::select(vec![
+        None,
+        Some(SYN),
+        Some(SYN | ACK),
+        Some(ACK),
+        Some(ACK | 0x08),
+        Some(FIN | ACK),
+        Some(RST),
+    ])
+}
+
+fn arb_key() -> impl Strategy<Value = FlowKey> {
+    (arb_flow(), any::<bool>()).prop_map(|(flow, reply)| match flow.reply_key() {
+        Some(key) if reply => key,
+        _ => flow.original_key(),
+    })
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (arb_flow(), arb_flags()).prop_map(|(f, flags)| Op::Insert(f, flags)),
+        6 => (arb_key(), arb_flags()).prop_map(|(k, flags)| Op::Track(k, flags)),
+        1 => arb_key().prop_map(Op::Contains),
+        1 => arb_key().prop_map(Op::Remove),
+        3 => (0..6_000u64).prop_map(Op::Advance),
+        1 => Just(Op::Sweep),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// On a table too large to ever evict, the table behaves exactly like the model.
+    #[test]
+    fn behaves_like_a_hash_map(ops in prop::collection::vec(arb_op(), 1..120)) {
+        let mut ct = Conntrack::new(&ConntrackConfig { timeouts: timeouts(), ..ConntrackConfig::with_capacity(4096) });
+        let mut model = Model::default();
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Insert(flow, flags) => {
+                    let (mut got, mut want) = (Vec::new(), Vec::new());
+                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
+                    prop_assert_eq!(result, model.insert(now, flow, flags, &mut want));
+                    prop_assert_eq!(got, want);
+                }
+                Op::Track(key, flags) => {
+                    prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), model.track(now, &key, flags));
+                }
+                Op::Contains(key) => {
+                    let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
+                    prop_assert_eq!(ct.contains(Instant::from_nanos(now), &key), want);
+                }
+                Op::Remove(key) => {
+                    let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.0);
+                    prop_assert_eq!(ct.remove(&key), want);
+                }
+                Op::Advance(millis) => now += millis * 1_000_000,
+                Op::Sweep => {
+                    let mut got = Vec::new();
+                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f| got.push(f.original_key()));
+                    let mut want: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
+                    for key in &want {
+                        model.flows.remove(key);
+                    }
+                    prop_assert_eq!(removed, want.len());
+                    let order = |k: &FlowKey| (k.src_addr, k.src_port, k.dst_port, k.proto);
+                    got.sort_by_key(order);
+                    want.sort_by_key(order);
+                    prop_assert_eq!(got, want);
+                }
+            }
+            prop_assert_eq!(ct.len(), model.flows.len());
+            let embryonic = model.flows.values().filter(|(_, s, _)| *s == FlowState::SynSeen).count();
+            prop_assert_eq!(ct.embryonic(), embryonic);
+            prop_assert_eq!(ct.stats().refused_full + ct.stats().evicted_embryonic, 0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency.
+
+/// A flow whose every field is a function of (`seed`, `port`), so a torn read shows.
+fn checkable_flow(seed: u32, port: u16) -> Flow {
+    let h = mix64(u64::from(seed) << 16 | u64::from(port));
+    let forward = [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat]
+        [(seed as usize + usize::from(port)) % 3];
+    let client_addr = Ipv4Addr::from_bits(0x0a00_0000 | seed);
+    let fullnat = forward == ForwardMode::FullNat;
+    Flow {
+        proto: if h & 1 == 0 { Proto::Tcp } else { Proto::Udp },
+        forward,
+        client_addr,
+        client_port: port,
+        vip: Ipv4Addr::from_bits(0xc000_0200 | (h >> 8) as u32 & 0xff),
+        vport: 80,
+        backend_addr: Ipv4Addr::from_bits(0xac10_0000 | (h >> 16) as u32 & 0xffff),
+        backend_port: port ^ 0x5a5a,
+        local_addr: if fullnat {
+            Ipv4Addr::from_bits(0xc633_6400 | seed & 0xff)
+        } else {
+            client_addr
+        },
+        // Unique per (seed, port) for seeds below 2^14 and ports below 4.
+        local_port: if fullnat { (seed as u16) << 2 | port } else { port },
+        service: (h >> 32) as u16,
+        backend: seed as u16 ^ port,
+    }
+}
+
+/// On x86 (total store order) this cannot tell a correct seqlock from one without its
+/// version re-check: freeing a record stores its state before the next flow's words, and the
+/// key check rejects what is left. It does catch wrong hits through stale slots, lost slot
+/// and record bookkeeping, and a drifting embryonic count; the orderings themselves are
+/// argued in `table.rs`.
+#[test]
+fn readers_never_observe_a_torn_flow() {
+    const SEEDS: u32 = 512;
+    const PORTS: u16 = 4;
+    let mut ct = Conntrack::new(&ConntrackConfig {
+        capacity: 256,
+        max_embryonic: 128,
+        timeouts: Timeouts {
+            tcp_syn: Duration::from_millis(20),
+            tcp_established: Duration::from_millis(50),
+            tcp_closing: Duration::from_millis(10),
+            tcp_closed: Duration::from_millis(5),
+            udp: Duration::from_millis(30),
+        },
+    });
+    let now = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let reader = ct.reader();
+    let random = |state: &mut u64| {
+        *state = mix64(*state + 1);
+        *state
+    };
+
+    let hits = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2u64)
+            .map(|id| {
+                let (reader, now, done) = (reader.clone(), &now, &done);
+                s.spawn(move || {
+                    let mut rng = id << 40;
+                    let mut hits = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        let r = random(&mut rng);
+                        let expected = checkable_flow(r as u32 % SEEDS, (r >> 32) as u16 % PORTS);
+                        let key = match expected.reply_key() {
+                            Some(reply) if r >> 40 & 1 == 1 => reply,
+                            _ => expected.original_key(),
+                        };
+                        let flags = [ACK, FIN | ACK, RST, SYN][(r >> 48) as usize % 4];
+                        let t = Instant::from_nanos(now.load(Ordering::Relaxed));
+                        if let Some(hit) = reader.track(t, &key, Some(flags)) {
+                            hits += 1;
+                            assert_eq!(hit.flow, expected, "torn or wrong flow for {key}");
+                            let found = match hit.direction {
+                                Direction::Original => Some(hit.flow.original_key()),
+                                Direction::Reply => hit.flow.reply_key(),
+                            };
+                            assert_eq!(found, Some(key));
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+
+        let started = std::time::Instant::now();
+        let mut rng = 99u64;
+        let mut outcomes = [0u64; 4];
+        while started.elapsed() < Duration::from_millis(700) {
+            let t = now.fetch_add(20_000, Ordering::Relaxed) + 20_000;
+            let t = Instant::from_nanos(t);
+            let r = random(&mut rng);
+            let f = checkable_flow(r as u32 % SEEDS, (r >> 32) as u16 % PORTS);
+            match (r >> 56) % 8 {
+                0..=3 => {
+                    let flags = if r >> 50 & 1 == 0 { SYN } else { ACK };
+                    let i = match ct.insert(t, f, Some(flags), |gone| {
+                        assert_eq!(
+                            *gone,
+                            checkable_flow(gone.client_addr.to_bits() & 0xffff, gone.client_port)
+                        )
+                    }) {
+                        Ok(_) => 0,
+                        Err(InsertError::Exists) => 1,
+                        Err(InsertError::Full) => 2,
+                        Err(InsertError::Flood) => 3,
+                    };
+                    outcomes[i] += 1;
+                }
+                4 => {
+                    if let Some(gone) = ct.remove(&f.original_key()) {
+                        assert_eq!(gone, f);
+                    }
+                }
+                5 => {
+                    ct.sweep(t, 4, |_| {});
+                }
+                _ => {
+                    if let Some(hit) = ct.track(t, &f.original_key(), Some(ACK)) {
+                        assert_eq!(hit.flow, f);
+                    }
+                }
+            }
+            assert!(ct.len() <= ct.capacity());
+        }
+        done.store(true, Ordering::Relaxed);
+        assert!(outcomes[0] > 1000 && outcomes[2] + outcomes[3] > 0, "owner outcomes {outcomes:?}");
+        readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
+    });
+    assert!(hits > 1000, "readers hit only {hits} times");
+
+    // The embryonic count stayed exact through racing transitions, and every record in use
+    // is reachable through its slots.
+    let views: Vec<_> = (0..ct.table.record_count())
+        .filter_map(|i| ct.table.record(i)?.snapshot())
+        .filter(|view| view.flow().is_some())
+        .collect();
+    let embryonic = views.iter().filter(|view| view.state() == Some(FlowState::SynSeen)).count();
+    assert_eq!(ct.embryonic(), embryonic);
+    assert_eq!(ct.len(), views.len());
+    for view in &views {
+        let flow = view.flow().unwrap();
+        for key in std::iter::once(flow.original_key()).chain(flow.reply_key()) {
+            assert_eq!(
+                ct.table.lookup(&key, flow_hash(&key)).and_then(|found| found.view.flow()),
+                Some(flow)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures.
+
+/// Run with `cargo test --release --lib conntrack_speed_report -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn conntrack_speed_report() {
+    use std::hint::black_box;
+    const FLOWS: u32 = 100_000;
+    const LOOKUPS: usize = 2_000_000;
+    let per = |elapsed: Duration, n: usize| elapsed.as_nanos() as f64 / n as f64;
+    let dr = |i: u32| flow(ForwardMode::Dr, Proto::Tcp, i, 10_000 + (i % 50_000) as u16);
+    let order: Vec<u32> =
+        (0..LOOKUPS as u64).map(|i| (mix64(i) % u64::from(FLOWS)) as u32).collect();
+
+    for forward in [ForwardMode::Dr, ForwardMode::Nat] {
+        let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+        let flows: Vec<Flow> = (0..FLOWS).map(|i| Flow { forward, ..dr(i) }).collect();
+        let start = std::time::Instant::now();
+        let mut refused = 0;
+        for f in &flows {
+            refused +=
+                usize::from(ct.insert(Instant::from_secs(1), *f, Some(ACK), |_| {}).is_err());
+        }
+        let insert = per(start.elapsed(), flows.len());
+
+        let keys: Vec<FlowKey> = order.iter().map(|&i| flows[i as usize].original_key()).collect();
+        let now = Instant::from_secs(2);
+        let start = std::time::Instant::now();
+        for key in &keys {
+            black_box(ct.track(now, black_box(key), Some(ACK)));
+        }
+        let hit = per(start.elapsed(), keys.len());
+
+        let misses: Vec<FlowKey> = keys.iter().map(|k| FlowKey { dst_port: 81, ..*k }).collect();
+        let start = std::time::Instant::now();
+        for key in &misses {
+            black_box(ct.track(now, black_box(key), Some(ACK)));
+        }
+        let miss = per(start.elapsed(), misses.len());
+
+        let reader = ct.reader();
+        let reply_keys: Vec<FlowKey> = order
+            .iter()
+            .map(|&i| flows[i as usize].reply_key().unwrap_or(flows[i as usize].original_key()))
+            .collect();
+        let start = std::time::Instant::now();
+        for key in &reply_keys {
+            black_box(reader.track(now, black_box(key), Some(ACK)));
+        }
+        let reader_hit = per(start.elapsed(), reply_keys.len());
+
+        // Hot set: the same 1000 flows over and over (cache-resident).
+        let start = std::time::Instant::now();
+        for key in keys.iter().take(1000).cycle().take(LOOKUPS) {
+            black_box(ct.track(now, black_box(key), Some(ACK)));
+        }
+        let hot = per(start.elapsed(), LOOKUPS);
+
+        println!(
+            "{forward}: {FLOWS} flows, {refused} refused, {:.0} bytes/flow of capacity; insert {insert:.1} ns, \
+             track hit {hit:.1} ns (hot set {hot:.1} ns), miss {miss:.1} ns, reader hit ({}) {reader_hit:.1} ns",
+            ct.memory_bytes() as f64 / FLOWS as f64,
+            if forward == ForwardMode::Dr { "original" } else { "reply" },
+        );
+    }
+}
+
+/// How often an insert meets a full bucket when the table fills up with random flows. Run
+/// with `--ignored --nocapture`; change `BUCKET_SLOTS` / `SLOTS_PER_FLOW` to compare.
+#[test]
+#[ignore]
+fn conntrack_fill_report() {
+    const CAPACITY: usize = 100_000;
+    for forward in [ForwardMode::Dr, ForwardMode::Nat] {
+        let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(CAPACITY));
+        let mut first_full = None;
+        let mut i = 0u64;
+        let mut full = 0;
+        while ct.len() < CAPACITY && i < 4 * CAPACITY as u64 {
+            let h = mix64(i);
+            let f = Flow {
+                client_addr: Ipv4Addr::from_bits(h as u32),
+                ..flow(forward, Proto::Tcp, 0, (h >> 32) as u16)
+            };
+            if ct.insert(secs(1), f, Some(ACK), |_| {}) == Err(InsertError::Full) {
+                full += 1;
+                first_full.get_or_insert(ct.len());
+            }
+            i += 1;
+        }
+        println!(
+            "{forward}: bucket {BUCKET_SLOTS} slots, {} slots for {CAPACITY} flows: first Full at {:?} flows, \
+             {full} Full of {i} inserts to fill ({:.3} %)",
+            ct.table.bucket_count() * BUCKET_SLOTS,
+            first_full,
+            100.0 * full as f64 / i as f64,
+        );
+    }
+}
