@@ -16,6 +16,7 @@
 //! - [`control`]: configuration and the immutable [`control::Snapshot`] workers read.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.
 
+pub mod addr_map;
 pub mod arp;
 pub mod conntrack;
 pub mod control;

@@ -19,8 +19,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use hashbrown::HashMap;
-
+use crate::addr_map::AddrMap;
 use crate::dataplane::IfaceId;
 use crate::time::Instant;
 use crate::wire::{ArpOperation, ArpPacket, EtherType, EthernetFrame, MacAddr};
@@ -61,36 +60,35 @@ pub enum Learned {
 /// IPv4 address → MAC, bounded.
 #[derive(Debug, Clone)]
 pub struct NeighborTable {
-    entries: HashMap<Ipv4Addr, Neighbor>,
-    capacity: usize,
+    entries: AddrMap<Neighbor>,
     generation: u64,
 }
 
 impl NeighborTable {
     pub fn with_capacity(capacity: usize) -> Self {
-        NeighborTable { entries: HashMap::with_capacity(capacity), capacity, generation: 0 }
+        NeighborTable { entries: AddrMap::with_capacity(capacity), generation: 0 }
     }
 
     #[inline]
     pub fn lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.entries.get(&ip).map(|n| n.mac)
+        self.entries.get(ip).map(|n| n.mac)
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Option<&Neighbor> {
-        self.entries.get(&ip)
+    pub fn get(&self, ip: Ipv4Addr) -> Option<Neighbor> {
+        self.entries.get(ip)
     }
 
     /// Adds or replaces a static entry (from `[[neighbor]]`).
     pub fn insert_static(&mut self, ip: Ipv4Addr, mac: MacAddr) {
         let neighbor = Neighbor { mac, updated: Instant::ZERO, is_static: true };
-        if self.entries.insert(ip, neighbor) != Some(neighbor) {
+        if self.entries.get(ip) != Some(neighbor) && self.entries.insert(ip, neighbor) {
             self.generation += 1;
         }
     }
 
     /// Records what an ARP packet said about `ip`.
     pub fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) -> Learned {
-        if let Some(entry) = self.entries.get_mut(&ip) {
+        if let Some(entry) = self.entries.get_mut(ip) {
             if entry.is_static {
                 return Learned::Static;
             }
@@ -102,10 +100,9 @@ impl NeighborTable {
             self.generation += 1;
             return Learned::Updated;
         }
-        if self.entries.len() >= self.capacity {
+        if !self.entries.insert(ip, Neighbor { mac, updated: now, is_static: false }) {
             return Learned::Full;
         }
-        self.entries.insert(ip, Neighbor { mac, updated: now, is_static: false });
         self.generation += 1;
         Learned::New
     }
@@ -123,8 +120,8 @@ impl NeighborTable {
         self.entries.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &Neighbor)> {
-        self.entries.iter().map(|(ip, n)| (*ip, n))
+    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, Neighbor)> + '_ {
+        self.entries.iter()
     }
 }
 

@@ -12,7 +12,9 @@
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
+
+use crate::addr_map::AddrMap;
 
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::control::config::{Config, ConntrackSettings};
@@ -119,9 +121,9 @@ pub struct Snapshot {
     /// input, fed by the control side.
     pub response_time_us: Vec<u32>,
     service_index: HashMap<(Ipv4Addr, u16, Proto), usize>,
-    owned: HashMap<Ipv4Addr, Owned>,
+    owned: AddrMap<Owned>,
     /// Backends of NAT services: a packet from one of them may be a reply to translate.
-    nat_backends: HashSet<Ipv4Addr>,
+    nat_backends: AddrMap<()>,
 }
 
 impl Snapshot {
@@ -156,14 +158,16 @@ impl Snapshot {
             }
         }
 
-        let mut owned = HashMap::new();
+        let owned_count = interfaces.len()
+            + config.services.iter().map(|s| 1 + s.local_addrs.len()).sum::<usize>();
+        let mut owned = AddrMap::with_capacity(owned_count);
         for (index, interface) in interfaces.iter().enumerate() {
             owned.insert(interface.addr, Owned::Interface(IfaceId(index as u8)));
         }
         let mut services = Vec::with_capacity(config.services.len());
         let mut backends = Vec::with_capacity(backend_total);
         let mut service_index = HashMap::new();
-        let mut nat_backends = HashSet::new();
+        let mut nat_backends = AddrMap::with_capacity(backend_total);
         for (service_number, service) in config.services.iter().enumerate() {
             if let Some(interface) = interfaces.iter().find(|i| i.addr == service.vip) {
                 return Err(SnapshotError::VipIsInterfaceAddr {
@@ -197,12 +201,16 @@ impl Snapshot {
                     route: route_in(&interfaces, backend.addr),
                 });
                 if service.forward == ForwardMode::Nat {
-                    nat_backends.insert(backend.addr);
+                    nat_backends.insert(backend.addr, ());
                 }
             }
-            owned.entry(service.vip).or_insert(Owned::Vip);
+            if owned.get(service.vip).is_none() {
+                owned.insert(service.vip, Owned::Vip);
+            }
             for local in &service.local_addrs {
-                owned.entry(*local).or_insert(Owned::Local);
+                if owned.get(*local).is_none() {
+                    owned.insert(*local, Owned::Local);
+                }
             }
             service_index.insert((service.vip, service.port, service.proto), service_number);
             services.push(Service {
@@ -242,13 +250,13 @@ impl Snapshot {
     /// What xlb owns at `ip`, if anything.
     #[inline]
     pub fn owned(&self, ip: Ipv4Addr) -> Option<Owned> {
-        self.owned.get(&ip).copied()
+        self.owned.get(ip)
     }
 
     /// True if `ip` is a backend of a NAT service (its packets may be replies to translate).
     #[inline]
     pub fn is_nat_backend(&self, ip: Ipv4Addr) -> bool {
-        !self.nat_backends.is_empty() && self.nat_backends.contains(&ip)
+        !self.nat_backends.is_empty() && self.nat_backends.get(ip).is_some()
     }
 
     /// The route towards `ip`, or `None` when no interface reaches it.
@@ -270,7 +278,7 @@ impl Snapshot {
             .owned
             .iter()
             .filter(|(_, owned)| matches!(owned, Owned::Vip | Owned::Local))
-            .map(|(ip, _)| (*ip, route_in(&self.interfaces, *ip).egress))
+            .map(|(ip, _)| (ip, route_in(&self.interfaces, ip).egress))
             .collect();
         addrs.sort();
         addrs

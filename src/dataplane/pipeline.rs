@@ -124,6 +124,10 @@ struct CoreState {
     /// Active flows per backend on this core (lc, wlc, lt).
     active: Vec<u32>,
     neighbors: NeighborTable,
+    /// The MAC of each backend's next hop, looked up once per neighbour-table change rather
+    /// than once per packet; valid while `backend_macs_generation` matches the table's.
+    backend_macs: Vec<Option<MacAddr>>,
+    backend_macs_generation: u64,
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
@@ -143,6 +147,8 @@ impl Pipeline {
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
             neighbors,
+            backend_macs: vec![None; snapshot.backends.len()],
+            backend_macs_generation: u64::MAX,
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
@@ -177,6 +183,8 @@ impl Pipeline {
         }
         core.active = active;
         core.counters.backends = backends;
+        core.backend_macs = vec![None; snapshot.backends.len()];
+        core.backend_macs_generation = u64::MAX;
         self.snapshot = snapshot;
     }
 
@@ -579,21 +587,46 @@ impl CoreState {
             (Direction::Original, None) => snapshot.route(flow.backend_addr),
             (Direction::Reply, _) => snapshot.route(flow.client_addr),
         };
+        let backend = if direction == Direction::Original { backend } else { None };
         match route {
-            Some(route) => self.send(snapshot, now, frame, route),
+            Some(route) => self.send(snapshot, now, frame, route, backend),
             None => Verdict::Drop(DropReason::NoRoute),
         }
     }
 
+    /// The MAC of `route`'s next hop; through the per-backend cache when the route is a
+    /// backend's.
+    #[inline]
+    fn next_hop_mac(&mut self, snapshot: &Snapshot, route: Route, backend: Option<usize>) -> Option<MacAddr> {
+        let Some(index) = backend else {
+            return self.neighbors.lookup(route.next_hop);
+        };
+        if self.backend_macs_generation != self.neighbors.generation() {
+            for (mac, backend) in self.backend_macs.iter_mut().zip(&snapshot.backends) {
+                *mac = self.neighbors.lookup(backend.route.next_hop);
+            }
+            self.backend_macs_generation = self.neighbors.generation();
+        }
+        self.backend_macs.get(index).copied().flatten()
+    }
+
     /// Fills in the Ethernet header towards `route`, or holds the frame and asks for the next
     /// hop's MAC.
-    fn send(&mut self, snapshot: &Snapshot, now: Instant, frame: &mut [u8], route: Route) -> Verdict {
+    fn send(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        route: Route,
+        backend: Option<usize>,
+    ) -> Verdict {
         let Some(interface) = snapshot.interfaces.get(route.egress.index()) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        let next_hop_mac = self.next_hop_mac(snapshot, route, backend);
         let mut eth = EthernetFrame::new_unchecked(&mut *frame);
         eth.set_src_addr(interface.mac);
-        if let Some(mac) = self.neighbors.lookup(route.next_hop) {
+        if let Some(mac) = next_hop_mac {
             eth.set_dst_addr(mac);
             return Verdict::Tx(route.egress);
         }
@@ -686,7 +719,7 @@ impl CoreState {
             Direction::Reply => snapshot.route(flow.client_addr),
         };
         match route {
-            Some(route) => self.send(snapshot, now, frame, route),
+            Some(route) => self.send(snapshot, now, frame, route, None),
             None => Verdict::Drop(DropReason::NoRoute),
         }
     }

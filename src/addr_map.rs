@@ -1,0 +1,151 @@
+//! `AddrMap`: IPv4 address → small value, for lookups on every packet.
+//!
+//! The pipeline asks "what does xlb own at this destination?" and "what is this next hop's
+//! MAC?" for every frame. A general-purpose hash map spends more on hashing and probing
+//! metadata than those questions are worth, so this is a fixed-capacity open-addressing
+//! table with linear probing and a multiplicative hash of the 32-bit key.
+//!
+//! Invariants:
+//! - The capacity is fixed at construction (a power of two, at least twice the number of
+//!   entries it may hold), so probes are short, always end at an empty slot, and nothing
+//!   allocates afterwards.
+//! - Entries are never removed (the owned addresses of a snapshot and learned neighbours
+//!   only grow; a new snapshot builds a new map).
+
+use std::net::Ipv4Addr;
+
+/// A fixed-capacity map from IPv4 address to `V`.
+#[derive(Debug, Clone)]
+pub struct AddrMap<V> {
+    slots: Box<[Option<(u32, V)>]>,
+    shift: u32,
+    len: usize,
+    limit: usize,
+}
+
+impl<V: Copy> AddrMap<V> {
+    /// A map that holds up to `entries` addresses.
+    pub fn with_capacity(entries: usize) -> Self {
+        let size = (entries.max(4) * 2).next_power_of_two();
+        AddrMap {
+            slots: vec![None; size].into_boxed_slice(),
+            shift: 64 - size.trailing_zeros(),
+            len: 0,
+            limit: entries,
+        }
+    }
+
+    #[inline]
+    fn home(&self, key: u32) -> usize {
+        // Fibonacci hashing: the top bits of a multiplication by 2^64/φ.
+        (u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// The value at `ip`.
+    #[inline]
+    pub fn get(&self, ip: Ipv4Addr) -> Option<V> {
+        let key = ip.to_bits();
+        let mask = self.slots.len() - 1;
+        let mut index = self.home(key);
+        loop {
+            match self.slots[index] {
+                Some((k, value)) if k == key => return Some(value),
+                Some(_) => index = (index + 1) & mask,
+                None => return None,
+            }
+        }
+    }
+
+    /// A mutable reference to the value at `ip`.
+    pub fn get_mut(&mut self, ip: Ipv4Addr) -> Option<&mut V> {
+        let key = ip.to_bits();
+        let mask = self.slots.len() - 1;
+        let mut index = self.home(key);
+        loop {
+            match self.slots[index] {
+                Some((k, _)) if k == key => return self.slots[index].as_mut().map(|(_, v)| v),
+                Some(_) => index = (index + 1) & mask,
+                None => return None,
+            }
+        }
+    }
+
+    /// Inserts or replaces. Returns false (and changes nothing) when the map is full.
+    pub fn insert(&mut self, ip: Ipv4Addr, value: V) -> bool {
+        let key = ip.to_bits();
+        let mask = self.slots.len() - 1;
+        let mut index = self.home(key);
+        loop {
+            match &mut self.slots[index] {
+                Some((k, v)) if *k == key => {
+                    *v = value;
+                    return true;
+                }
+                Some(_) => index = (index + 1) & mask,
+                empty @ None => {
+                    if self.len >= self.limit {
+                        return false;
+                    }
+                    *empty = Some((key, value));
+                    self.len += 1;
+                    return true;
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, V)> + '_ {
+        self.slots.iter().flatten().map(|(k, v)| (Ipv4Addr::from_bits(*k), *v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn full_map_refuses_and_keeps_what_it_has() {
+        let mut map = AddrMap::with_capacity(4);
+        for i in 0..4u32 {
+            assert!(map.insert(Ipv4Addr::from_bits(i), i));
+        }
+        assert!(!map.insert(Ipv4Addr::from_bits(99), 99));
+        assert!(map.insert(Ipv4Addr::from_bits(2), 20), "replacing needs no room");
+        assert_eq!(map.get(Ipv4Addr::from_bits(2)), Some(20));
+        assert_eq!(map.get(Ipv4Addr::from_bits(99)), None);
+        assert_eq!(map.len(), 4);
+        *map.get_mut(Ipv4Addr::from_bits(3)).unwrap() = 30;
+        assert_eq!(map.get(Ipv4Addr::from_bits(3)), Some(30));
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_hash_map(ops in prop::collection::vec((any::<u16>(), any::<u8>()), 0..300)) {
+            // Keys from a small space so that they collide and repeat.
+            let mut map = AddrMap::with_capacity(400);
+            let mut model = HashMap::new();
+            for (key, value) in ops {
+                let ip = Ipv4Addr::from_bits(u32::from(key % 512) << 20);
+                prop_assert!(map.insert(ip, value));
+                model.insert(ip, value);
+            }
+            prop_assert_eq!(map.len(), model.len());
+            for (ip, value) in &model {
+                prop_assert_eq!(map.get(*ip), Some(*value));
+            }
+            prop_assert_eq!(map.iter().count(), model.len());
+            prop_assert_eq!(map.get(Ipv4Addr::new(1, 2, 3, 4)), None);
+        }
+    }
+}
