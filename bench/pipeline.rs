@@ -48,8 +48,13 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] =
-        [Scenario::DrHit, Scenario::NatHit, Scenario::FullNatHit, Scenario::NewFlows, Scenario::Mix];
+    const ALL: [Scenario; 5] = [
+        Scenario::DrHit,
+        Scenario::NatHit,
+        Scenario::FullNatHit,
+        Scenario::NewFlows,
+        Scenario::Mix,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -90,12 +95,19 @@ fn config(forward: &str, capacity: usize) -> Arc<Snapshot> {
          [conntrack]\ncapacity = {capacity}\nmax_embryonic = {capacity}\n\n"
     );
     for i in 0..BACKENDS {
-        text += &format!("[[neighbor]]\nip = \"10.0.1.{}\"\nmac = \"02:00:00:00:01:{:02x}\"\n", i + 1, i + 1);
+        text += &format!(
+            "[[neighbor]]\nip = \"10.0.1.{}\"\nmac = \"02:00:00:00:01:{:02x}\"\n",
+            i + 1,
+            i + 1
+        );
     }
     text += &format!("[[neighbor]]\nip = \"10.0.2.1\"\nmac = \"{CLIENT_MAC}\"\n");
-    let local = if forward == "fullnat" { format!("local_addrs = [\"{LOCAL}\"]\n") } else { String::new() };
+    let local =
+        if forward == "fullnat" { format!("local_addrs = [\"{LOCAL}\"]\n") } else { String::new() };
     let port = if forward == "dr" { 80 } else { 8080 };
-    text += &format!("\n[[service]]\nvip = \"{VIP}\"\nport = 80\nforward = \"{forward}\"\nscheduler = \"maglev\"\n{local}");
+    text += &format!(
+        "\n[[service]]\nvip = \"{VIP}\"\nport = 80\nforward = \"{forward}\"\nscheduler = \"maglev\"\n{local}"
+    );
     for i in 0..BACKENDS {
         text += &format!("[[service.backend]]\naddr = \"10.0.1.{}\"\nport = {port}\n", i + 1);
     }
@@ -132,7 +144,8 @@ fn prepare(scenario: Scenario, packets: usize) -> Prepared {
         Scenario::FullNatHit => "fullnat",
         _ => "dr",
     };
-    let capacity = if scenario == Scenario::NewFlows { packets + FLOWS } else { 2 * FLOWS + packets / 10 };
+    let capacity =
+        if scenario == Scenario::NewFlows { packets + FLOWS } else { 2 * FLOWS + packets / 10 };
     let snapshot = config(forward, capacity);
     let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
     let now = Instant::from_secs(1);
@@ -153,7 +166,14 @@ fn prepare(scenario: Scenario, packets: usize) -> Prepared {
             let sport = u16::from_be_bytes([ip[20], ip[21]]);
             let dport = u16::from_be_bytes([ip[22], ip[23]]);
             let backend_mac = MacAddr([0x02, 0, 0, 0, 0x01, dst.octets()[3]]);
-            templates.push(testkit::tcp(backend_mac, LB_MAC, (dst, dport), (src, sport), ACK, &[0; 6]));
+            templates.push(testkit::tcp(
+                backend_mac,
+                LB_MAC,
+                (dst, dport),
+                (src, sport),
+                ACK,
+                &[0; 6],
+            ));
         }
     }
     let fresh = match scenario {
@@ -163,7 +183,14 @@ fn prepare(scenario: Scenario, packets: usize) -> Prepared {
     };
     let first_new = templates.len();
     for i in 0..fresh {
-        templates.push(testkit::tcp(CLIENT_MAC, LB_MAC, client(FLOWS + i), (VIP, 80), SYN, &[0; 6]));
+        templates.push(testkit::tcp(
+            CLIENT_MAC,
+            LB_MAC,
+            client(FLOWS + i),
+            (VIP, 80),
+            SYN,
+            &[0; 6],
+        ));
     }
     let order = match scenario {
         Scenario::NewFlows => (0..packets as u32).collect(),
@@ -247,7 +274,11 @@ fn time_scenario(scenario: Scenario, packets: usize, runs: usize) -> Figure {
 /// Runs this program under callgrind for one scenario; instructions per packet.
 fn callgrind(scenario: Scenario, packets: usize) -> Option<f64> {
     let exe = std::env::current_exe().ok()?;
-    let out = std::env::temp_dir().join(format!("xlb-callgrind-{}-{}.out", std::process::id(), scenario.name()));
+    let out = std::env::temp_dir().join(format!(
+        "xlb-callgrind-{}-{}.out",
+        std::process::id(),
+        scenario.name()
+    ));
     let status = Command::new("valgrind")
         .args([
             "--tool=callgrind",
@@ -279,7 +310,10 @@ fn callgrind(scenario: Scenario, packets: usize) -> Option<f64> {
 fn maglev_build_ms(backends: usize) -> f64 {
     let specs: Vec<BackendSpec> = (0..backends)
         .map(|i| BackendSpec {
-            id: xlb::control::snapshot::backend_identity(Ipv4Addr::from_bits(0x0a00_0000 + i as u32), 80),
+            id: xlb::control::snapshot::backend_identity(
+                Ipv4Addr::from_bits(0x0a00_0000 + i as u32),
+                80,
+            ),
             weight: 1 + (i % 10) as u32,
         })
         .collect();
@@ -306,7 +340,10 @@ fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
-            text.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
 }
@@ -346,7 +383,8 @@ fn main() {
     let maglev = maglev_build_ms(1000);
 
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let dirty =
+        !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let kernel = command_output("uname", &["-r"]);
     let mut report = String::new();

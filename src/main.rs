@@ -177,7 +177,8 @@ fn run_check(path: &Path) -> anyhow::Result<()> {
             if service.local_addrs.is_empty() {
                 String::new()
             } else {
-                let addrs: Vec<String> = service.local_addrs.iter().map(|a| a.to_string()).collect();
+                let addrs: Vec<String> =
+                    service.local_addrs.iter().map(|a| a.to_string()).collect();
                 format!(" local {}", addrs.join(","))
             }
         )?;

@@ -75,7 +75,13 @@ pub fn tcp(
 }
 
 /// A UDP datagram in an Ethernet frame.
-pub fn udp(src_mac: MacAddr, dst_mac: MacAddr, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+pub fn udp(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(src.0.octets(), dst.0.octets(), 64)
         .udp(src.1, dst.1);
@@ -94,9 +100,14 @@ pub fn icmp_echo(
     reply: bool,
     payload: &[u8],
 ) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(src_mac.0, dst_mac.0).ipv4(src.octets(), dst.octets(), ttl);
+    let builder =
+        PacketBuilder::ethernet2(src_mac.0, dst_mac.0).ipv4(src.octets(), dst.octets(), ttl);
     let echo = IcmpEchoHeader { id: 0x1234, seq: 7 };
-    let builder = builder.icmpv4(if reply { Icmpv4Type::EchoReply(echo) } else { Icmpv4Type::EchoRequest(echo) });
+    let builder = builder.icmpv4(if reply {
+        Icmpv4Type::EchoReply(echo)
+    } else {
+        Icmpv4Type::EchoRequest(echo)
+    });
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).expect("writing to a Vec cannot fail");
     frame
@@ -196,7 +207,8 @@ pub mod captures {
     /// The lab is simulated: each frame is fed to a pipeline as it is recorded, and whenever
     /// xlb asks for a real server's MAC, that server's ARP reply is recorded next.
     pub fn seed_dr_lab() -> Vec<Frame> {
-        let config = Config::parse(SEED_DR_CONFIG, "examples/seed-dr.toml").expect("the bundled config is valid");
+        let config = Config::parse(SEED_DR_CONFIG, "examples/seed-dr.toml")
+            .expect("the bundled config is valid");
         let snapshot = Arc::new(Snapshot::build(&config, 1).expect("the bundled config builds"));
         let lb = snapshot.interfaces[0].mac;
         let vip = snapshot.services[0].vip;
@@ -207,7 +219,12 @@ pub mod captures {
         }
         let gateway = Host::new([0x02, 0, 0x0a, 0x01, 0x01, 0x01], [10, 1, 1, 1]);
 
-        let mut lab = Lab { pipeline: Pipeline::new(snapshot.clone(), CoreSlot::SINGLE), hosts, frames: Vec::new(), now: START };
+        let mut lab = Lab {
+            pipeline: Pipeline::new(snapshot.clone(), CoreSlot::SINGLE),
+            hosts,
+            frames: Vec::new(),
+            now: START,
+        };
         let client = |i: u8| Host::new([0x02, 0, 0x0a, 0x01, 0x01, 100 + i], [10, 1, 1, 100 + i]);
 
         // The first client asks who has the VIP: xlb answers (the real servers, VIP on lo with
@@ -266,7 +283,11 @@ pub mod captures {
                 let Ok(eth) = EthernetFrame::new_checked(emitted) else { return };
                 let Ok(request) = ArpPacket::new_checked(eth.payload()) else { return };
                 if request.operation() == ArpOperation::Request {
-                    asked.push((request.target_proto_addr(), request.sender_hw_addr(), request.sender_proto_addr()));
+                    asked.push((
+                        request.target_proto_addr(),
+                        request.sender_hw_addr(),
+                        request.sender_proto_addr(),
+                    ));
                 }
             });
             for (target, asker_mac, asker_ip) in asked {
@@ -286,8 +307,12 @@ pub mod captures {
     }
 
     /// Writes frames as a classic pcap with an Ethernet link type.
-    pub fn write_pcap(frames: &[Frame], out: impl std::io::Write) -> Result<(), pcap_file::PcapError> {
-        let header = PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..PcapHeader::default() };
+    pub fn write_pcap(
+        frames: &[Frame],
+        out: impl std::io::Write,
+    ) -> Result<(), pcap_file::PcapError> {
+        let header =
+            PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..PcapHeader::default() };
         let mut writer = PcapWriter::with_header(out, header)?;
         for (timestamp, data) in frames {
             writer.write_packet(&PcapPacket::new(*timestamp, data.len() as u32, data))?;

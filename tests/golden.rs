@@ -185,19 +185,40 @@ fn cases() -> Vec<Case> {
                     "SYN to the VIP goes to rs1, IP packet untouched",
                     dr_syn.clone(),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        vip(VIP_DR, 80),
+                        SYN,
+                        &[],
+                    )),
                 ),
                 step(
                     "data on the tracked flow",
                     testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), PSH_ACK, payload),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), PSH_ACK, payload)),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        vip(VIP_DR, 80),
+                        PSH_ACK,
+                        payload,
+                    )),
                 ),
                 step(
                     "FIN on the tracked flow",
                     testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), FIN_ACK, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), FIN_ACK, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        vip(VIP_DR, 80),
+                        FIN_ACK,
+                        &[],
+                    )),
                 ),
             ],
         },
@@ -220,29 +241,66 @@ fn cases() -> Vec<Case> {
             )],
         },
         Case {
+            name: "nat: a mid-stream packet with no flow cannot be translated",
+            steps: vec![step(
+                "ACK to the NAT VIP with no flow",
+                testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), ACK, &[]),
+                Verdict::Drop(DropReason::NoFlow),
+                Expect::Nothing,
+            )],
+        },
+        Case {
             name: "nat: both directions of a tcp flow",
             steps: vec![
                 step(
                     "SYN: DNAT to rs1:8080",
                     nat_syn.clone(),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), SYN, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        (RS1.ip, 8080),
+                        SYN,
+                        &[],
+                    )),
                 ),
                 step(
                     "SYN-ACK from rs1: SNAT back to the VIP, towards the client",
                     nat_reply_to_client.clone(),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, CLIENT.mac, vip(VIP_NAT, 80), client(), SYN_ACK, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        CLIENT.mac,
+                        vip(VIP_NAT, 80),
+                        client(),
+                        SYN_ACK,
+                        &[],
+                    )),
                 ),
                 step(
                     "request data",
                     testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), PSH_ACK, payload),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), PSH_ACK, payload)),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        (RS1.ip, 8080),
+                        PSH_ACK,
+                        payload,
+                    )),
                 ),
                 step(
                     "response data",
-                    testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), client(), PSH_ACK, b"HTTP/1.0 200 OK\r\n\r\nrs1"),
+                    testkit::tcp(
+                        RS1.mac,
+                        LB.mac,
+                        (RS1.ip, 8080),
+                        client(),
+                        PSH_ACK,
+                        b"HTTP/1.0 200 OK\r\n\r\nrs1",
+                    ),
                     TX,
                     Expect::Frame(testkit::tcp(
                         LB.mac,
@@ -257,7 +315,14 @@ fn cases() -> Vec<Case> {
                     "RST from the client",
                     testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), RST, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), RST, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        (RS1.ip, 8080),
+                        RST,
+                        &[],
+                    )),
                 ),
             ],
         },
@@ -268,13 +333,27 @@ fn cases() -> Vec<Case> {
                     "SYN from a remote client",
                     testkit::tcp(GATEWAY.mac, LB.mac, (REMOTE, 5555), vip(VIP_NAT, 80), SYN, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, RS1.mac, (REMOTE, 5555), (RS1.ip, 8080), SYN, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        (REMOTE, 5555),
+                        (RS1.ip, 8080),
+                        SYN,
+                        &[],
+                    )),
                 ),
                 step(
                     "SYN-ACK goes to the gateway's MAC",
                     testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), (REMOTE, 5555), SYN_ACK, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, GATEWAY.mac, vip(VIP_NAT, 80), (REMOTE, 5555), SYN_ACK, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        GATEWAY.mac,
+                        vip(VIP_NAT, 80),
+                        (REMOTE, 5555),
+                        SYN_ACK,
+                        &[],
+                    )),
                 ),
             ],
         },
@@ -291,7 +370,13 @@ fn cases() -> Vec<Case> {
                     "answer: SNAT back to VIP:53",
                     testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), b"answer"),
                     TX,
-                    Expect::Frame(testkit::udp(LB.mac, CLIENT.mac, vip(VIP_NAT, 53), client(), b"answer")),
+                    Expect::Frame(testkit::udp(
+                        LB.mac,
+                        CLIENT.mac,
+                        vip(VIP_NAT, 53),
+                        client(),
+                        b"answer",
+                    )),
                 ),
             ],
         },
@@ -321,14 +406,35 @@ fn cases() -> Vec<Case> {
                         testkit::tcp(RS2.mac, LB.mac, (RS2.ip, 8080), (LOCAL, port), SYN_ACK, &[])
                     })),
                     TX,
-                    Expect::Frame(testkit::tcp(LB.mac, CLIENT.mac, vip(VIP_FULLNAT, 80), client(), SYN_ACK, &[])),
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        CLIENT.mac,
+                        vip(VIP_FULLNAT, 80),
+                        client(),
+                        SYN_ACK,
+                        &[],
+                    )),
                 ),
                 step(
                     "data from the client",
-                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 80), PSH_ACK, payload),
+                    testkit::tcp(
+                        CLIENT.mac,
+                        LB.mac,
+                        client(),
+                        vip(VIP_FULLNAT, 80),
+                        PSH_ACK,
+                        payload,
+                    ),
                     TX,
                     Expect::WithLocalPort(Box::new(move |port| {
-                        testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), PSH_ACK, payload)
+                        testkit::tcp(
+                            LB.mac,
+                            RS2.mac,
+                            (LOCAL, port),
+                            (RS2.ip, 8080),
+                            PSH_ACK,
+                            payload,
+                        )
                     })),
                 ),
             ],
@@ -350,7 +456,13 @@ fn cases() -> Vec<Case> {
                         testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (LOCAL, port), b"answer")
                     })),
                     TX,
-                    Expect::Frame(testkit::udp(LB.mac, CLIENT.mac, vip(VIP_FULLNAT, 53), client(), b"answer")),
+                    Expect::Frame(testkit::udp(
+                        LB.mac,
+                        CLIENT.mac,
+                        vip(VIP_FULLNAT, 53),
+                        client(),
+                        b"answer",
+                    )),
                 ),
             ],
         },
@@ -368,9 +480,17 @@ fn cases() -> Vec<Case> {
             steps: vec![
                 step(
                     "who-has VIP",
-                    testkit::padded(testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, VIP_DR)),
+                    testkit::padded(testkit::arp(
+                        true,
+                        CLIENT.mac,
+                        CLIENT.ip,
+                        MacAddr::ZERO,
+                        VIP_DR,
+                    )),
                     TX,
-                    Expect::Frame(testkit::padded(testkit::arp(false, LB.mac, VIP_DR, CLIENT.mac, CLIENT.ip))),
+                    Expect::Frame(testkit::padded(testkit::arp(
+                        false, LB.mac, VIP_DR, CLIENT.mac, CLIENT.ip,
+                    ))),
                 ),
                 step(
                     "who-has local address",
@@ -403,14 +523,29 @@ fn cases() -> Vec<Case> {
             steps: vec![
                 Step {
                     what: "SYN to a VIP whose backend's MAC is unknown is held",
-                    input: testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), SYN, &[]).into(),
+                    input: testkit::tcp(
+                        CLIENT.mac,
+                        LB.mac,
+                        client(),
+                        vip(Ipv4Addr::new(10, 1, 1, 103), 80),
+                        SYN,
+                        &[],
+                    )
+                    .into(),
                     verdict: Verdict::Held,
                     output: Expect::Nothing,
                     emitted: vec![testkit::arp(true, LB.mac, LB.ip, MacAddr::ZERO, UNRESOLVED)],
                 },
                 step(
                     "a second packet is held without asking again",
-                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), ACK, &[]),
+                    testkit::tcp(
+                        CLIENT.mac,
+                        LB.mac,
+                        client(),
+                        vip(Ipv4Addr::new(10, 1, 1, 103), 80),
+                        ACK,
+                        &[],
+                    ),
                     Verdict::Held,
                     Expect::Nothing,
                 ),
@@ -420,13 +555,34 @@ fn cases() -> Vec<Case> {
                     verdict: Verdict::Pass,
                     output: Expect::Nothing,
                     emitted: vec![
-                        testkit::tcp(LB.mac, UNRESOLVED_MAC, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), SYN, &[]),
-                        testkit::tcp(LB.mac, UNRESOLVED_MAC, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), ACK, &[]),
+                        testkit::tcp(
+                            LB.mac,
+                            UNRESOLVED_MAC,
+                            client(),
+                            vip(Ipv4Addr::new(10, 1, 1, 103), 80),
+                            SYN,
+                            &[],
+                        ),
+                        testkit::tcp(
+                            LB.mac,
+                            UNRESOLVED_MAC,
+                            client(),
+                            vip(Ipv4Addr::new(10, 1, 1, 103), 80),
+                            ACK,
+                            &[],
+                        ),
                     ],
                 },
                 step(
                     "now the MAC is known: sent at once",
-                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 103), 80), PSH_ACK, payload),
+                    testkit::tcp(
+                        CLIENT.mac,
+                        LB.mac,
+                        client(),
+                        vip(Ipv4Addr::new(10, 1, 1, 103), 80),
+                        PSH_ACK,
+                        payload,
+                    ),
                     TX,
                     Expect::Frame(testkit::tcp(
                         LB.mac,
@@ -444,9 +600,25 @@ fn cases() -> Vec<Case> {
             steps: vec![
                 step(
                     "ping the VIP",
-                    testkit::icmp_echo(CLIENT.mac, LB.mac, CLIENT.ip, VIP_DR, 61, false, b"abcdefgh"),
+                    testkit::icmp_echo(
+                        CLIENT.mac,
+                        LB.mac,
+                        CLIENT.ip,
+                        VIP_DR,
+                        61,
+                        false,
+                        b"abcdefgh",
+                    ),
                     TX,
-                    Expect::Frame(testkit::icmp_echo(LB.mac, CLIENT.mac, VIP_DR, CLIENT.ip, 64, true, b"abcdefgh")),
+                    Expect::Frame(testkit::icmp_echo(
+                        LB.mac,
+                        CLIENT.mac,
+                        VIP_DR,
+                        CLIENT.ip,
+                        64,
+                        true,
+                        b"abcdefgh",
+                    )),
                 ),
                 step(
                     "an echo reply to a VIP is not ours to answer",
@@ -459,7 +631,19 @@ fn cases() -> Vec<Case> {
         Case {
             name: "icmp: frag-needed from the client side reaches the DR flow's backend",
             steps: vec![
-                step("open the flow", dr_syn.clone(), TX, Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[]))),
+                step(
+                    "open the flow",
+                    dr_syn.clone(),
+                    TX,
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        vip(VIP_DR, 80),
+                        SYN,
+                        &[],
+                    )),
+                ),
                 step(
                     "a router tells the VIP its reply was too big",
                     testkit::icmp_frag_needed(
@@ -468,7 +652,14 @@ fn cases() -> Vec<Case> {
                         GATEWAY.ip,
                         VIP_DR,
                         1400,
-                        &testkit::tcp(RS1.mac, GATEWAY.mac, vip(VIP_DR, 80), client(), ACK, &[0; 64]),
+                        &testkit::tcp(
+                            RS1.mac,
+                            GATEWAY.mac,
+                            vip(VIP_DR, 80),
+                            client(),
+                            ACK,
+                            &[0; 64],
+                        ),
                         8,
                     ),
                     TX,
@@ -478,7 +669,14 @@ fn cases() -> Vec<Case> {
                         GATEWAY.ip,
                         VIP_DR,
                         1400,
-                        &testkit::tcp(RS1.mac, GATEWAY.mac, vip(VIP_DR, 80), client(), ACK, &[0; 64]),
+                        &testkit::tcp(
+                            RS1.mac,
+                            GATEWAY.mac,
+                            vip(VIP_DR, 80),
+                            client(),
+                            ACK,
+                            &[0; 64],
+                        ),
                         8,
                     )),
                 ),
@@ -487,7 +685,19 @@ fn cases() -> Vec<Case> {
         Case {
             name: "icmp: frag-needed from a NAT backend reaches the client, translated",
             steps: vec![
-                step("open the flow", nat_syn.clone(), TX, Expect::Frame(testkit::tcp(LB.mac, RS1.mac, client(), (RS1.ip, 8080), SYN, &[]))),
+                step(
+                    "open the flow",
+                    nat_syn.clone(),
+                    TX,
+                    Expect::Frame(testkit::tcp(
+                        LB.mac,
+                        RS1.mac,
+                        client(),
+                        (RS1.ip, 8080),
+                        SYN,
+                        &[],
+                    )),
+                ),
                 step(
                     "rs1 says the client's packet was too big",
                     testkit::icmp_frag_needed(
@@ -506,7 +716,14 @@ fn cases() -> Vec<Case> {
                         VIP_NAT,
                         CLIENT.ip,
                         1400,
-                        &testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_NAT, 80), PSH_ACK, &[0; 64]),
+                        &testkit::tcp(
+                            LB.mac,
+                            RS1.mac,
+                            client(),
+                            vip(VIP_NAT, 80),
+                            PSH_ACK,
+                            &[0; 64],
+                        ),
                         20,
                     )),
                 ),
@@ -564,7 +781,14 @@ fn cases() -> Vec<Case> {
                 ),
                 step(
                     "every backend drained (weight 0)",
-                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(Ipv4Addr::new(10, 1, 1, 104), 80), SYN, &[]),
+                    testkit::tcp(
+                        CLIENT.mac,
+                        LB.mac,
+                        client(),
+                        vip(Ipv4Addr::new(10, 1, 1, 104), 80),
+                        SYN,
+                        &[],
+                    ),
                     Verdict::Drop(DropReason::NoBackend),
                     Expect::Nothing,
                 ),
@@ -579,7 +803,11 @@ fn cases() -> Vec<Case> {
 
 fn ipv6_frame() -> Vec<u8> {
     let builder = etherparse::PacketBuilder::ethernet2(CLIENT.mac.0, LB.mac.0)
-        .ipv6([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        .ipv6(
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
         .udp(1, 2);
     let mut frame = Vec::new();
     builder.write(&mut frame, b"x").unwrap();
@@ -632,7 +860,11 @@ fn malformed_steps(syn: &[u8]) -> Vec<Step> {
         drop("TCP cut inside its header", syn[..14 + 20 + 10].to_vec(), DropReason::Truncated),
         drop("IP version 5", with_ip_byte(syn, 0, 0x55), DropReason::BadIpVersion),
         drop("IHL below 5", with_ip_byte(syn, 0, 0x44), DropReason::BadIpHeaderLen),
-        drop("total length below the header", with_ip_byte(&with_ip_byte(syn, 2, 0), 3, 10), DropReason::BadIpTotalLen),
+        drop(
+            "total length below the header",
+            with_ip_byte(&with_ip_byte(syn, 2, 0), 3, 10),
+            DropReason::BadIpTotalLen,
+        ),
         drop("total length beyond the frame", with_ip_byte(syn, 3, 200), DropReason::Truncated),
         drop("bad header checksum", bad_checksum, DropReason::BadIpChecksum),
         drop("more-fragments set", with_ip_byte(syn, 6, 0x20), DropReason::Fragment),
@@ -640,7 +872,11 @@ fn malformed_steps(syn: &[u8]) -> Vec<Step> {
         drop("IP options", options, DropReason::IpOptions),
         drop("TCP data offset below 5", tcp_offset, DropReason::BadL4Header),
         drop("UDP length beyond the datagram", udp_len, DropReason::BadL4Header),
-        drop("an IP protocol we do not balance (GRE)", with_ip_byte(syn, 9, 47), DropReason::UnsupportedProto),
+        drop(
+            "an IP protocol we do not balance (GRE)",
+            with_ip_byte(syn, 9, 47),
+            DropReason::UnsupportedProto,
+        ),
         drop(
             "an ARP request for the VIP cut short",
             testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, VIP_DR)[..30].to_vec(),
@@ -684,7 +920,8 @@ fn golden_cases() {
             let now = Instant::from_millis(1_000 + index as u64);
             let verdict = pipeline.process(now, IfaceId(0), &mut frame);
             if verdict != step.verdict {
-                failures.push(format!("{where_}: verdict {verdict:?}, expected {:?}", step.verdict));
+                failures
+                    .push(format!("{where_}: verdict {verdict:?}, expected {:?}", step.verdict));
                 continue;
             }
             let expected = match &step.output {
@@ -692,7 +929,10 @@ fn golden_cases() {
                 Expect::WithLocalPort(build) => {
                     let port = source_port(&frame);
                     let range = CoreSlot::SINGLE.local_ports();
-                    assert!((range.first..=range.last).contains(&port), "{where_}: local port {port}");
+                    assert!(
+                        (range.first..=range.last).contains(&port),
+                        "{where_}: local port {port}"
+                    );
                     if let Some(known) = local_port {
                         assert_eq!(port, known, "{where_}: the flow keeps its local port");
                     }
@@ -704,7 +944,11 @@ fn golden_cases() {
             if let Some(expected) = expected
                 && frame != expected
             {
-                failures.push(format!("{where_}:\n   got {}\n  want {}", hex(&frame), hex(&expected)));
+                failures.push(format!(
+                    "{where_}:\n   got {}\n  want {}",
+                    hex(&frame),
+                    hex(&expected)
+                ));
             }
             let mut emitted = Vec::new();
             pipeline.drain_emitted(|_, bytes| emitted.push(bytes.to_vec()));
@@ -719,8 +963,38 @@ fn golden_cases() {
             + counters.get(Stat::PassPackets)
             + counters.get(Stat::DropPackets)
             + counters.get(Stat::HeldPackets);
-        assert_eq!(counters.get(Stat::RxPackets), accounted, "{}: every frame counted once", case.name);
+        assert_eq!(
+            counters.get(Stat::RxPackets),
+            accounted,
+            "{}: every frame counted once",
+            case.name
+        );
     }
     assert!(steps_run > 50, "the table ran {steps_run} steps");
-    assert!(failures.is_empty(), "{} golden step(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden step(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A flood of ACKs from spoofed sources is forwarded by consistent hashing and never enters
+/// the connection table, so it cannot push established flows out.
+#[test]
+fn ack_flood_is_forwarded_statelessly_and_never_tracked() {
+    let mut pipeline = pipeline();
+    let mut syn = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), SYN, &[]);
+    assert_eq!(pipeline.process(Instant::from_secs(1), IfaceId(0), &mut syn), TX);
+    let tracked = pipeline.conntrack().len();
+    for i in 0..10_000u32 {
+        let spoofed = (Ipv4Addr::from_bits(0xc633_6400 + i), 1024 + (i % 50_000) as u16);
+        let mut ack = testkit::tcp(CLIENT.mac, LB.mac, spoofed, vip(VIP_DR, 80), ACK, &[]);
+        assert_eq!(pipeline.process(Instant::from_secs(2), IfaceId(0), &mut ack), TX);
+    }
+    assert_eq!(pipeline.conntrack().len(), tracked, "the flood added no flow");
+    assert_eq!(pipeline.counters().get(Stat::StatelessPackets), 10_000);
+    let mut data = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), PSH_ACK, b"x");
+    assert_eq!(pipeline.process(Instant::from_secs(3), IfaceId(0), &mut data), TX);
+    assert_eq!(pipeline.counters().get(Stat::StatelessPackets), 10_000, "the real flow is tracked");
 }

@@ -31,7 +31,16 @@ fn run(program: &str, args: &[&str]) -> Output {
 fn replay_json(input: &Path, output: &Path) -> Value {
     let out = run(
         env!("CARGO_BIN_EXE_xlb"),
-        &["replay", "--config", CONFIG, "--pcap", input.to_str().unwrap(), "--out", output.to_str().unwrap(), "--json"],
+        &[
+            "replay",
+            "--config",
+            CONFIG,
+            "--pcap",
+            input.to_str().unwrap(),
+            "--out",
+            output.to_str().unwrap(),
+            "--json",
+        ],
     );
     assert!(out.status.success(), "xlb replay: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON object")
@@ -74,13 +83,22 @@ impl Netns {
     fn create(purpose: &str) -> Netns {
         let name = format!("xlb-{}-{purpose}", std::process::id());
         let out = run("ip", &["netns", "add", &name]);
-        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Netns { name }
     }
 
     fn exec(&self, command: &str) -> Output {
         let out = run("ip", &["netns", "exec", &self.name, "bash", "-c", command]);
-        assert!(out.status.success(), "in {}: {command}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "in {}: {command}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -133,7 +151,8 @@ fn tcpdump_capture_of_real_kernel_traffic_replays() {
          && ip neigh replace 10.1.1.10 lladdr 02:00:0a:01:01:02 dev cli nud permanent",
     );
     let capture = scratch("tcpdump-in.pcap");
-    let mut tcpdump = Reaper(ns.spawn(&["tcpdump", "-i", "xlb0", "-U", "-n", "-w", capture.to_str().unwrap()]));
+    let mut tcpdump =
+        Reaper(ns.spawn(&["tcpdump", "-i", "xlb0", "-U", "-n", "-w", capture.to_str().unwrap()]));
     // Wait until tcpdump is listening (it says so on stderr), at most 10 s.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !capture.exists() || std::fs::metadata(&capture).map(|m| m.len()).unwrap_or(0) < 24 {
@@ -176,6 +195,10 @@ fn tcpdump_capture_of_real_kernel_traffic_replays() {
     let decoded = run("tcpdump", &["-nner", output.to_str().unwrap()]);
     assert!(decoded.status.success(), "tcpdump -r: {}", String::from_utf8_lossy(&decoded.stderr));
     let text = String::from_utf8_lossy(&decoded.stdout);
-    assert!(text.contains("02:00:0a:01:01:02 > 02:00:0a:01:01:0b") || text.contains("02:00:0a:01:01:02 > 02:00:0a:01:01:0c"), "{text}");
+    assert!(
+        text.contains("02:00:0a:01:01:02 > 02:00:0a:01:01:0b")
+            || text.contains("02:00:0a:01:01:02 > 02:00:0a:01:01:0c"),
+        "{text}"
+    );
     assert!(text.contains("10.1.1.10.80: Flags [S]"), "{text}");
 }

@@ -124,13 +124,29 @@ fn a_bad_config_names_the_key_and_line_and_exits_2() {
 #[test]
 fn a_missing_or_foreign_capture_is_a_clear_error() {
     let out = scratch("never.pcap");
-    let output = xlb(&["replay", "--config", "examples/seed-dr.toml", "--pcap", "/nonexistent.pcap", "--out", out.to_str().unwrap()]);
+    let output = xlb(&[
+        "replay",
+        "--config",
+        "examples/seed-dr.toml",
+        "--pcap",
+        "/nonexistent.pcap",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.pcap"));
 
     let garbage = scratch("garbage.pcap");
     std::fs::write(&garbage, b"this is not a capture at all").unwrap();
-    let output = xlb(&["replay", "--config", "examples/seed-dr.toml", "--pcap", garbage.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let output = xlb(&[
+        "replay",
+        "--config",
+        "examples/seed-dr.toml",
+        "--pcap",
+        garbage.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("reading the input capture"));
 }

@@ -80,9 +80,21 @@ fn seeds() -> Vec<Vec<u8>> {
         testkit::tcp(CLIENT.mac, LB.mac, client, nat, SYN, b"hello"),
         testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), client, SYN_ACK, &[]),
         testkit::udp(CLIENT.mac, LB.mac, client, fullnat, b"query"),
-        testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (Ipv4Addr::new(10, 1, 1, 200), 1024), b"answer"),
+        testkit::udp(
+            RS1.mac,
+            LB.mac,
+            (RS1.ip, 5353),
+            (Ipv4Addr::new(10, 1, 1, 200), 1024),
+            b"answer",
+        ),
         testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, dr.0),
-        testkit::arp(false, MacAddr([2, 0, 0, 0, 0, 0x13]), Ipv4Addr::new(10, 1, 1, 13), LB.mac, LB.ip),
+        testkit::arp(
+            false,
+            MacAddr([2, 0, 0, 0, 0, 0x13]),
+            Ipv4Addr::new(10, 1, 1, 13),
+            LB.mac,
+            LB.ip,
+        ),
         testkit::icmp_echo(CLIENT.mac, LB.mac, CLIENT.ip, dr.0, 64, false, b"ping"),
         testkit::icmp_frag_needed(CLIENT.mac, LB.mac, CLIENT.ip, dr.0, 1400, &dr_ack, 8),
         testkit::icmp_frag_needed(RS1.mac, LB.mac, RS1.ip, CLIENT.ip, 1400, &dr_ack, 28),
@@ -108,7 +120,11 @@ struct Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    (0..10usize, prop::collection::vec((0..120usize, any::<u8>()), 0..6), prop::option::of(0..120usize))
+    (
+        0..10usize,
+        prop::collection::vec((0..120usize, any::<u8>()), 0..6),
+        prop::option::of(0..120usize),
+    )
         .prop_map(|(seed, flips, cut)| Mutation { seed, flips, cut })
 }
 

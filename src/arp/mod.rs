@@ -188,7 +188,13 @@ impl HoldQueue {
     }
 
     /// Holds a copy of `frame` until `next_hop` (reached through `egress`) resolves.
-    pub fn hold(&mut self, now: Instant, next_hop: Ipv4Addr, egress: IfaceId, frame: &[u8]) -> Hold {
+    pub fn hold(
+        &mut self,
+        now: Instant,
+        next_hop: Ipv4Addr,
+        egress: IfaceId,
+        frame: &[u8],
+    ) -> Hold {
         if frame.len() > MAX_HELD_FRAME {
             return Hold::TooLarge;
         }
@@ -240,7 +246,8 @@ impl HoldQueue {
         next_hop: Ipv4Addr,
         mut release: impl FnMut(IfaceId, &mut [u8]),
     ) -> usize {
-        let Some(index) = self.pending.iter().position(|p| p.is_some_and(|p| p.next_hop == next_hop))
+        let Some(index) =
+            self.pending.iter().position(|p| p.is_some_and(|p| p.next_hop == next_hop))
         else {
             return 0;
         };
@@ -321,7 +328,12 @@ pub fn write_arp(
 }
 
 /// An ARP request for `target_ip`, asked from the box's own address.
-pub fn write_request(buffer: &mut [u8], our_mac: MacAddr, our_ip: Ipv4Addr, target_ip: Ipv4Addr) -> usize {
+pub fn write_request(
+    buffer: &mut [u8],
+    our_mac: MacAddr,
+    our_ip: Ipv4Addr,
+    target_ip: Ipv4Addr,
+) -> usize {
     write_arp(buffer, ArpOperation::Request, our_mac, our_ip, MacAddr::ZERO, target_ip)
 }
 

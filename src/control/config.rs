@@ -231,10 +231,7 @@ impl HealthConfig {
             Proto::Tcp => HealthCheckKind::Tcp,
             Proto::Udp => HealthCheckKind::None,
         };
-        HealthConfig {
-            check,
-            ..HealthConfig::default()
-        }
+        HealthConfig { check, ..HealthConfig::default() }
     }
 }
 
@@ -270,12 +267,8 @@ pub enum HealthCheckKind {
 
 impl HealthCheckKind {
     /// Every kind, in the order the error messages list them.
-    pub const ALL: [HealthCheckKind; 4] = [
-        HealthCheckKind::Tcp,
-        HealthCheckKind::Http,
-        HealthCheckKind::Udp,
-        HealthCheckKind::None,
-    ];
+    pub const ALL: [HealthCheckKind; 4] =
+        [HealthCheckKind::Tcp, HealthCheckKind::Http, HealthCheckKind::Udp, HealthCheckKind::None];
 
     /// The name used in the config.
     pub const fn name(self) -> &'static str {
@@ -384,18 +377,14 @@ impl Config {
     /// Reads the file at `path` and parses it with [`Config::parse`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
-            path: shown.clone(),
-            message: error.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Io { path: shown.clone(), message: error.to_string() })?;
         Config::parse(&text, &shown)
     }
 
     /// The first interface whose subnet contains `ip`, if any.
     pub fn interface_for(&self, ip: Ipv4Addr) -> Option<&InterfaceConfig> {
-        self.interfaces
-            .iter()
-            .find(|interface| interface.contains(ip))
+        self.interfaces.iter().find(|interface| interface.contains(ip))
     }
 }
 
@@ -458,10 +447,7 @@ trait Choice: Copy + 'static {
     const ALL: &'static [Self];
     fn choice_name(self) -> &'static str;
     fn from_choice_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|choice| choice.choice_name() == name)
+        Self::ALL.iter().copied().find(|choice| choice.choice_name() == name)
     }
 }
 
@@ -594,10 +580,7 @@ impl Context<'_> {
         let bytes = self.text.as_bytes();
         let before = bytes.get(..offset).unwrap_or(bytes);
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |at| at + 1);
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
         let tail = before.get(line_start..).unwrap_or_default();
         let column = tail.iter().filter(|&&b| b & 0xC0 != 0x80).count() + 1;
         (line, column)
@@ -622,22 +605,14 @@ impl Context<'_> {
             message.push_str(&format!(": write [[{table}]], with double brackets"));
         }
         let Some(span) = error.span() else {
-            return ConfigError::Syntax {
-                path: self.path.to_string(),
-                line: 0,
-                message,
-            };
+            return ConfigError::Syntax { path: self.path.to_string(), line: 0, message };
         };
         let (line, column) = self.line_column(span.start);
         match table {
             Some(table) => message.push_str(&format!(" (in {table}, column {column})")),
             None => message.push_str(&format!(" (column {column})")),
         }
-        ConfigError::Syntax {
-            path: self.path.to_string(),
-            line,
-            message,
-        }
+        ConfigError::Syntax { path: self.path.to_string(), line, message }
     }
 
     fn invalid_at(
@@ -691,8 +666,7 @@ impl Context<'_> {
         table: &Range<usize>,
         expected: &str,
     ) -> Result<&'v Spanned<Value>, ConfigError> {
-        leaf.as_ref()
-            .ok_or_else(|| self.missing(key, table, expected))
+        leaf.as_ref().ok_or_else(|| self.missing(key, table, expected))
     }
 
     fn string<'v>(
@@ -701,9 +675,7 @@ impl Context<'_> {
         at: &'v Spanned<Value>,
         expected: &str,
     ) -> Result<&'v str, ConfigError> {
-        at.get_ref()
-            .as_str()
-            .ok_or_else(|| self.invalid(key, at, expected))
+        at.get_ref().as_str().ok_or_else(|| self.invalid(key, at, expected))
     }
 
     /// An integer from `min` to `max` (which `T` must hold), as a `T`.
@@ -743,10 +715,8 @@ impl Context<'_> {
 
     fn choice<T: Choice>(&self, key: &str, at: &Spanned<Value>) -> Result<T, ConfigError> {
         let expected = || {
-            let names: Vec<String> = T::ALL
-                .iter()
-                .map(|choice| format!("\"{}\"", choice.choice_name()))
-                .collect();
+            let names: Vec<String> =
+                T::ALL.iter().map(|choice| format!("\"{}\"", choice.choice_name())).collect();
             format!("one of {}", names.join(", "))
         };
         at.get_ref()
@@ -844,12 +814,7 @@ impl Context<'_> {
             services.push(service);
         }
 
-        Ok(Config {
-            interfaces,
-            neighbors,
-            conntrack,
-            services,
-        })
+        Ok(Config { interfaces, neighbors, conntrack, services })
     }
 
     fn interface(
@@ -865,9 +830,7 @@ impl Context<'_> {
         let name_at = self.required(&raw.name, &name_key, &span, expect_name)?;
         let name = self.string(&name_key, name_at, expect_name)?;
         let name_ok = (1..=15).contains(&name.len())
-            && !name
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '/');
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/');
         if !name_ok {
             return Err(self.invalid(&name_key, name_at, expect_name));
         }
@@ -894,13 +857,8 @@ impl Context<'_> {
             None => None,
         };
 
-        let mut interface = InterfaceConfig {
-            name: name.to_string(),
-            addr,
-            prefix_len,
-            mac,
-            gateway: None,
-        };
+        let mut interface =
+            InterfaceConfig { name: name.to_string(), addr, prefix_len, mac, gateway: None };
         if let Some(at) = &raw.gateway {
             let gateway_key = format!("{key}.gateway");
             let gateway = self.ipv4(&gateway_key, at)?;
@@ -981,15 +939,10 @@ impl Context<'_> {
         let raw = table.get_ref();
 
         let vip_key = format!("{key}.vip");
-        let vip = self.ipv4(
-            &vip_key,
-            self.required(&raw.vip, &vip_key, &span, EXPECT_IPV4)?,
-        )?;
+        let vip = self.ipv4(&vip_key, self.required(&raw.vip, &vip_key, &span, EXPECT_IPV4)?)?;
         let port_key = format!("{key}.port");
-        let port = self.port(
-            &port_key,
-            self.required(&raw.port, &port_key, &span, EXPECT_PORT)?,
-        )?;
+        let port =
+            self.port(&port_key, self.required(&raw.port, &port_key, &span, EXPECT_PORT)?)?;
         let proto = self.optional_choice(&format!("{key}.proto"), &raw.proto, Proto::Tcp)?;
         let scheduler = self.optional_choice(
             &format!("{key}.scheduler"),
@@ -1145,13 +1098,7 @@ impl Context<'_> {
         let count = |name: &str, leaf: &Leaf, default: u32| {
             optional(leaf, default, |at| {
                 let expected = "a count of consecutive probes, from 1 to 4294967295";
-                self.integer(
-                    &format!("{key}.{name}"),
-                    at,
-                    1,
-                    i64::from(u32::MAX),
-                    expected,
-                )
+                self.integer(&format!("{key}.{name}"), at, 1, i64::from(u32::MAX), expected)
             })
         };
         let rise = count("rise", &raw.rise, defaults.rise)?;
@@ -1298,9 +1245,7 @@ mod tests {
 
     /// A config with the standard interface and one service whose body is `body`.
     fn service(body: &str) -> String {
-        with_iface(&format!(
-            "[[service]]\nvip = \"10.1.1.100\"\nport = 80\n{body}"
-        ))
+        with_iface(&format!("[[service]]\nvip = \"10.1.1.100\"\nport = 80\n{body}"))
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -1309,9 +1254,7 @@ mod tests {
 
     /// The 1-based line of the only occurrence of `marker` in `text`.
     fn line_of(text: &str, marker: &str) -> usize {
-        let at = text
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker:?} not in the text"));
+        let at = text.find(marker).unwrap_or_else(|| panic!("{marker:?} not in the text"));
         assert_eq!(text.matches(marker).count(), 1, "{marker:?} is ambiguous");
         text[..at].matches('\n').count() + 1
     }
@@ -1321,31 +1264,19 @@ mod tests {
     fn assert_invalid(text: &str, key: &str, marker: &str) -> String {
         let error = parse(text).expect_err("the config should be rejected");
         let shown = error.to_string();
-        let ConfigError::Invalid {
-            path,
-            line,
-            key: got_key,
-            expected,
-            ..
-        } = error
-        else {
+        let ConfigError::Invalid { path, line, key: got_key, expected, .. } = error else {
             panic!("expected Invalid at {key}, got {error:?}");
         };
         assert_eq!(got_key, key, "{shown}");
         assert_eq!(line, line_of(text, marker), "{shown}");
         assert_eq!(path, PATH);
-        assert!(
-            shown.starts_with(&format!("{PATH}: line {line}: {key} = ")),
-            "{shown}"
-        );
+        assert!(shown.starts_with(&format!("{PATH}: line {line}: {key} = ")), "{shown}");
         expected
     }
 
     fn assert_missing(text: &str, key: &str, marker: &str) {
         match parse(text) {
-            Err(ConfigError::Missing {
-                line, key: got_key, ..
-            }) => {
+            Err(ConfigError::Missing { line, key: got_key, .. }) => {
                 assert_eq!(got_key, key);
                 assert_eq!(line, line_of(text, marker));
             }
@@ -1383,12 +1314,7 @@ mod tests {
         assert_eq!(nat.services[0].health.on_failure, OnFailure::Remove);
 
         let fullnat = parse(include_str!("../../examples/fullnat.toml")).expect("fullnat.toml");
-        assert!(
-            fullnat
-                .services
-                .iter()
-                .all(|s| s.forward == ForwardMode::FullNat)
-        );
+        assert!(fullnat.services.iter().all(|s| s.forward == ForwardMode::FullNat));
         assert_eq!(
             fullnat.services[0].local_addrs,
             [Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)]
@@ -1470,20 +1396,15 @@ mod tests {
         assert_eq!((health.http_path.as_str(), health.http_status), ("/", 200));
         assert_eq!(health.on_failure, OnFailure::Drain);
         assert_eq!(HealthConfig::for_proto(Proto::Tcp), health);
-        assert_eq!(
-            HealthConfig::for_proto(Proto::Udp).check,
-            HealthCheckKind::None
-        );
+        assert_eq!(HealthConfig::for_proto(Proto::Udp).check, HealthCheckKind::None);
     }
 
     #[test]
     fn udp_services_default_to_no_health_check() {
         let config = parse(&service("proto = \"udp\"\n")).unwrap();
         assert_eq!(config.services[0].health.check, HealthCheckKind::None);
-        let config = parse(&service(
-            "proto = \"udp\"\n[service.health]\ncheck = \"udp\"\n",
-        ))
-        .unwrap();
+        let config =
+            parse(&service("proto = \"udp\"\n[service.health]\ncheck = \"udp\"\n")).unwrap();
         assert_eq!(config.services[0].health.check, HealthCheckKind::Udp);
     }
 
@@ -1492,12 +1413,7 @@ mod tests {
         let text = with_iface("[[service]]\nvip = \"10.1.1.300\"\nport = 80\n");
         let expected = assert_invalid(&text, "service[0].vip", "10.1.1.300");
         assert!(expected.contains("IPv4"));
-        assert!(
-            parse(&text)
-                .unwrap_err()
-                .to_string()
-                .contains("\"10.1.1.300\"")
-        );
+        assert!(parse(&text).unwrap_err().to_string().contains("\"10.1.1.300\""));
 
         for vip in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "10.1.1", "::1"] {
             let text = with_iface(&format!("[[service]]\nvip = \"{vip}\"\nport = 80\n"));
@@ -1531,11 +1447,7 @@ mod tests {
             let expected = assert_invalid(&text, "interface[0].addr", bad);
             assert!(expected.contains("10.1.1.10/24"), "{expected}");
         }
-        for (cidr, prefix_len) in [
-            ("10.1.1.10/0", 0),
-            ("10.1.1.10/32", 32),
-            ("10.1.1.10/08", 8),
-        ] {
+        for (cidr, prefix_len) in [("10.1.1.10/0", 0), ("10.1.1.10/32", 32), ("10.1.1.10/08", 8)] {
             let text = format!("[[interface]]\nname = \"eth0\"\naddr = \"{cidr}\"\n");
             assert_eq!(parse(&text).unwrap().interfaces[0].prefix_len, prefix_len);
         }
@@ -1581,35 +1493,23 @@ mod tests {
     #[test]
     fn ports_are_1_to_65535() {
         for bad in ["0", "65536", "-1", "\"80\"", "80.0"] {
-            let text = with_iface(&format!(
-                "[[service]]\nvip = \"10.1.1.100\"\nport = {bad}\n"
-            ));
+            let text = with_iface(&format!("[[service]]\nvip = \"10.1.1.100\"\nport = {bad}\n"));
             let expected = assert_invalid(&text, "service[0].port", &format!("port = {bad}"));
             assert!(expected.contains("1 to 65535"), "{expected}");
         }
         let text =
             service("forward = \"nat\"\n[[service.backend]]\naddr = \"10.2.2.2\"\nport = 0\n");
         assert_invalid(&text, "service[0].backend[0].port", "port = 0");
-        let config = parse(&with_iface(
-            "[[service]]\nvip = \"10.1.1.100\"\nport = 65535\n",
-        ))
-        .unwrap();
+        let config =
+            parse(&with_iface("[[service]]\nvip = \"10.1.1.100\"\nport = 65535\n")).unwrap();
         assert_eq!(config.services[0].port, 65535);
     }
 
     #[test]
     fn unknown_names_list_the_accepted_ones() {
         let cases: [(&str, &str, &[&str]); 4] = [
-            (
-                "proto = \"sctp\"\n",
-                "service[0].proto",
-                &["\"tcp\"", "\"udp\""],
-            ),
-            (
-                "forward = \"tun\"\n",
-                "service[0].forward",
-                &["\"dr\"", "\"nat\"", "\"fullnat\""],
-            ),
+            ("proto = \"sctp\"\n", "service[0].proto", &["\"tcp\"", "\"udp\""]),
+            ("forward = \"tun\"\n", "service[0].forward", &["\"dr\"", "\"nat\"", "\"fullnat\""]),
             (
                 "scheduler = \"sed\"\n",
                 "service[0].scheduler",
@@ -1681,16 +1581,11 @@ mod tests {
         let text = service("forward = \"fullnat\"\n");
         assert_missing(&text, "service[0].local_addrs", "fullnat");
         let shown = parse(&text).unwrap_err().to_string();
-        assert!(
-            shown.contains("non-empty") && shown.contains("FullNAT"),
-            "{shown}"
-        );
+        assert!(shown.contains("non-empty") && shown.contains("FullNAT"), "{shown}");
         let text = service("forward = \"fullnat\"\nlocal_addrs = []\n");
         assert_invalid(&text, "service[0].local_addrs", "local_addrs = []");
         for mode in ["dr", "nat"] {
-            let text = service(&format!(
-                "forward = \"{mode}\"\nlocal_addrs = [\"10.1.1.200\"]\n"
-            ));
+            let text = service(&format!("forward = \"{mode}\"\nlocal_addrs = [\"10.1.1.200\"]\n"));
             let expected = assert_invalid(&text, "service[0].local_addrs", "local_addrs");
             assert!(expected.contains(&format!("\"{mode}\"")), "{expected}");
         }
@@ -1705,10 +1600,7 @@ mod tests {
     fn dr_cannot_change_ports_or_cross_a_router() {
         let text = service("[[service.backend]]\naddr = \"10.1.1.11\"\nport = 8080\n");
         let expected = assert_invalid(&text, "service[0].backend[0].port", "8080");
-        assert!(
-            expected.contains("DR") && expected.contains("cannot change ports"),
-            "{expected}"
-        );
+        assert!(expected.contains("DR") && expected.contains("cannot change ports"), "{expected}");
         let text = service("[[service.backend]]\naddr = \"10.1.1.11\"\nport = 80\n");
         assert!(parse(&text).is_ok());
 
@@ -1737,32 +1629,17 @@ mod tests {
         let config = parse(&service(&format!("maglev_table_size = 3\n{backends}"))).unwrap();
         assert_eq!(config.services[0].maglev_table_size, 3);
         let text = service(&format!("maglev_table_size = {MAX_MAGLEV_TABLE_SIZE}\n"));
-        assert_eq!(
-            parse(&text).unwrap().services[0].maglev_table_size,
-            MAX_MAGLEV_TABLE_SIZE
-        );
+        assert_eq!(parse(&text).unwrap().services[0].maglev_table_size, MAX_MAGLEV_TABLE_SIZE);
     }
 
     #[test]
     fn is_prime_knows_the_table_sizes() {
-        let primes = [
-            2,
-            3,
-            5,
-            7,
-            13,
-            251,
-            65_537,
-            655_373,
-            1_000_003,
-            MAX_MAGLEV_TABLE_SIZE as u64,
-        ];
+        let primes =
+            [2, 3, 5, 7, 13, 251, 65_537, 655_373, 1_000_003, MAX_MAGLEV_TABLE_SIZE as u64];
         for p in primes {
             assert!(is_prime(p), "{p}");
         }
-        for n in [
-            0, 1, 4, 9, 25, 49, 65_536, 1_000_001, 16_777_216, 16_777_215,
-        ] {
+        for n in [0, 1, 4, 9, 25, 49, 65_536, 1_000_001, 16_777_216, 16_777_215] {
             assert!(!is_prime(n), "{n}");
         }
         // The next prime after the maximum is out of range, so the maximum is the largest
@@ -1785,10 +1662,7 @@ mod tests {
         assert_invalid(text, "interface[0].gateway", "gateway");
         let text =
             "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\ngateway = \"10.1.1.1\"\n";
-        assert_eq!(
-            parse(text).unwrap().interfaces[0].gateway,
-            Some(Ipv4Addr::new(10, 1, 1, 1))
-        );
+        assert_eq!(parse(text).unwrap().interfaces[0].gateway, Some(Ipv4Addr::new(10, 1, 1, 1)));
 
         let text = "[[interface]]\naddr = \"10.1.1.10/24\"\n";
         assert_missing(text, "interface[0].name", "[[interface]]");
@@ -1816,25 +1690,20 @@ mod tests {
         let text = service("[[service.backend]] # this one\nweight = 1\n");
         assert_missing(&text, "service[0].backend[0].addr", "# this one");
         let shown = parse(&text).unwrap_err().to_string();
-        assert!(
-            shown.contains("service[0].backend[0].addr is missing"),
-            "{shown}"
-        );
+        assert!(shown.contains("service[0].backend[0].addr is missing"), "{shown}");
     }
 
     #[test]
     fn weights_are_0_to_65535() {
         for bad in ["65536", "-1", "1.5", "\"1\""] {
-            let text = service(&format!(
-                "[[service.backend]]\naddr = \"10.1.1.11\"\nweight = {bad}\n"
-            ));
+            let text =
+                service(&format!("[[service.backend]]\naddr = \"10.1.1.11\"\nweight = {bad}\n"));
             let expected = assert_invalid(&text, "service[0].backend[0].weight", "weight");
             assert!(expected.contains("0 to 65535"), "{expected}");
         }
         for weight in [0, 65535] {
-            let text = service(&format!(
-                "[[service.backend]]\naddr = \"10.1.1.11\"\nweight = {weight}\n"
-            ));
+            let text =
+                service(&format!("[[service.backend]]\naddr = \"10.1.1.11\"\nweight = {weight}\n"));
             assert_eq!(parse(&text).unwrap().services[0].backends[0].weight, weight);
         }
     }
@@ -1926,25 +1795,15 @@ mod tests {
         );
         // A short interval shortens the default timeout with it; equal is allowed.
         let text = service("[service.health]\ninterval = 0.5\n");
-        assert_eq!(
-            parse(&text).unwrap().services[0].health.timeout,
-            Duration::from_millis(500)
-        );
+        assert_eq!(parse(&text).unwrap().services[0].health.timeout, Duration::from_millis(500));
         let text = service("[service.health]\ninterval = 3\ntimeout = 3\n");
-        assert_eq!(
-            parse(&text).unwrap().services[0].health.timeout,
-            Duration::from_secs(3)
-        );
+        assert_eq!(parse(&text).unwrap().services[0].health.timeout, Duration::from_secs(3));
     }
 
     #[test]
     fn syntax_errors_and_unknown_keys_give_line_and_column() {
         let text = service("[[service.backend]]\naddr = \"10.1.1.11\"\nwieght = 2\n");
-        assert_syntax(
-            &text,
-            "wieght",
-            &["unknown field `wieght`", "service.backend", "column 1"],
-        );
+        assert_syntax(&text, "wieght", &["unknown field `wieght`", "service.backend", "column 1"]);
         let text = with_iface("[[servce]]\nvip = \"10.1.1.100\"\n");
         assert_syntax(&text, "servce", &["unknown field `servce`", "column 3"]);
         let text = with_iface("[conntrack]\ncapacity = 1\ncapacity = 2 # again\n");
@@ -1957,20 +1816,14 @@ mod tests {
         assert_syntax(&text, "local_addrs", &["sequence", "service.local_addrs"]);
         let shown = parse(&text).unwrap_err().to_string();
         let line = line_of(&text, "local_addrs");
-        assert!(
-            shown.starts_with(&format!("{PATH}: line {line}: ")),
-            "{shown}"
-        );
+        assert!(shown.starts_with(&format!("{PATH}: line {line}: ")), "{shown}");
         let text = with_iface("[service]\nvip = \"10.1.1.100\"\n");
         assert_syntax(&text, "[service]", &["write [[service]]"]);
     }
 
     #[test]
     fn lines_and_columns_count_characters() {
-        let cx = Context {
-            text: "ab\nçd\n",
-            path: PATH,
-        };
+        let cx = Context { text: "ab\nçd\n", path: PATH };
         assert_eq!(cx.line_column(0), (1, 1));
         assert_eq!(cx.line_column(3), (2, 1));
         assert_eq!(cx.line_column(5), (2, 2)); // after the two-byte 'ç'
@@ -1996,10 +1849,7 @@ mod tests {
         let host = interface([10, 1, 1, 10], 32);
         assert!(host.contains(Ipv4Addr::new(10, 1, 1, 10)));
         assert!(!host.contains(Ipv4Addr::new(10, 1, 1, 11)));
-        assert_eq!(
-            interface([10, 1, 1, 10], 200).netmask(),
-            Ipv4Addr::BROADCAST
-        );
+        assert_eq!(interface([10, 1, 1, 10], 200).netmask(), Ipv4Addr::BROADCAST);
     }
 
     // Property tests.
@@ -2023,12 +1873,7 @@ mod tests {
             }
         }
         for n in &config.neighbors {
-            let _ = write!(
-                out,
-                "[[neighbor]]\nip = \"{}\"\nmac = \"{}\"\n",
-                n.ip,
-                mac(n.mac)
-            );
+            let _ = write!(out, "[[neighbor]]\nip = \"{}\"\nmac = \"{}\"\n", n.ip, mac(n.mac));
         }
         let ct = &config.conntrack;
         let _ = write!(
@@ -2155,11 +2000,8 @@ mod tests {
 
     fn arb_config() -> impl Strategy<Value = Config> {
         let services = (0u8..4).prop_flat_map(|n| (0..n).map(arb_service).collect::<Vec<_>>());
-        let conntrack = (
-            1usize..10_000_000,
-            1u64..=1000,
-            proptest::array::uniform5(1u64..1_000_000),
-        );
+        let conntrack =
+            (1usize..10_000_000, 1u64..=1000, proptest::array::uniform5(1u64..1_000_000));
         (services, conntrack, any::<[u8; 6]>(), any::<bool>()).prop_map(
             |(services, (capacity, embryonic_permille, timeouts), mac_seed, with_gateway)| {
                 let mac = [
@@ -2179,10 +2021,7 @@ mod tests {
                         mac: Some(mac),
                         gateway: with_gateway.then_some(Ipv4Addr::new(10, 1, 1, 1)),
                     }],
-                    neighbors: vec![NeighborConfig {
-                        ip: Ipv4Addr::new(10, 1, 1, 20),
-                        mac,
-                    }],
+                    neighbors: vec![NeighborConfig { ip: Ipv4Addr::new(10, 1, 1, 20), mac }],
                     conntrack: ConntrackSettings {
                         capacity,
                         max_embryonic: (capacity * embryonic_permille as usize / 1000).max(1),

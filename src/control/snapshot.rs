@@ -140,7 +140,8 @@ impl Snapshot {
             .interfaces
             .iter()
             .map(|i| {
-                let mac = i.mac.ok_or_else(|| SnapshotError::MissingMac { name: i.name.clone() })?;
+                let mac =
+                    i.mac.ok_or_else(|| SnapshotError::MissingMac { name: i.name.clone() })?;
                 Ok(Interface {
                     name: i.name.clone(),
                     addr: i.addr,
@@ -372,7 +373,8 @@ mod tests {
         assert_eq!(snapshot.service_backends(web).len(), 2);
         assert_eq!(snapshot.service_backends(dns)[0].service, dns);
         // On-link backend: its own address is the next hop; off-link: the gateway.
-        let routes: Vec<_> = snapshot.service_backends(web).iter().map(|b| b.route.next_hop).collect();
+        let routes: Vec<_> =
+            snapshot.service_backends(web).iter().map(|b| b.route.next_hop).collect();
         assert_eq!(routes, [Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::new(10, 1, 1, 1)]);
         assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 100)), Some(Owned::Vip));
         assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 200)), Some(Owned::Local));

@@ -102,8 +102,10 @@ counted_enum! {
         IcmpEchoReplies => "icmp_echo_replies",
         IcmpErrorsForwarded => "icmp_errors_forwarded",
         NewFlows => "new_flows",
-        /// DR flows forwarded by consistent hashing alone because conntrack refused them.
-        UntrackedFlows => "untracked_flows",
+        /// DR packets forwarded by consistent hashing alone: TCP packets of no tracked flow
+        /// that open nothing (mid-stream pickup, a spoofed-ACK flood), and flows conntrack
+        /// refused (flood policy, full bucket).
+        StatelessPackets => "stateless_packets",
         /// Replies found in another core's table.
         CrossCoreHits => "cross_core_hits",
         ExpiredFlows => "expired_flows",

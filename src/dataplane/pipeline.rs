@@ -33,9 +33,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
-use crate::conntrack::{
-    Conntrack, ConntrackReader, Direction, Flow, InsertError, PortRange,
-};
+use crate::conntrack::{Conntrack, ConntrackReader, Direction, Flow, InsertError, PortRange};
 use crate::control::snapshot::{Owned, Route, Snapshot};
 use crate::dataplane::counters::{Counters, DropReason, Stat};
 use crate::flow::{FlowKey, ForwardMode, Proto};
@@ -46,7 +44,7 @@ use crate::wire::checksum;
 use crate::wire::icmp::icmp_type;
 use crate::wire::ipv4::ip_proto;
 use crate::wire::{
-    ArpOperation, ArpPacket, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr,
+    ArpOperation, ArpPacket, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, TcpFlags,
     TcpPacket, UdpPacket, WireError,
 };
 
@@ -98,6 +96,9 @@ impl CoreSlot {
 }
 
 const ETH_LEN: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
+const TCP_SYN: u8 = TcpFlags::SYN.0;
+const TCP_ACK: u8 = TcpFlags::ACK.0;
+const TCP_RST: u8 = TcpFlags::RST.0;
 /// Frames the pipeline may queue on its own between two drains.
 const EMIT_CAPACITY: usize = 64;
 const EMIT_FRAME: usize = arp::MAX_HELD_FRAME;
@@ -171,14 +172,14 @@ impl Pipeline {
             let service = &self.snapshot.services[old.service];
             let new_service = snapshot.service_at(service.vip, service.port, service.proto);
             let new_index = new_service.and_then(|s| {
-                snapshot.services[s]
-                    .backends
-                    .clone()
-                    .find(|&i| snapshot.backends[i].addr == old.addr && snapshot.backends[i].port == old.port)
+                snapshot.services[s].backends.clone().find(|&i| {
+                    snapshot.backends[i].addr == old.addr && snapshot.backends[i].port == old.port
+                })
             });
             if let Some(new_index) = new_index {
                 active[new_index] = core.active.get(old_index).copied().unwrap_or(0);
-                backends[new_index] = core.counters.backends.get(old_index).copied().unwrap_or_default();
+                backends[new_index] =
+                    core.counters.backends.get(old_index).copied().unwrap_or_default();
             }
         }
         core.active = active;
@@ -262,7 +263,11 @@ impl Pipeline {
         let snapshot = &*self.snapshot;
         for (ip, egress) in snapshot.announced_addrs() {
             let Some(interface) = snapshot.interfaces.get(egress.index()) else { continue };
-            if self.core.emit.push_with(egress, |buffer| arp::write_gratuitous(buffer, interface.mac, ip)) {
+            if self
+                .core
+                .emit
+                .push_with(egress, |buffer| arp::write_gratuitous(buffer, interface.mac, ip))
+            {
                 self.core.counters.add(Stat::GratuitousArpSent, 1);
             } else {
                 self.core.counters.add(Stat::EmitOverflow, 1);
@@ -283,7 +288,10 @@ fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
 /// Forgets a flow's share of its backend's active count.
 fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
     let index = usize::from(flow.backend);
-    if snapshot.backends.get(index).is_some_and(|b| b.addr == flow.backend_addr && b.port == flow.backend_port)
+    if snapshot
+        .backends
+        .get(index)
+        .is_some_and(|b| b.addr == flow.backend_addr && b.port == flow.backend_port)
         && let Some(count) = active.get_mut(index)
     {
         *count = count.saturating_sub(1);
@@ -315,7 +323,13 @@ fn reject(owned: Option<Owned>, reason: DropReason) -> Verdict {
 }
 
 impl CoreState {
-    fn process(&mut self, snapshot: &Snapshot, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
+    fn process(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
         let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
             return Verdict::Drop(DropReason::UnknownInterface);
         };
@@ -333,7 +347,13 @@ impl CoreState {
         }
     }
 
-    fn arp(&mut self, snapshot: &Snapshot, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
+    fn arp(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
         let arp = match ArpPacket::new_checked(&frame[ETH_LEN..]) {
             Ok(arp) => arp,
             Err(WireError::Unsupported) => return Verdict::Pass,
@@ -345,7 +365,9 @@ impl CoreState {
         let target = snapshot.owned(target_ip);
 
         // Learn from ARP that names us, and refresh what we already know from any ARP.
-        let usable_sender = !sender_ip.is_unspecified() && !sender_mac.is_multicast() && sender_mac != MacAddr::ZERO;
+        let usable_sender = !sender_ip.is_unspecified()
+            && !sender_mac.is_multicast()
+            && sender_mac != MacAddr::ZERO;
         if usable_sender && (target.is_some() || self.neighbors.get(sender_ip).is_some()) {
             match self.neighbors.learn(now, sender_ip, sender_mac) {
                 Learned::New | Learned::Updated => {
@@ -387,7 +409,13 @@ impl CoreState {
         });
     }
 
-    fn ipv4(&mut self, snapshot: &Snapshot, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
+    fn ipv4(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
         let packet = &frame[ETH_LEN..];
         if packet.len() < 20 {
             return Verdict::Drop(DropReason::Truncated);
@@ -418,7 +446,9 @@ impl CoreState {
         match ip.protocol() {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
-                    Some(transport) => self.transport(snapshot, now, ingress, frame, owned, transport),
+                    Some(transport) => {
+                        self.transport(snapshot, now, ingress, frame, owned, transport)
+                    }
                     None => reject(owned, DropReason::BadL4Header),
                 }
             }
@@ -429,7 +459,13 @@ impl CoreState {
 
     /// Finds the flow a key belongs to, here or (for replies) on another core.
     #[inline]
-    fn track(&mut self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>, maybe_reply: bool) -> Option<crate::conntrack::Hit> {
+    fn track(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        tcp_flags: Option<u8>,
+        maybe_reply: bool,
+    ) -> Option<crate::conntrack::Hit> {
         if let Some(hit) = self.conntrack.track(now, key, tcp_flags) {
             return Some(hit);
         }
@@ -480,6 +516,22 @@ impl CoreState {
         let service = &snapshot.services[service_index];
         let range = service.backends.clone();
         let hash = flow_hash(&key);
+        // A TCP packet that opens nothing (no SYN) is never tracked: otherwise a flood of
+        // spoofed ACKs would fill the table with flows that look established and are never
+        // evicted. DR forwards it by consistent hashing alone, so a connection picked up
+        // mid-stream (after a restart) stays on its backend; NAT and FullNAT cannot
+        // translate without state.
+        let opens = transport
+            .tcp_flags
+            .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
+        if !opens {
+            return match service.forward {
+                ForwardMode::Dr => {
+                    self.forward_stateless(snapshot, now, frame, &key, service_index, hash)
+                }
+                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
+            };
+        }
         let context = PickContext {
             flow_hash: hash,
             client: key.src_addr,
@@ -492,7 +544,7 @@ impl CoreState {
         let Some(pick) = service.scheduler.pick(state, &context) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let mut backend_index = range.start + pick;
+        let backend_index = range.start + pick;
         let Some(backend) = snapshot.backends.get(backend_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
@@ -512,7 +564,7 @@ impl CoreState {
         } else {
             (key.src_addr, key.src_port)
         };
-        let mut flow = Flow {
+        let flow = Flow {
             proto: key.proto,
             forward: service.forward,
             client_addr: key.src_addr,
@@ -540,29 +592,63 @@ impl CoreState {
                     counters.connections += 1;
                 }
             }
-            Err(refused) if service.forward == ForwardMode::Dr => {
-                // Stateless consistent hashing: every packet of this untracked flow agrees.
-                let Some(fallback) = service.fallback.lookup(hash) else {
-                    return Verdict::Drop(DropReason::NoBackend);
-                };
-                backend_index = range.start + fallback;
-                let Some(backend) = snapshot.backends.get(backend_index) else {
-                    return Verdict::Drop(DropReason::NoBackend);
-                };
-                flow.backend_addr = backend.addr;
-                flow.backend_port = backend.port;
-                flow.backend = backend_index as u16;
-                let _ = refused;
-                self.counters.add(Stat::UntrackedFlows, 1);
+            Err(_) if service.forward == ForwardMode::Dr => {
+                return self.forward_stateless(snapshot, now, frame, &key, service_index, hash);
             }
             Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
-            Err(InsertError::Full | InsertError::Exists) => return Verdict::Drop(DropReason::ConntrackFull),
+            Err(InsertError::Full | InsertError::Exists) => {
+                return Verdict::Drop(DropReason::ConntrackFull);
+            }
         }
         self.forward(snapshot, now, frame, &flow, Direction::Original)
     }
 
+    /// DR without a tracked flow: the service's weighted Maglev table alone picks the backend,
+    /// so every packet of the flow, on any core and after any restart, agrees.
+    fn forward_stateless(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        key: &FlowKey,
+        service_index: usize,
+        hash: u64,
+    ) -> Verdict {
+        let service = &snapshot.services[service_index];
+        let Some(pick) = service.fallback.lookup(hash) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_index = service.backends.start + pick;
+        let Some(backend) = snapshot.backends.get(backend_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let flow = Flow {
+            proto: key.proto,
+            forward: ForwardMode::Dr,
+            client_addr: key.src_addr,
+            client_port: key.src_port,
+            vip: key.dst_addr,
+            vport: key.dst_port,
+            backend_addr: backend.addr,
+            backend_port: backend.port,
+            local_addr: key.src_addr,
+            local_port: key.src_port,
+            service: service_index as u16,
+            backend: backend_index as u16,
+        };
+        self.counters.add(Stat::StatelessPackets, 1);
+        self.forward(snapshot, now, frame, &flow, Direction::Original)
+    }
+
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
-    fn forward(&mut self, snapshot: &Snapshot, now: Instant, frame: &mut [u8], flow: &Flow, direction: Direction) -> Verdict {
+    fn forward(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+        direction: Direction,
+    ) -> Verdict {
         // DR leaves the IP packet as it is: only the Ethernet header changes.
         if flow.forward != ForwardMode::Dr {
             let (src, dst) = translate(flow, direction);
@@ -597,7 +683,12 @@ impl CoreState {
     /// The MAC of `route`'s next hop; through the per-backend cache when the route is a
     /// backend's.
     #[inline]
-    fn next_hop_mac(&mut self, snapshot: &Snapshot, route: Route, backend: Option<usize>) -> Option<MacAddr> {
+    fn next_hop_mac(
+        &mut self,
+        snapshot: &Snapshot,
+        route: Route,
+        backend: Option<usize>,
+    ) -> Option<MacAddr> {
         let Some(index) = backend else {
             return self.neighbors.lookup(route.next_hop);
         };
@@ -711,7 +802,14 @@ impl CoreState {
     }
 
     /// Routes an already-translated frame along a flow's direction.
-    fn forward_l2_only(&mut self, snapshot: &Snapshot, now: Instant, frame: &mut [u8], flow: &Flow, direction: Direction) -> Verdict {
+    fn forward_l2_only(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+        direction: Direction,
+    ) -> Verdict {
         let route = match direction {
             Direction::Original => backend_of(snapshot, flow)
                 .map(|index| snapshot.backends[index].route)
@@ -762,7 +860,10 @@ fn transport(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> Opti
         }
         _ => return None,
     };
-    Some(Transport { key: FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto }, tcp_flags })
+    Some(Transport {
+        key: FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto },
+        tcp_flags,
+    })
 }
 
 /// The 5-tuple of the packet an ICMP error quotes (its IPv4 header and first 8 bytes).
@@ -903,7 +1004,10 @@ struct EmitQueue {
 
 impl EmitQueue {
     fn new() -> Self {
-        EmitQueue { buffer: vec![0; EMIT_CAPACITY * EMIT_FRAME], frames: Vec::with_capacity(EMIT_CAPACITY) }
+        EmitQueue {
+            buffer: vec![0; EMIT_CAPACITY * EMIT_FRAME],
+            frames: Vec::with_capacity(EMIT_CAPACITY),
+        }
     }
 
     /// Queues a frame written by `write` (which returns its length). False when full.

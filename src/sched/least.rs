@@ -89,14 +89,9 @@ mod tests {
     use super::*;
 
     fn pick(kind: Least, weights: &[u32], active: &[u32], times: &[u32], start: usize) -> usize {
-        let live: Vec<u32> = (0..weights.len() as u32)
-            .filter(|&i| weights[i as usize] > 0)
-            .collect();
-        let loads = Loads {
-            weights,
-            active,
-            response_time_us: times,
-        };
+        let live: Vec<u32> =
+            (0..weights.len() as u32).filter(|&i| weights[i as usize] > 0).collect();
+        let loads = Loads { weights, active, response_time_us: times };
         kind.pick(&live, start, &loads).unwrap()
     }
 
@@ -104,42 +99,27 @@ mod tests {
     fn lc_picks_fewest_active() {
         assert_eq!(pick(Least::Connections, &[1, 1, 1], &[5, 2, 9], &[], 0), 1);
         // Weight does not matter to lc, except 0 (draining).
-        assert_eq!(
-            pick(Least::Connections, &[1, 100, 1], &[5, 6, 9], &[], 0),
-            0
-        );
+        assert_eq!(pick(Least::Connections, &[1, 100, 1], &[5, 6, 9], &[], 0), 0);
         assert_eq!(pick(Least::Connections, &[1, 1, 0], &[5, 6, 0], &[], 0), 0);
     }
 
     #[test]
     fn wlc_picks_fewest_per_weight() {
         // (a+1)/w: 6/1, 7/4, 3/1 -> index 1.
-        assert_eq!(
-            pick(Least::WeightedConnections, &[1, 4, 1], &[5, 6, 2], &[], 0),
-            1
-        );
+        assert_eq!(pick(Least::WeightedConnections, &[1, 4, 1], &[5, 6, 2], &[], 0), 1);
         // Idle: the heaviest wins.
         assert_eq!(pick(Least::WeightedConnections, &[1, 3, 2], &[], &[], 0), 1);
         // Large values do not overflow: (2^32) * 2^32 compared in u128.
         let big = u32::MAX;
-        assert_eq!(
-            pick(Least::WeightedConnections, &[big, 1], &[big, 0], &[], 0),
-            1
-        );
+        assert_eq!(pick(Least::WeightedConnections, &[big, 1], &[big, 0], &[], 0), 1);
     }
 
     #[test]
     fn lt_weighs_response_time_and_tries_unknown_backends() {
         // (a+1)*t/w: 1*100/1, 3*20/1, 1*50/1 -> index 2.
-        assert_eq!(
-            pick(Least::Time, &[1, 1, 1], &[0, 2, 0], &[100, 20, 50], 0),
-            2
-        );
+        assert_eq!(pick(Least::Time, &[1, 1, 1], &[0, 2, 0], &[100, 20, 50], 0), 2);
         // Unknown time counts as the lowest known (20): 1*20 < 3*20.
-        assert_eq!(
-            pick(Least::Time, &[1, 1, 1], &[0, 2, 0], &[100, 20, 0], 0),
-            2
-        );
+        assert_eq!(pick(Least::Time, &[1, 1, 1], &[0, 2, 0], &[100, 20, 0], 0), 2);
         // Nothing known: every time counts as 1, so it is wlc.
         assert_eq!(pick(Least::Time, &[1, 1, 1], &[1, 1, 0], &[], 0), 2);
         assert_eq!(pick(Least::Time, &[1, 3, 1], &[1, 1, 0], &[], 0), 1);
@@ -150,25 +130,17 @@ mod tests {
     #[test]
     fn ties_rotate_with_start() {
         for kind in [Least::Connections, Least::WeightedConnections, Least::Time] {
-            let picks: Vec<usize> = (0..5)
-                .map(|start| pick(kind, &[1, 0, 1, 1], &[], &[], start % 3))
-                .collect();
+            let picks: Vec<usize> =
+                (0..5).map(|start| pick(kind, &[1, 0, 1, 1], &[], &[], start % 3)).collect();
             assert_eq!(picks, vec![0, 2, 3, 0, 2], "{kind:?}");
         }
     }
 
     #[test]
     fn nothing_live_is_none_and_start_out_of_range_is_harmless() {
-        let loads = Loads {
-            weights: &[0, 0],
-            active: &[],
-            response_time_us: &[],
-        };
+        let loads = Loads { weights: &[0, 0], active: &[], response_time_us: &[] };
         assert_eq!(Least::Connections.pick(&[], 0, &loads), None);
-        let loads = Loads {
-            weights: &[1, 1],
-            ..loads
-        };
+        let loads = Loads { weights: &[1, 1], ..loads };
         assert_eq!(Least::Connections.pick(&[0, 1], 7, &loads), Some(0));
     }
 }

@@ -163,10 +163,7 @@ pub(super) fn validate(backends: usize, size: usize) -> Result<(), SchedError> {
         return Err(SchedError::TooManyBackends(backends));
     }
     if size > MaglevTable::MAX_SIZE {
-        return Err(SchedError::MaglevSizeTooLarge {
-            size,
-            max: MaglevTable::MAX_SIZE,
-        });
+        return Err(SchedError::MaglevSizeTooLarge { size, max: MaglevTable::MAX_SIZE });
     }
     if !is_prime(size) {
         return Err(SchedError::MaglevSizeNotPrime(size));
@@ -195,12 +192,7 @@ impl LiveBackend {
         // modulus `size - 1` is not zero.
         let offset = (hash_bytes(OFFSET_SEED, &id) % size) as u32;
         let skip = (hash_bytes(SKIP_SEED, &id) % (size - 1) + 1) as u32;
-        LiveBackend {
-            index,
-            weight: spec.weight,
-            next: offset,
-            skip,
-        }
+        LiveBackend { index, weight: spec.weight, next: offset, skip }
     }
 }
 
@@ -256,9 +248,7 @@ impl Iterator for TurnRounds {
 
 /// Turns taken in rounds `1..=rounds`: `sum floor(rounds * w_i / W_max)`.
 fn turns_within(live: &[LiveBackend], max_weight: u32, rounds: u64) -> u64 {
-    live.iter()
-        .map(|b| rounds * u64::from(b.weight) / u64::from(max_weight))
-        .sum()
+    live.iter().map(|b| rounds * u64::from(b.weight) / u64::from(max_weight)).sum()
 }
 
 /// The first `size` turns, as indices into `live`, ordered by (round, index).
@@ -430,13 +420,7 @@ mod tests {
         assert!(!is_prime(usize::MAX));
         assert!(!is_prime(65536));
         // Strong pseudoprimes to several small bases, and Carmichael numbers.
-        for n in [
-            3_215_031_751,
-            2_152_302_898_747,
-            3_825_123_056_546_413_051,
-            561,
-            41041,
-        ] {
+        for n in [3_215_031_751, 2_152_302_898_747, 3_825_123_056_546_413_051, 561, 41041] {
             assert!(!is_prime(n), "{n}");
         }
         assert!(!is_prime(4_294_967_297)); // 641 * 6700417
@@ -453,27 +437,15 @@ mod tests {
     #[test]
     fn size_must_be_prime_large_enough_and_bounded() {
         let three = specs(&[1, 1, 1]);
-        assert_eq!(
-            MaglevTable::build(&three, 65536),
-            Err(SchedError::MaglevSizeNotPrime(65536))
-        );
-        assert_eq!(
-            MaglevTable::build(&three, 1),
-            Err(SchedError::MaglevSizeNotPrime(1))
-        );
+        assert_eq!(MaglevTable::build(&three, 65536), Err(SchedError::MaglevSizeNotPrime(65536)));
+        assert_eq!(MaglevTable::build(&three, 1), Err(SchedError::MaglevSizeNotPrime(1)));
         assert_eq!(
             MaglevTable::build(&three, 2),
-            Err(SchedError::MaglevSizeTooSmall {
-                size: 2,
-                backends: 3
-            })
+            Err(SchedError::MaglevSizeTooSmall { size: 2, backends: 3 })
         );
         assert_eq!(
             MaglevTable::build(&three, 16_777_259),
-            Err(SchedError::MaglevSizeTooLarge {
-                size: 16_777_259,
-                max: MaglevTable::MAX_SIZE
-            })
+            Err(SchedError::MaglevSizeTooLarge { size: 16_777_259, max: MaglevTable::MAX_SIZE })
         );
         assert!(MaglevTable::build(&three, 3).is_ok());
         let many = vec![BackendSpec { id: 1, weight: 1 }; MaglevTable::MAX_BACKENDS + 1];
@@ -486,10 +458,7 @@ mod tests {
     #[test]
     fn error_messages_name_the_value_and_the_fix() {
         let message = SchedError::MaglevSizeNotPrime(65536).to_string();
-        assert!(
-            message.contains("65536") && message.contains("65537"),
-            "{message}"
-        );
+        assert!(message.contains("65536") && message.contains("65537"), "{message}");
     }
 
     #[test]
@@ -548,26 +517,14 @@ mod tests {
         // in whose 570 last turns go to the light backends 0..570, which come first.
         let mut weights = vec![1u32; 999];
         weights.push(1000);
-        let shares = MaglevTable::build(&specs(&weights), 65537)
-            .unwrap()
-            .shares(1000);
+        let shares = MaglevTable::build(&specs(&weights), 65537).unwrap().shares(1000);
         assert_eq!(shares[999], 32_999);
-        assert!(
-            shares[..570].iter().all(|&s| s == 33),
-            "{:?}",
-            &shares[..10]
-        );
-        assert!(
-            shares[570..999].iter().all(|&s| s == 32),
-            "{:?}",
-            &shares[570..580]
-        );
+        assert!(shares[..570].iter().all(|&s| s == 33), "{:?}", &shares[..10]);
+        assert!(shares[570..999].iter().all(|&s| s == 32), "{:?}", &shares[570..580]);
         assert_eq!(shares.iter().sum::<usize>(), 65537);
         // So heavy that the light ones never get a turn.
         weights[999] = u32::MAX;
-        let shares = MaglevTable::build(&specs(&weights), 65537)
-            .unwrap()
-            .shares(1000);
+        let shares = MaglevTable::build(&specs(&weights), 65537).unwrap().shares(1000);
         assert_eq!(shares[999], 65537);
     }
 
@@ -613,10 +570,7 @@ mod tests {
         use std::time::Instant;
         let cases: [(&str, Vec<u32>); 3] = [
             ("equal weights", vec![1; 1000]),
-            (
-                "weights 1..=100",
-                (0..1000).map(|i| 1 + (i * 37) % 100).collect(),
-            ),
+            ("weights 1..=100", (0..1000).map(|i| 1 + (i * 37) % 100).collect()),
             ("one heavy (1000) + 999 x 1", {
                 let mut w = vec![1; 999];
                 w.push(1000);
@@ -639,10 +593,7 @@ mod tests {
                 reference = reference_build(&backends, 65537);
                 katran = katran.min(start.elapsed());
             }
-            assert_eq!(
-                MaglevTable::build(&backends, 65537).unwrap().slots(),
-                &reference[..]
-            );
+            assert_eq!(MaglevTable::build(&backends, 65537).unwrap().slots(), &reference[..]);
             println!(
                 "maglev build, 1000 backends, 65537 slots, {name}: best of 20 {best:?} \
                  (Katran's round loop: {katran:?})"

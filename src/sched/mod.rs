@@ -109,10 +109,7 @@ impl FromStr for SchedulerKind {
             .find(|kind| kind.name() == s || (s == "mh" && *kind == SchedulerKind::Maglev))
             .ok_or_else(|| {
                 let names: Vec<_> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown scheduler {s:?}: expected one of {}",
-                    names.join(", ")
-                )
+                format!("unknown scheduler {s:?}: expected one of {}", names.join(", "))
             })
     }
 }
@@ -180,12 +177,7 @@ impl PickContext<'static> {
     /// A context with no load information: enough for every kind but `lc`, `wlc` and `lt`,
     /// which then see every backend idle.
     pub const fn new(flow_hash: u64, client: Ipv4Addr) -> Self {
-        PickContext {
-            flow_hash,
-            client,
-            active: &[],
-            response_time_us: &[],
-        }
+        PickContext { flow_hash, client, active: &[], response_time_us: &[] }
     }
 }
 
@@ -295,14 +287,11 @@ impl Scheduler {
         }
         let weights: Box<[u32]> = backends.iter().map(|b| b.weight).collect();
         // MAX_BACKENDS < 2^32, so every index fits.
-        let live: Box<[u32]> = (0..backends.len() as u32)
-            .filter(|&i| weights[i as usize] > 0)
-            .collect();
+        let live: Box<[u32]> =
+            (0..backends.len() as u32).filter(|&i| weights[i as usize] > 0).collect();
         let plan = match kind {
             SchedulerKind::Maglev => Plan::Maglev(MaglevTable::build(backends, maglev_size)?),
-            SchedulerKind::Wrr => Plan::Wrr {
-                cycle: wrr::cycle(&weights, &live),
-            },
+            SchedulerKind::Wrr => Plan::Wrr { cycle: wrr::cycle(&weights, &live) },
             SchedulerKind::Rr => Plan::Rr,
             SchedulerKind::Sh => Plan::Sh(MaglevTable::build(backends, SH_TABLE_SIZE)?),
             SchedulerKind::Random => Plan::Random,
@@ -319,12 +308,7 @@ impl Scheduler {
             SchedulerKind::Wlc => Plan::Least(Least::WeightedConnections),
             SchedulerKind::Lt => Plan::Least(Least::Time),
         };
-        Ok(Scheduler {
-            kind,
-            weights,
-            live,
-            plan,
-        })
+        Ok(Scheduler { kind, weights, live, plan })
     }
 
     /// The algorithm.
@@ -427,10 +411,7 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| BackendSpec {
-                id: 1000 + i as u64,
-                weight,
-            })
+            .map(|(i, &weight)| BackendSpec { id: 1000 + i as u64, weight })
             .collect()
     }
 
@@ -468,10 +449,7 @@ mod tests {
         for (i, (&count, &weight)) in counts.iter().zip(weights).enumerate() {
             let ideal = f64::from(picks) * f64::from(weight) / f64::from(total);
             let error = (f64::from(count) - ideal).abs() / f64::from(picks);
-            assert!(
-                error <= tolerance,
-                "backend {i}: {count} vs {ideal:.0} ({counts:?})"
-            );
+            assert!(error <= tolerance, "backend {i}: {count} vs {ideal:.0} ({counts:?})");
         }
     }
 
@@ -493,10 +471,7 @@ mod tests {
         );
         assert_eq!(
             Scheduler::new(SchedulerKind::Maglev, &backends, 2).unwrap_err(),
-            SchedError::MaglevSizeTooSmall {
-                size: 2,
-                backends: 3
-            }
+            SchedError::MaglevSizeTooSmall { size: 2, backends: 3 }
         );
         for kind in SchedulerKind::ALL {
             if kind != SchedulerKind::Maglev {
@@ -522,14 +497,8 @@ mod tests {
             let sched = scheduler(kind, &[1, 0, 2]);
             assert_eq!(sched.kind(), kind);
             assert_eq!(sched.backend_count(), 3);
-            assert_eq!(
-                sched.maglev_table().is_some(),
-                kind == SchedulerKind::Maglev
-            );
-            assert_eq!(
-                sched.source_hash_table().is_some(),
-                kind == SchedulerKind::Sh
-            );
+            assert_eq!(sched.maglev_table().is_some(), kind == SchedulerKind::Maglev);
+            assert_eq!(sched.source_hash_table().is_some(), kind == SchedulerKind::Sh);
             assert!(format!("{sched:?}").contains("Scheduler"));
         }
         let sched = scheduler(SchedulerKind::Maglev, &[1, 0, 2]);
@@ -565,9 +534,8 @@ mod tests {
     #[test]
     fn seeds_spread_the_first_round_robin_pick() {
         let sched = scheduler(SchedulerKind::Rr, &[1; 8]);
-        let firsts: std::collections::HashSet<_> = (0..32)
-            .map(|seed| picks(&sched, &mut SchedState::new(8, seed), 1)[0])
-            .collect();
+        let firsts: std::collections::HashSet<_> =
+            (0..32).map(|seed| picks(&sched, &mut SchedState::new(8, seed), 1)[0]).collect();
         assert!(firsts.len() >= 4, "{firsts:?}");
     }
 
@@ -591,10 +559,7 @@ mod tests {
         // A state for another backend count falls back to round-robin over the live backends.
         let mut wrong = SchedState::new(2, 0);
         let got: Vec<_> = picks(&sched, &mut wrong, 4).into_iter().flatten().collect();
-        assert!(
-            got.contains(&0) && got.contains(&1) && !got.contains(&2),
-            "{got:?}"
-        );
+        assert!(got.contains(&0) && got.contains(&1) && !got.contains(&2), "{got:?}");
     }
 
     #[test]

@@ -47,19 +47,14 @@ pub(super) fn step(weights: &[u32], live: &[u32], current: &mut [i64]) -> Option
 /// One period of the smooth WRR sequence, if it is at most [`CYCLE_MAX`] picks; else empty.
 /// Built by control.
 pub(super) fn cycle(weights: &[u32], live: &[u32]) -> Box<[u32]> {
-    let divisor = live
-        .iter()
-        .filter_map(|&i| weights.get(i as usize))
-        .fold(0u32, |g, &w| gcd(g, w));
+    let divisor =
+        live.iter().filter_map(|&i| weights.get(i as usize)).fold(0u32, |g, &w| gcd(g, w));
     if divisor == 0 {
         return Box::new([]);
     }
     let reduced: Vec<u32> = weights.iter().map(|&w| w / divisor).collect();
-    let period: u64 = live
-        .iter()
-        .filter_map(|&i| reduced.get(i as usize))
-        .map(|&w| u64::from(w))
-        .sum();
+    let period: u64 =
+        live.iter().filter_map(|&i| reduced.get(i as usize)).map(|&w| u64::from(w)).sum();
     if period > CYCLE_MAX {
         return Box::new([]);
     }
@@ -83,17 +78,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn live_of(weights: &[u32]) -> Vec<u32> {
-        (0..weights.len() as u32)
-            .filter(|&i| weights[i as usize] > 0)
-            .collect()
+        (0..weights.len() as u32).filter(|&i| weights[i as usize] > 0).collect()
     }
 
     fn stepped(weights: &[u32], picks: usize) -> Vec<usize> {
         let live = live_of(weights);
         let mut current = vec![0i64; weights.len()];
-        (0..picks)
-            .map(|_| step(weights, &live, &mut current).unwrap())
-            .collect()
+        (0..picks).map(|_| step(weights, &live, &mut current).unwrap()).collect()
     }
 
     #[test]

@@ -266,26 +266,18 @@ mod tests {
     #[test]
     fn new_checked_errors() {
         let good = request();
-        assert_eq!(
-            ArpPacket::new_checked(&good[..27]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(ArpPacket::new_checked(&good[..27]).unwrap_err(), WireError::Truncated);
         // Each of htype, ptype, hlen, plen wrong in turn.
         for (at, value) in [(1, 6u8), (2, 0x86), (4, 16), (5, 16)] {
             let mut bad = good.clone();
             bad[at] = value;
-            assert_eq!(
-                ArpPacket::new_checked(&bad[..]).unwrap_err(),
-                WireError::Unsupported
-            );
+            assert_eq!(ArpPacket::new_checked(&bad[..]).unwrap_err(), WireError::Unsupported);
         }
         // Ethernet padding after the packet is fine.
         let mut padded = good.clone();
         padded.resize(46, 0);
         assert_eq!(
-            ArpPacket::new_checked(&padded[..])
-                .unwrap()
-                .target_proto_addr(),
+            ArpPacket::new_checked(&padded[..]).unwrap().target_proto_addr(),
             Ipv4Addr::from(TPA)
         );
     }

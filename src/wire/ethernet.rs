@@ -201,10 +201,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Everything after the header, writable (empty if the buffer is shorter).
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(field::PAYLOAD..)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(field::PAYLOAD..).unwrap_or(&mut [])
     }
 }
 
@@ -218,9 +215,8 @@ mod tests {
     const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
     fn udp_frame() -> Vec<u8> {
-        let builder = PacketBuilder::ethernet2(SRC, DST)
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .udp(1, 2);
+        let builder =
+            PacketBuilder::ethernet2(SRC, DST).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1, 2);
         let mut out = Vec::new();
         builder.write(&mut out, b"hi").unwrap();
         out
@@ -247,10 +243,7 @@ mod tests {
         frame.set_ethertype(EtherType::ARP);
         frame.payload_mut()[0] = 0x99;
         assert_eq!(frame.dst_addr(), MacAddr::BROADCAST);
-        assert_eq!(
-            frame.src_addr(),
-            MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])
-        );
+        assert_eq!(frame.src_addr(), MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]));
         assert_eq!(frame.ethertype(), EtherType::ARP);
         assert_eq!(frame.payload()[0], 0x99);
         let bytes = frame.into_inner();
@@ -260,16 +253,8 @@ mod tests {
 
     #[test]
     fn new_checked_rejects_a_short_buffer() {
-        assert_eq!(
-            EthernetFrame::new_checked(&[0u8; 13][..]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert!(
-            EthernetFrame::new_checked(&[0u8; 14][..])
-                .unwrap()
-                .payload()
-                .is_empty()
-        );
+        assert_eq!(EthernetFrame::new_checked(&[0u8; 13][..]).unwrap_err(), WireError::Truncated);
+        assert!(EthernetFrame::new_checked(&[0u8; 14][..]).unwrap().payload().is_empty());
     }
 
     #[test]

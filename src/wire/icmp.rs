@@ -178,10 +178,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     /// Everything after the header, writable.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(field::PAYLOAD..)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(field::PAYLOAD..).unwrap_or(&mut [])
     }
 
     /// Recomputes the checksum over the whole buffer.
@@ -253,10 +250,7 @@ mod tests {
         assert_eq!((icmp.echo_ident(), icmp.echo_seq_no()), (3, 4));
         assert_eq!(icmp.payload(), b"Data");
         assert!(icmp.verify_checksum());
-        let expected = message(
-            Icmpv4Type::EchoReply(IcmpEchoHeader { id: 3, seq: 4 }),
-            b"Data",
-        );
+        let expected = message(Icmpv4Type::EchoReply(IcmpEchoHeader { id: 3, seq: 4 }), b"Data");
         assert_eq!(bytes, expected);
 
         let mut icmp = IcmpPacket::new_checked(&mut bytes[..]).unwrap();
@@ -269,16 +263,8 @@ mod tests {
 
     #[test]
     fn new_checked_errors() {
-        assert_eq!(
-            IcmpPacket::new_checked(&[0u8; 7][..]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert!(
-            IcmpPacket::new_checked(&[0u8; 8][..])
-                .unwrap()
-                .payload()
-                .is_empty()
-        );
+        assert_eq!(IcmpPacket::new_checked(&[0u8; 7][..]).unwrap_err(), WireError::Truncated);
+        assert!(IcmpPacket::new_checked(&[0u8; 8][..]).unwrap().payload().is_empty());
     }
 
     #[test]

@@ -214,11 +214,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// total length is not included.
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        clamped(
-            self.buffer.as_ref(),
-            self.header_len(),
-            usize::from(self.total_len()),
-        )
+        clamped(self.buffer.as_ref(), self.header_len(), usize::from(self.total_len()))
     }
 
     /// Whether the header checksum is right. (Either form of zero verifies.)

@@ -126,19 +126,13 @@ type Field = Range<usize>;
 /// Reads the `N` bytes at `field`, or zeros if they are not all inside `buf`.
 #[inline]
 fn read_array<const N: usize>(buf: &[u8], field: Field) -> [u8; N] {
-    buf.get(field)
-        .and_then(|bytes| bytes.first_chunk::<N>())
-        .copied()
-        .unwrap_or([0; N])
+    buf.get(field).and_then(|bytes| bytes.first_chunk::<N>()).copied().unwrap_or([0; N])
 }
 
 /// Writes `value` at `field` if the field lies inside `buf`.
 #[inline]
 fn write_array<const N: usize>(buf: &mut [u8], field: Field, value: [u8; N]) {
-    if let Some(dst) = buf
-        .get_mut(field)
-        .and_then(|bytes| bytes.first_chunk_mut::<N>())
-    {
+    if let Some(dst) = buf.get_mut(field).and_then(|bytes| bytes.first_chunk_mut::<N>()) {
         *dst = value;
     }
 }
@@ -230,28 +224,22 @@ mod tests {
             (any::<u8>(), any::<u16>(), any::<u16>()),
             (0usize..=10).prop_flat_map(|words| proptest::collection::vec(any::<u8>(), words * 4)),
         )
-            .prop_map(
-                |((sport, dport, seq, ack), (flags, window, urgent), options)| {
-                    let mut tcp = TcpHeader::new(sport, dport, seq, window);
-                    tcp.acknowledgment_number = ack;
-                    tcp.urgent_pointer = urgent;
-                    let bit = |b: u8| flags & b != 0;
-                    (tcp.fin, tcp.syn, tcp.rst, tcp.psh) =
-                        (bit(0x01), bit(0x02), bit(0x04), bit(0x08));
-                    (tcp.ack, tcp.urg, tcp.ece, tcp.cwr) =
-                        (bit(0x10), bit(0x20), bit(0x40), bit(0x80));
-                    tcp.options = TcpOptions::try_from_slice(&options).unwrap();
-                    tcp
-                },
-            )
+            .prop_map(|((sport, dport, seq, ack), (flags, window, urgent), options)| {
+                let mut tcp = TcpHeader::new(sport, dport, seq, window);
+                tcp.acknowledgment_number = ack;
+                tcp.urgent_pointer = urgent;
+                let bit = |b: u8| flags & b != 0;
+                (tcp.fin, tcp.syn, tcp.rst, tcp.psh) = (bit(0x01), bit(0x02), bit(0x04), bit(0x08));
+                (tcp.ack, tcp.urg, tcp.ece, tcp.cwr) = (bit(0x10), bit(0x20), bit(0x40), bit(0x80));
+                tcp.options = TcpOptions::try_from_slice(&options).unwrap();
+                tcp
+            })
     }
 
     /// An IPv4/TCP packet with both checksums right, built by etherparse.
     fn tcp_packet(ip: &Ipv4Header, tcp: &TcpHeader, payload: &[u8]) -> Vec<u8> {
         let mut tcp = tcp.clone();
-        tcp.checksum = tcp
-            .calc_checksum_ipv4_raw(ip.source, ip.destination, payload)
-            .unwrap();
+        tcp.checksum = tcp.calc_checksum_ipv4_raw(ip.source, ip.destination, payload).unwrap();
         let mut segment = tcp.to_bytes().to_vec();
         segment.extend_from_slice(payload);
         build(ip.clone(), &segment)
@@ -262,9 +250,7 @@ mod tests {
         let mut udp = udp.clone();
         udp.length = (8 + payload.len()) as u16;
         udp.checksum = match checksum {
-            true => udp
-                .calc_checksum_ipv4_raw(ip.source, ip.destination, payload)
-                .unwrap(),
+            true => udp.calc_checksum_ipv4_raw(ip.source, ip.destination, payload).unwrap(),
             false => 0,
         };
         let mut datagram = udp.to_bytes().to_vec();
@@ -315,14 +301,8 @@ mod tests {
 
     #[test]
     fn nat_on_a_known_syn() {
-        let ip = Ipv4Header::new(
-            0,
-            64,
-            etherparse::IpNumber::TCP,
-            [192, 0, 2, 7],
-            [10, 0, 0, 100],
-        )
-        .unwrap();
+        let ip = Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, [192, 0, 2, 7], [10, 0, 0, 100])
+            .unwrap();
         let mut tcp = TcpHeader::new(40000, 80, 1, 64240);
         tcp.syn = true;
         let mut frame = tcp_packet(&ip, &tcp, &[]);

@@ -279,11 +279,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn set_header_len(&mut self, len: usize) {
         let low = read_u8(self.buffer.as_ref(), field::DATA_OFFSET) & 0x0f;
         let offset = ((len / 4) & 0x0f) as u8;
-        write_u8(
-            self.buffer.as_mut(),
-            field::DATA_OFFSET,
-            (offset << 4) | low,
-        );
+        write_u8(self.buffer.as_mut(), field::DATA_OFFSET, (offset << 4) | low);
     }
 
     /// Sets the control bits.
@@ -343,13 +339,10 @@ mod tests {
         header.ece = true;
         header.acknowledgment_number = 0x0a0b_0c0d;
         header.urgent_pointer = 0x7777;
-        header
-            .set_options(&[TcpOptionElement::MaximumSegmentSize(1460)])
-            .unwrap();
+        header.set_options(&[TcpOptionElement::MaximumSegmentSize(1460)]).unwrap();
         let payload = [1, 2, 3, 4];
-        header.checksum = header
-            .calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), &payload)
-            .unwrap();
+        header.checksum =
+            header.calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), &payload).unwrap();
         let mut out = header.to_bytes().to_vec();
         out.extend_from_slice(&payload);
         out
@@ -399,9 +392,7 @@ mod tests {
         let (header, payload) = TcpHeader::from_slice(&bytes).unwrap();
         assert_eq!((header.source_port, header.destination_port), (1, 2));
         assert!(header.fin && header.ack && !header.syn);
-        let expected = header
-            .calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), payload)
-            .unwrap();
+        let expected = header.calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), payload).unwrap();
         assert_eq!(header.checksum, expected);
     }
 
@@ -422,10 +413,7 @@ mod tests {
     #[test]
     fn flags_debug_and_contains() {
         assert_eq!(format!("{:?}", TcpFlags::SYN | TcpFlags::ACK), "SYN|ACK");
-        assert_eq!(
-            format!("{:?}", TcpFlags(0xff)),
-            "FIN|SYN|RST|PSH|ACK|URG|ECE|CWR"
-        );
+        assert_eq!(format!("{:?}", TcpFlags(0xff)), "FIN|SYN|RST|PSH|ACK|URG|ECE|CWR");
         assert_eq!(format!("{}", TcpFlags::RST), "RST");
         assert_eq!(format!("{:?}", TcpFlags::default()), "(none)");
         let synack = TcpFlags::SYN | TcpFlags::ACK;

@@ -172,14 +172,8 @@ mod tests {
 
     fn ipv4(payload_len: usize) -> etherparse::Ipv4Header {
         let len = (HEADER_LEN + payload_len) as u16;
-        etherparse::Ipv4Header::new(
-            len,
-            64,
-            etherparse::IpNumber::UDP,
-            SRC.octets(),
-            DST.octets(),
-        )
-        .unwrap()
+        etherparse::Ipv4Header::new(len, 64, etherparse::IpNumber::UDP, SRC.octets(), DST.octets())
+            .unwrap()
     }
 
     #[test]
@@ -209,17 +203,12 @@ mod tests {
         assert_eq!(udp.payload(), b"QUER");
         assert!(udp.verify_checksum(SRC, DST));
         let (header, _) = UdpHeader::from_slice(&bytes).unwrap();
-        let expected = header
-            .calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), b"QUER")
-            .unwrap();
+        let expected = header.calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), b"QUER").unwrap();
         assert_eq!(header.checksum, expected);
 
         let mut udp = UdpPacket::new_checked(&mut bytes[..]).unwrap();
         udp.set_checksum(0);
-        assert!(
-            udp.verify_checksum(SRC, Ipv4Addr::UNSPECIFIED),
-            "0 means no checksum"
-        );
+        assert!(udp.verify_checksum(SRC, Ipv4Addr::UNSPECIFIED), "0 means no checksum");
     }
 
     #[test]
@@ -235,9 +224,7 @@ mod tests {
         assert_eq!(udp.checksum(), 0xffff);
         assert!(udp.verify_checksum(SRC, DST));
         let (header, payload) = UdpHeader::from_slice(&bytes).unwrap();
-        let expected = header
-            .calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), payload)
-            .unwrap();
+        let expected = header.calc_checksum_ipv4_raw(SRC.octets(), DST.octets(), payload).unwrap();
         assert_eq!(expected, 0xffff);
     }
 
@@ -252,12 +239,7 @@ mod tests {
         bad[4..6].copy_from_slice(&7u16.to_be_bytes());
         assert_eq!(check(&bad), Err(WireError::BadTotalLen));
         bad[4..6].copy_from_slice(&8u16.to_be_bytes());
-        assert!(
-            UdpPacket::new_checked(&bad[..])
-                .unwrap()
-                .payload()
-                .is_empty()
-        );
+        assert!(UdpPacket::new_checked(&bad[..]).unwrap().payload().is_empty());
     }
 
     proptest! {

@@ -77,9 +77,14 @@ pub struct ReplaySummary {
 
 /// Replays the capture in `input` through a fresh single-core pipeline on `snapshot`,
 /// writing transmitted frames to `output`.
-pub fn replay(snapshot: Arc<Snapshot>, input: impl Read, output: impl Write) -> Result<ReplaySummary, ReplayError> {
+pub fn replay(
+    snapshot: Arc<Snapshot>,
+    input: impl Read,
+    output: impl Write,
+) -> Result<ReplaySummary, ReplayError> {
     let frames = read_capture(input)?;
-    let header = PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..PcapHeader::default() };
+    let header =
+        PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..PcapHeader::default() };
     let mut writer =
         PcapWriter::with_header(output, header).map_err(|e| ReplayError::Write(e.to_string()))?;
     let mut pipeline = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
@@ -181,7 +186,8 @@ fn summarize(pipeline: &Pipeline, summary: &mut ReplaySummary) {
         counters.drop_reasons().map(|(reason, n)| (reason.name().to_string(), n)).collect();
     summary.stats = Stat::ALL.iter().map(|s| (s.name().to_string(), counters.get(*s))).collect();
     for (backend, figures) in pipeline.snapshot().backends.iter().zip(&counters.backends) {
-        let entry = summary.backends.entry(format!("{}:{}", backend.addr, backend.port)).or_default();
+        let entry =
+            summary.backends.entry(format!("{}:{}", backend.addr, backend.port)).or_default();
         entry.connections += figures.connections;
         entry.in_packets += figures.in_packets;
         entry.out_packets += figures.out_packets;
