@@ -323,6 +323,7 @@ fn reject(owned: Option<Owned>, reason: DropReason) -> Verdict {
 }
 
 impl CoreState {
+    #[inline]
     fn process(
         &mut self,
         snapshot: &Snapshot,
@@ -409,6 +410,7 @@ impl CoreState {
         });
     }
 
+    #[inline]
     fn ipv4(
         &mut self,
         snapshot: &Snapshot,
@@ -480,6 +482,7 @@ impl CoreState {
         None
     }
 
+    #[inline]
     fn transport(
         &mut self,
         snapshot: &Snapshot,
@@ -641,6 +644,7 @@ impl CoreState {
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
+    #[inline]
     fn forward(
         &mut self,
         snapshot: &Snapshot,
@@ -703,6 +707,7 @@ impl CoreState {
 
     /// Fills in the Ethernet header towards `route`, or holds the frame and asks for the next
     /// hop's MAC.
+    #[inline]
     fn send(
         &mut self,
         snapshot: &Snapshot,
@@ -848,6 +853,7 @@ fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, 
     }
 }
 
+#[inline]
 fn transport(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> Option<Transport> {
     let (proto, src_port, dst_port, tcp_flags) = match protocol {
         ip_proto::TCP => {
