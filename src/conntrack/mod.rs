@@ -125,7 +125,7 @@ use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::flow_hash;
 use crate::time::Instant;
 
-use table::{BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
+use table::{Access, BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +413,38 @@ impl Conntrack {
     /// Looks `key` up; on a hit refreshes last-seen, advances the TCP state with `tcp_flags`
     /// (None for UDP) and returns the flow. Expired = miss.
     pub fn track(&mut self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
-        track(&self.table, now, key, tcp_flags, true)
+        self.track_hashed(now, key, flow_hash(key), tcp_flags)
+    }
+
+    /// [`Conntrack::track`] with the flow hash already computed: `hash` must be
+    /// [`crate::hash::flow_hash`]`(key)` (another value finds nothing; it never finds another
+    /// key's flow).
+    #[inline]
+    pub fn track_hashed(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
+        track(&self.table, now, key, hash, tcp_flags, Access::Owner)
+    }
+
+    /// Starts loading the index bucket `hash` maps to (first pass over a batch); see
+    /// "Batches" in the module docs. Harmless for any hash.
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        self.table.prefetch_bucket(hash);
+    }
+
+    /// Starts loading the record the bucket names for `key` (second pass), if any. `hash` is
+    /// `flow_hash(key)`; the key itself is not read here (the fingerprint in the bucket is
+    /// all that is known before the record line arrives), so on a fingerprint collision
+    /// this loads every candidate record, and for an unknown key usually none.
+    #[inline]
+    pub fn prefetch_record(&self, key: &FlowKey, hash: u64) {
+        let _ = key;
+        self.table.prefetch_records(hash);
     }
 
     /// Inserts a new flow. `tcp_flags` of its first packet set the initial state. Entries it
@@ -433,11 +464,11 @@ impl Conntrack {
         let original = flow.original_key();
         let reply = flow.reply_key();
         for key in std::iter::once(original).chain(reply) {
-            if let Some(found) = self.table.lookup(&key, flow_hash(&key)) {
+            if let Some(found) = self.table.find(&key, flow_hash(&key), Access::Owner) {
                 if !self.table.is_expired(now, &found.view) {
                     return Err(InsertError::Exists);
                 }
-                self.evict(found.record, Removal::Expired, &mut on_remove);
+                self.evict(found.index, Removal::Expired, &mut on_remove);
             }
         }
 
@@ -501,7 +532,7 @@ impl Conntrack {
     /// True if a live (unexpired) entry has this key.
     pub fn contains(&self, now: Instant, key: &FlowKey) -> bool {
         self.table
-            .lookup(key, flow_hash(key))
+            .find(key, flow_hash(key), Access::Owner)
             .is_some_and(|found| !self.table.is_expired(now.as_nanos(), &found.view))
     }
 
@@ -542,8 +573,8 @@ impl Conntrack {
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let found = self.table.lookup(key, flow_hash(key))?;
-        self.evict(found.record, Removal::Removed, &mut |_| {})
+        let found = self.table.find(key, flow_hash(key), Access::Owner)?;
+        self.evict(found.index, Removal::Removed, &mut |_| {})
     }
 
     /// Incremental expiry: examines at most `max_buckets` buckets from a cursor, removes expired
@@ -711,29 +742,54 @@ impl ConntrackReader {
     /// Lock-free lookup in the owner's table from another core; refreshes last-seen and TCP
     /// state atomically on a hit.
     pub fn track(&self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
-        track(&self.table, now, key, tcp_flags, false)
+        self.track_hashed(now, key, flow_hash(key), tcp_flags)
+    }
+
+    /// [`ConntrackReader::track`] with `hash` = [`crate::hash::flow_hash`]`(key)` already
+    /// computed.
+    #[inline]
+    pub fn track_hashed(
+        &self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
+        track(&self.table, now, key, hash, tcp_flags, Access::Reader)
     }
 }
 
-/// The lookup both the owner and readers run. `owner` selects how last-seen is refreshed.
+/// The lookup both the owner and readers run; `access` selects how records are read and
+/// how last-seen is refreshed.
+///
+/// A hit whose state does not move (most packets of an established flow) changes one word
+/// (last-seen, only if time moved) and takes no locked instruction on the owner's side.
+#[inline(always)]
 fn track(
     table: &Table,
     now: Instant,
     key: &FlowKey,
+    hash: u64,
     tcp_flags: Option<u8>,
-    owner: bool,
+    access: Access,
 ) -> Option<Hit> {
     let now = now.as_nanos();
-    let found = table.lookup(key, flow_hash(key))?;
-    if table.is_expired(now, &found.view) {
+    let found = table.find(key, hash, access)?;
+    let view = &found.view;
+    if table.is_expired(now, view) {
         return None;
     }
-    let record = table.record(found.record)?;
-    let (previous, state) =
-        record.advance(found.view.generation, found.view.state_word, |state| {
-            tcp::next_state(state, found.direction, tcp_flags)
-        })?;
-    table.count_transition(Some(previous), Some(state));
-    record.touch(found.view.last_seen, now, owner);
-    Some(Hit { direction: found.direction, flow: found.view.flow()?, state, previous })
+    let flow = view.flow()?;
+    let current = view.state()?;
+    let step = |state| tcp::next_state(state, found.direction, tcp_flags);
+    let (previous, state) = if step(current) == current {
+        // What `advance` would return without touching the state word.
+        (current, current)
+    } else {
+        let transition = found.record.advance(view.generation, view.state_word, step)?;
+        table.count_transition(Some(transition.0), Some(transition.1));
+        transition
+    };
+    found.record.touch(view.last_seen, now, access == Access::Owner);
+    Some(Hit { direction: found.direction, flow, state, previous })
 }
