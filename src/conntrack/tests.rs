@@ -1145,3 +1145,121 @@ fn conntrack_fill_report() {
         );
     }
 }
+
+/// The batch API against one-at-a-time lookups: random hits among 100 000 DR flows, 64 per
+/// batch as a poll loop gets them, with and without the two prefetch passes. Run with
+/// `cargo test --release --lib conntrack_batch_report -- --ignored --nocapture`; for
+/// instructions per hit, run the test binary under `valgrind --tool=callgrind
+/// --collect-atstart=no --toggle-collect='*measured_loop*'` with `conntrack_batch_report
+/// --ignored`.
+#[test]
+#[ignore]
+fn conntrack_batch_report() {
+    const FLOWS: u32 = 100_000;
+    let lookups: usize =
+        std::env::var("XLB_BATCH_LOOKUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+    let flows: Vec<Flow> = (0..FLOWS)
+        .map(|i| flow(ForwardMode::Dr, Proto::Tcp, i, 10_000 + (i % 50_000) as u16))
+        .collect();
+    for f in &flows {
+        ct.insert(Instant::from_secs(1), *f, Some(ACK), |_| {}).unwrap();
+    }
+    let random: Vec<FlowKey> = (0..lookups as u64)
+        .map(|i| flows[(mix64(i) % u64::from(FLOWS)) as usize].original_key())
+        .collect();
+    let hot: Vec<FlowKey> = random.iter().take(1000).cycle().take(lookups).copied().collect();
+
+    type Loop = fn(&mut Conntrack, &[FlowKey]) -> usize;
+    let variants: [(&str, Loop); 4] = [
+        ("one at a time, track", measured_loop_track),
+        ("batch, no prefetch", measured_loop_batch_plain),
+        ("batch, bucket prefetch", measured_loop_batch_bucket),
+        ("batch, both prefetches", measured_loop_batch_prefetch),
+    ];
+    for (set, keys) in [("100 000 random", &random), ("1 000 hot", &hot)] {
+        for (name, run) in variants {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                let hits = run(&mut ct, keys);
+                best = best.min(start.elapsed().as_nanos() as f64 / keys.len() as f64);
+                assert_eq!(hits, keys.len(), "{name}: every lookup hits");
+            }
+            println!("{set} flows, {name}: {best:.1} ns per hit");
+        }
+    }
+}
+
+/// Packets per batch in `conntrack_batch_report`.
+const BATCH: usize = 64;
+
+/// The nanoseconds of batch `batch`: time moves on every batch, as it does in a poll loop,
+/// so every hit refreshes last-seen.
+fn batch_now(batch: usize) -> Instant {
+    Instant::from_nanos(2_000_000_000 + batch as u64 * 1_000)
+}
+
+#[inline(never)]
+fn measured_loop_track(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    let mut hits = 0;
+    for (batch, chunk) in keys.chunks(BATCH).enumerate() {
+        for key in chunk {
+            let hit = ct.track(batch_now(batch), std::hint::black_box(key), Some(ACK));
+            // black_box: the caller uses the hit, so building it is part of the figure.
+            hits += usize::from(std::hint::black_box(hit).is_some());
+        }
+    }
+    hits
+}
+
+/// The passes of a batch before the lookups: every key's hash, then (`prefetch` >= 1) a
+/// pass starting the bucket loads, then (`prefetch` >= 2) one starting the record loads.
+/// Each prefetch pass is a tight loop of its own, so the core has many loads in flight.
+#[inline(always)]
+fn prepare_batch(ct: &Conntrack, chunk: &[FlowKey], hashes: &mut [u64; BATCH], prefetch: u8) {
+    for (hash, key) in hashes.iter_mut().zip(chunk) {
+        *hash = flow_hash(std::hint::black_box(key));
+    }
+    if prefetch >= 1 {
+        for hash in &hashes[..chunk.len()] {
+            ct.prefetch_bucket(*hash);
+        }
+    }
+    if prefetch >= 2 {
+        for (key, hash) in chunk.iter().zip(hashes.iter()) {
+            ct.prefetch_record(key, *hash);
+        }
+    }
+}
+
+/// The lookups of a batch; returns the hits.
+#[inline(always)]
+fn track_batch(ct: &mut Conntrack, keys: &[FlowKey], prefetch: u8) -> usize {
+    let mut hashes = [0; BATCH];
+    let mut hits = 0;
+    for (batch, chunk) in keys.chunks(BATCH).enumerate() {
+        prepare_batch(ct, chunk, &mut hashes, prefetch);
+        let now = batch_now(batch);
+        for (key, hash) in chunk.iter().zip(&hashes) {
+            let hit = ct.track_hashed(now, key, *hash, Some(ACK));
+            hits += usize::from(std::hint::black_box(hit).is_some());
+        }
+    }
+    hits
+}
+
+#[inline(never)]
+fn measured_loop_batch_plain(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    track_batch(ct, keys, 0)
+}
+
+#[inline(never)]
+fn measured_loop_batch_bucket(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    track_batch(ct, keys, 1)
+}
+
+#[inline(never)]
+fn measured_loop_batch_prefetch(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    track_batch(ct, keys, 2)
+}
