@@ -28,7 +28,8 @@
 //!   slot per direction it can be seen in: DR only the original direction
 //!   (`client:port -> vip:port`), NAT and FullNAT also the reply direction (see
 //!   [`Flow::reply_key`]). Keys are never stored: a lookup compares the fingerprint, then the
-//!   key derived from the record's flow for the slot's direction. Removing or evicting a flow
+//!   key with the record's packed flow words for the slot's direction (three word compares;
+//!   `table::Probe`). Removing or evicting a flow
 //!   frees its record and both its slots.
 //!
 //! `table.rs` has the word layouts, the seqlock protocol and the orderings. The index has four
@@ -51,7 +52,8 @@
 //!
 //! The owner is the only writer of the flow words, the versions, the index slots and the
 //! free list; it writes a record under the record's seqlock and publishes its slots after
-//! (Release). A reader copies a record under the seqlock, retries a bounded number of times
+//! (Release). Since it never looks a record up from inside its own write section, the owner
+//! reads records with plain loads, without the seqlock. A reader copies a record under the seqlock, retries a bounded number of times
 //! while the owner is mid-write, and otherwise reports a miss. Readers change only two words
 //! of a live record, each with an atomic read-modify-write: the state (a compare-and-swap that
 //! only succeeds within the generation the reader saw, so it can never change the state of a
@@ -105,11 +107,45 @@
 //! `conntrack_speed_report` (an ignored test: `cargo test --release --lib
 //! conntrack_speed_report -- --ignored --nocapture`) measured, on this project's 2-vCPU AMD
 //! EPYC (Zen 5) KVM guest shared with other jobs, with 100 000 flows and keys in random order
-//! (three runs): DR insert 37–41 ns, `track` hit 46–50 ns, miss 15–16 ns; NAT insert 62–72 ns,
-//! hit 47–49 ns, a reader's hit on the reply key 50–53 ns; 89 bytes of table per flow of
-//! capacity. A hit among 1 000 cache-resident flows takes 28–30 ns. A random hit at 100 000
+//! (three runs): DR insert 35–41 ns, `track` hit 40–41 ns, miss 13–14 ns; NAT insert 68–70 ns,
+//! hit 38–40 ns, a reader's hit on the reply key 48–51 ns; 89 bytes of table per flow of
+//! capacity. A hit among 1 000 cache-resident flows takes 20 ns. A random hit at 100 000
 //! flows is two dependent cache misses (the index line, then the record line, in 8.5 MiB that
-//! does not fit the 2 MiB L2), which is what keeps it above 30 ns.
+//! does not fit the 2 MiB L2), which is what keeps it above 30 ns when packets are looked up
+//! one at a time.
+//!
+//! An owner's hit executes about 220 instructions, 50 of them `flow_hash` (callgrind, steady
+//! state of the pipeline benchmark's DR scenario; 330 before the owner path was trimmed): the
+//! owner reads the record without the seqlock, compares the key as packed words, and a packet
+//! that leaves the TCP state as it is (`tcp::next_state`'s short cut) takes no CAS and no
+//! embryonic-count update; the rest is the bucket scan, the timeout check and building the
+//! returned [`Flow`].
+//!
+//! # Batches
+//!
+//! A poll loop gets packets in batches (64 here) and can overlap their cache misses, the way
+//! DPDK's `rte_hash_lookup_bulk` and VPP's graph nodes do: compute every packet's hash first,
+//! then call [`Conntrack::prefetch_bucket`] for each in a tight pass, then
+//! [`Conntrack::track_hashed`] for each. Prefetch instructions need `unsafe`, so a prefetch
+//! here is a Relaxed load whose value goes to `std::hint::black_box`: the load is issued and
+//! the core runs on, but, unlike a real prefetch, the load holds up retirement until its line
+//! arrives, so a prefetch pass overlaps as many misses as the reorder buffer holds passes of
+//! it. [`Conntrack::prefetch_record`] is the optional second pass (the record the bucket
+//! names); it has to wait for the bucket line first.
+//!
+//! `conntrack_batch_report` (`cargo test --release --lib conntrack_batch_report -- --ignored
+//! --nocapture`; same machine, three runs, random hits among 100 000 DR flows, every hit's
+//! [`Hit`] used) measured per hit: one `track` at a time 34–35 ns; batches of 64 with the
+//! hashes computed first, no prefetch 32–33 ns; with the bucket pass 25–26 ns; with both
+//! passes 29–30 ns. Among 1 000 cache-resident flows the same four take 19, 15–16, 15 and
+//! 15–16 ns. Instructions per hit (callgrind, the report's `measured_loop_*` functions): 251,
+//! 236, 251 and 299. So the bucket pass pays for itself at 100 000 flows and costs nothing
+//! when the flows are cached, while the record pass costs more than it saves on this machine:
+//! once the buckets are in cache, the lookups themselves overlap the record misses of
+//! consecutive packets (their only link is a well-predicted branch), and a separate record
+//! pass repeats the bucket scan (about 50 instructions per packet) to start the same loads.
+//! The pipeline should use the bucket pass; `prefetch_record` is there for a machine (or a
+//! real prefetch instruction) where it pays.
 
 mod table;
 mod tcp;
@@ -125,7 +161,7 @@ use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::flow_hash;
 use crate::time::Instant;
 
-use table::{BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
+use table::{Access, BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +449,38 @@ impl Conntrack {
     /// Looks `key` up; on a hit refreshes last-seen, advances the TCP state with `tcp_flags`
     /// (None for UDP) and returns the flow. Expired = miss.
     pub fn track(&mut self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
-        track(&self.table, now, key, tcp_flags, true)
+        self.track_hashed(now, key, flow_hash(key), tcp_flags)
+    }
+
+    /// [`Conntrack::track`] with the flow hash already computed: `hash` must be
+    /// [`crate::hash::flow_hash`]`(key)` (another value finds nothing; it never finds another
+    /// key's flow).
+    #[inline]
+    pub fn track_hashed(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
+        track(&self.table, now, key, hash, tcp_flags, Access::Owner)
+    }
+
+    /// Starts loading the index bucket `hash` maps to (first pass over a batch); see
+    /// "Batches" in the module docs. Harmless for any hash.
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        self.table.prefetch_bucket(hash);
+    }
+
+    /// Starts loading the record the bucket names for `key` (second pass), if any. `hash` is
+    /// `flow_hash(key)`; the key itself is not read here: before the record line arrives,
+    /// the fingerprint in the bucket is all there is to go by (so an unknown key usually
+    /// loads nothing, and a rare fingerprint collision loads another flow's record).
+    #[inline]
+    pub fn prefetch_record(&self, key: &FlowKey, hash: u64) {
+        let _ = key;
+        self.table.prefetch_record(hash);
     }
 
     /// Inserts a new flow. `tcp_flags` of its first packet set the initial state. Entries it
@@ -433,11 +500,11 @@ impl Conntrack {
         let original = flow.original_key();
         let reply = flow.reply_key();
         for key in std::iter::once(original).chain(reply) {
-            if let Some(found) = self.table.lookup(&key, flow_hash(&key)) {
+            if let Some(found) = self.table.find(&key, flow_hash(&key), Access::Owner) {
                 if !self.table.is_expired(now, &found.view) {
                     return Err(InsertError::Exists);
                 }
-                self.evict(found.record, Removal::Expired, &mut on_remove);
+                self.evict(found.index, Removal::Expired, &mut on_remove);
             }
         }
 
@@ -501,7 +568,7 @@ impl Conntrack {
     /// True if a live (unexpired) entry has this key.
     pub fn contains(&self, now: Instant, key: &FlowKey) -> bool {
         self.table
-            .lookup(key, flow_hash(key))
+            .find(key, flow_hash(key), Access::Owner)
             .is_some_and(|found| !self.table.is_expired(now.as_nanos(), &found.view))
     }
 
@@ -542,8 +609,8 @@ impl Conntrack {
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let found = self.table.lookup(key, flow_hash(key))?;
-        self.evict(found.record, Removal::Removed, &mut |_| {})
+        let found = self.table.find(key, flow_hash(key), Access::Owner)?;
+        self.evict(found.index, Removal::Removed, &mut |_| {})
     }
 
     /// Incremental expiry: examines at most `max_buckets` buckets from a cursor, removes expired
@@ -711,29 +778,54 @@ impl ConntrackReader {
     /// Lock-free lookup in the owner's table from another core; refreshes last-seen and TCP
     /// state atomically on a hit.
     pub fn track(&self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
-        track(&self.table, now, key, tcp_flags, false)
+        self.track_hashed(now, key, flow_hash(key), tcp_flags)
+    }
+
+    /// [`ConntrackReader::track`] with `hash` = [`crate::hash::flow_hash`]`(key)` already
+    /// computed.
+    #[inline]
+    pub fn track_hashed(
+        &self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
+        track(&self.table, now, key, hash, tcp_flags, Access::Reader)
     }
 }
 
-/// The lookup both the owner and readers run. `owner` selects how last-seen is refreshed.
+/// The lookup both the owner and readers run; `access` selects how records are read and
+/// how last-seen is refreshed.
+///
+/// A hit whose state does not move (most packets of an established flow) changes one word
+/// (last-seen, only if time moved) and takes no locked instruction on the owner's side.
+#[inline(always)]
 fn track(
     table: &Table,
     now: Instant,
     key: &FlowKey,
+    hash: u64,
     tcp_flags: Option<u8>,
-    owner: bool,
+    access: Access,
 ) -> Option<Hit> {
     let now = now.as_nanos();
-    let found = table.lookup(key, flow_hash(key))?;
-    if table.is_expired(now, &found.view) {
+    let found = table.find(key, hash, access)?;
+    let view = &found.view;
+    if table.is_expired(now, view) {
         return None;
     }
-    let record = table.record(found.record)?;
-    let (previous, state) =
-        record.advance(found.view.generation, found.view.state_word, |state| {
-            tcp::next_state(state, found.direction, tcp_flags)
-        })?;
-    table.count_transition(Some(previous), Some(state));
-    record.touch(found.view.last_seen, now, owner);
-    Some(Hit { direction: found.direction, flow: found.view.flow()?, state, previous })
+    let flow = view.flow()?;
+    let current = view.state()?;
+    let step = |state| tcp::next_state(state, found.direction, tcp_flags);
+    let (previous, state) = if step(current) == current {
+        // What `advance` would return without touching the state word.
+        (current, current)
+    } else {
+        let transition = found.record.advance(view.generation, view.state_word, step)?;
+        table.count_transition(Some(transition.0), Some(transition.1));
+        transition
+    };
+    found.record.touch(view.last_seen, now, access == Access::Owner);
+    Some(Hit { direction: found.direction, flow, state, previous })
 }

@@ -109,16 +109,22 @@ impl RecordView {
         state_from_code(self.state_word)
     }
 
+    /// True unless the record is free.
+    #[inline]
+    pub fn is_live(&self) -> bool {
+        self.state().is_some()
+    }
+
     /// The flow; None for a free record.
     pub fn flow(&self) -> Option<Flow> {
         self.state()?;
         unpack(&self.words)
     }
 
-    /// The flow's key in `direction`, computed from the packed words without unpacking
-    /// the whole flow (the lookup's hot path). None for a free record, and for the reply
-    /// direction of a DR flow.
-    #[inline]
+    /// The flow's key in `direction`, computed from the packed words. None for a free
+    /// record, and for the reply direction of a DR flow. The reference [`Probe::matches`]
+    /// is tested against.
+    #[cfg(test)]
     pub fn key(&self, direction: Direction) -> Option<FlowKey> {
         self.state()?;
         let [addrs, servers, ports, meta] = self.words;
@@ -148,6 +154,68 @@ impl RecordView {
     }
 }
 
+/// How a lookup may read records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// The table's owner, outside its write sections: plain loads, no seqlock.
+    Owner,
+    /// Any other core: copies under the seqlock ([`Record::snapshot`]).
+    Reader,
+}
+
+/// A key laid out the way [`pack`] stores a flow's fields, so a lookup compares a record with
+/// a key in three word comparisons instead of deriving the record's key field by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Probe {
+    /// `src_addr << 32 | dst_addr`: the layout of flow word 0 (client, vip) and word 1
+    /// (backend, local).
+    addrs: u64,
+    /// `src_port << 16 | dst_port`: the layout of the high half of flow word 2 (client port,
+    /// vport) and of its low half (backend port, local port).
+    ports: u32,
+    /// The protocol code `pack` stores in bits 8..16 of flow word 3.
+    proto: u8,
+}
+
+impl Probe {
+    /// The probe for `key`.
+    #[inline]
+    pub fn new(key: &FlowKey) -> Probe {
+        Probe {
+            addrs: u64::from(key.src_addr.to_bits()) << 32 | u64::from(key.dst_addr.to_bits()),
+            ports: u32::from(key.src_port) << 16 | u32::from(key.dst_port),
+            proto: proto_code(key.proto),
+        }
+    }
+
+    /// True if the flow packed in `words` has this key in `direction` (the record must also
+    /// be live: the caller checks its state). Same answer as comparing with
+    /// `RecordView::key(direction)`, without building a key.
+    #[inline]
+    fn matches(&self, words: &[u64; 4], direction: Direction) -> bool {
+        let [addrs, servers, ports, meta] = *words;
+        if (meta >> 8) as u8 != self.proto {
+            return false;
+        }
+        let (addrs, ports) = match (direction, meta as u8) {
+            // client:cport -> vip:vport
+            (Direction::Original, _) => (addrs, (ports >> 32) as u32),
+            // NAT: backend:bport -> client:cport
+            (Direction::Reply, FORWARD_NAT) => (
+                servers & HIGH_HALF | addrs >> 32,
+                (ports as u32 & 0xffff_0000) | (ports >> 48) as u32,
+            ),
+            // FullNAT: backend:bport -> local:lport
+            (Direction::Reply, FORWARD_FULL_NAT) => (servers, ports as u32),
+            (Direction::Reply, _) => return false,
+        };
+        addrs == self.addrs && ports == self.ports
+    }
+}
+
+/// The high 32 bits of a word.
+const HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
+
 impl Record {
     /// A consistent copy of the record, or None if the owner kept it mid-write through every
     /// retry. Safe from any thread; never fails on the owner's thread.
@@ -157,17 +225,7 @@ impl Record {
             // Pairs with the Release store of the even version in `end_write`.
             let generation = self.version.load(Ordering::Acquire);
             if generation & 1 == 0 {
-                let view = RecordView {
-                    generation,
-                    words: [
-                        self.words[0].load(Ordering::Relaxed),
-                        self.words[1].load(Ordering::Relaxed),
-                        self.words[2].load(Ordering::Relaxed),
-                        self.words[3].load(Ordering::Relaxed),
-                    ],
-                    state_word: self.state.load(Ordering::Relaxed),
-                    last_seen: self.last_seen.load(Ordering::Relaxed),
-                };
+                let view = self.load_fields(generation);
                 // Pairs with the fence(Release) after the odd version store in `begin_write`.
                 fence(Ordering::Acquire);
                 if self.version.load(Ordering::Relaxed) == generation {
@@ -177,6 +235,51 @@ impl Record {
             std::hint::spin_loop();
         }
         None
+    }
+
+    /// Owner only: the record as it is, without the seqlock. Exact because only the owner
+    /// writes the version and the flow words, and it never reads a record from inside one of
+    /// its own write sections (they all open and close within one `&mut Conntrack` call).
+    /// Readers' RMWs of `state` and `last_seen` are single atomic words, so a plain load sees
+    /// either value whole.
+    #[inline]
+    pub fn owner_view(&self) -> RecordView {
+        // Only the owner stores `version` and `words`, so these loads see its own last stores.
+        self.load_fields(self.version.load(Ordering::Relaxed))
+    }
+
+    /// The record's fields as they are (Relaxed loads), labelled with `generation`; the
+    /// callers above say why the copy is consistent.
+    #[inline]
+    fn load_fields(&self, generation: u64) -> RecordView {
+        RecordView {
+            generation,
+            words: [
+                self.words[0].load(Ordering::Relaxed),
+                self.words[1].load(Ordering::Relaxed),
+                self.words[2].load(Ordering::Relaxed),
+                self.words[3].load(Ordering::Relaxed),
+            ],
+            state_word: self.state.load(Ordering::Relaxed),
+            last_seen: self.last_seen.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A consistent copy of the record, read the way `access` allows.
+    #[inline]
+    pub fn view(&self, access: Access) -> Option<RecordView> {
+        match access {
+            Access::Owner => Some(self.owner_view()),
+            Access::Reader => self.snapshot(),
+        }
+    }
+
+    /// Starts loading the record's cache line: a Relaxed load whose value goes to
+    /// `black_box`, so the load is issued but nothing waits for it (a prefetch without
+    /// `unsafe`).
+    #[inline]
+    pub fn touch_line(&self) {
+        std::hint::black_box(self.version.load(Ordering::Relaxed));
     }
 
     /// Owner only: the index positions of the flow's original slot and reply slot.
@@ -293,18 +396,30 @@ pub(super) const fn timeout_index(state: FlowState) -> usize {
 /// Number of entries a timeout table indexed by [`timeout_index`] needs.
 pub(super) const TIMEOUT_ENTRIES: usize = 6;
 
+/// The code [`pack`] stores for a protocol (never 0).
+const fn proto_code(proto: Proto) -> u8 {
+    match proto {
+        Proto::Tcp => 1,
+        Proto::Udp => 2,
+    }
+}
+
+/// The codes [`pack`] stores for forwarding modes.
+const FORWARD_DR: u8 = 1;
+/// See [`FORWARD_DR`].
+const FORWARD_NAT: u8 = 2;
+/// See [`FORWARD_DR`].
+const FORWARD_FULL_NAT: u8 = 3;
+
 /// Packs a flow into the four flow words.
 fn pack(flow: &Flow) -> [u64; 4] {
     let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(a.to_bits()) << 32 | u64::from(b.to_bits());
-    let proto = match flow.proto {
-        Proto::Tcp => 1u64,
-        Proto::Udp => 2,
-    };
-    let forward = match flow.forward {
-        ForwardMode::Dr => 1u64,
-        ForwardMode::Nat => 2,
-        ForwardMode::FullNat => 3,
-    };
+    let proto = u64::from(proto_code(flow.proto));
+    let forward = u64::from(match flow.forward {
+        ForwardMode::Dr => FORWARD_DR,
+        ForwardMode::Nat => FORWARD_NAT,
+        ForwardMode::FullNat => FORWARD_FULL_NAT,
+    });
     [
         addrs(flow.client_addr, flow.vip),
         addrs(flow.backend_addr, flow.local_addr),
@@ -326,9 +441,9 @@ fn unpack(words: &[u64; 4]) -> Option<Flow> {
         _ => return None,
     };
     let forward = match words[3] as u8 {
-        1 => ForwardMode::Dr,
-        2 => ForwardMode::Nat,
-        3 => ForwardMode::FullNat,
+        FORWARD_DR => ForwardMode::Dr,
+        FORWARD_NAT => ForwardMode::Nat,
+        FORWARD_FULL_NAT => ForwardMode::FullNat,
         _ => return None,
     };
     Some(Flow {
@@ -388,14 +503,24 @@ impl SlotFormat {
         ((hash >> 32) as u32 >> (self.record_bits + 1)).max(1)
     }
 
+    /// The mask of a slot word's fingerprint bits, and `tag` in place under it: a slot has
+    /// fingerprint `tag` iff `word & mask == bits`.
+    #[inline]
+    fn tag_bits(self, tag: u32) -> (u32, u32) {
+        let shift = self.record_bits + 1;
+        (u32::MAX << shift, tag << shift)
+    }
+
+    /// The direction bit of a slot word.
+    #[inline]
+    fn direction(self, word: u32) -> Direction {
+        if word >> self.record_bits & 1 == 1 { Direction::Reply } else { Direction::Original }
+    }
+
     fn decode(self, word: u32) -> Option<SlotRef> {
         (word != 0).then_some(SlotRef {
             tag: word >> (self.record_bits + 1),
-            direction: if word >> self.record_bits & 1 == 1 {
-                Direction::Reply
-            } else {
-                Direction::Original
-            },
+            direction: self.direction(word),
             record: (word & self.record_mask()) as usize,
         })
     }
@@ -425,11 +550,13 @@ pub(super) struct Table {
     embryonic: CachePadded<AtomicUsize>,
 }
 
-/// Where a key was found: the direction, the record and a snapshot of it.
+/// Where a key was found: the direction, the record and a copy of it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Found {
+pub(super) struct Found<'a> {
     pub direction: Direction,
-    pub record: usize,
+    /// The record's index.
+    pub index: usize,
+    pub record: &'a Record,
     pub view: RecordView,
 }
 
@@ -497,26 +624,75 @@ impl Table {
         now.saturating_sub(view.last_seen) > timeout
     }
 
-    /// Finds the flow that has `key` (live or expired). Safe from any thread.
+    /// Finds the flow that has `key` (live or expired), reading records as `access` allows.
+    /// `hash` must be `flow_hash(key)` (any other value finds nothing or another key's
+    /// slots, which the key comparison rejects).
+    ///
+    /// The hot path of every packet: one pass over the bucket's slots comparing
+    /// fingerprints, and for a matching slot one copy of its record compared with the key as
+    /// packed words ([`Probe`]).
     #[inline]
-    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<Found> {
+    pub fn find(&self, key: &FlowKey, hash: u64, access: Access) -> Option<Found<'_>> {
         let (bucket, tag) = self.place(hash);
-        let tag_shift = self.format.record_bits + 1;
-        self.buckets.get(bucket)?.slots.iter().find_map(|slot| {
+        let format = self.format;
+        let (tag_mask, tag_bits) = format.tag_bits(tag);
+        let probe = Probe::new(key);
+        for slot in &self.buckets.get(bucket)?.slots {
             // Pairs with the Release store in `publish`.
             let word = slot.load(Ordering::Acquire);
             // Free slots (0) have fingerprint 0, which no key has.
-            if word >> tag_shift != tag {
-                return None;
+            if word & tag_mask != tag_bits {
+                continue;
             }
-            let slot = self.format.decode(word)?;
-            let view = self.record(slot.record)?.snapshot()?;
-            (view.key(slot.direction)? == *key).then_some(Found {
-                direction: slot.direction,
-                record: slot.record,
-                view,
-            })
-        })
+            let index = (word & format.record_mask()) as usize;
+            let Some(record) = self.records.get(index) else {
+                continue;
+            };
+            let Some(view) = record.view(access) else {
+                continue;
+            };
+            let direction = format.direction(word);
+            if view.is_live() && probe.matches(&view.words, direction) {
+                return Some(Found { direction, index, record, view });
+            }
+        }
+        None
+    }
+
+    /// [`Table::find`] from any thread (tests).
+    #[cfg(test)]
+    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<Found<'_>> {
+        self.find(key, hash, Access::Reader)
+    }
+
+    /// Starts loading the index bucket `hash` selects (see [`Record::touch_line`]).
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        if let Some(bucket) = self.buckets.get(self.place(hash).0) {
+            std::hint::black_box(bucket.slots[0].load(Ordering::Relaxed));
+        }
+    }
+
+    /// Starts loading the record of the first slot of the bucket `hash` selects that
+    /// carries `hash`'s fingerprint (none for most unknown keys). Only reads the bucket,
+    /// which a [`Table::prefetch_bucket`] earlier in the batch has brought in. A fingerprint
+    /// collision ahead of the key's own slot (rare: 2^-14 per occupied slot at 100 000
+    /// records) only makes this prefetch the wrong line.
+    #[inline]
+    pub fn prefetch_record(&self, hash: u64) {
+        let (bucket, tag) = self.place(hash);
+        let format = self.format;
+        let Some(bucket) = self.buckets.get(bucket) else {
+            return;
+        };
+        let (tag_mask, tag_bits) = format.tag_bits(tag);
+        let found = bucket.slots.iter().find_map(|slot| {
+            let word = slot.load(Ordering::Relaxed);
+            (word & tag_mask == tag_bits).then_some(word & format.record_mask())
+        });
+        if let Some(record) = found.and_then(|index| self.records.get(index as usize)) {
+            record.touch_line();
+        }
     }
 
     /// Moves a flow into or out of `SynSeen` in the embryonic count.
@@ -634,6 +810,41 @@ mod tests {
         }
 
         #[test]
+        fn probes_match_exactly_the_keys_derived_from_records(
+            flow in arb_flow(),
+            other in arb_flow(),
+            reply in any::<bool>(),
+            mutate in 0..6usize,
+        ) {
+            let words = pack(&flow);
+            let direction = if reply { Direction::Reply } else { Direction::Original };
+            let view = RecordView { generation: 2, words, state_word: state_word(2, FlowState::Udp), last_seen: 0 };
+            // The flow's own keys, another flow's keys, and each key with one field changed.
+            let mut candidates = vec![flow.original_key(), other.original_key()];
+            candidates.extend(flow.reply_key());
+            candidates.extend(other.reply_key());
+            let near: Vec<FlowKey> = candidates.iter().map(|key| {
+                let mut key = *key;
+                match mutate {
+                    0 => key.src_addr = Ipv4Addr::from_bits(key.src_addr.to_bits() ^ 1),
+                    1 => key.dst_addr = Ipv4Addr::from_bits(key.dst_addr.to_bits() ^ 0x8000_0000),
+                    2 => key.src_port ^= 1,
+                    3 => key.dst_port ^= 0x8000,
+                    4 => key.proto = if key.proto == Proto::Tcp { Proto::Udp } else { Proto::Tcp },
+                    _ => key = key.reversed(),
+                }
+                key
+            }).collect();
+            for key in candidates.iter().chain(&near) {
+                prop_assert_eq!(
+                    Probe::new(key).matches(&view.words, direction),
+                    view.key(direction) == Some(*key),
+                    "{} {:?}", key, direction
+                );
+            }
+        }
+
+        #[test]
         fn slot_refs_round_trip(
             records in 1..=Table::MAX_RECORDS,
             hash in any::<u64>(),
@@ -718,7 +929,7 @@ mod tests {
         table.write_record(3, &flow, FlowState::Udp, 9, (bucket * BUCKET_SLOTS, None));
         let found = table.lookup(&key, crate::hash::flow_hash(&key)).unwrap();
         assert_eq!(
-            (found.record, found.view.flow(), found.direction),
+            (found.index, found.view.flow(), found.direction),
             (3, Some(flow), Direction::Original)
         );
         // The reply key is not indexed (no reply slot published).

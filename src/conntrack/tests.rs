@@ -592,6 +592,109 @@ fn readers_see_and_update_the_owners_flows() {
     assert!(format!("{ct:?}").contains("capacity"));
 }
 
+#[test]
+fn prefetching_is_harmless_for_any_hash_and_table() {
+    let f = tcp(ForwardMode::Nat, 1);
+    let unknown = tcp(ForwardMode::Nat, 2).original_key();
+    let hashes = [0, 1, u64::MAX, flow_hash(&f.original_key()), flow_hash(&unknown)];
+    for capacity in [0, 2, 16] {
+        let mut ct = table(capacity);
+        // Empty table.
+        for hash in hashes {
+            ct.prefetch_bucket(hash);
+            ct.prefetch_record(&unknown, hash);
+        }
+        assert!(ct.is_empty());
+        if capacity == 0 {
+            continue;
+        }
+        insert(&mut ct, secs(0), f, Some(SYN)).unwrap();
+        let before = (ct.len(), ct.embryonic(), ct.stats());
+        for key in [f.original_key(), f.reply_key().unwrap(), unknown] {
+            for hash in hashes {
+                ct.prefetch_bucket(hash);
+                ct.prefetch_record(&key, hash);
+            }
+        }
+        // Nothing moved: the flow is still embryonic, its last-seen still 0 s (3 s timeout).
+        assert_eq!((ct.len(), ct.embryonic(), ct.stats()), before);
+        assert!(!ct.contains(secs(4), &f.original_key()));
+    }
+}
+
+#[test]
+fn track_hashed_is_track_with_the_hash_computed_outside() {
+    let mut ct = table(64);
+    let reader = ct.reader();
+    let flows = [tcp(ForwardMode::Dr, 1), tcp(ForwardMode::Nat, 2), tcp(ForwardMode::FullNat, 3)];
+    for f in flows {
+        insert(&mut ct, secs(0), f, Some(SYN)).unwrap();
+    }
+    let mut twin = table(64);
+    for f in flows {
+        insert(&mut twin, secs(0), f, Some(SYN)).unwrap();
+    }
+    let keys: Vec<FlowKey> =
+        flows.iter().flat_map(|f| std::iter::once(f.original_key()).chain(f.reply_key())).collect();
+    for (step, flags) in [Some(ACK), Some(FIN | ACK), None, Some(RST)].into_iter().enumerate() {
+        let now = secs(step as u64);
+        for key in &keys {
+            let hash = flow_hash(key);
+            let hit = twin.track(now, key, flags);
+            assert!(hit.is_some(), "{key}");
+            assert_eq!(ct.track_hashed(now, key, hash, flags), hit, "{key}");
+        }
+    }
+    assert_eq!((ct.embryonic(), ct.stats()), (twin.embryonic(), twin.stats()));
+    // Readers too.
+    for key in &keys {
+        let hit = twin.reader().track(secs(3), key, Some(ACK));
+        assert!(hit.is_some(), "{key}");
+        assert_eq!(reader.track_hashed(secs(3), key, flow_hash(key), Some(ACK)), hit);
+    }
+}
+
+#[test]
+fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow() {
+    // One bucket: every hash lands where both flows are.
+    let mut ct = table(2);
+    let (f, g) = (tcp(ForwardMode::Dr, 1), tcp(ForwardMode::Dr, 2));
+    insert(&mut ct, secs(0), f, Some(ACK)).unwrap();
+    insert(&mut ct, secs(0), g, Some(ACK)).unwrap();
+    let (fk, gk) = (f.original_key(), g.original_key());
+    assert_eq!(ct.track_hashed(secs(1), &fk, flow_hash(&gk), Some(ACK)), None);
+    assert_eq!(ct.track_hashed(secs(1), &gk, flow_hash(&fk), Some(ACK)), None);
+    assert_eq!(
+        ct.track_hashed(secs(1), &fk, flow_hash(&fk), Some(ACK)).map(|hit| hit.flow),
+        Some(f)
+    );
+}
+
+proptest! {
+    /// Whatever hash a caller passes, a hit is always the flow of the key it asked for.
+    #[test]
+    fn track_hashed_hits_only_the_asked_key(which in 0..8u32, hash in any::<u64>(), use_own_hash in any::<bool>()) {
+        let mut ct = table(4);
+        let flows: Vec<Flow> = (0..4).map(|i| tcp(ForwardMode::Nat, i)).collect();
+        for f in &flows {
+            insert(&mut ct, secs(0), *f, Some(ACK)).unwrap();
+        }
+        let keys: Vec<FlowKey> = flows.iter().flat_map(|f| [f.original_key(), f.reply_key().unwrap()]).collect();
+        let key = keys[which as usize];
+        let hash = if use_own_hash { flow_hash(&key) } else { hash };
+        match ct.track_hashed(secs(1), &key, hash, Some(ACK)) {
+            Some(hit) => {
+                let found = match hit.direction {
+                    Direction::Original => Some(hit.flow.original_key()),
+                    Direction::Reply => hit.flow.reply_key(),
+                };
+                prop_assert_eq!(found, Some(key));
+            }
+            None => prop_assert!(!use_own_hash, "a live key missed with its own hash"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Model-based property test.
 
@@ -726,7 +829,10 @@ proptest! {
     /// On a table too large to ever evict, the table behaves exactly like the model.
     #[test]
     fn behaves_like_a_hash_map(ops in prop::collection::vec(arb_op(), 1..120)) {
-        let mut ct = Conntrack::new(&ConntrackConfig { timeouts: timeouts(), ..ConntrackConfig::with_capacity(4096) });
+        let config = ConntrackConfig { timeouts: timeouts(), ..ConntrackConfig::with_capacity(4096) };
+        let mut ct = Conntrack::new(&config);
+        // The same operations, with every track through `track_hashed` after both prefetches.
+        let mut hashed = Conntrack::new(&config);
         let mut model = Model::default();
         let mut now = 0u64;
         for op in ops {
@@ -735,10 +841,19 @@ proptest! {
                     let (mut got, mut want) = (Vec::new(), Vec::new());
                     let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &mut want));
+                    prop_assert_eq!(&got, &want);
+                    got.clear();
+                    prop_assert_eq!(hashed.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f)), result);
                     prop_assert_eq!(got, want);
                 }
                 Op::Track(key, flags) => {
-                    prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), model.track(now, &key, flags));
+                    let want = model.track(now, &key, flags);
+                    prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
+                    // The batch path: prefetches, then the lookup with the hash computed outside.
+                    let hash = flow_hash(&key);
+                    hashed.prefetch_bucket(hash);
+                    hashed.prefetch_record(&key, hash);
+                    prop_assert_eq!(hashed.track_hashed(Instant::from_nanos(now), &key, hash, flags), want);
                 }
                 Op::Contains(key) => {
                     let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
@@ -747,11 +862,13 @@ proptest! {
                 Op::Remove(key) => {
                     let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.0);
                     prop_assert_eq!(ct.remove(&key), want);
+                    prop_assert_eq!(hashed.remove(&key), want);
                 }
                 Op::Advance(millis) => now += millis * 1_000_000,
                 Op::Sweep => {
                     let mut got = Vec::new();
                     let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f| got.push(f.original_key()));
+                    prop_assert_eq!(hashed.sweep(Instant::from_nanos(now), usize::MAX, |_| {}), removed);
                     let mut want: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
                     for key in &want {
                         model.flows.remove(key);
@@ -766,6 +883,7 @@ proptest! {
             prop_assert_eq!(ct.len(), model.flows.len());
             let embryonic = model.flows.values().filter(|(_, s, _)| *s == FlowState::SynSeen).count();
             prop_assert_eq!(ct.embryonic(), embryonic);
+            prop_assert_eq!((hashed.len(), hashed.embryonic(), hashed.stats()), (ct.len(), embryonic, ct.stats()));
             prop_assert_eq!(ct.stats().refused_full + ct.stats().evicted_embryonic, 0);
         }
     }
@@ -1026,4 +1144,122 @@ fn conntrack_fill_report() {
             100.0 * full as f64 / i as f64,
         );
     }
+}
+
+/// The batch API against one-at-a-time lookups: random hits among 100 000 DR flows, 64 per
+/// batch as a poll loop gets them, with and without the two prefetch passes. Run with
+/// `cargo test --release --lib conntrack_batch_report -- --ignored --nocapture`; for
+/// instructions per hit, run the test binary under `valgrind --tool=callgrind
+/// --collect-atstart=no --toggle-collect='*measured_loop*'` with `conntrack_batch_report
+/// --ignored`.
+#[test]
+#[ignore]
+fn conntrack_batch_report() {
+    const FLOWS: u32 = 100_000;
+    let lookups: usize =
+        std::env::var("XLB_BATCH_LOOKUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+    let flows: Vec<Flow> = (0..FLOWS)
+        .map(|i| flow(ForwardMode::Dr, Proto::Tcp, i, 10_000 + (i % 50_000) as u16))
+        .collect();
+    for f in &flows {
+        ct.insert(Instant::from_secs(1), *f, Some(ACK), |_| {}).unwrap();
+    }
+    let random: Vec<FlowKey> = (0..lookups as u64)
+        .map(|i| flows[(mix64(i) % u64::from(FLOWS)) as usize].original_key())
+        .collect();
+    let hot: Vec<FlowKey> = random.iter().take(1000).cycle().take(lookups).copied().collect();
+
+    type Loop = fn(&mut Conntrack, &[FlowKey]) -> usize;
+    let variants: [(&str, Loop); 4] = [
+        ("one at a time, track", measured_loop_track),
+        ("batch, no prefetch", measured_loop_batch_plain),
+        ("batch, bucket prefetch", measured_loop_batch_bucket),
+        ("batch, both prefetches", measured_loop_batch_prefetch),
+    ];
+    for (set, keys) in [("100 000 random", &random), ("1 000 hot", &hot)] {
+        for (name, run) in variants {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                let hits = run(&mut ct, keys);
+                best = best.min(start.elapsed().as_nanos() as f64 / keys.len() as f64);
+                assert_eq!(hits, keys.len(), "{name}: every lookup hits");
+            }
+            println!("{set} flows, {name}: {best:.1} ns per hit");
+        }
+    }
+}
+
+/// Packets per batch in `conntrack_batch_report`.
+const BATCH: usize = 64;
+
+/// The nanoseconds of batch `batch`: time moves on every batch, as it does in a poll loop,
+/// so every hit refreshes last-seen.
+fn batch_now(batch: usize) -> Instant {
+    Instant::from_nanos(2_000_000_000 + batch as u64 * 1_000)
+}
+
+#[inline(never)]
+fn measured_loop_track(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    let mut hits = 0;
+    for (batch, chunk) in keys.chunks(BATCH).enumerate() {
+        for key in chunk {
+            let hit = ct.track(batch_now(batch), std::hint::black_box(key), Some(ACK));
+            // black_box: the caller uses the hit, so building it is part of the figure.
+            hits += usize::from(std::hint::black_box(hit).is_some());
+        }
+    }
+    hits
+}
+
+/// The passes of a batch before the lookups: every key's hash, then (`prefetch` >= 1) a
+/// pass starting the bucket loads, then (`prefetch` >= 2) one starting the record loads.
+/// Each prefetch pass is a tight loop of its own, so the core has many loads in flight.
+#[inline(always)]
+fn prepare_batch(ct: &Conntrack, chunk: &[FlowKey], hashes: &mut [u64; BATCH], prefetch: u8) {
+    for (hash, key) in hashes.iter_mut().zip(chunk) {
+        *hash = flow_hash(std::hint::black_box(key));
+    }
+    if prefetch >= 1 {
+        for hash in &hashes[..chunk.len()] {
+            ct.prefetch_bucket(*hash);
+        }
+    }
+    if prefetch >= 2 {
+        for (key, hash) in chunk.iter().zip(hashes.iter()) {
+            ct.prefetch_record(key, *hash);
+        }
+    }
+}
+
+/// The lookups of a batch; returns the hits.
+#[inline(always)]
+fn track_batch(ct: &mut Conntrack, keys: &[FlowKey], prefetch: u8) -> usize {
+    let mut hashes = [0; BATCH];
+    let mut hits = 0;
+    for (batch, chunk) in keys.chunks(BATCH).enumerate() {
+        prepare_batch(ct, chunk, &mut hashes, prefetch);
+        let now = batch_now(batch);
+        for (key, hash) in chunk.iter().zip(&hashes) {
+            let hit = ct.track_hashed(now, key, *hash, Some(ACK));
+            hits += usize::from(std::hint::black_box(hit).is_some());
+        }
+    }
+    hits
+}
+
+#[inline(never)]
+fn measured_loop_batch_plain(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    track_batch(ct, keys, 0)
+}
+
+#[inline(never)]
+fn measured_loop_batch_bucket(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    track_batch(ct, keys, 1)
+}
+
+#[inline(never)]
+fn measured_loop_batch_prefetch(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
+    track_batch(ct, keys, 2)
 }
