@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as WallClock};
 
 use xlb::control::{Config, Snapshot};
-use xlb::dataplane::{CoreSlot, IfaceId, Pipeline, Stat, Verdict};
+use xlb::dataplane::{BATCH, CoreSlot, IfaceId, Pipeline, Stat, Verdict};
 use xlb::sched::{BackendSpec, MaglevTable};
 use xlb::testkit::{self, ACK, SYN};
 use xlb::time::Instant;
@@ -29,7 +29,6 @@ use xlb::wire::MacAddr;
 
 const FLOWS: usize = 100_000;
 const BACKENDS: u8 = 16;
-const BATCH: usize = 64;
 const LB_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);
 const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x20]);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
@@ -225,16 +224,22 @@ fn measured_loop(prepared: &mut Prepared, batch: &mut [[u8; 128]; BATCH]) -> (us
     let now = Instant::from_secs(2);
     let mut transmitted = 0;
     let mut processed = 0;
+    let mut verdicts = [Verdict::Pass; BATCH];
     for chunk in prepared.order.chunks(BATCH) {
-        for (slot, index) in batch.iter_mut().zip(chunk) {
+        let mut lens = [0usize; BATCH];
+        for ((slot, len), index) in batch.iter_mut().zip(lens.iter_mut()).zip(chunk) {
             let template = &prepared.templates[*index as usize];
             slot[..template.len()].copy_from_slice(template);
+            *len = template.len();
         }
-        for (slot, index) in batch.iter_mut().zip(chunk) {
-            let len = prepared.templates[*index as usize].len();
-            let verdict = prepared.pipeline.process(now, IfaceId(0), &mut slot[..len]);
-            transmitted += matches!(verdict, Verdict::Tx(_)) as usize;
-        }
+        let mut slots = batch.iter_mut().zip(lens);
+        let mut frames: [&mut [u8]; BATCH] = std::array::from_fn(|_| match slots.next() {
+            Some((slot, len)) => &mut slot[..len],
+            None => &mut [],
+        });
+        prepared.pipeline.process_batch(now, IfaceId(0), &mut frames[..chunk.len()], &mut verdicts);
+        transmitted +=
+            verdicts[..chunk.len()].iter().filter(|v| matches!(v, Verdict::Tx(_))).count();
         processed += chunk.len();
         black_box(&batch);
     }

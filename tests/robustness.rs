@@ -190,3 +190,51 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// `process_batch` is `process` on each frame in order: same verdicts, same bytes out,
+    /// same frames sent on its own, same counters.
+    #[test]
+    fn a_batch_is_the_frames_one_by_one(mutations in prop::collection::vec(mutation(), 1..150)) {
+        let seeds = seeds();
+        let frames: Vec<Vec<u8>> = mutations
+            .into_iter()
+            .map(|m| {
+                let mut frame = seeds[m.seed].clone();
+                for (at, value) in m.flips {
+                    if let Some(byte) = frame.get_mut(at) {
+                        *byte ^= value;
+                    }
+                }
+                if let Some(cut) = m.cut {
+                    frame.truncate(cut);
+                }
+                frame
+            })
+            .collect();
+        let now = Instant::from_secs(5);
+        let mut one_by_one = pipeline();
+        let mut singles = frames.clone();
+        let single_verdicts: Vec<Verdict> =
+            singles.iter_mut().map(|f| one_by_one.process(now, IfaceId(0), f)).collect();
+        let mut single_emitted = Vec::new();
+        one_by_one.drain_emitted(|_, f| single_emitted.push(f.to_vec()));
+
+        let mut batched = pipeline();
+        let mut batch = frames.clone();
+        let mut refs: Vec<&mut [u8]> = batch.iter_mut().map(|f| f.as_mut_slice()).collect();
+        let mut verdicts = vec![Verdict::Pass; refs.len()];
+        batched.process_batch(now, IfaceId(0), &mut refs, &mut verdicts);
+        let mut batch_emitted = Vec::new();
+        batched.drain_emitted(|_, f| batch_emitted.push(f.to_vec()));
+
+        prop_assert_eq!(verdicts, single_verdicts);
+        prop_assert_eq!(batch, singles);
+        prop_assert_eq!(batch_emitted, single_emitted);
+        for stat in Stat::ALL {
+            prop_assert_eq!(batched.counters().get(*stat), one_by_one.counters().get(*stat), "{}", stat);
+        }
+    }
+}

@@ -8,4 +8,4 @@ pub mod io;
 pub mod pipeline;
 
 pub use counters::{BackendCounters, Counters, DropReason, Stat};
-pub use pipeline::{CoreSlot, IfaceId, Pipeline, Verdict};
+pub use pipeline::{BATCH, CoreSlot, IfaceId, Pipeline, Verdict};

@@ -99,6 +99,8 @@ const ETH_LEN: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
 const TCP_SYN: u8 = TcpFlags::SYN.0;
 const TCP_ACK: u8 = TcpFlags::ACK.0;
 const TCP_RST: u8 = TcpFlags::RST.0;
+/// Frames [`Pipeline::process_batch`] prefetches for at once.
+pub const BATCH: usize = 64;
 /// Frames the pipeline may queue on its own between two drains.
 const EMIT_CAPACITY: usize = 64;
 const EMIT_FRAME: usize = arp::MAX_HELD_FRAME;
@@ -132,6 +134,9 @@ struct CoreState {
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
+    /// The flow key and hash [`Pipeline::process_batch`] computed for the frame being
+    /// processed, so the lookup need not hash again. Used only if the key matches.
+    batch_hint: Option<(FlowKey, u64)>,
 }
 
 impl Pipeline {
@@ -153,6 +158,7 @@ impl Pipeline {
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
+            batch_hint: None,
         };
         Pipeline { snapshot, core }
     }
@@ -234,6 +240,40 @@ impl Pipeline {
             Verdict::Held => core.counters.add(Stat::HeldPackets, 1),
         }
         verdict
+    }
+
+    /// Processes a batch of frames received on `ingress`, as a poll loop gets them: the same
+    /// verdicts, in the same order, as calling [`Pipeline::process`] on each frame.
+    ///
+    /// First it hashes every frame's 5-tuple and touches the connection-table bucket each
+    /// will look in, so that those cache misses overlap instead of following one another;
+    /// then it processes the frames in order. `verdicts[i]` is the verdict of `frames[i]`;
+    /// frames beyond `verdicts.len()` are left alone.
+    pub fn process_batch(
+        &mut self,
+        now: Instant,
+        ingress: IfaceId,
+        frames: &mut [&mut [u8]],
+        verdicts: &mut [Verdict],
+    ) {
+        let count = frames.len().min(verdicts.len());
+        for (frames, verdicts) in
+            frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
+        {
+            let mut hints = [None; BATCH];
+            for (hint, frame) in hints.iter_mut().zip(frames.iter()) {
+                if let Some(key) = peek_flow_key(frame) {
+                    let hash = flow_hash(&key);
+                    self.core.conntrack.prefetch_bucket(hash);
+                    *hint = Some((key, hash));
+                }
+            }
+            for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(hints) {
+                self.core.batch_hint = hint;
+                *verdict = self.process(now, ingress, frame);
+            }
+            self.core.batch_hint = None;
+        }
     }
 
     /// Hands every frame the pipeline queued on its own to `send`, oldest first.
@@ -468,12 +508,16 @@ impl CoreState {
         tcp_flags: Option<u8>,
         maybe_reply: bool,
     ) -> Option<crate::conntrack::Hit> {
-        if let Some(hit) = self.conntrack.track(now, key, tcp_flags) {
+        let hash = match self.batch_hint.take() {
+            Some((hinted, hash)) if hinted == *key => hash,
+            _ => flow_hash(key),
+        };
+        if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
             return Some(hit);
         }
         if maybe_reply {
             for peer in &self.peers {
-                if let Some(hit) = peer.track(now, key, tcp_flags) {
+                if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
                     self.counters.add(Stat::CrossCoreHits, 1);
                     return Some(hit);
                 }
@@ -851,6 +895,27 @@ fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, 
         (ForwardMode::FullNat, Direction::Original) => (local, backend),
         (ForwardMode::FullNat, Direction::Reply) => (vip, client),
     }
+}
+
+/// The 5-tuple of a TCP/UDP-in-IPv4 frame, read with bounds checks only and no validation:
+/// a guess for prefetching. The full parse decides what the frame is.
+#[inline]
+fn peek_flow_key(frame: &[u8]) -> Option<FlowKey> {
+    if frame.get(12..14)? != EtherType::IPV4.to_be_bytes() {
+        return None;
+    }
+    let ip = frame.get(ETH_LEN..)?;
+    let header_len = usize::from(ip.first()? & 0x0f) * 4;
+    let proto = Proto::from_number(*ip.get(9)?)?;
+    let addrs = ip.get(12..20)?;
+    let ports = ip.get(header_len..header_len + 4)?;
+    Some(FlowKey {
+        src_addr: Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]),
+        dst_addr: Ipv4Addr::new(addrs[4], addrs[5], addrs[6], addrs[7]),
+        src_port: u16::from_be_bytes([ports[0], ports[1]]),
+        dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+        proto,
+    })
 }
 
 #[inline]
