@@ -28,6 +28,8 @@ use xlb::time::Instant;
 use xlb::wire::MacAddr;
 
 const FLOWS: usize = 100_000;
+/// The config's default connection-table capacity per core: what an operator gets.
+const DEFAULT_CAPACITY: usize = 1_000_000;
 const BACKENDS: u8 = 16;
 const LB_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);
 const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x20]);
@@ -38,6 +40,8 @@ const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
 enum Scenario {
     /// DR, every packet hits an established flow.
     DrHit,
+    /// The same with a table sized to the flows (capacity 128k instead of the default 1M).
+    DrHitSized,
     /// NAT, established flows, half requests and half replies.
     NatHit,
     /// FullNAT, established flows, half requests and half replies.
@@ -49,8 +53,9 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::DrHit,
+        Scenario::DrHitSized,
         Scenario::NatHit,
         Scenario::FullNatHit,
         Scenario::NewFlows,
@@ -60,6 +65,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::DrHit => "dr-hit",
+            Scenario::DrHitSized => "dr-hit-sized",
             Scenario::NatHit => "nat-hit",
             Scenario::FullNatHit => "fullnat-hit",
             Scenario::NewFlows => "new-flows",
@@ -70,6 +76,7 @@ impl Scenario {
     fn describe(self) -> &'static str {
         match self {
             Scenario::DrHit => "DR, conntrack hit (100k flows)",
+            Scenario::DrHitSized => "DR, conntrack hit, table sized 128k",
             Scenario::NatHit => "NAT, hit, 50% replies (100k flows)",
             Scenario::FullNatHit => "FullNAT, hit, 50% replies (100k flows)",
             Scenario::NewFlows => "DR, new flows (miss+schedule+insert)",
@@ -79,7 +86,7 @@ impl Scenario {
 
     fn target_mpps(self) -> f64 {
         match self {
-            Scenario::DrHit | Scenario::Mix => 20.0,
+            Scenario::DrHit | Scenario::DrHitSized | Scenario::Mix => 20.0,
             Scenario::NatHit | Scenario::FullNatHit => 10.0,
             Scenario::NewFlows => 5.0,
         }
@@ -145,8 +152,11 @@ fn prepare(scenario: Scenario, packets: usize) -> Prepared {
         Scenario::FullNatHit => "fullnat",
         _ => "dr",
     };
-    let capacity =
-        if scenario == Scenario::NewFlows { packets + FLOWS } else { 2 * FLOWS + packets / 10 };
+    let capacity = match scenario {
+        Scenario::NewFlows => packets + FLOWS,
+        Scenario::DrHitSized => 131_072,
+        _ => DEFAULT_CAPACITY,
+    };
     let snapshot = config(forward, capacity);
     let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
     let now = Instant::from_secs(1);
@@ -409,7 +419,7 @@ fn main() {
     let mut report = String::new();
     report += "# Pipeline benchmark: one pinned core, pure pipeline (no I/O)\n\n";
     report += &format!(
-        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 64-70 byte TCP frames, {} backends, Maglev 65537\n\n",
+        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 64-70 byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n\n",
         cpu_model(),
         cores.len(),
         kernel,
@@ -420,7 +430,8 @@ fn main() {
         packets,
         runs,
         BATCH,
-        BACKENDS
+        BACKENDS,
+        DEFAULT_CAPACITY
     );
     report += "| scenario | Mpps | ns/packet | instructions/packet | target | met |\n|---|---:|---:|---:|---:|:---:|\n";
     for f in &figures {
