@@ -69,7 +69,7 @@ impl Scenario {
             Scenario::NatHit => "nat-hit",
             Scenario::FullNatHit => "fullnat-hit",
             Scenario::NewFlows => "new-flows",
-            Scenario::Mix => "dr-mix-5%-new",
+            Scenario::Mix => "dr-mix",
         }
     }
 
