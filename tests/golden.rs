@@ -730,6 +730,57 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "icmp: frag-needed from a FullNAT backend reaches the client about VIP:port",
+            steps: vec![
+                step(
+                    "open the flow",
+                    fullnat_syn.clone(),
+                    TX,
+                    Expect::WithLocalPort(Box::new(|port| {
+                        testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), SYN, &[])
+                    })),
+                ),
+                step(
+                    "rs2 says xlb's packet from the local address was too big",
+                    Input::ToLocalPort(Box::new(|port| {
+                        testkit::icmp_frag_needed(
+                            RS2.mac,
+                            LB.mac,
+                            RS2.ip,
+                            LOCAL,
+                            1400,
+                            &testkit::tcp(
+                                LB.mac,
+                                RS2.mac,
+                                (LOCAL, port),
+                                (RS2.ip, 8080),
+                                PSH_ACK,
+                                &[0; 64],
+                            ),
+                            20,
+                        )
+                    })),
+                    TX,
+                    Expect::Frame(testkit::icmp_frag_needed(
+                        LB.mac,
+                        CLIENT.mac,
+                        VIP_FULLNAT,
+                        CLIENT.ip,
+                        1400,
+                        &testkit::tcp(
+                            LB.mac,
+                            RS2.mac,
+                            client(),
+                            vip(VIP_FULLNAT, 80),
+                            PSH_ACK,
+                            &[0; 64],
+                        ),
+                        20,
+                    )),
+                ),
+            ],
+        },
+        Case {
             name: "icmp: an error about no tracked flow",
             steps: vec![step(
                 "frag-needed to the VIP about nothing we know",

@@ -716,12 +716,28 @@ impl CoreState {
                 }
             }
         }
-        let route = match (direction, backend) {
-            (Direction::Original, Some(index)) => Some(snapshot.backends[index].route),
-            (Direction::Original, None) => snapshot.route(flow.backend_addr),
-            (Direction::Reply, _) => snapshot.route(flow.client_addr),
+        self.deliver(snapshot, now, frame, flow, direction, backend)
+    }
+
+    /// Sends a frame already translated for `direction` of `flow` to its next hop: the
+    /// flow's backend (`backend` is its index, when still in the snapshot) or its client.
+    #[inline]
+    fn deliver(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+        direction: Direction,
+        backend: Option<usize>,
+    ) -> Verdict {
+        let (route, backend) = match (direction, backend) {
+            (Direction::Original, Some(index)) => {
+                (Some(snapshot.backends[index].route), Some(index))
+            }
+            (Direction::Original, None) => (snapshot.route(flow.backend_addr), None),
+            (Direction::Reply, _) => (snapshot.route(flow.client_addr), None),
         };
-        let backend = if direction == Direction::Original { backend } else { None };
         match route {
             Some(route) => self.send(snapshot, now, frame, route, backend),
             None => Verdict::Drop(DropReason::NoRoute),
@@ -847,28 +863,8 @@ impl CoreState {
         let mut icmp = IcmpPacket::new_unchecked(&mut frame[icmp_range]);
         icmp.fill_checksum();
         self.counters.add(Stat::IcmpErrorsForwarded, 1);
-        self.forward_l2_only(snapshot, now, frame, &flow, hit.direction)
-    }
-
-    /// Routes an already-translated frame along a flow's direction.
-    fn forward_l2_only(
-        &mut self,
-        snapshot: &Snapshot,
-        now: Instant,
-        frame: &mut [u8],
-        flow: &Flow,
-        direction: Direction,
-    ) -> Verdict {
-        let route = match direction {
-            Direction::Original => backend_of(snapshot, flow)
-                .map(|index| snapshot.backends[index].route)
-                .or_else(|| snapshot.route(flow.backend_addr)),
-            Direction::Reply => snapshot.route(flow.client_addr),
-        };
-        match route {
-            Some(route) => self.send(snapshot, now, frame, route, None),
-            None => Verdict::Drop(DropReason::NoRoute),
-        }
+        let backend = backend_of(snapshot, &flow);
+        self.deliver(snapshot, now, frame, &flow, hit.direction, backend)
     }
 }
 
