@@ -422,7 +422,7 @@ fn main() {
     let mut report = String::new();
     report += "# Pipeline benchmark: one pinned core, pure pipeline (no I/O)\n\n";
     report += &format!(
-        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 64-70 byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n\n",
+        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 60-byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n\n",
         cpu_model(),
         cores.len(),
         kernel,
