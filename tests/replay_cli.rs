@@ -160,3 +160,21 @@ fn check_prints_the_plan_with_maglev_shares() {
     // Two equal backends: each holds about half of the 65537 slots.
     assert!(text.contains("maglev share 50.00%") || text.contains("maglev share 49.99%"), "{text}");
 }
+
+/// The README's run command (`scripts/demo`) replays files that exist.
+#[test]
+fn the_demo_script_names_files_that_exist() {
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
+            .unwrap();
+    let words: Vec<&str> = script.split_whitespace().collect();
+    let mut named = 0;
+    for pair in words.windows(2) {
+        if pair[0] == "--config" || pair[0] == "--pcap" {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(pair[1]);
+            assert!(path.exists(), "scripts/demo names {} which does not exist", pair[1]);
+            named += 1;
+        }
+    }
+    assert_eq!(named, 2, "scripts/demo passes --config and --pcap");
+}
