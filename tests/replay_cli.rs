@@ -20,6 +20,18 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// `xlb replay` of the bundled seed-lab capture, writing to `out`; it must succeed.
+fn replay_seed_lab(out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_str().unwrap();
+    let mut args =
+        vec!["replay", "--config", "examples/seed-dr.toml", "--pcap", "examples/seed-dr.pcap"];
+    args.extend(["--out", out]);
+    args.extend(extra);
+    let output = xlb(&args);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
 fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     let file = std::fs::File::open(path).unwrap();
     let mut reader = PcapReader::new(file).unwrap();
@@ -47,17 +59,7 @@ fn bundled_captures_are_what_the_generator_writes() {
 #[test]
 fn replay_of_the_seed_lab_balances_and_counts_every_frame() {
     let out = scratch("seed-dr-out.pcap");
-    let output = xlb(&[
-        "replay",
-        "--config",
-        "examples/seed-dr.toml",
-        "--pcap",
-        "examples/seed-dr.pcap",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let output = replay_seed_lab(&out, &["--json"]);
     let summary: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     let n = |key: &str| summary[key].as_u64().unwrap_or_else(|| panic!("{key} in {summary}"));
     let input_frames = read_pcap(Path::new("examples/seed-dr.pcap")).len() as u64;
@@ -88,16 +90,7 @@ fn replay_of_the_seed_lab_balances_and_counts_every_frame() {
 #[test]
 fn replay_prints_an_ipvsadm_like_table() {
     let out = scratch("seed-dr-table.pcap");
-    let output = xlb(&[
-        "replay",
-        "--config",
-        "examples/seed-dr.toml",
-        "--pcap",
-        "examples/seed-dr.pcap",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(output.status.success());
+    let output = replay_seed_lab(&out, &[]);
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("TCP  10.1.1.10:80 maglev dr"), "{text}");
     assert!(text.contains("-> 10.1.1.11:80"), "{text}");
