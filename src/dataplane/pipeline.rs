@@ -134,10 +134,11 @@ struct CoreState {
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
-    /// The flow key and hash [`Pipeline::process_batch`] computed for the frame being
-    /// processed, so the lookup need not hash again. Used only if the key matches.
-    batch_hint: Option<(FlowKey, u64)>,
 }
+
+/// The flow key and hash [`Pipeline::process_batch`] computed for a frame in its first pass,
+/// handed down so the lookup need not hash again. Used only if the parsed key matches.
+type Hint<'a> = Option<&'a (FlowKey, u64)>;
 
 impl Pipeline {
     /// A pipeline for one core. Allocates everything it will ever use.
@@ -158,7 +159,6 @@ impl Pipeline {
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
-            batch_hint: None,
         };
         Pipeline { snapshot, core }
     }
@@ -229,10 +229,22 @@ impl Pipeline {
     /// Processes one frame received on `ingress`, rewriting it in place.
     #[inline]
     pub fn process(&mut self, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
+        self.process_hinted(now, ingress, frame, None)
+    }
+
+    /// [`Pipeline::process`], with the key and hash of the batch's first pass, if any.
+    #[inline]
+    fn process_hinted(
+        &mut self,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        hint: Hint<'_>,
+    ) -> Verdict {
         let core = &mut self.core;
         core.counters.add(Stat::RxPackets, 1);
         core.counters.add(Stat::RxBytes, frame.len() as u64);
-        let verdict = core.process(&self.snapshot, now, ingress, frame);
+        let verdict = core.process(&self.snapshot, now, ingress, frame, hint);
         match verdict {
             Verdict::Tx(_) => core.counters.add(Stat::TxPackets, 1),
             Verdict::Pass => core.counters.add(Stat::PassPackets, 1),
@@ -268,11 +280,9 @@ impl Pipeline {
                     *hint = Some((key, hash));
                 }
             }
-            for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(hints) {
-                self.core.batch_hint = hint;
-                *verdict = self.process(now, ingress, frame);
+            for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(&hints) {
+                *verdict = self.process_hinted(now, ingress, frame, hint.as_ref());
             }
-            self.core.batch_hint = None;
         }
     }
 
@@ -370,6 +380,7 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
+        hint: Hint<'_>,
     ) -> Verdict {
         let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
             return Verdict::Drop(DropReason::UnknownInterface);
@@ -382,7 +393,7 @@ impl CoreState {
             return Verdict::Pass;
         }
         match eth.ethertype() {
-            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame),
+            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame, hint),
             EtherType::ARP => self.arp(snapshot, now, ingress, frame),
             _ => Verdict::Pass,
         }
@@ -457,6 +468,7 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
+        hint: Hint<'_>,
     ) -> Verdict {
         let packet = &frame[ETH_LEN..];
         if packet.len() < 20 {
@@ -489,7 +501,7 @@ impl CoreState {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
                     Some(transport) => {
-                        self.transport(snapshot, now, ingress, frame, owned, transport)
+                        self.transport(snapshot, now, ingress, frame, owned, transport, hint)
                     }
                     None => reject(owned, DropReason::BadL4Header),
                 }
@@ -507,9 +519,10 @@ impl CoreState {
         key: &FlowKey,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
+        hint: Hint<'_>,
     ) -> Option<crate::conntrack::Hit> {
-        let hash = match self.batch_hint.take() {
-            Some((hinted, hash)) if hinted == *key => hash,
+        let hash = match hint {
+            Some((hinted, hash)) if hinted == key => *hash,
             _ => flow_hash(key),
         };
         if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
@@ -535,10 +548,11 @@ impl CoreState {
         frame: &mut [u8],
         owned: Option<Owned>,
         transport: Transport,
+        hint: Hint<'_>,
     ) -> Verdict {
         let key = transport.key;
         let maybe_reply = owned != Some(Owned::Vip);
-        if let Some(hit) = self.track(now, &key, transport.tcp_flags, maybe_reply) {
+        if let Some(hit) = self.track(now, &key, transport.tcp_flags, maybe_reply, hint) {
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match owned {
@@ -841,7 +855,7 @@ impl CoreState {
             return reject(owned, DropReason::Truncated);
         };
         let key = quoted.key.reversed();
-        let Some(hit) = self.track(now, &key, None, true) else {
+        let Some(hit) = self.track(now, &key, None, true, None) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
