@@ -512,7 +512,7 @@ impl CoreState {
     }
 
     /// Finds the flow a key belongs to, here or (for replies) on another core.
-    #[inline]
+    #[inline(always)]
     fn track(
         &mut self,
         now: Instant,
@@ -702,7 +702,7 @@ impl CoreState {
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
-    #[inline]
+    #[inline(always)]
     fn forward(
         &mut self,
         snapshot: &Snapshot,
