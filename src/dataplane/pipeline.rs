@@ -73,6 +73,14 @@ pub enum Verdict {
     Held,
 }
 
+/// Where a frame to one backend goes: its Ethernet addresses (the next hop's MAC, then the
+/// egress interface's) and the egress interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BackendHop {
+    addrs: [u8; 12],
+    egress: IfaceId,
+}
+
 /// Which worker a pipeline serves, out of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoreSlot {
@@ -127,10 +135,12 @@ struct CoreState {
     /// Active flows per backend on this core (lc, wlc, lt).
     active: Vec<u32>,
     neighbors: NeighborTable,
-    /// The MAC of each backend's next hop, looked up once per neighbour-table change rather
-    /// than once per packet; valid while `backend_macs_generation` matches the table's.
-    backend_macs: Vec<Option<MacAddr>>,
-    backend_macs_generation: u64,
+    /// The Ethernet header and egress of a frame to each backend, looked up once per
+    /// neighbour-table change (and per snapshot) rather than once per packet; valid while
+    /// `backend_hops_generation` matches the neighbour table's. None while the next hop's MAC
+    /// or the egress interface is unknown.
+    backend_hops: Vec<Option<BackendHop>>,
+    backend_hops_generation: u64,
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
@@ -154,8 +164,8 @@ impl Pipeline {
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
             neighbors,
-            backend_macs: vec![None; snapshot.backends.len()],
-            backend_macs_generation: u64::MAX,
+            backend_hops: vec![None; snapshot.backends.len()],
+            backend_hops_generation: u64::MAX,
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
@@ -190,8 +200,8 @@ impl Pipeline {
         }
         core.active = active;
         core.counters.backends = backends;
-        core.backend_macs = vec![None; snapshot.backends.len()];
-        core.backend_macs_generation = u64::MAX;
+        core.backend_hops = vec![None; snapshot.backends.len()];
+        core.backend_hops_generation = u64::MAX;
         self.snapshot = snapshot;
     }
 
@@ -399,6 +409,7 @@ impl CoreState {
         }
     }
 
+    #[inline(never)]
     fn arp(
         &mut self,
         snapshot: &Snapshot,
@@ -562,6 +573,8 @@ impl CoreState {
         }
     }
 
+    /// Out of line: keeps the hit path (which calls it on a miss) small.
+    #[inline(never)]
     fn new_flow(
         &mut self,
         snapshot: &Snapshot,
@@ -730,6 +743,16 @@ impl CoreState {
                 }
             }
         }
+        // The common case, to a backend whose next hop is known: what `deliver` and `send`
+        // would do, from the per-backend cache alone.
+        if direction == Direction::Original
+            && let Some(index) = backend
+            && let Some(hop) = self.backend_hop(snapshot, index)
+            && let Some(header) = frame.get_mut(..hop.addrs.len())
+        {
+            header.copy_from_slice(&hop.addrs);
+            return Verdict::Tx(hop.egress);
+        }
         self.deliver(snapshot, now, frame, flow, direction, backend)
     }
 
@@ -758,6 +781,32 @@ impl CoreState {
         }
     }
 
+    /// The cached way to backend `index`, refreshing the cache first if the neighbour table
+    /// changed since it was filled.
+    #[inline]
+    fn backend_hop(&mut self, snapshot: &Snapshot, index: usize) -> Option<BackendHop> {
+        if self.backend_hops_generation != self.neighbors.generation() {
+            self.refresh_backend_hops(snapshot);
+        }
+        self.backend_hops.get(index).copied().flatten()
+    }
+
+    /// Fills the per-backend cache from the neighbour table and the snapshot's interfaces.
+    #[cold]
+    fn refresh_backend_hops(&mut self, snapshot: &Snapshot) {
+        for (hop, backend) in self.backend_hops.iter_mut().zip(&snapshot.backends) {
+            let route = backend.route;
+            *hop = snapshot.interfaces.get(route.egress.index()).and_then(|interface| {
+                let mac = self.neighbors.lookup(route.next_hop)?;
+                let mut addrs = [0; 12];
+                addrs[..6].copy_from_slice(&mac.0);
+                addrs[6..].copy_from_slice(&interface.mac.0);
+                Some(BackendHop { addrs, egress: route.egress })
+            });
+        }
+        self.backend_hops_generation = self.neighbors.generation();
+    }
+
     /// The MAC of `route`'s next hop; through the per-backend cache when the route is a
     /// backend's.
     #[inline]
@@ -770,13 +819,10 @@ impl CoreState {
         let Some(index) = backend else {
             return self.neighbors.lookup(route.next_hop);
         };
-        if self.backend_macs_generation != self.neighbors.generation() {
-            for (mac, backend) in self.backend_macs.iter_mut().zip(&snapshot.backends) {
-                *mac = self.neighbors.lookup(backend.route.next_hop);
-            }
-            self.backend_macs_generation = self.neighbors.generation();
-        }
-        self.backend_macs.get(index).copied().flatten()
+        let hop = self.backend_hop(snapshot, index)?;
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&hop.addrs[..6]);
+        Some(MacAddr(mac))
     }
 
     /// Fills in the Ethernet header towards `route`, or holds the frame and asks for the next
@@ -815,6 +861,7 @@ impl CoreState {
         }
     }
 
+    #[inline(never)]
     fn icmp(
         &mut self,
         snapshot: &Snapshot,
@@ -1139,6 +1186,69 @@ mod tests {
             }
             assert_eq!(next, 65536);
         }
+    }
+
+    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
+    fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+mac = "{mac}"
+
+[[service]]
+vip = "10.1.1.100"
+port = 80
+forward = "dr"
+scheduler = "rr"
+[[service.backend]]
+addr = "10.1.1.11"
+port = 80
+"#
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// The per-backend cache of the hit path follows the neighbour table and the snapshot:
+    /// held until the backend's MAC is learned, then sent with the learned MAC, and with a
+    /// new snapshot's interface MAC at once.
+    #[test]
+    fn backend_hop_cache_follows_neighbors_and_snapshots() {
+        use crate::testkit::{self, ACK, Host, SYN};
+        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let now = Instant::from_nanos(1);
+        let packet = |flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), vip, flags, b"x");
+        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
+
+        let mut syn = packet(SYN);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Held);
+        pipeline.drain_emitted(|_, _| {});
+
+        let mut reply = testkit::arp(false, RS.mac, RS.ip, LB.mac, LB.ip);
+        pipeline.process(now, IfaceId(0), &mut reply);
+        let mut released = Vec::new();
+        pipeline.drain_emitted(|_, frame| released.push(macs(frame)));
+        assert_eq!(released, vec![(RS.mac.0.to_vec(), LB.mac.0.to_vec()); 2]);
+
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), LB.mac.0.to_vec()));
+
+        // Same flow, new snapshot: the interface's new MAC is the source at once.
+        pipeline.set_snapshot(dr_snapshot("02:00:00:00:00:99"));
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Pass, "old LB MAC");
+        ack[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), vec![2, 0, 0, 0, 0, 0x99]));
     }
 
     #[test]
