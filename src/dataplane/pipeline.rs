@@ -1023,11 +1023,19 @@ fn rewrite_transport(frame: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: 
     let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]);
     let old_src = ip.src_addr();
     let old_dst = ip.dst_addr();
+    // The same bits as `rewrite_src_addr` then `rewrite_dst_addr` for the addresses that
+    // change, with one checksum update.
+    let (mut delta, mut changed) = (checksum::Delta::NONE, false);
     if old_src != src.0 {
-        ip.rewrite_src_addr(src.0);
+        ip.set_src_addr(src.0);
+        (delta, changed) = (delta.addr(old_src, src.0), true);
     }
     if old_dst != dst.0 {
-        ip.rewrite_dst_addr(dst.0);
+        ip.set_dst_addr(dst.0);
+        (delta, changed) = (delta.addr(old_dst, dst.0), true);
+    }
+    if changed {
+        ip.set_checksum(delta.apply(ip.checksum()));
     }
     let payload = ip.payload_mut();
     rewrite_ports(payload, proto, (old_src, src.0), (old_dst, dst.0), src.1, dst.1);
@@ -1076,19 +1084,15 @@ fn rewrite_ports(
         return;
     };
     let old = u16::from_be_bytes([field[0], field[1]]);
+    // One update for all four changes: the same bits as four updates in a row.
+    let delta = checksum::Delta::NONE
+        .addr(old_src, new_src)
+        .addr(old_dst, new_dst)
+        .u16(old_src_port, src_port)
+        .u16(old_dst_port, dst_port);
     let new = match proto {
-        Proto::Tcp => {
-            let c = checksum::update_addr(old, old_src, new_src);
-            let c = checksum::update_addr(c, old_dst, new_dst);
-            let c = checksum::update_u16(c, old_src_port, src_port);
-            checksum::update_u16(c, old_dst_port, dst_port)
-        }
-        Proto::Udp => {
-            let c = checksum::update_udp_addr(old, old_src, new_src);
-            let c = checksum::update_udp_addr(c, old_dst, new_dst);
-            let c = checksum::update_udp_u16(c, old_src_port, src_port);
-            checksum::update_udp_u16(c, old_dst_port, dst_port)
-        }
+        Proto::Tcp => delta.apply(old),
+        Proto::Udp => delta.apply_udp(old),
     };
     field.copy_from_slice(&new.to_be_bytes());
 }

@@ -208,6 +208,57 @@ pub fn update_udp_addr(checksum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
     udp_form(checksum, |present| update_addr(present, old, new))
 }
 
+/// Several changes to the data a checksum covers, applied in one RFC 1624 update: the sum
+/// `~m + m'` of every changed 16-bit word, added to `~HC` and folded once.
+///
+/// Bit for bit the same as applying [`update_u16`], [`update_addr`] (or their UDP forms) one
+/// change at a time, whatever the old checksum: each of those results depends only on the
+/// one's-complement value it computes (0 when that value is zero, its complement otherwise),
+/// so folding once at the end gives the same value, and the same representative, as folding
+/// after every change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta(u32);
+
+impl Delta {
+    /// No change yet.
+    pub const NONE: Delta = Delta(0);
+
+    /// Adds a 16-bit word's change from `old` to `new`.
+    #[inline]
+    #[must_use]
+    pub fn u16(self, old: u16, new: u16) -> Delta {
+        // At most 0x1fffe per word: a Delta of a few dozen changes cannot overflow.
+        Delta(self.0 + u32::from(!old) + u32::from(new))
+    }
+
+    /// Adds an aligned 32-bit value's change (two words).
+    #[inline]
+    #[must_use]
+    pub fn u32(self, old: u32, new: u32) -> Delta {
+        self.u16((old >> 16) as u16, (new >> 16) as u16).u16(old as u16, new as u16)
+    }
+
+    /// Adds an IPv4 address's change (in a header or a TCP/UDP pseudo-header).
+    #[inline]
+    #[must_use]
+    pub fn addr(self, old: Ipv4Addr, new: Ipv4Addr) -> Delta {
+        self.u32(old.to_bits(), new.to_bits())
+    }
+
+    /// The new checksum: `checksum` updated for every change added.
+    #[inline]
+    pub fn apply(self, checksum: u16) -> u16 {
+        finish_update(u32::from(!checksum) + self.0)
+    }
+
+    /// [`Delta::apply`] for a UDP checksum: 0 ("no checksum") stays 0, and a computed 0 is
+    /// sent as 0xffff.
+    #[inline]
+    pub fn apply_udp(self, checksum: u16) -> u16 {
+        udp_form(checksum, |present| self.apply(present))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +284,38 @@ mod tests {
 
     fn full_checksum(words: &[u16]) -> u16 {
         finish(sum(&words_to_bytes(words), 0))
+    }
+
+    proptest! {
+        #[test]
+        fn delta_is_the_updates_one_at_a_time(
+            checksum in any::<u16>(),
+            addrs in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..3),
+            words in proptest::collection::vec((any::<u16>(), any::<u16>()), 0..3),
+            edge in 0..3u8,
+        ) {
+            // Also the edges: both zeros as the old checksum.
+            let checksum = match edge { 0 => 0, 1 => 0xffff, _ => checksum };
+            let (mut one, mut udp, mut delta) = (checksum, checksum, Delta::NONE);
+            for &(old, new) in &addrs {
+                let (old, new) = (Ipv4Addr::from_bits(old), Ipv4Addr::from_bits(new));
+                one = update_addr(one, old, new);
+                udp = update_udp_addr(udp, old, new);
+                delta = delta.addr(old, new);
+            }
+            for &(old, new) in &words {
+                one = update_u16(one, old, new);
+                udp = update_udp_u16(udp, old, new);
+                delta = delta.u16(old, new);
+            }
+            if addrs.is_empty() && words.is_empty() {
+                // No update at all: nothing to compare with one at a time.
+                prop_assert_eq!(delta, Delta::NONE);
+            } else {
+                prop_assert_eq!(delta.apply(checksum), one);
+                prop_assert_eq!(delta.apply_udp(checksum), udp);
+            }
+        }
     }
 
     #[test]
