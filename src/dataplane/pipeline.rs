@@ -1037,8 +1037,9 @@ fn rewrite_transport(frame: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: 
     if changed {
         ip.set_checksum(delta.apply(ip.checksum()));
     }
+    // The pseudo-header changes as the header did.
     let payload = ip.payload_mut();
-    rewrite_ports(payload, proto, (old_src, src.0), (old_dst, dst.0), src.1, dst.1);
+    rewrite_ports(payload, proto, delta, src.1, dst.1);
 }
 
 /// Rewrites the packet quoted in an ICMP error: addresses (with the quoted header's checksum)
@@ -1055,17 +1056,17 @@ fn rewrite_quote(quote: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: (Ipv
         ip.rewrite_dst_addr(dst.0);
     }
     let segment = &mut quote[header_len..];
-    rewrite_ports(segment, proto, (old_src, src.0), (old_dst, dst.0), src.1, dst.1);
+    let addrs = checksum::Delta::NONE.addr(old_src, src.0).addr(old_dst, dst.0);
+    rewrite_ports(segment, proto, addrs, src.1, dst.1);
 }
 
 /// Sets the ports of a TCP/UDP header at the start of `segment` and patches its checksum for
-/// the address and port changes. A quoted segment may be cut short: its checksum is patched
-/// only when present.
+/// the port changes and `addrs`, the change of the addresses in its pseudo-header. A quoted
+/// segment may be cut short: its checksum is patched only when present.
 fn rewrite_ports(
     segment: &mut [u8],
     proto: Proto,
-    (old_src, new_src): (Ipv4Addr, Ipv4Addr),
-    (old_dst, new_dst): (Ipv4Addr, Ipv4Addr),
+    addrs: checksum::Delta,
     src_port: u16,
     dst_port: u16,
 ) {
@@ -1084,12 +1085,8 @@ fn rewrite_ports(
         return;
     };
     let old = u16::from_be_bytes([field[0], field[1]]);
-    // One update for all four changes: the same bits as four updates in a row.
-    let delta = checksum::Delta::NONE
-        .addr(old_src, new_src)
-        .addr(old_dst, new_dst)
-        .u16(old_src_port, src_port)
-        .u16(old_dst_port, dst_port);
+    // One update for all the changes: the same bits as one update per change in a row.
+    let delta = addrs.u16(old_src_port, src_port).u16(old_dst_port, dst_port);
     let new = match proto {
         Proto::Tcp => delta.apply(old),
         Proto::Udp => delta.apply_udp(old),
