@@ -551,6 +551,7 @@ impl CoreState {
     }
 
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn transport(
         &mut self,
         snapshot: &Snapshot,
