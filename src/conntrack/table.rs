@@ -485,17 +485,25 @@ pub(super) struct SlotRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotFormat {
     record_bits: u32,
+    /// `(1 << record_bits) - 1` and `1 << record_bits`, computed once: a lookup uses both.
+    record_mask: u32,
+    direction_bit: u32,
 }
 
 impl SlotFormat {
     /// The format for a table of `records` records.
     fn for_records(records: usize) -> SlotFormat {
         let needed = usize::BITS - records.saturating_sub(1).leading_zeros();
-        SlotFormat { record_bits: needed.clamp(1, MAX_RECORD_BITS) }
+        let record_bits = needed.clamp(1, MAX_RECORD_BITS);
+        SlotFormat {
+            record_bits,
+            record_mask: (1 << record_bits) - 1,
+            direction_bit: 1 << record_bits,
+        }
     }
 
     fn record_mask(self) -> u32 {
-        (1 << self.record_bits) - 1
+        self.record_mask
     }
 
     /// A nonzero fingerprint of `hash`, from bits the bucket index does not use.
@@ -514,7 +522,7 @@ impl SlotFormat {
     /// The direction bit of a slot word.
     #[inline]
     fn direction(self, word: u32) -> Direction {
-        if word >> self.record_bits & 1 == 1 { Direction::Reply } else { Direction::Original }
+        if word & self.direction_bit != 0 { Direction::Reply } else { Direction::Original }
     }
 
     fn decode(self, word: u32) -> Option<SlotRef> {

@@ -73,6 +73,14 @@ pub enum Verdict {
     Held,
 }
 
+/// Where a frame to one backend goes: its Ethernet addresses (the next hop's MAC, then the
+/// egress interface's) and the egress interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BackendHop {
+    addrs: [u8; 12],
+    egress: IfaceId,
+}
+
 /// Which worker a pipeline serves, out of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoreSlot {
@@ -127,17 +135,20 @@ struct CoreState {
     /// Active flows per backend on this core (lc, wlc, lt).
     active: Vec<u32>,
     neighbors: NeighborTable,
-    /// The MAC of each backend's next hop, looked up once per neighbour-table change rather
-    /// than once per packet; valid while `backend_macs_generation` matches the table's.
-    backend_macs: Vec<Option<MacAddr>>,
-    backend_macs_generation: u64,
+    /// The Ethernet header and egress of a frame to each backend, looked up once per
+    /// neighbour-table change (and per snapshot) rather than once per packet; valid while
+    /// `backend_hops_generation` matches the neighbour table's. None while the next hop's MAC
+    /// or the egress interface is unknown.
+    backend_hops: Vec<Option<BackendHop>>,
+    backend_hops_generation: u64,
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
-    /// The flow key and hash [`Pipeline::process_batch`] computed for the frame being
-    /// processed, so the lookup need not hash again. Used only if the key matches.
-    batch_hint: Option<(FlowKey, u64)>,
 }
+
+/// The flow key and hash [`Pipeline::process_batch`] computed for a frame in its first pass,
+/// handed down so the lookup need not hash again. Used only if the parsed key matches.
+type Hint<'a> = Option<&'a (FlowKey, u64)>;
 
 impl Pipeline {
     /// A pipeline for one core. Allocates everything it will ever use.
@@ -153,12 +164,11 @@ impl Pipeline {
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
             neighbors,
-            backend_macs: vec![None; snapshot.backends.len()],
-            backend_macs_generation: u64::MAX,
+            backend_hops: vec![None; snapshot.backends.len()],
+            backend_hops_generation: u64::MAX,
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
-            batch_hint: None,
         };
         Pipeline { snapshot, core }
     }
@@ -190,8 +200,8 @@ impl Pipeline {
         }
         core.active = active;
         core.counters.backends = backends;
-        core.backend_macs = vec![None; snapshot.backends.len()];
-        core.backend_macs_generation = u64::MAX;
+        core.backend_hops = vec![None; snapshot.backends.len()];
+        core.backend_hops_generation = u64::MAX;
         self.snapshot = snapshot;
     }
 
@@ -229,10 +239,22 @@ impl Pipeline {
     /// Processes one frame received on `ingress`, rewriting it in place.
     #[inline]
     pub fn process(&mut self, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
+        self.process_hinted(now, ingress, frame, None)
+    }
+
+    /// [`Pipeline::process`], with the key and hash of the batch's first pass, if any.
+    #[inline]
+    fn process_hinted(
+        &mut self,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        hint: Hint<'_>,
+    ) -> Verdict {
         let core = &mut self.core;
         core.counters.add(Stat::RxPackets, 1);
         core.counters.add(Stat::RxBytes, frame.len() as u64);
-        let verdict = core.process(&self.snapshot, now, ingress, frame);
+        let verdict = core.process(&self.snapshot, now, ingress, frame, hint);
         match verdict {
             Verdict::Tx(_) => core.counters.add(Stat::TxPackets, 1),
             Verdict::Pass => core.counters.add(Stat::PassPackets, 1),
@@ -268,11 +290,9 @@ impl Pipeline {
                     *hint = Some((key, hash));
                 }
             }
-            for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(hints) {
-                self.core.batch_hint = hint;
-                *verdict = self.process(now, ingress, frame);
+            for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(&hints) {
+                *verdict = self.process_hinted(now, ingress, frame, hint.as_ref());
             }
-            self.core.batch_hint = None;
         }
     }
 
@@ -370,6 +390,7 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
+        hint: Hint<'_>,
     ) -> Verdict {
         let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
             return Verdict::Drop(DropReason::UnknownInterface);
@@ -382,12 +403,13 @@ impl CoreState {
             return Verdict::Pass;
         }
         match eth.ethertype() {
-            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame),
+            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame, hint),
             EtherType::ARP => self.arp(snapshot, now, ingress, frame),
             _ => Verdict::Pass,
         }
     }
 
+    #[inline(never)]
     fn arp(
         &mut self,
         snapshot: &Snapshot,
@@ -457,6 +479,7 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
+        hint: Hint<'_>,
     ) -> Verdict {
         let packet = &frame[ETH_LEN..];
         if packet.len() < 20 {
@@ -489,7 +512,7 @@ impl CoreState {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
                     Some(transport) => {
-                        self.transport(snapshot, now, ingress, frame, owned, transport)
+                        self.transport(snapshot, now, ingress, frame, owned, transport, hint)
                     }
                     None => reject(owned, DropReason::BadL4Header),
                 }
@@ -500,16 +523,17 @@ impl CoreState {
     }
 
     /// Finds the flow a key belongs to, here or (for replies) on another core.
-    #[inline]
+    #[inline(always)]
     fn track(
         &mut self,
         now: Instant,
         key: &FlowKey,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
+        hint: Hint<'_>,
     ) -> Option<crate::conntrack::Hit> {
-        let hash = match self.batch_hint.take() {
-            Some((hinted, hash)) if hinted == *key => hash,
+        let hash = match hint {
+            Some((hinted, hash)) if hinted == key => *hash,
             _ => flow_hash(key),
         };
         if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
@@ -527,6 +551,7 @@ impl CoreState {
     }
 
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn transport(
         &mut self,
         snapshot: &Snapshot,
@@ -535,10 +560,11 @@ impl CoreState {
         frame: &mut [u8],
         owned: Option<Owned>,
         transport: Transport,
+        hint: Hint<'_>,
     ) -> Verdict {
         let key = transport.key;
         let maybe_reply = owned != Some(Owned::Vip);
-        if let Some(hit) = self.track(now, &key, transport.tcp_flags, maybe_reply) {
+        if let Some(hit) = self.track(now, &key, transport.tcp_flags, maybe_reply, hint) {
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match owned {
@@ -548,6 +574,8 @@ impl CoreState {
         }
     }
 
+    /// Out of line: keeps the hit path (which calls it on a miss) small.
+    #[inline(never)]
     fn new_flow(
         &mut self,
         snapshot: &Snapshot,
@@ -688,7 +716,7 @@ impl CoreState {
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
-    #[inline]
+    #[inline(always)]
     fn forward(
         &mut self,
         snapshot: &Snapshot,
@@ -715,6 +743,16 @@ impl CoreState {
                     counters.out_bytes += bytes;
                 }
             }
+        }
+        // The common case, to a backend whose next hop is known: what `deliver` and `send`
+        // would do, from the per-backend cache alone.
+        if direction == Direction::Original
+            && let Some(index) = backend
+            && let Some(hop) = self.backend_hop(snapshot, index)
+            && let Some(header) = frame.get_mut(..hop.addrs.len())
+        {
+            header.copy_from_slice(&hop.addrs);
+            return Verdict::Tx(hop.egress);
         }
         self.deliver(snapshot, now, frame, flow, direction, backend)
     }
@@ -744,6 +782,32 @@ impl CoreState {
         }
     }
 
+    /// The cached way to backend `index`, refreshing the cache first if the neighbour table
+    /// changed since it was filled.
+    #[inline]
+    fn backend_hop(&mut self, snapshot: &Snapshot, index: usize) -> Option<BackendHop> {
+        if self.backend_hops_generation != self.neighbors.generation() {
+            self.refresh_backend_hops(snapshot);
+        }
+        self.backend_hops.get(index).copied().flatten()
+    }
+
+    /// Fills the per-backend cache from the neighbour table and the snapshot's interfaces.
+    #[cold]
+    fn refresh_backend_hops(&mut self, snapshot: &Snapshot) {
+        for (hop, backend) in self.backend_hops.iter_mut().zip(&snapshot.backends) {
+            let route = backend.route;
+            *hop = snapshot.interfaces.get(route.egress.index()).and_then(|interface| {
+                let mac = self.neighbors.lookup(route.next_hop)?;
+                let mut addrs = [0; 12];
+                addrs[..6].copy_from_slice(&mac.0);
+                addrs[6..].copy_from_slice(&interface.mac.0);
+                Some(BackendHop { addrs, egress: route.egress })
+            });
+        }
+        self.backend_hops_generation = self.neighbors.generation();
+    }
+
     /// The MAC of `route`'s next hop; through the per-backend cache when the route is a
     /// backend's.
     #[inline]
@@ -756,13 +820,10 @@ impl CoreState {
         let Some(index) = backend else {
             return self.neighbors.lookup(route.next_hop);
         };
-        if self.backend_macs_generation != self.neighbors.generation() {
-            for (mac, backend) in self.backend_macs.iter_mut().zip(&snapshot.backends) {
-                *mac = self.neighbors.lookup(backend.route.next_hop);
-            }
-            self.backend_macs_generation = self.neighbors.generation();
-        }
-        self.backend_macs.get(index).copied().flatten()
+        let hop = self.backend_hop(snapshot, index)?;
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&hop.addrs[..6]);
+        Some(MacAddr(mac))
     }
 
     /// Fills in the Ethernet header towards `route`, or holds the frame and asks for the next
@@ -801,6 +862,7 @@ impl CoreState {
         }
     }
 
+    #[inline(never)]
     fn icmp(
         &mut self,
         snapshot: &Snapshot,
@@ -841,7 +903,7 @@ impl CoreState {
             return reject(owned, DropReason::Truncated);
         };
         let key = quoted.key.reversed();
-        let Some(hit) = self.track(now, &key, None, true) else {
+        let Some(hit) = self.track(now, &key, None, true, None) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
@@ -962,14 +1024,23 @@ fn rewrite_transport(frame: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: 
     let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]);
     let old_src = ip.src_addr();
     let old_dst = ip.dst_addr();
+    // The same bits as `rewrite_src_addr` then `rewrite_dst_addr` for the addresses that
+    // change, with one checksum update.
+    let (mut delta, mut changed) = (checksum::Delta::NONE, false);
     if old_src != src.0 {
-        ip.rewrite_src_addr(src.0);
+        ip.set_src_addr(src.0);
+        (delta, changed) = (delta.addr(old_src, src.0), true);
     }
     if old_dst != dst.0 {
-        ip.rewrite_dst_addr(dst.0);
+        ip.set_dst_addr(dst.0);
+        (delta, changed) = (delta.addr(old_dst, dst.0), true);
     }
+    if changed {
+        ip.set_checksum(delta.apply(ip.checksum()));
+    }
+    // The pseudo-header changes as the header did.
     let payload = ip.payload_mut();
-    rewrite_ports(payload, proto, (old_src, src.0), (old_dst, dst.0), src.1, dst.1);
+    rewrite_ports(payload, proto, delta, src.1, dst.1);
 }
 
 /// Rewrites the packet quoted in an ICMP error: addresses (with the quoted header's checksum)
@@ -986,17 +1057,17 @@ fn rewrite_quote(quote: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: (Ipv
         ip.rewrite_dst_addr(dst.0);
     }
     let segment = &mut quote[header_len..];
-    rewrite_ports(segment, proto, (old_src, src.0), (old_dst, dst.0), src.1, dst.1);
+    let addrs = checksum::Delta::NONE.addr(old_src, src.0).addr(old_dst, dst.0);
+    rewrite_ports(segment, proto, addrs, src.1, dst.1);
 }
 
 /// Sets the ports of a TCP/UDP header at the start of `segment` and patches its checksum for
-/// the address and port changes. A quoted segment may be cut short: its checksum is patched
-/// only when present.
+/// the port changes and `addrs`, the change of the addresses in its pseudo-header. A quoted
+/// segment may be cut short: its checksum is patched only when present.
 fn rewrite_ports(
     segment: &mut [u8],
     proto: Proto,
-    (old_src, new_src): (Ipv4Addr, Ipv4Addr),
-    (old_dst, new_dst): (Ipv4Addr, Ipv4Addr),
+    addrs: checksum::Delta,
     src_port: u16,
     dst_port: u16,
 ) {
@@ -1015,19 +1086,11 @@ fn rewrite_ports(
         return;
     };
     let old = u16::from_be_bytes([field[0], field[1]]);
+    // One update for all the changes: the same bits as one update per change in a row.
+    let delta = addrs.u16(old_src_port, src_port).u16(old_dst_port, dst_port);
     let new = match proto {
-        Proto::Tcp => {
-            let c = checksum::update_addr(old, old_src, new_src);
-            let c = checksum::update_addr(c, old_dst, new_dst);
-            let c = checksum::update_u16(c, old_src_port, src_port);
-            checksum::update_u16(c, old_dst_port, dst_port)
-        }
-        Proto::Udp => {
-            let c = checksum::update_udp_addr(old, old_src, new_src);
-            let c = checksum::update_udp_addr(c, old_dst, new_dst);
-            let c = checksum::update_udp_u16(c, old_src_port, src_port);
-            checksum::update_udp_u16(c, old_dst_port, dst_port)
-        }
+        Proto::Tcp => delta.apply(old),
+        Proto::Udp => delta.apply_udp(old),
     };
     field.copy_from_slice(&new.to_be_bytes());
 }
@@ -1125,6 +1188,69 @@ mod tests {
             }
             assert_eq!(next, 65536);
         }
+    }
+
+    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
+    fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+mac = "{mac}"
+
+[[service]]
+vip = "10.1.1.100"
+port = 80
+forward = "dr"
+scheduler = "rr"
+[[service.backend]]
+addr = "10.1.1.11"
+port = 80
+"#
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// The per-backend cache of the hit path follows the neighbour table and the snapshot:
+    /// held until the backend's MAC is learned, then sent with the learned MAC, and with a
+    /// new snapshot's interface MAC at once.
+    #[test]
+    fn backend_hop_cache_follows_neighbors_and_snapshots() {
+        use crate::testkit::{self, ACK, Host, SYN};
+        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let now = Instant::from_nanos(1);
+        let packet = |flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), vip, flags, b"x");
+        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
+
+        let mut syn = packet(SYN);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Held);
+        pipeline.drain_emitted(|_, _| {});
+
+        let mut reply = testkit::arp(false, RS.mac, RS.ip, LB.mac, LB.ip);
+        pipeline.process(now, IfaceId(0), &mut reply);
+        let mut released = Vec::new();
+        pipeline.drain_emitted(|_, frame| released.push(macs(frame)));
+        assert_eq!(released, vec![(RS.mac.0.to_vec(), LB.mac.0.to_vec()); 2]);
+
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), LB.mac.0.to_vec()));
+
+        // Same flow, new snapshot: the interface's new MAC is the source at once.
+        pipeline.set_snapshot(dr_snapshot("02:00:00:00:00:99"));
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Pass, "old LB MAC");
+        ack[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), vec![2, 0, 0, 0, 0, 0x99]));
     }
 
     #[test]

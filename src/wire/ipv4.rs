@@ -220,7 +220,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Whether the header checksum is right. (Either form of zero verifies.)
     #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::fold(checksum::sum(self.header(), 0)) == 0xffff
+        checksum::verifies(self.header())
     }
 }
 
