@@ -1,0 +1,536 @@
+# shellcheck shell=bash
+# lab/lib.sh: what the labs share. Sourced by lab/dr, lab/nat and lab/fullnat.
+#
+# The rules every lab keeps, enforced here:
+# - Every namespace and interface this run creates is named `xlb-<pid>-…` (<pid> is the lab's
+#   own PID, so two runs never collide), and both ends of every veth are created directly
+#   inside namespaces this run created: nothing appears in the caller's namespace.
+# - The EXIT trap (also reached on INT, TERM and any failed command, `set -e`) stops only the
+#   processes this run started, by PID, and deletes only the namespaces this run created
+#   (tracked in LAB_NS), newest first, then the scratch directory. It works from any point,
+#   including a failure halfway through building the topology.
+# - Every wait is bounded in time, every load in requests (--requests, each curl and each UDP
+#   request time out after 2 s).
+# - Traffic stays inside the run's namespaces.
+#
+# A lab calls, in order: lab_init "$@"; lab_ns/lab_veth/lab_bridge_port to build the
+# topology; lab_http_server/lab_udp_server; lab_xlb_config + lab_start_xlb; lab_http_clients/
+# lab_udp_clients + lab_tally; lab_stop_xlb; lab_finish.
+
+LAB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LAB_REPO=$(cd "$LAB_SRC/.." && pwd)
+LAB_PREFIX="xlb-$$"
+LAB_REQUESTS=100
+LAB_TIMEOUT=2       # seconds each client request may take
+LAB_READY_WAIT=10   # seconds xlb may take to bind its sockets and announce the VIPs
+LAB_NS=()           # namespaces this run created, in creation order
+LAB_PIDS=()         # processes this run started (each a direct child of this shell)
+LAB_TMP=""          # scratch directory: configs, logs, web roots
+LAB_XLB=""          # the xlb binary
+LAB_XLB_PID=""
+LAB_STEP=0
+LAB_FAILURES=()     # what went wrong after the topology was up (the lab goes on to report)
+LAB_RESULTS=()      # the parts of the final PASS line
+declare -A LAB_ANSWERS  # "KIND SERVER" -> how many requests of KIND SERVER answered
+LAB_VERDICT=""      # the last line, printed after cleanup: "PASS (...)" or "FAIL (...)"
+LAB_ERROR=""        # the command that failed, when `set -e` ends the lab
+
+lab_usage() {
+    cat <<EOF
+usage: lab/$LAB_NAME [--requests N]
+
+${LAB_ABOUT-}
+
+  --requests N   HTTP requests and UDP request/responses each (default 100)
+
+Environment: XLB=path/to/xlb (default: target/release/xlb, built with cargo if needed).
+Needs root, ip, ethtool, curl and python3. Prints the prefix of everything it creates,
+the steps, xlb's ipvsadm-style stats, and a last line 'lab $LAB_NAME: PASS (...)' or
+'lab $LAB_NAME: FAIL (...)'; exits 0 only on PASS.
+EOF
+}
+
+# Prints a numbered step.
+lab_step() {
+    LAB_STEP=$((LAB_STEP + 1))
+    printf '==> [%d] %s\n' "$LAB_STEP" "$*"
+}
+
+# Prints a detail of the current step.
+lab_info() {
+    printf '    %s\n' "$*"
+}
+
+# Gives up: says why, and exits 1 (the EXIT trap cleans up, then prints the FAIL line).
+lab_fail() {
+    printf '    FAILED: %s\n' "$*"
+    LAB_VERDICT="FAIL ($*)"
+    exit 1
+}
+
+# Records a failure of the traffic or the stats, and lets the lab go on to report the rest.
+lab_failure() {
+    LAB_FAILURES+=("$*")
+    printf '    FAILED: %s\n' "$*"
+}
+
+lab_init() {
+    while (($#)); do
+        case "$1" in
+            --requests)
+                [[ ${2-} =~ ^[1-9][0-9]{0,5}$ ]] || {
+                    echo "lab $LAB_NAME: --requests needs a positive integer" >&2
+                    exit 2
+                }
+                LAB_REQUESTS=$2
+                shift 2
+                ;;
+            -h | --help)
+                lab_usage
+                exit 0
+                ;;
+            *)
+                echo "lab $LAB_NAME: unknown argument '$1'" >&2
+                lab_usage >&2
+                exit 2
+                ;;
+        esac
+    done
+    [ "$(id -u)" -eq 0 ] || {
+        echo "lab $LAB_NAME: needs root (network namespaces, XDP)" >&2
+        exit 2
+    }
+    local tool
+    for tool in ip ethtool curl python3 ss; do
+        command -v "$tool" >/dev/null || {
+            echo "lab $LAB_NAME: needs $tool (bash scripts/setup installs it)" >&2
+            exit 2
+        }
+    done
+    trap lab_cleanup EXIT
+    trap 'LAB_ERROR="line $LINENO: $BASH_COMMAND"' ERR
+    trap 'lab_interrupted INT' INT
+    trap 'lab_interrupted TERM' TERM
+    LAB_TMP=$(mktemp -d "/tmp/$LAB_PREFIX-$LAB_NAME.XXXXXX")
+    echo "lab $LAB_NAME: prefix $LAB_PREFIX (namespaces $LAB_PREFIX-*, scratch $LAB_TMP), $LAB_REQUESTS requests"
+}
+
+lab_interrupted() {
+    echo "lab $LAB_NAME: interrupted ($1)"
+    exit 130
+}
+
+# Whether PID is a live direct child of this shell (so a PID that was reused by someone
+# else after our process ended is never signalled).
+lab_is_ours() {
+    local ppid
+    ppid=$(ps -o ppid= -p "$1" 2>/dev/null) || return 1
+    [ "${ppid// /}" = "$$" ]
+}
+
+# Stops the processes this run started and removes the namespaces it created. Idempotent;
+# runs on every exit path.
+lab_cleanup() {
+    local rc=$? pid ns i pids left
+    trap - EXIT INT TERM ERR
+    set +e
+    if [ -z "$LAB_VERDICT" ]; then
+        if ((rc == 0)); then
+            LAB_VERDICT="FAIL (ended without a verdict)"
+            rc=1
+        else
+            LAB_VERDICT="FAIL (exit status $rc${LAB_ERROR:+ after $LAB_ERROR})"
+        fi
+    fi
+    if ((rc != 0)) && [ -n "$LAB_TMP" ] && [ -d "$LAB_TMP" ]; then
+        lab_show_logs
+    fi
+    for pid in "${LAB_PIDS[@]}"; do
+        lab_is_ours "$pid" && kill -TERM "$pid" 2>/dev/null
+    done
+    for _ in $(seq 30); do
+        left=0
+        for pid in "${LAB_PIDS[@]}"; do lab_is_ours "$pid" && left=1; done
+        ((left)) || break
+        sleep 0.1
+    done
+    for pid in "${LAB_PIDS[@]}"; do
+        lab_is_ours "$pid" && kill -KILL "$pid" 2>/dev/null
+    done
+    for ((i = ${#LAB_NS[@]} - 1; i >= 0; i--)); do
+        ns=${LAB_NS[i]}
+        # Whatever still runs inside a namespace of ours was started by this run (a client
+        # cut short by a signal, say): end it by PID, or the namespace outlives its name.
+        pids=$(ip netns pids "$ns" 2>/dev/null)
+        # shellcheck disable=SC2086 # one PID per word
+        [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+        ip netns del "$ns" 2>/dev/null || echo "lab $LAB_NAME: could not delete namespace $ns"
+    done
+    [ -n "$LAB_TMP" ] && rm -rf -- "$LAB_TMP"
+    left=$(ip netns list 2>/dev/null | grep -c "^$LAB_PREFIX-")
+    if ((left)); then
+        echo "lab $LAB_NAME: cleanup: $left namespaces $LAB_PREFIX-* remain"
+        if ((rc == 0)); then
+            LAB_VERDICT="FAIL (cleanup left $left namespaces)"
+            rc=1
+        fi
+    else
+        echo "lab $LAB_NAME: cleanup: removed ${#LAB_NS[@]} namespaces and everything in them"
+    fi
+    echo "lab $LAB_NAME: $LAB_VERDICT"
+    exit "$rc"
+}
+
+# On failure: the last lines of every log, before the scratch directory goes.
+lab_show_logs() {
+    local log
+    for log in "$LAB_TMP"/*.log; do
+        [ -s "$log" ] || continue
+        echo "--- last lines of $(basename "$log")"
+        tail -n 15 "$log"
+    done
+}
+
+# lab_if SUFFIX: the name of an interface of this run, `xlb-<pid>-SUFFIX` (at most 15 bytes).
+lab_if() {
+    local name="$LAB_PREFIX-$1"
+    ((${#name} <= 15)) || lab_fail "interface name $name is longer than 15 bytes"
+    printf '%s' "$name"
+}
+
+# lab_ns ROLE: creates namespace `xlb-<pid>-ROLE` with `lo` up, and records it for cleanup.
+lab_ns() {
+    local ns="$LAB_PREFIX-$1"
+    ip netns add "$ns" || lab_fail "ip netns add $ns"
+    LAB_NS+=("$ns")
+    ip -n "$ns" link set lo up
+    # Nothing forwards unless a lab says so.
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=0
+}
+
+# lab_veth NS_A IF_A NS_B IF_B: a veth with one end in each namespace, created inside NS_A
+# with its peer moved straight into NS_B; one queue each end (a native XDP bind on a veth
+# with more queues than cores can fail with ENOSPC); checksum and segmentation offload off on
+# both ends (a kernel sender's partial checksums would reach AF_XDP unfinished); both up.
+lab_veth() {
+    local ns_a=$1 if_a=$2 ns_b=$3 if_b=$4
+    ip -n "$ns_a" link add "$if_a" numtxqueues 1 numrxqueues 1 type veth \
+        peer name "$if_b" numtxqueues 1 numrxqueues 1 netns "$ns_b"
+    lab_offloads_off "$ns_a" "$if_a"
+    lab_offloads_off "$ns_b" "$if_b"
+    ip -n "$ns_a" link set "$if_a" up
+    ip -n "$ns_b" link set "$if_b" up
+}
+
+lab_offloads_off() {
+    ip netns exec "$1" ethtool -K "$2" tx off gso off tso off >/dev/null 2>&1 ||
+        lab_fail "ethtool -K $2 tx off gso off tso off in $1"
+}
+
+# lab_bridge NS BR: a bridge (a switch) in NS, up, no STP.
+lab_bridge() {
+    ip -n "$1" link add "$2" type bridge stp_state 0 forward_delay 0
+    ip -n "$1" link set "$2" up
+}
+
+# lab_bridge_port SW_NS BR NS IF PORT: a host NS on the bridge: a veth IF in NS whose other
+# end PORT is a port of bridge BR in SW_NS.
+lab_bridge_port() {
+    local sw=$1 br=$2 ns=$3 if=$4 port=$5
+    lab_veth "$ns" "$if" "$sw" "$port"
+    ip -n "$sw" link set "$port" master "$br"
+}
+
+# lab_sysctl NS KEY=VALUE...
+lab_sysctl() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" sysctl -qw "$@"
+}
+
+# lab_bg NS LOG CMD...: starts CMD inside NS in the background, output to LOG.log in the
+# scratch directory; records its PID (`ip netns exec` execs CMD, so it is CMD's PID).
+lab_bg() {
+    local ns=$1 log=$2
+    shift 2
+    ip netns exec "$ns" "$@" >"$LAB_TMP/$log.log" 2>&1 &
+    LAB_PIDS+=("$!")
+}
+
+# lab_wait SECONDS WHAT CMD...: polls CMD every 0.1 s until it succeeds; fails the lab after
+# SECONDS.
+lab_wait() {
+    local seconds=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < seconds * 10; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    lab_fail "$what: not within $seconds s"
+}
+
+# lab_listening NS PROTO PORT: whether something in NS listens on PROTO (tcp/udp) PORT.
+lab_listening() {
+    local flag=-ltn
+    [ "$2" = udp ] && flag=-lun
+    [ -n "$(ip netns exec "$1" ss -H "$flag" "sport = :$3")" ]
+}
+
+# lab_http_server NS NAME PORT: `python3 -m http.server` on 0.0.0.0:PORT in NS, serving an
+# index.html that says NAME; waits (bounded) until it listens.
+lab_http_server() {
+    local ns=$1 name=$2 port=$3 dir="$LAB_TMP/www-$2"
+    mkdir -p "$dir"
+    echo "$name" >"$dir/index.html"
+    lab_bg "$ns" "http-$name" python3 -m http.server --bind 0.0.0.0 --directory "$dir" "$port"
+    lab_wait 10 "$name's HTTP server on :$port" lab_listening "$ns" tcp "$port"
+    lab_info "$name: HTTP on 0.0.0.0:$port (python3 -m http.server, says '$name')"
+}
+
+# lab_udp_server NS NAME PORT: lab/udp.py's server on 0.0.0.0:PORT in NS, answering every
+# datagram with NAME from the address it was sent to; waits (bounded) until it listens.
+lab_udp_server() {
+    local ns=$1 name=$2 port=$3
+    lab_bg "$ns" "udp-$name" python3 -u "$LAB_SRC/udp.py" serve --name "$name" --port "$port"
+    lab_wait 10 "$name's UDP server on :$port" lab_listening "$ns" udp "$port"
+    lab_info "$name: UDP on 0.0.0.0:$port (lab/udp.py, answers '$name')"
+}
+
+# lab_http_clients NS URL N OUT: N sequential `curl -s --max-time 2 URL` in NS, each a new
+# connection; one line per request in OUT: `ok BODY` or `fail curl-exit-code`.
+lab_http_clients() {
+    # shellcheck disable=SC2016 # the loop runs in the namespace's bash
+    ip netns exec "$1" bash -c '
+        for ((i = 0; i < $2; i++)); do
+            if body=$(curl -s --max-time "$3" "$1"); then echo "ok $body"; else echo "fail curl-$?"; fi
+        done' lab-http-client "$2" "$3" "$LAB_TIMEOUT" >"$4"
+}
+
+# lab_udp_clients NS ADDR PORT N OUT: N request/responses, each from a fresh socket (a new
+# flow), in NS; one line per request in OUT, as lab_http_clients.
+lab_udp_clients() {
+    ip netns exec "$1" python3 "$LAB_SRC/udp.py" ask --addr "$2" --port "$3" --count "$4" \
+        --timeout "$LAB_TIMEOUT" >"$5"
+}
+
+# lab_tally KIND OUT N SERVER...: counts the answers in OUT, prints them, and records a
+# failure unless all N succeeded and every SERVER answered at least a quarter of them.
+lab_tally() {
+    local kind=$1 out=$2 n=$3 ok server count shares=()
+    shift 3
+    ok=$(grep -c '^ok ' "$out" || true)
+    lab_info "$kind: $ok/$n answered"
+    if ((ok != n)); then
+        lab_failure "$kind: $((n - ok)) of $n requests failed ($(lab_counts < <(grep -v '^ok ' "$out" | sed 's/^fail //')))"
+    fi
+    for server in "$@"; do
+        count=$(grep -cx "ok $server" "$out" || true)
+        LAB_ANSWERS["$kind $server"]=$count
+        shares+=("$server $count")
+        lab_info "$kind: $server answered $count"
+        if ((count * 4 < n)); then
+            lab_failure "$kind: $server answered $count of $n, less than a quarter"
+        fi
+    done
+    count=$(grep '^ok ' "$out" | grep -cvxE "ok ($(lab_join '|' "$@"))" || true)
+    ((count == 0)) || lab_failure "$kind: $count answers from no known server"
+    LAB_RESULTS+=("$ok/$n $kind: $(lab_join ', ' "${shares[@]}")")
+}
+
+# Counts the lines of stdin: "a x3, b x1" (most frequent first).
+lab_counts() {
+    sort | uniq -c | sort -rn | awk '{ c = $1; sub(/^ *[0-9]+ /, ""); printf "%s%s x%s", (NR > 1 ? ", " : ""), $0, c }'
+}
+
+# lab_join SEPARATOR WORD...: the words joined by SEPARATOR.
+lab_join() {
+    local sep=$1 out=${2-} word
+    shift 2 || shift
+    for word in "$@"; do out+="$sep$word"; done
+    printf '%s' "$out"
+}
+
+# lab_sources NAME EXPECTED: checks that every request NAME's HTTP and UDP servers answered
+# came from the address EXPECTED (the client in DR and NAT, a local address in FullNAT).
+# Only `GET /` counts: the labs' own topology checks ask for /index.html.
+lab_sources() {
+    local name=$1 want=$2 seen
+    seen=$( {
+        awk '/"GET \/ HTTP\// { print $1 }' "$LAB_TMP/http-$name.log"
+        awk '$2 == "->" { sub(/:[0-9]+$/, "", $1); print $1 }' "$LAB_TMP/udp-$name.log"
+    } | lab_counts)
+    lab_info "$name saw requests from: ${seen:-nobody}"
+    if [ -n "$seen" ] && [ "$seen" != "$want x${seen##* x}" ]; then
+        lab_failure "$name saw requests from other than $want: $seen"
+    fi
+}
+
+# Finds the xlb binary: $XLB, else target/release/xlb, built (or brought up to date) with
+# cargo when cargo is here.
+lab_find_xlb() {
+    if [ -n "${XLB-}" ]; then
+        [ -x "$XLB" ] || lab_fail "XLB=$XLB is not an executable"
+        LAB_XLB=$XLB
+    else
+        LAB_XLB="$LAB_REPO/target/release/xlb"
+        if command -v cargo >/dev/null; then
+            lab_info "cargo build --release (in $LAB_REPO)"
+            (cd "$LAB_REPO" && cargo build --release --quiet) || lab_fail "cargo build --release"
+        fi
+        [ -x "$LAB_XLB" ] || lab_fail "no $LAB_XLB: run cargo build --release, or set XLB"
+    fi
+    lab_info "xlb: $LAB_XLB"
+}
+
+# lab_start_xlb NS CONFIG: `xlb run --config CONFIG --cores 1 --ready-file ...` inside NS,
+# stats (stdout) and log (stderr) to the scratch directory; waits until xlb says it is ready
+# (its sockets are bound and its gratuitous ARP is out), at most LAB_READY_WAIT seconds.
+lab_start_xlb() {
+    local ns=$1 config=$2 ready="$LAB_TMP/xlb.ready" i
+    ip netns exec "$ns" "$LAB_XLB" run --config "$config" --cores 1 --ready-file "$ready" \
+        >"$LAB_TMP/xlb.stats" 2>"$LAB_TMP/xlb.log" &
+    LAB_XLB_PID=$!
+    LAB_PIDS+=("$LAB_XLB_PID")
+    for ((i = 0; i < LAB_READY_WAIT * 10; i++)); do
+        [ -e "$ready" ] && break
+        lab_is_ours "$LAB_XLB_PID" || {
+            wait "$LAB_XLB_PID" && i=0 || i=$?
+            lab_fail "xlb run exited with status $i before it was ready"
+        }
+        sleep 0.1
+    done
+    [ -e "$ready" ] || lab_fail "xlb run was not ready within $LAB_READY_WAIT s"
+    lab_info "xlb run is up (PID $LAB_XLB_PID, ready after about $((i / 10)).$((i % 10)) s)"
+}
+
+# Stops xlb with SIGTERM (bounded wait) and prints its final stats table; records a failure
+# unless it exits 0.
+lab_stop_xlb() {
+    local i rc
+    kill -TERM "$LAB_XLB_PID"
+    for ((i = 0; i < 100; i++)); do
+        lab_is_ours "$LAB_XLB_PID" || break
+        sleep 0.1
+    done
+    if lab_is_ours "$LAB_XLB_PID"; then
+        lab_failure "xlb run did not exit within 10 s of SIGTERM"
+        return
+    fi
+    wait "$LAB_XLB_PID" && rc=0 || rc=$?
+    ((rc == 0)) || lab_failure "xlb run exited with status $rc after SIGTERM"
+    lab_info "xlb run exited with status $rc; its stats (ipvsadm -L -n --stats):"
+    sed 's/^/    | /' "$LAB_TMP/xlb.stats"
+}
+
+# lab_stats_conns PROTO VIP:PORT KIND SERVER=ADDR:PORT...: checks xlb's final table: the
+# service's line is there, and each backend's Conns is the number of KIND requests that
+# SERVER answered (every request is a new flow, and nothing else reaches the VIP).
+lab_stats_conns() {
+    local proto=$1 service=$2 kind=$3 pair server backend conns
+    shift 3
+    if ! grep -qE "^$proto +$service( |$)" "$LAB_TMP/xlb.stats"; then
+        lab_failure "stats: no line for $proto $service"
+        return
+    fi
+    for pair in "$@"; do
+        server=${pair%%=*}
+        backend=${pair#*=}
+        conns=$(awk -v svc="$service" -v proto="$proto" -v backend="$backend" '
+            $1 == "TCP" || $1 == "UDP" { inside = ($1 == proto && $2 == svc) }
+            inside && $1 == "->" && $2 == backend { print $3; exit }' "$LAB_TMP/xlb.stats")
+        if [ "$conns" != "${LAB_ANSWERS["$kind $server"]}" ]; then
+            lab_failure "stats: $proto $service -> $backend: ${conns:-no line} Conns, but $server answered ${LAB_ANSWERS["$kind $server"]} $kind requests"
+        fi
+    done
+}
+
+# lab_traffic CLIENT_NS VIP SOURCE WHY HTTP_BACKEND UDP_BACKEND: the second half of every
+# lab, once xlb is up: the client's HTTP requests to VIP:80 and UDP request/responses to
+# VIP:53, tallied per real server (rs1, rs2); the source address the real servers saw (SOURCE,
+# because WHY); then xlb stopped, and its stats table printed and checked against what the
+# clients saw. HTTP_BACKEND and UDP_BACKEND are printf patterns of rsN's address:port (%d: N).
+lab_traffic() {
+    local client=$1 vip=$2 source=$3 why=$4 http=$5 udp=$6 n
+    lab_step "client: $LAB_REQUESTS x curl -s --max-time $LAB_TIMEOUT http://$vip/"
+    lab_http_clients "$client" "http://$vip/" "$LAB_REQUESTS" "$LAB_TMP/http.out"
+    lab_tally http "$LAB_TMP/http.out" "$LAB_REQUESTS" rs1 rs2
+    lab_step "client: $LAB_REQUESTS UDP request/responses to $vip:53 (lab/udp.py, one flow each)"
+    lab_udp_clients "$client" "$vip" 53 "$LAB_REQUESTS" "$LAB_TMP/udp.out"
+    lab_tally udp "$LAB_TMP/udp.out" "$LAB_REQUESTS" rs1 rs2
+    lab_step "real servers: requests came from $source ($why)"
+    for n in 1 2; do lab_sources "rs$n" "$source"; done
+    lab_step "stop xlb (SIGTERM)"
+    lab_stop_xlb
+    # shellcheck disable=SC2059 # the patterns are the callers' constants
+    lab_stats_conns TCP "$vip:80" http "rs1=$(printf "$http" 1)" "rs2=$(printf "$http" 2)"
+    # shellcheck disable=SC2059
+    lab_stats_conns UDP "$vip:53" udp "rs1=$(printf "$udp" 1)" "rs2=$(printf "$udp" 2)"
+}
+
+# lab_two_subnets ROUTE: the NAT and FullNAT topology. The client (10.2.0.100/24) and the lb
+# (10.2.0.2/24 on its interface `lbc`) share one veth; the lb (10.3.0.2/24 on `lbs`) and the
+# real servers rs1, rs2 (10.3.0.11/24, 10.3.0.12/24) share a bridge in a namespace of its own.
+# With ROUTE "default" the real servers' default route is via 10.3.0.2; with "none" they have
+# only their own subnet. The lb's kernel does not forward. Each real server serves HTTP on
+# :8080 and UDP on :5353 (other ports than the VIP's, so the translation shows).
+lab_two_subnets() {
+    local route=$1 n ns if body
+    LAB_SW=$LAB_PREFIX-switch
+    LAB_CLIENT=$LAB_PREFIX-client
+    LAB_LB=$LAB_PREFIX-lb
+    LAB_LB_OUT=$(lab_if lbc)
+    LAB_LB_IN=$(lab_if lbs)
+    lab_step "namespaces: client, lb, switch, rs1, rs2"
+    for n in client lb switch rs1 rs2; do lab_ns "$n"; done
+    lab_veth "$LAB_CLIENT" "$(lab_if c)" "$LAB_LB" "$LAB_LB_OUT"
+    ip -n "$LAB_CLIENT" addr add 10.2.0.100/24 dev "$(lab_if c)"
+    ip -n "$LAB_LB" addr add 10.2.0.2/24 dev "$LAB_LB_OUT"
+    lab_bridge "$LAB_SW" "$(lab_if br)"
+    lab_bridge_port "$LAB_SW" "$(lab_if br)" "$LAB_LB" "$LAB_LB_IN" "$(lab_if plb)"
+    ip -n "$LAB_LB" addr add 10.3.0.2/24 dev "$LAB_LB_IN"
+    lab_info "client 10.2.0.100 -- lb 10.2.0.2 ($LAB_LB_OUT) | lb 10.3.0.2 ($LAB_LB_IN) -- bridge in $LAB_SW"
+    lab_info "lb: net.ipv4.ip_forward=$(ip netns exec "$LAB_LB" sysctl -n net.ipv4.ip_forward) (what crosses it is xlb's doing)"
+
+    lab_step "real servers on 10.3.0.0/24, route: $route"
+    for n in 1 2; do
+        ns=$LAB_PREFIX-rs$n
+        if=$(lab_if r$n)
+        lab_bridge_port "$LAB_SW" "$(lab_if br)" "$ns" "$if" "$(lab_if pr$n)"
+        ip -n "$ns" addr add "10.3.0.1$n/24" dev "$if"
+        [ "$route" = none ] || ip -n "$ns" route add default via 10.3.0.2
+        lab_info "rs$n: 10.3.0.1$n on $if; routes: $(ip -n "$ns" -o route show | cut -d' ' -f1-3 | lab_join_lines)"
+        lab_http_server "$ns" "rs$n" 8080
+        lab_udp_server "$ns" "rs$n" 5353
+    done
+    if ip -n "$LAB_CLIENT" route get 10.3.0.11 >/dev/null 2>&1; then
+        lab_fail "the client has a route to the real servers"
+    fi
+    if [ "$route" = none ] && ip -n "$LAB_PREFIX-rs1" route get 10.2.0.100 >/dev/null 2>&1; then
+        lab_fail "rs1 has a route to the client"
+    fi
+
+    lab_step "topology check without xlb: the lb reaches each real server; the client reaches neither"
+    for n in 1 2; do
+        body=$(ip netns exec "$LAB_LB" curl -s --max-time 2 "http://10.3.0.1$n:8080/index.html") ||
+            lab_fail "the lb cannot reach rs$n at 10.3.0.1$n:8080"
+        [ "$body" = "rs$n" ] || lab_fail "10.3.0.1$n:8080 answered '$body', not rs$n"
+        lab_info "curl http://10.3.0.1$n:8080/index.html from the lb: $body"
+    done
+    lab_info "the client has no route to 10.3.0.0/24$([ "$route" = none ] && echo ", the real servers none to 10.2.0.0/24")"
+}
+
+# Joins the lines of stdin with ", ".
+lab_join_lines() {
+    paste -sd, - | sed 's/,/, /g'
+}
+
+# Decides PASS or FAIL and exits accordingly; the EXIT trap cleans up and prints the verdict
+# as the last line.
+lab_finish() {
+    if ((${#LAB_FAILURES[@]})); then
+        LAB_VERDICT="FAIL ($(lab_join '; ' "${LAB_FAILURES[@]}"))"
+        exit 1
+    fi
+    LAB_VERDICT="PASS ($(lab_join '; ' "${LAB_RESULTS[@]}"))"
+    exit 0
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The labs' UDP service and its client.
+
+serve: answers every datagram with "NAME <the datagram>", sent from the address the datagram
+       was sent to (IP_PKTINFO), as a real UDP service bound to 0.0.0.0 must: a DR real server
+       receives requests for the VIP (held on `lo`) and must answer from the VIP, not from its
+       own address.
+ask:   COUNT request/responses, each from a fresh connected socket (a new flow, a new source
+       port), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
+       from the address and port it sent to, so a reply from the wrong source counts as lost.
+       Prints one line per request: "ok NAME" or "fail REASON".
+"""
+
+import argparse
+import socket
+import struct
+import sys
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux <linux/in.h>
+IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+
+
+def serve(name: str, port: int) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    sock.bind(("0.0.0.0", port))
+    prefix = name.encode() + b" "
+    while True:
+        data, ancillary, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(IN_PKTINFO.size))
+        reply_from = []
+        for level, kind, value in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                _ifindex, _local, to = IN_PKTINFO.unpack(value[: IN_PKTINFO.size])
+                reply_from = [(socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(0, to, bytes(4)))]
+        print(f"{peer[0]}:{peer[1]} -> {socket.inet_ntoa(to) if reply_from else '?'}", flush=True)
+        sock.sendmsg([prefix + data], reply_from, 0, peer)
+
+
+def ask(addr: str, port: int, count: int, timeout: float) -> None:
+    for i in range(count):
+        request = b"request %d" % i
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((addr, port))
+            sock.send(request)
+            reply = sock.recv(2048)
+            name, _, echoed = reply.partition(b" ")
+            if echoed != request:
+                print("fail wrong-reply", flush=True)
+            else:
+                print(f"ok {name.decode(errors='replace')}", flush=True)
+        except socket.timeout:
+            print("fail timeout", flush=True)
+        except OSError as error:
+            print(f"fail {type(error).__name__}", flush=True)
+        finally:
+            sock.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="answer every datagram with NAME")
+    s.add_argument("--name", required=True)
+    s.add_argument("--port", type=int, required=True)
+    a = sub.add_parser("ask", help="COUNT request/responses, one flow each")
+    a.add_argument("--addr", required=True)
+    a.add_argument("--port", type=int, required=True)
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--timeout", type=float, default=2.0)
+    args = parser.parse_args()
+    if args.command == "serve":
+        serve(args.name, args.port)
+    else:
+        ask(args.addr, args.port, args.count, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

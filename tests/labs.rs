@@ -1,0 +1,105 @@
+//! The network-namespace labs end to end: `lab/dr`, `lab/nat` and `lab/fullnat` each build
+//! their topology, start this build's `xlb run` in it, drive real clients (curl and a UDP
+//! client) through it with `--requests 20`, and must print their PASS line, exit 0, and leave
+//! none of their namespaces behind.
+//!
+//! Root only (network namespaces, XDP): skipped with a message otherwise, unless
+//! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure. The labs run one at a time
+//! (they share the machine's two cores with xlb's poll loop), each bounded by `timeout`.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// One lab at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A lab that takes longer than this is stopped (SIGTERM: its trap still cleans up).
+const LAB_TIMEOUT_SECONDS: &str = "300";
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|out| out.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// Whether the test may run; panics when it must run but cannot.
+fn may_run(lab: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let required = std::env::var("XLB_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1");
+    assert!(!required, "lab {lab}: XLB_REQUIRE_ROOT_TESTS=1 but not root");
+    eprintln!("SKIPPED lab {lab}: needs root (network namespaces and XDP)");
+    false
+}
+
+/// The `xlb-<pid>` prefix a lab prints on its first line (`lab dr: prefix xlb-1234 (...)`).
+fn prefix_of(stdout: &str) -> Option<&str> {
+    let rest = stdout.split("prefix ").nth(1)?;
+    let prefix = rest.split_whitespace().next()?;
+    let pid = prefix.strip_prefix("xlb-")?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(prefix)
+}
+
+/// The namespaces whose names start with `prefix-`.
+fn namespaces_left(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let mine = format!("{prefix}-");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with(&mine))
+        .map(str::to_string)
+        .collect()
+}
+
+fn run_lab(lab: &str) {
+    if !may_run(lab) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab").join(lab);
+    let out = Command::new("timeout")
+        .args([LAB_TIMEOUT_SECONDS, "bash"])
+        .arg(&script)
+        .args(["--requests", "20"])
+        .env("XLB", env!("CARGO_BIN_EXE_xlb"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let transcript = format!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    let prefix = prefix_of(&stdout)
+        .unwrap_or_else(|| panic!("lab {lab} did not print its prefix\n{transcript}"));
+    let left = namespaces_left(prefix);
+    assert!(left.is_empty(), "lab {lab} left namespaces behind: {left:?}\n{transcript}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        out.status.success() && last.starts_with(&format!("lab {lab}: PASS (20/20 http")),
+        "lab {lab}: {}\n{transcript}",
+        out.status
+    );
+}
+
+#[test]
+fn prefix_is_read_from_the_first_line() {
+    let line = "lab dr: prefix xlb-4242 (namespaces xlb-4242-*, scratch /tmp/x), 20 requests\n";
+    assert_eq!(prefix_of(line), Some("xlb-4242"));
+    assert_eq!(prefix_of("lab dr: prefix xlb- (namespaces"), None);
+    assert_eq!(prefix_of("lab dr: prefix xlb-12a4 (namespaces"), None);
+    assert_eq!(prefix_of("lab dr: needs root"), None);
+}
+
+#[test]
+fn lab_dr() {
+    run_lab("dr");
+}
+
+#[test]
+fn lab_nat() {
+    run_lab("nat");
+}
+
+#[test]
+fn lab_fullnat() {
+    run_lab("fullnat");
+}
