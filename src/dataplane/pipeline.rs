@@ -317,6 +317,24 @@ impl Pipeline {
         core.counters.add(Stat::HeldExpired, given_up as u64);
     }
 
+    /// Teaches the neighbour table what an ARP frame seen outside the pipeline said: the
+    /// AF_XDP driver's steering program records ARP on its way to the kernel, so the kernel
+    /// keeps its replies and xlb still learns. Frames held for `ip` are released.
+    pub fn learn_neighbor(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) {
+        let core = &mut self.core;
+        if ip.is_unspecified() || mac.is_multicast() || mac == MacAddr::ZERO {
+            return;
+        }
+        match core.neighbors.learn(now, ip, mac) {
+            Learned::New | Learned::Updated => {
+                core.counters.add(Stat::NeighborsLearned, 1);
+                core.release_held(&self.snapshot, ip, mac);
+            }
+            Learned::Full => core.counters.add(Stat::NeighborTableFull, 1),
+            Learned::Unchanged | Learned::Static => {}
+        }
+    }
+
     /// Queues a gratuitous ARP for every VIP and local address (at start, and when one is
     /// added), so switches and neighbours learn where they live.
     pub fn announce(&mut self) {
