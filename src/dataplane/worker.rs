@@ -379,7 +379,10 @@ mod tests {
         }
     }
 
-    fn worker(config: &str, ports: usize) -> (Worker<MemPort>, Sender<ControlMsg>, Receiver<CoreReport>) {
+    fn worker(
+        config: &str,
+        ports: usize,
+    ) -> (Worker<MemPort>, Sender<ControlMsg>, Receiver<CoreReport>) {
         let config = Config::parse(config, "test.toml").expect("config");
         let snapshot = Arc::new(Snapshot::build(&config, 1).expect("snapshot"));
         let pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);

@@ -129,11 +129,8 @@ impl XskPort {
             what,
             source,
         };
-        let bad = |detail: String| XskError::Config {
-            interface: interface.to_string(),
-            queue,
-            detail,
-        };
+        let bad =
+            |detail: String| XskError::Config { interface: interface.to_string(), queue, detail };
         let ring = QueueSize::new(config.ring).map_err(|e| bad(e.to_string()))?;
         let frames = NonZeroU32::new(config.frames).ok_or_else(|| bad("zero frames".into()))?;
         if (config.frames as usize) < 2 * SEND_RESERVE || config.frames < config.ring {
