@@ -221,14 +221,20 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             .with_context(|| format!("writing {}", path.display()))?;
     }
 
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
     let mut control = ControlLoop {
+        options,
         links: &links,
         controls: &controls,
         reports: report_rx,
         latest: HashMap::new(),
         seen: HashMap::new(),
+        snapshot,
     };
-    control.run(&stop, options.stats_every);
+    control.run(&stop, &reload);
+    let snapshot = control.snapshot.clone();
 
     worker_stop.store(true, Ordering::Relaxed);
     let mut finals = Vec::new();
@@ -248,19 +254,29 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
 }
 
 struct ControlLoop<'a> {
+    options: &'a RunOptions,
     links: &'a [Link],
     controls: &'a [Sender<ControlMsg>],
     reports: Receiver<CoreReport>,
     latest: HashMap<u16, CoreReport>,
     /// What the steering programs said about each address last time (MAC, when seen).
     seen: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    /// The snapshot the workers run (or are switching to).
+    snapshot: Arc<Snapshot>,
 }
 
 impl ControlLoop<'_> {
-    fn run(&mut self, stop: &AtomicBool, stats_every: Option<Duration>) {
+    fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
+        let stats_every = self.options.stats_every;
         let mut last_stats = StdInstant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(ARP_POLL_EVERY);
+            if reload.swap(false, Ordering::Relaxed) {
+                match self.reload() {
+                    Ok(()) => {}
+                    Err(error) => log!("error", "reload refused, nothing changed: {error:#}"),
+                }
+            }
             self.relay_arp();
             for report in self.reports.try_iter() {
                 self.latest.insert(report.core, report);
@@ -273,6 +289,46 @@ impl ControlLoop<'_> {
                 log_figures(&reports);
             }
         }
+    }
+
+    /// SIGHUP: re-reads the config and publishes it to the workers between their batches.
+    /// A config that does not validate, or that changes the interfaces, changes nothing.
+    fn reload(&mut self) -> anyhow::Result<()> {
+        let mut config = Config::load(&self.options.config)?;
+        let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+        let running: Vec<&str> = self.links.iter().map(|l| l.netdev.name.as_str()).collect();
+        if names != running {
+            bail!("the interfaces changed ({running:?} -> {names:?}); that needs a restart");
+        }
+        for (interface, link) in config.interfaces.iter_mut().zip(self.links) {
+            if interface.mac.is_some_and(|mac| mac != link.netdev.mac.0) {
+                bail!("interface {}: the config's mac is not the device's", interface.name);
+            }
+            interface.mac = Some(link.netdev.mac.0);
+        }
+        let generation = self.snapshot.generation + 1;
+        let snapshot = Arc::new(Snapshot::build(&config, generation)?);
+        let old_addrs = self.snapshot.announced_addrs();
+        let rules = SteerRules::from_snapshot(&snapshot);
+        for control in self.controls {
+            let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
+        }
+        for link in self.links {
+            link.steer
+                .set_rules(&rules)
+                .with_context(|| format!("{}: steering rules", link.netdev.name))?;
+        }
+        if snapshot.announced_addrs().iter().any(|a| !old_addrs.contains(a)) {
+            let _ = self.controls[0].send(ControlMsg::Announce);
+        }
+        log!(
+            "info",
+            "config applied: generation {generation}, {} service(s), {} backend(s)",
+            snapshot.services.len(),
+            snapshot.backends.len()
+        );
+        self.snapshot = snapshot;
+        Ok(())
     }
 
     /// Tells every worker about ARP the steering programs saw since last time.
