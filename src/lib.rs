@@ -20,6 +20,7 @@ pub mod addr_map;
 pub mod arp;
 pub mod conntrack;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;
 pub mod flow;
 pub mod hash;

@@ -9,7 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
 use xlb::control::{Config, Snapshot};
+use xlb::daemon::{self, RunOptions};
+use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
 
 /// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
@@ -22,6 +27,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the load balancer on AF_XDP sockets until SIGINT or SIGTERM (needs root).
+    Run {
+        /// The config (TOML). Interface MACs are read from the devices.
+        #[arg(long)]
+        config: PathBuf,
+        /// Worker cores, one per queue (default: one per queue, at most one per core).
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Create this file (holding xlb's PID) once xlb forwards.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// XDP attach mode: native or generic (default: native, else generic).
+        #[arg(long, value_parser = parse_xdp_mode)]
+        xdp_mode: Option<XdpMode>,
+        /// Bind AF_XDP sockets in copy mode without trying zero-copy.
+        #[arg(long)]
+        copy: bool,
+        /// Keep polling when idle, for dedicated cores (default: wait when idle).
+        #[arg(long)]
+        busy_poll: bool,
+        /// Log a line of figures per core every SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        stats_every: Option<u64>,
+    },
     /// Replay a capture through the packet pipeline, offline, and write what it transmits.
     Replay {
         /// The config (TOML); interfaces need a `mac`.
@@ -48,6 +77,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config, cores, ready_file, xdp_mode, copy, busy_poll, stats_every } => {
+            let options = RunOptions {
+                config,
+                cores,
+                ready_file,
+                xdp_mode,
+                force_copy: copy,
+                busy_poll,
+                stats_every: stats_every.map(Duration::from_secs),
+            };
+            run_daemon(&options)
+        }
         Command::Replay { config, pcap, out, json } => run_replay(&config, &pcap, &out, json),
         Command::Check { config } => run_check(&config),
     };
@@ -58,6 +99,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn parse_xdp_mode(text: &str) -> Result<XdpMode, String> {
+    match text {
+        "native" | "drv" => Ok(XdpMode::Native),
+        "generic" | "skb" => Ok(XdpMode::Generic),
+        other => Err(format!("{other:?}: expected native or generic")),
+    }
+}
+
+fn run_daemon(options: &RunOptions) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let summary = daemon::run(options, stop)?;
+    print!("{}", summary.ipvsadm_stats());
+    Ok(())
 }
 
 fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {

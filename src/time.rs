@@ -43,6 +43,28 @@ impl Instant {
     }
 }
 
+/// The monotonic clock a live driver reads once per batch and hands to the pipeline.
+///
+/// Copies share their origin, so every worker and the control thread of one process agree on
+/// what an [`Instant`] means (conntrack entries are read across cores).
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    origin: std::time::Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose origin is now.
+    pub fn start() -> Self {
+        MonotonicClock { origin: std::time::Instant::now() }
+    }
+
+    /// Nanoseconds since the origin.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.origin.elapsed().as_nanos().min(u64::MAX as u128) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +76,15 @@ mod tests {
         assert_eq!(b.saturating_duration_since(a), Duration::from_secs(2));
         assert_eq!(a.saturating_duration_since(b), Duration::ZERO);
         assert_eq!(a.saturating_add(Duration::from_millis(1500)), Instant::from_millis(6500));
+    }
+
+    #[test]
+    fn monotonic_clock_copies_share_their_origin() {
+        let clock = MonotonicClock::start();
+        let copy = clock;
+        let first = clock.now();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = copy.now();
+        assert!(second.saturating_duration_since(first) >= Duration::from_millis(2));
     }
 }

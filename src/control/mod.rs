@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod snapshot;
+pub mod stats;
 
 pub use config::Config;
 pub use snapshot::Snapshot;

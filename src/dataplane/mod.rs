@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod io;
 pub mod pipeline;
+pub mod worker;
 
 pub use counters::{BackendCounters, Counters, DropReason, Stat};
 pub use pipeline::{BATCH, CoreSlot, IfaceId, Pipeline, Verdict};

@@ -31,6 +31,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, Direction, Flow, InsertError, PortRange};
@@ -116,6 +117,13 @@ const EMIT_FRAME: usize = arp::MAX_HELD_FRAME;
 const NEIGHBOR_CAPACITY: usize = 4096;
 /// Conntrack buckets examined per [`Pipeline::maintain`] call.
 const SWEEP_BUDGET: usize = 64;
+/// A learned next hop of a backend not heard from for this long is asked again (from the
+/// box's own address), so its MAC stays current even if it never speaks ARP on its own.
+pub const NEIGHBOR_REFRESH: Duration = Duration::from_secs(30);
+/// How often core 0 looks for next hops to refresh.
+const REFRESH_SCAN_EVERY: Duration = Duration::from_secs(1);
+/// Refresh requests per scan, at most (the rest wait for the next scan).
+const REFRESH_PER_SCAN: usize = EMIT_CAPACITY / 4;
 
 /// One core's packet pipeline.
 #[derive(Debug)]
@@ -144,6 +152,8 @@ struct CoreState {
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
+    /// When core 0 last looked for next hops to refresh.
+    last_refresh_scan: Instant,
 }
 
 /// The flow key and hash [`Pipeline::process_batch`] computed for a frame in its first pass,
@@ -169,6 +179,7 @@ impl Pipeline {
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
+            last_refresh_scan: Instant::ZERO,
         };
         Pipeline { snapshot, core }
     }
@@ -315,6 +326,30 @@ impl Pipeline {
         core.counters.add(Stat::ExpiredFlows, expired as u64);
         let given_up = core.hold.expire(now);
         core.counters.add(Stat::HeldExpired, given_up as u64);
+        if core.slot.index == 0
+            && now.saturating_duration_since(core.last_refresh_scan) >= REFRESH_SCAN_EVERY
+        {
+            core.last_refresh_scan = now;
+            core.refresh_neighbors(snapshot, now);
+        }
+    }
+
+    /// Teaches the neighbour table what an ARP frame seen outside the pipeline said: the
+    /// AF_XDP driver's steering program records ARP on its way to the kernel, so the kernel
+    /// keeps its replies and xlb still learns. Frames held for `ip` are released.
+    pub fn learn_neighbor(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) {
+        let core = &mut self.core;
+        if ip.is_unspecified() || mac.is_multicast() || mac == MacAddr::ZERO {
+            return;
+        }
+        match core.neighbors.learn(now, ip, mac) {
+            Learned::New | Learned::Updated => {
+                core.counters.add(Stat::NeighborsLearned, 1);
+                core.release_held(&self.snapshot, ip, mac);
+            }
+            Learned::Full => core.counters.add(Stat::NeighborTableFull, 1),
+            Learned::Unchanged | Learned::Static => {}
+        }
     }
 
     /// Queues a gratuitous ARP for every VIP and local address (at start, and when one is
@@ -452,6 +487,39 @@ impl CoreState {
             return Verdict::Tx(ingress);
         }
         Verdict::Pass
+    }
+
+    /// Asks again for backends' next hops learned more than [`NEIGHBOR_REFRESH`] ago. Only
+    /// core 0 asks: the answer reaches every core (the driver relays snooped ARP).
+    fn refresh_neighbors(&mut self, snapshot: &Snapshot, now: Instant) {
+        let mut asked = [Ipv4Addr::UNSPECIFIED; REFRESH_PER_SCAN];
+        let mut count = 0;
+        for backend in &snapshot.backends {
+            let next_hop = backend.route.next_hop;
+            let Some(neighbor) = self.neighbors.get(next_hop) else { continue };
+            if neighbor.is_static
+                || now.saturating_duration_since(neighbor.updated) < NEIGHBOR_REFRESH
+                || asked[..count].contains(&next_hop)
+            {
+                continue;
+            }
+            let Some(interface) = snapshot.interfaces.get(backend.route.egress.index()) else {
+                continue;
+            };
+            let sent = self.emit.push_with(backend.route.egress, |buffer| {
+                arp::write_request(buffer, interface.mac, interface.addr, next_hop)
+            });
+            if !sent {
+                self.counters.add(Stat::EmitOverflow, 1);
+                break;
+            }
+            self.counters.add(Stat::ArpRequestsSent, 1);
+            asked[count] = next_hop;
+            count += 1;
+            if count == REFRESH_PER_SCAN {
+                break;
+            }
+        }
     }
 
     /// Sends the frames held for `next_hop`, now that its MAC is known.
@@ -1251,6 +1319,43 @@ port = 80
         ack[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
         assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
         assert_eq!(macs(&ack), (RS.mac.0.to_vec(), vec![2, 0, 0, 0, 0, 0x99]));
+    }
+
+    /// A backend's MAC learned long ago is asked for again, from the box's own address, by
+    /// core 0 only, once per neighbour per scan; an answer stops the asking.
+    #[test]
+    fn stale_backend_neighbors_are_refreshed_from_the_box_address() {
+        let rs = Ipv4Addr::new(10, 1, 1, 11);
+        let rs_mac = MacAddr([2, 0, 0, 0, 0, 0x11]);
+        let requests = |pipeline: &mut Pipeline| {
+            let mut asked = Vec::new();
+            pipeline.drain_emitted(|_, frame| {
+                let arp = ArpPacket::new_checked(&frame[ETH_LEN..]).expect("ARP");
+                assert_eq!(arp.operation(), ArpOperation::Request);
+                assert_eq!(arp.sender_proto_addr(), Ipv4Addr::new(10, 1, 1, 10), "box address");
+                asked.push(arp.target_proto_addr());
+            });
+            asked
+        };
+        let mut core0 = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let mut core1 =
+            Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot { index: 1, count: 2 });
+        let learned = Instant::from_secs(1);
+        core0.learn_neighbor(learned, rs, rs_mac);
+        core1.learn_neighbor(learned, rs, rs_mac);
+
+        core0.maintain(Instant::from_secs(20));
+        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "still fresh");
+        core0.maintain(Instant::from_secs(32));
+        assert_eq!(requests(&mut core0), vec![rs]);
+        core0.maintain(Instant::from_millis(32_500));
+        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "one scan per second");
+        core0.learn_neighbor(Instant::from_secs(33), rs, rs_mac);
+        core0.maintain(Instant::from_secs(35));
+        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "answered");
+
+        core1.maintain(Instant::from_secs(40));
+        assert_eq!(requests(&mut core1), Vec::<Ipv4Addr>::new(), "only core 0 asks");
     }
 
     #[test]

@@ -1,1 +1,78 @@
-//! (being written)
+//! What xlb reads off a network device before it binds to it: index, MAC and queue count.
+//!
+//! Everything comes from sysfs (`/sys/class/net/IF/…`), which reflects the network namespace
+//! the process runs in. No `unsafe` here.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::control::config::parse_mac;
+use crate::wire::MacAddr;
+
+/// Why a device could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("interface {name}: no such device in this network namespace")]
+    NoDevice { name: String },
+    #[error("interface {name}: reading {what}: {detail}")]
+    Read { name: String, what: &'static str, detail: String },
+}
+
+/// A network device as xlb binds to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netdev {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: MacAddr,
+    /// Receive queues (`/sys/class/net/IF/queues/rx-*`); at least 1.
+    pub rx_queues: u32,
+}
+
+impl Netdev {
+    /// Reads the device `name` of the current network namespace.
+    pub fn open(name: &str) -> Result<Netdev, NetdevError> {
+        let base = PathBuf::from("/sys/class/net").join(name);
+        if name.is_empty() || name.contains('/') || !base.exists() {
+            return Err(NetdevError::NoDevice { name: name.to_string() });
+        }
+        let read = |what: &'static str| {
+            fs::read_to_string(base.join(what)).map(|s| s.trim().to_string()).map_err(|e| {
+                NetdevError::Read { name: name.to_string(), what, detail: e.to_string() }
+            })
+        };
+        let bad = |what: &'static str, text: &str| NetdevError::Read {
+            name: name.to_string(),
+            what,
+            detail: format!("unexpected value {text:?}"),
+        };
+        let ifindex_text = read("ifindex")?;
+        let ifindex = ifindex_text.parse().map_err(|_| bad("ifindex", &ifindex_text))?;
+        let address = read("address")?;
+        let mac = MacAddr(parse_mac(&address).map_err(|_| bad("address", &address))?);
+        let rx_queues = fs::read_dir(base.join("queues"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                    .count() as u32
+            })
+            .unwrap_or(1)
+            .max(1);
+        Ok(Netdev { name: name.to_string(), ifindex, mac, rx_queues })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_loopback_and_refuses_unknown_devices() {
+        let lo = Netdev::open("lo").expect("every namespace has lo");
+        assert!(lo.ifindex >= 1);
+        assert_eq!(lo.mac, MacAddr([0; 6]));
+        assert!(lo.rx_queues >= 1);
+        assert!(matches!(Netdev::open("xlb-no-such-dev"), Err(NetdevError::NoDevice { .. })));
+        assert!(matches!(Netdev::open("../lo"), Err(NetdevError::NoDevice { .. })));
+    }
+}

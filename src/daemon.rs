@@ -1,0 +1,387 @@
+//! `xlb run`: the appliance. Binds AF_XDP sockets, attaches xlb's steering program, starts
+//! one pinned worker per queue, and runs the control loop until SIGINT or SIGTERM.
+//!
+//! Start-up, in order (any failure undoes what was done, by drop, and names the step):
+//! 1. read and validate the config; read each interface's index, MAC and queue count from
+//!    the device (a `mac` in the config must match it);
+//! 2. per interface: load the steering program, remove a stale one a killed run left behind,
+//!    attach it (native XDP, else generic) and give it the addresses xlb owns;
+//! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
+//!    that has it, zero-copy if offered else copy, and put the socket in that interface's
+//!    XSKMAP;
+//! 4. start the workers pinned to their cores, announce the VIPs (gratuitous ARP), and say
+//!    ready (log line, and `--ready-file`).
+//!
+//! The control loop (this thread) relays ARP the steering program snooped to every worker,
+//! gathers the workers' reports, and logs a line of figures now and then. On a signal it stops
+//! the workers, closes the sockets, detaches the programs (the kernel would also do that if
+//! xlb were killed: they are attached through bpf links), and prints the
+//! `ipvsadm -L -n --stats` table on stdout.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant as StdInstant};
+
+use anyhow::{Context, bail};
+use crossbeam::channel::{Receiver, Sender};
+
+use crate::control::config::Config;
+use crate::control::{Snapshot, stats};
+use crate::dataplane::io::afxdp::netdev::Netdev;
+use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
+use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
+use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
+use crate::dataplane::{CoreSlot, Pipeline, Stat};
+use crate::time::MonotonicClock;
+use crate::wire::MacAddr;
+
+/// How often control reads what the steering programs snooped.
+const ARP_POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// Options of `xlb run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Workers (one per queue and core); default: as many as the interfaces have queues,
+    /// at most the cores available.
+    pub cores: Option<usize>,
+    /// Created once xlb is ready to forward.
+    pub ready_file: Option<PathBuf>,
+    /// Force this XDP mode (default: native, else generic).
+    pub xdp_mode: Option<XdpMode>,
+    /// Bind in copy mode without trying zero-copy.
+    pub force_copy: bool,
+    /// Keep polling when idle (dedicated cores).
+    pub busy_poll: bool,
+    /// Log a line of figures this often.
+    pub stats_every: Option<Duration>,
+}
+
+macro_rules! log {
+    ($level:literal, $($arg:tt)*) => {
+        eprintln!("xlb: {}: {}", $level, format_args!($($arg)*))
+    };
+}
+
+/// One interface xlb runs on.
+struct Link {
+    netdev: Netdev,
+    steer: SteerProgram,
+    /// Kept for its drop (detach); declared after `steer`'s users so it goes last.
+    attachment: Option<Attachment>,
+    mode: XdpMode,
+}
+
+/// What a run did, for the caller to print.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub snapshot: Arc<Snapshot>,
+    pub reports: Vec<CoreReport>,
+}
+
+impl RunSummary {
+    /// The `ipvsadm -L -n --stats` table over all cores.
+    pub fn ipvsadm_stats(&self) -> String {
+        let current = self.reports.iter().filter(|r| r.generation == self.snapshot.generation);
+        let totals = stats::sum_backends(
+            self.snapshot.backends.len(),
+            current.map(|r| r.counters.backends.as_slice()),
+        );
+        stats::ipvsadm_stats(&self.snapshot, &totals)
+    }
+}
+
+/// Runs the appliance until `stop` is set (the binary wires it to SIGINT and SIGTERM).
+pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
+    let mut config = Config::load(&options.config)?;
+    let mut netdevs = Vec::new();
+    for interface in &mut config.interfaces {
+        let netdev = Netdev::open(&interface.name)?;
+        match interface.mac {
+            Some(mac) if mac != netdev.mac.0 => bail!(
+                "interface {}: the config says mac {} but the device's is {}",
+                interface.name,
+                MacAddr(mac),
+                netdev.mac
+            ),
+            _ => interface.mac = Some(netdev.mac.0),
+        }
+        netdevs.push(netdev);
+    }
+    let snapshot = Arc::new(
+        Snapshot::build(&config, 1).with_context(|| options.config.display().to_string())?,
+    );
+    let rules = SteerRules::from_snapshot(&snapshot);
+
+    let mut links = Vec::new();
+    for netdev in netdevs {
+        let steer = SteerProgram::load().context("loading the XDP steering program")?;
+        if crate::dataplane::io::afxdp::steer::remove_stale(netdev.ifindex)
+            .with_context(|| format!("{}: removing a stale xlb XDP program", netdev.name))?
+        {
+            log!("warn", "{}: removed the XDP program a previous xlb left attached", netdev.name);
+        }
+        let (attachment, mode) = match options.xdp_mode {
+            Some(mode) => (steer.attach(netdev.ifindex, mode), mode),
+            None => match steer.attach_best(netdev.ifindex) {
+                Ok((attachment, mode)) => (Ok(attachment), mode),
+                Err(error) => (Err(error), XdpMode::Generic),
+            },
+        };
+        let attachment =
+            attachment.with_context(|| format!("{}: attaching the XDP program", netdev.name))?;
+        steer.set_rules(&rules).with_context(|| format!("{}: steering rules", netdev.name))?;
+        log!("info", "{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
+        links.push(Link { netdev, steer, attachment: Some(attachment), mode });
+    }
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let max_queues = links.iter().map(|l| l.netdev.rx_queues as usize).max().unwrap_or(1);
+    let workers = options.cores.unwrap_or(max_queues.min(cores.len().max(1))).clamp(1, max_queues);
+    if let Some(asked) = options.cores
+        && asked > max_queues
+    {
+        log!(
+            "warn",
+            "{asked} cores asked, but no interface has more than {max_queues} queue(s): running {workers}"
+        );
+    }
+
+    // Sockets: worker k serves queue k of every interface that has it.
+    let xsk_config = XskConfig { try_zero_copy: !options.force_copy, ..XskConfig::default() };
+    let mut ports_per_worker = Vec::new();
+    for k in 0..workers {
+        let mut ports = Vec::new();
+        for link in &links {
+            if k >= link.netdev.rx_queues as usize {
+                ports.push(None);
+                continue;
+            }
+            let port = XskPort::open(&link.netdev.name, k as u32, xsk_config)?;
+            link.steer
+                .set_socket(k as u32, port.fd())
+                .with_context(|| format!("{} queue {k}: XSKMAP", link.netdev.name))?;
+            log!(
+                "info",
+                "{} queue {k}: AF_XDP socket bound ({} mode, XDP {:?}), worker {k}",
+                link.netdev.name,
+                port.mode(),
+                link.mode
+            );
+            ports.push(Some(port));
+        }
+        ports_per_worker.push(ports);
+    }
+
+    // Pipelines, each able to read the others' connection tables.
+    let clock = MonotonicClock::start();
+    let mut pipelines: Vec<Pipeline> = (0..workers)
+        .map(|k| {
+            Pipeline::new(snapshot.clone(), CoreSlot { index: k as u16, count: workers as u16 })
+        })
+        .collect();
+    let readers: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader).collect();
+    for (k, pipeline) in pipelines.iter_mut().enumerate() {
+        let peers =
+            readers.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
+        pipeline.set_peers(peers);
+    }
+
+    let worker_stop = Arc::new(AtomicBool::new(false));
+    let (report_tx, report_rx) = crossbeam::channel::bounded::<CoreReport>(64);
+    let mut controls: Vec<Sender<ControlMsg>> = Vec::new();
+    let mut handles: Vec<JoinHandle<CoreReport>> = Vec::new();
+    for (k, (pipeline, ports)) in pipelines.into_iter().zip(ports_per_worker).enumerate() {
+        let (control_tx, control_rx) = crossbeam::channel::unbounded();
+        controls.push(control_tx);
+        let options = WorkerOptions { core: k as u16, busy_poll: options.busy_poll };
+        let worker = Worker::new(pipeline, ports, control_rx, report_tx.clone(), clock, options);
+        let core = (!cores.is_empty()).then(|| cores[k % cores.len()]);
+        let stop = worker_stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("xlb-worker-{k}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                worker.run(&stop)
+            })
+            .context("starting a worker thread")?;
+        handles.push(handle);
+    }
+    drop(report_tx);
+    let _ = controls[0].send(ControlMsg::Announce);
+    log!("info", "ready: {} worker(s), {} service(s)", workers, snapshot.services.len());
+    if let Some(path) = &options.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
+    let mut control = ControlLoop {
+        options,
+        links: &links,
+        controls: &controls,
+        reports: report_rx,
+        latest: HashMap::new(),
+        seen: HashMap::new(),
+        snapshot,
+    };
+    control.run(&stop, &reload);
+    let snapshot = control.snapshot.clone();
+
+    worker_stop.store(true, Ordering::Relaxed);
+    let mut finals = Vec::new();
+    for handle in handles {
+        match handle.join() {
+            Ok(report) => finals.push(report),
+            Err(_) => log!("error", "a worker thread panicked"),
+        }
+    }
+    for link in &mut links {
+        drop(link.attachment.take());
+    }
+    log!("info", "stopped: sockets closed, XDP programs detached");
+    let summary = RunSummary { snapshot, reports: finals };
+    log_figures(&summary.reports);
+    Ok(summary)
+}
+
+struct ControlLoop<'a> {
+    options: &'a RunOptions,
+    links: &'a [Link],
+    controls: &'a [Sender<ControlMsg>],
+    reports: Receiver<CoreReport>,
+    latest: HashMap<u16, CoreReport>,
+    /// What the steering programs said about each address last time (MAC, when seen).
+    seen: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    /// The snapshot the workers run (or are switching to).
+    snapshot: Arc<Snapshot>,
+}
+
+impl ControlLoop<'_> {
+    fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
+        let stats_every = self.options.stats_every;
+        let mut last_stats = StdInstant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(ARP_POLL_EVERY);
+            if reload.swap(false, Ordering::Relaxed) {
+                match self.reload() {
+                    Ok(()) => {}
+                    Err(error) => log!("error", "reload refused, nothing changed: {error:#}"),
+                }
+            }
+            self.relay_arp();
+            for report in self.reports.try_iter() {
+                self.latest.insert(report.core, report);
+            }
+            if let Some(every) = stats_every
+                && last_stats.elapsed() >= every
+            {
+                last_stats = StdInstant::now();
+                let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
+                log_figures(&reports);
+            }
+        }
+    }
+
+    /// SIGHUP: re-reads the config and publishes it to the workers between their batches.
+    /// A config that does not validate, or that changes the interfaces, changes nothing.
+    fn reload(&mut self) -> anyhow::Result<()> {
+        let mut config = Config::load(&self.options.config)?;
+        let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+        let running: Vec<&str> = self.links.iter().map(|l| l.netdev.name.as_str()).collect();
+        if names != running {
+            bail!("the interfaces changed ({running:?} -> {names:?}); that needs a restart");
+        }
+        for (interface, link) in config.interfaces.iter_mut().zip(self.links) {
+            if interface.mac.is_some_and(|mac| mac != link.netdev.mac.0) {
+                bail!("interface {}: the config's mac is not the device's", interface.name);
+            }
+            interface.mac = Some(link.netdev.mac.0);
+        }
+        let generation = self.snapshot.generation + 1;
+        let snapshot = Arc::new(Snapshot::build(&config, generation)?);
+        let old_addrs = self.snapshot.announced_addrs();
+        let rules = SteerRules::from_snapshot(&snapshot);
+        for control in self.controls {
+            let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
+        }
+        for link in self.links {
+            link.steer
+                .set_rules(&rules)
+                .with_context(|| format!("{}: steering rules", link.netdev.name))?;
+        }
+        if snapshot.announced_addrs().iter().any(|a| !old_addrs.contains(a)) {
+            let _ = self.controls[0].send(ControlMsg::Announce);
+        }
+        log!(
+            "info",
+            "config applied: generation {generation}, {} service(s), {} backend(s)",
+            snapshot.services.len(),
+            snapshot.backends.len()
+        );
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
+    /// Tells every worker about ARP the steering programs saw since last time.
+    fn relay_arp(&mut self) {
+        for link in self.links {
+            let entries = match link.steer.arp_seen() {
+                Ok(entries) => entries,
+                Err(error) => {
+                    log!("warn", "{}: reading snooped ARP: {error}", link.netdev.name);
+                    continue;
+                }
+            };
+            for (ip, mac, seen_at) in entries {
+                if self.seen.get(&ip) == Some(&(mac, seen_at)) {
+                    continue;
+                }
+                if self.seen.get(&ip).is_some_and(|(old, _)| *old != mac) {
+                    log!("info", "neighbour {ip} moved to {mac}");
+                }
+                self.seen.insert(ip, (mac, seen_at));
+                for control in self.controls {
+                    let _ = control.send(ControlMsg::Neighbor(ip, mac));
+                }
+            }
+        }
+    }
+}
+
+/// One line of figures per core, to stderr.
+fn log_figures(reports: &[CoreReport]) {
+    let mut reports: Vec<&CoreReport> = reports.iter().collect();
+    reports.sort_by_key(|r| r.core);
+    for r in reports {
+        let mut io = PortStats::default();
+        for port in r.ports.iter().flatten() {
+            io.add(port);
+        }
+        let c = &r.counters;
+        log!(
+            "info",
+            "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
+            r.core,
+            c.get(Stat::RxPackets),
+            c.get(Stat::TxPackets),
+            io.tx_packets,
+            c.get(Stat::PassPackets),
+            c.drop_reasons().map(|(_, n)| n).sum::<u64>(),
+            r.held,
+            r.flows,
+            r.neighbors,
+            io.tx_ring_full,
+            io.send_no_frame,
+            r.unroutable
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! The per-core poll loop: receive a batch, run it through the pipeline, transmit, repeat.
+//!
+//! A worker owns one [`Pipeline`] and one [`Port`] per interface (its queue of that
+//! interface). It never blocks on another thread and takes no lock: control reaches it
+//! through a channel it drains between batches ([`ControlMsg`]: a new snapshot, a neighbour
+//! learned from snooped ARP, "announce the VIPs"), and it reports its counters through
+//! another channel a few times a second ([`CoreReport`]), dropping a report rather than
+//! waiting when control is slow.
+//!
+//! One iteration:
+//! 1. apply pending control messages (between batches, so a batch sees one snapshot);
+//! 2. read the clock once;
+//! 3. for each port: receive up to [`BATCH`] frames, `process_batch`, send frames back out
+//!    in place, copy frames leaving by another interface into that port;
+//! 4. send what the pipeline emitted on its own (ARP requests, released frames);
+//! 5. flush every port (submit TX, kick the kernel if it asks, reclaim, refill);
+//! 6. every millisecond, `maintain` (expire flows and held frames); every
+//!    [`REPORT_EVERY`], report.
+//!
+//! When nothing arrives for a while the worker waits on its socket (or sleeps briefly), so an
+//! idle appliance does not burn its cores; `busy_poll` keeps it spinning for benchmarks.
+//!
+//! The loop is generic over [`Port`] so tests drive it with in-memory ports.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, Sender, TrySendError};
+
+use crate::control::Snapshot;
+use crate::dataplane::{BATCH, Counters, IfaceId, Pipeline, Verdict};
+use crate::time::{Instant, MonotonicClock};
+use crate::wire::MacAddr;
+
+/// One receive/transmit queue of one interface, as a worker drives it.
+pub trait Port {
+    /// Receives up to [`BATCH`] frames and calls `process` once on them (frames and a verdict
+    /// slot each). Afterwards frames whose verdict is `Tx(own)` go back out of this port in
+    /// place; frames for another interface are handed to `forward` (to be copied); the rest
+    /// are recycled. Returns how many frames arrived.
+    fn poll(
+        &mut self,
+        process: &mut dyn FnMut(&mut [&mut [u8]], &mut [Verdict]),
+        own: IfaceId,
+        forward: &mut dyn FnMut(IfaceId, &[u8]),
+    ) -> usize;
+
+    /// Copies `frame` out to be transmitted at the next flush; false (counted) if there is
+    /// no room.
+    fn send(&mut self, frame: &[u8]) -> bool;
+
+    /// Submits what is queued, reclaims what was sent and gets ready to receive more.
+    fn flush(&mut self);
+
+    /// Waits at most `timeout` for frames to arrive.
+    fn wait(&mut self, timeout: Duration);
+
+    /// The port's own counters.
+    fn stats(&self) -> PortStats;
+}
+
+/// A port's I/O counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Receive calls that returned frames.
+    pub batches: u64,
+    /// Frames dropped because the TX ring was full.
+    pub tx_ring_full: u64,
+    /// Frames to send with no free frame to copy them into.
+    pub send_no_frame: u64,
+    /// Frames to send larger than a UMEM frame.
+    pub send_too_big: u64,
+    /// Times the kernel had to be kicked to transmit.
+    pub tx_wakeups: u64,
+}
+
+impl PortStats {
+    pub fn add(&mut self, other: &PortStats) {
+        self.rx_packets += other.rx_packets;
+        self.tx_packets += other.tx_packets;
+        self.batches += other.batches;
+        self.tx_ring_full += other.tx_ring_full;
+        self.send_no_frame += other.send_no_frame;
+        self.send_too_big += other.send_too_big;
+        self.tx_wakeups += other.tx_wakeups;
+    }
+}
+
+/// What control tells a worker.
+#[derive(Debug, Clone)]
+pub enum ControlMsg {
+    /// Switch to this snapshot (between batches).
+    Snapshot(Arc<Snapshot>),
+    /// ARP seen on the wire said `ip` is at `mac`.
+    Neighbor(Ipv4Addr, MacAddr),
+    /// Send gratuitous ARP for every VIP and local address.
+    Announce,
+}
+
+/// What a worker tells control.
+#[derive(Debug, Clone)]
+pub struct CoreReport {
+    pub core: u16,
+    /// Generation of the snapshot the counters are indexed by.
+    pub generation: u64,
+    pub counters: Counters,
+    /// Indexed by interface.
+    pub ports: Vec<Option<PortStats>>,
+    pub flows: usize,
+    pub neighbors: usize,
+    pub held: usize,
+    /// Frames that were to leave by an interface this worker has no port on, or that did
+    /// not fit the staging area.
+    pub unroutable: u64,
+}
+
+/// How often a worker reports.
+pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+const MAINTAIN_EVERY: Duration = Duration::from_millis(1);
+/// Empty rounds before an idle worker starts waiting.
+const SPIN_ROUNDS: u32 = 256;
+const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// Worker settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOptions {
+    pub core: u16,
+    /// Never wait: spin even when idle (benchmarks on dedicated cores).
+    pub busy_poll: bool,
+}
+
+/// Frames leaving by another interface than they came in on, copied between a port's poll
+/// and the other port's send. Fixed size, allocated once.
+#[derive(Debug)]
+struct Staging {
+    bytes: Vec<u8>,
+    frames: Vec<(IfaceId, usize, usize)>,
+    overflow: u64,
+}
+
+impl Staging {
+    const CAPACITY: usize = 2 * BATCH * 2048;
+
+    fn new() -> Self {
+        Staging {
+            bytes: Vec::with_capacity(Self::CAPACITY),
+            frames: Vec::with_capacity(4 * BATCH),
+            overflow: 0,
+        }
+    }
+
+    fn push(&mut self, egress: IfaceId, frame: &[u8]) {
+        if self.bytes.len() + frame.len() > Self::CAPACITY
+            || self.frames.len() == self.frames.capacity()
+        {
+            self.overflow += 1;
+            return;
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(frame);
+        self.frames.push((egress, start, frame.len()));
+    }
+}
+
+/// One core's poll loop.
+pub struct Worker<P: Port> {
+    pipeline: Pipeline,
+    /// Indexed by [`IfaceId`]; None where this worker has no queue on that interface.
+    ports: Vec<Option<P>>,
+    control: Receiver<ControlMsg>,
+    reports: Sender<CoreReport>,
+    clock: MonotonicClock,
+    options: WorkerOptions,
+    staging: Staging,
+    unroutable: u64,
+    last_maintain: Instant,
+    last_report: Instant,
+    idle_rounds: u32,
+}
+
+impl<P: Port> std::fmt::Debug for Worker<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("core", &self.options.core)
+            .field("ports", &self.ports.iter().filter(|p| p.is_some()).count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Port> Worker<P> {
+    pub fn new(
+        pipeline: Pipeline,
+        ports: Vec<Option<P>>,
+        control: Receiver<ControlMsg>,
+        reports: Sender<CoreReport>,
+        clock: MonotonicClock,
+        options: WorkerOptions,
+    ) -> Self {
+        let now = clock.now();
+        Worker {
+            pipeline,
+            ports,
+            control,
+            reports,
+            clock,
+            options,
+            staging: Staging::new(),
+            unroutable: 0,
+            last_maintain: now,
+            last_report: now,
+            idle_rounds: 0,
+        }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Runs until `stop` is set, then reports one last time and returns that report.
+    pub fn run(mut self, stop: &AtomicBool) -> CoreReport {
+        while !stop.load(Ordering::Relaxed) {
+            let received = self.step();
+            if received > 0 || self.options.busy_poll {
+                self.idle_rounds = 0;
+                continue;
+            }
+            self.idle_rounds = self.idle_rounds.saturating_add(1);
+            if self.idle_rounds >= SPIN_ROUNDS {
+                self.idle();
+            }
+        }
+        let report = self.report();
+        let _ = self.reports.try_send(report.clone());
+        report
+    }
+
+    /// One iteration of the loop; returns the frames received.
+    pub fn step(&mut self) -> usize {
+        let mut now = self.clock.now();
+        while let Ok(message) = self.control.try_recv() {
+            match message {
+                ControlMsg::Snapshot(snapshot) => self.pipeline.set_snapshot(snapshot),
+                ControlMsg::Neighbor(ip, mac) => self.pipeline.learn_neighbor(now, ip, mac),
+                ControlMsg::Announce => self.pipeline.announce(),
+            }
+        }
+        now = self.clock.now();
+
+        let mut received = 0;
+        let Worker { pipeline, ports, staging, .. } = self;
+        for (index, port) in ports.iter_mut().enumerate() {
+            let Some(port) = port else { continue };
+            let own = IfaceId(index as u8);
+            received += port.poll(
+                &mut |frames, verdicts| pipeline.process_batch(now, own, frames, verdicts),
+                own,
+                &mut |egress, frame| staging.push(egress, frame),
+            );
+        }
+        self.pipeline.drain_emitted(|egress, frame| self.staging.push(egress, frame));
+        self.send_staged();
+        for port in self.ports.iter_mut().flatten() {
+            port.flush();
+        }
+
+        if now.saturating_duration_since(self.last_maintain) >= MAINTAIN_EVERY {
+            self.pipeline.maintain(now);
+            self.last_maintain = now;
+        }
+        if now.saturating_duration_since(self.last_report) >= REPORT_EVERY {
+            let report = self.report();
+            // A slow control thread misses a report rather than slowing the worker.
+            if let Err(TrySendError::Disconnected(_)) = self.reports.try_send(report) {
+                // Control is gone; nothing to do but keep forwarding until told to stop.
+            }
+            self.last_report = now;
+        }
+        received
+    }
+
+    fn send_staged(&mut self) {
+        for &(egress, start, len) in &self.staging.frames {
+            let frame = &self.staging.bytes[start..start + len];
+            match self.ports.get_mut(egress.index()).and_then(Option::as_mut) {
+                Some(port) => {
+                    port.send(frame);
+                }
+                None => self.unroutable += 1,
+            }
+        }
+        self.unroutable += std::mem::take(&mut self.staging.overflow);
+        self.staging.frames.clear();
+        self.staging.bytes.clear();
+    }
+
+    fn idle(&mut self) {
+        let mut ports = self.ports.iter_mut().flatten();
+        match (ports.next(), ports.next()) {
+            (Some(only), None) => only.wait(IDLE_WAIT),
+            _ => std::thread::sleep(Duration::from_micros(100)),
+        }
+    }
+
+    /// This worker's figures now.
+    pub fn report(&self) -> CoreReport {
+        CoreReport {
+            core: self.options.core,
+            generation: self.pipeline.snapshot().generation,
+            counters: self.pipeline.counters().clone(),
+            ports: self.ports.iter().map(|p| p.as_ref().map(Port::stats)).collect(),
+            flows: self.pipeline.conntrack().len(),
+            neighbors: self.pipeline.neighbors().len(),
+            held: self.pipeline.held(),
+            unroutable: self.unroutable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Config;
+    use crate::dataplane::CoreSlot;
+    use crate::testkit;
+    use std::collections::VecDeque;
+
+    /// A port backed by queues: `inbox` is what arrives, `wire` what was transmitted.
+    #[derive(Default)]
+    struct MemPort {
+        inbox: VecDeque<Vec<u8>>,
+        pending: Vec<Vec<u8>>,
+        wire: Vec<Vec<u8>>,
+        stats: PortStats,
+    }
+
+    impl Port for MemPort {
+        fn poll(
+            &mut self,
+            process: &mut dyn FnMut(&mut [&mut [u8]], &mut [Verdict]),
+            own: IfaceId,
+            forward: &mut dyn FnMut(IfaceId, &[u8]),
+        ) -> usize {
+            let count = self.inbox.len().min(BATCH);
+            let mut batch: Vec<Vec<u8>> = self.inbox.drain(..count).collect();
+            let mut verdicts = vec![Verdict::Pass; count];
+            {
+                let mut frames: Vec<&mut [u8]> = batch.iter_mut().map(|f| &mut f[..]).collect();
+                process(&mut frames, &mut verdicts);
+            }
+            for (frame, verdict) in batch.into_iter().zip(verdicts) {
+                match verdict {
+                    Verdict::Tx(egress) if egress == own => self.pending.push(frame),
+                    Verdict::Tx(egress) => forward(egress, &frame),
+                    _ => {}
+                }
+            }
+            self.stats.rx_packets += count as u64;
+            count
+        }
+
+        fn send(&mut self, frame: &[u8]) -> bool {
+            self.pending.push(frame.to_vec());
+            true
+        }
+
+        fn flush(&mut self) {
+            self.stats.tx_packets += self.pending.len() as u64;
+            self.wire.append(&mut self.pending);
+        }
+
+        fn wait(&mut self, _: Duration) {}
+
+        fn stats(&self) -> PortStats {
+            self.stats
+        }
+    }
+
+    fn worker(
+        config: &str,
+        ports: usize,
+    ) -> (Worker<MemPort>, Sender<ControlMsg>, Receiver<CoreReport>) {
+        let config = Config::parse(config, "test.toml").expect("config");
+        let snapshot = Arc::new(Snapshot::build(&config, 1).expect("snapshot"));
+        let pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        let (control_tx, control_rx) = crossbeam::channel::unbounded();
+        let (report_tx, report_rx) = crossbeam::channel::bounded(16);
+        let ports = (0..ports).map(|_| Some(MemPort::default())).collect();
+        let options = WorkerOptions { core: 0, busy_poll: true };
+        let worker =
+            Worker::new(pipeline, ports, control_rx, report_tx, MonotonicClock::start(), options);
+        (worker, control_tx, report_rx)
+    }
+
+    const ONE_ARM: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.2/24"
+        mac = "02:00:0a:01:01:02"
+
+        [[service]]
+        vip = "10.1.1.10"
+        port = 80
+        proto = "tcp"
+        scheduler = "rr"
+        forward = "dr"
+        [[service.backend]]
+        addr = "10.1.1.11"
+        port = 80
+    "#;
+
+    const CLIENT: testkit::Host = testkit::Host::new([2, 0, 10, 1, 1, 100], [10, 1, 1, 100]);
+    const LB: testkit::Host = testkit::Host::new([2, 0, 10, 1, 1, 2], [10, 1, 1, 2]);
+    const RS: testkit::Host = testkit::Host::new([2, 0, 10, 1, 1, 11], [10, 1, 1, 11]);
+    const VIP: [u8; 4] = [10, 1, 1, 10];
+
+    fn syn(sport: u16) -> Vec<u8> {
+        testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, sport), (VIP.into(), 80), testkit::SYN, &[])
+    }
+
+    #[test]
+    fn holds_until_snooped_arp_then_forwards_in_place() {
+        let (mut worker, control, _) = worker(ONE_ARM, 1);
+        worker.ports[0].as_mut().unwrap().inbox.push_back(syn(40000));
+        assert_eq!(worker.step(), 1);
+        // The backend's MAC is unknown: the SYN is held and an ARP request goes out from the
+        // box's own address.
+        let wire = std::mem::take(&mut worker.ports[0].as_mut().unwrap().wire);
+        assert_eq!(wire.len(), 1, "one ARP request");
+        assert_eq!(&wire[0][12..14], &[0x08, 0x06]);
+        assert_eq!(&wire[0][28..32], &LB.ip.octets(), "ARP sender is the box, not the VIP");
+        assert_eq!(worker.pipeline().held(), 1);
+
+        // Control relays what the steering program snooped: the held SYN leaves.
+        control.send(ControlMsg::Neighbor(RS.ip, RS.mac)).unwrap();
+        worker.step();
+        let wire = std::mem::take(&mut worker.ports[0].as_mut().unwrap().wire);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(&wire[0][0..6], &RS.mac.0, "DR: to the backend's MAC");
+        assert_eq!(worker.pipeline().held(), 0);
+
+        // Later packets of the flow go straight out, rewritten in place.
+        worker.ports[0].as_mut().unwrap().inbox.push_back(syn(40001));
+        worker.step();
+        let wire = std::mem::take(&mut worker.ports[0].as_mut().unwrap().wire);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(&wire[0][0..6], &RS.mac.0);
+        assert_eq!(&wire[0][6..12], &LB.mac.0);
+    }
+
+    #[test]
+    fn reports_counters_and_applies_snapshots_between_batches() {
+        let (mut worker, control, reports) = worker(ONE_ARM, 1);
+        control.send(ControlMsg::Neighbor(RS.ip, RS.mac)).unwrap();
+        for sport in 0..10 {
+            worker.ports[0].as_mut().unwrap().inbox.push_back(syn(41000 + sport));
+        }
+        assert_eq!(worker.step(), 10);
+        let report = worker.report();
+        assert_eq!(report.counters.backends[0].connections, 10);
+        assert_eq!(report.ports[0].unwrap().tx_packets, 10);
+
+        let mut config = Config::parse(ONE_ARM, "test.toml").unwrap();
+        config.services[0].backends[0].weight = 0;
+        let drained = Arc::new(Snapshot::build(&config, 2).unwrap());
+        control.send(ControlMsg::Snapshot(drained)).unwrap();
+        worker.ports[0].as_mut().unwrap().inbox.push_back(syn(42000));
+        worker.step();
+        assert_eq!(worker.pipeline().snapshot().generation, 2);
+        // A drained service with no other backend refuses the new flow.
+        assert_eq!(worker.report().counters.backends[0].connections, 10);
+
+        let stop = AtomicBool::new(true);
+        let last = worker.run(&stop);
+        assert_eq!(last.generation, 2);
+        assert!(reports.try_iter().count() >= 1, "the final report is sent");
+    }
+
+    #[test]
+    fn frames_for_an_interface_without_a_port_are_counted() {
+        let (mut worker, _, _) = worker(ONE_ARM, 1);
+        worker.staging.push(IfaceId(3), &[0u8; 60]);
+        worker.send_staged();
+        assert_eq!(worker.report().unroutable, 1);
+    }
+}
