@@ -8,7 +8,7 @@ serve: answers every datagram with "NAME <the datagram>", sent from the address 
 ask:   COUNT request/responses, each from a fresh connected socket (a new flow, a new source
        port), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
        from the address and port it sent to, so a reply from the wrong source counts as lost.
-       Prints one line per request: "ok NAME" or "fail REASON".
+       Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON".
 """
 
 import argparse
@@ -49,7 +49,8 @@ def ask(addr: str, port: int, count: int, timeout: float) -> None:
             if echoed != request:
                 print("fail wrong-reply", flush=True)
             else:
-                print(f"ok {name.decode(errors='replace')}", flush=True)
+                client_port = sock.getsockname()[1]
+                print(f"ok {name.decode(errors='replace')} {client_port}", flush=True)
         except socket.timeout:
             print("fail timeout", flush=True)
         except OSError as error:
