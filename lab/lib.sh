@@ -13,9 +13,10 @@
 #   request time out after 2 s).
 # - Traffic stays inside the run's namespaces.
 #
-# A lab calls, in order: lab_init "$@"; lab_ns/lab_veth/lab_bridge_port to build the
-# topology; lab_http_server/lab_udp_server; lab_xlb_config + lab_start_xlb; lab_http_clients/
-# lab_udp_clients + lab_tally; lab_stop_xlb; lab_finish.
+# A lab calls, in order: lab_init "$@"; lab_ns, lab_veth, lab_bridge, lab_bridge_port (or
+# lab_two_subnets) to build its topology, with lab_http_server and lab_udp_server on the real
+# servers; lab_find_xlb, then writes its config and calls lab_start_xlb; lab_traffic; and
+# lab_finish.
 
 LAB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAB_REPO=$(cd "$LAB_SRC/.." && pwd)
@@ -102,13 +103,15 @@ lab_init() {
         exit 2
     }
     local tool
-    for tool in ip ethtool curl python3 ss; do
+    for tool in ip ethtool curl python3 ss ps; do
         command -v "$tool" >/dev/null || {
             echo "lab $LAB_NAME: needs $tool (bash scripts/setup installs it)" >&2
             exit 2
         }
     done
     trap lab_cleanup EXIT
+    # errtrace: a command failing inside a function (which ends the lab, set -e) is named too.
+    set -E
     trap 'LAB_ERROR="line $LINENO: $BASH_COMMAND"' ERR
     trap 'lab_interrupted INT' INT
     trap 'lab_interrupted TERM' TERM
@@ -208,7 +211,8 @@ lab_show_logs() {
     done
 }
 
-# lab_if SUFFIX: the name of an interface of this run, `xlb-<pid>-SUFFIX` (at most 15 bytes).
+# lab_if SUFFIX: the name of an interface of this run, `xlb-<pid>-SUFFIX`. Linux allows 15
+# bytes; PIDs have at most 7 digits (pid_max <= 2^22), so suffixes of up to 3 bytes fit.
 lab_if() {
     local name="$LAB_PREFIX-$1"
     ((${#name} <= 15)) || lab_fail "interface name $name is longer than 15 bytes"
@@ -410,7 +414,7 @@ lab_find_xlb() {
 # stats (stdout) and log (stderr) to the scratch directory; waits until xlb says it is ready
 # (its sockets are bound and its gratuitous ARP is out), at most LAB_READY_WAIT seconds.
 lab_start_xlb() {
-    local ns=$1 config=$2 ready="$LAB_TMP/xlb.ready" i
+    local ns=$1 config=$2 ready="$LAB_TMP/xlb.ready" i rc
     ip netns exec "$ns" "$LAB_XLB" run --config "$config" --cores 1 --ready-file "$ready" \
         >"$LAB_TMP/xlb.stats" 2>"$LAB_TMP/xlb.log" &
     LAB_XLB_PID=$!
@@ -418,8 +422,8 @@ lab_start_xlb() {
     for ((i = 0; i < LAB_READY_WAIT * 10; i++)); do
         [ -e "$ready" ] && break
         lab_is_ours "$LAB_XLB_PID" || {
-            wait "$LAB_XLB_PID" && i=0 || i=$?
-            lab_fail "xlb run exited with status $i before it was ready"
+            wait "$LAB_XLB_PID" && rc=0 || rc=$?
+            lab_fail "xlb run exited with status $rc before it was ready"
         }
         sleep 0.1
     done
