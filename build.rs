@@ -20,7 +20,7 @@ fn main() {
     let object = out.join("steer.bpf.o");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let output = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .args(["-O2", "-g", "-target", "bpf", "-Wall"])
         // <linux/bpf.h> includes <asm/types.h>, which Debian keeps under the multiarch dir.
         .arg(format!("-I/usr/include/{}", multiarch()))
         .args(["-c", SOURCE, "-o"])
@@ -29,12 +29,14 @@ fn main() {
         .unwrap_or_else(|error| {
             panic!("running `{clang}` to build {SOURCE}: {error} (scripts/setup installs clang)")
         });
-    if !output.status.success() {
-        panic!(
-            "`{clang}` failed to build {SOURCE} ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let diagnostics = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        // Warnings surface in cargo's output rather than vanish with the script's stderr.
+        for line in diagnostics.lines() {
+            println!("cargo:warning={line}");
+        }
+    } else {
+        panic!("`{clang}` failed to build {SOURCE} ({}):\n{}", output.status, diagnostics);
     }
 }
 

@@ -37,9 +37,14 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
 
-/* Frames are read in network byte order; compare against big-endian constants. */
-#define BE16(x) ((__u16)((((x) & 0xff) << 8) | (((x) >> 8) & 0xff)))
-#define BE32(x) ((__u32)(((__u32)BE16((x) & 0xffff) << 16) | BE16((x) >> 16)))
+/* Frame fields are compared as loaded, against constants in network byte order. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define BE16(x) __builtin_bswap16(x)
+#define BE32(x) __builtin_bswap32(x)
+#else
+#define BE16(x) (x)
+#define BE32(x) (x)
+#endif
 
 #define ETH_LEN 14
 #define IPV4_LEN 20
@@ -62,7 +67,9 @@ struct nat_key {
 };
 
 struct arp_entry {
-    __u8 mac[6];
+    /* The sender MAC's six bytes as in the frame, split to copy in two loads. */
+    __u32 mac_head;
+    __u16 mac_tail;
     __u16 pad;
     __u64 seen_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 };
@@ -155,8 +162,8 @@ int xlb_steer(struct xdp_md *ctx)
         __u32 sender = *(__u32 *)(arp + 14);
         if (sender) {
             struct arp_entry entry = {.seen_ns = bpf_ktime_get_ns()};
-            *(__u32 *)entry.mac = *(__u32 *)(arp + 8);
-            *(__u16 *)(entry.mac + 4) = *(__u16 *)(arp + 12);
+            entry.mac_head = *(__u32 *)(arp + 8);
+            entry.mac_tail = *(__u16 *)(arp + 12);
             bpf_map_update_elem(&arp_seen, &sender, &entry, BPF_ANY);
         }
         if (op == BE16(1)) {

@@ -2,8 +2,10 @@
 //! passes everything else to the kernel, so SSH, routing and the box's own ARP keep working
 //! on the NIC xlb serves.
 //!
-//! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is about a
-//! hundred instructions. What it steers, into the socket at `xsks[rx_queue_index]`:
+//! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is 120 BPF
+//! instructions; a test run takes 60–80 ns a frame (ARP, which also updates `arp_seen`,
+//! 200 ns). What it steers, into the socket at
+//! `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
 //! - IPv4 from a NAT backend, unless it is for one of the box's own addresses (`dst`, owner
@@ -31,6 +33,11 @@
 //!   what the kernel reads or writes.
 //! - Addresses and ports in map keys are in network byte order, as in the frame; queue
 //!   indices, stat indices and timestamps are in host order, as the program uses them.
+//! - libbpf option structs are zeroed and sized to the last field used (`opts_size!`), so
+//!   libbpf never inspects padding.
+//!
+//! libbpf logs to stderr (verifier reasons on a failed load; the kernel's "Can't replace
+//! active BPF XDP link" when [`remove_stale`] meets a live xlb).
 //!
 //! The design follows xdp-tools' `xsk_def_xdp_prog` (redirect by `rx_queue_index` with a
 //! `XDP_PASS` fallback) and Katran's habit of table-testing the real program with
@@ -1343,7 +1350,16 @@ mod tests {
         netns.ip(&["link", "show", "dev", device]).contains("xdp")
     }
 
-    /// The program with id `id` attached in `mode` (XDP_FLAGS_*) on `ifindex`, if any.
+    /// Waits (up to 2 s) for `device` to show no XDP program, and fails if it still does.
+    fn wait_detached(netns: &Netns, device: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while xdp_attached(netns, device) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!xdp_attached(netns, device), "{device}: detached when the link closed");
+    }
+
+    /// The name of the program attached to `ifindex` in generic (`skb`) or native mode.
     fn attached_name(ifindex: u32, skb: bool) -> Option<String> {
         // SAFETY: zeroed opts with `sz` set; filled by the call.
         let mut query: sys::bpf_xdp_query_opts = unsafe { mem::zeroed() };
@@ -1437,11 +1453,13 @@ mod tests {
                     assert_eq!(program.test_run_on(&frame, ifindex, 0).unwrap(), XdpAction::Pass);
 
                     drop(attachment);
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    while xdp_attached(&netns, "veth0") && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    assert!(!xdp_attached(&netns, "veth0"), "detached when the link closed");
+                    wait_detached(&netns, "veth0");
+
+                    let generic = program.attach(ifindex, XdpMode::Generic).expect("generic");
+                    assert_eq!(attached_name(ifindex, true).as_deref(), Some(PROGRAM_NAME));
+                    assert!(netns.ip(&["link", "show", "dev", "veth0"]).contains("xdpgeneric"));
+                    drop(generic);
+                    wait_detached(&netns, "veth0");
 
                     // Left behind the old way by a killed run: removed.
                     attach_by_netlink(ifindex, program.program_fd);
