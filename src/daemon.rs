@@ -383,5 +383,10 @@ fn log_figures(reports: &[CoreReport]) {
             io.send_no_frame,
             r.unroutable
         );
+        let drops: Vec<String> =
+            c.drop_reasons().filter(|&(_, n)| n > 0).map(|(why, n)| format!("{why} {n}")).collect();
+        if !drops.is_empty() {
+            log!("info", "core {}: drops: {}", r.core, drops.join(", "));
+        }
     }
 }
