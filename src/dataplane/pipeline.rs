@@ -73,12 +73,32 @@ pub enum Verdict {
     Held,
 }
 
-/// Where a frame to one backend goes: its Ethernet addresses (the next hop's MAC, then the
-/// egress interface's) and the egress interface.
+/// Where a frame to one backend or client goes: its Ethernet addresses (the next hop's MAC,
+/// then the egress interface's) and the egress interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BackendHop {
+struct Hop {
     addrs: [u8; 12],
     egress: IfaceId,
+}
+
+/// An entry of the per-core cache of the way to clients: the client's address and its hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClientHop {
+    client: Ipv4Addr,
+    hop: Hop,
+}
+
+/// Entries of the cache of on-link clients' hops (direct-mapped by client address; a power
+/// of two). Clients behind a gateway do not use it: they all share the gateway's hop. A miss
+/// costs a neighbour lookup, so a cache this small (a few KiB, in L1) pays as long as most
+/// on-link replies go to fewer clients than this at a time; a collision is just a refill.
+const CLIENT_HOP_SLOTS: usize = 256;
+
+/// The slot of `client` in the client hop cache: the top bits of a Fibonacci hash.
+#[inline]
+fn client_hop_slot(client: Ipv4Addr) -> usize {
+    let hash = u64::from(client.to_bits()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (hash >> (64 - CLIENT_HOP_SLOTS.trailing_zeros())) as usize
 }
 
 /// Which worker a pipeline serves, out of how many.
@@ -137,10 +157,18 @@ struct CoreState {
     neighbors: NeighborTable,
     /// The Ethernet header and egress of a frame to each backend, looked up once per
     /// neighbour-table change (and per snapshot) rather than once per packet; valid while
-    /// `backend_hops_generation` matches the neighbour table's. None while the next hop's MAC
+    /// `hops_generation` matches the neighbour table's. None while the next hop's MAC
     /// or the egress interface is unknown.
-    backend_hops: Vec<Option<BackendHop>>,
-    backend_hops_generation: u64,
+    backend_hops: Vec<Option<Hop>>,
+    /// The same for replies to clients (NAT, FullNAT). Through the gateway: the default
+    /// route's hop, computed with the backends'. On-link: the clients replies went to lately,
+    /// filled on a miss, direct-mapped ([`CLIENT_HOP_SLOTS`] entries), emptied when
+    /// `hops_generation` moves. Only hops whose next hop's MAC is known are cached.
+    gateway_hop: Option<Hop>,
+    client_hops: Box<[Option<ClientHop>]>,
+    /// The neighbour-table generation both hop caches were filled at; `u64::MAX` after a
+    /// snapshot change (refill before use).
+    hops_generation: u64,
     hold: arp::HoldQueue,
     emit: EmitQueue,
     counters: Counters,
@@ -165,7 +193,9 @@ impl Pipeline {
             active: vec![0; snapshot.backends.len()],
             neighbors,
             backend_hops: vec![None; snapshot.backends.len()],
-            backend_hops_generation: u64::MAX,
+            gateway_hop: None,
+            client_hops: vec![None; CLIENT_HOP_SLOTS].into_boxed_slice(),
+            hops_generation: u64::MAX,
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
             counters: Counters::new(snapshot.backends.len()),
@@ -201,7 +231,7 @@ impl Pipeline {
         core.active = active;
         core.counters.backends = backends;
         core.backend_hops = vec![None; snapshot.backends.len()];
-        core.backend_hops_generation = u64::MAX;
+        core.hops_generation = u64::MAX;
         self.snapshot = snapshot;
     }
 
@@ -744,11 +774,13 @@ impl CoreState {
                 }
             }
         }
-        // The common case, to a backend whose next hop is known: what `deliver` and `send`
-        // would do, from the per-backend cache alone.
-        if direction == Direction::Original
-            && let Some(index) = backend
-            && let Some(hop) = self.backend_hop(snapshot, index)
+        // The common case, to a backend or client whose next hop is known: what `deliver`
+        // and `send` would do, from the hop caches alone.
+        let hop = match direction {
+            Direction::Original => backend.and_then(|index| self.backend_hop(snapshot, index)),
+            Direction::Reply => self.client_hop(snapshot, flow.client_addr),
+        };
+        if let Some(hop) = hop
             && let Some(header) = frame.get_mut(..hop.addrs.len())
         {
             header.copy_from_slice(&hop.addrs);
@@ -782,30 +814,56 @@ impl CoreState {
         }
     }
 
-    /// The cached way to backend `index`, refreshing the cache first if the neighbour table
-    /// changed since it was filled.
+    /// The cached way to backend `index`, refreshing the caches first if the neighbour table
+    /// changed since they were filled.
     #[inline]
-    fn backend_hop(&mut self, snapshot: &Snapshot, index: usize) -> Option<BackendHop> {
-        if self.backend_hops_generation != self.neighbors.generation() {
-            self.refresh_backend_hops(snapshot);
+    fn backend_hop(&mut self, snapshot: &Snapshot, index: usize) -> Option<Hop> {
+        if self.hops_generation != self.neighbors.generation() {
+            self.refresh_hops(snapshot);
         }
         self.backend_hops.get(index).copied().flatten()
     }
 
-    /// Fills the per-backend cache from the neighbour table and the snapshot's interfaces.
-    #[cold]
-    fn refresh_backend_hops(&mut self, snapshot: &Snapshot) {
-        for (hop, backend) in self.backend_hops.iter_mut().zip(&snapshot.backends) {
-            let route = backend.route;
-            *hop = snapshot.interfaces.get(route.egress.index()).and_then(|interface| {
-                let mac = self.neighbors.lookup(route.next_hop)?;
-                let mut addrs = [0; 12];
-                addrs[..6].copy_from_slice(&mac.0);
-                addrs[6..].copy_from_slice(&interface.mac.0);
-                Some(BackendHop { addrs, egress: route.egress })
-            });
+    /// The way to `client` (the destination of a reply), as `Snapshot::route` and the
+    /// neighbour table give it: the default gateway's cached hop unless the client is on an
+    /// interface's subnet; else the client's own, from the on-link cache or looked up (and
+    /// cached). None when there is no route or the next hop's MAC is unknown (`deliver`
+    /// then drops, or holds the frame and asks).
+    #[inline]
+    fn client_hop(&mut self, snapshot: &Snapshot, client: Ipv4Addr) -> Option<Hop> {
+        if self.hops_generation != self.neighbors.generation() {
+            self.refresh_hops(snapshot);
         }
-        self.backend_hops_generation = self.neighbors.generation();
+        if !snapshot.interfaces.iter().any(|interface| interface.contains(client)) {
+            return self.gateway_hop;
+        }
+        let entry = self.client_hops.get_mut(client_hop_slot(client))?;
+        match *entry {
+            Some(cached) if cached.client == client => Some(cached.hop),
+            _ => {
+                let hop = hop_to(snapshot, &self.neighbors, snapshot.route(client)?)?;
+                *entry = Some(ClientHop { client, hop });
+                Some(hop)
+            }
+        }
+    }
+
+    /// Fills the per-backend cache and the gateway's hop from the neighbour table and the
+    /// snapshot's interfaces, and empties the on-link client cache.
+    #[cold]
+    fn refresh_hops(&mut self, snapshot: &Snapshot) {
+        for (hop, backend) in self.backend_hops.iter_mut().zip(&snapshot.backends) {
+            *hop = hop_to(snapshot, &self.neighbors, backend.route);
+        }
+        // The route of an address on no interface's subnet: `Snapshot::route` gives the
+        // first interface with a gateway.
+        let gateway = snapshot.interfaces.iter().enumerate().find_map(|(index, interface)| {
+            let next_hop = interface.gateway?;
+            Some(Route { egress: IfaceId(index as u8), next_hop })
+        });
+        self.gateway_hop = gateway.and_then(|route| hop_to(snapshot, &self.neighbors, route));
+        self.client_hops.fill(None);
+        self.hops_generation = self.neighbors.generation();
     }
 
     /// The MAC of `route`'s next hop; through the per-backend cache when the route is a
@@ -928,6 +986,16 @@ impl CoreState {
         let backend = backend_of(snapshot, &flow);
         self.deliver(snapshot, now, frame, &flow, hit.direction, backend)
     }
+}
+
+/// The way along `route`, if its egress interface exists and its next hop's MAC is known.
+fn hop_to(snapshot: &Snapshot, neighbors: &NeighborTable, route: Route) -> Option<Hop> {
+    let interface = snapshot.interfaces.get(route.egress.index())?;
+    let mac = neighbors.lookup(route.next_hop)?;
+    let mut addrs = [0; 12];
+    addrs[..6].copy_from_slice(&mac.0);
+    addrs[6..].copy_from_slice(&interface.mac.0);
+    Some(Hop { addrs, egress: route.egress })
 }
 
 /// The flow's backend index in this snapshot, if the hint still names the same backend.
@@ -1251,6 +1319,107 @@ port = 80
         ack[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
         assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
         assert_eq!(macs(&ack), (RS.mac.0.to_vec(), vec![2, 0, 0, 0, 0, 0x99]));
+    }
+
+    /// A NAT service on an interface with `mac` and a gateway, its one backend's MAC static.
+    fn nat_snapshot(mac: &str) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+mac = "{mac}"
+gateway = "10.1.1.1"
+
+[[neighbor]]
+ip = "10.1.1.11"
+mac = "02:00:00:00:00:11"
+
+[[service]]
+vip = "10.1.1.100"
+port = 80
+forward = "nat"
+scheduler = "rr"
+[[service.backend]]
+addr = "10.1.1.11"
+port = 8080
+"#
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// Replies go out through the client hop caches exactly as `deliver` would send them:
+    /// held until the next hop's MAC is learned (the gateway for a remote client, the client
+    /// itself on the subnet), then with the learned MAC, a relearned MAC at once, and a new
+    /// snapshot's interface MAC at once; clients whose cache slots collide each keep theirs.
+    #[test]
+    fn client_hop_caches_follow_neighbors_and_snapshots() {
+        use crate::testkit::{self, ACK, Host, SYN};
+        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+        const GATEWAY: Host = Host::new([2, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
+        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let now = Instant::from_nanos(1);
+        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
+        // Two remote clients and on-link clients, two of them in the same cache slot.
+        let on_link: Vec<Ipv4Addr> = (20..=255).map(|i| Ipv4Addr::new(10, 1, 1, i)).collect();
+        let first = on_link[0];
+        let twin = *on_link[1..]
+            .iter()
+            .find(|ip| client_hop_slot(**ip) == client_hop_slot(first))
+            .expect("256 addresses fill 256 slots with a collision");
+        let clients = [Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(198, 51, 100, 9), first, twin];
+        let client_mac = |ip: Ipv4Addr| MacAddr([2, 0, 0, 0, 1, ip.octets()[3]]);
+        for client in clients {
+            let mut syn = testkit::tcp(client_mac(client), LB.mac, (client, 4000), vip, SYN, b"");
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(0)));
+        }
+        let reply = |pipeline: &mut Pipeline, client: Ipv4Addr| {
+            let mut frame = testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (client, 4000), ACK, b"x");
+            (pipeline.process(now, IfaceId(0), &mut frame), macs(&frame))
+        };
+        let sent = |next_hop: MacAddr, lb: MacAddr| {
+            (Verdict::Tx(IfaceId(0)), (next_hop.0.to_vec(), lb.0.to_vec()))
+        };
+        for client in clients {
+            assert_eq!(reply(&mut pipeline, client).0, Verdict::Held, "{client}");
+        }
+        pipeline.drain_emitted(|_, _| {});
+
+        let learn = |pipeline: &mut Pipeline, ip: Ipv4Addr, mac: MacAddr| {
+            let mut frame = testkit::arp(false, mac, ip, LB.mac, LB.ip);
+            pipeline.process(now, IfaceId(0), &mut frame);
+            pipeline.drain_emitted(|_, _| {});
+        };
+        learn(&mut pipeline, GATEWAY.ip, GATEWAY.mac);
+        for client in clients {
+            learn(&mut pipeline, client, client_mac(client));
+        }
+        for _ in 0..2 {
+            for client in clients {
+                let hop = if on_link.contains(&client) { client_mac(client) } else { GATEWAY.mac };
+                assert_eq!(reply(&mut pipeline, client), sent(hop, LB.mac), "{client}");
+            }
+        }
+        // The gateway and a client move: the caches follow at once.
+        let moved = MacAddr([2, 0, 0, 0, 9, 9]);
+        learn(&mut pipeline, GATEWAY.ip, moved);
+        learn(&mut pipeline, first, moved);
+        assert_eq!(reply(&mut pipeline, clients[0]), sent(moved, LB.mac));
+        assert_eq!(reply(&mut pipeline, first), sent(moved, LB.mac));
+        assert_eq!(reply(&mut pipeline, twin), sent(client_mac(twin), LB.mac));
+
+        // A new snapshot: the interface's new MAC is the source at once.
+        let new_lb = MacAddr([2, 0, 0, 0, 0, 0x99]);
+        pipeline.set_snapshot(nat_snapshot("02:00:00:00:00:99"));
+        let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (first, 4000), ACK, b"x");
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
+        let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (clients[1], 4000), ACK, b"x");
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
     }
 
     #[test]
