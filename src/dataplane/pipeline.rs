@@ -389,7 +389,7 @@ fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
 }
 
 /// The L4 view the pipeline needs of a TCP/UDP packet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Transport {
     key: FlowKey,
     tcp_flags: Option<u8>,
@@ -512,17 +512,21 @@ impl CoreState {
         hint: Hint<'_>,
     ) -> Verdict {
         let packet = &frame[ETH_LEN..];
-        if packet.len() < 20 {
+        let Some(header) = packet.first_chunk::<20>() else {
             return Verdict::Drop(DropReason::Truncated);
-        }
-        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+        };
+        let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
+        let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
         let owned = match snapshot.owned(dst) {
             Some(Owned::Interface(_)) => return Verdict::Pass,
             Some(owned) => Some(owned),
             None if snapshot.is_nat_backend(src) => None,
             None => return Verdict::Pass,
         };
+        if let Some(transport) = plain_transport(header, packet) {
+            return self.transport(snapshot, now, ingress, frame, owned, transport, hint);
+        }
+        // Everything else, checked step by step for its exact drop reason.
         let ip = match Ipv4Packet::new_checked(packet) {
             Ok(ip) => ip,
             Err(error) => return reject(owned, ip_drop_reason(error)),
@@ -1044,6 +1048,59 @@ fn peek_flow_key(frame: &[u8]) -> Option<FlowKey> {
     })
 }
 
+/// The TCP/UDP view of the common packet, checked in one pass over fixed offsets: IPv4
+/// without options (first byte 0x45), all of it in the buffer (`total_len` ≥ 20), not a
+/// fragment, a right header checksum, then a whole TCP header or UDP datagram. `header` is
+/// the first 20 bytes of `packet`.
+///
+/// None for anything else, which the step-by-step checks then judge (and drop with their
+/// exact reason): this only accepts, and what it accepts they accept too, with the same
+/// [`Transport`] ([`transport`] on `packet[20..total_len]`).
+#[inline(always)]
+fn plain_transport(header: &[u8; 20], packet: &[u8]) -> Option<Transport> {
+    const VERSION_4_NO_OPTIONS: u8 = 0x45;
+    const MORE_FRAGMENTS_OR_OFFSET: u16 = 0x3fff;
+    if header[0] != VERSION_4_NO_OPTIONS {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let segment = packet.get(20..total_len)?;
+    let flags_offset = u16::from_be_bytes([header[6], header[7]]);
+    if flags_offset & MORE_FRAGMENTS_OR_OFFSET != 0 || !checksum::verifies(header) {
+        return None;
+    }
+    let (proto, tcp_flags) = match header[9] {
+        ip_proto::TCP => {
+            let tcp = segment.first_chunk::<20>()?;
+            let header_len = usize::from(tcp[12] >> 4) * 4;
+            if header_len < 20 || header_len > segment.len() {
+                return None;
+            }
+            (Proto::Tcp, Some(tcp[13]))
+        }
+        ip_proto::UDP => {
+            let udp = segment.first_chunk::<8>()?;
+            let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+            if len < 8 || len > segment.len() {
+                return None;
+            }
+            (Proto::Udp, None)
+        }
+        _ => return None,
+    };
+    let ports = segment.first_chunk::<4>()?;
+    Some(Transport {
+        key: FlowKey {
+            src_addr: Ipv4Addr::new(header[12], header[13], header[14], header[15]),
+            dst_addr: Ipv4Addr::new(header[16], header[17], header[18], header[19]),
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+            proto,
+        },
+        tcp_flags,
+    })
+}
+
 #[inline]
 fn transport(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> Option<Transport> {
     let (proto, src_port, dst_port, tcp_flags) = match protocol {
@@ -1420,6 +1477,70 @@ port = 8080
         let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (clients[1], 4000), ACK, b"x");
         assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
         assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
+    }
+
+    /// The step-by-step checks of `CoreState::ipv4` for a TCP/UDP packet, as one function.
+    fn checked_transport(packet: &[u8]) -> Option<Transport> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        if !ip.verify_checksum() || ip.is_fragment() || ip.has_options() {
+            return None;
+        }
+        let segment = packet.get(ip.header_len()..usize::from(ip.total_len()))?;
+        transport(ip.src_addr(), ip.dst_addr(), ip.protocol(), segment)
+    }
+
+    proptest::proptest! {
+        /// The one-pass check accepts the common packets, and whatever it accepts the
+        /// step-by-step checks accept too, with the same view: damaged headers (any byte of
+        /// the first 48 set to anything, with the header checksum made right again or not:
+        /// versions, options, fragments, lengths, L4 header lengths) and cut or padded
+        /// buffers included.
+        #[test]
+        fn plain_transport_accepts_only_what_the_full_checks_accept(
+            udp in proptest::prelude::any::<bool>(),
+            flags in 0u8..=0x3f,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            damage in proptest::collection::vec((0usize..48, proptest::prelude::any::<u8>()), 0..3),
+            fix_checksum in proptest::prelude::any::<bool>(),
+            cut in proptest::option::of(1usize..8),
+            pad in 0usize..8,
+        ) {
+            use crate::testkit::{self, Flags};
+            let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+            let (a, b) = ((Ipv4Addr::new(10, 0, 0, 1), 1234), (Ipv4Addr::new(10, 0, 0, 2), 80));
+            let frame = if udp {
+                testkit::udp(mac, mac, a, b, &payload)
+            } else {
+                let flags = Flags {
+                    fin: flags & 1 != 0,
+                    syn: flags & 2 != 0,
+                    rst: flags & 4 != 0,
+                    psh: flags & 8 != 0,
+                    ack: flags & 16 != 0,
+                };
+                testkit::tcp(mac, mac, a, b, flags, &payload)
+            };
+            let mut packet = frame[ETH_LEN..].to_vec();
+            let intact = plain_transport(packet.first_chunk().unwrap(), &packet);
+            proptest::prop_assert!(intact.is_some());
+            proptest::prop_assert_eq!(intact, checked_transport(&packet));
+            for (at, byte) in &damage {
+                if let Some(slot) = packet.get_mut(*at) {
+                    *slot = *byte;
+                }
+            }
+            if fix_checksum && packet.len() >= usize::from(packet[0] & 0x0f) * 4 {
+                Ipv4Packet::new_unchecked(&mut packet[..]).fill_checksum();
+            }
+            packet.truncate(packet.len().saturating_sub(cut.unwrap_or(0)));
+            packet.resize(packet.len() + pad, 0);
+            if let Some(header) = packet.first_chunk::<20>() {
+                let fast = plain_transport(header, &packet);
+                if fast.is_some() {
+                    proptest::prop_assert_eq!(fast, checked_transport(&packet));
+                }
+            }
+        }
     }
 
     #[test]
