@@ -174,9 +174,16 @@ struct CoreState {
     counters: Counters,
 }
 
-/// The flow key and hash [`Pipeline::process_batch`] computed for a frame in its first pass,
-/// handed down so the lookup need not hash again. Used only if the parsed key matches.
-type Hint<'a> = Option<&'a (FlowKey, u64)>;
+/// The flow hash [`Pipeline::process_batch`] computed for a frame in its first pass, from the
+/// key [`peek_flow_key`] read, handed down so the lookup need not hash again.
+///
+/// Whenever the parse of the frame yields a TCP/UDP key, it is the key the hash was computed
+/// from, so the lookup uses the hash without comparing keys: both read the same bytes (the
+/// addresses at 12..20 of the IPv4 header, the protocol at 9, the ports at 4 × IHL), and
+/// nothing writes a frame between its two passes (a frame is rewritten only by its own
+/// `process`). Debug builds check it. Were it ever wrong, the lookup would only miss: a
+/// record's key is always compared.
+type Hint = Option<u64>;
 
 impl Pipeline {
     /// A pipeline for one core. Allocates everything it will ever use.
@@ -279,7 +286,7 @@ impl Pipeline {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        hint: Hint<'_>,
+        hint: Hint,
     ) -> Verdict {
         let core = &mut self.core;
         core.counters.add(Stat::RxPackets, 1);
@@ -312,16 +319,16 @@ impl Pipeline {
         for (frames, verdicts) in
             frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
         {
-            let mut hints = [None; BATCH];
+            let mut hints: [Hint; BATCH] = [None; BATCH];
             for (hint, frame) in hints.iter_mut().zip(frames.iter()) {
                 if let Some(key) = peek_flow_key(frame) {
                     let hash = flow_hash(&key);
                     self.core.conntrack.prefetch_bucket(hash);
-                    *hint = Some((key, hash));
+                    *hint = Some(hash);
                 }
             }
             for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(&hints) {
-                *verdict = self.process_hinted(now, ingress, frame, hint.as_ref());
+                *verdict = self.process_hinted(now, ingress, frame, *hint);
             }
         }
     }
@@ -420,7 +427,7 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        hint: Hint<'_>,
+        hint: Hint,
     ) -> Verdict {
         let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
             return Verdict::Drop(DropReason::UnknownInterface);
@@ -509,7 +516,7 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        hint: Hint<'_>,
+        hint: Hint,
     ) -> Verdict {
         let packet = &frame[ETH_LEN..];
         let Some(header) = packet.first_chunk::<20>() else {
@@ -564,11 +571,14 @@ impl CoreState {
         key: &FlowKey,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
-        hint: Hint<'_>,
+        hint: Hint,
     ) -> Option<crate::conntrack::Hit> {
         let hash = match hint {
-            Some((hinted, hash)) if hinted == key => *hash,
-            _ => flow_hash(key),
+            Some(hash) => {
+                debug_assert_eq!(hash, flow_hash(key), "the batch's hash is this key's");
+                hash
+            }
+            None => flow_hash(key),
         };
         if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
             return Some(hit);
@@ -594,7 +604,7 @@ impl CoreState {
         frame: &mut [u8],
         owned: Option<Owned>,
         transport: Transport,
-        hint: Hint<'_>,
+        hint: Hint,
     ) -> Verdict {
         let key = transport.key;
         let maybe_reply = owned != Some(Owned::Vip);
