@@ -1153,29 +1153,49 @@ fn quoted_transport(icmp: &[u8]) -> Option<Transport> {
 }
 
 /// Rewrites source and destination of the TCP/UDP packet in `frame` where they differ,
-/// updating the IPv4 and L4 checksums incrementally.
+/// updating the IPv4 and L4 checksums incrementally (RFC 1624), one [`checksum::Delta`] per
+/// checksum.
+///
+/// The checksum arithmetic runs on 16-bit words as they sit in memory (the machine's byte
+/// order) instead of swapping each to network order and back: a one's-complement sum of
+/// byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)), and the only special values
+/// an update knows, 0 and 0xffff, are their own swaps. So the bytes written are exactly
+/// those of the same update done in network order (`reference_rewrite_transport` in the
+/// tests).
 #[inline]
 fn rewrite_transport(frame: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) {
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]);
-    let old_src = ip.src_addr();
-    let old_dst = ip.dst_addr();
-    // The same bits as `rewrite_src_addr` then `rewrite_dst_addr` for the addresses that
-    // change, with one checksum update.
+    let Some(packet) = frame.get_mut(ETH_LEN..) else {
+        return;
+    };
+    let Some(header) = packet.first_chunk_mut::<20>() else {
+        return;
+    };
+    let header_len = usize::from(header[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let memory = |addr: Ipv4Addr| u32::from_ne_bytes(addr.octets());
+    let old_src = u32::from_ne_bytes([header[12], header[13], header[14], header[15]]);
+    let old_dst = u32::from_ne_bytes([header[16], header[17], header[18], header[19]]);
     let (mut delta, mut changed) = (checksum::Delta::NONE, false);
-    if old_src != src.0 {
-        ip.set_src_addr(src.0);
-        (delta, changed) = (delta.addr(old_src, src.0), true);
+    if old_src != memory(src.0) {
+        header[12..16].copy_from_slice(&src.0.octets());
+        (delta, changed) = (delta.u32(old_src, memory(src.0)), true);
     }
-    if old_dst != dst.0 {
-        ip.set_dst_addr(dst.0);
-        (delta, changed) = (delta.addr(old_dst, dst.0), true);
+    if old_dst != memory(dst.0) {
+        header[16..20].copy_from_slice(&dst.0.octets());
+        (delta, changed) = (delta.u32(old_dst, memory(dst.0)), true);
     }
     if changed {
-        ip.set_checksum(delta.apply(ip.checksum()));
+        let old = u16::from_ne_bytes([header[10], header[11]]);
+        header[10..12].copy_from_slice(&delta.apply(old).to_ne_bytes());
     }
-    // The pseudo-header changes as the header did.
-    let payload = ip.payload_mut();
-    rewrite_ports(payload, proto, delta, src.1, dst.1);
+    // The pseudo-header changes as the header did. The segment is `header_len..total_len`;
+    // lengths that make no segment (never seen here: such packets are dropped first) leave
+    // it alone.
+    let end = total_len.min(packet.len());
+    let Some(segment) = packet.get_mut(header_len.max(20)..end) else {
+        return;
+    };
+    rewrite_ports(segment, proto, delta, src.1, dst.1);
 }
 
 /// Rewrites the packet quoted in an ICMP error: addresses (with the quoted header's checksum)
@@ -1192,13 +1212,18 @@ fn rewrite_quote(quote: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: (Ipv
         ip.rewrite_dst_addr(dst.0);
     }
     let segment = &mut quote[header_len..];
-    let addrs = checksum::Delta::NONE.addr(old_src, src.0).addr(old_dst, dst.0);
+    let memory = |addr: Ipv4Addr| u32::from_ne_bytes(addr.octets());
+    let addrs = checksum::Delta::NONE
+        .u32(memory(old_src), memory(src.0))
+        .u32(memory(old_dst), memory(dst.0));
     rewrite_ports(segment, proto, addrs, src.1, dst.1);
 }
 
 /// Sets the ports of a TCP/UDP header at the start of `segment` and patches its checksum for
-/// the port changes and `addrs`, the change of the addresses in its pseudo-header. A quoted
-/// segment may be cut short: its checksum is patched only when present.
+/// the port changes and `addrs`, the change of the addresses in its pseudo-header, summed
+/// over words in memory order (see [`rewrite_transport`]). A quoted segment may be cut
+/// short: its checksum is patched only when present.
+#[inline]
 fn rewrite_ports(
     segment: &mut [u8],
     proto: Proto,
@@ -1209,10 +1234,14 @@ fn rewrite_ports(
     if segment.len() < 8 {
         return;
     }
-    let old_src_port = u16::from_be_bytes([segment[0], segment[1]]);
-    let old_dst_port = u16::from_be_bytes([segment[2], segment[3]]);
-    segment[0..2].copy_from_slice(&src_port.to_be_bytes());
-    segment[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    let Some(ports) = segment.first_chunk_mut::<4>() else {
+        return;
+    };
+    let old_src_port = u16::from_ne_bytes([ports[0], ports[1]]);
+    let old_dst_port = u16::from_ne_bytes([ports[2], ports[3]]);
+    let (src_port, dst_port) = (src_port.to_be(), dst_port.to_be());
+    ports[0..2].copy_from_slice(&src_port.to_ne_bytes());
+    ports[2..4].copy_from_slice(&dst_port.to_ne_bytes());
     let checksum_at = match proto {
         Proto::Tcp => 16,
         Proto::Udp => 6,
@@ -1220,14 +1249,14 @@ fn rewrite_ports(
     let Some(field) = segment.get_mut(checksum_at..checksum_at + 2) else {
         return;
     };
-    let old = u16::from_be_bytes([field[0], field[1]]);
+    let old = u16::from_ne_bytes([field[0], field[1]]);
     // One update for all the changes: the same bits as one update per change in a row.
     let delta = addrs.u16(old_src_port, src_port).u16(old_dst_port, dst_port);
     let new = match proto {
         Proto::Tcp => delta.apply(old),
         Proto::Udp => delta.apply_udp(old),
     };
-    field.copy_from_slice(&new.to_be_bytes());
+    field.copy_from_slice(&new.to_ne_bytes());
 }
 
 /// Turns an echo request into its reply in place: addresses and MACs swapped, type 0, TTL
@@ -1549,6 +1578,97 @@ port = 8080
                 if fast.is_some() {
                     proptest::prop_assert_eq!(fast, checked_transport(&packet));
                 }
+            }
+        }
+    }
+
+    /// The rewrite as the RFC 1624 updates in network byte order, through the IPv4 view:
+    /// the reference for [`rewrite_transport`]'s arithmetic in memory order.
+    fn reference_rewrite_transport(
+        frame: &mut [u8],
+        proto: Proto,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+    ) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]);
+        let (old_src, old_dst) = (ip.src_addr(), ip.dst_addr());
+        if old_src != src.0 {
+            ip.rewrite_src_addr(src.0);
+        }
+        if old_dst != dst.0 {
+            ip.rewrite_dst_addr(dst.0);
+        }
+        let segment = ip.payload_mut();
+        let (old_src_port, old_dst_port) = (
+            u16::from_be_bytes([segment[0], segment[1]]),
+            u16::from_be_bytes([segment[2], segment[3]]),
+        );
+        segment[0..2].copy_from_slice(&src.1.to_be_bytes());
+        segment[2..4].copy_from_slice(&dst.1.to_be_bytes());
+        let at = if proto == Proto::Tcp { 16 } else { 6 };
+        let old = u16::from_be_bytes([segment[at], segment[at + 1]]);
+        let mut new = old;
+        for (old_addr, new_addr) in [(old_src, src.0), (old_dst, dst.0)] {
+            if old_addr != new_addr {
+                new = match proto {
+                    Proto::Tcp => checksum::update_addr(new, old_addr, new_addr),
+                    Proto::Udp => checksum::update_udp_addr(new, old_addr, new_addr),
+                };
+            }
+        }
+        for (old_port, new_port) in [(old_src_port, src.1), (old_dst_port, dst.1)] {
+            new = match proto {
+                Proto::Tcp => checksum::update_u16(new, old_port, new_port),
+                Proto::Udp => checksum::update_udp_u16(new, old_port, new_port),
+            };
+        }
+        segment[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    }
+
+    proptest::proptest! {
+        /// The NAT rewrite writes exactly the bytes of the same updates done one at a time
+        /// in network order, and leaves checksums a full recompute agrees with: any
+        /// addresses and ports (kept or changed), TCP and UDP (with and without a checksum).
+        #[test]
+        fn rewrite_transport_is_the_network_order_update(
+            udp in proptest::prelude::any::<bool>(),
+            no_udp_checksum in proptest::prelude::any::<bool>(),
+            addrs in proptest::prelude::any::<[u32; 4]>(),
+            ports in proptest::prelude::any::<[u16; 4]>(),
+            keep in 0u8..4,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
+        ) {
+            use crate::testkit::{self, ACK};
+            let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+            let ip = Ipv4Addr::from_bits;
+            let (a, b) = ((ip(addrs[0]), ports[0]), (ip(addrs[1]), ports[1]));
+            let mut frame = if udp {
+                testkit::udp(mac, mac, a, b, &payload)
+            } else {
+                testkit::tcp(mac, mac, a, b, ACK, &payload)
+            };
+            if udp && no_udp_checksum {
+                frame[ETH_LEN + 26..ETH_LEN + 28].fill(0);
+            }
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            // Sometimes the source or the destination stays as it is (DNAT or SNAT alone).
+            let src = if keep == 1 { a } else { (ip(addrs[2]), ports[2]) };
+            let dst = if keep == 2 { b } else { (ip(addrs[3]), ports[3]) };
+            let mut expected = frame.clone();
+            reference_rewrite_transport(&mut expected, proto, src, dst);
+            rewrite_transport(&mut frame, proto, src, dst);
+            proptest::prop_assert_eq!(&frame, &expected);
+            let ip_header = Ipv4Packet::new_checked(&frame[ETH_LEN..]).unwrap();
+            proptest::prop_assert!(ip_header.verify_checksum());
+            let segment = &frame[ETH_LEN + 20..];
+            let protocol = if udp { ip_proto::UDP } else { ip_proto::TCP };
+            let pseudo = checksum::pseudo_header_sum(src.0, dst.0, protocol, segment.len() as u16);
+            let udp_without = udp && no_udp_checksum;
+            proptest::prop_assert!(
+                udp_without || checksum::fold(checksum::sum(segment, pseudo)) == 0xffff
+            );
+            if udp_without {
+                proptest::prop_assert_eq!(&segment[6..8], &[0, 0]);
             }
         }
     }
