@@ -569,17 +569,10 @@ impl CoreState {
         &mut self,
         now: Instant,
         key: &FlowKey,
+        hash: u64,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
-        hint: Hint,
     ) -> Option<crate::conntrack::Hit> {
-        let hash = match hint {
-            Some(hash) => {
-                debug_assert_eq!(hash, flow_hash(key), "the batch's hash is this key's");
-                hash
-            }
-            None => flow_hash(key),
-        };
         if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
             return Some(hit);
         }
@@ -607,18 +600,26 @@ impl CoreState {
         hint: Hint,
     ) -> Verdict {
         let key = transport.key;
+        let hash = match hint {
+            Some(hash) => {
+                debug_assert_eq!(hash, flow_hash(&key), "the batch's hash is this key's");
+                hash
+            }
+            None => flow_hash(&key),
+        };
         let maybe_reply = owned != Some(Owned::Vip);
-        if let Some(hit) = self.track(now, &key, transport.tcp_flags, maybe_reply, hint) {
+        if let Some(hit) = self.track(now, &key, hash, transport.tcp_flags, maybe_reply) {
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match owned {
-            Some(Owned::Vip) => self.new_flow(snapshot, now, ingress, frame, transport),
+            Some(Owned::Vip) => self.new_flow(snapshot, now, ingress, frame, transport, hash),
             Some(Owned::Local) => Verdict::Drop(DropReason::NoFlow),
             _ => Verdict::Pass,
         }
     }
 
-    /// Out of line: keeps the hit path (which calls it on a miss) small.
+    /// Out of line: keeps the hit path (which calls it on a miss) small. `hash` is
+    /// `flow_hash(&transport.key)`.
     #[inline(never)]
     fn new_flow(
         &mut self,
@@ -627,6 +628,7 @@ impl CoreState {
         _ingress: IfaceId,
         frame: &mut [u8],
         transport: Transport,
+        hash: u64,
     ) -> Verdict {
         let key = transport.key;
         let Some(service_index) = snapshot.service_at(key.dst_addr, key.dst_port, key.proto) else {
@@ -634,7 +636,6 @@ impl CoreState {
         };
         let service = &snapshot.services[service_index];
         let range = service.backends.clone();
-        let hash = flow_hash(&key);
         // A TCP packet that opens nothing (no SYN) is never tracked: otherwise a flood of
         // spoofed ACKs would fill the table with flows that look established and are never
         // evicted. DR forwards it by consistent hashing alone, so a connection picked up
@@ -698,9 +699,10 @@ impl CoreState {
             backend: backend_index as u16,
         };
         let active = &mut self.active;
-        let inserted = self.conntrack.insert(now, flow, transport.tcp_flags, |evicted| {
-            release_backend(snapshot, active, evicted);
-        });
+        let inserted =
+            self.conntrack.insert_hashed(now, flow, hash, transport.tcp_flags, |evicted| {
+                release_backend(snapshot, active, evicted);
+            });
         match inserted {
             Ok(_) => {
                 self.counters.add(Stat::NewFlows, 1);
@@ -975,7 +977,7 @@ impl CoreState {
             return reject(owned, DropReason::Truncated);
         };
         let key = quoted.key.reversed();
-        let Some(hit) = self.track(now, &key, None, true, None) else {
+        let Some(hit) = self.track(now, &key, flow_hash(&key), None, true) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
