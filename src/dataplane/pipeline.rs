@@ -1356,27 +1356,38 @@ mod tests {
         }
     }
 
-    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
-    fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
+    /// One interface (10.1.1.10/24 with `mac`, then the lines `interface_extra`) and one
+    /// service, 10.1.1.100:80 forwarded by `forward` to 10.1.1.11:`backend_port`.
+    fn one_service_snapshot(
+        mac: &str,
+        interface_extra: &str,
+        forward: &str,
+        backend_port: u16,
+    ) -> Arc<Snapshot> {
         let text = format!(
             r#"
 [[interface]]
 name = "eth0"
 addr = "10.1.1.10/24"
 mac = "{mac}"
-
+{interface_extra}
 [[service]]
 vip = "10.1.1.100"
 port = 80
-forward = "dr"
+forward = "{forward}"
 scheduler = "rr"
 [[service.backend]]
 addr = "10.1.1.11"
-port = 80
+port = {backend_port}
 "#
         );
         let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
         Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
+    fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
+        one_service_snapshot(mac, "", "dr", 80)
     }
 
     /// The per-backend cache of the hit path follows the neighbour table and the snapshot:
@@ -1421,30 +1432,8 @@ port = 80
 
     /// A NAT service on an interface with `mac` and a gateway, its one backend's MAC static.
     fn nat_snapshot(mac: &str) -> Arc<Snapshot> {
-        let text = format!(
-            r#"
-[[interface]]
-name = "eth0"
-addr = "10.1.1.10/24"
-mac = "{mac}"
-gateway = "10.1.1.1"
-
-[[neighbor]]
-ip = "10.1.1.11"
-mac = "02:00:00:00:00:11"
-
-[[service]]
-vip = "10.1.1.100"
-port = 80
-forward = "nat"
-scheduler = "rr"
-[[service.backend]]
-addr = "10.1.1.11"
-port = 8080
-"#
-        );
-        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
-        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+        let extra = "gateway = \"10.1.1.1\"\n\n[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
+        one_service_snapshot(mac, extra, "nat", 8080)
     }
 
     /// Replies go out through the client hop caches exactly as `deliver` would send them:
