@@ -2,7 +2,8 @@
 //! mode, over 100k tracked flows.
 //!
 //! `cargo bench --bench pipeline` prints the table and writes it to `bench/results/`.
-//! Options (after `--`): `--quick` (fewer packets), `--no-callgrind`, `--no-write`.
+//! Options (after `--`): `--quick` (fewer packets), `--no-callgrind`, `--no-write`, `--only
+//! <scenario>` (one scenario, by the name the progress lines show; implies `--no-write`).
 //! Under `cargo test` (no `--bench` argument) it only checks that every scenario forwards
 //! every packet.
 //!
@@ -392,7 +393,10 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let with_callgrind = !args.iter().any(|a| a == "--no-callgrind");
-    let write = !args.iter().any(|a| a == "--no-write") && !quick;
+    let only = args.iter().position(|a| a == "--only").map(|i| {
+        Scenario::from_name(args.get(i + 1).map_or("", String::as_str)).expect("scenario")
+    });
+    let write = !args.iter().any(|a| a == "--no-write") && !quick && only.is_none();
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let pinned = cores.last().copied();
@@ -403,7 +407,7 @@ fn main() {
     let runs = if quick { 1 } else { 5 };
 
     let mut figures = Vec::new();
-    for scenario in Scenario::ALL {
+    for scenario in Scenario::ALL.into_iter().filter(|s| only.is_none_or(|only| only == *s)) {
         eprint!("{:<16} ... ", scenario.name());
         let mut figure = time_scenario(scenario, packets, runs);
         if with_callgrind {

@@ -35,7 +35,7 @@ use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
-use crate::dataplane::{CoreSlot, Pipeline, Stat};
+use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
 use crate::time::MonotonicClock;
 use crate::wire::MacAddr;
 
@@ -142,6 +142,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let max_queues = links.iter().map(|l| l.netdev.rx_queues as usize).max().unwrap_or(1);
     let workers = options.cores.unwrap_or(max_queues.min(cores.len().max(1))).clamp(1, max_queues);
+    if workers < max_queues {
+        log!("info", "{max_queues} queue(s) on {workers} worker(s): some workers serve several");
+    }
     if let Some(asked) = options.cores
         && asked > max_queues
     {
@@ -151,30 +154,26 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         );
     }
 
-    // Sockets: worker k serves queue k of every interface that has it.
+    // Sockets: every queue of every interface is served, queue q by worker q % workers.
     let xsk_config = XskConfig { try_zero_copy: !options.force_copy, ..XskConfig::default() };
-    let mut ports_per_worker = Vec::new();
-    for k in 0..workers {
-        let mut ports = Vec::new();
-        for link in &links {
-            if k >= link.netdev.rx_queues as usize {
-                ports.push(None);
-                continue;
-            }
-            let port = XskPort::open(&link.netdev.name, k as u32, xsk_config)?;
+    let mut ports_per_worker: Vec<Vec<(IfaceId, XskPort)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (index, link) in links.iter().enumerate() {
+        for queue in 0..link.netdev.rx_queues {
+            let worker = queue as usize % workers;
+            let port = XskPort::open(&link.netdev.name, queue, xsk_config)?;
             link.steer
-                .set_socket(k as u32, port.fd())
-                .with_context(|| format!("{} queue {k}: XSKMAP", link.netdev.name))?;
+                .set_socket(queue, port.fd())
+                .with_context(|| format!("{} queue {queue}: XSKMAP", link.netdev.name))?;
             log!(
                 "info",
-                "{} queue {k}: AF_XDP socket bound ({} mode, XDP {:?}), worker {k}",
+                "{} queue {queue}: AF_XDP socket bound ({} mode, XDP {:?}), worker {worker}",
                 link.netdev.name,
                 port.mode(),
                 link.mode
             );
-            ports.push(Some(port));
+            ports_per_worker[worker].push((IfaceId(index as u8), port));
         }
-        ports_per_worker.push(ports);
     }
 
     // Pipelines, each able to read the others' connection tables.
@@ -363,13 +362,13 @@ fn log_figures(reports: &[CoreReport]) {
     reports.sort_by_key(|r| r.core);
     for r in reports {
         let mut io = PortStats::default();
-        for port in r.ports.iter().flatten() {
+        for (_, port) in &r.ports {
             io.add(port);
         }
         let c = &r.counters;
         log!(
             "info",
-            "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
+            "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
             r.core,
             c.get(Stat::RxPackets),
             c.get(Stat::TxPackets),
@@ -378,10 +377,16 @@ fn log_figures(reports: &[CoreReport]) {
             c.drop_reasons().map(|(_, n)| n).sum::<u64>(),
             r.held,
             r.flows,
+            c.get(Stat::CrossCoreHits),
             r.neighbors,
             io.tx_ring_full,
             io.send_no_frame,
             r.unroutable
         );
+        let drops: Vec<String> =
+            c.drop_reasons().filter(|&(_, n)| n > 0).map(|(why, n)| format!("{why} {n}")).collect();
+        if !drops.is_empty() {
+            log!("info", "core {}: drops: {}", r.core, drops.join(", "));
+        }
     }
 }

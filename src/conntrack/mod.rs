@@ -496,13 +496,29 @@ impl Conntrack {
         now: Instant,
         flow: Flow,
         tcp_flags: Option<u8>,
+        on_remove: impl FnMut(&Flow),
+    ) -> Result<FlowState, InsertError> {
+        let hash = flow_hash(&flow.original_key());
+        self.insert_hashed(now, flow, hash, tcp_flags, on_remove)
+    }
+
+    /// [`Conntrack::insert`] with `hash` = [`crate::hash::flow_hash`]`(&flow.original_key())`
+    /// already computed (by the lookup that missed). Another value places the flow where no
+    /// lookup of its key looks.
+    pub fn insert_hashed(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        hash: u64,
+        tcp_flags: Option<u8>,
         mut on_remove: impl FnMut(&Flow),
     ) -> Result<FlowState, InsertError> {
+        debug_assert_eq!(hash, flow_hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
-        let original = flow.original_key();
-        let reply = flow.reply_key();
-        for key in std::iter::once(original).chain(reply) {
-            if let Some(found) = self.table.find(&key, flow_hash(&key), Access::Owner) {
+        let original = (flow.original_key(), hash);
+        let reply = flow.reply_key().map(|key| (key, flow_hash(&key)));
+        for (key, hash) in std::iter::once(original).chain(reply) {
+            if let Some(found) = self.table.find(&key, hash, Access::Owner) {
                 if !self.table.is_expired(now, &found.view) {
                     return Err(InsertError::Exists);
                 }
@@ -516,8 +532,8 @@ impl Conntrack {
             return Err(InsertError::Flood);
         }
 
-        let (original_bucket, original_tag) = self.table.place(flow_hash(&original));
-        let reply_place = reply.map(|key| self.table.place(flow_hash(&key)));
+        let (original_bucket, original_tag) = self.table.place(original.1);
+        let reply_place = reply.map(|(_, hash)| self.table.place(hash));
         if self.free.is_empty() {
             let victim = self
                 .victim(original_bucket, None, now)

@@ -1,7 +1,8 @@
 //! The per-core poll loop: receive a batch, run it through the pipeline, transmit, repeat.
 //!
-//! A worker owns one [`Pipeline`] and one [`Port`] per interface (its queue of that
-//! interface). It never blocks on another thread and takes no lock: control reaches it
+//! A worker owns one [`Pipeline`] and the [`Port`]s of the queues it serves (one or more
+//! queues of one or more interfaces; frames the worker sends on its own leave by its first
+//! port on the interface). It never blocks on another thread and takes no lock: control reaches it
 //! through a channel it drains between batches ([`ControlMsg`]: a new snapshot, a neighbour
 //! learned from snooped ARP, "announce the VIPs"), and it reports its counters through
 //! another channel a few times a second ([`CoreReport`]), dropping a report rather than
@@ -108,8 +109,8 @@ pub struct CoreReport {
     /// Generation of the snapshot the counters are indexed by.
     pub generation: u64,
     pub counters: Counters,
-    /// Indexed by interface.
-    pub ports: Vec<Option<PortStats>>,
+    /// Per port: its interface and figures.
+    pub ports: Vec<(IfaceId, PortStats)>,
     pub flows: usize,
     pub neighbors: usize,
     pub held: usize,
@@ -169,8 +170,10 @@ impl Staging {
 /// One core's poll loop.
 pub struct Worker<P: Port> {
     pipeline: Pipeline,
-    /// Indexed by [`IfaceId`]; None where this worker has no queue on that interface.
-    ports: Vec<Option<P>>,
+    /// The queues this worker serves, with their interface.
+    ports: Vec<(IfaceId, P)>,
+    /// Indexed by [`IfaceId`]: which of `ports` sends frames out of that interface.
+    egress_port: Vec<Option<usize>>,
     control: Receiver<ControlMsg>,
     reports: Sender<CoreReport>,
     clock: MonotonicClock,
@@ -186,7 +189,7 @@ impl<P: Port> std::fmt::Debug for Worker<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("core", &self.options.core)
-            .field("ports", &self.ports.iter().filter(|p| p.is_some()).count())
+            .field("ports", &self.ports.len())
             .finish_non_exhaustive()
     }
 }
@@ -194,16 +197,22 @@ impl<P: Port> std::fmt::Debug for Worker<P> {
 impl<P: Port> Worker<P> {
     pub fn new(
         pipeline: Pipeline,
-        ports: Vec<Option<P>>,
+        ports: Vec<(IfaceId, P)>,
         control: Receiver<ControlMsg>,
         reports: Sender<CoreReport>,
         clock: MonotonicClock,
         options: WorkerOptions,
     ) -> Self {
         let now = clock.now();
+        let interfaces = ports.iter().map(|(iface, _)| iface.index() + 1).max().unwrap_or(0);
+        let mut egress_port = vec![None; interfaces];
+        for (position, (iface, _)) in ports.iter().enumerate() {
+            egress_port[iface.index()].get_or_insert(position);
+        }
         Worker {
             pipeline,
             ports,
+            egress_port,
             control,
             reports,
             clock,
@@ -252,9 +261,8 @@ impl<P: Port> Worker<P> {
 
         let mut received = 0;
         let Worker { pipeline, ports, staging, .. } = self;
-        for (index, port) in ports.iter_mut().enumerate() {
-            let Some(port) = port else { continue };
-            let own = IfaceId(index as u8);
+        for (own, port) in ports.iter_mut() {
+            let own = *own;
             received += port.poll(
                 &mut |frames, verdicts| pipeline.process_batch(now, own, frames, verdicts),
                 own,
@@ -263,7 +271,7 @@ impl<P: Port> Worker<P> {
         }
         self.pipeline.drain_emitted(|egress, frame| self.staging.push(egress, frame));
         self.send_staged();
-        for port in self.ports.iter_mut().flatten() {
+        for (_, port) in &mut self.ports {
             port.flush();
         }
 
@@ -285,9 +293,9 @@ impl<P: Port> Worker<P> {
     fn send_staged(&mut self) {
         for &(egress, start, len) in &self.staging.frames {
             let frame = &self.staging.bytes[start..start + len];
-            match self.ports.get_mut(egress.index()).and_then(Option::as_mut) {
-                Some(port) => {
-                    port.send(frame);
+            match self.egress_port.get(egress.index()).copied().flatten() {
+                Some(position) => {
+                    self.ports[position].1.send(frame);
                 }
                 None => self.unroutable += 1,
             }
@@ -298,9 +306,8 @@ impl<P: Port> Worker<P> {
     }
 
     fn idle(&mut self) {
-        let mut ports = self.ports.iter_mut().flatten();
-        match (ports.next(), ports.next()) {
-            (Some(only), None) => only.wait(IDLE_WAIT),
+        match self.ports.as_mut_slice() {
+            [(_, only)] => only.wait(IDLE_WAIT),
             _ => std::thread::sleep(Duration::from_micros(100)),
         }
     }
@@ -311,7 +318,7 @@ impl<P: Port> Worker<P> {
             core: self.options.core,
             generation: self.pipeline.snapshot().generation,
             counters: self.pipeline.counters().clone(),
-            ports: self.ports.iter().map(|p| p.as_ref().map(Port::stats)).collect(),
+            ports: self.ports.iter().map(|(iface, port)| (*iface, port.stats())).collect(),
             flows: self.pipeline.conntrack().len(),
             neighbors: self.pipeline.neighbors().len(),
             held: self.pipeline.held(),
@@ -388,7 +395,7 @@ mod tests {
         let pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
         let (control_tx, control_rx) = crossbeam::channel::unbounded();
         let (report_tx, report_rx) = crossbeam::channel::bounded(16);
-        let ports = (0..ports).map(|_| Some(MemPort::default())).collect();
+        let ports = (0..ports).map(|i| (IfaceId(i as u8), MemPort::default())).collect();
         let options = WorkerOptions { core: 0, busy_poll: true };
         let worker =
             Worker::new(pipeline, ports, control_rx, report_tx, MonotonicClock::start(), options);
@@ -424,11 +431,11 @@ mod tests {
     #[test]
     fn holds_until_snooped_arp_then_forwards_in_place() {
         let (mut worker, control, _) = worker(ONE_ARM, 1);
-        worker.ports[0].as_mut().unwrap().inbox.push_back(syn(40000));
+        worker.ports[0].1.inbox.push_back(syn(40000));
         assert_eq!(worker.step(), 1);
         // The backend's MAC is unknown: the SYN is held and an ARP request goes out from the
         // box's own address.
-        let wire = std::mem::take(&mut worker.ports[0].as_mut().unwrap().wire);
+        let wire = std::mem::take(&mut worker.ports[0].1.wire);
         assert_eq!(wire.len(), 1, "one ARP request");
         assert_eq!(&wire[0][12..14], &[0x08, 0x06]);
         assert_eq!(&wire[0][28..32], &LB.ip.octets(), "ARP sender is the box, not the VIP");
@@ -437,15 +444,15 @@ mod tests {
         // Control relays what the steering program snooped: the held SYN leaves.
         control.send(ControlMsg::Neighbor(RS.ip, RS.mac)).unwrap();
         worker.step();
-        let wire = std::mem::take(&mut worker.ports[0].as_mut().unwrap().wire);
+        let wire = std::mem::take(&mut worker.ports[0].1.wire);
         assert_eq!(wire.len(), 1);
         assert_eq!(&wire[0][0..6], &RS.mac.0, "DR: to the backend's MAC");
         assert_eq!(worker.pipeline().held(), 0);
 
         // Later packets of the flow go straight out, rewritten in place.
-        worker.ports[0].as_mut().unwrap().inbox.push_back(syn(40001));
+        worker.ports[0].1.inbox.push_back(syn(40001));
         worker.step();
-        let wire = std::mem::take(&mut worker.ports[0].as_mut().unwrap().wire);
+        let wire = std::mem::take(&mut worker.ports[0].1.wire);
         assert_eq!(wire.len(), 1);
         assert_eq!(&wire[0][0..6], &RS.mac.0);
         assert_eq!(&wire[0][6..12], &LB.mac.0);
@@ -456,18 +463,18 @@ mod tests {
         let (mut worker, control, reports) = worker(ONE_ARM, 1);
         control.send(ControlMsg::Neighbor(RS.ip, RS.mac)).unwrap();
         for sport in 0..10 {
-            worker.ports[0].as_mut().unwrap().inbox.push_back(syn(41000 + sport));
+            worker.ports[0].1.inbox.push_back(syn(41000 + sport));
         }
         assert_eq!(worker.step(), 10);
         let report = worker.report();
         assert_eq!(report.counters.backends[0].connections, 10);
-        assert_eq!(report.ports[0].unwrap().tx_packets, 10);
+        assert_eq!(report.ports[0].1.tx_packets, 10);
 
         let mut config = Config::parse(ONE_ARM, "test.toml").unwrap();
         config.services[0].backends[0].weight = 0;
         let drained = Arc::new(Snapshot::build(&config, 2).unwrap());
         control.send(ControlMsg::Snapshot(drained)).unwrap();
-        worker.ports[0].as_mut().unwrap().inbox.push_back(syn(42000));
+        worker.ports[0].1.inbox.push_back(syn(42000));
         worker.step();
         assert_eq!(worker.pipeline().snapshot().generation, 2);
         // A drained service with no other backend refuses the new flow.

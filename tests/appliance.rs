@@ -1,0 +1,363 @@
+//! `xlb run` end to end, for what the labs do not show: several queues served by several
+//! workers (with NAT replies arriving on another queue than their flow's), a config reload
+//! under SIGHUP (on one worker serving both queues of each interface), and a killed xlb
+//! leaving nothing attached and a restart binding at once.
+//!
+//! Root only (network namespaces, XDP, AF_XDP). Each test builds its own namespaces named
+//! `xlb-<pid>-<test>-…`, removed by a guard on every exit path, panics included. Traffic is
+//! UDP request/response from `lab/udp.py`, bounded in count and time.
+//!
+//! Topology (NAT, two arms, two queues on every veth):
+//!
+//! ```text
+//!   client 10.2.0.100 ── ethc [lb: xlb, 10.2.0.2 | 10.3.0.2] ethr ── rs 10.3.0.11 :5001 :5002
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// True when the test may run; false (after saying why) when it must be skipped. Fails
+/// instead when `XLB_REQUIRE_ROOT_TESTS=1` (CI), so a skipped suite cannot pass unseen.
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("XLB_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+        "{test}: needs root, and XLB_REQUIRE_ROOT_TESTS=1"
+    );
+    eprintln!("{test}: skipped: needs root");
+    false
+}
+
+fn sh(args: &[&str]) -> Output {
+    let output = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The namespaces of one test, deleted on drop (and the processes started in them killed).
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    scratch: PathBuf,
+}
+
+impl Lab {
+    fn new(test: &str) -> Lab {
+        let prefix = format!("xlb-{}-{test}", std::process::id());
+        let scratch = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        Lab { prefix, namespaces: Vec::new(), children: Vec::new(), scratch }
+    }
+
+    fn ns(&mut self, role: &str) -> String {
+        let name = format!("{}-{role}", self.prefix);
+        sh(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// A veth with two queues each end between `a` (named `a_if`) and `b` (`b_if`), up,
+    /// checksum offload off (AF_XDP must see whole checksums).
+    fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        let q = ["numtxqueues", "2", "numrxqueues", "2"];
+        let mut args = vec!["ip", "-n", a, "link", "add", a_if];
+        args.extend_from_slice(&q);
+        args.extend_from_slice(&["type", "veth", "peer", "name", b_if]);
+        args.extend_from_slice(&q);
+        args.extend_from_slice(&["netns", b]);
+        sh(&args);
+        for (ns, ifname) in [(a, a_if), (b, b_if)] {
+            sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+            self.exec(ns, &["ethtool", "-K", ifname, "tx", "off", "gso", "off", "tso", "off"]);
+        }
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str], stdout: Stdio, stderr: Stdio) -> usize {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn in namespace");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// The NAT topology above; returns (lab, client ns, lb ns).
+fn nat_lab(test: &str) -> (Lab, String, String) {
+    let mut lab = Lab::new(test);
+    let client = lab.ns("client");
+    let lb = lab.ns("lb");
+    let rs = lab.ns("rs");
+    lab.veth(&client, "eth0", &lb, "ethc");
+    lab.veth(&rs, "eth0", &lb, "ethr");
+    sh(&["ip", "-n", &client, "addr", "add", "10.2.0.100/24", "dev", "eth0"]);
+    sh(&["ip", "-n", &client, "route", "add", "default", "via", "10.2.0.2"]);
+    sh(&["ip", "-n", &lb, "addr", "add", "10.2.0.2/24", "dev", "ethc"]);
+    sh(&["ip", "-n", &lb, "addr", "add", "10.3.0.2/24", "dev", "ethr"]);
+    // Two real servers as two ports of one namespace.
+    sh(&["ip", "-n", &rs, "addr", "add", "10.3.0.11/24", "dev", "eth0"]);
+    sh(&["ip", "-n", &rs, "route", "add", "default", "via", "10.3.0.2"]);
+    let udp = repo().join("lab/udp.py");
+    let udp = udp.to_str().expect("utf-8 path");
+    for (name, port) in [("rs1", "5001"), ("rs2", "5002")] {
+        lab.spawn(
+            &rs,
+            &["python3", udp, "serve", "--name", name, "--port", port],
+            Stdio::null(),
+            Stdio::null(),
+        );
+    }
+    (lab, client, lb)
+}
+
+/// The NAT service with backends 10.3.0.11:`port` for each port given (5001 is rs1, 5002 rs2).
+fn nat_config(backends: &[u16]) -> String {
+    let mut text = String::from(
+        r#"
+[[interface]]
+name = "ethc"
+addr = "10.2.0.2/24"
+
+[[interface]]
+name = "ethr"
+addr = "10.3.0.2/24"
+
+[[service]]
+vip = "10.2.0.10"
+port = 53
+proto = "udp"
+forward = "nat"
+scheduler = "rr"
+"#,
+    );
+    for port in backends {
+        text.push_str(&format!("[[service.backend]]\naddr = \"10.3.0.11\"\nport = {port}\n"));
+    }
+    text
+}
+
+/// Starts `xlb run` in `lb` and waits (bounded) until it is ready; returns the child's index.
+fn start_xlb(lab: &mut Lab, lb: &str, config: &Path, cores: &str, tag: &str) -> usize {
+    let ready = lab.scratch.join(format!("ready-{tag}"));
+    let _ = std::fs::remove_file(&ready);
+    let log = std::fs::File::create(lab.scratch.join(format!("xlb-{tag}.log"))).expect("log");
+    let out = std::fs::File::create(lab.scratch.join(format!("xlb-{tag}.out"))).expect("out");
+    let index = lab.spawn(
+        lb,
+        &[
+            env!("CARGO_BIN_EXE_xlb"),
+            "run",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--cores",
+            cores,
+            "--ready-file",
+            ready.to_str().expect("utf-8"),
+        ],
+        out.into(),
+        log.into(),
+    );
+    let started = Instant::now();
+    while !ready.exists() {
+        if let Ok(Some(status)) = lab.children[index].try_wait() {
+            panic!(
+                "xlb exited early ({status}): {}",
+                read(&lab.scratch.join(format!("xlb-{tag}.log")))
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "xlb not ready in 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    index
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit; returns (stdout, stderr).
+fn stop_xlb(lab: &mut Lab, index: usize, tag: &str) -> (String, String) {
+    let pid = lab.children[index].id().to_string();
+    // `ip netns exec` execs xlb, so the child's PID is xlb's.
+    sh(&["kill", "-TERM", &pid]);
+    let started = Instant::now();
+    loop {
+        if let Some(status) = lab.children[index].try_wait().expect("wait") {
+            assert!(status.success(), "xlb exited with {status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "xlb did not stop in 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (
+        read(&lab.scratch.join(format!("xlb-{tag}.out"))),
+        read(&lab.scratch.join(format!("xlb-{tag}.log"))),
+    )
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `count` UDP request/responses from the client to the VIP; returns who answered each
+/// ("rs1", "rs2", or "fail …").
+fn ask(lab: &Lab, client: &str, count: usize) -> Vec<String> {
+    let udp = repo().join("lab/udp.py");
+    let output = lab.exec(
+        client,
+        &[
+            "timeout",
+            "60",
+            "python3",
+            udp.to_str().expect("utf-8"),
+            "ask",
+            "--addr",
+            "10.2.0.10",
+            "--port",
+            "53",
+            "--count",
+            &count.to_string(),
+            "--timeout",
+            "1",
+        ],
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| match line.strip_prefix("ok ") {
+            Some(rest) => rest.split_whitespace().next().unwrap_or("").to_string(),
+            None => line.to_string(),
+        })
+        .collect()
+}
+
+/// The number after `key` in xlb's per-core figures line of `core`.
+fn figure(log: &str, core: usize, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("core {core}: rx ")))
+        .unwrap_or_else(|| panic!("no figures for core {core} in:\n{log}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == key).unwrap_or_else(|| panic!("no {key} in {line}"));
+    words[at + 1].parse().expect("a number")
+}
+
+#[test]
+fn two_queues_two_workers_and_nat_replies_found_across_cores() {
+    if !root_or_skip("two_queues_two_workers") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("mq");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001, 5002])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "2", "mq");
+    let answers = ask(&lab, &client, 60);
+    let (table, log) = stop_xlb(&mut lab, xlb, "mq");
+
+    let failed: Vec<&String> = answers.iter().filter(|a| !a.starts_with("rs")).collect();
+    assert!(failed.is_empty(), "failed requests {failed:?}\n{log}");
+    assert_eq!(answers.len(), 60);
+    assert!(log.contains("ethc queue 1: AF_XDP socket bound"), "{log}");
+    assert!(log.contains("ready: 2 worker(s)"), "{log}");
+    // Both workers received frames; replies whose queue differed from their request's were
+    // found in the other core's table.
+    assert!(figure(&log, 0, "rx") > 0 && figure(&log, 1, "rx") > 0, "{log}");
+    let cross = figure(&log, 0, "cross-core") + figure(&log, 1, "cross-core");
+    assert!(cross > 0, "no reply crossed cores in 60 flows:\n{log}");
+    assert!(table.contains("UDP  10.2.0.10:53"), "{table}");
+    let conns: u64 = table
+        .lines()
+        .filter(|l| l.trim_start().starts_with("->") && l.contains(':'))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(conns, 60, "{table}");
+}
+
+#[test]
+fn sighup_applies_a_new_config_and_a_bad_one_changes_nothing() {
+    if !root_or_skip("sighup") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("hup");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "hup");
+    let answers = ask(&lab, &client, 5);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+
+    let pid = lab.children[xlb].id().to_string();
+    std::fs::write(&config, nat_config(&[5002])).unwrap();
+    sh(&["kill", "-HUP", &pid]);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = ask(&lab, &client, 5);
+    assert!(answers.iter().all(|a| a == "rs2"), "new flows follow the reload: {answers:?}");
+
+    std::fs::write(&config, "this is not toml").unwrap();
+    sh(&["kill", "-HUP", &pid]);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = ask(&lab, &client, 5);
+    assert!(answers.iter().all(|a| a == "rs2"), "a bad config changes nothing: {answers:?}");
+    let (_, log) = stop_xlb(&mut lab, xlb, "hup");
+    assert!(log.contains("config applied: generation 2"), "{log}");
+    assert!(log.contains("reload refused, nothing changed"), "{log}");
+}
+
+#[test]
+fn a_killed_xlb_leaves_no_xdp_program_and_a_restart_binds_at_once() {
+    if !root_or_skip("killed") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("kill");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "2", "first");
+    let link =
+        |lab: &Lab| String::from_utf8_lossy(&lab.exec(&lb, &["ip", "link"]).stdout).into_owned();
+    assert!(link(&lab).contains("xdp"), "attached while running");
+    lab.children[xlb].kill().expect("SIGKILL");
+    lab.children[xlb].wait().expect("reaped");
+    let after = link(&lab);
+    assert!(!after.contains("xdp"), "a killed xlb left an XDP program:\n{after}");
+
+    // Straight away: the queues may still be closing (EBUSY is retried).
+    let again = start_xlb(&mut lab, &lb, &config, "2", "second");
+    let answers = ask(&lab, &client, 10);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    stop_xlb(&mut lab, again, "second");
+    assert!(!link(&lab).contains("xdp"), "a stopped xlb left an XDP program");
+}
