@@ -391,6 +391,7 @@ fn main() {
         println!("pipeline bench smoke: {} scenarios forward every packet", Scenario::ALL.len());
         return;
     }
+    xlb::tuning::reexec_with_huge_pages();
     let quick = args.iter().any(|a| a == "--quick");
     let with_callgrind = !args.iter().any(|a| a == "--no-callgrind");
     let only = args.iter().position(|a| a == "--only").map(|i| {
@@ -426,7 +427,7 @@ fn main() {
     let mut report = String::new();
     report += "# Pipeline benchmark: one pinned core, pure pipeline (no I/O)\n\n";
     report += &format!(
-        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 60-byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n\n",
+        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 60-byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n- huge pages for large allocations (glibc.malloc.hugetlb=1, as `xlb run` uses): {}\n\n",
         cpu_model(),
         cores.len(),
         kernel,
@@ -438,7 +439,8 @@ fn main() {
         runs,
         BATCH,
         BACKENDS,
-        DEFAULT_CAPACITY
+        DEFAULT_CAPACITY,
+        if xlb::tuning::huge_pages_enabled() { "yes" } else { "no" }
     );
     report += "| scenario | Mpps | ns/packet | instructions/packet | target | met |\n|---|---:|---:|---:|---:|:---:|\n";
     for f in &figures {

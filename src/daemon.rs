@@ -12,6 +12,10 @@
 //! 4. start the workers pinned to their cores, announce the VIPs (gratuitous ARP), and say
 //!    ready (log line, and `--ready-file`).
 //!
+//! Workers and control talk through crossbeam channels only: control never blocks a worker
+//! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
+//! channel, so no waker lock is ever taken).
+//!
 //! The control loop (this thread) relays ARP the steering program snooped to every worker,
 //! gathers the workers' reports, and logs a line of figures now and then. On a signal it stops
 //! the workers, closes the sockets, detaches the programs (the kernel would also do that if
@@ -81,6 +85,8 @@ struct Link {
 pub struct RunSummary {
     pub snapshot: Arc<Snapshot>,
     pub reports: Vec<CoreReport>,
+    /// How xlb ran: workers, and per interface the XDP and socket modes.
+    pub modes: String,
 }
 
 impl RunSummary {
@@ -91,7 +97,12 @@ impl RunSummary {
             self.snapshot.backends.len(),
             current.map(|r| r.counters.backends.as_slice()),
         );
-        stats::ipvsadm_stats(&self.snapshot, &totals)
+        format!(
+            "xlb {} ({})\n{}",
+            env!("CARGO_PKG_VERSION"),
+            self.modes,
+            stats::ipvsadm_stats(&self.snapshot, &totals)
+        )
     }
 }
 
@@ -156,6 +167,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
 
     // Sockets: every queue of every interface is served, queue q by worker q % workers.
     let xsk_config = XskConfig { try_zero_copy: !options.force_copy, ..XskConfig::default() };
+    let mut modes = vec![format!("{workers} worker(s)")];
     let mut ports_per_worker: Vec<Vec<(IfaceId, XskPort)>> =
         (0..workers).map(|_| Vec::new()).collect();
     for (index, link) in links.iter().enumerate() {
@@ -172,6 +184,15 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
                 port.mode(),
                 link.mode
             );
+            if queue == 0 {
+                modes.push(format!(
+                    "{}: XDP {:?}, AF_XDP {} mode, {} queue(s)",
+                    link.netdev.name,
+                    link.mode,
+                    port.mode(),
+                    link.netdev.rx_queues
+                ));
+            }
             ports_per_worker[worker].push((IfaceId(index as u8), port));
         }
     }
@@ -247,7 +268,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         drop(link.attachment.take());
     }
     log!("info", "stopped: sockets closed, XDP programs detached");
-    let summary = RunSummary { snapshot, reports: finals };
+    let summary = RunSummary { snapshot, reports: finals, modes: modes.join("; ") };
     log_figures(&summary.reports);
     Ok(summary)
 }

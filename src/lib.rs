@@ -27,4 +27,5 @@ pub mod hash;
 pub mod sched;
 pub mod testkit;
 pub mod time;
+pub mod tuning;
 pub mod wire;

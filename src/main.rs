@@ -110,6 +110,7 @@ fn parse_xdp_mode(text: &str) -> Result<XdpMode, String> {
 }
 
 fn run_daemon(options: &RunOptions) -> anyhow::Result<()> {
+    xlb::tuning::reexec_with_huge_pages();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
