@@ -458,8 +458,8 @@ lab_stop_xlb() {
 # socket, but the kernel picks its port at random, so over many requests a client port comes
 # round again while xlb still tracks the flow it began. For UDP that is the same flow, to
 # xlb as to IPVS: Conns is the number of distinct client ports. For TCP, a SYN on a tracked
-# flow that is closing is a new connection to IPVS (conn_reuse_mode=1: rescheduled and
-# counted) and a flow hit to xlb today: Conns may be either figure, and the lab says which.
+# flow that is closing is a new connection, to xlb as to IPVS (conn_reuse_mode=1:
+# rescheduled and counted): Conns is the number of requests the server answered.
 lab_stats_conns() {
     local proto=$1 service=$2 kind=$3 pair server backend conns answered ports
     shift 3
@@ -475,12 +475,14 @@ lab_stats_conns() {
             inside && $1 == "->" && $2 == backend { print $3; exit }' "$LAB_TMP/xlb.stats")
         answered=${LAB_ANSWERS["$kind $server"]}
         ports=${LAB_PORTS["$kind $server"]}
-        if [ "$conns" = "$ports" ] || { [ "$proto" = TCP ] && [ "$conns" = "$answered" ]; }; then
+        local expected=$ports
+        [ "$proto" = TCP ] && expected=$answered
+        if [ "$conns" = "$expected" ]; then
             if ((answered != ports)); then
                 lab_info "stats: $proto $service -> $backend: $conns Conns for $answered requests from $ports distinct client ports ($((answered - ports)) reused a port still tracked)"
             fi
         else
-            lab_failure "stats: $proto $service -> $backend: ${conns:-no line} Conns, but $server answered $answered requests from $ports distinct client ports"
+            lab_failure "stats: $proto $service -> $backend: ${conns:-no line} Conns, but $server answered $answered requests from $ports distinct client ports (expected $expected)"
         fi
     done
 }

@@ -14,10 +14,36 @@ fn xlb(args: &[&str]) -> Output {
         .expect("xlb runs")
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A file in this run's scratch directory, removed (with the directory, once empty) when
+/// the test that made it ends, pass or fail.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("xlb-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    Scratch(dir.join(name))
 }
 
 /// `xlb replay` of the bundled seed-lab capture, writing to `out`; it must succeed.

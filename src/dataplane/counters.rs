@@ -102,6 +102,9 @@ counted_enum! {
         IcmpEchoReplies => "icmp_echo_replies",
         IcmpErrorsForwarded => "icmp_errors_forwarded",
         NewFlows => "new_flows",
+        /// A SYN reopening a closing or closed flow's 5-tuple (port reuse): scheduled anew
+        /// as a new connection, as IPVS does (`conn_reuse_mode`).
+        ReusedFlows => "reused_flows",
         /// DR packets forwarded by consistent hashing alone: TCP packets of no tracked flow
         /// that open nothing (mid-stream pickup, a spoofed-ACK flood), and flows conntrack
         /// refused (flood policy, full bucket).

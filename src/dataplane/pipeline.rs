@@ -34,7 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
-use crate::conntrack::{Conntrack, ConntrackReader, Direction, Flow, InsertError, PortRange};
+use crate::conntrack::{
+    Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange,
+};
 use crate::control::snapshot::{Owned, Route, Snapshot};
 use crate::dataplane::counters::{Counters, DropReason, Stat};
 use crate::flow::{FlowKey, ForwardMode, Proto};
@@ -677,6 +679,12 @@ impl CoreState {
         };
         let maybe_reply = owned != Some(Owned::Vip);
         if let Some(hit) = self.track(now, &key, hash, transport.tcp_flags, maybe_reply) {
+            if hit.state == FlowState::SynSeen
+                && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
+                && owned == Some(Owned::Vip)
+            {
+                return self.reopen(snapshot, now, ingress, frame, transport, hash);
+            }
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match owned {
@@ -684,6 +692,27 @@ impl CoreState {
             Some(Owned::Local) => Verdict::Drop(DropReason::NoFlow),
             _ => Verdict::Pass,
         }
+    }
+
+    /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): a new
+    /// connection, as IPVS's default `conn_reuse_mode` has it. The old flow goes (its
+    /// backend's active count with it) and the SYN is scheduled like any new flow, so it
+    /// counts as a connection and may go to another backend (not under weight 0).
+    #[inline(never)]
+    fn reopen(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        transport: Transport,
+        hash: u64,
+    ) -> Verdict {
+        if let Some(old) = self.conntrack.remove(&transport.key) {
+            release_backend(snapshot, &mut self.active, &old);
+        }
+        self.counters.add(Stat::ReusedFlows, 1);
+        self.new_flow(snapshot, now, ingress, frame, transport, hash)
     }
 
     /// Out of line: keeps the hit path (which calls it on a miss) small. `hash` is
@@ -1533,6 +1562,33 @@ port = {backend_port}
 
         core1.maintain(Instant::from_secs(40));
         assert_eq!(requests(&mut core1), Vec::<Ipv4Addr>::new(), "only core 0 asks");
+    }
+
+    /// A client that reuses its port after closing a connection opens a new one: counted as
+    /// a connection and scheduled anew (IPVS's `conn_reuse_mode`); a SYN retransmitted on a
+    /// live flow is not.
+    #[test]
+    fn a_syn_reusing_a_closed_flows_port_is_a_new_connection() {
+        use crate::testkit::{self, ACK, FIN_ACK, Host, RST, SYN};
+        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let extra = "[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
+        let mut pipeline = Pipeline::new(
+            one_service_snapshot("02:00:00:00:00:10", extra, "dr", 80),
+            CoreSlot::SINGLE,
+        );
+        let mut send = |flags| {
+            let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), vip, flags, b"");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for flags in [SYN, SYN, ACK, FIN_ACK, SYN, ACK, RST, SYN] {
+            assert_eq!(send(flags), Verdict::Tx(IfaceId(0)));
+        }
+        let counters = pipeline.counters();
+        assert_eq!(counters.backends[0].connections, 3, "opened, reopened after FIN and RST");
+        assert_eq!(counters.get(Stat::ReusedFlows), 2);
+        assert_eq!(pipeline.conntrack().len(), 1);
     }
 
     /// A NAT service on an interface with `mac` and a gateway, its one backend's MAC static.
