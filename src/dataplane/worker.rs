@@ -35,6 +35,10 @@ use crate::dataplane::{BATCH, Counters, IfaceId, Pipeline, Verdict};
 use crate::time::{Instant, MonotonicClock};
 use crate::wire::MacAddr;
 
+/// What a worker asks a port to run over a received batch: the frames, and a verdict slot
+/// for each.
+pub type ProcessBatch<'a> = dyn FnMut(&mut [&mut [u8]], &mut [Verdict]) + 'a;
+
 /// One receive/transmit queue of one interface, as a worker drives it.
 pub trait Port {
     /// Receives up to [`BATCH`] frames and calls `process` once on them (frames and a verdict
@@ -43,7 +47,7 @@ pub trait Port {
     /// are recycled. Returns how many frames arrived.
     fn poll(
         &mut self,
-        process: &mut dyn FnMut(&mut [&mut [u8]], &mut [Verdict]),
+        process: &mut ProcessBatch<'_>,
         own: IfaceId,
         forward: &mut dyn FnMut(IfaceId, &[u8]),
     ) -> usize;
@@ -347,7 +351,7 @@ mod tests {
     impl Port for MemPort {
         fn poll(
             &mut self,
-            process: &mut dyn FnMut(&mut [&mut [u8]], &mut [Verdict]),
+            process: &mut ProcessBatch<'_>,
             own: IfaceId,
             forward: &mut dyn FnMut(IfaceId, &[u8]),
         ) -> usize {

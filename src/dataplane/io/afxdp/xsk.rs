@@ -30,7 +30,7 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::umem::frame::DataMut;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::dataplane::worker::{Port, PortStats};
+use crate::dataplane::worker::{Port, PortStats, ProcessBatch};
 use crate::dataplane::{BATCH, IfaceId, Verdict};
 
 /// How the socket is bound.
@@ -280,7 +280,7 @@ impl XskPort {
 impl Port for XskPort {
     fn poll(
         &mut self,
-        process: &mut dyn FnMut(&mut [&mut [u8]], &mut [Verdict]),
+        process: &mut ProcessBatch<'_>,
         own: IfaceId,
         forward: &mut dyn FnMut(IfaceId, &[u8]),
     ) -> usize {
@@ -334,17 +334,18 @@ impl Port for XskPort {
             self.stats.send_no_frame += 1;
             return false;
         };
-        // SAFETY: `desc` came from `free`: a frame of this UMEM owned by user space alone.
-        let mut data = unsafe { self.umem.data_mut(&mut desc) };
-        let mut cursor = data.cursor();
-        cursor.set_pos(0);
-        if io::Write::write_all(&mut cursor, frame).is_err() {
-            drop(data);
+        let written = {
+            // SAFETY: `desc` came from `free`: a frame of this UMEM owned by user space alone.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            let mut cursor = data.cursor();
+            cursor.set_pos(0);
+            io::Write::write_all(&mut cursor, frame).is_ok()
+        };
+        if !written {
             self.free.push(desc);
             self.stats.send_too_big += 1;
             return false;
         }
-        drop(data);
         self.tx_ready.push(desc);
         true
     }
