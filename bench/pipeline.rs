@@ -85,9 +85,14 @@ impl Scenario {
         }
     }
 
+    /// Issue 2's targets: DR hit 20 Mpps, NAT and FullNAT 10, new flows 5. The mix has no
+    /// target of its own: it gets the time-weighted blend of the two it mixes, 95% of
+    /// packets at the DR-hit budget (50 ns) and 5% at the new-flow budget (200 ns), i.e.
+    /// 1 / (0.95/20 + 0.05/5) = 17.4 Mpps.
     fn target_mpps(self) -> f64 {
         match self {
-            Scenario::DrHit | Scenario::DrHitSized | Scenario::Mix => 20.0,
+            Scenario::DrHit | Scenario::DrHitSized => 20.0,
+            Scenario::Mix => 1.0 / (0.95 / 20.0 + 0.05 / 5.0),
             Scenario::NatHit | Scenario::FullNatHit => 10.0,
             Scenario::NewFlows => 5.0,
         }
@@ -445,7 +450,7 @@ fn main() {
     report += "| scenario | Mpps | ns/packet | instructions/packet | target | met |\n|---|---:|---:|---:|---:|:---:|\n";
     for f in &figures {
         report += &format!(
-            "| {} | {:.2} | {:.1} | {} | ≥ {} Mpps | {} |\n",
+            "| {} | {:.2} | {:.1} | {} | ≥ {:.1} Mpps | {} |\n",
             f.scenario.describe(),
             f.mpps,
             f.ns_per_packet,
