@@ -252,6 +252,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         latest: HashMap::new(),
         seen: HashMap::new(),
         snapshot,
+        config,
     };
     control.run(&stop, &reload);
     let snapshot = control.snapshot.clone();
@@ -281,8 +282,9 @@ struct ControlLoop<'a> {
     latest: HashMap<u16, CoreReport>,
     /// What the steering programs said about each address last time (MAC, when seen).
     seen: HashMap<Ipv4Addr, (MacAddr, u64)>,
-    /// The snapshot the workers run (or are switching to).
+    /// The snapshot the workers run (or are switching to), and the config it came from.
     snapshot: Arc<Snapshot>,
+    config: Config,
 }
 
 impl ControlLoop<'_> {
@@ -311,10 +313,17 @@ impl ControlLoop<'_> {
         }
     }
 
-    /// SIGHUP: re-reads the config and publishes it to the workers between their batches.
-    /// A config that does not validate, or that changes the interfaces, changes nothing.
+    /// SIGHUP: re-reads the config file and publishes it.
     fn reload(&mut self) -> anyhow::Result<()> {
-        let mut config = Config::load(&self.options.config)?;
+        let config = Config::load(&self.options.config)?;
+        self.publish(config, "config file re-read")
+    }
+
+    /// Makes `config` the running one, atomically for every worker: checked completely
+    /// first (interfaces unchanged, snapshot builds, steering maps have room), so an error
+    /// changes nothing; then the steering rules, then every worker switches between two
+    /// batches. VIPs that are new are announced with gratuitous ARP.
+    fn publish(&mut self, mut config: Config, why: &str) -> anyhow::Result<()> {
         let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
         let running: Vec<&str> = self.links.iter().map(|l| l.netdev.name.as_str()).collect();
         if names != running {
@@ -328,26 +337,28 @@ impl ControlLoop<'_> {
         }
         let generation = self.snapshot.generation + 1;
         let snapshot = Arc::new(Snapshot::build(&config, generation)?);
-        let old_addrs = self.snapshot.announced_addrs();
         let rules = SteerRules::from_snapshot(&snapshot);
-        for control in self.controls {
-            let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
-        }
         for link in self.links {
+            // Capacity is checked before any map changes, and every link has the same.
             link.steer
                 .set_rules(&rules)
                 .with_context(|| format!("{}: steering rules", link.netdev.name))?;
         }
+        for control in self.controls {
+            let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
+        }
+        let old_addrs = self.snapshot.announced_addrs();
         if snapshot.announced_addrs().iter().any(|a| !old_addrs.contains(a)) {
             let _ = self.controls[0].send(ControlMsg::Announce);
         }
         log!(
             "info",
-            "config applied: generation {generation}, {} service(s), {} backend(s)",
+            "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
             snapshot.services.len(),
             snapshot.backends.len()
         );
         self.snapshot = snapshot;
+        self.config = config;
         Ok(())
     }
 

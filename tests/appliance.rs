@@ -333,7 +333,7 @@ fn sighup_applies_a_new_config_and_a_bad_one_changes_nothing() {
     let answers = ask(&lab, &client, 5);
     assert!(answers.iter().all(|a| a == "rs2"), "a bad config changes nothing: {answers:?}");
     let (_, log) = stop_xlb(&mut lab, xlb, "hup");
-    assert!(log.contains("config applied: generation 2"), "{log}");
+    assert!(log.contains("config applied (config file re-read): generation 2"), "{log}");
     assert!(log.contains("reload refused, nothing changed"), "{log}");
 }
 
