@@ -733,3 +733,556 @@ fn io_error(error: &io::Error, timeout: Duration) -> ProbeError {
         _ => ProbeError::Io(error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Snapshot;
+    use proptest::prelude::*;
+    use std::net::TcpListener;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+    const WEB: ServiceKey = (VIP, 80, Proto::Tcp);
+    const A: BackendKey = (Ipv4Addr::new(10, 1, 1, 11), 80);
+    const B: BackendKey = (Ipv4Addr::new(10, 1, 1, 12), 80);
+    const C: BackendKey = (Ipv4Addr::new(10, 1, 1, 13), 80);
+    const SHORT: Duration = Duration::from_millis(300);
+
+    /// A DR config: one web service on VIP:80 with `health` as its `[service.health]` body,
+    /// backends A, B, C (C with `c_weight`), and `extra` appended.
+    fn config(health: &str, c_weight: u32, extra: &str) -> Config {
+        let text = format!(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:01\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nmaglev_table_size = 3\n\
+             [service.health]\n{health}\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n\
+             [[service.backend]]\naddr = \"10.1.1.12\"\nweight = 2\n\
+             [[service.backend]]\naddr = \"10.1.1.13\"\nweight = {c_weight}\n{extra}"
+        );
+        Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn rise2_fall3() -> HealthConfig {
+        HealthConfig { rise: 2, fall: 3, ..HealthConfig::default() }
+    }
+
+    fn ok() -> ProbeResult {
+        Ok(Duration::from_micros(500))
+    }
+
+    fn refused() -> ProbeResult {
+        Err(ProbeError::Io("connection refused".into()))
+    }
+
+    /// Feeds `results` to a fresh state machine; returns the transitions as (index, up).
+    fn run(settings: &HealthConfig, results: &[bool]) -> Vec<(usize, bool)> {
+        let mut health = BackendHealth::new();
+        let mut seen = Vec::new();
+        for (i, &passed) in results.iter().enumerate() {
+            let result = if passed { ok() } else { refused() };
+            if let Some((up, _)) = health.record_probe(&result, settings) {
+                assert_eq!(up, health.is_up());
+                seen.push((i, up));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn fall_failures_take_a_backend_down_and_rise_successes_bring_it_back() {
+        let settings = rise2_fall3();
+        let mut health = BackendHealth::new();
+        assert!(health.is_up());
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        let (up, reason) = health.record_probe(&refused(), &settings).unwrap();
+        assert!(!up && !health.is_up());
+        assert_eq!(reason, "3 consecutive failed tcp checks, last: connection refused");
+        // Down stays down, without another transition.
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        assert_eq!(health.record_probe(&ok(), &settings), None);
+        let (up, reason) = health.record_probe(&ok(), &settings).unwrap();
+        assert!(up && health.is_up());
+        assert_eq!(reason, "2 consecutive successful tcp checks, last in 500 µs");
+        assert_eq!((health.successes(), health.failures()), (2, 0));
+    }
+
+    #[test]
+    fn flapping_below_the_thresholds_changes_nothing() {
+        let settings = rise2_fall3();
+        // Two failures, a success, two failures...: never three in a row.
+        let flapping: Vec<bool> = (0..30).map(|i| i % 3 == 2).collect();
+        assert_eq!(run(&settings, &flapping), []);
+        // Once down, single successes between failures never bring it back.
+        let mut down_then_flapping = vec![false; 3];
+        down_then_flapping.extend((0..30).map(|i| i % 2 == 0));
+        assert_eq!(run(&settings, &down_then_flapping), [(2, false)]);
+    }
+
+    #[test]
+    fn response_time_is_smoothed_like_srtt() {
+        let settings = HealthConfig::default();
+        let mut health = BackendHealth::new();
+        assert_eq!(health.response_time_us(), 0);
+        health.record_probe(&Ok(Duration::from_micros(800)), &settings);
+        assert_eq!(health.response_time_us(), 800);
+        health.record_probe(&Ok(Duration::from_micros(1600)), &settings);
+        assert_eq!(health.response_time_us(), 900); // 7/8 * 800 + 1/8 * 1600
+        health.record_probe(&refused(), &settings);
+        assert_eq!(health.response_time_us(), 900, "a failure is no sample");
+        health.record_probe(&Ok(Duration::ZERO), &settings);
+        assert!(health.response_time_us() >= 1, "0 would read as unknown");
+    }
+
+    #[test]
+    fn passive_failures_take_a_backend_down_and_only_probes_bring_it_back() {
+        let settings = HealthConfig { passive_fall: 3, ..rise2_fall3() };
+        let mut health = BackendHealth::new();
+        health.record_passive(PassiveEvent::Rst, &settings);
+        health.record_passive(PassiveEvent::SynUnanswered, &settings);
+        // An answer clears the count.
+        assert_eq!(health.record_passive(PassiveEvent::Answered, &settings), None);
+        health.record_passive(PassiveEvent::Rst, &settings);
+        assert_eq!(health.record_passive(PassiveEvent::Rst, &settings), None);
+        let (up, reason) = health.record_passive(PassiveEvent::IcmpUnreachable, &settings).unwrap();
+        assert!(!up && !health.is_up());
+        assert!(
+            reason.contains("3 consecutive bad passive") && reason.contains("ICMP"),
+            "{reason}"
+        );
+        assert_eq!(health.record_passive(PassiveEvent::Answered, &settings), None);
+        assert!(!health.is_up(), "passive answers never bring a backend back");
+        assert_eq!(health.record_probe(&ok(), &settings), None);
+        assert!(health.record_probe(&ok(), &settings).is_some_and(|(up, _)| up));
+        // A success also clears the passive count.
+        health.record_passive(PassiveEvent::Rst, &settings);
+        health.record_passive(PassiveEvent::Rst, &settings);
+        health.record_probe(&ok(), &settings);
+        health.record_passive(PassiveEvent::Rst, &settings);
+        assert!(health.is_up());
+    }
+
+    #[test]
+    fn passive_checks_are_off_at_zero_and_without_an_active_check() {
+        for settings in [
+            HealthConfig { passive_fall: 0, ..HealthConfig::default() },
+            HealthConfig {
+                passive_fall: 1,
+                check: HealthCheckKind::None,
+                ..HealthConfig::default()
+            },
+        ] {
+            let mut health = BackendHealth::new();
+            for _ in 0..100 {
+                assert_eq!(health.record_passive(PassiveEvent::SynUnanswered, &settings), None);
+            }
+            assert!(health.is_up());
+        }
+    }
+
+    proptest! {
+        /// Against a model that looks at the last `fall` / `rise` results instead of counting.
+        #[test]
+        fn the_state_follows_the_last_rise_or_fall_results(
+            results in proptest::collection::vec(any::<bool>(), 0..200),
+            rise in 1u32..5,
+            fall in 1u32..5,
+        ) {
+            let settings = HealthConfig { rise, fall, ..HealthConfig::default() };
+            let mut model_up = true;
+            let mut expected = Vec::new();
+            for i in 0..results.len() {
+                let window = |n: u32| {
+                    let n = n as usize;
+                    i + 1 >= n && results[i + 1 - n..=i].iter().all(|&r| r != model_up)
+                };
+                if window(if model_up { fall } else { rise }) {
+                    model_up = !model_up;
+                    expected.push((i, model_up));
+                }
+            }
+            prop_assert_eq!(run(&settings, &results), expected);
+        }
+    }
+
+    #[test]
+    fn poll_returns_each_transition_once_and_counts_it() {
+        let config = config("rise = 2\nfall = 3", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        assert_eq!(monitor.poll(), []);
+        for _ in 0..3 {
+            monitor.record(WEB, A, refused());
+        }
+        monitor.record(WEB, B, ok());
+        let transitions = monitor.poll();
+        assert_eq!(transitions.len(), 1);
+        let down = &transitions[0];
+        assert_eq!((down.service, down.backend, down.up), (WEB, A, false));
+        assert_eq!(
+            down.to_string(),
+            "10.1.1.100:80/tcp: backend 10.1.1.11:80 down: 3 consecutive failed tcp checks, \
+             last: connection refused"
+        );
+        assert_eq!(monitor.poll(), [], "reported once");
+        monitor.record(WEB, A, ok());
+        monitor.record(WEB, A, ok());
+        assert!(monitor.poll().iter().all(|t| t.up && t.backend == A));
+        let totals = monitor.counters();
+        assert_eq!(
+            totals,
+            HealthCounters {
+                probes_ok: 3,
+                probes_failed: 3,
+                passive_events: 0,
+                went_down: 1,
+                came_up: 1
+            }
+        );
+        let status = monitor.status();
+        assert_eq!(status.iter().map(|s| s.backend).collect::<Vec<_>>(), [A, B, C]);
+        assert_eq!(status[0].counters.went_down, 1);
+        assert_eq!(
+            status[1].counters,
+            HealthCounters { probes_ok: 1, ..HealthCounters::default() }
+        );
+        // Unknown pairs are ignored.
+        monitor.record(WEB, (Ipv4Addr::new(10, 1, 1, 99), 80), refused());
+        monitor.record((VIP, 443, Proto::Tcp), A, refused());
+        assert_eq!(monitor.counters(), totals);
+    }
+
+    #[test]
+    fn results_of_stopped_probers_are_ignored() {
+        let config = config("fall = 1", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        let stale = ProbeReport { prober: 7, service: WEB, backend: A, result: refused() };
+        monitor.results_tx.send(stale).unwrap();
+        assert_eq!(monitor.poll(), []);
+        assert!(monitor.is_up(WEB, A));
+    }
+
+    #[test]
+    fn observations_reach_every_service_of_the_backend() {
+        let udp = "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nproto = \"udp\"\n\
+                   [service.health]\ncheck = \"udp\"\npassive_fall = 2\n\
+                   [[service.backend]]\naddr = \"10.1.1.11\"\n";
+        let config = config("passive_fall = 2", 1, udp);
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.observe(A, PassiveEvent::IcmpUnreachable);
+        monitor.observe(B, PassiveEvent::Answered);
+        assert_eq!(monitor.poll(), []);
+        monitor.observe(A, PassiveEvent::IcmpUnreachable);
+        let down: Vec<(ServiceKey, bool)> =
+            monitor.poll().iter().map(|t| (t.service, t.up)).collect();
+        assert_eq!(down, [(WEB, false), ((VIP, 80, Proto::Udp), false)]);
+        assert_eq!(monitor.counters().passive_events, 5);
+        assert_eq!(monitor.counters().went_down, 2);
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_state_of_unchanged_backends() {
+        let before = config("fall = 1\nrise = 3", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&before);
+        monitor.record(WEB, A, refused());
+        monitor.record(WEB, B, ok());
+        monitor.record(WEB, B, Ok(Duration::from_micros(100)));
+        assert_eq!(monitor.poll().len(), 1);
+        // Weights change, C leaves: A stays down, B keeps its counts and response time.
+        let mut after = before.clone();
+        after.services[0].backends[1].weight = 5;
+        after.services[0].backends.pop();
+        monitor.reconfigure(&after);
+        assert!(!monitor.is_up(WEB, A));
+        assert_eq!(monitor.status().len(), 2);
+        let b = &monitor.status()[1];
+        assert_eq!((b.health.successes(), b.counters.probes_ok), (2, 2));
+        // C comes back fresh: up, no counts.
+        monitor.reconfigure(&before);
+        let c = &monitor.status()[2];
+        assert!(c.health.is_up());
+        assert_eq!(c.counters, HealthCounters::default());
+        // New settings restart the counts but keep the state.
+        monitor.record(WEB, A, ok());
+        monitor.record(WEB, A, ok());
+        let changed = config("fall = 1\nrise = 2", 1, "");
+        monitor.reconfigure(&changed);
+        assert!(!monitor.is_up(WEB, A));
+        monitor.record(WEB, A, ok());
+        assert_eq!(monitor.poll(), [], "the counts restarted: one success of two");
+        monitor.record(WEB, A, ok());
+        assert!(monitor.poll()[0].up);
+        // Turning checks off brings a down backend back, as a counted transition.
+        monitor.record(WEB, B, refused());
+        assert_eq!(monitor.poll().len(), 1);
+        monitor.reconfigure(&config("check = \"none\"", 1, ""));
+        let transitions = monitor.poll();
+        assert_eq!(transitions.len(), 1);
+        assert_eq!((transitions[0].backend, transitions[0].up), (B, true));
+        assert_eq!(transitions[0].reason, "health checks turned off");
+        assert_eq!(monitor.counters().came_up, 2);
+    }
+
+    fn weights(config: &Config) -> Vec<(BackendKey, u32)> {
+        config.services[0].backends.iter().map(|b| ((b.addr, b.port), b.weight)).collect()
+    }
+
+    #[test]
+    fn effective_drains_down_backends() {
+        let config = config("fall = 1", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        assert_eq!(monitor.effective(&config), config, "all up: the config as is");
+        monitor.record(WEB, B, refused());
+        let effective = monitor.effective(&config);
+        assert_eq!(weights(&effective), [(A, 1), (B, 0), (C, 1)]);
+        assert_eq!(effective.services[0].health, config.services[0].health);
+        Snapshot::build(&effective, 1).unwrap();
+    }
+
+    #[test]
+    fn effective_removes_down_backends_when_asked() {
+        let config = config("fall = 1\non_failure = \"remove\"", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.record(WEB, A, refused());
+        monitor.record(WEB, C, refused());
+        assert_eq!(weights(&monitor.effective(&config)), [(B, 2)]);
+        monitor.record(WEB, B, refused());
+        let effective = monitor.effective(&config);
+        assert_eq!(weights(&effective), []);
+        Snapshot::build(&effective, 1).unwrap();
+    }
+
+    #[test]
+    fn the_sorry_server_serves_only_while_no_backend_is_healthy() {
+        const SORRY: BackendKey = (Ipv4Addr::new(10, 1, 1, 30), 80);
+        // C has weight 0 (drained by the operator): up, but it serves nothing.
+        let drain = config("fall = 1\nsorry_server = \"10.1.1.30\"", 0, "");
+        let mut monitor = HealthMonitor::without_probers(&drain);
+        monitor.record(WEB, A, refused());
+        assert_eq!(weights(&monitor.effective(&drain)), [(A, 0), (B, 2), (C, 0)]);
+        monitor.record(WEB, B, refused());
+        let effective = monitor.effective(&drain);
+        // Drained backends stay for their flows; the table (3) grows to a prime that fits 4.
+        assert_eq!(weights(&effective), [(A, 0), (B, 0), (C, 0), (SORRY, 1)]);
+        assert_eq!(effective.services[0].maglev_table_size, 5);
+        let snapshot = Snapshot::build(&effective, 1).unwrap();
+        assert_eq!(monitor.response_times(&effective), [0; 4]);
+        assert_eq!(snapshot.backends.len(), 4);
+        // One success of rise 2 is not enough; two are.
+        monitor.record(WEB, B, ok());
+        assert_eq!(weights(&monitor.effective(&drain)).len(), 4);
+        monitor.record(WEB, B, ok());
+        assert_eq!(weights(&monitor.effective(&drain)), [(A, 0), (B, 2), (C, 0)]);
+
+        let remove =
+            config("fall = 1\non_failure = \"remove\"\nsorry_server = \"10.1.1.30\"", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&remove);
+        for backend in [A, B, C] {
+            monitor.record(WEB, backend, refused());
+        }
+        let effective = monitor.effective(&remove);
+        assert_eq!(weights(&effective), [(SORRY, 1)]);
+        assert_eq!(effective.services[0].maglev_table_size, 3);
+        Snapshot::build(&effective, 1).unwrap();
+    }
+
+    #[test]
+    fn response_times_follow_snapshot_order() {
+        let udp = "[[service]]\nvip = \"10.1.1.101\"\nport = 53\nproto = \"udp\"\n\
+                   [service.health]\ncheck = \"udp\"\n\
+                   [[service.backend]]\naddr = \"10.1.1.12\"\n";
+        let config = config("", 1, udp);
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.record(WEB, C, Ok(Duration::from_micros(300)));
+        monitor.record(WEB, A, Ok(Duration::from_micros(100)));
+        let dns = (Ipv4Addr::new(10, 1, 1, 101), 53, Proto::Udp);
+        monitor.record(dns, (B.0, 53), Ok(Duration::from_micros(40)));
+        assert_eq!(monitor.response_times(&config), [100, 0, 300, 40]);
+        let effective = monitor.effective(&config);
+        let mut snapshot = Snapshot::build(&effective, 1).unwrap();
+        snapshot.response_time_us = monitor.response_times(&effective);
+        assert_eq!(snapshot.response_time_us.len(), snapshot.backends.len());
+    }
+
+    #[test]
+    fn next_prime_finds_the_smallest_prime_at_least_n() {
+        let primes: Vec<usize> = [0, 1, 2, 3, 4, 8, 14, 65_536].map(next_prime).to_vec();
+        assert_eq!(primes, [2, 2, 2, 3, 5, 11, 17, 65_537]);
+    }
+
+    // Probes against real sockets on 127.0.0.1.
+
+    fn local(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// A TCP listener on 127.0.0.1 and its port.
+    fn listen() -> (TcpListener, u16) {
+        let listener = TcpListener::bind(local(0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    /// A port nothing listens on (TCP and UDP): bound, then released.
+    fn closed_port() -> u16 {
+        listen().1
+    }
+
+    #[test]
+    fn tcp_probe_passes_with_a_listener_and_fails_without() {
+        let (listener, port) = listen();
+        let took = probe_tcp(local(port), SHORT).unwrap();
+        assert!(took < SHORT);
+        drop(listener);
+        match probe_tcp(local(port), SHORT) {
+            Err(ProbeError::Io(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected refused, got {other:?}"),
+        }
+    }
+
+    /// A one-thread HTTP server answering one connection per entry of `answers` with it
+    /// (`None`: accept and say nothing); returns its port and the request lines it read.
+    fn http_server(answers: Vec<Option<&'static str>>) -> (u16, JoinHandle<Vec<String>>) {
+        let (listener, port) = listen();
+        let server = thread::spawn(move || {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = stream.read(&mut request).unwrap();
+                let text = String::from_utf8_lossy(&request[..n]).to_string();
+                requests.push(text.lines().next().unwrap_or_default().to_string());
+                match answer {
+                    Some(answer) => stream.write_all(answer.as_bytes()).unwrap(),
+                    // Hold the connection open past the probe's timeout.
+                    None => thread::sleep(SHORT * 2),
+                }
+            }
+            requests
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn http_probe_checks_the_status_line() {
+        let answers = vec![
+            Some("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            Some("HTTP/1.1 500 Internal Server Error\r\n\r\n"),
+            Some("SSH-2.0-OpenSSH_9.6\r\n"),
+            Some(""),
+            None,
+        ];
+        let (port, server) = http_server(answers);
+        let target = local(port);
+        assert!(probe_http(target, "/healthz", 200, SHORT).is_ok());
+        assert_eq!(
+            probe_http(target, "/healthz", 200, SHORT),
+            Err(ProbeError::Status { got: 500, expected: 200 })
+        );
+        assert_eq!(
+            probe_http(target, "/", 200, SHORT),
+            Err(ProbeError::NotHttp("SSH-2.0-OpenSSH_9.6".into()))
+        );
+        assert_eq!(probe_http(target, "/", 200, SHORT), Err(ProbeError::NotHttp(String::new())));
+        assert_eq!(probe_http(target, "/", 200, SHORT), Err(ProbeError::Timeout(SHORT)));
+        let requests = server.join().unwrap();
+        assert_eq!(requests[0], "GET /healthz HTTP/1.0");
+        assert_eq!(requests[2], "GET / HTTP/1.0");
+        assert!(matches!(probe_http(target, "/", 200, SHORT), Err(ProbeError::Io(_))));
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Ok(204));
+        assert_eq!(parse_status_line(b"HTTP/1.0 404\n"), Ok(404));
+        for bad in [&b"HTTP/2 200\r\n"[..], b"HTTP/1.1 20x\r\n", b"HTTP/1.1 2000\r\n", b"\xff\xfe"]
+        {
+            assert!(matches!(parse_status_line(bad), Err(ProbeError::NotHttp(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn udp_probe_needs_a_reply() {
+        let echo = UdpSocket::bind(local(0)).unwrap();
+        let port = echo.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (n, peer) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], peer).unwrap();
+            buf[..n].to_vec()
+        });
+        assert!(probe_udp(local(port), b"ping", SHORT).is_ok());
+        assert_eq!(server.join().unwrap(), b"ping");
+        // A bound socket that never answers: a timeout.
+        let silent = UdpSocket::bind(local(0)).unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        assert_eq!(probe_udp(local(silent_port), b"", SHORT), Err(ProbeError::Timeout(SHORT)));
+        // A closed port: the ICMP port unreachable fails the probe at once.
+        let started = StdInstant::now();
+        match probe_udp(local(closed_port()), b"", SHORT) {
+            Err(ProbeError::Io(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected refused, got {other:?}"),
+        }
+        assert!(started.elapsed() < SHORT);
+    }
+
+    #[test]
+    fn probe_dispatches_on_the_check() {
+        let (listener, port) = listen();
+        let settings = |check| HealthConfig { check, timeout: SHORT, ..HealthConfig::default() };
+        assert!(probe(local(port), &settings(HealthCheckKind::Tcp)).is_ok());
+        assert_eq!(
+            probe(local(closed_port()), &settings(HealthCheckKind::None)),
+            Ok(Duration::ZERO)
+        );
+        assert!(probe(local(closed_port()), &settings(HealthCheckKind::Udp)).is_err());
+        assert!(probe(local(closed_port()), &settings(HealthCheckKind::Http)).is_err());
+    }
+
+    /// The whole loop with real prober threads: a listener goes away and comes back.
+    #[test]
+    fn probers_follow_a_listener_down_and_up() {
+        let (listener, port) = listen();
+        let text = format!(
+            "[[interface]]\nname = \"lo\"\naddr = \"127.0.0.1/8\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\nscheduler = \"lt\"\n\
+             [service.health]\ninterval = 0.02\ntimeout = 0.02\nrise = 2\nfall = 2\n\
+             [[service.backend]]\naddr = \"127.0.0.1\"\nport = {port}\n"
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let backend = (Ipv4Addr::LOCALHOST, port);
+        let mut monitor = HealthMonitor::new(&config);
+        let wait_for = |monitor: &mut HealthMonitor, up: bool| {
+            let started = StdInstant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Some(t) = monitor.poll().into_iter().find(|t| t.backend == backend) {
+                    assert_eq!(t.up, up, "{t}");
+                    return started.elapsed();
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            panic!("no transition to up = {up} within 5 s");
+        };
+        while monitor.counters().probes_ok == 0 {
+            monitor.poll();
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(monitor.response_times(&config)[0] > 0);
+        drop(listener);
+        let detected = wait_for(&mut monitor, false);
+        assert_eq!(weights(&monitor.effective(&config)), [(backend, 0)]);
+        let listener = TcpListener::bind(local(port)).unwrap();
+        let recovered = wait_for(&mut monitor, true);
+        assert_eq!(weights(&monitor.effective(&config)), [(backend, 1)]);
+        eprintln!("down detected in {detected:?}, recovery in {recovered:?} (interval 20 ms)");
+        // A config without the backend stops its prober: after the probe in flight, if any,
+        // nothing more arrives.
+        let mut empty = config.clone();
+        empty.services[0].backends.clear();
+        monitor.reconfigure(&empty);
+        thread::sleep(Duration::from_millis(50));
+        monitor.poll();
+        thread::sleep(Duration::from_millis(100));
+        assert!(monitor.results.is_empty(), "{} results after the stop", monitor.results.len());
+        drop(listener);
+    }
+}
