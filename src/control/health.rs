@@ -18,9 +18,9 @@
 //!   observations never bring a backend back (a drained backend gets no new SYNs to answer).
 //!   So passive checks act only where an active check can undo them: with `check = "none"`
 //!   backends are always up and observations are only counted.
-//! - Any success resets the failure counts (active and passive), any failure the success
-//!   count; an up backend's success count and a down backend's failure count are kept only
-//!   to report them.
+//! - A successful probe resets both failure counts (active and passive), a failed probe the
+//!   success count; passive observations leave the success count alone. An up backend's
+//!   success count and a down backend's failure count are kept only to report them.
 //! - Every transition is returned once by [`HealthMonitor::poll`] and counted in
 //!   [`HealthCounters`] (the monitor's totals and the backend's own).
 //! - [`HealthMonitor::reconfigure`] keeps the state of every (service, backend) still in the
@@ -1227,7 +1227,7 @@ mod tests {
 
     #[test]
     fn probe_dispatches_on_the_check() {
-        let (listener, port) = listen();
+        let (_listener, port) = listen();
         let settings = |check| HealthConfig { check, timeout: SHORT, ..HealthConfig::default() };
         assert!(probe(local(port), &settings(HealthCheckKind::Tcp)).is_ok());
         assert_eq!(
