@@ -38,13 +38,15 @@
 //!   [`MAX_MAGLEV_TABLE_SIZE`] (Maglev, NSDI'16 §3.4, needs a prime table size so that every
 //!   backend's permutation visits every slot).
 //! - Health: `rise, fall >= 1`; `0 < timeout <= interval`; `http_path` and `http_status` only
-//!   with `check = "http"`.
+//!   with `check = "http"`, `udp_payload` only with `check = "udp"`. A `sorry_server` is a
+//!   unicast address that is none of the service's backends; in DR it listens on the service
+//!   port on a directly connected subnet, like a DR backend.
 //!
 //! The format itself is a contract (DESIGN.md, "Contracts"); `examples/*.toml` show one
 //! config per forward mode, and a test parses each.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -220,6 +222,19 @@ pub struct HealthConfig {
     pub http_status: u16,
     /// What happens to a backend that fails.
     pub on_failure: OnFailure,
+    /// The datagram a UDP check sends (default empty); any reply within `timeout` passes.
+    pub udp_payload: String,
+    /// Consecutive bad passive observations (a SYN the backend never answered, an RST to a
+    /// SYN, an ICMP unreachable) that take a backend out; 0 turns passive checks off.
+    pub passive_fall: u32,
+    /// The real server that takes new flows while no backend is healthy, if any
+    /// (keepalived's `sorry_server`); written `"addr:port"` or `"addr"` (the service port).
+    pub sorry_server: Option<SocketAddrV4>,
+}
+
+impl HealthConfig {
+    /// The default `passive_fall`: five bad observations in a row.
+    pub const DEFAULT_PASSIVE_FALL: u32 = 5;
 }
 
 impl HealthConfig {
@@ -237,7 +252,8 @@ impl HealthConfig {
 
 impl Default for HealthConfig {
     /// The defaults of a TCP service: a TCP connect check every 2 s with a 1 s timeout,
-    /// rise 2, fall 3, `GET /` expecting 200 (for HTTP checks), drain on failure.
+    /// rise 2, fall 3, `GET /` expecting 200 (for HTTP checks), drain on failure, an empty UDP
+    /// payload, passive fall 5, no sorry server.
     fn default() -> Self {
         HealthConfig {
             check: HealthCheckKind::Tcp,
@@ -248,6 +264,9 @@ impl Default for HealthConfig {
             http_path: "/".to_string(),
             http_status: 200,
             on_failure: OnFailure::Drain,
+            udp_payload: String::new(),
+            passive_fall: Self::DEFAULT_PASSIVE_FALL,
+            sorry_server: None,
         }
     }
 }
@@ -419,7 +438,7 @@ pub fn parse_mac(s: &str) -> Result<Mac, String> {
 
 /// Whether `n` is prime, by trial division (n is at most [`MAX_MAGLEV_TABLE_SIZE`] here, so
 /// this is a few thousand divisions).
-fn is_prime(n: u64) -> bool {
+pub(crate) fn is_prime(n: u64) -> bool {
     if n < 4 {
         return n >= 2;
     }
@@ -551,6 +570,9 @@ struct RawHealth {
     http_path: Leaf,
     http_status: Leaf,
     on_failure: Leaf,
+    udp_payload: Leaf,
+    passive_fall: Leaf,
+    sorry_server: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -954,7 +976,10 @@ impl Context<'_> {
 
         let local_addrs = self.local_addrs(key, raw, forward, &span)?;
         let health = match &raw.health {
-            Some(health) => self.health(&format!("{key}.health"), health, proto)?,
+            Some(health) => {
+                let target = SorryTarget { port, forward, interfaces };
+                self.health(&format!("{key}.health"), health, proto, &target)?
+            }
             None => HealthConfig::for_proto(proto),
         };
 
@@ -973,6 +998,17 @@ impl Context<'_> {
                 return Err(self.invalid_leaf(&key, addr, &backend_table.span(), expected));
             }
             backends.push(backend);
+        }
+        if let Some(sorry) = health.sorry_server
+            && let Some(index) =
+                backends.iter().position(|b| b.addr == *sorry.ip() && b.port == sorry.port())
+            && let Some(at) = raw.health.as_ref().and_then(|h| h.sorry_server.as_ref())
+        {
+            let expected = format!(
+                "a real server that is not one of the service's backends: {sorry} is \
+                 backend[{index}], and a sorry server only serves while every backend is down"
+            );
+            return Err(self.invalid(&format!("{key}.health.sorry_server"), at, expected));
         }
 
         let table_size_key = format!("{key}.maglev_table_size");
@@ -1076,6 +1112,7 @@ impl Context<'_> {
         key: &str,
         raw: &RawHealth,
         proto: Proto,
+        target: &SorryTarget<'_>,
     ) -> Result<HealthConfig, ConfigError> {
         let defaults = HealthConfig::for_proto(proto);
         let check = self.optional_choice(&format!("{key}.check"), &raw.check, defaults.check)?;
@@ -1139,6 +1176,30 @@ impl Context<'_> {
             &raw.on_failure,
             defaults.on_failure,
         )?;
+        let udp_payload = match &raw.udp_payload {
+            Some(at) if check != HealthCheckKind::Udp => {
+                return Err(self.invalid(
+                    &format!("{key}.udp_payload"),
+                    at,
+                    format!(
+                        "nothing: udp_payload applies only to check = \"udp\", and this check \
+                         is \"{check}\""
+                    ),
+                ));
+            }
+            Some(at) => self
+                .string(&format!("{key}.udp_payload"), at, "a string, the datagram to send")?
+                .to_string(),
+            None => defaults.udp_payload,
+        };
+        let passive_fall = optional(&raw.passive_fall, defaults.passive_fall, |at| {
+            let expected = "a count of consecutive bad observations, from 0 (off) to 4294967295";
+            self.integer(&format!("{key}.passive_fall"), at, 0, i64::from(u32::MAX), expected)
+        })?;
+        let sorry_server = match &raw.sorry_server {
+            Some(at) => Some(self.sorry_server(&format!("{key}.sorry_server"), at, target)?),
+            None => None,
+        };
         Ok(HealthConfig {
             check,
             interval,
@@ -1148,7 +1209,51 @@ impl Context<'_> {
             http_path,
             http_status,
             on_failure,
+            udp_payload,
+            passive_fall,
+            sorry_server,
         })
+    }
+
+    /// `"addr:port"` or `"addr"` (the service port), held to a DR backend's rules in DR.
+    fn sorry_server(
+        &self,
+        key: &str,
+        at: &Spanned<Value>,
+        target: &SorryTarget<'_>,
+    ) -> Result<SocketAddrV4, ConfigError> {
+        let expected = "a unicast address and port, like \"10.1.1.30:80\", or an address alone \
+                        (the service port)";
+        let text = self.string(key, at, expected)?;
+        let sorry = match text.parse::<SocketAddrV4>() {
+            Ok(sorry) => sorry,
+            Err(_) => SocketAddrV4::new(
+                text.parse::<Ipv4Addr>().map_err(|_| self.invalid(key, at, expected))?,
+                target.port,
+            ),
+        };
+        if !is_unicast(*sorry.ip()) || sorry.port() == 0 {
+            return Err(self.invalid(key, at, expected));
+        }
+        if target.forward == ForwardMode::Dr {
+            if sorry.port() != target.port {
+                let expected = format!(
+                    "the service port {}: in DR the sorry server is reached like a backend, by \
+                     its MAC alone",
+                    target.port
+                );
+                return Err(self.invalid(key, at, expected));
+            }
+            if !target.interfaces.iter().any(|i| i.contains(*sorry.ip())) {
+                return Err(self.invalid(
+                    key,
+                    at,
+                    "an address on a directly connected subnet: in DR the sorry server must be \
+                     on the same link, like a backend",
+                ));
+            }
+        }
+        Ok(sorry)
     }
 
     fn backend(
@@ -1204,6 +1309,13 @@ impl Context<'_> {
         })?;
         Ok(BackendConfig { addr, port, weight })
     }
+}
+
+/// What a sorry server is checked against: the service it stands in for.
+struct SorryTarget<'a> {
+    port: u16,
+    forward: ForwardMode,
+    interfaces: &'a [InterfaceConfig],
 }
 
 /// `parse` applied to the value if the key is present, else `default`.
@@ -1774,6 +1886,56 @@ mod tests {
     }
 
     #[test]
+    fn passive_udp_and_sorry_settings_parse() {
+        let health = |body: &str| parse(&service(body)).map(|mut c| c.services.remove(0).health);
+        let defaults = health("").unwrap();
+        assert_eq!(defaults.passive_fall, 5);
+        assert_eq!((defaults.udp_payload.as_str(), defaults.sorry_server), ("", None));
+        let text = "proto = \"udp\"\n[service.health]\ncheck = \"udp\"\nudp_payload = \"ping\"\n\
+                    passive_fall = 0\nsorry_server = \"10.1.1.30\"\n";
+        let got = health(text).unwrap();
+        assert_eq!(got.udp_payload, "ping");
+        assert_eq!(got.passive_fall, 0);
+        // An address alone means the service port (80 in `service`).
+        assert_eq!(got.sorry_server, Some("10.1.1.30:80".parse().unwrap()));
+        let got = health("[service.health]\nsorry_server = \"10.1.1.30:80\"\n").unwrap();
+        assert_eq!(got.sorry_server, Some("10.1.1.30:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn passive_udp_and_sorry_settings_are_checked() {
+        for (body, key, marker) in [
+            ("udp_payload = \"x\"", "udp_payload", "nothing: udp_payload"),
+            ("passive_fall = -1", "passive_fall", "from 0 (off)"),
+            ("sorry_server = \"10.1.1.300:80\"", "sorry_server", "a unicast address"),
+            ("sorry_server = \"224.0.0.1:80\"", "sorry_server", "a unicast address"),
+            ("sorry_server = \"10.1.1.30:0\"", "sorry_server", "a unicast address"),
+            ("sorry_server = 80", "sorry_server", "a unicast address"),
+            // DR: the service port, on a connected subnet.
+            ("sorry_server = \"10.1.1.30:8080\"", "sorry_server", "the service port 80"),
+            ("sorry_server = \"192.0.2.30:80\"", "sorry_server", "directly connected"),
+        ] {
+            let text = service(&format!("[service.health]\n{body}\n"));
+            let Err(ConfigError::Invalid { key: got, expected, line, .. }) = parse(&text) else {
+                panic!("{body}: expected Invalid, got {:?}", parse(&text));
+            };
+            assert_eq!(got, format!("service[0].health.{key}"), "{body}");
+            assert!(expected.contains(marker), "{body}: {expected}");
+            assert_eq!(line, line_of(&text, key), "{body}");
+        }
+        // A sorry server that is one of the backends never stands in for anything.
+        let text = service(
+            "[service.health]\nsorry_server = \"10.1.1.11:80\"\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n",
+        );
+        let Err(ConfigError::Invalid { key, expected, .. }) = parse(&text) else {
+            panic!("expected Invalid, got {:?}", parse(&text));
+        };
+        assert_eq!(key, "service[0].health.sorry_server");
+        assert!(expected.contains("backend[0]"), "{expected}");
+    }
+
+    #[test]
     fn health_settings_parse() {
         let text = service(
             "[service.health]\ncheck = \"http\"\ninterval = 1.234\ntimeout = 1\nrise = 1\nfall = 1\n\
@@ -1791,6 +1953,9 @@ mod tests {
                 http_path: "/healthz?full=1".into(),
                 http_status: 204,
                 on_failure: OnFailure::Remove,
+                udp_payload: String::new(),
+                passive_fall: HealthConfig::DEFAULT_PASSIVE_FALL,
+                sorry_server: None,
             }
         );
         // A short interval shortens the default timeout with it; equal is allowed.
@@ -1922,6 +2087,13 @@ mod tests {
                     h.http_path, h.http_status
                 );
             }
+            if h.check == HealthCheckKind::Udp {
+                let _ = writeln!(out, "udp_payload = \"{}\"", h.udp_payload);
+            }
+            let _ = writeln!(out, "passive_fall = {}", h.passive_fall);
+            if let Some(sorry) = h.sorry_server {
+                let _ = writeln!(out, "sorry_server = \"{sorry}\"");
+            }
             for b in &s.backends {
                 let _ = write!(
                     out,
@@ -1943,9 +2115,12 @@ mod tests {
             http_path in "/[a-zA-Z0-9/._~?=&-]{0,16}",
             http_status in 100u16..600,
             on_failure in proptest::sample::select(OnFailure::ALL.to_vec()),
+            udp_payload in "[a-zA-Z0-9 ._-]{0,16}",
+            passive_fall in any::<u32>(),
         ) -> HealthConfig {
             let timeout_ms = (interval_ms * timeout_permille / 1000).max(1);
             let http = check == HealthCheckKind::Http;
+            let udp = check == HealthCheckKind::Udp;
             HealthConfig {
                 check,
                 interval: Duration::from_millis(interval_ms),
@@ -1955,6 +2130,9 @@ mod tests {
                 http_path: if http { http_path } else { "/".into() },
                 http_status: if http { http_status } else { 200 },
                 on_failure,
+                udp_payload: if udp { udp_payload } else { String::new() },
+                passive_fall,
+                sorry_server: None,
             }
         }
     }
@@ -1970,7 +2148,14 @@ mod tests {
             backends in proptest::collection::vec((1u16.., 0u32..=65_535), 0..6),
             maglev_table_size in proptest::sample::select(vec![7usize, 251, 65_537, 1_000_003]),
             health in arb_health(),
+            sorry_port in proptest::option::of(1u16..),
         ) -> ServiceConfig {
+            let mut health = health;
+            // 10.1.1.250 is no backend's address (they count up from 10.1.1.20).
+            health.sorry_server = sorry_port.map(|sorry_port| {
+                let sorry_port = if forward == ForwardMode::Dr { port } else { sorry_port };
+                SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 250), sorry_port)
+            });
             let local_addrs = match forward {
                 ForwardMode::FullNat => (0..local_count).map(|i| Ipv4Addr::new(10, 1, 1, 200 + i)).collect(),
                 _ => vec![],

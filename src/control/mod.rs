@@ -1,6 +1,7 @@
 //! Configuration and the snapshots workers read.
 
 pub mod config;
+pub mod health;
 pub mod snapshot;
 pub mod stats;
 

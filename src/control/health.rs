@@ -1,0 +1,1288 @@
+//! Health checks: which real servers may take new flows, and how fast they answer.
+//!
+//! A [`HealthMonitor`] runs one prober thread per (service, backend) whose service has a
+//! check, and keeps a small state machine per (service, backend). The daemon's control loop
+//! calls [`HealthMonitor::poll`] each round; when it reports [`Transition`]s, the daemon
+//! builds a snapshot from [`HealthMonitor::effective`] and fills its `response_time_us` from
+//! [`HealthMonitor::response_times`]. Nothing here runs on the packet path: probes are
+//! blocking socket calls with timeouts, on their own threads, and the data plane only ever
+//! sees the effective config.
+//!
+//! # The state machine (keepalived's, per backend of each service)
+//!
+//! - A backend starts **up**, as keepalived starts real servers without `alpha`: a new
+//!   service serves at once, and a dead backend is out after `fall` probes.
+//! - Up → **down** after `fall` consecutive failed probes, or after `passive_fall`
+//!   consecutive bad passive observations ([`PassiveEvent`]) when `passive_fall > 0`.
+//! - Down → up after `rise` consecutive successful probes, and only then: passive
+//!   observations never bring a backend back (a drained backend gets no new SYNs to answer).
+//!   So passive checks act only where an active check can undo them: with `check = "none"`
+//!   backends are always up and observations are only counted.
+//! - A successful probe resets both failure counts (active and passive), a failed probe the
+//!   success count; passive observations leave the success count alone. An up backend's
+//!   success count and a down backend's failure count are kept only to report them.
+//! - Every transition is returned once by [`HealthMonitor::poll`] and counted in
+//!   [`HealthCounters`] (the monitor's totals and the backend's own).
+//! - [`HealthMonitor::reconfigure`] keeps the state of every (service, backend) still in the
+//!   config. If the service's health settings changed, that backend's prober restarts and
+//!   its consecutive counts reset, but it stays up or down until the new probes say
+//!   otherwise. Results from a stopped prober are ignored (each prober has an id).
+//!
+//! # What the data plane runs
+//!
+//! [`HealthMonitor::effective`] rewrites a config: a down backend gets weight 0 (`drain`: no
+//! new flows, established flows continue, IPVS's weight-0 quiescing) or leaves the service
+//! (`remove`). When no backend is both up and weighted, the service's `sorry_server` (if
+//! any) is appended with weight 1 and takes the new flows; drained backends stay, so their
+//! flows finish. If that would make the backends outnumber the Maglev table, the table grows
+//! to the next prime.
+//!
+//! # Probes
+//!
+//! - `tcp`: a connect to the backend's address and port within `timeout`.
+//! - `http`: a connect, `GET <http_path> HTTP/1.0` written by hand, and the status line read
+//!   back; the status must equal `http_status`. The whole exchange must fit in `timeout`.
+//! - `udp`: `udp_payload` sent from a connected socket; any reply within `timeout` passes. An
+//!   ICMP port unreachable makes the socket's receive fail with "connection refused", which
+//!   fails the probe at once (keepalived's `UDP_CHECK`).
+//!
+//! The measured time of each successful probe (connect, or the full HTTP/UDP exchange) is
+//! smoothed as TCP smooths its RTT (RFC 6298: `srtt = 7/8 srtt + 1/8 sample`, the first
+//! sample taken as is) and is what the least-time (`lt`) scheduler reads.
+//!
+//! # DR: probing what clients use (not done)
+//!
+//! A DR real server answers clients on the VIP (held on its `lo`), but the probes above go to
+//! its own address. Whether the service also answers on the VIP is only seen by sending a
+//! packet to VIP:port with the real server's MAC as destination, as the data plane does. Two
+//! ways to do that, neither done here:
+//!
+//! 1. Kernel sockets with policy routing: per backend, a mark (`SO_MARK`, needs
+//!    `CAP_NET_ADMIN`), an `ip rule fwmark N table N`, and in table N a route `VIP via
+//!    <backend addr> dev <if> onlink`. The VIP must not be local to the xlb box's kernel, and
+//!    the real server's SYN-ACK (source VIP, to the box's interface address) must reach the
+//!    kernel rather than the AF_XDP socket: the steering program already passes traffic for
+//!    the interface address to the kernel.
+//! 2. A crafted SYN sent through the AF_XDP socket with the backend's MAC, its SYN-ACK
+//!    recognised by the pipeline (a dedicated source port range) and answered with an RST:
+//!    no kernel state, but it needs a hook in the data plane.
+//!
+//! Until then a DR backend's health is its own address's; a service bound to 0.0.0.0 (the
+//! usual case) answers on both.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant as StdInstant};
+
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+
+use crate::control::config::{
+    BackendConfig, Config, HealthCheckKind, HealthConfig, OnFailure, is_prime,
+};
+use crate::flow::Proto;
+
+/// A service as health checks name it: (VIP, port, protocol).
+pub type ServiceKey = (Ipv4Addr, u16, Proto);
+
+/// A backend as health checks name it: (address, port).
+pub type BackendKey = (Ipv4Addr, u16);
+
+/// A backend of a service went down or came back up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The service, (vip, port, proto).
+    pub service: ServiceKey,
+    /// The backend, (addr, port).
+    pub backend: BackendKey,
+    /// True if it came up, false if it went down.
+    pub up: bool,
+    /// Why, for the log: the counts and the last probe's or observation's outcome.
+    pub reason: String,
+}
+
+impl fmt::Display for Transition {
+    /// `10.1.1.100:80/tcp: backend 10.1.1.11:80 down: 3 consecutive failed tcp checks, ...`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (vip, port, proto) = self.service;
+        let (addr, backend_port) = self.backend;
+        let state = if self.up { "up" } else { "down" };
+        write!(f, "{vip}:{port}/{proto}: backend {addr}:{backend_port} {state}: {}", self.reason)
+    }
+}
+
+/// What the data plane saw of a backend's traffic (passive health checking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassiveEvent {
+    /// A SYN forwarded to the backend got no SYN-ACK before conntrack's SYN timeout.
+    SynUnanswered,
+    /// The backend answered a SYN with an RST.
+    Rst,
+    /// An ICMP destination unreachable came back for traffic sent to the backend.
+    IcmpUnreachable,
+    /// The backend answered (a SYN-ACK, a UDP reply): clears the passive failure count.
+    Answered,
+}
+
+impl PassiveEvent {
+    /// How the event reads in a transition's reason.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            PassiveEvent::SynUnanswered => "a SYN went unanswered",
+            PassiveEvent::Rst => "an RST answered a SYN",
+            PassiveEvent::IcmpUnreachable => "an ICMP unreachable came back",
+            PassiveEvent::Answered => "the backend answered",
+        }
+    }
+}
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within the check's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The socket call failed (refused, unreachable, reset...).
+    #[error("{0}")]
+    Io(String),
+    /// An HTTP answer with another status than expected.
+    #[error("HTTP status {got}, expected {expected}")]
+    Status {
+        /// The status the server sent.
+        got: u16,
+        /// The check's `http_status`.
+        expected: u16,
+    },
+    /// The answer to an HTTP check did not start with an HTTP status line.
+    #[error("not an HTTP status line: {0:?}")]
+    NotHttp(String),
+}
+
+/// A probe's outcome: the time it took, or why it failed.
+pub type ProbeResult = Result<Duration, ProbeError>;
+
+/// Transition and probe counts, for one backend or summed over all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthCounters {
+    /// Probes that passed.
+    pub probes_ok: u64,
+    /// Probes that failed.
+    pub probes_failed: u64,
+    /// Passive observations received (all kinds).
+    pub passive_events: u64,
+    /// Up → down transitions.
+    pub went_down: u64,
+    /// Down → up transitions.
+    pub came_up: u64,
+}
+
+/// One backend's state machine (see the module docs). Pure: it counts results, reads no
+/// clock and does no I/O, so tests drive it with made-up results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealth {
+    up: bool,
+    successes: u32,
+    failures: u32,
+    passive_failures: u32,
+    /// Smoothed response time in µs; 0 until the first successful probe.
+    response_time_us: u32,
+}
+
+impl Default for BackendHealth {
+    fn default() -> Self {
+        BackendHealth::new()
+    }
+}
+
+impl BackendHealth {
+    /// A backend not probed yet: up, no counts, response time unknown.
+    pub const fn new() -> BackendHealth {
+        BackendHealth {
+            up: true,
+            successes: 0,
+            failures: 0,
+            passive_failures: 0,
+            response_time_us: 0,
+        }
+    }
+
+    /// Whether the backend may take new flows.
+    pub const fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Consecutive successful probes so far.
+    pub const fn successes(&self) -> u32 {
+        self.successes
+    }
+
+    /// Consecutive failed probes so far.
+    pub const fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The smoothed response time in µs (0 = no successful probe yet).
+    pub const fn response_time_us(&self) -> u32 {
+        self.response_time_us
+    }
+
+    /// Counts a probe's result. Returns the new state and the reason if it changed.
+    pub fn record_probe(
+        &mut self,
+        result: &ProbeResult,
+        settings: &HealthConfig,
+    ) -> Option<(bool, String)> {
+        match result {
+            Ok(took) => {
+                self.failures = 0;
+                self.passive_failures = 0;
+                self.successes = self.successes.saturating_add(1);
+                self.smooth(*took);
+                if !self.up && self.successes >= settings.rise {
+                    self.up = true;
+                    let reason = format!(
+                        "{} consecutive successful {} checks, last in {} µs",
+                        self.successes,
+                        settings.check,
+                        micros(*took)
+                    );
+                    return Some((true, reason));
+                }
+            }
+            Err(error) => {
+                self.successes = 0;
+                self.failures = self.failures.saturating_add(1);
+                if self.up && self.failures >= settings.fall {
+                    self.up = false;
+                    let reason = format!(
+                        "{} consecutive failed {} checks, last: {error}",
+                        self.failures, settings.check
+                    );
+                    return Some((false, reason));
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts a passive observation. Returns the new state and the reason if it changed
+    /// (only ever to down: see the module docs).
+    pub fn record_passive(
+        &mut self,
+        event: PassiveEvent,
+        settings: &HealthConfig,
+    ) -> Option<(bool, String)> {
+        if event == PassiveEvent::Answered {
+            self.passive_failures = 0;
+            return None;
+        }
+        self.passive_failures = self.passive_failures.saturating_add(1);
+        let acts = settings.passive_fall > 0 && settings.check != HealthCheckKind::None;
+        if self.up && acts && self.passive_failures >= settings.passive_fall {
+            self.up = false;
+            self.successes = 0;
+            let reason = format!(
+                "{} consecutive bad passive observations, last: {}",
+                self.passive_failures,
+                event.describe()
+            );
+            return Some((false, reason));
+        }
+        None
+    }
+
+    /// Forgets the consecutive counts (new settings) but keeps the state and response time.
+    fn restart_counts(&mut self) {
+        self.successes = 0;
+        self.failures = 0;
+        self.passive_failures = 0;
+    }
+
+    /// RFC 6298's smoothing with alpha = 1/8; the first sample is taken as is.
+    fn smooth(&mut self, took: Duration) {
+        let sample = micros(took).max(1);
+        self.response_time_us = match self.response_time_us {
+            0 => sample,
+            srtt => {
+                let smoothed = (u64::from(srtt) * 7 + u64::from(sample)) / 8;
+                u32::try_from(smoothed).unwrap_or(u32::MAX).max(1)
+            }
+        };
+    }
+}
+
+/// A duration in whole µs, saturating at `u32::MAX` (71 minutes).
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// The state of one backend of one service, as [`HealthMonitor::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// The service.
+    pub service: ServiceKey,
+    /// The backend.
+    pub backend: BackendKey,
+    /// Its state machine.
+    pub health: BackendHealth,
+    /// Its counts.
+    pub counters: HealthCounters,
+}
+
+/// A result from a prober thread.
+#[derive(Debug)]
+struct ProbeReport {
+    prober: u64,
+    service: ServiceKey,
+    backend: BackendKey,
+    result: ProbeResult,
+}
+
+/// A running prober thread. Dropping it stops the thread (its stop channel disconnects); the
+/// thread is not joined, so that nothing here waits for a probe's timeout.
+#[derive(Debug)]
+struct Prober {
+    id: u64,
+    _stop: Sender<()>,
+    _thread: JoinHandle<()>,
+}
+
+/// One backend of one service.
+#[derive(Debug)]
+struct Entry {
+    settings: HealthConfig,
+    health: BackendHealth,
+    counters: HealthCounters,
+    prober: Option<Prober>,
+}
+
+/// Health checks for every backend of every service (see the module docs).
+#[derive(Debug)]
+pub struct HealthMonitor {
+    entries: HashMap<(ServiceKey, BackendKey), Entry>,
+    results_tx: Sender<ProbeReport>,
+    results: Receiver<ProbeReport>,
+    /// Transitions from `observe` and `reconfigure`, returned by the next `poll`.
+    pending: Vec<Transition>,
+    counters: HealthCounters,
+    next_prober: u64,
+    /// False for monitors driven only by `record` and `observe` (tests, replay).
+    spawn_probers: bool,
+}
+
+impl HealthMonitor {
+    /// Starts probing every backend of every service of `config` that has a check.
+    pub fn new(config: &Config) -> HealthMonitor {
+        HealthMonitor::build(config, true)
+    }
+
+    /// A monitor that runs no probes: its backends move only by [`HealthMonitor::record`]
+    /// and [`HealthMonitor::observe`] (tests, pcap replay, probes run elsewhere).
+    pub fn without_probers(config: &Config) -> HealthMonitor {
+        HealthMonitor::build(config, false)
+    }
+
+    fn build(config: &Config, spawn_probers: bool) -> HealthMonitor {
+        let (results_tx, results) = channel::unbounded();
+        let mut monitor = HealthMonitor {
+            entries: HashMap::new(),
+            results_tx,
+            results,
+            pending: Vec::new(),
+            counters: HealthCounters::default(),
+            next_prober: 0,
+            spawn_probers,
+        };
+        monitor.reconfigure(config);
+        monitor
+    }
+
+    /// Follows a new config: backends that left are forgotten (their probers stop), new ones
+    /// start up, unchanged ones keep their state; see the module docs for changed settings.
+    pub fn reconfigure(&mut self, config: &Config) {
+        let mut old = std::mem::take(&mut self.entries);
+        for service in &config.services {
+            let service_key = (service.vip, service.port, service.proto);
+            for backend in &service.backends {
+                let key = (service_key, (backend.addr, backend.port));
+                let entry = match old.remove(&key) {
+                    Some(entry) if entry.settings == service.health => entry,
+                    Some(mut entry) => {
+                        entry.prober = None;
+                        entry.health.restart_counts();
+                        entry.settings = service.health.clone();
+                        if entry.settings.check == HealthCheckKind::None && !entry.health.up {
+                            entry.health.up = true;
+                            let reason = "health checks turned off".to_string();
+                            self.transition(key, &mut entry.counters, true, reason);
+                        }
+                        entry
+                    }
+                    None => Entry {
+                        settings: service.health.clone(),
+                        health: BackendHealth::new(),
+                        counters: HealthCounters::default(),
+                        prober: None,
+                    },
+                };
+                self.entries.insert(key, entry);
+            }
+        }
+        let mut starts: Vec<(ServiceKey, BackendKey)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.prober.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        starts.sort_unstable_by_key(|((vip, port, proto), (addr, backend_port))| {
+            (*vip, *port, proto.number(), *addr, *backend_port)
+        });
+        for key in starts {
+            self.start_prober(key);
+        }
+    }
+
+    fn start_prober(&mut self, key: (ServiceKey, BackendKey)) {
+        if !self.spawn_probers {
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        if entry.settings.check == HealthCheckKind::None {
+            return;
+        }
+        let id = self.next_prober;
+        self.next_prober += 1;
+        let (stop, stopped) = channel::bounded::<()>(0);
+        let results = self.results_tx.clone();
+        let settings = entry.settings.clone();
+        let (service, backend) = key;
+        let name = format!("xlb-health-{}:{}", backend.0, backend.1);
+        let spawned = thread::Builder::new().name(name).spawn(move || {
+            let target = SocketAddrV4::new(backend.0, backend.1);
+            loop {
+                let started = StdInstant::now();
+                let result = probe(target, &settings);
+                let report = ProbeReport { prober: id, service, backend, result };
+                if results.send(report).is_err() {
+                    return;
+                }
+                let rest = settings.interval.saturating_sub(started.elapsed());
+                match stopped.recv_timeout(rest) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        });
+        match spawned {
+            Ok(thread) => entry.prober = Some(Prober { id, _stop: stop, _thread: thread }),
+            // Without a thread the backend is never probed and keeps its state; the next
+            // reconfigure with changed settings tries again.
+            Err(error) => {
+                eprintln!(
+                    "xlb: error: health: cannot start a prober for {}:{}: {error}",
+                    backend.0, backend.1
+                );
+            }
+        }
+    }
+
+    /// Gathers the probe results that arrived since the last call (never blocks) and returns
+    /// the transitions since then, each once, in the order they happened.
+    pub fn poll(&mut self) -> Vec<Transition> {
+        while let Ok(report) = self.results.try_recv() {
+            let key = (report.service, report.backend);
+            let current = self.entries.get(&key).and_then(|e| e.prober.as_ref()).map(|p| p.id);
+            if current == Some(report.prober) {
+                self.record(report.service, report.backend, report.result);
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Counts one probe result for a backend of a service, as a prober thread's result is;
+    /// a (service, backend) not in the config is ignored. Transitions go to the next `poll`.
+    pub fn record(&mut self, service: ServiceKey, backend: BackendKey, result: ProbeResult) {
+        let key = (service, backend);
+        let Some(mut entry) = self.entries.remove(&key) else { return };
+        if result.is_ok() {
+            entry.counters.probes_ok += 1;
+            self.counters.probes_ok += 1;
+        } else {
+            entry.counters.probes_failed += 1;
+            self.counters.probes_failed += 1;
+        }
+        if let Some((up, reason)) = entry.health.record_probe(&result, &entry.settings) {
+            self.transition(key, &mut entry.counters, up, reason);
+        }
+        self.entries.insert(key, entry);
+    }
+
+    /// Counts what the data plane saw of `backend`'s traffic, in every service it serves.
+    /// Transitions go to the next `poll`.
+    pub fn observe(&mut self, backend: BackendKey, event: PassiveEvent) {
+        let mut keys: Vec<(ServiceKey, BackendKey)> =
+            self.entries.keys().filter(|(_, b)| *b == backend).copied().collect();
+        keys.sort_unstable_by_key(|((vip, port, proto), _)| (*vip, *port, proto.number()));
+        for key in keys {
+            let Some(mut entry) = self.entries.remove(&key) else { continue };
+            entry.counters.passive_events += 1;
+            self.counters.passive_events += 1;
+            if let Some((up, reason)) = entry.health.record_passive(event, &entry.settings) {
+                self.transition(key, &mut entry.counters, up, reason);
+            }
+            self.entries.insert(key, entry);
+        }
+    }
+
+    fn transition(
+        &mut self,
+        (service, backend): (ServiceKey, BackendKey),
+        counters: &mut HealthCounters,
+        up: bool,
+        reason: String,
+    ) {
+        for counts in [&mut *counters, &mut self.counters] {
+            if up {
+                counts.came_up += 1;
+            } else {
+                counts.went_down += 1;
+            }
+        }
+        self.pending.push(Transition { service, backend, up, reason });
+    }
+
+    /// Whether a backend of a service is up; a pair the monitor does not know counts as up.
+    pub fn is_up(&self, service: ServiceKey, backend: BackendKey) -> bool {
+        self.entries.get(&(service, backend)).is_none_or(|e| e.health.up)
+    }
+
+    /// The totals over every backend since the monitor started.
+    pub fn counters(&self) -> HealthCounters {
+        self.counters
+    }
+
+    /// Every (service, backend) with its state and counts, sorted by service then backend.
+    pub fn status(&self) -> Vec<BackendStatus> {
+        let mut all: Vec<BackendStatus> = self
+            .entries
+            .iter()
+            .map(|((service, backend), entry)| BackendStatus {
+                service: *service,
+                backend: *backend,
+                health: entry.health.clone(),
+                counters: entry.counters,
+            })
+            .collect();
+        all.sort_unstable_by_key(|s| {
+            (s.service.0, s.service.1, s.service.2.number(), s.backend.0, s.backend.1)
+        });
+        all
+    }
+
+    /// The config the data plane should run: `config` with down backends drained or removed
+    /// and sorry servers standing in for services with no healthy backend (module docs).
+    pub fn effective(&self, config: &Config) -> Config {
+        let mut effective = config.clone();
+        for service in &mut effective.services {
+            let service_key = (service.vip, service.port, service.proto);
+            let up = |b: &BackendConfig| self.is_up(service_key, (b.addr, b.port));
+            let serving = service.backends.iter().any(|b| b.weight > 0 && up(b));
+            match service.health.on_failure {
+                OnFailure::Drain => {
+                    for backend in service.backends.iter_mut().filter(|b| !up(b)) {
+                        backend.weight = 0;
+                    }
+                }
+                OnFailure::Remove => service.backends.retain(up),
+            }
+            if let Some(sorry) = service.health.sorry_server.filter(|_| !serving) {
+                service.backends.push(BackendConfig {
+                    addr: *sorry.ip(),
+                    port: sorry.port(),
+                    weight: 1,
+                });
+                if service.maglev_table_size < service.backends.len() {
+                    service.maglev_table_size = next_prime(service.backends.len());
+                }
+            }
+        }
+        effective
+    }
+
+    /// The smoothed response time in µs of every backend of `config` (normally the one
+    /// [`HealthMonitor::effective`] returned), in snapshot order: services in order, each
+    /// one's backends in order. 0 means unknown (no successful probe yet, or a sorry server).
+    pub fn response_times(&self, config: &Config) -> Vec<u32> {
+        config
+            .services
+            .iter()
+            .flat_map(|service| {
+                let service_key = (service.vip, service.port, service.proto);
+                service.backends.iter().map(move |b| {
+                    self.entries
+                        .get(&(service_key, (b.addr, b.port)))
+                        .map_or(0, |e| e.health.response_time_us)
+                })
+            })
+            .collect()
+    }
+}
+
+/// The smallest prime at least `n` (Maglev tables must be prime-sized).
+fn next_prime(n: usize) -> usize {
+    (n.max(2)..).find(|&k| is_prime(k as u64)).unwrap_or(n)
+}
+
+/// Runs the check `settings` asks for against `target` once; `check = "none"` always passes.
+pub fn probe(target: SocketAddrV4, settings: &HealthConfig) -> ProbeResult {
+    match settings.check {
+        HealthCheckKind::None => Ok(Duration::ZERO),
+        HealthCheckKind::Tcp => probe_tcp(target, settings.timeout),
+        HealthCheckKind::Http => {
+            probe_http(target, &settings.http_path, settings.http_status, settings.timeout)
+        }
+        HealthCheckKind::Udp => {
+            probe_udp(target, settings.udp_payload.as_bytes(), settings.timeout)
+        }
+    }
+}
+
+/// A TCP connect within `timeout`; returns the time it took.
+pub fn probe_tcp(target: SocketAddrV4, timeout: Duration) -> ProbeResult {
+    let started = StdInstant::now();
+    let stream = TcpStream::connect_timeout(&SocketAddr::V4(target), timeout)
+        .map_err(|e| io_error(&e, timeout))?;
+    let took = started.elapsed();
+    drop(stream);
+    Ok(took)
+}
+
+/// `GET path HTTP/1.0`, expecting `status` on the status line, all within `timeout`; returns
+/// the time from connect to status line.
+pub fn probe_http(target: SocketAddrV4, path: &str, status: u16, timeout: Duration) -> ProbeResult {
+    let started = StdInstant::now();
+    let left = || timeout.checked_sub(started.elapsed()).filter(|d| !d.is_zero());
+    let timed_out = ProbeError::Timeout(timeout);
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), timeout)
+        .map_err(|e| io_error(&e, timeout))?;
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n",
+        target.ip()
+    );
+    stream
+        .set_write_timeout(Some(left().ok_or(timed_out.clone())?))
+        .map_err(|e| io_error(&e, timeout))?;
+    stream.write_all(request.as_bytes()).map_err(|e| io_error(&e, timeout))?;
+    // The status line is short; 512 bytes is plenty and bounds what a bad server can send.
+    let mut answer = [0u8; 512];
+    let mut have = 0;
+    while !answer[..have].contains(&b'\n') && have < answer.len() {
+        let wait = left().ok_or(timed_out.clone())?;
+        stream.set_read_timeout(Some(wait)).map_err(|e| io_error(&e, timeout))?;
+        match stream.read(&mut answer[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(&e, timeout)),
+        }
+    }
+    let took = started.elapsed();
+    let got = parse_status_line(&answer[..have])?;
+    if got == status { Ok(took) } else { Err(ProbeError::Status { got, expected: status }) }
+}
+
+/// The status code of `HTTP/1.x NNN ...` at the start of `answer`.
+fn parse_status_line(answer: &[u8]) -> Result<u16, ProbeError> {
+    let line = answer.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line).trim_end().to_string();
+    let mut words = line.split(' ');
+    let version = words.next().unwrap_or_default();
+    let code = words.next().unwrap_or_default();
+    let valid_code = code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit());
+    match code.parse::<u16>() {
+        Ok(code) if version.starts_with("HTTP/1.") && valid_code => Ok(code),
+        _ => Err(ProbeError::NotHttp(line.chars().take(64).collect())),
+    }
+}
+
+/// Sends `payload` from a connected UDP socket and waits up to `timeout` for any reply;
+/// returns the round trip. An ICMP port unreachable fails it as "connection refused".
+pub fn probe_udp(target: SocketAddrV4, payload: &[u8], timeout: Duration) -> ProbeResult {
+    let started = StdInstant::now();
+    let fail = |e: io::Error| io_error(&e, timeout);
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(fail)?;
+    socket.connect(target).map_err(fail)?;
+    socket.set_read_timeout(Some(timeout)).map_err(fail)?;
+    socket.send(payload).map_err(fail)?;
+    let mut reply = [0u8; 1500];
+    loop {
+        match socket.recv(&mut reply) {
+            Ok(_) => return Ok(started.elapsed()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+}
+
+/// A socket error as a probe error: the timeout kinds say which timeout ran out.
+fn io_error(error: &io::Error, timeout: Duration) -> ProbeError {
+    match error.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ProbeError::Timeout(timeout),
+        _ => ProbeError::Io(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Snapshot;
+    use proptest::prelude::*;
+    use std::net::TcpListener;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+    const WEB: ServiceKey = (VIP, 80, Proto::Tcp);
+    const A: BackendKey = (Ipv4Addr::new(10, 1, 1, 11), 80);
+    const B: BackendKey = (Ipv4Addr::new(10, 1, 1, 12), 80);
+    const C: BackendKey = (Ipv4Addr::new(10, 1, 1, 13), 80);
+    const SHORT: Duration = Duration::from_millis(300);
+
+    /// A DR config: one web service on VIP:80 with `health` as its `[service.health]` body,
+    /// backends A, B, C (C with `c_weight`), and `extra` appended.
+    fn config(health: &str, c_weight: u32, extra: &str) -> Config {
+        let text = format!(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:01\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nmaglev_table_size = 3\n\
+             [service.health]\n{health}\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n\
+             [[service.backend]]\naddr = \"10.1.1.12\"\nweight = 2\n\
+             [[service.backend]]\naddr = \"10.1.1.13\"\nweight = {c_weight}\n{extra}"
+        );
+        Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn rise2_fall3() -> HealthConfig {
+        HealthConfig { rise: 2, fall: 3, ..HealthConfig::default() }
+    }
+
+    fn ok() -> ProbeResult {
+        Ok(Duration::from_micros(500))
+    }
+
+    fn refused() -> ProbeResult {
+        Err(ProbeError::Io("connection refused".into()))
+    }
+
+    /// Feeds `results` to a fresh state machine; returns the transitions as (index, up).
+    fn run(settings: &HealthConfig, results: &[bool]) -> Vec<(usize, bool)> {
+        let mut health = BackendHealth::new();
+        let mut seen = Vec::new();
+        for (i, &passed) in results.iter().enumerate() {
+            let result = if passed { ok() } else { refused() };
+            if let Some((up, _)) = health.record_probe(&result, settings) {
+                assert_eq!(up, health.is_up());
+                seen.push((i, up));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn fall_failures_take_a_backend_down_and_rise_successes_bring_it_back() {
+        let settings = rise2_fall3();
+        let mut health = BackendHealth::new();
+        assert!(health.is_up());
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        let (up, reason) = health.record_probe(&refused(), &settings).unwrap();
+        assert!(!up && !health.is_up());
+        assert_eq!(reason, "3 consecutive failed tcp checks, last: connection refused");
+        // Down stays down, without another transition.
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        assert_eq!(health.record_probe(&ok(), &settings), None);
+        let (up, reason) = health.record_probe(&ok(), &settings).unwrap();
+        assert!(up && health.is_up());
+        assert_eq!(reason, "2 consecutive successful tcp checks, last in 500 µs");
+        assert_eq!((health.successes(), health.failures()), (2, 0));
+    }
+
+    #[test]
+    fn flapping_below_the_thresholds_changes_nothing() {
+        let settings = rise2_fall3();
+        // Two failures, a success, two failures...: never three in a row.
+        let flapping: Vec<bool> = (0..30).map(|i| i % 3 == 2).collect();
+        assert_eq!(run(&settings, &flapping), []);
+        // Once down, single successes between failures never bring it back.
+        let mut down_then_flapping = vec![false; 3];
+        down_then_flapping.extend((0..30).map(|i| i % 2 == 0));
+        assert_eq!(run(&settings, &down_then_flapping), [(2, false)]);
+    }
+
+    #[test]
+    fn response_time_is_smoothed_like_srtt() {
+        let settings = HealthConfig::default();
+        let mut health = BackendHealth::new();
+        assert_eq!(health.response_time_us(), 0);
+        health.record_probe(&Ok(Duration::from_micros(800)), &settings);
+        assert_eq!(health.response_time_us(), 800);
+        health.record_probe(&Ok(Duration::from_micros(1600)), &settings);
+        assert_eq!(health.response_time_us(), 900); // 7/8 * 800 + 1/8 * 1600
+        health.record_probe(&refused(), &settings);
+        assert_eq!(health.response_time_us(), 900, "a failure is no sample");
+        health.record_probe(&Ok(Duration::ZERO), &settings);
+        assert!(health.response_time_us() >= 1, "0 would read as unknown");
+    }
+
+    #[test]
+    fn passive_failures_take_a_backend_down_and_only_probes_bring_it_back() {
+        let settings = HealthConfig { passive_fall: 3, ..rise2_fall3() };
+        let mut health = BackendHealth::new();
+        health.record_passive(PassiveEvent::Rst, &settings);
+        health.record_passive(PassiveEvent::SynUnanswered, &settings);
+        // An answer clears the count.
+        assert_eq!(health.record_passive(PassiveEvent::Answered, &settings), None);
+        health.record_passive(PassiveEvent::Rst, &settings);
+        assert_eq!(health.record_passive(PassiveEvent::Rst, &settings), None);
+        let (up, reason) = health.record_passive(PassiveEvent::IcmpUnreachable, &settings).unwrap();
+        assert!(!up && !health.is_up());
+        assert!(
+            reason.contains("3 consecutive bad passive") && reason.contains("ICMP"),
+            "{reason}"
+        );
+        assert_eq!(health.record_passive(PassiveEvent::Answered, &settings), None);
+        assert!(!health.is_up(), "passive answers never bring a backend back");
+        assert_eq!(health.record_probe(&ok(), &settings), None);
+        assert!(health.record_probe(&ok(), &settings).is_some_and(|(up, _)| up));
+        // A success also clears the passive count.
+        health.record_passive(PassiveEvent::Rst, &settings);
+        health.record_passive(PassiveEvent::Rst, &settings);
+        health.record_probe(&ok(), &settings);
+        health.record_passive(PassiveEvent::Rst, &settings);
+        assert!(health.is_up());
+    }
+
+    #[test]
+    fn passive_checks_are_off_at_zero_and_without_an_active_check() {
+        for settings in [
+            HealthConfig { passive_fall: 0, ..HealthConfig::default() },
+            HealthConfig {
+                passive_fall: 1,
+                check: HealthCheckKind::None,
+                ..HealthConfig::default()
+            },
+        ] {
+            let mut health = BackendHealth::new();
+            for _ in 0..100 {
+                assert_eq!(health.record_passive(PassiveEvent::SynUnanswered, &settings), None);
+            }
+            assert!(health.is_up());
+        }
+    }
+
+    proptest! {
+        /// Against a model that looks at the last `fall` / `rise` results instead of counting.
+        #[test]
+        fn the_state_follows_the_last_rise_or_fall_results(
+            results in proptest::collection::vec(any::<bool>(), 0..200),
+            rise in 1u32..5,
+            fall in 1u32..5,
+        ) {
+            let settings = HealthConfig { rise, fall, ..HealthConfig::default() };
+            let mut model_up = true;
+            let mut expected = Vec::new();
+            for i in 0..results.len() {
+                let window = |n: u32| {
+                    let n = n as usize;
+                    i + 1 >= n && results[i + 1 - n..=i].iter().all(|&r| r != model_up)
+                };
+                if window(if model_up { fall } else { rise }) {
+                    model_up = !model_up;
+                    expected.push((i, model_up));
+                }
+            }
+            prop_assert_eq!(run(&settings, &results), expected);
+        }
+    }
+
+    #[test]
+    fn poll_returns_each_transition_once_and_counts_it() {
+        let config = config("rise = 2\nfall = 3", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        assert_eq!(monitor.poll(), []);
+        for _ in 0..3 {
+            monitor.record(WEB, A, refused());
+        }
+        monitor.record(WEB, B, ok());
+        let transitions = monitor.poll();
+        assert_eq!(transitions.len(), 1);
+        let down = &transitions[0];
+        assert_eq!((down.service, down.backend, down.up), (WEB, A, false));
+        assert_eq!(
+            down.to_string(),
+            "10.1.1.100:80/tcp: backend 10.1.1.11:80 down: 3 consecutive failed tcp checks, \
+             last: connection refused"
+        );
+        assert_eq!(monitor.poll(), [], "reported once");
+        monitor.record(WEB, A, ok());
+        monitor.record(WEB, A, ok());
+        assert!(monitor.poll().iter().all(|t| t.up && t.backend == A));
+        let totals = monitor.counters();
+        assert_eq!(
+            totals,
+            HealthCounters {
+                probes_ok: 3,
+                probes_failed: 3,
+                passive_events: 0,
+                went_down: 1,
+                came_up: 1
+            }
+        );
+        let status = monitor.status();
+        assert_eq!(status.iter().map(|s| s.backend).collect::<Vec<_>>(), [A, B, C]);
+        assert_eq!(status[0].counters.went_down, 1);
+        assert_eq!(
+            status[1].counters,
+            HealthCounters { probes_ok: 1, ..HealthCounters::default() }
+        );
+        // Unknown pairs are ignored.
+        monitor.record(WEB, (Ipv4Addr::new(10, 1, 1, 99), 80), refused());
+        monitor.record((VIP, 443, Proto::Tcp), A, refused());
+        assert_eq!(monitor.counters(), totals);
+    }
+
+    #[test]
+    fn results_of_stopped_probers_are_ignored() {
+        let config = config("fall = 1", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        let stale = ProbeReport { prober: 7, service: WEB, backend: A, result: refused() };
+        monitor.results_tx.send(stale).unwrap();
+        assert_eq!(monitor.poll(), []);
+        assert!(monitor.is_up(WEB, A));
+    }
+
+    #[test]
+    fn observations_reach_every_service_of_the_backend() {
+        let udp = "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nproto = \"udp\"\n\
+                   [service.health]\ncheck = \"udp\"\npassive_fall = 2\n\
+                   [[service.backend]]\naddr = \"10.1.1.11\"\n";
+        let config = config("passive_fall = 2", 1, udp);
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.observe(A, PassiveEvent::IcmpUnreachable);
+        monitor.observe(B, PassiveEvent::Answered);
+        assert_eq!(monitor.poll(), []);
+        monitor.observe(A, PassiveEvent::IcmpUnreachable);
+        let down: Vec<(ServiceKey, bool)> =
+            monitor.poll().iter().map(|t| (t.service, t.up)).collect();
+        assert_eq!(down, [(WEB, false), ((VIP, 80, Proto::Udp), false)]);
+        assert_eq!(monitor.counters().passive_events, 5);
+        assert_eq!(monitor.counters().went_down, 2);
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_state_of_unchanged_backends() {
+        let before = config("fall = 1\nrise = 3", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&before);
+        monitor.record(WEB, A, refused());
+        monitor.record(WEB, B, ok());
+        monitor.record(WEB, B, Ok(Duration::from_micros(100)));
+        assert_eq!(monitor.poll().len(), 1);
+        // Weights change, C leaves: A stays down, B keeps its counts and response time.
+        let mut after = before.clone();
+        after.services[0].backends[1].weight = 5;
+        after.services[0].backends.pop();
+        monitor.reconfigure(&after);
+        assert!(!monitor.is_up(WEB, A));
+        assert_eq!(monitor.status().len(), 2);
+        let b = &monitor.status()[1];
+        assert_eq!((b.health.successes(), b.counters.probes_ok), (2, 2));
+        // C comes back fresh: up, no counts.
+        monitor.reconfigure(&before);
+        let c = &monitor.status()[2];
+        assert!(c.health.is_up());
+        assert_eq!(c.counters, HealthCounters::default());
+        // New settings restart the counts but keep the state.
+        monitor.record(WEB, A, ok());
+        monitor.record(WEB, A, ok());
+        let changed = config("fall = 1\nrise = 2", 1, "");
+        monitor.reconfigure(&changed);
+        assert!(!monitor.is_up(WEB, A));
+        monitor.record(WEB, A, ok());
+        assert_eq!(monitor.poll(), [], "the counts restarted: one success of two");
+        monitor.record(WEB, A, ok());
+        assert!(monitor.poll()[0].up);
+        // Turning checks off brings a down backend back, as a counted transition.
+        monitor.record(WEB, B, refused());
+        assert_eq!(monitor.poll().len(), 1);
+        monitor.reconfigure(&config("check = \"none\"", 1, ""));
+        let transitions = monitor.poll();
+        assert_eq!(transitions.len(), 1);
+        assert_eq!((transitions[0].backend, transitions[0].up), (B, true));
+        assert_eq!(transitions[0].reason, "health checks turned off");
+        assert_eq!(monitor.counters().came_up, 2);
+    }
+
+    fn weights(config: &Config) -> Vec<(BackendKey, u32)> {
+        config.services[0].backends.iter().map(|b| ((b.addr, b.port), b.weight)).collect()
+    }
+
+    #[test]
+    fn effective_drains_down_backends() {
+        let config = config("fall = 1", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        assert_eq!(monitor.effective(&config), config, "all up: the config as is");
+        monitor.record(WEB, B, refused());
+        let effective = monitor.effective(&config);
+        assert_eq!(weights(&effective), [(A, 1), (B, 0), (C, 1)]);
+        assert_eq!(effective.services[0].health, config.services[0].health);
+        Snapshot::build(&effective, 1).unwrap();
+    }
+
+    #[test]
+    fn effective_removes_down_backends_when_asked() {
+        let config = config("fall = 1\non_failure = \"remove\"", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.record(WEB, A, refused());
+        monitor.record(WEB, C, refused());
+        assert_eq!(weights(&monitor.effective(&config)), [(B, 2)]);
+        monitor.record(WEB, B, refused());
+        let effective = monitor.effective(&config);
+        assert_eq!(weights(&effective), []);
+        Snapshot::build(&effective, 1).unwrap();
+    }
+
+    #[test]
+    fn the_sorry_server_serves_only_while_no_backend_is_healthy() {
+        const SORRY: BackendKey = (Ipv4Addr::new(10, 1, 1, 30), 80);
+        // C has weight 0 (drained by the operator): up, but it serves nothing.
+        let drain = config("fall = 1\nsorry_server = \"10.1.1.30\"", 0, "");
+        let mut monitor = HealthMonitor::without_probers(&drain);
+        monitor.record(WEB, A, refused());
+        assert_eq!(weights(&monitor.effective(&drain)), [(A, 0), (B, 2), (C, 0)]);
+        monitor.record(WEB, B, refused());
+        let effective = monitor.effective(&drain);
+        // Drained backends stay for their flows; the table (3) grows to a prime that fits 4.
+        assert_eq!(weights(&effective), [(A, 0), (B, 0), (C, 0), (SORRY, 1)]);
+        assert_eq!(effective.services[0].maglev_table_size, 5);
+        let snapshot = Snapshot::build(&effective, 1).unwrap();
+        assert_eq!(monitor.response_times(&effective), [0; 4]);
+        assert_eq!(snapshot.backends.len(), 4);
+        // One success of rise 2 is not enough; two are.
+        monitor.record(WEB, B, ok());
+        assert_eq!(weights(&monitor.effective(&drain)).len(), 4);
+        monitor.record(WEB, B, ok());
+        assert_eq!(weights(&monitor.effective(&drain)), [(A, 0), (B, 2), (C, 0)]);
+
+        let remove =
+            config("fall = 1\non_failure = \"remove\"\nsorry_server = \"10.1.1.30\"", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&remove);
+        for backend in [A, B, C] {
+            monitor.record(WEB, backend, refused());
+        }
+        let effective = monitor.effective(&remove);
+        assert_eq!(weights(&effective), [(SORRY, 1)]);
+        assert_eq!(effective.services[0].maglev_table_size, 3);
+        Snapshot::build(&effective, 1).unwrap();
+    }
+
+    #[test]
+    fn response_times_follow_snapshot_order() {
+        let udp = "[[service]]\nvip = \"10.1.1.101\"\nport = 53\nproto = \"udp\"\n\
+                   [service.health]\ncheck = \"udp\"\n\
+                   [[service.backend]]\naddr = \"10.1.1.12\"\n";
+        let config = config("", 1, udp);
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.record(WEB, C, Ok(Duration::from_micros(300)));
+        monitor.record(WEB, A, Ok(Duration::from_micros(100)));
+        let dns = (Ipv4Addr::new(10, 1, 1, 101), 53, Proto::Udp);
+        monitor.record(dns, (B.0, 53), Ok(Duration::from_micros(40)));
+        assert_eq!(monitor.response_times(&config), [100, 0, 300, 40]);
+        let effective = monitor.effective(&config);
+        let mut snapshot = Snapshot::build(&effective, 1).unwrap();
+        snapshot.response_time_us = monitor.response_times(&effective);
+        assert_eq!(snapshot.response_time_us.len(), snapshot.backends.len());
+    }
+
+    #[test]
+    fn next_prime_finds_the_smallest_prime_at_least_n() {
+        let primes: Vec<usize> = [0, 1, 2, 3, 4, 8, 14, 65_536].map(next_prime).to_vec();
+        assert_eq!(primes, [2, 2, 2, 3, 5, 11, 17, 65_537]);
+    }
+
+    // Probes against real sockets on 127.0.0.1.
+
+    fn local(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// A TCP listener on 127.0.0.1 and its port.
+    fn listen() -> (TcpListener, u16) {
+        let listener = TcpListener::bind(local(0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    /// A port nothing listens on (TCP and UDP): bound, then released.
+    fn closed_port() -> u16 {
+        listen().1
+    }
+
+    #[test]
+    fn tcp_probe_passes_with_a_listener_and_fails_without() {
+        let (listener, port) = listen();
+        let took = probe_tcp(local(port), SHORT).unwrap();
+        assert!(took < SHORT);
+        drop(listener);
+        match probe_tcp(local(port), SHORT) {
+            Err(ProbeError::Io(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected refused, got {other:?}"),
+        }
+    }
+
+    /// A one-thread HTTP server answering one connection per entry of `answers` with it
+    /// (`None`: accept and say nothing); returns its port and the request lines it read.
+    fn http_server(answers: Vec<Option<&'static str>>) -> (u16, JoinHandle<Vec<String>>) {
+        let (listener, port) = listen();
+        let server = thread::spawn(move || {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = stream.read(&mut request).unwrap();
+                let text = String::from_utf8_lossy(&request[..n]).to_string();
+                requests.push(text.lines().next().unwrap_or_default().to_string());
+                match answer {
+                    Some(answer) => stream.write_all(answer.as_bytes()).unwrap(),
+                    // Hold the connection open past the probe's timeout.
+                    None => thread::sleep(SHORT * 2),
+                }
+            }
+            requests
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn http_probe_checks_the_status_line() {
+        let answers = vec![
+            Some("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            Some("HTTP/1.1 500 Internal Server Error\r\n\r\n"),
+            Some("SSH-2.0-OpenSSH_9.6\r\n"),
+            Some(""),
+            None,
+        ];
+        let (port, server) = http_server(answers);
+        let target = local(port);
+        assert!(probe_http(target, "/healthz", 200, SHORT).is_ok());
+        assert_eq!(
+            probe_http(target, "/healthz", 200, SHORT),
+            Err(ProbeError::Status { got: 500, expected: 200 })
+        );
+        assert_eq!(
+            probe_http(target, "/", 200, SHORT),
+            Err(ProbeError::NotHttp("SSH-2.0-OpenSSH_9.6".into()))
+        );
+        assert_eq!(probe_http(target, "/", 200, SHORT), Err(ProbeError::NotHttp(String::new())));
+        assert_eq!(probe_http(target, "/", 200, SHORT), Err(ProbeError::Timeout(SHORT)));
+        let requests = server.join().unwrap();
+        assert_eq!(requests[0], "GET /healthz HTTP/1.0");
+        assert_eq!(requests[2], "GET / HTTP/1.0");
+        assert!(matches!(probe_http(target, "/", 200, SHORT), Err(ProbeError::Io(_))));
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Ok(204));
+        assert_eq!(parse_status_line(b"HTTP/1.0 404\n"), Ok(404));
+        for bad in [&b"HTTP/2 200\r\n"[..], b"HTTP/1.1 20x\r\n", b"HTTP/1.1 2000\r\n", b"\xff\xfe"]
+        {
+            assert!(matches!(parse_status_line(bad), Err(ProbeError::NotHttp(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn udp_probe_needs_a_reply() {
+        let echo = UdpSocket::bind(local(0)).unwrap();
+        let port = echo.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (n, peer) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], peer).unwrap();
+            buf[..n].to_vec()
+        });
+        assert!(probe_udp(local(port), b"ping", SHORT).is_ok());
+        assert_eq!(server.join().unwrap(), b"ping");
+        // A bound socket that never answers: a timeout.
+        let silent = UdpSocket::bind(local(0)).unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        assert_eq!(probe_udp(local(silent_port), b"", SHORT), Err(ProbeError::Timeout(SHORT)));
+        // A closed port: the ICMP port unreachable fails the probe at once.
+        let started = StdInstant::now();
+        match probe_udp(local(closed_port()), b"", SHORT) {
+            Err(ProbeError::Io(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected refused, got {other:?}"),
+        }
+        assert!(started.elapsed() < SHORT);
+    }
+
+    #[test]
+    fn probe_dispatches_on_the_check() {
+        let (_listener, port) = listen();
+        let settings = |check| HealthConfig { check, timeout: SHORT, ..HealthConfig::default() };
+        assert!(probe(local(port), &settings(HealthCheckKind::Tcp)).is_ok());
+        assert_eq!(
+            probe(local(closed_port()), &settings(HealthCheckKind::None)),
+            Ok(Duration::ZERO)
+        );
+        assert!(probe(local(closed_port()), &settings(HealthCheckKind::Udp)).is_err());
+        assert!(probe(local(closed_port()), &settings(HealthCheckKind::Http)).is_err());
+    }
+
+    /// The whole loop with real prober threads: a listener goes away and comes back.
+    #[test]
+    fn probers_follow_a_listener_down_and_up() {
+        let (listener, port) = listen();
+        let text = format!(
+            "[[interface]]\nname = \"lo\"\naddr = \"127.0.0.1/8\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\nscheduler = \"lt\"\n\
+             [service.health]\ninterval = 0.02\ntimeout = 0.02\nrise = 2\nfall = 2\n\
+             [[service.backend]]\naddr = \"127.0.0.1\"\nport = {port}\n"
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let backend = (Ipv4Addr::LOCALHOST, port);
+        let mut monitor = HealthMonitor::new(&config);
+        let wait_for = |monitor: &mut HealthMonitor, up: bool| {
+            let started = StdInstant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Some(t) = monitor.poll().into_iter().find(|t| t.backend == backend) {
+                    assert_eq!(t.up, up, "{t}");
+                    return started.elapsed();
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            panic!("no transition to up = {up} within 5 s");
+        };
+        while monitor.counters().probes_ok == 0 {
+            monitor.poll();
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(monitor.response_times(&config)[0] > 0);
+        drop(listener);
+        let detected = wait_for(&mut monitor, false);
+        assert_eq!(weights(&monitor.effective(&config)), [(backend, 0)]);
+        let listener = TcpListener::bind(local(port)).unwrap();
+        let recovered = wait_for(&mut monitor, true);
+        assert_eq!(weights(&monitor.effective(&config)), [(backend, 1)]);
+        eprintln!("down detected in {detected:?}, recovery in {recovered:?} (interval 20 ms)");
+        // A config without the backend stops its prober: after the probe in flight, if any,
+        // nothing more arrives.
+        let mut empty = config.clone();
+        empty.services[0].backends.clear();
+        monitor.reconfigure(&empty);
+        thread::sleep(Duration::from_millis(50));
+        monitor.poll();
+        thread::sleep(Duration::from_millis(100));
+        assert!(monitor.results.is_empty(), "{} results after the stop", monitor.results.len());
+        drop(listener);
+    }
+}
