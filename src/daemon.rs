@@ -34,12 +34,14 @@ use anyhow::{Context, bail};
 use crossbeam::channel::{Receiver, Sender};
 
 use crate::control::config::Config;
+use crate::control::health::HealthMonitor;
 use crate::control::{Snapshot, stats};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
+use crate::sched::SchedulerKind;
 use crate::time::MonotonicClock;
 use crate::wire::MacAddr;
 
@@ -123,8 +125,11 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
         netdevs.push(netdev);
     }
+    // Health checks start now; every backend counts as up until its checks say otherwise.
+    let health = HealthMonitor::new(&config);
     let snapshot = Arc::new(
-        Snapshot::build(&config, 1).with_context(|| options.config.display().to_string())?,
+        build_snapshot(&config, &health, 1)
+            .with_context(|| options.config.display().to_string())?,
     );
     let rules = SteerRules::from_snapshot(&snapshot);
 
@@ -253,6 +258,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         seen: HashMap::new(),
         snapshot,
         config,
+        health,
+        last_health_publish: StdInstant::now(),
     };
     control.run(&stop, &reload);
     let snapshot = control.snapshot.clone();
@@ -285,6 +292,9 @@ struct ControlLoop<'a> {
     /// The snapshot the workers run (or are switching to), and the config it came from.
     snapshot: Arc<Snapshot>,
     config: Config,
+    /// Health checks: the snapshot runs `health.effective(&config)`.
+    health: HealthMonitor,
+    last_health_publish: StdInstant,
 }
 
 impl ControlLoop<'_> {
@@ -300,6 +310,7 @@ impl ControlLoop<'_> {
                 }
             }
             self.relay_arp();
+            self.check_health();
             for report in self.reports.try_iter() {
                 self.latest.insert(report.core, report);
             }
@@ -310,6 +321,29 @@ impl ControlLoop<'_> {
                 let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
                 log_figures(&reports);
             }
+        }
+    }
+
+    /// Publishes the effective config again when a backend went up or down, and once a
+    /// second while a least-time service needs fresh response times.
+    fn check_health(&mut self) {
+        let transitions = self.health.poll();
+        for transition in &transitions {
+            if transition.up {
+                log!("info", "health: {transition}");
+            } else {
+                log!("warn", "health: {transition}");
+            }
+        }
+        let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
+        let stale = self.last_health_publish.elapsed() >= Duration::from_secs(1);
+        if transitions.is_empty() && !(uses_lt && stale) {
+            return;
+        }
+        let why = if transitions.is_empty() { "response times" } else { "health" };
+        let config = self.config.clone();
+        if let Err(error) = self.publish(config, why) {
+            log!("error", "applying health state failed, nothing changed: {error:#}");
         }
     }
 
@@ -336,7 +370,7 @@ impl ControlLoop<'_> {
             interface.mac = Some(link.netdev.mac.0);
         }
         let generation = self.snapshot.generation + 1;
-        let snapshot = Arc::new(Snapshot::build(&config, generation)?);
+        let snapshot = Arc::new(build_snapshot(&config, &self.health, generation)?);
         let rules = SteerRules::from_snapshot(&snapshot);
         for link in self.links {
             // Capacity is checked before any map changes, and every link has the same.
@@ -351,12 +385,19 @@ impl ControlLoop<'_> {
         if snapshot.announced_addrs().iter().any(|a| !old_addrs.contains(a)) {
             let _ = self.controls[0].send(ControlMsg::Announce);
         }
-        log!(
-            "info",
-            "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
-            snapshot.services.len(),
-            snapshot.backends.len()
-        );
+        if config != self.config {
+            self.health.reconfigure(&config);
+        }
+        self.last_health_publish = StdInstant::now();
+        // Response-time refreshes happen every second: not worth a line each.
+        if why != "response times" {
+            log!(
+                "info",
+                "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
+                snapshot.services.len(),
+                snapshot.backends.len()
+            );
+        }
         self.snapshot = snapshot;
         self.config = config;
         Ok(())
@@ -386,6 +427,20 @@ impl ControlLoop<'_> {
             }
         }
     }
+}
+
+/// The snapshot the workers run: the operator's config as health checks leave it (failed
+/// backends drained or removed, a sorry server when none is healthy), with measured response
+/// times for the least-time scheduler.
+fn build_snapshot(
+    config: &Config,
+    health: &HealthMonitor,
+    generation: u64,
+) -> Result<Snapshot, crate::control::snapshot::SnapshotError> {
+    let effective = health.effective(config);
+    let mut snapshot = Snapshot::build(&effective, generation)?;
+    snapshot.response_time_us = health.response_times(&effective);
+    Ok(snapshot)
 }
 
 /// One line of figures per core, to stderr.

@@ -361,3 +361,51 @@ fn a_killed_xlb_leaves_no_xdp_program_and_a_restart_binds_at_once() {
     stop_xlb(&mut lab, again, "second");
     assert!(!link(&lab).contains("xdp"), "a stopped xlb left an XDP program");
 }
+
+#[test]
+fn a_failed_backend_is_drained_after_fall_and_rejoins_after_rise() {
+    if !root_or_skip("health") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("health");
+    let config = lab.scratch.join("xlb.toml");
+    // UDP checks every 200 ms: down after 2 failures, back after 2 successes.
+    let health =
+        "[service.health]\ncheck = \"udp\"\ninterval = 0.2\ntimeout = 0.1\nrise = 2\nfall = 2\n";
+    let text = nat_config(&[5001, 5002]).replacen(
+        "[[service.backend]]",
+        &format!("{health}\n[[service.backend]]"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "health");
+    let answers = ask(&lab, &client, 10);
+    assert!(answers.iter().filter(|a| *a == "rs1").count() >= 3, "{answers:?}");
+
+    // rs1's server goes away (its child index in `nat_lab` is 0).
+    lab.children[0].kill().expect("stop rs1");
+    lab.children[0].wait().expect("reaped");
+    std::thread::sleep(Duration::from_millis(1500));
+    let answers = ask(&lab, &client, 20);
+    assert!(
+        answers.iter().all(|a| a == "rs2"),
+        "after detection only rs2, no failures: {answers:?}"
+    );
+
+    // rs1 comes back and takes its share again.
+    let udp = repo().join("lab/udp.py");
+    let rs = format!("{}-rs", lab.prefix);
+    lab.spawn(
+        &rs,
+        &["python3", udp.to_str().unwrap(), "serve", "--name", "rs1", "--port", "5001"],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let answers = ask(&lab, &client, 20);
+    assert!(answers.iter().all(|a| a.starts_with("rs")), "{answers:?}");
+    assert!(answers.iter().filter(|a| *a == "rs1").count() >= 5, "rs1 rejoined: {answers:?}");
+    let (_, log) = stop_xlb(&mut lab, xlb, "health");
+    assert!(log.contains("warn: health:"), "the down transition is logged:\n{log}");
+    assert!(log.contains("info: health:"), "the up transition is logged:\n{log}");
+}
