@@ -1,6 +1,7 @@
 //! Configuration and the snapshots workers read.
 
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod snapshot;
 pub mod stats;
