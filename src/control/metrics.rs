@@ -253,10 +253,10 @@ pub fn render(view: &MetricsView<'_>) -> String {
     for counters in view.backends {
         total.add(counters);
     }
-    for (field, help) in IPVS_TOTALS {
-        let name = format!("node_ipvs_{}_total", field.name());
+    for (field, help, read) in IPVS_TOTALS {
+        let name = format!("node_ipvs_{field}_total");
         out.family(&name, Kind::Counter, help);
-        out.sample(&name, &[], field.of(&total));
+        out.sample(&name, &[], read(&total));
     }
 
     // Per backend: node_exporter's gauges, then xlb's counters.
@@ -304,12 +304,12 @@ pub fn render(view: &MetricsView<'_>) -> String {
     for (labels, backend) in backend_labels.iter().zip(&snapshot.backends) {
         out.sample("node_ipvs_backend_weight", &borrow(labels), u64::from(backend.weight));
     }
-    for (field, help) in IPVS_TOTALS {
-        let name = format!("xlb_backend_{}_total", field.name());
+    for (field, help, read) in IPVS_TOTALS {
+        let name = format!("xlb_backend_{field}_total");
         out.family(&name, Kind::Counter, &format!("{help} Per backend."));
         for (index, labels) in backend_labels.iter().enumerate() {
             let counters = view.backends.get(index).copied().unwrap_or_default();
-            out.sample(&name, &borrow(labels), field.of(&counters));
+            out.sample(&name, &borrow(labels), read(&counters));
         }
     }
 
@@ -330,11 +330,11 @@ pub fn render(view: &MetricsView<'_>) -> String {
             (labels, sum)
         })
         .collect();
-    for (field, help) in IPVS_TOTALS {
-        let name = format!("xlb_service_{}_total", field.name());
+    for (field, help, read) in IPVS_TOTALS {
+        let name = format!("xlb_service_{field}_total");
         out.family(&name, Kind::Counter, &format!("{help} Per virtual service."));
         for (labels, counters) in &services {
-            out.sample(&name, &borrow(labels), field.of(counters));
+            out.sample(&name, &borrow(labels), read(counters));
         }
     }
 
@@ -388,12 +388,12 @@ pub fn render(view: &MetricsView<'_>) -> String {
         }
     }
     if cores.iter().any(|c| c.conntrack.is_some()) {
-        for (field, help) in CONNTRACK {
-            let name = format!("xlb_core_conntrack_{}_total", field.name());
+        for (field, help, read) in CONNTRACK {
+            let name = format!("xlb_core_conntrack_{field}_total");
             out.family(&name, Kind::Counter, help);
             for (core, id) in cores.iter().zip(&core_ids) {
                 if let Some(conntrack) = &core.conntrack {
-                    out.sample(&name, &[("core", id)], field.of(conntrack));
+                    out.sample(&name, &[("core", id)], read(conntrack));
                 }
             }
         }
@@ -412,11 +412,11 @@ pub fn render(view: &MetricsView<'_>) -> String {
             }
         }
     }
-    for (field, help) in PORT {
-        let name = format!("xlb_port_{}_total", field.name());
+    for (field, help, read) in PORT {
+        let name = format!("xlb_port_{field}_total");
         out.family(&name, Kind::Counter, help);
         for (core, interface, stats) in &ports {
-            out.sample(&name, &[("core", core), ("interface", interface)], field.of(stats));
+            out.sample(&name, &[("core", core), ("interface", interface)], read(stats));
         }
     }
 
@@ -454,77 +454,44 @@ fn borrow<'a, const N: usize>(labels: &'a [(&'a str, String); N]) -> [(&'a str, 
     labels.each_ref().map(|(name, value)| (*name, value.as_str()))
 }
 
-/// Declares a table of `u64` fields of one struct, each with the name it is exported under.
-macro_rules! fields {
-    ($kind:ident of $ty:ty { $($variant:ident => $name:literal, $field:ident;)* }) => {
-        #[derive(Debug, Clone, Copy)]
-        enum $kind { $($variant,)* }
+/// One exported field of a struct of counters: its name in the family's name, its HELP
+/// text, and how to read it.
+type Field<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-        impl $kind {
-            fn name(self) -> &'static str {
-                match self { $($kind::$variant => $name,)* }
-            }
-
-            fn of(self, value: &$ty) -> u64 {
-                match self { $($kind::$variant => value.$field,)* }
-            }
-        }
-    };
-}
-
-fields!(Ipvs of BackendCounters {
-    Connections => "connections", connections;
-    InPackets => "incoming_packets", in_packets;
-    OutPackets => "outgoing_packets", out_packets;
-    InBytes => "incoming_bytes", in_bytes;
-    OutBytes => "outgoing_bytes", out_bytes;
-});
-
-/// node_exporter's HELP texts.
-const IPVS_TOTALS: [(Ipvs, &str); 5] = [
-    (Ipvs::Connections, "The total number of connections made."),
-    (Ipvs::InPackets, "The total number of incoming packets."),
-    (Ipvs::OutPackets, "The total number of outgoing packets."),
-    (Ipvs::InBytes, "The total amount of incoming data."),
-    (Ipvs::OutBytes, "The total amount of outgoing data."),
+/// node_exporter's names and HELP texts.
+const IPVS_TOTALS: [Field<BackendCounters>; 5] = [
+    ("connections", "The total number of connections made.", |c| c.connections),
+    ("incoming_packets", "The total number of incoming packets.", |c| c.in_packets),
+    ("outgoing_packets", "The total number of outgoing packets.", |c| c.out_packets),
+    ("incoming_bytes", "The total amount of incoming data.", |c| c.in_bytes),
+    ("outgoing_bytes", "The total amount of outgoing data.", |c| c.out_bytes),
 ];
 
-fields!(Ct of ConntrackStats {
-    Inserted => "inserted", inserted;
-    Expired => "expired", expired;
-    EvictedEmbryonic => "evicted_embryonic", evicted_embryonic;
-    RefusedFull => "refused_full", refused_full;
-    RefusedFlood => "refused_flood", refused_flood;
-    Removed => "removed", removed;
-});
-
-const CONNTRACK: [(Ct, &str); 6] = [
-    (Ct::Inserted, "Flows inserted in the core's connection table."),
-    (Ct::Expired, "Expired flows removed from the core's connection table."),
-    (Ct::EvictedEmbryonic, "Live embryonic flows evicted to make room."),
-    (Ct::RefusedFull, "Flows refused because their bucket held only established flows."),
-    (Ct::RefusedFlood, "Flows refused by the SYN-flood policy."),
-    (Ct::Removed, "Flows removed explicitly (port reuse)."),
+const CONNTRACK: [Field<ConntrackStats>; 6] = [
+    ("inserted", "Flows inserted in the core's connection table.", |c| c.inserted),
+    ("expired", "Expired flows removed from the core's connection table.", |c| c.expired),
+    ("evicted_embryonic", "Live embryonic flows evicted to make room.", |c| c.evicted_embryonic),
+    ("refused_full", "Flows refused because their bucket held only established flows.", |c| {
+        c.refused_full
+    }),
+    ("refused_flood", "Flows refused by the SYN-flood policy.", |c| c.refused_flood),
+    ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
 ];
 
-fields!(Io of PortStats {
-    RxPackets => "rx_packets", rx_packets;
-    TxPackets => "tx_packets", tx_packets;
-    Batches => "batches", batches;
-    TxRingFull => "tx_ring_full", tx_ring_full;
-    NoFrame => "send_no_frame", send_no_frame;
-    TooBig => "send_too_big", send_too_big;
-    TxWakeups => "tx_wakeups", tx_wakeups;
-});
-
-const PORT: [(Io, &str); 7] = [
-    (Io::RxPackets, "Frames received by the core's AF_XDP sockets on the interface."),
-    (Io::TxPackets, "Frames transmitted by the core's AF_XDP sockets on the interface."),
-    (Io::Batches, "Receive calls that returned frames."),
-    (Io::TxRingFull, "Frames dropped because the TX ring was full."),
-    (Io::NoFrame, "Frames to send with no free UMEM frame to copy them into."),
-    (Io::TooBig, "Frames to send larger than a UMEM frame."),
-    (Io::TxWakeups, "Times the kernel had to be kicked to transmit."),
+const PORT: [Field<PortStats>; 7] = [
+    ("rx_packets", "Frames received by the core's AF_XDP sockets on the interface.", |p| {
+        p.rx_packets
+    }),
+    ("tx_packets", "Frames transmitted by the core's AF_XDP sockets on the interface.", |p| {
+        p.tx_packets
+    }),
+    ("batches", "Receive calls that returned frames.", |p| p.batches),
+    ("tx_ring_full", "Frames dropped because the TX ring was full.", |p| p.tx_ring_full),
+    ("send_no_frame", "Frames to send with no free UMEM frame to copy them into.", |p| {
+        p.send_no_frame
+    }),
+    ("send_too_big", "Frames to send larger than a UMEM frame.", |p| p.send_too_big),
+    ("tx_wakeups", "Times the kernel had to be kicked to transmit.", |p| p.tx_wakeups),
 ];
 
 /// HELP text of a per-core [`Stat`] family.
@@ -807,7 +774,7 @@ mod tests {
                 if base != family || done.contains(&base) {
                     fail("a sample outside its family's block");
                 }
-                if types[&family] == "counter" && !(sample.value >= 0.0) {
+                if types[&family] == "counter" && (sample.value.is_nan() || sample.value < 0.0) {
                     fail("a counter is a non-negative number");
                 }
                 let mut key = sample.labels.clone();

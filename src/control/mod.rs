@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod snapshot;
 pub mod stats;
