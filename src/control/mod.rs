@@ -1,7 +1,11 @@
-//! Configuration and the snapshots workers read.
+//! The control side: configuration and the snapshots workers read, health checks,
+//! statistics, Prometheus metrics and logging.
 
 pub mod config;
 pub mod health;
+pub mod http;
+pub mod log;
+pub mod metrics;
 pub mod snapshot;
 pub mod stats;
 

@@ -1,0 +1,1136 @@
+//! Prometheus text exposition (format 0.0.4) of what the workers report.
+//!
+//! [`render`] is a pure function from plain data ([`MetricsView`]: the snapshot, per-backend
+//! counters summed over cores, each core's [`CoreReport`] and batch-latency summary) to the
+//! text a `GET /metrics` returns; [`crate::control::http`] serves it. Control renders about
+//! once a second; the HTTP thread only copies the latest text, so a scrape never reaches a
+//! worker.
+//!
+//! Names. Where node_exporter's IPVS collector (`collector/ipvs_linux.go`) has a metric, xlb
+//! uses its name, type and labels, so dashboards and alerts written for a kernel IPVS box keep
+//! working: the unlabelled totals `node_ipvs_{connections,incoming_packets,outgoing_packets,
+//! incoming_bytes,outgoing_bytes}_total` (`/proc/net/ip_vs_stats`), and per backend the gauges
+//! `node_ipvs_backend_{connections_active,connections_inactive,weight}` labelled
+//! `local_address, local_port, remote_address, remote_port, proto, local_mark` (proto in
+//! capitals as `/proc/net/ip_vs` writes it, `local_mark` empty: xlb has no fwmark services).
+//! Everything else is `xlb_*`: per service and per backend counters (which node_exporter does
+//! not export), per core pipeline counters (one family per [`Stat`], drops by `reason`), the
+//! AF_XDP port counters per core and interface, and the batch latency as a summary.
+//!
+//! Invariants (checked by the tests with a small parser of the format):
+//! - every family has one `# HELP` and one `# TYPE` line, followed by all its samples
+//!   (families are never interleaved), and no (name, label set) appears twice;
+//! - counter families end in `_total` and only ever grow while the snapshot generation stays
+//!   the same (per backend counters carry over a reload for backends that remain);
+//! - label values are escaped (`\\`, `\"`, `\n`), HELP text too (`\\`, `\n`);
+//! - per core families list every core of the view, sorted by core, and every drop reason,
+//!   zeros included, so `rate()` sees a series from its first scrape.
+//!
+//! Rates (`ipvsadm --rate`) are not exported: Prometheus derives them with `rate()`.
+//!
+//! Batch latency: workers keep a cumulative histogram ([`BatchLatency`]); [`LatencyWindow`]
+//! subtracts the histogram seen a few renders ago to give quantiles over a recent window (like
+//! a Prometheus client's summary, whose quantiles slide while `_sum` and `_count` are
+//! cumulative). An empty window gives `NaN` quantiles, as client libraries do.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use crate::conntrack::ConntrackStats;
+use crate::control::{Snapshot, stats};
+use crate::dataplane::worker::{BatchLatency, CoreReport, PortStats};
+use crate::dataplane::{BackendCounters, DropReason, Stat};
+
+/// The `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The quantiles of the batch-latency summary.
+pub const QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+
+/// A backend's current connections as IPVS counts them: active = TCP established, inactive =
+/// every other state (UDP included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendConnections {
+    pub active: u64,
+    pub inactive: u64,
+}
+
+/// Batch-latency quantiles over a window, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyQuantiles {
+    /// Batches in the window (at least 1).
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+
+impl LatencyQuantiles {
+    /// The quantiles of `histogram`; `None` if it is empty.
+    pub fn of(histogram: &Histogram<u64>) -> Option<LatencyQuantiles> {
+        if histogram.is_empty() {
+            return None;
+        }
+        Some(LatencyQuantiles {
+            count: histogram.len(),
+            p50_ns: histogram.value_at_quantile(QUANTILES[0]),
+            p99_ns: histogram.value_at_quantile(QUANTILES[1]),
+            p999_ns: histogram.value_at_quantile(QUANTILES[2]),
+            max_ns: histogram.max(),
+        })
+    }
+
+    fn at(&self, quantile_index: usize) -> u64 {
+        match quantile_index {
+            0 => self.p50_ns,
+            1 => self.p99_ns,
+            _ => self.p999_ns,
+        }
+    }
+}
+
+/// One core's batch latency: cumulative count and sum, recent quantiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Batches since the worker started.
+    pub count: u64,
+    /// Their total duration, in nanoseconds.
+    pub sum_ns: u64,
+    /// Quantiles over the recent window; `None` if no batch ran in it.
+    pub window: Option<LatencyQuantiles>,
+}
+
+impl LatencySummary {
+    /// Count and sum of `latency`, quantiles over all of it (no window).
+    pub fn cumulative(latency: &BatchLatency) -> LatencySummary {
+        LatencySummary {
+            count: latency.count(),
+            sum_ns: latency.sum_ns(),
+            window: LatencyQuantiles::of(latency.histogram()),
+        }
+    }
+}
+
+/// Turns the cumulative histograms of successive reports into quantiles over the last few
+/// renders, per core. Control keeps one and calls [`LatencyWindow::summarize`] once per core
+/// per render.
+#[derive(Debug)]
+pub struct LatencyWindow {
+    renders: usize,
+    /// Per core, the cumulative histograms of the last `renders` calls, oldest first.
+    history: HashMap<u16, VecDeque<Histogram<u64>>>,
+}
+
+impl LatencyWindow {
+    /// Renders in the default window: 10, ten seconds at one render a second.
+    pub const DEFAULT_RENDERS: usize = 10;
+
+    /// Quantiles over the batches of the last `renders` calls (at least 1).
+    pub fn new(renders: usize) -> Self {
+        LatencyWindow { renders: renders.max(1), history: HashMap::new() }
+    }
+
+    /// The summary of `core`'s latency now, its quantiles over the batches recorded since
+    /// the `renders`-th previous call for that core (or since the worker started).
+    pub fn summarize(&mut self, core: u16, latency: &BatchLatency) -> LatencySummary {
+        let current = latency.histogram();
+        let history = self.history.entry(core).or_default();
+        let full = history.len() >= self.renders;
+        let oldest = history.front().filter(|oldest| full && oldest.len() <= current.len());
+        let window = match oldest {
+            Some(oldest) => {
+                let mut recent = current.clone();
+                // Cannot fail for two histograms of one worker (same bounds, the earlier one
+                // counted no more in any bucket); were it to, the whole history is a window.
+                match recent.subtract(oldest) {
+                    Ok(()) => LatencyQuantiles::of(&recent),
+                    Err(_) => LatencyQuantiles::of(current),
+                }
+            }
+            None => LatencyQuantiles::of(current),
+        };
+        if history.len() >= self.renders {
+            history.pop_front();
+        }
+        history.push_back(current.clone());
+        LatencySummary { count: latency.count(), sum_ns: latency.sum_ns(), window }
+    }
+
+    /// Forgets cores that are not in `cores` (a worker that is gone).
+    pub fn retain(&mut self, cores: &[u16]) {
+        self.history.retain(|core, _| cores.contains(core));
+    }
+}
+
+impl Default for LatencyWindow {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_RENDERS)
+    }
+}
+
+/// One core's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreMetrics<'a> {
+    pub report: &'a CoreReport,
+    pub latency: LatencySummary,
+    /// The core's connection table counters, when the report carries them.
+    pub conntrack: Option<ConntrackStats>,
+}
+
+/// Everything [`render`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsView<'a> {
+    pub snapshot: &'a Snapshot,
+    /// Per backend counters summed over the cores that run `snapshot` (see
+    /// [`stats::sum_backends`]), indexed like `snapshot.backends`.
+    pub backends: &'a [BackendCounters],
+    /// Current connections per backend, indexed like `snapshot.backends`; empty if unknown
+    /// (then `node_ipvs_backend_connections_{active,inactive}` are left out).
+    pub backend_connections: &'a [BackendConnections],
+    /// In any order; rendered sorted by core.
+    pub cores: &'a [CoreMetrics<'a>],
+}
+
+/// Renders the reports control holds: sums the backends of the reports of `snapshot`'s
+/// generation, summarizes each core's latency through `window`, and calls [`render`].
+///
+/// `None` while some report is of another generation (just after a reload, until every
+/// worker has switched, a tenth of a second): summing only part of the cores would make the
+/// per-backend counters go down, which Prometheus would read as a reset. Keep serving the
+/// previous rendering then.
+pub fn render_reports(
+    snapshot: &Snapshot,
+    reports: &[CoreReport],
+    window: &mut LatencyWindow,
+) -> Option<String> {
+    if reports.iter().any(|r| r.generation != snapshot.generation) {
+        return None;
+    }
+    let backends = stats::sum_backends(
+        snapshot.backends.len(),
+        reports.iter().map(|r| r.counters.backends.as_slice()),
+    );
+    let cores: Vec<CoreMetrics<'_>> = reports
+        .iter()
+        .map(|report| CoreMetrics {
+            report,
+            latency: window.summarize(report.core, &report.latency),
+            conntrack: None,
+        })
+        .collect();
+    let ids: Vec<u16> = reports.iter().map(|r| r.core).collect();
+    window.retain(&ids);
+    Some(render(&MetricsView {
+        snapshot,
+        backends: &backends,
+        backend_connections: &[],
+        cores: &cores,
+    }))
+}
+
+/// The Prometheus text exposition of `view`.
+pub fn render(view: &MetricsView<'_>) -> String {
+    let mut out = Exposition::default();
+    let snapshot = view.snapshot;
+    let mut cores: Vec<&CoreMetrics<'_>> = view.cores.iter().collect();
+    cores.sort_by_key(|c| c.report.core);
+    let core_ids: Vec<String> = cores.iter().map(|c| c.report.core.to_string()).collect();
+
+    out.family("xlb_build_info", Kind::Gauge, "xlb's version; always 1.");
+    out.sample("xlb_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+    out.family(
+        "xlb_config_generation",
+        Kind::Gauge,
+        "Generation of the configuration control runs (1 at start, +1 per reload applied).",
+    );
+    out.sample("xlb_config_generation", &[], snapshot.generation);
+
+    // node_exporter's IPVS totals: the sums over every backend.
+    let mut total = BackendCounters::default();
+    for counters in view.backends {
+        total.add(counters);
+    }
+    for (field, help, read) in IPVS_TOTALS {
+        let name = format!("node_ipvs_{field}_total");
+        out.family(&name, Kind::Counter, help);
+        out.sample(&name, &[], read(&total));
+    }
+
+    // Per backend: node_exporter's gauges, then xlb's counters.
+    let backend_labels: Vec<[(&str, String); 6]> = snapshot
+        .backends
+        .iter()
+        .map(|backend| {
+            let service = snapshot.services.get(backend.service);
+            [
+                ("local_address", service.map(|s| s.vip.to_string()).unwrap_or_default()),
+                ("local_port", service.map(|s| s.port.to_string()).unwrap_or_default()),
+                ("remote_address", backend.addr.to_string()),
+                ("remote_port", backend.port.to_string()),
+                ("proto", service.map(|s| s.proto.name().to_uppercase()).unwrap_or_default()),
+                ("local_mark", String::new()),
+            ]
+        })
+        .collect();
+    if view.backend_connections.len() == snapshot.backends.len() {
+        type Pick = fn(&BackendConnections) -> u64;
+        let gauges: [(&str, &str, Pick); 2] = [
+            (
+                "node_ipvs_backend_connections_active",
+                "The current active connections by local and remote address.",
+                |c| c.active,
+            ),
+            (
+                "node_ipvs_backend_connections_inactive",
+                "The current inactive connections by local and remote address.",
+                |c| c.inactive,
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            out.family(name, Kind::Gauge, help);
+            for (labels, connections) in backend_labels.iter().zip(view.backend_connections) {
+                out.sample(name, &borrow(labels), pick(connections));
+            }
+        }
+    }
+    out.family(
+        "node_ipvs_backend_weight",
+        Kind::Gauge,
+        "The current backend weight by local and remote address.",
+    );
+    for (labels, backend) in backend_labels.iter().zip(&snapshot.backends) {
+        out.sample("node_ipvs_backend_weight", &borrow(labels), u64::from(backend.weight));
+    }
+    for (field, help, read) in IPVS_TOTALS {
+        let name = format!("xlb_backend_{field}_total");
+        out.family(&name, Kind::Counter, &format!("{help} Per backend."));
+        for (index, labels) in backend_labels.iter().enumerate() {
+            let counters = view.backends.get(index).copied().unwrap_or_default();
+            out.sample(&name, &borrow(labels), read(&counters));
+        }
+    }
+
+    // Per service: the sums of its backends.
+    let services: Vec<([(&str, String); 3], BackendCounters)> = snapshot
+        .services
+        .iter()
+        .map(|service| {
+            let mut sum = BackendCounters::default();
+            for counters in view.backends.get(service.backends.clone()).unwrap_or_default() {
+                sum.add(counters);
+            }
+            let labels = [
+                ("local_address", service.vip.to_string()),
+                ("local_port", service.port.to_string()),
+                ("proto", service.proto.name().to_uppercase()),
+            ];
+            (labels, sum)
+        })
+        .collect();
+    for (field, help, read) in IPVS_TOTALS {
+        let name = format!("xlb_service_{field}_total");
+        out.family(&name, Kind::Counter, &format!("{help} Per virtual service."));
+        for (labels, counters) in &services {
+            out.sample(&name, &borrow(labels), read(counters));
+        }
+    }
+
+    // Per core: the pipeline's counters, drops by reason, tables.
+    for &stat in Stat::ALL {
+        let name = format!("xlb_core_{}_total", stat.name());
+        out.family(&name, Kind::Counter, stat_help(stat));
+        for (core, id) in cores.iter().zip(&core_ids) {
+            out.sample(&name, &[("core", id)], core.report.counters.get(stat));
+        }
+    }
+    out.family("xlb_core_drops_total", Kind::Counter, "Frames dropped, by reason.");
+    for (core, id) in cores.iter().zip(&core_ids) {
+        for &reason in DropReason::ALL {
+            let drops = core.report.counters.drops(reason);
+            out.sample("xlb_core_drops_total", &[("core", id), ("reason", reason.name())], drops);
+        }
+    }
+    type CoreFigure = fn(&CoreReport) -> u64;
+    let tables: [(&str, Kind, &str, CoreFigure); 5] = [
+        ("xlb_core_conntrack_flows", Kind::Gauge, "Flows in the core's connection table.", |r| {
+            r.flows as u64
+        }),
+        ("xlb_core_neighbors", Kind::Gauge, "Entries in the core's neighbour table.", |r| {
+            r.neighbors as u64
+        }),
+        (
+            "xlb_core_held_frames",
+            Kind::Gauge,
+            "Frames held now, waiting for their next hop's MAC.",
+            |r| r.held as u64,
+        ),
+        (
+            "xlb_core_unroutable_total",
+            Kind::Counter,
+            "Frames to leave by an interface the core has no port on, or that overflowed its \
+             staging area.",
+            |r| r.unroutable,
+        ),
+        (
+            "xlb_core_snapshot_generation",
+            Kind::Gauge,
+            "Generation of the configuration snapshot the core runs.",
+            |r| r.generation,
+        ),
+    ];
+    for (name, kind, help, figure) in tables {
+        out.family(name, kind, help);
+        for (core, id) in cores.iter().zip(&core_ids) {
+            out.sample(name, &[("core", id)], figure(core.report));
+        }
+    }
+    if cores.iter().any(|c| c.conntrack.is_some()) {
+        for (field, help, read) in CONNTRACK {
+            let name = format!("xlb_core_conntrack_{field}_total");
+            out.family(&name, Kind::Counter, help);
+            for (core, id) in cores.iter().zip(&core_ids) {
+                if let Some(conntrack) = &core.conntrack {
+                    out.sample(&name, &[("core", id)], read(conntrack));
+                }
+            }
+        }
+    }
+
+    // Per core and interface: the AF_XDP ports (a worker serving several queues of one
+    // interface reports their sum).
+    let mut ports: Vec<(&str, &str, PortStats)> = Vec::new();
+    for (core, id) in cores.iter().zip(&core_ids) {
+        for (iface, stats) in &core.report.ports {
+            let interface =
+                snapshot.interfaces.get(iface.index()).map(|i| i.name.as_str()).unwrap_or("");
+            match ports.iter_mut().find(|(c, i, _)| *c == id.as_str() && *i == interface) {
+                Some((_, _, sum)) => sum.add(stats),
+                None => ports.push((id, interface, *stats)),
+            }
+        }
+    }
+    for (field, help, read) in PORT {
+        let name = format!("xlb_port_{field}_total");
+        out.family(&name, Kind::Counter, help);
+        for (core, interface, stats) in &ports {
+            out.sample(&name, &[("core", core), ("interface", interface)], read(stats));
+        }
+    }
+
+    // Batch latency.
+    let name = "xlb_batch_duration_seconds";
+    out.family(
+        name,
+        Kind::Summary,
+        "Time a worker took per non-empty iteration (receive, process, transmit, flush); \
+         quantiles over the last few seconds.",
+    );
+    for (core, id) in cores.iter().zip(&core_ids) {
+        let latency = &core.latency;
+        for (index, quantile) in QUANTILES.iter().enumerate() {
+            let value = latency.window.map_or(f64::NAN, |w| seconds(w.at(index)));
+            out.sample(name, &[("core", id), ("quantile", &quantile.to_string())], value);
+        }
+        out.sample(&format!("{name}_sum"), &[("core", id)], seconds(latency.sum_ns));
+        out.sample(&format!("{name}_count"), &[("core", id)], latency.count);
+    }
+    let max = "xlb_batch_duration_max_seconds";
+    out.family(max, Kind::Gauge, "Longest non-empty iteration over the last few seconds.");
+    for (core, id) in cores.iter().zip(&core_ids) {
+        let value = core.latency.window.map_or(f64::NAN, |w| seconds(w.max_ns));
+        out.sample(max, &[("core", id)], value);
+    }
+    out.text
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn borrow<'a, const N: usize>(labels: &'a [(&'a str, String); N]) -> [(&'a str, &'a str); N] {
+    labels.each_ref().map(|(name, value)| (*name, value.as_str()))
+}
+
+/// One exported field of a struct of counters: its name in the family's name, its HELP
+/// text, and how to read it.
+type Field<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// node_exporter's names and HELP texts.
+const IPVS_TOTALS: [Field<BackendCounters>; 5] = [
+    ("connections", "The total number of connections made.", |c| c.connections),
+    ("incoming_packets", "The total number of incoming packets.", |c| c.in_packets),
+    ("outgoing_packets", "The total number of outgoing packets.", |c| c.out_packets),
+    ("incoming_bytes", "The total amount of incoming data.", |c| c.in_bytes),
+    ("outgoing_bytes", "The total amount of outgoing data.", |c| c.out_bytes),
+];
+
+const CONNTRACK: [Field<ConntrackStats>; 6] = [
+    ("inserted", "Flows inserted in the core's connection table.", |c| c.inserted),
+    ("expired", "Expired flows removed from the core's connection table.", |c| c.expired),
+    ("evicted_embryonic", "Live embryonic flows evicted to make room.", |c| c.evicted_embryonic),
+    ("refused_full", "Flows refused because their bucket held only established flows.", |c| {
+        c.refused_full
+    }),
+    ("refused_flood", "Flows refused by the SYN-flood policy.", |c| c.refused_flood),
+    ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
+];
+
+const PORT: [Field<PortStats>; 7] = [
+    ("rx_packets", "Frames received by the core's AF_XDP sockets on the interface.", |p| {
+        p.rx_packets
+    }),
+    ("tx_packets", "Frames transmitted by the core's AF_XDP sockets on the interface.", |p| {
+        p.tx_packets
+    }),
+    ("batches", "Receive calls that returned frames.", |p| p.batches),
+    ("tx_ring_full", "Frames dropped because the TX ring was full.", |p| p.tx_ring_full),
+    ("send_no_frame", "Frames to send with no free UMEM frame to copy them into.", |p| {
+        p.send_no_frame
+    }),
+    ("send_too_big", "Frames to send larger than a UMEM frame.", |p| p.send_too_big),
+    ("tx_wakeups", "Times the kernel had to be kicked to transmit.", |p| p.tx_wakeups),
+];
+
+/// HELP text of a per-core [`Stat`] family.
+fn stat_help(stat: Stat) -> &'static str {
+    match stat {
+        Stat::RxPackets => "Frames the pipeline processed.",
+        Stat::RxBytes => "Bytes of the frames the pipeline processed.",
+        Stat::TxPackets => "Frames the pipeline sent out (verdict Tx).",
+        Stat::PassPackets => "Frames passed to the kernel.",
+        Stat::DropPackets => "Frames dropped, all reasons.",
+        Stat::HeldPackets => "Frames held waiting for a neighbour's MAC.",
+        Stat::ReleasedPackets => "Held frames sent once their neighbour resolved.",
+        Stat::HeldExpired => "Held frames given up because their neighbour never answered.",
+        Stat::EmittedPackets => "Frames the pipeline sent on its own (ARP, released frames).",
+        Stat::EmitOverflow => "Frames the pipeline wanted to send on its own but had no room for.",
+        Stat::ArpRepliesSent => "ARP replies sent.",
+        Stat::ArpRequestsSent => "ARP requests sent.",
+        Stat::GratuitousArpSent => "Gratuitous ARP sent.",
+        Stat::NeighborsLearned => "Neighbours learned.",
+        Stat::NeighborTableFull => "Neighbours not learned because the table was full.",
+        Stat::IcmpEchoReplies => "ICMP echo replies sent for VIPs.",
+        Stat::IcmpErrorsForwarded => "ICMP errors forwarded to the flow's backend or client.",
+        Stat::NewFlows => "Connections scheduled to a backend.",
+        Stat::ReusedFlows => "SYNs reopening a closing or closed flow, scheduled anew.",
+        Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
+        Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
+        Stat::ExpiredFlows => "Flows expired.",
+    }
+}
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Summary => "summary",
+        }
+    }
+}
+
+/// A sample's value: counters print as integers, the rest as Prometheus floats.
+trait SampleValue {
+    fn write(&self, out: &mut String);
+}
+
+impl SampleValue for u64 {
+    fn write(&self, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl SampleValue for f64 {
+    fn write(&self, out: &mut String) {
+        if self.is_nan() {
+            out.push_str("NaN");
+        } else if self.is_infinite() {
+            out.push_str(if *self > 0.0 { "+Inf" } else { "-Inf" });
+        } else {
+            let _ = write!(out, "{self}");
+        }
+    }
+}
+
+/// The text being built.
+#[derive(Debug, Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {}", kind.name());
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl SampleValue) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (index, (label, value)) in labels.iter().enumerate() {
+                if index > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{label}=\"{}\"", escape_label_value(value));
+            }
+            self.text.push('}');
+        }
+        self.text.push(' ');
+        value.write(&mut self.text);
+        self.text.push('\n');
+    }
+}
+
+/// A label value as the text format writes it: `\` as `\\`, `"` as `\"`, newline as `\n`.
+pub fn escape_label_value(value: &str) -> String {
+    escape(value, true)
+}
+
+/// HELP text as the text format writes it: `\` as `\\`, newline as `\n`.
+pub fn escape_help(help: &str) -> String {
+    escape(help, false)
+}
+
+fn escape(text: &str, quote: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Config;
+    use crate::dataplane::{Counters, IfaceId};
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    /// One sample line, parsed.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Sample {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    impl Sample {
+        fn label(&self, name: &str) -> Option<&str> {
+            self.labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn is_metric_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    fn is_label_name(name: &str) -> bool {
+        is_metric_name(name) && !name.contains(':') && !name.starts_with("__")
+    }
+
+    /// Parses `"...` (after the opening quote) up to the closing quote; returns the value
+    /// and the rest after the quote.
+    fn unescape_quoted(text: &str) -> Result<(String, &str), String> {
+        let mut value = String::new();
+        let mut chars = text.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '"' => return Ok((value, &text[at + 1..])),
+                '\\' => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                '\n' => return Err("raw newline in a label value".into()),
+                c => value.push(c),
+            }
+        }
+        Err("unterminated label value".into())
+    }
+
+    fn parse_value(text: &str) -> Result<f64, String> {
+        match text {
+            "NaN" => Ok(f64::NAN),
+            "+Inf" => Ok(f64::INFINITY),
+            "-Inf" => Ok(f64::NEG_INFINITY),
+            _ => text.parse::<f64>().map_err(|e| format!("value {text:?}: {e}")),
+        }
+    }
+
+    fn parse_sample(line: &str) -> Result<Sample, String> {
+        let end = line.find(['{', ' ']).ok_or("no value")?;
+        let name = &line[..end];
+        if !is_metric_name(name) {
+            return Err(format!("bad metric name {name:?}"));
+        }
+        let mut rest = &line[end..];
+        let mut labels = Vec::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            rest = after;
+            loop {
+                if let Some(after) = rest.strip_prefix('}') {
+                    rest = after;
+                    break;
+                }
+                let eq = rest.find('=').ok_or("label without =")?;
+                let label = &rest[..eq];
+                if !is_label_name(label) {
+                    return Err(format!("bad label name {label:?}"));
+                }
+                let quoted = rest[eq + 1..].strip_prefix('"').ok_or("unquoted label value")?;
+                let (value, after) = unescape_quoted(quoted)?;
+                if labels.iter().any(|(l, _)| l == label) {
+                    return Err(format!("label {label} twice"));
+                }
+                labels.push((label.to_string(), value));
+                rest = after.strip_prefix(',').unwrap_or(after);
+                if !rest.starts_with('}') && !after.starts_with(',') {
+                    return Err("labels not separated by ,".into());
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').ok_or("no space before the value")?;
+        Ok(Sample { name: name.to_string(), labels, value: parse_value(value)? })
+    }
+
+    /// A small checker of the text format: panics naming the line that breaks a rule of the
+    /// module's invariants; returns the samples.
+    fn check(text: &str) -> Vec<Sample> {
+        assert!(text.ends_with('\n'), "the text ends with a newline");
+        let mut samples = Vec::new();
+        let mut helped = HashSet::new();
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut done: HashSet<String> = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut seen = HashSet::new();
+        for (number, line) in text.lines().enumerate() {
+            let fail = |why: &str| -> ! { panic!("line {}: {why}: {line:?}", number + 1) };
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let (name, text) = help.split_once(' ').unwrap_or_else(|| fail("empty HELP"));
+                if !is_metric_name(name) || !helped.insert(name.to_string()) {
+                    fail("bad or repeated HELP");
+                }
+                if text.replace("\\\\", "").replace("\\n", "").contains('\\') {
+                    fail("bad escape in HELP");
+                }
+                if let Some(previous) = current.replace(name.to_string()) {
+                    done.insert(previous);
+                }
+            } else if let Some(kind) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = kind.split_once(' ').unwrap_or_else(|| fail("no type"));
+                if current.as_deref() != Some(name) || types.contains_key(name) {
+                    fail("TYPE not right after its HELP, or repeated");
+                }
+                if !["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind) {
+                    fail("unknown type");
+                }
+                if kind == "counter" && !name.ends_with("_total") {
+                    fail("a counter's name ends in _total");
+                }
+                types.insert(name.to_string(), kind.to_string());
+            } else if line.starts_with('#') || line.is_empty() {
+                fail("stray comment or empty line");
+            } else {
+                let sample = parse_sample(line).unwrap_or_else(|why| fail(&why));
+                let family = match current.as_deref() {
+                    Some(f) if types.contains_key(f) => f.to_string(),
+                    _ => fail("a sample before its family's TYPE"),
+                };
+                let base = if types[&family] == "summary" {
+                    let base = sample
+                        .name
+                        .strip_suffix("_sum")
+                        .or_else(|| sample.name.strip_suffix("_count"))
+                        .unwrap_or(&sample.name);
+                    if base == sample.name && sample.label("quantile").is_none() {
+                        fail("a summary sample without a quantile");
+                    }
+                    base.to_string()
+                } else {
+                    sample.name.clone()
+                };
+                if base != family || done.contains(&base) {
+                    fail("a sample outside its family's block");
+                }
+                if types[&family] == "counter" && (sample.value.is_nan() || sample.value < 0.0) {
+                    fail("a counter is a non-negative number");
+                }
+                let mut key = sample.labels.clone();
+                key.sort();
+                if !seen.insert((sample.name.clone(), key)) {
+                    fail("a repeated series");
+                }
+                samples.push(sample);
+            }
+        }
+        samples
+    }
+
+    fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> &'a Sample {
+        samples
+            .iter()
+            .find(|s| s.name == name && labels.iter().all(|(l, v)| s.label(l) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?}"))
+    }
+
+    const CONFIG: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.2/24"
+        mac = "02:00:0a:01:01:02"
+
+        [[service]]
+        vip = "10.1.1.10"
+        port = 80
+        proto = "tcp"
+        forward = "nat"
+        [[service.backend]]
+        addr = "10.1.1.11"
+        port = 8080
+        weight = 3
+        [[service.backend]]
+        addr = "10.1.1.12"
+        port = 8080
+
+        [[service]]
+        vip = "10.1.1.10"
+        port = 53
+        proto = "udp"
+        forward = "dr"
+        [[service.backend]]
+        addr = "10.1.1.11"
+        port = 53
+    "#;
+
+    fn snapshot() -> Snapshot {
+        Snapshot::build(&Config::parse(CONFIG, "t.toml").unwrap(), 1).unwrap()
+    }
+
+    fn backend(connections: u64) -> BackendCounters {
+        BackendCounters {
+            connections,
+            in_packets: connections * 10,
+            in_bytes: connections * 1000,
+            out_packets: connections * 8,
+            out_bytes: connections * 9000,
+        }
+    }
+
+    fn report(core: u16, backends: [u64; 3]) -> CoreReport {
+        let mut counters = Counters::new(3);
+        counters.backends = backends.map(backend).to_vec();
+        counters.add(Stat::RxPackets, 100 + u64::from(core));
+        counters.drop(DropReason::NoService);
+        counters.drop(DropReason::NoService);
+        let port = PortStats { rx_packets: 100, tx_packets: 90, batches: 7, ..Default::default() };
+        let mut latency = BatchLatency::new();
+        for micros in 1..=100 {
+            latency.record(Duration::from_micros(micros));
+        }
+        CoreReport {
+            core,
+            generation: 1,
+            counters,
+            // Two queues of one interface on this core: reported as their sum.
+            ports: vec![(IfaceId(0), port), (IfaceId(0), port)],
+            flows: 5,
+            neighbors: 2,
+            held: 1,
+            unroutable: 0,
+            latency,
+        }
+    }
+
+    fn render_two_cores(conntrack: Option<ConntrackStats>) -> String {
+        let snapshot = snapshot();
+        // Given out of order: rendered sorted.
+        let reports = [report(1, [2, 0, 1]), report(0, [3, 4, 0])];
+        let totals = stats::sum_backends(3, reports.iter().map(|r| r.counters.backends.as_slice()));
+        let cores: Vec<CoreMetrics<'_>> = reports
+            .iter()
+            .map(|report| CoreMetrics {
+                report,
+                latency: LatencySummary::cumulative(&report.latency),
+                conntrack,
+            })
+            .collect();
+        let view = MetricsView {
+            snapshot: &snapshot,
+            backends: &totals,
+            backend_connections: &[],
+            cores: &cores,
+        };
+        render(&view)
+    }
+
+    #[test]
+    fn golden_snippets() {
+        let text = render_two_cores(None);
+        check(&text);
+        let labels = r#"local_address="10.1.1.10",local_port="80",remote_address="10.1.1.11",remote_port="8080",proto="TCP",local_mark="""#;
+        let expected = [
+            "# HELP node_ipvs_connections_total The total number of connections made.\n\
+             # TYPE node_ipvs_connections_total counter\n\
+             node_ipvs_connections_total 10\n"
+                .to_string(),
+            format!(
+                "# TYPE node_ipvs_backend_weight gauge\n\
+                 node_ipvs_backend_weight{{{labels}}} 3\n"
+            ),
+            format!("xlb_backend_incoming_bytes_total{{{labels}}} 5000\n"),
+            "# TYPE xlb_service_connections_total counter\n\
+             xlb_service_connections_total{local_address=\"10.1.1.10\",local_port=\"80\",proto=\"TCP\"} 9\n\
+             xlb_service_connections_total{local_address=\"10.1.1.10\",local_port=\"53\",proto=\"UDP\"} 1\n"
+                .to_string(),
+            "xlb_core_rx_packets_total{core=\"0\"} 100\n\
+             xlb_core_rx_packets_total{core=\"1\"} 101\n"
+                .to_string(),
+            "xlb_core_drops_total{core=\"0\",reason=\"truncated\"} 0\n".to_string(),
+            "xlb_core_drops_total{core=\"1\",reason=\"no_service\"} 2\n".to_string(),
+            "xlb_port_rx_packets_total{core=\"0\",interface=\"eth0\"} 200\n\
+             xlb_port_rx_packets_total{core=\"1\",interface=\"eth0\"} 200\n"
+                .to_string(),
+            // 1 to 100 µs: quantiles are the top of their 1% bucket (50 µs -> 50.175 µs).
+            "xlb_batch_duration_seconds{core=\"0\",quantile=\"0.5\"} 0.000050175\n\
+             xlb_batch_duration_seconds{core=\"0\",quantile=\"0.99\"} 0.000099327\n\
+             xlb_batch_duration_seconds{core=\"0\",quantile=\"0.999\"} 0.000100351\n\
+             xlb_batch_duration_seconds_sum{core=\"0\"} 0.00505\n\
+             xlb_batch_duration_seconds_count{core=\"0\"} 100\n"
+                .to_string(),
+        ];
+        for snippet in expected {
+            assert!(text.contains(&snippet), "missing:\n{snippet}\nin:\n{text}");
+        }
+        // Nothing xlb does not know is made up: no connection gauges, no conntrack counters.
+        assert!(!text.contains("node_ipvs_backend_connections_active"));
+        assert!(!text.contains("xlb_core_conntrack_inserted_total"));
+    }
+
+    #[test]
+    fn every_family_parses_and_per_core_families_cover_every_core() {
+        let text = render_two_cores(Some(ConntrackStats { inserted: 4, ..Default::default() }));
+        let samples = check(&text);
+        let named = |name: &str| samples.iter().filter(|s| s.name == name).count();
+        assert_eq!(named("xlb_core_drops_total"), 2 * DropReason::COUNT);
+        for stat in Stat::ALL {
+            assert_eq!(named(&format!("xlb_core_{}_total", stat.name())), 2, "{stat}");
+        }
+        assert_eq!(named("node_ipvs_backend_weight"), 3);
+        assert_eq!(named("xlb_core_conntrack_inserted_total"), 2);
+        assert_eq!(
+            find(&samples, "xlb_core_conntrack_inserted_total", &[("core", "1")]).value,
+            4.0
+        );
+        // The totals are the sums of the backends.
+        let backends: f64 = samples
+            .iter()
+            .filter(|s| s.name == "xlb_backend_outgoing_bytes_total")
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(find(&samples, "node_ipvs_outgoing_bytes_total", &[]).value, backends);
+        assert_eq!(backends, 10.0 * 9000.0);
+    }
+
+    #[test]
+    fn backend_connections_are_exported_when_known() {
+        let snapshot = snapshot();
+        let totals = vec![BackendCounters::default(); 3];
+        let connections = [
+            BackendConnections { active: 7, inactive: 1 },
+            BackendConnections::default(),
+            BackendConnections { active: 0, inactive: 4 },
+        ];
+        let view = MetricsView {
+            snapshot: &snapshot,
+            backends: &totals,
+            backend_connections: &connections,
+            cores: &[],
+        };
+        let samples = check(&render(&view));
+        let udp = [("proto", "UDP"), ("remote_address", "10.1.1.11"), ("local_port", "53")];
+        assert_eq!(find(&samples, "node_ipvs_backend_connections_inactive", &udp).value, 4.0);
+        let tcp = [("proto", "TCP"), ("remote_address", "10.1.1.11"), ("local_port", "80")];
+        assert_eq!(find(&samples, "node_ipvs_backend_connections_active", &tcp).value, 7.0);
+        assert_eq!(find(&samples, "node_ipvs_backend_weight", &tcp).value, 3.0);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("line\nbreak"), r"line\nbreak");
+        assert_eq!(escape_help("say \"hi\"\\\n"), r#"say "hi"\\\n"#);
+        // An interface with an awkward name still gives a valid exposition, and the parsed
+        // label is the name.
+        let mut snapshot = snapshot();
+        let name = "we\"ird\\na\nme";
+        snapshot.interfaces[0].name = name.to_string();
+        let reports = [report(0, [0; 3])];
+        let cores = [CoreMetrics {
+            report: &reports[0],
+            latency: LatencySummary::default(),
+            conntrack: None,
+        }];
+        let totals = vec![BackendCounters::default(); 3];
+        let view = MetricsView {
+            snapshot: &snapshot,
+            backends: &totals,
+            backend_connections: &[],
+            cores: &cores,
+        };
+        let samples = check(&render(&view));
+        assert_eq!(
+            find(&samples, "xlb_port_batches_total", &[("core", "0")]).label("interface"),
+            Some(name)
+        );
+        // No batch yet: quantiles are NaN, count 0.
+        assert!(
+            find(&samples, "xlb_batch_duration_seconds", &[("quantile", "0.99")]).value.is_nan()
+        );
+        assert_eq!(find(&samples, "xlb_batch_duration_seconds_count", &[]).value, 0.0);
+    }
+
+    #[test]
+    fn the_checker_rejects_what_it_should() {
+        let bad = [
+            "x_total 1\n", // no TYPE
+            "# HELP x_total h\n# TYPE x_total counter\nx_total{a=\"1\"} 1\nx_total{a=\"1\"} 2\n", // repeat
+            "# HELP x h\n# TYPE x gauge\nx 1\n# HELP y h\n# TYPE y gauge\ny 1\nx{a=\"b\"} 2\n", // interleaved
+            "# HELP x h\n# TYPE x gauge\nx{a=\"b\\t\"} 1\n", // bad escape
+            "# HELP x h\n# TYPE x counter\nx 1\n",           // counter without _total
+            "# HELP x h\n# TYPE x gauge\nx{a=\"b\"}1\n",     // no space
+            "# HELP x h\n# TYPE x summary\nx{core=\"0\"} 1\n", // no quantile
+            "# HELP x h\n# TYPE x gauge\nx one\n",           // not a number
+        ];
+        for text in bad {
+            let caught = std::panic::catch_unwind(|| check(text));
+            assert!(caught.is_err(), "accepted: {text:?}");
+        }
+        let good = "# HELP x h\n# TYPE x summary\nx{quantile=\"0.5\"} NaN\nx_sum 0\nx_count 0\n";
+        assert_eq!(check(good).len(), 3);
+    }
+
+    fn latency_of(micros: &[u64]) -> BatchLatency {
+        let mut latency = BatchLatency::new();
+        for &m in micros {
+            latency.record(Duration::from_micros(m));
+        }
+        latency
+    }
+
+    #[test]
+    fn latency_window_reports_recent_batches_only() {
+        let mut window = LatencyWindow::new(2);
+        let mut latency = latency_of(&[1; 1000]);
+        let first = window.summarize(0, &latency);
+        assert_eq!(first.window.unwrap().count, 1000);
+        // 100 slow batches after: the window of the last render holds only them.
+        for _ in 0..100 {
+            latency.record(Duration::from_millis(1));
+        }
+        let second = window.summarize(0, &latency);
+        assert_eq!(second.count, 1100, "count and sum stay cumulative");
+        let recent = second.window.unwrap();
+        assert_eq!(recent.count, 1100, "the window reaches back 2 renders: to the start");
+        for _ in 0..10 {
+            latency.record(Duration::from_millis(2));
+        }
+        let third = window.summarize(0, &latency).window.unwrap();
+        assert_eq!(third.count, 110, "the first render's batches left the window");
+        assert!((990_000..=1_010_000).contains(&third.p50_ns), "{third:?}");
+        assert!((1_980_000..=2_020_000).contains(&third.p99_ns), "{third:?}");
+        // Idle for two renders: nothing in the window.
+        window.summarize(0, &latency);
+        assert_eq!(window.summarize(0, &latency).window, None);
+        // Cores are kept apart.
+        assert_eq!(window.summarize(1, &latency_of(&[5])).window.unwrap().count, 1);
+    }
+
+    #[test]
+    fn render_reports_waits_for_every_core_to_switch_generation() {
+        let snapshot = snapshot();
+        let mut window = LatencyWindow::default();
+        let mut reports = vec![report(0, [1, 0, 0]), report(1, [1, 0, 0])];
+        let text = render_reports(&snapshot, &reports, &mut window).unwrap();
+        assert_eq!(find(&check(&text), "node_ipvs_connections_total", &[]).value, 2.0);
+        reports[1].generation = 2;
+        assert_eq!(render_reports(&snapshot, &reports, &mut window), None);
+    }
+
+    proptest! {
+        #[test]
+        fn label_escaping_round_trips(value in any::<String>()) {
+            let escaped = escape_label_value(&value);
+            let quoted = format!("{escaped}\"");
+            let (parsed, rest) = unescape_quoted(&quoted).unwrap();
+            prop_assert_eq!(parsed, value);
+            prop_assert_eq!(rest, "");
+        }
+
+        #[test]
+        fn any_counters_render_valid_text(
+            backends in proptest::collection::vec(any::<[u32; 5]>(), 3),
+            drops in any::<u8>(),
+            held in 0usize..100,
+        ) {
+            let snapshot = snapshot();
+            let totals: Vec<BackendCounters> = backends
+                .iter()
+                .map(|b| BackendCounters {
+                    connections: u64::from(b[0]),
+                    in_packets: u64::from(b[1]),
+                    in_bytes: u64::from(b[2]),
+                    out_packets: u64::from(b[3]),
+                    out_bytes: u64::from(b[4]),
+                })
+                .collect();
+            let mut core = report(0, [0; 3]);
+            for _ in 0..drops {
+                core.counters.drop(DropReason::Flood);
+            }
+            core.held = held;
+            let cores = [CoreMetrics {
+                report: &core,
+                latency: LatencySummary::cumulative(&core.latency),
+                conntrack: None,
+            }];
+            let view = MetricsView {
+                snapshot: &snapshot,
+                backends: &totals,
+                backend_connections: &[],
+                cores: &cores,
+            };
+            let samples = check(&render(&view));
+            let connections: u64 = totals.iter().map(|b| b.connections).sum();
+            prop_assert_eq!(
+                find(&samples, "node_ipvs_connections_total", &[]).value,
+                connections as f64
+            );
+            prop_assert_eq!(
+                find(&samples, "xlb_core_drops_total", &[("reason", "flood")]).value,
+                f64::from(drops)
+            );
+        }
+    }
+}
