@@ -35,7 +35,9 @@ use crossbeam::channel::{Receiver, Sender};
 
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
+use crate::control::log::{debug, error, info, warn};
 use crate::control::{Snapshot, stats};
+use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
@@ -65,12 +67,8 @@ pub struct RunOptions {
     pub busy_poll: bool,
     /// Log a line of figures this often.
     pub stats_every: Option<Duration>,
-}
-
-macro_rules! log {
-    ($level:literal, $($arg:tt)*) => {
-        eprintln!("xlb: {}: {}", $level, format_args!($($arg)*))
-    };
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// One interface xlb runs on.
@@ -139,7 +137,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         if crate::dataplane::io::afxdp::steer::remove_stale(netdev.ifindex)
             .with_context(|| format!("{}: removing a stale xlb XDP program", netdev.name))?
         {
-            log!("warn", "{}: removed the XDP program a previous xlb left attached", netdev.name);
+            warn!("{}: removed the XDP program a previous xlb left attached", netdev.name);
         }
         let (attachment, mode) = match options.xdp_mode {
             Some(mode) => (steer.attach(netdev.ifindex, mode), mode),
@@ -151,7 +149,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         let attachment =
             attachment.with_context(|| format!("{}: attaching the XDP program", netdev.name))?;
         steer.set_rules(&rules).with_context(|| format!("{}: steering rules", netdev.name))?;
-        log!("info", "{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
+        info!("{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
         links.push(Link { netdev, steer, attachment: Some(attachment), mode });
     }
 
@@ -159,13 +157,12 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let max_queues = links.iter().map(|l| l.netdev.rx_queues as usize).max().unwrap_or(1);
     let workers = options.cores.unwrap_or(max_queues.min(cores.len().max(1))).clamp(1, max_queues);
     if workers < max_queues {
-        log!("info", "{max_queues} queue(s) on {workers} worker(s): some workers serve several");
+        info!("{max_queues} queue(s) on {workers} worker(s): some workers serve several");
     }
     if let Some(asked) = options.cores
         && asked > max_queues
     {
-        log!(
-            "warn",
+        warn!(
             "{asked} cores asked, but no interface has more than {max_queues} queue(s): running {workers}"
         );
     }
@@ -182,8 +179,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             link.steer
                 .set_socket(queue, port.fd())
                 .with_context(|| format!("{} queue {queue}: XSKMAP", link.netdev.name))?;
-            log!(
-                "info",
+            info!(
                 "{} queue {queue}: AF_XDP socket bound ({} mode, XDP {:?}), worker {worker}",
                 link.netdev.name,
                 port.mode(),
@@ -240,12 +236,22 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     }
     drop(report_tx);
     let _ = controls[0].send(ControlMsg::Announce);
-    log!("info", "ready: {} worker(s), {} service(s)", workers, snapshot.services.len());
+    info!("ready: {} worker(s), {} service(s)", workers, snapshot.services.len());
     if let Some(path) = &options.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", path.display()))?;
     }
 
+    let latest: http::Latest = Arc::new(std::sync::Mutex::new(String::new()));
+    let metrics_server = match options.metrics {
+        Some(addr) => {
+            let server = http::serve(addr, latest.clone())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            info!("metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing the SIGHUP handler")?;
@@ -260,6 +266,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         config,
         health,
         last_health_publish: StdInstant::now(),
+        metrics: metrics_server.is_some().then_some(latest),
+        window: metrics::LatencyWindow::default(),
+        last_render: StdInstant::now(),
     };
     control.run(&stop, &reload);
     let snapshot = control.snapshot.clone();
@@ -269,13 +278,14 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     for handle in handles {
         match handle.join() {
             Ok(report) => finals.push(report),
-            Err(_) => log!("error", "a worker thread panicked"),
+            Err(_) => error!("a worker thread panicked"),
         }
     }
     for link in &mut links {
         drop(link.attachment.take());
     }
-    log!("info", "stopped: sockets closed, XDP programs detached");
+    drop(metrics_server);
+    info!("stopped: sockets closed, XDP programs detached");
     let summary = RunSummary { snapshot, reports: finals, modes: modes.join("; ") };
     log_figures(&summary.reports);
     Ok(summary)
@@ -295,6 +305,10 @@ struct ControlLoop<'a> {
     /// Health checks: the snapshot runs `health.effective(&config)`.
     health: HealthMonitor,
     last_health_publish: StdInstant,
+    /// Where the HTTP thread finds the latest `/metrics` text (None: no `--metrics`).
+    metrics: Option<http::Latest>,
+    window: metrics::LatencyWindow,
+    last_render: StdInstant,
 }
 
 impl ControlLoop<'_> {
@@ -306,7 +320,7 @@ impl ControlLoop<'_> {
             if reload.swap(false, Ordering::Relaxed) {
                 match self.reload() {
                     Ok(()) => {}
-                    Err(error) => log!("error", "reload refused, nothing changed: {error:#}"),
+                    Err(error) => error!("reload refused, nothing changed: {error:#}"),
                 }
             }
             self.relay_arp();
@@ -314,6 +328,7 @@ impl ControlLoop<'_> {
             for report in self.reports.try_iter() {
                 self.latest.insert(report.core, report);
             }
+            self.render_metrics();
             if let Some(every) = stats_every
                 && last_stats.elapsed() >= every
             {
@@ -324,15 +339,29 @@ impl ControlLoop<'_> {
         }
     }
 
+    /// Refreshes the `/metrics` text once a second (the HTTP thread only copies it).
+    fn render_metrics(&mut self) {
+        let Some(latest) = &self.metrics else { return };
+        if self.last_render.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_render = StdInstant::now();
+        let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
+        // None while some core still reports the previous snapshot: keep the last text.
+        if let Some(text) = metrics::render_reports(&self.snapshot, &reports, &mut self.window) {
+            *latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = text;
+        }
+    }
+
     /// Publishes the effective config again when a backend went up or down, and once a
     /// second while a least-time service needs fresh response times.
     fn check_health(&mut self) {
         let transitions = self.health.poll();
         for transition in &transitions {
             if transition.up {
-                log!("info", "health: {transition}");
+                info!("health: {transition}");
             } else {
-                log!("warn", "health: {transition}");
+                warn!("health: {transition}");
             }
         }
         let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
@@ -343,7 +372,7 @@ impl ControlLoop<'_> {
         let why = if transitions.is_empty() { "response times" } else { "health" };
         let config = self.config.clone();
         if let Err(error) = self.publish(config, why) {
-            log!("error", "applying health state failed, nothing changed: {error:#}");
+            error!("applying health state failed, nothing changed: {error:#}");
         }
     }
 
@@ -391,8 +420,7 @@ impl ControlLoop<'_> {
         self.last_health_publish = StdInstant::now();
         // Response-time refreshes happen every second: not worth a line each.
         if why != "response times" {
-            log!(
-                "info",
+            info!(
                 "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
                 snapshot.services.len(),
                 snapshot.backends.len()
@@ -409,7 +437,7 @@ impl ControlLoop<'_> {
             let entries = match link.steer.arp_seen() {
                 Ok(entries) => entries,
                 Err(error) => {
-                    log!("warn", "{}: reading snooped ARP: {error}", link.netdev.name);
+                    warn!("{}: reading snooped ARP: {error}", link.netdev.name);
                     continue;
                 }
             };
@@ -417,8 +445,10 @@ impl ControlLoop<'_> {
                 if self.seen.get(&ip) == Some(&(mac, seen_at)) {
                     continue;
                 }
-                if self.seen.get(&ip).is_some_and(|(old, _)| *old != mac) {
-                    log!("info", "neighbour {ip} moved to {mac}");
+                match self.seen.get(&ip) {
+                    Some((old, _)) if *old != mac => info!("neighbour {ip} moved to {mac}"),
+                    None => debug!("neighbour {ip} is at {mac}"),
+                    _ => {}
                 }
                 self.seen.insert(ip, (mac, seen_at));
                 for control in self.controls {
@@ -453,8 +483,7 @@ fn log_figures(reports: &[CoreReport]) {
             io.add(port);
         }
         let c = &r.counters;
-        log!(
-            "info",
+        info!(
             "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
             r.core,
             c.get(Stat::RxPackets),
@@ -473,7 +502,7 @@ fn log_figures(reports: &[CoreReport]) {
         let drops: Vec<String> =
             c.drop_reasons().filter(|&(_, n)| n > 0).map(|(why, n)| format!("{why} {n}")).collect();
         if !drops.is_empty() {
-            log!("info", "core {}: drops: {}", r.core, drops.join(", "));
+            info!("core {}: drops: {}", r.core, drops.join(", "));
         }
     }
 }

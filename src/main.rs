@@ -50,6 +50,12 @@ enum Command {
         /// Log a line of figures per core every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_every: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Log lines at this level and above: error, warn, info, debug.
+        #[arg(long, default_value = "info")]
+        log_level: xlb::control::log::Level,
     },
     /// Replay a capture through the packet pipeline, offline, and write what it transmits.
     Replay {
@@ -77,8 +83,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, cores, ready_file, xdp_mode, copy, busy_poll, stats_every } => {
+        Command::Run {
+            config,
+            cores,
+            ready_file,
+            xdp_mode,
+            copy,
+            busy_poll,
+            stats_every,
+            metrics,
+            log_level,
+        } => {
+            xlb::control::log::set_max_level(log_level);
             let options = RunOptions {
+                metrics,
                 config,
                 cores,
                 ready_file,

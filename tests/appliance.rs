@@ -177,25 +177,34 @@ scheduler = "rr"
 
 /// Starts `xlb run` in `lb` and waits (bounded) until it is ready; returns the child's index.
 fn start_xlb(lab: &mut Lab, lb: &str, config: &Path, cores: &str, tag: &str) -> usize {
+    start_xlb_with(lab, lb, config, cores, tag, &[])
+}
+
+/// [`start_xlb`] with more `xlb run` arguments.
+fn start_xlb_with(
+    lab: &mut Lab,
+    lb: &str,
+    config: &Path,
+    cores: &str,
+    tag: &str,
+    extra: &[&str],
+) -> usize {
     let ready = lab.scratch.join(format!("ready-{tag}"));
     let _ = std::fs::remove_file(&ready);
     let log = std::fs::File::create(lab.scratch.join(format!("xlb-{tag}.log"))).expect("log");
     let out = std::fs::File::create(lab.scratch.join(format!("xlb-{tag}.out"))).expect("out");
-    let index = lab.spawn(
-        lb,
-        &[
-            env!("CARGO_BIN_EXE_xlb"),
-            "run",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--cores",
-            cores,
-            "--ready-file",
-            ready.to_str().expect("utf-8"),
-        ],
-        out.into(),
-        log.into(),
-    );
+    let mut args = vec![
+        env!("CARGO_BIN_EXE_xlb"),
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--cores",
+        cores,
+        "--ready-file",
+        ready.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let index = lab.spawn(lb, &args, out.into(), log.into());
     let started = Instant::now();
     while !ready.exists() {
         if let Ok(Some(status)) = lab.children[index].try_wait() {
@@ -316,9 +325,21 @@ fn sighup_applies_a_new_config_and_a_bad_one_changes_nothing() {
     let (mut lab, client, lb) = nat_lab("hup");
     let config = lab.scratch.join("xlb.toml");
     std::fs::write(&config, nat_config(&[5001])).unwrap();
-    let xlb = start_xlb(&mut lab, &lb, &config, "1", "hup");
+    let metrics = ["--metrics", "127.0.0.1:9100"];
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "hup", &metrics);
     let answers = ask(&lab, &client, 5);
     assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+
+    // Prometheus text, inside the lb's namespace (rendered once a second).
+    std::thread::sleep(Duration::from_millis(1300));
+    let scrape = lab.exec(&lb, &["curl", "-s", "--max-time", "2", "http://127.0.0.1:9100/metrics"]);
+    let text = String::from_utf8_lossy(&scrape.stdout);
+    assert!(text.contains("\nnode_ipvs_connections_total 5\n"), "{text}");
+    assert!(
+        text.contains(r#"node_ipvs_backend_weight{local_address="10.2.0.10",local_port="53",remote_address="10.3.0.11",remote_port="5001",proto="UDP",local_mark=""} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("xlb_batch_duration_seconds{core=\"0\",quantile=\"0.99\"}"), "{text}");
 
     let pid = lab.children[xlb].id().to_string();
     std::fs::write(&config, nat_config(&[5002])).unwrap();
