@@ -218,7 +218,7 @@ pub fn render_reports(
         .map(|report| CoreMetrics {
             report,
             latency: window.summarize(report.core, &report.latency),
-            conntrack: None,
+            conntrack: Some(report.conntrack),
         })
         .collect();
     let ids: Vec<u16> = reports.iter().map(|r| r.core).collect();
@@ -856,6 +856,7 @@ mod tests {
             // Two queues of one interface on this core: reported as their sum.
             ports: vec![(IfaceId(0), port), (IfaceId(0), port)],
             flows: 5,
+            conntrack: ConntrackStats::default(),
             neighbors: 2,
             held: 1,
             unroutable: 0,

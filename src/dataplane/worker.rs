@@ -178,6 +178,8 @@ pub struct CoreReport {
     /// Per port: its interface and figures.
     pub ports: Vec<(IfaceId, PortStats)>,
     pub flows: usize,
+    /// The connection table's own counters (inserts, evictions, flood refusals...).
+    pub conntrack: crate::conntrack::ConntrackStats,
     pub neighbors: usize,
     pub held: usize,
     /// Frames that were to leave by an interface this worker has no port on, or that did
@@ -393,6 +395,7 @@ impl<P: Port> Worker<P> {
             counters: self.pipeline.counters().clone(),
             ports: self.ports.iter().map(|(iface, port)| (*iface, port.stats())).collect(),
             flows: self.pipeline.conntrack().len(),
+            conntrack: self.pipeline.conntrack().stats(),
             neighbors: self.pipeline.neighbors().len(),
             held: self.pipeline.held(),
             unroutable: self.unroutable,
