@@ -64,11 +64,9 @@ impl BackendRates {
         let nanos = elapsed.as_nanos();
         let rate = |before: u64, after: u64| -> u64 {
             let delta = u128::from(after.saturating_sub(before));
-            if nanos == 0 {
-                0
-            } else {
-                u64::try_from(delta * 1_000_000_000 / nanos).unwrap_or(u64::MAX)
-            }
+            (delta * 1_000_000_000)
+                .checked_div(nanos)
+                .map_or(0, |rate| u64::try_from(rate).unwrap_or(u64::MAX))
         };
         BackendRates {
             cps: rate(before.connections, after.connections),
