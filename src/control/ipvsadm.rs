@@ -2093,7 +2093,6 @@ mod tests {
             ipvsadm_row(&format!("  -> {:<28}", "10.1.2.13:5353"), [0; 5]),
             "a missing row is zeros"
         );
-        print!("{stats}{rate}");
     }
 
     #[test]
