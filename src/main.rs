@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use xlb::control::ipvsadm::{self, Command as CtlCommand};
+use xlb::control::socket::{self, Request};
 use xlb::control::{Config, Snapshot};
 use xlb::daemon::{self, RunOptions};
 use xlb::dataplane::io::afxdp::steer::XdpMode;
@@ -77,6 +79,20 @@ enum Command {
         /// The config (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// A second config: also print, per service, how many Maglev slots (the share of
+        /// flows) changing from --config to this one would move to another real server.
+        #[arg(long, value_name = "NEW_CONFIG")]
+        against: Option<PathBuf>,
+    },
+    /// Send an ipvsadm command to a running xlb: `xlb ctl -L -n`, `xlb ctl -A -t VIP:80 -s rr`,
+    /// `xlb ctl -S > rules`, `xlb ctl -R < rules` (`xlb ctl -- -h` lists the commands).
+    Ctl {
+        /// The control socket of `xlb run`.
+        #[arg(long, default_value = xlb::control::socket::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// ipvsadm's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "IPVSADM_ARGS")]
+        args: Vec<String>,
     },
 }
 
@@ -108,7 +124,11 @@ fn main() -> ExitCode {
             run_daemon(&options)
         }
         Command::Replay { config, pcap, out, json } => run_replay(&config, &pcap, &out, json),
-        Command::Check { config } => run_check(&config),
+        Command::Check { config, against } => run_check(&config, against.as_deref()),
+        Command::Ctl { socket, args } => match run_ctl(&socket, args) {
+            Ok(code) => return code,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,7 +242,7 @@ fn print_replay(
     Ok(())
 }
 
-fn run_check(path: &Path) -> anyhow::Result<()> {
+fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
@@ -237,12 +257,7 @@ fn run_check(path: &Path) -> anyhow::Result<()> {
             interface.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
         )?;
     }
-    // Build the schedulers without requiring MACs: `check` is also for `run` configs.
-    let mut config_for_plan = config.clone();
-    for (i, interface) in config_for_plan.interfaces.iter_mut().enumerate() {
-        interface.mac.get_or_insert([0x02, 0, 0, 0, 0, i as u8]);
-    }
-    let snapshot = Snapshot::build(&config_for_plan, 1)?;
+    let snapshot = plan(&config)?;
     for service in &snapshot.services {
         writeln!(
             w,
@@ -275,5 +290,113 @@ fn run_check(path: &Path) -> anyhow::Result<()> {
             )?;
         }
     }
+    if let Some(new_path) = against {
+        let new =
+            plan(&Config::load(new_path)?).with_context(|| format!("{}", new_path.display()))?;
+        writeln!(w)?;
+        writeln!(w, "{} -> {}:", path.display(), new_path.display())?;
+        write!(w, "{}", flow_moves(&snapshot, &new))?;
+    }
     Ok(())
+}
+
+/// A snapshot of `config` built without requiring MACs: `check` is also for `run` configs.
+fn plan(config: &Config) -> anyhow::Result<Snapshot> {
+    let mut config = config.clone();
+    for (i, interface) in config.interfaces.iter_mut().enumerate() {
+        interface.mac.get_or_insert([0x02, 0, 0, 0, 0, i as u8]);
+    }
+    Ok(Snapshot::build(&config, 1)?)
+}
+
+/// How many Maglev slots (the share of new and untracked flows) each service's change
+/// would move to another real server. Every service has a Maglev table (its scheduler's, or
+/// the stateless fallback conntrack uses when it refuses a flow), built from the real
+/// servers' addresses and ports, so a slot "moves" when its real server's address:port
+/// differs. Tables of different sizes are compared over 2^16 sample flow hashes.
+/// Established flows stay where conntrack put them either way.
+fn flow_moves(old: &Snapshot, new: &Snapshot) -> String {
+    const SAMPLES: u64 = 1 << 16;
+    let mut out = String::new();
+    let name =
+        |s: &xlb::control::snapshot::Service| format!("service {} {}:{}", s.proto, s.vip, s.port);
+    let backend_at =
+        |snapshot: &Snapshot, service: &xlb::control::snapshot::Service, slot: Option<usize>| {
+            slot.and_then(|i| snapshot.backends.get(service.backends.start + i))
+                .map(|b| (b.addr, b.port))
+        };
+    for service in &new.services {
+        let Some(before) = old.service_at(service.vip, service.port, service.proto) else {
+            out.push_str(&format!("{}: new service\n", name(service)));
+            continue;
+        };
+        let before = &old.services[before];
+        let (moved, total) = if before.fallback.size() == service.fallback.size() {
+            let slots = before.fallback.slots().iter().zip(service.fallback.slots());
+            let moved = slots
+                .filter(|&(&a, &b)| {
+                    let slot = |s: u32| (s != u32::MAX).then_some(s as usize);
+                    backend_at(old, before, slot(a)) != backend_at(new, service, slot(b))
+                })
+                .count() as u64;
+            (moved, service.fallback.size() as u64)
+        } else {
+            let moved = (0..SAMPLES)
+                .map(|i| xlb::hash::mix64(i ^ 0x9e37_79b9_7f4a_7c15))
+                .filter(|&hash| {
+                    backend_at(old, before, before.fallback.lookup(hash))
+                        != backend_at(new, service, service.fallback.lookup(hash))
+                })
+                .count() as u64;
+            (moved, SAMPLES)
+        };
+        let unit = if before.fallback.size() == service.fallback.size() {
+            "slots"
+        } else {
+            "sampled flows"
+        };
+        out.push_str(&format!(
+            "{}: {moved} of {total} {unit} move ({:.2}%)\n",
+            name(service),
+            100.0 * moved as f64 / total.max(1) as f64
+        ));
+    }
+    for service in &old.services {
+        if new.service_at(service.vip, service.port, service.proto).is_none() {
+            out.push_str(&format!("{}: removed (its flows end)\n", name(service)));
+        }
+    }
+    out
+}
+
+/// `xlb ctl`: checks the command line here (so a typo needs no daemon), sends it to the
+/// daemon with stdin for `-R`, and reproduces the daemon's output and exit status.
+fn run_ctl(socket_path: &Path, args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let stdin = match ipvsadm::parse(&args) {
+        Ok(CtlCommand::Help) => {
+            print!("{}", ipvsadm::HELP);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(CtlCommand::Restore(_)) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the commands to restore from stdin")?;
+            Some(text)
+        }
+        Ok(_) => None,
+        Err(error) => {
+            eprintln!("xlb ctl: {error}");
+            return Ok(ExitCode::from(error.status() as u8));
+        }
+    };
+    let response = socket::call(socket_path, &Request { args, stdin }).with_context(|| {
+        format!(
+            "cannot talk to xlb at {} (is `xlb run` running? only root may connect)",
+            socket_path.display()
+        )
+    })?;
+    print!("{}", response.stdout);
+    eprint!("{}", response.stderr);
+    std::io::stdout().flush()?;
+    Ok(ExitCode::from(u8::try_from(response.status).unwrap_or(1)))
 }

@@ -405,6 +405,112 @@ impl Config {
     pub fn interface_for(&self, ip: Ipv4Addr) -> Option<&InterfaceConfig> {
         self.interfaces.iter().find(|interface| interface.contains(ip))
     }
+
+    /// The config as a file, every key written: [`Config::parse`] reads it back to an equal
+    /// config whenever this one is valid (durations are written exactly, in seconds with up
+    /// to nine decimals).
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write as _;
+        let quoted = |text: &str| Value::String(text.to_string()).to_string();
+        let mac = |m: Mac| quoted(&m.map(|b| format!("{b:02x}")).join(":"));
+        let mut out = String::new();
+        for i in &self.interfaces {
+            let _ = writeln!(out, "[[interface]]\nname = {}", quoted(&i.name));
+            let _ = writeln!(out, "addr = \"{}/{}\"", i.addr, i.prefix_len);
+            if let Some(m) = i.mac {
+                let _ = writeln!(out, "mac = {}", mac(m));
+            }
+            if let Some(g) = i.gateway {
+                let _ = writeln!(out, "gateway = \"{g}\"");
+            }
+        }
+        for n in &self.neighbors {
+            let _ = writeln!(out, "[[neighbor]]\nip = \"{}\"\nmac = {}", n.ip, mac(n.mac));
+        }
+        let ct = &self.conntrack;
+        let _ = writeln!(
+            out,
+            "[conntrack]\ncapacity = {}\nmax_embryonic = {}\ntcp_syn_timeout = {}\n\
+             tcp_established_timeout = {}\ntcp_closing_timeout = {}\ntcp_closed_timeout = {}\n\
+             udp_timeout = {}",
+            ct.capacity,
+            ct.max_embryonic,
+            ct.tcp_syn_timeout.as_secs(),
+            ct.tcp_established_timeout.as_secs(),
+            ct.tcp_closing_timeout.as_secs(),
+            ct.tcp_closed_timeout.as_secs(),
+            ct.udp_timeout.as_secs()
+        );
+        for s in &self.services {
+            let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(
+                out,
+                "[[service]]\nvip = \"{}\"\nport = {}\nproto = \"{}\"\nscheduler = \"{}\"\n\
+                 forward = \"{}\"\nlocal_addrs = [{}]\nmaglev_table_size = {}",
+                s.vip,
+                s.port,
+                s.proto,
+                s.scheduler,
+                s.forward,
+                addrs.join(", "),
+                s.maglev_table_size
+            );
+            let h = &s.health;
+            let _ = writeln!(
+                out,
+                "[service.health]\ncheck = \"{}\"\ninterval = {}\ntimeout = {}\nrise = {}\n\
+                 fall = {}\non_failure = \"{}\"",
+                h.check,
+                seconds_text(h.interval),
+                seconds_text(h.timeout),
+                h.rise,
+                h.fall,
+                h.on_failure
+            );
+            if h.check == HealthCheckKind::Http {
+                let _ = writeln!(
+                    out,
+                    "http_path = {}\nhttp_status = {}",
+                    quoted(&h.http_path),
+                    h.http_status
+                );
+            }
+            if h.check == HealthCheckKind::Udp {
+                let _ = writeln!(out, "udp_payload = {}", quoted(&h.udp_payload));
+            }
+            let _ = writeln!(out, "passive_fall = {}", h.passive_fall);
+            if let Some(sorry) = h.sorry_server {
+                let _ = writeln!(out, "sorry_server = \"{sorry}\"");
+            }
+            for b in &s.backends {
+                let _ = writeln!(
+                    out,
+                    "[[service.backend]]\naddr = \"{}\"\nport = {}\nweight = {}",
+                    b.addr, b.port, b.weight
+                );
+            }
+        }
+        out
+    }
+
+    /// Checks that this config meets every invariant of a config file (see the module docs),
+    /// by the very code that checks a file: it is rendered with [`Config::to_toml`] and
+    /// parsed back. An error's `key` names the offending value as a path
+    /// (`service[1].backend[0].port`), indexed like `self`; its path is `<config>` and its
+    /// line is a line of the rendered text, not of any file.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Config::parse(&self.to_toml(), "<config>").map(|_| ())
+    }
+}
+
+/// A duration as TOML seconds, exactly: an integer, or a float with up to nine decimals.
+pub(crate) fn seconds_text(duration: Duration) -> String {
+    let nanos = duration.subsec_nanos();
+    if nanos == 0 {
+        return duration.as_secs().to_string();
+    }
+    let fraction = format!("{nanos:09}");
+    format!("{}.{}", duration.as_secs(), fraction.trim_end_matches('0'))
 }
 
 /// Parses a MAC address written as six two-digit hex bytes separated by `:` or `-` (one
@@ -1338,7 +1444,7 @@ fn render_list(list: &[Spanned<Value>]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::fmt::Write as _;
@@ -2019,94 +2125,8 @@ mod tests {
 
     // Property tests.
 
-    /// Renders a config as TOML, writing every key, for round trips.
-    fn render(config: &Config) -> String {
-        let mut out = String::new();
-        let secs = |d: Duration| format!("{:?}", d.as_secs_f64());
-        let mac = |m: Mac| m.map(|b| format!("{b:02x}")).join(":");
-        for i in &config.interfaces {
-            let _ = write!(
-                out,
-                "[[interface]]\nname = \"{}\"\naddr = \"{}/{}\"\n",
-                i.name, i.addr, i.prefix_len
-            );
-            if let Some(m) = i.mac {
-                let _ = writeln!(out, "mac = \"{}\"", mac(m));
-            }
-            if let Some(g) = i.gateway {
-                let _ = writeln!(out, "gateway = \"{g}\"");
-            }
-        }
-        for n in &config.neighbors {
-            let _ = write!(out, "[[neighbor]]\nip = \"{}\"\nmac = \"{}\"\n", n.ip, mac(n.mac));
-        }
-        let ct = &config.conntrack;
-        let _ = write!(
-            out,
-            "[conntrack]\ncapacity = {}\nmax_embryonic = {}\ntcp_syn_timeout = {}\n\
-             tcp_established_timeout = {}\ntcp_closing_timeout = {}\ntcp_closed_timeout = {}\n\
-             udp_timeout = {}\n",
-            ct.capacity,
-            ct.max_embryonic,
-            ct.tcp_syn_timeout.as_secs(),
-            ct.tcp_established_timeout.as_secs(),
-            ct.tcp_closing_timeout.as_secs(),
-            ct.tcp_closed_timeout.as_secs(),
-            ct.udp_timeout.as_secs()
-        );
-        for s in &config.services {
-            let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
-            let _ = write!(
-                out,
-                "[[service]]\nvip = \"{}\"\nport = {}\nproto = \"{}\"\nscheduler = \"{}\"\n\
-                 forward = \"{}\"\nlocal_addrs = [{}]\nmaglev_table_size = {}\n",
-                s.vip,
-                s.port,
-                s.proto,
-                s.scheduler,
-                s.forward,
-                addrs.join(", "),
-                s.maglev_table_size
-            );
-            let h = &s.health;
-            let _ = write!(
-                out,
-                "[service.health]\ncheck = \"{}\"\ninterval = {}\ntimeout = {}\nrise = {}\n\
-                 fall = {}\non_failure = \"{}\"\n",
-                h.check,
-                secs(h.interval),
-                secs(h.timeout),
-                h.rise,
-                h.fall,
-                h.on_failure
-            );
-            if h.check == HealthCheckKind::Http {
-                let _ = write!(
-                    out,
-                    "http_path = \"{}\"\nhttp_status = {}\n",
-                    h.http_path, h.http_status
-                );
-            }
-            if h.check == HealthCheckKind::Udp {
-                let _ = writeln!(out, "udp_payload = \"{}\"", h.udp_payload);
-            }
-            let _ = writeln!(out, "passive_fall = {}", h.passive_fall);
-            if let Some(sorry) = h.sorry_server {
-                let _ = writeln!(out, "sorry_server = \"{sorry}\"");
-            }
-            for b in &s.backends {
-                let _ = write!(
-                    out,
-                    "[[service.backend]]\naddr = \"{}\"\nport = {}\nweight = {}\n",
-                    b.addr, b.port, b.weight
-                );
-            }
-        }
-        out
-    }
-
     prop_compose! {
-        fn arb_health()(
+        pub(crate) fn arb_health()(
             check in proptest::sample::select(HealthCheckKind::ALL.to_vec()),
             interval_ms in 1u64..1_000_000,
             timeout_permille in 1u64..=1000,
@@ -2139,7 +2159,7 @@ mod tests {
 
     prop_compose! {
         /// A valid service; `index` keeps VIPs distinct. Real servers sit on 10.1.1.0/24.
-        fn arb_service(index: u8)(
+        pub(crate) fn arb_service(index: u8)(
             port in 1u16..,
             udp in any::<bool>(),
             scheduler in proptest::sample::select(SchedulerKind::ALL.to_vec()),
@@ -2183,7 +2203,8 @@ mod tests {
         }
     }
 
-    fn arb_config() -> impl Strategy<Value = Config> {
+    /// A valid config: one interface on 10.1.1.0/24 and up to three services.
+    pub(crate) fn arb_config() -> impl Strategy<Value = Config> {
         let services = (0u8..4).prop_flat_map(|n| (0..n).map(arb_service).collect::<Vec<_>>());
         let conntrack =
             (1usize..10_000_000, 1u64..=1000, proptest::array::uniform5(1u64..1_000_000));
@@ -2225,7 +2246,7 @@ mod tests {
     proptest! {
         #[test]
         fn valid_configs_round_trip(config in arb_config()) {
-            let text = render(&config);
+            let text = config.to_toml();
             prop_assert_eq!(parse(&text), Ok(config), "{}", text);
         }
 

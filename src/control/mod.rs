@@ -1,12 +1,14 @@
 //! The control side: configuration and the snapshots workers read, health checks,
-//! statistics, Prometheus metrics and logging.
+//! statistics, Prometheus metrics, logging, and the ipvsadm-style control socket.
 
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod ipvsadm;
 pub mod log;
 pub mod metrics;
 pub mod snapshot;
+pub mod socket;
 pub mod stats;
 
 pub use config::Config;

@@ -1,0 +1,2286 @@
+//! ipvsadm's command language over xlb's config: parse a command line, apply it to a
+//! [`Config`], save a config as commands, and print ipvsadm's listings.
+//!
+//! `xlb ctl` sends its arguments to the running `xlb run` (see [`crate::control::socket`]),
+//! whose control loop answers them with [`decide`] (or [`handle`]). Everything here is pure:
+//! no I/O, no clock; the daemon supplies the figures a listing shows in a [`ListView`].
+//!
+//! # The language
+//!
+//! ipvsadm's verbs and options, short and long, as `ipvsadm(8)` documents them (short flags
+//! may be bundled, `-Ln`; a value may be attached, `-w3`, `--weight=3`):
+//! `-A|-E|-D -t|-u VIP:port [-s SCHED]`, `-a|-e|-d -t|-u VIP:port -r RIP[:port] [-g|-m|-b]
+//! [-w WEIGHT]`, `-L|-l [-n] [--stats|--rate|-c] [-t|-u VIP:port]`, `-S [-n]`, `-R`
+//! (commands on stdin, one a line, as `-S` writes them), `-C`, `-Z [-t|-u VIP:port]`.
+//! Schedulers are xlb's (`maglev`, `wrr`, `rr`, `sh`, `random`, `wrandom`, `lc`, `wlc`,
+//! `lt`) and ipvsadm's `mh` for Maglev. Addresses are numeric only (`-n` is implied).
+//!
+//! FullNAT follows the FullNAT ipvsadm of Alibaba's LVS and of DPVS: `-b`/`--fullnat` is the
+//! forwarding flag (upstream ipvsadm uses `-b` for `--sched-flags`, which xlb has no use
+//! for), and the local address pool is edited with `-P|--add-laddr` and `-Q|--del-laddr`
+//! `-t|-u VIP:port -z|--laddr LIP` (DPVS's `-F IFNAME` is accepted and ignored: xlb routes
+//! local addresses itself).
+//!
+//! # Where xlb differs from ipvsadm, and why
+//!
+//! - xlb sets the forwarding method per *service* (one rewrite per service keeps the
+//!   dataplane's per-packet work fixed), ipvsadm per real server. So `-a`'s `-g|-m|-b` must
+//!   match the service's method, except on a service without real servers, whose method
+//!   the first `-a` sets. `-A|-E` also take `-g|-m|-b` (an extension), and `-b` there with
+//!   `-z LIP` (repeatable, or comma-separated) creates a FullNAT service with its pool, as a
+//!   FullNAT service cannot exist without one. Leaving FullNAT drops the pool.
+//! - `-A` without `-s` picks xlb's default, Maglev (ipvsadm's is wlc); `-E` without `-s`
+//!   keeps the scheduler, and `-e` without `-w` keeps the weight.
+//! - What xlb's config holds beyond ipvsadm's model has long options, used by `-A|-E` and
+//!   written by `-S` only when not the default: `--maglev-table-size N`,
+//!   `--health-check tcp|http|udp|none`, `--health-interval SECS`, `--health-timeout SECS`,
+//!   `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
+//!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
+//!   `--health-http-status CODE`, `--on-failure drain|remove`.
+//! - Persistence, firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
+//!   and the sync daemon are refused with the reason, never silently ignored.
+//! - `-R` is atomic: every line is parsed and applied to a copy, and the result is checked
+//!   once; one bad line and nothing changes (ipvsadm applies lines until one fails).
+//!
+//! # Invariants
+//!
+//! - [`apply`] returns a config that passes [`Config::validate`] (the config file's own
+//!   checks) or an error; the config it was given is never changed.
+//! - [`save`] writes lines that [`parse`] reads back and that, applied in order to a config
+//!   without services, give the same services (property-tested).
+//! - Every error names the argument, service or real server at fault.
+//!
+//! Output formats follow ipvsadm 1.31's `print_title`, `print_service_entry` and
+//! `print_conn` (`-L -n`, `--stats`/`--rate` with `--exact` numbers, `-c`), with xlb's name
+//! in place of the kernel's IPVS version line, so that the lines scripts split on
+//! whitespace are where they expect them.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::control::Snapshot;
+use crate::control::config::{
+    Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
+    ServiceConfig, seconds_text,
+};
+use crate::control::socket::{Request, Response};
+use crate::control::stats::{self, BackendRates};
+use crate::dataplane::BackendCounters;
+use crate::flow::{ForwardMode, Proto};
+use crate::sched::SchedulerKind;
+
+/// A virtual service's identity, ipvsadm's `-t|-u VIP:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceId {
+    /// TCP (`-t`) or UDP (`-u`).
+    pub proto: Proto,
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// The virtual port.
+    pub port: u16,
+}
+
+impl ServiceId {
+    /// The identity of a configured service.
+    pub fn of(service: &ServiceConfig) -> ServiceId {
+        ServiceId { proto: service.proto, vip: service.vip, port: service.port }
+    }
+
+    /// ipvsadm's option for the protocol, `-t` or `-u`.
+    pub fn flag(&self) -> &'static str {
+        match self.proto {
+            Proto::Tcp => "-t",
+            Proto::Udp => "-u",
+        }
+    }
+
+    fn find(&self, config: &Config) -> Option<usize> {
+        config.services.iter().position(|s| ServiceId::of(s) == *self)
+    }
+}
+
+impl fmt::Display for ServiceId {
+    /// `10.1.1.10:80/tcp`, as xlb's other messages name services.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.vip, self.port, self.proto)
+    }
+}
+
+/// Health-check settings `-A|-E` may set; `None` keeps the current value (`-E`) or takes
+/// the default (`-A`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealthOptions {
+    /// `--health-check`.
+    pub check: Option<HealthCheckKind>,
+    /// `--health-interval`.
+    pub interval: Option<Duration>,
+    /// `--health-timeout`.
+    pub timeout: Option<Duration>,
+    /// `--health-rise`.
+    pub rise: Option<u32>,
+    /// `--health-fall`.
+    pub fall: Option<u32>,
+    /// `--health-http-path`.
+    pub http_path: Option<String>,
+    /// `--health-http-status`.
+    pub http_status: Option<u16>,
+    /// `--on-failure`.
+    pub on_failure: Option<OnFailure>,
+    /// `--health-udp-payload-hex` (hex, so any bytes survive a `-S` line).
+    pub udp_payload: Option<String>,
+    /// `--health-passive-fall`.
+    pub passive_fall: Option<u32>,
+    /// `--sorry-server ADDR:PORT`, or `none` (`Some(None)`) to remove it.
+    pub sorry_server: Option<Option<SocketAddrV4>>,
+}
+
+/// What `-A|-E` set on a service; `None` (or an empty list) keeps the current value (`-E`)
+/// or takes the default (`-A`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceOptions {
+    /// `-s`.
+    pub scheduler: Option<SchedulerKind>,
+    /// `-g|-m|-b` (xlb forwards per service).
+    pub forward: Option<ForwardMode>,
+    /// `-z`: FullNAT's local address pool, replacing the current one.
+    pub local_addrs: Vec<Ipv4Addr>,
+    /// `--maglev-table-size`.
+    pub maglev_table_size: Option<usize>,
+    /// `--health-*`, `--on-failure`.
+    pub health: HealthOptions,
+}
+
+/// Which listing `-L` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListFormat {
+    /// `-L -n`: services, real servers, forwarding, weights, active and inactive connections.
+    #[default]
+    Table,
+    /// `--stats`: connections, packets and bytes since start (or `-Z`).
+    Stats,
+    /// `--rate`: the same per second.
+    Rate,
+    /// `-c`: the connection entries.
+    Connections,
+}
+
+/// The options of `-L`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Which listing.
+    pub format: ListFormat,
+    /// `-t|-u VIP:port`: only this service.
+    pub service: Option<ServiceId>,
+}
+
+/// One ipvsadm command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `-A`: add a virtual service (with no real servers).
+    AddService {
+        /// Which service.
+        service: ServiceId,
+        /// Its settings.
+        options: ServiceOptions,
+    },
+    /// `-E`: change a virtual service's settings.
+    EditService {
+        /// Which service.
+        service: ServiceId,
+        /// What to change.
+        options: ServiceOptions,
+    },
+    /// `-D`: delete a virtual service and its real servers.
+    DeleteService {
+        /// Which service.
+        service: ServiceId,
+    },
+    /// `-a`: add a real server to a service.
+    AddServer {
+        /// Which service.
+        service: ServiceId,
+        /// The real server (its port defaults to the service port).
+        server: SocketAddrV4,
+        /// `-g|-m|-b`, if given.
+        forward: Option<ForwardMode>,
+        /// `-w`, if given (default 1).
+        weight: Option<u32>,
+    },
+    /// `-e`: change a real server's weight.
+    EditServer {
+        /// Which service.
+        service: ServiceId,
+        /// Which real server.
+        server: SocketAddrV4,
+        /// `-g|-m|-b`, if given: must be the service's.
+        forward: Option<ForwardMode>,
+        /// `-w`, if given.
+        weight: Option<u32>,
+    },
+    /// `-d`: remove a real server from a service.
+    DeleteServer {
+        /// Which service.
+        service: ServiceId,
+        /// Which real server.
+        server: SocketAddrV4,
+    },
+    /// `-P` (DPVS's `--add-laddr`): add local addresses to a FullNAT service's pool.
+    AddLocalAddrs {
+        /// Which service.
+        service: ServiceId,
+        /// The addresses (`-z`).
+        addrs: Vec<Ipv4Addr>,
+    },
+    /// `-Q` (DPVS's `--del-laddr`): remove local addresses from a FullNAT service's pool.
+    DeleteLocalAddrs {
+        /// Which service.
+        service: ServiceId,
+        /// The addresses (`-z`).
+        addrs: Vec<Ipv4Addr>,
+    },
+    /// `-L`: print a listing.
+    List(ListOptions),
+    /// `-S`: print the services as commands `-R` restores.
+    Save,
+    /// `-R`: apply these commands, all or none. [`parse`] returns it empty: the commands
+    /// come from the request's stdin ([`parse_restore`]).
+    Restore(Vec<Command>),
+    /// `-C`: delete every service.
+    Clear,
+    /// `-Z`: zero the counters of one service or all.
+    Zero {
+        /// Which service, or all.
+        service: Option<ServiceId>,
+    },
+    /// `-h`: print the usage.
+    Help,
+}
+
+impl Command {
+    /// Whether the command changes the config (and so goes through [`apply`]).
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Command::List(_) | Command::Save | Command::Zero { .. } | Command::Help)
+    }
+}
+
+impl fmt::Display for Command {
+    /// The command in ipvsadm's syntax, as [`save`] writes it and [`parse`] reads it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let server_line = |f: &mut fmt::Formatter<'_>,
+                           verb: &str,
+                           service: &ServiceId,
+                           server: &SocketAddrV4,
+                           forward: &Option<ForwardMode>,
+                           weight: &Option<u32>| {
+            write!(f, "{verb} {} {}:{} -r {server}", service.flag(), service.vip, service.port)?;
+            if let Some(forward) = forward {
+                write!(f, " {}", forward_flag(*forward))?;
+            }
+            if let Some(weight) = weight {
+                write!(f, " -w {weight}")?;
+            }
+            Ok(())
+        };
+        let service_arg =
+            |service: &ServiceId| format!("{} {}:{}", service.flag(), service.vip, service.port);
+        match self {
+            Command::AddService { service, options } => {
+                write!(f, "-A {}", service_arg(service))?;
+                write_service_options(f, options)
+            }
+            Command::EditService { service, options } => {
+                write!(f, "-E {}", service_arg(service))?;
+                write_service_options(f, options)
+            }
+            Command::DeleteService { service } => write!(f, "-D {}", service_arg(service)),
+            Command::AddServer { service, server, forward, weight } => {
+                server_line(f, "-a", service, server, forward, weight)
+            }
+            Command::EditServer { service, server, forward, weight } => {
+                server_line(f, "-e", service, server, forward, weight)
+            }
+            Command::DeleteServer { service, server } => {
+                write!(f, "-d {} -r {server}", service_arg(service))
+            }
+            Command::AddLocalAddrs { service, addrs } => {
+                write!(f, "-P {}", service_arg(service))?;
+                addrs.iter().try_for_each(|a| write!(f, " -z {a}"))
+            }
+            Command::DeleteLocalAddrs { service, addrs } => {
+                write!(f, "-Q {}", service_arg(service))?;
+                addrs.iter().try_for_each(|a| write!(f, " -z {a}"))
+            }
+            Command::List(options) => {
+                f.write_str("-L -n")?;
+                match options.format {
+                    ListFormat::Table => {}
+                    ListFormat::Stats => f.write_str(" --stats")?,
+                    ListFormat::Rate => f.write_str(" --rate")?,
+                    ListFormat::Connections => f.write_str(" -c")?,
+                }
+                match &options.service {
+                    Some(service) => write!(f, " {}", service_arg(service)),
+                    None => Ok(()),
+                }
+            }
+            Command::Save => f.write_str("-S -n"),
+            Command::Restore(_) => f.write_str("-R"),
+            Command::Clear => f.write_str("-C"),
+            Command::Zero { service } => match service {
+                Some(service) => write!(f, "-Z {}", service_arg(service)),
+                None => f.write_str("-Z"),
+            },
+            Command::Help => f.write_str("-h"),
+        }
+    }
+}
+
+fn forward_flag(forward: ForwardMode) -> &'static str {
+    match forward {
+        ForwardMode::Dr => "-g",
+        ForwardMode::Nat => "-m",
+        ForwardMode::FullNat => "-b",
+    }
+}
+
+fn write_service_options(f: &mut fmt::Formatter<'_>, options: &ServiceOptions) -> fmt::Result {
+    if let Some(scheduler) = options.scheduler {
+        write!(f, " -s {scheduler}")?;
+    }
+    if let Some(forward) = options.forward {
+        write!(f, " {}", forward_flag(forward))?;
+    }
+    for addr in &options.local_addrs {
+        write!(f, " -z {addr}")?;
+    }
+    if let Some(size) = options.maglev_table_size {
+        write!(f, " --maglev-table-size {size}")?;
+    }
+    let h = &options.health;
+    if let Some(check) = h.check {
+        write!(f, " --health-check {check}")?;
+    }
+    if let Some(interval) = h.interval {
+        write!(f, " --health-interval {}", seconds_text(interval))?;
+    }
+    if let Some(timeout) = h.timeout {
+        write!(f, " --health-timeout {}", seconds_text(timeout))?;
+    }
+    if let Some(rise) = h.rise {
+        write!(f, " --health-rise {rise}")?;
+    }
+    if let Some(fall) = h.fall {
+        write!(f, " --health-fall {fall}")?;
+    }
+    if let Some(path) = &h.http_path {
+        write!(f, " --health-http-path {path}")?;
+    }
+    if let Some(status) = h.http_status {
+        write!(f, " --health-http-status {status}")?;
+    }
+    if let Some(on_failure) = h.on_failure {
+        write!(f, " --on-failure {on_failure}")?;
+    }
+    if let Some(payload) = &h.udp_payload {
+        let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
+        write!(f, " --health-udp-payload-hex {}", if hex.is_empty() { "-" } else { &hex })?;
+    }
+    if let Some(passive_fall) = h.passive_fall {
+        write!(f, " --health-passive-fall {passive_fall}")?;
+    }
+    match h.sorry_server {
+        Some(Some(sorry)) => write!(f, " --sorry-server {sorry}")?,
+        Some(None) => write!(f, " --sorry-server none")?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// Why a command was refused. The message names the argument, service or real server.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CtlError {
+    /// The command line itself is wrong (unknown option, bad value, missing option...).
+    #[error("{0}")]
+    Usage(String),
+    /// No such service.
+    #[error("service {0} does not exist (-A adds it)")]
+    NoSuchService(ServiceId),
+    /// `-A` of a service that exists.
+    #[error("service {0} already exists (-E changes it)")]
+    ServiceExists(ServiceId),
+    /// No such real server in the service.
+    #[error("service {service} has no real server {server} (-a adds it)")]
+    NoSuchServer {
+        /// The service.
+        service: ServiceId,
+        /// The real server asked for.
+        server: SocketAddrV4,
+    },
+    /// `-a` of a real server the service has.
+    #[error("service {service} already has real server {server} (-e changes it)")]
+    ServerExists {
+        /// The service.
+        service: ServiceId,
+        /// The real server.
+        server: SocketAddrV4,
+    },
+    /// A real server's forwarding flag is not its service's.
+    #[error(
+        "service {service} forwards by {has}; xlb sets the forwarding method per service, so \
+         real server {server} cannot use {asked} ({hint})"
+    )]
+    ForwardMismatch {
+        /// The service.
+        service: ServiceId,
+        /// The real server.
+        server: SocketAddrV4,
+        /// The service's method.
+        has: ForwardMode,
+        /// The method asked for.
+        asked: ForwardMode,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A local-address (FullNAT pool) change that cannot be made.
+    #[error("service {service}: {message}")]
+    LocalAddrs {
+        /// The service.
+        service: ServiceId,
+        /// What is wrong.
+        message: String,
+    },
+    /// The resulting config breaks a rule of the config file.
+    #[error("{what} = {value}: {expected}")]
+    Invalid {
+        /// The service, real server and setting at fault.
+        what: String,
+        /// The value.
+        value: String,
+        /// What is expected instead.
+        expected: String,
+    },
+    /// One command of a `-R` failed; nothing was applied.
+    #[error("{command}: {error}")]
+    Restore {
+        /// The failing command, as ipvsadm syntax (or `line N` when it did not parse).
+        command: String,
+        /// Why.
+        error: Box<CtlError>,
+    },
+}
+
+impl CtlError {
+    /// The exit status `xlb ctl` gives: 2 for a bad command line (as ipvsadm), 1 for a
+    /// command the running state refused.
+    pub fn status(&self) -> i32 {
+        match self {
+            CtlError::Usage(_) => 2,
+            CtlError::Restore { error, .. } => error.status(),
+            _ => 1,
+        }
+    }
+}
+
+// Parsing.
+
+/// What an option is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Verb(Verb),
+    Tcp,
+    Udp,
+    Scheduler,
+    Real,
+    Forward(ForwardMode),
+    Weight,
+    Numeric,
+    Connection,
+    Stats,
+    Rate,
+    Exact,
+    Sort,
+    Laddr,
+    Ifname,
+    MaglevSize,
+    HealthCheck,
+    HealthInterval,
+    HealthTimeout,
+    HealthRise,
+    HealthFall,
+    HealthPath,
+    HealthStatus,
+    HealthUdpPayload,
+    HealthPassiveFall,
+    SorryServer,
+    OnFailure,
+    /// Recognised, refused, with the reason.
+    Unsupported(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    AddService,
+    EditService,
+    DeleteService,
+    AddServer,
+    EditServer,
+    DeleteServer,
+    AddLaddr,
+    DelLaddr,
+    List,
+    Save,
+    Restore,
+    Clear,
+    Zero,
+    Help,
+}
+
+struct Spec {
+    short: Option<char>,
+    long: &'static str,
+    value: bool,
+    key: Key,
+}
+
+const fn spec(short: Option<char>, long: &'static str, value: bool, key: Key) -> Spec {
+    Spec { short, long, value, key }
+}
+
+const NO_PERSISTENCE: &str = "xlb has no persistence: sh and maglev keep a client's flows on one \
+                              real server without a template table";
+const NO_FWMARK: &str = "xlb has no firewall-mark services: use -t or -u VIP:port";
+const NO_TUNNEL: &str = "xlb forwards by -g (DR), -m (NAT) or -b (FullNAT), not IP-in-IP";
+const NO_THRESHOLDS: &str = "xlb has no connection thresholds";
+const NO_SET: &str = "xlb's timeouts are the config's [conntrack] table (SIGHUP reloads it)";
+const NO_SYNC: &str = "xlb has no connection-sync daemon";
+
+const SPECS: &[Spec] = &[
+    spec(Some('A'), "add-service", false, Key::Verb(Verb::AddService)),
+    spec(Some('E'), "edit-service", false, Key::Verb(Verb::EditService)),
+    spec(Some('D'), "delete-service", false, Key::Verb(Verb::DeleteService)),
+    spec(Some('a'), "add-server", false, Key::Verb(Verb::AddServer)),
+    spec(Some('e'), "edit-server", false, Key::Verb(Verb::EditServer)),
+    spec(Some('d'), "delete-server", false, Key::Verb(Verb::DeleteServer)),
+    spec(Some('P'), "add-laddr", false, Key::Verb(Verb::AddLaddr)),
+    spec(Some('Q'), "del-laddr", false, Key::Verb(Verb::DelLaddr)),
+    spec(Some('L'), "list", false, Key::Verb(Verb::List)),
+    spec(Some('l'), "list", false, Key::Verb(Verb::List)),
+    spec(Some('S'), "save", false, Key::Verb(Verb::Save)),
+    spec(Some('R'), "restore", false, Key::Verb(Verb::Restore)),
+    spec(Some('C'), "clear", false, Key::Verb(Verb::Clear)),
+    spec(Some('Z'), "zero", false, Key::Verb(Verb::Zero)),
+    spec(Some('h'), "help", false, Key::Verb(Verb::Help)),
+    spec(Some('t'), "tcp-service", true, Key::Tcp),
+    spec(Some('u'), "udp-service", true, Key::Udp),
+    spec(Some('s'), "scheduler", true, Key::Scheduler),
+    spec(Some('r'), "real-server", true, Key::Real),
+    spec(Some('g'), "gatewaying", false, Key::Forward(ForwardMode::Dr)),
+    spec(Some('m'), "masquerading", false, Key::Forward(ForwardMode::Nat)),
+    spec(Some('b'), "fullnat", false, Key::Forward(ForwardMode::FullNat)),
+    spec(Some('w'), "weight", true, Key::Weight),
+    spec(Some('n'), "numeric", false, Key::Numeric),
+    spec(Some('c'), "connection", false, Key::Connection),
+    spec(None, "stats", false, Key::Stats),
+    spec(None, "rate", false, Key::Rate),
+    spec(Some('X'), "exact", false, Key::Exact),
+    spec(None, "sort", false, Key::Sort),
+    spec(Some('z'), "laddr", true, Key::Laddr),
+    spec(Some('F'), "ifname", true, Key::Ifname),
+    spec(None, "maglev-table-size", true, Key::MaglevSize),
+    spec(None, "health-check", true, Key::HealthCheck),
+    spec(None, "health-interval", true, Key::HealthInterval),
+    spec(None, "health-timeout", true, Key::HealthTimeout),
+    spec(None, "health-rise", true, Key::HealthRise),
+    spec(None, "health-fall", true, Key::HealthFall),
+    spec(None, "health-http-path", true, Key::HealthPath),
+    spec(None, "health-http-status", true, Key::HealthStatus),
+    spec(None, "on-failure", true, Key::OnFailure),
+    spec(None, "health-udp-payload-hex", true, Key::HealthUdpPayload),
+    spec(None, "health-passive-fall", true, Key::HealthPassiveFall),
+    spec(None, "sorry-server", true, Key::SorryServer),
+    spec(Some('f'), "fwmark-service", false, Key::Unsupported(NO_FWMARK)),
+    spec(Some('p'), "persistent", false, Key::Unsupported(NO_PERSISTENCE)),
+    spec(Some('M'), "netmask", false, Key::Unsupported(NO_PERSISTENCE)),
+    spec(None, "persistent-conn", false, Key::Unsupported(NO_PERSISTENCE)),
+    spec(None, "pe", false, Key::Unsupported(NO_PERSISTENCE)),
+    spec(Some('i'), "ipip", false, Key::Unsupported(NO_TUNNEL)),
+    spec(Some('x'), "u-threshold", false, Key::Unsupported(NO_THRESHOLDS)),
+    spec(Some('y'), "l-threshold", false, Key::Unsupported(NO_THRESHOLDS)),
+    spec(None, "thresholds", false, Key::Unsupported(NO_THRESHOLDS)),
+    spec(Some('o'), "ops", false, Key::Unsupported("xlb has no one-packet scheduling")),
+    spec(None, "set", false, Key::Unsupported(NO_SET)),
+    spec(None, "timeout", false, Key::Unsupported(NO_SET)),
+    spec(None, "start-daemon", false, Key::Unsupported(NO_SYNC)),
+    spec(None, "stop-daemon", false, Key::Unsupported(NO_SYNC)),
+    spec(None, "daemon", false, Key::Unsupported(NO_SYNC)),
+];
+
+/// One option as given: how it was written (for messages), what it is, its value.
+struct Given {
+    name: String,
+    key: Key,
+    value: Option<String>,
+}
+
+fn usage(message: impl Into<String>) -> CtlError {
+    CtlError::Usage(message.into())
+}
+
+/// Refuses an option xlb recognises but does not support, before its values (which may be
+/// optional or several, as `-p [TIMEOUT]` and `--set TCP TCPFIN UDP`) confuse the rest.
+fn unsupported(shown: &str, key: Key) -> Result<(), CtlError> {
+    match key {
+        Key::Unsupported(why) => Err(usage(format!("{shown} is not supported: {why}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Splits a command line into options (bundled short flags, attached values).
+fn tokenize(args: &[String]) -> Result<Vec<Given>, CtlError> {
+    let mut given = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, attached) = match long.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (long, None),
+            };
+            let spec = SPECS.iter().find(|s| s.long == name).ok_or_else(|| {
+                usage(format!("unknown option {arg:?} (xlb ctl -h lists the options)"))
+            })?;
+            let shown = format!("--{name}");
+            unsupported(&shown, spec.key)?;
+            let value = match (spec.value, attached) {
+                (true, Some(value)) => Some(value),
+                (true, None) => Some(
+                    rest.next().cloned().ok_or_else(|| usage(format!("{shown} needs a value")))?,
+                ),
+                (false, Some(_)) => return Err(usage(format!("{shown} takes no value: {arg:?}"))),
+                (false, None) => None,
+            };
+            given.push(Given { name: shown, key: spec.key, value });
+        } else if let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) {
+            for (at, flag) in flags.char_indices() {
+                let spec = SPECS.iter().find(|s| s.short == Some(flag)).ok_or_else(|| {
+                    usage(format!(
+                        "unknown option -{flag} in {arg:?} (xlb ctl -h lists the options)"
+                    ))
+                })?;
+                let shown = format!("-{flag}");
+                unsupported(&shown, spec.key)?;
+                if !spec.value {
+                    given.push(Given { name: shown, key: spec.key, value: None });
+                    continue;
+                }
+                let attached = &flags[at + flag.len_utf8()..];
+                let value = if attached.is_empty() {
+                    rest.next().cloned().ok_or_else(|| usage(format!("{shown} needs a value")))?
+                } else {
+                    attached.to_string()
+                };
+                given.push(Given { name: shown, key: spec.key, value: Some(value) });
+                break;
+            }
+        } else {
+            return Err(usage(format!(
+                "unexpected argument {arg:?}: ipvsadm's commands are options, like -L -n"
+            )));
+        }
+    }
+    Ok(given)
+}
+
+/// Parses one ipvsadm command line (without the program name), e.g.
+/// `["-a", "-t", "10.1.1.10:80", "-r", "10.1.1.11", "-g", "-w", "2"]`.
+pub fn parse(args: &[String]) -> Result<Command, CtlError> {
+    let given = tokenize(args)?;
+    let mut verbs = given.iter().filter_map(|g| match g.key {
+        Key::Verb(verb) => Some((verb, g.name.as_str())),
+        _ => None,
+    });
+    let (verb, verb_name) = verbs.next().ok_or_else(|| {
+        usage("no command given: expected one of -A -E -D -a -e -d -L -S -R -C -Z -P -Q (-h for help)")
+    })?;
+    if let Some((_, second)) = verbs.next() {
+        return Err(usage(format!("two commands given, {verb_name} and {second}: give one")));
+    }
+    let mut options = Options { verb_name: verb_name.to_string(), given: Vec::new() };
+    for g in given.into_iter().filter(|g| !matches!(g.key, Key::Verb(_))) {
+        if g.key != Key::Laddr
+            && let Some(earlier) = options.given.iter().find(|e| e.key == g.key)
+        {
+            return Err(usage(format!(
+                "{} given twice (as {} and {})",
+                g.name, earlier.name, g.name
+            )));
+        }
+        options.given.push(g);
+    }
+    let command = match verb {
+        Verb::AddService | Verb::EditService => {
+            let service = options.service()?.ok_or_else(|| options.missing("-t|-u VIP:port"))?;
+            let service_options = options.service_options()?;
+            if verb == Verb::AddService {
+                Command::AddService { service, options: service_options }
+            } else {
+                Command::EditService { service, options: service_options }
+            }
+        }
+        Verb::DeleteService => {
+            let service = options.service()?.ok_or_else(|| options.missing("-t|-u VIP:port"))?;
+            Command::DeleteService { service }
+        }
+        Verb::AddServer | Verb::EditServer | Verb::DeleteServer => {
+            let service = options.service()?.ok_or_else(|| options.missing("-t|-u VIP:port"))?;
+            let server = options.real_server(service.port)?;
+            if verb == Verb::DeleteServer {
+                Command::DeleteServer { service, server }
+            } else {
+                let forward = options.forward();
+                let weight = options.number(Key::Weight, 0, 65_535, "a weight from 0 to 65535")?;
+                let weight = weight.map(|w| w as u32);
+                if verb == Verb::AddServer {
+                    Command::AddServer { service, server, forward, weight }
+                } else {
+                    Command::EditServer { service, server, forward, weight }
+                }
+            }
+        }
+        Verb::AddLaddr | Verb::DelLaddr => {
+            let service = options.service()?.ok_or_else(|| options.missing("-t|-u VIP:port"))?;
+            options.take(Key::Ifname);
+            let addrs = options.laddrs()?;
+            if addrs.is_empty() {
+                return Err(options.missing("-z LIP"));
+            }
+            if verb == Verb::AddLaddr {
+                Command::AddLocalAddrs { service, addrs }
+            } else {
+                Command::DeleteLocalAddrs { service, addrs }
+            }
+        }
+        Verb::List => {
+            options.take(Key::Numeric);
+            options.take(Key::Exact);
+            options.take(Key::Sort);
+            let formats = [
+                (Key::Stats, ListFormat::Stats),
+                (Key::Rate, ListFormat::Rate),
+                (Key::Connection, ListFormat::Connections),
+            ];
+            let mut format = ListFormat::Table;
+            let mut chosen: Option<String> = None;
+            for (key, candidate) in formats {
+                if let Some(g) = options.take(key) {
+                    if let Some(first) = &chosen {
+                        return Err(usage(format!("{first} and {} cannot be combined", g.name)));
+                    }
+                    chosen = Some(g.name);
+                    format = candidate;
+                }
+            }
+            let service = options.service()?;
+            Command::List(ListOptions { format, service })
+        }
+        Verb::Save => {
+            options.take(Key::Numeric);
+            Command::Save
+        }
+        Verb::Restore => Command::Restore(Vec::new()),
+        Verb::Clear => Command::Clear,
+        Verb::Zero => Command::Zero { service: options.service()? },
+        Verb::Help => Command::Help,
+    };
+    options.finish()?;
+    Ok(command)
+}
+
+/// The options of one command, consumed as the command reads them; what is left over is
+/// not valid with the command.
+struct Options {
+    verb_name: String,
+    given: Vec<Given>,
+}
+
+impl Options {
+    fn take(&mut self, key: Key) -> Option<Given> {
+        let at = self.given.iter().position(|g| g.key == key)?;
+        Some(self.given.remove(at))
+    }
+
+    fn missing(&self, what: &str) -> CtlError {
+        usage(format!("{} needs {what}", self.verb_name))
+    }
+
+    fn finish(self) -> Result<(), CtlError> {
+        match self.given.first() {
+            Some(g) => Err(usage(format!("{} cannot be used with {}", g.name, self.verb_name))),
+            None => Ok(()),
+        }
+    }
+
+    /// `-t|-u VIP:port`.
+    fn service(&mut self) -> Result<Option<ServiceId>, CtlError> {
+        let tcp = self.take(Key::Tcp);
+        let udp = self.take(Key::Udp);
+        let (g, proto) = match (tcp, udp) {
+            (Some(t), Some(u)) => {
+                return Err(usage(format!(
+                    "{} and {} both given: one service at a time",
+                    t.name, u.name
+                )));
+            }
+            (Some(g), None) => (g, Proto::Tcp),
+            (None, Some(g)) => (g, Proto::Udp),
+            (None, None) => return Ok(None),
+        };
+        let value = g.value.unwrap_or_default();
+        let expected = "VIP:port, numeric, like 10.1.1.10:80";
+        let (vip, port) = value
+            .split_once(':')
+            .and_then(|(vip, port)| Some((Ipv4Addr::from_str(vip).ok()?, parse_port(port)?)))
+            .ok_or_else(|| usage(format!("{} {value}: expected {expected}", g.name)))?;
+        Ok(Some(ServiceId { proto, vip, port }))
+    }
+
+    /// `-r RIP[:port]`; the port defaults to the service port, as in ipvsadm.
+    fn real_server(&mut self, service_port: u16) -> Result<SocketAddrV4, CtlError> {
+        let g = self.take(Key::Real).ok_or_else(|| self.missing("-r RIP[:port]"))?;
+        let value = g.value.unwrap_or_default();
+        let parsed = match value.split_once(':') {
+            Some((addr, port)) => Ipv4Addr::from_str(addr).ok().zip(parse_port(port)),
+            None => Ipv4Addr::from_str(&value).ok().map(|addr| (addr, service_port)),
+        };
+        let (addr, port) = parsed.ok_or_else(|| {
+            usage(format!("{} {value}: expected RIP[:port], numeric, like 10.1.1.11:80", g.name))
+        })?;
+        Ok(SocketAddrV4::new(addr, port))
+    }
+
+    /// `-g|-m|-b`: at most one.
+    fn forward(&mut self) -> Option<ForwardMode> {
+        let at = self.given.iter().position(|g| matches!(g.key, Key::Forward(_)))?;
+        let g = self.given.remove(at);
+        match g.key {
+            Key::Forward(mode) => Some(mode),
+            _ => None,
+        }
+    }
+
+    /// Every `-z`, each an address or a comma-separated list.
+    fn laddrs(&mut self) -> Result<Vec<Ipv4Addr>, CtlError> {
+        let mut addrs = Vec::new();
+        while let Some(g) = self.take(Key::Laddr) {
+            let value = g.value.unwrap_or_default();
+            for part in value.split(',') {
+                let addr = Ipv4Addr::from_str(part).map_err(|_| {
+                    usage(format!(
+                        "{} {value}: {part:?} is not an IPv4 address, like 10.1.1.200",
+                        g.name
+                    ))
+                })?;
+                addrs.push(addr);
+            }
+        }
+        Ok(addrs)
+    }
+
+    fn number(
+        &mut self,
+        key: Key,
+        min: u64,
+        max: u64,
+        expected: &str,
+    ) -> Result<Option<u64>, CtlError> {
+        let Some(g) = self.take(key) else { return Ok(None) };
+        let value = g.value.unwrap_or_default();
+        let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+        digits
+            .then(|| value.parse::<u64>().ok())
+            .flatten()
+            .filter(|n| (min..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| usage(format!("{} {value}: expected {expected}", g.name)))
+    }
+
+    fn seconds(&mut self, key: Key) -> Result<Option<Duration>, CtlError> {
+        let Some(g) = self.take(key) else { return Ok(None) };
+        let value = g.value.unwrap_or_default();
+        parse_seconds(&value).map(Some).ok_or_else(|| {
+            usage(format!("{} {value}: expected seconds, more than 0, like 2 or 0.5", g.name))
+        })
+    }
+
+    fn named<T>(
+        &mut self,
+        key: Key,
+        from: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, CtlError> {
+        let Some(g) = self.take(key) else { return Ok(None) };
+        let value = g.value.unwrap_or_default();
+        from(&value)
+            .map(Some)
+            .ok_or_else(|| usage(format!("{} {value}: expected {expected}", g.name)))
+    }
+
+    /// What `-A|-E` may set.
+    fn service_options(&mut self) -> Result<ServiceOptions, CtlError> {
+        let scheduler = self.take(Key::Scheduler).map(|g| {
+            let value = g.value.unwrap_or_default();
+            SchedulerKind::from_str(&value)
+                .map_err(|why| usage(format!("{} {value}: {why}", g.name)))
+        });
+        let scheduler = scheduler.transpose()?;
+        let forward = self.forward();
+        let local_addrs = self.laddrs()?;
+        let max = crate::control::config::MAX_MAGLEV_TABLE_SIZE as u64;
+        let maglev_table_size = self
+            .number(Key::MaglevSize, 2, max, &format!("a prime from 2 to {max}, like 65537"))?
+            .map(|n| n as usize);
+        let check = self.named(
+            Key::HealthCheck,
+            |v| HealthCheckKind::ALL.into_iter().find(|k| k.name() == v),
+            "tcp, http, udp or none",
+        )?;
+        let on_failure = self.named(
+            Key::OnFailure,
+            |v| OnFailure::ALL.into_iter().find(|k| k.name() == v),
+            "drain or remove",
+        )?;
+        let count = "a count of probes from 1 to 4294967295";
+        let health = HealthOptions {
+            check,
+            interval: self.seconds(Key::HealthInterval)?,
+            timeout: self.seconds(Key::HealthTimeout)?,
+            rise: self.number(Key::HealthRise, 1, u64::from(u32::MAX), count)?.map(|n| n as u32),
+            fall: self.number(Key::HealthFall, 1, u64::from(u32::MAX), count)?.map(|n| n as u32),
+            http_path: self.named(Key::HealthPath, |v| Some(v.to_string()), "a path")?,
+            http_status: self
+                .number(Key::HealthStatus, 100, 599, "an HTTP status from 100 to 599")?
+                .map(|n| n as u16),
+            on_failure,
+            udp_payload: self.named(
+                Key::HealthUdpPayload,
+                decode_hex,
+                "hex bytes, or - for none",
+            )?,
+            passive_fall: self
+                .number(Key::HealthPassiveFall, 0, u64::from(u32::MAX), "a count (0: off)")?
+                .map(|n| n as u32),
+            sorry_server: self.named(
+                Key::SorryServer,
+                |v| match v {
+                    "none" => Some(None),
+                    v => v.parse::<SocketAddrV4>().ok().map(Some),
+                },
+                "ADDR:PORT, or none",
+            )?,
+        };
+        Ok(ServiceOptions { scheduler, forward, local_addrs, maglev_table_size, health })
+    }
+}
+
+/// `--health-udp-payload-hex`: pairs of hex digits as text (`-`: empty).
+fn decode_hex(text: &str) -> Option<String> {
+    if text == "-" {
+        return Some(String::new());
+    }
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    Some(text)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))?
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+}
+
+/// Seconds written as digits with up to nine decimals, exactly; more than zero.
+fn parse_seconds(text: &str) -> Option<Duration> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 9 {
+        return None;
+    }
+    if text.ends_with('.') {
+        return None;
+    }
+    let secs = whole.parse::<u64>().ok()?;
+    let nanos =
+        if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse::<u32>().ok()? };
+    Some(Duration::new(secs, nanos)).filter(|d| !d.is_zero())
+}
+
+/// Parses the text `-R` reads: one command a line, as [`save`] writes them; blank lines and
+/// lines starting with `#` are skipped, as is a leading `ipvsadm` word. Only commands that
+/// change the config may appear. An error names the line.
+pub fn parse_restore(text: &str) -> Result<Vec<Command>, CtlError> {
+    let mut commands = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        if words.first().is_some_and(|w| w == "ipvsadm" || w.ends_with("/ipvsadm")) {
+            words.remove(0);
+        }
+        let at_line = |error| CtlError::Restore {
+            command: format!("line {} ({line})", index + 1),
+            error: Box::new(error),
+        };
+        let command = parse(&words).map_err(at_line)?;
+        if !command.is_change() || matches!(command, Command::Restore(_)) {
+            return Err(at_line(usage(format!(
+                "{} does not belong in a restore: only commands that change services do",
+                words.first().map_or("", String::as_str)
+            ))));
+        }
+        commands.push(command);
+    }
+    Ok(commands)
+}
+
+// Applying.
+
+/// Applies `command` to `config`: the new config, checked as a config file is, or an error
+/// naming what is wrong. `config` itself is never changed. Commands that change nothing
+/// (`-L`, `-S`, `-Z`, `-h`) return an equal config.
+pub fn apply(config: &Config, command: &Command) -> Result<Config, CtlError> {
+    let mut next = config.clone();
+    change(&mut next, command)?;
+    check(&next).map_err(|error| match command {
+        Command::Restore(_) => CtlError::Restore { command: "-R".into(), error: Box::new(error) },
+        _ => error,
+    })?;
+    Ok(next)
+}
+
+/// Checks a config with the config file's rules, naming services and real servers.
+fn check(config: &Config) -> Result<(), CtlError> {
+    config.validate().map_err(|error| match error {
+        ConfigError::Invalid { key, value, expected, .. } => {
+            CtlError::Invalid { what: describe_key(config, &key), value, expected }
+        }
+        ConfigError::Missing { key, expected, .. } => {
+            CtlError::Invalid { what: describe_key(config, &key), value: "(none)".into(), expected }
+        }
+        other => CtlError::Invalid {
+            what: "config".into(),
+            value: String::new(),
+            expected: other.to_string(),
+        },
+    })
+}
+
+/// `service[1].backend[0].port` as `service 10.1.1.10:80/tcp real server 10.1.1.11:80 port`.
+fn describe_key(config: &Config, key: &str) -> String {
+    let index = |text: &str| -> Option<(usize, String)> {
+        let (number, rest) = text.split_once(']')?;
+        Some((number.parse().ok()?, rest.to_string()))
+    };
+    let Some((s, rest)) = key.strip_prefix("service[").and_then(index) else {
+        return key.to_string();
+    };
+    let Some(service) = config.services.get(s) else { return key.to_string() };
+    let mut what = format!("service {}", ServiceId::of(service));
+    let mut rest = rest;
+    if let Some((b, after)) = rest.strip_prefix(".backend[").and_then(index)
+        && let Some(backend) = service.backends.get(b)
+    {
+        what.push_str(&format!(" real server {}:{}", backend.addr, backend.port));
+        rest = after;
+    }
+    if let Some(setting) = rest.strip_prefix('.') {
+        what.push(' ');
+        what.push_str(setting);
+    }
+    what
+}
+
+/// Makes the change without the config file's value checks (those run once, after).
+fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
+    match command {
+        Command::AddService { service, options } => {
+            if service.find(config).is_some() {
+                return Err(CtlError::ServiceExists(*service));
+            }
+            let mut new = ServiceConfig {
+                vip: service.vip,
+                port: service.port,
+                proto: service.proto,
+                scheduler: SchedulerKind::Maglev,
+                forward: ForwardMode::Dr,
+                local_addrs: Vec::new(),
+                maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
+                health: HealthConfig::for_proto(service.proto),
+                backends: Vec::new(),
+            };
+            edit_service(&mut new, options, true)?;
+            config.services.push(new);
+        }
+        Command::EditService { service, options } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            edit_service(&mut config.services[at], options, false)?;
+        }
+        Command::DeleteService { service } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            config.services.remove(at);
+        }
+        Command::AddServer { service, server, forward, weight } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            let target = &mut config.services[at];
+            if backend_at(target, server).is_some() {
+                return Err(CtlError::ServerExists { service: *service, server: *server });
+            }
+            if let Some(asked) = *forward
+                && asked != target.forward
+            {
+                if !target.backends.is_empty() {
+                    return Err(mismatch(*service, *server, target.forward, asked));
+                }
+                set_forward(target, *service, asked, &[])?;
+            }
+            target.backends.push(crate::control::config::BackendConfig {
+                addr: *server.ip(),
+                port: server.port(),
+                weight: weight.unwrap_or(1),
+            });
+        }
+        Command::EditServer { service, server, forward, weight } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            let target = &mut config.services[at];
+            let backend = backend_at(target, server)
+                .ok_or(CtlError::NoSuchServer { service: *service, server: *server })?;
+            if let Some(asked) = *forward
+                && asked != target.forward
+            {
+                return Err(mismatch(*service, *server, target.forward, asked));
+            }
+            if let Some(weight) = weight {
+                target.backends[backend].weight = *weight;
+            }
+        }
+        Command::DeleteServer { service, server } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            let target = &mut config.services[at];
+            let backend = backend_at(target, server)
+                .ok_or(CtlError::NoSuchServer { service: *service, server: *server })?;
+            target.backends.remove(backend);
+        }
+        Command::AddLocalAddrs { service, addrs } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            let target = &mut config.services[at];
+            let refuse = |message: String| CtlError::LocalAddrs { service: *service, message };
+            if target.forward != ForwardMode::FullNat {
+                return Err(refuse(format!(
+                    "it forwards by {}, and local addresses are FullNAT's source pool (-E {} {}:{} \
+                     -b -z LIP makes it FullNAT)",
+                    target.forward,
+                    service.flag(),
+                    service.vip,
+                    service.port
+                )));
+            }
+            for addr in addrs {
+                if target.local_addrs.contains(addr) {
+                    return Err(refuse(format!("local address {addr} is already in its pool")));
+                }
+                target.local_addrs.push(*addr);
+            }
+        }
+        Command::DeleteLocalAddrs { service, addrs } => {
+            let at = service.find(config).ok_or(CtlError::NoSuchService(*service))?;
+            let target = &mut config.services[at];
+            let refuse = |message: String| CtlError::LocalAddrs { service: *service, message };
+            for addr in addrs {
+                let position = target.local_addrs.iter().position(|a| a == addr);
+                let position = position
+                    .ok_or_else(|| refuse(format!("local address {addr} is not in its pool")))?;
+                target.local_addrs.remove(position);
+            }
+            if target.local_addrs.is_empty() && target.forward == ForwardMode::FullNat {
+                return Err(refuse(
+                    "that would empty its local address pool, and FullNAT needs one address at \
+                     least (add another with -P first)"
+                        .into(),
+                ));
+            }
+        }
+        Command::Restore(commands) => {
+            for command in commands {
+                change(config, command).map_err(|error| CtlError::Restore {
+                    command: command.to_string(),
+                    error: Box::new(error),
+                })?;
+            }
+        }
+        Command::Clear => config.services.clear(),
+        Command::List(_) | Command::Save | Command::Zero { .. } | Command::Help => {}
+    }
+    Ok(())
+}
+
+fn backend_at(service: &ServiceConfig, server: &SocketAddrV4) -> Option<usize> {
+    service.backends.iter().position(|b| b.addr == *server.ip() && b.port == server.port())
+}
+
+fn mismatch(
+    service: ServiceId,
+    server: SocketAddrV4,
+    has: ForwardMode,
+    asked: ForwardMode,
+) -> CtlError {
+    CtlError::ForwardMismatch {
+        service,
+        server,
+        has,
+        asked,
+        hint: "give the service's flag, or none; -E -g|-m|-b changes the service's method",
+    }
+}
+
+/// Sets a service's forwarding method; FullNAT takes `local_addrs` (or keeps its pool),
+/// the others drop the pool.
+fn set_forward(
+    service: &mut ServiceConfig,
+    id: ServiceId,
+    forward: ForwardMode,
+    local_addrs: &[Ipv4Addr],
+) -> Result<(), CtlError> {
+    match forward {
+        ForwardMode::FullNat => {
+            if !local_addrs.is_empty() {
+                service.local_addrs = local_addrs.to_vec();
+            }
+            if service.local_addrs.is_empty() {
+                return Err(CtlError::LocalAddrs {
+                    service: id,
+                    message: format!(
+                        "FullNAT needs local addresses, its source pool: -E {} {}:{} -b -z LIP \
+                         makes the service FullNAT with one",
+                        id.flag(),
+                        id.vip,
+                        id.port
+                    ),
+                });
+            }
+        }
+        ForwardMode::Dr | ForwardMode::Nat => {
+            if !local_addrs.is_empty() {
+                return Err(CtlError::LocalAddrs {
+                    service: id,
+                    message: format!(
+                        "local addresses (-z) are FullNAT's source pool, and this service \
+                         forwards by {forward}"
+                    ),
+                });
+            }
+            service.local_addrs.clear();
+        }
+    }
+    service.forward = forward;
+    Ok(())
+}
+
+fn edit_service(
+    service: &mut ServiceConfig,
+    options: &ServiceOptions,
+    adding: bool,
+) -> Result<(), CtlError> {
+    let id = ServiceId::of(service);
+    if let Some(scheduler) = options.scheduler {
+        service.scheduler = scheduler;
+    }
+    match options.forward {
+        Some(forward) => set_forward(service, id, forward, &options.local_addrs)?,
+        None if !options.local_addrs.is_empty() => {
+            let forward = service.forward;
+            set_forward(service, id, forward, &options.local_addrs)?;
+        }
+        None => {}
+    }
+    if let Some(size) = options.maglev_table_size {
+        service.maglev_table_size = size;
+    }
+    let h = &options.health;
+    let health = &mut service.health;
+    if let Some(check) = h.check {
+        health.check = check;
+        if check != HealthCheckKind::Http {
+            let defaults = HealthConfig::default();
+            health.http_path = defaults.http_path;
+            health.http_status = defaults.http_status;
+        }
+    }
+    if let Some(interval) = h.interval {
+        health.interval = interval;
+        // As in a config file: a short interval shortens the default timeout with it.
+        if adding && h.timeout.is_none() {
+            health.timeout = health.timeout.min(interval);
+        }
+    }
+    if let Some(timeout) = h.timeout {
+        health.timeout = timeout;
+    }
+    if let Some(rise) = h.rise {
+        health.rise = rise;
+    }
+    if let Some(fall) = h.fall {
+        health.fall = fall;
+    }
+    if let Some(path) = &h.http_path {
+        health.http_path = path.clone();
+    }
+    if let Some(status) = h.http_status {
+        health.http_status = status;
+    }
+    if let Some(on_failure) = h.on_failure {
+        health.on_failure = on_failure;
+    }
+    if let Some(payload) = &h.udp_payload {
+        health.udp_payload = payload.clone();
+    }
+    if let Some(passive_fall) = h.passive_fall {
+        health.passive_fall = passive_fall;
+    }
+    if let Some(sorry) = h.sorry_server {
+        health.sorry_server = sorry;
+    }
+    if health.check != HealthCheckKind::Http && (h.http_path.is_some() || h.http_status.is_some()) {
+        return Err(CtlError::Invalid {
+            what: format!("service {id} health check"),
+            value: health.check.to_string(),
+            expected: "http: --health-http-path and --health-http-status apply only to \
+                       --health-check http"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+// Saving.
+
+/// The commands that rebuild `config`'s services from none, in order.
+pub fn save_commands(config: &Config) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for service in &config.services {
+        let id = ServiceId::of(service);
+        let defaults = HealthConfig::for_proto(service.proto);
+        let h = &service.health;
+        let differs = |same: bool| !same;
+        let health = HealthOptions {
+            check: differs(h.check == defaults.check).then_some(h.check),
+            interval: differs(h.interval == defaults.interval).then_some(h.interval),
+            timeout: differs(h.timeout == defaults.timeout).then_some(h.timeout),
+            rise: differs(h.rise == defaults.rise).then_some(h.rise),
+            fall: differs(h.fall == defaults.fall).then_some(h.fall),
+            http_path: differs(h.http_path == defaults.http_path).then(|| h.http_path.clone()),
+            http_status: differs(h.http_status == defaults.http_status).then_some(h.http_status),
+            on_failure: differs(h.on_failure == defaults.on_failure).then_some(h.on_failure),
+            udp_payload: differs(h.udp_payload == defaults.udp_payload)
+                .then(|| h.udp_payload.clone()),
+            passive_fall: differs(h.passive_fall == defaults.passive_fall)
+                .then_some(h.passive_fall),
+            sorry_server: h.sorry_server.map(Some),
+        };
+        let options = ServiceOptions {
+            scheduler: Some(service.scheduler),
+            forward: (service.forward != ForwardMode::Dr).then_some(service.forward),
+            local_addrs: service.local_addrs.clone(),
+            maglev_table_size: (service.maglev_table_size != DEFAULT_MAGLEV_TABLE_SIZE)
+                .then_some(service.maglev_table_size),
+            health,
+        };
+        commands.push(Command::AddService { service: id, options });
+        for backend in &service.backends {
+            commands.push(Command::AddServer {
+                service: id,
+                server: SocketAddrV4::new(backend.addr, backend.port),
+                forward: Some(service.forward),
+                weight: Some(backend.weight),
+            });
+        }
+    }
+    commands
+}
+
+/// `ipvsadm -S -n`: one line per service and real server, which `-R` restores exactly.
+///
+/// ```text
+/// -A -t 10.1.1.10:80 -s rr
+/// -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1
+/// ```
+pub fn save(config: &Config) -> String {
+    save_commands(config).iter().map(|command| format!("{command}\n")).collect()
+}
+
+// Listing.
+
+/// One connection entry for `-L -n -c`, as conntrack knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// Seconds until the entry expires.
+    pub expire_secs: u64,
+    /// IPVS's state name: `ESTABLISHED`, `SYN_RECV`, `FIN_WAIT`, `CLOSE`, ..., or `UDP`.
+    pub state: String,
+    /// The client.
+    pub client: SocketAddrV4,
+    /// The virtual service's VIP:port.
+    pub r#virtual: SocketAddrV4,
+    /// The real server.
+    pub destination: SocketAddrV4,
+}
+
+/// What a listing shows besides the snapshot: every per-backend vector is indexed like
+/// [`Snapshot::backends`] (a missing entry counts as zero). The daemon fills in what the
+/// listing's format needs and may leave the rest empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListView {
+    /// Which listing, and of which service.
+    pub options: ListOptions,
+    /// Connections, packets and bytes, summed over cores (`--stats`).
+    pub counters: Vec<BackendCounters>,
+    /// Active connections (TCP established), summed over cores (`-L -n`).
+    pub active: Vec<u64>,
+    /// Inactive connections (every other state, and UDP), summed over cores (`-L -n`).
+    pub inactive: Vec<u64>,
+    /// Rates per second (`--rate`).
+    pub rates: Vec<BackendRates>,
+    /// Connection entries (`-c`).
+    pub connections: Vec<ConnEntry>,
+}
+
+/// The first line of every `-L` table, where ipvsadm names the kernel's IPVS version.
+fn title(snapshot: &Snapshot) -> String {
+    format!("xlb {} (size={})\n", env!("CARGO_PKG_VERSION"), snapshot.conntrack.capacity)
+}
+
+/// The listing `view.options` asks for, in ipvsadm's format.
+///
+/// ```text
+/// xlb 0.1.0 (size=1000000)
+/// Prot LocalAddress:Port Scheduler Flags
+///   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+/// TCP  10.1.1.10:80 rr
+///   -> 10.1.1.11:80                 Route   1      0          0
+/// ```
+pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
+    let only = view.options.service.and_then(|s| snapshot.service_at(s.vip, s.port, s.proto));
+    if view.options.service.is_some() && only.is_none() {
+        return String::new();
+    }
+    match view.options.format {
+        ListFormat::Table => {
+            let mut out = title(snapshot);
+            out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
+            out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+            for (index, service) in snapshot.services.iter().enumerate() {
+                if only.is_some_and(|only| only != index) {
+                    continue;
+                }
+                let name = format!(
+                    "{}  {}:{}",
+                    service.proto.name().to_uppercase(),
+                    service.vip,
+                    service.port
+                );
+                out.push_str(&format!("{name} {}\n", service.scheduler.kind()));
+                for backend in service.backends.clone() {
+                    let Some(entry) = snapshot.backends.get(backend) else { continue };
+                    let figure = |v: &[u64]| v.get(backend).copied().unwrap_or(0);
+                    out.push_str(&format!(
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}\n",
+                        format!("{}:{}", entry.addr, entry.port),
+                        service.forward.ipvsadm_name(),
+                        entry.weight,
+                        figure(&view.active),
+                        figure(&view.inactive)
+                    ));
+                }
+            }
+            out
+        }
+        ListFormat::Stats => {
+            let rows: Vec<[u64; 5]> = view.counters.iter().map(stats::stats_row).collect();
+            title(snapshot) + &stats::ipvsadm_table(snapshot, stats::STATS_TITLES, &rows, only)
+        }
+        ListFormat::Rate => {
+            let rows: Vec<[u64; 5]> = view.rates.iter().map(BackendRates::row).collect();
+            title(snapshot) + &stats::ipvsadm_table(snapshot, stats::RATE_TITLES, &rows, only)
+        }
+        ListFormat::Connections => {
+            let mut out = String::from("IPVS connection entries\n");
+            out.push_str(&format!(
+                "pro expire {:<11} {:<18} {:<18} {}\n",
+                "state", "source", "virtual", "destination"
+            ));
+            let wanted = |c: &ConnEntry| {
+                view.options.service.is_none_or(|s| {
+                    s.proto == c.proto && *c.r#virtual.ip() == s.vip && c.r#virtual.port() == s.port
+                })
+            };
+            for c in view.connections.iter().filter(|c| wanted(c)) {
+                let expire = format!("{:02}:{:02}", c.expire_secs / 60, c.expire_secs % 60);
+                out.push_str(&format!(
+                    "{:<3} {:<6} {:<11} {:<18} {:<18} {}\n",
+                    c.proto.name().to_uppercase(),
+                    expire,
+                    c.state,
+                    c.client.to_string(),
+                    c.r#virtual.to_string(),
+                    c.destination
+                ));
+            }
+            out
+        }
+    }
+}
+
+// Serving requests.
+
+/// What the control loop should do with a request, decided from the running config alone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Answer this; nothing changes (an error, `-S`, `-h`).
+    Reply(Response),
+    /// Build a snapshot of `config` and publish it to every worker, then answer `reply`. If
+    /// the snapshot cannot be built, answer with why (status 1) and keep running as before.
+    Apply {
+        /// The new config, already checked as a config file is.
+        config: Config,
+        /// The answer once it is installed.
+        reply: Response,
+    },
+    /// Fill a [`ListView`] for these options from the running snapshot and answer with
+    /// [`list`].
+    List(ListOptions),
+    /// Zero the counters of one service, or all, then answer with an empty success.
+    Zero(Option<ServiceId>),
+}
+
+/// Decides what `request` asks of the running `config` (the daemon's split: this part is
+/// pure, [`handle`] or the daemon does the rest).
+pub fn decide(config: &Config, request: &Request) -> Outcome {
+    let command = match parse(&request.args) {
+        Ok(Command::Restore(_)) => {
+            let text = request.stdin.as_deref().unwrap_or_default();
+            match parse_restore(text) {
+                Ok(commands) => Command::Restore(commands),
+                Err(error) => return Outcome::Reply(refusal(&error)),
+            }
+        }
+        Ok(command) => command,
+        Err(error) => return Outcome::Reply(refusal(&error)),
+    };
+    match command {
+        Command::List(options) => match options.service {
+            Some(service) if service.find(config).is_none() => {
+                Outcome::Reply(refusal(&CtlError::NoSuchService(service)))
+            }
+            _ => Outcome::List(options),
+        },
+        Command::Zero { service } => match service {
+            Some(service) if service.find(config).is_none() => {
+                Outcome::Reply(refusal(&CtlError::NoSuchService(service)))
+            }
+            _ => Outcome::Zero(service),
+        },
+        Command::Save => Outcome::Reply(Response::success(save(config))),
+        Command::Help => Outcome::Reply(Response::success(HELP.to_string())),
+        command => match apply(config, &command) {
+            Ok(next) => Outcome::Apply { config: next, reply: Response::success(String::new()) },
+            Err(error) => Outcome::Reply(refusal(&error)),
+        },
+    }
+}
+
+fn refusal(error: &CtlError) -> Response {
+    Response { stdout: String::new(), stderr: format!("{error}\n"), status: error.status() }
+}
+
+/// What [`handle`] needs from the running daemon.
+pub trait Daemon {
+    /// The snapshot the workers run.
+    fn snapshot(&self) -> &Snapshot;
+    /// The figures a listing of the running snapshot needs.
+    fn view(&mut self, options: &ListOptions) -> ListView;
+    /// Builds a snapshot of `config` and publishes it to every worker; an error (why the
+    /// snapshot could not be built) leaves everything as it was.
+    fn install(&mut self, config: &Config) -> Result<(), String>;
+    /// Zeroes the counters of one service, or all.
+    fn zero(&mut self, service: Option<ServiceId>);
+}
+
+/// The control side's state: the running config and the daemon that runs it.
+#[derive(Debug)]
+pub struct CtlState<D> {
+    /// The config the workers run (changed only when [`Daemon::install`] succeeds).
+    pub config: Config,
+    /// The daemon.
+    pub daemon: D,
+}
+
+/// Serves one request: [`decide`], then whatever the outcome asks of the daemon.
+pub fn handle<D: Daemon>(state: &mut CtlState<D>, request: Request) -> Response {
+    match decide(&state.config, &request) {
+        Outcome::Reply(reply) => reply,
+        Outcome::Apply { config, reply } => match state.daemon.install(&config) {
+            Ok(()) => {
+                state.config = config;
+                reply
+            }
+            Err(why) => Response {
+                stdout: String::new(),
+                stderr: format!("refused, nothing changed: {why}\n"),
+                status: 1,
+            },
+        },
+        Outcome::List(options) => {
+            let view = state.daemon.view(&options);
+            Response::success(list(state.daemon.snapshot(), &view))
+        }
+        Outcome::Zero(service) => {
+            state.daemon.zero(service);
+            Response::success(String::new())
+        }
+    }
+}
+
+/// `xlb ctl -h`.
+pub const HELP: &str = "\
+xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
+  -A|-E -t|-u VIP:port [-s SCHED] [-g|-m|-b [-z LIP]...]   add or edit a virtual service
+  -D -t|-u VIP:port                                       delete a virtual service
+  -a|-e -t|-u VIP:port -r RIP[:port] [-g|-m|-b] [-w W]    add or edit a real server
+  -d -t|-u VIP:port -r RIP[:port]                         delete a real server
+  -P|-Q -t|-u VIP:port -z LIP                             add or delete a FullNAT local address
+  -L|-l [-n] [--stats|--rate|-c] [-t|-u VIP:port]          list
+  -S [-n]                                                 save, as commands -R restores
+  -R                                                      restore from stdin (all or nothing)
+  -C                                                      delete every virtual service
+  -Z [-t|-u VIP:port]                                     zero counters
+Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
+Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
+-A|-E also take --maglev-table-size N, --health-check tcp|http|udp|none,
+  --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
+  --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
+  --health-http-path P, --health-http-status N, --on-failure drain|remove.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::config::tests::arb_config;
+    use proptest::prelude::*;
+
+    const BASE: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.2/24"
+        mac = "02:00:0a:01:01:02"
+
+        [[service]]
+        vip = "10.1.1.10"
+        port = 80
+        scheduler = "rr"
+        [[service.backend]]
+        addr = "10.1.1.11"
+        [[service.backend]]
+        addr = "10.1.1.12"
+        weight = 2
+    "#;
+
+    fn base() -> Config {
+        Config::parse(BASE, "base.toml").unwrap()
+    }
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn cmd(line: &str) -> Command {
+        parse(&args(line)).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    fn parse_error(line: &str) -> String {
+        match parse(&args(line)) {
+            Err(error) => {
+                assert_eq!(error.status(), 2, "{line}: {error}");
+                error.to_string()
+            }
+            Ok(command) => panic!("{line}: parsed as {command:?}"),
+        }
+    }
+
+    fn run(config: &Config, line: &str) -> Result<Config, CtlError> {
+        apply(config, &cmd(line))
+    }
+
+    fn web() -> ServiceId {
+        ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10), port: 80 }
+    }
+
+    #[test]
+    fn parses_ipvsadm_short_long_bundled_and_attached_forms() {
+        let add = Command::AddService {
+            service: web(),
+            options: ServiceOptions {
+                scheduler: Some(SchedulerKind::Rr),
+                ..ServiceOptions::default()
+            },
+        };
+        assert_eq!(cmd("-A -t 10.1.1.10:80 -s rr"), add);
+        assert_eq!(cmd("--add-service --tcp-service=10.1.1.10:80 --scheduler rr"), add);
+        assert_eq!(cmd("-At 10.1.1.10:80 -srr"), add);
+        match cmd("-A -u 10.1.1.10:53 -s mh") {
+            Command::AddService { service, options } => {
+                assert_eq!(service.proto, Proto::Udp);
+                assert_eq!(options.scheduler, Some(SchedulerKind::Maglev));
+            }
+            other => panic!("{other:?}"),
+        }
+        let server = Command::AddServer {
+            service: web(),
+            server: "10.1.1.11:80".parse().unwrap(),
+            forward: Some(ForwardMode::Dr),
+            weight: Some(3),
+        };
+        assert_eq!(cmd("-a -t 10.1.1.10:80 -r 10.1.1.11 -g -w 3"), server);
+        assert_eq!(cmd("-a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w3"), server);
+        assert_eq!(
+            cmd(
+                "--add-server --tcp-service 10.1.1.10:80 --real-server 10.1.1.11 --gatewaying --weight=3"
+            ),
+            server
+        );
+        assert!(matches!(
+            cmd("-e -t 10.1.1.10:80 -r 10.1.1.11:8080 --masquerading"),
+            Command::EditServer { forward: Some(ForwardMode::Nat), weight: None, .. }
+        ));
+        assert!(matches!(
+            cmd("-a -t 10.1.1.10:80 -r 10.1.1.11:8080 --fullnat"),
+            Command::AddServer { forward: Some(ForwardMode::FullNat), .. }
+        ));
+        let list = |format, service| Command::List(ListOptions { format, service });
+        assert_eq!(cmd("-L -n"), list(ListFormat::Table, None));
+        assert_eq!(cmd("-Ln"), list(ListFormat::Table, None));
+        assert_eq!(cmd("-l"), list(ListFormat::Table, None));
+        assert_eq!(cmd("--list --numeric --stats"), list(ListFormat::Stats, None));
+        assert_eq!(cmd("-L -n --rate --exact"), list(ListFormat::Rate, None));
+        assert_eq!(cmd("-Lnc"), list(ListFormat::Connections, None));
+        assert_eq!(cmd("-L -n -t 10.1.1.10:80"), list(ListFormat::Table, Some(web())));
+        assert_eq!(cmd("-S -n"), Command::Save);
+        assert_eq!(cmd("--save"), Command::Save);
+        assert_eq!(cmd("-R"), Command::Restore(Vec::new()));
+        assert_eq!(cmd("--clear"), Command::Clear);
+        assert_eq!(cmd("-Z"), Command::Zero { service: None });
+        assert_eq!(cmd("-D -t 10.1.1.10:80"), Command::DeleteService { service: web() });
+        assert_eq!(
+            cmd("-d -t 10.1.1.10:80 -r 10.1.1.12"),
+            Command::DeleteServer { service: web(), server: "10.1.1.12:80".parse().unwrap() }
+        );
+        let laddrs = vec![Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)];
+        assert_eq!(
+            cmd("-P -t 10.1.1.10:80 -z 10.1.1.200,10.1.1.201 -F dpdk0"),
+            Command::AddLocalAddrs { service: web(), addrs: laddrs.clone() }
+        );
+        assert_eq!(
+            cmd("--del-laddr -t 10.1.1.10:80 --laddr 10.1.1.200 -z 10.1.1.201"),
+            Command::DeleteLocalAddrs { service: web(), addrs: laddrs }
+        );
+        match cmd(
+            "-E -t 10.1.1.10:80 --health-interval 0.25 --health-check http --health-http-path /hz --on-failure remove --maglev-table-size 251",
+        ) {
+            Command::EditService { options, .. } => {
+                assert_eq!(options.health.interval, Some(Duration::from_millis(250)));
+                assert_eq!(options.health.check, Some(HealthCheckKind::Http));
+                assert_eq!(options.health.http_path.as_deref(), Some("/hz"));
+                assert_eq!(options.health.on_failure, Some(OnFailure::Remove));
+                assert_eq!(options.maglev_table_size, Some(251));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_argument() {
+        let cases = [
+            ("-L --bogus", "--bogus"),
+            ("-L -k", "-k"),
+            ("-A -t 10.1.1.10 -s rr", "-t 10.1.1.10: expected VIP:port"),
+            ("-A -t 10.1.1.300:80", "-t 10.1.1.300:80"),
+            ("-A -t www.example.com:80", "numeric"),
+            ("-A -t 10.1.1.10:80 -s dh", "unknown scheduler \"dh\""),
+            (
+                "-a -t 10.1.1.10:80 -r 10.1.1.11 -w 70000",
+                "-w 70000: expected a weight from 0 to 65535",
+            ),
+            ("-a -t 10.1.1.10:80 -r 10.1.1.11 -w -1", "-w -1"),
+            ("-A -t 10.1.1.10:80 -p 300", "-p is not supported: xlb has no persistence"),
+            ("-A -f 1", "-f is not supported"),
+            ("-a -t 10.1.1.10:80 -r 10.1.1.11 -i", "-i is not supported"),
+            ("-A -L", "two commands given, -A and -L"),
+            ("-t 10.1.1.10:80", "no command given"),
+            ("-A -t 10.1.1.10:80 -r 10.1.1.11", "-r cannot be used with -A"),
+            ("-a -t 10.1.1.10:80", "-a needs -r RIP[:port]"),
+            ("-A -s rr", "-A needs -t|-u VIP:port"),
+            ("-L --stats --rate", "--stats and --rate cannot be combined"),
+            ("-A -t 10.1.1.10:80 -s rr -s wrr", "-s given twice"),
+            ("-A -t 10.1.1.10:80 -u 10.1.1.10:80", "-t and -u both given"),
+            ("-L -n extra", "unexpected argument \"extra\""),
+            ("-A -t", "-t needs a value"),
+            ("--list=yes", "--list takes no value"),
+            ("-E -t 10.1.1.10:80 --health-interval 0", "--health-interval 0: expected seconds"),
+            ("-E -t 10.1.1.10:80 --health-interval 1.", "--health-interval 1."),
+            ("-P -t 10.1.1.10:80", "-P needs -z LIP"),
+            ("-P -t 10.1.1.10:80 -z 10.1.1.256", "\"10.1.1.256\" is not an IPv4 address"),
+            ("-S --stats", "--stats cannot be used with -S"),
+        ];
+        for (line, expected) in cases {
+            let message = parse_error(line);
+            assert!(message.contains(expected), "{line}: {message:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn adds_edits_and_deletes_services_and_real_servers() {
+        let config = base();
+        let config = run(&config, "-A -u 10.1.1.10:53 -s sh").unwrap();
+        let dns = &config.services[1];
+        assert_eq!(
+            (dns.proto, dns.scheduler, dns.forward),
+            (Proto::Udp, SchedulerKind::Sh, ForwardMode::Dr)
+        );
+        assert_eq!(dns.health, HealthConfig::for_proto(Proto::Udp));
+        assert_eq!(dns.maglev_table_size, DEFAULT_MAGLEV_TABLE_SIZE);
+        let config = run(&config, "-a -u 10.1.1.10:53 -r 10.1.1.11").unwrap();
+        assert_eq!(config.services[1].backends[0].port, 53);
+        assert_eq!(config.services[1].backends[0].weight, 1);
+        let config = run(&config, "-e -t 10.1.1.10:80 -r 10.1.1.12 -w 0").unwrap();
+        assert_eq!(config.services[0].backends[1].weight, 0);
+        let config = run(&config, "-E -t 10.1.1.10:80 -s wlc").unwrap();
+        assert_eq!(config.services[0].scheduler, SchedulerKind::Wlc);
+        assert_eq!(config.services[0].backends.len(), 2, "-E keeps the real servers");
+        let config = run(&config, "-d -t 10.1.1.10:80 -r 10.1.1.11").unwrap();
+        assert_eq!(config.services[0].backends.len(), 1);
+        let config = run(&config, "-D -t 10.1.1.10:80").unwrap();
+        assert_eq!(config.services.len(), 1);
+        let config = run(&config, "-C").unwrap();
+        assert!(config.services.is_empty());
+        assert_eq!(config.interfaces, base().interfaces, "-C clears services only");
+        // Commands that change nothing.
+        assert_eq!(run(&base(), "-L -n").unwrap(), base());
+    }
+
+    #[test]
+    fn refusals_name_the_service_and_leave_the_config_alone() {
+        let config = base();
+        let refused = |line: &str| {
+            let error = run(&config, line).unwrap_err();
+            assert_eq!(error.status(), 1, "{line}: {error}");
+            error.to_string()
+        };
+        assert_eq!(
+            refused("-A -t 10.1.1.10:80"),
+            "service 10.1.1.10:80/tcp already exists (-E changes it)"
+        );
+        assert_eq!(
+            refused("-E -t 10.1.1.10:81 -s rr"),
+            "service 10.1.1.10:81/tcp does not exist (-A adds it)"
+        );
+        assert_eq!(
+            refused("-D -u 10.1.1.10:80"),
+            "service 10.1.1.10:80/udp does not exist (-A adds it)"
+        );
+        assert_eq!(
+            refused("-a -t 10.1.1.10:80 -r 10.1.1.11"),
+            "service 10.1.1.10:80/tcp already has real server 10.1.1.11:80 (-e changes it)"
+        );
+        assert_eq!(
+            refused("-e -t 10.1.1.10:80 -r 10.1.1.13 -w 1"),
+            "service 10.1.1.10:80/tcp has no real server 10.1.1.13:80 (-a adds it)"
+        );
+        let message = refused("-a -t 10.1.1.10:80 -r 10.1.1.13:8080 -m");
+        assert!(
+            message.starts_with(
+                "service 10.1.1.10:80/tcp forwards by dr; xlb sets the forwarding method per service"
+            ),
+            "{message}"
+        );
+        // Values are checked as a config file checks them, and named by service and server.
+        let message = refused("-a -t 10.1.1.10:80 -r 10.1.1.13:8080 -g");
+        assert!(message.starts_with("service 10.1.1.10:80/tcp real server 10.1.1.13:8080 port = 8080: the service port 80"), "{message}");
+        let message = refused("-a -t 10.1.1.10:80 -r 10.9.9.9");
+        assert!(message.contains("directly connected subnet"), "{message}");
+        let message = refused("-E -t 10.1.1.10:80 --maglev-table-size 100");
+        assert!(
+            message.starts_with("service 10.1.1.10:80/tcp maglev_table_size = 100: a prime"),
+            "{message}"
+        );
+        let message = refused("-E -t 10.1.1.10:80 --health-interval 0.5 --health-timeout 1");
+        assert!(message.contains("health.timeout = 1: at most the interval"), "{message}");
+        let message = refused("-E -t 10.1.1.10:80 --health-http-path /x");
+        assert!(message.contains("--health-check http"), "{message}");
+        let message = refused("-A -t 224.0.0.1:80");
+        assert!(message.starts_with("service 224.0.0.1:80/tcp vip = \"224.0.0.1\""), "{message}");
+        assert_eq!(config, base());
+    }
+
+    #[test]
+    fn forwarding_is_per_service_and_fullnat_needs_local_addresses() {
+        let config = run(&base(), "-A -t 10.1.1.20:80 -s rr").unwrap();
+        // The first real server of an empty service sets its method.
+        let nat = run(&config, "-a -t 10.1.1.20:80 -r 10.1.1.11:8080 -m").unwrap();
+        assert_eq!(nat.services[1].forward, ForwardMode::Nat);
+        let nat = run(&nat, "-a -t 10.1.1.20:80 -r 10.1.1.12:8080").unwrap();
+        assert_eq!(nat.services[1].backends.len(), 2, "no flag: the service's method");
+        assert!(run(&nat, "-a -t 10.1.1.20:80 -r 10.1.1.13:8080 -m").is_ok());
+        let error = run(&nat, "-e -t 10.1.1.20:80 -r 10.1.1.11:8080 -g").unwrap_err();
+        assert!(matches!(
+            error,
+            CtlError::ForwardMismatch { has: ForwardMode::Nat, asked: ForwardMode::Dr, .. }
+        ));
+        // FullNAT without a pool is refused, with the way to get one.
+        let error = run(&config, "-a -t 10.1.1.20:80 -r 10.1.1.11:8080 -b").unwrap_err();
+        assert!(error.to_string().contains("-E -t 10.1.1.20:80 -b -z LIP"), "{error}");
+        let error = run(&config, "-P -t 10.1.1.20:80 -z 10.1.1.200").unwrap_err();
+        assert!(error.to_string().contains("forwards by dr"), "{error}");
+        let error = run(&config, "-E -t 10.1.1.20:80 -m -z 10.1.1.200").unwrap_err();
+        assert!(error.to_string().contains("FullNAT's source pool"), "{error}");
+        let full = run(&config, "-E -t 10.1.1.20:80 -b -z 10.1.1.200").unwrap();
+        assert_eq!(full.services[1].forward, ForwardMode::FullNat);
+        assert_eq!(full.services[1].local_addrs, [Ipv4Addr::new(10, 1, 1, 200)]);
+        let full = run(&full, "-P -t 10.1.1.20:80 -z 10.1.1.201,10.1.1.202").unwrap();
+        assert_eq!(full.services[1].local_addrs.len(), 3);
+        assert!(run(&full, "-P -t 10.1.1.20:80 -z 10.1.1.201").is_err(), "duplicate");
+        let full = run(&full, "-Q -t 10.1.1.20:80 -z 10.1.1.200,10.1.1.201").unwrap();
+        let error = run(&full, "-Q -t 10.1.1.20:80 -z 10.1.1.202").unwrap_err();
+        assert!(error.to_string().contains("FullNAT needs one address"), "{error}");
+        let full = run(&full, "-a -t 10.1.1.20:80 -r 10.1.1.11:8080 -b").unwrap();
+        // Leaving FullNAT drops the pool.
+        let dr = run(&full, "-E -t 10.1.1.20:80 -m").unwrap();
+        assert!(dr.services[1].local_addrs.is_empty());
+        // A service's method may change while it has real servers, if they fit it.
+        let error = run(&dr, "-E -t 10.1.1.20:80 -g").unwrap_err();
+        assert!(error.to_string().contains("DR rewrites only the destination MAC"), "{error}");
+    }
+
+    #[test]
+    fn restore_is_all_or_nothing_and_names_the_failing_line() {
+        let text = "-A -t 10.1.1.20:80 -s wrr\n\n# a comment\nipvsadm -a -t 10.1.1.20:80 -r 10.1.1.11 -g -w 5\n";
+        let commands = parse_restore(text).unwrap();
+        assert_eq!(commands.len(), 2);
+        let config = apply(&base(), &Command::Restore(commands)).unwrap();
+        assert_eq!(config.services[1].backends[0].weight, 5);
+
+        let bad = "-A -t 10.1.1.20:80 -s wrr\n-a -t 10.1.1.21:80 -r 10.1.1.11\n";
+        let error = apply(&base(), &Command::Restore(parse_restore(bad).unwrap())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "-a -t 10.1.1.21:80 -r 10.1.1.11:80: service 10.1.1.21:80/tcp does not exist (-A adds it)"
+        );
+        let error = parse_restore("-C\n-A -t 10.1.1.20:80 -s bogus\n").unwrap_err();
+        assert!(
+            error.to_string().starts_with("line 2 (-A -t 10.1.1.20:80 -s bogus): -s bogus"),
+            "{error}"
+        );
+        assert_eq!(error.status(), 2);
+        let error = parse_restore("-L -n\n").unwrap_err();
+        assert!(error.to_string().contains("does not belong in a restore"), "{error}");
+        // A value error found once all lines are applied also refuses the whole restore.
+        let late = "-C\n-A -t 10.1.1.20:80 -s wrr\n-a -t 10.1.1.20:80 -r 10.1.1.11:81 -g\n";
+        let error = apply(&base(), &Command::Restore(parse_restore(late).unwrap())).unwrap_err();
+        assert!(error.to_string().contains("real server 10.1.1.11:81 port = 81"), "{error}");
+    }
+
+    #[test]
+    fn save_writes_ipvsadm_lines() {
+        let config = run(&base(), "-A -t 10.1.1.20:443 -s wlc -b -z 10.1.1.200 --health-check http --health-http-path /healthz").unwrap();
+        let config = run(&config, "-a -t 10.1.1.20:443 -r 10.1.2.30:8443 -w 7").unwrap();
+        assert_eq!(
+            save(&config),
+            "-A -t 10.1.1.10:80 -s rr\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.12:80 -g -w 2\n\
+             -A -t 10.1.1.20:443 -s wlc -b -z 10.1.1.200 --health-check http --health-http-path /healthz\n\
+             -a -t 10.1.1.20:443 -r 10.1.2.30:8443 -b -w 7\n"
+        );
+    }
+
+    /// Every save line parses back to the command it was written from.
+    fn check_lines_round_trip(config: &Config) -> Result<(), TestCaseError> {
+        for command in save_commands(config) {
+            let line = command.to_string();
+            prop_assert_eq!(parse(&args(&line)), Ok(command), "{}", line);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn save_then_restore_gives_equal_services(config in arb_config()) {
+            check_lines_round_trip(&config)?;
+            let text = save(&config);
+            let commands = parse_restore(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            let cleared = apply(&config, &Command::Clear).unwrap();
+            let restored = apply(&cleared, &Command::Restore(commands))
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(&restored, &config, "{}", text);
+            // -C then -R as one restore file.
+            let restored = apply(&config, &Command::Restore(parse_restore(&format!("-C\n{text}")).unwrap())).unwrap();
+            prop_assert_eq!(restored, config);
+        }
+
+        #[test]
+        fn parse_never_panics(words in proptest::collection::vec(
+            prop_oneof![
+                "-[A-Za-z]{1,3}",
+                "--[a-z-]{2,12}(=[a-z0-9.:]{0,6})?",
+                "[0-9.:,]{0,16}",
+                proptest::sample::select(vec!["-A".to_string(), "-a".into(), "-t".into(), "10.1.1.10:80".into(), "-r".into(), "-w".into(), "-z".into(), "--health-interval".into()]),
+            ],
+            0..8,
+        )) {
+            if let Ok(command) = parse(&words) {
+                let _ = apply(&base(), &command);
+            }
+        }
+    }
+
+    // Listings.
+
+    fn snapshot_of(config: &Config) -> Snapshot {
+        Snapshot::build(config, 1).unwrap()
+    }
+
+    fn two_services() -> Config {
+        let config = run(&base(), "-A -u 10.1.1.10:53 -s wrr -m").unwrap();
+        run(&config, "-a -u 10.1.1.10:53 -r 10.1.2.13:5353 -w 4").unwrap()
+    }
+
+    fn view(format: ListFormat) -> ListView {
+        ListView { options: ListOptions { format, service: None }, ..ListView::default() }
+    }
+
+    const HEAD: &str = concat!("xlb ", env!("CARGO_PKG_VERSION"), " (size=1000000)\n");
+
+    #[test]
+    fn lists_like_ipvsadm_l_n() {
+        let snapshot = snapshot_of(&two_services());
+        let mut v = view(ListFormat::Table);
+        v.active = vec![12, 3, 0];
+        v.inactive = vec![1, 0, 250];
+        let expected = String::from(HEAD)
+            + "Prot LocalAddress:Port Scheduler Flags\n\
+               \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+               TCP  10.1.1.10:80 rr\n\
+               \x20 -> 10.1.1.11:80                 Route   1      12         1         \n\
+               \x20 -> 10.1.1.12:80                 Route   2      3          0         \n\
+               UDP  10.1.1.10:53 wrr\n\
+               \x20 -> 10.1.2.13:5353               Masq    4      0          250       \n";
+        assert_eq!(list(&snapshot, &v), expected);
+        v.options.service =
+            Some(ServiceId { proto: Proto::Udp, vip: Ipv4Addr::new(10, 1, 1, 10), port: 53 });
+        let one = list(&snapshot, &v);
+        assert_eq!(one.lines().count(), 5, "{one}");
+        assert!(one.contains("UDP  10.1.1.10:53 wrr") && !one.contains("TCP"));
+    }
+
+    #[test]
+    fn lists_stats_and_rates_with_ipvsadm_columns() {
+        let snapshot = snapshot_of(&two_services());
+        let mut v = view(ListFormat::Stats);
+        let counters = |n: u64| BackendCounters {
+            connections: n,
+            in_packets: n * 10,
+            in_bytes: n * 1000,
+            out_packets: n * 9,
+            out_bytes: n * 9000,
+        };
+        v.counters = vec![counters(1), counters(2), counters(123_456_789)];
+        let stats = list(&snapshot, &v);
+        let lines: Vec<&str> = stats.lines().collect();
+        assert_eq!(lines[0], HEAD.trim_end());
+        // ipvsadm: printf("%-33s %8s %8s %8s %8s %8s\n") for titles, "%-33s" for a service,
+        // "  -> %-28s" for a real server, then print_largenum(--exact) per figure.
+        let largenum = |n: u64| if n < 100_000_000 { format!("{n:>9}") } else { format!(" {n}") };
+        let ipvsadm_row =
+            |name: &str, figures: [u64; 5]| format!("{name:<33}") + &figures.map(largenum).concat();
+        assert_eq!(
+            lines[1],
+            format!(
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+            )
+        );
+        assert_eq!(lines[2], "  -> RemoteAddress:Port");
+        assert_eq!(lines[3], ipvsadm_row("TCP  10.1.1.10:80", [3, 30, 27, 3000, 27000]));
+        assert_eq!(
+            lines[4],
+            ipvsadm_row(&format!("  -> {:<28}", "10.1.1.11:80"), [1, 10, 9, 1000, 9000])
+        );
+        assert_eq!(
+            lines[6],
+            ipvsadm_row(
+                "UDP  10.1.1.10:53",
+                [123_456_789, 1_234_567_890, 1_111_111_101, 123_456_789_000, 1_111_111_101_000]
+            )
+        );
+        assert_eq!(lines.len(), 8);
+
+        let mut v = view(ListFormat::Rate);
+        let before = counters(0);
+        v.rates = vec![
+            BackendRates::between(&before, &counters(20), Duration::from_secs(2)),
+            BackendRates::default(),
+        ];
+        let rate = list(&snapshot, &v);
+        let lines: Vec<&str> = rate.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!(
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+            )
+        );
+        assert_eq!(lines[3], ipvsadm_row("TCP  10.1.1.10:80", [10, 100, 90, 10_000, 90_000]));
+        assert_eq!(lines[5], ipvsadm_row(&format!("  -> {:<28}", "10.1.1.12:80"), [0; 5]));
+        assert_eq!(
+            lines[7],
+            ipvsadm_row(&format!("  -> {:<28}", "10.1.2.13:5353"), [0; 5]),
+            "a missing row is zeros"
+        );
+    }
+
+    #[test]
+    fn lists_connections_like_ipvsadm_lnc() {
+        let snapshot = snapshot_of(&two_services());
+        let mut v = view(ListFormat::Connections);
+        v.connections = vec![
+            ConnEntry {
+                proto: Proto::Tcp,
+                expire_secs: 899,
+                state: "ESTABLISHED".into(),
+                client: "192.0.2.7:51234".parse().unwrap(),
+                r#virtual: "10.1.1.10:80".parse().unwrap(),
+                destination: "10.1.1.11:80".parse().unwrap(),
+            },
+            ConnEntry {
+                proto: Proto::Udp,
+                expire_secs: 61,
+                state: "UDP".into(),
+                client: "192.0.2.8:5000".parse().unwrap(),
+                r#virtual: "10.1.1.10:53".parse().unwrap(),
+                destination: "10.1.2.13:5353".parse().unwrap(),
+            },
+        ];
+        assert_eq!(
+            list(&snapshot, &v),
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination\n\
+             TCP 14:59  ESTABLISHED 192.0.2.7:51234    10.1.1.10:80       10.1.1.11:80\n\
+             UDP 01:01  UDP         192.0.2.8:5000     10.1.1.10:53       10.1.2.13:5353\n"
+        );
+        v.options.service = Some(web());
+        assert_eq!(list(&snapshot, &v).lines().count(), 3);
+    }
+
+    // The handler.
+
+    #[derive(Debug)]
+    struct FakeDaemon {
+        snapshot: Snapshot,
+        refuse: Option<String>,
+        installed: usize,
+        zeroed: Vec<Option<ServiceId>>,
+    }
+
+    impl Daemon for FakeDaemon {
+        fn snapshot(&self) -> &Snapshot {
+            &self.snapshot
+        }
+        fn view(&mut self, options: &ListOptions) -> ListView {
+            ListView { options: *options, ..ListView::default() }
+        }
+        fn install(&mut self, config: &Config) -> Result<(), String> {
+            if let Some(why) = &self.refuse {
+                return Err(why.clone());
+            }
+            self.snapshot =
+                Snapshot::build(config, self.snapshot.generation + 1).map_err(|e| e.to_string())?;
+            self.installed += 1;
+            Ok(())
+        }
+        fn zero(&mut self, service: Option<ServiceId>) {
+            self.zeroed.push(service);
+        }
+    }
+
+    fn request(line: &str, stdin: Option<&str>) -> Request {
+        Request { args: args(line), stdin: stdin.map(str::to_string) }
+    }
+
+    #[test]
+    fn handle_applies_lists_saves_and_refuses() {
+        let daemon = FakeDaemon {
+            snapshot: snapshot_of(&base()),
+            refuse: None,
+            installed: 0,
+            zeroed: vec![],
+        };
+        let mut state = CtlState { config: base(), daemon };
+        let response = handle(&mut state, request("-a -t 10.1.1.10:80 -r 10.1.1.13 -w 4", None));
+        assert_eq!(response, Response::success(String::new()));
+        assert_eq!(state.daemon.installed, 1);
+        assert_eq!(state.config.services[0].backends.len(), 3);
+        let listing = handle(&mut state, request("-L -n", None));
+        assert!(
+            listing.stdout.contains("  -> 10.1.1.13:80                 Route   4"),
+            "{}",
+            listing.stdout
+        );
+        let saved = handle(&mut state, request("-S -n", None)).stdout;
+        assert!(saved.contains("-a -t 10.1.1.10:80 -r 10.1.1.13:80 -g -w 4\n"), "{saved}");
+
+        let response = handle(&mut state, request("-A -t 10.1.1.10:80", None));
+        assert_eq!(response.status, 1);
+        assert_eq!(response.stderr, "service 10.1.1.10:80/tcp already exists (-E changes it)\n");
+        let response = handle(&mut state, request("-A --frobnicate", None));
+        assert_eq!(response.status, 2);
+        assert!(response.stderr.contains("--frobnicate"));
+        let response = handle(&mut state, request("-L -n -t 10.1.1.99:80", None));
+        assert_eq!(response.status, 1);
+
+        // -C then -R of the saved text restores the same services.
+        let before = state.config.clone();
+        assert_eq!(handle(&mut state, request("-C", None)).status, 0);
+        assert!(state.config.services.is_empty());
+        assert_eq!(handle(&mut state, request("-R", Some(&saved))).status, 0);
+        assert_eq!(state.config, before);
+
+        // The daemon refuses (the snapshot cannot be built): nothing changes.
+        state.daemon.refuse = Some("VIP is the interface address".into());
+        let response = handle(&mut state, request("-D -t 10.1.1.10:80", None));
+        assert_eq!(response.status, 1);
+        assert_eq!(response.stderr, "refused, nothing changed: VIP is the interface address\n");
+        assert_eq!(state.config, before);
+
+        assert_eq!(handle(&mut state, request("-Z -t 10.1.1.10:80", None)).status, 0);
+        assert_eq!(state.daemon.zeroed, [Some(web())]);
+        assert!(handle(&mut state, request("-h", None)).stdout.contains("-A|-E"));
+    }
+}

@@ -1,0 +1,402 @@
+//! The control socket: `xlb ctl` sends one request to a running `xlb run` and reads one
+//! response, over a unix stream socket only root may open.
+//!
+//! # Protocol
+//!
+//! One connection per command: the client writes one line of JSON, a [`Request`] (the
+//! ipvsadm arguments, and for `-R` the text it read on stdin); the server writes one line of
+//! JSON, a [`Response`] (stdout, stderr and exit status for the client to reproduce), and
+//! closes the connection.
+//!
+//! # Invariants
+//!
+//! - [`CtlServer::poll`] never blocks on a client's reads: connections are accepted and read
+//!   without blocking, a partial request waits for the next poll, and a connection that has
+//!   not sent its request within [`REQUEST_DEADLINE`] is dropped. Writing a response blocks
+//!   for at most [`WRITE_TIMEOUT`]. At most [`MAX_PENDING`] connections wait at once (the
+//!   oldest goes first).
+//! - A request is at most [`MAX_REQUEST`] bytes; a larger one, or one that is not valid JSON,
+//!   is answered with an error response (status 2), never a panic.
+//! - Access: the socket file is mode 0600 and its directory, when xlb creates it, 0700, so
+//!   only root (the owner) may connect. The peer's credentials are not checked: std offers
+//!   `SO_PEERCRED` (`UnixStream::peer_cred`) on nightly only, and this module uses no
+//!   `unsafe`. Between `bind` and `chmod` the file briefly has the umask's mode; connecting
+//!   needs write permission, which a 022 umask gives the owner only.
+//! - A stale socket file (nothing listening) is replaced; a live one is left alone and
+//!   binding fails with `AddrInUse`; a path that is not a socket is never removed. Dropping
+//!   the server removes the socket file if it is still the one it bound.
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Where `xlb run` listens and `xlb ctl` connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/xlb/xlb.sock";
+
+/// The largest request accepted, in bytes (a `-R` of tens of thousands of lines fits).
+pub const MAX_REQUEST: usize = 1 << 20;
+
+/// How long a client may take to send its whole request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long writing a response may block.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many connections may wait for their request at once.
+pub const MAX_PENDING: usize = 16;
+
+/// How long the client waits for the response.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A command for the daemon: ipvsadm's arguments, and the text `-R` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The arguments after `xlb ctl`, e.g. `["-L", "-n"]`.
+    pub args: Vec<String>,
+    /// What the client read on stdin (for `-R`), if anything.
+    pub stdin: Option<String>,
+}
+
+/// The daemon's answer, for the client to print and exit with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// What to print on stdout.
+    pub stdout: String,
+    /// What to print on stderr.
+    pub stderr: String,
+    /// The exit status: 0 success, 1 refused, 2 bad command line.
+    pub status: i32,
+}
+
+impl Response {
+    /// Success, printing `stdout`.
+    pub fn success(stdout: String) -> Response {
+        Response { stdout, stderr: String::new(), status: 0 }
+    }
+
+    /// Failure with `status`, printing `message` (a newline is added) on stderr.
+    pub fn failure(status: i32, message: &str) -> Response {
+        Response { stdout: String::new(), stderr: format!("{message}\n"), status }
+    }
+}
+
+/// A connection whose request has not fully arrived.
+struct Pending {
+    stream: UnixStream,
+    received: Vec<u8>,
+    since: Instant,
+}
+
+/// The listening control socket.
+#[derive(Debug)]
+pub struct CtlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    /// The socket file's (device, inode), to remove only our own file on drop.
+    identity: (u64, u64),
+    pending: RefCell<Vec<Pending>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("received", &self.received.len()).finish()
+    }
+}
+
+impl CtlServer {
+    /// Creates the directory if needed (mode 0700), replaces a stale socket file, binds,
+    /// makes the socket 0600 and non-blocking.
+    pub fn bind(path: &Path) -> io::Result<CtlServer> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        ErrorKind::AddrInUse,
+                        format!("{}: another process is listening on it", path.display()),
+                    ));
+                }
+                Err(_) => fs::remove_file(path)?,
+            },
+            Ok(_) => {
+                return Err(io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{}: exists and is not a socket; not replacing it", path.display()),
+                ));
+            }
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let listener = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        let meta = fs::symlink_metadata(path)?;
+        Ok(CtlServer {
+            listener,
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+            pending: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts and serves whatever is ready, without waiting for anything: each complete
+    /// request is answered with `handle`'s response (or an error response if it is
+    /// malformed or too large).
+    pub fn poll(&self, mut handle: impl FnMut(Request) -> Response) {
+        let mut pending = self.pending.borrow_mut();
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if pending.len() >= MAX_PENDING {
+                        pending.remove(0);
+                    }
+                    pending.push(Pending { stream, received: Vec::new(), since: Instant::now() });
+                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock, or a transient accept error: try next poll.
+            }
+        }
+        let now = Instant::now();
+        pending.retain_mut(|connection| match read_request(connection) {
+            Progress::Waiting => now.duration_since(connection.since) < REQUEST_DEADLINE,
+            Progress::Gone => false,
+            Progress::Complete(request) => {
+                let response = match request {
+                    Ok(request) => handle(request),
+                    Err(why) => Response::failure(2, &format!("xlb: bad control request: {why}")),
+                };
+                respond(&mut connection.stream, &response);
+                false
+            }
+        });
+    }
+}
+
+impl Drop for CtlServer {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+enum Progress {
+    Waiting,
+    Gone,
+    Complete(Result<Request, String>),
+}
+
+/// Reads what has arrived; a request is complete at its newline (or at end of stream).
+fn read_request(connection: &mut Pending) -> Progress {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match connection.stream.read(&mut chunk) {
+            Ok(0) if connection.received.is_empty() => return Progress::Gone,
+            Ok(0) => return Progress::Complete(decode(&connection.received)),
+            Ok(n) => {
+                let start = connection.received.len();
+                connection.received.extend_from_slice(&chunk[..n]);
+                if let Some(end) = connection.received[start..].iter().position(|&b| b == b'\n') {
+                    return Progress::Complete(decode(&connection.received[..start + end]));
+                }
+                if connection.received.len() > MAX_REQUEST {
+                    return Progress::Complete(Err(format!(
+                        "request larger than {MAX_REQUEST} bytes"
+                    )));
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return Progress::Waiting,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return Progress::Gone,
+        }
+    }
+}
+
+fn decode(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request larger than {MAX_REQUEST} bytes"));
+    }
+    serde_json::from_slice(line).map_err(|error| error.to_string())
+}
+
+/// Writes the response line, blocking at most [`WRITE_TIMEOUT`]; a client that went away
+/// is no error of ours.
+fn respond(stream: &mut UnixStream, response: &Response) {
+    let Ok(mut line) = serde_json::to_vec(response) else { return };
+    line.push(b'\n');
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let _ = stream.write_all(&line);
+    let _ = stream.flush();
+}
+
+/// Sends `request` to the daemon listening at `path` and returns its response.
+pub fn call(path: &Path, request: &Request) -> io::Result<Response> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut text = Vec::new();
+    stream.read_to_end(&mut text)?;
+    serde_json::from_slice(text.trim_ascii_end())
+        .map_err(|error| io::Error::new(ErrorKind::InvalidData, format!("bad response: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("xlb-socket-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn echo(request: Request) -> Response {
+        Response::success(format!(
+            "{}|{}",
+            request.args.join(" "),
+            request.stdin.unwrap_or_default()
+        ))
+    }
+
+    /// Polls until `done` says so (at most two seconds).
+    fn serve_until(server: &CtlServer, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() && start.elapsed() < Duration::from_secs(2) {
+            server.poll(echo);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn raw_exchange(path: &Path, bytes: Vec<u8>) -> std::thread::JoinHandle<String> {
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let mut stream = UnixStream::connect(&path).unwrap();
+            let _ = stream.write_all(&bytes);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            text
+        })
+    }
+
+    #[test]
+    fn serves_a_request_and_cleans_up() {
+        let scratch = Scratch::new("serve");
+        let path = scratch.0.join("run").join("xlb.sock");
+        let server = CtlServer::bind(&path).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let request = Request { args: vec!["-L".into(), "-n".into()], stdin: Some("x\ny".into()) };
+        let client = {
+            let path = path.clone();
+            let request = request.clone();
+            std::thread::spawn(move || call(&path, &request))
+        };
+        serve_until(&server, || client.is_finished());
+        let response = client.join().unwrap().unwrap();
+        assert_eq!(response, Response::success("-L -n|x\ny".into()));
+        drop(server);
+        assert!(!path.exists(), "the socket file goes with the server");
+    }
+
+    #[test]
+    fn malformed_and_oversized_requests_get_error_responses() {
+        let scratch = Scratch::new("bad");
+        let path = scratch.0.join("xlb.sock");
+        let server = CtlServer::bind(&path).unwrap();
+        let garbage = raw_exchange(&path, b"{not json\n".to_vec());
+        let huge = raw_exchange(&path, vec![b'x'; MAX_REQUEST + 10]);
+        serve_until(&server, || garbage.is_finished() && huge.is_finished());
+        for (client, expected) in [(garbage, "bad control request"), (huge, "larger than")] {
+            let text = client.join().unwrap();
+            let response: Response = serde_json::from_str(text.trim_end()).unwrap();
+            assert_eq!(response.status, 2);
+            assert!(response.stderr.contains(expected), "{}", response.stderr);
+        }
+    }
+
+    #[test]
+    fn a_silent_client_does_not_stall_the_poll() {
+        let scratch = Scratch::new("silent");
+        let path = scratch.0.join("xlb.sock");
+        let server = CtlServer::bind(&path).unwrap();
+        let _silent = UnixStream::connect(&path).unwrap();
+        let started = Instant::now();
+        for _ in 0..10 {
+            server.poll(echo);
+        }
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!(server.pending.borrow().len(), 1, "the silent client waits, unserved");
+        // A second client is served while the first stays silent.
+        let client = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                call(&path, &Request { args: vec!["-S".into()], stdin: None })
+            })
+        };
+        serve_until(&server, || client.is_finished());
+        assert_eq!(client.join().unwrap().unwrap().stdout, "-S|");
+    }
+
+    #[test]
+    fn replaces_a_stale_socket_but_not_a_live_one_or_a_file() {
+        let scratch = Scratch::new("stale");
+        let path = scratch.0.join("xlb.sock");
+        let first = CtlServer::bind(&path).unwrap();
+        let error = CtlServer::bind(&path).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::AddrInUse);
+        drop(first);
+        // A stale socket: its listener is gone but the file stays (as after a kill -9).
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let second = CtlServer::bind(&path).unwrap();
+        drop(second);
+        fs::write(&path, "not a socket").unwrap();
+        assert_eq!(CtlServer::bind(&path).unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "not a socket");
+    }
+}
