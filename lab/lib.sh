@@ -411,12 +411,14 @@ lab_find_xlb() {
 }
 
 # lab_start_xlb NS CONFIG: `xlb run --config CONFIG --cores 1 --ready-file ...` inside NS,
-# stats (stdout) and log (stderr) to the scratch directory; waits until xlb says it is ready
+# its control socket in the scratch directory (`xlb ctl --socket $LAB_TMP/xlb.sock` talks to
+# it; several labs may run at once), stats (stdout) and log (stderr) to the scratch
+# directory; waits until xlb says it is ready
 # (its sockets are bound and its gratuitous ARP is out), at most LAB_READY_WAIT seconds.
 lab_start_xlb() {
     local ns=$1 config=$2 ready="$LAB_TMP/xlb.ready" i rc
     ip netns exec "$ns" "$LAB_XLB" run --config "$config" --cores 1 --ready-file "$ready" \
-        >"$LAB_TMP/xlb.stats" 2>"$LAB_TMP/xlb.log" &
+        --socket "$LAB_TMP/xlb.sock" >"$LAB_TMP/xlb.stats" 2>"$LAB_TMP/xlb.log" &
     LAB_XLB_PID=$!
     LAB_PIDS+=("$LAB_XLB_PID")
     for ((i = 0; i < LAB_READY_WAIT * 10; i++)); do

@@ -35,9 +35,12 @@ use crossbeam::channel::{Receiver, Sender};
 
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
+use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::log::{debug, error, info, warn};
+use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
+use crate::dataplane::BackendCounters;
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
@@ -69,6 +72,8 @@ pub struct RunOptions {
     pub stats_every: Option<Duration>,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The control socket `xlb ctl` talks to (default [`socket::DEFAULT_SOCKET`]).
+    pub socket: Option<PathBuf>,
 }
 
 /// One interface xlb runs on.
@@ -252,6 +257,11 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
         None => None,
     };
+    let socket_path =
+        options.socket.clone().unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET));
+    let ctl = CtlServer::bind(&socket_path)
+        .with_context(|| format!("control socket {}", socket_path.display()))?;
+    info!("control socket {} (xlb ctl)", socket_path.display());
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing the SIGHUP handler")?;
@@ -269,8 +279,11 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         metrics: metrics_server.is_some().then_some(latest),
         window: metrics::LatencyWindow::default(),
         last_render: StdInstant::now(),
+        zeroed: Vec::new(),
+        rate_samples: (None, None),
     };
-    control.run(&stop, &reload);
+    control.run(&stop, &reload, &ctl);
+    drop(ctl);
     let snapshot = control.snapshot.clone();
 
     worker_stop.store(true, Ordering::Relaxed);
@@ -309,10 +322,22 @@ struct ControlLoop<'a> {
     metrics: Option<http::Latest>,
     window: metrics::LatencyWindow,
     last_render: StdInstant,
+    /// `-Z`: per backend of the running snapshot, the counters at the time they were zeroed.
+    zeroed: Vec<BackendCounters>,
+    /// The two latest samples of the summed counters, for `--rate`.
+    rate_samples: (Option<RateSample>, Option<RateSample>),
+}
+
+/// Summed per-backend counters at one moment, of one snapshot generation.
+#[derive(Debug, Clone)]
+struct RateSample {
+    at: StdInstant,
+    generation: u64,
+    totals: Vec<BackendCounters>,
 }
 
 impl ControlLoop<'_> {
-    fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
+    fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
         let stats_every = self.options.stats_every;
         let mut last_stats = StdInstant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -329,6 +354,8 @@ impl ControlLoop<'_> {
                 self.latest.insert(report.core, report);
             }
             self.render_metrics();
+            self.sample_rates();
+            ctl.poll(|request| self.handle_ctl(request));
             if let Some(every) = stats_every
                 && last_stats.elapsed() >= every
             {
@@ -336,6 +363,103 @@ impl ControlLoop<'_> {
                 let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
                 log_figures(&reports);
             }
+        }
+    }
+
+    /// One `xlb ctl` request: a change goes through [`ControlLoop::publish`] (all or
+    /// nothing), a listing is filled from the workers' latest reports.
+    fn handle_ctl(&mut self, request: Request) -> Response {
+        match ipvsadm::decide(&self.config, &request) {
+            Outcome::Reply(response) => response,
+            Outcome::Apply { config, reply } => {
+                let command = request.args.join(" ");
+                match self.publish(config, &format!("xlb ctl {command}")) {
+                    Ok(()) => reply,
+                    Err(error) => {
+                        Response::failure(1, &format!("refused, nothing changed: {error:#}"))
+                    }
+                }
+            }
+            Outcome::List(options) => {
+                let view = self.list_view(options);
+                Response::success(ipvsadm::list(&self.snapshot, &view))
+            }
+            Outcome::Zero(service) => {
+                self.zero(service);
+                Response::success(String::new())
+            }
+        }
+    }
+
+    /// Per-backend counters summed over the cores that run the current snapshot.
+    fn totals(&self) -> Vec<BackendCounters> {
+        let current = self.latest.values().filter(|r| r.generation == self.snapshot.generation);
+        stats::sum_backends(
+            self.snapshot.backends.len(),
+            current.map(|r| r.counters.backends.as_slice()),
+        )
+    }
+
+    fn list_view(&self, options: ipvsadm::ListOptions) -> ListView {
+        let backends = self.snapshot.backends.len();
+        let mut counters = self.totals();
+        for (counter, zero) in counters.iter_mut().zip(&self.zeroed) {
+            *counter = since(zero, counter);
+        }
+        let mut active = vec![0u64; backends];
+        for report in self.latest.values().filter(|r| r.generation == self.snapshot.generation) {
+            for (sum, n) in active.iter_mut().zip(&report.active) {
+                *sum += u64::from(*n);
+            }
+        }
+        let rates = match &self.rate_samples {
+            (Some(before), Some(after)) if before.generation == after.generation => before
+                .totals
+                .iter()
+                .zip(&after.totals)
+                .map(|(b, a)| stats::BackendRates::between(b, a, after.at - before.at))
+                .collect(),
+            _ => Vec::new(),
+        };
+        ListView {
+            options,
+            counters,
+            active,
+            inactive: vec![0; backends],
+            rates,
+            connections: Vec::new(),
+        }
+    }
+
+    /// `-Z`: from now on the listed counters start from zero (the workers' own counters,
+    /// which Prometheus reads, keep counting).
+    fn zero(&mut self, service: Option<ServiceId>) {
+        let totals = self.totals();
+        if self.zeroed.len() != totals.len() {
+            self.zeroed = vec![BackendCounters::default(); totals.len()];
+        }
+        for (index, backend) in self.snapshot.backends.iter().enumerate() {
+            let owner = &self.snapshot.services[backend.service];
+            let chosen = service.as_ref().is_none_or(|id| {
+                id.vip == owner.vip && id.port == owner.port && id.proto == owner.proto
+            });
+            if chosen {
+                self.zeroed[index] = totals[index];
+            }
+        }
+    }
+
+    /// Keeps the two latest samples, two seconds apart, for `--rate`.
+    fn sample_rates(&mut self) {
+        let due =
+            self.rate_samples.1.as_ref().is_none_or(|s| s.at.elapsed() >= Duration::from_secs(2));
+        if due {
+            let sample = RateSample {
+                at: StdInstant::now(),
+                generation: self.snapshot.generation,
+                totals: self.totals(),
+            };
+            self.rate_samples = (self.rate_samples.1.take(), Some(sample));
         }
     }
 
@@ -428,6 +552,9 @@ impl ControlLoop<'_> {
         }
         self.snapshot = snapshot;
         self.config = config;
+        // Backend indices changed meaning: zeroing and rates start again.
+        self.zeroed.clear();
+        self.rate_samples = (None, None);
         Ok(())
     }
 
@@ -456,6 +583,17 @@ impl ControlLoop<'_> {
                 }
             }
         }
+    }
+}
+
+/// What `after` counted since `before` (zero where a counter went backwards).
+fn since(before: &BackendCounters, after: &BackendCounters) -> BackendCounters {
+    BackendCounters {
+        connections: after.connections.saturating_sub(before.connections),
+        in_packets: after.in_packets.saturating_sub(before.in_packets),
+        in_bytes: after.in_bytes.saturating_sub(before.in_bytes),
+        out_packets: after.out_packets.saturating_sub(before.out_packets),
+        out_bytes: after.out_bytes.saturating_sub(before.out_bytes),
     }
 }
 

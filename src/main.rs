@@ -58,6 +58,9 @@ enum Command {
         /// Log lines at this level and above: error, warn, info, debug.
         #[arg(long, default_value = "info")]
         log_level: xlb::control::log::Level,
+        /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Replay a capture through the packet pipeline, offline, and write what it transmits.
     Replay {
@@ -109,10 +112,12 @@ fn main() -> ExitCode {
             stats_every,
             metrics,
             log_level,
+            socket,
         } => {
             xlb::control::log::set_max_level(log_level);
             let options = RunOptions {
                 metrics,
+                socket,
                 config,
                 cores,
                 ready_file,

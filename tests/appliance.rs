@@ -193,6 +193,7 @@ fn start_xlb_with(
     let _ = std::fs::remove_file(&ready);
     let log = std::fs::File::create(lab.scratch.join(format!("xlb-{tag}.log"))).expect("log");
     let out = std::fs::File::create(lab.scratch.join(format!("xlb-{tag}.out"))).expect("out");
+    let socket = lab.scratch.join(format!("ctl-{tag}.sock"));
     let mut args = vec![
         env!("CARGO_BIN_EXE_xlb"),
         "run",
@@ -202,6 +203,8 @@ fn start_xlb_with(
         cores,
         "--ready-file",
         ready.to_str().expect("utf-8"),
+        "--socket",
+        socket.to_str().expect("utf-8"),
     ];
     args.extend_from_slice(extra);
     let index = lab.spawn(lb, &args, out.into(), log.into());
@@ -429,4 +432,87 @@ fn a_failed_backend_is_drained_after_fall_and_rejoins_after_rise() {
     let (_, log) = stop_xlb(&mut lab, xlb, "health");
     assert!(log.contains("warn: health:"), "the down transition is logged:\n{log}");
     assert!(log.contains("info: health:"), "the up transition is logged:\n{log}");
+}
+
+/// `xlb ctl` against this lab's running xlb; returns (status, stdout, stderr).
+fn ctl(lab: &Lab, tag: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let socket = lab.scratch.join(format!("ctl-{tag}.sock"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args(["ctl", "--socket", socket.to_str().expect("utf-8")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("xlb ctl");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+    drop(input);
+    let output = child.wait_with_output().expect("xlb ctl ran");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The operator's session of issue 4: add a service and its servers at run time, watch
+/// `--stats`, drain one, save, clear and restore — and a refused change changes nothing.
+#[test]
+fn an_operator_session_through_xlb_ctl() {
+    if !root_or_skip("ctl") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("ctl");
+    let config = lab.scratch.join("xlb.toml");
+    let interfaces_only = nat_config(&[]);
+    let interfaces_only = &interfaces_only[..interfaces_only.find("[[service]]").unwrap()];
+    std::fs::write(&config, interfaces_only).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "ctl");
+    let ok = |(status, out, err): (i32, String, String)| {
+        assert_eq!(status, 0, "stdout {out}\nstderr {err}");
+        out
+    };
+
+    ok(ctl(&lab, "ctl", &["-A", "-u", "10.2.0.10:53", "-s", "rr"], None));
+    for port in ["5001", "5002"] {
+        let server = format!("10.3.0.11:{port}");
+        ok(ctl(&lab, "ctl", &["-a", "-u", "10.2.0.10:53", "-r", &server, "-m", "-w", "1"], None));
+    }
+    let answers = ask(&lab, &client, 10);
+    assert_eq!(answers.iter().filter(|a| *a == "rs1").count(), 5, "{answers:?}");
+    assert_eq!(answers.iter().filter(|a| *a == "rs2").count(), 5, "{answers:?}");
+
+    std::thread::sleep(Duration::from_millis(300)); // a worker report (every 100 ms)
+    let stats = ok(ctl(&lab, "ctl", &["-L", "-n", "--stats"], None));
+    let service = stats.lines().find(|l| l.starts_with("UDP  10.2.0.10:53")).expect(&stats);
+    assert_eq!(service.split_whitespace().nth(2), Some("10"), "{stats}");
+
+    // Drain rs1: new flows go to rs2 only.
+    ok(ctl(
+        &lab,
+        "ctl",
+        &["-e", "-u", "10.2.0.10:53", "-r", "10.3.0.11:5001", "-m", "-w", "0"],
+        None,
+    ));
+    let answers = ask(&lab, &client, 6);
+    assert!(answers.iter().all(|a| a == "rs2"), "{answers:?}");
+
+    // A refused change (DR server on a NAT service) leaves everything as it was.
+    let saved = ok(ctl(&lab, "ctl", &["-S", "-n"], None));
+    let (status, _, err) =
+        ctl(&lab, "ctl", &["-a", "-u", "10.2.0.10:53", "-r", "10.3.0.11:5003", "-g"], None);
+    assert_eq!(status, 1, "{err}");
+    assert!(err.contains("forwards by nat"), "{err}");
+    assert_eq!(ok(ctl(&lab, "ctl", &["-S", "-n"], None)), saved);
+
+    // -C then -R restores the same table.
+    ok(ctl(&lab, "ctl", &["-C"], None));
+    assert!(ask(&lab, &client, 2).iter().all(|a| a.starts_with("fail")), "no service after -C");
+    ok(ctl(&lab, "ctl", &["-R"], Some(&saved)));
+    assert_eq!(ok(ctl(&lab, "ctl", &["-S", "-n"], None)), saved);
+    let answers = ask(&lab, &client, 4);
+    assert!(answers.iter().all(|a| a == "rs2"), "drained rs1 stays drained: {answers:?}");
+    stop_xlb(&mut lab, xlb, "ctl");
 }

@@ -856,6 +856,7 @@ mod tests {
             // Two queues of one interface on this core: reported as their sum.
             ports: vec![(IfaceId(0), port), (IfaceId(0), port)],
             flows: 5,
+            active: vec![1, 0, 0],
             conntrack: ConntrackStats::default(),
             neighbors: 2,
             held: 1,

@@ -281,6 +281,11 @@ impl Pipeline {
         &self.core.neighbors
     }
 
+    /// Tracked flows per backend on this core (indexed like the snapshot's backends).
+    pub fn active_flows(&self) -> &[u32] {
+        &self.core.active
+    }
+
     /// Frames held for unresolved neighbours right now.
     pub fn held(&self) -> usize {
         self.core.hold.len()

@@ -178,6 +178,8 @@ pub struct CoreReport {
     /// Per port: its interface and figures.
     pub ports: Vec<(IfaceId, PortStats)>,
     pub flows: usize,
+    /// Tracked flows per backend (indexed like the snapshot's backends).
+    pub active: Vec<u32>,
     /// The connection table's own counters (inserts, evictions, flood refusals...).
     pub conntrack: crate::conntrack::ConntrackStats,
     pub neighbors: usize,
@@ -395,6 +397,7 @@ impl<P: Port> Worker<P> {
             counters: self.pipeline.counters().clone(),
             ports: self.ports.iter().map(|(iface, port)| (*iface, port.stats())).collect(),
             flows: self.pipeline.conntrack().len(),
+            active: self.pipeline.active_flows().to_vec(),
             conntrack: self.pipeline.conntrack().stats(),
             neighbors: self.pipeline.neighbors().len(),
             held: self.pipeline.held(),
