@@ -23,7 +23,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use crossbeam::channel::{Receiver, Sender};
 
+use crate::conntrack::{ConntrackReader, FlowState};
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
@@ -281,6 +282,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         last_render: StdInstant::now(),
         zeroed: Vec::new(),
         rate_samples: (None, None),
+        readers,
+        clock,
     };
     control.run(&stop, &reload, &ctl);
     drop(ctl);
@@ -326,7 +329,13 @@ struct ControlLoop<'a> {
     zeroed: Vec<BackendCounters>,
     /// The two latest samples of the summed counters, for `--rate`.
     rate_samples: (Option<RateSample>, Option<RateSample>),
+    /// Every core's connection table, read lock-free for `-L -n -c`.
+    readers: Vec<ConntrackReader>,
+    clock: MonotonicClock,
 }
+
+/// The most connection entries `xlb ctl -L -n -c` lists.
+const MAX_LISTED_CONNECTIONS: usize = 100_000;
 
 /// Summed per-backend counters at one moment, of one snapshot generation.
 #[derive(Debug, Clone)]
@@ -421,14 +430,39 @@ impl ControlLoop<'_> {
                 .collect(),
             _ => Vec::new(),
         };
-        ListView {
-            options,
-            counters,
-            active,
-            inactive: vec![0; backends],
-            rates,
-            connections: Vec::new(),
+        let connections = if options.format == ipvsadm::ListFormat::Connections {
+            self.connections()
+        } else {
+            Vec::new()
+        };
+        ListView { options, counters, active, inactive: vec![0; backends], rates, connections }
+    }
+
+    /// Live flows of every core, as `ipvsadm -L -n -c` lists them.
+    fn connections(&self) -> Vec<ipvsadm::ConnEntry> {
+        let now = self.clock.now();
+        let mut entries = Vec::new();
+        for reader in &self.readers {
+            let left = MAX_LISTED_CONNECTIONS.saturating_sub(entries.len());
+            for (flow, state, expires_ns) in reader.entries(now, left) {
+                entries.push(ipvsadm::ConnEntry {
+                    proto: flow.proto,
+                    expire_secs: expires_ns / 1_000_000_000,
+                    state: match state {
+                        FlowState::SynSeen => "SYN_RECV",
+                        FlowState::Established => "ESTABLISHED",
+                        FlowState::Closing => "FIN_WAIT",
+                        FlowState::Closed => "CLOSE",
+                        FlowState::Udp => "UDP",
+                    }
+                    .to_string(),
+                    client: SocketAddrV4::new(flow.client_addr, flow.client_port),
+                    r#virtual: SocketAddrV4::new(flow.vip, flow.vport),
+                    destination: SocketAddrV4::new(flow.backend_addr, flow.backend_port),
+                });
+            }
         }
+        entries
     }
 
     /// `-Z`: from now on the listed counters start from zero (the workers' own counters,

@@ -484,6 +484,16 @@ fn an_operator_session_through_xlb_ctl() {
     assert_eq!(answers.iter().filter(|a| *a == "rs1").count(), 5, "{answers:?}");
     assert_eq!(answers.iter().filter(|a| *a == "rs2").count(), 5, "{answers:?}");
 
+    // -c lists the ten UDP flows, from the connection tables themselves.
+    let conns = ok(ctl(&lab, "ctl", &["-L", "-n", "-c"], None));
+    let flows = conns
+        .lines()
+        .filter(|l| {
+            l.starts_with("UDP") && l.contains(" 10.2.0.100:") && l.contains(" 10.2.0.10:53 ")
+        })
+        .count();
+    assert_eq!(flows, 10, "{conns}");
+
     std::thread::sleep(Duration::from_millis(300)); // a worker report (every 100 ms)
     let stats = ok(ctl(&lab, "ctl", &["-L", "-n", "--stats"], None));
     let service = stats.lines().find(|l| l.starts_with("UDP  10.2.0.10:53")).expect(&stats);

@@ -799,6 +799,31 @@ impl ConntrackReader {
         self.track_hashed(now, key, flow_hash(key), tcp_flags)
     }
 
+    /// Up to `limit` live flows of this table with their state and the nanoseconds left
+    /// before they expire, in record order (`ipvsadm -L -n -c`). Read lock-free like every
+    /// reader access: a record the owner is rewriting at that moment is skipped, so under
+    /// churn the list is a close picture, not an atomic one. Walks the whole record array:
+    /// for the control side, never the hot path.
+    pub fn entries(&self, now: Instant, limit: usize) -> Vec<(Flow, FlowState, u64)> {
+        let now = now.as_nanos();
+        let mut entries = Vec::new();
+        for index in 0..self.table.record_count() {
+            if entries.len() >= limit {
+                break;
+            }
+            let Some(view) = self.table.record(index).and_then(|r| r.view(Access::Reader)) else {
+                continue;
+            };
+            let (Some(flow), Some(state), Some(left)) =
+                (view.flow(), view.state(), self.table.expires_in(now, &view))
+            else {
+                continue;
+            };
+            entries.push((flow, state, left));
+        }
+        entries
+    }
+
     /// [`ConntrackReader::track`] with `hash` = [`crate::hash::flow_hash`]`(key)` already
     /// computed.
     #[inline]

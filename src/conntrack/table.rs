@@ -632,6 +632,13 @@ impl Table {
         now.saturating_sub(view.last_seen) > timeout
     }
 
+    /// Time left before a live, unexpired flow expires (None when it is free or expired).
+    pub fn expires_in(&self, now: u64, view: &RecordView) -> Option<u64> {
+        let timeout = self.timeouts.get(timeout_index(view.state()?)).copied().unwrap_or(0);
+        let idle = now.saturating_sub(view.last_seen);
+        (idle <= timeout).then(|| timeout - idle)
+    }
+
     /// Finds the flow that has `key` (live or expired), reading records as `access` allows.
     /// `hash` must be `flow_hash(key)` (any other value finds nothing or another key's
     /// slots, which the key comparison rejects).

@@ -1263,3 +1263,32 @@ fn measured_loop_batch_bucket(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
 fn measured_loop_batch_prefetch(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
     track_batch(ct, keys, 2)
 }
+
+/// A reader lists the live flows with their state and time left, and leaves out expired
+/// and removed ones; `limit` bounds the list.
+#[test]
+fn a_reader_lists_live_flows_with_time_left() {
+    let mut ct = table(64);
+    let reader = ct.reader();
+    let established = tcp(ForwardMode::Dr, 1);
+    let udp = flow(ForwardMode::Nat, Proto::Udp, 2, 5353);
+    let removed = tcp(ForwardMode::Dr, 3);
+    assert_eq!(insert(&mut ct, secs(10), established, Some(ACK)), Ok(FlowState::Established));
+    assert_eq!(insert(&mut ct, secs(12), udp, None), Ok(FlowState::Udp));
+    insert(&mut ct, secs(10), removed, Some(ACK)).unwrap();
+    ct.remove(&removed.original_key());
+
+    let mut listed = reader.entries(secs(13), 100);
+    listed.sort_by_key(|(flow, _, _)| flow.client_addr);
+    assert_eq!(
+        listed,
+        vec![
+            (established, FlowState::Established, Duration::from_secs(17).as_nanos() as u64),
+            (udp, FlowState::Udp, Duration::from_secs(3).as_nanos() as u64),
+        ]
+    );
+    assert_eq!(reader.entries(secs(13), 1).len(), 1, "bounded");
+    // The UDP flow's 4 s are over at 16 s and a bit; the TCP flow's 20 s are not.
+    let later = reader.entries(Instant::from_nanos(secs(16).as_nanos() + 1), 100);
+    assert_eq!(later.iter().map(|(f, _, _)| *f).collect::<Vec<_>>(), vec![established]);
+}
