@@ -36,16 +36,17 @@ use crossbeam::channel::{Receiver, Sender};
 use crate::conntrack::{ConntrackReader, FlowState};
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
+use crate::control::health::PassiveEvent;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::log::{debug, error, info, warn};
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
-use crate::dataplane::BackendCounters;
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
+use crate::dataplane::{BackendCounters, PassiveCounters};
 use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
 use crate::sched::SchedulerKind;
 use crate::time::MonotonicClock;
@@ -334,6 +335,9 @@ struct ControlLoop<'a> {
     clock: MonotonicClock,
 }
 
+/// The most passive events of one kind passed on per backend and report.
+const MAX_PASSIVE_EVENTS: u64 = 64;
+
 /// The most connection entries `xlb ctl -L -n -c` lists.
 const MAX_LISTED_CONNECTIONS: usize = 100_000;
 
@@ -359,7 +363,9 @@ impl ControlLoop<'_> {
             }
             self.relay_arp();
             self.check_health();
-            for report in self.reports.try_iter() {
+            let reports: Vec<CoreReport> = self.reports.try_iter().collect();
+            for report in reports {
+                self.observe_passive(&report);
                 self.latest.insert(report.core, report);
             }
             self.render_metrics();
@@ -494,6 +500,50 @@ impl ControlLoop<'_> {
                 totals: self.totals(),
             };
             self.rate_samples = (self.rate_samples.1.take(), Some(sample));
+        }
+    }
+
+    /// Passive health checks: what the traffic said about each backend since this core's
+    /// previous report (resets, ICMP unreachable, SYNs answered) goes to the health monitor;
+    /// a backend that crosses its `passive_fall` goes down at the next `check_health`.
+    fn observe_passive(&mut self, report: &CoreReport) {
+        let Some(previous) = self.latest.get(&report.core) else { return };
+        if previous.generation != report.generation || report.generation != self.snapshot.generation
+        {
+            return;
+        }
+        let deltas: Vec<(usize, PassiveCounters)> = report
+            .counters
+            .passive
+            .iter()
+            .zip(&previous.counters.passive)
+            .enumerate()
+            .map(|(index, (now, before))| {
+                (
+                    index,
+                    PassiveCounters {
+                        answered: now.answered.saturating_sub(before.answered),
+                        resets: now.resets.saturating_sub(before.resets),
+                        unreachable: now.unreachable.saturating_sub(before.unreachable),
+                    },
+                )
+            })
+            .filter(|(_, delta)| *delta != PassiveCounters::default())
+            .collect();
+        for (index, delta) in deltas {
+            let Some(backend) = self.snapshot.backends.get(index) else { continue };
+            let key = (backend.addr, backend.port);
+            // Bad signs first, then one "answered": a backend that answers anything is not
+            // failing every connection.
+            for _ in 0..delta.resets.min(MAX_PASSIVE_EVENTS) {
+                self.health.observe(key, PassiveEvent::Rst);
+            }
+            for _ in 0..delta.unreachable.min(MAX_PASSIVE_EVENTS) {
+                self.health.observe(key, PassiveEvent::IcmpUnreachable);
+            }
+            if delta.answered > 0 {
+                self.health.observe(key, PassiveEvent::Answered);
+            }
         }
     }
 

@@ -137,6 +137,27 @@ pub fn icmp_frag_needed(
     frame
 }
 
+/// An ICMP port unreachable from `src` to `dst` quoting `quoted_frame`'s IP header and the
+/// first 8 bytes of its transport header.
+pub fn icmp_port_unreachable(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    quoted_frame: &[u8],
+) -> Vec<u8> {
+    let ip = &quoted_frame[14..];
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let quote = &ip[..(header_len + 8).min(ip.len())];
+    let builder =
+        PacketBuilder::ethernet2(src_mac.0, dst_mac.0).ipv4(src.octets(), dst.octets(), 64).icmpv4(
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port),
+        );
+    let mut frame = Vec::with_capacity(builder.size(quote.len()));
+    builder.write(&mut frame, quote).expect("writing to a Vec cannot fail");
+    frame
+}
+
 /// An ARP packet for Ethernet/IPv4. Requests go to broadcast with a zero target MAC.
 pub fn arp(
     request: bool,

@@ -526,3 +526,70 @@ fn an_operator_session_through_xlb_ctl() {
     assert!(answers.iter().all(|a| a == "rs2"), "drained rs1 stays drained: {answers:?}");
     stop_xlb(&mut lab, xlb, "ctl");
 }
+
+/// Passive health checks: a backend whose port is closed resets every connection; after
+/// `passive_fall` resets it is taken out without waiting for an active probe.
+#[test]
+fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
+    if !root_or_skip("passive") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("passive");
+    let rs = format!("{}-rs", lab.prefix);
+    let web = lab.scratch.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("index.html"), "web\n").unwrap();
+    lab.spawn(
+        &rs,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "0.0.0.0", // a named address costs a reverse DNS lookup that times out here
+            "--directory",
+            web.to_str().unwrap(),
+            "5080",
+        ],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    // 10.3.0.11:6000 has nothing listening: its kernel answers every SYN with a RST. The
+    // active probe runs only every 30 s, so what takes it out is the traffic.
+    let config = lab.scratch.join("xlb.toml");
+    let text = nat_config(&[]).replace("port = 53\nproto = \"udp\"", "port = 80\nproto = \"tcp\"")
+        + "[service.health]\ncheck = \"tcp\"\ninterval = 30\ntimeout = 1\nfall = 3\npassive_fall = 3\n\
+           [[service.backend]]\naddr = \"10.3.0.11\"\nport = 6000\n\
+           [[service.backend]]\naddr = \"10.3.0.11\"\nport = 5080\n";
+    std::fs::write(&config, text).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "passive");
+    let started = Instant::now();
+    while !String::from_utf8_lossy(&lab.exec(&rs, &["ss", "-ltn"]).stdout).contains(":5080") {
+        assert!(started.elapsed() < Duration::from_secs(20), "the HTTP server never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let curl = |lab: &Lab| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &client, "curl", "-sS", "--max-time", "2", "http://10.2.0.10/"])
+            .output()
+            .expect("curl");
+        out.status.success() && out.stdout == b"web\n"
+    };
+    let mut early_failures = 0;
+    for _ in 0..10 {
+        if !curl(&lab) {
+            early_failures += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // a report and a health round
+    let late: Vec<bool> = (0..10).map(|_| curl(&lab)).collect();
+    let (_, log) = stop_xlb(&mut lab, xlb, "passive");
+    assert!(
+        late.iter().all(|ok| *ok),
+        "after the passive fall every request works: {late:?}\n{log}"
+    );
+    assert!((1..=5).contains(&early_failures), "{early_failures} early failures\n{log}");
+    assert!(log.contains("warn: health:") && log.contains("10.3.0.11:6000"), "{log}");
+}

@@ -135,6 +135,18 @@ impl BackendCounters {
     }
 }
 
+/// Signs of a backend's health seen in the traffic itself, for passive health checks
+/// (NAT and FullNAT: xlb sees the backend's side only there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassiveCounters {
+    /// Packets from the backend on a flow that had not seen one yet (a SYN answered).
+    pub answered: u64,
+    /// Flows the backend reset.
+    pub resets: u64,
+    /// ICMP destination-unreachable errors on the way back from the backend's side.
+    pub unreachable: u64,
+}
+
 /// One core's counters.
 #[derive(Debug, Clone)]
 pub struct Counters {
@@ -142,6 +154,8 @@ pub struct Counters {
     drops: [u64; DropReason::COUNT],
     /// Indexed like [`crate::control::Snapshot::backends`].
     pub backends: Vec<BackendCounters>,
+    /// Indexed like `backends`.
+    pub passive: Vec<PassiveCounters>,
 }
 
 impl Counters {
@@ -150,6 +164,7 @@ impl Counters {
             stats: [0; Stat::COUNT],
             drops: [0; DropReason::COUNT],
             backends: vec![BackendCounters::default(); backends],
+            passive: vec![PassiveCounters::default(); backends],
         }
     }
 

@@ -8,5 +8,5 @@ pub mod io;
 pub mod pipeline;
 pub mod worker;
 
-pub use counters::{BackendCounters, Counters, DropReason, Stat};
+pub use counters::{BackendCounters, Counters, DropReason, PassiveCounters, Stat};
 pub use pipeline::{BATCH, CoreSlot, IfaceId, Pipeline, Verdict};

@@ -233,6 +233,7 @@ impl Pipeline {
         core.sched = sched_states(&snapshot, core.slot);
         let mut active = vec![0; snapshot.backends.len()];
         let mut backends = vec![Default::default(); snapshot.backends.len()];
+        let mut passive = vec![Default::default(); snapshot.backends.len()];
         // Carry per-backend state over to backends that are still there.
         for (old_index, old) in self.snapshot.backends.iter().enumerate() {
             let service = &self.snapshot.services[old.service];
@@ -246,10 +247,13 @@ impl Pipeline {
                 active[new_index] = core.active.get(old_index).copied().unwrap_or(0);
                 backends[new_index] =
                     core.counters.backends.get(old_index).copied().unwrap_or_default();
+                passive[new_index] =
+                    core.counters.passive.get(old_index).copied().unwrap_or_default();
             }
         }
         core.active = active;
         core.counters.backends = backends;
+        core.counters.passive = passive;
         core.backend_hops = vec![None; snapshot.backends.len()];
         core.hops_generation = u64::MAX;
         self.snapshot = snapshot;
@@ -690,12 +694,37 @@ impl CoreState {
             {
                 return self.reopen(snapshot, now, ingress, frame, transport, hash);
             }
+            if hit.direction == Direction::Reply
+                && (hit.previous == FlowState::SynSeen || hit.state != hit.previous)
+            {
+                self.passive_sign(snapshot, &hit, transport.tcp_flags);
+            }
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match owned {
             Some(Owned::Vip) => self.new_flow(snapshot, now, ingress, frame, transport, hash),
             Some(Owned::Local) => Verdict::Drop(DropReason::NoFlow),
             _ => Verdict::Pass,
+        }
+    }
+
+    /// What a backend's packet tells about its health: the first answer on a flow, or a
+    /// reset (passive health checks; only NAT and FullNAT see the backend's side).
+    #[cold]
+    fn passive_sign(
+        &mut self,
+        snapshot: &Snapshot,
+        hit: &crate::conntrack::Hit,
+        tcp_flags: Option<u8>,
+    ) {
+        let Some(index) = backend_of(snapshot, &hit.flow) else { return };
+        let Some(passive) = self.counters.passive.get_mut(index) else { return };
+        let syn_ack =
+            tcp_flags.is_some_and(|f| f & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK);
+        if hit.state == FlowState::Closed && hit.previous != FlowState::Closed {
+            passive.resets += 1;
+        } else if hit.previous == FlowState::SynSeen && syn_ack {
+            passive.answered += 1;
         }
     }
 
@@ -1098,10 +1127,21 @@ impl CoreState {
         // The quoted packet went the other way: its source is our destination and vice versa.
         let quote_start = icmp_range.start + 8;
         rewrite_quote(&mut frame[quote_start..icmp_range.end], flow.proto, dst, src);
+        let icmp_range_start = icmp_range.start;
         let mut icmp = IcmpPacket::new_unchecked(&mut frame[icmp_range]);
         icmp.fill_checksum();
         self.counters.add(Stat::IcmpErrorsForwarded, 1);
         let backend = backend_of(snapshot, &flow);
+        // Network, host, protocol or port unreachable (codes 0-3); not "fragmentation
+        // needed" or "prohibited", which are about the path.
+        let unreachable = frame.get(icmp_range_start) == Some(&icmp_type::DEST_UNREACHABLE)
+            && frame.get(icmp_range_start + 1).is_some_and(|code| *code <= 3);
+        if unreachable
+            && hit.direction == Direction::Reply
+            && let Some(passive) = backend.and_then(|i| self.counters.passive.get_mut(i))
+        {
+            passive.unreachable += 1;
+        }
         self.deliver(snapshot, now, frame, &flow, hit.direction, backend)
     }
 }
@@ -1600,6 +1640,44 @@ port = {backend_port}
     fn nat_snapshot(mac: &str) -> Arc<Snapshot> {
         let extra = "gateway = \"10.1.1.1\"\n\n[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
         one_service_snapshot(mac, extra, "nat", 8080)
+    }
+
+    /// NAT lets xlb see the backend's side: a first answer, a reset and an ICMP
+    /// unreachable from the backend are counted for passive health checks, once each.
+    #[test]
+    fn passive_signs_of_a_backend_are_counted() {
+        use crate::dataplane::PassiveCounters;
+        use crate::testkit::{self, ACK, Host, RST, SYN, SYN_ACK};
+        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        pipeline.learn_neighbor(Instant::from_nanos(1), CLIENT.ip, CLIENT.mac);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
+        let client =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, flags, b"");
+        let backend = |port, flags| {
+            testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
+        };
+        // Flow 1 is answered (twice: counted once); flow 2 is reset.
+        for mut frame in [client(4001, SYN), backend(4001, SYN_ACK), backend(4001, ACK)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        for mut frame in [client(4002, SYN), backend(4002, RST)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        // Flow 3: the backend's host says the port is unreachable (about the SYN xlb sent).
+        let mut syn = client(4003, SYN);
+        assert_eq!(send(&mut syn), Verdict::Tx(IfaceId(0)));
+        let mut error = testkit::icmp_port_unreachable(RS.mac, LB.mac, RS.ip, CLIENT.ip, &syn);
+        assert_eq!(send(&mut error), Verdict::Tx(IfaceId(0)));
+        // Fragmentation needed is about the path, not the backend: not counted.
+        let mut mtu = testkit::icmp_frag_needed(RS.mac, LB.mac, RS.ip, CLIENT.ip, 1400, &syn, 8);
+        assert_eq!(send(&mut mtu), Verdict::Tx(IfaceId(0)));
+        let passive = pipeline.counters().passive[0];
+        assert_eq!(passive, PassiveCounters { answered: 1, resets: 1, unreachable: 1 });
     }
 
     /// Replies go out through the client hop caches exactly as `deliver` would send them:
