@@ -569,7 +569,7 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let curl = |lab: &Lab| {
+    let curl = || {
         let out = Command::new("ip")
             .args(["netns", "exec", &client, "curl", "-sS", "--max-time", "2", "http://10.2.0.10/"])
             .output()
@@ -578,13 +578,13 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
     };
     let mut early_failures = 0;
     for _ in 0..10 {
-        if !curl(&lab) {
+        if !curl() {
             early_failures += 1;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300)); // a report and a health round
-    let late: Vec<bool> = (0..10).map(|_| curl(&lab)).collect();
+    let late: Vec<bool> = (0..10).map(|_| curl()).collect();
     let (_, log) = stop_xlb(&mut lab, xlb, "passive");
     assert!(
         late.iter().all(|ok| *ok),
