@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# lab/lib.sh: what the labs share. Sourced by lab/dr, lab/nat and lab/fullnat.
+# lab/lib.sh: what the labs share. Sourced by lab/dr, lab/nat, lab/fullnat and
+# lab/operate.
 #
 # The rules every lab keeps, enforced here:
 # - Every namespace and interface this run creates is named `xlb-<pid>-…` (<pid> is the lab's
@@ -14,9 +15,9 @@
 # - Traffic stays inside the run's namespaces.
 #
 # A lab calls, in order: lab_init "$@"; lab_ns, lab_veth, lab_bridge, lab_bridge_port (or
-# lab_two_subnets) to build its topology, with lab_http_server and lab_udp_server on the real
-# servers; lab_find_xlb, then writes its config and calls lab_start_xlb; lab_traffic; and
-# lab_finish.
+# lab_dr_topology, lab_two_subnets) to build its topology, with lab_http_server and
+# lab_udp_server on the real servers; lab_find_xlb, then writes its config and calls
+# lab_start_xlb; lab_traffic (lab/operate: its own steps); and lab_finish.
 
 LAB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAB_REPO=$(cd "$LAB_SRC/.." && pwd)
@@ -30,6 +31,7 @@ LAB_TMP=""          # scratch directory: configs, logs, web roots
 LAB_XLB=""          # the xlb binary
 LAB_XLB_PID=""
 LAB_STEP=0
+declare -A LAB_BG   # LOG -> PID of the process lab_bg started with that log name
 LAB_FAILURES=()     # what went wrong after the topology was up (the lab goes on to report)
 LAB_RESULTS=()      # the parts of the final PASS line
 declare -A LAB_ANSWERS  # "KIND SERVER" -> how many requests of KIND SERVER answered
@@ -43,7 +45,7 @@ usage: lab/$LAB_NAME [--requests N]
 
 ${LAB_ABOUT-}
 
-  --requests N   HTTP requests and UDP request/responses each (default 100)
+  --requests N   ${LAB_REQUESTS_ABOUT:-HTTP requests and UDP request/responses each} (default $LAB_REQUESTS)
 
 Environment: XLB=path/to/xlb (default: target/release/xlb, built with cargo if needed).
 Needs root, ip, ethtool, curl and python3. Prints the prefix of everything it creates,
@@ -116,7 +118,7 @@ lab_init() {
     trap 'lab_interrupted INT' INT
     trap 'lab_interrupted TERM' TERM
     LAB_TMP=$(mktemp -d "/tmp/$LAB_PREFIX-$LAB_NAME.XXXXXX")
-    echo "lab $LAB_NAME: prefix $LAB_PREFIX (namespaces $LAB_PREFIX-*, scratch $LAB_TMP), $LAB_REQUESTS requests"
+    echo "lab $LAB_NAME: prefix $LAB_PREFIX (namespaces $LAB_PREFIX-*, scratch $LAB_TMP), $LAB_REQUESTS ${LAB_REQUESTS_NOUN:-requests}"
 }
 
 lab_interrupted() {
@@ -276,6 +278,8 @@ lab_bg() {
     shift 2
     ip netns exec "$ns" "$@" >"$LAB_TMP/$log.log" 2>&1 &
     LAB_PIDS+=("$!")
+    # shellcheck disable=SC2034 # read by lab/operate
+    LAB_BG["$log"]=$!
 }
 
 # lab_wait SECONDS WHAT CMD...: polls CMD every 0.1 s until it succeeds; fails the lab after
@@ -510,6 +514,56 @@ lab_traffic() {
     lab_stats_conns TCP "$vip:80" http "rs1=$(printf "$http" 1)" "rs2=$(printf "$http" 2)"
     # shellcheck disable=SC2059
     lab_stats_conns UDP "$vip:53" udp "rs1=$(printf "$udp" 1)" "rs2=$(printf "$udp" 2)"
+}
+
+# lab_dr_topology VIP N: the DR topology (lab/dr, lab/operate). The client (10.1.1.100/24),
+# the lb (10.1.1.2/24 on `lb`, no VIP, no forwarding) and N real servers rs1..rsN
+# (10.1.1.1N/24) share one bridge in a namespace of its own. The real servers are configured
+# the textbook way and nothing else: VIP/32 on `lo`, arp_ignore=1 and arp_announce=2 (all and
+# their interface), accept_local left at 0 (checked). Each serves HTTP on :80 and UDP on :53.
+# Ends with a topology check without xlb (the client fetches /index.html from each real
+# server directly). Sets LAB_SW, LAB_CLIENT, LAB_LB and LAB_LB_IF.
+lab_dr_topology() {
+    local vip=$1 count=$2 n ns if body roles=(switch client lb)
+    LAB_SW=$LAB_PREFIX-switch
+    LAB_CLIENT=$LAB_PREFIX-client
+    LAB_LB=$LAB_PREFIX-lb
+    LAB_LB_IF=$(lab_if lb)
+    local br
+    br=$(lab_if br)
+    for ((n = 1; n <= count; n++)); do roles+=("rs$n"); done
+    lab_step "namespaces: $(lab_join ', ' "${roles[@]}")"
+    for n in "${roles[@]}"; do lab_ns "$n"; done
+    lab_bridge "$LAB_SW" "$br"
+    lab_bridge_port "$LAB_SW" "$br" "$LAB_CLIENT" "$(lab_if c)" "$(lab_if pc)"
+    lab_bridge_port "$LAB_SW" "$br" "$LAB_LB" "$LAB_LB_IF" "$(lab_if plb)"
+    ip -n "$LAB_CLIENT" addr add 10.1.1.100/24 dev "$(lab_if c)"
+    ip -n "$LAB_LB" addr add 10.1.1.2/24 dev "$LAB_LB_IF"
+    lab_info "bridge $br in $LAB_SW; client 10.1.1.100, lb 10.1.1.2 ($LAB_LB_IF, no VIP, ip_forward=0)"
+
+    lab_step "real servers: VIP $vip on lo, arp_ignore=1, arp_announce=2, accept_local=0"
+    for ((n = 1; n <= count; n++)); do
+        ns=$LAB_PREFIX-rs$n
+        if=$(lab_if r$n)
+        lab_bridge_port "$LAB_SW" "$br" "$ns" "$if" "$(lab_if pr$n)"
+        ip -n "$ns" addr add "10.1.1.1$n/24" dev "$if"
+        ip -n "$ns" addr add "$vip/32" dev lo
+        lab_sysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+            "net.ipv4.conf.$if.arp_ignore=1" "net.ipv4.conf.$if.arp_announce=2"
+        [ "$(ip netns exec "$ns" sysctl -n net.ipv4.conf.all.accept_local)" = 0 ] ||
+            lab_fail "accept_local is not 0 in $ns"
+        lab_info "rs$n: 10.1.1.1$n on $if, $vip/32 on lo"
+        lab_http_server "$ns" "rs$n" 80
+        lab_udp_server "$ns" "rs$n" 53
+    done
+
+    lab_step "topology check without xlb: the client reaches each real server directly"
+    for ((n = 1; n <= count; n++)); do
+        body=$(ip netns exec "$LAB_CLIENT" curl -s --max-time 2 "http://10.1.1.1$n/index.html") ||
+            lab_fail "client cannot reach rs$n at 10.1.1.1$n"
+        [ "$body" = "rs$n" ] || lab_fail "10.1.1.1$n answered '$body', not rs$n"
+        lab_info "curl http://10.1.1.1$n/index.html from the client: $body"
+    done
 }
 
 # lab_two_subnets ROUTE: the NAT and FullNAT topology. The client (10.2.0.100/24) and the lb

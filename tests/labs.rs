@@ -1,7 +1,8 @@
 //! The network-namespace labs end to end: `lab/dr`, `lab/nat` and `lab/fullnat` each build
 //! their topology, start this build's `xlb run` in it, drive real clients (curl and a UDP
-//! client) through it with `--requests 20`, and must print their PASS line, exit 0, and leave
-//! none of their namespaces behind.
+//! client) through it with `--requests 20`; `lab/operate` runs an operator's session (a
+//! backend failing and returning, `xlb ctl` changes, `-S`/`-C`/`-R`) under steady curl load.
+//! Each must print its PASS line, exit 0, and leave none of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
 //! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure. The labs run one at a time
@@ -52,7 +53,8 @@ fn namespaces_left(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn run_lab(lab: &str) {
+/// Runs `lab/LAB ARGS`; its last line must start with `lab LAB: PASS (PASS_STARTS`.
+fn run_lab(lab: &str, args: &[&str], pass_starts: &str) {
     if !may_run(lab) {
         return;
     }
@@ -61,7 +63,7 @@ fn run_lab(lab: &str) {
     let out = Command::new("timeout")
         .args([LAB_TIMEOUT_SECONDS, "bash"])
         .arg(&script)
-        .args(["--requests", "20"])
+        .args(args)
         .env("XLB", env!("CARGO_BIN_EXE_xlb"))
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
@@ -74,7 +76,7 @@ fn run_lab(lab: &str) {
     assert!(left.is_empty(), "lab {lab} left namespaces behind: {left:?}\n{transcript}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
-        out.status.success() && last.starts_with(&format!("lab {lab}: PASS (20/20 http")),
+        out.status.success() && last.starts_with(&format!("lab {lab}: PASS ({pass_starts}")),
         "lab {lab}: {}\n{transcript}",
         out.status
     );
@@ -91,15 +93,20 @@ fn prefix_is_read_from_the_first_line() {
 
 #[test]
 fn lab_dr() {
-    run_lab("dr");
+    run_lab("dr", &["--requests", "20"], "20/20 http");
 }
 
 #[test]
 fn lab_nat() {
-    run_lab("nat");
+    run_lab("nat", &["--requests", "20"], "20/20 http");
 }
 
 #[test]
 fn lab_fullnat() {
-    run_lab("fullnat");
+    run_lab("fullnat", &["--requests", "20"], "20/20 http");
+}
+
+#[test]
+fn lab_operate() {
+    run_lab("operate", &[], "rs1 down detected in ");
 }
