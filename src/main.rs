@@ -15,6 +15,7 @@ use std::time::Duration;
 use xlb::control::ipvsadm::{self, Command as CtlCommand};
 use xlb::control::socket::{self, Request};
 use xlb::control::{Config, Snapshot};
+use xlb::sched::SchedulerKind;
 use xlb::daemon::{self, RunOptions};
 use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
@@ -282,10 +283,17 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         )?;
         let shares = service.fallback.shares(service.backends.len());
         let size = service.fallback.size().max(1);
+        // For other schedulers the Maglev table is the stateless fallback (flows conntrack
+        // refuses): say so, so the share is not read as the scheduler's.
+        let table = if service.scheduler.kind() == SchedulerKind::Maglev {
+            "maglev share"
+        } else {
+            "fallback maglev share"
+        };
         for (backend, slots) in snapshot.backends[service.backends.clone()].iter().zip(shares) {
             writeln!(
                 w,
-                "  -> {}:{} weight {} maglev share {:.2}% ({} of {} slots)",
+                "  -> {}:{} weight {} {table} {:.2}% ({} of {} slots)",
                 backend.addr,
                 backend.port,
                 backend.weight,
