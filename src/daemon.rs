@@ -39,6 +39,7 @@ use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::log::{debug, error, info, warn};
+use crate::control::probe_routes::{self, ProbeRoutes};
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
@@ -129,6 +130,11 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             _ => interface.mac = Some(netdev.mac.0),
         }
         netdevs.push(netdev);
+    }
+    // DR probes through the VIP need their policy routes before the first probe.
+    let mut probe_routes = ProbeRoutes::new();
+    if let Err(error) = probe_routes.sync(&probe_routes::wanted(&config)) {
+        warn!("routes for DR probes through the VIP: {error}");
     }
     // Health checks start now; every backend counts as up until its checks say otherwise.
     let health = HealthMonitor::new(&config);
@@ -285,6 +291,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         rate_samples: (None, None),
         readers,
         clock,
+        probe_routes,
     };
     control.run(&stop, &reload, &ctl);
     drop(ctl);
@@ -333,6 +340,8 @@ struct ControlLoop<'a> {
     /// Every core's connection table, read lock-free for `-L -n -c`.
     readers: Vec<ConntrackReader>,
     clock: MonotonicClock,
+    /// Policy routes for DR health probes through the VIP (removed on drop).
+    probe_routes: ProbeRoutes,
 }
 
 /// The most passive events of one kind passed on per backend and report.
@@ -623,6 +632,9 @@ impl ControlLoop<'_> {
             let _ = self.controls[0].send(ControlMsg::Announce);
         }
         if config != self.config {
+            if let Err(error) = self.probe_routes.sync(&probe_routes::wanted(&config)) {
+                warn!("routes for DR probes through the VIP: {error}");
+            }
             self.health.reconfigure(&config);
         }
         self.last_health_publish = StdInstant::now();

@@ -15,10 +15,10 @@ use std::time::Duration;
 use xlb::control::ipvsadm::{self, Command as CtlCommand};
 use xlb::control::socket::{self, Request};
 use xlb::control::{Config, Snapshot};
-use xlb::sched::SchedulerKind;
 use xlb::daemon::{self, RunOptions};
 use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
+use xlb::sched::SchedulerKind;
 
 /// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
 #[derive(Debug, Parser)]

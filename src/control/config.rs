@@ -230,6 +230,10 @@ pub struct HealthConfig {
     /// The real server that takes new flows while no backend is healthy, if any
     /// (keepalived's `sorry_server`); written `"addr:port"` or `"addr"` (the service port).
     pub sorry_server: Option<SocketAddrV4>,
+    /// DR only: probe what clients use, the VIP:port, sent to each real server's MAC (a
+    /// policy route per real server, selected by the probe socket's mark), instead of the
+    /// real server's own address.
+    pub via_vip: bool,
 }
 
 impl HealthConfig {
@@ -267,6 +271,7 @@ impl Default for HealthConfig {
             udp_payload: String::new(),
             passive_fall: Self::DEFAULT_PASSIVE_FALL,
             sorry_server: None,
+            via_vip: false,
         }
     }
 }
@@ -482,6 +487,9 @@ impl Config {
             if let Some(sorry) = h.sorry_server {
                 let _ = writeln!(out, "sorry_server = \"{sorry}\"");
             }
+            if h.via_vip {
+                let _ = writeln!(out, "via_vip = true");
+            }
             for b in &s.backends {
                 let _ = writeln!(
                     out,
@@ -679,6 +687,7 @@ struct RawHealth {
     udp_payload: Leaf,
     passive_fall: Leaf,
     sorry_server: Leaf,
+    via_vip: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1306,6 +1315,24 @@ impl Context<'_> {
             Some(at) => Some(self.sorry_server(&format!("{key}.sorry_server"), at, target)?),
             None => None,
         };
+        let via_vip = match &raw.via_vip {
+            Some(at) => {
+                let via_key = format!("{key}.via_vip");
+                let value = at
+                    .get_ref()
+                    .as_bool()
+                    .ok_or_else(|| self.invalid(&via_key, at, "true or false"))?;
+                if value && (target.forward != ForwardMode::Dr || check == HealthCheckKind::None) {
+                    return Err(self.invalid(
+                        &via_key,
+                        at,
+                        "false: probing through the VIP is for DR services with a check",
+                    ));
+                }
+                value
+            }
+            None => false,
+        };
         Ok(HealthConfig {
             check,
             interval,
@@ -1318,6 +1345,7 @@ impl Context<'_> {
             udp_payload,
             passive_fall,
             sorry_server,
+            via_vip,
         })
     }
 
@@ -2062,6 +2090,7 @@ pub(crate) mod tests {
                 udp_payload: String::new(),
                 passive_fall: HealthConfig::DEFAULT_PASSIVE_FALL,
                 sorry_server: None,
+                via_vip: false,
             }
         );
         // A short interval shortens the default timeout with it; equal is allowed.
@@ -2153,6 +2182,7 @@ pub(crate) mod tests {
                 udp_payload: if udp { udp_payload } else { String::new() },
                 passive_fall,
                 sorry_server: None,
+                via_vip: false,
             }
         }
     }
@@ -2169,8 +2199,12 @@ pub(crate) mod tests {
             maglev_table_size in proptest::sample::select(vec![7usize, 251, 65_537, 1_000_003]),
             health in arb_health(),
             sorry_port in proptest::option::of(1u16..),
+            via_vip in any::<bool>(),
         ) -> ServiceConfig {
             let mut health = health;
+            health.via_vip = via_vip
+                && forward == ForwardMode::Dr
+                && health.check != HealthCheckKind::None;
             // 10.1.1.250 is no backend's address (they count up from 10.1.1.20).
             health.sorry_server = sorry_port.map(|sorry_port| {
                 let sorry_port = if forward == ForwardMode::Dr { port } else { sorry_port };

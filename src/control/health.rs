@@ -459,11 +459,17 @@ impl HealthMonitor {
         let settings = entry.settings.clone();
         let (service, backend) = key;
         let name = format!("xlb-health-{}:{}", backend.0, backend.1);
+        // DR `via_vip`: what clients use, the VIP:port, routed to this real server by the
+        // policy route its mark selects (see `probe_mark`).
+        let (target, mark) = if settings.via_vip {
+            (SocketAddrV4::new(service.0, service.1), Some(probe_mark(backend.0)))
+        } else {
+            (SocketAddrV4::new(backend.0, backend.1), None)
+        };
         let spawned = thread::Builder::new().name(name).spawn(move || {
-            let target = SocketAddrV4::new(backend.0, backend.1);
             loop {
                 let started = StdInstant::now();
-                let result = probe(target, &settings);
+                let result = probe_marked(target, mark, &settings);
                 let report = ProbeReport { prober: id, service, backend, result };
                 if results.send(report).is_err() {
                     return;
@@ -637,23 +643,57 @@ fn next_prime(n: usize) -> usize {
 
 /// Runs the check `settings` asks for against `target` once; `check = "none"` always passes.
 pub fn probe(target: SocketAddrV4, settings: &HealthConfig) -> ProbeResult {
+    probe_marked(target, None, settings)
+}
+
+/// The firewall mark (and routing table) of probes through the VIP to the real server
+/// `rip`: the address itself, so every real server has its own and it never changes.
+pub fn probe_mark(rip: Ipv4Addr) -> u32 {
+    rip.to_bits()
+}
+
+/// [`probe`] from sockets carrying `mark` (SO_MARK), so a policy route can pick the path.
+pub fn probe_marked(
+    target: SocketAddrV4,
+    mark: Option<u32>,
+    settings: &HealthConfig,
+) -> ProbeResult {
+    let timeout = settings.timeout;
     match settings.check {
         HealthCheckKind::None => Ok(Duration::ZERO),
-        HealthCheckKind::Tcp => probe_tcp(target, settings.timeout),
+        HealthCheckKind::Tcp => probe_tcp_marked(target, mark, timeout),
         HealthCheckKind::Http => {
-            probe_http(target, &settings.http_path, settings.http_status, settings.timeout)
+            probe_http_marked(target, mark, &settings.http_path, settings.http_status, timeout)
         }
         HealthCheckKind::Udp => {
-            probe_udp(target, settings.udp_payload.as_bytes(), settings.timeout)
+            probe_udp_marked(target, mark, settings.udp_payload.as_bytes(), timeout)
         }
     }
 }
 
+/// A TCP connection to `target` within `timeout`, from a socket with `mark` if any.
+fn connect_tcp(
+    target: SocketAddrV4,
+    mark: Option<u32>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let Some(mark) = mark else {
+        return TcpStream::connect_timeout(&SocketAddr::V4(target), timeout);
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_mark(mark)?;
+    socket.connect_timeout(&SocketAddr::V4(target).into(), timeout)?;
+    Ok(socket.into())
+}
+
 /// A TCP connect within `timeout`; returns the time it took.
 pub fn probe_tcp(target: SocketAddrV4, timeout: Duration) -> ProbeResult {
+    probe_tcp_marked(target, None, timeout)
+}
+
+fn probe_tcp_marked(target: SocketAddrV4, mark: Option<u32>, timeout: Duration) -> ProbeResult {
     let started = StdInstant::now();
-    let stream = TcpStream::connect_timeout(&SocketAddr::V4(target), timeout)
-        .map_err(|e| io_error(&e, timeout))?;
+    let stream = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
     let took = started.elapsed();
     drop(stream);
     Ok(took)
@@ -662,11 +702,20 @@ pub fn probe_tcp(target: SocketAddrV4, timeout: Duration) -> ProbeResult {
 /// `GET path HTTP/1.0`, expecting `status` on the status line, all within `timeout`; returns
 /// the time from connect to status line.
 pub fn probe_http(target: SocketAddrV4, path: &str, status: u16, timeout: Duration) -> ProbeResult {
+    probe_http_marked(target, None, path, status, timeout)
+}
+
+fn probe_http_marked(
+    target: SocketAddrV4,
+    mark: Option<u32>,
+    path: &str,
+    status: u16,
+    timeout: Duration,
+) -> ProbeResult {
     let started = StdInstant::now();
     let left = || timeout.checked_sub(started.elapsed()).filter(|d| !d.is_zero());
     let timed_out = ProbeError::Timeout(timeout);
-    let mut stream = TcpStream::connect_timeout(&SocketAddr::V4(target), timeout)
-        .map_err(|e| io_error(&e, timeout))?;
+    let mut stream = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n",
         target.ip()
@@ -710,9 +759,27 @@ fn parse_status_line(answer: &[u8]) -> Result<u16, ProbeError> {
 /// Sends `payload` from a connected UDP socket and waits up to `timeout` for any reply;
 /// returns the round trip. An ICMP port unreachable fails it as "connection refused".
 pub fn probe_udp(target: SocketAddrV4, payload: &[u8], timeout: Duration) -> ProbeResult {
+    probe_udp_marked(target, None, payload, timeout)
+}
+
+fn probe_udp_marked(
+    target: SocketAddrV4,
+    mark: Option<u32>,
+    payload: &[u8],
+    timeout: Duration,
+) -> ProbeResult {
     let started = StdInstant::now();
     let fail = |e: io::Error| io_error(&e, timeout);
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(fail)?;
+    let socket = match mark {
+        None => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(fail)?,
+        Some(mark) => {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .map_err(fail)?;
+            socket.set_mark(mark).map_err(fail)?;
+            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into()).map_err(fail)?;
+            socket.into()
+        }
+    };
     socket.connect(target).map_err(fail)?;
     socket.set_read_timeout(Some(timeout)).map_err(fail)?;
     socket.send(payload).map_err(fail)?;

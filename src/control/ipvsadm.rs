@@ -36,6 +36,7 @@
 //!   `--health-check tcp|http|udp|none`, `--health-interval SECS`, `--health-timeout SECS`,
 //!   `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
+//!   `--health-via-vip yes|no`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
 //! - Persistence, firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
 //!   and the sync daemon are refused with the reason, never silently ignored.
@@ -134,6 +135,8 @@ pub struct HealthOptions {
     pub passive_fall: Option<u32>,
     /// `--sorry-server ADDR:PORT`, or `none` (`Some(None)`) to remove it.
     pub sorry_server: Option<Option<SocketAddrV4>>,
+    /// `--health-via-vip yes|no` (DR: probe the VIP through each real server).
+    pub via_vip: Option<bool>,
 }
 
 /// What `-A|-E` set on a service; `None` (or an empty list) keeps the current value (`-E`)
@@ -395,6 +398,9 @@ fn write_service_options(f: &mut fmt::Formatter<'_>, options: &ServiceOptions) -
         Some(None) => write!(f, " --sorry-server none")?,
         None => {}
     }
+    if let Some(via_vip) = h.via_vip {
+        write!(f, " --health-via-vip {}", if via_vip { "yes" } else { "no" })?;
+    }
     Ok(())
 }
 
@@ -514,6 +520,7 @@ enum Key {
     HealthUdpPayload,
     HealthPassiveFall,
     SorryServer,
+    HealthViaVip,
     OnFailure,
     /// Recognised, refused, with the reason.
     Unsupported(&'static str),
@@ -600,6 +607,7 @@ const SPECS: &[Spec] = &[
     spec(None, "health-udp-payload-hex", true, Key::HealthUdpPayload),
     spec(None, "health-passive-fall", true, Key::HealthPassiveFall),
     spec(None, "sorry-server", true, Key::SorryServer),
+    spec(None, "health-via-vip", true, Key::HealthViaVip),
     spec(Some('f'), "fwmark-service", false, Key::Unsupported(NO_FWMARK)),
     spec(Some('p'), "persistent", false, Key::Unsupported(NO_PERSISTENCE)),
     spec(Some('M'), "netmask", false, Key::Unsupported(NO_PERSISTENCE)),
@@ -977,6 +985,15 @@ impl Options {
                     v => v.parse::<SocketAddrV4>().ok().map(Some),
                 },
                 "ADDR:PORT, or none",
+            )?,
+            via_vip: self.named(
+                Key::HealthViaVip,
+                |v| match v {
+                    "yes" => Some(true),
+                    "no" => Some(false),
+                    _ => None,
+                },
+                "yes or no",
             )?,
         };
         Ok(ServiceOptions { scheduler, forward, local_addrs, maglev_table_size, health })
@@ -1358,6 +1375,9 @@ fn edit_service(
     if let Some(sorry) = h.sorry_server {
         health.sorry_server = sorry;
     }
+    if let Some(via_vip) = h.via_vip {
+        health.via_vip = via_vip;
+    }
     if health.check != HealthCheckKind::Http && (h.http_path.is_some() || h.http_status.is_some()) {
         return Err(CtlError::Invalid {
             what: format!("service {id} health check"),
@@ -1394,6 +1414,7 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
             passive_fall: differs(h.passive_fall == defaults.passive_fall)
                 .then_some(h.passive_fall),
             sorry_server: h.sorry_server.map(Some),
+            via_vip: h.via_vip.then_some(true),
         };
         let options = ServiceOptions {
             scheduler: Some(service.scheduler),
@@ -1678,6 +1699,7 @@ Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresse
 -A|-E also take --maglev-table-size N, --health-check tcp|http|udp|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
+  --health-via-vip yes|no,
   --health-http-path P, --health-http-status N, --on-failure drain|remove.
 ";
 

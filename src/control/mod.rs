@@ -7,6 +7,7 @@ pub mod http;
 pub mod ipvsadm;
 pub mod log;
 pub mod metrics;
+pub mod probe_routes;
 pub mod snapshot;
 pub mod socket;
 pub mod stats;

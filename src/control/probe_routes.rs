@@ -1,0 +1,186 @@
+//! Policy routes that let DR health probes reach each real server on the VIP, as clients do.
+//!
+//! A DR real server serves the VIP (held on its `lo`), so probing its own address can pass
+//! while the VIP does not answer. To probe the VIP through one particular real server, the
+//! probe socket carries a firewall mark ([`probe_mark`]: the real server's address), and
+//! an `ip rule` sends packets with that mark to a routing table of the same number that
+//! holds `VIP via RIP onlink` for every VIP the real server serves. The probe leaves from
+//! the box's own address with the real server's MAC, exactly like a DR-forwarded packet;
+//! the answer (from the VIP to the box's address) belongs to the kernel, which xlb's XDP
+//! program leaves alone.
+//!
+//! The rules sit at preference [`RULE_PREF`], which marks them as xlb's: start-up removes
+//! any left by a killed run (and flushes their tables); [`ProbeRoutes`] adds and removes
+//! its own as the config changes, and removes them all when dropped. Done with the `ip`
+//! command, in the network namespace xlb runs in.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use crate::control::config::Config;
+use crate::control::health::probe_mark;
+use crate::flow::ForwardMode;
+
+/// The `ip rule` preference of xlb's probe rules.
+pub const RULE_PREF: u32 = 9786;
+
+/// One route a probe needs: `vip` via `rip` on `dev`, in `rip`'s table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeRoute {
+    pub rip: Ipv4Addr,
+    pub vip: Ipv4Addr,
+    pub dev: String,
+}
+
+/// The routes `config` needs: every real server of every DR service whose health check
+/// goes through the VIP (`via_vip`), on the interface whose subnet holds it.
+pub fn wanted(config: &Config) -> BTreeSet<ProbeRoute> {
+    let mut routes = BTreeSet::new();
+    for service in &config.services {
+        if service.forward != ForwardMode::Dr || !service.health.via_vip {
+            continue;
+        }
+        for backend in &service.backends {
+            if let Some(interface) = config.interface_for(backend.addr) {
+                routes.insert(ProbeRoute {
+                    rip: backend.addr,
+                    vip: service.vip,
+                    dev: interface.name.clone(),
+                });
+            }
+        }
+    }
+    routes
+}
+
+/// The probe routes installed by this process.
+#[derive(Debug, Default)]
+pub struct ProbeRoutes {
+    installed: BTreeSet<ProbeRoute>,
+}
+
+impl ProbeRoutes {
+    /// Removes what a previous xlb left (rules at [`RULE_PREF`] and their tables).
+    pub fn new() -> ProbeRoutes {
+        if let Ok(out) =
+            Command::new("ip").args(["rule", "show", "pref", &RULE_PREF.to_string()]).output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            for table in text.lines().filter_map(|l| l.split("lookup ").nth(1)) {
+                let table = table.split_whitespace().next().unwrap_or_default();
+                let _ = ip(&["route", "flush", "table", table]);
+            }
+            for _ in text.lines() {
+                let _ = ip(&["rule", "del", "pref", &RULE_PREF.to_string()]);
+            }
+        }
+        ProbeRoutes::default()
+    }
+
+    /// Makes the installed routes `wanted`: adds what is new, removes what is gone. Errors
+    /// name the command; what succeeded stays.
+    pub fn sync(&mut self, wanted: &BTreeSet<ProbeRoute>) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let rips = |set: &BTreeSet<ProbeRoute>| set.iter().map(|r| r.rip).collect::<BTreeSet<_>>();
+        let (old_rips, new_rips) = (rips(&self.installed), rips(wanted));
+        for route in self.installed.difference(wanted) {
+            let table = probe_mark(route.rip).to_string();
+            if let Err(e) = ip(&["route", "del", &format!("{}/32", route.vip), "table", &table]) {
+                errors.push(e);
+            }
+        }
+        for rip in old_rips.difference(&new_rips) {
+            let mark = probe_mark(*rip).to_string();
+            let pref = RULE_PREF.to_string();
+            if let Err(e) = ip(&["rule", "del", "pref", &pref, "fwmark", &mark, "table", &mark]) {
+                errors.push(e);
+            }
+        }
+        for rip in new_rips.difference(&old_rips) {
+            let mark = probe_mark(*rip).to_string();
+            let pref = RULE_PREF.to_string();
+            if let Err(e) = ip(&["rule", "add", "pref", &pref, "fwmark", &mark, "table", &mark]) {
+                errors.push(e);
+            }
+        }
+        for route in wanted.difference(&self.installed) {
+            let table = probe_mark(route.rip).to_string();
+            let vip = format!("{}/32", route.vip);
+            let rip = route.rip.to_string();
+            let args = [
+                "route", "replace", &vip, "via", &rip, "dev", &route.dev, "onlink", "table", &table,
+            ];
+            if let Err(e) = ip(&args) {
+                errors.push(e);
+            }
+        }
+        self.installed = wanted.clone();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+}
+
+impl Drop for ProbeRoutes {
+    fn drop(&mut self) {
+        let _ = self.sync(&BTreeSet::new());
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dr_services_probing_through_the_vip_need_routes() {
+        let text = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.2/24"
+
+[[service]]
+vip = "10.1.1.10"
+port = 80
+forward = "dr"
+  [service.health]
+  check = "http"
+  via_vip = true
+  [[service.backend]]
+  addr = "10.1.1.11"
+  [[service.backend]]
+  addr = "10.1.1.12"
+
+[[service]]
+vip = "10.1.1.20"
+port = 80
+forward = "dr"
+  [[service.backend]]
+  addr = "10.1.1.11"
+"#;
+        let config = Config::parse(text, "t.toml").unwrap();
+        let routes: Vec<_> = wanted(&config).into_iter().collect();
+        let route = |rip: [u8; 4]| ProbeRoute {
+            rip: rip.into(),
+            vip: Ipv4Addr::new(10, 1, 1, 10),
+            dev: "eth0".into(),
+        };
+        assert_eq!(routes, vec![route([10, 1, 1, 11]), route([10, 1, 1, 12])]);
+
+        let nat = text.replace(
+            "forward = \"dr\"\n  [service.health]",
+            "forward = \"nat\"\n  [service.health]",
+        );
+        assert!(Config::parse(&nat, "t.toml").is_err(), "via_vip is for DR only");
+    }
+}
