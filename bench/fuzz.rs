@@ -963,10 +963,13 @@ const HEADERS: [&str; 8] = [
 fn gen_config(rng: &mut Rng, seeds: &[String], out: &mut String) {
     out.clear();
     out.push_str(rng.pick::<String>(seeds));
-    if rng.one_in(16) {
+    if rng.one_in(8) {
         return;
     }
-    for _ in 0..=rng.below(3) {
+    // Mostly one mutation, so that a fair share of the texts stays valid and reaches
+    // `Snapshot::build` and `to_toml`.
+    let mutations = if rng.one_in(4) { 2 + rng.below(3) } else { 1 };
+    for _ in 0..mutations {
         let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
         let n = lines.len();
         match rng.below(10) {
