@@ -1083,7 +1083,10 @@ fn regenerate(corpus: &Corpus, seed: u64, target: Target, index: u64) -> Vec<u8>
 
 /// Writes a crashing or hanging input; returns its path.
 fn save(target: Target, input: &[u8]) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashes");
+    let dir = std::env::var_os("XLB_FUZZ_CRASH_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashes"),
+        PathBuf::from,
+    );
     let _ = std::fs::create_dir_all(&dir);
     let hash = xlb::hash::hash_bytes(0, input);
     let path = dir.join(format!("{}-{hash:016x}.bin", target.name()));
@@ -1138,7 +1141,21 @@ fn watchdog(watch: Arc<Watch>, corpus: Arc<Corpus>, seed: u64) {
 }
 
 /// Runs `inputs` inputs of `target`; returns whether none panicked.
-fn fuzz(target: Target, inputs: u64, seed: u64, corpus: &Corpus, watch: &Watch) -> bool {
+/// Faults to inject, to check the harness itself: a panic or a 2 s stall at an input index.
+#[derive(Debug, Clone, Copy, Default)]
+struct Inject {
+    panic_at: Option<u64>,
+    hang_at: Option<u64>,
+}
+
+fn fuzz(
+    target: Target,
+    inputs: u64,
+    seed: u64,
+    corpus: &Corpus,
+    watch: &Watch,
+    inject: Inject,
+) -> bool {
     watch.target.store(target as u64, Ordering::Relaxed);
     let start = WallClock::now();
     let mut last_report = start;
@@ -1151,18 +1168,26 @@ fn fuzz(target: Target, inputs: u64, seed: u64, corpus: &Corpus, watch: &Watch) 
     for index in 0..inputs {
         watch.begin(index);
         let mut rng = Rng::for_input(seed, target, index);
-        let outcome = catch_unwind(AssertUnwindSafe(|| match target {
-            Target::Wire => {
-                gen_frame(&mut rng, &corpus.frames, &mut frame);
-                sink ^= run_wire(&frame);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            match target {
+                Target::Wire => {
+                    gen_frame(&mut rng, &corpus.frames, &mut frame);
+                    sink ^= run_wire(&frame);
+                }
+                Target::Pipeline => {
+                    let cores = cores.as_mut().expect("pipeline state");
+                    cores.run(&mut rng, &corpus.frames, index);
+                }
+                Target::Config => {
+                    gen_config(&mut rng, &corpus.configs, &mut text);
+                    parsed += u64::from(run_config(&text));
+                }
             }
-            Target::Pipeline => {
-                let cores = cores.as_mut().expect("pipeline state");
-                cores.run(&mut rng, &corpus.frames, index);
+            if inject.panic_at == Some(index) {
+                panic!("injected panic at input {index}");
             }
-            Target::Config => {
-                gen_config(&mut rng, &corpus.configs, &mut text);
-                parsed += u64::from(run_config(&text));
+            if inject.hang_at == Some(index) {
+                std::thread::sleep(2 * HANG);
             }
         }));
         if outcome.is_err() {
@@ -1246,6 +1271,8 @@ fn main() {
                 panic!("unknown target {name:?}: wire, pipeline, config or all")
             })],
         };
+    let at = |flag: &str| value(flag).map(|n| n.parse::<u64>().expect("an input index"));
+    let inject = Inject { panic_at: at("--inject-panic-at"), hang_at: at("--inject-hang-at") };
     let corpus = Arc::new(Corpus { frames: golden_frames(), configs: config_seeds() });
     println!(
         "fuzz: {} seed frames, {} seed configs, {inputs} inputs per target, seed {seed}",
@@ -1266,9 +1293,39 @@ fn main() {
     // the place) but only once per run.
     let mut failed = false;
     for target in targets {
-        failed |= !fuzz(target, inputs, seed, &corpus, &watch);
+        failed |= !fuzz(target, inputs, seed, &corpus, &watch, inject);
     }
     if failed {
         std::process::exit(1);
     }
+    if !full && inject.panic_at.is_none() && inject.hang_at.is_none() {
+        check_harness();
+    }
+}
+
+/// The CI smoke run also checks that the harness catches what it is for: it runs itself with
+/// an injected panic and an injected stall, and expects each to be reported, saved, and to
+/// end the run with a failure.
+fn check_harness() {
+    let dir = std::env::temp_dir().join(format!("xlb-fuzz-check-{}", std::process::id()));
+    let run = |flag: &str| {
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args(["--target", "wire", "--inputs", "100", flag, "42"])
+            .env("XLB_FUZZ_CRASH_DIR", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the fuzzer runs itself");
+        let saved = std::fs::read_dir(&dir).map_or(0, |entries| entries.count());
+        (status.code(), saved)
+    };
+    let expected_input =
+        regenerate(&Corpus { frames: golden_frames(), configs: Vec::new() }, 1, Target::Wire, 42);
+    assert_eq!(run("--inject-panic-at"), (Some(1), 1), "an injected panic is not reported");
+    let saved = std::fs::read_dir(&dir).expect("crash dir").next().expect("a file").expect("entry");
+    assert_eq!(std::fs::read(saved.path()).expect("saved input"), expected_input);
+    assert_eq!(run("--inject-hang-at"), (Some(3), 1), "an injected hang is not reported");
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("fuzz: harness check: an injected panic and an injected hang are caught and saved");
 }
