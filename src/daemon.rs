@@ -572,15 +572,10 @@ impl ControlLoop<'_> {
 
     /// Publishes the effective config again when a backend went up or down, and once a
     /// second while a least-time service needs fresh response times.
+    /// A transition is logged once the workers have been sent the snapshot that applies
+    /// it, so whoever reads the log line can count on it.
     fn check_health(&mut self) {
         let transitions = self.health.poll();
-        for transition in &transitions {
-            if transition.up {
-                info!("health: {transition}");
-            } else {
-                warn!("health: {transition}");
-            }
-        }
         let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
         let stale = self.last_health_publish.elapsed() >= Duration::from_secs(1);
         if transitions.is_empty() && !(uses_lt && stale) {
@@ -590,6 +585,13 @@ impl ControlLoop<'_> {
         let config = self.config.clone();
         if let Err(error) = self.publish(config, why) {
             error!("applying health state failed, nothing changed: {error:#}");
+        }
+        for transition in &transitions {
+            if transition.up {
+                info!("health: {transition}");
+            } else {
+                warn!("health: {transition}");
+            }
         }
     }
 
