@@ -1483,6 +1483,13 @@ impl EmitQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::Host;
+
+    // The hosts of the one-service snapshots below (`one_service_snapshot`).
+    const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+    const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+    const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+    const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 1, 1, 100), 80);
 
     #[test]
     fn local_port_ranges_partition_the_space() {
@@ -1537,14 +1544,10 @@ port = {backend_port}
     /// new snapshot's interface MAC at once.
     #[test]
     fn backend_hop_cache_follows_neighbors_and_snapshots() {
-        use crate::testkit::{self, ACK, Host, SYN};
-        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
-        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
-        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
-        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        use crate::testkit::{self, ACK, SYN};
         let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
         let now = Instant::from_nanos(1);
-        let packet = |flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), vip, flags, b"x");
+        let packet = |flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"x");
         let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
 
         let mut syn = packet(SYN);
@@ -1614,17 +1617,14 @@ port = {backend_port}
     /// live flow is not.
     #[test]
     fn a_syn_reusing_a_closed_flows_port_is_a_new_connection() {
-        use crate::testkit::{self, ACK, FIN_ACK, Host, RST, SYN};
-        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
-        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
-        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        use crate::testkit::{self, ACK, FIN_ACK, RST, SYN};
         let extra = "[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
         let mut pipeline = Pipeline::new(
             one_service_snapshot("02:00:00:00:00:10", extra, "dr", 80),
             CoreSlot::SINGLE,
         );
         let mut send = |flags| {
-            let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), vip, flags, b"");
+            let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"");
             pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
         };
         for flags in [SYN, SYN, ACK, FIN_ACK, SYN, ACK, RST, SYN] {
@@ -1647,17 +1647,13 @@ port = {backend_port}
     #[test]
     fn passive_signs_of_a_backend_are_counted() {
         use crate::dataplane::PassiveCounters;
-        use crate::testkit::{self, ACK, Host, RST, SYN, SYN_ACK};
-        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
-        const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
-        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
-        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        use crate::testkit::{self, ACK, RST, SYN, SYN_ACK};
         let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
         pipeline.learn_neighbor(Instant::from_nanos(1), CLIENT.ip, CLIENT.mac);
         let now = Instant::from_secs(1);
         let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
         let client =
-            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, flags, b"");
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
         let backend = |port, flags| {
             testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
         };
@@ -1686,11 +1682,8 @@ port = {backend_port}
     /// snapshot's interface MAC at once; clients whose cache slots collide each keep theirs.
     #[test]
     fn client_hop_caches_follow_neighbors_and_snapshots() {
-        use crate::testkit::{self, ACK, Host, SYN};
-        const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+        use crate::testkit::{self, ACK, SYN};
         const GATEWAY: Host = Host::new([2, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
-        const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
-        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
         let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
         let now = Instant::from_nanos(1);
         let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
@@ -1704,7 +1697,7 @@ port = {backend_port}
         let clients = [Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(198, 51, 100, 9), first, twin];
         let client_mac = |ip: Ipv4Addr| MacAddr([2, 0, 0, 0, 1, ip.octets()[3]]);
         for client in clients {
-            let mut syn = testkit::tcp(client_mac(client), LB.mac, (client, 4000), vip, SYN, b"");
+            let mut syn = testkit::tcp(client_mac(client), LB.mac, (client, 4000), VIP, SYN, b"");
             assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(0)));
         }
         let reply = |pipeline: &mut Pipeline, client: Ipv4Addr| {
