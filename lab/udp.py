@@ -5,8 +5,9 @@ serve: answers every datagram with "NAME <the datagram>", sent from the address 
        was sent to (IP_PKTINFO), as a real UDP service bound to 0.0.0.0 must: a DR real server
        receives requests for the VIP (held on `lo`) and must answer from the VIP, not from its
        own address.
-ask:   COUNT request/responses, each from a fresh connected socket (a new flow, a new source
-       port), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
+ask:   COUNT request/responses, each from a fresh connected socket on a source port this run
+       has not used before (so each is a new flow: the kernel's random ephemeral port can repeat
+       within a few dozen sockets), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
        from the address and port it sent to, so a reply from the wrong source counts as lost.
        Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON".
 """
@@ -36,13 +37,26 @@ def serve(name: str, port: int) -> None:
         sock.sendmsg([prefix + data], reply_from, 0, peer)
 
 
+def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
+    """A UDP socket connected to addr:port from a source port not in `used` (then added)."""
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect((addr, port))
+        local_port = sock.getsockname()[1]
+        if local_port not in used:
+            used.add(local_port)
+            return sock
+        sock.close()
+
+
 def ask(addr: str, port: int, count: int, timeout: float) -> None:
+    used_ports: set = set()
     for i in range(count):
         request = b"request %d" % i
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = None
         try:
+            sock = fresh_socket(addr, port, used_ports)
             sock.settimeout(timeout)
-            sock.connect((addr, port))
             sock.send(request)
             reply = sock.recv(2048)
             name, _, echoed = reply.partition(b" ")
@@ -56,7 +70,8 @@ def ask(addr: str, port: int, count: int, timeout: float) -> None:
         except OSError as error:
             print(f"fail {type(error).__name__}", flush=True)
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
 
 
 def main() -> int:
