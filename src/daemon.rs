@@ -513,8 +513,9 @@ impl ControlLoop<'_> {
     }
 
     /// Passive health checks: what the traffic said about each backend since this core's
-    /// previous report (resets, ICMP unreachable, SYNs answered) goes to the health monitor;
-    /// a backend that crosses its `passive_fall` goes down at the next `check_health`.
+    /// previous report (resets, ICMP unreachables, SYNs sent again unanswered, handshakes
+    /// answered) goes to the health monitor; a backend that crosses its `passive_fall` goes
+    /// down at the next `check_health`.
     fn observe_passive(&mut self, report: &CoreReport) {
         let Some(previous) = self.latest.get(&report.core) else { return };
         if previous.generation != report.generation || report.generation != self.snapshot.generation
@@ -532,6 +533,7 @@ impl ControlLoop<'_> {
                     index,
                     PassiveCounters {
                         answered: now.answered.saturating_sub(before.answered),
+                        unanswered: now.unanswered.saturating_sub(before.unanswered),
                         resets: now.resets.saturating_sub(before.resets),
                         unreachable: now.unreachable.saturating_sub(before.unreachable),
                     },
@@ -549,6 +551,9 @@ impl ControlLoop<'_> {
             }
             for _ in 0..delta.unreachable.min(MAX_PASSIVE_EVENTS) {
                 self.health.observe(key, PassiveEvent::IcmpUnreachable);
+            }
+            for _ in 0..delta.unanswered.min(MAX_PASSIVE_EVENTS) {
+                self.health.observe(key, PassiveEvent::SynUnanswered);
             }
             if delta.answered > 0 {
                 self.health.observe(key, PassiveEvent::Answered);

@@ -529,6 +529,88 @@ fn an_operator_session_through_xlb_ctl() {
 
 /// Passive health checks: a backend whose port is closed resets every connection; after
 /// `passive_fall` resets it is taken out without waiting for an active probe.
+/// Python's HTTP server in `ns` on 0.0.0.0:`port`, serving "web\n" at `/`.
+fn serve_web(lab: &mut Lab, ns: &str, port: &str) {
+    let web = lab.scratch.join(format!("web-{port}"));
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("index.html"), "web\n").unwrap();
+    // 0.0.0.0: a named address costs a reverse DNS lookup that times out here.
+    let directory = web.to_str().expect("utf-8").to_string();
+    let serve =
+        ["python3", "-m", "http.server", "--bind", "0.0.0.0", "--directory", &directory, port];
+    lab.spawn(ns, &serve, Stdio::null(), Stdio::null());
+}
+
+/// One GET of the NAT lab's VIP from `client`, within `max_time` seconds: true if "web\n"
+/// came back.
+fn fetch_web(client: &str, max_time: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", client, "curl", "-sS", "--max-time", max_time])
+        .arg("http://10.2.0.10/")
+        .output()
+        .expect("curl");
+    out.status.success() && out.stdout == b"web\n"
+}
+
+/// A hung backend: its listener's accept queue is full, so its kernel drops every new SYN
+/// and the clients send theirs again. xlb counts each SYN sent again on an unanswered flow;
+/// `passive_fall` of them take the backend out long before the 30 s active probe would.
+#[test]
+fn a_backend_that_never_answers_syns_is_taken_out_by_passive_checks() {
+    if !root_or_skip("passive_syn") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("psyn");
+    let rs = format!("{}-rs", lab.prefix);
+    serve_web(&mut lab, &rs, "5080");
+    // Listen with a backlog of 0 and never accept; one local connection fills the queue.
+    let hung = "import socket, time\n\
+                s = socket.socket()\n\
+                s.bind(('0.0.0.0', 6001))\n\
+                s.listen(0)\n\
+                c = socket.create_connection(('127.0.0.1', 6001))\n\
+                print('full', flush=True)\n\
+                time.sleep(120)\n";
+    lab.spawn(&rs, &["python3", "-c", hung], Stdio::null(), Stdio::null());
+    let config = lab.scratch.join("xlb.toml");
+    let text = nat_config(&[]).replace("port = 53\nproto = \"udp\"", "port = 80\nproto = \"tcp\"")
+        + "[service.health]\ncheck = \"tcp\"\ninterval = 30\ntimeout = 1\nfall = 3\npassive_fall = 3\n\
+           [[service.backend]]\naddr = \"10.3.0.11\"\nport = 6001\n\
+           [[service.backend]]\naddr = \"10.3.0.11\"\nport = 5080\n";
+    std::fs::write(&config, text).unwrap();
+    let started = Instant::now();
+    let listening =
+        |port: &str| String::from_utf8_lossy(&lab.exec(&rs, &["ss", "-ltn"]).stdout).contains(port);
+    while !(listening(":5080") && listening(":6001")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the servers never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "psyn");
+
+    // Each request to the hung backend waits past the client's first SYN retransmission (1 s).
+    let curl = || fetch_web(&client, "1.6");
+    let mut early_failures = 0;
+    for _ in 0..12 {
+        if !curl() {
+            early_failures += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300)); // a report and a health round
+    let late: Vec<bool> = (0..10).map(|_| curl()).collect();
+    let (_, log) = stop_xlb(&mut lab, xlb, "psyn");
+    assert!(
+        late.iter().all(|ok| *ok),
+        "after the passive fall every request works: {late:?}\n{log}"
+    );
+    assert!((3..=6).contains(&early_failures), "{early_failures} early failures\n{log}");
+    assert!(
+        log.contains("warn: health:")
+            && log.contains("10.3.0.11:6001")
+            && log.contains("a SYN went unanswered"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
     if !root_or_skip("passive") {
@@ -536,24 +618,7 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
     }
     let (mut lab, client, lb) = nat_lab("passive");
     let rs = format!("{}-rs", lab.prefix);
-    let web = lab.scratch.join("web");
-    std::fs::create_dir_all(&web).unwrap();
-    std::fs::write(web.join("index.html"), "web\n").unwrap();
-    lab.spawn(
-        &rs,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "--bind",
-            "0.0.0.0", // a named address costs a reverse DNS lookup that times out here
-            "--directory",
-            web.to_str().unwrap(),
-            "5080",
-        ],
-        Stdio::null(),
-        Stdio::null(),
-    );
+    serve_web(&mut lab, &rs, "5080");
     // 10.3.0.11:6000 has nothing listening: its kernel answers every SYN with a RST. The
     // active probe runs only every 30 s, so what takes it out is the traffic.
     let config = lab.scratch.join("xlb.toml");
@@ -569,13 +634,7 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let curl = || {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &client, "curl", "-sS", "--max-time", "2", "http://10.2.0.10/"])
-            .output()
-            .expect("curl");
-        out.status.success() && out.stdout == b"web\n"
-    };
+    let curl = || fetch_web(&client, "2");
     let mut early_failures = 0;
     for _ in 0..10 {
         if !curl() {

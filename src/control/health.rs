@@ -116,13 +116,15 @@ impl fmt::Display for Transition {
 /// What the data plane saw of a backend's traffic (passive health checking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassiveEvent {
-    /// A SYN forwarded to the backend got no SYN-ACK before conntrack's SYN timeout.
+    /// The client sent its SYN again on a flow the backend had not answered (the client's
+    /// retransmission timer ran out; seen in every forwarding mode).
     SynUnanswered,
     /// The backend answered a SYN with an RST.
     Rst,
     /// An ICMP destination unreachable came back for traffic sent to the backend.
     IcmpUnreachable,
-    /// The backend answered (a SYN-ACK, a UDP reply): clears the passive failure count.
+    /// The backend answered a handshake (its SYN-ACK, or the client's ACK completing the
+    /// handshake): clears the passive failure count.
     Answered,
 }
 

@@ -139,8 +139,11 @@ impl BackendCounters {
 /// (NAT and FullNAT: xlb sees the backend's side only there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassiveCounters {
-    /// Packets from the backend on a flow that had not seen one yet (a SYN answered).
+    /// Handshakes the backend answered: its SYN-ACK (NAT, FullNAT) or the client's ACK that
+    /// completes the handshake (every mode).
     pub answered: u64,
+    /// Client SYNs sent again on a flow still waiting for the backend's answer (every mode).
+    pub unanswered: u64,
     /// Flows the backend reset.
     pub resets: u64,
     /// ICMP destination-unreachable errors on the way back from the backend's side.

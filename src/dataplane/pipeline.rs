@@ -688,15 +688,15 @@ impl CoreState {
         };
         let maybe_reply = owned != Some(Owned::Vip);
         if let Some(hit) = self.track(now, &key, hash, transport.tcp_flags, maybe_reply) {
-            if hit.state == FlowState::SynSeen
-                && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
-                && owned == Some(Owned::Vip)
-            {
-                return self.reopen(snapshot, now, ingress, frame, transport, hash);
-            }
-            if hit.direction == Direction::Reply
-                && (hit.previous == FlowState::SynSeen || hit.state != hit.previous)
-            {
+            // Handshake packets and state changes (a few per connection) may reopen the flow
+            // or tell something of the backend's health; the rest go straight on.
+            if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+                if hit.state == FlowState::SynSeen
+                    && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
+                    && owned == Some(Owned::Vip)
+                {
+                    return self.reopen(snapshot, now, ingress, frame, transport, hash);
+                }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
             }
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
@@ -708,8 +708,14 @@ impl CoreState {
         }
     }
 
-    /// What a backend's packet tells about its health: the first answer on a flow, or a
-    /// reset (passive health checks; only NAT and FullNAT see the backend's side).
+    /// What a handshake packet or a state change tells about the backend's health (passive
+    /// health checks):
+    /// - answered: the backend's SYN-ACK (NAT, FullNAT), or the client's ACK that completes
+    ///   the handshake (every mode: the client only sends it once the backend answered, so
+    ///   DR, which never sees the backend's side, sees this);
+    /// - unanswered: the client sent its SYN again while the flow is still embryonic — its
+    ///   retransmission timer ran out with no answer (every mode; each retransmission counts);
+    /// - reset: the backend's RST (NAT, FullNAT).
     #[cold]
     fn passive_sign(
         &mut self,
@@ -717,14 +723,27 @@ impl CoreState {
         hit: &crate::conntrack::Hit,
         tcp_flags: Option<u8>,
     ) {
+        let Some(flags) = tcp_flags else { return };
         let Some(index) = backend_of(snapshot, &hit.flow) else { return };
         let Some(passive) = self.counters.passive.get_mut(index) else { return };
-        let syn_ack =
-            tcp_flags.is_some_and(|f| f & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK);
-        if hit.state == FlowState::Closed && hit.previous != FlowState::Closed {
-            passive.resets += 1;
-        } else if hit.previous == FlowState::SynSeen && syn_ack {
-            passive.answered += 1;
+        let handshake = flags & (TCP_SYN | TCP_ACK | TCP_RST);
+        let embryonic = hit.previous == FlowState::SynSeen;
+        match hit.direction {
+            Direction::Reply
+                if hit.state == FlowState::Closed && hit.previous != FlowState::Closed =>
+            {
+                passive.resets += 1;
+            }
+            Direction::Reply if embryonic && handshake == TCP_SYN | TCP_ACK => {
+                passive.answered += 1;
+            }
+            Direction::Original if embryonic && hit.state == FlowState::Established => {
+                passive.answered += 1;
+            }
+            Direction::Original if embryonic && handshake == TCP_SYN => {
+                passive.unanswered += 1;
+            }
+            _ => {}
         }
     }
 
@@ -1643,7 +1662,8 @@ port = {backend_port}
     }
 
     /// NAT lets xlb see the backend's side: a first answer, a reset and an ICMP
-    /// unreachable from the backend are counted for passive health checks, once each.
+    /// unreachable from the backend are counted for passive health checks, once each; a
+    /// client's SYN sent again on an unanswered flow counts as unanswered.
     #[test]
     fn passive_signs_of_a_backend_are_counted() {
         use crate::dataplane::PassiveCounters;
@@ -1672,8 +1692,46 @@ port = {backend_port}
         // Fragmentation needed is about the path, not the backend: not counted.
         let mut mtu = testkit::icmp_frag_needed(RS.mac, LB.mac, RS.ip, CLIENT.ip, 1400, &syn, 8);
         assert_eq!(send(&mut mtu), Verdict::Tx(IfaceId(0)));
+        // Flow 4: the client's retransmission timer runs out twice.
+        for mut frame in [client(4004, SYN), client(4004, SYN), client(4004, SYN)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
         let passive = pipeline.counters().passive[0];
-        assert_eq!(passive, PassiveCounters { answered: 1, resets: 1, unreachable: 1 });
+        let expected = PassiveCounters { answered: 1, unanswered: 2, resets: 1, unreachable: 1 };
+        assert_eq!(passive, expected);
+    }
+
+    /// DR never sees the backend's side, yet the client's side tells: the ACK that completes
+    /// a handshake means the backend answered; a SYN sent again means it did not (yet).
+    #[test]
+    fn passive_signs_in_dr_come_from_the_client_side() {
+        use crate::dataplane::PassiveCounters;
+        use crate::testkit::{self, ACK, FIN_ACK, SYN};
+        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        pipeline.learn_neighbor(Instant::from_nanos(1), RS.ip, RS.mac);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
+        let client =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
+        let frames = [
+            // Answered: the handshake completes; later packets and the close say nothing.
+            client(5001, SYN),
+            client(5001, ACK),
+            client(5001, ACK),
+            client(5001, FIN_ACK),
+            // Unanswered once, then answered.
+            client(5002, SYN),
+            client(5002, SYN),
+            client(5002, ACK),
+            // A SYN on an established flow is not a retransmission of an unanswered one.
+            client(5001, SYN),
+        ];
+        for mut frame in frames {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 2, unanswered: 1, resets: 0, unreachable: 0 };
+        assert_eq!(passive, expected);
     }
 
     /// Replies go out through the client hop caches exactly as `deliver` would send them:
