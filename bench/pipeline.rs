@@ -3,7 +3,9 @@
 //!
 //! `cargo bench --bench pipeline` prints the table and writes it to `bench/results/`.
 //! Options (after `--`): `--quick` (fewer packets), `--no-callgrind`, `--no-write`, `--only
-//! <scenario>` (one scenario, by the name the progress lines show; implies `--no-write`).
+//! <scenario>` (one scenario, by the name the progress lines show; implies `--no-write`),
+//! `--scale` (instead of the scenarios: Mpps and memory per flow from 1k to 10M tracked flows,
+//! Maglev build time from 10 to 10k backends, one core against two; `bench/results/scale-*`).
 //! Under `cargo test` (no `--bench` argument) it only checks that every scenario forwards
 //! every packet.
 //!
@@ -156,25 +158,40 @@ fn shuffled(n: usize, seed: u64) -> Vec<u32> {
     order
 }
 
+/// The flows a prepared run tracks, beyond what its scenario says.
+#[derive(Debug, Clone, Copy)]
+struct Population {
+    /// Established flows.
+    flows: usize,
+    /// Connection-table capacity.
+    capacity: usize,
+    /// The first client index (cores running side by side get disjoint clients).
+    first_client: usize,
+}
+
 fn prepare(scenario: Scenario, packets: usize) -> Prepared {
-    let forward = match scenario {
-        Scenario::NatHit => "nat",
-        Scenario::FullNatHit => "fullnat",
-        _ => "dr",
-    };
     let capacity = match scenario {
         Scenario::NewFlows => packets + FLOWS,
         Scenario::DrHitSized => 131_072,
         _ => DEFAULT_CAPACITY,
     };
-    let snapshot = config(forward, capacity);
+    prepare_population(scenario, packets, Population { flows: FLOWS, capacity, first_client: 0 })
+}
+
+fn prepare_population(scenario: Scenario, packets: usize, population: Population) -> Prepared {
+    let forward = match scenario {
+        Scenario::NatHit => "nat",
+        Scenario::FullNatHit => "fullnat",
+        _ => "dr",
+    };
+    let snapshot = config(forward, population.capacity);
     let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
     let now = Instant::from_secs(1);
     let mut templates = Vec::new();
-    let established = if scenario == Scenario::NewFlows { 0 } else { FLOWS };
+    let established = if scenario == Scenario::NewFlows { 0 } else { population.flows };
     // Open every flow with a SYN; remember where the request went (for replies).
     for i in 0..established {
-        let from = client(i);
+        let from = client(population.first_client + i);
         let mut syn = testkit::tcp(CLIENT_MAC, LB_MAC, from, (VIP, 80), SYN, &[]);
         let verdict = pipeline.process(now, IfaceId(0), &mut syn);
         assert!(matches!(verdict, Verdict::Tx(_)), "warm-up SYN: {verdict:?}");
@@ -210,7 +227,7 @@ fn prepare(scenario: Scenario, packets: usize) -> Prepared {
         templates.push(fixed(testkit::tcp(
             CLIENT_MAC,
             LB_MAC,
-            client(FLOWS + i),
+            client(population.first_client + population.flows + i),
             (VIP, 80),
             SYN,
             &[0; 6],
@@ -355,6 +372,144 @@ fn maglev_build_ms(backends: usize) -> f64 {
     best.as_secs_f64() * 1e3
 }
 
+/// This process's resident memory in bytes (`VmRSS`), 0 if /proc cannot tell.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// One row of the flow-count sweep: DR hits over `flows` established flows in a table sized
+/// for them (capacity flows × 1.25, as an operator would leave headroom).
+struct ScaleRow {
+    flows: usize,
+    capacity: usize,
+    mpps: f64,
+    /// Resident memory the pipeline gained per tracked flow (the table, its index and the
+    /// per-flow state; the benchmark's own frames are subtracted).
+    bytes_per_flow: f64,
+}
+
+fn scale_flows(flows: usize, packets: usize, runs: usize) -> ScaleRow {
+    let capacity = (flows + flows / 4).max(1024);
+    let population = Population { flows, capacity, first_client: 0 };
+    let before = resident_bytes();
+    let mut prepared = prepare_population(Scenario::DrHit, packets, population);
+    let grown = resident_bytes().saturating_sub(before);
+    let own = prepared.templates.capacity() * FRAME_LEN + prepared.order.capacity() * 4;
+    let bytes_per_flow = grown.saturating_sub(own as u64) as f64 / flows as f64;
+    let mut batch = [[0u8; FRAME_LEN]; BATCH];
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let start = WallClock::now();
+        let (processed, transmitted) = measured_loop(&mut prepared, &mut batch);
+        best = best.min(start.elapsed());
+        assert_eq!((processed, transmitted), (packets, packets), "{flows} flows: all forwarded");
+    }
+    ScaleRow { flows, capacity, mpps: packets as f64 / best.as_secs_f64() / 1e6, bytes_per_flow }
+}
+
+/// [`scale_flows`] in a fresh process (this program with `--scale-child`), so that memory
+/// freed by earlier rows, which the allocator keeps, does not hide this row's growth.
+fn scale_flows_in_child(flows: usize, packets: usize, runs: usize) -> ScaleRow {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let output = Command::new(exe)
+        .args(["--scale-child", &flows.to_string(), &packets.to_string(), &runs.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running the scale child");
+    assert!(output.status.success(), "scale child for {flows} flows: {}", output.status);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let figures: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [mpps, bytes_per_flow] = figures[..] else { panic!("scale child printed {text:?}") };
+    ScaleRow { flows, capacity: (flows + flows / 4).max(1024), mpps, bytes_per_flow }
+}
+
+/// DR hits on `cores` cores at once, each with its own pipeline and 100k flows of its own
+/// (as RSS gives each queue its own flows), pinned one per core: the total Mpps (packets of
+/// all cores over the slowest core's time), best of `runs`.
+fn cores_side_by_side(cores: &[core_affinity::CoreId], packets: usize, runs: usize) -> f64 {
+    let barrier = std::sync::Barrier::new(cores.len());
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let slowest = std::thread::scope(|scope| {
+            let workers: Vec<_> = cores
+                .iter()
+                .enumerate()
+                .map(|(index, core)| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        core_affinity::set_for_current(*core);
+                        let population = Population {
+                            flows: FLOWS,
+                            capacity: DEFAULT_CAPACITY,
+                            first_client: index * FLOWS,
+                        };
+                        let mut prepared = prepare_population(Scenario::DrHit, packets, population);
+                        let mut batch = [[0u8; FRAME_LEN]; BATCH];
+                        barrier.wait();
+                        let start = WallClock::now();
+                        let (_, transmitted) = measured_loop(&mut prepared, &mut batch);
+                        let elapsed = start.elapsed();
+                        assert_eq!(transmitted, packets, "core {index}: all forwarded");
+                        elapsed
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("core thread")).max()
+        });
+        best = best.min(slowest.unwrap_or(Duration::MAX));
+    }
+    (packets * cores.len()) as f64 / best.as_secs_f64() / 1e6
+}
+
+/// `--scale`: issue 5's scale figures — Mpps and memory against tracked flows, Maglev build
+/// time against backends, one core against two.
+fn scale_report(quick: bool, cores: &[core_affinity::CoreId]) -> String {
+    let flow_counts: &[usize] = if quick {
+        &[1_000, 10_000, 100_000, 1_000_000]
+    } else {
+        &[1_000, 10_000, 100_000, 1_000_000, 10_000_000]
+    };
+    let packets = if quick { 1_000_000 } else { 10_000_000 };
+    let runs = if quick { 1 } else { 3 };
+    let mut report = String::from(
+        "## Tracked flows (DR, conntrack hit, one pinned core)\n\n\
+         | flows | table capacity | Mpps | memory per flow |\n|---:|---:|---:|---:|\n",
+    );
+    for &flows in flow_counts {
+        eprint!("scale: {flows} flows ... ");
+        let row = scale_flows_in_child(flows, packets, runs);
+        eprintln!("{:.2} Mpps, {:.0} B/flow", row.mpps, row.bytes_per_flow);
+        report += &format!(
+            "| {} | {} | {:.2} | {:.0} B |\n",
+            row.flows, row.capacity, row.mpps, row.bytes_per_flow
+        );
+    }
+    report += "\nMemory per flow is the resident memory the pipeline gained while its flows were \
+               opened, over the flows; at 1k and 10k flows fixed costs (the Maglev table, \
+               hop caches, 2 MiB huge-page granularity) dominate it.\n\n";
+    report +=
+        "## Maglev table build (65537 slots, weights 1–10)\n\n| backends | build |\n|---:|---:|\n";
+    for backends in [10, 100, 1_000, 10_000] {
+        report += &format!("| {backends} | {:.2} ms |\n", maglev_build_ms(backends));
+    }
+    report += "\n## Cores (DR, conntrack hit, 100k flows per core, one pipeline per core)\n\n\
+               | cores | Mpps | per core |\n|---:|---:|---:|\n";
+    for count in 1..=cores.len().min(2) {
+        let chosen = &cores[cores.len() - count..];
+        eprint!("scale: {count} core(s) ... ");
+        let mpps = cores_side_by_side(chosen, packets, runs);
+        eprintln!("{mpps:.2} Mpps");
+        report += &format!("| {count} | {mpps:.2} | {:.2} |\n", mpps / count as f64);
+    }
+    report
+}
+
 fn command_output(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
@@ -387,13 +542,29 @@ fn main() {
         black_box(measured_loop(&mut prepared, &mut batch));
         return;
     }
+    if let Some(position) = args.iter().position(|a| a == "--scale-child") {
+        let number = |offset: usize| -> usize { args[position + offset].parse().expect("a count") };
+        core_affinity::get_core_ids()
+            .and_then(|cores| cores.last().copied())
+            .map(core_affinity::set_for_current);
+        let row = scale_flows(number(1), number(2), number(3));
+        println!("{} {}", row.mpps, row.bytes_per_flow);
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         // Run by `cargo test` (which does not pass --bench): a smoke check that every
         // scenario forwards every packet, without timing anything.
         for scenario in Scenario::ALL {
             time_scenario(scenario, 20_000, 1);
         }
-        println!("pipeline bench smoke: {} scenarios forward every packet", Scenario::ALL.len());
+        let row = scale_flows(1_000, 20_000, 1);
+        assert!(row.mpps > 0.0 && row.bytes_per_flow.is_finite());
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        cores_side_by_side(&cores[..cores.len().min(2)], 20_000, 1);
+        println!(
+            "pipeline bench smoke: {} scenarios, the flow sweep and the core sweep forward every packet",
+            Scenario::ALL.len()
+        );
         return;
     }
     xlb::tuning::reexec_with_huge_pages();
@@ -408,6 +579,21 @@ fn main() {
     let pinned = cores.last().copied();
     if let Some(core) = pinned {
         core_affinity::set_for_current(core);
+    }
+    if args.iter().any(|a| a == "--scale") {
+        let mut report =
+            String::from("# Scale: the pure pipeline against flows, backends and cores\n\n");
+        report += &stamp(&cores);
+        report += &format!(
+            "- packets per run: {}, 60-byte TCP frames, batches of {BATCH}, {BACKENDS} backends\n\n",
+            if quick { "1M (quick)" } else { "10M, best of 3" }
+        );
+        report += &scale_report(quick, &cores);
+        println!("{report}");
+        if !quick && !args.iter().any(|a| a == "--no-write") {
+            write_result("scale", &report);
+        }
+        return;
     }
     let packets = if quick { 1_000_000 } else { 10_000_000 };
     let runs = if quick { 1 } else { 5 };
@@ -424,28 +610,17 @@ fn main() {
     }
     let maglev = maglev_build_ms(1000);
 
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty =
-        !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let kernel = command_output("uname", &["-r"]);
     let mut report = String::new();
     report += "# Pipeline benchmark: one pinned core, pure pipeline (no I/O)\n\n";
+    report += &stamp(&cores);
     report += &format!(
-        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 60-byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n- huge pages for large allocations (glibc.malloc.hugetlb=1, as `xlb run` uses): {}\n\n",
-        cpu_model(),
-        cores.len(),
-        kernel,
-        commit,
-        if dirty { " (with uncommitted changes)" } else { "" },
-        date,
+        "- pinned to core: {}\n- packets per run: {} (best of {}), batches of {}, 60-byte TCP frames, {} backends, Maglev 65537\n- connection table: {} flows capacity per core (the config default) unless the row says otherwise\n\n",
         pinned.map(|c| c.id.to_string()).unwrap_or_else(|| "none".into()),
         packets,
         runs,
         BATCH,
         BACKENDS,
         DEFAULT_CAPACITY,
-        if xlb::tuning::huge_pages_enabled() { "yes" } else { "no" }
     );
     report += "| scenario | Mpps | ns/packet | instructions/packet | target | met |\n|---|---:|---:|---:|---:|:---:|\n";
     for f in &figures {
@@ -466,11 +641,33 @@ fn main() {
     );
     println!("{report}");
     if write {
-        let day = command_output("date", &["-u", "+%Y-%m-%d"]);
-        let path = format!("{}/bench/results/pipeline-{day}.md", env!("CARGO_MANIFEST_DIR"));
-        match std::fs::write(&path, &report) {
-            Ok(()) => eprintln!("written to {path}"),
-            Err(e) => eprintln!("could not write {path}: {e}"),
-        }
+        write_result("pipeline", &report);
+    }
+}
+
+/// The lines every result file opens with: machine, kernel, commit, date, huge pages.
+fn stamp(cores: &[core_affinity::CoreId]) -> String {
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty =
+        !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    format!(
+        "- machine: {} ({} cores), kernel {}\n- commit: {}{}\n- date: {}\n- huge pages for large allocations (glibc.malloc.hugetlb=1, as `xlb run` uses): {}\n",
+        cpu_model(),
+        cores.len(),
+        command_output("uname", &["-r"]),
+        commit,
+        if dirty { " (with uncommitted changes)" } else { "" },
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        if xlb::tuning::huge_pages_enabled() { "yes" } else { "no" }
+    )
+}
+
+/// Writes `report` to `bench/results/<name>-<date>.md`.
+fn write_result(name: &str, report: &str) {
+    let day = command_output("date", &["-u", "+%Y-%m-%d"]);
+    let path = format!("{}/bench/results/{name}-{day}.md", env!("CARGO_MANIFEST_DIR"));
+    match std::fs::write(&path, report) {
+        Ok(()) => eprintln!("written to {path}"),
+        Err(e) => eprintln!("could not write {path}: {e}"),
     }
 }
