@@ -110,3 +110,8 @@ fn lab_fullnat() {
 fn lab_operate() {
     run_lab("operate", &[], "rs1 down detected in ");
 }
+
+#[test]
+fn lab_malformed() {
+    run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
+}
