@@ -763,3 +763,50 @@ lab_now() {
 lab_elapsed() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'
 }
+
+# lab_wait_log PATTERN SECONDS WHAT: polls xlb's log every 20 ms until a line matches the
+# extended regex PATTERN; LAB_SEEN is when the lab saw it. Fails the lab after SECONDS.
+lab_wait_log() {
+    local pattern=$1 seconds=$2 what=$3 i
+    for ((i = 0; i < seconds * 50; i++)); do
+        if grep -qE "$pattern" "$LAB_TMP/xlb.log"; then
+            LAB_SEEN=$(lab_now)
+            return 0
+        fi
+        sleep 0.02
+    done
+    lab_fail "$what: not within $seconds s"
+}
+
+# lab_hold NS ADDR CONNS OUT STOP: in the background, lab/hold.py's CONNS keep-alive HTTP
+# connections to ADDR:80 in NS (a request on each every 0.1 s, 2 s timeout) until the file
+# STOP exists (at most 300 s); LAB_HOLD_PID is its PID. Waits (bounded) until every
+# connection has been answered once.
+lab_hold() {
+    local i
+    ip netns exec "$1" python3 -u "$LAB_SRC/hold.py" --addr "$2" --conns "$3" --interval 0.1 \
+        --timeout "$LAB_TIMEOUT" --seconds 300 --until "$5" >"$4" 2>&1 &
+    LAB_HOLD_PID=$!
+    LAB_PIDS+=("$LAB_HOLD_PID")
+    for ((i = 0; i < 100; i++)); do
+        (($(awk '$3 == "ok" && !seen[$2]++' "$4" | wc -l) >= $3)) && return 0
+        lab_is_ours "$LAB_HOLD_PID" || lab_fail "lab/hold.py ended: $(tail -3 "$4" | lab_join_lines)"
+        sleep 0.1
+    done
+    lab_fail "lab/hold.py: not every connection answered within 10 s"
+}
+
+# lab_held OUT [FROM]: tallies lab/hold.py's log OUT per real server: HELD_rs1, HELD_rs2
+# (connections), BROKEN_rs1, BROKEN_rs2 (of those, broken or moved at FROM or later, or at
+# any time without FROM), ASKED (requests answered from FROM on).
+lab_held() {
+    local out=$1 from=${2:-0}
+    read -r HELD_rs1 HELD_rs2 BROKEN_rs1 BROKEN_rs2 ASKED < <(awk -v from="$from" '
+        $3 == "ok" && !($2 in name) { name[$2] = $4 }
+        $3 == "ok" && $1 >= from { asked++ }
+        ($3 == "broken" || $3 == "moved") && $1 >= from { broken[$2] = 1 }
+        END {
+            for (c in name) { held[name[c]]++; if (c in broken) lost[name[c]]++ }
+            printf "%d %d %d %d %d\n", held["rs1"], held["rs2"], lost["rs1"], lost["rs2"], asked
+        }' "$out")
+}

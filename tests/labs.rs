@@ -112,6 +112,11 @@ fn lab_operate() {
 }
 
 #[test]
+fn lab_failover() {
+    run_lab("failover", &[], "rs1 killed: down in ");
+}
+
+#[test]
 fn lab_malformed() {
     run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
 }
