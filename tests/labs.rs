@@ -117,6 +117,11 @@ fn lab_failover() {
 }
 
 #[test]
+fn lab_restart() {
+    run_lab("restart", &[], "SIGTERM: gap ");
+}
+
+#[test]
 fn lab_malformed() {
     run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
 }
