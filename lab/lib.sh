@@ -722,12 +722,13 @@ lab_curl_load() {
     LAB_PIDS+=("$LAB_LOAD_PID")
 }
 
-# lab_udp_load NS ADDR PORT OUT STOP MAX: in the background, lab/udp.py's request/responses
-# (one flow each) in NS until the file STOP exists (at most MAX), each logged in OUT as
-# `START END ok NAME CLIENT_PORT` or `START END fail REASON`; LAB_LOAD_PID is its PID.
+# lab_udp_load NS ADDR PORT OUT STOP MAX [INTERVAL]: in the background, lab/udp.py's
+# request/responses (one flow each; one every INTERVAL seconds at most) in NS until the file
+# STOP exists (at most MAX), each logged in OUT as `START END ok NAME CLIENT_PORT` or
+# `START END fail REASON`; LAB_LOAD_PID is its PID.
 lab_udp_load() {
     ip netns exec "$1" python3 "$LAB_SRC/udp.py" ask --addr "$2" --port "$3" --count "$6" \
-        --timeout "$LAB_TIMEOUT" --until "$5" --stamps >"$4" 2>&1 &
+        --timeout "$LAB_TIMEOUT" --until "$5" --stamps --interval "${7:-0}" >"$4" 2>&1 &
     LAB_LOAD_PID=$!
     LAB_PIDS+=("$LAB_LOAD_PID")
 }
@@ -809,4 +810,38 @@ lab_held() {
             for (c in name) { held[name[c]]++; if (c in broken) lost[name[c]]++ }
             printf "%d %d %d %d %d\n", held["rs1"], held["rs2"], lost["rs1"], lost["rs2"], asked
         }' "$out")
+}
+
+# lab_corpus_fates LABELS INJECTED OUT: each corpus frame's fate, one line each in OUT,
+# `CLASS<TAB>FATE`: `unsent:ERRNO` (the kernel refused to send it), `kernel` (the XDP program
+# passes it by), `missing` (lab/inject.py said nothing of it), or the verdict its label says
+# xlb gives it. LABELS is `xlb corpus`'s output, INJECTED lab/inject.py's.
+lab_corpus_fates() {
+    awk -F'\t' '
+        FNR == NR { split($0, word, " "); sent[word[1]] = (word[2] == "sent") ? "" : word[3]; next }
+        FNR == 1 { next }
+        {
+            fate = ($1 in sent) ? (sent[$1] != "" ? "unsent:" sent[$1] : ($3 == "yes" ? $4 : "kernel")) : "missing"
+            print $2 "\t" fate
+        }' <(grep -v '^#' "$2") "$1" >"$3"
+}
+
+# lab_check_drops BEFORE AFTER FATES: xlb's drops by reason between two scrapes must be
+# exactly those of the corpus frames FATES (lab_corpus_fates) says it drops so; prints the
+# table, records a failure per reason that differs; DROP_OK is how many drops agreed.
+lab_check_drops() {
+    local reason expected counted
+    DROP_OK=0
+    lab_info "| xlb counter                 | corpus frames labelled so | xlb counted (after - before)"
+    for reason in $(awk '$1 ~ /^xlb_core_drops_total\{/ { match($1, /reason="[a-z0-9_]*"/); print substr($1, RSTART + 8, RLENGTH - 9) }' "$2" | sort -u); do
+        expected=$(awk -F'\t' -v v="drop:$reason" '$2 == v' "$3" | wc -l)
+        counted=$(($(lab_metric "$2" xlb_core_drops_total "reason=\"$reason\"") - $(lab_metric "$1" xlb_core_drops_total "reason=\"$reason\"")))
+        ((expected == 0 && counted == 0)) && continue
+        lab_info "$(printf '| drop %-22s | %25d | %d' "$reason" "$expected" "$counted")"
+        if ((expected == counted)); then
+            DROP_OK=$((DROP_OK + counted))
+        else
+            lab_failure "drops for $reason: xlb counted $counted, the corpus has $expected"
+        fi
+    done
 }

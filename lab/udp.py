@@ -10,7 +10,8 @@ ask:   COUNT request/responses, each from a fresh connected socket on a source p
        within a few dozen sockets), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
        from the address and port it sent to, so a reply from the wrong source counts as lost.
        Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON" (with --stamps,
-       after its start and end times); --until FILE stops early once FILE exists.
+       after its start and end times); --until FILE stops early once FILE exists; --interval
+       paces the requests.
 """
 
 import argparse
@@ -52,11 +53,21 @@ def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
         sock.close()
 
 
-def ask(addr: str, port: int, count: int, timeout: float, until: str, stamps: bool) -> None:
+def ask(
+    addr: str, port: int, count: int, timeout: float, until: str, stamps: bool, interval: float
+) -> None:
     used_ports: set = set()
+    next_at = time.monotonic()
     for i in range(count):
-        if until and os.path.exists(until):
+        if until and i % 100 == 0 and os.path.exists(until):
             break
+        if interval:
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if len(used_ports) > 20000:
+            used_ports.clear()  # a long run: ports come round again, after a while
         start = time.time()
         line = ask_once(addr, port, timeout, used_ports, b"request %d" % i)
         print(f"{start:.6f} {time.time():.6f} {line}" if stamps else line, flush=True)
@@ -97,11 +108,12 @@ def main() -> int:
     a.add_argument("--timeout", type=float, default=2.0)
     a.add_argument("--until", default="", help="stop early once this file exists")
     a.add_argument("--stamps", action="store_true", help="start and end time before each line")
+    a.add_argument("--interval", type=float, default=0.0, help="seconds from one request to the next")
     args = parser.parse_args()
     if args.command == "serve":
         serve(args.name, args.port)
     else:
-        ask(args.addr, args.port, args.count, args.timeout, args.until, args.stamps)
+        ask(args.addr, args.port, args.count, args.timeout, args.until, args.stamps, args.interval)
     return 0
 
 

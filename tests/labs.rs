@@ -122,6 +122,11 @@ fn lab_restart() {
 }
 
 #[test]
+fn lab_soak() {
+    run_lab("soak", &["--seconds", "20"], "");
+}
+
+#[test]
 fn lab_malformed() {
     run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
 }
