@@ -317,29 +317,16 @@ impl Corpus {
         use DropReason::Truncated;
         let class = Class::Truncated;
         // Cut with every length field left as it was: the frame ends before what it claims.
-        for cut in [0, 1, 6, 12, 13] {
-            let frame = self.syn()[..cut].to_vec();
-            self.push(
-                class,
-                format!("TCP SYN cut at {cut} bytes (in Ethernet)"),
-                frame,
-                drop(Truncated),
-                false,
-            );
-        }
-        for cut in [14, 15, 20, 26, 33] {
-            let frame = self.syn()[..cut].to_vec();
-            self.push(
-                class,
-                format!("TCP SYN cut at {cut} bytes (in IPv4)"),
-                frame,
-                drop(Truncated),
-                false,
-            );
-        }
-        for cut in [34, 35, 38, 46, 53] {
-            let frame = self.syn()[..cut].to_vec();
-            self.add(class, format!("TCP SYN cut at {cut} bytes (in TCP)"), frame, drop(Truncated));
+        // The XDP program needs a whole IPv4 header (34 bytes) to see the VIP.
+        let syn_cuts = [0, 1, 6, 12, 13, 14, 15, 20, 26, 33, 34, 35, 38, 46, 53];
+        for cut in syn_cuts {
+            let within = match cut {
+                0..14 => "Ethernet",
+                14..34 => "IPv4",
+                _ => "TCP",
+            };
+            let what = format!("TCP SYN cut at {cut} bytes (in {within})");
+            self.push(class, what, self.syn()[..cut].to_vec(), drop(Truncated), cut >= L4);
         }
         for cut in [34, 38, 41, 45] {
             let frame = self.query()[..cut].to_vec();
@@ -347,23 +334,23 @@ impl Corpus {
         }
         // Cut, and the IPv4 total length made to agree (checksum fixed): the L4 header is
         // what is short.
-        for l4 in [0, 1, 12, 19] {
-            let mut frame = self.syn()[..L4 + l4].to_vec();
-            set_total_len(&mut frame, 20 + l4 as u16);
-            let what = format!("TCP header of {l4} bytes, IPv4 length agreeing");
-            self.add(class, what, frame, drop(DropReason::BadL4Header));
-        }
-        for l4 in [0, 4, 7] {
-            let mut frame = self.query()[..L4 + l4].to_vec();
-            set_total_len(&mut frame, 20 + l4 as u16);
-            let what = format!("UDP header of {l4} bytes, IPv4 length agreeing");
-            self.add(class, what, frame, drop(DropReason::BadL4Header));
-        }
-        for l4 in [0, 4, 7] {
-            let mut frame = self.echo()[..L4 + l4].to_vec();
-            set_total_len(&mut frame, 20 + l4 as u16);
-            let what = format!("ICMP echo of {l4} bytes, IPv4 length agreeing");
-            self.add(class, what, frame, drop(Truncated));
+        let agreeing: [(&str, &[usize], DropReason); 3] = [
+            ("TCP header", &[0, 1, 12, 19], DropReason::BadL4Header),
+            ("UDP header", &[0, 4, 7], DropReason::BadL4Header),
+            ("ICMP echo", &[0, 4, 7], Truncated),
+        ];
+        for (what, lengths, reason) in agreeing {
+            for &l4 in lengths {
+                let whole = match what {
+                    "TCP header" => self.syn(),
+                    "UDP header" => self.query(),
+                    _ => self.echo(),
+                };
+                let mut frame = whole[..L4 + l4].to_vec();
+                set_total_len(&mut frame, 20 + l4 as u16);
+                let what = format!("{what} of {l4} bytes, IPv4 length agreeing");
+                self.add(class, what, frame, drop(reason));
+            }
         }
         // ARP: the XDP program steers only whole Ethernet/IPv4 ARP packets.
         for cut in [14, 20, 41] {
@@ -830,7 +817,7 @@ mod tests {
                 backends.insert(out[..6].to_vec());
             }
             assert_eq!(backends.len(), 1);
-            assert!(DR_LAB_BACKENDS.iter().any(|(_, mac)| backends.contains(&mac.0.to_vec())));
+            assert!(DR_LAB_BACKENDS.iter().any(|(_, mac)| backends.contains(mac.0.as_slice())));
         }
     }
 
