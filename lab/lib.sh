@@ -771,6 +771,7 @@ lab_wait_log() {
     local pattern=$1 seconds=$2 what=$3 i
     for ((i = 0; i < seconds * 50; i++)); do
         if grep -qE "$pattern" "$LAB_TMP/xlb.log"; then
+            # shellcheck disable=SC2034 # read by the labs
             LAB_SEEN=$(lab_now)
             return 0
         fi
@@ -802,6 +803,7 @@ lab_hold() {
 # any time without FROM), ASKED (requests answered from FROM on).
 lab_held() {
     local out=$1 from=${2:-0}
+    # shellcheck disable=SC2034 # read by the labs
     read -r HELD_rs1 HELD_rs2 BROKEN_rs1 BROKEN_rs2 ASKED < <(awk -v from="$from" '
         $3 == "ok" && !($2 in name) { name[$2] = $4 }
         $3 == "ok" && $1 >= from { asked++ }
