@@ -38,6 +38,9 @@ declare -A LAB_ANSWERS  # "KIND SERVER" -> how many requests of KIND SERVER answ
 declare -A LAB_PORTS    # "KIND SERVER" -> from how many distinct client ports
 LAB_VERDICT=""      # the last line, printed after cleanup: "PASS (...)" or "FAIL (...)"
 LAB_ERROR=""        # the command that failed, when `set -e` ends the lab
+LAB_XLB_ARGS=()     # more `xlb run` arguments (lab_start_xlb)
+LAB_HTTP_PROTOCOL="" # the real servers' HTTP version (HTTP/1.1 keeps connections open)
+LAB_METRICS=127.0.0.1:9100 # where lab_metrics scrapes xlb (inside the lb's namespace)
 
 lab_usage() {
     cat <<EOF
@@ -250,10 +253,19 @@ lab_offloads_off() {
         lab_fail "ethtool -K $2 tx off gso off tso off in $1"
 }
 
-# lab_bridge NS BR: a bridge (a switch) in NS, up, no STP.
+# lab_bridge NS BR: a bridge (a switch) in NS, up, no STP. Where br_netfilter is loaded, the
+# bridge would hand IPv4, IPv6 and ARP frames to netfilter, which drops those with a bad
+# IPv4 header before they reach any port: off in NS, so the bridge forwards frames as a
+# switch does, whatever they carry (lab/malformed sends such frames on purpose).
 lab_bridge() {
+    local key
     ip -n "$1" link add "$2" type bridge stp_state 0 forward_delay 0
     ip -n "$1" link set "$2" up
+    for key in iptables ip6tables arptables; do
+        if ip netns exec "$1" test -e "/proc/sys/net/bridge/bridge-nf-call-$key"; then
+            lab_sysctl "$1" "net.bridge.bridge-nf-call-$key=0"
+        fi
+    done
 }
 
 # lab_bridge_port SW_NS BR NS IF PORT: a host NS on the bridge: a veth IF in NS whose other
@@ -307,7 +319,8 @@ lab_http_server() {
     local ns=$1 name=$2 port=$3 dir="$LAB_TMP/www-$2"
     mkdir -p "$dir"
     echo "$name" >"$dir/index.html"
-    lab_bg "$ns" "http-$name" python3 -m http.server --bind 0.0.0.0 --directory "$dir" "$port"
+    lab_bg "$ns" "http-$name" python3 -m http.server --bind 0.0.0.0 --directory "$dir" \
+        ${LAB_HTTP_PROTOCOL:+--protocol "$LAB_HTTP_PROTOCOL"} "$port"
     lab_wait 10 "$name's HTTP server on :$port" lab_listening "$ns" tcp "$port"
     lab_info "$name: HTTP on 0.0.0.0:$port (python3 -m http.server, says '$name')"
 }
@@ -414,15 +427,17 @@ lab_find_xlb() {
     lab_info "xlb: $LAB_XLB"
 }
 
-# lab_start_xlb NS CONFIG: `xlb run --config CONFIG --cores 1 --ready-file ...` inside NS,
+# lab_start_xlb NS CONFIG: `xlb run --config CONFIG --cores 1 --ready-file ...` (and
+# LAB_XLB_ARGS) inside NS,
 # its control socket in the scratch directory (`xlb ctl --socket $LAB_TMP/xlb.sock` talks to
 # it; several labs may run at once), stats (stdout) and log (stderr) to the scratch
 # directory; waits until xlb says it is ready
 # (its sockets are bound and its gratuitous ARP is out), at most LAB_READY_WAIT seconds.
 lab_start_xlb() {
     local ns=$1 config=$2 ready="$LAB_TMP/xlb.ready" i rc
+    rm -f "$ready"
     ip netns exec "$ns" "$LAB_XLB" run --config "$config" --cores 1 --ready-file "$ready" \
-        --socket "$LAB_TMP/xlb.sock" >"$LAB_TMP/xlb.stats" 2>"$LAB_TMP/xlb.log" &
+        --socket "$LAB_TMP/xlb.sock" "${LAB_XLB_ARGS[@]}" >"$LAB_TMP/xlb.stats" 2>"$LAB_TMP/xlb.log" &
     LAB_XLB_PID=$!
     LAB_PIDS+=("$LAB_XLB_PID")
     for ((i = 0; i < LAB_READY_WAIT * 10; i++)); do
@@ -632,4 +647,203 @@ lab_finish() {
     fi
     LAB_VERDICT="PASS ($(lab_join '; ' "${LAB_RESULTS[@]}"))"
     exit 0
+}
+
+# lab_dr_config OUT SCHEDULER [HEALTH]: the DR lab's xlb config (lab/malformed, lab/failover,
+# lab/restart, lab/soak): TCP VIP 10.1.1.10:80 and UDP :53 over rs1 and rs2 with SCHEDULER,
+# and HEALTH (a `[service.health]` table, TOML) on the TCP service.
+lab_dr_config() {
+    local out=$1 scheduler=$2 health=${3-}
+    cat >"$out" <<EOF
+# lab $LAB_NAME: written by lab/$LAB_NAME for this run.
+[[interface]]
+name = "$LAB_LB_IF"
+addr = "10.1.1.2/24"
+
+[[service]]
+vip = "10.1.1.10"
+port = 80
+proto = "tcp"
+scheduler = "$scheduler"
+forward = "dr"
+$health
+  [[service.backend]]
+  addr = "10.1.1.11"
+
+  [[service.backend]]
+  addr = "10.1.1.12"
+
+[[service]]
+vip = "10.1.1.10"
+port = 53
+proto = "udp"
+scheduler = "$scheduler"
+forward = "dr"
+
+  [[service.backend]]
+  addr = "10.1.1.11"
+
+  [[service.backend]]
+  addr = "10.1.1.12"
+EOF
+}
+
+# lab_metrics OUT: xlb's Prometheus text (`--metrics $LAB_METRICS`, in the lb's namespace)
+# into OUT. Control renders it about once a second, from worker reports every 0.1 s.
+lab_metrics() {
+    ip netns exec "$LAB_LB" curl -s --max-time 2 "http://$LAB_METRICS/metrics" >"$1" ||
+        lab_fail "scraping xlb's metrics at $LAB_METRICS"
+}
+
+# lab_metric FILE NAME [LABEL]: the sum of family NAME's samples in FILE (those whose labels
+# contain LABEL, e.g. 'reason="truncated"'); 0 if none.
+lab_metric() {
+    awk -v name="$2" -v label="${3-}" '
+        $1 == name || index($1, name "{") == 1 { if (label == "" || index($1, label)) sum += $2 }
+        END { printf "%d\n", sum }' "$1"
+}
+
+# lab_curl_load NS URL OUT STOP MAX SECONDS: in the background, `curl -s --max-time 2 URL`
+# one connection after another in NS until the file STOP exists (at most MAX requests and
+# SECONDS), each logged in OUT as `START END ok BODY LOCAL_PORT` or `START END fail
+# curl-CODE`; LAB_LOAD_PID is the loop's PID.
+lab_curl_load() {
+    # shellcheck disable=SC2016 # the loop runs in the namespace's bash
+    ip netns exec "$1" bash -c '
+        export LC_ALL=C
+        for ((i = 0; i < $3 && SECONDS < $4; i++)); do
+            [ -e "$2" ] && break
+            start=$EPOCHREALTIME
+            if out=$(curl -s --max-time "$5" -w " %{local_port}" "$1"); then r="ok $out"; else r="fail curl-$?"; fi
+            # shellcheck disable=SC2086 # unquoted, the newline after the body goes
+            echo "$start $EPOCHREALTIME" $r
+        done' lab-curl-load "$2" "$4" "$5" "$6" "$LAB_TIMEOUT" >"$3" 2>&1 &
+    LAB_LOAD_PID=$!
+    LAB_PIDS+=("$LAB_LOAD_PID")
+}
+
+# lab_udp_load NS ADDR PORT OUT STOP MAX [INTERVAL]: in the background, lab/udp.py's
+# request/responses (one flow each; one every INTERVAL seconds at most) in NS until the file
+# STOP exists (at most MAX), each logged in OUT as `START END ok NAME CLIENT_PORT` or
+# `START END fail REASON`; LAB_LOAD_PID is its PID.
+lab_udp_load() {
+    ip netns exec "$1" python3 "$LAB_SRC/udp.py" ask --addr "$2" --port "$3" --count "$6" \
+        --timeout "$LAB_TIMEOUT" --until "$5" --stamps --interval "${7:-0}" >"$4" 2>&1 &
+    LAB_LOAD_PID=$!
+    LAB_PIDS+=("$LAB_LOAD_PID")
+}
+
+# lab_stop_load PID STOP: creates STOP and waits (at most 10 s) for the load PID to end.
+lab_stop_load() {
+    touch "$2"
+    lab_wait 10 "the load (PID $1) to stop" lab_gone "$1"
+    wait "$1" || lab_failure "the load (PID $1) exited with an error"
+}
+
+# lab_gone PID: whether PID is no longer a live child of this lab.
+lab_gone() {
+    ! lab_is_ours "$1"
+}
+
+# lab_xlb_rss: xlb's resident memory now, in KiB (VmRSS).
+lab_xlb_rss() {
+    awk '$1 == "VmRSS:" { print $2 }' "/proc/$LAB_XLB_PID/status"
+}
+
+# lab_log_problems: xlb's log lines at warn or error level.
+lab_log_problems() {
+    grep -E '^xlb: (warn|error): ' "$LAB_TMP/xlb.log" || true
+}
+
+# lab_now: the time now, in seconds (microseconds after the point).
+lab_now() {
+    LC_ALL=C printf '%s' "$EPOCHREALTIME"
+}
+
+# lab_elapsed FROM TO: TO - FROM in seconds, two decimals.
+lab_elapsed() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'
+}
+
+# lab_wait_log PATTERN SECONDS WHAT: polls xlb's log every 20 ms until a line matches the
+# extended regex PATTERN; LAB_SEEN is when the lab saw it. Fails the lab after SECONDS.
+lab_wait_log() {
+    local pattern=$1 seconds=$2 what=$3 i
+    for ((i = 0; i < seconds * 50; i++)); do
+        if grep -qE "$pattern" "$LAB_TMP/xlb.log"; then
+            # shellcheck disable=SC2034 # read by the labs
+            LAB_SEEN=$(lab_now)
+            return 0
+        fi
+        sleep 0.02
+    done
+    lab_fail "$what: not within $seconds s"
+}
+
+# lab_hold NS ADDR CONNS OUT STOP: in the background, lab/hold.py's CONNS keep-alive HTTP
+# connections to ADDR:80 in NS (a request on each every 0.1 s, 2 s timeout) until the file
+# STOP exists (at most 300 s); LAB_HOLD_PID is its PID. Waits (bounded) until every
+# connection has been answered once.
+lab_hold() {
+    local i
+    ip netns exec "$1" python3 -u "$LAB_SRC/hold.py" --addr "$2" --conns "$3" --interval 0.1 \
+        --timeout "$LAB_TIMEOUT" --seconds 300 --until "$5" >"$4" 2>&1 &
+    LAB_HOLD_PID=$!
+    LAB_PIDS+=("$LAB_HOLD_PID")
+    for ((i = 0; i < 100; i++)); do
+        (($(awk '$3 == "ok" && !seen[$2]++' "$4" | wc -l) >= $3)) && return 0
+        lab_is_ours "$LAB_HOLD_PID" || lab_fail "lab/hold.py ended: $(tail -3 "$4" | lab_join_lines)"
+        sleep 0.1
+    done
+    lab_fail "lab/hold.py: not every connection answered within 10 s"
+}
+
+# lab_held OUT [FROM]: tallies lab/hold.py's log OUT per real server: HELD_rs1, HELD_rs2
+# (connections), BROKEN_rs1, BROKEN_rs2 (of those, broken or moved at FROM or later, or at
+# any time without FROM), ASKED (requests answered from FROM on).
+lab_held() {
+    local out=$1 from=${2:-0}
+    # shellcheck disable=SC2034 # read by the labs
+    read -r HELD_rs1 HELD_rs2 BROKEN_rs1 BROKEN_rs2 ASKED < <(awk -v from="$from" '
+        $3 == "ok" && !($2 in name) { name[$2] = $4 }
+        $3 == "ok" && $1 >= from { asked++ }
+        ($3 == "broken" || $3 == "moved") && $1 >= from { broken[$2] = 1 }
+        END {
+            for (c in name) { held[name[c]]++; if (c in broken) lost[name[c]]++ }
+            printf "%d %d %d %d %d\n", held["rs1"], held["rs2"], lost["rs1"], lost["rs2"], asked
+        }' "$out")
+}
+
+# lab_corpus_fates LABELS INJECTED OUT: each corpus frame's fate, one line each in OUT,
+# `CLASS<TAB>FATE`: `unsent:ERRNO` (the kernel refused to send it), `kernel` (the XDP program
+# passes it by), `missing` (lab/inject.py said nothing of it), or the verdict its label says
+# xlb gives it. LABELS is `xlb corpus`'s output, INJECTED lab/inject.py's.
+lab_corpus_fates() {
+    awk -F'\t' '
+        FNR == NR { split($0, word, " "); sent[word[1]] = (word[2] == "sent") ? "" : word[3]; next }
+        FNR == 1 { next }
+        {
+            fate = ($1 in sent) ? (sent[$1] != "" ? "unsent:" sent[$1] : ($3 == "yes" ? $4 : "kernel")) : "missing"
+            print $2 "\t" fate
+        }' <(grep -v '^#' "$2") "$1" >"$3"
+}
+
+# lab_check_drops BEFORE AFTER FATES: xlb's drops by reason between two scrapes must be
+# exactly those of the corpus frames FATES (lab_corpus_fates) says it drops so; prints the
+# table, records a failure per reason that differs; DROP_OK is how many drops agreed.
+lab_check_drops() {
+    local reason expected counted
+    DROP_OK=0
+    lab_info "| xlb counter                 | corpus frames labelled so | xlb counted (after - before)"
+    for reason in $(awk '$1 ~ /^xlb_core_drops_total\{/ { match($1, /reason="[a-z0-9_]*"/); print substr($1, RSTART + 8, RLENGTH - 9) }' "$2" | sort -u); do
+        expected=$(awk -F'\t' -v v="drop:$reason" '$2 == v' "$3" | wc -l)
+        counted=$(($(lab_metric "$2" xlb_core_drops_total "reason=\"$reason\"") - $(lab_metric "$1" xlb_core_drops_total "reason=\"$reason\"")))
+        ((expected == 0 && counted == 0)) && continue
+        lab_info "$(printf '| drop %-22s | %25d | %d' "$reason" "$expected" "$counted")"
+        if ((expected == counted)); then
+            DROP_OK=$((DROP_OK + counted))
+        else
+            lab_failure "drops for $reason: xlb counted $counted, the corpus has $expected"
+        fi
+    done
 }

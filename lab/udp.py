@@ -9,13 +9,17 @@ ask:   COUNT request/responses, each from a fresh connected socket on a source p
        has not used before (so each is a new flow: the kernel's random ephemeral port can repeat
        within a few dozen sockets), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
        from the address and port it sent to, so a reply from the wrong source counts as lost.
-       Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON".
+       Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON" (with --stamps,
+       after its start and end times); --until FILE stops early once FILE exists; --interval
+       paces the requests.
 """
 
 import argparse
+import os
 import socket
 import struct
 import sys
+import time
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux <linux/in.h>
 IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
@@ -49,29 +53,46 @@ def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
         sock.close()
 
 
-def ask(addr: str, port: int, count: int, timeout: float) -> None:
+def ask(
+    addr: str, port: int, count: int, timeout: float, until: str, stamps: bool, interval: float
+) -> None:
     used_ports: set = set()
+    next_at = time.monotonic()
     for i in range(count):
-        request = b"request %d" % i
-        sock = None
-        try:
-            sock = fresh_socket(addr, port, used_ports)
-            sock.settimeout(timeout)
-            sock.send(request)
-            reply = sock.recv(2048)
-            name, _, echoed = reply.partition(b" ")
-            if echoed != request:
-                print("fail wrong-reply", flush=True)
-            else:
-                client_port = sock.getsockname()[1]
-                print(f"ok {name.decode(errors='replace')} {client_port}", flush=True)
-        except socket.timeout:
-            print("fail timeout", flush=True)
-        except OSError as error:
-            print(f"fail {type(error).__name__}", flush=True)
-        finally:
-            if sock is not None:
-                sock.close()
+        if until and i % 100 == 0 and os.path.exists(until):
+            break
+        if interval:
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if len(used_ports) > 20000:
+            used_ports.clear()  # a long run: ports come round again, after a while
+        start = time.time()
+        line = ask_once(addr, port, timeout, used_ports, b"request %d" % i)
+        print(f"{start:.6f} {time.time():.6f} {line}" if stamps else line, flush=True)
+
+
+def ask_once(addr: str, port: int, timeout: float, used_ports: set, request: bytes) -> str:
+    """One request/response from a fresh socket: "ok NAME CLIENT_PORT" or "fail REASON"."""
+    sock = None
+    try:
+        sock = fresh_socket(addr, port, used_ports)
+        sock.settimeout(timeout)
+        sock.send(request)
+        reply = sock.recv(2048)
+        name, _, echoed = reply.partition(b" ")
+        if echoed != request:
+            return "fail wrong-reply"
+        client_port = sock.getsockname()[1]
+        return f"ok {name.decode(errors='replace')} {client_port}"
+    except socket.timeout:
+        return "fail timeout"
+    except OSError as error:
+        return f"fail {type(error).__name__}"
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def main() -> int:
@@ -85,11 +106,14 @@ def main() -> int:
     a.add_argument("--port", type=int, required=True)
     a.add_argument("--count", type=int, required=True)
     a.add_argument("--timeout", type=float, default=2.0)
+    a.add_argument("--until", default="", help="stop early once this file exists")
+    a.add_argument("--stamps", action="store_true", help="start and end time before each line")
+    a.add_argument("--interval", type=float, default=0.0, help="seconds from one request to the next")
     args = parser.parse_args()
     if args.command == "serve":
         serve(args.name, args.port)
     else:
-        ask(args.addr, args.port, args.count, args.timeout)
+        ask(args.addr, args.port, args.count, args.timeout, args.until, args.stamps, args.interval)
     return 0
 
 

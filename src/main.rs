@@ -77,6 +77,10 @@ enum Command {
         /// Print one JSON object with the counts instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write every input frame's verdict to this file, one line each, in order
+        /// (`tx:0`, `pass`, `drop:<reason>`, `held`).
+        #[arg(long, value_name = "FILE")]
+        verdicts: Option<PathBuf>,
     },
     /// Validate a config and print what xlb would do with it.
     Check {
@@ -97,6 +101,23 @@ enum Command {
         /// ipvsadm's arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "IPVSADM_ARGS")]
         args: Vec<String>,
+    },
+    /// Write the malformed-frame corpus (issue 6) as the DR lab's client would send it: a
+    /// pcap, and one label line per frame on stdout (for lab/malformed).
+    #[command(hide = true)]
+    Corpus {
+        /// The capture to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Rounds of the corpus, each on client ports of its own (at most 100).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+        rounds: u16,
+        /// The balancer's MAC (default: the placeholder of xlb's own tests).
+        #[arg(long)]
+        lb_mac: Option<xlb::wire::MacAddr>,
+        /// The client's MAC (default: the placeholder of xlb's own tests).
+        #[arg(long)]
+        client_mac: Option<xlb::wire::MacAddr>,
     },
 }
 
@@ -129,7 +150,12 @@ fn main() -> ExitCode {
             };
             run_daemon(&options)
         }
-        Command::Replay { config, pcap, out, json } => run_replay(&config, &pcap, &out, json),
+        Command::Replay { config, pcap, out, json, verdicts } => {
+            run_replay(&config, &pcap, &out, json, verdicts.as_deref())
+        }
+        Command::Corpus { out, rounds, lb_mac, client_mac } => {
+            run_corpus(&out, rounds, lb_mac, client_mac)
+        }
         Command::Check { config, against } => run_check(&config, against.as_deref()),
         Command::Ctl { socket, args } => match run_ctl(&socket, args) {
             Ok(code) => return code,
@@ -169,7 +195,13 @@ fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {
     Snapshot::build(&config, 1).with_context(|| format!("{}", path.display()))
 }
 
-fn run_replay(config: &Path, pcap: &Path, out: &Path, json: bool) -> anyhow::Result<()> {
+fn run_replay(
+    config: &Path,
+    pcap: &Path,
+    out: &Path,
+    json: bool,
+    verdicts: Option<&Path>,
+) -> anyhow::Result<()> {
     let snapshot = Arc::new(load_snapshot(config)?);
     let input = File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
     let output = File::create(out).with_context(|| format!("creating {}", out.display()))?;
@@ -177,6 +209,14 @@ fn run_replay(config: &Path, pcap: &Path, out: &Path, json: bool) -> anyhow::Res
     let summary = replay::replay(snapshot.clone(), BufReader::new(input), &mut output)
         .with_context(|| format!("replaying {}", pcap.display()))?;
     output.flush().with_context(|| format!("writing {}", out.display()))?;
+    if let Some(path) = verdicts {
+        let mut text = String::new();
+        for verdict in &summary.verdicts {
+            text.push_str(&replay::verdict_name(*verdict));
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
     if json {
@@ -185,6 +225,32 @@ fn run_replay(config: &Path, pcap: &Path, out: &Path, json: bool) -> anyhow::Res
     } else {
         print_replay(&mut stdout, &snapshot, &summary, pcap, out)?;
     }
+    Ok(())
+}
+
+/// `xlb corpus`: the malformed-frame corpus for the DR lab, `rounds` times over.
+fn run_corpus(
+    out: &Path,
+    rounds: u16,
+    lb_mac: Option<xlb::wire::MacAddr>,
+    client_mac: Option<xlb::wire::MacAddr>,
+) -> anyhow::Result<()> {
+    use xlb::testkit::{captures, malformed};
+    let mut endpoints = malformed::DR_LAB;
+    endpoints.lb.mac = lb_mac.unwrap_or(endpoints.lb.mac);
+    endpoints.client.mac = client_mac.unwrap_or(endpoints.client.mac);
+    let cases: Vec<malformed::Case> =
+        (0..rounds).flat_map(|round| malformed::corpus(&endpoints, round)).collect();
+    let frames: Vec<captures::Frame> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| (Duration::from_millis(i as u64), case.frame.clone()))
+        .collect();
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut writer = BufWriter::new(file);
+    captures::write_pcap(&frames, &mut writer).with_context(|| format!("{}", out.display()))?;
+    writer.flush().with_context(|| format!("writing {}", out.display()))?;
+    print!("{}", malformed::labels(&cases));
     Ok(())
 }
 

@@ -12,6 +12,8 @@ use etherparse::{
 
 use crate::wire::MacAddr;
 
+pub mod malformed;
+
 /// One end of a TCP or UDP packet: MAC, address, port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Host {

@@ -1,7 +1,8 @@
 //! `xlb run` end to end, for what the labs do not show: several queues served by several
 //! workers (with NAT replies arriving on another queue than their flow's), a config reload
-//! under SIGHUP (on one worker serving both queues of each interface), and a killed xlb
-//! leaving nothing attached and a restart binding at once.
+//! under SIGHUP (on one worker serving both queues of each interface; bad configs of several
+//! kinds refused whole, the table and the traffic unchanged), and a killed xlb leaving
+//! nothing attached and a restart binding at once.
 //!
 //! Root only (network namespaces, XDP, AF_XDP). Each test builds its own namespaces named
 //! `xlb-<pid>-<test>-…`, removed by a guard on every exit path, panics included. Traffic is
@@ -351,14 +352,42 @@ fn sighup_applies_a_new_config_and_a_bad_one_changes_nothing() {
     let answers = ask(&lab, &client, 5);
     assert!(answers.iter().all(|a| a == "rs2"), "new flows follow the reload: {answers:?}");
 
-    std::fs::write(&config, "this is not toml").unwrap();
-    sh(&["kill", "-HUP", &pid]);
-    std::thread::sleep(Duration::from_millis(300));
-    let answers = ask(&lab, &client, 5);
-    assert!(answers.iter().all(|a| a == "rs2"), "a bad config changes nothing: {answers:?}");
+    // Bad configs, each refused whole: the table (`-S -n`) and the traffic stay as they were.
+    let saved = ctl(&lab, "hup", &["-S", "-n"], None);
+    assert_eq!(saved.0, 0, "{saved:?}");
+    let good = nat_config(&[5002]);
+    let bad = [
+        ("not TOML", "this is not toml".to_string()),
+        ("an unknown scheduler", good.replace("scheduler = \"rr\"", "scheduler = \"fastest\"")),
+        (
+            "a backend that is no address",
+            good.replace("addr = \"10.3.0.11\"", "addr = \"10.3.0.300\""),
+        ),
+        ("another interface", good.replace("name = \"ethr\"", "name = \"eth9\"")),
+        ("binary junk", String::from_utf8_lossy(&[0xff, 0x00, 0xfe, 0x5b, 0x5b]).into_owned()),
+    ];
+    for (count, (what, text)) in bad.iter().enumerate() {
+        assert_ne!(text, &good, "{what}: the config must change");
+        std::fs::write(&config, text).unwrap();
+        sh(&["kill", "-HUP", &pid]);
+        let log = lab.scratch.join("xlb-hup.log");
+        let started = Instant::now();
+        while read(&log).matches("reload refused, nothing changed").count() <= count {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{what}: not refused:\n{}",
+                read(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let answers = ask(&lab, &client, 5);
+        assert!(answers.iter().all(|a| a == "rs2"), "{what} changes nothing: {answers:?}");
+        assert_eq!(ctl(&lab, "hup", &["-S", "-n"], None), saved, "{what}: the table changed");
+    }
     let (_, log) = stop_xlb(&mut lab, xlb, "hup");
     assert!(log.contains("config applied (config file re-read): generation 2"), "{log}");
-    assert!(log.contains("reload refused, nothing changed"), "{log}");
+    assert_eq!(log.matches("reload refused, nothing changed").count(), bad.len(), "{log}");
+    assert!(!log.contains("generation 3"), "no bad config was applied:\n{log}");
 }
 
 #[test]

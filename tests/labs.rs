@@ -1,8 +1,12 @@
 //! The network-namespace labs end to end: `lab/dr`, `lab/nat` and `lab/fullnat` each build
 //! their topology, start this build's `xlb run` in it, drive real clients (curl and a UDP
 //! client) through it with `--requests 20`; `lab/operate` runs an operator's session (a
-//! backend failing and returning, `xlb ctl` changes, `-S`/`-C`/`-R`) under steady curl load.
-//! Each must print its PASS line, exit 0, and leave none of its namespaces behind.
+//! backend failing and returning, `xlb ctl` changes, `-S`/`-C`/`-R`) under steady curl load;
+//! the robustness labs of issue 6 run their short versions: `lab/malformed --requests 20`
+//! (the malformed corpus on the wire under good traffic), `lab/failover` (a real server
+//! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
+//! load) and `lab/soak --seconds 20`. Each must print its PASS line, exit 0, and leave none
+//! of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
 //! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure. The labs run one at a time
@@ -109,4 +113,24 @@ fn lab_fullnat() {
 #[test]
 fn lab_operate() {
     run_lab("operate", &[], "rs1 down detected in ");
+}
+
+#[test]
+fn lab_failover() {
+    run_lab("failover", &[], "rs1 killed: down in ");
+}
+
+#[test]
+fn lab_restart() {
+    run_lab("restart", &[], "SIGTERM: gap ");
+}
+
+#[test]
+fn lab_soak() {
+    run_lab("soak", &["--seconds", "20"], "");
+}
+
+#[test]
+fn lab_malformed() {
+    run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
 }
