@@ -5,6 +5,7 @@
 //! - [`netdev`]: what xlb reads off a network device (index, MAC, queues).
 //! - [`xsk`]: one AF_XDP socket with its own UMEM, and batched receive and transmit.
 
+pub(crate) mod bpf;
 pub mod netdev;
 pub mod steer;
 pub mod xsk;
