@@ -47,7 +47,9 @@ fn compile(source: &std::path::Path, object: &std::path::Path) {
         .arg(object)
         .output()
         .unwrap_or_else(|error| {
-            panic!("running `{clang}` to build {source_name}: {error} (scripts/setup installs clang)")
+            panic!(
+                "running `{clang}` to build {source_name}: {error} (scripts/setup installs clang)"
+            )
         });
     let diagnostics = String::from_utf8_lossy(&output.stderr);
     if output.status.success() {

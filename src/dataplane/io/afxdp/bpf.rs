@@ -452,7 +452,10 @@ pub(super) fn test_run_live(
 
 /// Sums a per-CPU map's `u64` values (`bytes` holds one per possible CPU).
 pub(super) fn sum_per_cpu(bytes: &[u8]) -> u64 {
-    bytes.chunks_exact(8).map(|value| u64::from_ne_bytes(value.try_into().unwrap_or_default())).sum()
+    bytes
+        .chunks_exact(8)
+        .map(|value| u64::from_ne_bytes(value.try_into().unwrap_or_default()))
+        .sum()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //     in the pool page, so the "old" values are whatever the page last carried. A UDP
 //     checksum of 0 (none) stays 0.
 //
-// Frames too short for the configured offsets leave unchanged. Layout mirrored in gen.rs.
+// Frames too short for the configured offsets leave unchanged. Layout mirrored in generator.rs.
 
 #include "xlb_bpf.h"
 
@@ -40,9 +40,10 @@ struct {
     __type(value, struct gen_config);
 } gen_config SEC(".maps");
 
-/* Frames generated on each CPU: the flow counter. */
+/* Frames generated: the flow counter. Shared by all CPUs (an atomic add: the generator runs
+ * on one core, so it is never contended) so that the walk is one sequence. */
 struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
     __type(value, __u64);
@@ -74,7 +75,7 @@ int xlb_gen(struct xdp_md *ctx)
     __u64 *count = bpf_map_lookup_elem(&gen_count, &zero);
     if (!config || !count)
         return XDP_ABORTED;
-    __u64 n = (*count)++;
+    __u64 n = __sync_fetch_and_add(count, 1);
 
     __u8 *ip = frame + ETH_LEN;
     __u8 *l4 = ip + IPV4_LEN;

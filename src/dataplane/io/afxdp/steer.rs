@@ -263,7 +263,6 @@ impl SteerError {
     }
 }
 
-
 /// The loaded (not necessarily attached) program and its maps.
 #[derive(Debug)]
 pub struct SteerProgram {
@@ -526,11 +525,11 @@ fn program_name(program: &OwnedFd) -> Result<String, SteerError> {
     Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;
     use std::process::Command;
+    use std::ptr;
     use std::time::{Duration, Instant};
 
     use etherparse::PacketBuilder;
@@ -538,6 +537,7 @@ mod tests {
 
     use super::*;
     use crate::control::Config;
+    use crate::dataplane::io::afxdp::bpf::plan;
     use crate::testkit::{self, ACK, SYN, SYN_ACK};
 
     /// A DR, two NAT (TCP and UDP, sharing a backend) and a FullNAT service.
