@@ -6,7 +6,10 @@
 // gives it a flow and a timestamp, and returns XDP_TX, so the kernel sends it out of the
 // test run's ingress device.
 //
-// Per frame, as `gen_config` says:
+// Per run, as `gen_config` says:
+//   - the rate cap and limit: a run before the next frame is due (interval_ns), or after
+//     `limit` frames, returns XDP_DROP and emits nothing (a paced generator spins, and its
+//     frames leave evenly rather than in bursts);
 //   - the flow: counter mode (flows > 0) walks flow i = n mod flows, source port
 //     src_port + i mod port_span and source address src_addr + i / port_span; random mode
 //     (flows == 0, a SYN flood's spoofed sources) draws the address among src_span from
@@ -31,6 +34,14 @@ struct gen_config {
     __u16 port_span;    /* source ports per address (at least 1) */
     __u16 stamp_offset; /* frame offset of the 32-bit stamp; 0: none */
     __u16 pad;
+    __u32 pad2;
+    __u64 interval_ns;  /* rate cap: at most one frame per interval; 0: no cap */
+    __u64 limit;        /* emit no frame once `count` reaches this; 0: no limit */
+};
+
+struct gen_state {
+    __u64 count;        /* frames emitted: the flow counter */
+    __u64 next_ns;      /* rate cap: when the next frame is due */
 };
 
 struct {
@@ -40,14 +51,18 @@ struct {
     __type(value, struct gen_config);
 } gen_config SEC(".maps");
 
-/* Frames generated: the flow counter. Shared by all CPUs (an atomic add: the generator runs
- * on one core, so it is never contended) so that the walk is one sequence. */
+/* Shared by all CPUs (an atomic add: the generator runs on one core, so it is never
+ * contended) so that the walk is one sequence. */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u64);
-} gen_count SEC(".maps");
+    __type(value, struct gen_state);
+} gen_state SEC(".maps");
+
+/* A rate-capped generator that fell behind by more than this sends on from now rather
+ * than in a burst. */
+#define CATCH_UP_NS 50000
 
 /* RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m'), on 16-bit words as loaded (the one's-complement
  * sum does not depend on byte order). */
@@ -72,10 +87,19 @@ int xlb_gen(struct xdp_md *ctx)
     __u8 *end = (__u8 *)(long)ctx->data_end;
     __u32 zero = 0;
     struct gen_config *config = bpf_map_lookup_elem(&gen_config, &zero);
-    __u64 *count = bpf_map_lookup_elem(&gen_count, &zero);
-    if (!config || !count)
+    struct gen_state *state = bpf_map_lookup_elem(&gen_state, &zero);
+    if (!config || !state)
         return XDP_ABORTED;
-    __u64 n = __sync_fetch_and_add(count, 1);
+    __u64 now = bpf_ktime_get_ns();
+    if (config->interval_ns) {
+        if (now < state->next_ns)
+            return XDP_DROP;
+        __u64 next = state->next_ns + config->interval_ns;
+        state->next_ns = next + CATCH_UP_NS < now ? now : next;
+    }
+    if (config->limit && state->count >= config->limit)
+        return XDP_DROP;
+    __u64 n = __sync_fetch_and_add(&state->count, 1);
 
     __u8 *ip = frame + ETH_LEN;
     __u8 *l4 = ip + IPV4_LEN;
@@ -120,7 +144,7 @@ int xlb_gen(struct xdp_md *ctx)
     if (offset >= ETH_LEN + IPV4_LEN + 4) {
         __u8 *at = frame + offset;
         if (at + 4 <= end) {
-            __u32 stamp = (__u32)bpf_ktime_get_ns();
+            __u32 stamp = (__u32)now;
             __u32 old = *(__u32 *)at;
             if (l4_has_sum)
                 csum_replace4(l4_sum, old, stamp);

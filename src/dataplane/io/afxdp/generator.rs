@@ -2,7 +2,7 @@
 //! `BPF_PROG_RUN` in the kernel's live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, 5.18), the
 //! way xdp-tools' xdp-trafficgen and the kernel selftest `xdp_do_redirect.c` drive it.
 //!
-//! One syscall sends up to `repeat` frames: the kernel copies the [`FrameSpec`] template
+//! One syscall runs the program `repeat` times: the kernel copies the [`FrameSpec`] template
 //! into page-pool pages, runs the program on each (which gives the frame its flow and a
 //! timestamp, fixing checksums incrementally), and sends what it returns `XDP_TX` for out of
 //! the test run's ingress device, in batches. On veth the peer must accept XDP frames (an XDP
@@ -11,11 +11,12 @@
 //!
 //! Knobs, ready for a SYN flood: [`GenConfig`] (flows cycled through, or random spoofed
 //! sources over an address and port span), [`GenLimits`] (a packet count, a time bound, a
-//! rate cap). The rate cap sends small chunks (about 20 µs worth, at most 64 frames) on a
-//! schedule, sleeping when the next chunk is far and yielding when near, so latency runs are
-//! not bursts.
+//! rate cap). The program itself keeps the packet limit and the rate cap (a run before the
+//! next frame is due emits nothing), so a capped generator spins its core and its frames
+//! leave evenly, not in bursts; calls last about a quarter second each, because each sets up
+//! a page pool at a cost of tens of milliseconds.
 //!
-//! Invariants: the config map's value is the 20-byte `struct gen_config`, checked at load;
+//! Invariants: the config map's value is the 40-byte `struct gen_config`, checked at load;
 //! [`FrameSpec::build`] makes frames with valid checksums and a plain 20-byte IPv4 header,
 //! which is what the program's fixed offsets assume.
 
@@ -38,10 +39,20 @@ pub const MIN_FRAME: usize = 60;
 const TCP_STAMP_OFFSET: u16 = 14 + 20 + 4;
 /// Where the stamp goes in a UDP frame: the first payload bytes.
 const UDP_STAMP_OFFSET: u16 = 14 + 20 + 8;
-/// Frames per live test-run batch when not rate-capped (the kernel's NAPI weight).
+/// `struct gen_config`'s size.
+const CONFIG_SIZE: usize = 40;
+/// Runs per live test-run batch (the kernel's NAPI weight); rate-capped runs use smaller
+/// batches, so what is due leaves sooner.
 const BATCH: u32 = 64;
-/// Frames per syscall when not rate-capped: a few ms of work, so limits are checked often.
-const CHUNK: u64 = 16_384;
+const PACED_BATCH: u32 = 8;
+/// How long one `BPF_PROG_RUN` call should last. Each call sets up and tears down a page
+/// pool, which costs tens of milliseconds here (mostly waiting), so calls must be long;
+/// limits are checked between calls, and the time bound is kept to within about this.
+const CALL_TARGET: Duration = Duration::from_millis(250);
+/// Runs in the first call, and the bounds of later ones.
+const FIRST_REPEAT: u64 = 1 << 16;
+const MIN_REPEAT: u64 = 1 << 12;
+const MAX_REPEAT: u64 = 1 << 28;
 
 /// Where the generator stamps a frame of `proto` and the sink reads it back.
 pub fn stamp_offset(proto: Proto) -> u16 {
@@ -107,15 +118,19 @@ pub struct GenConfig {
 }
 
 impl GenConfig {
-    /// `struct gen_config` as the program reads it (host byte order).
-    fn encode(&self) -> [u8; 20] {
-        let mut value = [0u8; 20];
+    /// `struct gen_config` as the program reads it (host byte order), with a rate cap of
+    /// one frame per `interval_ns` (0: none) and no frame once the counter reaches `limit`
+    /// (0: no limit).
+    fn encode(&self, interval_ns: u64, limit: u64) -> [u8; CONFIG_SIZE] {
+        let mut value = [0u8; CONFIG_SIZE];
         value[0..4].copy_from_slice(&self.flows.to_ne_bytes());
         value[4..8].copy_from_slice(&u32::from(self.src_addr).to_ne_bytes());
         value[8..12].copy_from_slice(&self.src_span.max(1).to_ne_bytes());
         value[12..14].copy_from_slice(&self.src_port.to_ne_bytes());
         value[14..16].copy_from_slice(&self.port_span.max(1).to_ne_bytes());
         value[16..18].copy_from_slice(&self.stamp_offset.unwrap_or(0).to_ne_bytes());
+        value[24..32].copy_from_slice(&interval_ns.to_ne_bytes());
+        value[32..40].copy_from_slice(&limit.to_ne_bytes());
         value
     }
 
@@ -173,24 +188,26 @@ impl GenReport {
     }
 }
 
-/// How many frames a rate-capped run sends per call: about 20 µs worth, 1 to 64.
-pub fn paced_chunk(rate: u64) -> u64 {
-    (rate / 50_000).clamp(1, u64::from(BATCH))
+/// The rate cap as the program takes it: nanoseconds between frames (0: no cap).
+pub fn interval_ns(rate: Option<u64>) -> u64 {
+    rate.map_or(0, |rate| (1_000_000_000 / rate.max(1)).max(1))
 }
 
-/// How long until `sent` frames are due at `rate` per second, `elapsed` into the run
-/// (zero: send now).
-pub fn pace_wait(sent: u64, rate: u64, elapsed: Duration) -> Duration {
-    let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
-    due.saturating_sub(elapsed)
+/// The runs of the next call: the last call's `repeat` scaled so that the next lasts about
+/// [`CALL_TARGET`], within bounds.
+pub fn next_repeat(repeat: u64, took: Duration) -> u64 {
+    let scale = CALL_TARGET.as_secs_f64() / took.as_secs_f64().max(1e-6);
+    ((repeat as f64 * scale.min(16.0)) as u64).clamp(MIN_REPEAT, MAX_REPEAT)
 }
 
 /// The loaded generator program.
 #[derive(Debug)]
 pub struct Generator {
     program_fd: RawFd,
-    config: Map<4, 20>,
-    count: Map<4, 8>,
+    config: Map<4, CONFIG_SIZE>,
+    state: Map<4, 16>,
+    /// The flows and stamping last configured.
+    flows: std::cell::Cell<Option<GenConfig>>,
     /// Owns the program and maps (closed on drop).
     _object: Object,
 }
@@ -200,26 +217,28 @@ impl Generator {
     pub fn load() -> Result<Generator, SteerError> {
         let object = Object::open(&OBJECT.0, "gen.bpf.o")?;
         let config = object.map(c"gen_config", 1)?;
-        let count = object.map(c"gen_count", 1)?;
+        let state = object.map(c"gen_state", 1)?;
         object.load()?;
         Ok(Generator {
             program_fd: object.program_fd(c"xlb_gen")?,
             config: object.loaded(config)?,
-            count: object.loaded(count)?,
+            state: object.loaded(state)?,
+            flows: std::cell::Cell::new(None),
             _object: object,
         })
     }
 
     /// Sets the flows and stamping of the frames to come.
     pub fn configure(&self, config: &GenConfig) -> Result<(), SteerError> {
-        self.config.update(&0u32.to_ne_bytes(), &config.encode())
+        self.flows.set(Some(*config));
+        self.config.update(&0u32.to_ne_bytes(), &config.encode(0, 0))
     }
 
     /// Frames the program has run on so far.
     pub fn generated(&self) -> Result<u64, SteerError> {
-        let mut value = [0u8; 8];
-        self.count.lookup_into(&0u32.to_ne_bytes(), &mut value)?;
-        Ok(u64::from_ne_bytes(value))
+        let mut value = [0u8; 16];
+        self.state.lookup_into(&0u32.to_ne_bytes(), &mut value)?;
+        Ok(u64::from_ne_bytes(value[..8].try_into().unwrap_or_default()))
     }
 
     /// Runs the program once on `frame` (not live) and returns the frame it made, for
@@ -233,7 +252,8 @@ impl Generator {
 
     /// Sends copies of `frame` out of interface `ifindex` (in this thread's network
     /// namespace) until a limit is reached or `stop` is set; calls `progress` about once a
-    /// second.
+    /// second. The packet limit and rate cap are kept by the program; the time bound
+    /// between calls (each about [`CALL_TARGET`]). A signal ends a call early (`EINTR`).
     pub fn run(
         &self,
         frame: &[u8],
@@ -242,41 +262,39 @@ impl Generator {
         stop: &AtomicBool,
         progress: &mut dyn FnMut(&GenReport),
     ) -> Result<GenReport, SteerError> {
-        let started = Instant::now();
+        let flows = self.flows.get().ok_or_else(|| {
+            SteerError::Object("the generator runs only once configured".into())
+        })?;
         let first = self.generated()?;
+        let limit = first.saturating_add(limits.packets).max(1);
+        let interval = interval_ns(limits.rate);
+        self.config.update(&0u32.to_ne_bytes(), &flows.encode(interval, limit))?;
+        let batch = if interval > 0 { PACED_BATCH } else { BATCH };
+        let started = Instant::now();
         let mut report = GenReport::default();
         let mut last_progress = started;
-        let chunk = limits.rate.map_or(CHUNK, paced_chunk);
-        while report.sent < limits.packets && !stop.load(Ordering::Relaxed) {
-            let elapsed = started.elapsed();
-            if elapsed >= limits.duration {
-                break;
+        let mut repeat = FIRST_REPEAT;
+        while report.sent < limits.packets
+            && !stop.load(Ordering::Relaxed)
+            && started.elapsed() < limits.duration
+        {
+            let call = Instant::now();
+            match bpf::test_run_live(self.program_fd, frame, ifindex, repeat as u32, batch) {
+                Ok(()) => {}
+                Err(error) if error.errno() == Some(libc::EINTR) => {}
+                Err(error) => return Err(error),
             }
-            if let Some(rate) = limits.rate {
-                let wait = pace_wait(report.sent, rate, elapsed);
-                if wait > Duration::from_micros(200) {
-                    std::thread::sleep(wait - Duration::from_micros(100));
-                    continue;
-                } else if !wait.is_zero() {
-                    std::thread::yield_now();
-                    continue;
-                }
-            }
-            let repeat = chunk.min(limits.packets - report.sent) as u32;
-            bpf::test_run_live(self.program_fd, frame, ifindex, repeat, BATCH.min(repeat))?;
+            repeat = next_repeat(repeat, call.elapsed());
             report.calls += 1;
-            // The kernel stops early on a pending signal: count what the program really ran.
-            report.sent = if limits.rate.is_some() {
-                report.sent + u64::from(repeat)
-            } else {
-                self.generated()? - first
-            };
+            report.sent = self.generated()? - first;
             report.elapsed = started.elapsed();
             if last_progress.elapsed() >= Duration::from_secs(1) {
                 last_progress = Instant::now();
                 progress(&report);
             }
         }
+        // Stop emitting, whatever happens to the program next.
+        self.config.update(&0u32.to_ne_bytes(), &flows.encode(0, 0))?;
         report.sent = self.generated()? - first;
         report.elapsed = started.elapsed();
         Ok(report)
@@ -322,23 +340,27 @@ mod tests {
             port_span: 0,
             stamp_offset: Some(42),
         };
-        let value = config.encode();
+        let value = config.encode(1000, 7);
         assert_eq!(u32::from_ne_bytes(value[0..4].try_into().unwrap()), 1000);
         assert_eq!(u32::from_ne_bytes(value[4..8].try_into().unwrap()), 0x0a64_0001);
         assert_eq!(u32::from_ne_bytes(value[8..12].try_into().unwrap()), 1, "spans at least 1");
         assert_eq!(u16::from_ne_bytes(value[12..14].try_into().unwrap()), 1024);
         assert_eq!(u16::from_ne_bytes(value[14..16].try_into().unwrap()), 1);
         assert_eq!(u16::from_ne_bytes(value[16..18].try_into().unwrap()), 42);
+        assert_eq!(u64::from_ne_bytes(value[24..32].try_into().unwrap()), 1000);
+        assert_eq!(u64::from_ne_bytes(value[32..40].try_into().unwrap()), 7);
     }
 
     #[test]
-    fn pacing_sends_small_chunks_on_schedule() {
-        assert_eq!(paced_chunk(10_000), 1);
-        assert_eq!(paced_chunk(1_000_000), 20);
-        assert_eq!(paced_chunk(100_000_000), 64);
-        assert_eq!(pace_wait(0, 1000, Duration::ZERO), Duration::ZERO);
-        assert_eq!(pace_wait(10, 1000, Duration::from_millis(4)), Duration::from_millis(6));
-        assert_eq!(pace_wait(10, 1000, Duration::from_millis(40)), Duration::ZERO);
+    fn calls_are_sized_to_last_about_a_quarter_second() {
+        assert_eq!(interval_ns(None), 0);
+        assert_eq!(interval_ns(Some(1_000_000)), 1000);
+        assert_eq!(interval_ns(Some(0)), 1_000_000_000, "no division by zero");
+        assert_eq!(interval_ns(Some(u64::MAX)), 1);
+        assert_eq!(next_repeat(1 << 16, Duration::from_millis(125)), 1 << 17);
+        assert_eq!(next_repeat(1 << 16, Duration::ZERO), 1 << 20, "grows at most 16x a call");
+        assert_eq!(next_repeat(1 << 12, Duration::from_secs(10)), MIN_REPEAT);
+        assert_eq!(next_repeat(MAX_REPEAT, Duration::from_millis(1)), MAX_REPEAT);
     }
 
     proptest! {
