@@ -230,14 +230,6 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
     let dev = Netdev::open(&args.dev)?;
     let generator = Generator::load().context("loading the generator program")?;
     let stamp_offset = generator::stamp_offset(args.proto);
-    generator.configure(&GenConfig {
-        flows: args.flows,
-        src_addr: args.src,
-        src_span: args.src_span,
-        src_port: args.src_port,
-        port_span: args.port_span,
-        stamp_offset: Some(stamp_offset),
-    })?;
     let frame = FrameSpec {
         src_mac: dev.mac,
         dst_mac: args.dst_mac,
@@ -249,6 +241,15 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
         size: args.size,
     }
     .build();
+    let config = GenConfig {
+        flows: args.flows,
+        src_addr: args.src,
+        src_span: args.src_span,
+        src_port: args.src_port,
+        port_span: args.port_span,
+        stamp_offset: Some(stamp_offset),
+    };
+    generator.configure(&frame, &config)?;
     let limits =
         GenLimits { packets: args.packets, duration: seconds(args.seconds), rate: args.rate };
     eprintln!(

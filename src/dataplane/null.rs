@@ -19,6 +19,10 @@ use crate::wire::MacAddr;
 /// The interface the null forwarder sends by, as its verdicts name it.
 const TX_IFACE: IfaceId = IfaceId(1);
 const RX_IFACE: IfaceId = IfaceId(0);
+/// Empty iterations before the forwarder waits for frames, and how long it waits at most
+/// (the worker's values).
+pub const SPIN_ROUNDS: u32 = 256;
+pub const IDLE_WAIT: Duration = Duration::from_millis(1);
 
 /// Gives `frame` the Ethernet addresses `dst`, `src`; false (untouched) if it is shorter
 /// than an Ethernet header.
@@ -79,12 +83,22 @@ impl<P: Port> NullForwarder<P> {
         received
     }
 
-    /// Runs until `stop` is set or `duration` has passed, spinning (a dedicated core).
+    /// Runs until `stop` is set or `duration` has passed. After [`SPIN_ROUNDS`] empty
+    /// iterations it waits on `rx` (at most [`IDLE_WAIT`]) as a worker does, so that a
+    /// receive thread sharing the core gets to run.
     pub fn run(&mut self, stop: &AtomicBool, duration: Duration) -> NullStats {
         let started = Instant::now();
         let mut rounds = 0u32;
+        let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            self.step();
+            if self.step() > 0 {
+                idle = 0;
+            } else {
+                idle = idle.saturating_add(1);
+                if idle >= SPIN_ROUNDS {
+                    self.rx.wait(IDLE_WAIT);
+                }
+            }
             rounds = rounds.wrapping_add(1);
             if rounds % 1024 == 0 && started.elapsed() >= duration {
                 break;

@@ -7,6 +7,8 @@
 // test run's ingress device.
 //
 // Per run, as `gen_config` says:
+//   - the template: the frame's first 60 bytes are copied from `gen_template` (restore), as
+//     the page may come back changed from where the last frame in it went;
 //   - the rate cap and limit: a run before the next frame is due (interval_ns), or after
 //     `limit` frames, returns XDP_DROP and emits nothing (a paced generator spins, and its
 //     frames leave evenly rather than in bursts);
@@ -18,9 +20,7 @@
 //     order at stamp_offset (TCP: the sequence number; UDP: the first payload bytes), for
 //     the sink to measure latency; stamp_offset 0 means no stamp;
 //   - checksums (IPv4 header, and TCP/UDP with its pseudo-header) are updated incrementally
-//     (RFC 1624) from the values the frame holds: live-frames mode keeps a program's changes
-//     in the pool page, so the "old" values are whatever the page last carried. A UDP
-//     checksum of 0 (none) stays 0.
+//     (RFC 1624) from the values the frame holds. A UDP checksum of 0 (none) stays 0.
 //
 // Frames too short for the configured offsets leave unchanged. Layout mirrored in generator.rs.
 
@@ -33,8 +33,8 @@ struct gen_config {
     __u16 src_port;     /* first source port, host order */
     __u16 port_span;    /* source ports per address (at least 1) */
     __u16 stamp_offset; /* frame offset of the 32-bit stamp; 0: none */
-    __u16 pad;
-    __u32 pad2;
+    __u16 restore;      /* 1: start every frame from `gen_template` */
+    __u32 pad;
     __u64 interval_ns;  /* rate cap: at most one frame per interval; 0: no cap */
     __u64 limit;        /* emit no frame once `count` reaches this; 0: no limit */
 };
@@ -60,9 +60,21 @@ struct {
     __type(value, struct gen_state);
 } gen_state SEC(".maps");
 
+/* The first TEMPLATE_LEN bytes of the template frame. Live-frames mode recycles pages
+ * without copying the template in again, and whoever had the frame may have written to it
+ * (a forwarding kernel rewrites the MACs and the TTL in place), so every frame starts anew
+ * from this copy. */
+#define TEMPLATE_LEN 60
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u8[TEMPLATE_LEN]);
+} gen_template SEC(".maps");
+
 /* A rate-capped generator that fell behind by more than this sends on from now rather
- * than in a burst. */
-#define CATCH_UP_NS 50000
+ * than in a burst (a burst of at most 200 µs worth). */
+#define CATCH_UP_NS 200000
 
 /* RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m'), on 16-bit words as loaded (the one's-complement
  * sum does not depend on byte order). */
@@ -101,6 +113,12 @@ int xlb_gen(struct xdp_md *ctx)
         return XDP_DROP;
     __u64 n = __sync_fetch_and_add(&state->count, 1);
 
+    if (config->restore) {
+        __u8 *template = bpf_map_lookup_elem(&gen_template, &zero);
+        if (!template || frame + TEMPLATE_LEN > end)
+            return XDP_ABORTED;
+        __builtin_memcpy(frame, template, TEMPLATE_LEN);
+    }
     __u8 *ip = frame + ETH_LEN;
     __u8 *l4 = ip + IPV4_LEN;
     if (l4 + 20 > end)

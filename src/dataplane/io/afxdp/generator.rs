@@ -13,7 +13,7 @@
 //! sources over an address and port span), [`GenLimits`] (a packet count, a time bound, a
 //! rate cap). The program itself keeps the packet limit and the rate cap (a run before the
 //! next frame is due emits nothing), so a capped generator spins its core and its frames
-//! leave evenly, not in bursts; calls last about a quarter second each, because each sets up
+//! leave evenly, not in bursts; calls last about half a second each, because each sets up
 //! a page pool at a cost of tens of milliseconds.
 //!
 //! Invariants: the config map's value is the 40-byte `struct gen_config`, checked at load;
@@ -48,7 +48,7 @@ const PACED_BATCH: u32 = 8;
 /// How long one `BPF_PROG_RUN` call should last. Each call sets up and tears down a page
 /// pool, which costs tens of milliseconds here (mostly waiting), so calls must be long;
 /// limits are checked between calls, and the time bound is kept to within about this.
-const CALL_TARGET: Duration = Duration::from_millis(250);
+const CALL_TARGET: Duration = Duration::from_millis(500);
 /// Runs in the first call, and the bounds of later ones.
 const FIRST_REPEAT: u64 = 1 << 16;
 const MIN_REPEAT: u64 = 1 << 12;
@@ -129,6 +129,8 @@ impl GenConfig {
         value[12..14].copy_from_slice(&self.src_port.to_ne_bytes());
         value[14..16].copy_from_slice(&self.port_span.max(1).to_ne_bytes());
         value[16..18].copy_from_slice(&self.stamp_offset.unwrap_or(0).to_ne_bytes());
+        // Restore the template in every frame.
+        value[18..20].copy_from_slice(&1u16.to_ne_bytes());
         value[24..32].copy_from_slice(&interval_ns.to_ne_bytes());
         value[32..40].copy_from_slice(&limit.to_ne_bytes());
         value
@@ -206,6 +208,7 @@ pub struct Generator {
     program_fd: RawFd,
     config: Map<4, CONFIG_SIZE>,
     state: Map<4, 16>,
+    template: Map<4, MIN_FRAME>,
     /// The flows and stamping last configured.
     flows: std::cell::Cell<Option<GenConfig>>,
     /// Owns the program and maps (closed on drop).
@@ -218,18 +221,28 @@ impl Generator {
         let object = Object::open(&OBJECT.0, "gen.bpf.o")?;
         let config = object.map(c"gen_config", 1)?;
         let state = object.map(c"gen_state", 1)?;
+        let template = object.map(c"gen_template", 1)?;
         object.load()?;
         Ok(Generator {
             program_fd: object.program_fd(c"xlb_gen")?,
             config: object.loaded(config)?,
             state: object.loaded(state)?,
+            template: object.loaded(template)?,
             flows: std::cell::Cell::new(None),
             _object: object,
         })
     }
 
-    /// Sets the flows and stamping of the frames to come.
-    pub fn configure(&self, config: &GenConfig) -> Result<(), SteerError> {
+    /// Sets the frames to come: every one starts from the first [`MIN_FRAME`] bytes of
+    /// `frame` (the program restores them in each), with the flows and stamping of `config`.
+    pub fn configure(&self, frame: &[u8], config: &GenConfig) -> Result<(), SteerError> {
+        let Some(Ok(template)) = frame.get(..MIN_FRAME).map(<[u8; MIN_FRAME]>::try_from) else {
+            return Err(SteerError::Object(format!(
+                "a {}-byte frame: the generator sends frames of at least {MIN_FRAME}",
+                frame.len()
+            )));
+        };
+        self.template.update(&0u32.to_ne_bytes(), &template)?;
         self.flows.set(Some(*config));
         self.config.update(&0u32.to_ne_bytes(), &config.encode(0, 0))
     }
@@ -262,9 +275,10 @@ impl Generator {
         stop: &AtomicBool,
         progress: &mut dyn FnMut(&GenReport),
     ) -> Result<GenReport, SteerError> {
-        let flows = self.flows.get().ok_or_else(|| {
-            SteerError::Object("the generator runs only once configured".into())
-        })?;
+        let flows = self
+            .flows
+            .get()
+            .ok_or_else(|| SteerError::Object("the generator runs only once configured".into()))?;
         let first = self.generated()?;
         let limit = first.saturating_add(limits.packets).max(1);
         let interval = interval_ns(limits.rate);
@@ -347,17 +361,18 @@ mod tests {
         assert_eq!(u16::from_ne_bytes(value[12..14].try_into().unwrap()), 1024);
         assert_eq!(u16::from_ne_bytes(value[14..16].try_into().unwrap()), 1);
         assert_eq!(u16::from_ne_bytes(value[16..18].try_into().unwrap()), 42);
+        assert_eq!(u16::from_ne_bytes(value[18..20].try_into().unwrap()), 1, "restore");
         assert_eq!(u64::from_ne_bytes(value[24..32].try_into().unwrap()), 1000);
         assert_eq!(u64::from_ne_bytes(value[32..40].try_into().unwrap()), 7);
     }
 
     #[test]
-    fn calls_are_sized_to_last_about_a_quarter_second() {
+    fn calls_are_sized_to_last_about_half_a_second() {
         assert_eq!(interval_ns(None), 0);
         assert_eq!(interval_ns(Some(1_000_000)), 1000);
         assert_eq!(interval_ns(Some(0)), 1_000_000_000, "no division by zero");
         assert_eq!(interval_ns(Some(u64::MAX)), 1);
-        assert_eq!(next_repeat(1 << 16, Duration::from_millis(125)), 1 << 17);
+        assert_eq!(next_repeat(1 << 16, Duration::from_millis(250)), 1 << 17);
         assert_eq!(next_repeat(1 << 16, Duration::ZERO), 1 << 20, "grows at most 16x a call");
         assert_eq!(next_repeat(1 << 12, Duration::from_secs(10)), MIN_REPEAT);
         assert_eq!(next_repeat(MAX_REPEAT, Duration::from_millis(1)), MAX_REPEAT);
@@ -424,13 +439,19 @@ mod tests {
                 port_span: 2,
                 stamp_offset: Some(stamp_offset(proto)),
             };
-            generator.configure(&config).unwrap();
+            let template = FrameSpec { proto, ..SPEC }.build();
+            generator.configure(&template, &config).unwrap();
             let before = generator.generated().unwrap();
-            // Live mode feeds the program what it left in the page: chain the outputs.
-            let mut frame = FrameSpec { proto, ..SPEC }.build();
+            // Live mode feeds the program what the page last held: chain the outputs, and
+            // scribble over the headers as a forwarder would.
+            let mut frame = template.clone();
             let mut sources = Vec::new();
             for _ in 0..6 {
+                frame[..12].fill(0xee);
+                frame[22] = 1;
                 frame = generator.make_one(&frame).unwrap();
+                assert_eq!(&frame[..12], &template[..12], "MACs restored");
+                assert_eq!(frame[22], template[22], "TTL restored");
                 assert_eq!(frame.len(), MIN_FRAME);
                 assert!(checksums_ok(&frame), "{proto:?}: checksums after the rewrite");
                 let offset = usize::from(stamp_offset(proto));
@@ -453,8 +474,9 @@ mod tests {
             port_span: 1000,
             stamp_offset: None,
         };
-        generator.configure(&config).unwrap();
         let mut frame = FrameSpec { proto: Proto::Tcp, ..SPEC }.build();
+        generator.configure(&frame, &config).unwrap();
+        assert!(generator.configure(&frame[..59], &config).is_err(), "runts are refused");
         for _ in 0..20 {
             frame = generator.make_one(&frame).unwrap();
             assert!(checksums_ok(&frame));
