@@ -117,60 +117,9 @@ impl<P: Port> NullForwarder<P> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use super::*;
     use crate::dataplane::BATCH;
-    use crate::dataplane::worker::ProcessBatch;
-
-    /// A port backed by queues: `inbox` arrives, `wire` was transmitted.
-    #[derive(Default)]
-    struct MemPort {
-        inbox: VecDeque<Vec<u8>>,
-        pending: Vec<Vec<u8>>,
-        wire: Vec<Vec<u8>>,
-        stats: PortStats,
-    }
-
-    impl Port for MemPort {
-        fn poll(
-            &mut self,
-            process: &mut ProcessBatch<'_>,
-            own: IfaceId,
-            forward: &mut dyn FnMut(IfaceId, &[u8]),
-        ) -> usize {
-            let count = self.inbox.len().min(BATCH);
-            let mut batch: Vec<Vec<u8>> = self.inbox.drain(..count).collect();
-            let mut verdicts = vec![Verdict::Pass; count];
-            let mut frames: Vec<&mut [u8]> = batch.iter_mut().map(|f| &mut f[..]).collect();
-            process(&mut frames, &mut verdicts);
-            for (frame, verdict) in frames.iter().zip(verdicts) {
-                match verdict {
-                    Verdict::Tx(egress) if egress != own => forward(egress, frame),
-                    Verdict::Tx(_) => self.pending.push(frame.to_vec()),
-                    _ => {}
-                }
-            }
-            self.stats.rx_packets += count as u64;
-            count
-        }
-
-        fn send(&mut self, frame: &[u8]) -> bool {
-            self.pending.push(frame.to_vec());
-            true
-        }
-
-        fn flush(&mut self) {
-            self.stats.tx_packets += self.pending.len() as u64;
-            self.wire.append(&mut self.pending);
-        }
-
-        fn wait(&mut self, _: Duration) {}
-
-        fn stats(&self) -> PortStats {
-            self.stats
-        }
-    }
+    use crate::dataplane::worker::testing::MemPort;
 
     const DST: MacAddr = MacAddr([2, 0, 0, 0, 0, 4]);
     const SRC: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);

@@ -407,21 +407,22 @@ impl<P: Port> Worker<P> {
     }
 }
 
+/// An in-memory [`Port`] for tests of the loops that drive ports.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::control::Config;
-    use crate::dataplane::CoreSlot;
-    use crate::testkit;
+pub(crate) mod testing {
     use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::{Port, PortStats, ProcessBatch};
+    use crate::dataplane::{BATCH, IfaceId, Verdict};
 
     /// A port backed by queues: `inbox` is what arrives, `wire` what was transmitted.
-    #[derive(Default)]
-    struct MemPort {
-        inbox: VecDeque<Vec<u8>>,
-        pending: Vec<Vec<u8>>,
-        wire: Vec<Vec<u8>>,
-        stats: PortStats,
+    #[derive(Debug, Default)]
+    pub(crate) struct MemPort {
+        pub(crate) inbox: VecDeque<Vec<u8>>,
+        pub(crate) pending: Vec<Vec<u8>>,
+        pub(crate) wire: Vec<Vec<u8>>,
+        pub(crate) stats: PortStats,
     }
 
     impl Port for MemPort {
@@ -465,6 +466,15 @@ mod tests {
             self.stats
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::MemPort;
+    use super::*;
+    use crate::control::Config;
+    use crate::dataplane::CoreSlot;
+    use crate::testkit;
 
     fn worker(
         config: &str,

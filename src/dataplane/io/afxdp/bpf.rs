@@ -459,8 +459,14 @@ pub(super) fn sum_per_cpu(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Whether the test runs as root (loading BPF needs it).
+    pub(crate) fn root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
 
     #[test]
     fn cpu_lists_parse() {

@@ -321,6 +321,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::dataplane::io::afxdp::bpf::tests::root;
 
     const SPEC: FrameSpec = FrameSpec {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
@@ -396,11 +397,6 @@ mod tests {
             prop_assert!(port < port_span);
             prop_assert_eq!(config.source_of(n + u64::from(flows)), Some((addr, port)));
         }
-    }
-
-    fn root() -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
     }
 
     /// Whether `frame`'s IPv4 and L4 checksums verify.

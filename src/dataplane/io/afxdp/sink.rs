@@ -241,6 +241,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::dataplane::io::afxdp::bpf::tests::root;
     use crate::testkit;
 
     #[test]
@@ -297,11 +298,6 @@ mod tests {
         assert_eq!(delta.counts.other, 2);
         assert_eq!(delta.latency, vec![0, 3, 0]);
         assert_eq!(later.counts.bad(), 1);
-    }
-
-    fn root() -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]
