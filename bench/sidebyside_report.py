@@ -112,8 +112,9 @@ def markdown(meta, windows, profile):
     )
     out.append(
         f"- traffic: 64-byte frames (60 without FCS), {meta['flows']} flows, generator = BPF_PROG_RUN live frames "
-        f"(`xlb bench gen`); each row {meta['repeats']} window(s) of {meta['measure_s']} s after {meta['warmup_s']} s warm-up; "
-        f"the table shows the median window (min–max in brackets)"
+        f"(`xlb bench gen`); {meta['repeats']} round(s), each a window of {meta['measure_s']} s per row after {meta['warmup_s']} s "
+        f"warm-up (rows interleaved, so other work on the machine spreads over all of them); the table shows the median "
+        f"window (min–max in brackets)"
     )
     out.append(
         "- veth: the receiving ends (the lb's `lg`, the sink's `s`) have GRO on, so they accept XDP frames "
