@@ -95,6 +95,68 @@ def targets(peaks, lats):
     return out
 
 
+def profile_shares(profile, row):
+    """(share of the core in the NAPI thread, share in xlb's own code) from the profile of
+    `row`, in percent; None where the profile does not say."""
+    import re
+
+    section = profile.split(f"### {row} ")
+    if len(section) < 2:
+        return None, None
+    text = section[1].split("### ")[0]
+    napi = sum(float(m) for m in re.findall(r"^ +([0-9.]+)%  napi/", text, re.M)) or None
+    own = sum(float(m) for m in re.findall(r"^ +([0-9.]+)%  \[\.\] .*xlb::", text, re.M)) or None
+    return napi, own
+
+
+def why(peaks, lats, profile):
+    """The reasons behind the figures, with this run's numbers."""
+    out = ["## Why\n"]
+    dr, null, nft, fwd = (peaks.get(("udp", r)) for r in ("xlb-dr", "null", "nft-dnat", "kernel-fwd"))
+    napi, own = profile_shares(profile, "xlb-dr")
+    if dr and null:
+        out.append(
+            ("- **xlb is at the I/O ceiling.** " if dr["mpps"] >= 0.9 * null["mpps"] else "- **xlb is below the I/O ceiling.** ")
+            + f"xlb DR does {dr['mpps']:.2f} Mpps where the null forwarder, the same "
+            f"AF_XDP I/O with no balancing at all, does {null['mpps']:.2f}; the pure pipeline does 15–20 Mpps on one "
+            "core (`bench/results/pipeline-*.md`), so the balancing is a small part of each frame's cost."
+            + (f" In the profile of xlb DR's forwarding core, xlb's own code is {own:.0f}% of the samples listed and the "
+               f"receive NAPI thread {napi:.0f}%." if napi and own else "")
+        )
+    if dr and nft and fwd:
+        out.append(
+            f"- **The kernel's paths start from a cheaper place on veth.** Copy-mode AF_XDP (all veth offers) copies every "
+            f"frame twice: into the UMEM in the receive NAPI thread (after the steering program), and out of it into a new "
+            f"skb in `sendto()`, which then crosses the veth like any skb. Kernel forwarding keeps the one skb it built, so "
+            f"it does {fwd['mpps']:.2f} Mpps, and nftables DNAT with conntrack {nft['mpps']:.2f}. xlb DR is "
+            f"{dr['mpps'] / nft['mpps']:.2f}× nftables here."
+        )
+    out.append(
+        "- **One core does two jobs.** With two cores, the generator needs one, so the lb's receive NAPI thread and xlb's "
+        "worker share the other under the scheduler. Under overload the NAPI thread spends part of its time on frames the "
+        "full socket ring then drops. Making the NAPI thread real-time (`--napi-fifo`) starves the worker under overload "
+        "(the rate collapses); busy-polling the worker (`--busy-poll`) keeps the NAPI thread waiting for its time slice."
+    )
+    at = {(w["row"], w["load"]): w for w in lats}
+    x, k = at.get(("xlb-dr", 0.5)), at.get(("kernel-fwd", 0.5))
+    if x and k and x["sink"].get("latency_us") and k["sink"].get("latency_us"):
+        out.append(
+            f"- **Latency.** At half of xlb's peak, a frame through xlb takes {x['sink']['latency_us']['p50']:.0f} µs at the "
+            f"median and {x['sink']['latency_us']['p99']:.0f} µs at p99, against {k['sink']['latency_us']['p50']:.0f} and "
+            f"{k['sink']['latency_us']['p99']:.0f} µs through the kernel's forwarding: every frame needs two threads on one "
+            "core (the NAPI thread hands it to the worker through the socket, and a wake-up or a time slice lies between "
+            "them), where the kernel forwards in the NAPI thread alone."
+        )
+    out.append(
+        "- **What would close the gap.** A NIC with zero-copy AF_XDP removes both copies and the skb on the way out "
+        "(the reason AF_XDP exists; veth cannot do it). A core of its own for the receive NAPI thread, or AF_XDP busy "
+        "polling (`SO_PREFER_BUSY_POLL`, so the worker drives the receive queue itself and no second thread shares its "
+        "core), removes the hand-off that costs both rate and latency: the first needs other hardware, the second "
+        "a third core or a change to xlb's socket setup that this benchmark does not make."
+    )
+    return "\n".join(out)
+
+
 def markdown(meta, windows, profile):
     peaks = peak_rows(windows)
     lats = latency_rows(windows)
@@ -163,6 +225,8 @@ def markdown(meta, windows, profile):
         out.append("\n## Targets (veth, copy mode)\n")
         for text, met in t:
             out.append(f"- {'met' if met else '**missed**'}: {text}")
+    out.append("")
+    out.append(why(peaks, lats, profile))
     if profile:
         out.append("\n## Where the time goes\n")
         out.append(profile.rstrip())
