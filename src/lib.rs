@@ -18,6 +18,7 @@
 
 pub mod addr_map;
 pub mod arp;
+pub mod bench;
 pub mod conntrack;
 pub mod control;
 pub mod daemon;

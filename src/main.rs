@@ -92,6 +92,11 @@ enum Command {
         #[arg(long, value_name = "NEW_CONFIG")]
         against: Option<PathBuf>,
     },
+    /// Benchmark parts, run inside the namespaces of `bench/sidebyside` (needs root).
+    Bench {
+        #[command(subcommand)]
+        command: xlb::bench::BenchCommand,
+    },
     /// Send an ipvsadm command to a running xlb: `xlb ctl -L -n`, `xlb ctl -A -t VIP:80 -s rr`,
     /// `xlb ctl -S > rules`, `xlb ctl -R < rules` (`xlb ctl -- -h` lists the commands).
     Ctl {
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
             run_corpus(&out, rounds, lb_mac, client_mac)
         }
         Command::Check { config, against } => run_check(&config, against.as_deref()),
+        Command::Bench { command } => run_bench(command),
         Command::Ctl { socket, args } => match run_ctl(&socket, args) {
             Ok(code) => return code,
             Err(error) => Err(error),
@@ -188,6 +194,14 @@ fn run_daemon(options: &RunOptions) -> anyhow::Result<()> {
     let summary = daemon::run(options, stop)?;
     print!("{}", summary.ipvsadm_stats());
     Ok(())
+}
+
+fn run_bench(command: xlb::bench::BenchCommand) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    xlb::bench::run(command, stop)
 }
 
 fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {

@@ -5,6 +5,7 @@
 
 pub mod counters;
 pub mod io;
+pub mod null;
 pub mod pipeline;
 pub mod worker;
 

@@ -24,7 +24,7 @@
 //! reports into recent quantiles). Recording is a few arithmetic operations on a
 //! preallocated array: no allocation, and values beyond the range are clamped, not refused.
 //!
-//! When nothing arrives for a while the worker waits on its socket (or sleeps briefly), so an
+//! When nothing arrives for a while the worker waits on its sockets ([`Port::wait_any`]), so an
 //! idle appliance does not burn its cores; `busy_poll` keeps it spinning for benchmarks.
 //!
 //! The loop is generic over [`Port`] so tests drive it with in-memory ports.
@@ -68,6 +68,19 @@ pub trait Port {
 
     /// Waits at most `timeout` for frames to arrive.
     fn wait(&mut self, timeout: Duration);
+
+    /// Waits at most `timeout` for frames to arrive on any of `ports` (a worker serving
+    /// several). The default waits on the only port, or sleeps 100 µs when there are several;
+    /// a port type that can wait on many at once overrides it.
+    fn wait_any(ports: &mut [(IfaceId, Self)], timeout: Duration)
+    where
+        Self: Sized,
+    {
+        match ports {
+            [(_, only)] => only.wait(timeout),
+            _ => std::thread::sleep(timeout.min(Duration::from_micros(100))),
+        }
+    }
 
     /// The port's own counters.
     fn stats(&self) -> PortStats;
@@ -383,10 +396,7 @@ impl<P: Port> Worker<P> {
     }
 
     fn idle(&mut self) {
-        match self.ports.as_mut_slice() {
-            [(_, only)] => only.wait(IDLE_WAIT),
-            _ => std::thread::sleep(Duration::from_micros(100)),
-        }
+        P::wait_any(&mut self.ports, IDLE_WAIT);
     }
 
     /// This worker's figures now.
@@ -407,21 +417,22 @@ impl<P: Port> Worker<P> {
     }
 }
 
+/// An in-memory [`Port`] for tests of the loops that drive ports.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::control::Config;
-    use crate::dataplane::CoreSlot;
-    use crate::testkit;
+pub(crate) mod testing {
     use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::{Port, PortStats, ProcessBatch};
+    use crate::dataplane::{BATCH, IfaceId, Verdict};
 
     /// A port backed by queues: `inbox` is what arrives, `wire` what was transmitted.
-    #[derive(Default)]
-    struct MemPort {
-        inbox: VecDeque<Vec<u8>>,
-        pending: Vec<Vec<u8>>,
-        wire: Vec<Vec<u8>>,
-        stats: PortStats,
+    #[derive(Debug, Default)]
+    pub(crate) struct MemPort {
+        pub(crate) inbox: VecDeque<Vec<u8>>,
+        pub(crate) pending: Vec<Vec<u8>>,
+        pub(crate) wire: Vec<Vec<u8>>,
+        pub(crate) stats: PortStats,
     }
 
     impl Port for MemPort {
@@ -465,6 +476,15 @@ mod tests {
             self.stats
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::MemPort;
+    use super::*;
+    use crate::control::Config;
+    use crate::dataplane::CoreSlot;
+    use crate::testkit;
 
     fn worker(
         config: &str,

@@ -1,10 +1,17 @@
-//! AF_XDP: the appliance's I/O.
+//! AF_XDP: the appliance's I/O, and the XDP programs of the side-by-side benchmark.
 //!
 //! - [`steer`]: xlb's own XDP program, which redirects into the AF_XDP sockets only the
 //!   frames xlb owns and passes everything else to the kernel.
 //! - [`netdev`]: what xlb reads off a network device (index, MAC, queues).
 //! - [`xsk`]: one AF_XDP socket with its own UMEM, and batched receive and transmit.
+//! - [`generator`], [`sink`], [`redirect`]: `xlb bench`'s traffic generator (`BPF_PROG_RUN` in
+//!   live-frames mode), checking and timing sink, and kernel XDP-redirect row.
+//! - `bpf`: the libbpf plumbing they all share.
 
+pub(crate) mod bpf;
+pub mod generator;
 pub mod netdev;
+pub mod redirect;
+pub mod sink;
 pub mod steer;
 pub mod xsk;

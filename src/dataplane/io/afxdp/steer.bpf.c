@@ -23,31 +23,8 @@
 // Map layouts are mirrored in steer.rs; keep the two in step. Addresses and ports are kept
 // in network byte order, exactly as they sit in the frame.
 
-#include <linux/bpf.h>
-#include <linux/types.h>
+#include "xlb_bpf.h"
 
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int(*name)[val]
-#define __type(name, val) typeof(val) *name
-
-/* Helper ids from <linux/bpf.h>; declared here so the build needs no libbpf headers. */
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
-static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
-                                   __u64 flags) = (void *)BPF_FUNC_map_update_elem;
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
-static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
-
-/* Frame fields are compared as loaded, against constants in network byte order. */
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define BE16(x) __builtin_bswap16(x)
-#define BE32(x) __builtin_bswap32(x)
-#else
-#define BE16(x) (x)
-#define BE32(x) (x)
-#endif
-
-#define ETH_LEN 14
-#define IPV4_LEN 20
 #define ARP_LEN 28
 
 /* ICMP types that are errors quoting a packet: 3 unreachable, 4 source quench, 5 redirect,

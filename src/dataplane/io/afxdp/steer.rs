@@ -44,15 +44,16 @@
 //! `BPF_PROG_TEST_RUN`.
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{CStr, c_int};
 use std::fmt;
 use std::io;
 use std::mem;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::{self, NonNull};
 
 use libxdp_sys as sys;
+
+use super::bpf::{Aligned, Map, Object, check, opts_size, possible_cpus, sum_per_cpu, test_run};
 
 use crate::control::Snapshot;
 use crate::flow::{ForwardMode, Proto};
@@ -70,9 +71,7 @@ pub const MAX_NAT_SRC: usize = 65536;
 /// Entries of the LRU map `arp_seen`.
 pub const ARP_SEEN_ENTRIES: usize = 1024;
 
-/// The object `build.rs` compiled, aligned as an ELF reader expects.
-#[repr(C, align(8))]
-struct Aligned<Bytes: ?Sized>(Bytes);
+/// The object `build.rs` compiled.
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o")));
 
 const PROGRAM_CNAME: &CStr = c"xlb_steer";
@@ -161,22 +160,6 @@ fn nat_key(addr: Ipv4Addr, port: u16, proto: u8) -> [u8; 8] {
     let [a, b, c, d] = addr.octets();
     let [port_high, port_low] = port.to_be_bytes();
     [a, b, c, d, port_high, port_low, proto, 0]
-}
-
-/// The changes that turn a map holding `current` into one holding `wanted`: the keys to
-/// delete, then the entries to write. A key whose value stays is in neither, so it is
-/// never missing, not even for a moment.
-fn plan<K: Ord + Copy, V: Eq + Copy>(
-    current: &BTreeMap<K, V>,
-    wanted: &BTreeMap<K, V>,
-) -> (Vec<K>, Vec<(K, V)>) {
-    let gone = current.keys().filter(|key| !wanted.contains_key(*key)).copied().collect();
-    let changed = wanted
-        .iter()
-        .filter(|(key, value)| current.get(*key) != Some(*value))
-        .map(|(key, value)| (*key, *value))
-        .collect();
-    (gone, changed)
 }
 
 /// How the program is attached: in the driver, or in the generic (skb) path.
@@ -280,203 +263,11 @@ impl SteerError {
     }
 }
 
-/// The `sz` of a libbpf options struct that ends at `field`, the last one used ("offsetofend"
-/// in libbpf). Not the whole struct: libbpf insists that bytes past the fields it knows be
-/// zero, and Rust does not keep padding zeroed.
-macro_rules! opts_size {
-    ($opts:ident, $type:ident, $field:ident) => {
-        mem::offset_of!(sys::$type, $field) + mem::size_of_val(&$opts.$field)
-    };
-}
-
-/// The errno of a libbpf call that returned `ret`: libbpf 1.x returns `-errno` (and sets
-/// errno too).
-fn errno_of(ret: c_int) -> i32 {
-    if ret < 0 { -ret } else { last_errno() }
-}
-
-/// errno, for calls that report failure by a null pointer.
-fn last_errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// `Ok(ret)` for a non-negative return, else the call's error.
-fn check(
-    ret: c_int,
-    call: &'static str,
-    what: impl FnOnce() -> String,
-) -> Result<c_int, SteerError> {
-    if ret >= 0 {
-        Ok(ret)
-    } else {
-        Err(SteerError::Call { call, what: what(), errno: errno_of(ret) })
-    }
-}
-
-/// A map of the loaded object: its fd, with key and value sizes `K` and `V` checked at load.
-#[derive(Debug, Clone, Copy)]
-struct Map<const K: usize, const V: usize> {
-    name: &'static str,
-    cname: &'static CStr,
-    fd: RawFd,
-    max_entries: usize,
-}
-
-impl<const K: usize, const V: usize> Map<K, V> {
-    /// Finds map `name` in an opened (not yet loaded) object and checks its layout: K-byte
-    /// keys, V-byte values, `entries` entries.
-    fn find(
-        object: NonNull<sys::bpf_object>,
-        name: &'static CStr,
-        entries: usize,
-    ) -> Result<Map<K, V>, SteerError> {
-        let label = name.to_str().unwrap_or("?");
-        // SAFETY: `object` is a live bpf_object from bpf_object__open_mem, and `name` is a
-        // NUL-terminated string that outlives the call.
-        let map = unsafe { sys::bpf_object__find_map_by_name(object.as_ptr(), name.as_ptr()) };
-        if map.is_null() {
-            return Err(SteerError::Object(format!("no map named {label}")));
-        }
-        // SAFETY: `map` was just returned non-null by libbpf and belongs to `object`, which
-        // the caller keeps alive.
-        let (key_size, value_size, max_entries) = unsafe {
-            (
-                sys::bpf_map__key_size(map),
-                sys::bpf_map__value_size(map),
-                sys::bpf_map__max_entries(map),
-            )
-        };
-        if (key_size as usize, value_size as usize, max_entries as usize) != (K, V, entries) {
-            return Err(SteerError::Object(format!(
-                "map {label} has {key_size}-byte keys, {value_size}-byte values and \
-                 {max_entries} entries; this module expects {K}, {V} and {entries}"
-            )));
-        }
-        Ok(Map { name: label, cname: name, fd: -1, max_entries: max_entries as usize })
-    }
-
-    /// The same map with its fd, once the object is loaded.
-    fn loaded(self, object: NonNull<sys::bpf_object>) -> Result<Map<K, V>, SteerError> {
-        // SAFETY: `object` is a live, loaded bpf_object; `cname` is NUL-terminated.
-        let fd =
-            unsafe { sys::bpf_object__find_map_fd_by_name(object.as_ptr(), self.cname.as_ptr()) };
-        let fd = check(fd, "bpf_object__find_map_fd_by_name", || self.what())?;
-        Ok(Map { fd, ..self })
-    }
-
-    fn what(&self) -> String {
-        format!("map {}", self.name)
-    }
-
-    fn update(&self, key: &[u8; K], value: &[u8; V]) -> Result<(), SteerError> {
-        // SAFETY: the map's key and value sizes are K and V (checked in `find`), so the
-        // kernel reads exactly the two arrays, which live across the call.
-        let ret = unsafe {
-            sys::bpf_map_update_elem(
-                self.fd,
-                key.as_ptr().cast(),
-                value.as_ptr().cast(),
-                sys::BPF_ANY as u64,
-            )
-        };
-        check(ret, "bpf_map_update_elem", || self.what()).map(drop)
-    }
-
-    /// Deletes `key`; `Ok(false)` if it was not there.
-    fn delete(&self, key: &[u8; K]) -> Result<bool, SteerError> {
-        // SAFETY: the map's key size is K, so the kernel reads exactly `key`.
-        let ret = unsafe { sys::bpf_map_delete_elem(self.fd, key.as_ptr().cast()) };
-        match check(ret, "bpf_map_delete_elem", || self.what()) {
-            Ok(_) => Ok(true),
-            Err(error) if error.errno() == Some(libc::ENOENT) => Ok(false),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Looks up `key` into `value`, which must hold the map's value (per-CPU maps: one
-    /// value per possible CPU); `Ok(false)` if absent.
-    fn lookup_into(&self, key: &[u8; K], value: &mut [u8]) -> Result<bool, SteerError> {
-        debug_assert!(value.len() >= V);
-        if value.len() < V {
-            return Err(SteerError::Object(format!("short buffer for map {}", self.name)));
-        }
-        // SAFETY: the kernel reads K bytes of `key` and writes the map's value size into
-        // `value`: V for plain maps, which the check above guarantees; callers of per-CPU
-        // maps pass V times the possible CPUs, the size the kernel writes for them.
-        let ret = unsafe {
-            sys::bpf_map_lookup_elem(self.fd, key.as_ptr().cast(), value.as_mut_ptr().cast())
-        };
-        match check(ret, "bpf_map_lookup_elem", || self.what()) {
-            Ok(_) => Ok(true),
-            Err(error) if error.errno() == Some(libc::ENOENT) => Ok(false),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Every key, walking with `bpf_map_get_next_key`. The walk restarts when the program
-    /// evicts the key it stands on (LRU maps), so it stops after twice the capacity and the
-    /// result is deduplicated.
-    fn keys(&self) -> Result<Vec<[u8; K]>, SteerError> {
-        let mut keys = Vec::new();
-        let mut previous: Option<[u8; K]> = None;
-        for _ in 0..2 * self.max_entries + 1 {
-            let mut next = [0u8; K];
-            let previous_ptr =
-                previous.as_ref().map_or(ptr::null(), |key| key.as_ptr().cast::<c_void>());
-            // SAFETY: `previous_ptr` is null (first key) or points at K readable bytes;
-            // `next` has room for the K bytes the kernel writes.
-            let ret = unsafe {
-                sys::bpf_map_get_next_key(self.fd, previous_ptr, next.as_mut_ptr().cast())
-            };
-            match check(ret, "bpf_map_get_next_key", || self.what()) {
-                Ok(_) => {}
-                Err(error) if error.errno() == Some(libc::ENOENT) => break,
-                Err(error) => return Err(error),
-            }
-            keys.push(next);
-            previous = Some(next);
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        Ok(keys)
-    }
-
-    /// Every entry; keys that vanish between the walk and the lookup are skipped.
-    fn entries(&self) -> Result<BTreeMap<[u8; K], [u8; V]>, SteerError> {
-        let mut entries = BTreeMap::new();
-        for key in self.keys()? {
-            let mut value = [0u8; V];
-            if self.lookup_into(&key, &mut value)? {
-                entries.insert(key, value);
-            }
-        }
-        Ok(entries)
-    }
-
-    /// Makes the map hold exactly `wanted` (see [`plan`]).
-    fn sync(&self, wanted: &BTreeMap<[u8; K], [u8; V]>) -> Result<(), SteerError> {
-        if wanted.len() > self.max_entries {
-            return Err(SteerError::TooMany {
-                map: self.name,
-                count: wanted.len(),
-                max: self.max_entries,
-            });
-        }
-        let (gone, changed) = plan(&self.entries()?, wanted);
-        for key in &gone {
-            self.delete(key)?;
-        }
-        for (key, value) in &changed {
-            self.update(key, value)?;
-        }
-        Ok(())
-    }
-}
-
 /// The loaded (not necessarily attached) program and its maps.
 #[derive(Debug)]
 pub struct SteerProgram {
-    object: NonNull<sys::bpf_object>,
+    /// Owns the program and maps whose fds the other fields hold: closed last, on drop.
+    _object: Object,
     program_fd: RawFd,
     xsks: Map<4, 4>,
     dst: Map<4, 1>,
@@ -485,70 +276,26 @@ pub struct SteerProgram {
     stats: Map<4, 8>,
 }
 
-// SAFETY: after `load` the bpf_object is touched only by `Drop` (bpf_object__close), which
-// takes `self` by value; every other method uses the program and map fds through `bpf(2)`,
-// which the kernel serialises, so moving or sharing the handle between threads is sound.
-unsafe impl Send for SteerProgram {}
-// SAFETY: as above: `&self` methods only issue `bpf(2)` calls on fds.
-unsafe impl Sync for SteerProgram {}
-
-impl Drop for SteerProgram {
-    fn drop(&mut self) {
-        // SAFETY: `object` came from bpf_object__open_mem, is closed only here, and no fd
-        // taken from it outlives `self` (an Attachment holds its own link fd).
-        unsafe { sys::bpf_object__close(self.object.as_ptr()) };
-    }
-}
-
 impl SteerProgram {
     /// Opens the embedded object and loads it into the kernel (the verifier runs here).
     /// Nothing is attached. Needs `CAP_BPF` (root).
     pub fn load() -> Result<SteerProgram, SteerError> {
-        // SAFETY: OBJECT is a static byte buffer of the given length; libbpf copies what it
-        // keeps and only reads the buffer; null opts means defaults.
-        let object = unsafe {
-            sys::bpf_object__open_mem(OBJECT.0.as_ptr().cast(), OBJECT.0.len(), ptr::null())
-        };
-        let Some(object) = NonNull::new(object) else {
-            return Err(SteerError::Call {
-                call: "bpf_object__open_mem",
-                what: "the embedded steer.bpf.o".into(),
-                errno: last_errno(),
-            });
-        };
-        // From here on the guard closes the object on every error path.
-        let guard = ObjectGuard(object);
-        let xsks = Map::find(object, c"xsks", MAX_QUEUES as usize)?;
-        let dst = Map::find(object, c"dst", MAX_DST)?;
-        let nat_src = Map::find(object, c"nat_src", MAX_NAT_SRC)?;
-        let arp_seen = Map::find(object, c"arp_seen", ARP_SEEN_ENTRIES)?;
-        let stats = Map::find(object, c"stats", STAT_COUNT as usize)?;
-        // SAFETY: `object` is live (owned by `guard`).
-        let ret = unsafe { sys::bpf_object__load(object.as_ptr()) };
-        check(ret, "bpf_object__load", || {
-            "steer.bpf.o (libbpf logs the verifier's reasons)".into()
-        })?;
-        // SAFETY: `object` is live and loaded; the name is NUL-terminated.
-        let program = unsafe {
-            sys::bpf_object__find_program_by_name(object.as_ptr(), PROGRAM_CNAME.as_ptr())
-        };
-        if program.is_null() {
-            return Err(SteerError::Object(format!("no program named {PROGRAM_NAME}")));
-        }
-        // SAFETY: `program` is non-null and belongs to the live object.
-        let program_fd = unsafe { sys::bpf_program__fd(program) };
-        let program_fd = check(program_fd, "bpf_program__fd", || PROGRAM_NAME.into())?;
-        let steer = SteerProgram {
-            object,
-            program_fd,
-            xsks: xsks.loaded(object)?,
-            dst: dst.loaded(object)?,
-            nat_src: nat_src.loaded(object)?,
-            arp_seen: arp_seen.loaded(object)?,
-            stats: stats.loaded(object)?,
-        };
-        mem::forget(guard);
-        Ok(steer)
+        let object = Object::open(&OBJECT.0, "steer.bpf.o")?;
+        let xsks = object.map(c"xsks", MAX_QUEUES as usize)?;
+        let dst = object.map(c"dst", MAX_DST)?;
+        let nat_src = object.map(c"nat_src", MAX_NAT_SRC)?;
+        let arp_seen = object.map(c"arp_seen", ARP_SEEN_ENTRIES)?;
+        let stats = object.map(c"stats", STAT_COUNT as usize)?;
+        object.load()?;
+        Ok(SteerProgram {
+            program_fd: object.program_fd(PROGRAM_CNAME)?,
+            xsks: object.loaded(xsks)?,
+            dst: object.loaded(dst)?,
+            nat_src: object.loaded(nat_src)?,
+            arp_seen: object.loaded(arp_seen)?,
+            stats: object.loaded(stats)?,
+            _object: object,
+        })
     }
 
     /// Makes the maps equal to `rules`: entries that went are deleted, then new or changed
@@ -573,24 +320,7 @@ impl SteerProgram {
     /// kernel removes when the returned [`Attachment`] drops or the process dies. Fails with
     /// `EBUSY` or `EEXIST` if another program is attached there.
     pub fn attach(&self, ifindex: u32, mode: XdpMode) -> Result<Attachment, SteerError> {
-        // SAFETY: an all-zero bpf_link_create_opts is the "no options" value.
-        let mut opts: sys::bpf_link_create_opts = unsafe { mem::zeroed() };
-        opts.flags = mode.flags();
-        opts.sz = opts_size!(opts, bpf_link_create_opts, flags);
-        // SAFETY: `program_fd` is our loaded program; `opts` is initialised and lives across
-        // the call.
-        let ret = unsafe {
-            sys::bpf_link_create(
-                self.program_fd,
-                ifindex as c_int,
-                sys::bpf_attach_type_BPF_XDP,
-                &opts,
-            )
-        };
-        let fd = check(ret, "bpf_link_create", || format!("XDP {mode:?} on ifindex {ifindex}"))?;
-        // SAFETY: bpf_link_create returned a fresh fd that nothing else owns.
-        let link = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Attachment { link, ifindex, mode })
+        attach_program(self.program_fd, ifindex, mode)
     }
 
     /// Attaches natively if the driver supports it, else generically.
@@ -638,10 +368,7 @@ impl SteerProgram {
         let mut totals = [0u64; STAT_COUNT as usize];
         for (index, total) in (0..STAT_COUNT).zip(totals.iter_mut()) {
             if self.stats.lookup_into(&index.to_ne_bytes(), &mut per_cpu)? {
-                *total = per_cpu
-                    .chunks_exact(8)
-                    .map(|value| u64::from_ne_bytes(value.try_into().unwrap_or_default()))
-                    .sum();
+                *total = sum_per_cpu(&per_cpu);
             }
         }
         Ok(SteerStats {
@@ -670,44 +397,32 @@ impl SteerProgram {
         ifindex: u32,
         rx_queue: u32,
     ) -> Result<XdpAction, SteerError> {
-        let what = || format!("{}-byte frame on ifindex {ifindex} queue {rx_queue}", frame.len());
-        let size = u32::try_from(frame.len()).map_err(|_| SteerError::Call {
-            call: "bpf_prog_test_run_opts",
-            what: what(),
-            errno: libc::E2BIG,
-        })?;
-        let context = sys::xdp_md {
-            data: 0,
-            data_end: size,
-            data_meta: 0,
-            ingress_ifindex: ifindex,
-            rx_queue_index: rx_queue,
-            egress_ifindex: 0,
-        };
-        // SAFETY: an all-zero bpf_test_run_opts is the "no options" value.
-        let mut opts: sys::bpf_test_run_opts = unsafe { mem::zeroed() };
-        opts.sz = opts_size!(opts, bpf_test_run_opts, repeat);
-        opts.data_in = frame.as_ptr().cast();
-        opts.data_size_in = size;
-        opts.ctx_in = ptr::from_ref(&context).cast();
-        opts.ctx_size_in = mem::size_of::<sys::xdp_md>() as u32;
-        opts.repeat = 1;
-        // SAFETY: `frame` and `context` outlive the call and their sizes are given; no output
-        // buffers are passed (data_out and ctx_out are null with zero sizes).
-        let ret = unsafe { sys::bpf_prog_test_run_opts(self.program_fd, &mut opts) };
-        check(ret, "bpf_prog_test_run_opts", what)?;
-        Ok(XdpAction::from_retval(opts.retval))
+        let run = test_run(self.program_fd, frame, ifindex, rx_queue, &mut [])?;
+        Ok(XdpAction::from_retval(run.retval))
     }
 }
 
-/// Closes a bpf_object on the error paths of [`SteerProgram::load`].
-struct ObjectGuard(NonNull<sys::bpf_object>);
-
-impl Drop for ObjectGuard {
-    fn drop(&mut self) {
-        // SAFETY: the guard owns the object until `load` forgets it; it is closed once.
-        unsafe { sys::bpf_object__close(self.0.as_ptr()) };
-    }
+/// Attaches program `program_fd` (an XDP program) to interface `ifindex` in `mode` through
+/// a BPF link, which the kernel removes when the returned [`Attachment`] drops or the
+/// process dies. Fails with `EBUSY` or `EEXIST` if another program is attached there.
+pub(super) fn attach_program(
+    program_fd: RawFd,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<Attachment, SteerError> {
+    // SAFETY: an all-zero bpf_link_create_opts is the "no options" value.
+    let mut opts: sys::bpf_link_create_opts = unsafe { mem::zeroed() };
+    opts.flags = mode.flags();
+    opts.sz = opts_size!(opts, bpf_link_create_opts, flags);
+    // SAFETY: `program_fd` is a loaded program; `opts` is initialised and lives across the
+    // call.
+    let ret = unsafe {
+        sys::bpf_link_create(program_fd, ifindex as c_int, sys::bpf_attach_type_BPF_XDP, &opts)
+    };
+    let fd = check(ret, "bpf_link_create", || format!("XDP {mode:?} on ifindex {ifindex}"))?;
+    // SAFETY: bpf_link_create returned a fresh fd that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(Attachment { link, ifindex, mode })
 }
 
 /// The program attached to one interface through a BPF link. Dropping it closes the link,
@@ -810,32 +525,11 @@ fn program_name(program: &OwnedFd) -> Result<String, SteerError> {
     Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
-/// The number of possible CPUs, which sizes per-CPU map values: the highest index in
-/// `/sys/devices/system/cpu/possible` ("0-3", "0,2-5") plus one.
-fn possible_cpus() -> Result<usize, SteerError> {
-    const PATH: &str = "/sys/devices/system/cpu/possible";
-    let text = std::fs::read_to_string(PATH).map_err(|error| SteerError::Call {
-        call: "read",
-        what: PATH.into(),
-        errno: error.raw_os_error().unwrap_or(libc::EIO),
-    })?;
-    parse_cpu_list(&text)
-        .ok_or_else(|| SteerError::Object(format!("{PATH}: unreadable list {text:?}")))
-}
-
-/// The highest CPU in a kernel CPU list, plus one.
-fn parse_cpu_list(text: &str) -> Option<usize> {
-    text.trim()
-        .split(',')
-        .map(|range| range.rsplit('-').next().and_then(|last| last.trim().parse::<usize>().ok()))
-        .try_fold(0, |highest, last| last.map(|last| highest.max(last + 1)))
-        .filter(|&count| count > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;
     use std::process::Command;
+    use std::ptr;
     use std::time::{Duration, Instant};
 
     use etherparse::PacketBuilder;
@@ -843,6 +537,7 @@ mod tests {
 
     use super::*;
     use crate::control::Config;
+    use crate::dataplane::io::afxdp::bpf::plan;
     use crate::testkit::{self, ACK, SYN, SYN_ACK};
 
     /// A DR, two NAT (TCP and UDP, sharing a backend) and a FullNAT service.
@@ -953,15 +648,6 @@ mod tests {
         assert_eq!(dst[&[10, 1, 1, 10]], [OWNER_KERNEL]);
         let keys: Vec<[u8; 8]> = rules.nat_src_entries().into_keys().collect();
         assert_eq!(keys, [[10, 1, 1, 21, 0, 0, 1, 0], [10, 1, 1, 21, 0x1f, 0x90, 17, 0]]);
-    }
-
-    #[test]
-    fn cpu_lists_parse() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
-        assert_eq!(parse_cpu_list("0"), Some(1));
-        assert_eq!(parse_cpu_list("0,2-5"), Some(6));
-        assert_eq!(parse_cpu_list(""), None);
-        assert_eq!(parse_cpu_list("0-x"), None);
     }
 
     #[test]

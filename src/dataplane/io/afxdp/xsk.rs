@@ -379,6 +379,21 @@ impl Port for XskPort {
         let _ = self.rx.poll(millis);
     }
 
+    /// One `poll(2)` on every port's socket: the first frame on any of them ends the wait
+    /// (a worker serving two interfaces would otherwise sleep blind).
+    fn wait_any(ports: &mut [(IfaceId, Self)], timeout: Duration) {
+        const MAX: usize = 16;
+        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX];
+        for (slot, (_, port)) in fds.iter_mut().zip(ports.iter()) {
+            *slot = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
+        }
+        let count = ports.len().min(MAX);
+        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a live array of `count` (at most MAX) initialised pollfd entries
+        // holding the ports' open socket fds; poll only writes their `revents`.
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), count as libc::nfds_t, millis) };
+    }
+
     fn stats(&self) -> PortStats {
         self.stats
     }

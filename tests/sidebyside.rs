@@ -1,0 +1,118 @@
+//! `bench/sidebyside` end to end, in its tiny bounded mode (`--quick`: one 1-second window
+//! per row, no latency runs, no profiles): every row (xlb DR, NAT and FullNAT, the null
+//! forwarder, kernel forwarding, nftables DNAT, XDP redirect), over UDP and TCP, must get
+//! frames to the sink, every frame the sink saw must be what the row should deliver, the
+//! script must print its PASS line and leave none of its namespaces behind. No rate is
+//! asserted: the machine's two cores are shared.
+//!
+//! Root only (network namespaces, XDP, AF_XDP): skipped with a message otherwise, unless
+//! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The run is stopped after this (SIGTERM: its trap still cleans up).
+const TIMEOUT_SECONDS: &str = "400";
+
+const ROWS: [&str; 7] =
+    ["xlb-dr", "xlb-nat", "xlb-fullnat", "null", "kernel-fwd", "nft-dnat", "xdp-redirect"];
+
+fn may_run() -> bool {
+    let root =
+        Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    if root {
+        return true;
+    }
+    let required = std::env::var("XLB_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1");
+    assert!(!required, "bench/sidebyside: XLB_REQUIRE_ROOT_TESTS=1 but not root");
+    eprintln!("SKIPPED bench/sidebyside: needs root (network namespaces and XDP)");
+    false
+}
+
+/// The `xlb-<pid>` prefix the script prints on its first line.
+fn prefix_of(stdout: &str) -> Option<&str> {
+    let prefix = stdout.split("prefix ").nth(1)?.split_whitespace().next()?;
+    let pid = prefix.strip_prefix("xlb-")?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(prefix)
+}
+
+/// Problems with one window's JSON line, as `bench/sidebyside --quick` prints them.
+fn window_problems(line: &serde_json::Value) -> Vec<String> {
+    let name = format!("{} {}", line["row"], line["proto"]);
+    let sink = &line["sink"];
+    let mut problems = Vec::new();
+    if sink["traffic"] != true {
+        problems.push(format!("{name}: no frame reached the sink"));
+    }
+    if sink["window"]["good"].as_u64().unwrap_or(0) == 0 {
+        problems.push(format!("{name}: no good frame in the window"));
+    }
+    if sink["total_bad"].as_u64() != Some(0) {
+        problems.push(format!("{name}: bad frames: {}", sink["total"]));
+    }
+    if line["gen"]["sent"].as_u64().unwrap_or(0) == 0 {
+        problems.push(format!("{name}: the generator sent nothing"));
+    }
+    problems
+}
+
+#[test]
+fn window_lines_are_judged() {
+    let good: serde_json::Value = serde_json::from_str(
+        r#"{"row":"null","proto":"udp","sink":{"traffic":true,"window":{"good":5},"total_bad":0,"total":{}},"gen":{"sent":9}}"#,
+    )
+    .unwrap();
+    assert!(window_problems(&good).is_empty());
+    let bad: serde_json::Value = serde_json::from_str(
+        r#"{"row":"null","proto":"udp","sink":{"traffic":false,"window":{"good":0},"total_bad":2,"total":{}},"gen":{"sent":0}}"#,
+    )
+    .unwrap();
+    assert_eq!(window_problems(&bad).len(), 4);
+    assert_eq!(prefix_of("lab sidebyside: prefix xlb-77 (namespaces"), Some("xlb-77"));
+    assert_eq!(prefix_of("lab sidebyside: prefix xlb-7x (namespaces"), None);
+}
+
+#[test]
+fn sidebyside_quick_every_row_delivers_only_good_frames() {
+    if !may_run() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("sidebyside");
+    let out = Command::new("timeout")
+        .args([TIMEOUT_SECONDS, "bash"])
+        .arg(&script)
+        .args(["--quick", "--protos", "udp tcp"])
+        .env("XLB", env!("CARGO_BIN_EXE_xlb"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let transcript =
+        format!("--- stdout\n{stdout}--- stderr\n{}", String::from_utf8_lossy(&out.stderr));
+    let prefix = prefix_of(&stdout).unwrap_or_else(|| panic!("no prefix printed\n{transcript}"));
+    let netns = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let left = String::from_utf8_lossy(&netns.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}-")))
+        .count();
+    assert_eq!(left, 0, "namespaces left behind\n{transcript}");
+    let windows: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let mut problems: Vec<String> = windows.iter().flat_map(window_problems).collect();
+    for proto in ["udp", "tcp"] {
+        for row in ROWS {
+            if !windows.iter().any(|w| w["row"] == row && w["proto"] == proto) {
+                problems.push(format!("{row} {proto}: no window"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}\n{transcript}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        out.status.success() && last.starts_with("lab sidebyside: PASS ("),
+        "{}\n{transcript}",
+        out.status
+    );
+}
