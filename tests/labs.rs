@@ -126,6 +126,11 @@ fn lab_restart() {
 }
 
 #[test]
+fn lab_synflood() {
+    run_lab("synflood", &["--seconds", "3"], "paced: ");
+}
+
+#[test]
 fn lab_soak() {
     run_lab("soak", &["--seconds", "20"], "");
 }

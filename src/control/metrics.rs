@@ -354,10 +354,16 @@ pub fn render(view: &MetricsView<'_>) -> String {
         }
     }
     type CoreFigure = fn(&CoreReport) -> u64;
-    let tables: [(&str, Kind, &str, CoreFigure); 5] = [
+    let tables: [(&str, Kind, &str, CoreFigure); 6] = [
         ("xlb_core_conntrack_flows", Kind::Gauge, "Flows in the core's connection table.", |r| {
             r.flows as u64
         }),
+        (
+            "xlb_core_conntrack_embryonic",
+            Kind::Gauge,
+            "TCP flows in SYN state in the core's connection table (bounded by max_embryonic).",
+            |r| r.embryonic as u64,
+        ),
         ("xlb_core_neighbors", Kind::Gauge, "Entries in the core's neighbour table.", |r| {
             r.neighbors as u64
         }),
@@ -856,6 +862,7 @@ mod tests {
             // Two queues of one interface on this core: reported as their sum.
             ports: vec![(IfaceId(0), port), (IfaceId(0), port)],
             flows: 5,
+            embryonic: 1,
             active: vec![1, 0, 0],
             conntrack: ConntrackStats::default(),
             neighbors: 2,

@@ -191,6 +191,9 @@ pub struct CoreReport {
     /// Per port: its interface and figures.
     pub ports: Vec<(IfaceId, PortStats)>,
     pub flows: usize,
+    /// Of them, TCP flows in SYN state (the SYN-flood bound's count; may include expired
+    /// ones not yet swept).
+    pub embryonic: usize,
     /// Tracked flows per backend (indexed like the snapshot's backends).
     pub active: Vec<u32>,
     /// The connection table's own counters (inserts, evictions, flood refusals...).
@@ -407,6 +410,7 @@ impl<P: Port> Worker<P> {
             counters: self.pipeline.counters().clone(),
             ports: self.ports.iter().map(|(iface, port)| (*iface, port.stats())).collect(),
             flows: self.pipeline.conntrack().len(),
+            embryonic: self.pipeline.conntrack().embryonic(),
             active: self.pipeline.active_flows().to_vec(),
             conntrack: self.pipeline.conntrack().stats(),
             neighbors: self.pipeline.neighbors().len(),
