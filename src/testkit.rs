@@ -14,6 +14,32 @@ use crate::wire::MacAddr;
 
 pub mod malformed;
 
+/// Whether this process runs with effective user id 0 (from `/proc/self/status`).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// The guard of root-only tests (namespaces, XDP, BPF): true when `test` may run. Otherwise
+/// it says `test` is skipped and returns false — or fails when `XLB_REQUIRE_ROOT_TESTS=1`
+/// (CI, `scripts/test` as root), so a skipped root test cannot pass unseen.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("XLB_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+        "{test}: needs root, and XLB_REQUIRE_ROOT_TESTS=1"
+    );
+    eprintln!("SKIPPED {test}: needs root (network namespaces, XDP)");
+    false
+}
+
 /// One end of a TCP or UDP packet: MAC, address, port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Host {

@@ -18,23 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// True when the test may run; false (after saying why) when it must be skipped. Fails
-/// instead when `XLB_REQUIRE_ROOT_TESTS=1` (CI), so a skipped suite cannot pass unseen.
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("XLB_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-        "{test}: needs root, and XLB_REQUIRE_ROOT_TESTS=1"
-    );
-    eprintln!("{test}: skipped: needs root");
-    false
-}
+use xlb::testkit::root_or_skip;
 
 fn sh(args: &[&str]) -> Output {
     let output = Command::new(args[0]).args(&args[1..]).output().expect("spawn");

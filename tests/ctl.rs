@@ -21,6 +21,7 @@ use xlb::control::ipvsadm::{self, CtlState, Daemon, ListOptions, ListView, Servi
 use xlb::control::socket::{CtlServer, MAX_REQUEST, REQUEST_DEADLINE, Request, Response};
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::BackendCounters;
+use xlb::testkit::root_or_skip;
 
 /// A scratch directory, removed when the test ends, pass or fail.
 struct Scratch(PathBuf);
@@ -368,24 +369,6 @@ fn malformed_control_requests_are_refused_and_change_nothing() {
     assert_eq!(served.ok("-S -n", None), saved);
     assert_eq!(served.ok("-L -n", None), listed);
     assert_eq!(served.finish(), original, "the handler ends with the config it started with");
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// True when the test may run; false (after saying why) when it must be skipped. Fails
-/// instead when `XLB_REQUIRE_ROOT_TESTS=1` (CI), so a skipped test cannot pass unseen.
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("XLB_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-        "{test}: needs root, and XLB_REQUIRE_ROOT_TESTS=1"
-    );
-    eprintln!("{test}: skipped: needs root");
-    false
 }
 
 /// `xlb ctl ARGS` as user and group 65534 (nobody), without supplementary groups.

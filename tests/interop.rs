@@ -155,14 +155,9 @@ impl Drop for Reaper {
     }
 }
 
-fn is_root() -> bool {
-    run("id", &["-u"]).stdout.starts_with(b"0")
-}
-
 #[test]
 fn tcpdump_capture_of_real_kernel_traffic_replays() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for a network namespace (CI runs as root)");
+    if !xlb::testkit::root_or_skip("tcpdump capture replay (a network namespace)") {
         return;
     }
     let ns = Netns::create("tcpdump");

@@ -22,19 +22,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// A lab that takes longer than this is stopped (SIGTERM: its trap still cleans up).
 const LAB_TIMEOUT_SECONDS: &str = "300";
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|out| out.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
 /// Whether the test may run; panics when it must run but cannot.
 fn may_run(lab: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    let required = std::env::var("XLB_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1");
-    assert!(!required, "lab {lab}: XLB_REQUIRE_ROOT_TESTS=1 but not root");
-    eprintln!("SKIPPED lab {lab}: needs root (network namespaces and XDP)");
-    false
+    xlb::testkit::root_or_skip(&format!("lab {lab}"))
 }
 
 /// The `xlb-<pid>` prefix a lab prints on its first line (`lab dr: prefix xlb-1234 (...)`).

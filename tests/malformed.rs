@@ -231,21 +231,12 @@ fn replay_gives_every_malformed_frame_its_verdict_and_forwards_every_good_one() 
     );
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
 /// The largest frame `BPF_PROG_TEST_RUN` takes for XDP (a page, less head- and tailroom).
 const TEST_RUN_MAX: usize = 3000;
 
 #[test]
 fn the_xdp_program_steers_exactly_the_frames_labelled_steered() {
-    if !is_root() {
-        assert!(
-            std::env::var("XLB_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-            "needs root, and XLB_REQUIRE_ROOT_TESTS=1"
-        );
-        eprintln!("skipped: needs root (BPF_PROG_TEST_RUN)");
+    if !xlb::testkit::root_or_skip("xdp steering labels (BPF_PROG_TEST_RUN)") {
         return;
     }
     let config = Config::parse(DR_LAB_CONFIG, "dr-lab.toml").unwrap();

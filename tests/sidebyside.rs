@@ -18,15 +18,7 @@ const ROWS: [&str; 7] =
     ["xlb-dr", "xlb-nat", "xlb-fullnat", "null", "kernel-fwd", "nft-dnat", "xdp-redirect"];
 
 fn may_run() -> bool {
-    let root =
-        Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-    if root {
-        return true;
-    }
-    let required = std::env::var("XLB_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1");
-    assert!(!required, "bench/sidebyside: XLB_REQUIRE_ROOT_TESTS=1 but not root");
-    eprintln!("SKIPPED bench/sidebyside: needs root (network namespaces and XDP)");
-    false
+    xlb::testkit::root_or_skip("bench/sidebyside")
 }
 
 /// The `xlb-<pid>` prefix the script prints on its first line.
