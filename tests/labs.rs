@@ -117,7 +117,7 @@ fn lab_restart() {
 
 #[test]
 fn lab_synflood() {
-    run_lab("synflood", &["--seconds", "3"], "paced: ");
+    run_lab("synflood", &["--seconds", "3"], "no flood: client ");
 }
 
 #[test]
