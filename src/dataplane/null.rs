@@ -27,10 +27,12 @@ pub const IDLE_WAIT: Duration = Duration::from_millis(1);
 /// Gives `frame` the Ethernet addresses `dst`, `src`; false (untouched) if it is shorter
 /// than an Ethernet header.
 pub fn rewrite(frame: &mut [u8], dst: MacAddr, src: MacAddr) -> bool {
-    let Some(addresses) = frame.get_mut(..12) else { return false };
-    addresses[..6].copy_from_slice(&dst.0);
-    addresses[6..].copy_from_slice(&src.0);
-    frame.len() >= 14
+    if frame.len() < 14 {
+        return false;
+    }
+    frame[..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
+    true
 }
 
 /// What a null forwarder did.
@@ -133,6 +135,7 @@ mod tests {
         assert_eq!(frame[12..], (12..60).collect::<Vec<u8>>()[..]);
         let mut short = vec![0u8; 13];
         assert!(!rewrite(&mut short, DST, SRC));
+        assert_eq!(short, [0u8; 13], "a frame shorter than a header is left as it was");
         assert!(!rewrite(&mut [0u8; 3], DST, SRC), "no panic on a runt");
     }
 
