@@ -10,6 +10,7 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IcmpEchoHeader, Icmpv4Type, PacketBuilder,
 };
 
+use crate::dataplane::{Counters, DropReason, Stat, Verdict};
 use crate::wire::MacAddr;
 
 pub mod malformed;
@@ -38,6 +39,76 @@ pub fn root_or_skip(test: &str) -> bool {
     );
     eprintln!("SKIPPED {test}: needs root (network namespaces, XDP)");
     false
+}
+
+/// The verdicts a test saw [`crate::dataplane::Pipeline::process`] (or `process_batch`)
+/// return, counted by the test itself.
+///
+/// The pipeline's `rx == tx + pass + drop + held` holds by construction (it counts each
+/// verdict it returns), so checking that sum proves nothing. [`VerdictTally::check`]
+/// compares an independent count instead: frames and bytes received, each kind of verdict,
+/// and each drop reason, against the pipeline's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictTally {
+    pub frames: u64,
+    pub bytes: u64,
+    pub tx: u64,
+    pub pass: u64,
+    pub held: u64,
+    /// Indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for VerdictTally {
+    fn default() -> Self {
+        VerdictTally { frames: 0, bytes: 0, tx: 0, pass: 0, held: 0, drops: [0; DropReason::COUNT] }
+    }
+}
+
+impl VerdictTally {
+    /// Counts one frame of `len` bytes (as it was handed to the pipeline) and its verdict.
+    pub fn record(&mut self, len: usize, verdict: Verdict) {
+        self.frames += 1;
+        self.bytes += len as u64;
+        match verdict {
+            Verdict::Tx(_) => self.tx += 1,
+            Verdict::Pass => self.pass += 1,
+            Verdict::Held => self.held += 1,
+            Verdict::Drop(reason) => self.drops[reason as usize] += 1,
+        }
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Every difference between this tally and `counters`, one line each; `Ok` when none.
+    pub fn check(&self, counters: &Counters) -> Result<(), String> {
+        let mut wrong = Vec::new();
+        let total_drops: u64 = self.drops.iter().sum();
+        for (stat, seen) in [
+            (Stat::RxPackets, self.frames),
+            (Stat::RxBytes, self.bytes),
+            (Stat::TxPackets, self.tx),
+            (Stat::PassPackets, self.pass),
+            (Stat::HeldPackets, self.held),
+            (Stat::DropPackets, total_drops),
+        ] {
+            if counters.get(stat) != seen {
+                wrong.push(format!("{stat}: counted {}, returned {seen}", counters.get(stat)));
+            }
+        }
+        for reason in DropReason::ALL {
+            if counters.drops(*reason) != self.drops(*reason) {
+                wrong.push(format!(
+                    "drop {reason}: counted {}, returned {}",
+                    counters.drops(*reason),
+                    self.drops(*reason)
+                ));
+            }
+        }
+        if wrong.is_empty() { Ok(()) } else { Err(wrong.join("\n")) }
+    }
 }
 
 /// One end of a TCP or UDP packet: MAC, address, port.

@@ -85,12 +85,21 @@ fn bundled_captures_are_what_the_generator_writes() {
 #[test]
 fn replay_of_the_seed_lab_balances_and_counts_every_frame() {
     let out = scratch("seed-dr-out.pcap");
-    let output = replay_seed_lab(&out, &["--json"]);
+    let verdicts = scratch("seed-dr-verdicts.txt");
+    let output = replay_seed_lab(&out, &["--json", "--verdicts", verdicts.to_str().unwrap()]);
     let summary: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     let n = |key: &str| summary[key].as_u64().unwrap_or_else(|| panic!("{key} in {summary}"));
     let input_frames = read_pcap(Path::new("examples/seed-dr.pcap")).len() as u64;
     assert_eq!(n("packets"), input_frames);
-    assert_eq!(n("packets"), n("tx") + n("pass") + n("drop") + n("held"), "one verdict per frame");
+    // The counters against the verdicts the replay returned, one line per frame.
+    let verdicts = std::fs::read_to_string(&*verdicts).unwrap();
+    assert_eq!(verdicts.lines().count() as u64, input_frames, "one verdict per frame");
+    for kind in ["tx", "pass", "drop", "held"] {
+        let returned = verdicts.lines().filter(|v| v.split(':').next() == Some(kind)).count();
+        assert_eq!(n(kind), returned as u64, "{kind}: {summary}");
+    }
+    let fragments = verdicts.lines().filter(|v| *v == "drop:fragment").count();
+    assert_eq!(fragments, 1, "{verdicts}");
     assert_eq!(read_pcap(&out).len() as u64, n("written"));
     assert_eq!(n("written"), n("tx") + n("emitted"));
     assert_eq!(summary["drop_reasons"]["fragment"], 1, "{summary}");
