@@ -220,16 +220,33 @@ fn run_replay(
     let input = File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
     let output = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut output = BufWriter::new(output);
-    let summary = replay::replay(snapshot.clone(), BufReader::new(input), &mut output)
-        .with_context(|| format!("replaying {}", pcap.display()))?;
-    output.flush().with_context(|| format!("writing {}", out.display()))?;
-    if let Some(path) = verdicts {
-        let mut text = String::new();
-        for verdict in &summary.verdicts {
-            text.push_str(&replay::verdict_name(*verdict));
-            text.push('\n');
+    // Verdicts are written as they come, like the frames: memory does not grow with the capture.
+    let mut verdict_file = match verdicts {
+        Some(path) => Some((
+            BufWriter::new(
+                File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            ),
+            path,
+        )),
+        None => None,
+    };
+    let mut verdict_error = None;
+    let summary = replay::replay(snapshot.clone(), BufReader::new(input), &mut output, |verdict| {
+        if let Some((file, _)) = &mut verdict_file
+            && verdict_error.is_none()
+            && let Err(e) = writeln!(file, "{}", replay::verdict_name(verdict))
+        {
+            verdict_error = Some(e);
         }
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    })
+    .with_context(|| format!("replaying {}", pcap.display()))?;
+    output.flush().with_context(|| format!("writing {}", out.display()))?;
+    if let Some((mut file, path)) = verdict_file {
+        match verdict_error {
+            Some(e) => Err(e),
+            None => file.flush(),
+        }
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();

@@ -4,22 +4,34 @@
 //!
 //! The output is a classic pcap with an Ethernet link type, readable by tcpdump, tshark and
 //! scapy. The input may be pcap (any timestamp resolution or byte order) or pcapng with
-//! Ethernet interfaces. Each input frame gets exactly one verdict; frames the pipeline sends
-//! on its own (ARP requests, held frames released) follow the verdict of the frame that
-//! caused them.
+//! Ethernet interfaces. Each input frame gets exactly one verdict, handed to the caller as it
+//! is given; frames the pipeline sends on its own (ARP requests, held frames released)
+//! follow the verdict of the frame that caused them.
+//!
+//! Invariants:
+//! - Streaming: frames are read, processed and written one at a time into one reused
+//!   buffer, so memory does not grow with the capture (a capture of millions of frames
+//!   replays in the memory of one frame plus the pipeline's tables). A capture that turns
+//!   out bad part-way (a truncated block, a foreign link type) is an error once reached;
+//!   what came before it has been replayed and written.
+//! - Time: a pcapng packet's timestamp is counted in its interface's units, `if_tsresol`
+//!   (10^-v s, or 2^-v s when the top bit is set; 10^-6 when the option is absent), plus the
+//!   interface's `if_tsoffset` seconds. (The `pcap-file` crate hands the raw tick count over
+//!   as nanoseconds whatever the resolution, so it is converted here.)
 //!
 //! A pcap has no notion of interfaces: a frame is taken to have arrived on the interface
 //! whose MAC is its destination, else (broadcast) on the one whose subnet holds the address
 //! it asks for, else on the first.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{Chain, Cursor, Read, Write};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use serde::Serialize;
 
@@ -70,19 +82,18 @@ pub struct ReplaySummary {
     pub backends: BTreeMap<String, BackendSummary>,
     /// Every other counter of the pipeline, by name.
     pub stats: BTreeMap<String, u64>,
-    /// The verdict of every input frame, in order (`tx:0`, `pass`, `drop:<reason>`, `held`).
-    #[serde(skip)]
-    pub verdicts: Vec<Verdict>,
 }
 
 /// Replays the capture in `input` through a fresh single-core pipeline on `snapshot`,
-/// writing transmitted frames to `output`.
+/// writing transmitted frames to `output` and handing each input frame's verdict, in order,
+/// to `on_verdict`.
 pub fn replay(
     snapshot: Arc<Snapshot>,
     input: impl Read,
     output: impl Write,
+    mut on_verdict: impl FnMut(Verdict),
 ) -> Result<ReplaySummary, ReplayError> {
-    let frames = read_capture(input)?;
+    let mut capture = Capture::open(input)?;
     let header =
         PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..PcapHeader::default() };
     let mut writer =
@@ -90,11 +101,12 @@ pub fn replay(
     let mut pipeline = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
     let mut summary = ReplaySummary::default();
     let mut write_error = None;
-    for (timestamp, mut frame) in frames {
+    let mut frame = Vec::new();
+    while let Some(timestamp) = capture.next_frame(&mut frame)? {
         let now = Instant::from_nanos(u64::try_from(timestamp.as_nanos()).unwrap_or(u64::MAX));
         let ingress = ingress_of(&snapshot, &frame);
         let verdict = pipeline.process(now, ingress, &mut frame);
-        summary.verdicts.push(verdict);
+        on_verdict(verdict);
         let mut write = |data: &[u8]| {
             let packet = PcapPacket::new(timestamp, data.len() as u32, data);
             if let Err(e) = writer.write_packet(&packet) {
@@ -107,56 +119,146 @@ pub fn replay(
         }
         summary.written += pipeline.drain_emitted(|_, data| write(data)) as u64;
         pipeline.maintain(now);
-    }
-    if let Some(error) = write_error {
-        return Err(ReplayError::Write(error));
+        if let Some(error) = write_error.take() {
+            return Err(ReplayError::Write(error));
+        }
     }
     summarize(&pipeline, &mut summary);
     Ok(summary)
 }
 
-/// Reads every frame of a pcap or pcapng capture into memory.
-fn read_capture(mut input: impl Read) -> Result<Vec<(Duration, Vec<u8>)>, ReplayError> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(|e| ReplayError::Read(e.to_string()))?;
-    let read_error = |e: pcap_file::PcapError| ReplayError::Read(e.to_string());
-    let mut frames = Vec::new();
-    if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-        let mut reader = PcapNgReader::new(&bytes[..]).map_err(read_error)?;
-        // Link types by interface id, as the interface description blocks declare them.
-        let mut linktypes: Vec<DataLink> = Vec::new();
-        let ethernet = |linktypes: &[DataLink], id: usize| match linktypes.get(id) {
-            Some(DataLink::ETHERNET) => Ok(()),
-            Some(other) => Err(ReplayError::LinkType(*other)),
-            None => Err(ReplayError::Read(format!("a packet names undeclared interface {id}"))),
+/// A pcapng interface, as its description block declares it.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: DataLink,
+    /// `if_tsresol`: 10^-v s per tick, or 2^-(v & 0x7f) s when the top bit is set.
+    tsresol: u8,
+    /// `if_tsoffset`: seconds added to every timestamp (signed).
+    tsoffset: i64,
+}
+
+impl Interface {
+    /// The pcapng default: microseconds, no offset.
+    const DEFAULT_TSRESOL: u8 = 6;
+
+    /// The time of a packet stamped `ticks` on this interface.
+    fn timestamp(&self, ticks: u64) -> Duration {
+        let ticks = u128::from(ticks);
+        let nanos = if self.tsresol & 0x80 != 0 {
+            (ticks * 1_000_000_000) >> (self.tsresol & 0x7f)
+        } else if self.tsresol <= 9 {
+            ticks * 10u128.pow(u32::from(9 - self.tsresol))
+        } else {
+            10u128.checked_pow(u32::from(self.tsresol - 9)).map_or(0, |divisor| ticks / divisor)
         };
-        while let Some(block) = reader.next_block() {
-            match block.map_err(read_error)? {
-                Block::SectionHeader(_) => linktypes.clear(),
-                Block::InterfaceDescription(interface) => linktypes.push(interface.linktype),
-                Block::EnhancedPacket(packet) => {
-                    ethernet(&linktypes, packet.interface_id as usize)?;
-                    frames.push((packet.timestamp, packet.data.into_owned()));
-                }
-                Block::SimplePacket(packet) => {
-                    ethernet(&linktypes, 0)?;
-                    frames.push((Duration::ZERO, packet.data.into_owned()));
-                }
-                _ => {}
-            }
+        let time = Duration::new(
+            u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX),
+            (nanos % 1_000_000_000) as u32,
+        );
+        let offset = Duration::from_secs(self.tsoffset.unsigned_abs());
+        if self.tsoffset >= 0 { time.saturating_add(offset) } else { time.saturating_sub(offset) }
+    }
+}
+
+/// The first bytes of the input, read to tell pcapng from pcap, then the rest of it.
+type Peeked<R> = Chain<Cursor<Vec<u8>>, R>;
+
+/// A capture read one frame at a time.
+enum Capture<R: Read> {
+    Pcap(PcapReader<Peeked<R>>),
+    PcapNg {
+        reader: PcapNgReader<Peeked<R>>,
+        /// The current section's interfaces, by id.
+        interfaces: Vec<Interface>,
+    },
+}
+
+impl<R: Read> Capture<R> {
+    fn open(mut input: R) -> Result<Self, ReplayError> {
+        let read_error = |e: pcap_file::PcapError| ReplayError::Read(e.to_string());
+        let mut magic = Vec::with_capacity(4);
+        (&mut input)
+            .take(4)
+            .read_to_end(&mut magic)
+            .map_err(|e| ReplayError::Read(e.to_string()))?;
+        let pcapng = magic == [0x0a, 0x0d, 0x0d, 0x0a];
+        let input = Cursor::new(magic).chain(input);
+        if pcapng {
+            let reader = PcapNgReader::new(input).map_err(read_error)?;
+            return Ok(Capture::PcapNg { reader, interfaces: Vec::new() });
         }
-    } else {
-        let mut reader = PcapReader::new(&bytes[..]).map_err(read_error)?;
+        let reader = PcapReader::new(input).map_err(read_error)?;
         let datalink = reader.header().datalink;
         if datalink != DataLink::ETHERNET {
             return Err(ReplayError::LinkType(datalink));
         }
-        while let Some(packet) = reader.next_packet() {
-            let packet = packet.map_err(read_error)?;
-            frames.push((packet.timestamp, packet.data.into_owned()));
+        Ok(Capture::Pcap(reader))
+    }
+
+    /// Reads the next frame into `frame` (its old contents replaced) and returns its time;
+    /// `None` at the end of the capture.
+    fn next_frame(&mut self, frame: &mut Vec<u8>) -> Result<Option<Duration>, ReplayError> {
+        let read_error = |e: pcap_file::PcapError| ReplayError::Read(e.to_string());
+        frame.clear();
+        match self {
+            Capture::Pcap(reader) => match reader.next_packet() {
+                None => Ok(None),
+                Some(packet) => {
+                    let packet = packet.map_err(read_error)?;
+                    frame.extend_from_slice(&packet.data);
+                    Ok(Some(packet.timestamp))
+                }
+            },
+            Capture::PcapNg { reader, interfaces } => {
+                let ethernet = |interfaces: &[Interface], id: usize| match interfaces.get(id) {
+                    Some(interface) if interface.linktype == DataLink::ETHERNET => Ok(*interface),
+                    Some(other) => Err(ReplayError::LinkType(other.linktype)),
+                    None => {
+                        Err(ReplayError::Read(format!("a packet names undeclared interface {id}")))
+                    }
+                };
+                while let Some(block) = reader.next_block() {
+                    match block.map_err(read_error)? {
+                        Block::SectionHeader(_) => interfaces.clear(),
+                        Block::InterfaceDescription(description) => {
+                            let mut interface = Interface {
+                                linktype: description.linktype,
+                                tsresol: Interface::DEFAULT_TSRESOL,
+                                tsoffset: 0,
+                            };
+                            for option in &description.options {
+                                match option {
+                                    InterfaceDescriptionOption::IfTsResol(v) => {
+                                        interface.tsresol = *v
+                                    }
+                                    InterfaceDescriptionOption::IfTsOffset(v) => {
+                                        interface.tsoffset = *v as i64;
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            interfaces.push(interface);
+                        }
+                        Block::EnhancedPacket(packet) => {
+                            let interface = ethernet(interfaces, packet.interface_id as usize)?;
+                            // pcap-file hands the raw tick count over as nanoseconds.
+                            let ticks =
+                                u64::try_from(packet.timestamp.as_nanos()).unwrap_or(u64::MAX);
+                            frame.extend_from_slice(&packet.data);
+                            return Ok(Some(interface.timestamp(ticks)));
+                        }
+                        Block::SimplePacket(packet) => {
+                            ethernet(interfaces, 0)?;
+                            frame.extend_from_slice(&packet.data);
+                            return Ok(Some(Duration::ZERO));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(None)
+            }
         }
     }
-    Ok(frames)
 }
 
 /// The interface a captured frame is taken to have arrived on.
@@ -204,5 +306,120 @@ pub fn verdict_name(verdict: Verdict) -> String {
         Verdict::Pass => "pass".into(),
         Verdict::Drop(reason) => format!("drop:{}", reason.name()),
         Verdict::Held => "held".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::net::Ipv4Addr;
+
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+
+    use super::*;
+    use crate::control::Config;
+    use crate::dataplane::IfaceId;
+    use crate::testkit::{self, Host};
+
+    const LB: Host = Host::new([0x02, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+    const CLIENT: Host = Host::new([0x02, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+    const RS1: Host = Host::new([0x02, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+
+    /// A NAT UDP service: a backend's answer is translated while its flow lives (the default
+    /// `udp_timeout`, 300 s) and passed to the kernel once the flow has expired.
+    const NAT_UDP: &str = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+mac = "02:00:00:00:00:10"
+
+[[neighbor]]
+ip = "10.1.1.11"
+mac = "02:00:00:00:00:11"
+[[neighbor]]
+ip = "10.1.1.20"
+mac = "02:00:00:00:00:20"
+
+[[service]]
+vip = "10.1.1.101"
+port = 53
+proto = "udp"
+forward = "nat"
+[[service.backend]]
+addr = "10.1.1.11"
+port = 5353
+"#;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let config = Config::parse(NAT_UDP, "nat-udp.toml").unwrap();
+        Arc::new(Snapshot::build(&config, 1).unwrap())
+    }
+
+    /// A query, then the backend's answer `gap` later, as a pcapng whose interface declares
+    /// `if_tsresol` = `tsresol` (none: the default, microseconds) and `if_tsoffset` =
+    /// `offset` seconds.
+    fn pcapng(tsresol: Option<u8>, offset: Option<u64>, gap: Duration) -> Vec<u8> {
+        let query = testkit::udp(
+            CLIENT.mac,
+            LB.mac,
+            (CLIENT.ip, 40000),
+            (Ipv4Addr::new(10, 1, 1, 101), 53),
+            b"query",
+        );
+        let answer = testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (CLIENT.ip, 40000), b"answer");
+        let ticks_per_second: f64 = match tsresol.unwrap_or(6) {
+            r if r & 0x80 == 0 => 10f64.powi(i32::from(r)),
+            r => 2f64.powi(i32::from(r & 0x7f)),
+        };
+        let start = Duration::from_secs(1_795_478_400 - offset.unwrap_or(0));
+        let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+        let mut options = Vec::new();
+        options.extend(tsresol.map(InterfaceDescriptionOption::IfTsResol));
+        options.extend(offset.map(InterfaceDescriptionOption::IfTsOffset));
+        writer
+            .write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0,
+                options,
+            })
+            .unwrap();
+        for (at, frame) in [(start, query), (start + gap, answer)] {
+            // The block stores `timestamp.as_nanos()` as the raw tick count.
+            let ticks = (at.as_secs_f64() * ticks_per_second).round() as u64;
+            writer
+                .write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::from_nanos(ticks),
+                    original_len: frame.len() as u32,
+                    data: Cow::Owned(frame),
+                    options: Vec::new(),
+                })
+                .unwrap();
+        }
+        writer.into_inner()
+    }
+
+    #[test]
+    fn pcapng_timestamps_follow_the_interface_resolution() {
+        const TX: Verdict = Verdict::Tx(IfaceId(0));
+        for tsresol in [None, Some(6), Some(9), Some(3), Some(0x80 | 20)] {
+            for offset in [None, Some(1_000_000)] {
+                for (gap, answer) in [(200, TX), (400, Verdict::Pass)] {
+                    let capture = pcapng(tsresol, offset, Duration::from_secs(gap));
+                    let mut verdicts = Vec::new();
+                    replay(snapshot(), &capture[..], Vec::new(), |v| verdicts.push(v)).unwrap();
+                    assert_eq!(
+                        verdicts,
+                        [TX, answer],
+                        "if_tsresol {tsresol:?}, if_tsoffset {offset:?}: an answer {gap} s \
+                         after the query (udp_timeout 300 s)"
+                    );
+                }
+            }
+        }
     }
 }
