@@ -665,3 +665,92 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
     assert!((1..=5).contains(&early_failures), "{early_failures} early failures\n{log}");
     assert!(log.contains("warn: health:") && log.contains("10.3.0.11:6000"), "{log}");
 }
+
+/// Passive signs are a client's word: one client resending bare SYNs must not take a backend
+/// out. Default health settings (no `[service.health]`: a TCP check every 2 s, `passive_fall`
+/// 5); `lab/synburst.py` sends the same SYN 7 times on each of 16 fresh source ports every
+/// second (112 packets a second, no spoofing) while a real client fetches the page over and
+/// over from the same host: at least 99% of its requests succeed and no backend goes down.
+#[test]
+fn syn_bursts_from_one_client_take_no_backend_out() {
+    if !root_or_skip("passive_burst") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("pburst");
+    let rs = format!("{}-rs", lab.prefix);
+    serve_web(&mut lab, &rs, "5080");
+    serve_web(&mut lab, &rs, "5081");
+    let config = lab.scratch.join("xlb.toml");
+    let text = nat_config(&[]).replace("port = 53\nproto = \"udp\"", "port = 80\nproto = \"tcp\"")
+        + "[[service.backend]]\naddr = \"10.3.0.11\"\nport = 5080\n\
+           [[service.backend]]\naddr = \"10.3.0.11\"\nport = 5081\n";
+    std::fs::write(&config, text).unwrap();
+    let started = Instant::now();
+    let listening =
+        |port: &str| String::from_utf8_lossy(&lab.exec(&rs, &["ss", "-ltn"]).stdout).contains(port);
+    while !(listening(":5080") && listening(":5081")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the servers never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "pburst");
+    assert!(fetch_web(&client, "2"), "the service works before the bursts");
+
+    let seconds = 8;
+    let burst = repo().join("lab/synburst.py");
+    let attacker_out = lab.scratch.join("synburst.out");
+    let attacker = lab.spawn(
+        &client,
+        &[
+            "timeout",
+            "30",
+            "python3",
+            burst.to_str().expect("utf-8"),
+            "--src",
+            "10.2.0.100",
+            "--dst",
+            "10.2.0.10",
+            "--dport",
+            "80",
+            "--seconds",
+            &seconds.to_string(),
+        ],
+        std::fs::File::create(&attacker_out).expect("out").into(),
+        Stdio::null(),
+    );
+    // The real client: one GET after another, each on a new connection, for as long as the
+    // bursts last; a request fails if the page is not back within 2 s.
+    let real = format!(
+        "import time, urllib.request\n\
+         ok = fail = 0\n\
+         end = time.monotonic() + {seconds}\n\
+         while time.monotonic() < end:\n\
+         \x20   try:\n\
+         \x20       body = urllib.request.urlopen('http://10.2.0.10/', timeout=2).read()\n\
+         \x20       ok, fail = (ok + 1, fail) if body == b'web\\n' else (ok, fail + 1)\n\
+         \x20   except Exception:\n\
+         \x20       fail += 1\n\
+         \x20   time.sleep(0.02)\n\
+         print(ok, fail)\n"
+    );
+    let out = lab.exec(&client, &["timeout", "60", "python3", "-c", &real]);
+    let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|n| n.parse().expect("a count"))
+        .collect();
+    let (ok, failed) = (counts[0], counts[1]);
+    let waited = Instant::now();
+    while lab.children[attacker].try_wait().expect("wait").is_none() {
+        assert!(waited.elapsed() < Duration::from_secs(30), "the bursts never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, log) = stop_xlb(&mut lab, xlb, "pburst");
+    let sent = read(&attacker_out);
+    assert_eq!(sent.trim(), format!("sent {}", seconds * 16 * 7), "the bursts went out");
+    // Every burst packet reached xlb (the real client's packets come on top).
+    assert!(figure(&log, 0, "rx") >= seconds * 16 * 7, "{log}");
+    let total = ok + failed;
+    eprintln!("real client under SYN bursts: {ok} of {total} requests succeeded");
+    assert!(total >= 50, "too few requests to judge: {total}\n{log}");
+    assert!(ok * 100 >= total * 99, "{ok} of {total} requests succeeded\n{log}");
+    assert!(!log.contains("warn: health:"), "no backend may go down:\n{log}");
+}
