@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--first-port", type=int, default=20000)
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    sock.bind((args.src, 0))
     sent = 0
     for second in range(args.seconds):
         started = time.monotonic()
