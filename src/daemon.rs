@@ -514,8 +514,8 @@ impl ControlLoop<'_> {
 
     /// Passive health checks: what the traffic said about each backend since this core's
     /// previous report (resets, ICMP unreachables, SYNs sent again unanswered, handshakes
-    /// answered) goes to the health monitor; a backend that crosses its `passive_fall` goes
-    /// down at the next `check_health`.
+    /// answered) goes to the health monitor; a backend that crosses its `passive_fall` is
+    /// probed at once, and only failed probes take it down (see `control::health`).
     fn observe_passive(&mut self, report: &CoreReport) {
         let Some(previous) = self.latest.get(&report.core) else { return };
         if previous.generation != report.generation || report.generation != self.snapshot.generation

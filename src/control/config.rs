@@ -225,7 +225,8 @@ pub struct HealthConfig {
     /// The datagram a UDP check sends (default empty); any reply within `timeout` passes.
     pub udp_payload: String,
     /// Consecutive bad passive observations (a SYN the backend never answered, an RST to a
-    /// SYN, an ICMP unreachable) that take a backend out; 0 turns passive checks off.
+    /// SYN, an ICMP unreachable) that bring a backend's probes forward (they never take it
+    /// out by themselves: see `control::health`); 0 turns passive checks off.
     pub passive_fall: u32,
     /// The real server that takes new flows while no backend is healthy, if any
     /// (keepalived's `sorry_server`); written `"addr:port"` or `"addr"` (the service port).

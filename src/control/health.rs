@@ -1,9 +1,10 @@
 //! Health checks: which real servers may take new flows, and how fast they answer.
 //!
-//! A [`HealthMonitor`] runs one prober thread per (service, backend) whose service has a
-//! check, and keeps a small state machine per (service, backend). The daemon's control loop
-//! calls [`HealthMonitor::poll`] each round; when it reports [`Transition`]s, the daemon
-//! builds a snapshot from [`HealthMonitor::effective`] and fills its `response_time_us` from
+//! A [`HealthMonitor`] keeps a small state machine per (service, backend) whose service has
+//! a check, and runs their probes on a small pool of threads (see "Probes"). The daemon's
+//! control loop calls [`HealthMonitor::poll`] each round (every 10 ms): it starts the probes
+//! that are due and, when it reports [`Transition`]s, the daemon builds a snapshot from
+//! [`HealthMonitor::effective`] and fills its `response_time_us` from
 //! [`HealthMonitor::response_times`]. Nothing here runs on the packet path: probes are
 //! blocking socket calls with timeouts, on their own threads, and the data plane only ever
 //! sees the effective config.
@@ -12,30 +13,47 @@
 //!
 //! - A backend starts **up**, as keepalived starts real servers without `alpha`: a new
 //!   service serves at once, and a dead backend is out after `fall` probes.
-//! - Up → **down** after `fall` consecutive failed probes, or after `passive_fall`
-//!   consecutive bad passive observations ([`PassiveEvent`]) when `passive_fall > 0`.
-//! - Down → up after `rise` consecutive successful probes, and only then: passive
-//!   observations never bring a backend back (a drained backend gets no new SYNs to answer).
-//!   So passive checks act only where an active check can undo them: with `check = "none"`
-//!   backends are always up and observations are only counted.
-//! - A successful probe resets both failure counts (active and passive), a failed probe the
-//!   success count; passive observations leave the success count alone. An up backend's
-//!   success count and a down backend's failure count are kept only to report them.
+//! - Up → **down** after `fall` consecutive failed probes, and only so.
+//! - Down → up after `rise` consecutive successful probes, and only so.
+//! - A successful probe resets the failure counts (active and passive), a failed probe the
+//!   success count. An up backend's success count and a down backend's failure count are
+//!   kept only to report them.
 //! - Every transition is returned once by [`HealthMonitor::poll`] and counted in
 //!   [`HealthCounters`] (the monitor's totals and the backend's own).
 //! - [`HealthMonitor::reconfigure`] keeps the state of every (service, backend) still in the
-//!   config. If the service's health settings changed, that backend's prober restarts and
-//!   its consecutive counts reset, but it stays up or down until the new probes say
-//!   otherwise. Results from a stopped prober are ignored (each prober has an id).
+//!   config. If the service's health settings changed, that backend is probed again at once
+//!   and its consecutive counts reset, but it stays up or down until the new probes say
+//!   otherwise. Results of probes started under the old settings are ignored (each
+//!   settings generation of an entry has its own prober id).
 //!
-//! # What the data plane runs
+//! # Passive signs only bring a probe forward
 //!
-//! [`HealthMonitor::effective`] rewrites a config: a down backend gets weight 0 (`drain`: no
-//! new flows, established flows continue, IPVS's weight-0 quiescing) or leaves the service
-//! (`remove`). When no backend is both up and weighted, the service's `sorry_server` (if
-//! any) is appended with weight 1 and takes the new flows; drained backends stay, so their
-//! flows finish. If that would make the backends outnumber the Maglev table, the table grows
-//! to the next prime.
+//! The data plane counts what the traffic says of each backend ([`PassiveEvent`]): a
+//! client's SYN sent again on a flow the backend has not answered, an RST or an ICMP
+//! unreachable from the backend, a handshake answered. None of this is sound evidence on its
+//! own: a client controls every packet it sends; it can resend a SYN at will (one client
+//! resending a bare SYN on 16 ports, ~112 packets, used to take every backend out) and make
+//! a healthy backend answer RSTs (segments for connections it has aborted). So **the traffic decides only when a backend is
+//! probed, never what the probe concludes** (HAProxy's `observe layer4` with
+//! `on-error fastinter`):
+//!
+//! - `passive_fall` bad signs in a row (no handshake answered between them, summed over all
+//!   clients) make an up backend **suspect**: its next probe starts at once, and while it
+//!   stays suspect its probes follow each other every [`early_probe_gap`] (the check's
+//!   `timeout`, at least [`MIN_EARLY_PROBE_GAP`], at most `interval`) instead of every
+//!   `interval`.
+//! - A passing probe clears the suspicion (and the passive count): probes go back to
+//!   `interval`. `fall` failing probes in a row take the backend down, as they always do;
+//!   the transition's reason names the passive sign that brought the probes forward.
+//! - So a lying client can at most cause extra probes: never more than one probe of a
+//!   backend (per service) per [`early_probe_gap`], whatever it sends, and a healthy backend
+//!   passes them. A hung or resetting backend is still taken out within about
+//!   `fall × early_probe_gap` of the first signs, however long `interval` is.
+//! - With `check = "none"` there is no probe to bring forward, and passive signs are only
+//!   counted: they never take a backend down. Requiring signs from many distinct client
+//!   addresses would not make them sound: source addresses are free to forge towards a VIP
+//!   (a SYN needs no answer to be counted), and the memory to tell them apart would be one
+//!   more table to fill. `passive_fall = 0` turns passive checks off.
 //!
 //! # Probes
 //!
@@ -45,6 +63,16 @@
 //! - `udp`: `udp_payload` sent from a connected socket; any reply within `timeout` passes. An
 //!   ICMP port unreachable makes the socket's receive fail with "connection refused", which
 //!   fails the probe at once (keepalived's `UDP_CHECK`).
+//!
+//! [`HealthMonitor::poll`] hands each due probe to a pool of at most [`MAX_PROBE_THREADS`]
+//! threads, started as probes are waiting and never more than that, whatever the number of
+//! backends (1000 backends do not make 1000 threads). A (service, backend) has at most one
+//! probe queued or running; its next one is due `interval` (or [`early_probe_gap`]) after
+//! the start of the last. A probe holds its thread for at most `timeout`, so with more
+//! backends hanging at once than threads, probes queue (first in, first out) and start late,
+//! never lost: a pool of `n` threads keeps up with any number of backends as long as
+//! `hanging backends × timeout / interval ≤ n`. The pool's threads are not joined when the
+//! monitor goes: each ends after the probe it is running.
 //!
 //! The measured time of each successful probe (connect, or the full HTTP/UDP exchange) is
 //! smoothed as TCP smooths its RTT (RFC 6298: `srtt = 7/8 srtt + 1/8 sample`, the first
@@ -71,13 +99,13 @@
 //! usual case) answers on both.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 
 use crate::control::config::{
     BackendConfig, Config, HealthCheckKind, HealthConfig, OnFailure, is_prime,
@@ -124,7 +152,7 @@ pub enum PassiveEvent {
     /// An ICMP destination unreachable came back for traffic sent to the backend.
     IcmpUnreachable,
     /// The backend answered a handshake (its SYN-ACK, or the client's ACK completing the
-    /// handshake): clears the passive failure count.
+    /// handshake): clears the passive count (not a suspicion: only a probe clears that).
     Answered,
 }
 
@@ -174,6 +202,8 @@ pub struct HealthCounters {
     pub probes_failed: u64,
     /// Passive observations received (all kinds).
     pub passive_events: u64,
+    /// Times passive signs made an up backend suspect and brought its next probe forward.
+    pub early_probes: u64,
     /// Up → down transitions.
     pub went_down: u64,
     /// Down → up transitions.
@@ -188,6 +218,9 @@ pub struct BackendHealth {
     successes: u32,
     failures: u32,
     passive_failures: u32,
+    /// The bad sign that made the backend suspect (`passive_fall` of them in a row while up):
+    /// its probes run early until one passes or it goes down.
+    suspect: Option<PassiveEvent>,
     /// Smoothed response time in µs; 0 until the first successful probe.
     response_time_us: u32,
 }
@@ -206,6 +239,7 @@ impl BackendHealth {
             successes: 0,
             failures: 0,
             passive_failures: 0,
+            suspect: None,
             response_time_us: 0,
         }
     }
@@ -225,6 +259,11 @@ impl BackendHealth {
         self.failures
     }
 
+    /// Whether passive signs made the backend suspect: its probes run early (module docs).
+    pub const fn is_suspect(&self) -> bool {
+        self.suspect.is_some()
+    }
+
     /// The smoothed response time in µs (0 = no successful probe yet).
     pub const fn response_time_us(&self) -> u32 {
         self.response_time_us
@@ -240,6 +279,7 @@ impl BackendHealth {
             Ok(took) => {
                 self.failures = 0;
                 self.passive_failures = 0;
+                self.suspect = None;
                 self.successes = self.successes.saturating_add(1);
                 self.smooth(*took);
                 if !self.up && self.successes >= settings.rise {
@@ -258,10 +298,18 @@ impl BackendHealth {
                 self.failures = self.failures.saturating_add(1);
                 if self.up && self.failures >= settings.fall {
                     self.up = false;
-                    let reason = format!(
+                    let mut reason = format!(
                         "{} consecutive failed {} checks, last: {error}",
                         self.failures, settings.check
                     );
+                    if let Some(sign) = self.suspect.take() {
+                        let _ = write!(
+                            reason,
+                            " (probed early after {} bad passive signs, last: {})",
+                            self.passive_failures,
+                            sign.describe()
+                        );
+                    }
                     return Some((false, reason));
                 }
             }
@@ -269,30 +317,24 @@ impl BackendHealth {
         None
     }
 
-    /// Counts a passive observation. Returns the new state and the reason if it changed
-    /// (only ever to down: see the module docs).
-    pub fn record_passive(
-        &mut self,
-        event: PassiveEvent,
-        settings: &HealthConfig,
-    ) -> Option<(bool, String)> {
+    /// Counts a passive observation; it never changes the state (module docs). Returns true
+    /// when it made the backend suspect, so its next probe should start at once.
+    pub fn record_passive(&mut self, event: PassiveEvent, settings: &HealthConfig) -> bool {
         if event == PassiveEvent::Answered {
             self.passive_failures = 0;
-            return None;
+            return false;
         }
         self.passive_failures = self.passive_failures.saturating_add(1);
         let acts = settings.passive_fall > 0 && settings.check != HealthCheckKind::None;
-        if self.up && acts && self.passive_failures >= settings.passive_fall {
-            self.up = false;
-            self.successes = 0;
-            let reason = format!(
-                "{} consecutive bad passive observations, last: {}",
-                self.passive_failures,
-                event.describe()
-            );
-            return Some((false, reason));
+        if self.up
+            && acts
+            && self.suspect.is_none()
+            && self.passive_failures >= settings.passive_fall
+        {
+            self.suspect = Some(event);
+            return true;
         }
-        None
+        false
     }
 
     /// Forgets the consecutive counts (new settings) but keeps the state and response time.
@@ -300,6 +342,7 @@ impl BackendHealth {
         self.successes = 0;
         self.failures = 0;
         self.passive_failures = 0;
+        self.suspect = None;
     }
 
     /// RFC 6298's smoothing with alpha = 1/8; the first sample is taken as is.
@@ -333,7 +376,31 @@ pub struct BackendStatus {
     pub counters: HealthCounters,
 }
 
-/// A result from a prober thread.
+/// The most threads probing at once, whatever the number of backends (module docs, "Probes").
+pub const MAX_PROBE_THREADS: usize = 16;
+
+/// The shortest time between the starts of two probes of one backend brought forward by
+/// passive signs (module docs, "Passive signs only bring a probe forward").
+pub const MIN_EARLY_PROBE_GAP: Duration = Duration::from_millis(100);
+
+/// The time between the starts of a suspect backend's probes: the check's `timeout` (one
+/// probe after the other), at least [`MIN_EARLY_PROBE_GAP`], at most its `interval`.
+pub fn early_probe_gap(settings: &HealthConfig) -> Duration {
+    settings.timeout.max(MIN_EARLY_PROBE_GAP).min(settings.interval)
+}
+
+/// A probe for the pool to run.
+#[derive(Debug)]
+struct ProbeJob {
+    prober: u64,
+    service: ServiceKey,
+    backend: BackendKey,
+    target: SocketAddrV4,
+    mark: Option<u32>,
+    settings: HealthConfig,
+}
+
+/// A result from the pool.
 #[derive(Debug)]
 struct ProbeReport {
     prober: u64,
@@ -342,13 +409,53 @@ struct ProbeReport {
     result: ProbeResult,
 }
 
-/// A running prober thread. Dropping it stops the thread (its stop channel disconnects); the
-/// thread is not joined, so that nothing here waits for a probe's timeout.
+/// The probing threads: at most [`MAX_PROBE_THREADS`], started while probes wait for one.
+/// Its threads end once `jobs` is dropped (with the monitor) and their probe is done.
 #[derive(Debug)]
-struct Prober {
-    id: u64,
-    _stop: Sender<()>,
-    _thread: JoinHandle<()>,
+struct ProbePool {
+    jobs: Sender<ProbeJob>,
+    queue: Receiver<ProbeJob>,
+    /// Threads started.
+    threads: usize,
+    /// Jobs sent whose result has not come back (of every prober id, current or not).
+    outstanding: usize,
+}
+
+impl ProbePool {
+    fn new() -> ProbePool {
+        let (jobs, queue) = channel::unbounded();
+        ProbePool { jobs, queue, threads: 0, outstanding: 0 }
+    }
+
+    /// Queues `job`, starting a thread if every thread is busy and the pool may grow.
+    fn run(&mut self, job: ProbeJob, results: &Sender<ProbeReport>) {
+        self.outstanding += 1;
+        let _ = self.jobs.send(job);
+        if self.threads >= self.outstanding.min(MAX_PROBE_THREADS) {
+            return;
+        }
+        let (queue, results) = (self.queue.clone(), results.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("xlb-health-{}", self.threads))
+            .spawn(move || probe_worker(&queue, &results));
+        match spawned {
+            Ok(_) => self.threads += 1,
+            // The jobs wait for the threads there are, or for the next attempt.
+            Err(error) => eprintln!("xlb: error: health: cannot start a probe thread: {error}"),
+        }
+    }
+}
+
+/// A pool thread: runs probes until the monitor goes.
+fn probe_worker(queue: &Receiver<ProbeJob>, results: &Sender<ProbeReport>) {
+    while let Ok(job) = queue.recv() {
+        let result = probe_marked(job.target, job.mark, &job.settings);
+        let report =
+            ProbeReport { prober: job.prober, service: job.service, backend: job.backend, result };
+        if results.send(report).is_err() {
+            return;
+        }
+    }
 }
 
 /// One backend of one service.
@@ -357,7 +464,35 @@ struct Entry {
     settings: HealthConfig,
     health: BackendHealth,
     counters: HealthCounters,
-    prober: Option<Prober>,
+    /// The id results of this entry's probes carry; it changes with the settings, and
+    /// results with another are ignored.
+    prober: u64,
+    /// When the next probe is due (None: `check = "none"`, never).
+    due: Option<StdInstant>,
+    /// When the last probe started.
+    started: Option<StdInstant>,
+    /// Whether a probe is queued or running.
+    in_flight: bool,
+}
+
+impl Entry {
+    /// When the first probe under these settings is due: `now`, unless there is no check.
+    fn first_due(&self, now: StdInstant) -> Option<StdInstant> {
+        (self.settings.check != HealthCheckKind::None).then_some(now)
+    }
+
+    /// When the probe after the one that started at `started` is due.
+    fn next_due(&self, started: StdInstant) -> Option<StdInstant> {
+        if self.settings.check == HealthCheckKind::None {
+            return None;
+        }
+        let gap = if self.health.is_suspect() {
+            early_probe_gap(&self.settings)
+        } else {
+            self.settings.interval
+        };
+        Some(started + gap)
+    }
 }
 
 /// Health checks for every backend of every service (see the module docs).
@@ -370,23 +505,24 @@ pub struct HealthMonitor {
     pending: Vec<Transition>,
     counters: HealthCounters,
     next_prober: u64,
-    /// False for monitors driven only by `record` and `observe` (tests, replay).
-    spawn_probers: bool,
+    /// None for monitors driven only by `record` and `observe` (tests, replay).
+    pool: Option<ProbePool>,
 }
 
 impl HealthMonitor {
-    /// Starts probing every backend of every service of `config` that has a check.
+    /// Probes every backend of every service of `config` that has a check, from the first
+    /// [`HealthMonitor::poll`] on.
     pub fn new(config: &Config) -> HealthMonitor {
-        HealthMonitor::build(config, true)
+        HealthMonitor::build(config, Some(ProbePool::new()))
     }
 
     /// A monitor that runs no probes: its backends move only by [`HealthMonitor::record`]
-    /// and [`HealthMonitor::observe`] (tests, pcap replay, probes run elsewhere).
+    /// (tests, pcap replay, probes run elsewhere).
     pub fn without_probers(config: &Config) -> HealthMonitor {
-        HealthMonitor::build(config, false)
+        HealthMonitor::build(config, None)
     }
 
-    fn build(config: &Config, spawn_probers: bool) -> HealthMonitor {
+    fn build(config: &Config, pool: Option<ProbePool>) -> HealthMonitor {
         let (results_tx, results) = channel::unbounded();
         let mut monitor = HealthMonitor {
             entries: HashMap::new(),
@@ -395,16 +531,18 @@ impl HealthMonitor {
             pending: Vec::new(),
             counters: HealthCounters::default(),
             next_prober: 0,
-            spawn_probers,
+            pool,
         };
         monitor.reconfigure(config);
         monitor
     }
 
-    /// Follows a new config: backends that left are forgotten (their probers stop), new ones
-    /// start up, unchanged ones keep their state; see the module docs for changed settings.
+    /// Follows a new config: backends that left are forgotten (their results ignored), new
+    /// ones start up, unchanged ones keep their state; see the module docs for changed
+    /// settings. New and changed ones are probed at the next `poll`.
     pub fn reconfigure(&mut self, config: &Config) {
         let mut old = std::mem::take(&mut self.entries);
+        let now = StdInstant::now();
         for service in &config.services {
             let service_key = (service.vip, service.port, service.proto);
             for backend in &service.backends {
@@ -412,9 +550,11 @@ impl HealthMonitor {
                 let entry = match old.remove(&key) {
                     Some(entry) if entry.settings == service.health => entry,
                     Some(mut entry) => {
-                        entry.prober = None;
                         entry.health.restart_counts();
                         entry.settings = service.health.clone();
+                        entry.prober = self.next_prober;
+                        entry.due = entry.first_due(now);
+                        entry.in_flight = false;
                         if entry.settings.check == HealthCheckKind::None && !entry.health.up {
                             entry.health.up = true;
                             let reason = "health checks turned off".to_string();
@@ -422,95 +562,95 @@ impl HealthMonitor {
                         }
                         entry
                     }
-                    None => Entry {
-                        settings: service.health.clone(),
-                        health: BackendHealth::new(),
-                        counters: HealthCounters::default(),
-                        prober: None,
-                    },
+                    None => {
+                        let mut entry = Entry {
+                            settings: service.health.clone(),
+                            health: BackendHealth::new(),
+                            counters: HealthCounters::default(),
+                            prober: self.next_prober,
+                            due: None,
+                            started: None,
+                            in_flight: false,
+                        };
+                        entry.due = entry.first_due(now);
+                        entry
+                    }
                 };
+                self.next_prober += 1;
                 self.entries.insert(key, entry);
             }
         }
-        let mut starts: Vec<(ServiceKey, BackendKey)> = self
-            .entries
-            .iter()
-            .filter(|(_, entry)| entry.prober.is_none())
-            .map(|(key, _)| *key)
-            .collect();
-        starts.sort_unstable_by_key(|((vip, port, proto), (addr, backend_port))| {
-            (*vip, *port, proto.number(), *addr, *backend_port)
-        });
-        for key in starts {
-            self.start_prober(key);
-        }
     }
 
-    fn start_prober(&mut self, key: (ServiceKey, BackendKey)) {
-        if !self.spawn_probers {
-            return;
-        }
-        let Some(entry) = self.entries.get_mut(&key) else { return };
-        if entry.settings.check == HealthCheckKind::None {
-            return;
-        }
-        let id = self.next_prober;
-        self.next_prober += 1;
-        let (stop, stopped) = channel::bounded::<()>(0);
-        let results = self.results_tx.clone();
-        let settings = entry.settings.clone();
-        let (service, backend) = key;
-        let name = format!("xlb-health-{}:{}", backend.0, backend.1);
-        // DR `via_vip`: what clients use, the VIP:port, routed to this real server by the
-        // policy route its mark selects (see `probe_mark`).
-        let (target, mark) = if settings.via_vip {
-            (SocketAddrV4::new(service.0, service.1), Some(probe_mark(backend.0)))
-        } else {
-            (SocketAddrV4::new(backend.0, backend.1), None)
-        };
-        let spawned = thread::Builder::new().name(name).spawn(move || {
-            loop {
-                let started = StdInstant::now();
-                let result = probe_marked(target, mark, &settings);
-                let report = ProbeReport { prober: id, service, backend, result };
-                if results.send(report).is_err() {
-                    return;
-                }
-                let rest = settings.interval.saturating_sub(started.elapsed());
-                match stopped.recv_timeout(rest) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-                }
-            }
-        });
-        match spawned {
-            Ok(thread) => entry.prober = Some(Prober { id, _stop: stop, _thread: thread }),
-            // Without a thread the backend is never probed and keeps its state; the next
-            // reconfigure with changed settings tries again.
-            Err(error) => {
-                eprintln!(
-                    "xlb: error: health: cannot start a prober for {}:{}: {error}",
-                    backend.0, backend.1
-                );
-            }
-        }
-    }
-
-    /// Gathers the probe results that arrived since the last call (never blocks) and returns
-    /// the transitions since then, each once, in the order they happened.
+    /// Gathers the probe results that arrived since the last call and starts the probes
+    /// that are due (never blocks); returns the transitions since the last call, each once,
+    /// in the order they happened.
     pub fn poll(&mut self) -> Vec<Transition> {
         while let Ok(report) = self.results.try_recv() {
+            if let Some(pool) = &mut self.pool {
+                pool.outstanding = pool.outstanding.saturating_sub(1);
+            }
             let key = (report.service, report.backend);
-            let current = self.entries.get(&key).and_then(|e| e.prober.as_ref()).map(|p| p.id);
-            if current == Some(report.prober) {
-                self.record(report.service, report.backend, report.result);
+            let Some(entry) = self.entries.get_mut(&key) else { continue };
+            if entry.prober != report.prober {
+                continue;
+            }
+            entry.in_flight = false;
+            self.record(report.service, report.backend, report.result);
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.due = entry.started.and_then(|started| entry.next_due(started));
             }
         }
+        self.start_due_probes();
         std::mem::take(&mut self.pending)
     }
 
-    /// Counts one probe result for a backend of a service, as a prober thread's result is;
-    /// a (service, backend) not in the config is ignored. Transitions go to the next `poll`.
+    /// Hands every due probe to the pool, in key order (the order of the config file's
+    /// services and backends is not kept here, but the order is stable).
+    fn start_due_probes(&mut self) {
+        let Some(pool) = &mut self.pool else { return };
+        let now = StdInstant::now();
+        let mut due: Vec<(ServiceKey, BackendKey)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.in_flight && e.due.is_some_and(|due| due <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        due.sort_unstable_by_key(|((vip, port, proto), (addr, backend_port))| {
+            (*vip, *port, proto.number(), *addr, *backend_port)
+        });
+        for key in due {
+            let Some(entry) = self.entries.get_mut(&key) else { continue };
+            let (service, backend) = key;
+            // DR `via_vip`: what clients use, the VIP:port, routed to this real server by the
+            // policy route its mark selects (see `probe_mark`).
+            let (target, mark) = if entry.settings.via_vip {
+                (SocketAddrV4::new(service.0, service.1), Some(probe_mark(backend.0)))
+            } else {
+                (SocketAddrV4::new(backend.0, backend.1), None)
+            };
+            entry.in_flight = true;
+            entry.started = Some(now);
+            let job = ProbeJob {
+                prober: entry.prober,
+                service,
+                backend,
+                target,
+                mark,
+                settings: entry.settings.clone(),
+            };
+            pool.run(job, &self.results_tx);
+        }
+    }
+
+    /// How many probe threads the monitor has started (at most [`MAX_PROBE_THREADS`]).
+    pub fn probe_threads(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.threads)
+    }
+
+    /// Counts one probe result for a backend of a service, as a probe's result from the pool
+    /// is; a (service, backend) not in the config is ignored. Transitions go to the next
+    /// `poll`.
     pub fn record(&mut self, service: ServiceKey, backend: BackendKey, result: ProbeResult) {
         let key = (service, backend);
         let Some(mut entry) = self.entries.remove(&key) else { return };
@@ -527,20 +667,28 @@ impl HealthMonitor {
         self.entries.insert(key, entry);
     }
 
-    /// Counts what the data plane saw of `backend`'s traffic, in every service it serves.
-    /// Transitions go to the next `poll`.
+    /// Counts what the data plane saw of `backend`'s traffic, in every service it serves. It
+    /// never takes a backend down: a backend it makes suspect is probed at once (no sooner
+    /// than [`early_probe_gap`] after its last probe started), then every
+    /// [`early_probe_gap`] until a probe passes (module docs).
     pub fn observe(&mut self, backend: BackendKey, event: PassiveEvent) {
-        let mut keys: Vec<(ServiceKey, BackendKey)> =
-            self.entries.keys().filter(|(_, b)| *b == backend).copied().collect();
-        keys.sort_unstable_by_key(|((vip, port, proto), _)| (*vip, *port, proto.number()));
-        for key in keys {
-            let Some(mut entry) = self.entries.remove(&key) else { continue };
+        for ((_, b), entry) in &mut self.entries {
+            if *b != backend {
+                continue;
+            }
             entry.counters.passive_events += 1;
             self.counters.passive_events += 1;
-            if let Some((up, reason)) = entry.health.record_passive(event, &entry.settings) {
-                self.transition(key, &mut entry.counters, up, reason);
+            if entry.health.record_passive(event, &entry.settings) {
+                entry.counters.early_probes += 1;
+                self.counters.early_probes += 1;
+                // In flight: its result schedules the next one early.
+                if !entry.in_flight {
+                    let now = StdInstant::now();
+                    let gap = early_probe_gap(&entry.settings);
+                    let soonest = entry.started.map_or(now, |started| (started + gap).max(now));
+                    entry.due = Some(entry.due.map_or(soonest, |due| due.min(soonest)));
+                }
             }
-            self.entries.insert(key, entry);
         }
     }
 
@@ -809,6 +957,7 @@ mod tests {
     use crate::control::Snapshot;
     use proptest::prelude::*;
     use std::net::TcpListener;
+    use std::thread::JoinHandle;
 
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
     const WEB: ServiceKey = (VIP, 80, Proto::Tcp);
@@ -904,31 +1053,57 @@ mod tests {
     }
 
     #[test]
-    fn passive_failures_take_a_backend_down_and_only_probes_bring_it_back() {
+    fn passive_signs_never_take_a_backend_down_they_make_it_suspect() {
         let settings = HealthConfig { passive_fall: 3, ..rise2_fall3() };
         let mut health = BackendHealth::new();
-        health.record_passive(PassiveEvent::Rst, &settings);
-        health.record_passive(PassiveEvent::SynUnanswered, &settings);
+        assert!(!health.record_passive(PassiveEvent::Rst, &settings));
+        assert!(!health.record_passive(PassiveEvent::SynUnanswered, &settings));
         // An answer clears the count.
-        assert_eq!(health.record_passive(PassiveEvent::Answered, &settings), None);
+        assert!(!health.record_passive(PassiveEvent::Answered, &settings));
+        assert!(!health.record_passive(PassiveEvent::Rst, &settings));
+        assert!(!health.record_passive(PassiveEvent::Rst, &settings));
+        assert!(!health.is_suspect());
+        assert!(health.record_passive(PassiveEvent::IcmpUnreachable, &settings), "3 in a row");
+        assert!(health.is_suspect() && health.is_up());
+        // A burst, as one client can send at will: suspect once, still up, no transition.
+        for _ in 0..112 {
+            assert!(!health.record_passive(PassiveEvent::SynUnanswered, &settings));
+        }
+        assert!(health.is_up());
+        // An answer does not clear the suspicion; a passing probe does, and the count.
+        health.record_passive(PassiveEvent::Answered, &settings);
+        assert!(health.is_suspect());
+        assert_eq!(health.record_probe(&ok(), &settings), None);
+        assert!(!health.is_suspect());
         health.record_passive(PassiveEvent::Rst, &settings);
-        assert_eq!(health.record_passive(PassiveEvent::Rst, &settings), None);
-        let (up, reason) = health.record_passive(PassiveEvent::IcmpUnreachable, &settings).unwrap();
-        assert!(!up && !health.is_up());
-        assert!(
-            reason.contains("3 consecutive bad passive") && reason.contains("ICMP"),
-            "{reason}"
+        health.record_passive(PassiveEvent::Rst, &settings);
+        assert!(!health.is_suspect(), "the count started again");
+    }
+
+    #[test]
+    fn a_suspect_backend_goes_down_only_after_fall_failed_probes() {
+        let settings = HealthConfig { passive_fall: 5, ..rise2_fall3() };
+        let mut health = BackendHealth::new();
+        for _ in 0..5 {
+            health.record_passive(PassiveEvent::SynUnanswered, &settings);
+        }
+        assert!(health.is_suspect());
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        assert_eq!(health.record_probe(&refused(), &settings), None);
+        let (up, reason) = health.record_probe(&refused(), &settings).unwrap();
+        assert!(!up && !health.is_up() && !health.is_suspect());
+        assert_eq!(
+            reason,
+            "3 consecutive failed tcp checks, last: connection refused (probed early after 5 \
+             bad passive signs, last: a SYN went unanswered)"
         );
-        assert_eq!(health.record_passive(PassiveEvent::Answered, &settings), None);
-        assert!(!health.is_up(), "passive answers never bring a backend back");
+        // A down backend is not made suspect: its probes already decide when it comes back.
+        for _ in 0..10 {
+            assert!(!health.record_passive(PassiveEvent::Rst, &settings));
+        }
+        assert!(!health.is_suspect());
         assert_eq!(health.record_probe(&ok(), &settings), None);
         assert!(health.record_probe(&ok(), &settings).is_some_and(|(up, _)| up));
-        // A success also clears the passive count.
-        health.record_passive(PassiveEvent::Rst, &settings);
-        health.record_passive(PassiveEvent::Rst, &settings);
-        health.record_probe(&ok(), &settings);
-        health.record_passive(PassiveEvent::Rst, &settings);
-        assert!(health.is_up());
     }
 
     #[test]
@@ -943,9 +1118,9 @@ mod tests {
         ] {
             let mut health = BackendHealth::new();
             for _ in 0..100 {
-                assert_eq!(health.record_passive(PassiveEvent::SynUnanswered, &settings), None);
+                assert!(!health.record_passive(PassiveEvent::SynUnanswered, &settings));
             }
-            assert!(health.is_up());
+            assert!(health.is_up() && !health.is_suspect());
         }
     }
 
@@ -1003,6 +1178,7 @@ mod tests {
                 probes_ok: 3,
                 probes_failed: 3,
                 passive_events: 0,
+                early_probes: 0,
                 went_down: 1,
                 came_up: 1
             }
@@ -1031,21 +1207,47 @@ mod tests {
     }
 
     #[test]
-    fn observations_reach_every_service_of_the_backend() {
+    fn observations_reach_every_service_of_the_backend_and_never_take_it_down() {
         let udp = "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nproto = \"udp\"\n\
                    [service.health]\ncheck = \"udp\"\npassive_fall = 2\n\
                    [[service.backend]]\naddr = \"10.1.1.11\"\n";
-        let config = config("passive_fall = 2", 1, udp);
+        let config = config("passive_fall = 2\ninterval = 30\nfall = 1", 1, udp);
+        let dns = (VIP, 80, Proto::Udp);
         let mut monitor = HealthMonitor::without_probers(&config);
+        // As if the first probes had run and passed a moment ago: next ones in 30 s.
+        let started = StdInstant::now();
+        for entry in monitor.entries.values_mut() {
+            entry.started = Some(started);
+            entry.due = Some(started + entry.settings.interval);
+        }
         monitor.observe(A, PassiveEvent::IcmpUnreachable);
         monitor.observe(B, PassiveEvent::Answered);
-        assert_eq!(monitor.poll(), []);
         monitor.observe(A, PassiveEvent::IcmpUnreachable);
-        let down: Vec<(ServiceKey, bool)> =
-            monitor.poll().iter().map(|t| (t.service, t.up)).collect();
-        assert_eq!(down, [(WEB, false), ((VIP, 80, Proto::Udp), false)]);
-        assert_eq!(monitor.counters().passive_events, 5);
-        assert_eq!(monitor.counters().went_down, 2);
+        // A burst of bad signs, as one client can send: nothing goes down.
+        for _ in 0..112 {
+            monitor.observe(A, PassiveEvent::SynUnanswered);
+        }
+        assert_eq!(monitor.poll(), []);
+        let suspect: Vec<(ServiceKey, bool, bool)> = monitor
+            .status()
+            .iter()
+            .filter(|s| s.backend == A)
+            .map(|s| (s.service, s.health.is_up(), s.health.is_suspect()))
+            .collect();
+        assert_eq!(suspect, [(WEB, true, true), (dns, true, true)]);
+        // Both probes were brought forward from 30 s to one early gap after the last start.
+        for service in [WEB, dns] {
+            let entry = &monitor.entries[&(service, A)];
+            assert_eq!(entry.due, Some(started + early_probe_gap(&entry.settings)));
+        }
+        assert_eq!(monitor.counters().passive_events, 2 + 1 + 2 * 112 + 2);
+        assert_eq!(monitor.counters().early_probes, 2, "once per suspicion, not per sign");
+        // What takes it out is its probes failing (fall = 1 here).
+        monitor.record(WEB, A, refused());
+        let down = monitor.poll();
+        assert_eq!(down.len(), 1);
+        assert!(down[0].reason.contains("probed early"), "{}", down[0]);
+        assert!(monitor.is_up(dns, A));
     }
 
     #[test]
@@ -1353,5 +1555,119 @@ mod tests {
         thread::sleep(Duration::from_millis(100));
         assert!(monitor.results.is_empty(), "{} results after the stop", monitor.results.len());
         drop(listener);
+    }
+
+    /// One service on 127.0.0.1 with `health` as its `[service.health]` body and the backends
+    /// given.
+    fn local_config(health: &str, backends: &[BackendKey]) -> Config {
+        let mut text = format!(
+            "[[interface]]\nname = \"lo\"\naddr = \"127.0.0.1/8\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\n\
+             [service.health]\n{health}\n"
+        );
+        for (addr, port) in backends {
+            text.push_str(&format!("[[service.backend]]\naddr = \"{addr}\"\nport = {port}\n"));
+        }
+        Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    /// Polls `monitor` every 5 ms, observing `sign` (if any) 10 times a round, as a client
+    /// sending bursts would, for `time`; returns the transitions.
+    fn poll_for(
+        monitor: &mut HealthMonitor,
+        time: Duration,
+        burst: Option<(BackendKey, PassiveEvent)>,
+    ) -> Vec<Transition> {
+        let started = StdInstant::now();
+        let mut transitions = Vec::new();
+        while started.elapsed() < time {
+            if let Some((backend, sign)) = burst {
+                for _ in 0..10 {
+                    monitor.observe(backend, sign);
+                }
+            }
+            transitions.extend(monitor.poll());
+            thread::sleep(Duration::from_millis(5));
+        }
+        transitions
+    }
+
+    /// Real probes: bursts of bad signs against a healthy backend only bring its probes
+    /// forward, at most one per early gap; against a dead one, its probes fail and take it out
+    /// within about `fall` early gaps, though `interval` is 30 s.
+    #[test]
+    fn passive_bursts_bring_probes_forward_at_a_bounded_rate() {
+        let (listener, port) = listen();
+        let health = "interval = 30\ntimeout = 0.1\nrise = 2\nfall = 3\npassive_fall = 5";
+        let backend = (Ipv4Addr::LOCALHOST, port);
+        let config = local_config(health, &[backend]);
+        let gap = early_probe_gap(&config.services[0].health);
+        assert_eq!(gap, Duration::from_millis(100));
+        let mut monitor = HealthMonitor::new(&config);
+        let first = poll_for(&mut monitor, Duration::from_millis(200), None);
+        assert_eq!((first, monitor.counters().probes_ok), (vec![], 1), "the first probe");
+        // One second of bursts (2000 bad signs): healthy, so every early probe passes.
+        let unanswered = Some((backend, PassiveEvent::SynUnanswered));
+        let transitions = poll_for(&mut monitor, Duration::from_secs(1), unanswered);
+        assert_eq!(transitions, []);
+        assert!(monitor.is_up((VIP, 80, Proto::Tcp), backend));
+        let probes = monitor.counters().probes_ok - 1;
+        // Without the signs: none in that second. With them: one per gap at most, plus one
+        // for the rounding of the 5 ms polls.
+        assert!((3..=11).contains(&probes), "{probes} early probes in 1 s");
+        // Each suspicion brought one probe forward; the last one's may still be running.
+        let early = monitor.counters().early_probes;
+        assert!((probes..=probes + 1).contains(&early), "{early} suspicions, {probes} probes");
+        assert_eq!(monitor.counters().probes_failed, 0);
+
+        // Once the bursts stop, the last early probe passes and clears the suspicion.
+        assert_eq!(poll_for(&mut monitor, Duration::from_millis(300), None), []);
+        assert!(!monitor.status()[0].health.is_suspect());
+
+        // The backend dies: the same signs now lead to three failed probes, and it is out.
+        drop(listener);
+        let started = StdInstant::now();
+        let mut transitions = Vec::new();
+        while transitions.is_empty() && started.elapsed() < Duration::from_secs(2) {
+            let resets = Some((backend, PassiveEvent::Rst));
+            transitions = poll_for(&mut monitor, Duration::from_millis(5), resets);
+        }
+        let taken_out = started.elapsed();
+        // The first probe at once, then two more an early gap apart: 200 ms and polling.
+        assert!(taken_out < Duration::from_millis(600), "out in {taken_out:?}");
+        assert_eq!(transitions.len(), 1, "{transitions:?}");
+        assert!(!transitions[0].up);
+        assert!(transitions[0].reason.contains("an RST answered a SYN"), "{}", transitions[0]);
+        eprintln!("a dead backend under passive signs: out in {taken_out:?} (interval 30 s)");
+    }
+
+    /// 1000 backends share a pool of at most `MAX_PROBE_THREADS` threads (it was one thread
+    /// each), and every one of them is probed.
+    #[test]
+    fn a_thousand_backends_do_not_make_a_thousand_threads() {
+        let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+        let before = threads();
+        // A port nothing listens on, on 1000 loopback addresses: each probe is refused at once.
+        let port = closed_port();
+        let backends: Vec<BackendKey> =
+            (0..1000u32).map(|i| (Ipv4Addr::from_bits(0x7f01_0000 + i), port)).collect();
+        let config = local_config("interval = 30\ntimeout = 0.5", &backends);
+        let mut monitor = HealthMonitor::new(&config);
+        let started = StdInstant::now();
+        let mut most = 0;
+        while monitor.counters().probes_ok + monitor.counters().probes_failed < 1000 {
+            assert!(started.elapsed() < Duration::from_secs(20), "{:?}", monitor.counters());
+            monitor.poll();
+            most = most.max(threads());
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(monitor.probe_threads() <= MAX_PROBE_THREADS, "{}", monitor.probe_threads());
+        // Other tests run beside this one with threads of their own: a bound, not an equality.
+        assert!(most < before + 200, "{most} threads in the process (was {before})");
+        eprintln!(
+            "1000 backends probed in {:?} by {} threads",
+            started.elapsed(),
+            monitor.probe_threads()
+        );
     }
 }
