@@ -2,8 +2,10 @@
 //! one pinned worker per queue, and runs the control loop until SIGINT or SIGTERM.
 //!
 //! Start-up, in order (any failure undoes what was done, by drop, and names the step):
-//! 1. read and validate the config; read each interface's index, MAC and queue count from
-//!    the device (a `mac` in the config must match it);
+//! 1. read and validate the config; lock the control socket and every interface (see
+//!    [`crate::control::instance`]: a second `xlb run` on either stops here, before it
+//!    changes anything); read each interface's index, MAC and queue count from the device
+//!    (a `mac` in the config must match it);
 //! 2. per interface: load the steering program, remove a stale one a killed run left behind,
 //!    attach it (native XDP, else generic) and give it the addresses xlb owns;
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
@@ -24,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -37,6 +39,7 @@ use crate::conntrack::{ConntrackReader, FlowState};
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
+use crate::control::instance;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::log::{debug, error, info, warn};
 use crate::control::probe_routes::{self, ProbeRoutes};
@@ -117,6 +120,15 @@ impl RunSummary {
 /// Runs the appliance until `stop` is set (the binary wires it to SIGINT and SIGTERM).
 pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
     let mut config = Config::load(&options.config)?;
+    // Before anything changes: a second instance on these interfaces or this socket stops
+    // here, leaving the running one's routes, rules and programs alone.
+    let socket_path =
+        options.socket.clone().unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET));
+    let _locks = instance::lock_instance(
+        Path::new(instance::LOCK_DIR),
+        &socket_path,
+        config.interfaces.iter().map(|i| i.name.as_str()),
+    )?;
     let mut netdevs = Vec::new();
     for interface in &mut config.interfaces {
         let netdev = Netdev::open(&interface.name)?;
@@ -265,8 +277,6 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
         None => None,
     };
-    let socket_path =
-        options.socket.clone().unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET));
     let ctl = CtlServer::bind(&socket_path)
         .with_context(|| format!("control socket {}", socket_path.display()))?;
     info!("control socket {} (xlb ctl)", socket_path.display());

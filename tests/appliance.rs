@@ -780,3 +780,75 @@ fn syn_bursts_from_clients_take_no_backend_out() {
     assert!(ok * 100 >= total * 99, "{ok} of {total} requests succeeded\n{log}");
     assert!(!log.contains("warn: health:"), "no backend may go down:\n{log}");
 }
+
+/// Runs `xlb run` in `lb` and waits (bounded) for it to exit; returns (status, stderr).
+/// For instances expected to refuse to start.
+fn run_xlb_expecting_exit(lab: &mut Lab, lb: &str, args: &[&str], tag: &str) -> (i32, String) {
+    let log_path = lab.scratch.join(format!("xlb-{tag}.log"));
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut full = vec![env!("CARGO_BIN_EXE_xlb"), "run"];
+    full.extend_from_slice(args);
+    let index = lab.spawn(lb, &full, Stdio::null(), log.into());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = lab.children[index].try_wait().expect("wait") {
+            return (status.code().unwrap_or(-1), read(&log_path));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the second xlb kept running:\n{}",
+            read(&log_path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 10, item 7: a second `xlb run` on the same interfaces (same control socket, or
+/// another) refuses before it touches anything, naming the running one's PID; the first
+/// keeps forwarding and keeps its DR probe routes and rules.
+#[test]
+fn a_second_xlb_on_the_same_interfaces_refuses_and_leaves_the_first_alone() {
+    if !root_or_skip("second_instance") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("twice");
+    let config = lab.scratch.join("xlb.toml");
+    // A DR service probing through its VIP: xlb installs a policy rule and route for it.
+    let dr = "\n[[service]]\nvip = \"10.3.0.20\"\nport = 80\nforward = \"dr\"\n\
+              [service.health]\ncheck = \"tcp\"\ninterval = 30\ntimeout = 1\nvia_vip = true\n\
+              [[service.backend]]\naddr = \"10.3.0.11\"\n";
+    std::fs::write(&config, nat_config(&[5001]) + dr).unwrap();
+    let first = start_xlb(&mut lab, &lb, &config, "1", "first");
+    let pid = lab.children[first].id();
+    let routes = |lab: &Lab| {
+        let rules = lab.exec(&lb, &["ip", "rule", "show", "pref", "9786"]);
+        let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+        let table = rules.split("lookup ").nth(1).unwrap_or("").trim().to_string();
+        assert!(!table.is_empty(), "no probe rule:\n{rules}");
+        let route = lab.exec(&lb, &["ip", "route", "show", "table", &table]);
+        (rules, String::from_utf8_lossy(&route.stdout).into_owned())
+    };
+    let before = routes(&lab);
+    assert!(before.1.contains("10.3.0.20 via 10.3.0.11"), "{before:?}");
+
+    let config_arg = config.to_str().expect("utf-8");
+    let same_socket = lab.scratch.join("ctl-first.sock");
+    let other_socket = lab.scratch.join("ctl-other.sock");
+    for (tag, socket, what) in [
+        ("same-socket", &same_socket, "control socket"),
+        ("other-socket", &other_socket, "interface eth"),
+    ] {
+        let args = ["--config", config_arg, "--socket", socket.to_str().expect("utf-8")];
+        let (status, log) = run_xlb_expecting_exit(&mut lab, &lb, &args, tag);
+        assert_ne!(status, 0, "{tag}: the second xlb must fail:\n{log}");
+        assert!(log.contains("already runs on"), "{tag}: {log}");
+        assert!(log.contains(what), "{tag}: {log}");
+        assert!(log.contains(&format!("PID {pid}")), "{tag}: the first's PID: {log}");
+        assert!(!log.contains("removed the XDP program"), "{tag}: {log}");
+        assert_eq!(routes(&lab), before, "{tag}: the first's probe routes changed");
+        let answers = ask(&lab, &client, 5);
+        assert!(answers.iter().all(|a| a == "rs1"), "{tag}: the first still forwards: {answers:?}");
+    }
+    assert!(ctl(&lab, "first", &["-L", "-n"], None).0 == 0, "the first's socket still answers");
+    stop_xlb(&mut lab, first, "first");
+}

@@ -26,6 +26,11 @@
 //!   Neighbour addresses are unique.
 //! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
 //!   not 255.255.255.255, not multicast.
+//! - The addresses xlb answers ARP for are no other host's: a `vip` or a FullNAT
+//!   `local_addrs` entry is not loopback (127.0.0.0/8), not the network or broadcast address
+//!   of an interface's subnet (prefixes up to /30), and not an interface's own address, a
+//!   gateway, a static neighbour, a real server or a sorry server of any service; a local
+//!   address is also no service's `vip`. The error names both uses (and the other's line).
 //! - Conntrack: `1 <= max_embryonic <= capacity <=` [`MAX_CONNTRACK_CAPACITY`]; every timeout is
 //!   at least one second.
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
@@ -508,9 +513,13 @@ impl Config {
     /// (`service[1].backend[0].port`), indexed like `self`; its path is `<config>` and its
     /// line is a line of the rendered text, not of any file.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Config::parse(&self.to_toml(), "<config>").map(|_| ())
+        Config::parse(&self.to_toml(), VALIDATED).map(|_| ())
     }
 }
+
+/// The path [`Config::validate`] parses under: its lines are of rendered text, so messages
+/// leave them out where they point at another value.
+const VALIDATED: &str = "<config>";
 
 /// A duration as TOML seconds, exactly: an integer, or a float with up to nine decimals.
 pub(crate) fn seconds_text(duration: Duration) -> String {
@@ -952,7 +961,157 @@ impl Context<'_> {
             services.push(service);
         }
 
-        Ok(Config { interfaces, neighbors, conntrack, services })
+        let config = Config { interfaces, neighbors, conntrack, services };
+        self.address_conflicts(&raw, &config)?;
+        Ok(config)
+    }
+
+    /// ", line N" of a span, for a message about another value (nothing for a rendered
+    /// config, whose lines are no file's).
+    fn at_line(&self, span: &Range<usize>) -> String {
+        if self.path == VALIDATED { String::new() } else { format!(", line {}", self.line(span)) }
+    }
+
+    /// The addresses xlb answers ARP for (VIPs and FullNAT local addresses) must be no other
+    /// host's and no special address: a typo there takes over another host's traffic, or
+    /// leaves a service dead. Checked after everything else, in file order: each VIP against
+    /// the hosts the config names (the interfaces' own addresses and gateways, static
+    /// neighbours, real servers, sorry servers), then each local address against those and
+    /// every VIP. Two services may share a VIP (other ports) or a local address.
+    fn address_conflicts(&self, raw: &RawConfig, config: &Config) -> Result<(), ConfigError> {
+        struct Use {
+            addr: Ipv4Addr,
+            what: String,
+        }
+        let mut hosts: Vec<Use> = Vec::new();
+        for (index, (interface, table)) in config.interfaces.iter().zip(&raw.interface).enumerate()
+        {
+            let table = table.get_ref();
+            let line = |leaf: &Leaf| leaf.as_ref().map(|at| self.at_line(&at.span()));
+            hosts.push(Use {
+                addr: interface.addr,
+                what: format!(
+                    "interface[{index}] {}'s own address{}",
+                    interface.name,
+                    line(&table.addr).unwrap_or_default()
+                ),
+            });
+            if let Some(gateway) = interface.gateway {
+                hosts.push(Use {
+                    addr: gateway,
+                    what: format!(
+                        "the gateway of interface[{index}] {}{}",
+                        interface.name,
+                        line(&table.gateway).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        for (index, (neighbor, table)) in config.neighbors.iter().zip(&raw.neighbor).enumerate() {
+            let line = table.get_ref().ip.as_ref().map(|at| self.at_line(&at.span()));
+            hosts.push(Use {
+                addr: neighbor.ip,
+                what: format!("static neighbor[{index}]{}", line.unwrap_or_default()),
+            });
+        }
+        let name = |index: usize, s: &ServiceConfig| {
+            format!("service[{index}] ({} {}:{})", s.proto, s.vip, s.port)
+        };
+        for (index, (service, table)) in config.services.iter().zip(&raw.service).enumerate() {
+            let table = table.get_ref();
+            for (b, (backend, backend_table)) in
+                service.backends.iter().zip(&table.backend).enumerate()
+            {
+                let line = backend_table.get_ref().addr.as_ref().map(|at| self.at_line(&at.span()));
+                hosts.push(Use {
+                    addr: backend.addr,
+                    what: format!(
+                        "real server {}:{} (backend[{b}]) of {}{}",
+                        backend.addr,
+                        backend.port,
+                        name(index, service),
+                        line.unwrap_or_default()
+                    ),
+                });
+            }
+            if let Some(sorry) = service.health.sorry_server {
+                let line = table
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.sorry_server.as_ref())
+                    .map(|at| self.at_line(&at.span()));
+                hosts.push(Use {
+                    addr: *sorry.ip(),
+                    what: format!(
+                        "the sorry server {sorry} of {}{}",
+                        name(index, service),
+                        line.unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        let special = |addr: Ipv4Addr| -> Option<String> {
+            if addr.is_loopback() {
+                return Some("a loopback address (127.0.0.0/8)".into());
+            }
+            for (index, i) in config.interfaces.iter().enumerate() {
+                if i.prefix_len > 30 || !i.contains(addr) {
+                    continue;
+                }
+                let network = u32::from(i.addr) & prefix_mask(i.prefix_len);
+                let subnet = format!("{}/{}", Ipv4Addr::from(network), i.prefix_len);
+                if u32::from(addr) == network {
+                    return Some(format!(
+                        "the network address of interface[{index}] {}'s subnet {subnet}",
+                        i.name
+                    ));
+                }
+                if u32::from(addr) == network | !prefix_mask(i.prefix_len) {
+                    return Some(format!(
+                        "the broadcast address of interface[{index}] {}'s subnet {subnet}",
+                        i.name
+                    ));
+                }
+            }
+            None
+        };
+        let refuse = |key: String, at: &Spanned<Value>, role: &str, other: &str| {
+            self.invalid(
+                &key,
+                at,
+                format!(
+                    "an address no other host uses: it is also {other}, and xlb answers ARP for                      a {role}, taking that address's traffic"
+                ),
+            )
+        };
+        let mut vips: Vec<Use> = Vec::new();
+        for (index, (service, table)) in config.services.iter().zip(&raw.service).enumerate() {
+            let key = format!("service[{index}].vip");
+            let Some(at) = table.get_ref().vip.as_ref() else { continue };
+            if let Some(why) = special(service.vip) {
+                return Err(refuse(key, at, "VIP", &why));
+            }
+            if let Some(host) = hosts.iter().find(|h| h.addr == service.vip) {
+                return Err(refuse(key, at, "VIP", &host.what));
+            }
+            vips.push(Use {
+                addr: service.vip,
+                what: format!("the vip of {}{}", name(index, service), self.at_line(&at.span())),
+            });
+        }
+        for (index, (service, table)) in config.services.iter().zip(&raw.service).enumerate() {
+            let Some(list) = table.get_ref().local_addrs.as_ref() else { continue };
+            for (l, (addr, at)) in service.local_addrs.iter().zip(list.get_ref()).enumerate() {
+                let key = format!("service[{index}].local_addrs[{l}]");
+                if let Some(why) = special(*addr) {
+                    return Err(refuse(key, at, "FullNAT local address", &why));
+                }
+                if let Some(other) = hosts.iter().chain(&vips).find(|h| h.addr == *addr) {
+                    return Err(refuse(key, at, "FullNAT local address", &other.what));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn interface(
@@ -1821,6 +1980,153 @@ pub(crate) mod tests {
              [[service.backend]]\naddr = \"10.2.2.2\"\nport = 8081\n",
         );
         assert_eq!(parse(&text).unwrap().services[0].backends.len(), 2);
+    }
+
+    /// Issue 10, item 8: a VIP or FullNAT local address that is another host's (or a
+    /// special address) is refused, naming both uses and the other's line.
+    #[test]
+    fn vips_and_local_addresses_may_not_be_another_hosts() {
+        let text = |vip: &str, local: &str| {
+            format!(
+                "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\ngateway = \"10.1.1.1\"\n\
+                 [[neighbor]]\nip = \"10.1.1.50\"\nmac = \"02:00:00:00:00:50\"\n\
+                 [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\n\
+                 [service.health]\nsorry_server = \"10.1.1.30:80\"\n\
+                 [[service.backend]]\naddr = \"10.1.1.11\"\nport = 8080\n\
+                 [[service]]\nvip = \"{vip}\"\nport = 81\nforward = \"fullnat\"\n\
+                 local_addrs = [\"{local}\"]\n\
+                 [[service.backend]]\naddr = \"10.1.1.12\"\n"
+            )
+        };
+        let fine = text("10.1.1.101", "10.1.1.200");
+        parse(&fine).expect("distinct addresses are fine");
+        // (vip, local address, the key at fault, words of the other use, its line's marker)
+        let cases = [
+            (
+                "10.1.1.11",
+                "10.1.1.200",
+                "vip",
+                "real server 10.1.1.11:8080 (backend[0]) of service[0] (tcp 10.1.1.100:80)",
+                Some("addr = \"10.1.1.11\""),
+            ),
+            (
+                "10.1.1.12",
+                "10.1.1.200",
+                "vip",
+                "real server 10.1.1.12:81 (backend[0]) of service[1]",
+                Some("addr = \"10.1.1.12\""),
+            ),
+            (
+                "10.1.1.1",
+                "10.1.1.200",
+                "vip",
+                "the gateway of interface[0] eth0",
+                Some("gateway = "),
+            ),
+            ("10.1.1.50", "10.1.1.200", "vip", "static neighbor[0]", Some("ip = ")),
+            (
+                "10.1.1.30",
+                "10.1.1.200",
+                "vip",
+                "the sorry server 10.1.1.30:80 of service[0]",
+                Some("sorry_server = "),
+            ),
+            (
+                "10.1.1.10",
+                "10.1.1.200",
+                "vip",
+                "interface[0] eth0's own address",
+                Some("addr = \"10.1.1.10/24\""),
+            ),
+            (
+                "10.1.1.0",
+                "10.1.1.200",
+                "vip",
+                "the network address of interface[0] eth0's subnet 10.1.1.0/24",
+                None,
+            ),
+            (
+                "10.1.1.255",
+                "10.1.1.200",
+                "vip",
+                "the broadcast address of interface[0] eth0's subnet 10.1.1.0/24",
+                None,
+            ),
+            ("127.0.0.1", "10.1.1.200", "vip", "a loopback address", None),
+            (
+                "10.1.1.101",
+                "10.1.1.10",
+                "local_addrs[0]",
+                "interface[0] eth0's own address",
+                Some("addr = \"10.1.1.10/24\""),
+            ),
+            (
+                "10.1.1.101",
+                "10.1.1.100",
+                "local_addrs[0]",
+                "the vip of service[0] (tcp 10.1.1.100:80)",
+                Some("vip = \"10.1.1.100\""),
+            ),
+            (
+                "10.1.1.101",
+                "10.1.1.101",
+                "local_addrs[0]",
+                "the vip of service[1] (tcp 10.1.1.101:81)",
+                Some("vip = \"10.1.1.101\""),
+            ),
+            (
+                "10.1.1.101",
+                "10.1.1.11",
+                "local_addrs[0]",
+                "real server 10.1.1.11:8080",
+                Some("addr = \"10.1.1.11\""),
+            ),
+            (
+                "10.1.1.101",
+                "10.1.1.1",
+                "local_addrs[0]",
+                "the gateway of interface[0] eth0",
+                Some("gateway = "),
+            ),
+            ("10.1.1.101", "10.1.1.255", "local_addrs[0]", "the broadcast address", None),
+            ("10.1.1.101", "127.0.0.53", "local_addrs[0]", "a loopback address", None),
+        ];
+        for (vip, local, key, other, other_marker) in cases {
+            let text = text(vip, local);
+            let marker = if key == "vip" {
+                format!("vip = \"{vip}\"\nport = 81")
+            } else {
+                format!("local_addrs = [\"{local}\"]")
+            };
+            let expected = assert_invalid(&text, &format!("service[1].{key}"), &marker);
+            assert!(expected.contains(other), "{vip} {local}: {expected}");
+            if let Some(other_marker) = other_marker {
+                // The other use's line, where the marker is not ambiguous with the value.
+                let line = text
+                    .lines()
+                    .position(|l| l.contains(other_marker) && !marker.starts_with(l))
+                    .map(|at| at + 1)
+                    .expect("marker");
+                assert!(expected.contains(&format!(", line {line}")), "{vip} {local}: {expected}");
+            }
+            assert!(expected.contains("xlb answers ARP"), "{expected}");
+        }
+        // Not unicast at all: refused by the address check itself.
+        for vip in ["0.0.0.0", "255.255.255.255", "224.0.0.1"] {
+            let text = text(vip, "10.1.1.200");
+            let expected = assert_invalid(&text, "service[1].vip", &format!("vip = \"{vip}\""));
+            assert!(expected.contains("unicast"), "{expected}");
+        }
+        // A config built in code (as `xlb ctl` builds it) gets the same answer from
+        // `validate`, without lines that would point into rendered text.
+        let mut config = parse(&fine).unwrap();
+        config.services[1].vip = "10.1.1.11".parse().unwrap();
+        let ConfigError::Invalid { key, expected, .. } = config.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(key, "service[1].vip");
+        assert!(expected.contains("real server 10.1.1.11:8080"), "{expected}");
+        assert!(!expected.contains("line"), "{expected}");
     }
 
     #[test]

@@ -1962,6 +1962,87 @@ mod tests {
         assert_eq!(config, base());
     }
 
+    /// Issue 10, item 8: `-A`, `-a` and `-P` that would make a VIP or a local address
+    /// another host's are refused, naming both uses, and change nothing.
+    #[test]
+    fn addresses_that_are_another_hosts_are_refused() {
+        let config = base();
+        let refused = |line: &str| {
+            let error = run(&config, line).unwrap_err();
+            assert_eq!(error.status(), 1, "{line}: {error}");
+            error.to_string()
+        };
+        let fullnat = run(&config, "-A -t 10.1.1.20:80 -b -z 10.1.1.200").unwrap();
+        // (command, its part, the other use)
+        let cases = [
+            (
+                &config,
+                "-A -t 10.1.1.11:80",
+                "service 10.1.1.11:80/tcp vip",
+                "real server 10.1.1.11:80 (backend[0]) of service[0] (tcp 10.1.1.10:80)",
+            ),
+            (
+                &config,
+                "-A -u 10.1.1.12:53",
+                "service 10.1.1.12:53/udp vip",
+                "real server 10.1.1.12:80",
+            ),
+            (
+                &config,
+                "-A -t 10.1.1.2:80",
+                "service 10.1.1.2:80/tcp vip",
+                "interface[0] eth0's own address",
+            ),
+            (
+                &config,
+                "-A -t 10.1.1.255:80",
+                "service 10.1.1.255:80/tcp vip",
+                "the broadcast address",
+            ),
+            (&config, "-A -t 10.1.1.0:80", "service 10.1.1.0:80/tcp vip", "the network address"),
+            (&config, "-A -t 127.0.0.1:80", "service 127.0.0.1:80/tcp vip", "a loopback address"),
+            (
+                &config,
+                "-a -t 10.1.1.10:80 -r 10.1.1.10",
+                "service 10.1.1.10:80/tcp vip",
+                "real server 10.1.1.10:80 (backend[2]) of service[0]",
+            ),
+            (
+                &config,
+                "-A -t 10.1.1.21:80 -b -z 10.1.1.2",
+                "service 10.1.1.21:80/tcp local_addrs[0]",
+                "interface[0] eth0's own address",
+            ),
+            (
+                &config,
+                "-A -t 10.1.1.21:80 -b -z 10.1.1.10",
+                "service 10.1.1.21:80/tcp local_addrs[0]",
+                "the vip of service[0] (tcp 10.1.1.10:80)",
+            ),
+            (
+                &fullnat,
+                "-P -t 10.1.1.20:80 -z 10.1.1.11",
+                "service 10.1.1.20:80/tcp local_addrs[1]",
+                "real server 10.1.1.11:80",
+            ),
+            (
+                &fullnat,
+                "-a -t 10.1.1.20:80 -r 10.1.1.200:8080 -b",
+                "service 10.1.1.20:80/tcp local_addrs[0]",
+                "real server 10.1.1.200:8080 (backend[0]) of service[1]",
+            ),
+        ];
+        for (config, line, what, other) in cases {
+            let error = run(config, line).unwrap_err();
+            assert_eq!(error.status(), 1, "{line}: {error}");
+            let message = error.to_string();
+            assert!(message.starts_with(what), "{line}: {message}");
+            assert!(message.contains(&format!("it is also {other}")), "{line}: {message}");
+        }
+        assert!(refused("-A -t 0.0.0.0:80").contains("unicast"));
+        assert!(refused("-A -t 255.255.255.255:80").contains("unicast"));
+    }
+
     #[test]
     fn forwarding_is_per_service_and_fullnat_needs_local_addresses() {
         let config = run(&base(), "-A -t 10.1.1.20:80 -s rr").unwrap();

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod instance;
 pub mod ipvsadm;
 pub mod log;
 pub mod metrics;

@@ -395,8 +395,11 @@ mod tests {
 
     #[test]
     fn a_vip_may_not_be_the_box_address() {
-        let text = TWO_SERVICES.replace("vip = \"10.1.1.100\"", "vip = \"10.1.1.10\"");
-        let error = Snapshot::build(&config(&text), 1).unwrap_err();
+        // The config file's checks refuse it first; the snapshot refuses it on its own too.
+        let mut config = config(TWO_SERVICES);
+        config.services[0].vip = Ipv4Addr::new(10, 1, 1, 10);
+        assert!(config.validate().is_err());
+        let error = Snapshot::build(&config, 1).unwrap_err();
         assert!(matches!(error, SnapshotError::VipIsInterfaceAddr { .. }), "{error}");
         assert!(error.to_string().contains("eth0"));
     }
