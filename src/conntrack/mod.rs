@@ -149,6 +149,7 @@
 //! The pipeline should use the bucket pass; `prefetch_record` is there for a machine (or a
 //! real prefetch instruction) where it pays.
 
+mod queues;
 mod table;
 mod tcp;
 #[cfg(test)]
@@ -163,6 +164,7 @@ use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::flow_hash;
 use crate::time::Instant;
 
+use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
@@ -362,8 +364,11 @@ pub struct ConntrackStats {
     pub inserted: u64,
     /// Expired flows removed (by `sweep`, or by `insert` needing their room or key).
     pub expired: u64,
-    /// Live embryonic flows evicted to make room.
+    /// Live embryonic flows evicted to make room (or to keep within `max_embryonic`).
     pub evicted_embryonic: u64,
+    /// Live UDP flows evicted to make room: unreplied ones, or replied ones while UDP holds
+    /// more than half the table.
+    pub evicted_udp: u64,
     /// Inserts refused with [`InsertError::Full`].
     pub refused_full: u64,
     /// Inserts refused with [`InsertError::Flood`].
@@ -375,6 +380,10 @@ pub struct ConntrackStats {
 /// How many candidates [`Conntrack::allocate_local_port`] tries before giving up.
 const LOCAL_PORT_CANDIDATES: u64 = 64;
 
+/// How many flows that left their eviction class behind the owner's back (a reader moved
+/// them) one victim search re-files before it gives up: bounds the work of one insert.
+const SETTLE_LIMIT: usize = 32;
+
 /// Index slots allocated per flow of capacity (see "Storage" in the module docs).
 const SLOTS_PER_FLOW: usize = 4;
 
@@ -383,6 +392,7 @@ const SLOTS_PER_FLOW: usize = 4;
 enum Removal {
     Expired,
     EvictedEmbryonic,
+    EvictedUdp,
     Removed,
 }
 
@@ -392,8 +402,9 @@ enum SlotUse {
     Free,
     /// Points at an expired flow's record (or at a free record: a stale slot).
     Expired(usize),
-    /// Points at the record of a live embryonic flow last seen at this time.
-    Embryonic(usize, u64),
+    /// Points at the record of a live evictable flow (embryonic, or unreplied UDP) last
+    /// seen at this time.
+    Evictable(usize, u64),
     /// Points at a live flow past the handshake.
     Busy,
 }
@@ -416,6 +427,8 @@ pub struct Conntrack {
     stats: ConntrackStats,
     /// The next bucket `sweep` examines.
     sweep_cursor: usize,
+    /// The evictable flows, oldest first (see "Full tables and floods").
+    queues: Queues,
 }
 
 impl fmt::Debug for Conntrack {
@@ -445,6 +458,7 @@ impl Conntrack {
             free,
             stats: ConntrackStats::default(),
             sweep_cursor: 0,
+            queues: Queues::new(capacity),
         }
     }
 
@@ -465,7 +479,11 @@ impl Conntrack {
         hash: u64,
         tcp_flags: Option<u8>,
     ) -> Option<Hit> {
-        track(&self.table, now, key, hash, tcp_flags, Access::Owner)
+        let tracked = track(&self.table, now, key, hash, tcp_flags, Access::Owner)?;
+        if tracked.moved {
+            self.settle(tracked.record);
+        }
+        Some(tracked.hit)
     }
 
     /// Starts loading the index bucket `hash` maps to (first pass over a batch); see
@@ -528,17 +546,27 @@ impl Conntrack {
 
         let state = tcp::initial_state(flow.proto, tcp_flags);
         if state == FlowState::SynSeen && self.embryonic() >= self.max_embryonic {
-            self.stats.refused_flood += 1;
-            return Err(InsertError::Flood);
+            // DR has a stateless answer for the refused flow; NAT and FullNAT have none.
+            let victim = match flow.forward {
+                ForwardMode::Dr => None,
+                ForwardMode::Nat | ForwardMode::FullNat => self.oldest(Class::Embryonic),
+            };
+            let Some(victim) = victim else {
+                self.stats.refused_flood += 1;
+                return Err(InsertError::Flood);
+            };
+            let reason = self.removal_of(victim, now);
+            self.evict(victim, reason, &mut on_remove);
         }
 
         let (original_bucket, original_tag) = self.table.place(original.1);
         let reply_place = reply.map(|(_, hash)| self.table.place(hash));
         if self.free.is_empty() {
             let victim = self
-                .victim(original_bucket, None, now)
-                .or_else(|| reply_place.and_then(|(bucket, _)| self.victim(bucket, None, now)));
-            match victim.and_then(|candidate| candidate.evict) {
+                .expired_in(original_bucket, now)
+                .or_else(|| reply_place.and_then(|(bucket, _)| self.expired_in(bucket, now)))
+                .or_else(|| self.queue_victim(now));
+            match victim {
                 Some((record, reason)) => {
                     self.evict(record, reason, &mut on_remove);
                 }
@@ -573,6 +601,11 @@ impl Conntrack {
         let positions =
             (original_candidate.position, reply_slot.map(|(candidate, _)| candidate.position));
         self.table.write_record(record, &flow, state, now, positions);
+        match state {
+            FlowState::SynSeen => self.queues.push(record, Class::Embryonic),
+            FlowState::Udp => self.queues.push(record, Class::Unreplied),
+            FlowState::Established | FlowState::Closing | FlowState::Closed => {}
+        }
         let original_slot = SlotRef { tag: original_tag, direction: Direction::Original, record };
         self.table.publish(original_candidate.position, original_slot);
         if let Some((candidate, tag)) = reply_slot {
@@ -594,10 +627,14 @@ impl Conntrack {
     /// reply key backend:bport -> local:port is not live in this table. Starts at `start_hint`
     /// (e.g. the flow hash) and tries at most a bounded number of candidates (64, across
     /// the addresses: consecutive candidates alternate addresses, then move to the next
-    /// port). None when it finds none (the caller counts a drop).
+    /// port). When every candidate is held by a live flow, the port of the least recently
+    /// seen evictable one among them (embryonic, or unreplied UDP) is taken back: that flow
+    /// is evicted and reported to `on_remove`, so a flood cannot hold the port pool any more
+    /// than it can hold the table. None when every candidate is held by a flow that may not
+    /// be evicted (the caller counts a drop).
     #[allow(clippy::too_many_arguments)]
     pub fn allocate_local_port(
-        &self,
+        &mut self,
         now: Instant,
         proto: Proto,
         backend_addr: Ipv4Addr,
@@ -605,15 +642,24 @@ impl Conntrack {
         local_addrs: &[Ipv4Addr],
         range: PortRange,
         start_hint: u64,
+        mut on_remove: impl FnMut(&Flow),
     ) -> Option<(Ipv4Addr, u16)> {
         let addrs = local_addrs.len() as u64;
         let ports = u64::from(range.last.checked_sub(range.first)?) + 1;
         let total = addrs.checked_mul(ports).filter(|&total| total > 0)?;
         let start = start_hint % total;
-        (0..LOCAL_PORT_CANDIDATES.min(total)).find_map(|i| {
+        let now_nanos = now.as_nanos();
+        // The least recently seen evictable holder of a candidate: (last seen, record, port).
+        let mut oldest: Option<(u64, usize, (Ipv4Addr, u16))> = None;
+        for i in 0..LOCAL_PORT_CANDIDATES.min(total) {
             let candidate = (start + i) % total;
-            let addr = *local_addrs.get((candidate % addrs) as usize)?;
-            let port = range.first.checked_add(u16::try_from(candidate / addrs).ok()?)?;
+            let Some(&addr) = local_addrs.get((candidate % addrs) as usize) else { continue };
+            let Some(port) = u16::try_from(candidate / addrs)
+                .ok()
+                .and_then(|offset| range.first.checked_add(offset))
+            else {
+                continue;
+            };
             let key = FlowKey {
                 src_addr: backend_addr,
                 dst_addr: addr,
@@ -621,8 +667,21 @@ impl Conntrack {
                 dst_port: port,
                 proto,
             };
-            (!self.contains(now, &key)).then_some((addr, port))
-        })
+            let Some(found) = self.table.find(&key, flow_hash(&key), Access::Owner) else {
+                return Some((addr, port));
+            };
+            if self.table.is_expired(now_nanos, &found.view) {
+                return Some((addr, port));
+            }
+            let evictable = matches!(found.view.class(), Some(Class::Embryonic | Class::Unreplied));
+            if evictable && oldest.is_none_or(|(seen, ..)| found.view.last_seen < seen) {
+                oldest = Some((found.view.last_seen, found.index, (addr, port)));
+            }
+        }
+        let (_, record, local) = oldest?;
+        let reason = self.removal_of(record, now_nanos);
+        self.evict(record, reason, &mut on_remove)?;
+        Some(local)
     }
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
@@ -693,7 +752,9 @@ impl Conntrack {
 
     /// Bytes allocated for the table (reported by benchmarks: memory per flow).
     pub fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes() + self.free.capacity() * std::mem::size_of::<u32>()
+        self.table.memory_bytes()
+            + self.free.capacity() * std::mem::size_of::<u32>()
+            + self.queues.memory_bytes()
     }
 
     fn refuse_full(&mut self) -> Result<FlowState, InsertError> {
@@ -712,15 +773,104 @@ impl Conntrack {
         };
         if self.table.is_expired(now, &view) {
             SlotUse::Expired(slot.record)
-        } else if view.state() == Some(FlowState::SynSeen) {
-            SlotUse::Embryonic(slot.record, view.last_seen)
+        } else if let Some(Class::Embryonic | Class::Unreplied) = view.class() {
+            SlotUse::Evictable(slot.record, view.last_seen)
         } else {
             SlotUse::Busy
         }
     }
 
+    /// An expired flow with a slot in `bucket`, to be removed.
+    fn expired_in(&self, bucket: usize, now: u64) -> Option<(usize, Removal)> {
+        (bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS).find_map(|position| {
+            match self.classify(position, now) {
+                SlotUse::Expired(record) if self.table.record(record)?.owner_view().is_live() => {
+                    Some((record, Removal::Expired))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// The flow a full table gives up for a new one, table-wide: the older (by last-seen) of
+    /// the oldest embryonic flow and the oldest unreplied UDP flow; when there are neither
+    /// and UDP flows hold more than half the table, the oldest replied UDP flow.
+    fn queue_victim(&mut self, now: u64) -> Option<(usize, Removal)> {
+        let embryonic = self.oldest(Class::Embryonic);
+        let unreplied = self.oldest(Class::Unreplied);
+        let seen = |table: &Table, record: usize| {
+            table.record(record).map_or(0, |record| record.owner_view().last_seen)
+        };
+        let victim = match (embryonic, unreplied) {
+            (Some(embryonic), Some(unreplied)) => {
+                if seen(&self.table, unreplied) < seen(&self.table, embryonic) {
+                    unreplied
+                } else {
+                    embryonic
+                }
+            }
+            (Some(victim), None) | (None, Some(victim)) => victim,
+            (None, None) if self.udp_flows() * 2 > self.capacity() => {
+                self.oldest(Class::Replied)?
+            }
+            (None, None) => return None,
+        };
+        Some((victim, self.removal_of(victim, now)))
+    }
+
+    /// UDP flows in the table (exact: every UDP flow is on one of the two UDP queues).
+    fn udp_flows(&self) -> usize {
+        self.queues.len(Class::Unreplied) + self.queues.len(Class::Replied)
+    }
+
+    /// The flow longest in `class`, re-filing on the way (at most [`SETTLE_LIMIT`]) the
+    /// flows at the head of its queue that a reader moved out of it.
+    fn oldest(&mut self, class: Class) -> Option<usize> {
+        for _ in 0..SETTLE_LIMIT {
+            let head = self.queues.oldest(class)?;
+            if self.class_now(head) == Some(class) {
+                return Some(head);
+            }
+            self.settle(head);
+        }
+        None
+    }
+
+    /// The eviction class the flow in `record` is in now.
+    fn class_now(&self, record: usize) -> Option<Class> {
+        self.table.record(record)?.owner_view().class()
+    }
+
+    /// Puts the flow in `record` on the queue of the class it is in now (at the tail if it
+    /// changed class), or on none.
+    fn settle(&mut self, record: usize) {
+        let class = self.class_now(record);
+        if self.queues.class_of(record) != class {
+            match class {
+                Some(class) => self.queues.push(record, class),
+                None => {
+                    self.queues.remove(record);
+                }
+            }
+        }
+    }
+
+    /// The counter an eviction of the flow in `record` goes to.
+    fn removal_of(&self, record: usize, now: u64) -> Removal {
+        let Some(view) = self.table.record(record).map(|record| record.owner_view()) else {
+            return Removal::Expired;
+        };
+        if self.table.is_expired(now, &view) {
+            Removal::Expired
+        } else if view.class() == Some(Class::Embryonic) {
+            Removal::EvictedEmbryonic
+        } else {
+            Removal::EvictedUdp
+        }
+    }
+
     /// The slot of `bucket` (other than `exclude`) whose flow may be evicted: an expired one,
-    /// else the least recently seen embryonic one.
+    /// else the least recently seen evictable one (embryonic, or unreplied UDP).
     fn victim(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
         let mut oldest: Option<(u64, Candidate)> = None;
         for position in bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS {
@@ -731,11 +881,11 @@ impl Conntrack {
                 SlotUse::Expired(record) => {
                     return Some(Candidate { position, evict: Some((record, Removal::Expired)) });
                 }
-                SlotUse::Embryonic(record, seen) if oldest.is_none_or(|(old, _)| seen < old) => {
-                    let evict = Some((record, Removal::EvictedEmbryonic));
+                SlotUse::Evictable(record, seen) if oldest.is_none_or(|(old, _)| seen < old) => {
+                    let evict = Some((record, self.removal_of(record, now)));
                     oldest = Some((seen, Candidate { position, evict }));
                 }
-                SlotUse::Free | SlotUse::Embryonic(..) | SlotUse::Busy => {}
+                SlotUse::Free | SlotUse::Evictable(..) | SlotUse::Busy => {}
             }
         }
         oldest.map(|(_, candidate)| candidate)
@@ -766,10 +916,12 @@ impl Conntrack {
             }
         }
         self.table.clear_record(record);
+        self.queues.remove(record);
         self.free.push(record as u32);
         match reason {
             Removal::Expired => self.stats.expired += 1,
             Removal::EvictedEmbryonic => self.stats.evicted_embryonic += 1,
+            Removal::EvictedUdp => self.stats.evicted_udp += 1,
             Removal::Removed => self.stats.removed += 1,
         }
         on_remove(&flow);
@@ -834,7 +986,7 @@ impl ConntrackReader {
         hash: u64,
         tcp_flags: Option<u8>,
     ) -> Option<Hit> {
-        track(&self.table, now, key, hash, tcp_flags, Access::Reader)
+        track(&self.table, now, key, hash, tcp_flags, Access::Reader).map(|tracked| tracked.hit)
     }
 }
 
@@ -851,7 +1003,7 @@ fn track(
     hash: u64,
     tcp_flags: Option<u8>,
     access: Access,
-) -> Option<Hit> {
+) -> Option<Tracked> {
     let now = now.as_nanos();
     let found = table.find(key, hash, access)?;
     let view = &found.view;
@@ -861,14 +1013,32 @@ fn track(
     let flow = view.flow()?;
     let current = view.state()?;
     let step = |state| tcp::next_state(state, found.direction, tcp_flags);
+    let mut moved = false;
     let (previous, state) = if step(current) == current {
+        if found.direction == Direction::Reply && view.is_unreplied() {
+            // The backend answered: the flow is no longer a candidate for eviction.
+            found.record.mark_replied(view.generation, view.state_word);
+            moved = true;
+        }
         // What `advance` would return without touching the state word.
         (current, current)
     } else {
         let transition = found.record.advance(view.generation, view.state_word, step)?;
         table.count_transition(Some(transition.0), Some(transition.1));
+        moved = transition.0 != transition.1;
         transition
     };
     found.record.touch(view.last_seen, now, access == Access::Owner);
-    Some(Hit { direction: found.direction, flow, state, previous })
+    let hit = Hit { direction: found.direction, flow, state, previous };
+    Some(Tracked { hit, record: found.index, moved })
+}
+
+/// What [`track`] found, and what the owner needs to keep its queues in step.
+struct Tracked {
+    hit: Hit,
+    /// The flow's record.
+    record: usize,
+    /// True if this packet may have changed the flow's eviction class (a state transition,
+    /// or a UDP flow's first reply).
+    moved: bool,
 }
