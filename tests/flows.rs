@@ -16,9 +16,15 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
 const TX: Verdict = Verdict::Tx(IfaceId(0));
 
 fn config(forward: &str, weights: (u32, u32), conntrack: &str) -> Arc<Snapshot> {
+    config_with(forward, weights, conntrack, false)
+}
+
+/// The TCP service of [`config`], and with `udp` a UDP service on VIP:53 over the same
+/// backends (port 5353) too.
+fn config_with(forward: &str, weights: (u32, u32), conntrack: &str, udp: bool) -> Arc<Snapshot> {
     let local = if forward == "fullnat" { "local_addrs = [\"10.1.1.200\"]" } else { "" };
     let port = if forward == "dr" { 80 } else { 8080 };
-    let text = format!(
+    let mut text = format!(
         r#"
 [[interface]]
 name = "eth0"
@@ -56,6 +62,25 @@ weight = {w2}
         w1 = weights.0,
         w2 = weights.1,
     );
+    if udp {
+        text += &format!(
+            r#"
+[[service]]
+vip = "10.1.1.100"
+port = 53
+proto = "udp"
+forward = "{forward}"
+scheduler = "rr"
+{local}
+[[service.backend]]
+addr = "10.1.1.11"
+port = 5353
+[[service.backend]]
+addr = "10.1.1.12"
+port = 5353
+"#
+        );
+    }
     let config = Config::parse(&text, "flows.toml").expect("valid");
     Arc::new(Snapshot::build(&config, 1).expect("builds"))
 }
@@ -193,60 +218,10 @@ fn syn_flood_stays_within_the_bound_and_established_flows_keep_working() {
     );
 }
 
-/// A NAT or FullNAT service on VIP:80 (TCP) and VIP:53 (UDP), backends rs1 and rs2 on 8080
-/// and 5353.
+/// A service on VIP:80 (TCP) and one on VIP:53 (UDP), backends rs1 and rs2 on 8080 and 5353
+/// (NAT, FullNAT).
 fn tcp_and_udp_config(forward: &str, conntrack: &str) -> Arc<Snapshot> {
-    let local = if forward == "fullnat" { "local_addrs = [\"10.1.1.200\"]" } else { "" };
-    let text = format!(
-        r#"
-[[interface]]
-name = "eth0"
-addr = "10.1.1.10/24"
-mac = "02:00:00:00:00:10"
-
-[conntrack]
-{conntrack}
-
-[[neighbor]]
-ip = "10.1.1.11"
-mac = "02:00:00:00:00:11"
-[[neighbor]]
-ip = "10.1.1.12"
-mac = "02:00:00:00:00:12"
-[[neighbor]]
-ip = "10.1.1.20"
-mac = "02:00:00:00:00:20"
-
-[[service]]
-vip = "10.1.1.100"
-port = 80
-forward = "{forward}"
-scheduler = "rr"
-{local}
-[[service.backend]]
-addr = "10.1.1.11"
-port = 8080
-[[service.backend]]
-addr = "10.1.1.12"
-port = 8080
-
-[[service]]
-vip = "10.1.1.100"
-port = 53
-proto = "udp"
-forward = "{forward}"
-scheduler = "rr"
-{local}
-[[service.backend]]
-addr = "10.1.1.11"
-port = 5353
-[[service.backend]]
-addr = "10.1.1.12"
-port = 5353
-"#
-    );
-    let config = Config::parse(&text, "flows.toml").expect("valid");
-    Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    config_with(forward, (1, 1), conntrack, true)
 }
 
 /// A spoofed source: flood packet `i` comes from its own address and port.

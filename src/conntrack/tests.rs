@@ -1064,6 +1064,216 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
+// The eviction rule against a model.
+
+/// What the eviction model keeps per flow: state, last seen, whether a UDP flow's backend
+/// answered, and when the flow entered its eviction class (a sequence number).
+#[derive(Debug, Clone, Copy)]
+struct Evictable {
+    flow: Flow,
+    state: FlowState,
+    seen: u64,
+    replied: bool,
+    entered: u64,
+}
+
+impl Evictable {
+    fn class(&self) -> Option<Class> {
+        match (self.state, self.replied) {
+            (FlowState::SynSeen, _) => Some(Class::Embryonic),
+            (FlowState::Udp, false) => Some(Class::Unreplied),
+            (FlowState::Udp, true) => Some(Class::Replied),
+            _ => None,
+        }
+    }
+}
+
+/// The eviction rule of "Full tables and floods", written plainly over a map.
+struct EvictionModel {
+    flows: HashMap<FlowKey, Evictable>,
+    capacity: usize,
+    max_embryonic: usize,
+    sequence: u64,
+}
+
+impl EvictionModel {
+    fn find(&self, key: &FlowKey) -> Option<(FlowKey, Direction)> {
+        self.flows.iter().find_map(|(original, e)| {
+            if e.flow.original_key() == *key {
+                Some((*original, Direction::Original))
+            } else if e.flow.reply_key() == Some(*key) {
+                Some((*original, Direction::Reply))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn expired(&self, original: &FlowKey, now: u64) -> bool {
+        let e = &self.flows[original];
+        now.saturating_sub(e.seen) > timeouts().of(e.state).as_nanos() as u64
+    }
+
+    fn next(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// The flow longest in `class`.
+    fn oldest(&self, class: Class) -> Option<FlowKey> {
+        let mut in_class: Vec<_> =
+            self.flows.iter().filter(|(_, e)| e.class() == Some(class)).collect();
+        in_class.sort_by_key(|(_, e)| e.entered);
+        in_class.first().map(|(key, _)| **key)
+    }
+
+    fn track(&mut self, now: u64, key: &FlowKey, flags: Option<u8>) -> Option<Hit> {
+        let (original, direction) = self.find(key)?;
+        if self.expired(&original, now) {
+            return None;
+        }
+        let sequence = self.next();
+        let e = self.flows.get_mut(&original)?;
+        let (class, previous) = (e.class(), e.state);
+        e.state = tcp::next_state(previous, direction, flags);
+        e.replied |= e.state == FlowState::Udp && direction == Direction::Reply;
+        e.seen = e.seen.max(now);
+        if e.class() != class {
+            e.entered = sequence;
+        }
+        Some(Hit { direction, flow: e.flow, state: e.state, previous })
+    }
+
+    /// `evicted` is what the table reported: where the rule allows any expired flow, the
+    /// model takes the one the table took if it is one of them.
+    fn insert(
+        &mut self,
+        now: u64,
+        flow: Flow,
+        flags: Option<u8>,
+        evicted: &[Flow],
+        removed: &mut Vec<Flow>,
+    ) -> Result<FlowState, InsertError> {
+        let keys = std::iter::once(flow.original_key()).chain(flow.reply_key());
+        for key in keys {
+            if let Some((original, _)) = self.find(&key) {
+                if !self.expired(&original, now) {
+                    return Err(InsertError::Exists);
+                }
+                removed.push(self.flows.remove(&original).unwrap().flow);
+            }
+        }
+        let state = tcp::initial_state(flow.proto, flags);
+        let embryonic = self.flows.values().filter(|e| e.state == FlowState::SynSeen).count();
+        if state == FlowState::SynSeen && embryonic >= self.max_embryonic {
+            let victim = match flow.forward {
+                ForwardMode::Dr => None,
+                _ => self.oldest(Class::Embryonic),
+            };
+            let Some(victim) = victim else { return Err(InsertError::Flood) };
+            removed.push(self.flows.remove(&victim).unwrap().flow);
+        }
+        if self.flows.len() >= self.capacity {
+            let expired: Vec<FlowKey> =
+                self.flows.keys().copied().filter(|k| self.expired(k, now)).collect();
+            let victim = if let Some(first) = expired.first() {
+                *expired.iter().find(|k| evicted.contains(&self.flows[*k].flow)).unwrap_or(first)
+            } else {
+                let seen = |key: &FlowKey| self.flows[key].seen;
+                let udp = self.flows.values().filter(|e| e.state == FlowState::Udp).count();
+                match (self.oldest(Class::Embryonic), self.oldest(Class::Unreplied)) {
+                    (Some(e), Some(u)) => {
+                        if seen(&u) < seen(&e) {
+                            u
+                        } else {
+                            e
+                        }
+                    }
+                    (Some(victim), None) | (None, Some(victim)) => victim,
+                    (None, None) if udp * 2 > self.capacity => match self.oldest(Class::Replied) {
+                        Some(victim) => victim,
+                        None => return Err(InsertError::Full),
+                    },
+                    (None, None) => return Err(InsertError::Full),
+                }
+            };
+            removed.push(self.flows.remove(&victim).unwrap().flow);
+        }
+        let entered = self.next();
+        self.flows.insert(
+            flow.original_key(),
+            Evictable { flow, state, seen: now, replied: false, entered },
+        );
+        Ok(state)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// On a table small enough to be full most of the time (4 flows, at most 2 embryonic:
+    /// one index bucket, so a bucket is never full before the table is), every insert
+    /// evicts exactly what the rule says, in the order it says, and refuses exactly when it
+    /// says.
+    #[test]
+    fn evicts_by_the_rule(ops in prop::collection::vec(arb_op(), 1..160)) {
+        let config = ConntrackConfig {
+            capacity: 4,
+            max_embryonic: 2,
+            timeouts: timeouts(),
+        };
+        let mut ct = Conntrack::new(&config);
+        prop_assert_eq!(ct.table.bucket_count(), 1);
+        let mut model = EvictionModel {
+            flows: HashMap::new(),
+            capacity: 4,
+            max_embryonic: 2,
+            sequence: 0,
+        };
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Insert(flow, flags) => {
+                    let (mut got, mut want) = (Vec::new(), Vec::new());
+                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
+                    prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
+                    prop_assert_eq!(got, want);
+                }
+                Op::Track(key, flags) => {
+                    let want = model.track(now, &key, flags);
+                    prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
+                }
+                Op::Contains(key) => {
+                    let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
+                    prop_assert_eq!(ct.contains(Instant::from_nanos(now), &key), want);
+                }
+                Op::Remove(key) => {
+                    let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.flow);
+                    prop_assert_eq!(ct.remove(&key), want);
+                }
+                Op::Advance(millis) => now += millis * 1_000_000,
+                Op::Sweep => {
+                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_| {});
+                    let expired: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
+                    for key in &expired {
+                        model.flows.remove(key);
+                    }
+                    prop_assert_eq!(removed, expired.len());
+                }
+            }
+            prop_assert!(ct.len() <= 4);
+            prop_assert_eq!(ct.len(), model.flows.len());
+            let embryonic = model.flows.values().filter(|e| e.state == FlowState::SynSeen).count();
+            prop_assert_eq!(ct.embryonic(), embryonic);
+            for class in [Class::Embryonic, Class::Unreplied, Class::Replied] {
+                let in_class = model.flows.values().filter(|e| e.class() == Some(class)).count();
+                prop_assert_eq!(ct.queues.len(class), in_class, "{:?}", class);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Concurrency.
 
 /// A flow whose every field is a function of (`seed`, `port`), so a torn read shows.
