@@ -21,7 +21,8 @@
 //!
 //! - **Records**: exactly `capacity` flow records, each one 64-byte cache line of `AtomicU64`
 //!   words holding the whole [`Flow`], its TCP state, its last-seen time and a seqlock version.
-//!   Free records sit on the owner's free list, so `len() <= capacity` by construction.
+//!   Free records sit on the owner's free list, so `len() <= capacity` by construction. Beside
+//!   them, owner-only, the eviction queues (see "Full tables and floods").
 //! - **Index**: a set-associative table of 16-slot buckets (one cache line each). A key's hash
 //!   ([`crate::hash::flow_hash`]) picks one bucket and nothing probes beyond it. A slot is a
 //!   32-bit word: a fingerprint of the hash, the direction, and a record index. A flow has one
@@ -86,21 +87,56 @@
 //!
 //! # Full tables and floods
 //!
-//! When an insert finds a bucket it needs full (or every record in use) it frees room from
-//! the flows in its own buckets, in this order: an expired flow (counted in `expired`); else
-//! the least-recently-seen *embryonic* flow (SYN seen, handshake not completed; counted in
-//! `evicted_embryonic`); else, when those buckets hold only flows past the handshake, it
-//! refuses the insert with [`InsertError::Full`] (counted in `refused_full`). Embryonic flows may occupy at most `max_embryonic` entries: beyond that,
-//! new embryonic TCP flows are refused with [`InsertError::Flood`] (counted in
-//! `refused_flood`). The caller then falls back to stateless consistent hashing (DR; Katran's
-//! policy when its LRU is under pressure) or drops with a counted reason (NAT). A SYN flood
-//! therefore never pushes out an established flow and never grows memory.
+//! A flood of spoofed packets must churn only flood entries: real clients keep being served
+//! in every forwarding mode, and a flow that has shown it is real is never evicted. What
+//! counts as shown: a TCP handshake completed (the client's ACK, which a spoofer that never
+//! sees the SYN-ACK cannot time; xlb does not check sequence numbers, so this is the IPVS
+//! level of proof, not a SYN cookie's), or a UDP flow's backend having answered. So the
+//! *evictable* flows are the embryonic TCP flows (`SynSeen`) and the *unreplied* UDP flows
+//! (no packet seen from the backend yet; a DR flow, whose replies bypass xlb, stays
+//! unreplied for life and is evictable: in DR an evicted UDP flow is scheduled again by
+//! its next packet). Everything else is kept until it expires.
 //!
-//! The limit this policy leaves: a first packet that is not a SYN is picked up as
-//! `Established` (so flows survive an LB restart), and such flows are never evicted, so a
-//! flood of spoofed ACKs that the caller inserts can fill the table until they expire. The
-//! caller sees `Full` and falls back as above; it may also choose not to insert non-SYN
-//! packets while `len()` is near `capacity()`.
+//! The owner keeps the evictable flows in first-in-first-out queues, one per class
+//! (`queues.rs`; an owner-only array of links beside the records, 12 bytes per record, so
+//! the shared records and their layout are unchanged). Readers on other cores never touch
+//! them: when a reader moves a flow out of its class (a completed handshake, a UDP reply
+//! arriving on another core), the owner re-files it when it meets it at a queue's head, at
+//! most [`SETTLE_LIMIT`] per victim search, so one insert does bounded work. Evicting is
+//! the same removal as expiry (the record is cleared under its seqlock, then its slots
+//! unpublished): a reader that found the flow just before sees it gone, never a torn
+//! record.
+//!
+//! The rules, in the order an insert applies them:
+//! 1. **The SYN bound.** At most `max_embryonic` flows are embryonic. At the bound, a new DR
+//!    SYN is refused with [`InsertError::Flood`] (`refused_flood`): the caller forwards it
+//!    by stateless consistent hashing (Katran's policy), which never breaks a handshake. NAT
+//!    and FullNAT cannot translate without state, so there the new SYN takes the place of
+//!    the oldest embryonic flow (`evicted_embryonic`). Under a flood of R SYNs a second, a
+//!    real client's embryonic flow then lives about `max_embryonic / R` seconds: its
+//!    handshake completes if its round trip is shorter (4096 at 200 000 SYNs/s: 20 ms).
+//! 2. **A full table** (every record in use) gives up, in this order: an expired flow with a
+//!    slot in one of the new flow's buckets (`expired`); the older, by last-seen, of the
+//!    oldest embryonic flow and the oldest unreplied UDP flow (`evicted_embryonic`,
+//!    `evicted_udp`); while UDP flows hold more than half the table, the oldest *replied* UDP
+//!    flow (`evicted_udp`: a spoofed UDP flood to a server that answers everyone, DNS say,
+//!    makes replied flows too, and UDP must not starve TCP). Else the insert is refused with
+//!    [`InsertError::Full`] (`refused_full`).
+//! 3. **A full bucket** (the set-associative index refuses a key whose bucket's 16 slots are
+//!    taken, rare with 4 slots per flow) gives up an expired flow in it, else its least
+//!    recently seen evictable flow; else `Full`.
+//!
+//! FullNAT's local ports follow the same rule ([`Conntrack::allocate_local_port`]): when
+//! every candidate port is held, the least recently seen evictable holder gives its port
+//! back, so a flood cannot exhaust the port pool while real flows wait.
+//!
+//! The limits this policy leaves: a SYN flood at rate R can still deny a NAT client whose
+//! handshake takes longer than `max_embryonic / R` (only a SYN proxy answering with cookies,
+//! as DPVS's does, would remove that); a spoofer that sends SYN then ACK for the same tuple
+//! completes a "handshake" xlb accepts (the pipeline never inserts a TCP packet without SYN,
+//! so this takes two packets per entry, and such flows are held for the established
+//! timeout); and an eviction made for an insert that a full bucket then refuses is not
+//! undone (rule 1 or 2 before rule 3; rare, counted).
 //!
 //! # Speed
 //!
@@ -109,7 +145,7 @@
 //! EPYC (Zen 5) KVM guest shared with other jobs, with 100 000 flows and keys in random order
 //! (three runs): DR insert 35–41 ns, `track` hit 40–41 ns, miss 13–14 ns; NAT insert 68–70 ns,
 //! hit 38–40 ns, a reader's hit on the reply key 48–51 ns; 89 bytes of table per flow of
-//! capacity. A hit among 1 000 cache-resident flows takes 20 ns. A random hit at 100 000
+//! capacity (101 since the eviction queues' 12 bytes per record). A hit among 1 000 cache-resident flows takes 20 ns. A random hit at 100 000
 //! flows is two dependent cache misses (the index line, then the record line, in 8.5 MiB that
 //! does not fit the 2 MiB L2), which is what keeps it above 30 ns when packets are looked up
 //! one at a time.
@@ -341,10 +377,11 @@ pub struct Hit {
 /// Why an insert was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InsertError {
-    /// Every slot the flow could take holds a flow past the handshake (or the table is at
-    /// capacity and none of those slots can be freed).
+    /// The table is at capacity, or a bucket the flow needs is full, and no flow the rules
+    /// of "Full tables and floods" may give up is there.
     Full,
-    /// A new embryonic flow while `max_embryonic` embryonic flows exist.
+    /// A new embryonic DR flow while `max_embryonic` embryonic flows exist (DR only: NAT and
+    /// FullNAT evict the oldest embryonic flow instead, unless there is none to evict).
     Flood,
     /// A live flow already has the original or the reply key.
     Exists,
@@ -507,8 +544,9 @@ impl Conntrack {
     /// evicts are passed to `on_remove` (the caller keeps per-backend connection counts).
     ///
     /// An expired entry holding one of the flow's keys is removed (and reported) first; a
-    /// live one makes the insert fail with [`InsertError::Exists`]. A refused insert evicts
-    /// nothing but expired flows and, at capacity, the one flow that had to make room.
+    /// live one makes the insert fail with [`InsertError::Exists`]. Then the rules of "Full
+    /// tables and floods" make room; a refused insert has evicted nothing but expired flows
+    /// and the flows those rules gave up before a later rule refused it.
     pub fn insert(
         &mut self,
         now: Instant,
