@@ -16,9 +16,15 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
 const TX: Verdict = Verdict::Tx(IfaceId(0));
 
 fn config(forward: &str, weights: (u32, u32), conntrack: &str) -> Arc<Snapshot> {
+    config_with(forward, weights, conntrack, false)
+}
+
+/// The TCP service of [`config`], and with `udp` a UDP service on VIP:53 over the same
+/// backends (port 5353) too.
+fn config_with(forward: &str, weights: (u32, u32), conntrack: &str, udp: bool) -> Arc<Snapshot> {
     let local = if forward == "fullnat" { "local_addrs = [\"10.1.1.200\"]" } else { "" };
     let port = if forward == "dr" { 80 } else { 8080 };
-    let text = format!(
+    let mut text = format!(
         r#"
 [[interface]]
 name = "eth0"
@@ -56,6 +62,25 @@ weight = {w2}
         w1 = weights.0,
         w2 = weights.1,
     );
+    if udp {
+        text += &format!(
+            r#"
+[[service]]
+vip = "10.1.1.100"
+port = 53
+proto = "udp"
+forward = "{forward}"
+scheduler = "rr"
+{local}
+[[service.backend]]
+addr = "10.1.1.11"
+port = 5353
+[[service.backend]]
+addr = "10.1.1.12"
+port = 5353
+"#
+        );
+    }
     let config = Config::parse(&text, "flows.toml").expect("valid");
     Arc::new(Snapshot::build(&config, 1).expect("builds"))
 }
@@ -191,4 +216,114 @@ fn syn_flood_stays_within_the_bound_and_established_flows_keep_working() {
         stats.inserted,
         "the pipeline counts what conntrack took"
     );
+}
+
+/// A service on VIP:80 (TCP) and one on VIP:53 (UDP), backends rs1 and rs2 on 8080 and 5353
+/// (NAT, FullNAT).
+fn tcp_and_udp_config(forward: &str, conntrack: &str) -> Arc<Snapshot> {
+    config_with(forward, (1, 1), conntrack, true)
+}
+
+/// A spoofed source: flood packet `i` comes from its own address and port.
+fn spoofed(i: u32) -> (Ipv4Addr, u16) {
+    (Ipv4Addr::from_bits(0xc612_0000 + i), 1024 + (i % 60_000) as u16)
+}
+
+/// The source the backend sees in a translated frame (NAT: the client; FullNAT: the local
+/// address and port xlb chose).
+fn source_of(frame: &[u8]) -> (Ipv4Addr, u16) {
+    let ip = &frame[14..];
+    (Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]), u16::from_be_bytes([ip[20], ip[21]]))
+}
+
+/// A real client's whole connection through NAT or FullNAT: SYN, the backend's SYN-ACK,
+/// the client's ACK, a request and the backend's answer. Panics with `when` on the first
+/// packet that is not forwarded.
+fn handshake_and_data(pipeline: &mut Pipeline, client: (Ipv4Addr, u16), when: &str) {
+    let (verdict, syn) =
+        send(pipeline, testkit::tcp(CLIENT.mac, LB.mac, client, (VIP, 80), SYN, &[]));
+    assert_eq!(verdict, TX, "{when}: the real client's SYN is forwarded");
+    let backend = if dst_mac(&syn) == RS1.mac.0 { RS1 } else { RS2 };
+    let seen_as = source_of(&syn);
+    let (verdict, syn_ack) = send(
+        pipeline,
+        testkit::tcp(backend.mac, LB.mac, (backend.ip, 8080), seen_as, SYN_ACK, &[]),
+    );
+    assert_eq!(verdict, TX, "{when}: the backend's SYN-ACK reaches the client");
+    assert_eq!(dst_mac(&syn_ack), CLIENT.mac.0, "{when}");
+    for (flags, payload) in [(ACK, &b""[..]), (PSH_ACK, &b"GET /"[..])] {
+        let (verdict, frame) =
+            send(pipeline, testkit::tcp(CLIENT.mac, LB.mac, client, (VIP, 80), flags, payload));
+        assert_eq!(verdict, TX, "{when}: the client's {flags:?} is forwarded");
+        assert_eq!(dst_mac(&frame), backend.mac.0, "{when}: to the same backend");
+    }
+    let (verdict, _) = send(
+        pipeline,
+        testkit::tcp(backend.mac, LB.mac, (backend.ip, 8080), seen_as, PSH_ACK, b"200 OK"),
+    );
+    assert_eq!(verdict, TX, "{when}: the answer reaches the client");
+}
+
+/// Issue 10 item 6: 1000 spoofed UDP datagrams fill a `capacity = 1000` table; a real
+/// client's NAT (and FullNAT) TCP connection must still get through, and so must a real
+/// UDP client whose backend answers.
+#[test]
+fn a_udp_flood_into_a_full_table_does_not_lock_tcp_out() {
+    for forward in ["nat", "fullnat"] {
+        let mut pipeline =
+            Pipeline::new(tcp_and_udp_config(forward, "capacity = 1000"), CoreSlot::SINGLE);
+        for i in 0..1000 {
+            send(&mut pipeline, testkit::udp(CLIENT.mac, LB.mac, spoofed(i), (VIP, 53), b"q"));
+        }
+        assert!(pipeline.conntrack().len() >= 990, "{forward}: the UDP flood filled the table");
+        handshake_and_data(&mut pipeline, (CLIENT.ip, 40000), forward);
+        // More flood: the established connection stays, a new one gets in too.
+        for i in 1000..3000 {
+            send(&mut pipeline, testkit::udp(CLIENT.mac, LB.mac, spoofed(i), (VIP, 53), b"q"));
+        }
+        let (verdict, _) = send(
+            &mut pipeline,
+            testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 40000), (VIP, 80), PSH_ACK, b"more"),
+        );
+        assert_eq!(verdict, TX, "{forward}: the established flow survived the UDP flood");
+        handshake_and_data(&mut pipeline, (CLIENT.ip, 40001), forward);
+        assert!(pipeline.conntrack().len() <= 1000);
+        assert_eq!(pipeline.counters().drops(DropReason::ConntrackFull), 0, "{forward}");
+    }
+}
+
+/// Issue 10 item 6: a spoofed SYN flood holds `max_embryonic` SYN-state flows; a real NAT or
+/// FullNAT client's handshake must still complete and its data flow, and established
+/// connections must survive. The FullNAT core here has a small share of the local ports
+/// (1/128 of them: 504 per local address and backend), so the flood also exhausts the
+/// local-port pool before the SYN bound.
+#[test]
+fn a_syn_flood_does_not_deny_nat_or_fullnat_clients() {
+    for forward in ["nat", "fullnat"] {
+        let conntrack = "capacity = 4096\nmax_embryonic = 2048";
+        let slot =
+            if forward == "fullnat" { CoreSlot { index: 0, count: 128 } } else { CoreSlot::SINGLE };
+        let mut pipeline = Pipeline::new(tcp_and_udp_config(forward, conntrack), slot);
+        handshake_and_data(&mut pipeline, (CLIENT.ip, 30000), forward);
+        for i in 0..10_000 {
+            send(&mut pipeline, testkit::tcp(CLIENT.mac, LB.mac, spoofed(i), (VIP, 80), SYN, &[]));
+            assert!(pipeline.conntrack().embryonic() <= 2048);
+        }
+        handshake_and_data(&mut pipeline, (CLIENT.ip, 40000), forward);
+        for i in 10_000..20_000 {
+            send(&mut pipeline, testkit::tcp(CLIENT.mac, LB.mac, spoofed(i), (VIP, 80), SYN, &[]));
+        }
+        for port in [30000, 40000] {
+            let (verdict, _) = send(
+                &mut pipeline,
+                testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 80), PSH_ACK, b"x"),
+            );
+            assert_eq!(
+                verdict, TX,
+                "{forward}: the connection from port {port} survived the flood"
+            );
+        }
+        handshake_and_data(&mut pipeline, (CLIENT.ip, 40001), forward);
+        assert!(pipeline.conntrack().len() <= 4096);
+    }
 }

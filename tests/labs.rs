@@ -5,7 +5,8 @@
 //! the robustness labs of issue 6 run their short versions: `lab/malformed --requests 20`
 //! (the malformed corpus on the wire under good traffic), `lab/failover` (a real server
 //! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
-//! load) and `lab/soak --seconds 20`. Each must print its PASS line, exit 0, and leave none
+//! load), `lab/synflood --seconds 3` in DR, NAT and FullNAT (`--forward`) and `lab/soak
+//! --seconds 20`. Each must print its PASS line, exit 0, and leave none
 //! of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
@@ -118,6 +119,16 @@ fn lab_restart() {
 #[test]
 fn lab_synflood() {
     run_lab("synflood", &["--seconds", "3"], "no flood: client ");
+}
+
+#[test]
+fn lab_synflood_nat() {
+    run_lab("synflood", &["--seconds", "3", "--forward", "nat"], "no flood: client ");
+}
+
+#[test]
+fn lab_synflood_fullnat() {
+    run_lab("synflood", &["--seconds", "3", "--forward", "fullnat"], "no flood: client ");
 }
 
 #[test]

@@ -21,7 +21,8 @@
 //!
 //! - **Records**: exactly `capacity` flow records, each one 64-byte cache line of `AtomicU64`
 //!   words holding the whole [`Flow`], its TCP state, its last-seen time and a seqlock version.
-//!   Free records sit on the owner's free list, so `len() <= capacity` by construction.
+//!   Free records sit on the owner's free list, so `len() <= capacity` by construction. Beside
+//!   them, owner-only, the eviction queues (see "Full tables and floods").
 //! - **Index**: a set-associative table of 16-slot buckets (one cache line each). A key's hash
 //!   ([`crate::hash::flow_hash`]) picks one bucket and nothing probes beyond it. A slot is a
 //!   32-bit word: a fingerprint of the hash, the direction, and a record index. A flow has one
@@ -86,21 +87,56 @@
 //!
 //! # Full tables and floods
 //!
-//! When an insert finds a bucket it needs full (or every record in use) it frees room from
-//! the flows in its own buckets, in this order: an expired flow (counted in `expired`); else
-//! the least-recently-seen *embryonic* flow (SYN seen, handshake not completed; counted in
-//! `evicted_embryonic`); else, when those buckets hold only flows past the handshake, it
-//! refuses the insert with [`InsertError::Full`] (counted in `refused_full`). Embryonic flows may occupy at most `max_embryonic` entries: beyond that,
-//! new embryonic TCP flows are refused with [`InsertError::Flood`] (counted in
-//! `refused_flood`). The caller then falls back to stateless consistent hashing (DR; Katran's
-//! policy when its LRU is under pressure) or drops with a counted reason (NAT). A SYN flood
-//! therefore never pushes out an established flow and never grows memory.
+//! A flood of spoofed packets must churn only flood entries: real clients keep being served
+//! in every forwarding mode, and a flow that has shown it is real is never evicted. What
+//! counts as shown: a TCP handshake completed (the client's ACK, which a spoofer that never
+//! sees the SYN-ACK cannot time; xlb does not check sequence numbers, so this is the IPVS
+//! level of proof, not a SYN cookie's), or a UDP flow's backend having answered. So the
+//! *evictable* flows are the embryonic TCP flows (`SynSeen`) and the *unreplied* UDP flows
+//! (no packet seen from the backend yet; a DR flow, whose replies bypass xlb, stays
+//! unreplied for life and is evictable: in DR an evicted UDP flow is scheduled again by
+//! its next packet). Everything else is kept until it expires.
 //!
-//! The limit this policy leaves: a first packet that is not a SYN is picked up as
-//! `Established` (so flows survive an LB restart), and such flows are never evicted, so a
-//! flood of spoofed ACKs that the caller inserts can fill the table until they expire. The
-//! caller sees `Full` and falls back as above; it may also choose not to insert non-SYN
-//! packets while `len()` is near `capacity()`.
+//! The owner keeps the evictable flows in first-in-first-out queues, one per class
+//! (`queues.rs`; an owner-only array of links beside the records, 12 bytes per record, so
+//! the shared records and their layout are unchanged). Readers on other cores never touch
+//! them: when a reader moves a flow out of its class (a completed handshake, a UDP reply
+//! arriving on another core), the owner re-files it when it meets it at a queue's head, at
+//! most [`SETTLE_LIMIT`] per victim search, so one insert does bounded work. Evicting is
+//! the same removal as expiry (the record is cleared under its seqlock, then its slots
+//! unpublished): a reader that found the flow just before sees it gone, never a torn
+//! record.
+//!
+//! The rules, in the order an insert applies them:
+//! 1. **The SYN bound.** At most `max_embryonic` flows are embryonic. At the bound, a new DR
+//!    SYN is refused with [`InsertError::Flood`] (`refused_flood`): the caller forwards it
+//!    by stateless consistent hashing (Katran's policy), which never breaks a handshake. NAT
+//!    and FullNAT cannot translate without state, so there the new SYN takes the place of
+//!    the oldest embryonic flow (`evicted_embryonic`). Under a flood of R SYNs a second, a
+//!    real client's embryonic flow then lives about `max_embryonic / R` seconds: its
+//!    handshake completes if its round trip is shorter (4096 at 200 000 SYNs/s: 20 ms).
+//! 2. **A full table** (every record in use) gives up, in this order: an expired flow with a
+//!    slot in one of the new flow's buckets (`expired`); the older, by last-seen, of the
+//!    oldest embryonic flow and the oldest unreplied UDP flow (`evicted_embryonic`,
+//!    `evicted_udp`); while UDP flows hold more than half the table, the oldest *replied* UDP
+//!    flow (`evicted_udp`: a spoofed UDP flood to a server that answers everyone, DNS say,
+//!    makes replied flows too, and UDP must not starve TCP). Else the insert is refused with
+//!    [`InsertError::Full`] (`refused_full`).
+//! 3. **A full bucket** (the set-associative index refuses a key whose bucket's 16 slots are
+//!    taken, rare with 4 slots per flow) gives up an expired flow in it, else its least
+//!    recently seen evictable flow; else `Full`.
+//!
+//! FullNAT's local ports follow the same rule ([`Conntrack::allocate_local_port`]): when
+//! every candidate port is held, the least recently seen evictable holder gives its port
+//! back, so a flood cannot exhaust the port pool while real flows wait.
+//!
+//! The limits this policy leaves: a SYN flood at rate R can still deny a NAT client whose
+//! handshake takes longer than `max_embryonic / R` (only a SYN proxy answering with cookies,
+//! as DPVS's does, would remove that); a spoofer that sends SYN then ACK for the same tuple
+//! completes a "handshake" xlb accepts (the pipeline never inserts a TCP packet without SYN,
+//! so this takes two packets per entry, and such flows are held for the established
+//! timeout); and an eviction made for an insert that a full bucket then refuses is not
+//! undone (rule 1 or 2 before rule 3; rare, counted).
 //!
 //! # Speed
 //!
@@ -109,7 +145,7 @@
 //! EPYC (Zen 5) KVM guest shared with other jobs, with 100 000 flows and keys in random order
 //! (three runs): DR insert 35–41 ns, `track` hit 40–41 ns, miss 13–14 ns; NAT insert 68–70 ns,
 //! hit 38–40 ns, a reader's hit on the reply key 48–51 ns; 89 bytes of table per flow of
-//! capacity. A hit among 1 000 cache-resident flows takes 20 ns. A random hit at 100 000
+//! capacity (101 since the eviction queues' 12 bytes per record). A hit among 1 000 cache-resident flows takes 20 ns. A random hit at 100 000
 //! flows is two dependent cache misses (the index line, then the record line, in 8.5 MiB that
 //! does not fit the 2 MiB L2), which is what keeps it above 30 ns when packets are looked up
 //! one at a time.
@@ -149,6 +185,7 @@
 //! The pipeline should use the bucket pass; `prefetch_record` is there for a machine (or a
 //! real prefetch instruction) where it pays.
 
+mod queues;
 mod table;
 mod tcp;
 #[cfg(test)]
@@ -163,6 +200,7 @@ use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::flow_hash;
 use crate::time::Instant;
 
+use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
@@ -339,10 +377,11 @@ pub struct Hit {
 /// Why an insert was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InsertError {
-    /// Every slot the flow could take holds a flow past the handshake (or the table is at
-    /// capacity and none of those slots can be freed).
+    /// The table is at capacity, or a bucket the flow needs is full, and no flow the rules
+    /// of "Full tables and floods" may give up is there.
     Full,
-    /// A new embryonic flow while `max_embryonic` embryonic flows exist.
+    /// A new embryonic DR flow while `max_embryonic` embryonic flows exist (DR only: NAT and
+    /// FullNAT evict the oldest embryonic flow instead, unless there is none to evict).
     Flood,
     /// A live flow already has the original or the reply key.
     Exists,
@@ -362,8 +401,11 @@ pub struct ConntrackStats {
     pub inserted: u64,
     /// Expired flows removed (by `sweep`, or by `insert` needing their room or key).
     pub expired: u64,
-    /// Live embryonic flows evicted to make room.
+    /// Live embryonic flows evicted to make room (or to keep within `max_embryonic`).
     pub evicted_embryonic: u64,
+    /// Live UDP flows evicted to make room: unreplied ones, or replied ones while UDP holds
+    /// more than half the table.
+    pub evicted_udp: u64,
     /// Inserts refused with [`InsertError::Full`].
     pub refused_full: u64,
     /// Inserts refused with [`InsertError::Flood`].
@@ -375,6 +417,10 @@ pub struct ConntrackStats {
 /// How many candidates [`Conntrack::allocate_local_port`] tries before giving up.
 const LOCAL_PORT_CANDIDATES: u64 = 64;
 
+/// How many flows that left their eviction class behind the owner's back (a reader moved
+/// them) one victim search re-files before it gives up: bounds the work of one insert.
+const SETTLE_LIMIT: usize = 32;
+
 /// Index slots allocated per flow of capacity (see "Storage" in the module docs).
 const SLOTS_PER_FLOW: usize = 4;
 
@@ -383,6 +429,7 @@ const SLOTS_PER_FLOW: usize = 4;
 enum Removal {
     Expired,
     EvictedEmbryonic,
+    EvictedUdp,
     Removed,
 }
 
@@ -392,8 +439,9 @@ enum SlotUse {
     Free,
     /// Points at an expired flow's record (or at a free record: a stale slot).
     Expired(usize),
-    /// Points at the record of a live embryonic flow last seen at this time.
-    Embryonic(usize, u64),
+    /// Points at the record of a live evictable flow (embryonic, or unreplied UDP) last
+    /// seen at this time.
+    Evictable(usize, u64),
     /// Points at a live flow past the handshake.
     Busy,
 }
@@ -416,6 +464,8 @@ pub struct Conntrack {
     stats: ConntrackStats,
     /// The next bucket `sweep` examines.
     sweep_cursor: usize,
+    /// The evictable flows, oldest first (see "Full tables and floods").
+    queues: Queues,
 }
 
 impl fmt::Debug for Conntrack {
@@ -445,6 +495,7 @@ impl Conntrack {
             free,
             stats: ConntrackStats::default(),
             sweep_cursor: 0,
+            queues: Queues::new(capacity),
         }
     }
 
@@ -465,7 +516,11 @@ impl Conntrack {
         hash: u64,
         tcp_flags: Option<u8>,
     ) -> Option<Hit> {
-        track(&self.table, now, key, hash, tcp_flags, Access::Owner)
+        let tracked = track(&self.table, now, key, hash, tcp_flags, Access::Owner)?;
+        if tracked.moved {
+            self.settle(tracked.record);
+        }
+        Some(tracked.hit)
     }
 
     /// Starts loading the index bucket `hash` maps to (first pass over a batch); see
@@ -489,8 +544,9 @@ impl Conntrack {
     /// evicts are passed to `on_remove` (the caller keeps per-backend connection counts).
     ///
     /// An expired entry holding one of the flow's keys is removed (and reported) first; a
-    /// live one makes the insert fail with [`InsertError::Exists`]. A refused insert evicts
-    /// nothing but expired flows and, at capacity, the one flow that had to make room.
+    /// live one makes the insert fail with [`InsertError::Exists`]. Then the rules of "Full
+    /// tables and floods" make room; a refused insert has evicted nothing but expired flows
+    /// and the flows those rules gave up before a later rule refused it.
     pub fn insert(
         &mut self,
         now: Instant,
@@ -528,17 +584,27 @@ impl Conntrack {
 
         let state = tcp::initial_state(flow.proto, tcp_flags);
         if state == FlowState::SynSeen && self.embryonic() >= self.max_embryonic {
-            self.stats.refused_flood += 1;
-            return Err(InsertError::Flood);
+            // DR has a stateless answer for the refused flow; NAT and FullNAT have none.
+            let victim = match flow.forward {
+                ForwardMode::Dr => None,
+                ForwardMode::Nat | ForwardMode::FullNat => self.oldest(Class::Embryonic),
+            };
+            let Some(victim) = victim else {
+                self.stats.refused_flood += 1;
+                return Err(InsertError::Flood);
+            };
+            let reason = self.removal_of(victim, now);
+            self.evict(victim, reason, &mut on_remove);
         }
 
         let (original_bucket, original_tag) = self.table.place(original.1);
         let reply_place = reply.map(|(_, hash)| self.table.place(hash));
         if self.free.is_empty() {
             let victim = self
-                .victim(original_bucket, None, now)
-                .or_else(|| reply_place.and_then(|(bucket, _)| self.victim(bucket, None, now)));
-            match victim.and_then(|candidate| candidate.evict) {
+                .expired_in(original_bucket, now)
+                .or_else(|| reply_place.and_then(|(bucket, _)| self.expired_in(bucket, now)))
+                .or_else(|| self.queue_victim(now));
+            match victim {
                 Some((record, reason)) => {
                     self.evict(record, reason, &mut on_remove);
                 }
@@ -573,6 +639,11 @@ impl Conntrack {
         let positions =
             (original_candidate.position, reply_slot.map(|(candidate, _)| candidate.position));
         self.table.write_record(record, &flow, state, now, positions);
+        match state {
+            FlowState::SynSeen => self.queues.push(record, Class::Embryonic),
+            FlowState::Udp => self.queues.push(record, Class::Unreplied),
+            FlowState::Established | FlowState::Closing | FlowState::Closed => {}
+        }
         let original_slot = SlotRef { tag: original_tag, direction: Direction::Original, record };
         self.table.publish(original_candidate.position, original_slot);
         if let Some((candidate, tag)) = reply_slot {
@@ -594,10 +665,14 @@ impl Conntrack {
     /// reply key backend:bport -> local:port is not live in this table. Starts at `start_hint`
     /// (e.g. the flow hash) and tries at most a bounded number of candidates (64, across
     /// the addresses: consecutive candidates alternate addresses, then move to the next
-    /// port). None when it finds none (the caller counts a drop).
+    /// port). When every candidate is held by a live flow, the port of the least recently
+    /// seen evictable one among them (embryonic, or unreplied UDP) is taken back: that flow
+    /// is evicted and reported to `on_remove`, so a flood cannot hold the port pool any more
+    /// than it can hold the table. None when every candidate is held by a flow that may not
+    /// be evicted (the caller counts a drop).
     #[allow(clippy::too_many_arguments)]
     pub fn allocate_local_port(
-        &self,
+        &mut self,
         now: Instant,
         proto: Proto,
         backend_addr: Ipv4Addr,
@@ -605,15 +680,24 @@ impl Conntrack {
         local_addrs: &[Ipv4Addr],
         range: PortRange,
         start_hint: u64,
+        mut on_remove: impl FnMut(&Flow),
     ) -> Option<(Ipv4Addr, u16)> {
         let addrs = local_addrs.len() as u64;
         let ports = u64::from(range.last.checked_sub(range.first)?) + 1;
         let total = addrs.checked_mul(ports).filter(|&total| total > 0)?;
         let start = start_hint % total;
-        (0..LOCAL_PORT_CANDIDATES.min(total)).find_map(|i| {
+        let now_nanos = now.as_nanos();
+        // The least recently seen evictable holder of a candidate: (last seen, record, port).
+        let mut oldest: Option<(u64, usize, (Ipv4Addr, u16))> = None;
+        for i in 0..LOCAL_PORT_CANDIDATES.min(total) {
             let candidate = (start + i) % total;
-            let addr = *local_addrs.get((candidate % addrs) as usize)?;
-            let port = range.first.checked_add(u16::try_from(candidate / addrs).ok()?)?;
+            let Some(&addr) = local_addrs.get((candidate % addrs) as usize) else { continue };
+            let Some(port) = u16::try_from(candidate / addrs)
+                .ok()
+                .and_then(|offset| range.first.checked_add(offset))
+            else {
+                continue;
+            };
             let key = FlowKey {
                 src_addr: backend_addr,
                 dst_addr: addr,
@@ -621,8 +705,21 @@ impl Conntrack {
                 dst_port: port,
                 proto,
             };
-            (!self.contains(now, &key)).then_some((addr, port))
-        })
+            let Some(found) = self.table.find(&key, flow_hash(&key), Access::Owner) else {
+                return Some((addr, port));
+            };
+            if self.table.is_expired(now_nanos, &found.view) {
+                return Some((addr, port));
+            }
+            let evictable = matches!(found.view.class(), Some(Class::Embryonic | Class::Unreplied));
+            if evictable && oldest.is_none_or(|(seen, ..)| found.view.last_seen < seen) {
+                oldest = Some((found.view.last_seen, found.index, (addr, port)));
+            }
+        }
+        let (_, record, local) = oldest?;
+        let reason = self.removal_of(record, now_nanos);
+        self.evict(record, reason, &mut on_remove)?;
+        Some(local)
     }
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
@@ -693,7 +790,9 @@ impl Conntrack {
 
     /// Bytes allocated for the table (reported by benchmarks: memory per flow).
     pub fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes() + self.free.capacity() * std::mem::size_of::<u32>()
+        self.table.memory_bytes()
+            + self.free.capacity() * std::mem::size_of::<u32>()
+            + self.queues.memory_bytes()
     }
 
     fn refuse_full(&mut self) -> Result<FlowState, InsertError> {
@@ -712,15 +811,104 @@ impl Conntrack {
         };
         if self.table.is_expired(now, &view) {
             SlotUse::Expired(slot.record)
-        } else if view.state() == Some(FlowState::SynSeen) {
-            SlotUse::Embryonic(slot.record, view.last_seen)
+        } else if let Some(Class::Embryonic | Class::Unreplied) = view.class() {
+            SlotUse::Evictable(slot.record, view.last_seen)
         } else {
             SlotUse::Busy
         }
     }
 
+    /// An expired flow with a slot in `bucket`, to be removed.
+    fn expired_in(&self, bucket: usize, now: u64) -> Option<(usize, Removal)> {
+        (bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS).find_map(|position| {
+            match self.classify(position, now) {
+                SlotUse::Expired(record) if self.table.record(record)?.owner_view().is_live() => {
+                    Some((record, Removal::Expired))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// The flow a full table gives up for a new one, table-wide: the older (by last-seen) of
+    /// the oldest embryonic flow and the oldest unreplied UDP flow; when there are neither
+    /// and UDP flows hold more than half the table, the oldest replied UDP flow.
+    fn queue_victim(&mut self, now: u64) -> Option<(usize, Removal)> {
+        let embryonic = self.oldest(Class::Embryonic);
+        let unreplied = self.oldest(Class::Unreplied);
+        let seen = |table: &Table, record: usize| {
+            table.record(record).map_or(0, |record| record.owner_view().last_seen)
+        };
+        let victim = match (embryonic, unreplied) {
+            (Some(embryonic), Some(unreplied)) => {
+                if seen(&self.table, unreplied) < seen(&self.table, embryonic) {
+                    unreplied
+                } else {
+                    embryonic
+                }
+            }
+            (Some(victim), None) | (None, Some(victim)) => victim,
+            (None, None) if self.udp_flows() * 2 > self.capacity() => {
+                self.oldest(Class::Replied)?
+            }
+            (None, None) => return None,
+        };
+        Some((victim, self.removal_of(victim, now)))
+    }
+
+    /// UDP flows in the table (exact: every UDP flow is on one of the two UDP queues).
+    fn udp_flows(&self) -> usize {
+        self.queues.len(Class::Unreplied) + self.queues.len(Class::Replied)
+    }
+
+    /// The flow longest in `class`, re-filing on the way (at most [`SETTLE_LIMIT`]) the
+    /// flows at the head of its queue that a reader moved out of it.
+    fn oldest(&mut self, class: Class) -> Option<usize> {
+        for _ in 0..SETTLE_LIMIT {
+            let head = self.queues.oldest(class)?;
+            if self.class_now(head) == Some(class) {
+                return Some(head);
+            }
+            self.settle(head);
+        }
+        None
+    }
+
+    /// The eviction class the flow in `record` is in now.
+    fn class_now(&self, record: usize) -> Option<Class> {
+        self.table.record(record)?.owner_view().class()
+    }
+
+    /// Puts the flow in `record` on the queue of the class it is in now (at the tail if it
+    /// changed class), or on none.
+    fn settle(&mut self, record: usize) {
+        let class = self.class_now(record);
+        if self.queues.class_of(record) != class {
+            match class {
+                Some(class) => self.queues.push(record, class),
+                None => {
+                    self.queues.remove(record);
+                }
+            }
+        }
+    }
+
+    /// The counter an eviction of the flow in `record` goes to.
+    fn removal_of(&self, record: usize, now: u64) -> Removal {
+        let Some(view) = self.table.record(record).map(|record| record.owner_view()) else {
+            return Removal::Expired;
+        };
+        if self.table.is_expired(now, &view) {
+            Removal::Expired
+        } else if view.class() == Some(Class::Embryonic) {
+            Removal::EvictedEmbryonic
+        } else {
+            Removal::EvictedUdp
+        }
+    }
+
     /// The slot of `bucket` (other than `exclude`) whose flow may be evicted: an expired one,
-    /// else the least recently seen embryonic one.
+    /// else the least recently seen evictable one (embryonic, or unreplied UDP).
     fn victim(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
         let mut oldest: Option<(u64, Candidate)> = None;
         for position in bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS {
@@ -731,11 +919,11 @@ impl Conntrack {
                 SlotUse::Expired(record) => {
                     return Some(Candidate { position, evict: Some((record, Removal::Expired)) });
                 }
-                SlotUse::Embryonic(record, seen) if oldest.is_none_or(|(old, _)| seen < old) => {
-                    let evict = Some((record, Removal::EvictedEmbryonic));
+                SlotUse::Evictable(record, seen) if oldest.is_none_or(|(old, _)| seen < old) => {
+                    let evict = Some((record, self.removal_of(record, now)));
                     oldest = Some((seen, Candidate { position, evict }));
                 }
-                SlotUse::Free | SlotUse::Embryonic(..) | SlotUse::Busy => {}
+                SlotUse::Free | SlotUse::Evictable(..) | SlotUse::Busy => {}
             }
         }
         oldest.map(|(_, candidate)| candidate)
@@ -766,10 +954,12 @@ impl Conntrack {
             }
         }
         self.table.clear_record(record);
+        self.queues.remove(record);
         self.free.push(record as u32);
         match reason {
             Removal::Expired => self.stats.expired += 1,
             Removal::EvictedEmbryonic => self.stats.evicted_embryonic += 1,
+            Removal::EvictedUdp => self.stats.evicted_udp += 1,
             Removal::Removed => self.stats.removed += 1,
         }
         on_remove(&flow);
@@ -834,7 +1024,7 @@ impl ConntrackReader {
         hash: u64,
         tcp_flags: Option<u8>,
     ) -> Option<Hit> {
-        track(&self.table, now, key, hash, tcp_flags, Access::Reader)
+        track(&self.table, now, key, hash, tcp_flags, Access::Reader).map(|tracked| tracked.hit)
     }
 }
 
@@ -851,7 +1041,7 @@ fn track(
     hash: u64,
     tcp_flags: Option<u8>,
     access: Access,
-) -> Option<Hit> {
+) -> Option<Tracked> {
     let now = now.as_nanos();
     let found = table.find(key, hash, access)?;
     let view = &found.view;
@@ -861,14 +1051,32 @@ fn track(
     let flow = view.flow()?;
     let current = view.state()?;
     let step = |state| tcp::next_state(state, found.direction, tcp_flags);
+    let mut moved = false;
     let (previous, state) = if step(current) == current {
+        if found.direction == Direction::Reply && view.is_unreplied() {
+            // The backend answered: the flow is no longer a candidate for eviction.
+            found.record.mark_replied(view.generation, view.state_word);
+            moved = true;
+        }
         // What `advance` would return without touching the state word.
         (current, current)
     } else {
         let transition = found.record.advance(view.generation, view.state_word, step)?;
         table.count_transition(Some(transition.0), Some(transition.1));
+        moved = transition.0 != transition.1;
         transition
     };
     found.record.touch(view.last_seen, now, access == Access::Owner);
-    Some(Hit { direction: found.direction, flow, state, previous })
+    let hit = Hit { direction: found.direction, flow, state, previous };
+    Some(Tracked { hit, record: found.index, moved })
+}
+
+/// What [`track`] found, and what the owner needs to keep its queues in step.
+struct Tracked {
+    hit: Hit,
+    /// The flow's record.
+    record: usize,
+    /// True if this packet may have changed the flow's eviction class (a state transition,
+    /// or a UDP flow's first reply).
+    moved: bool,
 }

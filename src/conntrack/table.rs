@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crossbeam::utils::CachePadded;
 
+use super::queues::Class;
 use super::{Direction, Flow, FlowState};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 
@@ -79,7 +80,8 @@ pub(super) struct Record {
     version: AtomicU64,
     /// The flow, packed by [`pack`]. Written only by the owner inside a write section.
     words: [AtomicU64; 4],
-    /// `generation << 8 | state code`, code 0 meaning "free record". Stored by the owner
+    /// `generation << 8 | state code`, code 0 meaning "free record" (and code 6 a UDP flow
+    /// whose backend has answered, see `UDP_REPLIED_CODE`). Stored by the owner
     /// inside a write section; compare-and-swapped by any core's `track` within the
     /// generation it read.
     state: AtomicU64,
@@ -107,6 +109,23 @@ impl RecordView {
     /// The flow's state; None for a free record.
     pub fn state(&self) -> Option<FlowState> {
         state_from_code(self.state_word)
+    }
+
+    /// The eviction class of the flow (None for a free record and for TCP flows past the
+    /// handshake).
+    pub fn class(&self) -> Option<Class> {
+        match self.state_word as u8 {
+            UDP_REPLIED_CODE => Some(Class::Replied),
+            code if code == state_code(FlowState::Udp) => Some(Class::Unreplied),
+            code if code == state_code(FlowState::SynSeen) => Some(Class::Embryonic),
+            _ => None,
+        }
+    }
+
+    /// True for a UDP flow whose backend has not answered yet.
+    #[inline]
+    pub fn is_unreplied(&self) -> bool {
+        self.state_word as u8 == state_code(FlowState::Udp)
     }
 
     /// True unless the record is free.
@@ -343,6 +362,22 @@ impl Record {
         Some((current, current))
     }
 
+    /// Marks the UDP flow of generation `generation`, whose state word was `expected`
+    /// (unreplied), as replied. A compare-and-swap like [`Record::advance`]'s: it fails, and
+    /// changes nothing, if the flow is gone or another core marked it first.
+    pub fn mark_replied(&self, generation: u64, expected: u64) {
+        if expected >> 8 == generation & GENERATION_MASK {
+            let replied = expected & !0xff | u64::from(UDP_REPLIED_CODE);
+            // No ordering needed, as in `advance`: the word names its generation.
+            let _ = self.state.compare_exchange(
+                expected,
+                replied,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// Raises `last_seen` from `seen` (a snapshot's value) to `now`. The owner stores (no
     /// locked instruction on its hot path); a reader uses `fetch_max`.
     ///
@@ -376,6 +411,11 @@ const fn state_code(state: FlowState) -> u8 {
     }
 }
 
+/// The code of a UDP flow whose backend has answered ([`FlowState::Udp`]'s code, 5, means
+/// no answer seen yet). Set only by [`Record::mark_replied`]; the state machine never
+/// moves a UDP flow, so no other transition touches it.
+const UDP_REPLIED_CODE: u8 = 6;
+
 /// The state in a `state` word's low byte; None for a free record (0).
 fn state_from_code(word: u64) -> Option<FlowState> {
     match word as u8 {
@@ -383,7 +423,7 @@ fn state_from_code(word: u64) -> Option<FlowState> {
         2 => Some(FlowState::Established),
         3 => Some(FlowState::Closing),
         4 => Some(FlowState::Closed),
-        5 => Some(FlowState::Udp),
+        5 | UDP_REPLIED_CODE => Some(FlowState::Udp),
         _ => None,
     }
 }

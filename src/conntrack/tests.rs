@@ -318,6 +318,7 @@ fn allocate_local_port_skips_live_reply_keys_and_runs_out() {
                 &addrs,
                 range,
                 u64::from(client) * 7,
+                |_| {},
             )
             .expect("a free port");
         assert!((5000..=5002).contains(&local_port));
@@ -332,26 +333,101 @@ fn allocate_local_port_skips_live_reply_keys_and_runs_out() {
             backend_addr: backend,
             ..tcp(ForwardMode::FullNat, client)
         };
-        assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Ok(FlowState::SynSeen));
+        assert_eq!(insert(&mut ct, secs(1), f, Some(ACK)), Ok(FlowState::Established));
     }
-    assert_eq!(ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, range, 0), None);
+    assert_eq!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, range, 0, |_| {}),
+        None
+    );
     // Another backend, port or protocol has its own space.
-    assert!(ct.allocate_local_port(secs(1), Proto::Udp, backend, 8080, &addrs, range, 0).is_some());
-    assert!(ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8081, &addrs, range, 0).is_some());
+    assert!(
+        ct.allocate_local_port(secs(1), Proto::Udp, backend, 8080, &addrs, range, 0, |_| {})
+            .is_some()
+    );
+    assert!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8081, &addrs, range, 0, |_| {})
+            .is_some()
+    );
     // Expired flows free their ports.
-    assert!(ct.allocate_local_port(secs(5), Proto::Tcp, backend, 8080, &addrs, range, 0).is_some());
+    assert!(
+        ct.allocate_local_port(secs(30), Proto::Tcp, backend, 8080, &addrs, range, 0, |_| {})
+            .is_some()
+    );
     // Degenerate inputs.
-    assert_eq!(ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[], range, 0), None);
+    assert_eq!(
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[], range, 0, |_| {}),
+        None
+    );
     let backwards = PortRange { first: 10, last: 9 };
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, backwards, 0),
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, backwards, 0, |_| {}),
         None
     );
     let everything = PortRange { first: 0, last: u16::MAX };
     assert!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, everything, u64::MAX)
-            .is_some()
+        ct.allocate_local_port(
+            secs(1),
+            Proto::Tcp,
+            backend,
+            8080,
+            &addrs,
+            everything,
+            u64::MAX,
+            |_| {}
+        )
+        .is_some()
     );
+}
+
+/// Issue 10 item 6: a flood must not hold the FullNAT port pool. When every candidate port
+/// is held, the least recently seen embryonic or unreplied UDP holder gives its port back;
+/// established flows and replied UDP flows keep theirs.
+#[test]
+fn allocate_local_port_takes_back_the_ports_of_evictable_flows() {
+    let mut ct = table(64);
+    let range = PortRange { first: 5000, last: 5003 };
+    let backend = Ipv4Addr::new(172, 16, 0, 1);
+    let holder = |client: u32, port: u16, proto: Proto| Flow {
+        local_addr: LOCAL,
+        local_port: port,
+        backend_addr: backend,
+        ..flow(ForwardMode::FullNat, proto, client, 40_000)
+    };
+    // 5000 established, 5001 embryonic seen at 2 s, 5002 embryonic seen at 1 s, 5003 replied.
+    insert(&mut ct, secs(1), holder(0, 5000, Proto::Tcp), Some(ACK)).unwrap();
+    insert(&mut ct, secs(2), holder(1, 5001, Proto::Tcp), Some(SYN)).unwrap();
+    insert(&mut ct, secs(1), holder(2, 5002, Proto::Tcp), Some(SYN)).unwrap();
+    let udp = |port| Flow { proto: Proto::Udp, ..holder(3, port, Proto::Udp) };
+    let mut taken = Vec::new();
+    let mut allocate = |ct: &mut Conntrack, proto| {
+        ct.allocate_local_port(secs(2), proto, backend, 8080, &[LOCAL], range, 0, |f| {
+            taken.push(f.local_port)
+        })
+    };
+    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((LOCAL, 5003)), "a free port first");
+    insert(&mut ct, secs(1), holder(3, 5003, Proto::Tcp), Some(ACK)).unwrap();
+    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((LOCAL, 5002)), "the oldest embryonic");
+    insert(&mut ct, secs(2), holder(4, 5002, Proto::Tcp), Some(ACK)).unwrap();
+    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((LOCAL, 5001)));
+    insert(&mut ct, secs(2), holder(5, 5001, Proto::Tcp), Some(ACK)).unwrap();
+    assert_eq!(allocate(&mut ct, Proto::Tcp), None, "only established holders left");
+    assert_eq!(ct.stats().evicted_embryonic, 2);
+    // UDP: an unreplied holder gives its port back, a replied one does not.
+    for port in 5000..=5003 {
+        insert(&mut ct, secs(1), Flow { client_port: port, ..udp(port) }, None).unwrap();
+        let reply = Flow { client_port: port, ..udp(port) }.reply_key().unwrap();
+        if port != 5002 {
+            ct.track(secs(1), &reply, None).expect("the backend's reply");
+        }
+    }
+    assert_eq!(allocate(&mut ct, Proto::Udp), Some((LOCAL, 5002)));
+    assert_eq!(allocate(&mut ct, Proto::Udp), Some((LOCAL, 5002)), "now free");
+    insert(&mut ct, secs(1), Flow { client_port: 1, ..udp(5002) }, None).unwrap();
+    let reply = Flow { client_port: 1, ..udp(5002) }.reply_key().unwrap();
+    ct.track(secs(1), &reply, None).unwrap();
+    assert_eq!(allocate(&mut ct, Proto::Udp), None, "replied holders keep their ports");
+    assert_eq!(taken, vec![5002, 5001, 5002]);
+    assert_eq!(ct.stats().evicted_udp, 1);
 }
 
 #[test]
@@ -371,11 +447,11 @@ fn allocate_local_port_gives_up_after_a_bounded_search() {
         insert(&mut ct, secs(1), f, Some(ACK)).unwrap();
     }
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 0),
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 0, |_| {}),
         None
     );
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 90),
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 90, |_| {}),
         Some((LOCAL, 1100))
     );
 }
@@ -458,11 +534,109 @@ fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood() {
     );
 }
 
+/// Issue 10 item 6: NAT and FullNAT have no stateless answer, so at the SYN bound a new SYN
+/// takes the place of the oldest embryonic flow instead of being refused.
+#[test]
+fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow() {
+    let mut ct = Conntrack::new(&ConntrackConfig {
+        max_embryonic: 10,
+        ..ConntrackConfig::with_capacity(100)
+    });
+    for forward in [ForwardMode::Nat, ForwardMode::FullNat] {
+        let base = if forward == ForwardMode::Nat { 0 } else { 1000 };
+        let mut evicted = Vec::new();
+        for c in 0..30 {
+            let now = Instant::from_millis(1000 + u64::from(c));
+            let result = ct.insert(now, tcp(forward, base + c), Some(SYN), |f| evicted.push(*f));
+            assert_eq!(result, Ok(FlowState::SynSeen));
+            assert!(ct.embryonic() <= 10);
+        }
+        // Each SYN past the tenth evicted the oldest one still there (in the second round,
+        // the first round's ten went first).
+        let oldest_first: Vec<Flow> = (0..20).map(|c| tcp(forward, base + c)).collect();
+        let from_before = if forward == ForwardMode::Nat { 0 } else { 10 };
+        assert_eq!(evicted[from_before..], oldest_first[..]);
+        for c in 20..30 {
+            assert!(ct.contains(secs(2), &tcp(forward, base + c).original_key()));
+        }
+    }
+    assert_eq!((ct.stats().refused_flood, ct.stats().evicted_embryonic), (0, 50));
+    // A completed handshake leaves the queue: the next eviction skips it.
+    let completed = tcp(ForwardMode::FullNat, 1020);
+    ct.track(secs(2), &completed.original_key(), Some(ACK)).unwrap();
+    let mut evicted = Vec::new();
+    for c in 0..10 {
+        ct.insert(secs(2), tcp(ForwardMode::Nat, 500 + c), Some(SYN), |f| evicted.push(*f))
+            .unwrap();
+    }
+    assert!(!evicted.contains(&completed), "an established flow was evicted");
+    assert!(ct.contains(secs(2), &completed.original_key()));
+    assert_eq!(evicted.len(), 9);
+}
+
+/// Issue 10 item 6: a table full of UDP flows no backend answered gives the oldest of them
+/// up to any new flow; replied UDP flows are kept until UDP holds more than half the table.
+#[test]
+fn unreplied_udp_flows_make_room_and_replied_ones_stay() {
+    let capacity = 100;
+    let mut ct = table(capacity);
+    let udp = |c: u32| flow(ForwardMode::Nat, Proto::Udp, c, 53);
+    for c in 0..capacity as u32 {
+        let now = Instant::from_millis(1000 + u64::from(c));
+        insert(&mut ct, now, udp(c), None).unwrap();
+        if c < 30 {
+            // The backend answers the first 30 (the reply marks them on this core).
+            ct.track(now, &udp(c).reply_key().unwrap(), None).unwrap();
+        }
+    }
+    assert_eq!(ct.len(), capacity);
+    let mut evicted = Vec::new();
+    // A TCP SYN takes the place of the oldest unreplied flow (client 30).
+    assert_eq!(
+        ct.insert(secs(2), tcp(ForwardMode::Nat, 1000), Some(SYN), |f| evicted.push(*f)),
+        Ok(FlowState::SynSeen)
+    );
+    assert_eq!(evicted, vec![udp(30)]);
+    // A UDP flood churns unreplied flows only (and the SYN, the oldest evictable by last-seen
+    // after a while).
+    for c in 2000..2200 {
+        let now = Instant::from_millis(2000 + u64::from(c));
+        ct.insert(now, udp(c), None, |f| evicted.push(*f)).unwrap();
+    }
+    for c in 0..30 {
+        assert!(ct.contains(secs(3), &udp(c).original_key()), "replied flow {c} evicted");
+        assert!(!evicted.contains(&udp(c)));
+    }
+    assert_eq!(ct.stats().evicted_udp + ct.stats().evicted_embryonic, 201);
+    // Established TCP flows take the unreplied flows' room; once only replied UDP flows
+    // (30 of 100) and established flows are left, a new flow is refused.
+    let mut established = 0;
+    for c in 3000..3100 {
+        match ct.insert(secs(4), tcp(ForwardMode::Dr, c), Some(ACK), |f| evicted.push(*f)) {
+            Ok(_) => established += 1,
+            Err(error) => assert_eq!(error, InsertError::Full),
+        }
+    }
+    assert_eq!(established, 70);
+    for c in 0..30 {
+        assert!(ct.contains(secs(4), &udp(c).original_key()), "replied flow {c} evicted");
+    }
+    // UDP over half the table: its oldest replied flow makes room for a newcomer.
+    let mut ct = table(capacity);
+    for c in 0..capacity as u32 {
+        insert(&mut ct, secs(1), udp(c), None).unwrap();
+        ct.track(secs(1), &udp(c).reply_key().unwrap(), None).unwrap();
+    }
+    let mut evicted = Vec::new();
+    assert!(ct.insert(secs(2), tcp(ForwardMode::Nat, 1), Some(SYN), |f| evicted.push(*f)).is_ok());
+    assert_eq!(evicted, vec![udp(0)]);
+}
+
 #[test]
 fn a_syn_flood_never_evicts_established_flows() {
     let capacity = 1000;
-    // 400 established: the flood meets the embryonic limit first (Flood refusals). 700: it
-    // meets the capacity first, and the embryonic flows evict each other.
+    // 400 established: the flood meets the embryonic limit first. 700: it meets the capacity
+    // first, and the embryonic flows evict each other.
     for population in [400, 700] {
         let mut ct = table(capacity);
         let established: Vec<Flow> = (0..population)
@@ -505,11 +679,10 @@ fn a_syn_flood_never_evicts_established_flows() {
         let count = |outcome| outcomes.get(&outcome).copied().unwrap_or(0);
         assert_eq!(count(Err(InsertError::Flood)), stats.refused_flood);
         assert_eq!(count(Err(InsertError::Full)), stats.refused_full);
-        if population == 400 {
-            assert!(stats.refused_flood > 0, "{stats:?}");
-        } else {
-            assert!(stats.evicted_embryonic > 0 && stats.refused_full > 0, "{stats:?}");
-        }
+        // At the SYN bound, DR SYNs are refused (the caller forwards them statelessly) and
+        // NAT SYNs evict the oldest embryonic flow; at capacity, every SYN does.
+        assert!(stats.evicted_embryonic > 0 && stats.refused_full == 0, "{stats:?}");
+        assert_eq!(stats.refused_flood > 0, population == 400, "{stats:?}");
     }
 }
 
@@ -885,6 +1058,216 @@ proptest! {
             prop_assert_eq!(ct.embryonic(), embryonic);
             prop_assert_eq!((hashed.len(), hashed.embryonic(), hashed.stats()), (ct.len(), embryonic, ct.stats()));
             prop_assert_eq!(ct.stats().refused_full + ct.stats().evicted_embryonic, 0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The eviction rule against a model.
+
+/// What the eviction model keeps per flow: state, last seen, whether a UDP flow's backend
+/// answered, and when the flow entered its eviction class (a sequence number).
+#[derive(Debug, Clone, Copy)]
+struct Evictable {
+    flow: Flow,
+    state: FlowState,
+    seen: u64,
+    replied: bool,
+    entered: u64,
+}
+
+impl Evictable {
+    fn class(&self) -> Option<Class> {
+        match (self.state, self.replied) {
+            (FlowState::SynSeen, _) => Some(Class::Embryonic),
+            (FlowState::Udp, false) => Some(Class::Unreplied),
+            (FlowState::Udp, true) => Some(Class::Replied),
+            _ => None,
+        }
+    }
+}
+
+/// The eviction rule of "Full tables and floods", written plainly over a map.
+struct EvictionModel {
+    flows: HashMap<FlowKey, Evictable>,
+    capacity: usize,
+    max_embryonic: usize,
+    sequence: u64,
+}
+
+impl EvictionModel {
+    fn find(&self, key: &FlowKey) -> Option<(FlowKey, Direction)> {
+        self.flows.iter().find_map(|(original, e)| {
+            if e.flow.original_key() == *key {
+                Some((*original, Direction::Original))
+            } else if e.flow.reply_key() == Some(*key) {
+                Some((*original, Direction::Reply))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn expired(&self, original: &FlowKey, now: u64) -> bool {
+        let e = &self.flows[original];
+        now.saturating_sub(e.seen) > timeouts().of(e.state).as_nanos() as u64
+    }
+
+    fn next(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// The flow longest in `class`.
+    fn oldest(&self, class: Class) -> Option<FlowKey> {
+        let mut in_class: Vec<_> =
+            self.flows.iter().filter(|(_, e)| e.class() == Some(class)).collect();
+        in_class.sort_by_key(|(_, e)| e.entered);
+        in_class.first().map(|(key, _)| **key)
+    }
+
+    fn track(&mut self, now: u64, key: &FlowKey, flags: Option<u8>) -> Option<Hit> {
+        let (original, direction) = self.find(key)?;
+        if self.expired(&original, now) {
+            return None;
+        }
+        let sequence = self.next();
+        let e = self.flows.get_mut(&original)?;
+        let (class, previous) = (e.class(), e.state);
+        e.state = tcp::next_state(previous, direction, flags);
+        e.replied |= e.state == FlowState::Udp && direction == Direction::Reply;
+        e.seen = e.seen.max(now);
+        if e.class() != class {
+            e.entered = sequence;
+        }
+        Some(Hit { direction, flow: e.flow, state: e.state, previous })
+    }
+
+    /// `evicted` is what the table reported: where the rule allows any expired flow, the
+    /// model takes the one the table took if it is one of them.
+    fn insert(
+        &mut self,
+        now: u64,
+        flow: Flow,
+        flags: Option<u8>,
+        evicted: &[Flow],
+        removed: &mut Vec<Flow>,
+    ) -> Result<FlowState, InsertError> {
+        let keys = std::iter::once(flow.original_key()).chain(flow.reply_key());
+        for key in keys {
+            if let Some((original, _)) = self.find(&key) {
+                if !self.expired(&original, now) {
+                    return Err(InsertError::Exists);
+                }
+                removed.push(self.flows.remove(&original).unwrap().flow);
+            }
+        }
+        let state = tcp::initial_state(flow.proto, flags);
+        let embryonic = self.flows.values().filter(|e| e.state == FlowState::SynSeen).count();
+        if state == FlowState::SynSeen && embryonic >= self.max_embryonic {
+            let victim = match flow.forward {
+                ForwardMode::Dr => None,
+                _ => self.oldest(Class::Embryonic),
+            };
+            let Some(victim) = victim else { return Err(InsertError::Flood) };
+            removed.push(self.flows.remove(&victim).unwrap().flow);
+        }
+        if self.flows.len() >= self.capacity {
+            let expired: Vec<FlowKey> =
+                self.flows.keys().copied().filter(|k| self.expired(k, now)).collect();
+            let victim = if let Some(first) = expired.first() {
+                *expired.iter().find(|k| evicted.contains(&self.flows[*k].flow)).unwrap_or(first)
+            } else {
+                let seen = |key: &FlowKey| self.flows[key].seen;
+                let udp = self.flows.values().filter(|e| e.state == FlowState::Udp).count();
+                match (self.oldest(Class::Embryonic), self.oldest(Class::Unreplied)) {
+                    (Some(e), Some(u)) => {
+                        if seen(&u) < seen(&e) {
+                            u
+                        } else {
+                            e
+                        }
+                    }
+                    (Some(victim), None) | (None, Some(victim)) => victim,
+                    (None, None) if udp * 2 > self.capacity => match self.oldest(Class::Replied) {
+                        Some(victim) => victim,
+                        None => return Err(InsertError::Full),
+                    },
+                    (None, None) => return Err(InsertError::Full),
+                }
+            };
+            removed.push(self.flows.remove(&victim).unwrap().flow);
+        }
+        let entered = self.next();
+        self.flows.insert(
+            flow.original_key(),
+            Evictable { flow, state, seen: now, replied: false, entered },
+        );
+        Ok(state)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// On a table small enough to be full most of the time (4 flows, at most 2 embryonic:
+    /// one index bucket, so a bucket is never full before the table is), every insert
+    /// evicts exactly what the rule says, in the order it says, and refuses exactly when it
+    /// says.
+    #[test]
+    fn evicts_by_the_rule(ops in prop::collection::vec(arb_op(), 1..160)) {
+        let config = ConntrackConfig {
+            capacity: 4,
+            max_embryonic: 2,
+            timeouts: timeouts(),
+        };
+        let mut ct = Conntrack::new(&config);
+        prop_assert_eq!(ct.table.bucket_count(), 1);
+        let mut model = EvictionModel {
+            flows: HashMap::new(),
+            capacity: 4,
+            max_embryonic: 2,
+            sequence: 0,
+        };
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Insert(flow, flags) => {
+                    let (mut got, mut want) = (Vec::new(), Vec::new());
+                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
+                    prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
+                    prop_assert_eq!(got, want);
+                }
+                Op::Track(key, flags) => {
+                    let want = model.track(now, &key, flags);
+                    prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
+                }
+                Op::Contains(key) => {
+                    let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
+                    prop_assert_eq!(ct.contains(Instant::from_nanos(now), &key), want);
+                }
+                Op::Remove(key) => {
+                    let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.flow);
+                    prop_assert_eq!(ct.remove(&key), want);
+                }
+                Op::Advance(millis) => now += millis * 1_000_000,
+                Op::Sweep => {
+                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_| {});
+                    let expired: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
+                    for key in &expired {
+                        model.flows.remove(key);
+                    }
+                    prop_assert_eq!(removed, expired.len());
+                }
+            }
+            prop_assert!(ct.len() <= 4);
+            prop_assert_eq!(ct.len(), model.flows.len());
+            let embryonic = model.flows.values().filter(|e| e.state == FlowState::SynSeen).count();
+            prop_assert_eq!(ct.embryonic(), embryonic);
+            for class in [Class::Embryonic, Class::Unreplied, Class::Replied] {
+                let in_class = model.flows.values().filter(|e| e.class() == Some(class)).count();
+                prop_assert_eq!(ct.queues.len(class), in_class, "{:?}", class);
+            }
         }
     }
 }

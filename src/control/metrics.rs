@@ -473,14 +473,28 @@ const IPVS_TOTALS: [Field<BackendCounters>; 5] = [
     ("outgoing_bytes", "The total amount of outgoing data.", |c| c.out_bytes),
 ];
 
-const CONNTRACK: [Field<ConntrackStats>; 6] = [
+const CONNTRACK: [Field<ConntrackStats>; 7] = [
     ("inserted", "Flows inserted in the core's connection table.", |c| c.inserted),
     ("expired", "Expired flows removed from the core's connection table.", |c| c.expired),
-    ("evicted_embryonic", "Live embryonic flows evicted to make room.", |c| c.evicted_embryonic),
-    ("refused_full", "Flows refused because their bucket held only established flows.", |c| {
-        c.refused_full
+    (
+        "evicted_embryonic",
+        "Live embryonic flows evicted to make room or to keep within max_embryonic.",
+        |c| c.evicted_embryonic,
+    ),
+    (
+        "evicted_udp",
+        "Live UDP flows evicted to make room (unreplied ones; replied ones while UDP holds \
+         more than half the table).",
+        |c| c.evicted_udp,
+    ),
+    (
+        "refused_full",
+        "Flows refused because the table or their bucket held no flow that may be evicted.",
+        |c| c.refused_full,
+    ),
+    ("refused_flood", "DR SYNs refused by the SYN bound (forwarded statelessly).", |c| {
+        c.refused_flood
     }),
-    ("refused_flood", "Flows refused by the SYN-flood policy.", |c| c.refused_flood),
     ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
 ];
 

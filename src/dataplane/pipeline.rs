@@ -819,6 +819,7 @@ impl CoreState {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
+            let active = &mut self.active;
             match self.conntrack.allocate_local_port(
                 now,
                 key.proto,
@@ -827,6 +828,7 @@ impl CoreState {
                 &service.local_addrs,
                 self.slot.local_ports(),
                 hash,
+                |evicted| release_backend(snapshot, active, evicted),
             ) {
                 Some(local) => local,
                 None => return Verdict::Drop(DropReason::NoLocalPort),
