@@ -827,7 +827,8 @@ impl Cores {
         for (i, pipeline) in pipelines.iter_mut().enumerate() {
             let peers = readers.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r.clone());
             pipeline.set_peers(peers.collect());
-            pipeline.announce();
+            let addrs: Vec<_> = snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
+            pipeline.announce(&addrs);
         }
         Cores {
             pipelines,

@@ -9,8 +9,10 @@
 //! - The capacity is fixed at construction (a power of two, at least twice the number of
 //!   entries it may hold), so probes are short, always end at an empty slot, and nothing
 //!   allocates afterwards.
-//! - Entries are never removed (the owned addresses of a snapshot and learned neighbours
-//!   only grow; a new snapshot builds a new map).
+//! - Removal shifts the entries that follow back into the hole (backward-shift deletion,
+//!   as for any linear-probing table), so no tombstone ever lengthens a probe. The owned
+//!   addresses of a snapshot are never removed (a new snapshot builds a new map); the
+//!   neighbour table removes stale and evicted neighbours.
 
 use std::net::Ipv4Addr;
 
@@ -94,6 +96,47 @@ impl<V: Copy> AddrMap<V> {
         }
     }
 
+    /// Removes the entry at `ip`, if any, and returns its value.
+    pub fn remove(&mut self, ip: Ipv4Addr) -> Option<V> {
+        let key = ip.to_bits();
+        let mask = self.slots.len() - 1;
+        let mut hole = self.home(key);
+        let removed = loop {
+            match self.slots[hole] {
+                Some((k, value)) if k == key => break value,
+                Some(_) => hole = (hole + 1) & mask,
+                None => return None,
+            }
+        };
+        self.slots[hole] = None;
+        self.len -= 1;
+        // Move back every entry of the run after the hole whose home is not between the
+        // hole and its slot (cyclically): its probe would otherwise stop at the hole.
+        let mut index = (hole + 1) & mask;
+        while let Some((k, _)) = self.slots[index] {
+            let home = self.home(k);
+            let distance_to_hole = hole.wrapping_sub(home) & mask;
+            let distance_to_slot = index.wrapping_sub(home) & mask;
+            if distance_to_hole < distance_to_slot {
+                self.slots[hole] = self.slots[index].take();
+                hole = index;
+            }
+            index = (index + 1) & mask;
+        }
+        Some(removed)
+    }
+
+    /// Slots in the table (entries sit anywhere in `0..slot_count()`), for scans that
+    /// visit a few slots at a time.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The entry in slot `index`, if any (None past the end too).
+    pub fn slot(&self, index: usize) -> Option<(Ipv4Addr, V)> {
+        self.slots.get(index).copied().flatten().map(|(k, v)| (Ipv4Addr::from_bits(k), v))
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -130,6 +173,30 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn agrees_with_a_hash_map_under_inserts_and_removes(
+            ops in prop::collection::vec((any::<bool>(), any::<u16>(), any::<u8>()), 0..400)
+        ) {
+            let mut map = AddrMap::with_capacity(400);
+            let mut model = HashMap::new();
+            for (remove, key, value) in ops {
+                // Few keys, clustered in the hash space, so that runs form and wrap.
+                let ip = Ipv4Addr::from_bits(u32::from(key % 64) << 26 | u32::from(key % 7));
+                if remove {
+                    prop_assert_eq!(map.remove(ip), model.remove(&ip));
+                } else {
+                    prop_assert!(map.insert(ip, value));
+                    model.insert(ip, value);
+                }
+                prop_assert_eq!(map.len(), model.len());
+            }
+            for (ip, value) in &model {
+                prop_assert_eq!(map.get(*ip), Some(*value));
+            }
+            let in_slots = (0..map.slot_count()).filter_map(|i| map.slot(i)).count();
+            prop_assert_eq!(in_slots, model.len());
+        }
+
         #[test]
         fn agrees_with_a_hash_map(ops in prop::collection::vec((any::<u16>(), any::<u8>()), 0..300)) {
             // Keys from a small space so that they collide and repeat.

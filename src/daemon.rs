@@ -11,15 +11,20 @@
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
 //!    that has it, zero-copy if offered else copy, and put the socket in that interface's
 //!    XSKMAP;
-//! 4. start the workers pinned to their cores, announce the VIPs (gratuitous ARP), and say
-//!    ready (log line, and `--ready-file`).
+//! 4. start the workers pinned to their cores, say ready (log line, and `--ready-file`),
+//!    probe for every VIP and local address (RFC 5227, as `arping -D` does) and, after
+//!    [`PROBE_WAIT`], announce (gratuitous ARP) those no other host answered for; a VIP
+//!    another host answers for is not announced, and an error line names it and the MAC.
 //!
 //! Workers and control talk through crossbeam channels only: control never blocks a worker
 //! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
 //! channel, so no waker lock is ever taken).
 //!
-//! The control loop (this thread) relays ARP the steering program snooped to every worker,
-//! gathers the workers' reports, and logs a line of figures now and then. On a signal it stops
+//! The control loop (this thread) gathers the workers' reports, relays the ARP the steering
+//! program snooped about next hops xlb needs to every worker (see
+//! [`crate::control::neighbors`]: backends, gateways, and next hops a worker reports it is
+//! asking for; nothing else), logs other hosts' claims on its addresses (rate-limited), and
+//! logs a line of figures now and then. On a signal it stops
 //! the workers, closes the sockets, detaches the programs (the kernel would also do that if
 //! xlb were killed: they are attached through bpf links), and prints the
 //! `ipvsadm -L -n --stats` table on stdout.
@@ -41,7 +46,8 @@ use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
 use crate::control::instance;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
-use crate::control::log::{debug, error, info, warn};
+use crate::control::log::{error, info, warn};
+use crate::control::neighbors::{NeighborRelay, Wanted};
 use crate::control::probe_routes::{self, ProbeRoutes};
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::{Snapshot, stats};
@@ -58,6 +64,10 @@ use crate::wire::MacAddr;
 
 /// How often control reads what the steering programs snooped.
 const ARP_POLL_EVERY: Duration = Duration::from_millis(10);
+/// How long control waits for another host to answer the ARP probes for a VIP before it
+/// announces it (RFC 5227 waits 1–2 s per probe; a host on the same segment answers within
+/// milliseconds).
+pub const PROBE_WAIT: Duration = Duration::from_millis(500);
 
 /// Options of `xlb run`.
 #[derive(Debug, Clone, Default)]
@@ -260,7 +270,6 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         handles.push(handle);
     }
     drop(report_tx);
-    let _ = controls[0].send(ControlMsg::Announce);
     info!("ready: {} worker(s), {} service(s)", workers, snapshot.services.len());
     if let Some(path) = &options.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
@@ -289,7 +298,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         controls: &controls,
         reports: report_rx,
         latest: HashMap::new(),
-        seen: HashMap::new(),
+        relay: NeighborRelay::new(),
+        probing: None,
         snapshot,
         config,
         health,
@@ -303,6 +313,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         clock,
         probe_routes,
     };
+    let owned: Vec<Ipv4Addr> =
+        control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
+    control.start_probe(owned);
     control.run(&stop, &reload, &ctl);
     drop(ctl);
     let snapshot = control.snapshot.clone();
@@ -331,8 +344,10 @@ struct ControlLoop<'a> {
     controls: &'a [Sender<ControlMsg>],
     reports: Receiver<CoreReport>,
     latest: HashMap<u16, CoreReport>,
-    /// What the steering programs said about each address last time (MAC, when seen).
-    seen: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    /// Which snooped ARP the workers hear about; other hosts' claims on our addresses.
+    relay: NeighborRelay,
+    /// VIPs and local addresses probed for and not yet announced.
+    probing: Option<Probing>,
     /// The snapshot the workers run (or are switching to), and the config it came from.
     snapshot: Arc<Snapshot>,
     config: Config,
@@ -360,6 +375,16 @@ const MAX_PASSIVE_EVENTS: u64 = 64;
 /// The most connection entries `xlb ctl -L -n -c` lists.
 const MAX_LISTED_CONNECTIONS: usize = 100_000;
 
+/// Addresses probed for (RFC 5227) and waiting for [`PROBE_WAIT`] before their announcement.
+#[derive(Debug)]
+struct Probing {
+    /// When the first of them was probed: a claim seen since then is an answer.
+    since: StdInstant,
+    /// When the last of them may be announced.
+    until: StdInstant,
+    addrs: Vec<Ipv4Addr>,
+}
+
 /// Summed per-backend counters at one moment, of one snapshot generation.
 #[derive(Debug, Clone)]
 struct RateSample {
@@ -380,13 +405,14 @@ impl ControlLoop<'_> {
                     Err(error) => error!("reload refused, nothing changed: {error:#}"),
                 }
             }
-            self.relay_arp();
-            self.check_health();
             let reports: Vec<CoreReport> = self.reports.try_iter().collect();
             for report in reports {
                 self.observe_passive(&report);
                 self.latest.insert(report.core, report);
             }
+            self.relay_arp();
+            self.finish_probe();
+            self.check_health();
             self.render_metrics();
             self.sample_rates();
             ctl.poll(|request| self.handle_ctl(request));
@@ -645,9 +671,12 @@ impl ControlLoop<'_> {
             let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
         }
         let old_addrs = self.snapshot.announced_addrs();
-        if snapshot.announced_addrs().iter().any(|a| !old_addrs.contains(a)) {
-            let _ = self.controls[0].send(ControlMsg::Announce);
-        }
+        let new_addrs: Vec<Ipv4Addr> = snapshot
+            .announced_addrs()
+            .into_iter()
+            .filter(|a| !old_addrs.contains(a))
+            .map(|(ip, _)| ip)
+            .collect();
         if config != self.config {
             if let Err(error) = self.probe_routes.sync(&probe_routes::wanted(&config)) {
                 warn!("routes for DR probes through the VIP: {error}");
@@ -665,36 +694,71 @@ impl ControlLoop<'_> {
         }
         self.snapshot = snapshot;
         self.config = config;
+        self.start_probe(new_addrs);
         // Backend indices changed meaning: zeroing and rates start again.
         self.zeroed.clear();
         self.rate_samples = (None, None);
         Ok(())
     }
 
-    /// Tells every worker about ARP the steering programs saw since last time.
+    /// Tells every worker about ARP the steering programs saw since last time, about next
+    /// hops xlb needs only; logs (rate-limited) MAC changes and other hosts' claims.
     fn relay_arp(&mut self) {
+        let mut entries = Vec::new();
         for link in self.links {
-            let entries = match link.steer.arp_seen() {
-                Ok(entries) => entries,
-                Err(error) => {
-                    warn!("{}: reading snooped ARP: {error}", link.netdev.name);
-                    continue;
-                }
-            };
-            for (ip, mac, seen_at) in entries {
-                if self.seen.get(&ip) == Some(&(mac, seen_at)) {
-                    continue;
-                }
-                match self.seen.get(&ip) {
-                    Some((old, _)) if *old != mac => info!("neighbour {ip} moved to {mac}"),
-                    None => debug!("neighbour {ip} is at {mac}"),
-                    _ => {}
-                }
-                self.seen.insert(ip, (mac, seen_at));
-                for control in self.controls {
-                    let _ = control.send(ControlMsg::Neighbor(ip, mac));
-                }
+            match link.steer.arp_seen() {
+                Ok(seen) => entries.extend(seen),
+                Err(error) => warn!("{}: reading snooped ARP: {error}", link.netdev.name),
             }
+        }
+        let unresolved = self
+            .latest
+            .values()
+            .filter(|r| r.generation == self.snapshot.generation)
+            .flat_map(|r| r.unresolved.iter().copied());
+        let wanted = Wanted::new(&self.snapshot, unresolved);
+        let observed = self.relay.observe(StdInstant::now(), &wanted, &entries);
+        for line in &observed.lines {
+            warn!("{line}");
+        }
+        for (ip, mac) in observed.relay {
+            for control in self.controls {
+                let _ = control.send(ControlMsg::Neighbor(ip, mac));
+            }
+        }
+    }
+
+    /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses); they are announced
+    /// after [`PROBE_WAIT`] unless another host answers (see [`ControlLoop::finish_probe`]).
+    fn start_probe(&mut self, addrs: Vec<Ipv4Addr>) {
+        if addrs.is_empty() {
+            return;
+        }
+        // Claims already in the steering map are old news, not answers to this probe.
+        self.relay_arp();
+        let now = StdInstant::now();
+        let _ = self.controls[0].send(ControlMsg::Probe(addrs.clone()));
+        let probing =
+            self.probing.get_or_insert(Probing { since: now, until: now, addrs: Vec::new() });
+        probing.until = now + PROBE_WAIT;
+        probing.addrs.extend(addrs);
+    }
+
+    /// Once the probes had time to be answered: announces the addresses no other host
+    /// claimed, and refuses (an error line each) to announce the others.
+    fn finish_probe(&mut self) {
+        let Some(probing) = self.probing.take_if(|p| StdInstant::now() >= p.until) else { return };
+        let claimed = self.relay.claimed_since(probing.since, &probing.addrs);
+        for (ip, mac) in &claimed {
+            error!(
+                "{ip}: another host ({mac}) answers ARP for it; not announcing it (a VIP or local address must be xlb's alone: check the config and that host)"
+            );
+        }
+        let announce: Vec<Ipv4Addr> =
+            probing.addrs.into_iter().filter(|ip| !claimed.iter().any(|(c, _)| c == ip)).collect();
+        if !announce.is_empty() {
+            info!("announcing {} address(es) with gratuitous ARP", announce.len());
+            let _ = self.controls[0].send(ControlMsg::Announce(announce));
         }
     }
 }

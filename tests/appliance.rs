@@ -852,3 +852,74 @@ fn a_second_xlb_on_the_same_interfaces_refuses_and_leaves_the_first_alone() {
     assert!(ctl(&lab, "first", &["-L", "-n"], None).0 == 0, "the first's socket still answers");
     stop_xlb(&mut lab, first, "first");
 }
+
+/// `count` gratuitous ARP from `count` made-up hosts 10.3.100.0 + i (all on the real-server
+/// segment as the test's config sees it, a /16), sent by scapy from `ns`'s eth0.
+fn gratuitous_arp_storm(lab: &Lab, ns: &str, count: u32) {
+    let script = format!(
+        "from scapy.all import Ether, ARP, sendp\n\
+         frames = []\n\
+         for i in range({count}):\n\
+         \x20   ip = '10.3.%d.%d' % (100 + i // 256, i % 256)\n\
+         \x20   mac = '02:55:00:00:%02x:%02x' % (i // 256, i % 256)\n\
+         \x20   frames.append(Ether(src=mac, dst='ff:ff:ff:ff:ff:ff') / ARP(op=1, hwsrc=mac, psrc=ip, hwdst='00:00:00:00:00:00', pdst=ip))\n\
+         sendp(frames, iface='eth0', verbose=False)\n"
+    );
+    lab.exec(ns, &["timeout", "120", "python3", "-c", &script]);
+}
+
+/// Issue 10 item 2: gratuitous ARP from 5000 other hosts on the segment must not keep xlb
+/// from resolving a real server added afterwards with `xlb ctl` (the neighbour table used to
+/// fill with every sender and never evict), nor fill the workers' tables at all.
+#[test]
+fn an_arp_storm_does_not_keep_a_backend_added_later_from_resolving() {
+    if !root_or_skip("arp_storm") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("arpstorm");
+    let rs = format!("{}-rs", lab.prefix);
+    let config = lab.scratch.join("xlb.toml");
+    let interfaces_only = nat_config(&[]).replace("10.3.0.2/24", "10.3.0.2/16");
+    let interfaces_only = &interfaces_only[..interfaces_only.find("[[service]]").unwrap()];
+    std::fs::write(&config, interfaces_only).unwrap();
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "storm", &["--stats-every", "1"]);
+
+    gratuitous_arp_storm(&lab, &rs, 5000);
+    std::thread::sleep(Duration::from_millis(500)); // control relays every 10 ms
+    let ok = |(status, out, err): (i32, String, String)| {
+        assert_eq!(status, 0, "stdout {out}\nstderr {err}");
+        out
+    };
+    ok(ctl(&lab, "storm", &["-A", "-u", "10.2.0.10:53", "-s", "rr"], None));
+    ok(ctl(&lab, "storm", &["-a", "-u", "10.2.0.10:53", "-r", "10.3.0.11:5001", "-m"], None));
+    let answers = ask(&lab, &client, 10);
+    std::thread::sleep(Duration::from_millis(1100)); // one more line of figures
+    let (_, log) = stop_xlb(&mut lab, xlb, "storm");
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}\n{log}");
+    let neighbours = figure(&log, 0, "neighbours");
+    assert!(neighbours < 100, "{neighbours} neighbours learned: strangers were learned\n{log}");
+}
+
+/// Issue 10 item 8: a VIP another host already holds is probed for (RFC 5227, as
+/// `arping -D`), the host's answer is counted as a conflict, and xlb refuses to announce it,
+/// with an error line naming the address.
+#[test]
+fn a_vip_another_host_answers_for_is_not_announced() {
+    if !root_or_skip("arp_conflict") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("arpconflict");
+    // The "typo": the client's box holds the VIP itself.
+    sh(&["ip", "-n", &client, "addr", "add", "10.2.0.10/24", "dev", "eth0"]);
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "conflict");
+    std::thread::sleep(Duration::from_millis(1500)); // the probe's wait, then a report
+    let (_, log) = stop_xlb(&mut lab, xlb, "conflict");
+    assert!(
+        log.contains("error: 10.2.0.10: another host") && log.contains("not announcing it"),
+        "{log}"
+    );
+    assert!(!log.contains("announcing 1 address"), "{log}");
+    assert!(log.contains("arp_conflict "), "the answer is counted as a drop\n{log}");
+}

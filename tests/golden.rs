@@ -511,9 +511,98 @@ fn cases() -> Vec<Case> {
                     Expect::Nothing,
                 ),
                 step(
-                    "gratuitous ARP from someone else claiming the VIP is not answered",
+                    "gratuitous ARP from someone else claiming the VIP is a counted conflict",
                     testkit::arp(true, RS1.mac, VIP_DR, MacAddr::ZERO, VIP_DR),
-                    Verdict::Pass,
+                    Verdict::Drop(DropReason::ArpConflict),
+                    Expect::Nothing,
+                ),
+                step(
+                    "an ARP reply from someone else claiming the VIP is a counted conflict",
+                    testkit::arp(false, RS1.mac, VIP_DR, LB.mac, LB.ip),
+                    Verdict::Drop(DropReason::ArpConflict),
+                    Expect::Nothing,
+                ),
+                step(
+                    "someone else claiming the local address while asking for the VIP",
+                    testkit::arp(true, RS2.mac, LOCAL, MacAddr::ZERO, VIP_DR),
+                    Verdict::Drop(DropReason::ArpConflict),
+                    Expect::Nothing,
+                ),
+                step(
+                    "an RFC 5227 probe (sender 0.0.0.0) for the VIP is answered to the prober",
+                    testkit::arp(true, CLIENT.mac, Ipv4Addr::UNSPECIFIED, MacAddr::ZERO, VIP_DR),
+                    TX,
+                    Expect::Frame(testkit::arp(
+                        false,
+                        LB.mac,
+                        VIP_DR,
+                        CLIENT.mac,
+                        Ipv4Addr::UNSPECIFIED,
+                    )),
+                ),
+            ],
+        },
+        Case {
+            name: "arp: requests from senders no reply may go to are dropped, counted",
+            steps: vec![
+                step(
+                    "who-has VIP from the broadcast Ethernet address",
+                    with_eth_src(
+                        testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, VIP_DR),
+                        MacAddr::BROADCAST,
+                    ),
+                    Verdict::Drop(DropReason::ArpBadSender),
+                    Expect::Nothing,
+                ),
+                step(
+                    "who-has VIP from a multicast MAC",
+                    testkit::arp(
+                        true,
+                        MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]),
+                        CLIENT.ip,
+                        MacAddr::ZERO,
+                        VIP_DR,
+                    ),
+                    Verdict::Drop(DropReason::ArpBadSender),
+                    Expect::Nothing,
+                ),
+                step(
+                    "who-has VIP whose ARP sender MAC is broadcast (Ethernet source unicast)",
+                    with_eth_src(
+                        testkit::arp(true, MacAddr::BROADCAST, CLIENT.ip, MacAddr::ZERO, VIP_DR),
+                        CLIENT.mac,
+                    ),
+                    Verdict::Drop(DropReason::ArpBadSender),
+                    Expect::Nothing,
+                ),
+                step(
+                    "who-has VIP from sender 255.255.255.255",
+                    testkit::arp(true, CLIENT.mac, Ipv4Addr::BROADCAST, MacAddr::ZERO, VIP_DR),
+                    Verdict::Drop(DropReason::ArpBadSender),
+                    Expect::Nothing,
+                ),
+                step(
+                    "who-has VIP from the subnet's broadcast address",
+                    testkit::arp(
+                        true,
+                        CLIENT.mac,
+                        Ipv4Addr::new(10, 1, 1, 255),
+                        MacAddr::ZERO,
+                        VIP_DR,
+                    ),
+                    Verdict::Drop(DropReason::ArpBadSender),
+                    Expect::Nothing,
+                ),
+                step(
+                    "who-has VIP from a multicast sender address",
+                    testkit::arp(
+                        true,
+                        CLIENT.mac,
+                        Ipv4Addr::new(224, 0, 0, 1),
+                        MacAddr::ZERO,
+                        VIP_DR,
+                    ),
+                    Verdict::Drop(DropReason::ArpBadSender),
                     Expect::Nothing,
                 ),
             ],
@@ -934,6 +1023,12 @@ fn malformed_steps(syn: &[u8]) -> Vec<Step> {
             DropReason::BadArp,
         ),
     ]
+}
+
+/// `frame` with its Ethernet source replaced.
+fn with_eth_src(mut frame: Vec<u8>, src: MacAddr) -> Vec<u8> {
+    frame[6..12].copy_from_slice(&src.0);
+    frame
 }
 
 fn pipeline() -> Pipeline {

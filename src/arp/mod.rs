@@ -10,9 +10,13 @@
 //! the textbook way (VIP on `lo`, `arp_ignore=1`, `arp_announce=2`) answer.
 //!
 //! Invariants:
-//! - Nothing here allocates after construction: the neighbour table is created with its
-//!   capacity and stops learning when full (counted by the caller); the hold queue is one
-//!   buffer allocated up front.
+//! - Nothing here allocates on the packet path: the neighbour table is created with its
+//!   capacity (only [`NeighborTable::set_needed`], called per snapshot, may grow a buffer);
+//!   the hold queue is one buffer allocated up front.
+//! - The neighbour table is bounded and evicts: the next hops the snapshot needs (backends,
+//!   gateways) and static entries always have room; every other neighbour is evicted when a
+//!   newer one needs its room, or forgotten after [`NEIGHBOR_STALE`] of silence. Who gets
+//!   learned at all is the caller's policy (see `dataplane::pipeline` and `daemon`).
 //! - A packet is never lost silently: it is either held (at most [`HOLD_PER_NEIGHBOR`] per
 //!   unresolved next hop), or the caller drops it with its own counted reason.
 
@@ -34,10 +38,20 @@ pub const MAX_HELD_FRAME: usize = 2048;
 pub const REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// Held packets of a next hop that does not answer are released as drops after this long.
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(3);
+/// A learned neighbour that no backend or gateway needs is forgotten when nothing was heard
+/// from it for this long (Linux's `gc_stale_time` is 60 s; a client forgotten too early only
+/// costs one held frame and one request).
+pub const NEIGHBOR_STALE: Duration = Duration::from_secs(300);
 /// Length of an Ethernet frame carrying an IPv4 ARP packet (without padding).
 pub const ARP_FRAME_LEN: usize = EthernetFrame::<&[u8]>::HEADER_LEN + ArpPacket::<&[u8]>::LEN;
 
-/// One neighbour: its MAC, and whether it came from the config (then it is never replaced).
+/// Slots a full table looks at for a neighbour to evict (a bounded scan, so learning stays
+/// O(1) under an ARP storm; the table's slots are at most half full, so about half as many
+/// entries are candidates).
+pub const EVICTION_SCAN: usize = 32;
+
+/// One neighbour: its MAC, when it was last heard from, and whether it came from the
+/// config (then it is never replaced, evicted or aged out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbor {
     pub mac: MacAddr,
@@ -49,24 +63,47 @@ pub struct Neighbor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learned {
     New,
+    /// New, in the room of the oldest neighbour nobody needs, which was evicted.
+    NewEvicting,
     Updated,
     Unchanged,
     /// A static entry exists; the ARP was ignored.
     Static,
-    /// The table is full; nothing was learned.
+    /// The table is full of neighbours that are needed or static; nothing was learned.
     Full,
 }
 
-/// IPv4 address → MAC, bounded.
+/// IPv4 address → MAC, bounded, with eviction.
+///
+/// Some neighbours are *needed*: the next hops the running snapshot sends to (backends,
+/// gateways), given by [`NeighborTable::set_needed`]. Static and needed entries are never
+/// evicted nor aged out. Every other entry (a client that asked for a VIP, say) is learned
+/// while there is room, pushed out by a newer one when the table is full (the oldest of the
+/// [`EVICTION_SCAN`] slots after a moving cursor), and forgotten by [`NeighborTable::expire`]
+/// after [`NEIGHBOR_STALE`] of silence. So a storm of ARP from other hosts can only churn
+/// the unneeded entries: a needed next hop always finds room (a full scan, if the bounded
+/// one finds no victim).
 #[derive(Debug, Clone)]
 pub struct NeighborTable {
     entries: AddrMap<Neighbor>,
+    /// Sorted, deduplicated.
+    needed: Vec<Ipv4Addr>,
+    /// Where the next eviction scan starts.
+    evict_cursor: usize,
+    /// Where the next [`NeighborTable::expire`] call resumes.
+    expire_cursor: usize,
     generation: u64,
 }
 
 impl NeighborTable {
     pub fn with_capacity(capacity: usize) -> Self {
-        NeighborTable { entries: AddrMap::with_capacity(capacity), generation: 0 }
+        NeighborTable {
+            entries: AddrMap::with_capacity(capacity),
+            needed: Vec::new(),
+            evict_cursor: 0,
+            expire_cursor: 0,
+            generation: 0,
+        }
     }
 
     #[inline]
@@ -78,10 +115,34 @@ impl NeighborTable {
         self.entries.get(ip)
     }
 
-    /// Adds or replaces a static entry (from `[[neighbor]]`).
+    /// Sets the next hops that must never be evicted (called when a snapshot arrives, not
+    /// per packet: it reuses its buffer, but may grow it).
+    pub fn set_needed(&mut self, needed: impl IntoIterator<Item = Ipv4Addr>) {
+        self.needed.clear();
+        self.needed.extend(needed);
+        self.needed.sort_unstable();
+        self.needed.dedup();
+    }
+
+    /// True if `ip` is a next hop of the running snapshot.
+    pub fn is_needed(&self, ip: Ipv4Addr) -> bool {
+        self.needed.binary_search(&ip).is_ok()
+    }
+
+    fn evictable(&self, ip: Ipv4Addr, neighbor: &Neighbor) -> bool {
+        !neighbor.is_static && !self.is_needed(ip)
+    }
+
+    /// Adds or replaces a static entry (from `[[neighbor]]`), evicting a learned one if the
+    /// table is full.
     pub fn insert_static(&mut self, ip: Ipv4Addr, mac: MacAddr) {
         let neighbor = Neighbor { mac, updated: Instant::ZERO, is_static: true };
-        if self.entries.get(ip) != Some(neighbor) && self.entries.insert(ip, neighbor) {
+        if self.entries.get(ip) == Some(neighbor) {
+            return;
+        }
+        if self.entries.insert(ip, neighbor)
+            || (self.evict(true).is_some() && self.entries.insert(ip, neighbor))
+        {
             self.generation += 1;
         }
     }
@@ -100,14 +161,63 @@ impl NeighborTable {
             self.generation += 1;
             return Learned::Updated;
         }
-        if !self.entries.insert(ip, Neighbor { mac, updated: now, is_static: false }) {
+        let neighbor = Neighbor { mac, updated: now, is_static: false };
+        let learned = if self.entries.insert(ip, neighbor) {
+            Learned::New
+        } else if self.evict(self.is_needed(ip)).is_some() && self.entries.insert(ip, neighbor) {
+            Learned::NewEvicting
+        } else {
             return Learned::Full;
-        }
+        };
         self.generation += 1;
-        Learned::New
+        learned
     }
 
-    /// Changes whenever an entry is added or its MAC changes.
+    /// Removes the oldest evictable entry among the next [`EVICTION_SCAN`] slots (all of
+    /// them if `thorough`), and returns its address.
+    fn evict(&mut self, thorough: bool) -> Option<Ipv4Addr> {
+        let slots = self.entries.slot_count();
+        let scan = if thorough { slots } else { EVICTION_SCAN.min(slots) };
+        let mut oldest: Option<(Ipv4Addr, Instant)> = None;
+        for step in 0..scan {
+            let Some((ip, neighbor)) = self.entries.slot((self.evict_cursor + step) % slots) else {
+                continue;
+            };
+            if self.evictable(ip, &neighbor) && oldest.is_none_or(|(_, t)| neighbor.updated < t) {
+                oldest = Some((ip, neighbor.updated));
+            }
+        }
+        self.evict_cursor = (self.evict_cursor + EVICTION_SCAN) % slots;
+        let (ip, _) = oldest?;
+        self.entries.remove(ip);
+        self.generation += 1;
+        Some(ip)
+    }
+
+    /// Looks at the next `budget` slots and forgets the evictable neighbours not heard from
+    /// for [`NEIGHBOR_STALE`]; returns how many. Called between batches, a few slots at a
+    /// time, so the whole table is swept every few hundred calls.
+    pub fn expire(&mut self, now: Instant, budget: usize) -> usize {
+        let slots = self.entries.slot_count();
+        let mut forgotten = 0;
+        for _ in 0..budget.min(slots) {
+            let index = self.expire_cursor;
+            self.expire_cursor = (self.expire_cursor + 1) % slots;
+            let Some((ip, neighbor)) = self.entries.slot(index) else { continue };
+            if self.evictable(ip, &neighbor)
+                && now.saturating_duration_since(neighbor.updated) >= NEIGHBOR_STALE
+            {
+                self.entries.remove(ip);
+                forgotten += 1;
+            }
+        }
+        if forgotten > 0 {
+            self.generation += 1;
+        }
+        forgotten
+    }
+
+    /// Changes whenever an entry is added, removed or its MAC changes.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -343,6 +453,13 @@ pub fn write_gratuitous(buffer: &mut [u8], our_mac: MacAddr, ip: Ipv4Addr) -> us
     write_arp(buffer, ArpOperation::Request, our_mac, ip, MacAddr::ZERO, ip)
 }
 
+/// An RFC 5227 ARP probe for `ip` (as `arping -D` sends): a broadcast request from sender
+/// address 0.0.0.0, so that no host's cache learns anything from it, and any host that
+/// holds `ip` answers.
+pub fn write_probe(buffer: &mut [u8], our_mac: MacAddr, ip: Ipv4Addr) -> usize {
+    write_arp(buffer, ArpOperation::Request, our_mac, Ipv4Addr::UNSPECIFIED, MacAddr::ZERO, ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,8 +481,74 @@ mod tests {
         assert_eq!(table.learn(Instant::ZERO, ip2, MAC_A), Learned::Unchanged);
         assert_eq!(table.learn(Instant::ZERO, ip2, MAC_B), Learned::Updated);
         assert_eq!(table.lookup(ip2), Some(MAC_B));
-        assert_eq!(table.learn(Instant::ZERO, Ipv4Addr::new(10, 0, 0, 3), MAC_A), Learned::Full);
+        // Full: a newcomer takes the room of the learned entry, never the static one.
+        let ip3 = Ipv4Addr::new(10, 0, 0, 3);
+        assert_eq!(table.learn(Instant::ZERO, ip3, MAC_A), Learned::NewEvicting);
         assert_eq!(table.len(), 2);
+        assert_eq!((table.lookup(ip1), table.lookup(ip2)), (Some(MAC_A), None));
+        // Once everything left is static or needed, nothing more is learned.
+        table.set_needed([ip3]);
+        assert_eq!(table.learn(Instant::ZERO, ip2, MAC_A), Learned::Full);
+        assert_eq!((table.lookup(ip1), table.lookup(ip3)), (Some(MAC_A), Some(MAC_A)));
+    }
+
+    /// The storm: 5000 unrelated senders fill a 4096-entry table; a backend next hop
+    /// learned afterwards still gets in, and so does a static entry.
+    #[test]
+    fn a_needed_neighbor_gets_room_in_a_table_full_of_strangers() {
+        let mut table = NeighborTable::with_capacity(4096);
+        let backend = Ipv4Addr::new(10, 1, 1, 11);
+        table.set_needed([backend, Ipv4Addr::new(10, 1, 1, 1)]);
+        let mut learned = 0;
+        for i in 0..5000u32 {
+            let at = Instant::from_millis(u64::from(i));
+            let stranger = Ipv4Addr::from_bits(0x0a02_0000 + i);
+            if table.learn(at, stranger, MAC_B) != Learned::Full {
+                learned += 1;
+            }
+        }
+        assert_eq!(table.len(), 4096, "bounded");
+        assert!(learned > 4096, "strangers evict strangers ({learned} learned)");
+        let later = Instant::from_secs(10);
+        assert!(matches!(table.learn(later, backend, MAC_A), Learned::NewEvicting));
+        assert_eq!(table.lookup(backend), Some(MAC_A));
+        let configured = Ipv4Addr::new(10, 1, 1, 12);
+        table.insert_static(configured, MAC_A);
+        assert_eq!(table.lookup(configured), Some(MAC_A));
+        // Another storm cannot push them out.
+        for i in 0..10_000u32 {
+            table.learn(later, Ipv4Addr::from_bits(0x0a03_0000 + i), MAC_B);
+        }
+        assert_eq!((table.lookup(backend), table.lookup(configured)), (Some(MAC_A), Some(MAC_A)));
+        assert_eq!(table.len(), 4096);
+    }
+
+    /// Eviction takes the oldest of the scanned entries, and expiry forgets only stale,
+    /// unneeded, learned entries.
+    #[test]
+    fn stale_entries_expire_and_the_oldest_is_evicted_first() {
+        let mut table = NeighborTable::with_capacity(8);
+        let ip = |i: u32| Ipv4Addr::from_bits(0x0a00_0000 + i);
+        table.insert_static(ip(0), MAC_A);
+        table.set_needed([ip(1)]);
+        table.learn(Instant::ZERO, ip(1), MAC_A);
+        for i in 2..8 {
+            table.learn(Instant::from_secs(u64::from(i)), ip(i), MAC_B);
+        }
+        // The table has 16 slots, fewer than one scan: the oldest learned one (ip 2) goes.
+        assert_eq!(table.learn(Instant::from_secs(9), ip(9), MAC_B), Learned::NewEvicting);
+        assert_eq!(table.lookup(ip(2)), None);
+        assert!(table.lookup(ip(3)).is_some());
+
+        let generation = table.generation();
+        let stale = Instant::from_secs(5).saturating_add(NEIGHBOR_STALE);
+        let forgotten = table.expire(stale, 1_000);
+        assert_eq!(forgotten, 3, "ip 3, 4, 5 are stale");
+        assert!(table.generation() > generation, "hop caches must refill");
+        assert_eq!(table.lookup(ip(5)), None);
+        assert!(table.lookup(ip(6)).is_some());
+        assert!(table.lookup(ip(0)).is_some() && table.lookup(ip(1)).is_some());
+        assert_eq!(table.len(), 5);
     }
 
     #[test]

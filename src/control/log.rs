@@ -6,6 +6,10 @@
 //! format nothing when their level is filtered out. The line format is the one `xlb run` has
 //! always printed, so scripts and the labs that read it keep working.
 //!
+//! Lines about events that other hosts trigger at will (a neighbour's MAC changing, a host
+//! claiming a VIP) go through a [`LogBudget`]: at most so many lines per interval, and one
+//! line saying how many were suppressed, so a flapping or hostile host cannot flood the log.
+//!
 //! Invariants: a message is always exactly one line (a newline inside it is written as
 //! `\n`), and a line is written with one `write_all` on a locked stderr, so lines of several
 //! threads never interleave. Never used on the hot path: workers do not log, they count.
@@ -157,9 +161,70 @@ pub use __xlb_log_info as info;
 /// `warn!("...", args)`: a line at [`Level::Warn`].
 pub use __xlb_log_warn as warn;
 
+/// At most `max` lines per `interval` for one kind of event; the rest are counted.
+#[derive(Debug, Clone)]
+pub struct LogBudget {
+    max: u32,
+    interval: std::time::Duration,
+    window_start: Option<std::time::Instant>,
+    written: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub const fn new(max: u32, interval: std::time::Duration) -> Self {
+        LogBudget { max, interval, window_start: None, written: 0, suppressed: 0 }
+    }
+
+    fn roll(&mut self, now: std::time::Instant) {
+        let expired =
+            self.window_start.is_none_or(|start| now.duration_since(start) >= self.interval);
+        if expired {
+            self.window_start = Some(now);
+            self.written = 0;
+        }
+    }
+
+    /// True if a line may be written now; otherwise the line is counted as suppressed.
+    pub fn allow(&mut self, now: std::time::Instant) -> bool {
+        self.roll(now);
+        if self.written < self.max {
+            self.written += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    /// Lines suppressed since the last call, once their window is over (then the caller
+    /// writes one line saying so); None while the window runs or nothing was suppressed.
+    pub fn take_suppressed(&mut self, now: std::time::Instant) -> Option<u64> {
+        let over =
+            self.window_start.is_some_and(|start| now.duration_since(start) >= self.interval);
+        if !over || self.suppressed == 0 {
+            return None;
+        }
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_writes_so_many_lines_per_interval_and_counts_the_rest() {
+        use std::time::{Duration, Instant};
+        let mut budget = LogBudget::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let written = (0..1000).filter(|_| budget.allow(t0)).count();
+        assert_eq!(written, 3);
+        assert_eq!(budget.take_suppressed(t0 + Duration::from_secs(5)), None, "window runs");
+        assert_eq!(budget.take_suppressed(t0 + Duration::from_secs(10)), Some(997));
+        assert_eq!(budget.take_suppressed(t0 + Duration::from_secs(11)), None, "said once");
+        assert!(budget.allow(t0 + Duration::from_secs(10)), "a new window");
+    }
 
     #[test]
     fn levels_parse_print_and_order() {

@@ -532,6 +532,10 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::GratuitousArpSent => "Gratuitous ARP sent.",
         Stat::NeighborsLearned => "Neighbours learned.",
         Stat::NeighborTableFull => "Neighbours not learned because the table was full.",
+        Stat::NeighborsEvicted => "Learned neighbours evicted (table full, or stale).",
+        Stat::NeighborsIgnored => "Relayed ARP about hosts xlb does not need, not learned.",
+        Stat::ArpConflicts => "ARP from another host claiming a VIP or local address.",
+        Stat::ArpProbesSent => "ARP probes sent for a VIP before announcing it.",
         Stat::IcmpEchoReplies => "ICMP echo replies sent for VIPs.",
         Stat::IcmpErrorsForwarded => "ICMP errors forwarded to the flow's backend or client.",
         Stat::NewFlows => "Connections scheduled to a backend.",
@@ -881,6 +885,7 @@ mod tests {
             conntrack: ConntrackStats::default(),
             neighbors: 2,
             held: 1,
+            unresolved: Vec::new(),
             unroutable: 0,
             latency,
         }

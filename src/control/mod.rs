@@ -1,5 +1,6 @@
 //! The control side: configuration and the snapshots workers read, health checks,
-//! statistics, Prometheus metrics, logging, and the ipvsadm-style control socket.
+//! statistics, Prometheus metrics, logging, the ipvsadm-style control socket, and which
+//! snooped ARP reaches the workers.
 
 pub mod config;
 pub mod health;
@@ -8,6 +9,7 @@ pub mod instance;
 pub mod ipvsadm;
 pub mod log;
 pub mod metrics;
+pub mod neighbors;
 pub mod probe_routes;
 pub mod snapshot;
 pub mod socket;

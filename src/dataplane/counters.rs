@@ -46,6 +46,14 @@ counted_enum! {
         BadL4Header => "bad_l4_header",
         /// An ARP packet for an address of ours that is truncated or malformed.
         BadArp => "bad_arp",
+        /// ARP from a sender no reply may go to: a broadcast, multicast or zero sender MAC
+        /// (Ethernet source or ARP sender), or a broadcast, multicast, loopback or subnet
+        /// broadcast sender address. (Sender 0.0.0.0 from a unicast MAC is an RFC 5227 probe
+        /// and is answered.)
+        ArpBadSender => "arp_bad_sender",
+        /// ARP from another host claiming an address xlb owns (a VIP or local address): the
+        /// sender address is ours, the sender MAC is not. Also counted in `arp_conflicts`.
+        ArpConflict => "arp_conflict",
         /// To a VIP, but no service listens on that port and protocol.
         NoService => "no_service",
         /// To a VIP, with an IP protocol xlb does not balance.
@@ -99,6 +107,17 @@ counted_enum! {
         NeighborsLearned => "neighbors_learned",
         /// ARP that would have taught a neighbour, refused because the table is full.
         NeighborTableFull => "neighbor_table_full",
+        /// Learned neighbours pushed out of a full table to make room (the oldest that no
+        /// backend or gateway needs), and stale ones forgotten by age.
+        NeighborsEvicted => "neighbors_evicted",
+        /// Relayed ARP about a host xlb does not need (no backend, gateway or pending next
+        /// hop): not learned.
+        NeighborsIgnored => "neighbors_ignored",
+        /// ARP from another host claiming a VIP or local address (see `arp_conflict`).
+        ArpConflicts => "arp_conflicts",
+        /// ARP probes (RFC 5227, sender 0.0.0.0) sent for a VIP or local address before
+        /// announcing it.
+        ArpProbesSent => "arp_probes_sent",
         IcmpEchoReplies => "icmp_echo_replies",
         IcmpErrorsForwarded => "icmp_errors_forwarded",
         NewFlows => "new_flows",

@@ -18,8 +18,21 @@
 //!   [`Pipeline::drain_emitted`] after each frame or batch.
 //!
 //! What it does, by destination:
-//! - ARP for a VIP or FullNAT local address: answered with the box's MAC. ARP that names us
-//!   teaches the neighbour table; held frames for that neighbour are released.
+//! - ARP for a VIP or FullNAT local address: answered with the box's MAC, to the requester's
+//!   unicast MAC. ARP from a sender no reply may go to (a broadcast, multicast or zero MAC; a
+//!   broadcast, multicast, loopback or subnet-broadcast address) is dropped as
+//!   `arp_bad_sender`; an RFC 5227 probe (sender 0.0.0.0 from a unicast MAC) is answered, to
+//!   that MAC with target 0.0.0.0 as Linux does, so a host probing for a VIP learns it is in
+//!   use. ARP from another host whose sender address is a VIP or local address is a conflict:
+//!   dropped as `arp_conflict` and counted in `arp_conflicts` (control logs it).
+//! - Neighbours: ARP that names us (requests for our addresses, replies to the box) teaches
+//!   the neighbour table about senders on the ingress interface's subnet; held frames for
+//!   that neighbour are released. The table is bounded and never full for a next hop the
+//!   snapshot needs (see [`crate::arp::NeighborTable`]); other neighbours are evicted
+//!   oldest-first and forgotten after [`arp::NEIGHBOR_STALE`].
+//! - Gratuitous ARP and RFC 5227 probes (control asks for them) leave paced, at most half the
+//!   emit queue per round, so any number of VIPs is announced without crowding out the ARP
+//!   requests of the data path.
 //! - TCP/UDP to a service VIP:port: connection lookup; on a miss the service's scheduler picks
 //!   a backend and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
 //!   (DNAT + SNAT to a local address:port).
@@ -142,6 +155,12 @@ const SWEEP_BUDGET: usize = 64;
 /// A learned next hop of a backend not heard from for this long is asked again (from the
 /// box's own address), so its MAC stays current even if it never speaks ARP on its own.
 pub const NEIGHBOR_REFRESH: Duration = Duration::from_secs(30);
+/// Neighbour-table slots [`Pipeline::maintain`] examines for staleness per call (the whole
+/// table of 8192 slots is swept about every 130 calls, well under a second).
+const NEIGHBOR_EXPIRE_BUDGET: usize = 64;
+/// Frames of paced ARP (announcements, probes) the emit queue may hold at once: half, so
+/// the data path's requests and released frames keep room.
+const PACED_ARP_ROOM: usize = EMIT_CAPACITY / 2;
 /// How often core 0 looks for next hops to refresh.
 const REFRESH_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// Refresh requests per scan, at most (the rest wait for the next scan).
@@ -181,9 +200,20 @@ struct CoreState {
     hops_generation: u64,
     hold: arp::HoldQueue,
     emit: EmitQueue,
+    /// Gratuitous ARP and probes waiting for room in `emit` (control asked for them).
+    paced_arp: std::collections::VecDeque<PacedArp>,
     counters: Counters,
     /// When core 0 last looked for next hops to refresh.
     last_refresh_scan: Instant,
+}
+
+/// An ARP frame xlb sends on control's request, paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PacedArp {
+    /// A gratuitous ARP announcing that the address is here.
+    Announce(Ipv4Addr),
+    /// An RFC 5227 probe: does another host answer for the address?
+    Probe(Ipv4Addr),
 }
 
 /// The flow hash [`Pipeline::process_batch`] computed for a frame in its first pass, from the
@@ -201,6 +231,7 @@ impl Pipeline {
     /// A pipeline for one core. Allocates everything it will ever use.
     pub fn new(snapshot: Arc<Snapshot>, slot: CoreSlot) -> Self {
         let mut neighbors = NeighborTable::with_capacity(NEIGHBOR_CAPACITY);
+        neighbors.set_needed(needed_next_hops(&snapshot));
         for (ip, mac) in &snapshot.static_neighbors {
             neighbors.insert_static(*ip, *mac);
         }
@@ -217,6 +248,7 @@ impl Pipeline {
             hops_generation: u64::MAX,
             hold: arp::HoldQueue::new(),
             emit: EmitQueue::new(),
+            paced_arp: std::collections::VecDeque::new(),
             counters: Counters::new(snapshot.backends.len()),
             last_refresh_scan: Instant::ZERO,
         };
@@ -227,6 +259,7 @@ impl Pipeline {
     /// backend's address and are re-validated against the new snapshot as they are seen.
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         let core = &mut self.core;
+        core.neighbors.set_needed(needed_next_hops(&snapshot));
         for (ip, mac) in &snapshot.static_neighbors {
             core.neighbors.insert_static(*ip, *mac);
         }
@@ -293,6 +326,12 @@ impl Pipeline {
     /// Frames held for unresolved neighbours right now.
     pub fn held(&self) -> usize {
         self.core.hold.len()
+    }
+
+    /// Next hops this core is asking for (frames are held for them), for control to relay
+    /// the ARP that answers.
+    pub fn unresolved(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.core.hold.unresolved().map(|(ip, _)| ip)
     }
 
     /// Processes one frame received on `ingress`, rewriting it in place.
@@ -374,6 +413,9 @@ impl Pipeline {
         core.counters.add(Stat::ExpiredFlows, expired as u64);
         let given_up = core.hold.expire(now);
         core.counters.add(Stat::HeldExpired, given_up as u64);
+        let forgotten = core.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
+        core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
+        core.send_paced_arp(snapshot);
         if core.slot.index == 0
             && now.saturating_duration_since(core.last_refresh_scan) >= REFRESH_SCAN_EVERY
         {
@@ -384,39 +426,63 @@ impl Pipeline {
 
     /// Teaches the neighbour table what an ARP frame seen outside the pipeline said: the
     /// AF_XDP driver's steering program records ARP on its way to the kernel, so the kernel
-    /// keeps its replies and xlb still learns. Frames held for `ip` are released.
+    /// keeps its replies and xlb still learns. Control relays only what xlb needs (next hops
+    /// of the snapshot, next hops a core asked for); a sender off every interface's subnet,
+    /// or one no reply may go to, is ignored here too. Frames held for `ip` are released.
     pub fn learn_neighbor(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) {
         let core = &mut self.core;
-        if ip.is_unspecified() || mac.is_multicast() || mac == MacAddr::ZERO {
+        let on_link = self.snapshot.interfaces.iter().any(|i| i.contains(ip));
+        if ip.is_unspecified()
+            || !on_link
+            || !is_unicast(mac)
+            || unreplyable_sender(&self.snapshot, ip)
+        {
+            core.counters.add(Stat::NeighborsIgnored, 1);
             return;
         }
-        match core.neighbors.learn(now, ip, mac) {
-            Learned::New | Learned::Updated => {
-                core.counters.add(Stat::NeighborsLearned, 1);
-                core.release_held(&self.snapshot, ip, mac);
-            }
-            Learned::Full => core.counters.add(Stat::NeighborTableFull, 1),
-            Learned::Unchanged | Learned::Static => {}
-        }
+        core.learn(&self.snapshot, now, ip, mac);
     }
 
-    /// Queues a gratuitous ARP for every VIP and local address (at start, and when one is
-    /// added), so switches and neighbours learn where they live.
-    pub fn announce(&mut self) {
-        let snapshot = &*self.snapshot;
-        for (ip, egress) in snapshot.announced_addrs() {
-            let Some(interface) = snapshot.interfaces.get(egress.index()) else { continue };
-            if self
-                .core
-                .emit
-                .push_with(egress, |buffer| arp::write_gratuitous(buffer, interface.mac, ip))
-            {
-                self.core.counters.add(Stat::GratuitousArpSent, 1);
-            } else {
-                self.core.counters.add(Stat::EmitOverflow, 1);
-            }
-        }
+    /// Queues a gratuitous ARP for each of `addrs` that is a VIP or local address of the
+    /// snapshot (control asks at start and when one is added, once no other host answered a
+    /// probe for it), so switches and neighbours learn where they live. Paced: they leave a
+    /// few dozen per round, however many there are.
+    pub fn announce(&mut self, addrs: &[Ipv4Addr]) {
+        self.core.queue_paced(addrs.iter().map(|ip| PacedArp::Announce(*ip)));
+        self.core.send_paced_arp(&self.snapshot);
     }
+
+    /// Queues an RFC 5227 probe for each of `addrs` that is a VIP or local address (see
+    /// [`arp::write_probe`]); paced like [`Pipeline::announce`].
+    pub fn probe(&mut self, addrs: &[Ipv4Addr]) {
+        self.core.queue_paced(addrs.iter().map(|ip| PacedArp::Probe(*ip)));
+        self.core.send_paced_arp(&self.snapshot);
+    }
+}
+
+/// The next hops the snapshot sends to (backends' and gateways'): never evicted from the
+/// neighbour table.
+fn needed_next_hops(snapshot: &Snapshot) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    let backends = snapshot.backends.iter().map(|b| b.route.next_hop);
+    backends.chain(snapshot.interfaces.iter().filter_map(|i| i.gateway))
+}
+
+/// True for a MAC a reply can go to: not broadcast, multicast or all-zero.
+#[inline]
+fn is_unicast(mac: MacAddr) -> bool {
+    !mac.is_multicast() && mac != MacAddr::ZERO
+}
+
+/// True for an ARP sender address no reply may go to: broadcast, multicast, loopback, or
+/// the directed broadcast of an interface's subnet. (0.0.0.0 is an RFC 5227 probe: fine.)
+fn unreplyable_sender(snapshot: &Snapshot, ip: Ipv4Addr) -> bool {
+    ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_loopback()
+        || snapshot.interfaces.iter().any(|i| {
+            let host_bits = u32::MAX.checked_shr(u32::from(i.prefix_len)).unwrap_or(0);
+            i.prefix_len < 31 && i.contains(ip) && ip.to_bits() & host_bits == host_bits
+        })
 }
 
 fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
@@ -500,6 +566,10 @@ impl CoreState {
         ingress: IfaceId,
         frame: &mut [u8],
     ) -> Verdict {
+        let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
+            return Verdict::Drop(DropReason::UnknownInterface);
+        };
+        let eth_src = EthernetFrame::new_unchecked(&*frame).src_addr();
         let arp = match ArpPacket::new_checked(&frame[ETH_LEN..]) {
             Ok(arp) => arp,
             Err(WireError::Unsupported) => return Verdict::Pass,
@@ -507,34 +577,93 @@ impl CoreState {
         };
         let operation = arp.operation();
         let (sender_ip, sender_mac) = (arp.sender_proto_addr(), arp.sender_hw_addr());
-        let target_ip = arp.target_proto_addr();
-        let target = snapshot.owned(target_ip);
+        let target = snapshot.owned(arp.target_proto_addr());
+        let ours = matches!(target, Some(Owned::Vip | Owned::Local));
 
-        // Learn from ARP that names us, and refresh what we already know from any ARP.
-        let usable_sender = !sender_ip.is_unspecified()
-            && !sender_mac.is_multicast()
-            && sender_mac != MacAddr::ZERO;
-        if usable_sender && (target.is_some() || self.neighbors.get(sender_ip).is_some()) {
-            match self.neighbors.learn(now, sender_ip, sender_mac) {
-                Learned::New | Learned::Updated => {
-                    self.counters.add(Stat::NeighborsLearned, 1);
-                    self.release_held(snapshot, sender_ip, sender_mac);
-                }
-                Learned::Full => self.counters.add(Stat::NeighborTableFull, 1),
-                Learned::Unchanged | Learned::Static => {}
+        // Another host says it holds an address of ours (a typo'd config, a stolen VIP):
+        // never learned, never answered, counted for control to log. Our own announcement
+        // looped back is the kernel's.
+        if matches!(snapshot.owned(sender_ip), Some(Owned::Vip | Owned::Local)) {
+            if snapshot.interfaces.iter().any(|i| i.mac == sender_mac && i.mac == eth_src) {
+                return Verdict::Pass;
             }
+            self.counters.add(Stat::ArpConflicts, 1);
+            return Verdict::Drop(DropReason::ArpConflict);
+        }
+        // A reply would go to a broadcast or multicast address: not ours to answer or learn.
+        if !is_unicast(eth_src)
+            || !is_unicast(sender_mac)
+            || unreplyable_sender(snapshot, sender_ip)
+        {
+            return if ours { Verdict::Drop(DropReason::ArpBadSender) } else { Verdict::Pass };
         }
 
-        let ours = matches!(target, Some(Owned::Vip | Owned::Local));
-        if operation == ArpOperation::Request && ours && sender_ip != target_ip {
-            let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
-                return Verdict::Drop(DropReason::UnknownInterface);
-            };
+        // Learn from ARP that names us (a client asking for a VIP, a reply to the box), and
+        // refresh what we already know from any ARP; only senders on this interface's
+        // subnet can be next hops.
+        let known = self.neighbors.get(sender_ip).is_some();
+        if !sender_ip.is_unspecified()
+            && interface.contains(sender_ip)
+            && (target.is_some() || known)
+        {
+            self.learn(snapshot, now, sender_ip, sender_mac);
+        }
+
+        if operation == ArpOperation::Request && ours {
             arp::answer_request(frame, interface.mac);
             self.counters.add(Stat::ArpRepliesSent, 1);
             return Verdict::Tx(ingress);
         }
         Verdict::Pass
+    }
+
+    /// Records `ip` at `mac`, counts what the table did, and releases frames held for it.
+    fn learn(&mut self, snapshot: &Snapshot, now: Instant, ip: Ipv4Addr, mac: MacAddr) {
+        match self.neighbors.learn(now, ip, mac) {
+            learned @ (Learned::New | Learned::NewEvicting | Learned::Updated) => {
+                self.counters.add(Stat::NeighborsLearned, 1);
+                if learned == Learned::NewEvicting {
+                    self.counters.add(Stat::NeighborsEvicted, 1);
+                }
+                self.release_held(snapshot, ip, mac);
+            }
+            Learned::Full => self.counters.add(Stat::NeighborTableFull, 1),
+            Learned::Unchanged | Learned::Static => {}
+        }
+    }
+
+    /// Queues paced ARP, once each (a request already queued is not queued again).
+    fn queue_paced(&mut self, requests: impl Iterator<Item = PacedArp>) {
+        for request in requests {
+            if !self.paced_arp.contains(&request) {
+                self.paced_arp.push_back(request);
+            }
+        }
+    }
+
+    /// Moves paced ARP into the emit queue while it has [`PACED_ARP_ROOM`]. An address that
+    /// is no longer a VIP or local address of the snapshot is skipped.
+    fn send_paced_arp(&mut self, snapshot: &Snapshot) {
+        while self.emit.len() < PACED_ARP_ROOM {
+            let Some(request) = self.paced_arp.pop_front() else { return };
+            let (PacedArp::Announce(ip) | PacedArp::Probe(ip)) = request;
+            if !matches!(snapshot.owned(ip), Some(Owned::Vip | Owned::Local)) {
+                continue;
+            }
+            let Some(route) = snapshot.route(ip) else { continue };
+            let Some(interface) = snapshot.interfaces.get(route.egress.index()) else { continue };
+            let mac = interface.mac;
+            let pushed = self.emit.push_with(route.egress, |buffer| match request {
+                PacedArp::Announce(_) => arp::write_gratuitous(buffer, mac, ip),
+                PacedArp::Probe(_) => arp::write_probe(buffer, mac, ip),
+            });
+            let stat = match (pushed, request) {
+                (false, _) => Stat::EmitOverflow,
+                (true, PacedArp::Announce(_)) => Stat::GratuitousArpSent,
+                (true, PacedArp::Probe(_)) => Stat::ArpProbesSent,
+            };
+            self.counters.add(stat, 1);
+        }
     }
 
     /// Asks again for backends' next hops learned more than [`NEIGHBOR_REFRESH`] ago. Only
@@ -1491,6 +1620,10 @@ impl EmitQueue {
         })
     }
 
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
     fn drain(&mut self, mut send: impl FnMut(IfaceId, &[u8])) -> usize {
         let count = self.frames.len();
         for (index, (egress, len)) in self.frames.iter().enumerate() {
@@ -1959,6 +2092,124 @@ port = {backend_port}
                 proptest::prop_assert_eq!(&segment[6..8], &[0, 0]);
             }
         }
+    }
+
+    /// A /16 segment (so thousands of senders are on-link), the box at 10.1.0.10, and a DR
+    /// service 10.1.1.100:80 whose backend 10.1.1.11 has no configured MAC; `vips` more DR
+    /// services 10.1.2.x:80 with the same backend.
+    fn segment_snapshot(vips: u32) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.0.10/16\"\nmac = \"02:00:00:00:00:10\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"dr\"\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n",
+        );
+        for i in 0..vips {
+            let vip = Ipv4Addr::from_bits(0x0a01_0200 + i);
+            text += &format!(
+                "[[service]]\nvip = \"{vip}\"\nport = 80\nforward = \"dr\"\n\
+                 [[service.backend]]\naddr = \"10.1.1.11\"\n"
+            );
+        }
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// The 5000 hosts of an ARP storm, all on the segment.
+    fn storm_senders() -> impl Iterator<Item = (Ipv4Addr, MacAddr)> {
+        (0..5000u32).map(|i| {
+            let ip = Ipv4Addr::from_bits(0x0a01_6400 + i);
+            let [_, _, a, b] = i.to_be_bytes();
+            (ip, MacAddr([2, 0x55, 0, 0, a, b]))
+        })
+    }
+
+    /// A SYN to the first service is sent to the backend's MAC.
+    fn reaches_backend(pipeline: &mut Pipeline, now: Instant, port: u16) -> bool {
+        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
+        let mut syn =
+            crate::testkit::tcp(CLIENT.mac, lb, (CLIENT.ip, port), VIP, crate::testkit::SYN, b"");
+        pipeline.process(now, IfaceId(0), &mut syn) == Verdict::Tx(IfaceId(0))
+            && syn[0..6] == RS.mac.0
+    }
+
+    /// Gratuitous ARP of 5000 other hosts, relayed to a core, does not keep a backend added
+    /// later from being resolved.
+    #[test]
+    fn a_relayed_arp_storm_leaves_room_for_a_backend() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
+        for (ip, mac) in storm_senders() {
+            pipeline.learn_neighbor(Instant::from_secs(1), ip, mac);
+        }
+        assert!(pipeline.neighbors().len() <= NEIGHBOR_CAPACITY);
+        pipeline.learn_neighbor(Instant::from_secs(2), RS.ip, RS.mac);
+        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "the backend resolves");
+        assert!(reaches_backend(&mut pipeline, Instant::from_secs(2), 4000));
+    }
+
+    /// 5000 hosts asking for the VIP are answered (and learned: they are clients), and a
+    /// backend that answers xlb's request afterwards still resolves.
+    #[test]
+    fn arp_requests_from_5000_hosts_leave_room_for_a_backend() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
+        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
+        let box_ip = Ipv4Addr::new(10, 1, 0, 10);
+        for (ip, mac) in storm_senders() {
+            let mut request = crate::testkit::arp(true, mac, ip, MacAddr::ZERO, VIP.0);
+            let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut request);
+            assert_eq!(verdict, Verdict::Tx(IfaceId(0)), "{ip} is answered");
+        }
+        let mut reply = crate::testkit::arp(false, RS.mac, RS.ip, lb, box_ip);
+        pipeline.process(Instant::from_secs(2), IfaceId(0), &mut reply);
+        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "the backend resolves");
+        assert!(reaches_backend(&mut pipeline, Instant::from_secs(2), 4000));
+    }
+
+    /// A learned neighbour no backend or gateway needs is forgotten once stale; a backend's
+    /// is kept however old.
+    #[test]
+    fn stale_neighbors_nobody_needs_are_forgotten() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot { index: 1, count: 2 });
+        pipeline.learn_neighbor(Instant::from_secs(1), CLIENT.ip, CLIENT.mac);
+        pipeline.learn_neighbor(Instant::from_secs(1), RS.ip, RS.mac);
+        let mut now = Instant::from_secs(2);
+        for _ in 0..1000 {
+            pipeline.maintain(now);
+            now = now.saturating_add(Duration::from_millis(1));
+        }
+        assert_eq!(pipeline.neighbors().lookup(CLIENT.ip), Some(CLIENT.mac), "still fresh");
+        let mut now = Instant::from_secs(1).saturating_add(arp::NEIGHBOR_STALE);
+        for _ in 0..1000 {
+            pipeline.maintain(now);
+            now = now.saturating_add(Duration::from_millis(1));
+        }
+        assert_eq!(pipeline.neighbors().lookup(CLIENT.ip), None, "stale, forgotten");
+        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "a backend's is kept");
+        assert!(pipeline.counters().get(Stat::NeighborsEvicted) >= 1);
+    }
+
+    /// Every VIP is announced, however many: the emit queue holds 64 frames, so the
+    /// announcements are paced over the next few rounds.
+    #[test]
+    fn every_vip_is_announced_paced() {
+        let snapshot = segment_snapshot(199);
+        let addrs: Vec<Ipv4Addr> = snapshot.announced_addrs().iter().map(|(ip, _)| *ip).collect();
+        assert_eq!(addrs.len(), 200);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.announce(&addrs);
+        let mut announced = std::collections::BTreeSet::new();
+        let mut now = Instant::from_secs(1);
+        for _ in 0..20 {
+            pipeline.drain_emitted(|_, frame| {
+                let arp = ArpPacket::new_checked(&frame[ETH_LEN..]).expect("ARP");
+                assert_eq!(arp.sender_proto_addr(), arp.target_proto_addr(), "gratuitous");
+                announced.insert(arp.sender_proto_addr());
+            });
+            pipeline.maintain(now);
+            now = now.saturating_add(Duration::from_millis(1));
+        }
+        assert_eq!(announced.len(), 200, "all VIPs announced");
+        assert_eq!(pipeline.counters().get(Stat::GratuitousArpSent), 200);
+        assert_eq!(pipeline.counters().get(Stat::EmitOverflow), 0);
     }
 
     #[test]

@@ -15,8 +15,11 @@
 //!    in place, copy frames leaving by another interface into that port;
 //! 4. send what the pipeline emitted on its own (ARP requests, released frames);
 //! 5. flush every port (submit TX, kick the kernel if it asks, reclaim, refill);
-//! 6. every millisecond, `maintain` (expire flows and held frames); every
-//!    [`REPORT_EVERY`], report.
+//! 6. every millisecond, `maintain` (expire flows, held frames and stale neighbours, send
+//!    paced ARP); every [`REPORT_EVERY`], report, and sooner (after [`EARLY_REPORT_AFTER`])
+//!    when the pipeline has asked ARP for a next hop since the last report: control relays
+//!    snooped ARP only for next hops someone needs, and learns from the report which ones a
+//!    core is asking for, so the answer reaches the core within milliseconds.
 //!
 //! An iteration that received frames reads the clock once more after step 5 and records
 //! how long steps 3 to 5 took in [`BatchLatency`], a histogram kept since the worker started
@@ -38,7 +41,7 @@ use crossbeam::channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 
 use crate::control::Snapshot;
-use crate::dataplane::{BATCH, Counters, IfaceId, Pipeline, Verdict};
+use crate::dataplane::{BATCH, Counters, IfaceId, Pipeline, Stat, Verdict};
 use crate::time::{Instant, MonotonicClock};
 use crate::wire::MacAddr;
 
@@ -177,8 +180,11 @@ pub enum ControlMsg {
     Snapshot(Arc<Snapshot>),
     /// ARP seen on the wire said `ip` is at `mac`.
     Neighbor(Ipv4Addr, MacAddr),
-    /// Send gratuitous ARP for every VIP and local address.
-    Announce,
+    /// Send gratuitous ARP for these VIPs and local addresses (paced).
+    Announce(Vec<Ipv4Addr>),
+    /// Send an RFC 5227 probe for each of these addresses (paced): control then waits for
+    /// another host's answer before announcing them.
+    Probe(Vec<Ipv4Addr>),
 }
 
 /// What a worker tells control.
@@ -200,6 +206,9 @@ pub struct CoreReport {
     pub conntrack: crate::conntrack::ConntrackStats,
     pub neighbors: usize,
     pub held: usize,
+    /// Next hops this core is asking for (at most [`crate::arp::MAX_PENDING_NEIGHBORS`]):
+    /// control relays the ARP that answers them.
+    pub unresolved: Vec<Ipv4Addr>,
     /// Frames that were to leave by an interface this worker has no port on, or that did
     /// not fit the staging area.
     pub unroutable: u64,
@@ -209,6 +218,8 @@ pub struct CoreReport {
 
 /// How often a worker reports.
 pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// A report goes out this soon after the pipeline asked ARP for a next hop.
+pub const EARLY_REPORT_AFTER: Duration = Duration::from_millis(2);
 const MAINTAIN_EVERY: Duration = Duration::from_millis(1);
 /// Empty rounds before an idle worker starts waiting.
 const SPIN_ROUNDS: u32 = 256;
@@ -271,6 +282,8 @@ pub struct Worker<P: Port> {
     latency: BatchLatency,
     last_maintain: Instant,
     last_report: Instant,
+    /// The pipeline's `arp_requests_sent` at the last report.
+    requests_reported: u64,
     idle_rounds: u32,
 }
 
@@ -311,6 +324,7 @@ impl<P: Port> Worker<P> {
             latency: BatchLatency::new(),
             last_maintain: now,
             last_report: now,
+            requests_reported: 0,
             idle_rounds: 0,
         }
     }
@@ -344,7 +358,8 @@ impl<P: Port> Worker<P> {
             match message {
                 ControlMsg::Snapshot(snapshot) => self.pipeline.set_snapshot(snapshot),
                 ControlMsg::Neighbor(ip, mac) => self.pipeline.learn_neighbor(now, ip, mac),
-                ControlMsg::Announce => self.pipeline.announce(),
+                ControlMsg::Announce(addrs) => self.pipeline.announce(&addrs),
+                ControlMsg::Probe(addrs) => self.pipeline.probe(&addrs),
             }
         }
         now = self.clock.now();
@@ -372,7 +387,10 @@ impl<P: Port> Worker<P> {
             self.pipeline.maintain(now);
             self.last_maintain = now;
         }
-        if now.saturating_duration_since(self.last_report) >= REPORT_EVERY {
+        let since_report = now.saturating_duration_since(self.last_report);
+        let asked = self.pipeline.counters().get(Stat::ArpRequestsSent) > self.requests_reported;
+        if since_report >= REPORT_EVERY || (asked && since_report >= EARLY_REPORT_AFTER) {
+            self.requests_reported = self.pipeline.counters().get(Stat::ArpRequestsSent);
             let report = self.report();
             // A slow control thread misses a report rather than slowing the worker.
             if let Err(TrySendError::Disconnected(_)) = self.reports.try_send(report) {
@@ -415,6 +433,7 @@ impl<P: Port> Worker<P> {
             conntrack: self.pipeline.conntrack().stats(),
             neighbors: self.pipeline.neighbors().len(),
             held: self.pipeline.held(),
+            unresolved: self.pipeline.unresolved().collect(),
             unroutable: self.unroutable,
             latency: self.latency.clone(),
         }
@@ -560,6 +579,24 @@ mod tests {
         assert_eq!(wire.len(), 1);
         assert_eq!(&wire[0][0..6], &RS.mac.0);
         assert_eq!(&wire[0][6..12], &LB.mac.0);
+    }
+
+    /// A core that asks ARP for a next hop reports it within milliseconds, not at the next
+    /// regular report: control relays snooped ARP only for next hops someone asks for.
+    #[test]
+    fn a_next_hop_asked_for_is_reported_early() {
+        let (mut worker, _control, reports) = worker(ONE_ARM, 1);
+        worker.ports[0].1.inbox.push_back(syn(40000));
+        worker.step();
+        let started = std::time::Instant::now();
+        let report = loop {
+            worker.step();
+            if let Ok(report) = reports.try_recv() {
+                break report;
+            }
+            assert!(started.elapsed() < REPORT_EVERY, "no early report");
+        };
+        assert_eq!(report.unresolved, vec![RS.ip]);
     }
 
     #[test]

@@ -619,7 +619,12 @@ impl Corpus {
         let own = self.arp_request(e.lb.ip);
         self.push(class, "request for the box's own address", own, Verdict::Pass, false);
         let gratuitous = arp(true, e.client.mac, vip, MacAddr::ZERO, vip);
-        self.add(class, "gratuitous request claiming the VIP", gratuitous, Verdict::Pass);
+        self.add(
+            class,
+            "gratuitous request claiming the VIP",
+            gratuitous,
+            drop(DropReason::ArpConflict),
+        );
         let probe = arp(true, e.client.mac, Ipv4Addr::UNSPECIFIED, MacAddr::ZERO, vip);
         self.add(class, "probe for the VIP (sender 0.0.0.0): defended", probe, FORWARDED);
     }

@@ -12,7 +12,9 @@
 //     and ICMP errors whose source address is a NAT backend (key: address, port 0,
 //     protocol 1); only unfragmented packets with a plain 20-byte header, since xlb never
 //     made a reply with options or fragments;
-//   - ARP requests for an OWNER_XLB address (xlb answers ARP for what it owns).
+//   - ARP requests for an OWNER_XLB address (xlb answers ARP for what it owns), and ARP
+//     (request or reply) whose *sender* is an OWNER_XLB address: another host claiming a
+//     VIP, which xlb counts as a conflict (and answers to its probes).
 // Everything else goes to the kernel (XDP_PASS): the box's own traffic (SSH, routing, ARP
 // for its own address), VLAN tags, IPv6, truncated frames.
 //
@@ -148,6 +150,9 @@ int xlb_steer(struct xdp_md *ctx)
             if (owner && *owner == OWNER_XLB)
                 goto steer;
         }
+        __u8 *claimed = bpf_map_lookup_elem(&dst, arp + 14);
+        if (claimed && *claimed == OWNER_XLB)
+            goto steer;
     }
     goto out;
 

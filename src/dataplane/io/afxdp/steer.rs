@@ -12,7 +12,8 @@
 //!   "kernel": health checks and SSH to backends are the kernel's): TCP/UDP from a backend's
 //!   (address, port, protocol) in `nat_src`, and ICMP errors from a backend address
 //!   (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments only;
-//! - ARP requests for a VIP or local address.
+//! - ARP requests for a VIP or local address, and ARP whose sender is a VIP or local address
+//!   (another host claiming it: the pipeline counts a conflict; control logs it).
 //!
 //! A queue with no socket in `xsks` falls back to `XDP_PASS` (counted as `no_socket`).
 //! Every Ethernet/IPv4 ARP request or reply with a non-zero sender address is also recorded
@@ -825,6 +826,16 @@ mod tests {
                 testkit::arp(false, BACKEND_MAC, NAT_BACKEND, LB_MAC, BOX),
                 false,
             ),
+            (
+                "arp reply from another host claiming a VIP".into(),
+                testkit::arp(false, BACKEND_MAC, DR_VIP, LB_MAC, Ipv4Addr::UNSPECIFIED),
+                true,
+            ),
+            (
+                "arp request from another host claiming a local address".into(),
+                arp_request((BACKEND_MAC, LOCAL), BOX),
+                true,
+            ),
             ("ipv6".into(), ipv6_udp(), false),
             ("vlan-tagged tcp to a VIP".into(), vlan_tagged(&to_vip), false),
             ("ihl 6 tcp to a VIP".into(), with_ip_options(&to_vip), true),
@@ -912,9 +923,17 @@ mod tests {
         // ARP taught it the senders of well-formed ARP, and nothing else.
         let finished = monotonic_ns();
         let seen = program.arp_seen().unwrap();
-        let learned: Vec<(Ipv4Addr, MacAddr)> =
+        let mut learned: Vec<(Ipv4Addr, MacAddr)> =
             seen.iter().map(|&(ip, mac, _)| (ip, mac)).collect();
-        assert_eq!(learned, [(NAT_BACKEND, BACKEND_MAC), (CLIENT, CLIENT_MAC)]);
+        learned.sort();
+        let mut expected = [
+            (NAT_BACKEND, BACKEND_MAC),
+            (CLIENT, CLIENT_MAC),
+            (DR_VIP, BACKEND_MAC),
+            (LOCAL, BACKEND_MAC),
+        ];
+        expected.sort();
+        assert_eq!(learned, expected);
         for (ip, _, seen_ns) in seen {
             assert!((started..=finished).contains(&seen_ns), "{ip} seen at {seen_ns}");
         }
