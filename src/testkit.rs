@@ -82,6 +82,18 @@ impl VerdictTally {
         self.drops[reason as usize]
     }
 
+    /// Adds another tally's counts to this one.
+    pub fn add(&mut self, other: &VerdictTally) {
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+        self.tx += other.tx;
+        self.pass += other.pass;
+        self.held += other.held;
+        for (all, n) in self.drops.iter_mut().zip(other.drops) {
+            *all += n;
+        }
+    }
+
     /// Every difference between this tally and `counters`, one line each; `Ok` when none.
     pub fn check(&self, counters: &Counters) -> Result<(), String> {
         let mut wrong = Vec::new();

@@ -24,7 +24,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 use xlb::control::{Config, Snapshot};
-use xlb::dataplane::{CoreSlot, Counters, DropReason, IfaceId, Pipeline, Stat, Verdict};
+use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Stat, Verdict};
 use xlb::testkit::{self, ACK, FIN_ACK, Flags, Host, PSH_ACK, RST, SYN, SYN_ACK, VerdictTally};
 use xlb::time::Instant;
 use xlb::wire::MacAddr;
@@ -715,9 +715,6 @@ fn the_generator_reaches_every_stage() {
     let mut runner = TestRunner::deterministic();
     let strategy = ops();
     let mut total = VerdictTally::default();
-    let sum = |stat: Stat, counters: &Counters, into: &mut [u64; Stat::COUNT]| {
-        into[stat as usize] += counters.get(stat);
-    };
     let mut stats = [0u64; Stat::COUNT];
     let mut replies = 0;
     for _ in 0..400 {
@@ -729,17 +726,10 @@ fn the_generator_reaches_every_stage() {
         driver.check_counted().unwrap();
         let counters = driver.pipeline.counters();
         for stat in Stat::ALL {
-            sum(*stat, counters, &mut stats);
+            stats[*stat as usize] += counters.get(*stat);
         }
         replies += counters.backends.iter().map(|b| b.out_packets).sum::<u64>();
-        let t = &driver.tally;
-        total.frames += t.frames;
-        total.tx += t.tx;
-        total.pass += t.pass;
-        total.held += t.held;
-        for (all, n) in total.drops.iter_mut().zip(t.drops) {
-            *all += n;
-        }
+        total.add(&driver.tally);
     }
     let frames = total.frames as f64;
     let share = |n: u64| n as f64 / frames;
