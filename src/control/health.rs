@@ -410,7 +410,8 @@ struct ProbeReport {
 }
 
 /// The probing threads: at most [`MAX_PROBE_THREADS`], started while probes wait for one.
-/// Its threads end once `jobs` is dropped (with the monitor) and their probe is done.
+/// When the monitor goes, each thread ends after the probe it is running (its result has
+/// nowhere to go) or, if idle, at once (`jobs` is gone).
 #[derive(Debug)]
 struct ProbePool {
     jobs: Sender<ProbeJob>,
