@@ -64,13 +64,17 @@ counted_enum! {
         IcmpNoFlow => "icmp_no_flow",
         /// Every backend of the service has weight 0 (or there are none).
         NoBackend => "no_backend",
-        /// FullNAT: no free local address:port towards that backend.
+        /// FullNAT: every local address:port tried towards that backend is held by a flow
+        /// that may not be evicted (established TCP, replied UDP).
         NoLocalPort => "no_local_port",
         /// A reply to a FullNAT local address with no flow behind it.
         NoFlow => "no_flow",
-        /// NAT/FullNAT flow refused: its conntrack bucket holds only established flows.
+        /// NAT/FullNAT flow refused: the conntrack table (or the flow's bucket) holds no flow
+        /// it may evict (only established TCP and replied UDP flows).
         ConntrackFull => "conntrack_full",
-        /// NAT/FullNAT flow refused by the SYN-flood policy (embryonic bound reached).
+        /// NAT/FullNAT SYN refused by the SYN-flood policy: the embryonic bound is reached
+        /// and no embryonic flow is there to evict (a tiny table, or the oldest ones all
+        /// completed their handshakes on other cores a moment ago).
         Flood => "flood",
         /// No interface or gateway reaches the destination.
         NoRoute => "no_route",
