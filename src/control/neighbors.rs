@@ -149,14 +149,14 @@ impl NeighborRelay {
         observed
     }
 
-    /// Of `addrs`, those another host claimed (with its MAC) at or after `since`: it
-    /// answered a probe, announced itself, or asked for something from that address.
+    /// Of `addrs`, those another host claimed (with its MAC) after `since`: it answered a
+    /// probe, announced itself, or asked for something from that address.
     pub fn claimed_since(&self, since: StdInstant, addrs: &[Ipv4Addr]) -> Vec<(Ipv4Addr, MacAddr)> {
         addrs
             .iter()
             .filter_map(|ip| {
                 let claim = self.claims.get(ip)?;
-                (claim.observed >= since).then_some((*ip, claim.mac))
+                (claim.observed > since).then_some((*ip, claim.mac))
             })
             .collect()
     }
