@@ -20,8 +20,9 @@
 //!   round in sixteen, a `process_batch` of up to 70 frames. Time advances with every input
 //!   (sometimes by minutes), `maintain` runs every 512 inputs, ARP requests the pipelines
 //!   emit are sometimes answered with `learn_neighbor`. Oracle: every frame gets exactly one
-//!   counted verdict (rx == tx + pass + drop + held), checked at every `maintain` and at the
-//!   end; a `Tx` names an existing interface.
+//!   counted verdict — the pipeline's counters (frames, bytes, each verdict kind and drop
+//!   reason) equal the verdicts the harness saw returned, checked at every `maintain` and at
+//!   the end; a `Tx` names an existing interface.
 //! - `config`: `Config::parse` on mutated TOML texts (line and value mutations as well as
 //!   bytes); a config that parses must build a `Snapshot` without panicking and read back
 //!   from `to_toml` to an equal config.
@@ -45,7 +46,7 @@ use std::time::{Duration, Instant as WallClock};
 
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::{CoreSlot, IfaceId, Pipeline, Stat, Verdict};
-use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK};
+use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, VerdictTally};
 use xlb::time::Instant;
 use xlb::wire::{
     ArpPacket, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, TcpPacket, UdpPacket,
@@ -814,6 +815,9 @@ struct Cores {
     asked: Vec<(Ipv4Addr, usize)>,
     frames: Vec<Vec<u8>>,
     verdicts: Vec<Verdict>,
+    /// Per pipeline: the frames handed in and the verdicts returned, counted here rather than
+    /// read back from the pipeline's own counters, so the check below can fail.
+    tallies: Vec<VerdictTally>,
 }
 
 impl Cores {
@@ -836,6 +840,7 @@ impl Cores {
             asked: Vec::new(),
             frames: Vec::new(),
             verdicts: Vec::new(),
+            tallies: vec![VerdictTally::default(); usize::from(CORES)],
         }
     }
 
@@ -846,9 +851,12 @@ impl Cores {
         gen_frames(rng, seeds, &mut self.frames);
         let count = self.frames.len();
         let pipeline = &mut self.pipelines[core];
+        let tally = &mut self.tallies[core];
         if count == 1 {
+            let len = self.frames[0].len();
             let verdict = pipeline.process(self.now, ingress, &mut self.frames[0]);
             check_verdict(verdict);
+            tally.record(len, verdict);
         } else {
             self.verdicts.clear();
             self.verdicts.resize(count, Verdict::Pass);
@@ -856,6 +864,9 @@ impl Cores {
                 self.frames.iter_mut().map(|frame| frame.as_mut_slice()).collect();
             pipeline.process_batch(self.now, ingress, &mut frames, &mut self.verdicts);
             self.verdicts.iter().copied().for_each(check_verdict);
+            for (frame, verdict) in self.frames.iter().zip(&self.verdicts) {
+                tally.record(frame.len(), *verdict);
+            }
         }
         let asked = &mut self.asked;
         pipeline.drain_emitted(|_, emitted| {
@@ -877,10 +888,10 @@ impl Cores {
             self.pipelines[at].drain_emitted(|_, _| {});
         }
         if index % MAINTAIN_EVERY == MAINTAIN_EVERY - 1 {
-            for pipeline in &mut self.pipelines {
+            for (pipeline, tally) in self.pipelines.iter_mut().zip(&self.tallies) {
                 pipeline.maintain(self.now);
                 pipeline.drain_emitted(|_, _| {});
-                check_counted(pipeline);
+                check_counted(pipeline, tally);
             }
         }
     }
@@ -920,20 +931,12 @@ fn check_verdict(verdict: Verdict) {
     }
 }
 
-/// A pipeline's frames received, and its verdicts counted (tx + pass + drop + held).
-fn counted(pipeline: &Pipeline) -> (u64, u64) {
-    let c = pipeline.counters();
-    let verdicts = c.get(Stat::TxPackets)
-        + c.get(Stat::PassPackets)
-        + c.get(Stat::DropPackets)
-        + c.get(Stat::HeldPackets);
-    (c.get(Stat::RxPackets), verdicts)
-}
-
-/// Every frame got exactly one counted verdict.
-fn check_counted(pipeline: &Pipeline) {
-    let (rx, verdicts) = counted(pipeline);
-    assert_eq!(rx, verdicts, "rx != tx + pass + drop + held");
+/// Every frame got exactly one counted verdict: the pipeline's counters (frames, bytes, each
+/// kind of verdict, each drop reason) equal what the harness saw it return.
+fn check_counted(pipeline: &Pipeline, tally: &VerdictTally) {
+    if let Err(wrong) = tally.check(pipeline.counters()) {
+        panic!("the pipeline's counters disagree with its verdicts:\n{wrong}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1235,10 +1238,9 @@ fn fuzz(
     watch.started.store(u64::MAX, Ordering::Release);
     let mut ok = true;
     if let Some(cores) = &cores {
-        for pipeline in &cores.pipelines {
-            let (rx, verdicts) = counted(pipeline);
-            if rx != verdicts {
-                eprintln!("fuzz pipeline: rx {rx} != tx + pass + drop + held {verdicts}");
+        for (pipeline, tally) in cores.pipelines.iter().zip(&cores.tallies) {
+            if let Err(wrong) = tally.check(pipeline.counters()) {
+                eprintln!("fuzz pipeline: the counters disagree with the verdicts:\n{wrong}");
                 ok = false;
             }
         }
