@@ -8,18 +8,25 @@
 //! Scope (enough for Prometheus, curl and a browser, nothing more): `GET` and `HEAD` of
 //! `/metrics` (a query string is ignored) answer 200 with the text format's content type;
 //! another path 404; another method on `/metrics` 405. One request per connection
-//! (`Connection: close`), one connection at a time.
+//! (`Connection: close`); connections are served concurrently, each on a short-lived thread
+//! of its own.
 //!
 //! Invariants:
 //! - a request head is at most [`HttpOptions::max_request`] bytes (else 431) and must arrive
 //!   within [`HttpOptions::read_timeout`] of the connection (else 408): a slow or hostile
-//!   client holds the server for at most that long, and memory per connection is bounded;
-//! - dropping the [`MetricsServer`] stops the thread and closes the socket before `drop`
-//!   returns (the listener is non-blocking and polled every [`ACCEPT_POLL`]).
+//!   client holds its own thread for at most about twice that long (head, then answer), and
+//!   memory per connection is bounded;
+//! - idle or slow clients never delay another's scrape: at most
+//!   [`HttpOptions::max_connections`] connections are served at once, and one beyond that is
+//!   answered 503 at once (without reading, never blocking the accept loop) and counted in
+//!   [`MetricsServer::refused`];
+//! - dropping the [`MetricsServer`] stops the accept thread and closes the listening socket
+//!   before `drop` returns (the listener is non-blocking and polled every [`ACCEPT_POLL`]);
+//!   connections in progress finish within their deadlines.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,13 +46,22 @@ pub struct HttpOptions {
     pub read_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub max_request: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { read_timeout: Duration::from_secs(2), max_request: 8 * 1024 }
+        HttpOptions {
+            read_timeout: Duration::from_secs(2),
+            max_request: 8 * 1024,
+            max_connections: 32,
+        }
     }
 }
+
+/// The stack of a connection's thread: it holds a 1 KiB buffer and the request head.
+const CONNECTION_STACK: usize = 128 * 1024;
 
 /// A running metrics server; dropping it stops it.
 #[derive(Debug)]
@@ -54,12 +70,20 @@ pub struct MetricsServer {
     /// Set by `drop` only; read by the server thread between accepts.
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Connections answered 503 because `max_connections` were being served; written by
+    /// the accept thread only.
+    refused: Arc<AtomicU64>,
 }
 
 impl MetricsServer {
     /// The address it listens on (the port chosen, if `serve` was given port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections answered 503 because `max_connections` others were being served.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -87,27 +111,99 @@ pub fn serve_with(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
     let thread = {
-        let stop = stop.clone();
+        let (stop, refused) = (stop.clone(), refused.clone());
         std::thread::Builder::new()
             .name("xlb-metrics".into())
-            .spawn(move || accept_loop(&listener, &latest, options, &stop))?
+            .spawn(move || accept_loop(&listener, &latest, options, &stop, &refused))?
     };
-    Ok(MetricsServer { addr, stop, thread: Some(thread) })
+    Ok(MetricsServer { addr, stop, thread: Some(thread), refused })
 }
 
-fn accept_loop(listener: &TcpListener, latest: &Latest, options: HttpOptions, stop: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    latest: &Latest,
+    options: HttpOptions,
+    stop: &AtomicBool,
+    refused: &AtomicU64,
+) {
+    // Connections being served: incremented here, decremented by each connection's thread
+    // when it ends (or here, if the thread could not start).
+    let busy = Arc::new(AtomicUsize::new(0));
+    // Refused connections, answered and shut down, drained a moment before they close.
+    let mut closing: Vec<(TcpStream, Instant)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        closing.retain(|(stream, since)| since.elapsed() < REFUSED_LINGER && !drained(stream));
         match listener.accept() {
-            // A client that goes away mid-answer is its own problem.
             Ok((stream, _)) => {
-                let _ = answer(stream, latest, options);
+                if busy.load(Ordering::Acquire) >= options.max_connections {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    if refuse_busy(&stream) {
+                        if closing.len() >= MAX_CLOSING {
+                            closing.remove(0);
+                        }
+                        closing.push((stream, Instant::now()));
+                    }
+                    continue;
+                }
+                busy.fetch_add(1, Ordering::AcqRel);
+                let (latest, done) = (latest.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("xlb-metrics-conn".into())
+                    .stack_size(CONNECTION_STACK)
+                    .spawn(move || {
+                        // A client that goes away mid-answer is its own problem.
+                        let _ = answer(stream, &latest, options);
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             // Nothing pending, or out of descriptors for a moment: wait and look again.
             Err(_) => std::thread::sleep(ACCEPT_POLL),
         }
     }
+}
+
+/// How long a refused connection is drained before it closes (so that the client's
+/// unread request does not make the kernel reset the connection over the 503).
+const REFUSED_LINGER: Duration = Duration::from_millis(200);
+
+/// The most refused connections draining at once (the oldest closes first).
+const MAX_CLOSING: usize = 64;
+
+/// Whether the client has finished sending (or failed); reads without blocking.
+fn drained(mut stream: &TcpStream) -> bool {
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Answers 503 without reading the request and without blocking (what the socket does not
+/// take at once is not sent), then shuts the sending side; false if the stream is unusable.
+fn refuse_busy(stream: &TcpStream) -> bool {
+    let body = "503 Service Unavailable: too many connections\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut writer = stream;
+    let _ = writer.write(answer.as_bytes());
+    stream.shutdown(Shutdown::Write).is_ok()
 }
 
 /// A response's status line.
@@ -344,6 +440,32 @@ mod tests {
         silent.read_to_string(&mut timed_out).unwrap();
         assert!(timed_out.starts_with("HTTP/1.1 408 "), "{timed_out}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Issue 10 (minor b): 15 idle connections do not delay a scrape (they delayed it by
+    /// 2 s each, one at a time); past `max_connections` a connection gets 503 at once.
+    #[test]
+    fn idle_connections_do_not_delay_a_scrape() {
+        let (server, _) = start("x 1\n", HttpOptions::default());
+        let addr = server.local_addr();
+        let idle: Vec<TcpStream> = (0..15).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(split(&get(addr, "/metrics")).1, "x 1\n");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "the scrape took {took:?}");
+        drop(idle);
+
+        let options = HttpOptions { max_connections: 2, ..HttpOptions::default() };
+        let (server, _) = start("x 1\n", options);
+        let addr = server.local_addr();
+        let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        assert!(get(addr, "/metrics").starts_with("HTTP/1.1 503 "));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(server.refused(), 1);
+        drop(idle);
     }
 
     #[test]

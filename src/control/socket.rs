@@ -10,11 +10,14 @@
 //!
 //! # Invariants
 //!
-//! - [`CtlServer::poll`] never blocks on a client's reads: connections are accepted and read
-//!   without blocking, a partial request waits for the next poll, and a connection that has
-//!   not sent its request within [`REQUEST_DEADLINE`] is dropped. Writing a response blocks
-//!   for at most [`WRITE_TIMEOUT`]. At most [`MAX_PENDING`] connections wait at once (the
-//!   oldest goes first).
+//! - [`CtlServer::poll`] never blocks on a client: connections are accepted, read and
+//!   written without blocking. A partial request waits for the next poll, and a connection
+//!   that has not sent its request within [`REQUEST_DEADLINE`] is dropped. A response is
+//!   written as far as the socket takes it and the rest on later polls; a client that reads
+//!   none of it for [`WRITE_TIMEOUT`], or has not read all of it within
+//!   [`RESPONSE_DEADLINE`], is dropped. At most [`MAX_PENDING`] connections wait at once
+//!   (the oldest goes first). Every dropped client is counted ([`CtlStats`]) and logged, so
+//!   a slow or hostile `xlb ctl` reader costs the control loop (and SIGTERM) nothing.
 //! - A request is at most [`MAX_REQUEST`] bytes; a larger one, or one that is not valid JSON,
 //!   is answered with an error response (status 2), never a panic.
 //! - Access: the socket file is mode 0600 and its directory, when xlb creates it, 0700, so
@@ -36,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::log::warn;
+
 /// Where `xlb run` listens and `xlb ctl` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xlb/xlb.sock";
 
@@ -45,8 +50,15 @@ pub const MAX_REQUEST: usize = 1 << 20;
 /// How long a client may take to send its whole request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How long writing a response may block.
+/// How long a client may leave its response unread (no byte taken) before it is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a client may take to read its whole response.
+pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The send buffer asked for each connection, so that most responses (a `-L -n -c` of
+/// 100,000 connections is about 10 MB) leave in a few polls.
+const SEND_BUFFER: usize = 4 << 20;
 
 /// How many connections may wait for their request at once.
 pub const MAX_PENDING: usize = 16;
@@ -86,11 +98,34 @@ impl Response {
     }
 }
 
-/// A connection whose request has not fully arrived.
+/// A connection being served: its request arriving, then its response leaving.
 struct Pending {
     stream: UnixStream,
     received: Vec<u8>,
     since: Instant,
+    /// The response line and how much of it the socket took, once the request is handled.
+    sending: Option<Sending>,
+}
+
+struct Sending {
+    line: Vec<u8>,
+    written: usize,
+    /// When the client last took some of it.
+    progress: Instant,
+}
+
+/// What the server did with its clients, since it was bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CtlStats {
+    /// Requests answered in full.
+    pub served: u64,
+    /// Clients dropped for not sending a whole request within [`REQUEST_DEADLINE`].
+    pub slow_requests: u64,
+    /// Clients dropped for not reading their response (see [`WRITE_TIMEOUT`] and
+    /// [`RESPONSE_DEADLINE`]).
+    pub slow_readers: u64,
+    /// Connections dropped because [`MAX_PENDING`] others were waiting.
+    pub overflow: u64,
 }
 
 /// The listening control socket.
@@ -101,6 +136,7 @@ pub struct CtlServer {
     /// The socket file's (device, inode), to remove only our own file on drop.
     identity: (u64, u64),
     pending: RefCell<Vec<Pending>>,
+    stats: std::cell::Cell<CtlStats>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -146,6 +182,7 @@ impl CtlServer {
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
             pending: RefCell::new(Vec::new()),
+            stats: std::cell::Cell::new(CtlStats::default()),
         })
     }
 
@@ -154,39 +191,95 @@ impl CtlServer {
         &self.path
     }
 
+    /// What the server did with its clients so far.
+    pub fn stats(&self) -> CtlStats {
+        self.stats.get()
+    }
+
     /// Accepts and serves whatever is ready, without waiting for anything: each complete
     /// request is answered with `handle`'s response (or an error response if it is
-    /// malformed or too large).
+    /// malformed or too large), written as far as the client takes it.
     pub fn poll(&self, mut handle: impl FnMut(Request) -> Response) {
         let mut pending = self.pending.borrow_mut();
+        let mut stats = self.stats.get();
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
+                    // A hint: the kernel may give less, and a smaller buffer only costs polls.
+                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
                     if pending.len() >= MAX_PENDING {
                         pending.remove(0);
+                        stats.overflow += 1;
+                        warn!("control socket: {MAX_PENDING} clients waiting, the oldest dropped");
                     }
-                    pending.push(Pending { stream, received: Vec::new(), since: Instant::now() });
+                    pending.push(Pending {
+                        stream,
+                        received: Vec::new(),
+                        since: Instant::now(),
+                        sending: None,
+                    });
                 }
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => break, // WouldBlock, or a transient accept error: try next poll.
             }
         }
         let now = Instant::now();
-        pending.retain_mut(|connection| match read_request(connection) {
-            Progress::Waiting => now.duration_since(connection.since) < REQUEST_DEADLINE,
-            Progress::Gone => false,
-            Progress::Complete(request) => {
-                let response = match request {
-                    Ok(request) => handle(request),
-                    Err(why) => Response::failure(2, &format!("xlb: bad control request: {why}")),
-                };
-                respond(&mut connection.stream, &response);
-                false
+        pending.retain_mut(|connection| {
+            if connection.sending.is_none() {
+                match read_request(connection) {
+                    Progress::Waiting => {
+                        let waiting = now.duration_since(connection.since) < REQUEST_DEADLINE;
+                        if !waiting {
+                            stats.slow_requests += 1;
+                        }
+                        return waiting;
+                    }
+                    Progress::Gone => return false,
+                    Progress::Complete(request) => {
+                        let response = match request {
+                            Ok(request) => handle(request),
+                            Err(why) => {
+                                Response::failure(2, &format!("xlb: bad control request: {why}"))
+                            }
+                        };
+                        let Ok(mut line) = serde_json::to_vec(&response) else { return false };
+                        line.push(b'\n');
+                        connection.sending = Some(Sending { line, written: 0, progress: now });
+                    }
+                }
+            }
+            let Some(sending) = connection.sending.as_mut() else { return false };
+            match send(&mut connection.stream, sending, Instant::now()) {
+                Sent::Done => {
+                    stats.served += 1;
+                    false
+                }
+                Sent::Gone => false,
+                Sent::Waiting => {
+                    let stalled = sending.progress.elapsed() >= WRITE_TIMEOUT;
+                    let late = connection.since.elapsed() >= RESPONSE_DEADLINE;
+                    if stalled || late {
+                        stats.slow_readers += 1;
+                        warn!(
+                            "control socket: a client read {} of its {} bytes {}; dropped ({} so far)",
+                            sending.written,
+                            sending.line.len(),
+                            if stalled {
+                                format!("and then nothing for {WRITE_TIMEOUT:?}")
+                            } else {
+                                format!("in {RESPONSE_DEADLINE:?}")
+                            },
+                            stats.slow_readers
+                        );
+                    }
+                    !(stalled || late)
+                }
             }
         });
+        self.stats.set(stats);
     }
 }
 
@@ -239,18 +332,28 @@ fn decode(line: &[u8]) -> Result<Request, String> {
     serde_json::from_slice(line).map_err(|error| error.to_string())
 }
 
-/// Writes the response line, blocking at most [`WRITE_TIMEOUT`]; a client that went away
-/// is no error of ours.
-fn respond(stream: &mut UnixStream, response: &Response) {
-    let Ok(mut line) = serde_json::to_vec(response) else { return };
-    line.push(b'\n');
-    if stream.set_nonblocking(false).is_err()
-        || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
-    {
-        return;
+enum Sent {
+    Done,
+    Waiting,
+    Gone,
+}
+
+/// Writes what the socket takes of the response, without blocking.
+fn send(stream: &mut UnixStream, sending: &mut Sending, now: Instant) -> Sent {
+    while sending.written < sending.line.len() {
+        match stream.write(&sending.line[sending.written..]) {
+            Ok(0) => return Sent::Gone,
+            Ok(n) => {
+                sending.written += n;
+                sending.progress = now;
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return Sent::Waiting,
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            // The client went away: no error of ours.
+            Err(_) => return Sent::Gone,
+        }
     }
-    let _ = stream.write_all(&line);
-    let _ = stream.flush();
+    Sent::Done
 }
 
 /// Sends `request` to the daemon listening at `path` and returns its response.
@@ -380,6 +483,43 @@ mod tests {
         };
         serve_until(&server, || client.is_finished());
         assert_eq!(client.join().unwrap().unwrap().stdout, "-S|");
+    }
+
+    /// Issue 10 (minor a): a client that sends a request and never reads its answer costs
+    /// no poll more than a moment, is dropped after [`WRITE_TIMEOUT`] and counted; others
+    /// are served meanwhile, a big answer in full.
+    #[test]
+    fn a_client_that_never_reads_does_not_stall_the_poll() {
+        let scratch = Scratch::new("noread");
+        let path = scratch.0.join("xlb.sock");
+        let server = CtlServer::bind(&path).unwrap();
+        let big = |request: Request| {
+            Response::success("x".repeat(if request.args.is_empty() { 16 << 20 } else { 1 << 20 }))
+        };
+        let mut deaf = UnixStream::connect(&path).unwrap();
+        deaf.write_all(b"{\"args\":[],\"stdin\":null}\n").unwrap();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                call(&path, &Request { args: vec!["-L".into()], stdin: None })
+            })
+        };
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        while started.elapsed() < WRITE_TIMEOUT + Duration::from_millis(500) {
+            let poll = Instant::now();
+            server.poll(big);
+            slowest = slowest.max(poll.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(slowest < Duration::from_millis(200), "a poll took {slowest:?}");
+        let response = reader.join().unwrap().expect("the reading client is served");
+        assert_eq!(response.stdout.len(), 1 << 20);
+        let stats = server.stats();
+        assert_eq!(stats.slow_readers, 1, "{stats:?}");
+        assert_eq!(stats.served, 1, "{stats:?}");
+        assert!(server.pending.borrow().is_empty());
+        drop(deaf);
     }
 
     #[test]
