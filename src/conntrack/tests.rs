@@ -574,6 +574,42 @@ fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow() {
     assert_eq!(evicted.len(), 9);
 }
 
+/// A flow that another core moved out of its eviction class (a handshake completed, a UDP
+/// reply seen, through a reader) is never evicted as if it were still in it: the owner
+/// re-files it when it reaches the head of its queue.
+#[test]
+fn flows_moved_by_readers_are_not_evicted() {
+    let mut ct = Conntrack::new(&ConntrackConfig {
+        max_embryonic: 4,
+        timeouts: timeouts(),
+        ..ConntrackConfig::with_capacity(8)
+    });
+    let reader = ct.reader();
+    let udp = |c: u32| flow(ForwardMode::Nat, Proto::Udp, c, 53);
+    for c in 0..4 {
+        insert(&mut ct, secs(1), tcp(ForwardMode::Nat, c), Some(SYN)).unwrap();
+        insert(&mut ct, secs(1), udp(10 + c), None).unwrap();
+    }
+    // Another core completes the two oldest handshakes and sees replies to two UDP flows.
+    for c in 0..2 {
+        reader.track(secs(1), &tcp(ForwardMode::Nat, c).original_key(), Some(ACK)).unwrap();
+        reader.track(secs(1), &udp(10 + c).reply_key().unwrap(), None).unwrap();
+    }
+    assert_eq!(ct.embryonic(), 2);
+    let mut evicted = Vec::new();
+    for c in 100..104 {
+        let flags = if c % 2 == 0 { Some(SYN) } else { None };
+        let f = if c % 2 == 0 { tcp(ForwardMode::Nat, c) } else { udp(c) };
+        ct.insert(secs(2), f, flags, |f| evicted.push(*f)).unwrap();
+    }
+    for c in 0..2 {
+        assert!(!evicted.contains(&tcp(ForwardMode::Nat, c)), "established {c} evicted");
+        assert!(!evicted.contains(&udp(10 + c)), "replied {c} evicted");
+    }
+    assert_eq!(evicted.len(), 4);
+    assert_eq!(ct.len(), 8);
+}
+
 /// Issue 10 item 6: a table full of UDP flows no backend answered gives the oldest of them
 /// up to any new flow; replied UDP flows are kept until UDP holds more than half the table.
 #[test]
