@@ -718,8 +718,8 @@ impl ControlLoop<'_> {
             .flat_map(|r| r.unresolved.iter().copied());
         let wanted = Wanted::new(&self.snapshot, unresolved);
         let observed = self.relay.observe(StdInstant::now(), &wanted, &entries);
-        for line in &observed.lines {
-            warn!("{line}");
+        for (level, line) in &observed.lines {
+            crate::control::log::write(*level, format_args!("{line}"));
         }
         for (ip, mac) in observed.relay {
             for control in self.controls {

@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::control::Snapshot;
-use crate::control::log::LogBudget;
+use crate::control::log::{Level, LogBudget};
 use crate::wire::MacAddr;
 
 /// Lines per [`LOG_INTERVAL`] about neighbours changing MAC, and about conflicts.
@@ -60,8 +60,9 @@ impl Wanted {
 pub struct Observed {
     /// To tell every worker: `ip` is at `mac`.
     pub relay: Vec<(Ipv4Addr, MacAddr)>,
-    /// Lines to log (already rate-limited).
-    pub lines: Vec<String>,
+    /// Lines to log, with their level (already rate-limited): a neighbour's MAC change is
+    /// news (info), another host's claim on our address is trouble (warn).
+    pub lines: Vec<(Level, String)>,
 }
 
 /// Another host's claim on an address of ours.
@@ -121,9 +122,9 @@ impl NeighborRelay {
                 if !known {
                     self.claims.insert(ip, Claim { mac, seen_ns, observed: now });
                     if self.conflicts.allow(now) {
-                        observed.lines.push(format!(
+                        observed.lines.push((Level::Warn, format!(
                             "ARP conflict: {mac} says it has {ip}, a VIP or local address of xlb's (counted in arp_conflicts)"
-                        ));
+                        )));
                     }
                 }
                 continue;
@@ -134,17 +135,19 @@ impl NeighborRelay {
             match self.relayed.insert(ip, (mac, seen_ns)) {
                 Some(before) if before == (mac, seen_ns) => continue,
                 Some((old, _)) if old != mac && self.moves.allow(now) => {
-                    observed.lines.push(format!("neighbour {ip} moved from {old} to {mac}"));
+                    let line = format!("neighbour {ip} moved from {old} to {mac}");
+                    observed.lines.push((Level::Info, line));
                 }
                 _ => {}
             }
             observed.relay.push((ip, mac));
         }
         if let Some(n) = self.moves.take_suppressed(now) {
-            observed.lines.push(format!("{n} more neighbour MAC change(s) not logged"));
+            let line = format!("{n} more neighbour MAC change(s) not logged");
+            observed.lines.push((Level::Info, line));
         }
         if let Some(n) = self.conflicts.take_suppressed(now) {
-            observed.lines.push(format!("{n} more ARP conflict(s) not logged"));
+            observed.lines.push((Level::Warn, format!("{n} more ARP conflict(s) not logged")));
         }
         observed
     }
@@ -230,13 +233,9 @@ mod tests {
         assert_eq!(relayed, 1000);
         assert_eq!(lines.len(), LOG_LINES_PER_INTERVAL as usize);
         let later = relay.observe(t0 + LOG_INTERVAL, &wanted(), &[]);
-        assert_eq!(
-            later.lines,
-            vec![format!(
-                "{} more neighbour MAC change(s) not logged",
-                999 - LOG_LINES_PER_INTERVAL
-            )]
-        );
+        let suppressed = 999 - LOG_LINES_PER_INTERVAL;
+        let line = format!("{suppressed} more neighbour MAC change(s) not logged");
+        assert_eq!(later.lines, vec![(Level::Info, line)]);
     }
 
     /// Another host's ARP with a VIP as sender is a conflict: logged, remembered for the
@@ -253,7 +252,8 @@ mod tests {
         let observed = relay.observe(answered, &wanted(), &[(vip, OTHER, 2)]);
         assert!(observed.relay.is_empty());
         assert_eq!(observed.lines.len(), 1);
-        assert!(observed.lines[0].contains("10.1.1.100"), "{:?}", observed.lines);
+        assert_eq!(observed.lines[0].0, Level::Warn);
+        assert!(observed.lines[0].1.contains("10.1.1.100"), "{:?}", observed.lines);
         assert_eq!(relay.claimed_since(probe_sent, &[vip]), vec![(vip, OTHER)]);
         assert!(relay.claimed_since(answered + Duration::from_millis(1), &[vip]).is_empty());
     }
