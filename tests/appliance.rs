@@ -665,3 +665,61 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
     assert!((1..=5).contains(&early_failures), "{early_failures} early failures\n{log}");
     assert!(log.contains("warn: health:") && log.contains("10.3.0.11:6000"), "{log}");
 }
+
+/// Issue 10, item 9: in NAT the steering program hands xlb every packet from a backend's
+/// service address:port, replies or not. A DNS backend's own query from :53 to an upstream is
+/// no reply (no flow): the pipeline passes it, and on AF_XDP xlb must hand it to the kernel
+/// (through its TAP device), which forwards it like any other packet of the backend's. The
+/// upstream's answer is not steered at all (the kernel forwards it back). The figures say
+/// what became of the passed frame.
+#[test]
+fn a_nat_backends_own_query_from_its_service_port_reaches_the_upstream() {
+    if !root_or_skip("reinject") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("pass");
+    let rs = format!("{}-rs", lab.prefix);
+    // The box routes the backends' own traffic, as a NAT gateway does.
+    lab.exec(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // The upstream: a UDP server in the client's namespace.
+    let udp = repo().join("lab/udp.py");
+    let udp = udp.to_str().expect("utf-8 path").to_string();
+    lab.spawn(
+        &client,
+        &["python3", &udp, "serve", "--name", "upstream", "--port", "5300"],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[53])).unwrap();
+    let tap_prefix = format!("xlb-{}-", std::process::id());
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "pass", &["--tap-prefix", &tap_prefix]);
+    std::thread::sleep(Duration::from_millis(300)); // the upstream server binds
+    // The backend's own query, from its service port 53 (a DNS server's `query-source port
+    // 53`), up to three tries of a second each.
+    let query = "import socket\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.bind(('0.0.0.0', 53))\n\
+                 s.settimeout(1)\n\
+                 for _ in range(3):\n\
+                 \x20   s.sendto(b'query', ('10.2.0.100', 5300))\n\
+                 \x20   try:\n\
+                 \x20       data, peer = s.recvfrom(2048)\n\
+                 \x20       print('ok', data.decode(), flush=True)\n\
+                 \x20       break\n\
+                 \x20   except socket.timeout:\n\
+                 \x20       print('timeout', flush=True)\n";
+    let output = Command::new("ip")
+        .args(["netns", "exec", &rs, "timeout", "10", "python3", "-c", query])
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (_, log) = stop_xlb(&mut lab, xlb, "pass");
+    assert!(said.contains("ok upstream query"), "the query never got its answer: {said}\n{log}");
+    assert!(said.starts_with("ok"), "the first query was lost: {said}\n{log}");
+    // Steered (it looked like a reply), passed by the pipeline, handed to the kernel.
+    assert!(figure(&log, 0, "pass") >= 1, "{log}");
+    assert_eq!(figure(&log, 0, "reinjected"), figure(&log, 0, "pass"), "{log}");
+    assert_eq!(figure(&log, 0, "unreinjectable"), 0, "{log}");
+    assert_eq!(figure(&log, 0, "reinject-failed"), 0, "{log}");
+}

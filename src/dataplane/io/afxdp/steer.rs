@@ -8,11 +8,24 @@
 //! `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
-//! - IPv4 from a NAT backend, unless it is for one of the box's own addresses (`dst`, owner
-//!   "kernel": health checks and SSH to backends are the kernel's): TCP/UDP from a backend's
-//!   (address, port, protocol) in `nat_src`, and ICMP errors from a backend address
-//!   (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments only;
+//! - unicast IPv4 from a NAT backend, unless it is for one of the box's own addresses
+//!   (`dst`, owner "kernel": health checks and SSH to backends are the kernel's): TCP/UDP
+//!   from a backend's (address, port, protocol) in `nat_src`, and ICMP errors from a backend
+//!   address (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments
+//!   only. No reply is multicast or broadcast, so a frame to an Ethernet group address or to
+//!   224.0.0.0 and up (a backend's mDNS, DHCP or NTP broadcast from its service port) is
+//!   the kernel's;
 //! - ARP requests for a VIP or local address.
+//!
+//! What is steered and still not xlb's: in XDP a NAT reply cannot be told from the
+//! backend's own unicast traffic from its service port (a DNS server's query from :53 to an
+//! upstream, an NTP server's from :123), because only the pipeline's flow table knows the
+//! clients. Mirroring that table into a BPF map was considered and refused: every new flow
+//! and every expiry on every core would cost a `bpf(2)` call from the pure pipeline, the map
+//! would have to bound and evict under floods as the table does, and a flow missing from it
+//! (a full map, a lost update) would break a connection, where a needless steer only costs
+//! a copy. So the pipeline decides, passes what has no flow, and the AF_XDP port hands it
+//! to the kernel through the interface's TAP device ([`super::tap`]), counted.
 //!
 //! A queue with no socket in `xsks` falls back to `XDP_PASS` (counted as `no_socket`).
 //! Every Ethernet/IPv4 ARP request or reply with a non-zero sender address is also recorded
@@ -787,6 +800,52 @@ mod tests {
                 false,
             ),
             ("tcp from a DR backend".into(), tcp((DR_BACKEND, 80), client), false),
+            // No reply is multicast or broadcast: a backend's mDNS, DHCP or NTP broadcast
+            // from its service port is the kernel's (issue 10, item 9).
+            (
+                "udp from a NAT backend's port to a multicast group (mDNS)".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    MacAddr([0x01, 0, 0x5e, 0, 0, 0xfb]),
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::new(224, 0, 0, 251), 5353),
+                    b"mdns",
+                ),
+                false,
+            ),
+            (
+                "udp from a NAT backend's port, broadcast".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    MacAddr::BROADCAST,
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::new(10, 1, 1, 255), 5353),
+                    b"bcast",
+                ),
+                false,
+            ),
+            (
+                "udp from a NAT backend's port to 255.255.255.255 at the box's MAC".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    LB_MAC,
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::BROADCAST, 5353),
+                    b"bcast",
+                ),
+                false,
+            ),
+            (
+                "udp from a NAT backend's port to a multicast group at the box's MAC".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    LB_MAC,
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::new(239, 1, 2, 3), 5353),
+                    b"group",
+                ),
+                false,
+            ),
             ("icmp error from a NAT backend".into(), icmp_error(NAT_BACKEND, CLIENT), true),
             (
                 "icmp error from a NAT backend to the box".into(),
