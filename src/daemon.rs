@@ -168,7 +168,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         };
         let attachment =
             attachment.with_context(|| format!("{}: attaching the XDP program", netdev.name))?;
-        steer.set_rules(&rules).with_context(|| format!("{}: steering rules", netdev.name))?;
+        steer
+            .set_rules(&rules.for_interface(&snapshot, IfaceId(links.len() as u8)))
+            .with_context(|| format!("{}: steering rules", netdev.name))?;
         info!("{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
         let tap = open_tap(options, &netdev, links.len());
         links.push(Link { netdev, steer, attachment: Some(attachment), mode, tap });
@@ -643,10 +645,16 @@ impl ControlLoop<'_> {
         let generation = self.snapshot.generation + 1;
         let snapshot = Arc::new(build_snapshot(&config, &self.health, generation)?);
         let rules = SteerRules::from_snapshot(&snapshot);
-        for link in self.links {
-            // Capacity is checked before any map changes, and every link has the same.
+        // Every arm's rules are checked before any map changes (each is a part of `rules`).
+        let per_link: Vec<SteerRules> = (0..self.links.len())
+            .map(|index| rules.for_interface(&snapshot, IfaceId(index as u8)))
+            .collect();
+        for (link, rules) in self.links.iter().zip(&per_link) {
+            rules.check_fits().with_context(|| format!("{}: steering rules", link.netdev.name))?;
+        }
+        for (link, rules) in self.links.iter().zip(&per_link) {
             link.steer
-                .set_rules(&rules)
+                .set_rules(rules)
                 .with_context(|| format!("{}: steering rules", link.netdev.name))?;
         }
         for control in self.controls {

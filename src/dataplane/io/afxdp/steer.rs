@@ -8,7 +8,9 @@
 //! `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
-//! - unicast IPv4 from a NAT backend, unless it is for one of the box's own addresses
+//! - unicast IPv4 from a NAT backend reached through this interface (each arm's program
+//!   gets [`SteerRules::for_interface`]: a backend's replies come in where xlb sends to
+//!   it), unless it is for one of the box's own addresses
 //!   (`dst`, owner "kernel": health checks and SSH to backends are the kernel's): TCP/UDP
 //!   from a backend's (address, port, protocol) in `nat_src`, and ICMP errors from a backend
 //!   address (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments
@@ -69,6 +71,7 @@ use libxdp_sys as sys;
 use super::bpf::{Aligned, Map, Object, check, opts_size, possible_cpus, sum_per_cpu, test_run};
 
 use crate::control::Snapshot;
+use crate::dataplane::IfaceId;
 use crate::flow::{ForwardMode, Proto};
 use crate::wire::MacAddr;
 
@@ -149,6 +152,40 @@ impl SteerRules {
         nat_src.sort_unstable_by_key(|&(addr, port, proto)| (addr, port, proto.number()));
         nat_src.dedup();
         SteerRules { dst, nat_src, nat_src_icmp, interface_addrs }
+    }
+
+    /// What the program on interface `iface` steers: these rules, less the NAT backends
+    /// `snapshot` does not reach through `iface`. A backend's replies come in where xlb sends
+    /// to it (its default route is the box), so on another arm a packet "from" it is not a
+    /// reply xlb could own (a client forging one, or the backend's traffic on another path):
+    /// the kernel's. With one interface, the rules unchanged.
+    pub fn for_interface(&self, snapshot: &Snapshot, iface: IfaceId) -> SteerRules {
+        let reached_here =
+            |addr: &Ipv4Addr| snapshot.route(*addr).is_some_and(|r| r.egress == iface);
+        SteerRules {
+            nat_src: self
+                .nat_src
+                .iter()
+                .copied()
+                .filter(|(addr, _, _)| reached_here(addr))
+                .collect(),
+            nat_src_icmp: self.nat_src_icmp.iter().copied().filter(reached_here).collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether these rules fit the program's maps; [`SteerProgram::set_rules`] changes
+    /// nothing when they do not.
+    pub fn check_fits(&self) -> Result<(), SteerError> {
+        for (map, count, max) in [
+            ("dst", self.dst_entries().len(), MAX_DST),
+            ("nat_src", self.nat_src_entries().len(), MAX_NAT_SRC),
+        ] {
+            if count > max {
+                return Err(SteerError::TooMany { map, count, max });
+            }
+        }
+        Ok(())
     }
 
     /// The `dst` map these rules want: address (network order) → owner.
@@ -315,16 +352,9 @@ impl SteerProgram {
     /// ones written; an entry that stays is never touched, so it is never missing. Nothing
     /// changes if the rules do not fit.
     pub fn set_rules(&self, rules: &SteerRules) -> Result<(), SteerError> {
+        rules.check_fits()?;
         let dst = rules.dst_entries();
         let nat_src = rules.nat_src_entries();
-        for (map, count, max) in [
-            (self.dst.name, dst.len(), self.dst.max_entries),
-            (self.nat_src.name, nat_src.len(), self.nat_src.max_entries),
-        ] {
-            if count > max {
-                return Err(SteerError::TooMany { map, count, max });
-            }
-        }
         self.dst.sync(&dst)?;
         self.nat_src.sync(&nat_src)
     }
@@ -632,6 +662,35 @@ mod tests {
         );
         assert_eq!(rules.nat_src_icmp, [NAT_BACKEND, Ipv4Addr::new(10, 1, 1, 22)]);
         assert_eq!(rules.interface_addrs, [BOX]);
+    }
+
+    #[test]
+    fn each_arm_steers_only_the_nat_backends_it_reaches() {
+        let two_arms = CONFIG.replacen(
+            "[[service]]",
+            "[[interface]]\nname = \"eth1\"\naddr = \"10.3.3.10/24\"\nmac = \"02:00:00:00:00:02\"\n\n[[service]]",
+            1,
+        );
+        let text = two_arms.replace("addr = \"10.3.3.31\"\n        port = 8443", "addr = \"10.3.3.31\"\n        port = 8443\n\n        [[service]]\n        vip = \"10.1.1.103\"\n        port = 80\n        forward = \"nat\"\n        [[service.backend]]\n        addr = \"10.3.3.32\"\n        port = 8080");
+        let arms = snapshot(&text);
+        let rules = SteerRules::from_snapshot(&arms);
+        let arm2 = Ipv4Addr::new(10, 3, 3, 32);
+        assert!(rules.nat_src.contains(&(arm2, 8080, Proto::Tcp)));
+        let eth0 = rules.for_interface(&arms, IfaceId(0));
+        let eth1 = rules.for_interface(&arms, IfaceId(1));
+        assert!(!eth0.nat_src.iter().any(|&(addr, _, _)| addr == arm2), "{eth0:?}");
+        assert_eq!(eth0.nat_src.len() + 1, rules.nat_src.len());
+        assert_eq!(eth1.nat_src, [(arm2, 8080, Proto::Tcp)]);
+        assert_eq!(eth1.nat_src_icmp, [arm2]);
+        assert!(!eth0.nat_src_icmp.contains(&arm2));
+        // Addresses xlb owns are steered on every arm.
+        assert_eq!((&eth0.dst, &eth1.dst), (&rules.dst, &rules.dst));
+        assert_eq!(eth1.interface_addrs, rules.interface_addrs);
+        // One interface: unchanged.
+        let one = snapshot(CONFIG);
+        let rules = SteerRules::from_snapshot(&one);
+        assert_eq!(rules.for_interface(&one, IfaceId(0)), rules);
+        assert!(rules.check_fits().is_ok());
     }
 
     #[test]
