@@ -54,6 +54,7 @@ use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
+use crate::dataplane::io::afxdp::tap::{self, Tap};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
 use crate::dataplane::{BackendCounters, PassiveCounters};
@@ -90,6 +91,9 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// The control socket `xlb ctl` talks to (default [`socket::DEFAULT_SOCKET`]).
     pub socket: Option<PathBuf>,
+    /// Name the TAP devices `PREFIX<k>` (k: the interface's position in the config) instead
+    /// of after their interface ([`tap::tap_name`]); tests use it to name what they create.
+    pub tap_prefix: Option<String>,
 }
 
 /// One interface xlb runs on.
@@ -99,6 +103,9 @@ struct Link {
     /// Kept for its drop (detach); declared after `steer`'s users so it goes last.
     attachment: Option<Attachment>,
     mode: XdpMode,
+    /// Where the interface's ports hand the frames the pipeline passes to the kernel; None
+    /// if it could not be made (they are then counted as lost, and a warning says why).
+    tap: Option<Arc<Tap>>,
 }
 
 /// What a run did, for the caller to print.
@@ -183,9 +190,19 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         };
         let attachment =
             attachment.with_context(|| format!("{}: attaching the XDP program", netdev.name))?;
-        steer.set_rules(&rules).with_context(|| format!("{}: steering rules", netdev.name))?;
+        steer
+            .set_rules(&rules.for_interface(&snapshot, IfaceId(links.len() as u8)))
+            .with_context(|| format!("{}: steering rules", netdev.name))?;
         info!("{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
-        links.push(Link { netdev, steer, attachment: Some(attachment), mode });
+        let tap = open_tap(options, &netdev, links.len());
+        links.push(Link { netdev, steer, attachment: Some(attachment), mode, tap });
+    }
+    if links.iter().any(|l| l.tap.is_some()) && tap::strict_rp_filter() {
+        warn!(
+            "net.ipv4.conf.all.rp_filter is 1 (strict): the kernel drops frames xlb hands back \
+             to it through its TAP devices when it routes their source elsewhere (a NAT \
+             backend's own traffic); set it to 0 or 2"
+        );
     }
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -210,7 +227,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     for (index, link) in links.iter().enumerate() {
         for queue in 0..link.netdev.rx_queues {
             let worker = queue as usize % workers;
-            let port = XskPort::open(&link.netdev.name, queue, xsk_config)?;
+            let mut port = XskPort::open(&link.netdev.name, queue, xsk_config)?;
+            if let Some(tap) = &link.tap {
+                port.set_reinject(tap.clone());
+            }
             link.steer
                 .set_socket(queue, port.fd())
                 .with_context(|| format!("{} queue {queue}: XSKMAP", link.netdev.name))?;
@@ -661,10 +681,16 @@ impl ControlLoop<'_> {
         let generation = self.snapshot.generation + 1;
         let snapshot = Arc::new(build_snapshot(&config, &self.health, generation)?);
         let rules = SteerRules::from_snapshot(&snapshot);
-        for link in self.links {
-            // Capacity is checked before any map changes, and every link has the same.
+        // Every arm's rules are checked before any map changes (each is a part of `rules`).
+        let per_link: Vec<SteerRules> = (0..self.links.len())
+            .map(|index| rules.for_interface(&snapshot, IfaceId(index as u8)))
+            .collect();
+        for (link, rules) in self.links.iter().zip(&per_link) {
+            rules.check_fits().with_context(|| format!("{}: steering rules", link.netdev.name))?;
+        }
+        for (link, rules) in self.links.iter().zip(&per_link) {
             link.steer
-                .set_rules(&rules)
+                .set_rules(rules)
                 .with_context(|| format!("{}: steering rules", link.netdev.name))?;
         }
         for control in self.controls {
@@ -788,6 +814,28 @@ fn build_snapshot(
     Ok(snapshot)
 }
 
+/// The TAP device through which `netdev`'s ports hand passed frames to the kernel (the
+/// interface at `position` in the config). A failure is logged, not fatal: xlb still forwards
+/// what it owns, and counts what it could not hand back as `pass_unreinjectable`.
+fn open_tap(options: &RunOptions, netdev: &Netdev, position: usize) -> Option<Arc<Tap>> {
+    let made = tap::tap_name(options.tap_prefix.as_deref(), &netdev.name, netdev.ifindex, position)
+        .and_then(|name| Tap::create(&name, netdev));
+    match made {
+        Ok(tap) => {
+            info!("{}: frames xlb passes reach the kernel through TAP {}", netdev.name, tap.name());
+            Some(Arc::new(tap))
+        }
+        Err(error) => {
+            warn!(
+                "{}: {error}; frames xlb passes (not its own, e.g. a NAT backend's own traffic \
+                 from its service port) are dropped and counted as pass_unreinjectable",
+                netdev.name
+            );
+            None
+        }
+    }
+}
+
 /// One line of figures per core, to stderr.
 fn log_figures(reports: &[CoreReport]) {
     let mut reports: Vec<&CoreReport> = reports.iter().collect();
@@ -799,12 +847,15 @@ fn log_figures(reports: &[CoreReport]) {
         }
         let c = &r.counters;
         info!(
-            "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
+            "core {}: rx {} tx {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
             r.core,
             c.get(Stat::RxPackets),
             c.get(Stat::TxPackets),
             io.tx_packets,
             c.get(Stat::PassPackets),
+            io.pass_reinjected,
+            io.pass_reinject_failed,
+            io.pass_unreinjectable,
             c.drop_reasons().map(|(_, n)| n).sum::<u64>(),
             r.held,
             r.flows,

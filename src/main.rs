@@ -62,6 +62,10 @@ enum Command {
         /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Name the TAP devices that hand passed frames to the kernel PREFIX0, PREFIX1...
+        /// (by the interfaces' order in the config; default: xlb<ifindex>-<interface>).
+        #[arg(long, value_name = "PREFIX")]
+        tap_prefix: Option<String>,
     },
     /// Replay a capture through the packet pipeline, offline, and write what it transmits.
     Replay {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             metrics,
             log_level,
             socket,
+            tap_prefix,
         } => {
             xlb::control::log::set_max_level(log_level);
             let options = RunOptions {
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
                 force_copy: copy,
                 busy_poll,
                 stats_every: stats_every.map(Duration::from_secs),
+                tap_prefix,
             };
             run_daemon(&options)
         }

@@ -185,6 +185,28 @@ pub fn tcp(
     frame
 }
 
+/// `frame` (Ethernet, IPv4) with TTL `ttl`, its header checksum computed anew in full.
+pub fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+    frame[14 + 8] = ttl;
+    let header_len = (usize::from(frame[14] & 0x0f) * 4).clamp(20, frame.len() - 14);
+    frame[24..26].fill(0);
+    let mut sum: u32 = frame[14..14 + header_len]
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    frame
+}
+
+/// `frame` as a router forwards it (NAT and FullNAT are routing hops): TTL one less.
+pub fn routed(frame: Vec<u8>) -> Vec<u8> {
+    let ttl = frame[14 + 8];
+    with_ttl(frame, ttl - 1)
+}
+
 /// A UDP datagram in an Ethernet frame.
 pub fn udp(
     src_mac: MacAddr,

@@ -948,3 +948,84 @@ fn a_nat_client_that_never_arped_for_the_vip_is_resolved_on_demand() {
     let (_, log) = stop_xlb(&mut lab, xlb, "demand");
     assert!(answers.iter().all(|a| a == "rs1" || a == "rs2"), "{answers:?}\n{log}");
 }
+
+/// The lab of issue 10, item 9: a NAT service whose backend serves on :53, an upstream UDP
+/// server in the client's namespace (10.2.0.100:5300), and xlb started with `tap_prefix`.
+/// The backend sends its own query from :53 to the upstream, up to three tries of a second
+/// each. Returns what the backend's query printed ("ok upstream query" or "timeout", one
+/// line a try) and xlb's log.
+fn backend_queries_from_its_service_port(test: &str, tap_prefix: &str) -> (String, String) {
+    let (mut lab, client, lb) = nat_lab(test);
+    let rs = format!("{}-rs", lab.prefix);
+    // The box routes the backends' own traffic, as a NAT gateway does.
+    lab.exec(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let udp = repo().join("lab/udp.py");
+    let udp = udp.to_str().expect("utf-8 path").to_string();
+    lab.spawn(
+        &client,
+        &["python3", &udp, "serve", "--name", "upstream", "--port", "5300"],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[53])).unwrap();
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", test, &["--tap-prefix", tap_prefix]);
+    std::thread::sleep(Duration::from_millis(300)); // the upstream server binds
+    // A DNS server's `query-source port 53`.
+    let query = "import socket\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.bind(('0.0.0.0', 53))\n\
+                 s.settimeout(1)\n\
+                 for _ in range(3):\n\
+                 \x20   s.sendto(b'query', ('10.2.0.100', 5300))\n\
+                 \x20   try:\n\
+                 \x20       data, peer = s.recvfrom(2048)\n\
+                 \x20       print('ok', data.decode(), flush=True)\n\
+                 \x20       break\n\
+                 \x20   except socket.timeout:\n\
+                 \x20       print('timeout', flush=True)\n";
+    let output = Command::new("ip")
+        .args(["netns", "exec", &rs, "timeout", "10", "python3", "-c", query])
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (_, log) = stop_xlb(&mut lab, xlb, test);
+    (said, log)
+}
+
+/// Issue 10, item 9: in NAT the steering program hands xlb every packet from a backend's
+/// service address:port, replies or not. A DNS backend's own query from :53 to an upstream is
+/// no reply (no flow): the pipeline passes it, and on AF_XDP xlb must hand it to the kernel
+/// (through its TAP device), which forwards it like any other packet of the backend's. The
+/// upstream's answer is not steered at all (the kernel forwards it back). The figures say
+/// what became of the passed frame.
+#[test]
+fn a_nat_backends_own_query_from_its_service_port_reaches_the_upstream() {
+    if !root_or_skip("reinject") {
+        return;
+    }
+    let prefix = format!("xlb-{}-", std::process::id());
+    let (said, log) = backend_queries_from_its_service_port("pass", &prefix);
+    assert!(said.contains("ok upstream query"), "the query never got its answer: {said}\n{log}");
+    assert!(said.starts_with("ok"), "the first query was lost: {said}\n{log}");
+    // Steered (it looked like a reply), passed by the pipeline, handed to the kernel.
+    assert!(figure(&log, 0, "pass") >= 1, "{log}");
+    assert_eq!(figure(&log, 0, "reinjected"), figure(&log, 0, "pass"), "{log}");
+    assert_eq!(figure(&log, 0, "unreinjectable"), 0, "{log}");
+    assert_eq!(figure(&log, 0, "reinject-failed"), 0, "{log}");
+}
+
+/// Without a TAP device (here its name cannot be made), what xlb passes cannot reach the
+/// kernel: xlb says so at start, and counts every such frame as lost, none as delivered.
+#[test]
+fn without_a_tap_device_passed_frames_are_counted_as_lost() {
+    if !root_or_skip("no_tap") {
+        return;
+    }
+    let (said, log) = backend_queries_from_its_service_port("notap", "xlb-name-far-too-long-");
+    assert_eq!(said.lines().filter(|l| *l == "timeout").count(), 3, "{said}\n{log}");
+    assert!(log.contains("warn:") && log.contains("pass_unreinjectable"), "{log}");
+    assert_eq!(figure(&log, 0, "pass"), 3, "{log}");
+    assert_eq!(figure(&log, 0, "unreinjectable"), 3, "{log}");
+    assert_eq!(figure(&log, 0, "reinjected"), 0, "{log}");
+}

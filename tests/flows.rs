@@ -169,7 +169,7 @@ fn replies_are_translated_on_whichever_core_they_arrive() {
         assert_eq!(verdict, TX, "{forward}: the reply is translated on core 0");
         assert_eq!(
             translated,
-            testkit::tcp(LB.mac, CLIENT.mac, (VIP, 80), client, SYN_ACK, &[]),
+            testkit::routed(testkit::tcp(LB.mac, CLIENT.mac, (VIP, 80), client, SYN_ACK, &[])),
             "{forward}"
         );
         assert_eq!(cores[0].counters().get(Stat::CrossCoreHits), 1, "{forward}");

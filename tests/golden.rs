@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Stat, Verdict};
-use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, VerdictTally};
+use xlb::testkit::{
+    self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, VerdictTally, routed, with_ttl,
+};
 use xlb::time::Instant;
 use xlb::wire::MacAddr;
 
@@ -28,6 +30,11 @@ const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 200);
 const UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 13);
 const UNRESOLVED_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x13]);
 const CPORT: u16 = 40000;
+// The second arm, eth1 (10.3.3.0/24), and the NAT backend behind it.
+const LB_ARM2: MacAddr = MacAddr([0x02, 0, 0, 0, 0x03, 0x10]);
+const RS_ARM2: Host = Host::new([0x02, 0, 0, 0, 0x03, 0x31], [10, 3, 3, 31]);
+const VIP_NAT_ARMS: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 105);
+const ETH1: Verdict = Verdict::Tx(IfaceId(1));
 
 const CONFIG: &str = r#"
 [[interface]]
@@ -35,6 +42,11 @@ name = "eth0"
 addr = "10.1.1.10/24"
 mac = "02:00:00:00:00:10"
 gateway = "10.1.1.1"
+
+[[interface]]
+name = "eth1"
+addr = "10.3.3.10/24"
+mac = "02:00:00:00:03:10"
 
 [conntrack]
 capacity = 4096
@@ -118,6 +130,19 @@ forward = "dr"
 [[service.backend]]
 addr = "10.1.1.11"
 weight = 0
+
+# Two-armed NAT: clients on eth0, the backend behind eth1.
+[[service]]
+vip = "10.1.1.105"
+port = 80
+forward = "nat"
+[[service.backend]]
+addr = "10.3.3.31"
+port = 8080
+
+[[neighbor]]
+ip = "10.3.3.31"
+mac = "02:00:00:00:03:31"
 "#;
 
 /// What a step expects the pipeline to transmit for its input frame.
@@ -149,10 +174,34 @@ struct Step {
     output: Expect,
     /// Frames the pipeline sends on its own right after this one.
     emitted: Vec<Vec<u8>>,
+    /// The interface the frame arrives on (default eth0).
+    ingress: IfaceId,
+    /// When it arrives, in seconds (default: 1 s plus a millisecond per step).
+    at_secs: Option<u64>,
 }
 
 fn step(what: &'static str, input: impl Into<Input>, verdict: Verdict, output: Expect) -> Step {
-    Step { what, input: input.into(), verdict, output, emitted: Vec::new() }
+    Step {
+        what,
+        input: input.into(),
+        verdict,
+        output,
+        emitted: Vec::new(),
+        ingress: IfaceId(0),
+        at_secs: None,
+    }
+}
+
+impl Step {
+    /// This step's frame arrives on `ingress`.
+    fn on(self, ingress: IfaceId) -> Step {
+        Step { ingress, ..self }
+    }
+
+    /// This step's frame arrives at `secs` seconds.
+    fn at(self, secs: u64) -> Step {
+        Step { at_secs: Some(secs), ..self }
+    }
 }
 
 struct Case {
@@ -177,6 +226,19 @@ fn cases() -> Vec<Case> {
     let nat_syn = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), SYN, &[]);
     let fullnat_syn = testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 80), SYN, &[]);
     let nat_reply_to_client = testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), client(), SYN_ACK, &[]);
+    let to_arm2 = |flags| {
+        routed(testkit::tcp(LB_ARM2, RS_ARM2.mac, client(), (RS_ARM2.ip, 8080), flags, &[]))
+    };
+    let nat_query = testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 53), dns);
+    let nat_query_to_rs2 = routed(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), dns));
+    // A client-side error about a NAT answer: anyone can send one.
+    let forged_error = testkit::icmp_port_unreachable(
+        CLIENT.mac,
+        LB.mac,
+        CLIENT.ip,
+        VIP_NAT,
+        &testkit::udp(LB.mac, CLIENT.mac, vip(VIP_NAT, 53), client(), b"answer"),
+    );
     vec![
         Case {
             name: "dr: tcp flow keeps its backend; only MACs change",
@@ -256,40 +318,40 @@ fn cases() -> Vec<Case> {
                     "SYN: DNAT to rs1:8080",
                     nat_syn.clone(),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         RS1.mac,
                         client(),
                         (RS1.ip, 8080),
                         SYN,
                         &[],
-                    )),
+                    ))),
                 ),
                 step(
                     "SYN-ACK from rs1: SNAT back to the VIP, towards the client",
                     nat_reply_to_client.clone(),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         CLIENT.mac,
                         vip(VIP_NAT, 80),
                         client(),
                         SYN_ACK,
                         &[],
-                    )),
+                    ))),
                 ),
                 step(
                     "request data",
                     testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), PSH_ACK, payload),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         RS1.mac,
                         client(),
                         (RS1.ip, 8080),
                         PSH_ACK,
                         payload,
-                    )),
+                    ))),
                 ),
                 step(
                     "response data",
@@ -302,27 +364,27 @@ fn cases() -> Vec<Case> {
                         b"HTTP/1.0 200 OK\r\n\r\nrs1",
                     ),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         CLIENT.mac,
                         vip(VIP_NAT, 80),
                         client(),
                         PSH_ACK,
                         b"HTTP/1.0 200 OK\r\n\r\nrs1",
-                    )),
+                    ))),
                 ),
                 step(
                     "RST from the client",
                     testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 80), RST, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         RS1.mac,
                         client(),
                         (RS1.ip, 8080),
                         RST,
                         &[],
-                    )),
+                    ))),
                 ),
             ],
         },
@@ -333,49 +395,70 @@ fn cases() -> Vec<Case> {
                     "SYN from a remote client",
                     testkit::tcp(GATEWAY.mac, LB.mac, (REMOTE, 5555), vip(VIP_NAT, 80), SYN, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         RS1.mac,
                         (REMOTE, 5555),
                         (RS1.ip, 8080),
                         SYN,
                         &[],
-                    )),
+                    ))),
                 ),
                 step(
                     "SYN-ACK goes to the gateway's MAC",
                     testkit::tcp(RS1.mac, LB.mac, (RS1.ip, 8080), (REMOTE, 5555), SYN_ACK, &[]),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         GATEWAY.mac,
                         vip(VIP_NAT, 80),
                         (REMOTE, 5555),
                         SYN_ACK,
                         &[],
-                    )),
+                    ))),
                 ),
             ],
         },
         Case {
-            name: "nat: udp both directions",
+            name: "nat: udp both directions, a routing hop: TTL one less, TTL 1 expires (issue 10)",
             steps: vec![
                 step(
-                    "query: DNAT to rs2:5353",
-                    testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 53), dns),
+                    "query: DNAT to rs2:5353, TTL 64 -> 63",
+                    nat_query.clone(),
                     TX,
-                    Expect::Frame(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), dns)),
+                    Expect::Frame(nat_query_to_rs2.clone()),
                 ),
                 step(
-                    "answer: SNAT back to VIP:53",
+                    "answer: SNAT back to VIP:53, TTL 64 -> 63",
                     testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), b"answer"),
                     TX,
-                    Expect::Frame(testkit::udp(
+                    Expect::Frame(routed(testkit::udp(
                         LB.mac,
                         CLIENT.mac,
                         vip(VIP_NAT, 53),
                         client(),
                         b"answer",
+                    ))),
+                ),
+                step(
+                    "a query on the flow with TTL 1 expires here",
+                    with_ttl(nat_query.clone(), 1),
+                    Verdict::Drop(DropReason::TtlExceeded),
+                    Expect::Nothing,
+                ),
+                step(
+                    "an answer with TTL 1 expires here",
+                    with_ttl(testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), b"x"), 1),
+                    Verdict::Drop(DropReason::TtlExceeded),
+                    Expect::Nothing,
+                ),
+                step(
+                    "TTL 2 still goes, with 1 left",
+                    with_ttl(nat_query.clone(), 2),
+                    TX,
+                    Expect::Frame(with_ttl(
+                        testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), dns),
+                        1,
                     )),
                 ),
             ],
@@ -390,6 +473,87 @@ fn cases() -> Vec<Case> {
             )],
         },
         Case {
+            name: "dr: an L2 forward keeps the TTL, even 1 (as IPVS DR does)",
+            steps: vec![step(
+                "SYN with TTL 1 to the DR VIP goes to rs1 untouched",
+                with_ttl(dr_syn.clone(), 1),
+                TX,
+                Expect::Frame(with_ttl(
+                    testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[]),
+                    1,
+                )),
+            )],
+        },
+        Case {
+            name: "nat: forged icmp errors do not keep an idle flow alive (issue 10)",
+            steps: vec![
+                step(
+                    "query at 1 s opens a udp flow (udp_timeout 300 s)",
+                    nat_query.clone(),
+                    TX,
+                    Expect::Frame(nat_query_to_rs2.clone()),
+                )
+                .at(1),
+                step(
+                    "at 200 s an error about the flow's answer is still forwarded to rs2",
+                    forged_error.clone(),
+                    TX,
+                    Expect::Frame(routed(testkit::icmp_port_unreachable(
+                        LB.mac,
+                        RS2.mac,
+                        CLIENT.ip,
+                        RS2.ip,
+                        &testkit::udp(LB.mac, CLIENT.mac, (RS2.ip, 5353), client(), b"answer"),
+                    ))),
+                )
+                .at(200),
+                step(
+                    "at 400 s the flow has expired (300 s after its last packet): no flow",
+                    forged_error.clone(),
+                    Verdict::Drop(DropReason::IcmpNoFlow),
+                    Expect::Nothing,
+                )
+                .at(400),
+            ],
+        },
+        Case {
+            name: "nat, two arms: a reply must come from the backend's side (issue 10)",
+            steps: vec![
+                step(
+                    "SYN from the client side: DNAT to the backend behind eth1",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT_ARMS, 80), SYN, &[]),
+                    ETH1,
+                    Expect::Frame(to_arm2(SYN)),
+                ),
+                step(
+                    "a forged RST 'from the backend' arriving on the client side is dropped",
+                    testkit::tcp(CLIENT.mac, LB.mac, (RS_ARM2.ip, 8080), client(), RST, &[]),
+                    Verdict::Drop(DropReason::ReplyWrongInterface),
+                    Expect::Nothing,
+                ),
+                step(
+                    "the real SYN-ACK from eth1 is translated: the flow was left as it was",
+                    testkit::tcp(RS_ARM2.mac, LB_ARM2, (RS_ARM2.ip, 8080), client(), SYN_ACK, &[]),
+                    TX,
+                    Expect::Frame(routed(testkit::tcp(
+                        LB.mac,
+                        CLIENT.mac,
+                        vip(VIP_NAT_ARMS, 80),
+                        client(),
+                        SYN_ACK,
+                        &[],
+                    ))),
+                )
+                .on(IfaceId(1)),
+                step(
+                    "data from the client after the forged RST still reaches the backend",
+                    testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT_ARMS, 80), ACK, &[]),
+                    ETH1,
+                    Expect::Frame(to_arm2(ACK)),
+                ),
+            ],
+        },
+        Case {
             name: "fullnat: both directions of a tcp flow",
             steps: vec![
                 step(
@@ -397,7 +561,9 @@ fn cases() -> Vec<Case> {
                     fullnat_syn.clone(),
                     TX,
                     Expect::WithLocalPort(Box::new(|port| {
-                        testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), SYN, &[])
+                        routed({
+                            testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), SYN, &[])
+                        })
                     })),
                 ),
                 step(
@@ -406,14 +572,14 @@ fn cases() -> Vec<Case> {
                         testkit::tcp(RS2.mac, LB.mac, (RS2.ip, 8080), (LOCAL, port), SYN_ACK, &[])
                     })),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         CLIENT.mac,
                         vip(VIP_FULLNAT, 80),
                         client(),
                         SYN_ACK,
                         &[],
-                    )),
+                    ))),
                 ),
                 step(
                     "data from the client",
@@ -427,14 +593,16 @@ fn cases() -> Vec<Case> {
                     ),
                     TX,
                     Expect::WithLocalPort(Box::new(move |port| {
-                        testkit::tcp(
-                            LB.mac,
-                            RS2.mac,
-                            (LOCAL, port),
-                            (RS2.ip, 8080),
-                            PSH_ACK,
-                            payload,
-                        )
+                        routed({
+                            testkit::tcp(
+                                LB.mac,
+                                RS2.mac,
+                                (LOCAL, port),
+                                (RS2.ip, 8080),
+                                PSH_ACK,
+                                payload,
+                            )
+                        })
                     })),
                 ),
             ],
@@ -447,7 +615,9 @@ fn cases() -> Vec<Case> {
                     testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 53), dns),
                     TX,
                     Expect::WithLocalPort(Box::new(move |port| {
-                        testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), dns)
+                        routed({
+                            testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), dns)
+                        })
                     })),
                 ),
                 step(
@@ -456,13 +626,13 @@ fn cases() -> Vec<Case> {
                         testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (LOCAL, port), b"answer")
                     })),
                     TX,
-                    Expect::Frame(testkit::udp(
+                    Expect::Frame(routed(testkit::udp(
                         LB.mac,
                         CLIENT.mac,
                         vip(VIP_FULLNAT, 53),
                         client(),
                         b"answer",
-                    )),
+                    ))),
                 ),
             ],
         },
@@ -624,6 +794,8 @@ fn cases() -> Vec<Case> {
                     verdict: Verdict::Held,
                     output: Expect::Nothing,
                     emitted: vec![testkit::arp(true, LB.mac, LB.ip, MacAddr::ZERO, UNRESOLVED)],
+                    ingress: IfaceId(0),
+                    at_secs: None,
                 },
                 step(
                     "a second packet is held without asking again",
@@ -661,6 +833,8 @@ fn cases() -> Vec<Case> {
                             &[],
                         ),
                     ],
+                    ingress: IfaceId(0),
+                    at_secs: None,
                 },
                 step(
                     "now the MAC is known: sent at once",
@@ -778,14 +952,14 @@ fn cases() -> Vec<Case> {
                     "open the flow",
                     nat_syn.clone(),
                     TX,
-                    Expect::Frame(testkit::tcp(
+                    Expect::Frame(routed(testkit::tcp(
                         LB.mac,
                         RS1.mac,
                         client(),
                         (RS1.ip, 8080),
                         SYN,
                         &[],
-                    )),
+                    ))),
                 ),
                 step(
                     "rs1 says the client's packet was too big",
@@ -799,7 +973,7 @@ fn cases() -> Vec<Case> {
                         20,
                     ),
                     TX,
-                    Expect::Frame(testkit::icmp_frag_needed(
+                    Expect::Frame(routed(testkit::icmp_frag_needed(
                         LB.mac,
                         CLIENT.mac,
                         VIP_NAT,
@@ -814,7 +988,7 @@ fn cases() -> Vec<Case> {
                             &[0; 64],
                         ),
                         20,
-                    )),
+                    ))),
                 ),
             ],
         },
@@ -826,7 +1000,9 @@ fn cases() -> Vec<Case> {
                     fullnat_syn.clone(),
                     TX,
                     Expect::WithLocalPort(Box::new(|port| {
-                        testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), SYN, &[])
+                        routed({
+                            testkit::tcp(LB.mac, RS2.mac, (LOCAL, port), (RS2.ip, 8080), SYN, &[])
+                        })
                     })),
                 ),
                 step(
@@ -850,7 +1026,7 @@ fn cases() -> Vec<Case> {
                         )
                     })),
                     TX,
-                    Expect::Frame(testkit::icmp_frag_needed(
+                    Expect::Frame(routed(testkit::icmp_frag_needed(
                         LB.mac,
                         CLIENT.mac,
                         VIP_FULLNAT,
@@ -865,7 +1041,7 @@ fn cases() -> Vec<Case> {
                             &[0; 64],
                         ),
                         20,
-                    )),
+                    ))),
                 ),
             ],
         },
@@ -1064,9 +1240,12 @@ fn golden_cases() {
                     build(local_port.expect("a FullNAT reply step follows a FullNAT request step"))
                 }
             };
-            let now = Instant::from_millis(1_000 + index as u64);
+            let now = match step.at_secs {
+                Some(secs) => Instant::from_secs(secs),
+                None => Instant::from_millis(1_000 + index as u64),
+            };
             let input = frame.clone();
-            let verdict = pipeline.process(now, IfaceId(0), &mut frame);
+            let verdict = pipeline.process(now, step.ingress, &mut frame);
             tally.record(input.len(), verdict);
             // The kernel gets what was received, byte for byte.
             if verdict == Verdict::Pass && frame != input {

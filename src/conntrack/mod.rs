@@ -523,6 +523,15 @@ impl Conntrack {
         Some(tracked.hit)
     }
 
+    /// Looks `key` up (`hash` = [`crate::hash::flow_hash`]`(key)`) and changes nothing: no
+    /// last-seen refresh, no TCP state move (`state` and `previous` are the current state).
+    /// For packets that may name a flow but must not keep it alive or move it (ICMP errors,
+    /// which anyone can forge). Expired = miss.
+    #[inline]
+    pub fn peek_hashed(&self, now: Instant, key: &FlowKey, hash: u64) -> Option<Hit> {
+        peek(&self.table, now, key, hash, Access::Owner)
+    }
+
     /// Starts loading the index bucket `hash` maps to (first pass over a batch); see
     /// "Batches" in the module docs. Harmless for any hash.
     #[inline]
@@ -1014,6 +1023,12 @@ impl ConntrackReader {
         entries
     }
 
+    /// [`Conntrack::peek_hashed`] from another core: changes nothing.
+    #[inline]
+    pub fn peek_hashed(&self, now: Instant, key: &FlowKey, hash: u64) -> Option<Hit> {
+        peek(&self.table, now, key, hash, Access::Reader)
+    }
+
     /// [`ConntrackReader::track`] with `hash` = [`crate::hash::flow_hash`]`(key)` already
     /// computed.
     #[inline]
@@ -1026,6 +1041,17 @@ impl ConntrackReader {
     ) -> Option<Hit> {
         track(&self.table, now, key, hash, tcp_flags, Access::Reader).map(|tracked| tracked.hit)
     }
+}
+
+/// [`track`] without its side effects: the flow and its current state, nothing written.
+#[inline]
+fn peek(table: &Table, now: Instant, key: &FlowKey, hash: u64, access: Access) -> Option<Hit> {
+    let found = table.find(key, hash, access)?;
+    if table.is_expired(now.as_nanos(), &found.view) {
+        return None;
+    }
+    let state = found.view.state()?;
+    Some(Hit { direction: found.direction, flow: found.view.flow()?, state, previous: state })
 }
 
 /// The lookup both the owner and readers run; `access` selects how records are read and

@@ -498,7 +498,7 @@ const CONNTRACK: [Field<ConntrackStats>; 7] = [
     ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
 ];
 
-const PORT: [Field<PortStats>; 7] = [
+const PORT: [Field<PortStats>; 10] = [
     ("rx_packets", "Frames received by the core's AF_XDP sockets on the interface.", |p| {
         p.rx_packets
     }),
@@ -512,6 +512,15 @@ const PORT: [Field<PortStats>; 7] = [
     }),
     ("send_too_big", "Frames to send larger than a UMEM frame.", |p| p.send_too_big),
     ("tx_wakeups", "Times the kernel had to be kicked to transmit.", |p| p.tx_wakeups),
+    ("pass_reinjected", "Passed frames handed to the kernel through the TAP device.", |p| {
+        p.pass_reinjected
+    }),
+    ("pass_reinject_failed", "Passed frames the kernel refused at the TAP device: lost.", |p| {
+        p.pass_reinject_failed
+    }),
+    ("pass_unreinjectable", "Passed frames with no TAP device to reach the kernel: lost.", |p| {
+        p.pass_unreinjectable
+    }),
 ];
 
 /// HELP text of a per-core [`Stat`] family.
@@ -520,7 +529,10 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::RxPackets => "Frames the pipeline processed.",
         Stat::RxBytes => "Bytes of the frames the pipeline processed.",
         Stat::TxPackets => "Frames the pipeline sent out (verdict Tx).",
-        Stat::PassPackets => "Frames passed to the kernel.",
+        Stat::PassPackets => {
+            "Frames the pipeline passed (not xlb's); on AF_XDP, what became of them is in \
+             xlb_port_pass_reinjected_total and the two lost counts."
+        }
         Stat::DropPackets => "Frames dropped, all reasons.",
         Stat::HeldPackets => "Frames held waiting for a neighbour's MAC.",
         Stat::ReleasedPackets => "Held frames sent once their neighbour resolved.",

@@ -42,6 +42,9 @@ counted_enum! {
         IpOptions => "ip_options",
         /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
         Fragment => "fragment",
+        /// NAT/FullNAT (a routing hop) got a packet with TTL 0 or 1: it expires here, as in
+        /// any router (no ICMP time exceeded is sent). DR, an L2 forward, keeps the TTL.
+        TtlExceeded => "ttl_exceeded",
         /// A malformed TCP or UDP header.
         BadL4Header => "bad_l4_header",
         /// An ARP packet for an address of ours that is truncated or malformed.
@@ -69,6 +72,10 @@ counted_enum! {
         NoLocalPort => "no_local_port",
         /// A reply to a FullNAT local address with no flow behind it.
         NoFlow => "no_flow",
+        /// A reply of a tracked NAT/FullNAT flow (from its backend's address:port) that arrived
+        /// on another interface than the one its backend is reached by: forged from the
+        /// client side. It is dropped before it touches the flow.
+        ReplyWrongInterface => "reply_wrong_interface",
         /// NAT/FullNAT flow refused: the conntrack table (or the flow's bucket) holds no flow
         /// it may evict (only established TCP and replied UDP flows).
         ConntrackFull => "conntrack_full",

@@ -37,10 +37,18 @@
 //!   a backend and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
 //!   (DNAT + SNAT to a local address:port).
 //! - Replies of NAT backends and replies to FullNAT local addresses: translated back to
-//!   VIP:port towards the client.
+//!   VIP:port towards the client. With several interfaces, a reply must arrive on the
+//!   interface its backend is reached by; one from another side (forged by a client) is
+//!   dropped as `reply_wrong_interface` before it can refresh, advance or close the flow.
 //! - ICMP echo to a VIP or local address: answered. ICMP errors about a tracked flow: sent on
-//!   to that flow's peer, translated.
+//!   to that flow's peer, translated. An error only reads the flow: it never refreshes its
+//!   last-seen time nor moves its state, so forged errors cannot keep an idle flow alive.
 //! - Anything else: `Pass` to the kernel.
+//!
+//! NAT and FullNAT are routing hops: every packet they forward (ICMP errors included) leaves
+//! with its IPv4 TTL one less (checksum patched incrementally), and one that arrives with
+//! TTL 0 or 1 is dropped as `ttl_exceeded` (no ICMP time exceeded is sent). DR is an L2
+//! forward, as in IPVS: the IP packet, TTL included, is left as it is.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -795,6 +803,16 @@ impl CoreState {
         None
     }
 
+    /// [`CoreState::track`] that changes nothing (no last-seen refresh, no state move): for
+    /// packets that name a flow without being part of it (ICMP errors, which anyone can
+    /// forge; replies from the wrong side).
+    #[inline(never)]
+    fn peek(&self, now: Instant, key: &FlowKey, hash: u64) -> Option<crate::conntrack::Hit> {
+        self.conntrack
+            .peek_hashed(now, key, hash)
+            .or_else(|| self.peers.iter().find_map(|peer| peer.peek_hashed(now, key, hash)))
+    }
+
     #[inline]
     #[allow(clippy::too_many_arguments)]
     fn transport(
@@ -816,6 +834,16 @@ impl CoreState {
             None => flow_hash(&key),
         };
         let maybe_reply = owned != Some(Owned::Vip);
+        // With several arms, a reply comes in where its backend is reached (the way xlb sends
+        // to it). One from elsewhere is forged on the client side: judged without letting it
+        // refresh, advance or close the flow.
+        if maybe_reply
+            && snapshot.interfaces.len() > 1
+            && snapshot.route(key.src_addr).is_some_and(|route| route.egress != ingress)
+            && self.peek(now, &key, hash).is_some_and(|hit| hit.direction == Direction::Reply)
+        {
+            return Verdict::Drop(DropReason::ReplyWrongInterface);
+        }
         if let Some(hit) = self.track(now, &key, hash, transport.tcp_flags, maybe_reply) {
             // Handshake packets and state changes (a few per connection) may reopen the flow
             // or tell something of the backend's health; the rest go straight on.
@@ -1052,8 +1080,13 @@ impl CoreState {
         flow: &Flow,
         direction: Direction,
     ) -> Verdict {
-        // DR leaves the IP packet as it is: only the Ethernet header changes.
+        // DR leaves the IP packet as it is: only the Ethernet header changes (an L2 forward,
+        // as IPVS DR: the TTL too). NAT and FullNAT route: the TTL goes down by one, and a
+        // packet that arrives with 1 expires here.
         if flow.forward != ForwardMode::Dr {
+            if !decrement_ttl(frame) {
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
             let (src, dst) = translate(flow, direction);
             rewrite_transport(frame, flow.proto, src, dst);
         }
@@ -1258,10 +1291,15 @@ impl CoreState {
             return reject(owned, DropReason::Truncated);
         };
         let key = quoted.key.reversed();
-        let Some(hit) = self.track(now, &key, flow_hash(&key), None, true) else {
+        // Anyone can send an error quoting a flow: it is forwarded, but it neither keeps the
+        // flow alive nor moves its state.
+        let Some(hit) = self.peek(now, &key, flow_hash(&key)) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
+        if flow.forward != ForwardMode::Dr && !decrement_ttl(frame) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
         let (src, dst) = translate(&flow, hit.direction);
         // Outer header: to the translated destination; from the translated source if the
         // error came from the flow's peer itself (a router's address is left alone).
@@ -1444,6 +1482,29 @@ fn quoted_transport(icmp: &[u8]) -> Option<Transport> {
         },
         tcp_flags: None,
     })
+}
+
+/// Decrements the TTL of the IPv4 packet in `frame` as a router does, patching the header
+/// checksum incrementally (RFC 1624, on the (TTL, protocol) word in memory order as
+/// [`rewrite_transport`] explains). False, and the frame untouched, if the TTL is 0 or 1:
+/// the packet expires here. (A frame too short to hold a header never gets here: it was
+/// refused on the way in; it is left alone.)
+#[inline]
+fn decrement_ttl(frame: &mut [u8]) -> bool {
+    let Some(header) = frame.get_mut(ETH_LEN..ETH_LEN + 20) else {
+        return true;
+    };
+    let ttl = header[8];
+    if ttl <= 1 {
+        return false;
+    }
+    let old = u16::from_ne_bytes([header[8], header[9]]);
+    header[8] = ttl - 1;
+    let new = u16::from_ne_bytes([header[8], header[9]]);
+    let checksum = u16::from_ne_bytes([header[10], header[11]]);
+    let patched = checksum::Delta::NONE.u16(old, new).apply(checksum);
+    header[10..12].copy_from_slice(&patched.to_ne_bytes());
+    true
 }
 
 /// Rewrites source and destination of the TCP/UDP packet in `frame` where they differ,

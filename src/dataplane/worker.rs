@@ -53,8 +53,10 @@ pub type ProcessBatch<'a> = dyn FnMut(&mut [&mut [u8]], &mut [Verdict]) + 'a;
 pub trait Port {
     /// Receives up to [`BATCH`] frames and calls `process` once on them (frames and a verdict
     /// slot each). Afterwards frames whose verdict is `Tx(own)` go back out of this port in
-    /// place; frames for another interface are handed to `forward` (to be copied); the rest
-    /// are recycled. Returns how many frames arrived.
+    /// place; frames for another interface are handed to `forward` (to be copied); frames
+    /// passed (`Pass`) are handed to the kernel if the port can (AF_XDP: through its TAP
+    /// device) and counted either way ([`PortStats::pass_reinjected`] or one of the two lost
+    /// counts); the rest are recycled. Returns how many frames arrived.
     fn poll(
         &mut self,
         process: &mut ProcessBatch<'_>,
@@ -104,6 +106,14 @@ pub struct PortStats {
     pub send_too_big: u64,
     /// Times the kernel had to be kicked to transmit.
     pub tx_wakeups: u64,
+    /// Frames the pipeline passed that were handed to the kernel (AF_XDP: written to the
+    /// interface's TAP device).
+    pub pass_reinjected: u64,
+    /// Frames the pipeline passed that the kernel refused (the TAP write failed): lost.
+    pub pass_reinject_failed: u64,
+    /// Frames the pipeline passed that the port had no way to hand to the kernel (no TAP
+    /// device): lost, never counted as delivered.
+    pub pass_unreinjectable: u64,
 }
 
 impl PortStats {
@@ -115,6 +125,9 @@ impl PortStats {
         self.send_no_frame += other.send_no_frame;
         self.send_too_big += other.send_too_big;
         self.tx_wakeups += other.tx_wakeups;
+        self.pass_reinjected += other.pass_reinjected;
+        self.pass_reinject_failed += other.pass_reinject_failed;
+        self.pass_unreinjectable += other.pass_unreinjectable;
     }
 }
 

@@ -6,8 +6,10 @@
 // has no socket):
 //   - IPv4 to an address `dst` maps to OWNER_XLB (a VIP or a FullNAT local address),
 //     whatever it carries;
-//   - IPv4 from a NAT backend, unless it goes to an address `dst` maps to OWNER_KERNEL
-//     (the box's own: its health checks and SSH talk to backends too): TCP/UDP whose
+//   - unicast IPv4 from a NAT backend (not to an Ethernet group address nor to 224.0.0.0
+//     and up: no reply is multicast or broadcast), unless it goes to an address `dst` maps
+//     to OWNER_KERNEL (the box's own: its health checks and SSH talk to backends too):
+//     TCP/UDP whose
 //     (source address, source port, protocol) is in `nat_src` (a reply xlb must un-NAT),
 //     and ICMP errors whose source address is a NAT backend (key: address, port 0,
 //     protocol 1); only unfragmented packets with a plain 20-byte header, since xlb never
@@ -113,6 +115,11 @@ int xlb_steer(struct xdp_md *ctx)
 
         /* Version 4, IHL 5, not a fragment. */
         if (ip[0] != 0x45 || (*(__u16 *)(ip + 6) & BE16(0x3fff)))
+            goto out;
+        /* A reply is unicast: a group destination (Ethernet group bit, or IPv4 224.0.0.0 and
+         * up: multicast, reserved, 255.255.255.255) from a backend's port is its own (mDNS,
+         * DHCP, NTP broadcast), the kernel's. */
+        if ((frame[0] & 1) || ip[16] >= 224)
             goto out;
         struct nat_key key = {.addr = *(__u32 *)(ip + 12), .proto = ip[9]};
         __u8 *l4 = ip + IPV4_LEN;

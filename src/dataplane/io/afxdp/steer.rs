@@ -8,12 +8,27 @@
 //! `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
-//! - IPv4 from a NAT backend, unless it is for one of the box's own addresses (`dst`, owner
-//!   "kernel": health checks and SSH to backends are the kernel's): TCP/UDP from a backend's
-//!   (address, port, protocol) in `nat_src`, and ICMP errors from a backend address
-//!   (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments only;
+//! - unicast IPv4 from a NAT backend reached through this interface (each arm's program
+//!   gets [`SteerRules::for_interface`]: a backend's replies come in where xlb sends to
+//!   it), unless it is for one of the box's own addresses
+//!   (`dst`, owner "kernel": health checks and SSH to backends are the kernel's): TCP/UDP
+//!   from a backend's (address, port, protocol) in `nat_src`, and ICMP errors from a backend
+//!   address (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments
+//!   only. No reply is multicast or broadcast, so a frame to an Ethernet group address or to
+//!   224.0.0.0 and up (a backend's mDNS, DHCP or NTP broadcast from its service port) is
+//!   the kernel's;
 //! - ARP requests for a VIP or local address, and ARP whose sender is a VIP or local address
 //!   (another host claiming it: the pipeline counts a conflict; control logs it).
+//!
+//! What is steered and still not xlb's: in XDP a NAT reply cannot be told from the
+//! backend's own unicast traffic from its service port (a DNS server's query from :53 to an
+//! upstream, an NTP server's from :123), because only the pipeline's flow table knows the
+//! clients. Mirroring that table into a BPF map was considered and refused: every new flow
+//! and every expiry on every core would cost a `bpf(2)` call from the pure pipeline, the map
+//! would have to bound and evict under floods as the table does, and a flow missing from it
+//! (a full map, a lost update) would break a connection, where a needless steer only costs
+//! a copy. So the pipeline decides, passes what has no flow, and the AF_XDP port hands it
+//! to the kernel through the interface's TAP device ([`super::tap`]), counted.
 //!
 //! A queue with no socket in `xsks` falls back to `XDP_PASS` (counted as `no_socket`).
 //! Every Ethernet/IPv4 ARP request or reply with a non-zero sender address is also recorded
@@ -57,6 +72,7 @@ use libxdp_sys as sys;
 use super::bpf::{Aligned, Map, Object, check, opts_size, possible_cpus, sum_per_cpu, test_run};
 
 use crate::control::Snapshot;
+use crate::dataplane::IfaceId;
 use crate::flow::{ForwardMode, Proto};
 use crate::wire::MacAddr;
 
@@ -137,6 +153,40 @@ impl SteerRules {
         nat_src.sort_unstable_by_key(|&(addr, port, proto)| (addr, port, proto.number()));
         nat_src.dedup();
         SteerRules { dst, nat_src, nat_src_icmp, interface_addrs }
+    }
+
+    /// What the program on interface `iface` steers: these rules, less the NAT backends
+    /// `snapshot` does not reach through `iface`. A backend's replies come in where xlb sends
+    /// to it (its default route is the box), so on another arm a packet "from" it is not a
+    /// reply xlb could own (a client forging one, or the backend's traffic on another path):
+    /// the kernel's. With one interface, the rules unchanged.
+    pub fn for_interface(&self, snapshot: &Snapshot, iface: IfaceId) -> SteerRules {
+        let reached_here =
+            |addr: &Ipv4Addr| snapshot.route(*addr).is_some_and(|r| r.egress == iface);
+        SteerRules {
+            nat_src: self
+                .nat_src
+                .iter()
+                .copied()
+                .filter(|(addr, _, _)| reached_here(addr))
+                .collect(),
+            nat_src_icmp: self.nat_src_icmp.iter().copied().filter(reached_here).collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether these rules fit the program's maps; [`SteerProgram::set_rules`] changes
+    /// nothing when they do not.
+    pub fn check_fits(&self) -> Result<(), SteerError> {
+        for (map, count, max) in [
+            ("dst", self.dst_entries().len(), MAX_DST),
+            ("nat_src", self.nat_src_entries().len(), MAX_NAT_SRC),
+        ] {
+            if count > max {
+                return Err(SteerError::TooMany { map, count, max });
+            }
+        }
+        Ok(())
     }
 
     /// The `dst` map these rules want: address (network order) → owner.
@@ -303,16 +353,9 @@ impl SteerProgram {
     /// ones written; an entry that stays is never touched, so it is never missing. Nothing
     /// changes if the rules do not fit.
     pub fn set_rules(&self, rules: &SteerRules) -> Result<(), SteerError> {
+        rules.check_fits()?;
         let dst = rules.dst_entries();
         let nat_src = rules.nat_src_entries();
-        for (map, count, max) in [
-            (self.dst.name, dst.len(), self.dst.max_entries),
-            (self.nat_src.name, nat_src.len(), self.nat_src.max_entries),
-        ] {
-            if count > max {
-                return Err(SteerError::TooMany { map, count, max });
-            }
-        }
         self.dst.sync(&dst)?;
         self.nat_src.sync(&nat_src)
     }
@@ -623,6 +666,35 @@ mod tests {
     }
 
     #[test]
+    fn each_arm_steers_only_the_nat_backends_it_reaches() {
+        let two_arms = CONFIG.replacen(
+            "[[service]]",
+            "[[interface]]\nname = \"eth1\"\naddr = \"10.3.3.10/24\"\nmac = \"02:00:00:00:00:02\"\n\n[[service]]",
+            1,
+        );
+        let text = two_arms.replace("addr = \"10.3.3.31\"\n        port = 8443", "addr = \"10.3.3.31\"\n        port = 8443\n\n        [[service]]\n        vip = \"10.1.1.103\"\n        port = 80\n        forward = \"nat\"\n        [[service.backend]]\n        addr = \"10.3.3.32\"\n        port = 8080");
+        let arms = snapshot(&text);
+        let rules = SteerRules::from_snapshot(&arms);
+        let arm2 = Ipv4Addr::new(10, 3, 3, 32);
+        assert!(rules.nat_src.contains(&(arm2, 8080, Proto::Tcp)));
+        let eth0 = rules.for_interface(&arms, IfaceId(0));
+        let eth1 = rules.for_interface(&arms, IfaceId(1));
+        assert!(!eth0.nat_src.iter().any(|&(addr, _, _)| addr == arm2), "{eth0:?}");
+        assert_eq!(eth0.nat_src.len() + 1, rules.nat_src.len());
+        assert_eq!(eth1.nat_src, [(arm2, 8080, Proto::Tcp)]);
+        assert_eq!(eth1.nat_src_icmp, [arm2]);
+        assert!(!eth0.nat_src_icmp.contains(&arm2));
+        // Addresses xlb owns are steered on every arm.
+        assert_eq!((&eth0.dst, &eth1.dst), (&rules.dst, &rules.dst));
+        assert_eq!(eth1.interface_addrs, rules.interface_addrs);
+        // One interface: unchanged.
+        let one = snapshot(CONFIG);
+        let rules = SteerRules::from_snapshot(&one);
+        assert_eq!(rules.for_interface(&one, IfaceId(0)), rules);
+        assert!(rules.check_fits().is_ok());
+    }
+
+    #[test]
     fn dr_only_rules_steer_no_backend() {
         let dr_only = &CONFIG[..CONFIG.find("[[service]]\n        vip = \"10.1.1.101\"").unwrap()];
         let rules = SteerRules::from_snapshot(&snapshot(dr_only));
@@ -788,6 +860,52 @@ mod tests {
                 false,
             ),
             ("tcp from a DR backend".into(), tcp((DR_BACKEND, 80), client), false),
+            // No reply is multicast or broadcast: a backend's mDNS, DHCP or NTP broadcast
+            // from its service port is the kernel's (issue 10, item 9).
+            (
+                "udp from a NAT backend's port to a multicast group (mDNS)".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    MacAddr([0x01, 0, 0x5e, 0, 0, 0xfb]),
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::new(224, 0, 0, 251), 5353),
+                    b"mdns",
+                ),
+                false,
+            ),
+            (
+                "udp from a NAT backend's port, broadcast".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    MacAddr::BROADCAST,
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::new(10, 1, 1, 255), 5353),
+                    b"bcast",
+                ),
+                false,
+            ),
+            (
+                "udp from a NAT backend's port to 255.255.255.255 at the box's MAC".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    LB_MAC,
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::BROADCAST, 5353),
+                    b"bcast",
+                ),
+                false,
+            ),
+            (
+                "udp from a NAT backend's port to a multicast group at the box's MAC".into(),
+                testkit::udp(
+                    BACKEND_MAC,
+                    LB_MAC,
+                    (NAT_BACKEND, 5353),
+                    (Ipv4Addr::new(239, 1, 2, 3), 5353),
+                    b"group",
+                ),
+                false,
+            ),
             ("icmp error from a NAT backend".into(), icmp_error(NAT_BACKEND, CLIENT), true),
             (
                 "icmp error from a NAT backend to the box".into(),

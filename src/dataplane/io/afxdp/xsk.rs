@@ -14,6 +14,13 @@
 //! A received frame the pipeline transmits on the same interface goes back out in place,
 //! without a copy; every other received frame returns to `free` at once.
 //!
+//! A frame the pipeline passes (`Verdict::Pass`, not xlb's) cannot go back to the kernel
+//! from an AF_XDP socket, so it is copied into the interface's TAP device
+//! ([`super::tap`]), which hands it to the kernel's receive path; then its frame is freed
+//! like the others. Every such frame is counted once: `pass_reinjected`, or, as lost,
+//! `pass_reinject_failed` (the kernel refused the write) or `pass_unreinjectable` (the port
+//! has no TAP device). None is lost uncounted.
+//!
 //! Rings are used in batches, with `need_wakeup`: the kernel is kicked (`sendto`, `poll`)
 //! only when it says it needs it.
 //!
@@ -24,6 +31,7 @@
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
@@ -32,6 +40,8 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::dataplane::worker::{Port, PortStats, ProcessBatch};
 use crate::dataplane::{BATCH, IfaceId, Verdict};
+
+use super::tap::Tap;
 
 /// How the socket is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +112,9 @@ pub struct XskPort {
     /// Frames on the TX ring whose completion has not come back.
     tx_in_flight: usize,
     ring: usize,
+    /// Where frames the pipeline passes go: the interface's TAP device, shared by the ports
+    /// of that interface. None: they are counted as `pass_unreinjectable` and dropped.
+    reinject: Option<Arc<Tap>>,
     stats: PortStats,
 }
 
@@ -190,6 +203,7 @@ impl XskPort {
                             tx_ready: Vec::with_capacity(config.ring as usize),
                             tx_in_flight: 0,
                             ring: config.ring as usize,
+                            reinject: None,
                             stats: PortStats::default(),
                         };
                         port.refill();
@@ -232,6 +246,11 @@ impl XskPort {
 
     pub fn queue(&self) -> u32 {
         self.queue
+    }
+
+    /// Hands the frames the pipeline passes to the kernel through `tap` from now on.
+    pub fn set_reinject(&mut self, tap: Arc<Tap>) {
+        self.reinject = Some(tap);
     }
 
     /// The socket's descriptor, for the steering program's XSKMAP.
@@ -312,10 +331,16 @@ impl Port for XskPort {
             }
             process(&mut frames[..received], &mut verdicts[..received]);
             for (frame, verdict) in frames[..received].iter().zip(&verdicts[..received]) {
-                if let Verdict::Tx(egress) = *verdict
-                    && egress != own
-                {
-                    forward(egress, frame);
+                match *verdict {
+                    Verdict::Tx(egress) if egress != own => forward(egress, frame),
+                    Verdict::Pass => match &self.reinject {
+                        Some(tap) => match tap.inject(frame) {
+                            Ok(()) => self.stats.pass_reinjected += 1,
+                            Err(_) => self.stats.pass_reinject_failed += 1,
+                        },
+                        None => self.stats.pass_unreinjectable += 1,
+                    },
+                    _ => {}
                 }
             }
         }
