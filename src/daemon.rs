@@ -14,6 +14,10 @@
 //! 4. start the workers pinned to their cores, announce the VIPs (gratuitous ARP), and say
 //!    ready (log line, and `--ready-file`).
 //!
+//! Signals: `xlb run` installs its SIGINT, SIGTERM and SIGHUP handlers before anything
+//! else (see [`RunOptions::reload`]), so a signal during start-up is a request (stop, or
+//! reload once the control loop runs), never the default action that kills xlb.
+//!
 //! Workers and control talk through crossbeam channels only: control never blocks a worker
 //! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
 //! channel, so no waker lock is ever taken).
@@ -80,6 +84,9 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// The control socket `xlb ctl` talks to (default [`socket::DEFAULT_SOCKET`]).
     pub socket: Option<PathBuf>,
+    /// Set by SIGHUP: the caller registers it before anything else, so that a SIGHUP during
+    /// start-up cannot kill xlb (None: `run` registers one when the control loop starts).
+    pub reload: Option<Arc<AtomicBool>>,
 }
 
 /// One interface xlb runs on.
@@ -280,9 +287,15 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let ctl = CtlServer::bind(&socket_path)
         .with_context(|| format!("control socket {}", socket_path.display()))?;
     info!("control socket {} (xlb ctl)", socket_path.display());
-    let reload = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .context("installing the SIGHUP handler")?;
+    let reload = match &options.reload {
+        Some(reload) => reload.clone(),
+        None => {
+            let reload = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+                .context("installing the SIGHUP handler")?;
+            reload
+        }
+    };
     let mut control = ControlLoop {
         options,
         links: &links,
