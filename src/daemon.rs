@@ -16,6 +16,10 @@
 //!    [`PROBE_WAIT`], announce (gratuitous ARP) those no other host answered for; a VIP
 //!    another host answers for is not announced, and an error line names it and the MAC.
 //!
+//! Signals: `xlb run` installs its SIGINT, SIGTERM and SIGHUP handlers before anything
+//! else (see [`RunOptions::reload`]), so a signal during start-up is a request (stop, or
+//! reload once the control loop runs), never the default action that kills xlb.
+//!
 //! Workers and control talk through crossbeam channels only: control never blocks a worker
 //! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
 //! channel, so no waker lock is ever taken).
@@ -94,6 +98,9 @@ pub struct RunOptions {
     /// Name the TAP devices `PREFIX<k>` (k: the interface's position in the config) instead
     /// of after their interface ([`tap::tap_name`]); tests use it to name what they create.
     pub tap_prefix: Option<String>,
+    /// Set by SIGHUP: the caller registers it before anything else, so that a SIGHUP during
+    /// start-up cannot kill xlb (None: `run` registers one when the control loop starts).
+    pub reload: Option<Arc<AtomicBool>>,
 }
 
 /// One interface xlb runs on.
@@ -309,9 +316,15 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let ctl = CtlServer::bind(&socket_path)
         .with_context(|| format!("control socket {}", socket_path.display()))?;
     info!("control socket {} (xlb ctl)", socket_path.display());
-    let reload = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .context("installing the SIGHUP handler")?;
+    let reload = match &options.reload {
+        Some(reload) => reload.clone(),
+        None => {
+            let reload = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+                .context("installing the SIGHUP handler")?;
+            reload
+        }
+    };
     let mut control = ControlLoop {
         options,
         links: &links,

@@ -158,6 +158,7 @@ fn main() -> ExitCode {
                 busy_poll,
                 stats_every: stats_every.map(Duration::from_secs),
                 tap_prefix,
+                reload: None,
             };
             run_daemon(&options)
         }
@@ -192,12 +193,18 @@ fn parse_xdp_mode(text: &str) -> Result<XdpMode, String> {
 }
 
 fn run_daemon(options: &RunOptions) -> anyhow::Result<()> {
-    xlb::tuning::reexec_with_huge_pages();
+    // Handlers first: a SIGHUP (or SIGTERM) during start-up must not kill xlb with its
+    // default action. A SIGHUP then asks for a reload once the control loop runs.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    let summary = daemon::run(options, stop)?;
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
+    xlb::tuning::reexec_with_huge_pages();
+    let options = RunOptions { reload: Some(reload), ..options.clone() };
+    let summary = daemon::run(&options, stop)?;
     print!("{}", summary.ipvsadm_stats());
     Ok(())
 }

@@ -1029,3 +1029,59 @@ fn without_a_tap_device_passed_frames_are_counted_as_lost() {
     assert_eq!(figure(&log, 0, "unreinjectable"), 3, "{log}");
     assert_eq!(figure(&log, 0, "reinjected"), 0, "{log}");
 }
+
+/// Issue 10 (minor e): SIGHUPs all through start-up (every 10 ms from the moment xlb's own
+/// process exists until it is ready) neither kill xlb nor stop it forwarding. Without
+/// huge-page re-execution, whose exec resets handlers for the moment the new image takes to
+/// install them again.
+#[test]
+fn sighup_during_start_up_does_not_kill_xlb() {
+    if !root_or_skip("sighup_start_up") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("hupstart");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let ready = lab.scratch.join("ready");
+    let log_path = lab.scratch.join("xlb-hupstart.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let socket = lab.scratch.join("ctl-hupstart.sock");
+    let args = [
+        "env",
+        "XLB_NO_HUGEPAGES=1",
+        env!("CARGO_BIN_EXE_xlb"),
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--ready-file",
+        ready.to_str().expect("utf-8"),
+        "--socket",
+        socket.to_str().expect("utf-8"),
+    ];
+    let xlb = lab.spawn(&lb, &args, Stdio::null(), log.into());
+    let pid = lab.children[xlb].id();
+    let started = Instant::now();
+    let mut sent = 0;
+    while !ready.exists() {
+        if let Ok(Some(status)) = lab.children[xlb].try_wait() {
+            panic!(
+                "xlb died during start-up ({status}) after {sent} SIGHUP(s):\n{}",
+                read(&log_path)
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "xlb not ready in 15 s");
+        // Only once `ip netns exec` and `env` have become xlb.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "xlb" {
+            sh(&["kill", "-HUP", &pid.to_string()]);
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(sent > 0, "no SIGHUP was sent during start-up");
+    let answers = ask(&lab, &client, 5);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    let (_, log) = stop_xlb(&mut lab, xlb, "hupstart");
+    assert!(log.contains("ready:"), "{log}");
+    eprintln!("{sent} SIGHUP(s) during start-up");
+}
