@@ -755,6 +755,14 @@ lab_log_problems() {
     grep -E '^xlb: (warn|error): ' "$LAB_TMP/xlb.log" || true
 }
 
+# lab_log_problems_but_claims_on VIP: lab_log_problems without the ARP-conflict lines about
+# VIP (and their "not logged" counts), for labs whose malformed corpus sends a gratuitous ARP
+# claiming the VIP on purpose (xlb must log that, rate-limited).
+lab_log_problems_but_claims_on() {
+    lab_log_problems | grep -v -e "^xlb: warn: ARP conflict: .* says it has $1, " \
+        -e '^xlb: warn: [0-9]* more ARP conflict(s) not logged$' || true
+}
+
 # lab_now: the time now, in seconds (microseconds after the point).
 lab_now() {
     LC_ALL=C printf '%s' "$EPOCHREALTIME"

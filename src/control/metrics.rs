@@ -545,7 +545,7 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::NeighborsLearned => "Neighbours learned.",
         Stat::NeighborTableFull => "Neighbours not learned because the table was full.",
         Stat::NeighborsEvicted => "Learned neighbours evicted (table full, or stale).",
-        Stat::NeighborsIgnored => "Relayed ARP about hosts xlb does not need, not learned.",
+        Stat::NeighborsIgnored => "Relayed ARP not learned (sender off-subnet or not unicast).",
         Stat::ArpConflicts => "ARP from another host claiming a VIP or local address.",
         Stat::ArpProbesSent => "ARP probes sent for a VIP before announcing it.",
         Stat::IcmpEchoReplies => "ICMP echo replies sent for VIPs.",

@@ -121,8 +121,8 @@ counted_enum! {
         /// Learned neighbours pushed out of a full table to make room (the oldest that no
         /// backend or gateway needs), and stale ones forgotten by age.
         NeighborsEvicted => "neighbors_evicted",
-        /// Relayed ARP about a host xlb does not need (no backend, gateway or pending next
-        /// hop): not learned.
+        /// Relayed ARP a core refused to learn: a sender off every interface's subnet, or one
+        /// no reply may go to (control relays only next hops xlb needs in the first place).
         NeighborsIgnored => "neighbors_ignored",
         /// ARP from another host claiming a VIP or local address (see `arp_conflict`).
         ArpConflicts => "arp_conflicts",

@@ -2273,6 +2273,34 @@ port = {backend_port}
         assert_eq!(pipeline.counters().get(Stat::EmitOverflow), 0);
     }
 
+    /// A probe is an RFC 5227 one (sender 0.0.0.0, broadcast); another host's claim on the
+    /// VIP is counted; relayed senders off the segment are not learned.
+    #[test]
+    fn probes_conflicts_and_off_segment_senders() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
+        pipeline.probe(&[VIP.0, Ipv4Addr::new(10, 1, 0, 10)]);
+        let mut probes = Vec::new();
+        pipeline.drain_emitted(|_, frame| probes.push(frame.to_vec()));
+        assert_eq!(probes.len(), 1, "only owned addresses are probed");
+        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
+        assert_eq!(
+            probes[0],
+            crate::testkit::arp(true, lb, Ipv4Addr::UNSPECIFIED, MacAddr::ZERO, VIP.0)
+        );
+        assert_eq!(pipeline.counters().get(Stat::ArpProbesSent), 1);
+
+        let mut answer = crate::testkit::arp(false, RS.mac, VIP.0, lb, Ipv4Addr::UNSPECIFIED);
+        let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut answer);
+        assert_eq!(verdict, Verdict::Drop(DropReason::ArpConflict));
+        assert_eq!(pipeline.counters().get(Stat::ArpConflicts), 1);
+        assert_eq!(pipeline.neighbors().lookup(VIP.0), None, "a claim teaches nothing");
+
+        pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(192, 0, 2, 1), RS.mac);
+        pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(10, 1, 255, 255), RS.mac);
+        assert_eq!(pipeline.counters().get(Stat::NeighborsIgnored), 2);
+        assert!(pipeline.neighbors().is_empty());
+    }
+
     #[test]
     fn emit_queue_is_bounded_and_drains_in_order() {
         let mut queue = EmitQueue::new();
