@@ -44,7 +44,8 @@
 //!   backend's permutation visits every slot); all services' tables together hold at most
 //!   [`MAX_TOTAL_MAGLEV_SLOTS`]. What the tables take on a machine is
 //!   [`Config::memory_estimate`], which `xlb check` and `xlb run` compare with its memory.
-//! - Health: `rise, fall >= 1`; `0 < timeout <= interval`; `http_path` and `http_status` only
+//! - Health: `rise, fall >= 1`; [`MIN_HEALTH_TIMEOUT`] `<= timeout <= interval`,
+//!   `interval >=` [`MIN_HEALTH_INTERVAL`]; `http_path` and `http_status` only
 //!   with `check = "http"`, `udp_payload` only with `check = "udp"`. A `sorry_server` is a
 //!   unicast address that is none of the service's backends; in DR it listens on the service
 //!   port on a directly connected subnet, like a DR backend.
@@ -87,6 +88,13 @@ pub const MAX_CONNTRACK_CAPACITY: usize = ConntrackConfig::MAX_CAPACITY;
 /// The most Maglev slots all services' tables may hold together: 2^26, 256 MiB of tables
 /// (twice that while a change is published). 1,000 services at the default size fit.
 pub const MAX_TOTAL_MAGLEV_SLOTS: usize = 1 << 26;
+
+/// The shortest health-check `interval` accepted. A prober sleeps this long between
+/// probes; a nanosecond made each prober thread spin (135% CPU for two backends).
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The shortest health-check `timeout` accepted.
+pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// What a config will allocate, as [`Config::memory_estimate`] figures it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1490,12 +1498,28 @@ impl Context<'_> {
         let defaults = HealthConfig::for_proto(proto);
         let check = self.optional_choice(&format!("{key}.check"), &raw.check, defaults.check)?;
         let interval = optional(&raw.interval, defaults.interval, |at| {
-            self.seconds(&format!("{key}.interval"), at)
+            let interval_key = format!("{key}.interval");
+            let interval = self.seconds(&interval_key, at)?;
+            if interval < MIN_HEALTH_INTERVAL {
+                let expected = format!(
+                    "at least {} s: probing more often finds nothing sooner and only burns CPU",
+                    MIN_HEALTH_INTERVAL.as_secs_f64()
+                );
+                return Err(self.invalid(&interval_key, at, expected));
+            }
+            Ok(interval)
         })?;
         // An interval shorter than the default timeout shortens the default timeout with it.
         let timeout = optional(&raw.timeout, defaults.timeout.min(interval), |at| {
             let timeout_key = format!("{key}.timeout");
             let timeout = self.seconds(&timeout_key, at)?;
+            if timeout < MIN_HEALTH_TIMEOUT {
+                let expected = format!(
+                    "at least {} s: no probe is answered sooner",
+                    MIN_HEALTH_TIMEOUT.as_secs_f64()
+                );
+                return Err(self.invalid(&timeout_key, at, expected));
+            }
             if timeout > interval {
                 let expected = format!(
                     "at most the interval ({} s): a probe must finish before the next one starts",
@@ -2441,6 +2465,9 @@ pub(crate) mod tests {
             ("interval = nan", "interval"),
             ("interval = inf", "interval"),
             ("interval = \"2s\"", "interval"),
+            ("interval = 0.000000001", "interval"),
+            ("interval = 0.009", "interval"),
+            ("interval = 1\ntimeout = 0.0000001", "timeout"),
             ("timeout = 0.0", "timeout"),
             ("interval = 1.0\ntimeout = 1.5", "timeout"),
             ("http_path = \"/x\"", "http_path"),
@@ -2601,7 +2628,7 @@ pub(crate) mod tests {
     prop_compose! {
         pub(crate) fn arb_health()(
             check in proptest::sample::select(HealthCheckKind::ALL.to_vec()),
-            interval_ms in 1u64..1_000_000,
+            interval_ms in 10u64..1_000_000, // MIN_HEALTH_INTERVAL up
             timeout_permille in 1u64..=1000,
             rise in 1u32..,
             fall in 1u32..,
