@@ -215,6 +215,15 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let max_queues = links.iter().map(|l| l.netdev.rx_queues as usize).max().unwrap_or(1);
     let workers = options.cores.unwrap_or(max_queues.min(cores.len().max(1))).clamp(1, max_queues);
+    // Before the tables are allocated: a config the machine cannot hold is refused with
+    // the figures, not left to the allocator (or the OOM killer).
+    let estimate = config.memory_estimate(workers);
+    if let Some(total) = crate::tuning::memory_total() {
+        estimate
+            .check(total)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", options.config.display()))?;
+    }
+    info!("memory: {estimate}");
     if workers < max_queues {
         info!("{max_queues} queue(s) on {workers} worker(s): some workers serve several");
     }

@@ -374,6 +374,13 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         )?;
     }
     let snapshot = plan(&config)?;
+    // `run` uses one worker per queue, at most one per core: the cores bound it.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let estimate = config.memory_estimate(cores);
+    if let Some(total) = xlb::tuning::memory_total() {
+        estimate.check(total).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+    }
+    writeln!(w, "memory {estimate}")?;
     for service in &snapshot.services {
         writeln!(
             w,

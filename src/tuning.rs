@@ -43,3 +43,11 @@ pub fn reexec_with_huge_pages() {
         .exec();
     eprintln!("xlb: warn: could not re-execute with huge pages ({error}); running without");
 }
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), if it can be read.
+pub fn memory_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -189,6 +189,36 @@ fn check_prints_the_plan_with_maglev_shares() {
     assert!(text.contains("maglev share 50.00%") || text.contains("maglev share 49.99%"), "{text}");
 }
 
+/// Issue 10 (minor c): `xlb check` prints what the tables will take, and refuses a config
+/// whose connection tables alone need more than the machine has, with the figures.
+#[test]
+fn check_states_the_memory_and_refuses_more_than_the_machine_has() {
+    let output = xlb(&["check", "--config", "examples/seed-dr.toml"]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("memory about "), "{text}");
+    let Some(total) = xlb::tuning::memory_total() else { return };
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed-dr.toml"),
+    )
+    .unwrap();
+    // The largest capacity accepted: far more than any test machine holds on its cores.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    if xlb::conntrack::Conntrack::memory_for(1 << 28) as u64 * cores <= total {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("xlb-check-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.toml");
+    std::fs::write(&path, format!("{base}\n[conntrack]\ncapacity = {}\n", 1u64 << 28)).unwrap();
+    let output = xlb(&["check", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the config needs about"), "{stderr}");
+    assert!(stderr.contains("GiB per worker core"), "{stderr}");
+    assert!(stderr.contains("more than this machine's"), "{stderr}");
+}
+
 /// The README's run command (`scripts/demo`) replays files that exist.
 #[test]
 fn the_demo_script_names_files_that_exist() {

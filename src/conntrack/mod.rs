@@ -804,6 +804,14 @@ impl Conntrack {
             + self.queues.memory_bytes()
     }
 
+    /// What [`Conntrack::memory_bytes`] of a table of `capacity` flows will be, without
+    /// allocating it (for config checks: a typo must not reach the allocator).
+    pub fn memory_for(capacity: usize) -> usize {
+        let capacity = capacity.min(ConntrackConfig::MAX_CAPACITY);
+        let buckets = capacity.saturating_mul(SLOTS_PER_FLOW).div_ceil(BUCKET_SLOTS);
+        Table::memory_for(capacity, buckets) + capacity * std::mem::size_of::<u32>()
+    }
+
     fn refuse_full(&mut self) -> Result<FlowState, InsertError> {
         self.stats.refused_full += 1;
         Err(InsertError::Full)

@@ -639,6 +639,16 @@ impl Table {
         std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.records)
     }
 
+    /// What [`Table::memory_bytes`] of `Table::new(records, buckets, _)` will be, without
+    /// allocating it.
+    pub fn memory_for(records: usize, buckets: usize) -> usize {
+        let buckets = buckets.max(1).checked_next_power_of_two().unwrap_or(usize::MAX);
+        let records = records.min(Self::MAX_RECORDS);
+        buckets
+            .saturating_mul(std::mem::size_of::<Bucket>())
+            .saturating_add(records * std::mem::size_of::<Record>())
+    }
+
     pub fn embryonic(&self) -> usize {
         self.embryonic.load(Ordering::Relaxed)
     }

@@ -1711,3 +1711,14 @@ fn a_reader_lists_live_flows_with_time_left() {
     let later = reader.entries(Instant::from_nanos(secs(16).as_nanos() + 1), 100);
     assert_eq!(later.iter().map(|(f, _, _)| *f).collect::<Vec<_>>(), vec![established]);
 }
+
+#[test]
+fn memory_for_matches_the_table_allocated() {
+    for capacity in [1, 3, 100, 1000, 4096, 100_000] {
+        let ct = Conntrack::new(&ConntrackConfig::with_capacity(capacity));
+        assert_eq!(Conntrack::memory_for(capacity), ct.memory_bytes(), "capacity {capacity}");
+    }
+    // Past the largest table, the figure is the largest table's.
+    let max = ConntrackConfig::MAX_CAPACITY;
+    assert_eq!(Conntrack::memory_for(max * 4), Conntrack::memory_for(max));
+}

@@ -41,8 +41,11 @@
 //!   nor cross a router.
 //! - `maglev_table_size` is a prime, at least the number of backends and at most
 //!   [`MAX_MAGLEV_TABLE_SIZE`] (Maglev, NSDI'16 §3.4, needs a prime table size so that every
-//!   backend's permutation visits every slot).
-//! - Health: `rise, fall >= 1`; `0 < timeout <= interval`; `http_path` and `http_status` only
+//!   backend's permutation visits every slot); all services' tables together hold at most
+//!   [`MAX_TOTAL_MAGLEV_SLOTS`]. What the tables take on a machine is
+//!   [`Config::memory_estimate`], which `xlb check` and `xlb run` compare with its memory.
+//! - Health: `rise, fall >= 1`; [`MIN_HEALTH_TIMEOUT`] `<= timeout <= interval`,
+//!   `interval >=` [`MIN_HEALTH_INTERVAL`]; `http_path` and `http_status` only
 //!   with `check = "http"`, `udp_payload` only with `check = "udp"`. A `sorry_server` is a
 //!   unicast address that is none of the service's backends; in DR it listens on the service
 //!   port on a directly connected subnet, like a DR backend.
@@ -60,8 +63,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
+use crate::conntrack::{Conntrack, ConntrackConfig};
 use crate::flow::{ForwardMode, Proto};
-use crate::sched::SchedulerKind;
+use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 
 /// A MAC address as the config holds it. (The integrator converts it to `wire::MacAddr`.)
 pub type Mac = [u8; 6];
@@ -76,10 +80,84 @@ pub const DEFAULT_MAGLEV_TABLE_SIZE: usize = 65_537;
 /// memory (and the bound keeps `is_prime` and allocation cheap).
 pub const MAX_MAGLEV_TABLE_SIZE: usize = 16_777_213;
 
-/// The largest conntrack `capacity` accepted (flows per core): 2^30, far past what a core's
-/// share of memory can hold, so a typo with extra digits is caught here rather than by the
-/// allocator.
-pub const MAX_CONNTRACK_CAPACITY: usize = 1 << 30;
+/// The largest conntrack `capacity` accepted (flows per core): the largest table conntrack
+/// can build, 2^28 flows (about 21 GiB per core), so that no capacity is silently clamped.
+/// Whether the machine can hold the tables is [`MemoryEstimate`]'s question.
+pub const MAX_CONNTRACK_CAPACITY: usize = ConntrackConfig::MAX_CAPACITY;
+
+/// The most Maglev slots all services' tables may hold together: 2^26, 256 MiB of tables
+/// (twice that while a change is published). 1,000 services at the default size fit.
+pub const MAX_TOTAL_MAGLEV_SLOTS: usize = 1 << 26;
+
+/// The shortest health-check `interval` accepted. A prober sleeps this long between
+/// probes; a nanosecond made each prober thread spin (135% CPU for two backends).
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The shortest health-check `timeout` accepted.
+pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// What a config will allocate, as [`Config::memory_estimate`] figures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// One core's connection table, in bytes.
+    pub conntrack_per_core: usize,
+    /// Worker cores, each with its own table.
+    pub cores: usize,
+    /// Every service's Maglev tables (its scheduler's and the fallback), in bytes.
+    pub maglev: usize,
+}
+
+impl MemoryEstimate {
+    /// The most the tables take at once: every core's connection table, and the Maglev
+    /// tables twice (the running snapshot and the one being published).
+    pub fn total(&self) -> usize {
+        self.conntrack_per_core.saturating_mul(self.cores).saturating_add(self.maglev * 2)
+    }
+
+    /// Refuses an estimate above `available` bytes (the machine's memory), with the figures.
+    pub fn check(&self, available: u64) -> Result<(), String> {
+        if self.total() as u64 > available {
+            return Err(format!(
+                "the config needs {self}, more than this machine's {}: lower conntrack.capacity (flows per core), the cores, or maglev_table_size",
+                mib(available as usize)
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "about {} (conntrack {} per worker core x {}, Maglev tables {} x 2 while a change \
+             is published)",
+            mib(self.total()),
+            mib(self.conntrack_per_core),
+            self.cores,
+            mib(self.maglev)
+        )
+    }
+}
+
+/// Bytes as MiB (or GiB past 10 GiB), one decimal.
+fn mib(bytes: usize) -> String {
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    if mib >= 10.0 * 1024.0 { format!("{:.1} GiB", mib / 1024.0) } else { format!("{mib:.1} MiB") }
+}
+
+impl ServiceConfig {
+    /// The Maglev slots this service's tables hold: the fallback table always, plus the
+    /// scheduler's own for `maglev` and `sh`.
+    pub fn maglev_slots(&self) -> usize {
+        let own = match self.scheduler {
+            SchedulerKind::Maglev => self.maglev_table_size,
+            SchedulerKind::Sh => SH_TABLE_SIZE,
+            _ => 0,
+        };
+        self.maglev_table_size + own
+    }
+}
 
 /// The whole configuration, validated (see the module docs for the invariants).
 #[derive(Debug, Clone, PartialEq)]
@@ -410,6 +488,16 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError::Io { path: shown.clone(), message: error.to_string() })?;
         Config::parse(&text, &shown)
+    }
+
+    /// What the tables of this config take on `cores` worker cores.
+    pub fn memory_estimate(&self, cores: usize) -> MemoryEstimate {
+        let slots: usize = self.services.iter().map(ServiceConfig::maglev_slots).sum();
+        MemoryEstimate {
+            conntrack_per_core: Conntrack::memory_for(self.conntrack.capacity),
+            cores,
+            maglev: slots.saturating_mul(std::mem::size_of::<u32>()),
+        }
     }
 
     /// The first interface whose subnet contains `ip`, if any.
@@ -958,6 +1046,25 @@ impl Context<'_> {
                 let key = format!("{key}.vip");
                 return Err(self.invalid_leaf(&key, &table.get_ref().vip, &table.span(), expected));
             }
+            let slots: usize = services.iter().map(ServiceConfig::maglev_slots).sum::<usize>()
+                + service.maglev_slots();
+            if slots > MAX_TOTAL_MAGLEV_SLOTS {
+                let raw = table.get_ref();
+                let expected = format!(
+                    "a smaller table: the Maglev tables of service[0] to service[{index}] would \
+                     hold {slots} slots ({}), more than the {MAX_TOTAL_MAGLEV_SLOTS} ({}) all \
+                     services may take together",
+                    mib(slots * 4),
+                    mib(MAX_TOTAL_MAGLEV_SLOTS * 4)
+                );
+                let key = format!("{key}.maglev_table_size");
+                return Err(self.invalid_leaf(
+                    &key,
+                    &raw.maglev_table_size,
+                    &table.span(),
+                    expected,
+                ));
+            }
             services.push(service);
         }
 
@@ -1392,12 +1499,28 @@ impl Context<'_> {
         let defaults = HealthConfig::for_proto(proto);
         let check = self.optional_choice(&format!("{key}.check"), &raw.check, defaults.check)?;
         let interval = optional(&raw.interval, defaults.interval, |at| {
-            self.seconds(&format!("{key}.interval"), at)
+            let interval_key = format!("{key}.interval");
+            let interval = self.seconds(&interval_key, at)?;
+            if interval < MIN_HEALTH_INTERVAL {
+                let expected = format!(
+                    "at least {} s: probing more often finds nothing sooner and only burns CPU",
+                    MIN_HEALTH_INTERVAL.as_secs_f64()
+                );
+                return Err(self.invalid(&interval_key, at, expected));
+            }
+            Ok(interval)
         })?;
         // An interval shorter than the default timeout shortens the default timeout with it.
         let timeout = optional(&raw.timeout, defaults.timeout.min(interval), |at| {
             let timeout_key = format!("{key}.timeout");
             let timeout = self.seconds(&timeout_key, at)?;
+            if timeout < MIN_HEALTH_TIMEOUT {
+                let expected = format!(
+                    "at least {} s: no probe is answered sooner",
+                    MIN_HEALTH_TIMEOUT.as_secs_f64()
+                );
+                return Err(self.invalid(&timeout_key, at, expected));
+            }
             if timeout > interval {
                 let expected = format!(
                     "at most the interval ({} s): a probe must finish before the next one starts",
@@ -2293,6 +2416,45 @@ pub(crate) mod tests {
         assert_eq!(parse(&text).unwrap().conntrack.max_embryonic, 1);
     }
 
+    /// Issue 10 (minor c): configs that need gigabytes are refused with the figure: the
+    /// Maglev tables of all services together, a capacity past the largest table, and an
+    /// estimate above the machine's memory.
+    #[test]
+    fn configs_that_need_gigabytes_are_refused_with_the_figure() {
+        // 40 services with the largest table each: 1.3 billion slots (5 GiB, twice).
+        let mut text = with_iface("");
+        for i in 0..40 {
+            let _ = write!(
+                text,
+                "[[service]]\nvip = \"10.1.2.{i}\"\nport = 80\nmaglev_table_size = {MAX_MAGLEV_TABLE_SIZE} # {i}\n"
+            );
+        }
+        // The fourth service's table is the one that no longer fits (4 x 2 x 16.7M > 2^26).
+        let expected = assert_invalid(
+            &text,
+            "service[2].maglev_table_size",
+            &format!("maglev_table_size = {MAX_MAGLEV_TABLE_SIZE} # 2\n"),
+        );
+        assert!(expected.contains("100663278 slots (384.0 MiB)"), "{expected}");
+        // A capacity past the largest table conntrack builds (it used to be clamped).
+        let text = with_iface(&format!("[conntrack]\ncapacity = {}\n", 1u64 << 30));
+        let expected = assert_invalid(&text, "conntrack.capacity", "capacity");
+        assert!(expected.contains(&format!("to {}", 1 << 28)), "{expected}");
+        // Within the limits, but more than a machine holds: the estimate says how much.
+        let text = with_iface(&format!("[conntrack]\ncapacity = {}\n", 1 << 28));
+        let config = parse(&text).unwrap();
+        let estimate = config.memory_estimate(2);
+        assert_eq!(estimate.conntrack_per_core, Conntrack::memory_for(1 << 28));
+        assert!(estimate.total() > 40 << 30, "{estimate}");
+        let why = estimate.check(23 << 30).unwrap_err();
+        assert!(why.contains("conntrack 21.0 GiB per worker core x 2"), "{why}");
+        assert!(why.contains("this machine's 23.0 GiB"), "{why}");
+        // The defaults fit a small machine.
+        let small = parse(&service("")).unwrap().memory_estimate(2);
+        assert!(small.check(1 << 30).is_ok(), "{small}");
+        assert_eq!(small.maglev, 2 * DEFAULT_MAGLEV_TABLE_SIZE * 4);
+    }
+
     #[test]
     fn health_settings_are_checked() {
         let cases = [
@@ -2304,6 +2466,9 @@ pub(crate) mod tests {
             ("interval = nan", "interval"),
             ("interval = inf", "interval"),
             ("interval = \"2s\"", "interval"),
+            ("interval = 0.000000001", "interval"),
+            ("interval = 0.009", "interval"),
+            ("interval = 1\ntimeout = 0.0000001", "timeout"),
             ("timeout = 0.0", "timeout"),
             ("interval = 1.0\ntimeout = 1.5", "timeout"),
             ("http_path = \"/x\"", "http_path"),
@@ -2464,7 +2629,7 @@ pub(crate) mod tests {
     prop_compose! {
         pub(crate) fn arb_health()(
             check in proptest::sample::select(HealthCheckKind::ALL.to_vec()),
-            interval_ms in 1u64..1_000_000,
+            interval_ms in 10u64..1_000_000, // MIN_HEALTH_INTERVAL up
             timeout_permille in 1u64..=1000,
             rise in 1u32..,
             fall in 1u32..,

@@ -240,7 +240,8 @@ const CURSOR_SALT: u64 = 0x786c_6272_7263_7572;
 /// Seed of the source-address hash `sh` looks up ("xlb_sh__").
 const SH_SEED: u64 = 0x786c_625f_7368_5f5f;
 /// The size of `sh`'s table: fixed, so adding a backend moves only its share of clients.
-const SH_TABLE_SIZE: usize = Scheduler::DEFAULT_MAGLEV_SIZE;
+/// The size of the `sh` scheduler's Maglev table (keyed by the client address).
+pub const SH_TABLE_SIZE: usize = Scheduler::DEFAULT_MAGLEV_SIZE;
 const _: () = assert!(MaglevTable::MAX_BACKENDS <= SH_TABLE_SIZE);
 
 /// What each kind precomputes.
