@@ -150,6 +150,13 @@
 //! does not fit the 2 MiB L2), which is what keeps it above 30 ns when packets are looked up
 //! one at a time.
 //!
+//! The eviction queues (issue 10) left these figures alone: side by side on the 2-vCPU AMD
+//! EPYC guest, heavily shared that day (so every figure ran 1.5–3 times the above), the
+//! report gave, before / after, DR insert 169 / 147 ns, hit 115 / 104 ns (cache-resident
+//! 34 / 28 ns), miss 26 / 24 ns; NAT insert 99 / 106 ns, hit 80 / 72 ns: noise, not a
+//! trend. A hit adds one well-predicted branch (did the packet move the flow's eviction
+//! class?), an embryonic or UDP insert one queue push.
+//!
 //! An owner's hit executes about 220 instructions, 50 of them `flow_hash` (callgrind, steady
 //! state of the pipeline benchmark's DR scenario; 330 before the owner path was trimmed;
 //! about 130 plus the hash once the pipeline inlined it into its hit path and passed the
