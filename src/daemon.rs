@@ -52,7 +52,7 @@ use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
-use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
+use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
 use crate::dataplane::{BackendCounters, PassiveCounters};
 use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
@@ -182,6 +182,18 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             attachment.with_context(|| format!("{}: attaching the XDP program", netdev.name))?;
         steer.set_rules(&rules).with_context(|| format!("{}: steering rules", netdev.name))?;
         info!("{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
+        if netdev.max_frame() > xsk::MAX_RX_FRAME {
+            warn!(
+                "{}: MTU {} lets in frames of up to {} bytes, but an AF_XDP frame holds {}: longer \
+                 frames to xlb's addresses are dropped by the kernel (counted as kernel-dropped); \
+                 set the MTU to {} or less",
+                netdev.name,
+                netdev.mtu,
+                netdev.max_frame(),
+                xsk::MAX_RX_FRAME,
+                xsk::MAX_RX_FRAME - 18
+            );
+        }
         links.push(Link { netdev, steer, attachment: Some(attachment), mode });
     }
 
@@ -757,7 +769,7 @@ fn log_figures(reports: &[CoreReport]) {
         }
         let c = &r.counters;
         info!(
-            "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
+            "core {}: rx {} tx {} (wire {}) pass {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {} kernel-dropped {}",
             r.core,
             c.get(Stat::RxPackets),
             c.get(Stat::TxPackets),
@@ -770,7 +782,8 @@ fn log_figures(reports: &[CoreReport]) {
             r.neighbors,
             io.tx_ring_full,
             io.send_no_frame,
-            r.unroutable
+            r.unroutable,
+            io.rx_kernel_dropped
         );
         let drops: Vec<String> =
             c.drop_reasons().filter(|&(_, n)| n > 0).map(|(why, n)| format!("{why} {n}")).collect();

@@ -793,3 +793,32 @@ fn sighup_during_start_up_does_not_kill_xlb() {
     assert!(log.contains("ready:"), "{log}");
     eprintln!("{sent} SIGHUP(s) during start-up");
 }
+
+/// Issue 10 (minor f): an MTU that lets in frames longer than an AF_XDP frame holds is
+/// warned about at start, and the long frames the kernel then drops are counted (they used
+/// to vanish without a trace); frames that fit are still served.
+#[test]
+fn an_mtu_above_the_frame_size_is_warned_about_and_long_frames_counted() {
+    if !root_or_skip("mtu") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("mtu");
+    for (ns, ifname) in [(&client, "eth0"), (&lb, "ethc")] {
+        sh(&["ip", "-n", ns, "link", "set", ifname, "mtu", "5000"]);
+    }
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    // Generic XDP: native XDP on veth refuses an MTU past what one page holds.
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "mtu", &["--xdp-mode", "generic"]);
+    let answers = ask(&lab, &client, 3);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    // Five datagrams of 4500 bytes: 4542-byte frames, past the 3840 an AF_XDP frame holds.
+    let send = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                for _ in range(5): s.sendto(b'x' * 4500, ('10.2.0.10', 53))";
+    lab.exec(&client, &["python3", "-c", send]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, log) = stop_xlb(&mut lab, xlb, "mtu");
+    assert!(log.contains("ethc: MTU 5000 lets in frames of up to 5018 bytes"), "{log}");
+    assert!(!log.contains("ethr: MTU"), "ethr's MTU is 1500:\n{log}");
+    assert_eq!(figure(&log, 0, "kernel-dropped"), 5, "{log}");
+}

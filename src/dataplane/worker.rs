@@ -101,6 +101,10 @@ pub struct PortStats {
     pub send_too_big: u64,
     /// Times the kernel had to be kicked to transmit.
     pub tx_wakeups: u64,
+    /// Frames the kernel dropped on their way into the receive ring (AF_XDP's
+    /// `XDP_STATISTICS` `rx_dropped`): frames longer than a UMEM frame holds, which an MTU
+    /// above [`crate::dataplane::io::afxdp::xsk::MAX_RX_FRAME`] lets in.
+    pub rx_kernel_dropped: u64,
 }
 
 impl PortStats {
@@ -112,6 +116,7 @@ impl PortStats {
         self.send_no_frame += other.send_no_frame;
         self.send_too_big += other.send_too_big;
         self.tx_wakeups += other.tx_wakeups;
+        self.rx_kernel_dropped += other.rx_kernel_dropped;
     }
 }
 
