@@ -22,6 +22,9 @@
 //! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
 //! channel, so no waker lock is ever taken).
 //!
+//! The control loop stops xlb with an error when an interface it runs on is deleted or
+//! re-created (checked every second: its XDP program and sockets went with it).
+//!
 //! The control loop (this thread) relays ARP the steering program snooped to every worker,
 //! gathers the workers' reports, and logs a line of figures now and then. On a signal it stops
 //! the workers, closes the sockets, detaches the programs (the kernel would also do that if
@@ -336,8 +339,11 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         readers,
         clock,
         probe_routes,
+        last_link_check: StdInstant::now(),
+        lost: None,
     };
     control.run(&stop, &reload, &ctl);
+    let lost = control.lost.take();
     drop(ctl);
     let snapshot = control.snapshot.clone();
 
@@ -356,6 +362,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     info!("stopped: sockets closed, XDP programs detached");
     let summary = RunSummary { snapshot, reports: finals, modes: modes.join("; ") };
     log_figures(&summary.reports);
+    if let Some(why) = lost {
+        bail!("{why}");
+    }
     Ok(summary)
 }
 
@@ -386,7 +395,13 @@ struct ControlLoop<'a> {
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
+    last_link_check: StdInstant,
+    /// Why xlb must stop (an interface it runs on is gone), once that happens.
+    lost: Option<String>,
 }
+
+/// How often control checks that the interfaces are still there.
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The most passive events of one kind passed on per backend and report.
 const MAX_PASSIVE_EVENTS: u64 = 64;
@@ -406,8 +421,9 @@ impl ControlLoop<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
         let stats_every = self.options.stats_every;
         let mut last_stats = StdInstant::now();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && self.lost.is_none() {
             std::thread::sleep(ARP_POLL_EVERY);
+            self.check_links();
             if reload.swap(false, Ordering::Relaxed) {
                 match self.reload() {
                     Ok(()) => {}
@@ -431,6 +447,25 @@ impl ControlLoop<'_> {
                 let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
                 log_figures(&reports);
             }
+        }
+    }
+
+    /// Stops xlb (with an error) when an interface it runs on was deleted or re-created:
+    /// its XDP program and sockets went with it, so nothing more arrives. Restarting xlb
+    /// once the interface is back is the supervisor's job.
+    fn check_links(&mut self) {
+        if self.last_link_check.elapsed() < LINK_CHECK_EVERY {
+            return;
+        }
+        self.last_link_check = StdInstant::now();
+        if let Some(link) = self.links.iter().find(|l| !l.netdev.is_present()) {
+            let why = format!(
+                "interface {} (ifindex {}) is gone: deleted or re-created, it took xlb's XDP \
+                 program and sockets with it; stopping (restart xlb once it is back)",
+                link.netdev.name, link.netdev.ifindex
+            );
+            error!("{why}");
+            self.lost = Some(why);
         }
     }
 

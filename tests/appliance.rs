@@ -822,3 +822,38 @@ fn an_mtu_above_the_frame_size_is_warned_about_and_long_frames_counted() {
     assert!(!log.contains("ethr: MTU"), "ethr's MTU is 1500:\n{log}");
     assert_eq!(figure(&log, 0, "kernel-dropped"), 5, "{log}");
 }
+
+/// Issue 10 (minor g): an interface deleted under a running xlb is reported (an error line
+/// naming it) and xlb stops with a failure status within seconds, instead of running on
+/// with nothing arriving.
+#[test]
+fn a_deleted_interface_is_reported_and_xlb_stops_with_an_error() {
+    if !root_or_skip("deleted_interface") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("gone");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "gone");
+    let answers = ask(&lab, &client, 2);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    // The veth this test created, with both its ends in this test's namespaces.
+    sh(&["ip", "-n", &lb, "link", "del", "ethc"]);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = lab.children[xlb].try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "xlb still runs 10 s after its interface was deleted:\n{}",
+            read(&lab.scratch.join("xlb-gone.log"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = read(&lab.scratch.join("xlb-gone.log"));
+    assert!(!status.success(), "{status}: {log}");
+    assert!(log.contains("error: interface ethc (ifindex"), "{log}");
+    assert!(log.contains("is gone"), "{log}");
+    eprintln!("stopped {:?} after the deletion", started.elapsed());
+}

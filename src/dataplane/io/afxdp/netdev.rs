@@ -32,6 +32,14 @@ pub struct Netdev {
 }
 
 impl Netdev {
+    /// Whether the device is still there as xlb bound it: a device of this name with this
+    /// index (a deleted one is gone; a re-created one has a new index, and none of xlb's
+    /// program and sockets).
+    pub fn is_present(&self) -> bool {
+        let path = PathBuf::from("/sys/class/net").join(&self.name).join("ifindex");
+        fs::read_to_string(path).is_ok_and(|text| text.trim().parse() == Ok(self.ifindex))
+    }
+
     /// The longest Ethernet frame the MTU lets in: the MTU plus a header and a VLAN tag.
     pub fn max_frame(&self) -> u32 {
         self.mtu.saturating_add(18)
@@ -84,6 +92,9 @@ mod tests {
         assert_eq!(lo.mac, MacAddr([0; 6]));
         assert!(lo.rx_queues >= 1);
         assert!(lo.mtu >= 1500, "lo's MTU is 64 KiB by default: {}", lo.mtu);
+        assert!(lo.is_present());
+        assert!(!Netdev { ifindex: lo.ifindex + 100_000, ..lo.clone() }.is_present());
+        assert!(!Netdev { name: "xlb-no-such-dev".into(), ..lo }.is_present());
         assert!(matches!(Netdev::open("xlb-no-such-dev"), Err(NetdevError::NoDevice { .. })));
         assert!(matches!(Netdev::open("../lo"), Err(NetdevError::NoDevice { .. })));
     }
