@@ -24,6 +24,9 @@
 //! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
 //! channel, so no waker lock is ever taken).
 //!
+//! The control loop stops xlb with an error when an interface it runs on is deleted or
+//! re-created (checked every second: its XDP program and sockets went with it).
+//!
 //! The control loop (this thread) gathers the workers' reports, relays the ARP the steering
 //! program snooped about next hops xlb needs to every worker (see
 //! [`crate::control::neighbors`]: backends, gateways, and next hops a worker reports it is
@@ -59,7 +62,7 @@ use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::tap::{self, Tap};
-use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
+use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
 use crate::dataplane::{BackendCounters, PassiveCounters};
 use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
@@ -201,6 +204,18 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             .set_rules(&rules.for_interface(&snapshot, IfaceId(links.len() as u8)))
             .with_context(|| format!("{}: steering rules", netdev.name))?;
         info!("{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
+        if netdev.max_frame() > xsk::MAX_RX_FRAME {
+            warn!(
+                "{}: MTU {} lets in frames of up to {} bytes, but an AF_XDP frame holds {}: longer \
+                 frames to xlb's addresses are dropped by the kernel (counted as kernel-dropped); \
+                 set the MTU to {} or less",
+                netdev.name,
+                netdev.mtu,
+                netdev.max_frame(),
+                xsk::MAX_RX_FRAME,
+                xsk::MAX_RX_FRAME - 18
+            );
+        }
         let tap = open_tap(options, &netdev, links.len());
         links.push(Link { netdev, steer, attachment: Some(attachment), mode, tap });
     }
@@ -354,11 +369,14 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         readers,
         clock,
         probe_routes,
+        last_link_check: StdInstant::now(),
+        lost: None,
     };
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
     control.start_probe(owned);
     control.run(&stop, &reload, &ctl);
+    let lost = control.lost.take();
     drop(ctl);
     let snapshot = control.snapshot.clone();
 
@@ -377,6 +395,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     info!("stopped: sockets closed, XDP programs detached");
     let summary = RunSummary { snapshot, reports: finals, modes: modes.join("; ") };
     log_figures(&summary.reports);
+    if let Some(why) = lost {
+        bail!("{why}");
+    }
     Ok(summary)
 }
 
@@ -409,7 +430,13 @@ struct ControlLoop<'a> {
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
+    last_link_check: StdInstant,
+    /// Why xlb must stop (an interface it runs on is gone), once that happens.
+    lost: Option<String>,
 }
+
+/// How often control checks that the interfaces are still there.
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The most passive events of one kind passed on per backend and report.
 const MAX_PASSIVE_EVENTS: u64 = 64;
@@ -439,8 +466,9 @@ impl ControlLoop<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
         let stats_every = self.options.stats_every;
         let mut last_stats = StdInstant::now();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && self.lost.is_none() {
             std::thread::sleep(ARP_POLL_EVERY);
+            self.check_links();
             if reload.swap(false, Ordering::Relaxed) {
                 match self.reload() {
                     Ok(()) => {}
@@ -465,6 +493,25 @@ impl ControlLoop<'_> {
                 let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
                 log_figures(&reports);
             }
+        }
+    }
+
+    /// Stops xlb (with an error) when an interface it runs on was deleted or re-created:
+    /// its XDP program and sockets went with it, so nothing more arrives. Restarting xlb
+    /// once the interface is back is the supervisor's job.
+    fn check_links(&mut self) {
+        if self.last_link_check.elapsed() < LINK_CHECK_EVERY {
+            return;
+        }
+        self.last_link_check = StdInstant::now();
+        if let Some(link) = self.links.iter().find(|l| !l.netdev.is_present()) {
+            let why = format!(
+                "interface {} (ifindex {}) is gone: deleted or re-created, it took xlb's XDP \
+                 program and sockets with it; stopping (restart xlb once it is back)",
+                link.netdev.name, link.netdev.ifindex
+            );
+            error!("{why}");
+            self.lost = Some(why);
         }
     }
 
@@ -869,7 +916,7 @@ fn log_figures(reports: &[CoreReport]) {
         }
         let c = &r.counters;
         info!(
-            "core {}: rx {} tx {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {}",
+            "core {}: rx {} tx {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {} kernel-dropped {}",
             r.core,
             c.get(Stat::RxPackets),
             c.get(Stat::TxPackets),
@@ -885,7 +932,8 @@ fn log_figures(reports: &[CoreReport]) {
             r.neighbors,
             io.tx_ring_full,
             io.send_no_frame,
-            r.unroutable
+            r.unroutable,
+            io.rx_kernel_dropped
         );
         let drops: Vec<String> =
             c.drop_reasons().filter(|&(_, n)| n > 0).map(|(why, n)| format!("{why} {n}")).collect();

@@ -1085,3 +1085,67 @@ fn sighup_during_start_up_does_not_kill_xlb() {
     assert!(log.contains("ready:"), "{log}");
     eprintln!("{sent} SIGHUP(s) during start-up");
 }
+
+/// Issue 10 (minor f): an MTU that lets in frames longer than an AF_XDP frame holds is
+/// warned about at start, and the long frames the kernel then drops are counted (they used
+/// to vanish without a trace); frames that fit are still served.
+#[test]
+fn an_mtu_above_the_frame_size_is_warned_about_and_long_frames_counted() {
+    if !root_or_skip("mtu") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("mtu");
+    for (ns, ifname) in [(&client, "eth0"), (&lb, "ethc")] {
+        sh(&["ip", "-n", ns, "link", "set", ifname, "mtu", "5000"]);
+    }
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    // Generic XDP: native XDP on veth refuses an MTU past what one page holds.
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "mtu", &["--xdp-mode", "generic"]);
+    let answers = ask(&lab, &client, 3);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    // Five datagrams of 4500 bytes: 4542-byte frames, past the 3840 an AF_XDP frame holds.
+    let send = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                for _ in range(5): s.sendto(b'x' * 4500, ('10.2.0.10', 53))";
+    lab.exec(&client, &["python3", "-c", send]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, log) = stop_xlb(&mut lab, xlb, "mtu");
+    assert!(log.contains("ethc: MTU 5000 lets in frames of up to 5018 bytes"), "{log}");
+    assert!(!log.contains("ethr: MTU"), "ethr's MTU is 1500:\n{log}");
+    assert_eq!(figure(&log, 0, "kernel-dropped"), 5, "{log}");
+}
+
+/// Issue 10 (minor g): an interface deleted under a running xlb is reported (an error line
+/// naming it) and xlb stops with a failure status within seconds, instead of running on
+/// with nothing arriving.
+#[test]
+fn a_deleted_interface_is_reported_and_xlb_stops_with_an_error() {
+    if !root_or_skip("deleted_interface") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("gone");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "gone");
+    let answers = ask(&lab, &client, 2);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    // The veth this test created, with both its ends in this test's namespaces.
+    sh(&["ip", "-n", &lb, "link", "del", "ethc"]);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = lab.children[xlb].try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "xlb still runs 10 s after its interface was deleted:\n{}",
+            read(&lab.scratch.join("xlb-gone.log"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = read(&lab.scratch.join("xlb-gone.log"));
+    assert!(!status.success(), "{status}: {log}");
+    assert!(log.contains("error: interface ethc (ifindex"), "{log}");
+    assert!(log.contains("is gone"), "{log}");
+    eprintln!("stopped {:?} after the deletion", started.elapsed());
+}

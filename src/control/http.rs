@@ -454,6 +454,7 @@ mod tests {
         assert_eq!(split(&get(addr, "/metrics")).1, "x 1\n");
         let took = started.elapsed();
         assert!(took < Duration::from_secs(2), "the scrape took {took:?}");
+        eprintln!("scrape with 15 idle connections open: {took:?}");
         drop(idle);
 
         let options = HttpOptions { max_connections: 2, ..HttpOptions::default() };

@@ -513,6 +513,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(slowest < Duration::from_millis(200), "a poll took {slowest:?}");
+        eprintln!("slowest poll with a client that never reads: {slowest:?}");
         let response = reader.join().unwrap().expect("the reading client is served");
         assert_eq!(response.stdout.len(), 1 << 20);
         let stats = server.stats();

@@ -114,6 +114,10 @@ pub struct PortStats {
     /// Frames the pipeline passed that the port had no way to hand to the kernel (no TAP
     /// device): lost, never counted as delivered.
     pub pass_unreinjectable: u64,
+    /// Frames the kernel dropped on their way into the receive ring (AF_XDP's
+    /// `XDP_STATISTICS` `rx_dropped`): frames longer than a UMEM frame holds, which an MTU
+    /// above [`crate::dataplane::io::afxdp::xsk::MAX_RX_FRAME`] lets in.
+    pub rx_kernel_dropped: u64,
 }
 
 impl PortStats {
@@ -128,6 +132,7 @@ impl PortStats {
         self.pass_reinjected += other.pass_reinjected;
         self.pass_reinject_failed += other.pass_reinject_failed;
         self.pass_unreinjectable += other.pass_unreinjectable;
+        self.rx_kernel_dropped += other.rx_kernel_dropped;
     }
 }
 

@@ -1,4 +1,5 @@
-//! What xlb reads off a network device before it binds to it: index, MAC and queue count.
+//! What xlb reads off a network device before it binds to it: index, MAC, queue count and
+//! MTU.
 //!
 //! Everything comes from sysfs (`/sys/class/net/IF/…`), which reflects the network namespace
 //! the process runs in. No `unsafe` here.
@@ -26,6 +27,23 @@ pub struct Netdev {
     pub mac: MacAddr,
     /// Receive queues (`/sys/class/net/IF/queues/rx-*`); at least 1.
     pub rx_queues: u32,
+    /// The device's MTU (`/sys/class/net/IF/mtu`; 1500 if unreadable).
+    pub mtu: u32,
+}
+
+impl Netdev {
+    /// Whether the device is still there as xlb bound it: a device of this name with this
+    /// index (a deleted one is gone; a re-created one has a new index, and none of xlb's
+    /// program and sockets).
+    pub fn is_present(&self) -> bool {
+        let path = PathBuf::from("/sys/class/net").join(&self.name).join("ifindex");
+        fs::read_to_string(path).is_ok_and(|text| text.trim().parse() == Ok(self.ifindex))
+    }
+
+    /// The longest Ethernet frame the MTU lets in: the MTU plus a header and a VLAN tag.
+    pub fn max_frame(&self) -> u32 {
+        self.mtu.saturating_add(18)
+    }
 }
 
 impl Netdev {
@@ -58,7 +76,8 @@ impl Netdev {
             })
             .unwrap_or(1)
             .max(1);
-        Ok(Netdev { name: name.to_string(), ifindex, mac, rx_queues })
+        let mtu = read("mtu").ok().and_then(|text| text.parse().ok()).unwrap_or(1500);
+        Ok(Netdev { name: name.to_string(), ifindex, mac, rx_queues, mtu })
     }
 }
 
@@ -72,6 +91,10 @@ mod tests {
         assert!(lo.ifindex >= 1);
         assert_eq!(lo.mac, MacAddr([0; 6]));
         assert!(lo.rx_queues >= 1);
+        assert!(lo.mtu >= 1500, "lo's MTU is 64 KiB by default: {}", lo.mtu);
+        assert!(lo.is_present());
+        assert!(!Netdev { ifindex: lo.ifindex + 100_000, ..lo.clone() }.is_present());
+        assert!(!Netdev { name: "xlb-no-such-dev".into(), ..lo }.is_present());
         assert!(matches!(Netdev::open("xlb-no-such-dev"), Err(NetdevError::NoDevice { .. })));
         assert!(matches!(Netdev::open("../lo"), Err(NetdevError::NoDevice { .. })));
     }

@@ -64,7 +64,7 @@ impl std::fmt::Display for BindMode {
 /// Sizes of one socket.
 #[derive(Debug, Clone, Copy)]
 pub struct XskConfig {
-    /// UMEM frames (2 KiB each).
+    /// UMEM frames (4 KiB each, libxdp's default).
     pub frames: u32,
     /// Entries in each of the four rings.
     pub ring: u32,
@@ -86,6 +86,12 @@ pub enum XskError {
     #[error("{interface} queue {queue}: bad sizes: {detail}")]
     Config { interface: String, queue: u32, detail: String },
 }
+
+/// The longest frame a UMEM frame receives: the frame size (xsk-rs's default, libxdp's
+/// `XSK_UMEM__DEFAULT_FRAME_SIZE`, 4096 bytes) less the kernel's `XDP_PACKET_HEADROOM` (256). The kernel drops a longer one before the
+/// ring (counted in `XDP_STATISTICS` `rx_dropped`, reported as
+/// [`PortStats::rx_kernel_dropped`]).
+pub const MAX_RX_FRAME: u32 = 4096 - 256;
 
 /// Frames kept out of the fill ring for frames the worker sends on its own.
 const SEND_RESERVE: usize = 256;
@@ -420,6 +426,11 @@ impl Port for XskPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.stats
+        let mut stats = self.stats;
+        // One getsockopt per report; the kernel's count is cumulative, like ours.
+        if let Ok(kernel) = self.rx.fd().xdp_statistics() {
+            stats.rx_kernel_dropped = kernel.rx_dropped();
+        }
+        stats
     }
 }
