@@ -234,16 +234,9 @@ impl Pipeline {
         let mut active = vec![0; snapshot.backends.len()];
         let mut backends = vec![Default::default(); snapshot.backends.len()];
         let mut passive = vec![Default::default(); snapshot.backends.len()];
-        // Carry per-backend state over to backends that are still there.
+        // Carry per-backend state over to backends that are still there, by identity.
         for (old_index, old) in self.snapshot.backends.iter().enumerate() {
-            let service = &self.snapshot.services[old.service];
-            let new_service = snapshot.service_at(service.vip, service.port, service.proto);
-            let new_index = new_service.and_then(|s| {
-                snapshot.services[s].backends.clone().find(|&i| {
-                    snapshot.backends[i].addr == old.addr && snapshot.backends[i].port == old.port
-                })
-            });
-            if let Some(new_index) = new_index {
+            if let Some(new_index) = snapshot.backend_at(&old.id) {
                 active[new_index] = core.active.get(old_index).copied().unwrap_or(0);
                 backends[new_index] =
                     core.counters.backends.get(old_index).copied().unwrap_or_default();
@@ -428,15 +421,10 @@ fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
         .collect()
 }
 
-/// Forgets a flow's share of its backend's active count.
+/// Forgets a flow's share of its backend's active count (found by identity: the snapshot
+/// may have renumbered the backends since the flow began).
 fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
-    let index = usize::from(flow.backend);
-    if snapshot
-        .backends
-        .get(index)
-        .is_some_and(|b| b.addr == flow.backend_addr && b.port == flow.backend_port)
-        && let Some(count) = active.get_mut(index)
-    {
+    if let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| active.get_mut(index)) {
         *count = count.saturating_sub(1);
     }
 }
@@ -1175,12 +1163,10 @@ fn hop_to(snapshot: &Snapshot, neighbors: &NeighborTable, route: Route) -> Optio
     Some(Hop { addrs, egress: route.egress })
 }
 
-/// The flow's backend index in this snapshot, if the hint still names the same backend.
+/// The flow's backend index in this snapshot, by its hint or, once renumbered, its identity.
 #[inline]
 fn backend_of(snapshot: &Snapshot, flow: &Flow) -> Option<usize> {
-    let index = usize::from(flow.backend);
-    let backend = snapshot.backends.get(index)?;
-    (backend.addr == flow.backend_addr && backend.port == flow.backend_port).then_some(index)
+    snapshot.backend_of_flow(flow)
 }
 
 /// Source and destination a packet of `direction` leaves with.
@@ -1956,6 +1942,91 @@ port = {backend_port}
             if udp_without {
                 proptest::prop_assert_eq!(&segment[6..8], &[0, 0]);
             }
+        }
+    }
+
+    /// DR services at 10.1.1.100:80 and 10.1.1.101:80 with the given backends (last octets,
+    /// port 80), each backend's MAC static; a small connection table.
+    fn services_snapshot(services: &[(u8, &[u8])], generation: u64) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
+             [conntrack]\ncapacity = 64\n",
+        );
+        for octet in 11..=14 {
+            text += &format!(
+                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
+            );
+        }
+        for (vip, backends) in services {
+            text += &format!(
+                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"rr\"\n"
+            );
+            for backend in *backends {
+                text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\nport = 80\n");
+            }
+        }
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, generation).expect("builds"))
+    }
+
+    /// Per-backend state follows the backend's identity (its service's VIP:port/proto and its
+    /// address:port), not its position: after a change renumbers the backends, a flow's
+    /// packets count for its own backend (not for another service's backend of the same
+    /// address that took its old index), and its end gives its backend's active count back.
+    #[test]
+    fn backend_accounting_follows_identity_across_renumbering() {
+        use crate::testkit::{self, ACK, RST, SYN};
+        let second_vip = (Ipv4Addr::new(10, 1, 1, 101), 80);
+        let position = |snapshot: &Snapshot, vip: u8, backend: u8| {
+            let service =
+                snapshot.service_at(Ipv4Addr::new(10, 1, 1, vip), 80, Proto::Tcp).unwrap();
+            snapshot.services[service]
+                .backends
+                .clone()
+                .find(|&i| snapshot.backends[i].addr == Ipv4Addr::new(10, 1, 1, backend))
+                .unwrap()
+        };
+        // Renumbered twice: a backend of the same address lands on the second service's
+        // index, then the first service is deleted.
+        let before = services_snapshot(&[(100, &[12, 11]), (101, &[11])], 1);
+        let inserted = services_snapshot(&[(100, &[12, 13, 11]), (101, &[11])], 2);
+        let deleted = services_snapshot(&[(101, &[11])], 3);
+        let mut pipeline = Pipeline::new(before.clone(), CoreSlot::SINGLE);
+        let send = |pipeline: &mut Pipeline, port, flags| {
+            let mut frame =
+                testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), second_vip, flags, b"x");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for port in 4000..4003 {
+            assert_eq!(send(&mut pipeline, port, SYN), Verdict::Tx(IfaceId(0)));
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+        }
+        assert_eq!(pipeline.active_flows()[position(&before, 101, 11)], 3);
+
+        for (snapshot, port) in [(&inserted, 4000), (&deleted, 4001)] {
+            pipeline.set_snapshot(snapshot.clone());
+            let own = position(snapshot, 101, 11);
+            let in_packets = |p: &Pipeline, i: usize| p.counters().backends[i].in_packets;
+            let (own_before, all_before): (u64, u64) = (
+                in_packets(&pipeline, own),
+                (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum(),
+            );
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+            assert_eq!(in_packets(&pipeline, own), own_before + 1, "counted for its backend");
+            let all: u64 = (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum();
+            assert_eq!(all, all_before + 1, "and for no other");
+            // The client resets the flow; it expires and gives its active count back.
+            assert_eq!(send(&mut pipeline, port, RST), Verdict::Tx(IfaceId(0)));
+            for second in 2..40 {
+                pipeline.maintain(Instant::from_secs(second * 10));
+            }
+            let left = 4002 - port;
+            assert_eq!(pipeline.active_flows()[own], left as u32, "after {port} ended");
+            let others: u32 = (0..snapshot.backends.len())
+                .filter(|&i| i != own)
+                .map(|i| pipeline.active_flows()[i])
+                .sum();
+            assert_eq!(others, 0);
         }
     }
 
