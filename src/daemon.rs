@@ -40,7 +40,9 @@ use crate::control::health::PassiveEvent;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::log::{debug, error, info, warn};
 use crate::control::probe_routes::{self, ProbeRoutes};
+use crate::control::snapshot::BackendId;
 use crate::control::socket::{self, CtlServer, Request, Response};
+use crate::control::state::{self, Kept, State};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::netdev::Netdev;
@@ -77,6 +79,8 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// The control socket `xlb ctl` talks to (default [`socket::DEFAULT_SOCKET`]).
     pub socket: Option<PathBuf>,
+    /// The state file (default: [`state::DEFAULT_FILE_NAME`] next to the control socket).
+    pub state: Option<PathBuf>,
 }
 
 /// One interface xlb runs on.
@@ -136,8 +140,20 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     if let Err(error) = probe_routes.sync(&probe_routes::wanted(&config)) {
         warn!("routes for DR probes through the VIP: {error}");
     }
-    // Health checks start now; every backend counts as up until its checks say otherwise.
-    let health = HealthMonitor::new(&config);
+    // What the previous process left: health verdicts and runtime weights, by identity.
+    let socket_path =
+        options.socket.clone().unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET));
+    let state_path = options.state.clone().unwrap_or_else(|| state::default_path(&socket_path));
+    let kept = load_state(&state_path);
+    let file_weights = config_weights(&config);
+    restore_weights(&mut config, &kept);
+    // Health checks start now, from the kept verdicts; a backend with a check and no kept
+    // verdict waits for its first probe (not long: see `await_first_probes`).
+    let mut health = HealthMonitor::new(&config);
+    health.resume(|(vip, vport, proto), (addr, port)| {
+        kept.backends.get(&BackendId { vip, vport, proto, addr, port }).map(|k| k.up)
+    });
+    await_first_probes(&mut health);
     let snapshot = Arc::new(
         build_snapshot(&config, &health, 1)
             .with_context(|| options.config.display().to_string())?,
@@ -265,8 +281,6 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
         None => None,
     };
-    let socket_path =
-        options.socket.clone().unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET));
     let ctl = CtlServer::bind(&socket_path)
         .with_context(|| format!("control socket {}", socket_path.display()))?;
     info!("control socket {} (xlb ctl)", socket_path.display());
@@ -283,7 +297,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         snapshot,
         config,
         health,
-        last_health_publish: StdInstant::now(),
+        last_response_times: StdInstant::now(),
         metrics: metrics_server.is_some().then_some(latest),
         window: metrics::LatencyWindow::default(),
         last_render: StdInstant::now(),
@@ -292,7 +306,11 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         readers,
         clock,
         probe_routes,
+        state_path,
+        file_weights,
+        stored_state: String::new(),
     };
+    control.save_state();
     control.run(&stop, &reload, &ctl);
     drop(ctl);
     let snapshot = control.snapshot.clone();
@@ -328,7 +346,8 @@ struct ControlLoop<'a> {
     config: Config,
     /// Health checks: the snapshot runs `health.effective(&config)`.
     health: HealthMonitor,
-    last_health_publish: StdInstant,
+    /// When response times last reached the workers (a snapshot carries them too).
+    last_response_times: StdInstant,
     /// Where the HTTP thread finds the latest `/metrics` text (None: no `--metrics`).
     metrics: Option<http::Latest>,
     window: metrics::LatencyWindow,
@@ -342,6 +361,13 @@ struct ControlLoop<'a> {
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
+    /// Where health verdicts and runtime weights are kept for the next process.
+    state_path: PathBuf,
+    /// The weight the config file gives each backend (the running config's may differ by
+    /// `xlb ctl`): kept with the running weight, so a changed file wins over a kept weight.
+    file_weights: HashMap<BackendId, u32>,
+    /// The state file's text as last written (nothing is written while it does not change).
+    stored_state: String,
 }
 
 /// The most passive events of one kind passed on per backend and report.
@@ -398,7 +424,10 @@ impl ControlLoop<'_> {
             Outcome::Apply { config, reply } => {
                 let command = request.args.join(" ");
                 match self.publish(config, &format!("xlb ctl {command}")) {
-                    Ok(()) => reply,
+                    Ok(()) => {
+                        self.save_state();
+                        reply
+                    }
                     Err(error) => {
                         Response::failure(1, &format!("refused, nothing changed: {error:#}"))
                     }
@@ -575,22 +604,22 @@ impl ControlLoop<'_> {
         }
     }
 
-    /// Publishes the effective config again when a backend went up or down, and once a
-    /// second while a least-time service needs fresh response times.
-    /// A transition is logged once the workers have been sent the snapshot that applies
-    /// it, so whoever reads the log line can count on it.
+    /// Publishes the effective config again when a backend went up or down. While a
+    /// least-time service needs fresh response times, sends them once a second in a small
+    /// message instead (a new snapshot would reset every core's scheduler state and rebuild
+    /// every table). A transition is logged once the workers have been sent the snapshot
+    /// that applies it, so whoever reads the log line can count on it.
     fn check_health(&mut self) {
         let transitions = self.health.poll();
-        let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
-        let stale = self.last_health_publish.elapsed() >= Duration::from_secs(1);
-        if transitions.is_empty() && !(uses_lt && stale) {
+        if transitions.is_empty() {
+            self.send_response_times();
             return;
         }
-        let why = if transitions.is_empty() { "response times" } else { "health" };
         let config = self.config.clone();
-        if let Err(error) = self.publish(config, why) {
+        if let Err(error) = self.publish(config, "health") {
             error!("applying health state failed, nothing changed: {error:#}");
         }
+        self.save_state();
         for transition in &transitions {
             if transition.up {
                 info!("health: {transition}");
@@ -600,10 +629,63 @@ impl ControlLoop<'_> {
         }
     }
 
+    /// Once a second while a service uses `lt`: the smoothed probe times, indexed like the
+    /// running snapshot's backends, to every worker.
+    fn send_response_times(&mut self) {
+        let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
+        if !uses_lt || self.last_response_times.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_response_times = StdInstant::now();
+        let effective = self.health.effective(&self.config);
+        let times: Arc<[u32]> = self.health.response_times(&effective).into();
+        if times.len() != self.snapshot.backends.len() {
+            return;
+        }
+        let generation = self.snapshot.generation;
+        for control in self.controls {
+            let _ = control.send(ControlMsg::ResponseTimes { generation, times: times.clone() });
+        }
+    }
+
     /// SIGHUP: re-reads the config file and publishes it.
     fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.options.config)?;
-        self.publish(config, "config file re-read")
+        let weights = config_weights(&config);
+        self.publish(config, "config file re-read")?;
+        self.file_weights = weights;
+        self.save_state();
+        Ok(())
+    }
+
+    /// Writes the state file if what it keeps changed: every backend's health verdict and
+    /// running weight (see [`crate::control::state`]). A failure is logged, once per
+    /// message, and changes nothing else.
+    fn save_state(&mut self) {
+        let mut kept = State::default();
+        for service in &self.config.services {
+            for backend in &service.backends {
+                let id = BackendId::of_config(service, backend);
+                let up = self.health.is_up(
+                    (service.vip, service.port, service.proto),
+                    (backend.addr, backend.port),
+                );
+                let config_weight = self.file_weights.get(&id).copied().unwrap_or(backend.weight);
+                kept.backends.insert(id, Kept { up, config_weight, weight: backend.weight });
+            }
+        }
+        let text = kept.render();
+        if text == self.stored_state {
+            return;
+        }
+        match kept.store(&self.state_path) {
+            Ok(()) => self.stored_state = text,
+            Err(error) => {
+                // Remember the failure as the text, so the same failure is logged once.
+                warn!("{error}: the next start will not know the current health and weights");
+                self.stored_state = text;
+            }
+        }
     }
 
     /// Makes `config` the running one, atomically for every worker: checked completely
@@ -644,15 +726,12 @@ impl ControlLoop<'_> {
             }
             self.health.reconfigure(&config);
         }
-        self.last_health_publish = StdInstant::now();
-        // Response-time refreshes happen every second: not worth a line each.
-        if why != "response times" {
-            info!(
-                "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
-                snapshot.services.len(),
-                snapshot.backends.len()
-            );
-        }
+        self.last_response_times = StdInstant::now();
+        info!(
+            "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
+            snapshot.services.len(),
+            snapshot.backends.len()
+        );
         self.snapshot = snapshot;
         self.config = config;
         // Backend indices changed meaning: zeroing and rates start again.
@@ -697,6 +776,91 @@ fn since(before: &BackendCounters, after: &BackendCounters) -> BackendCounters {
         in_bytes: after.in_bytes.saturating_sub(before.in_bytes),
         out_packets: after.out_packets.saturating_sub(before.out_packets),
         out_bytes: after.out_bytes.saturating_sub(before.out_bytes),
+    }
+}
+
+/// The state the previous process kept (empty if none or unreadable: logged).
+fn load_state(path: &std::path::Path) -> State {
+    match State::load(path) {
+        Ok((kept, skipped)) => {
+            for line in skipped {
+                warn!("state file {}: {line} (skipped)", path.display());
+            }
+            if !kept.backends.is_empty() {
+                info!(
+                    "state file {}: health verdicts and weights of {} backend(s) kept",
+                    path.display(),
+                    kept.backends.len()
+                );
+            }
+            kept
+        }
+        Err(error) => {
+            warn!("{error}: starting without kept health verdicts and weights");
+            State::default()
+        }
+    }
+}
+
+/// Each backend's weight in `config`, by identity.
+fn config_weights(config: &Config) -> HashMap<BackendId, u32> {
+    let mut weights = HashMap::new();
+    for service in &config.services {
+        for backend in &service.backends {
+            let id = BackendId::of_config(service, backend);
+            weights.insert(id, backend.weight);
+        }
+    }
+    weights
+}
+
+/// Gives each backend the weight the previous process ran it with (`xlb ctl -e ... -w N`),
+/// unless the config file changed its weight since (then the file wins).
+fn restore_weights(config: &mut Config, kept: &State) {
+    for service in &mut config.services {
+        let (vip, vport, proto) = (service.vip, service.port, service.proto);
+        for backend in &mut service.backends {
+            let id = BackendId { vip, vport, proto, addr: backend.addr, port: backend.port };
+            if let Some(kept) = kept.backends.get(&id)
+                && kept.config_weight == backend.weight
+                && kept.weight != backend.weight
+            {
+                info!(
+                    "{id}: weight {} kept from the previous run (config: {})",
+                    kept.weight, backend.weight
+                );
+                backend.weight = kept.weight;
+            }
+        }
+    }
+}
+
+/// Waits, before the first snapshot, for the first probe of every backend that has no kept
+/// verdict (a probe's timeout at most, plus a little), so xlb starts with them admitted or
+/// not rather than with none admitted. Transitions are logged.
+fn await_first_probes(health: &mut HealthMonitor) {
+    if health.unknown_count() == 0 {
+        return;
+    }
+    let deadline = StdInstant::now() + health.first_probe_timeout() + Duration::from_millis(200);
+    loop {
+        for transition in health.poll() {
+            if transition.up {
+                info!("health: {transition}");
+            } else {
+                warn!("health: {transition}");
+            }
+        }
+        if health.unknown_count() == 0 || StdInstant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let unknown = health.unknown_count();
+    if unknown > 0 {
+        warn!(
+            "health: {unknown} backend(s) not probed yet: not admitted until their first probe passes"
+        );
     }
 }
 

@@ -62,6 +62,10 @@ enum Command {
         /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Where health verdicts and runtime weights are kept across restarts (default:
+        /// xlb.state next to the control socket).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
     },
     /// Replay a capture through the packet pipeline, offline, and write what it transmits.
     Replay {
@@ -140,11 +144,13 @@ fn main() -> ExitCode {
             metrics,
             log_level,
             socket,
+            state,
         } => {
             xlb::control::log::set_max_level(log_level);
             let options = RunOptions {
                 metrics,
                 socket,
+                state,
                 config,
                 cores,
                 ready_file,

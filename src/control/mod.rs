@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod probe_routes;
 pub mod snapshot;
 pub mod socket;
+pub mod state;
 pub mod stats;
 
 pub use config::Config;

@@ -24,7 +24,7 @@ use crate::addr_map::AddrMap;
 
 use crate::conntrack::Flow;
 use crate::conntrack::{ConntrackConfig, Timeouts};
-use crate::control::config::{Config, ConntrackSettings};
+use crate::control::config::{BackendConfig, Config, ConntrackSettings, ServiceConfig};
 use crate::dataplane::IfaceId;
 use crate::flow::{ForwardMode, Proto};
 use crate::hash::hash_bytes;
@@ -97,6 +97,17 @@ pub struct BackendId {
 }
 
 impl BackendId {
+    /// A backend of a service of a config.
+    pub fn of_config(service: &ServiceConfig, backend: &BackendConfig) -> BackendId {
+        BackendId {
+            vip: service.vip,
+            vport: service.port,
+            proto: service.proto,
+            addr: backend.addr,
+            port: backend.port,
+        }
+    }
+
     /// The backend a tracked flow was scheduled to.
     #[inline]
     pub fn of_flow(flow: &Flow) -> BackendId {
@@ -237,13 +248,7 @@ impl Snapshot {
                 MaglevTable::build(&specs, service.maglev_table_size).map_err(scheduler_error)?;
             let first = backends.len();
             for backend in &service.backends {
-                let id = BackendId {
-                    vip: service.vip,
-                    vport: service.port,
-                    proto: service.proto,
-                    addr: backend.addr,
-                    port: backend.port,
-                };
+                let id = BackendId::of_config(service, backend);
                 backend_index.insert(id, backends.len());
                 backends.push(Backend {
                     addr: backend.addr,

@@ -160,10 +160,18 @@ struct CoreState {
     conntrack: Conntrack,
     /// Other cores' tables, for replies RSS delivered here.
     peers: Vec<ConntrackReader>,
-    /// Per service.
+    /// Per service. A snapshot swap keeps a service's state when the service is unchanged
+    /// (same scheduler, same backends by identity and weight), so `rr` goes on from where it
+    /// was and `random` does not repeat its picks.
     sched: Vec<SchedState>,
-    /// Active flows per backend on this core (lc, wlc, lt).
+    /// Tracked flows per backend on this core (lc, wlc, lt): every state counts, as the
+    /// scheduler's load (IPVS's `ActiveConn` / `InActConn` split is for listings, which
+    /// count from the connection tables).
     active: Vec<u32>,
+    /// Measured response time per backend in µs (lt), indexed like the snapshot's backends:
+    /// the snapshot's at a swap, then what control sends ([`Pipeline::set_response_times`])
+    /// without a new snapshot.
+    response_time_us: Vec<u32>,
     neighbors: NeighborTable,
     /// The Ethernet header and egress of a frame to each backend, looked up once per
     /// neighbour-table change (and per snapshot) rather than once per packet; valid while
@@ -210,6 +218,7 @@ impl Pipeline {
             peers: Vec::new(),
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
+            response_time_us: snapshot.response_time_us.clone(),
             neighbors,
             backend_hops: vec![None; snapshot.backends.len()],
             gateway_hop: None,
@@ -230,7 +239,18 @@ impl Pipeline {
         for (ip, mac) in &snapshot.static_neighbors {
             core.neighbors.insert_static(*ip, *mac);
         }
+        let mut old_states = std::mem::take(&mut core.sched);
         core.sched = sched_states(&snapshot, core.slot);
+        for (index, service) in snapshot.services.iter().enumerate() {
+            let old = self.snapshot.service_at(service.vip, service.port, service.proto);
+            if let Some(old) = old
+                && same_schedule(&self.snapshot, old, &snapshot, index)
+                && let Some(state) = old_states.get_mut(old)
+            {
+                core.sched[index] = std::mem::replace(state, SchedState::new(0, 0));
+            }
+        }
+        core.response_time_us = snapshot.response_time_us.clone();
         let mut active = vec![0; snapshot.backends.len()];
         let mut backends = vec![Default::default(); snapshot.backends.len()];
         let mut passive = vec![Default::default(); snapshot.backends.len()];
@@ -254,6 +274,17 @@ impl Pipeline {
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
+    }
+
+    /// New measured response times for the least-time scheduler, indexed like the backends
+    /// of snapshot `generation`; ignored unless that is the snapshot this core runs (control
+    /// sends them after the snapshot they belong to, so a newer one has its own). Copies
+    /// into the buffer the snapshot swap allocated: no allocation.
+    pub fn set_response_times(&mut self, generation: u64, times: &[u32]) {
+        if generation == self.snapshot.generation && times.len() == self.core.response_time_us.len()
+        {
+            self.core.response_time_us.copy_from_slice(times);
+        }
     }
 
     /// Lets this core find replies in other cores' tables.
@@ -410,6 +441,21 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Whether service `new` of `after` schedules exactly as service `old` of `before`: the
+/// same kind over the same backends (by identity and weight, in the same order).
+fn same_schedule(before: &Snapshot, old: usize, after: &Snapshot, new: usize) -> bool {
+    let (Some(old_service), Some(new_service)) =
+        (before.services.get(old), after.services.get(new))
+    else {
+        return false;
+    };
+    let weighed = |snapshot: &Snapshot, service: usize| {
+        snapshot.service_backends(service).iter().map(|b| (b.id, b.weight)).collect::<Vec<_>>()
+    };
+    old_service.scheduler.kind() == new_service.scheduler.kind()
+        && weighed(before, old) == weighed(after, new)
 }
 
 fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
@@ -794,7 +840,7 @@ impl CoreState {
             flow_hash: hash,
             client: key.src_addr,
             active: self.active.get(range.clone()).unwrap_or(&[]),
-            response_time_us: snapshot.response_time_us.get(range.clone()).unwrap_or(&[]),
+            response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
         };
         let Some(state) = self.sched.get_mut(service_index) else {
             return Verdict::Drop(DropReason::NoBackend);
@@ -1948,6 +1994,15 @@ port = {backend_port}
     /// DR services at 10.1.1.100:80 and 10.1.1.101:80 with the given backends (last octets,
     /// port 80), each backend's MAC static; a small connection table.
     fn services_snapshot(services: &[(u8, &[u8])], generation: u64) -> Arc<Snapshot> {
+        scheduled_snapshot("rr", services, generation)
+    }
+
+    /// [`services_snapshot`] with another scheduler.
+    fn scheduled_snapshot(
+        scheduler: &str,
+        services: &[(u8, &[u8])],
+        generation: u64,
+    ) -> Arc<Snapshot> {
         let mut text = String::from(
             "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
              [conntrack]\ncapacity = 64\n",
@@ -1959,7 +2014,7 @@ port = {backend_port}
         }
         for (vip, backends) in services {
             text += &format!(
-                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"rr\"\n"
+                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"{scheduler}\"\n"
             );
             for backend in *backends {
                 text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\nport = 80\n");
@@ -2028,6 +2083,52 @@ port = {backend_port}
                 .sum();
             assert_eq!(others, 0);
         }
+    }
+
+    /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
+    fn picked(pipeline: &mut Pipeline, port: u16) -> u8 {
+        use crate::testkit::{self, SYN};
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, SYN, b"");
+        assert_eq!(
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
+            Verdict::Tx(IfaceId(0))
+        );
+        frame[5]
+    }
+
+    /// A snapshot swap keeps the scheduler state of a service it leaves unchanged: `rr`
+    /// goes on with the next backend instead of starting over (issue 10: every republish
+    /// sent the next flow to the same backend again).
+    #[test]
+    fn an_unchanged_service_keeps_its_scheduler_state_across_a_swap() {
+        let services: &[(u8, &[u8])] = &[(100, &[11, 12, 13])];
+        let mut pipeline = Pipeline::new(services_snapshot(services, 1), CoreSlot::SINGLE);
+        let mut seen = vec![picked(&mut pipeline, 5000), picked(&mut pipeline, 5001)];
+        pipeline.set_snapshot(services_snapshot(services, 2));
+        seen.push(picked(&mut pipeline, 5002));
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0x11, 0x12, 0x13], "rr over three backends: {seen:x?}");
+        // A changed service starts over (its backends changed), and still picks validly.
+        pipeline.set_snapshot(services_snapshot(&[(100, &[11, 12])], 3));
+        assert!([0x11, 0x12].contains(&picked(&mut pipeline, 5003)));
+    }
+
+    /// Response times reach the least-time scheduler without a new snapshot.
+    #[test]
+    fn least_time_follows_response_times_without_a_snapshot() {
+        let snapshot = scheduled_snapshot("lt", &[(100, &[11, 12])], 1);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.set_response_times(1, &[1000, 10]);
+        assert_eq!(picked(&mut pipeline, 6000), 0x12);
+        pipeline.set_response_times(1, &[10, 1000]);
+        assert_eq!(picked(&mut pipeline, 6001), 0x11);
+        // Times for another generation, or of another length, are not this snapshot's.
+        pipeline.set_response_times(2, &[1000, 10]);
+        pipeline.set_response_times(1, &[1000]);
+        assert_eq!(picked(&mut pipeline, 6002), 0x11);
+        assert_eq!(pipeline.snapshot().generation, 1);
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub enum ControlMsg {
     Neighbor(Ipv4Addr, MacAddr),
     /// Send gratuitous ARP for every VIP and local address.
     Announce,
+    /// Measured response times for the least-time scheduler, indexed like the backends of
+    /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
+    ResponseTimes { generation: u64, times: Arc<[u32]> },
 }
 
 /// What a worker tells control.
@@ -345,6 +348,9 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Snapshot(snapshot) => self.pipeline.set_snapshot(snapshot),
                 ControlMsg::Neighbor(ip, mac) => self.pipeline.learn_neighbor(now, ip, mac),
                 ControlMsg::Announce => self.pipeline.announce(),
+                ControlMsg::ResponseTimes { generation, times } => {
+                    self.pipeline.set_response_times(generation, &times);
+                }
             }
         }
         now = self.clock.now();
