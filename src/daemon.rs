@@ -294,15 +294,17 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         reports: report_rx,
         latest: HashMap::new(),
         seen: HashMap::new(),
-        snapshot,
+        snapshot: Arc::clone(&snapshot),
         config,
         health,
         last_response_times: StdInstant::now(),
         metrics: metrics_server.is_some().then_some(latest),
         window: metrics::LatencyWindow::default(),
         last_render: StdInstant::now(),
-        zeroed: Vec::new(),
+        ledger: stats::Ledger::new(Arc::clone(&snapshot)),
+        zeroed: HashMap::new(),
         rate_samples: (None, None),
+        connections: (StdInstant::now(), Vec::new()),
         readers,
         clock,
         probe_routes,
@@ -352,10 +354,17 @@ struct ControlLoop<'a> {
     metrics: Option<http::Latest>,
     window: metrics::LatencyWindow,
     last_render: StdInstant,
-    /// `-Z`: per backend of the running snapshot, the counters at the time they were zeroed.
-    zeroed: Vec<BackendCounters>,
+    /// Per-backend counters by identity over cores on different snapshots, and what
+    /// backends that left had counted (listings and metrics).
+    ledger: stats::Ledger,
+    /// `-Z`: per backend, by identity, the counters at the time they were zeroed (a change
+    /// keeps them; a backend that leaves loses its own).
+    zeroed: HashMap<BackendId, BackendCounters>,
     /// The two latest samples of the summed counters, for `--rate`.
     rate_samples: (Option<RateSample>, Option<RateSample>),
+    /// Current connections per backend of the running snapshot (IPVS's ActiveConn and
+    /// InActConn), counted from the connection tables for the metrics, and when.
+    connections: (StdInstant, Vec<stats::BackendConnections>),
     /// Every core's connection table, read lock-free for `-L -n -c`.
     readers: Vec<ConntrackReader>,
     clock: MonotonicClock,
@@ -376,13 +385,16 @@ const MAX_PASSIVE_EVENTS: u64 = 64;
 /// The most connection entries `xlb ctl -L -n -c` lists.
 const MAX_LISTED_CONNECTIONS: usize = 100_000;
 
-/// Summed per-backend counters at one moment, of one snapshot generation.
+/// Summed per-backend counters at one moment, by identity.
 #[derive(Debug, Clone)]
 struct RateSample {
     at: StdInstant,
-    generation: u64,
-    totals: Vec<BackendCounters>,
+    totals: HashMap<BackendId, BackendCounters>,
 }
+
+/// How often the metrics count current connections from the connection tables (a walk of
+/// every record: control-side work that grows with the tables' capacity).
+const CONNECTIONS_EVERY: Duration = Duration::from_secs(2);
 
 impl ControlLoop<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
@@ -444,33 +456,41 @@ impl ControlLoop<'_> {
         }
     }
 
-    /// Per-backend counters summed over the cores that run the current snapshot.
+    /// Per-backend counters summed over every core by identity (a core still on the
+    /// previous snapshot counts too), indexed like the running snapshot.
     fn totals(&self) -> Vec<BackendCounters> {
-        let current = self.latest.values().filter(|r| r.generation == self.snapshot.generation);
-        stats::sum_backends(
-            self.snapshot.backends.len(),
-            current.map(|r| r.counters.backends.as_slice()),
-        )
+        self.ledger.totals(self.latest.values())
+    }
+
+    /// [`ControlLoop::totals`] by identity.
+    fn totals_by_id(&self) -> HashMap<BackendId, BackendCounters> {
+        let ids = self.snapshot.backends.iter().map(|b| b.id);
+        ids.zip(self.totals()).collect()
     }
 
     fn list_view(&self, options: ipvsadm::ListOptions) -> ListView {
-        let backends = self.snapshot.backends.len();
         let mut counters = self.totals();
-        for (counter, zero) in counters.iter_mut().zip(&self.zeroed) {
-            *counter = since(zero, counter);
-        }
-        let mut active = vec![0u64; backends];
-        for report in self.latest.values().filter(|r| r.generation == self.snapshot.generation) {
-            for (sum, n) in active.iter_mut().zip(&report.active) {
-                *sum += u64::from(*n);
+        for (counter, backend) in counters.iter_mut().zip(&self.snapshot.backends) {
+            if let Some(zero) = self.zeroed.get(&backend.id) {
+                *counter = since(zero, counter);
             }
         }
+        let connections = self.count_connections();
+        let active = connections.iter().map(|c| c.active).collect();
+        let inactive = connections.iter().map(|c| c.inactive).collect();
         let rates = match &self.rate_samples {
-            (Some(before), Some(after)) if before.generation == after.generation => before
-                .totals
+            (Some(before), Some(after)) => self
+                .snapshot
+                .backends
                 .iter()
-                .zip(&after.totals)
-                .map(|(b, a)| stats::BackendRates::between(b, a, after.at - before.at))
+                .map(|backend| {
+                    let (Some(b), Some(a)) =
+                        (before.totals.get(&backend.id), after.totals.get(&backend.id))
+                    else {
+                        return stats::BackendRates::default();
+                    };
+                    stats::BackendRates::between(b, a, after.at - before.at)
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -479,7 +499,21 @@ impl ControlLoop<'_> {
         } else {
             Vec::new()
         };
-        ListView { options, counters, active, inactive: vec![0; backends], rates, connections }
+        ListView { options, counters, active, inactive, rates, connections }
+    }
+
+    /// Current connections per backend of the running snapshot as IPVS counts them
+    /// (established TCP active, the rest inactive), from every core's table.
+    fn count_connections(&self) -> Vec<stats::BackendConnections> {
+        let now = self.clock.now();
+        let mut counts = vec![stats::BackendConnections::default(); self.snapshot.backends.len()];
+        for reader in &self.readers {
+            reader.visit(now, |flow, state, _| {
+                stats::count_connections(&self.snapshot, &mut counts, &flow, state);
+                true
+            });
+        }
+        counts
     }
 
     /// Live flows of every core, as `ipvsadm -L -n -c` lists them.
@@ -510,33 +544,27 @@ impl ControlLoop<'_> {
     }
 
     /// `-Z`: from now on the listed counters start from zero (the workers' own counters,
-    /// which Prometheus reads, keep counting).
+    /// which Prometheus reads, keep counting). Kept by identity across changes.
     fn zero(&mut self, service: Option<ServiceId>) {
         let totals = self.totals();
-        if self.zeroed.len() != totals.len() {
-            self.zeroed = vec![BackendCounters::default(); totals.len()];
-        }
-        for (index, backend) in self.snapshot.backends.iter().enumerate() {
-            let owner = &self.snapshot.services[backend.service];
-            let chosen = service.as_ref().is_none_or(|id| {
-                id.vip == owner.vip && id.port == owner.port && id.proto == owner.proto
-            });
+        for (backend, counters) in self.snapshot.backends.iter().zip(totals) {
+            let id = backend.id;
+            let chosen = service
+                .as_ref()
+                .is_none_or(|s| s.vip == id.vip && s.port == id.vport && s.proto == id.proto);
             if chosen {
-                self.zeroed[index] = totals[index];
+                self.zeroed.insert(id, counters);
             }
         }
     }
 
-    /// Keeps the two latest samples, two seconds apart, for `--rate`.
+    /// Keeps the two latest samples, two seconds apart, for `--rate` (by identity: a change
+    /// in between leaves the rates of the backends that stayed).
     fn sample_rates(&mut self) {
         let due =
             self.rate_samples.1.as_ref().is_none_or(|s| s.at.elapsed() >= Duration::from_secs(2));
         if due {
-            let sample = RateSample {
-                at: StdInstant::now(),
-                generation: self.snapshot.generation,
-                totals: self.totals(),
-            };
+            let sample = RateSample { at: StdInstant::now(), totals: self.totals_by_id() };
             self.rate_samples = (self.rate_samples.1.take(), Some(sample));
         }
     }
@@ -597,11 +625,15 @@ impl ControlLoop<'_> {
             return;
         }
         self.last_render = StdInstant::now();
-        let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
-        // None while some core still reports the previous snapshot: keep the last text.
-        if let Some(text) = metrics::render_reports(&self.snapshot, &reports, &mut self.window) {
-            *latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = text;
+        if self.connections.1.len() != self.snapshot.backends.len()
+            || self.connections.0.elapsed() >= CONNECTIONS_EVERY
+        {
+            self.connections = (StdInstant::now(), self.count_connections());
         }
+        let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
+        let text =
+            metrics::render_reports(&self.ledger, &reports, &mut self.window, &self.connections.1);
+        *latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = text;
     }
 
     /// Publishes the effective config again when a backend went up or down. While a
@@ -732,11 +764,12 @@ impl ControlLoop<'_> {
             snapshot.services.len(),
             snapshot.backends.len()
         );
+        // Counters follow identity: the ledger retires what left and reads each core's
+        // reports through its own snapshot; `-Z` and rates keep the backends that stayed.
+        self.ledger.publish(snapshot.clone(), self.latest.values());
+        self.zeroed.retain(|id, _| snapshot.backend_at(id).is_some());
         self.snapshot = snapshot;
         self.config = config;
-        // Backend indices changed meaning: zeroing and rates start again.
-        self.zeroed.clear();
-        self.rate_samples = (None, None);
         Ok(())
     }
 
