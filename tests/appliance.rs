@@ -540,6 +540,84 @@ fn an_operator_session_through_xlb_ctl() {
     stop_xlb(&mut lab, xlb, "ctl");
 }
 
+/// Issue 10, item 4: accounting follows each backend's identity through routine changes.
+/// Two UDP services; the first is deleted (`-D`), which renumbers the second's backends.
+/// `-L -n` counts UDP flows as InActConn (IPVS: only established TCP is active), `--stats`
+/// right after the change still shows the counters, the flows' expiry gives every count
+/// back, and `-Z` survives a later change.
+#[test]
+fn accounting_follows_backends_through_a_deleted_service() {
+    if !root_or_skip("accounting") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("acct");
+    let config = lab.scratch.join("xlb.toml");
+    let second = nat_config(&[5001, 5002]);
+    let at = second.find("[[service]]").unwrap();
+    // The first service: :54, one backend; then the lab's :53 service over rs1 and rs2.
+    let text = format!(
+        "{}[conntrack]\nudp_timeout = 2\n\n[[service]]\nvip = \"10.2.0.10\"\nport = 54\n\
+         proto = \"udp\"\nforward = \"nat\"\n[[service.backend]]\naddr = \"10.3.0.11\"\n\
+         port = 5001\n\n{}",
+        &second[..at],
+        &second[at..]
+    );
+    std::fs::write(&config, text).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "acct");
+    let ok = |(status, out, err): (i32, String, String)| {
+        assert_eq!(status, 0, "stdout {out}\nstderr {err}");
+        out
+    };
+    // (ActiveConn, InActConn) of rs1 and rs2 in the :53 service, from `-L -n`.
+    let connections = |listing: &str| -> Vec<(u64, u64)> {
+        let service = listing.find("UDP  10.2.0.10:53").expect(listing);
+        ["10.3.0.11:5001", "10.3.0.11:5002"]
+            .iter()
+            .map(|server| {
+                let line = listing[service..].lines().find(|l| l.contains(server)).expect(listing);
+                let words: Vec<u64> =
+                    line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+                (words[words.len() - 2], words[words.len() - 1])
+            })
+            .collect()
+    };
+    let conns = |stats: &str| -> String {
+        let line = stats.lines().find(|l| l.starts_with("UDP  10.2.0.10:53")).expect(stats);
+        line.split_whitespace().nth(2).unwrap_or("").to_string()
+    };
+
+    let answers = ask(&lab, &client, 10);
+    assert_eq!(answers.iter().filter(|a| *a == "rs1" || *a == "rs2").count(), 10, "{answers:?}");
+    let listing = ok(ctl(&lab, "acct", &["-L", "-n"], None));
+    assert_eq!(connections(&listing), [(0, 5), (0, 5)], "UDP flows are inactive\n{listing}");
+    std::thread::sleep(Duration::from_millis(300)); // a worker report (every 100 ms)
+
+    ok(ctl(&lab, "acct", &["-D", "-u", "10.2.0.10:54"], None));
+    let stats = ok(ctl(&lab, "acct", &["-L", "-n", "--stats"], None));
+    assert_eq!(conns(&stats), "10", "right after the change\n{stats}");
+
+    // The flows expire (udp_timeout 2 s) and give their counts back.
+    std::thread::sleep(Duration::from_secs(4));
+    let listing = ok(ctl(&lab, "acct", &["-L", "-n"], None));
+    assert_eq!(connections(&listing), [(0, 0), (0, 0)], "after expiry\n{listing}");
+    let answers = ask(&lab, &client, 4);
+    assert_eq!(answers.iter().filter(|a| *a == "rs1").count(), 2, "rr after expiry: {answers:?}");
+
+    // -Z, then a change elsewhere: the zeroed counters stay zeroed.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(ctl(&lab, "acct", &["-Z"], None));
+    ok(ctl(
+        &lab,
+        "acct",
+        &["-e", "-u", "10.2.0.10:53", "-r", "10.3.0.11:5002", "-m", "-w", "2"],
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = ok(ctl(&lab, "acct", &["-L", "-n", "--stats"], None));
+    assert_eq!(conns(&stats), "0", "-Z kept across a change\n{stats}");
+    stop_xlb(&mut lab, xlb, "acct");
+}
+
 /// Passive health checks: a backend whose port is closed resets every connection; after
 /// `passive_fall` resets it is taken out without waiting for an active probe.
 /// Python's HTTP server in `ns` on 0.0.0.0:`port`, serving "web\n" at `/`.
