@@ -618,6 +618,40 @@ fn accounting_follows_backends_through_a_deleted_service() {
     stop_xlb(&mut lab, xlb, "acct");
 }
 
+/// Issue 10, item 5: a least-time service gets its response times without a new snapshot
+/// (before, it republished the whole config every second, resetting every core's
+/// scheduler state, rebuilding every table and clearing `-Z`).
+#[test]
+fn a_least_time_service_does_not_republish_the_snapshot() {
+    if !root_or_skip("lt_publish") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("lt");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001, 5002]).replace("\"rr\"", "\"lt\"")).unwrap();
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "lt", &["--metrics", "127.0.0.1:9100"]);
+    let answers = ask(&lab, &client, 4);
+    assert!(answers.iter().all(|a| a == "rs1" || a == "rs2"), "{answers:?}");
+    std::thread::sleep(Duration::from_millis(3000));
+    // Rendered once a second; a render waited for every core to run the latest snapshot.
+    let mut generation = None;
+    for _ in 0..30 {
+        let url = "http://127.0.0.1:9100/metrics";
+        let scrape = lab.exec(&lb, &["curl", "-s", "--max-time", "2", url]);
+        let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+        generation =
+            text.lines().find_map(|l| l.strip_prefix("xlb_config_generation ")).map(str::to_string);
+        if generation.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let generation = generation.expect("no metrics rendered within 6 s");
+    assert_eq!(generation, "1", "the snapshot was republished");
+    let (_, log) = stop_xlb(&mut lab, xlb, "lt");
+    assert!(!log.contains("config applied"), "{log}");
+}
+
 /// Passive health checks: a backend whose port is closed resets every connection; after
 /// `passive_fall` resets it is taken out without waiting for an active probe.
 /// Python's HTTP server in `ns` on 0.0.0.0:`port`, serving "web\n" at `/`.
