@@ -652,6 +652,19 @@ fn a_least_time_service_does_not_republish_the_snapshot() {
     assert!(!log.contains("config applied"), "{log}");
 }
 
+/// A state file saying the TCP service 10.2.0.10:80's backends 10.3.0.11:`ports` were up in
+/// the previous run (weight 1), so `xlb run --state` admits them at once instead of probing
+/// them first; returns its path.
+fn kept_up(lab: &Lab, ports: &[u16]) -> String {
+    let path = lab.scratch.join("xlb.state");
+    let lines: String = ports
+        .iter()
+        .map(|port| format!("backend 10.2.0.10:80/tcp 10.3.0.11:{port} up weight 1 1\n"))
+        .collect();
+    std::fs::write(&path, lines).expect("state file");
+    path.to_str().expect("utf-8").to_string()
+}
+
 /// Passive health checks: a backend whose port is closed resets every connection; after
 /// `passive_fall` resets it is taken out without waiting for an active probe.
 /// Python's HTTP server in `ns` on 0.0.0.0:`port`, serving "web\n" at `/`.
@@ -710,7 +723,10 @@ fn a_backend_that_never_answers_syns_is_taken_out_by_passive_checks() {
         assert!(started.elapsed() < Duration::from_secs(20), "the servers never listened");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let xlb = start_xlb(&mut lab, &lb, &config, "1", "psyn");
+    // Both backends were up in the previous run (the state file): the hung one is admitted
+    // without a first probe, and its traffic has to take it out.
+    let state = kept_up(&lab, &[6001, 5080]);
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "psyn", &["--state", &state]);
 
     // Each request to the hung backend waits past the client's first SYN retransmission (1 s).
     let curl = || fetch_web(&client, "1.6");
@@ -752,7 +768,10 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
            [[service.backend]]\naddr = \"10.3.0.11\"\nport = 6000\n\
            [[service.backend]]\naddr = \"10.3.0.11\"\nport = 5080\n";
     std::fs::write(&config, text).unwrap();
-    let xlb = start_xlb(&mut lab, &lb, &config, "1", "passive");
+    // Both backends were up in the previous run (the state file), so the closed port is
+    // admitted without a first probe.
+    let state = kept_up(&lab, &[6000, 5080]);
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "passive", &["--state", &state]);
     let started = Instant::now();
     while !String::from_utf8_lossy(&lab.exec(&rs, &["ss", "-ltn"]).stdout).contains(":5080") {
         assert!(started.elapsed() < Duration::from_secs(20), "the HTTP server never listened");
