@@ -3,7 +3,10 @@
 //!
 //! Start-up, in order (any failure undoes what was done, by drop, and names the step):
 //! 1. read and validate the config; read each interface's index, MAC and queue count from
-//!    the device (a `mac` in the config must match it);
+//!    the device (a `mac` in the config must match it); read the state file the previous run
+//!    kept ([`crate::control::state`]): its health verdicts and `xlb ctl` weights are resumed,
+//!    and backends it does not know are probed once before the first snapshot (bounded by
+//!    the probe timeout), so a restart never admits a backend the previous run had out;
 //! 2. per interface: load the steering program, remove a stale one a killed run left behind,
 //!    attach it (native XDP, else generic) and give it the addresses xlb owns;
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
@@ -17,7 +20,10 @@
 //! channel, so no waker lock is ever taken).
 //!
 //! The control loop (this thread) relays ARP the steering program snooped to every worker,
-//! gathers the workers' reports, and logs a line of figures now and then. On a signal it stops
+//! gathers the workers' reports, and logs a line of figures now and then. Reports are summed
+//! by backend identity ([`stats::Ledger`]), each read through the snapshot it was indexed
+//! by, so listings, `-Z`, `--rate` and metrics carry over every change. The state file is
+//! rewritten (atomically) whenever a health verdict or a runtime weight changes. On a signal it stops
 //! the workers, closes the sockets, detaches the programs (the kernel would also do that if
 //! xlb were killed: they are attached through bpf links), and prints the
 //! `ipvsadm -L -n --stats` table on stdout.

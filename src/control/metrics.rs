@@ -181,8 +181,8 @@ pub struct CoreMetrics<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsView<'a> {
     pub snapshot: &'a Snapshot,
-    /// Per backend counters summed over the cores that run `snapshot` (see
-    /// [`stats::sum_backends`]), indexed like `snapshot.backends`.
+    /// Per backend counters summed over every core by identity (see [`Ledger::totals`]),
+    /// indexed like `snapshot.backends`.
     pub backends: &'a [BackendCounters],
     /// Current connections per backend, indexed like `snapshot.backends`; empty if unknown
     /// (then `node_ipvs_backend_connections_{active,inactive}` are left out).

@@ -77,7 +77,11 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// Weighted Maglev over the same backends, whatever the scheduler: the stateless
     /// fallback when connection tracking refuses a flow (a flood, a full table), so packets
-    /// of an untracked flow still agree on a backend (Katran's policy).
+    /// of an untracked flow still agree on a backend (Katran's policy). Built from the
+    /// schedulable backends only (weight > 0 once health checks have drained or removed the
+    /// down and the not-yet-probed ones), so DR never sends a mid-flow packet to a backend not
+    /// known healthy; and because a restart resumes the kept verdicts and weights
+    /// ([`crate::control::state`]), the new process builds the table the old one ran.
     pub fallback: MaglevTable,
     /// FullNAT source pool.
     pub local_addrs: Vec<Ipv4Addr>,
