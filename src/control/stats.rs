@@ -108,9 +108,9 @@ impl Ledger {
         totals
     }
 
-    /// Moves to `snapshot`: backends that left retire with what `reports` say they counted;
-    /// backends that (re)appear are counted from this generation on. Forgets snapshots no
-    /// report in `reports` is indexed by.
+    /// Moves to `snapshot`: backends that left retire with what `reports` (every core's
+    /// latest) say they counted; backends that (re)appear are counted from this generation
+    /// on. Forgets the snapshots older than every report.
     pub fn publish<'a>(
         &mut self,
         snapshot: Arc<Snapshot>,
@@ -129,8 +129,11 @@ impl Ledger {
         }
         let old = std::mem::replace(&mut self.current, snapshot);
         self.previous.insert(old.generation, old);
-        let used: Vec<u64> = reports.into_iter().map(|r| r.generation).collect();
-        self.previous.retain(|generation, _| used.contains(generation));
+        // Cores only move forward: a snapshot older than every core's latest report is
+        // never read again; newer ones may be (a core can report one published in between).
+        if let Some(oldest) = reports.into_iter().map(|r| r.generation).min() {
+            self.previous.retain(|&generation, _| generation >= oldest);
+        }
     }
 
     /// What the backends that left service `vip:port/proto` had counted.
@@ -402,6 +405,12 @@ mod tests {
         assert_eq!((tcp.connections, ledger.retired_total().connections), (9, 9));
         // Core 0 switches (its UDP backend's counters carried over to index 0).
         let mixed = [core_report(0, 2, &[2]), core_report(1, 1, &[2, 0, 6])];
+        assert_eq!(connections(ledger.totals(&mixed)), [8]);
+        // Another change before any core reported generation 2: a report of generation 2
+        // that arrives after it still counts.
+        let mut again = (**ledger.snapshot()).clone();
+        again.generation = 3;
+        ledger.publish(Arc::new(again), &reports);
         assert_eq!(connections(ledger.totals(&mixed)), [8]);
     }
 
