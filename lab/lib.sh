@@ -44,12 +44,12 @@ LAB_METRICS=127.0.0.1:9100 # where lab_metrics scrapes xlb (inside the lb's name
 
 lab_usage() {
     cat <<EOF
-usage: lab/$LAB_NAME [--requests N]
+usage: lab/$LAB_NAME [--requests N]${LAB_EXTRA_USAGE:+ $LAB_EXTRA_USAGE}
 
 ${LAB_ABOUT-}
 
   --requests N   ${LAB_REQUESTS_ABOUT:-HTTP requests and UDP request/responses each} (default $LAB_REQUESTS)
-
+${LAB_EXTRA_ABOUT-}
 Environment: XLB=path/to/xlb (default: target/release/xlb, built with cargo if needed).
 Needs root, ip, ethtool, curl and python3. Prints the prefix of everything it creates,
 the steps, xlb's ipvsadm-style stats, and a last line 'lab $LAB_NAME: PASS (...)' or
@@ -97,6 +97,11 @@ lab_init() {
                 exit 0
                 ;;
             *)
+                # A lab's own options: it defines lab_arg ARG VALUE, which sets LAB_SHIFT.
+                if declare -F lab_arg >/dev/null && lab_arg "$1" "${2-}"; then
+                    shift "$LAB_SHIFT"
+                    continue
+                fi
                 echo "lab $LAB_NAME: unknown argument '$1'" >&2
                 lab_usage >&2
                 exit 2

@@ -5,7 +5,10 @@
 //! 1. read and validate the config; lock the control socket and every interface (see
 //!    [`crate::control::instance`]: a second `xlb run` on either stops here, before it
 //!    changes anything); read each interface's index, MAC and queue count from the device
-//!    (a `mac` in the config must match it);
+//!    (a `mac` in the config must match it); read the state file the previous run
+//!    kept ([`crate::control::state`]): its health verdicts and `xlb ctl` weights are resumed,
+//!    and backends it does not know are probed once before the first snapshot (bounded by
+//!    the probe timeout), so a restart never admits a backend the previous run had out;
 //! 2. per interface: load the steering program, remove a stale one a killed run left behind,
 //!    attach it (native XDP, else generic) and give it the addresses xlb owns;
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
@@ -31,7 +34,10 @@
 //! program snooped about next hops xlb needs to every worker (see
 //! [`crate::control::neighbors`]: backends, gateways, and next hops a worker reports it is
 //! asking for; nothing else), logs other hosts' claims on its addresses (rate-limited), and
-//! logs a line of figures now and then. On a signal it stops
+//! logs a line of figures now and then. Reports are summed by backend identity
+//! ([`stats::Ledger`]), each read through the snapshot it was indexed by, so listings, `-Z`,
+//! `--rate` and metrics carry over every change. The state file is rewritten (atomically)
+//! whenever a health verdict or a runtime weight changes. On a signal it stops
 //! the workers, closes the sockets, detaches the programs (the kernel would also do that if
 //! xlb were killed: they are attached through bpf links), and prints the
 //! `ipvsadm -L -n --stats` table on stdout.
@@ -56,7 +62,9 @@ use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::log::{error, info, warn};
 use crate::control::neighbors::{NeighborRelay, Wanted};
 use crate::control::probe_routes::{self, ProbeRoutes};
+use crate::control::snapshot::BackendId;
 use crate::control::socket::{self, CtlServer, Request, Response};
+use crate::control::state::{self, Kept, State};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::netdev::Netdev;
@@ -104,6 +112,8 @@ pub struct RunOptions {
     /// Set by SIGHUP: the caller registers it before anything else, so that a SIGHUP during
     /// start-up cannot kill xlb (None: `run` registers one when the control loop starts).
     pub reload: Option<Arc<AtomicBool>>,
+    /// The state file (default: [`state::DEFAULT_FILE_NAME`] next to the control socket).
+    pub state: Option<PathBuf>,
 }
 
 /// One interface xlb runs on.
@@ -175,8 +185,20 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     if let Err(error) = probe_routes.sync(&probe_routes::wanted(&config)) {
         warn!("routes for DR probes through the VIP: {error}");
     }
-    // Health checks start now; every backend counts as up until its checks say otherwise.
-    let health = HealthMonitor::new(&config);
+    // What the previous process left: health verdicts and runtime weights, by identity.
+    let socket_path =
+        options.socket.clone().unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET));
+    let state_path = options.state.clone().unwrap_or_else(|| state::default_path(&socket_path));
+    let kept = load_state(&state_path);
+    let file_weights = config_weights(&config);
+    restore_weights(&mut config, &kept);
+    // Health checks start now, from the kept verdicts; a backend with a check and no kept
+    // verdict waits for its first probe (not long: see `await_first_probes`).
+    let mut health = HealthMonitor::new(&config);
+    health.resume(|(vip, vport, proto), (addr, port)| {
+        kept.backends.get(&BackendId { vip, vport, proto, addr, port }).map(|k| k.up)
+    });
+    await_first_probes(&mut health);
     let snapshot = Arc::new(
         build_snapshot(&config, &health, 1)
             .with_context(|| options.config.display().to_string())?,
@@ -357,21 +379,27 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         latest: HashMap::new(),
         relay: NeighborRelay::new(),
         probing: None,
-        snapshot,
+        snapshot: Arc::clone(&snapshot),
         config,
         health,
-        last_health_publish: StdInstant::now(),
+        last_response_times: StdInstant::now(),
         metrics: metrics_server.is_some().then_some(latest),
         window: metrics::LatencyWindow::default(),
         last_render: StdInstant::now(),
-        zeroed: Vec::new(),
+        ledger: stats::Ledger::new(Arc::clone(&snapshot)),
+        zeroed: HashMap::new(),
         rate_samples: (None, None),
+        connections: (StdInstant::now(), Vec::new()),
         readers,
         clock,
         probe_routes,
         last_link_check: StdInstant::now(),
         lost: None,
+        state_path,
+        file_weights,
+        stored_state: String::new(),
     };
+    control.save_state();
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
     control.start_probe(owned);
@@ -416,15 +444,23 @@ struct ControlLoop<'a> {
     config: Config,
     /// Health checks: the snapshot runs `health.effective(&config)`.
     health: HealthMonitor,
-    last_health_publish: StdInstant,
+    /// When response times last reached the workers (a snapshot carries them too).
+    last_response_times: StdInstant,
     /// Where the HTTP thread finds the latest `/metrics` text (None: no `--metrics`).
     metrics: Option<http::Latest>,
     window: metrics::LatencyWindow,
     last_render: StdInstant,
-    /// `-Z`: per backend of the running snapshot, the counters at the time they were zeroed.
-    zeroed: Vec<BackendCounters>,
+    /// Per-backend counters by identity over cores on different snapshots, and what
+    /// backends that left had counted (listings and metrics).
+    ledger: stats::Ledger,
+    /// `-Z`: per backend, by identity, the counters at the time they were zeroed (a change
+    /// keeps them; a backend that leaves loses its own).
+    zeroed: HashMap<BackendId, BackendCounters>,
     /// The two latest samples of the summed counters, for `--rate`.
     rate_samples: (Option<RateSample>, Option<RateSample>),
+    /// Current connections per backend of the running snapshot (IPVS's ActiveConn and
+    /// InActConn), counted from the connection tables for the metrics, and when.
+    connections: (StdInstant, Vec<stats::BackendConnections>),
     /// Every core's connection table, read lock-free for `-L -n -c`.
     readers: Vec<ConntrackReader>,
     clock: MonotonicClock,
@@ -433,6 +469,13 @@ struct ControlLoop<'a> {
     last_link_check: StdInstant,
     /// Why xlb must stop (an interface it runs on is gone), once that happens.
     lost: Option<String>,
+    /// Where health verdicts and runtime weights are kept for the next process.
+    state_path: PathBuf,
+    /// The weight the config file gives each backend (the running config's may differ by
+    /// `xlb ctl`): kept with the running weight, so a changed file wins over a kept weight.
+    file_weights: HashMap<BackendId, u32>,
+    /// The state file's text as last written (nothing is written while it does not change).
+    stored_state: String,
 }
 
 /// How often control checks that the interfaces are still there.
@@ -454,13 +497,16 @@ struct Probing {
     addrs: Vec<Ipv4Addr>,
 }
 
-/// Summed per-backend counters at one moment, of one snapshot generation.
+/// Summed per-backend counters at one moment, by identity.
 #[derive(Debug, Clone)]
 struct RateSample {
     at: StdInstant,
-    generation: u64,
-    totals: Vec<BackendCounters>,
+    totals: HashMap<BackendId, BackendCounters>,
 }
+
+/// How often the metrics count current connections from the connection tables (a walk of
+/// every record: control-side work that grows with the tables' capacity).
+const CONNECTIONS_EVERY: Duration = Duration::from_secs(2);
 
 impl ControlLoop<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
@@ -523,7 +569,10 @@ impl ControlLoop<'_> {
             Outcome::Apply { config, reply } => {
                 let command = request.args.join(" ");
                 match self.publish(config, &format!("xlb ctl {command}")) {
-                    Ok(()) => reply,
+                    Ok(()) => {
+                        self.save_state();
+                        reply
+                    }
                     Err(error) => {
                         Response::failure(1, &format!("refused, nothing changed: {error:#}"))
                     }
@@ -540,33 +589,41 @@ impl ControlLoop<'_> {
         }
     }
 
-    /// Per-backend counters summed over the cores that run the current snapshot.
+    /// Per-backend counters summed over every core by identity (a core still on the
+    /// previous snapshot counts too), indexed like the running snapshot.
     fn totals(&self) -> Vec<BackendCounters> {
-        let current = self.latest.values().filter(|r| r.generation == self.snapshot.generation);
-        stats::sum_backends(
-            self.snapshot.backends.len(),
-            current.map(|r| r.counters.backends.as_slice()),
-        )
+        self.ledger.totals(self.latest.values())
+    }
+
+    /// [`ControlLoop::totals`] by identity.
+    fn totals_by_id(&self) -> HashMap<BackendId, BackendCounters> {
+        let ids = self.snapshot.backends.iter().map(|b| b.id);
+        ids.zip(self.totals()).collect()
     }
 
     fn list_view(&self, options: ipvsadm::ListOptions) -> ListView {
-        let backends = self.snapshot.backends.len();
         let mut counters = self.totals();
-        for (counter, zero) in counters.iter_mut().zip(&self.zeroed) {
-            *counter = since(zero, counter);
-        }
-        let mut active = vec![0u64; backends];
-        for report in self.latest.values().filter(|r| r.generation == self.snapshot.generation) {
-            for (sum, n) in active.iter_mut().zip(&report.active) {
-                *sum += u64::from(*n);
+        for (counter, backend) in counters.iter_mut().zip(&self.snapshot.backends) {
+            if let Some(zero) = self.zeroed.get(&backend.id) {
+                *counter = since(zero, counter);
             }
         }
+        let connections = self.count_connections();
+        let active = connections.iter().map(|c| c.active).collect();
+        let inactive = connections.iter().map(|c| c.inactive).collect();
         let rates = match &self.rate_samples {
-            (Some(before), Some(after)) if before.generation == after.generation => before
-                .totals
+            (Some(before), Some(after)) => self
+                .snapshot
+                .backends
                 .iter()
-                .zip(&after.totals)
-                .map(|(b, a)| stats::BackendRates::between(b, a, after.at - before.at))
+                .map(|backend| {
+                    let (Some(b), Some(a)) =
+                        (before.totals.get(&backend.id), after.totals.get(&backend.id))
+                    else {
+                        return stats::BackendRates::default();
+                    };
+                    stats::BackendRates::between(b, a, after.at - before.at)
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -575,7 +632,21 @@ impl ControlLoop<'_> {
         } else {
             Vec::new()
         };
-        ListView { options, counters, active, inactive: vec![0; backends], rates, connections }
+        ListView { options, counters, active, inactive, rates, connections }
+    }
+
+    /// Current connections per backend of the running snapshot as IPVS counts them
+    /// (established TCP active, the rest inactive), from every core's table.
+    fn count_connections(&self) -> Vec<stats::BackendConnections> {
+        let now = self.clock.now();
+        let mut counts = vec![stats::BackendConnections::default(); self.snapshot.backends.len()];
+        for reader in &self.readers {
+            reader.visit(now, |flow, state, _| {
+                stats::count_connections(&self.snapshot, &mut counts, &flow, state);
+                true
+            });
+        }
+        counts
     }
 
     /// Live flows of every core, as `ipvsadm -L -n -c` lists them.
@@ -606,33 +677,27 @@ impl ControlLoop<'_> {
     }
 
     /// `-Z`: from now on the listed counters start from zero (the workers' own counters,
-    /// which Prometheus reads, keep counting).
+    /// which Prometheus reads, keep counting). Kept by identity across changes.
     fn zero(&mut self, service: Option<ServiceId>) {
         let totals = self.totals();
-        if self.zeroed.len() != totals.len() {
-            self.zeroed = vec![BackendCounters::default(); totals.len()];
-        }
-        for (index, backend) in self.snapshot.backends.iter().enumerate() {
-            let owner = &self.snapshot.services[backend.service];
-            let chosen = service.as_ref().is_none_or(|id| {
-                id.vip == owner.vip && id.port == owner.port && id.proto == owner.proto
-            });
+        for (backend, counters) in self.snapshot.backends.iter().zip(totals) {
+            let id = backend.id;
+            let chosen = service
+                .as_ref()
+                .is_none_or(|s| s.vip == id.vip && s.port == id.vport && s.proto == id.proto);
             if chosen {
-                self.zeroed[index] = totals[index];
+                self.zeroed.insert(id, counters);
             }
         }
     }
 
-    /// Keeps the two latest samples, two seconds apart, for `--rate`.
+    /// Keeps the two latest samples, two seconds apart, for `--rate` (by identity: a change
+    /// in between leaves the rates of the backends that stayed).
     fn sample_rates(&mut self) {
         let due =
             self.rate_samples.1.as_ref().is_none_or(|s| s.at.elapsed() >= Duration::from_secs(2));
         if due {
-            let sample = RateSample {
-                at: StdInstant::now(),
-                generation: self.snapshot.generation,
-                totals: self.totals(),
-            };
+            let sample = RateSample { at: StdInstant::now(), totals: self.totals_by_id() };
             self.rate_samples = (self.rate_samples.1.take(), Some(sample));
         }
     }
@@ -693,29 +758,33 @@ impl ControlLoop<'_> {
             return;
         }
         self.last_render = StdInstant::now();
-        let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
-        // None while some core still reports the previous snapshot: keep the last text.
-        if let Some(text) = metrics::render_reports(&self.snapshot, &reports, &mut self.window) {
-            *latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = text;
+        if self.connections.1.len() != self.snapshot.backends.len()
+            || self.connections.0.elapsed() >= CONNECTIONS_EVERY
+        {
+            self.connections = (StdInstant::now(), self.count_connections());
         }
+        let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
+        let text =
+            metrics::render_reports(&self.ledger, &reports, &mut self.window, &self.connections.1);
+        *latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = text;
     }
 
-    /// Publishes the effective config again when a backend went up or down, and once a
-    /// second while a least-time service needs fresh response times.
-    /// A transition is logged once the workers have been sent the snapshot that applies
-    /// it, so whoever reads the log line can count on it.
+    /// Publishes the effective config again when a backend went up or down. While a
+    /// least-time service needs fresh response times, sends them once a second in a small
+    /// message instead (a new snapshot would reset every core's scheduler state and rebuild
+    /// every table). A transition is logged once the workers have been sent the snapshot
+    /// that applies it, so whoever reads the log line can count on it.
     fn check_health(&mut self) {
         let transitions = self.health.poll();
-        let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
-        let stale = self.last_health_publish.elapsed() >= Duration::from_secs(1);
-        if transitions.is_empty() && !(uses_lt && stale) {
+        if transitions.is_empty() {
+            self.send_response_times();
             return;
         }
-        let why = if transitions.is_empty() { "response times" } else { "health" };
         let config = self.config.clone();
-        if let Err(error) = self.publish(config, why) {
+        if let Err(error) = self.publish(config, "health") {
             error!("applying health state failed, nothing changed: {error:#}");
         }
+        self.save_state();
         for transition in &transitions {
             if transition.up {
                 info!("health: {transition}");
@@ -725,10 +794,63 @@ impl ControlLoop<'_> {
         }
     }
 
+    /// Once a second while a service uses `lt`: the smoothed probe times, indexed like the
+    /// running snapshot's backends, to every worker.
+    fn send_response_times(&mut self) {
+        let uses_lt = self.config.services.iter().any(|s| s.scheduler == SchedulerKind::Lt);
+        if !uses_lt || self.last_response_times.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_response_times = StdInstant::now();
+        let effective = self.health.effective(&self.config);
+        let times: Arc<[u32]> = self.health.response_times(&effective).into();
+        if times.len() != self.snapshot.backends.len() {
+            return;
+        }
+        let generation = self.snapshot.generation;
+        for control in self.controls {
+            let _ = control.send(ControlMsg::ResponseTimes { generation, times: times.clone() });
+        }
+    }
+
     /// SIGHUP: re-reads the config file and publishes it.
     fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.options.config)?;
-        self.publish(config, "config file re-read")
+        let weights = config_weights(&config);
+        self.publish(config, "config file re-read")?;
+        self.file_weights = weights;
+        self.save_state();
+        Ok(())
+    }
+
+    /// Writes the state file if what it keeps changed: every backend's health verdict and
+    /// running weight (see [`crate::control::state`]). A failure is logged, once per
+    /// message, and changes nothing else.
+    fn save_state(&mut self) {
+        let mut kept = State::default();
+        for service in &self.config.services {
+            for backend in &service.backends {
+                let id = BackendId::of_config(service, backend);
+                let up = self.health.is_up(
+                    (service.vip, service.port, service.proto),
+                    (backend.addr, backend.port),
+                );
+                let config_weight = self.file_weights.get(&id).copied().unwrap_or(backend.weight);
+                kept.backends.insert(id, Kept { up, config_weight, weight: backend.weight });
+            }
+        }
+        let text = kept.render();
+        if text == self.stored_state {
+            return;
+        }
+        match kept.store(&self.state_path) {
+            Ok(()) => self.stored_state = text,
+            Err(error) => {
+                // Remember the failure as the text, so the same failure is logged once.
+                warn!("{error}: the next start will not know the current health and weights");
+                self.stored_state = text;
+            }
+        }
     }
 
     /// Makes `config` the running one, atomically for every worker: checked completely
@@ -778,21 +900,19 @@ impl ControlLoop<'_> {
             }
             self.health.reconfigure(&config);
         }
-        self.last_health_publish = StdInstant::now();
-        // Response-time refreshes happen every second: not worth a line each.
-        if why != "response times" {
-            info!(
-                "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
-                snapshot.services.len(),
-                snapshot.backends.len()
-            );
-        }
+        self.last_response_times = StdInstant::now();
+        info!(
+            "config applied ({why}): generation {generation}, {} service(s), {} backend(s)",
+            snapshot.services.len(),
+            snapshot.backends.len()
+        );
+        // Counters follow identity: the ledger retires what left and reads each core's
+        // reports through its own snapshot; `-Z` and rates keep the backends that stayed.
+        self.ledger.publish(snapshot.clone(), self.latest.values());
+        self.zeroed.retain(|id, _| snapshot.backend_at(id).is_some());
         self.snapshot = snapshot;
         self.config = config;
         self.start_probe(new_addrs);
-        // Backend indices changed meaning: zeroing and rates start again.
-        self.zeroed.clear();
-        self.rate_samples = (None, None);
         Ok(())
     }
 
@@ -866,6 +986,91 @@ fn since(before: &BackendCounters, after: &BackendCounters) -> BackendCounters {
         in_bytes: after.in_bytes.saturating_sub(before.in_bytes),
         out_packets: after.out_packets.saturating_sub(before.out_packets),
         out_bytes: after.out_bytes.saturating_sub(before.out_bytes),
+    }
+}
+
+/// The state the previous process kept (empty if none or unreadable: logged).
+fn load_state(path: &std::path::Path) -> State {
+    match State::load(path) {
+        Ok((kept, skipped)) => {
+            for line in skipped {
+                warn!("state file {}: {line} (skipped)", path.display());
+            }
+            if !kept.backends.is_empty() {
+                info!(
+                    "state file {}: health verdicts and weights of {} backend(s) kept",
+                    path.display(),
+                    kept.backends.len()
+                );
+            }
+            kept
+        }
+        Err(error) => {
+            warn!("{error}: starting without kept health verdicts and weights");
+            State::default()
+        }
+    }
+}
+
+/// Each backend's weight in `config`, by identity.
+fn config_weights(config: &Config) -> HashMap<BackendId, u32> {
+    let mut weights = HashMap::new();
+    for service in &config.services {
+        for backend in &service.backends {
+            let id = BackendId::of_config(service, backend);
+            weights.insert(id, backend.weight);
+        }
+    }
+    weights
+}
+
+/// Gives each backend the weight the previous process ran it with (`xlb ctl -e ... -w N`),
+/// unless the config file changed its weight since (then the file wins).
+fn restore_weights(config: &mut Config, kept: &State) {
+    for service in &mut config.services {
+        let (vip, vport, proto) = (service.vip, service.port, service.proto);
+        for backend in &mut service.backends {
+            let id = BackendId { vip, vport, proto, addr: backend.addr, port: backend.port };
+            if let Some(kept) = kept.backends.get(&id)
+                && kept.config_weight == backend.weight
+                && kept.weight != backend.weight
+            {
+                info!(
+                    "{id}: weight {} kept from the previous run (config: {})",
+                    kept.weight, backend.weight
+                );
+                backend.weight = kept.weight;
+            }
+        }
+    }
+}
+
+/// Waits, before the first snapshot, for the first probe of every backend that has no kept
+/// verdict (a probe's timeout at most, plus a little), so xlb starts with them admitted or
+/// not rather than with none admitted. Transitions are logged.
+fn await_first_probes(health: &mut HealthMonitor) {
+    if health.unknown_count() == 0 {
+        return;
+    }
+    let deadline = StdInstant::now() + health.first_probe_timeout() + Duration::from_millis(200);
+    loop {
+        for transition in health.poll() {
+            if transition.up {
+                info!("health: {transition}");
+            } else {
+                warn!("health: {transition}");
+            }
+        }
+        if health.unknown_count() == 0 || StdInstant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let unknown = health.unknown_count();
+    if unknown > 0 {
+        warn!(
+            "health: {unknown} backend(s) not probed yet: not admitted until their first probe passes"
+        );
     }
 }
 

@@ -66,6 +66,10 @@ enum Command {
         /// (by the interfaces' order in the config; default: xlb<ifindex>-<interface>).
         #[arg(long, value_name = "PREFIX")]
         tap_prefix: Option<String>,
+        /// Where health verdicts and runtime weights are kept across restarts (default:
+        /// xlb.state next to the control socket).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
     },
     /// Replay a capture through the packet pipeline, offline, and write what it transmits.
     Replay {
@@ -145,11 +149,13 @@ fn main() -> ExitCode {
             log_level,
             socket,
             tap_prefix,
+            state,
         } => {
             xlb::control::log::set_max_level(log_level);
             let options = RunOptions {
                 metrics,
                 socket,
+                state,
                 config,
                 cores,
                 ready_file,

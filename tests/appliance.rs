@@ -540,6 +540,131 @@ fn an_operator_session_through_xlb_ctl() {
     stop_xlb(&mut lab, xlb, "ctl");
 }
 
+/// Issue 10, item 4: accounting follows each backend's identity through routine changes.
+/// Two UDP services; the first is deleted (`-D`), which renumbers the second's backends.
+/// `-L -n` counts UDP flows as InActConn (IPVS: only established TCP is active), `--stats`
+/// right after the change still shows the counters, the flows' expiry gives every count
+/// back, and `-Z` survives a later change.
+#[test]
+fn accounting_follows_backends_through_a_deleted_service() {
+    if !root_or_skip("accounting") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("acct");
+    let config = lab.scratch.join("xlb.toml");
+    let second = nat_config(&[5001, 5002]);
+    let at = second.find("[[service]]").unwrap();
+    // The first service: :54, one backend; then the lab's :53 service over rs1 and rs2.
+    let text = format!(
+        "{}[conntrack]\nudp_timeout = 2\n\n[[service]]\nvip = \"10.2.0.10\"\nport = 54\n\
+         proto = \"udp\"\nforward = \"nat\"\n[[service.backend]]\naddr = \"10.3.0.11\"\n\
+         port = 5001\n\n{}",
+        &second[..at],
+        &second[at..]
+    );
+    std::fs::write(&config, text).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "acct");
+    let ok = |(status, out, err): (i32, String, String)| {
+        assert_eq!(status, 0, "stdout {out}\nstderr {err}");
+        out
+    };
+    // (ActiveConn, InActConn) of rs1 and rs2 in the :53 service, from `-L -n`.
+    let connections = |listing: &str| -> Vec<(u64, u64)> {
+        let service = listing.find("UDP  10.2.0.10:53").expect(listing);
+        ["10.3.0.11:5001", "10.3.0.11:5002"]
+            .iter()
+            .map(|server| {
+                let line = listing[service..].lines().find(|l| l.contains(server)).expect(listing);
+                let words: Vec<u64> =
+                    line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+                (words[words.len() - 2], words[words.len() - 1])
+            })
+            .collect()
+    };
+    let conns = |stats: &str| -> String {
+        let line = stats.lines().find(|l| l.starts_with("UDP  10.2.0.10:53")).expect(stats);
+        line.split_whitespace().nth(2).unwrap_or("").to_string()
+    };
+
+    let answers = ask(&lab, &client, 10);
+    assert_eq!(answers.iter().filter(|a| *a == "rs1" || *a == "rs2").count(), 10, "{answers:?}");
+    let listing = ok(ctl(&lab, "acct", &["-L", "-n"], None));
+    assert_eq!(connections(&listing), [(0, 5), (0, 5)], "UDP flows are inactive\n{listing}");
+    std::thread::sleep(Duration::from_millis(300)); // a worker report (every 100 ms)
+
+    ok(ctl(&lab, "acct", &["-D", "-u", "10.2.0.10:54"], None));
+    let stats = ok(ctl(&lab, "acct", &["-L", "-n", "--stats"], None));
+    assert_eq!(conns(&stats), "10", "right after the change\n{stats}");
+
+    // The flows expire (udp_timeout 2 s) and give their counts back.
+    std::thread::sleep(Duration::from_secs(4));
+    let listing = ok(ctl(&lab, "acct", &["-L", "-n"], None));
+    assert_eq!(connections(&listing), [(0, 0), (0, 0)], "after expiry\n{listing}");
+    let answers = ask(&lab, &client, 4);
+    assert_eq!(answers.iter().filter(|a| *a == "rs1").count(), 2, "rr after expiry: {answers:?}");
+
+    // -Z, then a change elsewhere: the zeroed counters stay zeroed.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(ctl(&lab, "acct", &["-Z"], None));
+    ok(ctl(
+        &lab,
+        "acct",
+        &["-e", "-u", "10.2.0.10:53", "-r", "10.3.0.11:5002", "-m", "-w", "2"],
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = ok(ctl(&lab, "acct", &["-L", "-n", "--stats"], None));
+    assert_eq!(conns(&stats), "0", "-Z kept across a change\n{stats}");
+    stop_xlb(&mut lab, xlb, "acct");
+}
+
+/// Issue 10, item 5: a least-time service gets its response times without a new snapshot
+/// (before, it republished the whole config every second, resetting every core's
+/// scheduler state, rebuilding every table and clearing `-Z`).
+#[test]
+fn a_least_time_service_does_not_republish_the_snapshot() {
+    if !root_or_skip("lt_publish") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("lt");
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001, 5002]).replace("\"rr\"", "\"lt\"")).unwrap();
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "lt", &["--metrics", "127.0.0.1:9100"]);
+    let answers = ask(&lab, &client, 4);
+    assert!(answers.iter().all(|a| a == "rs1" || a == "rs2"), "{answers:?}");
+    std::thread::sleep(Duration::from_millis(3000));
+    // Rendered once a second; a render waited for every core to run the latest snapshot.
+    let mut generation = None;
+    for _ in 0..30 {
+        let url = "http://127.0.0.1:9100/metrics";
+        let scrape = lab.exec(&lb, &["curl", "-s", "--max-time", "2", url]);
+        let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+        generation =
+            text.lines().find_map(|l| l.strip_prefix("xlb_config_generation ")).map(str::to_string);
+        if generation.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let generation = generation.expect("no metrics rendered within 6 s");
+    assert_eq!(generation, "1", "the snapshot was republished");
+    let (_, log) = stop_xlb(&mut lab, xlb, "lt");
+    assert!(!log.contains("config applied"), "{log}");
+}
+
+/// A state file saying the TCP service 10.2.0.10:80's backends 10.3.0.11:`ports` were up in
+/// the previous run (weight 1), so `xlb run --state` admits them at once instead of probing
+/// them first; returns its path.
+fn kept_up(lab: &Lab, ports: &[u16]) -> String {
+    let path = lab.scratch.join("xlb.state");
+    let lines: String = ports
+        .iter()
+        .map(|port| format!("backend 10.2.0.10:80/tcp 10.3.0.11:{port} up weight 1 1\n"))
+        .collect();
+    std::fs::write(&path, lines).expect("state file");
+    path.to_str().expect("utf-8").to_string()
+}
+
 /// Python's HTTP server in `ns` on 0.0.0.0:`port`, serving "web\n" at `/`.
 fn serve_web(lab: &mut Lab, ns: &str, port: &str) {
     let web = lab.scratch.join(format!("web-{port}"));
@@ -614,7 +739,10 @@ fn a_backend_that_never_answers_syns_is_taken_out_by_passive_checks() {
                   passive_fall = 3\n";
     std::fs::write(&config, web_config(health, &[6001, 5080])).unwrap();
     wait_listening(&lab, &rs, &[":5080", ":6001"]);
-    let xlb = start_xlb(&mut lab, &lb, &config, "1", "psyn");
+    // Both backends were up in the previous run (the state file): the hung one is admitted
+    // without a first probe, and its traffic has to take it out.
+    let state = kept_up(&lab, &[6001, 5080]);
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "psyn", &["--state", &state]);
 
     // Each request to the hung backend waits past the client's first SYN retransmission (1 s).
     // Three of them make it suspect; three probes a second apart then time out (about 3 s).
@@ -663,7 +791,10 @@ fn a_backend_that_resets_connections_is_taken_out_by_passive_checks() {
     let health = "[service.health]\ncheck = \"tcp\"\ninterval = 30\ntimeout = 1\nfall = 3\n\
                   passive_fall = 3\n";
     std::fs::write(&config, web_config(health, &[6000, 5080])).unwrap();
-    let xlb = start_xlb(&mut lab, &lb, &config, "1", "passive");
+    // Both backends were up in the previous run (the state file), so the closed port is
+    // admitted without a first probe.
+    let state = kept_up(&lab, &[6000, 5080]);
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "passive", &["--state", &state]);
     wait_listening(&lab, &rs, &[":5080"]);
 
     // Requests until the backend is out: the resets make it suspect, and its probes, brought

@@ -14,8 +14,7 @@ fn xlb(args: &[&str]) -> Output {
         .expect("xlb runs")
 }
 
-/// A file in this run's scratch directory, removed (with the directory, once empty) when
-/// the test that made it ends, pass or fail.
+/// A scratch file of this run's, removed when the test that made it ends, pass or fail.
 struct Scratch(PathBuf);
 
 impl std::ops::Deref for Scratch {
@@ -34,16 +33,14 @@ impl AsRef<Path> for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
     }
 }
 
+/// A file named for this run and `name` in the temporary directory. No shared directory:
+/// tests run in parallel, and one test removing a directory it thought empty raced another
+/// test about to write into it.
 fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("xlb-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir.join(name))
+    Scratch(std::env::temp_dir().join(format!("xlb-test-{}-{name}", std::process::id())))
 }
 
 /// `xlb replay` of the bundled seed-lab capture, writing to `out`; it must succeed.

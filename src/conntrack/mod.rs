@@ -816,7 +816,9 @@ impl Conntrack {
     pub fn memory_for(capacity: usize) -> usize {
         let capacity = capacity.min(ConntrackConfig::MAX_CAPACITY);
         let buckets = capacity.saturating_mul(SLOTS_PER_FLOW).div_ceil(BUCKET_SLOTS);
-        Table::memory_for(capacity, buckets) + capacity * std::mem::size_of::<u32>()
+        Table::memory_for(capacity, buckets)
+            + capacity * std::mem::size_of::<u32>()
+            + Queues::memory_for(capacity)
     }
 
     fn refuse_full(&mut self) -> Result<FlowState, InsertError> {
@@ -1019,12 +1021,23 @@ impl ConntrackReader {
     /// churn the list is a close picture, not an atomic one. Walks the whole record array:
     /// for the control side, never the hot path.
     pub fn entries(&self, now: Instant, limit: usize) -> Vec<(Flow, FlowState, u64)> {
-        let now = now.as_nanos();
         let mut entries = Vec::new();
+        if limit == 0 {
+            return entries;
+        }
+        self.visit(now, |flow, state, left| {
+            entries.push((flow, state, left));
+            entries.len() < limit
+        });
+        entries
+    }
+
+    /// Calls `visit` with every live flow, its state and the nanoseconds it has left, as
+    /// [`ConntrackReader::entries`] lists them, without collecting them (connection counts
+    /// per backend); stops when `visit` returns false.
+    pub fn visit(&self, now: Instant, mut visit: impl FnMut(Flow, FlowState, u64) -> bool) {
+        let now = now.as_nanos();
         for index in 0..self.table.record_count() {
-            if entries.len() >= limit {
-                break;
-            }
             let Some(view) = self.table.record(index).and_then(|r| r.view(Access::Reader)) else {
                 continue;
             };
@@ -1033,9 +1046,10 @@ impl ConntrackReader {
             else {
                 continue;
             };
-            entries.push((flow, state, left));
+            if !visit(flow, state, left) {
+                return;
+            }
         }
-        entries
     }
 
     /// [`Conntrack::peek_hashed`] from another core: changes nothing.

@@ -72,6 +72,11 @@ impl Queues {
         }
     }
 
+    /// What [`Queues::memory_bytes`] of `Queues::new(records)` will be, without allocating.
+    pub fn memory_for(records: usize) -> usize {
+        records.saturating_mul(std::mem::size_of::<Link>())
+    }
+
     /// Bytes allocated.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.links)

@@ -12,7 +12,13 @@
 //! # The state machine (keepalived's, per backend of each service)
 //!
 //! - A backend starts **up**, as keepalived starts real servers without `alpha`: a new
-//!   service serves at once, and a dead backend is out after `fall` probes.
+//!   service serves at once, and a dead backend is out after `fall` probes. Except when the
+//!   daemon starts: [`HealthMonitor::resume`] puts every backend in the state the previous
+//!   process left it in (the state file, [`crate::control::state`]), and a backend with a
+//!   check that the file does not know starts **unknown**: down (not schedulable, outside
+//!   the Maglev tables) until its first probe, which brings it up if it passes and leaves it
+//!   down (then `rise` probes are needed) if it fails. A restart therefore never counts a
+//!   backend up that the previous process had out, which would move established DR flows.
 //! - Up → **down** after `fall` consecutive failed probes, and only so.
 //! - Down → up after `rise` consecutive successful probes, and only so.
 //! - A successful probe resets the failure counts (active and passive), a failed probe the
@@ -215,6 +221,9 @@ pub struct HealthCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendHealth {
     up: bool,
+    /// Not probed yet since the daemon started, and no kept verdict: down until the first
+    /// probe says otherwise.
+    unknown: bool,
     successes: u32,
     failures: u32,
     passive_failures: u32,
@@ -236,6 +245,7 @@ impl BackendHealth {
     pub const fn new() -> BackendHealth {
         BackendHealth {
             up: true,
+            unknown: false,
             successes: 0,
             failures: 0,
             passive_failures: 0,
@@ -244,9 +254,19 @@ impl BackendHealth {
         }
     }
 
+    /// A backend with no verdict yet, at the daemon's start: down until its first probe.
+    pub const fn unknown() -> BackendHealth {
+        BackendHealth { up: false, unknown: true, ..BackendHealth::new() }
+    }
+
     /// Whether the backend may take new flows.
     pub const fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// Whether it waits for its first probe (see [`BackendHealth::unknown`]).
+    pub const fn is_unknown(&self) -> bool {
+        self.unknown
     }
 
     /// Consecutive successful probes so far.
@@ -275,6 +295,7 @@ impl BackendHealth {
         result: &ProbeResult,
         settings: &HealthConfig,
     ) -> Option<(bool, String)> {
+        let first = std::mem::replace(&mut self.unknown, false);
         match result {
             Ok(took) => {
                 self.failures = 0;
@@ -282,6 +303,12 @@ impl BackendHealth {
                 self.suspect = None;
                 self.successes = self.successes.saturating_add(1);
                 self.smooth(*took);
+                if first {
+                    self.up = true;
+                    let reason =
+                        format!("first {} check passed in {} µs", settings.check, micros(*took));
+                    return Some((true, reason));
+                }
                 if !self.up && self.successes >= settings.rise {
                     self.up = true;
                     let reason = format!(
@@ -296,6 +323,12 @@ impl BackendHealth {
             Err(error) => {
                 self.successes = 0;
                 self.failures = self.failures.saturating_add(1);
+                if first {
+                    return Some((
+                        false,
+                        format!("first {} check failed: {error}", settings.check),
+                    ));
+                }
                 if self.up && self.failures >= settings.fall {
                     self.up = false;
                     let mut reason = format!(
@@ -558,6 +591,7 @@ impl HealthMonitor {
                         entry.in_flight = false;
                         if entry.settings.check == HealthCheckKind::None && !entry.health.up {
                             entry.health.up = true;
+                            entry.health.unknown = false;
                             let reason = "health checks turned off".to_string();
                             self.transition(key, &mut entry.counters, true, reason);
                         }
@@ -581,6 +615,32 @@ impl HealthMonitor {
                 self.entries.insert(key, entry);
             }
         }
+    }
+
+    /// At the daemon's start, before the first [`HealthMonitor::poll`]: every backend takes
+    /// the verdict `kept` has for it (the previous process's, from the state file); one
+    /// without a kept verdict whose service has a check starts unknown (module docs).
+    pub fn resume(&mut self, kept: impl Fn(ServiceKey, BackendKey) -> Option<bool>) {
+        for ((service, backend), entry) in &mut self.entries {
+            match kept(*service, *backend) {
+                Some(up) => entry.health.up = up,
+                None if entry.settings.check != HealthCheckKind::None => {
+                    entry.health = BackendHealth::unknown();
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// How many backends still wait for their first probe.
+    pub fn unknown_count(&self) -> usize {
+        self.entries.values().filter(|e| e.health.unknown).count()
+    }
+
+    /// The longest probe timeout over the backends that wait for their first probe.
+    pub fn first_probe_timeout(&self) -> Duration {
+        let unknown = self.entries.values().filter(|e| e.health.unknown);
+        unknown.map(|e| e.settings.timeout).max().unwrap_or_default()
     }
 
     /// Gathers the probe results that arrived since the last call and starts the probes
@@ -1024,6 +1084,48 @@ mod tests {
         assert!(up && health.is_up());
         assert_eq!(reason, "2 consecutive successful tcp checks, last in 500 µs");
         assert_eq!((health.successes(), health.failures()), (2, 0));
+    }
+
+    /// At the daemon's start a backend keeps the previous process's verdict; one with no
+    /// verdict waits for its first probe (down, so outside the data plane's tables), which
+    /// brings it up at once or leaves it down until `rise` probes pass.
+    #[test]
+    fn a_restart_resumes_kept_verdicts_and_probes_unknown_backends_first() {
+        let checked = config("check = \"tcp\"\nrise = 2\nfall = 3", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&checked);
+        monitor.resume(|_, backend| {
+            (backend == B).then_some(false).or((backend == A).then_some(true))
+        });
+        assert!(monitor.is_up(WEB, A), "kept up");
+        assert!(!monitor.is_up(WEB, B), "kept down");
+        assert!(!monitor.is_up(WEB, C), "unknown: down until probed");
+        assert_eq!(monitor.unknown_count(), 1);
+        let weights = |monitor: &HealthMonitor| -> Vec<u32> {
+            monitor.effective(&checked).services[0].backends.iter().map(|b| b.weight).collect()
+        };
+        assert_eq!(weights(&monitor), [1, 0, 0]);
+        // A kept-down backend needs `rise` probes, as ever; the unknown one needs one.
+        monitor.record(WEB, B, ok());
+        monitor.record(WEB, C, ok());
+        assert_eq!(monitor.unknown_count(), 0);
+        let transitions = monitor.poll();
+        assert_eq!(transitions.len(), 1);
+        assert_eq!((transitions[0].backend, transitions[0].up), (C, true));
+        assert!(transitions[0].reason.starts_with("first tcp check passed"), "{transitions:?}");
+        assert_eq!(weights(&monitor), [1, 0, 1]);
+        // An unknown backend whose first probe fails is down until `rise` probes pass.
+        let mut health = BackendHealth::unknown();
+        let settings = rise2_fall3();
+        let (up, reason) = health.record_probe(&refused(), &settings).unwrap();
+        assert!(!up && reason.starts_with("first tcp check failed"), "{reason}");
+        assert_eq!(health.record_probe(&ok(), &settings), None);
+        assert!(health.record_probe(&ok(), &settings).is_some_and(|(up, _)| up));
+        // Without a check there is nothing to wait for.
+        let unchecked = config("check = \"none\"", 1, "");
+        let mut monitor = HealthMonitor::without_probers(&unchecked);
+        monitor.resume(|_, _| None);
+        assert!(monitor.is_up(WEB, C));
+        assert_eq!(monitor.unknown_count(), 0);
     }
 
     #[test]

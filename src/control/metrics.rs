@@ -20,8 +20,11 @@
 //! Invariants (checked by the tests with a small parser of the format):
 //! - every family has one `# HELP` and one `# TYPE` line, followed by all its samples
 //!   (families are never interleaved), and no (name, label set) appears twice;
-//! - counter families end in `_total` and only ever grow while the snapshot generation stays
-//!   the same (per backend counters carry over a reload for backends that remain);
+//! - counter families end in `_total` and only ever grow, across changes too: per backend
+//!   counters follow the backend's identity over a reload, and the per service and
+//!   node_exporter totals keep what backends that left had counted ([`Ledger`]), so
+//!   deleting a service or a backend never lowers them (a backend that comes back starts a
+//!   new series from 0, which Prometheus reads as the reset it is);
 //! - label values are escaped (`\\`, `\"`, `\n`), HELP text too (`\\`, `\n`);
 //! - per core families list every core of the view, sorted by core, and every drop reason,
 //!   zeros included, so `rate()` sees a series from its first scrape.
@@ -39,7 +42,9 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use crate::conntrack::ConntrackStats;
-use crate::control::{Snapshot, stats};
+use crate::control::Snapshot;
+pub use crate::control::stats::BackendConnections;
+use crate::control::stats::Ledger;
 use crate::dataplane::worker::{BatchLatency, CoreReport, PortStats};
 use crate::dataplane::{BackendCounters, DropReason, Stat};
 
@@ -48,14 +53,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The quantiles of the batch-latency summary.
 pub const QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
-
-/// A backend's current connections as IPVS counts them: active = TCP established, inactive =
-/// every other state (UDP included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BackendConnections {
-    pub active: u64,
-    pub inactive: u64,
-}
 
 /// Batch-latency quantiles over a window, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,35 +181,36 @@ pub struct CoreMetrics<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsView<'a> {
     pub snapshot: &'a Snapshot,
-    /// Per backend counters summed over the cores that run `snapshot` (see
-    /// [`stats::sum_backends`]), indexed like `snapshot.backends`.
+    /// Per backend counters summed over every core by identity (see [`Ledger::totals`]),
+    /// indexed like `snapshot.backends`.
     pub backends: &'a [BackendCounters],
     /// Current connections per backend, indexed like `snapshot.backends`; empty if unknown
     /// (then `node_ipvs_backend_connections_{active,inactive}` are left out).
     pub backend_connections: &'a [BackendConnections],
+    /// What backends that left each service had counted, indexed like `snapshot.services`
+    /// (empty: nothing left); added to the per service totals.
+    pub retired_services: &'a [BackendCounters],
+    /// What every backend that left had counted; added to node_exporter's totals.
+    pub retired_total: BackendCounters,
     /// In any order; rendered sorted by core.
     pub cores: &'a [CoreMetrics<'a>],
 }
 
-/// Renders the reports control holds: sums the backends of the reports of `snapshot`'s
-/// generation, summarizes each core's latency through `window`, and calls [`render`].
-///
-/// `None` while some report is of another generation (just after a reload, until every
-/// worker has switched, a tenth of a second): summing only part of the cores would make the
-/// per-backend counters go down, which Prometheus would read as a reset. Keep serving the
-/// previous rendering then.
+/// Renders the reports control holds: sums the backends of every core by identity through
+/// `ledger` (whatever snapshot each core runs: right after a change some still run the
+/// previous one), adds what retired backends counted, summarizes each core's latency
+/// through `window`, and calls [`render`]. `connections` is indexed like the ledger's
+/// snapshot's backends (empty: unknown).
 pub fn render_reports(
-    snapshot: &Snapshot,
+    ledger: &Ledger,
     reports: &[CoreReport],
     window: &mut LatencyWindow,
-) -> Option<String> {
-    if reports.iter().any(|r| r.generation != snapshot.generation) {
-        return None;
-    }
-    let backends = stats::sum_backends(
-        snapshot.backends.len(),
-        reports.iter().map(|r| r.counters.backends.as_slice()),
-    );
+    connections: &[BackendConnections],
+) -> String {
+    let snapshot = ledger.snapshot();
+    let backends = ledger.totals(reports);
+    let retired: Vec<BackendCounters> =
+        snapshot.services.iter().map(|s| ledger.retired(s.vip, s.port, s.proto)).collect();
     let cores: Vec<CoreMetrics<'_>> = reports
         .iter()
         .map(|report| CoreMetrics {
@@ -223,12 +221,14 @@ pub fn render_reports(
         .collect();
     let ids: Vec<u16> = reports.iter().map(|r| r.core).collect();
     window.retain(&ids);
-    Some(render(&MetricsView {
+    render(&MetricsView {
         snapshot,
         backends: &backends,
-        backend_connections: &[],
+        backend_connections: connections,
+        retired_services: &retired,
+        retired_total: ledger.retired_total(),
         cores: &cores,
-    }))
+    })
 }
 
 /// The Prometheus text exposition of `view`.
@@ -248,8 +248,8 @@ pub fn render(view: &MetricsView<'_>) -> String {
     );
     out.sample("xlb_config_generation", &[], snapshot.generation);
 
-    // node_exporter's IPVS totals: the sums over every backend.
-    let mut total = BackendCounters::default();
+    // node_exporter's IPVS totals: the sums over every backend, those that left included.
+    let mut total = view.retired_total;
     for counters in view.backends {
         total.add(counters);
     }
@@ -317,8 +317,9 @@ pub fn render(view: &MetricsView<'_>) -> String {
     let services: Vec<([(&str, String); 3], BackendCounters)> = snapshot
         .services
         .iter()
-        .map(|service| {
-            let mut sum = BackendCounters::default();
+        .enumerate()
+        .map(|(index, service)| {
+            let mut sum = view.retired_services.get(index).copied().unwrap_or_default();
             for counters in view.backends.get(service.backends.clone()).unwrap_or_default() {
                 sum.add(counters);
             }
@@ -655,10 +656,11 @@ fn escape(text: &str, quote: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::Config;
+    use crate::control::{Config, stats};
     use crate::dataplane::{Counters, IfaceId};
     use proptest::prelude::*;
     use std::collections::HashSet;
+    use std::sync::Arc;
     use std::time::Duration;
 
     /// One sample line, parsed.
@@ -920,6 +922,8 @@ mod tests {
             snapshot: &snapshot,
             backends: &totals,
             backend_connections: &[],
+            retired_services: &[],
+            retired_total: BackendCounters::default(),
             cores: &cores,
         };
         render(&view)
@@ -1006,6 +1010,8 @@ mod tests {
             snapshot: &snapshot,
             backends: &totals,
             backend_connections: &connections,
+            retired_services: &[],
+            retired_total: BackendCounters::default(),
             cores: &[],
         };
         let samples = check(&render(&view));
@@ -1037,6 +1043,8 @@ mod tests {
             snapshot: &snapshot,
             backends: &totals,
             backend_connections: &[],
+            retired_services: &[],
+            retired_total: BackendCounters::default(),
             cores: &cores,
         };
         let samples = check(&render(&view));
@@ -1107,15 +1115,61 @@ mod tests {
         assert_eq!(window.summarize(1, &latency_of(&[5])).window.unwrap().count, 1);
     }
 
+    /// Right after a change some cores still report the previous snapshot: their figures
+    /// count at once, by identity (no zeros, no gap in the series).
     #[test]
-    fn render_reports_waits_for_every_core_to_switch_generation() {
-        let snapshot = snapshot();
+    fn render_reports_reads_each_core_through_its_own_snapshot() {
+        let mut ledger = Ledger::new(Arc::new(snapshot()));
         let mut window = LatencyWindow::default();
         let mut reports = vec![report(0, [1, 0, 0]), report(1, [1, 0, 0])];
-        let text = render_reports(&snapshot, &reports, &mut window).unwrap();
+        let text = render_reports(&ledger, &reports, &mut window, &[]);
         assert_eq!(find(&check(&text), "node_ipvs_connections_total", &[]).value, 2.0);
+        let mut next = snapshot();
+        next.generation = 2;
+        ledger.publish(Arc::new(next), &reports);
         reports[1].generation = 2;
-        assert_eq!(render_reports(&snapshot, &reports, &mut window), None);
+        let text = render_reports(&ledger, &reports, &mut window, &[]);
+        assert_eq!(find(&check(&text), "node_ipvs_connections_total", &[]).value, 2.0);
+    }
+
+    /// `xlb ctl -D` of a service: node_exporter's totals and the remaining service's
+    /// counters never go down (Prometheus would read a reset), and what a core still on the
+    /// old snapshot reports counts at once.
+    #[test]
+    fn counters_never_decrease_when_a_service_is_deleted() {
+        let before = snapshot();
+        let mut ledger = Ledger::new(Arc::new(before));
+        let mut window = LatencyWindow::default();
+        let reports = [report(0, [3, 4, 5])];
+        let text = render_reports(&ledger, &reports, &mut window, &[]);
+        let total = |text: &str| find(&check(text), "node_ipvs_connections_total", &[]).value;
+        let udp = [("local_port", "53"), ("proto", "UDP")];
+        let udp_total =
+            |text: &str| find(&check(text), "xlb_service_connections_total", &udp).value;
+        assert_eq!((total(&text), udp_total(&text)), (12.0, 5.0));
+        let udp_at =
+            CONFIG.find("[[service]]\n        vip = \"10.1.1.10\"\n        port = 53").unwrap();
+        let after =
+            Snapshot::build(&Config::parse(&CONFIG[..udp_at], "t.toml").unwrap(), 2).unwrap();
+        assert_eq!(after.backends.len(), 2);
+        ledger.publish(Arc::new(after), &reports);
+        // The core switched and carried its backends' counters over; one more connection.
+        let mut switched = report(0, [3, 5, 0]);
+        switched.generation = 2;
+        switched.counters.backends.truncate(2);
+        let text = render_reports(&ledger, &[switched.clone()], &mut window, &[]);
+        assert_eq!(total(&text), 13.0, "the deleted service's 5 are kept");
+        // The service comes back: its backend counts anew, from the cores that have it again
+        // (a core still on generation 2 dropped it), and the totals still never go down.
+        let with_udp =
+            Arc::new(Snapshot::build(&Config::parse(CONFIG, "t.toml").unwrap(), 3).unwrap());
+        ledger.publish(with_udp, [&switched]);
+        let text = render_reports(&ledger, &[switched.clone()], &mut window, &[]);
+        assert_eq!((total(&text), udp_total(&text)), (13.0, 5.0));
+        let mut back = report(0, [3, 5, 1]);
+        back.generation = 3;
+        let text = render_reports(&ledger, &[back], &mut window, &[]);
+        assert_eq!((total(&text), udp_total(&text)), (14.0, 6.0));
     }
 
     proptest! {
@@ -1159,6 +1213,8 @@ mod tests {
                 snapshot: &snapshot,
                 backends: &totals,
                 backend_connections: &[],
+                retired_services: &[],
+                retired_total: BackendCounters::default(),
                 cores: &cores,
             };
             let samples = check(&render(&view));

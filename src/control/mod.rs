@@ -13,6 +13,7 @@ pub mod neighbors;
 pub mod probe_routes;
 pub mod snapshot;
 pub mod socket;
+pub mod state;
 pub mod stats;
 
 pub use config::Config;

@@ -6,8 +6,14 @@
 //! Nothing in a snapshot changes after it is built, so workers read it without locks.
 //!
 //! Indices are stable within one snapshot only: `Service::backends` is a range into
-//! [`Snapshot::backends`], and a backend's [`Backend::service`] points back. Connection
-//! tracking stores these indices only as hints and validates them against addresses.
+//! [`Snapshot::backends`], and a backend's [`Backend::service`] points back. The next
+//! snapshot may renumber them (a service deleted before, a backend inserted or removed by a
+//! health check). What stays is a backend's identity, [`BackendId`]: its service's
+//! VIP:port/proto and its own address:port. Every piece of per-backend state that outlives a
+//! snapshot is keyed by it, never by a position: connection tracking stores a backend's index
+//! only as a hint, which [`Snapshot::backend_of_flow`] checks against the flow's identity and
+//! looks up by identity when the hint is stale; workers carry per-backend counters over a swap
+//! by identity; control sums reports and keeps `-Z` and rates by identity.
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -16,8 +22,9 @@ use hashbrown::HashMap;
 
 use crate::addr_map::AddrMap;
 
+use crate::conntrack::Flow;
 use crate::conntrack::{ConntrackConfig, Timeouts};
-use crate::control::config::{Config, ConntrackSettings};
+use crate::control::config::{BackendConfig, Config, ConntrackSettings, ServiceConfig};
 use crate::dataplane::IfaceId;
 use crate::flow::{ForwardMode, Proto};
 use crate::hash::hash_bytes;
@@ -70,12 +77,58 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// Weighted Maglev over the same backends, whatever the scheduler: the stateless
     /// fallback when connection tracking refuses a flow (a flood, a full table), so packets
-    /// of an untracked flow still agree on a backend (Katran's policy).
+    /// of an untracked flow still agree on a backend (Katran's policy). Built from the
+    /// schedulable backends only (weight > 0 once health checks have drained or removed the
+    /// down and the not-yet-probed ones), so DR never sends a mid-flow packet to a backend not
+    /// known healthy; and because a restart resumes the kept verdicts and weights
+    /// ([`crate::control::state`]), the new process builds the table the old one ran.
     pub fallback: MaglevTable,
     /// FullNAT source pool.
     pub local_addrs: Vec<Ipv4Addr>,
     /// Range into [`Snapshot::backends`].
     pub backends: Range<usize>,
+}
+
+/// What a backend is, whatever its position in a snapshot: its service's VIP:port/proto and
+/// its own address:port (the same real server in two services is two backends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId {
+    pub vip: Ipv4Addr,
+    pub vport: u16,
+    pub proto: Proto,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl BackendId {
+    /// A backend of a service of a config.
+    pub fn of_config(service: &ServiceConfig, backend: &BackendConfig) -> BackendId {
+        BackendId {
+            vip: service.vip,
+            vport: service.port,
+            proto: service.proto,
+            addr: backend.addr,
+            port: backend.port,
+        }
+    }
+
+    /// The backend a tracked flow was scheduled to.
+    #[inline]
+    pub fn of_flow(flow: &Flow) -> BackendId {
+        BackendId {
+            vip: flow.vip,
+            vport: flow.vport,
+            proto: flow.proto,
+            addr: flow.backend_addr,
+            port: flow.backend_port,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{} -> {}:{}", self.vip, self.vport, self.proto, self.addr, self.port)
+    }
 }
 
 /// A real server of one service.
@@ -84,6 +137,9 @@ pub struct Backend {
     pub addr: Ipv4Addr,
     pub port: u16,
     pub weight: u32,
+    /// Its identity (`addr` and `port` included): what state that outlives the snapshot is
+    /// keyed by.
+    pub id: BackendId,
     /// Index of its service in [`Snapshot::services`].
     pub service: usize,
     /// Where packets for it leave, and whose MAC they go to.
@@ -121,6 +177,7 @@ pub struct Snapshot {
     /// input, fed by the control side.
     pub response_time_us: Vec<u32>,
     service_index: HashMap<(Ipv4Addr, u16, Proto), usize>,
+    backend_index: HashMap<BackendId, usize>,
     owned: AddrMap<Owned>,
     /// Backends of NAT services: a packet from one of them may be a reply to translate.
     nat_backends: AddrMap<()>,
@@ -168,6 +225,7 @@ impl Snapshot {
         let mut services = Vec::with_capacity(config.services.len());
         let mut backends = Vec::with_capacity(backend_total);
         let mut service_index = HashMap::new();
+        let mut backend_index = HashMap::with_capacity(backend_total);
         let mut nat_backends = AddrMap::with_capacity(backend_total);
         for (service_number, service) in config.services.iter().enumerate() {
             if let Some(interface) = interfaces.iter().find(|i| i.addr == service.vip) {
@@ -194,10 +252,13 @@ impl Snapshot {
                 MaglevTable::build(&specs, service.maglev_table_size).map_err(scheduler_error)?;
             let first = backends.len();
             for backend in &service.backends {
+                let id = BackendId::of_config(service, backend);
+                backend_index.insert(id, backends.len());
                 backends.push(Backend {
                     addr: backend.addr,
                     port: backend.port,
                     weight: backend.weight,
+                    id,
                     service: service_number,
                     route: route_in(&interfaces, backend.addr),
                 });
@@ -237,6 +298,7 @@ impl Snapshot {
             conntrack: conntrack_config(&config.conntrack),
             response_time_us,
             service_index,
+            backend_index,
             owned,
             nat_backends,
         })
@@ -246,6 +308,30 @@ impl Snapshot {
     #[inline]
     pub fn service_at(&self, vip: Ipv4Addr, port: u16, proto: Proto) -> Option<usize> {
         self.service_index.get(&(vip, port, proto)).copied()
+    }
+
+    /// The index of the backend `id` in this snapshot.
+    #[inline]
+    pub fn backend_at(&self, id: &BackendId) -> Option<usize> {
+        self.backend_index.get(id).copied()
+    }
+
+    /// The index in this snapshot of the backend a tracked flow was scheduled to: the flow's
+    /// hint when it still names that backend (the common case, one comparison), else a
+    /// look-up by identity (the backends were renumbered since), else `None` (it is gone).
+    #[inline]
+    pub fn backend_of_flow(&self, flow: &Flow) -> Option<usize> {
+        let hint = usize::from(flow.backend);
+        match self.backends.get(hint) {
+            Some(backend) if backend.id == BackendId::of_flow(flow) => Some(hint),
+            _ => self.backend_renumbered(flow),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn backend_renumbered(&self, flow: &Flow) -> Option<usize> {
+        self.backend_at(&BackendId::of_flow(flow))
     }
 
     /// What xlb owns at `ip`, if anything.
@@ -407,7 +493,8 @@ mod tests {
     #[test]
     fn backend_identity_is_stable() {
         let a = backend_identity(Ipv4Addr::new(10, 1, 1, 11), 80);
-        assert_eq!(a, backend_identity(Ipv4Addr::new(10, 1, 1, 11), 80));
+        // A literal: the Maglev permutation of every deployed backend depends on it.
+        assert_eq!(a, 0x832d_4b74_aed5_0ddc);
         assert_ne!(a, backend_identity(Ipv4Addr::new(10, 1, 1, 11), 81));
         assert_ne!(a, backend_identity(Ipv4Addr::new(10, 1, 1, 12), 80));
     }

@@ -6,12 +6,157 @@
 //! split on whitespace recognise them. A service's figures are the sum of its backends'.
 //! `--rate` has the same layout with per-second figures ([`BackendRates`]), which the caller
 //! derives from two samples of the counters.
+//!
+//! # State follows identity
+//!
+//! A change (a service deleted, a backend added or removed by a health check) renumbers the
+//! snapshot's backends, and the cores switch to the new snapshot one after another. So
+//! counters are summed by [`BackendId`], each core's report read through the snapshot it was
+//! indexed by ([`Ledger`]): a listing right after a change shows every core's figures, not
+//! zeros until every core has reported again. The [`Ledger`] also keeps what backends that
+//! left had counted, per service, so a service's and the box's totals never go down (what
+//! Prometheus would read as a counter reset), and it counts a backend that comes back only
+//! from reports of snapshots that have it again (a core drops a backend's counters when it
+//! leaves). Current connections are counted the way IPVS counts them, from the connection
+//! tables ([`count_connections`]): `ActiveConn` is established TCP, `InActConn` every other
+//! state (SYN_RECV, FIN_WAIT, CLOSE, UDP).
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conntrack::{Flow, FlowState};
 use crate::control::Snapshot;
+use crate::control::snapshot::BackendId;
 use crate::dataplane::BackendCounters;
+use crate::dataplane::worker::CoreReport;
+use crate::flow::Proto;
+
+/// A backend's current connections as IPVS counts them: active = TCP established, inactive =
+/// every other state (UDP included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendConnections {
+    pub active: u64,
+    pub inactive: u64,
+}
+
+/// Counts `flows` (with their states) per backend of `snapshot`, by identity; flows of
+/// backends the snapshot no longer has are left out.
+pub fn count_connections(
+    snapshot: &Snapshot,
+    counts: &mut [BackendConnections],
+    flow: &Flow,
+    state: FlowState,
+) {
+    let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| counts.get_mut(index)) else {
+        return;
+    };
+    if state == FlowState::Established && flow.proto == Proto::Tcp {
+        count.active += 1;
+    } else {
+        count.inactive += 1;
+    }
+}
+
+/// A service as the ledger names it: VIP, port, protocol.
+type ServiceKey = (Ipv4Addr, u16, Proto);
+
+/// Per-backend counters by identity over cores that may run different snapshots, and the
+/// totals of backends that left (module docs).
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    /// The snapshot control runs now (listings and metrics are indexed like it).
+    current: Arc<Snapshot>,
+    /// Older snapshots some core's latest report may still be indexed by, by generation.
+    previous: HashMap<u64, Arc<Snapshot>>,
+    /// The generation from which each current backend is counted: reports of older
+    /// snapshots count for it only if it was in them without a break.
+    since: HashMap<BackendId, u64>,
+    /// What backends that left had counted, per service.
+    retired: HashMap<ServiceKey, BackendCounters>,
+}
+
+impl Ledger {
+    /// A ledger for the first snapshot.
+    pub fn new(snapshot: Arc<Snapshot>) -> Ledger {
+        let since = snapshot.backends.iter().map(|b| (b.id, 0)).collect();
+        Ledger { current: snapshot, previous: HashMap::new(), since, retired: HashMap::new() }
+    }
+
+    /// The snapshot listings are indexed by.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.current
+    }
+
+    /// Counters per backend of the current snapshot, summed over `reports` by identity.
+    pub fn totals<'a>(
+        &self,
+        reports: impl IntoIterator<Item = &'a CoreReport>,
+    ) -> Vec<BackendCounters> {
+        let mut totals = vec![BackendCounters::default(); self.current.backends.len()];
+        for report in reports {
+            let Some(snapshot) = self.indexed_by(report.generation) else { continue };
+            for (backend, counters) in snapshot.backends.iter().zip(&report.counters.backends) {
+                let Some(index) = self.current.backend_at(&backend.id) else { continue };
+                if self.since.get(&backend.id).is_some_and(|&since| report.generation >= since) {
+                    totals[index].add(counters);
+                }
+            }
+        }
+        totals
+    }
+
+    /// Moves to `snapshot`: backends that left retire with what `reports` (every core's
+    /// latest) say they counted; backends that (re)appear are counted from this generation
+    /// on. Forgets the snapshots older than every report.
+    pub fn publish<'a>(
+        &mut self,
+        snapshot: Arc<Snapshot>,
+        reports: impl IntoIterator<Item = &'a CoreReport> + Clone,
+    ) {
+        let totals = self.totals(reports.clone());
+        for (backend, counters) in self.current.backends.iter().zip(&totals) {
+            if snapshot.backend_at(&backend.id).is_none() {
+                let service = (backend.id.vip, backend.id.vport, backend.id.proto);
+                self.retired.entry(service).or_default().add(counters);
+                self.since.remove(&backend.id);
+            }
+        }
+        for backend in &snapshot.backends {
+            self.since.entry(backend.id).or_insert(snapshot.generation);
+        }
+        let old = std::mem::replace(&mut self.current, snapshot);
+        self.previous.insert(old.generation, old);
+        // Cores only move forward: a snapshot older than every core's latest report is
+        // never read again; newer ones may be (a core can report one published in between).
+        if let Some(oldest) = reports.into_iter().map(|r| r.generation).min() {
+            self.previous.retain(|&generation, _| generation >= oldest);
+        }
+    }
+
+    /// What the backends that left service `vip:port/proto` had counted.
+    pub fn retired(&self, vip: Ipv4Addr, port: u16, proto: Proto) -> BackendCounters {
+        self.retired.get(&(vip, port, proto)).copied().unwrap_or_default()
+    }
+
+    /// What every backend that left had counted.
+    pub fn retired_total(&self) -> BackendCounters {
+        let mut total = BackendCounters::default();
+        for counters in self.retired.values() {
+            total.add(counters);
+        }
+        total
+    }
+
+    fn indexed_by(&self, generation: u64) -> Option<&Snapshot> {
+        if generation == self.current.generation {
+            return Some(&self.current);
+        }
+        self.previous.get(&generation).map(|s| &**s)
+    }
+}
 
 /// Width of the `LocalAddress:Port` column, as ipvsadm prints it.
 const ADDR_WIDTH: usize = 33;
@@ -213,6 +358,99 @@ mod tests {
         // The numbers line up under their headers.
         assert_eq!(lines[2].len(), lines[0].len());
         assert_eq!(lines[3].len(), lines[0].len());
+    }
+
+    fn core_report(core: u16, generation: u64, connections: &[u64]) -> CoreReport {
+        let mut counters = crate::dataplane::Counters::new(connections.len());
+        for (counters, &n) in counters.backends.iter_mut().zip(connections) {
+            counters.connections = n;
+        }
+        CoreReport {
+            core,
+            generation,
+            counters,
+            ports: Vec::new(),
+            flows: 0,
+            embryonic: 0,
+            active: Vec::new(),
+            conntrack: Default::default(),
+            neighbors: 0,
+            held: 0,
+            unroutable: 0,
+            latency: Default::default(),
+            unresolved: Vec::new(),
+        }
+    }
+
+    /// A service deleted before another renumbers its backends: counters follow identity,
+    /// whichever snapshot each core still runs, and the deleted service's count is retired.
+    #[test]
+    fn the_ledger_sums_by_identity_across_snapshots() {
+        let config = Config::parse(TWO_SERVICES, "t.toml").unwrap();
+        let mut ledger = Ledger::new(Arc::new(Snapshot::build(&config, 1).unwrap()));
+        let reports = [core_report(0, 1, &[3, 4, 1]), core_report(1, 1, &[2, 0, 6])];
+        let connections = |totals: Vec<BackendCounters>| -> Vec<u64> {
+            totals.iter().map(|c| c.connections).collect()
+        };
+        assert_eq!(connections(ledger.totals(&reports)), [5, 4, 7]);
+        let udp_at = TWO_SERVICES
+            .find("[[service]]\n        vip = \"10.1.1.10\"\n        port = 53")
+            .unwrap();
+        let tcp_at = TWO_SERVICES.find("[[service]]").unwrap();
+        let udp_only = format!("{}{}", &TWO_SERVICES[..tcp_at], &TWO_SERVICES[udp_at..]);
+        let udp_only = Snapshot::build(&Config::parse(&udp_only, "t.toml").unwrap(), 2).unwrap();
+        ledger.publish(Arc::new(udp_only), &reports);
+        // Right after the change both cores still run generation 1: no zeros.
+        assert_eq!(connections(ledger.totals(&reports)), [7]);
+        let tcp = ledger.retired(Ipv4Addr::new(10, 1, 1, 10), 80, Proto::Tcp);
+        assert_eq!((tcp.connections, ledger.retired_total().connections), (9, 9));
+        // Core 0 switches (its UDP backend's counters carried over to index 0).
+        let mixed = [core_report(0, 2, &[2]), core_report(1, 1, &[2, 0, 6])];
+        assert_eq!(connections(ledger.totals(&mixed)), [8]);
+        // Another change before any core reported generation 2: a report of generation 2
+        // that arrives after it still counts.
+        let mut again = (**ledger.snapshot()).clone();
+        again.generation = 3;
+        ledger.publish(Arc::new(again), &reports);
+        assert_eq!(connections(ledger.totals(&mixed)), [8]);
+    }
+
+    /// IPVS's ActiveConn is established TCP; every other state is InActConn.
+    #[test]
+    fn connections_count_as_ipvs_counts_them() {
+        let snapshot = Snapshot::build(&Config::parse(TWO_SERVICES, "t.toml").unwrap(), 1).unwrap();
+        let flow = |port: u16, proto: Proto, backend: usize| {
+            let b = &snapshot.backends[backend];
+            Flow {
+                proto,
+                forward: crate::flow::ForwardMode::Dr,
+                client_addr: Ipv4Addr::new(10, 1, 1, 100),
+                client_port: 4000,
+                vip: b.id.vip,
+                vport: port,
+                backend_addr: b.addr,
+                backend_port: b.port,
+                local_addr: Ipv4Addr::new(10, 1, 1, 100),
+                local_port: 4000,
+                service: 0,
+                // A stale hint: the flow is found by identity.
+                backend: 7,
+            }
+        };
+        let mut counts = vec![BackendConnections::default(); 3];
+        for (flow, state) in [
+            (flow(80, Proto::Tcp, 0), FlowState::Established),
+            (flow(80, Proto::Tcp, 0), FlowState::Established),
+            (flow(80, Proto::Tcp, 0), FlowState::Closing),
+            (flow(80, Proto::Tcp, 1), FlowState::SynSeen),
+            (flow(53, Proto::Udp, 2), FlowState::Udp),
+            // Not a backend of this snapshot (deleted): left out.
+            (flow(81, Proto::Tcp, 0), FlowState::Established),
+        ] {
+            count_connections(&snapshot, &mut counts, &flow, state);
+        }
+        let pairs: Vec<(u64, u64)> = counts.iter().map(|c| (c.active, c.inactive)).collect();
+        assert_eq!(pairs, [(2, 1), (0, 1), (0, 1)]);
     }
 
     #[test]

@@ -187,10 +187,18 @@ struct CoreState {
     conntrack: Conntrack,
     /// Other cores' tables, for replies RSS delivered here.
     peers: Vec<ConntrackReader>,
-    /// Per service.
+    /// Per service. A snapshot swap keeps a service's state when the service is unchanged
+    /// (same scheduler, same backends by identity and weight), so `rr` goes on from where it
+    /// was and `random` does not repeat its picks.
     sched: Vec<SchedState>,
-    /// Active flows per backend on this core (lc, wlc, lt).
+    /// Tracked flows per backend on this core (lc, wlc, lt): every state counts, as the
+    /// scheduler's load (IPVS's `ActiveConn` / `InActConn` split is for listings, which
+    /// count from the connection tables).
     active: Vec<u32>,
+    /// Measured response time per backend in µs (lt), indexed like the snapshot's backends:
+    /// the snapshot's at a swap, then what control sends ([`Pipeline::set_response_times`])
+    /// without a new snapshot.
+    response_time_us: Vec<u32>,
     neighbors: NeighborTable,
     /// The Ethernet header and egress of a frame to each backend, looked up once per
     /// neighbour-table change (and per snapshot) rather than once per packet; valid while
@@ -249,6 +257,7 @@ impl Pipeline {
             peers: Vec::new(),
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
+            response_time_us: snapshot.response_time_us.clone(),
             neighbors,
             backend_hops: vec![None; snapshot.backends.len()],
             gateway_hop: None,
@@ -271,20 +280,24 @@ impl Pipeline {
         for (ip, mac) in &snapshot.static_neighbors {
             core.neighbors.insert_static(*ip, *mac);
         }
+        let mut old_states = std::mem::take(&mut core.sched);
         core.sched = sched_states(&snapshot, core.slot);
+        for (index, service) in snapshot.services.iter().enumerate() {
+            let old = self.snapshot.service_at(service.vip, service.port, service.proto);
+            if let Some(old) = old
+                && same_schedule(&self.snapshot, old, &snapshot, index)
+                && let Some(state) = old_states.get_mut(old)
+            {
+                core.sched[index] = std::mem::replace(state, SchedState::new(0, 0));
+            }
+        }
+        core.response_time_us = snapshot.response_time_us.clone();
         let mut active = vec![0; snapshot.backends.len()];
         let mut backends = vec![Default::default(); snapshot.backends.len()];
         let mut passive = vec![Default::default(); snapshot.backends.len()];
-        // Carry per-backend state over to backends that are still there.
+        // Carry per-backend state over to backends that are still there, by identity.
         for (old_index, old) in self.snapshot.backends.iter().enumerate() {
-            let service = &self.snapshot.services[old.service];
-            let new_service = snapshot.service_at(service.vip, service.port, service.proto);
-            let new_index = new_service.and_then(|s| {
-                snapshot.services[s].backends.clone().find(|&i| {
-                    snapshot.backends[i].addr == old.addr && snapshot.backends[i].port == old.port
-                })
-            });
-            if let Some(new_index) = new_index {
+            if let Some(new_index) = snapshot.backend_at(&old.id) {
                 active[new_index] = core.active.get(old_index).copied().unwrap_or(0);
                 backends[new_index] =
                     core.counters.backends.get(old_index).copied().unwrap_or_default();
@@ -302,6 +315,17 @@ impl Pipeline {
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
+    }
+
+    /// New measured response times for the least-time scheduler, indexed like the backends
+    /// of snapshot `generation`; ignored unless that is the snapshot this core runs (control
+    /// sends them after the snapshot they belong to, so a newer one has its own). Copies
+    /// into the buffer the snapshot swap allocated: no allocation.
+    pub fn set_response_times(&mut self, generation: u64, times: &[u32]) {
+        if generation == self.snapshot.generation && times.len() == self.core.response_time_us.len()
+        {
+            self.core.response_time_us.copy_from_slice(times);
+        }
     }
 
     /// Lets this core find replies in other cores' tables.
@@ -493,6 +517,21 @@ fn unreplyable_sender(snapshot: &Snapshot, ip: Ipv4Addr) -> bool {
         })
 }
 
+/// Whether service `new` of `after` schedules exactly as service `old` of `before`: the
+/// same kind over the same backends (by identity and weight, in the same order).
+fn same_schedule(before: &Snapshot, old: usize, after: &Snapshot, new: usize) -> bool {
+    let (Some(old_service), Some(new_service)) =
+        (before.services.get(old), after.services.get(new))
+    else {
+        return false;
+    };
+    let weighed = |snapshot: &Snapshot, service: usize| {
+        snapshot.service_backends(service).iter().map(|b| (b.id, b.weight)).collect::<Vec<_>>()
+    };
+    old_service.scheduler.kind() == new_service.scheduler.kind()
+        && weighed(before, old) == weighed(after, new)
+}
+
 fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
     snapshot
         .services
@@ -502,15 +541,10 @@ fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
         .collect()
 }
 
-/// Forgets a flow's share of its backend's active count.
+/// Forgets a flow's share of its backend's active count (found by identity: the snapshot
+/// may have renumbered the backends since the flow began).
 fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
-    let index = usize::from(flow.backend);
-    if snapshot
-        .backends
-        .get(index)
-        .is_some_and(|b| b.addr == flow.backend_addr && b.port == flow.backend_port)
-        && let Some(count) = active.get_mut(index)
-    {
+    if let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| active.get_mut(index)) {
         *count = count.saturating_sub(1);
     }
 }
@@ -963,7 +997,7 @@ impl CoreState {
             flow_hash: hash,
             client: key.src_addr,
             active: self.active.get(range.clone()).unwrap_or(&[]),
-            response_time_us: snapshot.response_time_us.get(range.clone()).unwrap_or(&[]),
+            response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
         };
         let Some(state) = self.sched.get_mut(service_index) else {
             return Verdict::Drop(DropReason::NoBackend);
@@ -1344,12 +1378,10 @@ fn hop_to(snapshot: &Snapshot, neighbors: &NeighborTable, route: Route) -> Optio
     Some(Hop { addrs, egress: route.egress })
 }
 
-/// The flow's backend index in this snapshot, if the hint still names the same backend.
+/// The flow's backend index in this snapshot, by its hint or, once renumbered, its identity.
 #[inline]
 fn backend_of(snapshot: &Snapshot, flow: &Flow) -> Option<usize> {
-    let index = usize::from(flow.backend);
-    let backend = snapshot.backends.get(index)?;
-    (backend.addr == flow.backend_addr && backend.port == flow.backend_port).then_some(index)
+    snapshot.backend_of_flow(flow)
 }
 
 /// Source and destination a packet of `direction` leaves with.
@@ -2299,6 +2331,146 @@ port = {backend_port}
         pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(10, 1, 255, 255), RS.mac);
         assert_eq!(pipeline.counters().get(Stat::NeighborsIgnored), 2);
         assert!(pipeline.neighbors().is_empty());
+    }
+
+    /// DR services at 10.1.1.100:80 and 10.1.1.101:80 with the given backends (last octets,
+    /// port 80), each backend's MAC static; a small connection table.
+    fn services_snapshot(services: &[(u8, &[u8])], generation: u64) -> Arc<Snapshot> {
+        scheduled_snapshot("rr", services, generation)
+    }
+
+    /// [`services_snapshot`] with another scheduler.
+    fn scheduled_snapshot(
+        scheduler: &str,
+        services: &[(u8, &[u8])],
+        generation: u64,
+    ) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
+             [conntrack]\ncapacity = 64\n",
+        );
+        for octet in 11..=14 {
+            text += &format!(
+                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
+            );
+        }
+        for (vip, backends) in services {
+            text += &format!(
+                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"{scheduler}\"\n"
+            );
+            for backend in *backends {
+                text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\nport = 80\n");
+            }
+        }
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, generation).expect("builds"))
+    }
+
+    /// Per-backend state follows the backend's identity (its service's VIP:port/proto and its
+    /// address:port), not its position: after a change renumbers the backends, a flow's
+    /// packets count for its own backend (not for another service's backend of the same
+    /// address that took its old index), and its end gives its backend's active count back.
+    #[test]
+    fn backend_accounting_follows_identity_across_renumbering() {
+        use crate::testkit::{self, ACK, RST, SYN};
+        let second_vip = (Ipv4Addr::new(10, 1, 1, 101), 80);
+        let position = |snapshot: &Snapshot, vip: u8, backend: u8| {
+            let service =
+                snapshot.service_at(Ipv4Addr::new(10, 1, 1, vip), 80, Proto::Tcp).unwrap();
+            snapshot.services[service]
+                .backends
+                .clone()
+                .find(|&i| snapshot.backends[i].addr == Ipv4Addr::new(10, 1, 1, backend))
+                .unwrap()
+        };
+        // Renumbered twice: a backend of the same address lands on the second service's
+        // index, then the first service is deleted.
+        let before = services_snapshot(&[(100, &[12, 11]), (101, &[11])], 1);
+        let inserted = services_snapshot(&[(100, &[12, 13, 11]), (101, &[11])], 2);
+        let deleted = services_snapshot(&[(101, &[11])], 3);
+        let mut pipeline = Pipeline::new(before.clone(), CoreSlot::SINGLE);
+        let send = |pipeline: &mut Pipeline, port, flags| {
+            let mut frame =
+                testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), second_vip, flags, b"x");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for port in 4000..4003 {
+            assert_eq!(send(&mut pipeline, port, SYN), Verdict::Tx(IfaceId(0)));
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+        }
+        assert_eq!(pipeline.active_flows()[position(&before, 101, 11)], 3);
+
+        for (snapshot, port) in [(&inserted, 4000), (&deleted, 4001)] {
+            pipeline.set_snapshot(snapshot.clone());
+            let own = position(snapshot, 101, 11);
+            let in_packets = |p: &Pipeline, i: usize| p.counters().backends[i].in_packets;
+            let (own_before, all_before): (u64, u64) = (
+                in_packets(&pipeline, own),
+                (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum(),
+            );
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+            assert_eq!(in_packets(&pipeline, own), own_before + 1, "counted for its backend");
+            let all: u64 = (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum();
+            assert_eq!(all, all_before + 1, "and for no other");
+            // The client resets the flow; it expires and gives its active count back.
+            assert_eq!(send(&mut pipeline, port, RST), Verdict::Tx(IfaceId(0)));
+            for second in 2..40 {
+                pipeline.maintain(Instant::from_secs(second * 10));
+            }
+            let left = 4002 - port;
+            assert_eq!(pipeline.active_flows()[own], left as u32, "after {port} ended");
+            let others: u32 = (0..snapshot.backends.len())
+                .filter(|&i| i != own)
+                .map(|i| pipeline.active_flows()[i])
+                .sum();
+            assert_eq!(others, 0);
+        }
+    }
+
+    /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
+    fn picked(pipeline: &mut Pipeline, port: u16) -> u8 {
+        use crate::testkit::{self, SYN};
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, SYN, b"");
+        assert_eq!(
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
+            Verdict::Tx(IfaceId(0))
+        );
+        frame[5]
+    }
+
+    /// A snapshot swap keeps the scheduler state of a service it leaves unchanged: `rr`
+    /// goes on with the next backend instead of starting over (issue 10: every republish
+    /// sent the next flow to the same backend again).
+    #[test]
+    fn an_unchanged_service_keeps_its_scheduler_state_across_a_swap() {
+        let services: &[(u8, &[u8])] = &[(100, &[11, 12, 13])];
+        let mut pipeline = Pipeline::new(services_snapshot(services, 1), CoreSlot::SINGLE);
+        let mut seen = vec![picked(&mut pipeline, 5000), picked(&mut pipeline, 5001)];
+        pipeline.set_snapshot(services_snapshot(services, 2));
+        seen.push(picked(&mut pipeline, 5002));
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0x11, 0x12, 0x13], "rr over three backends: {seen:x?}");
+        // A changed service starts over (its backends changed), and still picks validly.
+        pipeline.set_snapshot(services_snapshot(&[(100, &[11, 12])], 3));
+        assert!([0x11, 0x12].contains(&picked(&mut pipeline, 5003)));
+    }
+
+    /// Response times reach the least-time scheduler without a new snapshot.
+    #[test]
+    fn least_time_follows_response_times_without_a_snapshot() {
+        let snapshot = scheduled_snapshot("lt", &[(100, &[11, 12])], 1);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.set_response_times(1, &[1000, 10]);
+        assert_eq!(picked(&mut pipeline, 6000), 0x12);
+        pipeline.set_response_times(1, &[10, 1000]);
+        assert_eq!(picked(&mut pipeline, 6001), 0x11);
+        // Times for another generation, or of another length, are not this snapshot's.
+        pipeline.set_response_times(2, &[1000, 10]);
+        pipeline.set_response_times(1, &[1000]);
+        assert_eq!(picked(&mut pipeline, 6002), 0x11);
+        assert_eq!(pipeline.snapshot().generation, 1);
     }
 
     #[test]

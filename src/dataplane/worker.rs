@@ -203,6 +203,9 @@ pub enum ControlMsg {
     /// Send an RFC 5227 probe for each of these addresses (paced): control then waits for
     /// another host's answer before announcing them.
     Probe(Vec<Ipv4Addr>),
+    /// Measured response times for the least-time scheduler, indexed like the backends of
+    /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
+    ResponseTimes { generation: u64, times: Arc<[u32]> },
 }
 
 /// What a worker tells control.
@@ -378,6 +381,9 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Neighbor(ip, mac) => self.pipeline.learn_neighbor(now, ip, mac),
                 ControlMsg::Announce(addrs) => self.pipeline.announce(&addrs),
                 ControlMsg::Probe(addrs) => self.pipeline.probe(&addrs),
+                ControlMsg::ResponseTimes { generation, times } => {
+                    self.pipeline.set_response_times(generation, &times);
+                }
             }
         }
         now = self.clock.now();
