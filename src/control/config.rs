@@ -2447,7 +2447,8 @@ pub(crate) mod tests {
         assert_eq!(estimate.conntrack_per_core, Conntrack::memory_for(1 << 28));
         assert!(estimate.total() > 40 << 30, "{estimate}");
         let why = estimate.check(23 << 30).unwrap_err();
-        assert!(why.contains("conntrack 21.0 GiB per worker core x 2"), "{why}");
+        let per_core = Conntrack::memory_for(1 << 28) as f64 / f64::from(1u32 << 30);
+        assert!(why.contains(&format!("conntrack {per_core:.1} GiB per worker core x 2")), "{why}");
         assert!(why.contains("this machine's 23.0 GiB"), "{why}");
         // The defaults fit a small machine.
         let small = parse(&service("")).unwrap().memory_estimate(2);
