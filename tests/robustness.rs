@@ -145,8 +145,11 @@ enum Kind {
     IcmpError {
         udp: bool,
     },
+    /// ARP to the destination; with `claim`, the sender claims the destination's address
+    /// (another host taking a VIP: a conflict xlb counts).
     Arp {
         request: bool,
+        claim: bool,
     },
     /// IPv4 with a protocol xlb does not balance (GRE).
     Gre,
@@ -189,6 +192,8 @@ enum Damage {
     Cut {
         at: usize,
     },
+    /// The IPv4 TTL set (0 to 2: expiring in a routing hop), the header checksum fixed.
+    Ttl(u8),
 }
 
 /// One step of a generated sequence.
@@ -213,7 +218,8 @@ fn kind() -> impl Strategy<Value = Kind> {
         20 => Just(Kind::Udp),
         8 => any::<bool>().prop_map(|reply| Kind::IcmpEcho { reply }),
         8 => any::<bool>().prop_map(|udp| Kind::IcmpError { udp }),
-        10 => any::<bool>().prop_map(|request| Kind::Arp { request }),
+        10 => (any::<bool>(), prop_oneof![5 => Just(false), 1 => Just(true)])
+            .prop_map(|(request, claim)| Kind::Arp { request, claim }),
         4 => Just(Kind::Gre),
     ]
 }
@@ -298,6 +304,7 @@ fn damage() -> impl Strategy<Value = Damage> {
         2 => (0..100usize, 1..=255u8).prop_map(|(at, xor)| Damage::Flip { at, xor }),
         2 => (0..80usize).prop_map(|at| Damage::Cut { at }),
         1 => Just(Damage::Options),
+        1 => (0..=2u8).prop_map(Damage::Ttl),
     ]
 }
 
@@ -334,8 +341,9 @@ fn build(shape: &Shape) -> Vec<u8> {
             };
             testkit::icmp_frag_needed(from.mac, dst_mac, src.0, dst.0, 1400, &quoted, 8)
         }
-        Kind::Arp { request } => {
-            let mut frame = testkit::arp(request, from.mac, src.0, LB.mac, dst.0);
+        Kind::Arp { request, claim } => {
+            let sender = if claim { dst.0 } else { src.0 };
+            let mut frame = testkit::arp(request, from.mac, sender, LB.mac, dst.0);
             // A request to the box's MAC is a unicast refresh.
             frame[..6].copy_from_slice(&dst_mac.0);
             frame
@@ -383,6 +391,12 @@ fn apply(damage: &Damage, frame: &mut Vec<u8>) {
             }
         }
         Damage::Cut { at } => frame.truncate(at),
+        Damage::Ttl(ttl) => {
+            if frame.len() >= 34 {
+                frame[14 + 8] = ttl;
+                fix_ip_checksum(frame);
+            }
+        }
         Damage::Options => {
             if frame.len() >= 34 && frame[14] == 0x45 {
                 frame.splice(34..34, [1u8, 1, 1, 1]);
@@ -520,8 +534,15 @@ fn check_ip_checksum(frame: &[u8]) -> Result<(), TestCaseError> {
     let header = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]);
     prop_assert!(header.is_ok(), "a sent IPv4 frame parses: {:?}", header.err());
     if let Ok(header) = header {
-        let header = header.to_header();
-        prop_assert_eq!(header.header_checksum, header.calc_header_checksum());
+        // Summed over the bytes as sent (RFC 1071: a valid header sums to 0xffff), not over
+        // etherparse's `Ipv4Header`, which drops the reserved flag bit a client may set.
+        let bytes = header.slice();
+        let mut sum: u32 =
+            bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        prop_assert_eq!(sum, 0xffff, "IPv4 header checksum of {:02x?}", bytes);
     }
     Ok(())
 }
@@ -695,7 +716,9 @@ proptest! {
 }
 
 /// Drop reasons the config above cannot produce from frames this small, and why.
-const UNREACHED: [DropReason; 5] = [
+const UNREACHED: [DropReason; 6] = [
+    // One interface: a reply cannot arrive on another arm than its backend's.
+    DropReason::ReplyWrongInterface,
     // One local port pool of 64512 ports per local address; sequences are far shorter.
     DropReason::NoLocalPort,
     // 4096 entries, never filled by 60 frames.
