@@ -383,7 +383,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         config,
         health,
         last_response_times: StdInstant::now(),
-        metrics: metrics_server.is_some().then_some(latest),
+        metrics: metrics_server.as_ref().map(|server| (latest, server)),
         window: metrics::LatencyWindow::default(),
         last_render: StdInstant::now(),
         ledger: stats::Ledger::new(Arc::clone(&snapshot)),
@@ -446,8 +446,9 @@ struct ControlLoop<'a> {
     health: HealthMonitor,
     /// When response times last reached the workers (a snapshot carries them too).
     last_response_times: StdInstant,
-    /// Where the HTTP thread finds the latest `/metrics` text (None: no `--metrics`).
-    metrics: Option<http::Latest>,
+    /// Where the HTTP thread finds the latest `/metrics` text, and the server (for its
+    /// refused count) (None: no `--metrics`).
+    metrics: Option<(http::Latest, &'a http::MetricsServer)>,
     window: metrics::LatencyWindow,
     last_render: StdInstant,
     /// Per-backend counters by identity over cores on different snapshots, and what
@@ -529,7 +530,7 @@ impl ControlLoop<'_> {
             self.relay_arp();
             self.finish_probe();
             self.check_health();
-            self.render_metrics();
+            self.render_metrics(ctl.stats());
             self.sample_rates();
             ctl.poll(|request| self.handle_ctl(request));
             if let Some(every) = stats_every
@@ -752,8 +753,8 @@ impl ControlLoop<'_> {
     }
 
     /// Refreshes the `/metrics` text once a second (the HTTP thread only copies it).
-    fn render_metrics(&mut self) {
-        let Some(latest) = &self.metrics else { return };
+    fn render_metrics(&mut self, ctl: socket::CtlStats) {
+        let Some((latest, server)) = &self.metrics else { return };
         if self.last_render.elapsed() < Duration::from_secs(1) {
             return;
         }
@@ -764,8 +765,16 @@ impl ControlLoop<'_> {
             self.connections = (StdInstant::now(), self.count_connections());
         }
         let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
-        let text =
-            metrics::render_reports(&self.ledger, &reports, &mut self.window, &self.connections.1);
+        let health = self.health.status();
+        let control =
+            metrics::ControlFigures { ctl, metrics_refused: server.refused(), health: &health };
+        let text = metrics::render_reports(
+            &self.ledger,
+            &reports,
+            &mut self.window,
+            &self.connections.1,
+            control,
+        );
         *latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = text;
     }
 

@@ -328,6 +328,16 @@ fn sighup_applies_a_new_config_and_a_bad_one_changes_nothing() {
         "{text}"
     );
     assert!(text.contains("xlb_batch_duration_seconds{core=\"0\",quantile=\"0.99\"}"), "{text}");
+    // What control counts itself, and the kernel's drops before the ring, reach it too.
+    for series in [
+        "\nxlb_ctl_requests_served_total ",
+        "\nxlb_ctl_clients_dropped_total{reason=\"slow_reader\"} 0\n",
+        "\nxlb_metrics_connections_refused_total 0\n",
+        "\nxlb_port_rx_kernel_dropped_total{core=\"0\",",
+        r#"xlb_health_early_probes_total{local_address="10.2.0.10",local_port="53",remote_address="10.3.0.11",remote_port="5001",proto="UDP",local_mark=""} "#,
+    ] {
+        assert!(text.contains(series), "no {series:?} in {text}");
+    }
 
     let pid = lab.children[xlb].id().to_string();
     std::fs::write(&config, nat_config(&[5002])).unwrap();

@@ -654,12 +654,12 @@ pub(crate) fn is_prime(n: u64) -> bool {
     if n < 4 {
         return n >= 2;
     }
-    if n % 2 == 0 || n % 3 == 0 {
+    if n.is_multiple_of(2) || n.is_multiple_of(3) {
         return false;
     }
     let mut divisor = 5u64;
     while divisor.saturating_mul(divisor) <= n {
-        if n % divisor == 0 || n % (divisor + 2) == 0 {
+        if n.is_multiple_of(divisor) || n.is_multiple_of(divisor + 2) {
             return false;
         }
         divisor += 6;

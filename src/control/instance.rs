@@ -89,9 +89,7 @@ impl InstanceLock {
                 .truncate(false)
                 .open(path)
                 .map_err(io_error)?;
-            // std's flock (1.89). The declared MSRV (1.85) is already below what the crate
-            // needs (let chains, 1.88); raising it is the lead's call, as it brings new lints.
-            #[allow(clippy::incompatible_msrv)]
+            // std's flock (1.89, the crate's rust-version).
             let locked = file.try_lock();
             match locked {
                 Ok(()) => {}

@@ -1005,7 +1005,7 @@ fn decode_hex(text: &str) -> Option<String> {
     if text == "-" {
         return Some(String::new());
     }
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..text.len())

@@ -15,7 +15,11 @@
 //! capitals as `/proc/net/ip_vs` writes it, `local_mark` empty: xlb has no fwmark services).
 //! Everything else is `xlb_*`: per service and per backend counters (which node_exporter does
 //! not export), per core pipeline counters (one family per [`Stat`], drops by `reason`), the
-//! AF_XDP port counters per core and interface, and the batch latency as a summary.
+//! AF_XDP port counters per core and interface (the kernel's drops before the receive ring
+//! included), the batch latency as a summary, and what control counts itself
+//! ([`ControlFigures`]): `xlb ctl` clients served and dropped (`xlb_ctl_*`), scrapes this
+//! server refused (`xlb_metrics_connections_refused_total`), and per monitored backend its
+//! health checks (`xlb_health_*_total`, probes brought forward by passive signs included).
 //!
 //! Invariants (checked by the tests with a small parser of the format):
 //! - every family has one `# HELP` and one `# TYPE` line, followed by all its samples
@@ -24,7 +28,9 @@
 //!   counters follow the backend's identity over a reload, and the per service and
 //!   node_exporter totals keep what backends that left had counted ([`Ledger`]), so
 //!   deleting a service or a backend never lowers them (a backend that comes back starts a
-//!   new series from 0, which Prometheus reads as the reset it is);
+//!   new series from 0, which Prometheus reads as the reset it is); the health counters
+//!   follow the backend's identity in the health monitor the same way, whether or not the
+//!   snapshot holds the backend (`on_failure = "remove"`);
 //! - label values are escaped (`\\`, `\"`, `\n`), HELP text too (`\\`, `\n`);
 //! - per core families list every core of the view, sorted by core, and every drop reason,
 //!   zeros included, so `rate()` sees a series from its first scrape.
@@ -43,6 +49,8 @@ use hdrhistogram::Histogram;
 
 use crate::conntrack::ConntrackStats;
 use crate::control::Snapshot;
+use crate::control::health::{BackendKey, BackendStatus, HealthCounters, ServiceKey};
+use crate::control::socket::CtlStats;
 pub use crate::control::stats::BackendConnections;
 use crate::control::stats::Ledger;
 use crate::dataplane::worker::{BatchLatency, CoreReport, PortStats};
@@ -177,6 +185,20 @@ pub struct CoreMetrics<'a> {
     pub conntrack: Option<ConntrackStats>,
 }
 
+/// What control counts itself, not the workers. The default has counted nothing and
+/// monitors no backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ControlFigures<'a> {
+    /// The control socket's clients ([`crate::control::socket::CtlServer::stats`]).
+    pub ctl: CtlStats,
+    /// Connections the metrics server answered 503
+    /// ([`crate::control::http::MetricsServer::refused`]).
+    pub metrics_refused: u64,
+    /// Every backend the health monitor follows, with its counts
+    /// ([`crate::control::health::HealthMonitor::status`]).
+    pub health: &'a [BackendStatus],
+}
+
 /// Everything [`render`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsView<'a> {
@@ -194,6 +216,8 @@ pub struct MetricsView<'a> {
     pub retired_total: BackendCounters,
     /// In any order; rendered sorted by core.
     pub cores: &'a [CoreMetrics<'a>],
+    /// Control's own counters.
+    pub control: ControlFigures<'a>,
 }
 
 /// Renders the reports control holds: sums the backends of every core by identity through
@@ -206,6 +230,7 @@ pub fn render_reports(
     reports: &[CoreReport],
     window: &mut LatencyWindow,
     connections: &[BackendConnections],
+    control: ControlFigures<'_>,
 ) -> String {
     let snapshot = ledger.snapshot();
     let backends = ledger.totals(reports);
@@ -228,6 +253,7 @@ pub fn render_reports(
         retired_services: &retired,
         retired_total: ledger.retired_total(),
         cores: &cores,
+        control,
     })
 }
 
@@ -264,15 +290,8 @@ pub fn render(view: &MetricsView<'_>) -> String {
         .backends
         .iter()
         .map(|backend| {
-            let service = snapshot.services.get(backend.service);
-            [
-                ("local_address", service.map(|s| s.vip.to_string()).unwrap_or_default()),
-                ("local_port", service.map(|s| s.port.to_string()).unwrap_or_default()),
-                ("remote_address", backend.addr.to_string()),
-                ("remote_port", backend.port.to_string()),
-                ("proto", service.map(|s| s.proto.name().to_uppercase()).unwrap_or_default()),
-                ("local_mark", String::new()),
-            ]
+            let service = snapshot.services.get(backend.service).map(|s| (s.vip, s.port, s.proto));
+            ipvs_labels(service, (backend.addr, backend.port))
         })
         .collect();
     if view.backend_connections.len() == snapshot.backends.len() {
@@ -427,6 +446,43 @@ pub fn render(view: &MetricsView<'_>) -> String {
         }
     }
 
+    // Control's own clients and health checks.
+    let ctl = &view.control.ctl;
+    let name = "xlb_ctl_requests_served_total";
+    out.family(name, Kind::Counter, "xlb ctl requests answered in full.");
+    out.sample(name, &[], ctl.served);
+    let name = "xlb_ctl_clients_dropped_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "xlb ctl clients dropped, by reason: slow_request (no whole request in time), \
+         slow_reader (did not read its response in time), overflow (too many clients waiting).",
+    );
+    for (reason, dropped) in [
+        ("slow_request", ctl.slow_requests),
+        ("slow_reader", ctl.slow_readers),
+        ("overflow", ctl.overflow),
+    ] {
+        out.sample(name, &[("reason", reason)], dropped);
+    }
+    let name = "xlb_metrics_connections_refused_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Connections to the metrics server answered 503 because its most connections were \
+         being served.",
+    );
+    out.sample(name, &[], view.control.metrics_refused);
+    let health_labels: Vec<[(&str, String); 6]> =
+        view.control.health.iter().map(|s| ipvs_labels(Some(s.service), s.backend)).collect();
+    for (field, help, read) in HEALTH {
+        let name = format!("xlb_health_{field}_total");
+        out.family(&name, Kind::Counter, help);
+        for (labels, status) in health_labels.iter().zip(view.control.health) {
+            out.sample(&name, &borrow(labels), read(&status.counters));
+        }
+    }
+
     // Batch latency.
     let name = "xlb_batch_duration_seconds";
     out.family(
@@ -455,6 +511,19 @@ pub fn render(view: &MetricsView<'_>) -> String {
 
 fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// node_exporter's labels of a backend of a service (empty service labels if the service
+/// is unknown).
+fn ipvs_labels(service: Option<ServiceKey>, backend: BackendKey) -> [(&'static str, String); 6] {
+    [
+        ("local_address", service.map(|s| s.0.to_string()).unwrap_or_default()),
+        ("local_port", service.map(|s| s.1.to_string()).unwrap_or_default()),
+        ("remote_address", backend.0.to_string()),
+        ("remote_port", backend.1.to_string()),
+        ("proto", service.map(|s| s.2.name().to_uppercase()).unwrap_or_default()),
+        ("local_mark", String::new()),
+    ]
 }
 
 fn borrow<'a, const N: usize>(labels: &'a [(&'a str, String); N]) -> [(&'a str, &'a str); N] {
@@ -499,7 +568,7 @@ const CONNTRACK: [Field<ConntrackStats>; 7] = [
     ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
 ];
 
-const PORT: [Field<PortStats>; 10] = [
+const PORT: [Field<PortStats>; 11] = [
     ("rx_packets", "Frames received by the core's AF_XDP sockets on the interface.", |p| {
         p.rx_packets
     }),
@@ -522,6 +591,30 @@ const PORT: [Field<PortStats>; 10] = [
     ("pass_unreinjectable", "Passed frames with no TAP device to reach the kernel: lost.", |p| {
         p.pass_unreinjectable
     }),
+    (
+        "rx_kernel_dropped",
+        "Frames the kernel dropped before the receive ring (e.g. longer than a UMEM frame).",
+        |p| p.rx_kernel_dropped,
+    ),
+];
+
+/// The health monitor's counts per backend.
+const HEALTH: [Field<HealthCounters>; 6] = [
+    ("probes_ok", "Health probes of the backend that passed.", |h| h.probes_ok),
+    ("probes_failed", "Health probes of the backend that failed.", |h| h.probes_failed),
+    (
+        "passive_events",
+        "Passive signs seen in the backend's traffic (RST, ICMP unreachable, SYN resent \
+         unanswered, handshake answered).",
+        |h| h.passive_events,
+    ),
+    (
+        "early_probes",
+        "Times passive signs made the up backend suspect and brought its next probe forward.",
+        |h| h.early_probes,
+    ),
+    ("went_down", "Times health checks took the backend down.", |h| h.went_down),
+    ("came_up", "Times health checks brought the backend up.", |h| h.came_up),
 ];
 
 /// HELP text of a per-core [`Stat`] family.
@@ -905,6 +998,24 @@ mod tests {
         }
     }
 
+    /// A view of `cores` with `backends`' counters: no connections known, nothing retired,
+    /// nothing counted by control.
+    fn view_of<'a>(
+        snapshot: &'a Snapshot,
+        backends: &'a [BackendCounters],
+        cores: &'a [CoreMetrics<'a>],
+    ) -> MetricsView<'a> {
+        MetricsView {
+            snapshot,
+            backends,
+            backend_connections: &[],
+            retired_services: &[],
+            retired_total: BackendCounters::default(),
+            cores,
+            control: ControlFigures::default(),
+        }
+    }
+
     fn render_two_cores(conntrack: Option<ConntrackStats>) -> String {
         let snapshot = snapshot();
         // Given out of order: rendered sorted.
@@ -918,14 +1029,7 @@ mod tests {
                 conntrack,
             })
             .collect();
-        let view = MetricsView {
-            snapshot: &snapshot,
-            backends: &totals,
-            backend_connections: &[],
-            retired_services: &[],
-            retired_total: BackendCounters::default(),
-            cores: &cores,
-        };
+        let view = view_of(&snapshot, &totals, &cores);
         render(&view)
     }
 
@@ -1006,20 +1110,103 @@ mod tests {
             BackendConnections::default(),
             BackendConnections { active: 0, inactive: 4 },
         ];
-        let view = MetricsView {
-            snapshot: &snapshot,
-            backends: &totals,
-            backend_connections: &connections,
-            retired_services: &[],
-            retired_total: BackendCounters::default(),
-            cores: &[],
-        };
+        let view =
+            MetricsView { backend_connections: &connections, ..view_of(&snapshot, &totals, &[]) };
         let samples = check(&render(&view));
         let udp = [("proto", "UDP"), ("remote_address", "10.1.1.11"), ("local_port", "53")];
         assert_eq!(find(&samples, "node_ipvs_backend_connections_inactive", &udp).value, 4.0);
         let tcp = [("proto", "TCP"), ("remote_address", "10.1.1.11"), ("local_port", "80")];
         assert_eq!(find(&samples, "node_ipvs_backend_connections_active", &tcp).value, 7.0);
         assert_eq!(find(&samples, "node_ipvs_backend_weight", &tcp).value, 3.0);
+    }
+
+    /// What control counts itself, and the kernel's drops before the receive ring, reach
+    /// Prometheus: `xlb ctl` clients served and dropped by reason, scrapes refused, and the
+    /// health counts of every monitored backend, one the snapshot left out included.
+    #[test]
+    fn control_health_and_kernel_drop_counters_are_exported() {
+        use crate::control::health::BackendHealth;
+        use crate::flow::Proto;
+        use std::net::Ipv4Addr;
+
+        let snapshot = snapshot();
+        let mut core = report(0, [0; 3]);
+        // Two queues of one interface: their sum.
+        core.ports[0].1.rx_kernel_dropped = 3;
+        core.ports[1].1.rx_kernel_dropped = 4;
+        let cores =
+            [CoreMetrics { report: &core, latency: LatencySummary::default(), conntrack: None }];
+        let web = (Ipv4Addr::new(10, 1, 1, 10), 80, Proto::Tcp);
+        let status = |backend, counters| BackendStatus {
+            service: web,
+            backend,
+            health: BackendHealth::new(),
+            counters,
+        };
+        let health = [
+            status(
+                (Ipv4Addr::new(10, 1, 1, 11), 8080),
+                HealthCounters {
+                    probes_ok: 40,
+                    probes_failed: 3,
+                    early_probes: 2,
+                    ..Default::default()
+                },
+            ),
+            // Down and removed from the snapshot (`on_failure = "remove"`): still counted.
+            status(
+                (Ipv4Addr::new(10, 1, 1, 12), 8080),
+                HealthCounters {
+                    passive_events: 9,
+                    early_probes: 1,
+                    went_down: 1,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let totals = vec![BackendCounters::default(); 3];
+        let view = MetricsView {
+            control: ControlFigures {
+                ctl: CtlStats { served: 12, slow_requests: 1, slow_readers: 5, overflow: 2 },
+                metrics_refused: 6,
+                health: &health,
+            },
+            ..view_of(&snapshot, &totals, &cores)
+        };
+        let samples = check(&render(&view));
+        let value = |name: &str, labels: &[(&str, &str)]| find(&samples, name, labels).value;
+        assert_eq!(value("xlb_ctl_requests_served_total", &[]), 12.0);
+        let dropped = "xlb_ctl_clients_dropped_total";
+        assert_eq!(value(dropped, &[("reason", "slow_request")]), 1.0);
+        assert_eq!(value(dropped, &[("reason", "slow_reader")]), 5.0);
+        assert_eq!(value(dropped, &[("reason", "overflow")]), 2.0);
+        assert_eq!(value("xlb_metrics_connections_refused_total", &[]), 6.0);
+        let port = [("core", "0"), ("interface", "eth0")];
+        assert_eq!(value("xlb_port_rx_kernel_dropped_total", &port), 7.0);
+        let a = [
+            ("local_address", "10.1.1.10"),
+            ("local_port", "80"),
+            ("proto", "TCP"),
+            ("remote_address", "10.1.1.11"),
+            ("remote_port", "8080"),
+            ("local_mark", ""),
+        ];
+        assert_eq!(value("xlb_health_early_probes_total", &a), 2.0);
+        assert_eq!(value("xlb_health_probes_ok_total", &a), 40.0);
+        assert_eq!(value("xlb_health_probes_failed_total", &a), 3.0);
+        let b = [("remote_address", "10.1.1.12"), ("local_port", "80")];
+        assert_eq!(value("xlb_health_early_probes_total", &b), 1.0);
+        assert_eq!(value("xlb_health_passive_events_total", &b), 9.0);
+        assert_eq!(value("xlb_health_went_down_total", &b), 1.0);
+        assert_eq!(value("xlb_health_came_up_total", &b), 0.0);
+        let early = samples.iter().filter(|s| s.name == "xlb_health_early_probes_total");
+        assert_eq!(early.count(), 2, "one series per monitored backend");
+        // Nothing counted yet: every family is there, at 0, and health has no series.
+        let text = render(&MetricsView { control: ControlFigures::default(), ..view });
+        let samples = check(&text);
+        assert_eq!(find(&samples, dropped, &[("reason", "overflow")]).value, 0.0);
+        assert!(text.contains("# TYPE xlb_health_early_probes_total counter\n"));
+        assert!(!samples.iter().any(|s| s.name.starts_with("xlb_health_")));
     }
 
     #[test]
@@ -1039,14 +1226,7 @@ mod tests {
             conntrack: None,
         }];
         let totals = vec![BackendCounters::default(); 3];
-        let view = MetricsView {
-            snapshot: &snapshot,
-            backends: &totals,
-            backend_connections: &[],
-            retired_services: &[],
-            retired_total: BackendCounters::default(),
-            cores: &cores,
-        };
+        let view = view_of(&snapshot, &totals, &cores);
         let samples = check(&render(&view));
         assert_eq!(
             find(&samples, "xlb_port_batches_total", &[("core", "0")]).label("interface"),
@@ -1122,13 +1302,13 @@ mod tests {
         let mut ledger = Ledger::new(Arc::new(snapshot()));
         let mut window = LatencyWindow::default();
         let mut reports = vec![report(0, [1, 0, 0]), report(1, [1, 0, 0])];
-        let text = render_reports(&ledger, &reports, &mut window, &[]);
+        let text = render_reports(&ledger, &reports, &mut window, &[], ControlFigures::default());
         assert_eq!(find(&check(&text), "node_ipvs_connections_total", &[]).value, 2.0);
         let mut next = snapshot();
         next.generation = 2;
         ledger.publish(Arc::new(next), &reports);
         reports[1].generation = 2;
-        let text = render_reports(&ledger, &reports, &mut window, &[]);
+        let text = render_reports(&ledger, &reports, &mut window, &[], ControlFigures::default());
         assert_eq!(find(&check(&text), "node_ipvs_connections_total", &[]).value, 2.0);
     }
 
@@ -1141,7 +1321,7 @@ mod tests {
         let mut ledger = Ledger::new(Arc::new(before));
         let mut window = LatencyWindow::default();
         let reports = [report(0, [3, 4, 5])];
-        let text = render_reports(&ledger, &reports, &mut window, &[]);
+        let text = render_reports(&ledger, &reports, &mut window, &[], ControlFigures::default());
         let total = |text: &str| find(&check(text), "node_ipvs_connections_total", &[]).value;
         let udp = [("local_port", "53"), ("proto", "UDP")];
         let udp_total =
@@ -1157,18 +1337,30 @@ mod tests {
         let mut switched = report(0, [3, 5, 0]);
         switched.generation = 2;
         switched.counters.backends.truncate(2);
-        let text = render_reports(&ledger, &[switched.clone()], &mut window, &[]);
+        let text = render_reports(
+            &ledger,
+            &[switched.clone()],
+            &mut window,
+            &[],
+            ControlFigures::default(),
+        );
         assert_eq!(total(&text), 13.0, "the deleted service's 5 are kept");
         // The service comes back: its backend counts anew, from the cores that have it again
         // (a core still on generation 2 dropped it), and the totals still never go down.
         let with_udp =
             Arc::new(Snapshot::build(&Config::parse(CONFIG, "t.toml").unwrap(), 3).unwrap());
         ledger.publish(with_udp, [&switched]);
-        let text = render_reports(&ledger, &[switched.clone()], &mut window, &[]);
+        let text = render_reports(
+            &ledger,
+            &[switched.clone()],
+            &mut window,
+            &[],
+            ControlFigures::default(),
+        );
         assert_eq!((total(&text), udp_total(&text)), (13.0, 5.0));
         let mut back = report(0, [3, 5, 1]);
         back.generation = 3;
-        let text = render_reports(&ledger, &[back], &mut window, &[]);
+        let text = render_reports(&ledger, &[back], &mut window, &[], ControlFigures::default());
         assert_eq!((total(&text), udp_total(&text)), (14.0, 6.0));
     }
 
@@ -1209,14 +1401,7 @@ mod tests {
                 latency: LatencySummary::cumulative(&core.latency),
                 conntrack: None,
             }];
-            let view = MetricsView {
-                snapshot: &snapshot,
-                backends: &totals,
-                backend_connections: &[],
-                retired_services: &[],
-                retired_total: BackendCounters::default(),
-                cores: &cores,
-            };
+            let view = view_of(&snapshot, &totals, &cores);
             let samples = check(&render(&view));
             let connections: u64 = totals.iter().map(|b| b.connections).sum();
             prop_assert_eq!(

@@ -102,7 +102,7 @@ impl<P: Port> NullForwarder<P> {
                 }
             }
             rounds = rounds.wrapping_add(1);
-            if rounds % 1024 == 0 && started.elapsed() >= duration {
+            if rounds.is_multiple_of(1024) && started.elapsed() >= duration {
                 break;
             }
         }
