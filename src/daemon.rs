@@ -1130,7 +1130,7 @@ fn log_figures(reports: &[CoreReport]) {
         }
         let c = &r.counters;
         info!(
-            "core {}: rx {} tx {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {} kernel-dropped {}",
+            "core {}: rx {} tx {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {} kernel-dropped {} | batches {} tx-kicks {} kick-again {} kick-dropped {} kick-errors {} backlog-flushes {} rx-wakeups {} waits {}",
             r.core,
             c.get(Stat::RxPackets),
             c.get(Stat::TxPackets),
@@ -1147,7 +1147,15 @@ fn log_figures(reports: &[CoreReport]) {
             io.tx_ring_full,
             io.send_no_frame,
             r.unroutable,
-            io.rx_kernel_dropped
+            io.rx_kernel_dropped,
+            io.batches,
+            io.tx_kicks,
+            io.tx_kick_again,
+            io.tx_kick_dropped,
+            io.tx_kick_errors,
+            io.tx_backlog_flushes,
+            io.rx_wakeups,
+            io.waits
         );
         let drops: Vec<String> =
             c.drop_reasons().filter(|&(_, n)| n > 0).map(|(why, n)| format!("{why} {n}")).collect();

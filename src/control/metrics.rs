@@ -16,7 +16,9 @@
 //! Everything else is `xlb_*`: per service and per backend counters (which node_exporter does
 //! not export), per core pipeline counters (one family per [`Stat`], drops by `reason`), the
 //! AF_XDP port counters per core and interface (the kernel's drops before the receive ring
-//! included), the batch latency as a summary, and what control counts itself
+//! included; the syscalls — transmit kicks and what the kernel answered, fill-ring wakeups,
+//! idle waits —, receive batches by size, and the frames left on the TX ring), the batch
+//! latency as a summary, and what control counts itself
 //! ([`ControlFigures`]): `xlb ctl` clients served and dropped (`xlb_ctl_*`), scrapes this
 //! server refused (`xlb_metrics_connections_refused_total`), and per monitored backend its
 //! health checks (`xlb_health_*_total`, probes brought forward by passive signs included).
@@ -53,8 +55,10 @@ use crate::control::health::{BackendKey, BackendStatus, HealthCounters, ServiceK
 use crate::control::socket::CtlStats;
 pub use crate::control::stats::BackendConnections;
 use crate::control::stats::Ledger;
-use crate::dataplane::worker::{BatchLatency, CoreReport, PortStats};
-use crate::dataplane::{BackendCounters, DropReason, Stat};
+use crate::dataplane::worker::{
+    BATCH_SIZE_BUCKETS, BatchLatency, CoreReport, PortStats, batch_size_bucket_floor,
+};
+use crate::dataplane::{BATCH, BackendCounters, DropReason, Stat};
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -445,6 +449,34 @@ pub fn render(view: &MetricsView<'_>) -> String {
             out.sample(&name, &[("core", core), ("interface", interface)], read(stats));
         }
     }
+    let name = "xlb_port_rx_batches_by_size_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Receive batches by frames in the batch: size is a power-of-two range (\"64\" is a \
+         full batch); they sum to xlb_port_batches_total.",
+    );
+    let sizes: Vec<String> = (0..BATCH_SIZE_BUCKETS)
+        .map(|index| {
+            let low = batch_size_bucket_floor(index);
+            let high = (2 * low - 1).min(BATCH);
+            if low == high { low.to_string() } else { format!("{low}-{high}") }
+        })
+        .collect();
+    for (core, interface, stats) in &ports {
+        for (size, count) in sizes.iter().zip(&stats.rx_batch_sizes) {
+            out.sample(name, &[("core", core), ("interface", interface), ("size", size)], *count);
+        }
+    }
+    let name = "xlb_port_tx_backlog_frames";
+    out.family(
+        name,
+        Kind::Gauge,
+        "Frames left on the TX ring, not yet taken by the kernel, after the last flush.",
+    );
+    for (core, interface, stats) in &ports {
+        out.sample(name, &[("core", core), ("interface", interface)], stats.tx_backlog);
+    }
 
     // Control's own clients and health checks.
     let ctl = &view.control.ctl;
@@ -568,7 +600,7 @@ const CONNTRACK: [Field<ConntrackStats>; 7] = [
     ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
 ];
 
-const PORT: [Field<PortStats>; 11] = [
+const PORT: [Field<PortStats>; 18] = [
     ("rx_packets", "Frames received by the core's AF_XDP sockets on the interface.", |p| {
         p.rx_packets
     }),
@@ -581,7 +613,33 @@ const PORT: [Field<PortStats>; 11] = [
         p.send_no_frame
     }),
     ("send_too_big", "Frames to send larger than a UMEM frame.", |p| p.send_too_big),
-    ("tx_wakeups", "Times the kernel had to be kicked to transmit.", |p| p.tx_wakeups),
+    ("tx_wakeups", "Flushes that had to kick the kernel to transmit.", |p| p.tx_wakeups),
+    ("tx_kicks", "Transmit kicks (sendto calls), one or more per flush that needs one.", |p| {
+        p.tx_kicks
+    }),
+    (
+        "tx_kick_again",
+        "Transmit kicks the kernel answered EAGAIN (it stopped early, frames may remain on \
+         the TX ring).",
+        |p| p.tx_kick_again,
+    ),
+    (
+        "tx_kick_dropped",
+        "Transmit kicks the kernel answered EBUSY (copy mode: the driver dropped a frame).",
+        |p| p.tx_kick_dropped,
+    ),
+    ("tx_kick_errors", "Transmit kicks that failed otherwise (ENOBUFS, ENETDOWN, ...).", |p| {
+        p.tx_kick_errors
+    }),
+    (
+        "tx_backlog_flushes",
+        "Flushes that ended with frames still on the TX ring (kick bound reached or an error).",
+        |p| p.tx_backlog_flushes,
+    ),
+    ("rx_wakeups", "Fill-ring wakeups (poll without waiting) the kernel asked for.", |p| {
+        p.rx_wakeups
+    }),
+    ("waits", "Waits for frames when idle (poll calls).", |p| p.waits),
     ("pass_reinjected", "Passed frames handed to the kernel through the TAP device.", |p| {
         p.pass_reinjected
     }),
@@ -1207,6 +1265,60 @@ mod tests {
         assert_eq!(find(&samples, dropped, &[("reason", "overflow")]).value, 0.0);
         assert!(text.contains("# TYPE xlb_health_early_probes_total counter\n"));
         assert!(!samples.iter().any(|s| s.name.starts_with("xlb_health_")));
+    }
+
+    /// The port's syscall counters, its batch sizes and its TX backlog: per core and
+    /// interface, two queues summed, the batch sizes summing to the batches.
+    #[test]
+    fn port_syscalls_batch_sizes_and_tx_backlog_are_exported() {
+        let snapshot = snapshot();
+        let mut core = report(0, [0; 3]);
+        for (queue, (_, port)) in core.ports.iter_mut().enumerate() {
+            let queue = queue as u64;
+            port.tx_kicks = 10 + queue;
+            port.tx_kick_again = 3;
+            port.tx_kick_dropped = 1;
+            port.tx_kick_errors = 2;
+            port.tx_backlog_flushes = 1;
+            port.tx_backlog = 5 + queue;
+            port.rx_wakeups = 4;
+            port.waits = 6;
+            port.rx_batch_sizes = [1, 0, 0, 0, 0, 2, 4];
+            port.batches = 7;
+        }
+        let cores =
+            [CoreMetrics { report: &core, latency: LatencySummary::default(), conntrack: None }];
+        let totals = vec![BackendCounters::default(); 3];
+        let samples = check(&render(&view_of(&snapshot, &totals, &cores)));
+        let port = [("core", "0"), ("interface", "eth0")];
+        let value = |name: &str| find(&samples, name, &port).value;
+        assert_eq!(value("xlb_port_tx_kicks_total"), 21.0);
+        assert_eq!(value("xlb_port_tx_kick_again_total"), 6.0);
+        assert_eq!(value("xlb_port_tx_kick_dropped_total"), 2.0);
+        assert_eq!(value("xlb_port_tx_kick_errors_total"), 4.0);
+        assert_eq!(value("xlb_port_tx_backlog_flushes_total"), 2.0);
+        assert_eq!(value("xlb_port_rx_wakeups_total"), 8.0);
+        assert_eq!(value("xlb_port_waits_total"), 12.0);
+        assert_eq!(value("xlb_port_tx_backlog_frames"), 11.0);
+        let sizes: Vec<(&str, f64)> = samples
+            .iter()
+            .filter(|s| s.name == "xlb_port_rx_batches_by_size_total")
+            .map(|s| (s.label("size").unwrap_or(""), s.value))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("1", 2.0),
+                ("2-3", 0.0),
+                ("4-7", 0.0),
+                ("8-15", 0.0),
+                ("16-31", 0.0),
+                ("32-63", 4.0),
+                ("64", 8.0)
+            ]
+        );
+        let sum: f64 = sizes.iter().map(|(_, count)| count).sum();
+        assert_eq!(sum, value("xlb_port_batches_total"), "the sizes sum to the batches");
     }
 
     #[test]

@@ -104,8 +104,35 @@ pub struct PortStats {
     pub send_no_frame: u64,
     /// Frames to send larger than a UMEM frame.
     pub send_too_big: u64,
-    /// Times the kernel had to be kicked to transmit.
+    /// Flushes that had to kick the kernel to transmit (each makes one or more
+    /// [`PortStats::tx_kicks`]).
     pub tx_wakeups: u64,
+    /// Transmit kicks (`sendto` calls): at least one per flush that needs one, more while the
+    /// kernel stops early with frames still on the TX ring (bounded per flush).
+    pub tx_kicks: u64,
+    /// Kicks the kernel answered EAGAIN: it stopped early (its per-call budget, a full
+    /// completion ring, a busy driver queue) and frames may remain on the TX ring.
+    pub tx_kick_again: u64,
+    /// Kicks the kernel answered EBUSY: in copy mode the driver dropped a frame (its
+    /// completion comes back, the frame never left).
+    pub tx_kick_dropped: u64,
+    /// Kicks that failed otherwise (ENOBUFS: no memory for an skb; ENETDOWN: the interface
+    /// is down; anything else).
+    pub tx_kick_errors: u64,
+    /// Flushes that ended with frames still on the TX ring (kick bound reached, or an
+    /// error): the next flush or wait sends them.
+    pub tx_backlog_flushes: u64,
+    /// Frames on the TX ring, not yet taken by the kernel, at the end of the last flush (a
+    /// gauge, not a count).
+    pub tx_backlog: u64,
+    /// Fill-ring wakeups (`poll` with a zero timeout) when the kernel asked for one.
+    pub rx_wakeups: u64,
+    /// Waits for frames (`poll(2)` in [`Port::wait`] and [`Port::wait_any`]; one `poll` over
+    /// several ports is counted once, on the first).
+    pub waits: u64,
+    /// Receive batches by size: index `i` counts batches of `2^i ..= 2^(i+1) - 1` frames
+    /// (the last, [`BATCH`] itself, is full batches). Their sum is `batches`.
+    pub rx_batch_sizes: [u64; BATCH_SIZE_BUCKETS],
     /// Frames the pipeline passed that were handed to the kernel (AF_XDP: written to the
     /// interface's TAP device).
     pub pass_reinjected: u64,
@@ -129,10 +156,49 @@ impl PortStats {
         self.send_no_frame += other.send_no_frame;
         self.send_too_big += other.send_too_big;
         self.tx_wakeups += other.tx_wakeups;
+        self.tx_kicks += other.tx_kicks;
+        self.tx_kick_again += other.tx_kick_again;
+        self.tx_kick_dropped += other.tx_kick_dropped;
+        self.tx_kick_errors += other.tx_kick_errors;
+        self.tx_backlog_flushes += other.tx_backlog_flushes;
+        self.tx_backlog += other.tx_backlog;
+        self.rx_wakeups += other.rx_wakeups;
+        self.waits += other.waits;
+        for (sum, count) in self.rx_batch_sizes.iter_mut().zip(&other.rx_batch_sizes) {
+            *sum += count;
+        }
         self.pass_reinjected += other.pass_reinjected;
         self.pass_reinject_failed += other.pass_reinject_failed;
         self.pass_unreinjectable += other.pass_unreinjectable;
         self.rx_kernel_dropped += other.rx_kernel_dropped;
+    }
+}
+
+/// How many buckets [`PortStats::rx_batch_sizes`] has: one per power of two up to [`BATCH`].
+pub const BATCH_SIZE_BUCKETS: usize = BATCH.ilog2() as usize + 1;
+const _: () = assert!(BATCH.is_power_of_two(), "a full batch has the last bucket to itself");
+
+/// The bucket of [`PortStats::rx_batch_sizes`] a batch of `frames` (1 ..= [`BATCH`]) is
+/// counted in: `floor(log2(frames))`, so a full batch has the last bucket to itself. Out of
+/// range sizes are clamped (0 to the first bucket, more than `BATCH` to the last), never a
+/// panic.
+#[inline]
+pub fn batch_size_bucket(frames: usize) -> usize {
+    (frames.max(1).ilog2() as usize).min(BATCH_SIZE_BUCKETS - 1)
+}
+
+/// The smallest batch size bucket `index` of [`PortStats::rx_batch_sizes`] counts.
+pub fn batch_size_bucket_floor(index: usize) -> usize {
+    1 << index
+}
+
+impl PortStats {
+    /// Counts one received batch of `frames` frames (per batch, not per frame).
+    #[inline]
+    pub fn count_batch(&mut self, frames: usize) {
+        self.rx_packets += frames as u64;
+        self.batches += 1;
+        self.rx_batch_sizes[batch_size_bucket(frames)] += 1;
     }
 }
 
@@ -685,6 +751,33 @@ mod tests {
         assert!((BatchLatency::MAX_NS..=BatchLatency::MAX_NS / 100 * 101).contains(&max), "{max}");
         let p50 = latency.histogram().value_at_quantile(0.5);
         assert!((4_950..=5_050).contains(&p50), "5 µs within 1%: {p50}");
+    }
+
+    #[test]
+    fn batch_sizes_fall_in_power_of_two_buckets_and_sum_to_the_batches() {
+        assert_eq!(BATCH_SIZE_BUCKETS, 7, "1, 2-3, 4-7, 8-15, 16-31, 32-63, 64");
+        let expect = [(1, 0), (2, 1), (3, 1), (4, 2), (7, 2), (8, 3), (31, 4), (32, 5), (63, 5)];
+        for (frames, bucket) in expect {
+            assert_eq!(batch_size_bucket(frames), bucket, "{frames} frames");
+        }
+        assert_eq!(batch_size_bucket(BATCH), BATCH_SIZE_BUCKETS - 1, "a full batch");
+        assert_eq!(batch_size_bucket(BATCH - 1), BATCH_SIZE_BUCKETS - 2, "full only at BATCH");
+        assert_eq!(batch_size_bucket(0), 0, "clamped, no panic");
+        assert_eq!(batch_size_bucket(usize::MAX), BATCH_SIZE_BUCKETS - 1, "clamped, no panic");
+        for index in 0..BATCH_SIZE_BUCKETS {
+            assert_eq!(batch_size_bucket(batch_size_bucket_floor(index)), index);
+        }
+
+        let mut stats = PortStats::default();
+        for frames in 1..=BATCH {
+            stats.count_batch(frames);
+        }
+        assert_eq!(stats.batches, BATCH as u64);
+        assert_eq!(stats.rx_packets, (BATCH * (BATCH + 1) / 2) as u64);
+        assert_eq!(stats.rx_batch_sizes, [1, 2, 4, 8, 16, 32, 1]);
+        let mut sum = stats;
+        sum.add(&stats);
+        assert_eq!(sum.rx_batch_sizes.iter().sum::<u64>(), sum.batches, "sums add up");
     }
 
     #[test]

@@ -24,20 +24,42 @@
 //! Rings are used in batches, with `need_wakeup`: the kernel is kicked (`sendto`, `poll`)
 //! only when it says it needs it.
 //!
-//! Every `unsafe` call here is an xsk-rs ring or UMEM access; the invariant they all rely on
-//! is the ownership rule above (a descriptor passed in belongs to this socket's UMEM and to
-//! user space at that moment).
+//! **Transmit keeps up.** In copy mode one `sendto` makes the kernel send at most its TX
+//! budget of frames (32 by default) and answer EAGAIN for the rest, which stay on the TX
+//! ring. Two things keep a flush from leaving frames behind: at open, copy-mode sockets ask
+//! for a budget of [`TX_BUDGET`] (`XDP_MAX_TX_SKB_BUDGET`, Linux 6.17+; an older kernel's
+//! refusal is logged once and the socket works with the default); and a flush kicks again
+//! while the kernel answers EAGAIN or EBUSY and frames remain on the ring, at most
+//! [`MAX_KICKS`] times ([`kick_again`]). What the kernel answered is counted per kick
+//! ([`Kick`]: `tx_kicks`, `tx_kick_again`, `tx_kick_dropped`, `tx_kick_errors`), and a flush
+//! that still leaves frames on the ring is counted (`tx_backlog_flushes`, `tx_backlog`), so a
+//! transmit shortfall cannot hide behind the `send_no_frame` or `tx_ring_full` drops it
+//! causes later. Frames left on the ring are not lost: the next flush's kick, or the idle
+//! `poll`, sends them. A copy-mode flush with nothing on the ring does not kick at all
+//! (completions come back from the kernel's skb destructors, not from kicks); zero-copy
+//! kicks while completions are outstanding, as libxdp's samples do.
+//!
+//! Every syscall is counted per call, never per frame: `tx_kicks`, `rx_wakeups` (fill-ring
+//! wakeups), `waits` (`poll(2)` when idle); and each received batch once by size
+//! (`rx_batch_sizes`).
+//!
+//! Every `unsafe` call here is an xsk-rs ring or UMEM access or one of three plain syscalls
+//! on the socket's own descriptor (`setsockopt`, `sendto`, `poll`); the invariant the ring
+//! accesses rely on is the ownership rule above (a descriptor passed in belongs to this
+//! socket's UMEM and to user space at that moment).
 
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::umem::frame::DataMut;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
+use crate::control::log::warn;
 use crate::dataplane::worker::{Port, PortStats, ProcessBatch};
 use crate::dataplane::{BATCH, IfaceId, Verdict};
 
@@ -99,6 +121,71 @@ const SEND_RESERVE: usize = 256;
 /// may still be closing).
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(3);
 
+/// The socket option that sets how many frames one copy-mode `sendto` may send
+/// (`include/uapi/linux/if_xdp.h`, Linux 6.17+; not in `libc` yet). The kernel accepts 32
+/// up to the TX ring's size (EACCES otherwise); older kernels answer ENOPROTOOPT.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// The kernel's own copy-mode TX budget, what a socket has when it cannot be raised.
+pub const DEFAULT_TX_BUDGET: u32 = 32;
+/// The copy-mode TX budget asked for at open (capped at the TX ring's size): several
+/// receive batches' worth, so one kick sends a flush's frames.
+pub const TX_BUDGET: u32 = 256;
+/// Most transmit kicks per flush while the kernel stops early with frames on the TX ring.
+pub const MAX_KICKS: u32 = 8;
+/// Set once a refusal of [`XDP_MAX_TX_SKB_BUDGET`] has been logged (one line per process,
+/// not one per socket).
+static BUDGET_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// What the kernel answered one transmit kick (`sendto(fd, NULL, 0, MSG_DONTWAIT)`), as
+/// `net/xdp/xsk.c` (`__xsk_sendmsg`, `__xsk_generic_xmit`) gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// 0: copy mode went through the TX ring until it was empty (or the device has no such
+    /// TX queue); zero-copy woke the driver, which sends on its own.
+    Done,
+    /// EAGAIN: the kernel stopped early with frames left on the ring, on its per-call budget,
+    /// a full completion ring, a busy driver queue (frame put back) or an skb allocation
+    /// that may succeed later. Kicking again sends more.
+    Again,
+    /// EBUSY: the driver dropped the frame it was given (`NET_XMIT_DROP`; its completion
+    /// comes back, the frame never left) and the kernel stopped there. Kicking again sends
+    /// the rest.
+    Dropped,
+    /// Anything else: ENOBUFS (no memory for an skb), ENETDOWN (interface down), ENXIO (not
+    /// bound), or an errno the kernel should not give. Kicking again now would not help.
+    Failed,
+}
+
+impl Kick {
+    /// Classifies `sendto`'s result: `Ok` for a return of 0 or more, else its errno.
+    pub fn of(result: Result<(), i32>) -> Kick {
+        match result {
+            Ok(()) => Kick::Done,
+            Err(libc::EAGAIN) => Kick::Again,
+            Err(libc::EBUSY) => Kick::Dropped,
+            Err(_) => Kick::Failed,
+        }
+    }
+
+    /// Counts this answer in `stats` (the kick itself included).
+    pub fn count(self, stats: &mut PortStats) {
+        stats.tx_kicks += 1;
+        match self {
+            Kick::Done => {}
+            Kick::Again => stats.tx_kick_again += 1,
+            Kick::Dropped => stats.tx_kick_dropped += 1,
+            Kick::Failed => stats.tx_kick_errors += 1,
+        }
+    }
+}
+
+/// Whether a flush kicks again after `kick`, having made `kicks` so far, with `left` frames
+/// still on the TX ring: only when the kernel stopped early (EAGAIN, EBUSY), something is
+/// left, and fewer than [`MAX_KICKS`] kicks were made.
+pub fn kick_again(kick: Kick, kicks: u32, left: usize) -> bool {
+    matches!(kick, Kick::Again | Kick::Dropped) && left > 0 && kicks < MAX_KICKS
+}
+
 /// One AF_XDP socket and its UMEM.
 pub struct XskPort {
     interface: String,
@@ -118,6 +205,9 @@ pub struct XskPort {
     /// Frames on the TX ring whose completion has not come back.
     tx_in_flight: usize,
     ring: usize,
+    /// Frames one copy-mode kick may send ([`TX_BUDGET`] if the kernel took it, else its
+    /// default).
+    tx_budget: u32,
     /// Where frames the pipeline passes go: the interface's TAP device, shared by the ports
     /// of that interface. None: they are counted as `pass_unreinjectable` and dropped.
     reinject: Option<Arc<Tap>>,
@@ -209,9 +299,13 @@ impl XskPort {
                             tx_ready: Vec::with_capacity(config.ring as usize),
                             tx_in_flight: 0,
                             ring: config.ring as usize,
+                            tx_budget: DEFAULT_TX_BUDGET,
                             reinject: None,
                             stats: PortStats::default(),
                         };
+                        if mode == BindMode::Copy {
+                            port.raise_tx_budget();
+                        }
                         port.refill();
                         return Ok(port);
                     }
@@ -264,6 +358,76 @@ impl XskPort {
         self.rx.fd().as_raw_fd()
     }
 
+    /// Frames one copy-mode transmit kick may send: [`TX_BUDGET`] (or the TX ring's size if
+    /// smaller) when the kernel took it, else the kernel's default, 32.
+    pub fn tx_budget(&self) -> u32 {
+        self.tx_budget
+    }
+
+    /// Asks the kernel to send up to [`TX_BUDGET`] frames per copy-mode kick instead of 32.
+    /// A kernel that refuses (before 6.17: ENOPROTOOPT) leaves the default; the first
+    /// refusal in the process is logged, and the socket works either way (a flush kicks
+    /// again while frames remain, see [`kick_again`]).
+    fn raise_tx_budget(&mut self) {
+        let budget = TX_BUDGET.min(self.ring as u32);
+        // SAFETY: a plain setsockopt on this socket's own open descriptor; the kernel reads
+        // exactly `size_of::<u32>()` bytes from `budget`, a live local.
+        let ret = unsafe {
+            libc::setsockopt(
+                self.fd(),
+                libc::SOL_XDP,
+                XDP_MAX_TX_SKB_BUDGET,
+                (&budget as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 {
+            self.tx_budget = budget;
+        } else if !BUDGET_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+            warn!(
+                "{} queue {}: the kernel refused a copy-mode TX budget of {budget} frames per \
+                 kick (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+): {}; sending with its default of \
+                 {DEFAULT_TX_BUDGET} and kicking again while frames remain",
+                self.interface,
+                self.queue,
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Frames on the TX ring the kernel has not taken yet (reads the kernel's consumer
+    /// position: exact).
+    fn tx_left(&mut self) -> usize {
+        self.ring.saturating_sub(self.tx.nb_free_exact() as usize)
+    }
+
+    /// One transmit kick, counted.
+    fn kick(&mut self) -> Kick {
+        // SAFETY: a zero-length sendto with no buffer and no address on this socket's own
+        // open descriptor: the kernel reads no user memory (AF_XDP takes the frames from the
+        // TX ring, which this socket owns).
+        let ret = unsafe {
+            libc::sendto(self.fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+        };
+        let kick = Kick::of(if ret < 0 {
+            Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(())
+        });
+        kick.count(&mut self.stats);
+        kick
+    }
+
+    /// Kicks until the TX ring is drained or [`kick_again`] says stop (see [`drain_tx`]);
+    /// counts a flush that leaves frames behind.
+    fn kick_until_drained(&mut self) {
+        let left = drain_tx(self);
+        self.stats.tx_backlog = left as u64;
+        if left > 0 {
+            self.stats.tx_backlog_flushes += 1;
+        }
+    }
+
     /// Moves completed TX frames back to `free`.
     fn reclaim(&mut self) {
         let mut done = [FrameDesc::default(); BATCH];
@@ -296,9 +460,54 @@ impl XskPort {
         // them, so they are removed from `free` right after.
         let produced = unsafe { self.fill.produce(&self.free[start..]) };
         self.free.truncate(start + (count - produced));
+        self.wake_fill();
+    }
+
+    /// Wakes the kernel to fill the receive ring if it asks for it (a `poll` that does not
+    /// wait), counted.
+    fn wake_fill(&mut self) {
         if self.fill.needs_wakeup() {
+            self.stats.rx_wakeups += 1;
             let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
         }
+    }
+}
+
+/// What [`drain_tx`] drives: a socket's TX ring and its kernel (a simulated one in tests).
+trait TxKicker {
+    /// One `sendto`, counted.
+    fn kick(&mut self) -> Kick;
+    /// Frames on the TX ring the kernel has not taken.
+    fn left(&mut self) -> usize;
+    /// Takes completions back (a full completion ring stops the kernel too).
+    fn reclaim(&mut self);
+}
+
+impl TxKicker for XskPort {
+    fn kick(&mut self) -> Kick {
+        XskPort::kick(self)
+    }
+    fn left(&mut self) -> usize {
+        self.tx_left()
+    }
+    fn reclaim(&mut self) {
+        XskPort::reclaim(self)
+    }
+}
+
+/// Kicks until the kernel has taken the TX ring's frames, it fails, or [`MAX_KICKS`]
+/// kicks were made ([`kick_again`]), reclaiming completions between kicks; returns the
+/// frames left on the ring.
+fn drain_tx(tx: &mut impl TxKicker) -> usize {
+    let mut kicks = 0;
+    loop {
+        let kick = tx.kick();
+        kicks += 1;
+        let left = tx.left();
+        if !kick_again(kick, kicks, left) {
+            return left;
+        }
+        tx.reclaim();
     }
 }
 
@@ -315,13 +524,10 @@ impl Port for XskPort {
         let received = unsafe { self.rx.consume(&mut descs) };
         if received == 0 {
             self.rx_descs = descs;
-            if self.fill.needs_wakeup() {
-                let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
-            }
+            self.wake_fill();
             return 0;
         }
-        self.stats.rx_packets += received as u64;
-        self.stats.batches += 1;
+        self.stats.count_batch(received);
         let mut verdicts = [Verdict::Pass; BATCH];
         {
             let mut views: [Option<DataMut<'_>>; BATCH] = std::array::from_fn(|_| None);
@@ -396,9 +602,17 @@ impl Port for XskPort {
             }
             self.tx_ready.clear();
         }
-        if self.tx_in_flight > 0 && self.tx.needs_wakeup() {
-            self.stats.tx_wakeups += 1;
-            let _ = self.tx.wakeup();
+        if self.tx_in_flight == 0 {
+            self.stats.tx_backlog = 0;
+        } else if self.tx.needs_wakeup() {
+            // Copy mode: a kick only sends what is on the ring. Zero-copy: the driver may
+            // need one to complete what it sent.
+            if self.mode == BindMode::ZeroCopy || self.tx_left() > 0 {
+                self.stats.tx_wakeups += 1;
+                self.kick_until_drained();
+            } else {
+                self.stats.tx_backlog = 0;
+            }
         }
         self.reclaim();
         self.refill();
@@ -407,6 +621,7 @@ impl Port for XskPort {
 
     fn wait(&mut self, timeout: Duration) {
         let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+        self.stats.waits += 1;
         let _ = self.rx.poll(millis);
     }
 
@@ -417,6 +632,10 @@ impl Port for XskPort {
         let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX];
         for (slot, (_, port)) in fds.iter_mut().zip(ports.iter()) {
             *slot = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
+        }
+        // One syscall, counted once: on the first port.
+        if let Some((_, first)) = ports.first_mut() {
+            first.stats.waits += 1;
         }
         let count = ports.len().min(MAX);
         let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
@@ -432,5 +651,118 @@ impl Port for XskPort {
             stats.rx_kernel_dropped = kernel.rx_dropped();
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy-mode kernel as `__xsk_generic_xmit` behaves: each kick sends up to `budget`
+    /// frames and answers EAGAIN if frames remain; `script` overrides the answers in turn.
+    struct FakeKernel {
+        ring: usize,
+        budget: usize,
+        script: Vec<Result<(), i32>>,
+        stats: PortStats,
+        reclaims: u32,
+    }
+
+    impl FakeKernel {
+        fn new(ring: usize, budget: usize) -> Self {
+            FakeKernel {
+                ring,
+                budget,
+                script: Vec::new(),
+                stats: PortStats::default(),
+                reclaims: 0,
+            }
+        }
+    }
+
+    impl TxKicker for FakeKernel {
+        fn kick(&mut self) -> Kick {
+            let answer = if self.script.is_empty() {
+                let sent = self.ring.min(self.budget);
+                self.ring -= sent;
+                if self.ring > 0 { Err(libc::EAGAIN) } else { Ok(()) }
+            } else {
+                self.script.remove(0)
+            };
+            let kick = Kick::of(answer);
+            kick.count(&mut self.stats);
+            kick
+        }
+        fn left(&mut self) -> usize {
+            self.ring
+        }
+        fn reclaim(&mut self) {
+            self.reclaims += 1;
+        }
+    }
+
+    #[test]
+    fn errnos_mean_what_the_kernel_says() {
+        assert_eq!(Kick::of(Ok(())), Kick::Done);
+        assert_eq!(Kick::of(Err(libc::EAGAIN)), Kick::Again);
+        assert_eq!(Kick::of(Err(libc::EBUSY)), Kick::Dropped);
+        for errno in [libc::ENOBUFS, libc::ENETDOWN, libc::ENXIO, libc::EOPNOTSUPP, 0] {
+            assert_eq!(Kick::of(Err(errno)), Kick::Failed, "errno {errno}");
+        }
+        let mut stats = PortStats::default();
+        for kick in [Kick::Done, Kick::Again, Kick::Again, Kick::Dropped, Kick::Failed] {
+            kick.count(&mut stats);
+        }
+        assert_eq!(
+            (stats.tx_kicks, stats.tx_kick_again, stats.tx_kick_dropped, stats.tx_kick_errors),
+            (5, 2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn kicks_again_only_while_the_kernel_stopped_early_with_frames_left() {
+        assert!(kick_again(Kick::Again, 1, 32));
+        assert!(kick_again(Kick::Dropped, 1, 32), "EBUSY: one frame dropped, the rest go");
+        assert!(!kick_again(Kick::Again, 1, 0), "nothing left");
+        assert!(!kick_again(Kick::Done, 1, 32), "the kernel says done (e.g. no such queue)");
+        assert!(!kick_again(Kick::Failed, 1, 32), "ENETDOWN, ENOBUFS: not now");
+        assert!(kick_again(Kick::Again, MAX_KICKS - 1, 32));
+        assert!(!kick_again(Kick::Again, MAX_KICKS, 32), "bounded");
+    }
+
+    /// The transmit cap of issue 11: with the kernel's default budget one kick sends 32 of a
+    /// flush's 64 frames; the flush kicks again until the ring is empty.
+    #[test]
+    fn a_flush_drains_the_ring_at_the_default_budget() {
+        let mut kernel = FakeKernel::new(64, DEFAULT_TX_BUDGET as usize);
+        assert_eq!(drain_tx(&mut kernel), 0, "nothing left on the ring");
+        assert_eq!((kernel.stats.tx_kicks, kernel.stats.tx_kick_again), (2, 1));
+        assert_eq!(kernel.reclaims, 1, "completions reclaimed between kicks");
+
+        // With the raised budget one kick sends it all.
+        let mut kernel = FakeKernel::new(200, TX_BUDGET as usize);
+        assert_eq!(drain_tx(&mut kernel), 0);
+        assert_eq!((kernel.stats.tx_kicks, kernel.stats.tx_kick_again), (1, 0));
+    }
+
+    #[test]
+    fn a_flush_stops_at_the_kick_bound_and_on_errors_and_says_what_is_left() {
+        let mut kernel = FakeKernel::new(1000, 32);
+        assert_eq!(drain_tx(&mut kernel), 1000 - 32 * MAX_KICKS as usize);
+        assert_eq!(kernel.stats.tx_kicks, u64::from(MAX_KICKS));
+        assert_eq!(kernel.stats.tx_kick_again, u64::from(MAX_KICKS));
+
+        let mut kernel = FakeKernel::new(100, 32);
+        kernel.script = vec![Err(libc::EBUSY), Err(libc::ENETDOWN)];
+        assert_eq!(drain_tx(&mut kernel), 100, "down: left for later");
+        assert_eq!(
+            (kernel.stats.tx_kicks, kernel.stats.tx_kick_dropped, kernel.stats.tx_kick_errors),
+            (2, 1, 1)
+        );
+
+        let mut kernel = FakeKernel::new(100, 32);
+        kernel.script = vec![Ok(())];
+        assert_eq!(drain_tx(&mut kernel), 100, "done with frames left: no kick loop");
+        assert_eq!(kernel.stats.tx_kicks, 1);
     }
 }
