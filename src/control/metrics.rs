@@ -633,7 +633,8 @@ const PORT: [Field<PortStats>; 18] = [
     }),
     (
         "tx_backlog_flushes",
-        "Flushes that ended with frames still on the TX ring (kick bound reached or an error).",
+        "Copy-mode flushes that ended with frames still on the TX ring (kick bound reached or an \
+         error).",
         |p| p.tx_backlog_flushes,
     ),
     ("rx_wakeups", "Fill-ring wakeups (poll without waiting) the kernel asked for.", |p| {

@@ -119,8 +119,8 @@ pub struct PortStats {
     /// Kicks that failed otherwise (ENOBUFS: no memory for an skb; ENETDOWN: the interface
     /// is down; anything else).
     pub tx_kick_errors: u64,
-    /// Flushes that ended with frames still on the TX ring (kick bound reached, or an
-    /// error): the next flush or wait sends them.
+    /// Copy-mode flushes that ended with frames still on the TX ring (kick bound reached,
+    /// or an error): the next flush or wait sends them.
     pub tx_backlog_flushes: u64,
     /// Frames on the TX ring, not yet taken by the kernel, at the end of the last flush (a
     /// gauge, not a count).
