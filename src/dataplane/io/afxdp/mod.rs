@@ -16,4 +16,6 @@ pub mod redirect;
 pub mod sink;
 pub mod steer;
 pub mod tap;
+#[cfg(test)]
+pub(crate) mod testns;
 pub mod xsk;

@@ -572,7 +572,6 @@ fn program_name(program: &OwnedFd) -> Result<String, SteerError> {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;
-    use std::process::Command;
     use std::ptr;
     use std::time::{Duration, Instant};
 
@@ -582,6 +581,7 @@ mod tests {
     use super::*;
     use crate::control::Config;
     use crate::dataplane::io::afxdp::bpf::plan;
+    use crate::dataplane::io::afxdp::testns::Netns;
     use crate::testkit::{self, ACK, SYN, SYN_ACK};
 
     /// A DR, two NAT (TCP and UDP, sharing a backend) and a FullNAT service.
@@ -1120,53 +1120,6 @@ mod tests {
             Err(SteerError::TooMany { map: "dst", .. })
         ));
         assert!(program.dst.entries().unwrap().is_empty(), "nothing written");
-    }
-
-    /// A network namespace this test run owns, deleted on drop (panics included).
-    struct Netns {
-        name: String,
-    }
-
-    impl Netns {
-        fn create(name: String) -> Netns {
-            // A namespace of the same name can only be a leftover of a killed run.
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
-            let netns = Netns { name };
-            netns.run("ip", &["netns", "add", &netns.name]);
-            netns
-        }
-
-        fn run(&self, program: &str, args: &[&str]) -> String {
-            let output = Command::new(program).args(args).output().expect("run ip");
-            assert!(
-                output.status.success(),
-                "{program} {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-
-        /// `ip -n NAME ARGS...`.
-        fn ip(&self, args: &[&str]) -> String {
-            let mut all = vec!["-n", &self.name];
-            all.extend_from_slice(args);
-            self.run("ip", &all)
-        }
-
-        /// Moves the calling thread into the namespace.
-        fn enter(&self) {
-            let path = format!("/run/netns/{}", self.name);
-            let file = std::fs::File::open(&path).expect("namespace file");
-            // SAFETY: `file` is an open namespace fd; setns changes only this thread.
-            let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(ret, 0, "setns {path}: {}", io::Error::last_os_error());
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        }
     }
 
     fn xdp_attached(netns: &Netns, device: &str) -> bool {

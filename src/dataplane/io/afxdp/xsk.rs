@@ -658,6 +658,7 @@ impl Port for XskPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::io::afxdp::testns::Netns;
 
     /// A copy-mode kernel as `__xsk_generic_xmit` behaves: each kick sends up to `budget`
     /// frames and answers EAGAIN if frames remain; `script` overrides the answers in turn.
@@ -765,5 +766,40 @@ mod tests {
         kernel.script = vec![Ok(())];
         assert_eq!(drain_tx(&mut kernel), 100, "done with frames left: no kick loop");
         assert_eq!(kernel.stats.tx_kicks, 1);
+    }
+
+    /// At open a copy-mode socket takes the raised TX budget (Linux 6.17+); where the
+    /// kernel refuses it (here: a TX ring smaller than the kernel's least budget, 32) the
+    /// socket opens all the same with the default, and the refusal is logged once.
+    #[test]
+    fn copy_mode_sockets_raise_the_tx_budget_and_open_without_it() {
+        if !crate::testkit::root_or_skip("xsk_tx_budget") {
+            return;
+        }
+        let netns = Netns::create(format!("xlb-{}-xsk", std::process::id()));
+        netns.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "veth1"]);
+        netns.ip(&["link", "set", "veth0", "up"]);
+        netns.ip(&["link", "set", "veth1", "up"]);
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut version = release.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+        let has_option = (version.next().unwrap_or(0), version.next().unwrap_or(0)) >= (6, 17);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    netns.enter();
+                    let copy = XskConfig { try_zero_copy: false, ..XskConfig::default() };
+                    let port = XskPort::open("veth0", 0, copy).expect("open");
+                    assert_eq!(port.mode(), BindMode::Copy);
+                    if has_option {
+                        assert_eq!(port.tx_budget(), TX_BUDGET, "kernel {release}");
+                    }
+                    let small = XskConfig { frames: 512, ring: 16, try_zero_copy: false };
+                    let port = XskPort::open("veth1", 0, small).expect("opens with the default");
+                    assert_eq!(port.tx_budget(), DEFAULT_TX_BUDGET);
+                    assert!(BUDGET_REFUSAL_LOGGED.load(Ordering::Relaxed), "logged");
+                })
+                .join()
+                .expect("the namespace thread");
+        });
     }
 }
