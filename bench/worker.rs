@@ -198,9 +198,12 @@ fn measured_loop(bench: &mut Bench, iterations: usize) -> usize {
     received
 }
 
+/// Per function name: (calls, inclusive instructions).
+type Calls = HashMap<String, (u64, u64)>;
+
 /// Calls and inclusive instructions per function called inside the collected region, from
 /// a callgrind output file (name-compressed or not).
-fn callees(text: &str) -> (u64, HashMap<String, (u64, u64)>) {
+fn callees(text: &str) -> (u64, Calls) {
     let mut names: HashMap<String, String> = HashMap::new();
     let mut resolve = |spec: &str| -> String {
         let spec = spec.trim();
@@ -215,7 +218,7 @@ fn callees(text: &str) -> (u64, HashMap<String, (u64, u64)>) {
         }
         spec.to_string()
     };
-    let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut out: Calls = HashMap::new();
     let mut total = 0;
     let mut callee = String::new();
     let mut pending: Option<u64> = None;
@@ -258,7 +261,7 @@ const SHOWN: [(&str, &str); 12] = [
     ("drop_in_place<xlb::dataplane::worker::CoreReport>", "  drop of a report (control's side)"),
 ];
 
-fn callgrind(per_poll: usize, iterations: usize) -> Option<(u64, HashMap<String, (u64, u64)>)> {
+fn callgrind(per_poll: usize, iterations: usize) -> Option<(u64, Calls)> {
     let exe = std::env::current_exe().ok()?;
     let out = std::env::temp_dir()
         .join(format!("xlb-callgrind-worker-{}-{per_poll}.out", std::process::id()));
@@ -283,7 +286,7 @@ fn callgrind(per_poll: usize, iterations: usize) -> Option<(u64, HashMap<String,
     Some(callees(&text?))
 }
 
-fn print(per_poll: usize, iterations: usize, total: u64, calls: &HashMap<String, (u64, u64)>) {
+fn print(per_poll: usize, iterations: usize, total: u64, calls: &Calls) {
     println!(
         "\n{} ({iterations} iterations, {} frames each): {:.0} instructions/iteration in measured_loop",
         if per_poll == 0 { "empty polls" } else { "full batches" },
