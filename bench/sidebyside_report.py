@@ -2,12 +2,19 @@
 """The table and plot of bench/sidebyside.
 
 usage: sidebyside_report.py RESULTS.jsonl OUT.md OUT.png [PROFILE.txt]
+       sidebyside_report.py --where ROW PROFILE_DIR SINK_JSON CORE
 
 RESULTS.jsonl: a first line of metadata (kernel, cpu, commit, date, AF_XDP mode, load), then
 one line per measurement window as bench/sidebyside writes them. Peak rows are windows with
 "load": null; latency rows carry the fraction of xlb DR's peak they were offered. The table
 gives each row's median over its windows; ratios are to the null forwarder and to nftables
 DNAT of the same protocol. PROFILE.txt, if given, is quoted under "Where the time goes".
+
+--where: the Markdown section of one profiled row (bench/sidebyside appends it to
+PROFILE.txt) from the raw files its profile step left in PROFILE_DIR (perf report by command,
+by thread and per thread, perf stat's syscall counts, xlb's /metrics before and after) and
+the window's sink JSON (its good frames per second turn counts into per-frame figures).
+Whatever is missing is said to be missing, never fatal.
 """
 
 import json
@@ -103,7 +110,8 @@ def profile_shares(profile, row):
     section = profile.split(f"### {row} ")
     if len(section) < 2:
         return None, None
-    text = section[1].split("### ")[0]
+    # Only the whole-core blocks: the per-thread blocks below them give shares of a thread.
+    text = section[1].split("### ")[0].split("By thread (tid")[0]
     napi = sum(float(m) for m in re.findall(r"^ +([0-9.]+)%  napi/", text, re.M)) or None
     own = sum(float(m) for m in re.findall(r"^ +([0-9.]+)%  \[\.\] .*xlb::", text, re.M)) or None
     return napi, own
@@ -295,7 +303,209 @@ def plot(meta, windows, path):
     fig.savefig(path, dpi=110)
 
 
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def parse_metrics(text):
+    """{(name, bucket): value} summed over every other label; bucket is the le or size label's
+    value, None where there is neither."""
+    import re
+
+    out = {}
+    for line in (text or "").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        # Buckets stay apart: a histogram's le, or a size label (batches by size).
+        bucket = re.search(r'\b(?:le|size)="([^"]*)"', m.group(2) or "")
+        key = (m.group(1), bucket.group(1) if bucket else None)
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def parse_syscalls(text):
+    """({event: count}, {thread: count of raw_syscalls:sys_enter}) from perf stat -x,
+    --per-thread output; counts of '<not counted>' are skipped."""
+    per_event, per_thread = {}, {}
+    for line in (text or "").splitlines():
+        fields = line.split(",")
+        if len(fields) < 4 or line.startswith("#"):
+            continue
+        thread, count, event = fields[0], fields[1], fields[3]
+        try:
+            count = int(float(count))
+        except ValueError:
+            continue
+        name = event.split(":")[-1].replace("sys_enter_", "")
+        name = "all" if event == "raw_syscalls:sys_enter" else name
+        per_event[name] = per_event.get(name, 0) + count
+        if name == "all":
+            per_thread[thread] = per_thread.get(thread, 0) + count
+    return per_event, per_thread
+
+
+def batch_sizes(before, after):
+    """Markdown lines for the receive-batch size distribution between two scrapes, whichever
+    way xlb exports it: counters by a size label (xlb_port_rx_batches_by_size_total{size="2-3"})
+    or a histogram's cumulative buckets (..._bucket{le="8"}); a note if it exports neither."""
+    import re
+
+    def low(label):
+        m = re.match(r"[0-9.]+|\+?Inf", label)
+        return float("inf") if not m or "Inf" in m.group(0) else float(m.group(0))
+
+    family = lambda name: "batch" in name and "size" in name and name.startswith("xlb_port_")  # noqa: E731
+    delta = {k: after[k] - before.get(k, 0.0) for k in after if k[1] is not None and family(k[0])}
+    by_size = sorted(((b, v) for (n, b), v in delta.items() if not n.endswith("_bucket")), key=lambda bv: low(bv[0]))
+    cumulative = sorted(((low(b), v) for (n, b), v in delta.items() if n.endswith("_bucket")))
+    rows = []
+    if by_size:
+        total = sum(v for _, v in by_size) or 1
+        rows = [(b, v, v / total) for b, v in by_size]
+    elif cumulative:
+        total = cumulative[-1][1] or 1
+        previous = 0.0
+        for le, value in cumulative:
+            rows.append((f"≤ {le:g}", value - previous, (value - previous) / total))
+            previous = value
+    if not rows:
+        return ["- (no batch-size distribution in this xlb's /metrics: the mean above is all it says)"]
+    out = ["\nReceive batches by size (frames in the batch):\n", "| frames | batches | share |", "|---:|---:|---:|"]
+    out += [f"| {b} | {v:,.0f} | {share:.1%} |" for b, v, share in rows]
+    return out
+
+
+def where(row, directory, sink_json, core):
+    """The Markdown of one profiled row."""
+    import os
+
+    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    sink = json.loads(sink_json) if sink_json else {}
+    seconds = float(read(path("seconds")) or 0)
+    out = [f"### {row} (UDP, peak): core {core}, {seconds:g} s of the window\n"]
+    skipped = read(path("skipped"))
+    if skipped:
+        out.append(f"Not profiled: {skipped.strip()}.\n")
+        return "\n".join(out) + "\n"
+    rate = sink.get("mpps", 0) * 1e6
+    frames = rate * seconds
+    out.append(
+        f"The window delivered {rate / 1e6:.3f} Mpps of good frames, so about {frames:,.0f} in the {seconds:g} s profiled "
+        "(perf itself slows the row a little: its figures are not the table's).\n"
+    )
+
+    record_skipped = read(path("record.skipped"))
+    if record_skipped:
+        out.append(f"No CPU profile: {record_skipped.strip()}.\n")
+    else:
+        for title, name in (("By command", "comm.txt"), ("Hottest functions (all threads)", "symbols.txt")):
+            text = read(path(name))
+            if text and text.strip():
+                out.append(f"{title}:\n\n```\n{text.rstrip()}\n```\n")
+        threads = (read(path("threads.txt")) or "").strip()
+        if threads:
+            out.append(f"By thread (tid:command, share of core {core}'s samples), with the hottest functions of each "
+                       "thread at 2% or more (share of that thread's samples):\n")
+            for line in threads.splitlines():
+                parts = line.split()
+                if len(parts) < 2:
+                    continue
+                tid = parts[1].split(":")[0]
+                out.append(f"- {' '.join(parts)}")
+                top = (read(path(f"thread-{tid}.txt")) or "").rstrip()
+                if top:
+                    out.append("\n  ```\n" + "\n".join("  " + l for l in top.splitlines()) + "\n  ```")
+            out.append("")
+
+    stat_skipped = read(path("syscalls.skipped"))
+    per_event, per_thread = parse_syscalls(read(path("syscalls.csv")))
+    before, after = parse_metrics(read(path("metrics.before"))), parse_metrics(read(path("metrics.after")))
+    delta = {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0}
+    rx = delta.get(("xlb_port_rx_packets_total", None), 0)
+    tx = delta.get(("xlb_port_tx_packets_total", None), 0)
+    batches = delta.get(("xlb_port_batches_total", None), 0)
+    try:
+        span = float(read(path("metrics.after.t"))) - float(read(path("metrics.before.t")))
+    except (TypeError, ValueError):
+        span = 0.0
+    # Per second, from the scrapes (each taken as a new render appeared).
+    rx_rate = rx / span if span > 0 and rx else None
+    batch_rate = batches / span if span > 0 and batches else None
+
+    out.append("Syscalls of the forwarding process (perf stat on its tracepoints, every thread):\n")
+    if stat_skipped:
+        out.append(f"Not counted: {stat_skipped.strip()}.\n")
+    elif not per_event:
+        out.append("Not counted: perf stat wrote nothing.\n")
+    else:
+        out.append("| syscall | count | per second | per good frame | per received frame | per receive batch |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        named = {k: v for k, v in per_event.items() if k != "all"}
+        rows = sorted(named.items(), key=lambda kv: -kv[1])
+        if "all" in per_event:
+            rows.append(("other", max(per_event["all"] - sum(named.values()), 0)))
+            rows.append(("all", per_event["all"]))
+        for name, count in rows:
+            if count == 0 and name not in ("sendto", "recvfrom", "poll", "all"):
+                continue
+            per_second = count / seconds if seconds else 0
+            per_frame = count / frames if frames else None
+            per_rx = per_second / rx_rate if rx_rate else None
+            per_batch = per_second / batch_rate if batch_rate else None
+            out.append(
+                f"| {name} | {count} | {per_second:,.0f} | {fmt(per_frame, 4)} | {fmt(per_rx, 4)} | {fmt(per_batch, 3)} |"
+            )
+        if per_thread:
+            busiest = sorted(per_thread.items(), key=lambda kv: -kv[1])[:4]
+            out.append("\nAll syscalls by thread: " + ", ".join(f"{t} {c}" for t, c in busiest) + ".")
+        out.append(
+            "\nPer good frame: the count over the good frames the window delivered in the seconds profiled. Per "
+            "received frame and per receive batch: syscalls per second over frames and batches per second from xlb's "
+            "/metrics (below; – where the row has none).\n"
+        )
+
+    if row.startswith("xlb-"):
+        out.append(
+            f"Batches (xlb's /metrics: the difference between a scrape just before and one just after, {span:.1f} s "
+            "apart):\n"
+        )
+        if not after:
+            out.append("No metrics: the scrape failed.\n")
+        elif not batches:
+            out.append("No batch counted between the scrapes.\n")
+        else:
+            wakeups = delta.get(("xlb_port_tx_wakeups_total", None), 0)
+            out.append(
+                f"- {rx_rate or 0:,.0f} frames and {batch_rate or 0:,.0f} receive batches per second; "
+                f"{rx:,.0f} frames received in {batches:,.0f} receive batches: **{rx / batches:.1f} frames per batch** "
+                f"(mean); {tx:,.0f} sent ({tx / rx:.0%} of received), {tx / batches:.1f} per batch; "
+                f"{wakeups / batches:.3f} TX kicks per batch"
+            )
+            for (name, bucket), value in sorted(delta.items()):
+                if name.startswith("xlb_port_") and bucket is None and name not in (
+                    "xlb_port_rx_packets_total", "xlb_port_tx_packets_total", "xlb_port_batches_total",
+                    "xlb_port_tx_wakeups_total"):
+                    out.append(f"- {name}: +{value:,.0f} ({value / batches:.3f} per batch)")
+            out.extend(batch_sizes(before, after))
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main():
+    if len(sys.argv) == 6 and sys.argv[1] == "--where":
+        sys.stdout.write(where(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]))
+        return
     if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
     meta, windows = load(sys.argv[1])

@@ -108,3 +108,104 @@ fn sidebyside_quick_every_row_delivers_only_good_frames() {
         out.status
     );
 }
+
+/// Runs `bench/sidebyside_report.py --where ROW DIR SINK_JSON 1` on the files `files` (name,
+/// contents) in a fresh directory; its stdout, or None where python3 is missing.
+fn where_section(row: &str, files: &[(&str, &str)], sink: &str) -> Option<String> {
+    let dir = std::env::temp_dir().join(format!("xlb-where-{}-{row}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).expect("fixture");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("sidebyside_report.py");
+    let out = match Command::new("python3")
+        .arg(&script)
+        .arg("--where")
+        .arg(row)
+        .arg(&dir)
+        .args([sink, "1"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: python3: {e}");
+            return None;
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The profile step's raw files, as perf and xlb write them, become the row's "Where the time
+/// goes": threads with their hottest functions, syscalls per good frame, per received frame
+/// and per receive batch, frames per batch and their distribution. The quick mode profiles
+/// nothing, so this is what checks that path before a full run.
+#[test]
+fn profile_files_become_per_frame_and_per_batch_figures() {
+    let perf_stat = "# started on Sat Dec  5 18:16:59 2026\n\n\
+        xlb-worker-0-900,1800,,raw_syscalls:sys_enter,2000000000,100.00,,\n\
+        xlb-900,200,,raw_syscalls:sys_enter,2000000000,100.00,,\n\
+        xlb-worker-0-900,1500,,syscalls:sys_enter_sendto,2000000000,100.00,,\n\
+        xlb-worker-0-900,100,,syscalls:sys_enter_poll,2000000000,100.00,,\n\
+        xlb-worker-0-900,0,,syscalls:sys_enter_recvfrom,2000000000,100.00,,\n\
+        xlb-900,<not counted>,,syscalls:sys_enter_futex,0,0,,\n";
+    let before = "# HELP xlb_port_rx_packets_total Frames.\n\
+        xlb_port_rx_packets_total{core=\"0\",interface=\"lg\"} 1000\n\
+        xlb_port_tx_packets_total{core=\"0\",interface=\"ls\"} 1000\n\
+        xlb_port_batches_total{core=\"0\",interface=\"lg\"} 50\n\
+        xlb_port_rx_batches_by_size_total{core=\"0\",interface=\"lg\",size=\"1\"} 50\n\
+        xlb_port_rx_batches_by_size_total{core=\"0\",interface=\"lg\",size=\"32-63\"} 50\n";
+    let after = "xlb_port_rx_packets_total{core=\"0\",interface=\"lg\"} 101000\n\
+        xlb_port_tx_packets_total{core=\"0\",interface=\"ls\"} 91000\n\
+        xlb_port_batches_total{core=\"0\",interface=\"lg\"} 5050\n\
+        xlb_port_send_no_frame_total{core=\"0\",interface=\"ls\"} 10000\n\
+        xlb_port_rx_batches_by_size_total{core=\"0\",interface=\"lg\",size=\"1\"} 1050\n\
+        xlb_port_rx_batches_by_size_total{core=\"0\",interface=\"lg\",size=\"32-63\"} 4050\n";
+    let files = [
+        ("seconds", "2\n"),
+        ("comm.txt", "    57.00%  napi/xlb-1-lg-8\n    36.00%  xlb-worker-0\n"),
+        ("symbols.txt", "    20.00%  [k] memcpy\n"),
+        ("threads.txt", "    57.00%     812:napi/xlb-1-lg-8\n    36.00%     900:xlb-worker-0\n"),
+        (
+            "thread-900.txt",
+            "    30.00%  xlb  [.] xlb::dataplane::pipeline::Pipeline::process_batch\n",
+        ),
+        ("syscalls.csv", perf_stat),
+        ("metrics.before", before),
+        ("metrics.before.t", "1700000000.0\n"),
+        ("metrics.after", after),
+        ("metrics.after.t", "1700000001.0\n"),
+    ];
+    // 0.1 Mpps of good frames over 2 s: 200k frames; xlb received 100k frames/s in 5k batches/s.
+    let Some(text) = where_section("xlb-dr", &files, r#"{"mpps":0.1}"#) else { return };
+    for expected in [
+        "### xlb-dr (UDP, peak): core 1, 2 s of the window",
+        "- 36.00% 900:xlb-worker-0",
+        "xlb::dataplane::pipeline::Pipeline::process_batch",
+        "| sendto | 1500 | 750 | 0.0075 | 0.0075 | 0.150 |",
+        "| poll | 100 | 50 | 0.0005 | 0.0005 | 0.010 |",
+        "| other | 400 | 200 | 0.0020 | 0.0020 | 0.040 |",
+        "| all | 2000 | 1,000 | 0.0100 | 0.0100 | 0.200 |",
+        "**20.0 frames per batch**",
+        "xlb_port_send_no_frame_total: +10,000",
+        "| 1 | 1,000 | 20.0% |",
+        "| 32-63 | 4,000 | 80.0% |",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+
+    // What could not be measured says so, and the rest still comes out.
+    let files = [("seconds", "2\n"), ("syscalls.skipped", "no forwarding process\n")];
+    let Some(text) = where_section("kernel-fwd", &files, r#"{"mpps":0.5}"#) else { return };
+    assert!(text.contains("Not counted: no forwarding process."), "{text}");
+    let Some(text) = where_section("null", &[("skipped", "perf is not installed\n")], "{}") else {
+        return;
+    };
+    assert!(text.contains("Not profiled: perf is not installed."), "{text}");
+    let files = [("seconds", "1\n"), ("syscalls.csv", perf_stat), ("metrics.after", "")];
+    let Some(text) = where_section("xlb-nat", &files, r#"{"mpps":0.1}"#) else { return };
+    assert!(text.contains("| sendto | 1500 | 1,500 | 0.0150 | – | – |"), "{text}");
+    assert!(text.contains("No metrics: the scrape failed."), "{text}");
+}
