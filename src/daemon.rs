@@ -433,6 +433,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         last_link_check: StdInstant::now(),
         lost: None,
         busy_poll: busy_poll_ports,
+        busy_check: busy
+            .busy_poll()
+            .then(|| (busypoll::EngagementCheck::default(), StdInstant::now())),
         state_path,
         file_weights,
         stored_state: String::new(),
@@ -470,6 +473,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
 struct ControlLoop<'a> {
     /// Every socket's busy-poll state, for metrics.
     busy_poll: Vec<BusyPollPort>,
+    /// While busy polling: the check that it receives, and when it last looked.
+    busy_check: Option<(busypoll::EngagementCheck, StdInstant)>,
     options: &'a RunOptions,
     links: &'a [Link],
     controls: &'a [Sender<ControlMsg>],
@@ -567,6 +572,7 @@ impl ControlLoop<'_> {
                 self.observe_passive(&report);
                 self.latest.insert(report.core, report);
             }
+            self.check_busy_poll();
             self.relay_arp();
             self.finish_probe();
             self.check_health();
@@ -580,6 +586,22 @@ impl ControlLoop<'_> {
                 let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
                 log_figures(&reports);
             }
+        }
+    }
+
+    /// While busy polling, checks once a second that the kernel's busy-poll count rises as
+    /// frames arrive ([`busypoll::EngagementCheck`]); warns once if it does not.
+    fn check_busy_poll(&mut self) {
+        let Some((check, last)) = &mut self.busy_check else { return };
+        if last.elapsed() < LINK_CHECK_EVERY {
+            return;
+        }
+        *last = StdInstant::now();
+        let Some(polled) = busypoll::busy_poll_rx_packets() else { return };
+        let received: u64 =
+            self.latest.values().flat_map(|r| r.ports.iter()).map(|(_, p)| p.rx_packets).sum();
+        if let Some(warning) = check.observe(received, polled) {
+            warn!("{warning}");
         }
     }
 

@@ -1406,8 +1406,23 @@ fn busy_poll_tunes_the_devices_while_running_and_gives_them_back() {
     }
     let answers = ask(&lab, &client, 5);
     assert!(answers.iter().all(|a| a == "rs1"), "forwards while busy polling: {answers:?}");
-    check(&scrape_busy_poll(&lb), true);
+    let gauges = check(&scrape_busy_poll(&lb), true);
+    // The runtime check: 12 000 frames, and on a socket without a NAPI the kernel's
+    // BusyPollRxPackets cannot move, so xlb says busy polling is not receiving.
+    let flood = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for i in range(12000): s.sendto(b'x', ('10.2.0.10', 53))";
+    lab.exec(&client, &["python3", "-c", flood]);
+    let not_receiving = "busy polling is on but not receiving";
+    if gauges.iter().any(|&(_, napi)| napi == 0.0) {
+        let log = lab.scratch.join("xlb-on.log");
+        let started = Instant::now();
+        while !read(&log).contains(not_receiving) {
+            assert!(started.elapsed() < Duration::from_secs(6), "no warning:\n{}", read(&log));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let (_, log) = stop_xlb(&mut lab, xlb, "on");
+    assert!(log.matches(not_receiving).count() <= 1, "warned once at most:\n{log}");
     for dev in ["ethc", "ethr"] {
         assert_eq!(napi_settings(&lab, &lb, dev), before, "{dev} after SIGTERM:\n{log}");
         assert!(!record(dev).exists(), "{dev}: a clean stop leaves no record");

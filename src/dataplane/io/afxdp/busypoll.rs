@@ -32,8 +32,15 @@
 //! ([`recover`]), whatever its own mode. The settings only delay interrupts, never lose
 //! frames, so a device left tuned between the two keeps working, at a latency cost.
 //!
-//! No workaround for devices without a linked NAPI (such as busy-polling the device's NAPI
-//! through another socket that carries its id) is made here: those fall back.
+//! While busy polling, control checks now and then that the counter rises as frames arrive
+//! ([`EngagementCheck`]) and warns once if it does not.
+//!
+//! No workaround for devices without a linked NAPI is made here: those fall back. On veth
+//! (kernel 6.18) the device's NAPI does have an id once native XDP is attached (a UDP socket
+//! that received a datagram through it reads a non-zero `SO_INCOMING_NAPI_ID`), but veth
+//! registers its XDP receive queue with NAPI id 0, so the AF_XDP socket never gets one.
+//! Busy-polling that NAPI through another socket carrying its id would need datagrams of
+//! xlb's own arriving through the device to mark such a socket, which xlb does not have.
 
 use std::fmt;
 use std::fs;
@@ -370,6 +377,44 @@ pub fn busy_poll_rx_packets() -> Option<u64> {
     parse_busy_poll_rx_packets(&fs::read_to_string("/proc/net/netstat").ok()?)
 }
 
+/// Frames xlb must have received between two looks before a BusyPollRxPackets that did not
+/// move means busy polling is not receiving.
+pub const CHECK_AFTER_FRAMES: u64 = 10_000;
+
+/// The runtime proof that busy polling engaged: while it is on, the kernel's
+/// BusyPollRxPackets must rise as xlb receives. Fed the frames the sockets received so far
+/// and the counter, now and then; says so once when at least [`CHECK_AFTER_FRAMES`] frames
+/// arrived since the last look and the kernel counted none of them as busy-polled.
+#[derive(Debug, Default)]
+pub struct EngagementCheck {
+    last: Option<(u64, u64)>,
+    warned: bool,
+}
+
+impl EngagementCheck {
+    /// Returns the warning, the first time the check fails (None ever after).
+    pub fn observe(&mut self, received: u64, busy_polled: u64) -> Option<String> {
+        let Some((frames, polled)) = self.last else {
+            self.last = Some((received, busy_polled));
+            return None;
+        };
+        let arrived = received.saturating_sub(frames);
+        if arrived < CHECK_AFTER_FRAMES {
+            return None; // wait for more traffic; keep the older baseline
+        }
+        self.last = Some((received, busy_polled));
+        if busy_polled > polled || self.warned {
+            return None;
+        }
+        self.warned = true;
+        Some(format!(
+            "busy polling is on but not receiving: {arrived} frames arrived and the kernel's \
+             TcpExt BusyPollRxPackets did not move ({busy_polled}); the kernel's NAPI is \
+             receiving them while the workers spin beside it (run with --no-busy-poll)"
+        ))
+    }
+}
+
 /// The device settings busy polling changes, in the order they are written.
 pub const DEVICE_SETTINGS: [&str; 2] = ["napi_defer_hard_irqs", "gro_flush_timeout"];
 
@@ -634,6 +679,21 @@ mod tests {
                 decide(mode, &refused),
                 Decision::Interrupt(Fallback::SocketOption { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn warns_once_when_frames_arrive_and_busy_polling_counts_none() {
+        let mut check = EngagementCheck::default();
+        assert_eq!(check.observe(0, 100), None, "the first look is the baseline");
+        assert_eq!(check.observe(5_000, 100), None, "too few frames to judge");
+        assert_eq!(check.observe(20_000, 30_000), None, "rising: engaged");
+        let warning = check.observe(40_000, 30_000).expect("20000 frames, none busy-polled");
+        assert!(warning.contains("20000 frames"), "{warning}");
+        assert_eq!(check.observe(80_000, 30_000), None, "once");
+        let mut idle = EngagementCheck::default();
+        for _ in 0..10 {
+            assert_eq!(idle.observe(0, 0), None, "no traffic: nothing to judge");
         }
     }
 
