@@ -326,7 +326,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let devices: Vec<&str> = links.iter().map(|l| l.netdev.name.as_str()).collect();
     let mut sockets: Vec<(usize, &mut XskPort)> =
         ports_per_worker.iter_mut().flatten().map(|(iface, port)| (iface.index(), port)).collect();
-    let mode = options.busy_poll.unwrap_or_default();
+    let mode = options.busy_poll.unwrap_or(config.dataplane.busy_poll);
     let (busy, _tuning) = busypoll::start(mode, &record_dir, &devices, &mut sockets);
     modes.push(format!("busy polling {}", if busy.busy_poll() { "on" } else { "off" }));
     let busy_poll_ports: Vec<BusyPollPort> = ports_per_worker
@@ -894,6 +894,12 @@ impl ControlLoop<'_> {
     /// SIGHUP: re-reads the config file and publishes it.
     fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.options.config)?;
+        if config.dataplane != self.config.dataplane {
+            warn!(
+                "dataplane.busy_poll changed to {:?}: it applies at the next start of xlb",
+                config.dataplane.busy_poll.to_string()
+            );
+        }
         let weights = config_weights(&config);
         self.publish(config, "config file re-read")?;
         self.file_weights = weights;

@@ -54,7 +54,7 @@ enum Command {
         spin: bool,
         /// Preferred busy polling, each worker running its queues' NAPI itself: auto (where
         /// the kernel linked a NAPI to every socket, else interrupt mode with a warning), on,
-        /// off. Overrides the config's `busy_poll`. Busy polling keeps each worker's core at
+        /// off. Overrides the config's `dataplane.busy_poll`. Busy polling keeps each worker's core at
         /// 100% even when idle.
         #[arg(long, value_name = "auto|on|off", conflicts_with = "no_busy_poll")]
         busy_poll: Option<BusyPollMode>,

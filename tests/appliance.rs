@@ -1435,14 +1435,21 @@ fn busy_poll_tunes_the_devices_while_running_and_gives_them_back() {
     lab.children[xlb].kill().expect("SIGKILL");
     lab.children[xlb].wait().expect("reaped");
     assert_eq!(napi_settings(&lab, &lb, "ethr"), tuned, "SIGKILL runs no destructor");
-    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "off", &["--no-busy-poll"]);
+    // Off by the config's key this time (`--no-busy-poll` says the same).
+    let off = lab.scratch.join("off.toml");
+    let text = nat_config(&[5001]) + "\n[dataplane]\nbusy_poll = \"off\"\n";
+    std::fs::write(&off, text).unwrap();
+    let xlb = start_xlb_with(&mut lab, &lb, &off, "1", "off", &metrics);
     for dev in ["ethc", "ethr"] {
         assert_eq!(napi_settings(&lab, &lb, dev), before, "{dev}: given back at start-up");
         assert!(!record(dev).exists());
     }
+    let text = scrape_busy_poll(&lb);
+    assert_eq!(check(&text, false).len(), 2, "off: nothing engaged");
     let (_, log) = stop_xlb(&mut lab, xlb, "off");
     assert!(log.contains("ethr: gave back the settings a killed xlb left"), "{log}");
-    assert!(log.contains("busy polling: off"), "{log}");
+    assert!(log.contains("busy polling: off (as configured)"), "{log}");
+    assert!(!log.contains("SO_INCOMING_NAPI_ID"), "off does not try:\n{log}");
     for dev in ["ethc", "ethr"] {
         let _ = std::fs::remove_file(record(dev));
     }

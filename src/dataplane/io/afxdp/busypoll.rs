@@ -279,7 +279,7 @@ pub fn start(
              nothing is busy-polled there until it does, and the worker spins anyway ({ids})",
             unlinked.iter().map(|(i, q)| format!("{i} queue {q}")).collect::<Vec<_>>().join(", ")
         ),
-        Decision::Interrupt(Fallback::Disabled) => info!("busy polling: off (--no-busy-poll)"),
+        Decision::Interrupt(Fallback::Disabled) => info!("busy polling: off (as configured)"),
         Decision::Interrupt(why) => warn!(
             "busy polling: not engaged: {why}; running in interrupt mode instead (the kernel's \
              NAPI receives, workers wait when idle, napi_defer_hard_irqs and gro_flush_timeout \
