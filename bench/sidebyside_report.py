@@ -225,12 +225,13 @@ def markdown(meta, windows, profile):
     out.append("| proto | row | Mpps | × null | × nftables | CPU-µs/packet | good / bad frames | generator Mpps |")
     out.append("|---|---|---:|---:|---:|---:|---|---:|")
     for proto in ("udp", "tcp"):
-        null = peaks.get((proto, "null"), {}).get("mpps")
         nft = peaks.get((proto, "nft-dnat"), {}).get("mpps")
         for row in ORDER:
             p = peaks.get((proto, row))
             if not p:
                 continue
+            # × null: against the null forwarder configured the same way (-bp with null-bp).
+            null = peaks.get((proto, "null-bp" if row.endswith("-bp") else "null"), {}).get("mpps")
             spread = f" ({p['min']:.3f}–{p['max']:.3f})" if p["windows"] > 1 else ""
             out.append(
                 f"| {proto.upper()} | {ROW_NAMES[row]} | {p['mpps']:.3f}{spread} | {ratio(p['mpps'], null)} | "
@@ -239,7 +240,8 @@ def markdown(meta, windows, profile):
             )
     out.append("")
     out.append(
-        "Mpps: good frames the sink counted per second of the window. CPU-µs/packet: busy time of the "
+        "× null: against the null forwarder in the same busy-poll mode (busy-polling rows against the "
+        "busy-polling null forwarder). Mpps: good frames the sink counted per second of the window. CPU-µs/packet: busy time of the "
         "forwarding core (`/proc/stat`: everything but idle and iowait) over the window, per good frame — "
         "under overload it includes the work spent on frames that were then dropped. TCP frames are SYNs. "
         "\"The limit\": the row forwarded about all the generator sent, so the figure is the generator's (it shares its "

@@ -176,4 +176,18 @@ mod tests {
             assert!(frame[12..].iter().all(|&b| b == n as u8), "payload untouched");
         }
     }
+
+    /// Busy polling: the sending port is polled every step too (its socket then runs its
+    /// NAPI); in interrupt mode it is left alone.
+    #[test]
+    fn spinning_polls_the_sending_port_too() {
+        for spin in [false, true] {
+            let mut tx = MemPort::default();
+            tx.inbox.push_back(vec![0; 60]); // a poll would take it
+            let mut null = NullForwarder::new(MemPort::default(), tx, DST, SRC).with_spin(spin);
+            null.step();
+            assert_eq!(null.tx.stats.rx_packets, u64::from(spin), "spin {spin}");
+            assert!(null.tx.wire.is_empty(), "nothing received there is sent");
+        }
+    }
 }
