@@ -27,6 +27,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::control::config::parse_mac;
+use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
 use crate::dataplane::io::afxdp::generator::{self, FrameSpec, GenConfig, GenLimits, Generator};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::redirect::Redirect;
@@ -157,6 +158,9 @@ pub struct ForwardArgs {
     /// Create this file once forwarding.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// null: preferred busy polling, as `xlb run --busy-poll` (auto, on, off).
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    pub busy_poll: BusyPollMode,
 }
 
 /// Options of `xlb bench nft`.
@@ -460,11 +464,25 @@ fn run_null(args: &ForwardArgs, stop: &AtomicBool) -> anyhow::Result<ForwardSumm
     steer::remove_stale(rx.ifindex)?;
     let (_attachment, xdp_mode) = steer.attach_best(rx.ifindex)?;
     steer.set_rules(&SteerRules { dst: vec![args.vip], ..SteerRules::default() })?;
-    let rx_port = XskPort::open(&rx.name, 0, XskConfig::default())?;
+    let mut rx_port = XskPort::open(&rx.name, 0, XskConfig::default())?;
     steer.set_socket(0, rx_port.fd())?;
-    let tx_port = XskPort::open(&tx.name, 0, XskConfig::default())?;
-    let mode = format!("XDP {xdp_mode:?}, AF_XDP {} mode", rx_port.mode());
-    let mut null = NullForwarder::new(rx_port, tx_port, args.dst_mac, tx.mac);
+    let mut tx_port = XskPort::open(&tx.name, 0, XskConfig::default())?;
+    // As `xlb run` does; `_tuning` gives the devices their settings back on return.
+    let devices = [rx.name.as_str(), tx.name.as_str()];
+    let record_dir = PathBuf::from(crate::control::instance::LOCK_DIR);
+    let (busy, _tuning) = busypoll::start(
+        args.busy_poll,
+        &record_dir,
+        &devices,
+        &mut [(0, &mut rx_port), (1, &mut tx_port)],
+    );
+    let mode = format!(
+        "XDP {xdp_mode:?}, AF_XDP {} mode, busy polling {}",
+        rx_port.mode(),
+        if busy.busy_poll() { "on" } else { "off" }
+    );
+    let mut null =
+        NullForwarder::new(rx_port, tx_port, args.dst_mac, tx.mac).with_spin(busy.busy_poll());
     if let Some(path) = &args.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))?;
     }

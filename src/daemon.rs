@@ -14,7 +14,12 @@
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
 //!    that has it, zero-copy if offered else copy, and put the socket in that interface's
 //!    XSKMAP;
-//! 4. start the workers pinned to their cores, say ready (log line, and `--ready-file`),
+//! 4. preferred busy polling ([`busypoll::start`]): give back the device settings a killed
+//!    run left; unless it is off, set the busy-poll options on every socket and, where the
+//!    kernel linked a NAPI to every one (or it is forced on), tune the devices (given back
+//!    when `run` returns, however it returns) and have the workers spin and drive their
+//!    NAPI; otherwise one warning names why and the sockets stay in interrupt mode;
+//! 5. start the workers pinned to their cores, say ready (log line, and `--ready-file`),
 //!    probe for every VIP and local address (RFC 5227, as `arping -D` does) and, after
 //!    [`PROBE_WAIT`], announce (gratuitous ARP) those no other host answered for; a VIP
 //!    another host answers for is not announced, and an error line names it and the MAC.
@@ -39,7 +44,8 @@
 //! `--rate` and metrics carry over every change. The state file is rewritten (atomically)
 //! whenever a health verdict or a runtime weight changes. On a signal it stops
 //! the workers, closes the sockets, detaches the programs (the kernel would also do that if
-//! xlb were killed: they are attached through bpf links), and prints the
+//! xlb were killed: they are attached through bpf links), gives the devices back their
+//! busy-poll settings (a killed xlb cannot: the next run does), and prints the
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
@@ -67,6 +73,7 @@ use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::state::{self, Kept, State};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
+use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::tap::{self, Tap};
@@ -98,8 +105,14 @@ pub struct RunOptions {
     pub xdp_mode: Option<XdpMode>,
     /// Bind in copy mode without trying zero-copy.
     pub force_copy: bool,
-    /// Keep polling when idle (dedicated cores).
-    pub busy_poll: bool,
+    /// Keep polling when idle (dedicated cores), busy polling or not.
+    pub spin: bool,
+    /// Preferred busy polling ([`busypoll`]): where it engages (None: the default, auto),
+    /// always, or never.
+    pub busy_poll: Option<BusyPollMode>,
+    /// Where the devices' settings before busy polling are recorded (default
+    /// [`instance::LOCK_DIR`]).
+    pub record_dir: Option<PathBuf>,
     /// Log a line of figures this often.
     pub stats_every: Option<Duration>,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
@@ -306,6 +319,27 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
     }
 
+    // Preferred busy polling, where the kernel linked a NAPI to every socket; `_tuning`
+    // gives the devices their settings back when `run` returns, however it returns.
+    let record_dir =
+        options.record_dir.clone().unwrap_or_else(|| PathBuf::from(instance::LOCK_DIR));
+    let devices: Vec<&str> = links.iter().map(|l| l.netdev.name.as_str()).collect();
+    let mut sockets: Vec<(usize, &mut XskPort)> =
+        ports_per_worker.iter_mut().flatten().map(|(iface, port)| (iface.index(), port)).collect();
+    let mode = options.busy_poll.unwrap_or(config.dataplane.busy_poll);
+    let (busy, _tuning) = busypoll::start(mode, &record_dir, &devices, &mut sockets);
+    modes.push(format!("busy polling {}", if busy.busy_poll() { "on" } else { "off" }));
+    let busy_poll_ports: Vec<BusyPollPort> = ports_per_worker
+        .iter()
+        .flatten()
+        .map(|(iface, port)| BusyPollPort {
+            interface: links[iface.index()].netdev.name.clone(),
+            queue: port.queue(),
+            fd: port.fd(),
+            engaged: busy.busy_poll(),
+        })
+        .collect();
+
     // Pipelines, each able to read the others' connection tables.
     let clock = MonotonicClock::start();
     let mut pipelines: Vec<Pipeline> = (0..workers)
@@ -327,7 +361,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     for (k, (pipeline, ports)) in pipelines.into_iter().zip(ports_per_worker).enumerate() {
         let (control_tx, control_rx) = crossbeam::channel::unbounded();
         controls.push(control_tx);
-        let options = WorkerOptions { core: k as u16, busy_poll: options.busy_poll };
+        // Under busy polling the worker never sleeps: it is the one that runs the NAPI
+        // (WorkerOptions::busy_poll means "spin when idle").
+        let spin = options.spin || busy.busy_poll();
+        let options = WorkerOptions { core: k as u16, busy_poll: spin };
         let worker = Worker::new(pipeline, ports, control_rx, report_tx.clone(), clock, options);
         let core = (!cores.is_empty()).then(|| cores[k % cores.len()]);
         let stop = worker_stop.clone();
@@ -395,6 +432,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         probe_routes,
         last_link_check: StdInstant::now(),
         lost: None,
+        busy_poll: busy_poll_ports,
+        busy_check: busy
+            .busy_poll()
+            .then(|| (busypoll::EngagementCheck::default(), StdInstant::now())),
         state_path,
         file_weights,
         stored_state: String::new(),
@@ -430,6 +471,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
 }
 
 struct ControlLoop<'a> {
+    /// Every socket's busy-poll state, for metrics.
+    busy_poll: Vec<BusyPollPort>,
+    /// While busy polling: the check that it receives, and when it last looked.
+    busy_check: Option<(busypoll::EngagementCheck, StdInstant)>,
     options: &'a RunOptions,
     links: &'a [Link],
     controls: &'a [Sender<ControlMsg>],
@@ -527,6 +572,7 @@ impl ControlLoop<'_> {
                 self.observe_passive(&report);
                 self.latest.insert(report.core, report);
             }
+            self.check_busy_poll();
             self.relay_arp();
             self.finish_probe();
             self.check_health();
@@ -540,6 +586,22 @@ impl ControlLoop<'_> {
                 let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
                 log_figures(&reports);
             }
+        }
+    }
+
+    /// While busy polling, checks once a second that the kernel's busy-poll count rises as
+    /// frames arrive ([`busypoll::EngagementCheck`]); warns once if it does not.
+    fn check_busy_poll(&mut self) {
+        let Some((check, last)) = &mut self.busy_check else { return };
+        if last.elapsed() < LINK_CHECK_EVERY {
+            return;
+        }
+        *last = StdInstant::now();
+        let Some(polled) = busypoll::busy_poll_rx_packets() else { return };
+        let received: u64 =
+            self.latest.values().flat_map(|r| r.ports.iter()).map(|(_, p)| p.rx_packets).sum();
+        if let Some(warning) = check.observe(received, polled) {
+            warn!("{warning}");
         }
     }
 
@@ -766,8 +828,15 @@ impl ControlLoop<'_> {
         }
         let reports: Vec<CoreReport> = self.latest.values().cloned().collect();
         let health = self.health.status();
-        let control =
-            metrics::ControlFigures { ctl, metrics_refused: server.refused(), health: &health };
+        let busy_poll: Vec<metrics::BusyPollFigures> =
+            self.busy_poll.iter().map(BusyPollPort::figures).collect();
+        let control = metrics::ControlFigures {
+            ctl,
+            metrics_refused: server.refused(),
+            health: &health,
+            busy_poll: &busy_poll,
+            busy_poll_rx_packets: busypoll::busy_poll_rx_packets(),
+        };
         let text = metrics::render_reports(
             &self.ledger,
             &reports,
@@ -825,6 +894,12 @@ impl ControlLoop<'_> {
     /// SIGHUP: re-reads the config file and publishes it.
     fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.options.config)?;
+        if config.dataplane != self.config.dataplane {
+            warn!(
+                "dataplane.busy_poll changed to {:?}: it applies at the next start of xlb",
+                config.dataplane.busy_poll.to_string()
+            );
+        }
         let weights = config_weights(&config);
         self.publish(config, "config file re-read")?;
         self.file_weights = weights;
@@ -1100,6 +1175,29 @@ fn build_snapshot(
 /// The TAP device through which `netdev`'s ports hand passed frames to the kernel (the
 /// interface at `position` in the config). A failure is logged, not fatal: xlb still forwards
 /// what it owns, and counts what it could not hand back as `pass_unreinjectable`.
+/// One socket's busy-poll state as control sees it: it reads the NAPI id through `fd`
+/// while the workers run (the sockets are closed only after they have stopped).
+struct BusyPollPort {
+    interface: String,
+    queue: u32,
+    fd: std::os::fd::RawFd,
+    /// Busy polling was turned on for it.
+    engaged: bool,
+}
+
+impl BusyPollPort {
+    /// Engaged means turned on and linked to a NAPI (without one the kernel polls nothing).
+    fn figures(&self) -> metrics::BusyPollFigures {
+        let napi_id = busypoll::napi_id(self.fd).unwrap_or(0);
+        metrics::BusyPollFigures {
+            interface: self.interface.clone(),
+            queue: self.queue,
+            engaged: self.engaged && napi_id != 0,
+            napi_id,
+        }
+    }
+}
+
 fn open_tap(options: &RunOptions, netdev: &Netdev, position: usize) -> Option<Arc<Tap>> {
     let made = tap::tap_name(options.tap_prefix.as_deref(), &netdev.name, netdev.ifindex, position)
         .and_then(|name| Tap::create(&name, netdev));

@@ -16,6 +16,7 @@ use xlb::control::ipvsadm::{self, Command as CtlCommand};
 use xlb::control::socket::{self, Request};
 use xlb::control::{Config, Snapshot};
 use xlb::daemon::{self, RunOptions};
+use xlb::dataplane::io::afxdp::busypoll::BusyPollMode;
 use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
 use xlb::sched::SchedulerKind;
@@ -47,9 +48,19 @@ enum Command {
         /// Bind AF_XDP sockets in copy mode without trying zero-copy.
         #[arg(long)]
         copy: bool,
-        /// Keep polling when idle, for dedicated cores (default: wait when idle).
+        /// Keep the workers spinning when idle, for dedicated cores (default: wait when
+        /// idle). Busy polling spins anyway.
         #[arg(long)]
-        busy_poll: bool,
+        spin: bool,
+        /// Preferred busy polling, each worker running its queues' NAPI itself: auto (where
+        /// the kernel linked a NAPI to every socket, else interrupt mode with a warning), on,
+        /// off. Overrides the config's `dataplane.busy_poll`. Busy polling keeps each worker's core at
+        /// 100% even when idle.
+        #[arg(long, value_name = "auto|on|off", conflicts_with = "no_busy_poll")]
+        busy_poll: Option<BusyPollMode>,
+        /// Same as --busy-poll off.
+        #[arg(long)]
+        no_busy_poll: bool,
         /// Log a line of figures per core every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_every: Option<u64>,
@@ -143,7 +154,9 @@ fn main() -> ExitCode {
             ready_file,
             xdp_mode,
             copy,
+            spin,
             busy_poll,
+            no_busy_poll,
             stats_every,
             metrics,
             log_level,
@@ -161,7 +174,9 @@ fn main() -> ExitCode {
                 ready_file,
                 xdp_mode,
                 force_copy: copy,
-                busy_poll,
+                spin,
+                busy_poll: if no_busy_poll { Some(BusyPollMode::Off) } else { busy_poll },
+                record_dir: None,
                 stats_every: stats_every.map(Duration::from_secs),
                 tap_prefix,
                 reload: None,

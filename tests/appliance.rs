@@ -1441,4 +1441,167 @@ fn a_burst_taken_in_full_batches_all_leaves_and_the_port_counters_add_up() {
         "kernel {}: TX budget refused: {refused}; {kicks} kicks for {sent} frames",
         release.trim()
     );
+
+/// The two device settings busy polling changes, as `ns` sees them on `dev`.
+fn napi_settings(lab: &Lab, ns: &str, dev: &str) -> (String, String) {
+    let read = |setting: &str| {
+        let path = format!("/sys/class/net/{dev}/{setting}");
+        String::from_utf8_lossy(&lab.exec(ns, &["cat", &path]).stdout).trim().to_string()
+    };
+    (read("napi_defer_hard_irqs"), read("gro_flush_timeout"))
+}
+
+/// The value of the sample `series` (name and labels, exactly) in Prometheus `text`.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrapes xlb's metrics in `ns` until the busy-poll series are there (rendered once a
+/// second); returns the text.
+fn scrape_busy_poll(ns: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let url = "http://127.0.0.1:9100/metrics";
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "2", url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("xlb_busy_poll_napi_id{") {
+            return text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "no busy-poll metrics: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 11 §2: preferred busy polling. Every run says in its metrics, per socket, whether
+/// busy polling engaged and the NAPI id, consistently (engaged only with a NAPI). By default
+/// (auto) it engages only where the kernel linked a NAPI to every socket; where it did not
+/// (veth) xlb warns once and leaves the devices alone. Forced on, `xlb run` sets
+/// napi_defer_hard_irqs and gro_flush_timeout on its devices while it runs and gives the
+/// previous values back on SIGTERM; after a SIGKILL the next run gives them back.
+#[test]
+fn busy_poll_tunes_the_devices_while_running_and_gives_them_back() {
+    if !root_or_skip("busy_poll") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("bp");
+    // Values of our own to see them come back (not the defaults xlb would also write back).
+    for dev in ["ethc", "ethr"] {
+        let base = format!("/sys/class/net/{dev}");
+        lab.exec(&lb, &["sh", "-c", &format!("echo 1 > {base}/napi_defer_hard_irqs")]);
+        lab.exec(&lb, &["sh", "-c", &format!("echo 5000 > {base}/gro_flush_timeout")]);
+    }
+    let before = ("1".to_string(), "5000".to_string());
+    let tuned = ("2".to_string(), "200000".to_string());
+    let netns = String::from_utf8_lossy(
+        &lab.exec(&lb, &["stat", "-L", "-c", "%i", "/proc/self/ns/net"]).stdout,
+    )
+    .trim()
+    .to_string();
+    let record = |dev: &str| PathBuf::from(format!("/run/xlb/netns-{netns}-{dev}.busypoll"));
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let metrics = ["--metrics", "127.0.0.1:9100"];
+
+    // Consistency of one scrape: engaged only where a NAPI is linked (and busy polling on).
+    let check = |text: &str, on: bool| -> Vec<(f64, f64)> {
+        ["ethc", "ethr"]
+            .iter()
+            .map(|dev| {
+                let labels = format!("{{interface=\"{dev}\",queue=\"0\"}}");
+                let engaged = series_value(text, &format!("xlb_busy_poll_engaged{labels}"))
+                    .unwrap_or_else(|| panic!("no engaged gauge for {dev}: {text}"));
+                let napi = series_value(text, &format!("xlb_busy_poll_napi_id{labels}"))
+                    .unwrap_or_else(|| panic!("no NAPI id gauge for {dev}: {text}"));
+                assert_eq!(engaged, if on && napi != 0.0 { 1.0 } else { 0.0 }, "{dev}: {text}");
+                (engaged, napi)
+            })
+            .collect()
+    };
+
+    // 1. Default (auto).
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "auto", &metrics);
+    let answers = ask(&lab, &client, 5);
+    assert!(answers.iter().all(|a| a == "rs1"), "{answers:?}");
+    let text = scrape_busy_poll(&lb);
+    let log = read(&lab.scratch.join("xlb-auto.log"));
+    let fell_back = log.contains("busy polling: not engaged:");
+    eprintln!(
+        "{}",
+        log.lines().filter(|l| l.contains("busy polling")).collect::<Vec<_>>().join("\n")
+    );
+    let gauges = check(&text, !fell_back);
+    if fell_back {
+        // One warning, naming the socket and the reason; the devices untouched.
+        assert_eq!(log.matches("busy polling: not engaged").count(), 1, "{log}");
+        assert!(log.contains("SO_INCOMING_NAPI_ID 0"), "{log}");
+        assert!(log.contains("running in interrupt mode instead"), "{log}");
+        assert_eq!(napi_settings(&lab, &lb, "ethc"), before, "auto fell back: untouched");
+    } else {
+        assert!(log.contains("busy polling: on"), "{log}");
+        assert!(gauges.iter().all(|&(engaged, _)| engaged == 1.0), "{text}");
+        assert_eq!(napi_settings(&lab, &lb, "ethc"), tuned);
+    }
+    stop_xlb(&mut lab, xlb, "auto");
+    assert_eq!(napi_settings(&lab, &lb, "ethc"), before);
+
+    // 2. Forced on: the devices are tuned while xlb runs, and given back on SIGTERM.
+    let mut args = metrics.to_vec();
+    args.extend_from_slice(&["--busy-poll", "on"]);
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "on", &args);
+    for dev in ["ethc", "ethr"] {
+        assert_eq!(napi_settings(&lab, &lb, dev), tuned, "{dev} while running");
+        assert!(record(dev).exists(), "{dev}: the previous values are recorded");
+    }
+    let answers = ask(&lab, &client, 5);
+    assert!(answers.iter().all(|a| a == "rs1"), "forwards while busy polling: {answers:?}");
+    let gauges = check(&scrape_busy_poll(&lb), true);
+    // The runtime check: 12 000 frames, and on a socket without a NAPI the kernel's
+    // BusyPollRxPackets cannot move, so xlb says busy polling is not receiving.
+    let flood = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for i in range(12000): s.sendto(b'x', ('10.2.0.10', 53))";
+    lab.exec(&client, &["python3", "-c", flood]);
+    let not_receiving = "busy polling is on but not receiving";
+    if gauges.iter().any(|&(_, napi)| napi == 0.0) {
+        let log = lab.scratch.join("xlb-on.log");
+        let started = Instant::now();
+        while !read(&log).contains(not_receiving) {
+            assert!(started.elapsed() < Duration::from_secs(6), "no warning:\n{}", read(&log));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (_, log) = stop_xlb(&mut lab, xlb, "on");
+    assert!(log.matches(not_receiving).count() <= 1, "warned once at most:\n{log}");
+    for dev in ["ethc", "ethr"] {
+        assert_eq!(napi_settings(&lab, &lb, dev), before, "{dev} after SIGTERM:\n{log}");
+        assert!(!record(dev).exists(), "{dev}: a clean stop leaves no record");
+    }
+
+    // 3. Killed: the settings stay, and the next run (even with busy polling off) gives
+    //    them back first.
+    let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "killed", &args);
+    assert_eq!(napi_settings(&lab, &lb, "ethr"), tuned);
+    lab.children[xlb].kill().expect("SIGKILL");
+    lab.children[xlb].wait().expect("reaped");
+    assert_eq!(napi_settings(&lab, &lb, "ethr"), tuned, "SIGKILL runs no destructor");
+    // Off by the config's key this time (`--no-busy-poll` says the same).
+    let off = lab.scratch.join("off.toml");
+    let text = nat_config(&[5001]) + "\n[dataplane]\nbusy_poll = \"off\"\n";
+    std::fs::write(&off, text).unwrap();
+    let xlb = start_xlb_with(&mut lab, &lb, &off, "1", "off", &metrics);
+    for dev in ["ethc", "ethr"] {
+        assert_eq!(napi_settings(&lab, &lb, dev), before, "{dev}: given back at start-up");
+        assert!(!record(dev).exists());
+    }
+    let text = scrape_busy_poll(&lb);
+    assert_eq!(check(&text, false).len(), 2, "off: nothing engaged");
+    let (_, log) = stop_xlb(&mut lab, xlb, "off");
+    assert!(log.contains("ethr: gave back the settings a killed xlb left"), "{log}");
+    assert!(log.contains("busy polling: off (as configured)"), "{log}");
+    assert!(!log.contains("SO_INCOMING_NAPI_ID"), "off does not try:\n{log}");
+    for dev in ["ethc", "ethr"] {
+        let _ = std::fs::remove_file(record(dev));
+    }
 }

@@ -1,6 +1,6 @@
 //! `bench/sidebyside` end to end, in its tiny bounded mode (`--quick`: one 1-second window
 //! per row, no latency runs, no profiles): every row (xlb DR, NAT and FullNAT, the null
-//! forwarder, kernel forwarding, nftables DNAT, XDP redirect), over UDP and TCP, must get
+//! forwarder, xlb DR and the null forwarder with busy polling forced on, kernel forwarding, nftables DNAT, XDP redirect), over UDP and TCP, must get
 //! frames to the sink, every frame the sink saw must be what the row should deliver, the
 //! script must print its PASS line and leave none of its namespaces behind. No rate is
 //! asserted: the machine's two cores are shared.
@@ -14,8 +14,17 @@ use std::process::Command;
 /// The run is stopped after this (SIGTERM: its trap still cleans up).
 const TIMEOUT_SECONDS: &str = "400";
 
-const ROWS: [&str; 7] =
-    ["xlb-dr", "xlb-nat", "xlb-fullnat", "null", "kernel-fwd", "nft-dnat", "xdp-redirect"];
+const ROWS: [&str; 9] = [
+    "xlb-dr",
+    "xlb-nat",
+    "xlb-fullnat",
+    "null",
+    "xlb-dr-bp",
+    "null-bp",
+    "kernel-fwd",
+    "nft-dnat",
+    "xdp-redirect",
+];
 
 fn may_run() -> bool {
     xlb::testkit::root_or_skip("bench/sidebyside")
@@ -45,21 +54,34 @@ fn window_problems(line: &serde_json::Value) -> Vec<String> {
     if line["gen"]["sent"].as_u64().unwrap_or(0) == 0 {
         problems.push(format!("{name}: the generator sent nothing"));
     }
+    // The AF_XDP rows ran in the busy-poll mode their name says (-bp: forced on).
+    let row = line["row"].as_str().unwrap_or("");
+    if row.starts_with("xlb-") || row.starts_with("null") {
+        let on = &line["busy_poll"]["on"];
+        if on.as_bool() != Some(row.ends_with("-bp")) {
+            problems.push(format!("{name}: busy polling on = {on}, not what the row says"));
+        }
+    }
     problems
 }
 
 #[test]
 fn window_lines_are_judged() {
     let good: serde_json::Value = serde_json::from_str(
-        r#"{"row":"null","proto":"udp","sink":{"traffic":true,"window":{"good":5},"total_bad":0,"total":{}},"gen":{"sent":9}}"#,
+        r#"{"row":"null","proto":"udp","busy_poll":{"on":false,"napi":"","rx_packets":0},"sink":{"traffic":true,"window":{"good":5},"total_bad":0,"total":{}},"gen":{"sent":9}}"#,
     )
     .unwrap();
     assert!(window_problems(&good).is_empty());
+    let mut bp = good.clone();
+    bp["row"] = "null-bp".into();
+    assert_eq!(window_problems(&bp).len(), 1, "null-bp ran without busy polling");
+    bp["busy_poll"]["on"] = true.into();
+    assert!(window_problems(&bp).is_empty());
     let bad: serde_json::Value = serde_json::from_str(
         r#"{"row":"null","proto":"udp","sink":{"traffic":false,"window":{"good":0},"total_bad":2,"total":{}},"gen":{"sent":0}}"#,
     )
     .unwrap();
-    assert_eq!(window_problems(&bad).len(), 4);
+    assert_eq!(window_problems(&bad).len(), 5, "and no busy_poll record");
     assert_eq!(prefix_of("lab sidebyside: prefix xlb-77 (namespaces"), Some("xlb-77"));
     assert_eq!(prefix_of("lab sidebyside: prefix xlb-7x (namespaces"), None);
 }

@@ -31,6 +31,7 @@
 //!   of an interface's subnet (prefixes up to /30), and not an interface's own address, a
 //!   gateway, a static neighbour, a real server or a sorry server of any service; a local
 //!   address is also no service's `vip`. The error names both uses (and the other's line).
+//! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto").
 //! - Conntrack: `1 <= max_embryonic <= capacity <=` [`MAX_CONNTRACK_CAPACITY`]; every timeout is
 //!   at least one second.
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
@@ -64,6 +65,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
+use crate::dataplane::io::afxdp::busypoll::BusyPollMode;
 use crate::flow::{ForwardMode, Proto};
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 
@@ -168,6 +170,8 @@ pub struct Config {
     pub neighbors: Vec<NeighborConfig>,
     /// Connection-tracking sizes and timeouts.
     pub conntrack: ConntrackSettings,
+    /// How the data plane runs (read at start-up only).
+    pub dataplane: DataplaneSettings,
     /// The virtual services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -207,6 +211,15 @@ pub struct NeighborConfig {
     pub ip: Ipv4Addr,
     /// Its MAC (unicast).
     pub mac: Mac,
+}
+
+/// The `[dataplane]` table: how `xlb run` drives its sockets. Read when xlb starts; a
+/// reload that changes it is warned about and applies at the next start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataplaneSettings {
+    /// Preferred busy polling (`busy_poll = "auto" | "on" | "off"`, default auto); the
+    /// command line's `--busy-poll`/`--no-busy-poll` override it.
+    pub busy_poll: BusyPollMode,
 }
 
 /// The `[conntrack]` table: per-core table size, SYN-flood bound and timeouts.
@@ -540,6 +553,11 @@ impl Config {
             ct.tcp_closed_timeout.as_secs(),
             ct.udp_timeout.as_secs()
         );
+        let _ = writeln!(
+            out,
+            "[dataplane]\nbusy_poll = \"{}\"",
+            self.dataplane.busy_poll.choice_name()
+        );
         for s in &self.services {
             let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let _ = writeln!(
@@ -701,6 +719,17 @@ choice_by_name! {
     OnFailure => &OnFailure::ALL,
 }
 
+impl Choice for BusyPollMode {
+    const ALL: &'static [Self] = &[BusyPollMode::Auto, BusyPollMode::On, BusyPollMode::Off];
+    fn choice_name(self) -> &'static str {
+        match self {
+            BusyPollMode::Auto => "auto",
+            BusyPollMode::On => "on",
+            BusyPollMode::Off => "off",
+        }
+    }
+}
+
 impl Choice for SchedulerKind {
     const ALL: &'static [Self] = &SchedulerKind::ALL;
     fn choice_name(self) -> &'static str {
@@ -724,8 +753,15 @@ struct RawConfig {
     #[serde(default)]
     neighbor: Vec<Spanned<RawNeighbor>>,
     conntrack: Option<RawConntrack>,
+    dataplane: Option<RawDataplane>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    busy_poll: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1068,7 +1104,18 @@ impl Context<'_> {
             services.push(service);
         }
 
-        let config = Config { interfaces, neighbors, conntrack, services };
+        let dataplane = match &raw.dataplane {
+            Some(table) => DataplaneSettings {
+                busy_poll: self.optional_choice(
+                    "dataplane.busy_poll",
+                    &table.busy_poll,
+                    BusyPollMode::default(),
+                )?,
+            },
+            None => DataplaneSettings::default(),
+        };
+
+        let config = Config { interfaces, neighbors, conntrack, dataplane, services };
         self.address_conflicts(&raw, &config)?;
         Ok(config)
     }
@@ -2416,6 +2463,26 @@ pub(crate) mod tests {
         assert_eq!(parse(&text).unwrap().conntrack.max_embryonic, 1);
     }
 
+    #[test]
+    fn dataplane_busy_poll_is_auto_on_or_off() {
+        assert_eq!(parse(&with_iface("")).unwrap().dataplane.busy_poll, BusyPollMode::Auto);
+        for (text, mode) in
+            [("auto", BusyPollMode::Auto), ("on", BusyPollMode::On), ("off", BusyPollMode::Off)]
+        {
+            let config =
+                parse(&with_iface(&format!("[dataplane]\nbusy_poll = \"{text}\"\n"))).unwrap();
+            assert_eq!(config.dataplane.busy_poll, mode);
+            assert_eq!(parse(&config.to_toml()).unwrap().dataplane.busy_poll, mode, "round trip");
+        }
+        for bad in ["\"yes\"", "true", "1"] {
+            let text = with_iface(&format!("[dataplane]\nbusy_poll = {bad}\n"));
+            let expected = assert_invalid(&text, "dataplane.busy_poll", "busy_poll");
+            assert!(expected.contains("\"auto\", \"on\", \"off\""), "{expected}");
+        }
+        let text = with_iface("[dataplane]\nbusy_pol = \"on\"\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("busy_pol"), "unknown keys refused");
+    }
+
     /// Issue 10 (minor c): configs that need gigabytes are refused with the figure: the
     /// Maglev tables of all services together, a capacity past the largest table, and an
     /// estimate above the machine's memory.
@@ -2744,6 +2811,7 @@ pub(crate) mod tests {
                         tcp_closed_timeout: closed,
                         udp_timeout: udp,
                     },
+                    dataplane: DataplaneSettings { busy_poll: BusyPollMode::ALL[capacity % 3] },
                     services,
                 }
             },

@@ -201,6 +201,22 @@ pub struct ControlFigures<'a> {
     /// Every backend the health monitor follows, with its counts
     /// ([`crate::control::health::HealthMonitor::status`]).
     pub health: &'a [BackendStatus],
+    /// Every AF_XDP socket's busy-poll state.
+    pub busy_poll: &'a [BusyPollFigures],
+    /// `TcpExt: BusyPollRxPackets` of xlb's network namespace (None: unreadable).
+    pub busy_poll_rx_packets: Option<u64>,
+}
+
+/// One AF_XDP socket's preferred busy polling
+/// ([`crate::dataplane::io::afxdp::busypoll`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyPollFigures {
+    pub interface: String,
+    pub queue: u32,
+    /// Busy polling is on and the kernel linked a NAPI to the socket.
+    pub engaged: bool,
+    /// The NAPI id the kernel linked (0: none).
+    pub napi_id: u32,
 }
 
 /// Everything [`render`] reads.
@@ -476,6 +492,34 @@ pub fn render(view: &MetricsView<'_>) -> String {
     );
     for (core, interface, stats) in &ports {
         out.sample(name, &[("core", core), ("interface", interface)], stats.tx_backlog);
+    }
+
+    // Preferred busy polling, per socket, and the kernel's count of what it received.
+    let busy = view.control.busy_poll;
+    for (name, help, read) in [
+        (
+            "xlb_busy_poll_engaged",
+            "1 if the worker runs the socket's NAPI itself (busy polling on and a NAPI linked).",
+            (|b: &BusyPollFigures| u64::from(b.engaged)) as fn(&BusyPollFigures) -> u64,
+        ),
+        ("xlb_busy_poll_napi_id", "The NAPI id linked to the AF_XDP socket (0: none).", |b| {
+            u64::from(b.napi_id)
+        }),
+    ] {
+        out.family(name, Kind::Gauge, help);
+        for port in busy {
+            let queue = port.queue.to_string();
+            out.sample(name, &[("interface", &port.interface), ("queue", &queue)], read(port));
+        }
+    }
+    if let Some(packets) = view.control.busy_poll_rx_packets {
+        let name = "xlb_busy_poll_rx_packets_total";
+        out.family(
+            name,
+            Kind::Counter,
+            "Frames busy polling received in xlb's network namespace (TcpExt BusyPollRxPackets).",
+        );
+        out.sample(name, &[], packets);
     }
 
     // Control's own clients and health checks.
@@ -1224,11 +1268,17 @@ mod tests {
             ),
         ];
         let totals = vec![BackendCounters::default(); 3];
+        let busy_poll = [
+            BusyPollFigures { interface: "eth0".into(), queue: 0, engaged: true, napi_id: 8193 },
+            BusyPollFigures { interface: "eth0".into(), queue: 1, engaged: false, napi_id: 0 },
+        ];
         let view = MetricsView {
             control: ControlFigures {
                 ctl: CtlStats { served: 12, slow_requests: 1, slow_readers: 5, overflow: 2 },
                 metrics_refused: 6,
                 health: &health,
+                busy_poll: &busy_poll,
+                busy_poll_rx_packets: Some(4321),
             },
             ..view_of(&snapshot, &totals, &cores)
         };
@@ -1240,6 +1290,13 @@ mod tests {
         assert_eq!(value(dropped, &[("reason", "slow_reader")]), 5.0);
         assert_eq!(value(dropped, &[("reason", "overflow")]), 2.0);
         assert_eq!(value("xlb_metrics_connections_refused_total", &[]), 6.0);
+        let queue0 = [("interface", "eth0"), ("queue", "0")];
+        let queue1 = [("interface", "eth0"), ("queue", "1")];
+        assert_eq!(value("xlb_busy_poll_engaged", &queue0), 1.0);
+        assert_eq!(value("xlb_busy_poll_napi_id", &queue0), 8193.0);
+        assert_eq!(value("xlb_busy_poll_engaged", &queue1), 0.0);
+        assert_eq!(value("xlb_busy_poll_napi_id", &queue1), 0.0);
+        assert_eq!(value("xlb_busy_poll_rx_packets_total", &[]), 4321.0);
         let port = [("core", "0"), ("interface", "eth0")];
         assert_eq!(value("xlb_port_rx_kernel_dropped_total", &port), 7.0);
         let a = [

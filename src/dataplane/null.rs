@@ -8,6 +8,10 @@
 //! callback, as the pipeline does in a worker), copy each frame to `tx` (xlb's two-armed
 //! forwarding copies too: the sockets have a UMEM each), flush both ports. Frames shorter
 //! than an Ethernet header are dropped (counted).
+//!
+//! Under preferred busy polling (`xlb bench null --busy-poll`, as `xlb run`) it spins
+//! instead of waiting and polls the sending port too, so that both sockets drive their
+//! NAPI: the same configuration as a busy-polling worker, for like-for-like rows.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -55,17 +59,25 @@ pub struct NullForwarder<P: Port> {
     dst_mac: MacAddr,
     src_mac: MacAddr,
     forwarded: u64,
+    /// Never wait when idle (busy polling: the forwarder runs the NAPI itself).
+    spin: bool,
 }
 
 impl<P: Port> NullForwarder<P> {
     /// Frames arriving on `rx` leave by `tx` from `src_mac` (tx's own) to `dst_mac`.
     pub fn new(rx: P, tx: P, dst_mac: MacAddr, src_mac: MacAddr) -> Self {
-        NullForwarder { rx, tx, dst_mac, src_mac, forwarded: 0 }
+        NullForwarder { rx, tx, dst_mac, src_mac, forwarded: 0, spin: false }
+    }
+
+    /// Spin instead of waiting when idle, as a busy-polling worker does.
+    pub fn with_spin(mut self, spin: bool) -> Self {
+        self.spin = spin;
+        self
     }
 
     /// One iteration; returns the frames received.
     pub fn step(&mut self) -> usize {
-        let NullForwarder { rx, tx, dst_mac, src_mac, forwarded } = self;
+        let NullForwarder { rx, tx, dst_mac, src_mac, forwarded, spin } = self;
         let (dst, src) = (*dst_mac, *src_mac);
         let received = rx.poll(
             &mut |frames, verdicts| {
@@ -80,6 +92,11 @@ impl<P: Port> NullForwarder<P> {
             RX_IFACE,
             &mut |_, frame| *forwarded += u64::from(tx.send(frame)),
         );
+        if *spin {
+            // Busy polling: a port drives its NAPI when polled, and nothing else polls the
+            // sending one (it receives nothing: no XSKMAP entry).
+            tx.poll(&mut |_, _| {}, TX_IFACE, &mut |_, _| {});
+        }
         tx.flush();
         rx.flush();
         received
@@ -87,7 +104,7 @@ impl<P: Port> NullForwarder<P> {
 
     /// Runs until `stop` is set or `duration` has passed. After [`SPIN_ROUNDS`] empty
     /// iterations it waits on `rx` (at most [`IDLE_WAIT`]) as a worker does, so that a
-    /// receive thread sharing the core gets to run.
+    /// receive thread sharing the core gets to run; unless it spins ([`Self::with_spin`]).
     pub fn run(&mut self, stop: &AtomicBool, duration: Duration) -> NullStats {
         let started = Instant::now();
         let mut rounds = 0u32;
@@ -97,7 +114,7 @@ impl<P: Port> NullForwarder<P> {
                 idle = 0;
             } else {
                 idle = idle.saturating_add(1);
-                if idle >= SPIN_ROUNDS {
+                if idle >= SPIN_ROUNDS && !self.spin {
                     self.rx.wait(IDLE_WAIT);
                 }
             }
@@ -157,6 +174,20 @@ mod tests {
         for (n, frame) in null.tx.wire.iter().enumerate() {
             assert_eq!(&frame[..12], &[DST.0, SRC.0].concat()[..]);
             assert!(frame[12..].iter().all(|&b| b == n as u8), "payload untouched");
+        }
+    }
+
+    /// Busy polling: the sending port is polled every step too (its socket then runs its
+    /// NAPI); in interrupt mode it is left alone.
+    #[test]
+    fn spinning_polls_the_sending_port_too() {
+        for spin in [false, true] {
+            let mut tx = MemPort::default();
+            tx.inbox.push_back(vec![0; 60]); // a poll would take it
+            let mut null = NullForwarder::new(MemPort::default(), tx, DST, SRC).with_spin(spin);
+            null.step();
+            assert_eq!(null.tx.stats.rx_packets, u64::from(spin), "spin {spin}");
+            assert!(null.tx.wire.is_empty(), "nothing received there is sent");
         }
     }
 }

@@ -4,12 +4,14 @@
 //!   frames xlb owns and passes everything else to the kernel.
 //! - [`netdev`]: what xlb reads off a network device (index, MAC, queues).
 //! - [`xsk`]: one AF_XDP socket with its own UMEM, and batched receive and transmit.
+//! - [`busypoll`]: preferred busy polling (the worker runs its queue's NAPI), where it engages.
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
 //! - [`generator`], [`sink`], [`redirect`]: `xlb bench`'s traffic generator (`BPF_PROG_RUN` in
 //!   live-frames mode), checking and timing sink, and kernel XDP-redirect row.
 //! - `bpf`: the libbpf plumbing they all share.
 
 pub(crate) mod bpf;
+pub mod busypoll;
 pub mod generator;
 pub mod netdev;
 pub mod redirect;

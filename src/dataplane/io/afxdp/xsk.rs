@@ -22,7 +22,9 @@
 //! has no TAP device). None is lost uncounted.
 //!
 //! Rings are used in batches, with `need_wakeup`: the kernel is kicked (`sendto`, `poll`)
-//! only when it says it needs it.
+//! only when it says it needs it; except under preferred busy polling
+//! ([`super::busypoll`]), where every receive first calls into the socket (`recvfrom`,
+//! non-blocking) so that the kernel runs the queue's NAPI in the worker's thread.
 //!
 //! **Transmit keeps up.** In copy mode one `sendto` makes the kernel send at most its TX
 //! budget of frames (32 by default) and answer EAGAIN for the rest, which stay on the TX
@@ -211,6 +213,9 @@ pub struct XskPort {
     /// Where frames the pipeline passes go: the interface's TAP device, shared by the ports
     /// of that interface. None: they are counted as `pass_unreinjectable` and dropped.
     reinject: Option<Arc<Tap>>,
+    /// Preferred busy polling is on: every poll calls into the socket so that the kernel
+    /// runs the queue's NAPI in the worker's thread ([`super::busypoll`]).
+    drive_napi: bool,
     stats: PortStats,
 }
 
@@ -301,6 +306,7 @@ impl XskPort {
                             ring: config.ring as usize,
                             tx_budget: DEFAULT_TX_BUDGET,
                             reinject: None,
+                            drive_napi: false,
                             stats: PortStats::default(),
                         };
                         if mode == BindMode::Copy {
@@ -351,6 +357,27 @@ impl XskPort {
     /// Hands the frames the pipeline passes to the kernel through `tap` from now on.
     pub fn set_reinject(&mut self, tap: Arc<Tap>) {
         self.reinject = Some(tap);
+    }
+
+    /// Sets the busy-poll socket options, calls into the socket once (which links a
+    /// zero-copy socket to its NAPI) and returns the NAPI id the kernel linked (0: none).
+    /// The port drives the NAPI itself only once [`XskPort::set_drive_napi`] says so.
+    pub fn enable_busy_poll(&mut self) -> io::Result<u32> {
+        super::busypoll::set_socket_options(self.fd())?;
+        super::busypoll::drive(self.fd());
+        super::busypoll::napi_id(self.fd())
+    }
+
+    /// Whether every [`Port::poll`] calls into the socket first (busy polling engaged), or
+    /// the socket is put back in interrupt mode (options cleared).
+    pub fn set_drive_napi(&mut self, drive: bool) -> io::Result<()> {
+        self.drive_napi = drive;
+        if drive { Ok(()) } else { super::busypoll::clear_socket_options(self.fd()) }
+    }
+
+    /// The NAPI id the kernel linked to the socket (0: none yet).
+    pub fn napi_id(&self) -> io::Result<u32> {
+        super::busypoll::napi_id(self.fd())
     }
 
     /// The socket's descriptor, for the steering program's XSKMAP.
@@ -519,6 +546,9 @@ impl Port for XskPort {
         own: IfaceId,
         forward: &mut dyn FnMut(IfaceId, &[u8]),
     ) -> usize {
+        if self.drive_napi {
+            super::busypoll::drive(self.fd());
+        }
         let mut descs = std::mem::take(&mut self.rx_descs);
         // SAFETY: RX hands out descriptors of frames in this socket's UMEM, which user space
         // owns from now until they are produced to TX or back to the fill ring.
