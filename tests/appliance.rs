@@ -1441,6 +1441,7 @@ fn a_burst_taken_in_full_batches_all_leaves_and_the_port_counters_add_up() {
         "kernel {}: TX budget refused: {refused}; {kicks} kicks for {sent} frames",
         release.trim()
     );
+}
 
 /// The two device settings busy polling changes, as `ns` sees them on `dev`.
 fn napi_settings(lab: &Lab, ns: &str, dev: &str) -> (String, String) {
