@@ -121,9 +121,9 @@ pub fn verifies(data: &[u8]) -> bool {
 /// The result is 0 only if `sum` is 0; otherwise it lies in `1..=0xffff`.
 #[inline]
 pub fn fold(sum: u32) -> u16 {
-    let sum = (sum & 0xffff) + (sum >> 16); // at most 0x1_fffe
-    let sum = (sum & 0xffff) + (sum >> 16); // at most 0xffff
-    sum as u16
+    // The two halves added with end-around carry in one addition: the high half of
+    // `sum + sum.rotate_left(16)` is high + low + the carry out of low + high.
+    (sum.wrapping_add(sum.rotate_left(16)) >> 16) as u16
 }
 
 /// Turns a partial sum into the checksum to put on the wire: `!fold(sum)`.
