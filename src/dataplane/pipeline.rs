@@ -12,7 +12,17 @@
 //!   (`rx == tx + pass + drop + held`). Malformed input is a counted drop or a pass, never a
 //!   panic.
 //! - Rewrites happen in place; the frame keeps its length. Checksums are updated
-//!   incrementally (RFC 1624).
+//!   incrementally (RFC 1624), each once per packet for all its changes (NAT's TTL included).
+//! - The common frame (TCP or UDP in IPv4 without options, whole, header checksum right, to
+//!   the ingress interface's MAC, for an address xlb owns or from a NAT backend) is
+//!   recognised in one pass over fixed offsets (`classify`; for a batch, all frames
+//!   before any is processed) and goes straight to its flow; everything else goes through
+//!   the step-by-step checks, which give each malformed frame its exact drop reason. Both
+//!   ways reach the same verdict, bytes and counters (a property test holds them to it).
+//!   Every packet that reaches the flow step is IPv4 without options with its whole TCP or
+//!   UDP header in the frame, so the rewrites read and write at fixed offsets.
+//! - Counters are the core's own plain integers; a batch counts its received frames and
+//!   bytes and its `Tx` verdicts once, at its end.
 //! - Frames the pipeline sends on its own (ARP requests, frames released once their next
 //!   hop resolves, gratuitous ARP) go to a bounded queue the driver empties with
 //!   [`Pipeline::drain_emitted`] after each frame or batch.
@@ -232,16 +242,33 @@ enum PacedArp {
     Probe(Ipv4Addr),
 }
 
-/// The flow hash [`Pipeline::process_batch`] computed for a frame in its first pass, from the
-/// key [`peek_flow_key`] read, handed down so the lookup need not hash again.
-///
-/// Whenever the parse of the frame yields a TCP/UDP key, it is the key the hash was computed
-/// from, so the lookup uses the hash without comparing keys: both read the same bytes (the
-/// addresses at 12..20 of the IPv4 header, the protocol at 9, the ports at 4 × IHL), and
-/// nothing writes a frame between its two passes (a frame is rewritten only by its own
-/// `process`). Debug builds check it. Were it ever wrong, the lookup would only miss: a
-/// record's key is always compared.
-type Hint = Option<u64>;
+/// What [`classify`] made of a frame: the common case (TCP or UDP in IPv4 without options,
+/// whole, with a right header checksum, sent to the ingress interface's MAC) by who it is
+/// for, or anything else. A classified frame goes straight to [`CoreState::transport`],
+/// its 5-tuple read again at fixed offsets ([`plain_transport_at`]), the checks not redone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Not the common case: [`CoreState::process`] checks it step by step.
+    Other,
+    /// To a VIP.
+    ToVip,
+    /// To a FullNAT local address.
+    ToLocal,
+    /// To no address of xlb's, from a NAT backend: maybe a reply.
+    FromNatBackend,
+}
+
+impl Class {
+    /// The owner of the destination, as [`CoreState::transport`] takes it.
+    #[inline(always)]
+    fn owned(self) -> Option<Owned> {
+        match self {
+            Class::ToVip => Some(Owned::Vip),
+            Class::ToLocal => Some(Owned::Local),
+            Class::Other | Class::FromNatBackend => None,
+        }
+    }
+}
 
 impl Pipeline {
     /// A pipeline for one core. Allocates everything it will ever use.
@@ -369,27 +396,47 @@ impl Pipeline {
     /// Processes one frame received on `ingress`, rewriting it in place.
     #[inline]
     pub fn process(&mut self, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
-        self.process_hinted(now, ingress, frame, None)
+        let (class, hash) = match self.snapshot.interfaces.get(ingress.index()) {
+            Some(interface) => classify(&self.snapshot, interface.mac, frame),
+            None => (Class::Other, 0),
+        };
+        let counters = &mut self.core.counters;
+        counters.add(Stat::RxPackets, 1);
+        counters.add(Stat::RxBytes, frame.len() as u64);
+        let verdict = self.process_classified(now, ingress, frame, class, hash);
+        if let Verdict::Tx(_) = verdict {
+            self.core.counters.add(Stat::TxPackets, 1);
+        }
+        verdict
     }
 
-    /// [`Pipeline::process`], with the key and hash of the batch's first pass, if any.
-    #[inline]
-    fn process_hinted(
+    /// [`Pipeline::process`] once the frame is classified: the common case straight to its
+    /// flow, anything else through the step-by-step checks. `hash` is the flow hash of a
+    /// classified frame's 5-tuple. Counts the verdict unless it is `Tx`: the caller counts
+    /// received frames and bytes and transmitted frames (a batch once for all its frames).
+    #[inline(always)]
+    fn process_classified(
         &mut self,
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        hint: Hint,
+        class: Class,
+        hash: u64,
     ) -> Verdict {
         let core = &mut self.core;
-        core.counters.add(Stat::RxPackets, 1);
-        core.counters.add(Stat::RxBytes, frame.len() as u64);
-        let verdict = core.process(&self.snapshot, now, ingress, frame, hint);
-        match verdict {
-            Verdict::Tx(_) => core.counters.add(Stat::TxPackets, 1),
-            Verdict::Pass => core.counters.add(Stat::PassPackets, 1),
-            Verdict::Drop(reason) => core.counters.drop(reason),
-            Verdict::Held => core.counters.add(Stat::HeldPackets, 1),
+        let snapshot = &*self.snapshot;
+        let transport = match class {
+            Class::Other => None,
+            _ => plain_transport_at(frame),
+        };
+        let verdict = match transport {
+            Some(transport) => {
+                core.transport(snapshot, now, ingress, frame, class.owned(), transport, hash)
+            }
+            None => core.process(snapshot, now, ingress, frame),
+        };
+        if !matches!(verdict, Verdict::Tx(_)) {
+            core.counters.count_other(verdict);
         }
         verdict
     }
@@ -397,9 +444,12 @@ impl Pipeline {
     /// Processes a batch of frames received on `ingress`, as a poll loop gets them: the same
     /// verdicts, in the same order, as calling [`Pipeline::process`] on each frame.
     ///
-    /// First it hashes every frame's 5-tuple and touches the connection-table bucket each
+    /// First it classifies every frame (`classify`: the checks of the common case, the
+    /// owner of the destination, the flow hash) and touches the connection-table bucket each
     /// will look in, so that those cache misses overlap instead of following one another;
-    /// then it processes the frames in order. `verdicts[i]` is the verdict of `frames[i]`;
+    /// then it processes the frames in order. Classifying ahead is sound because it reads
+    /// only the frame and the snapshot, which nothing changes within a batch (a frame is
+    /// rewritten only when its own turn comes). `verdicts[i]` is the verdict of `frames[i]`;
     /// frames beyond `verdicts.len()` are left alone.
     pub fn process_batch(
         &mut self,
@@ -409,20 +459,32 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         let count = frames.len().min(verdicts.len());
+        let mac = self.snapshot.interfaces.get(ingress.index()).map(|interface| interface.mac);
         for (frames, verdicts) in
             frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
         {
-            let mut hints: [Hint; BATCH] = [None; BATCH];
-            for (hint, frame) in hints.iter_mut().zip(frames.iter()) {
-                if let Some(key) = peek_flow_key(frame) {
-                    let hash = flow_hash(&key);
-                    self.core.conntrack.prefetch_bucket(hash);
-                    *hint = Some(hash);
+            let mut classes = [Class::Other; BATCH];
+            let mut hashes = [0u64; BATCH];
+            if let Some(mac) = mac {
+                for ((class, hash), frame) in classes.iter_mut().zip(&mut hashes).zip(&*frames) {
+                    (*class, *hash) = classify(&self.snapshot, mac, frame);
+                    if *class != Class::Other {
+                        self.core.conntrack.prefetch_bucket(*hash);
+                    }
                 }
             }
-            for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(&hints) {
-                *verdict = self.process_hinted(now, ingress, frame, *hint);
+            let (mut bytes, mut transmitted) = (0, 0);
+            for (((frame, verdict), class), hash) in
+                frames.iter_mut().zip(verdicts.iter_mut()).zip(classes).zip(hashes)
+            {
+                bytes += frame.len() as u64;
+                *verdict = self.process_classified(now, ingress, frame, class, hash);
+                transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
             }
+            let counters = &mut self.core.counters;
+            counters.add(Stat::RxPackets, frames.len() as u64);
+            counters.add(Stat::RxBytes, bytes);
+            counters.add(Stat::TxPackets, transmitted);
         }
     }
 
@@ -581,7 +643,6 @@ impl CoreState {
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        hint: Hint,
     ) -> Verdict {
         let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
             return Verdict::Drop(DropReason::UnknownInterface);
@@ -594,7 +655,7 @@ impl CoreState {
             return Verdict::Pass;
         }
         match eth.ethertype() {
-            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame, hint),
+            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame),
             EtherType::ARP => self.arp(snapshot, now, ingress, frame),
             _ => Verdict::Pass,
         }
@@ -759,14 +820,15 @@ impl CoreState {
         });
     }
 
-    #[inline]
+    /// The step-by-step checks of an IPv4 packet, each with its exact drop reason (the
+    /// common case never gets here: [`classify`] took it).
+    #[inline(never)]
     fn ipv4(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        hint: Hint,
     ) -> Verdict {
         let packet = &frame[ETH_LEN..];
         let Some(header) = packet.first_chunk::<20>() else {
@@ -780,10 +842,6 @@ impl CoreState {
             None if snapshot.is_nat_backend(src) => None,
             None => return Verdict::Pass,
         };
-        if let Some(transport) = plain_transport(header, packet) {
-            return self.transport(snapshot, now, ingress, frame, owned, transport, hint);
-        }
-        // Everything else, checked step by step for its exact drop reason.
         let ip = match Ipv4Packet::new_checked(packet) {
             Ok(ip) => ip,
             Err(error) => return reject(owned, ip_drop_reason(error)),
@@ -803,7 +861,8 @@ impl CoreState {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
                     Some(transport) => {
-                        self.transport(snapshot, now, ingress, frame, owned, transport, hint)
+                        let hash = flow_hash(&transport.key);
+                        self.transport(snapshot, now, ingress, frame, owned, transport, hash)
                     }
                     None => reject(owned, DropReason::BadL4Header),
                 }
@@ -857,16 +916,10 @@ impl CoreState {
         frame: &mut [u8],
         owned: Option<Owned>,
         transport: Transport,
-        hint: Hint,
+        hash: u64,
     ) -> Verdict {
         let key = transport.key;
-        let hash = match hint {
-            Some(hash) => {
-                debug_assert_eq!(hash, flow_hash(&key), "the batch's hash is this key's");
-                hash
-            }
-            None => flow_hash(&key),
-        };
+        debug_assert_eq!(hash, flow_hash(&key), "the hash is this key's");
         let maybe_reply = owned != Some(Owned::Vip);
         // With several arms, a reply comes in where its backend is reached (the way xlb sends
         // to it). One from elsewhere is forged on the client side: judged without letting it
@@ -1118,11 +1171,10 @@ impl CoreState {
         // as IPVS DR: the TTL too). NAT and FullNAT route: the TTL goes down by one, and a
         // packet that arrives with 1 expires here.
         if flow.forward != ForwardMode::Dr {
-            if !decrement_ttl(frame) {
+            let (src, dst) = translate(flow, direction);
+            if !route_transport(frame, flow.proto, src, dst) {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
-            let (src, dst) = translate(flow, direction);
-            rewrite_transport(frame, flow.proto, src, dst);
         }
         let bytes = frame.len() as u64;
         let backend = backend_of(snapshot, flow);
@@ -1401,24 +1453,59 @@ fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, 
     }
 }
 
-/// The 5-tuple of a TCP/UDP-in-IPv4 frame, read with bounds checks only and no validation:
-/// a guess for prefetching. The full parse decides what the frame is.
-#[inline]
-fn peek_flow_key(frame: &[u8]) -> Option<FlowKey> {
-    if frame.get(12..14)? != EtherType::IPV4.to_be_bytes() {
-        return None;
+/// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
+/// ([`plain_transport`]) sent to `mac` (the ingress interface's), for a VIP or local address,
+/// or from a NAT backend (maybe a reply); with the flow hash of its 5-tuple. [`Class::Other`]
+/// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
+/// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
+/// this classifies, those checks would have taken to [`CoreState::transport`] with the same
+/// arguments.
+#[inline(always)]
+fn classify(snapshot: &Snapshot, mac: MacAddr, frame: &[u8]) -> (Class, u64) {
+    let Some((eth, packet)) = frame.split_first_chunk::<ETH_LEN>() else {
+        return (Class::Other, 0);
+    };
+    let Some(header) = packet.first_chunk::<20>() else {
+        return (Class::Other, 0);
+    };
+    if eth[..6] != mac.0 || eth[12..14] != EtherType::IPV4.to_be_bytes() {
+        return (Class::Other, 0);
     }
-    let ip = frame.get(ETH_LEN..)?;
-    let header_len = usize::from(ip.first()? & 0x0f) * 4;
-    let proto = Proto::from_number(*ip.get(9)?)?;
-    let addrs = ip.get(12..20)?;
-    let ports = ip.get(header_len..header_len + 4)?;
-    Some(FlowKey {
-        src_addr: Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]),
-        dst_addr: Ipv4Addr::new(addrs[4], addrs[5], addrs[6], addrs[7]),
-        src_port: u16::from_be_bytes([ports[0], ports[1]]),
-        dst_port: u16::from_be_bytes([ports[2], ports[3]]),
-        proto,
+    let Some(transport) = plain_transport(header, packet) else {
+        return (Class::Other, 0);
+    };
+    let class = match snapshot.owned(transport.key.dst_addr) {
+        Some(Owned::Vip) => Class::ToVip,
+        Some(Owned::Local) => Class::ToLocal,
+        Some(Owned::Interface(_)) => Class::Other,
+        None if snapshot.is_nat_backend(transport.key.src_addr) => Class::FromNatBackend,
+        None => Class::Other,
+    };
+    (class, flow_hash(&transport.key))
+}
+
+/// The TCP/UDP view of a frame [`classify`] accepted, read again at the fixed offsets of
+/// IPv4 without options (no check is redone: the frame has not changed since). None only
+/// for a frame too short to be one (never, for a classified frame).
+#[inline(always)]
+fn plain_transport_at(frame: &[u8]) -> Option<Transport> {
+    let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
+    let (proto, tcp_flags) = if head[ETH_LEN + 9] == ip_proto::TCP {
+        (Proto::Tcp, Some(*frame.get(ETH_LEN + 20 + 13)?))
+    } else {
+        (Proto::Udp, None)
+    };
+    let at = |offset: usize| [head[offset], head[offset + 1], head[offset + 2], head[offset + 3]];
+    let ports = at(ETH_LEN + 20);
+    Some(Transport {
+        key: FlowKey {
+            src_addr: Ipv4Addr::from(at(ETH_LEN + 12)),
+            dst_addr: Ipv4Addr::from(at(ETH_LEN + 16)),
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+            proto,
+        },
+        tcp_flags,
     })
 }
 
@@ -1541,7 +1628,7 @@ fn decrement_ttl(frame: &mut [u8]) -> bool {
 
 /// Rewrites source and destination of the TCP/UDP packet in `frame` where they differ,
 /// updating the IPv4 and L4 checksums incrementally (RFC 1624), one [`checksum::Delta`] per
-/// checksum.
+/// checksum. The TTL is left as it is.
 ///
 /// The checksum arithmetic runs on 16-bit words as they sit in memory (the machine's byte
 /// order) instead of swapping each to network order and back: a one's-complement sum of
@@ -1549,40 +1636,104 @@ fn decrement_ttl(frame: &mut [u8]) -> bool {
 /// an update knows, 0 and 0xffff, are their own swaps. So the bytes written are exactly
 /// those of the same update done in network order (`reference_rewrite_transport` in the
 /// tests).
+#[cfg_attr(not(test), allow(dead_code))]
 #[inline]
 fn rewrite_transport(frame: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) {
-    let Some(packet) = frame.get_mut(ETH_LEN..) else {
-        return;
+    rewrite_plain(frame, proto, src, dst, false);
+}
+
+/// What NAT and FullNAT do to a packet they forward, as a router does: the TTL one less and
+/// [`rewrite_transport`], with each checksum patched once for all of it. False, and the
+/// frame untouched, if the TTL is 0 or 1: the packet expires here.
+#[inline]
+fn route_transport(
+    frame: &mut [u8],
+    proto: Proto,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) -> bool {
+    rewrite_plain(frame, proto, src, dst, true)
+}
+
+/// Offsets in a frame of IPv4 without options (every packet [`CoreState::transport`] takes:
+/// one with options is dropped before it) and of the TCP or UDP header after it.
+mod plain {
+    use super::ETH_LEN;
+    pub const TTL: usize = ETH_LEN + 8;
+    pub const IP_CHECKSUM: usize = ETH_LEN + 10;
+    pub const SRC_ADDR: usize = ETH_LEN + 12;
+    pub const DST_ADDR: usize = ETH_LEN + 16;
+    pub const PORTS: usize = ETH_LEN + 20;
+    pub const UDP_CHECKSUM: usize = PORTS + 6;
+    pub const TCP_CHECKSUM: usize = PORTS + 16;
+    /// Up to the end of a UDP header, the shortest L4 header.
+    pub const MIN_LEN: usize = PORTS + 8;
+}
+
+/// [`rewrite_transport`], and the TTL's decrement (see [`route_transport`]) when `route`, at
+/// the fixed offsets of IPv4 without options. The frame is one [`CoreState::transport`]
+/// took, so it holds the whole TCP or UDP header; a frame too short for one (never seen
+/// here) is left alone.
+#[inline]
+fn rewrite_plain(
+    frame: &mut [u8],
+    proto: Proto,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    route: bool,
+) -> bool {
+    let Some(head) = frame.first_chunk_mut::<{ plain::MIN_LEN }>() else {
+        return true;
     };
-    let Some(header) = packet.first_chunk_mut::<20>() else {
-        return;
+    let word = |head: &[u8; plain::MIN_LEN], at: usize| {
+        u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]])
     };
-    let header_len = usize::from(header[0] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let memory = |addr: Ipv4Addr| u32::from_ne_bytes(addr.octets());
-    let old_src = u32::from_ne_bytes([header[12], header[13], header[14], header[15]]);
-    let old_dst = u32::from_ne_bytes([header[16], header[17], header[18], header[19]]);
-    let (mut delta, mut changed) = (checksum::Delta::NONE, false);
-    if old_src != memory(src.0) {
-        header[12..16].copy_from_slice(&src.0.octets());
-        (delta, changed) = (delta.u32(old_src, memory(src.0)), true);
+    let half =
+        |head: &[u8; plain::MIN_LEN], at: usize| u16::from_ne_bytes([head[at], head[at + 1]]);
+    let mut ip = checksum::Delta::NONE;
+    let mut changed = route;
+    if route {
+        let ttl = head[plain::TTL];
+        if ttl <= 1 {
+            return false;
+        }
+        // The TTL shares its 16-bit word with the protocol.
+        let old = half(head, plain::TTL);
+        head[plain::TTL] = ttl - 1;
+        ip = ip.u16(old, half(head, plain::TTL));
     }
-    if old_dst != memory(dst.0) {
-        header[16..20].copy_from_slice(&dst.0.octets());
-        (delta, changed) = (delta.u32(old_dst, memory(dst.0)), true);
+    // The addresses are in the pseudo-header the L4 checksum covers too.
+    let mut addrs = checksum::Delta::NONE;
+    for (at, addr) in [(plain::SRC_ADDR, src.0), (plain::DST_ADDR, dst.0)] {
+        let (old, new) = (word(head, at), u32::from_ne_bytes(addr.octets()));
+        if old != new {
+            head[at..at + 4].copy_from_slice(&addr.octets());
+            addrs = addrs.u32(old, new);
+            changed = true;
+        }
     }
     if changed {
-        let old = u16::from_ne_bytes([header[10], header[11]]);
-        header[10..12].copy_from_slice(&delta.apply(old).to_ne_bytes());
+        let patched = ip.and(addrs).apply(half(head, plain::IP_CHECKSUM));
+        head[plain::IP_CHECKSUM..plain::IP_CHECKSUM + 2].copy_from_slice(&patched.to_ne_bytes());
     }
-    // The pseudo-header changes as the header did. The segment is `header_len..total_len`;
-    // lengths that make no segment (never seen here: such packets are dropped first) leave
-    // it alone.
-    let end = total_len.min(packet.len());
-    let Some(segment) = packet.get_mut(header_len.max(20)..end) else {
-        return;
+    let old_ports = word(head, plain::PORTS);
+    head[plain::PORTS..plain::PORTS + 2].copy_from_slice(&src.1.to_be_bytes());
+    head[plain::PORTS + 2..plain::PORTS + 4].copy_from_slice(&dst.1.to_be_bytes());
+    // One update for all the changes: the same bits as one update per change in a row.
+    let l4 = addrs.u32(old_ports, word(head, plain::PORTS));
+    let l4_checksum = match proto {
+        Proto::Tcp => plain::TCP_CHECKSUM,
+        Proto::Udp => plain::UDP_CHECKSUM,
     };
-    rewrite_ports(segment, proto, delta, src.1, dst.1);
+    if let Some(field) = frame.get_mut(l4_checksum..l4_checksum + 2) {
+        let old = u16::from_ne_bytes([field[0], field[1]]);
+        let new = match proto {
+            Proto::Tcp => l4.apply(old),
+            Proto::Udp => l4.apply_udp(old),
+        };
+        field.copy_from_slice(&new.to_ne_bytes());
+    }
+    true
 }
 
 /// Rewrites the packet quoted in an ICMP error: addresses (with the quoted header's checksum)
@@ -2096,6 +2247,17 @@ port = {backend_port}
         }
     }
 
+    /// A TCP ACK or UDP datagram from `a` to `b` carrying `payload`: a packet to rewrite.
+    fn rewrite_case(udp: bool, a: (Ipv4Addr, u16), b: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+        use crate::testkit::{self, ACK};
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        if udp {
+            testkit::udp(mac, mac, a, b, payload)
+        } else {
+            testkit::tcp(mac, mac, a, b, ACK, payload)
+        }
+    }
+
     /// The rewrite as the RFC 1624 updates in network byte order, through the IPv4 view:
     /// the reference for [`rewrite_transport`]'s arithmetic in memory order.
     fn reference_rewrite_transport(
@@ -2152,15 +2314,9 @@ port = {backend_port}
             keep in 0u8..4,
             payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
         ) {
-            use crate::testkit::{self, ACK};
-            let mac = MacAddr([2, 0, 0, 0, 0, 1]);
             let ip = Ipv4Addr::from_bits;
             let (a, b) = ((ip(addrs[0]), ports[0]), (ip(addrs[1]), ports[1]));
-            let mut frame = if udp {
-                testkit::udp(mac, mac, a, b, &payload)
-            } else {
-                testkit::tcp(mac, mac, a, b, ACK, &payload)
-            };
+            let mut frame = rewrite_case(udp, a, b, &payload);
             if udp && no_udp_checksum {
                 frame[ETH_LEN + 26..ETH_LEN + 28].fill(0);
             }
@@ -2183,6 +2339,118 @@ port = {backend_port}
             );
             if udp_without {
                 proptest::prop_assert_eq!(&segment[6..8], &[0, 0]);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// NAT's one-pass TTL decrement and rewrite writes exactly the bytes of the TTL's
+        /// own update followed by the rewrite's (in network order), and refuses a TTL of 0
+        /// or 1 without touching the frame; any old checksums, the other zero included.
+        #[test]
+        fn route_transport_is_the_ttl_then_the_rewrite(
+            udp in proptest::prelude::any::<bool>(),
+            ttl in proptest::prelude::any::<u8>(),
+            ip_checksum in proptest::option::of(proptest::prelude::any::<u16>()),
+            l4_checksum in proptest::option::of(proptest::prelude::any::<u16>()),
+            addrs in proptest::prelude::any::<[u32; 4]>(),
+            ports in proptest::prelude::any::<[u16; 4]>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
+        ) {
+            let ip = Ipv4Addr::from_bits;
+            let (a, b) = ((ip(addrs[0]), ports[0]), (ip(addrs[1]), ports[1]));
+            let mut frame = rewrite_case(udp, a, b, &payload);
+            frame[ETH_LEN + 8] = ttl;
+            Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]).fill_checksum();
+            if let Some(checksum) = ip_checksum {
+                frame[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&checksum.to_be_bytes());
+            }
+            let at = ETH_LEN + 20 + if udp { 6 } else { 16 };
+            if let Some(checksum) = l4_checksum {
+                frame[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+            }
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            let (src, dst) = ((ip(addrs[2]), ports[2]), (ip(addrs[3]), ports[3]));
+            let mut expected = frame.clone();
+            let forwarded = decrement_ttl(&mut expected);
+            if forwarded {
+                reference_rewrite_transport(&mut expected, proto, src, dst);
+            }
+            proptest::prop_assert_eq!(route_transport(&mut frame, proto, src, dst), forwarded);
+            proptest::prop_assert_eq!(&frame, &expected);
+        }
+
+        /// The one-pass classification of the common frame agrees with the step-by-step
+        /// path on everything: a DR and a NAT flow's packets, intact and damaged anywhere in
+        /// their first 60 bytes (then the header checksum made right again or not), cut
+        /// short or padded, get the same verdict, the same bytes out and the same counters
+        /// from `process` as from the step-by-step checks alone.
+        #[test]
+        fn classified_frames_take_the_step_by_step_path(
+            nat in proptest::prelude::any::<bool>(),
+            reply in proptest::prelude::any::<bool>(),
+            udp in proptest::prelude::any::<bool>(),
+            damage in proptest::collection::vec((0usize..60, proptest::prelude::any::<u8>()), 0..3),
+            fix_checksum in proptest::prelude::any::<bool>(),
+            cut in 0usize..24,
+            pad in 0usize..4,
+        ) {
+            use crate::testkit::{self, ACK, SYN};
+            let snapshot = if nat {
+                one_service_snapshot(&LB.mac.to_string(), "", "nat", 8080)
+            } else {
+                one_service_snapshot(&LB.mac.to_string(), "", "dr", 80)
+            };
+            let now = Instant::from_secs(1);
+            let mut fast = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            let mut slow = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            for pipeline in [&mut fast, &mut slow] {
+                pipeline.learn_neighbor(now, RS.ip, RS.mac);
+                pipeline.learn_neighbor(now, CLIENT.ip, CLIENT.mac);
+                let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+                proptest::prop_assert!(matches!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(_)));
+                let mut open = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, b"hi");
+                pipeline.process(now, IfaceId(0), &mut open);
+            }
+            let backend = (RS.ip, if nat { 8080 } else { 80 });
+            let (from, to, src_mac) = if reply && nat {
+                (backend, (CLIENT.ip, 4000), RS.mac)
+            } else {
+                ((CLIENT.ip, 4000), VIP, CLIENT.mac)
+            };
+            let mut frame = if udp {
+                testkit::udp(src_mac, LB.mac, from, to, b"payload")
+            } else {
+                testkit::tcp(src_mac, LB.mac, from, to, ACK, b"payload")
+            };
+            for (at, byte) in &damage {
+                if let Some(slot) = frame.get_mut(*at) {
+                    *slot = *byte;
+                }
+            }
+            let ihl = usize::from(frame[ETH_LEN] & 0x0f) * 4;
+            if fix_checksum && ihl >= 20 && frame.len() >= ETH_LEN + ihl {
+                Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]).fill_checksum();
+            }
+            frame.truncate(frame.len().saturating_sub(cut));
+            frame.resize(frame.len() + pad, 0);
+            let mut stepwise = frame.clone();
+            let verdict = fast.process(now, IfaceId(0), &mut frame);
+            let expected = {
+                let core = &mut slow.core;
+                core.counters.add(Stat::RxPackets, 1);
+                core.counters.add(Stat::RxBytes, stepwise.len() as u64);
+                let verdict = core.process(&snapshot, now, IfaceId(0), &mut stepwise);
+                core.counters.count_other(verdict);
+                verdict
+            };
+            proptest::prop_assert_eq!(verdict, expected);
+            proptest::prop_assert_eq!(&frame, &stepwise);
+            for stat in Stat::ALL {
+                proptest::prop_assert_eq!(fast.counters().get(*stat), slow.counters().get(*stat));
+            }
+            for reason in DropReason::ALL {
+                proptest::prop_assert_eq!(fast.counters().drops(*reason), slow.counters().drops(*reason));
             }
         }
     }

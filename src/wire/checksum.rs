@@ -121,9 +121,9 @@ pub fn verifies(data: &[u8]) -> bool {
 /// The result is 0 only if `sum` is 0; otherwise it lies in `1..=0xffff`.
 #[inline]
 pub fn fold(sum: u32) -> u16 {
-    let sum = (sum & 0xffff) + (sum >> 16); // at most 0x1_fffe
-    let sum = (sum & 0xffff) + (sum >> 16); // at most 0xffff
-    sum as u16
+    // The two halves added with end-around carry in one addition: the high half of
+    // `sum + sum.rotate_left(16)` is high + low + the carry out of low + high.
+    (sum.wrapping_add(sum.rotate_left(16)) >> 16) as u16
 }
 
 /// Turns a partial sum into the checksum to put on the wire: `!fold(sum)`.
@@ -209,15 +209,20 @@ pub fn update_udp_addr(checksum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
 }
 
 /// Several changes to the data a checksum covers, applied in one RFC 1624 update: the sum
-/// `~m + m'` of every changed 16-bit word, added to `~HC` and folded once.
+/// `~m + m'` of every change, added to `~HC` and folded once.
 ///
 /// Bit for bit the same as applying [`update_u16`], [`update_addr`] (or their UDP forms) one
 /// change at a time, whatever the old checksum: each of those results depends only on the
 /// one's-complement value it computes (0 when that value is zero, its complement otherwise),
 /// so folding once at the end gives the same value, and the same representative, as folding
 /// after every change.
+///
+/// A 32-bit change is added as one 64-bit term, `~m + m'` over the whole word, not as two
+/// 16-bit ones: since 2^16 ≡ 1 (mod 0xffff) it has the same value, and it is zero exactly when
+/// both halves' terms are, so the representative is the same too. The accumulator is 64 bits
+/// wide: no number of changes a packet can have overflows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delta(u32);
+pub struct Delta(u64);
 
 impl Delta {
     /// No change yet.
@@ -227,15 +232,14 @@ impl Delta {
     #[inline]
     #[must_use]
     pub fn u16(self, old: u16, new: u16) -> Delta {
-        // At most 0x1fffe per word: a Delta of a few dozen changes cannot overflow.
-        Delta(self.0 + u32::from(!old) + u32::from(new))
+        Delta(self.0 + u64::from(!old) + u64::from(new))
     }
 
     /// Adds an aligned 32-bit value's change (two words).
     #[inline]
     #[must_use]
     pub fn u32(self, old: u32, new: u32) -> Delta {
-        self.u16((old >> 16) as u16, (new >> 16) as u16).u16(old as u16, new as u16)
+        Delta(self.0 + u64::from(!old) + u64::from(new))
     }
 
     /// Adds an IPv4 address's change (in a header or a TCP/UDP pseudo-header).
@@ -245,10 +249,17 @@ impl Delta {
         self.u32(old.to_bits(), new.to_bits())
     }
 
+    /// Both changes.
+    #[inline]
+    #[must_use]
+    pub fn and(self, other: Delta) -> Delta {
+        Delta(self.0 + other.0)
+    }
+
     /// The new checksum: `checksum` updated for every change added.
     #[inline]
     pub fn apply(self, checksum: u16) -> u16 {
-        finish_update(u32::from(!checksum) + self.0)
+        finish_update(fold64(u64::from(!checksum) + self.0))
     }
 
     /// [`Delta::apply`] for a UDP checksum: 0 ("no checksum") stays 0, and a computed 0 is
