@@ -208,7 +208,7 @@ use crate::hash::flow_hash;
 use crate::time::Instant;
 
 use queues::{Class, Queues};
-use table::{Access, BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
+use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +381,31 @@ pub struct Hit {
     pub previous: FlowState,
 }
 
+/// A key's lookup as a batch's passes left it: its hash and the index slot its bucket
+/// offered (see "Batches" in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    hash: u64,
+    /// The first slot word of the key's bucket with the key's fingerprint when the batch
+    /// looked, 0 for none: a guess, checked against the record's key before it is used.
+    candidate: u32,
+}
+
+impl Prepared {
+    /// A lookup nothing was prepared for but the hash (= [`crate::hash::flow_hash`] of the
+    /// key).
+    #[inline]
+    pub const fn new(hash: u64) -> Prepared {
+        Prepared { hash, candidate: 0 }
+    }
+
+    /// The key's [`crate::hash::flow_hash`].
+    #[inline]
+    pub const fn hash(self) -> u64 {
+        self.hash
+    }
+}
+
 /// Why an insert was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InsertError {
@@ -523,11 +548,62 @@ impl Conntrack {
         hash: u64,
         tcp_flags: Option<u8>,
     ) -> Option<Hit> {
+        self.track_prepared(now, key, Prepared::new(hash), tcp_flags)
+    }
+
+    /// [`Conntrack::track`] of a key whose lookup a batch prepared ([`Conntrack::prepare`],
+    /// or [`Prepared::new`] with its hash). The same answer as `track`, whatever the batch
+    /// did to the table since the lookup was prepared.
+    ///
+    /// The hit path of every packet: a packet that leaves its flow's state as it is (all but
+    /// a few per connection) is answered from one read of the record
+    /// ([`Table::owner_quick`]); the rest take the general path, out of line.
+    #[inline(always)]
+    pub fn track_prepared(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
+        let quick = self.table.owner_quick(
+            now.as_nanos(),
+            key,
+            prepared.hash,
+            prepared.candidate,
+            tcp_flags,
+        );
+        match quick {
+            Quick::Hit(hit) => Some(hit),
+            Quick::Miss => None,
+            Quick::Slow => self.track_moving(now, key, prepared.hash, tcp_flags),
+        }
+    }
+
+    /// The general owner lookup, for the packets that may move their flow's state.
+    #[inline(never)]
+    fn track_moving(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
         let tracked = track(&self.table, now, key, hash, tcp_flags, Access::Owner)?;
         if tracked.moved {
             self.settle(tracked.record);
         }
         Some(tracked.hit)
+    }
+
+    /// The second pass of a batch (after [`Conntrack::prefetch_bucket`] for every key):
+    /// reads the bucket of `hash` (= [`crate::hash::flow_hash`] of the key), starts loading
+    /// the record its fingerprint names, and remembers that slot, so that
+    /// [`Conntrack::track_prepared`] starts from it instead of scanning the bucket again.
+    /// Changes nothing.
+    #[inline]
+    pub fn prepare(&self, hash: u64) -> Prepared {
+        Prepared { hash, candidate: self.table.prefetch_record(hash) }
     }
 
     /// Looks `key` up (`hash` = [`crate::hash::flow_hash`]`(key)`) and changes nothing: no
@@ -553,7 +629,7 @@ impl Conntrack {
     #[inline]
     pub fn prefetch_record(&self, key: &FlowKey, hash: u64) {
         let _ = key;
-        self.table.prefetch_record(hash);
+        let _ = self.table.prefetch_record(hash);
     }
 
     /// Inserts a new flow. `tcp_flags` of its first packet set the initial state. Entries it

@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{
-    Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange,
+    Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange, Prepared,
 };
 use crate::control::snapshot::{Owned, Route, Snapshot};
 use crate::dataplane::counters::{Counters, DropReason, Stat};
@@ -232,8 +232,9 @@ enum PacedArp {
     Probe(Ipv4Addr),
 }
 
-/// The flow hash [`Pipeline::process_batch`] computed for a frame in its first pass, from the
-/// key [`peek_flow_key`] read, handed down so the lookup need not hash again.
+/// The lookup [`Pipeline::process_batch`] prepared for a frame in its first passes (the flow
+/// hash, from the key [`peek_flow_key`] read, and the index slot its bucket offered), handed
+/// down so the lookup need not hash or scan again.
 ///
 /// Whenever the parse of the frame yields a TCP/UDP key, it is the key the hash was computed
 /// from, so the lookup uses the hash without comparing keys: both read the same bytes (the
@@ -241,7 +242,7 @@ enum PacedArp {
 /// nothing writes a frame between its two passes (a frame is rewritten only by its own
 /// `process`). Debug builds check it. Were it ever wrong, the lookup would only miss: a
 /// record's key is always compared.
-type Hint = Option<u64>;
+type Hint = Option<Prepared>;
 
 impl Pipeline {
     /// A pipeline for one core. Allocates everything it will ever use.
@@ -413,13 +414,7 @@ impl Pipeline {
             frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
         {
             let mut hints: [Hint; BATCH] = [None; BATCH];
-            for (hint, frame) in hints.iter_mut().zip(frames.iter()) {
-                if let Some(key) = peek_flow_key(frame) {
-                    let hash = flow_hash(&key);
-                    self.core.conntrack.prefetch_bucket(hash);
-                    *hint = Some(hash);
-                }
-            }
+            self.core.prepare_lookups(frames, &mut hints);
             for ((frame, verdict), hint) in frames.iter_mut().zip(verdicts.iter_mut()).zip(&hints) {
                 *verdict = self.process_hinted(now, ingress, frame, *hint);
             }
@@ -813,20 +808,40 @@ impl CoreState {
         }
     }
 
+    /// The connection-table passes of a batch, before any frame is processed (DPDK's
+    /// `rte_hash_lookup_bulk`, VPP's quad loop): hash every frame's 5-tuple and start
+    /// loading its bucket, then read each bucket and start loading the record it names, so
+    /// that the batch's cache misses overlap instead of following one another. `hints[i]`
+    /// gets the lookup prepared for `frames[i]`.
+    #[inline]
+    fn prepare_lookups(&self, frames: &[&mut [u8]], hints: &mut [Hint; BATCH]) {
+        for (hint, frame) in hints.iter_mut().zip(frames) {
+            if let Some(key) = peek_flow_key(frame) {
+                let hash = flow_hash(&key);
+                self.conntrack.prefetch_bucket(hash);
+                *hint = Some(Prepared::new(hash));
+            }
+        }
+        for prepared in hints.iter_mut().take(frames.len()).flatten() {
+            *prepared = self.conntrack.prepare(prepared.hash());
+        }
+    }
+
     /// Finds the flow a key belongs to, here or (for replies) on another core.
     #[inline(always)]
     fn track(
         &mut self,
         now: Instant,
         key: &FlowKey,
-        hash: u64,
+        prepared: Prepared,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
     ) -> Option<crate::conntrack::Hit> {
-        if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
+        if let Some(hit) = self.conntrack.track_prepared(now, key, prepared, tcp_flags) {
             return Some(hit);
         }
         if maybe_reply {
+            let hash = prepared.hash();
             for peer in &self.peers {
                 if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
                     self.counters.add(Stat::CrossCoreHits, 1);
@@ -860,13 +875,18 @@ impl CoreState {
         hint: Hint,
     ) -> Verdict {
         let key = transport.key;
-        let hash = match hint {
-            Some(hash) => {
-                debug_assert_eq!(hash, flow_hash(&key), "the batch's hash is this key's");
-                hash
+        let prepared = match hint {
+            Some(prepared) => {
+                debug_assert_eq!(
+                    prepared.hash(),
+                    flow_hash(&key),
+                    "the batch's hash is this key's"
+                );
+                prepared
             }
-            None => flow_hash(&key),
+            None => Prepared::new(flow_hash(&key)),
         };
+        let hash = prepared.hash();
         let maybe_reply = owned != Some(Owned::Vip);
         // With several arms, a reply comes in where its backend is reached (the way xlb sends
         // to it). One from elsewhere is forged on the client side: judged without letting it
@@ -878,7 +898,7 @@ impl CoreState {
         {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
-        if let Some(hit) = self.track(now, &key, hash, transport.tcp_flags, maybe_reply) {
+        if let Some(hit) = self.track(now, &key, prepared, transport.tcp_flags, maybe_reply) {
             // Handshake packets and state changes (a few per connection) may reopen the flow
             // or tell something of the backend's health; the rest go straight on.
             if hit.state == FlowState::SynSeen || hit.state != hit.previous {
