@@ -166,8 +166,8 @@ impl RecordView {
             (Direction::Reply, _) => return None,
         };
         Some(FlowKey {
-            src_addr: Ipv4Addr::from_bits(src_addr),
-            dst_addr: Ipv4Addr::from_bits(dst_addr),
+            src_addr: word_addr(src_addr),
+            dst_addr: word_addr(dst_addr),
             src_port,
             dst_port,
             proto,
@@ -203,7 +203,7 @@ impl Probe {
     #[inline]
     pub fn new(key: &FlowKey) -> Probe {
         Probe {
-            addrs: u64::from(key.src_addr.to_bits()) << 32 | u64::from(key.dst_addr.to_bits()),
+            addrs: u64::from(addr_word(key.src_addr)) << 32 | u64::from(addr_word(key.dst_addr)),
             ports: u32::from(key.src_port) << 16 | u32::from(key.dst_port),
             proto: proto_code(key.proto),
         }
@@ -507,9 +507,25 @@ const FORWARD_NAT: u8 = 2;
 /// See [`FORWARD_DR`].
 const FORWARD_FULL_NAT: u8 = 3;
 
+/// An address as a flow word stores it: its four bytes in memory order, so packing and
+/// unpacking (and a lookup's [`Probe`]) move an `Ipv4Addr` without swapping its bytes.
+/// Flow words live only in this process's memory, so their byte order is nobody else's
+/// business.
+#[inline(always)]
+const fn addr_word(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// The inverse of [`addr_word`].
+#[inline(always)]
+const fn word_addr(word: u32) -> Ipv4Addr {
+    let [a, b, c, d] = word.to_ne_bytes();
+    Ipv4Addr::new(a, b, c, d)
+}
+
 /// Packs a flow into the four flow words.
 fn pack(flow: &Flow) -> [u64; 4] {
-    let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(a.to_bits()) << 32 | u64::from(b.to_bits());
+    let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(addr_word(a)) << 32 | u64::from(addr_word(b));
     let proto = u64::from(proto_code(flow.proto));
     let forward = u64::from(match flow.forward {
         ForwardMode::Dr => FORWARD_DR,
@@ -529,8 +545,8 @@ fn pack(flow: &Flow) -> [u64; 4] {
 
 /// The inverse of [`pack`]; None for bit patterns `pack` never produces.
 fn unpack(words: &[u64; 4]) -> Option<Flow> {
-    let high = |w: u64| Ipv4Addr::from_bits((w >> 32) as u32);
-    let low = |w: u64| Ipv4Addr::from_bits(w as u32);
+    let high = |w: u64| word_addr((w >> 32) as u32);
+    let low = |w: u64| word_addr(w as u32);
     let proto = match (words[3] >> 8) as u8 {
         1 => Proto::Tcp,
         2 => Proto::Udp,
@@ -813,19 +829,24 @@ impl Table {
     /// earlier in the batch (0: none). It is only a guess: it is tried first and, unless it
     /// points at a live record with the key, the bucket is scanned as usual, so a candidate
     /// made stale by the batch's earlier packets (an insert, an eviction) costs a scan, never
-    /// a wrong answer.
+    /// a wrong answer. `known_absent` (asked only when the candidate fails) says the caller knows the key has no slot (the batch
+    /// saw none with its fingerprint and nothing was published into its bucket since): then
+    /// a failed candidate is a miss without a scan.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub fn owner_quick(
         &self,
         now: u64,
         key: &FlowKey,
         hash: u64,
         candidate: u32,
+        known_absent: impl FnOnce() -> bool,
         tcp_flags: Option<u8>,
     ) -> Quick {
         let probe = Probe::new(key);
         let found = match self.check_slot(&probe, candidate, Access::Owner) {
             Some(found) => found,
+            None if known_absent() => return Quick::Miss,
             None => match self.find_probe(&probe, hash, Access::Owner) {
                 Some(found) => found,
                 None => return Quick::Miss,

@@ -398,9 +398,9 @@ impl Pipeline {
     /// Processes a batch of frames received on `ingress`, as a poll loop gets them: the same
     /// verdicts, in the same order, as calling [`Pipeline::process`] on each frame.
     ///
-    /// First it hashes every frame's 5-tuple and touches the connection-table bucket each
-    /// will look in, so that those cache misses overlap instead of following one another;
-    /// then it processes the frames in order. `verdicts[i]` is the verdict of `frames[i]`;
+    /// First the connection-table passes ([`CoreState::prepare_lookups`]: every frame's
+    /// hash and bucket, then every bucket's record), so that the batch's cache misses overlap
+    /// instead of following one another; then it processes the frames in order. `verdicts[i]` is the verdict of `frames[i]`;
     /// frames beyond `verdicts.len()` are left alone.
     pub fn process_batch(
         &mut self,
@@ -814,7 +814,8 @@ impl CoreState {
     /// that the batch's cache misses overlap instead of following one another. `hints[i]`
     /// gets the lookup prepared for `frames[i]`.
     #[inline]
-    fn prepare_lookups(&self, frames: &[&mut [u8]], hints: &mut [Hint; BATCH]) {
+    fn prepare_lookups(&mut self, frames: &[&mut [u8]], hints: &mut [Hint; BATCH]) {
+        self.conntrack.begin_batch();
         for (hint, frame) in hints.iter_mut().zip(frames) {
             if let Some(key) = peek_flow_key(frame) {
                 let hash = flow_hash(&key);
