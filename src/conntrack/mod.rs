@@ -17,7 +17,8 @@
 //! # Storage
 //!
 //! Everything is allocated in [`Conntrack::new`]; nothing is allocated afterwards, so memory is
-//! bounded by the configuration. There is no `unsafe` code: every shared word is an atomic.
+//! bounded by the configuration. Every shared word is an atomic; the only `unsafe` is the
+//! prefetch hint of "Batches".
 //!
 //! - **Records**: exactly `capacity` flow records, each one 64-byte cache line of `AtomicU64`
 //!   words holding the whole [`Flow`], its TCP state, its last-seen time and a seqlock version.
@@ -157,40 +158,42 @@
 //! trend. A hit adds one well-predicted branch (did the packet move the flow's eviction
 //! class?), an embryonic or UDP insert one queue push.
 //!
-//! An owner's hit executes about 220 instructions, 50 of them `flow_hash` (callgrind, steady
-//! state of the pipeline benchmark's DR scenario; 330 before the owner path was trimmed;
-//! about 130 plus the hash once the pipeline inlined it into its hit path and passed the
-//! batch's hash down): the
-//! owner reads the record without the seqlock, compares the key as packed words, and a packet
-//! that leaves the TCP state as it is (`tcp::next_state`'s short cut) takes no CAS and no
-//! embryonic-count update; the rest is the bucket scan, the timeout check and building the
-//! returned [`Flow`].
+//! An owner's hit is answered by a quick path (`table::Table::owner_quick`, issue 11): the
+//! candidate slot the batch found (or one scan of the bucket), one read of the record's
+//! words, the timeout looked up by the state word's code, and a test that the packet leaves
+//! the flow as it is (no SYN, FIN or RST on a TCP flow past the handshake; any packet of a
+//! replied UDP flow or the original direction of an unreplied one). Only then is last-seen
+//! refreshed and the [`Hit`] built. The few packets per connection that may move the state
+//! (or mark a UDP flow replied) go, having changed nothing, to the general path
+//! (`track`, out of line), which gives the same answer it always did.
 //!
 //! # Batches
 //!
-//! A poll loop gets packets in batches (64 here) and can overlap their cache misses, the way
-//! DPDK's `rte_hash_lookup_bulk` and VPP's graph nodes do: compute every packet's hash first,
-//! then call [`Conntrack::prefetch_bucket`] for each in a tight pass, then
-//! [`Conntrack::track_hashed`] for each. Prefetch instructions need `unsafe`, so a prefetch
-//! here is a Relaxed load whose value goes to `std::hint::black_box`: the load is issued and
-//! the core runs on, but, unlike a real prefetch, the load holds up retirement until its line
-//! arrives, so a prefetch pass overlaps as many misses as the reorder buffer holds passes of
-//! it. [`Conntrack::prefetch_record`] is the optional second pass (the record the bucket
-//! names); it has to wait for the bucket line first.
+//! A poll loop gets packets in batches (64 here) and overlaps their cache misses the way
+//! DPDK's `rte_hash_lookup_bulk` and VPP's quad loops do. The pipeline runs three passes
+//! over a batch: (1) hash every frame's key and [`Conntrack::prefetch_bucket`]; (2)
+//! [`Conntrack::prepare`] each: read the bucket (by now in flight or arrived), find the first
+//! slot with the key's fingerprint, prefetch the record it names and keep that slot in the
+//! returned [`Prepared`]; (3) process the frames, [`Conntrack::track_prepared`] starting from
+//! the kept slot instead of scanning the bucket again. A bucket and a record are one cache
+//! line each, so a hit costs two lines, both requested a whole batch ahead.
 //!
-//! `conntrack_batch_report` (`cargo test --release --lib conntrack_batch_report -- --ignored
-//! --nocapture`; same machine, three runs, random hits among 100 000 DR flows, every hit's
-//! [`Hit`] used) measured per hit: one `track` at a time 34–35 ns; batches of 64 with the
-//! hashes computed first, no prefetch 32–33 ns; with the bucket pass 25–26 ns; with both
-//! passes 29–30 ns. Among 1 000 cache-resident flows the same four take 19, 15–16, 15 and
-//! 15–16 ns. Instructions per hit (callgrind, the report's `measured_loop_*` functions): 251,
-//! 236, 251 and 299. So the bucket pass pays for itself at 100 000 flows and costs nothing
-//! when the flows are cached, while the record pass costs more than it saves on this machine:
-//! once the buckets are in cache, the lookups themselves overlap the record misses of
-//! consecutive packets (their only link is a well-predicted branch), and a separate record
-//! pass repeats the bucket scan (about 50 instructions per packet) to start the same loads.
-//! The pipeline should use the bucket pass; `prefetch_record` is there for a machine (or a
-//! real prefetch instruction) where it pays.
+//! The prefetches are `prefetcht0` (`table::prefetch`, the one `unsafe` outside the AF_XDP
+//! module: a hint that cannot fault). They replace loads sent to `black_box`, which started
+//! the same lines but held up retirement until each arrived, so a pass overlapped only as
+//! many misses as the reorder buffer held; with them, the record pass, which used to cost
+//! more than it saved, pays.
+//!
+//! What a batch prepared can be stale by the time its frame is processed: an earlier frame
+//! of the same batch may have inserted a flow into the bucket, or evicted the flow and reused
+//! its record. So the kept slot is only a guess: it is used only if its record is live and
+//! has the key in the slot's direction (keys are unique among indexed records, so that is
+//! the flow a scan would find); otherwise the bucket is scanned as before. A key whose
+//! bucket had no slot with its fingerprint is known absent without a second scan (a miss:
+//! the new-flow path) only while no slot has been published into its bucket since
+//! [`Conntrack::begin_batch`] (one bit per bucket modulo 256, cleared per batch). Every
+//! answer is the one [`Conntrack::track`] gives at that moment; the model-based property
+//! tests check it with lookups prepared many operations earlier.
 
 mod queues;
 mod table;
@@ -208,7 +211,7 @@ use crate::hash::flow_hash;
 use crate::time::Instant;
 
 use queues::{Class, Queues};
-use table::{Access, BUCKET_SLOTS, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
+use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +384,35 @@ pub struct Hit {
     pub previous: FlowState,
 }
 
+/// A key's lookup as a batch's passes left it: its hash and the index slot its bucket
+/// offered (see "Batches" in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    hash: u64,
+    /// The first slot word of the key's bucket with the key's fingerprint when the batch
+    /// looked, 0 for none: a guess, checked against the record's key before it is used.
+    candidate: u32,
+    /// The batch the lookup was prepared in (`Conntrack::batch`), `u64::MAX` for a lookup
+    /// nothing was prepared for. Within that batch, a candidate of 0 proves the key absent
+    /// until a slot is published into its bucket.
+    batch: u64,
+}
+
+impl Prepared {
+    /// A lookup nothing was prepared for but the hash (= [`crate::hash::flow_hash`] of the
+    /// key).
+    #[inline]
+    pub const fn new(hash: u64) -> Prepared {
+        Prepared { hash, candidate: 0, batch: u64::MAX }
+    }
+
+    /// The key's [`crate::hash::flow_hash`].
+    #[inline]
+    pub const fn hash(self) -> u64 {
+        self.hash
+    }
+}
+
 /// Why an insert was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InsertError {
@@ -431,6 +463,12 @@ const SETTLE_LIMIT: usize = 32;
 /// Index slots allocated per flow of capacity (see "Storage" in the module docs).
 const SLOTS_PER_FLOW: usize = 4;
 
+/// The word and bit of `Conntrack::published` that stand for `bucket`.
+#[inline(always)]
+fn published_bit(bucket: usize) -> (usize, u64) {
+    ((bucket / 64) % 4, 1 << (bucket % 64))
+}
+
 /// Why a flow leaves the table (which counter it goes to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Removal {
@@ -473,6 +511,12 @@ pub struct Conntrack {
     sweep_cursor: usize,
     /// The evictable flows, oldest first (see "Full tables and floods").
     queues: Queues,
+    /// The batch [`Conntrack::begin_batch`] last began (see [`Prepared`]).
+    batch: u64,
+    /// The buckets (modulo 256, one bit each) a slot was published into since the batch
+    /// began: a key whose bucket had no slot with its fingerprint when its lookup was
+    /// prepared, and whose bit is still clear, is still absent.
+    published: [u64; 4],
 }
 
 impl fmt::Debug for Conntrack {
@@ -503,6 +547,8 @@ impl Conntrack {
             stats: ConntrackStats::default(),
             sweep_cursor: 0,
             queues: Queues::new(capacity),
+            batch: 0,
+            published: [0; 4],
         }
     }
 
@@ -523,11 +569,91 @@ impl Conntrack {
         hash: u64,
         tcp_flags: Option<u8>,
     ) -> Option<Hit> {
+        self.track_prepared(now, key, Prepared::new(hash), tcp_flags)
+    }
+
+    /// [`Conntrack::track`] of a key whose lookup a batch prepared ([`Conntrack::prepare`],
+    /// or [`Prepared::new`] with its hash). The same answer as `track`, whatever the batch
+    /// did to the table since the lookup was prepared.
+    ///
+    /// The hit path of every packet: a packet that leaves its flow's state as it is (all but
+    /// a few per connection) is answered from one read of the record
+    /// ([`Table::owner_quick`]); the rest take the general path, out of line.
+    #[inline(always)]
+    pub fn track_prepared(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
+        let quick = self.table.owner_quick(
+            now.as_nanos(),
+            key,
+            prepared.hash,
+            prepared.candidate,
+            || self.known_absent(&prepared),
+            tcp_flags,
+        );
+        match quick {
+            Quick::Hit(hit) => Some(hit),
+            Quick::Miss => None,
+            Quick::Slow => self.track_moving(now, key, prepared.hash, tcp_flags),
+        }
+    }
+
+    /// The general owner lookup, for the packets that may move their flow's state.
+    #[inline(never)]
+    fn track_moving(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit> {
         let tracked = track(&self.table, now, key, hash, tcp_flags, Access::Owner)?;
         if tracked.moved {
             self.settle(tracked.record);
         }
         Some(tracked.hit)
+    }
+
+    /// The second pass of a batch (after [`Conntrack::prefetch_bucket`] for every key):
+    /// reads the bucket of `hash` (= [`crate::hash::flow_hash`] of the key), starts loading
+    /// the record its fingerprint names, and remembers that slot, so that
+    /// [`Conntrack::track_prepared`] starts from it instead of scanning the bucket again.
+    /// Changes nothing.
+    #[inline]
+    pub fn prepare(&self, hash: u64) -> Prepared {
+        Prepared { hash, candidate: self.table.prefetch_record(hash), batch: self.batch }
+    }
+
+    /// Starts a batch: lookups prepared from here on may prove a key absent without a
+    /// second scan of its bucket (see [`Prepared`]); those prepared before may not. Call it
+    /// before a batch's [`Conntrack::prepare`] pass; calling it at any other time (or never)
+    /// only costs scans.
+    #[inline]
+    pub fn begin_batch(&mut self) {
+        self.batch = self.batch.wrapping_add(1) % u64::MAX;
+        self.published = [0; 4];
+    }
+
+    /// True if the key of `prepared` is known to be absent without scanning its bucket:
+    /// prepared in this batch, no slot with its fingerprint then, none published into its
+    /// bucket since.
+    #[inline(always)]
+    fn known_absent(&self, prepared: &Prepared) -> bool {
+        let (word, bit) = published_bit(self.table.place(prepared.hash).0);
+        prepared.candidate == 0
+            && prepared.batch == self.batch
+            && self.published.get(word).is_some_and(|bits| bits & bit == 0)
+    }
+
+    fn mark_published(&mut self, position: usize) {
+        let (word, bit) = published_bit(position / BUCKET_SLOTS);
+        if let Some(bits) = self.published.get_mut(word) {
+            *bits |= bit;
+        }
     }
 
     /// Looks `key` up (`hash` = [`crate::hash::flow_hash`]`(key)`) and changes nothing: no
@@ -553,7 +679,7 @@ impl Conntrack {
     #[inline]
     pub fn prefetch_record(&self, key: &FlowKey, hash: u64) {
         let _ = key;
-        self.table.prefetch_record(hash);
+        let _ = self.table.prefetch_record(hash);
     }
 
     /// Inserts a new flow. `tcp_flags` of its first packet set the initial state. Entries it
@@ -662,9 +788,11 @@ impl Conntrack {
         }
         let original_slot = SlotRef { tag: original_tag, direction: Direction::Original, record };
         self.table.publish(original_candidate.position, original_slot);
+        self.mark_published(original_candidate.position);
         if let Some((candidate, tag)) = reply_slot {
             let reply_slot = SlotRef { tag, direction: Direction::Reply, record };
             self.table.publish(candidate.position, reply_slot);
+            self.mark_published(candidate.position);
         }
         self.stats.inserted += 1;
         Ok(state)

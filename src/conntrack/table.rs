@@ -46,7 +46,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use crossbeam::utils::CachePadded;
 
 use super::queues::Class;
-use super::{Direction, Flow, FlowState};
+use super::tcp::{FIN, RST, SYN};
+use super::{Direction, Flow, FlowState, Hit};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 
 /// Slots per bucket: the set associativity. Sixteen 4-byte slots are one cache line.
@@ -131,7 +132,8 @@ impl RecordView {
     /// True unless the record is free.
     #[inline]
     pub fn is_live(&self) -> bool {
-        self.state().is_some()
+        // The codes `state_from_code` decodes.
+        matches!(self.state_word as u8, 1..=UDP_REPLIED_CODE)
     }
 
     /// The flow; None for a free record.
@@ -164,8 +166,8 @@ impl RecordView {
             (Direction::Reply, _) => return None,
         };
         Some(FlowKey {
-            src_addr: Ipv4Addr::from_bits(src_addr),
-            dst_addr: Ipv4Addr::from_bits(dst_addr),
+            src_addr: word_addr(src_addr),
+            dst_addr: word_addr(dst_addr),
             src_port,
             dst_port,
             proto,
@@ -201,7 +203,7 @@ impl Probe {
     #[inline]
     pub fn new(key: &FlowKey) -> Probe {
         Probe {
-            addrs: u64::from(key.src_addr.to_bits()) << 32 | u64::from(key.dst_addr.to_bits()),
+            addrs: u64::from(addr_word(key.src_addr)) << 32 | u64::from(addr_word(key.dst_addr)),
             ports: u32::from(key.src_port) << 16 | u32::from(key.dst_port),
             proto: proto_code(key.proto),
         }
@@ -291,14 +293,6 @@ impl Record {
             Access::Owner => Some(self.owner_view()),
             Access::Reader => self.snapshot(),
         }
-    }
-
-    /// Starts loading the record's cache line: a Relaxed load whose value goes to
-    /// `black_box`, so the load is issued but nothing waits for it (a prefetch without
-    /// `unsafe`).
-    #[inline]
-    pub fn touch_line(&self) {
-        std::hint::black_box(self.version.load(Ordering::Relaxed));
     }
 
     /// Owner only: the index positions of the flow's original slot and reply slot.
@@ -436,6 +430,68 @@ pub(super) const fn timeout_index(state: FlowState) -> usize {
 /// Number of entries a timeout table indexed by [`timeout_index`] needs.
 pub(super) const TIMEOUT_ENTRIES: usize = 6;
 
+/// Entries of [`Table`]'s code-indexed timeouts: every value of the low three bits of a
+/// state word's code (codes are 0..=6).
+const CODE_ENTRIES: usize = 8;
+
+/// The codes of TCP states past the handshake (`Established`, `Closing`, `Closed`) as a bit
+/// set: the states a packet without SYN, FIN or RST leaves as they are.
+const SETTLED_TCP_CODES: u8 = 1 << 2 | 1 << 3 | 1 << 4;
+
+/// True if a packet seen in `direction` with `tcp_flags` leaves a flow whose state word has
+/// code `code` exactly as it is: no TCP transition (`tcp::next_state` returns the state)
+/// and no first reply of a UDP flow. A short cut for the owner's hit path; false only means
+/// "take the general path" (tested against it for every code, direction and flag byte).
+#[inline(always)]
+const fn leaves_as_is(code: u8, direction: Direction, tcp_flags: Option<u8>) -> bool {
+    if code == UDP_REPLIED_CODE {
+        return true;
+    }
+    if code == state_code(FlowState::Udp) {
+        return matches!(direction, Direction::Original);
+    }
+    let settled = code < 8 && SETTLED_TCP_CODES >> code & 1 != 0;
+    match tcp_flags {
+        Some(flags) => settled && flags & (SYN | FIN | RST) == 0,
+        None => settled,
+    }
+}
+
+/// What the owner's quick lookup ([`Table::owner_quick`]) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Quick {
+    /// A live flow whose state the packet leaves as it is; last-seen refreshed.
+    Hit(Hit),
+    /// No live flow has the key, or it has expired.
+    Miss,
+    /// The packet may move the flow's state: nothing was changed, the general path decides.
+    Slow,
+}
+
+/// Asks the CPU to start loading the cache line `value` starts in, and returns at once
+/// (x86-64 `prefetcht0`; elsewhere nothing). Batches use it so their packets' cache misses
+/// overlap (see "Batches" in the module docs of `conntrack`).
+///
+/// The one `unsafe` outside the AF_XDP module, accepted as this single function: a load
+/// used as a prefetch (what this module did before) holds up retirement until its line
+/// arrives, which caps how many misses a batch overlaps.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(super) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache: it never faults, reads nothing into a
+    // register and writes nothing, so no address could make it undefined behaviour; this one
+    // comes from a live reference anyway. Its `sse` target feature is part of the x86-64
+    // baseline, present on every CPU this code can run on.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(value).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// The code [`pack`] stores for a protocol (never 0).
 const fn proto_code(proto: Proto) -> u8 {
     match proto {
@@ -451,9 +507,25 @@ const FORWARD_NAT: u8 = 2;
 /// See [`FORWARD_DR`].
 const FORWARD_FULL_NAT: u8 = 3;
 
+/// An address as a flow word stores it: its four bytes in memory order, so packing and
+/// unpacking (and a lookup's [`Probe`]) move an `Ipv4Addr` without swapping its bytes.
+/// Flow words live only in this process's memory, so their byte order is nobody else's
+/// business.
+#[inline(always)]
+const fn addr_word(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// The inverse of [`addr_word`].
+#[inline(always)]
+const fn word_addr(word: u32) -> Ipv4Addr {
+    let [a, b, c, d] = word.to_ne_bytes();
+    Ipv4Addr::new(a, b, c, d)
+}
+
 /// Packs a flow into the four flow words.
 fn pack(flow: &Flow) -> [u64; 4] {
-    let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(a.to_bits()) << 32 | u64::from(b.to_bits());
+    let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(addr_word(a)) << 32 | u64::from(addr_word(b));
     let proto = u64::from(proto_code(flow.proto));
     let forward = u64::from(match flow.forward {
         ForwardMode::Dr => FORWARD_DR,
@@ -473,8 +545,8 @@ fn pack(flow: &Flow) -> [u64; 4] {
 
 /// The inverse of [`pack`]; None for bit patterns `pack` never produces.
 fn unpack(words: &[u64; 4]) -> Option<Flow> {
-    let high = |w: u64| Ipv4Addr::from_bits((w >> 32) as u32);
-    let low = |w: u64| Ipv4Addr::from_bits(w as u32);
+    let high = |w: u64| word_addr((w >> 32) as u32);
+    let low = |w: u64| word_addr(w as u32);
     let proto = match (words[3] >> 8) as u8 {
         1 => Proto::Tcp,
         2 => Proto::Udp,
@@ -592,6 +664,10 @@ pub(super) struct Table {
     bucket_mask: u64,
     /// Timeouts in nanoseconds, indexed by [`timeout_index`].
     timeouts: [u64; TIMEOUT_ENTRIES],
+    /// The same timeouts indexed by a state word's code (`state_word as u8 & 7`): the hit
+    /// path reads its timeout without decoding the state first. Codes that are no state (0,
+    /// 7) have 0; callers check liveness first.
+    code_timeouts: [u64; CODE_ENTRIES],
     /// Flows in `SynSeen`. Changed by whichever core moves a flow into or out of `SynSeen`
     /// (the owner on insert and removal, any core in `track`), always by an atomic RMW, so it
     /// is exact. Padded: the owner bumps it on every embryonic insert.
@@ -623,6 +699,11 @@ impl Table {
             format: SlotFormat::for_records(records),
             bucket_mask: buckets as u64 - 1,
             timeouts,
+            code_timeouts: std::array::from_fn(|code| {
+                state_from_code(code as u64)
+                    .and_then(|state| timeouts.get(timeout_index(state)).copied())
+                    .unwrap_or(0)
+            }),
             embryonic: CachePadded::new(AtomicUsize::new(0)),
         }
     }
@@ -693,15 +774,17 @@ impl Table {
     /// `hash` must be `flow_hash(key)` (any other value finds nothing or another key's
     /// slots, which the key comparison rejects).
     ///
-    /// The hot path of every packet: one pass over the bucket's slots comparing
-    /// fingerprints, and for a matching slot one copy of its record compared with the key as
-    /// packed words ([`Probe`]).
+    /// One pass over the bucket's slots comparing fingerprints, and for a matching slot one
+    /// copy of its record compared with the key as packed words ([`Probe`]).
     #[inline]
     pub fn find(&self, key: &FlowKey, hash: u64, access: Access) -> Option<Found<'_>> {
+        self.find_probe(&Probe::new(key), hash, access)
+    }
+
+    #[inline(always)]
+    fn find_probe(&self, probe: &Probe, hash: u64, access: Access) -> Option<Found<'_>> {
         let (bucket, tag) = self.place(hash);
-        let format = self.format;
-        let (tag_mask, tag_bits) = format.tag_bits(tag);
-        let probe = Probe::new(key);
+        let (tag_mask, tag_bits) = self.format.tag_bits(tag);
         for slot in &self.buckets.get(bucket)?.slots {
             // Pairs with the Release store in `publish`.
             let word = slot.load(Ordering::Acquire);
@@ -709,19 +792,82 @@ impl Table {
             if word & tag_mask != tag_bits {
                 continue;
             }
-            let index = (word & format.record_mask()) as usize;
-            let Some(record) = self.records.get(index) else {
-                continue;
-            };
-            let Some(view) = record.view(access) else {
-                continue;
-            };
-            let direction = format.direction(word);
-            if view.is_live() && probe.matches(&view.words, direction) {
-                return Some(Found { direction, index, record, view });
+            if let Some(found) = self.check_slot(probe, word, access) {
+                return Some(found);
             }
         }
         None
+    }
+
+    /// The record the slot word `word` points at, if it holds a live flow that has `probe`'s
+    /// key in the slot's direction. Any word is harmless: 0 or a stale word finds nothing
+    /// (the key is always compared).
+    #[inline(always)]
+    fn check_slot(&self, probe: &Probe, word: u32, access: Access) -> Option<Found<'_>> {
+        if word == 0 {
+            return None;
+        }
+        let index = (word & self.format.record_mask()) as usize;
+        let record = self.records.get(index)?;
+        let view = record.view(access)?;
+        let direction = self.format.direction(word);
+        (view.is_live() && probe.matches(&view.words, direction)).then_some(Found {
+            direction,
+            index,
+            record,
+            view,
+        })
+    }
+
+    /// The owner's lookup of a packet's flow, done entirely when the packet leaves the flow's
+    /// state as it is (nearly every packet): [`Quick::Hit`] with last-seen refreshed, or
+    /// [`Quick::Miss`]. Packets that may move the state get [`Quick::Slow`], having changed
+    /// nothing, for the general path to redo. Same answers as that path
+    /// (`super::track`), with the record read once and its state decoded once.
+    ///
+    /// `candidate` is a slot word [`Table::prefetch_record`] returned for this key's hash
+    /// earlier in the batch (0: none). It is only a guess: it is tried first and, unless it
+    /// points at a live record with the key, the bucket is scanned as usual, so a candidate
+    /// made stale by the batch's earlier packets (an insert, an eviction) costs a scan, never
+    /// a wrong answer. `known_absent` (asked only when the candidate fails) says the caller knows the key has no slot (the batch
+    /// saw none with its fingerprint and nothing was published into its bucket since): then
+    /// a failed candidate is a miss without a scan.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn owner_quick(
+        &self,
+        now: u64,
+        key: &FlowKey,
+        hash: u64,
+        candidate: u32,
+        known_absent: impl FnOnce() -> bool,
+        tcp_flags: Option<u8>,
+    ) -> Quick {
+        let probe = Probe::new(key);
+        let found = match self.check_slot(&probe, candidate, Access::Owner) {
+            Some(found) => found,
+            None if known_absent() => return Quick::Miss,
+            None => match self.find_probe(&probe, hash, Access::Owner) {
+                Some(found) => found,
+                None => return Quick::Miss,
+            },
+        };
+        let view = &found.view;
+        let code = view.state_word as u8;
+        // `find` returned a live record, so the code is a state's.
+        let timeout = self.code_timeouts[usize::from(code & 7)];
+        if now.saturating_sub(view.last_seen) > timeout {
+            return Quick::Miss;
+        }
+        if !leaves_as_is(code, found.direction, tcp_flags) {
+            return Quick::Slow;
+        }
+        let (Some(flow), Some(state)) = (unpack(&view.words), state_from_code(view.state_word))
+        else {
+            return Quick::Miss;
+        };
+        found.record.touch(view.last_seen, now, true);
+        Quick::Hit(Hit { direction: found.direction, flow, state, previous: state })
     }
 
     /// [`Table::find`] from any thread (tests).
@@ -730,34 +876,38 @@ impl Table {
         self.find(key, hash, Access::Reader)
     }
 
-    /// Starts loading the index bucket `hash` selects (see [`Record::touch_line`]).
+    /// Starts loading the index bucket `hash` selects ([`prefetch`]).
     #[inline]
     pub fn prefetch_bucket(&self, hash: u64) {
         if let Some(bucket) = self.buckets.get(self.place(hash).0) {
-            std::hint::black_box(bucket.slots[0].load(Ordering::Relaxed));
+            prefetch(bucket);
         }
     }
 
     /// Starts loading the record of the first slot of the bucket `hash` selects that
-    /// carries `hash`'s fingerprint (none for most unknown keys). Only reads the bucket,
-    /// which a [`Table::prefetch_bucket`] earlier in the batch has brought in. A fingerprint
-    /// collision ahead of the key's own slot (rare: 2^-14 per occupied slot at 100 000
-    /// records) only makes this prefetch the wrong line.
+    /// carries `hash`'s fingerprint (none for most unknown keys), and returns that slot's
+    /// word (0 for none): the candidate [`Table::owner_quick`] tries first. Reads the
+    /// bucket, which a [`Table::prefetch_bucket`] earlier in the batch has started loading.
+    /// A fingerprint collision ahead of the key's own slot (rare: 2^-14 per occupied slot
+    /// at 100 000 records) only makes this the wrong line and the wrong candidate.
     #[inline]
-    pub fn prefetch_record(&self, hash: u64) {
+    pub fn prefetch_record(&self, hash: u64) -> u32 {
         let (bucket, tag) = self.place(hash);
-        let format = self.format;
         let Some(bucket) = self.buckets.get(bucket) else {
-            return;
+            return 0;
         };
-        let (tag_mask, tag_bits) = format.tag_bits(tag);
-        let found = bucket.slots.iter().find_map(|slot| {
+        let (tag_mask, tag_bits) = self.format.tag_bits(tag);
+        for slot in &bucket.slots {
             let word = slot.load(Ordering::Relaxed);
-            (word & tag_mask == tag_bits).then_some(word & format.record_mask())
-        });
-        if let Some(record) = found.and_then(|index| self.records.get(index as usize)) {
-            record.touch_line();
+            if word & tag_mask == tag_bits {
+                if let Some(record) = self.records.get((word & self.format.record_mask()) as usize)
+                {
+                    prefetch(record);
+                }
+                return word;
+            }
         }
+        0
     }
 
     /// Moves a flow into or out of `SynSeen` in the embryonic count.
@@ -926,6 +1076,57 @@ mod tests {
             prop_assert!(records <= 1 << format.record_bits);
             prop_assert_ne!(format.encode(slot), 0);
             prop_assert_eq!(format.decode(format.encode(slot)), Some(slot));
+        }
+    }
+
+    // A flow record is one cache line: a hit reads one line of records (checked at compile
+    // time, so a field added to `Record` cannot silently split it).
+    const _: () = assert!(
+        std::mem::size_of::<Record>() == 64
+            && std::mem::align_of::<Record>() == 64
+            && std::mem::size_of::<Bucket>() == 64
+            && std::mem::align_of::<Bucket>() == 64
+    );
+
+    #[test]
+    fn the_quick_path_takes_only_packets_that_move_nothing() {
+        let directions = [Direction::Original, Direction::Reply];
+        let mut quick = 0;
+        for code in 0..=u8::MAX {
+            for direction in directions {
+                for flags in (0..=u8::MAX).map(Some).chain([None]) {
+                    if !leaves_as_is(code, direction, flags) {
+                        continue;
+                    }
+                    quick += 1;
+                    let state = state_from_code(u64::from(code));
+                    let state = state.unwrap_or_else(|| panic!("code {code} is a state's"));
+                    assert_eq!(
+                        super::super::tcp::next_state(state, direction, flags),
+                        state,
+                        "{code} {direction:?} {flags:?}"
+                    );
+                    let first_reply =
+                        direction == Direction::Reply && code == state_code(FlowState::Udp);
+                    assert!(!first_reply, "{flags:?}");
+                }
+            }
+        }
+        // Established, Closing, Closed: 2 directions x (32 flag bytes without SYN, FIN, RST
+        // + no flags); unreplied UDP: 1 direction x 257; replied UDP: 2 x 257.
+        assert_eq!(quick, 3 * 2 * 33 + 257 + 2 * 257);
+        // And the short cut is taken for the common packets.
+        assert!(leaves_as_is(state_code(FlowState::Established), Direction::Reply, Some(0x10)));
+        assert!(!leaves_as_is(state_code(FlowState::SynSeen), Direction::Original, Some(0x10)));
+    }
+
+    #[test]
+    fn code_timeouts_are_the_state_timeouts() {
+        let timeouts = [0, 1, 2, 3, 4, 5];
+        let table = Table::new(1, 1, timeouts);
+        for code in 0..CODE_ENTRIES as u64 {
+            let want = state_from_code(code).map_or(0, |state| timeouts[timeout_index(state)]);
+            assert_eq!(table.code_timeouts[code as usize], want, "code {code}");
         }
     }
 

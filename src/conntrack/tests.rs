@@ -1042,6 +1042,7 @@ proptest! {
         let mut ct = Conntrack::new(&config);
         // The same operations, with every track through `track_hashed` after both prefetches.
         let mut hashed = Conntrack::new(&config);
+        let mut stale: HashMap<FlowKey, Prepared> = HashMap::new();
         let mut model = Model::default();
         let mut now = 0u64;
         for op in ops {
@@ -1058,11 +1059,16 @@ proptest! {
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);
                     prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
-                    // The batch path: prefetches, then the lookup with the hash computed outside.
+                    // The batch path: prefetches, then the lookup with the hash computed outside
+                    // and the candidate slot of a lookup prepared when this key was last
+                    // tracked (stale by every operation since), else of a fresh one.
                     let hash = flow_hash(&key);
                     hashed.prefetch_bucket(hash);
                     hashed.prefetch_record(&key, hash);
-                    prop_assert_eq!(hashed.track_hashed(Instant::from_nanos(now), &key, hash, flags), want);
+                    let prepared = stale.remove(&key).unwrap_or_else(|| hashed.prepare(hash));
+                    prop_assert_eq!(prepared.hash(), hash);
+                    prop_assert_eq!(hashed.track_prepared(Instant::from_nanos(now), &key, prepared, flags), want);
+                    stale.insert(key, hashed.prepare(hash));
                 }
                 Op::Contains(key) => {
                     let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
@@ -1259,6 +1265,10 @@ proptest! {
         };
         let mut ct = Conntrack::new(&config);
         prop_assert_eq!(ct.table.bucket_count(), 1);
+        // The same operations, every track with a lookup prepared when the key was last
+        // tracked: records are evicted and reused under it all the time here.
+        let mut batched = Conntrack::new(&config);
+        let mut stale: HashMap<FlowKey, Prepared> = HashMap::new();
         let mut model = EvictionModel {
             flows: HashMap::new(),
             capacity: 4,
@@ -1273,10 +1283,15 @@ proptest! {
                     let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
+                    prop_assert_eq!(batched.insert(Instant::from_nanos(now), flow, flags, |_| {}), result);
                 }
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);
                     prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
+                    let hash = flow_hash(&key);
+                    let prepared = stale.remove(&key).unwrap_or_else(|| batched.prepare(hash));
+                    prop_assert_eq!(batched.track_prepared(Instant::from_nanos(now), &key, prepared, flags), want);
+                    stale.insert(key, batched.prepare(hash));
                 }
                 Op::Contains(key) => {
                     let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
@@ -1285,10 +1300,12 @@ proptest! {
                 Op::Remove(key) => {
                     let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.flow);
                     prop_assert_eq!(ct.remove(&key), want);
+                    prop_assert_eq!(batched.remove(&key), want);
                 }
                 Op::Advance(millis) => now += millis * 1_000_000,
                 Op::Sweep => {
                     let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_| {});
+                    prop_assert_eq!(batched.sweep(Instant::from_nanos(now), usize::MAX, |_| {}), removed);
                     let expired: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
                     for key in &expired {
                         model.flows.remove(key);

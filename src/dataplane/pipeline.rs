@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{
-    Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange,
+    Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange, Prepared,
 };
 use crate::control::snapshot::{Owned, Route, Snapshot};
 use crate::dataplane::counters::{Counters, DropReason, Stat};
@@ -403,7 +403,7 @@ impl Pipeline {
         let counters = &mut self.core.counters;
         counters.add(Stat::RxPackets, 1);
         counters.add(Stat::RxBytes, frame.len() as u64);
-        let verdict = self.process_classified(now, ingress, frame, class, hash);
+        let verdict = self.process_classified(now, ingress, frame, class, Prepared::new(hash));
         if let Verdict::Tx(_) = verdict {
             self.core.counters.add(Stat::TxPackets, 1);
         }
@@ -411,7 +411,7 @@ impl Pipeline {
     }
 
     /// [`Pipeline::process`] once the frame is classified: the common case straight to its
-    /// flow, anything else through the step-by-step checks. `hash` is the flow hash of a
+    /// flow, anything else through the step-by-step checks. `lookup` is the prepared lookup of a
     /// classified frame's 5-tuple. Counts the verdict unless it is `Tx`: the caller counts
     /// received frames and bytes and transmitted frames (a batch once for all its frames).
     #[inline(always)]
@@ -421,7 +421,7 @@ impl Pipeline {
         ingress: IfaceId,
         frame: &mut [u8],
         class: Class,
-        hash: u64,
+        lookup: Prepared,
     ) -> Verdict {
         let core = &mut self.core;
         let snapshot = &*self.snapshot;
@@ -431,7 +431,7 @@ impl Pipeline {
         };
         let verdict = match transport {
             Some(transport) => {
-                core.transport(snapshot, now, ingress, frame, class.owned(), transport, hash)
+                core.transport(snapshot, now, ingress, frame, class.owned(), transport, lookup)
             }
             None => core.process(snapshot, now, ingress, frame),
         };
@@ -445,8 +445,10 @@ impl Pipeline {
     /// verdicts, in the same order, as calling [`Pipeline::process`] on each frame.
     ///
     /// First it classifies every frame (`classify`: the checks of the common case, the
-    /// owner of the destination, the flow hash) and touches the connection-table bucket each
-    /// will look in, so that those cache misses overlap instead of following one another;
+    /// owner of the destination, the flow hash) and starts loading the connection-table
+    /// bucket each will look in; then it reads each bucket and starts loading the record it
+    /// names ([`CoreState::prepare_lookups`], DPDK's `rte_hash_lookup_bulk`, VPP's quad
+    /// loop), so that the batch's cache misses overlap instead of following one another;
     /// then it processes the frames in order. Classifying ahead is sound because it reads
     /// only the frame and the snapshot, which nothing changes within a batch (a frame is
     /// rewritten only when its own turn comes). `verdicts[i]` is the verdict of `frames[i]`;
@@ -464,21 +466,25 @@ impl Pipeline {
             frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
         {
             let mut classes = [Class::Other; BATCH];
-            let mut hashes = [0u64; BATCH];
+            let mut lookups = [Prepared::new(0); BATCH];
+            self.core.conntrack.begin_batch();
             if let Some(mac) = mac {
-                for ((class, hash), frame) in classes.iter_mut().zip(&mut hashes).zip(&*frames) {
-                    (*class, *hash) = classify(&self.snapshot, mac, frame);
+                for ((class, lookup), frame) in classes.iter_mut().zip(&mut lookups).zip(&*frames) {
+                    let hash;
+                    (*class, hash) = classify(&self.snapshot, mac, frame);
                     if *class != Class::Other {
-                        self.core.conntrack.prefetch_bucket(*hash);
+                        self.core.conntrack.prefetch_bucket(hash);
+                        *lookup = Prepared::new(hash);
                     }
                 }
+                self.core.prepare_lookups(&classes[..frames.len()], &mut lookups);
             }
             let (mut bytes, mut transmitted) = (0, 0);
-            for (((frame, verdict), class), hash) in
-                frames.iter_mut().zip(verdicts.iter_mut()).zip(classes).zip(hashes)
+            for (((frame, verdict), class), lookup) in
+                frames.iter_mut().zip(verdicts.iter_mut()).zip(classes).zip(lookups)
             {
                 bytes += frame.len() as u64;
-                *verdict = self.process_classified(now, ingress, frame, class, hash);
+                *verdict = self.process_classified(now, ingress, frame, class, lookup);
                 transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
             }
             let counters = &mut self.core.counters;
@@ -861,8 +867,8 @@ impl CoreState {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
                     Some(transport) => {
-                        let hash = flow_hash(&transport.key);
-                        self.transport(snapshot, now, ingress, frame, owned, transport, hash)
+                        let lookup = Prepared::new(flow_hash(&transport.key));
+                        self.transport(snapshot, now, ingress, frame, owned, transport, lookup)
                     }
                     None => reject(owned, DropReason::BadL4Header),
                 }
@@ -872,20 +878,33 @@ impl CoreState {
         }
     }
 
+    /// The second connection-table pass of a batch, before any frame is processed: reads the
+    /// bucket of every classified frame (its load started by the first pass) and starts
+    /// loading the record it names, remembering the slot in `lookups[i]`.
+    #[inline]
+    fn prepare_lookups(&mut self, classes: &[Class], lookups: &mut [Prepared; BATCH]) {
+        for (class, lookup) in classes.iter().zip(lookups.iter_mut()) {
+            if *class != Class::Other {
+                *lookup = self.conntrack.prepare(lookup.hash());
+            }
+        }
+    }
+
     /// Finds the flow a key belongs to, here or (for replies) on another core.
     #[inline(always)]
     fn track(
         &mut self,
         now: Instant,
         key: &FlowKey,
-        hash: u64,
+        prepared: Prepared,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
     ) -> Option<crate::conntrack::Hit> {
-        if let Some(hit) = self.conntrack.track_hashed(now, key, hash, tcp_flags) {
+        if let Some(hit) = self.conntrack.track_prepared(now, key, prepared, tcp_flags) {
             return Some(hit);
         }
         if maybe_reply {
+            let hash = prepared.hash();
             for peer in &self.peers {
                 if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
                     self.counters.add(Stat::CrossCoreHits, 1);
@@ -916,9 +935,10 @@ impl CoreState {
         frame: &mut [u8],
         owned: Option<Owned>,
         transport: Transport,
-        hash: u64,
+        prepared: Prepared,
     ) -> Verdict {
         let key = transport.key;
+        let hash = prepared.hash();
         debug_assert_eq!(hash, flow_hash(&key), "the hash is this key's");
         let maybe_reply = owned != Some(Owned::Vip);
         // With several arms, a reply comes in where its backend is reached (the way xlb sends
@@ -931,7 +951,7 @@ impl CoreState {
         {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
-        if let Some(hit) = self.track(now, &key, hash, transport.tcp_flags, maybe_reply) {
+        if let Some(hit) = self.track(now, &key, prepared, transport.tcp_flags, maybe_reply) {
             // Handshake packets and state changes (a few per connection) may reopen the flow
             // or tell something of the backend's health; the rest go straight on.
             if hit.state == FlowState::SynSeen || hit.state != hit.previous {
