@@ -110,6 +110,8 @@ pub struct RunOptions {
     /// Preferred busy polling ([`busypoll`]): where it engages (None: the default, auto),
     /// always, or never.
     pub busy_poll: Option<BusyPollMode>,
+    /// The UDP port of the busy-poll marker sockets ([`busypoll::start`]; None: no marker).
+    pub busy_poll_marker: Option<u16>,
     /// Where the devices' settings before busy polling are recorded (default
     /// [`instance::LOCK_DIR`]).
     pub record_dir: Option<PathBuf>,
@@ -327,7 +329,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let mut sockets: Vec<(usize, &mut XskPort)> =
         ports_per_worker.iter_mut().flatten().map(|(iface, port)| (iface.index(), port)).collect();
     let mode = options.busy_poll.unwrap_or(config.dataplane.busy_poll);
-    let (busy, _tuning) = busypoll::start(mode, &record_dir, &devices, &mut sockets);
+    let (busy, _tuning) =
+        busypoll::start(mode, &record_dir, &devices, &mut sockets, options.busy_poll_marker);
     modes.push(format!("busy polling {}", if busy.busy_poll() { "on" } else { "off" }));
     let busy_poll_ports: Vec<BusyPollPort> = ports_per_worker
         .iter()
@@ -335,7 +338,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         .map(|(iface, port)| BusyPollPort {
             interface: links[iface.index()].netdev.name.clone(),
             queue: port.queue(),
-            fd: port.fd(),
+            fd: port.napi_fd(),
             engaged: busy.busy_poll(),
         })
         .collect();

@@ -126,6 +126,9 @@ pub struct XskPort {
     /// Preferred busy polling is on: every poll calls into the socket so that the kernel
     /// runs the queue's NAPI in the worker's thread ([`super::busypoll`]).
     drive_napi: bool,
+    /// Where the kernel linked no NAPI to this socket: the marker socket whose NAPI the
+    /// worker drives instead ([`super::marker`]).
+    marker: Option<super::marker::Marker>,
     stats: PortStats,
 }
 
@@ -216,6 +219,7 @@ impl XskPort {
                             ring: config.ring as usize,
                             reinject: None,
                             drive_napi: false,
+                            marker: None,
                             stats: PortStats::default(),
                         };
                         port.refill();
@@ -281,9 +285,21 @@ impl XskPort {
         if drive { Ok(()) } else { super::busypoll::clear_socket_options(self.fd()) }
     }
 
-    /// The NAPI id the kernel linked to the socket (0: none yet).
+    /// The NAPI id the kernel linked to the socket (0: none yet), or that its marker
+    /// carries.
     pub fn napi_id(&self) -> io::Result<u32> {
-        super::busypoll::napi_id(self.fd())
+        super::busypoll::napi_id(self.napi_fd())
+    }
+
+    /// Busy-polls the NAPI `marker` carries instead of the socket's own (none linked).
+    pub fn set_marker(&mut self, marker: super::marker::Marker) {
+        self.marker = Some(marker);
+    }
+
+    /// The descriptor whose NAPI busy polling drives: the marker's if there is one, else the
+    /// socket's own.
+    pub fn napi_fd(&self) -> RawFd {
+        self.marker.as_ref().map_or_else(|| self.fd(), |m| m.fd())
     }
 
     /// The socket's descriptor, for the steering program's XSKMAP.
@@ -337,7 +353,7 @@ impl Port for XskPort {
         forward: &mut dyn FnMut(IfaceId, &[u8]),
     ) -> usize {
         if self.drive_napi {
-            super::busypoll::drive(self.fd());
+            super::busypoll::drive(self.napi_fd());
         }
         let mut descs = std::mem::take(&mut self.rx_descs);
         // SAFETY: RX hands out descriptors of frames in this socket's UMEM, which user space
