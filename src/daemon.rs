@@ -339,6 +339,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             interface: links[iface.index()].netdev.name.clone(),
             queue: port.queue(),
             fd: port.napi_fd(),
+            marker: port.napi_fd() != port.fd(),
             engaged: busy.busy_poll(),
         })
         .collect();
@@ -1178,12 +1179,15 @@ fn build_snapshot(
 /// The TAP device through which `netdev`'s ports hand passed frames to the kernel (the
 /// interface at `position` in the config). A failure is logged, not fatal: xlb still forwards
 /// what it owns, and counts what it could not hand back as `pass_unreinjectable`.
-/// One socket's busy-poll state as control sees it: it reads the NAPI id through `fd`
-/// while the workers run (the sockets are closed only after they have stopped).
+/// One socket's busy-poll state as control sees it: it reads the NAPI id through `fd` (the
+/// AF_XDP socket's, or its marker's) while the workers run (the sockets are closed only
+/// after they have stopped).
 struct BusyPollPort {
     interface: String,
     queue: u32,
     fd: std::os::fd::RawFd,
+    /// `fd` is the socket's marker's ([`busypoll`]: veth), not the AF_XDP socket's.
+    marker: bool,
     /// Busy polling was turned on for it.
     engaged: bool,
 }
@@ -1197,6 +1201,7 @@ impl BusyPollPort {
             queue: self.queue,
             engaged: self.engaged && napi_id != 0,
             napi_id,
+            marker: self.marker,
         }
     }
 }

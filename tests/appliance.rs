@@ -1504,6 +1504,7 @@ fn busy_poll_through_a_marker_receives_on_veth() {
     let napi = sample(&text, &format!("xlb_busy_poll_napi_id{labels}")).expect("NAPI id gauge");
     assert_ne!(napi, 0.0, "the marker's NAPI id is reported: {text}");
     assert_eq!(sample(&text, &format!("xlb_busy_poll_engaged{labels}")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &format!("xlb_busy_poll_marker{labels}")), Some(1.0), "{text}");
 
     let before = busy_poll_rx_packets(&lab, &lb);
     let answers = ask(&lab, &client, 2000);
