@@ -60,10 +60,12 @@ pub struct Marker {
 
 impl Marker {
     /// Opens the marker of `device` on UDP `port` (any address of the device), with the
-    /// busy-poll options set.
+    /// busy-poll options set. A port already taken on the device is an error.
     pub fn open(device: &str, port: u16) -> io::Result<Marker> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
-        socket.set_reuse_address(true)?;
+        // Bound to the device before the port: markers of several devices share the port,
+        // and a socket of someone else's on it (unbound to a device) makes this fail
+        // (EADDRINUSE) rather than share or steal its datagrams.
         socket.bind_device(Some(device.as_bytes()))?;
         socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
         let socket: UdpSocket = socket.into();
@@ -123,5 +125,9 @@ mod tests {
         assert_eq!(marker.wait_for_napi(Duration::from_millis(120)).unwrap(), 0);
         assert!(started.elapsed() >= Duration::from_millis(120));
         assert_eq!(marker.device(), "lo");
+        // The port is the marker's alone on that device.
+        let port = marker.socket.local_addr().unwrap().port();
+        let taken = Marker::open("lo", port).unwrap_err();
+        assert_eq!(taken.kind(), io::ErrorKind::AddrInUse, "{taken}");
     }
 }
