@@ -110,7 +110,8 @@ pub struct RunOptions {
     /// Preferred busy polling ([`busypoll`]): where it engages (None: the default, auto),
     /// always, or never.
     pub busy_poll: Option<BusyPollMode>,
-    /// The UDP port of the busy-poll marker sockets ([`busypoll::start`]; None: no marker).
+    /// The UDP port of the busy-poll marker sockets ([`busypoll::start`]); overrides the
+    /// config's `dataplane.busy_poll_marker` (None: the config's, if any).
     pub busy_poll_marker: Option<u16>,
     /// Where the devices' settings before busy polling are recorded (default
     /// [`instance::LOCK_DIR`]).
@@ -329,8 +330,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let mut sockets: Vec<(usize, &mut XskPort)> =
         ports_per_worker.iter_mut().flatten().map(|(iface, port)| (iface.index(), port)).collect();
     let mode = options.busy_poll.unwrap_or(config.dataplane.busy_poll);
-    let (busy, _tuning) =
-        busypoll::start(mode, &record_dir, &devices, &mut sockets, options.busy_poll_marker);
+    let marker = options.busy_poll_marker.or(config.dataplane.busy_poll_marker);
+    let (busy, _tuning) = busypoll::start(mode, &record_dir, &devices, &mut sockets, marker);
     modes.push(format!("busy polling {}", if busy.busy_poll() { "on" } else { "off" }));
     let busy_poll_ports: Vec<BusyPollPort> = ports_per_worker
         .iter()
@@ -899,9 +900,12 @@ impl ControlLoop<'_> {
     fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.options.config)?;
         if config.dataplane != self.config.dataplane {
+            let marker = config.dataplane.busy_poll_marker;
             warn!(
-                "dataplane.busy_poll changed to {:?}: it applies at the next start of xlb",
-                config.dataplane.busy_poll.to_string()
+                "dataplane changed (busy_poll {:?}, busy_poll_marker {}): it applies at the \
+                 next start of xlb",
+                config.dataplane.busy_poll.to_string(),
+                marker.map_or_else(|| "none".to_string(), |port| port.to_string())
             );
         }
         let weights = config_weights(&config);

@@ -64,6 +64,7 @@ enum Command {
         /// Where the kernel linked no NAPI to a socket (veth), busy-poll the device's NAPI
         /// through a UDP socket on this port instead, once a datagram sent to the port
         /// arrived through the device (xlb waits up to 3 s at start for one per device).
+        /// Overrides the config's `dataplane.busy_poll_marker`.
         #[arg(long, value_name = "PORT")]
         busy_poll_marker: Option<u16>,
         /// Log a line of figures per core every SECS seconds.

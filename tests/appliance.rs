@@ -1468,7 +1468,8 @@ fn busy_poll_rx_packets(lab: &Lab, ns: &str) -> u64 {
         .expect("TcpExt BusyPollRxPackets")
 }
 
-/// Issue 11 §2, the veth workaround: with `--busy-poll-marker PORT`, where the AF_XDP socket
+/// Issue 11 §2, the veth workaround: with `busy_poll_marker = PORT` (or `--busy-poll-marker`),
+/// where the AF_XDP socket
 /// has no NAPI id (veth), xlb busy-polls the device's NAPI through a UDP socket that a
 /// datagram to that port marked. Busy polling then engages under auto (the metrics say
 /// engaged with a NAPI id), and the kernel's BusyPollRxPackets rises by a good share of
@@ -1492,8 +1493,10 @@ fn busy_poll_through_a_marker_receives_on_veth() {
         lab.spawn(ns, &["python3", "-c", &send], Stdio::null(), Stdio::null());
     }
     let config = lab.scratch.join("xlb.toml");
-    std::fs::write(&config, nat_config(&[5001])).unwrap();
-    let args = ["--metrics", "127.0.0.1:9100", "--busy-poll-marker", "7777"];
+    // The config key here; bench/sidebyside uses the flag (`--busy-poll-marker 7777`).
+    let text = nat_config(&[5001]) + "\n[dataplane]\nbusy_poll_marker = 7777\n";
+    std::fs::write(&config, text).unwrap();
+    let args = ["--metrics", "127.0.0.1:9100"];
     let xlb = start_xlb_with(&mut lab, &lb, &config, "1", "marker", &args);
     let text = scrape_busy_poll(&lb);
     let log = read(&lab.scratch.join("xlb-marker.log"));
