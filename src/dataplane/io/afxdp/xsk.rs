@@ -24,7 +24,9 @@
 //! Rings are used in batches, with `need_wakeup`: the kernel is kicked (`sendto`, `poll`)
 //! only when it says it needs it; except under preferred busy polling
 //! ([`super::busypoll`]), where every receive first calls into the socket (`recvfrom`,
-//! non-blocking) so that the kernel runs the queue's NAPI in the worker's thread.
+//! non-blocking) so that the kernel runs the queue's NAPI in the worker's thread; into the
+//! port's marker socket instead where the kernel linked no NAPI to the AF_XDP socket and a
+//! marker carries the device's ([`super::marker`], veth).
 //!
 //! Every `unsafe` call here is an xsk-rs ring or UMEM access; the invariant they all rely on
 //! is the ownership rule above (a descriptor passed in belongs to this socket's UMEM and to
