@@ -110,9 +110,8 @@ def busy_poll_lines(windows):
     """Per -bp row and protocol: the NAPI ids seen and the BusyPollRxPackets rise against the
     frames the sink counted, and whether busy polling engaged (a NAPI id on the receiving
     socket, its own or a marker's, and the counter rising; the transmit-only sink side may
-    have none). Under overload the counter rises by at most half the frames even when the
-    worker busy-polls them all: the kernel counts its busy poll, not the second poll of
-    busy_poll_stop (src/dataplane/io/afxdp/marker.rs)."""
+    have none). The counter understates: the kernel counts its busy poll, not the second
+    poll of busy_poll_stop (src/dataplane/io/afxdp/marker.rs)."""
     out = []
     for proto in ("udp", "tcp"):
         for row in ORDER:

@@ -30,10 +30,10 @@
 //!   softirq or the NAPI thread. Measured on veth, kernel 6.18: with them, `TcpExt:
 //!   BusyPollRxPackets` rose by 85% (threaded NAPI) to 96% (softirq) of the frames the
 //!   AF_XDP socket received; without them, by under 0.1%.
-//! - The counter understates under overload: each call polls the NAPI twice (the busy poll,
-//!   counted, then `busy_poll_stop`'s poll, which re-arms the device and is not counted),
-//!   so when the ring is never empty it rises by at most half the frames, though the worker
-//!   received them all; one request at a time it counts every frame.
+//! - The counter understates: each call polls the NAPI twice (the busy poll, counted, then
+//!   `busy_poll_stop`'s poll, which re-arms the device and is not counted), so frames that
+//!   second poll takes are busy-polled but not counted; one request at a time it counts
+//!   every frame. It also counts frames the socket's full ring then dropped.
 //! - Every datagram that reaches the marker is drained by the worker's calls (zero-length
 //!   receives), so its queue stays empty, which busy polling needs.
 
