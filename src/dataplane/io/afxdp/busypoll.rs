@@ -36,7 +36,8 @@
 //! ([`EngagementCheck`]) and warns once if it does not.
 //!
 //! **Where the AF_XDP socket has no NAPI id, a marker may stand in** ([`super::marker`]), only
-//! when the operator names a marker port (`--busy-poll-marker PORT`): on veth (kernel 6.18)
+//! when the operator names a marker port (`--busy-poll-marker PORT`, config
+//! `dataplane.busy_poll_marker`): on veth (kernel 6.18)
 //! the device's NAPI has an id once native XDP or GRO is on, but veth registers its XDP
 //! receive queue with NAPI id 0, so the AF_XDP socket never gets one; a UDP socket on the
 //! device that received a datagram there carries it, and the worker drives that socket
@@ -142,8 +143,8 @@ impl fmt::Display for Fallback {
                 "{interface} queue {queue}: the kernel linked no NAPI to the AF_XDP socket \
                  (SO_INCOMING_NAPI_ID 0: the driver does not tie its queues to a NAPI, as veth, \
                  or copy mode before the first frame), so there is nothing to busy-poll (on veth, \
-                 --busy-poll-marker PORT polls the device's NAPI through a UDP socket once a \
-                 datagram to that port arrived through it)"
+                 --busy-poll-marker PORT or busy_poll_marker = PORT polls the device's NAPI \
+                 through a UDP socket once a datagram to that port arrived through it)"
             ),
             Fallback::SocketOption { interface, queue, error } => {
                 write!(
@@ -340,6 +341,10 @@ fn open_markers(
         }
         let device = sockets[index].0;
         if sockets.iter().filter(|(d, _)| *d == device).count() != 1 {
+            // Said once per device, at its first socket.
+            if sockets.iter().position(|(d, _)| *d == device) != Some(index) {
+                continue;
+            }
             warn!(
                 "{}: busy polling through a marker needs a single xlb socket on the device \
                  (a marker carries the NAPI of one receive queue); not tried",
