@@ -115,8 +115,10 @@ def targets(peaks, lats):
 
 def busy_poll_lines(windows):
     """Per -bp row and protocol: the NAPI ids seen and the BusyPollRxPackets rise against the
-    frames the sink counted, and whether busy polling engaged (a NAPI id on every socket and
-    the counter rising)."""
+    frames the sink counted, and whether busy polling engaged (a NAPI id on the receiving
+    socket, its own or a marker's, and the counter rising; the transmit-only sink side may
+    have none). The counter understates: the kernel counts its busy poll, not the second
+    poll of busy_poll_stop (src/dataplane/io/afxdp/marker.rs)."""
     out = []
     for proto in ("udp", "tcp"):
         for row in ORDER:
@@ -126,12 +128,12 @@ def busy_poll_lines(windows):
             napi = sorted({w.get("busy_poll", {}).get("napi", "") for w in ws} - {""})
             rx = sum(w.get("busy_poll", {}).get("rx_packets", 0) for w in ws)
             good = sum(w["sink"]["total"]["good"] for w in ws)
-            ids = [part.split("=")[-1] for n in napi for part in n.split(",")]
-            engaged = bool(ids) and all(i not in ("", "0") for i in ids) and rx > 0
+            ids = [part.split("=")[-1] for n in napi for part in n.split(",") if part.split(":")[0].endswith("-lg")]
+            engaged = any(i not in ("", "0") for i in ids) and rx > 0
             out.append(
                 f"- {proto.upper()} {ROW_NAMES[row]}: {'**engaged**' if engaged else '**not engaged**'}; "
                 f"NAPI ids {', '.join(napi) or 'not logged'}; BusyPollRxPackets +{rx} over its windows "
-                f"({good} good frames at the sink)"
+                f"({good} good frames at the sink, {rx / good if good else 0:.0%})"
                 + ("" if engaged else ": without a NAPI id the kernel has nothing to busy-poll, the "
                    "worker only spins beside the receive NAPI thread (what `--busy-poll auto`, xlb's default, avoids)")
             )
@@ -196,8 +198,8 @@ def why(peaks, lats, profile):
         "(the reason AF_XDP exists; veth cannot do it). A core of its own for the receive NAPI thread, or AF_XDP busy "
         "polling (`SO_PREFER_BUSY_POLL`, so the worker drives the receive queue itself and no second thread shares its "
         "core), removes the hand-off that costs both rate and latency: the first needs other hardware; the second "
-        "is what `xlb run` does by default where the driver links a NAPI to the socket, which veth does not "
-        "(see Busy polling: the -bp rows force it on to show what it costs when it cannot engage)."
+        "is what `xlb run` does by default where the driver links a NAPI to the socket, which veth does not; "
+        "the -bp rows busy-poll veth's NAPI through a marker socket (`--busy-poll-marker`, see Busy polling)."
     )
     return "\n".join(out)
 

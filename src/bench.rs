@@ -161,6 +161,9 @@ pub struct ForwardArgs {
     /// null: preferred busy polling, as `xlb run --busy-poll` (auto, on, off).
     #[arg(long, value_name = "auto|on|off", default_value = "auto")]
     pub busy_poll: BusyPollMode,
+    /// null: the busy-poll marker UDP port, as `xlb run --busy-poll-marker`.
+    #[arg(long, value_name = "PORT")]
+    pub busy_poll_marker: Option<u16>,
 }
 
 /// Options of `xlb bench nft`.
@@ -475,6 +478,7 @@ fn run_null(args: &ForwardArgs, stop: &AtomicBool) -> anyhow::Result<ForwardSumm
         &record_dir,
         &devices,
         &mut [(0, &mut rx_port), (1, &mut tx_port)],
+        args.busy_poll_marker,
     );
     let mode = format!(
         "XDP {xdp_mode:?}, AF_XDP {} mode, busy polling {}",

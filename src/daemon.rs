@@ -110,6 +110,9 @@ pub struct RunOptions {
     /// Preferred busy polling ([`busypoll`]): where it engages (None: the default, auto),
     /// always, or never.
     pub busy_poll: Option<BusyPollMode>,
+    /// The UDP port of the busy-poll marker sockets ([`busypoll::start`]); overrides the
+    /// config's `dataplane.busy_poll_marker` (None: the config's, if any).
+    pub busy_poll_marker: Option<u16>,
     /// Where the devices' settings before busy polling are recorded (default
     /// [`instance::LOCK_DIR`]).
     pub record_dir: Option<PathBuf>,
@@ -327,7 +330,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let mut sockets: Vec<(usize, &mut XskPort)> =
         ports_per_worker.iter_mut().flatten().map(|(iface, port)| (iface.index(), port)).collect();
     let mode = options.busy_poll.unwrap_or(config.dataplane.busy_poll);
-    let (busy, _tuning) = busypoll::start(mode, &record_dir, &devices, &mut sockets);
+    let marker = options.busy_poll_marker.or(config.dataplane.busy_poll_marker);
+    let (busy, _tuning) = busypoll::start(mode, &record_dir, &devices, &mut sockets, marker);
     modes.push(format!("busy polling {}", if busy.busy_poll() { "on" } else { "off" }));
     let busy_poll_ports: Vec<BusyPollPort> = ports_per_worker
         .iter()
@@ -335,7 +339,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         .map(|(iface, port)| BusyPollPort {
             interface: links[iface.index()].netdev.name.clone(),
             queue: port.queue(),
-            fd: port.fd(),
+            fd: port.napi_fd(),
+            marker: port.napi_fd() != port.fd(),
             engaged: busy.busy_poll(),
         })
         .collect();
@@ -895,9 +900,12 @@ impl ControlLoop<'_> {
     fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.options.config)?;
         if config.dataplane != self.config.dataplane {
+            let marker = config.dataplane.busy_poll_marker;
             warn!(
-                "dataplane.busy_poll changed to {:?}: it applies at the next start of xlb",
-                config.dataplane.busy_poll.to_string()
+                "dataplane changed (busy_poll {:?}, busy_poll_marker {}): it applies at the \
+                 next start of xlb",
+                config.dataplane.busy_poll.to_string(),
+                marker.map_or_else(|| "none".to_string(), |port| port.to_string())
             );
         }
         let weights = config_weights(&config);
@@ -1175,12 +1183,15 @@ fn build_snapshot(
 /// The TAP device through which `netdev`'s ports hand passed frames to the kernel (the
 /// interface at `position` in the config). A failure is logged, not fatal: xlb still forwards
 /// what it owns, and counts what it could not hand back as `pass_unreinjectable`.
-/// One socket's busy-poll state as control sees it: it reads the NAPI id through `fd`
-/// while the workers run (the sockets are closed only after they have stopped).
+/// One socket's busy-poll state as control sees it: it reads the NAPI id through `fd` (the
+/// AF_XDP socket's, or its marker's) while the workers run (the sockets are closed only
+/// after they have stopped).
 struct BusyPollPort {
     interface: String,
     queue: u32,
     fd: std::os::fd::RawFd,
+    /// `fd` is the socket's marker's ([`busypoll`]: veth), not the AF_XDP socket's.
+    marker: bool,
     /// Busy polling was turned on for it.
     engaged: bool,
 }
@@ -1194,6 +1205,7 @@ impl BusyPollPort {
             queue: self.queue,
             engaged: self.engaged && napi_id != 0,
             napi_id,
+            marker: self.marker,
         }
     }
 }

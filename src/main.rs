@@ -61,6 +61,12 @@ enum Command {
         /// Same as --busy-poll off.
         #[arg(long)]
         no_busy_poll: bool,
+        /// Where the kernel linked no NAPI to a socket (veth), busy-poll the device's NAPI
+        /// through a UDP socket on this port instead, once a datagram sent to the port
+        /// arrived through the device (xlb waits up to 3 s at start for one per device).
+        /// Overrides the config's `dataplane.busy_poll_marker`.
+        #[arg(long, value_name = "PORT")]
+        busy_poll_marker: Option<u16>,
         /// Log a line of figures per core every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_every: Option<u64>,
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
             spin,
             busy_poll,
             no_busy_poll,
+            busy_poll_marker,
             stats_every,
             metrics,
             log_level,
@@ -176,6 +183,7 @@ fn main() -> ExitCode {
                 force_copy: copy,
                 spin,
                 busy_poll: if no_busy_poll { Some(BusyPollMode::Off) } else { busy_poll },
+                busy_poll_marker,
                 record_dir: None,
                 stats_every: stats_every.map(Duration::from_secs),
                 tap_prefix,

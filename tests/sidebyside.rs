@@ -3,7 +3,8 @@
 //! forwarder, xlb DR and the null forwarder with busy polling forced on, kernel forwarding, nftables DNAT, XDP redirect), over UDP and TCP, must get
 //! frames to the sink, every frame the sink saw must be what the row should deliver, the
 //! script must print its PASS line and leave none of its namespaces behind. No rate is
-//! asserted: the machine's two cores are shared.
+//! asserted: the machine's two cores are shared. The busy-polling rows must engage (a NAPI
+//! id on the receiving socket, through a marker on veth, and BusyPollRxPackets rising).
 //!
 //! Root only (network namespaces, XDP, AF_XDP): skipped with a message otherwise, unless
 //! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure.
@@ -62,6 +63,18 @@ fn window_problems(line: &serde_json::Value) -> Vec<String> {
             problems.push(format!("{name}: busy polling on = {on}, not what the row says"));
         }
     }
+    // And busy polling engaged there: the receiving socket (lg) has a NAPI id (on veth, its
+    // marker's) and the kernel's BusyPollRxPackets rose.
+    if row.ends_with("-bp") {
+        let napi = line["busy_poll"]["napi"].as_str().unwrap_or("");
+        let lg = napi.split(',').find(|s| s.split(':').next().is_some_and(|i| i.ends_with("-lg")));
+        if lg.and_then(|s| s.rsplit('=').next()).is_none_or(|id| id == "0" || id.is_empty()) {
+            problems.push(format!("{name}: the receiving socket has no NAPI id: {napi:?}"));
+        }
+        if line["busy_poll"]["rx_packets"].as_u64().unwrap_or(0) == 0 {
+            problems.push(format!("{name}: BusyPollRxPackets did not rise"));
+        }
+    }
     problems
 }
 
@@ -74,9 +87,14 @@ fn window_lines_are_judged() {
     assert!(window_problems(&good).is_empty());
     let mut bp = good.clone();
     bp["row"] = "null-bp".into();
-    assert_eq!(window_problems(&bp).len(), 1, "null-bp ran without busy polling");
+    assert_eq!(window_problems(&bp).len(), 3, "null-bp ran without busy polling, unengaged");
     bp["busy_poll"]["on"] = true.into();
-    assert!(window_problems(&bp).is_empty());
+    assert_eq!(window_problems(&bp).len(), 2, "on, but no NAPI id and no busy-polled frame");
+    bp["busy_poll"]["napi"] = "xlb-9-lg:0=0,xlb-9-ls:0=0".into();
+    bp["busy_poll"]["rx_packets"] = 1200.into();
+    assert_eq!(window_problems(&bp).len(), 1, "the receiving socket has no NAPI id");
+    bp["busy_poll"]["napi"] = "xlb-9-lg:0=2130,xlb-9-ls:0=0".into();
+    assert!(window_problems(&bp).is_empty(), "{:?}", window_problems(&bp));
     let bad: serde_json::Value = serde_json::from_str(
         r#"{"row":"null","proto":"udp","sink":{"traffic":false,"window":{"good":0},"total_bad":2,"total":{}},"gen":{"sent":0}}"#,
     )

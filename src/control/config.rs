@@ -31,7 +31,9 @@
 //!   of an interface's subnet (prefixes up to /30), and not an interface's own address, a
 //!   gateway, a static neighbour, a real server or a sorry server of any service; a local
 //!   address is also no service's `vip`. The error names both uses (and the other's line).
-//! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto").
+//! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto");
+//!   `dataplane.busy_poll_marker`, where given, is a UDP port 1 to 65535 (busy polling
+//!   through marker sockets where an AF_XDP socket has no NAPI id: veth).
 //! - Conntrack: `1 <= max_embryonic <= capacity <=` [`MAX_CONNTRACK_CAPACITY`]; every timeout is
 //!   at least one second.
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
@@ -220,6 +222,9 @@ pub struct DataplaneSettings {
     /// Preferred busy polling (`busy_poll = "auto" | "on" | "off"`, default auto); the
     /// command line's `--busy-poll`/`--no-busy-poll` override it.
     pub busy_poll: BusyPollMode,
+    /// The UDP port of the busy-poll marker sockets (`busy_poll_marker = PORT`; none by
+    /// default); the command line's `--busy-poll-marker` overrides it.
+    pub busy_poll_marker: Option<u16>,
 }
 
 /// The `[conntrack]` table: per-core table size, SYN-flood bound and timeouts.
@@ -558,6 +563,9 @@ impl Config {
             "[dataplane]\nbusy_poll = \"{}\"",
             self.dataplane.busy_poll.choice_name()
         );
+        if let Some(port) = self.dataplane.busy_poll_marker {
+            let _ = writeln!(out, "busy_poll_marker = {port}");
+        }
         for s in &self.services {
             let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let _ = writeln!(
@@ -762,6 +770,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawDataplane {
     busy_poll: Leaf,
+    busy_poll_marker: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1111,6 +1120,9 @@ impl Context<'_> {
                     &table.busy_poll,
                     BusyPollMode::default(),
                 )?,
+                busy_poll_marker: optional(&table.busy_poll_marker, None, |at| {
+                    self.port("dataplane.busy_poll_marker", at).map(Some)
+                })?,
             },
             None => DataplaneSettings::default(),
         };
@@ -2479,6 +2491,15 @@ pub(crate) mod tests {
             let expected = assert_invalid(&text, "dataplane.busy_poll", "busy_poll");
             assert!(expected.contains("\"auto\", \"on\", \"off\""), "{expected}");
         }
+        let text = with_iface("[dataplane]\nbusy_poll_marker = 7777\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.dataplane.busy_poll_marker, Some(7777));
+        assert_eq!(parse(&config.to_toml()).unwrap().dataplane, config.dataplane, "round trip");
+        assert_eq!(parse(&with_iface("")).unwrap().dataplane.busy_poll_marker, None);
+        for bad in ["0", "65536", "-1", "\"7777\"", "true"] {
+            let text = with_iface(&format!("[dataplane]\nbusy_poll_marker = {bad}\n"));
+            assert_invalid(&text, "dataplane.busy_poll_marker", "busy_poll_marker");
+        }
         let text = with_iface("[dataplane]\nbusy_pol = \"on\"\n");
         assert!(parse(&text).unwrap_err().to_string().contains("busy_pol"), "unknown keys refused");
     }
@@ -2811,7 +2832,11 @@ pub(crate) mod tests {
                         tcp_closed_timeout: closed,
                         udp_timeout: udp,
                     },
-                    dataplane: DataplaneSettings { busy_poll: BusyPollMode::ALL[capacity % 3] },
+                    dataplane: DataplaneSettings {
+                        busy_poll: BusyPollMode::ALL[capacity % 3],
+                        busy_poll_marker: (capacity % 2 == 0)
+                            .then_some((capacity % 60_000) as u16 + 1),
+                    },
                     services,
                 }
             },

@@ -215,8 +215,10 @@ pub struct BusyPollFigures {
     pub queue: u32,
     /// Busy polling is on and the kernel linked a NAPI to the socket.
     pub engaged: bool,
-    /// The NAPI id the kernel linked (0: none).
+    /// The NAPI id busy polling drives: the socket's own, or its marker's (0: none).
     pub napi_id: u32,
+    /// The id is a marker socket's ([`crate::dataplane::io::afxdp::marker`]: veth).
+    pub marker: bool,
 }
 
 /// Everything [`render`] reads.
@@ -502,9 +504,18 @@ pub fn render(view: &MetricsView<'_>) -> String {
             "1 if the worker runs the socket's NAPI itself (busy polling on and a NAPI linked).",
             (|b: &BusyPollFigures| u64::from(b.engaged)) as fn(&BusyPollFigures) -> u64,
         ),
-        ("xlb_busy_poll_napi_id", "The NAPI id linked to the AF_XDP socket (0: none).", |b| {
-            u64::from(b.napi_id)
-        }),
+        (
+            "xlb_busy_poll_napi_id",
+            "The NAPI id busy polling drives for the socket: linked to the AF_XDP socket, or to \
+             its marker socket (0: none).",
+            |b| u64::from(b.napi_id),
+        ),
+        (
+            "xlb_busy_poll_marker",
+            "1 if the NAPI is driven through a marker UDP socket (--busy-poll-marker: the \
+             driver links none to the AF_XDP socket, as veth).",
+            |b| u64::from(b.marker),
+        ),
     ] {
         out.family(name, Kind::Gauge, help);
         for port in busy {
@@ -1269,8 +1280,20 @@ mod tests {
         ];
         let totals = vec![BackendCounters::default(); 3];
         let busy_poll = [
-            BusyPollFigures { interface: "eth0".into(), queue: 0, engaged: true, napi_id: 8193 },
-            BusyPollFigures { interface: "eth0".into(), queue: 1, engaged: false, napi_id: 0 },
+            BusyPollFigures {
+                interface: "eth0".into(),
+                queue: 0,
+                engaged: true,
+                napi_id: 8193,
+                marker: true,
+            },
+            BusyPollFigures {
+                interface: "eth0".into(),
+                queue: 1,
+                engaged: false,
+                napi_id: 0,
+                marker: false,
+            },
         ];
         let view = MetricsView {
             control: ControlFigures {
@@ -1296,6 +1319,8 @@ mod tests {
         assert_eq!(value("xlb_busy_poll_napi_id", &queue0), 8193.0);
         assert_eq!(value("xlb_busy_poll_engaged", &queue1), 0.0);
         assert_eq!(value("xlb_busy_poll_napi_id", &queue1), 0.0);
+        assert_eq!(value("xlb_busy_poll_marker", &queue0), 1.0);
+        assert_eq!(value("xlb_busy_poll_marker", &queue1), 0.0);
         assert_eq!(value("xlb_busy_poll_rx_packets_total", &[]), 4321.0);
         let port = [("core", "0"), ("interface", "eth0")];
         assert_eq!(value("xlb_port_rx_kernel_dropped_total", &port), 7.0);

@@ -35,12 +35,15 @@
 //! While busy polling, control checks now and then that the counter rises as frames arrive
 //! ([`EngagementCheck`]) and warns once if it does not.
 //!
-//! No workaround for devices without a linked NAPI is made here: those fall back. On veth
-//! (kernel 6.18) the device's NAPI does have an id once native XDP is attached (a UDP socket
-//! that received a datagram through it reads a non-zero `SO_INCOMING_NAPI_ID`), but veth
-//! registers its XDP receive queue with NAPI id 0, so the AF_XDP socket never gets one.
-//! Busy-polling that NAPI through another socket carrying its id would need datagrams of
-//! xlb's own arriving through the device to mark such a socket, which xlb does not have.
+//! **Where the AF_XDP socket has no NAPI id, a marker may stand in** ([`super::marker`]), only
+//! when the operator names a marker port (`--busy-poll-marker PORT`, config
+//! `dataplane.busy_poll_marker`): on veth (kernel 6.18)
+//! the device's NAPI has an id once native XDP or GRO is on, but veth registers its XDP
+//! receive queue with NAPI id 0, so the AF_XDP socket never gets one; a UDP socket on the
+//! device that received a datagram there carries it, and the worker drives that socket
+//! instead ([`XskPort::napi_fd`]). The probe then names the marker ([`SocketProbe::marker`]);
+//! the decision is the same. The device tuning is what makes it engage (measured: without
+//! `napi_defer_hard_irqs`/`gro_flush_timeout`, under 0.1% of the frames were busy-polled).
 
 use std::fmt;
 use std::fs;
@@ -49,6 +52,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::marker::{MARKER_WAIT, Marker};
 use super::xsk::XskPort;
 use crate::control::log::{info, warn};
 
@@ -112,6 +116,9 @@ pub struct SocketProbe {
     pub queue: u32,
     /// The NAPI id (0: none linked), or why the options or the id could not be had.
     pub napi_id: Result<u32, String>,
+    /// The id is that of a marker socket on this UDP port ([`super::marker`]), not the
+    /// AF_XDP socket's own.
+    pub marker: Option<u16>,
 }
 
 /// Why busy polling is not used.
@@ -135,7 +142,9 @@ impl fmt::Display for Fallback {
                 f,
                 "{interface} queue {queue}: the kernel linked no NAPI to the AF_XDP socket \
                  (SO_INCOMING_NAPI_ID 0: the driver does not tie its queues to a NAPI, as veth, \
-                 or copy mode before the first frame), so there is nothing to busy-poll"
+                 or copy mode before the first frame), so there is nothing to busy-poll (on veth, \
+                 --busy-poll-marker PORT or busy_poll_marker = PORT polls the device's NAPI \
+                 through a UDP socket once a datagram to that port arrived through it)"
             ),
             Fallback::SocketOption { interface, queue, error } => {
                 write!(
@@ -167,11 +176,17 @@ impl Decision {
 }
 
 /// The decision for `mode` given what every socket said (empty: no socket was asked,
-/// which only [`BusyPollMode::Off`] does).
+/// which only [`BusyPollMode::Off`] does). Under `Auto`, every socket needs a NAPI id, its
+/// own or a marker's, unless at least one marker got one: then those without are listed as
+/// unlinked.
 pub fn decide(mode: BusyPollMode, probes: &[SocketProbe]) -> Decision {
     if mode == BusyPollMode::Off {
         return Decision::Interrupt(Fallback::Disabled);
     }
+    // A marker that got an id shows the operator set up the workaround: sockets left without
+    // one (a device no marker datagram reached, as a transmit-only one) are then only warned
+    // about, as under `On`.
+    let marked = probes.iter().any(|p| p.marker.is_some());
     let mut unlinked = Vec::new();
     for probe in probes {
         match &probe.napi_id {
@@ -182,7 +197,7 @@ pub fn decide(mode: BusyPollMode, probes: &[SocketProbe]) -> Decision {
                     error: error.clone(),
                 });
             }
-            Ok(0) if mode == BusyPollMode::Auto => {
+            Ok(0) if mode == BusyPollMode::Auto && !marked => {
                 return Decision::Interrupt(Fallback::NoNapi {
                     interface: probe.interface.clone(),
                     queue: probe.queue,
@@ -207,6 +222,7 @@ pub fn start(
     record_dir: &Path,
     devices: &[&str],
     sockets: &mut [(usize, &mut XskPort)],
+    marker_port: Option<u16>,
 ) -> (Decision, Vec<DeviceTuning>) {
     let sysfs = |name: &str| Path::new("/sys/class/net").join(name);
     for name in devices {
@@ -226,9 +242,15 @@ pub fn start(
                 interface: devices[*device].to_string(),
                 queue: port.queue(),
                 napi_id: port.enable_busy_poll().map_err(|e| e.to_string()),
+                marker: None,
             });
         }
     }
+    let markers = if mode == BusyPollMode::Off {
+        Vec::new()
+    } else {
+        marker_port.map_or_else(Vec::new, |port| open_markers(port, &mut probes, sockets))
+    };
     let mut decision = decide(mode, &probes);
     let mut tuning = Vec::new();
     if decision.busy_poll() {
@@ -250,6 +272,11 @@ pub fn start(
             }
         }
     }
+    if decision.busy_poll() {
+        for (index, marker) in markers {
+            sockets[index].1.set_marker(marker);
+        }
+    }
     if !probes.is_empty() {
         for (_, port) in sockets.iter_mut() {
             if let Err(error) = port.set_drive_napi(decision.busy_poll()) {
@@ -264,7 +291,14 @@ pub fn start(
     let ids = probes
         .iter()
         .map(|p| {
-            format!("{} queue {} NAPI {}", p.interface, p.queue, p.napi_id.as_ref().unwrap_or(&0))
+            let via = p.marker.map(|port| format!(" through marker UDP port {port}"));
+            format!(
+                "{} queue {} NAPI {}{}",
+                p.interface,
+                p.queue,
+                p.napi_id.as_ref().unwrap_or(&0),
+                via.unwrap_or_default()
+            )
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -275,7 +309,8 @@ pub fn start(
             )
         }
         Decision::BusyPoll { unlinked } => warn!(
-            "busy polling: on as asked (--busy-poll on), but the kernel linked no NAPI to {} yet: \
+            "busy polling: on (--busy-poll on, or a marker engaged it), but the kernel linked no \
+             NAPI to {} yet: \
              nothing is busy-polled there until it does, and the worker spins anyway ({ids})",
             unlinked.iter().map(|(i, q)| format!("{i} queue {q}")).collect::<Vec<_>>().join(", ")
         ),
@@ -287,6 +322,65 @@ pub fn start(
         ),
     }
     (decision, tuning)
+}
+
+/// The workaround for sockets the kernel linked no NAPI to ([`super::marker`]): for every
+/// probe that read id 0 on a device with no other socket, opens a marker on UDP `port`, waits
+/// (all devices together, at most [`MARKER_WAIT`]) for a datagram to mark it, and puts the
+/// marker's id in the probe. Returns the markers that got an id, with the index of their
+/// socket in `sockets`; warns for each device that got none.
+fn open_markers(
+    port: u16,
+    probes: &mut [SocketProbe],
+    sockets: &[(usize, &mut XskPort)],
+) -> Vec<(usize, Marker)> {
+    let mut opened = Vec::new();
+    for (index, probe) in probes.iter().enumerate() {
+        if probe.napi_id != Ok(0) {
+            continue;
+        }
+        let device = sockets[index].0;
+        if sockets.iter().filter(|(d, _)| *d == device).count() != 1 {
+            // Said once per device, at its first socket.
+            if sockets.iter().position(|(d, _)| *d == device) != Some(index) {
+                continue;
+            }
+            warn!(
+                "{}: busy polling through a marker needs a single xlb socket on the device \
+                 (a marker carries the NAPI of one receive queue); not tried",
+                probe.interface
+            );
+            continue;
+        }
+        match Marker::open(&probe.interface, port) {
+            Ok(marker) => opened.push((index, marker)),
+            Err(error) => {
+                warn!("{}: busy-poll marker on UDP port {port}: {error}", probe.interface)
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + MARKER_WAIT;
+    let mut marked = Vec::new();
+    for (index, marker) in opened {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match marker.wait_for_napi(left) {
+            Ok(id) if id != 0 => {
+                probes[index].napi_id = Ok(id);
+                probes[index].marker = Some(port);
+                marked.push((index, marker));
+            }
+            Ok(_) => warn!(
+                "{}: no datagram reached busy-poll marker UDP port {port} through the device \
+                 within {} s, so it carries no NAPI id",
+                marker.device(),
+                MARKER_WAIT.as_secs()
+            ),
+            Err(error) => {
+                warn!("{}: busy-poll marker on UDP port {port}: {error}", marker.device())
+            }
+        }
+    }
+    marked
 }
 
 fn setsockopt_u32(fd: RawFd, option: libc::c_int, value: u32) -> io::Result<()> {
@@ -651,7 +745,7 @@ mod tests {
     }
 
     fn probe(interface: &str, queue: u32, napi_id: Result<u32, String>) -> SocketProbe {
-        SocketProbe { interface: interface.into(), queue, napi_id }
+        SocketProbe { interface: interface.into(), queue, napi_id, marker: None }
     }
 
     #[test]
@@ -680,6 +774,26 @@ mod tests {
                 Decision::Interrupt(Fallback::SocketOption { .. })
             ));
         }
+    }
+
+    #[test]
+    fn a_marker_that_got_an_id_engages_auto() {
+        let mut marked = probe("lg", 0, Ok(2104));
+        marked.marker = Some(7777);
+        // The receiving device marked, the transmit-only one not: busy polling, the latter
+        // listed as unlinked.
+        let probes = [marked.clone(), probe("ls", 0, Ok(0))];
+        assert_eq!(
+            decide(BusyPollMode::Auto, &probes),
+            Decision::BusyPoll { unlinked: vec![("ls".into(), 0)] }
+        );
+        assert_eq!(decide(BusyPollMode::Off, &probes), Decision::Interrupt(Fallback::Disabled));
+        // No marker got an id: the fallback as without markers.
+        let unmarked = [probe("lg", 0, Ok(0)), probe("ls", 0, Ok(0))];
+        assert_eq!(
+            decide(BusyPollMode::Auto, &unmarked),
+            Decision::Interrupt(Fallback::NoNapi { interface: "lg".into(), queue: 0 })
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!   frames xlb owns and passes everything else to the kernel.
 //! - [`netdev`]: what xlb reads off a network device (index, MAC, queues).
 //! - [`xsk`]: one AF_XDP socket with its own UMEM, and batched receive and transmit.
-//! - [`busypoll`]: preferred busy polling (the worker runs its queue's NAPI), where it engages.
+//! - [`busypoll`]: preferred busy polling (the worker runs its queue's NAPI), where it engages;
+//!   [`marker`]: through a UDP socket carrying the device's NAPI id, where the AF_XDP socket
+//!   has none (veth).
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
 //! - [`generator`], [`sink`], [`redirect`]: `xlb bench`'s traffic generator (`BPF_PROG_RUN` in
 //!   live-frames mode), checking and timing sink, and kernel XDP-redirect row.
@@ -13,6 +15,7 @@
 pub(crate) mod bpf;
 pub mod busypoll;
 pub mod generator;
+pub mod marker;
 pub mod netdev;
 pub mod redirect;
 pub mod sink;

@@ -24,7 +24,9 @@
 //! Rings are used in batches, with `need_wakeup`: the kernel is kicked (`sendto`, `poll`)
 //! only when it says it needs it; except under preferred busy polling
 //! ([`super::busypoll`]), where every receive first calls into the socket (`recvfrom`,
-//! non-blocking) so that the kernel runs the queue's NAPI in the worker's thread.
+//! non-blocking) so that the kernel runs the queue's NAPI in the worker's thread; into the
+//! port's marker socket instead where the kernel linked no NAPI to the AF_XDP socket and a
+//! marker carries the device's ([`super::marker`], veth).
 //!
 //! **Transmit keeps up.** In copy mode one `sendto` makes the kernel send at most its TX
 //! budget of frames (32 by default) and answer EAGAIN for the rest, which stay on the TX
@@ -216,6 +218,9 @@ pub struct XskPort {
     /// Preferred busy polling is on: every poll calls into the socket so that the kernel
     /// runs the queue's NAPI in the worker's thread ([`super::busypoll`]).
     drive_napi: bool,
+    /// Where the kernel linked no NAPI to this socket: the marker socket whose NAPI the
+    /// worker drives instead ([`super::marker`]).
+    marker: Option<super::marker::Marker>,
     stats: PortStats,
 }
 
@@ -307,6 +312,7 @@ impl XskPort {
                             tx_budget: DEFAULT_TX_BUDGET,
                             reinject: None,
                             drive_napi: false,
+                            marker: None,
                             stats: PortStats::default(),
                         };
                         if mode == BindMode::Copy {
@@ -375,9 +381,21 @@ impl XskPort {
         if drive { Ok(()) } else { super::busypoll::clear_socket_options(self.fd()) }
     }
 
-    /// The NAPI id the kernel linked to the socket (0: none yet).
+    /// The NAPI id the kernel linked to the socket (0: none yet), or that its marker
+    /// carries.
     pub fn napi_id(&self) -> io::Result<u32> {
-        super::busypoll::napi_id(self.fd())
+        super::busypoll::napi_id(self.napi_fd())
+    }
+
+    /// Busy-polls the NAPI `marker` carries instead of the socket's own (none linked).
+    pub fn set_marker(&mut self, marker: super::marker::Marker) {
+        self.marker = Some(marker);
+    }
+
+    /// The descriptor whose NAPI busy polling drives: the marker's if there is one, else the
+    /// socket's own.
+    pub fn napi_fd(&self) -> RawFd {
+        self.marker.as_ref().map_or_else(|| self.fd(), |m| m.fd())
     }
 
     /// The socket's descriptor, for the steering program's XSKMAP.
@@ -547,7 +565,7 @@ impl Port for XskPort {
         forward: &mut dyn FnMut(IfaceId, &[u8]),
     ) -> usize {
         if self.drive_napi {
-            super::busypoll::drive(self.fd());
+            super::busypoll::drive(self.napi_fd());
         }
         let mut descs = std::mem::take(&mut self.rx_descs);
         // SAFETY: RX hands out descriptors of frames in this socket's UMEM, which user space
