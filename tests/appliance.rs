@@ -1656,10 +1656,11 @@ fn busy_poll_through_a_marker_receives_on_veth() {
     assert!(log.contains("through marker UDP port 7777"), "{log}");
     assert!(!log.contains("busy polling: not engaged"), "{log}");
     let labels = "{interface=\"ethc\",queue=\"0\"}";
-    let napi = sample(&text, &format!("xlb_busy_poll_napi_id{labels}")).expect("NAPI id gauge");
+    let napi =
+        series_value(&text, &format!("xlb_busy_poll_napi_id{labels}")).expect("NAPI id gauge");
     assert_ne!(napi, 0.0, "the marker's NAPI id is reported: {text}");
-    assert_eq!(sample(&text, &format!("xlb_busy_poll_engaged{labels}")), Some(1.0), "{text}");
-    assert_eq!(sample(&text, &format!("xlb_busy_poll_marker{labels}")), Some(1.0), "{text}");
+    assert_eq!(series_value(&text, &format!("xlb_busy_poll_engaged{labels}")), Some(1.0), "{text}");
+    assert_eq!(series_value(&text, &format!("xlb_busy_poll_marker{labels}")), Some(1.0), "{text}");
 
     let before = busy_poll_rx_packets(&lab, &lb);
     let answers = ask(&lab, &client, 2000);
