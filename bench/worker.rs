@@ -85,7 +85,7 @@ impl BenchPort {
                 let frame = testkit::udp(
                     CLIENT_MAC,
                     LB_MAC,
-                    (client, 1024 + i as u16),
+                    (client, 1024u16.wrapping_add(i as u16)),
                     (VIP, 80),
                     &[0; 18],
                 );
