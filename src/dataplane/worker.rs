@@ -777,8 +777,10 @@ mod tests {
     /// Without ARP to ask for, a worker reports every `REPORT_EVERY`, not sooner.
     #[test]
     fn reports_regularly_and_not_before_report_every() {
-        let (mut worker, _control, reports) = worker(ONE_ARM, 1);
+        // Taken before the worker exists: its clock (and so its first report's due time)
+        // starts when it is built, so `started` is never later than the worker's start.
         let started = std::time::Instant::now();
+        let (mut worker, _control, reports) = worker(ONE_ARM, 1);
         let mut iterations = 0u64;
         let report = loop {
             worker.step();
