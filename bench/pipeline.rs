@@ -17,6 +17,9 @@
 //! `valgrind --tool=callgrind` with collection switched on only inside the measured loop,
 //! and divides the instruction count by the packets processed there.
 
+#[path = "callgrind.rs"]
+mod callgrind;
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -319,30 +322,7 @@ fn time_scenario(scenario: Scenario, packets: usize, runs: usize) -> Figure {
 
 /// Runs this program under callgrind for one scenario; instructions per packet.
 fn callgrind(scenario: Scenario, packets: usize) -> Option<f64> {
-    let exe = std::env::current_exe().ok()?;
-    let out = std::env::temp_dir().join(format!(
-        "xlb-callgrind-{}-{}.out",
-        std::process::id(),
-        scenario.name()
-    ));
-    let status = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--collect-atstart=no",
-            "--toggle-collect=*measured_loop*",
-            &format!("--callgrind-out-file={}", out.display()),
-        ])
-        .arg(exe)
-        .args(["--callgrind-child", scenario.name(), &packets.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    if !status.success() {
-        return None;
-    }
-    let text = std::fs::read_to_string(&out).ok()?;
-    let _ = std::fs::remove_file(&out);
+    let text = callgrind::run_child(scenario.name(), &[scenario.name(), &packets.to_string()])?;
     let total: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))?

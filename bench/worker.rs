@@ -23,9 +23,11 @@
 //! forwards every frame.
 
 use std::collections::HashMap;
+#[path = "callgrind.rs"]
+mod callgrind;
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,28 +264,11 @@ const SHOWN: [(&str, &str); 12] = [
 ];
 
 fn callgrind(per_poll: usize, iterations: usize) -> Option<(u64, Calls)> {
-    let exe = std::env::current_exe().ok()?;
-    let out = std::env::temp_dir()
-        .join(format!("xlb-callgrind-worker-{}-{per_poll}.out", std::process::id()));
-    let status = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--collect-atstart=no",
-            "--toggle-collect=*measured_loop*",
-            &format!("--callgrind-out-file={}", out.display()),
-        ])
-        .arg(exe)
-        .args(["--callgrind-child", &per_poll.to_string(), &iterations.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    let text = std::fs::read_to_string(&out).ok();
-    let _ = std::fs::remove_file(&out);
-    if !status.success() {
-        return None;
-    }
-    Some(callees(&text?))
+    let text = callgrind::run_child(
+        &format!("worker-{per_poll}"),
+        &[&per_poll.to_string(), &iterations.to_string()],
+    )?;
+    Some(callees(&text))
 }
 
 fn print(per_poll: usize, iterations: usize, total: u64, calls: &Calls) {
