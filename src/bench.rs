@@ -162,7 +162,7 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "auto|on|off", default_value = "auto")]
     pub busy_poll: BusyPollMode,
     /// null: the busy-poll marker UDP port, as `xlb run --busy-poll-marker`.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub busy_poll_marker: Option<u16>,
 }
 

@@ -65,7 +65,7 @@ enum Command {
         /// through a UDP socket on this port instead, once a datagram sent to the port
         /// arrived through the device (xlb waits up to 3 s at start for one per device).
         /// Overrides the config's `dataplane.busy_poll_marker`.
-        #[arg(long, value_name = "PORT")]
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         busy_poll_marker: Option<u16>,
         /// Log a line of figures per core every SECS seconds.
         #[arg(long, value_name = "SECS")]

@@ -146,6 +146,34 @@ fn a_bad_config_names_the_key_and_line_and_exits_2() {
     assert!(stderr.contains("maglev"), "the accepted names are listed: {stderr}");
 }
 
+/// A busy-poll marker port must be one a datagram can be sent to: 0 (which would bind an
+/// ephemeral port nobody knows) is refused before anything starts, as the config refuses it.
+#[test]
+fn a_busy_poll_marker_port_of_zero_is_refused() {
+    for args in [
+        &["run", "--busy-poll-marker", "0", "--config", "/nonexistent"][..],
+        &[
+            "bench",
+            "null",
+            "--busy-poll-marker",
+            "0",
+            "--rx",
+            "a",
+            "--tx",
+            "b",
+            "--dst-mac",
+            "02:00:00:00:00:01",
+            "--vip",
+            "10.0.0.1",
+        ][..],
+    ] {
+        let output = xlb(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--busy-poll-marker"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn a_missing_or_foreign_capture_is_a_clear_error() {
     let out = scratch("never.pcap");
