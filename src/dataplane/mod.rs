@@ -5,7 +5,6 @@
 
 pub mod counters;
 pub mod io;
-pub mod null;
 pub mod pipeline;
 pub mod worker;
 

@@ -449,7 +449,7 @@ impl SteerProgram {
 /// Attaches program `program_fd` (an XDP program) to interface `ifindex` in `mode` through
 /// a BPF link, which the kernel removes when the returned [`Attachment`] drops or the
 /// process dies. Fails with `EBUSY` or `EEXIST` if another program is attached there.
-pub(super) fn attach_program(
+pub(crate) fn attach_program(
     program_fd: RawFd,
     ifindex: u32,
     mode: XdpMode,

@@ -1,5 +1,5 @@
 //! The benchmark's kernel fast-path row: xlb's `xlb_redirect` XDP program
-//! (`redirect.bpf.c`), which gives every frame fixed MACs and redirects it out of another
+//! (`bpf/redirect.bpf.c`), which gives every frame fixed MACs and redirects it out of another
 //! interface (`bpf_redirect`), parsing nothing. It measures how fast the kernel alone moves
 //! frames between the same veths that xlb forwards between.
 //!
@@ -7,8 +7,8 @@
 
 use std::os::fd::RawFd;
 
-use super::bpf::{Aligned, Map, Object};
-use super::steer::{Attachment, SteerError, XdpMode, attach_program};
+use crate::dataplane::io::afxdp::bpf::{Aligned, Map, Object};
+use crate::dataplane::io::afxdp::steer::{Attachment, SteerError, XdpMode, attach_program};
 use crate::wire::MacAddr;
 
 static OBJECT: &Aligned<[u8]> =

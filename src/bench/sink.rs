@@ -1,4 +1,4 @@
-//! The benchmark's sink: xlb's `xlb_sink` XDP program (`sink.bpf.c`) on the receiving
+//! The benchmark's sink: xlb's `xlb_sink` XDP program (`bpf/sink.bpf.c`) on the receiving
 //! veth. It checks every IPv4 frame against what the row under test should deliver
 //! ([`SinkExpect`]), counts good and bad (and why) in per-CPU counters, records the latency
 //! of good frames from the generator's stamp into a per-CPU histogram, and drops them;
@@ -21,8 +21,8 @@ use std::os::fd::RawFd;
 
 use hdrhistogram::Histogram;
 
-use super::bpf::{self, Aligned, Map, Object};
-use super::steer::{Attachment, SteerError, XdpMode, attach_program};
+use crate::dataplane::io::afxdp::bpf::{self, Aligned, Map, Object};
+use crate::dataplane::io::afxdp::steer::{Attachment, SteerError, XdpMode, attach_program};
 use crate::flow::Proto;
 use crate::wire::MacAddr;
 

@@ -1,4 +1,4 @@
-//! The benchmark's traffic generator: xlb's `xlb_gen` XDP program (`gen.bpf.c`) run by
+//! The benchmark's traffic generator: xlb's `xlb_gen` XDP program (`bpf/gen.bpf.c`) run by
 //! `BPF_PROG_RUN` in the kernel's live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, 5.18), the
 //! way xdp-tools' xdp-trafficgen and the kernel selftest `xdp_do_redirect.c` drive it.
 //!
@@ -25,8 +25,8 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::bpf::{self, Aligned, Map, Object};
-use super::steer::SteerError;
+use crate::dataplane::io::afxdp::bpf::{self, Aligned, Map, Object};
+use crate::dataplane::io::afxdp::steer::SteerError;
 use crate::flow::Proto;
 use crate::testkit;
 use crate::wire::MacAddr;
