@@ -218,7 +218,7 @@ pub struct Generator {
 impl Generator {
     /// Loads `xlb_gen` (the verifier runs here). Needs `CAP_BPF`.
     pub fn load() -> Result<Generator, SteerError> {
-        let object = Object::open(&OBJECT.0, "gen.bpf.o")?;
+        let object = Object::open(OBJECT, "gen.bpf.o")?;
         let config = object.map(c"gen_config", 1)?;
         let state = object.map(c"gen_state", 1)?;
         let template = object.map(c"gen_template", 1)?;

@@ -35,7 +35,7 @@ fn encode(out_ifindex: u32, dst_mac: MacAddr, src_mac: MacAddr) -> [u8; 16] {
 impl Redirect {
     /// Loads `xlb_redirect` (the verifier runs here). Needs `CAP_BPF`.
     pub fn load() -> Result<Redirect, SteerError> {
-        let object = Object::open(&OBJECT.0, "redirect.bpf.o")?;
+        let object = Object::open(OBJECT, "redirect.bpf.o")?;
         let config = object.map(c"redirect_config", 1)?;
         object.load()?;
         Ok(Redirect {

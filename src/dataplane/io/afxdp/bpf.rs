@@ -13,9 +13,14 @@
 //! names the call, what it was done to, and the errno).
 //!
 //! Invariants:
+//! - What the crate outside `afxdp` may call (`pub(crate)`: the benchmark's programs) is
+//!   sound whatever the arguments; what takes a raw libbpf pointer ([`Map::find`],
+//!   [`Map::loaded`]) stays `pub(super)`.
 //! - Map keys and values are fixed-size byte arrays whose sizes are checked against the
 //!   opened object before any map call, so every pointer handed to libbpf covers exactly
-//!   what the kernel reads or writes.
+//!   what the kernel reads or writes. Per-CPU maps, whose values the kernel reads and
+//!   writes once per possible CPU, are recognised at `find`: a lookup into a buffer shorter
+//!   than that is refused, and so is an update (which would need one value per CPU).
 //! - libbpf option structs are zeroed and sized to the last field used (`opts_size!`), so
 //!   libbpf never inspects padding.
 
@@ -87,6 +92,20 @@ pub(crate) struct Map<const K: usize, const V: usize> {
     cname: &'static CStr,
     fd: RawFd,
     pub(super) max_entries: usize,
+    /// The bytes the kernel writes on a lookup: `V`, or for a per-CPU map `V` rounded up to
+    /// 8 for each possible CPU; `None` for a plain map.
+    per_cpu_len: Option<usize>,
+}
+
+/// Whether the kernel keeps one value per possible CPU in maps of type `map_type`.
+fn is_per_cpu(map_type: sys::bpf_map_type) -> bool {
+    matches!(
+        map_type,
+        sys::bpf_map_type_BPF_MAP_TYPE_PERCPU_HASH
+            | sys::bpf_map_type_BPF_MAP_TYPE_PERCPU_ARRAY
+            | sys::bpf_map_type_BPF_MAP_TYPE_LRU_PERCPU_HASH
+            | sys::bpf_map_type_BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE
+    )
 }
 
 impl<const K: usize, const V: usize> Map<K, V> {
@@ -106,11 +125,12 @@ impl<const K: usize, const V: usize> Map<K, V> {
         }
         // SAFETY: `map` was just returned non-null by libbpf and belongs to `object`, which
         // the caller keeps alive.
-        let (key_size, value_size, max_entries) = unsafe {
+        let (key_size, value_size, max_entries, map_type) = unsafe {
             (
                 sys::bpf_map__key_size(map),
                 sys::bpf_map__value_size(map),
                 sys::bpf_map__max_entries(map),
+                sys::bpf_map__type(map),
             )
         };
         if (key_size as usize, value_size as usize, max_entries as usize) != (K, V, entries) {
@@ -119,7 +139,12 @@ impl<const K: usize, const V: usize> Map<K, V> {
                  {max_entries} entries; this module expects {K}, {V} and {entries}"
             )));
         }
-        Ok(Map { name: label, cname: name, fd: -1, max_entries: max_entries as usize })
+        let per_cpu_len = if is_per_cpu(map_type) {
+            Some(V.next_multiple_of(8) * possible_cpus()?)
+        } else {
+            None
+        };
+        Ok(Map { name: label, cname: name, fd: -1, max_entries: max_entries as usize, per_cpu_len })
     }
 
     /// The same map with its fd, once the object is loaded.
@@ -135,9 +160,18 @@ impl<const K: usize, const V: usize> Map<K, V> {
         format!("map {}", self.name)
     }
 
+    /// Writes `value` under `key`; refused for a per-CPU map (the kernel would read one value
+    /// per CPU).
     pub(crate) fn update(&self, key: &[u8; K], value: &[u8; V]) -> Result<(), SteerError> {
-        // SAFETY: the map's key and value sizes are K and V (checked in `find`), so the
-        // kernel reads exactly the two arrays, which live across the call.
+        if self.per_cpu_len.is_some() {
+            return Err(SteerError::Object(format!(
+                "map {} is per-CPU; an update takes one value per CPU",
+                self.name
+            )));
+        }
+        // SAFETY: the map's key and value sizes are K and V (checked in `find`) and it is
+        // not per-CPU (checked above), so the kernel reads exactly the two arrays, which
+        // live across the call.
         let ret = unsafe {
             sys::bpf_map_update_elem(
                 self.fd,
@@ -160,16 +194,20 @@ impl<const K: usize, const V: usize> Map<K, V> {
         }
     }
 
-    /// Looks up `key` into `value`, which must hold the map's value (per-CPU maps: one
-    /// value per possible CPU); `Ok(false)` if absent.
+    /// Looks up `key` into `value`, which must hold the map's value (per-CPU maps: `V`
+    /// rounded up to 8 for each possible CPU, refused if shorter); `Ok(false)` if absent.
     pub(crate) fn lookup_into(&self, key: &[u8; K], value: &mut [u8]) -> Result<bool, SteerError> {
-        debug_assert!(value.len() >= V);
-        if value.len() < V {
-            return Err(SteerError::Object(format!("short buffer for map {}", self.name)));
+        let needed = self.per_cpu_len.unwrap_or(V);
+        if value.len() < needed {
+            return Err(SteerError::Object(format!(
+                "{}-byte buffer for map {}, whose values take {needed}",
+                value.len(),
+                self.name
+            )));
         }
         // SAFETY: the kernel reads K bytes of `key` and writes the map's value size into
-        // `value`: V for plain maps, which the check above guarantees; callers of per-CPU
-        // maps pass V times the possible CPUs, the size the kernel writes for them.
+        // `value`: V for plain maps, and V rounded up to 8 per possible CPU for per-CPU maps
+        // (`per_cpu_len`, from the map's type at `find`); the check above guarantees room.
         let ret = unsafe {
             sys::bpf_map_lookup_elem(self.fd, key.as_ptr().cast(), value.as_mut_ptr().cast())
         };
@@ -293,9 +331,14 @@ impl Drop for Object {
 impl Object {
     /// Opens `bytes` (an ELF object `build.rs` compiled; `label` names it in errors). Nothing
     /// is loaded into the kernel yet.
-    pub(crate) fn open(bytes: &'static [u8], label: &'static str) -> Result<Object, SteerError> {
-        // SAFETY: `bytes` is a static buffer of the given length; libbpf copies what it keeps
-        // and only reads the buffer; null opts means defaults.
+    pub(crate) fn open(
+        bytes: &'static Aligned<[u8]>,
+        label: &'static str,
+    ) -> Result<Object, SteerError> {
+        let bytes = &bytes.0;
+        // SAFETY: `bytes` is a static buffer of the given length, aligned as an ELF reader
+        // expects (`Aligned`); libbpf copies what it keeps and only reads the buffer; null
+        // opts means defaults.
         let object =
             unsafe { sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len(), ptr::null()) };
         let Some(object) = NonNull::new(object) else {

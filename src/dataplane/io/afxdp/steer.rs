@@ -331,7 +331,7 @@ impl SteerProgram {
     /// Opens the embedded object and loads it into the kernel (the verifier runs here).
     /// Nothing is attached. Needs `CAP_BPF` (root).
     pub fn load() -> Result<SteerProgram, SteerError> {
-        let object = Object::open(&OBJECT.0, "steer.bpf.o")?;
+        let object = Object::open(OBJECT, "steer.bpf.o")?;
         let xsks = object.map(c"xsks", MAX_QUEUES as usize)?;
         let dst = object.map(c"dst", MAX_DST)?;
         let nat_src = object.map(c"nat_src", MAX_NAT_SRC)?;
