@@ -1,6 +1,8 @@
 //! AF_XDP: the appliance's I/O. Everything here is what `xlb run` uses; the benchmark's
 //! programs (traffic generator, sink, XDP redirect, null forwarder) live in
-//! [`crate::bench`] and reach the kernel only through the safe API of `bpf`, [`steer`] and [`xsk`], so that this stays the one module of the crate allowed `unsafe`.
+//! [`crate::bench`] and reach the kernel only through the safe API this module exports
+//! (`bpf`, [`steer`], [`xsk`], [`busypoll`], [`netdev`]), so that this stays the one module
+//! of the crate allowed `unsafe`.
 //!
 //! - [`steer`]: xlb's own XDP program, which redirects into the AF_XDP sockets only the
 //!   frames xlb owns and passes everything else to the kernel.
