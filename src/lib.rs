@@ -15,6 +15,8 @@
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
 //! - [`control`]: configuration and the immutable [`control::Snapshot`] workers read.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.
+//! - [`bench`]: `xlb bench`, the programs only the side-by-side benchmark runs (traffic
+//!   generator, sink, XDP redirect, null forwarder), kept out of the dataplane.
 
 pub mod addr_map;
 pub mod arp;

@@ -2,10 +2,12 @@
 //!
 //! [`Pipeline::process`] is the one place a packet decision is made; `io/` holds the drivers
 //! (pcap replay now, AF_XDP next) that call it. See [`pipeline`] for the contract.
+//!
+//! Only what the appliance runs (`xlb run`, `xlb replay`) lives here; the benchmark's programs
+//! (the null forwarder among them) are in [`crate::bench`].
 
 pub mod counters;
 pub mod io;
-pub mod null;
 pub mod pipeline;
 pub mod worker;
 

@@ -1,18 +1,26 @@
-//! What xlb's BPF programs share: libbpf calls made safe to use from the rest of `afxdp`.
+//! What xlb's BPF programs share: libbpf calls made safe to use from the rest of `afxdp`
+//! (the steering program) and from the benchmark's programs in [`crate::bench`], which have
+//! no `unsafe` of their own.
 //!
 //! - [`Object`]: an embedded BPF object (built by `build.rs`), opened, loaded, and closed on
 //!   drop; [`Map`]: one of its maps with key and value sizes checked against the object.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` of a loaded program, once on a frame (tests, table
-//!   checks) or in the kernel's live-frames mode (the traffic generator, `gen.rs`).
+//!   checks) or in the kernel's live-frames mode (the benchmark's traffic generator,
+//!   `bench/generator.rs`).
 //! - `opts_size!`, [`check`]: libbpf options sizing and error reporting.
 //!
 //! Every call reports a [`SteerError`] (the steering program was the first user; the type
 //! names the call, what it was done to, and the errno).
 //!
 //! Invariants:
+//! - What the crate outside `afxdp` may call (`pub(crate)`: the benchmark's programs) is
+//!   sound whatever the arguments; what takes a raw libbpf pointer ([`Map::find`],
+//!   [`Map::loaded`]) stays `pub(super)`.
 //! - Map keys and values are fixed-size byte arrays whose sizes are checked against the
 //!   opened object before any map call, so every pointer handed to libbpf covers exactly
-//!   what the kernel reads or writes.
+//!   what the kernel reads or writes. Per-CPU maps, whose values the kernel reads and
+//!   writes once per possible CPU, are recognised at `find`: a lookup into a buffer shorter
+//!   than that is refused, and so is an update (which would need one value per CPU).
 //! - libbpf option structs are zeroed and sized to the last field used (`opts_size!`), so
 //!   libbpf never inspects padding.
 
@@ -79,11 +87,25 @@ pub(super) fn plan<K: Ord + Copy, V: Eq + Copy>(
 
 /// A map of the loaded object: its fd, with key and value sizes `K` and `V` checked at load.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Map<const K: usize, const V: usize> {
+pub(crate) struct Map<const K: usize, const V: usize> {
     pub(super) name: &'static str,
     cname: &'static CStr,
     fd: RawFd,
     pub(super) max_entries: usize,
+    /// The bytes the kernel writes on a lookup: `V`, or for a per-CPU map `V` rounded up to
+    /// 8 for each possible CPU; `None` for a plain map.
+    per_cpu_len: Option<usize>,
+}
+
+/// Whether the kernel keeps one value per possible CPU in maps of type `map_type`.
+fn is_per_cpu(map_type: sys::bpf_map_type) -> bool {
+    matches!(
+        map_type,
+        sys::bpf_map_type_BPF_MAP_TYPE_PERCPU_HASH
+            | sys::bpf_map_type_BPF_MAP_TYPE_PERCPU_ARRAY
+            | sys::bpf_map_type_BPF_MAP_TYPE_LRU_PERCPU_HASH
+            | sys::bpf_map_type_BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE
+    )
 }
 
 impl<const K: usize, const V: usize> Map<K, V> {
@@ -103,11 +125,12 @@ impl<const K: usize, const V: usize> Map<K, V> {
         }
         // SAFETY: `map` was just returned non-null by libbpf and belongs to `object`, which
         // the caller keeps alive.
-        let (key_size, value_size, max_entries) = unsafe {
+        let (key_size, value_size, max_entries, map_type) = unsafe {
             (
                 sys::bpf_map__key_size(map),
                 sys::bpf_map__value_size(map),
                 sys::bpf_map__max_entries(map),
+                sys::bpf_map__type(map),
             )
         };
         if (key_size as usize, value_size as usize, max_entries as usize) != (K, V, entries) {
@@ -116,7 +139,12 @@ impl<const K: usize, const V: usize> Map<K, V> {
                  {max_entries} entries; this module expects {K}, {V} and {entries}"
             )));
         }
-        Ok(Map { name: label, cname: name, fd: -1, max_entries: max_entries as usize })
+        let per_cpu_len = if is_per_cpu(map_type) {
+            Some(V.next_multiple_of(8) * possible_cpus()?)
+        } else {
+            None
+        };
+        Ok(Map { name: label, cname: name, fd: -1, max_entries: max_entries as usize, per_cpu_len })
     }
 
     /// The same map with its fd, once the object is loaded.
@@ -132,9 +160,18 @@ impl<const K: usize, const V: usize> Map<K, V> {
         format!("map {}", self.name)
     }
 
-    pub(super) fn update(&self, key: &[u8; K], value: &[u8; V]) -> Result<(), SteerError> {
-        // SAFETY: the map's key and value sizes are K and V (checked in `find`), so the
-        // kernel reads exactly the two arrays, which live across the call.
+    /// Writes `value` under `key`; refused for a per-CPU map (the kernel would read one value
+    /// per CPU).
+    pub(crate) fn update(&self, key: &[u8; K], value: &[u8; V]) -> Result<(), SteerError> {
+        if self.per_cpu_len.is_some() {
+            return Err(SteerError::Object(format!(
+                "map {} is per-CPU; an update takes one value per CPU",
+                self.name
+            )));
+        }
+        // SAFETY: the map's key and value sizes are K and V (checked in `find`) and it is
+        // not per-CPU (checked above), so the kernel reads exactly the two arrays, which
+        // live across the call.
         let ret = unsafe {
             sys::bpf_map_update_elem(
                 self.fd,
@@ -157,16 +194,20 @@ impl<const K: usize, const V: usize> Map<K, V> {
         }
     }
 
-    /// Looks up `key` into `value`, which must hold the map's value (per-CPU maps: one
-    /// value per possible CPU); `Ok(false)` if absent.
-    pub(super) fn lookup_into(&self, key: &[u8; K], value: &mut [u8]) -> Result<bool, SteerError> {
-        debug_assert!(value.len() >= V);
-        if value.len() < V {
-            return Err(SteerError::Object(format!("short buffer for map {}", self.name)));
+    /// Looks up `key` into `value`, which must hold the map's value (per-CPU maps: `V`
+    /// rounded up to 8 for each possible CPU, refused if shorter); `Ok(false)` if absent.
+    pub(crate) fn lookup_into(&self, key: &[u8; K], value: &mut [u8]) -> Result<bool, SteerError> {
+        let needed = self.per_cpu_len.unwrap_or(V);
+        if value.len() < needed {
+            return Err(SteerError::Object(format!(
+                "{}-byte buffer for map {}, whose values take {needed}",
+                value.len(),
+                self.name
+            )));
         }
         // SAFETY: the kernel reads K bytes of `key` and writes the map's value size into
-        // `value`: V for plain maps, which the check above guarantees; callers of per-CPU
-        // maps pass V times the possible CPUs, the size the kernel writes for them.
+        // `value`: V for plain maps, and V rounded up to 8 per possible CPU for per-CPU maps
+        // (`per_cpu_len`, from the map's type at `find`); the check above guarantees room.
         let ret = unsafe {
             sys::bpf_map_lookup_elem(self.fd, key.as_ptr().cast(), value.as_mut_ptr().cast())
         };
@@ -239,7 +280,7 @@ impl<const K: usize, const V: usize> Map<K, V> {
 
 /// The number of possible CPUs, which sizes per-CPU map values: the highest index in
 /// `/sys/devices/system/cpu/possible` ("0-3", "0,2-5") plus one.
-pub(super) fn possible_cpus() -> Result<usize, SteerError> {
+pub(crate) fn possible_cpus() -> Result<usize, SteerError> {
     const PATH: &str = "/sys/devices/system/cpu/possible";
     let text = std::fs::read_to_string(PATH).map_err(|error| SteerError::Call {
         call: "read",
@@ -262,12 +303,12 @@ pub(super) fn parse_cpu_list(text: &str) -> Option<usize> {
 /// An embedded object's bytes, aligned as an ELF reader expects:
 /// `static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(...));`.
 #[repr(C, align(8))]
-pub(super) struct Aligned<Bytes: ?Sized>(pub(super) Bytes);
+pub(crate) struct Aligned<Bytes: ?Sized>(pub(crate) Bytes);
 
 /// A BPF object opened from embedded bytes; closed (its programs and maps released, unless
 /// a link or another fd holds them) on drop.
 #[derive(Debug)]
-pub(super) struct Object {
+pub(crate) struct Object {
     object: NonNull<sys::bpf_object>,
     label: &'static str,
 }
@@ -290,9 +331,14 @@ impl Drop for Object {
 impl Object {
     /// Opens `bytes` (an ELF object `build.rs` compiled; `label` names it in errors). Nothing
     /// is loaded into the kernel yet.
-    pub(super) fn open(bytes: &'static [u8], label: &'static str) -> Result<Object, SteerError> {
-        // SAFETY: `bytes` is a static buffer of the given length; libbpf copies what it keeps
-        // and only reads the buffer; null opts means defaults.
+    pub(crate) fn open(
+        bytes: &'static Aligned<[u8]>,
+        label: &'static str,
+    ) -> Result<Object, SteerError> {
+        let bytes = &bytes.0;
+        // SAFETY: `bytes` is a static buffer of the given length, aligned as an ELF reader
+        // expects (`Aligned`); libbpf copies what it keeps and only reads the buffer; null
+        // opts means defaults.
         let object =
             unsafe { sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len(), ptr::null()) };
         let Some(object) = NonNull::new(object) else {
@@ -306,7 +352,7 @@ impl Object {
     }
 
     /// Map `name` of the opened object, its layout checked (see [`Map::find`]).
-    pub(super) fn map<const K: usize, const V: usize>(
+    pub(crate) fn map<const K: usize, const V: usize>(
         &self,
         name: &'static CStr,
         entries: usize,
@@ -315,7 +361,7 @@ impl Object {
     }
 
     /// Loads the object into the kernel (the verifier runs here). Needs `CAP_BPF`.
-    pub(super) fn load(&self) -> Result<(), SteerError> {
+    pub(crate) fn load(&self) -> Result<(), SteerError> {
         // SAFETY: `object` is live (owned by `self`).
         let ret = unsafe { sys::bpf_object__load(self.object.as_ptr()) };
         check(ret, "bpf_object__load", || {
@@ -325,7 +371,7 @@ impl Object {
     }
 
     /// `map` with its fd, once the object is loaded.
-    pub(super) fn loaded<const K: usize, const V: usize>(
+    pub(crate) fn loaded<const K: usize, const V: usize>(
         &self,
         map: Map<K, V>,
     ) -> Result<Map<K, V>, SteerError> {
@@ -333,7 +379,7 @@ impl Object {
     }
 
     /// The fd of loaded program `name` (owned by the object).
-    pub(super) fn program_fd(&self, name: &'static CStr) -> Result<RawFd, SteerError> {
+    pub(crate) fn program_fd(&self, name: &'static CStr) -> Result<RawFd, SteerError> {
         let label = name.to_str().unwrap_or("?");
         // SAFETY: `object` is live and loaded; the name is NUL-terminated.
         let program =
@@ -349,11 +395,11 @@ impl Object {
 
 /// What one [`test_run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TestRun {
+pub(crate) struct TestRun {
     /// The program's return value (an XDP action).
-    pub(super) retval: u32,
+    pub(crate) retval: u32,
     /// Bytes of the frame as the program left it, copied into the output buffer.
-    pub(super) out_len: usize,
+    pub(crate) out_len: usize,
 }
 
 /// The `xdp_md` context of a test run: `size` bytes arriving on `rx_queue` of `ifindex`.
@@ -382,7 +428,7 @@ fn frame_size(frame: &[u8], what: impl FnOnce() -> String) -> Result<u32, SteerE
 /// namespace; the frame as the program left it is copied into `out` (empty: not wanted).
 /// Maps are the live ones. The kernel refuses (`EINVAL`) frames shorter than an Ethernet
 /// header, and a queue other than 0 without a device.
-pub(super) fn test_run(
+pub(crate) fn test_run(
     program_fd: RawFd,
     frame: &[u8],
     ifindex: u32,
@@ -424,7 +470,7 @@ pub(super) const LIVE_MAX_BATCH: u32 = 256;
 /// `batch_size` frames at a time. Changes a program makes to a frame persist in the pool
 /// page and are seen by a later run that reuses the page (xdp-trafficgen relies on this).
 /// The kernel returns early, with what it did so far, when a signal is pending.
-pub(super) fn test_run_live(
+pub(crate) fn test_run_live(
     program_fd: RawFd,
     frame: &[u8],
     ifindex: u32,
@@ -451,7 +497,7 @@ pub(super) fn test_run_live(
 }
 
 /// Sums a per-CPU map's `u64` values (`bytes` holds one per possible CPU).
-pub(super) fn sum_per_cpu(bytes: &[u8]) -> u64 {
+pub(crate) fn sum_per_cpu(bytes: &[u8]) -> u64 {
     bytes
         .chunks_exact(8)
         .map(|value| u64::from_ne_bytes(value.try_into().unwrap_or_default()))
@@ -459,7 +505,7 @@ pub(super) fn sum_per_cpu(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Whether the test runs as root (loading BPF needs it).

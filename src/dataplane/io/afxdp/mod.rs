@@ -1,4 +1,8 @@
-//! AF_XDP: the appliance's I/O, and the XDP programs of the side-by-side benchmark.
+//! AF_XDP: the appliance's I/O. Everything here is what `xlb run` uses; the benchmark's
+//! programs (traffic generator, sink, XDP redirect, null forwarder) live in
+//! [`crate::bench`] and reach the kernel only through the safe API this module exports
+//! (`bpf`, [`steer`], [`xsk`], [`busypoll`], [`netdev`]), so that this stays the one module
+//! of the crate allowed `unsafe`.
 //!
 //! - [`steer`]: xlb's own XDP program, which redirects into the AF_XDP sockets only the
 //!   frames xlb owns and passes everything else to the kernel.
@@ -8,17 +12,14 @@
 //!   [`marker`]: through a UDP socket carrying the device's NAPI id, where the AF_XDP socket
 //!   has none (veth).
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
-//! - [`generator`], [`sink`], [`redirect`]: `xlb bench`'s traffic generator (`BPF_PROG_RUN` in
-//!   live-frames mode), checking and timing sink, and kernel XDP-redirect row.
-//! - `bpf`: the libbpf plumbing they all share.
+//! - `bpf`: the libbpf plumbing every XDP program of the crate goes through (an embedded
+//!   object opened and loaded, its maps, `BPF_PROG_TEST_RUN`), the benchmark's included.
+//!   `xlb_bpf.h`, the header every program's C source includes, lives beside it.
 
 pub(crate) mod bpf;
 pub mod busypoll;
-pub mod generator;
 pub mod marker;
 pub mod netdev;
-pub mod redirect;
-pub mod sink;
 pub mod steer;
 pub mod tap;
 #[cfg(test)]

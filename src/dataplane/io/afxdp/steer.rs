@@ -331,7 +331,7 @@ impl SteerProgram {
     /// Opens the embedded object and loads it into the kernel (the verifier runs here).
     /// Nothing is attached. Needs `CAP_BPF` (root).
     pub fn load() -> Result<SteerProgram, SteerError> {
-        let object = Object::open(&OBJECT.0, "steer.bpf.o")?;
+        let object = Object::open(OBJECT, "steer.bpf.o")?;
         let xsks = object.map(c"xsks", MAX_QUEUES as usize)?;
         let dst = object.map(c"dst", MAX_DST)?;
         let nat_src = object.map(c"nat_src", MAX_NAT_SRC)?;
@@ -449,7 +449,7 @@ impl SteerProgram {
 /// Attaches program `program_fd` (an XDP program) to interface `ifindex` in `mode` through
 /// a BPF link, which the kernel removes when the returned [`Attachment`] drops or the
 /// process dies. Fails with `EBUSY` or `EEXIST` if another program is attached there.
-pub(super) fn attach_program(
+pub(crate) fn attach_program(
     program_fd: RawFd,
     ifindex: u32,
     mode: XdpMode,

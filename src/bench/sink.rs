@@ -1,4 +1,4 @@
-//! The benchmark's sink: xlb's `xlb_sink` XDP program (`sink.bpf.c`) on the receiving
+//! The benchmark's sink: xlb's `xlb_sink` XDP program (`bpf/sink.bpf.c`) on the receiving
 //! veth. It checks every IPv4 frame against what the row under test should deliver
 //! ([`SinkExpect`]), counts good and bad (and why) in per-CPU counters, records the latency
 //! of good frames from the generator's stamp into a per-CPU histogram, and drops them;
@@ -21,8 +21,8 @@ use std::os::fd::RawFd;
 
 use hdrhistogram::Histogram;
 
-use super::bpf::{self, Aligned, Map, Object};
-use super::steer::{Attachment, SteerError, XdpMode, attach_program};
+use crate::dataplane::io::afxdp::bpf::{self, Aligned, Map, Object};
+use crate::dataplane::io::afxdp::steer::{Attachment, SteerError, XdpMode, attach_program};
 use crate::flow::Proto;
 use crate::wire::MacAddr;
 
@@ -189,7 +189,7 @@ pub struct Sink {
 impl Sink {
     /// Loads `xlb_sink` (the verifier runs here). Needs `CAP_BPF`.
     pub fn load() -> Result<Sink, SteerError> {
-        let object = Object::open(&OBJECT.0, "sink.bpf.o")?;
+        let object = Object::open(OBJECT, "sink.bpf.o")?;
         let config = object.map(c"sink_config", 1)?;
         let stats = object.map(c"sink_stats", STAT_COUNT)?;
         let latency = object.map(c"sink_latency", LAT_BUCKETS)?;
@@ -298,6 +298,26 @@ mod tests {
         assert_eq!(delta.counts.other, 2);
         assert_eq!(delta.latency, vec![0, 3, 0]);
         assert_eq!(later.counts.bad(), 1);
+    }
+
+    #[test]
+    fn per_cpu_maps_refuse_buffers_without_room_for_every_cpu() {
+        if !root() {
+            eprintln!("skipped: loading BPF needs root");
+            return;
+        }
+        let sink = Sink::load().expect("load");
+        let key = 0u32.to_ne_bytes();
+        let needed = 8 * bpf::possible_cpus().unwrap();
+        // The short buffer is the front of a longer one, so that what the kernel would write
+        // past its end shows (and lands in memory the test owns).
+        let mut buffer = vec![0xaa_u8; needed + 8];
+        let short = sink.stats.lookup_into(&key, &mut buffer[..needed - 1]);
+        assert!(short.is_err(), "{}-byte buffer, {needed}-byte values: {short:?}", needed - 1);
+        assert!(buffer.iter().all(|&byte| byte == 0xaa), "the kernel wrote into a refused buffer");
+        assert!(sink.stats.lookup_into(&key, &mut buffer[..needed]).unwrap());
+        let update = sink.stats.update(&key, &[0; 8]);
+        assert!(update.is_err(), "one value for a per-CPU map: {update:?}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The benchmark's traffic generator: xlb's `xlb_gen` XDP program (`gen.bpf.c`) run by
+//! The benchmark's traffic generator: xlb's `xlb_gen` XDP program (`bpf/gen.bpf.c`) run by
 //! `BPF_PROG_RUN` in the kernel's live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, 5.18), the
 //! way xdp-tools' xdp-trafficgen and the kernel selftest `xdp_do_redirect.c` drive it.
 //!
@@ -25,8 +25,8 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::bpf::{self, Aligned, Map, Object};
-use super::steer::SteerError;
+use crate::dataplane::io::afxdp::bpf::{self, Aligned, Map, Object};
+use crate::dataplane::io::afxdp::steer::SteerError;
 use crate::flow::Proto;
 use crate::testkit;
 use crate::wire::MacAddr;
@@ -218,7 +218,7 @@ pub struct Generator {
 impl Generator {
     /// Loads `xlb_gen` (the verifier runs here). Needs `CAP_BPF`.
     pub fn load() -> Result<Generator, SteerError> {
-        let object = Object::open(&OBJECT.0, "gen.bpf.o")?;
+        let object = Object::open(OBJECT, "gen.bpf.o")?;
         let config = object.map(c"gen_config", 1)?;
         let state = object.map(c"gen_state", 1)?;
         let template = object.map(c"gen_template", 1)?;

@@ -7,8 +7,7 @@
 //! - `sink`: the checking sink ([`sink`]) on the receiving veth: waits for traffic, lets it
 //!   settle, then measures a window: good and bad frames, Mpps, latency percentiles, and the
 //!   busy time of the forwarding cores per packet (from `/proc/stat`);
-//! - `null`: the null forwarder ([`crate::dataplane::null`]) on AF_XDP sockets: the I/O
-//!   ceiling;
+//! - `null`: the null forwarder ([`null`]) on AF_XDP sockets: the I/O ceiling;
 //! - `redirect`: XDP native redirect between the same veths ([`redirect`]): the kernel's
 //!   fast path;
 //! - `nft`: prints the nftables ruleset of the kernel DNAT row, written the way kube-proxy's
@@ -16,6 +15,18 @@
 //!
 //! Nothing here runs per packet: the per-packet work is in the XDP programs and the
 //! forwarders.
+//!
+//! What lives here and why: every program only the benchmark runs ([`generator`], [`sink`],
+//! [`redirect`] and their XDP programs under `bpf/`, which `build.rs` compiles as it does
+//! the steering program; the [`null`] forwarder), so that the dataplane, and
+//! `dataplane/io/afxdp/` in particular, holds only what `xlb run` runs. The appliance's
+//! pieces the benchmark shares (AF_XDP sockets, the steering program, XDP attachment,
+//! busy polling, the worker's `Port`) stay in the dataplane and are used from here.
+//!
+//! No `unsafe` here (the crate denies it outside `dataplane::io::afxdp`): the programs are
+//! opened, loaded, attached, configured and test-run through the safe libbpf wrappers of
+//! `afxdp`'s `bpf` module and `steer::attach_program`, which hold every `unsafe` block
+//! with its `// SAFETY:` note.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -26,17 +37,22 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use self::generator::{FrameSpec, GenConfig, GenLimits, Generator};
+use self::null::NullForwarder;
+use self::redirect::Redirect;
+use self::sink::{Sink, SinkCounts, SinkExpect, SinkSample};
 use crate::control::config::parse_mac;
 use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
-use crate::dataplane::io::afxdp::generator::{self, FrameSpec, GenConfig, GenLimits, Generator};
 use crate::dataplane::io::afxdp::netdev::Netdev;
-use crate::dataplane::io::afxdp::redirect::Redirect;
-use crate::dataplane::io::afxdp::sink::{self, Sink, SinkCounts, SinkExpect, SinkSample};
 use crate::dataplane::io::afxdp::steer::{self, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
-use crate::dataplane::null::NullForwarder;
 use crate::flow::Proto;
 use crate::wire::MacAddr;
+
+pub mod generator;
+pub mod null;
+pub mod redirect;
+pub mod sink;
 
 /// `xlb bench`'s subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -1,4 +1,4 @@
-//! The null forwarder: the same I/O as xlb (the [`Port`]s of `worker.rs`, AF_XDP sockets
+//! The null forwarder: the same I/O as xlb (the [`Port`]s of `dataplane/worker.rs`, AF_XDP sockets
 //! in `xlb bench null`) with no load balancing at all. Every frame that arrives on the
 //! receiving port gets fixed Ethernet addresses and leaves by the other port; nothing is
 //! parsed, nothing tracked. It measures the I/O ceiling of the machine, the row every xlb

@@ -1,5 +1,5 @@
 //! The benchmark's kernel fast-path row: xlb's `xlb_redirect` XDP program
-//! (`redirect.bpf.c`), which gives every frame fixed MACs and redirects it out of another
+//! (`bpf/redirect.bpf.c`), which gives every frame fixed MACs and redirects it out of another
 //! interface (`bpf_redirect`), parsing nothing. It measures how fast the kernel alone moves
 //! frames between the same veths that xlb forwards between.
 //!
@@ -7,8 +7,8 @@
 
 use std::os::fd::RawFd;
 
-use super::bpf::{Aligned, Map, Object};
-use super::steer::{Attachment, SteerError, XdpMode, attach_program};
+use crate::dataplane::io::afxdp::bpf::{Aligned, Map, Object};
+use crate::dataplane::io::afxdp::steer::{Attachment, SteerError, XdpMode, attach_program};
 use crate::wire::MacAddr;
 
 static OBJECT: &Aligned<[u8]> =
@@ -35,7 +35,7 @@ fn encode(out_ifindex: u32, dst_mac: MacAddr, src_mac: MacAddr) -> [u8; 16] {
 impl Redirect {
     /// Loads `xlb_redirect` (the verifier runs here). Needs `CAP_BPF`.
     pub fn load() -> Result<Redirect, SteerError> {
-        let object = Object::open(&OBJECT.0, "redirect.bpf.o")?;
+        let object = Object::open(OBJECT, "redirect.bpf.o")?;
         let config = object.map(c"redirect_config", 1)?;
         object.load()?;
         Ok(Redirect {
