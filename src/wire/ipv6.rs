@@ -861,3 +861,155 @@ pub(super) mod tests {
         }
     }
 }
+
+/// TCP, UDP and ICMPv6 over IPv6: the checksum helpers agree with etherparse's, and a NAT
+/// rewrite (addresses in the IPv6 header, ports in the transport header, every checksum
+/// updated incrementally) leaves the bytes etherparse builds for the rewritten packet.
+#[cfg(test)]
+mod upper_layer_checksums {
+    use super::tests::{build, header};
+    use super::*;
+    use crate::wire::checksum::{self, Delta};
+    use crate::wire::{TcpPacket, UdpPacket};
+    use etherparse::{IpNumber, Ipv6RawExtHeader, TcpHeader, UdpHeader};
+    use proptest::prelude::*;
+
+    /// Optional destination options in front of the upper layer, to move its offset.
+    fn with_options(protocol: u8, options: bool, upper: &[u8]) -> (u8, Vec<u8>) {
+        let mut payload = Vec::new();
+        let first = if options {
+            let raw = Ipv6RawExtHeader::new_raw(IpNumber(protocol), &[1, 4, 0, 0, 0, 0]).unwrap();
+            payload.extend_from_slice(&raw.to_bytes());
+            ip_proto::DEST_OPTIONS
+        } else {
+            protocol
+        };
+        payload.extend_from_slice(upper);
+        (first, payload)
+    }
+
+    fn tcp_segment(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        ports: (u16, u16),
+        seq: u32,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut tcp = TcpHeader::new(ports.0, ports.1, seq, 64240);
+        tcp.syn = seq.is_multiple_of(2);
+        tcp.ack = !tcp.syn;
+        tcp.checksum = tcp.calc_checksum_ipv6_raw(src.octets(), dst.octets(), data).unwrap();
+        let mut out = tcp.to_bytes().to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn udp_datagram(src: Ipv6Addr, dst: Ipv6Addr, ports: (u16, u16), data: &[u8]) -> Vec<u8> {
+        let udp = UdpHeader::with_ipv6_checksum(
+            ports.0,
+            ports.1,
+            &etherparse::Ipv6Header {
+                source: src.octets(),
+                destination: dst.octets(),
+                ..header(ip_proto::UDP, src, dst)
+            },
+            data,
+        )
+        .unwrap();
+        let mut out = udp.to_bytes().to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// The packet etherparse builds: IPv6, maybe destination options, then `upper`.
+    fn packet(protocol: u8, options: bool, src: Ipv6Addr, dst: Ipv6Addr, upper: &[u8]) -> Vec<u8> {
+        let (first, payload) = with_options(protocol, options, upper);
+        build(header(first, src, dst), &payload)
+    }
+
+    /// FullNAT on an IPv6 packet the way a pipeline would: no full recompute anywhere.
+    fn nat(bytes: &mut [u8], to: (Ipv6Addr, Ipv6Addr, u16, u16)) {
+        let mut ip = Ipv6Packet::new_checked(bytes).unwrap();
+        let upper = ip.upper_layer().unwrap();
+        let old_src = ip.rewrite_src_addr(to.0);
+        let old_dst = ip.rewrite_dst_addr(to.1);
+        let addrs = Delta::NONE.addr_v6(old_src, to.0).addr_v6(old_dst, to.1);
+        let l4 = ip.upper_layer_payload_mut(&upper);
+        match upper.protocol {
+            ip_proto::TCP => {
+                let mut tcp = TcpPacket::new_checked(l4).unwrap();
+                let delta = addrs.u16(tcp.src_port(), to.2).u16(tcp.dst_port(), to.3);
+                tcp.set_src_port(to.2);
+                tcp.set_dst_port(to.3);
+                tcp.set_checksum(delta.apply(tcp.checksum()));
+            }
+            ip_proto::UDP => {
+                let mut udp = UdpPacket::new_checked(l4).unwrap();
+                let delta = addrs.u16(udp.src_port(), to.2).u16(udp.dst_port(), to.3);
+                udp.set_src_port(to.2);
+                udp.set_dst_port(to.3);
+                udp.set_checksum(delta.apply_udp(udp.checksum()));
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn addr() -> impl Strategy<Value = Ipv6Addr> {
+        any::<u128>().prop_map(Ipv6Addr::from_bits)
+    }
+
+    proptest! {
+        #[test]
+        fn tcp_checksums_and_nat_match_etherparse(
+            (src, dst, new_src, new_dst) in (addr(), addr(), addr(), addr()),
+            ports in any::<(u16, u16, u16, u16)>(),
+            seq in any::<u32>(),
+            options in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let segment = tcp_segment(src, dst, (ports.0, ports.1), seq, &data);
+            let mut bytes = packet(ip_proto::TCP, options, src, dst, &segment);
+            {
+                let ip = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+                let upper = ip.upper_layer().unwrap();
+                prop_assert_eq!(upper.protocol, ip_proto::TCP);
+                let l4 = ip.upper_layer_payload(&upper);
+                prop_assert!(checksum::verifies_v6(src, dst, ip_proto::TCP, l4));
+                let mut zeroed = l4.to_vec();
+                zeroed[16..18].fill(0);
+                let ours = checksum::compute_v6(src, dst, ip_proto::TCP, &zeroed);
+                prop_assert_eq!(ours, u16::from_be_bytes([l4[16], l4[17]]));
+            }
+            nat(&mut bytes, (new_src, new_dst, ports.2, ports.3));
+            let segment = tcp_segment(new_src, new_dst, (ports.2, ports.3), seq, &data);
+            prop_assert_eq!(bytes, packet(ip_proto::TCP, options, new_src, new_dst, &segment));
+        }
+
+        #[test]
+        fn udp_checksums_and_nat_match_etherparse(
+            (src, dst, new_src, new_dst) in (addr(), addr(), addr(), addr()),
+            ports in any::<(u16, u16, u16, u16)>(),
+            options in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let datagram = udp_datagram(src, dst, (ports.0, ports.1), &data);
+            let mut bytes = packet(ip_proto::UDP, options, src, dst, &datagram);
+            {
+                let ip = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+                let upper = ip.upper_layer().unwrap();
+                let l4 = ip.upper_layer_payload(&upper);
+                prop_assert!(checksum::verifies_v6(src, dst, ip_proto::UDP, l4));
+                let mut zeroed = l4.to_vec();
+                zeroed[6..8].fill(0);
+                let ours = match checksum::compute_v6(src, dst, ip_proto::UDP, &zeroed) {
+                    0 => 0xffff,
+                    sum => sum,
+                };
+                prop_assert_eq!(ours, u16::from_be_bytes([l4[6], l4[7]]));
+            }
+            nat(&mut bytes, (new_src, new_dst, ports.2, ports.3));
+            let datagram = udp_datagram(new_src, new_dst, (ports.2, ports.3), &data);
+            prop_assert_eq!(bytes, packet(ip_proto::UDP, options, new_src, new_dst, &datagram));
+        }
+    }
+}
