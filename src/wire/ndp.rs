@@ -13,9 +13,12 @@
 //! make the walk stand still), one that runs past the message is [`WireError::Truncated`].
 //! Each step advances at least 8 bytes, so the walk is bounded by the message's length.
 //!
-//! Not checked here, because they live in other layers, but required by RFC 4861 §7.1 of
-//! whoever accepts an NDP message: the IPv6 hop limit is 255 ([`HOP_LIMIT`]: the message
-//! was not forwarded), the ICMPv6 checksum verifies, and the target is not multicast.
+//! Not checked by `new_checked`, because they need the IPv6 header, but required by RFC 4861
+//! §7.1 of whoever accepts an NDP message: [`NdpPacket::validate`] checks them (the hop limit
+//! is 255, [`HOP_LIMIT`]: the message was not forwarded; the target is not multicast; a
+//! solicitation from `::` goes to a solicited-node group and carries no source link-layer
+//! option; an advertisement to a multicast address is not marked solicited), and
+//! [`NdpPacket::verify_checksum`] the ICMPv6 checksum.
 //!
 //! Writers: [`write_neighbor_solicit`] and [`write_neighbor_advert`] write a whole Ethernet
 //! frame (Ethernet, IPv6, ICMPv6, one link-layer option: [`FRAME_LEN`] bytes) with the
@@ -87,6 +90,12 @@ pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
     let prefix = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0).to_bits();
     Ipv6Addr::from_bits(prefix | (addr.to_bits() & 0x00ff_ffff))
+}
+
+/// Whether `addr` is a solicited-node multicast address (`ff02::1:ff00:0/104`).
+#[inline]
+pub fn is_solicited_node(addr: Ipv6Addr) -> bool {
+    solicited_node(addr) == addr
 }
 
 /// The Ethernet multicast address of an IPv6 multicast address (RFC 2464 §7): `33:33`
@@ -228,6 +237,26 @@ impl<T: AsRef<[u8]>> NdpPacket<T> {
     #[inline]
     pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
         checksum::verifies_v6(src, dst, ip_proto::ICMPV6, self.buffer.as_ref())
+    }
+
+    /// The validity checks of RFC 4861 §7.1.1 (solicitations) and §7.1.2 (advertisements)
+    /// that need the IPv6 header's `hop_limit`, `src` and `dst` ([`WireError::Malformed`] if
+    /// one fails): hop limit 255, a target that is not multicast; a solicitation from the
+    /// unspecified address (duplicate address detection) is sent to a solicited-node group
+    /// and has no source link-layer option; an advertisement sent to a multicast address
+    /// has the solicited flag clear. The checksum is [`NdpPacket::verify_checksum`]'s.
+    #[inline]
+    pub fn validate(&self, hop_limit: u8, src: Ipv6Addr, dst: Ipv6Addr) -> Result<()> {
+        let valid = hop_limit == HOP_LIMIT
+            && !self.target_addr().is_multicast()
+            && match self.is_solicit() {
+                true => {
+                    !src.is_unspecified()
+                        || (is_solicited_node(dst) && self.source_link_addr().is_none())
+                }
+                false => !dst.is_multicast() || !self.advert_flags().solicited,
+            };
+        if valid { Ok(()) } else { Err(WireError::Malformed) }
     }
 }
 
@@ -455,6 +484,47 @@ mod tests {
     }
 
     #[test]
+    fn validate_checks_what_needs_the_ip_header() {
+        let group = solicited_node(VIP);
+        let sll = link_option(option_type::SOURCE_LINK_ADDR, PEER_MAC);
+        let ns = |src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr, options: &[u8]| {
+            message(Icmpv6Type::NeighborSolicitation, src, dst, target, options)
+        };
+        let check = |bytes: &[u8], hop_limit: u8, src: Ipv6Addr, dst: Ipv6Addr| {
+            NdpPacket::new_checked(bytes).unwrap().validate(hop_limit, src, dst)
+        };
+        let bad = Err(WireError::Malformed);
+        let good = ns(PEER, group, VIP, &sll);
+        assert_eq!(check(&good, 255, PEER, group), Ok(()));
+        assert_eq!(check(&good, 254, PEER, group), bad, "forwarded");
+        let multicast_target = ns(PEER, group, ALL_NODES, &sll);
+        assert_eq!(check(&multicast_target, 255, PEER, group), bad);
+        // Duplicate address detection: from ::, to the group, no source link-layer option.
+        let dad = ns(Ipv6Addr::UNSPECIFIED, group, VIP, &[]);
+        assert_eq!(check(&dad, 255, Ipv6Addr::UNSPECIFIED, group), Ok(()));
+        assert_eq!(check(&dad, 255, Ipv6Addr::UNSPECIFIED, VIP), bad, "unicast DAD");
+        let dad_with_option = ns(Ipv6Addr::UNSPECIFIED, group, VIP, &sll);
+        assert_eq!(check(&dad_with_option, 255, Ipv6Addr::UNSPECIFIED, group), bad);
+        // Advertisements: solicited ones go to unicast addresses.
+        let header =
+            |solicited| NeighborAdvertisementHeader { router: false, solicited, r#override: true };
+        let tll = link_option(option_type::TARGET_LINK_ADDR, PEER_MAC);
+        for (solicited, dst, expected) in [
+            (true, OUR_IP, Ok(())),
+            (true, ALL_NODES, bad),
+            (false, ALL_NODES, Ok(())),
+            (false, OUR_IP, Ok(())),
+        ] {
+            let kind = Icmpv6Type::NeighborAdvertisement(header(solicited));
+            let na = message(kind, PEER, dst, PEER, &tll);
+            assert_eq!(check(&na, 255, PEER, dst), expected, "solicited {solicited} to {dst}");
+        }
+        assert!(is_solicited_node(group));
+        assert!(!is_solicited_node(ALL_NODES));
+        assert!(!is_solicited_node(VIP));
+    }
+
+    #[test]
     fn getters_on_a_solicitation() {
         let options = link_option(option_type::SOURCE_LINK_ADDR, PEER_MAC);
         let group = solicited_node(VIP);
@@ -572,6 +642,7 @@ mod tests {
         let ndp = NdpPacket::new_checked(ip.upper_layer_payload(&upper)).unwrap();
         assert_eq!((ndp.target_addr(), ndp.source_link_addr()), (VIP, Some(OUR_MAC)));
         assert!(ndp.verify_checksum(OUR_IP, group));
+        assert_eq!(ndp.validate(ip.hop_limit(), OUR_IP, group), Ok(()));
         // Too small a buffer: refused, untouched.
         let mut small = [0u8; FRAME_LEN - 1];
         assert_eq!(
@@ -598,6 +669,7 @@ mod tests {
         assert_eq!(icmp.slice(), &message(kind, VIP, PEER, VIP, &option)[..]);
         let ndp = NdpPacket::new_checked(icmp.slice()).unwrap();
         assert_eq!((ndp.advert_flags(), ndp.target_link_addr()), (flags, Some(OUR_MAC)));
+        assert_eq!(ndp.validate(ip.hop_limit, VIP, PEER), Ok(()));
         // Unsolicited, to all nodes.
         let unsolicited = AdvertFlags { override_cache: true, ..AdvertFlags::default() };
         let all_nodes = (multicast_mac(ALL_NODES), ALL_NODES);
@@ -606,6 +678,8 @@ mod tests {
         assert_eq!(eth.destination, [0x33, 0x33, 0, 0, 0, 1]);
         assert_eq!(ip.destination_addr(), ALL_NODES);
         assert!(icmp.is_checksum_valid(VIP.octets(), ALL_NODES.octets()));
+        let ndp = NdpPacket::new_checked(icmp.slice()).unwrap();
+        assert_eq!(ndp.validate(ip.hop_limit, VIP, ALL_NODES), Ok(()));
     }
 
     proptest! {
