@@ -4,8 +4,9 @@
 //! at `40 + payload_len`; bytes after it (Ethernet padding) are tolerated and excluded from
 //! [`Ipv6Packet::payload`]. IPv6 has no header checksum: rewriting an address changes only
 //! the upper layer's checksum (its pseudo-header), which is the caller's job with
-//! [`checksum::update_addr_v6`]; [`Ipv6Packet::rewrite_src_addr`] and
-//! [`Ipv6Packet::rewrite_dst_addr`] return the old address for that.
+//! [`update_addr_v6`](super::checksum::update_addr_v6);
+//! [`Ipv6Packet::rewrite_src_addr`] and [`Ipv6Packet::rewrite_dst_addr`] return the old
+//! address for that.
 //!
 //! # Extension headers
 //!
