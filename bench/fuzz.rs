@@ -926,7 +926,11 @@ fn fold_ipv4(bytes: &[u8], fold: &mut impl FnMut(u64), depth: u8) {
 /// The IPv6 view's accessors and extension-header walk, and the upper layer's views; the
 /// packet an ICMPv6 error quotes, one level deep.
 fn fold_ipv6(bytes: &[u8], fold: &mut impl FnMut(u64), depth: u8) {
-    let Ok(ip) = Ipv6Packet::new_checked(bytes) else { return };
+    let ip = match depth {
+        0 => Ipv6Packet::new_checked(bytes),
+        _ => Ipv6Packet::new_quoted(bytes),
+    };
+    let Ok(ip) = ip else { return };
     fold(u64::from(ip.version()) ^ u64::from(ip.traffic_class()) ^ u64::from(ip.flow_label()));
     fold(u64::from(ip.payload_len()) ^ u64::from(ip.next_header()) ^ u64::from(ip.hop_limit()));
     fold((ip.src_addr().to_bits() ^ ip.dst_addr().to_bits()) as u64);

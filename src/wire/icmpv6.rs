@@ -151,7 +151,9 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
 
     /// The invoking packet an error message quotes — as much of it as fits (RFC 4443 §2.4
-    /// c), starting with its IPv6 header — or `None` if this is not an error.
+    /// c), starting with its IPv6 header; view it with
+    /// [`Ipv6Packet::new_quoted`](super::Ipv6Packet::new_quoted) — or `None` if this is not
+    /// an error.
     #[inline]
     pub fn invoking_packet(&self) -> Option<&[u8]> {
         self.is_error().then(|| self.body())

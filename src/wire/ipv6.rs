@@ -122,6 +122,25 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(packet)
     }
 
+    /// Wraps the packet an ICMPv6 error quotes ([`Icmpv6Packet::invoking_packet`]): as much
+    /// of it as fit in the error (RFC 4443 §2.4 c), so its payload length may claim more than
+    /// the buffer holds. Checks only 40 bytes ([`WireError::Truncated`]) and version 6
+    /// ([`WireError::BadVersion`]); [`Ipv6Packet::payload`] is then what was quoted, and
+    /// [`Ipv6Packet::upper_layer`] walks it (a chain cut short by the quote is `Truncated`).
+    ///
+    /// [`Icmpv6Packet::invoking_packet`]: super::Icmpv6Packet::invoking_packet
+    #[inline]
+    pub fn new_quoted(buffer: T) -> Result<Self> {
+        let packet = Self::new_unchecked(buffer);
+        if packet.buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if packet.version() != 6 {
+            return Err(WireError::BadVersion);
+        }
+        Ok(packet)
+    }
+
     #[inline]
     fn ver_tc_flow(&self) -> u32 {
         read_u32(self.buffer.as_ref(), field::VER_TC_FLOW)
@@ -682,6 +701,28 @@ pub(super) mod tests {
         let bytes = build(header(ip_proto::FRAGMENT, SRC, DST), &payload);
         let ip = Ipv6Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(ip.upper_layer(), Err(WireError::Malformed));
+    }
+
+    #[test]
+    fn a_quoted_packet_is_walked_as_far_as_it_goes() {
+        // A 1500-byte TCP packet behind destination options, quoted in 1232 bytes.
+        let mut payload = raw_ext(ip_proto::TCP, 1, 0);
+        payload.extend_from_slice(&[0x11; 1452]);
+        let packet = build(header(ip_proto::DEST_OPTIONS, SRC, DST), &payload);
+        let quote = &packet[..1232];
+        assert_eq!(Ipv6Packet::new_checked(quote).unwrap_err(), WireError::Truncated);
+        let ip = Ipv6Packet::new_quoted(quote).unwrap();
+        assert_eq!((ip.payload_len(), ip.payload().len()), (1460, 1192));
+        let upper = ip.upper_layer().unwrap();
+        assert_eq!((upper.protocol, upper.offset), (ip_proto::TCP, 48));
+        assert_eq!(ip.upper_layer_payload(&upper).len(), 1184);
+        // Cut inside the extension header: the walk says so.
+        let ip = Ipv6Packet::new_quoted(&packet[..44]).unwrap();
+        assert_eq!(ip.upper_layer(), Err(WireError::Truncated));
+        assert_eq!(Ipv6Packet::new_quoted(&packet[..39]).unwrap_err(), WireError::Truncated);
+        let mut v4 = packet.clone();
+        v4[0] = 0x45;
+        assert_eq!(Ipv6Packet::new_quoted(&v4[..]).unwrap_err(), WireError::BadVersion);
     }
 
     #[test]
