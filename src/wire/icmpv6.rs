@@ -381,6 +381,48 @@ mod tests {
         }
 
         #[test]
+        fn translating_a_packet_too_big_matches_etherparse(
+            (router, vip, client, backend) in (any::<u128>(), any::<u128>(), any::<u128>(), any::<u128>()),
+            ports in any::<(u16, u16)>(),
+            mtu in 1280u32..9000,
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            // A router tells the VIP that its reply to the client was too big; NAT sends the
+            // error on to the backend: the outer destination and the quoted source become the
+            // backend's, every checksum (outer ICMPv6, quoted TCP) updated incrementally.
+            let [router, vip, client, backend] =
+                [router, vip, client, backend].map(Ipv6Addr::from_bits);
+            let error = |quoted_src: Ipv6Addr, dst: Ipv6Addr| {
+                let mut quoted = Vec::new();
+                etherparse::PacketBuilder::ipv6(quoted_src.octets(), client.octets(), 64)
+                    .tcp(ports.0, ports.1, 1, 1024)
+                    .ack(1)
+                    .write(&mut quoted, &data)
+                    .unwrap();
+                message(Icmpv6Type::PacketTooBig { mtu }, router, dst, &quoted)
+            };
+            let mut bytes = error(vip, vip);
+            let mut icmp = Icmpv6Packet::new_checked(&mut bytes[..]).unwrap();
+            prop_assert_eq!(icmp.mtu(), mtu);
+            let outer = icmp.checksum();
+            let quoted = icmp.body_mut();
+            let mut ip = crate::wire::Ipv6Packet::new_quoted(&mut *quoted).unwrap();
+            let upper = ip.upper_layer().unwrap();
+            let old_src = ip.rewrite_src_addr(backend);
+            let tcp = ip.upper_layer_payload_mut(&upper);
+            let old_tcp = u16::from_be_bytes([tcp[16], tcp[17]]);
+            let new_tcp = checksum::update_addr_v6(old_tcp, old_src, backend);
+            tcp[16..18].copy_from_slice(&new_tcp.to_be_bytes());
+            let delta = checksum::Delta::NONE
+                .addr_v6(vip, backend) // the outer pseudo-header's destination
+                .addr_v6(old_src, backend) // the quoted source, in the body
+                .u16(old_tcp, new_tcp); // the quoted checksum, in the body
+            icmp.set_checksum(delta.apply(outer));
+            prop_assert!(icmp.verify_checksum(router, backend));
+            prop_assert_eq!(bytes, error(backend, backend));
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let mut bytes = bytes;
             match Icmpv6Packet::new_checked(&mut bytes[..]) {
