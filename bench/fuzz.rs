@@ -11,9 +11,13 @@
 //!
 //! Targets:
 //! - `wire`: every view's `new_checked` and accessors over the frame and each header offset
-//!   (Ethernet, ARP, IPv4, TCP, UDP, ICMP and the packet an ICMP error quotes), the setters
-//!   the pipeline uses on a copy, and the checksum helpers. Oracles: a filled checksum
-//!   verifies, and an incremental address rewrite keeps a valid IPv4 header checksum valid.
+//!   (Ethernet, ARP, IPv4, TCP, UDP, ICMP and the packet an ICMP error quotes; IPv6 with its
+//!   extension-header walk, ICMPv6, NDP and the packet an ICMPv6 error quotes), the setters
+//!   the pipeline uses on a copy, the NDP writers, and the checksum helpers. Oracles: a
+//!   filled checksum verifies, an incremental address rewrite keeps a valid IPv4 header
+//!   checksum valid and a valid TCP/UDP/ICMPv6 checksum over IPv6 valid, the extension-header
+//!   walk stays within its bounds, a checked NDP packet's options all parse, and the frames
+//!   the NDP writers make parse back with a valid checksum.
 //! - `pipeline`: three pipelines (three cores' slots, each other's conntrack peers) on one
 //!   snapshot with DR, NAT and FullNAT services, two interfaces, static neighbours and
 //!   unresolved ones; the state lives across inputs. Frames go through `process` or, one
@@ -28,7 +32,9 @@
 //!   from `to_toml` to an equal config.
 //!
 //! Seeds: the frames of the golden replay cases' kinds, built with `xlb::testkit`, the frames
-//! of `examples/seed-dr.pcap`, `examples/*.toml`, the test configs and the string literals of
+//! of `examples/seed-dr.pcap`, IPv6 frames (TCP, UDP, extension headers, a fragment, ICMPv6
+//! echo and Packet Too Big, NDP; built with etherparse and the NDP writers; the pipeline passes
+//! them to the kernel today), `examples/*.toml`, the test configs and the string literals of
 //! the config module's tests.
 //!
 //! Determinism: input `i` of a target is a pure function of (seed, target, i) and the seed
@@ -37,7 +43,7 @@
 //! as 2-byte big-endian lengths, each followed by its frame) and the program exits non-zero.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,9 +54,12 @@ use xlb::control::{Config, Snapshot};
 use xlb::dataplane::{CoreSlot, IfaceId, Pipeline, Stat, Verdict};
 use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, VerdictTally};
 use xlb::time::Instant;
+use xlb::wire::ipv4::ip_proto;
+use xlb::wire::ipv6::{self, ExtHeaders};
+use xlb::wire::ndp::{self, AdvertFlags};
 use xlb::wire::{
-    ArpPacket, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, TcpPacket, UdpPacket,
-    checksum,
+    ArpPacket, EtherType, EthernetFrame, IcmpPacket, Icmpv6Packet, Ipv4Packet, Ipv6Packet, MacAddr,
+    NdpPacket, TcpPacket, UdpPacket, checksum, icmpv6,
 };
 
 /// Inputs per target in a full run (the figure).
@@ -293,6 +302,82 @@ fn golden_frames() -> Vec<Vec<u8>> {
     fragment[14 + 6] = 0x20;
     frames.push(fragment);
     frames.extend(seed_capture());
+    frames.extend(ipv6_frames());
+    frames
+}
+
+// The IPv6 seeds' addresses: a client and a VIP on the DR network's IPv6 prefix.
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, 0x20);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, 0x10);
+const LB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, 2);
+
+/// IPv6 frames of the kinds an IPv6 service meets: TCP and UDP to a VIP, with extension
+/// headers, a fragment, ICMPv6 echo and Packet Too Big, neighbour solicitation and
+/// advertisement.
+fn ipv6_frames() -> Vec<Vec<u8>> {
+    use etherparse::{IcmpEchoHeader, Icmpv6Type, PacketBuilder};
+    let (c, lb) = (CLIENT.mac.octets(), LB0.mac.octets());
+    let (client, vip) = (CLIENT6.octets(), VIP6.octets());
+    let build = |builder: etherparse::PacketBuilderStep<etherparse::IpHeaders>, kind: u8| {
+        let payload = b"GET / HTTP/1.1\r\n\r\n";
+        let mut out = Vec::new();
+        match kind {
+            0 => {
+                let b = builder.tcp(40000, 80, 1, 64240).syn();
+                b.write(&mut out, &[]).expect("tcp");
+            }
+            1 => {
+                let b = builder.tcp(40000, 80, 2, 64240).ack(1).psh();
+                b.write(&mut out, payload).expect("tcp");
+            }
+            2 => builder.udp(40000, 53).write(&mut out, b"\x12\x34\x01\x00").expect("udp"),
+            _ => {
+                let echo = Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 1 });
+                builder.icmpv6(echo).write(&mut out, b"xlb-ping6").expect("icmpv6");
+            }
+        }
+        out
+    };
+    let base = || PacketBuilder::ethernet2(c, lb).ipv6(client, vip, 64);
+    let mut frames: Vec<Vec<u8>> = (0..4).map(|kind| build(base(), kind)).collect();
+    // The SYN behind hop-by-hop and destination options, and as the first fragment.
+    let syn = frames[0].clone();
+    let with_ext = |next: u8, ext: &[u8]| {
+        let mut frame = syn.clone();
+        let (l3, l4) = (14, 54);
+        frame[l3 + 6] = next;
+        frame.splice(l4..l4, ext.iter().copied());
+        let len = (frame.len() - l3 - 40) as u16;
+        frame[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes());
+        frame
+    };
+    let hop_dest =
+        [ip_proto::DEST_OPTIONS, 0, 1, 4, 0, 0, 0, 0, ip_proto::TCP, 0, 1, 4, 0, 0, 0, 0];
+    frames.push(with_ext(ip_proto::HOP_BY_HOP, &hop_dest));
+    frames.push(with_ext(ip_proto::FRAGMENT, &[ip_proto::TCP, 0, 0, 1, 0, 0, 0x12, 0x34]));
+    // Packet Too Big from a router about the VIP's reply to the client.
+    let reply =
+        PacketBuilder::ethernet2(lb, c).ipv6(vip, client, 64).tcp(80, 40000, 9, 64240).ack(2);
+    let mut quoted = Vec::new();
+    reply.write(&mut quoted, &[0; 64]).expect("reply");
+    let router = Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, 1).octets();
+    let mut ptb = Vec::new();
+    PacketBuilder::ethernet2(GATEWAY.mac.octets(), lb)
+        .ipv6(router, vip, 64)
+        .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut ptb, &quoted[14..])
+        .expect("packet too big");
+    frames.push(ptb);
+    // NDP: a solicitation for the VIP from the client, the box's answer, and the box asking.
+    let mut buffer = [0u8; ndp::FRAME_LEN];
+    ndp::write_neighbor_solicit(&mut buffer, CLIENT.mac, CLIENT6, VIP6).expect("solicit");
+    frames.push(buffer.to_vec());
+    let flags = AdvertFlags { router: false, solicited: true, override_cache: true };
+    ndp::write_neighbor_advert(&mut buffer, LB0.mac, VIP6, (CLIENT.mac, CLIENT6), flags)
+        .expect("advert");
+    frames.push(buffer.to_vec());
+    ndp::write_neighbor_solicit(&mut buffer, LB0.mac, LB6, CLIENT6).expect("solicit");
+    frames.push(buffer.to_vec());
     frames
 }
 
@@ -420,6 +505,11 @@ fn layout(frame: &[u8]) -> (usize, Option<usize>) {
         ethertype = u16::from_be_bytes([byte(frame, l3 + 2), byte(frame, l3 + 3)]);
         l3 += 4;
     }
+    if ethertype == EtherType::IPV6 {
+        let upper = frame.get(l3..).and_then(|bytes| Ipv6Packet::new_checked(bytes).ok());
+        let offset = upper.and_then(|ip| ip.upper_layer().ok()).map_or(40, |u| u.offset);
+        return (l3, Some(l3 + offset));
+    }
     if ethertype != EtherType::IPV4 {
         return (l3, None);
     }
@@ -454,7 +544,7 @@ fn mutate_frame(rng: &mut Rng, frame: &mut Vec<u8>, other: &[u8]) {
     let len = frame.len();
     let (l3, l4) = layout(frame);
     let l4v = l4.unwrap_or(l3 + 20);
-    match rng.below(20) {
+    match rng.below(21) {
         0 | 1 => {
             for _ in 0..=rng.below(8) {
                 if len > 0 {
@@ -584,6 +674,34 @@ fn mutate_frame(rng: &mut Rng, frame: &mut Vec<u8>, other: &[u8]) {
                 set_byte(frame, at + i, b);
             }
         }
+        19 => {
+            // IPv6: payload length, next headers, an extension header's length, the hop
+            // limit, an NDP option's length.
+            let next = [0, 43, 44, 50, 51, 58, 59, 60, 6, 17, 135, 255];
+            match rng.below(5) {
+                0 => {
+                    let value = match rng.below(3) {
+                        0 => len.saturating_sub(l3 + 40) as u16,
+                        1 => {
+                            (len.saturating_sub(l3 + 40) as u16).wrapping_add(rng.below(16) as u16)
+                        }
+                        _ => *rng.pick(&INTERESTING_U16),
+                    };
+                    set_u16(frame, l3 + 4, value);
+                }
+                1 => set_byte(frame, l3 + 6, *rng.pick(&next)),
+                2 => {
+                    let at = l3 + 40 + 8 * rng.below(4);
+                    if rng.one_in(2) {
+                        set_byte(frame, at, *rng.pick(&next));
+                    } else {
+                        set_byte(frame, at + 1, *rng.pick(&[0, 1, 2, 255]));
+                    }
+                }
+                3 => set_byte(frame, l3 + 7, *rng.pick(&[0, 1, 64, 255])),
+                _ => set_byte(frame, l4v + 24 + 1, *rng.pick(&[0, 1, 2, 255])),
+            }
+        }
         _ => {
             // Random bytes over a random range.
             if len > 0 {
@@ -601,6 +719,23 @@ fn mutate_frame(rng: &mut Rng, frame: &mut Vec<u8>, other: &[u8]) {
 fn fix_checksums(frame: &mut [u8]) {
     let (l3, _) = layout(frame);
     let Some(ip_bytes) = frame.get_mut(l3..) else { return };
+    if let Ok(mut ip) = Ipv6Packet::new_checked(&mut *ip_bytes) {
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let Ok(upper) = ip.upper_layer() else { return };
+        let field = match upper.protocol {
+            6 => 16..18,
+            17 => 6..8,
+            58 => 2..4,
+            _ => return,
+        };
+        let l4 = ip.upper_layer_payload_mut(&upper);
+        if let Some(slot) = l4.get_mut(field.clone()) {
+            slot.fill(0);
+            let sum = checksum::compute_v6(src, dst, upper.protocol, l4);
+            l4[field].copy_from_slice(&sum.to_be_bytes());
+        }
+        return;
+    }
     let Ok(mut ip) = Ipv4Packet::new_checked(ip_bytes) else { return };
     ip.fill_checksum();
     let (src, dst, protocol) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
@@ -676,7 +811,10 @@ fn run_wire(frame: &[u8]) -> u64 {
         }
         fold_ipv4(bytes, &mut fold, 0);
         wire_l4(bytes, Ipv4Addr::new(10, 1, 1, 20), Ipv4Addr::new(10, 1, 1, 10), &mut fold);
+        fold_ipv6(bytes, &mut fold, 0);
+        wire_icmpv6(bytes, CLIENT6, VIP6, &mut fold, 1);
     }
+    rewrite_ipv6(frame, l3, &mut fold);
     // The setters the pipeline uses, on a copy, with their checksum oracles.
     let mut copy = frame.to_vec();
     if let Some(ip_bytes) = copy.get_mut(l3..)
@@ -733,6 +871,18 @@ fn run_wire(frame: &[u8]) -> u64 {
     fold(u64::from(checksum::update_udp_addr(c, a, b)));
     let delta = checksum::Delta::NONE.u16(word(14), word(16)).u32(dword(18), dword(22)).addr(a, b);
     fold(u64::from(delta.apply(c)) ^ u64::from(delta.apply_udp(c)));
+    let v6 = |at: usize| {
+        Ipv6Addr::from(std::array::from_fn::<u8, 16, _>(|i| {
+            byte(frame, (at + i) % frame.len().max(1))
+        }))
+    };
+    let (a6, b6) = (v6(8), v6(24));
+    fold(u64::from(checksum::pseudo_header_sum_v6(a6, b6, byte(frame, 6), dword(4))));
+    fold(u64::from(checksum::verifies_v6(a6, b6, byte(frame, 6), frame)));
+    fold(u64::from(checksum::compute_v6(a6, b6, byte(frame, 6), frame)));
+    fold(u64::from(checksum::update_addr_v6(c, a6, b6)));
+    fold(u64::from(checksum::update_udp_addr_v6(c, a6, b6)));
+    fold(u64::from(checksum::Delta::NONE.addr_v6(a6, b6).u16(word(14), word(16)).apply(c)));
     // The incremental update agrees with a full recomputation.
     if frame.len() >= 24 {
         let mut data = frame[..24].to_vec();
@@ -771,6 +921,151 @@ fn fold_ipv4(bytes: &[u8], fold: &mut impl FnMut(u64), depth: u8) {
     {
         fold_ipv4(icmp.payload(), fold, 1);
     }
+}
+
+/// The IPv6 view's accessors and extension-header walk, and the upper layer's views; the
+/// packet an ICMPv6 error quotes, one level deep.
+fn fold_ipv6(bytes: &[u8], fold: &mut impl FnMut(u64), depth: u8) {
+    let ip = match depth {
+        0 => Ipv6Packet::new_checked(bytes),
+        _ => Ipv6Packet::new_quoted(bytes),
+    };
+    let Ok(ip) = ip else { return };
+    fold(u64::from(ip.version()) ^ u64::from(ip.traffic_class()) ^ u64::from(ip.flow_label()));
+    fold(u64::from(ip.payload_len()) ^ u64::from(ip.next_header()) ^ u64::from(ip.hop_limit()));
+    fold((ip.src_addr().to_bits() ^ ip.dst_addr().to_bits()) as u64);
+    fold(ip.header().len() as u64 ^ ip.payload().len() as u64);
+    let mut walk = ip.ext_headers();
+    let mut walked = 0;
+    for header in walk.by_ref() {
+        walked += 1;
+        match header {
+            Ok(h) => {
+                assert!(ipv6::is_walked_ext_header(h.kind), "walked a non-extension header");
+                assert!(h.offset + h.len <= 40 + ip.payload().len(), "a header past the payload");
+                fold(u64::from(h.kind) ^ u64::from(h.next_header) ^ (h.offset ^ h.len) as u64);
+            }
+            Err(e) => fold(e as u64),
+        }
+    }
+    assert!(walked <= ipv6::MAX_EXT_HEADERS + 1, "the extension-header walk is unbounded");
+    fold(u64::from(walk.protocol()) ^ walk.offset() as u64);
+    let Ok(upper) = ip.upper_layer() else { return };
+    assert!(upper.offset <= 40 + ipv6::MAX_EXT_BYTES, "the walk went past its byte bound");
+    assert!(!ipv6::is_walked_ext_header(upper.protocol), "the walk stopped at an extension");
+    if let Some(fragment) = upper.fragment {
+        fold(
+            u64::from(fragment.offset) ^ u64::from(fragment.more_frags) ^ u64::from(fragment.ident),
+        );
+        fold(u64::from(fragment.is_fragment()));
+    }
+    let l4 = ip.upper_layer_payload(&upper);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    fold(u64::from(checksum::verifies_v6(src, dst, upper.protocol, l4)));
+    match upper.protocol {
+        ip_proto::TCP | ip_proto::UDP => {
+            wire_l4(l4, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, fold);
+        }
+        ip_proto::ICMPV6 => wire_icmpv6(l4, src, dst, fold, depth),
+        _ => {}
+    }
+    // An unused extension-header walk over the same payload from another start.
+    fold(ExtHeaders::new(ip_proto::DEST_OPTIONS, ip.payload()).count() as u64);
+}
+
+/// The ICMPv6 and NDP views' accessors over `bytes`; an error's invoking packet is walked
+/// while `depth` is 0.
+fn wire_icmpv6(bytes: &[u8], src: Ipv6Addr, dst: Ipv6Addr, fold: &mut impl FnMut(u64), depth: u8) {
+    if let Ok(icmp) = Icmpv6Packet::new_checked(bytes) {
+        fold(u64::from(icmp.msg_type()) ^ u64::from(icmp.code()) ^ u64::from(icmp.checksum()));
+        fold(u64::from(icmp.echo_ident()) ^ u64::from(icmp.echo_seq_no()) ^ u64::from(icmp.mtu()));
+        fold(u64::from(icmp.pointer()) ^ icmp.body().len() as u64);
+        fold(
+            u64::from(icmp.verify_checksum(src, dst))
+                ^ u64::from(icmpv6::is_error(icmp.msg_type())),
+        );
+        if depth == 0
+            && let Some(invoking) = icmp.invoking_packet()
+        {
+            fold_ipv6(invoking, fold, 1);
+        }
+    }
+    match NdpPacket::new_checked(bytes) {
+        Ok(ndp) => {
+            assert!(ndp.options().all(|o| o.is_ok()), "a checked NDP packet has a bad option");
+            fold(u64::from(ndp.is_solicit()) ^ u64::from(ndp.is_advert()) ^ u64::from(ndp.code()));
+            fold(ndp.target_addr().to_bits() as u64);
+            let flags = ndp.advert_flags();
+            fold(
+                u64::from(flags.router)
+                    ^ u64::from(flags.solicited)
+                    ^ u64::from(flags.override_cache),
+            );
+            fold(u64::from(ndp.source_link_addr().map_or(0, |m| m.0[5])));
+            fold(u64::from(ndp.target_link_addr().map_or(0, |m| m.0[0])));
+            fold(u64::from(ndp.verify_checksum(src, dst)));
+        }
+        Err(e) => {
+            let ndp = NdpPacket::new_unchecked(bytes);
+            fold(
+                e as u64
+                    ^ ndp.options().count() as u64
+                    ^ u64::from(ndp.source_link_addr().is_some()),
+            );
+        }
+    }
+}
+
+/// The IPv6 setters on a copy, with their checksum oracle: rewriting both addresses with an
+/// incremental update keeps a valid TCP, UDP or ICMPv6 checksum valid. And the NDP writers,
+/// fed the frame's addresses: what they write parses back and verifies.
+fn rewrite_ipv6(frame: &[u8], l3: usize, fold: &mut impl FnMut(u64)) {
+    let mut copy = frame.to_vec();
+    let Some(ip_bytes) = copy.get_mut(l3..) else { return };
+    let Ok(mut ip) = Ipv6Packet::new_checked(ip_bytes) else { return };
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.decrement_hop_limit();
+    let mut buffer = [0u8; ndp::FRAME_LEN];
+    let mac = MacAddr([2, 0, 0, 0, 0, (dst.to_bits() >> 8) as u8]);
+    let written = ndp::write_neighbor_solicit(&mut buffer, mac, dst, src).expect("room for a NS");
+    check_written_ndp(&buffer[..written], dst, ndp::solicited_node(src), fold);
+    let flags = AdvertFlags { router: false, solicited: !src.is_multicast(), override_cache: true };
+    let written =
+        ndp::write_neighbor_advert(&mut buffer, mac, dst, (MacAddr::BROADCAST, src), flags)
+            .expect("room for a NA");
+    check_written_ndp(&buffer[..written], dst, src, fold);
+    let Ok(upper) = ip.upper_layer() else { return };
+    let field = match upper.protocol {
+        ip_proto::TCP => 16..18,
+        ip_proto::UDP => 6..8,
+        ip_proto::ICMPV6 => 2..4,
+        _ => return,
+    };
+    let valid = checksum::verifies_v6(src, dst, upper.protocol, ip.upper_layer_payload(&upper));
+    let (new_src, new_dst) = (VIP6, Ipv6Addr::from_bits(src.to_bits().rotate_left(8)));
+    ip.rewrite_src_addr(new_src);
+    ip.rewrite_dst_addr(new_dst);
+    let l4 = ip.upper_layer_payload_mut(&upper);
+    let Some(slot) = l4.get_mut(field) else { return };
+    let old = u16::from_be_bytes([slot[0], slot[1]]);
+    let delta = checksum::Delta::NONE.addr_v6(src, new_src).addr_v6(dst, new_dst);
+    slot.copy_from_slice(&delta.apply(old).to_be_bytes());
+    let after = checksum::verifies_v6(new_src, new_dst, upper.protocol, l4);
+    assert!(!valid || after, "an incremental IPv6 rewrite broke the upper-layer checksum");
+    fold(u64::from(after));
+}
+
+/// A frame the NDP writers wrote parses as Ethernet, IPv6 and NDP, with a valid checksum.
+fn check_written_ndp(frame: &[u8], src: Ipv6Addr, dst: Ipv6Addr, fold: &mut impl FnMut(u64)) {
+    let eth = EthernetFrame::new_checked(frame).expect("a written NDP frame has Ethernet");
+    assert_eq!(eth.ethertype(), EtherType::IPV6);
+    let ip = Ipv6Packet::new_checked(eth.payload()).expect("a written NDP frame has IPv6");
+    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.hop_limit()), (src, dst, ndp::HOP_LIMIT));
+    let upper = ip.upper_layer().expect("a written NDP frame has no extension headers");
+    let message = ip.upper_layer_payload(&upper);
+    let packet = NdpPacket::new_checked(message).expect("a written NDP message parses");
+    assert!(packet.verify_checksum(src, dst), "a written NDP message's checksum is wrong");
+    fold(u64::from(packet.msg_type()));
 }
 
 /// The TCP, UDP and ICMP views' accessors over `bytes`.

@@ -25,8 +25,20 @@
 //!
 //! UDP reserves checksum 0 for "no checksum" (RFC 768): [`update_udp_u16`] and
 //! [`update_udp_addr`] leave 0 alone and send a computed 0 as 0xffff.
+//!
+//! # IPv6
+//!
+//! TCP, UDP and ICMPv6 over IPv6 all cover the RFC 8200 §8.1 pseudo-header: source and
+//! destination (16 bytes each), the upper-layer length as 32 bits, three zero bytes and the
+//! next header (the upper-layer protocol, not the first extension header).
+//! [`pseudo_header_sum_v6`], [`verifies_v6`] and [`compute_v6`] cover it; an address rewrite
+//! is [`update_addr_v6`] (eight words, still one RFC 1624 update, so the invariant above
+//! holds: the pseudo-header's next header is never 0 for TCP, UDP or ICMPv6). Over IPv6 a
+//! UDP checksum of 0 is not allowed (RFC 8200 §8.1); [`update_udp_addr_v6`] still leaves a
+//! received 0 alone — the packet is invalid either way, and a rewrite must not make it look
+//! valid.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds `b` to `a` with end-around carry (one's-complement addition over 64-bit words).
 #[inline]
@@ -270,6 +282,70 @@ impl Delta {
     }
 }
 
+/// The partial sum of the IPv6 pseudo-header (RFC 8200 §8.1) that TCP, UDP and ICMPv6
+/// checksums over IPv6 cover: source, destination, the upper-layer `length` in bytes (32
+/// bits) and `next_header` (the upper-layer protocol, e.g. 58 for ICMPv6).
+#[inline]
+pub fn pseudo_header_sum_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u32 {
+    // Sixteen 16-bit words of at most 0xffff each, plus three more: far below u32::MAX.
+    let words = |addr: Ipv6Addr| addr.segments().iter().map(|&w| u32::from(w)).sum::<u32>();
+    words(src) + words(dst) + (length >> 16) + (length & 0xffff) + u32::from(next_header)
+}
+
+/// Whether `data` (a whole TCP segment, UDP datagram or ICMPv6 message, checksum field in
+/// place) carries the right checksum over the IPv6 pseudo-header with `src`, `dst`,
+/// `next_header` and `data.len()` as the length. Either form of zero verifies.
+#[inline]
+pub fn verifies_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, data: &[u8]) -> bool {
+    let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    fold(sum(data, pseudo_header_sum_v6(src, dst, next_header, length))) == 0xffff
+}
+
+/// The checksum to put on the wire for `data` (a whole upper-layer packet whose checksum field
+/// holds 0) over the IPv6 pseudo-header with `src`, `dst`, `next_header` and `data.len()`.
+/// For UDP, a result of 0 must be sent as 0xffff (RFC 8200 §8.1).
+#[inline]
+pub fn compute_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, data: &[u8]) -> u16 {
+    let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    finish(sum(data, pseudo_header_sum_v6(src, dst, next_header, length)))
+}
+
+/// `~m + m'` over the eight words of an IPv6 address that changed from `old` to `new`.
+#[inline]
+fn addr_v6_change(old: Ipv6Addr, new: Ipv6Addr) -> u64 {
+    let (old, new) = (old.to_bits(), new.to_bits());
+    // Four 32-bit halves of each: the same value mod 0xffff as eight 16-bit words, and zero
+    // exactly when every word's term is (see [`Delta`] on 32-bit changes).
+    (0..4)
+        .map(|i| {
+            let shift = 32 * i;
+            u64::from(!((old >> shift) as u32)) + u64::from((new >> shift) as u32)
+        })
+        .sum()
+}
+
+/// The new checksum after an IPv6 address it covers (in a TCP, UDP or ICMPv6 pseudo-header)
+/// changed from `old` to `new`: the IPv6 twin of [`update_addr`], with the same exactness.
+#[inline]
+pub fn update_addr_v6(checksum: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    Delta::NONE.addr_v6(old, new).apply(checksum)
+}
+
+/// [`update_addr_v6`] for a UDP checksum: 0 stays 0, and a computed 0 is sent as 0xffff.
+#[inline]
+pub fn update_udp_addr_v6(checksum: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    udp_form(checksum, |present| update_addr_v6(present, old, new))
+}
+
+impl Delta {
+    /// Adds an IPv6 address's change (in a TCP, UDP or ICMPv6 pseudo-header).
+    #[inline]
+    #[must_use]
+    pub fn addr_v6(self, old: Ipv6Addr, new: Ipv6Addr) -> Delta {
+        Delta(self.0 + addr_v6_change(old, new))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +586,100 @@ mod tests {
             );
             prop_assert_eq!(by_addr, udp(&words));
             prop_assert_eq!(by_words, udp(&words));
+        }
+    }
+}
+
+/// The IPv6 helpers against the word-by-word definition and a full recompute.
+#[cfg(test)]
+mod v6_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The RFC 8200 §8.1 pseudo-header, as bytes.
+    fn pseudo_bytes(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        out.extend_from_slice(&src.octets());
+        out.extend_from_slice(&dst.octets());
+        out.extend_from_slice(&length.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, next_header]);
+        out
+    }
+
+    fn addr(bits: u128) -> Ipv6Addr {
+        Ipv6Addr::from_bits(bits)
+    }
+
+    #[test]
+    fn all_ones_addresses_do_not_overflow() {
+        let max = addr(u128::MAX);
+        let sum = pseudo_header_sum_v6(max, max, 255, u32::MAX);
+        assert_eq!(fold(sum), fold(super::sum(&pseudo_bytes(max, max, 255, u32::MAX), 0)));
+    }
+
+    proptest! {
+        #[test]
+        fn pseudo_header_sum_is_the_sum_of_its_bytes(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            next_header in any::<u8>(),
+            length in any::<u32>(),
+        ) {
+            let (src, dst) = (addr(src), addr(dst));
+            let bytes = pseudo_bytes(src, dst, next_header, length);
+            prop_assert_eq!(
+                fold(pseudo_header_sum_v6(src, dst, next_header, length)),
+                fold(sum(&bytes, 0))
+            );
+        }
+
+        #[test]
+        fn compute_then_verify(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            mut data in proptest::collection::vec(any::<u8>(), 4..80),
+            flip in any::<u16>(),
+        ) {
+            let (src, dst) = (addr(src), addr(dst));
+            data[2] = 0;
+            data[3] = 0;
+            let checksum = compute_v6(src, dst, 58, &data);
+            data[2..4].copy_from_slice(&checksum.to_be_bytes());
+            prop_assert!(verifies_v6(src, dst, 58, &data));
+            let wrong = checksum ^ flip;
+            data[2..4].copy_from_slice(&wrong.to_be_bytes());
+            let same_number = flip == 0 || (checksum == 0 && wrong == 0xffff)
+                || (checksum == 0xffff && wrong == 0);
+            prop_assert_eq!(verifies_v6(src, dst, 58, &data), same_number);
+        }
+
+        #[test]
+        fn address_updates_match_a_full_recompute(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            new_src in any::<u128>(),
+            new_dst in any::<u128>(),
+            next_header in prop::sample::select(vec![6u8, 17, 58]),
+            mut data in proptest::collection::vec(any::<u8>(), 8..80),
+            edge in 0..4u8,
+        ) {
+            // Edges: an address to itself, and to or from all zeros.
+            let (src, dst) = (addr(src), addr(dst));
+            let new_src = match edge { 0 => src, 1 => Ipv6Addr::UNSPECIFIED, _ => addr(new_src) };
+            let new_dst = addr(new_dst);
+            data[6] = 0;
+            data[7] = 0;
+            let before = compute_v6(src, dst, next_header, &data);
+            let updated = update_addr_v6(update_addr_v6(before, src, new_src), dst, new_dst);
+            let delta = Delta::NONE.addr_v6(src, new_src).addr_v6(dst, new_dst).apply(before);
+            let after = compute_v6(new_src, new_dst, next_header, &data);
+            prop_assert_eq!(updated, after);
+            prop_assert_eq!(delta, after);
+            // The UDP form: 0 stays 0, anything else is the recompute in UDP form.
+            let udp = |c: u16| if c == 0 { 0xffff } else { c };
+            prop_assert_eq!(update_udp_addr_v6(0, src, new_src), 0);
+            let by_udp = update_udp_addr_v6(update_udp_addr_v6(udp(before), src, new_src), dst, new_dst);
+            prop_assert_eq!(by_udp, udp(after));
         }
     }
 }

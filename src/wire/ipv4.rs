@@ -45,14 +45,31 @@ pub const MIN_HEADER_LEN: usize = field::DST_ADDR.end;
 /// The longest IPv4 header: IHL 15, 40 bytes of options.
 pub const MAX_HEADER_LEN: usize = 60;
 
-/// IP protocol numbers (IANA "Assigned Internet Protocol Numbers") xlb looks at.
+/// IP protocol numbers (IANA "Assigned Internet Protocol Numbers") xlb looks at, in IPv4's
+/// protocol field and IPv6's next-header fields alike.
 pub mod ip_proto {
+    /// IPv6 hop-by-hop options (RFC 8200 §4.3); only directly after the IPv6 header.
+    pub const HOP_BY_HOP: u8 = 0;
     /// Internet Control Message Protocol.
     pub const ICMP: u8 = 1;
     /// Transmission Control Protocol.
     pub const TCP: u8 = 6;
     /// User Datagram Protocol.
     pub const UDP: u8 = 17;
+    /// IPv6 routing header (RFC 8200 §4.4).
+    pub const ROUTING: u8 = 43;
+    /// IPv6 fragment header (RFC 8200 §4.5).
+    pub const FRAGMENT: u8 = 44;
+    /// Encapsulating security payload (RFC 4303).
+    pub const ESP: u8 = 50;
+    /// Authentication header (RFC 4302).
+    pub const AH: u8 = 51;
+    /// ICMP for IPv6 (RFC 4443).
+    pub const ICMPV6: u8 = 58;
+    /// IPv6 "no next header" (RFC 8200 §4.7): nothing follows.
+    pub const NO_NEXT_HEADER: u8 = 59;
+    /// IPv6 destination options (RFC 8200 §4.6).
+    pub const DEST_OPTIONS: u8 = 60;
 }
 
 const FLAG_DONT_FRAG: u16 = 0x4000;

@@ -1,7 +1,8 @@
 //! Zero-copy views over the packets xlb reads and rewrites, and the checksums that go with
 //! them.
 //!
-//! One file per protocol — [`ethernet`], [`arp`], [`ipv4`], [`tcp`], [`udp`], [`icmp`] — each
+//! One file per protocol — [`ethernet`], [`arp`], [`ipv4`], [`ipv6`], [`tcp`], [`udp`],
+//! [`icmp`], [`icmpv6`], [`ndp`] — each
 //! with a `Packet<T: AsRef<[u8]>>`-style view in the manner of smoltcp's `wire` module:
 //! getters on any `T: AsRef<[u8]>`, setters on `T: AsRef<[u8]> + AsMut<[u8]>`, field offsets
 //! as range constants in a private `mod field`. A view owns nothing: wrap a `&[u8]` or a
@@ -17,7 +18,12 @@
 //!   contract), none panics on a view made with `new_unchecked` either, nor after a setter
 //!   wrote a nonsensical length. `new_checked` is what guarantees the values are meaningful.
 //! - **No allocation, no copy.** Views borrow; payload accessors return sub-slices.
-//! - **IPv4 only** for now; IPv6 comes later in its own file.
+//! - **Bounded walks.** The two variable-length chains — IPv6 extension headers and NDP
+//!   options — are walked by iterators that advance by at least 8 bytes a step, stop at the
+//!   buffer's end, and (for extension headers) give up after [`ipv6::MAX_EXT_HEADERS`]
+//!   headers or [`ipv6::MAX_EXT_BYTES`] bytes: no input makes them loop or panic.
+//! - **IPv6 has views and checksums, not yet a pipeline**: the dataplane still passes IPv6
+//!   frames to the kernel.
 //!
 //! Everything is `#[inline]`: these are a few loads and stores each, and the pipeline calls
 //! them per packet.
@@ -63,14 +69,20 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
+pub mod ndp;
 pub mod tcp;
 pub mod udp;
 
 pub use arp::{ArpOperation, ArpPacket};
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmp::IcmpPacket;
+pub use icmpv6::Icmpv6Packet;
 pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
+pub use ndp::NdpPacket;
 pub use tcp::{TcpFlags, TcpPacket};
 pub use udp::UdpPacket;
 
@@ -90,6 +102,11 @@ pub enum WireError {
     Unsupported,
     /// Any other inconsistency between fields.
     Malformed,
+    /// An IPv6 extension-header chain longer than xlb walks ([`ipv6::MAX_EXT_HEADERS`]
+    /// headers or [`ipv6::MAX_EXT_BYTES`] bytes).
+    ExtHeaderChainTooLong,
+    /// An NDP option whose length field is 0 (RFC 4861 §4.6: the packet must be discarded).
+    ZeroLengthOption,
 }
 
 impl WireError {
@@ -102,6 +119,8 @@ impl WireError {
             WireError::BadTotalLen => "bad total length",
             WireError::Unsupported => "unsupported packet",
             WireError::Malformed => "malformed packet",
+            WireError::ExtHeaderChainTooLong => "IPv6 extension-header chain too long",
+            WireError::ZeroLengthOption => "NDP option of length 0",
         }
     }
 }
