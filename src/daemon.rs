@@ -65,7 +65,6 @@ use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
 use crate::control::instance;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
-use crate::control::log::{error, info, warn};
 use crate::control::neighbors::{NeighborRelay, Wanted};
 use crate::control::probe_routes::{self, ProbeRoutes};
 use crate::control::snapshot::BackendId;
@@ -81,6 +80,7 @@ use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
 use crate::dataplane::{BackendCounters, PassiveCounters};
 use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
+use crate::log::{error, info, warn};
 use crate::sched::SchedulerKind;
 use crate::time::MonotonicClock;
 use crate::wire::MacAddr;
@@ -1026,7 +1026,7 @@ impl ControlLoop<'_> {
         let wanted = Wanted::new(&self.snapshot, unresolved);
         let observed = self.relay.observe(StdInstant::now(), &wanted, &entries);
         for (level, line) in &observed.lines {
-            crate::control::log::write(*level, format_args!("{line}"));
+            crate::log::write(*level, format_args!("{line}"));
         }
         for (ip, mac) in observed.relay {
             for control in self.controls {

@@ -75,7 +75,7 @@ enum Command {
         metrics: Option<std::net::SocketAddr>,
         /// Log lines at this level and above: error, warn, info, debug.
         #[arg(long, default_value = "info")]
-        log_level: xlb::control::log::Level,
+        log_level: xlb::log::Level,
         /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
             tap_prefix,
             state,
         } => {
-            xlb::control::log::set_max_level(log_level);
+            xlb::log::set_max_level(log_level);
             let options = RunOptions {
                 metrics,
                 socket,

@@ -1,5 +1,5 @@
 //! The control side: configuration and the snapshots workers read, health checks,
-//! statistics, Prometheus metrics, logging, the ipvsadm-style control socket, and which
+//! statistics, Prometheus metrics, the ipvsadm-style control socket, and which
 //! snooped ARP reaches the workers.
 
 pub mod config;
@@ -7,7 +7,6 @@ pub mod health;
 pub mod http;
 pub mod instance;
 pub mod ipvsadm;
-pub mod log;
 pub mod metrics;
 pub mod neighbors;
 pub mod probe_routes;

@@ -54,7 +54,7 @@ use std::str::FromStr;
 
 use super::marker::{MARKER_WAIT, Marker};
 use super::xsk::XskPort;
-use crate::control::log::{info, warn};
+use crate::log::{info, warn};
 
 // asm-generic socket option numbers (every Linux architecture xlb builds for); libc does not
 // name the last three for Linux.
@@ -659,9 +659,7 @@ impl DeviceTuning {
 impl Drop for DeviceTuning {
     fn drop(&mut self) {
         if let Err(error) = self.restore() {
-            crate::control::log::warn!(
-                "busy polling: giving the device its settings back: {error}"
-            );
+            crate::log::warn!("busy polling: giving the device its settings back: {error}");
         }
     }
 }
