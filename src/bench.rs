@@ -472,7 +472,7 @@ fn run_null(args: &ForwardArgs, stop: &AtomicBool) -> anyhow::Result<ForwardSumm
     let mut tx_port = XskPort::open(&tx.name, 0, XskConfig::default())?;
     // As `xlb run` does; `_tuning` gives the devices their settings back on return.
     let devices = [rx.name.as_str(), tx.name.as_str()];
-    let record_dir = PathBuf::from(crate::control::instance::LOCK_DIR);
+    let record_dir = PathBuf::from(crate::instance::LOCK_DIR);
     let (busy, _tuning) = busypoll::start(
         args.busy_poll,
         &record_dir,

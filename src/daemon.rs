@@ -3,7 +3,7 @@
 //!
 //! Start-up, in order (any failure undoes what was done, by drop, and names the step):
 //! 1. read and validate the config; lock the control socket and every interface (see
-//!    [`crate::control::instance`]: a second `xlb run` on either stops here, before it
+//!    [`crate::instance`]: a second `xlb run` on either stops here, before it
 //!    changes anything); read each interface's index, MAC and queue count from the device
 //!    (a `mac` in the config must match it); read the state file the previous run
 //!    kept ([`crate::control::state`]): its health verdicts and `xlb ctl` weights are resumed,
@@ -63,7 +63,6 @@ use crate::conntrack::{ConntrackReader, FlowState};
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
-use crate::control::instance;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
 use crate::control::neighbors::{NeighborRelay, Wanted};
 use crate::control::probe_routes::{self, ProbeRoutes};
@@ -80,6 +79,7 @@ use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
 use crate::dataplane::{BackendCounters, PassiveCounters};
 use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
+use crate::instance;
 use crate::log::{error, info, warn};
 use crate::sched::SchedulerKind;
 use crate::time::MonotonicClock;

@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod flow;
 pub mod hash;
+pub mod instance;
 pub mod log;
 pub mod sched;
 pub mod testkit;

@@ -5,7 +5,6 @@
 pub mod config;
 pub mod health;
 pub mod http;
-pub mod instance;
 pub mod ipvsadm;
 pub mod metrics;
 pub mod neighbors;

@@ -532,9 +532,9 @@ fn io_error(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> Tuning
 }
 
 /// Where the record of device `name`'s previous settings is kept, in `dir` (xlb uses
-/// [`crate::control::instance::LOCK_DIR`]); per network namespace, like the instance locks.
+/// [`crate::instance::LOCK_DIR`]); per network namespace, like the instance locks.
 pub fn record_path(dir: &Path, name: &str) -> PathBuf {
-    crate::control::instance::interface_lock_path(dir, name).with_extension("busypoll")
+    crate::instance::interface_lock_path(dir, name).with_extension("busypoll")
 }
 
 fn read_setting(device: &Path, setting: &str) -> Result<String, TuningError> {
