@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::control::config::parse_mac;
 use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
 use crate::dataplane::io::afxdp::generator::{self, FrameSpec, GenConfig, GenLimits, Generator};
 use crate::dataplane::io::afxdp::netdev::Netdev;
@@ -37,6 +36,7 @@ use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::dataplane::null::NullForwarder;
 use crate::flow::Proto;
 use crate::wire::MacAddr;
+use crate::wire::ethernet::parse_mac;
 
 /// `xlb bench`'s subcommands.
 #[derive(Debug, clap::Subcommand)]
