@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
+use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::generator::{self, FrameSpec, GenConfig, GenLimits, Generator};
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::redirect::Redirect;
@@ -35,6 +35,7 @@ use crate::dataplane::io::afxdp::steer::{self, SteerProgram, SteerRules, XdpMode
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::dataplane::null::NullForwarder;
 use crate::flow::Proto;
+use crate::tuning::BusyPollMode;
 use crate::wire::MacAddr;
 use crate::wire::ethernet::parse_mac;
 

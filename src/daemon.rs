@@ -71,7 +71,7 @@ use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::state::{self, Kept, State};
 use crate::control::{Snapshot, stats};
 use crate::control::{http, metrics};
-use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
+use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::tap::{self, Tap};
@@ -83,6 +83,7 @@ use crate::instance;
 use crate::log::{error, info, warn};
 use crate::sched::SchedulerKind;
 use crate::time::MonotonicClock;
+use crate::tuning::BusyPollMode;
 use crate::wire::MacAddr;
 
 /// How often control reads what the steering programs snooped.

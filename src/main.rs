@@ -16,10 +16,10 @@ use xlb::control::ipvsadm::{self, Command as CtlCommand};
 use xlb::control::socket::{self, Request};
 use xlb::control::{Config, Snapshot};
 use xlb::daemon::{self, RunOptions};
-use xlb::dataplane::io::afxdp::busypoll::BusyPollMode;
 use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
 use xlb::sched::SchedulerKind;
+use xlb::tuning::BusyPollMode;
 
 /// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
 #[derive(Debug, Parser)]

@@ -67,9 +67,9 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
-use crate::dataplane::io::afxdp::busypoll::BusyPollMode;
 use crate::flow::{ForwardMode, Proto};
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
+use crate::tuning::BusyPollMode;
 use crate::wire::ethernet::parse_mac;
 
 /// A MAC address as the config holds it. (The integrator converts it to `wire::MacAddr`.)
