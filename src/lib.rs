@@ -13,7 +13,10 @@
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
-//! - [`control`]: configuration and the immutable [`control::Snapshot`] workers read.
+//! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read, in
+//!   a module of its own so that the dataplane never imports control.
+//! - [`control`]: configuration and building snapshots from it, health checks, statistics,
+//!   metrics and the control socket.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.
 
 pub mod addr_map;
@@ -28,6 +31,7 @@ pub mod hash;
 pub mod instance;
 pub mod log;
 pub mod sched;
+pub mod snapshot;
 pub mod testkit;
 pub mod time;
 pub mod tuning;

@@ -339,8 +339,10 @@ pub mod captures {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
     use super::{ACK, FIN_ACK, Host, PSH_ACK, SYN, arp, icmp_echo, tcp, udp};
-    use crate::control::{Config, Snapshot};
-    use crate::dataplane::{CoreSlot, IfaceId, Pipeline};
+    use crate::control::Config;
+    use crate::dataplane::{CoreSlot, Pipeline};
+    use crate::snapshot::IfaceId;
+    use crate::snapshot::Snapshot;
     use crate::time::Instant;
     use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, MacAddr};
 

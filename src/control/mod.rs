@@ -14,5 +14,5 @@ pub mod socket;
 pub mod state;
 pub mod stats;
 
+pub use crate::snapshot::Snapshot;
 pub use config::Config;
-pub use snapshot::Snapshot;

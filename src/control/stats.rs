@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conntrack::{Flow, FlowState};
-use crate::control::Snapshot;
-use crate::control::snapshot::BackendId;
 use crate::dataplane::BackendCounters;
 use crate::dataplane::worker::CoreReport;
 use crate::flow::Proto;
+use crate::snapshot::BackendId;
+use crate::snapshot::Snapshot;
 
 /// A backend's current connections as IPVS counts them: active = TCP established, inactive =
 /// every other state (UDP included).

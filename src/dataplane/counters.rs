@@ -185,7 +185,7 @@ pub struct PassiveCounters {
 pub struct Counters {
     stats: [u64; Stat::COUNT],
     drops: [u64; DropReason::COUNT],
-    /// Indexed like [`crate::control::Snapshot::backends`].
+    /// Indexed like [`crate::snapshot::Snapshot::backends`].
     pub backends: Vec<BackendCounters>,
     /// Indexed like `backends`.
     pub passive: Vec<PassiveCounters>,

@@ -10,4 +10,7 @@ pub mod pipeline;
 pub mod worker;
 
 pub use counters::{BackendCounters, Counters, DropReason, PassiveCounters, Stat};
-pub use pipeline::{BATCH, CoreSlot, IfaceId, Pipeline, Verdict};
+pub use pipeline::{BATCH, CoreSlot, Pipeline, Verdict};
+// The pipeline's interface is made of it (`process` takes one, `Verdict::Tx` names one);
+// drivers, tests and benchmarks find it here with the pipeline.
+pub use crate::snapshot::IfaceId;

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dataplane::worker::{Port, PortStats};
-use crate::dataplane::{DropReason, IfaceId, Verdict};
+use crate::dataplane::{DropReason, Verdict};
+use crate::snapshot::IfaceId;
 use crate::wire::MacAddr;
 
 /// The interface the null forwarder sends by, as its verdicts name it.

@@ -68,11 +68,11 @@ use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{
     Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange, Prepared,
 };
-use crate::control::snapshot::{Owned, Route, Snapshot};
 use crate::dataplane::counters::{Counters, DropReason, Stat};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::flow_hash;
 use crate::sched::{PickContext, SchedState};
+use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::checksum;
 use crate::wire::icmp::icmp_type;
@@ -81,17 +81,6 @@ use crate::wire::{
     ArpOperation, ArpPacket, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, TcpFlags,
     TcpPacket, UdpPacket, WireError,
 };
-
-/// Index of an interface in [`Snapshot::interfaces`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct IfaceId(pub u8);
-
-impl IfaceId {
-    #[inline]
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-}
 
 /// What to do with a frame after [`Pipeline::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,8 +53,9 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 
-use crate::control::Snapshot;
-use crate::dataplane::{BATCH, Counters, IfaceId, Pipeline, Stat, Verdict};
+use crate::dataplane::{BATCH, Counters, Pipeline, Stat, Verdict};
+use crate::snapshot::IfaceId;
+use crate::snapshot::Snapshot;
 use crate::time::{Instant, MonotonicClock};
 use crate::wire::MacAddr;
 
@@ -577,7 +578,8 @@ pub(crate) mod testing {
     use std::time::Duration;
 
     use super::{Port, PortStats, ProcessBatch};
-    use crate::dataplane::{BATCH, IfaceId, Verdict};
+    use crate::dataplane::{BATCH, Verdict};
+    use crate::snapshot::IfaceId;
 
     /// A port backed by queues: `inbox` is what arrives, `wire` what was transmitted.
     #[derive(Debug, Default)]

@@ -64,8 +64,9 @@ use xsk_rs::umem::frame::DataMut;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::dataplane::worker::{Port, PortStats, ProcessBatch};
-use crate::dataplane::{BATCH, IfaceId, Verdict};
+use crate::dataplane::{BATCH, Verdict};
 use crate::log::warn;
+use crate::snapshot::IfaceId;
 
 use super::tap::Tap;
 
