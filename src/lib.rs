@@ -30,6 +30,7 @@ pub mod flow;
 pub mod hash;
 pub mod instance;
 pub mod log;
+pub mod report;
 pub mod sched;
 pub mod snapshot;
 pub mod testkit;

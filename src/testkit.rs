@@ -10,7 +10,8 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IcmpEchoHeader, Icmpv4Type, PacketBuilder,
 };
 
-use crate::dataplane::{Counters, DropReason, Stat, Verdict};
+use crate::dataplane::Verdict;
+use crate::report::{Counters, DropReason, Stat};
 use crate::wire::MacAddr;
 
 pub mod malformed;
@@ -341,8 +342,7 @@ pub mod captures {
     use super::{ACK, FIN_ACK, Host, PSH_ACK, SYN, arp, icmp_echo, tcp, udp};
     use crate::control::Config;
     use crate::dataplane::{CoreSlot, Pipeline};
-    use crate::snapshot::IfaceId;
-    use crate::snapshot::Snapshot;
+    use crate::snapshot::{IfaceId, Snapshot};
     use crate::time::Instant;
     use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, MacAddr};
 

@@ -67,8 +67,8 @@ use crate::control::config::{
 };
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
-use crate::dataplane::BackendCounters;
 use crate::flow::{ForwardMode, Proto};
+use crate::report::BackendCounters;
 use crate::sched::SchedulerKind;
 use crate::snapshot::Snapshot;
 

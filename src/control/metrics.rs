@@ -54,10 +54,10 @@ use crate::control::health::{BackendKey, BackendStatus, HealthCounters, ServiceK
 use crate::control::socket::CtlStats;
 pub use crate::control::stats::BackendConnections;
 use crate::control::stats::Ledger;
-use crate::dataplane::worker::{
-    BATCH_SIZE_BUCKETS, BatchLatency, CoreReport, PortStats, batch_size_bucket_floor,
+use crate::report::{
+    BATCH, BATCH_SIZE_BUCKETS, BackendCounters, BatchLatency, CoreReport, DropReason, PortStats,
+    Stat, batch_size_bucket_floor,
 };
-use crate::dataplane::{BATCH, BackendCounters, DropReason, Stat};
 use crate::snapshot::Snapshot;
 
 /// The `Content-Type` of the text exposition format.
@@ -864,7 +864,7 @@ fn escape(text: &str, quote: bool) -> String {
 mod tests {
     use super::*;
     use crate::control::{Config, stats};
-    use crate::dataplane::Counters;
+    use crate::report::Counters;
     use crate::snapshot::IfaceId;
     use proptest::prelude::*;
     use std::collections::HashSet;

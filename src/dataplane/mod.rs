@@ -3,14 +3,33 @@
 //! [`Pipeline::process`] is the one place a packet decision is made; `io/` holds the drivers
 //! (pcap replay now, AF_XDP next) that call it. See [`pipeline`] for the contract.
 
-pub mod counters;
 pub mod io;
 pub mod null;
 pub mod pipeline;
 pub mod worker;
 
-pub use counters::{BackendCounters, Counters, DropReason, PassiveCounters, Stat};
-pub use pipeline::{BATCH, CoreSlot, Pipeline, Verdict};
-// The pipeline's interface is made of it (`process` takes one, `Verdict::Tx` names one);
-// drivers, tests and benchmarks find it here with the pipeline.
+pub use pipeline::{CoreSlot, Pipeline, Verdict};
+// The pipeline's interface is made of these (`process` takes an `IfaceId`, a verdict names
+// one or a `DropReason`, `process_batch` takes up to `BATCH` frames, its counters are read
+// by `Stat` and per backend): drivers, tests and benchmarks find them here with the
+// pipeline. The crate itself names them where they are defined.
+pub use crate::report::{BATCH, BackendCounters, DropReason, Stat};
 pub use crate::snapshot::IfaceId;
+
+use crate::report::Counters;
+
+impl Counters {
+    /// Counts a verdict other than `Tx` (pass, drop by reason, held); out of line, so the
+    /// forwarding path, which counts its `Tx` verdicts a batch at a time, stays small. Here,
+    /// beside [`Verdict`], so that the counters (in [`crate::report`]) need not know it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn count_other(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Tx(_) => self.add(Stat::TxPackets, 1),
+            Verdict::Pass => self.add(Stat::PassPackets, 1),
+            Verdict::Drop(reason) => self.drop(reason),
+            Verdict::Held => self.add(Stat::HeldPackets, 1),
+        }
+    }
+}

@@ -24,7 +24,8 @@
 use std::net::Ipv4Addr;
 
 use super::{ACK, Flags, Host, SYN, arp, icmp_echo, icmp_port_unreachable, padded, tcp, udp};
-use crate::dataplane::{DropReason, Verdict};
+use crate::dataplane::Verdict;
+use crate::report::DropReason;
 use crate::snapshot::IfaceId;
 use crate::wire::{MacAddr, checksum};
 

@@ -35,9 +35,9 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use serde::Serialize;
 
-use crate::dataplane::{CoreSlot, Pipeline, Stat, Verdict};
-use crate::snapshot::IfaceId;
-use crate::snapshot::Snapshot;
+use crate::dataplane::{CoreSlot, Pipeline, Verdict};
+use crate::report::Stat;
+use crate::snapshot::{IfaceId, Snapshot};
 use crate::time::Instant;
 use crate::wire::{ArpPacket, EtherType, EthernetFrame};
 

@@ -72,7 +72,7 @@ pub const DEFER_HARD_IRQS: u32 = 2;
 /// The timer that re-enables the device's processing if the application stops polling.
 pub const GRO_FLUSH_TIMEOUT_NS: u64 = 200_000;
 
-const _: () = assert!(BUSY_POLL_BUDGET as usize >= crate::dataplane::BATCH);
+const _: () = assert!(BUSY_POLL_BUDGET as usize >= crate::report::BATCH);
 
 /// What one socket said after the options were set.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,9 +63,10 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::umem::frame::DataMut;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::dataplane::worker::{Port, PortStats, ProcessBatch};
-use crate::dataplane::{BATCH, Verdict};
+use crate::dataplane::Verdict;
+use crate::dataplane::worker::{Port, ProcessBatch};
 use crate::log::warn;
+use crate::report::{BATCH, PortStats};
 use crate::snapshot::IfaceId;
 
 use super::tap::Tap;
