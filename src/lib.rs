@@ -13,11 +13,17 @@
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
-//! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read, in
-//!   a module of its own so that the dataplane never imports control.
+//! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read.
+//! - [`report`]: the counters and reports workers publish and control reads.
+//! - [`dataplane`]: the pipeline and the drivers that feed it.
 //! - [`control`]: configuration and building snapshots from it, health checks, statistics,
 //!   metrics and the control socket.
-//! - [`dataplane`]: the pipeline and the drivers that feed it.
+//! - [`daemon`]: `xlb run`, which wires control and the workers together.
+//!
+//! Layers point one way: wire ← arp/hash ← sched/conntrack ← snapshot/report ← dataplane ←
+//! control ← daemon. The dataplane never imports control; what both need (the snapshot, the
+//! reports, [`log`], [`instance`], [`tuning`]) lives in modules of their own that import
+//! neither, and a test (`layers`) fails listing any line that breaks it.
 
 pub mod addr_map;
 pub mod arp;
@@ -29,6 +35,8 @@ pub mod dataplane;
 pub mod flow;
 pub mod hash;
 pub mod instance;
+#[cfg(test)]
+mod layers;
 pub mod log;
 pub mod report;
 pub mod sched;

@@ -2,6 +2,13 @@
 //!
 //! [`Pipeline::process`] is the one place a packet decision is made; `io/` holds the drivers
 //! (pcap replay now, AF_XDP next) that call it. See [`pipeline`] for the contract.
+//!
+//! The dataplane never imports control. It reads the [`Snapshot`](crate::snapshot::Snapshot)
+//! control builds and publishes [`CoreReport`](crate::report::CoreReport)s control reads, both
+//! defined in modules of their own ([`crate::snapshot`], [`crate::report`]); its I/O set-up
+//! logs through [`crate::log`]. A test of the crate's layers (`layers`) scans every file
+//! under `src/dataplane/` and fails listing each line that names the control module (test
+//! modules excepted: they may build a fixture snapshot from config text).
 
 pub mod io;
 pub mod null;
