@@ -7,8 +7,8 @@
 //! read it without locks.
 //!
 //! This module is shared ground: control builds these types and the dataplane reads them, so
-//! they live in neither. It imports neither `control` nor `dataplane` (the dataplane never
-//! imports control; a test in [`crate::dataplane`] holds it to that). [`Snapshot::new`]
+//! they live in neither. It imports neither `control` nor `dataplane`, and the dataplane
+//! never imports control (the crate's `layers` tests hold both to it). [`Snapshot::new`]
 //! derives the look-up indices from the content it is given, so whoever builds a snapshot
 //! cannot make them disagree.
 //!

@@ -5,8 +5,8 @@
 //!
 //! This module is shared ground, like [`crate::snapshot`]: the dataplane fills these types
 //! and control sums, stores and prints them, so they live in neither, and this module
-//! imports neither `control` nor `dataplane` (the dataplane never imports control; a test in
-//! [`crate::dataplane`] holds it to that). [`BATCH`] is here because the batch-size
+//! imports neither `control` nor `dataplane`, and the dataplane never imports control (the
+//! crate's `layers` tests hold both to it). [`BATCH`] is here because the batch-size
 //! histogram of [`PortStats`] is sized by it.
 //!
 //! Invariants: the counters a core reports are written by that core only (its pipeline,
