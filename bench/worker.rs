@@ -33,10 +33,9 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use xlb::control::{Config, Snapshot};
-use xlb::dataplane::worker::{
-    ControlMsg, CoreReport, Port, PortStats, ProcessBatch, Worker, WorkerOptions,
-};
+use xlb::dataplane::worker::{ControlMsg, Port, ProcessBatch, Worker, WorkerOptions};
 use xlb::dataplane::{BATCH, CoreSlot, IfaceId, Pipeline, Verdict};
+use xlb::report::{CoreReport, PortStats};
 use xlb::testkit;
 use xlb::time::MonotonicClock;
 use xlb::wire::MacAddr;
@@ -260,7 +259,7 @@ const SHOWN: [(&str, &str); 12] = [
     ("BatchLatency::record", "  BatchLatency::record"),
     ("Pipeline::drain_emitted", "  Pipeline::drain_emitted"),
     ("Worker<P>::send_staged", "  Worker::send_staged"),
-    ("drop_in_place<xlb::dataplane::worker::CoreReport>", "  drop of a report (control's side)"),
+    ("drop_in_place<xlb::report::CoreReport>", "  drop of a report (control's side)"),
 ];
 
 fn callgrind(per_poll: usize, iterations: usize) -> Option<(u64, Calls)> {

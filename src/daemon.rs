@@ -3,7 +3,7 @@
 //!
 //! Start-up, in order (any failure undoes what was done, by drop, and names the step):
 //! 1. read and validate the config; lock the control socket and every interface (see
-//!    [`crate::control::instance`]: a second `xlb run` on either stops here, before it
+//!    [`crate::instance`]: a second `xlb run` on either stops here, before it
 //!    changes anything); read each interface's index, MAC and queue count from the device
 //!    (a `mac` in the config must match it); read the state file the previous run
 //!    kept ([`crate::control::state`]): its health verdicts and `xlb ctl` weights are resumed,
@@ -63,26 +63,27 @@ use crate::conntrack::{ConntrackReader, FlowState};
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
-use crate::control::instance;
 use crate::control::ipvsadm::{self, ListView, Outcome, ServiceId};
-use crate::control::log::{error, info, warn};
 use crate::control::neighbors::{NeighborRelay, Wanted};
 use crate::control::probe_routes::{self, ProbeRoutes};
-use crate::control::snapshot::BackendId;
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::state::{self, Kept, State};
-use crate::control::{Snapshot, stats};
+use crate::control::stats;
 use crate::control::{http, metrics};
-use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
+use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::tap::{self, Tap};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
-use crate::dataplane::worker::{ControlMsg, CoreReport, PortStats, Worker, WorkerOptions};
-use crate::dataplane::{BackendCounters, PassiveCounters};
-use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat};
+use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
+use crate::dataplane::{CoreSlot, Pipeline};
+use crate::instance;
+use crate::log::{error, info, warn};
+use crate::report::{BackendCounters, CoreReport, PassiveCounters, PortStats, Stat};
 use crate::sched::SchedulerKind;
+use crate::snapshot::{BackendId, IfaceId, Snapshot};
 use crate::time::MonotonicClock;
+use crate::tuning::BusyPollMode;
 use crate::wire::MacAddr;
 
 /// How often control reads what the steering programs snooped.
@@ -1026,7 +1027,7 @@ impl ControlLoop<'_> {
         let wanted = Wanted::new(&self.snapshot, unresolved);
         let observed = self.relay.observe(StdInstant::now(), &wanted, &entries);
         for (level, line) in &observed.lines {
-            crate::control::log::write(*level, format_args!("{line}"));
+            crate::log::write(*level, format_args!("{line}"));
         }
         for (ip, mac) in observed.relay {
             for control in self.controls {

@@ -13,10 +13,19 @@
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
-//! - [`control`]: configuration and the immutable [`control::Snapshot`] workers read.
+//! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read.
+//! - [`report`]: the counters and reports workers publish and control reads.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.
 //! - [`bench`]: `xlb bench`, the programs only the side-by-side benchmark runs (traffic
 //!   generator, sink, XDP redirect, null forwarder), kept out of the dataplane.
+//! - [`control`]: configuration and building snapshots from it, health checks, statistics,
+//!   metrics and the control socket.
+//! - [`daemon`]: `xlb run`, which wires control and the workers together.
+//!
+//! Layers point one way: wire ← arp/hash ← sched/conntrack ← snapshot/report ← dataplane ←
+//! control ← daemon. The dataplane never imports control; what both need (the snapshot, the
+//! reports, [`log`], [`instance`], [`tuning`]) lives in modules of their own that import
+//! neither, and a test (`layers`) fails listing any line that breaks it.
 
 pub mod addr_map;
 pub mod arp;
@@ -27,7 +36,13 @@ pub mod daemon;
 pub mod dataplane;
 pub mod flow;
 pub mod hash;
+pub mod instance;
+#[cfg(test)]
+mod layers;
+pub mod log;
+pub mod report;
 pub mod sched;
+pub mod snapshot;
 pub mod testkit;
 pub mod time;
 pub mod tuning;

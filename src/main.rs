@@ -12,14 +12,15 @@ use clap::{Parser, Subcommand};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use xlb::control::Config;
 use xlb::control::ipvsadm::{self, Command as CtlCommand};
 use xlb::control::socket::{self, Request};
-use xlb::control::{Config, Snapshot};
 use xlb::daemon::{self, RunOptions};
-use xlb::dataplane::io::afxdp::busypoll::BusyPollMode;
 use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
 use xlb::sched::SchedulerKind;
+use xlb::snapshot::Snapshot;
+use xlb::tuning::BusyPollMode;
 
 /// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
 #[derive(Debug, Parser)]
@@ -75,7 +76,7 @@ enum Command {
         metrics: Option<std::net::SocketAddr>,
         /// Log lines at this level and above: error, warn, info, debug.
         #[arg(long, default_value = "info")]
-        log_level: xlb::control::log::Level,
+        log_level: xlb::log::Level,
         /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
@@ -171,7 +172,7 @@ fn main() -> ExitCode {
             tap_prefix,
             state,
         } => {
-            xlb::control::log::set_max_level(log_level);
+            xlb::log::set_max_level(log_level);
             let options = RunOptions {
                 metrics,
                 socket,
@@ -477,10 +478,9 @@ fn plan(config: &Config) -> anyhow::Result<Snapshot> {
 fn flow_moves(old: &Snapshot, new: &Snapshot) -> String {
     const SAMPLES: u64 = 1 << 16;
     let mut out = String::new();
-    let name =
-        |s: &xlb::control::snapshot::Service| format!("service {} {}:{}", s.proto, s.vip, s.port);
+    let name = |s: &xlb::snapshot::Service| format!("service {} {}:{}", s.proto, s.vip, s.port);
     let backend_at =
-        |snapshot: &Snapshot, service: &xlb::control::snapshot::Service, slot: Option<usize>| {
+        |snapshot: &Snapshot, service: &xlb::snapshot::Service, slot: Option<usize>| {
             slot.and_then(|i| snapshot.backends.get(service.backends.start + i))
                 .map(|b| (b.addr, b.port))
         };

@@ -10,7 +10,8 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IcmpEchoHeader, Icmpv4Type, PacketBuilder,
 };
 
-use crate::dataplane::{Counters, DropReason, Stat, Verdict};
+use crate::dataplane::Verdict;
+use crate::report::{Counters, DropReason, Stat};
 use crate::wire::MacAddr;
 
 pub mod malformed;
@@ -339,8 +340,9 @@ pub mod captures {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
     use super::{ACK, FIN_ACK, Host, PSH_ACK, SYN, arp, icmp_echo, tcp, udp};
-    use crate::control::{Config, Snapshot};
-    use crate::dataplane::{CoreSlot, IfaceId, Pipeline};
+    use crate::control::Config;
+    use crate::dataplane::{CoreSlot, Pipeline};
+    use crate::snapshot::{IfaceId, Snapshot};
     use crate::time::Instant;
     use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, MacAddr};
 

@@ -10,8 +10,15 @@
 //!
 //! Set `XLB_NO_HUGEPAGES=1` to opt out. No `unsafe`: the re-execution is `exec(2)` through
 //! the standard library.
+//!
+//! Also here: [`BusyPollMode`], the busy-polling choice the config and the command line
+//! name and the AF_XDP set-up applies
+//! ([`busypoll`](crate::dataplane::io::afxdp::busypoll)), in a module of its own so that
+//! control reads it without importing the dataplane.
 
+use std::fmt;
 use std::os::unix::process::CommandExt;
+use std::str::FromStr;
 
 const TUNABLE: &str = "glibc.malloc.hugetlb=1";
 
@@ -50,4 +57,52 @@ pub fn memory_total() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Whether `xlb run` (and `xlb bench null`) use preferred busy polling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BusyPollMode {
+    /// Where it engages (every socket has a NAPI id); otherwise interrupt mode, with a
+    /// warning.
+    #[default]
+    Auto,
+    /// Always, even where no NAPI id is linked yet (warned about, not refused).
+    On,
+    /// Never: interrupt mode, the device's settings untouched.
+    Off,
+}
+
+impl FromStr for BusyPollMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(BusyPollMode::Auto),
+            "on" => Ok(BusyPollMode::On),
+            "off" => Ok(BusyPollMode::Off),
+            other => Err(format!("busy_poll {other:?}: expected auto, on or off")),
+        }
+    }
+}
+
+impl fmt::Display for BusyPollMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BusyPollMode::Auto => "auto",
+            BusyPollMode::On => "on",
+            BusyPollMode::Off => "off",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print() {
+        for mode in [BusyPollMode::Auto, BusyPollMode::On, BusyPollMode::Off] {
+            assert_eq!(mode.to_string().parse::<BusyPollMode>(), Ok(mode));
+        }
+        assert!("yes".parse::<BusyPollMode>().unwrap_err().contains("auto, on or off"));
+    }
 }

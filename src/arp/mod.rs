@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::addr_map::AddrMap;
-use crate::dataplane::IfaceId;
+use crate::snapshot::IfaceId;
 use crate::time::Instant;
 use crate::wire::{ArpOperation, ArpPacket, EtherType, EthernetFrame, MacAddr};
 

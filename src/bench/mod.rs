@@ -41,13 +41,14 @@ use self::generator::{FrameSpec, GenConfig, GenLimits, Generator};
 use self::null::NullForwarder;
 use self::redirect::Redirect;
 use self::sink::{Sink, SinkCounts, SinkExpect, SinkSample};
-use crate::control::config::parse_mac;
-use crate::dataplane::io::afxdp::busypoll::{self, BusyPollMode};
+use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{self, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::flow::Proto;
+use crate::tuning::BusyPollMode;
 use crate::wire::MacAddr;
+use crate::wire::ethernet::parse_mac;
 
 pub mod generator;
 pub mod null;
@@ -488,7 +489,7 @@ fn run_null(args: &ForwardArgs, stop: &AtomicBool) -> anyhow::Result<ForwardSumm
     let mut tx_port = XskPort::open(&tx.name, 0, XskConfig::default())?;
     // As `xlb run` does; `_tuning` gives the devices their settings back on return.
     let devices = [rx.name.as_str(), tx.name.as_str()];
-    let record_dir = PathBuf::from(crate::control::instance::LOCK_DIR);
+    let record_dir = PathBuf::from(crate::instance::LOCK_DIR);
     let (busy, _tuning) = busypoll::start(
         args.busy_poll,
         &record_dir,

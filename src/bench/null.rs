@@ -16,8 +16,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::dataplane::worker::{Port, PortStats};
-use crate::dataplane::{DropReason, IfaceId, Verdict};
+use crate::dataplane::Verdict;
+use crate::dataplane::worker::Port;
+use crate::report::{DropReason, PortStats};
+use crate::snapshot::IfaceId;
 use crate::wire::MacAddr;
 
 /// The interface the null forwarder sends by, as its verdicts name it.
@@ -137,8 +139,8 @@ impl<P: Port> NullForwarder<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::BATCH;
     use crate::dataplane::worker::testing::MemPort;
+    use crate::report::BATCH;
 
     const DST: MacAddr = MacAddr([2, 0, 0, 0, 0, 4]);
     const SRC: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);

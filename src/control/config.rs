@@ -67,9 +67,10 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
-use crate::dataplane::io::afxdp::busypoll::BusyPollMode;
 use crate::flow::{ForwardMode, Proto};
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
+use crate::tuning::BusyPollMode;
+use crate::wire::ethernet::parse_mac;
 
 /// A MAC address as the config holds it. (The integrator converts it to `wire::MacAddr`.)
 pub type Mac = [u8; 6];
@@ -643,35 +644,6 @@ pub(crate) fn seconds_text(duration: Duration) -> String {
     }
     let fraction = format!("{nanos:09}");
     format!("{}.{}", duration.as_secs(), fraction.trim_end_matches('0'))
-}
-
-/// Parses a MAC address written as six two-digit hex bytes separated by `:` or `-` (one
-/// separator throughout), in either case: `02:00:00:00:00:01`, `02-00-00-00-00-0A`.
-pub fn parse_mac(s: &str) -> Result<Mac, String> {
-    let expected = || {
-        format!(
-            "bad MAC address {s:?}: expected six two-digit hex bytes separated by ':' or '-', \
-             like 02:00:00:00:00:01"
-        )
-    };
-    let separator = match s.as_bytes().get(2) {
-        Some(b':') => ':',
-        Some(b'-') => '-',
-        _ => return Err(expected()),
-    };
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(separator);
-    for byte in &mut mac {
-        let part = parts.next().ok_or_else(expected)?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(expected());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| expected())?;
-    }
-    match parts.next() {
-        None => Ok(mac),
-        Some(_) => Err(expected()),
-    }
 }
 
 /// Whether `n` is prime, by trial division (n is at most [`MAX_MAGLEV_TABLE_SIZE`] here, so
@@ -2058,27 +2030,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn parse_mac_takes_colons_or_dashes_in_either_case() {
-        let mac = [0x02, 0xab, 0xCD, 0x00, 0x10, 0xff];
-        assert_eq!(parse_mac("02:ab:cd:00:10:ff"), Ok(mac));
-        assert_eq!(parse_mac("02-AB-CD-00-10-FF"), Ok(mac));
-        for bad in [
-            "",
-            "02:ab:cd:00:10",
-            "02:ab:cd:00:10:ff:00",
-            "02:ab-cd:00:10:ff",
-            "2:ab:cd:00:10:ff0",
-            "02:ab:cd:00:10:fg",
-            "02:ab:cd:00:10:+f",
-            "02ab.cd00.10ff",
-            "02:ab:cd:00:10:ff:",
-        ] {
-            let error = parse_mac(bad).expect_err(bad);
-            assert!(error.contains("02:00:00:00:00:01"), "{error}");
-        }
-    }
-
-    #[test]
     fn ports_are_1_to_65535() {
         for bad in ["0", "65536", "-1", "\"80\"", "80.0"] {
             let text = with_iface(&format!("[[service]]\nvip = \"10.1.1.100\"\nport = {bad}\n"));
@@ -2903,18 +2854,6 @@ pub(crate) mod tests {
                 };
                 prop_assert!((1..=text.lines().count() + 1).contains(&line), "{}", error);
             }
-        }
-
-        #[test]
-        fn parse_mac_round_trips(mac in any::<[u8; 6]>(), dash in any::<bool>(), upper in any::<bool>()) {
-            let separator = if dash { "-" } else { ":" };
-            let text = mac.map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") }).join(separator);
-            prop_assert_eq!(parse_mac(&text), Ok(mac));
-        }
-
-        #[test]
-        fn parse_mac_never_panics(text in "\\PC{0,24}") {
-            let _ = parse_mac(&text);
         }
 
         #[test]

@@ -1015,7 +1015,7 @@ fn io_error(error: &io::Error, timeout: Duration) -> ProbeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::Snapshot;
+    use crate::snapshot::Snapshot;
     use proptest::prelude::*;
     use std::net::TcpListener;
     use std::thread::JoinHandle;

@@ -61,16 +61,16 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::control::Snapshot;
 use crate::control::config::{
     Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
     ServiceConfig, seconds_text,
 };
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
-use crate::dataplane::BackendCounters;
 use crate::flow::{ForwardMode, Proto};
+use crate::report::BackendCounters;
 use crate::sched::SchedulerKind;
+use crate::snapshot::Snapshot;
 
 /// A virtual service's identity, ipvsadm's `-t|-u VIP:port`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -50,15 +50,15 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use crate::conntrack::ConntrackStats;
-use crate::control::Snapshot;
 use crate::control::health::{BackendKey, BackendStatus, HealthCounters, ServiceKey};
 use crate::control::socket::CtlStats;
 pub use crate::control::stats::BackendConnections;
 use crate::control::stats::Ledger;
-use crate::dataplane::worker::{
-    BATCH_SIZE_BUCKETS, BatchLatency, CoreReport, PortStats, batch_size_bucket_floor,
+use crate::report::{
+    BATCH, BATCH_SIZE_BUCKETS, BackendCounters, BatchLatency, CoreReport, DropReason, PortStats,
+    Stat, batch_size_bucket_floor,
 };
-use crate::dataplane::{BATCH, BackendCounters, DropReason, Stat};
+use crate::snapshot::Snapshot;
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -864,7 +864,8 @@ fn escape(text: &str, quote: bool) -> String {
 mod tests {
     use super::*;
     use crate::control::{Config, stats};
-    use crate::dataplane::{Counters, IfaceId};
+    use crate::report::Counters;
+    use crate::snapshot::IfaceId;
     use proptest::prelude::*;
     use std::collections::HashSet;
     use std::sync::Arc;

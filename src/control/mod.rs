@@ -1,13 +1,16 @@
-//! The control side: configuration and the snapshots workers read, health checks,
-//! statistics, Prometheus metrics, logging, the ipvsadm-style control socket, and which
+//! The control side: configuration and building from it the snapshots workers read, health
+//! checks, statistics, Prometheus metrics, the ipvsadm-style control socket, and which
 //! snooped ARP reaches the workers.
+//!
+//! Control talks to the workers only through shared types: it builds a
+//! [`Snapshot`] ([`snapshot`] adds `Snapshot::build` from a
+//! [`Config`]) and reads [`CoreReport`](crate::report::CoreReport)s; the daemon runs the
+//! workers and carries both between them. The dataplane never imports control.
 
 pub mod config;
 pub mod health;
 pub mod http;
-pub mod instance;
 pub mod ipvsadm;
-pub mod log;
 pub mod metrics;
 pub mod neighbors;
 pub mod probe_routes;
@@ -16,5 +19,7 @@ pub mod socket;
 pub mod state;
 pub mod stats;
 
+// The snapshot built from a `Config`: tests and benchmarks write
+// `xlb::control::{Config, Snapshot}` and read it as that pair.
+pub use crate::snapshot::Snapshot;
 pub use config::Config;
-pub use snapshot::Snapshot;

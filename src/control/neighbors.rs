@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::control::Snapshot;
-use crate::control::log::{Level, LogBudget};
+use crate::log::{Level, LogBudget};
+use crate::snapshot::Snapshot;
 use crate::wire::MacAddr;
 
 /// Lines per [`LOG_INTERVAL`] about neighbours changing MAC, and about conflicts.

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::log::warn;
+use crate::log::warn;
 
 /// Where `xlb run` listens and `xlb ctl` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xlb/xlb.sock";

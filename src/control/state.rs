@@ -35,8 +35,8 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use crate::control::snapshot::BackendId;
 use crate::flow::Proto;
+use crate::snapshot::BackendId;
 
 /// The file name used next to the control socket when no path is given.
 pub const DEFAULT_FILE_NAME: &str = "xlb.state";

@@ -28,11 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conntrack::{Flow, FlowState};
-use crate::control::Snapshot;
-use crate::control::snapshot::BackendId;
-use crate::dataplane::BackendCounters;
-use crate::dataplane::worker::CoreReport;
 use crate::flow::Proto;
+use crate::report::{BackendCounters, CoreReport};
+use crate::snapshot::{BackendId, Snapshot};
 
 /// A backend's current connections as IPVS counts them: active = TCP established, inactive =
 /// every other state (UDP included).
@@ -361,7 +359,7 @@ mod tests {
     }
 
     fn core_report(core: u16, generation: u64, connections: &[u64]) -> CoreReport {
-        let mut counters = crate::dataplane::Counters::new(connections.len());
+        let mut counters = crate::report::Counters::new(connections.len());
         for (counters, &n) in counters.backends.iter_mut().zip(connections) {
             counters.connections = n;
         }

@@ -68,11 +68,11 @@ use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{
     Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange, Prepared,
 };
-use crate::control::snapshot::{Owned, Route, Snapshot};
-use crate::dataplane::counters::{Counters, DropReason, Stat};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::flow_hash;
+use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::{PickContext, SchedState};
+use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::checksum;
 use crate::wire::icmp::icmp_type;
@@ -81,17 +81,6 @@ use crate::wire::{
     ArpOperation, ArpPacket, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, TcpFlags,
     TcpPacket, UdpPacket, WireError,
 };
-
-/// Index of an interface in [`Snapshot::interfaces`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct IfaceId(pub u8);
-
-impl IfaceId {
-    #[inline]
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-}
 
 /// What to do with a frame after [`Pipeline::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +150,6 @@ const ETH_LEN: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
 const TCP_SYN: u8 = TcpFlags::SYN.0;
 const TCP_ACK: u8 = TcpFlags::ACK.0;
 const TCP_RST: u8 = TcpFlags::RST.0;
-/// Frames [`Pipeline::process_batch`] prefetches for at once.
-pub const BATCH: usize = 64;
 /// Frames the pipeline may queue on its own between two drains.
 const EMIT_CAPACITY: usize = 64;
 const EMIT_FRAME: usize = arp::MAX_HELD_FRAME;
@@ -2065,7 +2052,7 @@ port = {backend_port}
     /// client's SYN sent again on an unanswered flow counts as unanswered.
     #[test]
     fn passive_signs_of_a_backend_are_counted() {
-        use crate::dataplane::PassiveCounters;
+        use crate::report::PassiveCounters;
         use crate::testkit::{self, ACK, RST, SYN, SYN_ACK};
         let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
         pipeline.learn_neighbor(Instant::from_nanos(1), CLIENT.ip, CLIENT.mac);
@@ -2104,7 +2091,7 @@ port = {backend_port}
     /// a handshake means the backend answered; a SYN sent again means it did not (yet).
     #[test]
     fn passive_signs_in_dr_come_from_the_client_side() {
-        use crate::dataplane::PassiveCounters;
+        use crate::report::PassiveCounters;
         use crate::testkit::{self, ACK, FIN_ACK, SYN};
         let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
         pipeline.learn_neighbor(Instant::from_nanos(1), RS.ip, RS.mac);

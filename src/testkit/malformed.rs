@@ -24,7 +24,9 @@
 use std::net::Ipv4Addr;
 
 use super::{ACK, Flags, Host, SYN, arp, icmp_echo, icmp_port_unreachable, padded, tcp, udp};
-use crate::dataplane::{DropReason, IfaceId, Verdict};
+use crate::dataplane::Verdict;
+use crate::report::DropReason;
+use crate::snapshot::IfaceId;
 use crate::wire::{MacAddr, checksum};
 
 /// The most rounds [`corpus`] builds distinct ports for.
@@ -720,8 +722,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::control::{Config, Snapshot};
+    use crate::control::Config;
     use crate::dataplane::{CoreSlot, Pipeline};
+    use crate::snapshot::Snapshot;
     use crate::time::Instant;
 
     fn pipeline() -> Pipeline {

@@ -113,6 +113,38 @@ impl FromStr for MacAddr {
     }
 }
 
+/// Parses a MAC address written as six two-digit hex bytes separated by `:` or `-` (one
+/// separator throughout), in either case: `02:00:00:00:00:01`, `02-00-00-00-00-0A`.
+///
+/// The strict form the config, the sysfs `address` files and `xlb bench`'s arguments are
+/// read with; [`MacAddr`]'s `FromStr` also takes one-digit octets (`2:0:0:0:0:1`).
+pub fn parse_mac(s: &str) -> core::result::Result<[u8; 6], String> {
+    let expected = || {
+        format!(
+            "bad MAC address {s:?}: expected six two-digit hex bytes separated by ':' or '-', \
+             like 02:00:00:00:00:01"
+        )
+    };
+    let separator = match s.as_bytes().get(2) {
+        Some(b':') => ':',
+        Some(b'-') => '-',
+        _ => return Err(expected()),
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(separator);
+    for byte in &mut mac {
+        let part = parts.next().ok_or_else(expected)?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(expected());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| expected())?;
+    }
+    match parts.next() {
+        None => Ok(mac),
+        Some(_) => Err(expected()),
+    }
+}
+
 /// EtherType values xlb recognises (IEEE 802 numbers). Constants only: the field is a plain
 /// `u16` so unknown types pass through untouched.
 #[derive(Debug, Clone, Copy)]
@@ -295,6 +327,27 @@ mod tests {
     }
 
     #[test]
+    fn parse_mac_takes_colons_or_dashes_in_either_case() {
+        let mac = [0x02, 0xab, 0xCD, 0x00, 0x10, 0xff];
+        assert_eq!(parse_mac("02:ab:cd:00:10:ff"), Ok(mac));
+        assert_eq!(parse_mac("02-AB-CD-00-10-FF"), Ok(mac));
+        for bad in [
+            "",
+            "02:ab:cd:00:10",
+            "02:ab:cd:00:10:ff:00",
+            "02:ab-cd:00:10:ff",
+            "2:ab:cd:00:10:ff0",
+            "02:ab:cd:00:10:fg",
+            "02:ab:cd:00:10:+f",
+            "02ab.cd00.10ff",
+            "02:ab:cd:00:10:ff:",
+        ] {
+            let error = parse_mac(bad).expect_err(bad);
+            assert!(error.contains("02:00:00:00:00:01"), "{error}");
+        }
+    }
+
+    #[test]
     fn mac_classes() {
         assert!(MacAddr::BROADCAST.is_broadcast());
         assert!(MacAddr::BROADCAST.is_multicast());
@@ -311,6 +364,18 @@ mod tests {
             let mac = MacAddr(octets);
             prop_assert_eq!(mac.to_string().parse::<MacAddr>(), Ok(mac));
             prop_assert_eq!(mac.to_string().replace(':', "-").parse::<MacAddr>(), Ok(mac));
+        }
+
+        #[test]
+        fn parse_mac_round_trips(mac in any::<[u8; 6]>(), dash in any::<bool>(), upper in any::<bool>()) {
+            let separator = if dash { "-" } else { ":" };
+            let text = mac.map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") }).join(separator);
+            prop_assert_eq!(parse_mac(&text), Ok(mac));
+        }
+
+        #[test]
+        fn parse_mac_never_panics(text in "\\PC{0,24}") {
+            let _ = parse_mac(&text);
         }
 
         #[test]

@@ -35,8 +35,9 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use serde::Serialize;
 
-use crate::control::Snapshot;
-use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Stat, Verdict};
+use crate::dataplane::{CoreSlot, Pipeline, Verdict};
+use crate::report::Stat;
+use crate::snapshot::{IfaceId, Snapshot};
 use crate::time::Instant;
 use crate::wire::{ArpPacket, EtherType, EthernetFrame};
 
@@ -322,7 +323,7 @@ mod tests {
 
     use super::*;
     use crate::control::Config;
-    use crate::dataplane::IfaceId;
+    use crate::snapshot::IfaceId;
     use crate::testkit::{self, Host};
 
     const LB: Host = Host::new([0x02, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);

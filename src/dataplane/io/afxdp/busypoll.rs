@@ -50,11 +50,11 @@ use std::fs;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use super::marker::{MARKER_WAIT, Marker};
 use super::xsk::XskPort;
-use crate::control::log::{info, warn};
+use crate::log::{info, warn};
+use crate::tuning::BusyPollMode;
 
 // asm-generic socket option numbers (every Linux architecture xlb builds for); libc does not
 // name the last three for Linux.
@@ -72,42 +72,7 @@ pub const DEFER_HARD_IRQS: u32 = 2;
 /// The timer that re-enables the device's processing if the application stops polling.
 pub const GRO_FLUSH_TIMEOUT_NS: u64 = 200_000;
 
-const _: () = assert!(BUSY_POLL_BUDGET as usize >= crate::dataplane::BATCH);
-
-/// Whether `xlb run` (and `xlb bench null`) use preferred busy polling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum BusyPollMode {
-    /// Where it engages (every socket has a NAPI id); otherwise interrupt mode, with a
-    /// warning.
-    #[default]
-    Auto,
-    /// Always, even where no NAPI id is linked yet (warned about, not refused).
-    On,
-    /// Never: interrupt mode, the device's settings untouched.
-    Off,
-}
-
-impl FromStr for BusyPollMode {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "auto" => Ok(BusyPollMode::Auto),
-            "on" => Ok(BusyPollMode::On),
-            "off" => Ok(BusyPollMode::Off),
-            other => Err(format!("busy_poll {other:?}: expected auto, on or off")),
-        }
-    }
-}
-
-impl fmt::Display for BusyPollMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BusyPollMode::Auto => "auto",
-            BusyPollMode::On => "on",
-            BusyPollMode::Off => "off",
-        })
-    }
-}
+const _: () = assert!(BUSY_POLL_BUDGET as usize >= crate::report::BATCH);
 
 /// What one socket said after the options were set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,9 +497,9 @@ fn io_error(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> Tuning
 }
 
 /// Where the record of device `name`'s previous settings is kept, in `dir` (xlb uses
-/// [`crate::control::instance::LOCK_DIR`]); per network namespace, like the instance locks.
+/// [`crate::instance::LOCK_DIR`]); per network namespace, like the instance locks.
 pub fn record_path(dir: &Path, name: &str) -> PathBuf {
-    crate::control::instance::interface_lock_path(dir, name).with_extension("busypoll")
+    crate::instance::interface_lock_path(dir, name).with_extension("busypoll")
 }
 
 fn read_setting(device: &Path, setting: &str) -> Result<String, TuningError> {
@@ -659,9 +624,7 @@ impl DeviceTuning {
 impl Drop for DeviceTuning {
     fn drop(&mut self) {
         if let Err(error) = self.restore() {
-            crate::control::log::warn!(
-                "busy polling: giving the device its settings back: {error}"
-            );
+            crate::log::warn!("busy polling: giving the device its settings back: {error}");
         }
     }
 }
@@ -809,14 +772,6 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(idle.observe(0, 0), None, "no traffic: nothing to judge");
         }
-    }
-
-    #[test]
-    fn modes_parse_and_print() {
-        for mode in [BusyPollMode::Auto, BusyPollMode::On, BusyPollMode::Off] {
-            assert_eq!(mode.to_string().parse::<BusyPollMode>(), Ok(mode));
-        }
-        assert!("yes".parse::<BusyPollMode>().unwrap_err().contains("auto, on or off"));
     }
 
     #[test]

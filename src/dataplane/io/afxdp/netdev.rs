@@ -7,8 +7,8 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::control::config::parse_mac;
 use crate::wire::MacAddr;
+use crate::wire::ethernet::parse_mac;
 
 /// Why a device could not be read.
 #[derive(Debug, thiserror::Error)]

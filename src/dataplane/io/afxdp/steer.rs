@@ -71,9 +71,8 @@ use libxdp_sys as sys;
 
 use super::bpf::{Aligned, Map, Object, check, opts_size, possible_cpus, sum_per_cpu, test_run};
 
-use crate::control::Snapshot;
-use crate::dataplane::IfaceId;
 use crate::flow::{ForwardMode, Proto};
+use crate::snapshot::{IfaceId, Snapshot};
 use crate::wire::MacAddr;
 
 /// The name of the program function; [`remove_stale`] recognises our programs by it.

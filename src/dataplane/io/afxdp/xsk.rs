@@ -63,9 +63,11 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::umem::frame::DataMut;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::control::log::warn;
-use crate::dataplane::worker::{Port, PortStats, ProcessBatch};
-use crate::dataplane::{BATCH, IfaceId, Verdict};
+use crate::dataplane::Verdict;
+use crate::dataplane::worker::{Port, ProcessBatch};
+use crate::log::warn;
+use crate::report::{BATCH, PortStats};
+use crate::snapshot::IfaceId;
 
 use super::tap::Tap;
 

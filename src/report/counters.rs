@@ -185,7 +185,7 @@ pub struct PassiveCounters {
 pub struct Counters {
     stats: [u64; Stat::COUNT],
     drops: [u64; DropReason::COUNT],
-    /// Indexed like [`crate::control::Snapshot::backends`].
+    /// Indexed like [`crate::snapshot::Snapshot::backends`].
     pub backends: Vec<BackendCounters>,
     /// Indexed like `backends`.
     pub passive: Vec<PassiveCounters>,
@@ -210,20 +210,6 @@ impl Counters {
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
         self.stats[Stat::DropPackets as usize] += 1;
-    }
-
-    /// Counts a verdict other than `Tx` (pass, drop by reason, held); out of line, so the
-    /// forwarding path, which counts its `Tx` verdicts a batch at a time, stays small.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn count_other(&mut self, verdict: crate::dataplane::Verdict) {
-        use crate::dataplane::Verdict;
-        match verdict {
-            Verdict::Tx(_) => self.add(Stat::TxPackets, 1),
-            Verdict::Pass => self.add(Stat::PassPackets, 1),
-            Verdict::Drop(reason) => self.drop(reason),
-            Verdict::Held => self.add(Stat::HeldPackets, 1),
-        }
     }
 
     pub fn get(&self, stat: Stat) -> u64 {

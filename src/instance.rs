@@ -24,7 +24,9 @@
 //!   (same device and inode) and starts again otherwise, so two processes can never each
 //!   hold a lock on a different file of the same name.
 //!
-//! These files are separate from any other state xlb keeps: they only say who runs.
+//! These files are separate from any other state xlb keeps: they only say who runs. A module
+//! of its own because the daemon takes the locks and the dataplane's device tuning keeps its
+//! record beside them (`busypoll::record_path`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};

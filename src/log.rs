@@ -1,6 +1,8 @@
-//! Levelled log lines for the control side: `xlb: LEVEL: message` on stderr, one line per
-//! event (a backend up or down, a config applied, a mode chosen), filtered by a process-wide
-//! maximum level (`--log-level`, default `info`).
+//! Levelled log lines for everything off the hot path (control, the daemon, the set-up of
+//! the I/O): `xlb: LEVEL: message` on stderr, one line per event (a backend up or down, a
+//! config applied, a mode chosen), filtered by a process-wide maximum level (`--log-level`,
+//! default `info`). A module of its own so that control and the dataplane's I/O both use it
+//! without one importing the other.
 //!
 //! The macros [`error!`], [`warn!`], [`info!`] and [`debug!`] take `format!` arguments and
 //! format nothing when their level is filtered out. The line format is the one `xlb run` has
@@ -124,7 +126,7 @@ pub fn write(level: Level, message: fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! __xlb_log_error {
     ($($arg:tt)*) => {
-        $crate::control::log::write($crate::control::log::Level::Error, format_args!($($arg)*))
+        $crate::log::write($crate::log::Level::Error, format_args!($($arg)*))
     };
 }
 
@@ -132,7 +134,7 @@ macro_rules! __xlb_log_error {
 #[macro_export]
 macro_rules! __xlb_log_warn {
     ($($arg:tt)*) => {
-        $crate::control::log::write($crate::control::log::Level::Warn, format_args!($($arg)*))
+        $crate::log::write($crate::log::Level::Warn, format_args!($($arg)*))
     };
 }
 
@@ -140,7 +142,7 @@ macro_rules! __xlb_log_warn {
 #[macro_export]
 macro_rules! __xlb_log_info {
     ($($arg:tt)*) => {
-        $crate::control::log::write($crate::control::log::Level::Info, format_args!($($arg)*))
+        $crate::log::write($crate::log::Level::Info, format_args!($($arg)*))
     };
 }
 
@@ -148,7 +150,7 @@ macro_rules! __xlb_log_info {
 #[macro_export]
 macro_rules! __xlb_log_debug {
     ($($arg:tt)*) => {
-        $crate::control::log::write($crate::control::log::Level::Debug, format_args!($($arg)*))
+        $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*))
     };
 }
 
