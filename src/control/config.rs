@@ -57,7 +57,7 @@
 //! config per forward mode, and a test parses each.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -191,6 +191,29 @@ pub struct InterfaceConfig {
     pub mac: Option<Mac>,
     /// The next hop for addresses off this subnet, if any; always inside the subnet.
     pub gateway: Option<Ipv4Addr>,
+    /// The box's IPv6 address on this interface, if any (`addr6`, with `gateway6`).
+    pub ipv6: Option<Ipv6Interface>,
+}
+
+/// An interface's IPv6 side: `addr6 = "2001:db8:1::10/64"` and `gateway6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Interface {
+    /// The box's own IPv6 address on the link: unicast, not link-local (the kernel keeps
+    /// its own fe80::/10 address), not IPv4-mapped.
+    pub addr: Ipv6Addr,
+    /// The subnet's prefix length, 0 to 128.
+    pub prefix_len: u8,
+    /// The IPv6 next hop, if any: inside the subnet, or link-local (what routers
+    /// advertise), never the interface's own address.
+    pub gateway: Option<Ipv6Addr>,
+}
+
+impl Ipv6Interface {
+    /// Whether `ip` is on this subnet.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        let mask = prefix_mask6(self.prefix_len);
+        ip.to_bits() & mask == self.addr.to_bits() & mask
+    }
 }
 
 impl InterfaceConfig {
@@ -199,18 +222,36 @@ impl InterfaceConfig {
         Ipv4Addr::from(prefix_mask(self.prefix_len))
     }
 
-    /// Whether `ip` is on this interface's subnet (directly reachable, no gateway needed).
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = prefix_mask(self.prefix_len);
-        u32::from(ip) & mask == u32::from(self.addr) & mask
+    /// Whether `ip` is on one of this interface's subnets, of its family (directly
+    /// reachable, no gateway needed).
+    pub fn contains(&self, ip: impl Into<IpAddr>) -> bool {
+        match ip.into() {
+            IpAddr::V4(ip) => {
+                let mask = prefix_mask(self.prefix_len);
+                u32::from(ip) & mask == u32::from(self.addr) & mask
+            }
+            IpAddr::V6(ip) => self.ipv6.is_some_and(|v6| v6.contains(ip)),
+        }
+    }
+
+    /// `eth0 10.1.1.10/24`, with `2001:db8:1::10/64` after it when the interface has one:
+    /// how messages name the subnets an interface reaches.
+    fn subnets(&self) -> String {
+        match self.ipv6 {
+            Some(v6) => format!(
+                "{} {}/{} {}/{}",
+                self.name, self.addr, self.prefix_len, v6.addr, v6.prefix_len
+            ),
+            None => format!("{} {}/{}", self.name, self.addr, self.prefix_len),
+        }
     }
 }
 
-/// One static `[[neighbor]]` entry: an IPv4 address and the MAC that answers for it.
+/// One static `[[neighbor]]` entry: an address (IPv4 or IPv6) and the MAC that answers for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeighborConfig {
     /// The neighbour's address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Its MAC (unicast).
     pub mac: Mac,
 }
@@ -273,8 +314,9 @@ impl Default for ConntrackSettings {
 /// One `[[service]]`: a virtual IP and port and the real servers behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
-    /// The virtual IP.
-    pub vip: Ipv4Addr,
+    /// The virtual IP, IPv4 or IPv6: the service's family, which its backends, local
+    /// addresses and sorry server share.
+    pub vip: IpAddr,
     /// The virtual port, 1 to 65535.
     pub port: u16,
     /// TCP or UDP (default TCP).
@@ -284,7 +326,7 @@ pub struct ServiceConfig {
     /// The forwarding mode (default DR).
     pub forward: ForwardMode,
     /// FullNAT's source address pool; non-empty for FullNAT, empty otherwise.
-    pub local_addrs: Vec<Ipv4Addr>,
+    pub local_addrs: Vec<IpAddr>,
     /// The Maglev lookup table size: prime, at least the number of backends.
     pub maglev_table_size: usize,
     /// Health-check settings (defaults from [`HealthConfig::for_proto`]).
@@ -296,8 +338,8 @@ pub struct ServiceConfig {
 /// One `[[service.backend]]`: a real server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    /// The real server's address.
-    pub addr: Ipv4Addr,
+    /// The real server's address, of its service's family.
+    pub addr: IpAddr,
     /// Its port (default: the service port; always the service port in DR).
     pub port: u16,
     /// Its weight, 0 to 65535 (default 1); 0 drains it: no new flows, existing ones continue.
@@ -331,7 +373,7 @@ pub struct HealthConfig {
     pub passive_fall: u32,
     /// The real server that takes new flows while no backend is healthy, if any
     /// (keepalived's `sorry_server`); written `"addr:port"` or `"addr"` (the service port).
-    pub sorry_server: Option<SocketAddrV4>,
+    pub sorry_server: Option<SocketAddr>,
     /// DR only: probe what clients use, the VIP:port, sent to each real server's MAC (a
     /// policy route per real server, selected by the probe socket's mark), instead of the
     /// real server's own address.
@@ -519,7 +561,8 @@ impl Config {
     }
 
     /// The first interface whose subnet contains `ip`, if any.
-    pub fn interface_for(&self, ip: Ipv4Addr) -> Option<&InterfaceConfig> {
+    pub fn interface_for(&self, ip: impl Into<IpAddr>) -> Option<&InterfaceConfig> {
+        let ip = ip.into();
         self.interfaces.iter().find(|interface| interface.contains(ip))
     }
 
@@ -539,6 +582,12 @@ impl Config {
             }
             if let Some(g) = i.gateway {
                 let _ = writeln!(out, "gateway = \"{g}\"");
+            }
+            if let Some(v6) = i.ipv6 {
+                let _ = writeln!(out, "addr6 = \"{}/{}\"", v6.addr, v6.prefix_len);
+                if let Some(g) = v6.gateway {
+                    let _ = writeln!(out, "gateway6 = \"{g}\"");
+                }
             }
         }
         for n in &self.neighbors {
@@ -699,6 +748,23 @@ fn prefix_mask(prefix_len: u8) -> u32 {
     u32::MAX.checked_shl(host_bits).unwrap_or(0)
 }
 
+/// The IPv6 netmask of a prefix length, as a `u128`; lengths above 128 count as 128.
+fn prefix_mask6(prefix_len: u8) -> u128 {
+    let host_bits = 128u32.saturating_sub(u32::from(prefix_len));
+    u128::MAX.checked_shl(host_bits).unwrap_or(0)
+}
+
+/// `10.1.1.100:80` or `[2001:db8::100]:80`: an address and port as ipvsadm and xlb's
+/// messages write them (IPv6 in brackets, so the port's colon is not the address's).
+pub fn endpoint(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// `"IPv4"` or `"IPv6"`.
+pub fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
 /// A name in a closed set (`proto`, `scheduler`, `forward`, `check`, `on_failure`).
 trait Choice: Copy + 'static {
     const ALL: &'static [Self];
@@ -780,6 +846,8 @@ struct RawInterface {
     addr: Leaf,
     mac: Leaf,
     gateway: Leaf,
+    addr6: Leaf,
+    gateway6: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -841,9 +909,15 @@ struct RawBackend {
     weight: Leaf,
 }
 
-const EXPECT_IPV4: &str = "a unicast IPv4 address, like \"10.1.1.100\"";
+const EXPECT_IP: &str = "a unicast IPv4 or IPv6 address, like \"10.1.1.100\" or \
+                        \"2001:db8::100\" (not multicast, unspecified, IPv4-mapped or, for \
+                        IPv6, link-local)";
+const EXPECT_IPV4: &str = "a unicast IPv4 address, like \"10.1.1.1\"";
+const EXPECT_IPV6: &str = "a unicast IPv6 address, like \"2001:db8:1::1\"";
 const EXPECT_CIDR: &str = "the box's own IPv4 address and prefix length, like \"10.1.1.10/24\" \
-                           (prefix 0 to 32)";
+                           (prefix 0 to 32; an IPv6 address goes in addr6)";
+const EXPECT_CIDR6: &str = "the box's own IPv6 address and prefix length, like \
+                            \"2001:db8:1::10/64\" (prefix 0 to 128; unicast, not link-local)";
 const EXPECT_MAC: &str = "a unicast MAC address, like \"02:00:00:00:00:01\" (six hex bytes \
                           separated by ':' or '-'; not multicast, not all zeros)";
 const EXPECT_PORT: &str = "a port number, an integer from 1 to 65535";
@@ -986,6 +1060,54 @@ impl Context<'_> {
             .ok_or_else(|| self.invalid(key, at, EXPECT_IPV4))
     }
 
+    /// An IPv6 next hop: unicast, link-local allowed (routers advertise those).
+    fn ipv6_gateway(&self, key: &str, at: &Spanned<Value>) -> Result<Ipv6Addr, ConfigError> {
+        self.string(key, at, EXPECT_IPV6)?
+            .parse::<Ipv6Addr>()
+            .ok()
+            .filter(|ip| is_host6(*ip, true))
+            .ok_or_else(|| self.invalid(key, at, EXPECT_IPV6))
+    }
+
+    /// A host's address of either family (see [`is_host`]); `link_local` admits IPv6
+    /// link-local addresses (a static neighbour: the gateway's).
+    fn ip(&self, key: &str, at: &Spanned<Value>, link_local: bool) -> Result<IpAddr, ConfigError> {
+        self.string(key, at, EXPECT_IP)?
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| is_host(*ip, link_local))
+            .ok_or_else(|| self.invalid(key, at, EXPECT_IP))
+    }
+
+    /// `addr` of a service's address list (backend, local address, sorry server) must be of
+    /// the family of the service's `vip`: xlb does not translate between families.
+    fn same_family(
+        &self,
+        key: &str,
+        at: &Spanned<Value>,
+        service: &ServiceName,
+        addr: IpAddr,
+    ) -> Result<(), ConfigError> {
+        if addr.is_ipv4() == service.vip.is_ipv4() {
+            return Ok(());
+        }
+        let translation = if service.vip.is_ipv6() {
+            "NAT64 (IPv6 clients to IPv4 real servers) is not supported"
+        } else {
+            "NAT46 (IPv4 clients to IPv6 real servers) is not supported"
+        };
+        Err(self.invalid(
+            key,
+            at,
+            format!(
+                "an {} address, as service {} is {}: {translation}",
+                family_name(service.vip),
+                service,
+                family_name(service.vip),
+            ),
+        ))
+    }
+
     fn mac(&self, key: &str, at: &Spanned<Value>) -> Result<Mac, ConfigError> {
         parse_mac(self.string(key, at, EXPECT_MAC)?)
             .ok()
@@ -1057,8 +1179,8 @@ impl Context<'_> {
             let key = format!("neighbor[{index}]");
             let span = table.span();
             let entry = table.get_ref();
-            let ip_at = self.required(&entry.ip, &format!("{key}.ip"), &span, EXPECT_IPV4)?;
-            let ip = self.ipv4(&format!("{key}.ip"), ip_at)?;
+            let ip_at = self.required(&entry.ip, &format!("{key}.ip"), &span, EXPECT_IP)?;
+            let ip = self.ip(&format!("{key}.ip"), ip_at, true)?;
             let mac_at = self.required(&entry.mac, &format!("{key}.mac"), &span, EXPECT_MAC)?;
             let mac = self.mac(&format!("{key}.mac"), mac_at)?;
             if let Some(earlier) = neighbors.iter().position(|n| n.ip == ip) {
@@ -1085,8 +1207,9 @@ impl Context<'_> {
             };
             if let Some(earlier) = services.iter().position(same) {
                 let expected = format!(
-                    "a service not already defined: {} {}:{} is service[{earlier}]",
-                    service.proto, service.vip, service.port
+                    "a service not already defined: {} {} is service[{earlier}]",
+                    service.proto,
+                    endpoint(service.vip, service.port)
                 );
                 let key = format!("{key}.vip");
                 return Err(self.invalid_leaf(&key, &table.get_ref().vip, &table.span(), expected));
@@ -1146,7 +1269,7 @@ impl Context<'_> {
     /// every VIP. Two services may share a VIP (other ports) or a local address.
     fn address_conflicts(&self, raw: &RawConfig, config: &Config) -> Result<(), ConfigError> {
         struct Use {
-            addr: Ipv4Addr,
+            addr: IpAddr,
             what: String,
         }
         let mut hosts: Vec<Use> = Vec::new();
@@ -1155,7 +1278,7 @@ impl Context<'_> {
             let table = table.get_ref();
             let line = |leaf: &Leaf| leaf.as_ref().map(|at| self.at_line(&at.span()));
             hosts.push(Use {
-                addr: interface.addr,
+                addr: interface.addr.into(),
                 what: format!(
                     "interface[{index}] {}'s own address{}",
                     interface.name,
@@ -1164,13 +1287,33 @@ impl Context<'_> {
             });
             if let Some(gateway) = interface.gateway {
                 hosts.push(Use {
-                    addr: gateway,
+                    addr: gateway.into(),
                     what: format!(
                         "the gateway of interface[{index}] {}{}",
                         interface.name,
                         line(&table.gateway).unwrap_or_default()
                     ),
                 });
+            }
+            if let Some(v6) = interface.ipv6 {
+                hosts.push(Use {
+                    addr: v6.addr.into(),
+                    what: format!(
+                        "interface[{index}] {}'s own IPv6 address{}",
+                        interface.name,
+                        line(&table.addr6).unwrap_or_default()
+                    ),
+                });
+                if let Some(gateway) = v6.gateway {
+                    hosts.push(Use {
+                        addr: gateway.into(),
+                        what: format!(
+                            "the IPv6 gateway of interface[{index}] {}{}",
+                            interface.name,
+                            line(&table.gateway6).unwrap_or_default()
+                        ),
+                    });
+                }
             }
         }
         for (index, (neighbor, table)) in config.neighbors.iter().zip(&raw.neighbor).enumerate() {
@@ -1180,9 +1323,8 @@ impl Context<'_> {
                 what: format!("static neighbor[{index}]{}", line.unwrap_or_default()),
             });
         }
-        let name = |index: usize, s: &ServiceConfig| {
-            format!("service[{index}] ({} {}:{})", s.proto, s.vip, s.port)
-        };
+        let name =
+            |index: usize, s: &ServiceConfig| format!("service[{index}] ({})", ServiceName::of(s));
         for (index, (service, table)) in config.services.iter().zip(&raw.service).enumerate() {
             let table = table.get_ref();
             for (b, (backend, backend_table)) in
@@ -1192,9 +1334,8 @@ impl Context<'_> {
                 hosts.push(Use {
                     addr: backend.addr,
                     what: format!(
-                        "real server {}:{} (backend[{b}]) of {}{}",
-                        backend.addr,
-                        backend.port,
+                        "real server {} (backend[{b}]) of {}{}",
+                        endpoint(backend.addr, backend.port),
                         name(index, service),
                         line.unwrap_or_default()
                     ),
@@ -1207,7 +1348,7 @@ impl Context<'_> {
                     .and_then(|h| h.sorry_server.as_ref())
                     .map(|at| self.at_line(&at.span()));
                 hosts.push(Use {
-                    addr: *sorry.ip(),
+                    addr: sorry.ip(),
                     what: format!(
                         "the sorry server {sorry} of {}{}",
                         name(index, service),
@@ -1216,7 +1357,11 @@ impl Context<'_> {
                 });
             }
         }
-        let special = |addr: Ipv4Addr| -> Option<String> {
+        let special = |addr: IpAddr| -> Option<String> {
+            let addr = match addr {
+                IpAddr::V4(addr) => addr,
+                IpAddr::V6(addr) => return special6(&config.interfaces, addr),
+            };
             if addr.is_loopback() {
                 return Some("a loopback address (127.0.0.0/8)".into());
             }
@@ -1241,12 +1386,14 @@ impl Context<'_> {
             }
             None
         };
-        let refuse = |key: String, at: &Spanned<Value>, role: &str, other: &str| {
+        let refuse = |key: String, at: &Spanned<Value>, addr: IpAddr, role: &str, other: &str| {
+            // IPv6's neighbour discovery is NDP (which xlb will answer as it answers ARP).
+            let arp = if addr.is_ipv6() { "NDP" } else { "ARP" };
             self.invalid(
                 &key,
                 at,
                 format!(
-                    "an address no other host uses: it is also {other}, and xlb answers ARP for                      a {role}, taking that address's traffic"
+                    "an address no other host uses: it is also {other}, and xlb answers {arp} for                      a {role}, taking that address's traffic"
                 ),
             )
         };
@@ -1255,10 +1402,10 @@ impl Context<'_> {
             let key = format!("service[{index}].vip");
             let Some(at) = table.get_ref().vip.as_ref() else { continue };
             if let Some(why) = special(service.vip) {
-                return Err(refuse(key, at, "VIP", &why));
+                return Err(refuse(key, at, service.vip, "VIP", &why));
             }
             if let Some(host) = hosts.iter().find(|h| h.addr == service.vip) {
-                return Err(refuse(key, at, "VIP", &host.what));
+                return Err(refuse(key, at, service.vip, "VIP", &host.what));
             }
             vips.push(Use {
                 addr: service.vip,
@@ -1270,10 +1417,10 @@ impl Context<'_> {
             for (l, (addr, at)) in service.local_addrs.iter().zip(list.get_ref()).enumerate() {
                 let key = format!("service[{index}].local_addrs[{l}]");
                 if let Some(why) = special(*addr) {
-                    return Err(refuse(key, at, "FullNAT local address", &why));
+                    return Err(refuse(key, at, *addr, "FullNAT local address", &why));
                 }
                 if let Some(other) = hosts.iter().chain(&vips).find(|h| h.addr == *addr) {
-                    return Err(refuse(key, at, "FullNAT local address", &other.what));
+                    return Err(refuse(key, at, *addr, "FullNAT local address", &other.what));
                 }
             }
         }
@@ -1300,19 +1447,9 @@ impl Context<'_> {
 
         let addr_key = format!("{key}.addr");
         let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_CIDR)?;
-        let cidr = self.string(&addr_key, addr_at, EXPECT_CIDR)?;
-        let (addr, prefix_len) = cidr
-            .split_once('/')
-            .and_then(|(addr, prefix)| {
-                let addr = addr.parse::<Ipv4Addr>().ok().filter(|ip| is_unicast(*ip))?;
-                // Digits only: `u8::from_str` would also take "+24".
-                let prefix = Some(prefix)
-                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= 32)?;
-                Some((addr, prefix))
-            })
+        let cidr_text = self.string(&addr_key, addr_at, EXPECT_CIDR)?;
+        let (addr, prefix_len) = cidr::<Ipv4Addr>(cidr_text, 32)
+            .filter(|(addr, _)| is_unicast(*addr))
             .ok_or_else(|| self.invalid(&addr_key, addr_at, EXPECT_CIDR))?;
 
         let mac = match &raw.mac {
@@ -1320,8 +1457,14 @@ impl Context<'_> {
             None => None,
         };
 
-        let mut interface =
-            InterfaceConfig { name: name.to_string(), addr, prefix_len, mac, gateway: None };
+        let mut interface = InterfaceConfig {
+            name: name.to_string(),
+            addr,
+            prefix_len,
+            mac,
+            gateway: None,
+            ipv6: None,
+        };
         if let Some(at) = &raw.gateway {
             let gateway_key = format!("{key}.gateway");
             let gateway = self.ipv4(&gateway_key, at)?;
@@ -1339,7 +1482,50 @@ impl Context<'_> {
             }
             interface.gateway = Some(gateway);
         }
+        interface.ipv6 = self.interface6(key, raw)?;
         Ok(interface)
+    }
+
+    /// An interface's `addr6` and `gateway6` (`gateway6` only with `addr6`).
+    fn interface6(
+        &self,
+        key: &str,
+        raw: &RawInterface,
+    ) -> Result<Option<Ipv6Interface>, ConfigError> {
+        let Some(addr_at) = &raw.addr6 else {
+            return match &raw.gateway6 {
+                Some(at) => Err(self.invalid(
+                    &format!("{key}.gateway6"),
+                    at,
+                    "nothing without addr6: an IPv6 next hop needs the interface's IPv6 address",
+                )),
+                None => Ok(None),
+            };
+        };
+        let addr_key = format!("{key}.addr6");
+        let (addr, prefix_len) =
+            cidr::<Ipv6Addr>(self.string(&addr_key, addr_at, EXPECT_CIDR6)?, 128)
+                .filter(|(addr, _)| is_host6(*addr, false))
+                .ok_or_else(|| self.invalid(&addr_key, addr_at, EXPECT_CIDR6))?;
+        let mut v6 = Ipv6Interface { addr, prefix_len, gateway: None };
+        if let Some(at) = &raw.gateway6 {
+            let gateway_key = format!("{key}.gateway6");
+            let gateway = self.ipv6_gateway(&gateway_key, at)?;
+            let on_link = v6.contains(gateway) || gateway.is_unicast_link_local();
+            if !on_link || gateway == addr {
+                let network = Ipv6Addr::from_bits(addr.to_bits() & prefix_mask6(prefix_len));
+                return Err(self.invalid(
+                    &gateway_key,
+                    at,
+                    format!(
+                        "a link-local address or one inside {network}/{prefix_len} other than \
+                         the interface's own: the next hop must be directly reachable"
+                    ),
+                ));
+            }
+            v6.gateway = Some(gateway);
+        }
+        Ok(Some(v6))
     }
 
     fn conntrack(&self, raw: &RawConntrack) -> Result<ConntrackSettings, ConfigError> {
@@ -1402,7 +1588,7 @@ impl Context<'_> {
         let raw = table.get_ref();
 
         let vip_key = format!("{key}.vip");
-        let vip = self.ipv4(&vip_key, self.required(&raw.vip, &vip_key, &span, EXPECT_IPV4)?)?;
+        let vip = self.ip(&vip_key, self.required(&raw.vip, &vip_key, &span, EXPECT_IP)?, false)?;
         let port_key = format!("{key}.port");
         let port =
             self.port(&port_key, self.required(&raw.port, &port_key, &span, EXPECT_PORT)?)?;
@@ -1415,10 +1601,11 @@ impl Context<'_> {
         let forward_key = format!("{key}.forward");
         let forward = self.optional_choice(&forward_key, &raw.forward, ForwardMode::Dr)?;
 
-        let local_addrs = self.local_addrs(key, raw, forward, &span)?;
+        let name = ServiceName { proto, vip, port };
+        let local_addrs = self.local_addrs(key, raw, forward, &span, &name)?;
         let health = match &raw.health {
             Some(health) => {
-                let target = SorryTarget { port, forward, interfaces };
+                let target = SorryTarget { name: &name, forward, interfaces };
                 self.health(&format!("{key}.health"), health, proto, &target)?
             }
             None => HealthConfig::for_proto(proto),
@@ -1427,12 +1614,12 @@ impl Context<'_> {
         let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backend.len());
         for (index, backend_table) in raw.backend.iter().enumerate() {
             let backend_key = format!("{key}.backend[{index}]");
-            let backend = self.backend(&backend_key, backend_table, port, forward, interfaces)?;
+            let backend = self.backend(&backend_key, backend_table, &name, forward, interfaces)?;
             let same = |b: &BackendConfig| b.addr == backend.addr && b.port == backend.port;
             if let Some(earlier) = backends.iter().position(same) {
                 let expected = format!(
-                    "a real server not already in this service: {}:{} is backend[{earlier}]",
-                    backend.addr, backend.port
+                    "a real server not already in this service: {} is backend[{earlier}]",
+                    endpoint(backend.addr, backend.port)
                 );
                 let addr = &backend_table.get_ref().addr;
                 let key = format!("{backend_key}.addr");
@@ -1442,7 +1629,7 @@ impl Context<'_> {
         }
         if let Some(sorry) = health.sorry_server
             && let Some(index) =
-                backends.iter().position(|b| b.addr == *sorry.ip() && b.port == sorry.port())
+                backends.iter().position(|b| b.addr == sorry.ip() && b.port == sorry.port())
             && let Some(at) = raw.health.as_ref().and_then(|h| h.sorry_server.as_ref())
         {
             let expected = format!(
@@ -1501,7 +1688,8 @@ impl Context<'_> {
         raw: &RawService,
         forward: ForwardMode,
         span: &Range<usize>,
-    ) -> Result<Vec<Ipv4Addr>, ConfigError> {
+        service: &ServiceName,
+    ) -> Result<Vec<IpAddr>, ConfigError> {
         let list_key = format!("{key}.local_addrs");
         let given = raw.local_addrs.as_ref();
         let entries = given.map_or(&[][..], |list| list.get_ref().as_slice());
@@ -1535,7 +1723,8 @@ impl Context<'_> {
         let mut addrs = Vec::with_capacity(entries.len());
         for (index, at) in entries.iter().enumerate() {
             let entry_key = format!("{list_key}[{index}]");
-            let addr = self.ipv4(&entry_key, at)?;
+            let addr = self.ip(&entry_key, at, false)?;
+            self.same_family(&entry_key, at, service, addr)?;
             if let Some(earlier) = addrs.iter().position(|a| *a == addr) {
                 return Err(self.invalid(
                     &entry_key,
@@ -1671,6 +1860,14 @@ impl Context<'_> {
                         "false: probing through the VIP is for DR services with a check",
                     ));
                 }
+                if value && target.name.vip.is_ipv6() {
+                    return Err(self.invalid(
+                        &via_key,
+                        at,
+                        "false: probing through the VIP (policy routes per real server) is IPv4 \
+                         only until issue 12",
+                    ));
+                }
                 value
             }
             None => false,
@@ -1697,30 +1894,34 @@ impl Context<'_> {
         key: &str,
         at: &Spanned<Value>,
         target: &SorryTarget<'_>,
-    ) -> Result<SocketAddrV4, ConfigError> {
-        let expected = "a unicast address and port, like \"10.1.1.30:80\", or an address alone \
-                        (the service port)";
+    ) -> Result<SocketAddr, ConfigError> {
+        let expected = "a unicast address and port, like \"10.1.1.30:80\" or \
+                        \"[2001:db8::30]:80\", or an address alone (the service port)";
         let text = self.string(key, at, expected)?;
-        let sorry = match text.parse::<SocketAddrV4>() {
+        let port = target.name.port;
+        let sorry = match text.parse::<SocketAddr>() {
             Ok(sorry) => sorry,
-            Err(_) => SocketAddrV4::new(
-                text.parse::<Ipv4Addr>().map_err(|_| self.invalid(key, at, expected))?,
-                target.port,
+            Err(_) => SocketAddr::new(
+                text.parse::<IpAddr>().map_err(|_| self.invalid(key, at, expected))?,
+                port,
             ),
         };
-        if !is_unicast(*sorry.ip()) || sorry.port() == 0 {
+        // A scope (`[fe80::1%2]:80`) names an interface by number: not one of the config's.
+        let scoped =
+            matches!(sorry, SocketAddr::V6(v6) if v6.scope_id() != 0 || v6.flowinfo() != 0);
+        if !is_host(sorry.ip(), false) || sorry.port() == 0 || scoped {
             return Err(self.invalid(key, at, expected));
         }
+        self.same_family(key, at, target.name, sorry.ip())?;
         if target.forward == ForwardMode::Dr {
-            if sorry.port() != target.port {
+            if sorry.port() != port {
                 let expected = format!(
-                    "the service port {}: in DR the sorry server is reached like a backend, by \
-                     its MAC alone",
-                    target.port
+                    "the service port {port}: in DR the sorry server is reached like a backend, \
+                     by its MAC alone"
                 );
                 return Err(self.invalid(key, at, expected));
             }
-            if !target.interfaces.iter().any(|i| i.contains(*sorry.ip())) {
+            if !target.interfaces.iter().any(|i| i.contains(sorry.ip())) {
                 return Err(self.invalid(
                     key,
                     at,
@@ -1736,15 +1937,17 @@ impl Context<'_> {
         &self,
         key: &str,
         table: &Spanned<RawBackend>,
-        service_port: u16,
+        service: &ServiceName,
         forward: ForwardMode,
         interfaces: &[InterfaceConfig],
     ) -> Result<BackendConfig, ConfigError> {
         let span = table.span();
         let raw = table.get_ref();
+        let service_port = service.port;
         let addr_key = format!("{key}.addr");
-        let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_IPV4)?;
-        let addr = self.ipv4(&addr_key, addr_at)?;
+        let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_IP)?;
+        let addr = self.ip(&addr_key, addr_at, false)?;
+        self.same_family(&addr_key, addr_at, service, addr)?;
         let port = match &raw.port {
             Some(at) => {
                 let port_key = format!("{key}.port");
@@ -1765,10 +1968,7 @@ impl Context<'_> {
             None => service_port,
         };
         if forward == ForwardMode::Dr && !interfaces.iter().any(|i| i.contains(addr)) {
-            let subnets: Vec<String> = interfaces
-                .iter()
-                .map(|i| format!("{} {}/{}", i.name, i.addr, i.prefix_len))
-                .collect();
+            let subnets: Vec<String> = interfaces.iter().map(InterfaceConfig::subnets).collect();
             return Err(self.invalid(
                 &addr_key,
                 addr_at,
@@ -1789,7 +1989,7 @@ impl Context<'_> {
 
 /// What a sorry server is checked against: the service it stands in for.
 struct SorryTarget<'a> {
-    port: u16,
+    name: &'a ServiceName,
     forward: ForwardMode,
     interfaces: &'a [InterfaceConfig],
 }
@@ -1806,6 +2006,82 @@ fn optional<T>(
 /// Whether an address can be a host's: not 0.0.0.0, not the limited broadcast, not multicast.
 fn is_unicast(ip: Ipv4Addr) -> bool {
     !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast()
+}
+
+/// Whether an IPv6 address can be a host's: not `::`, not multicast (ff00::/8, IPv6's
+/// broadcast), not IPv4-mapped (`::ffff:10.1.1.1` is an IPv4 host written as IPv6: write it
+/// as IPv4), and not link-local (fe80::/10: meaningless without an interface to scope it)
+/// unless `link_local` admits it (a next hop, a static neighbour).
+fn is_host6(ip: Ipv6Addr, link_local: bool) -> bool {
+    !ip.is_unspecified()
+        && !ip.is_multicast()
+        && ip.to_ipv4_mapped().is_none()
+        && (link_local || !ip.is_unicast_link_local())
+}
+
+/// [`is_unicast`] or [`is_host6`], by family.
+fn is_host(ip: IpAddr, link_local: bool) -> bool {
+    match ip {
+        IpAddr::V4(ip) => is_unicast(ip),
+        IpAddr::V6(ip) => is_host6(ip, link_local),
+    }
+}
+
+/// What makes an IPv6 address no VIP or local address (the counterpart of IPv4's loopback,
+/// network and broadcast checks): the loopback `::1`, and the subnet-router anycast
+/// address (the subnet's all-zeros host, RFC 4291 §2.6.1, which routers answer) of an
+/// interface's IPv6 subnet of up to /126.
+fn special6(interfaces: &[InterfaceConfig], addr: Ipv6Addr) -> Option<String> {
+    if addr.is_loopback() {
+        return Some("the loopback address ::1".into());
+    }
+    for (index, i) in interfaces.iter().enumerate() {
+        let Some(v6) = i.ipv6.filter(|v6| v6.prefix_len <= 126 && v6.contains(addr)) else {
+            continue;
+        };
+        let network = v6.addr.to_bits() & prefix_mask6(v6.prefix_len);
+        if addr.to_bits() == network {
+            return Some(format!(
+                "the subnet-router anycast address of interface[{index}] {}'s subnet {}/{}",
+                i.name,
+                Ipv6Addr::from_bits(network),
+                v6.prefix_len
+            ));
+        }
+    }
+    None
+}
+
+/// `ADDR/PREFIX` with a prefix of 0 to `max` written in digits only (`u8::from_str` would
+/// also take "+24").
+fn cidr<A: FromStr>(text: &str, max: u8) -> Option<(A, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    let addr = addr.parse::<A>().ok()?;
+    let prefix = Some(prefix)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max)?;
+    Some((addr, prefix))
+}
+
+/// How messages name a service: `tcp 10.1.1.100:80`, `tcp [2001:db8::100]:80`.
+struct ServiceName {
+    proto: Proto,
+    vip: IpAddr,
+    port: u16,
+}
+
+impl ServiceName {
+    fn of(service: &ServiceConfig) -> ServiceName {
+        ServiceName { proto: service.proto, vip: service.vip, port: service.port }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.proto, endpoint(self.vip, self.port))
+    }
 }
 
 fn render_list(list: &[Spanned<Value>]) -> String {
@@ -1905,7 +2181,7 @@ pub(crate) mod tests {
         assert!(fullnat.services.iter().all(|s| s.forward == ForwardMode::FullNat));
         assert_eq!(
             fullnat.services[0].local_addrs,
-            [Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)]
+            [IpAddr::from([10, 1, 1, 200]), IpAddr::from([10, 1, 1, 201])]
         );
         assert_eq!(fullnat.conntrack.max_embryonic, 1_000_000);
     }
@@ -1937,6 +2213,7 @@ pub(crate) mod tests {
                 prefix_len: 24,
                 mac: Some([2, 0, 0, 0, 0, 1]),
                 gateway: None,
+                ipv6: None,
             }]
         );
         assert!(config.neighbors.is_empty());
@@ -1944,7 +2221,7 @@ pub(crate) mod tests {
         assert_eq!(
             config.services,
             [ServiceConfig {
-                vip: Ipv4Addr::new(10, 1, 1, 100),
+                vip: IpAddr::from([10, 1, 1, 100]),
                 port: 80,
                 proto: Proto::Tcp,
                 scheduler: SchedulerKind::Maglev,
@@ -1953,7 +2230,7 @@ pub(crate) mod tests {
                 maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
                 health: HealthConfig::default(),
                 backends: vec![BackendConfig {
-                    addr: Ipv4Addr::new(10, 1, 1, 11),
+                    addr: IpAddr::from([10, 1, 1, 11]),
                     port: 80,
                     weight: 1
                 }],
@@ -2699,6 +2976,7 @@ pub(crate) mod tests {
             prefix_len,
             mac: None,
             gateway: None,
+            ipv6: None,
         };
         let lan = interface([10, 1, 1, 10], 24);
         assert_eq!(lan.netmask(), Ipv4Addr::new(255, 255, 255, 0));
@@ -2769,23 +3047,23 @@ pub(crate) mod tests {
             // 10.1.1.250 is no backend's address (they count up from 10.1.1.20).
             health.sorry_server = sorry_port.map(|sorry_port| {
                 let sorry_port = if forward == ForwardMode::Dr { port } else { sorry_port };
-                SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 250), sorry_port)
+                SocketAddr::from(([10, 1, 1, 250], sorry_port))
             });
             let local_addrs = match forward {
-                ForwardMode::FullNat => (0..local_count).map(|i| Ipv4Addr::new(10, 1, 1, 200 + i)).collect(),
+                ForwardMode::FullNat => (0..local_count).map(|i| IpAddr::from([10, 1, 1, 200 + i])).collect(),
                 _ => vec![],
             };
             let backends = backends
                 .into_iter()
                 .zip(20u8..)
                 .map(|((backend_port, weight), host)| BackendConfig {
-                    addr: Ipv4Addr::new(10, 1, 1, host),
+                    addr: IpAddr::from([10, 1, 1, host]),
                     port: if forward == ForwardMode::Dr { port } else { backend_port },
                     weight,
                 })
                 .collect();
             ServiceConfig {
-                vip: Ipv4Addr::new(10, 1, 2, index),
+                vip: IpAddr::from([10, 1, 2, index]),
                 port,
                 proto: if udp { Proto::Udp } else { Proto::Tcp },
                 scheduler,
@@ -2821,8 +3099,9 @@ pub(crate) mod tests {
                         prefix_len: 24,
                         mac: Some(mac),
                         gateway: with_gateway.then_some(Ipv4Addr::new(10, 1, 1, 1)),
+                        ipv6: None,
                     }],
-                    neighbors: vec![NeighborConfig { ip: Ipv4Addr::new(10, 1, 1, 20), mac }],
+                    neighbors: vec![NeighborConfig { ip: IpAddr::from([10, 1, 1, 20]), mac }],
                     conntrack: ConntrackSettings {
                         capacity,
                         max_embryonic: (capacity * embryonic_permille as usize / 1000).max(1),
@@ -2931,6 +3210,7 @@ pub(crate) mod tests {
                 prefix_len,
                 mac: None,
                 gateway: None,
+                ipv6: None,
             };
             prop_assert!(interface.contains(interface.addr));
             let same = prefix_len == 0 || (addr >> (32 - u32::from(prefix_len))) == (other >> (32 - u32::from(prefix_len)));

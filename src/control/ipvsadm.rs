@@ -57,14 +57,14 @@
 //! whitespace are where they expect them.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::control::Snapshot;
 use crate::control::config::{
     Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
-    ServiceConfig, seconds_text,
+    ServiceConfig, endpoint, seconds_text,
 };
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
@@ -77,8 +77,8 @@ use crate::sched::SchedulerKind;
 pub struct ServiceId {
     /// TCP (`-t`) or UDP (`-u`).
     pub proto: Proto,
-    /// The virtual IP.
-    pub vip: Ipv4Addr,
+    /// The virtual IP, IPv4 or IPv6.
+    pub vip: IpAddr,
     /// The virtual port.
     pub port: u16,
 }
@@ -100,12 +100,22 @@ impl ServiceId {
     fn find(&self, config: &Config) -> Option<usize> {
         config.services.iter().position(|s| ServiceId::of(s) == *self)
     }
+
+    /// `10.1.1.10:80` or `[2001:db8::10]:80`, as ipvsadm writes `-t|-u`'s value.
+    pub fn endpoint(&self) -> String {
+        endpoint(self.vip, self.port)
+    }
+
+    /// `-t 10.1.1.10:80`, `-u [2001:db8::10]:53`.
+    fn arg(&self) -> String {
+        format!("{} {}", self.flag(), self.endpoint())
+    }
 }
 
 impl fmt::Display for ServiceId {
-    /// `10.1.1.10:80/tcp`, as xlb's other messages name services.
+    /// `10.1.1.10:80/tcp` or `[2001:db8::10]:80/tcp`, as xlb's other messages name services.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.vip, self.port, self.proto)
+        write!(f, "{}/{}", self.endpoint(), self.proto)
     }
 }
 
@@ -134,7 +144,7 @@ pub struct HealthOptions {
     /// `--health-passive-fall`.
     pub passive_fall: Option<u32>,
     /// `--sorry-server ADDR:PORT`, or `none` (`Some(None)`) to remove it.
-    pub sorry_server: Option<Option<SocketAddrV4>>,
+    pub sorry_server: Option<Option<SocketAddr>>,
     /// `--health-via-vip yes|no` (DR: probe the VIP through each real server).
     pub via_vip: Option<bool>,
 }
@@ -148,7 +158,7 @@ pub struct ServiceOptions {
     /// `-g|-m|-b` (xlb forwards per service).
     pub forward: Option<ForwardMode>,
     /// `-z`: FullNAT's local address pool, replacing the current one.
-    pub local_addrs: Vec<Ipv4Addr>,
+    pub local_addrs: Vec<IpAddr>,
     /// `--maglev-table-size`.
     pub maglev_table_size: Option<usize>,
     /// `--health-*`, `--on-failure`.
@@ -205,7 +215,7 @@ pub enum Command {
         /// Which service.
         service: ServiceId,
         /// The real server (its port defaults to the service port).
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// `-g|-m|-b`, if given.
         forward: Option<ForwardMode>,
         /// `-w`, if given (default 1).
@@ -216,7 +226,7 @@ pub enum Command {
         /// Which service.
         service: ServiceId,
         /// Which real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// `-g|-m|-b`, if given: must be the service's.
         forward: Option<ForwardMode>,
         /// `-w`, if given.
@@ -227,21 +237,21 @@ pub enum Command {
         /// Which service.
         service: ServiceId,
         /// Which real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// `-P` (DPVS's `--add-laddr`): add local addresses to a FullNAT service's pool.
     AddLocalAddrs {
         /// Which service.
         service: ServiceId,
         /// The addresses (`-z`).
-        addrs: Vec<Ipv4Addr>,
+        addrs: Vec<IpAddr>,
     },
     /// `-Q` (DPVS's `--del-laddr`): remove local addresses from a FullNAT service's pool.
     DeleteLocalAddrs {
         /// Which service.
         service: ServiceId,
         /// The addresses (`-z`).
-        addrs: Vec<Ipv4Addr>,
+        addrs: Vec<IpAddr>,
     },
     /// `-L`: print a listing.
     List(ListOptions),
@@ -274,10 +284,10 @@ impl fmt::Display for Command {
         let server_line = |f: &mut fmt::Formatter<'_>,
                            verb: &str,
                            service: &ServiceId,
-                           server: &SocketAddrV4,
+                           server: &SocketAddr,
                            forward: &Option<ForwardMode>,
                            weight: &Option<u32>| {
-            write!(f, "{verb} {} {}:{} -r {server}", service.flag(), service.vip, service.port)?;
+            write!(f, "{verb} {} -r {server}", service.arg())?;
             if let Some(forward) = forward {
                 write!(f, " {}", forward_flag(*forward))?;
             }
@@ -286,8 +296,7 @@ impl fmt::Display for Command {
             }
             Ok(())
         };
-        let service_arg =
-            |service: &ServiceId| format!("{} {}:{}", service.flag(), service.vip, service.port);
+        let service_arg = ServiceId::arg;
         match self {
             Command::AddService { service, options } => {
                 write!(f, "-A {}", service_arg(service))?;
@@ -422,7 +431,7 @@ pub enum CtlError {
         /// The service.
         service: ServiceId,
         /// The real server asked for.
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// `-a` of a real server the service has.
     #[error("service {service} already has real server {server} (-e changes it)")]
@@ -430,7 +439,7 @@ pub enum CtlError {
         /// The service.
         service: ServiceId,
         /// The real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// A real server's forwarding flag is not its service's.
     #[error(
@@ -441,7 +450,7 @@ pub enum CtlError {
         /// The service.
         service: ServiceId,
         /// The real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// The service's method.
         has: ForwardMode,
         /// The method asked for.
@@ -845,26 +854,23 @@ impl Options {
             (None, None) => return Ok(None),
         };
         let value = g.value.unwrap_or_default();
-        let expected = "VIP:port, numeric, like 10.1.1.10:80";
-        let (vip, port) = value
-            .split_once(':')
-            .and_then(|(vip, port)| Some((Ipv4Addr::from_str(vip).ok()?, parse_port(port)?)))
+        let expected = "VIP:port, numeric, like 10.1.1.10:80 or [2001:db8::10]:80";
+        let vip = parse_endpoint(&value, None)
             .ok_or_else(|| usage(format!("{} {value}: expected {expected}", g.name)))?;
-        Ok(Some(ServiceId { proto, vip, port }))
+        Ok(Some(ServiceId { proto, vip: vip.ip(), port: vip.port() }))
     }
 
     /// `-r RIP[:port]`; the port defaults to the service port, as in ipvsadm.
-    fn real_server(&mut self, service_port: u16) -> Result<SocketAddrV4, CtlError> {
+    fn real_server(&mut self, service_port: u16) -> Result<SocketAddr, CtlError> {
         let g = self.take(Key::Real).ok_or_else(|| self.missing("-r RIP[:port]"))?;
         let value = g.value.unwrap_or_default();
-        let parsed = match value.split_once(':') {
-            Some((addr, port)) => Ipv4Addr::from_str(addr).ok().zip(parse_port(port)),
-            None => Ipv4Addr::from_str(&value).ok().map(|addr| (addr, service_port)),
-        };
-        let (addr, port) = parsed.ok_or_else(|| {
-            usage(format!("{} {value}: expected RIP[:port], numeric, like 10.1.1.11:80", g.name))
-        })?;
-        Ok(SocketAddrV4::new(addr, port))
+        parse_endpoint(&value, Some(service_port)).ok_or_else(|| {
+            usage(format!(
+                "{} {value}: expected RIP[:port], numeric, like 10.1.1.11:80 or \
+                 [2001:db8::11]:80",
+                g.name
+            ))
+        })
     }
 
     /// `-g|-m|-b`: at most one.
@@ -878,14 +884,16 @@ impl Options {
     }
 
     /// Every `-z`, each an address or a comma-separated list.
-    fn laddrs(&mut self) -> Result<Vec<Ipv4Addr>, CtlError> {
+    fn laddrs(&mut self) -> Result<Vec<IpAddr>, CtlError> {
         let mut addrs = Vec::new();
         while let Some(g) = self.take(Key::Laddr) {
             let value = g.value.unwrap_or_default();
             for part in value.split(',') {
-                let addr = Ipv4Addr::from_str(part).map_err(|_| {
+                // An address alone has no port to tell apart: IPv6 needs no brackets here.
+                let addr = IpAddr::from_str(part).map_err(|_| {
                     usage(format!(
-                        "{} {value}: {part:?} is not an IPv4 address, like 10.1.1.200",
+                        "{} {value}: {part:?} is not an IPv4 address, like 10.1.1.200, nor an \
+                         IPv6 address, like 2001:db8::200",
                         g.name
                     ))
                 })?;
@@ -982,9 +990,9 @@ impl Options {
                 Key::SorryServer,
                 |v| match v {
                     "none" => Some(None),
-                    v => v.parse::<SocketAddrV4>().ok().map(Some),
+                    v => parse_endpoint(v, None).map(Some),
                 },
-                "ADDR:PORT, or none",
+                "ADDR:PORT ([ADDR]:PORT for IPv6), or none",
             )?,
             via_vip: self.named(
                 Key::HealthViaVip,
@@ -1013,6 +1021,30 @@ fn decode_hex(text: &str) -> Option<String> {
         .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
         .collect();
     String::from_utf8(bytes?).ok()
+}
+
+/// `ADDR:PORT` as ipvsadm writes it: IPv4 `10.1.1.10:80`, IPv6 in brackets
+/// `[2001:db8::10]:80`; with a `default_port`, also the address alone (`10.1.1.11`,
+/// `[2001:db8::11]`). An IPv6 address without brackets is refused: in `2001:db8::10:80` the
+/// port cannot be told from the address. No scope (`%eth0`): a VIP or real server is no
+/// link-local address.
+fn parse_endpoint(text: &str, default_port: Option<u16>) -> Option<SocketAddr> {
+    let (ip, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']')?;
+            let ip = IpAddr::V6(Ipv6Addr::from_str(ip).ok()?);
+            match after.strip_prefix(':') {
+                Some(port) => (ip, parse_port(port)?),
+                None if after.is_empty() => (ip, default_port?),
+                None => return None,
+            }
+        }
+        None => match text.split_once(':') {
+            Some((ip, port)) => (IpAddr::V4(Ipv4Addr::from_str(ip).ok()?), parse_port(port)?),
+            None => (IpAddr::V4(Ipv4Addr::from_str(text).ok()?), default_port?),
+        },
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 fn parse_port(text: &str) -> Option<u16> {
@@ -1116,7 +1148,7 @@ fn describe_key(config: &Config, key: &str) -> String {
     if let Some((b, after)) = rest.strip_prefix(".backend[").and_then(index)
         && let Some(backend) = service.backends.get(b)
     {
-        what.push_str(&format!(" real server {}:{}", backend.addr, backend.port));
+        what.push_str(&format!(" real server {}", endpoint(backend.addr, backend.port)));
         rest = after;
     }
     if let Some(setting) = rest.strip_prefix('.') {
@@ -1170,7 +1202,7 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
                 set_forward(target, *service, asked, &[])?;
             }
             target.backends.push(crate::control::config::BackendConfig {
-                addr: *server.ip(),
+                addr: server.ip(),
                 port: server.port(),
                 weight: weight.unwrap_or(1),
             });
@@ -1202,12 +1234,10 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
             let refuse = |message: String| CtlError::LocalAddrs { service: *service, message };
             if target.forward != ForwardMode::FullNat {
                 return Err(refuse(format!(
-                    "it forwards by {}, and local addresses are FullNAT's source pool (-E {} {}:{} \
+                    "it forwards by {}, and local addresses are FullNAT's source pool (-E {} \
                      -b -z LIP makes it FullNAT)",
                     target.forward,
-                    service.flag(),
-                    service.vip,
-                    service.port
+                    service.arg(),
                 )));
             }
             for addr in addrs {
@@ -1249,13 +1279,13 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
     Ok(())
 }
 
-fn backend_at(service: &ServiceConfig, server: &SocketAddrV4) -> Option<usize> {
-    service.backends.iter().position(|b| b.addr == *server.ip() && b.port == server.port())
+fn backend_at(service: &ServiceConfig, server: &SocketAddr) -> Option<usize> {
+    service.backends.iter().position(|b| b.addr == server.ip() && b.port == server.port())
 }
 
 fn mismatch(
     service: ServiceId,
-    server: SocketAddrV4,
+    server: SocketAddr,
     has: ForwardMode,
     asked: ForwardMode,
 ) -> CtlError {
@@ -1274,7 +1304,7 @@ fn set_forward(
     service: &mut ServiceConfig,
     id: ServiceId,
     forward: ForwardMode,
-    local_addrs: &[Ipv4Addr],
+    local_addrs: &[IpAddr],
 ) -> Result<(), CtlError> {
     match forward {
         ForwardMode::FullNat => {
@@ -1285,11 +1315,9 @@ fn set_forward(
                 return Err(CtlError::LocalAddrs {
                     service: id,
                     message: format!(
-                        "FullNAT needs local addresses, its source pool: -E {} {}:{} -b -z LIP \
+                        "FullNAT needs local addresses, its source pool: -E {} -b -z LIP \
                          makes the service FullNAT with one",
-                        id.flag(),
-                        id.vip,
-                        id.port
+                        id.arg(),
                     ),
                 });
             }
@@ -1428,7 +1456,7 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
         for backend in &service.backends {
             commands.push(Command::AddServer {
                 service: id,
-                server: SocketAddrV4::new(backend.addr, backend.port),
+                server: SocketAddr::new(backend.addr, backend.port),
                 forward: Some(service.forward),
                 weight: Some(backend.weight),
             });
@@ -1500,7 +1528,11 @@ fn title(snapshot: &Snapshot) -> String {
 ///   -> 10.1.1.11:80                 Route   1      0          0
 /// ```
 pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
-    let only = view.options.service.and_then(|s| snapshot.service_at(s.vip, s.port, s.proto));
+    // The snapshot is IPv4 only (issue 12): an IPv6 service is in no running snapshot.
+    let only = view.options.service.and_then(|s| match s.vip {
+        IpAddr::V4(vip) => snapshot.service_at(vip, s.port, s.proto),
+        IpAddr::V6(_) => None,
+    });
     if view.options.service.is_some() && only.is_none() {
         return String::new();
     }
@@ -1513,23 +1545,22 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
                 if only.is_some_and(|only| only != index) {
                     continue;
                 }
-                let name = format!(
-                    "{}  {}:{}",
-                    service.proto.name().to_uppercase(),
-                    service.vip,
-                    service.port
-                );
-                out.push_str(&format!("{name} {}\n", service.scheduler.kind()));
+                let vip = IpAddr::V4(service.vip);
+                out.push_str(&service_line(
+                    service.proto,
+                    vip,
+                    service.port,
+                    service.scheduler.kind(),
+                ));
                 for backend in service.backends.clone() {
                     let Some(entry) = snapshot.backends.get(backend) else { continue };
                     let figure = |v: &[u64]| v.get(backend).copied().unwrap_or(0);
-                    out.push_str(&format!(
-                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}\n",
-                        format!("{}:{}", entry.addr, entry.port),
-                        service.forward.ipvsadm_name(),
+                    out.push_str(&server_line(
+                        IpAddr::V4(entry.addr),
+                        entry.port,
+                        service.forward,
                         entry.weight,
-                        figure(&view.active),
-                        figure(&view.inactive)
+                        [figure(&view.active), figure(&view.inactive)],
                     ));
                 }
             }
@@ -1551,7 +1582,9 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             ));
             let wanted = |c: &ConnEntry| {
                 view.options.service.is_none_or(|s| {
-                    s.proto == c.proto && *c.r#virtual.ip() == s.vip && c.r#virtual.port() == s.port
+                    s.proto == c.proto
+                        && IpAddr::V4(*c.r#virtual.ip()) == s.vip
+                        && c.r#virtual.port() == s.port
                 })
             };
             for c in view.connections.iter().filter(|c| wanted(c)) {
@@ -1569,6 +1602,31 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             out
         }
     }
+}
+
+/// A service's line of `-L -n`: `TCP  10.1.1.10:80 rr`, `TCP  [2001:db8::10]:80 wlc`
+/// (ipvsadm's `print_service_entry`: IPv6 in brackets).
+fn service_line(proto: Proto, vip: IpAddr, port: u16, scheduler: SchedulerKind) -> String {
+    format!("{}  {} {scheduler}\n", proto.name().to_uppercase(), endpoint(vip, port))
+}
+
+/// A real server's line of `-L -n`: `  -> 10.1.1.11:80                 Route   1      0    ...`,
+/// the address as `[2001:db8::11]:80` for IPv6, padded to ipvsadm's 28 columns.
+fn server_line(
+    addr: IpAddr,
+    port: u16,
+    forward: ForwardMode,
+    weight: u32,
+    [active, inactive]: [u64; 2],
+) -> String {
+    format!(
+        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}\n",
+        endpoint(addr, port),
+        forward.ipvsadm_name(),
+        weight,
+        active,
+        inactive
+    )
 }
 
 // Serving requests.
@@ -1753,7 +1811,7 @@ mod tests {
     }
 
     fn web() -> ServiceId {
-        ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10), port: 80 }
+        ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10).into(), port: 80 }
     }
 
     #[test]
@@ -1815,7 +1873,7 @@ mod tests {
             cmd("-d -t 10.1.1.10:80 -r 10.1.1.12"),
             Command::DeleteServer { service: web(), server: "10.1.1.12:80".parse().unwrap() }
         );
-        let laddrs = vec![Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)];
+        let laddrs: Vec<IpAddr> = vec![[10, 1, 1, 200].into(), [10, 1, 1, 201].into()];
         assert_eq!(
             cmd("-P -t 10.1.1.10:80 -z 10.1.1.200,10.1.1.201 -F dpdk0"),
             Command::AddLocalAddrs { service: web(), addrs: laddrs.clone() }
@@ -2196,8 +2254,11 @@ mod tests {
                UDP  10.1.1.10:53 wrr\n\
                \x20 -> 10.1.2.13:5353               Masq    4      0          250       \n";
         assert_eq!(list(&snapshot, &v), expected);
-        v.options.service =
-            Some(ServiceId { proto: Proto::Udp, vip: Ipv4Addr::new(10, 1, 1, 10), port: 53 });
+        v.options.service = Some(ServiceId {
+            proto: Proto::Udp,
+            vip: Ipv4Addr::new(10, 1, 1, 10).into(),
+            port: 53,
+        });
         let one = list(&snapshot, &v);
         assert_eq!(one.lines().count(), 5, "{one}");
         assert!(one.contains("UDP  10.1.1.10:53 wrr") && !one.contains("TCP"));

@@ -312,8 +312,9 @@ pub fn render(view: &MetricsView<'_>) -> String {
         .backends
         .iter()
         .map(|backend| {
-            let service = snapshot.services.get(backend.service).map(|s| (s.vip, s.port, s.proto));
-            ipvs_labels(service, (backend.addr, backend.port))
+            let service =
+                snapshot.services.get(backend.service).map(|s| (s.vip.into(), s.port, s.proto));
+            ipvs_labels(service, (backend.addr.into(), backend.port))
         })
         .collect();
     if view.backend_connections.len() == snapshot.backends.len() {
@@ -1250,7 +1251,7 @@ mod tests {
         core.ports[1].1.rx_kernel_dropped = 4;
         let cores =
             [CoreMetrics { report: &core, latency: LatencySummary::default(), conntrack: None }];
-        let web = (Ipv4Addr::new(10, 1, 1, 10), 80, Proto::Tcp);
+        let web = (Ipv4Addr::new(10, 1, 1, 10).into(), 80, Proto::Tcp);
         let status = |backend, counters| BackendStatus {
             service: web,
             backend,
@@ -1259,7 +1260,7 @@ mod tests {
         };
         let health = [
             status(
-                (Ipv4Addr::new(10, 1, 1, 11), 8080),
+                (Ipv4Addr::new(10, 1, 1, 11).into(), 8080),
                 HealthCounters {
                     probes_ok: 40,
                     probes_failed: 3,
@@ -1269,7 +1270,7 @@ mod tests {
             ),
             // Down and removed from the snapshot (`on_failure = "remove"`): still counted.
             status(
-                (Ipv4Addr::new(10, 1, 1, 12), 8080),
+                (Ipv4Addr::new(10, 1, 1, 12).into(), 8080),
                 HealthCounters {
                     passive_events: 9,
                     early_probes: 1,
