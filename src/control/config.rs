@@ -2991,6 +2991,197 @@ pub(crate) mod tests {
         assert_eq!(interface([10, 1, 1, 10], 200).netmask(), Ipv4Addr::BROADCAST);
     }
 
+    // IPv6 at the edges (issue 12): accepted by the config, refused by the data plane.
+
+    const IFACE6: &str = "[[interface]]\n\
+                          name = \"eth0\"\n\
+                          addr = \"10.1.1.10/24\"\n\
+                          addr6 = \"2001:db8:1::10/64\"\n\
+                          gateway6 = \"fe80::1\"\n\
+                          mac = \"02:00:00:00:00:01\"\n";
+
+    /// A config with the dual-stack interface and one IPv6 service whose body is `body`.
+    fn service6(body: &str) -> String {
+        format!("{IFACE6}\n[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\n{body}")
+    }
+
+    fn v6(text: &str) -> IpAddr {
+        IpAddr::V6(text.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv6_services_parse_in_every_mode() {
+        let text = format!(
+            "{IFACE6}\n\
+             [[neighbor]]\nip = \"fe80::1\"\nmac = \"02:00:00:00:00:fe\"\n\
+             [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nscheduler = \"wlc\"\n\
+             [service.health]\nsorry_server = \"[2001:db8:1::30]:80\"\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\n\
+             [[service]]\nvip = \"2001:db8:1::101\"\nport = 53\nproto = \"udp\"\nforward = \"nat\"\n\
+             [service.health]\nsorry_server = \"2001:db8:2::30\"\n\
+             [[service.backend]]\naddr = \"2001:db8:2::12\"\nport = 5353\n\
+             [[service]]\nvip = \"2001:db8:1::102\"\nport = 443\nforward = \"fullnat\"\n\
+             local_addrs = [\"2001:db8:1::200\", \"2001:db8:1::201\"]\n\
+             [[service.backend]]\naddr = \"2001:db8:2::13\"\nport = 8443\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n"
+        );
+        let config = parse(&text).expect("a dual-stack config");
+        let eth0 = &config.interfaces[0];
+        let ipv6 = eth0.ipv6.expect("addr6");
+        assert_eq!((ipv6.addr, ipv6.prefix_len), ("2001:db8:1::10".parse().unwrap(), 64));
+        assert_eq!(ipv6.gateway, Some("fe80::1".parse().unwrap()));
+        assert!(eth0.contains(v6("2001:db8:1::ffff")) && !eth0.contains(v6("2001:db8:2::1")));
+        assert!(eth0.contains(Ipv4Addr::new(10, 1, 1, 11)));
+        assert_eq!(config.neighbors[0].ip, v6("fe80::1"));
+        let [dr, nat, fullnat, four] = &config.services[..] else { panic!("four services") };
+        assert_eq!(dr.vip, v6("2001:db8:1::100"));
+        assert_eq!(dr.backends[0].addr, v6("2001:db8:1::11"));
+        assert_eq!(dr.health.sorry_server, Some("[2001:db8:1::30]:80".parse().unwrap()));
+        assert_eq!(nat.health.sorry_server, Some("[2001:db8:2::30]:53".parse().unwrap()));
+        assert_eq!(nat.backends[0].port, 5353);
+        assert_eq!(fullnat.local_addrs, [v6("2001:db8:1::200"), v6("2001:db8:1::201")]);
+        assert_eq!(four.vip, IpAddr::from([10, 1, 1, 100]));
+        // The rendered config reads back the same.
+        assert_eq!(parse(&config.to_toml()), Ok(config.clone()));
+        let rendered = config.to_toml();
+        assert!(rendered.contains("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"fe80::1\"\n"));
+        assert!(rendered.contains("sorry_server = \"[2001:db8:1::30]:80\"\n"), "{rendered}");
+        // Existing configs: no addr6, no IPv6 anywhere.
+        assert_eq!(parse(&service("")).unwrap().interfaces[0].ipv6, None);
+    }
+
+    #[test]
+    fn a_service_is_one_family_nat64_is_refused() {
+        // An IPv6 VIP with an IPv4 real server: NAT64, refused naming both.
+        let text = service6("forward = \"nat\"\n[[service.backend]]\naddr = \"10.1.1.11\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "10.1.1.11");
+        assert_eq!(
+            expected,
+            "an IPv6 address, as service tcp [2001:db8:1::100]:80 is IPv6: NAT64 (IPv6 clients \
+             to IPv4 real servers) is not supported"
+        );
+        assert_eq!(
+            parse(&text).unwrap_err().to_string(),
+            format!(
+                "test.toml: line {}: service[0].backend[0].addr = \"10.1.1.11\": {expected}",
+                line_of(&text, "10.1.1.11")
+            )
+        );
+        // And the other way round.
+        let text = format!(
+            "{IFACE6}\n[[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\n"
+        );
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "2001:db8:1::11");
+        assert_eq!(
+            expected,
+            "an IPv4 address, as service tcp 10.1.1.100:80 is IPv4: NAT46 (IPv4 clients to IPv6 \
+             real servers) is not supported"
+        );
+        // Local addresses and sorry servers too.
+        let text = service6(
+            "forward = \"fullnat\"\nlocal_addrs = [\"2001:db8:1::200\", \"10.1.1.200\"]\n",
+        );
+        let expected = assert_invalid(&text, "service[0].local_addrs[1]", "local_addrs");
+        assert!(expected.contains("NAT64"), "{expected}");
+        let text = service6("[service.health]\nsorry_server = \"10.1.1.30:80\"\n");
+        let expected = assert_invalid(&text, "service[0].health.sorry_server", "10.1.1.30");
+        assert!(expected.starts_with("an IPv6 address, as service tcp"), "{expected}");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_checked_per_family() {
+        // (vip, words of the refusal): not a host's address at all, or no VIP's.
+        for (vip, words) in [
+            ("::", "a unicast IPv4 or IPv6 address"),
+            ("ff02::1", "a unicast IPv4 or IPv6 address"),
+            ("fe80::100", "a unicast IPv4 or IPv6 address"),
+            ("::ffff:10.1.1.100", "a unicast IPv4 or IPv6 address"),
+            ("[2001:db8:1::100]", "a unicast IPv4 or IPv6 address"),
+            ("2001:db8:1::100%eth0", "a unicast IPv4 or IPv6 address"),
+            ("::1", "the loopback address ::1, and xlb answers NDP"),
+            ("2001:db8:1::", "the subnet-router anycast address of interface[0] eth0's subnet"),
+            ("2001:db8:1::10", "interface[0] eth0's own IPv6 address, line 4, and xlb answers NDP"),
+            ("fe80::1", "a unicast IPv4 or IPv6 address"),
+        ] {
+            let text = format!("{IFACE6}\n[[service]]\nvip = \"{vip}\"\nport = 80\n");
+            let expected = assert_invalid(&text, "service[0].vip", &format!("vip = \"{vip}\""));
+            assert!(expected.contains(words), "{vip}: {expected}");
+        }
+        // A backend: link-local is refused (no interface scopes it), DR needs the subnet.
+        let text = service6("[[service.backend]]\naddr = \"fe80::11\"\n");
+        assert_invalid(&text, "service[0].backend[0].addr", "fe80::11");
+        let text = service6("[[service.backend]]\naddr = \"2001:db8:2::11\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "2001:db8:2::11");
+        assert!(
+            expected.contains("(eth0 10.1.1.10/24 2001:db8:1::10/64)")
+                && expected.contains("same link"),
+            "{expected}"
+        );
+        // Probing through the VIP takes IPv4 policy routes.
+        let text = service6("[service.health]\nvia_vip = true\n");
+        let expected = assert_invalid(&text, "service[0].health.via_vip", "via_vip");
+        assert!(expected.contains("IPv4 only until issue 12"), "{expected}");
+        // Duplicates are found whatever the spelling.
+        let text = service6(
+            "[[service.backend]]\naddr = \"2001:db8:1::11\"\n\
+             [[service.backend]]\naddr = \"2001:DB8:1:0::11\"\n",
+        );
+        let expected = assert_invalid(&text, "service[0].backend[1].addr", "DB8");
+        assert_eq!(
+            expected,
+            "a real server not already in this service: [2001:db8:1::11]:80 is backend[0]"
+        );
+    }
+
+    #[test]
+    fn interface_addr6_is_cidr_with_prefix_up_to_128() {
+        let iface = |extra: &str| {
+            format!("[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n{extra}\n")
+        };
+        for bad in [
+            "2001:db8::10/129",
+            "2001:db8::10",
+            "2001:db8::10/",
+            "2001:db8::10/+64",
+            "fe80::10/64",
+            "ff02::1/64",
+            "::/0",
+            "10.1.1.10/24",
+            "[2001:db8::10]/64",
+        ] {
+            let text = iface(&format!("addr6 = \"{bad}\""));
+            let expected = assert_invalid(&text, "interface[0].addr6", "addr6");
+            assert!(expected.contains("2001:db8:1::10/64") && expected.contains("0 to 128"));
+        }
+        for (cidr, prefix_len) in [("2001:db8::10/128", 128), ("2001:db8::10/0", 0)] {
+            let text = iface(&format!("addr6 = \"{cidr}\""));
+            assert_eq!(parse(&text).unwrap().interfaces[0].ipv6.unwrap().prefix_len, prefix_len);
+        }
+        // An IPv6 address in `addr` says where it belongs.
+        let text = "[[interface]]\nname = \"eth0\"\naddr = \"2001:db8::10/64\"\n";
+        let expected = assert_invalid(text, "interface[0].addr", "2001:db8::10/64");
+        assert!(expected.contains("an IPv6 address goes in addr6"), "{expected}");
+        // gateway6: on the subnet or link-local, not the interface's own, not without addr6.
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:2::1\"");
+        let expected = assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        assert!(expected.contains("inside 2001:db8:1::/64"), "{expected}");
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:1::10\"");
+        assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"10.1.1.1\"");
+        assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        let text = iface("gateway6 = \"fe80::1\"");
+        let expected = assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        assert!(expected.contains("without addr6"), "{expected}");
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:1::1\"");
+        let gateway = parse(&text).unwrap().interfaces[0].ipv6.unwrap().gateway;
+        assert_eq!(gateway, Some("2001:db8:1::1".parse().unwrap()));
+        // A VIP may not be the IPv6 gateway.
+        let text = format!("{IFACE6}\n[[service]]\nvip = \"fe80::1\"\nport = 80\n");
+        assert_invalid(&text, "service[0].vip", "vip = ");
+    }
+
     // Property tests.
 
     prop_compose! {
@@ -3122,9 +3313,48 @@ pub(crate) mod tests {
         )
     }
 
+    /// A valid dual-stack config: [`arb_config`]'s, its interface also on 2001:db8:1::/64
+    /// (with an IPv6 gateway or not), and each service moved to IPv6 or not: every address
+    /// `10.1.c.d` of the service becomes `2001:db8:1::c:d` (on the same link, so DR rules
+    /// still hold); `via_vip` is IPv4's only.
+    pub(crate) fn arb_dual_config() -> impl Strategy<Value = Config> {
+        (arb_config(), any::<[bool; 4]>(), any::<bool>()).prop_map(|(mut config, six, gateway)| {
+            let to6 = |ip: IpAddr| match ip {
+                IpAddr::V4(ip) => {
+                    let [_, _, c, d] = ip.octets();
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, c.into(), d.into()))
+                }
+                ip => ip,
+            };
+            config.interfaces[0].ipv6 = Some(Ipv6Interface {
+                addr: "2001:db8:1::1:a".parse().unwrap(),
+                prefix_len: 64,
+                gateway: gateway.then(|| "fe80::1".parse().unwrap()),
+            });
+            for (service, six) in config.services.iter_mut().zip(six) {
+                if !six {
+                    continue;
+                }
+                service.vip = to6(service.vip);
+                service.local_addrs.iter_mut().for_each(|a| *a = to6(*a));
+                service.backends.iter_mut().for_each(|b| b.addr = to6(b.addr));
+                let sorry = &mut service.health.sorry_server;
+                *sorry = sorry.map(|s| SocketAddr::new(to6(s.ip()), s.port()));
+                service.health.via_vip = false;
+            }
+            config
+        })
+    }
+
     proptest! {
         #[test]
         fn valid_configs_round_trip(config in arb_config()) {
+            let text = config.to_toml();
+            prop_assert_eq!(parse(&text), Ok(config), "{}", text);
+        }
+
+        #[test]
+        fn valid_dual_stack_configs_round_trip(config in arb_dual_config()) {
             let text = config.to_toml();
             prop_assert_eq!(parse(&text), Ok(config), "{}", text);
         }

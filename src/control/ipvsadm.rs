@@ -1764,7 +1764,7 @@ Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::config::tests::arb_config;
+    use crate::control::config::tests::{arb_config, arb_dual_config};
     use proptest::prelude::*;
 
     const BASE: &str = r#"
@@ -2182,6 +2182,212 @@ mod tests {
         );
     }
 
+    // IPv6 services (issue 12): written, read, saved and restored as ipvsadm does; the
+    // running data plane refuses them.
+
+    const BASE6: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.2/24"
+        addr6 = "2001:db8:1::2/64"
+        mac = "02:00:0a:01:01:02"
+    "#;
+
+    fn base6() -> Config {
+        Config::parse(BASE6, "base6.toml").unwrap()
+    }
+
+    fn web6() -> ServiceId {
+        ServiceId { proto: Proto::Tcp, vip: "2001:db8:1::10".parse().unwrap(), port: 80 }
+    }
+
+    #[test]
+    fn parses_ipv6_services_and_real_servers_in_brackets() {
+        let add = Command::AddService {
+            service: web6(),
+            options: ServiceOptions {
+                scheduler: Some(SchedulerKind::Wlc),
+                ..ServiceOptions::default()
+            },
+        };
+        assert_eq!(cmd("-A -t [2001:db8:1::10]:80 -s wlc"), add);
+        assert_eq!(cmd("--add-service --tcp-service=[2001:db8:1::10]:80 -s wlc"), add);
+        assert_eq!(web6().to_string(), "[2001:db8:1::10]:80/tcp");
+        let server = Command::AddServer {
+            service: web6(),
+            server: "[2001:db8:1::11]:80".parse().unwrap(),
+            forward: Some(ForwardMode::Dr),
+            weight: Some(3),
+        };
+        assert_eq!(cmd("-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 3"), server);
+        // The port defaults to the service's, as for IPv4.
+        assert_eq!(cmd("-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11] -g -w 3"), server);
+        assert_eq!(server.to_string(), "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 3");
+        let laddrs: Vec<IpAddr> =
+            vec!["2001:db8:1::200".parse().unwrap(), "2001:db8:1::201".parse().unwrap()];
+        let add_laddrs = Command::AddLocalAddrs { service: web6(), addrs: laddrs };
+        assert_eq!(cmd("-P -t [2001:db8:1::10]:80 -z 2001:db8:1::200,2001:db8:1::201"), add_laddrs);
+        assert_eq!(
+            add_laddrs.to_string(),
+            "-P -t [2001:db8:1::10]:80 -z 2001:db8:1::200 -z 2001:db8:1::201"
+        );
+        match cmd("-E -u [2001:db8:1::10]:53 --sorry-server [2001:db8:1::30]:53") {
+            Command::EditService { service, options } => {
+                assert_eq!((service.proto, service.port), (Proto::Udp, 53));
+                let sorry = "[2001:db8:1::30]:53".parse().unwrap();
+                assert_eq!(options.health.sorry_server, Some(Some(sorry)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bracketless_ipv6_and_missing_ports_are_refused() {
+        let service = "expected VIP:port, numeric, like 10.1.1.10:80 or [2001:db8::10]:80";
+        let server = "expected RIP[:port], numeric, like 10.1.1.11:80 or [2001:db8::11]:80";
+        for (line, expected) in [
+            ("-A -t 2001:db8:1::10:80", format!("-t 2001:db8:1::10:80: {service}")),
+            ("-A -t 2001:db8:1::10", format!("-t 2001:db8:1::10: {service}")),
+            ("-A -t [2001:db8:1::10]", format!("-t [2001:db8:1::10]: {service}")),
+            ("-A -t [2001:db8:1::10]:", format!("-t [2001:db8:1::10]:: {service}")),
+            ("-A -t [2001:db8:1::10]80", format!("-t [2001:db8:1::10]80: {service}")),
+            ("-A -t [2001:db8:1::10:80", format!("-t [2001:db8:1::10:80: {service}")),
+            ("-A -t [10.1.1.10]:80", format!("-t [10.1.1.10]:80: {service}")),
+            ("-A -t [fe80::1%eth0]:80", format!("-t [fe80::1%eth0]:80: {service}")),
+            ("-a -t [2001:db8:1::10]:80 -r 2001:db8:1::11", format!("-r 2001:db8:1::11: {server}")),
+            (
+                "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:0",
+                format!("-r [2001:db8:1::11]:0: {server}"),
+            ),
+            (
+                "-P -t [2001:db8:1::10]:80 -z [2001:db8:1::200",
+                "-z [2001:db8:1::200: \"[2001:db8:1::200\" is not an IPv4 address, like \
+                 10.1.1.200, nor an IPv6 address, like 2001:db8::200"
+                    .to_string(),
+            ),
+        ] {
+            assert_eq!(parse_error(line), expected, "{line}");
+        }
+        // In a restore file, the line is named.
+        let error = parse_restore(
+            "-A -t [2001:db8:1::10]:80 -s wlc\n-a -t 2001:db8:1::10:80 -r [2001:db8:1::11]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "line 2 (-a -t 2001:db8:1::10:80 -r [2001:db8:1::11]): -t 2001:db8:1::10:80: \
+                 {service}"
+            )
+        );
+    }
+
+    #[test]
+    fn saves_and_restores_ipv6_services_as_ipvsadm_does() {
+        let lines = [
+            "-A -t [2001:db8:1::10]:80 -s wlc",
+            "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 1",
+            "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::12]:80 -g -w 2",
+            "-A -u [2001:db8:1::10]:53 -s rr -b -z 2001:db8:1::200 --sorry-server [2001:db8:2::30]:5353",
+            "-a -u [2001:db8:1::10]:53 -r [2001:db8:2::13]:5353 -b -w 1",
+            "-A -t 10.1.1.10:80 -s rr",
+            "-a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1",
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let config = apply(&base6(), &Command::Restore(parse_restore(&text).unwrap())).unwrap();
+        let [dr, fullnat, four] = &config.services[..] else { panic!("three services") };
+        assert_eq!(dr.vip, "2001:db8:1::10".parse::<IpAddr>().unwrap());
+        assert_eq!(dr.backends[1].weight, 2);
+        assert_eq!(fullnat.forward, ForwardMode::FullNat);
+        assert_eq!(fullnat.local_addrs, ["2001:db8:1::200".parse::<IpAddr>().unwrap()]);
+        assert_eq!(four.vip, IpAddr::from([10, 1, 1, 10]));
+        // -S writes what was restored, line for line (golden text).
+        assert_eq!(save(&config), text);
+        // The IPv4 lines of a config are as before.
+        assert_eq!(
+            save(&base()),
+            "-A -t 10.1.1.10:80 -s rr\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.12:80 -g -w 2\n"
+        );
+        // -e, -d and -D find IPv6 services and real servers.
+        let config = run(&config, "-e -t [2001:db8:1::10]:80 -r [2001:db8:1::12] -w 5").unwrap();
+        assert_eq!(config.services[0].backends[1].weight, 5);
+        let config = run(&config, "-d -t [2001:db8:1::10]:80 -r [2001:db8:1::12]:80").unwrap();
+        assert_eq!(config.services[0].backends.len(), 1);
+        let config = run(&config, "-D -u [2001:db8:1::10]:53").unwrap();
+        assert_eq!(config.services.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_refusals_name_the_service_and_real_server() {
+        let config = run(&base6(), "-A -t [2001:db8:1::10]:80 -s wlc -m").unwrap();
+        let error = run(&config, "-a -t [2001:db8:1::10]:80 -r 10.1.1.11:8080 -m").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "service [2001:db8:1::10]:80/tcp real server 10.1.1.11:8080 addr = \"10.1.1.11\": an \
+             IPv6 address, as service tcp [2001:db8:1::10]:80 is IPv6: NAT64 (IPv6 clients to \
+             IPv4 real servers) is not supported"
+        );
+        let error = run(&config, "-a -t [2001:db8:1::11]:80 -r [2001:db8:1::11]").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "service [2001:db8:1::11]:80/tcp does not exist (-A adds it)"
+        );
+        let error = run(&config, "-a -t 10.1.1.99:80 -r [2001:db8:1::11]").unwrap_err();
+        assert_eq!(error.to_string(), "service 10.1.1.99:80/tcp does not exist (-A adds it)");
+        let error = run(&config, "-E -t [2001:db8:1::10]:80 -g --health-via-vip yes").unwrap_err();
+        assert!(error.to_string().contains("IPv4 only until issue 12"), "{error}");
+    }
+
+    #[test]
+    fn lists_ipv6_entries_like_ipvsadm_l_n() {
+        let vip = "2001:db8::10".parse().unwrap();
+        assert_eq!(
+            service_line(Proto::Tcp, vip, 80, SchedulerKind::Wlc),
+            "TCP  [2001:db8::10]:80 wlc\n"
+        );
+        assert_eq!(
+            server_line("2001:db8::1".parse().unwrap(), 80, ForwardMode::Dr, 1, [0, 0]),
+            "  -> [2001:db8::1]:80             Route   1      0          0         \n"
+        );
+        // IPv4 as before.
+        assert_eq!(
+            server_line(IpAddr::from([10, 1, 1, 11]), 80, ForwardMode::Nat, 2, [3, 4]),
+            "  -> 10.1.1.11:80                 Masq    2      3          4         \n"
+        );
+        // A running snapshot holds no IPv6 service: listing one lists nothing.
+        let snapshot = snapshot_of(&base());
+        let mut v = view(ListFormat::Table);
+        v.options.service = Some(web6());
+        assert_eq!(list(&snapshot, &v), "");
+    }
+
+    #[test]
+    fn the_running_daemon_refuses_an_ipv6_service_and_keeps_its_config() {
+        let daemon = FakeDaemon {
+            snapshot: snapshot_of(&base6()),
+            refuse: None,
+            installed: 0,
+            zeroed: vec![],
+        };
+        let mut state = CtlState { config: base6(), daemon };
+        let response = handle(&mut state, request("-A -t [2001:db8:1::10]:80 -s wlc", None));
+        assert_eq!(response.status, 1);
+        assert_eq!(
+            response.stderr,
+            "refused, nothing changed: service [2001:db8:1::10]:80/tcp: IPv6 services are not \
+             forwarded yet (issue 12): the config and `xlb ctl` accept them, the data plane is \
+             IPv4 only\n"
+        );
+        assert_eq!((state.daemon.installed, state.config.clone()), (0, base6()));
+        let restore = "-A -t [2001:db8:1::10]:80 -s wlc\n";
+        let response = handle(&mut state, request("-R", Some(restore)));
+        assert_eq!(response.status, 1);
+        assert!(response.stderr.contains("IPv6 services are not forwarded yet"), "{response:?}");
+        assert_eq!(state.config, base6());
+    }
+
     /// Every save line parses back to the command it was written from.
     fn check_lines_round_trip(config: &Config) -> Result<(), TestCaseError> {
         for command in save_commands(config) {
@@ -2191,19 +2397,32 @@ mod tests {
         Ok(())
     }
 
+    /// `config`'s save lines parse back, and restored into a cleared config give `config`
+    /// again; returns the saved text.
+    fn save_then_restore(config: &Config) -> Result<String, TestCaseError> {
+        check_lines_round_trip(config)?;
+        let text = save(config);
+        let commands =
+            parse_restore(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        let cleared = apply(config, &Command::Clear).unwrap();
+        let restored = apply(&cleared, &Command::Restore(commands))
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(&restored, config, "{}", text);
+        Ok(text)
+    }
+
     proptest! {
         #[test]
         fn save_then_restore_gives_equal_services(config in arb_config()) {
-            check_lines_round_trip(&config)?;
-            let text = save(&config);
-            let commands = parse_restore(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-            let cleared = apply(&config, &Command::Clear).unwrap();
-            let restored = apply(&cleared, &Command::Restore(commands))
-                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-            prop_assert_eq!(&restored, &config, "{}", text);
+            let text = save_then_restore(&config)?;
             // -C then -R as one restore file.
             let restored = apply(&config, &Command::Restore(parse_restore(&format!("-C\n{text}")).unwrap())).unwrap();
             prop_assert_eq!(restored, config);
+        }
+
+        #[test]
+        fn save_then_restore_gives_equal_dual_stack_services(config in arb_dual_config()) {
+            save_then_restore(&config)?;
         }
 
         #[test]

@@ -556,6 +556,43 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_services_are_refused_by_name_never_dropped() {
+        let dual = TWO_SERVICES.replace(
+            "gateway = \"10.1.1.1\"\n",
+            "gateway = \"10.1.1.1\"\naddr6 = \"2001:db8:1::10/64\"\n",
+        );
+        // Interface IPv6 addresses and IPv6 neighbours alone do not stop an IPv4 snapshot.
+        let text = format!("{dual}\n[[neighbor]]\nip = \"fe80::1\"\nmac = \"02:00:00:00:00:fe\"\n");
+        let snapshot = Snapshot::build(&config(&text), 1).unwrap();
+        assert_eq!(snapshot.services.len(), 2);
+        assert!(snapshot.static_neighbors.is_empty());
+        // An IPv6 service is refused, with its name, by `build` and by `refuse_ipv6` alike.
+        let six = format!(
+            "{dual}\n[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\n"
+        );
+        let six = config(&six);
+        let error = Snapshot::build(&six, 1).unwrap_err();
+        assert_eq!(
+            error,
+            SnapshotError::Ipv6NotForwarded { service: "[2001:db8:1::100]:80/tcp".into() }
+        );
+        assert_eq!(
+            error.to_string(),
+            "service [2001:db8:1::100]:80/tcp: IPv6 services are not forwarded yet (issue 12): \
+             the config and `xlb ctl` accept them, the data plane is IPv4 only"
+        );
+        assert_eq!(refuse_ipv6(&six), Err(error));
+        assert_eq!(refuse_ipv6(&config(&dual)), Ok(()));
+        // A config built in code that mixes families is refused too, not half converted.
+        let mut mixed = config(TWO_SERVICES);
+        mixed.services[0].backends[1].addr = "2001:db8:1::12".parse().unwrap();
+        let error = Snapshot::build(&mixed, 1).unwrap_err();
+        assert_eq!(error, SnapshotError::Ipv6NotForwarded { service: "10.1.1.100:80/tcp".into() });
+        assert!(BackendId::of_config(&mixed.services[0], &mixed.services[0].backends[1]).is_err());
+    }
+
+    #[test]
     fn backend_identity_is_stable() {
         let a = backend_identity(Ipv4Addr::new(10, 1, 1, 11), 80);
         // A literal: the Maglev permutation of every deployed backend depends on it.
