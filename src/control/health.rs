@@ -1608,6 +1608,80 @@ mod tests {
         assert!(started.elapsed() < SHORT);
     }
 
+    /// IPv6 backends are probed like IPv4 ones (a connect to `[addr]:port`, a datagram from
+    /// an IPv6 socket, `Host: [addr]`), through the monitor's pool as well. Skipped where
+    /// the host has no IPv6 loopback.
+    #[test]
+    fn ipv6_backends_are_probed_like_ipv4_ones() {
+        let loopback = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+        let Ok(listener) = TcpListener::bind(loopback) else {
+            eprintln!("skipped: no IPv6 loopback");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let target = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        assert!(probe_tcp(target, SHORT).is_ok());
+        let server = thread::spawn(move || {
+            // The TCP probe's connection first (closed without a byte), then the HTTP one.
+            loop {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = stream.read(&mut request).unwrap_or(0);
+                if n > 0 {
+                    stream.write_all(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
+                    return String::from_utf8_lossy(&request[..n]).to_string();
+                }
+            }
+        });
+        assert!(probe_http(target, "/", 200, SHORT).is_ok());
+        let request = server.join().unwrap();
+        assert!(request.contains("\r\nHost: [::1]\r\n"), "{request}");
+        let echo = UdpSocket::bind(loopback).unwrap();
+        let udp_target = echo.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (n, peer) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], peer).unwrap();
+        });
+        assert!(probe_udp(udp_target, b"ping", SHORT).is_ok());
+        server.join().unwrap();
+
+        // The monitor: an IPv6 service's backend is probed and counted up.
+        let (listener, port) = {
+            let listener = TcpListener::bind(loopback).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            (listener, port)
+        };
+        let text = format!(
+            "[[interface]]\nname = \"lo\"\naddr = \"127.0.0.1/8\"\n\
+             [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"nat\"\n\
+             [service.health]\ninterval = 0.02\ntimeout = 0.02\nfall = 1\n\
+             [[service.backend]]\naddr = \"::1\"\nport = {port}\n"
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let service = (config.services[0].vip, 80, Proto::Tcp);
+        let backend = (IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), port);
+        let mut monitor = HealthMonitor::new(&config);
+        let started = StdInstant::now();
+        while monitor.counters().probes_ok == 0 && started.elapsed() < Duration::from_secs(5) {
+            monitor.poll();
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(monitor.counters().probes_failed, 0, "{:?}", monitor.counters());
+        assert!(monitor.counters().probes_ok > 0 && monitor.is_up(service, backend));
+        drop(listener);
+        let started = StdInstant::now();
+        let mut down = Vec::new();
+        while down.is_empty() && started.elapsed() < Duration::from_secs(5) {
+            down = monitor.poll();
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(down.len(), 1, "{down:?}");
+        assert_eq!((down[0].backend, down[0].up), (backend, false));
+        // The effective config drains it, in its own family.
+        assert_eq!(monitor.effective(&config).services[0].backends[0].weight, 0);
+    }
+
     #[test]
     fn probe_dispatches_on_the_check() {
         let (_listener, port) = listen();

@@ -602,7 +602,8 @@ fn seconds(ns: u64) -> f64 {
 }
 
 /// node_exporter's labels of a backend of a service (empty service labels if the service
-/// is unknown).
+/// is unknown). Addresses are written as node_exporter writes them: IPv6 unbracketed
+/// (`2001:db8::10`), the port in its own label.
 fn ipvs_labels(service: Option<ServiceKey>, backend: BackendKey) -> [(&'static str, String); 6] {
     [
         ("local_address", service.map(|s| s.0.to_string()).unwrap_or_default()),
@@ -1146,6 +1147,26 @@ mod tests {
             .collect();
         let view = view_of(&snapshot, &totals, &cores);
         render(&view)
+    }
+
+    #[test]
+    fn ipv6_addresses_are_unbracketed_in_labels_as_node_exporter_writes_them() {
+        let vip: std::net::IpAddr = "2001:db8::10".parse().unwrap();
+        let labels = ipvs_labels(
+            Some((vip, 80, crate::flow::Proto::Tcp)),
+            ("2001:db8::11".parse().unwrap(), 8080),
+        );
+        assert_eq!(
+            borrow(&labels),
+            [
+                ("local_address", "2001:db8::10"),
+                ("local_port", "80"),
+                ("remote_address", "2001:db8::11"),
+                ("remote_port", "8080"),
+                ("proto", "TCP"),
+                ("local_mark", ""),
+            ]
+        );
     }
 
     #[test]
