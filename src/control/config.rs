@@ -24,13 +24,29 @@
 //!   `IFNAMSIZ`); prefixes are 0 to 32; a gateway lies inside its interface's subnet and is
 //!   not the interface's own address. MACs, where given, are unicast and not all zeros.
 //!   Neighbour addresses are unique.
+//! - Addresses are [`IpAddr`]s at this edge (issue 12): `vip`, backend `addr`,
+//!   `local_addrs`, `sorry_server` and a neighbour's `ip` may be IPv6. An interface has one
+//!   IPv4 address (`addr`, required, as before) and at most one IPv6 address (`addr6`,
+//!   prefix 0 to 128, with an optional `gateway6` inside its subnet or link-local, never
+//!   the interface's own; no `gateway6` without `addr6`).
+//! - A service is one family: its backends, local addresses and sorry server are of its
+//!   `vip`'s family (NAT64 and NAT46 are refused, naming the service and the address).
+//!   `via_vip` is IPv4 only (its policy routes are). Whether the data plane forwards a
+//!   family is not the config's question: it is [`crate::control::snapshot`]'s, which
+//!   refuses IPv6 services by name until the IPv6 data plane exists.
 //! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
-//!   not 255.255.255.255, not multicast.
+//!   not 255.255.255.255, not multicast; an IPv6 one is not `::`, not multicast, not
+//!   IPv4-mapped, and not link-local (fe80::/10, which only an interface can scope) except
+//!   for `gateway6` and a neighbour's `ip`.
 //! - The addresses xlb answers ARP for are no other host's: a `vip` or a FullNAT
 //!   `local_addrs` entry is not loopback (127.0.0.0/8), not the network or broadcast address
 //!   of an interface's subnet (prefixes up to /30), and not an interface's own address, a
 //!   gateway, a static neighbour, a real server or a sorry server of any service; a local
 //!   address is also no service's `vip`. The error names both uses (and the other's line).
+//!   For IPv6 the same holds with the loopback `::1` and an interface subnet's
+//!   subnet-router anycast address (its all-zeros host, RFC 4291 §2.6.1, up to /126) in
+//!   place of loopback, network and broadcast; xlb will answer NDP for them as it answers
+//!   ARP.
 //! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto");
 //!   `dataplane.busy_poll_marker`, where given, is a UDP port 1 to 65535 (busy polling
 //!   through marker sockets where an AF_XDP socket has no NAPI id: veth).

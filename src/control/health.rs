@@ -63,6 +63,10 @@
 //!
 //! # Probes
 //!
+//! Backends are keyed and probed by [`IpAddr`] and [`SocketAddr`]: an IPv6 backend is probed
+//! as an IPv4 one is (an IPv6 socket, `Host: [addr]` for HTTP), except through the VIP
+//! (`via_vip`, IPv4 only: the config refuses it for IPv6 services).
+//!
 //! - `tcp`: a connect to the backend's address and port within `timeout`.
 //! - `http`: a connect, `GET <http_path> HTTP/1.0` written by hand, and the status line read
 //!   back; the status must equal `http_status`. The whole exchange must fit in `timeout`.

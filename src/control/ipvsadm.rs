@@ -14,6 +14,12 @@
 //! (commands on stdin, one a line, as `-S` writes them), `-C`, `-Z [-t|-u VIP:port]`.
 //! Schedulers are xlb's (`maglev`, `wrr`, `rr`, `sh`, `random`, `wrandom`, `lc`, `wlc`,
 //! `lt`) and ipvsadm's `mh` for Maglev. Addresses are numeric only (`-n` is implied).
+//! IPv6 is written as ipvsadm writes it, in brackets before a port: `-t [2001:db8::10]:80`,
+//! `-r [2001:db8::11]:80` or `-r [2001:db8::11]` (the service port), and so printed by
+//! `-L -n` (`TCP  [2001:db8::10]:80 wlc`) and saved by `-S`; `-z` takes a bare address of
+//! either family. An IPv6 address without brackets is refused (`2001:db8::10:80` hides the
+//! port), as is a `-t|-u` without a port. The data plane forwards IPv4 only until issue 12:
+//! a change that adds an IPv6 service is refused when its snapshot is built.
 //!
 //! FullNAT follows the FullNAT ipvsadm of Alibaba's LVS and of DPVS: `-b`/`--fullnat` is the
 //! forwarding flag (upstream ipvsadm uses `-b` for `--sched-flags`, which xlb has no use
@@ -1754,6 +1760,8 @@ xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
   -Z [-t|-u VIP:port]                                     zero counters
 Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
+IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
+  IPv4 only for now: an IPv6 service is refused when it would be installed).
 -A|-E also take --maglev-table-size N, --health-check tcp|http|udp|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
