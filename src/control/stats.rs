@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::conntrack::{Flow, FlowState};
 use crate::control::Snapshot;
+use crate::control::config::endpoint;
 use crate::control::snapshot::BackendId;
 use crate::dataplane::BackendCounters;
 use crate::dataplane::worker::CoreReport;
@@ -274,17 +275,18 @@ pub fn ipvsadm_table(
                 *sum = sum.saturating_add(figure);
             }
         }
+        // `endpoint`: an IPv6 address in brackets, as ipvsadm prints it (issue 12).
         let name = format!(
-            "{:<4} {}:{}",
+            "{:<4} {}",
             service.proto.to_string().to_uppercase(),
-            service.vip,
-            service.port
+            endpoint(service.vip.into(), service.port)
         );
         row(&mut out, &name, &total);
         for (backend, entry) in
             service.backends.clone().zip(&snapshot.backends[service.backends.clone()])
         {
-            row(&mut out, &format!("  -> {}:{}", entry.addr, entry.port), &row_of(backend));
+            let name = format!("  -> {}", endpoint(entry.addr.into(), entry.port));
+            row(&mut out, &name, &row_of(backend));
         }
     }
     out
