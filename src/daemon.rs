@@ -49,7 +49,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +174,11 @@ impl RunSummary {
 /// Runs the appliance until `stop` is set (the binary wires it to SIGINT and SIGTERM).
 pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
     let mut config = Config::load(&options.config)?;
+    // The data plane is IPv4 only (issue 12): an IPv6 service stops xlb here, before any
+    // route, probe or program, with the error the snapshot would give. From here on every
+    // config that becomes `Control::config` built a snapshot, so it has no IPv6 service.
+    crate::control::snapshot::refuse_ipv6(&config)
+        .with_context(|| options.config.display().to_string())?;
     // Before anything changes: a second instance on these interfaces or this socket stops
     // here, leaving the running one's routes, rules and programs alone.
     let socket_path =
@@ -213,6 +218,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     // verdict waits for its first probe (not long: see `await_first_probes`).
     let mut health = HealthMonitor::new(&config);
     health.resume(|(vip, vport, proto), (addr, port)| {
+        let (IpAddr::V4(vip), IpAddr::V4(addr)) = (vip, addr) else { return None };
         kept.backends.get(&BackendId { vip, vport, proto, addr, port }).map(|k| k.up)
     });
     await_first_probes(&mut health);
@@ -802,7 +808,7 @@ impl ControlLoop<'_> {
             .collect();
         for (index, delta) in deltas {
             let Some(backend) = self.snapshot.backends.get(index) else { continue };
-            let key = (backend.addr, backend.port);
+            let key = (backend.addr.into(), backend.port);
             // Bad signs first, then one "answered": a backend that answers anything is not
             // failing every connection.
             for _ in 0..delta.resets.min(MAX_PASSIVE_EVENTS) {
@@ -923,7 +929,8 @@ impl ControlLoop<'_> {
         let mut kept = State::default();
         for service in &self.config.services {
             for backend in &service.backends {
-                let id = BackendId::of_config(service, backend);
+                // Always an IPv4 backend: the running config built a snapshot (see `run`).
+                let Ok(id) = BackendId::of_config(service, backend) else { continue };
                 let up = self.health.is_up(
                     (service.vip, service.port, service.proto),
                     (backend.addr, backend.port),
@@ -1109,9 +1116,12 @@ fn load_state(path: &std::path::Path) -> State {
 fn config_weights(config: &Config) -> HashMap<BackendId, u32> {
     let mut weights = HashMap::new();
     for service in &config.services {
+        // An IPv6 service has no identity in the IPv4 data plane's state (and its config
+        // is refused before it runs).
         for backend in &service.backends {
-            let id = BackendId::of_config(service, backend);
-            weights.insert(id, backend.weight);
+            if let Ok(id) = BackendId::of_config(service, backend) {
+                weights.insert(id, backend.weight);
+            }
         }
     }
     weights
@@ -1121,9 +1131,11 @@ fn config_weights(config: &Config) -> HashMap<BackendId, u32> {
 /// unless the config file changed its weight since (then the file wins).
 fn restore_weights(config: &mut Config, kept: &State) {
     for service in &mut config.services {
-        let (vip, vport, proto) = (service.vip, service.port, service.proto);
-        for backend in &mut service.backends {
-            let id = BackendId { vip, vport, proto, addr: backend.addr, port: backend.port };
+        // IPv4 backends only: `run` refuses IPv6 services first.
+        let ids: Vec<Option<BackendId>> =
+            service.backends.iter().map(|b| BackendId::of_config(service, b).ok()).collect();
+        for (backend, id) in service.backends.iter_mut().zip(ids) {
+            let Some(id) = id else { continue };
             if let Some(kept) = kept.backends.get(&id)
                 && kept.config_weight == backend.weight
                 && kept.weight != backend.weight

@@ -214,6 +214,73 @@ fn check_prints_the_plan_with_maglev_shares() {
     assert!(text.contains("maglev share 50.00%") || text.contains("maglev share 49.99%"), "{text}");
 }
 
+/// Issue 12: an IPv6 service is valid config, and `xlb check` plans it beside the IPv4
+/// ones, but the data plane is IPv4 only for now: `check` fails saying so, and `replay` and
+/// `run` refuse the config with the same named error before doing anything.
+#[test]
+fn ipv6_services_are_planned_and_refused_by_name() {
+    let config = scratch("dual.toml");
+    std::fs::write(
+        &config,
+        "[[interface]]\nname = \"xlb-none0\"\naddr = \"10.1.1.2/24\"\n\
+         addr6 = \"2001:db8:1::2/64\"\nmac = \"02:00:00:00:00:01\"\n\
+         [[service]]\nvip = \"10.1.1.10\"\nport = 80\n\
+         [[service.backend]]\naddr = \"10.1.1.11\"\n\
+         [[service]]\nvip = \"2001:db8:1::10\"\nport = 80\nscheduler = \"wlc\"\n\
+         [[service.backend]]\naddr = \"2001:db8:1::11\"\nweight = 2\n",
+    )
+    .unwrap();
+    let path = config.to_str().unwrap();
+    let refusal = "service [2001:db8:1::10]:80/tcp: IPv6 services are not forwarded yet (issue \
+                   12): the config and `xlb ctl` accept them, the data plane is IPv4 only";
+    let output = xlb(&["check", "--config", path]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("interface xlb-none0 2001:db8:1::2/64\n"), "{text}");
+    assert!(text.contains("service tcp 10.1.1.10:80 scheduler maglev forward dr\n"), "{text}");
+    assert!(
+        text.contains(
+            "service tcp [2001:db8:1::10]:80 scheduler wlc forward dr\n  -> [2001:db8:1::11]:80 \
+             weight 2\n  ! IPv6: not forwarded yet (issue 12); xlb run refuses this service\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("xlb run would refuse this config: {refusal}")), "{stderr}");
+
+    let out = scratch("dual-out.pcap");
+    let output = xlb(&[
+        "replay",
+        "--config",
+        path,
+        "--pcap",
+        "examples/seed-dr.pcap",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, format!("xlb: {path}: {refusal}\n"));
+    assert!(!out.exists(), "nothing is written");
+
+    // `run` refuses it first thing: no lock, no device (`xlb-none0` does not exist), no
+    // route, no program.
+    let socket = scratch("dual.sock");
+    let state = scratch("dual.state");
+    let output = xlb(&[
+        "run",
+        "--config",
+        path,
+        "--socket",
+        socket.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, format!("xlb: {path}: {refusal}\n"));
+}
+
 /// Issue 10 (minor c): `xlb check` prints what the tables will take, and refuses a config
 /// whose connection tables alone need more than the machine has, with the figures.
 #[test]

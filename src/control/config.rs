@@ -24,13 +24,29 @@
 //!   `IFNAMSIZ`); prefixes are 0 to 32; a gateway lies inside its interface's subnet and is
 //!   not the interface's own address. MACs, where given, are unicast and not all zeros.
 //!   Neighbour addresses are unique.
+//! - Addresses are [`IpAddr`]s at this edge (issue 12): `vip`, backend `addr`,
+//!   `local_addrs`, `sorry_server` and a neighbour's `ip` may be IPv6. An interface has one
+//!   IPv4 address (`addr`, required, as before) and at most one IPv6 address (`addr6`,
+//!   prefix 0 to 128, with an optional `gateway6` inside its subnet or link-local, never
+//!   the interface's own; no `gateway6` without `addr6`).
+//! - A service is one family: its backends, local addresses and sorry server are of its
+//!   `vip`'s family (NAT64 and NAT46 are refused, naming the service and the address).
+//!   `via_vip` is IPv4 only (its policy routes are). Whether the data plane forwards a
+//!   family is not the config's question: it is [`crate::control::snapshot`]'s, which
+//!   refuses IPv6 services by name until the IPv6 data plane exists.
 //! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
-//!   not 255.255.255.255, not multicast.
+//!   not 255.255.255.255, not multicast; an IPv6 one is not `::`, not multicast, not
+//!   IPv4-mapped, and not link-local (fe80::/10, which only an interface can scope) except
+//!   for `gateway6` and a neighbour's `ip`.
 //! - The addresses xlb answers ARP for are no other host's: a `vip` or a FullNAT
 //!   `local_addrs` entry is not loopback (127.0.0.0/8), not the network or broadcast address
 //!   of an interface's subnet (prefixes up to /30), and not an interface's own address, a
 //!   gateway, a static neighbour, a real server or a sorry server of any service; a local
 //!   address is also no service's `vip`. The error names both uses (and the other's line).
+//!   For IPv6 the same holds with the loopback `::1` and an interface subnet's
+//!   subnet-router anycast address (its all-zeros host, RFC 4291 §2.6.1, up to /126) in
+//!   place of loopback, network and broadcast; xlb will answer NDP for them as it answers
+//!   ARP.
 //! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto");
 //!   `dataplane.busy_poll_marker`, where given, is a UDP port 1 to 65535 (busy polling
 //!   through marker sockets where an AF_XDP socket has no NAPI id: veth).
@@ -57,7 +73,7 @@
 //! config per forward mode, and a test parses each.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -192,6 +208,29 @@ pub struct InterfaceConfig {
     pub mac: Option<Mac>,
     /// The next hop for addresses off this subnet, if any; always inside the subnet.
     pub gateway: Option<Ipv4Addr>,
+    /// The box's IPv6 address on this interface, if any (`addr6`, with `gateway6`).
+    pub ipv6: Option<Ipv6Interface>,
+}
+
+/// An interface's IPv6 side: `addr6 = "2001:db8:1::10/64"` and `gateway6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Interface {
+    /// The box's own IPv6 address on the link: unicast, not link-local (the kernel keeps
+    /// its own fe80::/10 address), not IPv4-mapped.
+    pub addr: Ipv6Addr,
+    /// The subnet's prefix length, 0 to 128.
+    pub prefix_len: u8,
+    /// The IPv6 next hop, if any: inside the subnet, or link-local (what routers
+    /// advertise), never the interface's own address.
+    pub gateway: Option<Ipv6Addr>,
+}
+
+impl Ipv6Interface {
+    /// Whether `ip` is on this subnet.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        let mask = prefix_mask6(self.prefix_len);
+        ip.to_bits() & mask == self.addr.to_bits() & mask
+    }
 }
 
 impl InterfaceConfig {
@@ -200,18 +239,36 @@ impl InterfaceConfig {
         Ipv4Addr::from(prefix_mask(self.prefix_len))
     }
 
-    /// Whether `ip` is on this interface's subnet (directly reachable, no gateway needed).
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = prefix_mask(self.prefix_len);
-        u32::from(ip) & mask == u32::from(self.addr) & mask
+    /// Whether `ip` is on one of this interface's subnets, of its family (directly
+    /// reachable, no gateway needed).
+    pub fn contains(&self, ip: impl Into<IpAddr>) -> bool {
+        match ip.into() {
+            IpAddr::V4(ip) => {
+                let mask = prefix_mask(self.prefix_len);
+                u32::from(ip) & mask == u32::from(self.addr) & mask
+            }
+            IpAddr::V6(ip) => self.ipv6.is_some_and(|v6| v6.contains(ip)),
+        }
+    }
+
+    /// `eth0 10.1.1.10/24`, with `2001:db8:1::10/64` after it when the interface has one:
+    /// how messages name the subnets an interface reaches.
+    fn subnets(&self) -> String {
+        match self.ipv6 {
+            Some(v6) => format!(
+                "{} {}/{} {}/{}",
+                self.name, self.addr, self.prefix_len, v6.addr, v6.prefix_len
+            ),
+            None => format!("{} {}/{}", self.name, self.addr, self.prefix_len),
+        }
     }
 }
 
-/// One static `[[neighbor]]` entry: an IPv4 address and the MAC that answers for it.
+/// One static `[[neighbor]]` entry: an address (IPv4 or IPv6) and the MAC that answers for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeighborConfig {
     /// The neighbour's address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Its MAC (unicast).
     pub mac: Mac,
 }
@@ -274,8 +331,9 @@ impl Default for ConntrackSettings {
 /// One `[[service]]`: a virtual IP and port and the real servers behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
-    /// The virtual IP.
-    pub vip: Ipv4Addr,
+    /// The virtual IP, IPv4 or IPv6: the service's family, which its backends, local
+    /// addresses and sorry server share.
+    pub vip: IpAddr,
     /// The virtual port, 1 to 65535.
     pub port: u16,
     /// TCP or UDP (default TCP).
@@ -285,7 +343,7 @@ pub struct ServiceConfig {
     /// The forwarding mode (default DR).
     pub forward: ForwardMode,
     /// FullNAT's source address pool; non-empty for FullNAT, empty otherwise.
-    pub local_addrs: Vec<Ipv4Addr>,
+    pub local_addrs: Vec<IpAddr>,
     /// The Maglev lookup table size: prime, at least the number of backends.
     pub maglev_table_size: usize,
     /// Health-check settings (defaults from [`HealthConfig::for_proto`]).
@@ -297,8 +355,8 @@ pub struct ServiceConfig {
 /// One `[[service.backend]]`: a real server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    /// The real server's address.
-    pub addr: Ipv4Addr,
+    /// The real server's address, of its service's family.
+    pub addr: IpAddr,
     /// Its port (default: the service port; always the service port in DR).
     pub port: u16,
     /// Its weight, 0 to 65535 (default 1); 0 drains it: no new flows, existing ones continue.
@@ -332,7 +390,7 @@ pub struct HealthConfig {
     pub passive_fall: u32,
     /// The real server that takes new flows while no backend is healthy, if any
     /// (keepalived's `sorry_server`); written `"addr:port"` or `"addr"` (the service port).
-    pub sorry_server: Option<SocketAddrV4>,
+    pub sorry_server: Option<SocketAddr>,
     /// DR only: probe what clients use, the VIP:port, sent to each real server's MAC (a
     /// policy route per real server, selected by the probe socket's mark), instead of the
     /// real server's own address.
@@ -520,7 +578,8 @@ impl Config {
     }
 
     /// The first interface whose subnet contains `ip`, if any.
-    pub fn interface_for(&self, ip: Ipv4Addr) -> Option<&InterfaceConfig> {
+    pub fn interface_for(&self, ip: impl Into<IpAddr>) -> Option<&InterfaceConfig> {
+        let ip = ip.into();
         self.interfaces.iter().find(|interface| interface.contains(ip))
     }
 
@@ -540,6 +599,12 @@ impl Config {
             }
             if let Some(g) = i.gateway {
                 let _ = writeln!(out, "gateway = \"{g}\"");
+            }
+            if let Some(v6) = i.ipv6 {
+                let _ = writeln!(out, "addr6 = \"{}/{}\"", v6.addr, v6.prefix_len);
+                if let Some(g) = v6.gateway {
+                    let _ = writeln!(out, "gateway6 = \"{g}\"");
+                }
             }
         }
         for n in &self.neighbors {
@@ -671,6 +736,23 @@ fn prefix_mask(prefix_len: u8) -> u32 {
     u32::MAX.checked_shl(host_bits).unwrap_or(0)
 }
 
+/// The IPv6 netmask of a prefix length, as a `u128`; lengths above 128 count as 128.
+fn prefix_mask6(prefix_len: u8) -> u128 {
+    let host_bits = 128u32.saturating_sub(u32::from(prefix_len));
+    u128::MAX.checked_shl(host_bits).unwrap_or(0)
+}
+
+/// `10.1.1.100:80` or `[2001:db8::100]:80`: an address and port as ipvsadm and xlb's
+/// messages write them (IPv6 in brackets, so the port's colon is not the address's).
+pub fn endpoint(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// `"IPv4"` or `"IPv6"`.
+pub fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
 /// A name in a closed set (`proto`, `scheduler`, `forward`, `check`, `on_failure`).
 trait Choice: Copy + 'static {
     const ALL: &'static [Self];
@@ -752,6 +834,8 @@ struct RawInterface {
     addr: Leaf,
     mac: Leaf,
     gateway: Leaf,
+    addr6: Leaf,
+    gateway6: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -813,9 +897,15 @@ struct RawBackend {
     weight: Leaf,
 }
 
-const EXPECT_IPV4: &str = "a unicast IPv4 address, like \"10.1.1.100\"";
+const EXPECT_IP: &str = "a unicast IPv4 or IPv6 address, like \"10.1.1.100\" or \
+                        \"2001:db8::100\" (not multicast, unspecified, IPv4-mapped or, for \
+                        IPv6, link-local)";
+const EXPECT_IPV4: &str = "a unicast IPv4 address, like \"10.1.1.1\"";
+const EXPECT_IPV6: &str = "a unicast IPv6 address, like \"2001:db8:1::1\"";
 const EXPECT_CIDR: &str = "the box's own IPv4 address and prefix length, like \"10.1.1.10/24\" \
-                           (prefix 0 to 32)";
+                           (prefix 0 to 32; an IPv6 address goes in addr6)";
+const EXPECT_CIDR6: &str = "the box's own IPv6 address and prefix length, like \
+                            \"2001:db8:1::10/64\" (prefix 0 to 128; unicast, not link-local)";
 const EXPECT_MAC: &str = "a unicast MAC address, like \"02:00:00:00:00:01\" (six hex bytes \
                           separated by ':' or '-'; not multicast, not all zeros)";
 const EXPECT_PORT: &str = "a port number, an integer from 1 to 65535";
@@ -958,6 +1048,54 @@ impl Context<'_> {
             .ok_or_else(|| self.invalid(key, at, EXPECT_IPV4))
     }
 
+    /// An IPv6 next hop: unicast, link-local allowed (routers advertise those).
+    fn ipv6_gateway(&self, key: &str, at: &Spanned<Value>) -> Result<Ipv6Addr, ConfigError> {
+        self.string(key, at, EXPECT_IPV6)?
+            .parse::<Ipv6Addr>()
+            .ok()
+            .filter(|ip| is_host6(*ip, true))
+            .ok_or_else(|| self.invalid(key, at, EXPECT_IPV6))
+    }
+
+    /// A host's address of either family (see [`is_host`]); `link_local` admits IPv6
+    /// link-local addresses (a static neighbour: the gateway's).
+    fn ip(&self, key: &str, at: &Spanned<Value>, link_local: bool) -> Result<IpAddr, ConfigError> {
+        self.string(key, at, EXPECT_IP)?
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| is_host(*ip, link_local))
+            .ok_or_else(|| self.invalid(key, at, EXPECT_IP))
+    }
+
+    /// `addr` of a service's address list (backend, local address, sorry server) must be of
+    /// the family of the service's `vip`: xlb does not translate between families.
+    fn same_family(
+        &self,
+        key: &str,
+        at: &Spanned<Value>,
+        service: &ServiceName,
+        addr: IpAddr,
+    ) -> Result<(), ConfigError> {
+        if addr.is_ipv4() == service.vip.is_ipv4() {
+            return Ok(());
+        }
+        let translation = if service.vip.is_ipv6() {
+            "NAT64 (IPv6 clients to IPv4 real servers) is not supported"
+        } else {
+            "NAT46 (IPv4 clients to IPv6 real servers) is not supported"
+        };
+        Err(self.invalid(
+            key,
+            at,
+            format!(
+                "an {} address, as service {} is {}: {translation}",
+                family_name(service.vip),
+                service,
+                family_name(service.vip),
+            ),
+        ))
+    }
+
     fn mac(&self, key: &str, at: &Spanned<Value>) -> Result<Mac, ConfigError> {
         parse_mac(self.string(key, at, EXPECT_MAC)?)
             .ok()
@@ -1029,8 +1167,8 @@ impl Context<'_> {
             let key = format!("neighbor[{index}]");
             let span = table.span();
             let entry = table.get_ref();
-            let ip_at = self.required(&entry.ip, &format!("{key}.ip"), &span, EXPECT_IPV4)?;
-            let ip = self.ipv4(&format!("{key}.ip"), ip_at)?;
+            let ip_at = self.required(&entry.ip, &format!("{key}.ip"), &span, EXPECT_IP)?;
+            let ip = self.ip(&format!("{key}.ip"), ip_at, true)?;
             let mac_at = self.required(&entry.mac, &format!("{key}.mac"), &span, EXPECT_MAC)?;
             let mac = self.mac(&format!("{key}.mac"), mac_at)?;
             if let Some(earlier) = neighbors.iter().position(|n| n.ip == ip) {
@@ -1057,8 +1195,9 @@ impl Context<'_> {
             };
             if let Some(earlier) = services.iter().position(same) {
                 let expected = format!(
-                    "a service not already defined: {} {}:{} is service[{earlier}]",
-                    service.proto, service.vip, service.port
+                    "a service not already defined: {} {} is service[{earlier}]",
+                    service.proto,
+                    endpoint(service.vip, service.port)
                 );
                 let key = format!("{key}.vip");
                 return Err(self.invalid_leaf(&key, &table.get_ref().vip, &table.span(), expected));
@@ -1118,7 +1257,7 @@ impl Context<'_> {
     /// every VIP. Two services may share a VIP (other ports) or a local address.
     fn address_conflicts(&self, raw: &RawConfig, config: &Config) -> Result<(), ConfigError> {
         struct Use {
-            addr: Ipv4Addr,
+            addr: IpAddr,
             what: String,
         }
         let mut hosts: Vec<Use> = Vec::new();
@@ -1127,7 +1266,7 @@ impl Context<'_> {
             let table = table.get_ref();
             let line = |leaf: &Leaf| leaf.as_ref().map(|at| self.at_line(&at.span()));
             hosts.push(Use {
-                addr: interface.addr,
+                addr: interface.addr.into(),
                 what: format!(
                     "interface[{index}] {}'s own address{}",
                     interface.name,
@@ -1136,13 +1275,33 @@ impl Context<'_> {
             });
             if let Some(gateway) = interface.gateway {
                 hosts.push(Use {
-                    addr: gateway,
+                    addr: gateway.into(),
                     what: format!(
                         "the gateway of interface[{index}] {}{}",
                         interface.name,
                         line(&table.gateway).unwrap_or_default()
                     ),
                 });
+            }
+            if let Some(v6) = interface.ipv6 {
+                hosts.push(Use {
+                    addr: v6.addr.into(),
+                    what: format!(
+                        "interface[{index}] {}'s own IPv6 address{}",
+                        interface.name,
+                        line(&table.addr6).unwrap_or_default()
+                    ),
+                });
+                if let Some(gateway) = v6.gateway {
+                    hosts.push(Use {
+                        addr: gateway.into(),
+                        what: format!(
+                            "the IPv6 gateway of interface[{index}] {}{}",
+                            interface.name,
+                            line(&table.gateway6).unwrap_or_default()
+                        ),
+                    });
+                }
             }
         }
         for (index, (neighbor, table)) in config.neighbors.iter().zip(&raw.neighbor).enumerate() {
@@ -1152,9 +1311,8 @@ impl Context<'_> {
                 what: format!("static neighbor[{index}]{}", line.unwrap_or_default()),
             });
         }
-        let name = |index: usize, s: &ServiceConfig| {
-            format!("service[{index}] ({} {}:{})", s.proto, s.vip, s.port)
-        };
+        let name =
+            |index: usize, s: &ServiceConfig| format!("service[{index}] ({})", ServiceName::of(s));
         for (index, (service, table)) in config.services.iter().zip(&raw.service).enumerate() {
             let table = table.get_ref();
             for (b, (backend, backend_table)) in
@@ -1164,9 +1322,8 @@ impl Context<'_> {
                 hosts.push(Use {
                     addr: backend.addr,
                     what: format!(
-                        "real server {}:{} (backend[{b}]) of {}{}",
-                        backend.addr,
-                        backend.port,
+                        "real server {} (backend[{b}]) of {}{}",
+                        endpoint(backend.addr, backend.port),
                         name(index, service),
                         line.unwrap_or_default()
                     ),
@@ -1179,7 +1336,7 @@ impl Context<'_> {
                     .and_then(|h| h.sorry_server.as_ref())
                     .map(|at| self.at_line(&at.span()));
                 hosts.push(Use {
-                    addr: *sorry.ip(),
+                    addr: sorry.ip(),
                     what: format!(
                         "the sorry server {sorry} of {}{}",
                         name(index, service),
@@ -1188,7 +1345,11 @@ impl Context<'_> {
                 });
             }
         }
-        let special = |addr: Ipv4Addr| -> Option<String> {
+        let special = |addr: IpAddr| -> Option<String> {
+            let addr = match addr {
+                IpAddr::V4(addr) => addr,
+                IpAddr::V6(addr) => return special6(&config.interfaces, addr),
+            };
             if addr.is_loopback() {
                 return Some("a loopback address (127.0.0.0/8)".into());
             }
@@ -1213,12 +1374,14 @@ impl Context<'_> {
             }
             None
         };
-        let refuse = |key: String, at: &Spanned<Value>, role: &str, other: &str| {
+        let refuse = |key: String, at: &Spanned<Value>, addr: IpAddr, role: &str, other: &str| {
+            // IPv6's neighbour discovery is NDP (which xlb will answer as it answers ARP).
+            let arp = if addr.is_ipv6() { "NDP" } else { "ARP" };
             self.invalid(
                 &key,
                 at,
                 format!(
-                    "an address no other host uses: it is also {other}, and xlb answers ARP for                      a {role}, taking that address's traffic"
+                    "an address no other host uses: it is also {other}, and xlb answers {arp} for                      a {role}, taking that address's traffic"
                 ),
             )
         };
@@ -1227,10 +1390,10 @@ impl Context<'_> {
             let key = format!("service[{index}].vip");
             let Some(at) = table.get_ref().vip.as_ref() else { continue };
             if let Some(why) = special(service.vip) {
-                return Err(refuse(key, at, "VIP", &why));
+                return Err(refuse(key, at, service.vip, "VIP", &why));
             }
             if let Some(host) = hosts.iter().find(|h| h.addr == service.vip) {
-                return Err(refuse(key, at, "VIP", &host.what));
+                return Err(refuse(key, at, service.vip, "VIP", &host.what));
             }
             vips.push(Use {
                 addr: service.vip,
@@ -1242,10 +1405,10 @@ impl Context<'_> {
             for (l, (addr, at)) in service.local_addrs.iter().zip(list.get_ref()).enumerate() {
                 let key = format!("service[{index}].local_addrs[{l}]");
                 if let Some(why) = special(*addr) {
-                    return Err(refuse(key, at, "FullNAT local address", &why));
+                    return Err(refuse(key, at, *addr, "FullNAT local address", &why));
                 }
                 if let Some(other) = hosts.iter().chain(&vips).find(|h| h.addr == *addr) {
-                    return Err(refuse(key, at, "FullNAT local address", &other.what));
+                    return Err(refuse(key, at, *addr, "FullNAT local address", &other.what));
                 }
             }
         }
@@ -1272,19 +1435,9 @@ impl Context<'_> {
 
         let addr_key = format!("{key}.addr");
         let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_CIDR)?;
-        let cidr = self.string(&addr_key, addr_at, EXPECT_CIDR)?;
-        let (addr, prefix_len) = cidr
-            .split_once('/')
-            .and_then(|(addr, prefix)| {
-                let addr = addr.parse::<Ipv4Addr>().ok().filter(|ip| is_unicast(*ip))?;
-                // Digits only: `u8::from_str` would also take "+24".
-                let prefix = Some(prefix)
-                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= 32)?;
-                Some((addr, prefix))
-            })
+        let cidr_text = self.string(&addr_key, addr_at, EXPECT_CIDR)?;
+        let (addr, prefix_len) = cidr::<Ipv4Addr>(cidr_text, 32)
+            .filter(|(addr, _)| is_unicast(*addr))
             .ok_or_else(|| self.invalid(&addr_key, addr_at, EXPECT_CIDR))?;
 
         let mac = match &raw.mac {
@@ -1292,8 +1445,14 @@ impl Context<'_> {
             None => None,
         };
 
-        let mut interface =
-            InterfaceConfig { name: name.to_string(), addr, prefix_len, mac, gateway: None };
+        let mut interface = InterfaceConfig {
+            name: name.to_string(),
+            addr,
+            prefix_len,
+            mac,
+            gateway: None,
+            ipv6: None,
+        };
         if let Some(at) = &raw.gateway {
             let gateway_key = format!("{key}.gateway");
             let gateway = self.ipv4(&gateway_key, at)?;
@@ -1311,7 +1470,50 @@ impl Context<'_> {
             }
             interface.gateway = Some(gateway);
         }
+        interface.ipv6 = self.interface6(key, raw)?;
         Ok(interface)
+    }
+
+    /// An interface's `addr6` and `gateway6` (`gateway6` only with `addr6`).
+    fn interface6(
+        &self,
+        key: &str,
+        raw: &RawInterface,
+    ) -> Result<Option<Ipv6Interface>, ConfigError> {
+        let Some(addr_at) = &raw.addr6 else {
+            return match &raw.gateway6 {
+                Some(at) => Err(self.invalid(
+                    &format!("{key}.gateway6"),
+                    at,
+                    "nothing without addr6: an IPv6 next hop needs the interface's IPv6 address",
+                )),
+                None => Ok(None),
+            };
+        };
+        let addr_key = format!("{key}.addr6");
+        let (addr, prefix_len) =
+            cidr::<Ipv6Addr>(self.string(&addr_key, addr_at, EXPECT_CIDR6)?, 128)
+                .filter(|(addr, _)| is_host6(*addr, false))
+                .ok_or_else(|| self.invalid(&addr_key, addr_at, EXPECT_CIDR6))?;
+        let mut v6 = Ipv6Interface { addr, prefix_len, gateway: None };
+        if let Some(at) = &raw.gateway6 {
+            let gateway_key = format!("{key}.gateway6");
+            let gateway = self.ipv6_gateway(&gateway_key, at)?;
+            let on_link = v6.contains(gateway) || gateway.is_unicast_link_local();
+            if !on_link || gateway == addr {
+                let network = Ipv6Addr::from_bits(addr.to_bits() & prefix_mask6(prefix_len));
+                return Err(self.invalid(
+                    &gateway_key,
+                    at,
+                    format!(
+                        "a link-local address or one inside {network}/{prefix_len} other than \
+                         the interface's own: the next hop must be directly reachable"
+                    ),
+                ));
+            }
+            v6.gateway = Some(gateway);
+        }
+        Ok(Some(v6))
     }
 
     fn conntrack(&self, raw: &RawConntrack) -> Result<ConntrackSettings, ConfigError> {
@@ -1374,7 +1576,7 @@ impl Context<'_> {
         let raw = table.get_ref();
 
         let vip_key = format!("{key}.vip");
-        let vip = self.ipv4(&vip_key, self.required(&raw.vip, &vip_key, &span, EXPECT_IPV4)?)?;
+        let vip = self.ip(&vip_key, self.required(&raw.vip, &vip_key, &span, EXPECT_IP)?, false)?;
         let port_key = format!("{key}.port");
         let port =
             self.port(&port_key, self.required(&raw.port, &port_key, &span, EXPECT_PORT)?)?;
@@ -1387,10 +1589,11 @@ impl Context<'_> {
         let forward_key = format!("{key}.forward");
         let forward = self.optional_choice(&forward_key, &raw.forward, ForwardMode::Dr)?;
 
-        let local_addrs = self.local_addrs(key, raw, forward, &span)?;
+        let name = ServiceName { proto, vip, port };
+        let local_addrs = self.local_addrs(key, raw, forward, &span, &name)?;
         let health = match &raw.health {
             Some(health) => {
-                let target = SorryTarget { port, forward, interfaces };
+                let target = SorryTarget { name: &name, forward, interfaces };
                 self.health(&format!("{key}.health"), health, proto, &target)?
             }
             None => HealthConfig::for_proto(proto),
@@ -1399,12 +1602,12 @@ impl Context<'_> {
         let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backend.len());
         for (index, backend_table) in raw.backend.iter().enumerate() {
             let backend_key = format!("{key}.backend[{index}]");
-            let backend = self.backend(&backend_key, backend_table, port, forward, interfaces)?;
+            let backend = self.backend(&backend_key, backend_table, &name, forward, interfaces)?;
             let same = |b: &BackendConfig| b.addr == backend.addr && b.port == backend.port;
             if let Some(earlier) = backends.iter().position(same) {
                 let expected = format!(
-                    "a real server not already in this service: {}:{} is backend[{earlier}]",
-                    backend.addr, backend.port
+                    "a real server not already in this service: {} is backend[{earlier}]",
+                    endpoint(backend.addr, backend.port)
                 );
                 let addr = &backend_table.get_ref().addr;
                 let key = format!("{backend_key}.addr");
@@ -1414,7 +1617,7 @@ impl Context<'_> {
         }
         if let Some(sorry) = health.sorry_server
             && let Some(index) =
-                backends.iter().position(|b| b.addr == *sorry.ip() && b.port == sorry.port())
+                backends.iter().position(|b| b.addr == sorry.ip() && b.port == sorry.port())
             && let Some(at) = raw.health.as_ref().and_then(|h| h.sorry_server.as_ref())
         {
             let expected = format!(
@@ -1473,7 +1676,8 @@ impl Context<'_> {
         raw: &RawService,
         forward: ForwardMode,
         span: &Range<usize>,
-    ) -> Result<Vec<Ipv4Addr>, ConfigError> {
+        service: &ServiceName,
+    ) -> Result<Vec<IpAddr>, ConfigError> {
         let list_key = format!("{key}.local_addrs");
         let given = raw.local_addrs.as_ref();
         let entries = given.map_or(&[][..], |list| list.get_ref().as_slice());
@@ -1507,7 +1711,8 @@ impl Context<'_> {
         let mut addrs = Vec::with_capacity(entries.len());
         for (index, at) in entries.iter().enumerate() {
             let entry_key = format!("{list_key}[{index}]");
-            let addr = self.ipv4(&entry_key, at)?;
+            let addr = self.ip(&entry_key, at, false)?;
+            self.same_family(&entry_key, at, service, addr)?;
             if let Some(earlier) = addrs.iter().position(|a| *a == addr) {
                 return Err(self.invalid(
                     &entry_key,
@@ -1643,6 +1848,14 @@ impl Context<'_> {
                         "false: probing through the VIP is for DR services with a check",
                     ));
                 }
+                if value && target.name.vip.is_ipv6() {
+                    return Err(self.invalid(
+                        &via_key,
+                        at,
+                        "false: probing through the VIP (policy routes per real server) is IPv4 \
+                         only until issue 12",
+                    ));
+                }
                 value
             }
             None => false,
@@ -1669,30 +1882,34 @@ impl Context<'_> {
         key: &str,
         at: &Spanned<Value>,
         target: &SorryTarget<'_>,
-    ) -> Result<SocketAddrV4, ConfigError> {
-        let expected = "a unicast address and port, like \"10.1.1.30:80\", or an address alone \
-                        (the service port)";
+    ) -> Result<SocketAddr, ConfigError> {
+        let expected = "a unicast address and port, like \"10.1.1.30:80\" or \
+                        \"[2001:db8::30]:80\", or an address alone (the service port)";
         let text = self.string(key, at, expected)?;
-        let sorry = match text.parse::<SocketAddrV4>() {
+        let port = target.name.port;
+        let sorry = match text.parse::<SocketAddr>() {
             Ok(sorry) => sorry,
-            Err(_) => SocketAddrV4::new(
-                text.parse::<Ipv4Addr>().map_err(|_| self.invalid(key, at, expected))?,
-                target.port,
+            Err(_) => SocketAddr::new(
+                text.parse::<IpAddr>().map_err(|_| self.invalid(key, at, expected))?,
+                port,
             ),
         };
-        if !is_unicast(*sorry.ip()) || sorry.port() == 0 {
+        // A scope (`[fe80::1%2]:80`) names an interface by number: not one of the config's.
+        let scoped =
+            matches!(sorry, SocketAddr::V6(v6) if v6.scope_id() != 0 || v6.flowinfo() != 0);
+        if !is_host(sorry.ip(), false) || sorry.port() == 0 || scoped {
             return Err(self.invalid(key, at, expected));
         }
+        self.same_family(key, at, target.name, sorry.ip())?;
         if target.forward == ForwardMode::Dr {
-            if sorry.port() != target.port {
+            if sorry.port() != port {
                 let expected = format!(
-                    "the service port {}: in DR the sorry server is reached like a backend, by \
-                     its MAC alone",
-                    target.port
+                    "the service port {port}: in DR the sorry server is reached like a backend, \
+                     by its MAC alone"
                 );
                 return Err(self.invalid(key, at, expected));
             }
-            if !target.interfaces.iter().any(|i| i.contains(*sorry.ip())) {
+            if !target.interfaces.iter().any(|i| i.contains(sorry.ip())) {
                 return Err(self.invalid(
                     key,
                     at,
@@ -1708,15 +1925,17 @@ impl Context<'_> {
         &self,
         key: &str,
         table: &Spanned<RawBackend>,
-        service_port: u16,
+        service: &ServiceName,
         forward: ForwardMode,
         interfaces: &[InterfaceConfig],
     ) -> Result<BackendConfig, ConfigError> {
         let span = table.span();
         let raw = table.get_ref();
+        let service_port = service.port;
         let addr_key = format!("{key}.addr");
-        let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_IPV4)?;
-        let addr = self.ipv4(&addr_key, addr_at)?;
+        let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_IP)?;
+        let addr = self.ip(&addr_key, addr_at, false)?;
+        self.same_family(&addr_key, addr_at, service, addr)?;
         let port = match &raw.port {
             Some(at) => {
                 let port_key = format!("{key}.port");
@@ -1737,10 +1956,7 @@ impl Context<'_> {
             None => service_port,
         };
         if forward == ForwardMode::Dr && !interfaces.iter().any(|i| i.contains(addr)) {
-            let subnets: Vec<String> = interfaces
-                .iter()
-                .map(|i| format!("{} {}/{}", i.name, i.addr, i.prefix_len))
-                .collect();
+            let subnets: Vec<String> = interfaces.iter().map(InterfaceConfig::subnets).collect();
             return Err(self.invalid(
                 &addr_key,
                 addr_at,
@@ -1761,7 +1977,7 @@ impl Context<'_> {
 
 /// What a sorry server is checked against: the service it stands in for.
 struct SorryTarget<'a> {
-    port: u16,
+    name: &'a ServiceName,
     forward: ForwardMode,
     interfaces: &'a [InterfaceConfig],
 }
@@ -1778,6 +1994,82 @@ fn optional<T>(
 /// Whether an address can be a host's: not 0.0.0.0, not the limited broadcast, not multicast.
 fn is_unicast(ip: Ipv4Addr) -> bool {
     !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast()
+}
+
+/// Whether an IPv6 address can be a host's: not `::`, not multicast (ff00::/8, IPv6's
+/// broadcast), not IPv4-mapped (`::ffff:10.1.1.1` is an IPv4 host written as IPv6: write it
+/// as IPv4), and not link-local (fe80::/10: meaningless without an interface to scope it)
+/// unless `link_local` admits it (a next hop, a static neighbour).
+fn is_host6(ip: Ipv6Addr, link_local: bool) -> bool {
+    !ip.is_unspecified()
+        && !ip.is_multicast()
+        && ip.to_ipv4_mapped().is_none()
+        && (link_local || !ip.is_unicast_link_local())
+}
+
+/// [`is_unicast`] or [`is_host6`], by family.
+fn is_host(ip: IpAddr, link_local: bool) -> bool {
+    match ip {
+        IpAddr::V4(ip) => is_unicast(ip),
+        IpAddr::V6(ip) => is_host6(ip, link_local),
+    }
+}
+
+/// What makes an IPv6 address no VIP or local address (the counterpart of IPv4's loopback,
+/// network and broadcast checks): the loopback `::1`, and the subnet-router anycast
+/// address (the subnet's all-zeros host, RFC 4291 §2.6.1, which routers answer) of an
+/// interface's IPv6 subnet of up to /126.
+fn special6(interfaces: &[InterfaceConfig], addr: Ipv6Addr) -> Option<String> {
+    if addr.is_loopback() {
+        return Some("the loopback address ::1".into());
+    }
+    for (index, i) in interfaces.iter().enumerate() {
+        let Some(v6) = i.ipv6.filter(|v6| v6.prefix_len <= 126 && v6.contains(addr)) else {
+            continue;
+        };
+        let network = v6.addr.to_bits() & prefix_mask6(v6.prefix_len);
+        if addr.to_bits() == network {
+            return Some(format!(
+                "the subnet-router anycast address of interface[{index}] {}'s subnet {}/{}",
+                i.name,
+                Ipv6Addr::from_bits(network),
+                v6.prefix_len
+            ));
+        }
+    }
+    None
+}
+
+/// `ADDR/PREFIX` with a prefix of 0 to `max` written in digits only (`u8::from_str` would
+/// also take "+24").
+fn cidr<A: FromStr>(text: &str, max: u8) -> Option<(A, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    let addr = addr.parse::<A>().ok()?;
+    let prefix = Some(prefix)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max)?;
+    Some((addr, prefix))
+}
+
+/// How messages name a service: `tcp 10.1.1.100:80`, `tcp [2001:db8::100]:80`.
+struct ServiceName {
+    proto: Proto,
+    vip: IpAddr,
+    port: u16,
+}
+
+impl ServiceName {
+    fn of(service: &ServiceConfig) -> ServiceName {
+        ServiceName { proto: service.proto, vip: service.vip, port: service.port }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.proto, endpoint(self.vip, self.port))
+    }
 }
 
 fn render_list(list: &[Spanned<Value>]) -> String {
@@ -1877,7 +2169,7 @@ pub(crate) mod tests {
         assert!(fullnat.services.iter().all(|s| s.forward == ForwardMode::FullNat));
         assert_eq!(
             fullnat.services[0].local_addrs,
-            [Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)]
+            [IpAddr::from([10, 1, 1, 200]), IpAddr::from([10, 1, 1, 201])]
         );
         assert_eq!(fullnat.conntrack.max_embryonic, 1_000_000);
     }
@@ -1909,6 +2201,7 @@ pub(crate) mod tests {
                 prefix_len: 24,
                 mac: Some([2, 0, 0, 0, 0, 1]),
                 gateway: None,
+                ipv6: None,
             }]
         );
         assert!(config.neighbors.is_empty());
@@ -1916,7 +2209,7 @@ pub(crate) mod tests {
         assert_eq!(
             config.services,
             [ServiceConfig {
-                vip: Ipv4Addr::new(10, 1, 1, 100),
+                vip: IpAddr::from([10, 1, 1, 100]),
                 port: 80,
                 proto: Proto::Tcp,
                 scheduler: SchedulerKind::Maglev,
@@ -1925,7 +2218,7 @@ pub(crate) mod tests {
                 maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
                 health: HealthConfig::default(),
                 backends: vec![BackendConfig {
-                    addr: Ipv4Addr::new(10, 1, 1, 11),
+                    addr: IpAddr::from([10, 1, 1, 11]),
                     port: 80,
                     weight: 1
                 }],
@@ -2650,6 +2943,7 @@ pub(crate) mod tests {
             prefix_len,
             mac: None,
             gateway: None,
+            ipv6: None,
         };
         let lan = interface([10, 1, 1, 10], 24);
         assert_eq!(lan.netmask(), Ipv4Addr::new(255, 255, 255, 0));
@@ -2662,6 +2956,197 @@ pub(crate) mod tests {
         assert!(host.contains(Ipv4Addr::new(10, 1, 1, 10)));
         assert!(!host.contains(Ipv4Addr::new(10, 1, 1, 11)));
         assert_eq!(interface([10, 1, 1, 10], 200).netmask(), Ipv4Addr::BROADCAST);
+    }
+
+    // IPv6 at the edges (issue 12): accepted by the config, refused by the data plane.
+
+    const IFACE6: &str = "[[interface]]\n\
+                          name = \"eth0\"\n\
+                          addr = \"10.1.1.10/24\"\n\
+                          addr6 = \"2001:db8:1::10/64\"\n\
+                          gateway6 = \"fe80::1\"\n\
+                          mac = \"02:00:00:00:00:01\"\n";
+
+    /// A config with the dual-stack interface and one IPv6 service whose body is `body`.
+    fn service6(body: &str) -> String {
+        format!("{IFACE6}\n[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\n{body}")
+    }
+
+    fn v6(text: &str) -> IpAddr {
+        IpAddr::V6(text.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv6_services_parse_in_every_mode() {
+        let text = format!(
+            "{IFACE6}\n\
+             [[neighbor]]\nip = \"fe80::1\"\nmac = \"02:00:00:00:00:fe\"\n\
+             [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nscheduler = \"wlc\"\n\
+             [service.health]\nsorry_server = \"[2001:db8:1::30]:80\"\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\n\
+             [[service]]\nvip = \"2001:db8:1::101\"\nport = 53\nproto = \"udp\"\nforward = \"nat\"\n\
+             [service.health]\nsorry_server = \"2001:db8:2::30\"\n\
+             [[service.backend]]\naddr = \"2001:db8:2::12\"\nport = 5353\n\
+             [[service]]\nvip = \"2001:db8:1::102\"\nport = 443\nforward = \"fullnat\"\n\
+             local_addrs = [\"2001:db8:1::200\", \"2001:db8:1::201\"]\n\
+             [[service.backend]]\naddr = \"2001:db8:2::13\"\nport = 8443\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n"
+        );
+        let config = parse(&text).expect("a dual-stack config");
+        let eth0 = &config.interfaces[0];
+        let ipv6 = eth0.ipv6.expect("addr6");
+        assert_eq!((ipv6.addr, ipv6.prefix_len), ("2001:db8:1::10".parse().unwrap(), 64));
+        assert_eq!(ipv6.gateway, Some("fe80::1".parse().unwrap()));
+        assert!(eth0.contains(v6("2001:db8:1::ffff")) && !eth0.contains(v6("2001:db8:2::1")));
+        assert!(eth0.contains(Ipv4Addr::new(10, 1, 1, 11)));
+        assert_eq!(config.neighbors[0].ip, v6("fe80::1"));
+        let [dr, nat, fullnat, four] = &config.services[..] else { panic!("four services") };
+        assert_eq!(dr.vip, v6("2001:db8:1::100"));
+        assert_eq!(dr.backends[0].addr, v6("2001:db8:1::11"));
+        assert_eq!(dr.health.sorry_server, Some("[2001:db8:1::30]:80".parse().unwrap()));
+        assert_eq!(nat.health.sorry_server, Some("[2001:db8:2::30]:53".parse().unwrap()));
+        assert_eq!(nat.backends[0].port, 5353);
+        assert_eq!(fullnat.local_addrs, [v6("2001:db8:1::200"), v6("2001:db8:1::201")]);
+        assert_eq!(four.vip, IpAddr::from([10, 1, 1, 100]));
+        // The rendered config reads back the same.
+        assert_eq!(parse(&config.to_toml()), Ok(config.clone()));
+        let rendered = config.to_toml();
+        assert!(rendered.contains("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"fe80::1\"\n"));
+        assert!(rendered.contains("sorry_server = \"[2001:db8:1::30]:80\"\n"), "{rendered}");
+        // Existing configs: no addr6, no IPv6 anywhere.
+        assert_eq!(parse(&service("")).unwrap().interfaces[0].ipv6, None);
+    }
+
+    #[test]
+    fn a_service_is_one_family_nat64_is_refused() {
+        // An IPv6 VIP with an IPv4 real server: NAT64, refused naming both.
+        let text = service6("forward = \"nat\"\n[[service.backend]]\naddr = \"10.1.1.11\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "10.1.1.11");
+        assert_eq!(
+            expected,
+            "an IPv6 address, as service tcp [2001:db8:1::100]:80 is IPv6: NAT64 (IPv6 clients \
+             to IPv4 real servers) is not supported"
+        );
+        assert_eq!(
+            parse(&text).unwrap_err().to_string(),
+            format!(
+                "test.toml: line {}: service[0].backend[0].addr = \"10.1.1.11\": {expected}",
+                line_of(&text, "10.1.1.11")
+            )
+        );
+        // And the other way round.
+        let text = format!(
+            "{IFACE6}\n[[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\n"
+        );
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "2001:db8:1::11");
+        assert_eq!(
+            expected,
+            "an IPv4 address, as service tcp 10.1.1.100:80 is IPv4: NAT46 (IPv4 clients to IPv6 \
+             real servers) is not supported"
+        );
+        // Local addresses and sorry servers too.
+        let text = service6(
+            "forward = \"fullnat\"\nlocal_addrs = [\"2001:db8:1::200\", \"10.1.1.200\"]\n",
+        );
+        let expected = assert_invalid(&text, "service[0].local_addrs[1]", "local_addrs");
+        assert!(expected.contains("NAT64"), "{expected}");
+        let text = service6("[service.health]\nsorry_server = \"10.1.1.30:80\"\n");
+        let expected = assert_invalid(&text, "service[0].health.sorry_server", "10.1.1.30");
+        assert!(expected.starts_with("an IPv6 address, as service tcp"), "{expected}");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_checked_per_family() {
+        // (vip, words of the refusal): not a host's address at all, or no VIP's.
+        for (vip, words) in [
+            ("::", "a unicast IPv4 or IPv6 address"),
+            ("ff02::1", "a unicast IPv4 or IPv6 address"),
+            ("fe80::100", "a unicast IPv4 or IPv6 address"),
+            ("::ffff:10.1.1.100", "a unicast IPv4 or IPv6 address"),
+            ("[2001:db8:1::100]", "a unicast IPv4 or IPv6 address"),
+            ("2001:db8:1::100%eth0", "a unicast IPv4 or IPv6 address"),
+            ("::1", "the loopback address ::1, and xlb answers NDP"),
+            ("2001:db8:1::", "the subnet-router anycast address of interface[0] eth0's subnet"),
+            ("2001:db8:1::10", "interface[0] eth0's own IPv6 address, line 4, and xlb answers NDP"),
+            ("fe80::1", "a unicast IPv4 or IPv6 address"),
+        ] {
+            let text = format!("{IFACE6}\n[[service]]\nvip = \"{vip}\"\nport = 80\n");
+            let expected = assert_invalid(&text, "service[0].vip", &format!("vip = \"{vip}\""));
+            assert!(expected.contains(words), "{vip}: {expected}");
+        }
+        // A backend: link-local is refused (no interface scopes it), DR needs the subnet.
+        let text = service6("[[service.backend]]\naddr = \"fe80::11\"\n");
+        assert_invalid(&text, "service[0].backend[0].addr", "fe80::11");
+        let text = service6("[[service.backend]]\naddr = \"2001:db8:2::11\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "2001:db8:2::11");
+        assert!(
+            expected.contains("(eth0 10.1.1.10/24 2001:db8:1::10/64)")
+                && expected.contains("same link"),
+            "{expected}"
+        );
+        // Probing through the VIP takes IPv4 policy routes.
+        let text = service6("[service.health]\nvia_vip = true\n");
+        let expected = assert_invalid(&text, "service[0].health.via_vip", "via_vip");
+        assert!(expected.contains("IPv4 only until issue 12"), "{expected}");
+        // Duplicates are found whatever the spelling.
+        let text = service6(
+            "[[service.backend]]\naddr = \"2001:db8:1::11\"\n\
+             [[service.backend]]\naddr = \"2001:DB8:1:0::11\"\n",
+        );
+        let expected = assert_invalid(&text, "service[0].backend[1].addr", "DB8");
+        assert_eq!(
+            expected,
+            "a real server not already in this service: [2001:db8:1::11]:80 is backend[0]"
+        );
+    }
+
+    #[test]
+    fn interface_addr6_is_cidr_with_prefix_up_to_128() {
+        let iface = |extra: &str| {
+            format!("[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n{extra}\n")
+        };
+        for bad in [
+            "2001:db8::10/129",
+            "2001:db8::10",
+            "2001:db8::10/",
+            "2001:db8::10/+64",
+            "fe80::10/64",
+            "ff02::1/64",
+            "::/0",
+            "10.1.1.10/24",
+            "[2001:db8::10]/64",
+        ] {
+            let text = iface(&format!("addr6 = \"{bad}\""));
+            let expected = assert_invalid(&text, "interface[0].addr6", "addr6");
+            assert!(expected.contains("2001:db8:1::10/64") && expected.contains("0 to 128"));
+        }
+        for (cidr, prefix_len) in [("2001:db8::10/128", 128), ("2001:db8::10/0", 0)] {
+            let text = iface(&format!("addr6 = \"{cidr}\""));
+            assert_eq!(parse(&text).unwrap().interfaces[0].ipv6.unwrap().prefix_len, prefix_len);
+        }
+        // An IPv6 address in `addr` says where it belongs.
+        let text = "[[interface]]\nname = \"eth0\"\naddr = \"2001:db8::10/64\"\n";
+        let expected = assert_invalid(text, "interface[0].addr", "2001:db8::10/64");
+        assert!(expected.contains("an IPv6 address goes in addr6"), "{expected}");
+        // gateway6: on the subnet or link-local, not the interface's own, not without addr6.
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:2::1\"");
+        let expected = assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        assert!(expected.contains("inside 2001:db8:1::/64"), "{expected}");
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:1::10\"");
+        assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"10.1.1.1\"");
+        assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        let text = iface("gateway6 = \"fe80::1\"");
+        let expected = assert_invalid(&text, "interface[0].gateway6", "gateway6");
+        assert!(expected.contains("without addr6"), "{expected}");
+        let text = iface("addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:1::1\"");
+        let gateway = parse(&text).unwrap().interfaces[0].ipv6.unwrap().gateway;
+        assert_eq!(gateway, Some("2001:db8:1::1".parse().unwrap()));
+        // A VIP may not be the IPv6 gateway.
+        let text = format!("{IFACE6}\n[[service]]\nvip = \"fe80::1\"\nport = 80\n");
+        assert_invalid(&text, "service[0].vip", "vip = ");
     }
 
     // Property tests.
@@ -2720,23 +3205,23 @@ pub(crate) mod tests {
             // 10.1.1.250 is no backend's address (they count up from 10.1.1.20).
             health.sorry_server = sorry_port.map(|sorry_port| {
                 let sorry_port = if forward == ForwardMode::Dr { port } else { sorry_port };
-                SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 250), sorry_port)
+                SocketAddr::from(([10, 1, 1, 250], sorry_port))
             });
             let local_addrs = match forward {
-                ForwardMode::FullNat => (0..local_count).map(|i| Ipv4Addr::new(10, 1, 1, 200 + i)).collect(),
+                ForwardMode::FullNat => (0..local_count).map(|i| IpAddr::from([10, 1, 1, 200 + i])).collect(),
                 _ => vec![],
             };
             let backends = backends
                 .into_iter()
                 .zip(20u8..)
                 .map(|((backend_port, weight), host)| BackendConfig {
-                    addr: Ipv4Addr::new(10, 1, 1, host),
+                    addr: IpAddr::from([10, 1, 1, host]),
                     port: if forward == ForwardMode::Dr { port } else { backend_port },
                     weight,
                 })
                 .collect();
             ServiceConfig {
-                vip: Ipv4Addr::new(10, 1, 2, index),
+                vip: IpAddr::from([10, 1, 2, index]),
                 port,
                 proto: if udp { Proto::Udp } else { Proto::Tcp },
                 scheduler,
@@ -2772,8 +3257,9 @@ pub(crate) mod tests {
                         prefix_len: 24,
                         mac: Some(mac),
                         gateway: with_gateway.then_some(Ipv4Addr::new(10, 1, 1, 1)),
+                        ipv6: None,
                     }],
-                    neighbors: vec![NeighborConfig { ip: Ipv4Addr::new(10, 1, 1, 20), mac }],
+                    neighbors: vec![NeighborConfig { ip: IpAddr::from([10, 1, 1, 20]), mac }],
                     conntrack: ConntrackSettings {
                         capacity,
                         max_embryonic: (capacity * embryonic_permille as usize / 1000).max(1),
@@ -2794,9 +3280,48 @@ pub(crate) mod tests {
         )
     }
 
+    /// A valid dual-stack config: [`arb_config`]'s, its interface also on 2001:db8:1::/64
+    /// (with an IPv6 gateway or not), and each service moved to IPv6 or not: every address
+    /// `10.1.c.d` of the service becomes `2001:db8:1::c:d` (on the same link, so DR rules
+    /// still hold); `via_vip` is IPv4's only.
+    pub(crate) fn arb_dual_config() -> impl Strategy<Value = Config> {
+        (arb_config(), any::<[bool; 4]>(), any::<bool>()).prop_map(|(mut config, six, gateway)| {
+            let to6 = |ip: IpAddr| match ip {
+                IpAddr::V4(ip) => {
+                    let [_, _, c, d] = ip.octets();
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, c.into(), d.into()))
+                }
+                ip => ip,
+            };
+            config.interfaces[0].ipv6 = Some(Ipv6Interface {
+                addr: "2001:db8:1::1:a".parse().unwrap(),
+                prefix_len: 64,
+                gateway: gateway.then(|| "fe80::1".parse().unwrap()),
+            });
+            for (service, six) in config.services.iter_mut().zip(six) {
+                if !six {
+                    continue;
+                }
+                service.vip = to6(service.vip);
+                service.local_addrs.iter_mut().for_each(|a| *a = to6(*a));
+                service.backends.iter_mut().for_each(|b| b.addr = to6(b.addr));
+                let sorry = &mut service.health.sorry_server;
+                *sorry = sorry.map(|s| SocketAddr::new(to6(s.ip()), s.port()));
+                service.health.via_vip = false;
+            }
+            config
+        })
+    }
+
     proptest! {
         #[test]
         fn valid_configs_round_trip(config in arb_config()) {
+            let text = config.to_toml();
+            prop_assert_eq!(parse(&text), Ok(config), "{}", text);
+        }
+
+        #[test]
+        fn valid_dual_stack_configs_round_trip(config in arb_dual_config()) {
             let text = config.to_toml();
             prop_assert_eq!(parse(&text), Ok(config), "{}", text);
         }
@@ -2870,6 +3395,7 @@ pub(crate) mod tests {
                 prefix_len,
                 mac: None,
                 gateway: None,
+                ipv6: None,
             };
             prop_assert!(interface.contains(interface.addr));
             let same = prefix_len == 0 || (addr >> (32 - u32::from(prefix_len))) == (other >> (32 - u32::from(prefix_len)));

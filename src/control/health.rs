@@ -63,6 +63,10 @@
 //!
 //! # Probes
 //!
+//! Backends are keyed and probed by [`IpAddr`] and [`SocketAddr`]: an IPv6 backend is probed
+//! as an IPv4 one is (an IPv6 socket, `Host: [addr]` for HTTP), except through the VIP
+//! (`via_vip`, IPv4 only: the config refuses it for IPv6 services).
+//!
 //! - `tcp`: a connect to the backend's address and port within `timeout`.
 //! - `http`: a connect, `GET <http_path> HTTP/1.0` written by hand, and the status line read
 //!   back; the status must equal `http_status`. The whole exchange must fit in `timeout`.
@@ -107,7 +111,7 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -119,10 +123,10 @@ use crate::control::config::{
 use crate::flow::Proto;
 
 /// A service as health checks name it: (VIP, port, protocol).
-pub type ServiceKey = (Ipv4Addr, u16, Proto);
+pub type ServiceKey = (IpAddr, u16, Proto);
 
 /// A backend as health checks name it: (address, port).
-pub type BackendKey = (Ipv4Addr, u16);
+pub type BackendKey = (IpAddr, u16);
 
 /// A backend of a service went down or came back up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,7 +432,7 @@ struct ProbeJob {
     prober: u64,
     service: ServiceKey,
     backend: BackendKey,
-    target: SocketAddrV4,
+    target: SocketAddr,
     mark: Option<u32>,
     settings: HealthConfig,
 }
@@ -684,11 +688,13 @@ impl HealthMonitor {
             let Some(entry) = self.entries.get_mut(&key) else { continue };
             let (service, backend) = key;
             // DR `via_vip`: what clients use, the VIP:port, routed to this real server by the
-            // policy route its mark selects (see `probe_mark`).
-            let (target, mark) = if entry.settings.via_vip {
-                (SocketAddrV4::new(service.0, service.1), Some(probe_mark(backend.0)))
-            } else {
-                (SocketAddrV4::new(backend.0, backend.1), None)
+            // policy route its mark selects (see `probe_mark`; IPv4 only: the config refuses
+            // `via_vip` on an IPv6 service).
+            let (target, mark) = match (entry.settings.via_vip, backend.0) {
+                (true, IpAddr::V4(rip)) => {
+                    (SocketAddr::new(service.0, service.1), Some(probe_mark(rip)))
+                }
+                _ => (SocketAddr::new(backend.0, backend.1), None),
             };
             entry.in_flight = true;
             entry.started = Some(now);
@@ -816,7 +822,7 @@ impl HealthMonitor {
             }
             if let Some(sorry) = service.health.sorry_server.filter(|_| !serving) {
                 service.backends.push(BackendConfig {
-                    addr: *sorry.ip(),
+                    addr: sorry.ip(),
                     port: sorry.port(),
                     weight: 1,
                 });
@@ -853,8 +859,8 @@ fn next_prime(n: usize) -> usize {
 }
 
 /// Runs the check `settings` asks for against `target` once; `check = "none"` always passes.
-pub fn probe(target: SocketAddrV4, settings: &HealthConfig) -> ProbeResult {
-    probe_marked(target, None, settings)
+pub fn probe(target: impl Into<SocketAddr>, settings: &HealthConfig) -> ProbeResult {
+    probe_marked(target.into(), None, settings)
 }
 
 /// The firewall mark (and routing table) of probes through the VIP to the real server
@@ -864,11 +870,7 @@ pub fn probe_mark(rip: Ipv4Addr) -> u32 {
 }
 
 /// [`probe`] from sockets carrying `mark` (SO_MARK), so a policy route can pick the path.
-pub fn probe_marked(
-    target: SocketAddrV4,
-    mark: Option<u32>,
-    settings: &HealthConfig,
-) -> ProbeResult {
+pub fn probe_marked(target: SocketAddr, mark: Option<u32>, settings: &HealthConfig) -> ProbeResult {
     let timeout = settings.timeout;
     match settings.check {
         HealthCheckKind::None => Ok(Duration::ZERO),
@@ -883,26 +885,23 @@ pub fn probe_marked(
 }
 
 /// A TCP connection to `target` within `timeout`, from a socket with `mark` if any.
-fn connect_tcp(
-    target: SocketAddrV4,
-    mark: Option<u32>,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
+fn connect_tcp(target: SocketAddr, mark: Option<u32>, timeout: Duration) -> io::Result<TcpStream> {
     let Some(mark) = mark else {
-        return TcpStream::connect_timeout(&SocketAddr::V4(target), timeout);
+        return TcpStream::connect_timeout(&target, timeout);
     };
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let domain = socket2::Domain::for_address(target);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     socket.set_mark(mark)?;
-    socket.connect_timeout(&SocketAddr::V4(target).into(), timeout)?;
+    socket.connect_timeout(&target.into(), timeout)?;
     Ok(socket.into())
 }
 
 /// A TCP connect within `timeout`; returns the time it took.
-pub fn probe_tcp(target: SocketAddrV4, timeout: Duration) -> ProbeResult {
-    probe_tcp_marked(target, None, timeout)
+pub fn probe_tcp(target: impl Into<SocketAddr>, timeout: Duration) -> ProbeResult {
+    probe_tcp_marked(target.into(), None, timeout)
 }
 
-fn probe_tcp_marked(target: SocketAddrV4, mark: Option<u32>, timeout: Duration) -> ProbeResult {
+fn probe_tcp_marked(target: SocketAddr, mark: Option<u32>, timeout: Duration) -> ProbeResult {
     let started = StdInstant::now();
     let stream = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
     let took = started.elapsed();
@@ -912,12 +911,17 @@ fn probe_tcp_marked(target: SocketAddrV4, mark: Option<u32>, timeout: Duration) 
 
 /// `GET path HTTP/1.0`, expecting `status` on the status line, all within `timeout`; returns
 /// the time from connect to status line.
-pub fn probe_http(target: SocketAddrV4, path: &str, status: u16, timeout: Duration) -> ProbeResult {
-    probe_http_marked(target, None, path, status, timeout)
+pub fn probe_http(
+    target: impl Into<SocketAddr>,
+    path: &str,
+    status: u16,
+    timeout: Duration,
+) -> ProbeResult {
+    probe_http_marked(target.into(), None, path, status, timeout)
 }
 
 fn probe_http_marked(
-    target: SocketAddrV4,
+    target: SocketAddr,
     mark: Option<u32>,
     path: &str,
     status: u16,
@@ -927,9 +931,13 @@ fn probe_http_marked(
     let left = || timeout.checked_sub(started.elapsed()).filter(|d| !d.is_zero());
     let timed_out = ProbeError::Timeout(timeout);
     let mut stream = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
+    // An IPv6 host is bracketed in `Host` (RFC 9110 §7.2, RFC 3986's IP-literal).
+    let host = match target.ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n",
-        target.ip()
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n"
     );
     stream
         .set_write_timeout(Some(left().ok_or(timed_out.clone())?))
@@ -969,25 +977,30 @@ fn parse_status_line(answer: &[u8]) -> Result<u16, ProbeError> {
 
 /// Sends `payload` from a connected UDP socket and waits up to `timeout` for any reply;
 /// returns the round trip. An ICMP port unreachable fails it as "connection refused".
-pub fn probe_udp(target: SocketAddrV4, payload: &[u8], timeout: Duration) -> ProbeResult {
-    probe_udp_marked(target, None, payload, timeout)
+pub fn probe_udp(target: impl Into<SocketAddr>, payload: &[u8], timeout: Duration) -> ProbeResult {
+    probe_udp_marked(target.into(), None, payload, timeout)
 }
 
 fn probe_udp_marked(
-    target: SocketAddrV4,
+    target: SocketAddr,
     mark: Option<u32>,
     payload: &[u8],
     timeout: Duration,
 ) -> ProbeResult {
     let started = StdInstant::now();
     let fail = |e: io::Error| io_error(&e, timeout);
+    // Bound to the unspecified address of the target's family.
+    let any = match target {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
     let socket = match mark {
-        None => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(fail)?,
+        None => UdpSocket::bind(any).map_err(fail)?,
         Some(mark) => {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-                .map_err(fail)?;
+            let domain = socket2::Domain::for_address(target);
+            let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, None).map_err(fail)?;
             socket.set_mark(mark).map_err(fail)?;
-            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into()).map_err(fail)?;
+            socket.bind(&any.into()).map_err(fail)?;
             socket.into()
         }
     };
@@ -1020,11 +1033,11 @@ mod tests {
     use std::net::TcpListener;
     use std::thread::JoinHandle;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 1, 100));
     const WEB: ServiceKey = (VIP, 80, Proto::Tcp);
-    const A: BackendKey = (Ipv4Addr::new(10, 1, 1, 11), 80);
-    const B: BackendKey = (Ipv4Addr::new(10, 1, 1, 12), 80);
-    const C: BackendKey = (Ipv4Addr::new(10, 1, 1, 13), 80);
+    const A: BackendKey = (IpAddr::V4(Ipv4Addr::new(10, 1, 1, 11)), 80);
+    const B: BackendKey = (IpAddr::V4(Ipv4Addr::new(10, 1, 1, 12)), 80);
+    const C: BackendKey = (IpAddr::V4(Ipv4Addr::new(10, 1, 1, 13)), 80);
     const SHORT: Duration = Duration::from_millis(300);
 
     /// A DR config: one web service on VIP:80 with `health` as its `[service.health]` body,
@@ -1294,7 +1307,7 @@ mod tests {
             HealthCounters { probes_ok: 1, ..HealthCounters::default() }
         );
         // Unknown pairs are ignored.
-        monitor.record(WEB, (Ipv4Addr::new(10, 1, 1, 99), 80), refused());
+        monitor.record(WEB, (IpAddr::from([10, 1, 1, 99]), 80), refused());
         monitor.record((VIP, 443, Proto::Tcp), A, refused());
         assert_eq!(monitor.counters(), totals);
     }
@@ -1427,7 +1440,7 @@ mod tests {
 
     #[test]
     fn the_sorry_server_serves_only_while_no_backend_is_healthy() {
-        const SORRY: BackendKey = (Ipv4Addr::new(10, 1, 1, 30), 80);
+        const SORRY: BackendKey = (IpAddr::V4(Ipv4Addr::new(10, 1, 1, 30)), 80);
         // C has weight 0 (drained by the operator): up, but it serves nothing.
         let drain = config("fall = 1\nsorry_server = \"10.1.1.30\"", 0, "");
         let mut monitor = HealthMonitor::without_probers(&drain);
@@ -1468,7 +1481,7 @@ mod tests {
         let mut monitor = HealthMonitor::without_probers(&config);
         monitor.record(WEB, C, Ok(Duration::from_micros(300)));
         monitor.record(WEB, A, Ok(Duration::from_micros(100)));
-        let dns = (Ipv4Addr::new(10, 1, 1, 101), 53, Proto::Udp);
+        let dns = (IpAddr::from([10, 1, 1, 101]), 53, Proto::Udp);
         monitor.record(dns, (B.0, 53), Ok(Duration::from_micros(40)));
         assert_eq!(monitor.response_times(&config), [100, 0, 300, 40]);
         let effective = monitor.effective(&config);
@@ -1485,8 +1498,8 @@ mod tests {
 
     // Probes against real sockets on 127.0.0.1.
 
-    fn local(port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    fn local(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
 
     /// A TCP listener on 127.0.0.1 and its port.
@@ -1599,6 +1612,80 @@ mod tests {
         assert!(started.elapsed() < SHORT);
     }
 
+    /// IPv6 backends are probed like IPv4 ones (a connect to `[addr]:port`, a datagram from
+    /// an IPv6 socket, `Host: [addr]`), through the monitor's pool as well. Skipped where
+    /// the host has no IPv6 loopback.
+    #[test]
+    fn ipv6_backends_are_probed_like_ipv4_ones() {
+        let loopback = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+        let Ok(listener) = TcpListener::bind(loopback) else {
+            eprintln!("skipped: no IPv6 loopback");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let target = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        assert!(probe_tcp(target, SHORT).is_ok());
+        let server = thread::spawn(move || {
+            // The TCP probe's connection first (closed without a byte), then the HTTP one.
+            loop {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 1024];
+                let n = stream.read(&mut request).unwrap_or(0);
+                if n > 0 {
+                    stream.write_all(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
+                    return String::from_utf8_lossy(&request[..n]).to_string();
+                }
+            }
+        });
+        assert!(probe_http(target, "/", 200, SHORT).is_ok());
+        let request = server.join().unwrap();
+        assert!(request.contains("\r\nHost: [::1]\r\n"), "{request}");
+        let echo = UdpSocket::bind(loopback).unwrap();
+        let udp_target = echo.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (n, peer) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], peer).unwrap();
+        });
+        assert!(probe_udp(udp_target, b"ping", SHORT).is_ok());
+        server.join().unwrap();
+
+        // The monitor: an IPv6 service's backend is probed and counted up.
+        let (listener, port) = {
+            let listener = TcpListener::bind(loopback).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            (listener, port)
+        };
+        let text = format!(
+            "[[interface]]\nname = \"lo\"\naddr = \"127.0.0.1/8\"\n\
+             [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"nat\"\n\
+             [service.health]\ninterval = 0.02\ntimeout = 0.02\nfall = 1\n\
+             [[service.backend]]\naddr = \"::1\"\nport = {port}\n"
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let service = (config.services[0].vip, 80, Proto::Tcp);
+        let backend = (IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), port);
+        let mut monitor = HealthMonitor::new(&config);
+        let started = StdInstant::now();
+        while monitor.counters().probes_ok == 0 && started.elapsed() < Duration::from_secs(5) {
+            monitor.poll();
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(monitor.counters().probes_failed, 0, "{:?}", monitor.counters());
+        assert!(monitor.counters().probes_ok > 0 && monitor.is_up(service, backend));
+        drop(listener);
+        let started = StdInstant::now();
+        let mut down = Vec::new();
+        while down.is_empty() && started.elapsed() < Duration::from_secs(5) {
+            down = monitor.poll();
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(down.len(), 1, "{down:?}");
+        assert_eq!((down[0].backend, down[0].up), (backend, false));
+        // The effective config drains it, in its own family.
+        assert_eq!(monitor.effective(&config).services[0].backends[0].weight, 0);
+    }
+
     #[test]
     fn probe_dispatches_on_the_check() {
         let (_listener, port) = listen();
@@ -1623,7 +1710,7 @@ mod tests {
              [[service.backend]]\naddr = \"127.0.0.1\"\nport = {port}\n"
         );
         let config = Config::parse(&text, "test.toml").unwrap();
-        let backend = (Ipv4Addr::LOCALHOST, port);
+        let backend = (IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let mut monitor = HealthMonitor::new(&config);
         let wait_for = |monitor: &mut HealthMonitor, up: bool| {
             let started = StdInstant::now();
@@ -1702,7 +1789,7 @@ mod tests {
     fn passive_bursts_bring_probes_forward_at_a_bounded_rate() {
         let (listener, port) = listen();
         let health = "interval = 30\ntimeout = 0.1\nrise = 2\nfall = 3\npassive_fall = 5";
-        let backend = (Ipv4Addr::LOCALHOST, port);
+        let backend = (IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let config = local_config(health, &[backend]);
         let gap = early_probe_gap(&config.services[0].health);
         assert_eq!(gap, Duration::from_millis(100));
@@ -1752,8 +1839,9 @@ mod tests {
         let before = threads();
         // A port nothing listens on, on 1000 loopback addresses: each probe is refused at once.
         let port = closed_port();
-        let backends: Vec<BackendKey> =
-            (0..1000u32).map(|i| (Ipv4Addr::from_bits(0x7f01_0000 + i), port)).collect();
+        let backends: Vec<BackendKey> = (0..1000u32)
+            .map(|i| (IpAddr::V4(Ipv4Addr::from_bits(0x7f01_0000 + i)), port))
+            .collect();
         let config = local_config("interval = 30\ntimeout = 0.5", &backends);
         let mut monitor = HealthMonitor::new(&config);
         let started = StdInstant::now();

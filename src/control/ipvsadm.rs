@@ -14,6 +14,12 @@
 //! (commands on stdin, one a line, as `-S` writes them), `-C`, `-Z [-t|-u VIP:port]`.
 //! Schedulers are xlb's (`maglev`, `wrr`, `rr`, `sh`, `random`, `wrandom`, `lc`, `wlc`,
 //! `lt`) and ipvsadm's `mh` for Maglev. Addresses are numeric only (`-n` is implied).
+//! IPv6 is written as ipvsadm writes it, in brackets before a port: `-t [2001:db8::10]:80`,
+//! `-r [2001:db8::11]:80` or `-r [2001:db8::11]` (the service port), and so printed by
+//! `-L -n` (`TCP  [2001:db8::10]:80 wlc`) and saved by `-S`; `-z` takes a bare address of
+//! either family. An IPv6 address without brackets is refused (`2001:db8::10:80` hides the
+//! port), as is a `-t|-u` without a port. The data plane forwards IPv4 only until issue 12:
+//! a change that adds an IPv6 service is refused when its snapshot is built.
 //!
 //! FullNAT follows the FullNAT ipvsadm of Alibaba's LVS and of DPVS: `-b`/`--fullnat` is the
 //! forwarding flag (upstream ipvsadm uses `-b` for `--sched-flags`, which xlb has no use
@@ -57,13 +63,13 @@
 //! whitespace are where they expect them.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::control::config::{
     Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
-    ServiceConfig, seconds_text,
+    ServiceConfig, endpoint, seconds_text,
 };
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
@@ -77,8 +83,8 @@ use crate::snapshot::Snapshot;
 pub struct ServiceId {
     /// TCP (`-t`) or UDP (`-u`).
     pub proto: Proto,
-    /// The virtual IP.
-    pub vip: Ipv4Addr,
+    /// The virtual IP, IPv4 or IPv6.
+    pub vip: IpAddr,
     /// The virtual port.
     pub port: u16,
 }
@@ -100,12 +106,22 @@ impl ServiceId {
     fn find(&self, config: &Config) -> Option<usize> {
         config.services.iter().position(|s| ServiceId::of(s) == *self)
     }
+
+    /// `10.1.1.10:80` or `[2001:db8::10]:80`, as ipvsadm writes `-t|-u`'s value.
+    pub fn endpoint(&self) -> String {
+        endpoint(self.vip, self.port)
+    }
+
+    /// `-t 10.1.1.10:80`, `-u [2001:db8::10]:53`.
+    fn arg(&self) -> String {
+        format!("{} {}", self.flag(), self.endpoint())
+    }
 }
 
 impl fmt::Display for ServiceId {
-    /// `10.1.1.10:80/tcp`, as xlb's other messages name services.
+    /// `10.1.1.10:80/tcp` or `[2001:db8::10]:80/tcp`, as xlb's other messages name services.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.vip, self.port, self.proto)
+        write!(f, "{}/{}", self.endpoint(), self.proto)
     }
 }
 
@@ -134,7 +150,7 @@ pub struct HealthOptions {
     /// `--health-passive-fall`.
     pub passive_fall: Option<u32>,
     /// `--sorry-server ADDR:PORT`, or `none` (`Some(None)`) to remove it.
-    pub sorry_server: Option<Option<SocketAddrV4>>,
+    pub sorry_server: Option<Option<SocketAddr>>,
     /// `--health-via-vip yes|no` (DR: probe the VIP through each real server).
     pub via_vip: Option<bool>,
 }
@@ -148,7 +164,7 @@ pub struct ServiceOptions {
     /// `-g|-m|-b` (xlb forwards per service).
     pub forward: Option<ForwardMode>,
     /// `-z`: FullNAT's local address pool, replacing the current one.
-    pub local_addrs: Vec<Ipv4Addr>,
+    pub local_addrs: Vec<IpAddr>,
     /// `--maglev-table-size`.
     pub maglev_table_size: Option<usize>,
     /// `--health-*`, `--on-failure`.
@@ -205,7 +221,7 @@ pub enum Command {
         /// Which service.
         service: ServiceId,
         /// The real server (its port defaults to the service port).
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// `-g|-m|-b`, if given.
         forward: Option<ForwardMode>,
         /// `-w`, if given (default 1).
@@ -216,7 +232,7 @@ pub enum Command {
         /// Which service.
         service: ServiceId,
         /// Which real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// `-g|-m|-b`, if given: must be the service's.
         forward: Option<ForwardMode>,
         /// `-w`, if given.
@@ -227,21 +243,21 @@ pub enum Command {
         /// Which service.
         service: ServiceId,
         /// Which real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// `-P` (DPVS's `--add-laddr`): add local addresses to a FullNAT service's pool.
     AddLocalAddrs {
         /// Which service.
         service: ServiceId,
         /// The addresses (`-z`).
-        addrs: Vec<Ipv4Addr>,
+        addrs: Vec<IpAddr>,
     },
     /// `-Q` (DPVS's `--del-laddr`): remove local addresses from a FullNAT service's pool.
     DeleteLocalAddrs {
         /// Which service.
         service: ServiceId,
         /// The addresses (`-z`).
-        addrs: Vec<Ipv4Addr>,
+        addrs: Vec<IpAddr>,
     },
     /// `-L`: print a listing.
     List(ListOptions),
@@ -274,10 +290,10 @@ impl fmt::Display for Command {
         let server_line = |f: &mut fmt::Formatter<'_>,
                            verb: &str,
                            service: &ServiceId,
-                           server: &SocketAddrV4,
+                           server: &SocketAddr,
                            forward: &Option<ForwardMode>,
                            weight: &Option<u32>| {
-            write!(f, "{verb} {} {}:{} -r {server}", service.flag(), service.vip, service.port)?;
+            write!(f, "{verb} {} -r {server}", service.arg())?;
             if let Some(forward) = forward {
                 write!(f, " {}", forward_flag(*forward))?;
             }
@@ -286,8 +302,7 @@ impl fmt::Display for Command {
             }
             Ok(())
         };
-        let service_arg =
-            |service: &ServiceId| format!("{} {}:{}", service.flag(), service.vip, service.port);
+        let service_arg = ServiceId::arg;
         match self {
             Command::AddService { service, options } => {
                 write!(f, "-A {}", service_arg(service))?;
@@ -422,7 +437,7 @@ pub enum CtlError {
         /// The service.
         service: ServiceId,
         /// The real server asked for.
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// `-a` of a real server the service has.
     #[error("service {service} already has real server {server} (-e changes it)")]
@@ -430,7 +445,7 @@ pub enum CtlError {
         /// The service.
         service: ServiceId,
         /// The real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// A real server's forwarding flag is not its service's.
     #[error(
@@ -441,7 +456,7 @@ pub enum CtlError {
         /// The service.
         service: ServiceId,
         /// The real server.
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// The service's method.
         has: ForwardMode,
         /// The method asked for.
@@ -845,26 +860,23 @@ impl Options {
             (None, None) => return Ok(None),
         };
         let value = g.value.unwrap_or_default();
-        let expected = "VIP:port, numeric, like 10.1.1.10:80";
-        let (vip, port) = value
-            .split_once(':')
-            .and_then(|(vip, port)| Some((Ipv4Addr::from_str(vip).ok()?, parse_port(port)?)))
+        let expected = "VIP:port, numeric, like 10.1.1.10:80 or [2001:db8::10]:80";
+        let vip = parse_endpoint(&value, None)
             .ok_or_else(|| usage(format!("{} {value}: expected {expected}", g.name)))?;
-        Ok(Some(ServiceId { proto, vip, port }))
+        Ok(Some(ServiceId { proto, vip: vip.ip(), port: vip.port() }))
     }
 
     /// `-r RIP[:port]`; the port defaults to the service port, as in ipvsadm.
-    fn real_server(&mut self, service_port: u16) -> Result<SocketAddrV4, CtlError> {
+    fn real_server(&mut self, service_port: u16) -> Result<SocketAddr, CtlError> {
         let g = self.take(Key::Real).ok_or_else(|| self.missing("-r RIP[:port]"))?;
         let value = g.value.unwrap_or_default();
-        let parsed = match value.split_once(':') {
-            Some((addr, port)) => Ipv4Addr::from_str(addr).ok().zip(parse_port(port)),
-            None => Ipv4Addr::from_str(&value).ok().map(|addr| (addr, service_port)),
-        };
-        let (addr, port) = parsed.ok_or_else(|| {
-            usage(format!("{} {value}: expected RIP[:port], numeric, like 10.1.1.11:80", g.name))
-        })?;
-        Ok(SocketAddrV4::new(addr, port))
+        parse_endpoint(&value, Some(service_port)).ok_or_else(|| {
+            usage(format!(
+                "{} {value}: expected RIP[:port], numeric, like 10.1.1.11:80 or \
+                 [2001:db8::11]:80",
+                g.name
+            ))
+        })
     }
 
     /// `-g|-m|-b`: at most one.
@@ -878,14 +890,16 @@ impl Options {
     }
 
     /// Every `-z`, each an address or a comma-separated list.
-    fn laddrs(&mut self) -> Result<Vec<Ipv4Addr>, CtlError> {
+    fn laddrs(&mut self) -> Result<Vec<IpAddr>, CtlError> {
         let mut addrs = Vec::new();
         while let Some(g) = self.take(Key::Laddr) {
             let value = g.value.unwrap_or_default();
             for part in value.split(',') {
-                let addr = Ipv4Addr::from_str(part).map_err(|_| {
+                // An address alone has no port to tell apart: IPv6 needs no brackets here.
+                let addr = IpAddr::from_str(part).map_err(|_| {
                     usage(format!(
-                        "{} {value}: {part:?} is not an IPv4 address, like 10.1.1.200",
+                        "{} {value}: {part:?} is not an IPv4 address, like 10.1.1.200, nor an \
+                         IPv6 address, like 2001:db8::200",
                         g.name
                     ))
                 })?;
@@ -982,9 +996,9 @@ impl Options {
                 Key::SorryServer,
                 |v| match v {
                     "none" => Some(None),
-                    v => v.parse::<SocketAddrV4>().ok().map(Some),
+                    v => parse_endpoint(v, None).map(Some),
                 },
-                "ADDR:PORT, or none",
+                "ADDR:PORT ([ADDR]:PORT for IPv6), or none",
             )?,
             via_vip: self.named(
                 Key::HealthViaVip,
@@ -1013,6 +1027,30 @@ fn decode_hex(text: &str) -> Option<String> {
         .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
         .collect();
     String::from_utf8(bytes?).ok()
+}
+
+/// `ADDR:PORT` as ipvsadm writes it: IPv4 `10.1.1.10:80`, IPv6 in brackets
+/// `[2001:db8::10]:80`; with a `default_port`, also the address alone (`10.1.1.11`,
+/// `[2001:db8::11]`). An IPv6 address without brackets is refused: in `2001:db8::10:80` the
+/// port cannot be told from the address. No scope (`%eth0`): a VIP or real server is no
+/// link-local address.
+fn parse_endpoint(text: &str, default_port: Option<u16>) -> Option<SocketAddr> {
+    let (ip, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']')?;
+            let ip = IpAddr::V6(Ipv6Addr::from_str(ip).ok()?);
+            match after.strip_prefix(':') {
+                Some(port) => (ip, parse_port(port)?),
+                None if after.is_empty() => (ip, default_port?),
+                None => return None,
+            }
+        }
+        None => match text.split_once(':') {
+            Some((ip, port)) => (IpAddr::V4(Ipv4Addr::from_str(ip).ok()?), parse_port(port)?),
+            None => (IpAddr::V4(Ipv4Addr::from_str(text).ok()?), default_port?),
+        },
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 fn parse_port(text: &str) -> Option<u16> {
@@ -1116,7 +1154,7 @@ fn describe_key(config: &Config, key: &str) -> String {
     if let Some((b, after)) = rest.strip_prefix(".backend[").and_then(index)
         && let Some(backend) = service.backends.get(b)
     {
-        what.push_str(&format!(" real server {}:{}", backend.addr, backend.port));
+        what.push_str(&format!(" real server {}", endpoint(backend.addr, backend.port)));
         rest = after;
     }
     if let Some(setting) = rest.strip_prefix('.') {
@@ -1170,7 +1208,7 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
                 set_forward(target, *service, asked, &[])?;
             }
             target.backends.push(crate::control::config::BackendConfig {
-                addr: *server.ip(),
+                addr: server.ip(),
                 port: server.port(),
                 weight: weight.unwrap_or(1),
             });
@@ -1202,12 +1240,10 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
             let refuse = |message: String| CtlError::LocalAddrs { service: *service, message };
             if target.forward != ForwardMode::FullNat {
                 return Err(refuse(format!(
-                    "it forwards by {}, and local addresses are FullNAT's source pool (-E {} {}:{} \
+                    "it forwards by {}, and local addresses are FullNAT's source pool (-E {} \
                      -b -z LIP makes it FullNAT)",
                     target.forward,
-                    service.flag(),
-                    service.vip,
-                    service.port
+                    service.arg(),
                 )));
             }
             for addr in addrs {
@@ -1249,13 +1285,13 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
     Ok(())
 }
 
-fn backend_at(service: &ServiceConfig, server: &SocketAddrV4) -> Option<usize> {
-    service.backends.iter().position(|b| b.addr == *server.ip() && b.port == server.port())
+fn backend_at(service: &ServiceConfig, server: &SocketAddr) -> Option<usize> {
+    service.backends.iter().position(|b| b.addr == server.ip() && b.port == server.port())
 }
 
 fn mismatch(
     service: ServiceId,
-    server: SocketAddrV4,
+    server: SocketAddr,
     has: ForwardMode,
     asked: ForwardMode,
 ) -> CtlError {
@@ -1274,7 +1310,7 @@ fn set_forward(
     service: &mut ServiceConfig,
     id: ServiceId,
     forward: ForwardMode,
-    local_addrs: &[Ipv4Addr],
+    local_addrs: &[IpAddr],
 ) -> Result<(), CtlError> {
     match forward {
         ForwardMode::FullNat => {
@@ -1285,11 +1321,9 @@ fn set_forward(
                 return Err(CtlError::LocalAddrs {
                     service: id,
                     message: format!(
-                        "FullNAT needs local addresses, its source pool: -E {} {}:{} -b -z LIP \
+                        "FullNAT needs local addresses, its source pool: -E {} -b -z LIP \
                          makes the service FullNAT with one",
-                        id.flag(),
-                        id.vip,
-                        id.port
+                        id.arg(),
                     ),
                 });
             }
@@ -1428,7 +1462,7 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
         for backend in &service.backends {
             commands.push(Command::AddServer {
                 service: id,
-                server: SocketAddrV4::new(backend.addr, backend.port),
+                server: SocketAddr::new(backend.addr, backend.port),
                 forward: Some(service.forward),
                 weight: Some(backend.weight),
             });
@@ -1500,7 +1534,11 @@ fn title(snapshot: &Snapshot) -> String {
 ///   -> 10.1.1.11:80                 Route   1      0          0
 /// ```
 pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
-    let only = view.options.service.and_then(|s| snapshot.service_at(s.vip, s.port, s.proto));
+    // The snapshot is IPv4 only (issue 12): an IPv6 service is in no running snapshot.
+    let only = view.options.service.and_then(|s| match s.vip {
+        IpAddr::V4(vip) => snapshot.service_at(vip, s.port, s.proto),
+        IpAddr::V6(_) => None,
+    });
     if view.options.service.is_some() && only.is_none() {
         return String::new();
     }
@@ -1513,23 +1551,22 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
                 if only.is_some_and(|only| only != index) {
                     continue;
                 }
-                let name = format!(
-                    "{}  {}:{}",
-                    service.proto.name().to_uppercase(),
-                    service.vip,
-                    service.port
-                );
-                out.push_str(&format!("{name} {}\n", service.scheduler.kind()));
+                let vip = IpAddr::V4(service.vip);
+                out.push_str(&service_line(
+                    service.proto,
+                    vip,
+                    service.port,
+                    service.scheduler.kind(),
+                ));
                 for backend in service.backends.clone() {
                     let Some(entry) = snapshot.backends.get(backend) else { continue };
                     let figure = |v: &[u64]| v.get(backend).copied().unwrap_or(0);
-                    out.push_str(&format!(
-                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}\n",
-                        format!("{}:{}", entry.addr, entry.port),
-                        service.forward.ipvsadm_name(),
+                    out.push_str(&server_line(
+                        IpAddr::V4(entry.addr),
+                        entry.port,
+                        service.forward,
                         entry.weight,
-                        figure(&view.active),
-                        figure(&view.inactive)
+                        [figure(&view.active), figure(&view.inactive)],
                     ));
                 }
             }
@@ -1551,7 +1588,9 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             ));
             let wanted = |c: &ConnEntry| {
                 view.options.service.is_none_or(|s| {
-                    s.proto == c.proto && *c.r#virtual.ip() == s.vip && c.r#virtual.port() == s.port
+                    s.proto == c.proto
+                        && IpAddr::V4(*c.r#virtual.ip()) == s.vip
+                        && c.r#virtual.port() == s.port
                 })
             };
             for c in view.connections.iter().filter(|c| wanted(c)) {
@@ -1569,6 +1608,31 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             out
         }
     }
+}
+
+/// A service's line of `-L -n`: `TCP  10.1.1.10:80 rr`, `TCP  [2001:db8::10]:80 wlc`
+/// (ipvsadm's `print_service_entry`: IPv6 in brackets).
+fn service_line(proto: Proto, vip: IpAddr, port: u16, scheduler: SchedulerKind) -> String {
+    format!("{}  {} {scheduler}\n", proto.name().to_uppercase(), endpoint(vip, port))
+}
+
+/// A real server's line of `-L -n`: `  -> 10.1.1.11:80                 Route   1      0    ...`,
+/// the address as `[2001:db8::11]:80` for IPv6, padded to ipvsadm's 28 columns.
+fn server_line(
+    addr: IpAddr,
+    port: u16,
+    forward: ForwardMode,
+    weight: u32,
+    [active, inactive]: [u64; 2],
+) -> String {
+    format!(
+        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}\n",
+        endpoint(addr, port),
+        forward.ipvsadm_name(),
+        weight,
+        active,
+        inactive
+    )
 }
 
 // Serving requests.
@@ -1696,6 +1760,8 @@ xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
   -Z [-t|-u VIP:port]                                     zero counters
 Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
+IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
+  IPv4 only for now: an IPv6 service is refused when it would be installed).
 -A|-E also take --maglev-table-size N, --health-check tcp|http|udp|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
@@ -1706,7 +1772,7 @@ Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::config::tests::arb_config;
+    use crate::control::config::tests::{arb_config, arb_dual_config};
     use proptest::prelude::*;
 
     const BASE: &str = r#"
@@ -1753,7 +1819,7 @@ mod tests {
     }
 
     fn web() -> ServiceId {
-        ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10), port: 80 }
+        ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10).into(), port: 80 }
     }
 
     #[test]
@@ -1815,7 +1881,7 @@ mod tests {
             cmd("-d -t 10.1.1.10:80 -r 10.1.1.12"),
             Command::DeleteServer { service: web(), server: "10.1.1.12:80".parse().unwrap() }
         );
-        let laddrs = vec![Ipv4Addr::new(10, 1, 1, 200), Ipv4Addr::new(10, 1, 1, 201)];
+        let laddrs: Vec<IpAddr> = vec![[10, 1, 1, 200].into(), [10, 1, 1, 201].into()];
         assert_eq!(
             cmd("-P -t 10.1.1.10:80 -z 10.1.1.200,10.1.1.201 -F dpdk0"),
             Command::AddLocalAddrs { service: web(), addrs: laddrs.clone() }
@@ -2124,6 +2190,212 @@ mod tests {
         );
     }
 
+    // IPv6 services (issue 12): written, read, saved and restored as ipvsadm does; the
+    // running data plane refuses them.
+
+    const BASE6: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.2/24"
+        addr6 = "2001:db8:1::2/64"
+        mac = "02:00:0a:01:01:02"
+    "#;
+
+    fn base6() -> Config {
+        Config::parse(BASE6, "base6.toml").unwrap()
+    }
+
+    fn web6() -> ServiceId {
+        ServiceId { proto: Proto::Tcp, vip: "2001:db8:1::10".parse().unwrap(), port: 80 }
+    }
+
+    #[test]
+    fn parses_ipv6_services_and_real_servers_in_brackets() {
+        let add = Command::AddService {
+            service: web6(),
+            options: ServiceOptions {
+                scheduler: Some(SchedulerKind::Wlc),
+                ..ServiceOptions::default()
+            },
+        };
+        assert_eq!(cmd("-A -t [2001:db8:1::10]:80 -s wlc"), add);
+        assert_eq!(cmd("--add-service --tcp-service=[2001:db8:1::10]:80 -s wlc"), add);
+        assert_eq!(web6().to_string(), "[2001:db8:1::10]:80/tcp");
+        let server = Command::AddServer {
+            service: web6(),
+            server: "[2001:db8:1::11]:80".parse().unwrap(),
+            forward: Some(ForwardMode::Dr),
+            weight: Some(3),
+        };
+        assert_eq!(cmd("-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 3"), server);
+        // The port defaults to the service's, as for IPv4.
+        assert_eq!(cmd("-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11] -g -w 3"), server);
+        assert_eq!(server.to_string(), "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 3");
+        let laddrs: Vec<IpAddr> =
+            vec!["2001:db8:1::200".parse().unwrap(), "2001:db8:1::201".parse().unwrap()];
+        let add_laddrs = Command::AddLocalAddrs { service: web6(), addrs: laddrs };
+        assert_eq!(cmd("-P -t [2001:db8:1::10]:80 -z 2001:db8:1::200,2001:db8:1::201"), add_laddrs);
+        assert_eq!(
+            add_laddrs.to_string(),
+            "-P -t [2001:db8:1::10]:80 -z 2001:db8:1::200 -z 2001:db8:1::201"
+        );
+        match cmd("-E -u [2001:db8:1::10]:53 --sorry-server [2001:db8:1::30]:53") {
+            Command::EditService { service, options } => {
+                assert_eq!((service.proto, service.port), (Proto::Udp, 53));
+                let sorry = "[2001:db8:1::30]:53".parse().unwrap();
+                assert_eq!(options.health.sorry_server, Some(Some(sorry)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bracketless_ipv6_and_missing_ports_are_refused() {
+        let service = "expected VIP:port, numeric, like 10.1.1.10:80 or [2001:db8::10]:80";
+        let server = "expected RIP[:port], numeric, like 10.1.1.11:80 or [2001:db8::11]:80";
+        for (line, expected) in [
+            ("-A -t 2001:db8:1::10:80", format!("-t 2001:db8:1::10:80: {service}")),
+            ("-A -t 2001:db8:1::10", format!("-t 2001:db8:1::10: {service}")),
+            ("-A -t [2001:db8:1::10]", format!("-t [2001:db8:1::10]: {service}")),
+            ("-A -t [2001:db8:1::10]:", format!("-t [2001:db8:1::10]:: {service}")),
+            ("-A -t [2001:db8:1::10]80", format!("-t [2001:db8:1::10]80: {service}")),
+            ("-A -t [2001:db8:1::10:80", format!("-t [2001:db8:1::10:80: {service}")),
+            ("-A -t [10.1.1.10]:80", format!("-t [10.1.1.10]:80: {service}")),
+            ("-A -t [fe80::1%eth0]:80", format!("-t [fe80::1%eth0]:80: {service}")),
+            ("-a -t [2001:db8:1::10]:80 -r 2001:db8:1::11", format!("-r 2001:db8:1::11: {server}")),
+            (
+                "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:0",
+                format!("-r [2001:db8:1::11]:0: {server}"),
+            ),
+            (
+                "-P -t [2001:db8:1::10]:80 -z [2001:db8:1::200",
+                "-z [2001:db8:1::200: \"[2001:db8:1::200\" is not an IPv4 address, like \
+                 10.1.1.200, nor an IPv6 address, like 2001:db8::200"
+                    .to_string(),
+            ),
+        ] {
+            assert_eq!(parse_error(line), expected, "{line}");
+        }
+        // In a restore file, the line is named.
+        let error = parse_restore(
+            "-A -t [2001:db8:1::10]:80 -s wlc\n-a -t 2001:db8:1::10:80 -r [2001:db8:1::11]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "line 2 (-a -t 2001:db8:1::10:80 -r [2001:db8:1::11]): -t 2001:db8:1::10:80: \
+                 {service}"
+            )
+        );
+    }
+
+    #[test]
+    fn saves_and_restores_ipv6_services_as_ipvsadm_does() {
+        let lines = [
+            "-A -t [2001:db8:1::10]:80 -s wlc",
+            "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 1",
+            "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::12]:80 -g -w 2",
+            "-A -u [2001:db8:1::10]:53 -s rr -b -z 2001:db8:1::200 --sorry-server [2001:db8:2::30]:5353",
+            "-a -u [2001:db8:1::10]:53 -r [2001:db8:2::13]:5353 -b -w 1",
+            "-A -t 10.1.1.10:80 -s rr",
+            "-a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1",
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let config = apply(&base6(), &Command::Restore(parse_restore(&text).unwrap())).unwrap();
+        let [dr, fullnat, four] = &config.services[..] else { panic!("three services") };
+        assert_eq!(dr.vip, "2001:db8:1::10".parse::<IpAddr>().unwrap());
+        assert_eq!(dr.backends[1].weight, 2);
+        assert_eq!(fullnat.forward, ForwardMode::FullNat);
+        assert_eq!(fullnat.local_addrs, ["2001:db8:1::200".parse::<IpAddr>().unwrap()]);
+        assert_eq!(four.vip, IpAddr::from([10, 1, 1, 10]));
+        // -S writes what was restored, line for line (golden text).
+        assert_eq!(save(&config), text);
+        // The IPv4 lines of a config are as before.
+        assert_eq!(
+            save(&base()),
+            "-A -t 10.1.1.10:80 -s rr\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.12:80 -g -w 2\n"
+        );
+        // -e, -d and -D find IPv6 services and real servers.
+        let config = run(&config, "-e -t [2001:db8:1::10]:80 -r [2001:db8:1::12] -w 5").unwrap();
+        assert_eq!(config.services[0].backends[1].weight, 5);
+        let config = run(&config, "-d -t [2001:db8:1::10]:80 -r [2001:db8:1::12]:80").unwrap();
+        assert_eq!(config.services[0].backends.len(), 1);
+        let config = run(&config, "-D -u [2001:db8:1::10]:53").unwrap();
+        assert_eq!(config.services.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_refusals_name_the_service_and_real_server() {
+        let config = run(&base6(), "-A -t [2001:db8:1::10]:80 -s wlc -m").unwrap();
+        let error = run(&config, "-a -t [2001:db8:1::10]:80 -r 10.1.1.11:8080 -m").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "service [2001:db8:1::10]:80/tcp real server 10.1.1.11:8080 addr = \"10.1.1.11\": an \
+             IPv6 address, as service tcp [2001:db8:1::10]:80 is IPv6: NAT64 (IPv6 clients to \
+             IPv4 real servers) is not supported"
+        );
+        let error = run(&config, "-a -t [2001:db8:1::11]:80 -r [2001:db8:1::11]").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "service [2001:db8:1::11]:80/tcp does not exist (-A adds it)"
+        );
+        let error = run(&config, "-a -t 10.1.1.99:80 -r [2001:db8:1::11]").unwrap_err();
+        assert_eq!(error.to_string(), "service 10.1.1.99:80/tcp does not exist (-A adds it)");
+        let error = run(&config, "-E -t [2001:db8:1::10]:80 -g --health-via-vip yes").unwrap_err();
+        assert!(error.to_string().contains("IPv4 only until issue 12"), "{error}");
+    }
+
+    #[test]
+    fn lists_ipv6_entries_like_ipvsadm_l_n() {
+        let vip = "2001:db8::10".parse().unwrap();
+        assert_eq!(
+            service_line(Proto::Tcp, vip, 80, SchedulerKind::Wlc),
+            "TCP  [2001:db8::10]:80 wlc\n"
+        );
+        assert_eq!(
+            server_line("2001:db8::1".parse().unwrap(), 80, ForwardMode::Dr, 1, [0, 0]),
+            "  -> [2001:db8::1]:80             Route   1      0          0         \n"
+        );
+        // IPv4 as before.
+        assert_eq!(
+            server_line(IpAddr::from([10, 1, 1, 11]), 80, ForwardMode::Nat, 2, [3, 4]),
+            "  -> 10.1.1.11:80                 Masq    2      3          4         \n"
+        );
+        // A running snapshot holds no IPv6 service: listing one lists nothing.
+        let snapshot = snapshot_of(&base());
+        let mut v = view(ListFormat::Table);
+        v.options.service = Some(web6());
+        assert_eq!(list(&snapshot, &v), "");
+    }
+
+    #[test]
+    fn the_running_daemon_refuses_an_ipv6_service_and_keeps_its_config() {
+        let daemon = FakeDaemon {
+            snapshot: snapshot_of(&base6()),
+            refuse: None,
+            installed: 0,
+            zeroed: vec![],
+        };
+        let mut state = CtlState { config: base6(), daemon };
+        let response = handle(&mut state, request("-A -t [2001:db8:1::10]:80 -s wlc", None));
+        assert_eq!(response.status, 1);
+        assert_eq!(
+            response.stderr,
+            "refused, nothing changed: service [2001:db8:1::10]:80/tcp: IPv6 services are not \
+             forwarded yet (issue 12): the config and `xlb ctl` accept them, the data plane is \
+             IPv4 only\n"
+        );
+        assert_eq!((state.daemon.installed, state.config.clone()), (0, base6()));
+        let restore = "-A -t [2001:db8:1::10]:80 -s wlc\n";
+        let response = handle(&mut state, request("-R", Some(restore)));
+        assert_eq!(response.status, 1);
+        assert!(response.stderr.contains("IPv6 services are not forwarded yet"), "{response:?}");
+        assert_eq!(state.config, base6());
+    }
+
     /// Every save line parses back to the command it was written from.
     fn check_lines_round_trip(config: &Config) -> Result<(), TestCaseError> {
         for command in save_commands(config) {
@@ -2133,19 +2405,32 @@ mod tests {
         Ok(())
     }
 
+    /// `config`'s save lines parse back, and restored into a cleared config give `config`
+    /// again; returns the saved text.
+    fn save_then_restore(config: &Config) -> Result<String, TestCaseError> {
+        check_lines_round_trip(config)?;
+        let text = save(config);
+        let commands =
+            parse_restore(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        let cleared = apply(config, &Command::Clear).unwrap();
+        let restored = apply(&cleared, &Command::Restore(commands))
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(&restored, config, "{}", text);
+        Ok(text)
+    }
+
     proptest! {
         #[test]
         fn save_then_restore_gives_equal_services(config in arb_config()) {
-            check_lines_round_trip(&config)?;
-            let text = save(&config);
-            let commands = parse_restore(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-            let cleared = apply(&config, &Command::Clear).unwrap();
-            let restored = apply(&cleared, &Command::Restore(commands))
-                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-            prop_assert_eq!(&restored, &config, "{}", text);
+            let text = save_then_restore(&config)?;
             // -C then -R as one restore file.
             let restored = apply(&config, &Command::Restore(parse_restore(&format!("-C\n{text}")).unwrap())).unwrap();
             prop_assert_eq!(restored, config);
+        }
+
+        #[test]
+        fn save_then_restore_gives_equal_dual_stack_services(config in arb_dual_config()) {
+            save_then_restore(&config)?;
         }
 
         #[test]
@@ -2196,8 +2481,11 @@ mod tests {
                UDP  10.1.1.10:53 wrr\n\
                \x20 -> 10.1.2.13:5353               Masq    4      0          250       \n";
         assert_eq!(list(&snapshot, &v), expected);
-        v.options.service =
-            Some(ServiceId { proto: Proto::Udp, vip: Ipv4Addr::new(10, 1, 1, 10), port: 53 });
+        v.options.service = Some(ServiceId {
+            proto: Proto::Udp,
+            vip: Ipv4Addr::new(10, 1, 1, 10).into(),
+            port: 53,
+        });
         let one = list(&snapshot, &v);
         assert_eq!(one.lines().count(), 5, "{one}");
         assert!(one.contains("UDP  10.1.1.10:53 wrr") && !one.contains("TCP"));

@@ -312,8 +312,9 @@ pub fn render(view: &MetricsView<'_>) -> String {
         .backends
         .iter()
         .map(|backend| {
-            let service = snapshot.services.get(backend.service).map(|s| (s.vip, s.port, s.proto));
-            ipvs_labels(service, (backend.addr, backend.port))
+            let service =
+                snapshot.services.get(backend.service).map(|s| (s.vip.into(), s.port, s.proto));
+            ipvs_labels(service, (backend.addr.into(), backend.port))
         })
         .collect();
     if view.backend_connections.len() == snapshot.backends.len() {
@@ -601,7 +602,8 @@ fn seconds(ns: u64) -> f64 {
 }
 
 /// node_exporter's labels of a backend of a service (empty service labels if the service
-/// is unknown).
+/// is unknown). Addresses are written as node_exporter writes them: IPv6 unbracketed
+/// (`2001:db8::10`), the port in its own label.
 fn ipvs_labels(service: Option<ServiceKey>, backend: BackendKey) -> [(&'static str, String); 6] {
     [
         ("local_address", service.map(|s| s.0.to_string()).unwrap_or_default()),
@@ -1149,6 +1151,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_are_unbracketed_in_labels_as_node_exporter_writes_them() {
+        let vip: std::net::IpAddr = "2001:db8::10".parse().unwrap();
+        let labels = ipvs_labels(
+            Some((vip, 80, crate::flow::Proto::Tcp)),
+            ("2001:db8::11".parse().unwrap(), 8080),
+        );
+        assert_eq!(
+            borrow(&labels),
+            [
+                ("local_address", "2001:db8::10"),
+                ("local_port", "80"),
+                ("remote_address", "2001:db8::11"),
+                ("remote_port", "8080"),
+                ("proto", "TCP"),
+                ("local_mark", ""),
+            ]
+        );
+    }
+
+    #[test]
     fn golden_snippets() {
         let text = render_two_cores(None);
         check(&text);
@@ -1251,7 +1273,7 @@ mod tests {
         core.ports[1].1.rx_kernel_dropped = 4;
         let cores =
             [CoreMetrics { report: &core, latency: LatencySummary::default(), conntrack: None }];
-        let web = (Ipv4Addr::new(10, 1, 1, 10), 80, Proto::Tcp);
+        let web = (Ipv4Addr::new(10, 1, 1, 10).into(), 80, Proto::Tcp);
         let status = |backend, counters| BackendStatus {
             service: web,
             backend,
@@ -1260,7 +1282,7 @@ mod tests {
         };
         let health = [
             status(
-                (Ipv4Addr::new(10, 1, 1, 11), 8080),
+                (Ipv4Addr::new(10, 1, 1, 11).into(), 8080),
                 HealthCounters {
                     probes_ok: 40,
                     probes_failed: 3,
@@ -1270,7 +1292,7 @@ mod tests {
             ),
             // Down and removed from the snapshot (`on_failure = "remove"`): still counted.
             status(
-                (Ipv4Addr::new(10, 1, 1, 12), 8080),
+                (Ipv4Addr::new(10, 1, 1, 12).into(), 8080),
                 HealthCounters {
                     passive_events: 9,
                     early_probes: 1,

@@ -15,7 +15,7 @@
 //! command, in the network namespace xlb runs in.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
 use crate::control::config::Config;
@@ -34,20 +34,19 @@ pub struct ProbeRoute {
 }
 
 /// The routes `config` needs: every real server of every DR service whose health check
-/// goes through the VIP (`via_vip`), on the interface whose subnet holds it.
+/// goes through the VIP (`via_vip`), on the interface whose subnet holds it. IPv4 only: the
+/// config refuses `via_vip` on an IPv6 service (issue 12), so there is none to skip.
 pub fn wanted(config: &Config) -> BTreeSet<ProbeRoute> {
     let mut routes = BTreeSet::new();
     for service in &config.services {
+        let IpAddr::V4(vip) = service.vip else { continue };
         if service.forward != ForwardMode::Dr || !service.health.via_vip {
             continue;
         }
         for backend in &service.backends {
-            if let Some(interface) = config.interface_for(backend.addr) {
-                routes.insert(ProbeRoute {
-                    rip: backend.addr,
-                    vip: service.vip,
-                    dev: interface.name.clone(),
-                });
+            let IpAddr::V4(rip) = backend.addr else { continue };
+            if let Some(interface) = config.interface_for(rip) {
+                routes.insert(ProbeRoute { rip, vip, dev: interface.name.clone() });
             }
         }
     }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conntrack::{Flow, FlowState};
+use crate::control::config::endpoint;
 use crate::flow::Proto;
 use crate::report::{BackendCounters, CoreReport};
 use crate::snapshot::{BackendId, Snapshot};
@@ -272,17 +273,18 @@ pub fn ipvsadm_table(
                 *sum = sum.saturating_add(figure);
             }
         }
+        // `endpoint`: an IPv6 address in brackets, as ipvsadm prints it (issue 12).
         let name = format!(
-            "{:<4} {}:{}",
+            "{:<4} {}",
             service.proto.to_string().to_uppercase(),
-            service.vip,
-            service.port
+            endpoint(service.vip.into(), service.port)
         );
         row(&mut out, &name, &total);
         for (backend, entry) in
             service.backends.clone().zip(&snapshot.backends[service.backends.clone()])
         {
-            row(&mut out, &format!("  -> {}:{}", entry.addr, entry.port), &row_of(backend));
+            let name = format!("  -> {}", endpoint(entry.addr.into(), entry.port));
+            row(&mut out, &name, &row_of(backend));
         }
     }
     out
