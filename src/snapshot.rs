@@ -60,8 +60,14 @@ impl Interface {
     /// True if `ip` is on this interface's subnet.
     #[inline]
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+        let mask = self.mask();
         (ip.to_bits() & mask) == (self.addr.to_bits() & mask)
+    }
+
+    /// The subnet mask of `prefix_len`, as a number.
+    #[inline]
+    pub fn mask(&self) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0)
     }
 }
 
