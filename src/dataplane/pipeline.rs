@@ -238,7 +238,7 @@ struct CoreState {
     /// The snapshot's interfaces' subnets as (network, mask), in order: whether a client is
     /// on-link without recomputing each mask ([`Interface::contains`]).
     ///
-    /// [`Interface::contains`]: crate::control::snapshot::Interface::contains
+    /// [`Interface::contains`]: crate::snapshot::Interface::contains
     subnets: Box<[(u32, u32)]>,
     /// The neighbour-table generation both hop caches were filled at; `u64::MAX` after a
     /// snapshot change (refill before use).
