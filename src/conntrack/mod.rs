@@ -193,7 +193,9 @@
 //! the new-flow path) only while no slot has been published into its bucket since
 //! [`Conntrack::begin_batch`] (one bit per bucket modulo 256, cleared per batch). Every
 //! answer is the one [`Conntrack::track`] gives at that moment; the model-based property
-//! tests check it with lookups prepared many operations earlier.
+//! tests check it with lookups prepared many operations earlier. The insert that follows a
+//! miss ([`Conntrack::insert_prepared`]) reuses the same proof: a key known absent is not
+//! looked up again before its slots are chosen (its reply key, if any, always is).
 
 mod queues;
 mod table;
@@ -709,13 +711,44 @@ impl Conntrack {
         flow: Flow,
         hash: u64,
         tcp_flags: Option<u8>,
+        on_remove: impl FnMut(&Flow),
+    ) -> Result<FlowState, InsertError> {
+        self.insert_checked(now, flow, hash, false, tcp_flags, on_remove)
+    }
+
+    /// [`Conntrack::insert`] of the flow whose original key a batch looked up with
+    /// `prepared` (its hash is the original key's): the same answer, without scanning the
+    /// original key's bucket again when the batch proved the key absent (see [`Prepared`]),
+    /// as it did for the lookup that missed just before (the new-flow path).
+    pub fn insert_prepared(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+        on_remove: impl FnMut(&Flow),
+    ) -> Result<FlowState, InsertError> {
+        let absent = self.known_absent(&prepared);
+        self.insert_checked(now, flow, prepared.hash, absent, tcp_flags, on_remove)
+    }
+
+    /// The insert; `original_absent` says the original key is known to have no slot.
+    #[inline]
+    fn insert_checked(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        hash: u64,
+        original_absent: bool,
+        tcp_flags: Option<u8>,
         mut on_remove: impl FnMut(&Flow),
     ) -> Result<FlowState, InsertError> {
         debug_assert_eq!(hash, flow_hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
         let original = (flow.original_key(), hash);
         let reply = flow.reply_key().map(|key| (key, flow_hash(&key)));
-        for (key, hash) in std::iter::once(original).chain(reply) {
+        let checked = (!original_absent).then_some(original);
+        for (key, hash) in checked.into_iter().chain(reply) {
             if let Some(found) = self.table.find(&key, hash, Access::Owner) {
                 if !self.table.is_expired(now, &found.view) {
                     return Err(InsertError::Exists);
@@ -1085,8 +1118,8 @@ impl Conntrack {
 
     /// The slot of `bucket` (other than `exclude`) an insert takes: a free one, else a victim.
     fn choose(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
-        (bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS)
-            .find(|&position| Some(position) != exclude && self.table.slot_ref(position).is_none())
+        self.table
+            .free_position(bucket, exclude)
             .map(|position| Candidate { position, evict: None })
             .or_else(|| self.victim(bucket, exclude, now))
     }

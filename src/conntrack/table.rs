@@ -753,6 +753,19 @@ impl Table {
         self.format.decode(self.slot(position)?.load(Ordering::Acquire))
     }
 
+    /// Owner only: the position of the first free slot of `bucket` other than `exclude`
+    /// (None if the bucket is full or out of range). One pass over the bucket's words.
+    #[inline]
+    pub fn free_position(&self, bucket: usize, exclude: Option<usize>) -> Option<usize> {
+        let first = bucket * BUCKET_SLOTS;
+        let slots = &self.buckets.get(bucket)?.slots;
+        // Only the owner stores slots, so these loads see its own last stores.
+        slots.iter().enumerate().find_map(|(i, slot)| {
+            let position = first + i;
+            (slot.load(Ordering::Relaxed) == 0 && Some(position) != exclude).then_some(position)
+        })
+    }
+
     /// True if a flow whose record snapshot is `view` had its last packet longer ago than
     /// its state's timeout. A last-seen in the future (another core's clock) is not expired.
     pub fn is_expired(&self, now: u64, view: &RecordView) -> bool {

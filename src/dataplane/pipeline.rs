@@ -966,7 +966,7 @@ impl CoreState {
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match owned {
-            Some(Owned::Vip) => self.new_flow(snapshot, now, ingress, frame, transport, hash),
+            Some(Owned::Vip) => self.new_flow(snapshot, now, ingress, frame, transport, prepared),
             Some(Owned::Local) => Verdict::Drop(DropReason::NoFlow),
             _ => Verdict::Pass,
         }
@@ -1029,11 +1029,12 @@ impl CoreState {
             release_backend(snapshot, &mut self.active, &old);
         }
         self.counters.add(Stat::ReusedFlows, 1);
-        self.new_flow(snapshot, now, ingress, frame, transport, hash)
+        self.new_flow(snapshot, now, ingress, frame, transport, Prepared::new(hash))
     }
 
-    /// Out of line: keeps the hit path (which calls it on a miss) small. `hash` is
-    /// `flow_hash(&transport.key)`.
+    /// Out of line: keeps the hit path (which calls it on a miss) small. `prepared` is the
+    /// lookup of `transport.key` that just missed (its hash is `flow_hash(&transport.key)`):
+    /// the insert starts from what it proved.
     #[inline(never)]
     fn new_flow(
         &mut self,
@@ -1042,9 +1043,10 @@ impl CoreState {
         _ingress: IfaceId,
         frame: &mut [u8],
         transport: Transport,
-        hash: u64,
+        prepared: Prepared,
     ) -> Verdict {
         let key = transport.key;
+        let hash = prepared.hash();
         let Some(service_index) = snapshot.service_at(key.dst_addr, key.dst_port, key.proto) else {
             return Verdict::Drop(DropReason::NoService);
         };
@@ -1116,7 +1118,7 @@ impl CoreState {
         };
         let active = &mut self.active;
         let inserted =
-            self.conntrack.insert_hashed(now, flow, hash, transport.tcp_flags, |evicted| {
+            self.conntrack.insert_prepared(now, flow, prepared, transport.tcp_flags, |evicted| {
                 release_backend(snapshot, active, evicted);
             });
         match inserted {
