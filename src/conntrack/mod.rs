@@ -191,7 +191,7 @@
 //! the flow a scan would find); otherwise the bucket is scanned as before. A key whose
 //! bucket had no slot with its fingerprint is known absent without a second scan (a miss:
 //! the new-flow path) only while no slot has been published into its bucket since
-//! [`Conntrack::begin_batch`] (one bit per bucket modulo 256, cleared per batch). Every
+//! [`Conntrack::begin_batch`] (one bit per bucket modulo 1024, cleared per batch). Every
 //! answer is the one [`Conntrack::track`] gives at that moment; the model-based property
 //! tests check it with lookups prepared many operations earlier. The insert that follows a
 //! miss ([`Conntrack::insert_prepared`]) reuses the same proof: a key known absent is not
@@ -465,10 +465,15 @@ const SETTLE_LIMIT: usize = 32;
 /// Index slots allocated per flow of capacity (see "Storage" in the module docs).
 const SLOTS_PER_FLOW: usize = 4;
 
+/// Words of `Conntrack::published`: 1024 buckets' bits. A batch of 64 inserts sets at most
+/// 64 of them, so a later key of the batch is still proved absent at least 15 times in 16
+/// (with 256 bits, a quarter of a batch's last keys were scanned again for nothing).
+const PUBLISHED_WORDS: usize = 16;
+
 /// The word and bit of `Conntrack::published` that stand for `bucket`.
 #[inline(always)]
 fn published_bit(bucket: usize) -> (usize, u64) {
-    ((bucket / 64) % 4, 1 << (bucket % 64))
+    ((bucket / 64) % PUBLISHED_WORDS, 1 << (bucket % 64))
 }
 
 /// Why a flow leaves the table (which counter it goes to).
@@ -515,10 +520,10 @@ pub struct Conntrack {
     queues: Queues,
     /// The batch [`Conntrack::begin_batch`] last began (see [`Prepared`]).
     batch: u64,
-    /// The buckets (modulo 256, one bit each) a slot was published into since the batch
+    /// The buckets (modulo 1024, one bit each) a slot was published into since the batch
     /// began: a key whose bucket had no slot with its fingerprint when its lookup was
     /// prepared, and whose bit is still clear, is still absent.
-    published: [u64; 4],
+    published: [u64; PUBLISHED_WORDS],
 }
 
 impl fmt::Debug for Conntrack {
@@ -550,7 +555,7 @@ impl Conntrack {
             sweep_cursor: 0,
             queues: Queues::new(capacity),
             batch: 0,
-            published: [0; 4],
+            published: [0; PUBLISHED_WORDS],
         }
     }
 
@@ -637,7 +642,7 @@ impl Conntrack {
     #[inline]
     pub fn begin_batch(&mut self) {
         self.batch = self.batch.wrapping_add(1) % u64::MAX;
-        self.published = [0; 4];
+        self.published = [0; PUBLISHED_WORDS];
     }
 
     /// True if the key of `prepared` is known to be absent without scanning its bucket:
@@ -713,17 +718,18 @@ impl Conntrack {
         tcp_flags: Option<u8>,
         on_remove: impl FnMut(&Flow),
     ) -> Result<FlowState, InsertError> {
-        self.insert_checked(now, flow, hash, false, tcp_flags, on_remove)
+        self.insert_checked(now, &flow, hash, false, tcp_flags, on_remove)
     }
 
     /// [`Conntrack::insert`] of the flow whose original key a batch looked up with
     /// `prepared` (its hash is the original key's): the same answer, without scanning the
     /// original key's bucket again when the batch proved the key absent (see [`Prepared`]),
-    /// as it did for the lookup that missed just before (the new-flow path).
+    /// as it did for the lookup that missed just before (the new-flow path). The flow is
+    /// borrowed: the caller forwards the packet with it next.
     pub fn insert_prepared(
         &mut self,
         now: Instant,
-        flow: Flow,
+        flow: &Flow,
         prepared: Prepared,
         tcp_flags: Option<u8>,
         on_remove: impl FnMut(&Flow),
@@ -737,7 +743,7 @@ impl Conntrack {
     fn insert_checked(
         &mut self,
         now: Instant,
-        flow: Flow,
+        flow: &Flow,
         hash: u64,
         original_absent: bool,
         tcp_flags: Option<u8>,
@@ -813,7 +819,7 @@ impl Conntrack {
 
         let positions =
             (original_candidate.position, reply_slot.map(|(candidate, _)| candidate.position));
-        self.table.write_record(record, &flow, state, now, positions);
+        self.table.write_record(record, flow, state, now, positions);
         match state {
             FlowState::SynSeen => self.queues.push(record, Class::Embryonic),
             FlowState::Udp => self.queues.push(record, Class::Unreplied),
@@ -1096,6 +1102,7 @@ impl Conntrack {
 
     /// The slot of `bucket` (other than `exclude`) whose flow may be evicted: an expired one,
     /// else the least recently seen evictable one (embryonic, or unreplied UDP).
+    #[inline(never)]
     fn victim(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
         let mut oldest: Option<(u64, Candidate)> = None;
         for position in bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS {
@@ -1117,6 +1124,7 @@ impl Conntrack {
     }
 
     /// The slot of `bucket` (other than `exclude`) an insert takes: a free one, else a victim.
+    #[inline]
     fn choose(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
         self.table
             .free_position(bucket, exclude)

@@ -938,6 +938,7 @@ impl Table {
     }
 
     /// Owner only: writes `flow` into the free record `index`.
+    #[inline]
     pub fn write_record(
         &self,
         index: usize,

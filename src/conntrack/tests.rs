@@ -842,26 +842,26 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
     let before = ct.prepare(flow_hash(&key));
     assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_| {}), Ok(FlowState::SynSeen));
     assert_eq!(
-        ct.insert_prepared(secs(0), nat, before, Some(SYN), |_| {}),
+        ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_| {}),
         Err(InsertError::Exists)
     );
     // Prepared while the key is there but expired: the insert replaces it.
     let mut removed = Vec::new();
     let expired = ct.prepare(flow_hash(&key));
     assert_eq!(ct.track_prepared(secs(100), &key, expired, Some(ACK)), None);
-    let result = ct.insert_prepared(secs(100), nat, expired, Some(SYN), |f| removed.push(*f));
+    let result = ct.insert_prepared(secs(100), &nat, expired, Some(SYN), |f| removed.push(*f));
     assert_eq!((result, removed, ct.stats().expired), (Ok(FlowState::SynSeen), vec![nat], 1));
     // Prepared in an earlier batch: proves nothing, the insert looks.
     let earlier = ct.prepare(flow_hash(&key));
     ct.begin_batch();
-    let again = ct.insert_prepared(secs(100), nat, earlier, Some(SYN), |_| {});
+    let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_| {});
     assert_eq!(again, Err(InsertError::Exists));
     // And a key the batch proved absent is inserted.
     let fresh = tcp(ForwardMode::Nat, 2);
     let prepared = ct.prepare(flow_hash(&fresh.original_key()));
     assert_eq!(ct.track_prepared(secs(100), &fresh.original_key(), prepared, Some(SYN)), None);
     assert_eq!(
-        ct.insert_prepared(secs(100), fresh, prepared, Some(SYN), |_| {}),
+        ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_| {}),
         Ok(FlowState::SynSeen)
     );
     assert!(ct.contains(secs(100), &fresh.original_key()));
@@ -1093,7 +1093,7 @@ proptest! {
                     // it was last prepared (stale by every operation since), else a fresh one.
                     let key = flow.original_key();
                     let prepared = stale.get(&key).copied().unwrap_or_else(|| hashed.prepare(flow_hash(&key)));
-                    prop_assert_eq!(hashed.insert_prepared(Instant::from_nanos(now), flow, prepared, flags, |f| got.push(*f)), result);
+                    prop_assert_eq!(hashed.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |f| got.push(*f)), result);
                     prop_assert_eq!(got, want);
                 }
                 Op::Track(key, flags) => {
@@ -1329,7 +1329,7 @@ proptest! {
                     prop_assert_eq!(got, want);
                     let key = flow.original_key();
                     let prepared = stale.get(&key).copied().unwrap_or_else(|| batched.prepare(flow_hash(&key)));
-                    prop_assert_eq!(batched.insert_prepared(Instant::from_nanos(now), flow, prepared, flags, |_| {}), result);
+                    prop_assert_eq!(batched.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |_| {}), result);
                 }
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);

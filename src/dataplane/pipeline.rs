@@ -1118,7 +1118,7 @@ impl CoreState {
         };
         let active = &mut self.active;
         let inserted =
-            self.conntrack.insert_prepared(now, flow, prepared, transport.tcp_flags, |evicted| {
+            self.conntrack.insert_prepared(now, &flow, prepared, transport.tcp_flags, |evicted| {
                 release_backend(snapshot, active, evicted);
             });
         match inserted {
