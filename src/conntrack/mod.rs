@@ -292,22 +292,28 @@ impl ConntrackConfig {
 
 /// What the table remembers about a flow: both directions' addresses, and which service and
 /// backend it was scheduled to.
+///
+/// `repr(C)` in the order of a record's flow words (`table.rs`, `pack`), little-endian: word
+/// 0 is `vip`, `client_addr`; word 1 `local_addr`, `backend_addr`; word 2 the four ports;
+/// word 3 the forwarding and protocol codes, `backend`, `service`. A hit then copies the
+/// record's words into its `Flow` nearly whole instead of field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct Flow {
-    pub proto: Proto,
-    pub forward: ForwardMode,
-    pub client_addr: Ipv4Addr,
-    pub client_port: u16,
     pub vip: Ipv4Addr,
-    pub vport: u16,
-    pub backend_addr: Ipv4Addr,
-    pub backend_port: u16,
+    pub client_addr: Ipv4Addr,
     /// FullNAT: the local address and port xlb uses towards the backend. Otherwise unused (set to client's).
     pub local_addr: Ipv4Addr,
+    pub backend_addr: Ipv4Addr,
     pub local_port: u16,
+    pub backend_port: u16,
+    pub vport: u16,
+    pub client_port: u16,
+    pub forward: ForwardMode,
+    pub proto: Proto,
     /// Snapshot indices of the service and backend that created the flow: hints the caller validates.
-    pub service: u16,
     pub backend: u16,
+    pub service: u16,
 }
 
 impl Flow {
