@@ -932,7 +932,13 @@ impl Conntrack {
         for _ in 0..max_buckets.min(buckets) {
             let bucket = self.sweep_cursor % buckets;
             self.sweep_cursor = (bucket + 1) % buckets;
-            for position in bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS {
+            // Free slots need no look (`classify` says Free); a slot an eviction below frees
+            // meanwhile (the other slot of a flow, in the same bucket) is looked at and found
+            // free, as before.
+            let mut used = self.table.used_slots(bucket);
+            while used != 0 {
+                let position = bucket * BUCKET_SLOTS + used.trailing_zeros() as usize;
+                used &= used - 1;
                 if let SlotUse::Expired(record) = self.classify(position, now) {
                     if self.evict(record, Removal::Expired, &mut on_remove).is_some() {
                         removed += 1;

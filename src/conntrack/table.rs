@@ -755,6 +755,22 @@ impl Table {
         self.format.decode(self.slot(position)?.load(Ordering::Acquire))
     }
 
+    /// Owner only: the slots of `bucket` in use, one bit per slot (bit `i`: slot `i`); 0
+    /// for a bucket out of range. One pass over the bucket's words, so a caller that
+    /// looks at every used slot (the sweep) skips the free ones at one load each.
+    #[inline]
+    pub fn used_slots(&self, bucket: usize) -> u32 {
+        let Some(bucket) = self.buckets.get(bucket) else {
+            return 0;
+        };
+        // Only the owner stores slots, so these loads see its own last stores.
+        bucket
+            .slots
+            .iter()
+            .enumerate()
+            .fold(0, |used, (i, slot)| used | u32::from(slot.load(Ordering::Relaxed) != 0) << i)
+    }
+
     /// Owner only: the position of the first free slot of `bucket` other than `exclude`
     /// (None if the bucket is full or out of range). One pass over the bucket's words.
     #[inline]
