@@ -595,13 +595,19 @@ pub(super) struct SlotRef {
 }
 
 /// How a table packs a [`SlotRef`] into 32 bits: the record index in the low `record_bits`
-/// bits, the direction above it, the fingerprint in the rest.
+/// bits, the direction above it, the fingerprint in the rest. Every mask and shift a lookup
+/// uses is computed once, here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotFormat {
     record_bits: u32,
-    /// `(1 << record_bits) - 1` and `1 << record_bits`, computed once: a lookup uses both.
+    /// `(1 << record_bits) - 1`.
     record_mask: u32,
+    /// `1 << record_bits`.
     direction_bit: u32,
+    /// `record_bits + 1`: where the fingerprint starts.
+    tag_shift: u32,
+    /// `u32::MAX << tag_shift`: the fingerprint bits of a slot word.
+    tag_mask: u32,
 }
 
 impl SlotFormat {
@@ -613,6 +619,8 @@ impl SlotFormat {
             record_bits,
             record_mask: (1 << record_bits) - 1,
             direction_bit: 1 << record_bits,
+            tag_shift: record_bits + 1,
+            tag_mask: u32::MAX << (record_bits + 1),
         }
     }
 
@@ -622,15 +630,17 @@ impl SlotFormat {
 
     /// A nonzero fingerprint of `hash`, from bits the bucket index does not use.
     fn tag(self, hash: u64) -> u32 {
-        ((hash >> 32) as u32 >> (self.record_bits + 1)).max(1)
+        ((hash >> 32) as u32 >> self.tag_shift).max(1)
     }
 
-    /// The mask of a slot word's fingerprint bits, and `tag` in place under it: a slot has
-    /// fingerprint `tag` iff `word & mask == bits`.
-    #[inline]
-    fn tag_bits(self, tag: u32) -> (u32, u32) {
-        let shift = self.record_bits + 1;
-        (u32::MAX << shift, tag << shift)
+    /// The mask of a slot word's fingerprint bits, and the fingerprint of `hash` in place
+    /// under it: a slot has that fingerprint iff `word & mask == bits`. The same as
+    /// `tag(hash) << tag_shift` (the hash's high word under the mask, or the lowest
+    /// fingerprint, 1, where that is 0) without the shifts.
+    #[inline(always)]
+    fn tag_bits(self, hash: u64) -> (u32, u32) {
+        let bits = ((hash >> 32) as u32 & self.tag_mask).max(self.direction_bit << 1);
+        (self.tag_mask, bits)
     }
 
     /// The direction bit of a slot word.
@@ -641,7 +651,7 @@ impl SlotFormat {
 
     fn decode(self, word: u32) -> Option<SlotRef> {
         (word != 0).then_some(SlotRef {
-            tag: word >> (self.record_bits + 1),
+            tag: word >> self.tag_shift,
             direction: self.direction(word),
             record: (word & self.record_mask()) as usize,
         })
@@ -652,7 +662,7 @@ impl SlotFormat {
             Direction::Original => 0,
             Direction::Reply => 1 << self.record_bits,
         };
-        slot.tag << (self.record_bits + 1) | direction | (slot.record as u32 & self.record_mask())
+        slot.tag << self.tag_shift | direction | (slot.record as u32 & self.record_mask())
     }
 }
 
@@ -814,8 +824,8 @@ impl Table {
 
     #[inline(always)]
     fn find_probe(&self, probe: &Probe, hash: u64, access: Access) -> Option<Found<'_>> {
-        let (bucket, tag) = self.place(hash);
-        let (tag_mask, tag_bits) = self.format.tag_bits(tag);
+        let bucket = (hash & self.bucket_mask) as usize;
+        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
         for slot in &self.buckets.get(bucket)?.slots {
             // Pairs with the Release store in `publish`.
             let word = slot.load(Ordering::Acquire);
@@ -923,11 +933,10 @@ impl Table {
     /// at 100 000 records) only makes this the wrong line and the wrong candidate.
     #[inline]
     pub fn prefetch_record(&self, hash: u64) -> u32 {
-        let (bucket, tag) = self.place(hash);
-        let Some(bucket) = self.buckets.get(bucket) else {
+        let Some(bucket) = self.buckets.get((hash & self.bucket_mask) as usize) else {
             return 0;
         };
-        let (tag_mask, tag_bits) = self.format.tag_bits(tag);
+        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
         for slot in &bucket.slots {
             let word = slot.load(Ordering::Relaxed);
             if word & tag_mask == tag_bits {
@@ -1104,6 +1113,8 @@ mod tests {
                 direction: if reply { Direction::Reply } else { Direction::Original },
                 record: record % records,
             };
+            let shift = format.record_bits + 1;
+            prop_assert_eq!(format.tag_bits(hash), (u32::MAX << shift, format.tag(hash) << shift));
             prop_assert!(format.record_bits + 1 + 3 <= u32::BITS);
             prop_assert!(records <= 1 << format.record_bits);
             prop_assert_ne!(format.encode(slot), 0);
