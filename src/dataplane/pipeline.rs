@@ -1068,16 +1068,24 @@ impl CoreState {
                 ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
             };
         }
-        let context = PickContext {
-            flow_hash: hash,
-            client: key.src_addr,
-            active: self.active.get(range.clone()).unwrap_or(&[]),
-            response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
-        };
         let Some(state) = self.sched.get_mut(service_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let Some(pick) = service.scheduler.pick(state, &context) else {
+        let pick = match service.scheduler.maglev_table() {
+            // What `pick` does for Maglev, which needs only the flow hash (the common
+            // scheduler): no context to build, no call.
+            Some(table) => table.lookup(hash),
+            None => {
+                let context = PickContext {
+                    flow_hash: hash,
+                    client: key.src_addr,
+                    active: self.active.get(range.clone()).unwrap_or(&[]),
+                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
+                };
+                service.scheduler.pick(state, &context)
+            }
+        };
+        let Some(pick) = pick else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = range.start + pick;
