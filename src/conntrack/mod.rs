@@ -191,9 +191,11 @@
 //! the flow a scan would find); otherwise the bucket is scanned as before. A key whose
 //! bucket had no slot with its fingerprint is known absent without a second scan (a miss:
 //! the new-flow path) only while no slot has been published into its bucket since
-//! [`Conntrack::begin_batch`] (one bit per bucket modulo 256, cleared per batch). Every
+//! [`Conntrack::begin_batch`] (one bit per bucket modulo 1024, cleared per batch). Every
 //! answer is the one [`Conntrack::track`] gives at that moment; the model-based property
-//! tests check it with lookups prepared many operations earlier.
+//! tests check it with lookups prepared many operations earlier. The insert that follows a
+//! miss ([`Conntrack::insert_prepared`]) reuses the same proof: a key known absent is not
+//! looked up again before its slots are chosen (its reply key, if any, always is).
 
 mod queues;
 mod table;
@@ -290,22 +292,28 @@ impl ConntrackConfig {
 
 /// What the table remembers about a flow: both directions' addresses, and which service and
 /// backend it was scheduled to.
+///
+/// `repr(C)` in the order of a record's flow words (`table.rs`, `pack`), little-endian: word
+/// 0 is `vip`, `client_addr`; word 1 `local_addr`, `backend_addr`; word 2 the four ports;
+/// word 3 the forwarding and protocol codes, `backend`, `service`. A hit then copies the
+/// record's words into its `Flow` nearly whole instead of field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct Flow {
-    pub proto: Proto,
-    pub forward: ForwardMode,
-    pub client_addr: Ipv4Addr,
-    pub client_port: u16,
     pub vip: Ipv4Addr,
-    pub vport: u16,
-    pub backend_addr: Ipv4Addr,
-    pub backend_port: u16,
+    pub client_addr: Ipv4Addr,
     /// FullNAT: the local address and port xlb uses towards the backend. Otherwise unused (set to client's).
     pub local_addr: Ipv4Addr,
+    pub backend_addr: Ipv4Addr,
     pub local_port: u16,
+    pub backend_port: u16,
+    pub vport: u16,
+    pub client_port: u16,
+    pub forward: ForwardMode,
+    pub proto: Proto,
     /// Snapshot indices of the service and backend that created the flow: hints the caller validates.
-    pub service: u16,
     pub backend: u16,
+    pub service: u16,
 }
 
 impl Flow {
@@ -463,10 +471,15 @@ const SETTLE_LIMIT: usize = 32;
 /// Index slots allocated per flow of capacity (see "Storage" in the module docs).
 const SLOTS_PER_FLOW: usize = 4;
 
+/// Words of `Conntrack::published`: 1024 buckets' bits. A batch of 64 inserts sets at most
+/// 64 of them, so a later key of the batch is still proved absent at least 15 times in 16
+/// (with 256 bits, a quarter of a batch's last keys were scanned again for nothing).
+const PUBLISHED_WORDS: usize = 16;
+
 /// The word and bit of `Conntrack::published` that stand for `bucket`.
 #[inline(always)]
 fn published_bit(bucket: usize) -> (usize, u64) {
-    ((bucket / 64) % 4, 1 << (bucket % 64))
+    ((bucket / 64) % PUBLISHED_WORDS, 1 << (bucket % 64))
 }
 
 /// Why a flow leaves the table (which counter it goes to).
@@ -513,10 +526,10 @@ pub struct Conntrack {
     queues: Queues,
     /// The batch [`Conntrack::begin_batch`] last began (see [`Prepared`]).
     batch: u64,
-    /// The buckets (modulo 256, one bit each) a slot was published into since the batch
+    /// The buckets (modulo 1024, one bit each) a slot was published into since the batch
     /// began: a key whose bucket had no slot with its fingerprint when its lookup was
     /// prepared, and whose bit is still clear, is still absent.
-    published: [u64; 4],
+    published: [u64; PUBLISHED_WORDS],
 }
 
 impl fmt::Debug for Conntrack {
@@ -548,7 +561,7 @@ impl Conntrack {
             sweep_cursor: 0,
             queues: Queues::new(capacity),
             batch: 0,
-            published: [0; 4],
+            published: [0; PUBLISHED_WORDS],
         }
     }
 
@@ -635,7 +648,7 @@ impl Conntrack {
     #[inline]
     pub fn begin_batch(&mut self) {
         self.batch = self.batch.wrapping_add(1) % u64::MAX;
-        self.published = [0; 4];
+        self.published = [0; PUBLISHED_WORDS];
     }
 
     /// True if the key of `prepared` is known to be absent without scanning its bucket:
@@ -709,13 +722,45 @@ impl Conntrack {
         flow: Flow,
         hash: u64,
         tcp_flags: Option<u8>,
+        on_remove: impl FnMut(&Flow),
+    ) -> Result<FlowState, InsertError> {
+        self.insert_checked(now, &flow, hash, false, tcp_flags, on_remove)
+    }
+
+    /// [`Conntrack::insert`] of the flow whose original key a batch looked up with
+    /// `prepared` (its hash is the original key's): the same answer, without scanning the
+    /// original key's bucket again when the batch proved the key absent (see [`Prepared`]),
+    /// as it did for the lookup that missed just before (the new-flow path). The flow is
+    /// borrowed: the caller forwards the packet with it next.
+    pub fn insert_prepared(
+        &mut self,
+        now: Instant,
+        flow: &Flow,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+        on_remove: impl FnMut(&Flow),
+    ) -> Result<FlowState, InsertError> {
+        let absent = self.known_absent(&prepared);
+        self.insert_checked(now, flow, prepared.hash, absent, tcp_flags, on_remove)
+    }
+
+    /// The insert; `original_absent` says the original key is known to have no slot.
+    #[inline]
+    fn insert_checked(
+        &mut self,
+        now: Instant,
+        flow: &Flow,
+        hash: u64,
+        original_absent: bool,
+        tcp_flags: Option<u8>,
         mut on_remove: impl FnMut(&Flow),
     ) -> Result<FlowState, InsertError> {
         debug_assert_eq!(hash, flow_hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
         let original = (flow.original_key(), hash);
         let reply = flow.reply_key().map(|key| (key, flow_hash(&key)));
-        for (key, hash) in std::iter::once(original).chain(reply) {
+        let checked = (!original_absent).then_some(original);
+        for (key, hash) in checked.into_iter().chain(reply) {
             if let Some(found) = self.table.find(&key, hash, Access::Owner) {
                 if !self.table.is_expired(now, &found.view) {
                     return Err(InsertError::Exists);
@@ -780,7 +825,7 @@ impl Conntrack {
 
         let positions =
             (original_candidate.position, reply_slot.map(|(candidate, _)| candidate.position));
-        self.table.write_record(record, &flow, state, now, positions);
+        self.table.write_record(record, flow, state, now, positions);
         match state {
             FlowState::SynSeen => self.queues.push(record, Class::Embryonic),
             FlowState::Udp => self.queues.push(record, Class::Unreplied),
@@ -887,7 +932,13 @@ impl Conntrack {
         for _ in 0..max_buckets.min(buckets) {
             let bucket = self.sweep_cursor % buckets;
             self.sweep_cursor = (bucket + 1) % buckets;
-            for position in bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS {
+            // Free slots need no look (`classify` says Free); a slot an eviction below frees
+            // meanwhile (the other slot of a flow, in the same bucket) is looked at and found
+            // free, as before.
+            let mut used = self.table.used_slots(bucket);
+            while used != 0 {
+                let position = bucket * BUCKET_SLOTS + used.trailing_zeros() as usize;
+                used &= used - 1;
                 if let SlotUse::Expired(record) = self.classify(position, now) {
                     if self.evict(record, Removal::Expired, &mut on_remove).is_some() {
                         removed += 1;
@@ -1063,6 +1114,7 @@ impl Conntrack {
 
     /// The slot of `bucket` (other than `exclude`) whose flow may be evicted: an expired one,
     /// else the least recently seen evictable one (embryonic, or unreplied UDP).
+    #[inline(never)]
     fn victim(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
         let mut oldest: Option<(u64, Candidate)> = None;
         for position in bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS {
@@ -1084,9 +1136,10 @@ impl Conntrack {
     }
 
     /// The slot of `bucket` (other than `exclude`) an insert takes: a free one, else a victim.
+    #[inline]
     fn choose(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
-        (bucket * BUCKET_SLOTS..(bucket + 1) * BUCKET_SLOTS)
-            .find(|&position| Some(position) != exclude && self.table.slot_ref(position).is_none())
+        self.table
+            .free_position(bucket, exclude)
             .map(|position| Candidate { position, evict: None })
             .or_else(|| self.victim(bucket, exclude, now))
     }

@@ -523,7 +523,9 @@ const fn word_addr(word: u32) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
 }
 
-/// Packs a flow into the four flow words.
+/// Packs a flow into the four flow words. Their little-endian bytes are [`Flow`]'s `repr(C)`
+/// layout field for field, except the two codes of word 3 (forwarding mode, protocol): so
+/// [`unpack`] stores words 0 to 2 whole and the compiler needs no shuffling.
 fn pack(flow: &Flow) -> [u64; 4] {
     let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(addr_word(a)) << 32 | u64::from(addr_word(b));
     let proto = u64::from(proto_code(flow.proto));
@@ -539,7 +541,7 @@ fn pack(flow: &Flow) -> [u64; 4] {
             | u64::from(flow.vport) << 32
             | u64::from(flow.backend_port) << 16
             | u64::from(flow.local_port),
-        u64::from(flow.service) << 48 | u64::from(flow.backend) << 32 | proto << 8 | forward,
+        u64::from(flow.service) << 32 | u64::from(flow.backend) << 16 | proto << 8 | forward,
     ]
 }
 
@@ -569,8 +571,8 @@ fn unpack(words: &[u64; 4]) -> Option<Flow> {
         vport: (words[2] >> 32) as u16,
         backend_port: (words[2] >> 16) as u16,
         local_port: words[2] as u16,
-        service: (words[3] >> 48) as u16,
-        backend: (words[3] >> 32) as u16,
+        service: (words[3] >> 32) as u16,
+        backend: (words[3] >> 16) as u16,
     })
 }
 
@@ -593,13 +595,19 @@ pub(super) struct SlotRef {
 }
 
 /// How a table packs a [`SlotRef`] into 32 bits: the record index in the low `record_bits`
-/// bits, the direction above it, the fingerprint in the rest.
+/// bits, the direction above it, the fingerprint in the rest. Every mask and shift a lookup
+/// uses is computed once, here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotFormat {
     record_bits: u32,
-    /// `(1 << record_bits) - 1` and `1 << record_bits`, computed once: a lookup uses both.
+    /// `(1 << record_bits) - 1`.
     record_mask: u32,
+    /// `1 << record_bits`.
     direction_bit: u32,
+    /// `record_bits + 1`: where the fingerprint starts.
+    tag_shift: u32,
+    /// `u32::MAX << tag_shift`: the fingerprint bits of a slot word.
+    tag_mask: u32,
 }
 
 impl SlotFormat {
@@ -611,6 +619,8 @@ impl SlotFormat {
             record_bits,
             record_mask: (1 << record_bits) - 1,
             direction_bit: 1 << record_bits,
+            tag_shift: record_bits + 1,
+            tag_mask: u32::MAX << (record_bits + 1),
         }
     }
 
@@ -620,15 +630,17 @@ impl SlotFormat {
 
     /// A nonzero fingerprint of `hash`, from bits the bucket index does not use.
     fn tag(self, hash: u64) -> u32 {
-        ((hash >> 32) as u32 >> (self.record_bits + 1)).max(1)
+        ((hash >> 32) as u32 >> self.tag_shift).max(1)
     }
 
-    /// The mask of a slot word's fingerprint bits, and `tag` in place under it: a slot has
-    /// fingerprint `tag` iff `word & mask == bits`.
-    #[inline]
-    fn tag_bits(self, tag: u32) -> (u32, u32) {
-        let shift = self.record_bits + 1;
-        (u32::MAX << shift, tag << shift)
+    /// The mask of a slot word's fingerprint bits, and the fingerprint of `hash` in place
+    /// under it: a slot has that fingerprint iff `word & mask == bits`. The same as
+    /// `tag(hash) << tag_shift` (the hash's high word under the mask, or the lowest
+    /// fingerprint, 1, where that is 0) without the shifts.
+    #[inline(always)]
+    fn tag_bits(self, hash: u64) -> (u32, u32) {
+        let bits = ((hash >> 32) as u32 & self.tag_mask).max(self.direction_bit << 1);
+        (self.tag_mask, bits)
     }
 
     /// The direction bit of a slot word.
@@ -639,7 +651,7 @@ impl SlotFormat {
 
     fn decode(self, word: u32) -> Option<SlotRef> {
         (word != 0).then_some(SlotRef {
-            tag: word >> (self.record_bits + 1),
+            tag: word >> self.tag_shift,
             direction: self.direction(word),
             record: (word & self.record_mask()) as usize,
         })
@@ -650,7 +662,7 @@ impl SlotFormat {
             Direction::Original => 0,
             Direction::Reply => 1 << self.record_bits,
         };
-        slot.tag << (self.record_bits + 1) | direction | (slot.record as u32 & self.record_mask())
+        slot.tag << self.tag_shift | direction | (slot.record as u32 & self.record_mask())
     }
 }
 
@@ -753,6 +765,35 @@ impl Table {
         self.format.decode(self.slot(position)?.load(Ordering::Acquire))
     }
 
+    /// Owner only: the slots of `bucket` in use, one bit per slot (bit `i`: slot `i`); 0
+    /// for a bucket out of range. One pass over the bucket's words, so a caller that
+    /// looks at every used slot (the sweep) skips the free ones at one load each.
+    #[inline]
+    pub fn used_slots(&self, bucket: usize) -> u32 {
+        let Some(bucket) = self.buckets.get(bucket) else {
+            return 0;
+        };
+        // Only the owner stores slots, so these loads see its own last stores.
+        bucket
+            .slots
+            .iter()
+            .enumerate()
+            .fold(0, |used, (i, slot)| used | u32::from(slot.load(Ordering::Relaxed) != 0) << i)
+    }
+
+    /// Owner only: the position of the first free slot of `bucket` other than `exclude`
+    /// (None if the bucket is full or out of range). One pass over the bucket's words.
+    #[inline]
+    pub fn free_position(&self, bucket: usize, exclude: Option<usize>) -> Option<usize> {
+        let first = bucket * BUCKET_SLOTS;
+        let slots = &self.buckets.get(bucket)?.slots;
+        // Only the owner stores slots, so these loads see its own last stores.
+        slots.iter().enumerate().find_map(|(i, slot)| {
+            let position = first + i;
+            (slot.load(Ordering::Relaxed) == 0 && Some(position) != exclude).then_some(position)
+        })
+    }
+
     /// True if a flow whose record snapshot is `view` had its last packet longer ago than
     /// its state's timeout. A last-seen in the future (another core's clock) is not expired.
     pub fn is_expired(&self, now: u64, view: &RecordView) -> bool {
@@ -783,8 +824,8 @@ impl Table {
 
     #[inline(always)]
     fn find_probe(&self, probe: &Probe, hash: u64, access: Access) -> Option<Found<'_>> {
-        let (bucket, tag) = self.place(hash);
-        let (tag_mask, tag_bits) = self.format.tag_bits(tag);
+        let bucket = (hash & self.bucket_mask) as usize;
+        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
         for slot in &self.buckets.get(bucket)?.slots {
             // Pairs with the Release store in `publish`.
             let word = slot.load(Ordering::Acquire);
@@ -892,11 +933,10 @@ impl Table {
     /// at 100 000 records) only makes this the wrong line and the wrong candidate.
     #[inline]
     pub fn prefetch_record(&self, hash: u64) -> u32 {
-        let (bucket, tag) = self.place(hash);
-        let Some(bucket) = self.buckets.get(bucket) else {
+        let Some(bucket) = self.buckets.get((hash & self.bucket_mask) as usize) else {
             return 0;
         };
-        let (tag_mask, tag_bits) = self.format.tag_bits(tag);
+        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
         for slot in &bucket.slots {
             let word = slot.load(Ordering::Relaxed);
             if word & tag_mask == tag_bits {
@@ -925,6 +965,7 @@ impl Table {
     }
 
     /// Owner only: writes `flow` into the free record `index`.
+    #[inline]
     pub fn write_record(
         &self,
         index: usize,
@@ -1072,6 +1113,8 @@ mod tests {
                 direction: if reply { Direction::Reply } else { Direction::Original },
                 record: record % records,
             };
+            let shift = format.record_bits + 1;
+            prop_assert_eq!(format.tag_bits(hash), (u32::MAX << shift, format.tag(hash) << shift));
             prop_assert!(format.record_bits + 1 + 3 <= u32::BITS);
             prop_assert!(records <= 1 << format.record_bits);
             prop_assert_ne!(format.encode(slot), 0);
@@ -1087,6 +1130,27 @@ mod tests {
             && std::mem::size_of::<Bucket>() == 64
             && std::mem::align_of::<Bucket>() == 64
     );
+
+    // `Flow` is laid out as `pack` orders its words (little-endian), so a hit copies words
+    // 0 to 2 whole (offsets: word * 8 + byte): the unpacking's speed depends on it, its
+    // correctness does not.
+    const _: () = {
+        use std::mem::offset_of;
+        assert!(
+            offset_of!(Flow, vip) == 0
+                && offset_of!(Flow, client_addr) == 4
+                && offset_of!(Flow, local_addr) == 8
+                && offset_of!(Flow, backend_addr) == 12
+                && offset_of!(Flow, local_port) == 16
+                && offset_of!(Flow, backend_port) == 18
+                && offset_of!(Flow, vport) == 20
+                && offset_of!(Flow, client_port) == 22
+                && offset_of!(Flow, forward) == 24
+                && offset_of!(Flow, proto) == 25
+                && offset_of!(Flow, backend) == 26
+                && offset_of!(Flow, service) == 28
+        );
+    };
 
     #[test]
     fn the_quick_path_takes_only_packets_that_move_nothing() {

@@ -832,6 +832,42 @@ fn prefetching_is_harmless_for_any_hash_and_table() {
 }
 
 #[test]
+fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
+    let mut ct = table(64);
+    ct.begin_batch();
+    let nat = tcp(ForwardMode::Nat, 1);
+    let key = nat.original_key();
+    // Prepared while the key was absent, then the key inserted in the same batch: the
+    // prepared lookup no longer proves it absent.
+    let before = ct.prepare(flow_hash(&key));
+    assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_| {}), Ok(FlowState::SynSeen));
+    assert_eq!(
+        ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_| {}),
+        Err(InsertError::Exists)
+    );
+    // Prepared while the key is there but expired: the insert replaces it.
+    let mut removed = Vec::new();
+    let expired = ct.prepare(flow_hash(&key));
+    assert_eq!(ct.track_prepared(secs(100), &key, expired, Some(ACK)), None);
+    let result = ct.insert_prepared(secs(100), &nat, expired, Some(SYN), |f| removed.push(*f));
+    assert_eq!((result, removed, ct.stats().expired), (Ok(FlowState::SynSeen), vec![nat], 1));
+    // Prepared in an earlier batch: proves nothing, the insert looks.
+    let earlier = ct.prepare(flow_hash(&key));
+    ct.begin_batch();
+    let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_| {});
+    assert_eq!(again, Err(InsertError::Exists));
+    // And a key the batch proved absent is inserted.
+    let fresh = tcp(ForwardMode::Nat, 2);
+    let prepared = ct.prepare(flow_hash(&fresh.original_key()));
+    assert_eq!(ct.track_prepared(secs(100), &fresh.original_key(), prepared, Some(SYN)), None);
+    assert_eq!(
+        ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_| {}),
+        Ok(FlowState::SynSeen)
+    );
+    assert!(ct.contains(secs(100), &fresh.original_key()));
+}
+
+#[test]
 fn track_hashed_is_track_with_the_hash_computed_outside() {
     let mut ct = table(64);
     let reader = ct.reader();
@@ -1053,7 +1089,11 @@ proptest! {
                     prop_assert_eq!(result, model.insert(now, flow, flags, &mut want));
                     prop_assert_eq!(&got, &want);
                     got.clear();
-                    prop_assert_eq!(hashed.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f)), result);
+                    // The new-flow path: the insert starts from the original key's lookup as
+                    // it was last prepared (stale by every operation since), else a fresh one.
+                    let key = flow.original_key();
+                    let prepared = stale.get(&key).copied().unwrap_or_else(|| hashed.prepare(flow_hash(&key)));
+                    prop_assert_eq!(hashed.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |f| got.push(*f)), result);
                     prop_assert_eq!(got, want);
                 }
                 Op::Track(key, flags) => {
@@ -1079,7 +1119,11 @@ proptest! {
                     prop_assert_eq!(ct.remove(&key), want);
                     prop_assert_eq!(hashed.remove(&key), want);
                 }
-                Op::Advance(millis) => now += millis * 1_000_000,
+                Op::Advance(millis) => {
+                    now += millis * 1_000_000;
+                    // A new batch: lookups prepared before it prove nothing absent any more.
+                    hashed.begin_batch();
+                }
                 Op::Sweep => {
                     let mut got = Vec::new();
                     let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f| got.push(f.original_key()));
@@ -1283,7 +1327,9 @@ proptest! {
                     let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
-                    prop_assert_eq!(batched.insert(Instant::from_nanos(now), flow, flags, |_| {}), result);
+                    let key = flow.original_key();
+                    let prepared = stale.get(&key).copied().unwrap_or_else(|| batched.prepare(flow_hash(&key)));
+                    prop_assert_eq!(batched.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |_| {}), result);
                 }
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);
@@ -1302,7 +1348,10 @@ proptest! {
                     prop_assert_eq!(ct.remove(&key), want);
                     prop_assert_eq!(batched.remove(&key), want);
                 }
-                Op::Advance(millis) => now += millis * 1_000_000,
+                Op::Advance(millis) => {
+                    now += millis * 1_000_000;
+                    batched.begin_batch();
+                }
                 Op::Sweep => {
                     let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_| {});
                     prop_assert_eq!(batched.sweep(Instant::from_nanos(now), usize::MAX, |_| {}), removed);

@@ -991,7 +991,7 @@ impl CoreState {
             return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
         }
         match class {
-            Class::ToVip => self.new_flow(snapshot, now, ingress, frame, transport, hash),
+            Class::ToVip => self.new_flow(snapshot, now, ingress, frame, transport, prepared),
             Class::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class::FromNatBackend | Class::Other => Verdict::Pass,
         }
@@ -1054,11 +1054,12 @@ impl CoreState {
             release_backend(snapshot, &mut self.active, &old);
         }
         self.counters.add(Stat::ReusedFlows, 1);
-        self.new_flow(snapshot, now, ingress, frame, transport, hash)
+        self.new_flow(snapshot, now, ingress, frame, transport, Prepared::new(hash))
     }
 
-    /// Out of line: keeps the hit path (which calls it on a miss) small. `hash` is
-    /// `flow_hash(&transport.key)`.
+    /// Out of line: keeps the hit path (which calls it on a miss) small. `prepared` is the
+    /// lookup of `transport.key` that just missed (its hash is `flow_hash(&transport.key)`):
+    /// the insert starts from what it proved.
     #[inline(never)]
     fn new_flow(
         &mut self,
@@ -1067,9 +1068,10 @@ impl CoreState {
         _ingress: IfaceId,
         frame: &mut [u8],
         transport: Transport,
-        hash: u64,
+        prepared: Prepared,
     ) -> Verdict {
         let key = transport.key;
+        let hash = prepared.hash();
         let Some(service_index) = snapshot.service_at(key.dst_addr, key.dst_port, key.proto) else {
             return Verdict::Drop(DropReason::NoService);
         };
@@ -1091,16 +1093,24 @@ impl CoreState {
                 ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
             };
         }
-        let context = PickContext {
-            flow_hash: hash,
-            client: key.src_addr,
-            active: self.active.get(range.clone()).unwrap_or(&[]),
-            response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
-        };
         let Some(state) = self.sched.get_mut(service_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let Some(pick) = service.scheduler.pick(state, &context) else {
+        let pick = match service.scheduler.maglev_table() {
+            // What `pick` does for Maglev, which needs only the flow hash (the common
+            // scheduler): no context to build, no call.
+            Some(table) => table.lookup(hash),
+            None => {
+                let context = PickContext {
+                    flow_hash: hash,
+                    client: key.src_addr,
+                    active: self.active.get(range.clone()).unwrap_or(&[]),
+                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
+                };
+                service.scheduler.pick(state, &context)
+            }
+        };
+        let Some(pick) = pick else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = range.start + pick;
@@ -1141,7 +1151,7 @@ impl CoreState {
         };
         let active = &mut self.active;
         let inserted =
-            self.conntrack.insert_hashed(now, flow, hash, transport.tcp_flags, |evicted| {
+            self.conntrack.insert_prepared(now, &flow, prepared, transport.tcp_flags, |evicted| {
                 release_backend(snapshot, active, evicted);
             });
         match inserted {
