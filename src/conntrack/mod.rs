@@ -25,7 +25,7 @@
 //!   Free records sit on the owner's free list, so `len() <= capacity` by construction. Beside
 //!   them, owner-only, the eviction queues (see "Full tables and floods").
 //! - **Index**: a set-associative table of 16-slot buckets (one cache line each). A key's hash
-//!   ([`crate::hash::flow_hash`]) picks one bucket and nothing probes beyond it. A slot is a
+//!   ([`crate::hash::table_hash`]) picks one bucket and nothing probes beyond it. A slot is a
 //!   32-bit word: a fingerprint of the hash, the direction, and a record index. A flow has one
 //!   slot per direction it can be seen in: DR only the original direction
 //!   (`client:port -> vip:port`), NAT and FullNAT also the reply direction (see
@@ -209,7 +209,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::flow::{FlowKey, ForwardMode, Proto};
-use crate::hash::flow_hash;
+use crate::hash::table_hash;
 use crate::time::Instant;
 
 use queues::{Class, Queues};
@@ -407,14 +407,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// A lookup nothing was prepared for but the hash (= [`crate::hash::flow_hash`] of the
+    /// A lookup nothing was prepared for but the hash (= [`crate::hash::table_hash`] of the
     /// key).
     #[inline]
     pub const fn new(hash: u64) -> Prepared {
         Prepared { hash, candidate: 0, batch: u64::MAX }
     }
 
-    /// The key's [`crate::hash::flow_hash`].
+    /// The key's [`crate::hash::table_hash`].
     #[inline]
     pub const fn hash(self) -> u64 {
         self.hash
@@ -568,11 +568,11 @@ impl Conntrack {
     /// Looks `key` up; on a hit refreshes last-seen, advances the TCP state with `tcp_flags`
     /// (None for UDP) and returns the flow. Expired = miss.
     pub fn track(&mut self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
-        self.track_hashed(now, key, flow_hash(key), tcp_flags)
+        self.track_hashed(now, key, table_hash(key), tcp_flags)
     }
 
     /// [`Conntrack::track`] with the flow hash already computed: `hash` must be
-    /// [`crate::hash::flow_hash`]`(key)` (another value finds nothing; it never finds another
+    /// [`crate::hash::table_hash`]`(key)` (another value finds nothing; it never finds another
     /// key's flow).
     #[inline]
     pub fn track_hashed(
@@ -632,7 +632,7 @@ impl Conntrack {
     }
 
     /// The second pass of a batch (after [`Conntrack::prefetch_bucket`] for every key):
-    /// reads the bucket of `hash` (= [`crate::hash::flow_hash`] of the key), starts loading
+    /// reads the bucket of `hash` (= [`crate::hash::table_hash`] of the key), starts loading
     /// the record its fingerprint names, and remembers that slot, so that
     /// [`Conntrack::track_prepared`] starts from it instead of scanning the bucket again.
     /// Changes nothing.
@@ -669,7 +669,7 @@ impl Conntrack {
         }
     }
 
-    /// Looks `key` up (`hash` = [`crate::hash::flow_hash`]`(key)`) and changes nothing: no
+    /// Looks `key` up (`hash` = [`crate::hash::table_hash`]`(key)`) and changes nothing: no
     /// last-seen refresh, no TCP state move (`state` and `previous` are the current state).
     /// For packets that may name a flow but must not keep it alive or move it (ICMP errors,
     /// which anyone can forge). Expired = miss.
@@ -686,7 +686,7 @@ impl Conntrack {
     }
 
     /// Starts loading the record the bucket names for `key` (second pass), if any. `hash` is
-    /// `flow_hash(key)`; the key itself is not read here: before the record line arrives,
+    /// `table_hash(key)`; the key itself is not read here: before the record line arrives,
     /// the fingerprint in the bucket is all there is to go by (so an unknown key usually
     /// loads nothing, and a rare fingerprint collision loads another flow's record).
     #[inline]
@@ -709,11 +709,11 @@ impl Conntrack {
         tcp_flags: Option<u8>,
         on_remove: impl FnMut(&Flow),
     ) -> Result<FlowState, InsertError> {
-        let hash = flow_hash(&flow.original_key());
+        let hash = table_hash(&flow.original_key());
         self.insert_hashed(now, flow, hash, tcp_flags, on_remove)
     }
 
-    /// [`Conntrack::insert`] with `hash` = [`crate::hash::flow_hash`]`(&flow.original_key())`
+    /// [`Conntrack::insert`] with `hash` = [`crate::hash::table_hash`]`(&flow.original_key())`
     /// already computed (by the lookup that missed). Another value places the flow where no
     /// lookup of its key looks.
     pub fn insert_hashed(
@@ -755,10 +755,10 @@ impl Conntrack {
         tcp_flags: Option<u8>,
         mut on_remove: impl FnMut(&Flow),
     ) -> Result<FlowState, InsertError> {
-        debug_assert_eq!(hash, flow_hash(&flow.original_key()), "the original key's hash");
+        debug_assert_eq!(hash, table_hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
         let original = (flow.original_key(), hash);
-        let reply = flow.reply_key().map(|key| (key, flow_hash(&key)));
+        let reply = flow.reply_key().map(|key| (key, table_hash(&key)));
         let checked = (!original_absent).then_some(original);
         for (key, hash) in checked.into_iter().chain(reply) {
             if let Some(found) = self.table.find(&key, hash, Access::Owner) {
@@ -846,7 +846,7 @@ impl Conntrack {
     /// True if a live (unexpired) entry has this key.
     pub fn contains(&self, now: Instant, key: &FlowKey) -> bool {
         self.table
-            .find(key, flow_hash(key), Access::Owner)
+            .find(key, table_hash(key), Access::Owner)
             .is_some_and(|found| !self.table.is_expired(now.as_nanos(), &found.view))
     }
 
@@ -894,7 +894,7 @@ impl Conntrack {
                 dst_port: port,
                 proto,
             };
-            let Some(found) = self.table.find(&key, flow_hash(&key), Access::Owner) else {
+            let Some(found) = self.table.find(&key, table_hash(&key), Access::Owner) else {
                 return Some((addr, port));
             };
             if self.table.is_expired(now_nanos, &found.view) {
@@ -913,7 +913,7 @@ impl Conntrack {
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
     pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let found = self.table.find(key, flow_hash(key), Access::Owner)?;
+        let found = self.table.find(key, table_hash(key), Access::Owner)?;
         self.evict(found.index, Removal::Removed, &mut |_| {})
     }
 
@@ -1193,7 +1193,7 @@ impl ConntrackReader {
     /// Lock-free lookup in the owner's table from another core; refreshes last-seen and TCP
     /// state atomically on a hit.
     pub fn track(&self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
-        self.track_hashed(now, key, flow_hash(key), tcp_flags)
+        self.track_hashed(now, key, table_hash(key), tcp_flags)
     }
 
     /// Up to `limit` live flows of this table with their state and the nanoseconds left
@@ -1239,7 +1239,7 @@ impl ConntrackReader {
         peek(&self.table, now, key, hash, Access::Reader)
     }
 
-    /// [`ConntrackReader::track`] with `hash` = [`crate::hash::flow_hash`]`(key)` already
+    /// [`ConntrackReader::track`] with `hash` = [`crate::hash::table_hash`]`(key)` already
     /// computed.
     #[inline]
     pub fn track_hashed(

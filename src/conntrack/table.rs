@@ -812,7 +812,7 @@ impl Table {
     }
 
     /// Finds the flow that has `key` (live or expired), reading records as `access` allows.
-    /// `hash` must be `flow_hash(key)` (any other value finds nothing or another key's
+    /// `hash` must be `table_hash(key)` (any other value finds nothing or another key's
     /// slots, which the key comparison rejects).
     ///
     /// One pass over the bucket's slots comparing fingerprints, and for a matching slot one
@@ -1252,20 +1252,20 @@ mod tests {
 
         // A lookup through a slot that still points at the freed record misses.
         let key = flow.original_key();
-        let (bucket, tag) = table.place(crate::hash::flow_hash(&key));
+        let (bucket, tag) = table.place(crate::hash::table_hash(&key));
         let slot = SlotRef { tag, direction: Direction::Original, record: 3 };
         table.publish(bucket * BUCKET_SLOTS, slot);
-        assert!(table.lookup(&key, crate::hash::flow_hash(&key)).is_none());
+        assert!(table.lookup(&key, crate::hash::table_hash(&key)).is_none());
         table.write_record(3, &flow, FlowState::Udp, 9, (bucket * BUCKET_SLOTS, None));
-        let found = table.lookup(&key, crate::hash::flow_hash(&key)).unwrap();
+        let found = table.lookup(&key, crate::hash::table_hash(&key)).unwrap();
         assert_eq!(
             (found.index, found.view.flow(), found.direction),
             (3, Some(flow), Direction::Original)
         );
         // The reply key is not indexed (no reply slot published).
         let reply = flow.reply_key().unwrap();
-        assert!(table.lookup(&reply, crate::hash::flow_hash(&reply)).is_none());
+        assert!(table.lookup(&reply, crate::hash::table_hash(&reply)).is_none());
         table.unpublish(bucket * BUCKET_SLOTS);
-        assert!(table.lookup(&key, crate::hash::flow_hash(&key)).is_none());
+        assert!(table.lookup(&key, crate::hash::table_hash(&key)).is_none());
     }
 }

@@ -74,7 +74,7 @@ fn insert(
 fn flows_in_bucket_zero(ct: &Conntrack, count: usize) -> Vec<Flow> {
     (0..)
         .map(|client| tcp(ForwardMode::Dr, client))
-        .filter(|flow| ct.table.place(flow_hash(&flow.original_key())).0 == 0)
+        .filter(|flow| ct.table.place(table_hash(&flow.original_key())).0 == 0)
         .take(count)
         .collect()
 }
@@ -805,7 +805,7 @@ fn readers_see_and_update_the_owners_flows() {
 fn prefetching_is_harmless_for_any_hash_and_table() {
     let f = tcp(ForwardMode::Nat, 1);
     let unknown = tcp(ForwardMode::Nat, 2).original_key();
-    let hashes = [0, 1, u64::MAX, flow_hash(&f.original_key()), flow_hash(&unknown)];
+    let hashes = [0, 1, u64::MAX, table_hash(&f.original_key()), table_hash(&unknown)];
     for capacity in [0, 2, 16] {
         let mut ct = table(capacity);
         // Empty table.
@@ -839,7 +839,7 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
     let key = nat.original_key();
     // Prepared while the key was absent, then the key inserted in the same batch: the
     // prepared lookup no longer proves it absent.
-    let before = ct.prepare(flow_hash(&key));
+    let before = ct.prepare(table_hash(&key));
     assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_| {}), Ok(FlowState::SynSeen));
     assert_eq!(
         ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_| {}),
@@ -847,18 +847,18 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
     );
     // Prepared while the key is there but expired: the insert replaces it.
     let mut removed = Vec::new();
-    let expired = ct.prepare(flow_hash(&key));
+    let expired = ct.prepare(table_hash(&key));
     assert_eq!(ct.track_prepared(secs(100), &key, expired, Some(ACK)), None);
     let result = ct.insert_prepared(secs(100), &nat, expired, Some(SYN), |f| removed.push(*f));
     assert_eq!((result, removed, ct.stats().expired), (Ok(FlowState::SynSeen), vec![nat], 1));
     // Prepared in an earlier batch: proves nothing, the insert looks.
-    let earlier = ct.prepare(flow_hash(&key));
+    let earlier = ct.prepare(table_hash(&key));
     ct.begin_batch();
     let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_| {});
     assert_eq!(again, Err(InsertError::Exists));
     // And a key the batch proved absent is inserted.
     let fresh = tcp(ForwardMode::Nat, 2);
-    let prepared = ct.prepare(flow_hash(&fresh.original_key()));
+    let prepared = ct.prepare(table_hash(&fresh.original_key()));
     assert_eq!(ct.track_prepared(secs(100), &fresh.original_key(), prepared, Some(SYN)), None);
     assert_eq!(
         ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_| {}),
@@ -884,7 +884,7 @@ fn track_hashed_is_track_with_the_hash_computed_outside() {
     for (step, flags) in [Some(ACK), Some(FIN | ACK), None, Some(RST)].into_iter().enumerate() {
         let now = secs(step as u64);
         for key in &keys {
-            let hash = flow_hash(key);
+            let hash = table_hash(key);
             let hit = twin.track(now, key, flags);
             assert!(hit.is_some(), "{key}");
             assert_eq!(ct.track_hashed(now, key, hash, flags), hit, "{key}");
@@ -895,7 +895,7 @@ fn track_hashed_is_track_with_the_hash_computed_outside() {
     for key in &keys {
         let hit = twin.reader().track(secs(3), key, Some(ACK));
         assert!(hit.is_some(), "{key}");
-        assert_eq!(reader.track_hashed(secs(3), key, flow_hash(key), Some(ACK)), hit);
+        assert_eq!(reader.track_hashed(secs(3), key, table_hash(key), Some(ACK)), hit);
     }
 }
 
@@ -907,10 +907,10 @@ fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow() {
     insert(&mut ct, secs(0), f, Some(ACK)).unwrap();
     insert(&mut ct, secs(0), g, Some(ACK)).unwrap();
     let (fk, gk) = (f.original_key(), g.original_key());
-    assert_eq!(ct.track_hashed(secs(1), &fk, flow_hash(&gk), Some(ACK)), None);
-    assert_eq!(ct.track_hashed(secs(1), &gk, flow_hash(&fk), Some(ACK)), None);
+    assert_eq!(ct.track_hashed(secs(1), &fk, table_hash(&gk), Some(ACK)), None);
+    assert_eq!(ct.track_hashed(secs(1), &gk, table_hash(&fk), Some(ACK)), None);
     assert_eq!(
-        ct.track_hashed(secs(1), &fk, flow_hash(&fk), Some(ACK)).map(|hit| hit.flow),
+        ct.track_hashed(secs(1), &fk, table_hash(&fk), Some(ACK)).map(|hit| hit.flow),
         Some(f)
     );
 }
@@ -926,7 +926,7 @@ proptest! {
         }
         let keys: Vec<FlowKey> = flows.iter().flat_map(|f| [f.original_key(), f.reply_key().unwrap()]).collect();
         let key = keys[which as usize];
-        let hash = if use_own_hash { flow_hash(&key) } else { hash };
+        let hash = if use_own_hash { table_hash(&key) } else { hash };
         match ct.track_hashed(secs(1), &key, hash, Some(ACK)) {
             Some(hit) => {
                 let found = match hit.direction {
@@ -1092,7 +1092,7 @@ proptest! {
                     // The new-flow path: the insert starts from the original key's lookup as
                     // it was last prepared (stale by every operation since), else a fresh one.
                     let key = flow.original_key();
-                    let prepared = stale.get(&key).copied().unwrap_or_else(|| hashed.prepare(flow_hash(&key)));
+                    let prepared = stale.get(&key).copied().unwrap_or_else(|| hashed.prepare(table_hash(&key)));
                     prop_assert_eq!(hashed.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |f| got.push(*f)), result);
                     prop_assert_eq!(got, want);
                 }
@@ -1102,7 +1102,7 @@ proptest! {
                     // The batch path: prefetches, then the lookup with the hash computed outside
                     // and the candidate slot of a lookup prepared when this key was last
                     // tracked (stale by every operation since), else of a fresh one.
-                    let hash = flow_hash(&key);
+                    let hash = table_hash(&key);
                     hashed.prefetch_bucket(hash);
                     hashed.prefetch_record(&key, hash);
                     let prepared = stale.remove(&key).unwrap_or_else(|| hashed.prepare(hash));
@@ -1328,13 +1328,13 @@ proptest! {
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
                     let key = flow.original_key();
-                    let prepared = stale.get(&key).copied().unwrap_or_else(|| batched.prepare(flow_hash(&key)));
+                    let prepared = stale.get(&key).copied().unwrap_or_else(|| batched.prepare(table_hash(&key)));
                     prop_assert_eq!(batched.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |_| {}), result);
                 }
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);
                     prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
-                    let hash = flow_hash(&key);
+                    let hash = table_hash(&key);
                     let prepared = stale.remove(&key).unwrap_or_else(|| batched.prepare(hash));
                     prop_assert_eq!(batched.track_prepared(Instant::from_nanos(now), &key, prepared, flags), want);
                     stale.insert(key, batched.prepare(hash));
@@ -1523,7 +1523,7 @@ fn readers_never_observe_a_torn_flow() {
         let flow = view.flow().unwrap();
         for key in std::iter::once(flow.original_key()).chain(flow.reply_key()) {
             assert_eq!(
-                ct.table.lookup(&key, flow_hash(&key)).and_then(|found| found.view.flow()),
+                ct.table.lookup(&key, table_hash(&key)).and_then(|found| found.view.flow()),
                 Some(flow)
             );
         }
@@ -1704,7 +1704,7 @@ fn measured_loop_track(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
 #[inline(always)]
 fn prepare_batch(ct: &Conntrack, chunk: &[FlowKey], hashes: &mut [u64; BATCH], prefetch: u8) {
     for (hash, key) in hashes.iter_mut().zip(chunk) {
-        *hash = flow_hash(std::hint::black_box(key));
+        *hash = table_hash(std::hint::black_box(key));
     }
     if prefetch >= 1 {
         for hash in &hashes[..chunk.len()] {

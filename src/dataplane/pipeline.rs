@@ -69,7 +69,7 @@ use crate::conntrack::{
     Conntrack, ConntrackReader, Direction, Flow, FlowState, InsertError, PortRange, Prepared,
 };
 use crate::flow::{FlowKey, ForwardMode, Proto};
-use crate::hash::flow_hash;
+use crate::hash::{flow_hash, table_hash};
 use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::{PickContext, SchedState};
 use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
@@ -468,7 +468,7 @@ impl Pipeline {
     /// verdicts, in the same order, as calling [`Pipeline::process`] on each frame.
     ///
     /// First it classifies every frame (`classify`: the checks of the common case, the
-    /// owner of the destination, the flow hash) and starts loading the connection-table
+    /// owner of the destination, the connection tables' hash) and starts loading the connection-table
     /// bucket each will look in; then it reads each bucket and starts loading the record it
     /// names ([`CoreState::prepare_lookups`], DPDK's `rte_hash_lookup_bulk`, VPP's quad
     /// loop), so that the batch's cache misses overlap instead of following one another;
@@ -890,7 +890,7 @@ impl CoreState {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
                     Some(transport) => {
-                        let lookup = Prepared::new(flow_hash(&transport.key));
+                        let lookup = Prepared::new(table_hash(&transport.key));
                         let class = Class::of_owner(owned);
                         self.transport(snapshot, now, ingress, frame, class, transport, lookup)
                     }
@@ -963,7 +963,7 @@ impl CoreState {
     ) -> Verdict {
         let key = transport.key;
         let hash = prepared.hash();
-        debug_assert_eq!(hash, flow_hash(&key), "the hash is this key's");
+        debug_assert_eq!(hash, table_hash(&key), "the hash is this key's");
         debug_assert_ne!(class, Class::Other, "the step-by-step checks took the frame");
         let maybe_reply = class != Class::ToVip;
         // With several arms, a reply comes in where its backend is reached (the way xlb sends
@@ -1058,7 +1058,7 @@ impl CoreState {
     }
 
     /// Out of line: keeps the hit path (which calls it on a miss) small. `prepared` is the
-    /// lookup of `transport.key` that just missed (its hash is `flow_hash(&transport.key)`):
+    /// lookup of `transport.key` that just missed (its hash is `table_hash(&transport.key)`):
     /// the insert starts from what it proved.
     #[inline(never)]
     fn new_flow(
@@ -1071,7 +1071,9 @@ impl CoreState {
         prepared: Prepared,
     ) -> Verdict {
         let key = transport.key;
-        let hash = prepared.hash();
+        // The lookup's hash is the connection table's; Maglev, stateless DR and the FullNAT
+        // local port take the pinned flow hash, which every box and build agrees on.
+        let hash = flow_hash(&key);
         let Some(service_index) = snapshot.service_at(key.dst_addr, key.dst_port, key.proto) else {
             return Verdict::Drop(DropReason::NoService);
         };
@@ -1436,7 +1438,7 @@ impl CoreState {
         let key = quoted.key.reversed();
         // Anyone can send an error quoting a flow: it is forwarded, but it neither keeps the
         // flow alive nor moves its state.
-        let Some(hit) = self.peek(now, &key, flow_hash(&key)) else {
+        let Some(hit) = self.peek(now, &key, table_hash(&key)) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
@@ -1521,7 +1523,7 @@ fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, 
 
 /// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
 /// ([`plain_transport`]) sent to `mac` (the ingress interface's), for a VIP or local address,
-/// or from a NAT backend (maybe a reply); with the flow hash of its 5-tuple. [`Class::Other`]
+/// or from a NAT backend (maybe a reply); with the connection tables' hash of its 5-tuple. [`Class::Other`]
 /// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
 /// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
 /// this classifies, those checks would have taken to [`CoreState::transport`] with the same
@@ -1547,7 +1549,7 @@ fn classify(snapshot: &Snapshot, mac: MacAddr, frame: &[u8]) -> (Class, u64) {
         None if snapshot.is_nat_backend(transport.key.src_addr) => Class::FromNatBackend,
         None => Class::Other,
     };
-    (class, flow_hash(&transport.key))
+    (class, table_hash(&transport.key))
 }
 
 /// The TCP/UDP view of a frame [`classify`] accepted, read again at the fixed offsets of
