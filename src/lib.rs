@@ -12,6 +12,8 @@
 //!   incremental checksums.
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
+//! - [`family`]: the sealed address-family trait ([`family::V4`], [`family::V6`]) the
+//!   per-family tables are monomorphised over.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
 //! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read.
 //! - [`report`]: the counters and reports workers publish and control reads.
@@ -34,6 +36,7 @@ pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod family;
 pub mod flow;
 pub mod hash;
 pub mod instance;
