@@ -15,6 +15,8 @@
 //! - [`family`]: the sealed address-family trait ([`family::V4`], [`family::V6`]) the
 //!   per-family tables are monomorphised over.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
+//! - [`ndp`]: neighbour discovery for IPv6 as xlb will do it (answers, solicitations,
+//!   announcements, learning), beside ARP; not called by the pipeline yet.
 //! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read.
 //! - [`report`]: the counters and reports workers publish and control reads.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.
@@ -43,6 +45,7 @@ pub mod instance;
 #[cfg(test)]
 mod layers;
 pub mod log;
+pub mod ndp;
 pub mod report;
 pub mod sched;
 pub mod snapshot;
