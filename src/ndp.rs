@@ -16,6 +16,10 @@
 //! [`arp::write_request`]); [`write_unsolicited`] announces a VIP coming up (compare
 //! [`arp::write_gratuitous`]); [`learn`] records what a message says about a neighbour.
 //!
+//! What stays the caller's, as it is for ARP in the pipeline: whether a target is an address
+//! xlb owns, and what to do with a message whose *source* is one (another host claiming a
+//! VIP: count it and drop it, never learn it, as ARP conflicts are).
+//!
 //! The pipeline does not call any of this yet: IPv6 frames still go to the kernel. It is the
 //! piece the IPv6 pipeline will call, tested on its own first.
 //!
