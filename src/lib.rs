@@ -12,7 +12,11 @@
 //!   incremental checksums.
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
+//! - [`family`]: the sealed address-family trait ([`family::V4`], [`family::V6`]) the
+//!   per-family tables are monomorphised over.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
+//! - [`ndp`]: neighbour discovery for IPv6 as xlb will do it (answers, solicitations,
+//!   announcements, learning), beside ARP; not called by the pipeline yet.
 //! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read.
 //! - [`report`]: the counters and reports workers publish and control reads.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.
@@ -34,12 +38,14 @@ pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod family;
 pub mod flow;
 pub mod hash;
 pub mod instance;
 #[cfg(test)]
 mod layers;
 pub mod log;
+pub mod ndp;
 pub mod report;
 pub mod sched;
 pub mod snapshot;

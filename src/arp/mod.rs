@@ -17,6 +17,10 @@
 //!   gateways) and static entries always have room; every other neighbour is evicted when a
 //!   newer one needs its room, or forgotten after [`NEIGHBOR_STALE`] of silence. Who gets
 //!   learned at all is the caller's policy (see `dataplane::pipeline` and `daemon`).
+//! - The neighbour table and the hold queue are generic over the address [`Family`], IPv4
+//!   unless named: IPv6's neighbours (resolved by [`crate::ndp`]) live in a
+//!   `NeighborTable<V6>` and `HoldQueue<V6>` of their own, with the same rules, and IPv4's
+//!   code is what it was before they were generic. The frames written here are ARP's, IPv4's.
 //! - A packet is never lost silently: it is either held (at most [`HOLD_PER_NEIGHBOR`] per
 //!   unresolved next hop), or the caller drops it with its own counted reason.
 
@@ -24,6 +28,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::addr_map::AddrMap;
+use crate::family::{Family, V4};
 use crate::snapshot::IfaceId;
 use crate::time::Instant;
 use crate::wire::{ArpOperation, ArpPacket, EtherType, EthernetFrame, MacAddr};
@@ -73,7 +78,7 @@ pub enum Learned {
     Full,
 }
 
-/// IPv4 address → MAC, bounded, with eviction.
+/// Address (of family `F`, IPv4 unless named) → MAC, bounded, with eviction.
 ///
 /// Some neighbours are *needed*: the next hops the running snapshot sends to (backends,
 /// gateways), given by [`NeighborTable::set_needed`]. Static and needed entries are never
@@ -84,10 +89,10 @@ pub enum Learned {
 /// the unneeded entries: a needed next hop always finds room (a full scan, if the bounded
 /// one finds no victim).
 #[derive(Debug, Clone)]
-pub struct NeighborTable {
-    entries: AddrMap<Neighbor>,
+pub struct NeighborTable<F: Family = V4> {
+    entries: AddrMap<Neighbor, F>,
     /// Sorted, deduplicated.
-    needed: Vec<Ipv4Addr>,
+    needed: Vec<F::Addr>,
     /// Where the next eviction scan starts.
     evict_cursor: usize,
     /// Where the next [`NeighborTable::expire`] call resumes.
@@ -96,9 +101,18 @@ pub struct NeighborTable {
 }
 
 impl NeighborTable {
+    /// An IPv4 table ([`NeighborTable::new`] for any family; this one needs no annotation
+    /// where nothing else names the family).
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::new(capacity)
+    }
+}
+
+impl<F: Family> NeighborTable<F> {
+    /// A table that holds up to `capacity` neighbours.
+    pub fn new(capacity: usize) -> Self {
         NeighborTable {
-            entries: AddrMap::with_capacity(capacity),
+            entries: AddrMap::new(capacity),
             needed: Vec::new(),
             evict_cursor: 0,
             expire_cursor: 0,
@@ -107,17 +121,17 @@ impl NeighborTable {
     }
 
     #[inline]
-    pub fn lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+    pub fn lookup(&self, ip: F::Addr) -> Option<MacAddr> {
         self.entries.get(ip).map(|n| n.mac)
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Option<Neighbor> {
+    pub fn get(&self, ip: F::Addr) -> Option<Neighbor> {
         self.entries.get(ip)
     }
 
     /// Sets the next hops that must never be evicted (called when a snapshot arrives, not
     /// per packet: it reuses its buffer, but may grow it).
-    pub fn set_needed(&mut self, needed: impl IntoIterator<Item = Ipv4Addr>) {
+    pub fn set_needed(&mut self, needed: impl IntoIterator<Item = F::Addr>) {
         self.needed.clear();
         self.needed.extend(needed);
         self.needed.sort_unstable();
@@ -125,17 +139,17 @@ impl NeighborTable {
     }
 
     /// True if `ip` is a next hop of the running snapshot.
-    pub fn is_needed(&self, ip: Ipv4Addr) -> bool {
+    pub fn is_needed(&self, ip: F::Addr) -> bool {
         self.needed.binary_search(&ip).is_ok()
     }
 
-    fn evictable(&self, ip: Ipv4Addr, neighbor: &Neighbor) -> bool {
+    fn evictable(&self, ip: F::Addr, neighbor: &Neighbor) -> bool {
         !neighbor.is_static && !self.is_needed(ip)
     }
 
     /// Adds or replaces a static entry (from `[[neighbor]]`), evicting a learned one if the
     /// table is full.
-    pub fn insert_static(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+    pub fn insert_static(&mut self, ip: F::Addr, mac: MacAddr) {
         let neighbor = Neighbor { mac, updated: Instant::ZERO, is_static: true };
         if self.entries.get(ip) == Some(neighbor) {
             return;
@@ -147,8 +161,8 @@ impl NeighborTable {
         }
     }
 
-    /// Records what an ARP packet said about `ip`.
-    pub fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) -> Learned {
+    /// Records what ARP (or, in an IPv6 table, NDP) said about `ip`.
+    pub fn learn(&mut self, now: Instant, ip: F::Addr, mac: MacAddr) -> Learned {
         if let Some(entry) = self.entries.get_mut(ip) {
             if entry.is_static {
                 return Learned::Static;
@@ -175,10 +189,10 @@ impl NeighborTable {
 
     /// Removes the oldest evictable entry among the next [`EVICTION_SCAN`] slots (all of
     /// them if `thorough`), and returns its address.
-    fn evict(&mut self, thorough: bool) -> Option<Ipv4Addr> {
+    fn evict(&mut self, thorough: bool) -> Option<F::Addr> {
         let slots = self.entries.slot_count();
         let scan = if thorough { slots } else { EVICTION_SCAN.min(slots) };
-        let mut oldest: Option<(Ipv4Addr, Instant)> = None;
+        let mut oldest: Option<(F::Addr, Instant)> = None;
         for step in 0..scan {
             let Some((ip, neighbor)) = self.entries.slot((self.evict_cursor + step) % slots) else {
                 continue;
@@ -230,7 +244,7 @@ impl NeighborTable {
         self.entries.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, Neighbor)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (F::Addr, Neighbor)> + '_ {
         self.entries.iter()
     }
 }
@@ -238,7 +252,8 @@ impl NeighborTable {
 /// What [`HoldQueue::hold`] did with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
-    /// Held; the caller should send an ARP request for the next hop now.
+    /// Held; the caller should ask for the next hop now (ARP request, neighbour
+    /// solicitation).
     HeldAskNow,
     /// Held; a request went out recently.
     Held,
@@ -251,8 +266,8 @@ pub enum Hold {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Pending {
-    next_hop: Ipv4Addr,
+struct Pending<F: Family> {
+    next_hop: F::Addr,
     egress: IfaceId,
     first_held: Instant,
     last_request: Instant,
@@ -262,27 +277,31 @@ struct Pending {
 
 /// Frames waiting for a next hop's MAC. One buffer, allocated once.
 #[derive(Debug)]
-pub struct HoldQueue {
-    pending: Vec<Option<Pending>>,
+pub struct HoldQueue<F: Family = V4> {
+    pending: Vec<Option<Pending<F>>>,
     buffer: Vec<u8>,
     held_total: usize,
 }
 
-impl Default for HoldQueue {
-    fn default() -> Self {
-        Self::new()
+impl HoldQueue {
+    /// An IPv4 hold queue (`HoldQueue::<F>::default()` for any family; this one needs no
+    /// annotation where nothing else names the family).
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
-impl HoldQueue {
-    pub fn new() -> Self {
+impl<F: Family> Default for HoldQueue<F> {
+    fn default() -> Self {
         HoldQueue {
             pending: vec![None; MAX_PENDING_NEIGHBORS],
             buffer: vec![0; MAX_PENDING_NEIGHBORS * HOLD_PER_NEIGHBOR * MAX_HELD_FRAME],
             held_total: 0,
         }
     }
+}
 
+impl<F: Family> HoldQueue<F> {
     /// Frames held right now.
     pub fn len(&self) -> usize {
         self.held_total
@@ -298,13 +317,7 @@ impl HoldQueue {
     }
 
     /// Holds a copy of `frame` until `next_hop` (reached through `egress`) resolves.
-    pub fn hold(
-        &mut self,
-        now: Instant,
-        next_hop: Ipv4Addr,
-        egress: IfaceId,
-        frame: &[u8],
-    ) -> Hold {
+    pub fn hold(&mut self, now: Instant, next_hop: F::Addr, egress: IfaceId, frame: &[u8]) -> Hold {
         if frame.len() > MAX_HELD_FRAME {
             return Hold::TooLarge;
         }
@@ -353,7 +366,7 @@ impl HoldQueue {
     /// complete and send), in arrival order, and forgets them. Returns how many.
     pub fn release(
         &mut self,
-        next_hop: Ipv4Addr,
+        next_hop: F::Addr,
         mut release: impl FnMut(IfaceId, &mut [u8]),
     ) -> usize {
         let Some(index) =
@@ -388,7 +401,7 @@ impl HoldQueue {
     }
 
     /// Next hops still waiting, with the interface to ask on.
-    pub fn unresolved(&self) -> impl Iterator<Item = (Ipv4Addr, IfaceId)> + '_ {
+    pub fn unresolved(&self) -> impl Iterator<Item = (F::Addr, IfaceId)> + '_ {
         self.pending.iter().flatten().map(|p| (p.next_hop, p.egress))
     }
 }
