@@ -432,3 +432,248 @@ pub(super) fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), 
         (ForwardMode::FullNat, Direction::Reply) => (vip, client),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+    use super::*;
+    use crate::flow::Proto;
+
+    /// A client that reuses its port after closing a connection opens a new one: counted as
+    /// a connection and scheduled anew (IPVS's `conn_reuse_mode`); a SYN retransmitted on a
+    /// live flow is not.
+    #[test]
+    fn a_syn_reusing_a_closed_flows_port_is_a_new_connection() {
+        use crate::testkit::{self, ACK, FIN_ACK, RST, SYN};
+        let extra = "[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
+        let mut pipeline = Pipeline::new(
+            one_service_snapshot("02:00:00:00:00:10", extra, "dr", 80),
+            CoreSlot::SINGLE,
+        );
+        let mut send = |flags| {
+            let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for flags in [SYN, SYN, ACK, FIN_ACK, SYN, ACK, RST, SYN] {
+            assert_eq!(send(flags), Verdict::Tx(IfaceId(0)));
+        }
+        let counters = pipeline.counters();
+        assert_eq!(counters.backends[0].connections, 3, "opened, reopened after FIN and RST");
+        assert_eq!(counters.get(Stat::ReusedFlows), 2);
+        assert_eq!(pipeline.conntrack().len(), 1);
+    }
+
+    /// NAT lets xlb see the backend's side: a first answer, a reset and an ICMP
+    /// unreachable from the backend are counted for passive health checks, once each; a
+    /// client's SYN sent again on an unanswered flow counts as unanswered.
+    #[test]
+    fn passive_signs_of_a_backend_are_counted() {
+        use crate::report::PassiveCounters;
+        use crate::testkit::{self, ACK, RST, SYN, SYN_ACK};
+        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        pipeline.learn_neighbor(Instant::from_nanos(1), CLIENT.ip, CLIENT.mac);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
+        let client =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
+        let backend = |port, flags| {
+            testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
+        };
+        // Flow 1 is answered (twice: counted once); flow 2 is reset.
+        for mut frame in [client(4001, SYN), backend(4001, SYN_ACK), backend(4001, ACK)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        for mut frame in [client(4002, SYN), backend(4002, RST)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        // Flow 3: the backend's host says the port is unreachable (about the SYN xlb sent).
+        let mut syn = client(4003, SYN);
+        assert_eq!(send(&mut syn), Verdict::Tx(IfaceId(0)));
+        let mut error = testkit::icmp_port_unreachable(RS.mac, LB.mac, RS.ip, CLIENT.ip, &syn);
+        assert_eq!(send(&mut error), Verdict::Tx(IfaceId(0)));
+        // Fragmentation needed is about the path, not the backend: not counted.
+        let mut mtu = testkit::icmp_frag_needed(RS.mac, LB.mac, RS.ip, CLIENT.ip, 1400, &syn, 8);
+        assert_eq!(send(&mut mtu), Verdict::Tx(IfaceId(0)));
+        // Flow 4: the client's retransmission timer runs out twice.
+        for mut frame in [client(4004, SYN), client(4004, SYN), client(4004, SYN)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 1, unanswered: 2, resets: 1, unreachable: 1 };
+        assert_eq!(passive, expected);
+    }
+
+    /// DR never sees the backend's side, yet the client's side tells: the ACK that completes
+    /// a handshake means the backend answered; a SYN sent again means it did not (yet).
+    #[test]
+    fn passive_signs_in_dr_come_from_the_client_side() {
+        use crate::report::PassiveCounters;
+        use crate::testkit::{self, ACK, FIN_ACK, SYN};
+        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        pipeline.learn_neighbor(Instant::from_nanos(1), RS.ip, RS.mac);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
+        let client =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
+        let frames = [
+            // Answered: the handshake completes; later packets and the close say nothing.
+            client(5001, SYN),
+            client(5001, ACK),
+            client(5001, ACK),
+            client(5001, FIN_ACK),
+            // Unanswered once, then answered.
+            client(5002, SYN),
+            client(5002, SYN),
+            client(5002, ACK),
+            // A SYN on an established flow is not a retransmission of an unanswered one.
+            client(5001, SYN),
+        ];
+        for mut frame in frames {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 2, unanswered: 1, resets: 0, unreachable: 0 };
+        assert_eq!(passive, expected);
+    }
+
+    /// DR services at 10.1.1.100:80 and 10.1.1.101:80 with the given backends (last octets,
+    /// port 80), each backend's MAC static; a small connection table.
+    fn services_snapshot(services: &[(u8, &[u8])], generation: u64) -> Arc<Snapshot> {
+        scheduled_snapshot("rr", services, generation)
+    }
+
+    /// [`services_snapshot`] with another scheduler.
+    fn scheduled_snapshot(
+        scheduler: &str,
+        services: &[(u8, &[u8])],
+        generation: u64,
+    ) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
+             [conntrack]\ncapacity = 64\n",
+        );
+        for octet in 11..=14 {
+            text += &format!(
+                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
+            );
+        }
+        for (vip, backends) in services {
+            text += &format!(
+                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"{scheduler}\"\n"
+            );
+            for backend in *backends {
+                text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\nport = 80\n");
+            }
+        }
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, generation).expect("builds"))
+    }
+
+    /// Per-backend state follows the backend's identity (its service's VIP:port/proto and its
+    /// address:port), not its position: after a change renumbers the backends, a flow's
+    /// packets count for its own backend (not for another service's backend of the same
+    /// address that took its old index), and its end gives its backend's active count back.
+    #[test]
+    fn backend_accounting_follows_identity_across_renumbering() {
+        use crate::testkit::{self, ACK, RST, SYN};
+        let second_vip = (Ipv4Addr::new(10, 1, 1, 101), 80);
+        let position = |snapshot: &Snapshot, vip: u8, backend: u8| {
+            let service =
+                snapshot.service_at(Ipv4Addr::new(10, 1, 1, vip), 80, Proto::Tcp).unwrap();
+            snapshot.services[service]
+                .backends
+                .clone()
+                .find(|&i| snapshot.backends[i].addr == Ipv4Addr::new(10, 1, 1, backend))
+                .unwrap()
+        };
+        // Renumbered twice: a backend of the same address lands on the second service's
+        // index, then the first service is deleted.
+        let before = services_snapshot(&[(100, &[12, 11]), (101, &[11])], 1);
+        let inserted = services_snapshot(&[(100, &[12, 13, 11]), (101, &[11])], 2);
+        let deleted = services_snapshot(&[(101, &[11])], 3);
+        let mut pipeline = Pipeline::new(before.clone(), CoreSlot::SINGLE);
+        let send = |pipeline: &mut Pipeline, port, flags| {
+            let mut frame =
+                testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), second_vip, flags, b"x");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for port in 4000..4003 {
+            assert_eq!(send(&mut pipeline, port, SYN), Verdict::Tx(IfaceId(0)));
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+        }
+        assert_eq!(pipeline.active_flows()[position(&before, 101, 11)], 3);
+
+        for (snapshot, port) in [(&inserted, 4000), (&deleted, 4001)] {
+            pipeline.set_snapshot(snapshot.clone());
+            let own = position(snapshot, 101, 11);
+            let in_packets = |p: &Pipeline, i: usize| p.counters().backends[i].in_packets;
+            let (own_before, all_before): (u64, u64) = (
+                in_packets(&pipeline, own),
+                (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum(),
+            );
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+            assert_eq!(in_packets(&pipeline, own), own_before + 1, "counted for its backend");
+            let all: u64 = (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum();
+            assert_eq!(all, all_before + 1, "and for no other");
+            // The client resets the flow; it expires and gives its active count back.
+            assert_eq!(send(&mut pipeline, port, RST), Verdict::Tx(IfaceId(0)));
+            for second in 2..40 {
+                pipeline.maintain(Instant::from_secs(second * 10));
+            }
+            let left = 4002 - port;
+            assert_eq!(pipeline.active_flows()[own], left as u32, "after {port} ended");
+            let others: u32 = (0..snapshot.backends.len())
+                .filter(|&i| i != own)
+                .map(|i| pipeline.active_flows()[i])
+                .sum();
+            assert_eq!(others, 0);
+        }
+    }
+
+    /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
+    fn picked(pipeline: &mut Pipeline, port: u16) -> u8 {
+        use crate::testkit::{self, SYN};
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, SYN, b"");
+        assert_eq!(
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
+            Verdict::Tx(IfaceId(0))
+        );
+        frame[5]
+    }
+
+    /// A snapshot swap keeps the scheduler state of a service it leaves unchanged: `rr`
+    /// goes on with the next backend instead of starting over (issue 10: every republish
+    /// sent the next flow to the same backend again).
+    #[test]
+    fn an_unchanged_service_keeps_its_scheduler_state_across_a_swap() {
+        let services: &[(u8, &[u8])] = &[(100, &[11, 12, 13])];
+        let mut pipeline = Pipeline::new(services_snapshot(services, 1), CoreSlot::SINGLE);
+        let mut seen = vec![picked(&mut pipeline, 5000), picked(&mut pipeline, 5001)];
+        pipeline.set_snapshot(services_snapshot(services, 2));
+        seen.push(picked(&mut pipeline, 5002));
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0x11, 0x12, 0x13], "rr over three backends: {seen:x?}");
+        // A changed service starts over (its backends changed), and still picks validly.
+        pipeline.set_snapshot(services_snapshot(&[(100, &[11, 12])], 3));
+        assert!([0x11, 0x12].contains(&picked(&mut pipeline, 5003)));
+    }
+
+    /// Response times reach the least-time scheduler without a new snapshot.
+    #[test]
+    fn least_time_follows_response_times_without_a_snapshot() {
+        let snapshot = scheduled_snapshot("lt", &[(100, &[11, 12])], 1);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.set_response_times(1, &[1000, 10]);
+        assert_eq!(picked(&mut pipeline, 6000), 0x12);
+        pipeline.set_response_times(1, &[10, 1000]);
+        assert_eq!(picked(&mut pipeline, 6001), 0x11);
+        // Times for another generation, or of another length, are not this snapshot's.
+        pipeline.set_response_times(2, &[1000, 10]);
+        pipeline.set_response_times(1, &[1000]);
+        assert_eq!(picked(&mut pipeline, 6002), 0x11);
+        assert_eq!(pipeline.snapshot().generation, 1);
+    }
+}

@@ -614,19 +614,66 @@ impl CoreState {
     }
 }
 
+/// Fixtures the pipeline's tests share: the hosts and snapshots of a one-service box.
 #[cfg(test)]
-mod tests {
-    use super::neighbors::client_hop_slot;
-    use super::*;
-    use crate::flow::Proto;
+mod testutil {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use crate::snapshot::Snapshot;
     use crate::testkit::Host;
-    use crate::wire::{ArpOperation, ArpPacket};
 
     // The hosts of the one-service snapshots below (`one_service_snapshot`).
-    const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
-    const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
-    const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
-    const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 1, 1, 100), 80);
+    pub(super) const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+    pub(super) const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+    pub(super) const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+    pub(super) const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 1, 1, 100), 80);
+
+    /// One interface (10.1.1.10/24 with `mac`, then the lines `interface_extra`) and one
+    /// service, 10.1.1.100:80 forwarded by `forward` to 10.1.1.11:`backend_port`.
+    pub(super) fn one_service_snapshot(
+        mac: &str,
+        interface_extra: &str,
+        forward: &str,
+        backend_port: u16,
+    ) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+    [[interface]]
+    name = "eth0"
+    addr = "10.1.1.10/24"
+    mac = "{mac}"
+    {interface_extra}
+    [[service]]
+    vip = "10.1.1.100"
+    port = 80
+    forward = "{forward}"
+    scheduler = "rr"
+    [[service.backend]]
+    addr = "10.1.1.11"
+    port = {backend_port}
+    "#
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
+    pub(super) fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
+        one_service_snapshot(mac, "", "dr", 80)
+    }
+
+    /// A NAT service on an interface with `mac` and a gateway, its one backend's MAC static.
+    pub(super) fn nat_snapshot(mac: &str) -> Arc<Snapshot> {
+        let extra = "gateway = \"10.1.1.1\"\n\n[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
+        one_service_snapshot(mac, extra, "nat", 8080)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
 
     #[test]
     fn local_port_ranges_partition_the_space() {
@@ -640,286 +687,6 @@ mod tests {
             }
             assert_eq!(next, 65536);
         }
-    }
-
-    /// One interface (10.1.1.10/24 with `mac`, then the lines `interface_extra`) and one
-    /// service, 10.1.1.100:80 forwarded by `forward` to 10.1.1.11:`backend_port`.
-    fn one_service_snapshot(
-        mac: &str,
-        interface_extra: &str,
-        forward: &str,
-        backend_port: u16,
-    ) -> Arc<Snapshot> {
-        let text = format!(
-            r#"
-[[interface]]
-name = "eth0"
-addr = "10.1.1.10/24"
-mac = "{mac}"
-{interface_extra}
-[[service]]
-vip = "10.1.1.100"
-port = 80
-forward = "{forward}"
-scheduler = "rr"
-[[service.backend]]
-addr = "10.1.1.11"
-port = {backend_port}
-"#
-        );
-        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
-        Arc::new(Snapshot::build(&config, 1).expect("builds"))
-    }
-
-    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
-    fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
-        one_service_snapshot(mac, "", "dr", 80)
-    }
-
-    /// The per-backend cache of the hit path follows the neighbour table and the snapshot:
-    /// held until the backend's MAC is learned, then sent with the learned MAC, and with a
-    /// new snapshot's interface MAC at once.
-    #[test]
-    fn backend_hop_cache_follows_neighbors_and_snapshots() {
-        use crate::testkit::{self, ACK, SYN};
-        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
-        let now = Instant::from_nanos(1);
-        let packet = |flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"x");
-        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
-
-        let mut syn = packet(SYN);
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
-        let mut ack = packet(ACK);
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Held);
-        pipeline.drain_emitted(|_, _| {});
-
-        let mut reply = testkit::arp(false, RS.mac, RS.ip, LB.mac, LB.ip);
-        pipeline.process(now, IfaceId(0), &mut reply);
-        let mut released = Vec::new();
-        pipeline.drain_emitted(|_, frame| released.push(macs(frame)));
-        assert_eq!(released, vec![(RS.mac.0.to_vec(), LB.mac.0.to_vec()); 2]);
-
-        let mut ack = packet(ACK);
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
-        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), LB.mac.0.to_vec()));
-
-        // Same flow, new snapshot: the interface's new MAC is the source at once.
-        pipeline.set_snapshot(dr_snapshot("02:00:00:00:00:99"));
-        let mut ack = packet(ACK);
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Pass, "old LB MAC");
-        ack[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
-        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), vec![2, 0, 0, 0, 0, 0x99]));
-    }
-
-    /// A backend's MAC learned long ago is asked for again, from the box's own address, by
-    /// core 0 only, once per neighbour per scan; an answer stops the asking.
-    #[test]
-    fn stale_backend_neighbors_are_refreshed_from_the_box_address() {
-        let rs = Ipv4Addr::new(10, 1, 1, 11);
-        let rs_mac = MacAddr([2, 0, 0, 0, 0, 0x11]);
-        let requests = |pipeline: &mut Pipeline| {
-            let mut asked = Vec::new();
-            pipeline.drain_emitted(|_, frame| {
-                let arp = ArpPacket::new_checked(&frame[ETH_LEN..]).expect("ARP");
-                assert_eq!(arp.operation(), ArpOperation::Request);
-                assert_eq!(arp.sender_proto_addr(), Ipv4Addr::new(10, 1, 1, 10), "box address");
-                asked.push(arp.target_proto_addr());
-            });
-            asked
-        };
-        let mut core0 = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
-        let mut core1 =
-            Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot { index: 1, count: 2 });
-        let learned = Instant::from_secs(1);
-        core0.learn_neighbor(learned, rs, rs_mac);
-        core1.learn_neighbor(learned, rs, rs_mac);
-
-        core0.maintain(Instant::from_secs(20));
-        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "still fresh");
-        core0.maintain(Instant::from_secs(32));
-        assert_eq!(requests(&mut core0), vec![rs]);
-        core0.maintain(Instant::from_millis(32_500));
-        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "one scan per second");
-        core0.learn_neighbor(Instant::from_secs(33), rs, rs_mac);
-        core0.maintain(Instant::from_secs(35));
-        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "answered");
-
-        core1.maintain(Instant::from_secs(40));
-        assert_eq!(requests(&mut core1), Vec::<Ipv4Addr>::new(), "only core 0 asks");
-    }
-
-    /// A client that reuses its port after closing a connection opens a new one: counted as
-    /// a connection and scheduled anew (IPVS's `conn_reuse_mode`); a SYN retransmitted on a
-    /// live flow is not.
-    #[test]
-    fn a_syn_reusing_a_closed_flows_port_is_a_new_connection() {
-        use crate::testkit::{self, ACK, FIN_ACK, RST, SYN};
-        let extra = "[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
-        let mut pipeline = Pipeline::new(
-            one_service_snapshot("02:00:00:00:00:10", extra, "dr", 80),
-            CoreSlot::SINGLE,
-        );
-        let mut send = |flags| {
-            let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"");
-            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
-        };
-        for flags in [SYN, SYN, ACK, FIN_ACK, SYN, ACK, RST, SYN] {
-            assert_eq!(send(flags), Verdict::Tx(IfaceId(0)));
-        }
-        let counters = pipeline.counters();
-        assert_eq!(counters.backends[0].connections, 3, "opened, reopened after FIN and RST");
-        assert_eq!(counters.get(Stat::ReusedFlows), 2);
-        assert_eq!(pipeline.conntrack().len(), 1);
-    }
-
-    /// A NAT service on an interface with `mac` and a gateway, its one backend's MAC static.
-    fn nat_snapshot(mac: &str) -> Arc<Snapshot> {
-        let extra = "gateway = \"10.1.1.1\"\n\n[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
-        one_service_snapshot(mac, extra, "nat", 8080)
-    }
-
-    /// NAT lets xlb see the backend's side: a first answer, a reset and an ICMP
-    /// unreachable from the backend are counted for passive health checks, once each; a
-    /// client's SYN sent again on an unanswered flow counts as unanswered.
-    #[test]
-    fn passive_signs_of_a_backend_are_counted() {
-        use crate::report::PassiveCounters;
-        use crate::testkit::{self, ACK, RST, SYN, SYN_ACK};
-        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
-        pipeline.learn_neighbor(Instant::from_nanos(1), CLIENT.ip, CLIENT.mac);
-        let now = Instant::from_secs(1);
-        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
-        let client =
-            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
-        let backend = |port, flags| {
-            testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
-        };
-        // Flow 1 is answered (twice: counted once); flow 2 is reset.
-        for mut frame in [client(4001, SYN), backend(4001, SYN_ACK), backend(4001, ACK)] {
-            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
-        }
-        for mut frame in [client(4002, SYN), backend(4002, RST)] {
-            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
-        }
-        // Flow 3: the backend's host says the port is unreachable (about the SYN xlb sent).
-        let mut syn = client(4003, SYN);
-        assert_eq!(send(&mut syn), Verdict::Tx(IfaceId(0)));
-        let mut error = testkit::icmp_port_unreachable(RS.mac, LB.mac, RS.ip, CLIENT.ip, &syn);
-        assert_eq!(send(&mut error), Verdict::Tx(IfaceId(0)));
-        // Fragmentation needed is about the path, not the backend: not counted.
-        let mut mtu = testkit::icmp_frag_needed(RS.mac, LB.mac, RS.ip, CLIENT.ip, 1400, &syn, 8);
-        assert_eq!(send(&mut mtu), Verdict::Tx(IfaceId(0)));
-        // Flow 4: the client's retransmission timer runs out twice.
-        for mut frame in [client(4004, SYN), client(4004, SYN), client(4004, SYN)] {
-            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
-        }
-        let passive = pipeline.counters().passive[0];
-        let expected = PassiveCounters { answered: 1, unanswered: 2, resets: 1, unreachable: 1 };
-        assert_eq!(passive, expected);
-    }
-
-    /// DR never sees the backend's side, yet the client's side tells: the ACK that completes
-    /// a handshake means the backend answered; a SYN sent again means it did not (yet).
-    #[test]
-    fn passive_signs_in_dr_come_from_the_client_side() {
-        use crate::report::PassiveCounters;
-        use crate::testkit::{self, ACK, FIN_ACK, SYN};
-        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
-        pipeline.learn_neighbor(Instant::from_nanos(1), RS.ip, RS.mac);
-        let now = Instant::from_secs(1);
-        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
-        let client =
-            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
-        let frames = [
-            // Answered: the handshake completes; later packets and the close say nothing.
-            client(5001, SYN),
-            client(5001, ACK),
-            client(5001, ACK),
-            client(5001, FIN_ACK),
-            // Unanswered once, then answered.
-            client(5002, SYN),
-            client(5002, SYN),
-            client(5002, ACK),
-            // A SYN on an established flow is not a retransmission of an unanswered one.
-            client(5001, SYN),
-        ];
-        for mut frame in frames {
-            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
-        }
-        let passive = pipeline.counters().passive[0];
-        let expected = PassiveCounters { answered: 2, unanswered: 1, resets: 0, unreachable: 0 };
-        assert_eq!(passive, expected);
-    }
-
-    /// Replies go out through the client hop caches exactly as `deliver` would send them:
-    /// held until the next hop's MAC is learned (the gateway for a remote client, the client
-    /// itself on the subnet), then with the learned MAC, a relearned MAC at once, and a new
-    /// snapshot's interface MAC at once; clients whose cache slots collide each keep theirs.
-    #[test]
-    fn client_hop_caches_follow_neighbors_and_snapshots() {
-        use crate::testkit::{self, ACK, SYN};
-        const GATEWAY: Host = Host::new([2, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
-        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
-        let now = Instant::from_nanos(1);
-        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
-        // Two remote clients and on-link clients, two of them in the same cache slot.
-        let on_link: Vec<Ipv4Addr> = (20..=255).map(|i| Ipv4Addr::new(10, 1, 1, i)).collect();
-        let first = on_link[0];
-        let twin = *on_link[1..]
-            .iter()
-            .find(|ip| client_hop_slot(**ip) == client_hop_slot(first))
-            .expect("256 addresses fill 256 slots with a collision");
-        let clients = [Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(198, 51, 100, 9), first, twin];
-        let client_mac = |ip: Ipv4Addr| MacAddr([2, 0, 0, 0, 1, ip.octets()[3]]);
-        for client in clients {
-            let mut syn = testkit::tcp(client_mac(client), LB.mac, (client, 4000), VIP, SYN, b"");
-            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(0)));
-        }
-        let reply = |pipeline: &mut Pipeline, client: Ipv4Addr| {
-            let mut frame = testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (client, 4000), ACK, b"x");
-            (pipeline.process(now, IfaceId(0), &mut frame), macs(&frame))
-        };
-        let sent = |next_hop: MacAddr, lb: MacAddr| {
-            (Verdict::Tx(IfaceId(0)), (next_hop.0.to_vec(), lb.0.to_vec()))
-        };
-        for client in clients {
-            assert_eq!(reply(&mut pipeline, client).0, Verdict::Held, "{client}");
-        }
-        pipeline.drain_emitted(|_, _| {});
-
-        let learn = |pipeline: &mut Pipeline, ip: Ipv4Addr, mac: MacAddr| {
-            let mut frame = testkit::arp(false, mac, ip, LB.mac, LB.ip);
-            pipeline.process(now, IfaceId(0), &mut frame);
-            pipeline.drain_emitted(|_, _| {});
-        };
-        learn(&mut pipeline, GATEWAY.ip, GATEWAY.mac);
-        for client in clients {
-            learn(&mut pipeline, client, client_mac(client));
-        }
-        for _ in 0..2 {
-            for client in clients {
-                let hop = if on_link.contains(&client) { client_mac(client) } else { GATEWAY.mac };
-                assert_eq!(reply(&mut pipeline, client), sent(hop, LB.mac), "{client}");
-            }
-        }
-        // The gateway and a client move: the caches follow at once.
-        let moved = MacAddr([2, 0, 0, 0, 9, 9]);
-        learn(&mut pipeline, GATEWAY.ip, moved);
-        learn(&mut pipeline, first, moved);
-        assert_eq!(reply(&mut pipeline, clients[0]), sent(moved, LB.mac));
-        assert_eq!(reply(&mut pipeline, first), sent(moved, LB.mac));
-        assert_eq!(reply(&mut pipeline, twin), sent(client_mac(twin), LB.mac));
-
-        // A new snapshot: the interface's new MAC is the source at once.
-        let new_lb = MacAddr([2, 0, 0, 0, 0, 0x99]);
-        pipeline.set_snapshot(nat_snapshot("02:00:00:00:00:99"));
-        let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (first, 4000), ACK, b"x");
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
-        assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
-        let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (clients[1], 4000), ACK, b"x");
-        assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
-        assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
     }
 
     proptest::proptest! {
@@ -996,291 +763,5 @@ port = {backend_port}
                 proptest::prop_assert_eq!(fast.counters().drops(*reason), slow.counters().drops(*reason));
             }
         }
-    }
-
-    /// A /16 segment (so thousands of senders are on-link), the box at 10.1.0.10, and a DR
-    /// service 10.1.1.100:80 whose backend 10.1.1.11 has no configured MAC; `vips` more DR
-    /// services 10.1.2.x:80 with the same backend.
-    fn segment_snapshot(vips: u32) -> Arc<Snapshot> {
-        let mut text = String::from(
-            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.0.10/16\"\nmac = \"02:00:00:00:00:10\"\n\
-             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"dr\"\n\
-             [[service.backend]]\naddr = \"10.1.1.11\"\n",
-        );
-        for i in 0..vips {
-            let vip = Ipv4Addr::from_bits(0x0a01_0200 + i);
-            text += &format!(
-                "[[service]]\nvip = \"{vip}\"\nport = 80\nforward = \"dr\"\n\
-                 [[service.backend]]\naddr = \"10.1.1.11\"\n"
-            );
-        }
-        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
-        Arc::new(Snapshot::build(&config, 1).expect("builds"))
-    }
-
-    /// The 5000 hosts of an ARP storm, all on the segment.
-    fn storm_senders() -> impl Iterator<Item = (Ipv4Addr, MacAddr)> {
-        (0..5000u32).map(|i| {
-            let ip = Ipv4Addr::from_bits(0x0a01_6400 + i);
-            let [_, _, a, b] = i.to_be_bytes();
-            (ip, MacAddr([2, 0x55, 0, 0, a, b]))
-        })
-    }
-
-    /// A SYN to the first service is sent to the backend's MAC.
-    fn reaches_backend(pipeline: &mut Pipeline, now: Instant, port: u16) -> bool {
-        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
-        let mut syn =
-            crate::testkit::tcp(CLIENT.mac, lb, (CLIENT.ip, port), VIP, crate::testkit::SYN, b"");
-        pipeline.process(now, IfaceId(0), &mut syn) == Verdict::Tx(IfaceId(0))
-            && syn[0..6] == RS.mac.0
-    }
-
-    /// Gratuitous ARP of 5000 other hosts, relayed to a core, does not keep a backend added
-    /// later from being resolved.
-    #[test]
-    fn a_relayed_arp_storm_leaves_room_for_a_backend() {
-        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
-        for (ip, mac) in storm_senders() {
-            pipeline.learn_neighbor(Instant::from_secs(1), ip, mac);
-        }
-        assert!(pipeline.neighbors().len() <= NEIGHBOR_CAPACITY);
-        pipeline.learn_neighbor(Instant::from_secs(2), RS.ip, RS.mac);
-        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "the backend resolves");
-        assert!(reaches_backend(&mut pipeline, Instant::from_secs(2), 4000));
-    }
-
-    /// 5000 hosts asking for the VIP are answered (and learned: they are clients), and a
-    /// backend that answers xlb's request afterwards still resolves.
-    #[test]
-    fn arp_requests_from_5000_hosts_leave_room_for_a_backend() {
-        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
-        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
-        let box_ip = Ipv4Addr::new(10, 1, 0, 10);
-        for (ip, mac) in storm_senders() {
-            let mut request = crate::testkit::arp(true, mac, ip, MacAddr::ZERO, VIP.0);
-            let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut request);
-            assert_eq!(verdict, Verdict::Tx(IfaceId(0)), "{ip} is answered");
-        }
-        let mut reply = crate::testkit::arp(false, RS.mac, RS.ip, lb, box_ip);
-        pipeline.process(Instant::from_secs(2), IfaceId(0), &mut reply);
-        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "the backend resolves");
-        assert!(reaches_backend(&mut pipeline, Instant::from_secs(2), 4000));
-    }
-
-    /// A learned neighbour no backend or gateway needs is forgotten once stale; a backend's
-    /// is kept however old.
-    #[test]
-    fn stale_neighbors_nobody_needs_are_forgotten() {
-        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot { index: 1, count: 2 });
-        pipeline.learn_neighbor(Instant::from_secs(1), CLIENT.ip, CLIENT.mac);
-        pipeline.learn_neighbor(Instant::from_secs(1), RS.ip, RS.mac);
-        let mut now = Instant::from_secs(2);
-        for _ in 0..1000 {
-            pipeline.maintain(now);
-            now = now.saturating_add(Duration::from_millis(1));
-        }
-        assert_eq!(pipeline.neighbors().lookup(CLIENT.ip), Some(CLIENT.mac), "still fresh");
-        let mut now = Instant::from_secs(1).saturating_add(arp::NEIGHBOR_STALE);
-        for _ in 0..1000 {
-            pipeline.maintain(now);
-            now = now.saturating_add(Duration::from_millis(1));
-        }
-        assert_eq!(pipeline.neighbors().lookup(CLIENT.ip), None, "stale, forgotten");
-        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "a backend's is kept");
-        assert!(pipeline.counters().get(Stat::NeighborsEvicted) >= 1);
-    }
-
-    /// Every VIP is announced, however many: the emit queue holds 64 frames, so the
-    /// announcements are paced over the next few rounds.
-    #[test]
-    fn every_vip_is_announced_paced() {
-        let snapshot = segment_snapshot(199);
-        let addrs: Vec<Ipv4Addr> = snapshot.announced_addrs().iter().map(|(ip, _)| *ip).collect();
-        assert_eq!(addrs.len(), 200);
-        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
-        pipeline.announce(&addrs);
-        let mut announced = std::collections::BTreeSet::new();
-        let mut now = Instant::from_secs(1);
-        for _ in 0..20 {
-            pipeline.drain_emitted(|_, frame| {
-                let arp = ArpPacket::new_checked(&frame[ETH_LEN..]).expect("ARP");
-                assert_eq!(arp.sender_proto_addr(), arp.target_proto_addr(), "gratuitous");
-                announced.insert(arp.sender_proto_addr());
-            });
-            pipeline.maintain(now);
-            now = now.saturating_add(Duration::from_millis(1));
-        }
-        assert_eq!(announced.len(), 200, "all VIPs announced");
-        assert_eq!(pipeline.counters().get(Stat::GratuitousArpSent), 200);
-        assert_eq!(pipeline.counters().get(Stat::EmitOverflow), 0);
-    }
-
-    /// A probe is an RFC 5227 one (sender 0.0.0.0, broadcast); another host's claim on the
-    /// VIP is counted; relayed senders off the segment are not learned.
-    #[test]
-    fn probes_conflicts_and_off_segment_senders() {
-        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
-        pipeline.probe(&[VIP.0, Ipv4Addr::new(10, 1, 0, 10)]);
-        let mut probes = Vec::new();
-        pipeline.drain_emitted(|_, frame| probes.push(frame.to_vec()));
-        assert_eq!(probes.len(), 1, "only owned addresses are probed");
-        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
-        assert_eq!(
-            probes[0],
-            crate::testkit::arp(true, lb, Ipv4Addr::UNSPECIFIED, MacAddr::ZERO, VIP.0)
-        );
-        assert_eq!(pipeline.counters().get(Stat::ArpProbesSent), 1);
-
-        let mut answer = crate::testkit::arp(false, RS.mac, VIP.0, lb, Ipv4Addr::UNSPECIFIED);
-        let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut answer);
-        assert_eq!(verdict, Verdict::Drop(DropReason::ArpConflict));
-        assert_eq!(pipeline.counters().get(Stat::ArpConflicts), 1);
-        assert_eq!(pipeline.neighbors().lookup(VIP.0), None, "a claim teaches nothing");
-
-        pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(192, 0, 2, 1), RS.mac);
-        pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(10, 1, 255, 255), RS.mac);
-        assert_eq!(pipeline.counters().get(Stat::NeighborsIgnored), 2);
-        assert!(pipeline.neighbors().is_empty());
-    }
-
-    /// DR services at 10.1.1.100:80 and 10.1.1.101:80 with the given backends (last octets,
-    /// port 80), each backend's MAC static; a small connection table.
-    fn services_snapshot(services: &[(u8, &[u8])], generation: u64) -> Arc<Snapshot> {
-        scheduled_snapshot("rr", services, generation)
-    }
-
-    /// [`services_snapshot`] with another scheduler.
-    fn scheduled_snapshot(
-        scheduler: &str,
-        services: &[(u8, &[u8])],
-        generation: u64,
-    ) -> Arc<Snapshot> {
-        let mut text = String::from(
-            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
-             [conntrack]\ncapacity = 64\n",
-        );
-        for octet in 11..=14 {
-            text += &format!(
-                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
-            );
-        }
-        for (vip, backends) in services {
-            text += &format!(
-                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"{scheduler}\"\n"
-            );
-            for backend in *backends {
-                text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\nport = 80\n");
-            }
-        }
-        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
-        Arc::new(Snapshot::build(&config, generation).expect("builds"))
-    }
-
-    /// Per-backend state follows the backend's identity (its service's VIP:port/proto and its
-    /// address:port), not its position: after a change renumbers the backends, a flow's
-    /// packets count for its own backend (not for another service's backend of the same
-    /// address that took its old index), and its end gives its backend's active count back.
-    #[test]
-    fn backend_accounting_follows_identity_across_renumbering() {
-        use crate::testkit::{self, ACK, RST, SYN};
-        let second_vip = (Ipv4Addr::new(10, 1, 1, 101), 80);
-        let position = |snapshot: &Snapshot, vip: u8, backend: u8| {
-            let service =
-                snapshot.service_at(Ipv4Addr::new(10, 1, 1, vip), 80, Proto::Tcp).unwrap();
-            snapshot.services[service]
-                .backends
-                .clone()
-                .find(|&i| snapshot.backends[i].addr == Ipv4Addr::new(10, 1, 1, backend))
-                .unwrap()
-        };
-        // Renumbered twice: a backend of the same address lands on the second service's
-        // index, then the first service is deleted.
-        let before = services_snapshot(&[(100, &[12, 11]), (101, &[11])], 1);
-        let inserted = services_snapshot(&[(100, &[12, 13, 11]), (101, &[11])], 2);
-        let deleted = services_snapshot(&[(101, &[11])], 3);
-        let mut pipeline = Pipeline::new(before.clone(), CoreSlot::SINGLE);
-        let send = |pipeline: &mut Pipeline, port, flags| {
-            let mut frame =
-                testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), second_vip, flags, b"x");
-            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
-        };
-        for port in 4000..4003 {
-            assert_eq!(send(&mut pipeline, port, SYN), Verdict::Tx(IfaceId(0)));
-            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
-        }
-        assert_eq!(pipeline.active_flows()[position(&before, 101, 11)], 3);
-
-        for (snapshot, port) in [(&inserted, 4000), (&deleted, 4001)] {
-            pipeline.set_snapshot(snapshot.clone());
-            let own = position(snapshot, 101, 11);
-            let in_packets = |p: &Pipeline, i: usize| p.counters().backends[i].in_packets;
-            let (own_before, all_before): (u64, u64) = (
-                in_packets(&pipeline, own),
-                (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum(),
-            );
-            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
-            assert_eq!(in_packets(&pipeline, own), own_before + 1, "counted for its backend");
-            let all: u64 = (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum();
-            assert_eq!(all, all_before + 1, "and for no other");
-            // The client resets the flow; it expires and gives its active count back.
-            assert_eq!(send(&mut pipeline, port, RST), Verdict::Tx(IfaceId(0)));
-            for second in 2..40 {
-                pipeline.maintain(Instant::from_secs(second * 10));
-            }
-            let left = 4002 - port;
-            assert_eq!(pipeline.active_flows()[own], left as u32, "after {port} ended");
-            let others: u32 = (0..snapshot.backends.len())
-                .filter(|&i| i != own)
-                .map(|i| pipeline.active_flows()[i])
-                .sum();
-            assert_eq!(others, 0);
-        }
-    }
-
-    /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
-    fn picked(pipeline: &mut Pipeline, port: u16) -> u8 {
-        use crate::testkit::{self, SYN};
-        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
-        let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, SYN, b"");
-        assert_eq!(
-            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
-            Verdict::Tx(IfaceId(0))
-        );
-        frame[5]
-    }
-
-    /// A snapshot swap keeps the scheduler state of a service it leaves unchanged: `rr`
-    /// goes on with the next backend instead of starting over (issue 10: every republish
-    /// sent the next flow to the same backend again).
-    #[test]
-    fn an_unchanged_service_keeps_its_scheduler_state_across_a_swap() {
-        let services: &[(u8, &[u8])] = &[(100, &[11, 12, 13])];
-        let mut pipeline = Pipeline::new(services_snapshot(services, 1), CoreSlot::SINGLE);
-        let mut seen = vec![picked(&mut pipeline, 5000), picked(&mut pipeline, 5001)];
-        pipeline.set_snapshot(services_snapshot(services, 2));
-        seen.push(picked(&mut pipeline, 5002));
-        let mut sorted = seen.clone();
-        sorted.sort();
-        assert_eq!(sorted, [0x11, 0x12, 0x13], "rr over three backends: {seen:x?}");
-        // A changed service starts over (its backends changed), and still picks validly.
-        pipeline.set_snapshot(services_snapshot(&[(100, &[11, 12])], 3));
-        assert!([0x11, 0x12].contains(&picked(&mut pipeline, 5003)));
-    }
-
-    /// Response times reach the least-time scheduler without a new snapshot.
-    #[test]
-    fn least_time_follows_response_times_without_a_snapshot() {
-        let snapshot = scheduled_snapshot("lt", &[(100, &[11, 12])], 1);
-        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
-        pipeline.set_response_times(1, &[1000, 10]);
-        assert_eq!(picked(&mut pipeline, 6000), 0x12);
-        pipeline.set_response_times(1, &[10, 1000]);
-        assert_eq!(picked(&mut pipeline, 6001), 0x11);
-        // Times for another generation, or of another length, are not this snapshot's.
-        pipeline.set_response_times(2, &[1000, 10]);
-        pipeline.set_response_times(1, &[1000]);
-        assert_eq!(picked(&mut pipeline, 6002), 0x11);
-        assert_eq!(pipeline.snapshot().generation, 1);
     }
 }

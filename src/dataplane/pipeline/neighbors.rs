@@ -72,7 +72,7 @@ pub(super) const CLIENT_HOP_SLOTS: usize = 256;
 
 /// The slot of `client` in the client hop cache: the top bits of a Fibonacci hash.
 #[inline]
-pub(super) fn client_hop_slot(client: Ipv4Addr) -> usize {
+fn client_hop_slot(client: Ipv4Addr) -> usize {
     let hash = u64::from(client.to_bits()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (hash >> (64 - CLIENT_HOP_SLOTS.trailing_zeros())) as usize
 }
@@ -422,4 +422,301 @@ fn hop_to(snapshot: &Snapshot, neighbors: &NeighborTable, route: Route) -> Optio
     addrs[..6].copy_from_slice(&mac.0);
     addrs[6..].copy_from_slice(&interface.mac.0);
     Some(Hop { addrs, egress: route.egress })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+    use super::*;
+    use crate::testkit::Host;
+
+    /// The per-backend cache of the hit path follows the neighbour table and the snapshot:
+    /// held until the backend's MAC is learned, then sent with the learned MAC, and with a
+    /// new snapshot's interface MAC at once.
+    #[test]
+    fn backend_hop_cache_follows_neighbors_and_snapshots() {
+        use crate::testkit::{self, ACK, SYN};
+        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let now = Instant::from_nanos(1);
+        let packet = |flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"x");
+        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
+
+        let mut syn = packet(SYN);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Held);
+        pipeline.drain_emitted(|_, _| {});
+
+        let mut reply = testkit::arp(false, RS.mac, RS.ip, LB.mac, LB.ip);
+        pipeline.process(now, IfaceId(0), &mut reply);
+        let mut released = Vec::new();
+        pipeline.drain_emitted(|_, frame| released.push(macs(frame)));
+        assert_eq!(released, vec![(RS.mac.0.to_vec(), LB.mac.0.to_vec()); 2]);
+
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), LB.mac.0.to_vec()));
+
+        // Same flow, new snapshot: the interface's new MAC is the source at once.
+        pipeline.set_snapshot(dr_snapshot("02:00:00:00:00:99"));
+        let mut ack = packet(ACK);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Pass, "old LB MAC");
+        ack[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&ack), (RS.mac.0.to_vec(), vec![2, 0, 0, 0, 0, 0x99]));
+    }
+
+    /// A backend's MAC learned long ago is asked for again, from the box's own address, by
+    /// core 0 only, once per neighbour per scan; an answer stops the asking.
+    #[test]
+    fn stale_backend_neighbors_are_refreshed_from_the_box_address() {
+        let rs = Ipv4Addr::new(10, 1, 1, 11);
+        let rs_mac = MacAddr([2, 0, 0, 0, 0, 0x11]);
+        let requests = |pipeline: &mut Pipeline| {
+            let mut asked = Vec::new();
+            pipeline.drain_emitted(|_, frame| {
+                let arp = ArpPacket::new_checked(&frame[ETH_LEN..]).expect("ARP");
+                assert_eq!(arp.operation(), ArpOperation::Request);
+                assert_eq!(arp.sender_proto_addr(), Ipv4Addr::new(10, 1, 1, 10), "box address");
+                asked.push(arp.target_proto_addr());
+            });
+            asked
+        };
+        let mut core0 = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let mut core1 =
+            Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot { index: 1, count: 2 });
+        let learned = Instant::from_secs(1);
+        core0.learn_neighbor(learned, rs, rs_mac);
+        core1.learn_neighbor(learned, rs, rs_mac);
+
+        core0.maintain(Instant::from_secs(20));
+        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "still fresh");
+        core0.maintain(Instant::from_secs(32));
+        assert_eq!(requests(&mut core0), vec![rs]);
+        core0.maintain(Instant::from_millis(32_500));
+        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "one scan per second");
+        core0.learn_neighbor(Instant::from_secs(33), rs, rs_mac);
+        core0.maintain(Instant::from_secs(35));
+        assert_eq!(requests(&mut core0), Vec::<Ipv4Addr>::new(), "answered");
+
+        core1.maintain(Instant::from_secs(40));
+        assert_eq!(requests(&mut core1), Vec::<Ipv4Addr>::new(), "only core 0 asks");
+    }
+
+    /// Replies go out through the client hop caches exactly as `deliver` would send them:
+    /// held until the next hop's MAC is learned (the gateway for a remote client, the client
+    /// itself on the subnet), then with the learned MAC, a relearned MAC at once, and a new
+    /// snapshot's interface MAC at once; clients whose cache slots collide each keep theirs.
+    #[test]
+    fn client_hop_caches_follow_neighbors_and_snapshots() {
+        use crate::testkit::{self, ACK, SYN};
+        const GATEWAY: Host = Host::new([2, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
+        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let now = Instant::from_nanos(1);
+        let macs = |frame: &[u8]| (frame[0..6].to_vec(), frame[6..12].to_vec());
+        // Two remote clients and on-link clients, two of them in the same cache slot.
+        let on_link: Vec<Ipv4Addr> = (20..=255).map(|i| Ipv4Addr::new(10, 1, 1, i)).collect();
+        let first = on_link[0];
+        let twin = *on_link[1..]
+            .iter()
+            .find(|ip| client_hop_slot(**ip) == client_hop_slot(first))
+            .expect("256 addresses fill 256 slots with a collision");
+        let clients = [Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(198, 51, 100, 9), first, twin];
+        let client_mac = |ip: Ipv4Addr| MacAddr([2, 0, 0, 0, 1, ip.octets()[3]]);
+        for client in clients {
+            let mut syn = testkit::tcp(client_mac(client), LB.mac, (client, 4000), VIP, SYN, b"");
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(0)));
+        }
+        let reply = |pipeline: &mut Pipeline, client: Ipv4Addr| {
+            let mut frame = testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (client, 4000), ACK, b"x");
+            (pipeline.process(now, IfaceId(0), &mut frame), macs(&frame))
+        };
+        let sent = |next_hop: MacAddr, lb: MacAddr| {
+            (Verdict::Tx(IfaceId(0)), (next_hop.0.to_vec(), lb.0.to_vec()))
+        };
+        for client in clients {
+            assert_eq!(reply(&mut pipeline, client).0, Verdict::Held, "{client}");
+        }
+        pipeline.drain_emitted(|_, _| {});
+
+        let learn = |pipeline: &mut Pipeline, ip: Ipv4Addr, mac: MacAddr| {
+            let mut frame = testkit::arp(false, mac, ip, LB.mac, LB.ip);
+            pipeline.process(now, IfaceId(0), &mut frame);
+            pipeline.drain_emitted(|_, _| {});
+        };
+        learn(&mut pipeline, GATEWAY.ip, GATEWAY.mac);
+        for client in clients {
+            learn(&mut pipeline, client, client_mac(client));
+        }
+        for _ in 0..2 {
+            for client in clients {
+                let hop = if on_link.contains(&client) { client_mac(client) } else { GATEWAY.mac };
+                assert_eq!(reply(&mut pipeline, client), sent(hop, LB.mac), "{client}");
+            }
+        }
+        // The gateway and a client move: the caches follow at once.
+        let moved = MacAddr([2, 0, 0, 0, 9, 9]);
+        learn(&mut pipeline, GATEWAY.ip, moved);
+        learn(&mut pipeline, first, moved);
+        assert_eq!(reply(&mut pipeline, clients[0]), sent(moved, LB.mac));
+        assert_eq!(reply(&mut pipeline, first), sent(moved, LB.mac));
+        assert_eq!(reply(&mut pipeline, twin), sent(client_mac(twin), LB.mac));
+
+        // A new snapshot: the interface's new MAC is the source at once.
+        let new_lb = MacAddr([2, 0, 0, 0, 0, 0x99]);
+        pipeline.set_snapshot(nat_snapshot("02:00:00:00:00:99"));
+        let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (first, 4000), ACK, b"x");
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
+        let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (clients[1], 4000), ACK, b"x");
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+        assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
+    }
+
+    /// A /16 segment (so thousands of senders are on-link), the box at 10.1.0.10, and a DR
+    /// service 10.1.1.100:80 whose backend 10.1.1.11 has no configured MAC; `vips` more DR
+    /// services 10.1.2.x:80 with the same backend.
+    fn segment_snapshot(vips: u32) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.0.10/16\"\nmac = \"02:00:00:00:00:10\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"dr\"\n\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n",
+        );
+        for i in 0..vips {
+            let vip = Ipv4Addr::from_bits(0x0a01_0200 + i);
+            text += &format!(
+                "[[service]]\nvip = \"{vip}\"\nport = 80\nforward = \"dr\"\n\
+                 [[service.backend]]\naddr = \"10.1.1.11\"\n"
+            );
+        }
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// The 5000 hosts of an ARP storm, all on the segment.
+    fn storm_senders() -> impl Iterator<Item = (Ipv4Addr, MacAddr)> {
+        (0..5000u32).map(|i| {
+            let ip = Ipv4Addr::from_bits(0x0a01_6400 + i);
+            let [_, _, a, b] = i.to_be_bytes();
+            (ip, MacAddr([2, 0x55, 0, 0, a, b]))
+        })
+    }
+
+    /// A SYN to the first service is sent to the backend's MAC.
+    fn reaches_backend(pipeline: &mut Pipeline, now: Instant, port: u16) -> bool {
+        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
+        let mut syn =
+            crate::testkit::tcp(CLIENT.mac, lb, (CLIENT.ip, port), VIP, crate::testkit::SYN, b"");
+        pipeline.process(now, IfaceId(0), &mut syn) == Verdict::Tx(IfaceId(0))
+            && syn[0..6] == RS.mac.0
+    }
+
+    /// Gratuitous ARP of 5000 other hosts, relayed to a core, does not keep a backend added
+    /// later from being resolved.
+    #[test]
+    fn a_relayed_arp_storm_leaves_room_for_a_backend() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
+        for (ip, mac) in storm_senders() {
+            pipeline.learn_neighbor(Instant::from_secs(1), ip, mac);
+        }
+        assert!(pipeline.neighbors().len() <= NEIGHBOR_CAPACITY);
+        pipeline.learn_neighbor(Instant::from_secs(2), RS.ip, RS.mac);
+        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "the backend resolves");
+        assert!(reaches_backend(&mut pipeline, Instant::from_secs(2), 4000));
+    }
+
+    /// 5000 hosts asking for the VIP are answered (and learned: they are clients), and a
+    /// backend that answers xlb's request afterwards still resolves.
+    #[test]
+    fn arp_requests_from_5000_hosts_leave_room_for_a_backend() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
+        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
+        let box_ip = Ipv4Addr::new(10, 1, 0, 10);
+        for (ip, mac) in storm_senders() {
+            let mut request = crate::testkit::arp(true, mac, ip, MacAddr::ZERO, VIP.0);
+            let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut request);
+            assert_eq!(verdict, Verdict::Tx(IfaceId(0)), "{ip} is answered");
+        }
+        let mut reply = crate::testkit::arp(false, RS.mac, RS.ip, lb, box_ip);
+        pipeline.process(Instant::from_secs(2), IfaceId(0), &mut reply);
+        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "the backend resolves");
+        assert!(reaches_backend(&mut pipeline, Instant::from_secs(2), 4000));
+    }
+
+    /// A learned neighbour no backend or gateway needs is forgotten once stale; a backend's
+    /// is kept however old.
+    #[test]
+    fn stale_neighbors_nobody_needs_are_forgotten() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot { index: 1, count: 2 });
+        pipeline.learn_neighbor(Instant::from_secs(1), CLIENT.ip, CLIENT.mac);
+        pipeline.learn_neighbor(Instant::from_secs(1), RS.ip, RS.mac);
+        let mut now = Instant::from_secs(2);
+        for _ in 0..1000 {
+            pipeline.maintain(now);
+            now = now.saturating_add(Duration::from_millis(1));
+        }
+        assert_eq!(pipeline.neighbors().lookup(CLIENT.ip), Some(CLIENT.mac), "still fresh");
+        let mut now = Instant::from_secs(1).saturating_add(arp::NEIGHBOR_STALE);
+        for _ in 0..1000 {
+            pipeline.maintain(now);
+            now = now.saturating_add(Duration::from_millis(1));
+        }
+        assert_eq!(pipeline.neighbors().lookup(CLIENT.ip), None, "stale, forgotten");
+        assert_eq!(pipeline.neighbors().lookup(RS.ip), Some(RS.mac), "a backend's is kept");
+        assert!(pipeline.counters().get(Stat::NeighborsEvicted) >= 1);
+    }
+
+    /// Every VIP is announced, however many: the emit queue holds 64 frames, so the
+    /// announcements are paced over the next few rounds.
+    #[test]
+    fn every_vip_is_announced_paced() {
+        let snapshot = segment_snapshot(199);
+        let addrs: Vec<Ipv4Addr> = snapshot.announced_addrs().iter().map(|(ip, _)| *ip).collect();
+        assert_eq!(addrs.len(), 200);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.announce(&addrs);
+        let mut announced = std::collections::BTreeSet::new();
+        let mut now = Instant::from_secs(1);
+        for _ in 0..20 {
+            pipeline.drain_emitted(|_, frame| {
+                let arp = ArpPacket::new_checked(&frame[ETH_LEN..]).expect("ARP");
+                assert_eq!(arp.sender_proto_addr(), arp.target_proto_addr(), "gratuitous");
+                announced.insert(arp.sender_proto_addr());
+            });
+            pipeline.maintain(now);
+            now = now.saturating_add(Duration::from_millis(1));
+        }
+        assert_eq!(announced.len(), 200, "all VIPs announced");
+        assert_eq!(pipeline.counters().get(Stat::GratuitousArpSent), 200);
+        assert_eq!(pipeline.counters().get(Stat::EmitOverflow), 0);
+    }
+
+    /// A probe is an RFC 5227 one (sender 0.0.0.0, broadcast); another host's claim on the
+    /// VIP is counted; relayed senders off the segment are not learned.
+    #[test]
+    fn probes_conflicts_and_off_segment_senders() {
+        let mut pipeline = Pipeline::new(segment_snapshot(0), CoreSlot::SINGLE);
+        pipeline.probe(&[VIP.0, Ipv4Addr::new(10, 1, 0, 10)]);
+        let mut probes = Vec::new();
+        pipeline.drain_emitted(|_, frame| probes.push(frame.to_vec()));
+        assert_eq!(probes.len(), 1, "only owned addresses are probed");
+        let lb = MacAddr([2, 0, 0, 0, 0, 0x10]);
+        assert_eq!(
+            probes[0],
+            crate::testkit::arp(true, lb, Ipv4Addr::UNSPECIFIED, MacAddr::ZERO, VIP.0)
+        );
+        assert_eq!(pipeline.counters().get(Stat::ArpProbesSent), 1);
+
+        let mut answer = crate::testkit::arp(false, RS.mac, VIP.0, lb, Ipv4Addr::UNSPECIFIED);
+        let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut answer);
+        assert_eq!(verdict, Verdict::Drop(DropReason::ArpConflict));
+        assert_eq!(pipeline.counters().get(Stat::ArpConflicts), 1);
+        assert_eq!(pipeline.neighbors().lookup(VIP.0), None, "a claim teaches nothing");
+
+        pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(192, 0, 2, 1), RS.mac);
+        pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(10, 1, 255, 255), RS.mac);
+        assert_eq!(pipeline.counters().get(Stat::NeighborsIgnored), 2);
+        assert!(pipeline.neighbors().is_empty());
+    }
 }
