@@ -1,0 +1,287 @@
+//! What a frame is: [`classify`] recognises the common frame in one pass over fixed
+//! offsets, and the parsers give the [`Transport`] view (5-tuple and TCP flags) of a TCP/UDP
+//! packet, checked step by step ([`transport`]), read again at fixed offsets
+//! ([`plain_transport_at`]) or quoted in an ICMP error ([`quoted_transport`]).
+//!
+//! Invariants: the fast parsers only accept; what they accept the step-by-step checks accept
+//! too, with the same [`Transport`] (a property test holds them to it). Nothing here writes
+//! to the frame.
+
+use std::net::Ipv4Addr;
+
+use crate::flow::{FlowKey, Proto};
+use crate::hash::table_hash;
+use crate::snapshot::{Owned, Snapshot};
+use crate::wire::checksum;
+use crate::wire::ipv4::ip_proto;
+use crate::wire::{EtherType, Ipv4Packet, MacAddr, TcpPacket, UdpPacket};
+
+use super::ETH_LEN;
+
+/// What [`classify`] made of a frame: the common case (TCP or UDP in IPv4 without options,
+/// whole, with a right header checksum, sent to the ingress interface's MAC) by who it is
+/// for, or anything else. A classified frame goes straight to [`CoreState::transport`],
+/// its 5-tuple read again at fixed offsets ([`plain_transport_at`]), the checks not redone.
+///
+/// [`CoreState::transport`]: super::CoreState::transport
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Class {
+    /// Not the common case: [`CoreState::process`] checks it step by step.
+    ///
+    /// [`CoreState::process`]: super::CoreState::process
+    Other,
+    /// To a VIP.
+    ToVip,
+    /// To a FullNAT local address.
+    ToLocal,
+    /// To no address of xlb's, from a NAT backend: maybe a reply.
+    FromNatBackend,
+}
+
+impl Class {
+    /// The class of a TCP/UDP packet the step-by-step checks took, by the owner of its
+    /// destination (`None`: from a NAT backend, to no address of xlb's).
+    #[inline]
+    pub(super) fn of_owner(owned: Option<Owned>) -> Class {
+        match owned {
+            Some(Owned::Vip) => Class::ToVip,
+            Some(Owned::Local) => Class::ToLocal,
+            Some(Owned::Interface(_)) => Class::Other,
+            None => Class::FromNatBackend,
+        }
+    }
+}
+
+/// The L4 view the pipeline needs of a TCP/UDP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Transport {
+    pub(super) key: FlowKey,
+    pub(super) tcp_flags: Option<u8>,
+}
+
+/// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
+/// ([`plain_transport`]) sent to `mac` (the ingress interface's), for a VIP or local address,
+/// or from a NAT backend (maybe a reply); with the connection tables' hash of its 5-tuple. [`Class::Other`]
+/// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
+/// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
+/// this classifies, those checks would have taken to [`CoreState::transport`] with the same
+/// arguments.
+///
+/// [`CoreState::process`]: super::CoreState::process
+/// [`CoreState::transport`]: super::CoreState::transport
+#[inline(always)]
+pub(super) fn classify(snapshot: &Snapshot, mac: MacAddr, frame: &[u8]) -> (Class, u64) {
+    let Some((eth, packet)) = frame.split_first_chunk::<ETH_LEN>() else {
+        return (Class::Other, 0);
+    };
+    let Some(header) = packet.first_chunk::<20>() else {
+        return (Class::Other, 0);
+    };
+    if eth[..6] != mac.0 || eth[12..14] != EtherType::IPV4.to_be_bytes() {
+        return (Class::Other, 0);
+    }
+    let Some(transport) = plain_transport(header, packet) else {
+        return (Class::Other, 0);
+    };
+    let class = match snapshot.owned(transport.key.dst_addr) {
+        Some(Owned::Vip) => Class::ToVip,
+        Some(Owned::Local) => Class::ToLocal,
+        Some(Owned::Interface(_)) => Class::Other,
+        None if snapshot.is_nat_backend(transport.key.src_addr) => Class::FromNatBackend,
+        None => Class::Other,
+    };
+    (class, table_hash(&transport.key))
+}
+
+/// The TCP/UDP view of a frame [`classify`] accepted, read again at the fixed offsets of
+/// IPv4 without options (no check is redone: the frame has not changed since). None only
+/// for a frame too short to be one (never, for a classified frame).
+#[inline(always)]
+pub(super) fn plain_transport_at(frame: &[u8]) -> Option<Transport> {
+    let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
+    let (proto, tcp_flags) = if head[ETH_LEN + 9] == ip_proto::TCP {
+        (Proto::Tcp, Some(*frame.get(ETH_LEN + 20 + 13)?))
+    } else {
+        (Proto::Udp, None)
+    };
+    let at = |offset: usize| [head[offset], head[offset + 1], head[offset + 2], head[offset + 3]];
+    let ports = at(ETH_LEN + 20);
+    Some(Transport {
+        key: FlowKey {
+            src_addr: Ipv4Addr::from(at(ETH_LEN + 12)),
+            dst_addr: Ipv4Addr::from(at(ETH_LEN + 16)),
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+            proto,
+        },
+        tcp_flags,
+    })
+}
+
+/// The TCP/UDP view of the common packet, checked in one pass over fixed offsets: IPv4
+/// without options (first byte 0x45), all of it in the buffer (`total_len` ≥ 20), not a
+/// fragment, a right header checksum, then a whole TCP header or UDP datagram. `header` is
+/// the first 20 bytes of `packet`.
+///
+/// None for anything else, which the step-by-step checks then judge (and drop with their
+/// exact reason): this only accepts, and what it accepts they accept too, with the same
+/// [`Transport`] ([`transport`] on `packet[20..total_len]`).
+#[inline(always)]
+fn plain_transport(header: &[u8; 20], packet: &[u8]) -> Option<Transport> {
+    const VERSION_4_NO_OPTIONS: u8 = 0x45;
+    const MORE_FRAGMENTS_OR_OFFSET: u16 = 0x3fff;
+    if header[0] != VERSION_4_NO_OPTIONS {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let segment = packet.get(20..total_len)?;
+    let flags_offset = u16::from_be_bytes([header[6], header[7]]);
+    if flags_offset & MORE_FRAGMENTS_OR_OFFSET != 0 || !checksum::verifies(header) {
+        return None;
+    }
+    let (proto, tcp_flags) = match header[9] {
+        ip_proto::TCP => {
+            let tcp = segment.first_chunk::<20>()?;
+            let header_len = usize::from(tcp[12] >> 4) * 4;
+            if header_len < 20 || header_len > segment.len() {
+                return None;
+            }
+            (Proto::Tcp, Some(tcp[13]))
+        }
+        ip_proto::UDP => {
+            let udp = segment.first_chunk::<8>()?;
+            let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+            if len < 8 || len > segment.len() {
+                return None;
+            }
+            (Proto::Udp, None)
+        }
+        _ => return None,
+    };
+    let ports = segment.first_chunk::<4>()?;
+    Some(Transport {
+        key: FlowKey {
+            src_addr: Ipv4Addr::new(header[12], header[13], header[14], header[15]),
+            dst_addr: Ipv4Addr::new(header[16], header[17], header[18], header[19]),
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+            proto,
+        },
+        tcp_flags,
+    })
+}
+
+#[inline]
+pub(super) fn transport(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    segment: &[u8],
+) -> Option<Transport> {
+    let (proto, src_port, dst_port, tcp_flags) = match protocol {
+        ip_proto::TCP => {
+            let tcp = TcpPacket::new_checked(segment).ok()?;
+            (Proto::Tcp, tcp.src_port(), tcp.dst_port(), Some(tcp.flags().0))
+        }
+        ip_proto::UDP => {
+            let udp = UdpPacket::new_checked(segment).ok()?;
+            (Proto::Udp, udp.src_port(), udp.dst_port(), None)
+        }
+        _ => return None,
+    };
+    Some(Transport {
+        key: FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto },
+        tcp_flags,
+    })
+}
+
+/// The 5-tuple of the packet an ICMP error quotes (its IPv4 header and first 8 bytes).
+pub(super) fn quoted_transport(icmp: &[u8]) -> Option<Transport> {
+    let quote = icmp.get(8..)?;
+    let header_len = usize::from(*quote.first()? & 0x0f) * 4;
+    if quote.first()? >> 4 != 4 || header_len < 20 || quote.len() < header_len + 8 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_unchecked(quote);
+    let ports = &quote[header_len..header_len + 8];
+    let proto = Proto::from_number(ip.protocol())?;
+    Some(Transport {
+        key: FlowKey {
+            src_addr: ip.src_addr(),
+            dst_addr: ip.dst_addr(),
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+            proto,
+        },
+        tcp_flags: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step-by-step checks of `CoreState::ipv4` for a TCP/UDP packet, as one function.
+    fn checked_transport(packet: &[u8]) -> Option<Transport> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        if !ip.verify_checksum() || ip.is_fragment() || ip.has_options() {
+            return None;
+        }
+        let segment = packet.get(ip.header_len()..usize::from(ip.total_len()))?;
+        transport(ip.src_addr(), ip.dst_addr(), ip.protocol(), segment)
+    }
+
+    proptest::proptest! {
+        /// The one-pass check accepts the common packets, and whatever it accepts the
+        /// step-by-step checks accept too, with the same view: damaged headers (any byte of
+        /// the first 48 set to anything, with the header checksum made right again or not:
+        /// versions, options, fragments, lengths, L4 header lengths) and cut or padded
+        /// buffers included.
+        #[test]
+        fn plain_transport_accepts_only_what_the_full_checks_accept(
+            udp in proptest::prelude::any::<bool>(),
+            flags in 0u8..=0x3f,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            damage in proptest::collection::vec((0usize..48, proptest::prelude::any::<u8>()), 0..3),
+            fix_checksum in proptest::prelude::any::<bool>(),
+            cut in proptest::option::of(1usize..8),
+            pad in 0usize..8,
+        ) {
+            use crate::testkit::{self, Flags};
+            let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+            let (a, b) = ((Ipv4Addr::new(10, 0, 0, 1), 1234), (Ipv4Addr::new(10, 0, 0, 2), 80));
+            let frame = if udp {
+                testkit::udp(mac, mac, a, b, &payload)
+            } else {
+                let flags = Flags {
+                    fin: flags & 1 != 0,
+                    syn: flags & 2 != 0,
+                    rst: flags & 4 != 0,
+                    psh: flags & 8 != 0,
+                    ack: flags & 16 != 0,
+                };
+                testkit::tcp(mac, mac, a, b, flags, &payload)
+            };
+            let mut packet = frame[ETH_LEN..].to_vec();
+            let intact = plain_transport(packet.first_chunk().unwrap(), &packet);
+            proptest::prop_assert!(intact.is_some());
+            proptest::prop_assert_eq!(intact, checked_transport(&packet));
+            for (at, byte) in &damage {
+                if let Some(slot) = packet.get_mut(*at) {
+                    *slot = *byte;
+                }
+            }
+            if fix_checksum && packet.len() >= usize::from(packet[0] & 0x0f) * 4 {
+                Ipv4Packet::new_unchecked(&mut packet[..]).fill_checksum();
+            }
+            packet.truncate(packet.len().saturating_sub(cut.unwrap_or(0)));
+            packet.resize(packet.len() + pad, 0);
+            if let Some(header) = packet.first_chunk::<20>() {
+                let fast = plain_transport(header, &packet);
+                if fast.is_some() {
+                    proptest::prop_assert_eq!(fast, checked_transport(&packet));
+                }
+            }
+        }
+    }
+}

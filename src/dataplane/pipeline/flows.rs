@@ -1,0 +1,679 @@
+//! The flow step: connection lookup (here, or on another core for replies), scheduling and
+//! tracking of new flows, and forwarding a tracked packet for its direction.
+//!
+//! Invariants: a packet that reaches this step is TCP or UDP in IPv4 without options with
+//! its whole L4 header in the frame. A TCP packet that opens nothing is never tracked (DR
+//! forwards it by the service's Maglev table alone; NAT and FullNAT drop it). A flow's
+//! share of its backend's active count is taken once when it is inserted and given back
+//! once when it goes (found by identity: the snapshot may have renumbered the backends).
+//! Packets that only name a flow (ICMP errors, replies from the wrong side) read it with
+//! [`CoreState::peek`], which neither refreshes nor moves it.
+
+use std::net::Ipv4Addr;
+
+use crate::conntrack::{Direction, Flow, FlowState, InsertError, Prepared};
+use crate::flow::{FlowKey, ForwardMode};
+use crate::hash::{flow_hash, table_hash};
+use crate::report::{DropReason, Stat};
+use crate::sched::{PickContext, SchedState};
+use crate::snapshot::{IfaceId, Snapshot};
+use crate::time::Instant;
+
+use super::classify::{Class, Transport};
+use super::rewrite::route_transport;
+use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
+
+impl CoreState {
+    /// Finds the flow a key belongs to, here or (for replies) on another core.
+    #[inline(always)]
+    fn track(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+        maybe_reply: bool,
+    ) -> Option<crate::conntrack::Hit> {
+        if let Some(hit) = self.conntrack.track_prepared(now, key, prepared, tcp_flags) {
+            return Some(hit);
+        }
+        if maybe_reply {
+            let hash = prepared.hash();
+            for peer in &self.peers {
+                if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
+                    self.counters.add(Stat::CrossCoreHits, 1);
+                    return Some(hit);
+                }
+            }
+        }
+        None
+    }
+
+    /// [`CoreState::track`] that changes nothing (no last-seen refresh, no state move): for
+    /// packets that name a flow without being part of it (ICMP errors, which anyone can
+    /// forge; replies from the wrong side).
+    #[inline(never)]
+    pub(super) fn peek(
+        &self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+    ) -> Option<crate::conntrack::Hit> {
+        self.conntrack
+            .peek_hashed(now, key, hash)
+            .or_else(|| self.peers.iter().find_map(|peer| peer.peek_hashed(now, key, hash)))
+    }
+
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn transport(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class,
+        transport: Transport,
+        prepared: Prepared,
+    ) -> Verdict {
+        let key = transport.key;
+        let hash = prepared.hash();
+        debug_assert_eq!(hash, table_hash(&key), "the hash is this key's");
+        debug_assert_ne!(class, Class::Other, "the step-by-step checks took the frame");
+        let maybe_reply = class != Class::ToVip;
+        // With several arms, a reply comes in where its backend is reached (the way xlb sends
+        // to it). One from elsewhere is forged on the client side: judged without letting it
+        // refresh, advance or close the flow.
+        if maybe_reply
+            && snapshot.interfaces.len() > 1
+            && snapshot.route(key.src_addr).is_some_and(|route| route.egress != ingress)
+            && self.peek(now, &key, hash).is_some_and(|hit| hit.direction == Direction::Reply)
+        {
+            return Verdict::Drop(DropReason::ReplyWrongInterface);
+        }
+        if let Some(hit) = self.track(now, &key, prepared, transport.tcp_flags, maybe_reply) {
+            // Handshake packets and state changes (a few per connection) may reopen the flow
+            // or tell something of the backend's health; the rest go straight on.
+            if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+                if hit.state == FlowState::SynSeen
+                    && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
+                    && class == Class::ToVip
+                {
+                    return self.reopen(snapshot, now, ingress, frame, transport, hash);
+                }
+                self.passive_sign(snapshot, &hit, transport.tcp_flags);
+            }
+            return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
+        }
+        match class {
+            Class::ToVip => self.new_flow(snapshot, now, ingress, frame, transport, prepared),
+            Class::ToLocal => Verdict::Drop(DropReason::NoFlow),
+            Class::FromNatBackend | Class::Other => Verdict::Pass,
+        }
+    }
+
+    /// What a handshake packet or a state change tells about the backend's health (passive
+    /// health checks):
+    /// - answered: the backend's SYN-ACK (NAT, FullNAT), or the client's ACK that completes
+    ///   the handshake (every mode: the client only sends it once the backend answered, so
+    ///   DR, which never sees the backend's side, sees this);
+    /// - unanswered: the client sent its SYN again while the flow is still embryonic — its
+    ///   retransmission timer ran out with no answer (every mode; each retransmission counts);
+    /// - reset: the backend's RST (NAT, FullNAT).
+    #[cold]
+    fn passive_sign(
+        &mut self,
+        snapshot: &Snapshot,
+        hit: &crate::conntrack::Hit,
+        tcp_flags: Option<u8>,
+    ) {
+        let Some(flags) = tcp_flags else { return };
+        let Some(index) = backend_of(snapshot, &hit.flow) else { return };
+        let Some(passive) = self.counters.passive.get_mut(index) else { return };
+        let handshake = flags & (TCP_SYN | TCP_ACK | TCP_RST);
+        let embryonic = hit.previous == FlowState::SynSeen;
+        match hit.direction {
+            Direction::Reply
+                if hit.state == FlowState::Closed && hit.previous != FlowState::Closed =>
+            {
+                passive.resets += 1;
+            }
+            Direction::Reply if embryonic && handshake == TCP_SYN | TCP_ACK => {
+                passive.answered += 1;
+            }
+            Direction::Original if embryonic && hit.state == FlowState::Established => {
+                passive.answered += 1;
+            }
+            Direction::Original if embryonic && handshake == TCP_SYN => {
+                passive.unanswered += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): a new
+    /// connection, as IPVS's default `conn_reuse_mode` has it. The old flow goes (its
+    /// backend's active count with it) and the SYN is scheduled like any new flow, so it
+    /// counts as a connection and may go to another backend (not under weight 0).
+    #[inline(never)]
+    fn reopen(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        transport: Transport,
+        hash: u64,
+    ) -> Verdict {
+        if let Some(old) = self.conntrack.remove(&transport.key) {
+            release_backend(snapshot, &mut self.active, &old);
+        }
+        self.counters.add(Stat::ReusedFlows, 1);
+        self.new_flow(snapshot, now, ingress, frame, transport, Prepared::new(hash))
+    }
+
+    /// Out of line: keeps the hit path (which calls it on a miss) small. `prepared` is the
+    /// lookup of `transport.key` that just missed (its hash is `table_hash(&transport.key)`):
+    /// the insert starts from what it proved.
+    #[inline(never)]
+    fn new_flow(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        _ingress: IfaceId,
+        frame: &mut [u8],
+        transport: Transport,
+        prepared: Prepared,
+    ) -> Verdict {
+        let key = transport.key;
+        // The lookup's hash is the connection table's; Maglev, stateless DR and the FullNAT
+        // local port take the pinned flow hash, which every box and build agrees on.
+        let hash = flow_hash(&key);
+        let Some(service_index) = snapshot.service_at(key.dst_addr, key.dst_port, key.proto) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        let service = &snapshot.services[service_index];
+        let range = service.backends.clone();
+        // A TCP packet that opens nothing (no SYN) is never tracked: otherwise a flood of
+        // spoofed ACKs would fill the table with flows that look established and are never
+        // evicted. DR forwards it by consistent hashing alone, so a connection picked up
+        // mid-stream (after a restart) stays on its backend; NAT and FullNAT cannot
+        // translate without state.
+        let opens = transport
+            .tcp_flags
+            .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
+        if !opens {
+            return match service.forward {
+                ForwardMode::Dr => {
+                    self.forward_stateless(snapshot, now, frame, &key, service_index, hash)
+                }
+                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
+            };
+        }
+        let Some(state) = self.sched.get_mut(service_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let pick = match service.scheduler.maglev_table() {
+            // What `pick` does for Maglev, which needs only the flow hash (the common
+            // scheduler): no context to build, no call.
+            Some(table) => table.lookup(hash),
+            None => {
+                let context = PickContext {
+                    flow_hash: hash,
+                    client: key.src_addr,
+                    active: self.active.get(range.clone()).unwrap_or(&[]),
+                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
+                };
+                service.scheduler.pick(state, &context)
+            }
+        };
+        let Some(pick) = pick else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_index = range.start + pick;
+        let Some(backend) = snapshot.backends.get(backend_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
+            let active = &mut self.active;
+            match self.conntrack.allocate_local_port(
+                now,
+                key.proto,
+                backend.addr,
+                backend.port,
+                &service.local_addrs,
+                self.slot.local_ports(),
+                hash,
+                |evicted| release_backend(snapshot, active, evicted),
+            ) {
+                Some(local) => local,
+                None => return Verdict::Drop(DropReason::NoLocalPort),
+            }
+        } else {
+            (key.src_addr, key.src_port)
+        };
+        let flow = Flow {
+            proto: key.proto,
+            forward: service.forward,
+            client_addr: key.src_addr,
+            client_port: key.src_port,
+            vip: key.dst_addr,
+            vport: key.dst_port,
+            backend_addr: backend.addr,
+            backend_port: backend.port,
+            local_addr,
+            local_port,
+            service: service_index as u16,
+            backend: backend_index as u16,
+        };
+        let active = &mut self.active;
+        let inserted =
+            self.conntrack.insert_prepared(now, &flow, prepared, transport.tcp_flags, |evicted| {
+                release_backend(snapshot, active, evicted);
+            });
+        match inserted {
+            Ok(_) => {
+                self.counters.add(Stat::NewFlows, 1);
+                if let Some(count) = self.active.get_mut(backend_index) {
+                    *count += 1;
+                }
+                if let Some(counters) = self.counters.backend(backend_index) {
+                    counters.connections += 1;
+                }
+            }
+            Err(_) if service.forward == ForwardMode::Dr => {
+                return self.forward_stateless(snapshot, now, frame, &key, service_index, hash);
+            }
+            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
+            Err(InsertError::Full | InsertError::Exists) => {
+                return Verdict::Drop(DropReason::ConntrackFull);
+            }
+        }
+        self.forward(snapshot, now, frame, &flow, Direction::Original)
+    }
+
+    /// DR without a tracked flow: the service's weighted Maglev table alone picks the backend,
+    /// so every packet of the flow, on any core and after any restart, agrees.
+    fn forward_stateless(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        key: &FlowKey,
+        service_index: usize,
+        hash: u64,
+    ) -> Verdict {
+        let service = &snapshot.services[service_index];
+        let Some(pick) = service.fallback.lookup(hash) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_index = service.backends.start + pick;
+        let Some(backend) = snapshot.backends.get(backend_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let flow = Flow {
+            proto: key.proto,
+            forward: ForwardMode::Dr,
+            client_addr: key.src_addr,
+            client_port: key.src_port,
+            vip: key.dst_addr,
+            vport: key.dst_port,
+            backend_addr: backend.addr,
+            backend_port: backend.port,
+            local_addr: key.src_addr,
+            local_port: key.src_port,
+            service: service_index as u16,
+            backend: backend_index as u16,
+        };
+        self.counters.add(Stat::StatelessPackets, 1);
+        self.forward(snapshot, now, frame, &flow, Direction::Original)
+    }
+
+    /// Rewrites a tracked packet for its direction and sends it to its next hop.
+    #[inline(always)]
+    fn forward(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+        direction: Direction,
+    ) -> Verdict {
+        // DR leaves the IP packet as it is: only the Ethernet header changes (an L2 forward,
+        // as IPVS DR: the TTL too). NAT and FullNAT route: the TTL goes down by one, and a
+        // packet that arrives with 1 expires here.
+        if flow.forward != ForwardMode::Dr {
+            let (src, dst) = translate(flow, direction);
+            if !route_transport(frame, flow.proto, src, dst) {
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
+        }
+        let bytes = frame.len() as u64;
+        let backend = backend_of(snapshot, flow);
+        if let Some(counters) = backend.and_then(|index| self.counters.backend(index)) {
+            match direction {
+                Direction::Original => {
+                    counters.in_packets += 1;
+                    counters.in_bytes += bytes;
+                }
+                Direction::Reply => {
+                    counters.out_packets += 1;
+                    counters.out_bytes += bytes;
+                }
+            }
+        }
+        // The common case, to a backend or client whose next hop is known: what `deliver`
+        // and `send` would do, from the hop caches alone.
+        let hop = match direction {
+            Direction::Original => backend.and_then(|index| self.backend_hop(snapshot, index)),
+            Direction::Reply => self.client_hop(snapshot, flow.client_addr),
+        };
+        if let Some(hop) = hop
+            && let Some(header) = frame.first_chunk_mut::<12>()
+        {
+            *header = hop.addrs;
+            return Verdict::Tx(hop.egress);
+        }
+        self.deliver(snapshot, now, frame, flow, direction, backend)
+    }
+}
+
+/// Whether service `new` of `after` schedules exactly as service `old` of `before`: the
+/// same kind over the same backends (by identity and weight, in the same order).
+pub(super) fn same_schedule(before: &Snapshot, old: usize, after: &Snapshot, new: usize) -> bool {
+    let (Some(old_service), Some(new_service)) =
+        (before.services.get(old), after.services.get(new))
+    else {
+        return false;
+    };
+    let weighed = |snapshot: &Snapshot, service: usize| {
+        snapshot.service_backends(service).iter().map(|b| (b.id, b.weight)).collect::<Vec<_>>()
+    };
+    old_service.scheduler.kind() == new_service.scheduler.kind()
+        && weighed(before, old) == weighed(after, new)
+}
+
+pub(super) fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedState> {
+    snapshot
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SchedState::new(s.backends.len(), (u64::from(slot.index) << 32) | i as u64))
+        .collect()
+}
+
+/// Forgets a flow's share of its backend's active count (found by identity: the snapshot
+/// may have renumbered the backends since the flow began).
+pub(super) fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
+    if let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| active.get_mut(index)) {
+        *count = count.saturating_sub(1);
+    }
+}
+
+/// The flow's backend index in this snapshot, by its hint or, once renumbered, its identity.
+#[inline]
+pub(super) fn backend_of(snapshot: &Snapshot, flow: &Flow) -> Option<usize> {
+    snapshot.backend_of_flow(flow)
+}
+
+/// Source and destination a packet of `direction` leaves with.
+#[inline]
+pub(super) fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let client = (flow.client_addr, flow.client_port);
+    let vip = (flow.vip, flow.vport);
+    let backend = (flow.backend_addr, flow.backend_port);
+    let local = (flow.local_addr, flow.local_port);
+    match (flow.forward, direction) {
+        (ForwardMode::Dr, Direction::Original) => (client, vip),
+        (ForwardMode::Dr, Direction::Reply) => (vip, client),
+        (ForwardMode::Nat, Direction::Original) => (client, backend),
+        (ForwardMode::Nat, Direction::Reply) => (vip, client),
+        (ForwardMode::FullNat, Direction::Original) => (local, backend),
+        (ForwardMode::FullNat, Direction::Reply) => (vip, client),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+    use super::*;
+    use crate::flow::Proto;
+
+    /// A client that reuses its port after closing a connection opens a new one: counted as
+    /// a connection and scheduled anew (IPVS's `conn_reuse_mode`); a SYN retransmitted on a
+    /// live flow is not.
+    #[test]
+    fn a_syn_reusing_a_closed_flows_port_is_a_new_connection() {
+        use crate::testkit::{self, ACK, FIN_ACK, RST, SYN};
+        let extra = "[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
+        let mut pipeline = Pipeline::new(
+            one_service_snapshot("02:00:00:00:00:10", extra, "dr", 80),
+            CoreSlot::SINGLE,
+        );
+        let mut send = |flags| {
+            let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, flags, b"");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for flags in [SYN, SYN, ACK, FIN_ACK, SYN, ACK, RST, SYN] {
+            assert_eq!(send(flags), Verdict::Tx(IfaceId(0)));
+        }
+        let counters = pipeline.counters();
+        assert_eq!(counters.backends[0].connections, 3, "opened, reopened after FIN and RST");
+        assert_eq!(counters.get(Stat::ReusedFlows), 2);
+        assert_eq!(pipeline.conntrack().len(), 1);
+    }
+
+    /// NAT lets xlb see the backend's side: a first answer, a reset and an ICMP
+    /// unreachable from the backend are counted for passive health checks, once each; a
+    /// client's SYN sent again on an unanswered flow counts as unanswered.
+    #[test]
+    fn passive_signs_of_a_backend_are_counted() {
+        use crate::report::PassiveCounters;
+        use crate::testkit::{self, ACK, RST, SYN, SYN_ACK};
+        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        pipeline.learn_neighbor(Instant::from_nanos(1), CLIENT.ip, CLIENT.mac);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
+        let client =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
+        let backend = |port, flags| {
+            testkit::tcp(RS.mac, LB.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
+        };
+        // Flow 1 is answered (twice: counted once); flow 2 is reset.
+        for mut frame in [client(4001, SYN), backend(4001, SYN_ACK), backend(4001, ACK)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        for mut frame in [client(4002, SYN), backend(4002, RST)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        // Flow 3: the backend's host says the port is unreachable (about the SYN xlb sent).
+        let mut syn = client(4003, SYN);
+        assert_eq!(send(&mut syn), Verdict::Tx(IfaceId(0)));
+        let mut error = testkit::icmp_port_unreachable(RS.mac, LB.mac, RS.ip, CLIENT.ip, &syn);
+        assert_eq!(send(&mut error), Verdict::Tx(IfaceId(0)));
+        // Fragmentation needed is about the path, not the backend: not counted.
+        let mut mtu = testkit::icmp_frag_needed(RS.mac, LB.mac, RS.ip, CLIENT.ip, 1400, &syn, 8);
+        assert_eq!(send(&mut mtu), Verdict::Tx(IfaceId(0)));
+        // Flow 4: the client's retransmission timer runs out twice.
+        for mut frame in [client(4004, SYN), client(4004, SYN), client(4004, SYN)] {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 1, unanswered: 2, resets: 1, unreachable: 1 };
+        assert_eq!(passive, expected);
+    }
+
+    /// DR never sees the backend's side, yet the client's side tells: the ACK that completes
+    /// a handshake means the backend answered; a SYN sent again means it did not (yet).
+    #[test]
+    fn passive_signs_in_dr_come_from_the_client_side() {
+        use crate::report::PassiveCounters;
+        use crate::testkit::{self, ACK, FIN_ACK, SYN};
+        let mut pipeline = Pipeline::new(dr_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        pipeline.learn_neighbor(Instant::from_nanos(1), RS.ip, RS.mac);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>| pipeline.process(now, IfaceId(0), frame);
+        let client =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), VIP, flags, b"");
+        let frames = [
+            // Answered: the handshake completes; later packets and the close say nothing.
+            client(5001, SYN),
+            client(5001, ACK),
+            client(5001, ACK),
+            client(5001, FIN_ACK),
+            // Unanswered once, then answered.
+            client(5002, SYN),
+            client(5002, SYN),
+            client(5002, ACK),
+            // A SYN on an established flow is not a retransmission of an unanswered one.
+            client(5001, SYN),
+        ];
+        for mut frame in frames {
+            assert_eq!(send(&mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 2, unanswered: 1, resets: 0, unreachable: 0 };
+        assert_eq!(passive, expected);
+    }
+
+    /// DR services at 10.1.1.100:80 and 10.1.1.101:80 with the given backends (last octets,
+    /// port 80), each backend's MAC static; a small connection table.
+    fn services_snapshot(services: &[(u8, &[u8])], generation: u64) -> Arc<Snapshot> {
+        scheduled_snapshot("rr", services, generation)
+    }
+
+    /// [`services_snapshot`] with another scheduler.
+    fn scheduled_snapshot(
+        scheduler: &str,
+        services: &[(u8, &[u8])],
+        generation: u64,
+    ) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
+             [conntrack]\ncapacity = 64\n",
+        );
+        for octet in 11..=14 {
+            text += &format!(
+                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
+            );
+        }
+        for (vip, backends) in services {
+            text += &format!(
+                "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"{scheduler}\"\n"
+            );
+            for backend in *backends {
+                text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\nport = 80\n");
+            }
+        }
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, generation).expect("builds"))
+    }
+
+    /// Per-backend state follows the backend's identity (its service's VIP:port/proto and its
+    /// address:port), not its position: after a change renumbers the backends, a flow's
+    /// packets count for its own backend (not for another service's backend of the same
+    /// address that took its old index), and its end gives its backend's active count back.
+    #[test]
+    fn backend_accounting_follows_identity_across_renumbering() {
+        use crate::testkit::{self, ACK, RST, SYN};
+        let second_vip = (Ipv4Addr::new(10, 1, 1, 101), 80);
+        let position = |snapshot: &Snapshot, vip: u8, backend: u8| {
+            let service =
+                snapshot.service_at(Ipv4Addr::new(10, 1, 1, vip), 80, Proto::Tcp).unwrap();
+            snapshot.services[service]
+                .backends
+                .clone()
+                .find(|&i| snapshot.backends[i].addr == Ipv4Addr::new(10, 1, 1, backend))
+                .unwrap()
+        };
+        // Renumbered twice: a backend of the same address lands on the second service's
+        // index, then the first service is deleted.
+        let before = services_snapshot(&[(100, &[12, 11]), (101, &[11])], 1);
+        let inserted = services_snapshot(&[(100, &[12, 13, 11]), (101, &[11])], 2);
+        let deleted = services_snapshot(&[(101, &[11])], 3);
+        let mut pipeline = Pipeline::new(before.clone(), CoreSlot::SINGLE);
+        let send = |pipeline: &mut Pipeline, port, flags| {
+            let mut frame =
+                testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), second_vip, flags, b"x");
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        for port in 4000..4003 {
+            assert_eq!(send(&mut pipeline, port, SYN), Verdict::Tx(IfaceId(0)));
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+        }
+        assert_eq!(pipeline.active_flows()[position(&before, 101, 11)], 3);
+
+        for (snapshot, port) in [(&inserted, 4000), (&deleted, 4001)] {
+            pipeline.set_snapshot(snapshot.clone());
+            let own = position(snapshot, 101, 11);
+            let in_packets = |p: &Pipeline, i: usize| p.counters().backends[i].in_packets;
+            let (own_before, all_before): (u64, u64) = (
+                in_packets(&pipeline, own),
+                (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum(),
+            );
+            assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
+            assert_eq!(in_packets(&pipeline, own), own_before + 1, "counted for its backend");
+            let all: u64 = (0..snapshot.backends.len()).map(|i| in_packets(&pipeline, i)).sum();
+            assert_eq!(all, all_before + 1, "and for no other");
+            // The client resets the flow; it expires and gives its active count back.
+            assert_eq!(send(&mut pipeline, port, RST), Verdict::Tx(IfaceId(0)));
+            for second in 2..40 {
+                pipeline.maintain(Instant::from_secs(second * 10));
+            }
+            let left = 4002 - port;
+            assert_eq!(pipeline.active_flows()[own], left as u32, "after {port} ended");
+            let others: u32 = (0..snapshot.backends.len())
+                .filter(|&i| i != own)
+                .map(|i| pipeline.active_flows()[i])
+                .sum();
+            assert_eq!(others, 0);
+        }
+    }
+
+    /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
+    fn picked(pipeline: &mut Pipeline, port: u16) -> u8 {
+        use crate::testkit::{self, SYN};
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, SYN, b"");
+        assert_eq!(
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
+            Verdict::Tx(IfaceId(0))
+        );
+        frame[5]
+    }
+
+    /// A snapshot swap keeps the scheduler state of a service it leaves unchanged: `rr`
+    /// goes on with the next backend instead of starting over (issue 10: every republish
+    /// sent the next flow to the same backend again).
+    #[test]
+    fn an_unchanged_service_keeps_its_scheduler_state_across_a_swap() {
+        let services: &[(u8, &[u8])] = &[(100, &[11, 12, 13])];
+        let mut pipeline = Pipeline::new(services_snapshot(services, 1), CoreSlot::SINGLE);
+        let mut seen = vec![picked(&mut pipeline, 5000), picked(&mut pipeline, 5001)];
+        pipeline.set_snapshot(services_snapshot(services, 2));
+        seen.push(picked(&mut pipeline, 5002));
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0x11, 0x12, 0x13], "rr over three backends: {seen:x?}");
+        // A changed service starts over (its backends changed), and still picks validly.
+        pipeline.set_snapshot(services_snapshot(&[(100, &[11, 12])], 3));
+        assert!([0x11, 0x12].contains(&picked(&mut pipeline, 5003)));
+    }
+
+    /// Response times reach the least-time scheduler without a new snapshot.
+    #[test]
+    fn least_time_follows_response_times_without_a_snapshot() {
+        let snapshot = scheduled_snapshot("lt", &[(100, &[11, 12])], 1);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.set_response_times(1, &[1000, 10]);
+        assert_eq!(picked(&mut pipeline, 6000), 0x12);
+        pipeline.set_response_times(1, &[10, 1000]);
+        assert_eq!(picked(&mut pipeline, 6001), 0x11);
+        // Times for another generation, or of another length, are not this snapshot's.
+        pipeline.set_response_times(2, &[1000, 10]);
+        pipeline.set_response_times(1, &[1000]);
+        assert_eq!(picked(&mut pipeline, 6002), 0x11);
+        assert_eq!(pipeline.snapshot().generation, 1);
+    }
+}

@@ -1,0 +1,767 @@
+//! `Pipeline::process(now, ingress, frame) -> Verdict`: the one place a packet decision is
+//! made.
+//!
+//! A pipeline belongs to one worker core. It reads an immutable [`Snapshot`] and owns that
+//! core's connection table, scheduler state, neighbour table, hold queue and counters. The
+//! AF_XDP worker, pcap replay, tests, benchmarks and fuzzers all drive this same function.
+//!
+//! Contract:
+//! - Pure: no syscalls, locks, clock reads, allocation or logging inside `process`. `now`
+//!   comes from the caller.
+//! - Every frame gets exactly one [`Verdict`], and every verdict is counted
+//!   (`rx == tx + pass + drop + held`). Malformed input is a counted drop or a pass, never a
+//!   panic.
+//! - Rewrites happen in place; the frame keeps its length. Checksums are updated
+//!   incrementally (RFC 1624), each once per packet for all its changes (NAT's TTL included).
+//! - The common frame (TCP or UDP in IPv4 without options, whole, header checksum right, to
+//!   the ingress interface's MAC, for an address xlb owns or from a NAT backend) is
+//!   recognised in one pass over fixed offsets (`classify`; for a batch, all frames
+//!   before any is processed) and goes straight to its flow; everything else goes through
+//!   the step-by-step checks, which give each malformed frame its exact drop reason. Both
+//!   ways reach the same verdict, bytes and counters (a property test holds them to it).
+//!   Every packet that reaches the flow step is IPv4 without options with its whole TCP or
+//!   UDP header in the frame, so the rewrites read and write at fixed offsets.
+//! - Counters are the core's own plain integers; a batch counts its received frames and
+//!   bytes and its `Tx` verdicts once, at its end.
+//! - Frames the pipeline sends on its own (ARP requests, frames released once their next
+//!   hop resolves, gratuitous ARP) go to a bounded queue the driver empties with
+//!   [`Pipeline::drain_emitted`] after each frame or batch.
+//!
+//! What it does, by destination:
+//! - ARP for a VIP or FullNAT local address: answered with the box's MAC, to the requester's
+//!   unicast MAC. ARP from a sender no reply may go to (a broadcast, multicast or zero MAC; a
+//!   broadcast, multicast, loopback or subnet-broadcast address) is dropped as
+//!   `arp_bad_sender`; an RFC 5227 probe (sender 0.0.0.0 from a unicast MAC) is answered, to
+//!   that MAC with target 0.0.0.0 as Linux does, so a host probing for a VIP learns it is in
+//!   use. ARP from another host whose sender address is a VIP or local address is a conflict:
+//!   dropped as `arp_conflict` and counted in `arp_conflicts` (control logs it).
+//! - Neighbours: ARP that names us (requests for our addresses, replies to the box) teaches
+//!   the neighbour table about senders on the ingress interface's subnet; held frames for
+//!   that neighbour are released. The table is bounded and never full for a next hop the
+//!   snapshot needs (see [`crate::arp::NeighborTable`]); other neighbours are evicted
+//!   oldest-first and forgotten after [`arp::NEIGHBOR_STALE`].
+//! - Gratuitous ARP and RFC 5227 probes (control asks for them) leave paced, at most half the
+//!   emit queue per round, so any number of VIPs is announced without crowding out the ARP
+//!   requests of the data path.
+//! - TCP/UDP to a service VIP:port: connection lookup; on a miss the service's scheduler picks
+//!   a backend and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
+//!   (DNAT + SNAT to a local address:port).
+//! - Replies of NAT backends and replies to FullNAT local addresses: translated back to
+//!   VIP:port towards the client. With several interfaces, a reply must arrive on the
+//!   interface its backend is reached by; one from another side (forged by a client) is
+//!   dropped as `reply_wrong_interface` before it can refresh, advance or close the flow.
+//! - ICMP echo to a VIP or local address: answered. ICMP errors about a tracked flow: sent on
+//!   to that flow's peer, translated. An error only reads the flow: it never refreshes its
+//!   last-seen time nor moves its state, so forged errors cannot keep an idle flow alive.
+//! - Anything else: `Pass` to the kernel.
+//!
+//! NAT and FullNAT are routing hops: every packet they forward (ICMP errors included) leaves
+//! with its IPv4 TTL one less (checksum patched incrementally), and one that arrives with
+//! TTL 0 or 1 is dropped as `ttl_exceeded` (no ICMP time exceeded is sent). DR is an L2
+//! forward, as in IPVS: the IP packet, TTL included, is left as it is.
+//!
+//! Layout: this module holds [`Pipeline`], its API and the per-core state `CoreState`
+//! with the steps every packet takes (`process`, the batch, the step-by-step IPv4 checks);
+//! the steps' concerns live in submodules that each add to `CoreState`:
+//! `classify` (what a frame is: the one-pass classification and the
+//! TCP/UDP views), `flows` (connection lookup, scheduling, forwarding a tracked packet),
+//! `neighbors` (ARP, the neighbour table, held frames, the hop caches), `rewrite` (the
+//! in-place NAT, TTL, quote and echo rewrites), `icmp` (echo and errors about flows) and
+//! `emit` (the queue of frames the pipeline sends on its own).
+
+mod classify;
+mod emit;
+mod flows;
+mod icmp;
+mod neighbors;
+mod rewrite;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::arp::{self, NeighborTable};
+use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
+use crate::hash::table_hash;
+use crate::report::{BATCH, Counters, DropReason, Stat};
+use crate::sched::SchedState;
+use crate::snapshot::{IfaceId, Owned, Snapshot};
+use crate::time::Instant;
+use crate::wire::ipv4::ip_proto;
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, WireError};
+
+use classify::{Class, classify, plain_transport_at, transport};
+use emit::EmitQueue;
+use flows::{release_backend, same_schedule, sched_states};
+use neighbors::{
+    CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops, subnets,
+    unreplyable_sender,
+};
+
+/// What to do with a frame after [`Pipeline::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this interface.
+    Tx(IfaceId),
+    /// Not xlb's: hand it to the kernel unchanged.
+    Pass,
+    /// Dropped, for this reason.
+    Drop(DropReason),
+    /// Kept until the next hop's MAC is known (an ARP request was queued); it will come out
+    /// of [`Pipeline::drain_emitted`], or be counted as expired.
+    Held,
+}
+
+/// Which worker a pipeline serves, out of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreSlot {
+    pub index: u16,
+    pub count: u16,
+}
+
+impl CoreSlot {
+    pub const SINGLE: CoreSlot = CoreSlot { index: 0, count: 1 };
+
+    /// This core's share of the FullNAT local ports (1024–65535, split evenly), so that
+    /// two cores never pick the same local address:port.
+    pub fn local_ports(self) -> PortRange {
+        let count = u32::from(self.count.max(1));
+        let index = u32::from(self.index.min(self.count.saturating_sub(1)));
+        let span = (65535 - 1024 + 1) / count;
+        let first = 1024 + index * span;
+        let last = if index + 1 == count { 65535 } else { first + span - 1 };
+        PortRange { first: first as u16, last: last as u16 }
+    }
+}
+
+const ETH_LEN: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
+const TCP_SYN: u8 = TcpFlags::SYN.0;
+const TCP_ACK: u8 = TcpFlags::ACK.0;
+const TCP_RST: u8 = TcpFlags::RST.0;
+/// Frames the pipeline may queue on its own between two drains.
+const EMIT_CAPACITY: usize = 64;
+const EMIT_FRAME: usize = arp::MAX_HELD_FRAME;
+/// Neighbours one core may know.
+const NEIGHBOR_CAPACITY: usize = 4096;
+/// Conntrack buckets examined per [`Pipeline::maintain`] call.
+const SWEEP_BUDGET: usize = 64;
+/// A learned next hop of a backend not heard from for this long is asked again (from the
+/// box's own address), so its MAC stays current even if it never speaks ARP on its own.
+pub const NEIGHBOR_REFRESH: Duration = Duration::from_secs(30);
+/// Neighbour-table slots [`Pipeline::maintain`] examines for staleness per call (the whole
+/// table of 8192 slots is swept about every 130 calls, well under a second).
+const NEIGHBOR_EXPIRE_BUDGET: usize = 64;
+/// Frames of paced ARP (announcements, probes) the emit queue may hold at once: half, so
+/// the data path's requests and released frames keep room.
+const PACED_ARP_ROOM: usize = EMIT_CAPACITY / 2;
+/// How often core 0 looks for next hops to refresh.
+const REFRESH_SCAN_EVERY: Duration = Duration::from_secs(1);
+/// Refresh requests per scan, at most (the rest wait for the next scan).
+const REFRESH_PER_SCAN: usize = EMIT_CAPACITY / 4;
+
+/// One core's packet pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    snapshot: Arc<Snapshot>,
+    core: CoreState,
+}
+
+#[derive(Debug)]
+struct CoreState {
+    slot: CoreSlot,
+    conntrack: Conntrack,
+    /// Other cores' tables, for replies RSS delivered here.
+    peers: Vec<ConntrackReader>,
+    /// Per service. A snapshot swap keeps a service's state when the service is unchanged
+    /// (same scheduler, same backends by identity and weight), so `rr` goes on from where it
+    /// was and `random` does not repeat its picks.
+    sched: Vec<SchedState>,
+    /// Tracked flows per backend on this core (lc, wlc, lt): every state counts, as the
+    /// scheduler's load (IPVS's `ActiveConn` / `InActConn` split is for listings, which
+    /// count from the connection tables).
+    active: Vec<u32>,
+    /// Measured response time per backend in µs (lt), indexed like the snapshot's backends:
+    /// the snapshot's at a swap, then what control sends ([`Pipeline::set_response_times`])
+    /// without a new snapshot.
+    response_time_us: Vec<u32>,
+    neighbors: NeighborTable,
+    /// The Ethernet header and egress of a frame to each backend, looked up once per
+    /// neighbour-table change (and per snapshot) rather than once per packet; valid while
+    /// `hops_generation` matches the neighbour table's. None while the next hop's MAC
+    /// or the egress interface is unknown.
+    backend_hops: Vec<HopSlot>,
+    /// The same for replies to clients (NAT, FullNAT). Through the gateway: the default
+    /// route's hop, computed with the backends'. On-link: the clients replies went to lately,
+    /// filled on a miss, direct-mapped ([`CLIENT_HOP_SLOTS`] entries), emptied when
+    /// `hops_generation` moves. Only hops whose next hop's MAC is known are cached.
+    gateway_hop: HopSlot,
+    client_hops: Box<[Option<ClientHop>]>,
+    /// The snapshot's interfaces' subnets as (network, mask), in order: whether a client is
+    /// on-link without recomputing each mask ([`Interface::contains`]).
+    ///
+    /// [`Interface::contains`]: crate::snapshot::Interface::contains
+    subnets: Box<[(u32, u32)]>,
+    /// The neighbour-table generation both hop caches were filled at; `u64::MAX` after a
+    /// snapshot change (refill before use).
+    hops_generation: u64,
+    hold: arp::HoldQueue,
+    emit: EmitQueue,
+    /// Gratuitous ARP and probes waiting for room in `emit` (control asked for them).
+    paced_arp: std::collections::VecDeque<PacedArp>,
+    counters: Counters,
+    /// When core 0 last looked for next hops to refresh.
+    last_refresh_scan: Instant,
+}
+
+impl Pipeline {
+    /// A pipeline for one core. Allocates everything it will ever use.
+    pub fn new(snapshot: Arc<Snapshot>, slot: CoreSlot) -> Self {
+        let mut neighbors = NeighborTable::with_capacity(NEIGHBOR_CAPACITY);
+        neighbors.set_needed(needed_next_hops(&snapshot));
+        for (ip, mac) in &snapshot.static_neighbors {
+            neighbors.insert_static(*ip, *mac);
+        }
+        let core = CoreState {
+            slot,
+            conntrack: Conntrack::new(&snapshot.conntrack),
+            peers: Vec::new(),
+            sched: sched_states(&snapshot, slot),
+            active: vec![0; snapshot.backends.len()],
+            response_time_us: snapshot.response_time_us.clone(),
+            neighbors,
+            backend_hops: vec![HopSlot::UNKNOWN; snapshot.backends.len()],
+            gateway_hop: HopSlot::UNKNOWN,
+            client_hops: vec![None; CLIENT_HOP_SLOTS].into_boxed_slice(),
+            subnets: subnets(&snapshot),
+            hops_generation: u64::MAX,
+            hold: arp::HoldQueue::new(),
+            emit: EmitQueue::new(),
+            paced_arp: std::collections::VecDeque::new(),
+            counters: Counters::new(snapshot.backends.len()),
+            last_refresh_scan: Instant::ZERO,
+        };
+        Pipeline { snapshot, core }
+    }
+
+    /// Swaps to a new snapshot between batches. Tracked flows survive: they carry their
+    /// backend's address and are re-validated against the new snapshot as they are seen.
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        let core = &mut self.core;
+        core.neighbors.set_needed(needed_next_hops(&snapshot));
+        for (ip, mac) in &snapshot.static_neighbors {
+            core.neighbors.insert_static(*ip, *mac);
+        }
+        let mut old_states = std::mem::take(&mut core.sched);
+        core.sched = sched_states(&snapshot, core.slot);
+        for (index, service) in snapshot.services.iter().enumerate() {
+            let old = self.snapshot.service_at(service.vip, service.port, service.proto);
+            if let Some(old) = old
+                && same_schedule(&self.snapshot, old, &snapshot, index)
+                && let Some(state) = old_states.get_mut(old)
+            {
+                core.sched[index] = std::mem::replace(state, SchedState::new(0, 0));
+            }
+        }
+        core.response_time_us = snapshot.response_time_us.clone();
+        let mut active = vec![0; snapshot.backends.len()];
+        let mut backends = vec![Default::default(); snapshot.backends.len()];
+        let mut passive = vec![Default::default(); snapshot.backends.len()];
+        // Carry per-backend state over to backends that are still there, by identity.
+        for (old_index, old) in self.snapshot.backends.iter().enumerate() {
+            if let Some(new_index) = snapshot.backend_at(&old.id) {
+                active[new_index] = core.active.get(old_index).copied().unwrap_or(0);
+                backends[new_index] =
+                    core.counters.backends.get(old_index).copied().unwrap_or_default();
+                passive[new_index] =
+                    core.counters.passive.get(old_index).copied().unwrap_or_default();
+            }
+        }
+        core.active = active;
+        core.counters.backends = backends;
+        core.counters.passive = passive;
+        core.backend_hops = vec![HopSlot::UNKNOWN; snapshot.backends.len()];
+        core.subnets = subnets(&snapshot);
+        core.hops_generation = u64::MAX;
+        self.snapshot = snapshot;
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// New measured response times for the least-time scheduler, indexed like the backends
+    /// of snapshot `generation`; ignored unless that is the snapshot this core runs (control
+    /// sends them after the snapshot they belong to, so a newer one has its own). Copies
+    /// into the buffer the snapshot swap allocated: no allocation.
+    pub fn set_response_times(&mut self, generation: u64, times: &[u32]) {
+        if generation == self.snapshot.generation && times.len() == self.core.response_time_us.len()
+        {
+            self.core.response_time_us.copy_from_slice(times);
+        }
+    }
+
+    /// Lets this core find replies in other cores' tables.
+    pub fn set_peers(&mut self, peers: Vec<ConntrackReader>) {
+        self.core.peers = peers;
+    }
+
+    /// A read handle on this core's connection table, for the other cores.
+    pub fn conntrack_reader(&self) -> ConntrackReader {
+        self.core.conntrack.reader()
+    }
+
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.core.conntrack
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.core.counters
+    }
+
+    pub fn neighbors(&self) -> &NeighborTable {
+        &self.core.neighbors
+    }
+
+    /// Tracked flows per backend on this core (indexed like the snapshot's backends).
+    pub fn active_flows(&self) -> &[u32] {
+        &self.core.active
+    }
+
+    /// Frames held for unresolved neighbours right now.
+    pub fn held(&self) -> usize {
+        self.core.hold.len()
+    }
+
+    /// Next hops this core is asking for (frames are held for them), for control to relay
+    /// the ARP that answers.
+    pub fn unresolved(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.core.hold.unresolved().map(|(ip, _)| ip)
+    }
+
+    /// Processes one frame received on `ingress`, rewriting it in place.
+    #[inline]
+    pub fn process(&mut self, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
+        let (class, hash) = match self.snapshot.interfaces.get(ingress.index()) {
+            Some(interface) => classify(&self.snapshot, interface.mac, frame),
+            None => (Class::Other, 0),
+        };
+        let counters = &mut self.core.counters;
+        counters.add(Stat::RxPackets, 1);
+        counters.add(Stat::RxBytes, frame.len() as u64);
+        let verdict = self.process_classified(now, ingress, frame, class, Prepared::new(hash));
+        if let Verdict::Tx(_) = verdict {
+            self.core.counters.add(Stat::TxPackets, 1);
+        }
+        verdict
+    }
+
+    /// [`Pipeline::process`] once the frame is classified: the common case straight to its
+    /// flow, anything else through the step-by-step checks. `lookup` is the prepared lookup of a
+    /// classified frame's 5-tuple. Counts the verdict unless it is `Tx`: the caller counts
+    /// received frames and bytes and transmitted frames (a batch once for all its frames).
+    #[inline(always)]
+    fn process_classified(
+        &mut self,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class,
+        lookup: Prepared,
+    ) -> Verdict {
+        let core = &mut self.core;
+        let snapshot = &*self.snapshot;
+        let transport = match class {
+            Class::Other => None,
+            _ => plain_transport_at(frame),
+        };
+        let verdict = match transport {
+            Some(transport) => {
+                core.transport(snapshot, now, ingress, frame, class, transport, lookup)
+            }
+            None => core.process(snapshot, now, ingress, frame),
+        };
+        if !matches!(verdict, Verdict::Tx(_)) {
+            core.counters.count_other(verdict);
+        }
+        verdict
+    }
+
+    /// Processes a batch of frames received on `ingress`, as a poll loop gets them: the same
+    /// verdicts, in the same order, as calling [`Pipeline::process`] on each frame.
+    ///
+    /// First it classifies every frame (`classify`: the checks of the common case, the
+    /// owner of the destination, the connection tables' hash) and starts loading the connection-table
+    /// bucket each will look in; then it reads each bucket and starts loading the record it
+    /// names ([`CoreState::prepare_lookups`], DPDK's `rte_hash_lookup_bulk`, VPP's quad
+    /// loop), so that the batch's cache misses overlap instead of following one another;
+    /// then it processes the frames in order. Classifying ahead is sound because it reads
+    /// only the frame and the snapshot, which nothing changes within a batch (a frame is
+    /// rewritten only when its own turn comes). `verdicts[i]` is the verdict of `frames[i]`;
+    /// frames beyond `verdicts.len()` are left alone.
+    pub fn process_batch(
+        &mut self,
+        now: Instant,
+        ingress: IfaceId,
+        frames: &mut [&mut [u8]],
+        verdicts: &mut [Verdict],
+    ) {
+        let count = frames.len().min(verdicts.len());
+        let mac = self.snapshot.interfaces.get(ingress.index()).map(|interface| interface.mac);
+        for (frames, verdicts) in
+            frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
+        {
+            let mut classes = [Class::Other; BATCH];
+            let mut lookups = [Prepared::new(0); BATCH];
+            self.core.conntrack.begin_batch();
+            if let Some(mac) = mac {
+                for ((class, lookup), frame) in classes.iter_mut().zip(&mut lookups).zip(&*frames) {
+                    let hash;
+                    (*class, hash) = classify(&self.snapshot, mac, frame);
+                    if *class != Class::Other {
+                        self.core.conntrack.prefetch_bucket(hash);
+                        *lookup = Prepared::new(hash);
+                    }
+                }
+                self.core.prepare_lookups(&classes[..frames.len()], &mut lookups);
+            }
+            let (mut bytes, mut transmitted) = (0, 0);
+            for (((frame, verdict), class), lookup) in
+                frames.iter_mut().zip(verdicts.iter_mut()).zip(classes).zip(lookups)
+            {
+                bytes += frame.len() as u64;
+                *verdict = self.process_classified(now, ingress, frame, class, lookup);
+                transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
+            }
+            let counters = &mut self.core.counters;
+            counters.add(Stat::RxPackets, frames.len() as u64);
+            counters.add(Stat::RxBytes, bytes);
+            counters.add(Stat::TxPackets, transmitted);
+        }
+    }
+
+    /// Hands every frame the pipeline queued on its own to `send`, oldest first.
+    pub fn drain_emitted(&mut self, send: impl FnMut(IfaceId, &[u8])) -> usize {
+        let sent = self.core.emit.drain(send);
+        self.core.counters.add(Stat::EmittedPackets, sent as u64);
+        sent
+    }
+
+    /// Housekeeping between batches: expires a slice of the connection table and gives up
+    /// on neighbours that never answered.
+    pub fn maintain(&mut self, now: Instant) {
+        let core = &mut self.core;
+        let snapshot = &*self.snapshot;
+        let active = &mut core.active;
+        let expired = core.conntrack.sweep(now, SWEEP_BUDGET, |flow| {
+            release_backend(snapshot, active, flow);
+        });
+        core.counters.add(Stat::ExpiredFlows, expired as u64);
+        let given_up = core.hold.expire(now);
+        core.counters.add(Stat::HeldExpired, given_up as u64);
+        let forgotten = core.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
+        core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
+        core.send_paced_arp(snapshot);
+        if core.slot.index == 0
+            && now.saturating_duration_since(core.last_refresh_scan) >= REFRESH_SCAN_EVERY
+        {
+            core.last_refresh_scan = now;
+            core.refresh_neighbors(snapshot, now);
+        }
+    }
+
+    /// Teaches the neighbour table what an ARP frame seen outside the pipeline said: the
+    /// AF_XDP driver's steering program records ARP on its way to the kernel, so the kernel
+    /// keeps its replies and xlb still learns. Control relays only what xlb needs (next hops
+    /// of the snapshot, next hops a core asked for); a sender off every interface's subnet,
+    /// or one no reply may go to, is ignored here too. Frames held for `ip` are released.
+    pub fn learn_neighbor(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) {
+        let core = &mut self.core;
+        let on_link = self.snapshot.interfaces.iter().any(|i| i.contains(ip));
+        if ip.is_unspecified()
+            || !on_link
+            || !is_unicast(mac)
+            || unreplyable_sender(&self.snapshot, ip)
+        {
+            core.counters.add(Stat::NeighborsIgnored, 1);
+            return;
+        }
+        core.learn(&self.snapshot, now, ip, mac);
+    }
+
+    /// Queues a gratuitous ARP for each of `addrs` that is a VIP or local address of the
+    /// snapshot (control asks at start and when one is added, once no other host answered a
+    /// probe for it), so switches and neighbours learn where they live. Paced: they leave a
+    /// few dozen per round, however many there are.
+    pub fn announce(&mut self, addrs: &[Ipv4Addr]) {
+        self.core.queue_paced(addrs.iter().map(|ip| PacedArp::Announce(*ip)));
+        self.core.send_paced_arp(&self.snapshot);
+    }
+
+    /// Queues an RFC 5227 probe for each of `addrs` that is a VIP or local address (see
+    /// [`arp::write_probe`]); paced like [`Pipeline::announce`].
+    pub fn probe(&mut self, addrs: &[Ipv4Addr]) {
+        self.core.queue_paced(addrs.iter().map(|ip| PacedArp::Probe(*ip)));
+        self.core.send_paced_arp(&self.snapshot);
+    }
+}
+
+/// Maps a view's refusal of an IPv4 header to a drop reason.
+fn ip_drop_reason(error: WireError) -> DropReason {
+    match error {
+        WireError::BadVersion => DropReason::BadIpVersion,
+        WireError::BadHeaderLen => DropReason::BadIpHeaderLen,
+        WireError::BadTotalLen => DropReason::BadIpTotalLen,
+        _ => DropReason::Truncated,
+    }
+}
+
+/// A packet to an address we own is dropped with `reason`; one merely *from* a NAT
+/// backend (maybe a reply) is not ours to judge, so the kernel gets it.
+#[inline]
+fn reject(owned: Option<Owned>, reason: DropReason) -> Verdict {
+    if owned.is_some() { Verdict::Drop(reason) } else { Verdict::Pass }
+}
+
+impl CoreState {
+    #[inline]
+    fn process(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
+        let Some(interface) = snapshot.interfaces.get(ingress.index()) else {
+            return Verdict::Drop(DropReason::UnknownInterface);
+        };
+        let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let dst = eth.dst_addr();
+        if dst != interface.mac && !dst.is_broadcast() {
+            return Verdict::Pass;
+        }
+        match eth.ethertype() {
+            EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame),
+            EtherType::ARP => self.arp(snapshot, now, ingress, frame),
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// The step-by-step checks of an IPv4 packet, each with its exact drop reason (the
+    /// common case never gets here: [`classify()`] took it).
+    #[inline(never)]
+    fn ipv4(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
+        let packet = &frame[ETH_LEN..];
+        let Some(header) = packet.first_chunk::<20>() else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
+        let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+        let owned = match snapshot.owned(dst) {
+            Some(Owned::Interface(_)) => return Verdict::Pass,
+            Some(owned) => Some(owned),
+            None if snapshot.is_nat_backend(src) => None,
+            None => return Verdict::Pass,
+        };
+        let ip = match Ipv4Packet::new_checked(packet) {
+            Ok(ip) => ip,
+            Err(error) => return reject(owned, ip_drop_reason(error)),
+        };
+        if !ip.verify_checksum() {
+            return reject(owned, DropReason::BadIpChecksum);
+        }
+        if ip.is_fragment() {
+            return reject(owned, DropReason::Fragment);
+        }
+        if ip.has_options() {
+            return reject(owned, DropReason::IpOptions);
+        }
+        let l4_start = ETH_LEN + ip.header_len();
+        let l4_end = ETH_LEN + usize::from(ip.total_len());
+        match ip.protocol() {
+            ip_proto::TCP | ip_proto::UDP => {
+                match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
+                    Some(transport) => {
+                        let lookup = Prepared::new(table_hash(&transport.key));
+                        let class = Class::of_owner(owned);
+                        self.transport(snapshot, now, ingress, frame, class, transport, lookup)
+                    }
+                    None => reject(owned, DropReason::BadL4Header),
+                }
+            }
+            ip_proto::ICMP => self.icmp(snapshot, now, ingress, frame, owned, l4_start..l4_end),
+            _ => reject(owned, DropReason::UnsupportedProto),
+        }
+    }
+
+    /// The second connection-table pass of a batch, before any frame is processed: reads the
+    /// bucket of every classified frame (its load started by the first pass) and starts
+    /// loading the record it names, remembering the slot in `lookups[i]`.
+    #[inline]
+    fn prepare_lookups(&mut self, classes: &[Class], lookups: &mut [Prepared; BATCH]) {
+        for (class, lookup) in classes.iter().zip(lookups.iter_mut()) {
+            if *class != Class::Other {
+                *lookup = self.conntrack.prepare(lookup.hash());
+            }
+        }
+    }
+}
+
+/// Fixtures the pipeline's tests share: the hosts and snapshots of a one-service box.
+#[cfg(test)]
+mod testutil {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use crate::snapshot::Snapshot;
+    use crate::testkit::Host;
+
+    // The hosts of the one-service snapshots below (`one_service_snapshot`).
+    pub(super) const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+    pub(super) const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+    pub(super) const RS: Host = Host::new([2, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+    pub(super) const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 1, 1, 100), 80);
+
+    /// One interface (10.1.1.10/24 with `mac`, then the lines `interface_extra`) and one
+    /// service, 10.1.1.100:80 forwarded by `forward` to 10.1.1.11:`backend_port`.
+    pub(super) fn one_service_snapshot(
+        mac: &str,
+        interface_extra: &str,
+        forward: &str,
+        backend_port: u16,
+    ) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+    [[interface]]
+    name = "eth0"
+    addr = "10.1.1.10/24"
+    mac = "{mac}"
+    {interface_extra}
+    [[service]]
+    vip = "10.1.1.100"
+    port = 80
+    forward = "{forward}"
+    scheduler = "rr"
+    [[service.backend]]
+    addr = "10.1.1.11"
+    port = {backend_port}
+    "#
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// A DR service with one backend whose MAC is not configured, on an interface with `mac`.
+    pub(super) fn dr_snapshot(mac: &str) -> Arc<Snapshot> {
+        one_service_snapshot(mac, "", "dr", 80)
+    }
+
+    /// A NAT service on an interface with `mac` and a gateway, its one backend's MAC static.
+    pub(super) fn nat_snapshot(mac: &str) -> Arc<Snapshot> {
+        let extra = "gateway = \"10.1.1.1\"\n\n[[neighbor]]\nip = \"10.1.1.11\"\nmac = \"02:00:00:00:00:11\"\n";
+        one_service_snapshot(mac, extra, "nat", 8080)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn local_port_ranges_partition_the_space() {
+        for count in 1..=8u16 {
+            let mut next = 1024u32;
+            for index in 0..count {
+                let range = CoreSlot { index, count }.local_ports();
+                assert_eq!(u32::from(range.first), next);
+                assert!(range.last >= range.first);
+                next = u32::from(range.last) + 1;
+            }
+            assert_eq!(next, 65536);
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass classification of the common frame agrees with the step-by-step
+        /// path on everything: a DR and a NAT flow's packets, intact and damaged anywhere in
+        /// their first 60 bytes (then the header checksum made right again or not), cut
+        /// short or padded, get the same verdict, the same bytes out and the same counters
+        /// from `process` as from the step-by-step checks alone.
+        #[test]
+        fn classified_frames_take_the_step_by_step_path(
+            nat in proptest::prelude::any::<bool>(),
+            reply in proptest::prelude::any::<bool>(),
+            udp in proptest::prelude::any::<bool>(),
+            damage in proptest::collection::vec((0usize..60, proptest::prelude::any::<u8>()), 0..3),
+            fix_checksum in proptest::prelude::any::<bool>(),
+            cut in 0usize..24,
+            pad in 0usize..4,
+        ) {
+            use crate::testkit::{self, ACK, SYN};
+            let snapshot = if nat {
+                one_service_snapshot(&LB.mac.to_string(), "", "nat", 8080)
+            } else {
+                one_service_snapshot(&LB.mac.to_string(), "", "dr", 80)
+            };
+            let now = Instant::from_secs(1);
+            let mut fast = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            let mut slow = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            for pipeline in [&mut fast, &mut slow] {
+                pipeline.learn_neighbor(now, RS.ip, RS.mac);
+                pipeline.learn_neighbor(now, CLIENT.ip, CLIENT.mac);
+                let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+                proptest::prop_assert!(matches!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(_)));
+                let mut open = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, b"hi");
+                pipeline.process(now, IfaceId(0), &mut open);
+            }
+            let backend = (RS.ip, if nat { 8080 } else { 80 });
+            let (from, to, src_mac) = if reply && nat {
+                (backend, (CLIENT.ip, 4000), RS.mac)
+            } else {
+                ((CLIENT.ip, 4000), VIP, CLIENT.mac)
+            };
+            let mut frame = if udp {
+                testkit::udp(src_mac, LB.mac, from, to, b"payload")
+            } else {
+                testkit::tcp(src_mac, LB.mac, from, to, ACK, b"payload")
+            };
+            for (at, byte) in &damage {
+                if let Some(slot) = frame.get_mut(*at) {
+                    *slot = *byte;
+                }
+            }
+            let ihl = usize::from(frame[ETH_LEN] & 0x0f) * 4;
+            if fix_checksum && ihl >= 20 && frame.len() >= ETH_LEN + ihl {
+                Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]).fill_checksum();
+            }
+            frame.truncate(frame.len().saturating_sub(cut));
+            frame.resize(frame.len() + pad, 0);
+            let mut stepwise = frame.clone();
+            let verdict = fast.process(now, IfaceId(0), &mut frame);
+            let expected = {
+                let core = &mut slow.core;
+                core.counters.add(Stat::RxPackets, 1);
+                core.counters.add(Stat::RxBytes, stepwise.len() as u64);
+                let verdict = core.process(&snapshot, now, IfaceId(0), &mut stepwise);
+                core.counters.count_other(verdict);
+                verdict
+            };
+            proptest::prop_assert_eq!(verdict, expected);
+            proptest::prop_assert_eq!(&frame, &stepwise);
+            for stat in Stat::ALL {
+                proptest::prop_assert_eq!(fast.counters().get(*stat), slow.counters().get(*stat));
+            }
+            for reason in DropReason::ALL {
+                proptest::prop_assert_eq!(fast.counters().drops(*reason), slow.counters().drops(*reason));
+            }
+        }
+    }
+}
