@@ -153,6 +153,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `xlb run`'s handlers go in before anything else, argument parsing included, so the
+    // window in which a SIGHUP (or SIGTERM) during start-up takes its default action (kill)
+    // is only what precedes `main`. Other commands keep the default actions.
+    let run_signals =
+        std::env::args_os().nth(1).is_some_and(|arg| arg == "run").then(RunSignals::install);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
@@ -190,7 +195,11 @@ fn main() -> ExitCode {
                 tap_prefix,
                 reload: None,
             };
-            run_daemon(&options)
+            match run_signals {
+                Some(Ok(signals)) => run_daemon(&options, signals),
+                Some(Err(error)) => Err(error),
+                None => RunSignals::install().and_then(|signals| run_daemon(&options, signals)),
+            }
         }
         Command::Replay { config, pcap, out, json, verdicts } => {
             run_replay(&config, &pcap, &out, json, verdicts.as_deref())
@@ -222,19 +231,32 @@ fn parse_xdp_mode(text: &str) -> Result<XdpMode, String> {
     }
 }
 
-fn run_daemon(options: &RunOptions) -> anyhow::Result<()> {
-    // Handlers first: a SIGHUP (or SIGTERM) during start-up must not kill xlb with its
-    // default action. A SIGHUP then asks for a reload once the control loop runs.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+/// `xlb run`'s signal flags: SIGINT and SIGTERM stop it, SIGHUP asks for a reload once the
+/// control loop runs. Installed first thing in `main`: a SIGHUP (or SIGTERM) during start-up
+/// must not kill xlb with its default action.
+struct RunSignals {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+impl RunSignals {
+    fn install() -> anyhow::Result<RunSignals> {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, stop.clone())
+                .context("installing signal handlers")?;
+        }
+        let reload = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+            .context("installing the SIGHUP handler")?;
+        Ok(RunSignals { stop, reload })
     }
-    let reload = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .context("installing the SIGHUP handler")?;
+}
+
+fn run_daemon(options: &RunOptions, signals: RunSignals) -> anyhow::Result<()> {
     xlb::tuning::reexec_with_huge_pages();
-    let options = RunOptions { reload: Some(reload), ..options.clone() };
-    let summary = daemon::run(&options, stop)?;
+    let options = RunOptions { reload: Some(signals.reload), ..options.clone() };
+    let summary = daemon::run(&options, signals.stop)?;
     print!("{}", summary.ipvsadm_stats());
     Ok(())
 }
