@@ -15,6 +15,9 @@ use crate::report::{Counters, DropReason, Stat};
 use crate::wire::MacAddr;
 
 pub mod malformed;
+mod v6;
+
+pub use v6::*;
 
 /// Whether this process runs with effective user id 0 (from `/proc/self/status`).
 pub fn is_root() -> bool {
@@ -163,9 +166,18 @@ pub fn tcp(
     flags: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut builder = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+    let builder = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(src.0.octets(), dst.0.octets(), 64)
         .tcp(src.1, dst.1, 1000, 64240);
+    write_segment(builder, flags, payload)
+}
+
+/// Sets `flags` on a TCP segment's builder and writes it with `payload` (both families).
+fn write_segment(
+    mut builder: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
     if flags.syn {
         builder = builder.syn();
     }
