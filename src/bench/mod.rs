@@ -43,7 +43,7 @@ use self::redirect::Redirect;
 use self::sink::{Sink, SinkCounts, SinkExpect, SinkSample};
 use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::netdev::Netdev;
-use crate::dataplane::io::afxdp::steer::{self, SteerProgram, SteerRules, XdpMode};
+use crate::dataplane::io::afxdp::steer::{self, FamilyRules, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::flow::Proto;
 use crate::tuning::BusyPollMode;
@@ -483,7 +483,10 @@ fn run_null(args: &ForwardArgs, stop: &AtomicBool) -> anyhow::Result<ForwardSumm
     let steer = SteerProgram::load().context("loading the steering program")?;
     steer::remove_stale(rx.ifindex)?;
     let (_attachment, xdp_mode) = steer.attach_best(rx.ifindex)?;
-    steer.set_rules(&SteerRules { dst: vec![args.vip], ..SteerRules::default() })?;
+    steer.set_rules(&SteerRules {
+        v4: FamilyRules { dst: vec![args.vip], ..FamilyRules::default() },
+        ..SteerRules::default()
+    })?;
     let mut rx_port = XskPort::open(&rx.name, 0, XskConfig::default())?;
     steer.set_socket(0, rx_port.fd())?;
     let mut tx_port = XskPort::open(&tx.name, 0, XskConfig::default())?;

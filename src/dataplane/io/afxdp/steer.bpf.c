@@ -17,12 +17,32 @@
 //   - ARP requests for an OWNER_XLB address (xlb answers ARP for what it owns), and ARP
 //     (request or reply) whose *sender* is an OWNER_XLB address: another host claiming a
 //     VIP, which xlb counts as a conflict (and answers to its probes).
+//   - IPv6, the same three cases with the maps `dst6` and `nat6_src`:
+//     - IPv6 to an address `dst6` maps to OWNER_XLB, whatever it carries: extension
+//       headers included (the pipeline drops those, counted as `ipv6_ext_headers`, rather
+//       than the kernel dropping them uncounted: the kernel does not hold the VIP);
+//     - unicast IPv6 from a NAT backend (not to an Ethernet group address, nor to a
+//       multicast (ff00::/8) or link-local (fe80::/10) address), unless to an OWNER_KERNEL
+//       address: TCP/UDP whose (source address, source port, next header) is in
+//       `nat6_src`, and ICMPv6 errors (types 0-127) whose source is a NAT backend (key:
+//       address, port 0, next header 58); only with TCP, UDP or ICMPv6 directly after the
+//       fixed header (no extension header is walked: xlb never made a reply with one);
+//     - NDP (neighbour solicitation 135 or advertisement 136, ICMPv6 directly after the
+//       fixed header, hop limit 255 as RFC 4861 requires) whose *target* is an OWNER_XLB
+//       address (a solicitation for a VIP, to its solicited-node group or unicast; another
+//       host advertising a VIP), or whose *source* is one (another host using a VIP).
 // Everything else goes to the kernel (XDP_PASS): the box's own traffic (SSH, routing, ARP
-// for its own address), VLAN tags, IPv6, truncated frames.
+// and NDP for its own address, router advertisements, MLD, link-local), VLAN tags,
+// truncated frames.
 //
 // Every well-formed Ethernet/IPv4 ARP request or reply with a non-zero sender address is
 // also recorded in `arp_seen` (sender address -> sender MAC, bpf_ktime_get_ns()), and still
-// passed: xlb learns next-hop MACs without taking ARP replies away from the kernel.
+// passed: xlb learns next-hop MACs without taking ARP replies away from the kernel. NDP is
+// recorded the same way in `ndp_seen`: a solicitation's source address (not ::) with the
+// MAC of its source link-layer address option, an advertisement's target with the MAC of
+// its target link-layer address option; only the first option is read (the one every
+// stack writes; a bounded parse), and a message whose first option is not that one
+// records nothing.
 //
 // Map layouts are mirrored in steer.rs; keep the two in step. Addresses and ports are kept
 // in network byte order, exactly as they sit in the frame.
@@ -30,6 +50,17 @@
 #include "xlb_bpf.h"
 
 #define ARP_LEN 28
+#define IPV6_LEN 40
+/* An NDP message up to its options: type, code, checksum, flags, target (RFC 4861 §4.3-4). */
+#define NDP_LEN 24
+/* A link-layer address option for Ethernet: type, length 1 (8 bytes), MAC. */
+#define LINK_ADDR_OPTION_LEN 8
+
+#define PROTO_ICMPV6 58
+#define NDP_SOLICIT 135
+#define NDP_ADVERT 136
+#define OPTION_SOURCE_LINK_ADDR 1
+#define OPTION_TARGET_LINK_ADDR 2
 
 /* ICMP types that are errors quoting a packet: 3 unreachable, 4 source quench, 5 redirect,
  * 11 time exceeded, 12 parameter problem (the set crate::wire::icmp::is_error accepts). */
@@ -47,6 +78,19 @@ struct nat_key {
     __u8 pad;    /* always 0 */
 };
 
+struct nat6_key {
+    __u32 addr[4]; /* source address */
+    __u16 port;    /* source port; 0 for ICMPv6 */
+    __u8 proto;    /* next header */
+    __u8 pad;      /* always 0 */
+};
+
+/* An IPv6 address as a map key (the 16 bytes of the frame). */
+struct addr6 {
+    __u32 word[4];
+};
+
+/* A neighbour seen in ARP (`arp_seen`) or NDP (`ndp_seen`). */
 struct arp_entry {
     /* The sender MAC's six bytes as in the frame, split to copy in two loads. */
     __u32 mac_head;
@@ -84,11 +128,57 @@ struct {
 } arp_seen SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct addr6);
+    __type(value, __u8);
+} dst6 SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct nat6_key);
+    __type(value, __u8);
+} nat6_src SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 1024);
+    __type(key, struct addr6);
+    __type(value, struct arp_entry);
+} ndp_seen SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, STAT_COUNT);
     __type(key, __u32);
     __type(value, __u64);
 } stats SEC(".maps");
+
+/* Records in `seen` (arp_seen, ndp_seen) that `addr` is at the 6-byte MAC at `mac` (both
+ * bounds checked by the caller), now. */
+static __attribute__((always_inline)) void record_neighbor(void *seen, const void *addr,
+                                                           const __u8 *mac)
+{
+    struct arp_entry entry = {.seen_ns = bpf_ktime_get_ns()};
+    entry.mac_head = *(const __u32 *)mac;
+    entry.mac_tail = *(const __u16 *)(mac + 4);
+    bpf_map_update_elem(seen, addr, &entry, BPF_ANY);
+}
+
+/* Whether the 16-byte address at `addr` (bounds checked by the caller) is ::. */
+static __attribute__((always_inline)) int addr6_is_unspecified(const __u8 *addr)
+{
+    return (*(const __u32 *)addr | *(const __u32 *)(addr + 4) | *(const __u32 *)(addr + 8) |
+            *(const __u32 *)(addr + 12)) == 0;
+}
+
+/* Whether `dst6` maps the 16-byte address at `addr` (bounds checked) to OWNER_XLB. */
+static __attribute__((always_inline)) int owned6(const __u8 *addr)
+{
+    __u8 *owner = bpf_map_lookup_elem(&dst6, addr);
+    return owner && *owner == OWNER_XLB;
+}
 
 SEC("xdp")
 int xlb_steer(struct xdp_md *ctx)
@@ -146,12 +236,8 @@ int xlb_steer(struct xdp_md *ctx)
         if (op != BE16(1) && op != BE16(2))
             goto out;
         __u32 sender = *(__u32 *)(arp + 14);
-        if (sender) {
-            struct arp_entry entry = {.seen_ns = bpf_ktime_get_ns()};
-            entry.mac_head = *(__u32 *)(arp + 8);
-            entry.mac_tail = *(__u16 *)(arp + 12);
-            bpf_map_update_elem(&arp_seen, &sender, &entry, BPF_ANY);
-        }
+        if (sender)
+            record_neighbor(&arp_seen, &sender, arp + 8);
         if (op == BE16(1)) {
             __u8 *owner = bpf_map_lookup_elem(&dst, arp + 24);
             if (owner && *owner == OWNER_XLB)
@@ -159,6 +245,58 @@ int xlb_steer(struct xdp_md *ctx)
         }
         __u8 *claimed = bpf_map_lookup_elem(&dst, arp + 14);
         if (claimed && *claimed == OWNER_XLB)
+            goto steer;
+    } else if (ether_type == BE16(0x86dd)) {
+        __u8 *ip6 = frame + ETH_LEN;
+        if (ip6 + IPV6_LEN > end || (ip6[0] & 0xf0) != 0x60)
+            goto out;
+        __u8 next = ip6[6];
+        __u8 *l4 = ip6 + IPV6_LEN;
+
+        if (next == PROTO_ICMPV6 && ip6[7] == 255 && l4 + NDP_LEN <= end &&
+            (l4[0] == NDP_SOLICIT || l4[0] == NDP_ADVERT)) {
+            /* A solicitation is about its source, an advertisement about its target. */
+            __u8 *target = l4 + 8;
+            int solicit = l4[0] == NDP_SOLICIT;
+            __u8 *about = solicit ? ip6 + 8 : target;
+            __u8 option = solicit ? OPTION_SOURCE_LINK_ADDR : OPTION_TARGET_LINK_ADDR;
+            __u8 *opt = l4 + NDP_LEN;
+            if (opt + LINK_ADDR_OPTION_LEN <= end && opt[0] == option && opt[1] == 1 &&
+                !addr6_is_unspecified(about))
+                record_neighbor(&ndp_seen, about, opt + 2);
+            if (owned6(target) || owned6(ip6 + 8))
+                goto steer;
+            goto out;
+        }
+
+        __u8 *owner = bpf_map_lookup_elem(&dst6, ip6 + 24);
+        if (owner) {
+            if (*owner == OWNER_XLB)
+                goto steer;
+            goto out;
+        }
+
+        /* A reply is unicast, and not link-local: a group destination (Ethernet group bit,
+         * ff00::/8) or fe80::/10 from a backend's port is its own (mDNS, its routers). */
+        if ((frame[0] & 1) || ip6[24] == 0xff || (ip6[24] == 0xfe && (ip6[25] & 0xc0) == 0x80))
+            goto out;
+        struct nat6_key key = {.proto = next};
+        key.addr[0] = *(__u32 *)(ip6 + 8);
+        key.addr[1] = *(__u32 *)(ip6 + 12);
+        key.addr[2] = *(__u32 *)(ip6 + 16);
+        key.addr[3] = *(__u32 *)(ip6 + 20);
+        if (next == 6 || next == 17) {
+            if (l4 + 4 > end)
+                goto out;
+            key.port = *(__u16 *)l4;
+        } else if (next == PROTO_ICMPV6) {
+            /* Errors are types 0 to 127 (RFC 4443 §2.1), as crate::wire::icmpv6::is_error. */
+            if (l4 + 1 > end || l4[0] >= 128)
+                goto out;
+        } else {
+            goto out;
+        }
+        if (bpf_map_lookup_elem(&nat6_src, &key))
             goto steer;
     }
     goto out;

@@ -2,10 +2,9 @@
 //! passes everything else to the kernel, so SSH, routing and the box's own ARP keep working
 //! on the NIC xlb serves.
 //!
-//! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is 120 BPF
-//! instructions; a test run takes 60–80 ns a frame (ARP, which also updates `arp_seen`,
-//! 200 ns). What it steers, into the socket at
-//! `xsks[rx_queue_index]`:
+//! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is about 280
+//! BPF instructions (120 before IPv6; the IPv4 and ARP paths are unchanged). What it steers,
+//! into the socket at `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
 //! - unicast IPv4 from a NAT backend reached through this interface (each arm's program
@@ -18,7 +17,18 @@
 //!   224.0.0.0 and up (a backend's mDNS, DHCP or NTP broadcast from its service port) is
 //!   the kernel's;
 //! - ARP requests for a VIP or local address, and ARP whose sender is a VIP or local address
-//!   (another host claiming it: the pipeline counts a conflict; control logs it).
+//!   (another host claiming it: the pipeline counts a conflict; control logs it);
+//! - IPv6, the same with maps `dst6` and `nat6_src` (rules: [`SteerRules::v6`]): anything to
+//!   a VIP or local address; NAT replies (TCP/UDP from a backend's address, port and
+//!   protocol; ICMPv6 errors from a backend's address) that are unicast, not to a
+//!   link-local address, and carry TCP, UDP or ICMPv6 directly after the fixed header;
+//!   neighbour solicitations and advertisements (hop limit 255, ICMPv6 directly after the
+//!   fixed header) whose target or source is a VIP or local address, whether sent to the
+//!   solicited-node group or unicast. No extension header is walked: a packet to a VIP with
+//!   one is steered anyway (the pipeline drops it, counted as `ipv6_ext_headers`, where the
+//!   kernel, which does not hold the VIP, would drop it uncounted); a NAT reply with one is
+//!   the kernel's (xlb never made one). The box's own IPv6, router advertisements, MLD,
+//!   link-local traffic and NDP about other addresses are the kernel's.
 //!
 //! What is steered and still not xlb's: in XDP a NAT reply cannot be told from the
 //! backend's own unicast traffic from its service port (a DNS server's query from :53 to an
@@ -33,7 +43,12 @@
 //! A queue with no socket in `xsks` falls back to `XDP_PASS` (counted as `no_socket`).
 //! Every Ethernet/IPv4 ARP request or reply with a non-zero sender address is also recorded
 //! in the LRU map `arp_seen` (sender address → MAC and `bpf_ktime_get_ns()`) and passed on,
-//! so xlb learns next-hop MACs while the kernel keeps its own neighbour resolution.
+//! so xlb learns next-hop MACs while the kernel keeps its own neighbour resolution. NDP is
+//! recorded the same way in `ndp_seen` ([`SteerProgram::ndp_seen`]): a solicitation's
+//! source (not `::`) and an advertisement's target, with the MAC of the message's first
+//! option when it is the matching link-layer address option (a bounded parse: every stack
+//! writes that option first; a message without it names no MAC, for the pipeline's
+//! [`crate::ndp`] either).
 //!
 //! Control side: [`SteerRules::from_snapshot`] (pure) says what to steer;
 //! [`SteerProgram::set_rules`] makes the maps equal to it, deleting what went before writing
@@ -64,13 +79,14 @@ use std::ffi::{CStr, c_int};
 use std::fmt;
 use std::io;
 use std::mem;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use libxdp_sys as sys;
 
 use super::bpf::{Aligned, Map, Object, check, opts_size, possible_cpus, sum_per_cpu, test_run};
 
+use crate::family::{Family, V4, V6};
 use crate::flow::{ForwardMode, Proto};
 use crate::snapshot::{IfaceId, Snapshot};
 use crate::wire::MacAddr;
@@ -79,12 +95,12 @@ use crate::wire::MacAddr;
 pub const PROGRAM_NAME: &str = "xlb_steer";
 /// Entries of the socket map: the highest usable queue index plus one.
 pub const MAX_QUEUES: u32 = 256;
-/// Entries of `dst`: VIPs, local addresses and interface addresses together.
+/// Entries of `dst` (and of `dst6`): VIPs, local addresses and interface addresses together.
 pub const MAX_DST: usize = 4096;
-/// Entries of `nat_src`: NAT backend (address, port, protocol) keys plus one ICMP key per
-/// NAT backend address.
+/// Entries of `nat_src` (and of `nat6_src`): NAT backend (address, port, protocol) keys plus
+/// one ICMP key per NAT backend address.
 pub const MAX_NAT_SRC: usize = 65536;
-/// Entries of the LRU map `arp_seen`.
+/// Entries of the LRU map `arp_seen`, and of `ndp_seen`.
 pub const ARP_SEEN_ENTRIES: usize = 1024;
 
 /// The object `build.rs` compiled.
@@ -95,8 +111,6 @@ const PROGRAM_CNAME: &CStr = c"xlb_steer";
 /// Values of `dst`: who answers for the address (`enum owner` in the C source).
 const OWNER_XLB: u8 = 1;
 const OWNER_KERNEL: u8 = 2;
-/// IP protocol number of ICMP, the `nat_src` key of ICMP errors from a backend.
-const PROTO_ICMP: u8 = 1;
 /// Indices of `stats` (`enum stat` in the C source).
 const STAT_STEERED: u32 = 0;
 const STAT_PASSED: u32 = 1;
@@ -108,50 +122,128 @@ const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
 
-/// What the XDP program must steer, derived from a snapshot (pure, testable without root).
+/// What the XDP program must steer, derived from a snapshot (pure, testable without root):
+/// one [`FamilyRules`] per address family, filling the maps `dst`/`nat_src` (IPv4) and
+/// `dst6`/`nat6_src` (IPv6).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SteerRules {
+    pub v4: FamilyRules<V4>,
+    pub v6: FamilyRules<V6>,
+}
+
+/// What the program steers for one address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRules<F: SteerFamily> {
     /// VIPs and FullNAT local addresses, sorted, without duplicates.
-    pub dst: Vec<Ipv4Addr>,
+    pub dst: Vec<F::Addr>,
     /// NAT backends as (address, port, protocol), sorted, without duplicates: their replies
     /// to clients route through xlb and must be un-NATed.
-    pub nat_src: Vec<(Ipv4Addr, u16, Proto)>,
-    /// NAT backend addresses, sorted, without duplicates: ICMP errors from them may be about
-    /// a NATed flow. ([`Proto`] has no ICMP, hence a list of its own.)
-    pub nat_src_icmp: Vec<Ipv4Addr>,
+    pub nat_src: Vec<(F::Addr, u16, Proto)>,
+    /// NAT backend addresses, sorted, without duplicates: ICMP (ICMPv6) errors from them may
+    /// be about a NATed flow. ([`Proto`] has no ICMP, hence a list of its own.)
+    pub nat_src_icmp: Vec<F::Addr>,
     /// The box's own interface addresses, sorted, without duplicates: frames to them always
     /// go to the kernel, even from a NAT backend's port (health-check replies), and so do ARP
-    /// requests for them. One that is also in `dst` (a local address on the interface) is
-    /// the kernel's, as in [`Snapshot::owned`].
-    pub interface_addrs: Vec<Ipv4Addr>,
+    /// requests and NDP solicitations for them. One that is also in `dst` (a local address
+    /// on the interface) is the kernel's, as in [`Snapshot::owned`].
+    pub interface_addrs: Vec<F::Addr>,
+}
+
+impl<F: SteerFamily> Default for FamilyRules<F> {
+    fn default() -> Self {
+        FamilyRules {
+            dst: Vec::new(),
+            nat_src: Vec::new(),
+            nat_src_icmp: Vec::new(),
+            interface_addrs: Vec::new(),
+        }
+    }
+}
+
+impl<F: SteerFamily> FamilyRules<F> {
+    /// The rules for plain lists: the addresses xlb answers for (`owned`: VIPs and local
+    /// addresses), the NAT backends (address, port, protocol) whose replies and ICMP errors
+    /// xlb un-NATs, and the box's own interface addresses. Sorted and deduplicated here.
+    pub fn new(
+        owned: &[F::Addr],
+        nat_backends: &[(F::Addr, u16, Proto)],
+        interface_addrs: &[F::Addr],
+    ) -> FamilyRules<F> {
+        let sorted = |list: &mut Vec<F::Addr>| {
+            list.sort_unstable();
+            list.dedup();
+        };
+        let mut rules = FamilyRules {
+            dst: owned.to_vec(),
+            nat_src: nat_backends.to_vec(),
+            nat_src_icmp: nat_backends.iter().map(|&(addr, _, _)| addr).collect(),
+            interface_addrs: interface_addrs.to_vec(),
+        };
+        sorted(&mut rules.dst);
+        sorted(&mut rules.nat_src_icmp);
+        sorted(&mut rules.interface_addrs);
+        rules.nat_src.sort_unstable();
+        rules.nat_src.dedup();
+        rules
+    }
+
+    /// These rules less the NAT backends `reached_here` says no (see
+    /// [`SteerRules::for_interface`]).
+    fn reaching(&self, reached_here: impl Fn(F::Addr) -> bool) -> FamilyRules<F> {
+        FamilyRules {
+            nat_src: self
+                .nat_src
+                .iter()
+                .copied()
+                .filter(|&(addr, _, _)| reached_here(addr))
+                .collect(),
+            nat_src_icmp: self
+                .nat_src_icmp
+                .iter()
+                .copied()
+                .filter(|&addr| reached_here(addr))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The `dst`/`dst6` map these rules want: address (network order) → owner.
+    fn dst_entries(&self) -> BTreeMap<F::DstKey, [u8; 1]> {
+        let mut entries: BTreeMap<F::DstKey, [u8; 1]> =
+            self.dst.iter().map(|&addr| (F::dst_key(addr), [OWNER_XLB])).collect();
+        entries.extend(self.interface_addrs.iter().map(|&addr| (F::dst_key(addr), [OWNER_KERNEL])));
+        entries
+    }
+
+    /// The `nat_src`/`nat6_src` map these rules want: keys as `struct nat_key`/`nat6_key`
+    /// lay them out.
+    fn nat_src_entries(&self) -> BTreeMap<F::NatKey, [u8; 1]> {
+        let tcp_udp =
+            self.nat_src.iter().map(|&(addr, port, proto)| F::nat_key(addr, port, proto.number()));
+        let icmp = self.nat_src_icmp.iter().map(|&addr| F::nat_key(addr, 0, F::PROTO_ICMP));
+        tcp_udp.chain(icmp).map(|key| (key, [1])).collect()
+    }
 }
 
 impl SteerRules {
     /// The rules for `snapshot`: its announced addresses, the backends of its NAT services,
     /// and its interface addresses.
     pub fn from_snapshot(snapshot: &Snapshot) -> SteerRules {
-        let mut dst: Vec<Ipv4Addr> =
+        let owned: Vec<Ipv4Addr> =
             snapshot.announced_addrs().into_iter().map(|(addr, _)| addr).collect();
-        let mut nat_src = Vec::new();
-        let mut nat_src_icmp = Vec::new();
+        let mut nat_backends = Vec::new();
         for (index, service) in snapshot.services.iter().enumerate() {
             if service.forward != ForwardMode::Nat {
                 continue;
             }
             for backend in snapshot.service_backends(index) {
-                nat_src.push((backend.addr, backend.port, service.proto));
-                nat_src_icmp.push(backend.addr);
+                nat_backends.push((backend.addr, backend.port, service.proto));
             }
         }
-        let mut interface_addrs: Vec<Ipv4Addr> =
-            snapshot.interfaces.iter().map(|i| i.addr).collect();
-        for list in [&mut dst, &mut nat_src_icmp, &mut interface_addrs] {
-            list.sort_unstable();
-            list.dedup();
-        }
-        nat_src.sort_unstable_by_key(|&(addr, port, proto)| (addr, port, proto.number()));
-        nat_src.dedup();
-        SteerRules { dst, nat_src, nat_src_icmp, interface_addrs }
+        let interface_addrs: Vec<Ipv4Addr> = snapshot.interfaces.iter().map(|i| i.addr).collect();
+        // TODO(snap6): the IPv6 lists from `snapshot.family::<V6>()` once it has them.
+        let v6 = FamilyRules::new(&[], &[], &[]);
+        SteerRules { v4: FamilyRules::new(&owned, &nat_backends, &interface_addrs), v6 }
     }
 
     /// What the program on interface `iface` steers: these rules, less the NAT backends
@@ -160,17 +252,10 @@ impl SteerRules {
     /// reply xlb could own (a client forging one, or the backend's traffic on another path):
     /// the kernel's. With one interface, the rules unchanged.
     pub fn for_interface(&self, snapshot: &Snapshot, iface: IfaceId) -> SteerRules {
-        let reached_here =
-            |addr: &Ipv4Addr| snapshot.route(*addr).is_some_and(|r| r.egress == iface);
         SteerRules {
-            nat_src: self
-                .nat_src
-                .iter()
-                .copied()
-                .filter(|(addr, _, _)| reached_here(addr))
-                .collect(),
-            nat_src_icmp: self.nat_src_icmp.iter().copied().filter(reached_here).collect(),
-            ..self.clone()
+            v4: self.v4.reaching(|addr| snapshot.route(addr).is_some_and(|r| r.egress == iface)),
+            // TODO(snap6): filter by `snapshot.family::<V6>().route(addr)`.
+            v6: self.v6.clone(),
         }
     }
 
@@ -178,8 +263,10 @@ impl SteerRules {
     /// nothing when they do not.
     pub fn check_fits(&self) -> Result<(), SteerError> {
         for (map, count, max) in [
-            ("dst", self.dst_entries().len(), MAX_DST),
-            ("nat_src", self.nat_src_entries().len(), MAX_NAT_SRC),
+            ("dst", self.v4.dst_entries().len(), MAX_DST),
+            ("nat_src", self.v4.nat_src_entries().len(), MAX_NAT_SRC),
+            ("dst6", self.v6.dst_entries().len(), MAX_DST),
+            ("nat6_src", self.v6.nat_src_entries().len(), MAX_NAT_SRC),
         ] {
             if count > max {
                 return Err(SteerError::TooMany { map, count, max });
@@ -187,29 +274,60 @@ impl SteerRules {
         }
         Ok(())
     }
+}
 
-    /// The `dst` map these rules want: address (network order) → owner.
-    fn dst_entries(&self) -> BTreeMap<[u8; 4], [u8; 1]> {
-        let mut entries: BTreeMap<[u8; 4], [u8; 1]> =
-            self.dst.iter().map(|addr| (addr.octets(), [OWNER_XLB])).collect();
-        entries.extend(self.interface_addrs.iter().map(|addr| (addr.octets(), [OWNER_KERNEL])));
-        entries
+/// How a family's addresses sit in the program's maps (implemented for [`V4`] and [`V6`]).
+pub trait SteerFamily: Family {
+    /// A `dst`/`dst6` key: the address's bytes in network order.
+    type DstKey: Copy + Ord + fmt::Debug;
+    /// A `nat_src`/`nat6_src` key: `struct nat_key`/`nat6_key`.
+    type NatKey: Copy + Ord + fmt::Debug;
+    /// The protocol number of the family's ICMP (1, 58): the key of errors from a backend.
+    const PROTO_ICMP: u8;
+
+    /// `addr` as a `dst`/`dst6` key.
+    fn dst_key(addr: Self::Addr) -> Self::DstKey;
+    /// The key of (address, port, protocol): address and port in network order, protocol,
+    /// a zero pad byte.
+    fn nat_key(addr: Self::Addr, port: u16, proto: u8) -> Self::NatKey;
+}
+
+/// `struct nat_key`/`nat6_key`: the address's bytes, the port in network order, protocol,
+/// a zero pad byte.
+fn nat_key<const A: usize, const K: usize>(addr: [u8; A], port: u16, proto: u8) -> [u8; K] {
+    let mut key = [0u8; K];
+    key[..A].copy_from_slice(&addr);
+    key[A..A + 2].copy_from_slice(&port.to_be_bytes());
+    key[A + 2] = proto;
+    key
+}
+
+impl SteerFamily for V4 {
+    type DstKey = [u8; 4];
+    type NatKey = [u8; 8];
+    const PROTO_ICMP: u8 = 1;
+
+    fn dst_key(addr: Ipv4Addr) -> [u8; 4] {
+        addr.octets()
     }
 
-    /// The `nat_src` map these rules want: keys as `struct nat_key` lays them out.
-    fn nat_src_entries(&self) -> BTreeMap<[u8; 8], [u8; 1]> {
-        let tcp_udp =
-            self.nat_src.iter().map(|&(addr, port, proto)| nat_key(addr, port, proto.number()));
-        let icmp = self.nat_src_icmp.iter().map(|&addr| nat_key(addr, 0, PROTO_ICMP));
-        tcp_udp.chain(icmp).map(|key| (key, [1])).collect()
+    fn nat_key(addr: Ipv4Addr, port: u16, proto: u8) -> [u8; 8] {
+        nat_key(addr.octets(), port, proto)
     }
 }
 
-/// `struct nat_key`: address and port in network order, protocol, a zero pad byte.
-fn nat_key(addr: Ipv4Addr, port: u16, proto: u8) -> [u8; 8] {
-    let [a, b, c, d] = addr.octets();
-    let [port_high, port_low] = port.to_be_bytes();
-    [a, b, c, d, port_high, port_low, proto, 0]
+impl SteerFamily for V6 {
+    type DstKey = [u8; 16];
+    type NatKey = [u8; 20];
+    const PROTO_ICMP: u8 = 58;
+
+    fn dst_key(addr: Ipv6Addr) -> [u8; 16] {
+        addr.octets()
+    }
+
+    fn nat_key(addr: Ipv6Addr, port: u16, proto: u8) -> [u8; 20] {
+        nat_key(addr.octets(), port, proto)
+    }
 }
 
 /// How the program is attached: in the driver, or in the generic (skb) path.
@@ -323,6 +441,9 @@ pub struct SteerProgram {
     dst: Map<4, 1>,
     nat_src: Map<8, 1>,
     arp_seen: Map<4, 16>,
+    dst6: Map<16, 1>,
+    nat6_src: Map<20, 1>,
+    ndp_seen: Map<16, 16>,
     stats: Map<4, 8>,
 }
 
@@ -335,6 +456,9 @@ impl SteerProgram {
         let dst = object.map(c"dst", MAX_DST)?;
         let nat_src = object.map(c"nat_src", MAX_NAT_SRC)?;
         let arp_seen = object.map(c"arp_seen", ARP_SEEN_ENTRIES)?;
+        let dst6 = object.map(c"dst6", MAX_DST)?;
+        let nat6_src = object.map(c"nat6_src", MAX_NAT_SRC)?;
+        let ndp_seen = object.map(c"ndp_seen", ARP_SEEN_ENTRIES)?;
         let stats = object.map(c"stats", STAT_COUNT as usize)?;
         object.load()?;
         Ok(SteerProgram {
@@ -343,6 +467,9 @@ impl SteerProgram {
             dst: object.loaded(dst)?,
             nat_src: object.loaded(nat_src)?,
             arp_seen: object.loaded(arp_seen)?,
+            dst6: object.loaded(dst6)?,
+            nat6_src: object.loaded(nat6_src)?,
+            ndp_seen: object.loaded(ndp_seen)?,
             stats: object.loaded(stats)?,
             _object: object,
         })
@@ -353,10 +480,10 @@ impl SteerProgram {
     /// changes if the rules do not fit.
     pub fn set_rules(&self, rules: &SteerRules) -> Result<(), SteerError> {
         rules.check_fits()?;
-        let dst = rules.dst_entries();
-        let nat_src = rules.nat_src_entries();
-        self.dst.sync(&dst)?;
-        self.nat_src.sync(&nat_src)
+        self.dst.sync(&rules.v4.dst_entries())?;
+        self.nat_src.sync(&rules.v4.nat_src_entries())?;
+        self.dst6.sync(&rules.v6.dst_entries())?;
+        self.nat6_src.sync(&rules.v6.nat_src_entries())
     }
 
     /// Attaches the program to interface `ifindex` in `mode` through a BPF link, which the
@@ -393,15 +520,13 @@ impl SteerProgram {
     /// What ARP has shown: sender address, MAC and when it was last seen, in
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`), sorted by address.
     pub fn arp_seen(&self) -> Result<Vec<(Ipv4Addr, MacAddr, u64)>, SteerError> {
-        Ok(self
-            .arp_seen
-            .entries()?
-            .into_iter()
-            .map(|(key, value)| {
-                let [m0, m1, m2, m3, m4, m5, _, _, t @ ..] = value;
-                (Ipv4Addr::from(key), MacAddr([m0, m1, m2, m3, m4, m5]), u64::from_ne_bytes(t))
-            })
-            .collect())
+        seen(&self.arp_seen)
+    }
+
+    /// What NDP has shown, as [`arp_seen`](Self::arp_seen): a solicitation's source, an
+    /// advertisement's target, with the MAC of its link-layer address option.
+    pub fn ndp_seen(&self) -> Result<Vec<(Ipv6Addr, MacAddr, u64)>, SteerError> {
+        seen(&self.ndp_seen)
     }
 
     /// The program's counters, summed over all CPUs.
@@ -443,6 +568,20 @@ impl SteerProgram {
         let run = test_run(self.program_fd, frame, ifindex, rx_queue, &mut [])?;
         Ok(XdpAction::from_retval(run.retval))
     }
+}
+
+/// The entries of `arp_seen` or `ndp_seen` (`struct arp_entry` values), sorted by address.
+fn seen<const K: usize, A: From<[u8; K]>>(
+    map: &Map<K, 16>,
+) -> Result<Vec<(A, MacAddr, u64)>, SteerError> {
+    Ok(map
+        .entries()?
+        .into_iter()
+        .map(|(key, value)| {
+            let [m0, m1, m2, m3, m4, m5, _, _, t @ ..] = value;
+            (A::from(key), MacAddr([m0, m1, m2, m3, m4, m5]), u64::from_ne_bytes(t))
+        })
+        .collect())
 }
 
 /// Attaches program `program_fd` (an XDP program) to interface `ifindex` in `mode` through
@@ -640,6 +779,11 @@ mod tests {
     const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xc7]);
     const BACKEND_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x21]);
 
+    /// Rules for IPv4 only.
+    fn v4_rules(v4: FamilyRules<V4>) -> SteerRules {
+        SteerRules { v4, ..SteerRules::default() }
+    }
+
     fn snapshot(text: &str) -> Snapshot {
         let config = Config::parse(text, "test.toml").expect("valid config");
         Snapshot::build(&config, 1).expect("valid snapshot")
@@ -649,19 +793,19 @@ mod tests {
     fn rules_hold_announced_addresses_nat_backends_and_interfaces() {
         let rules = SteerRules::from_snapshot(&snapshot(CONFIG));
         let local_2 = Ipv4Addr::new(10, 1, 1, 201);
-        assert_eq!(rules.dst, [DR_VIP, NAT_VIP, FULLNAT_VIP, LOCAL, local_2]);
+        assert_eq!(rules.v4.dst, [DR_VIP, NAT_VIP, FULLNAT_VIP, LOCAL, local_2]);
         // NAT backends only: not the DR backend, not the FullNAT one (its replies go to a
         // local address, which `dst` already steers).
         assert_eq!(
-            rules.nat_src,
+            rules.v4.nat_src,
             [
                 (NAT_BACKEND, 80, Proto::Tcp),
                 (NAT_BACKEND, 5353, Proto::Udp),
                 (Ipv4Addr::new(10, 1, 1, 22), 8080, Proto::Tcp),
             ]
         );
-        assert_eq!(rules.nat_src_icmp, [NAT_BACKEND, Ipv4Addr::new(10, 1, 1, 22)]);
-        assert_eq!(rules.interface_addrs, [BOX]);
+        assert_eq!(rules.v4.nat_src_icmp, [NAT_BACKEND, Ipv4Addr::new(10, 1, 1, 22)]);
+        assert_eq!(rules.v4.interface_addrs, [BOX]);
     }
 
     #[test]
@@ -675,17 +819,17 @@ mod tests {
         let arms = snapshot(&text);
         let rules = SteerRules::from_snapshot(&arms);
         let arm2 = Ipv4Addr::new(10, 3, 3, 32);
-        assert!(rules.nat_src.contains(&(arm2, 8080, Proto::Tcp)));
+        assert!(rules.v4.nat_src.contains(&(arm2, 8080, Proto::Tcp)));
         let eth0 = rules.for_interface(&arms, IfaceId(0));
         let eth1 = rules.for_interface(&arms, IfaceId(1));
-        assert!(!eth0.nat_src.iter().any(|&(addr, _, _)| addr == arm2), "{eth0:?}");
-        assert_eq!(eth0.nat_src.len() + 1, rules.nat_src.len());
-        assert_eq!(eth1.nat_src, [(arm2, 8080, Proto::Tcp)]);
-        assert_eq!(eth1.nat_src_icmp, [arm2]);
-        assert!(!eth0.nat_src_icmp.contains(&arm2));
+        assert!(!eth0.v4.nat_src.iter().any(|&(addr, _, _)| addr == arm2), "{eth0:?}");
+        assert_eq!(eth0.v4.nat_src.len() + 1, rules.v4.nat_src.len());
+        assert_eq!(eth1.v4.nat_src, [(arm2, 8080, Proto::Tcp)]);
+        assert_eq!(eth1.v4.nat_src_icmp, [arm2]);
+        assert!(!eth0.v4.nat_src_icmp.contains(&arm2));
         // Addresses xlb owns are steered on every arm.
-        assert_eq!((&eth0.dst, &eth1.dst), (&rules.dst, &rules.dst));
-        assert_eq!(eth1.interface_addrs, rules.interface_addrs);
+        assert_eq!((&eth0.v4.dst, &eth1.v4.dst), (&rules.v4.dst, &rules.v4.dst));
+        assert_eq!(eth1.v4.interface_addrs, rules.v4.interface_addrs);
         // One interface: unchanged.
         let one = snapshot(CONFIG);
         let rules = SteerRules::from_snapshot(&one);
@@ -697,17 +841,20 @@ mod tests {
     fn dr_only_rules_steer_no_backend() {
         let dr_only = &CONFIG[..CONFIG.find("[[service]]\n        vip = \"10.1.1.101\"").unwrap()];
         let rules = SteerRules::from_snapshot(&snapshot(dr_only));
-        assert_eq!(rules.dst, [DR_VIP]);
-        assert!(rules.nat_src.is_empty() && rules.nat_src_icmp.is_empty());
+        assert_eq!(rules.v4.dst, [DR_VIP]);
+        assert!(rules.v4.nat_src.is_empty() && rules.v4.nat_src_icmp.is_empty());
         assert_eq!(
             SteerRules::from_snapshot(&snapshot(&CONFIG[..CONFIG.find("[[service]]").unwrap()])),
-            SteerRules { interface_addrs: vec![BOX], ..SteerRules::default() }
+            SteerRules {
+                v4: FamilyRules { interface_addrs: vec![BOX], ..FamilyRules::default() },
+                ..SteerRules::default()
+            }
         );
     }
 
     #[test]
     fn map_entries_are_laid_out_as_the_program_reads_them() {
-        let rules = SteerRules {
+        let rules = FamilyRules::<V4> {
             dst: vec![DR_VIP, BOX],
             nat_src: vec![(NAT_BACKEND, 0x1f90, Proto::Udp)],
             nat_src_icmp: vec![NAT_BACKEND],
@@ -720,6 +867,35 @@ mod tests {
         assert_eq!(dst[&[10, 1, 1, 10]], [OWNER_KERNEL]);
         let keys: Vec<[u8; 8]> = rules.nat_src_entries().into_keys().collect();
         assert_eq!(keys, [[10, 1, 1, 21, 0, 0, 1, 0], [10, 1, 1, 21, 0x1f, 0x90, 17, 0]]);
+    }
+
+    #[test]
+    fn ipv6_map_entries_are_laid_out_as_the_program_reads_them() {
+        let backend: Ipv6Addr = "2001:db8::21".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8::100".parse().unwrap();
+        let rules = FamilyRules::<V6>::new(
+            &[vip, vip],
+            &[(backend, 0x1f90, Proto::Udp), (backend, 0x1f90, Proto::Udp)],
+            &[vip],
+        );
+        assert_eq!((rules.dst.len(), rules.nat_src.len(), rules.nat_src_icmp.len()), (1, 1, 1));
+        let dst = rules.dst_entries();
+        assert_eq!(dst.len(), 1);
+        assert_eq!(dst[&vip.octets()], [OWNER_KERNEL], "the box's own wins, as for IPv4");
+        let keys: Vec<[u8; 20]> = rules.nat_src_entries().into_keys().collect();
+        let key = |port: [u8; 2], proto: u8| {
+            let mut key = [0u8; 20];
+            key[..16].copy_from_slice(&backend.octets());
+            key[16..18].copy_from_slice(&port);
+            key[18] = proto;
+            key
+        };
+        assert_eq!(keys, [key([0, 0], 58), key([0x1f, 0x90], 17)]);
+    }
+
+    #[test]
+    fn snapshots_steer_no_ipv6_yet() {
+        assert_eq!(SteerRules::from_snapshot(&snapshot(CONFIG)).v6, FamilyRules::default());
     }
 
     #[test]
@@ -995,12 +1171,14 @@ mod tests {
     /// Runs every case on queue 0, checking the action and which counter moved.
     fn run_cases(
         program: &SteerProgram,
+        cases: &[(String, Vec<u8>, bool)],
         owned_action: XdpAction,
         owned_counter: fn(&SteerStats) -> u64,
     ) {
-        for (what, frame, owned) in cases() {
+        for (what, frame, owned) in cases {
+            let (what, owned) = (what.as_str(), *owned);
             let before = program.stats().unwrap();
-            let action = program.test_run(&frame, 0).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let action = program.test_run(frame, 0).unwrap_or_else(|e| panic!("{what}: {e}"));
             let after = program.stats().unwrap();
             let expected = if owned { owned_action } else { XdpAction::Pass };
             assert_eq!(action, expected, "{what}");
@@ -1024,12 +1202,12 @@ mod tests {
 
         // A socket on queue 0: what xlb owns is redirected.
         program.set_socket(0, socket.as_raw_fd()).unwrap();
-        run_cases(&program, XdpAction::Redirect, |s| s.steered);
+        run_cases(&program, &cases(), XdpAction::Redirect, |s| s.steered);
 
         // No socket on the frame's queue: it falls back to the kernel, counted apart.
         program.clear_socket(0).unwrap();
         program.set_socket(1, socket.as_raw_fd()).unwrap();
-        run_cases(&program, XdpAction::Pass, |s| s.no_socket);
+        run_cases(&program, &cases(), XdpAction::Pass, |s| s.no_socket);
         program.clear_socket(1).unwrap();
         program.clear_socket(1).unwrap();
         assert!(matches!(
@@ -1069,6 +1247,297 @@ mod tests {
         );
     }
 
+    // ---- IPv6 ----
+
+    const BOX6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
+    const NAT_BACKEND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x21);
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 7);
+    const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
+    const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+    /// A VIP and a local address, a NAT backend serving TCP :80 and UDP :5353, the box.
+    fn rules6() -> SteerRules {
+        let nat_backends = [(NAT_BACKEND6, 80, Proto::Tcp), (NAT_BACKEND6, 5353, Proto::Udp)];
+        let v6 = FamilyRules::new(&[VIP6, LOCAL6], &nat_backends, &[BOX6]);
+        SteerRules { v6, ..SteerRules::default() }
+    }
+
+    fn tcp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16)) -> Vec<u8> {
+        testkit::tcp6(CLIENT_MAC, LB_MAC, src, dst, SYN, b"")
+    }
+
+    fn udp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16)) -> Vec<u8> {
+        testkit::udp6(CLIENT_MAC, LB_MAC, src, dst, b"hello")
+    }
+
+    /// An ICMPv6 message of `msg_type` with four zero bytes and `body` after its checksum.
+    fn icmpv6(src: Ipv6Addr, dst: (MacAddr, Ipv6Addr), hop_limit: u8, msg_type: u8) -> Vec<u8> {
+        let kind =
+            etherparse::Icmpv6Type::Unknown { type_u8: msg_type, code_u8: 0, bytes5to8: [0; 4] };
+        let builder = PacketBuilder::ethernet2(CLIENT_MAC.0, dst.0.0)
+            .ipv6(src.octets(), dst.1.octets(), hop_limit)
+            .icmpv6(kind);
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &[0; 16]).unwrap();
+        frame
+    }
+
+    /// `frame` (Ethernet, IPv6) with an 8-byte hop-by-hop options header (one PadN) before
+    /// its payload, as MLD reports carry one (router alert).
+    fn with_hop_by_hop(frame: &[u8]) -> Vec<u8> {
+        let mut out = frame[..54].to_vec();
+        out.extend_from_slice(&[frame[20], 0, 1, 4, 0, 0, 0, 0]);
+        out.extend_from_slice(&frame[54..]);
+        out[20] = 0;
+        let payload_len = u16::from_be_bytes([out[18], out[19]]) + 8;
+        out[18..20].copy_from_slice(&payload_len.to_be_bytes());
+        out
+    }
+
+    fn solicit(src: (MacAddr, Ipv6Addr), target: Ipv6Addr) -> Vec<u8> {
+        testkit::neighbor_solicitation(src.0, src.1, target, None)
+    }
+
+    /// (what, frame, whether xlb owns it).
+    fn cases6() -> Vec<(String, Vec<u8>, bool)> {
+        let client = (CLIENT6, 40000);
+        let to_vip = tcp6(client, (VIP6, 80));
+        let nat_reply =
+            testkit::tcp6(BACKEND_MAC, LB_MAC, (NAT_BACKEND6, 80), client, SYN_ACK, b"");
+        let vip_solicit = solicit((CLIENT_MAC, CLIENT6), VIP6);
+        let too_big = |src, dst| {
+            let quoted = testkit::udp6(LB_MAC, BACKEND_MAC, (dst, 40000), (src, 5353), b"hi");
+            testkit::icmpv6_packet_too_big(BACKEND_MAC, LB_MAC, src, dst, 1280, &quoted, 8)
+        };
+        let mut version_4 = to_vip.clone();
+        version_4[14] = 0x40 | (version_4[14] & 0x0f);
+        let mut cases: Vec<(String, Vec<u8>, bool)> = vec![
+            ("tcp6 to a VIP".into(), to_vip.clone(), true),
+            ("udp6 to a VIP".into(), udp6(client, (VIP6, 53)), true),
+            ("tcp6 to a local address".into(), tcp6((NAT_BACKEND6, 8443), (LOCAL6, 61000)), true),
+            (
+                "icmpv6 echo to a VIP".into(),
+                testkit::icmpv6_echo(CLIENT_MAC, LB_MAC, CLIENT6, VIP6, 64, false, b"ping"),
+                true,
+            ),
+            // Steered, for the pipeline to drop counted (`ipv6_ext_headers`).
+            ("tcp6 to a VIP after a hop-by-hop header".into(), with_hop_by_hop(&to_vip), true),
+            ("version 4 in an IPv6 frame to a VIP".into(), version_4, false),
+            ("tcp6 to the box (ssh)".into(), tcp6(client, (BOX6, 22)), false),
+            ("tcp6 to another address".into(), tcp6(client, (OTHER6, 80)), false),
+            ("tcp6 link-local".into(), tcp6((LINK_LOCAL, 1), (OTHER6, 22)), false),
+            ("tcp6 from a NAT backend's port".into(), nat_reply.clone(), true),
+            ("udp6 from a NAT backend's port".into(), udp6((NAT_BACKEND6, 5353), client), true),
+            (
+                "tcp6 from a NAT backend, another port".into(),
+                tcp6((NAT_BACKEND6, 81), client),
+                false,
+            ),
+            ("udp6 from a NAT backend's tcp port".into(), udp6((NAT_BACKEND6, 80), client), false),
+            (
+                "tcp6 from a NAT backend's port to the box".into(),
+                tcp6((NAT_BACKEND6, 80), (BOX6, 50000)),
+                false,
+            ),
+            (
+                "tcp6 from a NAT backend's port after a hop-by-hop header".into(),
+                with_hop_by_hop(&nat_reply),
+                false,
+            ),
+            (
+                "udp6 from a NAT backend's port to a multicast group (mDNS)".into(),
+                testkit::udp6(
+                    BACKEND_MAC,
+                    MacAddr([0x33, 0x33, 0, 0, 0, 0xfb]),
+                    (NAT_BACKEND6, 5353),
+                    ("ff02::fb".parse().unwrap(), 5353),
+                    b"mdns",
+                ),
+                false,
+            ),
+            (
+                "udp6 from a NAT backend's port to a multicast group at the box's MAC".into(),
+                testkit::udp6(
+                    BACKEND_MAC,
+                    LB_MAC,
+                    (NAT_BACKEND6, 5353),
+                    ("ff05::1:3".parse().unwrap(), 5353),
+                    b"group",
+                ),
+                false,
+            ),
+            (
+                "udp6 from a NAT backend's port to a link-local address".into(),
+                udp6((NAT_BACKEND6, 5353), (LINK_LOCAL, 5353)),
+                false,
+            ),
+            ("icmpv6 error from a NAT backend".into(), too_big(NAT_BACKEND6, CLIENT6), true),
+            (
+                "icmpv6 error from a NAT backend to the box".into(),
+                too_big(NAT_BACKEND6, BOX6),
+                false,
+            ),
+            ("icmpv6 error from another host".into(), too_big(OTHER6, CLIENT6), false),
+            (
+                "icmpv6 echo from a NAT backend".into(),
+                testkit::icmpv6_echo(BACKEND_MAC, LB_MAC, NAT_BACKEND6, CLIENT6, 64, false, b"p"),
+                false,
+            ),
+            ("NS for a VIP (solicited-node group)".into(), vip_solicit.clone(), true),
+            (
+                "NS for a VIP (unicast)".into(),
+                testkit::neighbor_solicitation(CLIENT_MAC, CLIENT6, VIP6, Some((VIP6, LB_MAC))),
+                true,
+            ),
+            ("NS for a local address".into(), solicit((CLIENT_MAC, CLIENT6), LOCAL6), true),
+            (
+                "NS from :: for a VIP (duplicate address detection)".into(),
+                solicit((CLIENT_MAC, Ipv6Addr::UNSPECIFIED), VIP6),
+                true,
+            ),
+            ("NS for the box".into(), solicit((CLIENT_MAC, CLIENT6), BOX6), false),
+            ("NS for another target".into(), solicit((CLIENT_MAC, CLIENT6), OTHER6), false),
+            (
+                "NS for a VIP with hop limit 64 (not NDP: from off-link)".into(),
+                testkit::with_hop_limit(
+                    solicit((MacAddr([0x02, 0, 0, 0, 0, 0x99]), OTHER6), VIP6),
+                    64,
+                ),
+                false,
+            ),
+            (
+                "NS from another host using a VIP as source".into(),
+                solicit((BACKEND_MAC, VIP6), BOX6),
+                true,
+            ),
+            (
+                "NA from another host claiming a VIP".into(),
+                testkit::neighbor_advertisement(
+                    (BACKEND_MAC, OTHER6),
+                    (testkit::multicast_mac(ALL_NODES), ALL_NODES),
+                    VIP6,
+                    BACKEND_MAC,
+                    false,
+                ),
+                true,
+            ),
+            (
+                "NA from a backend to the box".into(),
+                testkit::neighbor_advertisement(
+                    (BACKEND_MAC, NAT_BACKEND6),
+                    (LB_MAC, BOX6),
+                    NAT_BACKEND6,
+                    BACKEND_MAC,
+                    true,
+                ),
+                false,
+            ),
+            (
+                "router advertisement".into(),
+                icmpv6(LINK_LOCAL, (testkit::multicast_mac(ALL_NODES), ALL_NODES), 255, 134),
+                false,
+            ),
+            (
+                "router solicitation".into(),
+                icmpv6(
+                    LINK_LOCAL,
+                    (MacAddr([0x33, 0x33, 0, 0, 0, 2]), "ff02::2".parse().unwrap()),
+                    255,
+                    133,
+                ),
+                false,
+            ),
+            (
+                "MLDv2 report (hop-by-hop router alert)".into(),
+                with_hop_by_hop(&icmpv6(
+                    LINK_LOCAL,
+                    (MacAddr([0x33, 0x33, 0, 0, 0, 0x16]), "ff02::16".parse().unwrap()),
+                    1,
+                    143,
+                )),
+                false,
+            ),
+            ("vlan-tagged tcp6 to a VIP".into(), vlan_tagged(&to_vip), false),
+        ];
+        // Cut short of what each decision reads, then just long enough.
+        for (length, owned) in [(14, false), (53, false), (54, true)] {
+            cases.push((
+                format!("tcp6 to a VIP cut to {length} bytes"),
+                to_vip[..length].to_vec(),
+                owned,
+            ));
+        }
+        for (length, owned) in [(57, false), (58, true)] {
+            cases.push((
+                format!("NAT reply (tcp6) cut to {length} bytes"),
+                nat_reply[..length].to_vec(),
+                owned,
+            ));
+        }
+        for (length, owned) in [(77, false), (78, true)] {
+            cases.push((
+                format!("NS for a VIP cut to {length} bytes"),
+                vip_solicit[..length].to_vec(),
+                owned,
+            ));
+        }
+        cases
+    }
+
+    #[test]
+    fn program_steers_the_ipv6_xlb_owns_and_passes_the_rest() {
+        if !root() {
+            return;
+        }
+        let program = SteerProgram::load().expect("load (verifier)");
+        program.set_rules(&rules6()).unwrap();
+        let socket = xdp_socket();
+        let started = monotonic_ns();
+
+        program.set_socket(0, socket.as_raw_fd()).unwrap();
+        run_cases(&program, &cases6(), XdpAction::Redirect, |s| s.steered);
+        program.clear_socket(0).unwrap();
+        run_cases(&program, &cases6(), XdpAction::Pass, |s| s.no_socket);
+
+        // NDP taught it a solicitation's source and an advertisement's target, with the MAC
+        // of their link-layer option; nothing from duplicate address detection (::), from a
+        // solicitation with the wrong hop limit, or from a message cut before its option.
+        let finished = monotonic_ns();
+        let seen = program.ndp_seen().unwrap();
+        let learned: Vec<(Ipv6Addr, MacAddr)> =
+            seen.iter().map(|&(ip, mac, _)| (ip, mac)).collect();
+        assert_eq!(
+            learned,
+            [(NAT_BACKEND6, BACKEND_MAC), (VIP6, BACKEND_MAC), (CLIENT6, CLIENT_MAC)]
+        );
+        for (ip, _, seen_ns) in seen {
+            assert!((started..=finished).contains(&seen_ns), "{ip} seen at {seen_ns}");
+        }
+        assert!(program.arp_seen().unwrap().is_empty(), "IPv6 is not ARP");
+
+        // The IPv4 rules do not steer IPv6, nor the IPv6 rules IPv4.
+        program.set_socket(0, socket.as_raw_fd()).unwrap();
+        let mapped_vip = Ipv4Addr::new(10, 1, 1, 100);
+        let v4_only = v4_rules(FamilyRules::new(&[mapped_vip], &[], &[]));
+        program.set_rules(&v4_only).unwrap();
+        assert_eq!(program.test_run(&tcp6((CLIENT6, 1), (VIP6, 80)), 0).unwrap(), XdpAction::Pass);
+        assert_eq!(
+            program.test_run(&tcp((CLIENT, 1), (mapped_vip, 80)), 0).unwrap(),
+            XdpAction::Redirect
+        );
+        program.set_rules(&rules6()).unwrap();
+        assert_eq!(program.dst.entries().unwrap().len(), 0);
+        assert_eq!(program.dst6.entries().unwrap().len(), 3);
+        assert_eq!(program.nat6_src.entries().unwrap().len(), 3, "two ports, one ICMPv6 key");
+        assert_eq!(
+            program.test_run(&tcp((CLIENT, 1), (mapped_vip, 80)), 0).unwrap(),
+            XdpAction::Pass
+        );
+    }
+
     #[test]
     fn rules_replace_rules() {
         if !root() {
@@ -1081,22 +1550,22 @@ mod tests {
         let reply = |port: u16| udp((NAT_BACKEND, port), (CLIENT, 40000));
         let action = |frame: &[u8]| program.test_run(frame, 0).unwrap();
 
-        let first = SteerRules {
+        let first = v4_rules(FamilyRules {
             dst: vec![DR_VIP, NAT_VIP],
             nat_src: vec![(NAT_BACKEND, 53, Proto::Udp)],
-            ..SteerRules::default()
-        };
+            ..FamilyRules::default()
+        });
         program.set_rules(&first).unwrap();
         assert_eq!(action(&frame(DR_VIP)), XdpAction::Redirect);
         assert_eq!(action(&frame(NAT_VIP)), XdpAction::Redirect);
         assert_eq!(action(&reply(53)), XdpAction::Redirect);
 
-        let second = SteerRules {
+        let second = v4_rules(FamilyRules {
             dst: vec![NAT_VIP, FULLNAT_VIP],
             nat_src: vec![(NAT_BACKEND, 5353, Proto::Udp)],
             interface_addrs: vec![DR_VIP],
-            ..SteerRules::default()
-        };
+            ..FamilyRules::default()
+        });
         program.set_rules(&second).unwrap();
         assert_eq!(action(&frame(DR_VIP)), XdpAction::Pass, "now the kernel's");
         assert_eq!(action(&frame(NAT_VIP)), XdpAction::Redirect);
@@ -1110,10 +1579,10 @@ mod tests {
         assert!(program.nat_src.entries().unwrap().is_empty());
         assert_eq!(action(&frame(NAT_VIP)), XdpAction::Pass);
 
-        let too_many = SteerRules {
+        let too_many = v4_rules(FamilyRules {
             dst: (0..=MAX_DST as u32).map(Ipv4Addr::from).collect(),
-            ..SteerRules::default()
-        };
+            ..FamilyRules::default()
+        });
         assert!(matches!(
             program.set_rules(&too_many),
             Err(SteerError::TooMany { map: "dst", .. })
