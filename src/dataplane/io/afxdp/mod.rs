@@ -11,6 +11,8 @@
 //! - [`busypoll`]: preferred busy polling (the worker runs its queue's NAPI), where it engages;
 //!   [`marker`]: through a UDP socket carrying the device's NAPI id, where the AF_XDP socket
 //!   has none (veth).
+//! - [`groups`]: the solicited-node multicast groups of xlb's IPv6 addresses, joined on its
+//!   interfaces so a NIC's filter lets neighbour solicitations for a VIP through to XDP.
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
 //! - `bpf`: the libbpf plumbing every XDP program of the crate goes through (an embedded
 //!   object opened and loaded, its maps, `BPF_PROG_TEST_RUN`), the benchmark's included.
@@ -18,6 +20,7 @@
 
 pub(crate) mod bpf;
 pub mod busypoll;
+pub mod groups;
 pub mod marker;
 pub mod netdev;
 pub mod steer;
