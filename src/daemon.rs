@@ -71,12 +71,14 @@ use crate::control::state::{self, Kept, State};
 use crate::control::stats;
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::busypoll;
+use crate::dataplane::io::afxdp::groups::SolicitedGroups;
 use crate::dataplane::io::afxdp::netdev::Netdev;
-use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
+use crate::dataplane::io::afxdp::steer::{self, Attachment, SteerProgram, SteerRules, XdpMode};
 use crate::dataplane::io::afxdp::tap::{self, Tap};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, Pipeline};
+use crate::family::V6;
 use crate::instance;
 use crate::log::{error, info, warn};
 use crate::report::{BackendCounters, CoreReport, PassiveCounters, PortStats, Stat};
@@ -143,6 +145,21 @@ struct Link {
     /// Where the interface's ports hand the frames the pipeline passes to the kernel; None
     /// if it could not be made (they are then counted as lost, and a warning says why).
     tap: Option<Arc<Tap>>,
+}
+
+/// Per link, the solicited-node groups of the IPv6 addresses `snapshot` announces there,
+/// joined so its NIC lets solicitations for them through (None: no socket could hold them,
+/// and a warning said why). A failure is logged, not fatal: a NIC may pass the groups
+/// anyway (promiscuous, or a veth).
+fn sync_groups(groups: &mut [Option<SolicitedGroups>], links: &[Link], snapshot: &Snapshot) {
+    let announced = steer::announced6(snapshot);
+    for (index, (groups, link)) in groups.iter_mut().zip(links).enumerate() {
+        let Some(groups) = groups else { continue };
+        let here = announced.iter().filter(|&&(_, iface)| iface == IfaceId(index as u8));
+        if let Err(error) = groups.sync(here.map(|&(addr, _)| addr)) {
+            warn!("{}: {error} (solicitations for that group may not reach xlb)", link.netdev.name);
+        }
+    }
 }
 
 /// What a run did, for the caller to print.
@@ -264,6 +281,17 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         let tap = open_tap(options, &netdev, links.len());
         links.push(Link { netdev, steer, attachment: Some(attachment), mode, tap });
     }
+    let mut groups: Vec<Option<SolicitedGroups>> = links
+        .iter()
+        .map(|link| {
+            SolicitedGroups::new(link.netdev.ifindex)
+                .map_err(|error| {
+                    warn!("{}: no socket for solicited-node groups: {error}", link.netdev.name);
+                })
+                .ok()
+        })
+        .collect();
+    sync_groups(&mut groups, &links, &snapshot);
     if links.iter().any(|l| l.tap.is_some()) && tap::strict_rp_filter() {
         warn!(
             "net.ipv4.conf.all.rp_filter is 1 (strict): the kernel drops frames xlb hands back \
@@ -423,10 +451,12 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let mut control = ControlLoop {
         options,
         links: &links,
+        groups,
         controls: &controls,
         reports: report_rx,
         latest: HashMap::new(),
         relay: NeighborRelay::new(),
+        relay6: NeighborRelay::new(),
         probing: None,
         snapshot: Arc::clone(&snapshot),
         config,
@@ -489,11 +519,15 @@ struct ControlLoop<'a> {
     busy_check: Option<(busypoll::EngagementCheck, StdInstant)>,
     options: &'a RunOptions,
     links: &'a [Link],
+    /// Per link, its solicited-node groups (see [`sync_groups`]).
+    groups: Vec<Option<SolicitedGroups>>,
     controls: &'a [Sender<ControlMsg>],
     reports: Receiver<CoreReport>,
     latest: HashMap<u16, CoreReport>,
     /// Which snooped ARP the workers hear about; other hosts' claims on our addresses.
     relay: NeighborRelay,
+    /// The same for snooped NDP.
+    relay6: NeighborRelay<V6>,
     /// VIPs and local addresses probed for and not yet announced.
     probing: Option<Probing>,
     /// The snapshot the workers run (or are switching to), and the config it came from.
@@ -984,6 +1018,7 @@ impl ControlLoop<'_> {
                 .set_rules(rules)
                 .with_context(|| format!("{}: steering rules", link.netdev.name))?;
         }
+        sync_groups(&mut self.groups, self.links, &snapshot);
         for control in self.controls {
             let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
         }
@@ -1041,6 +1076,28 @@ impl ControlLoop<'_> {
                 let _ = control.send(ControlMsg::Neighbor(ip, mac));
             }
         }
+        self.relay_ndp();
+    }
+
+    /// [`relay_arp`](Self::relay_arp) for IPv6: what the steering programs saw in NDP.
+    fn relay_ndp(&mut self) {
+        let mut entries = Vec::new();
+        for link in self.links {
+            match link.steer.ndp_seen() {
+                Ok(seen) => entries.extend(seen),
+                Err(error) => warn!("{}: reading snooped NDP: {error}", link.netdev.name),
+            }
+        }
+        // TODO(pipe6): the IPv6 next hops the workers ask for (their reports' unresolved).
+        let wanted = Wanted::new6(&self.snapshot, []);
+        let observed = self.relay6.observe(StdInstant::now(), &wanted, &entries);
+        for (level, line) in &observed.lines {
+            crate::log::write(*level, format_args!("{line}"));
+        }
+        // TODO(pipe6): tell every worker, as `relay_arp` does, once the pipeline learns
+        // IPv6 neighbours: `control.send(ControlMsg::Neighbor6(ip, mac))` for each
+        // `(ip, mac)` of `observed.relay`.
+        let _ = observed.relay;
     }
 
     /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses); they are announced

@@ -1,7 +1,10 @@
-//! Which snooped ARP control passes on to the workers, and what it says about VIP conflicts.
+//! Which snooped ARP and NDP control passes on to the workers, and what they say about VIP
+//! conflicts.
 //!
 //! The steering program records the sender of every ARP on the wire (`arp_seen`, an LRU map
-//! of [`crate::dataplane::io::afxdp::steer::ARP_SEEN_ENTRIES`] entries). Most senders are of
+//! of [`crate::dataplane::io::afxdp::steer::ARP_SEEN_ENTRIES`] entries), and what every
+//! neighbour solicitation and advertisement names (`ndp_seen`, as many entries). One
+//! [`NeighborRelay`] per family ([`V4`], [`V6`]) does the same with each. Most senders are of
 //! no use to xlb: on a large segment, or under a storm of gratuitous ARP, relaying them all
 //! to every worker would fill every core's neighbour table with strangers. So
 //! [`NeighborRelay`] passes on only what xlb needs ([`Wanted`]): the next hops of the running
@@ -17,27 +20,41 @@
 //! change or a conflict logs goes through a [`LogBudget`].
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant as StdInstant};
 
+use crate::dataplane::io::afxdp::steer::announced6;
+use crate::family::{Family, V4, V6};
 use crate::log::{Level, LogBudget};
 use crate::snapshot::Snapshot;
+use crate::wire::EtherType;
 use crate::wire::MacAddr;
 
 /// Lines per [`LOG_INTERVAL`] about neighbours changing MAC, and about conflicts.
 pub const LOG_LINES_PER_INTERVAL: u32 = 10;
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What xlb needs to hear about, and what it owns.
-#[derive(Debug, Clone, Default)]
-pub struct Wanted {
-    /// Next hops to relay ARP about.
-    pub next_hops: HashSet<Ipv4Addr>,
-    /// VIPs and local addresses: ARP from another host with one of them as sender is a
-    /// conflict.
-    pub owned: HashSet<Ipv4Addr>,
+/// What xlb needs to hear about, and what it owns, in one family.
+#[derive(Debug, Clone)]
+pub struct Wanted<F: Family = V4> {
+    /// Next hops to relay ARP (NDP) about.
+    pub next_hops: HashSet<F::Addr>,
+    /// VIPs and local addresses: ARP from another host with one of them as sender (NDP
+    /// naming one of them) is a conflict.
+    pub owned: HashSet<F::Addr>,
     /// The box's interface MACs (ARP from them is ours).
     pub our_macs: Vec<MacAddr>,
+}
+
+impl<F: Family> Default for Wanted<F> {
+    fn default() -> Self {
+        Wanted { next_hops: HashSet::new(), owned: HashSet::new(), our_macs: Vec::new() }
+    }
+}
+
+/// The neighbour protocol of family `F`, for log lines.
+fn protocol<F: Family>() -> &'static str {
+    if F::ETHERTYPE == EtherType::IPV4 { "ARP" } else { "NDP" }
 }
 
 impl Wanted {
@@ -55,11 +72,25 @@ impl Wanted {
     }
 }
 
-/// What one look at `arp_seen` gave.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
+impl Wanted<V6> {
+    /// [`Wanted::new`] for IPv6: from the running snapshot and the IPv6 next hops the
+    /// workers are asking for.
+    pub fn new6(snapshot: &Snapshot, unresolved: impl IntoIterator<Item = Ipv6Addr>) -> Self {
+        // TODO(snap6): the next hops of IPv6 backends and `gateway6`, from
+        // `snapshot.family::<V6>()`.
+        Wanted {
+            next_hops: unresolved.into_iter().collect(),
+            owned: announced6(snapshot).into_iter().map(|(ip, _)| ip).collect(),
+            our_macs: snapshot.interfaces.iter().map(|i| i.mac).collect(),
+        }
+    }
+}
+
+/// What one look at `arp_seen` (`ndp_seen`) gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed<F: Family = V4> {
     /// To tell every worker: `ip` is at `mac`.
-    pub relay: Vec<(Ipv4Addr, MacAddr)>,
+    pub relay: Vec<(F::Addr, MacAddr)>,
     /// Lines to log, with their level (already rate-limited): a neighbour's MAC change is
     /// news (info), another host's claim on our address is trouble (warn).
     pub lines: Vec<(Level, String)>,
@@ -74,24 +105,30 @@ struct Claim {
     observed: StdInstant,
 }
 
-/// Control's side of neighbour learning. See the module docs.
+impl<F: Family> Default for Observed<F> {
+    fn default() -> Self {
+        Observed { relay: Vec::new(), lines: Vec::new() }
+    }
+}
+
+/// Control's side of neighbour learning in one family. See the module docs.
 #[derive(Debug)]
-pub struct NeighborRelay {
+pub struct NeighborRelay<F: Family = V4> {
     /// What was last relayed per wanted address: MAC and the steering program's timestamp.
-    relayed: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    relayed: HashMap<F::Addr, (MacAddr, u64)>,
     /// The latest claim per owned address.
-    claims: HashMap<Ipv4Addr, Claim>,
+    claims: HashMap<F::Addr, Claim>,
     moves: LogBudget,
     conflicts: LogBudget,
 }
 
-impl Default for NeighborRelay {
+impl<F: Family> Default for NeighborRelay<F> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl NeighborRelay {
+impl<F: Family> NeighborRelay<F> {
     pub fn new() -> Self {
         NeighborRelay {
             relayed: HashMap::new(),
@@ -106,9 +143,9 @@ impl NeighborRelay {
     pub fn observe(
         &mut self,
         now: StdInstant,
-        wanted: &Wanted,
-        entries: &[(Ipv4Addr, MacAddr, u64)],
-    ) -> Observed {
+        wanted: &Wanted<F>,
+        entries: &[(F::Addr, MacAddr, u64)],
+    ) -> Observed<F> {
         let mut observed = Observed::default();
         self.relayed.retain(|ip, _| wanted.next_hops.contains(ip));
         self.claims.retain(|ip, _| wanted.owned.contains(ip));
@@ -122,8 +159,12 @@ impl NeighborRelay {
                 if !known {
                     self.claims.insert(ip, Claim { mac, seen_ns, observed: now });
                     if self.conflicts.allow(now) {
+                        let protocol = protocol::<F>();
+                        // The pipeline counts ARP conflicts; NDP ones are the IPv6 pipeline's.
+                        let counted =
+                            if protocol == "ARP" { " (counted in arp_conflicts)" } else { "" };
                         observed.lines.push((Level::Warn, format!(
-                            "ARP conflict: {mac} says it has {ip}, a VIP or local address of xlb's (counted in arp_conflicts)"
+                            "{protocol} conflict: {mac} says it has {ip}, a VIP or local address of xlb's{counted}"
                         )));
                     }
                 }
@@ -147,14 +188,17 @@ impl NeighborRelay {
             observed.lines.push((Level::Info, line));
         }
         if let Some(n) = self.conflicts.take_suppressed(now) {
-            observed.lines.push((Level::Warn, format!("{n} more ARP conflict(s) not logged")));
+            let protocol = protocol::<F>();
+            observed
+                .lines
+                .push((Level::Warn, format!("{n} more {protocol} conflict(s) not logged")));
         }
         observed
     }
 
     /// Of `addrs`, those another host claimed (with its MAC) after `since`: it answered a
     /// probe, announced itself, or asked for something from that address.
-    pub fn claimed_since(&self, since: StdInstant, addrs: &[Ipv4Addr]) -> Vec<(Ipv4Addr, MacAddr)> {
+    pub fn claimed_since(&self, since: StdInstant, addrs: &[F::Addr]) -> Vec<(F::Addr, MacAddr)> {
         addrs
             .iter()
             .filter_map(|ip| {
@@ -236,6 +280,34 @@ mod tests {
         let suppressed = 999 - LOG_LINES_PER_INTERVAL;
         let line = format!("{suppressed} more neighbour MAC change(s) not logged");
         assert_eq!(later.lines, vec![(Level::Info, line)]);
+    }
+
+    /// IPv6 goes the same way: snooped NDP about a wanted next hop is relayed, strangers
+    /// are not remembered, another host naming a VIP is an NDP conflict.
+    #[test]
+    fn ndp_is_relayed_and_claims_seen_as_arp_is() {
+        use crate::family::V6;
+        use std::net::Ipv6Addr;
+        let backend: Ipv6Addr = "2001:db8::21".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8::100".parse().unwrap();
+        let wanted =
+            Wanted::<V6> { next_hops: [backend].into(), owned: [vip].into(), our_macs: vec![OURS] };
+        let mut relay = NeighborRelay::<V6>::new();
+        let now = StdInstant::now();
+        let mut entries: Vec<_> = (1..100u128)
+            .map(|i| (Ipv6Addr::from_bits(0x2001_0db8_0001 << 80 | i), OTHER, 1))
+            .collect();
+        entries.extend([(backend, OURS, 2), (vip, OURS, 3)]);
+        let observed = relay.observe(now, &wanted, &entries);
+        assert_eq!(observed, Observed { relay: vec![(backend, OURS)], lines: vec![] });
+        assert_eq!(relay.len(), 1);
+        let later = now + Duration::from_millis(1);
+        let observed = relay.observe(later, &wanted, &[(vip, OTHER, 4)]);
+        assert!(observed.relay.is_empty());
+        assert_eq!(observed.lines.len(), 1);
+        assert!(observed.lines[0].1.starts_with("NDP conflict"), "{:?}", observed.lines);
+        assert!(observed.lines[0].1.contains("2001:db8::100"), "{:?}", observed.lines);
+        assert_eq!(relay.claimed_since(now, &[vip]), vec![(vip, OTHER)]);
     }
 
     /// Another host's ARP with a VIP as sender is a conflict: logged, remembered for the

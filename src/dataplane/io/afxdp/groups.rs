@@ -247,24 +247,18 @@ mod tests {
         assert_eq!(map[&4], [vip(2)]);
     }
 
-    /// The link-layer multicast addresses `ip maddr` lists for `device`.
-    fn link_groups(netns: &Netns, device: &str) -> Vec<String> {
+    /// The addresses of `kind` ("link", "inet6") that `ip maddr` lists for `device`.
+    fn maddrs(netns: &Netns, device: &str, kind: &str) -> Vec<String> {
         netns
             .ip(&["maddr", "show", "dev", device])
             .lines()
-            .filter_map(|line| line.trim().strip_prefix("link"))
-            .map(|mac| mac.split_whitespace().next().unwrap_or_default().to_string())
+            .filter_map(|line| line.trim().strip_prefix(kind))
+            .map(|addr| addr.split_whitespace().next().unwrap_or_default().to_string())
             .collect()
     }
 
-    /// The IPv6 groups `ip maddr` lists for `device`.
-    fn ipv6_groups(netns: &Netns, device: &str) -> Vec<String> {
-        netns
-            .ip(&["maddr", "show", "dev", device])
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("inet6"))
-            .map(|group| group.split_whitespace().next().unwrap_or_default().to_string())
-            .collect()
+    fn link_groups(netns: &Netns, device: &str) -> Vec<String> {
+        maddrs(netns, device, "link ")
     }
 
     /// Joins the groups of three VIPs (two sharing one) on a veth in a namespace of the
@@ -313,8 +307,8 @@ mod tests {
                         let macs = link_groups(&netns, &device);
                         assert!(macs.contains(&first_mac), "{what}: {macs:?}");
                         assert!(macs.contains(&second_mac), "{what}: {macs:?}");
-                        let joined_ipv6 =
-                            ipv6_groups(&netns, &device).contains(&"ff02::1:ff0a:100".to_string());
+                        let joined_ipv6 = maddrs(&netns, &device, "inet6 ")
+                            .contains(&"ff02::1:ff0a:100".to_string());
                         assert_eq!(joined_ipv6, !link_layer, "{what}: only IPv6 joins report MLD");
 
                         // The shared group stays while one of its VIPs does.

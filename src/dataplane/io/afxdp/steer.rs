@@ -241,8 +241,11 @@ impl SteerRules {
             }
         }
         let interface_addrs: Vec<Ipv4Addr> = snapshot.interfaces.iter().map(|i| i.addr).collect();
-        // TODO(snap6): the IPv6 lists from `snapshot.family::<V6>()` once it has them.
-        let v6 = FamilyRules::new(&[], &[], &[]);
+        // TODO(snap6): the IPv6 NAT backends and interface addresses from
+        // `snapshot.family::<V6>()` once it has them.
+        let owned6: Vec<Ipv6Addr> =
+            announced6(snapshot).into_iter().map(|(addr, _)| addr).collect();
+        let v6 = FamilyRules::new(&owned6, &[], &[]);
         SteerRules { v4: FamilyRules::new(&owned, &nat_backends, &interface_addrs), v6 }
     }
 
@@ -274,6 +277,14 @@ impl SteerRules {
         }
         Ok(())
     }
+}
+
+/// The IPv6 VIPs and local addresses of `snapshot`, each with the interface it is announced
+/// on: what `dst6` steers, and whose solicited-node groups xlb joins
+/// ([`super::groups::SolicitedGroups`]).
+// TODO(snap6): `snapshot.family::<V6>().announced()`, once the snapshot has IPv6 services.
+pub fn announced6(_snapshot: &Snapshot) -> Vec<(Ipv6Addr, IfaceId)> {
+    Vec::new()
 }
 
 /// How a family's addresses sit in the program's maps (implemented for [`V4`] and [`V6`]).
