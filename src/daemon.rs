@@ -73,7 +73,9 @@ use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::groups::SolicitedGroups;
 use crate::dataplane::io::afxdp::netdev::Netdev;
-use crate::dataplane::io::afxdp::steer::{self, Attachment, SteerProgram, SteerRules, XdpMode};
+use crate::dataplane::io::afxdp::steer::{
+    self, Attachment, SteerError, SteerProgram, SteerRules, XdpMode,
+};
 use crate::dataplane::io::afxdp::tap::{self, Tap};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
@@ -145,6 +147,23 @@ struct Link {
     /// Where the interface's ports hand the frames the pipeline passes to the kernel; None
     /// if it could not be made (they are then counted as lost, and a warning says why).
     tap: Option<Arc<Tap>>,
+}
+
+/// What every link's steering program recorded from `protocol` (ARP, NDP) with `read`; a
+/// link whose map cannot be read is logged and skipped.
+fn snooped<A>(
+    links: &[Link],
+    protocol: &str,
+    read: impl Fn(&SteerProgram) -> Result<Vec<(A, MacAddr, u64)>, SteerError>,
+) -> Vec<(A, MacAddr, u64)> {
+    let mut entries = Vec::new();
+    for link in links {
+        match read(&link.steer) {
+            Ok(seen) => entries.extend(seen),
+            Err(error) => warn!("{}: reading snooped {protocol}: {error}", link.netdev.name),
+        }
+    }
+    entries
 }
 
 /// Per link, the solicited-node groups of the IPv6 addresses `snapshot` announces there,
@@ -1054,13 +1073,7 @@ impl ControlLoop<'_> {
     /// Tells every worker about ARP the steering programs saw since last time, about next
     /// hops xlb needs only; logs (rate-limited) MAC changes and other hosts' claims.
     fn relay_arp(&mut self) {
-        let mut entries = Vec::new();
-        for link in self.links {
-            match link.steer.arp_seen() {
-                Ok(seen) => entries.extend(seen),
-                Err(error) => warn!("{}: reading snooped ARP: {error}", link.netdev.name),
-            }
-        }
+        let entries = snooped(self.links, "ARP", SteerProgram::arp_seen);
         let unresolved = self
             .latest
             .values()
@@ -1081,13 +1094,7 @@ impl ControlLoop<'_> {
 
     /// [`relay_arp`](Self::relay_arp) for IPv6: what the steering programs saw in NDP.
     fn relay_ndp(&mut self) {
-        let mut entries = Vec::new();
-        for link in self.links {
-            match link.steer.ndp_seen() {
-                Ok(seen) => entries.extend(seen),
-                Err(error) => warn!("{}: reading snooped NDP: {error}", link.netdev.name),
-            }
-        }
+        let entries = snooped(self.links, "NDP", SteerProgram::ndp_seen);
         // TODO(pipe6): the IPv6 next hops the workers ask for (their reports' unresolved).
         let wanted = Wanted::new6(&self.snapshot, []);
         let observed = self.relay6.observe(StdInstant::now(), &wanted, &entries);
