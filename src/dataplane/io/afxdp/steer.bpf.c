@@ -20,7 +20,8 @@
 //   - IPv6, the same three cases with the maps `dst6` and `nat6_src`:
 //     - IPv6 to an address `dst6` maps to OWNER_XLB, whatever it carries: extension
 //       headers included (the pipeline drops those, counted as `ipv6_ext_headers`, rather
-//       than the kernel dropping them uncounted: the kernel does not hold the VIP);
+//       than the kernel dropping them uncounted: the kernel does not hold the VIP), and
+//       whatever its version nibble (as IPv4: the pipeline drops it, `bad_ip_version`);
 //     - unicast IPv6 from a NAT backend (not to an Ethernet group address, nor to a
 //       multicast (ff00::/8) or link-local (fe80::/10) address), unless to an OWNER_KERNEL
 //       address: TCP/UDP whose (source address, source port, next header) is in
@@ -248,12 +249,15 @@ int xlb_steer(struct xdp_md *ctx)
             goto steer;
     } else if (ether_type == BE16(0x86dd)) {
         __u8 *ip6 = frame + ETH_LEN;
-        if (ip6 + IPV6_LEN > end || (ip6[0] & 0xf0) != 0x60)
+        if (ip6 + IPV6_LEN > end)
             goto out;
+        int version_6 = (ip6[0] & 0xf0) == 0x60;
         __u8 next = ip6[6];
         __u8 *l4 = ip6 + IPV6_LEN;
 
-        if (next == PROTO_ICMPV6 && ip6[7] == 255 && l4 + NDP_LEN <= end &&
+        /* NDP first: an advertisement answering xlb's solicitation comes to the box's own
+         * address, and must be recorded before the kernel gets it. */
+        if (version_6 && next == PROTO_ICMPV6 && ip6[7] == 255 && l4 + NDP_LEN <= end &&
             (l4[0] == NDP_SOLICIT || l4[0] == NDP_ADVERT)) {
             /* A solicitation is about its source, an advertisement about its target. */
             __u8 *target = l4 + 8;
@@ -266,15 +270,19 @@ int xlb_steer(struct xdp_md *ctx)
                 record_neighbor(&ndp_seen, about, opt + 2);
             if (owned6(target) || owned6(ip6 + 8))
                 goto steer;
-            goto out;
+            /* Otherwise as any packet: to a VIP it is xlb's, else the kernel's (the NAT
+             * path below takes no NDP: types 135 and 136 are not errors). */
         }
 
+        /* Whatever the version nibble, as for IPv4: the pipeline drops a bad one, counted. */
         __u8 *owner = bpf_map_lookup_elem(&dst6, ip6 + 24);
         if (owner) {
             if (*owner == OWNER_XLB)
                 goto steer;
             goto out;
         }
+        if (!version_6)
+            goto out;
 
         /* A reply is unicast, and not link-local: a group destination (Ethernet group bit,
          * ff00::/8) or fe80::/10 from a backend's port is its own (mDNS, its routers). */

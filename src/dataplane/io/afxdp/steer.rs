@@ -19,12 +19,13 @@
 //! - ARP requests for a VIP or local address, and ARP whose sender is a VIP or local address
 //!   (another host claiming it: the pipeline counts a conflict; control logs it);
 //! - IPv6, the same with maps `dst6` and `nat6_src` (rules: [`SteerRules::v6`]): anything to
-//!   a VIP or local address; NAT replies (TCP/UDP from a backend's address, port and
+//!   a VIP or local address (a bad version nibble too, as IPv4: the pipeline drops it,
+//!   counted); NAT replies (TCP/UDP from a backend's address, port and
 //!   protocol; ICMPv6 errors from a backend's address) that are unicast, not to a
 //!   link-local address, and carry TCP, UDP or ICMPv6 directly after the fixed header;
-//!   neighbour solicitations and advertisements (hop limit 255, ICMPv6 directly after the
-//!   fixed header) whose target or source is a VIP or local address, whether sent to the
-//!   solicited-node group or unicast. No extension header is walked: a packet to a VIP with
+//!   neighbour solicitations and advertisements (version 6, hop limit 255, ICMPv6 directly
+//!   after the fixed header) whose target or source is a VIP or local address, whether sent
+//!   to the solicited-node group or unicast. No extension header is walked: a packet to a VIP with
 //!   one is steered anyway (the pipeline drops it, counted as `ipv6_ext_headers`, where the
 //!   kernel, which does not hold the VIP, would drop it uncounted); a NAT reply with one is
 //!   the kernel's (xlb never made one). The box's own IPv6, router advertisements, MLD,
@@ -1308,6 +1309,13 @@ mod tests {
         out
     }
 
+    /// `frame` (Ethernet, IPv6) with version nibble 4.
+    fn with_version_4(frame: &[u8]) -> Vec<u8> {
+        let mut out = frame.to_vec();
+        out[14] = 0x40 | (out[14] & 0x0f);
+        out
+    }
+
     fn solicit(src: (MacAddr, Ipv6Addr), target: Ipv6Addr) -> Vec<u8> {
         testkit::neighbor_solicitation(src.0, src.1, target, None)
     }
@@ -1323,8 +1331,7 @@ mod tests {
             let quoted = testkit::udp6(LB_MAC, BACKEND_MAC, (dst, 40000), (src, 5353), b"hi");
             testkit::icmpv6_packet_too_big(BACKEND_MAC, LB_MAC, src, dst, 1280, &quoted, 8)
         };
-        let mut version_4 = to_vip.clone();
-        version_4[14] = 0x40 | (version_4[14] & 0x0f);
+        let version_4 = with_version_4(&to_vip);
         let mut cases: Vec<(String, Vec<u8>, bool)> = vec![
             ("tcp6 to a VIP".into(), to_vip.clone(), true),
             ("udp6 to a VIP".into(), udp6(client, (VIP6, 53)), true),
@@ -1336,7 +1343,34 @@ mod tests {
             ),
             // Steered, for the pipeline to drop counted (`ipv6_ext_headers`).
             ("tcp6 to a VIP after a hop-by-hop header".into(), with_hop_by_hop(&to_vip), true),
-            ("version 4 in an IPv6 frame to a VIP".into(), version_4, false),
+            // As IPv4: the pipeline drops it, counted as `bad_ip_version`.
+            ("version 4 in an IPv6 frame to a VIP".into(), version_4, true),
+            (
+                "version 4 in an IPv6 frame from a NAT backend's port".into(),
+                with_version_4(&nat_reply),
+                false,
+            ),
+            (
+                "NS for a VIP, version 4".into(),
+                with_version_4(&solicit((MacAddr([0x02, 0, 0, 0, 0, 0x98]), OTHER6), VIP6)),
+                false,
+            ),
+            (
+                "NS to a VIP for another target (unicast)".into(),
+                testkit::neighbor_solicitation(CLIENT_MAC, CLIENT6, OTHER6, Some((VIP6, LB_MAC))),
+                true,
+            ),
+            (
+                "NA from a backend to the box, version 4".into(),
+                with_version_4(&testkit::neighbor_advertisement(
+                    (BACKEND_MAC, NAT_BACKEND6),
+                    (LB_MAC, BOX6),
+                    NAT_BACKEND6,
+                    MacAddr([0x02, 0, 0, 0, 0, 0x97]),
+                    true,
+                )),
+                false,
+            ),
             ("tcp6 to the box (ssh)".into(), tcp6(client, (BOX6, 22)), false),
             ("tcp6 to another address".into(), tcp6(client, (OTHER6, 80)), false),
             ("tcp6 link-local".into(), tcp6((LINK_LOCAL, 1), (OTHER6, 22)), false),
