@@ -98,7 +98,7 @@ pub trait Layout: FlowHash {
     fn probe(key: &FlowKey<Self>) -> Self::Probe;
     /// True if the flow packed in `words` has `probe`'s key in `direction` (the record must
     /// also be live: the caller checks its state). Same answer as comparing with
-    /// [`Layout::direction_key`], without building a key.
+    /// `Layout::direction_key` (a test-only reference), without building a key.
     fn matches(probe: &Self::Probe, words: &Self::Words, direction: Direction) -> bool;
     /// The flow's key in `direction`, taken from the words field by field: the reference
     /// [`Layout::matches`] is tested against. None for the reply direction of a DR flow and

@@ -31,8 +31,8 @@
 //!   slot per direction it can be seen in: DR only the original direction
 //!   (`client:port -> vip:port`), NAT and FullNAT also the reply direction (see
 //!   [`Flow::reply_key`]). Keys are never stored: a lookup compares the fingerprint, then the
-//!   key with the record's packed flow words for the slot's direction (three word compares;
-//!   `table::Probe`). Removing or evicting a flow
+//!   key with the record's packed flow words for the slot's direction (three word compares
+//!   for IPv4, six for IPv6: a family's probe, `layout.rs`). Removing or evicting a flow
 //!   frees its record and both its slots.
 //!
 //! `table.rs` has the word layouts, the seqlock protocol and the orderings. The index has four
