@@ -20,13 +20,11 @@
 //! change or a conflict logs goes through a [`LogBudget`].
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::dataplane::io::afxdp::steer::announced6;
-use crate::family::{Family, V4, V6};
+use crate::family::{Family, V4};
 use crate::log::{Level, LogBudget};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Indexed, Snapshot};
 use crate::wire::EtherType;
 use crate::wire::MacAddr;
 
@@ -57,30 +55,20 @@ fn protocol<F: Family>() -> &'static str {
     if F::ETHERTYPE == EtherType::IPV4 { "ARP" } else { "NDP" }
 }
 
-impl Wanted {
-    /// From the running snapshot and the next hops the workers are asking for.
-    pub fn new(snapshot: &Snapshot, unresolved: impl IntoIterator<Item = Ipv4Addr>) -> Self {
-        let mut next_hops: HashSet<Ipv4Addr> =
-            snapshot.backends.iter().map(|b| b.route.next_hop).collect();
-        next_hops.extend(snapshot.interfaces.iter().filter_map(|i| i.gateway));
+impl<F: Indexed> Wanted<F> {
+    /// From the running snapshot and the next hops the workers are asking for: the next
+    /// hops of the snapshot's backends and the gateways of family `F`, and its VIPs and local
+    /// addresses.
+    pub fn new(snapshot: &Snapshot, unresolved: impl IntoIterator<Item = F::Addr>) -> Self {
+        let index = snapshot.family::<F>();
+        // A backend of the other family has no route here (an unspecified next hop).
+        let routes = index.backend_routes().iter().map(|r| r.next_hop);
+        let mut next_hops: HashSet<F::Addr> = routes.filter(|&hop| hop != F::UNSPECIFIED).collect();
+        next_hops.extend(index.subnets().iter().filter_map(|(_, subnet)| subnet.gateway));
         next_hops.extend(unresolved);
         Wanted {
             next_hops,
-            owned: snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect(),
-            our_macs: snapshot.interfaces.iter().map(|i| i.mac).collect(),
-        }
-    }
-}
-
-impl Wanted<V6> {
-    /// [`Wanted::new`] for IPv6: from the running snapshot and the IPv6 next hops the
-    /// workers are asking for.
-    pub fn new6(snapshot: &Snapshot, unresolved: impl IntoIterator<Item = Ipv6Addr>) -> Self {
-        // TODO(snap6): the next hops of IPv6 backends and `gateway6`, from
-        // `snapshot.family::<V6>()`.
-        Wanted {
-            next_hops: unresolved.into_iter().collect(),
-            owned: announced6(snapshot).into_iter().map(|(ip, _)| ip).collect(),
+            owned: index.announced().into_iter().map(|(ip, _)| ip).collect(),
             our_macs: snapshot.interfaces.iter().map(|i| i.mac).collect(),
         }
     }
@@ -221,6 +209,7 @@ impl<F: Family> NeighborRelay<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
     const OTHER: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x99]);
@@ -280,6 +269,55 @@ mod tests {
         let suppressed = 999 - LOG_LINES_PER_INTERVAL;
         let line = format!("{suppressed} more neighbour MAC change(s) not logged");
         assert_eq!(later.lines, vec![(Level::Info, line)]);
+    }
+
+    /// Each family wants its own next hops (backends' and gateways') and owns its own VIPs.
+    #[test]
+    fn each_family_wants_its_own_next_hops() {
+        use crate::family::V6;
+        use std::net::Ipv6Addr;
+        let text = r#"
+            [[interface]]
+            name = "eth0"
+            addr = "10.1.1.10/24"
+            mac = "02:00:00:00:00:10"
+            gateway = "10.1.1.1"
+            addr6 = "2001:db8::10/64"
+            gateway6 = "fe80::1"
+
+            [[service]]
+            vip = "10.1.1.100"
+            port = 80
+            [[service.backend]]
+            addr = "10.1.1.11"
+
+            [[service]]
+            vip = "2001:db8::100"
+            port = 80
+            [[service.backend]]
+            addr = "2001:db8::11"
+
+            [[service]]
+            vip = "2001:db8::101"
+            port = 80
+            forward = "nat"
+            [[service.backend]]
+            addr = "2001:db8:99::12"
+        "#;
+        let config = crate::control::Config::parse(text, "test.toml").unwrap();
+        let snapshot = Snapshot::build(&config, 1).unwrap();
+        let ip6 = |text: &str| text.parse::<Ipv6Addr>().unwrap();
+        let v6 = Wanted::<V6>::new(&snapshot, [ip6("2001:db8::99")]);
+        let expected: HashSet<Ipv6Addr> =
+            ["2001:db8::11", "fe80::1", "2001:db8::99"].map(ip6).into();
+        assert_eq!(v6.next_hops, expected, "the off-link backend goes through the gateway");
+        assert_eq!(v6.owned, [ip6("2001:db8::100"), ip6("2001:db8::101")].into());
+        assert_eq!(v6.our_macs, [OURS]);
+        let v4 = Wanted::<V4>::new(&snapshot, []);
+        let expected: HashSet<Ipv4Addr> =
+            [Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::new(10, 1, 1, 1)].into();
+        assert_eq!(v4.next_hops, expected);
+        assert_eq!(v4.owned, [Ipv4Addr::new(10, 1, 1, 100)].into());
     }
 
     /// IPv6 goes the same way: snooped NDP about a wanted next hop is relayed, strangers

@@ -87,9 +87,9 @@ use libxdp_sys as sys;
 
 use super::bpf::{Aligned, Map, Object, check, opts_size, possible_cpus, sum_per_cpu, test_run};
 
-use crate::family::{Family, V4, V6};
+use crate::family::{V4, V6};
 use crate::flow::{ForwardMode, Proto};
-use crate::snapshot::{IfaceId, Snapshot};
+use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::wire::MacAddr;
 
 /// The name of the program function; [`remove_stale`] recognises our programs by it.
@@ -226,28 +226,45 @@ impl<F: SteerFamily> FamilyRules<F> {
     }
 }
 
-impl SteerRules {
-    /// The rules for `snapshot`: its announced addresses, the backends of its NAT services,
-    /// and its interface addresses.
-    pub fn from_snapshot(snapshot: &Snapshot) -> SteerRules {
-        let owned: Vec<Ipv4Addr> =
-            snapshot.announced_addrs().into_iter().map(|(addr, _)| addr).collect();
+impl<F: SteerFamily> FamilyRules<F> {
+    /// The rules of family `F` for `snapshot`: its VIPs and local addresses of that family,
+    /// the backends of its NAT services of that family, and the box's own addresses of that
+    /// family on its interfaces.
+    pub fn from_snapshot(snapshot: &Snapshot) -> FamilyRules<F> {
+        let index = snapshot.family::<F>();
+        let owned: Vec<F::Addr> = index.announced().into_iter().map(|(addr, _)| addr).collect();
         let mut nat_backends = Vec::new();
-        for (index, service) in snapshot.services.iter().enumerate() {
+        for (number, service) in snapshot.services.iter().enumerate() {
             if service.forward != ForwardMode::Nat {
                 continue;
             }
-            for backend in snapshot.service_backends(index) {
-                nat_backends.push((backend.addr, backend.port, service.proto));
+            for backend in snapshot.service_backends(number) {
+                if let Some(addr) = F::of_ip(backend.addr) {
+                    nat_backends.push((addr, backend.port, service.proto));
+                }
             }
         }
-        let interface_addrs: Vec<Ipv4Addr> = snapshot.interfaces.iter().map(|i| i.addr).collect();
-        // TODO(snap6): the IPv6 NAT backends and interface addresses from
-        // `snapshot.family::<V6>()` once it has them.
-        let owned6: Vec<Ipv6Addr> =
-            announced6(snapshot).into_iter().map(|(addr, _)| addr).collect();
-        let v6 = FamilyRules::new(&owned6, &[], &[]);
-        SteerRules { v4: FamilyRules::new(&owned, &nat_backends, &interface_addrs), v6 }
+        let interface_addrs: Vec<F::Addr> =
+            index.subnets().iter().map(|(_, subnet)| subnet.addr).collect();
+        FamilyRules::new(&owned, &nat_backends, &interface_addrs)
+    }
+
+    /// These rules less the NAT backends `snapshot` does not reach through `iface` (see
+    /// [`SteerRules::for_interface`]).
+    fn for_interface(&self, snapshot: &Snapshot, iface: IfaceId) -> FamilyRules<F> {
+        let index = snapshot.family::<F>();
+        self.reaching(|addr| index.route(addr).is_some_and(|route| route.egress == iface))
+    }
+}
+
+impl SteerRules {
+    /// The rules for `snapshot`, both families: its announced addresses, the backends of its
+    /// NAT services, and its interface addresses.
+    pub fn from_snapshot(snapshot: &Snapshot) -> SteerRules {
+        SteerRules {
+            v4: FamilyRules::from_snapshot(snapshot),
+            v6: FamilyRules::from_snapshot(snapshot),
+        }
     }
 
     /// What the program on interface `iface` steers: these rules, less the NAT backends
@@ -257,9 +274,8 @@ impl SteerRules {
     /// the kernel's. With one interface, the rules unchanged.
     pub fn for_interface(&self, snapshot: &Snapshot, iface: IfaceId) -> SteerRules {
         SteerRules {
-            v4: self.v4.reaching(|addr| snapshot.route(addr).is_some_and(|r| r.egress == iface)),
-            // TODO(snap6): filter by `snapshot.family::<V6>().route(addr)`.
-            v6: self.v6.clone(),
+            v4: self.v4.for_interface(snapshot, iface),
+            v6: self.v6.for_interface(snapshot, iface),
         }
     }
 
@@ -280,16 +296,8 @@ impl SteerRules {
     }
 }
 
-/// The IPv6 VIPs and local addresses of `snapshot`, each with the interface it is announced
-/// on: what `dst6` steers, and whose solicited-node groups xlb joins
-/// ([`super::groups::SolicitedGroups`]).
-// TODO(snap6): `snapshot.family::<V6>().announced()`, once the snapshot has IPv6 services.
-pub fn announced6(_snapshot: &Snapshot) -> Vec<(Ipv6Addr, IfaceId)> {
-    Vec::new()
-}
-
 /// How a family's addresses sit in the program's maps (implemented for [`V4`] and [`V6`]).
-pub trait SteerFamily: Family {
+pub trait SteerFamily: Indexed {
     /// A `dst`/`dst6` key: the address's bytes in network order.
     type DstKey: Copy + Ord + fmt::Debug;
     /// A `nat_src`/`nat6_src` key: `struct nat_key`/`nat6_key`.
@@ -905,8 +913,84 @@ mod tests {
         assert_eq!(keys, [key([0, 0], 58), key([0x1f, 0x90], 17)]);
     }
 
+    /// A dual-stack box: CONFIG's IPv4 services and interface, an IPv6 address on eth0 and a
+    /// second arm (eth1, IPv6 only reached there) with a DR, a NAT and a FullNAT IPv6
+    /// service.
+    const CONFIG6: &str = r#"
+        [[interface]]
+        name = "eth0"
+        addr = "10.1.1.10/24"
+        mac = "02:00:00:00:00:01"
+        addr6 = "2001:db8::10/64"
+
+        [[interface]]
+        name = "eth1"
+        addr = "10.3.3.10/24"
+        mac = "02:00:00:00:00:02"
+        addr6 = "2001:db8:3::10/64"
+
+        [[service]]
+        vip = "10.1.1.101"
+        port = 80
+        forward = "nat"
+        [[service.backend]]
+        addr = "10.1.1.21"
+
+        [[service]]
+        vip = "2001:db8::100"
+        port = 80
+        forward = "dr"
+        [[service.backend]]
+        addr = "2001:db8::11"
+
+        [[service]]
+        vip = "2001:db8::101"
+        port = 53
+        proto = "udp"
+        forward = "nat"
+        [[service.backend]]
+        addr = "2001:db8::21"
+        port = 5353
+        [[service.backend]]
+        addr = "2001:db8:3::32"
+        port = 5353
+
+        [[service]]
+        vip = "2001:db8::102"
+        port = 443
+        forward = "fullnat"
+        local_addrs = ["2001:db8::200"]
+        [[service.backend]]
+        addr = "2001:db8:3::31"
+        port = 8443
+    "#;
+
     #[test]
-    fn snapshots_steer_no_ipv6_yet() {
+    fn rules_hold_ipv6_services_apart_from_ipv4() {
+        let ip = |text: &str| text.parse::<Ipv6Addr>().unwrap();
+        let dual = snapshot(CONFIG6);
+        let rules = SteerRules::from_snapshot(&dual);
+        assert_eq!(rules.v4.dst, [NAT_VIP]);
+        assert_eq!(rules.v4.nat_src, [(NAT_BACKEND, 80, Proto::Tcp)]);
+        assert_eq!(rules.v4.interface_addrs, [BOX, Ipv4Addr::new(10, 3, 3, 10)]);
+        let v6 = &rules.v6;
+        let vips = ["2001:db8::100", "2001:db8::101", "2001:db8::102", "2001:db8::200"];
+        assert_eq!(v6.dst, vips.map(ip));
+        let (near, far) = (ip("2001:db8::21"), ip("2001:db8:3::32"));
+        assert_eq!(v6.nat_src, [(near, 5353, Proto::Udp), (far, 5353, Proto::Udp)]);
+        assert_eq!(v6.nat_src_icmp, [near, far]);
+        assert_eq!(v6.interface_addrs, [ip("2001:db8::10"), ip("2001:db8:3::10")]);
+        assert!(rules.check_fits().is_ok());
+        // Each arm steers the IPv6 NAT backends it reaches, as for IPv4.
+        let eth0 = rules.for_interface(&dual, IfaceId(0));
+        let eth1 = rules.for_interface(&dual, IfaceId(1));
+        assert_eq!(
+            (eth0.v6.nat_src_icmp.as_slice(), eth1.v6.nat_src_icmp.as_slice()),
+            (&[near][..], &[far][..])
+        );
+        assert_eq!(eth1.v6.nat_src, [(far, 5353, Proto::Udp)]);
+        assert_eq!((&eth0.v6.dst, &eth1.v6.dst), (&v6.dst, &v6.dst));
+        // An IPv4-only snapshot steers no IPv6.
         assert_eq!(SteerRules::from_snapshot(&snapshot(CONFIG)).v6, FamilyRules::default());
     }
 
