@@ -42,6 +42,11 @@ counted_enum! {
         IpOptions => "ip_options",
         /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
         Fragment => "fragment",
+        /// IPv6 to a VIP (or from a NAT backend) whose next header is not TCP, UDP or
+        /// ICMPv6 directly: hop-by-hop, routing, destination options or another extension
+        /// header first. The pipeline forwards only packets without extension headers (a
+        /// fragment header is counted as `fragment` instead).
+        Ipv6ExtHeaders => "ipv6_ext_headers",
         /// NAT/FullNAT (a routing hop) got a packet with TTL 0 or 1: it expires here, as in
         /// any router (no ICMP time exceeded is sent). DR, an L2 forward, keeps the TTL.
         TtlExceeded => "ttl_exceeded",
