@@ -178,21 +178,29 @@ pub(super) fn transport(
     protocol: u8,
     segment: &[u8],
 ) -> Option<Transport> {
-    let (proto, src_port, dst_port, tcp_flags) = match protocol {
-        ip_proto::TCP => {
-            let tcp = TcpPacket::new_checked(segment).ok()?;
-            (Proto::Tcp, tcp.src_port(), tcp.dst_port(), Some(tcp.flags().0))
-        }
-        ip_proto::UDP => {
-            let udp = UdpPacket::new_checked(segment).ok()?;
-            (Proto::Udp, udp.src_port(), udp.dst_port(), None)
-        }
-        _ => return None,
-    };
+    let (proto, src_port, dst_port, tcp_flags) = l4_header(protocol, segment)?;
     Some(Transport {
         key: FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto },
         tcp_flags,
     })
+}
+
+/// Protocol, ports and TCP flags of the TCP or UDP header at the start of `segment` (IP
+/// protocol `protocol`, either family): None unless it holds a whole TCP header or UDP
+/// datagram.
+#[inline]
+pub(super) fn l4_header(protocol: u8, segment: &[u8]) -> Option<(Proto, u16, u16, Option<u8>)> {
+    match protocol {
+        ip_proto::TCP => {
+            let tcp = TcpPacket::new_checked(segment).ok()?;
+            Some((Proto::Tcp, tcp.src_port(), tcp.dst_port(), Some(tcp.flags().0)))
+        }
+        ip_proto::UDP => {
+            let udp = UdpPacket::new_checked(segment).ok()?;
+            Some((Proto::Udp, udp.src_port(), udp.dst_port(), None))
+        }
+        _ => None,
+    }
 }
 
 /// The 5-tuple of the packet an ICMP error quotes (its IPv4 header and first 8 bytes).

@@ -75,6 +75,7 @@ mod flows;
 mod icmp;
 mod neighbors;
 mod rewrite;
+mod v6;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
