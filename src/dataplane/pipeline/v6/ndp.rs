@@ -39,6 +39,7 @@ use crate::time::Instant;
 use crate::wire::{EthernetFrame, MacAddr};
 
 use super::super::emit::EmitQueue;
+use super::super::neighbors::is_unicast;
 use super::super::{NEIGHBOR_REFRESH, PACED_ARP_ROOM, REFRESH_PER_SCAN, Verdict};
 use super::parse::L4;
 
@@ -191,8 +192,7 @@ impl Core6 {
         emit: &mut EmitQueue,
         counters: &mut Counters,
     ) {
-        if ip.is_unspecified() || ip.is_multicast() || !side.on_some_link6(ip) || !mac.is_unicast()
-        {
+        if ip.is_unspecified() || ip.is_multicast() || !side.on_some_link6(ip) || !is_unicast(mac) {
             counters.add(Stat::NeighborsIgnored, 1);
             return;
         }

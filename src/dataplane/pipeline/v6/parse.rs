@@ -107,8 +107,8 @@ fn is_ext_header(next_header: u8) -> bool {
 }
 
 /// The step-by-step checks of an IPv6 packet after its addresses (see the module docs), in
-/// this order: version 6 (`bad_ip_version`), the payload within the frame
-/// (`bad_ip_total_len`), the next header: TCP or UDP with a whole header (`bad_l4_header`),
+/// this order: version 6 (`bad_ip_version`), the payload within the frame (`truncated`, as
+/// IPv4's total length beyond the frame; a shorter one leaves padding), the next header: TCP or UDP with a whole header (`bad_l4_header`),
 /// ICMPv6, a fragment header (`fragment`), another extension header (`ipv6_ext_headers`),
 /// anything else (`unsupported_proto`).
 pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, DropReason> {
@@ -117,10 +117,7 @@ pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, Drop
         Ok(ip) => ip,
         Err(WireError::BadVersion) => return Err(DropReason::BadIpVersion),
         // Too short for the fixed header (never, after `addresses`), or for the payload
-        // length it claims.
-        Err(_) if packet.len() >= Ipv6Packet::<&[u8]>::HEADER_LEN => {
-            return Err(DropReason::BadIpTotalLen);
-        }
+        // length it claims: cut short, as IPv4's total length beyond the frame.
         Err(_) => return Err(DropReason::Truncated),
     };
     let end = L4 + usize::from(ip.payload_len());
@@ -235,8 +232,8 @@ mod tests {
             check(&frame)
         };
         assert_eq!(edit(&|f| f[ETH_LEN] = 0x45), Err(DropReason::BadIpVersion));
-        assert_eq!(edit(&|f| f[at::PAYLOAD_LEN + 1] += 1), Err(DropReason::BadIpTotalLen));
-        assert_eq!(edit(&|f| f.truncate(f.len() - 1)), Err(DropReason::BadIpTotalLen));
+        assert_eq!(edit(&|f| f[at::PAYLOAD_LEN + 1] += 1), Err(DropReason::Truncated));
+        assert_eq!(edit(&|f| f.truncate(f.len() - 1)), Err(DropReason::Truncated));
         // The payload ends inside the TCP header.
         assert_eq!(
             edit(&|f| f[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&[0, 12])),
