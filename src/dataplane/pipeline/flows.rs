@@ -220,7 +220,7 @@ impl CoreState {
             None => {
                 let context = PickContext {
                     flow_hash: hash,
-                    client: key.src_addr,
+                    client: std::net::IpAddr::V4(key.src_addr),
                     active: self.active.get(range.clone()).unwrap_or(&[]),
                     response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
                 };
