@@ -18,11 +18,15 @@ use std::sync::Arc;
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Verdict};
 use xlb::testkit::{
-    self, ACK, FIN_ACK, Host, Host6, PSH_ACK, SYN, SYN_ACK, VerdictTally, multicast_mac, routed6,
-    solicited_node, with_hop_limit,
+    self, ACK, FIN_ACK, Host, Host6, PSH_ACK, SYN, SYN_ACK, multicast_mac, routed6, solicited_node,
+    with_hop_limit,
 };
 use xlb::time::Instant;
 use xlb::wire::MacAddr;
+
+#[path = "golden/harness.rs"]
+mod harness;
+use harness::{Case, Expect, Input, Want, hex, step};
 
 // One L2 segment, dual-stack: 10.1.1.0/24 and 2001:db8:1::/64, a gateway at ::1, the box
 // at ::10 (its own address: the kernel's).
@@ -162,121 +166,6 @@ forward = "dr"
 addr = "10.1.1.11"
 "#;
 
-/// The verdict a step expects.
-enum Want {
-    Is(Verdict),
-    /// A drop whose reason is named so (a `DropReason` the IPv6 pipeline adds, looked up by
-    /// name through `DropReason::ALL`, so this file compiles before it exists).
-    DropNamed(&'static str),
-    /// A drop with either of two named reasons (where the contract allows both).
-    DropEither(&'static str, &'static str),
-    /// Dropped, for whatever counted reason.
-    AnyDrop,
-    /// Neither passed to the kernel nor transmitted in place: the answer comes out of
-    /// `drain_emitted` (it does not fit the frame it answers).
-    NotPassNorTx,
-}
-
-impl From<Verdict> for Want {
-    fn from(verdict: Verdict) -> Want {
-        Want::Is(verdict)
-    }
-}
-
-/// The drop reason named `name`, if the build has it.
-fn reason_named(name: &str) -> Option<DropReason> {
-    DropReason::ALL.iter().copied().find(|reason| reason.name() == name)
-}
-
-impl Want {
-    /// `None` if `verdict` is what is wanted, else why not.
-    fn check(&self, verdict: Verdict) -> Option<String> {
-        let named = |name: &str| match reason_named(name) {
-            Some(reason) => Ok(reason),
-            None => Err(format!(
-                "no DropReason is named `{name}` in this build (the IPv6 pipeline adds it)"
-            )),
-        };
-        let ok = match self {
-            Want::Is(want) => verdict == *want,
-            Want::DropNamed(name) => match named(name) {
-                Ok(reason) => verdict == Verdict::Drop(reason),
-                Err(missing) => return Some(format!("verdict {verdict:?}; {missing}")),
-            },
-            Want::DropEither(a, b) => {
-                let reasons: Vec<_> = [a, b].iter().filter_map(|n| reason_named(n)).collect();
-                if reasons.is_empty() {
-                    return Some(format!("verdict {verdict:?}; neither `{a}` nor `{b}` exists"));
-                }
-                reasons.iter().any(|reason| verdict == Verdict::Drop(*reason))
-            }
-            Want::AnyDrop => matches!(verdict, Verdict::Drop(_)),
-            Want::NotPassNorTx => !matches!(verdict, Verdict::Pass | Verdict::Tx(_)),
-        };
-        (!ok).then(|| format!("verdict {verdict:?}, expected {}", self.describe()))
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Want::Is(verdict) => format!("{verdict:?}"),
-            Want::DropNamed(name) => format!("Drop({name})"),
-            Want::DropEither(a, b) => format!("Drop({a} or {b})"),
-            Want::AnyDrop => "a counted Drop".to_string(),
-            Want::NotPassNorTx => "neither Pass nor Tx (answered by an emitted frame)".to_string(),
-        }
-    }
-}
-
-/// What a step expects the pipeline to transmit for its input frame.
-enum Expect {
-    Frame(Vec<u8>),
-    /// A FullNAT frame whose local port the pipeline chose: built once the port is known.
-    WithLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
-    Nothing,
-}
-
-enum Input {
-    Frame(Vec<u8>),
-    /// A FullNAT reply, addressed to the local port the pipeline chose earlier in the case.
-    ToLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
-}
-
-impl From<Vec<u8>> for Input {
-    fn from(frame: Vec<u8>) -> Input {
-        Input::Frame(frame)
-    }
-}
-
-struct Step {
-    what: &'static str,
-    input: Input,
-    verdict: Want,
-    output: Expect,
-    /// Frames the pipeline sends on its own right after this one.
-    emitted: Vec<Vec<u8>>,
-}
-
-fn step(
-    what: &'static str,
-    input: impl Into<Input>,
-    verdict: impl Into<Want>,
-    output: Expect,
-) -> Step {
-    Step { what, input: input.into(), verdict: verdict.into(), output, emitted: Vec::new() }
-}
-
-impl Step {
-    /// The pipeline also emits these frames, in this order, right after this step.
-    fn emits(self, emitted: Vec<Vec<u8>>) -> Step {
-        Step { emitted, ..self }
-    }
-}
-
-struct Case {
-    name: &'static str,
-    steps: Vec<Step>,
-}
-
 const TX: Verdict = Verdict::Tx(IfaceId(0));
 const PASS: Verdict = Verdict::Pass;
 
@@ -369,12 +258,6 @@ fn mld_report() -> Vec<u8> {
         &record,
     );
     with_ext_header(&report, 0, &HOP_BY_HOP_ROUTER_ALERT)
-}
-
-/// The local port of a FullNAT frame the pipeline sent to a backend (IPv6, no extension
-/// header).
-fn source_port(frame: &[u8]) -> u16 {
-    u16::from_be_bytes([frame[UPPER_AT], frame[UPPER_AT + 1]])
 }
 
 /// A UDP payload of two bytes whose NAT translation (client:CPORT -> VIP_NAT:53 into
@@ -1311,86 +1194,9 @@ fn pipeline() -> Pipeline {
     Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
 }
 
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("")
-}
-
 #[test]
 fn golden6_cases() {
-    let mut failures = Vec::new();
-    let mut steps_run = 0;
-    for case in cases() {
-        let mut pipeline = pipeline();
-        let mut local_port: Option<u16> = None;
-        let mut tally = VerdictTally::default();
-        for (index, step) in case.steps.into_iter().enumerate() {
-            steps_run += 1;
-            let where_ = format!("{} / step {} ({})", case.name, index + 1, step.what);
-            let mut frame = match &step.input {
-                Input::Frame(frame) => frame.clone(),
-                Input::ToLocalPort(build) => match local_port {
-                    Some(port) => build(port),
-                    None => {
-                        failures.push(format!("{where_}: no local port (the request step failed)"));
-                        continue;
-                    }
-                },
-            };
-            let now = Instant::from_millis(1_000 + index as u64);
-            let input = frame.clone();
-            let verdict = pipeline.process(now, IfaceId(0), &mut frame);
-            tally.record(input.len(), verdict);
-            let mut emitted = Vec::new();
-            pipeline.drain_emitted(|_, bytes| emitted.push(bytes.to_vec()));
-            if verdict == Verdict::Pass && frame != input {
-                failures.push(format!(
-                    "{where_}: passed to the kernel changed:\n   got {}\n  sent {}",
-                    hex(&frame),
-                    hex(&input)
-                ));
-            }
-            if emitted != step.emitted {
-                let got: Vec<_> = emitted.iter().map(|f| hex(f)).collect();
-                let want: Vec<_> = step.emitted.iter().map(|f| hex(f)).collect();
-                failures.push(format!("{where_}: emitted\n   got {got:?}\n  want {want:?}"));
-            }
-            if let Some(wrong) = step.verdict.check(verdict) {
-                failures.push(format!("{where_}: {wrong}"));
-                continue;
-            }
-            let expected = match &step.output {
-                Expect::Frame(expected) => Some(expected.clone()),
-                Expect::WithLocalPort(build) => {
-                    let port = source_port(&frame);
-                    let range = CoreSlot::SINGLE.local_ports();
-                    if !(range.first..=range.last).contains(&port) {
-                        failures.push(format!("{where_}: local port {port} out of range"));
-                    }
-                    if local_port.is_some_and(|known| known != port) {
-                        failures.push(format!("{where_}: the flow changed its local port"));
-                    }
-                    local_port = Some(port);
-                    Some(build(port))
-                }
-                Expect::Nothing => None,
-            };
-            if let Some(expected) = expected
-                && frame != expected
-            {
-                failures.push(format!(
-                    "{where_}:\n   got {}\n  want {}",
-                    hex(&frame),
-                    hex(&expected)
-                ));
-            }
-        }
-        if let Err(wrong) = tally.check(pipeline.counters()) {
-            failures.push(format!(
-                "{}: counters differ from the verdicts returned:\n{wrong}",
-                case.name
-            ));
-        }
-    }
+    let (steps_run, failures) = harness::run(cases(), pipeline);
     assert!(steps_run > 60, "the table ran {steps_run} steps");
     assert!(
         failures.is_empty(),
