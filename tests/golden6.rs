@@ -243,16 +243,16 @@ fn router_advertisement() -> Vec<u8> {
     )
 }
 
-/// An MLDv2 report (type 143) from the box's link-local address to ff02::16 with the
+/// An MLDv2 report (type 143) from the client's link-local address to ff02::16 with the
 /// hop-by-hop router alert MLD requires (RFC 3810): one record, "change to exclude" for the
-/// solicited-node group of a VIP.
+/// solicited-node group of a VIP (the group the box itself joins for it).
 fn mld_report() -> Vec<u8> {
     let mld_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16);
     let mut record = vec![4, 0, 0, 0];
     record.extend_from_slice(&solicited_node(VIP_DR).octets());
     let report = icmpv6(
-        (LB.mac, multicast_mac(mld_routers)),
-        (LINK_LOCAL_B, mld_routers),
+        (CLIENT.mac, multicast_mac(mld_routers)),
+        (LINK_LOCAL_A, mld_routers),
         1,
         (143, 0, [0, 0, 0, 1]),
         &record,
