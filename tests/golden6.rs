@@ -714,6 +714,43 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "ndp: another host claiming a VIP is dropped, counted, never learned",
+            steps: vec![
+                // As ARP conflicts (src/ndp.rs: the caller counts and drops them); the reason
+                // is the IPv6 pipeline's to name.
+                step(
+                    "an unsolicited advertisement from rs1 claiming the VIP",
+                    testkit::neighbor_advertisement(
+                        (RS1.mac, VIP_DR),
+                        (multicast_mac(ALL_NODES), ALL_NODES),
+                        VIP_DR,
+                        RS1.mac,
+                        false,
+                    ),
+                    Want::AnyDrop,
+                    Expect::Nothing,
+                ),
+                step(
+                    "a solicitation from rs1 speaking from the VIP",
+                    testkit::neighbor_solicitation(RS1.mac, VIP_DR, CLIENT.ip, None),
+                    Want::AnyDrop,
+                    Expect::Nothing,
+                ),
+                step(
+                    "the VIP is still answered with the box's MAC",
+                    testkit::neighbor_solicitation(CLIENT.mac, CLIENT.ip, VIP_DR, None),
+                    TX,
+                    Expect::Frame(advert_to(VIP_DR, CLIENT)),
+                ),
+                step(
+                    "and DR traffic still goes to its real server",
+                    dr_syn.clone(),
+                    TX,
+                    Expect::Frame(dr_to_rs1(SYN, &[])),
+                ),
+            ],
+        },
+        Case {
             name: "ndp: unknown backend MAC: hold, solicit from the box's own address, release on advert",
             steps: vec![
                 step(
