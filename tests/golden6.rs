@@ -714,7 +714,7 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            name: "ndp: another host claiming a VIP is dropped, counted, never learned",
+            name: "ndp: another host claiming a VIP or local address is dropped, counted, never learned",
             steps: vec![
                 // As ARP conflicts (src/ndp.rs: the caller counts and drops them); the reason
                 // is the IPv6 pipeline's to name.
@@ -731,8 +731,8 @@ fn cases() -> Vec<Case> {
                     Expect::Nothing,
                 ),
                 step(
-                    "a solicitation from rs1 speaking from the VIP",
-                    testkit::neighbor_solicitation(RS1.mac, VIP_DR, CLIENT.ip, None),
+                    "someone else soliciting the VIP from the local address (claiming it)",
+                    testkit::neighbor_solicitation(RS2.mac, LOCAL, VIP_DR, None),
                     Want::AnyDrop,
                     Expect::Nothing,
                 ),
