@@ -14,8 +14,8 @@
 //! - cut anywhere before the end of the fixed header: `drop:truncated`, as IPv4 cut inside
 //!   its header;
 //! - a payload length beyond the frame (a frame cut after the fixed header, or a length
-//!   grown): `drop:bad_ip_total_len` (the contract: the payload length must match the frame,
-//!   padding allowed; IPv4 calls its total length beyond the frame `truncated`);
+//!   grown): `drop:truncated`, as IPv4's total length beyond the frame (and
+//!   [`crate::wire::Ipv6Packet::new_checked`]'s `Truncated`);
 //! - a payload length short of the TCP/UDP header, or of the UDP length: `drop:bad_l4_header`,
 //!   as IPv4's total length cutting the L4 header; bytes past the payload length are
 //!   Ethernet padding (forwarded, as IPv4's junk after the packet);
@@ -161,7 +161,6 @@ pub struct Case6 {
 /// A frame forwarded to a real server (DR: out of the interface it came in).
 pub const FORWARDED: &str = "tx:0";
 const TRUNCATED: &str = "drop:truncated";
-const BAD_PAYLOAD_LEN: &str = "drop:bad_ip_total_len";
 const BAD_L4: &str = "drop:bad_l4_header";
 const EXT_HEADERS: &str = "drop:ipv6_ext_headers";
 const BAD_VERSION: &str = "drop:bad_ip_version";
@@ -281,36 +280,34 @@ impl Corpus {
     fn truncated(&mut self) {
         let class = Class6::Truncated;
         // Cut with every length field left as it was: the frame ends before what it claims.
-        // Before the fixed header's end, `truncated`; after it, the payload length is beyond
-        // the frame.
         for cut in 0..self.syn().len() {
-            let (within, verdict) = match cut {
-                0..ETH => ("Ethernet", TRUNCATED),
-                ETH..L4 => ("the IPv6 fixed header", TRUNCATED),
-                _ => ("TCP, payload length beyond it", BAD_PAYLOAD_LEN),
+            let within = match cut {
+                0..ETH => "Ethernet",
+                ETH..L4 => "the IPv6 fixed header",
+                _ => "TCP",
             };
             let what = format!("TCP SYN cut at {cut} bytes (in {within})");
-            self.add(class, what, self.syn()[..cut].to_vec(), verdict);
+            self.add(class, what, self.syn()[..cut].to_vec(), TRUNCATED);
         }
         for cut in L4..self.query().len() {
             let frame = self.query()[..cut].to_vec();
             let what = format!("UDP query cut at {cut} bytes (payload length beyond it)");
-            self.add(class, what, frame, BAD_PAYLOAD_LEN);
+            self.add(class, what, frame, TRUNCATED);
         }
         for cut in [L4, L4 + 4, L4 + 7, L4 + 12] {
             let frame = self.echo()[..cut].to_vec();
-            self.add(class, format!("ICMPv6 echo cut at {cut} bytes"), frame, BAD_PAYLOAD_LEN);
+            self.add(class, format!("ICMPv6 echo cut at {cut} bytes"), frame, TRUNCATED);
         }
     }
 
     fn payload_len(&mut self) {
         let class = Class6::PayloadLen;
-        // Larger than the frame.
+        // Larger than the frame: as a cut frame.
         for len in [21u16, 40, 1500, 65535] {
             let mut frame = self.syn();
             set_payload_len(&mut frame, len);
             let what = format!("TCP SYN, payload length {len}, beyond the 20 bytes there");
-            self.add(class, what, frame, BAD_PAYLOAD_LEN);
+            self.add(class, what, frame, TRUNCATED);
         }
         let mut frame = self.query();
         set_payload_len(&mut frame, 21);
@@ -318,7 +315,7 @@ impl Corpus {
             class,
             "UDP query, payload length 21, beyond the 20 bytes there",
             frame,
-            BAD_PAYLOAD_LEN,
+            TRUNCATED,
         );
         // Smaller than the frame: what follows is padding, and the L4 header is cut short.
         for len in [0u16, 1, 8, 19] {
@@ -377,7 +374,7 @@ impl Corpus {
             class,
             "hop-by-hop pointing on, the payload length still claiming the TCP header",
             frame,
-            BAD_PAYLOAD_LEN,
+            TRUNCATED,
         );
         // A header whose length runs past the frame.
         let mut frame = with_chain(&syn, &[(HOP_BY_HOP, 0)], 6);
