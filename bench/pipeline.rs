@@ -336,7 +336,10 @@ fn callgrind(scenario: Scenario, packets: usize) -> Option<f64> {
 fn maglev_build_ms(backends: usize) -> f64 {
     let specs: Vec<BackendSpec> = (0..backends)
         .map(|i| BackendSpec {
-            id: xlb::snapshot::backend_identity(Ipv4Addr::from_bits(0x0a00_0000 + i as u32), 80),
+            id: xlb::snapshot::backend_identity(
+                Ipv4Addr::from_bits(0x0a00_0000 + i as u32).into(),
+                80,
+            ),
             weight: 1 + (i % 10) as u32,
         })
         .collect();

@@ -49,7 +49,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,9 +174,9 @@ impl RunSummary {
 /// Runs the appliance until `stop` is set (the binary wires it to SIGINT and SIGTERM).
 pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
     let mut config = Config::load(&options.config)?;
-    // The data plane is IPv4 only (issue 12): an IPv6 service stops xlb here, before any
-    // route, probe or program, with the error the snapshot would give. From here on every
-    // config that becomes `Control::config` built a snapshot, so it has no IPv6 service.
+    // The pipeline forwards IPv4 only (issue 12): an IPv6 service stops xlb here, before
+    // any route, probe or program. Every later config (SIGHUP, `xlb ctl`) goes through
+    // `build_snapshot`, which refuses them too, so `Control::config` has no IPv6 service.
     crate::control::snapshot::refuse_ipv6(&config)
         .with_context(|| options.config.display().to_string())?;
     // Before anything changes: a second instance on these interfaces or this socket stops
@@ -218,7 +218,6 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     // verdict waits for its first probe (not long: see `await_first_probes`).
     let mut health = HealthMonitor::new(&config);
     health.resume(|(vip, vport, proto), (addr, port)| {
-        let (IpAddr::V4(vip), IpAddr::V4(addr)) = (vip, addr) else { return None };
         kept.backends.get(&BackendId { vip, vport, proto, addr, port }).map(|k| k.up)
     });
     await_first_probes(&mut health);
@@ -808,7 +807,7 @@ impl ControlLoop<'_> {
             .collect();
         for (index, delta) in deltas {
             let Some(backend) = self.snapshot.backends.get(index) else { continue };
-            let key = (backend.addr.into(), backend.port);
+            let key = (backend.addr, backend.port);
             // Bad signs first, then one "answered": a backend that answers anything is not
             // failing every connection.
             for _ in 0..delta.resets.min(MAX_PASSIVE_EVENTS) {
@@ -1116,8 +1115,7 @@ fn load_state(path: &std::path::Path) -> State {
 fn config_weights(config: &Config) -> HashMap<BackendId, u32> {
     let mut weights = HashMap::new();
     for service in &config.services {
-        // An IPv6 service has no identity in the IPv4 data plane's state (and its config
-        // is refused before it runs).
+        // A backend not of its service's family has no identity (the snapshot refuses it).
         for backend in &service.backends {
             if let Ok(id) = BackendId::of_config(service, backend) {
                 weights.insert(id, backend.weight);
@@ -1131,7 +1129,7 @@ fn config_weights(config: &Config) -> HashMap<BackendId, u32> {
 /// unless the config file changed its weight since (then the file wins).
 fn restore_weights(config: &mut Config, kept: &State) {
     for service in &mut config.services {
-        // IPv4 backends only: `run` refuses IPv6 services first.
+        // A backend not of its service's family has no identity (the snapshot refuses it).
         let ids: Vec<Option<BackendId>> =
             service.backends.iter().map(|b| BackendId::of_config(service, b).ok()).collect();
         for (backend, id) in service.backends.iter_mut().zip(ids) {
@@ -1187,6 +1185,9 @@ fn build_snapshot(
     health: &HealthMonitor,
     generation: u64,
 ) -> Result<Snapshot, crate::control::snapshot::SnapshotError> {
+    // Until the pipeline forwards IPv6 (issue 12), a reload or `xlb ctl` change that adds
+    // an IPv6 service is refused as `run` refuses one at start.
+    crate::control::snapshot::refuse_ipv6(config)?;
     let effective = health.effective(config);
     let mut snapshot = Snapshot::build(&effective, generation)?;
     snapshot.response_time_us = health.response_times(&effective);

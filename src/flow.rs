@@ -1,8 +1,14 @@
 //! Flow identity: the transport protocol and the 5-tuple every table is keyed by.
+//!
+//! A [`FlowKey`] is generic over the address family ([`crate::family`]): `FlowKey<V4>` (the
+//! default, so `FlowKey` is IPv4's key) and `FlowKey<V6>` differ only in their address fields.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::str::FromStr;
+
+use crate::family::{Family, V4};
 
 /// A transport protocol xlb balances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,19 +60,20 @@ impl FromStr for Proto {
     }
 }
 
-/// The 5-tuple of one direction of a flow, as it appears on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub src_addr: Ipv4Addr,
-    pub dst_addr: Ipv4Addr,
+/// The 5-tuple of one direction of a flow, as it appears on the wire, in family `F`'s
+/// addresses (IPv4 by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowKey<F: Family = V4> {
+    pub src_addr: F::Addr,
+    pub dst_addr: F::Addr,
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: Proto,
 }
 
-impl FlowKey {
+impl<F: Family> FlowKey<F> {
     /// The key of the opposite direction.
-    pub const fn reversed(&self) -> FlowKey {
+    pub const fn reversed(&self) -> FlowKey<F> {
         FlowKey {
             src_addr: self.dst_addr,
             dst_addr: self.src_addr,
@@ -77,12 +84,27 @@ impl FlowKey {
     }
 }
 
-impl fmt::Display for FlowKey {
+// By hand: a derive would ask `F: Hash` of the family marker, which has no values to hash.
+impl<F: Family> Hash for FlowKey<F> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.src_addr.hash(state);
+        self.dst_addr.hash(state);
+        self.src_port.hash(state);
+        self.dst_port.hash(state);
+        self.proto.hash(state);
+    }
+}
+
+/// `tcp 10.0.0.1:40000 -> 10.0.0.2:80`; IPv6 addresses bracketed
+/// (`tcp [2001:db8::1]:40000 -> [2001:db8::2]:80`).
+impl<F: Family> fmt::Display for FlowKey<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {}:{} -> {}:{}",
-            self.proto, self.src_addr, self.src_port, self.dst_addr, self.dst_port
+            "{} {} -> {}",
+            self.proto,
+            SocketAddr::new(F::ip(self.src_addr), self.src_port),
+            SocketAddr::new(F::ip(self.dst_addr), self.dst_port)
         )
     }
 }
@@ -137,5 +159,33 @@ impl FromStr for ForwardMode {
                 "unknown forward mode {other:?}: expected \"dr\", \"nat\" or \"fullnat\""
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::V6;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn keys_print_ipv6_addresses_bracketed() {
+        let v4 = FlowKey::<V4> {
+            src_addr: Ipv4Addr::new(10, 0, 0, 1),
+            dst_addr: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 40000,
+            dst_port: 80,
+            proto: Proto::Tcp,
+        };
+        assert_eq!(v4.to_string(), "tcp 10.0.0.1:40000 -> 10.0.0.2:80");
+        let v6 = FlowKey::<V6> {
+            src_addr: "2001:db8::1".parse().unwrap(),
+            dst_addr: "2001:db8::2".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 80,
+            proto: Proto::Udp,
+        };
+        assert_eq!(v6.to_string(), "udp [2001:db8::1]:40000 -> [2001:db8::2]:80");
+        assert_eq!(v6.reversed().reversed(), v6);
     }
 }

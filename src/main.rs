@@ -271,6 +271,8 @@ fn run_bench(command: xlb::bench::BenchCommand) -> anyhow::Result<()> {
 
 fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {
     let config = Config::load(path)?;
+    // The pipeline forwards IPv4 only until issue 12 is done: refuse IPv6 services by name.
+    xlb::control::snapshot::refuse_ipv6(&config).with_context(|| format!("{}", path.display()))?;
     Snapshot::build(&config, 1).with_context(|| format!("{}", path.display()))
 }
 
@@ -567,7 +569,7 @@ fn flow_moves(old: &Snapshot, new: &Snapshot) -> String {
                 .map(|b| (b.addr, b.port))
         };
     for service in &new.services {
-        let Some(before) = old.service_at(service.vip, service.port, service.proto) else {
+        let Some(before) = old.service_at_ip(service.vip, service.port, service.proto) else {
             out.push_str(&format!("{}: new service\n", name(service)));
             continue;
         };
@@ -603,7 +605,7 @@ fn flow_moves(old: &Snapshot, new: &Snapshot) -> String {
         ));
     }
     for service in &old.services {
-        if new.service_at(service.vip, service.port, service.proto).is_none() {
+        if new.service_at_ip(service.vip, service.port, service.proto).is_none() {
             out.push_str(&format!("{}: removed (its flows end)\n", name(service)));
         }
     }

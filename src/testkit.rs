@@ -344,7 +344,7 @@ pub fn padded(mut frame: Vec<u8>) -> Vec<u8> {
 /// Captures the project ships: made by this code, so they can be regenerated and checked.
 pub mod captures {
     use std::collections::HashMap;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -379,11 +379,11 @@ pub mod captures {
             .expect("the bundled config is valid");
         let snapshot = Arc::new(Snapshot::build(&config, 1).expect("the bundled config builds"));
         let lb = snapshot.interfaces[0].mac;
-        let vip = snapshot.services[0].vip;
+        let IpAddr::V4(vip) = snapshot.services[0].vip else { panic!("an IPv4 service") };
         let mut hosts: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
         for backend in &snapshot.backends {
-            let last = backend.addr.octets()[3];
-            hosts.insert(backend.addr, MacAddr([0x02, 0, 0x0a, 0x01, 0x01, last]));
+            let IpAddr::V4(addr) = backend.addr else { panic!("an IPv4 backend") };
+            hosts.insert(addr, MacAddr([0x02, 0, 0x0a, 0x01, 0x01, addr.octets()[3]]));
         }
         let gateway = Host::new([0x02, 0, 0x0a, 0x01, 0x01, 0x01], [10, 1, 1, 1]);
 

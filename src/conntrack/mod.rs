@@ -21,7 +21,8 @@
 //! prefetch hint of "Batches".
 //!
 //! - **Records**: exactly `capacity` flow records, each one 64-byte cache line of `AtomicU64`
-//!   words holding the whole [`Flow`], its TCP state, its last-seen time and a seqlock version.
+//!   words holding the whole [`Flow`], its TCP state, its last-seen time and a seqlock version
+//!   (IPv4; IPv6 in "Address families" below).
 //!   Free records sit on the owner's free list, so `len() <= capacity` by construction. Beside
 //!   them, owner-only, the eviction queues (see "Full tables and floods").
 //! - **Index**: a set-associative table of 16-slot buckets (one cache line each). A key's hash
@@ -30,8 +31,8 @@
 //!   slot per direction it can be seen in: DR only the original direction
 //!   (`client:port -> vip:port`), NAT and FullNAT also the reply direction (see
 //!   [`Flow::reply_key`]). Keys are never stored: a lookup compares the fingerprint, then the
-//!   key with the record's packed flow words for the slot's direction (three word compares;
-//!   `table::Probe`). Removing or evicting a flow
+//!   key with the record's packed flow words for the slot's direction (three word compares
+//!   for IPv4, six for IPv6: a family's probe, `layout.rs`). Removing or evicting a flow
 //!   frees its record and both its slots.
 //!
 //! `table.rs` has the word layouts, the seqlock protocol and the orderings. The index has four
@@ -49,6 +50,25 @@
 //! at 100 000 flows (its 33 MiB did not fit the L3 cache), 147 ns per DR insert and 282 ns per
 //! NAT insert, against the figures under "Speed" below. Storing a flow once also keeps one
 //! copy of its state, so the two directions need no link to stay in step.
+//!
+//! # Address families
+//!
+//! The table is generic over the address family ([`Layout`], implemented for
+//! [`crate::family::V4`] and [`crate::family::V6`]): `Conntrack<V4>` (the default, so
+//! `Conntrack` is IPv4's table) and `Conntrack<V6>` are separate tables, as Katran keeps
+//! separate maps; a flow never moves between them. The code is written once and
+//! monomorphised, so nothing on the packet path branches on the family. What differs is the
+//! record's flow words (`layout.rs`): IPv4 packs a flow into 4 words and its record stays
+//! the one cache line described here, bit for bit; IPv6 packs it into 10 (the four 16-byte
+//! addresses alone are 8 words), so its record is two cache lines (`repr(align(64))`, 128
+//! bytes: version, 10 flow words, state, last-seen, positions, then padding). Two lines
+//! because one cannot hold four IPv6 addresses beside the seqlock and state words, and
+//! nothing smaller would do: a record must hold the whole flow for a reader to copy it
+//! under the seqlock, and keys are compared against the record, never stored in the index.
+//! A hit therefore reads three lines instead of two (the batch prefetches both record
+//! lines), and IPv6's table costs 128 instead of 64 bytes per record. Everything else (the
+//! index, the seqlock protocol, the owner's quick path, the flood policy, the queues, the
+//! sweep) is the same code.
 //!
 //! # Concurrency
 //!
@@ -197,6 +217,7 @@
 //! miss ([`Conntrack::insert_prepared`]) reuses the same proof: a key known absent is not
 //! looked up again before its slots are chosen (its reply key, if any, always is).
 
+mod layout;
 mod queues;
 mod table;
 mod tcp;
@@ -204,13 +225,16 @@ mod tcp;
 mod tests;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::table_hash;
 use crate::time::Instant;
+
+pub use layout::{Layout, WordArray};
 
 use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
@@ -290,21 +314,22 @@ impl ConntrackConfig {
     }
 }
 
-/// What the table remembers about a flow: both directions' addresses, and which service and
-/// backend it was scheduled to.
+/// What the table remembers about a flow: both directions' addresses (of family `F`, IPv4 by
+/// default), and which service and backend it was scheduled to.
 ///
-/// `repr(C)` in the order of a record's flow words (`table.rs`, `pack`), little-endian: word
+/// `repr(C)` in the order of a record's flow words (`layout.rs`), little-endian. IPv4: word
 /// 0 is `vip`, `client_addr`; word 1 `local_addr`, `backend_addr`; word 2 the four ports;
-/// word 3 the forwarding and protocol codes, `backend`, `service`. A hit then copies the
+/// word 3 the forwarding and protocol codes, `backend`, `service`. IPv6: two words per
+/// address in the same order, then the same ports word and codes word. A hit then copies the
 /// record's words into its `Flow` nearly whole instead of field by field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
-pub struct Flow {
-    pub vip: Ipv4Addr,
-    pub client_addr: Ipv4Addr,
+pub struct Flow<F: Family = V4> {
+    pub vip: F::Addr,
+    pub client_addr: F::Addr,
     /// FullNAT: the local address and port xlb uses towards the backend. Otherwise unused (set to client's).
-    pub local_addr: Ipv4Addr,
-    pub backend_addr: Ipv4Addr,
+    pub local_addr: F::Addr,
+    pub backend_addr: F::Addr,
     pub local_port: u16,
     pub backend_port: u16,
     pub vport: u16,
@@ -316,9 +341,9 @@ pub struct Flow {
     pub service: u16,
 }
 
-impl Flow {
+impl<F: Family> Flow<F> {
     /// client:cport -> vip:vport
-    pub fn original_key(&self) -> FlowKey {
+    pub fn original_key(&self) -> FlowKey<F> {
         FlowKey {
             src_addr: self.client_addr,
             dst_addr: self.vip,
@@ -329,7 +354,7 @@ impl Flow {
     }
 
     /// DR: None. NAT: backend:bport -> client:cport. FullNAT: backend:bport -> local:lport.
-    pub fn reply_key(&self) -> Option<FlowKey> {
+    pub fn reply_key(&self) -> Option<FlowKey<F>> {
         let (dst_addr, dst_port) = match self.forward {
             ForwardMode::Dr => return None,
             ForwardMode::Nat => (self.client_addr, self.client_port),
@@ -342,6 +367,24 @@ impl Flow {
             dst_port,
             proto: self.proto,
         })
+    }
+}
+
+// By hand: a derive would ask `F: Hash` of the family marker, which has no values to hash.
+impl<F: Family> Hash for Flow<F> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.vip.hash(state);
+        self.client_addr.hash(state);
+        self.local_addr.hash(state);
+        self.backend_addr.hash(state);
+        self.local_port.hash(state);
+        self.backend_port.hash(state);
+        self.vport.hash(state);
+        self.client_port.hash(state);
+        self.forward.hash(state);
+        self.proto.hash(state);
+        self.backend.hash(state);
+        self.service.hash(state);
     }
 }
 
@@ -382,10 +425,10 @@ impl FlowState {
 
 /// A tracked packet's flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
+pub struct Hit<F: Family = V4> {
     /// The direction of the packet that was looked up.
     pub direction: Direction,
-    pub flow: Flow,
+    pub flow: Flow<F>,
     /// The state after this packet.
     pub state: FlowState,
     /// The state before this packet.
@@ -511,10 +554,10 @@ struct Candidate {
     evict: Option<(usize, Removal)>,
 }
 
-/// One core's connection table. Only its owner writes it; other cores read it through a
-/// [`ConntrackReader`].
-pub struct Conntrack {
-    table: Arc<Table>,
+/// One core's connection table of family `F`'s flows (IPv4 by default; `Conntrack<V6>` for
+/// IPv6). Only its owner writes it; other cores read it through a [`ConntrackReader`].
+pub struct Conntrack<F: Layout = V4> {
+    table: Arc<Table<F>>,
     max_embryonic: usize,
     /// Free records, used as a stack. Allocated once with room for every record, so pushing
     /// never allocates.
@@ -532,7 +575,7 @@ pub struct Conntrack {
     published: [u64; PUBLISHED_WORDS],
 }
 
-impl fmt::Debug for Conntrack {
+impl<F: Layout> fmt::Debug for Conntrack<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conntrack")
             .field("capacity", &self.capacity())
@@ -545,7 +588,7 @@ impl fmt::Debug for Conntrack {
     }
 }
 
-impl Conntrack {
+impl<F: Layout> Conntrack<F> {
     /// Allocates the whole table (see "Storage" in the module docs for its size).
     pub fn new(config: &ConntrackConfig) -> Self {
         let capacity = config.capacity.min(ConntrackConfig::MAX_CAPACITY);
@@ -567,7 +610,12 @@ impl Conntrack {
 
     /// Looks `key` up; on a hit refreshes last-seen, advances the TCP state with `tcp_flags`
     /// (None for UDP) and returns the flow. Expired = miss.
-    pub fn track(&mut self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
+    pub fn track(
+        &mut self,
+        now: Instant,
+        key: &FlowKey<F>,
+        tcp_flags: Option<u8>,
+    ) -> Option<Hit<F>> {
         self.track_hashed(now, key, table_hash(key), tcp_flags)
     }
 
@@ -578,10 +626,10 @@ impl Conntrack {
     pub fn track_hashed(
         &mut self,
         now: Instant,
-        key: &FlowKey,
+        key: &FlowKey<F>,
         hash: u64,
         tcp_flags: Option<u8>,
-    ) -> Option<Hit> {
+    ) -> Option<Hit<F>> {
         self.track_prepared(now, key, Prepared::new(hash), tcp_flags)
     }
 
@@ -596,10 +644,10 @@ impl Conntrack {
     pub fn track_prepared(
         &mut self,
         now: Instant,
-        key: &FlowKey,
+        key: &FlowKey<F>,
         prepared: Prepared,
         tcp_flags: Option<u8>,
-    ) -> Option<Hit> {
+    ) -> Option<Hit<F>> {
         let quick = self.table.owner_quick(
             now.as_nanos(),
             key,
@@ -620,10 +668,10 @@ impl Conntrack {
     fn track_moving(
         &mut self,
         now: Instant,
-        key: &FlowKey,
+        key: &FlowKey<F>,
         hash: u64,
         tcp_flags: Option<u8>,
-    ) -> Option<Hit> {
+    ) -> Option<Hit<F>> {
         let tracked = track(&self.table, now, key, hash, tcp_flags, Access::Owner)?;
         if tracked.moved {
             self.settle(tracked.record);
@@ -674,7 +722,7 @@ impl Conntrack {
     /// For packets that may name a flow but must not keep it alive or move it (ICMP errors,
     /// which anyone can forge). Expired = miss.
     #[inline]
-    pub fn peek_hashed(&self, now: Instant, key: &FlowKey, hash: u64) -> Option<Hit> {
+    pub fn peek_hashed(&self, now: Instant, key: &FlowKey<F>, hash: u64) -> Option<Hit<F>> {
         peek(&self.table, now, key, hash, Access::Owner)
     }
 
@@ -690,7 +738,7 @@ impl Conntrack {
     /// the fingerprint in the bucket is all there is to go by (so an unknown key usually
     /// loads nothing, and a rare fingerprint collision loads another flow's record).
     #[inline]
-    pub fn prefetch_record(&self, key: &FlowKey, hash: u64) {
+    pub fn prefetch_record(&self, key: &FlowKey<F>, hash: u64) {
         let _ = key;
         let _ = self.table.prefetch_record(hash);
     }
@@ -705,9 +753,9 @@ impl Conntrack {
     pub fn insert(
         &mut self,
         now: Instant,
-        flow: Flow,
+        flow: Flow<F>,
         tcp_flags: Option<u8>,
-        on_remove: impl FnMut(&Flow),
+        on_remove: impl FnMut(&Flow<F>),
     ) -> Result<FlowState, InsertError> {
         let hash = table_hash(&flow.original_key());
         self.insert_hashed(now, flow, hash, tcp_flags, on_remove)
@@ -719,10 +767,10 @@ impl Conntrack {
     pub fn insert_hashed(
         &mut self,
         now: Instant,
-        flow: Flow,
+        flow: Flow<F>,
         hash: u64,
         tcp_flags: Option<u8>,
-        on_remove: impl FnMut(&Flow),
+        on_remove: impl FnMut(&Flow<F>),
     ) -> Result<FlowState, InsertError> {
         self.insert_checked(now, &flow, hash, false, tcp_flags, on_remove)
     }
@@ -735,10 +783,10 @@ impl Conntrack {
     pub fn insert_prepared(
         &mut self,
         now: Instant,
-        flow: &Flow,
+        flow: &Flow<F>,
         prepared: Prepared,
         tcp_flags: Option<u8>,
-        on_remove: impl FnMut(&Flow),
+        on_remove: impl FnMut(&Flow<F>),
     ) -> Result<FlowState, InsertError> {
         let absent = self.known_absent(&prepared);
         self.insert_checked(now, flow, prepared.hash, absent, tcp_flags, on_remove)
@@ -749,11 +797,11 @@ impl Conntrack {
     fn insert_checked(
         &mut self,
         now: Instant,
-        flow: &Flow,
+        flow: &Flow<F>,
         hash: u64,
         original_absent: bool,
         tcp_flags: Option<u8>,
-        mut on_remove: impl FnMut(&Flow),
+        mut on_remove: impl FnMut(&Flow<F>),
     ) -> Result<FlowState, InsertError> {
         debug_assert_eq!(hash, table_hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
@@ -844,7 +892,7 @@ impl Conntrack {
     }
 
     /// True if a live (unexpired) entry has this key.
-    pub fn contains(&self, now: Instant, key: &FlowKey) -> bool {
+    pub fn contains(&self, now: Instant, key: &FlowKey<F>) -> bool {
         self.table
             .find(key, table_hash(key), Access::Owner)
             .is_some_and(|found| !self.table.is_expired(now.as_nanos(), &found.view))
@@ -864,20 +912,20 @@ impl Conntrack {
         &mut self,
         now: Instant,
         proto: Proto,
-        backend_addr: Ipv4Addr,
+        backend_addr: F::Addr,
         backend_port: u16,
-        local_addrs: &[Ipv4Addr],
+        local_addrs: &[F::Addr],
         range: PortRange,
         start_hint: u64,
-        mut on_remove: impl FnMut(&Flow),
-    ) -> Option<(Ipv4Addr, u16)> {
+        mut on_remove: impl FnMut(&Flow<F>),
+    ) -> Option<(F::Addr, u16)> {
         let addrs = local_addrs.len() as u64;
         let ports = u64::from(range.last.checked_sub(range.first)?) + 1;
         let total = addrs.checked_mul(ports).filter(|&total| total > 0)?;
         let start = start_hint % total;
         let now_nanos = now.as_nanos();
         // The least recently seen evictable holder of a candidate: (last seen, record, port).
-        let mut oldest: Option<(u64, usize, (Ipv4Addr, u16))> = None;
+        let mut oldest: Option<(u64, usize, (F::Addr, u16))> = None;
         for i in 0..LOCAL_PORT_CANDIDATES.min(total) {
             let candidate = (start + i) % total;
             let Some(&addr) = local_addrs.get((candidate % addrs) as usize) else { continue };
@@ -912,7 +960,7 @@ impl Conntrack {
     }
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
-    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
+    pub fn remove(&mut self, key: &FlowKey<F>) -> Option<Flow<F>> {
         let found = self.table.find(key, table_hash(key), Access::Owner)?;
         self.evict(found.index, Removal::Removed, &mut |_| {})
     }
@@ -924,7 +972,7 @@ impl Conntrack {
         &mut self,
         now: Instant,
         max_buckets: usize,
-        mut on_remove: impl FnMut(&Flow),
+        mut on_remove: impl FnMut(&Flow<F>),
     ) -> usize {
         let now = now.as_nanos();
         let buckets = self.table.bucket_count();
@@ -979,7 +1027,7 @@ impl Conntrack {
     }
 
     /// A handle other cores use to look flows up in this table.
-    pub fn reader(&self) -> ConntrackReader {
+    pub fn reader(&self) -> ConntrackReader<F> {
         ConntrackReader { table: Arc::clone(&self.table) }
     }
 
@@ -990,12 +1038,13 @@ impl Conntrack {
             + self.queues.memory_bytes()
     }
 
-    /// What [`Conntrack::memory_bytes`] of a table of `capacity` flows will be, without
-    /// allocating it (for config checks: a typo must not reach the allocator).
-    pub fn memory_for(capacity: usize) -> usize {
+    /// What [`Conntrack::memory_bytes`] of a table of `capacity` flows of this family will
+    /// be, without allocating it: `Conntrack::<V6>::memory_for_capacity(c)`
+    /// ([`Conntrack::memory_for`] is IPv4's).
+    pub fn memory_for_capacity(capacity: usize) -> usize {
         let capacity = capacity.min(ConntrackConfig::MAX_CAPACITY);
         let buckets = capacity.saturating_mul(SLOTS_PER_FLOW).div_ceil(BUCKET_SLOTS);
-        Table::memory_for(capacity, buckets)
+        Table::<F>::memory_for(capacity, buckets)
             + capacity * std::mem::size_of::<u32>()
             + Queues::memory_for(capacity)
     }
@@ -1041,7 +1090,7 @@ impl Conntrack {
     fn queue_victim(&mut self, now: u64) -> Option<(usize, Removal)> {
         let embryonic = self.oldest(Class::Embryonic);
         let unreplied = self.oldest(Class::Unreplied);
-        let seen = |table: &Table, record: usize| {
+        let seen = |table: &Table<F>, record: usize| {
             table.record(record).map_or(0, |record| record.owner_view().last_seen)
         };
         let victim = match (embryonic, unreplied) {
@@ -1150,8 +1199,8 @@ impl Conntrack {
         &mut self,
         record: usize,
         reason: Removal,
-        on_remove: &mut impl FnMut(&Flow),
-    ) -> Option<Flow> {
+        on_remove: &mut impl FnMut(&Flow<F>),
+    ) -> Option<Flow<F>> {
         let slot = self.table.record(record)?;
         let flow = slot.snapshot()?.flow()?;
         let (original, reply) = slot.positions();
@@ -1174,13 +1223,21 @@ impl Conntrack {
     }
 }
 
-/// A lock-free, read-mostly handle on another core's [`Conntrack`].
-#[derive(Clone)]
-pub struct ConntrackReader {
-    table: Arc<Table>,
+impl Conntrack {
+    /// What [`Conntrack::memory_bytes`] of an IPv4 table of `capacity` flows will be,
+    /// without allocating it (for config checks: a typo must not reach the allocator).
+    pub fn memory_for(capacity: usize) -> usize {
+        Self::memory_for_capacity(capacity)
+    }
 }
 
-impl fmt::Debug for ConntrackReader {
+/// A lock-free, read-mostly handle on another core's [`Conntrack`].
+#[derive(Clone)]
+pub struct ConntrackReader<F: Layout = V4> {
+    table: Arc<Table<F>>,
+}
+
+impl<F: Layout> fmt::Debug for ConntrackReader<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConntrackReader")
             .field("buckets", &self.table.bucket_count())
@@ -1189,10 +1246,10 @@ impl fmt::Debug for ConntrackReader {
     }
 }
 
-impl ConntrackReader {
+impl<F: Layout> ConntrackReader<F> {
     /// Lock-free lookup in the owner's table from another core; refreshes last-seen and TCP
     /// state atomically on a hit.
-    pub fn track(&self, now: Instant, key: &FlowKey, tcp_flags: Option<u8>) -> Option<Hit> {
+    pub fn track(&self, now: Instant, key: &FlowKey<F>, tcp_flags: Option<u8>) -> Option<Hit<F>> {
         self.track_hashed(now, key, table_hash(key), tcp_flags)
     }
 
@@ -1201,7 +1258,7 @@ impl ConntrackReader {
     /// reader access: a record the owner is rewriting at that moment is skipped, so under
     /// churn the list is a close picture, not an atomic one. Walks the whole record array:
     /// for the control side, never the hot path.
-    pub fn entries(&self, now: Instant, limit: usize) -> Vec<(Flow, FlowState, u64)> {
+    pub fn entries(&self, now: Instant, limit: usize) -> Vec<(Flow<F>, FlowState, u64)> {
         let mut entries = Vec::new();
         if limit == 0 {
             return entries;
@@ -1216,7 +1273,7 @@ impl ConntrackReader {
     /// Calls `visit` with every live flow, its state and the nanoseconds it has left, as
     /// [`ConntrackReader::entries`] lists them, without collecting them (connection counts
     /// per backend); stops when `visit` returns false.
-    pub fn visit(&self, now: Instant, mut visit: impl FnMut(Flow, FlowState, u64) -> bool) {
+    pub fn visit(&self, now: Instant, mut visit: impl FnMut(Flow<F>, FlowState, u64) -> bool) {
         let now = now.as_nanos();
         for index in 0..self.table.record_count() {
             let Some(view) = self.table.record(index).and_then(|r| r.view(Access::Reader)) else {
@@ -1235,7 +1292,7 @@ impl ConntrackReader {
 
     /// [`Conntrack::peek_hashed`] from another core: changes nothing.
     #[inline]
-    pub fn peek_hashed(&self, now: Instant, key: &FlowKey, hash: u64) -> Option<Hit> {
+    pub fn peek_hashed(&self, now: Instant, key: &FlowKey<F>, hash: u64) -> Option<Hit<F>> {
         peek(&self.table, now, key, hash, Access::Reader)
     }
 
@@ -1245,17 +1302,23 @@ impl ConntrackReader {
     pub fn track_hashed(
         &self,
         now: Instant,
-        key: &FlowKey,
+        key: &FlowKey<F>,
         hash: u64,
         tcp_flags: Option<u8>,
-    ) -> Option<Hit> {
+    ) -> Option<Hit<F>> {
         track(&self.table, now, key, hash, tcp_flags, Access::Reader).map(|tracked| tracked.hit)
     }
 }
 
 /// [`track`] without its side effects: the flow and its current state, nothing written.
 #[inline]
-fn peek(table: &Table, now: Instant, key: &FlowKey, hash: u64, access: Access) -> Option<Hit> {
+fn peek<F: Layout>(
+    table: &Table<F>,
+    now: Instant,
+    key: &FlowKey<F>,
+    hash: u64,
+    access: Access,
+) -> Option<Hit<F>> {
     let found = table.find(key, hash, access)?;
     if table.is_expired(now.as_nanos(), &found.view) {
         return None;
@@ -1270,14 +1333,14 @@ fn peek(table: &Table, now: Instant, key: &FlowKey, hash: u64, access: Access) -
 /// A hit whose state does not move (most packets of an established flow) changes one word
 /// (last-seen, only if time moved) and takes no locked instruction on the owner's side.
 #[inline(always)]
-fn track(
-    table: &Table,
+fn track<F: Layout>(
+    table: &Table<F>,
     now: Instant,
-    key: &FlowKey,
+    key: &FlowKey<F>,
     hash: u64,
     tcp_flags: Option<u8>,
     access: Access,
-) -> Option<Tracked> {
+) -> Option<Tracked<F>> {
     let now = now.as_nanos();
     let found = table.find(key, hash, access)?;
     let view = &found.view;
@@ -1308,8 +1371,8 @@ fn track(
 }
 
 /// What [`track`] found, and what the owner needs to keep its queues in step.
-struct Tracked {
-    hit: Hit,
+struct Tracked<F: Layout> {
+    hit: Hit<F>,
     /// The flow's record.
     record: usize,
     /// True if this packet may have changed the flow's eviction class (a state transition,

@@ -1,5 +1,7 @@
-//! The table's storage: a slab of flow records, each one cache line of `AtomicU64` words
-//! guarded by a seqlock, and a set-associative index of buckets whose slots point at records.
+//! The table's storage: a slab of flow records, each one cache line of `AtomicU64` words for
+//! IPv4 and two for IPv6, guarded by a seqlock, and a set-associative index of buckets whose
+//! slots point at records. Everything here is generic over the family's [`Layout`] (the flow
+//! words and how a key is compared with them, `layout.rs`); nothing else differs.
 //!
 //! # Who writes what
 //!
@@ -40,15 +42,15 @@
 //! flow, so a slot that still points at a record the owner has just reused yields a miss,
 //! never a wrong hit.
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crossbeam::utils::CachePadded;
 
+use super::layout::{Layout, WordArray};
 use super::queues::Class;
 use super::tcp::{FIN, RST, SYN};
 use super::{Direction, Flow, FlowState, Hit};
-use crate::flow::{FlowKey, ForwardMode, Proto};
+use crate::flow::FlowKey;
 
 /// Slots per bucket: the set associativity. Sixteen 4-byte slots are one cache line.
 pub(super) const BUCKET_SLOTS: usize = 16;
@@ -70,17 +72,19 @@ const MAX_RECORD_BITS: u32 = 28;
 /// `positions` value of a flow without a reply slot (DR).
 const NO_POSITION: u64 = u32::MAX as u64;
 
-/// One flow: exactly one cache line, so a hit reads one line of records and the owner's
-/// writes never share a line with another flow.
-#[derive(Debug, Default)]
+/// One flow: exactly one cache line for IPv4 (four flow words), so a hit reads one line of
+/// records, and two for IPv6 (ten flow words: four 16-byte addresses do not fit in one line
+/// beside the version, state, last-seen and positions); either way the owner's writes never
+/// share a line with another flow.
+#[derive(Debug)]
 #[repr(align(64))]
-pub(super) struct Record {
+pub(super) struct Record<F: Layout> {
     /// Seqlock version; its even values are generations. Written only by the owner (odd in
     /// `begin_write`, even in `end_write` with Release); the even store pairs with the Acquire
     /// load in `snapshot`.
     version: AtomicU64,
-    /// The flow, packed by [`pack`]. Written only by the owner inside a write section.
-    words: [AtomicU64; 4],
+    /// The flow, packed by [`Layout::pack`]. Written only by the owner inside a write section.
+    words: <F::Words as WordArray>::Atomic,
     /// `generation << 8 | state code`, code 0 meaning "free record" (and code 6 a UDP flow
     /// whose backend has answered, see `UDP_REPLIED_CODE`). Stored by the owner
     /// inside a write section; compare-and-swapped by any core's `track` within the
@@ -95,18 +99,31 @@ pub(super) struct Record {
     positions: AtomicU64,
 }
 
+impl<F: Layout> Default for Record<F> {
+    /// A free record (state code 0).
+    fn default() -> Self {
+        Record {
+            version: AtomicU64::new(0),
+            words: F::Words::zeroed(),
+            state: AtomicU64::new(0),
+            last_seen: AtomicU64::new(0),
+            positions: AtomicU64::new(0),
+        }
+    }
+}
+
 /// A consistent copy of a record, taken under the seqlock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct RecordView {
+pub(super) struct RecordView<F: Layout> {
     /// The (even) version the copy was taken at: the flow's generation.
     pub generation: u64,
-    words: [u64; 4],
+    words: F::Words,
     /// The raw state word (`generation << 8 | code`), the expected value for a CAS.
     pub state_word: u64,
     pub last_seen: u64,
 }
 
-impl RecordView {
+impl<F: Layout> RecordView<F> {
     /// The flow's state; None for a free record.
     pub fn state(&self) -> Option<FlowState> {
         state_from_code(self.state_word)
@@ -137,41 +154,18 @@ impl RecordView {
     }
 
     /// The flow; None for a free record.
-    pub fn flow(&self) -> Option<Flow> {
+    pub fn flow(&self) -> Option<Flow<F>> {
         self.state()?;
-        unpack(&self.words)
+        F::unpack(&self.words)
     }
 
     /// The flow's key in `direction`, computed from the packed words. None for a free
-    /// record, and for the reply direction of a DR flow. The reference [`Probe::matches`]
+    /// record, and for the reply direction of a DR flow. The reference [`Layout::matches`]
     /// is tested against.
     #[cfg(test)]
-    pub fn key(&self, direction: Direction) -> Option<FlowKey> {
+    pub fn key(&self, direction: Direction) -> Option<FlowKey<F>> {
         self.state()?;
-        let [addrs, servers, ports, meta] = self.words;
-        let proto = match (meta >> 8) as u8 {
-            1 => Proto::Tcp,
-            2 => Proto::Udp,
-            _ => return None,
-        };
-        let high = |w: u64| (w >> 32) as u32;
-        let port = |shift: u32| (ports >> shift) as u16;
-        let ((src_addr, src_port), (dst_addr, dst_port)) = match (direction, meta as u8) {
-            // client:cport -> vip:vport
-            (Direction::Original, _) => ((high(addrs), port(48)), (addrs as u32, port(32))),
-            // NAT: backend:bport -> client:cport
-            (Direction::Reply, 2) => ((high(servers), port(16)), (high(addrs), port(48))),
-            // FullNAT: backend:bport -> local:lport
-            (Direction::Reply, 3) => ((high(servers), port(16)), (servers as u32, port(0))),
-            (Direction::Reply, _) => return None,
-        };
-        Some(FlowKey {
-            src_addr: word_addr(src_addr),
-            dst_addr: word_addr(dst_addr),
-            src_port,
-            dst_port,
-            proto,
-        })
+        F::direction_key(&self.words, direction)
     }
 }
 
@@ -184,64 +178,11 @@ pub(super) enum Access {
     Reader,
 }
 
-/// A key laid out the way [`pack`] stores a flow's fields, so a lookup compares a record with
-/// a key in three word comparisons instead of deriving the record's key field by field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Probe {
-    /// `src_addr << 32 | dst_addr`: the layout of flow word 0 (client, vip) and word 1
-    /// (backend, local).
-    addrs: u64,
-    /// `src_port << 16 | dst_port`: the layout of the high half of flow word 2 (client port,
-    /// vport) and of its low half (backend port, local port).
-    ports: u32,
-    /// The protocol code `pack` stores in bits 8..16 of flow word 3.
-    proto: u8,
-}
-
-impl Probe {
-    /// The probe for `key`.
-    #[inline]
-    pub fn new(key: &FlowKey) -> Probe {
-        Probe {
-            addrs: u64::from(addr_word(key.src_addr)) << 32 | u64::from(addr_word(key.dst_addr)),
-            ports: u32::from(key.src_port) << 16 | u32::from(key.dst_port),
-            proto: proto_code(key.proto),
-        }
-    }
-
-    /// True if the flow packed in `words` has this key in `direction` (the record must also
-    /// be live: the caller checks its state). Same answer as comparing with
-    /// `RecordView::key(direction)`, without building a key.
-    #[inline]
-    fn matches(&self, words: &[u64; 4], direction: Direction) -> bool {
-        let [addrs, servers, ports, meta] = *words;
-        if (meta >> 8) as u8 != self.proto {
-            return false;
-        }
-        let (addrs, ports) = match (direction, meta as u8) {
-            // client:cport -> vip:vport
-            (Direction::Original, _) => (addrs, (ports >> 32) as u32),
-            // NAT: backend:bport -> client:cport
-            (Direction::Reply, FORWARD_NAT) => (
-                servers & HIGH_HALF | addrs >> 32,
-                (ports as u32 & 0xffff_0000) | (ports >> 48) as u32,
-            ),
-            // FullNAT: backend:bport -> local:lport
-            (Direction::Reply, FORWARD_FULL_NAT) => (servers, ports as u32),
-            (Direction::Reply, _) => return false,
-        };
-        addrs == self.addrs && ports == self.ports
-    }
-}
-
-/// The high 32 bits of a word.
-const HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
-
-impl Record {
+impl<F: Layout> Record<F> {
     /// A consistent copy of the record, or None if the owner kept it mid-write through every
     /// retry. Safe from any thread; never fails on the owner's thread.
     #[inline]
-    pub fn snapshot(&self) -> Option<RecordView> {
+    pub fn snapshot(&self) -> Option<RecordView<F>> {
         for _ in 0..READ_RETRIES {
             // Pairs with the Release store of the even version in `end_write`.
             let generation = self.version.load(Ordering::Acquire);
@@ -264,7 +205,7 @@ impl Record {
     /// Readers' RMWs of `state` and `last_seen` are single atomic words, so a plain load sees
     /// either value whole.
     #[inline]
-    pub fn owner_view(&self) -> RecordView {
+    pub fn owner_view(&self) -> RecordView<F> {
         // Only the owner stores `version` and `words`, so these loads see its own last stores.
         self.load_fields(self.version.load(Ordering::Relaxed))
     }
@@ -272,15 +213,10 @@ impl Record {
     /// The record's fields as they are (Relaxed loads), labelled with `generation`; the
     /// callers above say why the copy is consistent.
     #[inline]
-    fn load_fields(&self, generation: u64) -> RecordView {
+    fn load_fields(&self, generation: u64) -> RecordView<F> {
         RecordView {
             generation,
-            words: [
-                self.words[0].load(Ordering::Relaxed),
-                self.words[1].load(Ordering::Relaxed),
-                self.words[2].load(Ordering::Relaxed),
-                self.words[3].load(Ordering::Relaxed),
-            ],
+            words: F::Words::load(&self.words),
             state_word: self.state.load(Ordering::Relaxed),
             last_seen: self.last_seen.load(Ordering::Relaxed),
         }
@@ -288,7 +224,7 @@ impl Record {
 
     /// A consistent copy of the record, read the way `access` allows.
     #[inline]
-    pub fn view(&self, access: Access) -> Option<RecordView> {
+    pub fn view(&self, access: Access) -> Option<RecordView<F>> {
         match access {
             Access::Owner => Some(self.owner_view()),
             Access::Reader => self.snapshot(),
@@ -459,17 +395,18 @@ const fn leaves_as_is(code: u8, direction: Direction, tcp_flags: Option<u8>) -> 
 
 /// What the owner's quick lookup ([`Table::owner_quick`]) decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Quick {
+pub(super) enum Quick<F: Layout> {
     /// A live flow whose state the packet leaves as it is; last-seen refreshed.
-    Hit(Hit),
+    Hit(Hit<F>),
     /// No live flow has the key, or it has expired.
     Miss,
     /// The packet may move the flow's state: nothing was changed, the general path decides.
     Slow,
 }
 
-/// Asks the CPU to start loading the cache line `value` starts in, and returns at once
-/// (x86-64 `prefetcht0`; elsewhere nothing). Batches use it so their packets' cache misses
+/// Asks the CPU to start loading the cache lines `value` spans (one for a bucket or an IPv4
+/// record, two for an IPv6 record), and returns at once (x86-64 `prefetcht0`; elsewhere
+/// nothing). Batches use it so their packets' cache misses
 /// overlap (see "Batches" in the module docs of `conntrack`).
 ///
 /// The one `unsafe` outside the AF_XDP module, accepted as this single function: a load
@@ -479,101 +416,18 @@ pub(super) enum Quick {
 #[allow(unsafe_code)]
 pub(super) fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` only hints the cache: it never faults, reads nothing into a
-    // register and writes nothing, so no address could make it undefined behaviour; this one
-    // comes from a live reference anyway. Its `sse` target feature is part of the x86-64
-    // baseline, present on every CPU this code can run on.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            std::ptr::from_ref(value).cast::<i8>(),
-        );
+    for line in 0..std::mem::size_of::<T>().div_ceil(64) {
+        let address = std::ptr::from_ref(value).cast::<i8>().wrapping_add(line * 64);
+        // SAFETY: `_mm_prefetch` only hints the cache: it never faults, reads nothing into a
+        // register and writes nothing, so no address could make it undefined behaviour; this
+        // one is inside a live reference's value anyway. Its `sse` target feature is part of
+        // the x86-64 baseline, present on every CPU this code can run on.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address);
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
-}
-
-/// The code [`pack`] stores for a protocol (never 0).
-const fn proto_code(proto: Proto) -> u8 {
-    match proto {
-        Proto::Tcp => 1,
-        Proto::Udp => 2,
-    }
-}
-
-/// The codes [`pack`] stores for forwarding modes.
-const FORWARD_DR: u8 = 1;
-/// See [`FORWARD_DR`].
-const FORWARD_NAT: u8 = 2;
-/// See [`FORWARD_DR`].
-const FORWARD_FULL_NAT: u8 = 3;
-
-/// An address as a flow word stores it: its four bytes in memory order, so packing and
-/// unpacking (and a lookup's [`Probe`]) move an `Ipv4Addr` without swapping its bytes.
-/// Flow words live only in this process's memory, so their byte order is nobody else's
-/// business.
-#[inline(always)]
-const fn addr_word(addr: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(addr.octets())
-}
-
-/// The inverse of [`addr_word`].
-#[inline(always)]
-const fn word_addr(word: u32) -> Ipv4Addr {
-    let [a, b, c, d] = word.to_ne_bytes();
-    Ipv4Addr::new(a, b, c, d)
-}
-
-/// Packs a flow into the four flow words. Their little-endian bytes are [`Flow`]'s `repr(C)`
-/// layout field for field, except the two codes of word 3 (forwarding mode, protocol): so
-/// [`unpack`] stores words 0 to 2 whole and the compiler needs no shuffling.
-fn pack(flow: &Flow) -> [u64; 4] {
-    let addrs = |a: Ipv4Addr, b: Ipv4Addr| u64::from(addr_word(a)) << 32 | u64::from(addr_word(b));
-    let proto = u64::from(proto_code(flow.proto));
-    let forward = u64::from(match flow.forward {
-        ForwardMode::Dr => FORWARD_DR,
-        ForwardMode::Nat => FORWARD_NAT,
-        ForwardMode::FullNat => FORWARD_FULL_NAT,
-    });
-    [
-        addrs(flow.client_addr, flow.vip),
-        addrs(flow.backend_addr, flow.local_addr),
-        u64::from(flow.client_port) << 48
-            | u64::from(flow.vport) << 32
-            | u64::from(flow.backend_port) << 16
-            | u64::from(flow.local_port),
-        u64::from(flow.service) << 32 | u64::from(flow.backend) << 16 | proto << 8 | forward,
-    ]
-}
-
-/// The inverse of [`pack`]; None for bit patterns `pack` never produces.
-fn unpack(words: &[u64; 4]) -> Option<Flow> {
-    let high = |w: u64| word_addr((w >> 32) as u32);
-    let low = |w: u64| word_addr(w as u32);
-    let proto = match (words[3] >> 8) as u8 {
-        1 => Proto::Tcp,
-        2 => Proto::Udp,
-        _ => return None,
-    };
-    let forward = match words[3] as u8 {
-        FORWARD_DR => ForwardMode::Dr,
-        FORWARD_NAT => ForwardMode::Nat,
-        FORWARD_FULL_NAT => ForwardMode::FullNat,
-        _ => return None,
-    };
-    Some(Flow {
-        proto,
-        forward,
-        client_addr: high(words[0]),
-        vip: low(words[0]),
-        backend_addr: high(words[1]),
-        local_addr: low(words[1]),
-        client_port: (words[2] >> 48) as u16,
-        vport: (words[2] >> 32) as u16,
-        backend_port: (words[2] >> 16) as u16,
-        local_port: words[2] as u16,
-        service: (words[3] >> 32) as u16,
-        backend: (words[3] >> 16) as u16,
-    })
 }
 
 /// One cache line of index slots.
@@ -668,9 +522,9 @@ impl SlotFormat {
 
 /// The fixed-size table shared by an owner and its readers.
 #[derive(Debug)]
-pub(super) struct Table {
+pub(super) struct Table<F: Layout> {
     buckets: Box<[Bucket]>,
-    records: Box<[Record]>,
+    records: Box<[Record<F>]>,
     format: SlotFormat,
     /// `buckets.len() - 1`; the bucket count is a power of two.
     bucket_mask: u64,
@@ -688,21 +542,21 @@ pub(super) struct Table {
 
 /// Where a key was found: the direction, the record and a copy of it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Found<'a> {
+pub(super) struct Found<'a, F: Layout> {
     pub direction: Direction,
     /// The record's index.
     pub index: usize,
-    pub record: &'a Record,
-    pub view: RecordView,
+    pub record: &'a Record<F>,
+    pub view: RecordView<F>,
 }
 
-impl Table {
+impl<F: Layout> Table<F> {
     /// The most records a table can have (record indices fit in 28 bits).
     pub const MAX_RECORDS: usize = 1 << MAX_RECORD_BITS;
 
     /// A table of `records` records (at most [`Table::MAX_RECORDS`]) and `buckets` index
     /// buckets (rounded up to a power of two, at least one).
-    pub fn new(records: usize, buckets: usize, timeouts: [u64; TIMEOUT_ENTRIES]) -> Table {
+    pub fn new(records: usize, buckets: usize, timeouts: [u64; TIMEOUT_ENTRIES]) -> Table<F> {
         let buckets = buckets.max(1).next_power_of_two();
         let records = records.min(Self::MAX_RECORDS);
         Table {
@@ -739,7 +593,7 @@ impl Table {
         let records = records.min(Self::MAX_RECORDS);
         buckets
             .saturating_mul(std::mem::size_of::<Bucket>())
-            .saturating_add(records * std::mem::size_of::<Record>())
+            .saturating_add(records * std::mem::size_of::<Record<F>>())
     }
 
     pub fn embryonic(&self) -> usize {
@@ -751,7 +605,7 @@ impl Table {
         ((hash & self.bucket_mask) as usize, self.format.tag(hash))
     }
 
-    pub fn record(&self, index: usize) -> Option<&Record> {
+    pub fn record(&self, index: usize) -> Option<&Record<F>> {
         self.records.get(index)
     }
 
@@ -796,7 +650,7 @@ impl Table {
 
     /// True if a flow whose record snapshot is `view` had its last packet longer ago than
     /// its state's timeout. A last-seen in the future (another core's clock) is not expired.
-    pub fn is_expired(&self, now: u64, view: &RecordView) -> bool {
+    pub fn is_expired(&self, now: u64, view: &RecordView<F>) -> bool {
         let timeout = match view.state() {
             Some(state) => self.timeouts.get(timeout_index(state)).copied().unwrap_or(0),
             None => return true,
@@ -805,7 +659,7 @@ impl Table {
     }
 
     /// Time left before a live, unexpired flow expires (None when it is free or expired).
-    pub fn expires_in(&self, now: u64, view: &RecordView) -> Option<u64> {
+    pub fn expires_in(&self, now: u64, view: &RecordView<F>) -> Option<u64> {
         let timeout = self.timeouts.get(timeout_index(view.state()?)).copied().unwrap_or(0);
         let idle = now.saturating_sub(view.last_seen);
         (idle <= timeout).then(|| timeout - idle)
@@ -816,14 +670,14 @@ impl Table {
     /// slots, which the key comparison rejects).
     ///
     /// One pass over the bucket's slots comparing fingerprints, and for a matching slot one
-    /// copy of its record compared with the key as packed words ([`Probe`]).
+    /// copy of its record compared with the key as packed words ([`Layout::probe`]).
     #[inline]
-    pub fn find(&self, key: &FlowKey, hash: u64, access: Access) -> Option<Found<'_>> {
-        self.find_probe(&Probe::new(key), hash, access)
+    pub fn find(&self, key: &FlowKey<F>, hash: u64, access: Access) -> Option<Found<'_, F>> {
+        self.find_probe(&F::probe(key), hash, access)
     }
 
     #[inline(always)]
-    fn find_probe(&self, probe: &Probe, hash: u64, access: Access) -> Option<Found<'_>> {
+    fn find_probe(&self, probe: &F::Probe, hash: u64, access: Access) -> Option<Found<'_, F>> {
         let bucket = (hash & self.bucket_mask) as usize;
         let (tag_mask, tag_bits) = self.format.tag_bits(hash);
         for slot in &self.buckets.get(bucket)?.slots {
@@ -844,7 +698,7 @@ impl Table {
     /// key in the slot's direction. Any word is harmless: 0 or a stale word finds nothing
     /// (the key is always compared).
     #[inline(always)]
-    fn check_slot(&self, probe: &Probe, word: u32, access: Access) -> Option<Found<'_>> {
+    fn check_slot(&self, probe: &F::Probe, word: u32, access: Access) -> Option<Found<'_, F>> {
         if word == 0 {
             return None;
         }
@@ -852,7 +706,7 @@ impl Table {
         let record = self.records.get(index)?;
         let view = record.view(access)?;
         let direction = self.format.direction(word);
-        (view.is_live() && probe.matches(&view.words, direction)).then_some(Found {
+        (view.is_live() && F::matches(probe, &view.words, direction)).then_some(Found {
             direction,
             index,
             record,
@@ -878,13 +732,13 @@ impl Table {
     pub fn owner_quick(
         &self,
         now: u64,
-        key: &FlowKey,
+        key: &FlowKey<F>,
         hash: u64,
         candidate: u32,
         known_absent: impl FnOnce() -> bool,
         tcp_flags: Option<u8>,
-    ) -> Quick {
-        let probe = Probe::new(key);
+    ) -> Quick<F> {
+        let probe = F::probe(key);
         let found = match self.check_slot(&probe, candidate, Access::Owner) {
             Some(found) => found,
             None if known_absent() => return Quick::Miss,
@@ -903,7 +757,7 @@ impl Table {
         if !leaves_as_is(code, found.direction, tcp_flags) {
             return Quick::Slow;
         }
-        let (Some(flow), Some(state)) = (unpack(&view.words), state_from_code(view.state_word))
+        let (Some(flow), Some(state)) = (F::unpack(&view.words), state_from_code(view.state_word))
         else {
             return Quick::Miss;
         };
@@ -913,7 +767,7 @@ impl Table {
 
     /// [`Table::find`] from any thread (tests).
     #[cfg(test)]
-    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<Found<'_>> {
+    pub fn lookup(&self, key: &FlowKey<F>, hash: u64) -> Option<Found<'_, F>> {
         self.find(key, hash, Access::Reader)
     }
 
@@ -969,7 +823,7 @@ impl Table {
     pub fn write_record(
         &self,
         index: usize,
-        flow: &Flow,
+        flow: &Flow<F>,
         state: FlowState,
         now: u64,
         positions: (usize, Option<usize>),
@@ -978,9 +832,7 @@ impl Table {
             return;
         };
         let generation = record.begin_write();
-        for (word, value) in record.words.iter().zip(pack(flow)) {
-            word.store(value, Ordering::Relaxed);
-        }
+        F::pack(flow).store(&record.words);
         let reply = positions.1.map_or(NO_POSITION, |reply| reply as u64 & NO_POSITION);
         record.positions.store((positions.0 as u64) << 32 | reply, Ordering::Relaxed);
         record.last_seen.store(now, Ordering::Relaxed);
@@ -1025,17 +877,50 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::family::{Family, V4, V6};
+    use crate::flow::{ForwardMode, Proto};
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn arb_flow() -> impl Strategy<Value = Flow> {
-        (any::<bool>(), 0..3usize, any::<[u32; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
+    /// What the layout tests need of a family: arbitrary addresses, and an address with one
+    /// bit flipped.
+    trait Arbitrary: Layout {
+        fn arb_addr(bits: u128) -> Self::Addr;
+        fn flip(addr: Self::Addr, bit: u32) -> Self::Addr;
+        /// The bits a mutation flips: both ends of every word an address spans.
+        const BITS: &'static [u32];
+    }
+
+    impl Arbitrary for V4 {
+        fn arb_addr(bits: u128) -> Ipv4Addr {
+            Ipv4Addr::from_bits(bits as u32)
+        }
+        fn flip(addr: Ipv4Addr, bit: u32) -> Ipv4Addr {
+            Ipv4Addr::from_bits(addr.to_bits() ^ 1 << bit)
+        }
+        const BITS: &'static [u32] = &[0, 31];
+    }
+
+    impl Arbitrary for V6 {
+        fn arb_addr(bits: u128) -> Ipv6Addr {
+            Ipv6Addr::from_bits(bits)
+        }
+        fn flip(addr: Ipv6Addr, bit: u32) -> Ipv6Addr {
+            Ipv6Addr::from_bits(addr.to_bits() ^ 1 << bit)
+        }
+        const BITS: &'static [u32] = &[0, 63, 64, 127];
+    }
+
+    fn arb_flow<F: Arbitrary>() -> impl Strategy<Value = Flow<F>> {
+        (any::<bool>(), 0..3usize, any::<[u128; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
             .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
                 proto: if tcp { Proto::Tcp } else { Proto::Udp },
                 forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
-                client_addr: Ipv4Addr::from_bits(addrs[0]),
-                vip: Ipv4Addr::from_bits(addrs[1]),
-                backend_addr: Ipv4Addr::from_bits(addrs[2]),
-                local_addr: Ipv4Addr::from_bits(addrs[3]),
+                client_addr: F::arb_addr(addrs[0]),
+                vip: F::arb_addr(addrs[1]),
+                backend_addr: F::arb_addr(addrs[2]),
+                local_addr: F::arb_addr(addrs[3]),
                 client_port: ports[0],
                 vport: ports[1],
                 backend_port: ports[2],
@@ -1045,64 +930,121 @@ mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn pack_round_trips(flow in arb_flow()) {
-            prop_assert_eq!(unpack(&pack(&flow)), Some(flow));
-        }
+    fn pack_round_trips<F: Arbitrary>(flow: Flow<F>) -> Result<(), TestCaseError> {
+        prop_assert_eq!(F::unpack(&F::pack(&flow)), Some(flow));
+        Ok(())
+    }
 
-        #[test]
-        fn keys_derived_from_packed_words_match_the_flows(flow in arb_flow()) {
-            let view = RecordView {
-                generation: 2,
-                words: pack(&flow),
-                state_word: state_word(2, FlowState::Udp),
-                last_seen: 0,
-            };
-            prop_assert_eq!(view.key(Direction::Original), Some(flow.original_key()));
-            prop_assert_eq!(view.key(Direction::Reply), flow.reply_key());
-            let free = RecordView { state_word: 2 << 8, ..view };
-            prop_assert_eq!(free.key(Direction::Original), None);
-        }
+    fn keys_derived_from_packed_words_match_the_flows<F: Arbitrary>(
+        flow: Flow<F>,
+    ) -> Result<(), TestCaseError> {
+        let view = RecordView::<F> {
+            generation: 2,
+            words: F::pack(&flow),
+            state_word: state_word(2, FlowState::Udp),
+            last_seen: 0,
+        };
+        prop_assert_eq!(view.key(Direction::Original), Some(flow.original_key()));
+        prop_assert_eq!(view.key(Direction::Reply), flow.reply_key());
+        let free = RecordView { state_word: 2 << 8, ..view };
+        prop_assert_eq!(free.key(Direction::Original), None);
+        Ok(())
+    }
 
-        #[test]
-        fn probes_match_exactly_the_keys_derived_from_records(
-            flow in arb_flow(),
-            other in arb_flow(),
-            reply in any::<bool>(),
-            mutate in 0..6usize,
-        ) {
-            let words = pack(&flow);
-            let direction = if reply { Direction::Reply } else { Direction::Original };
-            let view = RecordView { generation: 2, words, state_word: state_word(2, FlowState::Udp), last_seen: 0 };
-            // The flow's own keys, another flow's keys, and each key with one field changed.
-            let mut candidates = vec![flow.original_key(), other.original_key()];
-            candidates.extend(flow.reply_key());
-            candidates.extend(other.reply_key());
-            let near: Vec<FlowKey> = candidates.iter().map(|key| {
+    /// The flow's own keys, another flow's keys, and each key with one field changed (an
+    /// address in one bit at either end of each of its words, a port, the protocol, the
+    /// direction): a probe matches exactly the key derived from the record.
+    fn probes_match_exactly_the_keys_derived_from_records<F: Arbitrary>(
+        flow: Flow<F>,
+        other: Flow<F>,
+        reply: bool,
+        mutate: usize,
+    ) -> Result<(), TestCaseError> {
+        let words = F::pack(&flow);
+        let direction = if reply { Direction::Reply } else { Direction::Original };
+        let view = RecordView::<F> {
+            generation: 2,
+            words,
+            state_word: state_word(2, FlowState::Udp),
+            last_seen: 0,
+        };
+        let mut candidates = vec![flow.original_key(), other.original_key()];
+        candidates.extend(flow.reply_key());
+        candidates.extend(other.reply_key());
+        let bits = F::BITS.len();
+        let near: Vec<FlowKey<F>> = candidates
+            .iter()
+            .map(|key| {
                 let mut key = *key;
                 match mutate {
-                    0 => key.src_addr = Ipv4Addr::from_bits(key.src_addr.to_bits() ^ 1),
-                    1 => key.dst_addr = Ipv4Addr::from_bits(key.dst_addr.to_bits() ^ 0x8000_0000),
-                    2 => key.src_port ^= 1,
-                    3 => key.dst_port ^= 0x8000,
-                    4 => key.proto = if key.proto == Proto::Tcp { Proto::Udp } else { Proto::Tcp },
+                    m if m < bits => key.src_addr = F::flip(key.src_addr, F::BITS[m]),
+                    m if m < 2 * bits => key.dst_addr = F::flip(key.dst_addr, F::BITS[m - bits]),
+                    m if m == 2 * bits => key.src_port ^= 1,
+                    m if m == 2 * bits + 1 => key.dst_port ^= 0x8000,
+                    m if m == 2 * bits + 2 => {
+                        key.proto = if key.proto == Proto::Tcp { Proto::Udp } else { Proto::Tcp }
+                    }
                     _ => key = key.reversed(),
                 }
                 key
-            }).collect();
-            for key in candidates.iter().chain(&near) {
-                prop_assert_eq!(
-                    Probe::new(key).matches(&view.words, direction),
-                    view.key(direction) == Some(*key),
-                    "{} {:?}", key, direction
-                );
-            }
+            })
+            .collect();
+        for key in candidates.iter().chain(&near) {
+            prop_assert_eq!(
+                F::matches(&F::probe(key), &view.words, direction),
+                view.key(direction) == Some(*key),
+                "{} {:?}",
+                key,
+                direction
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn pack_round_trips_v4(flow in arb_flow::<V4>()) {
+            pack_round_trips(flow)?;
+        }
+
+        #[test]
+        fn pack_round_trips_v6(flow in arb_flow::<V6>()) {
+            pack_round_trips(flow)?;
+        }
+
+        #[test]
+        fn keys_derived_from_packed_words_match_the_flows_v4(flow in arb_flow::<V4>()) {
+            keys_derived_from_packed_words_match_the_flows(flow)?;
+        }
+
+        #[test]
+        fn keys_derived_from_packed_words_match_the_flows_v6(flow in arb_flow::<V6>()) {
+            keys_derived_from_packed_words_match_the_flows(flow)?;
+        }
+
+        #[test]
+        fn probes_match_exactly_the_keys_derived_from_records_v4(
+            flow in arb_flow::<V4>(),
+            other in arb_flow::<V4>(),
+            reply in any::<bool>(),
+            mutate in 0..8usize,
+        ) {
+            probes_match_exactly_the_keys_derived_from_records(flow, other, reply, mutate)?;
+        }
+
+        #[test]
+        fn probes_match_exactly_the_keys_derived_from_records_v6(
+            flow in arb_flow::<V6>(),
+            other in arb_flow::<V6>(),
+            reply in any::<bool>(),
+            mutate in 0..12usize,
+        ) {
+            probes_match_exactly_the_keys_derived_from_records(flow, other, reply, mutate)?;
         }
 
         #[test]
         fn slot_refs_round_trip(
-            records in 1..=Table::MAX_RECORDS,
+            records in 1..=Table::<V4>::MAX_RECORDS,
             hash in any::<u64>(),
             reply in any::<bool>(),
             record in any::<usize>(),
@@ -1122,33 +1064,96 @@ mod tests {
         }
     }
 
-    // A flow record is one cache line: a hit reads one line of records (checked at compile
-    // time, so a field added to `Record` cannot silently split it).
+    /// A pair of IPv6 flows whose addresses differ only in the high or only in the low half
+    /// of one address: their packed words, probes and keys differ.
+    #[test]
+    fn ipv6_words_keep_both_halves_of_every_address() {
+        let base = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x10);
+        let flow = Flow::<V6> {
+            proto: Proto::Tcp,
+            forward: ForwardMode::FullNat,
+            client_addr: base,
+            vip: Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1),
+            backend_addr: Ipv6Addr::new(0x2001, 0xdb8, 0, 3, 0, 0, 0, 1),
+            local_addr: Ipv6Addr::new(0x2001, 0xdb8, 0, 4, 0, 0, 0, 1),
+            client_port: 40000,
+            vport: 80,
+            backend_port: 8080,
+            local_port: 5000,
+            service: 1,
+            backend: 2,
+        };
+        let words = V6::pack(&flow);
+        for bit in [0, 63, 64, 127] {
+            let flip = |addr: Ipv6Addr| Ipv6Addr::from_bits(addr.to_bits() ^ 1 << bit);
+            for other in [
+                Flow { client_addr: flip(flow.client_addr), ..flow },
+                Flow { vip: flip(flow.vip), ..flow },
+                Flow { backend_addr: flip(flow.backend_addr), ..flow },
+                Flow { local_addr: flip(flow.local_addr), ..flow },
+            ] {
+                assert_ne!(V6::pack(&other), words, "bit {bit}");
+                assert_eq!(V6::unpack(&V6::pack(&other)), Some(other));
+                for direction in [Direction::Original, Direction::Reply] {
+                    let key = |f: &Flow<V6>| match direction {
+                        Direction::Original => Some(f.original_key()),
+                        Direction::Reply => f.reply_key(),
+                    };
+                    let (mine, theirs) = (key(&flow).unwrap(), key(&other).unwrap());
+                    assert!(V6::matches(&V6::probe(&mine), &words, direction));
+                    // The original key ignores the backend and local addresses; the FullNAT
+                    // reply, the client and the VIP.
+                    assert_eq!(V6::matches(&V6::probe(&theirs), &words, direction), mine == theirs);
+                }
+            }
+        }
+        assert_eq!(V6::NAME, "IPv6");
+    }
+
+    // An IPv4 flow record is one cache line, so a hit reads one line of records; an IPv6
+    // record is two (checked at compile time, so a field added to `Record` cannot silently
+    // split the one or spill out of the other).
     const _: () = assert!(
-        std::mem::size_of::<Record>() == 64
-            && std::mem::align_of::<Record>() == 64
+        std::mem::size_of::<Record<V4>>() == 64
+            && std::mem::align_of::<Record<V4>>() == 64
+            && std::mem::size_of::<Record<V6>>() == 128
+            && std::mem::align_of::<Record<V6>>() == 64
             && std::mem::size_of::<Bucket>() == 64
             && std::mem::align_of::<Bucket>() == 64
     );
 
     // `Flow` is laid out as `pack` orders its words (little-endian), so a hit copies words
-    // 0 to 2 whole (offsets: word * 8 + byte): the unpacking's speed depends on it, its
-    // correctness does not.
+    // 0 to 2 (IPv6: 0 to 8) whole (offsets: word * 8 + byte): the unpacking's speed depends
+    // on it, its correctness does not.
     const _: () = {
         use std::mem::offset_of;
         assert!(
-            offset_of!(Flow, vip) == 0
-                && offset_of!(Flow, client_addr) == 4
-                && offset_of!(Flow, local_addr) == 8
-                && offset_of!(Flow, backend_addr) == 12
-                && offset_of!(Flow, local_port) == 16
-                && offset_of!(Flow, backend_port) == 18
-                && offset_of!(Flow, vport) == 20
-                && offset_of!(Flow, client_port) == 22
-                && offset_of!(Flow, forward) == 24
-                && offset_of!(Flow, proto) == 25
-                && offset_of!(Flow, backend) == 26
-                && offset_of!(Flow, service) == 28
+            offset_of!(Flow<V4>, vip) == 0
+                && offset_of!(Flow<V4>, client_addr) == 4
+                && offset_of!(Flow<V4>, local_addr) == 8
+                && offset_of!(Flow<V4>, backend_addr) == 12
+                && offset_of!(Flow<V4>, local_port) == 16
+                && offset_of!(Flow<V4>, backend_port) == 18
+                && offset_of!(Flow<V4>, vport) == 20
+                && offset_of!(Flow<V4>, client_port) == 22
+                && offset_of!(Flow<V4>, forward) == 24
+                && offset_of!(Flow<V4>, proto) == 25
+                && offset_of!(Flow<V4>, backend) == 26
+                && offset_of!(Flow<V4>, service) == 28
+        );
+        assert!(
+            offset_of!(Flow<V6>, vip) == 0
+                && offset_of!(Flow<V6>, client_addr) == 16
+                && offset_of!(Flow<V6>, local_addr) == 32
+                && offset_of!(Flow<V6>, backend_addr) == 48
+                && offset_of!(Flow<V6>, local_port) == 64
+                && offset_of!(Flow<V6>, backend_port) == 66
+                && offset_of!(Flow<V6>, vport) == 68
+                && offset_of!(Flow<V6>, client_port) == 70
+                && offset_of!(Flow<V6>, forward) == 72
+                && offset_of!(Flow<V6>, proto) == 73
+                && offset_of!(Flow<V6>, backend) == 74
+                && offset_of!(Flow<V6>, service) == 76
         );
     };
 
@@ -1187,7 +1192,7 @@ mod tests {
     #[test]
     fn code_timeouts_are_the_state_timeouts() {
         let timeouts = [0, 1, 2, 3, 4, 5];
-        let table = Table::new(1, 1, timeouts);
+        let table = Table::<V4>::new(1, 1, timeouts);
         for code in 0..CODE_ENTRIES as u64 {
             let want = state_from_code(code).map_or(0, |state| timeouts[timeout_index(state)]);
             assert_eq!(table.code_timeouts[code as usize], want, "code {code}");
@@ -1196,8 +1201,8 @@ mod tests {
 
     #[test]
     fn records_and_buckets_are_one_cache_line() {
-        assert_eq!(std::mem::size_of::<Record>(), 64);
-        assert_eq!(std::mem::align_of::<Record>(), 64);
+        assert_eq!(std::mem::size_of::<Record<V4>>(), 64);
+        assert_eq!(std::mem::align_of::<Record<V4>>(), 64);
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
         assert_eq!(SlotFormat::for_records(100_000).record_bits, 17);
         assert_eq!(SlotFormat::for_records(1).record_bits, 1);
@@ -1215,7 +1220,7 @@ mod tests {
 
     #[test]
     fn write_and_clear_move_generations_and_fail_stale_transitions() {
-        let table = Table::new(4, 1, [0; TIMEOUT_ENTRIES]);
+        let table = Table::<V4>::new(4, 1, [0; TIMEOUT_ENTRIES]);
         let flow = Flow {
             proto: Proto::Tcp,
             forward: ForwardMode::Nat,

@@ -1,46 +1,110 @@
 //! Tests of the table as a whole: directions, timeouts, TCP states through the table, removal,
 //! sweeping, local port allocation, the eviction and flood policies, a model-based property
 //! test, a reader/owner stress test, and the speed report.
+//!
+//! Every test but the reports is written once, generic over the family, and run for IPv4 and
+//! IPv6 (`family_tests!` at the end: `conntrack::tests::v4::*`, `conntrack::tests::v6::*`).
+//! The hosts of a test are numbered ([`Hosts::host`]); IPv6 spreads a host number over both
+//! ends of the address, so hosts 0, 1 and 0x1_0000 differ only in their lowest bit or only in
+//! their highest bits, and a packing that lost either half of an address would make their
+//! keys (NAT replies to clients, FullNAT replies to local addresses) collide.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 use super::tcp::{ACK, FIN, RST, SYN};
 use super::*;
+use crate::family::V6;
 use crate::hash::mix64;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// Which hosts an address numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Client,
+    Vip,
+    Backend,
+    Local,
+}
+
+/// Host number `n` of each kind, per family.
+trait Hosts: Layout {
+    fn host(kind: Kind, n: u32) -> Self::Addr;
+    /// The number of a client address ([`Hosts::host`]'s inverse).
+    fn client_number(addr: Self::Addr) -> u32;
+}
+
+impl Hosts for V4 {
+    /// 10.0.0.0 + n, 192.0.2.1 + n, 172.16.0.1 + n, 198.51.100.1 + n.
+    fn host(kind: Kind, n: u32) -> Ipv4Addr {
+        let base = match kind {
+            Kind::Client => 0x0a00_0000,
+            Kind::Vip => 0xc000_0201,
+            Kind::Backend => 0xac10_0001,
+            Kind::Local => 0xc633_6401,
+        };
+        Ipv4Addr::from_bits(base + n)
+    }
+
+    fn client_number(addr: Ipv4Addr) -> u32 {
+        addr.to_bits() - 0x0a00_0000
+    }
+}
+
+/// Where IPv6 hosts' numbers start: one /64 per kind.
+fn v6_base(kind: Kind) -> u128 {
+    let net: u128 = match kind {
+        Kind::Client => 0xc,
+        Kind::Vip => 0x1,
+        Kind::Backend => 0xb,
+        Kind::Local => 0x10,
+    };
+    0x2001_0db8_0000_0000_0000_0000_0000_0000 | net << 64 | 1 << 40
+}
+
+impl Hosts for V6 {
+    /// The kind's /64, with the low 16 bits of `n` in the address's lowest bits and the rest
+    /// of `n` in its highest 16.
+    fn host(kind: Kind, n: u32) -> Ipv6Addr {
+        let spread = u128::from(n & 0xffff) | u128::from(n >> 16) << 112;
+        Ipv6Addr::from_bits(v6_base(kind) ^ spread)
+    }
+
+    fn client_number(addr: Ipv6Addr) -> u32 {
+        let bits = addr.to_bits() ^ v6_base(Kind::Client);
+        (bits & 0xffff) as u32 | ((bits >> 112) as u32) << 16
+    }
+}
 
 fn secs(s: u64) -> Instant {
     Instant::from_secs(s)
 }
 
 /// A flow of client number `client`, scheduled to backend `client % 4`.
-fn flow(forward: ForwardMode, proto: Proto, client: u32, client_port: u16) -> Flow {
-    let client_addr = Ipv4Addr::from_bits(0x0a00_0000 + client);
+fn flow<F: Hosts>(forward: ForwardMode, proto: Proto, client: u32, client_port: u16) -> Flow<F> {
+    let client_addr = F::host(Kind::Client, client);
     let fullnat = forward == ForwardMode::FullNat;
     Flow {
         proto,
         forward,
         client_addr,
         client_port,
-        vip: VIP,
+        vip: F::host(Kind::Vip, 0),
         vport: 80,
-        backend_addr: Ipv4Addr::new(172, 16, 0, 1 + (client % 4) as u8),
+        backend_addr: F::host(Kind::Backend, client % 4),
         backend_port: 8080,
-        local_addr: if fullnat { LOCAL } else { client_addr },
+        local_addr: if fullnat { F::host(Kind::Local, 0) } else { client_addr },
         local_port: if fullnat { 20_000 + client as u16 } else { client_port },
         service: 0,
         backend: (client % 4) as u16,
     }
 }
 
-fn tcp(forward: ForwardMode, client: u32) -> Flow {
+fn tcp<F: Hosts>(forward: ForwardMode, client: u32) -> Flow<F> {
     flow(forward, Proto::Tcp, client, 40_000)
 }
 
@@ -54,24 +118,24 @@ fn timeouts() -> Timeouts {
     }
 }
 
-fn table(capacity: usize) -> Conntrack {
-    Conntrack::new(&ConntrackConfig {
+fn table<F: Hosts>(capacity: usize) -> Conntrack<F> {
+    Conntrack::<F>::new(&ConntrackConfig {
         timeouts: timeouts(),
         ..ConntrackConfig::with_capacity(capacity)
     })
 }
 
-fn insert(
-    ct: &mut Conntrack,
+fn insert<F: Hosts>(
+    ct: &mut Conntrack<F>,
     now: Instant,
-    flow: Flow,
+    flow: Flow<F>,
     flags: Option<u8>,
 ) -> Result<FlowState, InsertError> {
     ct.insert(now, flow, flags, |evicted| panic!("unexpected eviction of {evicted:?}"))
 }
 
 /// Keys whose home slot lands in bucket 0 of `ct`: DR TCP flows of consecutive clients.
-fn flows_in_bucket_zero(ct: &Conntrack, count: usize) -> Vec<Flow> {
+fn flows_in_bucket_zero<F: Hosts>(ct: &Conntrack<F>, count: usize) -> Vec<Flow<F>> {
     (0..)
         .map(|client| tcp(ForwardMode::Dr, client))
         .filter(|flow| ct.table.place(table_hash(&flow.original_key())).0 == 0)
@@ -79,9 +143,8 @@ fn flows_in_bucket_zero(ct: &Conntrack, count: usize) -> Vec<Flow> {
         .collect()
 }
 
-#[test]
-fn dr_tracks_only_the_original_direction() {
-    let mut ct = table(16);
+fn dr_tracks_only_the_original_direction<F: Hosts>() {
+    let mut ct = table::<F>(16);
     let f = tcp(ForwardMode::Dr, 1);
     assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Ok(FlowState::SynSeen));
     assert_eq!(f.reply_key(), None);
@@ -108,16 +171,17 @@ fn dr_tracks_only_the_original_direction() {
     assert_eq!((ct.len(), ct.embryonic(), ct.stats().inserted), (1, 1, 1));
 }
 
-#[test]
-fn nat_and_fullnat_track_both_directions() {
+fn nat_and_fullnat_track_both_directions<F: Hosts>() {
     for forward in [ForwardMode::Nat, ForwardMode::FullNat] {
-        let mut ct = table(16);
+        let mut ct = table::<F>(16);
         let f = tcp(forward, 7);
         let reply = f.reply_key().expect("reply key");
         assert_eq!(reply.src_addr, f.backend_addr);
         assert_eq!(reply.src_port, 8080);
         match forward {
-            ForwardMode::FullNat => assert_eq!((reply.dst_addr, reply.dst_port), (LOCAL, 20_007)),
+            ForwardMode::FullNat => {
+                assert_eq!((reply.dst_addr, reply.dst_port), (F::host(Kind::Local, 0), 20_007))
+            }
             _ => assert_eq!((reply.dst_addr, reply.dst_port), (f.client_addr, 40_000)),
         }
         insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
@@ -134,7 +198,7 @@ fn nat_and_fullnat_track_both_directions() {
         assert!(ct.contains(secs(1), &reply) && ct.contains(secs(1), &f.original_key()));
     }
     // FullNAT replies go to the local address, not the client.
-    let mut ct = table(16);
+    let mut ct = table::<F>(16);
     let f = tcp(ForwardMode::FullNat, 3);
     insert(&mut ct, secs(1), f, Some(ACK)).unwrap();
     let to_client = FlowKey {
@@ -147,9 +211,8 @@ fn nat_and_fullnat_track_both_directions() {
     assert!(!ct.contains(secs(1), &to_client));
 }
 
-#[test]
-fn a_live_key_cannot_be_inserted_twice() {
-    let mut ct = table(16);
+fn a_live_key_cannot_be_inserted_twice<F: Hosts>() {
+    let mut ct = table::<F>(16);
     let f = tcp(ForwardMode::Nat, 1);
     insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
     assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Err(InsertError::Exists));
@@ -167,8 +230,7 @@ fn a_live_key_cannot_be_inserted_twice() {
     assert_eq!((ct.len(), ct.embryonic(), ct.stats().expired), (1, 1, 1));
 }
 
-#[test]
-fn each_state_expires_after_its_own_timeout() {
+fn each_state_expires_after_its_own_timeout<F: Hosts>() {
     // (first packet's flags, proto, state, timeout)
     let t = timeouts();
     let cases = [
@@ -179,7 +241,7 @@ fn each_state_expires_after_its_own_timeout() {
         (None, Proto::Udp, FlowState::Udp, t.udp),
     ];
     for (flags, proto, state, timeout) in cases {
-        let mut ct = table(16);
+        let mut ct = table::<F>(16);
         let f = flow(ForwardMode::Nat, proto, 1, 5000);
         let start = secs(100);
         assert_eq!(insert(&mut ct, start, f, flags), Ok(state));
@@ -196,9 +258,8 @@ fn each_state_expires_after_its_own_timeout() {
     }
 }
 
-#[test]
-fn tracking_refreshes_last_seen_from_either_direction() {
-    let mut ct = table(16);
+fn tracking_refreshes_last_seen_from_either_direction<F: Hosts>() {
+    let mut ct = table::<F>(16);
     let f = tcp(ForwardMode::Nat, 1);
     insert(&mut ct, secs(0), f, Some(ACK)).unwrap();
     let reply = f.reply_key().unwrap();
@@ -210,14 +271,13 @@ fn tracking_refreshes_last_seen_from_either_direction() {
     assert!(!ct.contains(secs(81), &f.original_key()));
 }
 
-#[test]
-fn tcp_states_through_the_table() {
+fn tcp_states_through_the_table<F: Hosts>() {
     use FlowState::*;
     let f = tcp(ForwardMode::Nat, 1);
     let (original, reply) = (f.original_key(), f.reply_key().unwrap());
-    let mut ct = table(16);
+    let mut ct = table::<F>(16);
     assert_eq!(insert(&mut ct, secs(1), f, Some(SYN)), Ok(SynSeen));
-    let mut step = |key: &FlowKey, flags: u8| {
+    let mut step = |key: &FlowKey<F>, flags: u8| {
         let hit = ct.track(secs(1), key, Some(flags)).expect("hit");
         (hit.previous, hit.state)
     };
@@ -233,7 +293,7 @@ fn tcp_states_through_the_table() {
     assert_eq!(ct.embryonic(), 0);
 
     // Mid-stream pickup (e.g. after an LB restart): the first packet is not a SYN.
-    let mut ct = table(16);
+    let mut ct = table::<F>(16);
     for (client, flags) in [(1, Some(ACK)), (2, Some(ACK | 0x08)), (3, None), (4, Some(SYN | ACK))]
     {
         assert_eq!(insert(&mut ct, secs(1), tcp(ForwardMode::Dr, client), flags), Ok(Established));
@@ -241,9 +301,8 @@ fn tcp_states_through_the_table() {
     assert_eq!(ct.embryonic(), 0);
 }
 
-#[test]
-fn remove_removes_both_directions() {
-    let mut ct = table(16);
+fn remove_removes_both_directions<F: Hosts>() {
+    let mut ct = table::<F>(16);
     let f = tcp(ForwardMode::FullNat, 9);
     let other = tcp(ForwardMode::FullNat, 10);
     insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
@@ -263,9 +322,8 @@ fn remove_removes_both_directions() {
     assert_eq!(ct.embryonic(), 0);
 }
 
-#[test]
-fn sweep_removes_expired_flows_and_reports_them() {
-    let mut ct = table(64);
+fn sweep_removes_expired_flows_and_reports_them<F: Hosts>() {
+    let mut ct = table::<F>(64);
     let mut expected = Vec::new();
     for client in 0..30 {
         let f = tcp(
@@ -287,7 +345,7 @@ fn sweep_removes_expired_flows_and_reports_them() {
     let mut reported = Vec::new();
     let removed: usize = (0..buckets).map(|_| ct.sweep(secs(4), 1, |f| reported.push(*f))).sum();
     assert_eq!(removed, 20);
-    let key = |f: &Flow| (f.client_addr, f.forward.name());
+    let key = |f: &Flow<F>| (f.client_addr, f.forward.name());
     reported.sort_by_key(key);
     expected.sort_by_key(key);
     assert_eq!(reported, expected);
@@ -301,12 +359,11 @@ fn sweep_removes_expired_flows_and_reports_them() {
     assert!(ct.is_empty());
 }
 
-#[test]
-fn allocate_local_port_skips_live_reply_keys_and_runs_out() {
-    let mut ct = table(64);
-    let addrs = [LOCAL, Ipv4Addr::new(198, 51, 100, 2)];
+fn allocate_local_port_skips_live_reply_keys_and_runs_out<F: Hosts>() {
+    let mut ct = table::<F>(64);
+    let addrs = [F::host(Kind::Local, 0), F::host(Kind::Local, 1)];
     let range = PortRange { first: 5000, last: 5002 };
-    let backend = Ipv4Addr::new(172, 16, 0, 1);
+    let backend = F::host(Kind::Backend, 0);
     let mut taken = Vec::new();
     for client in 0..6 {
         let (local_addr, local_port) = ct
@@ -382,13 +439,12 @@ fn allocate_local_port_skips_live_reply_keys_and_runs_out() {
 /// Issue 10 item 6: a flood must not hold the FullNAT port pool. When every candidate port
 /// is held, the least recently seen embryonic or unreplied UDP holder gives its port back;
 /// established flows and replied UDP flows keep theirs.
-#[test]
-fn allocate_local_port_takes_back_the_ports_of_evictable_flows() {
-    let mut ct = table(64);
+fn allocate_local_port_takes_back_the_ports_of_evictable_flows<F: Hosts>() {
+    let mut ct = table::<F>(64);
     let range = PortRange { first: 5000, last: 5003 };
-    let backend = Ipv4Addr::new(172, 16, 0, 1);
+    let backend = F::host(Kind::Backend, 0);
     let holder = |client: u32, port: u16, proto: Proto| Flow {
-        local_addr: LOCAL,
+        local_addr: F::host(Kind::Local, 0),
         local_port: port,
         backend_addr: backend,
         ..flow(ForwardMode::FullNat, proto, client, 40_000)
@@ -399,16 +455,31 @@ fn allocate_local_port_takes_back_the_ports_of_evictable_flows() {
     insert(&mut ct, secs(1), holder(2, 5002, Proto::Tcp), Some(SYN)).unwrap();
     let udp = |port| Flow { proto: Proto::Udp, ..holder(3, port, Proto::Udp) };
     let mut taken = Vec::new();
-    let mut allocate = |ct: &mut Conntrack, proto| {
-        ct.allocate_local_port(secs(2), proto, backend, 8080, &[LOCAL], range, 0, |f| {
-            taken.push(f.local_port)
-        })
+    let mut allocate = |ct: &mut Conntrack<F>, proto| {
+        ct.allocate_local_port(
+            secs(2),
+            proto,
+            backend,
+            8080,
+            &[F::host(Kind::Local, 0)],
+            range,
+            0,
+            |f| taken.push(f.local_port),
+        )
     };
-    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((LOCAL, 5003)), "a free port first");
+    assert_eq!(
+        allocate(&mut ct, Proto::Tcp),
+        Some((F::host(Kind::Local, 0), 5003)),
+        "a free port first"
+    );
     insert(&mut ct, secs(1), holder(3, 5003, Proto::Tcp), Some(ACK)).unwrap();
-    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((LOCAL, 5002)), "the oldest embryonic");
+    assert_eq!(
+        allocate(&mut ct, Proto::Tcp),
+        Some((F::host(Kind::Local, 0), 5002)),
+        "the oldest embryonic"
+    );
     insert(&mut ct, secs(2), holder(4, 5002, Proto::Tcp), Some(ACK)).unwrap();
-    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((LOCAL, 5001)));
+    assert_eq!(allocate(&mut ct, Proto::Tcp), Some((F::host(Kind::Local, 0), 5001)));
     insert(&mut ct, secs(2), holder(5, 5001, Proto::Tcp), Some(ACK)).unwrap();
     assert_eq!(allocate(&mut ct, Proto::Tcp), None, "only established holders left");
     assert_eq!(ct.stats().evicted_embryonic, 2);
@@ -420,8 +491,8 @@ fn allocate_local_port_takes_back_the_ports_of_evictable_flows() {
             ct.track(secs(1), &reply, None).expect("the backend's reply");
         }
     }
-    assert_eq!(allocate(&mut ct, Proto::Udp), Some((LOCAL, 5002)));
-    assert_eq!(allocate(&mut ct, Proto::Udp), Some((LOCAL, 5002)), "now free");
+    assert_eq!(allocate(&mut ct, Proto::Udp), Some((F::host(Kind::Local, 0), 5002)));
+    assert_eq!(allocate(&mut ct, Proto::Udp), Some((F::host(Kind::Local, 0), 5002)), "now free");
     insert(&mut ct, secs(1), Flow { client_port: 1, ..udp(5002) }, None).unwrap();
     let reply = Flow { client_port: 1, ..udp(5002) }.reply_key().unwrap();
     ct.track(secs(1), &reply, None).unwrap();
@@ -430,16 +501,15 @@ fn allocate_local_port_takes_back_the_ports_of_evictable_flows() {
     assert_eq!(ct.stats().evicted_udp, 1);
 }
 
-#[test]
-fn allocate_local_port_gives_up_after_a_bounded_search() {
-    let mut ct = table(1024);
-    let backend = Ipv4Addr::new(172, 16, 0, 1);
+fn allocate_local_port_gives_up_after_a_bounded_search<F: Hosts>() {
+    let mut ct = table::<F>(1024);
+    let backend = F::host(Kind::Backend, 0);
     let range = PortRange { first: 1000, last: 1999 };
     // Take ports 1000..1100 on the only address; a search starting at 1000 finds none within
     // its 64 candidates, one starting at 1090 finds 1100.
     for (i, port) in (1000..1100).enumerate() {
         let f = Flow {
-            local_addr: LOCAL,
+            local_addr: F::host(Kind::Local, 0),
             local_port: port,
             backend_addr: backend,
             ..tcp(ForwardMode::FullNat, i as u32)
@@ -447,18 +517,35 @@ fn allocate_local_port_gives_up_after_a_bounded_search() {
         insert(&mut ct, secs(1), f, Some(ACK)).unwrap();
     }
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 0, |_| {}),
+        ct.allocate_local_port(
+            secs(1),
+            Proto::Tcp,
+            backend,
+            8080,
+            &[F::host(Kind::Local, 0)],
+            range,
+            0,
+            |_| {}
+        ),
         None
     );
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[LOCAL], range, 90, |_| {}),
-        Some((LOCAL, 1100))
+        ct.allocate_local_port(
+            secs(1),
+            Proto::Tcp,
+            backend,
+            8080,
+            &[F::host(Kind::Local, 0)],
+            range,
+            90,
+            |_| {}
+        ),
+        Some((F::host(Kind::Local, 0), 1100))
     );
 }
 
-#[test]
-fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses() {
-    let mut ct = table(64);
+fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses<F: Hosts>() {
+    let mut ct = table::<F>(64);
     let flows = flows_in_bucket_zero(&ct, BUCKET_SLOTS + 3);
     let (bucket, extra) = flows.split_at(BUCKET_SLOTS);
     // Fill the bucket: one UDP-like short-lived flow (closed, 1 s), two embryonic flows seen
@@ -504,9 +591,8 @@ fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses() {
     }
 }
 
-#[test]
-fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood() {
-    let mut ct = Conntrack::new(&ConntrackConfig {
+fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood<F: Hosts>() {
+    let mut ct = Conntrack::<F>::new(&ConntrackConfig {
         max_embryonic: 10,
         ..ConntrackConfig::with_capacity(100)
     });
@@ -536,9 +622,8 @@ fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood() {
 
 /// Issue 10 item 6: NAT and FullNAT have no stateless answer, so at the SYN bound a new SYN
 /// takes the place of the oldest embryonic flow instead of being refused.
-#[test]
-fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow() {
-    let mut ct = Conntrack::new(&ConntrackConfig {
+fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow<F: Hosts>() {
+    let mut ct = Conntrack::<F>::new(&ConntrackConfig {
         max_embryonic: 10,
         ..ConntrackConfig::with_capacity(100)
     });
@@ -553,7 +638,7 @@ fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow() {
         }
         // Each SYN past the tenth evicted the oldest one still there (in the second round,
         // the first round's ten went first).
-        let oldest_first: Vec<Flow> = (0..20).map(|c| tcp(forward, base + c)).collect();
+        let oldest_first: Vec<Flow<F>> = (0..20).map(|c| tcp(forward, base + c)).collect();
         let from_before = if forward == ForwardMode::Nat { 0 } else { 10 };
         assert_eq!(evicted[from_before..], oldest_first[..]);
         for c in 20..30 {
@@ -577,9 +662,8 @@ fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow() {
 /// A flow that another core moved out of its eviction class (a handshake completed, a UDP
 /// reply seen, through a reader) is never evicted as if it were still in it: the owner
 /// re-files it when it reaches the head of its queue.
-#[test]
-fn flows_moved_by_readers_are_not_evicted() {
-    let mut ct = Conntrack::new(&ConntrackConfig {
+fn flows_moved_by_readers_are_not_evicted<F: Hosts>() {
+    let mut ct = Conntrack::<F>::new(&ConntrackConfig {
         max_embryonic: 4,
         timeouts: timeouts(),
         ..ConntrackConfig::with_capacity(8)
@@ -612,10 +696,9 @@ fn flows_moved_by_readers_are_not_evicted() {
 
 /// Issue 10 item 6: a table full of UDP flows no backend answered gives the oldest of them
 /// up to any new flow; replied UDP flows are kept until UDP holds more than half the table.
-#[test]
-fn unreplied_udp_flows_make_room_and_replied_ones_stay() {
+fn unreplied_udp_flows_make_room_and_replied_ones_stay<F: Hosts>() {
     let capacity = 100;
-    let mut ct = table(capacity);
+    let mut ct = table::<F>(capacity);
     let udp = |c: u32| flow(ForwardMode::Nat, Proto::Udp, c, 53);
     for c in 0..capacity as u32 {
         let now = Instant::from_millis(1000 + u64::from(c));
@@ -658,7 +741,7 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay() {
         assert!(ct.contains(secs(4), &udp(c).original_key()), "replied flow {c} evicted");
     }
     // UDP over half the table: its oldest replied flow makes room for a newcomer.
-    let mut ct = table(capacity);
+    let mut ct = table::<F>(capacity);
     for c in 0..capacity as u32 {
         insert(&mut ct, secs(1), udp(c), None).unwrap();
         ct.track(secs(1), &udp(c).reply_key().unwrap(), None).unwrap();
@@ -668,14 +751,13 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay() {
     assert_eq!(evicted, vec![udp(0)]);
 }
 
-#[test]
-fn a_syn_flood_never_evicts_established_flows() {
+fn a_syn_flood_never_evicts_established_flows<F: Hosts>() {
     let capacity = 1000;
     // 400 established: the flood meets the embryonic limit first. 700: it meets the capacity
     // first, and the embryonic flows evict each other.
     for population in [400, 700] {
-        let mut ct = table(capacity);
-        let established: Vec<Flow> = (0..population)
+        let mut ct = table::<F>(capacity);
+        let established: Vec<Flow<F>> = (0..population)
             .map(|c| tcp([ForwardMode::Dr, ForwardMode::Nat][c as usize % 2], c))
             .filter(|f| insert(&mut ct, secs(0), *f, Some(ACK)).is_ok())
             .collect();
@@ -689,7 +771,7 @@ fn a_syn_flood_never_evicts_established_flows() {
             // Spoofed sources: random addresses and ports, NAT and DR.
             let h = mix64(u64::from(i));
             let f = Flow {
-                client_addr: Ipv4Addr::from_bits(0x6400_0000 | (h as u32 & 0x00ff_ffff)),
+                client_addr: F::host(Kind::Client, 0x0100_0000 | (h as u32 & 0x00ff_ffff)),
                 ..flow(
                     [ForwardMode::Dr, ForwardMode::Nat][i as usize % 2],
                     Proto::Tcp,
@@ -722,10 +804,9 @@ fn a_syn_flood_never_evicts_established_flows() {
     }
 }
 
-#[test]
-fn len_never_exceeds_capacity() {
+fn len_never_exceeds_capacity<F: Hosts>() {
     let capacity = 100;
-    let mut ct = table(capacity);
+    let mut ct = table::<F>(capacity);
     let mut evicted = 0;
     let mut full = 0;
     for c in 0..1000 {
@@ -750,9 +831,8 @@ fn len_never_exceeds_capacity() {
     assert_eq!((ct.len(), reported), (capacity, 1));
 }
 
-#[test]
-fn a_tiny_or_empty_table_never_panics() {
-    let mut ct = table(0);
+fn a_tiny_or_empty_table_never_panics<F: Hosts>() {
+    let mut ct = table::<F>(0);
     assert_eq!(
         insert(&mut ct, secs(1), tcp(ForwardMode::Nat, 1), Some(SYN)),
         Err(InsertError::Flood)
@@ -763,7 +843,7 @@ fn a_tiny_or_empty_table_never_panics() {
     );
     assert_eq!(ct.sweep(secs(1), 10, |_| {}), 0);
     assert!(ct.memory_bytes() > 0 && ct.is_empty() && ct.capacity() == 0);
-    let mut one = table(1);
+    let mut one = table::<F>(1);
     assert!(insert(&mut one, secs(1), tcp(ForwardMode::FullNat, 1), Some(ACK)).is_ok());
     assert_eq!(
         insert(&mut one, secs(1), tcp(ForwardMode::FullNat, 2), Some(ACK)),
@@ -771,9 +851,8 @@ fn a_tiny_or_empty_table_never_panics() {
     );
 }
 
-#[test]
-fn readers_see_and_update_the_owners_flows() {
-    let mut ct = table(16);
+fn readers_see_and_update_the_owners_flows<F: Hosts>() {
+    let mut ct = table::<F>(16);
     let reader = ct.reader();
     let f = tcp(ForwardMode::Nat, 1);
     let reply = f.reply_key().unwrap();
@@ -801,13 +880,12 @@ fn readers_see_and_update_the_owners_flows() {
     assert!(format!("{ct:?}").contains("capacity"));
 }
 
-#[test]
-fn prefetching_is_harmless_for_any_hash_and_table() {
+fn prefetching_is_harmless_for_any_hash_and_table<F: Hosts>() {
     let f = tcp(ForwardMode::Nat, 1);
     let unknown = tcp(ForwardMode::Nat, 2).original_key();
     let hashes = [0, 1, u64::MAX, table_hash(&f.original_key()), table_hash(&unknown)];
     for capacity in [0, 2, 16] {
-        let mut ct = table(capacity);
+        let mut ct = table::<F>(capacity);
         // Empty table.
         for hash in hashes {
             ct.prefetch_bucket(hash);
@@ -831,9 +909,8 @@ fn prefetching_is_harmless_for_any_hash_and_table() {
     }
 }
 
-#[test]
-fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
-    let mut ct = table(64);
+fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
+    let mut ct = table::<F>(64);
     ct.begin_batch();
     let nat = tcp(ForwardMode::Nat, 1);
     let key = nat.original_key();
@@ -867,19 +944,18 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
     assert!(ct.contains(secs(100), &fresh.original_key()));
 }
 
-#[test]
-fn track_hashed_is_track_with_the_hash_computed_outside() {
-    let mut ct = table(64);
+fn track_hashed_is_track_with_the_hash_computed_outside<F: Hosts>() {
+    let mut ct = table::<F>(64);
     let reader = ct.reader();
     let flows = [tcp(ForwardMode::Dr, 1), tcp(ForwardMode::Nat, 2), tcp(ForwardMode::FullNat, 3)];
     for f in flows {
         insert(&mut ct, secs(0), f, Some(SYN)).unwrap();
     }
-    let mut twin = table(64);
+    let mut twin = table::<F>(64);
     for f in flows {
         insert(&mut twin, secs(0), f, Some(SYN)).unwrap();
     }
-    let keys: Vec<FlowKey> =
+    let keys: Vec<FlowKey<F>> =
         flows.iter().flat_map(|f| std::iter::once(f.original_key()).chain(f.reply_key())).collect();
     for (step, flags) in [Some(ACK), Some(FIN | ACK), None, Some(RST)].into_iter().enumerate() {
         let now = secs(step as u64);
@@ -899,10 +975,9 @@ fn track_hashed_is_track_with_the_hash_computed_outside() {
     }
 }
 
-#[test]
-fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow() {
+fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow<F: Hosts>() {
     // One bucket: every hash lands where both flows are.
-    let mut ct = table(2);
+    let mut ct = table::<F>(2);
     let (f, g) = (tcp(ForwardMode::Dr, 1), tcp(ForwardMode::Dr, 2));
     insert(&mut ct, secs(0), f, Some(ACK)).unwrap();
     insert(&mut ct, secs(0), g, Some(ACK)).unwrap();
@@ -915,16 +990,20 @@ fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow() {
     );
 }
 
-proptest! {
-    /// Whatever hash a caller passes, a hit is always the flow of the key it asked for.
-    #[test]
-    fn track_hashed_hits_only_the_asked_key(which in 0..8u32, hash in any::<u64>(), use_own_hash in any::<bool>()) {
-        let mut ct = table(4);
-        let flows: Vec<Flow> = (0..4).map(|i| tcp(ForwardMode::Nat, i)).collect();
+/// Whatever hash a caller passes, a hit is always the flow of the key it asked for.
+fn track_hashed_hits_only_the_asked_key<F: Hosts>(
+    which: u32,
+    hash: u64,
+    use_own_hash: bool,
+) -> Result<(), TestCaseError> {
+    {
+        let mut ct = table::<F>(4);
+        let flows: Vec<Flow<F>> = (0..4).map(|i| tcp(ForwardMode::Nat, i)).collect();
         for f in &flows {
             insert(&mut ct, secs(0), *f, Some(ACK)).unwrap();
         }
-        let keys: Vec<FlowKey> = flows.iter().flat_map(|f| [f.original_key(), f.reply_key().unwrap()]).collect();
+        let keys: Vec<FlowKey<F>> =
+            flows.iter().flat_map(|f| [f.original_key(), f.reply_key().unwrap()]).collect();
         let key = keys[which as usize];
         let hash = if use_own_hash { table_hash(&key) } else { hash };
         match ct.track_hashed(secs(1), &key, hash, Some(ACK)) {
@@ -938,6 +1017,7 @@ proptest! {
             None => prop_assert!(!use_own_hash, "a live key missed with its own hash"),
         }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -945,17 +1025,16 @@ proptest! {
 
 /// The model: a map from every key of every stored flow to the flow's original key, and the
 /// flows with their state and last-seen.
-#[derive(Default)]
-struct Model {
-    flows: HashMap<FlowKey, (Flow, FlowState, u64)>,
+struct Model<F: Hosts> {
+    flows: HashMap<FlowKey<F>, (Flow<F>, FlowState, u64)>,
 }
 
-impl Model {
-    fn keys(flow: &Flow) -> impl Iterator<Item = FlowKey> {
+impl<F: Hosts> Model<F> {
+    fn keys(flow: &Flow<F>) -> impl Iterator<Item = FlowKey<F>> {
         std::iter::once(flow.original_key()).chain(flow.reply_key())
     }
 
-    fn find(&self, key: &FlowKey) -> Option<(FlowKey, Direction)> {
+    fn find(&self, key: &FlowKey<F>) -> Option<(FlowKey<F>, Direction)> {
         self.flows.iter().find_map(|(original, (flow, _, _))| {
             if flow.original_key() == *key {
                 Some((*original, Direction::Original))
@@ -967,12 +1046,12 @@ impl Model {
         })
     }
 
-    fn expired(&self, original: &FlowKey, now: u64) -> bool {
+    fn expired(&self, original: &FlowKey<F>, now: u64) -> bool {
         let (_, state, seen) = self.flows[original];
         now.saturating_sub(seen) > timeouts().of(state).as_nanos() as u64
     }
 
-    fn track(&mut self, now: u64, key: &FlowKey, flags: Option<u8>) -> Option<Hit> {
+    fn track(&mut self, now: u64, key: &FlowKey<F>, flags: Option<u8>) -> Option<Hit<F>> {
         let (original, direction) = self.find(key)?;
         if self.expired(&original, now) {
             return None;
@@ -987,9 +1066,9 @@ impl Model {
     fn insert(
         &mut self,
         now: u64,
-        flow: Flow,
+        flow: Flow<F>,
         flags: Option<u8>,
-        removed: &mut Vec<Flow>,
+        removed: &mut Vec<Flow<F>>,
     ) -> Result<FlowState, InsertError> {
         for key in Self::keys(&flow) {
             if let Some((original, _)) = self.find(&key) {
@@ -1006,34 +1085,41 @@ impl Model {
 }
 
 #[derive(Debug, Clone)]
-enum Op {
-    Insert(Flow, Option<u8>),
-    Track(FlowKey, Option<u8>),
-    Contains(FlowKey),
-    Remove(FlowKey),
+enum Op<F: Hosts> {
+    Insert(Flow<F>, Option<u8>),
+    Track(FlowKey<F>, Option<u8>),
+    Contains(FlowKey<F>),
+    Remove(FlowKey<F>),
     Advance(u64),
     Sweep,
 }
 
-fn arb_flow() -> impl Strategy<Value = Flow> {
-    (0..3u32, 0..2u16, 0..2u16, 0..2u8, 0..3usize, 0..2u8, 0..2u16).prop_map(
-        |(client, cport, vport, proto, forward, backend, lport)| Flow {
-            proto: [Proto::Tcp, Proto::Udp][usize::from(proto)],
-            forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
-            client_addr: Ipv4Addr::new(10, 0, 0, 1 + client as u8),
-            client_port: 1000 + cport,
-            vip: VIP,
-            vport: 80 + vport,
-            backend_addr: Ipv4Addr::new(172, 16, 0, 1 + backend),
-            backend_port: 8080,
-            local_addr: if forward == 2 {
-                LOCAL
-            } else {
-                Ipv4Addr::new(10, 0, 0, 1 + client as u8)
-            },
-            local_port: if forward == 2 { 3000 + lport } else { 1000 + cport },
-            service: vport,
-            backend: u16::from(backend),
+/// Host numbers that differ only in the lowest bit (0, 1) or, for IPv6, only in the
+/// highest bits (0, 0x1_0000): see the module docs.
+const NEAR_HOSTS: [u32; 3] = [0, 1, 0x1_0000];
+
+fn arb_flow<F: Hosts>() -> impl Strategy<Value = Flow<F>> {
+    (0..3usize, 0..2u16, 0..2u16, 0..2u8, 0..3usize, 0..3usize, 0..2u16, 0..3usize).prop_map(
+        |(client, cport, vport, proto, forward, backend, lport, local)| {
+            let client_addr = F::host(Kind::Client, NEAR_HOSTS[client]);
+            Flow {
+                proto: [Proto::Tcp, Proto::Udp][usize::from(proto)],
+                forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
+                client_addr,
+                client_port: 1000 + cport,
+                vip: F::host(Kind::Vip, 0),
+                vport: 80 + vport,
+                backend_addr: F::host(Kind::Backend, NEAR_HOSTS[backend]),
+                backend_port: 8080,
+                local_addr: if forward == 2 {
+                    F::host(Kind::Local, NEAR_HOSTS[local])
+                } else {
+                    client_addr
+                },
+                local_port: if forward == 2 { 3000 + lport } else { 1000 + cport },
+                service: vport,
+                backend: backend as u16,
+            }
         },
     )
 }
@@ -1050,14 +1136,14 @@ fn arb_flags() -> impl Strategy<Value = Option<u8>> {
     ])
 }
 
-fn arb_key() -> impl Strategy<Value = FlowKey> {
+fn arb_key<F: Hosts>() -> impl Strategy<Value = FlowKey<F>> {
     (arb_flow(), any::<bool>()).prop_map(|(flow, reply)| match flow.reply_key() {
         Some(key) if reply => key,
         _ => flow.original_key(),
     })
 }
 
-fn arb_op() -> impl Strategy<Value = Op> {
+fn arb_op<F: Hosts>() -> impl Strategy<Value = Op<F>> {
     prop_oneof![
         4 => (arb_flow(), arb_flags()).prop_map(|(f, flags)| Op::Insert(f, flags)),
         6 => (arb_key(), arb_flags()).prop_map(|(k, flags)| Op::Track(k, flags)),
@@ -1068,18 +1154,16 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-
-    /// On a table too large to ever evict, the table behaves exactly like the model.
-    #[test]
-    fn behaves_like_a_hash_map(ops in prop::collection::vec(arb_op(), 1..120)) {
-        let config = ConntrackConfig { timeouts: timeouts(), ..ConntrackConfig::with_capacity(4096) };
-        let mut ct = Conntrack::new(&config);
+/// On a table too large to ever evict, the table behaves exactly like the model.
+fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
+    {
+        let config =
+            ConntrackConfig { timeouts: timeouts(), ..ConntrackConfig::with_capacity(4096) };
+        let mut ct = Conntrack::<F>::new(&config);
         // The same operations, with every track through `track_hashed` after both prefetches.
-        let mut hashed = Conntrack::new(&config);
-        let mut stale: HashMap<FlowKey, Prepared> = HashMap::new();
-        let mut model = Model::default();
+        let mut hashed = Conntrack::<F>::new(&config);
+        let mut stale: HashMap<FlowKey<F>, Prepared> = HashMap::new();
+        let mut model = Model { flows: HashMap::new() };
         let mut now = 0u64;
         for op in ops {
             match op {
@@ -1092,8 +1176,20 @@ proptest! {
                     // The new-flow path: the insert starts from the original key's lookup as
                     // it was last prepared (stale by every operation since), else a fresh one.
                     let key = flow.original_key();
-                    let prepared = stale.get(&key).copied().unwrap_or_else(|| hashed.prepare(table_hash(&key)));
-                    prop_assert_eq!(hashed.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |f| got.push(*f)), result);
+                    let prepared = stale
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| hashed.prepare(table_hash(&key)));
+                    prop_assert_eq!(
+                        hashed.insert_prepared(
+                            Instant::from_nanos(now),
+                            &flow,
+                            prepared,
+                            flags,
+                            |f| got.push(*f)
+                        ),
+                        result
+                    );
                     prop_assert_eq!(got, want);
                 }
                 Op::Track(key, flags) => {
@@ -1107,15 +1203,23 @@ proptest! {
                     hashed.prefetch_record(&key, hash);
                     let prepared = stale.remove(&key).unwrap_or_else(|| hashed.prepare(hash));
                     prop_assert_eq!(prepared.hash(), hash);
-                    prop_assert_eq!(hashed.track_prepared(Instant::from_nanos(now), &key, prepared, flags), want);
+                    prop_assert_eq!(
+                        hashed.track_prepared(Instant::from_nanos(now), &key, prepared, flags),
+                        want
+                    );
                     stale.insert(key, hashed.prepare(hash));
                 }
                 Op::Contains(key) => {
-                    let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
+                    let want = model
+                        .find(&key)
+                        .is_some_and(|(original, _)| !model.expired(&original, now));
                     prop_assert_eq!(ct.contains(Instant::from_nanos(now), &key), want);
                 }
                 Op::Remove(key) => {
-                    let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.0);
+                    let want = model
+                        .find(&key)
+                        .and_then(|(original, _)| model.flows.remove(&original))
+                        .map(|e| e.0);
                     prop_assert_eq!(ct.remove(&key), want);
                     prop_assert_eq!(hashed.remove(&key), want);
                 }
@@ -1126,26 +1230,37 @@ proptest! {
                 }
                 Op::Sweep => {
                     let mut got = Vec::new();
-                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f| got.push(f.original_key()));
-                    prop_assert_eq!(hashed.sweep(Instant::from_nanos(now), usize::MAX, |_| {}), removed);
-                    let mut want: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
+                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f| {
+                        got.push(f.original_key())
+                    });
+                    prop_assert_eq!(
+                        hashed.sweep(Instant::from_nanos(now), usize::MAX, |_| {}),
+                        removed
+                    );
+                    let mut want: Vec<FlowKey<F>> =
+                        model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
                     for key in &want {
                         model.flows.remove(key);
                     }
                     prop_assert_eq!(removed, want.len());
-                    let order = |k: &FlowKey| (k.src_addr, k.src_port, k.dst_port, k.proto);
+                    let order = |k: &FlowKey<F>| (k.src_addr, k.src_port, k.dst_port, k.proto);
                     got.sort_by_key(order);
                     want.sort_by_key(order);
                     prop_assert_eq!(got, want);
                 }
             }
             prop_assert_eq!(ct.len(), model.flows.len());
-            let embryonic = model.flows.values().filter(|(_, s, _)| *s == FlowState::SynSeen).count();
+            let embryonic =
+                model.flows.values().filter(|(_, s, _)| *s == FlowState::SynSeen).count();
             prop_assert_eq!(ct.embryonic(), embryonic);
-            prop_assert_eq!((hashed.len(), hashed.embryonic(), hashed.stats()), (ct.len(), embryonic, ct.stats()));
+            prop_assert_eq!(
+                (hashed.len(), hashed.embryonic(), hashed.stats()),
+                (ct.len(), embryonic, ct.stats())
+            );
             prop_assert_eq!(ct.stats().refused_full + ct.stats().evicted_embryonic, 0);
         }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1154,15 +1269,15 @@ proptest! {
 /// What the eviction model keeps per flow: state, last seen, whether a UDP flow's backend
 /// answered, and when the flow entered its eviction class (a sequence number).
 #[derive(Debug, Clone, Copy)]
-struct Evictable {
-    flow: Flow,
+struct Evictable<F: Hosts> {
+    flow: Flow<F>,
     state: FlowState,
     seen: u64,
     replied: bool,
     entered: u64,
 }
 
-impl Evictable {
+impl<F: Hosts> Evictable<F> {
     fn class(&self) -> Option<Class> {
         match (self.state, self.replied) {
             (FlowState::SynSeen, _) => Some(Class::Embryonic),
@@ -1174,15 +1289,15 @@ impl Evictable {
 }
 
 /// The eviction rule of "Full tables and floods", written plainly over a map.
-struct EvictionModel {
-    flows: HashMap<FlowKey, Evictable>,
+struct EvictionModel<F: Hosts> {
+    flows: HashMap<FlowKey<F>, Evictable<F>>,
     capacity: usize,
     max_embryonic: usize,
     sequence: u64,
 }
 
-impl EvictionModel {
-    fn find(&self, key: &FlowKey) -> Option<(FlowKey, Direction)> {
+impl<F: Hosts> EvictionModel<F> {
+    fn find(&self, key: &FlowKey<F>) -> Option<(FlowKey<F>, Direction)> {
         self.flows.iter().find_map(|(original, e)| {
             if e.flow.original_key() == *key {
                 Some((*original, Direction::Original))
@@ -1194,7 +1309,7 @@ impl EvictionModel {
         })
     }
 
-    fn expired(&self, original: &FlowKey, now: u64) -> bool {
+    fn expired(&self, original: &FlowKey<F>, now: u64) -> bool {
         let e = &self.flows[original];
         now.saturating_sub(e.seen) > timeouts().of(e.state).as_nanos() as u64
     }
@@ -1205,14 +1320,14 @@ impl EvictionModel {
     }
 
     /// The flow longest in `class`.
-    fn oldest(&self, class: Class) -> Option<FlowKey> {
+    fn oldest(&self, class: Class) -> Option<FlowKey<F>> {
         let mut in_class: Vec<_> =
             self.flows.iter().filter(|(_, e)| e.class() == Some(class)).collect();
         in_class.sort_by_key(|(_, e)| e.entered);
         in_class.first().map(|(key, _)| **key)
     }
 
-    fn track(&mut self, now: u64, key: &FlowKey, flags: Option<u8>) -> Option<Hit> {
+    fn track(&mut self, now: u64, key: &FlowKey<F>, flags: Option<u8>) -> Option<Hit<F>> {
         let (original, direction) = self.find(key)?;
         if self.expired(&original, now) {
             return None;
@@ -1234,10 +1349,10 @@ impl EvictionModel {
     fn insert(
         &mut self,
         now: u64,
-        flow: Flow,
+        flow: Flow<F>,
         flags: Option<u8>,
-        evicted: &[Flow],
-        removed: &mut Vec<Flow>,
+        evicted: &[Flow<F>],
+        removed: &mut Vec<Flow<F>>,
     ) -> Result<FlowState, InsertError> {
         let keys = std::iter::once(flow.original_key()).chain(flow.reply_key());
         for key in keys {
@@ -1259,12 +1374,12 @@ impl EvictionModel {
             removed.push(self.flows.remove(&victim).unwrap().flow);
         }
         if self.flows.len() >= self.capacity {
-            let expired: Vec<FlowKey> =
+            let expired: Vec<FlowKey<F>> =
                 self.flows.keys().copied().filter(|k| self.expired(k, now)).collect();
             let victim = if let Some(first) = expired.first() {
                 *expired.iter().find(|k| evicted.contains(&self.flows[*k].flow)).unwrap_or(first)
             } else {
-                let seen = |key: &FlowKey| self.flows[key].seen;
+                let seen = |key: &FlowKey<F>| self.flows[key].seen;
                 let udp = self.flows.values().filter(|e| e.state == FlowState::Udp).count();
                 match (self.oldest(Class::Embryonic), self.oldest(Class::Unreplied)) {
                     (Some(e), Some(u)) => {
@@ -1293,32 +1408,21 @@ impl EvictionModel {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-
-    /// On a table small enough to be full most of the time (4 flows, at most 2 embryonic:
-    /// one index bucket, so a bucket is never full before the table is), every insert
-    /// evicts exactly what the rule says, in the order it says, and refuses exactly when it
-    /// says.
-    #[test]
-    fn evicts_by_the_rule(ops in prop::collection::vec(arb_op(), 1..160)) {
-        let config = ConntrackConfig {
-            capacity: 4,
-            max_embryonic: 2,
-            timeouts: timeouts(),
-        };
-        let mut ct = Conntrack::new(&config);
+/// On a table small enough to be full most of the time (4 flows, at most 2 embryonic:
+/// one index bucket, so a bucket is never full before the table is), every insert
+/// evicts exactly what the rule says, in the order it says, and refuses exactly when it
+/// says.
+fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
+    {
+        let config = ConntrackConfig { capacity: 4, max_embryonic: 2, timeouts: timeouts() };
+        let mut ct = Conntrack::<F>::new(&config);
         prop_assert_eq!(ct.table.bucket_count(), 1);
         // The same operations, every track with a lookup prepared when the key was last
         // tracked: records are evicted and reused under it all the time here.
-        let mut batched = Conntrack::new(&config);
-        let mut stale: HashMap<FlowKey, Prepared> = HashMap::new();
-        let mut model = EvictionModel {
-            flows: HashMap::new(),
-            capacity: 4,
-            max_embryonic: 2,
-            sequence: 0,
-        };
+        let mut batched = Conntrack::<F>::new(&config);
+        let mut stale: HashMap<FlowKey<F>, Prepared> = HashMap::new();
+        let mut model =
+            EvictionModel { flows: HashMap::new(), capacity: 4, max_embryonic: 2, sequence: 0 };
         let mut now = 0u64;
         for op in ops {
             match op {
@@ -1328,23 +1432,43 @@ proptest! {
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
                     let key = flow.original_key();
-                    let prepared = stale.get(&key).copied().unwrap_or_else(|| batched.prepare(table_hash(&key)));
-                    prop_assert_eq!(batched.insert_prepared(Instant::from_nanos(now), &flow, prepared, flags, |_| {}), result);
+                    let prepared = stale
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| batched.prepare(table_hash(&key)));
+                    prop_assert_eq!(
+                        batched.insert_prepared(
+                            Instant::from_nanos(now),
+                            &flow,
+                            prepared,
+                            flags,
+                            |_| {}
+                        ),
+                        result
+                    );
                 }
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);
                     prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
                     let hash = table_hash(&key);
                     let prepared = stale.remove(&key).unwrap_or_else(|| batched.prepare(hash));
-                    prop_assert_eq!(batched.track_prepared(Instant::from_nanos(now), &key, prepared, flags), want);
+                    prop_assert_eq!(
+                        batched.track_prepared(Instant::from_nanos(now), &key, prepared, flags),
+                        want
+                    );
                     stale.insert(key, batched.prepare(hash));
                 }
                 Op::Contains(key) => {
-                    let want = model.find(&key).is_some_and(|(original, _)| !model.expired(&original, now));
+                    let want = model
+                        .find(&key)
+                        .is_some_and(|(original, _)| !model.expired(&original, now));
                     prop_assert_eq!(ct.contains(Instant::from_nanos(now), &key), want);
                 }
                 Op::Remove(key) => {
-                    let want = model.find(&key).and_then(|(original, _)| model.flows.remove(&original)).map(|e| e.flow);
+                    let want = model
+                        .find(&key)
+                        .and_then(|(original, _)| model.flows.remove(&original))
+                        .map(|e| e.flow);
                     prop_assert_eq!(ct.remove(&key), want);
                     prop_assert_eq!(batched.remove(&key), want);
                 }
@@ -1354,8 +1478,12 @@ proptest! {
                 }
                 Op::Sweep => {
                     let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_| {});
-                    prop_assert_eq!(batched.sweep(Instant::from_nanos(now), usize::MAX, |_| {}), removed);
-                    let expired: Vec<FlowKey> = model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
+                    prop_assert_eq!(
+                        batched.sweep(Instant::from_nanos(now), usize::MAX, |_| {}),
+                        removed
+                    );
+                    let expired: Vec<FlowKey<F>> =
+                        model.flows.keys().copied().filter(|k| model.expired(k, now)).collect();
                     for key in &expired {
                         model.flows.remove(key);
                     }
@@ -1372,32 +1500,29 @@ proptest! {
             }
         }
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
 // Concurrency.
 
 /// A flow whose every field is a function of (`seed`, `port`), so a torn read shows.
-fn checkable_flow(seed: u32, port: u16) -> Flow {
+fn checkable_flow<F: Hosts>(seed: u32, port: u16) -> Flow<F> {
     let h = mix64(u64::from(seed) << 16 | u64::from(port));
     let forward = [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat]
         [(seed as usize + usize::from(port)) % 3];
-    let client_addr = Ipv4Addr::from_bits(0x0a00_0000 | seed);
+    let client_addr = F::host(Kind::Client, seed);
     let fullnat = forward == ForwardMode::FullNat;
     Flow {
         proto: if h & 1 == 0 { Proto::Tcp } else { Proto::Udp },
         forward,
         client_addr,
         client_port: port,
-        vip: Ipv4Addr::from_bits(0xc000_0200 | (h >> 8) as u32 & 0xff),
+        vip: F::host(Kind::Vip, (h >> 8) as u32 & 0xff),
         vport: 80,
-        backend_addr: Ipv4Addr::from_bits(0xac10_0000 | (h >> 16) as u32 & 0xffff),
+        backend_addr: F::host(Kind::Backend, (h >> 16) as u32 & 0xffff),
         backend_port: port ^ 0x5a5a,
-        local_addr: if fullnat {
-            Ipv4Addr::from_bits(0xc633_6400 | seed & 0xff)
-        } else {
-            client_addr
-        },
+        local_addr: if fullnat { F::host(Kind::Local, seed & 0xff) } else { client_addr },
         // Unique per (seed, port) for seeds below 2^14 and ports below 4.
         local_port: if fullnat { (seed as u16) << 2 | port } else { port },
         service: (h >> 32) as u16,
@@ -1410,11 +1535,10 @@ fn checkable_flow(seed: u32, port: u16) -> Flow {
 /// key check rejects what is left. It does catch wrong hits through stale slots, lost slot
 /// and record bookkeeping, and a drifting embryonic count; the orderings themselves are
 /// argued in `table.rs`.
-#[test]
-fn readers_never_observe_a_torn_flow() {
+fn readers_never_observe_a_torn_flow<F: Hosts>() {
     const SEEDS: u32 = 512;
     const PORTS: u16 = 4;
-    let mut ct = Conntrack::new(&ConntrackConfig {
+    let mut ct = Conntrack::<F>::new(&ConntrackConfig {
         capacity: 256,
         max_embryonic: 128,
         timeouts: Timeouts {
@@ -1478,7 +1602,7 @@ fn readers_never_observe_a_torn_flow() {
                     let i = match ct.insert(t, f, Some(flags), |gone| {
                         assert_eq!(
                             *gone,
-                            checkable_flow(gone.client_addr.to_bits() & 0xffff, gone.client_port)
+                            checkable_flow(F::client_number(gone.client_addr), gone.client_port)
                         )
                     }) {
                         Ok(_) => 0,
@@ -1546,7 +1670,7 @@ fn conntrack_speed_report() {
         (0..LOOKUPS as u64).map(|i| (mix64(i) % u64::from(FLOWS)) as u32).collect();
 
     for forward in [ForwardMode::Dr, ForwardMode::Nat] {
-        let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+        let mut ct = Conntrack::<V4>::new(&ConntrackConfig::with_capacity(FLOWS as usize));
         let flows: Vec<Flow> = (0..FLOWS).map(|i| Flow { forward, ..dr(i) }).collect();
         let start = std::time::Instant::now();
         let mut refused = 0;
@@ -1605,7 +1729,7 @@ fn conntrack_speed_report() {
 fn conntrack_fill_report() {
     const CAPACITY: usize = 100_000;
     for forward in [ForwardMode::Dr, ForwardMode::Nat] {
-        let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(CAPACITY));
+        let mut ct = Conntrack::<V4>::new(&ConntrackConfig::with_capacity(CAPACITY));
         let mut first_full = None;
         let mut i = 0u64;
         let mut full = 0;
@@ -1643,7 +1767,7 @@ fn conntrack_batch_report() {
     const FLOWS: u32 = 100_000;
     let lookups: usize =
         std::env::var("XLB_BATCH_LOOKUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
-    let mut ct = Conntrack::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+    let mut ct = Conntrack::<V4>::new(&ConntrackConfig::with_capacity(FLOWS as usize));
     let flows: Vec<Flow> = (0..FLOWS)
         .map(|i| flow(ForwardMode::Dr, Proto::Tcp, i, 10_000 + (i % 50_000) as u16))
         .collect();
@@ -1751,9 +1875,8 @@ fn measured_loop_batch_prefetch(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
 
 /// A reader lists the live flows with their state and time left, and leaves out expired
 /// and removed ones; `limit` bounds the list.
-#[test]
-fn a_reader_lists_live_flows_with_time_left() {
-    let mut ct = table(64);
+fn a_reader_lists_live_flows_with_time_left<F: Hosts>() {
+    let mut ct = table::<F>(64);
     let reader = ct.reader();
     let established = tcp(ForwardMode::Dr, 1);
     let udp = flow(ForwardMode::Nat, Proto::Udp, 2, 5353);
@@ -1778,13 +1901,195 @@ fn a_reader_lists_live_flows_with_time_left() {
     assert_eq!(later.iter().map(|(f, _, _)| *f).collect::<Vec<_>>(), vec![established]);
 }
 
-#[test]
-fn memory_for_matches_the_table_allocated() {
+fn memory_for_matches_the_table_allocated<F: Hosts>() {
     for capacity in [1, 3, 100, 1000, 4096, 100_000] {
-        let ct = Conntrack::new(&ConntrackConfig::with_capacity(capacity));
-        assert_eq!(Conntrack::memory_for(capacity), ct.memory_bytes(), "capacity {capacity}");
+        let ct = Conntrack::<F>::new(&ConntrackConfig::with_capacity(capacity));
+        assert_eq!(
+            Conntrack::<F>::memory_for_capacity(capacity),
+            ct.memory_bytes(),
+            "capacity {capacity}"
+        );
     }
+    assert_eq!(Conntrack::memory_for(1000), Conntrack::<V4>::memory_for_capacity(1000));
     // Past the largest table, the figure is the largest table's.
     let max = ConntrackConfig::MAX_CAPACITY;
-    assert_eq!(Conntrack::memory_for(max * 4), Conntrack::memory_for(max));
+    assert_eq!(
+        Conntrack::<F>::memory_for_capacity(max * 4),
+        Conntrack::<F>::memory_for_capacity(max)
+    );
 }
+
+// ---------------------------------------------------------------------------------------
+// Every test above, for each family.
+
+/// Instantiates the generic tests above for one family, in a module of its own.
+macro_rules! family_tests {
+    ($module:ident, $family:ty) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn dr_tracks_only_the_original_direction() {
+                super::dr_tracks_only_the_original_direction::<$family>();
+            }
+
+            #[test]
+            fn nat_and_fullnat_track_both_directions() {
+                super::nat_and_fullnat_track_both_directions::<$family>();
+            }
+
+            #[test]
+            fn a_live_key_cannot_be_inserted_twice() {
+                super::a_live_key_cannot_be_inserted_twice::<$family>();
+            }
+
+            #[test]
+            fn each_state_expires_after_its_own_timeout() {
+                super::each_state_expires_after_its_own_timeout::<$family>();
+            }
+
+            #[test]
+            fn tracking_refreshes_last_seen_from_either_direction() {
+                super::tracking_refreshes_last_seen_from_either_direction::<$family>();
+            }
+
+            #[test]
+            fn tcp_states_through_the_table() {
+                super::tcp_states_through_the_table::<$family>();
+            }
+
+            #[test]
+            fn remove_removes_both_directions() {
+                super::remove_removes_both_directions::<$family>();
+            }
+
+            #[test]
+            fn sweep_removes_expired_flows_and_reports_them() {
+                super::sweep_removes_expired_flows_and_reports_them::<$family>();
+            }
+
+            #[test]
+            fn allocate_local_port_skips_live_reply_keys_and_runs_out() {
+                super::allocate_local_port_skips_live_reply_keys_and_runs_out::<$family>();
+            }
+
+            #[test]
+            fn allocate_local_port_takes_back_the_ports_of_evictable_flows() {
+                super::allocate_local_port_takes_back_the_ports_of_evictable_flows::<$family>();
+            }
+
+            #[test]
+            fn allocate_local_port_gives_up_after_a_bounded_search() {
+                super::allocate_local_port_gives_up_after_a_bounded_search::<$family>();
+            }
+
+            #[test]
+            fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses() {
+                super::full_bucket_reuses_expired_then_oldest_embryonic_then_refuses::<$family>();
+            }
+
+            #[test]
+            fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood() {
+                super::embryonic_flows_beyond_the_limit_are_refused_as_a_flood::<$family>();
+            }
+
+            #[test]
+            fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow() {
+                super::nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow::<$family>();
+            }
+
+            #[test]
+            fn flows_moved_by_readers_are_not_evicted() {
+                super::flows_moved_by_readers_are_not_evicted::<$family>();
+            }
+
+            #[test]
+            fn unreplied_udp_flows_make_room_and_replied_ones_stay() {
+                super::unreplied_udp_flows_make_room_and_replied_ones_stay::<$family>();
+            }
+
+            #[test]
+            fn a_syn_flood_never_evicts_established_flows() {
+                super::a_syn_flood_never_evicts_established_flows::<$family>();
+            }
+
+            #[test]
+            fn len_never_exceeds_capacity() {
+                super::len_never_exceeds_capacity::<$family>();
+            }
+
+            #[test]
+            fn a_tiny_or_empty_table_never_panics() {
+                super::a_tiny_or_empty_table_never_panics::<$family>();
+            }
+
+            #[test]
+            fn readers_see_and_update_the_owners_flows() {
+                super::readers_see_and_update_the_owners_flows::<$family>();
+            }
+
+            #[test]
+            fn prefetching_is_harmless_for_any_hash_and_table() {
+                super::prefetching_is_harmless_for_any_hash_and_table::<$family>();
+            }
+
+            #[test]
+            fn an_insert_from_a_prepared_lookup_still_sees_the_key() {
+                super::an_insert_from_a_prepared_lookup_still_sees_the_key::<$family>();
+            }
+
+            #[test]
+            fn track_hashed_is_track_with_the_hash_computed_outside() {
+                super::track_hashed_is_track_with_the_hash_computed_outside::<$family>();
+            }
+
+            #[test]
+            fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow() {
+                super::track_hashed_with_another_keys_hash_never_finds_that_keys_flow::<$family>();
+            }
+
+            #[test]
+            fn readers_never_observe_a_torn_flow() {
+                super::readers_never_observe_a_torn_flow::<$family>();
+            }
+
+            #[test]
+            fn a_reader_lists_live_flows_with_time_left() {
+                super::a_reader_lists_live_flows_with_time_left::<$family>();
+            }
+
+            #[test]
+            fn memory_for_matches_the_table_allocated() {
+                super::memory_for_matches_the_table_allocated::<$family>();
+            }
+
+            proptest! {
+                #[test]
+                fn track_hashed_hits_only_the_asked_key(
+                    which in 0..8u32,
+                    hash in any::<u64>(),
+                    use_own_hash in any::<bool>(),
+                ) {
+                    super::track_hashed_hits_only_the_asked_key::<$family>(which, hash, use_own_hash)?;
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+                #[test]
+                fn behaves_like_a_hash_map(ops in prop::collection::vec(arb_op::<$family>(), 1..120)) {
+                    super::behaves_like_a_hash_map(ops)?;
+                }
+
+                #[test]
+                fn evicts_by_the_rule(ops in prop::collection::vec(arb_op::<$family>(), 1..160)) {
+                    super::evicts_by_the_rule(ops)?;
+                }
+            }
+        }
+    };
+}
+
+family_tests!(v4, V4);
+family_tests!(v6, V6);

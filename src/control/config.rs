@@ -1381,7 +1381,8 @@ impl Context<'_> {
                 &key,
                 at,
                 format!(
-                    "an address no other host uses: it is also {other}, and xlb answers {arp} for                      a {role}, taking that address's traffic"
+                    "an address no other host uses: it is also {other}, and xlb answers {arp} for \
+                     a {role}, taking that address's traffic"
                 ),
             )
         };
@@ -2535,7 +2536,8 @@ pub(crate) mod tests {
                     .expect("marker");
                 assert!(expected.contains(&format!(", line {line}")), "{vip} {local}: {expected}");
             }
-            assert!(expected.contains("xlb answers ARP"), "{expected}");
+            assert!(expected.contains("xlb answers ARP for a "), "{expected}");
+            assert!(!expected.contains("  "), "a run of spaces in: {expected}");
         }
         // Not unicast at all: refused by the address check itself.
         for vip in ["0.0.0.0", "255.255.255.255", "224.0.0.1"] {

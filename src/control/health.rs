@@ -1490,6 +1490,56 @@ mod tests {
         assert_eq!(snapshot.response_time_us.len(), snapshot.backends.len());
     }
 
+    /// IPv6 backends' verdicts and response times reach the snapshot by identity, as IPv4
+    /// ones do: a down one is drained, its Maglev share given to the others, and the
+    /// sorry server takes over when none is up.
+    #[test]
+    fn ipv6_verdicts_reach_the_snapshot_by_identity() {
+        use crate::family::V6;
+        use crate::snapshot::BackendId;
+        let web6 = "[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"nat\"\nmaglev_table_size = 7\n\
+                    [service.health]\nfall = 1\nsorry_server = \"[2001:db8:1::30]:80\"\n\
+                    [[service.backend]]\naddr = \"2001:db8:1::11\"\n\
+                    [[service.backend]]\naddr = \"2001:db8:1::12\"\n";
+        let mut config = config("", 1, web6);
+        config.interfaces[0].ipv6 = Some(crate::control::config::Ipv6Interface {
+            addr: "2001:db8:1::10".parse().unwrap(),
+            prefix_len: 64,
+            gateway: None,
+        });
+        let service: ServiceKey = ("2001:db8:1::100".parse().unwrap(), 80, Proto::Tcp);
+        let first: BackendKey = ("2001:db8:1::11".parse().unwrap(), 80);
+        let second: BackendKey = ("2001:db8:1::12".parse().unwrap(), 80);
+        let mut monitor = HealthMonitor::without_probers(&config);
+        monitor.record(service, second, Ok(Duration::from_micros(70)));
+        monitor.record(service, first, refused());
+        let effective = monitor.effective(&config);
+        let mut snapshot = Snapshot::build(&effective, 1).unwrap();
+        snapshot.response_time_us = monitor.response_times(&effective);
+        let id = |(addr, port): BackendKey| BackendId {
+            vip: service.0,
+            vport: 80,
+            proto: Proto::Tcp,
+            addr,
+            port,
+        };
+        let (down, up) = (snapshot.backend_at(&id(first)), snapshot.backend_at(&id(second)));
+        let (down, up) = (down.unwrap(), up.unwrap());
+        assert_eq!((snapshot.backends[down].weight, snapshot.backends[up].weight), (0, 1));
+        assert_eq!(snapshot.response_time_us[up], 70);
+        let vip6 = "2001:db8:1::100".parse().unwrap();
+        let index = snapshot.family::<V6>().service_at(vip6, 80, Proto::Tcp);
+        let fallback = &snapshot.services[index.unwrap()].fallback;
+        assert_eq!(fallback.shares(2), [0, 7], "the down backend holds no slot");
+        // Both down: the IPv6 sorry server serves.
+        monitor.record(service, second, refused());
+        let effective = monitor.effective(&config);
+        let snapshot = Snapshot::build(&effective, 2).unwrap();
+        let sorry = id(("2001:db8:1::30".parse().unwrap(), 80));
+        let sorry = snapshot.backend_at(&sorry).expect("the sorry server is a backend");
+        assert_eq!(snapshot.backends[sorry].weight, 1);
+    }
+
     #[test]
     fn next_prime_finds_the_smallest_prime_at_least_n() {
         let primes: Vec<usize> = [0, 1, 2, 3, 4, 8, 14, 65_536].map(next_prime).to_vec();

@@ -18,8 +18,9 @@
 //! `-r [2001:db8::11]:80` or `-r [2001:db8::11]` (the service port), and so printed by
 //! `-L -n` (`TCP  [2001:db8::10]:80 wlc`) and saved by `-S`; `-z` takes a bare address of
 //! either family. An IPv6 address without brackets is refused (`2001:db8::10:80` hides the
-//! port), as is a `-t|-u` without a port. The data plane forwards IPv4 only until issue 12:
-//! a change that adds an IPv6 service is refused when its snapshot is built.
+//! port), as is a `-t|-u` without a port. A snapshot with IPv6 services lists them so
+//! ([`list`]: `-L -n`, `--stats`, `--rate`, `-t|-u`); until the pipeline forwards IPv6
+//! (issue 12) the running daemon refuses a change that adds one.
 //!
 //! FullNAT follows the FullNAT ipvsadm of Alibaba's LVS and of DPVS: `-b`/`--fullnat` is the
 //! forwarding flag (upstream ipvsadm uses `-b` for `--sched-flags`, which xlb has no use
@@ -1534,11 +1535,7 @@ fn title(snapshot: &Snapshot) -> String {
 ///   -> 10.1.1.11:80                 Route   1      0          0
 /// ```
 pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
-    // The snapshot is IPv4 only (issue 12): an IPv6 service is in no running snapshot.
-    let only = view.options.service.and_then(|s| match s.vip {
-        IpAddr::V4(vip) => snapshot.service_at(vip, s.port, s.proto),
-        IpAddr::V6(_) => None,
-    });
+    let only = view.options.service.and_then(|s| snapshot.service_at_ip(s.vip, s.port, s.proto));
     if view.options.service.is_some() && only.is_none() {
         return String::new();
     }
@@ -1551,10 +1548,9 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
                 if only.is_some_and(|only| only != index) {
                     continue;
                 }
-                let vip = IpAddr::V4(service.vip);
                 out.push_str(&service_line(
                     service.proto,
-                    vip,
+                    service.vip,
                     service.port,
                     service.scheduler.kind(),
                 ));
@@ -1562,7 +1558,7 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
                     let Some(entry) = snapshot.backends.get(backend) else { continue };
                     let figure = |v: &[u64]| v.get(backend).copied().unwrap_or(0);
                     out.push_str(&server_line(
-                        IpAddr::V4(entry.addr),
+                        entry.addr,
                         entry.port,
                         service.forward,
                         entry.weight,
@@ -2364,7 +2360,7 @@ mod tests {
             server_line(IpAddr::from([10, 1, 1, 11]), 80, ForwardMode::Nat, 2, [3, 4]),
             "  -> 10.1.1.11:80                 Masq    2      3          4         \n"
         );
-        // A running snapshot holds no IPv6 service: listing one lists nothing.
+        // A snapshot without the service lists nothing.
         let snapshot = snapshot_of(&base());
         let mut v = view(ListFormat::Table);
         v.options.service = Some(web6());
@@ -2590,6 +2586,71 @@ mod tests {
         assert_eq!(list(&snapshot, &v).lines().count(), 3);
     }
 
+    /// A dual-stack snapshot lists its IPv6 service the ipvsadm way, in every format.
+    #[test]
+    fn lists_ipv6_services_of_a_snapshot_like_ipvsadm() {
+        let mut config = run(&base6(), "-A -t 10.1.1.10:80 -s rr").unwrap();
+        for line in [
+            "-a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1",
+            "-A -t [2001:db8:1::10]:80 -s wlc -m",
+            "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:8080 -m -w 2",
+            "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::12]:8080 -m -w 0",
+        ] {
+            config = run(&config, line).unwrap();
+        }
+        let snapshot = snapshot_of(&config);
+        let mut v = view(ListFormat::Table);
+        v.active = vec![1, 7, 0];
+        v.inactive = vec![0, 2, 5];
+        let expected = String::from(HEAD)
+            + "Prot LocalAddress:Port Scheduler Flags\n\
+               \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+               TCP  10.1.1.10:80 rr\n\
+               \x20 -> 10.1.1.11:80                 Route   1      1          0         \n\
+               TCP  [2001:db8:1::10]:80 wlc\n\
+               \x20 -> [2001:db8:1::11]:8080        Masq    2      7          2         \n\
+               \x20 -> [2001:db8:1::12]:8080        Masq    0      0          5         \n";
+        assert_eq!(list(&snapshot, &v), expected);
+        // `-L -n -t [2001:db8:1::10]:80`: that service alone.
+        v.options.service = Some(web6());
+        let one = list(&snapshot, &v);
+        assert_eq!(one.lines().count(), 6, "{one}");
+        assert!(one.contains("TCP  [2001:db8:1::10]:80 wlc") && !one.contains("10.1.1.10"));
+        // `--stats`: the service line sums its real servers, addresses in brackets.
+        let mut v = view(ListFormat::Stats);
+        let counters = |n: u64| BackendCounters {
+            connections: n,
+            in_packets: n * 10,
+            in_bytes: n * 1000,
+            out_packets: n * 9,
+            out_bytes: n * 9000,
+        };
+        v.counters = vec![counters(1), counters(2), counters(3)];
+        v.options.service = Some(web6());
+        let stats = list(&snapshot, &v);
+        let lines: Vec<&str> = stats.lines().collect();
+        let row = |name: &str, figures: [u64; 5]| {
+            format!("{name:<33}") + &figures.map(|n| format!("{n:>9}")).concat()
+        };
+        assert_eq!(lines[3], row("TCP  [2001:db8:1::10]:80", [5, 50, 45, 5000, 45000]));
+        assert_eq!(
+            lines[4],
+            row(&format!("  -> {:<28}", "[2001:db8:1::11]:8080"), [2, 20, 18, 2000, 18000])
+        );
+        assert_eq!(lines.len(), 6, "{stats}");
+        // `--rate` likewise.
+        let mut v = view(ListFormat::Rate);
+        v.rates = vec![
+            BackendRates::default(),
+            BackendRates::between(&counters(0), &counters(4), Duration::from_secs(2)),
+        ];
+        let rate = list(&snapshot, &v);
+        assert!(
+            rate.contains(&row("TCP  [2001:db8:1::10]:80", [2, 20, 18, 2000, 18000])),
+            "{rate}"
+        );
+    }
+
     // The handler.
 
     #[derive(Debug)]
@@ -2611,6 +2672,8 @@ mod tests {
             if let Some(why) = &self.refuse {
                 return Err(why.clone());
             }
+            // As `xlb run` does until the pipeline forwards IPv6 (issue 12).
+            crate::control::snapshot::refuse_ipv6(config).map_err(|e| e.to_string())?;
             self.snapshot =
                 Snapshot::build(config, self.snapshot.generation + 1).map_err(|e| e.to_string())?;
             self.installed += 1;

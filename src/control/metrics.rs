@@ -312,9 +312,8 @@ pub fn render(view: &MetricsView<'_>) -> String {
         .backends
         .iter()
         .map(|backend| {
-            let service =
-                snapshot.services.get(backend.service).map(|s| (s.vip.into(), s.port, s.proto));
-            ipvs_labels(service, (backend.addr.into(), backend.port))
+            let service = snapshot.services.get(backend.service).map(|s| (s.vip, s.port, s.proto));
+            ipvs_labels(service, (backend.addr, backend.port))
         })
         .collect();
     if view.backend_connections.len() == snapshot.backends.len() {
@@ -1172,6 +1171,48 @@ mod tests {
                 ("local_mark", ""),
             ]
         );
+    }
+
+    /// An IPv6 backend's figures reach its labels by identity through the ledger (the
+    /// daemon's path), its addresses unbracketed, beside the IPv4 service's.
+    #[test]
+    fn ipv6_backends_are_exported_with_unbracketed_labels() {
+        let dual = CONFIG.replace(
+            "mac = \"02:00:0a:01:01:02\"\n",
+            "mac = \"02:00:0a:01:01:02\"\naddr6 = \"2001:db8:1::2/64\"\n",
+        ) + "[[service]]\nvip = \"2001:db8:1::10\"\nport = 80\nforward = \"nat\"\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\nport = 8080\nweight = 4\n";
+        let snapshot =
+            Arc::new(Snapshot::build(&Config::parse(&dual, "t.toml").unwrap(), 1).unwrap());
+        assert_eq!(snapshot.backends.len(), 4);
+        let ledger = Ledger::new(snapshot);
+        let mut report = report(0, [1, 2, 3]);
+        report.counters.backends.push(backend(7));
+        let text = render_reports(
+            &ledger,
+            &[report],
+            &mut LatencyWindow::default(),
+            &[],
+            ControlFigures::default(),
+        );
+        let samples = check(&text);
+        let labels = [
+            ("local_address", "2001:db8:1::10"),
+            ("local_port", "80"),
+            ("remote_address", "2001:db8:1::11"),
+            ("remote_port", "8080"),
+            ("proto", "TCP"),
+        ];
+        assert_eq!(find(&samples, "node_ipvs_backend_weight", &labels).value, 4.0);
+        let value = |name: &str| find(&samples, name, &labels).value;
+        assert_eq!(value("xlb_backend_connections_total"), 7.0);
+        assert_eq!(value("xlb_backend_incoming_bytes_total"), 7000.0);
+        let service = [("local_address", "2001:db8:1::10"), ("local_port", "80")];
+        assert_eq!(find(&samples, "xlb_service_connections_total", &service).value, 7.0);
+        assert!(!text.contains("[2001:"), "IPv6 labels are unbracketed:\n{text}");
+        // The IPv4 backends keep theirs.
+        let four = [("remote_address", "10.1.1.12"), ("remote_port", "8080")];
+        assert_eq!(find(&samples, "xlb_backend_connections_total", &four).value, 2.0);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant as StdInstant};
 
+use crate::family::V4;
 use crate::log::{Level, LogBudget};
 use crate::snapshot::Snapshot;
 use crate::wire::MacAddr;
@@ -43,8 +44,8 @@ pub struct Wanted {
 impl Wanted {
     /// From the running snapshot and the next hops the workers are asking for.
     pub fn new(snapshot: &Snapshot, unresolved: impl IntoIterator<Item = Ipv4Addr>) -> Self {
-        let mut next_hops: HashSet<Ipv4Addr> =
-            snapshot.backends.iter().map(|b| b.route.next_hop).collect();
+        let routes = snapshot.family::<V4>().backend_routes();
+        let mut next_hops: HashSet<Ipv4Addr> = routes.iter().map(|r| r.next_hop).collect();
         next_hops.extend(snapshot.interfaces.iter().filter_map(|i| i.gateway));
         next_hops.extend(unresolved);
         Wanted {

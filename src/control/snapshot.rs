@@ -5,21 +5,30 @@
 //! control's constructors to them ([`Snapshot::build`], [`BackendId::of_config`]) because
 //! only control knows the config.
 //!
-//! The data plane is IPv4 only (issue 12 adds IPv6): the config's addresses are
-//! [`IpAddr`]s, and [`Snapshot::build`] converts them with [`ipv4_of`], refusing an IPv6
-//! service with [`SnapshotError::Ipv6NotForwarded`] (never dropping it). [`refuse_ipv6`] is
-//! the same check alone, for `xlb run` to make before it changes anything. IPv6 static
-//! neighbours and interface addresses (`addr6`, `gateway6`) are no service's and stay out of
-//! the snapshot: nothing in an IPv4 snapshot could use them.
+//! Both families are built alike (issue 12): an IPv6 service gets its scheduler and Maglev
+//! table (over [`backend_identity`] of its backends' IPv6 addresses), its backends their
+//! routes over the interfaces' IPv6 sides (`addr6`, `gateway6`), its FullNAT pool its IPv6
+//! local addresses; static neighbours of both families go in. What `build` refuses, naming
+//! the service (and the address): a service whose backends or local addresses are not all
+//! of its VIP's family ([`SnapshotError::MixedFamilies`]; the config file refuses it first,
+//! a config built in code may not), a VIP that is an interface's own address of either
+//! family, an IPv6 service on a box with no interface IPv6 address (xlb solicits neighbours
+//! from the interface's own address, never the VIP), and an IPv6 backend no interface
+//! reaches (neither on an IPv6 subnet nor behind a `gateway6`). An IPv4 backend no interface
+//! reaches is built as before, with the unspecified next hop.
+//!
+//! Until the pipeline forwards IPv6, `xlb run` and `xlb replay` refuse IPv6 services
+//! themselves with [`refuse_ipv6`] (the same check alone, made before they change anything).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::control::config::{BackendConfig, Config, ConntrackSettings, ServiceConfig, endpoint};
+use crate::family::V6;
 use crate::flow::Proto;
 use crate::sched::{BackendSpec, MaglevTable, SchedError, Scheduler};
 use crate::snapshot::{
-    Backend, BackendId, Interface, Service, Snapshot, backend_identity, route_in,
+    Backend, BackendId, Interface, Interface6, Service, Snapshot, backend_identity, route_in,
 };
 use crate::wire::MacAddr;
 
@@ -28,16 +37,45 @@ use crate::wire::MacAddr;
 pub enum SnapshotError {
     #[error("interface {name}: no `mac` given; replay needs the box's MAC for each interface")]
     MissingMac { name: String },
-    #[error("service {vip}:{port}/{proto}: {source}")]
-    Scheduler { vip: Ipv4Addr, port: u16, proto: Proto, source: SchedError },
+    #[error("service {}/{proto}: {source}", endpoint(*.vip, *.port))]
+    Scheduler { vip: IpAddr, port: u16, proto: Proto, source: SchedError },
     #[error(
-        "service {vip}:{port}: the VIP is interface {interface}'s own address; xlb answers ARP \
+        "service {}: the VIP is interface {interface}'s own address; xlb answers {} \
          for VIPs itself and asks for backends from the interface address, so the two must \
-         differ (a real server holding the VIP on lo ignores ARP from its own address)"
+         differ (a real server holding the VIP on lo ignores {} from its own address)",
+        endpoint(*.vip, *.port), resolution(*.vip), resolution(*.vip)
     )]
-    VipIsInterfaceAddr { vip: Ipv4Addr, port: u16, interface: String },
+    VipIsInterfaceAddr { vip: IpAddr, port: u16, interface: String },
     #[error("too many {what}: {count} (at most {max})")]
     TooMany { what: &'static str, count: usize, max: usize },
+    #[error(
+        "service {service}: {addr} is {} but the service is {}: a service's real servers and \
+         local addresses are of its VIP's family (xlb does not translate between families)",
+        family(*.addr), other_family(*.addr)
+    )]
+    MixedFamilies {
+        /// `[2001:db8::10]:80/tcp`.
+        service: String,
+        addr: IpAddr,
+    },
+    #[error(
+        "service {service}: no interface has an IPv6 address (addr6): xlb answers NDP for an \
+         IPv6 VIP and solicits its real servers from the interface's own IPv6 address"
+    )]
+    NoIpv6Interface {
+        /// `[2001:db8::10]:80/tcp`.
+        service: String,
+    },
+    #[error(
+        "service {service}: real server {backend} is on no interface's IPv6 subnet and no \
+         interface has a gateway6: xlb cannot reach it"
+    )]
+    Unreachable {
+        /// `[2001:db8::10]:80/tcp`.
+        service: String,
+        /// `[2001:db8:9::11]:80`.
+        backend: String,
+    },
     #[error(
         "service {service}: IPv6 services are not forwarded yet (issue 12): the config and \
          `xlb ctl` accept them, the data plane is IPv4 only"
@@ -48,47 +86,70 @@ pub enum SnapshotError {
     },
 }
 
-impl SnapshotError {
-    fn ipv6_service(service: &ServiceConfig) -> SnapshotError {
-        SnapshotError::Ipv6NotForwarded {
-            service: format!("{}/{}", endpoint(service.vip, service.port), service.proto),
-        }
+/// How a family resolves neighbours: ARP or NDP.
+fn resolution(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ARP" } else { "NDP" }
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+fn other_family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv6" } else { "IPv4" }
+}
+
+/// `10.1.1.100:80/tcp`, `[2001:db8::10]:80/tcp`: how errors name a service.
+fn service_name(service: &ServiceConfig) -> String {
+    format!("{}/{}", endpoint(service.vip, service.port), service.proto)
+}
+
+/// The first address of `service` (a real server, a local address, its sorry server) that
+/// is not of its VIP's family.
+fn check_family(service: &ServiceConfig) -> Result<(), SnapshotError> {
+    let sorry = service.health.sorry_server.map(|s| s.ip());
+    let addrs = service.backends.iter().map(|b| b.addr).chain(sorry);
+    match addrs
+        .chain(service.local_addrs.iter().copied())
+        .find(|ip| ip.is_ipv4() != service.vip.is_ipv4())
+    {
+        Some(addr) => Err(SnapshotError::MixedFamilies { service: service_name(service), addr }),
+        None => Ok(()),
     }
 }
 
-/// `ip`, an address of `service`, as the IPv4 address the data plane works with; an IPv6
-/// one refuses the service (the data plane is IPv4 only until issue 12).
-pub fn ipv4_of(service: &ServiceConfig, ip: IpAddr) -> Result<Ipv4Addr, SnapshotError> {
-    match ip {
-        IpAddr::V4(ip) => Ok(ip),
-        IpAddr::V6(_) => Err(SnapshotError::ipv6_service(service)),
-    }
-}
-
-/// The first service of `config` the IPv4 data plane cannot forward (an IPv6 one, or one
-/// with an IPv6 address anywhere), as [`Snapshot::build`] would refuse it.
+/// The first service of `config` the IPv4-only data plane cannot forward yet (an IPv6 one,
+/// or one with an IPv6 address anywhere): what `xlb run` and `xlb replay` refuse before they
+/// change anything, until the pipeline forwards IPv6.
 pub fn refuse_ipv6(config: &Config) -> Result<(), SnapshotError> {
     for service in &config.services {
         let sorry = service.health.sorry_server.map(|s| s.ip());
         let addrs = service.backends.iter().map(|b| b.addr).chain(sorry);
-        for ip in addrs.chain(service.local_addrs.iter().copied()).chain([service.vip]) {
-            ipv4_of(service, ip)?;
+        let mut addrs = addrs.chain(service.local_addrs.iter().copied()).chain([service.vip]);
+        if addrs.any(|ip| ip.is_ipv6()) {
+            return Err(SnapshotError::Ipv6NotForwarded { service: service_name(service) });
         }
     }
     Ok(())
 }
 
 impl BackendId {
-    /// A backend of a service of a config; an IPv6 service has none (see [`ipv4_of`]).
+    /// A backend of a service of a config; a backend not of its service's family has none.
     pub fn of_config(
         service: &ServiceConfig,
         backend: &BackendConfig,
     ) -> Result<BackendId, SnapshotError> {
+        if backend.addr.is_ipv4() != service.vip.is_ipv4() {
+            return Err(SnapshotError::MixedFamilies {
+                service: service_name(service),
+                addr: backend.addr,
+            });
+        }
         Ok(BackendId {
-            vip: ipv4_of(service, service.vip)?,
+            vip: service.vip,
             vport: service.port,
             proto: service.proto,
-            addr: ipv4_of(service, backend.addr)?,
+            addr: backend.addr,
             port: backend.port,
         })
     }
@@ -104,7 +165,6 @@ impl Snapshot {
                 max: usize::from(u8::MAX),
             });
         }
-        refuse_ipv6(config)?;
         let interfaces = config
             .interfaces
             .iter()
@@ -117,6 +177,11 @@ impl Snapshot {
                     prefix_len: i.prefix_len,
                     mac: MacAddr(mac),
                     gateway: i.gateway,
+                    ipv6: i.ipv6.map(|v6| Interface6 {
+                        addr: v6.addr,
+                        prefix_len: v6.prefix_len,
+                        gateway: v6.gateway,
+                    }),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -131,27 +196,27 @@ impl Snapshot {
         let mut services = Vec::with_capacity(config.services.len());
         let mut backends = Vec::with_capacity(backend_total);
         for (service_number, service) in config.services.iter().enumerate() {
-            let vip = ipv4_of(service, service.vip)?;
-            let local_addrs = service
-                .local_addrs
-                .iter()
-                .map(|&ip| ipv4_of(service, ip))
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some(interface) = interfaces.iter().find(|i| i.addr == vip) {
+            check_family(service)?;
+            let vip = service.vip;
+            let own = |i: &Interface| match vip {
+                IpAddr::V4(vip) => i.addr == vip,
+                IpAddr::V6(vip) => i.ipv6.is_some_and(|v6| v6.addr == vip),
+            };
+            if let Some(interface) = interfaces.iter().find(|i| own(i)) {
                 return Err(SnapshotError::VipIsInterfaceAddr {
                     vip,
                     port: service.port,
                     interface: interface.name.clone(),
                 });
             }
+            if vip.is_ipv6() && interfaces.iter().all(|i| i.ipv6.is_none()) {
+                return Err(SnapshotError::NoIpv6Interface { service: service_name(service) });
+            }
             let specs: Vec<BackendSpec> = service
                 .backends
                 .iter()
-                .map(|b| {
-                    let id = backend_identity(ipv4_of(service, b.addr)?, b.port);
-                    Ok(BackendSpec { id, weight: b.weight })
-                })
-                .collect::<Result<_, SnapshotError>>()?;
+                .map(|b| BackendSpec { id: backend_identity(b.addr, b.port), weight: b.weight })
+                .collect();
             let scheduler_error = |source| SnapshotError::Scheduler {
                 vip,
                 port: service.port,
@@ -165,13 +230,20 @@ impl Snapshot {
             let first = backends.len();
             for backend in &service.backends {
                 let id = BackendId::of_config(service, backend)?;
+                if let IpAddr::V6(addr) = id.addr
+                    && route_in::<V6>(&interfaces, addr).next_hop.is_unspecified()
+                {
+                    return Err(SnapshotError::Unreachable {
+                        service: service_name(service),
+                        backend: endpoint(id.addr, id.port),
+                    });
+                }
                 backends.push(Backend {
                     addr: id.addr,
                     port: backend.port,
                     weight: backend.weight,
                     id,
                     service: service_number,
-                    route: route_in(&interfaces, id.addr),
                 });
             }
             services.push(Service {
@@ -181,19 +253,11 @@ impl Snapshot {
                 forward: service.forward,
                 scheduler,
                 fallback,
-                local_addrs,
+                local_addrs: service.local_addrs.clone(),
                 backends: first..backends.len(),
             });
         }
-        // IPv6 neighbours wait for issue 12 (module docs).
-        let static_neighbors = config
-            .neighbors
-            .iter()
-            .filter_map(|n| match n.ip {
-                IpAddr::V4(ip) => Some((ip, MacAddr(n.mac))),
-                IpAddr::V6(_) => None,
-            })
-            .collect::<Vec<_>>();
+        let static_neighbors = config.neighbors.iter().map(|n| (n.ip, MacAddr(n.mac))).collect();
         Ok(Snapshot::new(
             generation,
             interfaces,
@@ -222,7 +286,10 @@ fn conntrack_config(settings: &ConntrackSettings) -> ConntrackConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{IfaceId, Owned};
+    use crate::family::V4;
+    use crate::flow::ForwardMode;
+    use crate::snapshot::{IfaceId, Owned, Route};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn config(text: &str) -> Config {
         Config::parse(text, "test.toml").expect("valid config")
@@ -269,8 +336,12 @@ mod tests {
         assert_eq!(snapshot.service_backends(web).len(), 2);
         assert_eq!(snapshot.service_backends(dns)[0].service, dns);
         // On-link backend: its own address is the next hop; off-link: the gateway.
-        let routes: Vec<_> =
-            snapshot.service_backends(web).iter().map(|b| b.route.next_hop).collect();
+        let four = snapshot.family::<V4>();
+        let routes: Vec<_> = snapshot.services[web]
+            .backends
+            .clone()
+            .map(|i| four.backend_route(i).next_hop)
+            .collect();
         assert_eq!(routes, [Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::new(10, 1, 1, 1)]);
         assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 100)), Some(Owned::Vip));
         assert_eq!(snapshot.owned(Ipv4Addr::new(10, 1, 1, 200)), Some(Owned::Local));
@@ -300,40 +371,241 @@ mod tests {
         assert!(error.to_string().contains("eth0"));
     }
 
-    #[test]
-    fn ipv6_services_are_refused_by_name_never_dropped() {
+    /// Two families on one box: an IPv4 NAT service and an IPv6 FullNAT one with an on-link
+    /// and an off-link backend, an IPv6 DR service, static neighbours of both families.
+    fn dual_stack() -> String {
         let dual = TWO_SERVICES.replace(
             "gateway = \"10.1.1.1\"\n",
-            "gateway = \"10.1.1.1\"\naddr6 = \"2001:db8:1::10/64\"\n",
+            "gateway = \"10.1.1.1\"\naddr6 = \"2001:db8:1::10/64\"\ngateway6 = \"fe80::1\"\n",
         );
-        // Interface IPv6 addresses and IPv6 neighbours alone do not stop an IPv4 snapshot.
-        let text = format!("{dual}\n[[neighbor]]\nip = \"fe80::1\"\nmac = \"02:00:00:00:00:fe\"\n");
-        let snapshot = Snapshot::build(&config(&text), 1).unwrap();
-        assert_eq!(snapshot.services.len(), 2);
-        assert!(snapshot.static_neighbors.is_empty());
-        // An IPv6 service is refused, with its name, by `build` and by `refuse_ipv6` alike.
-        let six = format!(
-            "{dual}\n[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\n\
-             [[service.backend]]\naddr = \"2001:db8:1::11\"\n"
+        format!(
+            "{dual}
+            [[service]]
+            vip = \"2001:db8:1::100\"
+            port = 80
+            forward = \"fullnat\"
+            local_addrs = [\"2001:db8:1::200\", \"2001:db8:1::201\"]
+            [[service.backend]]
+            addr = \"2001:db8:1::11\"
+            port = 8080
+            [[service.backend]]
+            addr = \"2001:db8:2::12\"
+            port = 8080
+
+            [[service]]
+            vip = \"2001:db8:1::101\"
+            port = 53
+            proto = \"udp\"
+            forward = \"nat\"
+            [[service.backend]]
+            addr = \"2001:db8:1::13\"
+            port = 53
+
+            [[neighbor]]
+            ip = \"fe80::1\"
+            mac = \"02:00:00:00:00:fe\"
+            [[neighbor]]
+            ip = \"10.1.1.1\"
+            mac = \"02:00:00:00:00:fd\"
+            "
+        )
+    }
+
+    fn v6(text: &str) -> Ipv6Addr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_dual_stack_config_builds_one_index_per_family() {
+        let snapshot = Snapshot::build(&config(&dual_stack()), 1).unwrap();
+        assert_eq!((snapshot.services.len(), snapshot.backends.len()), (4, 6));
+        let (four, six) = (snapshot.family::<V4>(), snapshot.family::<V6>());
+        // Services, each in its own family's index only.
+        let web6 = six.service_at(v6("2001:db8:1::100"), 80, Proto::Tcp).unwrap();
+        let dns6 = six.service_at(v6("2001:db8:1::101"), 53, Proto::Udp).unwrap();
+        let web = four.service_at(Ipv4Addr::new(10, 1, 1, 100), 80, Proto::Tcp).unwrap();
+        assert_eq!((web, web6, dns6), (0, 2, 3));
+        assert_eq!(snapshot.services[web6].forward, ForwardMode::FullNat);
+        assert_eq!(six.service_at(v6("2001:db8:1::100"), 80, Proto::Udp), None);
+        assert_eq!(
+            snapshot.service_at_ip("2001:db8:1::101".parse().unwrap(), 53, Proto::Udp),
+            Some(dns6)
         );
-        let six = config(&six);
-        let error = Snapshot::build(&six, 1).unwrap_err();
+        assert_eq!(snapshot.service_at_ip([10, 1, 1, 100].into(), 80, Proto::Tcp), Some(web));
+        // Ownership: VIPs, local addresses, the interface's own address of each family.
+        assert_eq!(six.owned(v6("2001:db8:1::100")), Some(Owned::Vip));
+        assert_eq!(six.owned(v6("2001:db8:1::201")), Some(Owned::Local));
+        assert_eq!(six.owned(v6("2001:db8:1::10")), Some(Owned::Interface(IfaceId(0))));
+        assert_eq!(six.owned(v6("2001:db8:1::11")), None);
+        assert_eq!(four.owned(Ipv4Addr::new(10, 1, 1, 10)), Some(Owned::Interface(IfaceId(0))));
+        // Backends: addresses and routes of their family (on link: themselves; off link: the
+        // gateway of their family), FullNAT local addresses per service.
+        let backends = snapshot.services[web6].backends.clone();
+        let addrs: Vec<Ipv6Addr> = backends.clone().map(|i| six.backend_addr(i)).collect();
+        assert_eq!(addrs, [v6("2001:db8:1::11"), v6("2001:db8:2::12")]);
+        let routes: Vec<Route<V6>> = backends.clone().map(|i| six.backend_route(i)).collect();
+        assert_eq!(
+            routes,
+            [
+                Route { egress: IfaceId(0), next_hop: v6("2001:db8:1::11") },
+                Route { egress: IfaceId(0), next_hop: v6("fe80::1") }
+            ]
+        );
+        assert_eq!(six.route(v6("2001:db8:1::99")).unwrap().next_hop, v6("2001:db8:1::99"));
+        assert_eq!(six.route(v6("2001:db8:7::1")).unwrap().next_hop, v6("fe80::1"));
+        assert_eq!(six.local_addrs(web6), [v6("2001:db8:1::200"), v6("2001:db8:1::201")]);
+        assert!(six.local_addrs(web).is_empty() && six.local_addrs(dns6).is_empty());
+        assert!(six.is_nat_backend(v6("2001:db8:1::13")));
+        assert!(!six.is_nat_backend(v6("2001:db8:1::11")));
+        let four_backend = snapshot.services[web].backends.start;
+        assert_eq!(four.backend_addr(four_backend), Ipv4Addr::new(10, 1, 1, 11));
+        assert_eq!(four.backend_route(four_backend).next_hop, Ipv4Addr::new(10, 1, 1, 11));
+        assert_eq!(four.local_addrs(1), [Ipv4Addr::new(10, 1, 1, 200)]);
+        // Announced: VIPs and local addresses of each family, on the interface reaching them.
+        let announced: Vec<Ipv6Addr> = six.announced().into_iter().map(|(ip, _)| ip).collect();
+        assert_eq!(
+            announced,
+            [
+                v6("2001:db8:1::100"),
+                v6("2001:db8:1::101"),
+                v6("2001:db8:1::200"),
+                v6("2001:db8:1::201")
+            ]
+        );
+        assert!(six.announced().iter().all(|&(_, iface)| iface == IfaceId(0)));
+        assert_eq!(four.announced(), snapshot.announced_addrs());
+        assert_eq!(four.announced().len(), 3);
+        // Static neighbours, per family.
+        assert_eq!(six.static_neighbors(), [(v6("fe80::1"), MacAddr([2, 0, 0, 0, 0, 0xfe]))]);
+        assert_eq!(
+            four.static_neighbors(),
+            [(Ipv4Addr::new(10, 1, 1, 1), MacAddr([2, 0, 0, 0, 0, 0xfd]))]
+        );
+        assert_eq!(snapshot.static_neighbors.len(), 2);
+        // Identity: IPv6 backends are found by it, as IPv4 ones.
+        for (index, backend) in snapshot.backends.iter().enumerate() {
+            assert_eq!(snapshot.backend_at(&backend.id), Some(index));
+        }
+    }
+
+    #[test]
+    fn neither_family_answers_for_the_other() {
+        let snapshot = Snapshot::build(&config(&dual_stack()), 1).unwrap();
+        let (four, six) = (snapshot.family::<V4>(), snapshot.family::<V6>());
+        let web6 = six.service_at(v6("2001:db8:1::100"), 80, Proto::Tcp).unwrap();
+        let web = four.service_at(Ipv4Addr::new(10, 1, 1, 100), 80, Proto::Tcp).unwrap();
+        // The IPv4 index has no IPv6 backend: unspecified address, nowhere to go.
+        for index in snapshot.services[web6].backends.clone() {
+            assert_eq!(four.backend_addr(index), Ipv4Addr::UNSPECIFIED);
+            assert!(four.backend_route(index).next_hop.is_unspecified());
+        }
+        for index in snapshot.services[web].backends.clone() {
+            assert_eq!(six.backend_addr(index), Ipv6Addr::UNSPECIFIED);
+            assert!(six.backend_route(index).next_hop.is_unspecified());
+        }
+        assert!(four.local_addrs(web6).is_empty());
+        assert!(six.local_addrs(1).is_empty());
+        // The IPv4-mapped form of an IPv4 VIP is not the IPv4 service.
+        let mapped = Ipv4Addr::new(10, 1, 1, 100).to_ipv6_mapped();
+        assert_eq!(six.service_at(mapped, 80, Proto::Tcp), None);
+        assert_eq!(six.owned(mapped), None);
+        assert!(!six.is_nat_backend(Ipv4Addr::new(10, 1, 1, 11).to_ipv6_mapped()));
+        // An IPv4-only snapshot has an empty IPv6 index.
+        let plain = Snapshot::build(&config(TWO_SERVICES), 1).unwrap();
+        let six = plain.family::<V6>();
+        assert!(six.announced().is_empty() && six.subnets().is_empty());
+        assert_eq!(six.route(v6("2001:db8:1::11")), None);
+        assert_eq!(plain.family::<V4>().subnets().len(), 1);
+    }
+
+    #[test]
+    fn ipv6_maglev_tables_hash_the_ipv6_identity() {
+        let snapshot = Snapshot::build(&config(&dual_stack()), 1).unwrap();
+        let web6 = snapshot.family::<V6>().service_at(v6("2001:db8:1::100"), 80, Proto::Tcp);
+        let service = &snapshot.services[web6.unwrap()];
+        let specs: Vec<BackendSpec> = snapshot
+            .service_backends(web6.unwrap())
+            .iter()
+            .map(|b| BackendSpec { id: backend_identity(b.addr, b.port), weight: b.weight })
+            .collect();
+        let table = MaglevTable::build(&specs, service.fallback.size()).unwrap();
+        assert_eq!(table.slots(), service.fallback.slots());
+        assert_eq!(service.fallback.shares(2).iter().sum::<usize>(), service.fallback.size());
+    }
+
+    #[test]
+    fn ipv6_refusals_name_the_service_and_address() {
+        let dual = config(&dual_stack());
+        // A VIP that is the interface's own IPv6 address.
+        let mut own = dual.clone();
+        own.services[2].vip = "2001:db8:1::10".parse().unwrap();
+        let error = Snapshot::build(&own, 1).unwrap_err();
+        assert!(matches!(error, SnapshotError::VipIsInterfaceAddr { .. }), "{error}");
+        assert!(
+            error.to_string().starts_with(
+                "service [2001:db8:1::10]:80: the VIP is interface eth0's own address; xlb \
+                 answers NDP for VIPs itself"
+            ),
+            "{error}"
+        );
+        // An IPv6 backend no interface reaches: off every IPv6 subnet, no gateway6.
+        let mut text = dual_stack().replace("gateway6 = \"fe80::1\"\n", "");
+        text = text.replace("ip = \"fe80::1\"", "ip = \"fe80::2\"");
+        let error = Snapshot::build(&config(&text), 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "service [2001:db8:1::100]:80/tcp: real server [2001:db8:2::12]:8080 is on no \
+             interface's IPv6 subnet and no interface has a gateway6: xlb cannot reach it"
+        );
+        // No interface IPv6 address at all.
+        let mut bare = dual.clone();
+        bare.interfaces[0].ipv6 = None;
+        let error = Snapshot::build(&bare, 1).unwrap_err();
         assert_eq!(
             error,
-            SnapshotError::Ipv6NotForwarded { service: "[2001:db8:1::100]:80/tcp".into() }
+            SnapshotError::NoIpv6Interface { service: "[2001:db8:1::100]:80/tcp".into() }
         );
+        // A config built in code that mixes families is refused, not half converted.
+        let mut mixed = config(TWO_SERVICES);
+        mixed.services[0].backends[1].addr = "2001:db8:1::12".parse().unwrap();
+        let error = Snapshot::build(&mixed, 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "service 10.1.1.100:80/tcp: 2001:db8:1::12 is IPv6 but the service is IPv4: a \
+             service's real servers and local addresses are of its VIP's family (xlb does not \
+             translate between families)"
+        );
+        assert_eq!(
+            BackendId::of_config(&mixed.services[0], &mixed.services[0].backends[1]),
+            Err(error)
+        );
+        let mut mixed = dual.clone();
+        mixed.services[2].local_addrs[1] = "10.1.1.201".parse().unwrap();
+        let error = Snapshot::build(&mixed, 1).unwrap_err();
+        assert!(
+            matches!(error, SnapshotError::MixedFamilies { addr, .. } if addr.is_ipv4()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn run_and_replay_still_refuse_ipv6_services_by_name() {
+        let dual = config(&dual_stack());
+        let error = refuse_ipv6(&dual).unwrap_err();
         assert_eq!(
             error.to_string(),
             "service [2001:db8:1::100]:80/tcp: IPv6 services are not forwarded yet (issue 12): \
              the config and `xlb ctl` accept them, the data plane is IPv4 only"
         );
-        assert_eq!(refuse_ipv6(&six), Err(error));
-        assert_eq!(refuse_ipv6(&config(&dual)), Ok(()));
-        // A config built in code that mixes families is refused too, not half converted.
+        // Interface IPv6 addresses and IPv6 neighbours alone are no IPv6 service.
+        let mut four = dual.clone();
+        four.services.truncate(2);
+        assert_eq!(refuse_ipv6(&four), Ok(()));
         let mut mixed = config(TWO_SERVICES);
         mixed.services[0].backends[1].addr = "2001:db8:1::12".parse().unwrap();
-        let error = Snapshot::build(&mixed, 1).unwrap_err();
-        assert_eq!(error, SnapshotError::Ipv6NotForwarded { service: "10.1.1.100:80/tcp".into() });
-        assert!(BackendId::of_config(&mixed.services[0], &mixed.services[0].backends[1]).is_err());
+        assert_eq!(
+            refuse_ipv6(&mixed),
+            Err(SnapshotError::Ipv6NotForwarded { service: "10.1.1.100:80/tcp".into() })
+        );
     }
 }

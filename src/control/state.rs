@@ -23,6 +23,7 @@
 //! ```text
 //! # xlb state (health verdicts, runtime weights); written by xlb run
 //! backend 10.1.1.10:80/tcp 10.1.1.12:80 down weight 1 0
+//! backend [2001:db8::10]:80/tcp [2001:db8::12]:80 up weight 1 1
 //! ```
 //!
 //! (`up`/`down`, then the config file's weight and the running weight.) The file is written
@@ -32,7 +33,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::flow::Proto;
@@ -80,12 +81,10 @@ impl State {
         for id in ids {
             let kept = &self.backends[id];
             text += &format!(
-                "backend {}:{}/{} {}:{} {} weight {} {}\n",
-                id.vip,
-                id.vport,
+                "backend {}/{} {} {} weight {} {}\n",
+                SocketAddr::new(id.vip, id.vport),
                 id.proto,
-                id.addr,
-                id.port,
+                SocketAddr::new(id.addr, id.port),
                 if kept.up { "up" } else { "down" },
                 kept.config_weight,
                 kept.weight
@@ -145,18 +144,18 @@ fn parse_line(line: &str) -> Option<(BackendId, Kept)> {
         return None;
     };
     let (service, proto) = service.split_once('/')?;
-    let (vip, vport) = service.split_once(':')?;
-    let (addr, port) = backend.split_once(':')?;
+    let service = service.parse::<SocketAddr>().ok()?;
+    let backend = backend.parse::<SocketAddr>().ok()?;
     let id = BackendId {
-        vip: vip.parse::<Ipv4Addr>().ok()?,
-        vport: vport.parse().ok()?,
+        vip: service.ip(),
+        vport: service.port(),
         proto: match proto {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
             _ => return None,
         },
-        addr: addr.parse::<Ipv4Addr>().ok()?,
-        port: port.parse().ok()?,
+        addr: backend.ip(),
+        port: backend.port(),
     };
     let up = match verdict {
         "up" => true,
@@ -173,14 +172,44 @@ fn parse_line(line: &str) -> Option<(BackendId, Kept)> {
 mod tests {
     use super::*;
 
+    use std::net::Ipv4Addr;
+
     fn id(last: u8) -> BackendId {
         BackendId {
-            vip: Ipv4Addr::new(10, 1, 1, 10),
+            vip: Ipv4Addr::new(10, 1, 1, 10).into(),
             vport: 80,
             proto: Proto::Tcp,
-            addr: Ipv4Addr::new(10, 1, 1, last),
+            addr: Ipv4Addr::new(10, 1, 1, last).into(),
             port: 80,
         }
+    }
+
+    #[test]
+    fn ipv6_backends_are_kept_in_brackets() {
+        let six = BackendId {
+            vip: "2001:db8::10".parse().unwrap(),
+            vport: 80,
+            proto: Proto::Udp,
+            addr: "2001:db8::12".parse().unwrap(),
+            port: 8053,
+        };
+        let mut state = State::default();
+        state.backends.insert(six, Kept { up: false, config_weight: 2, weight: 0 });
+        state.backends.insert(id(11), Kept { up: true, config_weight: 1, weight: 1 });
+        let text = state.render();
+        assert_eq!(
+            text.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "backend 10.1.1.10:80/tcp 10.1.1.11:80 up weight 1 1",
+                "backend [2001:db8::10]:80/udp [2001:db8::12]:8053 down weight 2 0"
+            ]
+        );
+        assert_eq!(State::parse(&text), (state, Vec::new()));
+        // Without brackets the port cannot be told from the address: skipped, named.
+        let (state, skipped) =
+            State::parse("backend 2001:db8::10:80/tcp 2001:db8::12:80 up weight 1 1\n");
+        assert!(state.backends.is_empty());
+        assert_eq!(skipped.len(), 1);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,7 +60,7 @@ pub fn count_connections(
 }
 
 /// A service as the ledger names it: VIP, port, protocol.
-type ServiceKey = (Ipv4Addr, u16, Proto);
+type ServiceKey = (IpAddr, u16, Proto);
 
 /// Per-backend counters by identity over cores that may run different snapshots, and the
 /// totals of backends that left (module docs).
@@ -136,7 +136,7 @@ impl Ledger {
     }
 
     /// What the backends that left service `vip:port/proto` had counted.
-    pub fn retired(&self, vip: Ipv4Addr, port: u16, proto: Proto) -> BackendCounters {
+    pub fn retired(&self, vip: IpAddr, port: u16, proto: Proto) -> BackendCounters {
         self.retired.get(&(vip, port, proto)).copied().unwrap_or_default()
     }
 
@@ -277,13 +277,13 @@ pub fn ipvsadm_table(
         let name = format!(
             "{:<4} {}",
             service.proto.to_string().to_uppercase(),
-            endpoint(service.vip.into(), service.port)
+            endpoint(service.vip, service.port)
         );
         row(&mut out, &name, &total);
         for (backend, entry) in
             service.backends.clone().zip(&snapshot.backends[service.backends.clone()])
         {
-            let name = format!("  -> {}", endpoint(entry.addr.into(), entry.port));
+            let name = format!("  -> {}", endpoint(entry.addr, entry.port));
             row(&mut out, &name, &row_of(backend));
         }
     }
@@ -299,6 +299,8 @@ fn row(out: &mut String, name: &str, figures: &[u64; 5]) {
 mod tests {
     use super::*;
     use crate::control::Config;
+    use crate::family::V4;
+    use std::net::Ipv4Addr;
 
     const TWO_SERVICES: &str = r#"
         [[interface]]
@@ -402,7 +404,7 @@ mod tests {
         ledger.publish(Arc::new(udp_only), &reports);
         // Right after the change both cores still run generation 1: no zeros.
         assert_eq!(connections(ledger.totals(&reports)), [7]);
-        let tcp = ledger.retired(Ipv4Addr::new(10, 1, 1, 10), 80, Proto::Tcp);
+        let tcp = ledger.retired(Ipv4Addr::new(10, 1, 1, 10).into(), 80, Proto::Tcp);
         assert_eq!((tcp.connections, ledger.retired_total().connections), (9, 9));
         // Core 0 switches (its UDP backend's counters carried over to index 0).
         let mixed = [core_report(0, 2, &[2]), core_report(1, 1, &[2, 0, 6])];
@@ -426,9 +428,9 @@ mod tests {
                 forward: crate::flow::ForwardMode::Dr,
                 client_addr: Ipv4Addr::new(10, 1, 1, 100),
                 client_port: 4000,
-                vip: b.id.vip,
+                vip: Ipv4Addr::new(10, 1, 1, 10),
                 vport: port,
-                backend_addr: b.addr,
+                backend_addr: snapshot.family::<V4>().backend_addr(backend),
                 backend_port: b.port,
                 local_addr: Ipv4Addr::new(10, 1, 1, 100),
                 local_port: 4000,

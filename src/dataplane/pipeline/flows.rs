@@ -12,6 +12,7 @@
 use std::net::Ipv4Addr;
 
 use crate::conntrack::{Direction, Flow, FlowState, InsertError, Prepared};
+use crate::family::V4;
 use crate::flow::{FlowKey, ForwardMode};
 use crate::hash::{flow_hash, table_hash};
 use crate::report::{DropReason, Stat};
@@ -231,17 +232,19 @@ impl CoreState {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = range.start + pick;
-        let Some(backend) = snapshot.backends.get(backend_index) else {
+        let four = snapshot.family::<V4>();
+        let Some(backend) = four.backend_id(backend_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
+        let backend_addr = backend.addr;
         let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
             let active = &mut self.active;
             match self.conntrack.allocate_local_port(
                 now,
                 key.proto,
-                backend.addr,
+                backend_addr,
                 backend.port,
-                &service.local_addrs,
+                four.local_addrs(service_index),
                 self.slot.local_ports(),
                 hash,
                 |evicted| release_backend(snapshot, active, evicted),
@@ -259,7 +262,7 @@ impl CoreState {
             client_port: key.src_port,
             vip: key.dst_addr,
             vport: key.dst_port,
-            backend_addr: backend.addr,
+            backend_addr,
             backend_port: backend.port,
             local_addr,
             local_port,
@@ -308,7 +311,7 @@ impl CoreState {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = service.backends.start + pick;
-        let Some(backend) = snapshot.backends.get(backend_index) else {
+        let Some(backend) = snapshot.family::<V4>().backend_id(backend_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let flow = Flow {

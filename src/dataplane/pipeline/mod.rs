@@ -83,6 +83,7 @@ use std::time::Duration;
 
 use crate::arp::{self, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
+use crate::family::V4;
 use crate::hash::table_hash;
 use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::SchedState;
@@ -219,7 +220,7 @@ impl Pipeline {
     pub fn new(snapshot: Arc<Snapshot>, slot: CoreSlot) -> Self {
         let mut neighbors = NeighborTable::with_capacity(NEIGHBOR_CAPACITY);
         neighbors.set_needed(needed_next_hops(&snapshot));
-        for (ip, mac) in &snapshot.static_neighbors {
+        for (ip, mac) in snapshot.family::<V4>().static_neighbors() {
             neighbors.insert_static(*ip, *mac);
         }
         let core = CoreState {
@@ -249,13 +250,13 @@ impl Pipeline {
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         let core = &mut self.core;
         core.neighbors.set_needed(needed_next_hops(&snapshot));
-        for (ip, mac) in &snapshot.static_neighbors {
+        for (ip, mac) in snapshot.family::<V4>().static_neighbors() {
             core.neighbors.insert_static(*ip, *mac);
         }
         let mut old_states = std::mem::take(&mut core.sched);
         core.sched = sched_states(&snapshot, core.slot);
         for (index, service) in snapshot.services.iter().enumerate() {
-            let old = self.snapshot.service_at(service.vip, service.port, service.proto);
+            let old = self.snapshot.service_at_ip(service.vip, service.port, service.proto);
             if let Some(old) = old
                 && same_schedule(&self.snapshot, old, &snapshot, index)
                 && let Some(state) = old_states.get_mut(old)

@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{Direction, Flow};
+use crate::family::V4;
 use crate::report::{DropReason, Stat};
 use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
@@ -200,8 +201,8 @@ impl CoreState {
     pub(super) fn refresh_neighbors(&mut self, snapshot: &Snapshot, now: Instant) {
         let mut asked = [Ipv4Addr::UNSPECIFIED; REFRESH_PER_SCAN];
         let mut count = 0;
-        for backend in &snapshot.backends {
-            let next_hop = backend.route.next_hop;
+        for route in snapshot.family::<V4>().backend_routes() {
+            let next_hop = route.next_hop;
             let Some(neighbor) = self.neighbors.get(next_hop) else { continue };
             if neighbor.is_static
                 || now.saturating_duration_since(neighbor.updated) < NEIGHBOR_REFRESH
@@ -209,10 +210,10 @@ impl CoreState {
             {
                 continue;
             }
-            let Some(interface) = snapshot.interfaces.get(backend.route.egress.index()) else {
+            let Some(interface) = snapshot.interfaces.get(route.egress.index()) else {
                 continue;
             };
-            let sent = self.emit.push_with(backend.route.egress, |buffer| {
+            let sent = self.emit.push_with(route.egress, |buffer| {
                 arp::write_request(buffer, interface.mac, interface.addr, next_hop)
             });
             if !sent {
@@ -260,7 +261,7 @@ impl CoreState {
     ) -> Verdict {
         let (route, backend) = match (direction, backend) {
             (Direction::Original, Some(index)) => {
-                (Some(snapshot.backends[index].route), Some(index))
+                (Some(snapshot.family::<V4>().backend_route(index)), Some(index))
             }
             (Direction::Original, None) => (snapshot.route(flow.backend_addr), None),
             (Direction::Reply, _) => (snapshot.route(flow.client_addr), None),
@@ -310,8 +311,10 @@ impl CoreState {
     /// snapshot's interfaces, and empties the on-link client cache.
     #[cold]
     fn refresh_hops(&mut self, snapshot: &Snapshot) {
-        for (hop, backend) in self.backend_hops.iter_mut().zip(&snapshot.backends) {
-            *hop = HopSlot::of(hop_to(snapshot, &self.neighbors, backend.route));
+        for (hop, &route) in
+            self.backend_hops.iter_mut().zip(snapshot.family::<V4>().backend_routes())
+        {
+            *hop = HopSlot::of(hop_to(snapshot, &self.neighbors, route));
         }
         // The route of an address on no interface's subnet: `Snapshot::route` gives the
         // first interface with a gateway.
@@ -383,7 +386,7 @@ impl CoreState {
 /// The next hops the snapshot sends to (backends' and gateways'): never evicted from the
 /// neighbour table.
 pub(super) fn needed_next_hops(snapshot: &Snapshot) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    let backends = snapshot.backends.iter().map(|b| b.route.next_hop);
+    let backends = snapshot.family::<V4>().backend_routes().iter().map(|r| r.next_hop);
     backends.chain(snapshot.interfaces.iter().filter_map(|i| i.gateway))
 }
 

@@ -139,8 +139,9 @@ impl SteerRules {
                 continue;
             }
             for backend in snapshot.service_backends(index) {
-                nat_src.push((backend.addr, backend.port, service.proto));
-                nat_src_icmp.push(backend.addr);
+                let std::net::IpAddr::V4(addr) = backend.addr else { continue };
+                nat_src.push((addr, backend.port, service.proto));
+                nat_src_icmp.push(addr);
             }
         }
         let mut interface_addrs: Vec<Ipv4Addr> =

@@ -1,0 +1,463 @@
+//! How each address family's flows are packed into a record's words ([`Layout`]), and how a
+//! lookup compares a key with them (a family's probe).
+//!
+//! # IPv4: four words (the record is one cache line)
+//!
+//! | word | bits 63..32 | bits 31..0 |
+//! | --- | --- | --- |
+//! | 0 | client address | VIP |
+//! | 1 | backend address | local address |
+//! | 2 | client port, vport | backend port, local port |
+//! | 3 | service | backend (31..16), protocol code (15..8), forwarding code (7..0) |
+//!
+//! # IPv6: ten words (the record is two cache lines)
+//!
+//! | word | holds |
+//! | --- | --- |
+//! | 0, 1 | VIP |
+//! | 2, 3 | client address |
+//! | 4, 5 | local address |
+//! | 6, 7 | backend address |
+//! | 8 | the ports, as IPv4's word 2 |
+//! | 9 | the codes and hints, as IPv4's word 3 |
+//!
+//! Invariants, for both families:
+//! - An address is stored as its bytes in memory order ([`addr_word`], [`addr_words`]), so
+//!   the words' little-endian bytes are [`Flow`]'s `repr(C)` layout field for field (except
+//!   the two codes): unpacking copies whole words and the compiler needs no shuffling
+//!   (checked at compile time in `table.rs`'s tests). Flow words live only in this process's
+//!   memory, so their byte order is nobody else's business.
+//! - [`Layout::unpack`] inverts [`Layout::pack`] and refuses what `pack` never writes; the
+//!   protocol code is never 0, so a zeroed record's words are no flow.
+//! - A probe matches the words of a flow in a direction exactly when the flow's key in that
+//!   direction is the probe's key (property-tested against keys built field by field, for
+//!   both families, with keys that differ from a flow's in one address's high or low half).
+
+use std::fmt::Debug;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Direction, Flow};
+use crate::family::{V4, V6};
+use crate::flow::{FlowKey, ForwardMode, Proto};
+use crate::hash::FlowHash;
+
+/// A record's flow words: `[u64; N]`, with its atomic counterpart `[AtomicU64; N]`.
+pub trait WordArray: Copy + Eq + Debug + Send + Sync + 'static {
+    /// The words as a record stores them.
+    type Atomic: Debug + Send + Sync + 'static;
+
+    /// Atomic words holding zeros (a free record's).
+    fn zeroed() -> Self::Atomic;
+    /// Every word, with Relaxed loads (the seqlock in `table.rs` orders them).
+    fn load(atomic: &Self::Atomic) -> Self;
+    /// Stores every word with Relaxed stores (inside the owner's write section).
+    fn store(self, atomic: &Self::Atomic);
+}
+
+impl<const N: usize> WordArray for [u64; N] {
+    type Atomic = [AtomicU64; N];
+
+    fn zeroed() -> [AtomicU64; N] {
+        std::array::from_fn(|_| AtomicU64::new(0))
+    }
+
+    #[inline(always)]
+    fn load(atomic: &[AtomicU64; N]) -> [u64; N] {
+        let mut words = [0; N];
+        for (word, atomic) in words.iter_mut().zip(atomic) {
+            *word = atomic.load(Ordering::Relaxed);
+        }
+        words
+    }
+
+    #[inline(always)]
+    fn store(self, atomic: &[AtomicU64; N]) {
+        for (word, value) in atomic.iter().zip(self) {
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a connection table needs of an address family: how a [`Flow`] of the family is
+/// packed into a record's words and how a key is compared with them, beside the family's
+/// two hashes ([`FlowHash`]). Implemented for [`V4`] and [`V6`] only ([`crate::family::Family`]
+/// is sealed); `Conntrack<F>` and its reader take any `F: Layout`.
+pub trait Layout: FlowHash {
+    /// The packed flow: `[u64; 4]` for IPv4, `[u64; 10]` for IPv6 (see the module docs).
+    type Words: WordArray;
+    /// A key laid out the way [`Layout::pack`] stores a flow's fields, so a lookup compares
+    /// a record with a key in a few word comparisons.
+    type Probe: Copy + Eq + Debug + Send + Sync;
+
+    /// The flow's words.
+    fn pack(flow: &Flow<Self>) -> Self::Words;
+    /// The inverse of [`Layout::pack`]; None for bit patterns `pack` never produces.
+    fn unpack(words: &Self::Words) -> Option<Flow<Self>>;
+    /// The probe of `key`.
+    fn probe(key: &FlowKey<Self>) -> Self::Probe;
+    /// True if the flow packed in `words` has `probe`'s key in `direction` (the record must
+    /// also be live: the caller checks its state). Same answer as comparing with
+    /// `Layout::direction_key` (a test-only reference), without building a key.
+    fn matches(probe: &Self::Probe, words: &Self::Words, direction: Direction) -> bool;
+    /// The flow's key in `direction`, taken from the words field by field: the reference
+    /// [`Layout::matches`] is tested against. None for the reply direction of a DR flow and
+    /// for words `pack` never produces.
+    #[cfg(test)]
+    fn direction_key(words: &Self::Words, direction: Direction) -> Option<FlowKey<Self>>;
+}
+
+/// The code [`Layout::pack`] stores for a protocol (never 0).
+const fn proto_code(proto: Proto) -> u8 {
+    match proto {
+        Proto::Tcp => 1,
+        Proto::Udp => 2,
+    }
+}
+
+/// The protocol of a code [`proto_code`] gives.
+const fn code_proto(code: u8) -> Option<Proto> {
+    match code {
+        1 => Some(Proto::Tcp),
+        2 => Some(Proto::Udp),
+        _ => None,
+    }
+}
+
+/// The codes [`Layout::pack`] stores for forwarding modes.
+const FORWARD_DR: u8 = 1;
+/// See [`FORWARD_DR`].
+const FORWARD_NAT: u8 = 2;
+/// See [`FORWARD_DR`].
+const FORWARD_FULL_NAT: u8 = 3;
+
+const fn forward_code(forward: ForwardMode) -> u8 {
+    match forward {
+        ForwardMode::Dr => FORWARD_DR,
+        ForwardMode::Nat => FORWARD_NAT,
+        ForwardMode::FullNat => FORWARD_FULL_NAT,
+    }
+}
+
+const fn code_forward(code: u8) -> Option<ForwardMode> {
+    match code {
+        FORWARD_DR => Some(ForwardMode::Dr),
+        FORWARD_NAT => Some(ForwardMode::Nat),
+        FORWARD_FULL_NAT => Some(ForwardMode::FullNat),
+        _ => None,
+    }
+}
+
+/// The ports word: `client_port << 48 | vport << 32 | backend_port << 16 | local_port`
+/// (IPv4's word 2, IPv6's word 8).
+#[inline(always)]
+fn ports_word<F: Layout>(flow: &Flow<F>) -> u64 {
+    u64::from(flow.client_port) << 48
+        | u64::from(flow.vport) << 32
+        | u64::from(flow.backend_port) << 16
+        | u64::from(flow.local_port)
+}
+
+/// The codes-and-hints word: `service << 32 | backend << 16 | proto << 8 | forward`
+/// (IPv4's word 3, IPv6's word 9).
+#[inline(always)]
+fn meta_word<F: Layout>(flow: &Flow<F>) -> u64 {
+    let proto = u64::from(proto_code(flow.proto));
+    let forward = u64::from(forward_code(flow.forward));
+    u64::from(flow.service) << 32 | u64::from(flow.backend) << 16 | proto << 8 | forward
+}
+
+/// The ports a flow's packets carry in `direction`, from its ports word, as a probe holds
+/// them (`src_port << 16 | dst_port`); None for the reply direction of DR or an unknown
+/// forwarding code. Original: client port, vport. NAT reply: backend port, client port.
+/// FullNAT reply: backend port, local port.
+#[inline(always)]
+fn direction_ports(ports: u64, forward: u8, direction: Direction) -> Option<u32> {
+    match (direction, forward) {
+        (Direction::Original, _) => Some((ports >> 32) as u32),
+        (Direction::Reply, FORWARD_NAT) => {
+            Some((ports as u32 & 0xffff_0000) | (ports >> 48) as u32)
+        }
+        (Direction::Reply, FORWARD_FULL_NAT) => Some(ports as u32),
+        (Direction::Reply, _) => None,
+    }
+}
+
+/// An IPv4 address as a flow word stores it: its four bytes in memory order, so packing and
+/// unpacking (and a lookup's probe) move an `Ipv4Addr` without swapping its bytes.
+#[inline(always)]
+const fn addr_word(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// The inverse of [`addr_word`].
+#[inline(always)]
+const fn word_addr(word: u32) -> Ipv4Addr {
+    let [a, b, c, d] = word.to_ne_bytes();
+    Ipv4Addr::new(a, b, c, d)
+}
+
+/// An IPv6 address as two flow words: its sixteen bytes in memory order (the first word
+/// holds bytes 0..8 on a little-endian machine), as [`addr_word`] keeps IPv4's.
+#[inline(always)]
+const fn addr_words(addr: Ipv6Addr) -> [u64; 2] {
+    let bits = u128::from_ne_bytes(addr.octets());
+    [bits as u64, (bits >> 64) as u64]
+}
+
+/// The inverse of [`addr_words`].
+#[inline(always)]
+fn words_addr(words: [u64; 2]) -> Ipv6Addr {
+    let bits = u128::from(words[1]) << 64 | u128::from(words[0]);
+    Ipv6Addr::from(bits.to_ne_bytes())
+}
+
+/// IPv4's probe: the fields of a key in the layout of the flow words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe4 {
+    /// `src_addr << 32 | dst_addr`: the layout of flow word 0 (client, vip) and word 1
+    /// (backend, local).
+    addrs: u64,
+    /// `src_port << 16 | dst_port`: the layout of the high half of flow word 2 (client port,
+    /// vport) and of its low half (backend port, local port).
+    ports: u32,
+    /// The protocol code `pack` stores in bits 8..16 of flow word 3.
+    proto: u8,
+}
+
+/// The high 32 bits of a word.
+const HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
+
+impl Layout for V4 {
+    type Words = [u64; 4];
+    type Probe = Probe4;
+
+    /// Four words whose little-endian bytes are [`Flow`]'s `repr(C)` layout field for field,
+    /// except the two codes of word 3 (forwarding mode, protocol).
+    fn pack(flow: &Flow<V4>) -> [u64; 4] {
+        let addrs =
+            |a: Ipv4Addr, b: Ipv4Addr| u64::from(addr_word(a)) << 32 | u64::from(addr_word(b));
+        [
+            addrs(flow.client_addr, flow.vip),
+            addrs(flow.backend_addr, flow.local_addr),
+            ports_word(flow),
+            meta_word(flow),
+        ]
+    }
+
+    fn unpack(words: &[u64; 4]) -> Option<Flow<V4>> {
+        let high = |w: u64| word_addr((w >> 32) as u32);
+        let low = |w: u64| word_addr(w as u32);
+        let proto = match (words[3] >> 8) as u8 {
+            1 => Proto::Tcp,
+            2 => Proto::Udp,
+            _ => return None,
+        };
+        let forward = match words[3] as u8 {
+            FORWARD_DR => ForwardMode::Dr,
+            FORWARD_NAT => ForwardMode::Nat,
+            FORWARD_FULL_NAT => ForwardMode::FullNat,
+            _ => return None,
+        };
+        Some(Flow {
+            proto,
+            forward,
+            client_addr: high(words[0]),
+            vip: low(words[0]),
+            backend_addr: high(words[1]),
+            local_addr: low(words[1]),
+            client_port: (words[2] >> 48) as u16,
+            vport: (words[2] >> 32) as u16,
+            backend_port: (words[2] >> 16) as u16,
+            local_port: words[2] as u16,
+            service: (words[3] >> 32) as u16,
+            backend: (words[3] >> 16) as u16,
+        })
+    }
+
+    #[inline]
+    fn probe(key: &FlowKey<V4>) -> Probe4 {
+        Probe4 {
+            addrs: u64::from(addr_word(key.src_addr)) << 32 | u64::from(addr_word(key.dst_addr)),
+            ports: u32::from(key.src_port) << 16 | u32::from(key.dst_port),
+            proto: proto_code(key.proto),
+        }
+    }
+
+    #[inline]
+    fn matches(probe: &Probe4, words: &[u64; 4], direction: Direction) -> bool {
+        let [addrs, servers, ports, meta] = *words;
+        if (meta >> 8) as u8 != probe.proto {
+            return false;
+        }
+        let (addrs, ports) = match (direction, meta as u8) {
+            // client:cport -> vip:vport
+            (Direction::Original, _) => (addrs, (ports >> 32) as u32),
+            // NAT: backend:bport -> client:cport
+            (Direction::Reply, FORWARD_NAT) => (
+                servers & HIGH_HALF | addrs >> 32,
+                (ports as u32 & 0xffff_0000) | (ports >> 48) as u32,
+            ),
+            // FullNAT: backend:bport -> local:lport
+            (Direction::Reply, FORWARD_FULL_NAT) => (servers, ports as u32),
+            (Direction::Reply, _) => return false,
+        };
+        addrs == probe.addrs && ports == probe.ports
+    }
+
+    #[cfg(test)]
+    fn direction_key(words: &[u64; 4], direction: Direction) -> Option<FlowKey<V4>> {
+        let [addrs, servers, ports, meta] = *words;
+        let proto = code_proto((meta >> 8) as u8)?;
+        let high = |w: u64| (w >> 32) as u32;
+        let port = |shift: u32| (ports >> shift) as u16;
+        let ((src_addr, src_port), (dst_addr, dst_port)) = match (direction, meta as u8) {
+            // client:cport -> vip:vport
+            (Direction::Original, _) => ((high(addrs), port(48)), (addrs as u32, port(32))),
+            // NAT: backend:bport -> client:cport
+            (Direction::Reply, 2) => ((high(servers), port(16)), (high(addrs), port(48))),
+            // FullNAT: backend:bport -> local:lport
+            (Direction::Reply, 3) => ((high(servers), port(16)), (servers as u32, port(0))),
+            (Direction::Reply, _) => return None,
+        };
+        Some(FlowKey {
+            src_addr: word_addr(src_addr),
+            dst_addr: word_addr(dst_addr),
+            src_port,
+            dst_port,
+            proto,
+        })
+    }
+}
+
+/// IPv6's probe: the fields of a key in the layout of the flow words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe6 {
+    /// The source address as [`addr_words`] stores it.
+    src: [u64; 2],
+    /// The destination address, likewise.
+    dst: [u64; 2],
+    /// `src_port << 16 | dst_port`, as [`Probe4`]'s.
+    ports: u32,
+    /// The protocol code `pack` stores in bits 8..16 of flow word 9.
+    proto: u8,
+}
+
+/// The two words of address `n` (0: VIP, 1: client, 2: local, 3: backend) of IPv6 flow words.
+#[inline(always)]
+fn address(words: &[u64; 10], n: usize) -> [u64; 2] {
+    [words[2 * n], words[2 * n + 1]]
+}
+
+/// Where IPv6 flow words keep each address (see [`address`]).
+const VIP: usize = 0;
+/// See [`VIP`].
+const CLIENT: usize = 1;
+/// See [`VIP`].
+const LOCAL: usize = 2;
+/// See [`VIP`].
+const BACKEND: usize = 3;
+
+/// The addresses (source, destination) a flow's packets carry in `direction`, as
+/// [`direction_ports`] gives their ports: where in IPv6 flow words to find them.
+#[inline(always)]
+fn direction_addresses(forward: u8, direction: Direction) -> Option<(usize, usize)> {
+    match (direction, forward) {
+        (Direction::Original, _) => Some((CLIENT, VIP)),
+        (Direction::Reply, FORWARD_NAT) => Some((BACKEND, CLIENT)),
+        (Direction::Reply, FORWARD_FULL_NAT) => Some((BACKEND, LOCAL)),
+        (Direction::Reply, _) => None,
+    }
+}
+
+impl Layout for V6 {
+    type Words = [u64; 10];
+    type Probe = Probe6;
+
+    /// Ten words: the four addresses (VIP, client, local, backend: [`Flow`]'s `repr(C)`
+    /// order, bytes in memory order), then IPv4's ports word and codes-and-hints word.
+    #[inline(always)]
+    fn pack(flow: &Flow<V6>) -> [u64; 10] {
+        let [vip0, vip1] = addr_words(flow.vip);
+        let [client0, client1] = addr_words(flow.client_addr);
+        let [local0, local1] = addr_words(flow.local_addr);
+        let [backend0, backend1] = addr_words(flow.backend_addr);
+        [
+            vip0,
+            vip1,
+            client0,
+            client1,
+            local0,
+            local1,
+            backend0,
+            backend1,
+            ports_word(flow),
+            meta_word(flow),
+        ]
+    }
+
+    #[inline(always)]
+    fn unpack(words: &[u64; 10]) -> Option<Flow<V6>> {
+        let [.., ports, meta] = *words;
+        let addr = |n| words_addr(address(words, n));
+        Some(Flow {
+            proto: code_proto((meta >> 8) as u8)?,
+            forward: code_forward(meta as u8)?,
+            vip: addr(VIP),
+            client_addr: addr(CLIENT),
+            local_addr: addr(LOCAL),
+            backend_addr: addr(BACKEND),
+            client_port: (ports >> 48) as u16,
+            vport: (ports >> 32) as u16,
+            backend_port: (ports >> 16) as u16,
+            local_port: ports as u16,
+            service: (meta >> 32) as u16,
+            backend: (meta >> 16) as u16,
+        })
+    }
+
+    #[inline(always)]
+    fn probe(key: &FlowKey<V6>) -> Probe6 {
+        Probe6 {
+            src: addr_words(key.src_addr),
+            dst: addr_words(key.dst_addr),
+            ports: u32::from(key.src_port) << 16 | u32::from(key.dst_port),
+            proto: proto_code(key.proto),
+        }
+    }
+
+    #[inline(always)]
+    fn matches(probe: &Probe6, words: &[u64; 10], direction: Direction) -> bool {
+        let [.., ports, meta] = *words;
+        if (meta >> 8) as u8 != probe.proto {
+            return false;
+        }
+        let (Some(ports), Some((src, dst))) = (
+            direction_ports(ports, meta as u8, direction),
+            direction_addresses(meta as u8, direction),
+        ) else {
+            return false;
+        };
+        ports == probe.ports && address(words, src) == probe.src && address(words, dst) == probe.dst
+    }
+
+    #[cfg(test)]
+    fn direction_key(words: &[u64; 10], direction: Direction) -> Option<FlowKey<V6>> {
+        let [.., ports, meta] = *words;
+        let proto = code_proto((meta >> 8) as u8)?;
+        let port = |shift: u32| (ports >> shift) as u16;
+        let ((src, src_port), (dst, dst_port)) = match (direction, meta as u8) {
+            (Direction::Original, _) => ((CLIENT, port(48)), (VIP, port(32))),
+            (Direction::Reply, 2) => ((BACKEND, port(16)), (CLIENT, port(48))),
+            (Direction::Reply, 3) => ((BACKEND, port(16)), (LOCAL, port(0))),
+            (Direction::Reply, _) => return None,
+        };
+        Some(FlowKey {
+            src_addr: words_addr(address(words, src)),
+            dst_addr: words_addr(address(words, dst)),
+            src_port,
+            dst_port,
+            proto,
+        })
+    }
+}
