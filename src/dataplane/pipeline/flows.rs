@@ -9,15 +9,13 @@
 //! Packets that only name a flow (ICMP errors, replies from the wrong side) read it with
 //! [`CoreState::peek`], which neither refreshes nor moves it.
 
-use std::net::Ipv4Addr;
-
 use crate::conntrack::{Direction, Flow, FlowState, InsertError, Prepared};
-use crate::family::V4;
+use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
 use crate::hash::{flow_hash, table_hash};
 use crate::report::{DropReason, Stat};
 use crate::sched::{PickContext, SchedState};
-use crate::snapshot::{IfaceId, Snapshot};
+use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::classify::{Class, Transport};
@@ -122,10 +120,10 @@ impl CoreState {
     ///   retransmission timer ran out with no answer (every mode; each retransmission counts);
     /// - reset: the backend's RST (NAT, FullNAT).
     #[cold]
-    fn passive_sign(
+    pub(super) fn passive_sign<F: Indexed>(
         &mut self,
         snapshot: &Snapshot,
-        hit: &crate::conntrack::Hit,
+        hit: &crate::conntrack::Hit<F>,
         tcp_flags: Option<u8>,
     ) {
         let Some(flags) = tcp_flags else { return };
@@ -407,7 +405,7 @@ pub(super) fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedStat
 
 /// Forgets a flow's share of its backend's active count (found by identity: the snapshot
 /// may have renumbered the backends since the flow began).
-pub(super) fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
+pub(super) fn release_backend<F: Indexed>(snapshot: &Snapshot, active: &mut [u32], flow: &Flow<F>) {
     if let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| active.get_mut(index)) {
         *count = count.saturating_sub(1);
     }
@@ -415,13 +413,17 @@ pub(super) fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Fl
 
 /// The flow's backend index in this snapshot, by its hint or, once renumbered, its identity.
 #[inline]
-pub(super) fn backend_of(snapshot: &Snapshot, flow: &Flow) -> Option<usize> {
+pub(super) fn backend_of<F: Indexed>(snapshot: &Snapshot, flow: &Flow<F>) -> Option<usize> {
     snapshot.backend_of_flow(flow)
 }
 
 /// Source and destination a packet of `direction` leaves with.
 #[inline]
-pub(super) fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+#[allow(clippy::type_complexity)]
+pub(super) fn translate<F: Family>(
+    flow: &Flow<F>,
+    direction: Direction,
+) -> ((F::Addr, u16), (F::Addr, u16)) {
     let client = (flow.client_addr, flow.client_port);
     let vip = (flow.vip, flow.vport);
     let backend = (flow.backend_addr, flow.backend_port);
