@@ -27,11 +27,9 @@
 //! - Unsolicited advertisements announce VIPs and local addresses, paced like gratuitous
 //!   ARP.
 
-use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 
-use crate::arp::{Hold, HoldQueue, Learned, NeighborTable};
-use crate::family::V6;
+use crate::arp::{Hold, Learned};
 use crate::ndp::{self, NDP_FRAME_LEN, Ndp};
 use crate::report::{Counters, DropReason, Stat};
 use crate::snapshot::{IfaceId, Owned};
@@ -41,6 +39,7 @@ use crate::wire::{EthernetFrame, MacAddr};
 use super::super::emit::EmitQueue;
 use super::super::neighbors::is_unicast;
 use super::super::{NEIGHBOR_REFRESH, PACED_ARP_ROOM, REFRESH_PER_SCAN, Verdict};
+use super::Core6;
 use super::parse::L4;
 
 /// An interface as the IPv6 steps see it: its MAC and its own IPv6 address, if it has one.
@@ -84,24 +83,7 @@ fn answered(owned: Option<Owned>) -> bool {
     matches!(owned, Some(Owned::Vip | Owned::Local))
 }
 
-/// One core's IPv6 neighbour state.
-#[derive(Debug)]
-pub(in crate::dataplane::pipeline) struct Core6 {
-    pub neighbors: NeighborTable<V6>,
-    pub hold: HoldQueue<V6>,
-    /// Unsolicited advertisements waiting for room in the emit queue (control asked).
-    pub paced: VecDeque<Ipv6Addr>,
-}
-
 impl Core6 {
-    pub fn new(neighbor_capacity: usize) -> Core6 {
-        Core6 {
-            neighbors: NeighborTable::new(neighbor_capacity),
-            hold: HoldQueue::default(),
-            paced: VecDeque::new(),
-        }
-    }
-
     /// A neighbour solicitation or advertisement (next header 58, type 135 or 136) received
     /// on `ingress`: see the module docs.
     #[allow(clippy::too_many_arguments)]
@@ -349,6 +331,7 @@ impl Core6 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conntrack::ConntrackConfig;
     use crate::testkit::{self, Host6, multicast_mac};
     use crate::wire::ndp::ALL_NODES;
 
@@ -395,7 +378,11 @@ mod tests {
 
     impl Fixture {
         fn new() -> Fixture {
-            Fixture { core: Core6::new(64), emit: EmitQueue::new(), counters: Counters::new(0) }
+            Fixture {
+                core: Core6::with_capacities(&ConntrackConfig::with_capacity(16), 64),
+                emit: EmitQueue::new(),
+                counters: Counters::new(0),
+            }
         }
 
         fn receive(&mut self, frame: &mut [u8]) -> Verdict {

@@ -13,7 +13,8 @@
 use std::net::Ipv6Addr;
 use std::ops::Range;
 
-use crate::flow::Proto;
+use crate::family::V6;
+use crate::flow::{FlowKey, Proto};
 use crate::report::DropReason;
 use crate::wire::ipv4::ip_proto;
 use crate::wire::{Ipv6Packet, WireError};
@@ -27,6 +28,7 @@ pub(in crate::dataplane::pipeline) const L4: usize = ETH_LEN + 40;
 /// Offsets of the IPv6 fixed header's fields in a frame.
 pub(in crate::dataplane::pipeline) mod at {
     use super::ETH_LEN;
+    #[cfg_attr(not(test), allow(dead_code))]
     pub const PAYLOAD_LEN: usize = ETH_LEN + 4;
     pub const NEXT_HEADER: usize = ETH_LEN + 6;
     pub const HOP_LIMIT: usize = ETH_LEN + 7;
@@ -34,33 +36,10 @@ pub(in crate::dataplane::pipeline) mod at {
     pub const DST_ADDR: usize = ETH_LEN + 24;
 }
 
-/// The 5-tuple of an IPv6 TCP/UDP packet (the fields of `FlowKey<V6>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::dataplane::pipeline) struct Key6 {
-    pub src_addr: Ipv6Addr,
-    pub dst_addr: Ipv6Addr,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub proto: Proto,
-}
-
-impl Key6 {
-    /// The key of the opposite direction.
-    pub fn reversed(&self) -> Key6 {
-        Key6 {
-            src_addr: self.dst_addr,
-            dst_addr: self.src_addr,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-            proto: self.proto,
-        }
-    }
-}
-
 /// The L4 view the pipeline needs of an IPv6 TCP/UDP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::dataplane::pipeline) struct Transport6 {
-    pub key: Key6,
+    pub key: FlowKey<V6>,
     pub tcp_flags: Option<u8>,
 }
 
@@ -140,7 +119,7 @@ pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, Drop
 fn transport(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, segment: &[u8]) -> Option<Transport6> {
     let (proto, src_port, dst_port, tcp_flags) = l4_header(protocol, segment)?;
     Some(Transport6 {
-        key: Key6 { src_addr: src, dst_addr: dst, src_port, dst_port, proto },
+        key: FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto },
         tcp_flags,
     })
 }
@@ -155,7 +134,7 @@ pub(in crate::dataplane::pipeline) fn quoted_transport(icmp: &[u8]) -> Option<Tr
     let proto = Proto::from_number(ip.next_header())?;
     let ports = quote.get(40..48)?;
     Some(Transport6 {
-        key: Key6 {
+        key: FlowKey {
             src_addr: ip.src_addr(),
             dst_addr: ip.dst_addr(),
             src_port: u16::from_be_bytes([ports[0], ports[1]]),
@@ -202,7 +181,7 @@ mod tests {
     fn tcp_udp_and_icmpv6_are_taken_with_their_views() {
         let frame = syn();
         let Ok(Upper6::Transport(t)) = check(&frame) else { panic!("refused") };
-        let key = Key6 {
+        let key = FlowKey {
             src_addr: A.ip,
             dst_addr: B.ip,
             src_port: 40000,
@@ -271,7 +250,7 @@ mod tests {
         assert_eq!(quoted_transport(&about_ext[L4..]), None, "extension headers: no flow");
     }
 
-    fn check_key(frame: &[u8]) -> Key6 {
+    fn check_key(frame: &[u8]) -> FlowKey<V6> {
         match check(frame) {
             Ok(Upper6::Transport(t)) => t.key,
             other => panic!("{other:?}"),
