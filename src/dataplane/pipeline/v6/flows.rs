@@ -423,3 +423,106 @@ impl CoreState {
         self.deliver6(snapshot, now, frame, &flow, hit.direction, backend)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+    use std::sync::Arc;
+
+    use super::super::super::{CoreSlot, Pipeline, Verdict};
+    use crate::report::{DropReason, Stat};
+    use crate::snapshot::{IfaceId, Snapshot};
+    use crate::testkit::{self, ACK, Host6, SYN, SYN_ACK, routed6};
+    use crate::time::Instant;
+
+    const fn v6(net: u16, last: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, last)
+    }
+    const LB: Host6 = Host6::new([2, 0, 0, 0, 0, 0x10], v6(1, 0x10));
+    const LB_B: Host6 = Host6::new([2, 0, 0, 0, 0, 0xb0], v6(2, 0x10));
+    const CLIENT: Host6 = Host6::new([2, 0, 0, 0, 0, 0x20], v6(1, 0x20));
+    const RS: Host6 = Host6::new([2, 0, 0, 0, 0, 0x11], v6(2, 0x11));
+    const VIP: Ipv6Addr = v6(1, 0x100);
+
+    /// Two arms: clients on eth0 (2001:db8:1::/64), the NAT backend on eth1 (2001:db8:2::/64).
+    fn two_arms() -> Arc<Snapshot> {
+        let text = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+addr6 = "2001:db8:1::10/64"
+mac = "02:00:00:00:00:10"
+[[interface]]
+name = "eth1"
+addr = "10.1.2.10/24"
+addr6 = "2001:db8:2::10/64"
+mac = "02:00:00:00:00:b0"
+[conntrack]
+capacity = 8192
+[[neighbor]]
+ip = "2001:db8:1::20"
+mac = "02:00:00:00:00:20"
+[[neighbor]]
+ip = "2001:db8:2::11"
+mac = "02:00:00:00:00:11"
+[[service]]
+vip = "2001:db8:1::100"
+port = 80
+forward = "nat"
+[[service.backend]]
+addr = "2001:db8:2::11"
+port = 8080
+"#;
+        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// A NAT flow opened on core 0 is answered on core 1 (RSS put the reply there): found
+    /// in core 0's table, translated; a reply forged on the client's arm is dropped before
+    /// it touches the flow.
+    #[test]
+    fn replies_cross_cores_and_forged_ones_are_refused() {
+        let snapshot = two_arms();
+        let mut cores: Vec<Pipeline> = (0..2)
+            .map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: 2 }))
+            .collect();
+        let readers: Vec<_> = cores.iter().map(Pipeline::conntrack_reader6).collect();
+        for (index, core) in cores.iter_mut().enumerate() {
+            let peers = readers.iter().enumerate().filter(|(i, _)| *i != index);
+            core.set_peers6(peers.map(|(_, r)| r.clone()).collect());
+        }
+        let now = Instant::from_secs(1);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
+        assert_eq!(cores[0].process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
+        let answer =
+            |mac| testkit::tcp6(RS.mac, mac, (RS.ip, 8080), (CLIENT.ip, 4000), SYN_ACK, b"");
+        // Forged: the backend's address, from the clients' side.
+        let mut forged = answer(LB.mac);
+        let verdict = cores[1].process(now, IfaceId(0), &mut forged);
+        assert_eq!(verdict, Verdict::Drop(DropReason::ReplyWrongInterface));
+        let mut reply = answer(LB_B.mac);
+        assert_eq!(cores[1].process(now, IfaceId(1), &mut reply), Verdict::Tx(IfaceId(0)));
+        let expected =
+            routed6(testkit::tcp6(LB.mac, CLIENT.mac, (VIP, 80), (CLIENT.ip, 4000), SYN_ACK, b""));
+        assert_eq!(reply, expected);
+        assert_eq!(cores[1].counters().get(Stat::CrossCoreHits), 1);
+        let mut ack = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), ACK, b"");
+        assert_eq!(cores[0].process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(1)));
+    }
+
+    /// An IPv4-only box keeps a small IPv6 table (its IPv4 one has 100000 flows); one with
+    /// an IPv6 service takes the configured capacity.
+    #[test]
+    fn the_ipv6_table_is_sized_by_the_first_snapshot() {
+        let text = "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+                    mac = \"02:00:00:00:00:10\"\n[conntrack]\ncapacity = 100000\n\
+                    [[service]]\nvip = \"10.1.1.100\"\nport = 80\n\
+                    [[service.backend]]\naddr = \"10.1.1.11\"\n";
+        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+        let four = Arc::new(Snapshot::build(&config, 1).expect("builds"));
+        let pipeline = Pipeline::new(four, CoreSlot::SINGLE);
+        assert!(pipeline.conntrack6().capacity() <= 2 * super::super::IDLE_FLOWS);
+        let pipeline = Pipeline::new(two_arms(), CoreSlot::SINGLE);
+        assert!(pipeline.conntrack6().capacity() >= 8192);
+    }
+}
