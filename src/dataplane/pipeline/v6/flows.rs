@@ -25,7 +25,7 @@ use crate::snapshot::{IfaceId, Owned, Snapshot};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
-use super::super::flows::{backend_of, release_backend, translate};
+use super::super::flows::{backend_of, opened, release_backend, translate};
 use super::super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, reject};
 use super::parse::{Transport6, addresses, quoted_transport};
 use super::rewrite::{
@@ -207,20 +207,13 @@ impl CoreState {
         } else {
             (key.src_addr, key.src_port)
         };
-        let flow = Flow::<V6> {
-            proto: key.proto,
-            forward: service.forward,
-            client_addr: key.src_addr,
-            client_port: key.src_port,
-            vip: key.dst_addr,
-            vport: key.dst_port,
-            backend_addr,
-            backend_port: backend.port,
-            local_addr,
-            local_port,
-            service: service_index as u16,
-            backend: backend_index as u16,
-        };
+        let flow = opened(
+            &key,
+            service.forward,
+            (backend_addr, backend.port),
+            (local_addr, local_port),
+            (service_index, backend_index),
+        );
         let active = &mut self.active;
         let inserted = self.v6.conntrack.insert_prepared(
             now,
@@ -230,15 +223,7 @@ impl CoreState {
             |evicted| release_backend(snapshot, active, evicted),
         );
         match inserted {
-            Ok(_) => {
-                self.counters.add(Stat::NewFlows, 1);
-                if let Some(count) = self.active.get_mut(backend_index) {
-                    *count += 1;
-                }
-                if let Some(counters) = self.counters.backend(backend_index) {
-                    counters.connections += 1;
-                }
-            }
+            Ok(_) => self.count_new_flow(backend_index),
             Err(_) if service.forward == ForwardMode::Dr => {
                 return self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned);
             }
@@ -268,20 +253,14 @@ impl CoreState {
         let Some(backend) = snapshot.backends.get(backend_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let flow = Flow::<V6> {
-            proto: key.proto,
-            forward: ForwardMode::Dr,
-            client_addr: key.src_addr,
-            client_port: key.src_port,
-            vip: key.dst_addr,
-            vport: key.dst_port,
-            backend_addr: snapshot.family::<V6>().backend_addr(backend_index),
-            backend_port: backend.port,
-            local_addr: key.src_addr,
-            local_port: key.src_port,
-            service: service_index as u16,
-            backend: backend_index as u16,
-        };
+        let backend_addr = snapshot.family::<V6>().backend_addr(backend_index);
+        let flow = opened(
+            key,
+            ForwardMode::Dr,
+            (backend_addr, backend.port),
+            (key.src_addr, key.src_port),
+            (service_index, backend_index),
+        );
         self.counters.add(Stat::StatelessPackets, 1);
         self.forward6(snapshot, now, frame, &flow, Direction::Original)
     }
@@ -302,20 +281,8 @@ impl CoreState {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
         }
-        let bytes = frame.len() as u64;
         let backend = backend_of(snapshot, flow);
-        if let Some(counters) = backend.and_then(|index| self.counters.backend(index)) {
-            match direction {
-                Direction::Original => {
-                    counters.in_packets += 1;
-                    counters.in_bytes += bytes;
-                }
-                Direction::Reply => {
-                    counters.out_packets += 1;
-                    counters.out_bytes += bytes;
-                }
-            }
-        }
+        self.count_forwarded(backend, direction, frame.len() as u64);
         self.deliver6(snapshot, now, frame, flow, direction, backend)
     }
 
@@ -414,11 +381,8 @@ impl CoreState {
         // backend; not "administratively prohibited" or "beyond scope", about the path.
         let unreachable = frame[icmp.start] == icmpv6_type::DEST_UNREACHABLE
             && matches!(frame[icmp.start + 1], 0 | 3 | 4);
-        if unreachable
-            && hit.direction == Direction::Reply
-            && let Some(passive) = backend.and_then(|i| self.counters.passive.get_mut(i))
-        {
-            passive.unreachable += 1;
+        if unreachable {
+            self.count_unreachable(backend, hit.direction);
         }
         self.deliver6(snapshot, now, frame, &flow, hit.direction, backend)
     }
