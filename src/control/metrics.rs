@@ -1113,6 +1113,7 @@ mod tests {
             neighbors: 2,
             held: 1,
             unresolved: Vec::new(),
+            unresolved6: Vec::new(),
             unroutable: 0,
             latency,
         }
