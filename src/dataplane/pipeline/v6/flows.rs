@@ -485,7 +485,10 @@ port = 8080
         let config = crate::control::Config::parse(text, "test.toml").expect("valid");
         let four = Arc::new(Snapshot::build(&config, 1).expect("builds"));
         let pipeline = Pipeline::new(four, CoreSlot::SINGLE);
-        assert!(pipeline.conntrack6().capacity() <= 2 * super::super::IDLE_FLOWS);
+        assert!(
+            pipeline.conntrack6().capacity()
+                <= 2 * crate::conntrack::ConntrackConfig::IPV6_IDLE_CAPACITY
+        );
         let pipeline = Pipeline::new(two_arms(), CoreSlot::SINGLE);
         assert!(pipeline.conntrack6().capacity() >= 8192);
     }

@@ -34,11 +34,6 @@ use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackReader};
 use crate::family::V6;
 use crate::snapshot::Snapshot;
 
-/// The IPv6 connection table's capacity on a core whose first snapshot has no IPv6
-/// service: small (half a MiB), so an IPv4-only box does not pay for a table it never
-/// uses; a reload that adds the first IPv6 service runs with it until a restart.
-pub(super) const IDLE_FLOWS: usize = 4096;
-
 /// One core's IPv6 state (see the module docs).
 #[derive(Debug)]
 pub(super) struct Core6 {
@@ -53,14 +48,11 @@ pub(super) struct Core6 {
 
 impl Core6 {
     /// A core's IPv6 state for `snapshot`: the connection table of `snapshot.conntrack`'s
-    /// size if it has an IPv6 service, else of [`IDLE_FLOWS`].
+    /// size if it has an IPv6 service, else a small one
+    /// ([`ConntrackConfig::for_ipv6`]).
     pub fn new(snapshot: &Snapshot, neighbor_capacity: usize) -> Core6 {
-        let mut conntrack = snapshot.conntrack;
-        if !snapshot.services.iter().any(|service| service.vip.is_ipv6()) {
-            conntrack.capacity = conntrack.capacity.min(IDLE_FLOWS);
-            conntrack.max_embryonic = conntrack.max_embryonic.min(conntrack.capacity);
-        }
-        Core6::with_capacities(&conntrack, neighbor_capacity)
+        let serves_ipv6 = snapshot.services.iter().any(|service| service.vip.is_ipv6());
+        Core6::with_capacities(&snapshot.conntrack.for_ipv6(serves_ipv6), neighbor_capacity)
     }
 
     pub fn with_capacities(conntrack: &ConntrackConfig, neighbor_capacity: usize) -> Core6 {
