@@ -19,8 +19,9 @@
 //!   before any is processed) and goes straight to its flow; everything else goes through
 //!   the step-by-step checks, which give each malformed frame its exact drop reason. Both
 //!   ways reach the same verdict, bytes and counters (a property test holds them to it).
-//!   Every packet that reaches the flow step is IPv4 without options with its whole TCP or
-//!   UDP header in the frame, so the rewrites read and write at fixed offsets.
+//!   Every packet that reaches the flow step is IPv4 without options (or IPv6 without
+//!   extension headers, `v6`) with its whole TCP or UDP header in the frame, so the rewrites
+//!   read and write at fixed offsets.
 //! - Counters are the core's own plain integers; a batch counts its received frames and
 //!   bytes and its `Tx` verdicts once, at its end.
 //! - Frames the pipeline sends on its own (ARP requests, frames released once their next
@@ -53,12 +54,17 @@
 //! - ICMP echo to a VIP or local address: answered. ICMP errors about a tracked flow: sent on
 //!   to that flow's peer, translated. An error only reads the flow: it never refreshes its
 //!   last-seen time nor moves its state, so forged errors cannot keep an idle flow alive.
+//! - IPv6 (`v6`): the same for IPv6 VIPs and local addresses, the step-by-step way (IPv4's
+//!   one-pass classification stays IPv4-only), on per-core IPv6 tables; NDP takes ARP's
+//!   place (solicitations for VIPs and local addresses answered, to their solicited-node
+//!   groups too; next hops solicited from the interface's own IPv6 address); IPv6 with an
+//!   extension header is dropped as `ipv6_ext_headers`.
 //! - Anything else: `Pass` to the kernel.
 //!
 //! NAT and FullNAT are routing hops: every packet they forward (ICMP errors included) leaves
-//! with its IPv4 TTL one less (checksum patched incrementally), and one that arrives with
-//! TTL 0 or 1 is dropped as `ttl_exceeded` (no ICMP time exceeded is sent). DR is an L2
-//! forward, as in IPVS: the IP packet, TTL included, is left as it is.
+//! with its IPv4 TTL (IPv6 hop limit) one less (checksum patched incrementally), and one
+//! that arrives with 0 or 1 is dropped as `ttl_exceeded` (no ICMP time exceeded is sent).
+//! DR is an L2 forward, as in IPVS: the IP packet, TTL included, is left as it is.
 //!
 //! Layout: this module holds [`Pipeline`], its API and the per-core state `CoreState`
 //! with the steps every packet takes (`process`, the batch, the step-by-step IPv4 checks);
@@ -67,7 +73,8 @@
 //! TCP/UDP views), `flows` (connection lookup, scheduling, forwarding a tracked packet),
 //! `neighbors` (ARP, the neighbour table, held frames, the hop caches), `rewrite` (the
 //! in-place NAT, TTL, quote and echo rewrites), `icmp` (echo and errors about flows) and
-//! `emit` (the queue of frames the pipeline sends on its own).
+//! `emit` (the queue of frames the pipeline sends on its own), and `v6` (IPv6's steps and
+//! per-core state).
 
 mod classify;
 mod emit;
