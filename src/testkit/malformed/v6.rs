@@ -25,8 +25,7 @@
 //! - a version nibble other than 6 under the IPv6 EtherType: `drop:bad_ip_version`, as IPv4.
 //!
 //! `steered` labels what the IPv6 steering program should hand to xlb: a whole fixed header
-//! (54 bytes with Ethernet) of version 6 addressed to the VIP, whatever follows it (a bad
-//! version is not IPv6 to the program: the kernel's).
+//! (54 bytes with Ethernet) addressed to the VIP, whatever follows it.
 //!
 //! Invariants: the corpus is a pure function of its [`Endpoints6`] and round; every frame of
 //! one round uses client ports of its own ([`Endpoints6::port`]), disjoint from other rounds'.
@@ -242,7 +241,7 @@ impl Corpus {
         self.endpoints.port(self.round, self.cases.len() as u16)
     }
 
-    /// Adds a case; steered when the frame holds a whole version-6 fixed header to the VIP.
+    /// Adds a case; steered when the frame holds a whole fixed header to the VIP.
     fn add(
         &mut self,
         class: Class6,
@@ -251,10 +250,8 @@ impl Corpus {
         verdict: &'static str,
     ) {
         let vip = self.endpoints.vip.octets();
-        let steered = frame.len() >= L4
-            && frame[12..14] == [0x86, 0xdd]
-            && frame[IP] >> 4 == 6
-            && frame[IP + 24..IP + 40] == vip;
+        let steered =
+            frame.len() >= L4 && frame[12..14] == [0x86, 0xdd] && frame[IP + 24..IP + 40] == vip;
         self.cases.push(Case6 { class, what: what.into(), frame, verdict, steered });
     }
 
