@@ -77,6 +77,10 @@ enum Command {
         /// Log lines at this level and above: error, warn, info, debug.
         #[arg(long, default_value = "info")]
         log_level: xlb::log::Level,
+        /// Log lines as text (RFC 3339 UTC timestamp first; under systemd, with stderr on
+        /// the journal, `<priority>` prefixes and no timestamp) or json (one object a line).
+        #[arg(long, value_name = "text|json", default_value = "text")]
+        log_format: xlb::log::FormatChoice,
         /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
@@ -173,11 +177,12 @@ fn main() -> ExitCode {
             stats_every,
             metrics,
             log_level,
+            log_format,
             socket,
             tap_prefix,
             state,
         } => {
-            xlb::log::set_max_level(log_level);
+            xlb::log::init(log_level, log_format);
             let options = RunOptions {
                 metrics,
                 socket,
@@ -195,11 +200,18 @@ fn main() -> ExitCode {
                 tap_prefix,
                 reload: None,
             };
-            match run_signals {
+            let result = match run_signals {
                 Some(Ok(signals)) => run_daemon(&options, signals),
                 Some(Err(error)) => Err(error),
                 None => RunSignals::install().and_then(|signals| run_daemon(&options, signals)),
+            };
+            // The reason `xlb run` stops is a log line like the others (timestamp, journal
+            // priority, JSON).
+            if let Err(error) = result {
+                xlb::log::error!("{error:#}");
+                return ExitCode::from(2);
             }
+            Ok(())
         }
         Command::Replay { config, pcap, out, json, verdicts } => {
             run_replay(&config, &pcap, &out, json, verdicts.as_deref())
