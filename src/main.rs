@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -21,6 +21,8 @@ use xlb::dataplane::io::replay::{self, ReplaySummary};
 use xlb::sched::SchedulerKind;
 use xlb::snapshot::Snapshot;
 use xlb::tuning::BusyPollMode;
+
+mod man;
 
 /// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
 #[derive(Debug, Parser)]
@@ -71,7 +73,7 @@ enum Command {
         /// Log a line of figures per core every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_every: Option<u64>,
-        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
         /// Log lines at this level and above: error, warn, info, debug.
@@ -136,6 +138,14 @@ enum Command {
         /// ipvsadm's arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "IPVSADM_ARGS")]
         args: Vec<String>,
+    },
+    /// Write the man pages xlb(8) and xlb-ctl(8), generated from this command line, into a
+    /// directory (packaging/build-deb.sh does).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write xlb.8 and xlb-ctl.8 into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write the malformed-frame corpus (issue 6) as the DR lab's client would send it: a
     /// pcap, and one label line per frame on stdout (for lab/malformed).
@@ -220,6 +230,7 @@ fn main() -> ExitCode {
             run_corpus(&out, rounds, lb_mac, client_mac)
         }
         Command::Check { config, against } => run_check(&config, against.as_deref()),
+        Command::Man { out } => man::write_pages(Cli::command(), &out),
         Command::Bench { command } => run_bench(command),
         Command::Ctl { socket, args } => match run_ctl(&socket, args) {
             Ok(code) => return code,

@@ -2,6 +2,7 @@
 //! line, the example config the package installs, and the man pages generated from the CLI.
 //! None of these need root: `xlb run` stops at the config before it touches anything.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn xlb(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -56,4 +57,38 @@ fn run_logs_one_json_object_per_line() {
     assert!(objects.iter().all(|o| o["ts"].as_str().is_some_and(|ts| ts.ends_with('Z'))));
     let refused = xlb(&["run", "--config", &config, "--log-format", "yaml"], &[]);
     assert_eq!(refused.status.code(), Some(2), "clap refuses an unknown format");
+}
+
+#[test]
+fn the_packaged_example_config_passes_check() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/xlb.toml");
+    let out = xlb(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn man_pages_are_generated_for_xlb_and_xlb_ctl() {
+    let dir = std::env::temp_dir().join(format!("xlb-shipping-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = xlb(&["man", "--out", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
+    let xlb_8 = read("xlb.8");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(xlb_8.contains(&format!(".TH xlb 8  \"xlb {version}\"")), "{xlb_8}");
+    for word in [".SS \"xlb run\"", ".SS \"xlb check\"", ".SS \"xlb ctl\"", "log\\-format"] {
+        assert!(xlb_8.contains(word), "xlb.8 lacks {word}");
+    }
+    assert!(!xlb_8.contains("corpus"), "hidden subcommands stay out of the page");
+    let ctl_8 = read("xlb-ctl.8");
+    assert!(ctl_8.contains(&format!(".TH xlb-ctl 8  \"xlb {version}\"")), "{ctl_8}");
+    for verb in ["\\-A", "\\-L", "\\-R", "\\-\\-socket"] {
+        assert!(ctl_8.contains(verb), "xlb-ctl.8 lacks {verb}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
