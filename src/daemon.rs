@@ -10,7 +10,8 @@
 //!    and backends it does not know are probed once before the first snapshot (bounded by
 //!    the probe timeout), so a restart never admits a backend the previous run had out;
 //! 2. per interface: load the steering program, remove a stale one a killed run left behind,
-//!    attach it (native XDP, else generic) and give it the addresses xlb owns;
+//!    attach it (native XDP, else generic, with a warning naming why native was refused)
+//!    and give it the addresses xlb owns;
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
 //!    that has it, zero-copy if offered else copy, and put the socket in that interface's
 //!    XSKMAP;
@@ -242,9 +243,18 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
         let (attachment, mode) = match options.xdp_mode {
             Some(mode) => (steer.attach(netdev.ifindex, mode), mode),
-            None => match steer.attach_best(netdev.ifindex) {
-                Ok((attachment, mode)) => (Ok(attachment), mode),
-                Err(error) => (Err(error), XdpMode::Generic),
+            // Native, else generic; the log says why native was refused (generic XDP is the
+            // kernel's slow path, and AF_XDP runs in copy mode on it).
+            None => match steer.attach(netdev.ifindex, XdpMode::Native) {
+                Ok(attachment) => (Ok(attachment), XdpMode::Native),
+                Err(native) => {
+                    warn!(
+                        "{}: native XDP refused ({native}): falling back to generic XDP \
+                         (slower; AF_XDP in copy mode)",
+                        netdev.name
+                    );
+                    (steer.attach(netdev.ifindex, XdpMode::Generic), XdpMode::Generic)
+                }
             },
         };
         let attachment =

@@ -92,3 +92,133 @@ fn man_pages_are_generated_for_xlb_and_xlb_ctl() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A network namespace of the test's own with a bridge device in it (bridges have no
+/// native XDP, so xlb falls back to generic XDP), deleted on drop with what ran in it.
+struct BridgeLab {
+    ns: String,
+    device: String,
+    scratch: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl BridgeLab {
+    fn new() -> BridgeLab {
+        let pid = std::process::id();
+        let lab = BridgeLab {
+            ns: format!("xlb-{pid}-ship"),
+            device: format!("xb{pid}"),
+            scratch: std::env::temp_dir().join(format!("xlb-{pid}-ship")),
+            child: None,
+        };
+        std::fs::create_dir_all(&lab.scratch).unwrap();
+        let ns = lab.ns.as_str();
+        let device = lab.device.as_str();
+        for args in [
+            vec!["netns", "add", ns],
+            vec!["-n", ns, "link", "set", "lo", "up"],
+            vec!["-n", ns, "link", "add", device, "type", "bridge"],
+            vec!["-n", ns, "addr", "add", "10.9.0.2/24", "dev", device],
+            vec!["-n", ns, "link", "set", device, "up"],
+        ] {
+            let status = Command::new("ip").args(&args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        }
+        lab
+    }
+}
+
+impl Drop for BridgeLab {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// Issue 15 (shipping): under `NOTIFY_SOCKET`, `xlb run` says READY=1 (with its PID) when
+/// the ready file appears, which is when the control socket is up; RELOADING=1 then READY=1
+/// around a SIGHUP; STOPPING=1 on SIGTERM; the ready file is gone after exit. And the log
+/// says why native XDP was refused when it falls back to generic.
+#[test]
+fn run_notifies_systemd_and_logs_the_generic_fallback() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    if !xlb::testkit::root_or_skip("run_notifies_systemd_and_logs_the_generic_fallback") {
+        return;
+    }
+    let mut lab = BridgeLab::new();
+    let dir = lab.scratch.clone();
+    let config = dir.join("xlb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[interface]]\nname = \"{}\"\naddr = \"10.9.0.2/24\"\n[conntrack]\ncapacity = 4096\n\
+             [[service]]\nvip = \"10.9.0.10\"\nport = 80\nproto = \"tcp\"\n\
+             [service.health]\ncheck = \"none\"\n[[service.backend]]\naddr = \"10.9.0.11\"\n",
+            lab.device
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (ready, socket, log) = (dir.join("ready"), dir.join("xlb.sock"), dir.join("log"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_xlb"), "run", "--cores", "1"])
+        .args(["--config", &path(&config), "--ready-file", &path(&ready)])
+        .args(["--socket", &path(&socket), "--state", &path(&dir.join("state"))])
+        .args(["--tap-prefix", &format!("xt{}-", std::process::id())])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("XLB_NO_HUGEPAGES", "1")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    lab.child = Some(child);
+    let receive = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let first = receive();
+    assert!(first.starts_with(&format!("READY=1\nMAINPID={pid}\n")), "{first:?}");
+    assert!(ready.exists(), "READY=1 comes with the ready file");
+    assert!(socket.exists(), "the control socket is up before the ready file and READY=1");
+    let signal = |name: &str| {
+        assert!(Command::new("kill").args([name, &pid.to_string()]).status().unwrap().success())
+    };
+    signal("-HUP");
+    assert!(receive().starts_with("RELOADING=1\n"));
+    let again = receive();
+    assert!(
+        again.starts_with(&format!("READY=1\nMAINPID={pid}\nSTATUS=ready: config generation")),
+        "{again:?}"
+    );
+    signal("-TERM");
+    assert!(receive().starts_with("STOPPING=1\n"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = lab.child.as_mut().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "xlb did not stop in 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    lab.child = None;
+    assert!(status.success(), "{status:?}");
+    assert!(!ready.exists(), "the ready file is removed on exit");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains(&format!("xlb: warn: {}: native XDP refused (", lab.device))
+            && log.contains("falling back to generic XDP"),
+        "{log}"
+    );
+    assert!(log.contains("XDP Generic mode"), "{log}");
+}
