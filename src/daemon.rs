@@ -22,9 +22,10 @@
 //!    NAPI; otherwise one warning names why and the sockets stay in interrupt mode;
 //! 5. start the workers pinned to their cores, bind the control socket (and the metrics
 //!    server), say ready (log line, `--ready-file` holding the PID and removed when `run`
-//!    returns, and `READY=1` to systemd: [`crate::notify`]), probe for every VIP and local address (RFC 5227, as `arping -D` does) and, after
-//!    [`PROBE_WAIT`], announce (gratuitous ARP) those no other host answered for; a VIP
-//!    another host answers for is not announced, and an error line names it and the MAC.
+//!    returns, and `READY=1` to systemd: [`crate::notify`]), probe for every VIP and local
+//!    address (RFC 5227, as `arping -D` does) and, after [`PROBE_WAIT`], announce
+//!    (gratuitous ARP) those no other host answered for; a VIP another host answers for
+//!    is not announced, and an error line names it and the MAC.
 //!
 //! Signals: `xlb run` installs its SIGINT, SIGTERM and SIGHUP handlers before anything
 //! else (see [`RunOptions::reload`]), so a signal during start-up is a request (stop, or
