@@ -278,7 +278,12 @@ fn ipv6_services_are_planned_and_refused_by_name() {
     ]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr, format!("xlb: {path}: {refusal}\n"));
+    // `run` logs (each line after its timestamp): its start-up line, then the refusal.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].ends_with(&format!(" xlb: info: xlb {version} starting, config {path}")));
+    assert!(lines[1].ends_with(&format!(" xlb: error: {path}: {refusal}")), "{stderr}");
 }
 
 /// Issue 10 (minor c): `xlb check` prints what the tables will take, and refuses a config
