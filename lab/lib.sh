@@ -765,16 +765,18 @@ lab_xlb_rss() {
 }
 
 # lab_log_problems: xlb's log lines at warn or error level.
+# Lines start with an RFC 3339 timestamp (LAB_LOG_STAMP), then `xlb: LEVEL: `.
+LAB_LOG_STAMP='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z '
 lab_log_problems() {
-    grep -E '^xlb: (warn|error): ' "$LAB_TMP/xlb.log" || true
+    grep -E "^($LAB_LOG_STAMP)?xlb: (warn|error): " "$LAB_TMP/xlb.log" || true
 }
 
 # lab_log_problems_but_claims_on VIP: lab_log_problems without the ARP-conflict lines about
 # VIP (and their "not logged" counts), for labs whose malformed corpus sends a gratuitous ARP
 # claiming the VIP on purpose (xlb must log that, rate-limited).
 lab_log_problems_but_claims_on() {
-    lab_log_problems | grep -v -e "^xlb: warn: ARP conflict: .* says it has $1, " \
-        -e '^xlb: warn: [0-9]* more ARP conflict(s) not logged$' || true
+    lab_log_problems | grep -v -E -e "^($LAB_LOG_STAMP)?xlb: warn: ARP conflict: .* says it has ${1//./\\.}, " \
+        -e "^($LAB_LOG_STAMP)?xlb: warn: [0-9]* more ARP conflict\\(s\\) not logged\$" || true
 }
 
 # lab_now: the time now, in seconds (microseconds after the point).
