@@ -521,17 +521,25 @@ impl Pipeline {
         let forgotten = core.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
         core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
         core.send_paced_arp(snapshot);
-        // The same for IPv6.
+        // The same for IPv6, skipping what is empty (an IPv4-only box pays next to nothing).
         let six = &mut core.v6;
-        let active = &mut core.active;
-        let expired = six.conntrack.sweep(now, SWEEP_BUDGET, |flow| {
-            release_backend(snapshot, active, flow);
-        });
-        core.counters.add(Stat::ExpiredFlows, expired as u64);
-        core.counters.add(Stat::HeldExpired, six.hold.expire(now) as u64);
-        let forgotten = six.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
-        core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
-        six.send_paced(snapshot, &mut core.emit, &mut core.counters);
+        if !six.conntrack.is_empty() {
+            let active = &mut core.active;
+            let expired = six.conntrack.sweep(now, SWEEP_BUDGET, |flow| {
+                release_backend(snapshot, active, flow);
+            });
+            core.counters.add(Stat::ExpiredFlows, expired as u64);
+        }
+        if !six.hold.is_empty() {
+            core.counters.add(Stat::HeldExpired, six.hold.expire(now) as u64);
+        }
+        if !six.neighbors.is_empty() {
+            let forgotten = six.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
+            core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
+        }
+        if !six.paced.is_empty() {
+            six.send_paced(snapshot, &mut core.emit, &mut core.counters);
+        }
         if core.slot.index == 0
             && now.saturating_duration_since(core.last_refresh_scan) >= REFRESH_SCAN_EVERY
         {
