@@ -492,4 +492,78 @@ port = 8080
         let pipeline = Pipeline::new(two_arms(), CoreSlot::SINGLE);
         assert!(pipeline.conntrack6().capacity() >= 8192);
     }
+
+    /// IPv6 NAT shows the backend's side as IPv4's does: its answer, its reset and an
+    /// ICMPv6 port unreachable from it count for passive health checks (a Packet Too Big,
+    /// about the path, does not), and the error reaches the client translated.
+    #[test]
+    fn passive_signs_of_an_ipv6_backend_are_counted() {
+        use crate::report::PassiveCounters;
+        use crate::testkit::RST;
+        let snapshot = two_arms();
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>, iface| pipeline.process(now, IfaceId(iface), frame);
+        let client = |port, flags| {
+            testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 80), flags, b"")
+        };
+        let backend = |port, flags| {
+            testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
+        };
+        for (mut frame, iface) in [(client(4001, SYN), 0), (backend(4001, SYN_ACK), 1)] {
+            assert_eq!(send(&mut frame, iface), Verdict::Tx(IfaceId(1 - iface)));
+        }
+        for (mut frame, iface) in [(client(4002, SYN), 0), (backend(4002, RST), 1)] {
+            assert_eq!(send(&mut frame, iface), Verdict::Tx(IfaceId(1 - iface)));
+        }
+        let mut syn = client(4003, SYN);
+        assert_eq!(send(&mut syn, 0), Verdict::Tx(IfaceId(1)));
+        let mut error = testkit::icmpv6_port_unreachable(RS.mac, LB_B.mac, RS.ip, CLIENT.ip, &syn);
+        assert_eq!(send(&mut error, 1), Verdict::Tx(IfaceId(0)));
+        let mut mtu =
+            testkit::icmpv6_packet_too_big(RS.mac, LB_B.mac, RS.ip, CLIENT.ip, 1280, &syn, 8);
+        assert_eq!(send(&mut mtu, 1), Verdict::Tx(IfaceId(0)));
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 1, unanswered: 0, resets: 1, unreachable: 1 };
+        assert_eq!(passive, expected);
+        assert_eq!(pipeline.counters().get(Stat::IcmpErrorsForwarded), 2);
+    }
+
+    /// A DR flow the IPv6 table refuses (full of established flows) still goes to a
+    /// backend, by the service's Maglev table alone, as IPv4's does.
+    #[test]
+    fn a_refused_ipv6_dr_flow_is_forwarded_statelessly() {
+        let text = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+addr6 = "2001:db8:1::10/64"
+mac = "02:00:00:00:00:10"
+[conntrack]
+capacity = 2
+[[neighbor]]
+ip = "2001:db8:1::11"
+mac = "02:00:00:00:00:11"
+[[service]]
+vip = "2001:db8:1::100"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "2001:db8:1::11"
+"#;
+        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+        let mut pipeline =
+            Pipeline::new(Arc::new(Snapshot::build(&config, 1).expect("builds")), CoreSlot::SINGLE);
+        let now = Instant::from_secs(1);
+        for port in 4000..4010 {
+            for flags in [SYN, ACK] {
+                let mut frame =
+                    testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 80), flags, b"");
+                assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+                assert_eq!(&frame[..6], &[2, 0, 0, 0, 0, 0x11], "to the backend");
+            }
+        }
+        assert!(pipeline.conntrack6().len() <= 2);
+        assert!(pipeline.counters().get(Stat::StatelessPackets) > 0);
+    }
 }
