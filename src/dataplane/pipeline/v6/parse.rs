@@ -20,7 +20,7 @@ use crate::wire::ipv4::ip_proto;
 use crate::wire::{Ipv6Packet, WireError};
 
 use super::super::ETH_LEN;
-use super::super::classify::l4_header;
+use super::super::classify::{Transport, l4_header};
 
 /// Where the IPv6 fixed header ends and the upper layer starts in a frame [`check`] took.
 pub(in crate::dataplane::pipeline) const L4: usize = ETH_LEN + 40;
@@ -37,11 +37,7 @@ pub(in crate::dataplane::pipeline) mod at {
 }
 
 /// The L4 view the pipeline needs of an IPv6 TCP/UDP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::dataplane::pipeline) struct Transport6 {
-    pub key: FlowKey<V6>,
-    pub tcp_flags: Option<u8>,
-}
+pub(in crate::dataplane::pipeline) type Transport6 = Transport<V6>;
 
 /// What [`check`] found after the fixed header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,17 +128,7 @@ pub(in crate::dataplane::pipeline) fn quoted_transport(icmp: &[u8]) -> Option<Tr
     let quote = icmp.get(8..)?;
     let ip = Ipv6Packet::new_quoted(quote).ok()?;
     let proto = Proto::from_number(ip.next_header())?;
-    let ports = quote.get(40..48)?;
-    Some(Transport6 {
-        key: FlowKey {
-            src_addr: ip.src_addr(),
-            dst_addr: ip.dst_addr(),
-            src_port: u16::from_be_bytes([ports[0], ports[1]]),
-            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
-            proto,
-        },
-        tcp_flags: None,
-    })
+    Transport::quoted(ip.src_addr(), ip.dst_addr(), proto, quote.get(40..48)?)
 }
 
 #[cfg(test)]
