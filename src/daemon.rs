@@ -10,7 +10,8 @@
 //!    and backends it does not know are probed once before the first snapshot (bounded by
 //!    the probe timeout), so a restart never admits a backend the previous run had out;
 //! 2. per interface: load the steering program, remove a stale one a killed run left behind,
-//!    attach it (native XDP, else generic) and give it the addresses xlb owns;
+//!    attach it (native XDP, else generic, with a warning naming why native was refused)
+//!    and give it the addresses xlb owns;
 //! 3. per worker k (one per queue, at most one per core): bind queue k of every interface
 //!    that has it, zero-copy if offered else copy, and put the socket in that interface's
 //!    XSKMAP;
@@ -19,14 +20,18 @@
 //!    kernel linked a NAPI to every one (or it is forced on), tune the devices (given back
 //!    when `run` returns, however it returns) and have the workers spin and drive their
 //!    NAPI; otherwise one warning names why and the sockets stay in interrupt mode;
-//! 5. start the workers pinned to their cores, say ready (log line, and `--ready-file`),
-//!    probe for every VIP and local address (RFC 5227, as `arping -D` does) and, after
-//!    [`PROBE_WAIT`], announce (gratuitous ARP) those no other host answered for; a VIP
-//!    another host answers for is not announced, and an error line names it and the MAC.
+//! 5. start the workers pinned to their cores, bind the control socket (and the metrics
+//!    server), say ready (log line, `--ready-file` holding the PID and removed when `run`
+//!    returns, and `READY=1` to systemd: [`crate::notify`]), probe for every VIP and local
+//!    address (RFC 5227, as `arping -D` does) and, after [`PROBE_WAIT`], announce
+//!    (gratuitous ARP) those no other host answered for; a VIP another host answers for
+//!    is not announced, and an error line names it and the MAC.
 //!
 //! Signals: `xlb run` installs its SIGINT, SIGTERM and SIGHUP handlers before anything
 //! else (see [`RunOptions::reload`]), so a signal during start-up is a request (stop, or
-//! reload once the control loop runs), never the default action that kills xlb.
+//! reload once the control loop runs), never the default action that kills xlb. A reload
+//! is bracketed by `RELOADING=1` and `READY=1` to systemd, and a stop starts with
+//! `STOPPING=1`.
 //!
 //! Workers and control talk through crossbeam channels only: control never blocks a worker
 //! (workers `try_send` their reports and `try_recv` their messages; control never waits on a
@@ -209,12 +214,9 @@ impl RunSummary {
 
 /// Runs the appliance until `stop` is set (the binary wires it to SIGINT and SIGTERM).
 pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSummary> {
+    let config_path = std::path::absolute(&options.config).unwrap_or(options.config.clone());
+    info!("xlb {} starting, config {}", env!("CARGO_PKG_VERSION"), config_path.display());
     let mut config = Config::load(&options.config)?;
-    // The pipeline forwards IPv4 only (issue 12): an IPv6 service stops xlb here, before
-    // any route, probe or program. Every later config (SIGHUP, `xlb ctl`) goes through
-    // `build_snapshot`, which refuses them too, so `Control::config` has no IPv6 service.
-    crate::control::snapshot::refuse_ipv6(&config)
-        .with_context(|| options.config.display().to_string())?;
     // Before anything changes: a second instance on these interfaces or this socket stops
     // here, leaving the running one's routes, rules and programs alone.
     let socket_path =
@@ -273,9 +275,18 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         }
         let (attachment, mode) = match options.xdp_mode {
             Some(mode) => (steer.attach(netdev.ifindex, mode), mode),
-            None => match steer.attach_best(netdev.ifindex) {
-                Ok((attachment, mode)) => (Ok(attachment), mode),
-                Err(error) => (Err(error), XdpMode::Generic),
+            // Native, else generic; the log says why native was refused (generic XDP is the
+            // kernel's slow path, and AF_XDP runs in copy mode on it).
+            None => match steer.attach(netdev.ifindex, XdpMode::Native) {
+                Ok(attachment) => (Ok(attachment), XdpMode::Native),
+                Err(native) => {
+                    warn!(
+                        "{}: native XDP refused ({native}): falling back to generic XDP \
+                         (slower; AF_XDP in copy mode)",
+                        netdev.name
+                    );
+                    (steer.attach(netdev.ifindex, XdpMode::Generic), XdpMode::Generic)
+                }
             },
         };
         let attachment =
@@ -406,10 +417,14 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         })
         .collect();
     let readers: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader).collect();
+    let readers6: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader6).collect();
     for (k, pipeline) in pipelines.iter_mut().enumerate() {
         let peers =
             readers.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
         pipeline.set_peers(peers);
+        let peers =
+            readers6.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
+        pipeline.set_peers6(peers);
     }
 
     let worker_stop = Arc::new(AtomicBool::new(false));
@@ -438,11 +453,6 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         handles.push(handle);
     }
     drop(report_tx);
-    info!("ready: {} worker(s), {} service(s)", workers, snapshot.services.len());
-    if let Some(path) = &options.ready_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
 
     let latest: http::Latest = Arc::new(std::sync::Mutex::new(String::new()));
     let metrics_server = match options.metrics {
@@ -457,6 +467,12 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let ctl = CtlServer::bind(&socket_path)
         .with_context(|| format!("control socket {}", socket_path.display()))?;
     info!("control socket {} (xlb ctl)", socket_path.display());
+    // Ready once the sockets, the workers and the control socket are up: the log line, the
+    // ready file (removed when `run` returns) and systemd's READY=1 say so together.
+    let ready = format!("ready: {} worker(s), {} service(s)", workers, snapshot.services.len());
+    info!("{ready}");
+    let _ready_file = options.ready_file.as_deref().map(ReadyFile::create).transpose()?;
+    crate::notify::ready(&ready);
     let reload = match &options.reload {
         Some(reload) => reload.clone(),
         None => {
@@ -506,6 +522,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     control.start_probe(owned);
     control.run(&stop, &reload, &ctl);
     let lost = control.lost.take();
+    crate::notify::stopping(lost.as_deref().unwrap_or("stopping"));
     drop(ctl);
     let snapshot = control.snapshot.clone();
 
@@ -588,6 +605,25 @@ struct ControlLoop<'a> {
     stored_state: String,
 }
 
+/// The `--ready-file`: holds xlb's PID while it runs, removed when `run` returns (an
+/// `xlb run` that was killed leaves it: the next one overwrites it).
+#[derive(Debug)]
+struct ReadyFile(PathBuf);
+
+impl ReadyFile {
+    fn create(path: &Path) -> anyhow::Result<ReadyFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(ReadyFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// How often control checks that the interfaces are still there.
 const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -626,10 +662,15 @@ impl ControlLoop<'_> {
             std::thread::sleep(ARP_POLL_EVERY);
             self.check_links();
             if reload.swap(false, Ordering::Relaxed) {
-                match self.reload() {
-                    Ok(()) => {}
-                    Err(error) => error!("reload refused, nothing changed: {error:#}"),
-                }
+                crate::notify::reloading("reloading the config (SIGHUP)");
+                let status = match self.reload() {
+                    Ok(()) => format!("ready: config generation {}", self.snapshot.generation),
+                    Err(error) => {
+                        error!("reload refused, nothing changed: {error:#}");
+                        format!("ready: reload refused, nothing changed: {error:#}")
+                    }
+                };
+                crate::notify::ready(&status);
             }
             let reports: Vec<CoreReport> = self.reports.try_iter().collect();
             for report in reports {
@@ -1249,9 +1290,6 @@ fn build_snapshot(
     health: &HealthMonitor,
     generation: u64,
 ) -> Result<Snapshot, crate::control::snapshot::SnapshotError> {
-    // Until the pipeline forwards IPv6 (issue 12), a reload or `xlb ctl` change that adds
-    // an IPv6 service is refused as `run` refuses one at start.
-    crate::control::snapshot::refuse_ipv6(config)?;
     let effective = health.effective(config);
     let mut snapshot = Snapshot::build(&effective, generation)?;
     snapshot.response_time_us = health.response_times(&effective);

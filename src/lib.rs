@@ -46,6 +46,7 @@ pub mod instance;
 mod layers;
 pub mod log;
 pub mod ndp;
+pub mod notify;
 pub mod report;
 pub mod sched;
 pub mod snapshot;

@@ -1,25 +1,38 @@
 //! Levelled log lines for everything off the hot path (control, the daemon, the set-up of
-//! the I/O): `xlb: LEVEL: message` on stderr, one line per event (a backend up or down, a
-//! config applied, a mode chosen), filtered by a process-wide maximum level (`--log-level`,
-//! default `info`). A module of its own so that control and the dataplane's I/O both use it
-//! without one importing the other.
+//! the I/O), on stderr, one line per event (a backend up or down, a config applied, a mode
+//! chosen), filtered by a process-wide maximum level (`--log-level`, default `info`). A
+//! module of its own so that control and the dataplane's I/O both use it without one
+//! importing the other.
+//!
+//! Three line formats ([`Format`], process-wide, chosen once at start-up by [`init`]):
+//! - text (the default): `2026-12-06T00:58:53.123Z xlb: info: message`, an RFC 3339 UTC
+//!   timestamp (milliseconds) before the `xlb: LEVEL: message` the labs and scripts read;
+//! - journal: what `systemd-journald` wants on a stream it reads (sd-daemon(3)): no
+//!   timestamp (the journal stamps every line) and the syslog priority as a `<N>` prefix,
+//!   `<6>info: message` (error 3, warn 4, info 6, debug 7). Chosen instead of text when
+//!   stderr *is* the journal's stream: `JOURNAL_STREAM` (set by systemd) names stderr's
+//!   device and inode ([`is_journal_stream`]; a child that merely inherited the variable
+//!   writes text);
+//! - json (`--log-format json`): one object per line, `{"ts":"…","level":"info","msg":"…"}`
+//!   (the logger has no structured fields), also under systemd.
 //!
 //! The macros [`error!`], [`warn!`], [`info!`] and [`debug!`] take `format!` arguments and
-//! format nothing when their level is filtered out. The line format is the one `xlb run` has
-//! always printed, so scripts and the labs that read it keep working.
+//! format nothing when their level is filtered out.
 //!
 //! Lines about events that other hosts trigger at will (a neighbour's MAC changing, a host
 //! claiming a VIP) go through a [`LogBudget`]: at most so many lines per interval, and one
 //! line saying how many were suppressed, so a flapping or hostile host cannot flood the log.
 //!
-//! Invariants: a message is always exactly one line (a newline inside it is written as
-//! `\n`), and a line is written with one `write_all` on a locked stderr, so lines of several
-//! threads never interleave. Never used on the hot path: workers do not log, they count.
+//! Invariants: a message is always exactly one line in every format (a newline inside it is
+//! written as `\n`, in JSON by the string's escaping), and a line is written with one
+//! `write_all` on a locked stderr, so lines of several threads never interleave. Never used
+//! on the hot path: workers do not log, they count.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::SystemTime;
 
 /// How important a line is; a line is written if its level is at most the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,14 +109,164 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// The line for a message, newline included: `xlb: LEVEL: message`.
-pub fn line(level: Level, message: fmt::Arguments<'_>) -> String {
-    let mut text = format!("xlb: {level}: {message}");
+/// How lines are written (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Format {
+    /// `TIMESTAMP xlb: LEVEL: message`.
+    Text = 0,
+    /// `<PRIORITY>LEVEL: message`, for systemd-journald.
+    Journal = 1,
+    /// `{"ts":…,"level":…,"msg":…}`.
+    Json = 2,
+}
+
+/// What `--log-format` accepts: text (journal under systemd) or json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FormatChoice {
+    /// Text, or the journal's format when stderr is the journal's stream.
+    #[default]
+    Text,
+    Json,
+}
+
+/// A `--log-format` that names no format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log format {0:?}: expected text or json")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for FormatChoice {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(FormatChoice::Text),
+            "json" => Ok(FormatChoice::Json),
+            _ => Err(UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+/// The format of every line. Written by [`set_format`] (at start-up), read by every log
+/// call; relaxed ordering is enough, as for the level.
+static FORMAT: AtomicU8 = AtomicU8::new(Format::Text as u8);
+
+/// Sets the format of every line.
+pub fn set_format(format: Format) {
+    FORMAT.store(format as u8, Ordering::Relaxed);
+}
+
+/// The format of every line.
+pub fn format() -> Format {
+    match FORMAT.load(Ordering::Relaxed) {
+        1 => Format::Journal,
+        2 => Format::Json,
+        _ => Format::Text,
+    }
+}
+
+/// The format a choice comes to: text becomes the journal's format when stderr is the
+/// journal's stream.
+pub fn resolve(choice: FormatChoice, journal: bool) -> Format {
+    match choice {
+        FormatChoice::Json => Format::Json,
+        FormatChoice::Text if journal => Format::Journal,
+        FormatChoice::Text => Format::Text,
+    }
+}
+
+/// True if `journal_stream` (the value of `JOURNAL_STREAM`, `DEVICE:INODE` in decimal as
+/// systemd sets it) names `stderr` (its device and inode), i.e. stderr is connected to
+/// the journal (systemd.exec(5) asks programs to compare rather than trust the variable).
+pub fn is_journal_stream(journal_stream: Option<&str>, stderr: Option<(u64, u64)>) -> bool {
+    let (Some(value), Some((dev, ino))) = (journal_stream, stderr) else { return false };
+    let Some((d, i)) = value.trim().split_once(':') else { return false };
+    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
+}
+
+/// Stderr's device and inode (None if it is closed).
+fn stderr_id() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Sets the process-wide level and format (`--log-level`, `--log-format`), looking at
+/// `JOURNAL_STREAM` and stderr for the journal's format.
+pub fn init(level: Level, choice: FormatChoice) {
+    set_max_level(level);
+    let journal_stream = std::env::var("JOURNAL_STREAM").ok();
+    set_format(resolve(choice, is_journal_stream(journal_stream.as_deref(), stderr_id())));
+}
+
+impl Level {
+    /// The syslog priority journald reads from a `<N>` prefix (sd-daemon(3)).
+    pub const fn priority(self) -> u8 {
+        match self {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug => 7,
+        }
+    }
+}
+
+/// `t` in RFC 3339, UTC, to the millisecond: `2026-12-06T00:58:53.123Z` (a time before
+/// 1970 is written as 1970's start: clocks that far off are not worth a branch).
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's `civil_from_days`).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The line for a message at `now` in `format`, newline included.
+pub fn render(
+    format: Format,
+    now: SystemTime,
+    level: Level,
+    message: fmt::Arguments<'_>,
+) -> String {
+    let mut text = match format {
+        Format::Text => format!("{} xlb: {level}: {message}", rfc3339(now)),
+        Format::Journal => format!("<{}>{level}: {message}", level.priority()),
+        // In this key order (serde_json's maps sort keys); the string escaping keeps the
+        // message on one line.
+        Format::Json => format!(
+            "{{\"ts\":\"{}\",\"level\":\"{}\",\"msg\":{}}}",
+            rfc3339(now),
+            level.name(),
+            serde_json::Value::String(message.to_string())
+        ),
+    };
     if text.contains('\n') {
         text = text.replace('\n', "\\n");
     }
     text.push('\n');
     text
+}
+
+/// The line for a message now, in the process-wide format, newline included.
+pub fn line(level: Level, message: fmt::Arguments<'_>) -> String {
+    render(format(), SystemTime::now(), level, message)
 }
 
 /// Writes `message` to `out` as one line if `level` is enabled.
@@ -241,14 +404,89 @@ mod tests {
         assert!(Level::Info < Level::Debug);
     }
 
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + millis)
+    }
+
     #[test]
-    fn a_message_is_one_line_in_the_old_format() {
-        let ip = "10.1.1.11";
+    fn timestamps_are_rfc3339_utc_to_the_millisecond() {
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 7)), "2000-02-29T00:00:00.007Z");
+        assert_eq!(rfc3339(at(1_700_000_000, 999)), "2023-11-14T22:13:20.999Z");
+        assert_eq!(rfc3339(at(1_798_761_599, 0)), "2026-12-31T23:59:59.000Z");
+        assert_eq!(rfc3339(at(4_107_542_400, 0)), "2100-03-01T00:00:00.000Z");
         assert_eq!(
-            line(Level::Info, format_args!("backend {ip} up")),
-            "xlb: info: backend 10.1.1.11 up\n"
+            rfc3339(SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(5)),
+            rfc3339(at(0, 0))
         );
-        assert_eq!(line(Level::Error, format_args!("a\nb")), "xlb: error: a\\nb\n");
+    }
+
+    #[test]
+    fn a_text_line_is_the_old_line_after_a_timestamp() {
+        let ip = "10.1.1.11";
+        let now = at(1_700_000_000, 42);
+        assert_eq!(
+            render(Format::Text, now, Level::Info, format_args!("backend {ip} up")),
+            "2023-11-14T22:13:20.042Z xlb: info: backend 10.1.1.11 up\n"
+        );
+        assert_eq!(
+            render(Format::Text, now, Level::Error, format_args!("a\nb")),
+            "2023-11-14T22:13:20.042Z xlb: error: a\\nb\n"
+        );
+    }
+
+    #[test]
+    fn a_journal_line_has_the_priority_and_no_timestamp() {
+        let now = at(1_700_000_000, 0);
+        let lines: Vec<String> = Level::ALL
+            .into_iter()
+            .map(|level| render(Format::Journal, now, level, format_args!("x\ny")))
+            .collect();
+        assert_eq!(
+            lines,
+            ["<3>error: x\\ny\n", "<4>warn: x\\ny\n", "<6>info: x\\ny\n", "<7>debug: x\\ny\n"]
+        );
+    }
+
+    #[test]
+    fn a_json_line_is_one_object_with_ts_level_and_msg() {
+        let now = at(1_700_000_000, 5);
+        let line =
+            render(Format::Json, now, Level::Warn, format_args!("say \"hi\"\n\tto {}", "b\\c"));
+        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'), "{line:?}");
+        assert!(
+            line.starts_with("{\"ts\":\"2023-11-14T22:13:20.005Z\",\"level\":\"warn\",\"msg\":"),
+            "{line}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["ts"], "2023-11-14T22:13:20.005Z");
+        assert_eq!(value["level"], "warn");
+        assert_eq!(value["msg"], "say \"hi\"\n\tto b\\c");
+        assert_eq!(value.as_object().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_journal_format_only_where_stderr_is_the_journal_stream() {
+        assert!(is_journal_stream(Some("8:12345"), Some((8, 12345))));
+        assert!(!is_journal_stream(Some("8:12345"), Some((8, 12346))), "inherited, not ours");
+        assert!(!is_journal_stream(Some("8:12345"), None));
+        assert!(!is_journal_stream(None, Some((8, 12345))));
+        assert!(!is_journal_stream(Some("garbage"), Some((8, 12345))));
+        assert_eq!(resolve(FormatChoice::Text, true), Format::Journal);
+        assert_eq!(resolve(FormatChoice::Text, false), Format::Text);
+        assert_eq!(resolve(FormatChoice::Json, true), Format::Json);
+        assert_eq!("JSON".parse::<FormatChoice>(), Ok(FormatChoice::Json));
+        assert_eq!("text".parse::<FormatChoice>(), Ok(FormatChoice::Text));
+        assert!("yaml".parse::<FormatChoice>().unwrap_err().to_string().contains("\"yaml\""));
+    }
+
+    #[test]
+    fn this_process_stderr_is_not_the_journal_unless_named() {
+        // Whatever stderr is here, a JOURNAL_STREAM naming its own device and inode is
+        // recognised, and one naming another inode is not.
+        let (dev, ino) = stderr_id().expect("stderr is open in tests");
+        assert!(is_journal_stream(Some(&format!("{dev}:{ino}")), Some((dev, ino))));
+        assert!(!is_journal_stream(Some(&format!("{dev}:{}", ino + 1)), stderr_id()));
     }
 
     /// The only test that changes the process-wide level (tests run in parallel).
@@ -260,10 +498,10 @@ mod tests {
         for level in Level::ALL {
             write_to(&mut out, level, format_args!("{level} line")).unwrap();
         }
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "xlb: error: error line\nxlb: warn: warn line\n"
-        );
+        let written = String::from_utf8(out).unwrap();
+        let levels: Vec<&str> =
+            written.lines().map(|l| l.split(" xlb: ").nth(1).unwrap_or(l)).collect();
+        assert_eq!(levels, ["error: error line", "warn: warn line"], "{written}");
         assert!(!enabled(Level::Info));
         set_max_level(Level::Debug);
         assert!(enabled(Level::Debug));

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -21,6 +21,8 @@ use xlb::dataplane::io::replay::{self, ReplaySummary};
 use xlb::sched::SchedulerKind;
 use xlb::snapshot::Snapshot;
 use xlb::tuning::BusyPollMode;
+
+mod man;
 
 /// xlb: a kernel-bypass layer-4 load balancer (LVS/IPVS in user space).
 #[derive(Debug, Parser)]
@@ -71,12 +73,16 @@ enum Command {
         /// Log a line of figures per core every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats_every: Option<u64>,
-        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
         /// Log lines at this level and above: error, warn, info, debug.
         #[arg(long, default_value = "info")]
         log_level: xlb::log::Level,
+        /// Log lines as text (RFC 3339 UTC timestamp first; under systemd, with stderr on
+        /// the journal, `<priority>` prefixes and no timestamp) or json (one object a line).
+        #[arg(long, value_name = "text|json", default_value = "text")]
+        log_format: xlb::log::FormatChoice,
         /// The control socket for `xlb ctl` (default /run/xlb/xlb.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
@@ -133,6 +139,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "IPVSADM_ARGS")]
         args: Vec<String>,
     },
+    /// Write the man pages xlb(8) and xlb-ctl(8), generated from this command line, into a
+    /// directory (packaging/build-deb.sh does).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write xlb.8 and xlb-ctl.8 into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the malformed-frame corpus (issue 6) as the DR lab's client would send it: a
     /// pcap, and one label line per frame on stdout (for lab/malformed).
     #[command(hide = true)]
@@ -173,11 +187,12 @@ fn main() -> ExitCode {
             stats_every,
             metrics,
             log_level,
+            log_format,
             socket,
             tap_prefix,
             state,
         } => {
-            xlb::log::set_max_level(log_level);
+            xlb::log::init(log_level, log_format);
             let options = RunOptions {
                 metrics,
                 socket,
@@ -195,11 +210,18 @@ fn main() -> ExitCode {
                 tap_prefix,
                 reload: None,
             };
-            match run_signals {
+            let result = match run_signals {
                 Some(Ok(signals)) => run_daemon(&options, signals),
                 Some(Err(error)) => Err(error),
                 None => RunSignals::install().and_then(|signals| run_daemon(&options, signals)),
+            };
+            // The reason `xlb run` stops is a log line like the others (timestamp, journal
+            // priority, JSON).
+            if let Err(error) = result {
+                xlb::log::error!("{error:#}");
+                return ExitCode::from(2);
             }
+            Ok(())
         }
         Command::Replay { config, pcap, out, json, verdicts } => {
             run_replay(&config, &pcap, &out, json, verdicts.as_deref())
@@ -208,6 +230,7 @@ fn main() -> ExitCode {
             run_corpus(&out, rounds, lb_mac, client_mac)
         }
         Command::Check { config, against } => run_check(&config, against.as_deref()),
+        Command::Man { out } => man::write_pages(Cli::command(), &out),
         Command::Bench { command } => run_bench(command),
         Command::Ctl { socket, args } => match run_ctl(&socket, args) {
             Ok(code) => return code,
@@ -271,8 +294,6 @@ fn run_bench(command: xlb::bench::BenchCommand) -> anyhow::Result<()> {
 
 fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {
     let config = Config::load(path)?;
-    // The pipeline forwards IPv4 only until issue 12 is done: refuse IPv6 services by name.
-    xlb::control::snapshot::refuse_ipv6(&config).with_context(|| format!("{}", path.display()))?;
     Snapshot::build(&config, 1).with_context(|| format!("{}", path.display()))
 }
 
@@ -437,9 +458,11 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
             )?;
         }
     }
-    // The data plane is IPv4 only until issue 12: IPv6 services are planned from the config
-    // (no Maglev table is built for them) and make the check fail, as `xlb run` refuses them.
-    let (ipv4, ipv6) = split_families(&config);
+    // The whole config is built as `run` builds it (IPv6 services included: their refusals,
+    // e.g. a real server no interface reaches, fail the check); IPv6 services are then
+    // printed from the config, without Maglev shares.
+    plan(&config)?;
+    let (ipv4, _) = split_families(&config);
     let snapshot = plan(&ipv4)?;
     // `run` uses one worker per queue, at most one per core: the cores bound it.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -501,10 +524,6 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         write!(w, "{}", flow_moves(&snapshot, &new))?;
     }
     w.flush()?;
-    if !ipv6.services.is_empty() {
-        xlb::control::snapshot::refuse_ipv6(&ipv6)
-            .with_context(|| format!("{}: xlb run would refuse this config", path.display()))?;
-    }
     Ok(())
 }
 
@@ -517,7 +536,7 @@ fn split_families(config: &Config) -> (Config, Config) {
 }
 
 /// What `xlb check` prints of an IPv6 service: its settings and real servers, as for an
-/// IPv4 one but without Maglev shares (no table is built), and why it is not forwarded.
+/// IPv4 one but without Maglev shares.
 fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
     use xlb::control::config::endpoint;
     let mut out = format!(
@@ -540,7 +559,6 @@ fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
             backend.weight
         ));
     }
-    out.push_str("  ! IPv6: not forwarded yet (issue 12); xlb run refuses this service\n");
     out
 }
 

@@ -48,7 +48,7 @@ pub fn reexec_with_huge_pages() {
         .args(std::env::args_os().skip(1))
         .env("GLIBC_TUNABLES", tunables)
         .exec();
-    eprintln!("xlb: warn: could not re-execute with huge pages ({error}); running without");
+    crate::log::warn!("could not re-execute with huge pages ({error}); running without");
 }
 
 /// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), if it can be read.
