@@ -54,7 +54,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -519,7 +519,9 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     control.save_state();
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
-    control.start_probe(owned);
+    let owned6: Vec<Ipv6Addr> =
+        control.snapshot.family::<V6>().announced().into_iter().map(|(ip, _)| ip).collect();
+    control.start_probe(owned, owned6);
     control.run(&stop, &reload, &ctl);
     let lost = control.lost.take();
     crate::notify::stopping(lost.as_deref().unwrap_or("stopping"));
@@ -641,6 +643,9 @@ struct Probing {
     /// When the last of them may be announced.
     until: StdInstant,
     addrs: Vec<Ipv4Addr>,
+    /// IPv6 VIPs and local addresses waiting with them (no probe is sent: a claim is
+    /// another host's NDP naming one of them, snooped since `since`).
+    addrs6: Vec<Ipv6Addr>,
 }
 
 /// Summed per-backend counters at one moment, by identity.
@@ -1088,6 +1093,14 @@ impl ControlLoop<'_> {
             .filter(|a| !old_addrs.contains(a))
             .map(|(ip, _)| ip)
             .collect();
+        let old_addrs6 = self.snapshot.family::<V6>().announced();
+        let new_addrs6: Vec<Ipv6Addr> = snapshot
+            .family::<V6>()
+            .announced()
+            .into_iter()
+            .filter(|a| !old_addrs6.contains(a))
+            .map(|(ip, _)| ip)
+            .collect();
         if config != self.config {
             if let Err(error) = self.probe_routes.sync(&probe_routes::wanted(&config)) {
                 warn!("routes for DR probes through the VIP: {error}");
@@ -1106,7 +1119,7 @@ impl ControlLoop<'_> {
         self.zeroed.retain(|id, _| snapshot.backend_at(id).is_some());
         self.snapshot = snapshot;
         self.config = config;
-        self.start_probe(new_addrs);
+        self.start_probe(new_addrs, new_addrs6);
         Ok(())
     }
 
@@ -1135,32 +1148,46 @@ impl ControlLoop<'_> {
     /// [`relay_arp`](Self::relay_arp) for IPv6: what the steering programs saw in NDP.
     fn relay_ndp(&mut self) {
         let entries = snooped(self.links, "NDP", SteerProgram::ndp_seen);
-        // TODO(pipe6): the IPv6 next hops the workers ask for (their reports' unresolved).
-        let wanted = Wanted::<V6>::new(&self.snapshot, []);
+        let unresolved = self
+            .latest
+            .values()
+            .filter(|r| r.generation == self.snapshot.generation)
+            .flat_map(|r| r.unresolved6.iter().copied());
+        let wanted = Wanted::<V6>::new(&self.snapshot, unresolved);
         let observed = self.relay6.observe(StdInstant::now(), &wanted, &entries);
         for (level, line) in &observed.lines {
             crate::log::write(*level, format_args!("{line}"));
         }
-        // TODO(pipe6): tell every worker, as `relay_arp` does, once the pipeline learns
-        // IPv6 neighbours: `control.send(ControlMsg::Neighbor6(ip, mac))` for each
-        // `(ip, mac)` of `observed.relay`.
-        let _ = observed.relay;
+        for (ip, mac) in observed.relay {
+            for control in self.controls {
+                let _ = control.send(ControlMsg::Neighbor6(ip, mac));
+            }
+        }
     }
 
     /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses); they are announced
     /// after [`PROBE_WAIT`] unless another host answers (see [`ControlLoop::finish_probe`]).
-    fn start_probe(&mut self, addrs: Vec<Ipv4Addr>) {
-        if addrs.is_empty() {
+    /// New IPv6 ones (`addrs6`) wait as long, and are announced unless another host's NDP
+    /// named one of them meanwhile (the pipeline sends no duplicate address detection probe).
+    fn start_probe(&mut self, addrs: Vec<Ipv4Addr>, addrs6: Vec<Ipv6Addr>) {
+        if addrs.is_empty() && addrs6.is_empty() {
             return;
         }
-        // Claims already in the steering map are old news, not answers to this probe.
+        // Claims already in the steering maps are old news, not answers to this probe.
         self.relay_arp();
         let now = StdInstant::now();
-        let _ = self.controls[0].send(ControlMsg::Probe(addrs.clone()));
-        let probing =
-            self.probing.get_or_insert(Probing { since: now, until: now, addrs: Vec::new() });
+        if !addrs.is_empty() {
+            let _ = self.controls[0].send(ControlMsg::Probe(addrs.clone()));
+        }
+        let probing = self.probing.get_or_insert(Probing {
+            since: now,
+            until: now,
+            addrs: Vec::new(),
+            addrs6: Vec::new(),
+        });
         probing.until = now + PROBE_WAIT;
         probing.addrs.extend(addrs);
+        probing.addrs6.extend(addrs6);
     }
 
     /// Once the probes had time to be answered: announces the addresses no other host
@@ -1178,6 +1205,21 @@ impl ControlLoop<'_> {
         if !announce.is_empty() {
             info!("announcing {} address(es) with gratuitous ARP", announce.len());
             let _ = self.controls[0].send(ControlMsg::Announce(announce));
+        }
+        let claimed = self.relay6.claimed_since(probing.since, &probing.addrs6);
+        for (ip, mac) in &claimed {
+            error!(
+                "{ip}: another host ({mac}) claims it in NDP; not announcing it (a VIP or local address must be xlb's alone: check the config and that host)"
+            );
+        }
+        let announce: Vec<Ipv6Addr> =
+            probing.addrs6.into_iter().filter(|ip| !claimed.iter().any(|(c, _)| c == ip)).collect();
+        if !announce.is_empty() {
+            info!(
+                "announcing {} IPv6 address(es) with unsolicited neighbour advertisements",
+                announce.len()
+            );
+            let _ = self.controls[0].send(ControlMsg::Announce6(announce));
         }
     }
 }
