@@ -50,6 +50,8 @@
 //! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto");
 //!   `dataplane.busy_poll_marker`, where given, is a UDP port 1 to 65535 (busy polling
 //!   through marker sockets where an AF_XDP socket has no NAPI id: veth).
+//! - `fleet.mode` is one of "standalone", "bgp", "vrrp" (default "standalone"; see
+//!   [`crate::fleet`]).
 //! - Conntrack: `1 <= max_embryonic <= capacity <=` [`MAX_CONNTRACK_CAPACITY`]; every timeout is
 //!   at least one second.
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
@@ -83,6 +85,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
+use crate::fleet::FleetMode;
 use crate::flow::{ForwardMode, Proto};
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 use crate::tuning::BusyPollMode;
@@ -191,6 +194,9 @@ pub struct Config {
     pub conntrack: ConntrackSettings,
     /// How the data plane runs (read at start-up only).
     pub dataplane: DataplaneSettings,
+    /// How the box takes part in a fleet (`[fleet] mode`, default standalone; see
+    /// [`crate::fleet`]).
+    pub fleet: FleetMode,
     /// The virtual services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -632,6 +638,7 @@ impl Config {
         if let Some(port) = self.dataplane.busy_poll_marker {
             let _ = writeln!(out, "busy_poll_marker = {port}");
         }
+        let _ = writeln!(out, "[fleet]\nmode = \"{}\"", self.fleet.name());
         for s in &self.services {
             let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let _ = writeln!(
@@ -779,6 +786,7 @@ choice_by_name! {
     ForwardMode => &[ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat],
     HealthCheckKind => &HealthCheckKind::ALL,
     OnFailure => &OnFailure::ALL,
+    FleetMode => &FleetMode::ALL,
 }
 
 impl Choice for BusyPollMode {
@@ -816,8 +824,15 @@ struct RawConfig {
     neighbor: Vec<Spanned<RawNeighbor>>,
     conntrack: Option<RawConntrack>,
     dataplane: Option<RawDataplane>,
+    fleet: Option<RawFleet>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    mode: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1238,7 +1253,12 @@ impl Context<'_> {
             None => DataplaneSettings::default(),
         };
 
-        let config = Config { interfaces, neighbors, conntrack, dataplane, services };
+        let fleet = match &raw.fleet {
+            Some(table) => self.optional_choice("fleet.mode", &table.mode, FleetMode::default())?,
+            None => FleetMode::default(),
+        };
+
+        let config = Config { interfaces, neighbors, conntrack, dataplane, fleet, services };
         self.address_conflicts(&raw, &config)?;
         Ok(config)
     }
@@ -2722,6 +2742,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn fleet_mode_is_standalone_bgp_or_vrrp() {
+        use crate::fleet::FleetMode;
+        assert_eq!(parse(&with_iface("")).unwrap().fleet, FleetMode::Standalone);
+        for mode in FleetMode::ALL {
+            let config = parse(&with_iface(&format!("[fleet]\nmode = \"{mode}\"\n"))).unwrap();
+            assert_eq!(config.fleet, mode);
+            assert_eq!(parse(&config.to_toml()).unwrap().fleet, mode, "round trip");
+        }
+        let text = with_iface("[fleet]\nmode = \"anycast\"\n");
+        let message = assert_invalid(&text, "fleet.mode", "anycast");
+        assert!(message.contains("\"standalone\", \"bgp\", \"vrrp\""), "{message}");
+        let text = with_iface("[fleet]\nannounce = false\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("announce"));
+    }
+
+    #[test]
     fn dataplane_busy_poll_is_auto_on_or_off() {
         assert_eq!(parse(&with_iface("")).unwrap().dataplane.busy_poll, BusyPollMode::Auto);
         for (text, mode) in
@@ -3276,6 +3312,7 @@ pub(crate) mod tests {
                         busy_poll_marker: (capacity % 2 == 0)
                             .then_some((capacity % 60_000) as u16 + 1),
                     },
+                    fleet: crate::fleet::FleetMode::ALL[capacity % 3],
                     services,
                 }
             },

@@ -28,6 +28,11 @@
 //!   [`Pipeline::drain_emitted`] after each frame or batch.
 //!
 //! What it does, by destination:
+//! - Fleets ([`crate::fleet`]): where the snapshot's fleet mode and the VRRP state say the
+//!   box is silent for its VIPs (`bgp`, a `vrrp` standby), ARP for a VIP is passed to the
+//!   kernel unanswered, VIPs are neither probed for nor announced, and another host's ARP
+//!   from a VIP is no conflict; a `vrrp` standby also drops the VIPs' traffic (`standby`).
+//!   Local addresses are never affected.
 //! - ARP for a VIP or FullNAT local address: answered with the box's MAC, to the requester's
 //!   unicast MAC. ARP from a sender no reply may go to (a broadcast, multicast or zero MAC; a
 //!   broadcast, multicast, loopback or subnet-broadcast address) is dropped as
@@ -83,6 +88,7 @@ use std::time::Duration;
 use crate::arp::{self, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
 use crate::family::V4;
+use crate::fleet::{Presence, VrrpState};
 use crate::hash::table_hash;
 use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::SchedState;
@@ -212,6 +218,12 @@ struct CoreState {
     counters: Counters,
     /// When core 0 last looked for next hops to refresh.
     last_refresh_scan: Instant,
+    /// The VRRP state control last gave (`vrrp` mode; standby until told), kept across
+    /// snapshots.
+    vrrp: VrrpState,
+    /// Whether this box answers ARP for, announces and forwards to its VIPs: the snapshot's
+    /// fleet mode in `vrrp`'s state ([`crate::fleet`]). Local addresses are always answered.
+    presence: Presence,
 }
 
 impl Pipeline {
@@ -240,6 +252,8 @@ impl Pipeline {
             paced_arp: std::collections::VecDeque::new(),
             counters: Counters::new(snapshot.backends.len()),
             last_refresh_scan: Instant::ZERO,
+            vrrp: VrrpState::Standby,
+            presence: snapshot.fleet.presence(VrrpState::Standby),
         };
         Pipeline { snapshot, core }
     }
@@ -283,7 +297,20 @@ impl Pipeline {
         core.backend_hops = vec![HopSlot::UNKNOWN; snapshot.backends.len()];
         core.subnets = subnets(&snapshot);
         core.hops_generation = u64::MAX;
+        core.presence = snapshot.fleet.presence(core.vrrp);
         self.snapshot = snapshot;
+    }
+
+    /// Sets the VRRP state keepalived gave the box (through control); it changes what the
+    /// pipeline does only in `vrrp` mode, and survives snapshot swaps. Becoming active does
+    /// not announce by itself: control follows with [`Pipeline::announce`].
+    pub fn set_vrrp_state(&mut self, state: VrrpState) {
+        self.core.vrrp = state;
+        self.core.presence = self.snapshot.fleet.presence(state);
+    }
+
+    pub fn vrrp_state(&self) -> VrrpState {
+        self.core.vrrp
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -376,6 +403,10 @@ impl Pipeline {
             _ => plain_transport_at(frame),
         };
         let verdict = match transport {
+            // A VRRP standby never forwards for the VIPs.
+            Some(_) if class == Class::ToVip && !core.presence.forward_vips => {
+                Verdict::Drop(DropReason::Standby)
+            }
             Some(transport) => {
                 core.transport(snapshot, now, ingress, frame, class, transport, lookup)
             }
@@ -567,6 +598,9 @@ impl CoreState {
         let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
         let owned = match snapshot.owned(dst) {
             Some(Owned::Interface(_)) => return Verdict::Pass,
+            Some(Owned::Vip) if !self.presence.forward_vips => {
+                return Verdict::Drop(DropReason::Standby);
+            }
             Some(owned) => Some(owned),
             None if snapshot.is_nat_backend(src) => None,
             None => return Verdict::Pass,
