@@ -82,11 +82,12 @@ use crate::dataplane::io::afxdp::tap::{self, Tap};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, Pipeline};
+use crate::fleet::{self, Presence, VrrpState};
 use crate::instance;
 use crate::log::{error, info, warn};
 use crate::report::{BackendCounters, CoreReport, PassiveCounters, PortStats, Stat};
 use crate::sched::SchedulerKind;
-use crate::snapshot::{BackendId, IfaceId, Snapshot};
+use crate::snapshot::{BackendId, IfaceId, Owned, Snapshot};
 use crate::time::MonotonicClock;
 use crate::tuning::BusyPollMode;
 use crate::wire::MacAddr;
@@ -467,10 +468,14 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         state_path,
         file_weights,
         stored_state: String::new(),
+        vrrp: VrrpState::Standby,
     };
     control.save_state();
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
+    if control.config.fleet != fleet::FleetMode::Standalone {
+        info!("{}", fleet::describe(control.config.fleet, control.vrrp));
+    }
     control.start_probe(owned);
     control.run(&stop, &reload, &ctl);
     let lost = control.lost.take();
@@ -551,6 +556,9 @@ struct ControlLoop<'a> {
     file_weights: HashMap<BackendId, u32>,
     /// The state file's text as last written (nothing is written while it does not change).
     stored_state: String,
+    /// The VRRP state `xlb ctl --active`/`--standby` gave (what it means depends on the
+    /// config's fleet mode: [`crate::fleet`]); standby at start, kept across reloads.
+    vrrp: VrrpState,
 }
 
 /// The `--ready-file`: holds xlb's PID while it runs, removed when `run` returns (an
@@ -702,7 +710,42 @@ impl ControlLoop<'_> {
                 self.zero(service);
                 Response::success(String::new())
             }
+            Outcome::Fleet(set) => {
+                if let Some(state) = set {
+                    self.set_vrrp_state(state);
+                }
+                Response::success(format!("{}\n", fleet::describe(self.config.fleet, self.vrrp)))
+            }
         }
+    }
+
+    /// Makes the box active or standby (`vrrp` mode: `decide` refused the others): every
+    /// worker first, then, on becoming active, gratuitous ARP for every VIP at once (paced
+    /// by core 0), so the switches and routers move the VIPs here without waiting for a
+    /// probe.
+    fn set_vrrp_state(&mut self, state: VrrpState) {
+        let was = self.presence();
+        self.vrrp = state;
+        for control in self.controls {
+            let _ = control.send(ControlMsg::VrrpState(state));
+        }
+        info!("{} (xlb ctl)", fleet::describe(self.config.fleet, state));
+        if self.presence().answer_vips && !was.answer_vips {
+            let vips = self.vips();
+            info!("announcing {} VIP(s) with gratuitous ARP", vips.len());
+            let _ = self.controls[0].send(ControlMsg::Announce(vips));
+        }
+    }
+
+    /// What the box does for its VIPs: the running config's fleet mode in the VRRP state.
+    fn presence(&self) -> Presence {
+        self.snapshot.fleet.presence(self.vrrp)
+    }
+
+    /// The running snapshot's VIPs (not its local addresses).
+    fn vips(&self) -> Vec<Ipv4Addr> {
+        let announced = self.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip);
+        announced.filter(|ip| self.snapshot.owned(*ip) == Some(Owned::Vip)).collect()
     }
 
     /// Per-backend counters summed over every core by identity (a core still on the
@@ -889,6 +932,7 @@ impl ControlLoop<'_> {
             health: &health,
             busy_poll: &busy_poll,
             busy_poll_rx_packets: busypoll::busy_poll_rx_packets(),
+            fleet: (self.config.fleet, self.vrrp),
         };
         let text = metrics::render_reports(
             &self.ledger,
@@ -1028,7 +1072,13 @@ impl ControlLoop<'_> {
         for control in self.controls {
             let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
         }
-        let old_addrs = self.snapshot.announced_addrs();
+        let was_answering = self.presence().answer_vips;
+        let old_addrs = if snapshot.fleet.presence(self.vrrp).answer_vips && !was_answering {
+            // A reload that makes the box speak for its VIPs (a mode change): all are new.
+            Vec::new()
+        } else {
+            self.snapshot.announced_addrs()
+        };
         let new_addrs: Vec<Ipv4Addr> = snapshot
             .announced_addrs()
             .into_iter()
@@ -1072,7 +1122,11 @@ impl ControlLoop<'_> {
             .values()
             .filter(|r| r.generation == self.snapshot.generation)
             .flat_map(|r| r.unresolved.iter().copied());
-        let wanted = Wanted::new(&self.snapshot, unresolved);
+        let mut wanted = Wanted::new(&self.snapshot, unresolved);
+        if !self.presence().answer_vips {
+            // Peers of the fleet announce the VIPs: not a conflict for a silent box.
+            wanted.owned.retain(|ip| self.snapshot.owned(*ip) != Some(Owned::Vip));
+        }
         let observed = self.relay.observe(StdInstant::now(), &wanted, &entries);
         for (level, line) in &observed.lines {
             crate::log::write(*level, format_args!("{line}"));
@@ -1086,7 +1140,11 @@ impl ControlLoop<'_> {
 
     /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses); they are announced
     /// after [`PROBE_WAIT`] unless another host answers (see [`ControlLoop::finish_probe`]).
-    fn start_probe(&mut self, addrs: Vec<Ipv4Addr>) {
+    fn start_probe(&mut self, mut addrs: Vec<Ipv4Addr>) {
+        // A box silent for its VIPs probes and announces only its local addresses.
+        if !self.presence().answer_vips {
+            addrs.retain(|ip| self.snapshot.owned(*ip) != Some(Owned::Vip));
+        }
         if addrs.is_empty() {
             return;
         }
