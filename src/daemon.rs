@@ -469,6 +469,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         file_weights,
         stored_state: String::new(),
         vrrp: VrrpState::Standby,
+        silent_claims: HashMap::new(),
     };
     control.save_state();
     let owned: Vec<Ipv4Addr> =
@@ -559,6 +560,10 @@ struct ControlLoop<'a> {
     /// The VRRP state `xlb ctl --active`/`--standby` gave (what it means depends on the
     /// config's fleet mode: [`crate::fleet`]); standby at start, kept across reloads.
     vrrp: VrrpState,
+    /// Other hosts' ARP from a VIP that the steering programs had recorded when the box
+    /// last began to speak for its VIPs (a peer's announcements while this box was silent):
+    /// old news, not conflicts.
+    silent_claims: HashMap<Ipv4Addr, (MacAddr, u64)>,
 }
 
 /// The `--ready-file`: holds xlb's PID while it runs, removed when `run` returns (an
@@ -732,6 +737,12 @@ impl ControlLoop<'_> {
         info!("{} (xlb ctl)", fleet::describe(self.config.fleet, state));
         if self.presence().answer_vips && !was.answer_vips {
             let vips = self.vips();
+            self.silent_claims = self
+                .arp_seen()
+                .into_iter()
+                .filter(|(ip, _, _)| vips.contains(ip))
+                .map(|(ip, mac, seen)| (ip, (mac, seen)))
+                .collect();
             info!("announcing {} VIP(s) with gratuitous ARP", vips.len());
             let _ = self.controls[0].send(ControlMsg::Announce(vips));
         }
@@ -1110,13 +1121,8 @@ impl ControlLoop<'_> {
     /// Tells every worker about ARP the steering programs saw since last time, about next
     /// hops xlb needs only; logs (rate-limited) MAC changes and other hosts' claims.
     fn relay_arp(&mut self) {
-        let mut entries = Vec::new();
-        for link in self.links {
-            match link.steer.arp_seen() {
-                Ok(seen) => entries.extend(seen),
-                Err(error) => warn!("{}: reading snooped ARP: {error}", link.netdev.name),
-            }
-        }
+        let mut entries = self.arp_seen();
+        entries.retain(|(ip, mac, seen)| self.silent_claims.get(ip) != Some(&(*mac, *seen)));
         let unresolved = self
             .latest
             .values()
@@ -1136,6 +1142,18 @@ impl ControlLoop<'_> {
                 let _ = control.send(ControlMsg::Neighbor(ip, mac));
             }
         }
+    }
+
+    /// What the steering programs recorded of ARP: sender address, MAC, when.
+    fn arp_seen(&self) -> Vec<(Ipv4Addr, MacAddr, u64)> {
+        let mut entries = Vec::new();
+        for link in self.links {
+            match link.steer.arp_seen() {
+                Ok(seen) => entries.extend(seen),
+                Err(error) => warn!("{}: reading snooped ARP: {error}", link.netdev.name),
+            }
+        }
+        entries
     }
 
     /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses); they are announced

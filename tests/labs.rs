@@ -6,7 +6,8 @@
 //! (the malformed corpus on the wire under good traffic), `lab/failover` (a real server
 //! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
 //! load; also with one real server down or drained, `--out`), `lab/synflood --seconds 3` in
-//! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`. Each must print its PASS
+//! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; `lab/vrrp` (issue 13:
+//! an xlb pair under keepalived, the active one SIGKILLed). Each must print its PASS
 //! line, exit 0, and leave none
 //! of its namespaces behind.
 //!
@@ -147,6 +148,13 @@ fn lab_synflood_fullnat() {
 #[test]
 fn lab_soak() {
     run_lab("soak", &["--seconds", "20"], "");
+}
+
+/// Issue 13: two xlb boxes with keepalived (VRRP); the active one's xlb SIGKILLed under
+/// DR load: the standby takes over, no long-lived connection breaks.
+#[test]
+fn lab_vrrp() {
+    run_lab("vrrp", &[], "takeover ");
 }
 
 #[test]
