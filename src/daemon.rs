@@ -74,6 +74,7 @@ use crate::control::probe_routes::{self, ProbeRoutes};
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::state::{self, Kept, State};
 use crate::control::stats;
+use crate::control::vip_routes::{self, VipRoutes};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::netdev::Netdev;
@@ -470,8 +471,20 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         stored_state: String::new(),
         vrrp: VrrpState::Standby,
         silent_claims: HashMap::new(),
+        vip_routes: None,
     };
     control.save_state();
+    if let Some(settings) = &control.config.fleet_routes {
+        let routes =
+            VipRoutes::new(settings).map_err(|e| anyhow::anyhow!("[fleet] route_device: {e}"))?;
+        info!(
+            "VIP routes: table {} through {} (gone when xlb exits)",
+            settings.table,
+            routes.device()
+        );
+        control.vip_routes = Some(routes);
+        control.sync_vip_routes();
+    }
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
     if control.config.fleet != fleet::FleetMode::Standalone {
@@ -479,6 +492,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     }
     control.start_probe(owned);
     control.run(&stop, &reload, &ctl);
+    if control.vip_routes.take().is_some() {
+        // Before the workers stop: the routers move the VIPs' flows to the other boxes.
+        info!("VIP routes withdrawn (their device closed)");
+    }
     let lost = control.lost.take();
     crate::notify::stopping(lost.as_deref().unwrap_or("stopping"));
     drop(ctl);
@@ -564,6 +581,8 @@ struct ControlLoop<'a> {
     /// last began to speak for its VIPs (a peer's announcements while this box was silent):
     /// old news, not conflicts.
     silent_claims: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    /// `[fleet] route_table`: the VIP routes bird2 exports (None: not configured).
+    vip_routes: Option<VipRoutes>,
 }
 
 /// The `--ready-file`: holds xlb's PID while it runs, removed when `run` returns (an
@@ -697,7 +716,7 @@ impl ControlLoop<'_> {
             Outcome::Reply(response) => response,
             Outcome::Apply { config, reply } => {
                 let command = request.args.join(" ");
-                match self.publish(config, &format!("xlb ctl {command}")) {
+                match self.publish(*config, &format!("xlb ctl {command}")) {
                     Ok(()) => {
                         self.save_state();
                         reply
@@ -1115,7 +1134,25 @@ impl ControlLoop<'_> {
         self.snapshot = snapshot;
         self.config = config;
         self.start_probe(new_addrs);
+        self.sync_vip_routes();
         Ok(())
+    }
+
+    /// Routes the VIPs the running snapshot can serve, withdraws the others
+    /// ([`vip_routes`]); logs what changed.
+    fn sync_vip_routes(&mut self) {
+        let Some(routes) = &mut self.vip_routes else { return };
+        match routes.sync(&vip_routes::wanted(&self.snapshot)) {
+            Ok((added, removed)) => {
+                for vip in added {
+                    info!("VIP route {vip}/32 added (a backend takes new flows)");
+                }
+                for vip in removed {
+                    info!("VIP route {vip}/32 withdrawn (no backend takes new flows)");
+                }
+            }
+            Err(error) => warn!("VIP routes: {error}"),
+        }
     }
 
     /// Tells every worker about ARP the steering programs saw since last time, about next

@@ -108,6 +108,21 @@ impl FromStr for VrrpState {
     }
 }
 
+/// `[fleet] route_table` and `route_device` (bgp mode): xlb keeps a /32 route per VIP it can
+/// serve in that kernel table, through a device of its own that dies with it
+/// ([`crate::control::vip_routes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteExport {
+    /// The kernel routing table (not 253, 254, 255).
+    pub table: u32,
+    /// The TUN device the routes point at (created by xlb; it must not exist).
+    pub device: String,
+}
+
+impl RouteExport {
+    pub const DEFAULT_DEVICE: &'static str = "xlb-vips";
+}
+
 /// What a box does for its VIPs (never for its local addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Presence {

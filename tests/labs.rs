@@ -7,7 +7,8 @@
 //! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
 //! load; also with one real server down or drained, `--out`), `lab/synflood --seconds 3` in
 //! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; `lab/vrrp` (issue 13:
-//! an xlb pair under keepalived, the active one SIGKILLed). Each must print its PASS
+//! an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's VIP
+//! routes). Each must print its PASS
 //! line, exit 0, and leave none
 //! of its namespaces behind.
 //!
@@ -155,6 +156,12 @@ fn lab_soak() {
 #[test]
 fn lab_vrrp() {
     run_lab("vrrp", &[], "takeover ");
+}
+
+/// Issue 13: BGP mode's VIP route follows the backends' health and vanishes on SIGKILL.
+#[test]
+fn lab_routes() {
+    run_lab("routes", &[], "20/20 http");
 }
 
 #[test]

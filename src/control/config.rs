@@ -85,7 +85,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
-use crate::fleet::FleetMode;
+use crate::fleet::{FleetMode, RouteExport};
 use crate::flow::{ForwardMode, Proto};
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 use crate::tuning::BusyPollMode;
@@ -197,6 +197,9 @@ pub struct Config {
     /// How the box takes part in a fleet (`[fleet] mode`, default standalone; see
     /// [`crate::fleet`]).
     pub fleet: FleetMode,
+    /// `[fleet] route_table` (bgp mode): a /32 route per VIP it can serve, for bird2 to
+    /// export ([`crate::control::vip_routes`]).
+    pub fleet_routes: Option<RouteExport>,
     /// The virtual services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -639,6 +642,13 @@ impl Config {
             let _ = writeln!(out, "busy_poll_marker = {port}");
         }
         let _ = writeln!(out, "[fleet]\nmode = \"{}\"", self.fleet.name());
+        if let Some(routes) = &self.fleet_routes {
+            let _ = writeln!(
+                out,
+                "route_table = {}\nroute_device = \"{}\"",
+                routes.table, routes.device
+            );
+        }
         for s in &self.services {
             let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let _ = writeln!(
@@ -833,6 +843,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawFleet {
     mode: Leaf,
+    route_table: Leaf,
+    route_device: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1153,6 +1165,41 @@ impl Context<'_> {
             .ok_or_else(|| self.invalid(key, at, "a number of seconds greater than 0, like 2.0"))
     }
 
+    /// `[fleet] route_table` and `route_device`: only in `bgp` mode.
+    fn fleet_routes(
+        &self,
+        mode: FleetMode,
+        table: &RawFleet,
+    ) -> Result<Option<RouteExport>, ConfigError> {
+        const EXPECT_TABLE: &str = "a routing table number from 1 to 4294967295, not 253, 254 \
+                                    or 255 (default, main, local), with mode = \"bgp\"";
+        const EXPECT_DEVICE: &str =
+            "an interface name of 1 to 15 bytes, no '/', ':' or whitespace, with route_table";
+        let Some(at) = &table.route_table else {
+            return match &table.route_device {
+                Some(at) => Err(self.invalid("fleet.route_device", at, EXPECT_DEVICE)),
+                None => Ok(None),
+            };
+        };
+        let number: u32 =
+            self.integer("fleet.route_table", at, 1, u32::MAX.into(), EXPECT_TABLE)?;
+        if matches!(number, 253..=255) || mode != FleetMode::Bgp {
+            return Err(self.invalid("fleet.route_table", at, EXPECT_TABLE));
+        }
+        let device = match &table.route_device {
+            Some(at) => {
+                let name = self.string("fleet.route_device", at, EXPECT_DEVICE)?;
+                let bad = |c: char| c == '/' || c == ':' || c.is_whitespace();
+                if name.is_empty() || name.len() > 15 || name.chars().any(bad) {
+                    return Err(self.invalid("fleet.route_device", at, EXPECT_DEVICE));
+                }
+                name.to_string()
+            }
+            None => RouteExport::DEFAULT_DEVICE.to_string(),
+        };
+        Ok(Some(RouteExport { table: number, device }))
+    }
+
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         if raw.interface.is_empty() {
             return Err(self.missing(
@@ -1253,12 +1300,16 @@ impl Context<'_> {
             None => DataplaneSettings::default(),
         };
 
-        let fleet = match &raw.fleet {
-            Some(table) => self.optional_choice("fleet.mode", &table.mode, FleetMode::default())?,
-            None => FleetMode::default(),
+        let (fleet, fleet_routes) = match &raw.fleet {
+            Some(table) => {
+                let mode = self.optional_choice("fleet.mode", &table.mode, FleetMode::default())?;
+                (mode, self.fleet_routes(mode, table)?)
+            }
+            None => (FleetMode::default(), None),
         };
 
-        let config = Config { interfaces, neighbors, conntrack, dataplane, fleet, services };
+        let config =
+            Config { interfaces, neighbors, conntrack, dataplane, fleet, fleet_routes, services };
         self.address_conflicts(&raw, &config)?;
         Ok(config)
     }
@@ -2758,6 +2809,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn fleet_route_table_is_for_bgp_mode() {
+        use crate::fleet::RouteExport;
+        let bgp = |extra: &str| with_iface(&format!("[fleet]\nmode = \"bgp\"\n{extra}"));
+        assert_eq!(parse(&bgp("")).unwrap().fleet_routes, None);
+        let config = parse(&bgp("route_table = 100\n")).unwrap();
+        let expected = RouteExport { table: 100, device: RouteExport::DEFAULT_DEVICE.into() };
+        assert_eq!(config.fleet_routes, Some(expected));
+        assert_eq!(parse(&config.to_toml()).unwrap().fleet_routes, config.fleet_routes);
+        let config = parse(&bgp("route_table = 7\nroute_device = \"vips0\"\n")).unwrap();
+        assert_eq!(config.fleet_routes, Some(RouteExport { table: 7, device: "vips0".into() }));
+        for bad in ["0", "254", "4294967296", "\"main\""] {
+            assert_invalid(
+                &bgp(&format!("route_table = {bad}\n")),
+                "fleet.route_table",
+                "route_table",
+            );
+        }
+        let vrrp = with_iface("[fleet]\nmode = \"vrrp\"\nroute_table = 100\n");
+        assert_invalid(&vrrp, "fleet.route_table", "route_table");
+        for bad in ["\"\"", "\"a/b\"", "\"sixteen-bytes-xx\""] {
+            let text = bgp(&format!("route_table = 1\nroute_device = {bad}\n"));
+            assert_invalid(&text, "fleet.route_device", "route_device");
+        }
+        assert_invalid(&bgp("route_device = \"v\"\n"), "fleet.route_device", "route_device");
+    }
+
+    #[test]
     fn dataplane_busy_poll_is_auto_on_or_off() {
         assert_eq!(parse(&with_iface("")).unwrap().dataplane.busy_poll, BusyPollMode::Auto);
         for (text, mode) in
@@ -3313,6 +3391,7 @@ pub(crate) mod tests {
                             .then_some((capacity % 60_000) as u16 + 1),
                     },
                     fleet: crate::fleet::FleetMode::ALL[capacity % 3],
+                    fleet_routes: None,
                     services,
                 }
             },

@@ -1669,8 +1669,8 @@ pub enum Outcome {
     /// Build a snapshot of `config` and publish it to every worker, then answer `reply`. If
     /// the snapshot cannot be built, answer with why (status 1) and keep running as before.
     Apply {
-        /// The new config, already checked as a config file is.
-        config: Config,
+        /// The new config, already checked as a config file is (boxed: a config is large).
+        config: Box<Config>,
         /// The answer once it is installed.
         reply: Response,
     },
@@ -1726,7 +1726,9 @@ pub fn decide(config: &Config, request: &Request) -> Outcome {
         }
         Command::Fleet(set) => Outcome::Fleet(set),
         command => match apply(config, &command) {
-            Ok(next) => Outcome::Apply { config: next, reply: Response::success(String::new()) },
+            Ok(next) => {
+                Outcome::Apply { config: Box::new(next), reply: Response::success(String::new()) }
+            }
             Err(error) => Outcome::Reply(refusal(&error)),
         },
     }
@@ -1767,7 +1769,7 @@ pub fn handle<D: Daemon>(state: &mut CtlState<D>, request: Request) -> Response 
         Outcome::Reply(reply) => reply,
         Outcome::Apply { config, reply } => match state.daemon.install(&config) {
             Ok(()) => {
-                state.config = config;
+                state.config = *config;
                 reply
             }
             Err(why) => Response {
