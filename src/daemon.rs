@@ -79,7 +79,7 @@ use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{Attachment, SteerProgram, SteerRules, XdpMode};
-use crate::dataplane::io::afxdp::tap::{self, Tap};
+use crate::dataplane::io::afxdp::tap::{self, Tap, Tun};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, Pipeline};
@@ -475,8 +475,10 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     };
     control.save_state();
     if let Some(settings) = &control.config.fleet_routes {
-        let routes =
-            VipRoutes::new(settings).map_err(|e| anyhow::anyhow!("[fleet] route_device: {e}"))?;
+        let routes = VipRoutes::new(
+            settings,
+            Tun::create(&settings.device).context("[fleet] route_device")?,
+        );
         info!(
             "VIP routes: table {} through {} (gone when xlb exits)",
             settings.table,
@@ -582,7 +584,7 @@ struct ControlLoop<'a> {
     /// old news, not conflicts.
     silent_claims: HashMap<Ipv4Addr, (MacAddr, u64)>,
     /// `[fleet] route_table`: the VIP routes bird2 exports (None: not configured).
-    vip_routes: Option<VipRoutes>,
+    vip_routes: Option<VipRoutes<Tun>>,
 }
 
 /// The `--ready-file`: holds xlb's PID while it runs, removed when `run` returns (an

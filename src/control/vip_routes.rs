@@ -8,7 +8,8 @@
 //!   take new flows (weight above 0: health checks took none of them out, `xlb ctl` drained
 //!   none of them all); otherwise it is withdrawn, so the routers send its flows to the
 //!   other boxes.
-//! - Every route points at a TUN device xlb creates ([`Tun`]) and holds open: when xlb
+//! - Every route points at a TUN device the daemon creates (the dataplane's `Tun`) and
+//!   [`VipRoutes`] holds open: when xlb
 //!   exits, however it exits (SIGKILL included), the kernel deletes the device and the
 //!   routes with it, so a dead box announces nothing (bird withdraws what left the table).
 //!   A graceful stop drops [`VipRoutes`] before the workers stop.
@@ -19,7 +20,6 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::control::probe_routes::ip;
-use crate::dataplane::io::afxdp::tap::Tun;
 use crate::fleet::RouteExport;
 use crate::snapshot::Snapshot;
 
@@ -37,24 +37,31 @@ pub fn wanted(snapshot: &Snapshot) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
-/// The VIP routes of this process, through its own device.
+/// The VIP routes of this process, through its own device `D` (held open, never read:
+/// dropping it closes the device, and the kernel removes the routes with it).
 #[derive(Debug)]
-pub struct VipRoutes {
-    device: Tun,
+pub struct VipRoutes<D> {
+    _device: D,
+    name: String,
     table: String,
     installed: BTreeSet<Ipv4Addr>,
 }
 
-impl VipRoutes {
-    /// Creates the device (it must not exist yet); no route yet.
-    pub fn new(settings: &RouteExport) -> Result<VipRoutes, String> {
-        let device = Tun::create(&settings.device).map_err(|e| e.to_string())?;
-        Ok(VipRoutes { device, table: settings.table.to_string(), installed: BTreeSet::new() })
+impl<D> VipRoutes<D> {
+    /// Routes through `device`, the device `settings` names (created by the caller); no
+    /// route yet.
+    pub fn new(settings: &RouteExport, device: D) -> VipRoutes<D> {
+        VipRoutes {
+            _device: device,
+            name: settings.device.clone(),
+            table: settings.table.to_string(),
+            installed: BTreeSet::new(),
+        }
     }
 
     /// The device's name.
     pub fn device(&self) -> &str {
-        self.device.name()
+        &self.name
     }
 
     /// Makes the routes `wanted`: adds the new ones, removes the gone ones. Returns what
@@ -68,7 +75,7 @@ impl VipRoutes {
         let added: Vec<Ipv4Addr> = wanted.difference(&self.installed).copied().collect();
         for vip in &removed {
             let route = format!("{vip}/32");
-            match ip(&["route", "del", &route, "dev", self.device.name(), "table", &self.table]) {
+            match ip(&["route", "del", &route, "dev", &self.name, "table", &self.table]) {
                 Ok(()) => {
                     self.installed.remove(vip);
                 }
@@ -77,8 +84,7 @@ impl VipRoutes {
         }
         for vip in &added {
             let route = format!("{vip}/32");
-            let args =
-                ["route", "replace", &route, "dev", self.device.name(), "table", &self.table];
+            let args = ["route", "replace", &route, "dev", &self.name, "table", &self.table];
             match ip(&args) {
                 Ok(()) => {
                     self.installed.insert(*vip);

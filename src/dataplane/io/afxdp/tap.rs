@@ -153,7 +153,7 @@ impl Tap {
 }
 
 /// A TUN device that carries no traffic: xlb's VIP routes point at it (`[fleet]
-/// route_table`, [`crate::control::vip_routes`]) so that they live exactly as long as the
+/// route_table`, control's `vip_routes`) so that they live exactly as long as the
 /// process. Not persistent: when the fd closes — xlb stops, or is killed — the kernel
 /// deletes the device and every route through it. Up, `NOARP`, no IPv6; nothing reads it.
 #[derive(Debug)]
