@@ -19,11 +19,12 @@
 //!   walk stays within its bounds, a checked NDP packet's options all parse, and the frames
 //!   the NDP writers make parse back with a valid checksum.
 //! - `pipeline`: three pipelines (three cores' slots, each other's conntrack peers) on one
-//!   snapshot with DR, NAT and FullNAT services, two interfaces, static neighbours and
-//!   unresolved ones; the state lives across inputs. Frames go through `process` or, one
+//!   snapshot with DR, NAT and FullNAT services of both families, two dual-stack interfaces,
+//!   static neighbours and unresolved ones; the state lives across inputs. Frames go through `process` or, one
 //!   round in sixteen, a `process_batch` of up to 70 frames. Time advances with every input
 //!   (sometimes by minutes), `maintain` runs every 512 inputs, ARP requests the pipelines
-//!   emit are sometimes answered with `learn_neighbor`. Oracle: every frame gets exactly one
+//!   emit are sometimes answered with `learn_neighbor` (neighbour solicitations with
+//!   `learn_neighbor6`). Oracle: every frame gets exactly one
 //!   counted verdict — the pipeline's counters (frames, bytes, each verdict kind and drop
 //!   reason) equal the verdicts the harness saw returned, checked at every `maintain` and at
 //!   the end; a `Tx` names an existing interface.
@@ -33,8 +34,8 @@
 //!
 //! Seeds: the frames of the golden replay cases' kinds, built with `xlb::testkit`, the frames
 //! of `examples/seed-dr.pcap`, IPv6 frames (TCP, UDP, extension headers, a fragment, ICMPv6
-//! echo and Packet Too Big, NDP; built with etherparse and the NDP writers; the pipeline passes
-//! them to the kernel today), `examples/*.toml`, the test configs and the string literals of
+//! echo and Packet Too Big, NDP; built with etherparse and the NDP writers, to the
+//! snapshot's IPv6 VIP), `examples/*.toml`, the test configs and the string literals of
 //! the config module's tests.
 //!
 //! Determinism: input `i` of a target is a pure function of (seed, target, i) and the seed
@@ -159,11 +160,14 @@ name = "eth0"
 addr = "10.1.1.2/24"
 mac = "02:00:0a:01:01:02"
 gateway = "10.1.1.1"
+addr6 = "2001:db8:1:1::2/64"
+gateway6 = "2001:db8:1:1::1"
 
 [[interface]]
 name = "eth1"
 addr = "10.3.0.2/24"
 mac = "02:00:00:00:03:02"
+addr6 = "2001:db8:3::2/64"
 
 [conntrack]
 capacity = 4096
@@ -246,6 +250,39 @@ local_addrs = ["10.3.0.200"]
 [[service.backend]]
 addr = "10.3.0.11"
 port = 5353
+
+# IPv6: the VIP of the IPv6 seed frames in every mode (NDP resolves the backends).
+[[neighbor]]
+ip = "2001:db8:1:1::11"
+mac = "02:00:0a:01:01:0b"
+
+[[service]]
+vip = "2001:db8:1:1::10"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "2001:db8:1:1::11"
+[[service.backend]]
+addr = "2001:db8:1:1::13"
+
+[[service]]
+vip = "2001:db8:1:1::10"
+port = 53
+proto = "udp"
+forward = "nat"
+scheduler = "sh"
+[[service.backend]]
+addr = "2001:db8:3::11"
+port = 5353
+
+[[service]]
+vip = "2001:db8:1:1::10"
+port = 443
+forward = "fullnat"
+local_addrs = ["2001:db8:3::200"]
+[[service.backend]]
+addr = "2001:db8:3::11"
+port = 8443
 "#;
 
 /// Good frames of every kind the golden cases feed: flows of each forward mode in both
@@ -1108,6 +1145,8 @@ struct Cores {
     now: Instant,
     /// ARP requests the pipelines emitted: (asked address, which pipeline).
     asked: Vec<(Ipv4Addr, usize)>,
+    /// Neighbour solicitations the pipelines emitted: (target, which pipeline).
+    asked6: Vec<(Ipv6Addr, usize)>,
     frames: Vec<Vec<u8>>,
     verdicts: Vec<Verdict>,
     /// Per pipeline: the frames handed in and the verdicts returned, counted here rather than
@@ -1123,16 +1162,23 @@ impl Cores {
             .map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: CORES }))
             .collect();
         let readers: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader).collect();
+        let readers6: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader6).collect();
         for (i, pipeline) in pipelines.iter_mut().enumerate() {
             let peers = readers.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r.clone());
             pipeline.set_peers(peers.collect());
+            let peers =
+                readers6.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r.clone());
+            pipeline.set_peers6(peers.collect());
             let addrs: Vec<_> = snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
             pipeline.announce(&addrs);
+            let six = snapshot.family::<xlb::family::V6>().announced();
+            pipeline.announce6(&six.into_iter().map(|(ip, _)| ip).collect::<Vec<_>>());
         }
         Cores {
             pipelines,
             now: Instant::from_secs(1_000),
             asked: Vec::new(),
+            asked6: Vec::new(),
             frames: Vec::new(),
             verdicts: Vec::new(),
             tallies: vec![VerdictTally::default(); usize::from(CORES)],
@@ -1163,7 +1209,7 @@ impl Cores {
                 tally.record(frame.len(), *verdict);
             }
         }
-        let asked = &mut self.asked;
+        let (asked, asked6) = (&mut self.asked, &mut self.asked6);
         pipeline.drain_emitted(|_, emitted| {
             if let Ok(eth) = EthernetFrame::new_checked(emitted)
                 && let Ok(arp) = ArpPacket::new_checked(eth.payload())
@@ -1171,6 +1217,11 @@ impl Cores {
                 && asked.len() < 64
             {
                 asked.push((arp.target_proto_addr(), core));
+            }
+            if let Ok(xlb::ndp::Ndp::Solicit(solicit)) = xlb::ndp::parse(emitted)
+                && asked6.len() < 64
+            {
+                asked6.push((solicit.target, core));
             }
         });
         // Sometimes a neighbour answers, unless it is a silent one.
@@ -1180,6 +1231,15 @@ impl Cores {
         {
             let mac = MacAddr([0x02, 0, 0, 0, rng.byte(), rng.byte()]);
             self.pipelines[at].learn_neighbor(self.now, ip, mac);
+            self.pipelines[at].drain_emitted(|_, _| {});
+        }
+        // The same for IPv6 (2001:db8:1:1::13 never answers).
+        if rng.one_in(8)
+            && let Some((ip, at)) = self.asked6.pop()
+            && ip != Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, 0x13)
+        {
+            let mac = MacAddr([0x02, 0, 0, 0, rng.byte(), rng.byte()]);
+            self.pipelines[at].learn_neighbor6(self.now, ip, mac);
             self.pipelines[at].drain_emitted(|_, _| {});
         }
         if index % MAINTAIN_EVERY == MAINTAIN_EVERY - 1 {

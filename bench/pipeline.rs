@@ -21,7 +21,7 @@
 mod callgrind;
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallClock};
@@ -56,17 +56,28 @@ enum Scenario {
     NewFlows,
     /// DR, 100k established flows with 5% new flows mixed in.
     Mix,
+    /// The IPv6 twins of `DrHit`, `NatHit` and `FullNatHit` (80-byte frames).
+    DrHit6,
+    NatHit6,
+    FullNatHit6,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 9] = [
         Scenario::DrHit,
         Scenario::DrHitSized,
         Scenario::NatHit,
         Scenario::FullNatHit,
         Scenario::NewFlows,
         Scenario::Mix,
+        Scenario::DrHit6,
+        Scenario::NatHit6,
+        Scenario::FullNatHit6,
     ];
+
+    fn is_ipv6(self) -> bool {
+        matches!(self, Scenario::DrHit6 | Scenario::NatHit6 | Scenario::FullNatHit6)
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -76,6 +87,9 @@ impl Scenario {
             Scenario::FullNatHit => "fullnat-hit",
             Scenario::NewFlows => "new-flows",
             Scenario::Mix => "dr-mix",
+            Scenario::DrHit6 => "dr-hit6",
+            Scenario::NatHit6 => "nat-hit6",
+            Scenario::FullNatHit6 => "fullnat-hit6",
         }
     }
 
@@ -87,6 +101,9 @@ impl Scenario {
             Scenario::FullNatHit => "FullNAT, hit, 50% replies (100k flows)",
             Scenario::NewFlows => "DR, new flows (miss+schedule+insert)",
             Scenario::Mix => "DR, 95% hit + 5% new (100k flows)",
+            Scenario::DrHit6 => "IPv6 DR, conntrack hit (100k flows)",
+            Scenario::NatHit6 => "IPv6 NAT, hit, 50% replies (100k flows)",
+            Scenario::FullNatHit6 => "IPv6 FullNAT, hit, 50% replies (100k flows)",
         }
     }
 
@@ -96,9 +113,10 @@ impl Scenario {
     /// 1 / (0.95/20 + 0.05/5) = 17.4 Mpps.
     fn target_mpps(self) -> f64 {
         match self {
-            Scenario::DrHit | Scenario::DrHitSized => 20.0,
+            Scenario::DrHit | Scenario::DrHitSized | Scenario::DrHit6 => 20.0,
             Scenario::Mix => 1.0 / (0.95 / 20.0 + 0.05 / 5.0),
             Scenario::NatHit | Scenario::FullNatHit => 10.0,
+            Scenario::NatHit6 | Scenario::FullNatHit6 => 10.0,
             Scenario::NewFlows => 5.0,
         }
     }
@@ -140,13 +158,13 @@ fn client(i: usize) -> (Ipv4Addr, u16) {
     (host, 1024 + ((i / 250) % 60_000) as u16)
 }
 
-fn fixed(frame: Vec<u8>) -> [u8; FRAME_LEN] {
-    frame.try_into().expect("benchmark frames are 60 bytes")
+fn fixed<const N: usize>(frame: Vec<u8>) -> [u8; N] {
+    frame.try_into().expect("benchmark frames are 60 bytes (IPv4) or 80 (IPv6)")
 }
 
-struct Prepared {
+struct Prepared<const N: usize = FRAME_LEN> {
     pipeline: Pipeline,
-    templates: Vec<[u8; FRAME_LEN]>,
+    templates: Vec<[u8; N]>,
     /// Order in which templates are fed.
     order: Vec<u32>,
 }
@@ -261,13 +279,91 @@ fn prepare_population(scenario: Scenario, packets: usize, population: Population
     Prepared { pipeline, templates, order }
 }
 
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
+
+/// [`config`] in IPv6: the box at 2001:db8::1/64 (and its IPv4 side), the backends at
+/// 2001:db8::1:N, clients behind the gateway 2001:db8::fe.
+fn config6(forward: &str) -> Arc<Snapshot> {
+    let mut text = format!(
+        "[[interface]]\nname = \"eth0\"\naddr = \"10.0.0.1/16\"\nmac = \"{LB_MAC}\"\n\
+         addr6 = \"2001:db8::1/64\"\ngateway6 = \"2001:db8::fe\"\n\n\
+         [conntrack]\ncapacity = {DEFAULT_CAPACITY}\nmax_embryonic = {DEFAULT_CAPACITY}\n\n"
+    );
+    for i in 0..BACKENDS {
+        text += &format!(
+            "[[neighbor]]\nip = \"2001:db8::1:{}\"\nmac = \"02:00:00:00:01:{:02x}\"\n",
+            i + 1,
+            i + 1
+        );
+    }
+    text += &format!("[[neighbor]]\nip = \"2001:db8::fe\"\nmac = \"{CLIENT_MAC}\"\n");
+    let local = if forward == "fullnat" {
+        format!("local_addrs = [\"{LOCAL6}\"]\n")
+    } else {
+        String::new()
+    };
+    let port = if forward == "dr" { 80 } else { 8080 };
+    text += &format!(
+        "\n[[service]]\nvip = \"{VIP6}\"\nport = 80\nforward = \"{forward}\"\nscheduler = \"maglev\"\n{local}"
+    );
+    for i in 0..BACKENDS {
+        text += &format!("[[service.backend]]\naddr = \"2001:db8::1:{}\"\nport = {port}\n", i + 1);
+    }
+    let config = Config::parse(&text, "bench6.toml").expect("bench config");
+    Arc::new(Snapshot::build(&config, 1).expect("bench snapshot"))
+}
+
+/// [`prepare`] for the IPv6 scenarios: 100k established flows from clients behind the
+/// gateway (2001:db8:ffff::/48), half replies for NAT and FullNAT.
+fn prepare6(scenario: Scenario, packets: usize) -> Prepared<FRAME_LEN6> {
+    let forward = match scenario {
+        Scenario::NatHit6 => "nat",
+        Scenario::FullNatHit6 => "fullnat",
+        _ => "dr",
+    };
+    let mut pipeline = Pipeline::new(config6(forward), CoreSlot::SINGLE);
+    let now = Instant::from_secs(1);
+    let mut templates = Vec::new();
+    let address = |frame: &[u8], at: usize| {
+        Ipv6Addr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).expect("16 bytes"))
+    };
+    for i in 0..FLOWS {
+        let host = Ipv6Addr::from_bits(0x2001_0db8_ffff_0000_0000_0000_0000_0000 | i as u128);
+        let from = (host, 1024 + (i % 60_000) as u16);
+        let mut syn = testkit::tcp6(CLIENT_MAC, LB_MAC, from, (VIP6, 80), SYN, &[]);
+        let verdict = pipeline.process(now, IfaceId(0), &mut syn);
+        assert!(matches!(verdict, Verdict::Tx(_)), "warm-up SYN: {verdict:?}");
+        let ack = testkit::tcp6(CLIENT_MAC, LB_MAC, from, (VIP6, 80), ACK, &[0; 6]);
+        pipeline.process(now, IfaceId(0), &mut ack.clone());
+        templates.push(fixed(ack));
+        if forward != "dr" {
+            let (src, dst) = (address(&syn, 14 + 8), address(&syn, 14 + 24));
+            let sport = u16::from_be_bytes([syn[54], syn[55]]);
+            let dport = u16::from_be_bytes([syn[56], syn[57]]);
+            let backend_mac = MacAddr([0x02, 0, 0, 0, 0x01, dst.octets()[15]]);
+            let reply =
+                testkit::tcp6(backend_mac, LB_MAC, (dst, dport), (src, sport), ACK, &[0; 6]);
+            templates.push(fixed(reply));
+        }
+    }
+    let base = shuffled(templates.len(), 11);
+    let order = (0..packets).map(|i| base[i % base.len()]).collect();
+    Prepared { pipeline, templates, order }
+}
+
 /// Every benchmark frame: Ethernet, IPv4 and TCP headers and 6 bytes of payload.
 const FRAME_LEN: usize = 60;
+/// The same in IPv6.
+const FRAME_LEN6: usize = 80;
 
 /// The measured loop: copy each frame of a batch from its template (as a NIC's RX delivers a
 /// fresh frame), then process the batch.
 #[inline(never)]
-fn measured_loop(prepared: &mut Prepared, batch: &mut [[u8; FRAME_LEN]; BATCH]) -> (usize, usize) {
+fn measured_loop<const N: usize>(
+    prepared: &mut Prepared<N>,
+    batch: &mut [[u8; N]; BATCH],
+) -> (usize, usize) {
     let now = Instant::from_secs(2);
     let mut transmitted = 0;
     let mut processed = 0;
@@ -275,7 +371,7 @@ fn measured_loop(prepared: &mut Prepared, batch: &mut [[u8; FRAME_LEN]; BATCH]) 
     let mut frames: Vec<&mut [u8]> = batch.iter_mut().map(|slot| slot.as_mut_slice()).collect();
     for chunk in prepared.order.chunks(BATCH) {
         for (frame, index) in frames.iter_mut().zip(chunk) {
-            if let Ok(slot) = <&mut [u8; FRAME_LEN]>::try_from(&mut **frame) {
+            if let Ok(slot) = <&mut [u8; N]>::try_from(&mut **frame) {
                 *slot = prepared.templates[*index as usize];
             }
         }
@@ -298,16 +394,15 @@ struct Figure {
 fn time_scenario(scenario: Scenario, packets: usize, runs: usize) -> Figure {
     let mut best = Duration::MAX;
     for _ in 0..runs {
-        let mut prepared = prepare(scenario, packets);
-        let mut batch = [[0u8; FRAME_LEN]; BATCH];
-        let start = WallClock::now();
-        let (processed, transmitted) = measured_loop(&mut prepared, &mut batch);
-        let elapsed = start.elapsed();
+        let (processed, transmitted, elapsed, new_flows) = if scenario.is_ipv6() {
+            run_once(prepare6(scenario, packets), [[0u8; FRAME_LEN6]; BATCH])
+        } else {
+            run_once(prepare(scenario, packets), [[0u8; FRAME_LEN]; BATCH])
+        };
         assert_eq!(processed, packets);
         assert_eq!(transmitted, packets, "{}: every packet is forwarded", scenario.name());
-        let counters = prepared.pipeline.counters();
         if scenario == Scenario::NewFlows {
-            assert!(counters.get(Stat::NewFlows) >= packets as u64, "every SYN made a flow");
+            assert!(new_flows >= packets as u64, "every SYN made a flow");
         }
         best = best.min(elapsed);
     }
@@ -318,6 +413,18 @@ fn time_scenario(scenario: Scenario, packets: usize, runs: usize) -> Figure {
         ns_per_packet: seconds * 1e9 / packets as f64,
         instructions: None,
     }
+}
+
+/// One timed pass of the measured loop: packets processed and transmitted, the time it
+/// took, and the flows the pipeline made.
+fn run_once<const N: usize>(
+    mut prepared: Prepared<N>,
+    mut batch: [[u8; N]; BATCH],
+) -> (usize, usize, Duration, u64) {
+    let start = WallClock::now();
+    let (processed, transmitted) = measured_loop(&mut prepared, &mut batch);
+    let elapsed = start.elapsed();
+    (processed, transmitted, elapsed, prepared.pipeline.counters().get(Stat::NewFlows))
 }
 
 /// Runs this program under callgrind for one scenario; instructions per packet.
@@ -520,9 +627,15 @@ fn main() {
     if let Some(position) = args.iter().position(|a| a == "--callgrind-child") {
         let scenario = Scenario::from_name(&args[position + 1]).expect("scenario");
         let packets: usize = args[position + 2].parse().expect("packets");
-        let mut prepared = prepare(scenario, packets);
-        let mut batch = [[0u8; FRAME_LEN]; BATCH];
-        black_box(measured_loop(&mut prepared, &mut batch));
+        if scenario.is_ipv6() {
+            let mut prepared = prepare6(scenario, packets);
+            let mut batch = [[0u8; FRAME_LEN6]; BATCH];
+            black_box(measured_loop(&mut prepared, &mut batch));
+        } else {
+            let mut prepared = prepare(scenario, packets);
+            let mut batch = [[0u8; FRAME_LEN]; BATCH];
+            black_box(measured_loop(&mut prepared, &mut batch));
+        }
         return;
     }
     if let Some(position) = args.iter().position(|a| a == "--scale-child") {

@@ -15,7 +15,8 @@
 # - Traffic stays inside the run's namespaces.
 #
 # A lab calls, in order: lab_init "$@"; lab_ns, lab_veth, lab_bridge, lab_bridge_port (or
-# lab_dr_topology, lab_two_subnets) to build its topology, with lab_http_server and
+# lab_dr_topology, lab_two_subnets; for IPv6 lab_dr6_topology, lab_two_subnets6) to build
+# its topology, with lab_http_server and
 # lab_udp_server on the real servers; lab_find_xlb, then writes its config and calls
 # lab_start_xlb; lab_traffic (lab/operate: its own steps); and lab_finish.
 
@@ -398,15 +399,17 @@ lab_join() {
     printf '%s' "$out"
 }
 
-# lab_sources NAME EXPECTED: checks that every request NAME's HTTP and UDP servers answered
-# came from the address EXPECTED (the client in DR and NAT, a local address in FullNAT).
-# Only `GET /` counts: the labs' own topology checks ask for /index.html.
+# lab_sources NAME EXPECTED [6]: checks that every request NAME's HTTP and UDP servers answered
+# came from the address EXPECTED (the client in DR and NAT, a local address in FullNAT); with
+# 6, NAME's IPv6 servers (logs http6-NAME, udp6-NAME). Only `GET /` counts: the labs' own
+# topology checks ask for /index.html.
 lab_sources() {
-    local name=$1 want=$2 seen
+    local name=$1 want=$2 family=${3-} seen
     seen=$( {
-        awk '/"GET \/ HTTP\// { print $1 }' "$LAB_TMP/http-$name.log"
-        awk '$2 == "->" { sub(/:[0-9]+$/, "", $1); print $1 }' "$LAB_TMP/udp-$name.log"
+        awk '/"GET \/ HTTP\// { print $1 }' "$LAB_TMP/http$family-$name.log"
+        awk '$2 == "->" { sub(/:[0-9]+$/, "", $1); print $1 }' "$LAB_TMP/udp$family-$name.log"
     } | lab_counts)
+    name+=${family:+ (IPv$family)}
     lab_info "$name saw requests from: ${seen:-nobody}"
     if [ -n "$seen" ] && [ "$seen" != "$want x${seen##* x}" ]; then
         lab_failure "$name saw requests from other than $want: $seen"
@@ -494,7 +497,8 @@ lab_stop_xlb() {
 lab_stats_conns() {
     local proto=$1 service=$2 kind=$3 pair server backend conns answered ports
     shift 3
-    if ! grep -qE "^$proto +$service( |$)" "$LAB_TMP/xlb.stats"; then
+    # An IPv6 service is bracketed ([2001:db8::10]:80): its brackets and dots are literal.
+    if ! grep -qE "^$proto +$(lab_regex_quote "$service")( |$)" "$LAB_TMP/xlb.stats"; then
         lab_failure "stats: no line for $proto $service"
         return
     fi
@@ -865,5 +869,176 @@ lab_check_drops() {
         else
             lab_failure "drops for $reason: xlb counted $counted, the corpus has $expected"
         fi
+    done
+}
+
+# lab_regex_quote TEXT: TEXT with the characters an extended regex treats specially escaped.
+lab_regex_quote() {
+    printf '%s' "$1" | sed 's/[][\\.*^$()+?{}|]/\\&/g'
+}
+
+# --- IPv6 (lab/dr6, lab/dualstack) ---
+#
+# IPv6 addresses are added with `nodad` (usable at once: duplicate address detection would
+# hold them tentative for a second or more). The bridges of the IPv6 topologies have MLD
+# snooping off, so a solicited-node multicast frame reaches every port as on a plain switch
+# whoever has or has not reported its group.
+
+# lab_addr6 NS IF ADDR/PREFIX: an IPv6 address, without duplicate address detection.
+lab_addr6() {
+    ip -n "$1" -6 addr add "$3" dev "$2" nodad
+}
+
+# lab_http_server6 NS NAME PORT: `python3 -m http.server` on [::]:PORT in NS (log
+# http6-NAME), serving an index.html that says NAME; waits (bounded) until it listens.
+lab_http_server6() {
+    local ns=$1 name=$2 port=$3 dir="$LAB_TMP/www-$2"
+    mkdir -p "$dir"
+    echo "$name" >"$dir/index.html"
+    lab_bg "$ns" "http6-$name" python3 -m http.server --bind :: --directory "$dir" \
+        ${LAB_HTTP_PROTOCOL:+--protocol "$LAB_HTTP_PROTOCOL"} "$port"
+    lab_wait 10 "$name's HTTP server on [::]:$port" lab_listening "$ns" tcp "$port"
+    lab_info "$name: HTTP on [::]:$port (python3 -m http.server, says '$name')"
+}
+
+# lab_udp_server6 NS NAME PORT: lab/udp.py's IPv6 server on [::]:PORT in NS (log udp6-NAME),
+# answering every datagram from the address it was sent to (IPV6_PKTINFO).
+lab_udp_server6() {
+    local ns=$1 name=$2 port=$3
+    lab_bg "$ns" "udp6-$name" python3 -u "$LAB_SRC/udp.py" serve --family 6 --name "$name" \
+        --port "$port"
+    lab_wait 10 "$name's UDP server on [::]:$port" lab_listening "$ns" udp "$port"
+    lab_info "$name: UDP on [::]:$port (lab/udp.py --family 6, answers '$name')"
+}
+
+# lab_http_clients6 NS URL N OUT: lab_http_clients with `curl -6 -g` (URL with a bracketed
+# IPv6 address).
+lab_http_clients6() {
+    # shellcheck disable=SC2016 # the loop runs in the namespace's bash
+    lab_run "$4" ip netns exec "$1" bash -c '
+        for ((i = 0; i < $2; i++)); do
+            if out=$(curl -6 -g -s --max-time "$3" -w " %{local_port}" "$1"); then echo ok $out; else echo "fail curl-$?"; fi
+        done' lab-http-client "$2" "$3" "$LAB_TIMEOUT"
+}
+
+# lab_clients6 CLIENT_NS VIP HTTP_KIND UDP_KIND: the client's HTTP requests to [VIP]:80
+# (curl -6) and UDP request/responses to [VIP]:53, tallied per real server as HTTP_KIND and
+# UDP_KIND (lab_tally).
+lab_clients6() {
+    local client=$1 vip=$2 http=$3 udp=$4
+    lab_step "client: $LAB_REQUESTS x curl -6 -s --max-time $LAB_TIMEOUT http://[$vip]/"
+    lab_http_clients6 "$client" "http://[$vip]/" "$LAB_REQUESTS" "$LAB_TMP/$http.out"
+    lab_tally "$http" "$LAB_TMP/$http.out" "$LAB_REQUESTS" rs1 rs2
+    lab_step "client: $LAB_REQUESTS UDP request/responses to [$vip]:53 (lab/udp.py, one flow each)"
+    lab_udp_clients "$client" "$vip" 53 "$LAB_REQUESTS" "$LAB_TMP/$udp.out"
+    lab_tally "$udp" "$LAB_TMP/$udp.out" "$LAB_REQUESTS" rs1 rs2
+}
+
+# lab_no_forwarding6 NS: fails the lab unless NS's kernel forwards no IPv6.
+lab_no_forwarding6() {
+    [ "$(ip netns exec "$1" sysctl -n net.ipv6.conf.all.forwarding)" = 0 ] ||
+        lab_fail "$1 forwards IPv6"
+}
+
+# lab_dr6_topology VIP N: lab_dr_topology in IPv6 (lab/dr6). The client (2001:db8:1::100/64),
+# the lb (2001:db8:1::2/64 and 10.1.1.2/24 on `lb`, no VIP, no forwarding) and N real servers
+# rs1..rsN (2001:db8:1::1N/64) share one bridge in a namespace of its own. The real servers
+# are configured the usual IPv6 DR way and nothing else: VIP/128 on `lo` (Linux answers a
+# neighbour solicitation only for an address of the interface it came in on, so they never
+# answer for the VIP). Each serves HTTP on [::]:80 and UDP on [::]:53. Ends with topology
+# checks without xlb: the client reaches each real server directly; routed to one (a host
+# route to the VIP via its address) it gets an answer from the VIP, HTTP and UDP; without
+# that route nobody answers for the VIP. Sets LAB_SW, LAB_CLIENT, LAB_LB and LAB_LB_IF.
+lab_dr6_topology() {
+    local vip=$1 count=$2 n ns if body answer roles=(switch client lb) br
+    LAB_SW=$LAB_PREFIX-switch
+    LAB_CLIENT=$LAB_PREFIX-client
+    LAB_LB=$LAB_PREFIX-lb
+    LAB_LB_IF=$(lab_if lb)
+    br=$(lab_if br)
+    for ((n = 1; n <= count; n++)); do roles+=("rs$n"); done
+    lab_step "namespaces: $(lab_join ', ' "${roles[@]}")"
+    for n in "${roles[@]}"; do lab_ns "$n"; done
+    lab_bridge "$LAB_SW" "$br"
+    ip -n "$LAB_SW" link set "$br" type bridge mcast_snooping 0
+    lab_bridge_port "$LAB_SW" "$br" "$LAB_CLIENT" "$(lab_if c)" "$(lab_if pc)"
+    lab_bridge_port "$LAB_SW" "$br" "$LAB_LB" "$LAB_LB_IF" "$(lab_if plb)"
+    lab_addr6 "$LAB_CLIENT" "$(lab_if c)" 2001:db8:1::100/64
+    lab_addr6 "$LAB_LB" "$LAB_LB_IF" 2001:db8:1::2/64
+    ip -n "$LAB_LB" addr add 10.1.1.2/24 dev "$LAB_LB_IF"
+    lab_no_forwarding6 "$LAB_LB"
+    lab_info "bridge $br in $LAB_SW (MLD snooping off); client 2001:db8:1::100, lb 2001:db8:1::2 ($LAB_LB_IF, no VIP, no forwarding)"
+
+    lab_step "real servers: VIP $vip/128 on lo, nothing else"
+    for ((n = 1; n <= count; n++)); do
+        ns=$LAB_PREFIX-rs$n
+        if=$(lab_if r$n)
+        lab_bridge_port "$LAB_SW" "$br" "$ns" "$if" "$(lab_if pr$n)"
+        lab_addr6 "$ns" "$if" "2001:db8:1::1$n/64"
+        lab_addr6 "$ns" lo "$vip/128"
+        lab_info "rs$n: 2001:db8:1::1$n on $if, $vip/128 on lo"
+        lab_http_server6 "$ns" "rs$n" 80
+        lab_udp_server6 "$ns" "rs$n" 53
+    done
+
+    lab_step "topology check without xlb"
+    for ((n = 1; n <= count; n++)); do
+        body=$(ip netns exec "$LAB_CLIENT" curl -6 -g -s --max-time 2 "http://[2001:db8:1::1$n]/index.html") ||
+            lab_fail "client cannot reach rs$n at 2001:db8:1::1$n"
+        [ "$body" = "rs$n" ] || lab_fail "2001:db8:1::1$n answered '$body', not rs$n"
+        lab_info "curl -6 http://[2001:db8:1::1$n]/index.html from the client: $body"
+    done
+    for ((n = 1; n <= count; n++)); do
+        ip -n "$LAB_CLIENT" -6 route add "$vip/128" via "2001:db8:1::1$n"
+        body=$(ip netns exec "$LAB_CLIENT" curl -6 -g -s --max-time 2 "http://[$vip]/index.html") ||
+            lab_fail "routed to rs$n, the client gets no HTTP answer from the VIP"
+        [ "$body" = "rs$n" ] || lab_fail "routed to rs$n, the VIP answered '$body'"
+        answer=$(ip netns exec "$LAB_CLIENT" python3 "$LAB_SRC/udp.py" ask --addr "$vip" --port 53 --count 1 --timeout 2)
+        [[ $answer == "ok rs$n "* ]] || lab_fail "routed to rs$n, UDP to the VIP: $answer"
+        ip -n "$LAB_CLIENT" -6 route del "$vip/128" via "2001:db8:1::1$n"
+        lab_info "routed via rs$n, the VIP answers from rs$n (HTTP '$body', UDP '$answer'): its DR setup works"
+    done
+    if ip netns exec "$LAB_CLIENT" curl -6 -g -s --max-time 1 "http://[$vip]/index.html" >/dev/null; then
+        lab_fail "without xlb, something answers for the VIP $vip"
+    fi
+    ip -n "$LAB_CLIENT" -6 neigh flush dev "$(lab_if c)"
+    lab_info "without the route, nobody answers for $vip (no real server answers NDP for it)"
+}
+
+# lab_two_subnets6 ROUTE: lab_two_subnets, dual-stack (lab/dualstack). IPv6 beside each IPv4
+# address: the client 2001:db8:2::100/64 and the lb 2001:db8:2::2/64 on one veth; the lb
+# 2001:db8:3::2/64 and the real servers 2001:db8:3::11/64, ::12 on the bridge (MLD snooping
+# off). With ROUTE "default" the real servers' IPv6 default route is via 2001:db8:3::2 too;
+# with "none" they have only their own subnets. The lb's kernel forwards neither family.
+# Each real server serves HTTP on :8080 (IPv4) and [::]:8086, UDP on :5353 and [::]:5356.
+lab_two_subnets6() {
+    local route=$1 n ns body
+    lab_two_subnets "$route"
+    lab_step "IPv6 beside IPv4: 2001:db8:2::/64 (client side), 2001:db8:3::/64 (real servers)"
+    ip -n "$LAB_SW" link set "$(lab_if br)" type bridge mcast_snooping 0
+    lab_addr6 "$LAB_CLIENT" "$(lab_if c)" 2001:db8:2::100/64
+    lab_addr6 "$LAB_LB" "$LAB_LB_OUT" 2001:db8:2::2/64
+    lab_addr6 "$LAB_LB" "$LAB_LB_IN" 2001:db8:3::2/64
+    lab_no_forwarding6 "$LAB_LB"
+    for n in 1 2; do
+        ns=$LAB_PREFIX-rs$n
+        lab_addr6 "$ns" "$(lab_if r$n)" "2001:db8:3::1$n/64"
+        [ "$route" = none ] || ip -n "$ns" -6 route add default via 2001:db8:3::2
+        lab_info "rs$n: 2001:db8:3::1$n; IPv6 routes: $(ip -n "$ns" -6 -o route show | grep -v '^fe80' | cut -d' ' -f1-3 | lab_join_lines)"
+        lab_http_server6 "$ns" "rs$n" 8086
+        lab_udp_server6 "$ns" "rs$n" 5356
+    done
+    if ip -n "$LAB_CLIENT" -6 route get 2001:db8:3::11 >/dev/null 2>&1; then
+        lab_fail "the client has an IPv6 route to the real servers"
+    fi
+    if [ "$route" = none ] && ip -n "$LAB_PREFIX-rs1" -6 route get 2001:db8:2::100 >/dev/null 2>&1; then
+        lab_fail "rs1 has an IPv6 route to the client"
+    fi
+    lab_step "IPv6 topology check without xlb: the lb reaches each real server; the client neither"
+    for n in 1 2; do
+        body=$(ip netns exec "$LAB_LB" curl -6 -g -s --max-time 2 "http://[2001:db8:3::1$n]:8086/index.html") ||
+            lab_fail "the lb cannot reach rs$n at [2001:db8:3::1$n]:8086"
+        [ "$body" = "rs$n" ] || lab_fail "[2001:db8:3::1$n]:8086 answered '$body', not rs$n"
+        lab_info "curl -6 http://[2001:db8:3::1$n]:8086/index.html from the lb: $body"
     done
 }

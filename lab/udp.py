@@ -4,14 +4,14 @@
 serve: answers every datagram with "NAME <the datagram>", sent from the address the datagram
        was sent to (IP_PKTINFO), as a real UDP service bound to 0.0.0.0 must: a DR real server
        receives requests for the VIP (held on `lo`) and must answer from the VIP, not from its
-       own address.
+       own address. With --family 6, the same on [::] (IPv6 only, IPV6_PKTINFO).
 ask:   COUNT request/responses, each from a fresh connected socket on a source port this run
        has not used before (so each is a new flow: the kernel's random ephemeral port can repeat
        within a few dozen sockets), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
        from the address and port it sent to, so a reply from the wrong source counts as lost.
        Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON" (with --stamps,
        after its start and end times); --until FILE stops early once FILE exists; --interval
-       paces the requests.
+       paces the requests. An ADDR with a colon is IPv6.
 """
 
 import argparse
@@ -23,28 +23,47 @@ import time
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux <linux/in.h>
 IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)  # Linux <linux/in6.h>
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
 
 
-def serve(name: str, port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    sock.bind(("0.0.0.0", port))
+def serve(name: str, port: int, family: int) -> None:
+    if family == 6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        sock.bind(("::", port))
+        level, kind, info = socket.IPPROTO_IPV6, IPV6_PKTINFO, IN6_PKTINFO
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.bind(("0.0.0.0", port))
+        level, kind, info = socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO
     prefix = name.encode() + b" "
     while True:
-        data, ancillary, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(IN_PKTINFO.size))
+        data, ancillary, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(info.size))
         reply_from = []
-        for level, kind, value in ancillary:
-            if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
-                _ifindex, _local, to = IN_PKTINFO.unpack(value[: IN_PKTINFO.size])
-                reply_from = [(socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(0, to, bytes(4)))]
-        print(f"{peer[0]}:{peer[1]} -> {socket.inet_ntoa(to) if reply_from else '?'}", flush=True)
+        to = None
+        for got_level, got_kind, value in ancillary:
+            if (got_level, got_kind) == (level, kind):
+                if family == 6:
+                    to, _ifindex = IN6_PKTINFO.unpack(value[: info.size])
+                    answer = IN6_PKTINFO.pack(to, 0)
+                else:
+                    _ifindex, _local, to = IN_PKTINFO.unpack(value[: info.size])
+                    answer = IN_PKTINFO.pack(0, to, bytes(4))
+                reply_from = [(level, kind, answer)]
+        shown = socket.inet_ntop(sock.family, to) if to else "?"
+        print(f"{peer[0]}:{peer[1]} -> {shown}", flush=True)
         sock.sendmsg([prefix + data], reply_from, 0, peer)
 
 
 def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
     """A UDP socket connected to addr:port from a source port not in `used` (then added)."""
     while True:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.connect((addr, port))
         local_port = sock.getsockname()[1]
         if local_port not in used:
@@ -101,6 +120,7 @@ def main() -> int:
     s = sub.add_parser("serve", help="answer every datagram with NAME")
     s.add_argument("--name", required=True)
     s.add_argument("--port", type=int, required=True)
+    s.add_argument("--family", type=int, choices=(4, 6), default=4)
     a = sub.add_parser("ask", help="COUNT request/responses, one flow each")
     a.add_argument("--addr", required=True)
     a.add_argument("--port", type=int, required=True)
@@ -111,7 +131,7 @@ def main() -> int:
     a.add_argument("--interval", type=float, default=0.0, help="seconds from one request to the next")
     args = parser.parse_args()
     if args.command == "serve":
-        serve(args.name, args.port)
+        serve(args.name, args.port, args.family)
     else:
         ask(args.addr, args.port, args.count, args.timeout, args.until, args.stamps, args.interval)
     return 0

@@ -183,11 +183,6 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     let config_path = std::path::absolute(&options.config).unwrap_or(options.config.clone());
     info!("xlb {} starting, config {}", env!("CARGO_PKG_VERSION"), config_path.display());
     let mut config = Config::load(&options.config)?;
-    // The pipeline forwards IPv4 only (issue 12): an IPv6 service stops xlb here, before
-    // any route, probe or program. Every later config (SIGHUP, `xlb ctl`) goes through
-    // `build_snapshot`, which refuses them too, so `Control::config` has no IPv6 service.
-    crate::control::snapshot::refuse_ipv6(&config)
-        .with_context(|| options.config.display().to_string())?;
     // Before anything changes: a second instance on these interfaces or this socket stops
     // here, leaving the running one's routes, rules and programs alone.
     let socket_path =
@@ -377,10 +372,14 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         })
         .collect();
     let readers: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader).collect();
+    let readers6: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader6).collect();
     for (k, pipeline) in pipelines.iter_mut().enumerate() {
         let peers =
             readers.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
         pipeline.set_peers(peers);
+        let peers =
+            readers6.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
+        pipeline.set_peers6(peers);
     }
 
     let worker_stop = Arc::new(AtomicBool::new(false));
@@ -1342,9 +1341,6 @@ fn build_snapshot(
     health: &HealthMonitor,
     generation: u64,
 ) -> Result<Snapshot, crate::control::snapshot::SnapshotError> {
-    // Until the pipeline forwards IPv6 (issue 12), a reload or `xlb ctl` change that adds
-    // an IPv6 service is refused as `run` refuses one at start.
-    crate::control::snapshot::refuse_ipv6(config)?;
     let effective = health.effective(config);
     let mut snapshot = Snapshot::build(&effective, generation)?;
     snapshot.response_time_us = health.response_times(&effective);

@@ -293,6 +293,50 @@ mod tests {
         assert_eq!(announced(&mut pipeline), Vec::<Ipv4Addr>::new());
     }
 
+    /// IPv6 as IPv4: a solicitation for the VIP is answered by a standalone box and passed
+    /// by a silent one, which never sends an unsolicited advertisement for it; a standby
+    /// drops the VIP's traffic.
+    #[test]
+    fn ipv6_ndp_and_traffic_follow_the_fleet_mode() {
+        use std::net::Ipv6Addr;
+        let vip6: Ipv6Addr = "2001:db8:1::100".parse().unwrap();
+        let client6: Ipv6Addr = "2001:db8:1::20".parse().unwrap();
+        let snapshot6 = |mode: &str| {
+            let text = format!(
+                "[fleet]\nmode = \"{mode}\"\n[[interface]]\nname = \"eth0\"\n\
+                 addr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
+                 addr6 = \"2001:db8:1::10/64\"\n\
+                 [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"dr\"\n\
+                 [[service.backend]]\naddr = \"2001:db8:1::11\"\n"
+            );
+            let config = crate::control::Config::parse(&text, "fleet6.toml").expect("valid");
+            Arc::new(Snapshot::build(&config, 1).expect("builds"))
+        };
+        let solicit = |pipeline: &mut Pipeline| {
+            let mut frame = testkit::neighbor_solicitation(CLIENT.mac, client6, vip6, None);
+            pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame)
+        };
+        let adverts = |pipeline: &mut Pipeline| {
+            pipeline.announce6(&[vip6]);
+            pipeline.maintain(Instant::from_secs(2));
+            pipeline.drain_emitted(|_, _| {});
+            pipeline.counters().get(Stat::UnsolicitedNdpSent)
+        };
+        let mut standalone = Pipeline::new(snapshot6("standalone"), CoreSlot::SINGLE);
+        assert_eq!(solicit(&mut standalone), Verdict::Tx(IfaceId(0)));
+        assert_eq!(adverts(&mut standalone), 1);
+        let mut bgp = Pipeline::new(snapshot6("bgp"), CoreSlot::SINGLE);
+        assert_eq!(solicit(&mut bgp), Verdict::Pass);
+        assert_eq!(adverts(&mut bgp), 0);
+        let mut standby = Pipeline::new(snapshot6("vrrp"), CoreSlot::SINGLE);
+        assert_eq!(solicit(&mut standby), Verdict::Pass);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (client6, 4000), (vip6, 80), SYN, b"");
+        let verdict = standby.process(Instant::from_secs(1), IfaceId(0), &mut syn);
+        assert_eq!(verdict, Verdict::Drop(DropReason::Standby));
+        standby.set_vrrp_state(VrrpState::Active);
+        assert_eq!(solicit(&mut standby), Verdict::Tx(IfaceId(0)));
+    }
+
     #[test]
     fn states_parse_and_describe() {
         assert_eq!("active".parse(), Ok(VrrpState::Active));

@@ -294,8 +294,6 @@ fn run_bench(command: xlb::bench::BenchCommand) -> anyhow::Result<()> {
 
 fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {
     let config = Config::load(path)?;
-    // The pipeline forwards IPv4 only until issue 12 is done: refuse IPv6 services by name.
-    xlb::control::snapshot::refuse_ipv6(&config).with_context(|| format!("{}", path.display()))?;
     Snapshot::build(&config, 1).with_context(|| format!("{}", path.display()))
 }
 
@@ -460,9 +458,11 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
             )?;
         }
     }
-    // The data plane is IPv4 only until issue 12: IPv6 services are planned from the config
-    // (no Maglev table is built for them) and make the check fail, as `xlb run` refuses them.
-    let (ipv4, ipv6) = split_families(&config);
+    // The whole config is built as `run` builds it (IPv6 services included: their refusals,
+    // e.g. a real server no interface reaches, fail the check); IPv6 services are then
+    // printed from the config, without Maglev shares.
+    plan(&config)?;
+    let (ipv4, _) = split_families(&config);
     let snapshot = plan(&ipv4)?;
     // `run` uses one worker per queue, at most one per core: the cores bound it.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -524,10 +524,6 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         write!(w, "{}", flow_moves(&snapshot, &new))?;
     }
     w.flush()?;
-    if !ipv6.services.is_empty() {
-        xlb::control::snapshot::refuse_ipv6(&ipv6)
-            .with_context(|| format!("{}: xlb run would refuse this config", path.display()))?;
-    }
     Ok(())
 }
 
@@ -540,7 +536,7 @@ fn split_families(config: &Config) -> (Config, Config) {
 }
 
 /// What `xlb check` prints of an IPv6 service: its settings and real servers, as for an
-/// IPv4 one but without Maglev shares (no table is built), and why it is not forwarded.
+/// IPv4 one but without Maglev shares.
 fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
     use xlb::control::config::endpoint;
     let mut out = format!(
@@ -563,7 +559,6 @@ fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
             backend.weight
         ));
     }
-    out.push_str("  ! IPv6: not forwarded yet (issue 12); xlb run refuses this service\n");
     out
 }
 

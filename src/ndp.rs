@@ -20,8 +20,8 @@
 //! xlb owns, and what to do with a message whose *source* is one (another host claiming a
 //! VIP: count it and drop it, never learn it, as ARP conflicts are).
 //!
-//! The pipeline does not call any of this yet: IPv6 frames still go to the kernel. It is the
-//! piece the IPv6 pipeline will call, tested on its own first.
+//! The pipeline's NDP step (`dataplane::pipeline::v6::ndp`) calls these: it decides which
+//! targets are xlb's, counts conflicts, and holds and releases frames.
 //!
 //! Invariants:
 //! - Every frame written here is a whole Ethernet + IPv6 + ICMPv6 frame of [`NDP_FRAME_LEN`]

@@ -266,10 +266,10 @@ pub struct FamilyBackendId<F: Family = V4> {
     pub proto: Proto,
 }
 
-impl FamilyBackendId<V4> {
-    /// The backend a tracked IPv4 flow was scheduled to.
+impl<F: Family> FamilyBackendId<F> {
+    /// The backend a tracked flow was scheduled to.
     #[inline]
-    pub fn of_flow(flow: &Flow) -> FamilyBackendId<V4> {
+    pub fn of_flow(flow: &Flow<F>) -> FamilyBackendId<F> {
         FamilyBackendId {
             vip: flow.vip,
             addr: flow.backend_addr,
@@ -631,9 +631,9 @@ impl Snapshot {
     /// hint when it still names that backend (the common case, one comparison), else a
     /// look-up by identity (the backends were renumbered since), else `None` (it is gone).
     #[inline]
-    pub fn backend_of_flow(&self, flow: &Flow) -> Option<usize> {
+    pub fn backend_of_flow<F: Indexed>(&self, flow: &Flow<F>) -> Option<usize> {
         let hint = usize::from(flow.backend);
-        if self.v4.backend_is(hint, &FamilyBackendId::of_flow(flow)) {
+        if self.family::<F>().backend_is(hint, &FamilyBackendId::of_flow(flow)) {
             return Some(hint);
         }
         self.backend_renumbered(flow)
@@ -641,8 +641,8 @@ impl Snapshot {
 
     #[cold]
     #[inline(never)]
-    fn backend_renumbered(&self, flow: &Flow) -> Option<usize> {
-        self.backend_at(&BackendId::of_flow(flow))
+    fn backend_renumbered<F: Indexed>(&self, flow: &Flow<F>) -> Option<usize> {
+        self.backend_at(&FamilyBackendId::of_flow(flow).into())
     }
 
     /// What xlb owns at IPv4 address `ip`, if anything.

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Stat, Verdict};
 use xlb::fleet::VrrpState;
-use xlb::testkit::{
-    self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, VerdictTally, routed, with_ttl,
-};
+use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, routed, with_ttl};
 use xlb::time::Instant;
 use xlb::wire::MacAddr;
+
+#[path = "golden/harness.rs"]
+mod harness;
+use harness::{Case, Expect, Input, Step, step};
 
 // The seed's lab: one L2 segment 10.1.1.0/24, a gateway at .1, the box at .10.
 const LB: Host = Host::new([0x02, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
@@ -145,70 +147,6 @@ port = 8080
 ip = "10.3.3.31"
 mac = "02:00:00:00:03:31"
 "#;
-
-/// What a step expects the pipeline to transmit for its input frame.
-enum Expect {
-    /// Exactly this frame.
-    Frame(Vec<u8>),
-    /// A FullNAT frame whose local port the pipeline chose: built once the port is known.
-    WithLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
-    Nothing,
-}
-
-/// A step's input frame.
-enum Input {
-    Frame(Vec<u8>),
-    /// A FullNAT reply, addressed to the local port the pipeline chose earlier in the case.
-    ToLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
-}
-
-impl From<Vec<u8>> for Input {
-    fn from(frame: Vec<u8>) -> Input {
-        Input::Frame(frame)
-    }
-}
-
-struct Step {
-    what: &'static str,
-    input: Input,
-    verdict: Verdict,
-    output: Expect,
-    /// Frames the pipeline sends on its own right after this one.
-    emitted: Vec<Vec<u8>>,
-    /// The interface the frame arrives on (default eth0).
-    ingress: IfaceId,
-    /// When it arrives, in seconds (default: 1 s plus a millisecond per step).
-    at_secs: Option<u64>,
-}
-
-fn step(what: &'static str, input: impl Into<Input>, verdict: Verdict, output: Expect) -> Step {
-    Step {
-        what,
-        input: input.into(),
-        verdict,
-        output,
-        emitted: Vec::new(),
-        ingress: IfaceId(0),
-        at_secs: None,
-    }
-}
-
-impl Step {
-    /// This step's frame arrives on `ingress`.
-    fn on(self, ingress: IfaceId) -> Step {
-        Step { ingress, ..self }
-    }
-
-    /// This step's frame arrives at `secs` seconds.
-    fn at(self, secs: u64) -> Step {
-        Step { at_secs: Some(secs), ..self }
-    }
-}
-
-struct Case {
-    name: &'static str,
-    steps: Vec<Step>,
-}
 
 const TX: Verdict = Verdict::Tx(IfaceId(0));
 
@@ -792,7 +730,7 @@ fn cases() -> Vec<Case> {
                         &[],
                     )
                     .into(),
-                    verdict: Verdict::Held,
+                    verdict: Verdict::Held.into(),
                     output: Expect::Nothing,
                     emitted: vec![testkit::arp(true, LB.mac, LB.ip, MacAddr::ZERO, UNRESOLVED)],
                     ingress: IfaceId(0),
@@ -814,7 +752,7 @@ fn cases() -> Vec<Case> {
                 Step {
                     what: "the backend's reply releases both, in order",
                     input: testkit::arp(false, UNRESOLVED_MAC, UNRESOLVED, LB.mac, LB.ip).into(),
-                    verdict: Verdict::Pass,
+                    verdict: Verdict::Pass.into(),
                     output: Expect::Nothing,
                     emitted: vec![
                         testkit::tcp(
@@ -1214,19 +1152,9 @@ fn pipeline() -> Pipeline {
     Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
 }
 
-/// The local port of a FullNAT frame the pipeline sent to a backend.
-fn source_port(frame: &[u8]) -> u16 {
-    let header_len = usize::from(frame[14] & 0x0f) * 4;
-    u16::from_be_bytes([frame[14 + header_len], frame[15 + header_len]])
-}
-
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("")
-}
-
 #[test]
 fn golden_cases() {
-    let (failures, steps_run) = run_cases(cases().into_iter().map(|case| (case, pipeline())));
+    let (steps_run, failures) = harness::run(cases(), pipeline);
     assert!(steps_run > 50, "the table ran {steps_run} steps");
     assert!(
         failures.is_empty(),
@@ -1234,86 +1162,6 @@ fn golden_cases() {
         failures.len(),
         failures.join("\n")
     );
-}
-
-/// Runs each case on its pipeline; the failures, and how many steps ran.
-fn run_cases(cases: impl Iterator<Item = (Case, Pipeline)>) -> (Vec<String>, usize) {
-    let mut failures = Vec::new();
-    let mut steps_run = 0;
-    for (case, mut pipeline) in cases {
-        let mut local_port: Option<u16> = None;
-        let mut tally = VerdictTally::default();
-        for (index, step) in case.steps.into_iter().enumerate() {
-            steps_run += 1;
-            let where_ = format!("{} / step {} ({})", case.name, index + 1, step.what);
-            let mut frame = match &step.input {
-                Input::Frame(frame) => frame.clone(),
-                Input::ToLocalPort(build) => {
-                    build(local_port.expect("a FullNAT reply step follows a FullNAT request step"))
-                }
-            };
-            let now = match step.at_secs {
-                Some(secs) => Instant::from_secs(secs),
-                None => Instant::from_millis(1_000 + index as u64),
-            };
-            let input = frame.clone();
-            let verdict = pipeline.process(now, step.ingress, &mut frame);
-            tally.record(input.len(), verdict);
-            // The kernel gets what was received, byte for byte.
-            if verdict == Verdict::Pass && frame != input {
-                failures.push(format!(
-                    "{where_}: passed to the kernel changed:\n   got {}\n  sent {}",
-                    hex(&frame),
-                    hex(&input)
-                ));
-            }
-            if verdict != step.verdict {
-                failures
-                    .push(format!("{where_}: verdict {verdict:?}, expected {:?}", step.verdict));
-                continue;
-            }
-            let expected = match &step.output {
-                Expect::Frame(expected) => Some(expected.clone()),
-                Expect::WithLocalPort(build) => {
-                    let port = source_port(&frame);
-                    let range = CoreSlot::SINGLE.local_ports();
-                    assert!(
-                        (range.first..=range.last).contains(&port),
-                        "{where_}: local port {port}"
-                    );
-                    if let Some(known) = local_port {
-                        assert_eq!(port, known, "{where_}: the flow keeps its local port");
-                    }
-                    local_port = Some(port);
-                    Some(build(port))
-                }
-                Expect::Nothing => None,
-            };
-            if let Some(expected) = expected
-                && frame != expected
-            {
-                failures.push(format!(
-                    "{where_}:\n   got {}\n  want {}",
-                    hex(&frame),
-                    hex(&expected)
-                ));
-            }
-            let mut emitted = Vec::new();
-            pipeline.drain_emitted(|_, bytes| emitted.push(bytes.to_vec()));
-            if emitted != step.emitted {
-                let got: Vec<_> = emitted.iter().map(|f| hex(f)).collect();
-                let want: Vec<_> = step.emitted.iter().map(|f| hex(f)).collect();
-                failures.push(format!("{where_}: emitted\n   got {got:?}\n  want {want:?}"));
-            }
-        }
-        if let Err(wrong) = tally.check(pipeline.counters()) {
-            failures.push(format!(
-                "{}: counters differ from the verdicts returned:\n{wrong}",
-                case.name
-            ));
-        }
-    }
-    (failures, steps_run)
 }
 
 /// The golden config in fleet mode `mode`, its pipeline in VRRP state `state`.
@@ -1367,12 +1215,17 @@ fn fleet_golden_cases() {
         ],
     };
     let cases = [
-        (speaking("standalone"), fleet_pipeline("standalone", VrrpState::Standby)),
-        (silent("bgp", true), fleet_pipeline("bgp", VrrpState::Standby)),
-        (speaking("vrrp active"), fleet_pipeline("vrrp", VrrpState::Active)),
-        (silent("vrrp standby", false), fleet_pipeline("vrrp", VrrpState::Standby)),
+        (speaking("standalone"), "standalone", VrrpState::Standby),
+        (silent("bgp", true), "bgp", VrrpState::Standby),
+        (speaking("vrrp active"), "vrrp", VrrpState::Active),
+        (silent("vrrp standby", false), "vrrp", VrrpState::Standby),
     ];
-    let (failures, steps_run) = run_cases(cases.into_iter());
+    let (mut steps_run, mut failures) = (0, Vec::new());
+    for (case, mode, state) in cases {
+        let (steps, found) = harness::run(vec![case], || fleet_pipeline(mode, state));
+        steps_run += steps;
+        failures.extend(found);
+    }
     assert_eq!(steps_run, 16);
     assert!(failures.is_empty(), "fleet step(s) failed:\n{}", failures.join("\n"));
 }

@@ -6,10 +6,11 @@
 //! (the malformed corpus on the wire under good traffic), `lab/failover` (a real server
 //! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
 //! load; also with one real server down or drained, `--out`), `lab/synflood --seconds 3` in
-//! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; `lab/vrrp` (issue 13:
-//! an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's VIP
-//! routes). Each must print its PASS
-//! line, exit 0, and leave none
+//! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; the IPv6 labs of issue 12,
+//! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20` (they
+//! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
+//! 13: an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's
+//! VIP routes). Each must print its PASS line, exit 0, and leave none
 //! of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
@@ -167,4 +168,21 @@ fn lab_routes() {
 #[test]
 fn lab_malformed() {
     run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
+}
+
+/// Issue 12: the DR lab in IPv6 (VIP on the real servers' `lo`, curl -6 through xlb).
+#[test]
+fn lab_dr6() {
+    run_lab("dr6", &["--requests", "20"], "20/20 http");
+}
+
+/// Issue 12: an IPv4 and an IPv6 service on one box, NAT, real clients of both families.
+#[test]
+fn lab_dualstack_nat() {
+    run_lab("dualstack", &["--requests", "20", "--forward", "nat"], "20/20 http4");
+}
+
+#[test]
+fn lab_dualstack_fullnat() {
+    run_lab("dualstack", &["--requests", "20", "--forward", "fullnat"], "20/20 http4");
 }

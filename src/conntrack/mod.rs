@@ -312,6 +312,22 @@ impl ConntrackConfig {
     pub fn with_capacity(capacity: usize) -> Self {
         ConntrackConfig { capacity, max_embryonic: capacity / 2, timeouts: Timeouts::default() }
     }
+
+    /// The IPv6 table's capacity on a core whose first snapshot has no IPv6 service: small
+    /// (half a MiB), so an IPv4-only box does not pay for a table it never uses; a reload
+    /// that adds the first IPv6 service runs with it until a restart.
+    pub const IPV6_IDLE_CAPACITY: usize = 4096;
+
+    /// The config of a core's IPv6 table beside this one: the same when the box serves IPv6
+    /// (`serves_ipv6`: its config has an IPv6 service), else [`Self::IPV6_IDLE_CAPACITY`]
+    /// flows at most.
+    pub fn for_ipv6(self, serves_ipv6: bool) -> ConntrackConfig {
+        if serves_ipv6 {
+            return self;
+        }
+        let capacity = self.capacity.min(Self::IPV6_IDLE_CAPACITY);
+        ConntrackConfig { capacity, max_embryonic: self.max_embryonic.min(capacity), ..self }
+    }
 }
 
 /// What the table remembers about a flow: both directions' addresses (of family `F`, IPv4 by

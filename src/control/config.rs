@@ -576,11 +576,16 @@ impl Config {
         Config::parse(&text, &shown)
     }
 
-    /// What the tables of this config take on `cores` worker cores.
+    /// What the tables of this config take on `cores` worker cores (each core's IPv4 and
+    /// IPv6 connection tables, see [`ConntrackConfig::for_ipv6`]).
     pub fn memory_estimate(&self, cores: usize) -> MemoryEstimate {
         let slots: usize = self.services.iter().map(ServiceConfig::maglev_slots).sum();
+        let serves_ipv6 = self.services.iter().any(|service| service.vip.is_ipv6());
+        let ipv6 =
+            ConntrackConfig::with_capacity(self.conntrack.capacity).for_ipv6(serves_ipv6).capacity;
         MemoryEstimate {
-            conntrack_per_core: Conntrack::memory_for(self.conntrack.capacity),
+            conntrack_per_core: Conntrack::memory_for(self.conntrack.capacity)
+                .saturating_add(Conntrack::<crate::family::V6>::memory_for_capacity(ipv6)),
             cores,
             maglev: slots.saturating_mul(std::mem::size_of::<u32>()),
         }
@@ -2892,12 +2897,27 @@ pub(crate) mod tests {
         let text = with_iface(&format!("[conntrack]\ncapacity = {}\n", 1 << 28));
         let config = parse(&text).unwrap();
         let estimate = config.memory_estimate(2);
-        assert_eq!(estimate.conntrack_per_core, Conntrack::memory_for(1 << 28));
+        // IPv4's table, and the small IPv6 one of a box with no IPv6 service.
+        let idle6 = Conntrack::<crate::family::V6>::memory_for_capacity(
+            ConntrackConfig::IPV6_IDLE_CAPACITY,
+        );
+        assert_eq!(estimate.conntrack_per_core, Conntrack::memory_for(1 << 28) + idle6);
         assert!(estimate.total() > 40 << 30, "{estimate}");
         let why = estimate.check(23 << 30).unwrap_err();
-        let per_core = Conntrack::memory_for(1 << 28) as f64 / f64::from(1u32 << 30);
+        let per_core = estimate.conntrack_per_core as f64 / f64::from(1u32 << 30);
         assert!(why.contains(&format!("conntrack {per_core:.1} GiB per worker core x 2")), "{why}");
         assert!(why.contains("this machine's 23.0 GiB"), "{why}");
+        // With an IPv6 service, IPv6's table takes the capacity too (two cache lines a flow).
+        let dual = format!(
+            "{}addr6 = \"2001:db8:1::2/64\"\n[conntrack]\ncapacity = 4096\n\
+             [[service]]\nvip = \"2001:db8:1::10\"\nport = 80\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\n",
+            with_iface("")
+        );
+        let estimate = parse(&dual).unwrap().memory_estimate(1);
+        let both =
+            Conntrack::memory_for(4096) + Conntrack::<crate::family::V6>::memory_for_capacity(4096);
+        assert_eq!(estimate.conntrack_per_core, both);
         // The defaults fit a small machine.
         let small = parse(&service("")).unwrap().memory_estimate(2);
         assert!(small.check(1 << 30).is_ok(), "{small}");

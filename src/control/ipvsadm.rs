@@ -2467,7 +2467,7 @@ mod tests {
     }
 
     #[test]
-    fn the_running_daemon_refuses_an_ipv6_service_and_keeps_its_config() {
+    fn the_running_daemon_takes_an_ipv6_service() {
         let daemon = FakeDaemon {
             snapshot: snapshot_of(&base6()),
             refuse: None,
@@ -2477,19 +2477,13 @@ mod tests {
         };
         let mut state = CtlState { config: base6(), daemon };
         let response = handle(&mut state, request("-A -t [2001:db8:1::10]:80 -s wlc", None));
-        assert_eq!(response.status, 1);
-        assert_eq!(
-            response.stderr,
-            "refused, nothing changed: service [2001:db8:1::10]:80/tcp: IPv6 services are not \
-             forwarded yet (issue 12): the config and `xlb ctl` accept them, the data plane is \
-             IPv4 only\n"
-        );
-        assert_eq!((state.daemon.installed, state.config.clone()), (0, base6()));
-        let restore = "-A -t [2001:db8:1::10]:80 -s wlc\n";
+        assert_eq!(response.status, 0, "{response:?}");
+        assert_eq!(state.daemon.installed, 1);
+        assert_ne!(state.config, base6());
+        let restore = "-A -t [2001:db8:1::20]:80 -s wlc\n";
         let response = handle(&mut state, request("-R", Some(restore)));
-        assert_eq!(response.status, 1);
-        assert!(response.stderr.contains("IPv6 services are not forwarded yet"), "{response:?}");
-        assert_eq!(state.config, base6());
+        assert_eq!(response.status, 0, "{response:?}");
+        assert_eq!(state.daemon.installed, 2);
     }
 
     /// Every save line parses back to the command it was written from.
@@ -2773,8 +2767,6 @@ mod tests {
             if let Some(why) = &self.refuse {
                 return Err(why.clone());
             }
-            // As `xlb run` does until the pipeline forwards IPv6 (issue 12).
-            crate::control::snapshot::refuse_ipv6(config).map_err(|e| e.to_string())?;
             self.snapshot =
                 Snapshot::build(config, self.snapshot.generation + 1).map_err(|e| e.to_string())?;
             self.installed += 1;

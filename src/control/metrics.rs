@@ -780,6 +780,10 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::NeighborsIgnored => "Relayed ARP not learned (sender off-subnet or not unicast).",
         Stat::ArpConflicts => "ARP from another host claiming a VIP or local address.",
         Stat::ArpProbesSent => "ARP probes sent for a VIP before announcing it.",
+        Stat::NdpAdvertsSent => "Neighbour advertisements answering solicitations for VIPs.",
+        Stat::NdpSolicitsSent => "Neighbour solicitations sent for next hops.",
+        Stat::UnsolicitedNdpSent => "Unsolicited neighbour advertisements sent for VIPs.",
+        Stat::NdpConflicts => "NDP from another host claiming a VIP or local address.",
         Stat::IcmpEchoReplies => "ICMP echo replies sent for VIPs.",
         Stat::IcmpErrorsForwarded => "ICMP errors forwarded to the flow's backend or client.",
         Stat::NewFlows => "Connections scheduled to a backend.",
@@ -1132,6 +1136,7 @@ mod tests {
             neighbors: 2,
             held: 1,
             unresolved: Vec::new(),
+            unresolved6: Vec::new(),
             unroutable: 0,
             latency,
         }

@@ -16,9 +16,6 @@
 //! from the interface's own address, never the VIP), and an IPv6 backend no interface
 //! reaches (neither on an IPv6 subnet nor behind a `gateway6`). An IPv4 backend no interface
 //! reaches is built as before, with the unspecified next hop.
-//!
-//! Until the pipeline forwards IPv6, `xlb run` and `xlb replay` refuse IPv6 services
-//! themselves with [`refuse_ipv6`] (the same check alone, made before they change anything).
 
 use std::net::IpAddr;
 
@@ -76,14 +73,6 @@ pub enum SnapshotError {
         /// `[2001:db8:9::11]:80`.
         backend: String,
     },
-    #[error(
-        "service {service}: IPv6 services are not forwarded yet (issue 12): the config and \
-         `xlb ctl` accept them, the data plane is IPv4 only"
-    )]
-    Ipv6NotForwarded {
-        /// `[2001:db8::10]:80/tcp`.
-        service: String,
-    },
 }
 
 /// How a family resolves neighbours: ARP or NDP.
@@ -116,21 +105,6 @@ fn check_family(service: &ServiceConfig) -> Result<(), SnapshotError> {
         Some(addr) => Err(SnapshotError::MixedFamilies { service: service_name(service), addr }),
         None => Ok(()),
     }
-}
-
-/// The first service of `config` the IPv4-only data plane cannot forward yet (an IPv6 one,
-/// or one with an IPv6 address anywhere): what `xlb run` and `xlb replay` refuse before they
-/// change anything, until the pipeline forwards IPv6.
-pub fn refuse_ipv6(config: &Config) -> Result<(), SnapshotError> {
-    for service in &config.services {
-        let sorry = service.health.sorry_server.map(|s| s.ip());
-        let addrs = service.backends.iter().map(|b| b.addr).chain(sorry);
-        let mut addrs = addrs.chain(service.local_addrs.iter().copied()).chain([service.vip]);
-        if addrs.any(|ip| ip.is_ipv6()) {
-            return Err(SnapshotError::Ipv6NotForwarded { service: service_name(service) });
-        }
-    }
-    Ok(())
 }
 
 impl BackendId {
@@ -587,27 +561,6 @@ mod tests {
         assert!(
             matches!(error, SnapshotError::MixedFamilies { addr, .. } if addr.is_ipv4()),
             "{error}"
-        );
-    }
-
-    #[test]
-    fn run_and_replay_still_refuse_ipv6_services_by_name() {
-        let dual = config(&dual_stack());
-        let error = refuse_ipv6(&dual).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "service [2001:db8:1::100]:80/tcp: IPv6 services are not forwarded yet (issue 12): \
-             the config and `xlb ctl` accept them, the data plane is IPv4 only"
-        );
-        // Interface IPv6 addresses and IPv6 neighbours alone are no IPv6 service.
-        let mut four = dual.clone();
-        four.services.truncate(2);
-        assert_eq!(refuse_ipv6(&four), Ok(()));
-        let mut mixed = config(TWO_SERVICES);
-        mixed.services[0].backends[1].addr = "2001:db8:1::12".parse().unwrap();
-        assert_eq!(
-            refuse_ipv6(&mixed),
-            Err(SnapshotError::Ipv6NotForwarded { service: "10.1.1.100:80/tcp".into() })
         );
     }
 }

@@ -381,6 +381,7 @@ mod tests {
             unroutable: 0,
             latency: Default::default(),
             unresolved: Vec::new(),
+            unresolved6: Vec::new(),
         }
     }
 

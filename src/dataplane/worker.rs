@@ -113,6 +113,11 @@ pub enum ControlMsg {
     Neighbor(Ipv4Addr, MacAddr),
     /// Send gratuitous ARP for these VIPs and local addresses (paced).
     Announce(Vec<Ipv4Addr>),
+    /// NDP seen on the wire said `ip` is at `mac` ([`Pipeline::learn_neighbor6`]).
+    Neighbor6(std::net::Ipv6Addr, MacAddr),
+    /// Send unsolicited neighbour advertisements for these IPv6 VIPs and local addresses
+    /// (paced, [`Pipeline::announce6`]).
+    Announce6(Vec<std::net::Ipv6Addr>),
     /// Send an RFC 5227 probe for each of these addresses (paced): control then waits for
     /// another host's answer before announcing them.
     Probe(Vec<Ipv4Addr>),
@@ -316,6 +321,8 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Snapshot(snapshot) => self.pipeline.set_snapshot(snapshot),
                 ControlMsg::Neighbor(ip, mac) => self.pipeline.learn_neighbor(now, ip, mac),
                 ControlMsg::Announce(addrs) => self.pipeline.announce(&addrs),
+                ControlMsg::Neighbor6(ip, mac) => self.pipeline.learn_neighbor6(now, ip, mac),
+                ControlMsg::Announce6(addrs) => self.pipeline.announce6(&addrs),
                 ControlMsg::Probe(addrs) => self.pipeline.probe(&addrs),
                 ControlMsg::VrrpState(state) => self.pipeline.set_vrrp_state(state),
                 ControlMsg::ResponseTimes { generation, times } => {
@@ -366,13 +373,15 @@ impl<P: Port> Worker<P> {
             generation: self.pipeline.snapshot().generation,
             counters: self.pipeline.counters().clone(),
             ports: self.ports.iter().map(|(iface, port)| (*iface, port.stats())).collect(),
-            flows: self.pipeline.conntrack().len(),
-            embryonic: self.pipeline.conntrack().embryonic(),
+            flows: self.pipeline.conntrack().len() + self.pipeline.conntrack6().len(),
+            embryonic: self.pipeline.conntrack().embryonic()
+                + self.pipeline.conntrack6().embryonic(),
             active: self.pipeline.active_flows().to_vec(),
             conntrack: self.pipeline.conntrack().stats(),
-            neighbors: self.pipeline.neighbors().len(),
+            neighbors: self.pipeline.neighbors().len() + self.pipeline.neighbors6().len(),
             held: self.pipeline.held(),
             unresolved: self.pipeline.unresolved().collect(),
+            unresolved6: self.pipeline.unresolved6().collect(),
             unroutable: self.unroutable,
             latency: self.latency.clone(),
         }
@@ -520,6 +529,53 @@ mod tests {
         assert_eq!(wire.len(), 1);
         assert_eq!(&wire[0][0..6], &RS.mac.0);
         assert_eq!(&wire[0][6..12], &LB.mac.0);
+    }
+
+    /// IPv6: a held SYN's next hop is reported in `unresolved6`; the neighbour control
+    /// relays (`Neighbor6`) releases it; `Announce6` sends an unsolicited advertisement.
+    #[test]
+    fn ipv6_neighbours_are_relayed_and_vips_announced() {
+        const DR6: &str = r#"
+            [[interface]]
+            name = "eth0"
+            addr = "10.1.1.2/24"
+            addr6 = "2001:db8:1::2/64"
+            mac = "02:00:0a:01:01:02"
+            [conntrack]
+            capacity = 1024
+            [[service]]
+            vip = "2001:db8:1::10"
+            port = 80
+            forward = "dr"
+            [[service.backend]]
+            addr = "2001:db8:1::11"
+        "#;
+        let v6 = |last| std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last);
+        let (mut worker, control, _) = worker(DR6, 1);
+        let syn = testkit::tcp6(
+            CLIENT.mac,
+            LB.mac,
+            (v6(0x100), 40000),
+            (v6(0x10), 80),
+            testkit::SYN,
+            &[],
+        );
+        worker.ports[0].1.inbox.push_back(syn);
+        worker.step();
+        let wire = std::mem::take(&mut worker.ports[0].1.wire);
+        assert_eq!(wire, vec![testkit::neighbor_solicitation(LB.mac, v6(2), v6(0x11), None)]);
+        assert_eq!(worker.report().unresolved6, vec![v6(0x11)]);
+        control.send(ControlMsg::Neighbor6(v6(0x11), RS.mac)).unwrap();
+        worker.step();
+        let wire = std::mem::take(&mut worker.ports[0].1.wire);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(&wire[0][0..6], &RS.mac.0, "DR: to the backend's MAC");
+        assert!(worker.report().unresolved6.is_empty());
+        control.send(ControlMsg::Announce6(vec![v6(0x10)])).unwrap();
+        worker.step();
+        let wire = std::mem::take(&mut worker.ports[0].1.wire);
+        assert_eq!(wire.len(), 1, "one unsolicited advertisement");
+        assert_eq!(wire[0][54], 136);
     }
 
     /// A core that asks ARP for a next hop reports it within milliseconds, not at the next

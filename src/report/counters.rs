@@ -42,6 +42,11 @@ counted_enum! {
         IpOptions => "ip_options",
         /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
         Fragment => "fragment",
+        /// IPv6 to a VIP (or from a NAT backend) whose next header is not TCP, UDP or
+        /// ICMPv6 directly: hop-by-hop, routing, destination options or another extension
+        /// header first. The pipeline forwards only packets without extension headers (a
+        /// fragment header is counted as `fragment` instead).
+        Ipv6ExtHeaders => "ipv6_ext_headers",
         /// NAT/FullNAT (a routing hop) got a packet with TTL 0 or 1: it expires here, as in
         /// any router (no ICMP time exceeded is sent). DR, an L2 forward, keeps the TTL.
         TtlExceeded => "ttl_exceeded",
@@ -57,6 +62,18 @@ counted_enum! {
         /// ARP from another host claiming an address xlb owns (a VIP or local address): the
         /// sender address is ours, the sender MAC is not. Also counted in `arp_conflicts`.
         ArpConflict => "arp_conflict",
+        /// A neighbour solicitation or advertisement about a VIP or local address that RFC
+        /// 4861 §7.1 says to discard (bad checksum, hop limit not 255, malformed options...),
+        /// or whose answer could only go to a group (a multicast solicitor MAC).
+        BadNdp => "bad_ndp",
+        /// NDP from another host claiming an address xlb owns (advertising a VIP or local
+        /// address, or soliciting from one). Also counted in `ndp_conflicts`.
+        NdpConflict => "ndp_conflict",
+        /// Not an error: a neighbour solicitation for a VIP or local address whose answer is
+        /// longer than the solicitation (a duplicate address detection probe, or one without
+        /// a source link-layer option), so the answer left as a frame of its own (emitted)
+        /// and the solicitation ends here.
+        NdpAnswerEmitted => "ndp_answer_emitted",
         /// To a VIP, but no service listens on that port and protocol.
         NoService => "no_service",
         /// To a VIP, with an IP protocol xlb does not balance.
@@ -132,6 +149,14 @@ counted_enum! {
         /// ARP probes (RFC 5227, sender 0.0.0.0) sent for a VIP or local address before
         /// announcing it.
         ArpProbesSent => "arp_probes_sent",
+        /// Neighbour advertisements answering solicitations for VIPs and local addresses.
+        NdpAdvertsSent => "ndp_adverts_sent",
+        /// Neighbour solicitations xlb sent for next hops (from the box's own address).
+        NdpSolicitsSent => "ndp_solicits_sent",
+        /// Unsolicited neighbour advertisements announcing VIPs and local addresses.
+        UnsolicitedNdpSent => "unsolicited_ndp_sent",
+        /// NDP from another host claiming a VIP or local address (see `ndp_conflict`).
+        NdpConflicts => "ndp_conflicts",
         IcmpEchoReplies => "icmp_echo_replies",
         IcmpErrorsForwarded => "icmp_errors_forwarded",
         NewFlows => "new_flows",

@@ -220,6 +220,8 @@ pub struct CoreReport {
     /// Next hops this core is asking for (at most [`crate::arp::MAX_PENDING_NEIGHBORS`]):
     /// control relays the ARP that answers them.
     pub unresolved: Vec<Ipv4Addr>,
+    /// IPv6 next hops this core is asking for: control relays the NDP that answers them.
+    pub unresolved6: Vec<std::net::Ipv6Addr>,
     /// Frames that were to leave by an interface this worker has no port on, or that did
     /// not fit the staging area.
     pub unroutable: u64,

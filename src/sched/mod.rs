@@ -35,7 +35,7 @@ pub mod maglev;
 mod wrr;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::hash::{hash2, mix64};
@@ -165,8 +165,8 @@ fn prime_hint(size: usize) -> usize {
 pub struct PickContext<'a> {
     /// crate::hash::flow_hash of the flow's 5-tuple (Maglev).
     pub flow_hash: u64,
-    /// Client source address (sh hashes only this, like ipvsadm's sh).
-    pub client: Ipv4Addr,
+    /// Client source address, either family (sh hashes only this, like ipvsadm's sh).
+    pub client: IpAddr,
     /// Active connections per backend on this core (lc, wlc, lt). May be empty => treat as 0.
     pub active: &'a [u32],
     /// Measured response time per backend in microseconds, fed by control (lt); 0 = unknown.
@@ -176,7 +176,7 @@ pub struct PickContext<'a> {
 impl PickContext<'static> {
     /// A context with no load information: enough for every kind but `lc`, `wlc` and `lt`,
     /// which then see every backend idle.
-    pub const fn new(flow_hash: u64, client: Ipv4Addr) -> Self {
+    pub const fn new(flow_hash: u64, client: IpAddr) -> Self {
         PickContext { flow_hash, client, active: &[], response_time_us: &[] }
     }
 }
@@ -396,16 +396,24 @@ impl fmt::Debug for Scheduler {
     }
 }
 
-/// The hash `sh` looks up: of the client address alone.
+/// The hash `sh` looks up: of the client address alone (an IPv4 client's is what it was
+/// before IPv6: `sh` keeps its clients on their real servers across the upgrade).
 #[inline]
-fn client_hash(client: Ipv4Addr) -> u64 {
-    hash2(SH_SEED, u64::from(client.to_bits()), 0)
+fn client_hash(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(v4) => hash2(SH_SEED, u64::from(v4.to_bits()), 0),
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            hash2(SH_SEED, (bits >> 64) as u64, bits as u64)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// Backends with ids 1000, 1001, ... and the given weights.
     pub(super) fn specs(weights: &[u32]) -> Vec<BackendSpec> {
@@ -420,8 +428,26 @@ mod tests {
         Scheduler::new(kind, &specs(weights), 251).unwrap()
     }
 
-    fn client(n: u32) -> Ipv4Addr {
-        Ipv4Addr::from_bits(0x0a00_0000 | n)
+    fn client(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 | n))
+    }
+
+    /// `sh` hashes an IPv4 client as it always did (pinned), and an IPv6 client by its
+    /// whole address: clients that differ only in their interface identifier spread.
+    #[test]
+    fn sh_hashes_both_families_by_the_whole_address() {
+        let v4 = Ipv4Addr::new(10, 0, 0, 7);
+        assert_eq!(client_hash(IpAddr::V4(v4)), hash2(SH_SEED, 0x0a00_0007, 0));
+        let sched = scheduler(SchedulerKind::Sh, &[1, 1, 1, 1]);
+        let mut seen = std::collections::HashSet::new();
+        for host in 1..64u128 {
+            let client = IpAddr::V6(Ipv6Addr::from_bits(0x2001_0db8_0001_0000 << 64 | host));
+            let pick = sched.pick(&mut SchedState::new(4, 0), &PickContext::new(0, client));
+            let again = sched.pick(&mut SchedState::new(4, 9), &PickContext::new(7, client));
+            assert_eq!(pick, again, "{client}: by the client alone");
+            seen.insert(pick);
+        }
+        assert_eq!(seen.len(), 4, "63 IPv6 clients of one /64 reach all four backends");
     }
 
     /// `count` picks for varied flows and clients; `None` picks are kept.

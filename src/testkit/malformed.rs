@@ -23,6 +23,8 @@
 
 use std::net::Ipv4Addr;
 
+pub mod v6;
+
 use super::{ACK, Flags, Host, SYN, arp, icmp_echo, icmp_port_unreachable, padded, tcp, udp};
 use crate::dataplane::Verdict;
 use crate::report::DropReason;

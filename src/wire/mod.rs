@@ -22,8 +22,9 @@
 //!   options — are walked by iterators that advance by at least 8 bytes a step, stop at the
 //!   buffer's end, and (for extension headers) give up after [`ipv6::MAX_EXT_HEADERS`]
 //!   headers or [`ipv6::MAX_EXT_BYTES`] bytes: no input makes them loop or panic.
-//! - **IPv6 has views and checksums, not yet a pipeline**: the dataplane still passes IPv6
-//!   frames to the kernel.
+//! - **IPv6**: the pipeline's IPv6 steps (`dataplane::pipeline::v6`) read the fixed header
+//!   at fixed offsets and refuse extension headers; the walk here serves NDP, the steering
+//!   program's tests and the fuzzers.
 //!
 //! Everything is `#[inline]`: these are a few loads and stores each, and the pipeline calls
 //! them per packet.

@@ -9,6 +9,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
 use crate::hash::table_hash;
 use crate::snapshot::{Owned, Snapshot};
@@ -52,11 +53,30 @@ impl Class {
     }
 }
 
-/// The L4 view the pipeline needs of a TCP/UDP packet.
+/// The L4 view the pipeline needs of a TCP/UDP packet of family `F` (IPv4 by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Transport {
-    pub(super) key: FlowKey,
+pub(super) struct Transport<F: Family = V4> {
+    pub(super) key: FlowKey<F>,
     pub(super) tcp_flags: Option<u8>,
+}
+
+impl<F: Family> Transport<F> {
+    /// The view of the packet an ICMP error quotes: its addresses and protocol, and the
+    /// first 4 bytes of its TCP/UDP header (`ports`); no flags.
+    #[inline]
+    pub(super) fn quoted(src: F::Addr, dst: F::Addr, proto: Proto, ports: &[u8]) -> Option<Self> {
+        let ports = ports.first_chunk::<4>()?;
+        Some(Transport {
+            key: FlowKey {
+                src_addr: src,
+                dst_addr: dst,
+                src_port: u16::from_be_bytes([ports[0], ports[1]]),
+                dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+                proto,
+            },
+            tcp_flags: None,
+        })
+    }
 }
 
 /// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
@@ -178,21 +198,29 @@ pub(super) fn transport(
     protocol: u8,
     segment: &[u8],
 ) -> Option<Transport> {
-    let (proto, src_port, dst_port, tcp_flags) = match protocol {
-        ip_proto::TCP => {
-            let tcp = TcpPacket::new_checked(segment).ok()?;
-            (Proto::Tcp, tcp.src_port(), tcp.dst_port(), Some(tcp.flags().0))
-        }
-        ip_proto::UDP => {
-            let udp = UdpPacket::new_checked(segment).ok()?;
-            (Proto::Udp, udp.src_port(), udp.dst_port(), None)
-        }
-        _ => return None,
-    };
+    let (proto, src_port, dst_port, tcp_flags) = l4_header(protocol, segment)?;
     Some(Transport {
         key: FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto },
         tcp_flags,
     })
+}
+
+/// Protocol, ports and TCP flags of the TCP or UDP header at the start of `segment` (IP
+/// protocol `protocol`, either family): None unless it holds a whole TCP header or UDP
+/// datagram.
+#[inline]
+pub(super) fn l4_header(protocol: u8, segment: &[u8]) -> Option<(Proto, u16, u16, Option<u8>)> {
+    match protocol {
+        ip_proto::TCP => {
+            let tcp = TcpPacket::new_checked(segment).ok()?;
+            Some((Proto::Tcp, tcp.src_port(), tcp.dst_port(), Some(tcp.flags().0)))
+        }
+        ip_proto::UDP => {
+            let udp = UdpPacket::new_checked(segment).ok()?;
+            Some((Proto::Udp, udp.src_port(), udp.dst_port(), None))
+        }
+        _ => None,
+    }
 }
 
 /// The 5-tuple of the packet an ICMP error quotes (its IPv4 header and first 8 bytes).
@@ -203,18 +231,8 @@ pub(super) fn quoted_transport(icmp: &[u8]) -> Option<Transport> {
         return None;
     }
     let ip = Ipv4Packet::new_unchecked(quote);
-    let ports = &quote[header_len..header_len + 8];
     let proto = Proto::from_number(ip.protocol())?;
-    Some(Transport {
-        key: FlowKey {
-            src_addr: ip.src_addr(),
-            dst_addr: ip.dst_addr(),
-            src_port: u16::from_be_bytes([ports[0], ports[1]]),
-            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
-            proto,
-        },
-        tcp_flags: None,
-    })
+    Transport::quoted(ip.src_addr(), ip.dst_addr(), proto, &quote[header_len..header_len + 8])
 }
 
 #[cfg(test)]

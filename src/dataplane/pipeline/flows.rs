@@ -9,15 +9,13 @@
 //! Packets that only name a flow (ICMP errors, replies from the wrong side) read it with
 //! [`CoreState::peek`], which neither refreshes nor moves it.
 
-use std::net::Ipv4Addr;
-
 use crate::conntrack::{Direction, Flow, FlowState, InsertError, Prepared};
-use crate::family::V4;
+use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
 use crate::hash::{flow_hash, table_hash};
 use crate::report::{DropReason, Stat};
 use crate::sched::{PickContext, SchedState};
-use crate::snapshot::{IfaceId, Snapshot};
+use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::classify::{Class, Transport};
@@ -122,10 +120,10 @@ impl CoreState {
     ///   retransmission timer ran out with no answer (every mode; each retransmission counts);
     /// - reset: the backend's RST (NAT, FullNAT).
     #[cold]
-    fn passive_sign(
+    pub(super) fn passive_sign<F: Indexed>(
         &mut self,
         snapshot: &Snapshot,
-        hit: &crate::conntrack::Hit,
+        hit: &crate::conntrack::Hit<F>,
         tcp_flags: Option<u8>,
     ) {
         let Some(flags) = tcp_flags else { return };
@@ -221,7 +219,7 @@ impl CoreState {
             None => {
                 let context = PickContext {
                     flow_hash: hash,
-                    client: key.src_addr,
+                    client: std::net::IpAddr::V4(key.src_addr),
                     active: self.active.get(range.clone()).unwrap_or(&[]),
                     response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
                 };
@@ -255,35 +253,20 @@ impl CoreState {
         } else {
             (key.src_addr, key.src_port)
         };
-        let flow = Flow {
-            proto: key.proto,
-            forward: service.forward,
-            client_addr: key.src_addr,
-            client_port: key.src_port,
-            vip: key.dst_addr,
-            vport: key.dst_port,
-            backend_addr,
-            backend_port: backend.port,
-            local_addr,
-            local_port,
-            service: service_index as u16,
-            backend: backend_index as u16,
-        };
+        let flow = opened(
+            &key,
+            service.forward,
+            (backend_addr, backend.port),
+            (local_addr, local_port),
+            (service_index, backend_index),
+        );
         let active = &mut self.active;
         let inserted =
             self.conntrack.insert_prepared(now, &flow, prepared, transport.tcp_flags, |evicted| {
                 release_backend(snapshot, active, evicted);
             });
         match inserted {
-            Ok(_) => {
-                self.counters.add(Stat::NewFlows, 1);
-                if let Some(count) = self.active.get_mut(backend_index) {
-                    *count += 1;
-                }
-                if let Some(counters) = self.counters.backend(backend_index) {
-                    counters.connections += 1;
-                }
-            }
+            Ok(_) => self.count_new_flow(backend_index),
             Err(_) if service.forward == ForwardMode::Dr => {
                 return self.forward_stateless(snapshot, now, frame, &key, service_index, hash);
             }
@@ -314,20 +297,13 @@ impl CoreState {
         let Some(backend) = snapshot.family::<V4>().backend_id(backend_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let flow = Flow {
-            proto: key.proto,
-            forward: ForwardMode::Dr,
-            client_addr: key.src_addr,
-            client_port: key.src_port,
-            vip: key.dst_addr,
-            vport: key.dst_port,
-            backend_addr: backend.addr,
-            backend_port: backend.port,
-            local_addr: key.src_addr,
-            local_port: key.src_port,
-            service: service_index as u16,
-            backend: backend_index as u16,
-        };
+        let flow = opened(
+            key,
+            ForwardMode::Dr,
+            (backend.addr, backend.port),
+            (key.src_addr, key.src_port),
+            (service_index, backend_index),
+        );
         self.counters.add(Stat::StatelessPackets, 1);
         self.forward(snapshot, now, frame, &flow, Direction::Original)
     }
@@ -351,20 +327,8 @@ impl CoreState {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
         }
-        let bytes = frame.len() as u64;
         let backend = backend_of(snapshot, flow);
-        if let Some(counters) = backend.and_then(|index| self.counters.backend(index)) {
-            match direction {
-                Direction::Original => {
-                    counters.in_packets += 1;
-                    counters.in_bytes += bytes;
-                }
-                Direction::Reply => {
-                    counters.out_packets += 1;
-                    counters.out_bytes += bytes;
-                }
-            }
-        }
+        self.count_forwarded(backend, direction, frame.len() as u64);
         // The common case, to a backend or client whose next hop is known: what `deliver`
         // and `send` would do, from the hop caches alone.
         let hop = match direction {
@@ -378,6 +342,80 @@ impl CoreState {
             return Verdict::Tx(hop.egress);
         }
         self.deliver(snapshot, now, frame, flow, direction, backend)
+    }
+}
+
+impl CoreState {
+    /// Counts a flow just tracked: a new flow, one more active on its backend, a connection.
+    #[inline(always)]
+    pub(super) fn count_new_flow(&mut self, backend_index: usize) {
+        self.counters.add(Stat::NewFlows, 1);
+        if let Some(count) = self.active.get_mut(backend_index) {
+            *count += 1;
+        }
+        if let Some(counters) = self.counters.backend(backend_index) {
+            counters.connections += 1;
+        }
+    }
+
+    /// Counts a forwarded packet of `bytes` for its backend (when still in the snapshot):
+    /// in towards it, out from it.
+    #[inline(always)]
+    pub(super) fn count_forwarded(
+        &mut self,
+        backend: Option<usize>,
+        direction: Direction,
+        bytes: u64,
+    ) {
+        if let Some(counters) = backend.and_then(|index| self.counters.backend(index)) {
+            match direction {
+                Direction::Original => {
+                    counters.in_packets += 1;
+                    counters.in_bytes += bytes;
+                }
+                Direction::Reply => {
+                    counters.out_packets += 1;
+                    counters.out_bytes += bytes;
+                }
+            }
+        }
+    }
+
+    /// Counts an ICMP(v6) "unreachable" about the backend's side of a flow, for passive
+    /// health checks: only one that came back from the backend (`direction` Reply).
+    pub(super) fn count_unreachable(&mut self, backend: Option<usize>, direction: Direction) {
+        if direction == Direction::Reply
+            && let Some(passive) = backend.and_then(|i| self.counters.passive.get_mut(i))
+        {
+            passive.unreachable += 1;
+        }
+    }
+}
+
+/// The flow a packet `key` to a VIP opens: its client and VIP from the key, its backend
+/// address:port, its local address:port (FullNAT; else the client's), its service and
+/// backend indices (hints).
+#[inline(always)]
+pub(super) fn opened<F: Family>(
+    key: &FlowKey<F>,
+    forward: ForwardMode,
+    backend: (F::Addr, u16),
+    local: (F::Addr, u16),
+    (service, backend_index): (usize, usize),
+) -> Flow<F> {
+    Flow {
+        proto: key.proto,
+        forward,
+        client_addr: key.src_addr,
+        client_port: key.src_port,
+        vip: key.dst_addr,
+        vport: key.dst_port,
+        backend_addr: backend.0,
+        backend_port: backend.1,
+        local_addr: local.0,
+        local_port: local.1,
+        service: service as u16,
+        backend: backend_index as u16,
     }
 }
 
@@ -407,7 +445,7 @@ pub(super) fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedStat
 
 /// Forgets a flow's share of its backend's active count (found by identity: the snapshot
 /// may have renumbered the backends since the flow began).
-pub(super) fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Flow) {
+pub(super) fn release_backend<F: Indexed>(snapshot: &Snapshot, active: &mut [u32], flow: &Flow<F>) {
     if let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| active.get_mut(index)) {
         *count = count.saturating_sub(1);
     }
@@ -415,13 +453,17 @@ pub(super) fn release_backend(snapshot: &Snapshot, active: &mut [u32], flow: &Fl
 
 /// The flow's backend index in this snapshot, by its hint or, once renumbered, its identity.
 #[inline]
-pub(super) fn backend_of(snapshot: &Snapshot, flow: &Flow) -> Option<usize> {
+pub(super) fn backend_of<F: Indexed>(snapshot: &Snapshot, flow: &Flow<F>) -> Option<usize> {
     snapshot.backend_of_flow(flow)
 }
 
 /// Source and destination a packet of `direction` leaves with.
 #[inline]
-pub(super) fn translate(flow: &Flow, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+#[allow(clippy::type_complexity)]
+pub(super) fn translate<F: Family>(
+    flow: &Flow<F>,
+    direction: Direction,
+) -> ((F::Addr, u16), (F::Addr, u16)) {
     let client = (flow.client_addr, flow.client_port);
     let vip = (flow.vip, flow.vport);
     let backend = (flow.backend_addr, flow.backend_port);

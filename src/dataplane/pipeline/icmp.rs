@@ -5,7 +5,6 @@
 //! last-seen time nor moves its state, so forged errors cannot keep an idle flow alive.
 //! Errors are never answered with errors.
 
-use crate::conntrack::Direction;
 use crate::flow::ForwardMode;
 use crate::hash::table_hash;
 use crate::report::{DropReason, Stat};
@@ -94,11 +93,8 @@ impl CoreState {
         // needed" or "prohibited", which are about the path.
         let unreachable = frame.get(icmp_range_start) == Some(&icmp_type::DEST_UNREACHABLE)
             && frame.get(icmp_range_start + 1).is_some_and(|code| *code <= 3);
-        if unreachable
-            && hit.direction == Direction::Reply
-            && let Some(passive) = backend.and_then(|i| self.counters.passive.get_mut(i))
-        {
-            passive.unreachable += 1;
+        if unreachable {
+            self.count_unreachable(backend, hit.direction);
         }
         self.deliver(snapshot, now, frame, &flow, hit.direction, backend)
     }

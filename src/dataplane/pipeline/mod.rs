@@ -19,8 +19,9 @@
 //!   before any is processed) and goes straight to its flow; everything else goes through
 //!   the step-by-step checks, which give each malformed frame its exact drop reason. Both
 //!   ways reach the same verdict, bytes and counters (a property test holds them to it).
-//!   Every packet that reaches the flow step is IPv4 without options with its whole TCP or
-//!   UDP header in the frame, so the rewrites read and write at fixed offsets.
+//!   Every packet that reaches the flow step is IPv4 without options (or IPv6 without
+//!   extension headers, `v6`) with its whole TCP or UDP header in the frame, so the rewrites
+//!   read and write at fixed offsets.
 //! - Counters are the core's own plain integers; a batch counts its received frames and
 //!   bytes and its `Tx` verdicts once, at its end.
 //! - Frames the pipeline sends on its own (ARP requests, frames released once their next
@@ -58,12 +59,17 @@
 //! - ICMP echo to a VIP or local address: answered. ICMP errors about a tracked flow: sent on
 //!   to that flow's peer, translated. An error only reads the flow: it never refreshes its
 //!   last-seen time nor moves its state, so forged errors cannot keep an idle flow alive.
+//! - IPv6 (`v6`): the same for IPv6 VIPs and local addresses, the step-by-step way (IPv4's
+//!   one-pass classification stays IPv4-only), on per-core IPv6 tables; NDP takes ARP's
+//!   place (solicitations for VIPs and local addresses answered, to their solicited-node
+//!   groups too; next hops solicited from the interface's own IPv6 address); IPv6 with an
+//!   extension header is dropped as `ipv6_ext_headers`.
 //! - Anything else: `Pass` to the kernel.
 //!
 //! NAT and FullNAT are routing hops: every packet they forward (ICMP errors included) leaves
-//! with its IPv4 TTL one less (checksum patched incrementally), and one that arrives with
-//! TTL 0 or 1 is dropped as `ttl_exceeded` (no ICMP time exceeded is sent). DR is an L2
-//! forward, as in IPVS: the IP packet, TTL included, is left as it is.
+//! with its IPv4 TTL (IPv6 hop limit) one less (checksum patched incrementally), and one
+//! that arrives with 0 or 1 is dropped as `ttl_exceeded` (no ICMP time exceeded is sent).
+//! DR is an L2 forward, as in IPVS: the IP packet, TTL included, is left as it is.
 //!
 //! Layout: this module holds [`Pipeline`], its API and the per-core state `CoreState`
 //! with the steps every packet takes (`process`, the batch, the step-by-step IPv4 checks);
@@ -72,7 +78,8 @@
 //! TCP/UDP views), `flows` (connection lookup, scheduling, forwarding a tracked packet),
 //! `neighbors` (ARP, the neighbour table, held frames, the hop caches), `rewrite` (the
 //! in-place NAT, TTL, quote and echo rewrites), `icmp` (echo and errors about flows) and
-//! `emit` (the queue of frames the pipeline sends on its own).
+//! `emit` (the queue of frames the pipeline sends on its own), and `v6` (IPv6's steps and
+//! per-core state).
 
 mod classify;
 mod emit;
@@ -80,14 +87,15 @@ mod flows;
 mod icmp;
 mod neighbors;
 mod rewrite;
+mod v6;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::arp::{self, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
-use crate::family::V4;
+use crate::family::{V4, V6};
 use crate::fleet::{Presence, VrrpState};
 use crate::hash::table_hash;
 use crate::report::{BATCH, Counters, DropReason, Stat};
@@ -104,6 +112,7 @@ use neighbors::{
     CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops, subnets,
     unreplyable_sender,
 };
+use v6::Core6;
 
 /// What to do with a frame after [`Pipeline::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +233,10 @@ struct CoreState {
     /// Whether this box answers ARP for, announces and forwards to its VIPs: the snapshot's
     /// fleet mode in `vrrp`'s state ([`crate::fleet`]). Local addresses are always answered.
     presence: Presence,
+    /// IPv6's connection table, neighbours and held frames (the per-service and per-backend
+    /// state above, and the emit queue, are shared: the snapshot indexes both families in
+    /// one list).
+    v6: Core6,
 }
 
 impl Pipeline {
@@ -254,8 +267,11 @@ impl Pipeline {
             last_refresh_scan: Instant::ZERO,
             vrrp: VrrpState::Standby,
             presence: snapshot.fleet.presence(VrrpState::Standby),
+            v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
         };
-        Pipeline { snapshot, core }
+        let mut pipeline = Pipeline { snapshot, core };
+        pipeline.core.v6.set_snapshot(&pipeline.snapshot);
+        pipeline
     }
 
     /// Swaps to a new snapshot between batches. Tracked flows survive: they carry their
@@ -298,6 +314,7 @@ impl Pipeline {
         core.subnets = subnets(&snapshot);
         core.hops_generation = u64::MAX;
         core.presence = snapshot.fleet.presence(core.vrrp);
+        core.v6.set_snapshot(&snapshot);
         self.snapshot = snapshot;
     }
 
@@ -357,13 +374,57 @@ impl Pipeline {
 
     /// Frames held for unresolved neighbours right now.
     pub fn held(&self) -> usize {
-        self.core.hold.len()
+        self.core.hold.len() + self.core.v6.hold.len()
     }
 
     /// Next hops this core is asking for (frames are held for them), for control to relay
     /// the ARP that answers.
     pub fn unresolved(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.core.hold.unresolved().map(|(ip, _)| ip)
+    }
+
+    /// IPv6's twin of [`Pipeline::learn_neighbor`]: what an NDP message seen outside the
+    /// pipeline said (the AF_XDP driver relays NDP the steering program recorded). A
+    /// neighbour on no interface's link (its IPv6 prefix, or link-local), or one with a MAC
+    /// no reply may go to, is ignored. Frames held for `ip` are released.
+    pub fn learn_neighbor6(&mut self, now: Instant, ip: Ipv6Addr, mac: MacAddr) {
+        let core = &mut self.core;
+        let (emit, counters) = (&mut core.emit, &mut core.counters);
+        core.v6.learn(&*self.snapshot, now, ip, mac, emit, counters);
+    }
+
+    /// IPv6's twin of [`Pipeline::announce`]: an unsolicited neighbour advertisement for each
+    /// of `addrs` that is a VIP or local address of the snapshot, paced.
+    pub fn announce6(&mut self, addrs: &[Ipv6Addr]) {
+        let core = &mut self.core;
+        core.v6.queue_announce(addrs);
+        let side =
+            v6::step::Fleet6 { snapshot: &self.snapshot, answer_vips: core.presence.answer_vips };
+        core.v6.send_paced(&side, &mut core.emit, &mut core.counters);
+    }
+
+    /// IPv6 next hops this core is asking for (frames are held for them), for control to
+    /// relay the NDP that answers.
+    pub fn unresolved6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.core.v6.hold.unresolved().map(|(ip, _)| ip)
+    }
+
+    pub fn neighbors6(&self) -> &NeighborTable<V6> {
+        &self.core.v6.neighbors
+    }
+
+    /// Lets this core find IPv6 replies in other cores' tables.
+    pub fn set_peers6(&mut self, peers: Vec<ConntrackReader<V6>>) {
+        self.core.v6.peers = peers;
+    }
+
+    /// A read handle on this core's IPv6 connection table, for the other cores.
+    pub fn conntrack_reader6(&self) -> ConntrackReader<V6> {
+        self.core.v6.conntrack.reader()
+    }
+
+    pub fn conntrack6(&self) -> &Conntrack<V6> {
+        &self.core.v6.conntrack
     }
 
     /// Processes one frame received on `ingress`, rewriting it in place.
@@ -493,11 +554,33 @@ impl Pipeline {
         let forgotten = core.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
         core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
         core.send_paced_arp(snapshot);
+        // The same for IPv6, skipping what is empty (an IPv4-only box pays next to nothing).
+        let six = &mut core.v6;
+        if !six.conntrack.is_empty() {
+            let active = &mut core.active;
+            let expired = six.conntrack.sweep(now, SWEEP_BUDGET, |flow| {
+                release_backend(snapshot, active, flow);
+            });
+            core.counters.add(Stat::ExpiredFlows, expired as u64);
+        }
+        if !six.hold.is_empty() {
+            core.counters.add(Stat::HeldExpired, six.hold.expire(now) as u64);
+        }
+        if !six.neighbors.is_empty() {
+            let forgotten = six.neighbors.expire(now, NEIGHBOR_EXPIRE_BUDGET);
+            core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
+        }
+        if !six.paced.is_empty() {
+            let side = v6::step::Fleet6 { snapshot, answer_vips: core.presence.answer_vips };
+            six.send_paced(&side, &mut core.emit, &mut core.counters);
+        }
         if core.slot.index == 0
             && now.saturating_duration_since(core.last_refresh_scan) >= REFRESH_SCAN_EVERY
         {
             core.last_refresh_scan = now;
             core.refresh_neighbors(snapshot, now);
+            let next_hops = Core6::next_hops(snapshot);
+            core.v6.refresh(snapshot, now, next_hops, &mut core.emit, &mut core.counters);
         }
     }
 
@@ -570,12 +653,18 @@ impl CoreState {
             return Verdict::Drop(DropReason::Truncated);
         };
         let dst = eth.dst_addr();
+        let ethertype = eth.ethertype();
         if dst != interface.mac && !dst.is_broadcast() {
+            // NDP for xlb's IPv6 addresses comes to their solicited-node groups.
+            if ethertype == EtherType::IPV6 && dst.is_multicast() {
+                return self.ipv6_multicast(snapshot, now, ingress, frame);
+            }
             return Verdict::Pass;
         }
-        match eth.ethertype() {
+        match ethertype {
             EtherType::IPV4 => self.ipv4(snapshot, now, ingress, frame),
             EtherType::ARP => self.arp(snapshot, now, ingress, frame),
+            EtherType::IPV6 => self.ipv6(snapshot, now, ingress, frame),
             _ => Verdict::Pass,
         }
     }

@@ -1,0 +1,569 @@
+//! The IPv6 flow step: connection lookup (here, or on another core for replies), scheduling
+//! and tracking of new flows, forwarding a tracked packet for its direction, and ICMPv6
+//! echo and errors about flows — IPv4's `flows` and `icmp` steps on IPv6's own connection
+//! table (`Conntrack<V6>`), with the per-service and per-backend state (scheduler state,
+//! active counts, counters) shared with IPv4 by the snapshot's indices.
+//!
+//! Invariants (as IPv4's): a packet that reaches this step passed [`super::parse::check`]
+//! (no extension headers, its whole TCP/UDP header in the frame). A TCP packet that opens
+//! nothing is never tracked (DR forwards it by the service's Maglev table alone; NAT and
+//! FullNAT drop it). A flow's share of its backend's active count is taken once when it is
+//! inserted and given back once when it goes (found by identity). Packets that only name a
+//! flow (ICMPv6 errors, replies from the wrong side) read it with [`CoreState::peek6`],
+//! which neither refreshes nor moves it; an error is never answered with an error.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use crate::conntrack::{Direction, Flow, FlowState, Hit, InsertError, Prepared};
+use crate::family::V6;
+use crate::flow::{FlowKey, ForwardMode};
+use crate::hash::{flow_hash, table_hash};
+use crate::report::{DropReason, Stat};
+use crate::sched::PickContext;
+use crate::snapshot::{IfaceId, Owned, Snapshot};
+use crate::time::Instant;
+use crate::wire::icmpv6::{self, icmpv6_type};
+
+use super::super::flows::{backend_of, opened, release_backend, translate};
+use super::super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, reject};
+use super::parse::{Transport6, addresses, quoted_transport};
+use super::rewrite::{
+    ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
+};
+
+/// Who an IPv6 TCP/UDP packet the checks took is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::dataplane::pipeline) enum Class6 {
+    ToVip,
+    ToLocal,
+    /// To no address of xlb's, from a NAT backend: maybe a reply.
+    FromNatBackend,
+}
+
+impl Class6 {
+    /// The class by the owner of the destination (`None`: from a NAT backend); None for the
+    /// box's own address (the kernel's).
+    pub fn of_owner(owned: Option<Owned>) -> Option<Class6> {
+        match owned {
+            Some(Owned::Vip) => Some(Class6::ToVip),
+            Some(Owned::Local) => Some(Class6::ToLocal),
+            Some(Owned::Interface(_)) => None,
+            None => Some(Class6::FromNatBackend),
+        }
+    }
+}
+
+impl CoreState {
+    /// Finds the flow a key belongs to, here or (for replies) on another core.
+    fn track6(
+        &mut self,
+        now: Instant,
+        key: &FlowKey<V6>,
+        hash: u64,
+        tcp_flags: Option<u8>,
+        maybe_reply: bool,
+    ) -> Option<Hit<V6>> {
+        let prepared = Prepared::new(hash);
+        if let Some(hit) = self.v6.conntrack.track_prepared(now, key, prepared, tcp_flags) {
+            return Some(hit);
+        }
+        if maybe_reply {
+            for peer in &self.v6.peers {
+                if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
+                    self.counters.add(Stat::CrossCoreHits, 1);
+                    return Some(hit);
+                }
+            }
+        }
+        None
+    }
+
+    /// [`CoreState::track6`] that changes nothing (see the module docs).
+    pub(in crate::dataplane::pipeline) fn peek6(
+        &self,
+        now: Instant,
+        key: &FlowKey<V6>,
+        hash: u64,
+    ) -> Option<Hit<V6>> {
+        self.v6
+            .conntrack
+            .peek_hashed(now, key, hash)
+            .or_else(|| self.v6.peers.iter().find_map(|peer| peer.peek_hashed(now, key, hash)))
+    }
+
+    /// An IPv6 TCP/UDP packet for a VIP or local address, or from a NAT backend.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::dataplane::pipeline) fn transport6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class6,
+        transport: Transport6,
+    ) -> Verdict {
+        let key = transport.key;
+        let hash = table_hash(&key);
+        let maybe_reply = class != Class6::ToVip;
+        if maybe_reply
+            && snapshot.interfaces.len() > 1
+            && snapshot.family::<V6>().route(key.src_addr).is_some_and(|r| r.egress != ingress)
+            && self.peek6(now, &key, hash).is_some_and(|hit| hit.direction == Direction::Reply)
+        {
+            return Verdict::Drop(DropReason::ReplyWrongInterface);
+        }
+        if let Some(hit) = self.track6(now, &key, hash, transport.tcp_flags, maybe_reply) {
+            if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+                if hit.state == FlowState::SynSeen
+                    && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
+                    && class == Class6::ToVip
+                {
+                    if let Some(old) = self.v6.conntrack.remove(&key) {
+                        release_backend(snapshot, &mut self.active, &old);
+                    }
+                    self.counters.add(Stat::ReusedFlows, 1);
+                    return self.new_flow6(snapshot, now, frame, transport, hash);
+                }
+                self.passive_sign(snapshot, &hit, transport.tcp_flags);
+            }
+            return self.forward6(snapshot, now, frame, &hit.flow, hit.direction);
+        }
+        match class {
+            Class6::ToVip => self.new_flow6(snapshot, now, frame, transport, hash),
+            Class6::ToLocal => Verdict::Drop(DropReason::NoFlow),
+            Class6::FromNatBackend => Verdict::Pass,
+        }
+    }
+
+    /// A packet to a VIP that no tracked flow took: scheduled, tracked, forwarded (IPv4's
+    /// `new_flow`). `hash` is the connection table's hash of its key.
+    #[inline(never)]
+    fn new_flow6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        transport: Transport6,
+        hash: u64,
+    ) -> Verdict {
+        let key = transport.key;
+        let pinned = flow_hash(&key);
+        let six = snapshot.family::<V6>();
+        let Some(service_index) = six.service_at(key.dst_addr, key.dst_port, key.proto) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        let service = &snapshot.services[service_index];
+        let range = service.backends.clone();
+        let opens = transport
+            .tcp_flags
+            .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
+        if !opens {
+            return match service.forward {
+                ForwardMode::Dr => {
+                    self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned)
+                }
+                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
+            };
+        }
+        let Some(state) = self.sched.get_mut(service_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let pick = match service.scheduler.maglev_table() {
+            Some(table) => table.lookup(pinned),
+            None => {
+                let context = PickContext {
+                    flow_hash: pinned,
+                    client: IpAddr::V6(key.src_addr),
+                    active: self.active.get(range.clone()).unwrap_or(&[]),
+                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
+                };
+                service.scheduler.pick(state, &context)
+            }
+        };
+        let Some(pick) = pick else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_index = range.start + pick;
+        let Some(backend) = snapshot.backends.get(backend_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_addr = six.backend_addr(backend_index);
+        let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
+            let active = &mut self.active;
+            match self.v6.conntrack.allocate_local_port(
+                now,
+                key.proto,
+                backend_addr,
+                backend.port,
+                six.local_addrs(service_index),
+                self.slot.local_ports(),
+                pinned,
+                |evicted| release_backend(snapshot, active, evicted),
+            ) {
+                Some(local) => local,
+                None => return Verdict::Drop(DropReason::NoLocalPort),
+            }
+        } else {
+            (key.src_addr, key.src_port)
+        };
+        let flow = opened(
+            &key,
+            service.forward,
+            (backend_addr, backend.port),
+            (local_addr, local_port),
+            (service_index, backend_index),
+        );
+        let active = &mut self.active;
+        let inserted = self.v6.conntrack.insert_prepared(
+            now,
+            &flow,
+            Prepared::new(hash),
+            transport.tcp_flags,
+            |evicted| release_backend(snapshot, active, evicted),
+        );
+        match inserted {
+            Ok(_) => self.count_new_flow(backend_index),
+            Err(_) if service.forward == ForwardMode::Dr => {
+                return self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned);
+            }
+            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
+            Err(InsertError::Full | InsertError::Exists) => {
+                return Verdict::Drop(DropReason::ConntrackFull);
+            }
+        }
+        self.forward6(snapshot, now, frame, &flow, Direction::Original)
+    }
+
+    /// DR without a tracked flow: the service's weighted Maglev table alone picks.
+    fn forward_stateless6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        key: &FlowKey<V6>,
+        service_index: usize,
+        pinned: u64,
+    ) -> Verdict {
+        let service = &snapshot.services[service_index];
+        let Some(pick) = service.fallback.lookup(pinned) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_index = service.backends.start + pick;
+        let Some(backend) = snapshot.backends.get(backend_index) else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let backend_addr = snapshot.family::<V6>().backend_addr(backend_index);
+        let flow = opened(
+            key,
+            ForwardMode::Dr,
+            (backend_addr, backend.port),
+            (key.src_addr, key.src_port),
+            (service_index, backend_index),
+        );
+        self.counters.add(Stat::StatelessPackets, 1);
+        self.forward6(snapshot, now, frame, &flow, Direction::Original)
+    }
+
+    /// Rewrites a tracked packet for its direction (NAT, FullNAT: a routing hop) and sends it
+    /// to its next hop.
+    fn forward6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<V6>,
+        direction: Direction,
+    ) -> Verdict {
+        if flow.forward != ForwardMode::Dr {
+            let (src, dst) = translate(flow, direction);
+            if !route_transport(frame, flow.proto, src, dst) {
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
+        }
+        let backend = backend_of(snapshot, flow);
+        self.count_forwarded(backend, direction, frame.len() as u64);
+        self.deliver6(snapshot, now, frame, flow, direction, backend)
+    }
+
+    /// Sends a frame translated for `direction` of `flow` to its next hop: the flow's backend
+    /// (`backend` is its index, when still in the snapshot) or its client.
+    fn deliver6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<V6>,
+        direction: Direction,
+        backend: Option<usize>,
+    ) -> Verdict {
+        let six = snapshot.family::<V6>();
+        let route = match (direction, backend) {
+            (Direction::Original, Some(index)) => Some(six.backend_route(index)),
+            (Direction::Original, None) => six.route(flow.backend_addr),
+            (Direction::Reply, _) => six.route(flow.client_addr),
+        };
+        let Some(route) = route.filter(|route| !route.next_hop.is_unspecified()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let (emit, counters) = (&mut self.emit, &mut self.counters);
+        self.v6.send(snapshot, now, frame, route.egress, route.next_hop, emit, counters)
+    }
+
+    /// ICMPv6 to a VIP or local address, or from a NAT backend: echo requests answered,
+    /// errors about a tracked flow sent on translated (see the module docs).
+    pub(in crate::dataplane::pipeline) fn icmp6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        owned: Option<Owned>,
+        icmp: Range<usize>,
+    ) -> Verdict {
+        if icmp.len() < icmpv6::HEADER_LEN {
+            return reject(owned, DropReason::Truncated);
+        }
+        match frame[icmp.start] {
+            icmpv6_type::ECHO_REQUEST if owned.is_some() => {
+                echo_reply(frame, icmp);
+                self.counters.add(Stat::IcmpEchoReplies, 1);
+                Verdict::Tx(ingress)
+            }
+            kind if icmpv6::is_error(kind) => self.icmp6_error(snapshot, now, frame, owned, icmp),
+            _ => reject(owned, DropReason::UnsupportedIcmp),
+        }
+    }
+
+    /// An ICMPv6 error quotes a packet that went the *other* way: the flow is found by the
+    /// quote reversed; the error travels like a packet of that direction, its quote
+    /// translated as the reverse of the same translation.
+    fn icmp6_error(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        owned: Option<Owned>,
+        icmp: Range<usize>,
+    ) -> Verdict {
+        // An error about no TCP/UDP packet (one about an ICMPv6 error included) names no
+        // flow.
+        let Some(quoted) = quoted_transport(&frame[icmp.clone()]) else {
+            return reject(owned, DropReason::IcmpNoFlow);
+        };
+        let key = quoted.key.reversed();
+        let Some(hit) = self.peek6(now, &key, table_hash(&key)) else {
+            return reject(owned, DropReason::IcmpNoFlow);
+        };
+        let flow = hit.flow;
+        // DR leaves the packet as it is (the quote names the VIP already); NAT and FullNAT
+        // route it and translate it.
+        if flow.forward != ForwardMode::Dr {
+            if !decrement_hop_limit(frame) {
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
+            let (src, dst) = translate(&flow, hit.direction);
+            let outer_src = addresses(frame).map(|(src, _)| src);
+            let how = ErrorTranslation {
+                // From the translated source if the error came from the flow's peer itself
+                // (a router's address is left alone).
+                outer_src: (outer_src == Some(key.src_addr)).then_some(src.0),
+                outer_dst: dst.0,
+                proto: flow.proto,
+                quote_src: dst,
+                quote_dst: src,
+            };
+            translate_error(frame, icmp.clone(), &how);
+        }
+        self.counters.add(Stat::IcmpErrorsForwarded, 1);
+        let backend = backend_of(snapshot, &flow);
+        // No route, address unreachable, port unreachable (codes 0, 3, 4): about the
+        // backend; not "administratively prohibited" or "beyond scope", about the path.
+        let unreachable = frame[icmp.start] == icmpv6_type::DEST_UNREACHABLE
+            && matches!(frame[icmp.start + 1], 0 | 3 | 4);
+        if unreachable {
+            self.count_unreachable(backend, hit.direction);
+        }
+        self.deliver6(snapshot, now, frame, &flow, hit.direction, backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+    use std::sync::Arc;
+
+    use super::super::super::{CoreSlot, Pipeline, Verdict};
+    use crate::report::{DropReason, Stat};
+    use crate::snapshot::{IfaceId, Snapshot};
+    use crate::testkit::{self, ACK, Host6, SYN, SYN_ACK, routed6};
+    use crate::time::Instant;
+
+    const fn v6(net: u16, last: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, last)
+    }
+    const LB: Host6 = Host6::new([2, 0, 0, 0, 0, 0x10], v6(1, 0x10));
+    const LB_B: Host6 = Host6::new([2, 0, 0, 0, 0, 0xb0], v6(2, 0x10));
+    const CLIENT: Host6 = Host6::new([2, 0, 0, 0, 0, 0x20], v6(1, 0x20));
+    const RS: Host6 = Host6::new([2, 0, 0, 0, 0, 0x11], v6(2, 0x11));
+    const VIP: Ipv6Addr = v6(1, 0x100);
+
+    /// Two arms: clients on eth0 (2001:db8:1::/64), the NAT backend on eth1 (2001:db8:2::/64).
+    fn two_arms() -> Arc<Snapshot> {
+        let text = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+addr6 = "2001:db8:1::10/64"
+mac = "02:00:00:00:00:10"
+[[interface]]
+name = "eth1"
+addr = "10.1.2.10/24"
+addr6 = "2001:db8:2::10/64"
+mac = "02:00:00:00:00:b0"
+[conntrack]
+capacity = 8192
+[[neighbor]]
+ip = "2001:db8:1::20"
+mac = "02:00:00:00:00:20"
+[[neighbor]]
+ip = "2001:db8:2::11"
+mac = "02:00:00:00:00:11"
+[[service]]
+vip = "2001:db8:1::100"
+port = 80
+forward = "nat"
+[[service.backend]]
+addr = "2001:db8:2::11"
+port = 8080
+"#;
+        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// A NAT flow opened on core 0 is answered on core 1 (RSS put the reply there): found
+    /// in core 0's table, translated; a reply forged on the client's arm is dropped before
+    /// it touches the flow.
+    #[test]
+    fn replies_cross_cores_and_forged_ones_are_refused() {
+        let snapshot = two_arms();
+        let mut cores: Vec<Pipeline> = (0..2)
+            .map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: 2 }))
+            .collect();
+        let readers: Vec<_> = cores.iter().map(Pipeline::conntrack_reader6).collect();
+        for (index, core) in cores.iter_mut().enumerate() {
+            let peers = readers.iter().enumerate().filter(|(i, _)| *i != index);
+            core.set_peers6(peers.map(|(_, r)| r.clone()).collect());
+        }
+        let now = Instant::from_secs(1);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
+        assert_eq!(cores[0].process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
+        let answer =
+            |mac| testkit::tcp6(RS.mac, mac, (RS.ip, 8080), (CLIENT.ip, 4000), SYN_ACK, b"");
+        // Forged: the backend's address, from the clients' side.
+        let mut forged = answer(LB.mac);
+        let verdict = cores[1].process(now, IfaceId(0), &mut forged);
+        assert_eq!(verdict, Verdict::Drop(DropReason::ReplyWrongInterface));
+        let mut reply = answer(LB_B.mac);
+        assert_eq!(cores[1].process(now, IfaceId(1), &mut reply), Verdict::Tx(IfaceId(0)));
+        let expected =
+            routed6(testkit::tcp6(LB.mac, CLIENT.mac, (VIP, 80), (CLIENT.ip, 4000), SYN_ACK, b""));
+        assert_eq!(reply, expected);
+        assert_eq!(cores[1].counters().get(Stat::CrossCoreHits), 1);
+        let mut ack = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), ACK, b"");
+        assert_eq!(cores[0].process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(1)));
+    }
+
+    /// An IPv4-only box keeps a small IPv6 table (its IPv4 one has 100000 flows); one with
+    /// an IPv6 service takes the configured capacity.
+    #[test]
+    fn the_ipv6_table_is_sized_by_the_first_snapshot() {
+        let text = "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+                    mac = \"02:00:00:00:00:10\"\n[conntrack]\ncapacity = 100000\n\
+                    [[service]]\nvip = \"10.1.1.100\"\nport = 80\n\
+                    [[service.backend]]\naddr = \"10.1.1.11\"\n";
+        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+        let four = Arc::new(Snapshot::build(&config, 1).expect("builds"));
+        let pipeline = Pipeline::new(four, CoreSlot::SINGLE);
+        assert!(
+            pipeline.conntrack6().capacity()
+                <= 2 * crate::conntrack::ConntrackConfig::IPV6_IDLE_CAPACITY
+        );
+        let pipeline = Pipeline::new(two_arms(), CoreSlot::SINGLE);
+        assert!(pipeline.conntrack6().capacity() >= 8192);
+    }
+
+    /// IPv6 NAT shows the backend's side as IPv4's does: its answer, its reset and an
+    /// ICMPv6 port unreachable from it count for passive health checks (a Packet Too Big,
+    /// about the path, does not), and the error reaches the client translated.
+    #[test]
+    fn passive_signs_of_an_ipv6_backend_are_counted() {
+        use crate::report::PassiveCounters;
+        use crate::testkit::RST;
+        let snapshot = two_arms();
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        let now = Instant::from_secs(1);
+        let mut send = |frame: &mut Vec<u8>, iface| pipeline.process(now, IfaceId(iface), frame);
+        let client = |port, flags| {
+            testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 80), flags, b"")
+        };
+        let backend = |port, flags| {
+            testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), (CLIENT.ip, port), flags, b"")
+        };
+        for (mut frame, iface) in [(client(4001, SYN), 0), (backend(4001, SYN_ACK), 1)] {
+            assert_eq!(send(&mut frame, iface), Verdict::Tx(IfaceId(1 - iface)));
+        }
+        for (mut frame, iface) in [(client(4002, SYN), 0), (backend(4002, RST), 1)] {
+            assert_eq!(send(&mut frame, iface), Verdict::Tx(IfaceId(1 - iface)));
+        }
+        let mut syn = client(4003, SYN);
+        assert_eq!(send(&mut syn, 0), Verdict::Tx(IfaceId(1)));
+        let mut error = testkit::icmpv6_port_unreachable(RS.mac, LB_B.mac, RS.ip, CLIENT.ip, &syn);
+        assert_eq!(send(&mut error, 1), Verdict::Tx(IfaceId(0)));
+        let mut mtu =
+            testkit::icmpv6_packet_too_big(RS.mac, LB_B.mac, RS.ip, CLIENT.ip, 1280, &syn, 8);
+        assert_eq!(send(&mut mtu, 1), Verdict::Tx(IfaceId(0)));
+        let passive = pipeline.counters().passive[0];
+        let expected = PassiveCounters { answered: 1, unanswered: 0, resets: 1, unreachable: 1 };
+        assert_eq!(passive, expected);
+        assert_eq!(pipeline.counters().get(Stat::IcmpErrorsForwarded), 2);
+    }
+
+    /// A DR flow the IPv6 table refuses (full of established flows) still goes to a
+    /// backend, by the service's Maglev table alone, as IPv4's does.
+    #[test]
+    fn a_refused_ipv6_dr_flow_is_forwarded_statelessly() {
+        let text = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+addr6 = "2001:db8:1::10/64"
+mac = "02:00:00:00:00:10"
+[conntrack]
+capacity = 2
+[[neighbor]]
+ip = "2001:db8:1::11"
+mac = "02:00:00:00:00:11"
+[[service]]
+vip = "2001:db8:1::100"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "2001:db8:1::11"
+"#;
+        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+        let mut pipeline =
+            Pipeline::new(Arc::new(Snapshot::build(&config, 1).expect("builds")), CoreSlot::SINGLE);
+        let now = Instant::from_secs(1);
+        for port in 4000..4010 {
+            for flags in [SYN, ACK] {
+                let mut frame =
+                    testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 80), flags, b"");
+                assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+                assert_eq!(&frame[..6], &[2, 0, 0, 0, 0, 0x11], "to the backend");
+            }
+        }
+        assert!(pipeline.conntrack6().len() <= 2);
+        assert!(pipeline.counters().get(Stat::StatelessPackets) > 0);
+    }
+}

@@ -1,0 +1,91 @@
+//! IPv6 through the pipeline: the per-family steps of issue 12, beside IPv4's.
+//!
+//! IPv4's hot path (the batch's one-pass classification) stays IPv4-only; an IPv6 frame goes
+//! the step-by-step way, like IPv4's uncommon frames: [`step`] (who the frame is for),
+//! [`parse`] (the fixed header's checks with their exact drop reasons, the TCP/UDP view),
+//! [`flows`] (connection lookup, scheduling, forwarding, ICMPv6 echo and errors),
+//! [`rewrite`] (NAT and FullNAT translation with the hop limit, echo replies, translated
+//! ICMPv6 errors) and [`ndp`] (neighbour discovery for xlb's addresses, resolution of next
+//! hops, hold and release).
+//!
+//! State: [`Core6`], one per core beside IPv4's tables: IPv6's own connection table
+//! (`Conntrack<V6>`, two cache lines a flow) and its peers on the other cores, neighbour
+//! table and hold queue. The per-service and per-backend state (scheduler state, active
+//! counts, counters) and the emit queue are shared with IPv4: the snapshot indexes services
+//! and backends of both families in one list.
+//!
+//! What IPv6 the pipeline forwards: TCP, UDP and ICMPv6 directly after the fixed header.
+//! A packet to a VIP (or from a NAT backend) whose next header is an extension header —
+//! hop-by-hop, routing, destination options, ESP, AH... — is dropped as `ipv6_ext_headers`
+//! (one with a fragment header first as `fragment`): IPVS and Katran do not balance them
+//! either, and fixed offsets keep the rewrites simple and exact.
+
+pub(super) mod flows;
+pub(super) mod ndp;
+pub(super) mod parse;
+pub(super) mod rewrite;
+pub(super) mod step;
+
+use std::collections::VecDeque;
+use std::net::Ipv6Addr;
+
+use crate::arp::{HoldQueue, NeighborTable};
+use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackReader};
+use crate::family::V6;
+use crate::snapshot::Snapshot;
+
+/// One core's IPv6 state (see the module docs).
+#[derive(Debug)]
+pub(super) struct Core6 {
+    pub conntrack: Conntrack<V6>,
+    /// Other cores' IPv6 tables, for replies RSS delivered here.
+    pub peers: Vec<ConntrackReader<V6>>,
+    pub neighbors: NeighborTable<V6>,
+    pub hold: HoldQueue<V6>,
+    /// Unsolicited advertisements waiting for room in the emit queue (control asked).
+    pub paced: VecDeque<Ipv6Addr>,
+}
+
+impl Core6 {
+    /// A core's IPv6 state for `snapshot`: the connection table of `snapshot.conntrack`'s
+    /// size if it has an IPv6 service, else a small one
+    /// ([`ConntrackConfig::for_ipv6`]).
+    pub fn new(snapshot: &Snapshot, neighbor_capacity: usize) -> Core6 {
+        let serves_ipv6 = snapshot.services.iter().any(|service| service.vip.is_ipv6());
+        Core6::with_capacities(&snapshot.conntrack.for_ipv6(serves_ipv6), neighbor_capacity)
+    }
+
+    pub fn with_capacities(conntrack: &ConntrackConfig, neighbor_capacity: usize) -> Core6 {
+        Core6 {
+            conntrack: Conntrack::new(conntrack),
+            peers: Vec::new(),
+            neighbors: NeighborTable::new(neighbor_capacity),
+            hold: HoldQueue::default(),
+            paced: VecDeque::new(),
+        }
+    }
+
+    /// The next hops `snapshot` sends IPv6 to (backends' and gateways'), with their egress:
+    /// never evicted from the neighbour table, refreshed while in use.
+    pub fn next_hops(
+        snapshot: &Snapshot,
+    ) -> impl Iterator<Item = (Ipv6Addr, crate::snapshot::IfaceId)> + '_ {
+        let six = snapshot.family::<V6>();
+        let backends = six
+            .backend_routes()
+            .iter()
+            .filter(|route| !route.next_hop.is_unspecified())
+            .map(|route| (route.next_hop, route.egress));
+        let gateways =
+            six.subnets().iter().filter_map(|(egress, subnet)| Some((subnet.gateway?, *egress)));
+        backends.chain(gateways)
+    }
+
+    /// Takes `snapshot`'s IPv6 neighbours: the next hops it needs, its static entries.
+    pub fn set_snapshot(&mut self, snapshot: &Snapshot) {
+        self.neighbors.set_needed(Core6::next_hops(snapshot).map(|(ip, _)| ip));
+        for (ip, mac) in snapshot.family::<V6>().static_neighbors() {
+            self.neighbors.insert_static(*ip, *mac);
+        }
+    }
+}

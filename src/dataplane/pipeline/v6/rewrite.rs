@@ -1,0 +1,341 @@
+//! In-place rewrites of an IPv6 frame: NAT/FullNAT address and port translation with the
+//! hop limit of a routed packet, ICMPv6 echo replies, and the translation of an ICMPv6 error
+//! (its quoted packet and its own checksum).
+//!
+//! Invariants: the frame keeps its length. The frames rewritten here are ones the IPv6
+//! checks took ([`super::parse::check`]): no extension headers, so the upper layer sits at
+//! the fixed offset [`L4`]; a frame too short for what a rewrite touches is left alone.
+//! IPv6 has no header checksum: an address change patches the checksums whose
+//! pseudo-header covers it (TCP, UDP, ICMPv6), incrementally (RFC 1624), each once per
+//! packet for all its changes; the hop limit is in no checksum. A UDP checksum is never
+//! left 0 (RFC 8200 §8.1: 0 is invalid in IPv6): a sum that comes out as 0 is written
+//! 0xffff, and a received 0 is patched as a number like any other (the receiver drops that
+//! packet anyway, as it would have dropped it untranslated). NAT and FullNAT are routing
+//! hops: the packets they forward leave with their hop limit one less, and one that arrives
+//! with 0 or 1 is refused here (the caller drops it as `ttl_exceeded`). DR never calls
+//! these: an L2 forward.
+
+use std::net::Ipv6Addr;
+use std::ops::Range;
+
+use crate::flow::Proto;
+use crate::wire::checksum::{self, Delta};
+use crate::wire::icmpv6::icmpv6_type;
+
+use super::parse::{L4, at};
+
+/// Offsets in the upper layer of a frame [`super::parse::check`] took.
+mod l4 {
+    use super::L4;
+    pub const PORTS: usize = L4;
+    pub const UDP_CHECKSUM: usize = L4 + 6;
+    pub const TCP_CHECKSUM: usize = L4 + 16;
+}
+
+/// The hop limit a packet xlb answers itself leaves with (echo replies), as IPv4's TTL.
+const REPLY_HOP_LIMIT: u8 = 64;
+
+#[inline]
+fn read_addr(bytes: &[u8], offset: usize) -> Ipv6Addr {
+    let mut octets = [0; 16];
+    if let Some(field) = bytes.get(offset..offset + 16) {
+        octets.copy_from_slice(field);
+    }
+    Ipv6Addr::from(octets)
+}
+
+#[inline]
+fn read_u16(bytes: &[u8], offset: usize) -> u16 {
+    bytes.get(offset..offset + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+#[inline]
+fn write_u16(bytes: &mut [u8], offset: usize, value: u16) {
+    if let Some(field) = bytes.get_mut(offset..offset + 2) {
+        field.copy_from_slice(&value.to_be_bytes());
+    }
+}
+
+/// Writes `new` at `offset` where it differs from what is there, and adds the change to
+/// `delta`.
+#[inline]
+fn set_addr(bytes: &mut [u8], offset: usize, new: Ipv6Addr, delta: Delta) -> Delta {
+    let old = read_addr(bytes, offset);
+    if old == new {
+        return delta;
+    }
+    if let Some(field) = bytes.get_mut(offset..offset + 16) {
+        field.copy_from_slice(&new.octets());
+    }
+    delta.addr_v6(old, new)
+}
+
+/// Sets the two ports at `offset` and adds their change to `delta`.
+#[inline]
+fn set_ports(bytes: &mut [u8], offset: usize, src: u16, dst: u16, delta: Delta) -> Delta {
+    let (old_src, old_dst) = (read_u16(bytes, offset), read_u16(bytes, offset + 2));
+    write_u16(bytes, offset, src);
+    write_u16(bytes, offset + 2, dst);
+    delta.u16(old_src, src).u16(old_dst, dst)
+}
+
+/// `checksum` updated by `delta` for `proto`: a UDP checksum of IPv6 is never 0.
+#[inline]
+fn patched(proto: Proto, checksum: u16, delta: Delta) -> u16 {
+    match (proto, delta.apply(checksum)) {
+        (Proto::Udp, 0) => 0xffff,
+        (_, new) => new,
+    }
+}
+
+/// Decrements the hop limit of the IPv6 packet in `frame` as a router does. False, and the
+/// frame untouched, if it is 0 or 1: the packet expires here.
+#[inline]
+pub(in crate::dataplane::pipeline) fn decrement_hop_limit(frame: &mut [u8]) -> bool {
+    match frame.get_mut(at::HOP_LIMIT) {
+        Some(hop_limit) if *hop_limit <= 1 => false,
+        Some(hop_limit) => {
+            *hop_limit -= 1;
+            true
+        }
+        None => true,
+    }
+}
+
+/// What NAT and FullNAT do to an IPv6 packet they forward: the hop limit one less, then
+/// source and destination (address and port) set to `src` and `dst`, the TCP or UDP
+/// checksum patched once for all of it (the addresses are in its pseudo-header). False, and
+/// the frame untouched, if the hop limit is 0 or 1.
+#[inline]
+pub(in crate::dataplane::pipeline) fn route_transport(
+    frame: &mut [u8],
+    proto: Proto,
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+) -> bool {
+    if frame.len() < l4::PORTS + 8 {
+        return true;
+    }
+    if !decrement_hop_limit(frame) {
+        return false;
+    }
+    let mut delta = set_addr(frame, at::SRC_ADDR, src.0, Delta::NONE);
+    delta = set_addr(frame, at::DST_ADDR, dst.0, delta);
+    delta = set_ports(frame, l4::PORTS, src.1, dst.1, delta);
+    let checksum_at = match proto {
+        Proto::Tcp => l4::TCP_CHECKSUM,
+        Proto::Udp => l4::UDP_CHECKSUM,
+    };
+    if frame.len() >= checksum_at + 2 {
+        let new = patched(proto, read_u16(frame, checksum_at), delta);
+        write_u16(frame, checksum_at, new);
+    }
+    true
+}
+
+/// Turns the ICMPv6 echo request in `frame` (its message at `icmp`) into its reply in
+/// place, as IPv4's: MACs and addresses swapped, hop limit 64, type 129, checksum patched
+/// (swapping the pseudo-header's two addresses leaves its sum as it is).
+pub(in crate::dataplane::pipeline) fn echo_reply(frame: &mut [u8], icmp: Range<usize>) {
+    if frame.len() < L4 || icmp.start + 4 > frame.len() {
+        return;
+    }
+    let (macs, rest) = frame.split_at_mut(12);
+    let (dst_mac, src_mac) = macs.split_at_mut(6);
+    dst_mac.swap_with_slice(src_mac);
+    let addrs = &mut rest[at::SRC_ADDR - 12..at::DST_ADDR + 16 - 12];
+    let (src, dst) = addrs.split_at_mut(16);
+    src.swap_with_slice(dst);
+    frame[at::HOP_LIMIT] = REPLY_HOP_LIMIT;
+    let code = frame[icmp.start + 1];
+    let old = u16::from_be_bytes([icmpv6_type::ECHO_REQUEST, code]);
+    let new = u16::from_be_bytes([icmpv6_type::ECHO_REPLY, code]);
+    frame[icmp.start] = icmpv6_type::ECHO_REPLY;
+    let checksum = checksum::update_u16(read_u16(frame, icmp.start + 2), old, new);
+    write_u16(frame, icmp.start + 2, checksum);
+}
+
+/// How an ICMPv6 error about a flow is translated: the outer packet's new destination
+/// (and source, when the error came from the flow's peer itself), and the quoted packet's
+/// new source and destination (it went the other way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::dataplane::pipeline) struct ErrorTranslation {
+    pub outer_src: Option<Ipv6Addr>,
+    pub outer_dst: Ipv6Addr,
+    pub proto: Proto,
+    pub quote_src: (Ipv6Addr, u16),
+    pub quote_dst: (Ipv6Addr, u16),
+}
+
+/// Translates the ICMPv6 error in `frame` (its message at `icmp`, quoting TCP or UDP right
+/// after the quoted fixed header: [`super::parse::quoted_transport`] took it) in place. The
+/// quoted header's addresses and the quoted ports are set, the quoted TCP/UDP checksum is
+/// patched when the quote holds it, and the error's own checksum is patched for every change
+/// in its message and in its pseudo-header (the outer addresses). The hop limit is the
+/// caller's ([`decrement_hop_limit`]).
+pub(in crate::dataplane::pipeline) fn translate_error(
+    frame: &mut [u8],
+    icmp: Range<usize>,
+    how: &ErrorTranslation,
+) {
+    if frame.len() < L4 || icmp.end > frame.len() || icmp.start + 8 + 48 > icmp.end {
+        return;
+    }
+    // The outer addresses are only in the pseudo-header of the error's checksum.
+    let mut outer = Delta::NONE;
+    if let Some(src) = how.outer_src {
+        outer = set_addr(frame, at::SRC_ADDR, src, outer);
+    }
+    outer = set_addr(frame, at::DST_ADDR, how.outer_dst, outer);
+    // The quote is part of the error's message: every change in it is the message's too.
+    // Its fields all sit at even offsets of the message, so their words are the message's.
+    let message = &mut frame[icmp.clone()];
+    let quote = 8;
+    let quoted_l4 = quote + 40;
+    let mut addrs = set_addr(message, quote + 8, how.quote_src.0, Delta::NONE);
+    addrs = set_addr(message, quote + 24, how.quote_dst.0, addrs);
+    let ports = set_ports(message, quoted_l4, how.quote_src.1, how.quote_dst.1, Delta::NONE);
+    let mut body = addrs.and(ports);
+    let checksum_at = quoted_l4
+        + match how.proto {
+            Proto::Tcp => 16,
+            Proto::Udp => 6,
+        };
+    if message.len() >= checksum_at + 2 {
+        let old = read_u16(message, checksum_at);
+        let new = patched(how.proto, old, addrs.and(ports));
+        write_u16(message, checksum_at, new);
+        body = body.u16(old, new);
+    }
+    let new = outer.and(body).apply(read_u16(message, 2));
+    write_u16(message, 2, new);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{self, ACK, Host6, PSH_ACK, routed6, with_hop_limit};
+    use crate::wire::MacAddr;
+
+    const fn v6(last: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last)
+    }
+    const LB: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
+    const CLIENT: Host6 = Host6::new([2, 0, 0, 0, 0, 0x20], v6(0x20));
+    const RS: Host6 = Host6::new([2, 0, 0, 0, 0, 0x11], v6(0x11));
+    const VIP: Ipv6Addr = v6(0x100);
+    const LOCAL: Ipv6Addr = v6(0x200);
+
+    fn segment(udp: bool, src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), payload: &[u8]) -> Vec<u8> {
+        match udp {
+            true => testkit::udp6(CLIENT.mac, LB, src, dst, payload),
+            false => testkit::tcp6(CLIENT.mac, LB, src, dst, PSH_ACK, payload),
+        }
+    }
+
+    proptest::proptest! {
+        /// The incremental rewrite leaves exactly the bytes of the translated packet built
+        /// with full checksums (etherparse), one hop later: any addresses and ports, TCP and
+        /// UDP, source or destination kept; a UDP checksum is never 0.
+        #[test]
+        fn route_transport_is_the_translated_packet_one_hop_on(
+            udp in proptest::prelude::any::<bool>(),
+            addrs in proptest::prelude::any::<[u128; 4]>(),
+            ports in proptest::prelude::any::<[u16; 4]>(),
+            keep in 0u8..3,
+            hop_limit in 2u8..=255,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+        ) {
+            let ip = Ipv6Addr::from_bits;
+            let (a, b) = ((ip(addrs[0]), ports[0]), (ip(addrs[1]), ports[1]));
+            let src = if keep == 1 { a } else { (ip(addrs[2]), ports[2]) };
+            let dst = if keep == 2 { b } else { (ip(addrs[3]), ports[3]) };
+            let mut frame = with_hop_limit(segment(udp, a, b, &payload), hop_limit);
+            let expected = with_hop_limit(segment(udp, src, dst, &payload), hop_limit - 1);
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            proptest::prop_assert!(route_transport(&mut frame, proto, src, dst));
+            // etherparse writes a TCP checksum that sums to 0xffff as 0xffff or 0: compare
+            // the value, then the rest byte for byte.
+            let at = if udp { l4::UDP_CHECKSUM } else { l4::TCP_CHECKSUM };
+            let (got, want) = (read_u16(&frame, at), read_u16(&expected, at));
+            proptest::prop_assert!(got == want || (!udp && got | want == 0xffff && got & want == 0));
+            if udp {
+                proptest::prop_assert_ne!(got, 0);
+            }
+            proptest::prop_assert_eq!(&frame[..at], &expected[..at]);
+            proptest::prop_assert_eq!(&frame[at + 2..], &expected[at + 2..]);
+        }
+    }
+
+    #[test]
+    fn hop_limit_0_or_1_expires_untouched() {
+        for hop_limit in [0, 1] {
+            let frame = with_hop_limit(segment(false, (CLIENT.ip, 1), (VIP, 80), b""), hop_limit);
+            let mut rewritten = frame.clone();
+            assert!(!route_transport(&mut rewritten, Proto::Tcp, (CLIENT.ip, 1), (RS.ip, 8080)));
+            assert_eq!(rewritten, frame);
+        }
+    }
+
+    #[test]
+    fn echo_replies_swap_ends_and_patch_the_checksum() {
+        let mut frame = testkit::icmpv6_echo(CLIENT.mac, LB, CLIENT.ip, VIP, 61, false, b"abc");
+        let end = frame.len();
+        echo_reply(&mut frame, L4..end);
+        assert_eq!(frame, testkit::icmpv6_echo(LB, CLIENT.mac, VIP, CLIENT.ip, 64, true, b"abc"));
+    }
+
+    /// The three translations the pipeline makes, each checked against the error built
+    /// from the already-translated packets with full checksums.
+    #[test]
+    fn errors_are_translated_outer_and_quote() {
+        let packet_too_big = |from: Host6, to: Ipv6Addr, quoted: &[u8], mac: MacAddr| {
+            testkit::icmpv6_packet_too_big(from.mac, mac, from.ip, to, 1280, quoted, 20)
+        };
+        let tcp = |src, dst| testkit::tcp6(LB, RS.mac, src, dst, ACK, &[7; 64]);
+        let udp = |src, dst| testkit::udp6(LB, RS.mac, src, dst, &[7; 64]);
+        let client = (CLIENT.ip, 40000);
+        for quoted in [tcp as fn(_, _) -> Vec<u8>, udp] {
+            let proto = if quoted(client, (VIP, 80))[at::NEXT_HEADER] == 6 {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
+            // NAT: the backend says the client's packet (to it) was too big; the client is to
+            // hear it from the VIP about a packet to the VIP.
+            let mut frame = packet_too_big(RS, CLIENT.ip, &quoted(client, (RS.ip, 8080)), LB);
+            let expected = packet_too_big(
+                Host6 { mac: RS.mac, ip: VIP },
+                CLIENT.ip,
+                &quoted(client, (VIP, 80)),
+                LB,
+            );
+            let end = frame.len();
+            let how = ErrorTranslation {
+                outer_src: Some(VIP),
+                outer_dst: CLIENT.ip,
+                proto,
+                quote_src: client,
+                quote_dst: (VIP, 80),
+            };
+            translate_error(&mut frame, L4..end, &how);
+            assert_eq!(frame, expected, "nat {proto:?}");
+            // FullNAT: about the packet from the local address:port; to the client now.
+            let mut frame = packet_too_big(RS, LOCAL, &quoted((LOCAL, 2000), (RS.ip, 8080)), LB);
+            translate_error(&mut frame, L4..end, &how);
+            assert_eq!(frame, expected, "fullnat {proto:?}");
+            // A router's address is left as it is; the destination still changes.
+            let router = Host6 { mac: RS.mac, ip: v6(1) };
+            let mut frame =
+                packet_too_big(router, LOCAL, &quoted((LOCAL, 2000), (RS.ip, 8080)), LB);
+            let how = ErrorTranslation { outer_src: None, ..how };
+            translate_error(&mut frame, L4..end, &how);
+            let expected = packet_too_big(router, CLIENT.ip, &quoted(client, (VIP, 80)), LB);
+            assert_eq!(frame, expected, "from a router {proto:?}");
+        }
+        // One hop on (NAT): the hop limit is the only other change.
+        let mut frame = packet_too_big(RS, CLIENT.ip, &tcp(client, (RS.ip, 8080)), LB);
+        assert!(decrement_hop_limit(&mut frame));
+        assert_eq!(frame, routed6(packet_too_big(RS, CLIENT.ip, &tcp(client, (RS.ip, 8080)), LB)));
+    }
+}
