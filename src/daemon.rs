@@ -74,6 +74,7 @@ use crate::control::probe_routes::{self, ProbeRoutes};
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::state::{self, Kept, State};
 use crate::control::stats;
+use crate::control::vip_routes::{self, VipRoutes};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::busypoll;
 use crate::dataplane::io::afxdp::groups::SolicitedGroups;
@@ -81,16 +82,17 @@ use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::steer::{
     Attachment, SteerError, SteerProgram, SteerRules, XdpMode,
 };
-use crate::dataplane::io::afxdp::tap::{self, Tap};
+use crate::dataplane::io::afxdp::tap::{self, Tap, Tun};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, Pipeline};
 use crate::family::{V4, V6};
+use crate::fleet::{self, Presence, VrrpState};
 use crate::instance;
 use crate::log::{error, info, warn};
 use crate::report::{BackendCounters, CoreReport, PassiveCounters, PortStats, Stat};
 use crate::sched::SchedulerKind;
-use crate::snapshot::{BackendId, IfaceId, Snapshot};
+use crate::snapshot::{BackendId, IfaceId, Owned, Snapshot};
 use crate::time::MonotonicClock;
 use crate::tuning::BusyPollMode;
 use crate::wire::MacAddr;
@@ -515,14 +517,37 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         state_path,
         file_weights,
         stored_state: String::new(),
+        vrrp: VrrpState::Standby,
+        silent_claims: HashMap::new(),
+        vip_routes: None,
     };
     control.save_state();
+    if let Some(settings) = &control.config.fleet_routes {
+        let routes = VipRoutes::new(
+            settings,
+            Tun::create(&settings.device).context("[fleet] route_device")?,
+        );
+        info!(
+            "VIP routes: table {} through {} (gone when xlb exits)",
+            settings.table,
+            routes.device()
+        );
+        control.vip_routes = Some(routes);
+        control.sync_vip_routes();
+    }
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
     let owned6: Vec<Ipv6Addr> =
         control.snapshot.family::<V6>().announced().into_iter().map(|(ip, _)| ip).collect();
+    if control.config.fleet != fleet::FleetMode::Standalone {
+        info!("{}", fleet::describe(control.config.fleet, control.vrrp));
+    }
     control.start_probe(owned, owned6);
     control.run(&stop, &reload, &ctl);
+    if control.vip_routes.take().is_some() {
+        // Before the workers stop: the routers move the VIPs' flows to the other boxes.
+        info!("VIP routes withdrawn (their device closed)");
+    }
     let lost = control.lost.take();
     crate::notify::stopping(lost.as_deref().unwrap_or("stopping"));
     drop(ctl);
@@ -605,6 +630,15 @@ struct ControlLoop<'a> {
     file_weights: HashMap<BackendId, u32>,
     /// The state file's text as last written (nothing is written while it does not change).
     stored_state: String,
+    /// The VRRP state `xlb ctl --active`/`--standby` gave (what it means depends on the
+    /// config's fleet mode: [`crate::fleet`]); standby at start, kept across reloads.
+    vrrp: VrrpState,
+    /// Other hosts' ARP from a VIP that the steering programs had recorded when the box
+    /// last began to speak for its VIPs (a peer's announcements while this box was silent):
+    /// old news, not conflicts.
+    silent_claims: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    /// `[fleet] route_table`: the VIP routes bird2 exports (None: not configured).
+    vip_routes: Option<VipRoutes<Tun>>,
 }
 
 /// The `--ready-file`: holds xlb's PID while it runs, removed when `run` returns (an
@@ -741,7 +775,7 @@ impl ControlLoop<'_> {
             Outcome::Reply(response) => response,
             Outcome::Apply { config, reply } => {
                 let command = request.args.join(" ");
-                match self.publish(config, &format!("xlb ctl {command}")) {
+                match self.publish(*config, &format!("xlb ctl {command}")) {
                     Ok(()) => {
                         self.save_state();
                         reply
@@ -759,7 +793,61 @@ impl ControlLoop<'_> {
                 self.zero(service);
                 Response::success(String::new())
             }
+            Outcome::Fleet(set) => {
+                if let Some(state) = set {
+                    self.set_vrrp_state(state);
+                }
+                Response::success(format!("{}\n", fleet::describe(self.config.fleet, self.vrrp)))
+            }
         }
+    }
+
+    /// Makes the box active or standby (`vrrp` mode: `decide` refused the others): every
+    /// worker first, then, on becoming active, gratuitous ARP for every VIP at once (paced
+    /// by core 0), so the switches and routers move the VIPs here without waiting for a
+    /// probe.
+    fn set_vrrp_state(&mut self, state: VrrpState) {
+        let was = self.presence();
+        self.vrrp = state;
+        for control in self.controls {
+            let _ = control.send(ControlMsg::VrrpState(state));
+        }
+        info!("{} (xlb ctl)", fleet::describe(self.config.fleet, state));
+        if self.presence().answer_vips && !was.answer_vips {
+            let vips = self.vips();
+            self.silent_claims = snooped(self.links, "ARP", SteerProgram::arp_seen)
+                .into_iter()
+                .filter(|(ip, _, _)| vips.contains(ip))
+                .map(|(ip, mac, seen)| (ip, (mac, seen)))
+                .collect();
+            info!("announcing {} VIP(s) with gratuitous ARP", vips.len());
+            let _ = self.controls[0].send(ControlMsg::Announce(vips));
+            let index = self.snapshot.family::<V6>();
+            let vips6: Vec<Ipv6Addr> = index
+                .announced()
+                .into_iter()
+                .map(|(ip, _)| ip)
+                .filter(|ip| index.owned(*ip) == Some(Owned::Vip))
+                .collect();
+            if !vips6.is_empty() {
+                info!(
+                    "announcing {} IPv6 VIP(s) with unsolicited neighbour advertisements",
+                    vips6.len()
+                );
+                let _ = self.controls[0].send(ControlMsg::Announce6(vips6));
+            }
+        }
+    }
+
+    /// What the box does for its VIPs: the running config's fleet mode in the VRRP state.
+    fn presence(&self) -> Presence {
+        self.snapshot.fleet.presence(self.vrrp)
+    }
+
+    /// The running snapshot's VIPs (not its local addresses).
+    fn vips(&self) -> Vec<Ipv4Addr> {
+        let announced = self.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip);
+        announced.filter(|ip| self.snapshot.owned(*ip) == Some(Owned::Vip)).collect()
     }
 
     /// Per-backend counters summed over every core by identity (a core still on the
@@ -946,6 +1034,7 @@ impl ControlLoop<'_> {
             health: &health,
             busy_poll: &busy_poll,
             busy_poll_rx_packets: busypoll::busy_poll_rx_packets(),
+            fleet: (self.config.fleet, self.vrrp),
         };
         let text = metrics::render_reports(
             &self.ledger,
@@ -1086,7 +1175,13 @@ impl ControlLoop<'_> {
         for control in self.controls {
             let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
         }
-        let old_addrs = self.snapshot.announced_addrs();
+        let was_answering = self.presence().answer_vips;
+        let old_addrs = if snapshot.fleet.presence(self.vrrp).answer_vips && !was_answering {
+            // A reload that makes the box speak for its VIPs (a mode change): all are new.
+            Vec::new()
+        } else {
+            self.snapshot.announced_addrs()
+        };
         let new_addrs: Vec<Ipv4Addr> = snapshot
             .announced_addrs()
             .into_iter()
@@ -1120,19 +1215,42 @@ impl ControlLoop<'_> {
         self.snapshot = snapshot;
         self.config = config;
         self.start_probe(new_addrs, new_addrs6);
+        self.sync_vip_routes();
         Ok(())
+    }
+
+    /// Routes the VIPs the running snapshot can serve, withdraws the others
+    /// ([`vip_routes`]); logs what changed.
+    fn sync_vip_routes(&mut self) {
+        let Some(routes) = &mut self.vip_routes else { return };
+        match routes.sync(&vip_routes::wanted(&self.snapshot)) {
+            Ok((added, removed)) => {
+                for vip in added {
+                    info!("VIP route {vip}/32 added (a backend takes new flows)");
+                }
+                for vip in removed {
+                    info!("VIP route {vip}/32 withdrawn (no backend takes new flows)");
+                }
+            }
+            Err(error) => warn!("VIP routes: {error}"),
+        }
     }
 
     /// Tells every worker about ARP the steering programs saw since last time, about next
     /// hops xlb needs only; logs (rate-limited) MAC changes and other hosts' claims.
     fn relay_arp(&mut self) {
-        let entries = snooped(self.links, "ARP", SteerProgram::arp_seen);
+        let mut entries = snooped(self.links, "ARP", SteerProgram::arp_seen);
+        entries.retain(|(ip, mac, seen)| self.silent_claims.get(ip) != Some(&(*mac, *seen)));
         let unresolved = self
             .latest
             .values()
             .filter(|r| r.generation == self.snapshot.generation)
             .flat_map(|r| r.unresolved.iter().copied());
-        let wanted = Wanted::<V4>::new(&self.snapshot, unresolved);
+        let mut wanted = Wanted::<V4>::new(&self.snapshot, unresolved);
+        if !self.presence().answer_vips {
+            // Peers of the fleet announce the VIPs: not a conflict for a silent box.
+            wanted.owned.retain(|ip| self.snapshot.owned(*ip) != Some(Owned::Vip));
+        }
         let observed = self.relay.observe(StdInstant::now(), &wanted, &entries);
         for (level, line) in &observed.lines {
             crate::log::write(*level, format_args!("{line}"));
@@ -1153,7 +1271,11 @@ impl ControlLoop<'_> {
             .values()
             .filter(|r| r.generation == self.snapshot.generation)
             .flat_map(|r| r.unresolved6.iter().copied());
-        let wanted = Wanted::<V6>::new(&self.snapshot, unresolved);
+        let mut wanted = Wanted::<V6>::new(&self.snapshot, unresolved);
+        if !self.presence().answer_vips {
+            let index = self.snapshot.family::<V6>();
+            wanted.owned.retain(|ip| index.owned(*ip) != Some(Owned::Vip));
+        }
         let observed = self.relay6.observe(StdInstant::now(), &wanted, &entries);
         for (level, line) in &observed.lines {
             crate::log::write(*level, format_args!("{line}"));
@@ -1169,7 +1291,12 @@ impl ControlLoop<'_> {
     /// after [`PROBE_WAIT`] unless another host answers (see [`ControlLoop::finish_probe`]).
     /// New IPv6 ones (`addrs6`) wait as long, and are announced unless another host's NDP
     /// named one of them meanwhile (the pipeline sends no duplicate address detection probe).
-    fn start_probe(&mut self, addrs: Vec<Ipv4Addr>, addrs6: Vec<Ipv6Addr>) {
+    fn start_probe(&mut self, mut addrs: Vec<Ipv4Addr>, mut addrs6: Vec<Ipv6Addr>) {
+        // A box silent for its VIPs probes and announces only its local addresses.
+        if !self.presence().answer_vips {
+            addrs.retain(|ip| self.snapshot.owned(*ip) != Some(Owned::Vip));
+            addrs6.retain(|ip| self.snapshot.family::<V6>().owned(*ip) != Some(Owned::Vip));
+        }
         if addrs.is_empty() && addrs6.is_empty() {
             return;
         }

@@ -39,6 +39,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod family;
+pub mod fleet;
 pub mod flow;
 pub mod hash;
 pub mod instance;

@@ -554,6 +554,9 @@ pub struct Snapshot {
     /// Measured response time per backend, in µs (0 = unknown): the least-time scheduler's
     /// input, fed by the control side.
     pub response_time_us: Vec<u32>,
+    /// How the box takes part in a fleet (the config's `[fleet] mode`; standalone unless
+    /// control's build sets it): whether the pipeline speaks for the VIPs.
+    pub fleet: crate::fleet::FleetMode,
     backend_index: HashMap<BackendId, usize>,
     v4: FamilyIndex<V4>,
     v6: FamilyIndex<V6>,
@@ -591,6 +594,7 @@ impl Snapshot {
             static_neighbors,
             conntrack,
             response_time_us,
+            fleet: crate::fleet::FleetMode::Standalone,
             backend_index,
             v4,
             v6,

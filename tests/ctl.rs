@@ -21,6 +21,7 @@ use xlb::control::ipvsadm::{self, CtlState, Daemon, ListOptions, ListView, Servi
 use xlb::control::socket::{CtlServer, MAX_REQUEST, REQUEST_DEADLINE, Request, Response};
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::BackendCounters;
+use xlb::fleet::{FleetMode, VrrpState};
 use xlb::testkit::root_or_skip;
 
 /// A scratch directory, removed when the test ends, pass or fail.
@@ -43,6 +44,7 @@ impl Drop for Scratch {
 /// Stands in for `xlb run`: installs snapshots, reports made-up figures.
 struct FakeDaemon {
     snapshot: Snapshot,
+    vrrp: VrrpState,
 }
 
 impl Daemon for FakeDaemon {
@@ -74,6 +76,10 @@ impl Daemon for FakeDaemon {
         Ok(())
     }
     fn zero(&mut self, _service: Option<ServiceId>) {}
+    fn fleet(&mut self, set: Option<VrrpState>) -> String {
+        self.vrrp = set.unwrap_or(self.vrrp);
+        xlb::fleet::describe(self.snapshot.fleet, self.vrrp)
+    }
 }
 
 /// A control socket served on a thread until dropped.
@@ -91,7 +97,8 @@ impl Served {
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             let snapshot = Snapshot::build(&config, 1).unwrap();
-            let mut state = CtlState { config, daemon: FakeDaemon { snapshot } };
+            let mut state =
+                CtlState { config, daemon: FakeDaemon { snapshot, vrrp: VrrpState::Standby } };
             while !stopping.load(Ordering::Relaxed) {
                 server.poll(|request| ipvsadm::handle(&mut state, request));
                 std::thread::sleep(Duration::from_millis(2));
@@ -192,6 +199,30 @@ fn ctl_changes_lists_saves_and_restores_through_the_socket() {
 
     served.ok("-D -t 10.1.1.101:443", None);
     assert_eq!(served.finish().services, original.services);
+}
+
+/// keepalived's notify scripts: `xlb ctl --active`, `--standby` and `--fleet` through the
+/// socket; a box not in `vrrp` mode refuses a state (exit 1) and says its mode.
+#[test]
+fn ctl_sets_and_shows_the_vrrp_state_through_the_socket() {
+    let scratch = Scratch::new("fleet");
+    let vrrp = Config { fleet: FleetMode::Vrrp, ..example("dr.toml") };
+    let served = Served::start(&scratch, vrrp);
+    assert_eq!(served.ok("--fleet", None), "fleet mode vrrp, state standby\n");
+    assert_eq!(served.ok("--active", None), "fleet mode vrrp, state active\n");
+    assert_eq!(served.ok("--fleet", None), "fleet mode vrrp, state active\n");
+    assert_eq!(served.ok("--standby", None), "fleet mode vrrp, state standby\n");
+    let output = served.ctl("--active -t 10.1.1.100:80", None);
+    assert_eq!(output.status.code(), Some(2), "a bad command line, caught before the daemon");
+    drop(served);
+
+    let scratch = Scratch::new("fleet-standalone");
+    let served = Served::start(&scratch, example("dr.toml"));
+    let output = served.ctl("--standby", None);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs [fleet] mode = \"vrrp\""), "{stderr}");
+    assert_eq!(served.ok("--fleet", None), "fleet mode standalone\n");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use xlb::control::{Config, Snapshot};
 use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Stat, Verdict};
+use xlb::fleet::VrrpState;
 use xlb::testkit::{self, ACK, FIN_ACK, Host, PSH_ACK, RST, SYN, SYN_ACK, routed, with_ttl};
 use xlb::time::Instant;
 use xlb::wire::MacAddr;
@@ -1161,6 +1162,72 @@ fn golden_cases() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The golden config in fleet mode `mode`, its pipeline in VRRP state `state`.
+fn fleet_pipeline(mode: &str, state: VrrpState) -> Pipeline {
+    let text = format!("[fleet]\nmode = \"{mode}\"\n{CONFIG}");
+    let config = Config::parse(&text, "golden.toml").expect("golden config is valid");
+    let snapshot = Snapshot::build(&config, 1).expect("golden snapshot builds");
+    let mut pipeline = Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE);
+    pipeline.set_vrrp_state(state);
+    pipeline
+}
+
+/// A fleet of boxes (`[fleet] mode`): ARP for a VIP is answered by a standalone box and a
+/// VRRP active, passed unanswered by a BGP box and a VRRP standby; traffic to the VIP is
+/// forwarded except by a standby, which drops it as `standby`; the FullNAT local address
+/// (the box's own) is answered in every mode.
+#[test]
+fn fleet_golden_cases() {
+    let who_has_vip = || testkit::arp(true, CLIENT.mac, CLIENT.ip, MacAddr::ZERO, VIP_DR);
+    let vip_answer = || testkit::arp(false, LB.mac, VIP_DR, CLIENT.mac, CLIENT.ip);
+    let who_has_local = || testkit::arp(true, RS2.mac, RS2.ip, MacAddr::ZERO, LOCAL);
+    let local_answer = || testkit::arp(false, LB.mac, LOCAL, RS2.mac, RS2.ip);
+    let peer_claims_vip = || testkit::arp(true, RS1.mac, VIP_DR, MacAddr::ZERO, VIP_DR);
+    let dr_syn = || testkit::tcp(CLIENT.mac, LB.mac, client(), vip(VIP_DR, 80), SYN, &[]);
+    let dr_syn_out = || testkit::tcp(LB.mac, RS1.mac, client(), vip(VIP_DR, 80), SYN, &[]);
+    let speaking = |name| Case {
+        name,
+        steps: vec![
+            step("who-has VIP is answered", who_has_vip(), TX, Expect::Frame(vip_answer())),
+            step("who-has local address", who_has_local(), TX, Expect::Frame(local_answer())),
+            step(
+                "another host claiming the VIP is a conflict",
+                peer_claims_vip(),
+                Verdict::Drop(DropReason::ArpConflict),
+                Expect::Nothing,
+            ),
+            step("SYN to the VIP is forwarded", dr_syn(), TX, Expect::Frame(dr_syn_out())),
+        ],
+    };
+    let silent = |name, forwarded: bool| Case {
+        name,
+        steps: vec![
+            step("who-has VIP is passed", who_has_vip(), Verdict::Pass, Expect::Nothing),
+            step("who-has local address", who_has_local(), TX, Expect::Frame(local_answer())),
+            step("a peer announcing the VIP", peer_claims_vip(), Verdict::Pass, Expect::Nothing),
+            if forwarded {
+                step("SYN routed to the box", dr_syn(), TX, Expect::Frame(dr_syn_out()))
+            } else {
+                step("SYN dropped", dr_syn(), Verdict::Drop(DropReason::Standby), Expect::Nothing)
+            },
+        ],
+    };
+    let cases = [
+        (speaking("standalone"), "standalone", VrrpState::Standby),
+        (silent("bgp", true), "bgp", VrrpState::Standby),
+        (speaking("vrrp active"), "vrrp", VrrpState::Active),
+        (silent("vrrp standby", false), "vrrp", VrrpState::Standby),
+    ];
+    let (mut steps_run, mut failures) = (0, Vec::new());
+    for (case, mode, state) in cases {
+        let (steps, found) = harness::run(vec![case], || fleet_pipeline(mode, state));
+        steps_run += steps;
+        failures.extend(found);
+    }
+    assert_eq!(steps_run, 16);
+    assert!(failures.is_empty(), "fleet step(s) failed:\n{}", failures.join("\n"));
 }
 
 /// A flood of ACKs from spoofed sources is forwarded by consistent hashing and never enters

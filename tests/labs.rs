@@ -8,8 +8,9 @@
 //! load; also with one real server down or drained, `--out`), `lab/synflood --seconds 3` in
 //! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; the IPv6 labs of issue 12,
 //! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20` (they
-//! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services). Each must print its
-//! PASS line, exit 0, and leave none
+//! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
+//! 13: an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's
+//! VIP routes). Each must print its PASS line, exit 0, and leave none
 //! of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
@@ -149,6 +150,19 @@ fn lab_synflood_fullnat() {
 #[test]
 fn lab_soak() {
     run_lab("soak", &["--seconds", "20"], "");
+}
+
+/// Issue 13: two xlb boxes with keepalived (VRRP); the active one's xlb SIGKILLed under
+/// DR load: the standby takes over, no long-lived connection breaks.
+#[test]
+fn lab_vrrp() {
+    run_lab("vrrp", &[], "takeover ");
+}
+
+/// Issue 13: BGP mode's VIP route follows the backends' health and vanishes on SIGKILL.
+#[test]
+fn lab_routes() {
+    run_lab("routes", &[], "20/20 http");
 }
 
 #[test]

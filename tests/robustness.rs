@@ -716,7 +716,7 @@ proptest! {
 }
 
 /// Drop reasons the config above cannot produce from frames this small, and why.
-const UNREACHED: [DropReason; 6] = [
+const UNREACHED: [DropReason; 7] = [
     // One interface: a reply cannot arrive on another arm than its backend's.
     DropReason::ReplyWrongInterface,
     // One local port pool of 64512 ports per local address; sequences are far shorter.
@@ -728,6 +728,8 @@ const UNREACHED: [DropReason; 6] = [
     DropReason::NoRoute,
     // Held frames are at most ~150 bytes (the limit is 2048).
     DropReason::NeighborFrameTooLarge,
+    // A standalone box (no `[fleet]`): never a VRRP standby.
+    DropReason::Standby,
 ];
 
 /// With a fixed seed, the generator's frames reach every stage of the pipeline: a good share

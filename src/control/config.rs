@@ -50,6 +50,8 @@
 //! - `dataplane.busy_poll` is one of "auto", "on", "off" (default "auto");
 //!   `dataplane.busy_poll_marker`, where given, is a UDP port 1 to 65535 (busy polling
 //!   through marker sockets where an AF_XDP socket has no NAPI id: veth).
+//! - `fleet.mode` is one of "standalone", "bgp", "vrrp" (default "standalone"; see
+//!   [`crate::fleet`]).
 //! - Conntrack: `1 <= max_embryonic <= capacity <=` [`MAX_CONNTRACK_CAPACITY`]; every timeout is
 //!   at least one second.
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
@@ -83,6 +85,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
+use crate::fleet::{FleetMode, RouteExport};
 use crate::flow::{ForwardMode, Proto};
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 use crate::tuning::BusyPollMode;
@@ -191,6 +194,12 @@ pub struct Config {
     pub conntrack: ConntrackSettings,
     /// How the data plane runs (read at start-up only).
     pub dataplane: DataplaneSettings,
+    /// How the box takes part in a fleet (`[fleet] mode`, default standalone; see
+    /// [`crate::fleet`]).
+    pub fleet: FleetMode,
+    /// `[fleet] route_table` (bgp mode): a /32 route per VIP it can serve, for bird2 to
+    /// export ([`crate::control::vip_routes`]).
+    pub fleet_routes: Option<RouteExport>,
     /// The virtual services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -637,6 +646,14 @@ impl Config {
         if let Some(port) = self.dataplane.busy_poll_marker {
             let _ = writeln!(out, "busy_poll_marker = {port}");
         }
+        let _ = writeln!(out, "[fleet]\nmode = \"{}\"", self.fleet.name());
+        if let Some(routes) = &self.fleet_routes {
+            let _ = writeln!(
+                out,
+                "route_table = {}\nroute_device = \"{}\"",
+                routes.table, routes.device
+            );
+        }
         for s in &self.services {
             let addrs: Vec<String> = s.local_addrs.iter().map(|a| format!("\"{a}\"")).collect();
             let _ = writeln!(
@@ -784,6 +801,7 @@ choice_by_name! {
     ForwardMode => &[ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat],
     HealthCheckKind => &HealthCheckKind::ALL,
     OnFailure => &OnFailure::ALL,
+    FleetMode => &FleetMode::ALL,
 }
 
 impl Choice for BusyPollMode {
@@ -821,8 +839,17 @@ struct RawConfig {
     neighbor: Vec<Spanned<RawNeighbor>>,
     conntrack: Option<RawConntrack>,
     dataplane: Option<RawDataplane>,
+    fleet: Option<RawFleet>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    mode: Leaf,
+    route_table: Leaf,
+    route_device: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1143,6 +1170,41 @@ impl Context<'_> {
             .ok_or_else(|| self.invalid(key, at, "a number of seconds greater than 0, like 2.0"))
     }
 
+    /// `[fleet] route_table` and `route_device`: only in `bgp` mode.
+    fn fleet_routes(
+        &self,
+        mode: FleetMode,
+        table: &RawFleet,
+    ) -> Result<Option<RouteExport>, ConfigError> {
+        const EXPECT_TABLE: &str = "a routing table number from 1 to 4294967295, not 253, 254 \
+                                    or 255 (default, main, local), with mode = \"bgp\"";
+        const EXPECT_DEVICE: &str =
+            "an interface name of 1 to 15 bytes, no '/', ':' or whitespace, with route_table";
+        let Some(at) = &table.route_table else {
+            return match &table.route_device {
+                Some(at) => Err(self.invalid("fleet.route_device", at, EXPECT_DEVICE)),
+                None => Ok(None),
+            };
+        };
+        let number: u32 =
+            self.integer("fleet.route_table", at, 1, u32::MAX.into(), EXPECT_TABLE)?;
+        if matches!(number, 253..=255) || mode != FleetMode::Bgp {
+            return Err(self.invalid("fleet.route_table", at, EXPECT_TABLE));
+        }
+        let device = match &table.route_device {
+            Some(at) => {
+                let name = self.string("fleet.route_device", at, EXPECT_DEVICE)?;
+                let bad = |c: char| c == '/' || c == ':' || c.is_whitespace();
+                if name.is_empty() || name.len() > 15 || name.chars().any(bad) {
+                    return Err(self.invalid("fleet.route_device", at, EXPECT_DEVICE));
+                }
+                name.to_string()
+            }
+            None => RouteExport::DEFAULT_DEVICE.to_string(),
+        };
+        Ok(Some(RouteExport { table: number, device }))
+    }
+
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         if raw.interface.is_empty() {
             return Err(self.missing(
@@ -1243,7 +1305,16 @@ impl Context<'_> {
             None => DataplaneSettings::default(),
         };
 
-        let config = Config { interfaces, neighbors, conntrack, dataplane, services };
+        let (fleet, fleet_routes) = match &raw.fleet {
+            Some(table) => {
+                let mode = self.optional_choice("fleet.mode", &table.mode, FleetMode::default())?;
+                (mode, self.fleet_routes(mode, table)?)
+            }
+            None => (FleetMode::default(), None),
+        };
+
+        let config =
+            Config { interfaces, neighbors, conntrack, dataplane, fleet, fleet_routes, services };
         self.address_conflicts(&raw, &config)?;
         Ok(config)
     }
@@ -2727,6 +2798,49 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn fleet_mode_is_standalone_bgp_or_vrrp() {
+        use crate::fleet::FleetMode;
+        assert_eq!(parse(&with_iface("")).unwrap().fleet, FleetMode::Standalone);
+        for mode in FleetMode::ALL {
+            let config = parse(&with_iface(&format!("[fleet]\nmode = \"{mode}\"\n"))).unwrap();
+            assert_eq!(config.fleet, mode);
+            assert_eq!(parse(&config.to_toml()).unwrap().fleet, mode, "round trip");
+        }
+        let text = with_iface("[fleet]\nmode = \"anycast\"\n");
+        let message = assert_invalid(&text, "fleet.mode", "anycast");
+        assert!(message.contains("\"standalone\", \"bgp\", \"vrrp\""), "{message}");
+        let text = with_iface("[fleet]\nannounce = false\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("announce"));
+    }
+
+    #[test]
+    fn fleet_route_table_is_for_bgp_mode() {
+        use crate::fleet::RouteExport;
+        let bgp = |extra: &str| with_iface(&format!("[fleet]\nmode = \"bgp\"\n{extra}"));
+        assert_eq!(parse(&bgp("")).unwrap().fleet_routes, None);
+        let config = parse(&bgp("route_table = 100\n")).unwrap();
+        let expected = RouteExport { table: 100, device: RouteExport::DEFAULT_DEVICE.into() };
+        assert_eq!(config.fleet_routes, Some(expected));
+        assert_eq!(parse(&config.to_toml()).unwrap().fleet_routes, config.fleet_routes);
+        let config = parse(&bgp("route_table = 7\nroute_device = \"vips0\"\n")).unwrap();
+        assert_eq!(config.fleet_routes, Some(RouteExport { table: 7, device: "vips0".into() }));
+        for bad in ["0", "254", "4294967296", "\"main\""] {
+            assert_invalid(
+                &bgp(&format!("route_table = {bad}\n")),
+                "fleet.route_table",
+                "route_table",
+            );
+        }
+        let vrrp = with_iface("[fleet]\nmode = \"vrrp\"\nroute_table = 100\n");
+        assert_invalid(&vrrp, "fleet.route_table", "route_table");
+        for bad in ["\"\"", "\"a/b\"", "\"sixteen-bytes-xx\""] {
+            let text = bgp(&format!("route_table = 1\nroute_device = {bad}\n"));
+            assert_invalid(&text, "fleet.route_device", "route_device");
+        }
+        assert_invalid(&bgp("route_device = \"v\"\n"), "fleet.route_device", "route_device");
+    }
+
+    #[test]
     fn dataplane_busy_poll_is_auto_on_or_off() {
         assert_eq!(parse(&with_iface("")).unwrap().dataplane.busy_poll, BusyPollMode::Auto);
         for (text, mode) in
@@ -3296,6 +3410,8 @@ pub(crate) mod tests {
                         busy_poll_marker: (capacity % 2 == 0)
                             .then_some((capacity % 60_000) as u16 + 1),
                     },
+                    fleet: crate::fleet::FleetMode::ALL[capacity % 3],
+                    fleet_routes: None,
                     services,
                 }
             },

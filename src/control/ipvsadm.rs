@@ -74,6 +74,7 @@ use crate::control::config::{
 };
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
+use crate::fleet::{FleetMode, VrrpState};
 use crate::flow::{ForwardMode, Proto};
 use crate::report::BackendCounters;
 use crate::sched::SchedulerKind;
@@ -276,12 +277,23 @@ pub enum Command {
     },
     /// `-h`: print the usage.
     Help,
+    /// xlb's own, for keepalived's notify scripts (ipvsadm has none): `--active` and
+    /// `--standby` set the box's VRRP state (`[fleet] mode = "vrrp"` only), `--fleet` (None)
+    /// prints the fleet mode and state.
+    Fleet(Option<VrrpState>),
 }
 
 impl Command {
     /// Whether the command changes the config (and so goes through [`apply`]).
     pub fn is_change(&self) -> bool {
-        !matches!(self, Command::List(_) | Command::Save | Command::Zero { .. } | Command::Help)
+        !matches!(
+            self,
+            Command::List(_)
+                | Command::Save
+                | Command::Zero { .. }
+                | Command::Help
+                | Command::Fleet(_)
+        )
     }
 }
 
@@ -352,6 +364,9 @@ impl fmt::Display for Command {
                 None => f.write_str("-Z"),
             },
             Command::Help => f.write_str("-h"),
+            Command::Fleet(Some(VrrpState::Active)) => f.write_str("--active"),
+            Command::Fleet(Some(VrrpState::Standby)) => f.write_str("--standby"),
+            Command::Fleet(None) => f.write_str("--fleet"),
         }
     }
 }
@@ -558,6 +573,9 @@ enum Verb {
     Clear,
     Zero,
     Help,
+    Active,
+    Standby,
+    Fleet,
 }
 
 struct Spec {
@@ -595,6 +613,9 @@ const SPECS: &[Spec] = &[
     spec(Some('C'), "clear", false, Key::Verb(Verb::Clear)),
     spec(Some('Z'), "zero", false, Key::Verb(Verb::Zero)),
     spec(Some('h'), "help", false, Key::Verb(Verb::Help)),
+    spec(None, "active", false, Key::Verb(Verb::Active)),
+    spec(None, "standby", false, Key::Verb(Verb::Standby)),
+    spec(None, "fleet", false, Key::Verb(Verb::Fleet)),
     spec(Some('t'), "tcp-service", true, Key::Tcp),
     spec(Some('u'), "udp-service", true, Key::Udp),
     spec(Some('s'), "scheduler", true, Key::Scheduler),
@@ -816,6 +837,9 @@ pub fn parse(args: &[String]) -> Result<Command, CtlError> {
         Verb::Clear => Command::Clear,
         Verb::Zero => Command::Zero { service: options.service()? },
         Verb::Help => Command::Help,
+        Verb::Active => Command::Fleet(Some(VrrpState::Active)),
+        Verb::Standby => Command::Fleet(Some(VrrpState::Standby)),
+        Verb::Fleet => Command::Fleet(None),
     };
     options.finish()?;
     Ok(command)
@@ -1281,7 +1305,11 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
             }
         }
         Command::Clear => config.services.clear(),
-        Command::List(_) | Command::Save | Command::Zero { .. } | Command::Help => {}
+        Command::List(_)
+        | Command::Save
+        | Command::Zero { .. }
+        | Command::Help
+        | Command::Fleet(_) => {}
     }
     Ok(())
 }
@@ -1641,8 +1669,8 @@ pub enum Outcome {
     /// Build a snapshot of `config` and publish it to every worker, then answer `reply`. If
     /// the snapshot cannot be built, answer with why (status 1) and keep running as before.
     Apply {
-        /// The new config, already checked as a config file is.
-        config: Config,
+        /// The new config, already checked as a config file is (boxed: a config is large).
+        config: Box<Config>,
         /// The answer once it is installed.
         reply: Response,
     },
@@ -1651,6 +1679,9 @@ pub enum Outcome {
     List(ListOptions),
     /// Zero the counters of one service, or all, then answer with an empty success.
     Zero(Option<ServiceId>),
+    /// Set the VRRP state (the config is in `vrrp` mode), or only show it (None); answer
+    /// with the fleet mode and state.
+    Fleet(Option<VrrpState>),
 }
 
 /// Decides what `request` asks of the running `config` (the daemon's split: this part is
@@ -1682,8 +1713,22 @@ pub fn decide(config: &Config, request: &Request) -> Outcome {
         },
         Command::Save => Outcome::Reply(Response::success(save(config))),
         Command::Help => Outcome::Reply(Response::success(HELP.to_string())),
+        Command::Fleet(Some(state)) if config.fleet != FleetMode::Vrrp => {
+            let why = format!(
+                "--{state} needs [fleet] mode = \"vrrp\" in the config (this box runs {})",
+                crate::fleet::describe(config.fleet, VrrpState::Standby)
+            );
+            Outcome::Reply(Response {
+                stdout: String::new(),
+                stderr: format!("{why}\n"),
+                status: 1,
+            })
+        }
+        Command::Fleet(set) => Outcome::Fleet(set),
         command => match apply(config, &command) {
-            Ok(next) => Outcome::Apply { config: next, reply: Response::success(String::new()) },
+            Ok(next) => {
+                Outcome::Apply { config: Box::new(next), reply: Response::success(String::new()) }
+            }
             Err(error) => Outcome::Reply(refusal(&error)),
         },
     }
@@ -1704,6 +1749,9 @@ pub trait Daemon {
     fn install(&mut self, config: &Config) -> Result<(), String>;
     /// Zeroes the counters of one service, or all.
     fn zero(&mut self, service: Option<ServiceId>);
+    /// Sets the VRRP state (when given) and says the fleet mode and state
+    /// ([`crate::fleet::describe`]).
+    fn fleet(&mut self, set: Option<VrrpState>) -> String;
 }
 
 /// The control side's state: the running config and the daemon that runs it.
@@ -1721,7 +1769,7 @@ pub fn handle<D: Daemon>(state: &mut CtlState<D>, request: Request) -> Response 
         Outcome::Reply(reply) => reply,
         Outcome::Apply { config, reply } => match state.daemon.install(&config) {
             Ok(()) => {
-                state.config = config;
+                state.config = *config;
                 reply
             }
             Err(why) => Response {
@@ -1738,6 +1786,7 @@ pub fn handle<D: Daemon>(state: &mut CtlState<D>, request: Request) -> Response 
             state.daemon.zero(service);
             Response::success(String::new())
         }
+        Outcome::Fleet(set) => Response::success(format!("{}\n", state.daemon.fleet(set))),
     }
 }
 
@@ -1754,6 +1803,8 @@ xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
   -R                                                      restore from stdin (all or nothing)
   -C                                                      delete every virtual service
   -Z [-t|-u VIP:port]                                     zero counters
+  --active | --standby                                    VRRP state ([fleet] mode = \"vrrp\")
+  --fleet                                                 print the fleet mode and state
 Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
 IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
@@ -2367,6 +2418,54 @@ mod tests {
         assert_eq!(list(&snapshot, &v), "");
     }
 
+    /// `--active`, `--standby` and `--fleet`: parsed (alone), printed back, answered with the
+    /// mode and state; a state change is refused unless the config is in `vrrp` mode, and
+    /// never touches the config.
+    #[test]
+    fn fleet_verbs_set_and_show_the_vrrp_state() {
+        for (line, command) in [
+            ("--active", Command::Fleet(Some(VrrpState::Active))),
+            ("--standby", Command::Fleet(Some(VrrpState::Standby))),
+            ("--fleet", Command::Fleet(None)),
+        ] {
+            assert_eq!(cmd(line), command);
+            assert_eq!(command.to_string(), line);
+            assert!(!command.is_change());
+        }
+        assert!(parse(&args("--active -t 10.1.1.10:80")).is_err());
+        assert!(parse(&args("--active --standby")).is_err());
+
+        let daemon_of = |config: &Config| FakeDaemon {
+            snapshot: snapshot_of(config),
+            refuse: None,
+            installed: 0,
+            zeroed: vec![],
+            vrrp: VrrpState::Standby,
+        };
+        let vrrp = Config { fleet: FleetMode::Vrrp, ..base() };
+        let mut state = CtlState { config: vrrp.clone(), daemon: daemon_of(&vrrp) };
+        let shown = handle(&mut state, request("--fleet", None));
+        assert_eq!(shown.stdout, "fleet mode vrrp, state standby\n");
+        let response = handle(&mut state, request("--active", None));
+        assert_eq!(
+            (response.status, response.stdout.as_str()),
+            (0, "fleet mode vrrp, state active\n")
+        );
+        assert_eq!(state.daemon.vrrp, VrrpState::Active);
+        assert_eq!(handle(&mut state, request("--standby", None)).status, 0);
+        assert_eq!(state.daemon.vrrp, VrrpState::Standby);
+        assert_eq!((state.daemon.installed, &state.config), (0, &vrrp), "no config change");
+
+        let mut state = CtlState { config: base(), daemon: daemon_of(&base()) };
+        let response = handle(&mut state, request("--active", None));
+        assert_eq!(response.status, 1);
+        assert!(response.stderr.contains("[fleet] mode = \"vrrp\""), "{}", response.stderr);
+        assert!(response.stderr.contains("standalone"), "{}", response.stderr);
+        assert_eq!(state.daemon.vrrp, VrrpState::Standby);
+        let shown = handle(&mut state, request("--fleet", None));
+        assert_eq!(shown.stdout, "fleet mode standalone\n");
+    }
+
     #[test]
     fn the_running_daemon_takes_an_ipv6_service() {
         let daemon = FakeDaemon {
@@ -2374,6 +2473,7 @@ mod tests {
             refuse: None,
             installed: 0,
             zeroed: vec![],
+            vrrp: VrrpState::Standby,
         };
         let mut state = CtlState { config: base6(), daemon };
         let response = handle(&mut state, request("-A -t [2001:db8:1::10]:80 -s wlc", None));
@@ -2653,6 +2753,7 @@ mod tests {
         refuse: Option<String>,
         installed: usize,
         zeroed: Vec<Option<ServiceId>>,
+        vrrp: VrrpState,
     }
 
     impl Daemon for FakeDaemon {
@@ -2674,6 +2775,12 @@ mod tests {
         fn zero(&mut self, service: Option<ServiceId>) {
             self.zeroed.push(service);
         }
+        fn fleet(&mut self, set: Option<VrrpState>) -> String {
+            if let Some(state) = set {
+                self.vrrp = state;
+            }
+            crate::fleet::describe(self.snapshot.fleet, self.vrrp)
+        }
     }
 
     fn request(line: &str, stdin: Option<&str>) -> Request {
@@ -2687,6 +2794,7 @@ mod tests {
             refuse: None,
             installed: 0,
             zeroed: vec![],
+            vrrp: VrrpState::Standby,
         };
         let mut state = CtlState { config: base(), daemon };
         let response = handle(&mut state, request("-a -t 10.1.1.10:80 -r 10.1.1.13 -w 4", None));

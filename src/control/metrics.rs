@@ -21,7 +21,8 @@
 //! latency as a summary, and what control counts itself
 //! ([`ControlFigures`]): `xlb ctl` clients served and dropped (`xlb_ctl_*`), scrapes this
 //! server refused (`xlb_metrics_connections_refused_total`), and per monitored backend its
-//! health checks (`xlb_health_*_total`, probes brought forward by passive signs included).
+//! health checks (`xlb_health_*_total`, probes brought forward by passive signs included),
+//! and the box's part in a fleet (`xlb_fleet_state{mode, state}`).
 //!
 //! Invariants (checked by the tests with a small parser of the format):
 //! - every family has one `# HELP` and one `# TYPE` line, followed by all its samples
@@ -54,6 +55,7 @@ use crate::control::health::{BackendKey, BackendStatus, HealthCounters, ServiceK
 use crate::control::socket::CtlStats;
 pub use crate::control::stats::BackendConnections;
 use crate::control::stats::Ledger;
+use crate::fleet::{FleetMode, VrrpState};
 use crate::report::{
     BATCH, BATCH_SIZE_BUCKETS, BackendCounters, BatchLatency, CoreReport, DropReason, PortStats,
     Stat, batch_size_bucket_floor,
@@ -205,6 +207,8 @@ pub struct ControlFigures<'a> {
     pub busy_poll: &'a [BusyPollFigures],
     /// `TcpExt: BusyPollRxPackets` of xlb's network namespace (None: unreadable).
     pub busy_poll_rx_packets: Option<u64>,
+    /// The config's fleet mode and the VRRP state keepalived last gave ([`crate::fleet`]).
+    pub fleet: (FleetMode, VrrpState),
 }
 
 /// One AF_XDP socket's preferred busy polling
@@ -531,6 +535,25 @@ pub fn render(view: &MetricsView<'_>) -> String {
             "Frames busy polling received in xlb's network namespace (TcpExt BusyPollRxPackets).",
         );
         out.sample(name, &[], packets);
+    }
+
+    // The box's part in a fleet.
+    let name = "xlb_fleet_state";
+    out.family(
+        name,
+        Kind::Gauge,
+        "1 for the state the box is in, 0 for the other: active (answers ARP for its VIPs \
+         where the mode lets it, and forwards) or standby (a VRRP standby: silent, not \
+         forwarding). A standalone or bgp box is always active.",
+    );
+    let (mode, vrrp) = view.control.fleet;
+    let state = if mode.presence(vrrp).forward_vips { "active" } else { "standby" };
+    for candidate in ["active", "standby"] {
+        out.sample(
+            name,
+            &[("mode", mode.name()), ("state", candidate)],
+            u64::from(candidate == state),
+        );
     }
 
     // Control's own clients and health checks.
@@ -1371,6 +1394,7 @@ mod tests {
                 health: &health,
                 busy_poll: &busy_poll,
                 busy_poll_rx_packets: Some(4321),
+                fleet: (FleetMode::Vrrp, VrrpState::Active),
             },
             ..view_of(&snapshot, &totals, &cores)
         };
@@ -1391,6 +1415,9 @@ mod tests {
         assert_eq!(value("xlb_busy_poll_marker", &queue0), 1.0);
         assert_eq!(value("xlb_busy_poll_marker", &queue1), 0.0);
         assert_eq!(value("xlb_busy_poll_rx_packets_total", &[]), 4321.0);
+        let fleet = |state| [("mode", "vrrp"), ("state", state)];
+        assert_eq!(value("xlb_fleet_state", &fleet("active")), 1.0);
+        assert_eq!(value("xlb_fleet_state", &fleet("standby")), 0.0);
         let port = [("core", "0"), ("interface", "eth0")];
         assert_eq!(value("xlb_port_rx_kernel_dropped_total", &port), 7.0);
         let a = [
@@ -1414,6 +1441,9 @@ mod tests {
         // Nothing counted yet: every family is there, at 0, and health has no series.
         let text = render(&MetricsView { control: ControlFigures::default(), ..view });
         let samples = check(&text);
+        let standalone = |state| [("mode", "standalone"), ("state", state)];
+        assert_eq!(find(&samples, "xlb_fleet_state", &standalone("active")).value, 1.0);
+        assert_eq!(find(&samples, "xlb_fleet_state", &standalone("standby")).value, 0.0);
         assert_eq!(find(&samples, dropped, &[("reason", "overflow")]).value, 0.0);
         assert!(text.contains("# TYPE xlb_health_early_probes_total counter\n"));
         assert!(!samples.iter().any(|s| s.name.starts_with("xlb_health_")));

@@ -18,6 +18,7 @@ pub mod snapshot;
 pub mod socket;
 pub mod state;
 pub mod stats;
+pub mod vip_routes;
 
 // The snapshot built from a `Config`: tests and benchmarks write
 // `xlb::control::{Config, Snapshot}` and read it as that pair.

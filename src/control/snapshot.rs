@@ -232,14 +232,16 @@ impl Snapshot {
             });
         }
         let static_neighbors = config.neighbors.iter().map(|n| (n.ip, MacAddr(n.mac))).collect();
-        Ok(Snapshot::new(
+        let mut snapshot = Snapshot::new(
             generation,
             interfaces,
             services,
             backends,
             static_neighbors,
             conntrack_config(&config.conntrack),
-        ))
+        );
+        snapshot.fleet = config.fleet;
+        Ok(snapshot)
     }
 }
 

@@ -124,6 +124,9 @@ pub enum ControlMsg {
     /// Measured response times for the least-time scheduler, indexed like the backends of
     /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
     ResponseTimes { generation: u64, times: Arc<[u32]> },
+    /// The VRRP state keepalived gave the box (`xlb ctl --active`/`--standby`); control
+    /// follows a change to active with `Announce` for the VIPs.
+    VrrpState(crate::fleet::VrrpState),
 }
 
 /// How often a worker reports.
@@ -321,6 +324,7 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Neighbor6(ip, mac) => self.pipeline.learn_neighbor6(now, ip, mac),
                 ControlMsg::Announce6(addrs) => self.pipeline.announce6(&addrs),
                 ControlMsg::Probe(addrs) => self.pipeline.probe(&addrs),
+                ControlMsg::VrrpState(state) => self.pipeline.set_vrrp_state(state),
                 ControlMsg::ResponseTimes { generation, times } => {
                     self.pipeline.set_response_times(generation, &times);
                 }

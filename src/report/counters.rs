@@ -108,6 +108,9 @@ counted_enum! {
         NeighborFrameTooLarge => "neighbor_frame_too_large",
         /// Received on an interface the snapshot does not know.
         UnknownInterface => "unknown_interface",
+        /// To a VIP while the box is the standby of a VRRP pair (`[fleet] mode = "vrrp"`):
+        /// the active box forwards the VIPs' traffic, a standby never does.
+        Standby => "standby",
     }
 }
 

@@ -29,6 +29,11 @@
 //!   [`Pipeline::drain_emitted`] after each frame or batch.
 //!
 //! What it does, by destination:
+//! - Fleets ([`crate::fleet`]): where the snapshot's fleet mode and the VRRP state say the
+//!   box is silent for its VIPs (`bgp`, a `vrrp` standby), ARP for a VIP is passed to the
+//!   kernel unanswered, VIPs are neither probed for nor announced, and another host's ARP
+//!   from a VIP is no conflict; a `vrrp` standby also drops the VIPs' traffic (`standby`).
+//!   Local addresses are never affected.
 //! - ARP for a VIP or FullNAT local address: answered with the box's MAC, to the requester's
 //!   unicast MAC. ARP from a sender no reply may go to (a broadcast, multicast or zero MAC; a
 //!   broadcast, multicast, loopback or subnet-broadcast address) is dropped as
@@ -91,6 +96,7 @@ use std::time::Duration;
 use crate::arp::{self, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
 use crate::family::{V4, V6};
+use crate::fleet::{Presence, VrrpState};
 use crate::hash::table_hash;
 use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::SchedState;
@@ -221,6 +227,12 @@ struct CoreState {
     counters: Counters,
     /// When core 0 last looked for next hops to refresh.
     last_refresh_scan: Instant,
+    /// The VRRP state control last gave (`vrrp` mode; standby until told), kept across
+    /// snapshots.
+    vrrp: VrrpState,
+    /// Whether this box answers ARP for, announces and forwards to its VIPs: the snapshot's
+    /// fleet mode in `vrrp`'s state ([`crate::fleet`]). Local addresses are always answered.
+    presence: Presence,
     /// IPv6's connection table, neighbours and held frames (the per-service and per-backend
     /// state above, and the emit queue, are shared: the snapshot indexes both families in
     /// one list).
@@ -253,6 +265,8 @@ impl Pipeline {
             paced_arp: std::collections::VecDeque::new(),
             counters: Counters::new(snapshot.backends.len()),
             last_refresh_scan: Instant::ZERO,
+            vrrp: VrrpState::Standby,
+            presence: snapshot.fleet.presence(VrrpState::Standby),
             v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
         };
         let mut pipeline = Pipeline { snapshot, core };
@@ -299,8 +313,21 @@ impl Pipeline {
         core.backend_hops = vec![HopSlot::UNKNOWN; snapshot.backends.len()];
         core.subnets = subnets(&snapshot);
         core.hops_generation = u64::MAX;
+        core.presence = snapshot.fleet.presence(core.vrrp);
         core.v6.set_snapshot(&snapshot);
         self.snapshot = snapshot;
+    }
+
+    /// Sets the VRRP state keepalived gave the box (through control); it changes what the
+    /// pipeline does only in `vrrp` mode, and survives snapshot swaps. Becoming active does
+    /// not announce by itself: control follows with [`Pipeline::announce`].
+    pub fn set_vrrp_state(&mut self, state: VrrpState) {
+        self.core.vrrp = state;
+        self.core.presence = self.snapshot.fleet.presence(state);
+    }
+
+    pub fn vrrp_state(&self) -> VrrpState {
+        self.core.vrrp
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
@@ -371,7 +398,9 @@ impl Pipeline {
     pub fn announce6(&mut self, addrs: &[Ipv6Addr]) {
         let core = &mut self.core;
         core.v6.queue_announce(addrs);
-        core.v6.send_paced(&*self.snapshot, &mut core.emit, &mut core.counters);
+        let side =
+            v6::step::Fleet6 { snapshot: &self.snapshot, answer_vips: core.presence.answer_vips };
+        core.v6.send_paced(&side, &mut core.emit, &mut core.counters);
     }
 
     /// IPv6 next hops this core is asking for (frames are held for them), for control to
@@ -435,6 +464,10 @@ impl Pipeline {
             _ => plain_transport_at(frame),
         };
         let verdict = match transport {
+            // A VRRP standby never forwards for the VIPs.
+            Some(_) if class == Class::ToVip && !core.presence.forward_vips => {
+                Verdict::Drop(DropReason::Standby)
+            }
             Some(transport) => {
                 core.transport(snapshot, now, ingress, frame, class, transport, lookup)
             }
@@ -538,7 +571,8 @@ impl Pipeline {
             core.counters.add(Stat::NeighborsEvicted, forgotten as u64);
         }
         if !six.paced.is_empty() {
-            six.send_paced(snapshot, &mut core.emit, &mut core.counters);
+            let side = v6::step::Fleet6 { snapshot, answer_vips: core.presence.answer_vips };
+            six.send_paced(&side, &mut core.emit, &mut core.counters);
         }
         if core.slot.index == 0
             && now.saturating_duration_since(core.last_refresh_scan) >= REFRESH_SCAN_EVERY
@@ -653,6 +687,9 @@ impl CoreState {
         let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
         let owned = match snapshot.owned(dst) {
             Some(Owned::Interface(_)) => return Verdict::Pass,
+            Some(Owned::Vip) if !self.presence.forward_vips => {
+                return Verdict::Drop(DropReason::Standby);
+            }
             Some(owned) => Some(owned),
             None if snapshot.is_nat_backend(src) => None,
             None => return Verdict::Pass,

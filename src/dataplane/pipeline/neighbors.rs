@@ -5,7 +5,10 @@
 //! Invariants: only ARP that names us (or refreshes a known neighbour) from a sender on the
 //! ingress interface's subnet is learned; a sender no reply may go to is never learned or
 //! answered; another host claiming a VIP or local address is a counted conflict. Paced ARP
-//! takes at most [`PACED_ARP_ROOM`] of the emit queue. The hop caches are valid while
+//! takes at most [`PACED_ARP_ROOM`] of the emit queue. Where the fleet mode makes the box
+//! silent for its VIPs ([`crate::fleet`]), nothing is answered, probed or announced for a
+//! VIP and another host's ARP from a VIP is passed, not a conflict; local addresses are
+//! unaffected. The hop caches are valid while
 //! `hops_generation` matches the neighbour table's generation and hold only hops whose next
 //! hop's MAC is known; a miss falls back to [`CoreState::send`], which holds the frame and
 //! asks (from the box's own address, never a VIP).
@@ -108,12 +111,22 @@ impl CoreState {
         let operation = arp.operation();
         let (sender_ip, sender_mac) = (arp.sender_proto_addr(), arp.sender_hw_addr());
         let target = snapshot.owned(arp.target_proto_addr());
-        let ours = matches!(target, Some(Owned::Vip | Owned::Local));
+        let answer_vips = self.presence.answer_vips;
+        let ours = match target {
+            Some(Owned::Vip) => answer_vips,
+            Some(Owned::Local) => true,
+            _ => false,
+        };
 
         // Another host says it holds an address of ours (a typo'd config, a stolen VIP):
         // never learned, never answered, counted for control to log. Our own announcement
-        // looped back is the kernel's.
-        if matches!(snapshot.owned(sender_ip), Some(Owned::Vip | Owned::Local)) {
+        // looped back is the kernel's. A VIP this box is silent for is not claimed here: a
+        // peer of the fleet may announce it.
+        let sender = snapshot.owned(sender_ip);
+        if sender == Some(Owned::Vip) && !answer_vips {
+            return Verdict::Pass;
+        }
+        if matches!(sender, Some(Owned::Vip | Owned::Local)) {
             if snapshot.interfaces.iter().any(|i| i.mac == sender_mac && i.mac == eth_src) {
                 return Verdict::Pass;
             }
@@ -177,8 +190,11 @@ impl CoreState {
         while self.emit.len() < PACED_ARP_ROOM {
             let Some(request) = self.paced_arp.pop_front() else { return };
             let (PacedArp::Announce(ip) | PacedArp::Probe(ip)) = request;
-            if !matches!(snapshot.owned(ip), Some(Owned::Vip | Owned::Local)) {
-                continue;
+            match snapshot.owned(ip) {
+                Some(Owned::Local) => {}
+                Some(Owned::Vip) if self.presence.answer_vips => {}
+                // Gone from the snapshot, or a VIP this box is silent for (`crate::fleet`).
+                _ => continue,
             }
             let Some(route) = snapshot.route(ip) else { continue };
             let Some(interface) = snapshot.interfaces.get(route.egress.index()) else { continue };

@@ -95,23 +95,7 @@ impl Tap {
             let name = name.to_string();
             move |source: io::Error| TapError::Os { name, what, source }
         };
-        if name.len() > MAX_NAME {
-            return Err(TapError::BadName { name: name.to_string() });
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(os("opening /dev/net/tun"))?;
-        let mut request = ifreq(name);
-        request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as i16;
-        // SAFETY: TUNSETIFF reads (and writes back) one `ifreq`, which lives across the call;
-        // the fd is the open tun control device.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut request) };
-        if ret < 0 {
-            return Err(os("TUNSETIFF (creating the device)")(io::Error::last_os_error()));
-        }
+        let file = create_device(name, libc::IFF_TAP)?;
         let tap = Tap { file, name: name.to_string() };
         // Before the device is up: no IPv6 address, router solicitation or MLD report.
         tap.sysctl("ipv6", "disable_ipv6", "1").or_else(|e| match e {
@@ -136,13 +120,7 @@ impl Tap {
             interface_ioctl(&control, libc::SIOCSIFMTU, &mut request)
                 .map_err(os("SIOCSIFMTU (the interface's MTU)"))?;
         }
-        let mut request = ifreq(name);
-        interface_ioctl(&control, libc::SIOCGIFFLAGS, &mut request).map_err(os("SIOCGIFFLAGS"))?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        let flags = unsafe { request.ifr_ifru.ifru_flags };
-        request.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_NOARP) as i16;
-        interface_ioctl(&control, libc::SIOCSIFFLAGS, &mut request)
-            .map_err(os("SIOCSIFFLAGS (up, noarp)"))?;
+        bring_up(name, &control)?;
         Ok(tap)
     }
 
@@ -172,6 +150,89 @@ impl Tap {
             source,
         })
     }
+}
+
+/// A TUN device that carries no traffic: xlb's VIP routes point at it (`[fleet]
+/// route_table`, control's `vip_routes`) so that they live exactly as long as the
+/// process. Not persistent: when the fd closes — xlb stops, or is killed — the kernel
+/// deletes the device and every route through it. Up, `NOARP`, no IPv6; nothing reads it.
+#[derive(Debug)]
+pub struct Tun {
+    _file: File,
+    name: String,
+}
+
+impl Tun {
+    /// Creates TUN `name` (never attaching to an existing device: `IFF_TUN_EXCL`) and
+    /// brings it up. Needs `CAP_NET_ADMIN`.
+    pub fn create(name: &str) -> Result<Tun, TapError> {
+        let os = |what: &'static str| {
+            let name = name.to_string();
+            move |source: io::Error| TapError::Os { name, what, source }
+        };
+        let bad = |c: char| c == '/' || c == ':' || c.is_whitespace();
+        if name.is_empty() || name.chars().any(bad) {
+            return Err(TapError::BadName { name: name.to_string() });
+        }
+        let file = create_device(name, libc::IFF_TUN)?;
+        let ipv6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if let Err(source) = std::fs::write(&ipv6, "1")
+            && source.kind() != io::ErrorKind::NotFound
+        {
+            return Err(os("disable_ipv6")(source));
+        }
+        let control = control_socket().map_err(os("socket for interface ioctls"))?;
+        bring_up(name, &control)?;
+        Ok(Tun { _file: file, name: name.to_string() })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Opens `/dev/net/tun` (non-blocking) and creates device `name` of `kind` (`IFF_TAP` or
+/// `IFF_TUN`), never attaching to an existing one (`IFF_TUN_EXCL`) and without packet
+/// information headers. Not persistent: it goes when the returned file closes.
+fn create_device(name: &str, kind: libc::c_int) -> Result<File, TapError> {
+    let os = |what: &'static str| {
+        let name = name.to_string();
+        move |source: io::Error| TapError::Os { name, what, source }
+    };
+    if name.len() > MAX_NAME {
+        return Err(TapError::BadName { name: name.to_string() });
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(os("opening /dev/net/tun"))?;
+    let mut request = ifreq(name);
+    request.ifr_ifru.ifru_flags = (kind | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as i16;
+    // SAFETY: TUNSETIFF reads (and writes back) one `ifreq`, which lives across the call;
+    // the fd is the open tun control device.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut request) };
+    if ret < 0 {
+        return Err(os("TUNSETIFF (creating the device)")(io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// Sets device `name` up and `NOARP`, through `control` (a socket for interface ioctls).
+fn bring_up(name: &str, control: &OwnedFd) -> Result<(), TapError> {
+    let os = |what: &'static str| {
+        let name = name.to_string();
+        move |source: io::Error| TapError::Os { name, what, source }
+    };
+    let mut request = ifreq(name);
+    interface_ioctl(control, libc::SIOCGIFFLAGS, &mut request).map_err(os("SIOCGIFFLAGS"))?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { request.ifr_ifru.ifru_flags };
+    request.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_NOARP) as i16;
+    interface_ioctl(control, libc::SIOCSIFFLAGS, &mut request)
+        .map_err(os("SIOCSIFFLAGS (up, noarp)"))
 }
 
 /// Whether the kernel's reverse-path filter is strict for every interface

@@ -23,6 +23,42 @@ use super::ndp::{Link6, Side6};
 use super::parse::{Upper6, addresses, check, next_header_and_type};
 use crate::report::DropReason;
 
+/// The snapshot as the NDP steps see it on a box that may be silent for its VIPs
+/// ([`crate::fleet`]): with `answer_vips` false a VIP is no address of ours, so a
+/// solicitation for it is passed unanswered, it is never announced, and another host's
+/// advertisement of it is no conflict. Local addresses are unaffected.
+pub(in crate::dataplane::pipeline) struct Fleet6<'a> {
+    pub snapshot: &'a Snapshot,
+    pub answer_vips: bool,
+}
+
+impl Side6 for Fleet6<'_> {
+    #[inline]
+    fn owned6(&self, addr: Ipv6Addr) -> Option<Owned> {
+        match self.snapshot.owned6(addr) {
+            Some(Owned::Vip) if !self.answer_vips => None,
+            owned => owned,
+        }
+    }
+
+    #[inline]
+    fn link6(&self, iface: IfaceId) -> Option<Link6> {
+        self.snapshot.link6(iface)
+    }
+
+    fn announce_egress6(&self, addr: Ipv6Addr) -> Option<IfaceId> {
+        self.snapshot.announce_egress6(addr)
+    }
+
+    fn is_own_mac(&self, mac: MacAddr) -> bool {
+        self.snapshot.is_own_mac(mac)
+    }
+
+    fn on_some_link6(&self, ip: Ipv6Addr) -> bool {
+        self.snapshot.on_some_link6(ip)
+    }
+}
+
 impl Side6 for Snapshot {
     #[inline]
     fn owned6(&self, addr: Ipv6Addr) -> Option<Owned> {
@@ -80,6 +116,10 @@ impl CoreState {
         let six = snapshot.family::<V6>();
         let owned = match six.owned(dst) {
             Some(Owned::Interface(_)) => return Verdict::Pass,
+            // A VRRP standby never forwards for the VIPs (`crate::fleet`).
+            Some(Owned::Vip) if !self.presence.forward_vips => {
+                return Verdict::Drop(DropReason::Standby);
+            }
             Some(owned) => Some(owned),
             None if six.is_nat_backend(src) => None,
             None => return Verdict::Pass,
@@ -119,6 +159,7 @@ impl CoreState {
         frame: &mut [u8],
     ) -> Verdict {
         let (emit, counters) = (&mut self.emit, &mut self.counters);
-        self.v6.ndp(snapshot, now, ingress, frame, emit, counters)
+        let side = Fleet6 { snapshot, answer_vips: self.presence.answer_vips };
+        self.v6.ndp(&side, now, ingress, frame, emit, counters)
     }
 }
