@@ -716,7 +716,7 @@ proptest! {
 }
 
 /// Drop reasons the config above cannot produce from frames this small, and why.
-const UNREACHED: [DropReason; 7] = [
+const UNREACHED: [DropReason; 11] = [
     // One interface: a reply cannot arrive on another arm than its backend's.
     DropReason::ReplyWrongInterface,
     // One local port pool of 64512 ports per local address; sequences are far shorter.
@@ -730,6 +730,12 @@ const UNREACHED: [DropReason; 7] = [
     DropReason::NeighborFrameTooLarge,
     // A standalone box (no `[fleet]`): never a VRRP standby.
     DropReason::Standby,
+    // The generator writes IPv4 and ARP only (an IPv6 generator is still to come): IPv6's
+    // reasons are reached by tests/golden6.rs and the malformed IPv6 corpus.
+    DropReason::Ipv6ExtHeaders,
+    DropReason::BadNdp,
+    DropReason::NdpConflict,
+    DropReason::NdpAnswerEmitted,
 ];
 
 /// With a fixed seed, the generator's frames reach every stage of the pipeline: a good share
