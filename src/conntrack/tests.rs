@@ -1415,7 +1415,8 @@ impl<F: Hosts> EvictionModel<F> {
 /// says.
 fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
     {
-        let config = ConntrackConfig { capacity: 4, max_embryonic: 2, ..fixed_config(4) };
+        let config =
+            ConntrackConfig { capacity: 4, max_embryonic: 2, timeouts: timeouts(), secret: SECRET };
         let mut ct = Conntrack::<F>::new(&config);
         prop_assert_eq!(ct.table.bucket_count(), 1);
         // The same operations, every track with a lookup prepared when the key was last
