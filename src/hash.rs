@@ -1,24 +1,41 @@
-//! Deterministic hashing shared by the schedulers and the connection tables.
+//! Hashing shared by the schedulers and the connection tables.
 //!
-//! Every function here is a pure function of its input with fixed constants: no per-process
-//! random seed. That is a requirement, not an accident: two xlb boxes behind ECMP, or one box
-//! before and after a restart, must map the same flow to the same Maglev slot (Maglev,
-//! NSDI'16 §3.4; Katran relies on the same property).
+//! Two hashes of a 5-tuple, for two jobs, and only one of them keyed:
 //!
-//! The mixer is the 64-bit finaliser of MurmurHash3 / SplitMix64 applied over 64-bit words,
-//! which passes avalanche tests and costs a few multiplications per word.
+//! - [`flow_hash`] picks a flow's backend (Maglev, stateless DR, a FullNAT local port). It
+//!   is a pure function of the 5-tuple with fixed constants, pinned across builds, with no
+//!   per-process seed. That is a requirement, not an accident: two xlb boxes behind ECMP, or
+//!   one box before and after a restart, must map the same flow to the same Maglev slot
+//!   (Maglev, NSDI'16 §3.4; Katran relies on the same property).
+//! - [`table_hash`] places a flow in the connection tables, which every packet looks up, so
+//!   it is cheaper, and it is keyed by a [`TableSecret`]: 128 secret bits drawn from the OS
+//!   once per process ([`TableSecret::process`]). No table outlives its process, so nothing
+//!   needs its values to be stable; what they must not be is predictable. With a public
+//!   hash, a client who reads this code chooses source ports (and addresses, if it has
+//!   several) whose flows share one 16-slot bucket: 16 completed TCP connections, which the
+//!   flood policy never evicts, then fill that bucket, and every NAT flow of anyone else
+//!   whose key lands there is refused (`refused_full`); keys sharing a fingerprint also
+//!   lengthen lookups. Under a secret the attacker does not know which keys collide. Every
+//!   core of one process uses the same secret (cores look flows up in each other's tables
+//!   with the hash they computed themselves); each table holds it, given at construction
+//!   (`crate::conntrack::ConntrackConfig::secret`), so the hot path reads it from the
+//!   table's owner, never from a global. Benchmarks and tests that need the same placement
+//!   on every run use [`TableSecret::fixed`].
 //!
-//! Two hashes of a 5-tuple, for two jobs: [`flow_hash`] picks a flow's backend (Maglev,
-//! stateless DR) and is pinned across builds; [`table_hash`] places a flow in the connection
-//! tables, which every packet looks up, so it is cheaper and is not pinned (no table outlives
-//! its process). A new flow computes both; a packet of a tracked flow only the second.
+//! [`flow_hash`]'s mixer is the 64-bit finaliser of MurmurHash3 / SplitMix64 applied over
+//! 64-bit words, which passes avalanche tests and costs a few multiplications per word. A
+//! new flow computes both hashes; a packet of a tracked flow only [`table_hash`].
 //!
 //! Both work on either family's key ([`FlowHash`], implemented for [`V4`] and [`V6`]). IPv4's
-//! values are what they were before IPv6 existed; IPv6's `flow_hash` is pinned by a test of
-//! its own from its first version. The two families never share a table or a Maglev
-//! lookup, so their hashes need not agree on anything.
+//! `flow_hash` values are what they were before IPv6 existed; IPv6's `flow_hash` is pinned by
+//! a test of its own from its first version. The two families never share a table or a
+//! Maglev lookup, so their hashes need not agree on anything.
 
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read};
 use std::net::Ipv6Addr;
+use std::sync::OnceLock;
 
 use crate::family::{Family, V4, V6};
 use crate::flow::FlowKey;
@@ -56,7 +73,7 @@ pub trait FlowHash: Family {
     /// See [`flow_hash`].
     fn flow_hash(key: &FlowKey<Self>) -> u64;
     /// See [`table_hash`].
-    fn table_hash(key: &FlowKey<Self>) -> u64;
+    fn table_hash(secret: &TableSecret, key: &FlowKey<Self>) -> u64;
 }
 
 /// The hash of a flow's 5-tuple: the input to Maglev, to stateless DR forwarding and to the
@@ -67,29 +84,98 @@ pub fn flow_hash<F: FlowHash>(key: &FlowKey<F>) -> u64 {
     F::flow_hash(key)
 }
 
-/// The connection tables' hash of a 5-tuple, for the lookup every packet makes: for IPv4,
-/// one 64×64→128-bit multiply folded to 64 bits, then one multiply to spread its halves
-/// into each other (about a third of [`flow_hash`]'s instructions); for IPv6 one more
+/// The connection tables' hash of a 5-tuple under `secret` (the table's: every table of
+/// one process has the same, see the module docs), for the lookup every packet makes: for
+/// IPv4, one 64×64→128-bit multiply folded to 64 bits, then one multiply and two
+/// shift-XORs to spread its halves into each other (about a third of [`flow_hash`]'s instructions); for IPv6 one more
 /// folded multiply, which first brings the two 128-bit addresses down to one word.
 ///
-/// Unlike [`flow_hash`] it is not pinned across builds: a table never outlives its process,
-/// and every core of one process (whose tables look up each other's flows) runs the same
-/// code. The fields that vary between the flows of one service (client address and port)
-/// sit in the low bits of both factors, and the final multiply carries every bit of the
-/// folded product into the fingerprint bits (32 and up), the bucket bits (the lowest) from
-/// both halves: a test holds the spread of both to that of random keys, for both families.
-/// The constants are odd and have their top bits set, so no 5-tuple zeroes a factor's high
-/// half. Like [`flow_hash`] it is unkeyed: someone who reads this code can aim many keys at
-/// one bucket, which the table's bounded buckets and eviction policy are built to survive.
+/// The multiply's two factors are the key's words XORed with the secret's two factors
+/// (a wyhash-style `mum`): which keys share a bucket or a fingerprint depends on the
+/// secret, so someone who knows only the code cannot aim keys at one bucket. Unlike
+/// [`flow_hash`] it is not pinned across builds or processes. The fields that vary between
+/// the flows of one service (client address and port) sit in the low bits of both factors,
+/// and the final multiply carries every bit of the folded product into the high half (the
+/// fingerprint bits, 32 and up), which is then XORed into the low half (the bucket bits).
+/// That last shift and XOR is what keying needed: without it the bucket is the low bits of
+/// a product, which only the low bits of the folded product reach, and the old fixed
+/// factors had been picked to pass; random secrets left up to 460 of 16,384 buckets empty
+/// (random keys: 300 ± 17). A test holds the spread of both to that of random keys, for
+/// both families and several secrets (fixed and drawn per run). Every secret's
+/// factors are odd and have their top bit set ([`TableSecret`] forces both), so no 5-tuple
+/// zeroes the ports factor's high half (the ports fill only its low 40 bits), and no client
+/// can zero the address factor's without knowing the secret.
 #[inline]
-pub fn table_hash<F: FlowHash>(key: &FlowKey<F>) -> u64 {
-    F::table_hash(key)
+pub fn table_hash<F: FlowHash>(secret: &TableSecret, key: &FlowKey<F>) -> u64 {
+    F::table_hash(secret, key)
 }
 
-/// The factors of [`table_hash`]'s multiplies.
-const TABLE_A: u64 = 0xa076_1d64_78bd_642f;
-/// See [`TABLE_A`].
-const TABLE_B: u64 = 0xe703_7ed1_a0b4_28db;
+/// The secret that keys [`table_hash`]: the factors of its multiplies, odd and with their
+/// top bit set whatever they were derived from. One per process
+/// ([`TableSecret::process`]); [`TableSecret::fixed`] for runs that must place flows the
+/// same way every time. `Debug` shows no bits of it (snapshots, which carry it, are logged).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TableSecret {
+    /// The factor XORed into the addresses' word.
+    a: u64,
+    /// The factor XORed into the ports' word.
+    b: u64,
+}
+
+impl fmt::Debug for TableSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TableSecret(..)")
+    }
+}
+
+impl TableSecret {
+    /// Bits every factor has: the lowest (odd) and the highest.
+    const FORCED: u64 = 1 << 63 | 1;
+
+    /// The secret whose factors are `words` with bits 0 and 63 set (the other 124 bits are
+    /// the words' own). For secrets chosen elsewhere: the OS's bits, or a benchmark's
+    /// constants.
+    pub const fn from_words(words: [u64; 2]) -> TableSecret {
+        TableSecret { a: words[0] | Self::FORCED, b: words[1] | Self::FORCED }
+    }
+
+    /// A secret fixed by `seed` (each factor mixed from it), the same in every process: for
+    /// benchmarks (instruction counts that do not change between runs) and tests (failures
+    /// that replay). Never for a box that serves clients.
+    pub const fn fixed(seed: u64) -> TableSecret {
+        Self::from_words([mix64(seed), mix64(seed ^ K1)])
+    }
+
+    /// A fresh secret of 128 bits from the OS (`/dev/urandom`: the kernel's CSPRNG, the
+    /// source `getrandom(2)` reads).
+    pub fn from_os() -> io::Result<TableSecret> {
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        let (a, b) = bytes.split_at(8);
+        let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or_default());
+        Ok(Self::from_words([word(a), word(b)]))
+    }
+
+    /// This process's secret: drawn from the OS ([`TableSecret::from_os`]) the first time
+    /// it is asked for, then the same for every caller. Read when tables are built (control
+    /// puts it in every snapshot's connection-table config), never on the packet path. If
+    /// `/dev/urandom` cannot be read (a chroot without it), std's `RandomState`, which std
+    /// keys from the OS's random source itself, supplies the bits instead.
+    pub fn process() -> TableSecret {
+        static SECRET: OnceLock<TableSecret> = OnceLock::new();
+        *SECRET.get_or_init(|| {
+            Self::from_os().unwrap_or_else(|_| {
+                let state = std::collections::hash_map::RandomState::new();
+                let word = |n: u64| {
+                    let mut hasher = state.build_hasher();
+                    hasher.write_u64(n);
+                    hasher.finish()
+                };
+                Self::from_words([word(0), word(1)])
+            })
+        })
+    }
+}
 
 /// The ports and protocol as one word, the layout both families' [`table_hash`] multiply.
 #[inline(always)]
@@ -117,10 +203,11 @@ impl FlowHash for V4 {
     }
 
     #[inline]
-    fn table_hash(key: &FlowKey<V4>) -> u64 {
+    fn table_hash(secret: &TableSecret, key: &FlowKey<V4>) -> u64 {
         let addrs = (u64::from(key.dst_addr.to_bits()) << 32) | u64::from(key.src_addr.to_bits());
-        let folded = folded_product(addrs ^ TABLE_A, table_ports(key) ^ TABLE_B);
-        (folded ^ (folded >> 32)).wrapping_mul(K1)
+        let folded = folded_product(addrs ^ secret.a, table_ports(key) ^ secret.b);
+        let mixed = (folded ^ (folded >> 32)).wrapping_mul(K1);
+        mixed ^ (mixed >> 32)
     }
 }
 
@@ -151,14 +238,15 @@ impl FlowHash for V6 {
     /// cancel), the two words multiplied together, the folded product multiplied with the
     /// ports as IPv4's are, then IPv4's final spread.
     #[inline]
-    fn table_hash(key: &FlowKey<V6>) -> u64 {
+    fn table_hash(secret: &TableSecret, key: &FlowKey<V6>) -> u64 {
         let fold = |addr: Ipv6Addr| {
             let (high, low) = halves(addr);
             low ^ high.rotate_left(32)
         };
-        let addrs = folded_product(fold(key.src_addr) ^ TABLE_A, fold(key.dst_addr) ^ TABLE_B);
-        let folded = folded_product(addrs ^ TABLE_A, table_ports(key) ^ TABLE_B);
-        (folded ^ (folded >> 32)).wrapping_mul(K1)
+        let addrs = folded_product(fold(key.src_addr) ^ secret.a, fold(key.dst_addr) ^ secret.b);
+        let folded = folded_product(addrs ^ secret.a, table_ports(key) ^ secret.b);
+        let mixed = (folded ^ (folded >> 32)).wrapping_mul(K1);
+        mixed ^ (mixed >> 32)
     }
 }
 
@@ -213,31 +301,114 @@ mod tests {
         }
     }
 
-    /// How `table_hash` spreads `keys` over 2^14 buckets by its low bits (the bucket) and by
-    /// bits 32.. (the fingerprint): (most keys in one bucket, empty buckets), each way.
-    fn spread<F: FlowHash>(keys: &[FlowKey<F>]) -> [(usize, usize); 2] {
-        const BITS: u32 = 14;
-        let mask = (1u64 << BITS) - 1;
+    /// How `table_hash` under `secret` spreads `keys` over 2^`bits` buckets by its low bits
+    /// (the bucket) and by bits 32.. (the fingerprint): (most keys in one bucket, empty
+    /// buckets), each way.
+    fn spread<F: FlowHash>(
+        secret: &TableSecret,
+        keys: &[FlowKey<F>],
+        bits: u32,
+    ) -> [(usize, usize); 2] {
+        let mask = (1u64 << bits) - 1;
         [0, 32].map(|shift| {
-            let mut loads = vec![0usize; 1 << BITS];
+            let mut loads = vec![0usize; 1 << bits];
             for key in keys {
-                loads[((table_hash(key) >> shift) & mask) as usize] += 1;
+                loads[((table_hash(secret, key) >> shift) & mask) as usize] += 1;
             }
             (*loads.iter().max().unwrap(), loads.iter().filter(|&&load| load == 0).count())
         })
     }
 
-    /// 65,536 keys in each pattern: 4 per bucket on average. Random keys leave about e^-4 =
-    /// 1.8% of the buckets empty (300 ± 17) and put at most about 14 in one.
+    /// The secrets the spread tests try: two fixed ones, this process's, and a fresh one
+    /// from the OS (the last two differ from run to run: a failure prints its factors).
+    fn secrets() -> [TableSecret; 4] {
+        [
+            TableSecret::fixed(1),
+            TableSecret::fixed(2),
+            TableSecret::process(),
+            TableSecret::from_os().expect("/dev/urandom"),
+        ]
+    }
+
+    /// 65,536 keys in each pattern over 2^14 buckets: 4 per bucket on average. Random keys
+    /// leave about e^-4 = 1.8% of the buckets empty (300 ± 17) and put at most about 14 in
+    /// one. Under every secret of [`secrets`].
     fn assert_spread_like_random<F: FlowHash>(patterns: &[(&str, Vec<FlowKey<F>>)]) {
-        for (name, keys) in patterns {
-            assert_eq!(keys.len(), 65536, "{name}");
-            for (bits, (most, empty)) in ["bucket", "fingerprint"].iter().zip(spread(keys)) {
-                assert!(
-                    most <= 20 && empty <= 400,
-                    "{name}, {bits}: {most} in one bucket, {empty} empty"
-                );
+        for secret in secrets() {
+            for (name, keys) in patterns {
+                assert_eq!(keys.len(), 65536, "{name}");
+                for (bits, (most, empty)) in
+                    ["bucket", "fingerprint"].iter().zip(spread(&secret, keys, 14))
+                {
+                    assert!(
+                        most <= 20 && empty <= 400,
+                        "{name}, {bits}: {most} in one bucket, {empty} empty (secret {:#x}, {:#x})",
+                        secret.a,
+                        secret.b
+                    );
+                }
             }
+        }
+    }
+
+    /// Every secret's factors keep the constants' properties: odd, top bit set.
+    #[test]
+    fn every_secret_has_odd_factors_with_the_top_bit_set() {
+        let words = [[0, 0], [u64::MAX, u64::MAX], [2, 1 << 62]];
+        let made = words.map(TableSecret::from_words);
+        for secret in made.iter().chain(&secrets()) {
+            for factor in [secret.a, secret.b] {
+                assert_eq!(factor & TableSecret::FORCED, TableSecret::FORCED, "{factor:#x}");
+            }
+        }
+        // The other bits are the words' own; fixed secrets differ by seed; Debug hides them.
+        assert_eq!(made[2], TableSecret { a: 1 << 63 | 3, b: 1 << 63 | 1 << 62 | 1 });
+        assert_ne!(TableSecret::fixed(1), TableSecret::fixed(2));
+        assert_eq!(TableSecret::process(), TableSecret::process());
+        assert_eq!(format!("{:?}", TableSecret::fixed(1)), "TableSecret(..)");
+    }
+
+    /// The attack keying stops: knowing the hash, a client picks 64 of its own keys (8
+    /// addresses, any source port) that share one bucket of a 4096-bucket table (capacity
+    /// 16,384 flows) under secret A; under another secret (another process's) they spread
+    /// like any keys: no bucket gets more than a few, none the 16 that would fill it. An
+    /// unkeyed hash would put all 64 in one bucket again. For both families.
+    #[test]
+    fn keys_aimed_at_one_bucket_under_one_secret_spread_under_another() {
+        fn aim<F: FlowHash>(
+            client: impl Fn(u32) -> F::Addr,
+            vip: F::Addr,
+            a: &TableSecret,
+        ) -> Vec<FlowKey<F>> {
+            let attack: Vec<FlowKey<F>> = (0..8u32)
+                .flat_map(|host| (0..=u16::MAX).map(move |port| (host, port)))
+                .map(|(host, port)| key(client(host), port, vip, 80))
+                .filter(|key| table_hash(a, key) & 4095 == 0)
+                .take(64)
+                .collect();
+            assert_eq!(attack.len(), 64);
+            attack
+        }
+        fn assert_spread<F: FlowHash>(attack: &[FlowKey<F>], a: &TableSecret, b: &TableSecret) {
+            assert_eq!(spread(a, attack, 12)[0].0, 64, "aimed at one bucket under A");
+            let [(most, _), (most_tags, _)] = spread(b, attack, 12);
+            assert!(most <= 4, "{most} of the 64 in one bucket under B");
+            assert!(most_tags <= 4, "{most_tags} of the 64 share a fingerprint under B");
+        }
+        for (a, b) in [
+            (TableSecret::fixed(1), TableSecret::fixed(2)),
+            (TableSecret::fixed(3), TableSecret::process()),
+        ] {
+            let attack =
+                aim::<V4>(|i| Ipv4Addr::from(0xc633_6400 + i), Ipv4Addr::new(10, 1, 1, 100), &a);
+            assert_spread(&attack, &a, &b);
+            let net = 0x2001_0db8_u128 << 96;
+            let attack = aim::<V6>(
+                |i| Ipv6Addr::from_bits(net | 0x10 << 64 | u128::from(i)),
+                Ipv6Addr::from_bits(net | 0x100),
+                &a,
+            );
+            assert_spread(&attack, &a, &b);
         }
     }
 
@@ -295,7 +466,8 @@ mod tests {
             ),
         ]);
         let one = key(client(1), 40000, vip, 80);
-        assert_ne!(table_hash(&one), table_hash(&one.reversed()));
+        let secret = TableSecret::fixed(1);
+        assert_ne!(table_hash(&secret, &one), table_hash(&secret, &one.reversed()));
     }
 
     /// The same for IPv6, with clients of one /64 (differing in the interface identifier's
@@ -360,6 +532,7 @@ mod tests {
             ),
         ]);
         let one = key(one_64(1), 40000, vip, 80);
-        assert_ne!(table_hash(&one), table_hash(&one.reversed()));
+        let secret = TableSecret::fixed(1);
+        assert_ne!(table_hash(&secret, &one), table_hash(&secret, &one.reversed()));
     }
 }

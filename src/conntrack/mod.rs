@@ -44,6 +44,22 @@
 //! capacity); 2 slots per flow, 5.4 % (78 bytes); with 64-bit slots, 8-slot buckets refused
 //! 0.36 % and 4-slot buckets 3.4 %. Pure DR tables never met a full bucket.
 //!
+//! # Keyed placement
+//!
+//! The hash that picks a key's bucket and fingerprint ([`Conntrack::hash`]) is
+//! [`crate::hash::table_hash`] keyed with the table's [`TableSecret`], given at construction
+//! ([`ConntrackConfig::secret`]): a daemon's tables all get [`TableSecret::process`], 128
+//! bits drawn from the OS once per process, so one core's hash finds a flow in another
+//! core's table, and the owner reads the secret from its own struct (two loads per hash, no
+//! global). With a public hash, a client that reads the code could choose source ports
+//! (and addresses) whose flows share one bucket: 16 completed handshakes, which "Full
+//! tables and floods" never evicts, pin it full, and every NAT/FullNAT flow of anyone else
+//! whose key lands there is refused (`refused_full`); shared fingerprints also lengthen
+//! lookups. Under an unknown secret the client cannot find such keys. Only placement is
+//! keyed: backends are picked by the unkeyed, pinned [`crate::hash::flow_hash`], which must
+//! agree across boxes and restarts. Tests and benchmarks that must place flows the same way
+//! every run use [`TableSecret::fixed`].
+//!
 //! This layout refines the one first planned, where every index slot was a 64-byte line
 //! holding its own copy of the flow (with the state in the original direction's copy and a
 //! link between the two): that design measured 357 bytes per flow, 62–78 ns per `track` hit
@@ -231,7 +247,7 @@ use std::time::Duration;
 
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode, Proto};
-use crate::hash::table_hash;
+use crate::hash::{TableSecret, table_hash};
 use crate::time::Instant;
 
 pub use layout::{Layout, WordArray};
@@ -301,6 +317,10 @@ pub struct ConntrackConfig {
     pub max_embryonic: usize,
     /// Idle timeouts per state.
     pub timeouts: Timeouts,
+    /// The secret that keys the table's hash ([`crate::hash::table_hash`]): the same for
+    /// every table of the process, since cores look flows up in each other's tables with
+    /// the hash they computed (see "Keyed placement" in the module docs).
+    pub secret: TableSecret,
 }
 
 impl ConntrackConfig {
@@ -308,9 +328,15 @@ impl ConntrackConfig {
     /// must leave room for a fingerprint in a 32-bit index slot).
     pub const MAX_CAPACITY: usize = 1 << 28;
 
-    /// `capacity` flows, half of them at most embryonic, default timeouts.
+    /// `capacity` flows, half of them at most embryonic, default timeouts, this process's
+    /// secret ([`TableSecret::process`]).
     pub fn with_capacity(capacity: usize) -> Self {
-        ConntrackConfig { capacity, max_embryonic: capacity / 2, timeouts: Timeouts::default() }
+        ConntrackConfig {
+            capacity,
+            max_embryonic: capacity / 2,
+            timeouts: Timeouts::default(),
+            secret: TableSecret::process(),
+        }
     }
 
     /// The IPv6 table's capacity on a core whose first snapshot has no IPv6 service: small
@@ -466,14 +492,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// A lookup nothing was prepared for but the hash (= [`crate::hash::table_hash`] of the
+    /// A lookup nothing was prepared for but the hash (= [`Conntrack::hash`] of the
     /// key).
     #[inline]
     pub const fn new(hash: u64) -> Prepared {
         Prepared { hash, candidate: 0, batch: u64::MAX }
     }
 
-    /// The key's [`crate::hash::table_hash`].
+    /// The key's [`Conntrack::hash`].
     #[inline]
     pub const fn hash(self) -> u64 {
         self.hash
@@ -574,6 +600,8 @@ struct Candidate {
 /// IPv6). Only its owner writes it; other cores read it through a [`ConntrackReader`].
 pub struct Conntrack<F: Layout = V4> {
     table: Arc<Table<F>>,
+    /// The secret of [`Conntrack::hash`], from the config (readers get a copy).
+    secret: TableSecret,
     max_embryonic: usize,
     /// Free records, used as a stack. Allocated once with room for every record, so pushing
     /// never allocates.
@@ -614,6 +642,7 @@ impl<F: Layout> Conntrack<F> {
         let free = (0..table.record_count() as u32).rev().collect();
         Conntrack {
             table: Arc::new(table),
+            secret: config.secret,
             max_embryonic: config.max_embryonic,
             free,
             stats: ConntrackStats::default(),
@@ -624,6 +653,18 @@ impl<F: Layout> Conntrack<F> {
         }
     }
 
+    /// The hash this table places `key` by: [`crate::hash::table_hash`] under the table's
+    /// secret. Every `hash` argument of this table and its readers is this value.
+    #[inline(always)]
+    pub fn hash(&self, key: &FlowKey<F>) -> u64 {
+        table_hash(&self.secret, key)
+    }
+
+    /// The secret the table's hash is keyed with (the config's).
+    pub fn secret(&self) -> TableSecret {
+        self.secret
+    }
+
     /// Looks `key` up; on a hit refreshes last-seen, advances the TCP state with `tcp_flags`
     /// (None for UDP) and returns the flow. Expired = miss.
     pub fn track(
@@ -632,11 +673,11 @@ impl<F: Layout> Conntrack<F> {
         key: &FlowKey<F>,
         tcp_flags: Option<u8>,
     ) -> Option<Hit<F>> {
-        self.track_hashed(now, key, table_hash(key), tcp_flags)
+        self.track_hashed(now, key, self.hash(key), tcp_flags)
     }
 
     /// [`Conntrack::track`] with the flow hash already computed: `hash` must be
-    /// [`crate::hash::table_hash`]`(key)` (another value finds nothing; it never finds another
+    /// [`Conntrack::hash`]`(key)` (another value finds nothing; it never finds another
     /// key's flow).
     #[inline]
     pub fn track_hashed(
@@ -696,7 +737,7 @@ impl<F: Layout> Conntrack<F> {
     }
 
     /// The second pass of a batch (after [`Conntrack::prefetch_bucket`] for every key):
-    /// reads the bucket of `hash` (= [`crate::hash::table_hash`] of the key), starts loading
+    /// reads the bucket of `hash` (= [`Conntrack::hash`] of the key), starts loading
     /// the record its fingerprint names, and remembers that slot, so that
     /// [`Conntrack::track_prepared`] starts from it instead of scanning the bucket again.
     /// Changes nothing.
@@ -733,7 +774,7 @@ impl<F: Layout> Conntrack<F> {
         }
     }
 
-    /// Looks `key` up (`hash` = [`crate::hash::table_hash`]`(key)`) and changes nothing: no
+    /// Looks `key` up (`hash` = [`Conntrack::hash`]`(key)`) and changes nothing: no
     /// last-seen refresh, no TCP state move (`state` and `previous` are the current state).
     /// For packets that may name a flow but must not keep it alive or move it (ICMP errors,
     /// which anyone can forge). Expired = miss.
@@ -750,7 +791,7 @@ impl<F: Layout> Conntrack<F> {
     }
 
     /// Starts loading the record the bucket names for `key` (second pass), if any. `hash` is
-    /// `table_hash(key)`; the key itself is not read here: before the record line arrives,
+    /// `self.hash(key)`; the key itself is not read here: before the record line arrives,
     /// the fingerprint in the bucket is all there is to go by (so an unknown key usually
     /// loads nothing, and a rare fingerprint collision loads another flow's record).
     #[inline]
@@ -773,11 +814,11 @@ impl<F: Layout> Conntrack<F> {
         tcp_flags: Option<u8>,
         on_remove: impl FnMut(&Flow<F>),
     ) -> Result<FlowState, InsertError> {
-        let hash = table_hash(&flow.original_key());
+        let hash = self.hash(&flow.original_key());
         self.insert_hashed(now, flow, hash, tcp_flags, on_remove)
     }
 
-    /// [`Conntrack::insert`] with `hash` = [`crate::hash::table_hash`]`(&flow.original_key())`
+    /// [`Conntrack::insert`] with `hash` = [`Conntrack::hash`]`(&flow.original_key())`
     /// already computed (by the lookup that missed). Another value places the flow where no
     /// lookup of its key looks.
     pub fn insert_hashed(
@@ -819,10 +860,10 @@ impl<F: Layout> Conntrack<F> {
         tcp_flags: Option<u8>,
         mut on_remove: impl FnMut(&Flow<F>),
     ) -> Result<FlowState, InsertError> {
-        debug_assert_eq!(hash, table_hash(&flow.original_key()), "the original key's hash");
+        debug_assert_eq!(hash, self.hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
         let original = (flow.original_key(), hash);
-        let reply = flow.reply_key().map(|key| (key, table_hash(&key)));
+        let reply = flow.reply_key().map(|key| (key, self.hash(&key)));
         let checked = (!original_absent).then_some(original);
         for (key, hash) in checked.into_iter().chain(reply) {
             if let Some(found) = self.table.find(&key, hash, Access::Owner) {
@@ -910,7 +951,7 @@ impl<F: Layout> Conntrack<F> {
     /// True if a live (unexpired) entry has this key.
     pub fn contains(&self, now: Instant, key: &FlowKey<F>) -> bool {
         self.table
-            .find(key, table_hash(key), Access::Owner)
+            .find(key, self.hash(key), Access::Owner)
             .is_some_and(|found| !self.table.is_expired(now.as_nanos(), &found.view))
     }
 
@@ -958,7 +999,7 @@ impl<F: Layout> Conntrack<F> {
                 dst_port: port,
                 proto,
             };
-            let Some(found) = self.table.find(&key, table_hash(&key), Access::Owner) else {
+            let Some(found) = self.table.find(&key, self.hash(&key), Access::Owner) else {
                 return Some((addr, port));
             };
             if self.table.is_expired(now_nanos, &found.view) {
@@ -977,7 +1018,7 @@ impl<F: Layout> Conntrack<F> {
 
     /// Removes the flow with this key (both directions), expired or not. Returns it.
     pub fn remove(&mut self, key: &FlowKey<F>) -> Option<Flow<F>> {
-        let found = self.table.find(key, table_hash(key), Access::Owner)?;
+        let found = self.table.find(key, self.hash(key), Access::Owner)?;
         self.evict(found.index, Removal::Removed, &mut |_| {})
     }
 
@@ -1044,7 +1085,7 @@ impl<F: Layout> Conntrack<F> {
 
     /// A handle other cores use to look flows up in this table.
     pub fn reader(&self) -> ConntrackReader<F> {
-        ConntrackReader { table: Arc::clone(&self.table) }
+        ConntrackReader { table: Arc::clone(&self.table), secret: self.secret }
     }
 
     /// Bytes allocated for the table (reported by benchmarks: memory per flow).
@@ -1251,6 +1292,8 @@ impl Conntrack {
 #[derive(Clone)]
 pub struct ConntrackReader<F: Layout = V4> {
     table: Arc<Table<F>>,
+    /// The owner's secret.
+    secret: TableSecret,
 }
 
 impl<F: Layout> fmt::Debug for ConntrackReader<F> {
@@ -1266,7 +1309,13 @@ impl<F: Layout> ConntrackReader<F> {
     /// Lock-free lookup in the owner's table from another core; refreshes last-seen and TCP
     /// state atomically on a hit.
     pub fn track(&self, now: Instant, key: &FlowKey<F>, tcp_flags: Option<u8>) -> Option<Hit<F>> {
-        self.track_hashed(now, key, table_hash(key), tcp_flags)
+        self.track_hashed(now, key, table_hash(&self.secret, key), tcp_flags)
+    }
+
+    /// The secret of the owner's table ([`Conntrack::secret`]): a core that hands this reader
+    /// a hash it computed must have computed it under this secret.
+    pub fn secret(&self) -> TableSecret {
+        self.secret
     }
 
     /// Up to `limit` live flows of this table with their state and the nanoseconds left
@@ -1312,7 +1361,7 @@ impl<F: Layout> ConntrackReader<F> {
         peek(&self.table, now, key, hash, Access::Reader)
     }
 
-    /// [`ConntrackReader::track`] with `hash` = [`crate::hash::table_hash`]`(key)` already
+    /// [`ConntrackReader::track`] with `hash` = [`Conntrack::hash`]`(key)` already
     /// computed.
     #[inline]
     pub fn track_hashed(

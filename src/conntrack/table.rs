@@ -666,8 +666,8 @@ impl<F: Layout> Table<F> {
     }
 
     /// Finds the flow that has `key` (live or expired), reading records as `access` allows.
-    /// `hash` must be `table_hash(key)` (any other value finds nothing or another key's
-    /// slots, which the key comparison rejects).
+    /// `hash` must be the table's hash of `key` (`Conntrack::hash`; any other value finds
+    /// nothing or another key's slots, which the key comparison rejects).
     ///
     /// One pass over the bucket's slots comparing fingerprints, and for a matching slot one
     /// copy of its record compared with the key as packed words ([`Layout::probe`]).
@@ -1257,20 +1257,38 @@ mod tests {
 
         // A lookup through a slot that still points at the freed record misses.
         let key = flow.original_key();
-        let (bucket, tag) = table.place(crate::hash::table_hash(&key));
+        let (bucket, tag) =
+            table.place(crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &key));
         let slot = SlotRef { tag, direction: Direction::Original, record: 3 };
         table.publish(bucket * BUCKET_SLOTS, slot);
-        assert!(table.lookup(&key, crate::hash::table_hash(&key)).is_none());
+        assert!(
+            table
+                .lookup(&key, crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &key))
+                .is_none()
+        );
         table.write_record(3, &flow, FlowState::Udp, 9, (bucket * BUCKET_SLOTS, None));
-        let found = table.lookup(&key, crate::hash::table_hash(&key)).unwrap();
+        let found = table
+            .lookup(&key, crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &key))
+            .unwrap();
         assert_eq!(
             (found.index, found.view.flow(), found.direction),
             (3, Some(flow), Direction::Original)
         );
         // The reply key is not indexed (no reply slot published).
         let reply = flow.reply_key().unwrap();
-        assert!(table.lookup(&reply, crate::hash::table_hash(&reply)).is_none());
+        assert!(
+            table
+                .lookup(
+                    &reply,
+                    crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &reply)
+                )
+                .is_none()
+        );
         table.unpublish(bucket * BUCKET_SLOTS);
-        assert!(table.lookup(&key, crate::hash::table_hash(&key)).is_none());
+        assert!(
+            table
+                .lookup(&key, crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &key))
+                .is_none()
+        );
     }
 }

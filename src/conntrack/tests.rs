@@ -118,11 +118,21 @@ fn timeouts() -> Timeouts {
     }
 }
 
+/// The secret of every table these tests build: placements (and so failures) replay.
+const SECRET: TableSecret = TableSecret::fixed(0x7465_7374);
+
+/// The config of `capacity` flows, keyed with [`SECRET`].
+fn fixed_config(capacity: usize) -> ConntrackConfig {
+    ConntrackConfig { secret: SECRET, ..ConntrackConfig::with_capacity(capacity) }
+}
+
+/// The hash of `key` in a table keyed with [`SECRET`].
+fn key_hash<F: Hosts>(key: &FlowKey<F>) -> u64 {
+    table_hash(&SECRET, key)
+}
+
 fn table<F: Hosts>(capacity: usize) -> Conntrack<F> {
-    Conntrack::<F>::new(&ConntrackConfig {
-        timeouts: timeouts(),
-        ..ConntrackConfig::with_capacity(capacity)
-    })
+    Conntrack::<F>::new(&ConntrackConfig { timeouts: timeouts(), ..fixed_config(capacity) })
 }
 
 fn insert<F: Hosts>(
@@ -138,7 +148,7 @@ fn insert<F: Hosts>(
 fn flows_in_bucket_zero<F: Hosts>(ct: &Conntrack<F>, count: usize) -> Vec<Flow<F>> {
     (0..)
         .map(|client| tcp(ForwardMode::Dr, client))
-        .filter(|flow| ct.table.place(table_hash(&flow.original_key())).0 == 0)
+        .filter(|flow| ct.table.place(key_hash(&flow.original_key())).0 == 0)
         .take(count)
         .collect()
 }
@@ -592,10 +602,7 @@ fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses<F: Hosts>() {
 }
 
 fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood<F: Hosts>() {
-    let mut ct = Conntrack::<F>::new(&ConntrackConfig {
-        max_embryonic: 10,
-        ..ConntrackConfig::with_capacity(100)
-    });
+    let mut ct = Conntrack::<F>::new(&ConntrackConfig { max_embryonic: 10, ..fixed_config(100) });
     let results: Vec<_> =
         (0..50).map(|c| insert(&mut ct, secs(1), tcp(ForwardMode::Dr, c), Some(SYN))).collect();
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
@@ -623,10 +630,7 @@ fn embryonic_flows_beyond_the_limit_are_refused_as_a_flood<F: Hosts>() {
 /// Issue 10 item 6: NAT and FullNAT have no stateless answer, so at the SYN bound a new SYN
 /// takes the place of the oldest embryonic flow instead of being refused.
 fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow<F: Hosts>() {
-    let mut ct = Conntrack::<F>::new(&ConntrackConfig {
-        max_embryonic: 10,
-        ..ConntrackConfig::with_capacity(100)
-    });
+    let mut ct = Conntrack::<F>::new(&ConntrackConfig { max_embryonic: 10, ..fixed_config(100) });
     for forward in [ForwardMode::Nat, ForwardMode::FullNat] {
         let base = if forward == ForwardMode::Nat { 0 } else { 1000 };
         let mut evicted = Vec::new();
@@ -666,7 +670,7 @@ fn flows_moved_by_readers_are_not_evicted<F: Hosts>() {
     let mut ct = Conntrack::<F>::new(&ConntrackConfig {
         max_embryonic: 4,
         timeouts: timeouts(),
-        ..ConntrackConfig::with_capacity(8)
+        ..fixed_config(8)
     });
     let reader = ct.reader();
     let udp = |c: u32| flow(ForwardMode::Nat, Proto::Udp, c, 53);
@@ -883,7 +887,7 @@ fn readers_see_and_update_the_owners_flows<F: Hosts>() {
 fn prefetching_is_harmless_for_any_hash_and_table<F: Hosts>() {
     let f = tcp(ForwardMode::Nat, 1);
     let unknown = tcp(ForwardMode::Nat, 2).original_key();
-    let hashes = [0, 1, u64::MAX, table_hash(&f.original_key()), table_hash(&unknown)];
+    let hashes = [0, 1, u64::MAX, key_hash(&f.original_key()), key_hash(&unknown)];
     for capacity in [0, 2, 16] {
         let mut ct = table::<F>(capacity);
         // Empty table.
@@ -916,7 +920,7 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
     let key = nat.original_key();
     // Prepared while the key was absent, then the key inserted in the same batch: the
     // prepared lookup no longer proves it absent.
-    let before = ct.prepare(table_hash(&key));
+    let before = ct.prepare(key_hash(&key));
     assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_| {}), Ok(FlowState::SynSeen));
     assert_eq!(
         ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_| {}),
@@ -924,18 +928,18 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
     );
     // Prepared while the key is there but expired: the insert replaces it.
     let mut removed = Vec::new();
-    let expired = ct.prepare(table_hash(&key));
+    let expired = ct.prepare(key_hash(&key));
     assert_eq!(ct.track_prepared(secs(100), &key, expired, Some(ACK)), None);
     let result = ct.insert_prepared(secs(100), &nat, expired, Some(SYN), |f| removed.push(*f));
     assert_eq!((result, removed, ct.stats().expired), (Ok(FlowState::SynSeen), vec![nat], 1));
     // Prepared in an earlier batch: proves nothing, the insert looks.
-    let earlier = ct.prepare(table_hash(&key));
+    let earlier = ct.prepare(key_hash(&key));
     ct.begin_batch();
     let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_| {});
     assert_eq!(again, Err(InsertError::Exists));
     // And a key the batch proved absent is inserted.
     let fresh = tcp(ForwardMode::Nat, 2);
-    let prepared = ct.prepare(table_hash(&fresh.original_key()));
+    let prepared = ct.prepare(key_hash(&fresh.original_key()));
     assert_eq!(ct.track_prepared(secs(100), &fresh.original_key(), prepared, Some(SYN)), None);
     assert_eq!(
         ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_| {}),
@@ -960,7 +964,7 @@ fn track_hashed_is_track_with_the_hash_computed_outside<F: Hosts>() {
     for (step, flags) in [Some(ACK), Some(FIN | ACK), None, Some(RST)].into_iter().enumerate() {
         let now = secs(step as u64);
         for key in &keys {
-            let hash = table_hash(key);
+            let hash = key_hash(key);
             let hit = twin.track(now, key, flags);
             assert!(hit.is_some(), "{key}");
             assert_eq!(ct.track_hashed(now, key, hash, flags), hit, "{key}");
@@ -971,7 +975,7 @@ fn track_hashed_is_track_with_the_hash_computed_outside<F: Hosts>() {
     for key in &keys {
         let hit = twin.reader().track(secs(3), key, Some(ACK));
         assert!(hit.is_some(), "{key}");
-        assert_eq!(reader.track_hashed(secs(3), key, table_hash(key), Some(ACK)), hit);
+        assert_eq!(reader.track_hashed(secs(3), key, key_hash(key), Some(ACK)), hit);
     }
 }
 
@@ -982,10 +986,10 @@ fn track_hashed_with_another_keys_hash_never_finds_that_keys_flow<F: Hosts>() {
     insert(&mut ct, secs(0), f, Some(ACK)).unwrap();
     insert(&mut ct, secs(0), g, Some(ACK)).unwrap();
     let (fk, gk) = (f.original_key(), g.original_key());
-    assert_eq!(ct.track_hashed(secs(1), &fk, table_hash(&gk), Some(ACK)), None);
-    assert_eq!(ct.track_hashed(secs(1), &gk, table_hash(&fk), Some(ACK)), None);
+    assert_eq!(ct.track_hashed(secs(1), &fk, key_hash(&gk), Some(ACK)), None);
+    assert_eq!(ct.track_hashed(secs(1), &gk, key_hash(&fk), Some(ACK)), None);
     assert_eq!(
-        ct.track_hashed(secs(1), &fk, table_hash(&fk), Some(ACK)).map(|hit| hit.flow),
+        ct.track_hashed(secs(1), &fk, key_hash(&fk), Some(ACK)).map(|hit| hit.flow),
         Some(f)
     );
 }
@@ -1005,7 +1009,7 @@ fn track_hashed_hits_only_the_asked_key<F: Hosts>(
         let keys: Vec<FlowKey<F>> =
             flows.iter().flat_map(|f| [f.original_key(), f.reply_key().unwrap()]).collect();
         let key = keys[which as usize];
-        let hash = if use_own_hash { table_hash(&key) } else { hash };
+        let hash = if use_own_hash { key_hash(&key) } else { hash };
         match ct.track_hashed(secs(1), &key, hash, Some(ACK)) {
             Some(hit) => {
                 let found = match hit.direction {
@@ -1157,8 +1161,7 @@ fn arb_op<F: Hosts>() -> impl Strategy<Value = Op<F>> {
 /// On a table too large to ever evict, the table behaves exactly like the model.
 fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
     {
-        let config =
-            ConntrackConfig { timeouts: timeouts(), ..ConntrackConfig::with_capacity(4096) };
+        let config = ConntrackConfig { timeouts: timeouts(), ..fixed_config(4096) };
         let mut ct = Conntrack::<F>::new(&config);
         // The same operations, with every track through `track_hashed` after both prefetches.
         let mut hashed = Conntrack::<F>::new(&config);
@@ -1176,10 +1179,8 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
                     // The new-flow path: the insert starts from the original key's lookup as
                     // it was last prepared (stale by every operation since), else a fresh one.
                     let key = flow.original_key();
-                    let prepared = stale
-                        .get(&key)
-                        .copied()
-                        .unwrap_or_else(|| hashed.prepare(table_hash(&key)));
+                    let prepared =
+                        stale.get(&key).copied().unwrap_or_else(|| hashed.prepare(key_hash(&key)));
                     prop_assert_eq!(
                         hashed.insert_prepared(
                             Instant::from_nanos(now),
@@ -1198,7 +1199,7 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
                     // The batch path: prefetches, then the lookup with the hash computed outside
                     // and the candidate slot of a lookup prepared when this key was last
                     // tracked (stale by every operation since), else of a fresh one.
-                    let hash = table_hash(&key);
+                    let hash = key_hash(&key);
                     hashed.prefetch_bucket(hash);
                     hashed.prefetch_record(&key, hash);
                     let prepared = stale.remove(&key).unwrap_or_else(|| hashed.prepare(hash));
@@ -1414,7 +1415,8 @@ impl<F: Hosts> EvictionModel<F> {
 /// says.
 fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
     {
-        let config = ConntrackConfig { capacity: 4, max_embryonic: 2, timeouts: timeouts() };
+        let config =
+            ConntrackConfig { capacity: 4, max_embryonic: 2, timeouts: timeouts(), secret: SECRET };
         let mut ct = Conntrack::<F>::new(&config);
         prop_assert_eq!(ct.table.bucket_count(), 1);
         // The same operations, every track with a lookup prepared when the key was last
@@ -1432,10 +1434,8 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
                     let key = flow.original_key();
-                    let prepared = stale
-                        .get(&key)
-                        .copied()
-                        .unwrap_or_else(|| batched.prepare(table_hash(&key)));
+                    let prepared =
+                        stale.get(&key).copied().unwrap_or_else(|| batched.prepare(key_hash(&key)));
                     prop_assert_eq!(
                         batched.insert_prepared(
                             Instant::from_nanos(now),
@@ -1450,7 +1450,7 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
                 Op::Track(key, flags) => {
                     let want = model.track(now, &key, flags);
                     prop_assert_eq!(ct.track(Instant::from_nanos(now), &key, flags), want);
-                    let hash = table_hash(&key);
+                    let hash = key_hash(&key);
                     let prepared = stale.remove(&key).unwrap_or_else(|| batched.prepare(hash));
                     prop_assert_eq!(
                         batched.track_prepared(Instant::from_nanos(now), &key, prepared, flags),
@@ -1541,6 +1541,7 @@ fn readers_never_observe_a_torn_flow<F: Hosts>() {
     let mut ct = Conntrack::<F>::new(&ConntrackConfig {
         capacity: 256,
         max_embryonic: 128,
+        secret: SECRET,
         timeouts: Timeouts {
             tcp_syn: Duration::from_millis(20),
             tcp_established: Duration::from_millis(50),
@@ -1647,7 +1648,7 @@ fn readers_never_observe_a_torn_flow<F: Hosts>() {
         let flow = view.flow().unwrap();
         for key in std::iter::once(flow.original_key()).chain(flow.reply_key()) {
             assert_eq!(
-                ct.table.lookup(&key, table_hash(&key)).and_then(|found| found.view.flow()),
+                ct.table.lookup(&key, key_hash(&key)).and_then(|found| found.view.flow()),
                 Some(flow)
             );
         }
@@ -1670,7 +1671,7 @@ fn conntrack_speed_report() {
         (0..LOOKUPS as u64).map(|i| (mix64(i) % u64::from(FLOWS)) as u32).collect();
 
     for forward in [ForwardMode::Dr, ForwardMode::Nat] {
-        let mut ct = Conntrack::<V4>::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+        let mut ct = Conntrack::<V4>::new(&fixed_config(FLOWS as usize));
         let flows: Vec<Flow> = (0..FLOWS).map(|i| Flow { forward, ..dr(i) }).collect();
         let start = std::time::Instant::now();
         let mut refused = 0;
@@ -1729,7 +1730,7 @@ fn conntrack_speed_report() {
 fn conntrack_fill_report() {
     const CAPACITY: usize = 100_000;
     for forward in [ForwardMode::Dr, ForwardMode::Nat] {
-        let mut ct = Conntrack::<V4>::new(&ConntrackConfig::with_capacity(CAPACITY));
+        let mut ct = Conntrack::<V4>::new(&fixed_config(CAPACITY));
         let mut first_full = None;
         let mut i = 0u64;
         let mut full = 0;
@@ -1767,7 +1768,7 @@ fn conntrack_batch_report() {
     const FLOWS: u32 = 100_000;
     let lookups: usize =
         std::env::var("XLB_BATCH_LOOKUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
-    let mut ct = Conntrack::<V4>::new(&ConntrackConfig::with_capacity(FLOWS as usize));
+    let mut ct = Conntrack::<V4>::new(&fixed_config(FLOWS as usize));
     let flows: Vec<Flow> = (0..FLOWS)
         .map(|i| flow(ForwardMode::Dr, Proto::Tcp, i, 10_000 + (i % 50_000) as u16))
         .collect();
@@ -1828,7 +1829,7 @@ fn measured_loop_track(ct: &mut Conntrack, keys: &[FlowKey]) -> usize {
 #[inline(always)]
 fn prepare_batch(ct: &Conntrack, chunk: &[FlowKey], hashes: &mut [u64; BATCH], prefetch: u8) {
     for (hash, key) in hashes.iter_mut().zip(chunk) {
-        *hash = table_hash(std::hint::black_box(key));
+        *hash = key_hash(std::hint::black_box(key));
     }
     if prefetch >= 1 {
         for hash in &hashes[..chunk.len()] {
@@ -1903,7 +1904,7 @@ fn a_reader_lists_live_flows_with_time_left<F: Hosts>() {
 
 fn memory_for_matches_the_table_allocated<F: Hosts>() {
     for capacity in [1, 3, 100, 1000, 4096, 100_000] {
-        let ct = Conntrack::<F>::new(&ConntrackConfig::with_capacity(capacity));
+        let ct = Conntrack::<F>::new(&fixed_config(capacity));
         assert_eq!(
             Conntrack::<F>::memory_for_capacity(capacity),
             ct.memory_bytes(),

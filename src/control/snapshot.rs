@@ -23,6 +23,7 @@ use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::control::config::{BackendConfig, Config, ConntrackSettings, ServiceConfig, endpoint};
 use crate::family::V6;
 use crate::flow::Proto;
+use crate::hash::TableSecret;
 use crate::sched::{BackendSpec, MaglevTable, SchedError, Scheduler};
 use crate::snapshot::{
     Backend, BackendId, Interface, Interface6, Service, Snapshot, backend_identity, route_in,
@@ -256,6 +257,8 @@ fn conntrack_config(settings: &ConntrackSettings) -> ConntrackConfig {
             tcp_closed: settings.tcp_closed_timeout,
             udp: settings.udp_timeout,
         },
+        // One per process, so a reload's snapshot keys the same as the tables it meets.
+        secret: TableSecret::process(),
     }
 }
 

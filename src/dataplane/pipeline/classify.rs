@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
-use crate::hash::table_hash;
+use crate::hash::{TableSecret, table_hash};
 use crate::snapshot::{Owned, Snapshot};
 use crate::wire::checksum;
 use crate::wire::ipv4::ip_proto;
@@ -81,7 +81,8 @@ impl<F: Family> Transport<F> {
 
 /// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
 /// ([`plain_transport`]) sent to `mac` (the ingress interface's), for a VIP or local address,
-/// or from a NAT backend (maybe a reply); with the connection tables' hash of its 5-tuple. [`Class::Other`]
+/// or from a NAT backend (maybe a reply); with the connection tables' hash of its 5-tuple
+/// under `secret` (the IPv4 table's). [`Class::Other`]
 /// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
 /// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
 /// this classifies, those checks would have taken to [`CoreState::transport`] with the same
@@ -90,7 +91,12 @@ impl<F: Family> Transport<F> {
 /// [`CoreState::process`]: super::CoreState::process
 /// [`CoreState::transport`]: super::CoreState::transport
 #[inline(always)]
-pub(super) fn classify(snapshot: &Snapshot, mac: MacAddr, frame: &[u8]) -> (Class, u64) {
+pub(super) fn classify(
+    snapshot: &Snapshot,
+    secret: &TableSecret,
+    mac: MacAddr,
+    frame: &[u8],
+) -> (Class, u64) {
     let Some((eth, packet)) = frame.split_first_chunk::<ETH_LEN>() else {
         return (Class::Other, 0);
     };
@@ -110,7 +116,7 @@ pub(super) fn classify(snapshot: &Snapshot, mac: MacAddr, frame: &[u8]) -> (Clas
         None if snapshot.is_nat_backend(transport.key.src_addr) => Class::FromNatBackend,
         None => Class::Other,
     };
-    (class, table_hash(&transport.key))
+    (class, table_hash(secret, &transport.key))
 }
 
 /// The TCP/UDP view of a frame [`classify`] accepted, read again at the fixed offsets of

@@ -12,7 +12,7 @@
 use crate::conntrack::{Direction, Flow, FlowState, InsertError, Prepared};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
-use crate::hash::{flow_hash, table_hash};
+use crate::hash::flow_hash;
 use crate::report::{DropReason, Stat};
 use crate::sched::{PickContext, SchedState};
 use crate::snapshot::{IfaceId, Indexed, Snapshot};
@@ -77,7 +77,7 @@ impl CoreState {
     ) -> Verdict {
         let key = transport.key;
         let hash = prepared.hash();
-        debug_assert_eq!(hash, table_hash(&key), "the hash is this key's");
+        debug_assert_eq!(hash, self.conntrack.hash(&key), "the hash is this key's");
         debug_assert_ne!(class, Class::Other, "the step-by-step checks took the frame");
         let maybe_reply = class != Class::ToVip;
         // With several arms, a reply comes in where its backend is reached (the way xlb sends
@@ -172,7 +172,7 @@ impl CoreState {
     }
 
     /// Out of line: keeps the hit path (which calls it on a miss) small. `prepared` is the
-    /// lookup of `transport.key` that just missed (its hash is `table_hash(&transport.key)`):
+    /// lookup of `transport.key` that just missed (its hash is `self.conntrack.hash(&transport.key)`):
     /// the insert starts from what it proved.
     #[inline(never)]
     fn new_flow(

@@ -6,7 +6,6 @@
 //! Errors are never answered with errors.
 
 use crate::flow::ForwardMode;
-use crate::hash::table_hash;
 use crate::report::{DropReason, Stat};
 use crate::snapshot::{IfaceId, Owned, Snapshot};
 use crate::time::Instant;
@@ -62,7 +61,7 @@ impl CoreState {
         let key = quoted.key.reversed();
         // Anyone can send an error quoting a flow: it is forwarded, but it neither keeps the
         // flow alive nor moves its state.
-        let Some(hit) = self.peek(now, &key, table_hash(&key)) else {
+        let Some(hit) = self.peek(now, &key, self.conntrack.hash(&key)) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;

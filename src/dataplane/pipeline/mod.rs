@@ -97,7 +97,6 @@ use crate::arp::{self, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
 use crate::family::{V4, V6};
 use crate::fleet::{Presence, VrrpState};
-use crate::hash::table_hash;
 use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Owned, Snapshot};
@@ -346,7 +345,12 @@ impl Pipeline {
     }
 
     /// Lets this core find replies in other cores' tables.
+    ///
+    /// Panics if a peer's table is keyed with another secret than this core's (the tables
+    /// of one process share one: a reply would hash to another bucket there).
     pub fn set_peers(&mut self, peers: Vec<ConntrackReader>) {
+        let secret = self.core.conntrack.secret();
+        assert!(peers.iter().all(|peer| peer.secret() == secret), "peers keyed alike");
         self.core.peers = peers;
     }
 
@@ -414,7 +418,10 @@ impl Pipeline {
     }
 
     /// Lets this core find IPv6 replies in other cores' tables.
+    /// Panics as [`Pipeline::set_peers`] does.
     pub fn set_peers6(&mut self, peers: Vec<ConntrackReader<V6>>) {
+        let secret = self.core.v6.conntrack.secret();
+        assert!(peers.iter().all(|peer| peer.secret() == secret), "IPv6 peers keyed alike");
         self.core.v6.peers = peers;
     }
 
@@ -431,7 +438,9 @@ impl Pipeline {
     #[inline]
     pub fn process(&mut self, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
         let (class, hash) = match self.snapshot.interfaces.get(ingress.index()) {
-            Some(interface) => classify(&self.snapshot, interface.mac, frame),
+            Some(interface) => {
+                classify(&self.snapshot, &self.core.conntrack.secret(), interface.mac, frame)
+            }
             None => (Class::Other, 0),
         };
         let counters = &mut self.core.counters;
@@ -506,10 +515,11 @@ impl Pipeline {
             let mut classes = [Class::Other; BATCH];
             let mut lookups = [Prepared::new(0); BATCH];
             self.core.conntrack.begin_batch();
+            let secret = self.core.conntrack.secret();
             if let Some(mac) = mac {
                 for ((class, lookup), frame) in classes.iter_mut().zip(&mut lookups).zip(&*frames) {
                     let hash;
-                    (*class, hash) = classify(&self.snapshot, mac, frame);
+                    (*class, hash) = classify(&self.snapshot, &secret, mac, frame);
                     if *class != Class::Other {
                         self.core.conntrack.prefetch_bucket(hash);
                         *lookup = Prepared::new(hash);
@@ -713,7 +723,7 @@ impl CoreState {
             ip_proto::TCP | ip_proto::UDP => {
                 match transport(src, dst, ip.protocol(), &frame[l4_start..l4_end]) {
                     Some(transport) => {
-                        let lookup = Prepared::new(table_hash(&transport.key));
+                        let lookup = Prepared::new(self.conntrack.hash(&transport.key));
                         let class = Class::of_owner(owned);
                         self.transport(snapshot, now, ingress, frame, class, transport, lookup)
                     }

@@ -18,7 +18,7 @@ use std::ops::Range;
 use crate::conntrack::{Direction, Flow, FlowState, Hit, InsertError, Prepared};
 use crate::family::V6;
 use crate::flow::{FlowKey, ForwardMode};
-use crate::hash::{flow_hash, table_hash};
+use crate::hash::flow_hash;
 use crate::report::{DropReason, Stat};
 use crate::sched::PickContext;
 use crate::snapshot::{IfaceId, Owned, Snapshot};
@@ -104,7 +104,7 @@ impl CoreState {
         transport: Transport6,
     ) -> Verdict {
         let key = transport.key;
-        let hash = table_hash(&key);
+        let hash = self.v6.conntrack.hash(&key);
         let maybe_reply = class != Class6::ToVip;
         if maybe_reply
             && snapshot.interfaces.len() > 1
@@ -352,7 +352,7 @@ impl CoreState {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let key = quoted.key.reversed();
-        let Some(hit) = self.peek6(now, &key, table_hash(&key)) else {
+        let Some(hit) = self.peek6(now, &key, self.v6.conntrack.hash(&key)) else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
