@@ -89,7 +89,7 @@ use crate::dataplane::{CoreSlot, Pipeline};
 use crate::family::{V4, V6};
 use crate::fleet::{self, Presence, VrrpState};
 use crate::instance;
-use crate::log::{error, info, warn};
+use crate::log::{Causes, error, info, warn};
 use crate::report::{BackendCounters, CoreReport, PassiveCounters, PortStats, Stat};
 use crate::sched::SchedulerKind;
 use crate::snapshot::{BackendId, IfaceId, Owned, Snapshot};
@@ -705,8 +705,8 @@ impl ControlLoop<'_> {
                 let status = match self.reload() {
                     Ok(()) => format!("ready: config generation {}", self.snapshot.generation),
                     Err(error) => {
-                        error!("reload refused, nothing changed: {error:#}");
-                        format!("ready: reload refused, nothing changed: {error:#}")
+                        error!("reload refused, nothing changed: {}", Causes(&error));
+                        format!("ready: reload refused, nothing changed: {}", Causes(&error))
                     }
                 };
                 crate::notify::ready(&status);
@@ -780,9 +780,10 @@ impl ControlLoop<'_> {
                         self.save_state();
                         reply
                     }
-                    Err(error) => {
-                        Response::failure(1, &format!("refused, nothing changed: {error:#}"))
-                    }
+                    Err(error) => Response::failure(
+                        1,
+                        &format!("refused, nothing changed: {}", Causes(&error)),
+                    ),
                 }
             }
             Outcome::List(options) => {
@@ -1059,7 +1060,7 @@ impl ControlLoop<'_> {
         }
         let config = self.config.clone();
         if let Err(error) = self.publish(config, "health") {
-            error!("applying health state failed, nothing changed: {error:#}");
+            error!("applying health state failed, nothing changed: {}", Causes(&error));
         }
         self.save_state();
         for transition in &transitions {

@@ -374,8 +374,57 @@ impl LogBudget {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, as `{:#}` prints an
+/// `anyhow::Error`, except that a cause is left out when the text so far already ends with
+/// it: many of xlb's error types name their `source` in their own message (so that `{}`
+/// alone says everything), and `{:#}` then printed it twice.
+#[derive(Debug)]
+pub struct Causes<'a>(pub &'a anyhow::Error);
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        for cause in self.0.chain().skip(1) {
+            let cause = cause.to_string();
+            if !text.ends_with(&cause) {
+                text.push_str(": ");
+                text.push_str(&cause);
+            }
+        }
+        f.write_str(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("lock file {path}: {source}")]
+    struct NamesItsSource {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_print_a_source_once_when_the_message_already_names_it() {
+        let io = std::io::Error::from_raw_os_error(30);
+        let error =
+            anyhow::Error::new(NamesItsSource { path: "/run/xlb/xlb.sock.lock", source: io })
+                .context("control socket /run/xlb/xlb.sock");
+        let text = Causes(&error).to_string();
+        assert_eq!(
+            text,
+            "control socket /run/xlb/xlb.sock: lock file /run/xlb/xlb.sock.lock: \
+             Read-only file system (os error 30)"
+        );
+        assert_ne!(text, format!("{error:#}"), "`{{:#}}` repeats the source");
+    }
+
+    #[test]
+    fn causes_keep_every_cause_that_adds_something() {
+        let error = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(Causes(&error).to_string(), "outer: middle: inner");
+    }
     use super::*;
 
     #[test]

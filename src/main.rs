@@ -218,7 +218,7 @@ fn main() -> ExitCode {
             // The reason `xlb run` stops is a log line like the others (timestamp, journal
             // priority, JSON).
             if let Err(error) = result {
-                xlb::log::error!("{error:#}");
+                xlb::log::error!("{}", xlb::log::Causes(&error));
                 return ExitCode::from(2);
             }
             Ok(())
@@ -240,7 +240,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("xlb: {error:#}");
+            eprintln!("xlb: {}", xlb::log::Causes(&error));
             ExitCode::from(2)
         }
     }

@@ -115,6 +115,43 @@ pub enum XskError {
     Config { interface: String, queue: u32, detail: String },
 }
 
+/// What a failed UMEM creation reports: xsk-rs's reason with the errno it carries (its
+/// `Display` shows only the reason), and for the errors the kernel gives when the UMEM's
+/// pinned pages exceed `RLIMIT_MEMLOCK` (charged unless the process has `CAP_IPC_LOCK`)
+/// what the limit is and how to raise it, since that is how an operator meets it: a
+/// container or service manager that cannot or did not raise the default 8 MiB.
+fn umem_error(error: &xsk_rs::umem::UmemCreateError, frames: u32) -> io::Error {
+    use std::error::Error as _;
+    let reason = error.to_string();
+    let Some(os) = error.source().and_then(|s| s.downcast_ref::<io::Error>()) else {
+        return io::Error::other(reason);
+    };
+    let hint = match os.raw_os_error() {
+        Some(libc::EPERM | libc::ENOMEM | libc::ENOBUFS) => {
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit writes one `rlimit` into the struct it is handed, which
+            // lives on this stack frame for the whole call.
+            let read = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+            let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+            let now = if !read {
+                "unknown".to_string()
+            } else if limit.rlim_cur == libc::RLIM_INFINITY {
+                "unlimited".to_string()
+            } else {
+                format!("{:.1} MiB", mib(limit.rlim_cur))
+            };
+            format!(
+                " (the UMEM pins {:.1} MiB, charged to RLIMIT_MEMLOCK, now {now}, unless xlb has \
+                 CAP_IPC_LOCK: raise the limit (`ulimit -l unlimited`, LimitMEMLOCK=infinity in \
+                 a systemd unit) or grant CAP_IPC_LOCK)",
+                mib(u64::from(frames) * 4096)
+            )
+        }
+        _ => String::new(),
+    };
+    io::Error::new(os.kind(), format!("{reason}: {os}{hint}"))
+}
+
 /// The longest frame a UMEM frame receives: the frame size (xsk-rs's default, libxdp's
 /// `XSK_UMEM__DEFAULT_FRAME_SIZE`, 4096 bytes) less the kernel's `XDP_PACKET_HEADROOM` (256). The kernel drops a longer one before the
 /// ring (counted in `XDP_STATISTICS` `rx_dropped`, reported as
@@ -268,7 +305,7 @@ impl XskPort {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let (umem, free) = Umem::new(umem_config, frames, false)
-            .map_err(|e| err("creating the UMEM", io::Error::other(e.to_string())))?;
+            .map_err(|e| err("creating the UMEM", umem_error(&e, config.frames)))?;
         let name = interface.parse().map_err(|_| bad("interface name has a NUL".into()))?;
 
         let modes: &[BindMode] = if config.try_zero_copy {
