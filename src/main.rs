@@ -100,7 +100,7 @@ enum Command {
         /// The config (TOML); interfaces need a `mac`.
         #[arg(long)]
         config: PathBuf,
-        /// Input capture (pcap or pcapng, Ethernet).
+        /// Input capture (pcap or pcapng; Ethernet, or `tcpdump -i any`'s LINUX_SLL/SLL2).
         #[arg(long)]
         pcap: PathBuf,
         /// Output capture (pcap, Ethernet): every frame the pipeline transmits, in order.
@@ -319,10 +319,10 @@ fn run_replay(
         None => None,
     };
     let mut verdict_error = None;
-    let summary = replay::replay(snapshot.clone(), BufReader::new(input), &mut output, |verdict| {
+    let summary = replay::replay(snapshot.clone(), BufReader::new(input), &mut output, |outcome| {
         if let Some((file, _)) = &mut verdict_file
             && verdict_error.is_none()
-            && let Err(e) = writeln!(file, "{}", replay::verdict_name(verdict))
+            && let Err(e) = writeln!(file, "{}", replay::outcome_name(outcome))
         {
             verdict_error = Some(e);
         }
@@ -397,6 +397,11 @@ fn print_replay(
         let reasons: Vec<String> =
             summary.drop_reasons.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
         writeln!(w, "  drops: {}", reasons.join(", "))?;
+    }
+    if !summary.skipped.is_empty() {
+        let reasons: Vec<String> =
+            summary.skipped.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+        writeln!(w, "  skipped (not frames xlb receives): {}", reasons.join(", "))?;
     }
     writeln!(w)?;
     writeln!(w, "Prot LocalAddress:Port Scheduler Forward")?;

@@ -84,7 +84,15 @@ fn replay_json(config: &str, input: &Path, output: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(summary["packets"], lines.lines().count(), "one verdict per frame: {summary}");
+    let skipped = lines.lines().filter(|v| v.starts_with("skip:")).count();
+    let skipped_counted: u64 =
+        summary["skipped"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    assert_eq!(skipped as u64, skipped_counted, "one skip line per skipped frame: {summary}");
+    assert_eq!(
+        summary["packets"],
+        lines.lines().count() - skipped,
+        "one verdict per frame the pipeline saw: {summary}"
+    );
     for kind in ["tx", "pass", "drop", "held"] {
         let returned = lines.lines().filter(|v| v.split(':').next() == Some(kind)).count();
         assert_eq!(summary[kind], returned, "{kind}: {summary}");
@@ -175,6 +183,22 @@ impl Drop for Netns {
     }
 }
 
+/// A namespace of this test's own where both ends of a veth live: `cli` (10.1.1.20) is a
+/// real kernel client, `xlb0` stands where xlb's interface would be (the VIP 10.1.1.10's
+/// MAC); tcpdump records what arrives there.
+fn client_namespace(purpose: &str) -> Netns {
+    let ns = Netns::create(purpose);
+    ns.exec(
+        "ip link add cli numtxqueues 1 numrxqueues 1 type veth peer name xlb0 numtxqueues 1 numrxqueues 1 \
+         && ip link set xlb0 address 02:00:0a:01:01:02 \
+         && ip link set cli address 02:00:0a:01:01:14 \
+         && ip addr add 10.1.1.20/24 dev cli \
+         && ip link set lo up && ip link set cli up && ip link set xlb0 up \
+         && ip neigh replace 10.1.1.10 lladdr 02:00:0a:01:01:02 dev cli nud permanent",
+    );
+    ns
+}
+
 /// Ends a child we started, by its PID, on drop.
 struct Reaper(Child);
 
@@ -188,8 +212,15 @@ impl Drop for Reaper {
 /// tcpdump recording what arrives on `xlb0` in `ns` into `capture`, once it listens (at most
 /// 10 s).
 fn start_tcpdump(ns: &Netns, capture: &Scratch) -> Reaper {
-    let mut tcpdump =
-        Reaper(ns.spawn(&["tcpdump", "-i", "xlb0", "-U", "-n", "-w", capture.to_str().unwrap()]));
+    start_tcpdump_with(ns, capture, &["-i", "xlb0"])
+}
+
+/// tcpdump with `args` (the interface, the link type) recording into `capture`.
+fn start_tcpdump_with(ns: &Netns, capture: &Scratch, args: &[&str]) -> Reaper {
+    let mut command = vec!["tcpdump"];
+    command.extend_from_slice(args);
+    command.extend_from_slice(&["-U", "-n", "-w", capture.to_str().unwrap()]);
+    let mut tcpdump = Reaper(ns.spawn(&command));
     // Wait until tcpdump is listening (it says so on stderr), at most 10 s.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !capture.exists() || std::fs::metadata(capture).map(|m| m.len()).unwrap_or(0) < 24 {
@@ -212,17 +243,7 @@ fn tcpdump_capture_of_real_kernel_traffic_replays() {
     if !xlb::testkit::root_or_skip("tcpdump capture replay (a network namespace)") {
         return;
     }
-    let ns = Netns::create("tcpdump");
-    // Both ends of the veth live in our namespace: `cli` is a real kernel client, `xlb0`
-    // stands where xlb's interface would be; tcpdump records what arrives there.
-    ns.exec(
-        "ip link add cli numtxqueues 1 numrxqueues 1 type veth peer name xlb0 numtxqueues 1 numrxqueues 1 \
-         && ip link set xlb0 address 02:00:0a:01:01:02 \
-         && ip link set cli address 02:00:0a:01:01:14 \
-         && ip addr add 10.1.1.20/24 dev cli \
-         && ip link set lo up && ip link set cli up && ip link set xlb0 up \
-         && ip neigh replace 10.1.1.10 lladdr 02:00:0a:01:01:02 dev cli nud permanent",
-    );
+    let ns = client_namespace("tcpdump");
     let capture = scratch("tcpdump-in.pcap");
     let mut tcpdump = start_tcpdump(&ns, &capture);
     // Real traffic from the kernel: TCP connects (SYNs, retransmitted), UDP datagrams, and an
@@ -258,6 +279,55 @@ fn tcpdump_capture_of_real_kernel_traffic_replays() {
         "{text}"
     );
     assert!(text.contains("10.1.1.10.80: Flags [S]"), "{text}");
+}
+
+/// Issue 15: what `tcpdump -i any` writes (Linux cooked frames, `LINUX_SLL2` by default and
+/// `LINUX_SLL` with `-y`) replays like the capture of the interface itself: the same
+/// connections to the same backends, the frames the namespace sent skipped as `outgoing`.
+#[test]
+fn tcpdump_any_capture_replays_like_the_interface_capture() {
+    if !xlb::testkit::root_or_skip("tcpdump -i any capture replay (a network namespace)") {
+        return;
+    }
+    let ns = client_namespace("any");
+    let captures = [
+        ("iface", scratch("any-iface.pcap"), vec!["-i", "xlb0"]),
+        ("sll2", scratch("any-sll2.pcap"), vec!["-i", "any", "-y", "LINUX_SLL2"]),
+        ("sll", scratch("any-sll.pcap"), vec!["-i", "any", "-y", "LINUX_SLL"]),
+    ];
+    let mut running: Vec<Reaper> =
+        captures.iter().map(|(_, file, args)| start_tcpdump_with(&ns, file, args)).collect();
+    ns.exec(
+        "for i in 1 2 3; do echo query$i > /dev/udp/10.1.1.10/53; done; \
+         for port in 41001 41002 41003; do \
+           timeout 2 python3 -c \"import socket; s=socket.socket(); s.bind(('10.1.1.20', $port)); s.settimeout(0.3); s.connect_ex(('10.1.1.10', 80))\"; \
+         done; true",
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    for tcpdump in &mut running {
+        let _ = tcpdump.0.kill();
+        let _ = tcpdump.0.wait();
+    }
+    let summaries: Vec<(&str, Value)> = captures
+        .iter()
+        .map(|(name, file, _)| {
+            (*name, replay_json(CONFIG, file, &scratch(&format!("any-{name}-out.pcap"))))
+        })
+        .collect();
+    let connections = |summary: &Value| -> Vec<u64> {
+        ["10.1.1.11:80", "10.1.1.12:80", "10.1.1.12:53"]
+            .iter()
+            .map(|b| summary["backends"][b]["connections"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let (_, iface) = &summaries[0];
+    assert_eq!(connections(iface).iter().sum::<u64>(), 6, "3 TCP + 3 UDP: {iface}");
+    for (name, summary) in &summaries[1..] {
+        assert_eq!(connections(summary), connections(iface), "{name}: {summary}");
+        assert_eq!(summary["tx"], iface["tx"], "{name}: the same frames forwarded: {summary}");
+        let outgoing = summary["skipped"]["outgoing"].as_u64().unwrap_or(0);
+        assert!(outgoing >= 6, "{name}: what cli sent is skipped as outgoing: {summary}");
+    }
 }
 
 /// Issue 12: an IPv6 capture written by scapy (NDP, DR, NAT both ways, FullNAT, ICMPv6 echo,
