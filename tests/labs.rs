@@ -9,7 +9,8 @@
 //! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; the IPv6 labs of issue 12,
 //! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20` (they
 //! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
-//! 13: an xlb pair under keepalived, the active one SIGKILLed), `lab/routes` (BGP mode's
+//! 13: an xlb pair under keepalived, the active one SIGKILLed; also `--forward fullnat`),
+//! `lab/routes` (BGP mode's
 //! VIP routes) and `lab/ecmp` (three boxes behind a bird2 router doing ECMP and BFD). Each must print its PASS line, exit 0, and leave none
 //! of its namespaces behind.
 //!
@@ -193,4 +194,11 @@ fn lab_dualstack_fullnat() {
 #[test]
 fn lab_ecmp() {
     run_lab("ecmp", &[], "60/60 http over boxes: ");
+}
+
+/// Issue 13: the VRRP pair with FullNAT (`--forward fullnat`): the standby takes over, and
+/// every long-lived connection through the killed box breaks (its state was that box's).
+#[test]
+fn lab_vrrp_fullnat() {
+    run_lab("vrrp", &["--forward", "fullnat"], "takeover ");
 }
