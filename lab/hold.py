@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--until", default="")
+    parser.add_argument("--ports", default="", help="file to write `CONN LOCAL_PORT` lines to")
     args = parser.parse_args()
     started = time.monotonic()
     held = []
@@ -76,6 +77,10 @@ def main() -> int:
         except OSError as error:
             print(f"# could not open connection {index}: {error}", flush=True)
             return 1
+    if args.ports:
+        with open(args.ports, "w", encoding="ascii") as ports:
+            for h in held:
+                ports.write(f"{h.index} {h.local[1]}\n")
     lock = threading.Lock()
 
     def run(h: Held) -> None:

@@ -522,19 +522,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         vip_routes: None,
     };
     control.save_state();
-    if let Some(settings) = &control.config.fleet_routes {
-        let routes = VipRoutes::new(
-            settings,
-            Tun::create(&settings.device).context("[fleet] route_device")?,
-        );
-        info!(
-            "VIP routes: table {} through {} (gone when xlb exits)",
-            settings.table,
-            routes.device()
-        );
-        control.vip_routes = Some(routes);
-        control.sync_vip_routes();
-    }
+    control.follow_route_export()?;
+    control.sync_vip_routes();
     let owned: Vec<Ipv4Addr> =
         control.snapshot.announced_addrs().into_iter().map(|(ip, _)| ip).collect();
     let owned6: Vec<Ipv6Addr> =
@@ -1216,7 +1205,39 @@ impl ControlLoop<'_> {
         self.snapshot = snapshot;
         self.config = config;
         self.start_probe(new_addrs, new_addrs6);
+        if let Err(error) = self.follow_route_export() {
+            error!("VIP routes: {error:#}: none is exported until a reload succeeds in this");
+        }
         self.sync_vip_routes();
+        Ok(())
+    }
+
+    /// Makes the VIP routes follow the running config's `[fleet] route_table` and
+    /// `route_device` ([`vip_routes::change`]): at start, and after every publish.
+    fn follow_route_export(&mut self) -> anyhow::Result<()> {
+        let running = self.vip_routes.as_ref().map(VipRoutes::settings);
+        match vip_routes::change(running, self.config.fleet_routes.as_ref()) {
+            vip_routes::Change::Keep => {}
+            vip_routes::Change::Stop => {
+                self.vip_routes = None;
+                info!("VIP routes withdrawn: no route_table in the config (their device closed)");
+            }
+            vip_routes::Change::Start { settings, replacing } => {
+                if replacing {
+                    // Closed first: the new device may take the old one's name.
+                    self.vip_routes = None;
+                    info!("VIP routes withdrawn: route_table or route_device changed");
+                }
+                let device = Tun::create(&settings.device).context("[fleet] route_device")?;
+                let routes = VipRoutes::new(&settings, device);
+                info!(
+                    "VIP routes: table {} through {} (gone when xlb exits)",
+                    settings.table,
+                    routes.device()
+                );
+                self.vip_routes = Some(routes);
+            }
+        }
         Ok(())
     }
 

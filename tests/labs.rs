@@ -9,8 +9,9 @@
 //! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; the IPv6 labs of issue 12,
 //! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20` (they
 //! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
-//! 13: an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's
-//! VIP routes). Each must print its PASS line, exit 0, and leave none
+//! 13: an xlb pair under keepalived, the active one SIGKILLed; also `--forward fullnat`),
+//! `lab/routes` (BGP mode's
+//! VIP routes) and `lab/ecmp` (three boxes behind a bird2 router doing ECMP and BFD). Each must print its PASS line, exit 0, and leave none
 //! of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
@@ -185,4 +186,19 @@ fn lab_dualstack_nat() {
 #[test]
 fn lab_dualstack_fullnat() {
     run_lab("dualstack", &["--requests", "20", "--forward", "fullnat"], "20/20 http4");
+}
+
+/// Issue 13: three xlb boxes in BGP mode behind a bird2 router (ECMP, BFD), Maglev DR: new
+/// connections spread over the boxes; one xlb SIGKILLed and restarted, one box's link down
+/// and up: no long-lived connection breaks, no short request fails, the boxes rejoin.
+#[test]
+fn lab_ecmp() {
+    run_lab("ecmp", &[], "60/60 http over boxes: ");
+}
+
+/// Issue 13: the VRRP pair with FullNAT (`--forward fullnat`): the standby takes over, and
+/// every long-lived connection through the killed box breaks (its state was that box's).
+#[test]
+fn lab_vrrp_fullnat() {
+    run_lab("vrrp", &["--forward", "fullnat"], "takeover ");
 }

@@ -15,6 +15,10 @@
 //!   A graceful stop drops [`VipRoutes`] before the workers stop.
 //! - Routes are added and removed with the `ip` command in xlb's network namespace; an
 //!   error names the command and leaves what succeeded in place.
+//! - The routes follow the running config's `route_table` and `route_device`, at start and
+//!   on every reload ([`change`]): a changed table or device closes the old device (its
+//!   routes go with it) before the new one is created (it may take the old one's name), and
+//!   the routes are made again there; no `route_table` any more closes the device.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -37,11 +41,36 @@ pub fn wanted(snapshot: &Snapshot) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
+/// What a config (re)load does to the VIP routes of the running process ([`change`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The same table and device: the routes stay where they are.
+    Keep,
+    /// No `route_table` any more: the device closes, the routes go.
+    Stop,
+    /// Routes through a new device with these settings; `replacing` says an old device
+    /// (other settings) closes first.
+    Start { settings: RouteExport, replacing: bool },
+}
+
+/// What to do when the running routes follow `running` (None: no routes) and the config
+/// now says `wanted`.
+pub fn change(running: Option<&RouteExport>, wanted: Option<&RouteExport>) -> Change {
+    match (running, wanted) {
+        (running, Some(wanted)) if running != Some(wanted) => {
+            Change::Start { settings: wanted.clone(), replacing: running.is_some() }
+        }
+        (Some(_), None) => Change::Stop,
+        _ => Change::Keep,
+    }
+}
+
 /// The VIP routes of this process, through its own device `D` (held open, never read:
 /// dropping it closes the device, and the kernel removes the routes with it).
 #[derive(Debug)]
 pub struct VipRoutes<D> {
     _device: D,
+    settings: RouteExport,
     name: String,
     table: String,
     installed: BTreeSet<Ipv4Addr>,
@@ -53,6 +82,7 @@ impl<D> VipRoutes<D> {
     pub fn new(settings: &RouteExport, device: D) -> VipRoutes<D> {
         VipRoutes {
             _device: device,
+            settings: settings.clone(),
             name: settings.device.clone(),
             table: settings.table.to_string(),
             installed: BTreeSet::new(),
@@ -62,6 +92,11 @@ impl<D> VipRoutes<D> {
     /// The device's name.
     pub fn device(&self) -> &str {
         &self.name
+    }
+
+    /// The table and device these routes follow.
+    pub fn settings(&self) -> &RouteExport {
+        &self.settings
     }
 
     /// Makes the routes `wanted`: adds the new ones, removes the gone ones. Returns what
@@ -99,6 +134,25 @@ impl<D> VipRoutes<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload follows the config's table and device: same settings keep the routes, other
+    /// settings (table or device) replace the device, none stops; starting needs settings.
+    #[test]
+    fn routes_follow_the_route_table_and_device_of_each_load() {
+        let table = |table: u32, device: &str| RouteExport { table, device: device.into() };
+        let (a, b, c) = (table(100, "xlb-vips"), table(101, "xlb-vips"), table(100, "vips0"));
+        let cases = [
+            (None, None, Change::Keep),
+            (Some(&a), Some(&a), Change::Keep),
+            (None, Some(&a), Change::Start { settings: a.clone(), replacing: false }),
+            (Some(&a), Some(&b), Change::Start { settings: b.clone(), replacing: true }),
+            (Some(&a), Some(&c), Change::Start { settings: c.clone(), replacing: true }),
+            (Some(&a), None, Change::Stop),
+        ];
+        for (running, wanted, expected) in cases {
+            assert_eq!(change(running, wanted), expected, "{running:?} -> {wanted:?}");
+        }
+    }
 
     /// A VIP is wanted while one of its services has a backend that takes new flows.
     #[test]
