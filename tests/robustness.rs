@@ -1423,3 +1423,124 @@ fn the_generator_reaches_every_stage() {
         assert!(six.total.drops(reason) > 0, "no IPv6 frame dropped as {reason}: {}", six.report());
     }
 }
+
+/// A deterministic xorshift64 stream (no seed from the clock: a failure repeats).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// An address on the box's link (2001:db8:1::/64) and a unicast, locally administered
+    /// MAC, both random.
+    fn neighbor(&mut self) -> (Ipv6Addr, MacAddr) {
+        let ip = Ipv6Addr::from_bits(v6(0).to_bits() | u128::from(self.next()));
+        let [a, b, c, d, e, ..] = self.next().to_le_bytes();
+        (ip, MacAddr([0x02, a, b, c, d, e]))
+    }
+}
+
+/// An NS flood from random sources and MACs on the link: solicitations for strangers teach
+/// nothing and are passed; 100k at a VIP (a quarter duplicate address detection probes) are
+/// each answered once — in place, or (probes) by at most one emitted frame, the emit queue
+/// bounding what a batch sends on its own — the neighbour table stays within its capacity,
+/// the next hops the snapshot needs (a relayed backend, a static one) survive, and the box
+/// still forwards to them without asking.
+#[test]
+fn a_solicitation_flood_at_an_ipv6_vip_keeps_state_and_answers_bounded() {
+    const BATCH: usize = 64;
+    const EMIT_CAPACITY: usize = 64;
+    let mut pipeline = pipeline6();
+    let mut tally = VerdictTally::default();
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut ms = 1_000;
+    let mut now = Instant::from_millis(ms);
+    pipeline.learn_neighbor6(now, RS3_6.ip, RS3_6.mac);
+    pipeline.drain_emitted(|_, _| {});
+    let before = pipeline.neighbors6().len();
+
+    let mut run = |pipeline: &mut Pipeline, frames: &mut Vec<Vec<u8>>, now: Instant| {
+        let inputs = frames.clone();
+        let mut refs: Vec<&mut [u8]> = frames.iter_mut().map(|f| f.as_mut_slice()).collect();
+        let mut verdicts = vec![Verdict::Pass; refs.len()];
+        pipeline.process_batch(now, IfaceId(0), &mut refs, &mut verdicts);
+        for (input, verdict) in inputs.iter().zip(&verdicts) {
+            tally.record(input.len(), *verdict);
+        }
+        let mut emitted = Vec::new();
+        pipeline.drain_emitted(|_, frame| emitted.push(frame.to_vec()));
+        pipeline.maintain(now);
+        (inputs, verdicts, emitted)
+    };
+
+    // Solicitations for addresses that are not xlb's: passed, nothing learned or sent.
+    for _ in 0..20_000 / BATCH {
+        let mut frames: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| {
+                let (src, mac) = rng.neighbor();
+                let (stranger, _) = rng.neighbor();
+                neighbor_solicitation(mac, src, stranger, None)
+            })
+            .collect();
+        let (_, verdicts, emitted) = run(&mut pipeline, &mut frames, now);
+        assert!(verdicts.iter().all(|v| *v == Verdict::Pass), "{verdicts:?}");
+        assert!(emitted.is_empty(), "{} frames sent for strangers", emitted.len());
+        ms += 1;
+        now = Instant::from_millis(ms);
+    }
+    assert_eq!(pipeline.neighbors6().len(), before, "strangers' solicitations teach nothing");
+
+    // 100k at the DR VIP (whole batches).
+    let batches = 100_000usize.div_ceil(BATCH);
+    for batch in 0..batches {
+        let mut frames: Vec<Vec<u8>> = (0..BATCH)
+            .map(|i| {
+                let (src, mac) = rng.neighbor();
+                let src = if (batch + i) % 4 == 0 { Ipv6Addr::UNSPECIFIED } else { src };
+                neighbor_solicitation(mac, src, VIP6_DR, None)
+            })
+            .collect();
+        let (inputs, verdicts, emitted) = run(&mut pipeline, &mut frames, now);
+        assert!(emitted.len() <= EMIT_CAPACITY, "{} frames emitted by one batch", emitted.len());
+        let mut answers = emitted.len();
+        for ((input, output), verdict) in inputs.iter().zip(&frames).zip(&verdicts) {
+            match verdict {
+                Verdict::Tx(_) => {
+                    answers += 1;
+                    assert_eq!(output[..6], input[6..12], "answered to the solicitor's MAC");
+                    assert_eq!(output[54], 136, "an advertisement");
+                }
+                Verdict::Drop(DropReason::NdpAnswerEmitted) => {}
+                other => panic!("a solicitation for the VIP got {other:?}"),
+            }
+        }
+        assert!(answers <= BATCH, "{answers} answers to {BATCH} solicitations");
+        assert!(pipeline.neighbors6().len() <= NEIGHBOR_CAPACITY);
+        ms += 1;
+        now = Instant::from_millis(ms);
+    }
+    tally.check(pipeline.counters()).unwrap();
+    let counters = pipeline.counters();
+    assert_eq!(
+        counters.get(Stat::NdpAdvertsSent) + counters.get(Stat::EmitOverflow),
+        (batches * BATCH) as u64,
+        "one answer per solicitation for the VIP"
+    );
+    assert!(counters.get(Stat::NeighborsEvicted) > 0, "strangers pushed out of a full table");
+    let neighbors = pipeline.neighbors6();
+    assert_eq!(neighbors.lookup(RS3_6.ip), Some(RS3_6.mac), "a needed next hop survives");
+    assert_eq!(neighbors.lookup(RS1_6.ip), Some(RS1_6.mac), "a static neighbour survives");
+
+    // Both DR backends are still reached without a solicitation.
+    for port in CLIENT_PORTS.iter().chain(&PORTS) {
+        let mut syn =
+            testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT6.ip, *port), (VIP6_DR, 80), SYN, &[]);
+        let verdict = pipeline.process(now, IfaceId(0), &mut syn);
+        assert_eq!(verdict, Verdict::Tx(IfaceId(0)), "SYN from port {port}");
+        assert!(syn[..6] == RS1.mac.0 || syn[..6] == RS3.mac.0, "{:02x?}", &syn[..6]);
+    }
+}

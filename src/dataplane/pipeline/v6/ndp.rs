@@ -26,6 +26,13 @@
 //!   the frame waits in the hold queue ([`Core6::send`]).
 //! - Unsolicited advertisements announce VIPs and local addresses, paced like gratuitous
 //!   ARP.
+//! - Bounded under a solicitation flood (any number of sources and MACs): each solicitation
+//!   gets at most one answer, the same size (in place) or one emitted frame (the emit
+//!   queue's capacity bounds those per batch, the rest count as `emit_overflow`); the
+//!   neighbour table never grows past its capacity (strangers are evicted oldest-first, the
+//!   next hops the snapshot needs never); solicitations for addresses not xlb's teach
+//!   nothing (`a_solicitation_flood_at_an_ipv6_vip_keeps_state_and_answers_bounded` in
+//!   `tests/robustness.rs`).
 
 use std::net::Ipv6Addr;
 
