@@ -23,8 +23,9 @@
 //! 5. start the workers pinned to their cores, bind the control socket (and the metrics
 //!    server), say ready (log line, `--ready-file` holding the PID and removed when `run`
 //!    returns, and `READY=1` to systemd: [`crate::notify`]), probe for every VIP and local
-//!    address (RFC 5227, as `arping -D` does) and, after [`PROBE_WAIT`], announce
-//!    (gratuitous ARP) those no other host answered for; a VIP another host answers for
+//!    address (RFC 5227, as `arping -D` does; IPv6 ones by RFC 4862 duplicate address
+//!    detection) and, after [`PROBE_WAIT`], announce (gratuitous ARP, unsolicited neighbour
+//!    advertisements) those no other host answered for; a VIP another host answers for
 //!    is not announced, and an error line names it and the MAC.
 //!
 //! Signals: `xlb run` installs its SIGINT, SIGTERM and SIGHUP handlers before anything
@@ -99,8 +100,9 @@ use crate::wire::MacAddr;
 
 /// How often control reads what the steering programs snooped.
 const ARP_POLL_EVERY: Duration = Duration::from_millis(10);
-/// How long control waits for another host to answer the ARP probes for a VIP before it
-/// announces it (RFC 5227 waits 1–2 s per probe; a host on the same segment answers within
+/// How long control waits for another host to answer the ARP probes (and IPv6 duplicate
+/// address detection probes) for a VIP before it announces it (RFC 5227 waits 1–2 s per
+/// probe, RFC 4862 one RetransTimer of 1 s; a host on the same segment answers within
 /// milliseconds).
 pub const PROBE_WAIT: Duration = Duration::from_millis(500);
 
@@ -666,8 +668,8 @@ struct Probing {
     /// When the last of them may be announced.
     until: StdInstant,
     addrs: Vec<Ipv4Addr>,
-    /// IPv6 VIPs and local addresses waiting with them (no probe is sent: a claim is
-    /// another host's NDP naming one of them, snooped since `since`).
+    /// IPv6 VIPs and local addresses waiting with them (probed by duplicate address
+    /// detection: a claim is another host's NDP naming one of them, snooped since `since`).
     addrs6: Vec<Ipv6Addr>,
 }
 
@@ -1309,10 +1311,11 @@ impl ControlLoop<'_> {
         }
     }
 
-    /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses); they are announced
-    /// after [`PROBE_WAIT`] unless another host answers (see [`ControlLoop::finish_probe`]).
-    /// New IPv6 ones (`addrs6`) wait as long, and are announced unless another host's NDP
-    /// named one of them meanwhile (the pipeline sends no duplicate address detection probe).
+    /// Sends RFC 5227 probes for `addrs` (new VIPs and local addresses), and RFC 4862
+    /// duplicate address detection probes for `addrs6` (new IPv6 ones: a solicitation from
+    /// `::` to each one's solicited-node group); they are announced after [`PROBE_WAIT`]
+    /// unless another host answers (ARP from the address, an advertisement naming it; see
+    /// [`ControlLoop::finish_probe`]).
     fn start_probe(&mut self, mut addrs: Vec<Ipv4Addr>, mut addrs6: Vec<Ipv6Addr>) {
         // A box silent for its VIPs probes and announces only its local addresses.
         if !self.presence().answer_vips {
@@ -1327,6 +1330,9 @@ impl ControlLoop<'_> {
         let now = StdInstant::now();
         if !addrs.is_empty() {
             let _ = self.controls[0].send(ControlMsg::Probe(addrs.clone()));
+        }
+        if !addrs6.is_empty() {
+            let _ = self.controls[0].send(ControlMsg::Probe6(addrs6.clone()));
         }
         let probing = self.probing.get_or_insert(Probing {
             since: now,

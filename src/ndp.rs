@@ -13,7 +13,9 @@
 //! RFC says, but counted); [`answer_solicit`] writes the advertisement that answers a
 //! solicitation for an address xlb owns (compare [`arp::answer_request`]);
 //! [`write_solicit`] asks for a backend's or gateway's MAC from the box's own address (compare
-//! [`arp::write_request`]); [`write_unsolicited`] announces a VIP coming up (compare
+//! [`arp::write_request`]); [`write_probe`] asks whether another host already has a VIP
+//! before xlb announces it (duplicate address detection, RFC 4862 §5.4; compare
+//! [`arp::write_probe`]); [`write_unsolicited`] announces a VIP coming up (compare
 //! [`arp::write_gratuitous`]); [`learn`] records what a message says about a neighbour.
 //!
 //! What stays the caller's, as it is for ARP in the pipeline: whether a target is an address
@@ -25,8 +27,12 @@
 //!
 //! Invariants:
 //! - Every frame written here is a whole Ethernet + IPv6 + ICMPv6 frame of [`NDP_FRAME_LEN`]
-//!   bytes, hop limit 255, with its checksum; a buffer shorter than that is refused
+//!   bytes ([`PROBE_FRAME_LEN`] for a probe, which carries no link-layer option), hop limit
+//!   255, with its checksum; a buffer shorter than that is refused
 //!   ([`WireError::Truncated`]) and left untouched.
+//! - A probe comes from `::` (the address is not ours yet as far as the link knows) to the
+//!   address's solicited-node group; an advertisement naming the address in answer is
+//!   another host's claim, which the caller treats as any other (a conflict).
 //! - Solicitations xlb sends come from the box's own address, never a VIP: a real server
 //!   that holds the VIP on `lo` would take a solicitation from it as coming from itself (the
 //!   seed's ARP bug, see [`crate::arp`]).
@@ -222,6 +228,18 @@ pub fn write_solicit(
     target: Ipv6Addr,
 ) -> Result<usize, WireError> {
     wire_ndp::write_neighbor_solicit(buffer, our_mac, our_ip, target)
+}
+
+/// Length of the duplicate address detection probes [`write_probe`] writes.
+pub const PROBE_FRAME_LEN: usize = wire_ndp::PROBE_FRAME_LEN;
+
+/// Writes into `buffer` a duplicate address detection probe for `ip` (a VIP or local address
+/// about to be announced, RFC 4862 §5.4.2): a solicitation from `::` and `our_mac` to `ip`'s
+/// solicited-node group, without a source link-layer option. Another host that has `ip`
+/// answers with an advertisement to all nodes. Returns its length ([`WireError::Truncated`]
+/// if `buffer` is shorter than [`PROBE_FRAME_LEN`]).
+pub fn write_probe(buffer: &mut [u8], our_mac: MacAddr, ip: Ipv6Addr) -> Result<usize, WireError> {
+    wire_ndp::write_dad_probe(buffer, our_mac, ip)
 }
 
 /// Writes into `buffer` an unsolicited advertisement that `ip` (a VIP or local address
@@ -533,6 +551,28 @@ mod tests {
             NeighborAdvertisementHeader { router: false, solicited: false, r#override: true };
         assert_eq!((flags, target, mac), (expected, VIP, OUR_MAC.octets()));
         assert!(parse(&buffer[..len]).is_ok(), "valid for its receivers");
+    }
+
+    /// A probe is what a host's stack sends for a tentative address: from `::` to the
+    /// solicited-node group, hop limit 255, no option (byte for byte etherparse's frame), and
+    /// what receivers accept; a buffer one byte short is refused untouched.
+    #[test]
+    fn a_vip_is_probed_from_the_unspecified_address_to_its_solicited_node_group() {
+        let mut buffer = [0xaau8; NDP_FRAME_LEN];
+        let len = write_probe(&mut buffer, OUR_MAC, VIP).unwrap();
+        assert_eq!(len, PROBE_FRAME_LEN);
+        assert_eq!(len, NDP_FRAME_LEN - 8);
+        let want = crate::testkit::neighbor_solicitation(OUR_MAC, Ipv6Addr::UNSPECIFIED, VIP, None);
+        assert_eq!(buffer[..len], want[..]);
+        let Ok(Ndp::Solicit(probe)) = parse(&buffer[..len]) else { panic!("refused") };
+        assert_eq!(
+            (probe.src, probe.dst, probe.target),
+            (Ipv6Addr::UNSPECIFIED, solicited_node(VIP), VIP)
+        );
+        assert_eq!(Ndp::Solicit(probe).neighbor(), None, "a probe names no neighbour");
+        let mut short = [0x55u8; PROBE_FRAME_LEN - 1];
+        assert_eq!(write_probe(&mut short, OUR_MAC, VIP), Err(WireError::Truncated));
+        assert!(short.iter().all(|b| *b == 0x55));
     }
 
     /// Every case RFC 4861 §7.1 (and RFC 6980 for fragments) says to discard, and every

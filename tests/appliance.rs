@@ -1082,6 +1082,45 @@ fn a_vip_another_host_answers_for_is_not_announced() {
     assert!(log.contains("arp_conflict "), "the answer is counted as a drop\n{log}");
 }
 
+/// Issue 12: the IPv6 twin of the test above. An IPv6 VIP another host already holds is
+/// probed for (RFC 4862 duplicate address detection: a solicitation from `::` to its
+/// solicited-node group), the host's kernel answers to all nodes, the answer is counted as a
+/// conflict, and xlb refuses to announce the VIP, with an error line naming it. (Before the
+/// probe, xlb only waited for another host's NDP, which a host holding the address quietly
+/// never sends: the VIP was announced.)
+#[test]
+fn an_ipv6_vip_another_host_has_is_not_announced() {
+    if !root_or_skip("ndp_conflict") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab("ndpconflict");
+    // The "typo": the client's box holds the IPv6 VIP itself.
+    for (ns, dev, addr) in [
+        (&client, "eth0", "2001:db8:2::100/64"),
+        (&client, "eth0", "2001:db8:2::10/64"),
+        (&lb, "ethc", "2001:db8:2::2/64"),
+        (&lb, "ethr", "2001:db8:3::2/64"),
+    ] {
+        sh(&["ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad"]);
+    }
+    let config = lab.scratch.join("xlb.toml");
+    let dual_stack = nat_config(&[5001])
+        .replace("\"10.2.0.2/24\"", "\"10.2.0.2/24\"\naddr6 = \"2001:db8:2::2/64\"")
+        .replace("\"10.3.0.2/24\"", "\"10.3.0.2/24\"\naddr6 = \"2001:db8:3::2/64\"");
+    let service6 = "\n[[service]]\nvip = \"2001:db8:2::10\"\nport = 53\nproto = \"udp\"\n\
+                    forward = \"nat\"\n[[service.backend]]\naddr = \"2001:db8:3::11\"\nport = 5001\n";
+    std::fs::write(&config, dual_stack + service6).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "conflict6");
+    std::thread::sleep(Duration::from_millis(1500)); // the probe's wait, then a report
+    let (_, log) = stop_xlb(&mut lab, xlb, "conflict6");
+    assert!(
+        log.contains("error: 2001:db8:2::10: another host") && log.contains("not announcing it"),
+        "{log}"
+    );
+    assert!(!log.contains("announcing 1 IPv6 address"), "{log}");
+    assert!(log.contains("ndp_conflict "), "the answer is counted as a drop\n{log}");
+}
+
 /// Control relays snooped ARP only about next hops xlb needs; a NAT client on the segment
 /// that never asked xlb for the VIP's MAC (a static entry on its side) is one: the worker
 /// holds the reply, asks, reports the next hop it waits for, and control relays the answer.

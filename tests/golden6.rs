@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use xlb::control::{Config, Snapshot};
-use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Verdict};
+use xlb::dataplane::{CoreSlot, DropReason, IfaceId, Pipeline, Stat, Verdict};
 use xlb::testkit::{
     self, ACK, FIN_ACK, Host, Host6, PSH_ACK, SYN, SYN_ACK, multicast_mac, routed6, solicited_node,
     with_hop_limit,
@@ -1270,6 +1270,37 @@ fn rr_sends_a_second_flow_to_the_other_backend_and_keeps_each_flow() {
         assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), TX);
         assert_eq!(&ack[..6], &backend.mac.0, "the flow from port {port} stays on its backend");
     }
+}
+
+/// Duplicate address detection before announcing (RFC 4862 §5.4; IPv4's RFC 5227 probes'
+/// twin): control has the pipeline probe each new IPv6 VIP and local address. A probe
+/// leaves once per address xlb answers for (never for the box's own address or a stranger),
+/// from `::` to the address's solicited-node group without an option, as a host's stack
+/// probes a tentative address. Another host that has the address answers to all nodes: a
+/// conflict, dropped and counted, never learned (control then does not announce it, and
+/// logs it). Failing before: `Pipeline::probe6` did not exist (no probe was ever sent).
+#[test]
+fn ipv6_vips_are_probed_before_they_are_announced() {
+    let mut pipeline = pipeline();
+    pipeline.probe6(&[VIP_DR, LOCAL, LB.ip, REMOTE, VIP_DR]);
+    let mut emitted = Vec::new();
+    pipeline.drain_emitted(|_, frame| emitted.push(hex(frame)));
+    let probe = |ip| hex(&testkit::neighbor_solicitation(LB.mac, Ipv6Addr::UNSPECIFIED, ip, None));
+    assert_eq!(emitted, vec![probe(VIP_DR), probe(LOCAL)], "each VIP and local address, once");
+    assert_eq!(pipeline.counters().get(Stat::NdpProbesSent), 2);
+    assert_eq!(pipeline.counters().get(Stat::NdpSolicitsSent), 0, "probes are not resolution");
+
+    let other = Host6::new([0x02, 0, 0, 0, 0, 0x66], v6(0x66));
+    let all_nodes = (multicast_mac(ALL_NODES), ALL_NODES);
+    let mut answer =
+        testkit::neighbor_advertisement((other.mac, VIP_DR), all_nodes, VIP_DR, other.mac, false);
+    let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut answer);
+    assert_eq!(Some(verdict), harness::reason_named("ndp_conflict").map(Verdict::Drop));
+    assert_eq!(pipeline.counters().get(Stat::NdpConflicts), 1);
+    assert_eq!(pipeline.neighbors6().lookup(VIP_DR), None, "a claim on a VIP is never learned");
+    let mut emitted = 0;
+    pipeline.drain_emitted(|_, _| emitted += 1);
+    assert_eq!(emitted, 0, "a conflict is not answered");
 }
 
 /// The NDP frames the table expects are exactly what `src/ndp.rs` writes (so a case fails

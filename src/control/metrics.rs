@@ -784,6 +784,7 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::NdpSolicitsSent => "Neighbour solicitations sent for next hops.",
         Stat::UnsolicitedNdpSent => "Unsolicited neighbour advertisements sent for VIPs.",
         Stat::NdpConflicts => "NDP from another host claiming a VIP or local address.",
+        Stat::NdpProbesSent => "Duplicate address detection probes sent for a VIP.",
         Stat::IcmpEchoReplies => "ICMP echo replies sent for VIPs.",
         Stat::IcmpErrorsForwarded => "ICMP errors forwarded to the flow's backend or client.",
         Stat::NewFlows => "Connections scheduled to a backend.",

@@ -121,6 +121,10 @@ pub enum ControlMsg {
     /// Send an RFC 5227 probe for each of these addresses (paced): control then waits for
     /// another host's answer before announcing them.
     Probe(Vec<Ipv4Addr>),
+    /// Send a duplicate address detection probe for each of these IPv6 addresses (paced,
+    /// [`Pipeline::probe6`]): control then waits for another host's advertisement of one
+    /// before announcing them.
+    Probe6(Vec<std::net::Ipv6Addr>),
     /// Measured response times for the least-time scheduler, indexed like the backends of
     /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
     ResponseTimes { generation: u64, times: Arc<[u32]> },
@@ -324,6 +328,7 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Neighbor6(ip, mac) => self.pipeline.learn_neighbor6(now, ip, mac),
                 ControlMsg::Announce6(addrs) => self.pipeline.announce6(&addrs),
                 ControlMsg::Probe(addrs) => self.pipeline.probe(&addrs),
+                ControlMsg::Probe6(addrs) => self.pipeline.probe6(&addrs),
                 ControlMsg::VrrpState(state) => self.pipeline.set_vrrp_state(state),
                 ControlMsg::ResponseTimes { generation, times } => {
                     self.pipeline.set_response_times(generation, &times);

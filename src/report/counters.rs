@@ -157,6 +157,9 @@ counted_enum! {
         UnsolicitedNdpSent => "unsolicited_ndp_sent",
         /// NDP from another host claiming a VIP or local address (see `ndp_conflict`).
         NdpConflicts => "ndp_conflicts",
+        /// Duplicate address detection probes (RFC 4862, source `::`) sent for a VIP or
+        /// local address before announcing it.
+        NdpProbesSent => "ndp_probes_sent",
         IcmpEchoReplies => "icmp_echo_replies",
         IcmpErrorsForwarded => "icmp_errors_forwarded",
         NewFlows => "new_flows",

@@ -77,6 +77,9 @@ pub const MESSAGE_LEN: usize = MIN_LEN + LINK_ADDR_OPTION_LEN;
 /// The length of the frames [`write_neighbor_solicit`] and [`write_neighbor_advert`] write.
 pub const FRAME_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + MESSAGE_LEN;
 
+/// The length of the frames [`write_dad_probe`] writes (no link-layer address option).
+pub const PROBE_FRAME_LEN: usize = FRAME_LEN - LINK_ADDR_OPTION_LEN;
+
 const FLAG_ROUTER: u8 = 0x80;
 const FLAG_SOLICITED: u8 = 0x40;
 const FLAG_OVERRIDE: u8 = 0x20;
@@ -350,8 +353,9 @@ impl<'a> Iterator for NdpOptions<'a> {
     }
 }
 
-/// Writes an NDP frame: Ethernet, IPv6 (hop limit 255), the message and one Ethernet
-/// link-layer address option of `option_kind` carrying `src_mac`.
+/// Writes an NDP frame: Ethernet, IPv6 (hop limit 255), the message and, with
+/// `option_kind`, one Ethernet link-layer address option of that kind carrying `src_mac`
+/// ([`FRAME_LEN`] bytes; [`PROBE_FRAME_LEN`] without the option).
 fn write_frame(
     buffer: &mut [u8],
     (src_mac, dst_mac): (MacAddr, MacAddr),
@@ -359,9 +363,10 @@ fn write_frame(
     msg_type: u8,
     flags: AdvertFlags,
     target: Ipv6Addr,
-    option_kind: u8,
+    option_kind: Option<u8>,
 ) -> Result<usize> {
-    let frame = buffer.get_mut(..FRAME_LEN).ok_or(WireError::Truncated)?;
+    let len = if option_kind.is_some() { FRAME_LEN } else { PROBE_FRAME_LEN };
+    let frame = buffer.get_mut(..len).ok_or(WireError::Truncated)?;
     frame.fill(0);
     let mut eth = EthernetFrame::new_unchecked(&mut *frame);
     eth.set_dst_addr(dst_mac);
@@ -369,7 +374,7 @@ fn write_frame(
     eth.set_ethertype(EtherType::IPV6);
     let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
     ip.set_version(6);
-    ip.set_payload_len(MESSAGE_LEN as u16);
+    ip.set_payload_len((len - ethernet::HEADER_LEN - ipv6::HEADER_LEN) as u16);
     ip.set_next_header(ip_proto::ICMPV6);
     ip.set_hop_limit(HOP_LIMIT);
     ip.set_src_addr(src_ip);
@@ -379,12 +384,32 @@ fn write_frame(
     ndp.set_msg_type(msg_type);
     ndp.set_advert_flags(flags);
     ndp.set_target_addr(target);
-    write_u8(message, MIN_LEN + field::OPT_TYPE, option_kind);
-    write_u8(message, MIN_LEN + field::OPT_LEN, 1);
-    let link = MIN_LEN + field::OPT_LINK_ADDR.start..MIN_LEN + field::OPT_LINK_ADDR.end;
-    write_array(message, link, src_mac.octets());
+    if let Some(option_kind) = option_kind {
+        write_u8(message, MIN_LEN + field::OPT_TYPE, option_kind);
+        write_u8(message, MIN_LEN + field::OPT_LEN, 1);
+        let link = MIN_LEN + field::OPT_LINK_ADDR.start..MIN_LEN + field::OPT_LINK_ADDR.end;
+        write_array(message, link, src_mac.octets());
+    }
     NdpPacket::new_unchecked(message).fill_checksum(src_ip, dst_ip);
-    Ok(FRAME_LEN)
+    Ok(len)
+}
+
+/// Writes into `buffer` (at least [`PROBE_FRAME_LEN`] bytes, else [`WireError::Truncated`])
+/// a duplicate address detection probe for `target` (RFC 4862 §5.4.2): a neighbour
+/// solicitation from `::` and `our_mac` to `target`'s solicited-node multicast address and
+/// MAC, without a source link-layer address option (RFC 4861 §7.1.1 forbids one from `::`).
+/// Returns the frame's length.
+pub fn write_dad_probe(buffer: &mut [u8], our_mac: MacAddr, target: Ipv6Addr) -> Result<usize> {
+    let group = solicited_node(target);
+    write_frame(
+        buffer,
+        (our_mac, multicast_mac(group)),
+        (Ipv6Addr::UNSPECIFIED, group),
+        icmpv6_type::NEIGHBOR_SOLICIT,
+        AdvertFlags::default(),
+        target,
+        None,
+    )
 }
 
 /// Writes into `buffer` (at least [`FRAME_LEN`] bytes, else [`WireError::Truncated`]) a
@@ -405,7 +430,7 @@ pub fn write_neighbor_solicit(
         icmpv6_type::NEIGHBOR_SOLICIT,
         AdvertFlags::default(),
         target,
-        option_type::SOURCE_LINK_ADDR,
+        Some(option_type::SOURCE_LINK_ADDR),
     )
 }
 
@@ -429,7 +454,7 @@ pub fn write_neighbor_advert(
         icmpv6_type::NEIGHBOR_ADVERT,
         flags,
         target,
-        option_type::TARGET_LINK_ADDR,
+        Some(option_type::TARGET_LINK_ADDR),
     )
 }
 

@@ -400,8 +400,19 @@ impl Pipeline {
     /// IPv6's twin of [`Pipeline::announce`]: an unsolicited neighbour advertisement for each
     /// of `addrs` that is a VIP or local address of the snapshot, paced.
     pub fn announce6(&mut self, addrs: &[Ipv6Addr]) {
+        self.queue_paced6(addrs.iter().map(|ip| v6::ndp::Paced6::Announce(*ip)));
+    }
+
+    /// IPv6's twin of [`Pipeline::probe`]: a duplicate address detection probe (RFC 4862,
+    /// from `::` to the solicited-node group, see [`crate::ndp::write_probe`]) for each of
+    /// `addrs` that is a VIP or local address of the snapshot, paced.
+    pub fn probe6(&mut self, addrs: &[Ipv6Addr]) {
+        self.queue_paced6(addrs.iter().map(|ip| v6::ndp::Paced6::Probe(*ip)));
+    }
+
+    fn queue_paced6(&mut self, requests: impl Iterator<Item = v6::ndp::Paced6>) {
         let core = &mut self.core;
-        core.v6.queue_announce(addrs);
+        core.v6.queue_paced(requests);
         let side =
             v6::step::Fleet6 { snapshot: &self.snapshot, answer_vips: core.presence.answer_vips };
         core.v6.send_paced(&side, &mut core.emit, &mut core.counters);

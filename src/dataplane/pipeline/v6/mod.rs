@@ -42,8 +42,9 @@ pub(super) struct Core6 {
     pub peers: Vec<ConntrackReader<V6>>,
     pub neighbors: NeighborTable<V6>,
     pub hold: HoldQueue<V6>,
-    /// Unsolicited advertisements waiting for room in the emit queue (control asked).
-    pub paced: VecDeque<Ipv6Addr>,
+    /// Unsolicited advertisements and probes waiting for room in the emit queue (control
+    /// asked).
+    pub paced: VecDeque<ndp::Paced6>,
 }
 
 impl Core6 {

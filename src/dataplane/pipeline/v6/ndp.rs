@@ -24,8 +24,17 @@
 //! - Next hops (backends, gateways, clients) are resolved by a solicitation from the egress
 //!   interface's own IPv6 address, never a VIP, to the target's solicited-node group, while
 //!   the frame waits in the hold queue ([`Core6::send`]).
-//! - Unsolicited advertisements announce VIPs and local addresses, paced like gratuitous
-//!   ARP.
+//! - Unsolicited advertisements announce VIPs and local addresses, and duplicate address
+//!   detection probes (RFC 4862, from `::`) ask whether another host has one before control
+//!   announces it, paced like gratuitous ARP and ARP probes. The answer to a probe is an
+//!   advertisement naming the address: another host's claim, a conflict as above.
+//! - Bounded under a solicitation flood (any number of sources and MACs): each solicitation
+//!   gets at most one answer, the same size (in place) or one emitted frame (the emit
+//!   queue's capacity bounds those per batch, the rest count as `emit_overflow`); the
+//!   neighbour table never grows past its capacity (strangers are evicted oldest-first, the
+//!   next hops the snapshot needs never); solicitations for addresses not xlb's teach
+//!   nothing (`a_solicitation_flood_at_an_ipv6_vip_keeps_state_and_answers_bounded` in
+//!   `tests/robustness.rs`).
 
 use std::net::Ipv6Addr;
 
@@ -60,6 +69,15 @@ impl Link6 {
         let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len.min(128))).unwrap_or(0);
         ip.to_bits() & mask == addr.to_bits() & mask
     }
+}
+
+/// An NDP frame xlb sends on control's request, paced (IPv6's `PacedArp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::dataplane::pipeline) enum Paced6 {
+    /// An unsolicited advertisement announcing that the address is here.
+    Announce(Ipv6Addr),
+    /// A duplicate address detection probe: does another host have the address?
+    Probe(Ipv6Addr),
 }
 
 /// What the IPv6 steps need of the snapshot: who owns an address, each interface's IPv6
@@ -301,29 +319,40 @@ impl Core6 {
         }
     }
 
-    /// Queues unsolicited advertisements for `addrs`, once each.
-    pub fn queue_announce(&mut self, addrs: &[Ipv6Addr]) {
-        for addr in addrs {
-            if !self.paced.contains(addr) {
-                self.paced.push_back(*addr);
+    /// Queues `requests` (unsolicited advertisements, duplicate address detection probes),
+    /// each once.
+    pub fn queue_paced(&mut self, requests: impl Iterator<Item = Paced6>) {
+        for request in requests {
+            if !self.paced.contains(&request) {
+                self.paced.push_back(request);
             }
         }
     }
 
-    /// Moves queued announcements into the emit queue while it has room for paced frames;
-    /// an address that is no longer a VIP or local address is skipped.
+    /// Moves queued announcements and probes into the emit queue while it has room for
+    /// paced frames; an address that is no longer a VIP or local address is skipped.
     pub fn send_paced(&mut self, side: &impl Side6, emit: &mut EmitQueue, counters: &mut Counters) {
         while emit.len() < PACED_ARP_ROOM {
-            let Some(addr) = self.paced.pop_front() else { return };
+            let Some(request) = self.paced.pop_front() else { return };
+            let (Paced6::Announce(addr) | Paced6::Probe(addr)) = request;
             if !answered(side.owned6(addr)) {
                 continue;
             }
             let Some(egress) = side.announce_egress6(addr) else { continue };
             let Some(link) = side.link6(egress) else { continue };
             let pushed = emit.push_with(egress, |buffer| {
-                ndp::write_unsolicited(buffer, link.mac, addr).unwrap_or(0)
+                match request {
+                    Paced6::Announce(_) => ndp::write_unsolicited(buffer, link.mac, addr),
+                    Paced6::Probe(_) => ndp::write_probe(buffer, link.mac, addr),
+                }
+                .unwrap_or(0)
             });
-            counters.add(if pushed { Stat::UnsolicitedNdpSent } else { Stat::EmitOverflow }, 1);
+            let stat = match (pushed, request) {
+                (false, _) => Stat::EmitOverflow,
+                (true, Paced6::Announce(_)) => Stat::UnsolicitedNdpSent,
+                (true, Paced6::Probe(_)) => Stat::NdpProbesSent,
+            };
+            counters.add(stat, 1);
         }
     }
 }
@@ -527,11 +556,19 @@ mod tests {
     fn announcements_and_refreshes() {
         let mut box6 = Fixture::new();
         let Fixture { core, emit, counters } = &mut box6;
-        core.queue_announce(&[VIP, LB.ip, VIP]);
+        let announce = [VIP, LB.ip, VIP].map(Paced6::Announce);
+        core.queue_paced(announce.into_iter());
         core.send_paced(&Box6, emit, counters);
         let to_all = (multicast_mac(ALL_NODES), ALL_NODES);
         let expected = testkit::neighbor_advertisement((LB.mac, VIP), to_all, VIP, LB.mac, false);
         assert_eq!(box6.emitted(), vec![expected], "once, and only owned addresses");
+        let Fixture { core, emit, counters } = &mut box6;
+        let probes = [LOCAL, LB.ip, VIP, LOCAL].map(Paced6::Probe);
+        core.queue_paced(probes.into_iter());
+        core.send_paced(&Box6, emit, counters);
+        let probe = |ip| testkit::neighbor_solicitation(LB.mac, Ipv6Addr::UNSPECIFIED, ip, None);
+        assert_eq!(box6.emitted(), vec![probe(LOCAL), probe(VIP)], "probed once, owned only");
+        assert_eq!(box6.counters.get(Stat::NdpProbesSent), 2);
         let Fixture { core, emit, counters } = &mut box6;
         core.learn(&Box6, Instant::from_secs(1), RS.ip, RS.mac, emit, counters);
         core.refresh(
