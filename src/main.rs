@@ -18,7 +18,6 @@ use xlb::control::socket::{self, Request};
 use xlb::daemon::{self, RunOptions};
 use xlb::dataplane::io::afxdp::steer::XdpMode;
 use xlb::dataplane::io::replay::{self, ReplaySummary};
-use xlb::sched::SchedulerKind;
 use xlb::snapshot::Snapshot;
 use xlb::tuning::BusyPollMode;
 
@@ -130,11 +129,14 @@ enum Command {
         command: xlb::bench::BenchCommand,
     },
     /// Send an ipvsadm command to a running xlb: `xlb ctl -L -n`, `xlb ctl -A -t VIP:80 -s rr`,
-    /// `xlb ctl -S > rules`, `xlb ctl -R < rules` (`xlb ctl -- -h` lists the commands).
+    /// `xlb ctl -S > rules`, `xlb ctl -R < rules` (`xlb ctl -h` lists the commands). A
+    /// symlink named `ipvsadm` to xlb runs `xlb ctl`.
+    #[command(disable_help_flag = true)]
     Ctl {
-        /// The control socket of `xlb run`.
-        #[arg(long, default_value = xlb::control::socket::DEFAULT_SOCKET)]
-        socket: PathBuf,
+        /// The control socket of `xlb run`, here or anywhere among the ipvsadm arguments
+        /// (default: $XLB_SOCKET, else /run/xlb/xlb.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// ipvsadm's arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "IPVSADM_ARGS")]
         args: Vec<String>,
@@ -172,6 +174,12 @@ fn main() -> ExitCode {
     // is only what precedes `main`. Other commands keep the default actions.
     let run_signals =
         std::env::args_os().nth(1).is_some_and(|arg| arg == "run").then(RunSignals::install);
+    // Called as `ipvsadm` (a symlink to xlb): every argument is ipvsadm's, as `xlb ctl`'s.
+    let called = std::env::args_os().next().map(PathBuf::from);
+    if called.as_deref().and_then(Path::file_name).is_some_and(|name| name == "ipvsadm") {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return ctl_exit(run_ctl(None, args));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
@@ -232,10 +240,7 @@ fn main() -> ExitCode {
         Command::Check { config, against } => run_check(&config, against.as_deref()),
         Command::Man { out } => man::write_pages(Cli::command(), &out),
         Command::Bench { command } => run_bench(command),
-        Command::Ctl { socket, args } => match run_ctl(&socket, args) {
-            Ok(code) => return code,
-            Err(error) => Err(error),
-        },
+        Command::Ctl { socket, args } => return ctl_exit(run_ctl(socket, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -503,7 +508,7 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         let size = service.fallback.size().max(1);
         // For other schedulers the Maglev table is the stateless fallback (flows conntrack
         // refuses): say so, so the share is not read as the scheduler's.
-        let table = if service.scheduler.kind() == SchedulerKind::Maglev {
+        let table = if service.scheduler.kind().is_maglev() {
             "maglev share"
         } else {
             "fallback maglev share"
@@ -635,9 +640,39 @@ fn flow_moves(old: &Snapshot, new: &Snapshot) -> String {
     out
 }
 
-/// `xlb ctl`: checks the command line here (so a typo needs no daemon), sends it to the
-/// daemon with stdin for `-R`, and reproduces the daemon's output and exit status.
-fn run_ctl(socket_path: &Path, args: Vec<String>) -> anyhow::Result<ExitCode> {
+/// `xlb ctl`'s exit: its own, or 2 with the reason after `xlb ctl: `.
+fn ctl_exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("{}{error:#}", ipvsadm::REFUSAL_PREFIX);
+        ExitCode::from(2)
+    })
+}
+
+/// `xlb ctl`: takes `--socket` from anywhere in the arguments (else `socket`, else
+/// `$XLB_SOCKET`, else the default), checks the command line here (so a typo needs no
+/// daemon), sends it to the daemon with stdin for `-R`, and reproduces the daemon's output
+/// and exit status.
+fn run_ctl(socket: Option<PathBuf>, mut args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let socket_path = match ipvsadm::take_socket(&mut args) {
+        Ok(Some(path)) if socket.is_some() => {
+            eprintln!("{}--socket given twice ({path} and before)", ipvsadm::REFUSAL_PREFIX);
+            return Ok(ExitCode::from(2));
+        }
+        Ok(found) => found
+            .map(PathBuf::from)
+            .or(socket)
+            .or_else(|| std::env::var_os(ipvsadm::SOCKET_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(socket::DEFAULT_SOCKET)),
+        Err(error) => {
+            eprintln!("{}{error}", ipvsadm::REFUSAL_PREFIX);
+            return Ok(ExitCode::from(error.status() as u8));
+        }
+    };
+    let socket_path = socket_path.as_path();
+    if args.is_empty() {
+        // A bare `ipvsadm` lists.
+        args = vec!["-L".to_string(), "-n".to_string()];
+    }
     let stdin = match ipvsadm::parse(&args) {
         Ok(CtlCommand::Help) => {
             print!("{}", ipvsadm::HELP);
@@ -651,7 +686,7 @@ fn run_ctl(socket_path: &Path, args: Vec<String>) -> anyhow::Result<ExitCode> {
         }
         Ok(_) => None,
         Err(error) => {
-            eprintln!("xlb ctl: {error}");
+            eprintln!("{}{error}", ipvsadm::REFUSAL_PREFIX);
             return Ok(ExitCode::from(error.status() as u8));
         }
     };

@@ -238,6 +238,75 @@ fn ctl_without_a_daemon_says_so() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is `xlb run` running?"));
 }
 
+/// Runs `program` (the xlb binary or a symlink to it) with `args`, optionally with
+/// `XLB_SOCKET` set, and returns what it printed.
+fn run_as(program: &Path, args: &[&str], env_socket: Option<&Path>) -> Output {
+    let mut command = Command::new(program);
+    command.args(args).env_remove("XLB_SOCKET");
+    if let Some(socket) = env_socket {
+        command.env("XLB_SOCKET", socket);
+    }
+    command.stdin(Stdio::null()).output().expect("runs")
+}
+
+/// Issue 15: `--socket` anywhere on the line and `XLB_SOCKET`; `xlb ctl -h` lists the verbs;
+/// a symlink named `ipvsadm` to xlb is `xlb ctl`; refusals begin `xlb ctl:`.
+#[test]
+fn ctl_takes_its_socket_anywhere_and_answers_as_ipvsadm() {
+    let scratch = Scratch::new("habits");
+    let served = Served::start(&scratch, example("dr.toml"));
+    let xlb = Path::new(env!("CARGO_BIN_EXE_xlb"));
+    let socket = served.path.to_str().unwrap();
+    let listed = |output: Output| {
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.starts_with("IP Virtual Server version 1.2.1 (size="), "{text}");
+        assert!(text.contains("TCP  10.1.1.100:80 maglev\n"), "{text}");
+    };
+    listed(run_as(xlb, &["ctl", "-L", "-n", "--socket", socket], None));
+    listed(run_as(xlb, &["ctl", "-L", &format!("--socket={socket}"), "-n"], None));
+    listed(run_as(xlb, &["ctl", "-L", "-n"], Some(&served.path)));
+    // --socket wins over XLB_SOCKET.
+    let absent = scratch.0.join("absent.sock");
+    listed(run_as(xlb, &["ctl", "-Ln", "--socket", socket], Some(&absent)));
+
+    // -h: the verbs, not clap's help.
+    let help = run_as(xlb, &["ctl", "-h"], None);
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for verb in ["-A|-E", "-a|-e", "-L|-l", "-S", "-R", "-C", "-Z", "--nosort"] {
+        assert!(help.contains(verb), "{verb} not in {help}");
+    }
+
+    // A symlink named ipvsadm.
+    let bin = scratch.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let ipvsadm = bin.join("ipvsadm");
+    std::os::unix::fs::symlink(xlb, &ipvsadm).unwrap();
+    listed(run_as(&ipvsadm, &["-L", "-n"], Some(&served.path)));
+    listed(run_as(&ipvsadm, &["--socket", socket], None));
+    let help = run_as(&ipvsadm, &["-h"], None);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("-A|-E"));
+
+    // Refusals begin `xlb ctl:`, whether the daemon refuses or the command line is bad.
+    let refused = run_as(&ipvsadm, &["-D", "-t", "10.1.1.99:80"], Some(&served.path));
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.starts_with("xlb ctl: service 10.1.1.99:80/tcp does not exist"), "{stderr}");
+    let bad = run_as(xlb, &["ctl", "-A", "-t", "10.1.1.99:80", "-s", "fifo"], Some(&served.path));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("xlb ctl: -s fifo"));
+    let nowhere = run_as(xlb, &["ctl", "-L", "-n"], Some(&absent));
+    assert!(String::from_utf8_lossy(&nowhere.stderr).starts_with("xlb ctl: cannot talk to xlb"));
+    // -R names the line and shows it.
+    let output = served.ctl("-R", Some("-D -t 10.1.1.100:80\n\n-D -t 10.1.1.99:80\n"));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "xlb ctl: line 3 (-D -t 10.1.1.99:80): service 10.1.1.99:80/tcp does not exist (-A adds it)\n"
+    );
+}
+
 #[test]
 fn check_against_counts_the_maglev_slots_that_move() {
     let scratch = Scratch::new("check");

@@ -172,10 +172,10 @@ fn mib(bytes: usize) -> String {
 
 impl ServiceConfig {
     /// The Maglev slots this service's tables hold: the fallback table always, plus the
-    /// scheduler's own for `maglev` and `sh`.
+    /// scheduler's own for `maglev` (or `mh`) and `sh`.
     pub fn maglev_slots(&self) -> usize {
         let own = match self.scheduler {
-            SchedulerKind::Maglev => self.maglev_table_size,
+            SchedulerKind::Maglev | SchedulerKind::Mh => self.maglev_table_size,
             SchedulerKind::Sh => SH_TABLE_SIZE,
             _ => 0,
         };
@@ -820,7 +820,7 @@ impl Choice for SchedulerKind {
     fn choice_name(self) -> &'static str {
         self.name()
     }
-    /// Also accepts ipvsadm's `mh` for Maglev.
+    /// `mh` is a kind of its own (Maglev under ipvsadm's name, shown back as given).
     fn from_choice_name(name: &str) -> Option<Self> {
         SchedulerKind::from_str(name).ok()
     }
@@ -2420,7 +2420,7 @@ pub(crate) mod tests {
             ("proto = \"sctp\"\n", "service[0].proto", &["\"tcp\"", "\"udp\""]),
             ("forward = \"tun\"\n", "service[0].forward", &["\"dr\"", "\"nat\"", "\"fullnat\""]),
             (
-                "scheduler = \"sed\"\n",
+                "scheduler = \"fifo\"\n",
                 "service[0].scheduler",
                 &[
                     "\"maglev\"",
@@ -2432,6 +2432,9 @@ pub(crate) mod tests {
                     "\"lc\"",
                     "\"wlc\"",
                     "\"lt\"",
+                    "\"sed\"",
+                    "\"nq\"",
+                    "\"mh\"",
                 ],
             ),
             ("scheduler = 5\n", "service[0].scheduler", &["\"maglev\""]),
@@ -2458,7 +2461,7 @@ pub(crate) mod tests {
             assert_eq!(config.services[0].scheduler, kind);
         }
         let config = parse(&service("scheduler = \"mh\"\n")).unwrap();
-        assert_eq!(config.services[0].scheduler, SchedulerKind::Maglev);
+        assert_eq!(config.services[0].scheduler, SchedulerKind::Mh);
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! `-A|-E|-D -t|-u VIP:port [-s SCHED]`, `-a|-e|-d -t|-u VIP:port -r RIP[:port] [-g|-m|-b]
 //! [-w WEIGHT]`, `-L|-l [-n] [--stats|--rate|-c] [-t|-u VIP:port]`, `-S [-n]`, `-R`
 //! (commands on stdin, one a line, as `-S` writes them), `-C`, `-Z [-t|-u VIP:port]`.
-//! Schedulers are xlb's (`maglev`, `wrr`, `rr`, `sh`, `random`, `wrandom`, `lc`, `wlc`,
-//! `lt`) and ipvsadm's `mh` for Maglev. Addresses are numeric only (`-n` is implied).
+//! Schedulers are IPVS's (`rr`, `wrr`, `lc`, `wlc`, `sed`, `nq`, `sh`, and `mh`, Maglev under
+//! the name it was given) and xlb's (`maglev`, `random`, `wrandom`, `lt`); the least-load
+//! ones use IPVS's formulas ([`crate::sched`]). Addresses are numeric only (`-n` is implied).
 //! IPv6 is written as ipvsadm writes it, in brackets before a port: `-t [2001:db8::10]:80`,
 //! `-r [2001:db8::11]:80` or `-r [2001:db8::11]` (the service port), and so printed by
 //! `-L -n` (`TCP  [2001:db8::10]:80 wlc`) and saved by `-S`; `-z` takes a bare address of
@@ -36,8 +37,9 @@
 //!   the first `-a` sets. `-A|-E` also take `-g|-m|-b` (an extension), and `-b` there with
 //!   `-z LIP` (repeatable, or comma-separated) creates a FullNAT service with its pool, as a
 //!   FullNAT service cannot exist without one. Leaving FullNAT drops the pool.
-//! - `-A` without `-s` picks xlb's default, Maglev (ipvsadm's is wlc); `-E` without `-s`
-//!   keeps the scheduler, and `-e` without `-w` keeps the weight.
+//! - `-A` without `-s` gives `wlc`, as ipvsadm does (a `[[service]]` of the config file
+//!   without `scheduler` is still Maglev, xlb's default); `-E` without `-s` keeps the
+//!   scheduler, and `-e` without `-w` keeps the weight.
 //! - What xlb's config holds beyond ipvsadm's model has long options, used by `-A|-E` and
 //!   written by `-S` only when not the default: `--maglev-table-size N`,
 //!   `--health-check tcp|http|udp|none`, `--health-interval SECS`, `--health-timeout SECS`,
@@ -58,10 +60,17 @@
 //!   without services, give the same services (property-tested).
 //! - Every error names the argument, service or real server at fault.
 //!
-//! Output formats follow ipvsadm 1.31's `print_title`, `print_service_entry` and
-//! `print_conn` (`-L -n`, `--stats`/`--rate` with `--exact` numbers, `-c`), with xlb's name
-//! in place of the kernel's IPVS version line, so that the lines scripts split on
-//! whitespace are where they expect them.
+//! Output formats follow ipvsadm 1.31's `list_all`, `print_title`, `print_service_entry`
+//! and `print_conn` (`-L -n`, `--stats`/`--rate` with `--exact` numbers, `-c`), so that the
+//! lines scripts split on whitespace are where they expect them: the `IP Virtual Server
+//! version 1.2.1 (size=N)` line for a full listing only, services and real servers sorted
+//! as ipvsadm sorts them unless `--nosort` ([`listing_order`]).
+//!
+//! `xlb ctl` takes `--socket PATH` anywhere on its line ([`take_socket`]), else
+//! `$XLB_SOCKET`; a symlink named `ipvsadm` to xlb is `xlb ctl`. Every refusal printed
+//! begins `xlb ctl: ` ([`REFUSAL_PREFIX`]); in `-R` it names the line and shows it.
+//! `-S` writes xlb's own options of a service on a `# xlb: -E ...` line ([`save`]), which
+//! ipvsadm's `-R` skips as a comment and xlb's reads ([`parse_restore`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
@@ -194,6 +203,9 @@ pub struct ListOptions {
     pub format: ListFormat,
     /// `-t|-u VIP:port`: only this service.
     pub service: Option<ServiceId>,
+    /// `--nosort`: services and real servers in the config's order, not sorted as ipvsadm
+    /// sorts them.
+    pub nosort: bool,
 }
 
 /// One ipvsadm command.
@@ -351,6 +363,9 @@ impl fmt::Display for Command {
                     ListFormat::Rate => f.write_str(" --rate")?,
                     ListFormat::Connections => f.write_str(" -c")?,
                 }
+                if options.nosort {
+                    f.write_str(" --nosort")?;
+                }
                 match &options.service {
                     Some(service) => write!(f, " {}", service_arg(service)),
                     None => Ok(()),
@@ -465,8 +480,9 @@ pub enum CtlError {
     },
     /// A real server's forwarding flag is not its service's.
     #[error(
-        "service {service} forwards by {has}; xlb sets the forwarding method per service, so \
-         real server {server} cannot use {asked} ({hint})"
+        "service {service} forwards by {has}; xlb sets the forwarding method per service (one \
+         rewrite per service, and DR's replies bypass the box where NAT's and FullNAT's come \
+         back through it), so real server {server} cannot use {asked} ({hint})"
     )]
     ForwardMismatch {
         /// The service.
@@ -501,8 +517,11 @@ pub enum CtlError {
     /// One command of a `-R` failed; nothing was applied.
     #[error("{command}: {error}")]
     Restore {
-        /// The failing command, as ipvsadm syntax (or `line N` when it did not parse).
+        /// The failing command: `line N (the line)` when the restore text is known, else as
+        /// ipvsadm syntax (`-R` for a rule broken by the whole result).
         command: String,
+        /// Which command of the restore failed (0-based), when one did.
+        index: Option<usize>,
         /// Why.
         error: Box<CtlError>,
     },
@@ -538,6 +557,7 @@ enum Key {
     Rate,
     Exact,
     Sort,
+    NoSort,
     Laddr,
     Ifname,
     MaglevSize,
@@ -630,6 +650,7 @@ const SPECS: &[Spec] = &[
     spec(None, "rate", false, Key::Rate),
     spec(Some('X'), "exact", false, Key::Exact),
     spec(None, "sort", false, Key::Sort),
+    spec(None, "nosort", false, Key::NoSort),
     spec(Some('z'), "laddr", true, Key::Laddr),
     spec(Some('F'), "ifname", true, Key::Ifname),
     spec(None, "maglev-table-size", true, Key::MaglevSize),
@@ -737,8 +758,43 @@ fn tokenize(args: &[String]) -> Result<Vec<Given>, CtlError> {
     Ok(given)
 }
 
+/// The environment variable naming the control socket when `--socket` is not given.
+pub const SOCKET_ENV: &str = "XLB_SOCKET";
+
+/// Takes `--socket PATH` (or `--socket=PATH`) out of `args`, wherever it stands, as
+/// `xlb ctl` reads it before the ipvsadm command line; `None` when absent. Given twice, or
+/// without a path, is an error.
+pub fn take_socket(args: &mut Vec<String>) -> Result<Option<String>, CtlError> {
+    let mut found: Option<String> = None;
+    let mut at = 0;
+    while at < args.len() {
+        let path = if args[at] == "--socket" {
+            let path = args.get(at + 1).cloned().filter(|p| !p.is_empty());
+            let path = path.ok_or_else(|| usage("--socket needs a path"))?;
+            args.drain(at..at + 2);
+            path
+        } else if let Some(path) = args[at].strip_prefix("--socket=") {
+            if path.is_empty() {
+                return Err(usage("--socket needs a path"));
+            }
+            let path = path.to_string();
+            args.remove(at);
+            path
+        } else {
+            at += 1;
+            continue;
+        };
+        if let Some(first) = &found {
+            return Err(usage(format!("--socket given twice ({first} and {path})")));
+        }
+        found = Some(path);
+    }
+    Ok(found)
+}
+
 /// Parses one ipvsadm command line (without the program name), e.g.
-/// `["-a", "-t", "10.1.1.10:80", "-r", "10.1.1.11", "-g", "-w", "2"]`.
+/// `["-a", "-t", "10.1.1.10:80", "-r", "10.1.1.11", "-g", "-w", "2"]`. (No arguments is
+/// an error here; `xlb ctl` sends `-L -n` for them, as a bare `ipvsadm` lists.)
 pub fn parse(args: &[String]) -> Result<Command, CtlError> {
     let given = tokenize(args)?;
     let mut verbs = given.iter().filter_map(|g| match g.key {
@@ -810,6 +866,7 @@ pub fn parse(args: &[String]) -> Result<Command, CtlError> {
             options.take(Key::Numeric);
             options.take(Key::Exact);
             options.take(Key::Sort);
+            let nosort = options.take(Key::NoSort).is_some();
             let formats = [
                 (Key::Stats, ListFormat::Stats),
                 (Key::Rate, ListFormat::Rate),
@@ -827,7 +884,7 @@ pub fn parse(args: &[String]) -> Result<Command, CtlError> {
                 }
             }
             let service = options.service()?;
-            Command::List(ListOptions { format, service })
+            Command::List(ListOptions { format, service, nosort })
         }
         Verb::Save => {
             options.take(Key::Numeric);
@@ -1102,22 +1159,55 @@ fn parse_seconds(text: &str) -> Option<Duration> {
     Some(Duration::new(secs, nanos)).filter(|d| !d.is_zero())
 }
 
-/// Parses the text `-R` reads: one command a line, as [`save`] writes them; blank lines and
-/// lines starting with `#` are skipped, as is a leading `ipvsadm` word. Only commands that
-/// change the config may appear. An error names the line.
+/// Parses the text `-R` reads: one command a line, as [`save`] writes them; blank lines are
+/// skipped, and so is everything from a `#` on, as ipvsadm's `-R` does, except that a line
+/// starting with `# xlb:` is read as the command after it (what [`save`] writes for xlb's
+/// own options: ipvsadm skips it, xlb applies it). A leading `ipvsadm` word is skipped.
+/// Only commands that change the config may appear. An error names the line.
 pub fn parse_restore(text: &str) -> Result<Vec<Command>, CtlError> {
+    Ok(parse_restore_lines(text)?.into_iter().map(|line| line.command).collect())
+}
+
+/// One command of a `-R` text and where it stood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreLine {
+    /// The line number, from 1.
+    pub number: usize,
+    /// The line as written (trimmed).
+    pub text: String,
+    /// The command.
+    pub command: Command,
+}
+
+impl RestoreLine {
+    /// `line 4 (-a -t 10.1.1.10:80 -r 10.1.1.11)`, as refusals name it.
+    fn name(&self) -> String {
+        format!("line {} ({})", self.number, self.text)
+    }
+}
+
+/// The prefix of the lines [`save`] writes for xlb's own options.
+pub const XLB_LINE: &str = "# xlb:";
+
+/// [`parse_restore`], keeping each command's line for messages.
+pub fn parse_restore_lines(text: &str) -> Result<Vec<RestoreLine>, CtlError> {
     let mut commands = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        let body = match line.strip_prefix(XLB_LINE) {
+            Some(xlb) => xlb,
+            None => line.split('#').next().unwrap_or_default(),
+        };
+        if body.trim().is_empty() {
             continue;
         }
-        let mut words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let mut words: Vec<String> = body.split_whitespace().map(str::to_string).collect();
         if words.first().is_some_and(|w| w == "ipvsadm" || w.ends_with("/ipvsadm")) {
             words.remove(0);
         }
         let at_line = |error| CtlError::Restore {
             command: format!("line {} ({line})", index + 1),
+            index: None,
             error: Box::new(error),
         };
         let command = parse(&words).map_err(at_line)?;
@@ -1127,7 +1217,7 @@ pub fn parse_restore(text: &str) -> Result<Vec<Command>, CtlError> {
                 words.first().map_or("", String::as_str)
             ))));
         }
-        commands.push(command);
+        commands.push(RestoreLine { number: index + 1, text: line.to_string(), command });
     }
     Ok(commands)
 }
@@ -1141,7 +1231,9 @@ pub fn apply(config: &Config, command: &Command) -> Result<Config, CtlError> {
     let mut next = config.clone();
     change(&mut next, command)?;
     check(&next).map_err(|error| match command {
-        Command::Restore(_) => CtlError::Restore { command: "-R".into(), error: Box::new(error) },
+        Command::Restore(_) => {
+            CtlError::Restore { command: "-R".into(), index: None, error: Box::new(error) }
+        }
         _ => error,
     })?;
     Ok(next)
@@ -1200,7 +1292,7 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
                 vip: service.vip,
                 port: service.port,
                 proto: service.proto,
-                scheduler: SchedulerKind::Maglev,
+                scheduler: SchedulerKind::Wlc,
                 forward: ForwardMode::Dr,
                 local_addrs: Vec::new(),
                 maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
@@ -1297,9 +1389,10 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
             }
         }
         Command::Restore(commands) => {
-            for command in commands {
+            for (index, command) in commands.iter().enumerate() {
                 change(config, command).map_err(|error| CtlError::Restore {
                     command: command.to_string(),
+                    index: Some(index),
                     error: Box::new(error),
                 })?;
             }
@@ -1329,7 +1422,9 @@ fn mismatch(
         server,
         has,
         asked,
-        hint: "give the service's flag, or none; -E -g|-m|-b changes the service's method",
+        hint: "give the service's flag, or none; -E -g|-m|-b changes the service's method; \
+               real servers of another method need a service of their own, on another VIP \
+               or port",
     }
 }
 
@@ -1487,7 +1582,11 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
                 .then_some(service.maglev_table_size),
             health,
         };
+        let (options, xlb_only) = split_xlb_only(options);
         commands.push(Command::AddService { service: id, options });
+        if xlb_only != ServiceOptions::default() {
+            commands.push(Command::EditService { service: id, options: xlb_only });
+        }
         for backend in &service.backends {
             commands.push(Command::AddServer {
                 service: id,
@@ -1500,14 +1599,48 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
     commands
 }
 
+/// The schedulers IPVS has: `-S` writes the others on the `# xlb:` line.
+fn ipvs_has(scheduler: SchedulerKind) -> bool {
+    use SchedulerKind::*;
+    matches!(scheduler, Rr | Wrr | Lc | Wlc | Sed | Nq | Sh | Mh)
+}
+
+/// Splits `-A`'s options into what ipvsadm also takes and xlb's own (health checks, the
+/// Maglev table size, a scheduler IPVS lacks), which [`save`] writes as a `# xlb: -E` line.
+fn split_xlb_only(options: ServiceOptions) -> (ServiceOptions, ServiceOptions) {
+    let scheduler = options.scheduler.filter(|s| !ipvs_has(*s));
+    let xlb = ServiceOptions {
+        scheduler,
+        maglev_table_size: options.maglev_table_size,
+        health: options.health.clone(),
+        ..ServiceOptions::default()
+    };
+    let ipvs = ServiceOptions {
+        scheduler: options.scheduler.filter(|s| ipvs_has(*s)),
+        maglev_table_size: None,
+        health: HealthOptions::default(),
+        ..options
+    };
+    (ipvs, xlb)
+}
+
 /// `ipvsadm -S -n`: one line per service and real server, which `-R` restores exactly.
+/// xlb's own options of a service follow its `-A` line as a `# xlb: -E ...` line, which
+/// ipvsadm's `-R` skips as a comment and xlb's applies: the file restores on an LVS box too
+/// (with ipvsadm's default scheduler, `wlc`, where xlb's is one IPVS lacks).
 ///
 /// ```text
 /// -A -t 10.1.1.10:80 -s rr
+/// # xlb: -E -t 10.1.1.10:80 --health-check http
 /// -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1
 /// ```
 pub fn save(config: &Config) -> String {
-    save_commands(config).iter().map(|command| format!("{command}\n")).collect()
+    let line = |command: &Command| match command {
+        // save_commands writes -E only for xlb's own options.
+        Command::EditService { .. } => format!("{XLB_LINE} {command}\n"),
+        _ => format!("{command}\n"),
+    };
+    save_commands(config).iter().map(line).collect()
 }
 
 // Listing.
@@ -1548,15 +1681,58 @@ pub struct ListView {
     pub connections: Vec<ConnEntry>,
 }
 
-/// The first line of every `-L` table, where ipvsadm names the kernel's IPVS version.
+/// The first line of a full `-L` listing (not of `-L -t|-u VIP:port`), as ipvsadm prints
+/// it: the IPVS version that ipvsadm 1.31 on any current kernel shows, and the connection
+/// table's size. Scripts and monitoring that match this line match xlb's.
 fn title(snapshot: &Snapshot) -> String {
-    format!("xlb {} (size={})\n", env!("CARGO_PKG_VERSION"), snapshot.conntrack.capacity)
+    format!("IP Virtual Server version 1.2.1 (size={})\n", snapshot.conntrack.capacity)
+}
+
+/// The services of a listing and, per service, its real servers, as indices into
+/// `snapshot.services` and `snapshot.backends`: only `only` if given, sorted as ipvsadm's
+/// `ipvs_cmp_services` and `ipvs_cmp_dests` sort them unless `nosort` (then in the config's
+/// order). Services: IPv4 before IPv6, TCP before UDP, then address and port numerically;
+/// real servers: address, then port. (ipvsadm compares addresses by a subtraction that
+/// wraps when they are 2^31 or more apart; xlb compares them as numbers.)
+pub fn listing_order(
+    snapshot: &Snapshot,
+    only: Option<usize>,
+    nosort: bool,
+) -> Vec<(usize, Vec<usize>)> {
+    let mut services: Vec<usize> =
+        (0..snapshot.services.len()).filter(|i| only.is_none_or(|only| only == *i)).collect();
+    if !nosort {
+        services.sort_by_key(|&i| {
+            let s = &snapshot.services[i];
+            (s.vip.is_ipv6(), proto_number(s.proto), s.vip, s.port)
+        });
+    }
+    services
+        .into_iter()
+        .map(|i| {
+            let mut backends: Vec<usize> = snapshot.services[i].backends.clone().collect();
+            if !nosort {
+                backends.sort_by_key(|&b| {
+                    snapshot.backends.get(b).map(|e| (e.addr.is_ipv6(), e.addr, e.port))
+                });
+            }
+            (i, backends)
+        })
+        .collect()
+}
+
+/// The IP protocol number, by which ipvsadm sorts services (TCP 6 before UDP 17).
+fn proto_number(proto: Proto) -> u8 {
+    match proto {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
 }
 
 /// The listing `view.options` asks for, in ipvsadm's format.
 ///
 /// ```text
-/// xlb 0.1.0 (size=1000000)
+/// IP Virtual Server version 1.2.1 (size=1000000)
 /// Prot LocalAddress:Port Scheduler Flags
 ///   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 /// TCP  10.1.1.10:80 rr
@@ -1567,22 +1743,22 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
     if view.options.service.is_some() && only.is_none() {
         return String::new();
     }
+    let order = listing_order(snapshot, only, view.options.nosort);
+    let head = if view.options.service.is_none() { title(snapshot) } else { String::new() };
     match view.options.format {
         ListFormat::Table => {
-            let mut out = title(snapshot);
+            let mut out = head;
             out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
             out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
-            for (index, service) in snapshot.services.iter().enumerate() {
-                if only.is_some_and(|only| only != index) {
-                    continue;
-                }
+            for (index, backends) in &order {
+                let service = &snapshot.services[*index];
                 out.push_str(&service_line(
                     service.proto,
                     service.vip,
                     service.port,
                     service.scheduler.kind(),
                 ));
-                for backend in service.backends.clone() {
+                for &backend in backends {
                     let Some(entry) = snapshot.backends.get(backend) else { continue };
                     let figure = |v: &[u64]| v.get(backend).copied().unwrap_or(0);
                     out.push_str(&server_line(
@@ -1598,11 +1774,11 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
         }
         ListFormat::Stats => {
             let rows: Vec<[u64; 5]> = view.counters.iter().map(stats::stats_row).collect();
-            title(snapshot) + &stats::ipvsadm_table(snapshot, stats::STATS_TITLES, &rows, only)
+            head + &stats::ipvsadm_table_in(snapshot, stats::STATS_TITLES, &rows, &order)
         }
         ListFormat::Rate => {
             let rows: Vec<[u64; 5]> = view.rates.iter().map(BackendRates::row).collect();
-            title(snapshot) + &stats::ipvsadm_table(snapshot, stats::RATE_TITLES, &rows, only)
+            head + &stats::ipvsadm_table_in(snapshot, stats::RATE_TITLES, &rows, &order)
         }
         ListFormat::Connections => {
             let mut out = String::from("IPVS connection entries\n");
@@ -1690,8 +1866,8 @@ pub fn decide(config: &Config, request: &Request) -> Outcome {
     let command = match parse(&request.args) {
         Ok(Command::Restore(_)) => {
             let text = request.stdin.as_deref().unwrap_or_default();
-            match parse_restore(text) {
-                Ok(commands) => Command::Restore(commands),
+            match parse_restore_lines(text) {
+                Ok(lines) => return decide_restore(config, lines),
                 Err(error) => return Outcome::Reply(refusal(&error)),
             }
         }
@@ -1718,11 +1894,7 @@ pub fn decide(config: &Config, request: &Request) -> Outcome {
                 "--{state} needs [fleet] mode = \"vrrp\" in the config (this box runs {})",
                 crate::fleet::describe(config.fleet, VrrpState::Standby)
             );
-            Outcome::Reply(Response {
-                stdout: String::new(),
-                stderr: format!("{why}\n"),
-                status: 1,
-            })
+            Outcome::Reply(refused(why, 1))
         }
         Command::Fleet(set) => Outcome::Fleet(set),
         command => match apply(config, &command) {
@@ -1734,8 +1906,32 @@ pub fn decide(config: &Config, request: &Request) -> Outcome {
     }
 }
 
+/// `-R`: all lines or none; a refusal names the line at fault and shows it.
+fn decide_restore(config: &Config, lines: Vec<RestoreLine>) -> Outcome {
+    let named: Vec<String> = lines.iter().map(RestoreLine::name).collect();
+    let command = Command::Restore(lines.into_iter().map(|line| line.command).collect());
+    match apply(config, &command) {
+        Ok(next) => {
+            Outcome::Apply { config: Box::new(next), reply: Response::success(String::new()) }
+        }
+        Err(CtlError::Restore { index: Some(index), error, .. }) if index < named.len() => {
+            let command = named[index].clone();
+            Outcome::Reply(refusal(&CtlError::Restore { command, index: Some(index), error }))
+        }
+        Err(error) => Outcome::Reply(refusal(&error)),
+    }
+}
+
+/// The prefix of every refusal `xlb ctl` prints, from the daemon or its own checks.
+pub const REFUSAL_PREFIX: &str = "xlb ctl: ";
+
+/// A refusal: `xlb ctl: ` and what is wrong, on stderr, with the error's exit status.
 fn refusal(error: &CtlError) -> Response {
-    Response { stdout: String::new(), stderr: format!("{error}\n"), status: error.status() }
+    refused(error.to_string(), error.status())
+}
+
+fn refused(why: String, status: i32) -> Response {
+    Response { stdout: String::new(), stderr: format!("{REFUSAL_PREFIX}{why}\n"), status }
 }
 
 /// What [`handle`] needs from the running daemon.
@@ -1772,11 +1968,7 @@ pub fn handle<D: Daemon>(state: &mut CtlState<D>, request: Request) -> Response 
                 state.config = *config;
                 reply
             }
-            Err(why) => Response {
-                stdout: String::new(),
-                stderr: format!("refused, nothing changed: {why}\n"),
-                status: 1,
-            },
+            Err(why) => refused(format!("refused, nothing changed: {why}"), 1),
         },
         Outcome::List(options) => {
             let view = state.daemon.view(&options);
@@ -1793,19 +1985,25 @@ pub fn handle<D: Daemon>(state: &mut CtlState<D>, request: Request) -> Response 
 /// `xlb ctl -h`.
 pub const HELP: &str = "\
 xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
+Usage: xlb ctl [--socket PATH] COMMAND [OPTIONS]   (or through a symlink named ipvsadm)
+Commands:
   -A|-E -t|-u VIP:port [-s SCHED] [-g|-m|-b [-z LIP]...]   add or edit a virtual service
   -D -t|-u VIP:port                                       delete a virtual service
   -a|-e -t|-u VIP:port -r RIP[:port] [-g|-m|-b] [-w W]    add or edit a real server
   -d -t|-u VIP:port -r RIP[:port]                         delete a real server
   -P|-Q -t|-u VIP:port -z LIP                             add or delete a FullNAT local address
-  -L|-l [-n] [--stats|--rate|-c] [-t|-u VIP:port]          list
+  -L|-l [-n] [--stats|--rate|-c] [--nosort] [-t|-u VIP:port]  list (sorted as ipvsadm sorts)
   -S [-n]                                                 save, as commands -R restores
   -R                                                      restore from stdin (all or nothing)
   -C                                                      delete every virtual service
   -Z [-t|-u VIP:port]                                     zero counters
+  -h                                                      this help
   --active | --standby                                    VRRP state ([fleet] mode = \"vrrp\")
   --fleet                                                 print the fleet mode and state
-Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
+The control socket: --socket PATH anywhere on the line, else $XLB_SOCKET, else
+  /run/xlb/xlb.sock.
+Schedulers: IPVS's rr, wrr, lc, wlc (the default of -A), sed, nq, sh, mh (Maglev);
+  xlb's maglev, random, wrandom, lt.
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
 IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
   IPv4 only for now: an IPv6 service is refused when it would be installed).
@@ -1813,7 +2011,8 @@ IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb for
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
   --health-via-vip yes|no,
-  --health-http-path P, --health-http-status N, --on-failure drain|remove.
+  --health-http-path P, --health-http-status N, --on-failure drain|remove;
+  -S writes them on \"# xlb: -E ...\" lines, which ipvsadm -R skips and xlb ctl -R reads.
 ";
 
 #[cfg(test)]
@@ -1884,7 +2083,7 @@ mod tests {
         match cmd("-A -u 10.1.1.10:53 -s mh") {
             Command::AddService { service, options } => {
                 assert_eq!(service.proto, Proto::Udp);
-                assert_eq!(options.scheduler, Some(SchedulerKind::Maglev));
+                assert_eq!(options.scheduler, Some(SchedulerKind::Mh));
             }
             other => panic!("{other:?}"),
         }
@@ -1910,7 +2109,7 @@ mod tests {
             cmd("-a -t 10.1.1.10:80 -r 10.1.1.11:8080 --fullnat"),
             Command::AddServer { forward: Some(ForwardMode::FullNat), .. }
         ));
-        let list = |format, service| Command::List(ListOptions { format, service });
+        let list = |format, service| Command::List(ListOptions { format, service, nosort: false });
         assert_eq!(cmd("-L -n"), list(ListFormat::Table, None));
         assert_eq!(cmd("-Ln"), list(ListFormat::Table, None));
         assert_eq!(cmd("-l"), list(ListFormat::Table, None));
@@ -2232,7 +2431,8 @@ mod tests {
             "-A -t 10.1.1.10:80 -s rr\n\
              -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1\n\
              -a -t 10.1.1.10:80 -r 10.1.1.12:80 -g -w 2\n\
-             -A -t 10.1.1.20:443 -s wlc -b -z 10.1.1.200 --health-check http --health-http-path /healthz\n\
+             -A -t 10.1.1.20:443 -s wlc -b -z 10.1.1.200\n\
+             # xlb: -E -t 10.1.1.20:443 --health-check http --health-http-path /healthz\n\
              -a -t 10.1.1.20:443 -r 10.1.2.30:8443 -b -w 7\n"
         );
     }
@@ -2343,7 +2543,8 @@ mod tests {
             "-A -t [2001:db8:1::10]:80 -s wlc",
             "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::11]:80 -g -w 1",
             "-a -t [2001:db8:1::10]:80 -r [2001:db8:1::12]:80 -g -w 2",
-            "-A -u [2001:db8:1::10]:53 -s rr -b -z 2001:db8:1::200 --sorry-server [2001:db8:2::30]:5353",
+            "-A -u [2001:db8:1::10]:53 -s rr -b -z 2001:db8:1::200",
+            "# xlb: -E -u [2001:db8:1::10]:53 --sorry-server [2001:db8:2::30]:5353",
             "-a -u [2001:db8:1::10]:53 -r [2001:db8:2::13]:5353 -b -w 1",
             "-A -t 10.1.1.10:80 -s rr",
             "-a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1",
@@ -2551,10 +2752,13 @@ mod tests {
     }
 
     fn view(format: ListFormat) -> ListView {
-        ListView { options: ListOptions { format, service: None }, ..ListView::default() }
+        ListView {
+            options: ListOptions { format, ..ListOptions::default() },
+            ..ListView::default()
+        }
     }
 
-    const HEAD: &str = concat!("xlb ", env!("CARGO_PKG_VERSION"), " (size=1000000)\n");
+    const HEAD: &str = "IP Virtual Server version 1.2.1 (size=1000000)\n";
 
     #[test]
     fn lists_like_ipvsadm_l_n() {
@@ -2577,7 +2781,7 @@ mod tests {
             port: 53,
         });
         let one = list(&snapshot, &v);
-        assert_eq!(one.lines().count(), 5, "{one}");
+        assert_eq!(one.lines().count(), 4, "{one}");
         assert!(one.contains("UDP  10.1.1.10:53 wrr") && !one.contains("TCP"));
     }
 
@@ -2708,7 +2912,7 @@ mod tests {
         // `-L -n -t [2001:db8:1::10]:80`: that service alone.
         v.options.service = Some(web6());
         let one = list(&snapshot, &v);
-        assert_eq!(one.lines().count(), 6, "{one}");
+        assert_eq!(one.lines().count(), 5, "{one}");
         assert!(one.contains("TCP  [2001:db8:1::10]:80 wlc") && !one.contains("10.1.1.10"));
         // `--stats`: the service line sums its real servers, addresses in brackets.
         let mut v = view(ListFormat::Stats);
@@ -2726,12 +2930,13 @@ mod tests {
         let row = |name: &str, figures: [u64; 5]| {
             format!("{name:<33}") + &figures.map(|n| format!("{n:>9}")).concat()
         };
-        assert_eq!(lines[3], row("TCP  [2001:db8:1::10]:80", [5, 50, 45, 5000, 45000]));
+        // (No version line: a listing of one service has none, as in ipvsadm.)
+        assert_eq!(lines[2], row("TCP  [2001:db8:1::10]:80", [5, 50, 45, 5000, 45000]));
         assert_eq!(
-            lines[4],
+            lines[3],
             row(&format!("  -> {:<28}", "[2001:db8:1::11]:8080"), [2, 20, 18, 2000, 18000])
         );
-        assert_eq!(lines.len(), 6, "{stats}");
+        assert_eq!(lines.len(), 5, "{stats}");
         // `--rate` likewise.
         let mut v = view(ListFormat::Rate);
         v.rates = vec![
@@ -2812,7 +3017,10 @@ mod tests {
 
         let response = handle(&mut state, request("-A -t 10.1.1.10:80", None));
         assert_eq!(response.status, 1);
-        assert_eq!(response.stderr, "service 10.1.1.10:80/tcp already exists (-E changes it)\n");
+        assert_eq!(
+            response.stderr,
+            "xlb ctl: service 10.1.1.10:80/tcp already exists (-E changes it)\n"
+        );
         let response = handle(&mut state, request("-A --frobnicate", None));
         assert_eq!(response.status, 2);
         assert!(response.stderr.contains("--frobnicate"));
@@ -2830,11 +3038,188 @@ mod tests {
         state.daemon.refuse = Some("VIP is the interface address".into());
         let response = handle(&mut state, request("-D -t 10.1.1.10:80", None));
         assert_eq!(response.status, 1);
-        assert_eq!(response.stderr, "refused, nothing changed: VIP is the interface address\n");
+        assert_eq!(
+            response.stderr,
+            "xlb ctl: refused, nothing changed: VIP is the interface address\n"
+        );
         assert_eq!(state.config, before);
 
         assert_eq!(handle(&mut state, request("-Z -t 10.1.1.10:80", None)).status, 0);
         assert_eq!(state.daemon.zeroed, [Some(web())]);
         assert!(handle(&mut state, request("-h", None)).stdout.contains("-A|-E"));
+    }
+
+    // Issue 15: ipvsadm's exact habits.
+
+    #[test]
+    fn schedulers_have_ipvs_names_and_a_bare_a_gives_wlc() {
+        let config = run(&base(), "-A -t 10.1.1.20:80").unwrap();
+        assert_eq!(config.services[1].scheduler, SchedulerKind::Wlc, "ipvsadm's default");
+        for name in ["sed", "nq", "mh"] {
+            let config = run(&base(), &format!("-A -t 10.1.1.20:80 -s {name}")).unwrap();
+            assert_eq!(config.services[1].scheduler.name(), name);
+            let listing = list(&snapshot_of(&config), &view(ListFormat::Table));
+            assert!(listing.contains(&format!("TCP  10.1.1.20:80 {name}\n")), "{listing}");
+            assert!(save(&config).contains(&format!("-A -t 10.1.1.20:80 -s {name}\n")));
+        }
+    }
+
+    #[test]
+    fn only_a_full_listing_has_the_ipvs_version_line() {
+        let snapshot = snapshot_of(&two_services());
+        for format in [ListFormat::Table, ListFormat::Stats, ListFormat::Rate] {
+            let mut v = view(format);
+            let all = list(&snapshot, &v);
+            assert_eq!(all.lines().next(), Some("IP Virtual Server version 1.2.1 (size=1000000)"));
+            v.options.service = Some(web());
+            let one = list(&snapshot, &v);
+            assert!(one.starts_with("Prot LocalAddress:Port"), "{format:?}: {one}");
+        }
+    }
+
+    #[test]
+    fn listings_sort_as_ipvsadm_unless_nosort() {
+        let mut config = base6();
+        for line in [
+            "-A -u 10.1.1.9:53 -s rr",
+            "-A -t [2001:db8:1::10]:80 -s rr",
+            "-A -t 10.1.1.10:22 -s rr",
+            "-A -t 10.1.1.9:443 -s rr -m",
+            "-a -t 10.1.1.9:443 -r 10.1.1.12:443",
+            "-a -t 10.1.1.9:443 -r 10.1.1.11:8443",
+            "-a -t 10.1.1.9:443 -r 10.1.1.11:443",
+            "-a -t 10.1.1.9:443 -r 10.1.1.100:443",
+        ] {
+            config = run(&config, line).unwrap();
+        }
+        let snapshot = snapshot_of(&config);
+        let names = |text: &str| -> Vec<String> {
+            text.lines()
+                .skip(3)
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .collect()
+        };
+        let sorted = [
+            "TCP 10.1.1.9:443 rr",
+            "-> 10.1.1.11:443 Masq",
+            "-> 10.1.1.11:8443 Masq",
+            "-> 10.1.1.12:443 Masq",
+            "-> 10.1.1.100:443 Masq",
+            "TCP 10.1.1.10:22 rr",
+            "UDP 10.1.1.9:53 rr",
+            "TCP [2001:db8:1::10]:80 rr",
+        ];
+        let mut v = view(ListFormat::Table);
+        assert_eq!(names(&list(&snapshot, &v)), sorted);
+        v.options.nosort = true;
+        assert_eq!(
+            names(&list(&snapshot, &v)),
+            [
+                "UDP 10.1.1.9:53 rr",
+                "TCP [2001:db8:1::10]:80 rr",
+                "TCP 10.1.1.10:22 rr",
+                "TCP 10.1.1.9:443 rr",
+                "-> 10.1.1.12:443 Masq",
+                "-> 10.1.1.11:8443 Masq",
+                "-> 10.1.1.11:443 Masq",
+                "-> 10.1.1.100:443 Masq",
+            ]
+        );
+        // --stats sorts the same way; --nosort parses and prints back.
+        let stats = list(&snapshot, &view(ListFormat::Stats));
+        let firsts: Vec<&str> =
+            stats.lines().skip(3).filter_map(|l| l.split_whitespace().nth(1)).collect();
+        assert_eq!(firsts[..3], ["10.1.1.9:443", "10.1.1.11:443", "10.1.1.11:8443"]);
+        assert_eq!(cmd("-L -n --nosort").to_string(), "-L -n --nosort");
+        match cmd("-Ln --nosort") {
+            Command::List(options) => assert!(options.nosort),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn save_puts_xlb_options_on_comment_lines_that_restore_reads_back() {
+        let config = run(
+            &base(),
+            "-A -t 10.1.1.20:443 -s maglev -m --maglev-table-size 251 --health-check http \
+             --health-http-path /healthz",
+        )
+        .unwrap();
+        let config = run(&config, "-a -t 10.1.1.20:443 -r 10.1.2.30:8443 -w 7").unwrap();
+        let config = run(&config, "-E -t 10.1.1.10:80 --health-rise 5").unwrap();
+        let saved = save(&config);
+        assert_eq!(
+            saved,
+            "-A -t 10.1.1.10:80 -s rr\n\
+             # xlb: -E -t 10.1.1.10:80 --health-rise 5\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.11:80 -g -w 1\n\
+             -a -t 10.1.1.10:80 -r 10.1.1.12:80 -g -w 2\n\
+             -A -t 10.1.1.20:443 -m\n\
+             # xlb: -E -t 10.1.1.20:443 -s maglev --maglev-table-size 251 --health-check http \
+             --health-http-path /healthz\n\
+             -a -t 10.1.1.20:443 -r 10.1.2.30:8443 -m -w 7\n"
+        );
+        // Every line ipvsadm reads (the comments aside) uses only ipvsadm's options.
+        for line in saved.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("--"), "{line}");
+        }
+        // -C then -R gives the same services back.
+        let restored =
+            apply(&config, &Command::Restore(parse_restore(&format!("-C\n{saved}")).unwrap()));
+        assert_eq!(restored.unwrap(), config);
+        // ipvsadm's own comments (after a #, anywhere) are skipped.
+        let commands =
+            parse_restore("-A -t 10.1.1.30:80 -s rr # web\n#-D -t 10.1.1.10:80\n").unwrap();
+        assert_eq!(commands.len(), 1);
+    }
+
+    #[test]
+    fn restore_refusals_name_the_line_and_begin_xlb_ctl() {
+        let mut state = CtlState {
+            config: base(),
+            daemon: FakeDaemon {
+                snapshot: snapshot_of(&base()),
+                refuse: None,
+                installed: 0,
+                zeroed: vec![],
+                vrrp: VrrpState::Standby,
+            },
+        };
+        let text = "# saved\n-A -t 10.1.1.20:80 -s rr\n\n-a -t 10.1.1.20:80 -r 10.1.1.11\n\
+                    -a -t 10.1.1.20:80 -r 10.1.1.11\n";
+        let response = handle(&mut state, request("-R", Some(text)));
+        assert_eq!(response.status, 1);
+        assert_eq!(
+            response.stderr,
+            "xlb ctl: line 5 (-a -t 10.1.1.20:80 -r 10.1.1.11): service 10.1.1.20:80/tcp already \
+             has real server 10.1.1.11:80 (-e changes it)\n"
+        );
+        let response = handle(&mut state, request("-D -t 10.1.1.99:80", None));
+        assert!(response.stderr.starts_with("xlb ctl: service 10.1.1.99:80/tcp"), "{response:?}");
+        let response = handle(&mut state, request("-A -s", None));
+        assert!(response.stderr.starts_with("xlb ctl: -s needs a value"), "{response:?}");
+        assert_eq!(state.config, base());
+    }
+
+    #[test]
+    fn the_socket_option_is_taken_from_anywhere() {
+        let mut words = args("-L --socket /tmp/a.sock -n");
+        assert_eq!(take_socket(&mut words), Ok(Some("/tmp/a.sock".into())));
+        assert_eq!(words, args("-L -n"));
+        let mut words = args("-L -n --socket=/tmp/b.sock");
+        assert_eq!(take_socket(&mut words), Ok(Some("/tmp/b.sock".into())));
+        assert_eq!(words, args("-L -n"));
+        let mut words = args("-L -n");
+        assert_eq!(take_socket(&mut words), Ok(None));
+        assert!(take_socket(&mut args("-L --socket")).is_err());
+        assert!(take_socket(&mut args("--socket=/a -L --socket /b")).is_err());
+    }
+
+    #[test]
+    fn mixed_forwarding_in_one_service_is_refused_with_the_reason() {
+        let error = run(&base(), "-a -t 10.1.1.10:80 -r 10.1.1.13 -m").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("DR's replies bypass the box"), "{text}");
+        assert!(text.contains("need a service of their own"), "{text}");
     }
 }

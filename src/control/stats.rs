@@ -247,12 +247,28 @@ pub fn ipvsadm_rate(snapshot: &Snapshot, rates: &[BackendRates]) -> String {
 /// An ipvsadm figures table (`--stats` or `--rate`, by `titles`): a service line carries
 /// the sum of its real servers' rows. `rows` is indexed like `snapshot.backends` (a missing
 /// row counts as zeros); `only` restricts the table to one service index, as
-/// `ipvsadm -L -t VIP:port` does.
+/// `ipvsadm -L -t VIP:port` does. Services and real servers come in the snapshot's order.
 pub fn ipvsadm_table(
     snapshot: &Snapshot,
     titles: [&str; 5],
     rows: &[[u64; 5]],
     only: Option<usize>,
+) -> String {
+    let order: Vec<(usize, Vec<usize>)> = (snapshot.services.iter().enumerate())
+        .filter(|(index, _)| only.is_none_or(|only| only == *index))
+        .map(|(index, service)| (index, service.backends.clone().collect()))
+        .collect();
+    ipvsadm_table_in(snapshot, titles, rows, &order)
+}
+
+/// [`ipvsadm_table`] in a given order: each service index with its real servers' indices
+/// into `snapshot.backends` (`ipvsadm -L` sorts them, see `crate::control::ipvsadm`).
+/// Indices out of range are skipped.
+pub fn ipvsadm_table_in(
+    snapshot: &Snapshot,
+    titles: [&str; 5],
+    rows: &[[u64; 5]],
+    order: &[(usize, Vec<usize>)],
 ) -> String {
     let mut out = String::new();
     let [a, b, c, d, e] = titles;
@@ -262,10 +278,8 @@ pub fn ipvsadm_table(
         "Prot LocalAddress:Port"
     );
     let _ = writeln!(out, "  -> RemoteAddress:Port");
-    for (index, service) in snapshot.services.iter().enumerate() {
-        if only.is_some_and(|only| only != index) {
-            continue;
-        }
+    for (index, backends) in order {
+        let Some(service) = snapshot.services.get(*index) else { continue };
         let row_of = |backend: usize| rows.get(backend).copied().unwrap_or_default();
         let mut total = [0u64; 5];
         for backend in service.backends.clone() {
@@ -280,9 +294,8 @@ pub fn ipvsadm_table(
             endpoint(service.vip, service.port)
         );
         row(&mut out, &name, &total);
-        for (backend, entry) in
-            service.backends.clone().zip(&snapshot.backends[service.backends.clone()])
-        {
+        for &backend in backends {
+            let Some(entry) = snapshot.backends.get(backend) else { continue };
             let name = format!("  -> {}", endpoint(entry.addr, entry.port));
             row(&mut out, &name, &row_of(backend));
         }

@@ -1,16 +1,24 @@
-//! The least-load schedulers: `lc`, `wlc` and `lt`.
+//! The least-load schedulers: `lc`, `wlc`, `sed`, `nq` and `lt`.
 //!
 //! Each picks the backend with the lowest cost, a ratio compared by cross-multiplication in
-//! `u128` (no floats, no overflow: every numerator is below `2^64` and every denominator below
-//! `2^32`):
+//! `u128` (no floats, no overflow: every numerator is below `2^72` and every denominator below
+//! `2^32`). The IPVS kinds use IPVS's own formulas (`net/netfilter/ipvs/ip_vs_{lc,wlc,sed,nq}.c`),
+//! so an `ipvsadm-save` file moved to xlb balances as it did:
 //!
 //! | kind | cost | origin |
 //! |---|---|---|
-//! | `lc`  | `active` | IPVS `lc` (its overhead `active * 256 + inactive`, with active only) |
-//! | `wlc` | `(active + 1) / weight` | IPVS `sed`; the `+ 1` makes an idle heavy backend beat an idle light one, where IPVS `wlc`'s `active / weight` ties |
+//! | `lc`  | `active * 256 + inactive` | IPVS `lc` (`ip_vs_dest_conn_overhead`) |
+//! | `wlc` | `(active * 256 + inactive) / weight` | IPVS `wlc`: idle backends tie, whatever their weights |
+//! | `sed` | `(active + 1) / weight` | IPVS `sed`: the `+ 1` makes an idle heavy backend beat an idle light one |
+//! | `nq`  | 0 for a backend with no active connection, else `(active + 1) / weight` | IPVS `nq` |
 //! | `lt`  | `(active + 1) * response_time_us / weight` | NGINX Plus `least_time` |
 //!
-//! `active` is this core's count; a missing entry counts as 0. In `lt` an unknown response
+//! `active` and `inactive` are what [`super::PickContext`] gives (IPVS: established TCP
+//! connections, and the rest); a missing entry counts as 0. The pipeline gives each core's
+//! own flows per backend as `active` (every state, its count does not split them) and no
+//! `inactive`: the formulas are IPVS's, the counts per core, not the box's (issue 15 leaves
+//! a box-wide count to come; with RSS spreading clients evenly the per-core counts track
+//! the box's in proportion). In `lt` an unknown response
 //! time (0 or missing) counts as the lowest known among the candidates (1 if none is known), so
 //! a new backend gets tried rather than starved or flooded.
 //!
@@ -20,16 +28,21 @@
 //!   or `None` when there are none.
 //! - Ties go to the first candidate in `live` order rotated to start at `start`: callers
 //!   advance `start` per pick, so idle backends share new flows round-robin instead of the
-//!   lowest index taking every flow of a burst that arrives before the counts move.
+//!   lowest index taking every flow of a burst that arrives before the counts move (IPVS
+//!   takes the first in its list; the rotation is xlb's, and changes no cost).
 //! - No allocation, no panic.
 
 /// Which cost to minimise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Least {
-    /// `lc`: fewest active connections.
+    /// `lc`: the lowest IPVS overhead, `active * 256 + inactive`.
     Connections,
-    /// `wlc`: fewest active connections per unit of weight.
+    /// `wlc`: the lowest IPVS overhead per unit of weight.
     WeightedConnections,
+    /// `sed`: the shortest expected delay, `(active + 1) / weight`.
+    ShortestExpectedDelay,
+    /// `nq`: a backend with no active connection, else as `sed`.
+    NeverQueue,
     /// `lt`: lowest expected response time per unit of weight.
     Time,
 }
@@ -39,6 +52,7 @@ pub(super) enum Least {
 pub(super) struct Loads<'a> {
     pub weights: &'a [u32],
     pub active: &'a [u32],
+    pub inactive: &'a [u32],
     pub response_time_us: &'a [u32],
 }
 
@@ -57,10 +71,14 @@ impl Least {
         };
         let cost = |index: usize| -> (u128, u128) {
             let active = u128::from(loads.active.get(index).copied().unwrap_or(0));
+            let inactive = u128::from(loads.inactive.get(index).copied().unwrap_or(0));
             let weight = u128::from(loads.weights.get(index).copied().unwrap_or(0));
             match self {
-                Least::Connections => (active, 1),
-                Least::WeightedConnections => (active + 1, weight),
+                Least::Connections => (active * 256 + inactive, 1),
+                Least::WeightedConnections => (active * 256 + inactive, weight),
+                Least::ShortestExpectedDelay => (active + 1, weight),
+                Least::NeverQueue if active == 0 => (0, 1),
+                Least::NeverQueue => (active + 1, weight),
                 Least::Time => {
                     let time = match loads.response_time_us.get(index) {
                         Some(&t) if t > 0 => t,
@@ -89,9 +107,20 @@ mod tests {
     use super::*;
 
     fn pick(kind: Least, weights: &[u32], active: &[u32], times: &[u32], start: usize) -> usize {
+        pick_with(kind, weights, active, &[], times, start)
+    }
+
+    fn pick_with(
+        kind: Least,
+        weights: &[u32],
+        active: &[u32],
+        inactive: &[u32],
+        times: &[u32],
+        start: usize,
+    ) -> usize {
         let live: Vec<u32> =
             (0..weights.len() as u32).filter(|&i| weights[i as usize] > 0).collect();
-        let loads = Loads { weights, active, response_time_us: times };
+        let loads = Loads { weights, active, inactive, response_time_us: times };
         kind.pick(&live, start, &loads).unwrap()
     }
 
@@ -104,14 +133,48 @@ mod tests {
     }
 
     #[test]
-    fn wlc_picks_fewest_per_weight() {
-        // (a+1)/w: 6/1, 7/4, 3/1 -> index 1.
+    fn lc_and_wlc_count_inactive_connections_as_ipvs_does() {
+        // IPVS overhead a*256+i: 1*256+0 = 256 beats 0*256+300 = 300.
+        assert_eq!(pick_with(Least::Connections, &[1, 1], &[1, 0], &[0, 300], &[], 0), 0);
+        // ... and 0*256+255 beats 1*256.
+        assert_eq!(pick_with(Least::Connections, &[1, 1], &[1, 0], &[0, 255], &[], 0), 1);
+        // wlc: (a*256+i)/w: 256/1 vs 400/2 -> index 1.
+        assert_eq!(pick_with(Least::WeightedConnections, &[1, 2], &[1, 1], &[0, 144], &[], 0), 1);
+        // 256/1 vs 600/2 -> index 0.
+        assert_eq!(pick_with(Least::WeightedConnections, &[1, 2], &[1, 1], &[0, 344], &[], 0), 0);
+    }
+
+    #[test]
+    fn wlc_is_ipvs_wlc_and_sed_is_what_wlc_was() {
+        // wlc: a/w: 5/1, 6/4, 2/1 -> index 1.
         assert_eq!(pick(Least::WeightedConnections, &[1, 4, 1], &[5, 6, 2], &[], 0), 1);
-        // Idle: the heaviest wins.
-        assert_eq!(pick(Least::WeightedConnections, &[1, 3, 2], &[], &[], 0), 1);
-        // Large values do not overflow: (2^32) * 2^32 compared in u128.
+        // Idle: IPVS's wlc ties whatever the weights (the rotation decides); sed's +1 makes
+        // the heaviest win.
+        assert_eq!(pick(Least::WeightedConnections, &[1, 3, 2], &[], &[], 0), 0);
+        assert_eq!(pick(Least::WeightedConnections, &[1, 3, 2], &[], &[], 2), 2);
+        assert_eq!(pick(Least::ShortestExpectedDelay, &[1, 3, 2], &[], &[], 0), 1);
+        // sed: (a+1)/w: 6/1, 7/4, 3/1 -> index 1; wlc there: 5, 1.5, 2 -> index 1 too.
+        assert_eq!(pick(Least::ShortestExpectedDelay, &[1, 4, 1], &[5, 6, 2], &[], 0), 1);
+        // Where they differ: a = 1, 3 with w = 1, 4: wlc 1 vs 0.75 -> 1; sed 2 vs 1 -> 1;
+        // a = 0, 1 with w = 1, 4: wlc 0 vs 0.25 -> 0; sed 1 vs 0.5 -> 1.
+        assert_eq!(pick(Least::WeightedConnections, &[1, 4], &[0, 1], &[], 0), 0);
+        assert_eq!(pick(Least::ShortestExpectedDelay, &[1, 4], &[0, 1], &[], 0), 1);
+        // Large values do not overflow: compared in u128.
         let big = u32::MAX;
-        assert_eq!(pick(Least::WeightedConnections, &[big, 1], &[big, 0], &[], 0), 1);
+        for kind in [Least::WeightedConnections, Least::ShortestExpectedDelay, Least::NeverQueue] {
+            assert_eq!(pick_with(kind, &[big, 1], &[big, 0], &[big, 0], &[], 0), 1, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn nq_takes_an_idle_backend_first_else_sed() {
+        // An idle light backend beats a busy heavy one (sed would take the heavy: 2/100 < 1/1).
+        assert_eq!(pick(Least::NeverQueue, &[100, 1], &[1, 0], &[], 0), 1);
+        assert_eq!(pick(Least::ShortestExpectedDelay, &[100, 1], &[1, 0], &[], 0), 0);
+        // Inactive connections do not make a backend busy.
+        assert_eq!(pick_with(Least::NeverQueue, &[100, 1], &[1, 0], &[0, 9], &[], 0), 1);
+        // Nothing idle: sed's (a+1)/w: 2/1, 3/4 -> index 1.
+        assert_eq!(pick(Least::NeverQueue, &[1, 4], &[1, 2], &[], 0), 1);
     }
 
     #[test]
@@ -129,7 +192,13 @@ mod tests {
 
     #[test]
     fn ties_rotate_with_start() {
-        for kind in [Least::Connections, Least::WeightedConnections, Least::Time] {
+        for kind in [
+            Least::Connections,
+            Least::WeightedConnections,
+            Least::ShortestExpectedDelay,
+            Least::NeverQueue,
+            Least::Time,
+        ] {
             let picks: Vec<usize> =
                 (0..5).map(|start| pick(kind, &[1, 0, 1, 1], &[], &[], start % 3)).collect();
             assert_eq!(picks, vec![0, 2, 3, 0, 2], "{kind:?}");
@@ -138,7 +207,7 @@ mod tests {
 
     #[test]
     fn nothing_live_is_none_and_start_out_of_range_is_harmless() {
-        let loads = Loads { weights: &[0, 0], active: &[], response_time_us: &[] };
+        let loads = Loads { weights: &[0, 0], active: &[], inactive: &[], response_time_us: &[] };
         assert_eq!(Least::Connections.pick(&[], 0, &loads), None);
         let loads = Loads { weights: &[1, 1], ..loads };
         assert_eq!(Least::Connections.pick(&[0, 1], 7, &loads), Some(0));

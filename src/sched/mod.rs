@@ -10,13 +10,13 @@
 //!
 //! | kind | rule | source |
 //! |---|---|---|
-//! | `maglev` | weighted Maglev table, keyed by the 5-tuple hash | NSDI'16 §3.4, Katran V2 ([`maglev`]) |
+//! | `maglev`, `mh` | weighted Maglev table, keyed by the 5-tuple hash (`mh` is ipvsadm's name, kept as given so listings show it back) | NSDI'16 §3.4, Katran V2 ([`maglev`]) |
 //! | `wrr` | smooth weighted round-robin | nginx (`wrr.rs`) |
 //! | `rr` | next backend in turn | IPVS `rr` |
 //! | `sh` | weighted Maglev table keyed by the client address only | IPVS `sh`, with Maglev's minimal disruption |
 //! | `random` | uniform | — |
 //! | `wrandom` | proportional to weight | — |
-//! | `lc`, `wlc`, `lt` | least active / active per weight / response time per weight | IPVS `lc`, `sed`; NGINX Plus `least_time` (`least.rs`) |
+//! | `lc`, `wlc`, `sed`, `nq`, `lt` | IPVS's overhead `active * 256 + inactive` / the same per weight / `(active + 1)` per weight / an idle backend else `sed` / response time per weight | IPVS `lc`, `wlc`, `sed`, `nq`; NGINX Plus `least_time` (`least.rs`) |
 //!
 //! # Invariants
 //!
@@ -63,11 +63,18 @@ pub enum SchedulerKind {
     Wlc,
     /// Least time: lowest measured response time, weighted by active connections.
     Lt,
+    /// Shortest expected delay: IPVS `sed`, `(active + 1) / weight`.
+    Sed,
+    /// Never queue: IPVS `nq`, an idle backend if there is one, else `sed`.
+    Nq,
+    /// ipvsadm's name for Maglev: the same table as [`SchedulerKind::Maglev`], remembered
+    /// under the name it was given so listings and `-S` show `mh` back.
+    Mh,
 }
 
 impl SchedulerKind {
     /// Every kind, in the order ipvsadm-style listings show them.
-    pub const ALL: [SchedulerKind; 9] = [
+    pub const ALL: [SchedulerKind; 12] = [
         SchedulerKind::Maglev,
         SchedulerKind::Wrr,
         SchedulerKind::Rr,
@@ -77,6 +84,9 @@ impl SchedulerKind {
         SchedulerKind::Lc,
         SchedulerKind::Wlc,
         SchedulerKind::Lt,
+        SchedulerKind::Sed,
+        SchedulerKind::Nq,
+        SchedulerKind::Mh,
     ];
 
     /// The name in the config and on the command line.
@@ -91,7 +101,15 @@ impl SchedulerKind {
             SchedulerKind::Lc => "lc",
             SchedulerKind::Wlc => "wlc",
             SchedulerKind::Lt => "lt",
+            SchedulerKind::Sed => "sed",
+            SchedulerKind::Nq => "nq",
+            SchedulerKind::Mh => "mh",
         }
+    }
+
+    /// Whether the kind picks by the weighted Maglev table of the 5-tuple hash (`maglev`, `mh`).
+    pub const fn is_maglev(self) -> bool {
+        matches!(self, SchedulerKind::Maglev | SchedulerKind::Mh)
     }
 }
 
@@ -104,13 +122,10 @@ impl fmt::Display for SchedulerKind {
 impl FromStr for SchedulerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SchedulerKind::ALL
-            .into_iter()
-            .find(|kind| kind.name() == s || (s == "mh" && *kind == SchedulerKind::Maglev))
-            .ok_or_else(|| {
-                let names: Vec<_> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown scheduler {s:?}: expected one of {}", names.join(", "))
-            })
+        SchedulerKind::ALL.into_iter().find(|kind| kind.name() == s).ok_or_else(|| {
+            let names: Vec<_> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown scheduler {s:?}: expected one of {}", names.join(", "))
+        })
     }
 }
 
@@ -167,8 +182,10 @@ pub struct PickContext<'a> {
     pub flow_hash: u64,
     /// Client source address, either family (sh hashes only this, like ipvsadm's sh).
     pub client: IpAddr,
-    /// Active connections per backend on this core (lc, wlc, lt). May be empty => treat as 0.
+    /// Active connections per backend (lc, wlc, sed, nq, lt). May be empty => treat as 0.
     pub active: &'a [u32],
+    /// Inactive connections per backend, IPVS's second count (lc, wlc). May be empty => 0.
+    pub inactive: &'a [u32],
     /// Measured response time per backend in microseconds, fed by control (lt); 0 = unknown.
     pub response_time_us: &'a [u32],
 }
@@ -177,7 +194,7 @@ impl PickContext<'static> {
     /// A context with no load information: enough for every kind but `lc`, `wlc` and `lt`,
     /// which then see every backend idle.
     pub const fn new(flow_hash: u64, client: IpAddr) -> Self {
-        PickContext { flow_hash, client, active: &[], response_time_us: &[] }
+        PickContext { flow_hash, client, active: &[], inactive: &[], response_time_us: &[] }
     }
 }
 
@@ -291,7 +308,9 @@ impl Scheduler {
         let live: Box<[u32]> =
             (0..backends.len() as u32).filter(|&i| weights[i as usize] > 0).collect();
         let plan = match kind {
-            SchedulerKind::Maglev => Plan::Maglev(MaglevTable::build(backends, maglev_size)?),
+            SchedulerKind::Maglev | SchedulerKind::Mh => {
+                Plan::Maglev(MaglevTable::build(backends, maglev_size)?)
+            }
             SchedulerKind::Wrr => Plan::Wrr { cycle: wrr::cycle(&weights, &live) },
             SchedulerKind::Rr => Plan::Rr,
             SchedulerKind::Sh => Plan::Sh(MaglevTable::build(backends, SH_TABLE_SIZE)?),
@@ -308,6 +327,8 @@ impl Scheduler {
             SchedulerKind::Lc => Plan::Least(Least::Connections),
             SchedulerKind::Wlc => Plan::Least(Least::WeightedConnections),
             SchedulerKind::Lt => Plan::Least(Least::Time),
+            SchedulerKind::Sed => Plan::Least(Least::ShortestExpectedDelay),
+            SchedulerKind::Nq => Plan::Least(Least::NeverQueue),
         };
         Ok(Scheduler { kind, weights, live, plan })
     }
@@ -356,6 +377,7 @@ impl Scheduler {
                 let loads = Loads {
                     weights: &self.weights,
                     active: ctx.active,
+                    inactive: ctx.inactive,
                     response_time_us: ctx.response_time_us,
                 };
                 least.pick(live, state.advance(live.len()), &loads)
@@ -485,7 +507,11 @@ mod tests {
         for kind in SchedulerKind::ALL {
             assert_eq!(kind.name().parse::<SchedulerKind>(), Ok(kind));
         }
-        assert_eq!("mh".parse::<SchedulerKind>(), Ok(SchedulerKind::Maglev));
+        assert_eq!("mh".parse::<SchedulerKind>(), Ok(SchedulerKind::Mh));
+        assert_eq!(SchedulerKind::Mh.to_string(), "mh");
+        for name in ["sed", "nq"] {
+            assert_eq!(name.parse::<SchedulerKind>().map(|k| k.name()), Ok(name));
+        }
         assert!("fifo".parse::<SchedulerKind>().is_err());
     }
 
@@ -501,7 +527,7 @@ mod tests {
             SchedError::MaglevSizeTooSmall { size: 2, backends: 3 }
         );
         for kind in SchedulerKind::ALL {
-            if kind != SchedulerKind::Maglev {
+            if !kind.is_maglev() {
                 assert!(Scheduler::new(kind, &backends, 65536).is_ok(), "{kind}");
             }
         }
@@ -524,7 +550,7 @@ mod tests {
             let sched = scheduler(kind, &[1, 0, 2]);
             assert_eq!(sched.kind(), kind);
             assert_eq!(sched.backend_count(), 3);
-            assert_eq!(sched.maglev_table().is_some(), kind == SchedulerKind::Maglev);
+            assert_eq!(sched.maglev_table().is_some(), kind.is_maglev());
             assert_eq!(sched.source_hash_table().is_some(), kind == SchedulerKind::Sh);
             assert!(format!("{sched:?}").contains("Scheduler"));
         }
@@ -655,8 +681,12 @@ mod tests {
         let expect = [
             // lc: fewest active.
             (SchedulerKind::Lc, 3),
-            // wlc: (a+1)/w = 2, 2, 1.5, 1 -> index 3.
+            // wlc: a/w = 1.5, 1, 1.25, 0 -> index 3.
             (SchedulerKind::Wlc, 3),
+            // sed: (a+1)/w = 2, 2, 1.5, 1 -> index 3.
+            (SchedulerKind::Sed, 3),
+            // nq: index 3 is idle.
+            (SchedulerKind::Nq, 3),
             // lt: (a+1)*t/w = 20, 100, 7.5, 1000 -> index 2.
             (SchedulerKind::Lt, 2),
         ];

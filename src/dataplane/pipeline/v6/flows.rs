@@ -176,6 +176,7 @@ impl CoreState {
                     flow_hash: pinned,
                     client: IpAddr::V6(key.src_addr),
                     active: self.active.get(range.clone()).unwrap_or(&[]),
+                    inactive: &[],
                     response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
                 };
                 service.scheduler.pick(state, &context)
