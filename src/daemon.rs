@@ -428,6 +428,12 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             readers6.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
         pipeline.set_peers6(peers);
     }
+    // One persistence template table for every core: RSS spreads a client's connections
+    // over the cores, its template must be one (crate::persist).
+    let templates = Arc::new(crate::persist::Templates::with_default_capacity());
+    for pipeline in &mut pipelines {
+        pipeline.set_templates(Arc::clone(&templates));
+    }
 
     let worker_stop = Arc::new(AtomicBool::new(false));
     let (report_tx, report_rx) = crossbeam::channel::bounded::<CoreReport>(64);
@@ -506,6 +512,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         rate_samples: (None, None),
         connections: (StdInstant::now(), Vec::new()),
         readers,
+        templates,
         clock,
         probe_routes,
         last_link_check: StdInstant::now(),
@@ -617,6 +624,8 @@ struct ControlLoop<'a> {
     connections: (StdInstant, Vec<stats::BackendConnections>),
     /// Every core's connection table, read lock-free for `-L -n -c`.
     readers: Vec<ConntrackReader>,
+    /// The cores' shared persistence templates, listed by `-L -n -c` too.
+    templates: Arc<crate::persist::Templates>,
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
@@ -934,6 +943,9 @@ impl ControlLoop<'_> {
                 });
             }
         }
+        let templates = self.templates.entries(now);
+        entries.extend(ipvsadm::template_entries(&self.snapshot, &templates));
+        entries.truncate(MAX_LISTED_CONNECTIONS);
         entries
     }
 

@@ -154,6 +154,56 @@ pub struct Entry {
     pub remaining: Duration,
 }
 
+/// A service's persistence as configured (`persistence = 300`, `persistence_mask`;
+/// ipvsadm's `-p 300 -M 255.255.255.0`): how long a template outlives its last new
+/// connection, and how many leading bits of the client address it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: Duration,
+    /// 1 to 32 (IPv4) or 128 (IPv6); the family's full length by default (IPVS's
+    /// 255.255.255.255 and /128).
+    pub prefix_len: u8,
+}
+
+impl Persistence {
+    /// `ipvsadm -p` without a value (ipvsadm's default: 300 seconds).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+    /// ipvsadm's largest `-p`: 31 days.
+    pub const MAX_TIMEOUT_SECS: u64 = 31 * 86_400;
+}
+
+/// A snapshot service's persistence: its timeout, its client mask for the service's family
+/// (as an integer, IPv4 in the low 32 bits) and its tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePersistence {
+    pub timeout: Duration,
+    /// The configured mask's length (for listings).
+    pub prefix_len: u8,
+    pub mask: u128,
+    pub service: u64,
+}
+
+impl ServicePersistence {
+    /// For the service at `vip`:`port`/`proto` (its protocol number).
+    pub fn new(vip: std::net::IpAddr, port: u16, proto: u8, p: Persistence) -> Self {
+        let (vip, bits) = match vip {
+            std::net::IpAddr::V4(vip) => (u128::from(vip.to_bits()), 32u32),
+            std::net::IpAddr::V6(vip) => (vip.to_bits(), 128),
+        };
+        let kept = u32::from(p.prefix_len).min(bits);
+        let full = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        let mask = full & !(full >> kept);
+        let service = service_tag(vip, port, proto);
+        ServicePersistence { timeout: p.timeout, prefix_len: p.prefix_len, mask, service }
+    }
+
+    /// The template key of a client (its address as an integer).
+    #[inline]
+    pub fn key(&self, client: u128) -> TemplateKey {
+        TemplateKey { service: self.service, client: client & self.mask }
+    }
+}
+
 /// The shared template table (module docs).
 #[derive(Debug)]
 pub struct Templates {
