@@ -513,6 +513,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         connections: (StdInstant::now(), Vec::new()),
         readers,
         templates,
+        last_keepalive: StdInstant::now(),
         clock,
         probe_routes,
         last_link_check: StdInstant::now(),
@@ -626,6 +627,8 @@ struct ControlLoop<'a> {
     readers: Vec<ConntrackReader>,
     /// The cores' shared persistence templates, listed by `-L -n -c` too.
     templates: Arc<crate::persist::Templates>,
+    /// When the templates that still have connections were last kept alive.
+    last_keepalive: StdInstant,
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
@@ -702,6 +705,10 @@ struct RateSample {
 /// every record: control-side work that grows with the tables' capacity).
 const CONNECTIONS_EVERY: Duration = Duration::from_secs(2);
 
+/// How often control walks the connection tables to keep alive the persistence templates
+/// that still have connections (a walk of every record, as [`CONNECTIONS_EVERY`]'s).
+const TEMPLATE_KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+
 impl ControlLoop<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
         let stats_every = self.options.stats_every;
@@ -730,6 +737,7 @@ impl ControlLoop<'_> {
             self.finish_probe();
             self.check_health();
             self.render_metrics(ctl.stats());
+            self.keep_templates_alive();
             self.sample_rates();
             ctl.poll(|request| self.handle_ctl(request));
             if let Some(every) = stats_every
@@ -917,6 +925,38 @@ impl ControlLoop<'_> {
             });
         }
         counts
+    }
+
+    /// Every [`TEMPLATE_KEEPALIVE_EVERY`], while a service is persistent: each template
+    /// that still has a connection (an IPv4 flow of its service and client, to its real
+    /// server) in a core's table lives on until at least `persistence` plus one period from
+    /// now ([`crate::persist::Templates::keep_alive`]): IPVS keeps a template while it
+    /// controls connections.
+    fn keep_templates_alive(&mut self) {
+        if self.last_keepalive.elapsed() < TEMPLATE_KEEPALIVE_EVERY
+            || self.snapshot.services.iter().all(|s| s.persistence.is_none())
+        {
+            return;
+        }
+        self.last_keepalive = StdInstant::now();
+        let now = self.clock.now();
+        for reader in &self.readers {
+            reader.visit(now, |flow, _, _| {
+                let service = self.snapshot.service_at(flow.vip, flow.vport, flow.proto);
+                let persistence = service.and_then(|i| self.snapshot.services[i].persistence);
+                if let Some(p) = persistence {
+                    let key = p.key(u128::from(flow.client_addr.to_bits()));
+                    let chosen = crate::persist::Chosen {
+                        addr: u128::from(flow.backend_addr.to_bits()),
+                        port: flow.backend_port,
+                        hint: 0,
+                    };
+                    let until = now.saturating_add(p.timeout + TEMPLATE_KEEPALIVE_EVERY);
+                    self.templates.keep_alive(&key, &chosen, until);
+                }
+                true
+            });
+        }
     }
 
     /// Live flows of every core, as `ipvsadm -L -n -c` lists them.

@@ -38,7 +38,10 @@
 //!   the earlier slot of the window (reads scan in window order), so the client settles on
 //!   one server from its next connection on.
 //! - **Refresh**: each new connection that follows a template pushes its expiry to
-//!   `now + timeout` (`fetch_max`: never backwards).
+//!   `now + timeout` (`fetch_max`: never backwards); so does control's walk of the
+//!   connection tables for every template that still has a connection
+//!   ([`Templates::keep_alive`]), so a template lives while it has connections, then
+//!   `timeout`, as IPVS's.
 //!
 //! # Invariants
 //!
@@ -390,6 +393,28 @@ impl Templates {
                 other => other,
             },
         }
+    }
+
+    /// A template that still has connections lives on (IPVS keeps a template while it
+    /// controls connections): `key`'s template, if it names `chosen`'s real server (address
+    /// and port), expires no earlier than `expires`. An expired template not yet claimed
+    /// again comes back. Returns whether there was one. For control's periodic walk of the
+    /// connection tables, not the packet path.
+    pub fn keep_alive(&self, key: &TemplateKey, chosen: &Chosen, expires: Instant) -> bool {
+        let (home, tag) = self.place(key);
+        for step in 0..WINDOW {
+            let index = (home + step) & self.mask;
+            let word = self.slots[index].word.load(Ordering::Acquire);
+            if word & (BUSY | TAG_BITS) != tag {
+                continue;
+            }
+            let Some((found, named)) = self.read(index, word) else { continue };
+            if found == *key && named.addr == chosen.addr && named.port == chosen.port {
+                self.slots[index].expires.fetch_max(expires.as_nanos(), Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
     /// Every live template at `now`, in slot order (for listings; a template being written

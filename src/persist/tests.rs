@@ -104,6 +104,21 @@ fn a_flood_of_new_clients_never_evicts_a_live_template() {
 }
 
 #[test]
+fn keep_alive_extends_a_template_that_still_has_connections() {
+    let table = Templates::new(64, 7);
+    let client = key(3);
+    let _ = connect(&table, at(1), &client, chosen(1), 300);
+    assert!(!table.keep_alive(&client, &chosen(2), at(5_000)), "another real server's flow");
+    assert!(!table.keep_alive(&key(4), &chosen(1), at(5_000)), "another client");
+    assert!(table.entries(at(301)).is_empty(), "expired at 301 s");
+    assert!(table.keep_alive(&client, &chosen(1), at(5_000)), "expired, not yet claimed: back");
+    match table.find_or_claim(at(4_999), &client) {
+        Claim::Follow(found) => assert_eq!(found.chosen, chosen(1)),
+        other => panic!("kept alive until 5000 s: {other:?}"),
+    }
+}
+
+#[test]
 fn abandoned_slots_are_free_again() {
     let table = Templates::new(8, 3);
     let Claim::Claimed(claimed) = table.find_or_claim(at(1), &key(1)) else { panic!() };
