@@ -14,7 +14,7 @@
 //!
 //! # The table
 //!
-//! A fixed power-of-two array of [`Slot`]s, allocated once. A key hashes (keyed with a
+//! A fixed power-of-two array of slots (64 bytes each), allocated once. A key hashes (keyed with a
 //! per-table seed, so a client cannot aim at a slot) to a home slot and may live in any of
 //! the [`WINDOW`] slots from there (wrapping). A slot's `word` says what it holds:
 //! `0` (never used), or the key's 47-bit tag and a 16-bit version, with the top bit

@@ -45,7 +45,13 @@
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
 //!   `--health-via-vip yes|no`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
-//! - Persistence, firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
+//! - Persistence is ipvsadm's `-p [TIMEOUT]` (an optional value: the next argument unless
+//!   it is an option; 300 without) and `-M NETMASK` (dotted, or a prefix length; IPv6: a
+//!   prefix length), printed as ipvsadm prints them (`-S`: ` -p 300 -M 255.255.255.0`
+//!   after `-s`; `-L -n`: ` persistent 300 mask 255.255.255.0`; `-L -c`: templates in state
+//!   `NONE`, [`template_entries`]). `-E` without `-p` keeps it, `-E -p N` keeps the mask, and
+//!   `-p 0` (xlb's) turns it off. Persistence engines (`--pe`), persistent connections,
+//!   firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
 //!   and the sync daemon are refused with the reason, never silently ignored.
 //! - `-R` is atomic: every line is parsed and applied to a copy, and the result is checked
 //!   once; one bad line and nothing changes (ipvsadm applies lines until one fails).

@@ -50,7 +50,8 @@
 //!   emit queue per round, so any number of VIPs is announced without crowding out the ARP
 //!   requests of the data path.
 //! - TCP/UDP to a service VIP:port: connection lookup; on a miss the service's scheduler picks
-//!   a backend and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
+//!   a backend (a persistent service's client follows its template first, in the table all
+//!   cores share: `persistence`, [`crate::persist`]) and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
 //!   (DNAT + SNAT to a local address:port).
 //! - Replies of NAT backends and replies to FullNAT local addresses: translated back to
 //!   VIP:port towards the client. With several interfaces, a reply must arrive on the
