@@ -430,6 +430,12 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             readers6.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
         pipeline.set_peers6(peers);
     }
+    // One persistence template table for every core: RSS spreads a client's connections
+    // over the cores, its template must be one (crate::persist).
+    let templates = Arc::new(crate::persist::Templates::with_default_capacity());
+    for pipeline in &mut pipelines {
+        pipeline.set_templates(Arc::clone(&templates));
+    }
 
     let worker_stop = Arc::new(AtomicBool::new(false));
     let (report_tx, report_rx) = crossbeam::channel::bounded::<CoreReport>(64);
@@ -508,6 +514,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         rate_samples: (None, None),
         connections: (StdInstant::now(), Vec::new()),
         readers,
+        templates,
+        last_keepalive: StdInstant::now(),
         clock,
         probe_routes,
         last_link_check: StdInstant::now(),
@@ -608,6 +616,10 @@ struct ControlLoop<'a> {
     connections: (StdInstant, Vec<stats::BackendConnections>),
     /// Every core's connection table, read lock-free for `-L -n -c`.
     readers: Vec<ConntrackReader>,
+    /// The cores' shared persistence templates, listed by `-L -n -c` too.
+    templates: Arc<crate::persist::Templates>,
+    /// When the templates that still have connections were last kept alive.
+    last_keepalive: StdInstant,
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
@@ -684,6 +696,10 @@ struct RateSample {
 /// every record: control-side work that grows with the tables' capacity).
 const CONNECTIONS_EVERY: Duration = Duration::from_secs(2);
 
+/// How often control walks the connection tables to keep alive the persistence templates
+/// that still have connections (a walk of every record, as [`CONNECTIONS_EVERY`]'s).
+const TEMPLATE_KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+
 impl ControlLoop<'_> {
     fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool, ctl: &CtlServer) {
         let stats_every = self.options.stats_every;
@@ -712,6 +728,7 @@ impl ControlLoop<'_> {
             self.finish_probe();
             self.check_health();
             self.render_metrics(ctl.stats());
+            self.keep_templates_alive();
             self.sample_rates();
             ctl.poll(|request| self.handle_ctl(request));
             if let Some(every) = stats_every
@@ -902,6 +919,38 @@ impl ControlLoop<'_> {
         counts
     }
 
+    /// Every [`TEMPLATE_KEEPALIVE_EVERY`], while a service is persistent: each template
+    /// that still has a connection (an IPv4 flow of its service and client, to its real
+    /// server) in a core's table lives on until at least `persistence` plus one period from
+    /// now ([`crate::persist::Templates::keep_alive`]): IPVS keeps a template while it
+    /// controls connections.
+    fn keep_templates_alive(&mut self) {
+        if self.last_keepalive.elapsed() < TEMPLATE_KEEPALIVE_EVERY
+            || self.snapshot.services.iter().all(|s| s.persistence.is_none())
+        {
+            return;
+        }
+        self.last_keepalive = StdInstant::now();
+        let now = self.clock.now();
+        for reader in &self.readers {
+            reader.visit(now, |flow, _, _| {
+                let service = self.snapshot.service_at(flow.vip, flow.vport, flow.proto);
+                let persistence = service.and_then(|i| self.snapshot.services[i].persistence);
+                if let Some(p) = persistence {
+                    let key = p.key(u128::from(flow.client_addr.to_bits()));
+                    let chosen = crate::persist::Chosen {
+                        addr: u128::from(flow.backend_addr.to_bits()),
+                        port: flow.backend_port,
+                        hint: 0,
+                    };
+                    let until = now.saturating_add(p.timeout + TEMPLATE_KEEPALIVE_EVERY);
+                    self.templates.keep_alive(&key, &chosen, until);
+                }
+                true
+            });
+        }
+    }
+
     /// Live flows of every core, as `ipvsadm -L -n -c` lists them.
     fn connections(&self) -> Vec<ipvsadm::ConnEntry> {
         let now = self.clock.now();
@@ -926,6 +975,9 @@ impl ControlLoop<'_> {
                 });
             }
         }
+        let templates = self.templates.entries(now);
+        entries.extend(ipvsadm::template_entries(&self.snapshot, &templates));
+        entries.truncate(MAX_LISTED_CONNECTIONS);
         entries
     }
 

@@ -12,6 +12,7 @@
 //!   incremental checksums.
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
+//! - [`persist`]: persistence templates (`ipvsadm -p`), one lock-free table all cores share.
 //! - [`family`]: the sealed address-family trait ([`family::V4`], [`family::V6`]) the
 //!   per-family tables are monomorphised over.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
@@ -48,6 +49,7 @@ mod layers;
 pub mod log;
 pub mod ndp;
 pub mod notify;
+pub mod persist;
 pub mod report;
 pub mod sched;
 pub mod snapshot;

@@ -214,6 +214,9 @@ pub struct Service {
     pub local_addrs: Vec<IpAddr>,
     /// Range into [`Snapshot::backends`].
     pub backends: Range<usize>,
+    /// Persistence (`-p`): new connections of a client follow its template in the shared
+    /// [`crate::persist::Templates`] before the scheduler is asked (None: off).
+    pub persistence: Option<crate::persist::ServicePersistence>,
 }
 
 /// What a backend is, whatever its position in a snapshot: its service's VIP:port/proto and
@@ -315,6 +318,10 @@ pub struct Backend {
     pub id: BackendId,
     /// Index of its service in [`Snapshot::services`].
     pub service: usize,
+    /// Down by health check (whatever its weight): a persistence template that names it
+    /// dies, where one naming a backend drained by the operator (weight 0) lives on, as in
+    /// IPVS (`expire_quiescent_template` = 0).
+    pub down: bool,
 }
 
 /// The interface and next hop towards an address of family `F`.

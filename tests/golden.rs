@@ -1249,3 +1249,258 @@ fn ack_flood_is_forwarded_statelessly_and_never_tracked() {
     assert_eq!(pipeline.process(Instant::from_secs(3), IfaceId(0), &mut data), TX);
     assert_eq!(pipeline.counters().get(Stat::StatelessPackets), 10_000, "the real flow is tracked");
 }
+
+// Persistence (`persistence = 300`, ipvsadm's `-p 300`): a client's new connections follow
+// its template, whatever the scheduler.
+
+const VIP_RR: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 110);
+const VIP_WRR: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 111);
+const VIP_MH: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 112);
+/// CLIENT's neighbour in its /24 (the rr service's mask).
+const NEIGHBOUR: Host = Host::new([0x02, 0, 0, 0, 0, 0x21], [10, 1, 1, 21]);
+
+/// Three persistent DR services over rs1 and rs2 (rr with a /24 mask, wrr, Maglev), or the
+/// same without persistence.
+fn persistent_config(persistent: bool) -> String {
+    let service = |vip: Ipv4Addr, scheduler: &str, extra: &str| {
+        let persistence =
+            if persistent { format!("persistence = 300\n{extra}") } else { String::new() };
+        format!(
+            "[[service]]\nvip = \"{vip}\"\nport = 80\nscheduler = \"{scheduler}\"\n{persistence}\
+             [[service.backend]]\naddr = \"10.1.1.11\"\n[[service.backend]]\naddr = \"10.1.1.12\"\n"
+        )
+    };
+    let interface = CONFIG.split("[[service]]").next().expect("the interfaces and neighbours");
+    format!(
+        "{interface}{}{}{}",
+        service(VIP_RR, "rr", "persistence_mask = \"255.255.255.0\"\n"),
+        service(VIP_WRR, "wrr", ""),
+        service(VIP_MH, "maglev", ""),
+    )
+}
+
+fn persistent_pipeline(persistent: bool) -> Pipeline {
+    let config = Config::parse(&persistent_config(persistent), "persist.toml").expect("valid");
+    let snapshot = Snapshot::build(&config, 1).expect("the snapshot builds");
+    Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
+}
+
+/// Which real server (its MAC) a pipeline sends a SYN of `from` to `to`:80 to.
+fn sent_to(pipeline: &mut Pipeline, at: u64, from: (Ipv4Addr, u16), to: Ipv4Addr) -> MacAddr {
+    let mut syn = testkit::tcp(CLIENT.mac, LB.mac, from, vip(to, 80), SYN, &[]);
+    assert_eq!(pipeline.process(Instant::from_secs(at), IfaceId(0), &mut syn), TX);
+    MacAddr(syn[..6].try_into().expect("a MAC"))
+}
+
+/// Two source ports of CLIENT that Maglev, without persistence, sends to different real
+/// servers (probed on a pipeline without persistence), and the first one's server.
+fn maglev_ports_apart() -> (u16, u16, Host) {
+    let mut probe = persistent_pipeline(false);
+    let first = sent_to(&mut probe, 1, (CLIENT.ip, CPORT), VIP_MH);
+    let second = (CPORT + 1..CPORT + 200)
+        .find(|&port| sent_to(&mut probe, 1, (CLIENT.ip, port), VIP_MH) != first)
+        .expect("Maglev spreads ports over both real servers");
+    (CPORT, second, if first == RS1.mac { RS1 } else { RS2 })
+}
+
+fn persistence_cases() -> Vec<Case> {
+    let syn_from = |from: (Ipv4Addr, u16), to: Ipv4Addr| {
+        testkit::tcp(CLIENT.mac, LB.mac, from, vip(to, 80), SYN, &[])
+    };
+    let to_rs = |rs: Host, from: (Ipv4Addr, u16), to: Ipv4Addr| {
+        Expect::Frame(testkit::tcp(LB.mac, rs.mac, from, vip(to, 80), SYN, &[]))
+    };
+    let (mh_first, mh_second, mh_rs) = maglev_ports_apart();
+    let port = |n: u16| (CLIENT.ip, CPORT + n);
+    vec![
+        Case {
+            name: "persistence: rr keeps a client's second connection on its first real server",
+            steps: vec![
+                step(
+                    "first connection: rr picks rs1",
+                    syn_from(port(0), VIP_RR),
+                    TX,
+                    to_rs(RS1, port(0), VIP_RR),
+                ),
+                step(
+                    "second connection, another port: rs1 again (rr alone: rs2)",
+                    syn_from(port(1), VIP_RR),
+                    TX,
+                    to_rs(RS1, port(1), VIP_RR),
+                ),
+                step(
+                    "a neighbour in the client's /24 (the mask): rs1 too",
+                    syn_from((NEIGHBOUR.ip, CPORT), VIP_RR),
+                    TX,
+                    to_rs(RS1, (NEIGHBOUR.ip, CPORT), VIP_RR),
+                ),
+                step(
+                    "a client outside the /24: its own template, rr's next pick",
+                    syn_from((REMOTE, CPORT), VIP_RR),
+                    TX,
+                    to_rs(RS2, (REMOTE, CPORT), VIP_RR),
+                ),
+            ],
+        },
+        Case {
+            name: "persistence: wrr likewise",
+            steps: vec![
+                step(
+                    "first connection: wrr picks rs2",
+                    syn_from(port(0), VIP_WRR),
+                    TX,
+                    to_rs(RS2, port(0), VIP_WRR),
+                ),
+                step(
+                    "second connection: rs2 again",
+                    syn_from(port(1), VIP_WRR),
+                    TX,
+                    to_rs(RS2, port(1), VIP_WRR),
+                ),
+                step(
+                    "third connection: rs2 again",
+                    syn_from(port(2), VIP_WRR),
+                    TX,
+                    to_rs(RS2, port(2), VIP_WRR),
+                ),
+                step(
+                    "the /32 mask: a neighbour is another client (wrr's next pick)",
+                    syn_from((NEIGHBOUR.ip, CPORT), VIP_WRR),
+                    TX,
+                    to_rs(RS1, (NEIGHBOUR.ip, CPORT), VIP_WRR),
+                ),
+            ],
+        },
+        Case {
+            name: "persistence: maglev follows the template, not the flow hash",
+            steps: vec![
+                step(
+                    "first connection",
+                    syn_from((CLIENT.ip, mh_first), VIP_MH),
+                    TX,
+                    to_rs(mh_rs, (CLIENT.ip, mh_first), VIP_MH),
+                ),
+                step(
+                    "a port Maglev alone sends to the other real server",
+                    syn_from((CLIENT.ip, mh_second), VIP_MH),
+                    TX,
+                    to_rs(mh_rs, (CLIENT.ip, mh_second), VIP_MH),
+                ),
+            ],
+        },
+        Case {
+            name: "persistence: a template lives 300 s after the client's last new connection",
+            steps: vec![
+                step("at 1 s: rs1", syn_from(port(0), VIP_RR), TX, to_rs(RS1, port(0), VIP_RR))
+                    .at(1),
+                step(
+                    "at 200 s: rs1, the template now lives to 500 s",
+                    syn_from(port(1), VIP_RR),
+                    TX,
+                    to_rs(RS1, port(1), VIP_RR),
+                )
+                .at(200),
+                step("at 499 s: rs1", syn_from(port(2), VIP_RR), TX, to_rs(RS1, port(2), VIP_RR))
+                    .at(499),
+                step(
+                    "at 800 s: expired, rr's next pick",
+                    syn_from(port(3), VIP_RR),
+                    TX,
+                    to_rs(RS2, port(3), VIP_RR),
+                )
+                .at(800),
+                step(
+                    "at 801 s: the new template",
+                    syn_from(port(4), VIP_RR),
+                    TX,
+                    to_rs(RS2, port(4), VIP_RR),
+                )
+                .at(801),
+            ],
+        },
+    ]
+}
+
+#[test]
+fn persistence_golden_cases() {
+    let (steps_run, failures) = harness::run(persistence_cases(), || persistent_pipeline(true));
+    assert_eq!(steps_run, 15);
+    assert!(failures.is_empty(), "persistence step(s) failed:\n{}", failures.join("\n"));
+}
+
+/// The config with rs1 (10.1.1.11) of every service changed by `edit` (its
+/// `[[service.backend]]` text).
+fn with_rs1(edit: &str) -> Arc<Snapshot> {
+    let text = persistent_config(true).replace("[[service.backend]]\naddr = \"10.1.1.11\"\n", edit);
+    let config = Config::parse(&text, "persist.toml").expect("valid");
+    Arc::new(Snapshot::build(&config, 2).expect("the snapshot builds"))
+}
+
+/// A template survives a weight change, even to 0 (a drained real server keeps its
+/// persistent clients, as IPVS's with `expire_quiescent_template` = 0), and dies with its
+/// real server's removal: the next connection gets a new pick and a new template.
+#[test]
+fn persistence_survives_weights_and_dies_with_its_real_server() {
+    let mut pipeline = persistent_pipeline(true);
+    let port = |n: u16| (CLIENT.ip, CPORT + n);
+    assert_eq!(sent_to(&mut pipeline, 1, port(0), VIP_RR), RS1.mac);
+    pipeline.set_snapshot(with_rs1("[[service.backend]]\naddr = \"10.1.1.11\"\nweight = 5\n"));
+    assert_eq!(sent_to(&mut pipeline, 2, port(1), VIP_RR), RS1.mac, "weight 5");
+    pipeline.set_snapshot(with_rs1("[[service.backend]]\naddr = \"10.1.1.11\"\nweight = 0\n"));
+    assert_eq!(sent_to(&mut pipeline, 3, port(2), VIP_RR), RS1.mac, "drained: still rs1");
+    assert_eq!(sent_to(&mut pipeline, 3, (REMOTE, CPORT), VIP_RR), RS2.mac, "no new client");
+    pipeline.set_snapshot(with_rs1(""));
+    assert_eq!(sent_to(&mut pipeline, 4, port(3), VIP_RR), RS2.mac, "rs1 removed: a new pick");
+    pipeline.set_snapshot(with_rs1("[[service.backend]]\naddr = \"10.1.1.11\"\n"));
+    assert_eq!(sent_to(&mut pipeline, 5, port(4), VIP_RR), RS2.mac, "the new template holds");
+    // Followed: ports 1, 2 and 4 (port 3 replaced the dead template).
+    assert_eq!(pipeline.counters().get(Stat::PersistentFollowed), 3);
+}
+
+/// A real server down by health check (drained by the health monitor, `down` in the
+/// effective config) loses its templates, unlike one the operator drained.
+#[test]
+fn persistence_dies_with_a_real_server_down_by_health_check() {
+    let mut pipeline = persistent_pipeline(true);
+    let port = |n: u16| (CLIENT.ip, CPORT + n);
+    assert_eq!(sent_to(&mut pipeline, 1, port(0), VIP_RR), RS1.mac);
+    let mut config = Config::parse(&persistent_config(true), "persist.toml").expect("valid");
+    for backend in config.services.iter_mut().flat_map(|s| &mut s.backends) {
+        if backend.addr == std::net::IpAddr::V4(RS1.ip) {
+            (backend.weight, backend.down) = (0, true);
+        }
+    }
+    pipeline.set_snapshot(Arc::new(Snapshot::build(&config, 2).expect("the snapshot builds")));
+    assert_eq!(sent_to(&mut pipeline, 2, port(1), VIP_RR), RS2.mac, "down: a new pick");
+    pipeline.set_snapshot(with_rs1("[[service.backend]]\naddr = \"10.1.1.11\"\n"));
+    assert_eq!(
+        sent_to(&mut pipeline, 3, port(2), VIP_RR),
+        RS2.mac,
+        "back up: the new template holds"
+    );
+}
+
+/// Two cores share one template table (as the daemon sets them up): a client's second
+/// connection, which RSS gave to the other core, follows the template the first core made,
+/// where that core's own scheduler would have picked another real server.
+#[test]
+fn persistence_holds_across_cores_sharing_one_table() {
+    let two = |index| {
+        let config = Config::parse(&persistent_config(true), "persist.toml").expect("valid");
+        let snapshot = Arc::new(Snapshot::build(&config, 1).expect("the snapshot builds"));
+        Pipeline::new(snapshot, CoreSlot { index, count: 2 })
+    };
+    let (mut first, mut second, mut alone) = (two(0), two(1), two(1));
+    second.set_templates(Arc::clone(first.templates()));
+    // What core 1 on its own would pick for the client's second connection.
+    let unshared = sent_to(&mut alone, 2, (CLIENT.ip, CPORT + 1), VIP_RR);
+    // Core 0 serves other clients (other /24s) until rr's next pick is the other server.
+    let mut last = sent_to(&mut first, 1, (REMOTE, CPORT), VIP_RR);
+    if last != unshared {
+        last = sent_to(&mut first, 1, (Ipv4Addr::new(198, 51, 100, 7), CPORT), VIP_RR);
+    }
+    assert_eq!(last, unshared);
+    let chosen = sent_to(&mut first, 1, (CLIENT.ip, CPORT), VIP_RR);
+    assert_ne!(chosen, unshared, "core 1 on its own would pick another real server");
+    assert_eq!(sent_to(&mut second, 2, (CLIENT.ip, CPORT + 1), VIP_RR), chosen);
+}

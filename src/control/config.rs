@@ -60,6 +60,9 @@
 //! - DR backends listen on the service port and sit on a directly connected subnet: DR
 //!   rewrites only the destination MAC (LVS's "gatewaying"), so it can neither change the port
 //!   nor cross a router.
+//! - `persistence` is 1 to 2678400 seconds (ipvsadm's 31 days); `persistence_mask` comes
+//!   only with it: a dotted IPv4 netmask of leading ones or a prefix length of the VIP's
+//!   family (1 to 32, 1 to 128), by default the whole address.
 //! - `maglev_table_size` is a prime, at least the number of backends and at most
 //!   [`MAX_MAGLEV_TABLE_SIZE`] (Maglev, NSDI'16 §3.4, needs a prime table size so that every
 //!   backend's permutation visits every slot); all services' tables together hold at most
@@ -87,6 +90,7 @@ use toml::{Spanned, Value};
 use crate::conntrack::{Conntrack, ConntrackConfig};
 use crate::fleet::{FleetMode, RouteExport};
 use crate::flow::{ForwardMode, Proto};
+use crate::persist::Persistence;
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 use crate::tuning::BusyPollMode;
 use crate::wire::ethernet::parse_mac;
@@ -359,6 +363,8 @@ pub struct ServiceConfig {
     pub health: HealthConfig,
     /// The real servers, in file order (possibly none, as with `ipvsadm -A` alone).
     pub backends: Vec<BackendConfig>,
+    /// `persistence` (seconds) and `persistence_mask`: ipvsadm's `-p` and `-M` (None: off).
+    pub persistence: Option<Persistence>,
 }
 
 /// One `[[service.backend]]`: a real server.
@@ -370,6 +376,10 @@ pub struct BackendConfig {
     pub port: u16,
     /// Its weight, 0 to 65535 (default 1); 0 drains it: no new flows, existing ones continue.
     pub weight: u32,
+    /// Down by health check: no config key (always false in a file); set by the health
+    /// monitor's effective config, so the snapshot can tell it from a drain
+    /// ([`crate::snapshot::Backend::down`]).
+    pub down: bool,
 }
 
 /// A service's `[service.health]` table.
@@ -668,6 +678,10 @@ impl Config {
                 addrs.join(", "),
                 s.maglev_table_size
             );
+            if let Some(p) = s.persistence {
+                let _ = writeln!(out, "persistence = {}", p.timeout.as_secs());
+                let _ = writeln!(out, "persistence_mask = {}", p.prefix_len);
+            }
             let h = &s.health;
             let _ = writeln!(
                 out,
@@ -722,6 +736,14 @@ impl Config {
 /// The path [`Config::validate`] parses under: its lines are of rendered text, so messages
 /// leave them out where they point at another value.
 const VALIDATED: &str = "<config>";
+
+/// The prefix length of a dotted IPv4 netmask of leading ones (`255.255.255.0` is 24);
+/// `None` for anything else (0.0.0.0 included: a mask keeps at least one bit).
+pub fn netmask_prefix(text: &str) -> Option<u8> {
+    let mask = text.parse::<Ipv4Addr>().ok()?.to_bits();
+    let len = mask.leading_ones();
+    (len > 0 && mask.checked_shl(len).unwrap_or(0) == 0).then_some(len as u8)
+}
 
 /// A duration as TOML seconds, exactly: an integer, or a float with up to nine decimals.
 pub(crate) fn seconds_text(duration: Duration) -> String {
@@ -902,6 +924,8 @@ struct RawService {
     health: Option<RawHealth>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
+    persistence: Leaf,
+    persistence_mask: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1734,6 +1758,7 @@ impl Context<'_> {
             ));
         }
 
+        let persistence = self.persistence(key, raw, vip)?;
         Ok(ServiceConfig {
             vip,
             port,
@@ -1744,7 +1769,54 @@ impl Context<'_> {
             maglev_table_size,
             health,
             backends,
+            persistence,
         })
+    }
+
+    /// `persistence` (1 to 31 days in seconds) and `persistence_mask` (only with
+    /// `persistence`): a dotted IPv4 netmask of leading ones, or a prefix length of the
+    /// VIP's family (default: the whole address, as IPVS's 255.255.255.255 and /128).
+    fn persistence(
+        &self,
+        key: &str,
+        raw: &RawService,
+        vip: IpAddr,
+    ) -> Result<Option<Persistence>, ConfigError> {
+        let max_len: u8 = if vip.is_ipv4() { 32 } else { 128 };
+        let mask_key = format!("{key}.persistence_mask");
+        let Some(at) = &raw.persistence else {
+            return match &raw.persistence_mask {
+                Some(mask) => Err(self.invalid(
+                    &mask_key,
+                    mask,
+                    "no persistence_mask without persistence (the seconds a client's template lives)",
+                )),
+                None => Ok(None),
+            };
+        };
+        let max = Persistence::MAX_TIMEOUT_SECS;
+        let expected = format!("seconds from 1 to {max} (31 days), like 300");
+        let secs: u64 =
+            self.integer(&format!("{key}.persistence"), at, 1, max as i64, &expected)?;
+        let prefix_len = match &raw.persistence_mask {
+            None => max_len,
+            Some(mask) => {
+                let expected = if vip.is_ipv4() {
+                    "a netmask of leading ones like \"255.255.255.0\", or a prefix length from 1 to 32"
+                } else {
+                    "a prefix length from 1 to 128 (an IPv6 service's mask)"
+                };
+                match mask.get_ref() {
+                    Value::Integer(_) => {
+                        self.integer(&mask_key, mask, 1, i64::from(max_len), expected)?
+                    }
+                    Value::String(text) if vip.is_ipv4() => netmask_prefix(text)
+                        .ok_or_else(|| self.invalid(&mask_key, mask, expected))?,
+                    _ => return Err(self.invalid(&mask_key, mask, expected)),
+                }
+            }
+        };
+        Ok(Some(Persistence { timeout: Duration::from_secs(secs), prefix_len }))
     }
 
     fn local_addrs(
@@ -2048,7 +2120,7 @@ impl Context<'_> {
             let expected = "a weight from 0 to 65535 (0 drains the real server)";
             self.integer(&format!("{key}.weight"), at, 0, 65_535, expected)
         })?;
-        Ok(BackendConfig { addr, port, weight })
+        Ok(BackendConfig { addr, port, weight, down: false })
     }
 }
 
@@ -2297,8 +2369,10 @@ pub(crate) mod tests {
                 backends: vec![BackendConfig {
                     addr: IpAddr::from([10, 1, 1, 11]),
                     port: 80,
-                    weight: 1
+                    weight: 1,
+                    down: false,
                 }],
+                persistence: None,
             }]
         );
     }
@@ -2670,6 +2744,32 @@ pub(crate) mod tests {
         let text =
             service("forward = \"nat\"\n[[service.backend]]\naddr = \"10.9.9.9\"\nport = 8080\n");
         assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn persistence_takes_seconds_and_a_netmask_or_prefix() {
+        let config = parse(&service("persistence = 300\npersistence_mask = \"255.255.255.0\"\n"));
+        let expected = Persistence { timeout: Duration::from_secs(300), prefix_len: 24 };
+        assert_eq!(config.unwrap().services[0].persistence, Some(expected));
+        let config = parse(&service("persistence = 300\npersistence_mask = 24\n")).unwrap();
+        assert_eq!(config.services[0].persistence, Some(expected));
+        assert_eq!(Config::parse(&config.to_toml(), "again").unwrap(), config);
+        let config = parse(&service("persistence = 60\n")).unwrap();
+        assert_eq!(config.services[0].persistence.map(|p| p.prefix_len), Some(32));
+        assert_eq!(parse(&service("")).unwrap().services[0].persistence, None);
+        for bad in ["0", "2678401", "\"300\"", "-1"] {
+            let text = service(&format!("persistence = {bad}\n"));
+            let expected = assert_invalid(&text, "service[0].persistence", "persistence");
+            assert!(expected.contains("seconds"), "{expected}");
+        }
+        for bad in ["\"255.0.255.0\"", "\"0.0.0.0\"", "33", "0", "\"24\"", "\"ffff::\""] {
+            let text = service(&format!("persistence = 300\npersistence_mask = {bad}\n"));
+            let expected = assert_invalid(&text, "service[0].persistence_mask", "persistence_mask");
+            assert!(expected.contains("netmask"), "{expected}");
+        }
+        let text = service("persistence_mask = 24\n");
+        let expected = assert_invalid(&text, "service[0].persistence_mask", "persistence_mask");
+        assert!(expected.contains("without persistence"), "{expected}");
     }
 
     #[test]
@@ -3336,6 +3436,7 @@ pub(crate) mod tests {
             health in arb_health(),
             sorry_port in proptest::option::of(1u16..),
             via_vip in any::<bool>(),
+            persistence in proptest::option::of((1u64..=Persistence::MAX_TIMEOUT_SECS, 1u8..=32)),
         ) -> ServiceConfig {
             let mut health = health;
             health.via_vip = via_vip
@@ -3357,6 +3458,7 @@ pub(crate) mod tests {
                     addr: IpAddr::from([10, 1, 1, host]),
                     port: if forward == ForwardMode::Dr { port } else { backend_port },
                     weight,
+                    down: false,
                 })
                 .collect();
             ServiceConfig {
@@ -3369,6 +3471,10 @@ pub(crate) mod tests {
                 maglev_table_size,
                 health,
                 backends,
+                persistence: persistence.map(|(secs, prefix_len)| Persistence {
+                    timeout: Duration::from_secs(secs),
+                    prefix_len,
+                }),
             }
         }
     }

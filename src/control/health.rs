@@ -816,6 +816,7 @@ impl HealthMonitor {
                 OnFailure::Drain => {
                     for backend in service.backends.iter_mut().filter(|b| !up(b)) {
                         backend.weight = 0;
+                        backend.down = true;
                     }
                 }
                 OnFailure::Remove => service.backends.retain(up),
@@ -825,6 +826,7 @@ impl HealthMonitor {
                     addr: sorry.ip(),
                     port: sorry.port(),
                     weight: 1,
+                    down: false,
                 });
                 if service.maglev_table_size < service.backends.len() {
                     service.maglev_table_size = next_prime(service.backends.len());

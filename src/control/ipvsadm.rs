@@ -47,7 +47,13 @@
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
 //!   `--health-via-vip yes|no`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
-//! - Persistence, firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
+//! - Persistence is ipvsadm's `-p [TIMEOUT]` (an optional value: the next argument unless
+//!   it is an option; 300 without) and `-M NETMASK` (dotted, or a prefix length; IPv6: a
+//!   prefix length), printed as ipvsadm prints them (`-S`: ` -p 300 -M 255.255.255.0`
+//!   after `-s`; `-L -n`: ` persistent 300 mask 255.255.255.0`; `-L -c`: templates in state
+//!   `NONE`, [`template_entries`]). `-E` without `-p` keeps it, `-E -p N` keeps the mask, and
+//!   `-p 0` (xlb's) turns it off. Persistence engines (`--pe`), persistent connections,
+//!   firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
 //!   and the sync daemon are refused with the reason, never silently ignored.
 //! - `-R` is atomic: every line is parsed and applied to a copy, and the result is checked
 //!   once; one bad line and nothing changes (ipvsadm applies lines until one fails).
@@ -79,12 +85,13 @@ use std::time::Duration;
 
 use crate::control::config::{
     Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
-    ServiceConfig, endpoint, seconds_text,
+    ServiceConfig, endpoint, netmask_prefix, seconds_text,
 };
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
 use crate::fleet::{FleetMode, VrrpState};
 use crate::flow::{ForwardMode, Proto};
+use crate::persist::Persistence;
 use crate::report::BackendCounters;
 use crate::sched::SchedulerKind;
 use crate::snapshot::Snapshot;
@@ -180,6 +187,21 @@ pub struct ServiceOptions {
     pub maglev_table_size: Option<usize>,
     /// `--health-*`, `--on-failure`.
     pub health: HealthOptions,
+    /// `-p [TIMEOUT]`: persistence in seconds (`-p` alone: 300, as ipvsadm); 0 (xlb's own)
+    /// turns it off.
+    pub persistent: Option<u64>,
+    /// `-M NETMASK`: the persistence mask.
+    pub netmask: Option<Netmask>,
+}
+
+/// `-M`'s value: a dotted IPv4 netmask (`255.255.255.0`) or a prefix length (`24`; an
+/// IPv6 service's only form, as ipvsadm's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Netmask {
+    /// The mask's length in bits.
+    pub prefix_len: u8,
+    /// Written dotted (IPv4 only).
+    pub dotted: bool,
 }
 
 /// Which listing `-L` prints.
@@ -331,11 +353,11 @@ impl fmt::Display for Command {
         match self {
             Command::AddService { service, options } => {
                 write!(f, "-A {}", service_arg(service))?;
-                write_service_options(f, options)
+                write_service_options(f, service, options)
             }
             Command::EditService { service, options } => {
                 write!(f, "-E {}", service_arg(service))?;
-                write_service_options(f, options)
+                write_service_options(f, service, options)
             }
             Command::DeleteService { service } => write!(f, "-D {}", service_arg(service)),
             Command::AddServer { service, server, forward, weight } => {
@@ -394,10 +416,15 @@ fn forward_flag(forward: ForwardMode) -> &'static str {
     }
 }
 
-fn write_service_options(f: &mut fmt::Formatter<'_>, options: &ServiceOptions) -> fmt::Result {
+fn write_service_options(
+    f: &mut fmt::Formatter<'_>,
+    service: &ServiceId,
+    options: &ServiceOptions,
+) -> fmt::Result {
     if let Some(scheduler) = options.scheduler {
         write!(f, " -s {scheduler}")?;
     }
+    f.write_str(&persistence_args(service.vip, options.persistent, options.netmask))?;
     if let Some(forward) = options.forward {
         write!(f, " {}", forward_flag(forward))?;
     }
@@ -573,6 +600,9 @@ enum Key {
     SorryServer,
     HealthViaVip,
     OnFailure,
+    /// `-p [TIMEOUT]`: its value is optional (the next argument, if it is no option).
+    Persistent,
+    Netmask,
     /// Recognised, refused, with the reason.
     Unsupported(&'static str),
 }
@@ -609,8 +639,8 @@ const fn spec(short: Option<char>, long: &'static str, value: bool, key: Key) ->
     Spec { short, long, value, key }
 }
 
-const NO_PERSISTENCE: &str = "xlb has no persistence: sh and maglev keep a client's flows on one \
-                              real server without a template table";
+const NO_PERSISTENCE: &str = "xlb's persistence is by client address only (-p, -M): no \
+                              persistence engines nor persistent connections";
 const NO_FWMARK: &str = "xlb has no firewall-mark services: use -t or -u VIP:port";
 const NO_TUNNEL: &str = "xlb forwards by -g (DR), -m (NAT) or -b (FullNAT), not IP-in-IP";
 const NO_THRESHOLDS: &str = "xlb has no connection thresholds";
@@ -667,8 +697,8 @@ const SPECS: &[Spec] = &[
     spec(None, "sorry-server", true, Key::SorryServer),
     spec(None, "health-via-vip", true, Key::HealthViaVip),
     spec(Some('f'), "fwmark-service", false, Key::Unsupported(NO_FWMARK)),
-    spec(Some('p'), "persistent", false, Key::Unsupported(NO_PERSISTENCE)),
-    spec(Some('M'), "netmask", false, Key::Unsupported(NO_PERSISTENCE)),
+    spec(Some('p'), "persistent", false, Key::Persistent),
+    spec(Some('M'), "netmask", true, Key::Netmask),
     spec(None, "persistent-conn", false, Key::Unsupported(NO_PERSISTENCE)),
     spec(None, "pe", false, Key::Unsupported(NO_PERSISTENCE)),
     spec(Some('i'), "ipip", false, Key::Unsupported(NO_TUNNEL)),
@@ -706,7 +736,7 @@ fn unsupported(shown: &str, key: Key) -> Result<(), CtlError> {
 /// Splits a command line into options (bundled short flags, attached values).
 fn tokenize(args: &[String]) -> Result<Vec<Given>, CtlError> {
     let mut given = Vec::new();
-    let mut rest = args.iter();
+    let mut rest = args.iter().peekable();
     while let Some(arg) = rest.next() {
         if let Some(long) = arg.strip_prefix("--") {
             let (name, attached) = match long.split_once('=') {
@@ -723,7 +753,9 @@ fn tokenize(args: &[String]) -> Result<Vec<Given>, CtlError> {
                 (true, None) => Some(
                     rest.next().cloned().ok_or_else(|| usage(format!("{shown} needs a value")))?,
                 ),
+                (false, Some(value)) if spec.key == Key::Persistent => Some(value),
                 (false, Some(_)) => return Err(usage(format!("{shown} takes no value: {arg:?}"))),
+                (false, None) if spec.key == Key::Persistent => optional_value(&mut rest),
                 (false, None) => None,
             };
             given.push(Given { name: shown, key: spec.key, value });
@@ -736,6 +768,17 @@ fn tokenize(args: &[String]) -> Result<Vec<Given>, CtlError> {
                 })?;
                 let shown = format!("-{flag}");
                 unsupported(&shown, spec.key)?;
+                if spec.key == Key::Persistent {
+                    // ipvsadm's `-p [TIMEOUT]` (popt's optional argument): attached, or the
+                    // next argument when it is no option.
+                    let attached = &flags[at + flag.len_utf8()..];
+                    let value = match attached.is_empty() {
+                        true => optional_value(&mut rest),
+                        false => Some(attached.to_string()),
+                    };
+                    given.push(Given { name: shown, key: spec.key, value });
+                    break;
+                }
                 if !spec.value {
                     given.push(Given { name: shown, key: spec.key, value: None });
                     continue;
@@ -790,6 +833,11 @@ pub fn take_socket(args: &mut Vec<String>) -> Result<Option<String>, CtlError> {
         found = Some(path);
     }
     Ok(found)
+}
+
+/// The next argument as an optional option value (`-p 300`), unless it is an option.
+fn optional_value(rest: &mut std::iter::Peekable<std::slice::Iter<'_, String>>) -> Option<String> {
+    rest.next_if(|next| !next.starts_with('-')).cloned()
 }
 
 /// Parses one ipvsadm command line (without the program name), e.g.
@@ -1092,7 +1140,39 @@ impl Options {
                 "yes or no",
             )?,
         };
-        Ok(ServiceOptions { scheduler, forward, local_addrs, maglev_table_size, health })
+        let persistent = match self.take(Key::Persistent) {
+            None => None,
+            Some(Given { value: None, .. }) => Some(Persistence::DEFAULT_TIMEOUT.as_secs()),
+            Some(Given { name, value: Some(value), .. }) => {
+                let max = Persistence::MAX_TIMEOUT_SECS;
+                Some(value.parse::<u64>().ok().filter(|n| *n <= max).ok_or_else(|| {
+                    usage(format!(
+                        "{name} {value}: expected a timeout in seconds from 1 to {max} (0: off)"
+                    ))
+                })?)
+            }
+        };
+        let netmask = self.named(
+            Key::Netmask,
+            |v| match netmask_prefix(v) {
+                Some(prefix_len) => Some(Netmask { prefix_len, dotted: true }),
+                None => v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| (1..=128).contains(n))
+                    .map(|prefix_len| Netmask { prefix_len, dotted: false }),
+            },
+            "a netmask like 255.255.255.0, or a prefix length (IPv6: 1 to 128)",
+        )?;
+        Ok(ServiceOptions {
+            scheduler,
+            forward,
+            local_addrs,
+            maglev_table_size,
+            health,
+            persistent,
+            netmask,
+        })
     }
 }
 
@@ -1298,6 +1378,7 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
                 maglev_table_size: DEFAULT_MAGLEV_TABLE_SIZE,
                 health: HealthConfig::for_proto(service.proto),
                 backends: Vec::new(),
+                persistence: None,
             };
             edit_service(&mut new, options, true)?;
             config.services.push(new);
@@ -1328,6 +1409,7 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
                 addr: server.ip(),
                 port: server.port(),
                 weight: weight.unwrap_or(1),
+                down: false,
             });
         }
         Command::EditServer { service, server, forward, weight } => {
@@ -1489,6 +1571,7 @@ fn edit_service(
     if let Some(size) = options.maglev_table_size {
         service.maglev_table_size = size;
     }
+    set_persistence(service, id, options)?;
     let h = &options.health;
     let health = &mut service.health;
     if let Some(check) = h.check {
@@ -1548,6 +1631,71 @@ fn edit_service(
     Ok(())
 }
 
+/// `-p` and `-M` on a service: `-p N` turns persistence on (or changes its timeout; `-p 0`
+/// turns it off), `-M` sets the mask of a service that is (or becomes) persistent; the
+/// family decides which masks fit.
+fn set_persistence(
+    service: &mut ServiceConfig,
+    id: ServiceId,
+    options: &ServiceOptions,
+) -> Result<(), CtlError> {
+    let full: u8 = if service.vip.is_ipv4() { 32 } else { 128 };
+    match options.persistent {
+        Some(0) => service.persistence = None,
+        Some(secs) => {
+            let prefix_len = service.persistence.map_or(full, |p| p.prefix_len);
+            service.persistence =
+                Some(Persistence { timeout: Duration::from_secs(secs), prefix_len });
+        }
+        None => {}
+    }
+    let Some(mask) = options.netmask else { return Ok(()) };
+    let invalid = |expected: &str| CtlError::Invalid {
+        what: format!("service {id} persistence mask (-M)"),
+        value: if mask.dotted {
+            prefix_netmask(mask.prefix_len)
+        } else {
+            mask.prefix_len.to_string()
+        },
+        expected: expected.into(),
+    };
+    let Some(persistence) = service.persistence.as_mut() else {
+        return Err(invalid("a persistent service: give -p [TIMEOUT] with -M"));
+    };
+    if mask.prefix_len > full || (mask.dotted && service.vip.is_ipv6()) {
+        return Err(invalid(if service.vip.is_ipv4() {
+            "a netmask like 255.255.255.0 or a prefix length from 1 to 32"
+        } else {
+            "a prefix length from 1 to 128 (an IPv6 service's mask)"
+        }));
+    }
+    persistence.prefix_len = mask.prefix_len;
+    Ok(())
+}
+
+/// The dotted IPv4 netmask of a prefix length (24: `255.255.255.0`).
+fn prefix_netmask(prefix_len: u8) -> String {
+    let bits = u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0);
+    Ipv4Addr::from_bits(bits).to_string()
+}
+
+/// ipvsadm's persistence options of a service, as `-S` writes them after `-s`: ` -p 300`,
+/// and ` -M 255.255.255.0` (IPv6: ` -M 64`) unless the mask is the whole address.
+fn persistence_args(vip: IpAddr, persistent: Option<u64>, netmask: Option<Netmask>) -> String {
+    let mut out = String::new();
+    if let Some(secs) = persistent {
+        out.push_str(&format!(" -p {secs}"));
+    }
+    match netmask {
+        Some(mask) if vip.is_ipv4() && mask.dotted => {
+            out.push_str(&format!(" -M {}", prefix_netmask(mask.prefix_len)));
+        }
+        Some(mask) => out.push_str(&format!(" -M {}", mask.prefix_len)),
+        None => {}
+    }
+    out
+}
+
 // Saving.
 
 /// The commands that rebuild `config`'s services from none, in order.
@@ -1581,6 +1729,11 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
             maglev_table_size: (service.maglev_table_size != DEFAULT_MAGLEV_TABLE_SIZE)
                 .then_some(service.maglev_table_size),
             health,
+            persistent: service.persistence.map(|p| p.timeout.as_secs()),
+            netmask: service
+                .persistence
+                .filter(|p| p.prefix_len < if service.vip.is_ipv4() { 32 } else { 128 })
+                .map(|p| Netmask { prefix_len: p.prefix_len, dotted: service.vip.is_ipv4() }),
         };
         let (options, xlb_only) = split_xlb_only(options);
         commands.push(Command::AddService { service: id, options });
@@ -1660,6 +1813,36 @@ pub struct ConnEntry {
     pub r#virtual: SocketAddrV4,
     /// The real server.
     pub destination: SocketAddrV4,
+}
+
+/// Persistence templates as IPVS lists them among the connections (`-L -n -c`): state
+/// `NONE`, the masked client with port 0, the service's VIP:port, the real server
+/// (`TCP 05:00  NONE        192.0.2.0:0        10.1.1.10:80       10.1.1.11:80`). A template
+/// of a service no longer in `snapshot`, or of an IPv6 service (the listing is IPv4's), is
+/// left out.
+pub fn template_entries(
+    snapshot: &Snapshot,
+    templates: &[crate::persist::Entry],
+) -> Vec<ConnEntry> {
+    let mut entries = Vec::with_capacity(templates.len());
+    for template in templates {
+        let of = |s: &&crate::snapshot::Service| {
+            s.persistence.is_some_and(|p| p.service == template.key.service)
+        };
+        let Some(service) = snapshot.services.iter().find(of) else { continue };
+        let IpAddr::V4(vip) = service.vip else { continue };
+        let v4 = |bits: u128| Ipv4Addr::from_bits(bits as u32);
+        entries.push(ConnEntry {
+            proto: service.proto,
+            // IPVS shows what is left, rounded down to the second, as for connections.
+            expire_secs: template.remaining.as_secs(),
+            state: "NONE".into(),
+            client: SocketAddrV4::new(v4(template.key.client), 0),
+            r#virtual: SocketAddrV4::new(vip, service.port),
+            destination: SocketAddrV4::new(v4(template.chosen.addr), template.chosen.port),
+        });
+    }
+    entries
 }
 
 /// What a listing shows besides the snapshot: every per-backend vector is indexed like
@@ -1758,6 +1941,12 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
                     service.port,
                     service.scheduler.kind(),
                 ));
+                if let Some(p) = &service.persistence {
+                    // ipvsadm's flags after the scheduler: ` persistent 300 mask 255.255.255.0`.
+                    out.pop();
+                    out.push_str(&list_persistence(service.vip, p));
+                    out.push('\n');
+                }
                 for &backend in backends {
                     let Some(entry) = snapshot.backends.get(backend) else { continue };
                     let figure = |v: &[u64]| v.get(backend).copied().unwrap_or(0);
@@ -1808,6 +1997,21 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             out
         }
     }
+}
+
+/// A persistent service's flags on its `-L -n` line, as ipvsadm's `print_service_entry`
+/// writes them: ` persistent 300`, then ` mask 255.255.255.0` (IPv6: ` mask 64`) unless
+/// the mask keeps the whole address.
+fn list_persistence(vip: IpAddr, p: &crate::persist::ServicePersistence) -> String {
+    let mut out = format!(" persistent {}", p.timeout.as_secs());
+    match vip {
+        IpAddr::V4(_) if p.prefix_len < 32 => {
+            out.push_str(&format!(" mask {}", prefix_netmask(p.prefix_len)));
+        }
+        IpAddr::V6(_) if p.prefix_len < 128 => out.push_str(&format!(" mask {}", p.prefix_len)),
+        _ => {}
+    }
+    out
 }
 
 /// A service's line of `-L -n`: `TCP  10.1.1.10:80 rr`, `TCP  [2001:db8::10]:80 wlc`
@@ -2013,6 +2217,7 @@ IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb for
   --health-via-vip yes|no,
   --health-http-path P, --health-http-status N, --on-failure drain|remove;
   -S writes them on \"# xlb: -E ...\" lines, which ipvsadm -R skips and xlb ctl -R reads.
+Persistence: -A|-E ... -p [SECONDS] (300 if none; -p 0 turns it off) [-M NETMASK|PREFIX].
 ";
 
 #[cfg(test)]
@@ -2164,7 +2369,9 @@ mod tests {
                 "-w 70000: expected a weight from 0 to 65535",
             ),
             ("-a -t 10.1.1.10:80 -r 10.1.1.11 -w -1", "-w -1"),
-            ("-A -t 10.1.1.10:80 -p 300", "-p is not supported: xlb has no persistence"),
+            ("-A -t 10.1.1.10:80 --pe sip", "--pe is not supported"),
+            ("-A -t 10.1.1.10:80 -p 3000000", "-p 3000000: expected a timeout in seconds"),
+            ("-A -t 10.1.1.10:80 -p 300 -M 255.0.255.0", "-M 255.0.255.0: expected a netmask"),
             ("-A -f 1", "-f is not supported"),
             ("-a -t 10.1.1.10:80 -r 10.1.1.11 -i", "-i is not supported"),
             ("-A -L", "two commands given, -A and -L"),
@@ -2738,6 +2945,102 @@ mod tests {
                 let _ = apply(&base(), &command);
             }
         }
+    }
+
+    /// What `ipvsadm-save -n` writes on an LVS box with persistent services (ipvsadm
+    /// 1.31's `print_service_entry` in FMT_RULE: `-p` after `-s`, `-M` when the mask is not
+    /// 255.255.255.255).
+    const LVS_SAVE: &str = "\
+-A -t 10.1.1.20:443 -s wlc -p 300
+-a -t 10.1.1.20:443 -r 10.1.1.11:443 -g -w 1
+-a -t 10.1.1.20:443 -r 10.1.1.12:443 -g -w 1
+-A -t 10.1.1.21:80 -s rr -p 1800 -M 255.255.255.0
+-a -t 10.1.1.21:80 -r 10.1.1.11:80 -g -w 3
+-a -t 10.1.1.21:80 -r 10.1.1.12:80 -g -w 0
+-A -u 10.1.1.22:53 -s wrr -p 60
+-a -u 10.1.1.22:53 -r 10.1.1.13:53 -g -w 1
+";
+
+    #[test]
+    fn restores_an_ipvsadm_save_file_with_persistent_services() {
+        let commands = parse_restore(LVS_SAVE).unwrap_or_else(|e| panic!("{e}"));
+        let config = apply(&base(), &Command::Restore(commands)).unwrap_or_else(|e| panic!("{e}"));
+        let persistence = |at: usize| {
+            config.services[at].persistence.map(|p| (p.timeout.as_secs(), p.prefix_len))
+        };
+        assert_eq!(persistence(0), None, "the base service is untouched");
+        assert_eq!(persistence(1), Some((300, 32)));
+        assert_eq!(persistence(2), Some((1800, 24)));
+        assert_eq!(persistence(3), Some((60, 32)));
+        // -S writes them back as ipvsadm-save did.
+        let saved = save(&config);
+        assert!(saved.contains("-A -t 10.1.1.20:443 -s wlc -p 300\n"), "{saved}");
+        assert!(saved.contains("-A -t 10.1.1.21:80 -s rr -p 1800 -M 255.255.255.0\n"), "{saved}");
+        assert!(saved.contains("-A -u 10.1.1.22:53 -s wrr -p 60\n"), "{saved}");
+        // -L -n shows them as ipvsadm's print_service_entry.
+        let listed = list(&snapshot_of(&config), &view(ListFormat::Table));
+        assert!(listed.contains("TCP  10.1.1.20:443 wlc persistent 300\n"), "{listed}");
+        assert!(
+            listed.contains("TCP  10.1.1.21:80 rr persistent 1800 mask 255.255.255.0\n"),
+            "{listed}"
+        );
+        assert!(listed.contains("UDP  10.1.1.22:53 wrr persistent 60\n"), "{listed}");
+        assert!(listed.contains("TCP  10.1.1.10:80 rr\n"), "{listed}");
+    }
+
+    #[test]
+    fn p_takes_an_optional_timeout_and_e_changes_persistence() {
+        let options = |line: &str| match cmd(line) {
+            Command::AddService { options, .. } | Command::EditService { options, .. } => {
+                (options.persistent, options.netmask.map(|m| m.prefix_len))
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(options("-A -t 10.1.1.20:80 -p"), (Some(300), None));
+        assert_eq!(options("-A -t 10.1.1.20:80 -p -s rr"), (Some(300), None));
+        assert_eq!(options("-A -t 10.1.1.20:80 -s rr -p 600"), (Some(600), None));
+        assert_eq!(options("-A -t 10.1.1.20:80 -p600 -M 24"), (Some(600), Some(24)));
+        assert_eq!(options("-A -t 10.1.1.20:80 --persistent=60"), (Some(60), None));
+        assert_eq!(
+            options("-A -t 10.1.1.20:80 --persistent -M 255.255.0.0"),
+            (Some(300), Some(16))
+        );
+        let config = run(&base(), "-E -t 10.1.1.10:80 -p 120 -M 255.255.255.0").unwrap();
+        let p = config.services[0].persistence.unwrap();
+        assert_eq!((p.timeout.as_secs(), p.prefix_len), (120, 24));
+        // -E -p keeps the mask; -E without -p keeps both; -p 0 turns persistence off.
+        let config = run(&config, "-E -t 10.1.1.10:80 -p 30").unwrap();
+        assert_eq!(config.services[0].persistence.map(|p| p.prefix_len), Some(24));
+        let config = run(&config, "-E -t 10.1.1.10:80 -s wrr").unwrap();
+        assert_eq!(config.services[0].persistence.map(|p| p.timeout.as_secs()), Some(30));
+        let config = run(&config, "-E -t 10.1.1.10:80 -p 0").unwrap();
+        assert_eq!(config.services[0].persistence, None);
+        let error = run(&config, "-E -t 10.1.1.10:80 -M 24").unwrap_err().to_string();
+        assert!(error.contains("-p [TIMEOUT]"), "{error}");
+        let error = run(&config, "-E -t 10.1.1.10:80 -p -M 33").unwrap_err().to_string();
+        assert!(error.contains("1 to 32"), "{error}");
+    }
+
+    #[test]
+    fn lists_templates_among_the_connections_like_ipvsadm_lnc() {
+        use crate::persist::{Chosen, Entry, TemplateKey};
+        let config = run(&base(), "-E -t 10.1.1.10:80 -p 300 -M 255.255.255.0").unwrap();
+        let snapshot = snapshot_of(&config);
+        let tag = snapshot.services[0].persistence.unwrap().service;
+        let template = Entry {
+            key: TemplateKey { service: tag, client: u128::from(0xc000_0200u32) },
+            chosen: Chosen { addr: u128::from(0x0a01_010cu32), port: 80, hint: 1 },
+            remaining: Duration::from_secs(299),
+        };
+        let unknown = Entry { key: TemplateKey { service: tag ^ 1, ..template.key }, ..template };
+        let mut v = view(ListFormat::Connections);
+        v.connections = template_entries(&snapshot, &[template, unknown]);
+        assert_eq!(
+            list(&snapshot, &v),
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination\n\
+             TCP 04:59  NONE        192.0.2.0:0        10.1.1.10:80       10.1.1.12:80\n"
+        );
     }
 
     // Listings.

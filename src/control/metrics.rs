@@ -792,6 +792,14 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
         Stat::ExpiredFlows => "Flows expired.",
+        Stat::PersistentFollowed => "New connections sent where their persistence template said.",
+        Stat::PersistentTableFull => {
+            "New connections of persistent services scheduled without a template (table full)."
+        }
+        Stat::PersistentBusy => {
+            "New connections of persistent services scheduled without a template (another \
+             core was writing it)."
+        }
     }
 }
 

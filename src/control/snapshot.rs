@@ -24,6 +24,7 @@ use crate::control::config::{BackendConfig, Config, ConntrackSettings, ServiceCo
 use crate::family::V6;
 use crate::flow::Proto;
 use crate::hash::TableSecret;
+use crate::persist::ServicePersistence;
 use crate::sched::{BackendSpec, MaglevTable, SchedError, Scheduler};
 use crate::snapshot::{
     Backend, BackendId, Interface, Interface6, Service, Snapshot, backend_identity, route_in,
@@ -219,6 +220,7 @@ impl Snapshot {
                     weight: backend.weight,
                     id,
                     service: service_number,
+                    down: backend.down,
                 });
             }
             services.push(Service {
@@ -230,6 +232,9 @@ impl Snapshot {
                 fallback,
                 local_addrs: service.local_addrs.clone(),
                 backends: first..backends.len(),
+                persistence: service
+                    .persistence
+                    .map(|p| ServicePersistence::new(vip, service.port, service.proto.number(), p)),
             });
         }
         let static_neighbors = config.neighbors.iter().map(|n| (n.ip, MacAddr(n.mac))).collect();

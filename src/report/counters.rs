@@ -173,6 +173,13 @@ counted_enum! {
         /// Replies found in another core's table.
         CrossCoreHits => "cross_core_hits",
         ExpiredFlows => "expired_flows",
+        /// New connections of a persistent service sent where the client's template said.
+        PersistentFollowed => "persistent_followed",
+        /// New connections of a persistent service scheduled without a template: every
+        /// slot the client's template could take holds another client's live one.
+        PersistentTableFull => "persistent_table_full",
+        /// The same because another core was still writing the client's template.
+        PersistentBusy => "persistent_busy",
     }
 }
 

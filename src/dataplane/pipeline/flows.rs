@@ -19,6 +19,7 @@ use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::classify::{Class, Transport};
+use super::persistence;
 use super::rewrite::route_transport;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
@@ -212,7 +213,7 @@ impl CoreState {
         let Some(state) = self.sched.get_mut(service_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let pick = match service.scheduler.maglev_table() {
+        let schedule = || match service.scheduler.maglev_table() {
             // What `pick` does for Maglev, which needs only the flow hash (the common
             // scheduler): no context to build, no call.
             Some(table) => table.lookup(hash),
@@ -227,6 +228,9 @@ impl CoreState {
                 service.scheduler.pick(state, &context)
             }
         };
+        let client = u128::from(key.src_addr.to_bits());
+        let (templates, counters) = (&*self.templates, &mut self.counters);
+        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
         let Some(pick) = pick else {
             return Verdict::Drop(DropReason::NoBackend);
         };

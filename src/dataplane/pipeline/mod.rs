@@ -50,7 +50,8 @@
 //!   emit queue per round, so any number of VIPs is announced without crowding out the ARP
 //!   requests of the data path.
 //! - TCP/UDP to a service VIP:port: connection lookup; on a miss the service's scheduler picks
-//!   a backend and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
+//!   a backend (a persistent service's client follows its template first, in the table all
+//!   cores share: `persistence`, [`crate::persist`]) and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
 //!   (DNAT + SNAT to a local address:port).
 //! - Replies of NAT backends and replies to FullNAT local addresses: translated back to
 //!   VIP:port towards the client. With several interfaces, a reply must arrive on the
@@ -86,6 +87,7 @@ mod emit;
 mod flows;
 mod icmp;
 mod neighbors;
+mod persistence;
 mod rewrite;
 mod v6;
 
@@ -97,6 +99,7 @@ use crate::arp::{self, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
 use crate::family::{V4, V6};
 use crate::fleet::{Presence, VrrpState};
+use crate::persist::Templates;
 use crate::report::{BATCH, Counters, DropReason, Stat};
 use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Owned, Snapshot};
@@ -187,6 +190,8 @@ struct CoreState {
     conntrack: Conntrack,
     /// Other cores' tables, for replies RSS delivered here.
     peers: Vec<ConntrackReader>,
+    /// Persistence templates, shared by every core ([`Pipeline::set_templates`]).
+    templates: Arc<Templates>,
     /// Per service. A snapshot swap keeps a service's state when the service is unchanged
     /// (same scheduler, same backends by identity and weight), so `rr` goes on from where it
     /// was and `random` does not repeat its picks.
@@ -250,6 +255,7 @@ impl Pipeline {
             slot,
             conntrack: Conntrack::new(&snapshot.conntrack),
             peers: Vec::new(),
+            templates: Arc::new(templates_for(&snapshot)),
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
             response_time_us: snapshot.response_time_us.clone(),
@@ -314,6 +320,14 @@ impl Pipeline {
         core.hops_generation = u64::MAX;
         core.presence = snapshot.fleet.presence(core.vrrp);
         core.v6.set_snapshot(&snapshot);
+        // A table this core alone holds, too small for the persistence the new snapshot
+        // asks for (the pipeline began without): the full size. Shared tables stay shared.
+        if core.templates.capacity() < crate::persist::DEFAULT_CAPACITY
+            && Arc::strong_count(&core.templates) == 1
+            && snapshot.services.iter().any(|s| s.persistence.is_some())
+        {
+            core.templates = Arc::new(templates_for(&snapshot));
+        }
         self.snapshot = snapshot;
     }
 
@@ -352,6 +366,17 @@ impl Pipeline {
         let secret = self.core.conntrack.secret();
         assert!(peers.iter().all(|peer| peer.secret() == secret), "peers keyed alike");
         self.core.peers = peers;
+    }
+
+    /// Makes this core use `templates` for persistence: give every core of a process the
+    /// same table, so that a client's connections on any core follow one template.
+    pub fn set_templates(&mut self, templates: Arc<Templates>) {
+        self.core.templates = templates;
+    }
+
+    /// The persistence templates this core uses (for listings and for sharing).
+    pub fn templates(&self) -> &Arc<Templates> {
+        &self.core.templates
     }
 
     /// A read handle on this core's connection table, for the other cores.
@@ -642,6 +667,16 @@ impl Pipeline {
 }
 
 /// Maps a view's refusal of an IPv4 header to a drop reason.
+/// The template table a pipeline starts with: the full size when a service of `snapshot`
+/// is persistent, else a token one ([`Pipeline::set_snapshot`] grows it when persistence
+/// arrives; the daemon gives every core one shared full-size table).
+fn templates_for(snapshot: &Snapshot) -> Templates {
+    match snapshot.services.iter().any(|s| s.persistence.is_some()) {
+        true => Templates::with_default_capacity(),
+        false => Templates::new(crate::persist::WINDOW, 0),
+    }
+}
+
 fn ip_drop_reason(error: WireError) -> DropReason {
     match error {
         WireError::BadVersion => DropReason::BadIpVersion,

@@ -26,6 +26,7 @@ use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
 use super::super::flows::{backend_of, opened, release_backend, translate};
+use super::super::persistence;
 use super::super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, reject};
 use super::parse::{Transport6, addresses, quoted_transport};
 use super::rewrite::{
@@ -169,7 +170,7 @@ impl CoreState {
         let Some(state) = self.sched.get_mut(service_index) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let pick = match service.scheduler.maglev_table() {
+        let schedule = || match service.scheduler.maglev_table() {
             Some(table) => table.lookup(pinned),
             None => {
                 let context = PickContext {
@@ -182,6 +183,9 @@ impl CoreState {
                 service.scheduler.pick(state, &context)
             }
         };
+        let client = key.src_addr.to_bits();
+        let (templates, counters) = (&*self.templates, &mut self.counters);
+        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
         let Some(pick) = pick else {
             return Verdict::Drop(DropReason::NoBackend);
         };
