@@ -16,6 +16,12 @@
 //! leave evenly, not in bursts; calls last about half a second each, because each sets up
 //! a page pool at a cost of tens of milliseconds.
 //!
+//! Where the kernel refuses live frames (some 6.18 builds answer `EPERM` even to root), the
+//! first call says so on stderr and the generator falls back to running the program on one
+//! frame at a time (not live) and sending what it makes through an `AF_PACKET` socket
+//! ([`crate::dataplane::io::afxdp::packet`]): the same flows, stamps and pacing, an order of
+//! magnitude fewer frames a second; the report says `fallback`.
+//!
 //! Invariants: the config map's value is the 40-byte `struct gen_config`, checked at load;
 //! [`FrameSpec::build`] makes frames with valid checksums and a plain 20-byte IPv4 header,
 //! which is what the program's fixed offsets assume.
@@ -26,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dataplane::io::afxdp::bpf::{self, Aligned, Map, Object};
+use crate::dataplane::io::afxdp::packet::FrameSender;
 use crate::dataplane::io::afxdp::steer::SteerError;
 use crate::flow::Proto;
 use crate::testkit;
@@ -179,8 +186,13 @@ pub struct GenReport {
     pub sent: u64,
     /// Time since the first frame.
     pub elapsed: Duration,
-    /// `BPF_PROG_RUN` calls made.
+    /// `BPF_PROG_RUN` calls made (live calls; or rounds of the fallback's single runs).
     pub calls: u64,
+    /// Whether the frames left through an `AF_PACKET` socket because the kernel refused
+    /// live frames (see [`Generator::run`]).
+    pub fallback: bool,
+    /// Frames the fallback made but the device's queue refused (`ENOBUFS`), among `sent`.
+    pub not_sent: u64,
 }
 
 impl GenReport {
@@ -288,15 +300,33 @@ impl Generator {
         let mut report = GenReport::default();
         let mut last_progress = started;
         let mut repeat = FIRST_REPEAT;
+        let mut sender: Option<FrameSender> = None;
         while report.sent < limits.packets
             && !stop.load(Ordering::Relaxed)
             && started.elapsed() < limits.duration
         {
             let call = Instant::now();
-            match bpf::test_run_live(self.program_fd, frame, ifindex, repeat as u32, batch) {
-                Ok(()) => {}
-                Err(error) if error.errno() == Some(libc::EINTR) => {}
-                Err(error) => return Err(error),
+            match &sender {
+                Some(sender) => self.run_copies(frame, sender, CALL_TARGET, &mut report)?,
+                None => {
+                    match bpf::test_run_live(self.program_fd, frame, ifindex, repeat as u32, batch)
+                    {
+                        Ok(()) => {}
+                        Err(error) if error.errno() == Some(libc::EINTR) => {}
+                        Err(error) if report.calls == 0 && refuses_live_frames(&error) => {
+                            eprintln!(
+                                "gen: the kernel refuses live frames ({error}); sending each frame \
+                             the program makes through an AF_PACKET socket instead (about ten \
+                             times slower)"
+                            );
+                            sender = Some(FrameSender::new(ifindex).map_err(|error| {
+                                SteerError::Object(format!("an AF_PACKET socket: {error}"))
+                            })?);
+                            report.fallback = true;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
             }
             repeat = next_repeat(repeat, call.elapsed());
             report.calls += 1;
@@ -313,7 +343,53 @@ impl Generator {
         report.elapsed = started.elapsed();
         Ok(report)
     }
+
+    /// The fallback of [`Generator::run`] where live frames are refused, for about `budget`:
+    /// the program runs on one frame at a time (not live: it still gives each its flow, its
+    /// stamp and its pacing), and what it returns `XDP_TX` for leaves through `sender`. A
+    /// frame the device's queue had no room for (`ENOBUFS`) is counted in
+    /// [`GenReport::not_sent`], not retried.
+    fn run_copies(
+        &self,
+        frame: &[u8],
+        sender: &FrameSender,
+        budget: Duration,
+        report: &mut GenReport,
+    ) -> Result<(), SteerError> {
+        const XDP_TX: u32 = 3;
+        let mut out = vec![0u8; frame.len() + 256];
+        let started = Instant::now();
+        while started.elapsed() < budget {
+            for _ in 0..COPIES_BETWEEN_CLOCK_READS {
+                let run = bpf::test_run(self.program_fd, frame, 0, 0, &mut out)?;
+                if run.retval != XDP_TX {
+                    continue;
+                }
+                match sender.send(&out[..run.out_len]) {
+                    Ok(()) => {}
+                    Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                        report.not_sent += 1;
+                    }
+                    Err(error) => {
+                        return Err(SteerError::Object(format!("sending a frame: {error}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Whether `error` says this kernel does not run live frames at all (some kernels refuse
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` with `EPERM` even to root), rather than that this call failed.
+fn refuses_live_frames(error: &SteerError) -> bool {
+    matches!(error.errno(), Some(libc::EPERM | libc::EOPNOTSUPP | ENOTSUPP))
+}
+
+/// The kernel's internal "not supported" (524), which BPF commands may return as it is.
+const ENOTSUPP: i32 = 524;
+/// Frames [`Generator::run_copies`] makes between two reads of the clock.
+const COPIES_BETWEEN_CLOCK_READS: u32 = 64;
 
 #[cfg(test)]
 mod tests {
@@ -322,6 +398,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::io::afxdp::bpf::tests::root;
+    use crate::dataplane::io::afxdp::testns::Netns;
 
     const SPEC: FrameSpec = FrameSpec {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
@@ -417,6 +494,65 @@ mod tests {
             _ => false,
         };
         ip_ok && l4_ok
+    }
+
+    /// The fallback where live frames are refused: every frame the program makes (and
+    /// returns `XDP_TX` for) leaves through the AF_PACKET socket and reaches the veth peer,
+    /// and none after the program's limit.
+    #[test]
+    fn the_fallback_sends_each_frame_the_program_makes() {
+        if !root() {
+            eprintln!("skipped: loading BPF and a namespace need root");
+            return;
+        }
+        let netns = Netns::create(format!("xlb-{}-gen", std::process::id()));
+        // No IPv6 on the veths: their router solicitations would be counted as ours.
+        let sysctl = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"];
+        netns.run("ip", &["netns", "exec", &netns.name, "sysctl", "-qw", sysctl[0], sysctl[1]]);
+        netns.ip(&["link", "add", "name", "gena", "type", "veth", "peer", "name", "genb"]);
+        netns.ip(&["link", "set", "gena", "up"]);
+        netns.ip(&["link", "set", "genb", "up"]);
+        let rx_packets = || -> u64 {
+            let out = netns.ip(&["-s", "-j", "link", "show", "genb"]);
+            let links: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+            links[0]["stats64"]["rx"]["packets"].as_u64().expect("rx packets")
+        };
+        let links: serde_json::Value =
+            serde_json::from_str(&netns.ip(&["-j", "link", "show", "gena"])).expect("ip -j");
+        let ifindex = links[0]["ifindex"].as_u64().and_then(|i| u32::try_from(i).ok());
+        let ifindex = ifindex.expect("gena's ifindex");
+        let before = rx_packets();
+        let limit = 100;
+        let made = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    netns.enter();
+                    let generator = Generator::load().expect("load");
+                    let config = GenConfig {
+                        flows: 0,
+                        src_addr: Ipv4Addr::new(10, 200, 0, 1),
+                        src_span: 256,
+                        src_port: 1024,
+                        port_span: 1024,
+                        stamp_offset: None,
+                    };
+                    let frame = FrameSpec { proto: Proto::Tcp, ..SPEC }.build();
+                    generator.configure(&frame, &config).unwrap();
+                    let first = generator.generated().unwrap();
+                    let encoded = config.encode(0, first + limit);
+                    generator.config.update(&0u32.to_ne_bytes(), &encoded).unwrap();
+                    let sender = FrameSender::new(ifindex).expect("AF_PACKET socket");
+                    let mut report = GenReport::default();
+                    let budget = Duration::from_millis(200);
+                    generator.run_copies(&frame, &sender, budget, &mut report).unwrap();
+                    assert_eq!(report.not_sent, 0);
+                    generator.generated().unwrap() - first
+                })
+                .join()
+                .expect("generator thread")
+        });
+        assert_eq!(made, limit, "the program's limit holds in the fallback");
+        assert_eq!(rx_packets() - before, limit, "every frame made reached the peer");
     }
 
     #[test]

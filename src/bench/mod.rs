@@ -244,6 +244,11 @@ pub struct GenSummary {
     pub seconds: f64,
     pub mpps: f64,
     pub calls: u64,
+    /// Whether the frames left through an `AF_PACKET` socket (the kernel refused live
+    /// frames; see [`generator`]).
+    pub fallback: bool,
+    /// Frames the fallback made that the device's queue refused (among `sent`).
+    pub not_sent: u64,
 }
 
 fn seconds(value: f64) -> Duration {
@@ -298,16 +303,23 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
         );
     })?;
     eprintln!(
-        "gen: done: {} frames in {:.2} s, {:.2} Mpps",
+        "gen: done: {} frames in {:.2} s, {:.2} Mpps{}",
         report.sent,
         report.elapsed.as_secs_f64(),
-        report.mpps()
+        report.mpps(),
+        if report.fallback {
+            format!(" (through AF_PACKET; {} refused by the device's queue)", report.not_sent)
+        } else {
+            String::new()
+        }
     );
     Ok(GenSummary {
         sent: report.sent,
         seconds: report.elapsed.as_secs_f64(),
         mpps: report.mpps(),
         calls: report.calls,
+        fallback: report.fallback,
+        not_sent: report.not_sent,
     })
 }
 

@@ -1,7 +1,7 @@
 //! AF_XDP: the appliance's I/O. Everything here is what `xlb run` uses; the benchmark's
 //! programs (traffic generator, sink, XDP redirect, null forwarder) live in
 //! [`crate::bench`] and reach the kernel only through the safe API this module exports
-//! (`bpf`, [`steer`], [`xsk`], [`busypoll`], [`netdev`]), so that this stays the one module
+//! (`bpf`, [`steer`], [`xsk`], [`busypoll`], [`netdev`], [`packet`]), so that this stays the one module
 //! of the crate allowed `unsafe`.
 //!
 //! - [`steer`]: xlb's own XDP program, which redirects into the AF_XDP sockets only the
@@ -13,6 +13,8 @@
 //!   has none (veth).
 //! - [`groups`]: the solicited-node multicast groups of xlb's IPv6 addresses, joined on its
 //!   interfaces so a NIC's filter lets neighbour solicitations for a VIP through to XDP.
+//! - [`packet`]: a raw `AF_PACKET` sender, the benchmark generator's way out where the
+//!   kernel refuses live frames.
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
 //! - `bpf`: the libbpf plumbing every XDP program of the crate goes through (an embedded
 //!   object opened and loaded, its maps, `BPF_PROG_TEST_RUN`), the benchmark's included.
@@ -23,6 +25,7 @@ pub mod busypoll;
 pub mod groups;
 pub mod marker;
 pub mod netdev;
+pub mod packet;
 pub mod steer;
 pub mod tap;
 #[cfg(test)]
