@@ -716,7 +716,7 @@ proptest! {
 }
 
 /// Drop reasons the config above cannot produce from frames this small, and why.
-const UNREACHED: [DropReason; 11] = [
+const UNREACHED: [DropReason; 15] = [
     // One interface: a reply cannot arrive on another arm than its backend's.
     DropReason::ReplyWrongInterface,
     // One local port pool of 64512 ports per local address; sequences are far shorter.
@@ -736,6 +736,12 @@ const UNREACHED: [DropReason; 11] = [
     DropReason::BadNdp,
     DropReason::NdpConflict,
     DropReason::NdpAnswerEmitted,
+    // No tunnel service in the config: tests/golden_tunnel.rs and the tunnel module's tests
+    // reach these.
+    DropReason::TunnelEncapsulated,
+    DropReason::TunnelFragNeeded,
+    DropReason::TunnelTooBig,
+    DropReason::TunnelEmitFull,
 ];
 
 /// With a fixed seed, the generator's frames reach every stage of the pipeline: a good share

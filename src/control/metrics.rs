@@ -790,6 +790,7 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::ReusedFlows => "SYNs reopening a closing or closed flow, scheduled anew.",
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
+        Stat::MssClamped => "TCP SYNs of tunnel services whose MSS was lowered to mss_clamp.",
         Stat::ExpiredFlows => "Flows expired.",
     }
 }

@@ -157,6 +157,8 @@ impl Snapshot {
                         prefix_len: v6.prefix_len,
                         gateway: v6.gateway,
                     }),
+                    mtu: i.mtu,
+                    tunnel_source: i.tunnel_source,
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -230,6 +232,7 @@ impl Snapshot {
                 fallback,
                 local_addrs: service.local_addrs.clone(),
                 backends: first..backends.len(),
+                tunnel: service.tunnel,
             });
         }
         let static_neighbors = config.neighbors.iter().map(|n| (n.ip, MacAddr(n.mac))).collect();

@@ -74,6 +74,20 @@ counted_enum! {
         /// a source link-layer option), so the answer left as a frame of its own (emitted)
         /// and the solicitation ends here.
         NdpAnswerEmitted => "ndp_answer_emitted",
+        /// Not an error: a packet of a tunnel service, wrapped for its real server; the
+        /// wrapped copy left as a frame of its own (emitted, or held for the next hop) and
+        /// the received frame ends here. The count of tunnelled packets.
+        TunnelEncapsulated => "tunnel_encapsulated",
+        /// A tunnel service's packet too big for the egress MTU once wrapped, with DF set:
+        /// answered with ICMP fragmentation needed (emitted) carrying the MTU less the
+        /// tunnel's overhead.
+        TunnelFragNeeded => "tunnel_frag_needed",
+        /// A tunnel service's packet too big for the egress MTU once wrapped, without DF
+        /// (xlb does not fragment), or with DF but no known way back to the client.
+        TunnelTooBig => "tunnel_too_big",
+        /// A tunnel service's packet wrapped with no room left in the emit queue (also
+        /// counted in `emit_overflow`).
+        TunnelEmitFull => "tunnel_emit_full",
         /// To a VIP, but no service listens on that port and protocol.
         NoService => "no_service",
         /// To a VIP, with an IP protocol xlb does not balance.
@@ -169,6 +183,8 @@ counted_enum! {
         StatelessPackets => "stateless_packets",
         /// Replies found in another core's table.
         CrossCoreHits => "cross_core_hits",
+        /// TCP SYNs of tunnel services whose MSS option was lowered to `mss_clamp`.
+        MssClamped => "mss_clamped",
         ExpiredFlows => "expired_flows",
     }
 }

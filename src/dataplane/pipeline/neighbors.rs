@@ -365,7 +365,7 @@ impl CoreState {
     /// Fills in the Ethernet header towards `route`, or holds the frame and asks for the next
     /// hop's MAC.
     #[inline]
-    fn send(
+    pub(super) fn send(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,
