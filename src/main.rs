@@ -390,8 +390,8 @@ fn print_replay(
     )?;
     writeln!(
         w,
-        "  verdicts: tx {}  pass {}  drop {}  held {}   (sent on its own: {})",
-        summary.tx, summary.pass, summary.drop, summary.held, summary.emitted
+        "  verdicts: tx {}  pass {}  drop {}  held {}  encapsulated {}   (sent on its own: {})",
+        summary.tx, summary.pass, summary.drop, summary.held, summary.encapsulated, summary.emitted
     )?;
     if !summary.drop_reasons.is_empty() {
         let reasons: Vec<String> =

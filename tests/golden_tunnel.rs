@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
 use xlb::control::{Config, Snapshot};
-use xlb::dataplane::{CoreSlot, DropReason, Pipeline};
+use xlb::dataplane::{CoreSlot, DropReason, Pipeline, Verdict};
 use xlb::flow::{FlowKey, Proto, TunnelSource};
 use xlb::hash::flow_hash;
 use xlb::testkit::{self, ACK, Host, PSH_ACK, SYN};
@@ -156,9 +156,10 @@ fn key(vip: Ipv4Addr, port: u16, client_port: u16, proto: Proto) -> FlowKey {
     FlowKey { src_addr: CLIENT.ip, dst_addr: vip, src_port: client_port, dst_port: port, proto }
 }
 
-/// A step whose frame is wrapped: verdict `tunnel_encapsulated`, `emitted` out.
+/// A step whose frame is wrapped: verdict `Encapsulated` (forwarded, not a drop), `emitted`
+/// out.
 fn tunnelled(what: &'static str, input: Vec<u8>, emitted: Vec<u8>) -> Step {
-    step(what, input, Want::DropNamed("tunnel_encapsulated"), Expect::Nothing).emits(vec![emitted])
+    step(what, input, Want::Is(Verdict::Encapsulated), Expect::Nothing).emits(vec![emitted])
 }
 
 /// ICMP fragmentation needed from `vip` to the client about `inner`, announcing `mtu`.
@@ -342,7 +343,7 @@ fn cases() -> Vec<Case> {
 
 fn malformed(syn: &[u8]) -> Vec<Step> {
     let drop = |what, input: Vec<u8>, reason| {
-        step(what, input, Want::Is(xlb::dataplane::Verdict::Drop(reason)), Expect::Nothing)
+        step(what, input, Want::Is(Verdict::Drop(reason)), Expect::Nothing)
     };
     let with_byte = |offset: usize, value: u8| {
         let mut frame = syn.to_vec();

@@ -769,6 +769,9 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::HeldPackets => "Frames held waiting for a neighbour's MAC.",
         Stat::ReleasedPackets => "Held frames sent once their neighbour resolved.",
         Stat::HeldExpired => "Held frames given up because their neighbour never answered.",
+        Stat::TunnelledPackets => {
+            "Frames forwarded wrapped for a tunnel real server (their copy is also emitted)."
+        }
         Stat::EmittedPackets => "Frames the pipeline sent on its own (ARP, released frames).",
         Stat::EmitOverflow => "Frames the pipeline wanted to send on its own but had no room for.",
         Stat::ArpRepliesSent => "ARP replies sent.",

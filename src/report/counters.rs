@@ -74,10 +74,6 @@ counted_enum! {
         /// a source link-layer option), so the answer left as a frame of its own (emitted)
         /// and the solicitation ends here.
         NdpAnswerEmitted => "ndp_answer_emitted",
-        /// Not an error: a packet of a tunnel service, wrapped for its real server; the
-        /// wrapped copy left as a frame of its own (emitted, or held for the next hop) and
-        /// the received frame ends here. The count of tunnelled packets.
-        TunnelEncapsulated => "tunnel_encapsulated",
         /// A tunnel service's packet too big for the egress MTU once wrapped, with DF set:
         /// answered with ICMP fragmentation needed (emitted) carrying the MTU less the
         /// tunnel's overhead.
@@ -142,6 +138,11 @@ counted_enum! {
         ReleasedPackets => "released_packets",
         /// Held frames given up because their neighbour never answered.
         HeldExpired => "held_expired",
+        /// Frames forwarded wrapped for a tunnel service's real server (their verdict was
+        /// `Encapsulated`): the wrapped copy leaves as a frame of the pipeline's own, counted
+        /// in `emitted_packets` too. A wrapped packet held for its next hop is counted in
+        /// `held_packets` instead.
+        TunnelledPackets => "tunnelled_packets",
         /// Frames the pipeline sent on its own (ARP requests, released frames).
         EmittedPackets => "emitted_packets",
         /// Frames the pipeline wanted to send on its own but had no room for.

@@ -53,7 +53,8 @@
 //!   a backend and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
 //!   (DNAT + SNAT to a local address:port), or tunnel (`tunnel`: the packet wrapped in
 //!   IPIP or GUE to the real server; the wrapped copy leaves through the emit queue, as the
-//!   frame cannot grow in place, and the frame's verdict is `tunnel_encapsulated`).
+//!   frame cannot grow in place, and the frame's verdict is `Encapsulated`: forwarded, counted
+//!   in `tunnelled_packets`, not a drop).
 //! - Replies of NAT backends and replies to FullNAT local addresses: translated back to
 //!   VIP:port towards the client. With several interfaces, a reply must arrive on the
 //!   interface its backend is reached by; one from another side (forged by a client) is
@@ -128,6 +129,11 @@ pub enum Verdict {
     /// Kept until the next hop's MAC is known (an ARP request was queued); it will come out
     /// of [`Pipeline::drain_emitted`], or be counted as expired.
     Held,
+    /// Forwarded wrapped (tunnel mode): the packet, encapsulated for its real server, was
+    /// written into the emit queue and leaves from [`Pipeline::drain_emitted`]; the received
+    /// frame itself is done with (the driver recycles it as it would a dropped one). Counted
+    /// in `tunnelled_packets`, never as a drop.
+    Encapsulated,
 }
 
 /// Which worker a pipeline serves, out of how many.

@@ -30,10 +30,20 @@
 //! Frames grow by 20 (IPIP) or 28 (GUE) bytes, and a frame handed to the pipeline keeps its
 //! length (it is a slice of a receive buffer), so the wrapped packet is written into the
 //! emit queue ([`super::emit`], or the hold queue while the next hop's MAC is unknown) and
-//! the received frame ends there with the verdict `Drop(tunnel_encapsulated)`: not an
-//! error, the count of tunnelled packets. The copy costs a memcpy of the packet; growing the
-//! frame in place would need headroom in every backend's buffers (the AF_XDP UMEM has it,
-//! the `&mut [u8]` interface does not yet).
+//! the received frame ends there with the verdict [`Verdict::Encapsulated`]: forwarded,
+//! not dropped.
+//!
+//! Accounting (an operator reads a forwarded tunnel packet as forwarded, never in the drop
+//! counters): a wrapped packet queued to leave is counted once in `tunnelled_packets`
+//! (verdict `Encapsulated`) and once more, as the frame that actually goes on the wire, in
+//! `emitted_packets`; one held for its next hop is `held_packets` (verdict `Held`), then
+//! `released_packets` or `held_expired`, as any held frame. `tx_packets` counts frames sent
+//! in place, so tunnel traffic is not in it: the forwarded total is `tx_packets +
+//! tunnelled_packets`. The drop reasons of tunnel mode are real drops: too big
+//! (`tunnel_frag_needed`, `tunnel_too_big`) and no room in the emit queue
+//! (`tunnel_emit_full`). The copy costs a memcpy of the packet; growing the frame in place
+//! would need headroom in every driver's buffers (the AF_XDP UMEM has it, replay's vectors
+//! and the `&mut [u8]` interface do not), for no gain in the counts.
 //!
 //! MTU: a wrapped packet must fit the egress interface's `mtu` (and an emit slot:
 //! [`super::EMIT_FRAME`] less the Ethernet header). A bigger one is not sent broken: with
@@ -195,7 +205,7 @@ impl CoreState {
     /// The verdict of a frame whose wrapped copy was (or, the queue full, was not) queued.
     fn queued(&mut self, pushed: bool) -> Verdict {
         if pushed {
-            Verdict::Drop(DropReason::TunnelEncapsulated)
+            Verdict::Encapsulated
         } else {
             self.counters.add(Stat::EmitOverflow, 1);
             Verdict::Drop(DropReason::TunnelEmitFull)
@@ -497,7 +507,7 @@ mod tests {
         let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, b"hello");
         let inner = syn[ETH_LEN..].to_vec();
         let verdict = pipeline.process(now, IfaceId(0), &mut syn);
-        assert_eq!(verdict, Verdict::Drop(DropReason::TunnelEncapsulated));
+        assert_eq!(verdict, Verdict::Encapsulated);
         let frames = emitted(&mut pipeline);
         assert_eq!(frames.len(), 1);
         let (egress, frame) = &frames[0];
@@ -512,14 +522,17 @@ mod tests {
         let mut ack = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, ACK, b"more");
         assert_eq!(
             pipeline.process(now, IfaceId(0), &mut ack),
-            Verdict::Drop(DropReason::TunnelEncapsulated)
+            Verdict::Encapsulated
         );
         let next = emitted(&mut pipeline);
         assert_eq!(outer(&next[0].1).0, source, "one flow, one outer source");
         let ident = |frame: &[u8]| Ipv4Packet::new_unchecked(&frame[ETH_LEN..]).ident();
         assert_ne!(ident(frame), ident(&next[0].1), "a new identification per packet");
         assert_eq!(pipeline.counters().backends[0].in_packets, 2);
-        assert_eq!(pipeline.counters().drops(DropReason::TunnelEncapsulated), 2);
+        // Forwarded, not dropped: counted as tunnelled, each copy as emitted.
+        assert_eq!(pipeline.counters().get(Stat::TunnelledPackets), 2);
+        assert_eq!(pipeline.counters().get(Stat::EmittedPackets), 2);
+        assert_eq!(pipeline.counters().get(Stat::DropPackets), 0);
         assert_eq!(pipeline.counters().get(Stat::NewFlows), 1);
     }
 
@@ -534,7 +547,7 @@ mod tests {
             let inner = datagram[ETH_LEN..].to_vec();
             assert_eq!(
                 pipeline.process(now, IfaceId(0), &mut datagram),
-                Verdict::Drop(DropReason::TunnelEncapsulated)
+                Verdict::Encapsulated
             );
             let frames = emitted(&mut pipeline);
             let (source, protocol, rest) = outer(&frames[0].1);
@@ -577,7 +590,7 @@ mod tests {
         let mut fits = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 952]);
         assert_eq!(
             pipeline.process(now, IfaceId(0), &mut fits),
-            Verdict::Drop(DropReason::TunnelEncapsulated)
+            Verdict::Encapsulated
         );
         assert_eq!(emitted(&mut pipeline)[0].1.len(), ETH_LEN + 1000);
         let mut big = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 953]);
