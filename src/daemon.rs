@@ -1605,10 +1605,11 @@ fn log_figures(reports: &[CoreReport]) {
         }
         let c = &r.counters;
         info!(
-            "core {}: rx {} tx {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {} kernel-dropped {} | batches {} tx-kicks {} kick-again {} kick-dropped {} kick-errors {} backlog-flushes {} rx-wakeups {} waits {}",
+            "core {}: rx {} tx {} tunnelled {} (wire {}) pass {} reinjected {} reinject-failed {} unreinjectable {} drop {} held {} | flows {} cross-core {} neighbours {} | tx-ring-full {} no-frame {} unroutable {} kernel-dropped {} | batches {} tx-kicks {} kick-again {} kick-dropped {} kick-errors {} backlog-flushes {} rx-wakeups {} waits {}",
             r.core,
             c.get(Stat::RxPackets),
             c.get(Stat::TxPackets),
+            c.get(Stat::TunnelledPackets),
             io.tx_packets,
             c.get(Stat::PassPackets),
             io.pass_reinjected,

@@ -109,7 +109,8 @@ impl<F: Family> fmt::Display for FlowKey<F> {
     }
 }
 
-/// How a service's packets reach its real servers (LVS's `-g`, `-m`, and DPVS's FullNAT).
+/// How a service's packets reach its real servers (LVS's `-g`, `-m`, `-i`, and DPVS's
+/// FullNAT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ForwardMode {
     /// Direct routing: only the destination MAC changes; the real server holds the VIP on
@@ -121,6 +122,11 @@ pub enum ForwardMode {
     /// Full NAT: destination and source are both rewritten (source to a local address and
     /// port of xlb's), so the backend needs no route back to the client.
     FullNat,
+    /// IP tunnelling (LVS's IP TUN, Katran's only mode): the client's packet is kept whole
+    /// and wrapped in an outer IPv4 header (IPIP) or IPv4 + UDP (GUE) to the real server,
+    /// which may sit behind routers; it decapsulates, holds the VIP and answers the client
+    /// directly, as in DR.
+    Tunnel,
 }
 
 impl ForwardMode {
@@ -129,7 +135,15 @@ impl ForwardMode {
             ForwardMode::Dr => "dr",
             ForwardMode::Nat => "nat",
             ForwardMode::FullNat => "fullnat",
+            ForwardMode::Tunnel => "tunnel",
         }
+    }
+
+    /// Whether the client's IP packet reaches the real server unchanged (DR: only the
+    /// Ethernet header changes; tunnel: wrapped whole), its TTL included: no routing hop,
+    /// no tracked replies.
+    pub const fn keeps_packet(self) -> bool {
+        matches!(self, ForwardMode::Dr | ForwardMode::Tunnel)
     }
 
     /// ipvsadm's name for the mode in the `Forward` column of `-L -n`.
@@ -138,6 +152,7 @@ impl ForwardMode {
             ForwardMode::Dr => "Route",
             ForwardMode::Nat => "Masq",
             ForwardMode::FullNat => "FullNat",
+            ForwardMode::Tunnel => "Tunnel",
         }
     }
 }
@@ -155,10 +170,89 @@ impl FromStr for ForwardMode {
             "dr" => Ok(ForwardMode::Dr),
             "nat" => Ok(ForwardMode::Nat),
             "fullnat" => Ok(ForwardMode::FullNat),
+            "tunnel" => Ok(ForwardMode::Tunnel),
             other => Err(format!(
-                "unknown forward mode {other:?}: expected \"dr\", \"nat\" or \"fullnat\""
+                "unknown forward mode {other:?}: expected \"dr\", \"nat\", \"fullnat\" or \"tunnel\""
             )),
         }
+    }
+}
+
+/// How a tunnel service wraps a packet (`encap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encap {
+    /// IPv4 in IPv4 (protocol 4, RFC 2003): 20 bytes of overhead.
+    Ipip,
+    /// GUE's direct IP-in-UDP form (variant 1, draft-ietf-intarea-gue §4): the inner IPv4
+    /// packet right after a UDP header to the given port, no GUE header; what Linux's `fou`
+    /// with `ipproto 4` decodes. 28 bytes of overhead.
+    Gue { port: u16 },
+}
+
+impl Encap {
+    /// GUE's default destination port (Katran's and the Linux `fou` examples').
+    pub const GUE_PORT: u16 = 6080;
+
+    /// The config's name (`"ipip"`, `"gue"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Encap::Ipip => "ipip",
+            Encap::Gue { .. } => "gue",
+        }
+    }
+
+    /// Bytes the outer headers add to the client's IP packet.
+    pub const fn overhead(self) -> usize {
+        match self {
+            Encap::Ipip => 20,
+            Encap::Gue { .. } => 28,
+        }
+    }
+}
+
+/// Where a tunnel's outer IPv4 source comes from (`tunnel_source = "10.9.0.0/24"`): a
+/// prefix the network routes back to the box and lets through its uRPF checks. A flow's
+/// outer source is the prefix with its host bits taken from the flow hash (Katran's way), so
+/// the real server's NIC spreads flows over its receive queues; a /32 is one fixed address.
+/// Every address of the prefix may appear, its all-zeros and all-ones hosts included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelSource {
+    /// The prefix's network address (host bits zero).
+    pub network: std::net::Ipv4Addr,
+    /// 1 to 32.
+    pub prefix_len: u8,
+}
+
+impl TunnelSource {
+    /// The outer source of a flow with this flow hash.
+    #[inline]
+    pub fn source_for(self, hash: u64) -> std::net::Ipv4Addr {
+        let host_mask = u32::MAX.checked_shr(u32::from(self.prefix_len)).unwrap_or(0);
+        std::net::Ipv4Addr::from_bits(self.network.to_bits() | (hash as u32 & host_mask))
+    }
+}
+
+impl fmt::Display for TunnelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+/// A tunnel service's settings (`encap`, `gue_port`, `tunnel_source`, `mss_clamp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// IPIP (default) or GUE to a port (default [`Encap::GUE_PORT`]).
+    pub encap: Encap,
+    /// The outer source prefix; none: the egress interface's `tunnel_source`, else its own
+    /// address.
+    pub source: Option<TunnelSource>,
+    /// Lower the MSS option of TCP SYNs to the real servers to at most this.
+    pub mss_clamp: Option<u16>,
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Tunnel { encap: Encap::Ipip, source: None, mss_clamp: None }
     }
 }
 
@@ -187,5 +281,15 @@ mod tests {
         };
         assert_eq!(v6.to_string(), "udp [2001:db8::1]:40000 -> [2001:db8::2]:80");
         assert_eq!(v6.reversed().reversed(), v6);
+    }
+
+    #[test]
+    fn tunnel_sources_keep_the_prefix_and_take_host_bits_from_the_hash() {
+        let prefix = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0), prefix_len: 24 };
+        assert_eq!(prefix.source_for(0x1234_5678_9abc_def1), Ipv4Addr::new(10, 9, 0, 0xf1));
+        assert_eq!(prefix.source_for(0x42), Ipv4Addr::new(10, 9, 0, 0x42));
+        let one = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 7), prefix_len: 32 };
+        assert_eq!(one.source_for(u64::MAX), Ipv4Addr::new(10, 9, 0, 7));
+        assert_eq!(prefix.to_string(), "10.9.0.0/24");
     }
 }

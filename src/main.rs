@@ -395,8 +395,8 @@ fn print_replay(
     )?;
     writeln!(
         w,
-        "  verdicts: tx {}  pass {}  drop {}  held {}   (sent on its own: {})",
-        summary.tx, summary.pass, summary.drop, summary.held, summary.emitted
+        "  verdicts: tx {}  pass {}  drop {}  held {}  encapsulated {}   (sent on its own: {})",
+        summary.tx, summary.pass, summary.drop, summary.held, summary.encapsulated, summary.emitted
     )?;
     if !summary.drop_reasons.is_empty() {
         let reasons: Vec<String> =
@@ -490,7 +490,7 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         let Some(service) = planned.next() else { break };
         writeln!(
             w,
-            "service {} {}:{} scheduler {} forward {}{}",
+            "service {} {}:{} scheduler {} forward {}{}{}",
             service.proto,
             service.vip,
             service.port,
@@ -502,7 +502,8 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
                 let addrs: Vec<String> =
                     service.local_addrs.iter().map(|a| a.to_string()).collect();
                 format!(" local {}", addrs.join(","))
-            }
+            },
+            service.tunnel.map(tunnel_plan).unwrap_or_default()
         )?;
         let shares = service.fallback.shares(service.backends.len());
         let size = service.fallback.size().max(1);
@@ -535,6 +536,23 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+/// What `xlb check` says of a tunnel service's wrapping: ` encap ipip`, ` encap gue port
+/// 6080`, then the outer source prefix (else the egress interface's) and the MSS clamp.
+fn tunnel_plan(tunnel: xlb::flow::Tunnel) -> String {
+    let mut plan = format!(" encap {}", tunnel.encap.name());
+    if let xlb::flow::Encap::Gue { port } = tunnel.encap {
+        plan.push_str(&format!(" port {port}"));
+    }
+    match tunnel.source {
+        Some(prefix) => plan.push_str(&format!(" source {prefix}")),
+        None => plan.push_str(" source interface"),
+    }
+    if let Some(mss) = tunnel.mss_clamp {
+        plan.push_str(&format!(" mss_clamp {mss}"));
+    }
+    plan
 }
 
 /// `config` split by the family of its services: (IPv4 services only, IPv6 services only),

@@ -54,7 +54,7 @@ use crate::addr_map::AddrMap;
 use crate::conntrack::ConntrackConfig;
 use crate::conntrack::Flow;
 use crate::family::{Family, V4, V6};
-use crate::flow::{ForwardMode, Proto};
+use crate::flow::{ForwardMode, Proto, Tunnel, TunnelSource};
 use crate::hash::hash_bytes;
 use crate::sched::{MaglevTable, Scheduler};
 use crate::wire::MacAddr;
@@ -81,6 +81,10 @@ pub struct Interface {
     /// The box's IPv6 address on this link, its subnet and IPv6 next hop, if any: the
     /// source of xlb's neighbour solicitations (never a VIP) and the routes of IPv6 backends.
     pub ipv6: Option<Interface6>,
+    /// The link's MTU: tunnelled packets leaving here must fit it.
+    pub mtu: u16,
+    /// The outer source prefix of tunnel services leaving here that set none; none: `addr`.
+    pub tunnel_source: Option<TunnelSource>,
 }
 
 impl Interface {
@@ -217,6 +221,8 @@ pub struct Service {
     /// Persistence (`-p`): new connections of a client follow its template in the shared
     /// [`crate::persist::Templates`] before the scheduler is asked (None: off).
     pub persistence: Option<crate::persist::ServicePersistence>,
+    /// How a tunnel service wraps packets: `Some` exactly when `forward` is tunnel.
+    pub tunnel: Option<Tunnel>,
 }
 
 /// What a backend is, whatever its position in a snapshot: its service's VIP:port/proto and

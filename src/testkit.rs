@@ -59,13 +59,22 @@ pub struct VerdictTally {
     pub tx: u64,
     pub pass: u64,
     pub held: u64,
+    pub encapsulated: u64,
     /// Indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
 
 impl Default for VerdictTally {
     fn default() -> Self {
-        VerdictTally { frames: 0, bytes: 0, tx: 0, pass: 0, held: 0, drops: [0; DropReason::COUNT] }
+        VerdictTally {
+            frames: 0,
+            bytes: 0,
+            tx: 0,
+            pass: 0,
+            held: 0,
+            encapsulated: 0,
+            drops: [0; DropReason::COUNT],
+        }
     }
 }
 
@@ -78,6 +87,7 @@ impl VerdictTally {
             Verdict::Tx(_) => self.tx += 1,
             Verdict::Pass => self.pass += 1,
             Verdict::Held => self.held += 1,
+            Verdict::Encapsulated => self.encapsulated += 1,
             Verdict::Drop(reason) => self.drops[reason as usize] += 1,
         }
     }
@@ -93,6 +103,7 @@ impl VerdictTally {
         self.tx += other.tx;
         self.pass += other.pass;
         self.held += other.held;
+        self.encapsulated += other.encapsulated;
         for (all, n) in self.drops.iter_mut().zip(other.drops) {
             *all += n;
         }
@@ -108,6 +119,7 @@ impl VerdictTally {
             (Stat::TxPackets, self.tx),
             (Stat::PassPackets, self.pass),
             (Stat::HeldPackets, self.held),
+            (Stat::TunnelledPackets, self.encapsulated),
             (Stat::DropPackets, total_drops),
         ] {
             if counters.get(stat) != seen {

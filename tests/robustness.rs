@@ -950,7 +950,7 @@ impl Driver {
                     self.to_backend = Some(frame);
                 }
             }
-            Verdict::Drop(_) | Verdict::Held => {}
+            Verdict::Drop(_) | Verdict::Held | Verdict::Encapsulated => {}
         }
         let mut emitted = Vec::new();
         self.pipeline.drain_emitted(|_, f| emitted.push(f.to_vec()));
@@ -1263,7 +1263,7 @@ proptest! {
 }
 
 /// Drop reasons the configs above cannot produce from frames this small, and why.
-const UNREACHED: [DropReason; 7] = [
+const UNREACHED: [DropReason; 10] = [
     // One interface: a reply cannot arrive on another arm than its backend's.
     DropReason::ReplyWrongInterface,
     // One local port pool of 64512 ports per local address; sequences are far shorter.
@@ -1277,6 +1277,11 @@ const UNREACHED: [DropReason; 7] = [
     DropReason::NeighborFrameTooLarge,
     // A standalone box (no `[fleet]`): never a VRRP standby.
     DropReason::Standby,
+    // No tunnel service in the config: tests/golden_tunnel.rs and the tunnel module's tests
+    // reach these.
+    DropReason::TunnelFragNeeded,
+    DropReason::TunnelTooBig,
+    DropReason::TunnelEmitFull,
 ];
 
 /// What 400 generated sequences of one generator did, summed.

@@ -130,12 +130,15 @@ const FORWARD_DR: u8 = 1;
 const FORWARD_NAT: u8 = 2;
 /// See [`FORWARD_DR`].
 const FORWARD_FULL_NAT: u8 = 3;
+/// See [`FORWARD_DR`].
+const FORWARD_TUNNEL: u8 = 4;
 
 const fn forward_code(forward: ForwardMode) -> u8 {
     match forward {
         ForwardMode::Dr => FORWARD_DR,
         ForwardMode::Nat => FORWARD_NAT,
         ForwardMode::FullNat => FORWARD_FULL_NAT,
+        ForwardMode::Tunnel => FORWARD_TUNNEL,
     }
 }
 
@@ -144,6 +147,7 @@ const fn code_forward(code: u8) -> Option<ForwardMode> {
         FORWARD_DR => Some(ForwardMode::Dr),
         FORWARD_NAT => Some(ForwardMode::Nat),
         FORWARD_FULL_NAT => Some(ForwardMode::FullNat),
+        FORWARD_TUNNEL => Some(ForwardMode::Tunnel),
         _ => None,
     }
 }
@@ -257,6 +261,7 @@ impl Layout for V4 {
             FORWARD_DR => ForwardMode::Dr,
             FORWARD_NAT => ForwardMode::Nat,
             FORWARD_FULL_NAT => ForwardMode::FullNat,
+            FORWARD_TUNNEL => ForwardMode::Tunnel,
             _ => return None,
         };
         Some(Flow {

@@ -395,10 +395,10 @@ impl<F: Family> Flow<F> {
         }
     }
 
-    /// DR: None. NAT: backend:bport -> client:cport. FullNAT: backend:bport -> local:lport.
+    /// DR, tunnel: None. NAT: backend:bport -> client:cport. FullNAT: backend:bport -> local:lport.
     pub fn reply_key(&self) -> Option<FlowKey<F>> {
         let (dst_addr, dst_port) = match self.forward {
-            ForwardMode::Dr => return None,
+            ForwardMode::Dr | ForwardMode::Tunnel => return None,
             ForwardMode::Nat => (self.client_addr, self.client_port),
             ForwardMode::FullNat => (self.local_addr, self.local_port),
         };
@@ -878,7 +878,7 @@ impl<F: Layout> Conntrack<F> {
         if state == FlowState::SynSeen && self.embryonic() >= self.max_embryonic {
             // DR has a stateless answer for the refused flow; NAT and FullNAT have none.
             let victim = match flow.forward {
-                ForwardMode::Dr => None,
+                ForwardMode::Dr | ForwardMode::Tunnel => None,
                 ForwardMode::Nat | ForwardMode::FullNat => self.oldest(Class::Embryonic),
             };
             let Some(victim) = victim else {

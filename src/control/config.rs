@@ -57,6 +57,13 @@
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
 //!   (addr, port) within a service; weights are 0 to 65535 (0 drains, as in ipvsadm).
 //! - `local_addrs` is non-empty and duplicate-free for FullNAT and empty otherwise.
+//! - Tunnel (`forward = "tunnel"`, issue 14) is IPv4 only; its keys (`encap` "ipip" or
+//!   "gue", `gue_port`, `tunnel_source`, `mss_clamp`) are refused on other modes, and
+//!   `ServiceConfig::tunnel` is `Some` exactly for tunnel services. A `tunnel_source` (a
+//!   service's or an interface's) is an IPv4 prefix /8 to /32 written with its host bits
+//!   zero, not in 0/8, 127/8 or multicast and above. Tunnel backends listen on the service
+//!   port (the packet is not rewritten) and may be anywhere routed. An interface's `mtu` is
+//!   576 to 9216 (default 1500); `mss_clamp` is 536 to 9176 and TCP only.
 //! - DR backends listen on the service port and sit on a directly connected subnet: DR
 //!   rewrites only the destination MAC (LVS's "gatewaying"), so it can neither change the port
 //!   nor cross a router.
@@ -89,7 +96,7 @@ use toml::{Spanned, Value};
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
 use crate::fleet::{FleetMode, RouteExport};
-use crate::flow::{ForwardMode, Proto};
+use crate::flow::{Encap, ForwardMode, Proto, Tunnel, TunnelSource};
 use crate::persist::Persistence;
 use crate::sched::{SH_TABLE_SIZE, SchedulerKind};
 use crate::tuning::BusyPollMode;
@@ -223,6 +230,12 @@ pub struct InterfaceConfig {
     pub gateway: Option<Ipv4Addr>,
     /// The box's IPv6 address on this interface, if any (`addr6`, with `gateway6`).
     pub ipv6: Option<Ipv6Interface>,
+    /// The link's MTU (`mtu`, default [`InterfaceConfig::DEFAULT_MTU`]): what a tunnelled
+    /// packet leaving here must fit in.
+    pub mtu: u16,
+    /// The outer source prefix of tunnel services leaving by this interface that set none
+    /// (`tunnel_source`); none: the interface's own address.
+    pub tunnel_source: Option<TunnelSource>,
 }
 
 /// An interface's IPv6 side: `addr6 = "2001:db8:1::10/64"` and `gateway6`.
@@ -247,6 +260,9 @@ impl Ipv6Interface {
 }
 
 impl InterfaceConfig {
+    /// Ethernet's MTU, the default `mtu`.
+    pub const DEFAULT_MTU: u16 = 1500;
+
     /// The subnet mask for `prefix_len` (a `prefix_len` above 32 counts as 32).
     pub fn netmask(&self) -> Ipv4Addr {
         Ipv4Addr::from(prefix_mask(self.prefix_len))
@@ -365,6 +381,8 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
     /// `persistence` (seconds) and `persistence_mask`: ipvsadm's `-p` and `-M` (None: off).
     pub persistence: Option<Persistence>,
+    /// How packets are wrapped: `Some` exactly when `forward` is tunnel.
+    pub tunnel: Option<Tunnel>,
 }
 
 /// One `[[service.backend]]`: a real server.
@@ -630,6 +648,12 @@ impl Config {
                     let _ = writeln!(out, "gateway6 = \"{g}\"");
                 }
             }
+            if i.mtu != InterfaceConfig::DEFAULT_MTU {
+                let _ = writeln!(out, "mtu = {}", i.mtu);
+            }
+            if let Some(source) = i.tunnel_source {
+                let _ = writeln!(out, "tunnel_source = \"{source}\"");
+            }
         }
         for n in &self.neighbors {
             let _ = writeln!(out, "[[neighbor]]\nip = \"{}\"\nmac = {}", n.ip, mac(n.mac));
@@ -681,6 +705,18 @@ impl Config {
             if let Some(p) = s.persistence {
                 let _ = writeln!(out, "persistence = {}", p.timeout.as_secs());
                 let _ = writeln!(out, "persistence_mask = {}", p.prefix_len);
+            }
+            if let Some(tunnel) = &s.tunnel {
+                let _ = writeln!(out, "encap = \"{}\"", tunnel.encap.name());
+                if let Encap::Gue { port } = tunnel.encap {
+                    let _ = writeln!(out, "gue_port = {port}");
+                }
+                if let Some(source) = tunnel.source {
+                    let _ = writeln!(out, "tunnel_source = \"{source}\"");
+                }
+                if let Some(mss) = tunnel.mss_clamp {
+                    let _ = writeln!(out, "mss_clamp = {mss}");
+                }
             }
             let h = &s.health;
             let _ = writeln!(
@@ -820,7 +856,7 @@ macro_rules! choice_by_name {
 
 choice_by_name! {
     Proto => &[Proto::Tcp, Proto::Udp],
-    ForwardMode => &[ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat],
+    ForwardMode => &[ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat, ForwardMode::Tunnel],
     HealthCheckKind => &HealthCheckKind::ALL,
     OnFailure => &OnFailure::ALL,
     FleetMode => &FleetMode::ALL,
@@ -890,6 +926,8 @@ struct RawInterface {
     gateway: Leaf,
     addr6: Leaf,
     gateway6: Leaf,
+    mtu: Leaf,
+    tunnel_source: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -921,6 +959,10 @@ struct RawService {
     forward: Leaf,
     local_addrs: Option<Spanned<Vec<Spanned<Value>>>>,
     maglev_table_size: Leaf,
+    encap: Leaf,
+    gue_port: Leaf,
+    tunnel_source: Leaf,
+    mss_clamp: Leaf,
     health: Option<RawHealth>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
@@ -1553,6 +1595,14 @@ impl Context<'_> {
             mac,
             gateway: None,
             ipv6: None,
+            mtu: optional(&raw.mtu, InterfaceConfig::DEFAULT_MTU, |at| {
+                let expected = "an MTU from 576 to 9216 bytes (default 1500)";
+                self.integer(&format!("{key}.mtu"), at, 576, 9216, expected)
+            })?,
+            tunnel_source: match &raw.tunnel_source {
+                Some(at) => Some(self.tunnel_source(&format!("{key}.tunnel_source"), at)?),
+                None => None,
+            },
         };
         if let Some(at) = &raw.gateway {
             let gateway_key = format!("{key}.gateway");
@@ -1691,6 +1741,7 @@ impl Context<'_> {
         let forward = self.optional_choice(&forward_key, &raw.forward, ForwardMode::Dr)?;
 
         let name = ServiceName { proto, vip, port };
+        let tunnel = self.tunnel(key, raw, forward, &name)?;
         let local_addrs = self.local_addrs(key, raw, forward, &span, &name)?;
         let health = match &raw.health {
             Some(health) => {
@@ -1770,6 +1821,7 @@ impl Context<'_> {
             health,
             backends,
             persistence,
+            tunnel,
         })
     }
 
@@ -1817,6 +1869,101 @@ impl Context<'_> {
             }
         };
         Ok(Some(Persistence { timeout: Duration::from_secs(secs), prefix_len }))
+    }
+
+    /// A tunnel service's settings; the tunnel keys are refused on other modes, and a
+    /// tunnel service on IPv6.
+    fn tunnel(
+        &self,
+        key: &str,
+        raw: &RawService,
+        forward: ForwardMode,
+        service: &ServiceName,
+    ) -> Result<Option<Tunnel>, ConfigError> {
+        if forward != ForwardMode::Tunnel {
+            let keys = [
+                ("encap", &raw.encap),
+                ("gue_port", &raw.gue_port),
+                ("tunnel_source", &raw.tunnel_source),
+                ("mss_clamp", &raw.mss_clamp),
+            ];
+            if let Some((name, Some(at))) = keys.into_iter().find(|(_, leaf)| leaf.is_some()) {
+                return Err(self.invalid(
+                    &format!("{key}.{name}"),
+                    at,
+                    format!(
+                        "no {name}: it is a tunnel setting, and service {service} forwards by \
+                         {forward} (set forward = \"tunnel\" to wrap packets)"
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        if service.vip.is_ipv6() {
+            let forward_key = format!("{key}.forward");
+            let expected = format!(
+                "\"dr\", \"nat\" or \"fullnat\": service {service} is IPv6, and tunnel mode \
+                 is IPv4 only for now (IPv6-in-IPv6 and GUE over IPv6 are not built)"
+            );
+            let span = raw.forward.as_ref().map(|at| at.span()).unwrap_or_default();
+            return Err(self.invalid_at(&forward_key, &span, "\"tunnel\"".into(), expected));
+        }
+        let encap_key = format!("{key}.encap");
+        let gue = match &raw.encap {
+            None => false,
+            Some(at) => match at.get_ref().as_str() {
+                Some("ipip") => false,
+                Some("gue") => true,
+                _ => return Err(self.invalid(&encap_key, at, "one of \"ipip\", \"gue\"")),
+            },
+        };
+        let port_key = format!("{key}.gue_port");
+        let encap = match (&raw.gue_port, gue) {
+            (Some(at), false) => {
+                let expected = "no gue_port: encap is \"ipip\" (set encap = \"gue\" for GUE)";
+                return Err(self.invalid(&port_key, at, expected));
+            }
+            (Some(at), true) => Encap::Gue { port: self.port(&port_key, at)? },
+            (None, true) => Encap::Gue { port: Encap::GUE_PORT },
+            (None, false) => Encap::Ipip,
+        };
+        let source = match &raw.tunnel_source {
+            Some(at) => Some(self.tunnel_source(&format!("{key}.tunnel_source"), at)?),
+            None => None,
+        };
+        let mss_key = format!("{key}.mss_clamp");
+        let mss_clamp = match &raw.mss_clamp {
+            Some(at) if service.proto != Proto::Tcp => {
+                let expected = format!("no mss_clamp: service {service} is not TCP");
+                return Err(self.invalid(&mss_key, at, expected));
+            }
+            Some(at) => {
+                let expected = "an MSS from 536 to 9176 bytes";
+                Some(self.integer(&mss_key, at, 536, 9176, expected)?)
+            }
+            None => None,
+        };
+        Ok(Some(Tunnel { encap, source, mss_clamp }))
+    }
+
+    /// A tunnel's outer source prefix: `"10.9.0.0/24"`, /8 to /32, host bits zero, of
+    /// addresses a host may send from.
+    fn tunnel_source(&self, key: &str, at: &Spanned<Value>) -> Result<TunnelSource, ConfigError> {
+        let expected = "an IPv4 prefix /8 to /32 with its host bits zero, like \"10.9.0.0/24\", \
+                        that the network routes to this box (not in 0.0.0.0/8, 127.0.0.0/8, \
+                        multicast or above)";
+        let text = self.string(key, at, expected)?;
+        let (network, prefix_len) = cidr::<Ipv4Addr>(text, 32)
+            .filter(|(network, prefix_len)| {
+                let first = network.octets()[0];
+                *prefix_len >= 8
+                    && network.to_bits() & !prefix_mask(*prefix_len) == 0
+                    && first != 0
+                    && first != 127
+                    && first < 224
+            })
+            .ok_or_else(|| self.invalid(key, at, expected))?;
+        Ok(TunnelSource { network, prefix_len })
     }
 
     fn local_addrs(
@@ -2100,6 +2247,16 @@ impl Context<'_> {
                         ),
                     ));
                 }
+                if forward == ForwardMode::Tunnel && port != service_port {
+                    return Err(self.invalid(
+                        &port_key,
+                        at,
+                        format!(
+                            "the service port {service_port}: tunnel mode wraps the client's \
+                             packet unchanged, so it cannot change ports"
+                        ),
+                    ));
+                }
                 port
             }
             None => service_port,
@@ -2324,6 +2481,89 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tunnel_services_parse_with_their_defaults_and_round_trip() {
+        let text = with_iface(
+            "mtu = 9000\ntunnel_source = \"10.9.0.0/24\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"tunnel\"\n\
+             [[service.backend]]\naddr = \"192.0.2.11\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 53\nproto = \"udp\"\n\
+             forward = \"tunnel\"\nencap = \"gue\"\ntunnel_source = \"10.9.1.0/28\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 443\nforward = \"tunnel\"\n\
+             encap = \"gue\"\ngue_port = 5555\nmss_clamp = 1400\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 8080\n",
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.interfaces[0].mtu, 9000);
+        let prefix = |a: [u8; 4], len| Some(TunnelSource { network: a.into(), prefix_len: len });
+        assert_eq!(config.interfaces[0].tunnel_source, prefix([10, 9, 0, 0], 24));
+        let tunnels: Vec<Option<Tunnel>> = config.services.iter().map(|s| s.tunnel).collect();
+        assert_eq!(
+            tunnels,
+            [
+                Some(Tunnel { encap: Encap::Ipip, source: None, mss_clamp: None }),
+                Some(Tunnel {
+                    encap: Encap::Gue { port: 6080 },
+                    source: prefix([10, 9, 1, 0], 28),
+                    mss_clamp: None
+                }),
+                Some(Tunnel {
+                    encap: Encap::Gue { port: 5555 },
+                    source: None,
+                    mss_clamp: Some(1400)
+                }),
+                None,
+            ]
+        );
+        // Tunnel backends may be anywhere routed (no directly-connected rule, unlike DR).
+        assert_eq!(config.services[0].backends[0].addr, IpAddr::from([192, 0, 2, 11]));
+        assert_eq!(Config::parse(&config.to_toml(), "again").expect("round trip"), config);
+        assert_eq!(parse(&with_iface("")).expect("valid").interfaces[0].mtu, 1500);
+    }
+
+    #[test]
+    fn tunnel_settings_are_refused_by_name_where_they_do_not_fit() {
+        let expected = assert_invalid(&service("encap = \"gue\"\n"), "service[0].encap", "encap");
+        assert!(expected.contains("tunnel setting"), "{expected}");
+        let expected = assert_invalid(
+            &service("forward = \"tunnel\"\nencap = \"vxlan\"\n"),
+            "service[0].encap",
+            "encap",
+        );
+        assert!(expected.contains("\"ipip\", \"gue\""), "{expected}");
+        let expected = assert_invalid(
+            &service("forward = \"tunnel\"\ngue_port = 6080\n"),
+            "service[0].gue_port",
+            "gue_port",
+        );
+        assert!(expected.contains("encap is \"ipip\""), "{expected}");
+        for bad in ["10.9.0.1/24", "10.9.0.0/7", "127.0.0.0/8", "224.0.0.0/8", "10.9.0.0", "x"] {
+            let text = service(&format!("forward = \"tunnel\"\ntunnel_source = \"{bad}\"\n"));
+            let expected = assert_invalid(&text, "service[0].tunnel_source", "tunnel_source");
+            assert!(expected.contains("host bits zero"), "{bad}: {expected}");
+        }
+        let text = with_iface("tunnel_source = \"10.9.0.0/33\"\n");
+        assert_invalid(&text, "interface[0].tunnel_source", "tunnel_source");
+        assert_invalid(&with_iface("mtu = 100\n"), "interface[0].mtu", "mtu");
+        let expected = assert_invalid(
+            &service("proto = \"udp\"\nforward = \"tunnel\"\nmss_clamp = 1400\n"),
+            "service[0].mss_clamp",
+            "mss_clamp",
+        );
+        assert!(expected.contains("not TCP"), "{expected}");
+        let text = service(
+            "forward = \"tunnel\"\n[[service.backend]]\naddr = \"192.0.2.11\"\nport = 8080\n",
+        );
+        let expected = assert_invalid(&text, "service[0].backend[0].port", "port = 8080");
+        assert!(expected.contains("tunnel mode wraps"), "{expected}");
+        let text = with_iface(
+            "addr6 = \"2001:db8:1::10/64\"\n[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\n\
+             forward = \"tunnel\"\n",
+        );
+        let expected = assert_invalid(&text, "service[0].forward", "tunnel");
+        assert!(expected.contains("IPv4 only"), "{expected}");
+    }
+
+    #[test]
     fn load_reads_a_file_and_names_it_when_it_cannot() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let config = Config::load(&dir.join("fullnat.toml")).expect("load");
@@ -2351,6 +2591,8 @@ pub(crate) mod tests {
                 mac: Some([2, 0, 0, 0, 0, 1]),
                 gateway: None,
                 ipv6: None,
+                mtu: InterfaceConfig::DEFAULT_MTU,
+                tunnel_source: None,
             }]
         );
         assert!(config.neighbors.is_empty());
@@ -2373,6 +2615,7 @@ pub(crate) mod tests {
                     down: false,
                 }],
                 persistence: None,
+                tunnel: None,
             }]
         );
     }
@@ -3183,6 +3426,8 @@ pub(crate) mod tests {
             mac: None,
             gateway: None,
             ipv6: None,
+            mtu: InterfaceConfig::DEFAULT_MTU,
+            tunnel_source: None,
         };
         let lan = interface([10, 1, 1, 10], 24);
         assert_eq!(lan.netmask(), Ipv4Addr::new(255, 255, 255, 0));
@@ -3475,6 +3720,7 @@ pub(crate) mod tests {
                     timeout: Duration::from_secs(secs),
                     prefix_len,
                 }),
+                tunnel: None,
             }
         }
     }
@@ -3503,6 +3749,8 @@ pub(crate) mod tests {
                         mac: Some(mac),
                         gateway: with_gateway.then_some(Ipv4Addr::new(10, 1, 1, 1)),
                         ipv6: None,
+                        mtu: InterfaceConfig::DEFAULT_MTU,
+                        tunnel_source: None,
                     }],
                     neighbors: vec![NeighborConfig { ip: IpAddr::from([10, 1, 1, 20]), mac }],
                     conntrack: ConntrackSettings {
@@ -3643,6 +3891,8 @@ pub(crate) mod tests {
                 mac: None,
                 gateway: None,
                 ipv6: None,
+                mtu: InterfaceConfig::DEFAULT_MTU,
+                tunnel_source: None,
             };
             prop_assert!(interface.contains(interface.addr));
             let same = prefix_len == 0 || (addr >> (32 - u32::from(prefix_len))) == (other >> (32 - u32::from(prefix_len)));

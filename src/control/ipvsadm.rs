@@ -47,13 +47,16 @@
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
 //!   `--health-via-vip yes|no`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
+//! - `-i` (IP-in-IP) makes a tunnel service with IPIP and the config's defaults; its
+//!   `encap`, `gue_port`, `tunnel_source` and `mss_clamp` are config-file settings that `-S`
+//!   does not write (a `-R` of a GUE service restores it as IPIP).
 //! - Persistence is ipvsadm's `-p [TIMEOUT]` (an optional value: the next argument unless
 //!   it is an option; 300 without) and `-M NETMASK` (dotted, or a prefix length; IPv6: a
 //!   prefix length), printed as ipvsadm prints them (`-S`: ` -p 300 -M 255.255.255.0`
 //!   after `-s`; `-L -n`: ` persistent 300 mask 255.255.255.0`; `-L -c`: templates in state
 //!   `NONE`, [`template_entries`]). `-E` without `-p` keeps it, `-E -p N` keeps the mask, and
 //!   `-p 0` (xlb's) turns it off. Persistence engines (`--pe`), persistent connections,
-//!   firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
+//!   firewall marks, thresholds, one-packet scheduling, `--set`
 //!   and the sync daemon are refused with the reason, never silently ignored.
 //! - `-R` is atomic: every line is parsed and applied to a copy, and the result is checked
 //!   once; one bad line and nothing changes (ipvsadm applies lines until one fails).
@@ -413,6 +416,7 @@ fn forward_flag(forward: ForwardMode) -> &'static str {
         ForwardMode::Dr => "-g",
         ForwardMode::Nat => "-m",
         ForwardMode::FullNat => "-b",
+        ForwardMode::Tunnel => "-i",
     }
 }
 
@@ -642,7 +646,6 @@ const fn spec(short: Option<char>, long: &'static str, value: bool, key: Key) ->
 const NO_PERSISTENCE: &str = "xlb's persistence is by client address only (-p, -M): no \
                               persistence engines nor persistent connections";
 const NO_FWMARK: &str = "xlb has no firewall-mark services: use -t or -u VIP:port";
-const NO_TUNNEL: &str = "xlb forwards by -g (DR), -m (NAT) or -b (FullNAT), not IP-in-IP";
 const NO_THRESHOLDS: &str = "xlb has no connection thresholds";
 const NO_SET: &str = "xlb's timeouts are the config's [conntrack] table (SIGHUP reloads it)";
 const NO_SYNC: &str = "xlb has no connection-sync daemon";
@@ -701,7 +704,7 @@ const SPECS: &[Spec] = &[
     spec(Some('M'), "netmask", true, Key::Netmask),
     spec(None, "persistent-conn", false, Key::Unsupported(NO_PERSISTENCE)),
     spec(None, "pe", false, Key::Unsupported(NO_PERSISTENCE)),
-    spec(Some('i'), "ipip", false, Key::Unsupported(NO_TUNNEL)),
+    spec(Some('i'), "ipip", false, Key::Forward(ForwardMode::Tunnel)),
     spec(Some('x'), "u-threshold", false, Key::Unsupported(NO_THRESHOLDS)),
     spec(Some('y'), "l-threshold", false, Key::Unsupported(NO_THRESHOLDS)),
     spec(None, "thresholds", false, Key::Unsupported(NO_THRESHOLDS)),
@@ -1379,6 +1382,7 @@ fn change(config: &mut Config, command: &Command) -> Result<(), CtlError> {
                 health: HealthConfig::for_proto(service.proto),
                 backends: Vec::new(),
                 persistence: None,
+                tunnel: None,
             };
             edit_service(&mut new, options, true)?;
             config.services.push(new);
@@ -1504,7 +1508,7 @@ fn mismatch(
         server,
         has,
         asked,
-        hint: "give the service's flag, or none; -E -g|-m|-b changes the service's method; \
+        hint: "give the service's flag, or none; -E -g|-m|-b|-i changes the service's method; \
                real servers of another method need a service of their own, on another VIP \
                or port",
     }
@@ -1534,7 +1538,7 @@ fn set_forward(
                 });
             }
         }
-        ForwardMode::Dr | ForwardMode::Nat => {
+        ForwardMode::Dr | ForwardMode::Nat | ForwardMode::Tunnel => {
             if !local_addrs.is_empty() {
                 return Err(CtlError::LocalAddrs {
                     service: id,
@@ -1548,6 +1552,11 @@ fn set_forward(
         }
     }
     service.forward = forward;
+    // A tunnel service keeps its settings; one that becomes tunnel starts from IPIP.
+    service.tunnel = match forward {
+        ForwardMode::Tunnel => Some(service.tunnel.unwrap_or_default()),
+        _ => None,
+    };
     Ok(())
 }
 
@@ -2191,9 +2200,9 @@ pub const HELP: &str = "\
 xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
 Usage: xlb ctl [--socket PATH] COMMAND [OPTIONS]   (or through a symlink named ipvsadm)
 Commands:
-  -A|-E -t|-u VIP:port [-s SCHED] [-g|-m|-b [-z LIP]...]   add or edit a virtual service
+  -A|-E -t|-u VIP:port [-s SCHED] [-g|-m|-i|-b [-z LIP]...] add or edit a virtual service
   -D -t|-u VIP:port                                       delete a virtual service
-  -a|-e -t|-u VIP:port -r RIP[:port] [-g|-m|-b] [-w W]    add or edit a real server
+  -a|-e -t|-u VIP:port -r RIP[:port] [-g|-m|-i|-b] [-w W] add or edit a real server
   -d -t|-u VIP:port -r RIP[:port]                         delete a real server
   -P|-Q -t|-u VIP:port -z LIP                             add or delete a FullNAT local address
   -L|-l [-n] [--stats|--rate|-c] [--nosort] [-t|-u VIP:port]  list (sorted as ipvsadm sorts)
@@ -2373,7 +2382,6 @@ mod tests {
             ("-A -t 10.1.1.10:80 -p 3000000", "-p 3000000: expected a timeout in seconds"),
             ("-A -t 10.1.1.10:80 -p 300 -M 255.0.255.0", "-M 255.0.255.0: expected a netmask"),
             ("-A -f 1", "-f is not supported"),
-            ("-a -t 10.1.1.10:80 -r 10.1.1.11 -i", "-i is not supported"),
             ("-A -L", "two commands given, -A and -L"),
             ("-t 10.1.1.10:80", "no command given"),
             ("-A -t 10.1.1.10:80 -r 10.1.1.11", "-r cannot be used with -A"),
@@ -2780,6 +2788,38 @@ mod tests {
         assert_eq!(config.services[0].backends.len(), 1);
         let config = run(&config, "-D -u [2001:db8:1::10]:53").unwrap();
         assert_eq!(config.services.len(), 2);
+    }
+
+    #[test]
+    fn tunnel_real_servers_are_added_with_i_saved_and_restored() {
+        let config = run(&base(), "-A -t 10.1.1.10:443 -s rr").unwrap();
+        let config = run(&config, "-a -t 10.1.1.10:443 -r 192.0.2.11 -i -w 2").unwrap();
+        let tunnel = &config.services[1];
+        assert_eq!(tunnel.forward, ForwardMode::Tunnel);
+        assert_eq!(tunnel.tunnel, Some(crate::flow::Tunnel::default()), "IPIP by default");
+        assert_eq!(tunnel.backends[0].addr, IpAddr::from([192, 0, 2, 11]));
+        // The service's method: -g on it is a mismatch; -i on the DR service too.
+        let error = run(&config, "-a -t 10.1.1.10:443 -r 192.0.2.12 -g").unwrap_err();
+        assert!(error.to_string().contains("-g|-m|-b|-i"), "{error}");
+        assert!(run(&config, "-a -t 10.1.1.10:80 -r 10.1.1.13 -i").is_err());
+        let saved = save(&config);
+        assert!(
+            saved.ends_with(
+                "-A -t 10.1.1.10:443 -s rr -i\n-a -t 10.1.1.10:443 -r 192.0.2.11:443 -i -w 2\n"
+            ),
+            "{saved}"
+        );
+        let empty = Config { services: Vec::new(), ..base() };
+        let restored = apply(&empty, &Command::Restore(parse_restore(&saved).unwrap())).unwrap();
+        assert_eq!(restored.services, config.services);
+        assert_eq!(
+            server_line(IpAddr::from([192, 0, 2, 11]), 443, ForwardMode::Tunnel, 2, [0, 0]),
+            "  -> 192.0.2.11:443               Tunnel  2      0          0         \n"
+        );
+        // Leaving tunnel mode forgets the tunnel settings.
+        let config = run(&config, "-d -t 10.1.1.10:443 -r 192.0.2.11:443").unwrap();
+        let config = run(&config, "-E -t 10.1.1.10:443 -m").unwrap();
+        assert_eq!(config.services[1].tunnel, None);
     }
 
     #[test]

@@ -769,6 +769,9 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::HeldPackets => "Frames held waiting for a neighbour's MAC.",
         Stat::ReleasedPackets => "Held frames sent once their neighbour resolved.",
         Stat::HeldExpired => "Held frames given up because their neighbour never answered.",
+        Stat::TunnelledPackets => {
+            "Frames forwarded wrapped for a tunnel real server (their copy is also emitted)."
+        }
         Stat::EmittedPackets => "Frames the pipeline sent on its own (ARP, released frames).",
         Stat::EmitOverflow => "Frames the pipeline wanted to send on its own but had no room for.",
         Stat::ArpRepliesSent => "ARP replies sent.",
@@ -791,6 +794,7 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::ReusedFlows => "SYNs reopening a closing or closed flow, scheduled anew.",
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
+        Stat::MssClamped => "TCP SYNs of tunnel services whose MSS was lowered to mss_clamp.",
         Stat::ExpiredFlows => "Flows expired.",
         Stat::PersistentFollowed => "New connections sent where their persistence template said.",
         Stat::PersistentTableFull => {

@@ -158,6 +158,8 @@ impl Snapshot {
                         prefix_len: v6.prefix_len,
                         gateway: v6.gateway,
                     }),
+                    mtu: i.mtu,
+                    tunnel_source: i.tunnel_source,
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -235,6 +237,7 @@ impl Snapshot {
                 persistence: service
                     .persistence
                     .map(|p| ServicePersistence::new(vip, service.port, service.proto.number(), p)),
+                tunnel: service.tunnel,
             });
         }
         let static_neighbors = config.neighbors.iter().map(|n| (n.ip, MacAddr(n.mac))).collect();

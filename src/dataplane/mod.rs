@@ -28,7 +28,7 @@ pub use crate::snapshot::IfaceId;
 use crate::report::Counters;
 
 impl Counters {
-    /// Counts a verdict other than `Tx` (pass, drop by reason, held); out of line, so the
+    /// Counts a verdict other than `Tx` (pass, drop by reason, held, encapsulated); out of line, so the
     /// forwarding path, which counts its `Tx` verdicts a batch at a time, stays small. Here,
     /// beside [`Verdict`], so that the counters (in [`crate::report`]) need not know it.
     #[cold]
@@ -39,6 +39,7 @@ impl Counters {
             Verdict::Pass => self.add(Stat::PassPackets, 1),
             Verdict::Drop(reason) => self.drop(reason),
             Verdict::Held => self.add(Stat::HeldPackets, 1),
+            Verdict::Encapsulated => self.add(Stat::TunnelledPackets, 1),
         }
     }
 }

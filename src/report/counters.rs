@@ -74,6 +74,16 @@ counted_enum! {
         /// a source link-layer option), so the answer left as a frame of its own (emitted)
         /// and the solicitation ends here.
         NdpAnswerEmitted => "ndp_answer_emitted",
+        /// A tunnel service's packet too big for the egress MTU once wrapped, with DF set:
+        /// answered with ICMP fragmentation needed (emitted) carrying the MTU less the
+        /// tunnel's overhead.
+        TunnelFragNeeded => "tunnel_frag_needed",
+        /// A tunnel service's packet too big for the egress MTU once wrapped, without DF
+        /// (xlb does not fragment), or with DF but no known way back to the client.
+        TunnelTooBig => "tunnel_too_big",
+        /// A tunnel service's packet wrapped with no room left in the emit queue (also
+        /// counted in `emit_overflow`).
+        TunnelEmitFull => "tunnel_emit_full",
         /// To a VIP, but no service listens on that port and protocol.
         NoService => "no_service",
         /// To a VIP, with an IP protocol xlb does not balance.
@@ -128,6 +138,11 @@ counted_enum! {
         ReleasedPackets => "released_packets",
         /// Held frames given up because their neighbour never answered.
         HeldExpired => "held_expired",
+        /// Frames forwarded wrapped for a tunnel service's real server (their verdict was
+        /// `Encapsulated`): the wrapped copy leaves as a frame of the pipeline's own, counted
+        /// in `emitted_packets` too. A wrapped packet held for its next hop is counted in
+        /// `held_packets` instead.
+        TunnelledPackets => "tunnelled_packets",
         /// Frames the pipeline sent on its own (ARP requests, released frames).
         EmittedPackets => "emitted_packets",
         /// Frames the pipeline wanted to send on its own but had no room for.
@@ -172,6 +187,8 @@ counted_enum! {
         StatelessPackets => "stateless_packets",
         /// Replies found in another core's table.
         CrossCoreHits => "cross_core_hits",
+        /// TCP SYNs of tunnel services whose MSS option was lowered to `mss_clamp`.
+        MssClamped => "mss_clamped",
         ExpiredFlows => "expired_flows",
         /// New connections of a persistent service sent where the client's template said.
         PersistentFollowed => "persistent_followed",

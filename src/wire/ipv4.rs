@@ -52,6 +52,8 @@ pub mod ip_proto {
     pub const HOP_BY_HOP: u8 = 0;
     /// Internet Control Message Protocol.
     pub const ICMP: u8 = 1;
+    /// IPv4 in IPv4 (RFC 2003): tunnel mode's IPIP encapsulation.
+    pub const IPIP: u8 = 4;
     /// Transmission Control Protocol.
     pub const TCP: u8 = 6;
     /// User Datagram Protocol.

@@ -88,7 +88,10 @@ pub struct ReplaySummary {
     pub drop: u64,
     /// Input frames held for a neighbour (they come out later as emitted frames, or expire).
     pub held: u64,
-    /// Frames the pipeline sent on its own (ARP requests, released held frames).
+    /// Input frames forwarded wrapped (tunnel mode); their wrapped copies are in `emitted`.
+    pub encapsulated: u64,
+    /// Frames the pipeline sent on its own (ARP requests, released held frames, wrapped
+    /// packets).
     pub emitted: u64,
     /// Frames written to the output capture (`tx + emitted`).
     pub written: u64,
@@ -425,6 +428,7 @@ fn summarize(pipeline: &Pipeline, summary: &mut ReplaySummary) {
     summary.pass = counters.get(Stat::PassPackets);
     summary.drop = counters.get(Stat::DropPackets);
     summary.held = counters.get(Stat::HeldPackets);
+    summary.encapsulated = counters.get(Stat::TunnelledPackets);
     summary.emitted = counters.get(Stat::EmittedPackets);
     summary.drop_reasons =
         counters.drop_reasons().map(|(reason, n)| (reason.name().to_string(), n)).collect();
@@ -448,6 +452,7 @@ pub fn verdict_name(verdict: Verdict) -> String {
         Verdict::Pass => "pass".into(),
         Verdict::Drop(reason) => format!("drop:{}", reason.name()),
         Verdict::Held => "held".into(),
+        Verdict::Encapsulated => "encapsulated".into(),
     }
 }
 

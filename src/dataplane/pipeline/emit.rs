@@ -76,7 +76,8 @@ mod tests {
         assert!(!queue.push(IfaceId(0), &[0; 3]));
         let mut seen = Vec::new();
         assert_eq!(queue.drain(|_, frame| seen.push(frame[0])), EMIT_CAPACITY);
-        assert_eq!(seen, (0..EMIT_CAPACITY as u8).collect::<Vec<_>>());
+        // Marks wrap at 256 (the queue may hold more frames than a byte counts).
+        assert_eq!(seen, (0..EMIT_CAPACITY).map(|i| i as u8).collect::<Vec<_>>());
         assert_eq!(queue.drain(|_, _| panic!("empty")), 0);
     }
 }

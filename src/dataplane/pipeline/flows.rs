@@ -204,7 +204,7 @@ impl CoreState {
             .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
         if !opens {
             return match service.forward {
-                ForwardMode::Dr => {
+                ForwardMode::Dr | ForwardMode::Tunnel => {
                     self.forward_stateless(snapshot, now, frame, &key, service_index, hash)
                 }
                 ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
@@ -272,7 +272,7 @@ impl CoreState {
             });
         match inserted {
             Ok(_) => self.count_new_flow(backend_index),
-            Err(_) if service.forward == ForwardMode::Dr => {
+            Err(_) if service.forward.keeps_packet() => {
                 return self.forward_stateless(snapshot, now, frame, &key, service_index, hash);
             }
             Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
@@ -304,7 +304,7 @@ impl CoreState {
         };
         let flow = opened(
             key,
-            ForwardMode::Dr,
+            service.forward,
             (backend.addr, backend.port),
             (key.src_addr, key.src_port),
             (service_index, backend_index),
@@ -327,6 +327,9 @@ impl CoreState {
         // as IPVS DR: the TTL too). NAT and FullNAT route: the TTL goes down by one, and a
         // packet that arrives with 1 expires here.
         if flow.forward != ForwardMode::Dr {
+            if flow.forward == ForwardMode::Tunnel {
+                return self.tunnel(snapshot, now, frame, flow);
+            }
             let (src, dst) = translate(flow, direction);
             if !route_transport(frame, flow.proto, src, dst) {
                 return Verdict::Drop(DropReason::TtlExceeded);
@@ -474,8 +477,8 @@ pub(super) fn translate<F: Family>(
     let backend = (flow.backend_addr, flow.backend_port);
     let local = (flow.local_addr, flow.local_port);
     match (flow.forward, direction) {
-        (ForwardMode::Dr, Direction::Original) => (client, vip),
-        (ForwardMode::Dr, Direction::Reply) => (vip, client),
+        (ForwardMode::Dr | ForwardMode::Tunnel, Direction::Original) => (client, vip),
+        (ForwardMode::Dr | ForwardMode::Tunnel, Direction::Reply) => (vip, client),
         (ForwardMode::Nat, Direction::Original) => (client, backend),
         (ForwardMode::Nat, Direction::Reply) => (vip, client),
         (ForwardMode::FullNat, Direction::Original) => (local, backend),

@@ -65,7 +65,7 @@ impl CoreState {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
-        if flow.forward != ForwardMode::Dr && !decrement_ttl(frame) {
+        if !flow.forward.keeps_packet() && !decrement_ttl(frame) {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         let (src, dst) = translate(&flow, hit.direction);
@@ -94,6 +94,9 @@ impl CoreState {
             && frame.get(icmp_range_start + 1).is_some_and(|code| *code <= 3);
         if unreachable {
             self.count_unreachable(backend, hit.direction);
+        }
+        if flow.forward == ForwardMode::Tunnel {
+            return self.encapsulate(snapshot, now, frame, &flow);
         }
         self.deliver(snapshot, now, frame, &flow, hit.direction, backend)
     }

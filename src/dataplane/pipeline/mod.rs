@@ -52,7 +52,10 @@
 //! - TCP/UDP to a service VIP:port: connection lookup; on a miss the service's scheduler picks
 //!   a backend (a persistent service's client follows its template first, in the table all
 //!   cores share: `persistence`, [`crate::persist`]) and the flow is tracked; then DR (MAC rewrite only), NAT (DNAT) or FullNAT
-//!   (DNAT + SNAT to a local address:port).
+//!   (DNAT + SNAT to a local address:port), or tunnel (`tunnel`: the packet wrapped in
+//!   IPIP or GUE to the real server; the wrapped copy leaves through the emit queue, as the
+//!   frame cannot grow in place, and the frame's verdict is `Encapsulated`: forwarded, counted
+//!   in `tunnelled_packets`, not a drop).
 //! - Replies of NAT backends and replies to FullNAT local addresses: translated back to
 //!   VIP:port towards the client. With several interfaces, a reply must arrive on the
 //!   interface its backend is reached by; one from another side (forged by a client) is
@@ -79,8 +82,8 @@
 //! TCP/UDP views), `flows` (connection lookup, scheduling, forwarding a tracked packet),
 //! `neighbors` (ARP, the neighbour table, held frames, the hop caches), `rewrite` (the
 //! in-place NAT, TTL, quote and echo rewrites), `icmp` (echo and errors about flows) and
-//! `emit` (the queue of frames the pipeline sends on its own), and `v6` (IPv6's steps and
-//! per-core state).
+//! `emit` (the queue of frames the pipeline sends on its own), `tunnel` (tunnel mode's
+//! encapsulation and its MTU answers), and `v6` (IPv6's steps and per-core state).
 
 mod classify;
 mod emit;
@@ -89,6 +92,7 @@ mod icmp;
 mod neighbors;
 mod persistence;
 mod rewrite;
+mod tunnel;
 mod v6;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -128,6 +132,11 @@ pub enum Verdict {
     /// Kept until the next hop's MAC is known (an ARP request was queued); it will come out
     /// of [`Pipeline::drain_emitted`], or be counted as expired.
     Held,
+    /// Forwarded wrapped (tunnel mode): the packet, encapsulated for its real server, was
+    /// written into the emit queue and leaves from [`Pipeline::drain_emitted`]; the received
+    /// frame itself is done with (the driver recycles it as it would a dropped one). Counted
+    /// in `tunnelled_packets`, never as a drop.
+    Encapsulated,
 }
 
 /// Which worker a pipeline serves, out of how many.
@@ -156,8 +165,9 @@ const ETH_LEN: usize = EthernetFrame::<&[u8]>::HEADER_LEN;
 const TCP_SYN: u8 = TcpFlags::SYN.0;
 const TCP_ACK: u8 = TcpFlags::ACK.0;
 const TCP_RST: u8 = TcpFlags::RST.0;
-/// Frames the pipeline may queue on its own between two drains.
-const EMIT_CAPACITY: usize = 64;
+/// Frames the pipeline may queue on its own between two drains: room for a few batches of
+/// tunnelled packets (each leaves from here, `tunnel`) besides ARP.
+const EMIT_CAPACITY: usize = 4 * BATCH;
 const EMIT_FRAME: usize = arp::MAX_HELD_FRAME;
 /// Neighbours one core may know.
 const NEIGHBOR_CAPACITY: usize = 4096;
@@ -169,13 +179,13 @@ pub const NEIGHBOR_REFRESH: Duration = Duration::from_secs(30);
 /// Neighbour-table slots [`Pipeline::maintain`] examines for staleness per call (the whole
 /// table of 8192 slots is swept about every 130 calls, well under a second).
 const NEIGHBOR_EXPIRE_BUDGET: usize = 64;
-/// Frames of paced ARP (announcements, probes) the emit queue may hold at once: half, so
-/// the data path's requests and released frames keep room.
-const PACED_ARP_ROOM: usize = EMIT_CAPACITY / 2;
+/// Frames of paced ARP (announcements, probes) the emit queue may hold at once: a few dozen,
+/// so the data path's requests, released frames and tunnelled packets keep room.
+const PACED_ARP_ROOM: usize = 32;
 /// How often core 0 looks for next hops to refresh.
 const REFRESH_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// Refresh requests per scan, at most (the rest wait for the next scan).
-const REFRESH_PER_SCAN: usize = EMIT_CAPACITY / 4;
+const REFRESH_PER_SCAN: usize = 16;
 
 /// One core's packet pipeline.
 #[derive(Debug)]
@@ -241,6 +251,8 @@ struct CoreState {
     /// state above, and the emit queue, are shared: the snapshot indexes both families in
     /// one list).
     v6: Core6,
+    /// Tunnel mode's buffer and outer identification counter.
+    tunnel: tunnel::TunnelState,
 }
 
 impl Pipeline {
@@ -273,6 +285,7 @@ impl Pipeline {
             vrrp: VrrpState::Standby,
             presence: snapshot.fleet.presence(VrrpState::Standby),
             v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
+            tunnel: tunnel::TunnelState::new(),
         };
         let mut pipeline = Pipeline { snapshot, core };
         pipeline.core.v6.set_snapshot(&pipeline.snapshot);

@@ -289,8 +289,9 @@ impl CoreState {
     }
 
     /// The cached way to backend `index`, refreshing the caches first if the neighbour table
-    /// changed since they were filled.
-    #[inline]
+    /// changed since they were filled. Always inlined: the hit path's callers (`forward`)
+    /// must not pay a call because tunnel mode calls it too.
+    #[inline(always)]
     pub(super) fn backend_hop(&mut self, snapshot: &Snapshot, index: usize) -> Option<Hop> {
         if self.hops_generation != self.neighbors.generation() {
             self.refresh_hops(snapshot);
@@ -365,7 +366,7 @@ impl CoreState {
     /// Fills in the Ethernet header towards `route`, or holds the frame and asks for the next
     /// hop's MAC.
     #[inline]
-    fn send(
+    pub(super) fn send(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,

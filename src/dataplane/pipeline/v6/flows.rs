@@ -164,7 +164,10 @@ impl CoreState {
                 ForwardMode::Dr => {
                     self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned)
                 }
-                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
+                // Tunnel services are IPv4 only (config refuses IPv6 ones).
+                ForwardMode::Nat | ForwardMode::FullNat | ForwardMode::Tunnel => {
+                    Verdict::Drop(DropReason::NoFlow)
+                }
             };
         }
         let Some(state) = self.sched.get_mut(service_index) else {

@@ -1,0 +1,697 @@
+//! Tunnel mode (`forward = "tunnel"`, LVS's IP TUN, Katran's mode): the client's IPv4
+//! packet is kept whole and wrapped in an outer header to the real server, which
+//! decapsulates it, holds the VIP and answers the client directly (as in DR, replies never
+//! come back: the flow is tracked in its original direction only).
+//!
+//! The outer packet, byte for byte:
+//! - Ethernet: to the next hop of the real server (on-link: its own MAC; else the egress
+//!   interface's `gateway`'s, the same hop resolution and caches as every other
+//!   destination), from the egress interface's MAC, type IPv4.
+//! - IPv4, 20 bytes, no options: TOS copied from the inner packet (DSCP and ECN, RFC 2003
+//!   §3.1 and RFC 6040's normal mode), total length inner + overhead, identification from a
+//!   per-core counter (one more per generated packet), DF copied from the inner packet, no
+//!   fragment offset, TTL 64, protocol 4 (IPIP) or 17 (GUE), header checksum filled,
+//!   destination the real server, source: the service's `tunnel_source` prefix, else the
+//!   egress interface's, else the interface's own address; a prefix's host bits come from
+//!   the flow's pinned hash ([`crate::hash::flow_hash`]), so one flow always has one outer
+//!   source (on every box of a fleet) and flows spread over the real server's receive
+//!   queues (Katran's way).
+//! - GUE only: UDP, 8 bytes: source port 49152 + (bits 32–45 of the flow hash), so flows
+//!   spread by the UDP port too; destination `gue_port` (default 6080); length 8 + inner;
+//!   checksum 0 (RFC 768 allows no checksum over IPv4; the inner packet carries its own).
+//!   No GUE header: this is GUE's variant 1, direct IP-in-UDP (draft-ietf-intarea-gue §4:
+//!   the first nibble of the payload, 4, is the inner IP version), which is what Linux's
+//!   `fou` with `ipproto 4` (no `-gue`) decodes.
+//! - Then the inner IPv4 packet, unchanged (its TTL too: as DR, tunnel is no routing hop),
+//!   up to its total length (Ethernet padding is not carried). The one exception: a TCP SYN
+//!   of a service with `mss_clamp` has its MSS option lowered to that value, TCP checksum
+//!   patched incrementally (counted in `mss_clamped`).
+//!
+//! Frames grow by 20 (IPIP) or 28 (GUE) bytes, and a frame handed to the pipeline keeps its
+//! length (it is a slice of a receive buffer), so the wrapped packet is written into the
+//! emit queue ([`super::emit`], or the hold queue while the next hop's MAC is unknown) and
+//! the received frame ends there with the verdict [`Verdict::Encapsulated`]: forwarded,
+//! not dropped.
+//!
+//! Accounting (an operator reads a forwarded tunnel packet as forwarded, never in the drop
+//! counters): a wrapped packet queued to leave is counted once in `tunnelled_packets`
+//! (verdict `Encapsulated`) and once more, as the frame that actually goes on the wire, in
+//! `emitted_packets`; one held for its next hop is `held_packets` (verdict `Held`), then
+//! `released_packets` or `held_expired`, as any held frame. `tx_packets` counts frames sent
+//! in place, so tunnel traffic is not in it: the forwarded total is `tx_packets +
+//! tunnelled_packets`. The drop reasons of tunnel mode are real drops: too big
+//! (`tunnel_frag_needed`, `tunnel_too_big`) and no room in the emit queue
+//! (`tunnel_emit_full`). The copy costs a memcpy of the packet; growing the frame in place
+//! would need headroom in every driver's buffers (the AF_XDP UMEM has it, replay's vectors
+//! and the `&mut [u8]` interface do not), for no gain in the counts.
+//!
+//! MTU: a wrapped packet must fit the egress interface's `mtu` (and an emit slot:
+//! [`super::EMIT_FRAME`] less the Ethernet header). A bigger one is not sent broken: with
+//! DF set, the client gets ICMP fragmentation needed (type 3 code 4, from the VIP, next-hop
+//! MTU = the limit less the overhead, quoting the packet's IP header and 8 bytes) and the
+//! packet is dropped as `tunnel_frag_needed`; without DF (xlb does not fragment), or when
+//! the client's next hop is not known yet, it is dropped as `tunnel_too_big`.
+
+use std::net::Ipv4Addr;
+
+use crate::conntrack::{Direction, Flow};
+use crate::family::V4;
+use crate::flow::{Encap, Proto};
+use crate::hash::flow_hash;
+use crate::report::{DropReason, Stat};
+use crate::snapshot::Snapshot;
+use crate::time::Instant;
+use crate::wire::checksum;
+use crate::wire::icmp::icmp_type;
+use crate::wire::ipv4::ip_proto;
+use crate::wire::{IcmpPacket, Ipv4Packet};
+
+use super::flows::backend_of;
+use super::{CoreState, EMIT_FRAME, ETH_LEN, TCP_SYN, Verdict};
+
+/// The outer IPv4 TTL.
+pub(super) const OUTER_TTL: u8 = 64;
+/// GUE's UDP source ports: the dynamic range (RFC 6335), 49152 + 14 bits of the flow hash.
+const GUE_SOURCE_PORTS: u16 = 49152;
+/// Bytes of the offending packet an ICMP error quotes after its IP header (RFC 792).
+const QUOTED_PAYLOAD: usize = 8;
+
+/// A core's tunnel state: a buffer to wrap a packet in while its next hop is resolved, and
+/// the identification counter of the packets it generates.
+#[derive(Debug)]
+pub(super) struct TunnelState {
+    scratch: Box<[u8]>,
+    ident: u16,
+}
+
+impl TunnelState {
+    pub(super) fn new() -> Self {
+        TunnelState { scratch: vec![0; EMIT_FRAME].into_boxed_slice(), ident: 0 }
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+}
+
+/// The outer header fields of one wrapped packet.
+#[derive(Debug, Clone, Copy)]
+struct Outer {
+    encap: Encap,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    source_port: u16,
+}
+
+impl CoreState {
+    /// A packet of a tunnel flow towards its real server: counted for its backend, then
+    /// wrapped ([`CoreState::encapsulate`]).
+    #[inline(never)]
+    pub(super) fn tunnel(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+    ) -> Verdict {
+        let backend = backend_of(snapshot, flow);
+        self.count_forwarded(backend, Direction::Original, frame.len() as u64);
+        self.encapsulate(snapshot, now, frame, flow)
+    }
+
+    /// Wraps the IPv4 packet in `frame` for `flow`'s real server and queues it (see the
+    /// module docs); `frame` itself ends here. Also the way ICMP errors about a tunnel flow
+    /// reach its real server.
+    pub(super) fn encapsulate(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+    ) -> Verdict {
+        let backend = backend_of(snapshot, flow);
+        let service = match backend {
+            Some(index) => snapshot.backends.get(index).map(|b| b.service),
+            None => snapshot.service_at(flow.vip, flow.vport, flow.proto),
+        };
+        let Some(settings) =
+            service.and_then(|index| snapshot.services.get(index)).and_then(|s| s.tunnel)
+        else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        let Some(inner_len) = inner_len(frame) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        if let Some(mss) = settings.mss_clamp
+            && clamp_mss(&mut frame[ETH_LEN..ETH_LEN + inner_len], mss)
+        {
+            self.counters.add(Stat::MssClamped, 1);
+        }
+        let route = match backend {
+            Some(index) => snapshot.family::<V4>().backend_route(index),
+            None => match snapshot.route(flow.backend_addr) {
+                Some(route) => route,
+                None => return Verdict::Drop(DropReason::NoRoute),
+            },
+        };
+        let Some(interface) = snapshot.interfaces.get(route.egress.index()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if route.next_hop.is_unspecified() {
+            return Verdict::Drop(DropReason::NoRoute);
+        }
+        let overhead = settings.encap.overhead();
+        let limit = usize::from(interface.mtu).min(EMIT_FRAME - ETH_LEN);
+        if inner_len + overhead > limit {
+            return self.too_big(snapshot, frame, flow, inner_len, limit - overhead);
+        }
+        let hash = flow_hash(&flow.original_key());
+        let outer = Outer {
+            encap: settings.encap,
+            src: settings
+                .source
+                .or(interface.tunnel_source)
+                .map_or(interface.addr, |prefix| prefix.source_for(hash)),
+            dst: flow.backend_addr,
+            ident: self.tunnel.next_ident(),
+            source_port: GUE_SOURCE_PORTS | ((hash >> 32) as u16 & 0x3fff),
+        };
+        let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        // The common case: the next hop is known, the wrapped packet is written straight
+        // into the emit queue.
+        if let Some(hop) = backend.and_then(|index| self.backend_hop(snapshot, index)) {
+            let pushed = self
+                .emit
+                .push_with(hop.egress, |slot| write_encapsulated(slot, &hop.addrs, &outer, inner));
+            return self.queued(pushed);
+        }
+        // Otherwise wrap it aside and let `send` resolve the next hop (or hold the wrapped
+        // packet until it answers).
+        let mut scratch = std::mem::take(&mut self.tunnel.scratch);
+        let len = write_encapsulated(&mut scratch, &[0; 12], &outer, inner);
+        let verdict = match self.send(snapshot, now, &mut scratch[..len], route, backend) {
+            Verdict::Tx(egress) => {
+                let pushed = self.emit.push(egress, &scratch[..len]);
+                self.queued(pushed)
+            }
+            other => other,
+        };
+        self.tunnel.scratch = scratch;
+        verdict
+    }
+
+    /// The verdict of a frame whose wrapped copy was (or, the queue full, was not) queued.
+    fn queued(&mut self, pushed: bool) -> Verdict {
+        if pushed {
+            Verdict::Encapsulated
+        } else {
+            self.counters.add(Stat::EmitOverflow, 1);
+            Verdict::Drop(DropReason::TunnelEmitFull)
+        }
+    }
+
+    /// A packet too big to wrap: with DF, ICMP fragmentation needed to the client, from the
+    /// VIP, announcing `mtu`; without DF, or with the client's next hop unknown, dropped.
+    #[cold]
+    fn too_big(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &[u8],
+        flow: &Flow,
+        inner_len: usize,
+        mtu: usize,
+    ) -> Verdict {
+        let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        let dont_fragment = inner[6] & 0x40 != 0;
+        if !dont_fragment {
+            return Verdict::Drop(DropReason::TunnelTooBig);
+        }
+        let Some(hop) = self.client_hop(snapshot, flow.client_addr) else {
+            return Verdict::Drop(DropReason::TunnelTooBig);
+        };
+        let ident = self.tunnel.next_ident();
+        let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+        let pushed = self.emit.push_with(hop.egress, |slot| {
+            write_frag_needed(slot, &hop.addrs, flow.vip, inner, mtu, ident)
+        });
+        if !pushed {
+            self.counters.add(Stat::EmitOverflow, 1);
+            return Verdict::Drop(DropReason::TunnelTooBig);
+        }
+        Verdict::Drop(DropReason::TunnelFragNeeded)
+    }
+}
+
+/// The IPv4 packet's length in `frame` (its total length), if the frame holds it whole and
+/// it holds its header.
+fn inner_len(frame: &[u8]) -> Option<usize> {
+    let header = frame.get(ETH_LEN..ETH_LEN + 20)?;
+    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    (total >= 20 && ETH_LEN + total <= frame.len()).then_some(total)
+}
+
+/// Writes the wrapped packet into `slot` (an emit slot: [`EMIT_FRAME`] bytes, which the
+/// caller checked it fits): Ethernet addresses `addrs` (destination, source), the outer
+/// header(s) of `outer`, then `inner`. Returns the frame's length.
+fn write_encapsulated(slot: &mut [u8], addrs: &[u8; 12], outer: &Outer, inner: &[u8]) -> usize {
+    let udp_len = match outer.encap {
+        Encap::Ipip => 0,
+        Encap::Gue { .. } => 8,
+    };
+    let inner_start = ETH_LEN + 20 + udp_len;
+    let total = inner_start + inner.len();
+    slot[..12].copy_from_slice(addrs);
+    slot[12..ETH_LEN].copy_from_slice(&0x0800u16.to_be_bytes());
+    let protocol = match outer.encap {
+        Encap::Ipip => ip_proto::IPIP,
+        Encap::Gue { .. } => ip_proto::UDP,
+    };
+    let fields = Header {
+        tos: inner[1],
+        ident: outer.ident,
+        dont_fragment: inner[6] & 0x40 != 0,
+        protocol,
+        src: outer.src,
+        dst: outer.dst,
+    };
+    write_header(&mut slot[ETH_LEN..total], &fields);
+    if let Encap::Gue { port } = outer.encap {
+        let udp = &mut slot[ETH_LEN + 20..inner_start];
+        udp[0..2].copy_from_slice(&outer.source_port.to_be_bytes());
+        udp[2..4].copy_from_slice(&port.to_be_bytes());
+        udp[4..6].copy_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+        udp[6..8].copy_from_slice(&[0, 0]);
+    }
+    slot[inner_start..total].copy_from_slice(inner);
+    total
+}
+
+/// The fields of an IPv4 header the pipeline generates (no options, not a fragment, TTL
+/// [`OUTER_TTL`]).
+struct Header {
+    tos: u8,
+    ident: u16,
+    dont_fragment: bool,
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+/// Writes a 20-byte IPv4 header of `fields` at the start of `packet` (the whole packet: its
+/// length is the total length), checksum filled.
+fn write_header(packet: &mut [u8], fields: &Header) {
+    let total_len = packet.len() as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut packet[..20]);
+    ip.set_version(4);
+    ip.set_header_len(20);
+    ip.set_dscp_ecn(fields.tos);
+    ip.set_total_len(total_len);
+    ip.set_ident(fields.ident);
+    ip.set_dont_frag(fields.dont_fragment);
+    ip.set_more_frags(false);
+    ip.set_frag_offset(0);
+    ip.set_ttl(OUTER_TTL);
+    ip.set_protocol(fields.protocol);
+    ip.set_src_addr(fields.src);
+    ip.set_dst_addr(fields.dst);
+    ip.fill_checksum();
+}
+
+/// Writes ICMP fragmentation needed (RFC 792 type 3 code 4, RFC 1191's next-hop MTU) about
+/// `inner` from `vip` to its source into `slot`, quoting its IP header and 8 bytes. Returns
+/// the frame's length.
+fn write_frag_needed(
+    slot: &mut [u8],
+    addrs: &[u8; 12],
+    vip: Ipv4Addr,
+    inner: &[u8],
+    mtu: u16,
+    ident: u16,
+) -> usize {
+    let quote = &inner[..inner.len().min(20 + QUOTED_PAYLOAD)];
+    let icmp_start = ETH_LEN + 20;
+    let total = icmp_start + 8 + quote.len();
+    slot[..12].copy_from_slice(addrs);
+    slot[12..ETH_LEN].copy_from_slice(&0x0800u16.to_be_bytes());
+    let client = Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]);
+    let fields = Header {
+        tos: 0,
+        ident,
+        dont_fragment: false,
+        protocol: ip_proto::ICMP,
+        src: vip,
+        dst: client,
+    };
+    write_header(&mut slot[ETH_LEN..total], &fields);
+    let icmp = &mut slot[icmp_start..total];
+    icmp[0] = icmp_type::DEST_UNREACHABLE;
+    icmp[1] = 4;
+    icmp[2..6].copy_from_slice(&[0, 0, 0, 0]);
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[8..].copy_from_slice(quote);
+    IcmpPacket::new_unchecked(icmp).fill_checksum();
+    total
+}
+
+/// Lowers the MSS option of a TCP SYN (SYN or SYN-ACK) in the IPv4 packet `packet` to
+/// `mss` where it is higher, patching the TCP checksum incrementally; true if it changed.
+/// Anything else (not TCP, no SYN, no MSS option, a malformed option list) is left alone.
+fn clamp_mss(packet: &mut [u8], mss: u16) -> bool {
+    if packet.len() < 20 || packet[9] != Proto::Tcp.number() {
+        return false;
+    }
+    let ip_header = usize::from(packet[0] & 0x0f) * 4;
+    let Some(segment) = packet.get_mut(ip_header..) else { return false };
+    if segment.len() < 20 || segment[13] & TCP_SYN == 0 {
+        return false;
+    }
+    let header = (usize::from(segment[12] >> 4) * 4).min(segment.len());
+    let mut at = 20;
+    while at < header {
+        match segment[at] {
+            0 => return false,
+            1 => at += 1,
+            kind => {
+                let Some(&len) = segment.get(at + 1) else { return false };
+                let len = usize::from(len);
+                if len < 2 || at + len > header {
+                    return false;
+                }
+                if kind == 2 && len == 4 {
+                    let value = at + 2;
+                    let old = u16::from_be_bytes([segment[value], segment[value + 1]]);
+                    if old <= mss {
+                        return false;
+                    }
+                    patch_u16(segment, value, mss);
+                    return true;
+                }
+                at += len;
+            }
+        }
+    }
+    false
+}
+
+/// Writes `value` at `offset` of a TCP segment (two bytes inside it), patching its checksum
+/// (bytes 16–17) incrementally (RFC 1624) on the 16-bit words the two bytes fall in: one
+/// word at an even offset, two at an odd one.
+fn patch_u16(segment: &mut [u8], offset: usize, value: u16) {
+    let word = |segment: &[u8], at: usize| {
+        u16::from_be_bytes([segment[at], segment.get(at + 1).copied().unwrap_or(0)])
+    };
+    let mut sum = u16::from_be_bytes([segment[16], segment[17]]);
+    let first = offset & !1;
+    let last = (offset + 1) & !1;
+    let old = [word(segment, first), word(segment, last)];
+    segment[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
+    sum = checksum::update_u16(sum, old[0], word(segment, first));
+    if last != first {
+        sum = checksum::update_u16(sum, old[1], word(segment, last));
+    }
+    segment[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::dataplane::{CoreSlot, Pipeline};
+    use crate::flow::{FlowKey, TunnelSource};
+    use crate::snapshot::IfaceId;
+    use crate::testkit::{self, ACK, Host, SYN};
+
+    const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+    const CLIENT: Host = Host::new([2, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+    const ROUTER: Host = Host::new([2, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
+    /// A real server behind the router.
+    const RS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+    const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 1, 1, 100), 80);
+    const PREFIX: TunnelSource =
+        TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0), prefix_len: 24 };
+
+    /// One interface (gateway 10.1.1.1, `interface_extra` lines) and a tunnel service on
+    /// 10.1.1.100:80 (`proto`, `service_extra` lines) to 192.0.2.11, behind the gateway.
+    fn snapshot(interface_extra: &str, proto: &str, service_extra: &str) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+            [[interface]]
+            name = "eth0"
+            addr = "10.1.1.10/24"
+            mac = "{}"
+            gateway = "10.1.1.1"
+            {interface_extra}
+            [[service]]
+            vip = "10.1.1.100"
+            port = 80
+            proto = "{proto}"
+            forward = "tunnel"
+            {service_extra}
+            [[service.backend]]
+            addr = "192.0.2.11"
+            "#,
+            LB.mac
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    fn pipeline(snapshot: Arc<Snapshot>, now: Instant) -> Pipeline {
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot::SINGLE);
+        pipeline.learn_neighbor(now, ROUTER.ip, ROUTER.mac);
+        pipeline.learn_neighbor(now, CLIENT.ip, CLIENT.mac);
+        pipeline
+    }
+
+    fn emitted(pipeline: &mut Pipeline) -> Vec<(IfaceId, Vec<u8>)> {
+        let mut frames = Vec::new();
+        pipeline.drain_emitted(|egress, frame| frames.push((egress, frame.to_vec())));
+        frames
+    }
+
+    fn key(client_port: u16, proto: Proto) -> FlowKey {
+        FlowKey {
+            src_addr: CLIENT.ip,
+            dst_addr: VIP.0,
+            src_port: client_port,
+            dst_port: VIP.1,
+            proto,
+        }
+    }
+
+    /// Checks the outer Ethernet and IPv4 headers of a wrapped frame (to the router, from
+    /// the box, TTL 64, DF as the inner's, checksum right, to the real server) and returns
+    /// (outer source, protocol, the bytes after the outer IPv4 header).
+    fn outer(frame: &[u8]) -> (Ipv4Addr, u8, &[u8]) {
+        assert_eq!(&frame[..6], &ROUTER.mac.0, "to the gateway's MAC");
+        assert_eq!(&frame[6..12], &LB.mac.0);
+        assert_eq!(&frame[12..14], &[0x08, 0x00]);
+        let ip = Ipv4Packet::new_checked(&frame[ETH_LEN..]).expect("an IPv4 header");
+        assert!(ip.verify_checksum(), "outer header checksum");
+        assert_eq!(ip.header_len(), 20);
+        assert_eq!(usize::from(ip.total_len()), frame.len() - ETH_LEN);
+        assert_eq!(ip.ttl(), OUTER_TTL);
+        assert_eq!(ip.dst_addr(), RS);
+        assert!(!ip.more_frags() && ip.frag_offset() == 0);
+        (ip.src_addr(), ip.protocol(), &frame[ETH_LEN + 20..])
+    }
+
+    #[test]
+    fn ipip_wraps_the_whole_packet_from_the_prefix_to_the_real_server_via_the_gateway() {
+        let now = Instant::from_secs(1);
+        let mut pipeline = pipeline(snapshot("", "tcp", "tunnel_source = \"10.9.0.0/24\""), now);
+        let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, b"hello");
+        let inner = syn[ETH_LEN..].to_vec();
+        let verdict = pipeline.process(now, IfaceId(0), &mut syn);
+        assert_eq!(verdict, Verdict::Encapsulated);
+        let frames = emitted(&mut pipeline);
+        assert_eq!(frames.len(), 1);
+        let (egress, frame) = &frames[0];
+        assert_eq!(*egress, IfaceId(0));
+        let (source, protocol, rest) = outer(frame);
+        assert_eq!(protocol, ip_proto::IPIP);
+        assert_eq!(source, PREFIX.source_for(flow_hash(&key(4000, Proto::Tcp))));
+        assert_eq!(rest, &inner[..], "the client's packet, unchanged (its TTL too)");
+        let ip = Ipv4Packet::new_checked(&frame[ETH_LEN..]).unwrap();
+        assert!(ip.dont_frag(), "DF copied from the inner packet");
+        // The flow is tracked: the next packet goes the same way, counted for the backend.
+        let mut ack = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, ACK, b"more");
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Encapsulated);
+        let next = emitted(&mut pipeline);
+        assert_eq!(outer(&next[0].1).0, source, "one flow, one outer source");
+        let ident = |frame: &[u8]| Ipv4Packet::new_unchecked(&frame[ETH_LEN..]).ident();
+        assert_ne!(ident(frame), ident(&next[0].1), "a new identification per packet");
+        assert_eq!(pipeline.counters().backends[0].in_packets, 2);
+        // Forwarded, not dropped: counted as tunnelled, each copy as emitted.
+        assert_eq!(pipeline.counters().get(Stat::TunnelledPackets), 2);
+        assert_eq!(pipeline.counters().get(Stat::EmittedPackets), 2);
+        assert_eq!(pipeline.counters().get(Stat::DropPackets), 0);
+        assert_eq!(pipeline.counters().get(Stat::NewFlows), 1);
+    }
+
+    #[test]
+    fn gue_wraps_in_udp_to_the_port_with_a_per_flow_source_port() {
+        let now = Instant::from_secs(1);
+        let mut pipeline = pipeline(snapshot("", "udp", "encap = \"gue\""), now);
+        let mut seen = Vec::new();
+        for client_port in [4000, 4001] {
+            let mut datagram =
+                testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, client_port), VIP, b"query");
+            let inner = datagram[ETH_LEN..].to_vec();
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut datagram), Verdict::Encapsulated);
+            let frames = emitted(&mut pipeline);
+            let (source, protocol, rest) = outer(&frames[0].1);
+            assert_eq!(source, LB.ip, "no prefix: the interface's own address");
+            assert_eq!(protocol, ip_proto::UDP);
+            let source_port = u16::from_be_bytes([rest[0], rest[1]]);
+            let hash = flow_hash(&key(client_port, Proto::Udp));
+            assert_eq!(source_port, 49152 | ((hash >> 32) as u16 & 0x3fff));
+            assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), 6080);
+            assert_eq!(usize::from(u16::from_be_bytes([rest[4], rest[5]])), 8 + inner.len());
+            assert_eq!(&rest[6..8], &[0, 0], "no UDP checksum (RFC 768, IPv4)");
+            assert_eq!(&rest[8..], &inner[..], "direct IP-in-UDP: no GUE header");
+            seen.push(source_port);
+        }
+        assert_ne!(seen[0], seen[1], "two flows, two source ports");
+    }
+
+    #[test]
+    fn two_flows_leave_from_two_addresses_of_the_prefix() {
+        let now = Instant::from_secs(1);
+        // The interface's prefix, as the service sets none.
+        let mut pipeline = pipeline(snapshot("tunnel_source = \"10.9.0.0/24\"", "tcp", ""), now);
+        let mut sources = Vec::new();
+        for client_port in [4000, 4001] {
+            let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, client_port), VIP, SYN, &[]);
+            pipeline.process(now, IfaceId(0), &mut syn);
+            let frames = emitted(&mut pipeline);
+            let source = outer(&frames[0].1).0;
+            assert_eq!(source, PREFIX.source_for(flow_hash(&key(client_port, Proto::Tcp))));
+            sources.push(source);
+        }
+        assert_ne!(sources[0], sources[1]);
+    }
+
+    #[test]
+    fn too_big_with_df_is_answered_with_fragmentation_needed_and_without_df_dropped() {
+        let now = Instant::from_secs(1);
+        let mut pipeline = pipeline(snapshot("mtu = 1000", "udp", ""), now);
+        // 20 + 8 + 952 = 980 inner bytes: 1000 wrapped, which fits exactly.
+        let mut fits = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 952]);
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut fits), Verdict::Encapsulated);
+        assert_eq!(emitted(&mut pipeline)[0].1.len(), ETH_LEN + 1000);
+        let mut big = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 953]);
+        let inner = big[ETH_LEN..].to_vec();
+        assert_eq!(
+            pipeline.process(now, IfaceId(0), &mut big),
+            Verdict::Drop(DropReason::TunnelFragNeeded)
+        );
+        let frames = emitted(&mut pipeline);
+        assert_eq!(frames.len(), 1);
+        let answer = &frames[0].1;
+        assert_eq!(&answer[..6], &CLIENT.mac.0, "back to the client");
+        assert_eq!(&answer[6..12], &LB.mac.0);
+        let ip = Ipv4Packet::new_checked(&answer[ETH_LEN..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr(), ip.protocol()), (VIP.0, CLIENT.ip, 1));
+        let icmp = &answer[ETH_LEN + 20..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1000 - 20, "the MTU less IPIP's 20");
+        assert!(IcmpPacket::new_checked(icmp).unwrap().verify_checksum());
+        assert_eq!(&icmp[8..], &inner[..28], "the IP header and 8 bytes quoted");
+        // Without DF: dropped, nothing sent.
+        let mut fragmentable = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 953]);
+        fragmentable[ETH_LEN + 6] &= !0x40;
+        let mut fragmentable = testkit::with_ttl(fragmentable, 64);
+        assert_eq!(
+            pipeline.process(now, IfaceId(0), &mut fragmentable),
+            Verdict::Drop(DropReason::TunnelTooBig)
+        );
+        assert!(emitted(&mut pipeline).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_next_hop_holds_the_wrapped_packet_until_it_answers() {
+        let now = Instant::from_secs(1);
+        let mut pipeline = Pipeline::new(snapshot("", "tcp", ""), CoreSlot::SINGLE);
+        let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+        let inner = syn[ETH_LEN..].to_vec();
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
+        let asked = emitted(&mut pipeline);
+        assert_eq!(asked.len(), 1, "an ARP request for the gateway");
+        assert_eq!(&asked[0].1[12..14], &[0x08, 0x06]);
+        pipeline.learn_neighbor(now, ROUTER.ip, ROUTER.mac);
+        let released = emitted(&mut pipeline);
+        assert_eq!(released.len(), 1);
+        let (_, protocol, rest) = outer(&released[0].1);
+        assert_eq!((protocol, rest), (ip_proto::IPIP, &inner[..]));
+    }
+
+    /// A SYN with an MSS option, as TCP stacks send it (after a NOP when `nop`, so the
+    /// value sits at an odd offset).
+    fn syn_with_mss(mss: u16, nop: bool) -> Vec<u8> {
+        use etherparse::{PacketBuilder, TcpOptionElement};
+        let mut options = vec![];
+        if nop {
+            options.push(TcpOptionElement::Noop);
+        }
+        options.push(TcpOptionElement::MaximumSegmentSize(mss));
+        let builder = PacketBuilder::ethernet2(CLIENT.mac.0, LB.mac.0)
+            .ipv4(CLIENT.ip.octets(), VIP.0.octets(), 64)
+            .tcp(4000, VIP.1, 1000, 64240)
+            .syn()
+            .options(&options)
+            .expect("options fit");
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &[]).expect("writes");
+        frame
+    }
+
+    fn tcp_checksum_ok(packet: &[u8]) -> bool {
+        let segment = &packet[20..];
+        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+        let pseudo = checksum::pseudo_header_sum(src, dst, 6, segment.len() as u16);
+        checksum::fold(checksum::sum(segment, pseudo)) == 0xffff
+    }
+
+    #[test]
+    fn mss_clamp_lowers_the_mss_of_syns_and_fixes_the_checksum() {
+        for nop in [false, true] {
+            let now = Instant::from_secs(1);
+            let mut pipeline = pipeline(snapshot("", "tcp", "mss_clamp = 1400"), now);
+            let mut syn = syn_with_mss(1460, nop);
+            assert!(tcp_checksum_ok(&syn[ETH_LEN..]));
+            pipeline.process(now, IfaceId(0), &mut syn);
+            let frames = emitted(&mut pipeline);
+            let inner = outer(&frames[0].1).2;
+            let at = 20 + 20 + usize::from(nop);
+            assert_eq!(&inner[at..at + 4], &[2, 4, 0x05, 0x78], "MSS 1400 (nop: {nop})");
+            assert!(tcp_checksum_ok(inner), "checksum patched (nop: {nop})");
+            assert_eq!(pipeline.counters().get(Stat::MssClamped), 1);
+            // A lower MSS is left as it is.
+            let mut low = syn_with_mss(1200, nop);
+            low[ETH_LEN + 20] = 0x0f; // another client port, another flow
+            let mut low = testkit::with_ttl(low, 64);
+            pipeline.process(now, IfaceId(0), &mut low);
+            assert_eq!(pipeline.counters().get(Stat::MssClamped), 1);
+        }
+    }
+
+    #[test]
+    fn mss_clamp_leaves_malformed_option_lists_alone() {
+        let mut syn = syn_with_mss(1460, false);
+        let packet = &mut syn[ETH_LEN..];
+        packet[20 + 21] = 9; // the MSS option's length runs past the header
+        let copy = packet.to_vec();
+        assert!(!clamp_mss(packet, 1400));
+        assert_eq!(packet, &copy[..]);
+        assert!(!clamp_mss(&mut [0x45; 10], 1400), "a short packet");
+        let mut ack = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, ACK, &[]);
+        assert!(!clamp_mss(&mut ack[ETH_LEN..], 1400), "no SYN");
+    }
+}

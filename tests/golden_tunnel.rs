@@ -1,0 +1,384 @@
+//! Golden cases of tunnel mode (issue 14): a table of (description, input frame, verdict,
+//! frames emitted), run against the real pipeline like `tests/golden.rs`.
+//!
+//! The wrapped frames wanted are built here with etherparse (its own header checksums), from
+//! the outer format the tunnel module documents: outer IPv4 with the inner TOS and DF, TTL
+//! 64, identification one more per generated packet (1, 2, ... on a fresh pipeline),
+//! protocol 4 (IPIP) or 17 with a UDP header to the GUE port (source port 49152 + 14 bits of
+//! the pinned flow hash, checksum 0), then the client's packet unchanged. The per-flow parts
+//! (the outer source inside `tunnel_source`, GUE's source port) come from the pinned flow
+//! hash, `xlb::hash::flow_hash`, whose values its own tests pin; two flows are checked to
+//! differ.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
+use xlb::control::{Config, Snapshot};
+use xlb::dataplane::{CoreSlot, DropReason, Pipeline, Verdict};
+use xlb::flow::{FlowKey, Proto, TunnelSource};
+use xlb::hash::flow_hash;
+use xlb::testkit::{self, ACK, Host, PSH_ACK, SYN};
+use xlb::wire::MacAddr;
+
+#[path = "golden/harness.rs"]
+mod harness;
+use harness::{Case, Expect, Step, Want, step};
+
+const LB: Host = Host::new([0x02, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
+const GATEWAY: Host = Host::new([0x02, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
+const CLIENT: Host = Host::new([0x02, 0, 0, 0, 0, 0x20], [10, 1, 1, 20]);
+/// A real server on the link.
+const RS1: Host = Host::new([0x02, 0, 0, 0, 0, 0x11], [10, 1, 1, 11]);
+/// A real server in another subnet, behind the gateway.
+const RS_FAR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+/// Tunnel VIPs: IPIP, and GUE.
+const VIP_IPIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 110);
+const VIP_GUE: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 111);
+const PREFIX: TunnelSource = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0), prefix_len: 24 };
+const CPORT: u16 = 40000;
+
+const CONFIG: &str = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+mac = "02:00:00:00:00:10"
+gateway = "10.1.1.1"
+
+[conntrack]
+capacity = 4096
+
+[[neighbor]]
+ip = "10.1.1.1"
+mac = "02:00:00:00:00:01"
+[[neighbor]]
+ip = "10.1.1.20"
+mac = "02:00:00:00:00:20"
+[[neighbor]]
+ip = "10.1.1.11"
+mac = "02:00:00:00:00:11"
+
+# IPIP, TCP, from a prefix, to a real server behind the gateway.
+[[service]]
+vip = "10.1.1.110"
+port = 80
+forward = "tunnel"
+tunnel_source = "10.9.0.0/24"
+[[service.backend]]
+addr = "192.0.2.11"
+
+# IPIP, UDP, from the interface's address, to a real server on the link.
+[[service]]
+vip = "10.1.1.110"
+port = 53
+proto = "udp"
+forward = "tunnel"
+[[service.backend]]
+addr = "10.1.1.11"
+
+# GUE, TCP, default port, behind the gateway.
+[[service]]
+vip = "10.1.1.111"
+port = 80
+forward = "tunnel"
+encap = "gue"
+[[service.backend]]
+addr = "192.0.2.11"
+
+# GUE, UDP, port 5555, on the link.
+[[service]]
+vip = "10.1.1.111"
+port = 53
+proto = "udp"
+forward = "tunnel"
+encap = "gue"
+gue_port = 5555
+[[service.backend]]
+addr = "10.1.1.11"
+"#;
+
+/// How a wanted frame is wrapped.
+#[derive(Clone, Copy)]
+enum Wrap {
+    Ipip,
+    Gue(u16),
+}
+
+/// The client's frame `inner` (Ethernet and all) as the pipeline wraps it for `flow`:
+/// Ethernet from the box to `next_hop`, outer IPv4 from `src` to `dst` with identification
+/// `ident`, then (GUE) UDP, then the inner IP packet.
+fn wrapped(
+    inner: &[u8],
+    wrap: Wrap,
+    next_hop: MacAddr,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    ident: u16,
+    flow: &FlowKey,
+) -> Vec<u8> {
+    let packet = &inner[14..];
+    let udp_len = match wrap {
+        Wrap::Ipip => 0,
+        Wrap::Gue(_) => 8,
+    };
+    let protocol = match wrap {
+        Wrap::Ipip => IpNumber::IPV4,
+        Wrap::Gue(_) => IpNumber::UDP,
+    };
+    let mut ip =
+        Ipv4Header::new((udp_len + packet.len()) as u16, 64, protocol, src.octets(), dst.octets())
+            .expect("fits");
+    ip.identification = ident;
+    ip.dont_fragment = packet[6] & 0x40 != 0;
+    ip.dscp = etherparse::IpDscp::try_new(packet[1] >> 2).unwrap();
+    ip.ecn = etherparse::IpEcn::try_new(packet[1] & 3).unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    Ethernet2Header { source: LB.mac.0, destination: next_hop.0, ether_type: EtherType::IPV4 }
+        .write(&mut out)
+        .unwrap();
+    ip.write(&mut out).unwrap();
+    if let Wrap::Gue(port) = wrap {
+        let source_port = 49152 | ((flow_hash(flow) >> 32) as u16 & 0x3fff);
+        UdpHeader {
+            source_port,
+            destination_port: port,
+            length: (8 + packet.len()) as u16,
+            checksum: 0,
+        }
+        .write(&mut out)
+        .unwrap();
+    }
+    out.extend_from_slice(packet);
+    out
+}
+
+fn key(vip: Ipv4Addr, port: u16, client_port: u16, proto: Proto) -> FlowKey {
+    FlowKey { src_addr: CLIENT.ip, dst_addr: vip, src_port: client_port, dst_port: port, proto }
+}
+
+/// A step whose frame is wrapped: verdict `Encapsulated` (forwarded, not a drop), `emitted`
+/// out.
+fn tunnelled(what: &'static str, input: Vec<u8>, emitted: Vec<u8>) -> Step {
+    step(what, input, Want::Is(Verdict::Encapsulated), Expect::Nothing).emits(vec![emitted])
+}
+
+/// ICMP fragmentation needed from `vip` to the client about `inner`, announcing `mtu`.
+fn frag_needed(inner: &[u8], vip: Ipv4Addr, mtu: u16, ident: u16) -> Vec<u8> {
+    let quote = &inner[14..14 + 28];
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let sum = icmp.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    let mut ip =
+        Ipv4Header::new(icmp.len() as u16, 64, IpNumber::ICMP, vip.octets(), CLIENT.ip.octets())
+            .unwrap();
+    ip.identification = ident;
+    ip.dont_fragment = false;
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    Ethernet2Header { source: LB.mac.0, destination: CLIENT.mac.0, ether_type: EtherType::IPV4 }
+        .write(&mut out)
+        .unwrap();
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(&icmp);
+    out
+}
+
+fn cases() -> Vec<Case> {
+    let payload = b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n";
+    let dns = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00";
+    let tcp = |vip, port, flags, data: &[u8]| {
+        testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), (vip, 80), flags, data)
+    };
+    let udp = |vip, port, data: &[u8]| {
+        testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, port), (vip, 53), data)
+    };
+    let ipip_tcp = key(VIP_IPIP, 80, CPORT, Proto::Tcp);
+    let ipip_tcp2 = key(VIP_IPIP, 80, CPORT + 1, Proto::Tcp);
+    let from_prefix = |flow: &FlowKey| PREFIX.source_for(flow_hash(flow));
+    let syn = tcp(VIP_IPIP, CPORT, SYN, &[]);
+    let data = tcp(VIP_IPIP, CPORT, PSH_ACK, payload);
+    let syn2 = tcp(VIP_IPIP, CPORT + 1, SYN, &[]);
+    let ipip_udp = key(VIP_IPIP, 53, CPORT, Proto::Udp);
+    let query = udp(VIP_IPIP, CPORT, dns);
+    let gue_tcp = key(VIP_GUE, 80, CPORT, Proto::Tcp);
+    let gue_tcp2 = key(VIP_GUE, 80, CPORT + 1, Proto::Tcp);
+    let gue_syn = tcp(VIP_GUE, CPORT, SYN, &[]);
+    let gue_syn2 = tcp(VIP_GUE, CPORT + 1, SYN, &[]);
+    let gue_udp = key(VIP_GUE, 53, CPORT, Proto::Udp);
+    let gue_query = udp(VIP_GUE, CPORT, dns);
+    // 20 + 8 + 1452 = 1480 bytes: 1500 wrapped in IPIP, the MTU exactly; one more is too big.
+    let fits = udp(VIP_IPIP, CPORT, &[0x5a; 1452]);
+    let big = udp(VIP_IPIP, CPORT, &[0x5a; 1453]);
+    let mut big_no_df = big.clone();
+    big_no_df[14 + 6] &= !0x40;
+    let big_no_df = testkit::with_ttl(big_no_df, 64);
+    // GUE adds 28: 1472 bytes is the most.
+    let gue_big = udp(VIP_GUE, CPORT, &[0x5a; 1445]);
+    let gateway = GATEWAY.mac;
+    vec![
+        Case {
+            name: "ipip: a tcp flow wrapped from the prefix to a real server behind the gateway",
+            steps: vec![
+                tunnelled(
+                    "SYN: outer IPv4 to 192.0.2.11 via the gateway's MAC, protocol 4",
+                    syn.clone(),
+                    wrapped(
+                        &syn,
+                        Wrap::Ipip,
+                        gateway,
+                        (from_prefix(&ipip_tcp), RS_FAR),
+                        1,
+                        &ipip_tcp,
+                    ),
+                ),
+                tunnelled(
+                    "data on the tracked flow: same outer source, next identification",
+                    data.clone(),
+                    wrapped(
+                        &data,
+                        Wrap::Ipip,
+                        gateway,
+                        (from_prefix(&ipip_tcp), RS_FAR),
+                        2,
+                        &ipip_tcp,
+                    ),
+                ),
+                tunnelled(
+                    "a second flow: another address of the prefix",
+                    syn2.clone(),
+                    wrapped(
+                        &syn2,
+                        Wrap::Ipip,
+                        gateway,
+                        (from_prefix(&ipip_tcp2), RS_FAR),
+                        3,
+                        &ipip_tcp2,
+                    ),
+                ),
+            ],
+        },
+        Case {
+            name: "ipip: udp from the interface's address to a real server on the link",
+            steps: vec![tunnelled(
+                "query: outer to rs1's own MAC, from 10.1.1.10",
+                query.clone(),
+                wrapped(&query, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), 1, &ipip_udp),
+            )],
+        },
+        Case {
+            name: "gue: tcp in udp to 6080, the source port from the flow hash",
+            steps: vec![
+                tunnelled(
+                    "SYN: UDP 6080, checksum 0, no GUE header",
+                    gue_syn.clone(),
+                    wrapped(&gue_syn, Wrap::Gue(6080), gateway, (LB.ip, RS_FAR), 1, &gue_tcp),
+                ),
+                tunnelled(
+                    "a second flow: another source port",
+                    gue_syn2.clone(),
+                    wrapped(&gue_syn2, Wrap::Gue(6080), gateway, (LB.ip, RS_FAR), 2, &gue_tcp2),
+                ),
+                tunnelled(
+                    "an ACK of no tracked flow: stateless, as DR, still wrapped",
+                    tcp(VIP_GUE, CPORT + 2, ACK, &[]),
+                    wrapped(
+                        &tcp(VIP_GUE, CPORT + 2, ACK, &[]),
+                        Wrap::Gue(6080),
+                        gateway,
+                        (LB.ip, RS_FAR),
+                        3,
+                        &key(VIP_GUE, 80, CPORT + 2, Proto::Tcp),
+                    ),
+                ),
+            ],
+        },
+        Case {
+            name: "gue: udp to the configured port, on the link",
+            steps: vec![tunnelled(
+                "query: UDP 5555",
+                gue_query.clone(),
+                wrapped(&gue_query, Wrap::Gue(5555), RS1.mac, (LB.ip, RS1.ip), 1, &gue_udp),
+            )],
+        },
+        Case {
+            name: "mtu: a wrapped packet must fit 1500",
+            steps: vec![
+                tunnelled(
+                    "1480 bytes: 1500 wrapped, sent",
+                    fits.clone(),
+                    wrapped(&fits, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), 1, &ipip_udp),
+                ),
+                step(
+                    "1481 bytes with DF: fragmentation needed, MTU 1480, from the VIP",
+                    big.clone(),
+                    Want::DropNamed("tunnel_frag_needed"),
+                    Expect::Nothing,
+                )
+                .emits(vec![frag_needed(&big, VIP_IPIP, 1480, 2)]),
+                step(
+                    "1481 bytes without DF: dropped, nothing sent (xlb does not fragment)",
+                    big_no_df,
+                    Want::DropNamed("tunnel_too_big"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "gue: 1473 bytes with DF: MTU 1472",
+                    gue_big.clone(),
+                    Want::DropNamed("tunnel_frag_needed"),
+                    Expect::Nothing,
+                )
+                .emits(vec![frag_needed(&gue_big, VIP_GUE, 1472, 3)]),
+            ],
+        },
+        Case {
+            name: "malformed and truncated frames to a tunnel VIP are counted drops",
+            steps: malformed(&syn),
+        },
+    ]
+}
+
+fn malformed(syn: &[u8]) -> Vec<Step> {
+    let drop = |what, input: Vec<u8>, reason| {
+        step(what, input, Want::Is(Verdict::Drop(reason)), Expect::Nothing)
+    };
+    let with_byte = |offset: usize, value: u8| {
+        let mut frame = syn.to_vec();
+        frame[14 + offset] = value;
+        frame
+    };
+    vec![
+        drop("half an Ethernet header", syn[..7].to_vec(), DropReason::Truncated),
+        drop("IPv4 cut inside its header", syn[..14 + 12].to_vec(), DropReason::Truncated),
+        drop("TCP cut inside its header", syn[..14 + 20 + 10].to_vec(), DropReason::Truncated),
+        drop("total length beyond the frame", with_byte(3, 200), DropReason::Truncated),
+        drop("IHL below 5", with_byte(0, 0x44), DropReason::BadIpHeaderLen),
+        drop("more-fragments set", testkit::with_ttl(with_byte(6, 0x60), 64), DropReason::Fragment),
+    ]
+}
+
+fn pipeline() -> Pipeline {
+    let config = Config::parse(CONFIG, "golden_tunnel.toml").expect("the config is valid");
+    let snapshot = Snapshot::build(&config, 1).expect("the snapshot builds");
+    Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
+}
+
+#[test]
+fn golden_tunnel_cases() {
+    let (steps_run, failures) = harness::run(cases(), pipeline);
+    assert!(steps_run >= 18, "the table ran {steps_run} steps");
+    assert!(failures.is_empty(), "{} step(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn two_flows_differ_in_their_outer_variation() {
+    let one = key(VIP_IPIP, 80, CPORT, Proto::Tcp);
+    let two = key(VIP_IPIP, 80, CPORT + 1, Proto::Tcp);
+    assert_ne!(PREFIX.source_for(flow_hash(&one)), PREFIX.source_for(flow_hash(&two)));
+    let port = |flow: &FlowKey| (flow_hash(flow) >> 32) as u16 & 0x3fff;
+    let (one, two) = (key(VIP_GUE, 80, CPORT, Proto::Tcp), key(VIP_GUE, 80, CPORT + 1, Proto::Tcp));
+    assert_ne!(port(&one), port(&two));
+}
