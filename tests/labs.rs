@@ -11,8 +11,8 @@
 //! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
 //! 13: an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's
 //! VIP routes); `lab/tunnel` (issue 14: IPIP and GUE to real servers behind a router,
-//! running `xlb decap`). Each must print its PASS line, exit 0, and leave none
-//! of its namespaces behind.
+//! running `xlb decap`) and `lab/decap` (`xlb decap` alone, fed by lab/encap.py). Each must
+//! print its PASS line, exit 0, and leave none of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
 //! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure. The labs run one at a time
@@ -199,4 +199,11 @@ fn lab_tunnel_ipip() {
 #[test]
 fn lab_tunnel_gue() {
     run_lab("tunnel", &["--requests", "20", "--encap", "gue"], "20/20 http");
+}
+
+/// Issue 14: `xlb decap` on a real server, fed IPIP and GUE by a stand-in for the balancer;
+/// its SIGTERM and detached modes.
+#[test]
+fn lab_decap() {
+    run_lab("decap", &["--requests", "20"], "60/60 udp");
 }
