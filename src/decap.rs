@@ -69,6 +69,8 @@ pub enum DecapError {
     NotAttached { dev: String },
     #[error("{dev}: no address to decapsulate for (the device has none; give --addr)")]
     NoAddress { dev: String },
+    #[error("{dev}: the device is gone")]
+    DeviceGone { dev: String },
 }
 
 /// Runs `xlb decap` as `options` say; `stop` (SIGINT, SIGTERM) ends [`DecapAction::Run`].
@@ -104,8 +106,9 @@ pub fn run(options: &DecapOptions, stop: &Arc<AtomicBool>) -> Result<(), DecapEr
     let gue = options.gue_port.map_or("GUE off".to_string(), |port| format!("GUE port {port}"));
 
     if options.action == DecapAction::Detach {
-        let mode = options.mode.unwrap_or(XdpMode::Generic);
-        program.attach_detached(device.ifindex, mode).map_err(bpf)?;
+        let ((), mode) =
+            attach_in(options.mode, |mode| program.attach_detached(device.ifindex, mode))
+                .map_err(bpf)?;
         println!(
             "xlb decap: attached to {dev} ({mode:?}, detached: stays until --remove), \
              for {}; {gue}",
@@ -114,19 +117,15 @@ pub fn run(options: &DecapOptions, stop: &Arc<AtomicBool>) -> Result<(), DecapEr
         return Ok(());
     }
 
-    let (attachment, mode) = match options.mode {
-        Some(mode) => (program.attach(device.ifindex, mode).map_err(bpf)?, mode),
-        None => match program.attach(device.ifindex, XdpMode::Native) {
-            Ok(attachment) => (attachment, XdpMode::Native),
-            Err(_) => {
-                (program.attach(device.ifindex, XdpMode::Generic).map_err(bpf)?, XdpMode::Generic)
-            }
-        },
-    };
+    let (attachment, mode) =
+        attach_in(options.mode, |mode| program.attach(device.ifindex, mode)).map_err(bpf)?;
     println!("xlb decap: attached to {dev} ({mode:?}), for {}; {gue}", list(&addrs));
     let mut refreshed = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if !device.is_present() {
+            return Err(DecapError::DeviceGone { dev });
+        }
         if options.addrs.is_empty() && refreshed.elapsed() >= REFRESH {
             refreshed = Instant::now();
             let now = wanted_addrs(options).map_err(bpf)?;
@@ -140,6 +139,20 @@ pub fn run(options: &DecapOptions, stop: &Arc<AtomicBool>) -> Result<(), DecapEr
     drop(attachment);
     print!("{}", format_stats(&dev, &program.stats().map_err(bpf)?));
     Ok(())
+}
+
+/// Attaches with `attach` in `mode`, or when none is given natively if the driver can,
+/// else generically; returns what `attach` did and the mode.
+fn attach_in<T>(
+    mode: Option<XdpMode>,
+    attach: impl Fn(XdpMode) -> Result<T, SteerError>,
+) -> Result<(T, XdpMode), SteerError> {
+    match mode {
+        Some(mode) => attach(mode).map(|done| (done, mode)),
+        None => attach(XdpMode::Native)
+            .map(|done| (done, XdpMode::Native))
+            .or_else(|_| attach(XdpMode::Generic).map(|done| (done, XdpMode::Generic))),
+    }
 }
 
 /// `--addr`, or the device's addresses.

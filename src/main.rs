@@ -154,8 +154,7 @@ enum Command {
         /// device's addresses, read again every second).
         #[arg(long = "addr", value_name = "ADDR")]
         addrs: Vec<std::net::IpAddr>,
-        /// XDP attach mode: native or generic (default: native, else generic; --detach:
-        /// generic).
+        /// XDP attach mode: native or generic (default: native, else generic).
         #[arg(long, value_parser = parse_xdp_mode)]
         mode: Option<XdpMode>,
         /// Attach so the program stays after xlb exits (until --remove), and exit.
