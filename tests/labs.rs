@@ -196,6 +196,15 @@ fn lab_ecmp() {
     run_lab("ecmp", &[], "60/60 http over boxes: ");
 }
 
+/// Issue 13: the ECMP fleet with FullNAT (`--forward fullnat`, each box its own local
+/// address): one xlb SIGKILLed under load; every long-lived connection it held breaks (its
+/// state was that box's), every surviving one stays in its own box's table, and no short
+/// request that started after the withdrawal fails.
+#[test]
+fn lab_ecmp_fullnat() {
+    run_lab("ecmp", &["--forward", "fullnat"], "60/60 http over boxes: ");
+}
+
 /// Issue 13: the VRRP pair with FullNAT (`--forward fullnat`): the standby takes over, and
 /// every long-lived connection through the killed box breaks (its state was that box's).
 #[test]
