@@ -211,3 +211,11 @@ fn lab_ecmp_fullnat() {
 fn lab_vrrp_fullnat() {
     run_lab("vrrp", &["--forward", "fullnat"], "takeover ");
 }
+
+/// Issue 13: the VRRP pair with NAT (`--forward nat`): the real servers' gateway is
+/// keepalived's virtual address on the active box; the standby takes over, every long-lived
+/// connection through the killed box breaks, and new ones are answered through the new box.
+#[test]
+fn lab_vrrp_nat() {
+    run_lab("vrrp", &["--forward", "nat"], "takeover ");
+}
