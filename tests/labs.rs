@@ -197,6 +197,15 @@ fn lab_ecmp() {
     run_lab("ecmp", &[], "60/60 http over boxes: ");
 }
 
+/// Issue 13: the ECMP fleet with FullNAT (`--forward fullnat`, each box its own local
+/// address): one xlb SIGKILLed under load; every long-lived connection it held breaks (its
+/// state was that box's), every surviving one stays in its own box's table, and no short
+/// request that started after the withdrawal fails.
+#[test]
+fn lab_ecmp_fullnat() {
+    run_lab("ecmp", &["--forward", "fullnat"], "60/60 http over boxes: ");
+}
+
 /// Issue 13: the VRRP pair with FullNAT (`--forward fullnat`): the standby takes over, and
 /// every long-lived connection through the killed box breaks (its state was that box's).
 #[test]
@@ -222,4 +231,12 @@ fn lab_tunnel_gue() {
 #[test]
 fn lab_decap() {
     run_lab("decap", &["--requests", "20"], "60/60 udp");
+}
+
+/// Issue 13: the VRRP pair with NAT (`--forward nat`): the real servers' gateway is
+/// keepalived's virtual address on the active box; the standby takes over, every long-lived
+/// connection through the killed box breaks, and new ones are answered through the new box.
+#[test]
+fn lab_vrrp_nat() {
+    run_lab("vrrp", &["--forward", "nat"], "takeover ");
 }
