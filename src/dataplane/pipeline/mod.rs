@@ -87,6 +87,7 @@ mod flows;
 mod icmp;
 mod neighbors;
 mod rewrite;
+mod schedule;
 mod v6;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -12,21 +12,18 @@
 //! flow (ICMPv6 errors, replies from the wrong side) read it with [`CoreState::peek6`],
 //! which neither refreshes nor moves it; an error is never answered with an error.
 
-use std::net::IpAddr;
 use std::ops::Range;
 
-use crate::conntrack::{Direction, Flow, FlowState, Hit, InsertError, Prepared};
+use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared};
 use crate::family::V6;
 use crate::flow::{FlowKey, ForwardMode};
-use crate::hash::flow_hash;
 use crate::report::{DropReason, Stat};
-use crate::sched::PickContext;
 use crate::snapshot::{IfaceId, Owned, Snapshot};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
-use super::super::flows::{backend_of, opened, release_backend, translate};
-use super::super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, reject};
+use super::super::flows::{backend_of, translate};
+use super::super::{CoreState, Verdict, reject};
 use super::parse::{Transport6, addresses, quoted_transport};
 use super::rewrite::{
     ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
@@ -119,10 +116,7 @@ impl CoreState {
                     && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                     && class == Class6::ToVip
                 {
-                    if let Some(old) = self.v6.conntrack.remove(&key) {
-                        release_backend(snapshot, &mut self.active, &old);
-                    }
-                    self.counters.add(Stat::ReusedFlows, 1);
+                    self.forget_reused::<V6>(snapshot, &key);
                     return self.new_flow6(snapshot, now, frame, transport, hash);
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
@@ -136,8 +130,9 @@ impl CoreState {
         }
     }
 
-    /// A packet to a VIP that no tracked flow took: scheduled, tracked, forwarded (IPv4's
-    /// `new_flow`). `hash` is the connection table's hash of its key.
+    /// A packet to a VIP that no tracked flow took: scheduled and tracked by both families'
+    /// step ([`CoreState::schedule`]), forwarded. `hash` is the connection table's hash of
+    /// its key.
     #[inline(never)]
     fn new_flow6(
         &mut self,
@@ -147,122 +142,11 @@ impl CoreState {
         transport: Transport6,
         hash: u64,
     ) -> Verdict {
-        let key = transport.key;
-        let pinned = flow_hash(&key);
-        let six = snapshot.family::<V6>();
-        let Some(service_index) = six.service_at(key.dst_addr, key.dst_port, key.proto) else {
-            return Verdict::Drop(DropReason::NoService);
-        };
-        let service = &snapshot.services[service_index];
-        let range = service.backends.clone();
-        let opens = transport
-            .tcp_flags
-            .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
-        if !opens {
-            return match service.forward {
-                ForwardMode::Dr => {
-                    self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned)
-                }
-                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
-            };
+        let prepared = Prepared::new(hash);
+        match self.schedule::<V6>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
+            Ok(flow) => self.forward6(snapshot, now, frame, &flow, Direction::Original),
+            Err(reason) => Verdict::Drop(reason),
         }
-        let Some(state) = self.sched.get_mut(service_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let pick = match service.scheduler.maglev_table() {
-            Some(table) => table.lookup(pinned),
-            None => {
-                let context = PickContext {
-                    flow_hash: pinned,
-                    client: IpAddr::V6(key.src_addr),
-                    active: self.active.get(range.clone()).unwrap_or(&[]),
-                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
-                };
-                service.scheduler.pick(state, &context)
-            }
-        };
-        let Some(pick) = pick else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_index = range.start + pick;
-        let Some(backend) = snapshot.backends.get(backend_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_addr = six.backend_addr(backend_index);
-        let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
-            let active = &mut self.active;
-            match self.v6.conntrack.allocate_local_port(
-                now,
-                key.proto,
-                backend_addr,
-                backend.port,
-                six.local_addrs(service_index),
-                self.slot.local_ports(),
-                pinned,
-                |evicted| release_backend(snapshot, active, evicted),
-            ) {
-                Some(local) => local,
-                None => return Verdict::Drop(DropReason::NoLocalPort),
-            }
-        } else {
-            (key.src_addr, key.src_port)
-        };
-        let flow = opened(
-            &key,
-            service.forward,
-            (backend_addr, backend.port),
-            (local_addr, local_port),
-            (service_index, backend_index),
-        );
-        let active = &mut self.active;
-        let inserted = self.v6.conntrack.insert_prepared(
-            now,
-            &flow,
-            Prepared::new(hash),
-            transport.tcp_flags,
-            |evicted| release_backend(snapshot, active, evicted),
-        );
-        match inserted {
-            Ok(_) => self.count_new_flow(backend_index),
-            Err(_) if service.forward == ForwardMode::Dr => {
-                return self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned);
-            }
-            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
-            Err(InsertError::Full | InsertError::Exists) => {
-                return Verdict::Drop(DropReason::ConntrackFull);
-            }
-        }
-        self.forward6(snapshot, now, frame, &flow, Direction::Original)
-    }
-
-    /// DR without a tracked flow: the service's weighted Maglev table alone picks.
-    fn forward_stateless6(
-        &mut self,
-        snapshot: &Snapshot,
-        now: Instant,
-        frame: &mut [u8],
-        key: &FlowKey<V6>,
-        service_index: usize,
-        pinned: u64,
-    ) -> Verdict {
-        let service = &snapshot.services[service_index];
-        let Some(pick) = service.fallback.lookup(pinned) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_index = service.backends.start + pick;
-        let Some(backend) = snapshot.backends.get(backend_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_addr = snapshot.family::<V6>().backend_addr(backend_index);
-        let flow = opened(
-            key,
-            ForwardMode::Dr,
-            (backend_addr, backend.port),
-            (key.src_addr, key.src_port),
-            (service_index, backend_index),
-        );
-        self.counters.add(Stat::StatelessPackets, 1);
-        self.forward6(snapshot, now, frame, &flow, Direction::Original)
     }
 
     /// Rewrites a tracked packet for its direction (NAT, FullNAT: a routing hop) and sends it
