@@ -54,7 +54,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +64,6 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use crossbeam::channel::{Receiver, Sender};
 
-use crate::conntrack::{ConntrackReader, FlowState};
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
@@ -505,7 +504,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         zeroed: HashMap::new(),
         rate_samples: (None, None),
         connections: (StdInstant::now(), Vec::new()),
-        readers,
+        tables: stats::Tables { v4: readers, v6: readers6 },
         clock,
         probe_routes,
         last_link_check: StdInstant::now(),
@@ -615,8 +614,9 @@ struct ControlLoop<'a> {
     /// Current connections per backend of the running snapshot (IPVS's ActiveConn and
     /// InActConn), counted from the connection tables for the metrics, and when.
     connections: (StdInstant, Vec<stats::BackendConnections>),
-    /// Every core's connection table, read lock-free for `-L -n -c`.
-    readers: Vec<ConntrackReader>,
+    /// Every core's connection tables (both families), read lock-free for `-L -n -c` and
+    /// the connection counts.
+    tables: stats::Tables,
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
@@ -897,44 +897,14 @@ impl ControlLoop<'_> {
     }
 
     /// Current connections per backend of the running snapshot as IPVS counts them
-    /// (established TCP active, the rest inactive), from every core's table.
+    /// (established TCP active, the rest inactive), from every core's tables.
     fn count_connections(&self) -> Vec<stats::BackendConnections> {
-        let now = self.clock.now();
-        let mut counts = vec![stats::BackendConnections::default(); self.snapshot.backends.len()];
-        for reader in &self.readers {
-            reader.visit(now, |flow, state, _| {
-                stats::count_connections(&self.snapshot, &mut counts, &flow, state);
-                true
-            });
-        }
-        counts
+        self.tables.count(&self.snapshot, self.clock.now())
     }
 
-    /// Live flows of every core, as `ipvsadm -L -n -c` lists them.
+    /// Live flows of every core, both families, as `ipvsadm -L -n -c` lists them.
     fn connections(&self) -> Vec<ipvsadm::ConnEntry> {
-        let now = self.clock.now();
-        let mut entries = Vec::new();
-        for reader in &self.readers {
-            let left = MAX_LISTED_CONNECTIONS.saturating_sub(entries.len());
-            for (flow, state, expires_ns) in reader.entries(now, left) {
-                entries.push(ipvsadm::ConnEntry {
-                    proto: flow.proto,
-                    expire_secs: expires_ns / 1_000_000_000,
-                    state: match state {
-                        FlowState::SynSeen => "SYN_RECV",
-                        FlowState::Established => "ESTABLISHED",
-                        FlowState::Closing => "FIN_WAIT",
-                        FlowState::Closed => "CLOSE",
-                        FlowState::Udp => "UDP",
-                    }
-                    .to_string(),
-                    client: SocketAddrV4::new(flow.client_addr, flow.client_port),
-                    r#virtual: SocketAddrV4::new(flow.vip, flow.vport),
-                    destination: SocketAddrV4::new(flow.backend_addr, flow.backend_port),
-                });
-            }
-        }
-        entries
+        self.tables.entries(self.clock.now(), MAX_LISTED_CONNECTIONS)
     }
 
     /// `-Z`: from now on the listed counters start from zero (the workers' own counters,

@@ -64,7 +64,7 @@
 //! whitespace are where they expect them.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -1521,12 +1521,12 @@ pub struct ConnEntry {
     pub expire_secs: u64,
     /// IPVS's state name: `ESTABLISHED`, `SYN_RECV`, `FIN_WAIT`, `CLOSE`, ..., or `UDP`.
     pub state: String,
-    /// The client.
-    pub client: SocketAddrV4,
+    /// The client (IPv6 shown `[2001:db8::20]:4000`, as ipvsadm shows it).
+    pub client: SocketAddr,
     /// The virtual service's VIP:port.
-    pub r#virtual: SocketAddrV4,
+    pub r#virtual: SocketAddr,
     /// The real server.
-    pub destination: SocketAddrV4,
+    pub destination: SocketAddr,
 }
 
 /// What a listing shows besides the snapshot: every per-backend vector is indexed like
@@ -1612,9 +1612,7 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             ));
             let wanted = |c: &ConnEntry| {
                 view.options.service.is_none_or(|s| {
-                    s.proto == c.proto
-                        && IpAddr::V4(*c.r#virtual.ip()) == s.vip
-                        && c.r#virtual.port() == s.port
+                    s.proto == c.proto && c.r#virtual.ip() == s.vip && c.r#virtual.port() == s.port
                 })
             };
             for c in view.connections.iter().filter(|c| wanted(c)) {
