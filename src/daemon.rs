@@ -64,6 +64,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use crossbeam::channel::{Receiver, Sender};
 
+use crate::conntrack::ConntrackConfig;
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
@@ -83,6 +84,7 @@ use crate::dataplane::io::afxdp::steer::{
 };
 use crate::dataplane::io::afxdp::tap::{self, Tap, Tun};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
+use crate::dataplane::pipeline::Table6;
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, Pipeline};
 use crate::family::{V4, V6};
@@ -419,6 +421,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         .collect();
     let readers: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader).collect();
     let readers6: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader6).collect();
+    let ipv6_table =
+        (snapshot.conntrack, pipelines.first().map_or(0, |p| p.conntrack6().capacity()));
     for (k, pipeline) in pipelines.iter_mut().enumerate() {
         let peers =
             readers.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
@@ -505,6 +509,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         rate_samples: (None, None),
         connections: (StdInstant::now(), Vec::new()),
         tables: stats::Tables { v4: readers, v6: readers6 },
+        ipv6_table,
         clock,
         probe_routes,
         last_link_check: StdInstant::now(),
@@ -617,6 +622,10 @@ struct ControlLoop<'a> {
     /// Every core's connection tables (both families), read lock-free for `-L -n -c` and
     /// the connection counts.
     tables: stats::Tables,
+    /// The start's `[conntrack]` (both families' tables keep its size, as IPv4's always
+    /// has) and the IPv6 tables' capacity now: small until the box serves IPv6
+    /// ([`Table6::grown`]).
+    ipv6_table: (ConntrackConfig, usize),
     clock: MonotonicClock,
     /// Policy routes for DR health probes through the VIP (removed on drop).
     probe_routes: ProbeRoutes,
@@ -1142,6 +1151,15 @@ impl ControlLoop<'_> {
                 .with_context(|| format!("{}: steering rules", link.netdev.name))?;
         }
         sync_groups(&mut self.groups, self.links, &snapshot);
+        let (start, running) = &mut self.ipv6_table;
+        if let Some(grown) = Table6::grown(start, *running, &snapshot, self.controls.len()) {
+            *running = start.capacity;
+            info!("IPv6 connection tables grown to {} flows per core", start.capacity);
+            self.tables.v6 = grown.iter().map(Table6::reader).collect();
+            for (control, table) in self.controls.iter().zip(grown) {
+                let _ = control.send(ControlMsg::Conntrack6(table));
+            }
+        }
         for control in self.controls {
             let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
         }

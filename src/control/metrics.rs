@@ -791,6 +791,7 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
         Stat::ExpiredFlows => "Flows expired.",
+        Stat::Ipv6TableRefused => "Grown IPv6 connection tables a core refused (held flows).",
     }
 }
 

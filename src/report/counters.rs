@@ -170,6 +170,11 @@ counted_enum! {
         /// Replies found in another core's table.
         CrossCoreHits => "cross_core_hits",
         ExpiredFlows => "expired_flows",
+        /// Grown IPv6 connection tables a core refused (a reload added the first IPv6
+        /// service, `Pipeline::grow_conntrack6`) because its small table held flows or the
+        /// grown one was keyed unlike it: the core keeps its table; the other cores and
+        /// `-L -n -c` then miss its flows. Zero unless an invariant broke.
+        Ipv6TableRefused => "ipv6_table_refused",
     }
 }
 

@@ -277,7 +277,7 @@ mod tests {
     use std::net::Ipv6Addr;
     use std::sync::Arc;
 
-    use super::super::super::{CoreSlot, Pipeline, Verdict};
+    use super::super::super::{CoreSlot, Pipeline, Table6, Verdict};
     use crate::report::{DropReason, Stat};
     use crate::snapshot::{IfaceId, Snapshot};
     use crate::testkit::{self, ACK, Host6, SYN, SYN_ACK, routed6};
@@ -294,7 +294,12 @@ mod tests {
 
     /// Two arms: clients on eth0 (2001:db8:1::/64), the NAT backend on eth1 (2001:db8:2::/64).
     fn two_arms() -> Arc<Snapshot> {
-        let text = r#"
+        let config = crate::control::Config::parse(TWO_ARMS, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// [`two_arms`]'s config.
+    const TWO_ARMS: &str = r#"
 [[interface]]
 name = "eth0"
 addr = "10.1.1.10/24"
@@ -321,16 +326,9 @@ forward = "nat"
 addr = "2001:db8:2::11"
 port = 8080
 "#;
-        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
-        Arc::new(Snapshot::build(&config, 1).expect("builds"))
-    }
 
-    /// A NAT flow opened on core 0 is answered on core 1 (RSS put the reply there): found
-    /// in core 0's table, translated; a reply forged on the client's arm is dropped before
-    /// it touches the flow.
-    #[test]
-    fn replies_cross_cores_and_forged_ones_are_refused() {
-        let snapshot = two_arms();
+    /// Two cores on `snapshot`, each with the other's IPv6 table as its peer.
+    fn two_peered_cores(snapshot: &Arc<Snapshot>) -> Vec<Pipeline> {
         let mut cores: Vec<Pipeline> = (0..2)
             .map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: 2 }))
             .collect();
@@ -339,6 +337,16 @@ port = 8080
             let peers = readers.iter().enumerate().filter(|(i, _)| *i != index);
             core.set_peers6(peers.map(|(_, r)| r.clone()).collect());
         }
+        cores
+    }
+
+    /// A NAT flow opened on core 0 is answered on core 1 (RSS put the reply there): found
+    /// in core 0's table, translated; a reply forged on the client's arm is dropped before
+    /// it touches the flow.
+    #[test]
+    fn replies_cross_cores_and_forged_ones_are_refused() {
+        let snapshot = two_arms();
+        let mut cores = two_peered_cores(&snapshot);
         let now = Instant::from_secs(1);
         let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
         assert_eq!(cores[0].process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
@@ -375,6 +383,61 @@ port = 8080
         );
         let pipeline = Pipeline::new(two_arms(), CoreSlot::SINGLE);
         assert!(pipeline.conntrack6().capacity() >= 8192);
+    }
+
+    /// A reload that adds the first IPv6 service grows every core's IPv6 table to the
+    /// start's `[conntrack]` size, as IPv4's (issue 12: it kept the 4096-flow start-up table
+    /// until a restart), with the cores' new tables as each other's peers: a reply RSS puts
+    /// on the other core is found. A later reload grows nothing.
+    #[test]
+    fn a_reload_adding_ipv6_grows_the_ipv6_tables() {
+        let ipv4_only = TWO_ARMS.split("[[service]]").next().unwrap().to_string()
+            + "[[service]]\nvip = \"10.1.1.100\"\nport = 80\n\
+               [[service.backend]]\naddr = \"10.1.2.11\"\n";
+        let config = crate::control::Config::parse(&ipv4_only, "test.toml").expect("valid");
+        let start = Arc::new(Snapshot::build(&config, 1).expect("builds"));
+        let mut cores = two_peered_cores(&start);
+        let small = cores[0].conntrack6().capacity();
+        assert!(small < 8192);
+        // What the daemon's reload does: grown tables first, then the snapshot.
+        let reloaded = two_arms();
+        let grown = Table6::grown(&start.conntrack, small, &reloaded, 2).expect("grows");
+        for (core, table) in cores.iter_mut().zip(&grown) {
+            core.grow_conntrack6(table);
+            core.set_snapshot(reloaded.clone());
+        }
+        for core in &cores {
+            assert!(core.conntrack6().capacity() >= 8192, "{}", core.conntrack6().capacity());
+        }
+        assert!(Table6::grown(&start.conntrack, 8192, &reloaded, 2).is_none());
+        assert!(grown[0].take().is_none(), "taken once");
+        let now = Instant::from_secs(1);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
+        assert_eq!(cores[0].process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
+        let mut reply =
+            testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), (CLIENT.ip, 4000), SYN_ACK, b"");
+        assert_eq!(cores[1].process(now, IfaceId(1), &mut reply), Verdict::Tx(IfaceId(0)));
+        assert_eq!(grown[0].reader().entries(now, 10).len(), 1, "control reads the new table");
+    }
+
+    /// A core whose IPv6 table holds flows refuses a grown table (counted) and keeps its
+    /// flows: the grow is for a box that served no IPv6, never a reason to lose connections.
+    #[test]
+    fn a_core_with_ipv6_flows_refuses_a_grown_table() {
+        let snapshot = two_arms();
+        let mut core = Pipeline::new(snapshot.clone(), CoreSlot { index: 0, count: 1 });
+        let now = Instant::from_secs(1);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
+        assert_eq!(core.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
+        let capacity = core.conntrack6().capacity();
+        let grown = Table6::grown(&snapshot.conntrack, 0, &snapshot, 1).expect("grows from 0");
+        core.grow_conntrack6(&grown[0]);
+        assert_eq!(core.counters().get(Stat::Ipv6TableRefused), 1);
+        assert_eq!(core.conntrack6().capacity(), capacity);
+        assert_eq!(core.conntrack6().len(), 1, "the flow is kept");
+        let mut reply =
+            testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), (CLIENT.ip, 4000), SYN_ACK, b"");
+        assert_eq!(core.process(now, IfaceId(1), &mut reply), Verdict::Tx(IfaceId(0)));
     }
 
     /// IPv6 NAT shows the backend's side as IPv4's does: its answer, its reset and an
