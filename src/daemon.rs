@@ -55,7 +55,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +65,7 @@ use std::time::{Duration, Instant as StdInstant};
 use anyhow::{Context, bail};
 use crossbeam::channel::{Receiver, Sender};
 
-use crate::conntrack::{ConntrackReader, FlowState};
+use crate::conntrack::ConntrackConfig;
 use crate::control::config::Config;
 use crate::control::health::HealthMonitor;
 use crate::control::health::PassiveEvent;
@@ -85,6 +85,7 @@ use crate::dataplane::io::afxdp::steer::{
 };
 use crate::dataplane::io::afxdp::tap::{self, Tap, Tun};
 use crate::dataplane::io::afxdp::xsk::{self, XskConfig, XskPort};
+use crate::dataplane::pipeline::Table6;
 use crate::dataplane::worker::{ControlMsg, Worker, WorkerOptions};
 use crate::dataplane::{CoreSlot, Pipeline};
 use crate::family::{V4, V6};
@@ -422,6 +423,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         .collect();
     let readers: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader).collect();
     let readers6: Vec<_> = pipelines.iter().map(Pipeline::conntrack_reader6).collect();
+    let ipv6_table =
+        (snapshot.conntrack, pipelines.first().map_or(0, |p| p.conntrack6().capacity()));
     for (k, pipeline) in pipelines.iter_mut().enumerate() {
         let peers =
             readers.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, r)| r.clone()).collect();
@@ -513,7 +516,8 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         zeroed: HashMap::new(),
         rate_samples: (None, None),
         connections: (StdInstant::now(), Vec::new()),
-        readers,
+        tables: stats::Tables { v4: readers, v6: readers6 },
+        ipv6_table,
         templates,
         last_keepalive: StdInstant::now(),
         clock,
@@ -614,8 +618,13 @@ struct ControlLoop<'a> {
     /// Current connections per backend of the running snapshot (IPVS's ActiveConn and
     /// InActConn), counted from the connection tables for the metrics, and when.
     connections: (StdInstant, Vec<stats::BackendConnections>),
-    /// Every core's connection table, read lock-free for `-L -n -c`.
-    readers: Vec<ConntrackReader>,
+    /// Every core's connection tables (both families), read lock-free for `-L -n -c` and
+    /// the connection counts.
+    tables: stats::Tables,
+    /// The start's `[conntrack]` (both families' tables keep its size, as IPv4's always
+    /// has) and the IPv6 tables' capacity now: small until the box serves IPv6
+    /// ([`Table6::grown`]).
+    ipv6_table: (ConntrackConfig, usize),
     /// The cores' shared persistence templates, listed by `-L -n -c` too.
     templates: Arc<crate::persist::Templates>,
     /// When the templates that still have connections were last kept alive.
@@ -906,17 +915,9 @@ impl ControlLoop<'_> {
     }
 
     /// Current connections per backend of the running snapshot as IPVS counts them
-    /// (established TCP active, the rest inactive), from every core's table.
+    /// (established TCP active, the rest inactive), from every core's tables.
     fn count_connections(&self) -> Vec<stats::BackendConnections> {
-        let now = self.clock.now();
-        let mut counts = vec![stats::BackendConnections::default(); self.snapshot.backends.len()];
-        for reader in &self.readers {
-            reader.visit(now, |flow, state, _| {
-                stats::count_connections(&self.snapshot, &mut counts, &flow, state);
-                true
-            });
-        }
-        counts
+        self.tables.count(&self.snapshot, self.clock.now())
     }
 
     /// Every [`TEMPLATE_KEEPALIVE_EVERY`], while a service is persistent: each template
@@ -932,49 +933,15 @@ impl ControlLoop<'_> {
         }
         self.last_keepalive = StdInstant::now();
         let now = self.clock.now();
-        for reader in &self.readers {
-            reader.visit(now, |flow, _, _| {
-                let service = self.snapshot.service_at(flow.vip, flow.vport, flow.proto);
-                let persistence = service.and_then(|i| self.snapshot.services[i].persistence);
-                if let Some(p) = persistence {
-                    let key = p.key(u128::from(flow.client_addr.to_bits()));
-                    let chosen = crate::persist::Chosen {
-                        addr: u128::from(flow.backend_addr.to_bits()),
-                        port: flow.backend_port,
-                        hint: 0,
-                    };
-                    let until = now.saturating_add(p.timeout + TEMPLATE_KEEPALIVE_EVERY);
-                    self.templates.keep_alive(&key, &chosen, until);
-                }
-                true
-            });
-        }
+        keep_alive_templates(&self.snapshot, &self.templates, &self.tables.v4, now);
+        keep_alive_templates(&self.snapshot, &self.templates, &self.tables.v6, now);
     }
 
-    /// Live flows of every core, as `ipvsadm -L -n -c` lists them.
+    /// Live flows of every core, both families, as `ipvsadm -L -n -c` lists them, and the
+    /// persistence templates.
     fn connections(&self) -> Vec<ipvsadm::ConnEntry> {
         let now = self.clock.now();
-        let mut entries = Vec::new();
-        for reader in &self.readers {
-            let left = MAX_LISTED_CONNECTIONS.saturating_sub(entries.len());
-            for (flow, state, expires_ns) in reader.entries(now, left) {
-                entries.push(ipvsadm::ConnEntry {
-                    proto: flow.proto,
-                    expire_secs: expires_ns / 1_000_000_000,
-                    state: match state {
-                        FlowState::SynSeen => "SYN_RECV",
-                        FlowState::Established => "ESTABLISHED",
-                        FlowState::Closing => "FIN_WAIT",
-                        FlowState::Closed => "CLOSE",
-                        FlowState::Udp => "UDP",
-                    }
-                    .to_string(),
-                    client: SocketAddrV4::new(flow.client_addr, flow.client_port),
-                    r#virtual: SocketAddrV4::new(flow.vip, flow.vport),
-                    destination: SocketAddrV4::new(flow.backend_addr, flow.backend_port),
-                });
-            }
-        }
+        let mut entries = self.tables.entries(now, MAX_LISTED_CONNECTIONS);
         let templates = self.templates.entries(now);
         entries.extend(ipvsadm::template_entries(&self.snapshot, &templates));
         entries.truncate(MAX_LISTED_CONNECTIONS);
@@ -1216,6 +1183,15 @@ impl ControlLoop<'_> {
                 .with_context(|| format!("{}: steering rules", link.netdev.name))?;
         }
         sync_groups(&mut self.groups, self.links, &snapshot);
+        let (start, running) = &mut self.ipv6_table;
+        if let Some(grown) = Table6::grown(start, *running, &snapshot, self.controls.len()) {
+            *running = start.capacity;
+            info!("IPv6 connection tables grown to {} flows per core", start.capacity);
+            self.tables.v6 = grown.iter().map(Table6::reader).collect();
+            for (control, table) in self.controls.iter().zip(grown) {
+                let _ = control.send(ControlMsg::Conntrack6(table));
+            }
+        }
         for control in self.controls {
             let _ = control.send(ControlMsg::Snapshot(snapshot.clone()));
         }
@@ -1638,5 +1614,32 @@ fn log_figures(reports: &[CoreReport]) {
         if !drops.is_empty() {
             info!("core {}: drops: {}", r.core, drops.join(", "));
         }
+    }
+}
+
+/// [`ControlLoop::keep_templates_alive`] over one family's tables: each live flow of a
+/// persistent service keeps its client's template to its real server alive.
+fn keep_alive_templates<F: crate::conntrack::Layout + crate::snapshot::Indexed>(
+    snapshot: &Snapshot,
+    templates: &crate::persist::Templates,
+    readers: &[crate::conntrack::ConntrackReader<F>],
+    now: crate::time::Instant,
+) {
+    let services = snapshot.family::<F>();
+    for reader in readers {
+        reader.visit(now, |flow, _, _| {
+            let service = services.service_at(flow.vip, flow.vport, flow.proto);
+            if let Some(p) = service.and_then(|i| snapshot.services[i].persistence) {
+                let key = p.key(F::key(flow.client_addr).into());
+                let chosen = crate::persist::Chosen {
+                    addr: F::key(flow.backend_addr).into(),
+                    port: flow.backend_port,
+                    hint: 0,
+                };
+                let until = now.saturating_add(p.timeout + TEMPLATE_KEEPALIVE_EVERY);
+                templates.keep_alive(&key, &chosen, until);
+            }
+            true
+        });
     }
 }

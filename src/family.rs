@@ -34,7 +34,8 @@ pub trait Family: sealed::Sealed + Copy + Eq + Debug + Send + Sync + 'static {
     /// The address type.
     type Addr: Copy + Eq + Ord + Hash + Debug + Display + Send + Sync + 'static;
     /// The address as an integer, as the tables store and compare it.
-    type Key: Copy + Eq + Debug + Send + Sync + 'static;
+    /// Widened to `u128` (`into`), it is the address as persistence templates key it.
+    type Key: Copy + Eq + Debug + Send + Sync + Into<u128> + 'static;
 
     /// The family's name, for messages.
     const NAME: &'static str;

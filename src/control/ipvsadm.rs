@@ -82,7 +82,7 @@
 //! ipvsadm's `-R` skips as a comment and xlb's reads ([`parse_restore`]).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -1816,19 +1816,18 @@ pub struct ConnEntry {
     pub expire_secs: u64,
     /// IPVS's state name: `ESTABLISHED`, `SYN_RECV`, `FIN_WAIT`, `CLOSE`, ..., or `UDP`.
     pub state: String,
-    /// The client.
-    pub client: SocketAddrV4,
+    /// The client (IPv6 shown `[2001:db8::20]:4000`, as ipvsadm shows it).
+    pub client: SocketAddr,
     /// The virtual service's VIP:port.
-    pub r#virtual: SocketAddrV4,
+    pub r#virtual: SocketAddr,
     /// The real server.
-    pub destination: SocketAddrV4,
+    pub destination: SocketAddr,
 }
 
 /// Persistence templates as IPVS lists them among the connections (`-L -n -c`): state
 /// `NONE`, the masked client with port 0, the service's VIP:port, the real server
-/// (`TCP 05:00  NONE        192.0.2.0:0        10.1.1.10:80       10.1.1.11:80`). A template
-/// of a service no longer in `snapshot`, or of an IPv6 service (the listing is IPv4's), is
-/// left out.
+/// (`TCP 05:00  NONE        192.0.2.0:0        10.1.1.10:80       10.1.1.11:80`), IPv6's in
+/// brackets as its connections. A template of a service no longer in `snapshot` is left out.
 pub fn template_entries(
     snapshot: &Snapshot,
     templates: &[crate::persist::Entry],
@@ -1839,16 +1838,19 @@ pub fn template_entries(
             s.persistence.is_some_and(|p| p.service == template.key.service)
         };
         let Some(service) = snapshot.services.iter().find(of) else { continue };
-        let IpAddr::V4(vip) = service.vip else { continue };
-        let v4 = |bits: u128| Ipv4Addr::from_bits(bits as u32);
+        // A template keys its addresses as integers of the service's family.
+        let addr = |bits: u128| match service.vip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from_bits(bits as u32)),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from_bits(bits)),
+        };
         entries.push(ConnEntry {
             proto: service.proto,
             // IPVS shows what is left, rounded down to the second, as for connections.
             expire_secs: template.remaining.as_secs(),
             state: "NONE".into(),
-            client: SocketAddrV4::new(v4(template.key.client), 0),
-            r#virtual: SocketAddrV4::new(vip, service.port),
-            destination: SocketAddrV4::new(v4(template.chosen.addr), template.chosen.port),
+            client: SocketAddr::new(addr(template.key.client), 0),
+            r#virtual: SocketAddr::new(service.vip, service.port),
+            destination: SocketAddr::new(addr(template.chosen.addr), template.chosen.port),
         });
     }
     entries
@@ -1986,9 +1988,7 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             ));
             let wanted = |c: &ConnEntry| {
                 view.options.service.is_none_or(|s| {
-                    s.proto == c.proto
-                        && IpAddr::V4(*c.r#virtual.ip()) == s.vip
-                        && c.r#virtual.port() == s.port
+                    s.proto == c.proto && c.r#virtual.ip() == s.vip && c.r#virtual.port() == s.port
                 })
             };
             for c in view.connections.iter().filter(|c| wanted(c)) {

@@ -804,6 +804,7 @@ fn stat_help(stat: Stat) -> &'static str {
             "New connections of persistent services scheduled without a template (another \
              core was writing it)."
         }
+        Stat::Ipv6TableRefused => "Grown IPv6 connection tables a core refused (held flows).",
     }
 }
 

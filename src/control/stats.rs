@@ -19,19 +19,24 @@
 //! from reports of snapshots that have it again (a core drops a backend's counters when it
 //! leaves). Current connections are counted the way IPVS counts them, from the connection
 //! tables ([`count_connections`]): `ActiveConn` is established TCP, `InActConn` every other
-//! state (SYN_RECV, FIN_WAIT, CLOSE, UDP).
+//! state (SYN_RECV, FIN_WAIT, CLOSE, UDP). Both families' tables are read: every core has
+//! an IPv4 and an IPv6 table ([`Tables`]), and counts, `-L -n -c` entries and the metrics
+//! include the flows of both.
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conntrack::{Flow, FlowState};
+use crate::conntrack::{ConntrackReader, Flow, FlowState, Layout};
 use crate::control::config::endpoint;
+use crate::control::ipvsadm::ConnEntry;
+use crate::family::{Family, V4, V6};
 use crate::flow::Proto;
 use crate::report::{BackendCounters, CoreReport};
-use crate::snapshot::{BackendId, Snapshot};
+use crate::snapshot::{BackendId, Indexed, Snapshot};
+use crate::time::Instant;
 
 /// A backend's current connections as IPVS counts them: active = TCP established, inactive =
 /// every other state (UDP included).
@@ -43,10 +48,10 @@ pub struct BackendConnections {
 
 /// Counts `flows` (with their states) per backend of `snapshot`, by identity; flows of
 /// backends the snapshot no longer has are left out.
-pub fn count_connections(
+pub fn count_connections<F: Indexed>(
     snapshot: &Snapshot,
     counts: &mut [BackendConnections],
-    flow: &Flow,
+    flow: &Flow<F>,
     state: FlowState,
 ) {
     let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| counts.get_mut(index)) else {
@@ -56,6 +61,83 @@ pub fn count_connections(
         count.active += 1;
     } else {
         count.inactive += 1;
+    }
+}
+
+/// Read handles on every core's connection tables, IPv4's and IPv6's (core order), for the
+/// listings and metrics that count from the tables.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    pub v4: Vec<ConntrackReader<V4>>,
+    pub v6: Vec<ConntrackReader<V6>>,
+}
+
+impl Tables {
+    /// Current connections per backend of `snapshot` as IPVS counts them (established TCP
+    /// active, the rest inactive), over both families' tables of every core.
+    pub fn count(&self, snapshot: &Snapshot, now: Instant) -> Vec<BackendConnections> {
+        let mut counts = vec![BackendConnections::default(); snapshot.backends.len()];
+        count_in(snapshot, &mut counts, &self.v4, now);
+        count_in(snapshot, &mut counts, &self.v6, now);
+        counts
+    }
+
+    /// Live flows of every core, IPv4's then IPv6's, as `ipvsadm -L -n -c` lists them: at
+    /// most `limit` entries.
+    pub fn entries(&self, now: Instant, limit: usize) -> Vec<ConnEntry> {
+        let mut entries = Vec::new();
+        entries_in(&mut entries, &self.v4, now, limit);
+        entries_in(&mut entries, &self.v6, now, limit);
+        entries
+    }
+}
+
+/// [`Tables::count`] over one family's tables.
+fn count_in<F: Indexed + Layout>(
+    snapshot: &Snapshot,
+    counts: &mut [BackendConnections],
+    readers: &[ConntrackReader<F>],
+    now: Instant,
+) {
+    for reader in readers {
+        reader.visit(now, |flow, state, _| {
+            count_connections(snapshot, counts, &flow, state);
+            true
+        });
+    }
+}
+
+/// [`Tables::entries`] over one family's tables, until `entries` holds `limit`.
+fn entries_in<F: Layout>(
+    entries: &mut Vec<ConnEntry>,
+    readers: &[ConntrackReader<F>],
+    now: Instant,
+    limit: usize,
+) {
+    for reader in readers {
+        let left = limit.saturating_sub(entries.len());
+        for (flow, state, expires_ns) in reader.entries(now, left) {
+            entries.push(conn_entry(&flow, state, expires_ns));
+        }
+    }
+}
+
+/// A flow as `-L -n -c` lists it: IPVS's state names, addresses of either family.
+pub fn conn_entry<F: Family>(flow: &Flow<F>, state: FlowState, expires_ns: u64) -> ConnEntry {
+    let state = match state {
+        FlowState::SynSeen => "SYN_RECV",
+        FlowState::Established => "ESTABLISHED",
+        FlowState::Closing => "FIN_WAIT",
+        FlowState::Closed => "CLOSE",
+        FlowState::Udp => "UDP",
+    };
+    ConnEntry {
+        proto: flow.proto,
+        expire_secs: expires_ns / 1_000_000_000,
+        state: state.to_string(),
+        client: SocketAddr::new(F::ip(flow.client_addr), flow.client_port),
+        r#virtual: SocketAddr::new(F::ip(flow.vip), flow.vport),
+        destination: SocketAddr::new(F::ip(flow.backend_addr), flow.backend_port),
     }
 }
 
@@ -312,7 +394,6 @@ fn row(out: &mut String, name: &str, figures: &[u64; 5]) {
 mod tests {
     use super::*;
     use crate::control::Config;
-    use crate::family::V4;
     use std::net::Ipv4Addr;
 
     const TWO_SERVICES: &str = r#"
@@ -437,7 +518,7 @@ mod tests {
         let snapshot = Snapshot::build(&Config::parse(TWO_SERVICES, "t.toml").unwrap(), 1).unwrap();
         let flow = |port: u16, proto: Proto, backend: usize| {
             let b = &snapshot.backends[backend];
-            Flow {
+            Flow::<V4> {
                 proto,
                 forward: crate::flow::ForwardMode::Dr,
                 client_addr: Ipv4Addr::new(10, 1, 1, 100),
@@ -494,5 +575,84 @@ mod tests {
             BackendRates::between(&sample(1), &sample(15), Duration::ZERO),
             BackendRates::default()
         );
+    }
+
+    /// `-L -n -c` and the connection counts read both families' tables: an IPv6 NAT flow is
+    /// listed ipvsadm's way (`[2001:db8:1::20]:4000`) beside an IPv4 one, and counted for
+    /// its backend (issue 12: only IPv4 flows were listed and counted).
+    #[test]
+    fn ipv6_flows_are_listed_and_counted() {
+        use crate::control::ipvsadm::{self, ListFormat, ListOptions, ListView};
+        use crate::dataplane::{CoreSlot, IfaceId, Pipeline, Verdict};
+        use crate::testkit::{self, ACK, SYN};
+        use crate::wire::MacAddr;
+        let text = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+addr6 = "2001:db8:1::10/64"
+mac = "02:00:00:00:00:10"
+[[neighbor]]
+ip = "10.1.1.11"
+mac = "02:00:00:00:00:11"
+[[neighbor]]
+ip = "2001:db8:1::11"
+mac = "02:00:00:00:00:11"
+[[neighbor]]
+ip = "2001:db8:1::20"
+mac = "02:00:00:00:00:20"
+[[service]]
+vip = "10.1.1.100"
+port = 80
+forward = "dr"
+[[service.backend]]
+addr = "10.1.1.11"
+[[service]]
+vip = "2001:db8:1::100"
+port = 80
+forward = "nat"
+[[service.backend]]
+addr = "2001:db8:1::11"
+port = 8080
+"#;
+        let config = Config::parse(text, "t.toml").unwrap();
+        let snapshot = Arc::new(Snapshot::build(&config, 1).unwrap());
+        let mut pipeline = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+        let now = Instant::from_secs(1);
+        let (lb, client) = (MacAddr([2, 0, 0, 0, 0, 0x10]), MacAddr([2, 0, 0, 0, 0, 0x20]));
+        let client6: std::net::Ipv6Addr = "2001:db8:1::20".parse().unwrap();
+        let vip6: std::net::Ipv6Addr = "2001:db8:1::100".parse().unwrap();
+        for flags in [SYN, ACK] {
+            let mut frame = testkit::tcp6(client, lb, (client6, 4000), (vip6, 80), flags, b"");
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+        }
+        let client4 = Ipv4Addr::new(10, 1, 1, 20);
+        let vip4 = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let mut syn = testkit::tcp(client, lb, (client4, 5000), vip4, SYN, b"");
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(0)));
+        let tables = Tables {
+            v4: vec![pipeline.conntrack_reader()],
+            v6: vec![pipeline.conntrack_reader6()],
+        };
+        let counts = tables.count(&snapshot, now);
+        assert_eq!(
+            counts,
+            [
+                BackendConnections { active: 0, inactive: 1 },
+                BackendConnections { active: 1, inactive: 0 },
+            ]
+        );
+        let options = ListOptions { format: ListFormat::Connections, ..ListOptions::default() };
+        let view =
+            ListView { options, connections: tables.entries(now, 10), ..ListView::default() };
+        let listing = ipvsadm::list(&snapshot, &view);
+        let six = format!(
+            "TCP 15:00  ESTABLISHED {:<18} {:<18} {}",
+            "[2001:db8:1::20]:4000", "[2001:db8:1::100]:80", "[2001:db8:1::11]:8080"
+        );
+        assert!(listing.lines().any(|line| line == six), "{listing}");
+        let four = "TCP 00:30  SYN_RECV    10.1.1.20:5000     10.1.1.100:80      10.1.1.11:80";
+        assert!(listing.lines().any(|line| line == four), "{listing}");
+        assert_eq!(listing.lines().count(), 4, "{listing}");
     }
 }

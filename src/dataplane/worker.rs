@@ -131,6 +131,9 @@ pub enum ControlMsg {
     /// The VRRP state keepalived gave the box (`xlb ctl --active`/`--standby`); control
     /// follows a change to active with `Announce` for the VIPs.
     VrrpState(crate::fleet::VrrpState),
+    /// A grown IPv6 connection table and its peers (a reload added the first IPv6 service),
+    /// sent before that reload's snapshot ([`Pipeline::grow_conntrack6`]).
+    Conntrack6(crate::dataplane::pipeline::Table6),
 }
 
 /// How often a worker reports.
@@ -330,6 +333,7 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Probe(addrs) => self.pipeline.probe(&addrs),
                 ControlMsg::Probe6(addrs) => self.pipeline.probe6(&addrs),
                 ControlMsg::VrrpState(state) => self.pipeline.set_vrrp_state(state),
+                ControlMsg::Conntrack6(table) => self.pipeline.grow_conntrack6(&table),
                 ControlMsg::ResponseTimes { generation, times } => {
                     self.pipeline.set_response_times(generation, &times);
                 }

@@ -197,6 +197,11 @@ counted_enum! {
         PersistentTableFull => "persistent_table_full",
         /// The same because another core was still writing the client's template.
         PersistentBusy => "persistent_busy",
+        /// Grown IPv6 connection tables a core refused (a reload added the first IPv6
+        /// service, `Pipeline::grow_conntrack6`) because its small table held flows or the
+        /// grown one was keyed unlike it: the core keeps its table; the other cores and
+        /// `-L -n -c` then miss its flows. Zero unless an invariant broke.
+        Ipv6TableRefused => "ipv6_table_refused",
     }
 }
 

@@ -9,17 +9,15 @@
 //! Packets that only name a flow (ICMP errors, replies from the wrong side) read it with
 //! [`CoreState::peek`], which neither refreshes nor moves it.
 
-use crate::conntrack::{Direction, Flow, FlowState, InsertError, Prepared};
+use crate::conntrack::{Direction, Flow, FlowState, Prepared};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
-use crate::hash::flow_hash;
 use crate::report::{DropReason, Stat};
-use crate::sched::{PickContext, SchedState};
+use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::classify::{Class, Transport};
-use super::persistence;
 use super::rewrite::route_transport;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
@@ -165,16 +163,14 @@ impl CoreState {
         transport: Transport,
         hash: u64,
     ) -> Verdict {
-        if let Some(old) = self.conntrack.remove(&transport.key) {
-            release_backend(snapshot, &mut self.active, &old);
-        }
-        self.counters.add(Stat::ReusedFlows, 1);
+        self.forget_reused::<V4>(snapshot, &transport.key);
         self.new_flow(snapshot, now, ingress, frame, transport, Prepared::new(hash))
     }
 
     /// Out of line: keeps the hit path (which calls it on a miss) small. `prepared` is the
     /// lookup of `transport.key` that just missed (its hash is `self.conntrack.hash(&transport.key)`):
-    /// the insert starts from what it proved.
+    /// the insert starts from what it proved. The scheduling is both families' step
+    /// ([`CoreState::schedule`]); the first packet goes on IPv4's way (the hop caches).
     #[inline(never)]
     fn new_flow(
         &mut self,
@@ -185,132 +181,10 @@ impl CoreState {
         transport: Transport,
         prepared: Prepared,
     ) -> Verdict {
-        let key = transport.key;
-        // The lookup's hash is the connection table's; Maglev, stateless DR and the FullNAT
-        // local port take the pinned flow hash, which every box and build agrees on.
-        let hash = flow_hash(&key);
-        let Some(service_index) = snapshot.service_at(key.dst_addr, key.dst_port, key.proto) else {
-            return Verdict::Drop(DropReason::NoService);
-        };
-        let service = &snapshot.services[service_index];
-        let range = service.backends.clone();
-        // A TCP packet that opens nothing (no SYN) is never tracked: otherwise a flood of
-        // spoofed ACKs would fill the table with flows that look established and are never
-        // evicted. DR forwards it by consistent hashing alone, so a connection picked up
-        // mid-stream (after a restart) stays on its backend; NAT and FullNAT cannot
-        // translate without state.
-        let opens = transport
-            .tcp_flags
-            .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
-        if !opens {
-            return match service.forward {
-                ForwardMode::Dr | ForwardMode::Tunnel => {
-                    self.forward_stateless(snapshot, now, frame, &key, service_index, hash)
-                }
-                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
-            };
+        match self.schedule::<V4>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
+            Ok(flow) => self.forward(snapshot, now, frame, &flow, Direction::Original),
+            Err(reason) => Verdict::Drop(reason),
         }
-        let Some(state) = self.sched.get_mut(service_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let schedule = || match service.scheduler.maglev_table() {
-            // What `pick` does for Maglev, which needs only the flow hash (the common
-            // scheduler): no context to build, no call.
-            Some(table) => table.lookup(hash),
-            None => {
-                let context = PickContext {
-                    flow_hash: hash,
-                    client: std::net::IpAddr::V4(key.src_addr),
-                    active: self.active.get(range.clone()).unwrap_or(&[]),
-                    inactive: &[],
-                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
-                };
-                service.scheduler.pick(state, &context)
-            }
-        };
-        let client = u128::from(key.src_addr.to_bits());
-        let (templates, counters) = (&*self.templates, &mut self.counters);
-        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
-        let Some(pick) = pick else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_index = range.start + pick;
-        let four = snapshot.family::<V4>();
-        let Some(backend) = four.backend_id(backend_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_addr = backend.addr;
-        let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
-            let active = &mut self.active;
-            match self.conntrack.allocate_local_port(
-                now,
-                key.proto,
-                backend_addr,
-                backend.port,
-                four.local_addrs(service_index),
-                self.slot.local_ports(),
-                hash,
-                |evicted| release_backend(snapshot, active, evicted),
-            ) {
-                Some(local) => local,
-                None => return Verdict::Drop(DropReason::NoLocalPort),
-            }
-        } else {
-            (key.src_addr, key.src_port)
-        };
-        let flow = opened(
-            &key,
-            service.forward,
-            (backend_addr, backend.port),
-            (local_addr, local_port),
-            (service_index, backend_index),
-        );
-        let active = &mut self.active;
-        let inserted =
-            self.conntrack.insert_prepared(now, &flow, prepared, transport.tcp_flags, |evicted| {
-                release_backend(snapshot, active, evicted);
-            });
-        match inserted {
-            Ok(_) => self.count_new_flow(backend_index),
-            Err(_) if service.forward.keeps_packet() => {
-                return self.forward_stateless(snapshot, now, frame, &key, service_index, hash);
-            }
-            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
-            Err(InsertError::Full | InsertError::Exists) => {
-                return Verdict::Drop(DropReason::ConntrackFull);
-            }
-        }
-        self.forward(snapshot, now, frame, &flow, Direction::Original)
-    }
-
-    /// DR without a tracked flow: the service's weighted Maglev table alone picks the backend,
-    /// so every packet of the flow, on any core and after any restart, agrees.
-    fn forward_stateless(
-        &mut self,
-        snapshot: &Snapshot,
-        now: Instant,
-        frame: &mut [u8],
-        key: &FlowKey,
-        service_index: usize,
-        hash: u64,
-    ) -> Verdict {
-        let service = &snapshot.services[service_index];
-        let Some(pick) = service.fallback.lookup(hash) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_index = service.backends.start + pick;
-        let Some(backend) = snapshot.family::<V4>().backend_id(backend_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let flow = opened(
-            key,
-            service.forward,
-            (backend.addr, backend.port),
-            (key.src_addr, key.src_port),
-            (service_index, backend_index),
-        );
-        self.counters.add(Stat::StatelessPackets, 1);
-        self.forward(snapshot, now, frame, &flow, Direction::Original)
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.

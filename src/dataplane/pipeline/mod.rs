@@ -92,6 +92,7 @@ mod icmp;
 mod neighbors;
 mod persistence;
 mod rewrite;
+mod schedule;
 mod tunnel;
 mod v6;
 
@@ -119,6 +120,7 @@ use neighbors::{
     unreplyable_sender,
 };
 use v6::Core6;
+pub use v6::Table6;
 
 /// What to do with a frame after [`Pipeline::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,6 +483,25 @@ impl Pipeline {
 
     pub fn conntrack6(&self) -> &Conntrack<V6> {
         &self.core.v6.conntrack
+    }
+
+    /// Takes a grown IPv6 connection table and its peers ([`Table6`]: a reload added the
+    /// first IPv6 service). The table it replaces holds no flow (it was the small one of a
+    /// box that served no IPv6, and flows are made for services only); if it does, or the
+    /// grown table is keyed unlike its peers, the core refuses (counted in
+    /// [`Stat::Ipv6TableRefused`]) and keeps its table, taking only the new peers (the
+    /// other cores' tables now). A table already taken is ignored.
+    pub fn grow_conntrack6(&mut self, table: &Table6) {
+        let Some((table, peers)) = table.take() else { return };
+        let keyed_alike = |secret| peers.iter().all(|peer| peer.secret() == secret);
+        if self.core.v6.conntrack.is_empty() && keyed_alike(table.secret()) {
+            self.core.v6.conntrack = table;
+        } else {
+            self.core.counters.add(Stat::Ipv6TableRefused, 1);
+        }
+        if keyed_alike(self.core.v6.conntrack.secret()) {
+            self.core.v6.peers = peers;
+        }
     }
 
     /// Processes one frame received on `ingress`, rewriting it in place.

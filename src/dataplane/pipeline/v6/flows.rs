@@ -12,22 +12,18 @@
 //! flow (ICMPv6 errors, replies from the wrong side) read it with [`CoreState::peek6`],
 //! which neither refreshes nor moves it; an error is never answered with an error.
 
-use std::net::IpAddr;
 use std::ops::Range;
 
-use crate::conntrack::{Direction, Flow, FlowState, Hit, InsertError, Prepared};
+use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared};
 use crate::family::V6;
 use crate::flow::{FlowKey, ForwardMode};
-use crate::hash::flow_hash;
 use crate::report::{DropReason, Stat};
-use crate::sched::PickContext;
 use crate::snapshot::{IfaceId, Owned, Snapshot};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
-use super::super::flows::{backend_of, opened, release_backend, translate};
-use super::super::persistence;
-use super::super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, reject};
+use super::super::flows::{backend_of, translate};
+use super::super::{CoreState, Verdict, reject};
 use super::parse::{Transport6, addresses, quoted_transport};
 use super::rewrite::{
     ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
@@ -120,10 +116,7 @@ impl CoreState {
                     && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                     && class == Class6::ToVip
                 {
-                    if let Some(old) = self.v6.conntrack.remove(&key) {
-                        release_backend(snapshot, &mut self.active, &old);
-                    }
-                    self.counters.add(Stat::ReusedFlows, 1);
+                    self.forget_reused::<V6>(snapshot, &key);
                     return self.new_flow6(snapshot, now, frame, transport, hash);
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
@@ -137,8 +130,9 @@ impl CoreState {
         }
     }
 
-    /// A packet to a VIP that no tracked flow took: scheduled, tracked, forwarded (IPv4's
-    /// `new_flow`). `hash` is the connection table's hash of its key.
+    /// A packet to a VIP that no tracked flow took: scheduled and tracked by both families'
+    /// step ([`CoreState::schedule`]), forwarded. `hash` is the connection table's hash of
+    /// its key.
     #[inline(never)]
     fn new_flow6(
         &mut self,
@@ -148,129 +142,11 @@ impl CoreState {
         transport: Transport6,
         hash: u64,
     ) -> Verdict {
-        let key = transport.key;
-        let pinned = flow_hash(&key);
-        let six = snapshot.family::<V6>();
-        let Some(service_index) = six.service_at(key.dst_addr, key.dst_port, key.proto) else {
-            return Verdict::Drop(DropReason::NoService);
-        };
-        let service = &snapshot.services[service_index];
-        let range = service.backends.clone();
-        let opens = transport
-            .tcp_flags
-            .is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
-        if !opens {
-            return match service.forward {
-                ForwardMode::Dr => {
-                    self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned)
-                }
-                // Tunnel services are IPv4 only (config refuses IPv6 ones).
-                ForwardMode::Nat | ForwardMode::FullNat | ForwardMode::Tunnel => {
-                    Verdict::Drop(DropReason::NoFlow)
-                }
-            };
+        let prepared = Prepared::new(hash);
+        match self.schedule::<V6>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
+            Ok(flow) => self.forward6(snapshot, now, frame, &flow, Direction::Original),
+            Err(reason) => Verdict::Drop(reason),
         }
-        let Some(state) = self.sched.get_mut(service_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let schedule = || match service.scheduler.maglev_table() {
-            Some(table) => table.lookup(pinned),
-            None => {
-                let context = PickContext {
-                    flow_hash: pinned,
-                    client: IpAddr::V6(key.src_addr),
-                    active: self.active.get(range.clone()).unwrap_or(&[]),
-                    inactive: &[],
-                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
-                };
-                service.scheduler.pick(state, &context)
-            }
-        };
-        let client = key.src_addr.to_bits();
-        let (templates, counters) = (&*self.templates, &mut self.counters);
-        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
-        let Some(pick) = pick else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_index = range.start + pick;
-        let Some(backend) = snapshot.backends.get(backend_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_addr = six.backend_addr(backend_index);
-        let (local_addr, local_port) = if service.forward == ForwardMode::FullNat {
-            let active = &mut self.active;
-            match self.v6.conntrack.allocate_local_port(
-                now,
-                key.proto,
-                backend_addr,
-                backend.port,
-                six.local_addrs(service_index),
-                self.slot.local_ports(),
-                pinned,
-                |evicted| release_backend(snapshot, active, evicted),
-            ) {
-                Some(local) => local,
-                None => return Verdict::Drop(DropReason::NoLocalPort),
-            }
-        } else {
-            (key.src_addr, key.src_port)
-        };
-        let flow = opened(
-            &key,
-            service.forward,
-            (backend_addr, backend.port),
-            (local_addr, local_port),
-            (service_index, backend_index),
-        );
-        let active = &mut self.active;
-        let inserted = self.v6.conntrack.insert_prepared(
-            now,
-            &flow,
-            Prepared::new(hash),
-            transport.tcp_flags,
-            |evicted| release_backend(snapshot, active, evicted),
-        );
-        match inserted {
-            Ok(_) => self.count_new_flow(backend_index),
-            Err(_) if service.forward == ForwardMode::Dr => {
-                return self.forward_stateless6(snapshot, now, frame, &key, service_index, pinned);
-            }
-            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
-            Err(InsertError::Full | InsertError::Exists) => {
-                return Verdict::Drop(DropReason::ConntrackFull);
-            }
-        }
-        self.forward6(snapshot, now, frame, &flow, Direction::Original)
-    }
-
-    /// DR without a tracked flow: the service's weighted Maglev table alone picks.
-    fn forward_stateless6(
-        &mut self,
-        snapshot: &Snapshot,
-        now: Instant,
-        frame: &mut [u8],
-        key: &FlowKey<V6>,
-        service_index: usize,
-        pinned: u64,
-    ) -> Verdict {
-        let service = &snapshot.services[service_index];
-        let Some(pick) = service.fallback.lookup(pinned) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_index = service.backends.start + pick;
-        let Some(backend) = snapshot.backends.get(backend_index) else {
-            return Verdict::Drop(DropReason::NoBackend);
-        };
-        let backend_addr = snapshot.family::<V6>().backend_addr(backend_index);
-        let flow = opened(
-            key,
-            ForwardMode::Dr,
-            (backend_addr, backend.port),
-            (key.src_addr, key.src_port),
-            (service_index, backend_index),
-        );
-        self.counters.add(Stat::StatelessPackets, 1);
-        self.forward6(snapshot, now, frame, &flow, Direction::Original)
     }
 
     /// Rewrites a tracked packet for its direction (NAT, FullNAT: a routing hop) and sends it
@@ -401,7 +277,7 @@ mod tests {
     use std::net::Ipv6Addr;
     use std::sync::Arc;
 
-    use super::super::super::{CoreSlot, Pipeline, Verdict};
+    use super::super::super::{CoreSlot, Pipeline, Table6, Verdict};
     use crate::report::{DropReason, Stat};
     use crate::snapshot::{IfaceId, Snapshot};
     use crate::testkit::{self, ACK, Host6, SYN, SYN_ACK, routed6};
@@ -418,7 +294,12 @@ mod tests {
 
     /// Two arms: clients on eth0 (2001:db8:1::/64), the NAT backend on eth1 (2001:db8:2::/64).
     fn two_arms() -> Arc<Snapshot> {
-        let text = r#"
+        let config = crate::control::Config::parse(TWO_ARMS, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// [`two_arms`]'s config.
+    const TWO_ARMS: &str = r#"
 [[interface]]
 name = "eth0"
 addr = "10.1.1.10/24"
@@ -445,16 +326,9 @@ forward = "nat"
 addr = "2001:db8:2::11"
 port = 8080
 "#;
-        let config = crate::control::Config::parse(text, "test.toml").expect("valid");
-        Arc::new(Snapshot::build(&config, 1).expect("builds"))
-    }
 
-    /// A NAT flow opened on core 0 is answered on core 1 (RSS put the reply there): found
-    /// in core 0's table, translated; a reply forged on the client's arm is dropped before
-    /// it touches the flow.
-    #[test]
-    fn replies_cross_cores_and_forged_ones_are_refused() {
-        let snapshot = two_arms();
+    /// Two cores on `snapshot`, each with the other's IPv6 table as its peer.
+    fn two_peered_cores(snapshot: &Arc<Snapshot>) -> Vec<Pipeline> {
         let mut cores: Vec<Pipeline> = (0..2)
             .map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: 2 }))
             .collect();
@@ -463,6 +337,16 @@ port = 8080
             let peers = readers.iter().enumerate().filter(|(i, _)| *i != index);
             core.set_peers6(peers.map(|(_, r)| r.clone()).collect());
         }
+        cores
+    }
+
+    /// A NAT flow opened on core 0 is answered on core 1 (RSS put the reply there): found
+    /// in core 0's table, translated; a reply forged on the client's arm is dropped before
+    /// it touches the flow.
+    #[test]
+    fn replies_cross_cores_and_forged_ones_are_refused() {
+        let snapshot = two_arms();
+        let mut cores = two_peered_cores(&snapshot);
         let now = Instant::from_secs(1);
         let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
         assert_eq!(cores[0].process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
@@ -499,6 +383,61 @@ port = 8080
         );
         let pipeline = Pipeline::new(two_arms(), CoreSlot::SINGLE);
         assert!(pipeline.conntrack6().capacity() >= 8192);
+    }
+
+    /// A reload that adds the first IPv6 service grows every core's IPv6 table to the
+    /// start's `[conntrack]` size, as IPv4's (issue 12: it kept the 4096-flow start-up table
+    /// until a restart), with the cores' new tables as each other's peers: a reply RSS puts
+    /// on the other core is found. A later reload grows nothing.
+    #[test]
+    fn a_reload_adding_ipv6_grows_the_ipv6_tables() {
+        let ipv4_only = TWO_ARMS.split("[[service]]").next().unwrap().to_string()
+            + "[[service]]\nvip = \"10.1.1.100\"\nport = 80\n\
+               [[service.backend]]\naddr = \"10.1.2.11\"\n";
+        let config = crate::control::Config::parse(&ipv4_only, "test.toml").expect("valid");
+        let start = Arc::new(Snapshot::build(&config, 1).expect("builds"));
+        let mut cores = two_peered_cores(&start);
+        let small = cores[0].conntrack6().capacity();
+        assert!(small < 8192);
+        // What the daemon's reload does: grown tables first, then the snapshot.
+        let reloaded = two_arms();
+        let grown = Table6::grown(&start.conntrack, small, &reloaded, 2).expect("grows");
+        for (core, table) in cores.iter_mut().zip(&grown) {
+            core.grow_conntrack6(table);
+            core.set_snapshot(reloaded.clone());
+        }
+        for core in &cores {
+            assert!(core.conntrack6().capacity() >= 8192, "{}", core.conntrack6().capacity());
+        }
+        assert!(Table6::grown(&start.conntrack, 8192, &reloaded, 2).is_none());
+        assert!(grown[0].take().is_none(), "taken once");
+        let now = Instant::from_secs(1);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
+        assert_eq!(cores[0].process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
+        let mut reply =
+            testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), (CLIENT.ip, 4000), SYN_ACK, b"");
+        assert_eq!(cores[1].process(now, IfaceId(1), &mut reply), Verdict::Tx(IfaceId(0)));
+        assert_eq!(grown[0].reader().entries(now, 10).len(), 1, "control reads the new table");
+    }
+
+    /// A core whose IPv6 table holds flows refuses a grown table (counted) and keeps its
+    /// flows: the grow is for a box that served no IPv6, never a reason to lose connections.
+    #[test]
+    fn a_core_with_ipv6_flows_refuses_a_grown_table() {
+        let snapshot = two_arms();
+        let mut core = Pipeline::new(snapshot.clone(), CoreSlot { index: 0, count: 1 });
+        let now = Instant::from_secs(1);
+        let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), SYN, b"");
+        assert_eq!(core.process(now, IfaceId(0), &mut syn), Verdict::Tx(IfaceId(1)));
+        let capacity = core.conntrack6().capacity();
+        let grown = Table6::grown(&snapshot.conntrack, 0, &snapshot, 1).expect("grows from 0");
+        core.grow_conntrack6(&grown[0]);
+        assert_eq!(core.counters().get(Stat::Ipv6TableRefused), 1);
+        assert_eq!(core.conntrack6().capacity(), capacity);
+        assert_eq!(core.conntrack6().len(), 1, "the flow is kept");
+        let mut reply =
+            testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), (CLIENT.ip, 4000), SYN_ACK, b"");
+        assert_eq!(core.process(now, IfaceId(1), &mut reply), Verdict::Tx(IfaceId(0)));
     }
 
     /// IPv6 NAT shows the backend's side as IPv4's does: its answer, its reset and an

@@ -10,7 +10,11 @@
 //!
 //! State: [`Core6`], one per core beside IPv4's tables: IPv6's own connection table
 //! (`Conntrack<V6>`, two cache lines a flow) and its peers on the other cores, neighbour
-//! table and hold queue. The per-service and per-backend state (scheduler state, active
+//! table and hold queue. IPv6's table is sized by the start's `[conntrack]`, as IPv4's, once
+//! the box serves IPv6 (small until then, [`ConntrackConfig::for_ipv6`]); a reload that
+//! adds the first IPv6 service grows it ([`Table6`]) — while the box served no IPv6 the
+//! small table held no flow (flows are made for services only), so nothing is lost. The
+//! per-service and per-backend state (scheduler state, active
 //! counts, counters) and the emit queue are shared with IPv4: the snapshot indexes services
 //! and backends of both families in one list.
 //!
@@ -28,6 +32,7 @@ pub(super) mod step;
 
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex};
 
 use crate::arp::{HoldQueue, NeighborTable};
 use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackReader};
@@ -88,5 +93,58 @@ impl Core6 {
         for (ip, mac) in snapshot.family::<V6>().static_neighbors() {
             self.neighbors.insert_static(*ip, *mac);
         }
+    }
+}
+
+/// A grown IPv6 connection table on its way from control to one core, with the other cores'
+/// grown tables as its peers: a reload that adds the first IPv6 service gives each core a
+/// table of the start's `[conntrack]` size ([`Table6::grown`]), built by control (not on the
+/// worker) and sent before that reload's snapshot, so every core's peers are the new tables.
+/// The table is taken once ([`Table6::take`]); the message that carries it may be cloned.
+#[derive(Debug, Clone)]
+pub struct Table6 {
+    table: Arc<Mutex<Option<Conntrack<V6>>>>,
+    reader: ConntrackReader<V6>,
+    peers: Vec<ConntrackReader<V6>>,
+}
+
+impl Table6 {
+    /// The tables `cores` cores need for `snapshot` when their IPv6 tables hold `running`
+    /// flows and `start` is the `[conntrack]` the process started with: `None` when the
+    /// running size is already the one `snapshot` asks for (or more: tables never shrink,
+    /// as IPv4's never change).
+    pub fn grown(
+        start: &ConntrackConfig,
+        running: usize,
+        snapshot: &Snapshot,
+        cores: usize,
+    ) -> Option<Vec<Table6>> {
+        let serves_ipv6 = snapshot.services.iter().any(|service| service.vip.is_ipv6());
+        let config = start.for_ipv6(serves_ipv6);
+        if config.capacity <= running {
+            return None;
+        }
+        let tables: Vec<Conntrack<V6>> = (0..cores).map(|_| Conntrack::new(&config)).collect();
+        let readers: Vec<ConntrackReader<V6>> = tables.iter().map(Conntrack::reader).collect();
+        let grown = tables.into_iter().enumerate().map(|(index, table)| {
+            let peers = readers.iter().enumerate().filter(|(other, _)| *other != index);
+            Table6 {
+                reader: readers[index].clone(),
+                table: Arc::new(Mutex::new(Some(table))),
+                peers: peers.map(|(_, reader)| reader.clone()).collect(),
+            }
+        });
+        Some(grown.collect())
+    }
+
+    /// A read handle on the table (for control's listings).
+    pub fn reader(&self) -> ConntrackReader<V6> {
+        self.reader.clone()
+    }
+
+    /// The table and its peers; the table once only (`None` after).
+    pub fn take(&self) -> Option<(Conntrack<V6>, Vec<ConntrackReader<V6>>)> {
+        let table = self.table.lock().ok()?.take()?;
+        Some((table, self.peers.clone()))
     }
 }

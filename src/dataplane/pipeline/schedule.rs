@@ -1,0 +1,198 @@
+//! The new-flow step, once for both families: a packet to a VIP that no tracked flow took is
+//! scheduled to a backend of its service and tracked in its family's connection table, or
+//! (DR) forwarded by the service's fallback Maglev table alone. IPv4's `new_flow`
+//! ([`super::flows`]) and IPv6's `new_flow6` ([`super::v6::flows`]) call
+//! [`CoreState::schedule`] and send the flow's first packet their own way (IPv4 through its
+//! hop caches); [`Tables`] picks the family's connection table in [`CoreState`].
+//!
+//! Invariants:
+//! - A TCP packet that opens nothing (no SYN, or SYN with ACK or RST) is never tracked: DR
+//!   and tunnel forward it statelessly, NAT and FullNAT drop it (`no_flow`).
+//! - A persistent service's new connection goes where its client's template says, if it has
+//!   one; the scheduler is asked only otherwise ([`persistence::pick`]).
+//! - Maglev, the stateless fallback and the FullNAT local port take the pinned flow hash
+//!   ([`flow_hash`]), which every box and build agrees on; the connection table's lookup
+//!   ([`Prepared`]) takes its own keyed hash.
+//! - A flow's share of its backend's active count is taken once, when its insert succeeds;
+//!   a flow evicted to make room (or a port reused) gives its share back, found by identity.
+//! - A DR or tunnel flow the table refuses (flood, full) still goes to a backend,
+//!   statelessly; NAT and FullNAT drop it (`flood`, `conntrack_full`).
+//! - The code is generic over the family and monomorphised: nothing branches on the family
+//!   at run time, and IPv4's instance is the code IPv4 ran before the fold.
+
+use crate::conntrack::{Conntrack, Flow, InsertError, Layout, Prepared};
+use crate::family::{Family, V4, V6};
+use crate::flow::{FlowKey, ForwardMode};
+use crate::hash::flow_hash;
+use crate::report::{DropReason, Stat};
+use crate::sched::PickContext;
+use crate::snapshot::{Indexed, Snapshot};
+use crate::time::Instant;
+
+use super::flows::{opened, release_backend};
+use super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, persistence};
+
+/// A family the pipeline keeps a connection table for, [`V4`] or [`V6`]: where that table
+/// is in a core's state.
+pub(super) trait Tables: Indexed + Layout {
+    /// The family's connection table and the backends' active counts (shared by both
+    /// families), borrowed together so an eviction can give its share back.
+    fn tables(core: &mut CoreState) -> (&mut Conntrack<Self>, &mut [u32]);
+}
+
+impl Tables for V4 {
+    #[inline(always)]
+    fn tables(core: &mut CoreState) -> (&mut Conntrack<V4>, &mut [u32]) {
+        (&mut core.conntrack, &mut core.active)
+    }
+}
+
+impl Tables for V6 {
+    #[inline(always)]
+    fn tables(core: &mut CoreState) -> (&mut Conntrack<V6>, &mut [u32]) {
+        (&mut core.v6.conntrack, &mut core.active)
+    }
+}
+
+impl CoreState {
+    /// Schedules a packet `key` to a VIP that no tracked flow took (see the module docs):
+    /// the flow its packet goes on as (tracked, or DR's stateless one), or why it is
+    /// dropped. `prepared` is the lookup of `key` that just missed: the insert starts from
+    /// what it proved.
+    #[inline(always)]
+    pub(super) fn schedule<F: Tables>(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        key: &FlowKey<F>,
+        tcp_flags: Option<u8>,
+        prepared: Prepared,
+    ) -> Result<Flow<F>, DropReason> {
+        let hash = flow_hash(key);
+        let index = snapshot.family::<F>();
+        let Some(service_index) = index.service_at(key.dst_addr, key.dst_port, key.proto) else {
+            return Err(DropReason::NoService);
+        };
+        let service = &snapshot.services[service_index];
+        let range = service.backends.clone();
+        // A TCP packet that opens nothing (no SYN) is never tracked: otherwise a flood of
+        // spoofed ACKs would fill the table with flows that look established and are never
+        // evicted. DR forwards it by consistent hashing alone, so a connection picked up
+        // mid-stream (after a restart) stays on its backend; NAT and FullNAT cannot
+        // translate without state.
+        let opens = tcp_flags.is_none_or(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN);
+        if !opens {
+            return match service.forward {
+                ForwardMode::Dr | ForwardMode::Tunnel => {
+                    self.stateless(snapshot, key, service_index, hash)
+                }
+                ForwardMode::Nat | ForwardMode::FullNat => Err(DropReason::NoFlow),
+            };
+        }
+        let Some(state) = self.sched.get_mut(service_index) else {
+            return Err(DropReason::NoBackend);
+        };
+        let schedule = || match service.scheduler.maglev_table() {
+            // What `pick` does for Maglev, which needs only the flow hash (the common
+            // scheduler): no context to build, no call.
+            Some(table) => table.lookup(hash),
+            None => {
+                let context = PickContext {
+                    flow_hash: hash,
+                    client: F::ip(key.src_addr),
+                    active: self.active.get(range.clone()).unwrap_or(&[]),
+                    inactive: &[],
+                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
+                };
+                service.scheduler.pick(state, &context)
+            }
+        };
+        // A persistent service's client follows its template first ([`persistence`]).
+        let client: u128 = F::key(key.src_addr).into();
+        let (templates, counters) = (&*self.templates, &mut self.counters);
+        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
+        let Some(pick) = pick else {
+            return Err(DropReason::NoBackend);
+        };
+        let backend_index = range.start + pick;
+        let Some(backend) = index.backend_id(backend_index) else {
+            return Err(DropReason::NoBackend);
+        };
+        let backend = (backend.addr, backend.port);
+        let local = if service.forward == ForwardMode::FullNat {
+            let ports = self.slot.local_ports();
+            let (conntrack, active) = F::tables(self);
+            match conntrack.allocate_local_port(
+                now,
+                key.proto,
+                backend.0,
+                backend.1,
+                index.local_addrs(service_index),
+                ports,
+                hash,
+                |evicted| release_backend(snapshot, active, evicted),
+            ) {
+                Some(local) => local,
+                None => return Err(DropReason::NoLocalPort),
+            }
+        } else {
+            (key.src_addr, key.src_port)
+        };
+        let flow = opened(key, service.forward, backend, local, (service_index, backend_index));
+        let (conntrack, active) = F::tables(self);
+        let inserted = conntrack.insert_prepared(now, &flow, prepared, tcp_flags, |evicted| {
+            release_backend(snapshot, active, evicted);
+        });
+        match inserted {
+            Ok(_) => self.count_new_flow(backend_index),
+            Err(_) if service.forward.keeps_packet() => {
+                return self.stateless(snapshot, key, service_index, hash);
+            }
+            Err(InsertError::Flood) => return Err(DropReason::Flood),
+            Err(InsertError::Full | InsertError::Exists) => {
+                return Err(DropReason::ConntrackFull);
+            }
+        }
+        Ok(flow)
+    }
+
+    /// DR (or tunnel) without a tracked flow: the service's weighted Maglev table alone picks the backend
+    /// (by the pinned flow hash `hash`), so every packet of the flow, on any core and after
+    /// any restart, agrees. Counted as a stateless packet.
+    fn stateless<F: Family + Indexed>(
+        &mut self,
+        snapshot: &Snapshot,
+        key: &FlowKey<F>,
+        service_index: usize,
+        hash: u64,
+    ) -> Result<Flow<F>, DropReason> {
+        let service = &snapshot.services[service_index];
+        let Some(pick) = service.fallback.lookup(hash) else {
+            return Err(DropReason::NoBackend);
+        };
+        let backend_index = service.backends.start + pick;
+        let Some(backend) = snapshot.family::<F>().backend_id(backend_index) else {
+            return Err(DropReason::NoBackend);
+        };
+        let flow = opened(
+            key,
+            service.forward,
+            (backend.addr, backend.port),
+            (key.src_addr, key.src_port),
+            (service_index, backend_index),
+        );
+        self.counters.add(Stat::StatelessPackets, 1);
+        Ok(flow)
+    }
+
+    /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): the
+    /// old flow goes, its backend's active count with it, and is counted as reused; the SYN
+    /// is then scheduled like any new flow.
+    pub(super) fn forget_reused<F: Tables>(&mut self, snapshot: &Snapshot, key: &FlowKey<F>) {
+        let (conntrack, active) = F::tables(self);
+        if let Some(old) = conntrack.remove(key) {
+            release_backend(snapshot, active, &old);
+        }
+        self.counters.add(Stat::ReusedFlows, 1);
+    }
+}
