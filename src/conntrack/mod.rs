@@ -211,8 +211,12 @@
 //! [`Conntrack::prepare`] each: read the bucket (by now in flight or arrived), find the first
 //! slot with the key's fingerprint, prefetch the record it names and keep that slot in the
 //! returned [`Prepared`]; (3) process the frames, [`Conntrack::track_prepared`] starting from
-//! the kept slot instead of scanning the bucket again. A bucket and a record are one cache
-//! line each, so a hit costs two lines, both requested a whole batch ahead.
+//! the kept slot instead of scanning the bucket again ([`Conntrack::track_settled`] is the
+//! same lookup with its hits split: a packet that leaves its flow exactly as it was comes
+//! back as [`Tracking::Settled`], the flow and the direction alone, which the pipeline
+//! forwards without building and testing a [`Hit`]; every other hit is `Moved`). A bucket
+//! and a record are one cache line each, so a hit costs two lines, both requested a whole
+//! batch ahead.
 //!
 //! The prefetches are `prefetcht0` (`table::prefetch`, the one `unsafe` outside the AF_XDP
 //! module: a hint that cannot fault). They replace loads sent to `black_box`, which started
@@ -477,6 +481,21 @@ pub struct Hit<F: Family = V4> {
     pub previous: FlowState,
 }
 
+/// What [`Conntrack::track_settled`] found: [`Conntrack::track_prepared`]'s answer split by
+/// whether the packet could matter to anything but forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracking<F: Family = V4> {
+    /// A live flow this packet leaves exactly as it was (past the handshake, or UDP; no
+    /// transition, no first reply): its [`Hit`] would have `state == previous` and a state
+    /// other than [`FlowState::SynSeen`], so it is the flow and the direction only. The
+    /// common packet, answered from one read of the record.
+    Settled { direction: Direction, flow: Flow<F> },
+    /// Any other hit (the packet may have moved the flow's state; see [`Hit`]).
+    Moved(Hit<F>),
+    /// No live flow.
+    Miss,
+}
+
 /// A key's lookup as a batch's passes left it: its hash and the index slot its bucket
 /// offered (see "Batches" in the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -705,19 +724,52 @@ impl<F: Layout> Conntrack<F> {
         prepared: Prepared,
         tcp_flags: Option<u8>,
     ) -> Option<Hit<F>> {
-        let quick = self.table.owner_quick(
+        match self.quick(now, key, prepared, tcp_flags) {
+            Quick::Hit(hit) => Some(hit),
+            Quick::Miss => None,
+            Quick::Slow => self.track_moving(now, key, prepared.hash, tcp_flags),
+        }
+    }
+
+    /// [`Conntrack::track_prepared`], its hits split ([`Tracking`]): a packet that leaves its
+    /// flow as it is comes back as the flow and its direction alone, so that the caller
+    /// forwards it without a [`Hit`] to build and test. The same lookup, the same effect on
+    /// the table.
+    #[inline(always)]
+    pub fn track_settled(
+        &mut self,
+        now: Instant,
+        key: &FlowKey<F>,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Tracking<F> {
+        match self.quick(now, key, prepared, tcp_flags) {
+            Quick::Hit(hit) => Tracking::Settled { direction: hit.direction, flow: hit.flow },
+            Quick::Miss => Tracking::Miss,
+            Quick::Slow => match self.track_moving(now, key, prepared.hash, tcp_flags) {
+                Some(hit) => Tracking::Moved(hit),
+                None => Tracking::Miss,
+            },
+        }
+    }
+
+    /// The owner's one-read lookup both of those start with ([`Table::owner_quick`]).
+    #[inline(always)]
+    fn quick(
+        &self,
+        now: Instant,
+        key: &FlowKey<F>,
+        prepared: Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Quick<F> {
+        self.table.owner_quick(
             now.as_nanos(),
             key,
             prepared.hash,
             prepared.candidate,
             || self.known_absent(&prepared),
             tcp_flags,
-        );
-        match quick {
-            Quick::Hit(hit) => Some(hit),
-            Quick::Miss => None,
-            Quick::Slow => self.track_moving(now, key, prepared.hash, tcp_flags),
-        }
+        )
     }
 
     /// The general owner lookup, for the packets that may move their flow's state.

@@ -913,6 +913,47 @@ fn prefetching_is_harmless_for_any_hash_and_table<F: Hosts>() {
     }
 }
 
+/// What [`Conntrack::track_settled`] answers next to what [`Conntrack::track_prepared`]
+/// answers on a table with the same history: `Settled` exactly for the hits that move
+/// nothing and are not in the handshake (state = previous, not `SynSeen`: the pipeline
+/// forwards those without looking at the state), `Moved` with the same hit for the other
+/// hits, `Miss` for the misses.
+fn track_settled_is_track_prepared_split<F: Hosts>(
+    udp: bool,
+    packets: Vec<(bool, u8, u8)>,
+) -> Result<(), TestCaseError> {
+    let (mut prepared_table, mut settled_table) = (table::<F>(64), table::<F>(64));
+    let proto = if udp { Proto::Udp } else { Proto::Tcp };
+    let nat = flow::<F>(ForwardMode::Nat, proto, 7, 40_000);
+    let opening = (!udp).then_some(SYN);
+    let mut now = 0;
+    for ct in [&mut prepared_table, &mut settled_table] {
+        let inserted = ct.insert(secs(now), nat, opening, |_| {});
+        prop_assert!(inserted.is_ok());
+    }
+    for (reply, flags, wait) in packets {
+        now += u64::from(wait % 4);
+        let key = if reply { nat.reply_key().unwrap() } else { nat.original_key() };
+        let flags = (!udp).then_some(flags & (SYN | ACK | FIN | RST));
+        let want =
+            prepared_table.track_prepared(secs(now), &key, Prepared::new(key_hash(&key)), flags);
+        let got =
+            settled_table.track_settled(secs(now), &key, Prepared::new(key_hash(&key)), flags);
+        match got {
+            Tracking::Settled { direction, flow } => {
+                let hit = want.ok_or_else(|| TestCaseError::fail("settled on a miss"))?;
+                prop_assert_eq!((direction, flow), (hit.direction, hit.flow));
+                prop_assert!(hit.state == hit.previous && hit.state != FlowState::SynSeen);
+            }
+            Tracking::Moved(hit) => {
+                prop_assert_eq!(Some(hit), want);
+            }
+            Tracking::Miss => prop_assert_eq!(want, None),
+        }
+    }
+    Ok(())
+}
+
 fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
     let mut ct = table::<F>(64);
     ct.begin_batch();
@@ -2072,6 +2113,16 @@ macro_rules! family_tests {
                     use_own_hash in any::<bool>(),
                 ) {
                     super::track_hashed_hits_only_the_asked_key::<$family>(which, hash, use_own_hash)?;
+                }
+            }
+
+            proptest! {
+                #[test]
+                fn track_settled_is_track_prepared_split(
+                    udp in any::<bool>(),
+                    packets in prop::collection::vec((any::<bool>(), any::<u8>(), any::<u8>()), 1..40),
+                ) {
+                    super::track_settled_is_track_prepared_split::<$family>(udp, packets)?;
                 }
             }
 

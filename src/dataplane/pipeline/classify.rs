@@ -82,7 +82,10 @@ impl<F: Family> Transport<F> {
 /// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
 /// ([`plain_transport`]) sent to `mac` (the ingress interface's), for a VIP or local address,
 /// or from a NAT backend (maybe a reply); with the connection tables' hash of its 5-tuple
-/// under `secret` (the IPv4 table's). [`Class::Other`]
+/// under `secret` (the IPv4 table's). A frame to a VIP gets `vip`: [`Class::ToVip`] while
+/// the box forwards for its VIPs, [`Class::Other`] while it does not (a VRRP standby; the
+/// step-by-step checks then drop it as `standby`), so the fleet's answer costs nothing per
+/// frame beyond the owner lookup's. [`Class::Other`]
 /// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
 /// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
 /// this classifies, those checks would have taken to [`CoreState::transport`] with the same
@@ -94,6 +97,7 @@ impl<F: Family> Transport<F> {
 pub(super) fn classify(
     snapshot: &Snapshot,
     secret: &TableSecret,
+    vip: Class,
     mac: MacAddr,
     frame: &[u8],
 ) -> (Class, u64) {
@@ -110,7 +114,7 @@ pub(super) fn classify(
         return (Class::Other, 0);
     };
     let class = match snapshot.owned(transport.key.dst_addr) {
-        Some(Owned::Vip) => Class::ToVip,
+        Some(Owned::Vip) => vip,
         Some(Owned::Local) => Class::ToLocal,
         Some(Owned::Interface(_)) => Class::Other,
         None if snapshot.is_nat_backend(transport.key.src_addr) => Class::FromNatBackend,

@@ -7,9 +7,13 @@
 //! share of its backend's active count is taken once when it is inserted and given back
 //! once when it goes (found by identity: the snapshot may have renumbered the backends).
 //! Packets that only name a flow (ICMP errors, replies from the wrong side) read it with
-//! [`CoreState::peek`], which neither refreshes nor moves it.
+//! [`CoreState::peek`], which neither refreshes nor moves it. A packet that leaves its
+//! flow's state as it is (`Tracking::Settled`: past the handshake or UDP, no transition)
+//! goes straight to the rewrite; only the other hits (handshake packets, transitions, hits
+//! on another core's table) go through the reopen and passive-health checks
+//! (`forward_moved`), which would let a settled hit through unchanged anyway.
 
-use crate::conntrack::{Direction, Flow, FlowState, Prepared};
+use crate::conntrack::{Direction, Flow, FlowState, Prepared, Tracking};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
 use crate::report::{DropReason, Stat};
@@ -22,7 +26,8 @@ use super::rewrite::route_transport;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
 impl CoreState {
-    /// Finds the flow a key belongs to, here or (for replies) on another core.
+    /// Finds the flow a key belongs to, here or (for replies) on another core. A hit on
+    /// another core is `Moved` (its state checked as any hit's may be).
     #[inline(always)]
     fn track(
         &mut self,
@@ -31,20 +36,29 @@ impl CoreState {
         prepared: Prepared,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
-    ) -> Option<crate::conntrack::Hit> {
-        if let Some(hit) = self.conntrack.track_prepared(now, key, prepared, tcp_flags) {
-            return Some(hit);
+    ) -> Tracking {
+        match self.conntrack.track_settled(now, key, prepared, tcp_flags) {
+            Tracking::Miss if maybe_reply => self.track_peers(now, key, prepared.hash(), tcp_flags),
+            tracked => tracked,
         }
-        if maybe_reply {
-            let hash = prepared.hash();
-            for peer in &self.peers {
-                if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
-                    self.counters.add(Stat::CrossCoreHits, 1);
-                    return Some(hit);
-                }
+    }
+
+    /// [`CoreState::track`] on the other cores' tables (a reply whose flow another core owns).
+    #[inline(never)]
+    fn track_peers(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    ) -> Tracking {
+        for peer in &self.peers {
+            if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
+                self.counters.add(Stat::CrossCoreHits, 1);
+                return Tracking::Moved(hit);
             }
         }
-        None
+        Tracking::Miss
     }
 
     /// [`CoreState::track`] that changes nothing (no last-seen refresh, no state move): for
@@ -89,25 +103,49 @@ impl CoreState {
         {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
-        if let Some(hit) = self.track(now, &key, prepared, transport.tcp_flags, maybe_reply) {
-            // Handshake packets and state changes (a few per connection) may reopen the flow
-            // or tell something of the backend's health; the rest go straight on.
-            if hit.state == FlowState::SynSeen || hit.state != hit.previous {
-                if hit.state == FlowState::SynSeen
-                    && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
-                    && class == Class::ToVip
-                {
-                    return self.reopen(snapshot, now, ingress, frame, transport, hash);
-                }
-                self.passive_sign(snapshot, &hit, transport.tcp_flags);
+        match self.track(now, &key, prepared, transport.tcp_flags, maybe_reply) {
+            // The common packet: straight on.
+            Tracking::Settled { direction, flow } => {
+                return self.forward(snapshot, now, frame, &flow, direction);
             }
-            return self.forward(snapshot, now, frame, &hit.flow, hit.direction);
+            Tracking::Moved(hit) => {
+                return self.forward_moved(snapshot, now, ingress, frame, class, transport, &hit);
+            }
+            Tracking::Miss => {}
         }
         match class {
             Class::ToVip => self.new_flow(snapshot, now, ingress, frame, transport, prepared),
             Class::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class::FromNatBackend | Class::Other => Verdict::Pass,
         }
+    }
+
+    /// A hit that may have moved its flow: handshake packets and state changes (a few per
+    /// connection) may reopen the flow or tell something of the backend's health; the rest
+    /// go on as settled ones do. Out of line: keeps the common packet's path short.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn forward_moved(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class,
+        transport: Transport,
+        hit: &crate::conntrack::Hit,
+    ) -> Verdict {
+        if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+            if hit.state == FlowState::SynSeen
+                && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
+                && class == Class::ToVip
+            {
+                let hash = self.conntrack.hash(&transport.key);
+                return self.reopen(snapshot, now, ingress, frame, transport, hash);
+            }
+            self.passive_sign(snapshot, hit, transport.tcp_flags);
+        }
+        self.forward(snapshot, now, frame, &hit.flow, hit.direction)
     }
 
     /// What a handshake packet or a state change tells about the backend's health (passive

@@ -509,7 +509,8 @@ impl Pipeline {
     pub fn process(&mut self, now: Instant, ingress: IfaceId, frame: &mut [u8]) -> Verdict {
         let (class, hash) = match self.snapshot.interfaces.get(ingress.index()) {
             Some(interface) => {
-                classify(&self.snapshot, &self.core.conntrack.secret(), interface.mac, frame)
+                let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
+                classify(&self.snapshot, &secret, vip, interface.mac, frame)
             }
             None => (Class::Other, 0),
         };
@@ -542,11 +543,9 @@ impl Pipeline {
             Class::Other => None,
             _ => plain_transport_at(frame),
         };
+        // A VRRP standby never forwards for the VIPs: `classify` left their frames `Other`
+        // ([`CoreState::vip_class`]), and the step-by-step checks drop them as `standby`.
         let verdict = match transport {
-            // A VRRP standby never forwards for the VIPs.
-            Some(_) if class == Class::ToVip && !core.presence.forward_vips => {
-                Verdict::Drop(DropReason::Standby)
-            }
             Some(transport) => {
                 core.transport(snapshot, now, ingress, frame, class, transport, lookup)
             }
@@ -585,11 +584,12 @@ impl Pipeline {
             let mut classes = [Class::Other; BATCH];
             let mut lookups = [Prepared::new(0); BATCH];
             self.core.conntrack.begin_batch();
-            let secret = self.core.conntrack.secret();
+            // Read once per batch: the table's secret, the fleet's answer for VIPs.
+            let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
             if let Some(mac) = mac {
                 for ((class, lookup), frame) in classes.iter_mut().zip(&mut lookups).zip(&*frames) {
                     let hash;
-                    (*class, hash) = classify(&self.snapshot, &secret, mac, frame);
+                    (*class, hash) = classify(&self.snapshot, &secret, vip, mac, frame);
                     if *class != Class::Other {
                         self.core.conntrack.prefetch_bucket(hash);
                         *lookup = Prepared::new(hash);
@@ -728,6 +728,14 @@ fn reject(owned: Option<Owned>, reason: DropReason) -> Verdict {
 }
 
 impl CoreState {
+    /// The class [`classify()`] gives a frame to a VIP: [`Class::ToVip`] while the box
+    /// forwards for its VIPs, else [`Class::Other`], so that the step-by-step checks drop it
+    /// as `standby` (the fleet's answer, tested once per batch instead of once per frame).
+    #[inline]
+    fn vip_class(&self) -> Class {
+        if self.presence.forward_vips { Class::ToVip } else { Class::Other }
+    }
+
     #[inline]
     fn process(
         &mut self,
