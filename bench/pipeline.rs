@@ -236,8 +236,7 @@ fn prepare_population(scenario: Scenario, packets: usize, population: Population
         let mut syn = testkit::tcp(CLIENT_MAC, LB_MAC, from, (VIP, 80), SYN, &[]);
         let verdict = pipeline.process(now, IfaceId(0), &mut syn);
         // Tunnel mode sends a wrapped copy (emitted) instead of the frame.
-        let wrapped =
-            verdict == Verdict::Encapsulated && pipeline.drain_emitted(|_, _| {}) == 1;
+        let wrapped = verdict == Verdict::Encapsulated && pipeline.drain_emitted(|_, _| {}) == 1;
         assert!(matches!(verdict, Verdict::Tx(_)) || wrapped, "warm-up SYN: {verdict:?}");
         let ack = testkit::tcp(CLIENT_MAC, LB_MAC, from, (VIP, 80), ACK, &[0; 6]);
         // The handshake's ACK: the flow is established before anything is measured.

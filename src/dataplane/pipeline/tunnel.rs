@@ -520,10 +520,7 @@ mod tests {
         assert!(ip.dont_frag(), "DF copied from the inner packet");
         // The flow is tracked: the next packet goes the same way, counted for the backend.
         let mut ack = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, ACK, b"more");
-        assert_eq!(
-            pipeline.process(now, IfaceId(0), &mut ack),
-            Verdict::Encapsulated
-        );
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut ack), Verdict::Encapsulated);
         let next = emitted(&mut pipeline);
         assert_eq!(outer(&next[0].1).0, source, "one flow, one outer source");
         let ident = |frame: &[u8]| Ipv4Packet::new_unchecked(&frame[ETH_LEN..]).ident();
@@ -545,10 +542,7 @@ mod tests {
             let mut datagram =
                 testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, client_port), VIP, b"query");
             let inner = datagram[ETH_LEN..].to_vec();
-            assert_eq!(
-                pipeline.process(now, IfaceId(0), &mut datagram),
-                Verdict::Encapsulated
-            );
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut datagram), Verdict::Encapsulated);
             let frames = emitted(&mut pipeline);
             let (source, protocol, rest) = outer(&frames[0].1);
             assert_eq!(source, LB.ip, "no prefix: the interface's own address");
@@ -588,10 +582,7 @@ mod tests {
         let mut pipeline = pipeline(snapshot("mtu = 1000", "udp", ""), now);
         // 20 + 8 + 952 = 980 inner bytes: 1000 wrapped, which fits exactly.
         let mut fits = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 952]);
-        assert_eq!(
-            pipeline.process(now, IfaceId(0), &mut fits),
-            Verdict::Encapsulated
-        );
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut fits), Verdict::Encapsulated);
         assert_eq!(emitted(&mut pipeline)[0].1.len(), ETH_LEN + 1000);
         let mut big = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 953]);
         let inner = big[ETH_LEN..].to_vec();
