@@ -25,6 +25,7 @@
 //! - [`control`]: configuration and building snapshots from it, health checks, statistics,
 //!   metrics and the control socket.
 //! - [`daemon`]: `xlb run`, which wires control and the workers together.
+//! - [`decap`]: `xlb decap`, the tunnel mode's real-server side (an XDP decapsulator).
 //!
 //! Layers point one way: wire ← arp/hash ← sched/conntrack ← snapshot/report ← dataplane ←
 //! control ← daemon. The dataplane never imports control; what both need (the snapshot, the
@@ -38,6 +39,7 @@ pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod decap;
 pub mod family;
 pub mod fleet;
 pub mod flow;

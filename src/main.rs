@@ -139,6 +139,34 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "IPVSADM_ARGS")]
         args: Vec<String>,
     },
+    /// On a real server of a tunnel-mode service: strip the IPIP and GUE that xlb sends to
+    /// this host with an XDP program and hand the inner packets (to the VIP on lo) to the
+    /// kernel, where the ipip and fou modules are missing (needs root). Runs until SIGINT or
+    /// SIGTERM, then detaches and prints its counters.
+    Decap {
+        /// The device the tunnelled packets arrive on.
+        #[arg(long, value_name = "IFACE")]
+        dev: String,
+        /// GUE's UDP destination port (0: GUE off, IPIP only).
+        #[arg(long, value_name = "PORT", default_value_t = xlb::dataplane::io::afxdp::decap::DEFAULT_GUE_PORT)]
+        gue_port: u16,
+        /// An outer destination address to decapsulate for (repeatable; default: the
+        /// device's addresses, read again every second).
+        #[arg(long = "addr", value_name = "ADDR")]
+        addrs: Vec<std::net::IpAddr>,
+        /// XDP attach mode: native or generic (default: native, else generic).
+        #[arg(long, value_parser = parse_xdp_mode)]
+        mode: Option<XdpMode>,
+        /// Attach so the program stays after xlb exits (until --remove), and exit.
+        #[arg(long, conflicts_with_all = ["remove", "stats"])]
+        detach: bool,
+        /// Remove the program --detach left on the device.
+        #[arg(long, conflicts_with = "stats")]
+        remove: bool,
+        /// Print the counters of the program attached to the device, and exit.
+        #[arg(long)]
+        stats: bool,
+    },
     /// Write the man pages xlb(8) and xlb-ctl(8), generated from this command line, into a
     /// directory (packaging/build-deb.sh does).
     #[command(hide = true)]
@@ -231,6 +259,20 @@ fn main() -> ExitCode {
         }
         Command::Check { config, against } => run_check(&config, against.as_deref()),
         Command::Man { out } => man::write_pages(Cli::command(), &out),
+        Command::Decap { dev, gue_port, addrs, mode, detach, remove, stats } => {
+            run_decap(xlb::decap::DecapOptions {
+                dev,
+                gue_port: (gue_port != 0).then_some(gue_port),
+                addrs,
+                mode,
+                action: match (detach, remove, stats) {
+                    (true, _, _) => xlb::decap::DecapAction::Detach,
+                    (_, true, _) => xlb::decap::DecapAction::Remove,
+                    (_, _, true) => xlb::decap::DecapAction::Stats,
+                    _ => xlb::decap::DecapAction::Run,
+                },
+            })
+        }
         Command::Bench { command } => run_bench(command),
         Command::Ctl { socket, args } => match run_ctl(&socket, args) {
             Ok(code) => return code,
@@ -284,12 +326,22 @@ fn run_daemon(options: &RunOptions, signals: RunSignals) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_bench(command: xlb::bench::BenchCommand) -> anyhow::Result<()> {
+fn run_decap(options: xlb::decap::DecapOptions) -> anyhow::Result<()> {
+    let stop = stop_on_signals()?;
+    Ok(xlb::decap::run(&options, &stop)?)
+}
+
+/// A flag SIGINT and SIGTERM raise (`xlb bench`, `xlb decap`).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    xlb::bench::run(command, stop)
+    Ok(stop)
+}
+
+fn run_bench(command: xlb::bench::BenchCommand) -> anyhow::Result<()> {
+    xlb::bench::run(command, stop_on_signals()?)
 }
 
 fn load_snapshot(path: &Path) -> anyhow::Result<Snapshot> {

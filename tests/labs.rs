@@ -10,8 +10,9 @@
 //! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20` (they
 //! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
 //! 13: an xlb pair under keepalived, the active one SIGKILLed) and `lab/routes` (BGP mode's
-//! VIP routes). Each must print its PASS line, exit 0, and leave none
-//! of its namespaces behind.
+//! VIP routes); `lab/tunnel` (issue 14: IPIP and GUE to real servers behind a router,
+//! running `xlb decap`) and `lab/decap` (`xlb decap` alone, fed by lab/encap.py). Each must
+//! print its PASS line, exit 0, and leave none of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
 //! `XLB_REQUIRE_ROOT_TESTS=1`, when not being root is a failure. The labs run one at a time
@@ -185,4 +186,24 @@ fn lab_dualstack_nat() {
 #[test]
 fn lab_dualstack_fullnat() {
     run_lab("dualstack", &["--requests", "20", "--forward", "fullnat"], "20/20 http4");
+}
+
+/// Issue 14: tunnel mode (IPIP) to three real servers behind a router, each running
+/// `xlb decap`; fails until `forward = "tunnel"` lands (`xlb check` refuses the config).
+#[test]
+fn lab_tunnel_ipip() {
+    run_lab("tunnel", &["--requests", "20"], "20/20 http");
+}
+
+/// Issue 14: the same with GUE.
+#[test]
+fn lab_tunnel_gue() {
+    run_lab("tunnel", &["--requests", "20", "--encap", "gue"], "20/20 http");
+}
+
+/// Issue 14: `xlb decap` on a real server, fed IPIP and GUE by a stand-in for the balancer;
+/// its SIGTERM and detached modes.
+#[test]
+fn lab_decap() {
+    run_lab("decap", &["--requests", "20"], "60/60 udp");
 }

@@ -84,6 +84,10 @@ fn man_pages_are_generated_for_xlb_and_xlb_ctl() {
     for word in [".SS \"xlb run\"", ".SS \"xlb check\"", ".SS \"xlb ctl\"", "log\\-format"] {
         assert!(xlb_8.contains(word), "xlb.8 lacks {word}");
     }
+    // Issue 14: the real servers' decapsulator has its section and options.
+    for word in [".SS \"xlb decap\"", "gue\\-port", "\\-\\-detach"] {
+        assert!(xlb_8.contains(word), "xlb.8 lacks {word}");
+    }
     assert!(!xlb_8.contains("corpus"), "hidden subcommands stay out of the page");
     let ctl_8 = read("xlb-ctl.8");
     assert!(ctl_8.contains(&format!(".TH xlb-ctl 8  \"xlb {version}\"")), "{ctl_8}");

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::io;
 use std::mem;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 
 use libxdp_sys as sys;
@@ -154,6 +154,49 @@ impl<const K: usize, const V: usize> Map<K, V> {
             unsafe { sys::bpf_object__find_map_fd_by_name(object.as_ptr(), self.cname.as_ptr()) };
         let fd = check(fd, "bpf_object__find_map_fd_by_name", || self.what())?;
         Ok(Map { fd, ..self })
+    }
+
+    /// Map `name` of a program already in the kernel, through `fd` (from its id): `None`
+    /// if the map behind `fd` has another name, an error if it is laid out otherwise than
+    /// K-byte keys, V-byte values and `entries` entries. The caller keeps `fd` open while it
+    /// uses the map.
+    pub(super) fn from_fd(
+        fd: &OwnedFd,
+        name: &'static CStr,
+        entries: usize,
+    ) -> Result<Option<Map<K, V>>, SteerError> {
+        let label = name.to_str().unwrap_or("?");
+        // SAFETY: an all-zero bpf_map_info is a valid value for the kernel to fill.
+        let mut info: sys::bpf_map_info = unsafe { mem::zeroed() };
+        let mut length = mem::size_of::<sys::bpf_map_info>() as u32;
+        // SAFETY: `info` has `length` writable bytes; both live across the call.
+        let ret = unsafe { sys::bpf_map_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut length) };
+        check(ret, "bpf_map_get_info_by_fd", || format!("map fd {}", fd.as_raw_fd()))?;
+        let kernel_name: Vec<u8> =
+            info.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        if kernel_name != name.to_bytes() {
+            return Ok(None);
+        }
+        let (key_size, value_size, max_entries) =
+            (info.key_size, info.value_size, info.max_entries);
+        if (key_size as usize, value_size as usize, max_entries as usize) != (K, V, entries) {
+            return Err(SteerError::Object(format!(
+                "map {label} in the kernel has {key_size}-byte keys, {value_size}-byte values \
+                 and {max_entries} entries; this module expects {K}, {V} and {entries}"
+            )));
+        }
+        let per_cpu_len = if is_per_cpu(info.type_) {
+            Some(V.next_multiple_of(8) * possible_cpus()?)
+        } else {
+            None
+        };
+        Ok(Some(Map {
+            name: label,
+            cname: name,
+            fd: fd.as_raw_fd(),
+            max_entries: max_entries as usize,
+            per_cpu_len,
+        }))
     }
 
     pub(super) fn what(&self) -> String {

@@ -6,6 +6,8 @@
 //!
 //! - [`steer`]: xlb's own XDP program, which redirects into the AF_XDP sockets only the
 //!   frames xlb owns and passes everything else to the kernel.
+//! - [`decap`]: `xlb decap`'s XDP program for tunnel mode's real servers, which strips IPIP
+//!   and GUE addressed to the host and hands the inner packet to its stack.
 //! - [`netdev`]: what xlb reads off a network device (index, MAC, queues).
 //! - [`xsk`]: one AF_XDP socket with its own UMEM, and batched receive and transmit.
 //! - [`busypoll`]: preferred busy polling (the worker runs its queue's NAPI), where it engages;
@@ -20,6 +22,7 @@
 
 pub(crate) mod bpf;
 pub mod busypoll;
+pub mod decap;
 pub mod groups;
 pub mod marker;
 pub mod netdev;

@@ -360,7 +360,7 @@ pub enum XdpMode {
 }
 
 impl XdpMode {
-    fn flags(self) -> u32 {
+    pub(crate) fn flags(self) -> u32 {
         match self {
             XdpMode::Native => XDP_FLAGS_DRV_MODE,
             XdpMode::Generic => XDP_FLAGS_SKB_MODE,
@@ -384,7 +384,7 @@ pub enum XdpAction {
 }
 
 impl XdpAction {
-    fn from_retval(retval: u32) -> XdpAction {
+    pub(crate) fn from_retval(retval: u32) -> XdpAction {
         match retval {
             1 => XdpAction::Drop,
             2 => XdpAction::Pass,
@@ -664,13 +664,44 @@ impl Attachment {
 /// refuses with `EBUSY`); both give `Ok(false)`. Programs attached by [`SteerProgram::attach`]
 /// go with their process, so normally there is nothing to remove.
 pub fn remove_stale(ifindex: u32) -> Result<bool, SteerError> {
+    remove_named(ifindex, PROGRAM_NAME)
+}
+
+/// Detaches every program named `name` attached to `ifindex` the old way (netlink):
+/// `Ok(true)` if one was removed. Programs of other names are never touched, nor one held
+/// by a live link (the kernel refuses with `EBUSY`: left alone).
+pub(crate) fn remove_named(ifindex: u32, name: &str) -> Result<bool, SteerError> {
+    let mut removed = false;
+    for (program, flags) in attached_named(ifindex, name)? {
+        let id = program.as_raw_fd();
+        // SAFETY: all-zero is the "no options" value; the fields are set below.
+        let mut detach: sys::bpf_xdp_attach_opts = unsafe { mem::zeroed() };
+        detach.old_prog_fd = program.as_raw_fd();
+        detach.sz = opts_size!(detach, bpf_xdp_attach_opts, old_prog_fd);
+        // SAFETY: `detach` is initialised and lives across the call. With `old_prog_fd`
+        // set, libbpf asks for XDP_FLAGS_REPLACE: the kernel detaches only if that very
+        // program is still the one attached.
+        let ret = unsafe { sys::bpf_xdp_detach(ifindex as c_int, flags, &detach) };
+        match check(ret, "bpf_xdp_detach", || format!("{name} (fd {id}) on ifindex {ifindex}")) {
+            Ok(_) => removed = true,
+            // Attached through a link, which a live process holds: not stale.
+            Err(error) if error.errno() == Some(libc::EBUSY) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(removed)
+}
+
+/// The programs named `name` attached to `ifindex` (driver, generic or offloaded), each
+/// with the `XDP_FLAGS_*` mode flag it is attached under.
+pub(crate) fn attached_named(ifindex: u32, name: &str) -> Result<Vec<(OwnedFd, u32)>, SteerError> {
     // SAFETY: an all-zero bpf_xdp_query_opts is the "no options" value.
     let mut query: sys::bpf_xdp_query_opts = unsafe { mem::zeroed() };
     query.sz = opts_size!(query, bpf_xdp_query_opts, skb_prog_id);
     // SAFETY: `query` is initialised and lives across the call, which fills it.
     let ret = unsafe { sys::bpf_xdp_query(ifindex as c_int, 0, &mut query) };
     check(ret, "bpf_xdp_query", || format!("ifindex {ifindex}"))?;
-    let mut removed = false;
+    let mut found = Vec::new();
     for (id, flags) in [
         (query.drv_prog_id, XDP_FLAGS_DRV_MODE),
         (query.skb_prog_id, XDP_FLAGS_SKB_MODE),
@@ -680,27 +711,11 @@ pub fn remove_stale(ifindex: u32) -> Result<bool, SteerError> {
             continue;
         }
         let Some(program) = program_by_id(id)? else { continue };
-        if program_name(&program)? != PROGRAM_NAME {
-            continue;
-        }
-        // SAFETY: all-zero is the "no options" value; the fields are set below.
-        let mut detach: sys::bpf_xdp_attach_opts = unsafe { mem::zeroed() };
-        detach.old_prog_fd = program.as_raw_fd();
-        detach.sz = opts_size!(detach, bpf_xdp_attach_opts, old_prog_fd);
-        // SAFETY: `detach` is initialised and lives across the call. With `old_prog_fd`
-        // set, libbpf asks for XDP_FLAGS_REPLACE: the kernel detaches only if that very
-        // program is still the one attached.
-        let ret = unsafe { sys::bpf_xdp_detach(ifindex as c_int, flags, &detach) };
-        match check(ret, "bpf_xdp_detach", || {
-            format!("{PROGRAM_NAME} (id {id}) on ifindex {ifindex}")
-        }) {
-            Ok(_) => removed = true,
-            // Attached through a link, which a live process holds: not stale.
-            Err(error) if error.errno() == Some(libc::EBUSY) => {}
-            Err(error) => return Err(error),
+        if program_name(&program)? == name {
+            found.push((program, flags));
         }
     }
-    Ok(removed)
+    Ok(found)
 }
 
 /// An fd for program `id`, or `None` if it is gone already.
