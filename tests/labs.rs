@@ -206,7 +206,8 @@ fn lab_tunnel_gue() {
 /// `lo`, is taken out while its own address still answers, and comes back with it.
 #[test]
 fn lab_tunnel_check() {
-    let check = "check = \"tcp\"\nvia_vip = true\ninterval = 0.5\ntimeout = 0.4\nfall = 3\nrise = 2";
+    let check =
+        "check = \"tcp\"\nvia_vip = true\ninterval = 0.5\ntimeout = 0.4\nfall = 3\nrise = 2";
     let pass = run_lab("tunnel", &["--requests", "20", "--tunnel-check", check], "20/20 http");
     if !pass.is_empty() {
         for step in ["rs3 without its VIP taken out", "rs3 back with its VIP"] {
