@@ -55,6 +55,7 @@
 //! `ipvsadm -L -n --stats` table on stdout.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +76,7 @@ use crate::control::probe_routes::{self, ProbeRoutes};
 use crate::control::socket::{self, CtlServer, Request, Response};
 use crate::control::state::{self, Kept, State};
 use crate::control::stats;
+use crate::control::tunnel_probe::{ProbeDevice, TunnelProbes};
 use crate::control::vip_routes::{self, VipRoutes};
 use crate::control::{http, metrics};
 use crate::dataplane::io::afxdp::busypoll;
@@ -246,7 +248,12 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         netdevs.push(netdev);
     }
     // DR probes through the VIP need their policy routes before the first probe.
-    let mut probe_routes = ProbeRoutes::new();
+    let mut probe_routes = ProbeRoutes::new().with_tunnels(TunnelProbes::new(
+        Box::new(|name| {
+            Ok(Box::new(Tun::create(name).map_err(io::Error::other)?) as Box<dyn ProbeDevice>)
+        }),
+        tap::wait_readable,
+    ));
     if let Err(error) = probe_routes.sync(&probe_routes::wanted(&config)) {
         warn!("routes for DR probes through the VIP: {error}");
     }
@@ -1641,5 +1648,17 @@ fn keep_alive_templates<F: crate::conntrack::Layout + crate::snapshot::Indexed>(
             }
             true
         });
+    }
+}
+
+/// Tunnel health probes read the TUN devices the daemon opens for them (control never
+/// imports the data plane).
+impl ProbeDevice for Tun {
+    fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Tun::read_packet(self, buf)
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        Tun::fd(self)
     }
 }

@@ -557,6 +557,9 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
             },
             service.tunnel.map(tunnel_plan).unwrap_or_default()
         )?;
+        if service_config.health.via_vip {
+            writeln!(w, "  {}", via_vip_plan(service_config))?;
+        }
         let shares = service.fallback.shares(service.backends.len());
         let size = service.fallback.size().max(1);
         // For other schedulers the Maglev table is the stateless fallback (flows conntrack
@@ -605,6 +608,19 @@ fn tunnel_plan(tunnel: xlb::flow::Tunnel) -> String {
         plan.push_str(&format!(" mss_clamp {mss}"));
     }
     plan
+}
+
+/// What `xlb check` says of probes through the VIP: where they go and how.
+fn via_vip_plan(service: &xlb::control::config::ServiceConfig) -> String {
+    let how = match service.tunnel {
+        Some(tunnel) => format!(
+            "wrapped {} by xlb, through a TUN device per real server ({}...)",
+            tunnel.encap.name(),
+            xlb::control::tunnel_probe::DEVICE_PREFIX
+        ),
+        None => "a policy route per real server (VIP via RIP onlink)".to_string(),
+    };
+    format!("health probes {}:{} through each real server: {how}", service.vip, service.port)
 }
 
 /// `config` split by the family of its services: (IPv4 services only, IPv6 services only),

@@ -55,9 +55,9 @@ fn namespaces_left(prefix: &str) -> Vec<String> {
 }
 
 /// Runs `lab/LAB ARGS`; its last line must start with `lab LAB: PASS (PASS_STARTS`.
-fn run_lab(lab: &str, args: &[&str], pass_starts: &str) {
+fn run_lab(lab: &str, args: &[&str], pass_starts: &str) -> String {
     if !may_run(lab) {
-        return;
+        return String::new();
     }
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab").join(lab);
@@ -81,6 +81,7 @@ fn run_lab(lab: &str, args: &[&str], pass_starts: &str) {
         "lab {lab}: {}\n{transcript}",
         out.status
     );
+    last.to_string()
 }
 
 #[test]
@@ -224,6 +225,20 @@ fn lab_tunnel_ipip() {
 #[test]
 fn lab_tunnel_gue() {
     run_lab("tunnel", &["--requests", "20", "--encap", "gue"], "20/20 http");
+}
+
+/// Issue 14: health checks through the tunnel (`via_vip = true`): rs3, its VIP taken off
+/// `lo`, is taken out while its own address still answers, and comes back with it.
+#[test]
+fn lab_tunnel_check() {
+    let check =
+        "check = \"tcp\"\nvia_vip = true\ninterval = 0.5\ntimeout = 0.4\nfall = 3\nrise = 2";
+    let pass = run_lab("tunnel", &["--requests", "20", "--tunnel-check", check], "20/20 http");
+    if !pass.is_empty() {
+        for step in ["rs3 without its VIP taken out", "rs3 back with its VIP"] {
+            assert!(pass.contains(step), "lab tunnel passed without '{step}': {pass}");
+        }
+    }
 }
 
 /// Issue 14: `xlb decap` on a real server, fed IPIP and GUE by a stand-in for the balancer;

@@ -31,7 +31,7 @@
 //!   the interface's own; no `gateway6` without `addr6`).
 //! - A service is one family: its backends, local addresses and sorry server are of its
 //!   `vip`'s family (NAT64 and NAT46 are refused, naming the service and the address).
-//!   `via_vip` is IPv4 only (its policy routes are). Whether the data plane forwards a
+//!   `via_vip` (DR and tunnel services) is IPv4 only (its policy routes are). Whether the data plane forwards a
 //!   family is not the config's question: it is [`crate::control::snapshot`]'s, which
 //!   refuses IPv6 services by name until the IPv6 data plane exists.
 //! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
@@ -2137,11 +2137,13 @@ impl Context<'_> {
                     .get_ref()
                     .as_bool()
                     .ok_or_else(|| self.invalid(&via_key, at, "true or false"))?;
-                if value && (target.forward != ForwardMode::Dr || check == HealthCheckKind::None) {
+                let through_vip = matches!(target.forward, ForwardMode::Dr | ForwardMode::Tunnel);
+                if value && (!through_vip || check == HealthCheckKind::None) {
                     return Err(self.invalid(
                         &via_key,
                         at,
-                        "false: probing through the VIP is for DR services with a check",
+                        "false: probing through the VIP is for DR and tunnel services with a \
+                         check",
                     ));
                 }
                 if value && target.name.vip.is_ipv6() {

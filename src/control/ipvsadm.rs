@@ -172,7 +172,7 @@ pub struct HealthOptions {
     pub passive_fall: Option<u32>,
     /// `--sorry-server ADDR:PORT`, or `none` (`Some(None)`) to remove it.
     pub sorry_server: Option<Option<SocketAddr>>,
-    /// `--health-via-vip yes|no` (DR: probe the VIP through each real server).
+    /// `--health-via-vip yes|no` (DR and tunnel: probe the VIP through each real server).
     pub via_vip: Option<bool>,
 }
 

@@ -18,6 +18,7 @@ pub mod snapshot;
 pub mod socket;
 pub mod state;
 pub mod stats;
+pub mod tunnel_probe;
 pub mod vip_routes;
 
 // The snapshot built from a `Config`: tests and benchmarks write

@@ -33,9 +33,10 @@
 //!   `write(2)` is one frame, safe from several worker threads at once.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::time::Duration;
 
 use crate::dataplane::io::afxdp::netdev::Netdev;
 
@@ -152,10 +153,11 @@ impl Tap {
     }
 }
 
-/// A TUN device that carries no traffic: xlb's VIP routes point at it (`[fleet]
-/// route_table`, control's `vip_routes`) so that they live exactly as long as the
-/// process. Not persistent: when the fd closes — xlb stops, or is killed — the kernel
-/// deletes the device and every route through it. Up, `NOARP`, no IPv6; nothing reads it.
+/// A TUN device whose routes live exactly as long as the process: xlb's VIP routes point at
+/// one (`[fleet] route_table`, control's `vip_routes`; nothing reads it), tunnel health
+/// probes are routed into others (control's `tunnel_probe` reads them with
+/// [`Tun::read_packet`]). Not persistent: when the fd closes — xlb stops, or is killed — the
+/// kernel deletes the device and every route through it. Up, `NOARP`, no IPv6.
 #[derive(Debug)]
 pub struct Tun {
     _file: File,
@@ -190,6 +192,27 @@ impl Tun {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Reads one IP packet the kernel routed into the device; `WouldBlock` when none is
+    /// waiting (the device never blocks).
+    pub fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self._file).read(buf)
+    }
+
+    /// The device's file descriptor (for [`wait_readable`]).
+    pub fn fd(&self) -> RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
+/// Waits until one of `fds` is readable, or `timeout` passed (sleeps when `fds` is empty).
+pub fn wait_readable(fds: &[RawFd], timeout: Duration) {
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `polled` is a live array of `polled.len()` pollfd entries for the call; poll
+    // only writes their `revents`.
+    let _ = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, millis) };
 }
 
 /// Opens `/dev/net/tun` (non-blocking) and creates device `name` of `kind` (`IFF_TAP` or
