@@ -36,15 +36,18 @@ impl AsRef<Path> for Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // The directory is this scratch file's own (its siblings, such as a replay's
+        // verdicts file, go with it): a directory shared by the tests running in parallel
+        // could be removed, empty, just before another test's tcpdump writes into it.
         if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
+/// A file `name` in a directory of its own (`xlb-interop-PID-NAME`), removed on drop.
 fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("xlb-interop-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("xlb-interop-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     Scratch(dir.join(name))
 }
