@@ -407,10 +407,66 @@ pub struct BackendStatus {
     pub service: ServiceKey,
     /// The backend.
     pub backend: BackendKey,
+    /// Its weight in the config, as the operator set it (the snapshot's is 0 while the
+    /// check has it down).
+    pub weight: u32,
     /// Its state machine.
     pub health: BackendHealth,
     /// Its counts.
     pub counters: HealthCounters,
+}
+
+impl BackendStatus {
+    /// Why the backend takes new flows or not (see [`BackendState`]).
+    pub const fn state(&self) -> BackendState {
+        if self.health.is_unknown() {
+            BackendState::Unknown
+        } else if !self.health.is_up() {
+            BackendState::Down
+        } else if self.weight == 0 {
+            BackendState::Drained
+        } else {
+            BackendState::Up
+        }
+    }
+}
+
+/// A backend's state apart from its weight, as `xlb ctl -L --health` and the
+/// `xlb_backend_state` metric show it. The check's verdict comes first: a backend the
+/// operator drained (weight 0) whose check fails shows `down`, which is what still holds
+/// when the operator gives it its weight back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Its check passes (or it has none) and its weight is above 0: it takes new flows.
+    Up,
+    /// The operator set its weight to 0 (config, `-e -w 0`); its check passes or it has none.
+    Drained,
+    /// Its check failed `fall` times in a row: drained or removed (`on_failure`).
+    Down,
+    /// At the daemon's start, no verdict kept and no probe yet: out until its first probe.
+    Unknown,
+}
+
+impl BackendState {
+    /// Every state, in the order listings and metrics give them.
+    pub const ALL: [BackendState; 4] =
+        [BackendState::Up, BackendState::Drained, BackendState::Down, BackendState::Unknown];
+
+    /// Its name in listings and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Drained => "drained",
+            BackendState::Down => "down",
+            BackendState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The most threads probing at once, whatever the number of backends (module docs, "Probes").
@@ -500,6 +556,8 @@ fn probe_worker(queue: &Receiver<ProbeJob>, results: &Sender<ProbeReport>) {
 #[derive(Debug)]
 struct Entry {
     settings: HealthConfig,
+    /// The backend's weight in the config (reported, never used to decide).
+    weight: u32,
     health: BackendHealth,
     counters: HealthCounters,
     /// The id results of this entry's probes carry; it changes with the settings, and
@@ -585,7 +643,7 @@ impl HealthMonitor {
             let service_key = (service.vip, service.port, service.proto);
             for backend in &service.backends {
                 let key = (service_key, (backend.addr, backend.port));
-                let entry = match old.remove(&key) {
+                let mut entry = match old.remove(&key) {
                     Some(entry) if entry.settings == service.health => entry,
                     Some(mut entry) => {
                         entry.health.restart_counts();
@@ -604,6 +662,7 @@ impl HealthMonitor {
                     None => {
                         let mut entry = Entry {
                             settings: service.health.clone(),
+                            weight: backend.weight,
                             health: BackendHealth::new(),
                             counters: HealthCounters::default(),
                             prober: self.next_prober,
@@ -615,6 +674,7 @@ impl HealthMonitor {
                         entry
                     }
                 };
+                entry.weight = backend.weight;
                 self.next_prober += 1;
                 self.entries.insert(key, entry);
             }
@@ -794,6 +854,7 @@ impl HealthMonitor {
             .map(|((service, backend), entry)| BackendStatus {
                 service: *service,
                 backend: *backend,
+                weight: entry.weight,
                 health: entry.health.clone(),
                 counters: entry.counters,
             })
@@ -1139,6 +1200,28 @@ mod tests {
         monitor.resume(|_, _| None);
         assert!(monitor.is_up(WEB, C));
         assert_eq!(monitor.unknown_count(), 0);
+    }
+
+    /// `-L --health` and the metrics tell a backend down by its check from one the operator
+    /// drained (weight 0), and both from one waiting for its first probe; a weight change
+    /// is followed without touching the check's state.
+    #[test]
+    fn status_tells_down_by_check_from_drained_by_the_operator() {
+        let checked = config("check = \"tcp\"\nrise = 1\nfall = 1", 0, "");
+        let mut monitor = HealthMonitor::without_probers(&checked);
+        monitor.resume(|_, backend| (backend != B).then_some(true));
+        monitor.record(WEB, A, refused());
+        let states = |monitor: &HealthMonitor| -> Vec<(BackendKey, u32, BackendState)> {
+            monitor.status().iter().map(|s| (s.backend, s.weight, s.state())).collect()
+        };
+        use BackendState::{Down, Drained, Unknown, Up};
+        assert_eq!(states(&monitor), [(A, 1, Down), (B, 2, Unknown), (C, 0, Drained)]);
+        monitor.record(WEB, B, ok());
+        let restored = config("check = \"tcp\"\nrise = 1\nfall = 1", 5, "");
+        monitor.reconfigure(&restored);
+        assert_eq!(states(&monitor), [(A, 1, Down), (B, 2, Up), (C, 5, Up)]);
+        let names: Vec<&str> = BackendState::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["up", "drained", "down", "unknown"]);
     }
 
     #[test]

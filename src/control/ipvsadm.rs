@@ -72,6 +72,7 @@ use crate::control::config::{
     Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
     ServiceConfig, endpoint, seconds_text,
 };
+use crate::control::health::BackendStatus;
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
 use crate::fleet::{FleetMode, VrrpState};
@@ -185,6 +186,10 @@ pub enum ListFormat {
     Rate,
     /// `-c`: the connection entries.
     Connections,
+    /// `--health` (xlb's own): each checked real server's weight as configured and its
+    /// health state apart from it (up, drained by the operator, down by its check, unknown),
+    /// with its probe counts.
+    Health,
 }
 
 /// The options of `-L`.
@@ -350,6 +355,7 @@ impl fmt::Display for Command {
                     ListFormat::Stats => f.write_str(" --stats")?,
                     ListFormat::Rate => f.write_str(" --rate")?,
                     ListFormat::Connections => f.write_str(" -c")?,
+                    ListFormat::Health => f.write_str(" --health")?,
                 }
                 match &options.service {
                     Some(service) => write!(f, " {}", service_arg(service)),
@@ -536,6 +542,7 @@ enum Key {
     Connection,
     Stats,
     Rate,
+    Health,
     Exact,
     Sort,
     Laddr,
@@ -628,6 +635,7 @@ const SPECS: &[Spec] = &[
     spec(Some('c'), "connection", false, Key::Connection),
     spec(None, "stats", false, Key::Stats),
     spec(None, "rate", false, Key::Rate),
+    spec(None, "health", false, Key::Health),
     spec(Some('X'), "exact", false, Key::Exact),
     spec(None, "sort", false, Key::Sort),
     spec(Some('z'), "laddr", true, Key::Laddr),
@@ -814,6 +822,7 @@ pub fn parse(args: &[String]) -> Result<Command, CtlError> {
                 (Key::Stats, ListFormat::Stats),
                 (Key::Rate, ListFormat::Rate),
                 (Key::Connection, ListFormat::Connections),
+                (Key::Health, ListFormat::Health),
             ];
             let mut format = ListFormat::Table;
             let mut chosen: Option<String> = None;
@@ -1546,6 +1555,9 @@ pub struct ListView {
     pub rates: Vec<BackendRates>,
     /// Connection entries (`-c`).
     pub connections: Vec<ConnEntry>,
+    /// Every monitored (service, real server), sorted by service then real server
+    /// ([`crate::control::health::HealthMonitor::status`]; `--health`).
+    pub health: Vec<BackendStatus>,
 }
 
 /// The first line of every `-L` table, where ipvsadm names the kernel's IPVS version.
@@ -1631,7 +1643,44 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             }
             out
         }
+        ListFormat::Health => title(snapshot) + &health_table(&view.health, view.options.service),
     }
+}
+
+/// `-L --health`: every checked real server of every service (or of `only`) under its
+/// service, with its weight as configured, its [`BackendState`] and its probe counts. A
+/// removed backend (`on_failure = "remove"`) is listed, as the snapshot's table cannot.
+///
+/// ```text
+/// Prot LocalAddress:Port
+///   -> RemoteAddress:Port           Weight State   ProbesOK   ProbesFailed
+/// TCP  10.1.1.10:80
+///   -> 10.1.1.11:80                 1      down    0          3
+/// ```
+fn health_table(statuses: &[BackendStatus], only: Option<ServiceId>) -> String {
+    let mut out = String::from("Prot LocalAddress:Port\n");
+    out.push_str("  -> RemoteAddress:Port           Weight State   ProbesOK   ProbesFailed\n");
+    let mut current = None;
+    for status in statuses {
+        let (vip, port, proto) = status.service;
+        if only.is_some_and(|s| (s.vip, s.port, s.proto) != status.service) {
+            continue;
+        }
+        if current != Some(status.service) {
+            current = Some(status.service);
+            out.push_str(&format!("{}  {}\n", proto.name().to_uppercase(), endpoint(vip, port)));
+        }
+        let (addr, backend_port) = status.backend;
+        out.push_str(&format!(
+            "  -> {:<28} {:<6} {:<7} {:<10} {}\n",
+            endpoint(addr, backend_port),
+            status.weight,
+            status.state().name(),
+            status.counters.probes_ok,
+            status.counters.probes_failed
+        ));
+    }
+    out
 }
 
 /// A service's line of `-L -n`: `TCP  10.1.1.10:80 rr`, `TCP  [2001:db8::10]:80 wlc`
@@ -1798,7 +1847,8 @@ xlb ctl: ipvsadm's commands for a running xlb (numeric addresses only)
   -a|-e -t|-u VIP:port -r RIP[:port] [-g|-m|-b] [-w W]    add or edit a real server
   -d -t|-u VIP:port -r RIP[:port]                         delete a real server
   -P|-Q -t|-u VIP:port -z LIP                             add or delete a FullNAT local address
-  -L|-l [-n] [--stats|--rate|-c] [-t|-u VIP:port]          list
+  -L|-l [-n] [--stats|--rate|-c|--health] [-t|-u VIP:port] list (--health: weight and
+                                                          health state apart)
   -S [-n]                                                 save, as commands -R restores
   -R                                                      restore from stdin (all or nothing)
   -C                                                      delete every virtual service
@@ -2579,6 +2629,56 @@ mod tests {
         let one = list(&snapshot, &v);
         assert_eq!(one.lines().count(), 5, "{one}");
         assert!(one.contains("UDP  10.1.1.10:53 wrr") && !one.contains("TCP"));
+    }
+
+    /// `-L --health` shows the weight as configured and the state apart from it: a backend
+    /// down by its check keeps its weight, a drained one (weight 0) passes its check; `-t`
+    /// keeps one service; `--health` parses, and does not combine with `--stats`.
+    #[test]
+    fn lists_health_state_apart_from_the_weight() {
+        use crate::control::health::{BackendHealth, HealthCounters, ProbeError};
+        let snapshot = snapshot_of(&two_services());
+        let web = (Ipv4Addr::new(10, 1, 1, 10).into(), 80, Proto::Tcp);
+        let dns = (Ipv4Addr::new(10, 1, 1, 10).into(), 53, Proto::Udp);
+        let failed = Err(ProbeError::Timeout(Duration::from_secs(1)));
+        let mut down = BackendHealth::new();
+        for _ in 0..3 {
+            down.record_probe(&failed, &HealthConfig::default());
+        }
+        assert!(!down.is_up());
+        let status = |service, backend: ([u8; 4], u16), weight, health, ok, failed| BackendStatus {
+            service,
+            backend: (Ipv4Addr::from(backend.0).into(), backend.1),
+            weight,
+            health,
+            counters: HealthCounters { probes_ok: ok, probes_failed: failed, ..Default::default() },
+        };
+        let mut v = view(ListFormat::Health);
+        v.health = vec![
+            status(web, ([10, 1, 1, 11], 80), 1, down, 7, 3),
+            status(web, ([10, 1, 1, 12], 80), 0, BackendHealth::new(), 9, 0),
+            status(dns, ([10, 1, 2, 13], 5353), 4, BackendHealth::unknown(), 0, 0),
+        ];
+        let expected = String::from(HEAD)
+            + "Prot LocalAddress:Port\n\
+               \x20 -> RemoteAddress:Port           Weight State   ProbesOK   ProbesFailed\n\
+               TCP  10.1.1.10:80\n\
+               \x20 -> 10.1.1.11:80                 1      down    7          3\n\
+               \x20 -> 10.1.1.12:80                 0      drained 9          0\n\
+               UDP  10.1.1.10:53\n\
+               \x20 -> 10.1.2.13:5353               4      unknown 0          0\n";
+        assert_eq!(list(&snapshot, &v), expected);
+        v.options.service = Some(ServiceId { proto: Proto::Udp, vip: dns.0, port: 53 });
+        let one = list(&snapshot, &v);
+        assert_eq!(one.lines().count(), 5, "{one}");
+        assert!(one.contains("10.1.2.13:5353") && !one.contains("TCP"), "{one}");
+        let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        let health = ListOptions { format: ListFormat::Health, service: None };
+        assert_eq!(parse(&words("-L -n --health")), Ok(Command::List(health)));
+        let combined = parse(&words("-L --health --stats"));
+        assert!(
+            matches!(combined, Err(CtlError::Usage(ref why)) if why.contains("cannot be combined"))
+        );
     }
 
     #[test]
