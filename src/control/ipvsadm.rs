@@ -40,10 +40,11 @@
 //!   keeps the scheduler, and `-e` without `-w` keeps the weight.
 //! - What xlb's config holds beyond ipvsadm's model has long options, used by `-A|-E` and
 //!   written by `-S` only when not the default: `--maglev-table-size N`,
-//!   `--health-check tcp|http|udp|none`, `--health-interval SECS`, `--health-timeout SECS`,
-//!   `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
+//!   `--health-check tcp|http|udp|icmp|script|dns|none`, `--health-interval SECS`,
+//!   `--health-timeout SECS`, `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
-//!   `--health-via-vip yes|no`,
+//!   `--health-via-vip yes|no`, `--health-script-hex HEX` (the argv joined by NUL bytes),
+//!   `--health-dns-name NAME`, `--health-dns-type TYPE`, `--health-dns-expect ADDR|none`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
 //! - Persistence, firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
 //!   and the sync daemon are refused with the reason, never silently ignored.
@@ -69,8 +70,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::control::config::{
-    Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
-    ServiceConfig, endpoint, seconds_text,
+    Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, DNS_TYPES, HealthCheckKind, HealthConfig,
+    OnFailure, ServiceConfig, dns_name_problem, dns_type_name, endpoint, seconds_text,
 };
 use crate::control::health::BackendStatus;
 use crate::control::socket::{Request, Response};
@@ -156,6 +157,15 @@ pub struct HealthOptions {
     pub sorry_server: Option<Option<SocketAddr>>,
     /// `--health-via-vip yes|no` (DR: probe the VIP through each real server).
     pub via_vip: Option<bool>,
+    /// `--health-script-hex`: a script check's argv, its words joined by NUL bytes, in hex
+    /// (so any argument survives a `-S` line).
+    pub script: Option<Vec<String>>,
+    /// `--health-dns-name`.
+    pub dns_name: Option<String>,
+    /// `--health-dns-type` (a name of [`DNS_TYPES`]).
+    pub dns_type: Option<u16>,
+    /// `--health-dns-expect ADDR`, or `none` (`Some(None)`).
+    pub dns_expect: Option<Option<IpAddr>>,
 }
 
 /// What `-A|-E` set on a service; `None` (or an empty list) keeps the current value (`-E`)
@@ -438,6 +448,21 @@ fn write_service_options(f: &mut fmt::Formatter<'_>, options: &ServiceOptions) -
     if let Some(via_vip) = h.via_vip {
         write!(f, " --health-via-vip {}", if via_vip { "yes" } else { "no" })?;
     }
+    if let Some(script) = &h.script {
+        let hex: String = script.join("\0").bytes().map(|b| format!("{b:02x}")).collect();
+        write!(f, " --health-script-hex {}", if hex.is_empty() { "-" } else { &hex })?;
+    }
+    if let Some(name) = &h.dns_name {
+        write!(f, " --health-dns-name {name}")?;
+    }
+    if let Some(dns_type) = h.dns_type {
+        write!(f, " --health-dns-type {}", dns_type_name(dns_type))?;
+    }
+    match h.dns_expect {
+        Some(Some(expect)) => write!(f, " --health-dns-expect {expect}")?,
+        Some(None) => write!(f, " --health-dns-expect none")?,
+        None => {}
+    }
     Ok(())
 }
 
@@ -559,6 +584,10 @@ enum Key {
     HealthPassiveFall,
     SorryServer,
     HealthViaVip,
+    HealthScript,
+    HealthDnsName,
+    HealthDnsType,
+    HealthDnsExpect,
     OnFailure,
     /// Recognised, refused, with the reason.
     Unsupported(&'static str),
@@ -653,6 +682,10 @@ const SPECS: &[Spec] = &[
     spec(None, "health-passive-fall", true, Key::HealthPassiveFall),
     spec(None, "sorry-server", true, Key::SorryServer),
     spec(None, "health-via-vip", true, Key::HealthViaVip),
+    spec(None, "health-script-hex", true, Key::HealthScript),
+    spec(None, "health-dns-name", true, Key::HealthDnsName),
+    spec(None, "health-dns-type", true, Key::HealthDnsType),
+    spec(None, "health-dns-expect", true, Key::HealthDnsExpect),
     spec(Some('f'), "fwmark-service", false, Key::Unsupported(NO_FWMARK)),
     spec(Some('p'), "persistent", false, Key::Unsupported(NO_PERSISTENCE)),
     spec(Some('M'), "netmask", false, Key::Unsupported(NO_PERSISTENCE)),
@@ -999,7 +1032,7 @@ impl Options {
         let check = self.named(
             Key::HealthCheck,
             |v| HealthCheckKind::ALL.into_iter().find(|k| k.name() == v),
-            "tcp, http, udp or none",
+            "tcp, http, udp, icmp, script, dns or none",
         )?;
         let on_failure = self.named(
             Key::OnFailure,
@@ -1042,6 +1075,36 @@ impl Options {
                     _ => None,
                 },
                 "yes or no",
+            )?,
+            script: self.named(
+                Key::HealthScript,
+                |v| {
+                    let argv = decode_hex(v)?;
+                    Some(if argv.is_empty() {
+                        Vec::new()
+                    } else {
+                        argv.split('\0').map(String::from).collect()
+                    })
+                },
+                "the command's words joined by NUL bytes, in hex",
+            )?,
+            dns_name: self.named(
+                Key::HealthDnsName,
+                |v| dns_name_problem(v).is_none().then(|| v.to_string()),
+                "a domain name, like example.com or . (the root)",
+            )?,
+            dns_type: self.named(
+                Key::HealthDnsType,
+                |v| DNS_TYPES.iter().find(|(name, _)| name.eq_ignore_ascii_case(v)).map(|t| t.1),
+                "a DNS type: A, NS, CNAME, SOA, PTR, MX, TXT, AAAA or SRV",
+            )?,
+            dns_expect: self.named(
+                Key::HealthDnsExpect,
+                |v| match v {
+                    "none" => Some(None),
+                    v => v.parse::<IpAddr>().ok().map(Some),
+                },
+                "an address the answer must hold, or none",
             )?,
         };
         Ok(ServiceOptions { scheduler, forward, local_addrs, maglev_table_size, health })
@@ -1407,10 +1470,18 @@ fn edit_service(
     let health = &mut service.health;
     if let Some(check) = h.check {
         health.check = check;
+        let defaults = HealthConfig::default();
         if check != HealthCheckKind::Http {
-            let defaults = HealthConfig::default();
             health.http_path = defaults.http_path;
             health.http_status = defaults.http_status;
+        }
+        if check != HealthCheckKind::Script {
+            health.script = defaults.script;
+        }
+        if check != HealthCheckKind::Dns {
+            health.dns_name = defaults.dns_name;
+            health.dns_type = defaults.dns_type;
+            health.dns_expect = defaults.dns_expect;
         }
     }
     if let Some(interval) = h.interval {
@@ -1450,6 +1521,18 @@ fn edit_service(
     if let Some(via_vip) = h.via_vip {
         health.via_vip = via_vip;
     }
+    if let Some(script) = &h.script {
+        health.script = script.clone();
+    }
+    if let Some(name) = &h.dns_name {
+        health.dns_name = name.clone();
+    }
+    if let Some(dns_type) = h.dns_type {
+        health.dns_type = dns_type;
+    }
+    if let Some(expect) = h.dns_expect {
+        health.dns_expect = expect;
+    }
     if health.check != HealthCheckKind::Http && (h.http_path.is_some() || h.http_status.is_some()) {
         return Err(CtlError::Invalid {
             what: format!("service {id} health check"),
@@ -1487,6 +1570,10 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
                 .then_some(h.passive_fall),
             sorry_server: h.sorry_server.map(Some),
             via_vip: h.via_vip.then_some(true),
+            script: (!h.script.is_empty()).then(|| h.script.clone()),
+            dns_name: differs(h.dns_name == defaults.dns_name).then(|| h.dns_name.clone()),
+            dns_type: differs(h.dns_type == defaults.dns_type).then_some(h.dns_type),
+            dns_expect: h.dns_expect.map(Some),
         };
         let options = ServiceOptions {
             scheduler: Some(service.scheduler),
@@ -1859,10 +1946,11 @@ Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
 IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
   IPv4 only for now: an IPv6 service is refused when it would be installed).
--A|-E also take --maglev-table-size N, --health-check tcp|http|udp|none,
+-A|-E also take --maglev-table-size N, --health-check tcp|http|udp|icmp|script|dns|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
-  --health-via-vip yes|no,
+  --health-via-vip yes|no, --health-script-hex HEX (argv joined by NUL bytes),
+  --health-dns-name NAME, --health-dns-type TYPE, --health-dns-expect ADDR|none,
   --health-http-path P, --health-http-status N, --on-failure drain|remove.
 ";
 
