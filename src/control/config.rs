@@ -418,7 +418,20 @@ pub struct HealthConfig {
     /// `check = "dns"`: an address the answer must hold as an A or AAAA record; without
     /// one, an answer with rcode NOERROR passes.
     pub dns_expect: Option<IpAddr>,
+    /// `check = "https"`: the server name sent (SNI) and, with `tls_verify`, the name the
+    /// certificate must hold; none by default (no SNI, as keepalived's `SSL_GET`), when a
+    /// verified certificate must hold the backend's address.
+    pub tls_server_name: Option<String>,
+    /// `check = "https"`: verify the server's certificate against `tls_ca_file` (default
+    /// off, as keepalived's `SSL_GET`: any certificate passes, the handshake must).
+    pub tls_verify: bool,
+    /// `check = "https"` with `tls_verify`: the PEM file of the trusted CAs, read at each
+    /// probe (default [`DEFAULT_TLS_CA_FILE`]).
+    pub tls_ca_file: String,
 }
+
+/// The CA bundle a verifying `https` check trusts by default (Debian's `ca-certificates`).
+pub const DEFAULT_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The DNS query types a `check = "dns"` may ask, by name (RFC 1035 §3.2.2, RFC 3596,
 /// RFC 2782).
@@ -501,6 +514,9 @@ impl Default for HealthConfig {
             dns_name: ".".to_string(),
             dns_type: 2,
             dns_expect: None,
+            tls_server_name: None,
+            tls_verify: false,
+            tls_ca_file: DEFAULT_TLS_CA_FILE.to_string(),
         }
     }
 }
@@ -525,13 +541,17 @@ pub enum HealthCheckKind {
     /// A DNS query over UDP, answered with rcode NOERROR (and `dns_expect`, if set)
     /// (keepalived's `DNS_CHECK`).
     Dns,
+    /// A TLS handshake and an HTTP GET of `http_path`, expecting `http_status`
+    /// (keepalived's `SSL_GET`).
+    Https,
 }
 
 impl HealthCheckKind {
     /// Every kind, in the order the error messages list them.
-    pub const ALL: [HealthCheckKind; 7] = [
+    pub const ALL: [HealthCheckKind; 8] = [
         HealthCheckKind::Tcp,
         HealthCheckKind::Http,
+        HealthCheckKind::Https,
         HealthCheckKind::Udp,
         HealthCheckKind::Icmp,
         HealthCheckKind::Script,
@@ -549,7 +569,15 @@ impl HealthCheckKind {
             HealthCheckKind::Icmp => "icmp",
             HealthCheckKind::Script => "script",
             HealthCheckKind::Dns => "dns",
+            HealthCheckKind::Https => "https",
         }
+    }
+}
+
+impl HealthCheckKind {
+    /// True for the checks that GET `http_path` and expect `http_status`: http and https.
+    pub const fn gets(self) -> bool {
+        matches!(self, HealthCheckKind::Http | HealthCheckKind::Https)
     }
 }
 
@@ -758,7 +786,7 @@ impl Config {
                 h.fall,
                 h.on_failure
             );
-            if h.check == HealthCheckKind::Http {
+            if h.check.gets() {
                 let _ = writeln!(
                     out,
                     "http_path = {}\nhttp_status = {}",
@@ -768,6 +796,18 @@ impl Config {
             }
             if h.check == HealthCheckKind::Udp {
                 let _ = writeln!(out, "udp_payload = {}", quoted(&h.udp_payload));
+            }
+            if h.check == HealthCheckKind::Https {
+                if let Some(name) = &h.tls_server_name {
+                    let _ = writeln!(out, "tls_server_name = {}", quoted(name));
+                }
+                if h.tls_verify {
+                    let _ = writeln!(
+                        out,
+                        "tls_verify = true\ntls_ca_file = {}",
+                        quoted(&h.tls_ca_file)
+                    );
+                }
             }
             if h.check == HealthCheckKind::Script {
                 let argv: Vec<String> = h.script.iter().map(|arg| quoted(arg)).collect();
@@ -1016,6 +1056,9 @@ struct RawHealth {
     dns_name: Leaf,
     dns_type: Leaf,
     dns_expect: Leaf,
+    tls_server_name: Leaf,
+    tls_verify: Leaf,
+    tls_ca_file: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -1953,11 +1996,14 @@ impl Context<'_> {
             self.invalid(
                 &format!("{key}.{name}"),
                 at,
-                format!("nothing: {name} applies only to check = \"http\", and this check is \"{check}\""),
+                format!(
+                    "nothing: {name} applies only to check = \"http\" or \"https\", and this \
+                     check is \"{check}\""
+                ),
             )
         };
         let http_path = match &raw.http_path {
-            Some(at) if check != HealthCheckKind::Http => return Err(http_only("http_path", at)),
+            Some(at) if !check.gets() => return Err(http_only("http_path", at)),
             Some(at) => {
                 let path_key = format!("{key}.http_path");
                 let expected = "an absolute path with no spaces, like \"/healthz\"";
@@ -1972,7 +2018,7 @@ impl Context<'_> {
             None => defaults.http_path,
         };
         let http_status = match &raw.http_status {
-            Some(at) if check != HealthCheckKind::Http => return Err(http_only("http_status", at)),
+            Some(at) if !check.gets() => return Err(http_only("http_status", at)),
             Some(at) => {
                 let expected = "an HTTP status code from 100 to 599, like 200";
                 self.integer(&format!("{key}.http_status"), at, 100, 599, expected)?
@@ -2035,6 +2081,7 @@ impl Context<'_> {
             None => false,
         };
         let (script, dns_name, dns_type, dns_expect) = self.check_settings(key, raw, check)?;
+        let (tls_server_name, tls_verify, tls_ca_file) = self.tls_settings(key, raw, check)?;
         Ok(HealthConfig {
             check,
             interval,
@@ -2052,7 +2099,69 @@ impl Context<'_> {
             dns_name,
             dns_type,
             dns_expect,
+            tls_server_name,
+            tls_verify,
+            tls_ca_file,
         })
+    }
+
+    /// The settings of `check = "https"`: `tls_server_name`, `tls_verify`, `tls_ca_file`,
+    /// each refused under another check.
+    fn tls_settings(
+        &self,
+        key: &str,
+        raw: &RawHealth,
+        check: HealthCheckKind,
+    ) -> Result<(Option<String>, bool, String), ConfigError> {
+        let https_only = |name: &str, leaf: &Leaf| match leaf {
+            Some(at) if check != HealthCheckKind::Https => Err(self.invalid(
+                &format!("{key}.{name}"),
+                at,
+                format!(
+                    "nothing: {name} applies only to check = \"https\", and this check is \
+                     \"{check}\""
+                ),
+            )),
+            _ => Ok(()),
+        };
+        https_only("tls_server_name", &raw.tls_server_name)?;
+        https_only("tls_verify", &raw.tls_verify)?;
+        https_only("tls_ca_file", &raw.tls_ca_file)?;
+        let tls_server_name = match &raw.tls_server_name {
+            Some(at) => {
+                let name_key = format!("{key}.tls_server_name");
+                let expected = "a DNS name, like \"www.example.com\" (sent as SNI)";
+                let name = self.string(&name_key, at, expected)?;
+                let valid = rustls::pki_types::ServerName::try_from(name).is_ok()
+                    && name.parse::<IpAddr>().is_err();
+                if !valid {
+                    return Err(self.invalid(&name_key, at, expected));
+                }
+                Some(name.to_string())
+            }
+            None => None,
+        };
+        let tls_verify = match &raw.tls_verify {
+            Some(at) => at
+                .get_ref()
+                .as_bool()
+                .ok_or_else(|| self.invalid(&format!("{key}.tls_verify"), at, "true or false"))?,
+            None => false,
+        };
+        let tls_ca_file = match &raw.tls_ca_file {
+            Some(at) => {
+                let file_key = format!("{key}.tls_ca_file");
+                let expected = "the absolute path of a PEM file of CA certificates, with \
+                                tls_verify = true";
+                let path = self.string(&file_key, at, expected)?;
+                if !path.starts_with('/') || path.contains('\0') || !tls_verify {
+                    return Err(self.invalid(&file_key, at, expected));
+                }
+                path.to_string()
+            }
+            None => DEFAULT_TLS_CA_FILE.to_string(),
+        };
+        Ok((tls_server_name, tls_verify, tls_ca_file))
     }
 
     /// The settings of `check = "script"` (`script`) and `check = "dns"` (`dns_name`,
@@ -2660,7 +2769,8 @@ pub(crate) mod tests {
         let expected = assert_invalid(&text, "service[0].health.check", "ping");
         assert_eq!(
             expected,
-            "one of \"tcp\", \"http\", \"udp\", \"icmp\", \"script\", \"dns\", \"none\""
+            "one of \"tcp\", \"http\", \"https\", \"udp\", \"icmp\", \"script\", \"dns\", \
+             \"none\""
         );
         let text = service("[service.health]\non_failure = \"kill\"\n");
         let expected = assert_invalid(&text, "service[0].health.on_failure", "kill");
@@ -3205,6 +3315,9 @@ pub(crate) mod tests {
             "check = \"script\"\nscript = [\"/usr/lib/xlb/check\", \"a b\", \"\\\"q\\\"\"]",
             "check = \"dns\"\ndns_name = \"example.org\"\ndns_type = \"A\"\ndns_expect = \"192.0.2.1\"",
             "check = \"icmp\"",
+            "check = \"https\"\nhttp_path = \"/up\"\ntls_server_name = \"www.example.com\"\n\
+             tls_verify = true\ntls_ca_file = \"/etc/xlb/ca.pem\"",
+            "check = \"https\"",
         ] {
             let config = parse(&service(&format!("[service.health]\n{body}\n"))).unwrap();
             assert_eq!(Config::parse(&config.to_toml(), PATH).unwrap(), config, "{body}");
@@ -3241,6 +3354,26 @@ pub(crate) mod tests {
                 "an IPv4 address",
             ),
             ("check = \"ping\"", "check", "icmp"),
+            ("tls_verify = true", "tls_verify", "applies only to check = \"https\""),
+            (
+                "check = \"http\"\ntls_server_name = \"a.b\"",
+                "tls_server_name",
+                "only to check = \"https\"",
+            ),
+            ("check = \"https\"\ntls_server_name = \"10.1.1.11\"", "tls_server_name", "a DNS name"),
+            ("check = \"https\"\ntls_server_name = \"a b\"", "tls_server_name", "a DNS name"),
+            ("check = \"https\"\ntls_verify = \"yes\"", "tls_verify", "true or false"),
+            (
+                "check = \"https\"\ntls_ca_file = \"/etc/ca.pem\"",
+                "tls_ca_file",
+                "with tls_verify = true",
+            ),
+            (
+                "check = \"https\"\ntls_verify = true\ntls_ca_file = \"ca.pem\"",
+                "tls_ca_file",
+                "absolute path",
+            ),
+            ("check = \"dns\"\nhttp_status = 204", "http_status", "check = \"http\" or \"https\""),
         ] {
             let text = service(&format!("[service.health]\n{body}\n"));
             let Err(ConfigError::Invalid { key: got, expected, line, .. }) = parse(&text) else {
@@ -3600,9 +3733,12 @@ pub(crate) mod tests {
             dns_name in "(\\.|[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,2}\\.?)",
             dns_type in proptest::sample::select(DNS_TYPES.map(|(_, n)| n).to_vec()),
             dns_expect in any::<Option<[u8; 4]>>(),
+            tls_server_name in proptest::option::of("[a-z]{1,8}(\\.[a-z]{1,8}){0,2}"),
+            tls_verify in any::<bool>(),
         ) -> HealthConfig {
             let timeout_ms = (interval_ms * timeout_permille / 1000).max(1);
-            let http = check == HealthCheckKind::Http;
+            let http = check.gets();
+            let https = check == HealthCheckKind::Https;
             let udp = check == HealthCheckKind::Udp;
             let dns = check == HealthCheckKind::Dns;
             HealthConfig {
@@ -3628,6 +3764,9 @@ pub(crate) mod tests {
                 dns_expect: dns_expect
                     .filter(|_| dns && dns_type == 1)
                     .map(|ip| IpAddr::V4(Ipv4Addr::from(ip))),
+                tls_server_name: tls_server_name.filter(|_| https),
+                tls_verify: https && tls_verify,
+                tls_ca_file: DEFAULT_TLS_CA_FILE.to_string(),
             }
         }
     }

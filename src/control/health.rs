@@ -73,6 +73,13 @@
 //! - `udp`: `udp_payload` sent from a connected socket; any reply within `timeout` passes. An
 //!   ICMP port unreachable makes the socket's receive fail with "connection refused", which
 //!   fails the probe at once (keepalived's `UDP_CHECK`).
+//! - `https`: a TLS handshake (rustls) and the `http` exchange over it (keepalived's
+//!   `SSL_GET`): no SNI and any certificate unless `tls_server_name` / `tls_verify` say
+//!   otherwise ([`probe_https`]).
+//! - `icmp`: an echo request to the backend's address and its reply ([`probe_icmp`]).
+//! - `script`: a command, exit 0 passing, killed at `timeout` ([`probe_script`]).
+//! - `dns`: a query over UDP, rcode NOERROR (and `dns_expect`) passing ([`probe_dns`]);
+//!   the answer is read within its bytes, whatever they are.
 //!
 //! [`HealthMonitor::poll`] hands each due probe to a pool of at most [`MAX_PROBE_THREADS`]
 //! threads, started as probes are waiting and never more than that, whatever the number of
@@ -112,6 +119,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
@@ -205,6 +213,9 @@ pub enum ProbeError {
     /// A `dns` check's answer was an error, not an answer, or lacked `dns_expect`.
     #[error("DNS: {0}")]
     Dns(String),
+    /// An `https` check's TLS handshake failed, or its settings could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A probe's outcome: the time it took, or why it failed.
@@ -963,6 +974,7 @@ fn probe_service(
         HealthCheckKind::Icmp => probe_icmp_marked(target.ip(), mark, timeout),
         HealthCheckKind::Script => probe_script(&settings.script, target, service, timeout),
         HealthCheckKind::Dns => probe_dns_marked(target, mark, settings),
+        HealthCheckKind::Https => probe_https_marked(target, mark, settings),
     }
 }
 
@@ -1010,27 +1022,68 @@ fn probe_http_marked(
     timeout: Duration,
 ) -> ProbeResult {
     let started = StdInstant::now();
-    let left = || timeout.checked_sub(started.elapsed()).filter(|d| !d.is_zero());
-    let timed_out = ProbeError::Timeout(timeout);
     let mut stream = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
-    // An IPv6 host is bracketed in `Host` (RFC 9110 §7.2, RFC 3986's IP-literal).
-    let host = match target.ip() {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    };
+    let host = http_host(target.ip(), None);
+    http_get(&mut stream, &host, path, status, started, timeout)
+}
+
+/// The `Host` header's value: `name`, else the address (an IPv6 one bracketed, RFC 9110
+/// §7.2, RFC 3986's IP-literal).
+fn http_host(ip: IpAddr, name: Option<&str>) -> String {
+    match (name, ip) {
+        (Some(name), _) => name.to_string(),
+        (None, IpAddr::V4(ip)) => ip.to_string(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+    }
+}
+
+/// A stream over a TCP connection whose timeouts can be set: the connection itself, or
+/// TLS over it.
+trait OverTcp: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// `GET path HTTP/1.0` on `stream` and its status line, which must be `status`, all by
+/// `timeout` after `started`; returns the time from `started` to the status line.
+fn http_get(
+    stream: &mut impl OverTcp,
+    host: &str,
+    path: &str,
+    status: u16,
+    started: StdInstant,
+    timeout: Duration,
+) -> ProbeResult {
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n"
     );
     stream
-        .set_write_timeout(Some(left().ok_or(timed_out.clone())?))
+        .tcp()
+        .set_write_timeout(Some(time_left(started, timeout)?))
+        .map_err(|e| io_error(&e, timeout))?;
+    stream
+        .tcp()
+        .set_read_timeout(Some(time_left(started, timeout)?))
         .map_err(|e| io_error(&e, timeout))?;
     stream.write_all(request.as_bytes()).map_err(|e| io_error(&e, timeout))?;
+    stream.flush().map_err(|e| io_error(&e, timeout))?;
     // The status line is short; 512 bytes is plenty and bounds what a bad server can send.
     let mut answer = [0u8; 512];
     let mut have = 0;
     while !answer[..have].contains(&b'\n') && have < answer.len() {
-        let wait = left().ok_or(timed_out.clone())?;
-        stream.set_read_timeout(Some(wait)).map_err(|e| io_error(&e, timeout))?;
+        let wait = time_left(started, timeout)?;
+        stream.tcp().set_read_timeout(Some(wait)).map_err(|e| io_error(&e, timeout))?;
         match stream.read(&mut answer[have..]) {
             Ok(0) => break,
             Ok(n) => have += n,
@@ -1041,6 +1094,120 @@ fn probe_http_marked(
     let took = started.elapsed();
     let got = parse_status_line(&answer[..have])?;
     if got == status { Ok(took) } else { Err(ProbeError::Status { got, expected: status }) }
+}
+
+/// A TLS handshake with `target` and `GET http_path` over it, expecting `http_status`, all
+/// within the timeout (keepalived's `SSL_GET`), with rustls (ring's cryptography).
+///
+/// As keepalived's, by default no SNI is sent and any certificate passes (the handshake
+/// itself must: its signatures are checked). `tls_server_name` sends that name as SNI and
+/// `Host`; `tls_verify` checks the certificate chain against `tls_ca_file` (read at each
+/// probe) and the name in it: `tls_server_name`, else the backend's address.
+pub fn probe_https(target: impl Into<SocketAddr>, settings: &HealthConfig) -> ProbeResult {
+    probe_https_marked(target.into(), None, settings)
+}
+
+fn probe_https_marked(
+    target: SocketAddr,
+    mark: Option<u32>,
+    settings: &HealthConfig,
+) -> ProbeResult {
+    let timeout = settings.timeout;
+    let started = StdInstant::now();
+    let tls_error = |what: &str, e: &dyn fmt::Display| ProbeError::Tls(format!("{what}: {e}"));
+    let config = tls_client_config(settings)?;
+    let name = match &settings.tls_server_name {
+        Some(name) => rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| tls_error("server name", &e))?,
+        None => rustls::pki_types::ServerName::IpAddress(target.ip().into()),
+    };
+    let connection =
+        rustls::ClientConnection::new(config, name).map_err(|e| tls_error("client", &e))?;
+    let tcp = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let host = http_host(target.ip(), settings.tls_server_name.as_deref());
+    http_get(&mut stream, &host, &settings.http_path, settings.http_status, started, timeout)
+}
+
+/// ring's cryptography for TLS. rustls 0.23.48 deprecates it for lacking post-quantum key
+/// exchange; a health probe carries no secret worth harvesting for later decryption, and
+/// ring builds with a C compiler alone, where aws-lc-rs needs cmake and far more build time.
+#[allow(deprecated)]
+fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The client side of an `https` check: ring's cryptography, TLS 1.2 and 1.3, and either
+/// the trusted CAs of `tls_ca_file` or [`AnyCertificate`].
+fn tls_client_config(settings: &HealthConfig) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+    let provider = tls_provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProbeError::Tls(e.to_string()))?;
+    let mut config = if settings.tls_verify {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let file = &settings.tls_ca_file;
+        let unreadable = |e: &dyn fmt::Display| ProbeError::Tls(format!("CA file {file}: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| unreadable(&e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| unreadable(&e))?;
+        let (added, _) = roots.add_parsable_certificates(certificates);
+        if added == 0 {
+            return Err(unreadable(&"no CA certificate in it"));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    };
+    config.enable_sni = settings.tls_server_name.is_some();
+    Ok(Arc::new(config))
+}
+
+/// keepalived's `SSL_GET` without `verify`: any certificate is taken, but the handshake's
+/// signatures are still checked against it (a server must hold the key of what it sends).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signed: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, certificate, signed, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signed: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, certificate, signed, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The status code of `HTTP/1.x NNN ...` at the start of `answer`.
@@ -1381,8 +1548,8 @@ fn check_dns_answer(answer: &[u8], id: u16, expect: Option<IpAddr>) -> DnsVerdic
         let length = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
         let Some(data) = answer.get(end + 10..end + 10 + length) else { return missing() };
         let found = match (rtype, data.len()) {
-            (1, 4) => <[u8; 4]>::try_from(data).ok().map(|a| IpAddr::from(a)),
-            (28, 16) => <[u8; 16]>::try_from(data).ok().map(|a| IpAddr::from(a)),
+            (1, 4) => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            (28, 16) => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
             _ => None,
         };
         if found == Some(expect) {
@@ -2384,6 +2551,104 @@ mod tests {
         let settings =
             HealthConfig { check: HealthCheckKind::Icmp, timeout, ..HealthConfig::default() };
         assert!(probe(local(closed_port()), &settings).is_ok(), "the port is not probed");
+    }
+
+    /// A TLS server on 127.0.0.1 with a certificate for `localhost` and 127.0.0.1 signed by
+    /// itself, answering `connections` connections with `answer` after the request's head;
+    /// its port, its certificate in PEM, and its thread (the SNI each client sent).
+    fn https_server(
+        connections: usize,
+        answer: &'static str,
+    ) -> (u16, String, JoinHandle<Vec<Option<String>>>) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let provider = tls_provider();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        let config = Arc::new(config);
+        let (listener, port) = listen();
+        let server = thread::spawn(move || {
+            let mut names = Vec::new();
+            for _ in 0..connections {
+                let (tcp, _) = listener.accept().unwrap();
+                let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                names.push(tls.conn.server_name().map(String::from));
+                let _ = tls.write_all(answer.as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+            names
+        });
+        (port, cert.pem(), server)
+    }
+
+    /// keepalived's SSL_GET: by default any certificate and no SNI, the status checked; with
+    /// `tls_verify`, the certificate must chain to `tls_ca_file` and hold the name (or the
+    /// address); a plain-HTTP server fails the handshake.
+    #[test]
+    fn https_check_handshakes_and_wants_the_status() {
+        let ca_file = scratch("https-ca.pem");
+        let (port, pem, server) = https_server(5, "HTTP/1.0 204 No Content\r\n\r\n");
+        std::fs::write(&ca_file, &pem).unwrap();
+        let settings = HealthConfig {
+            check: HealthCheckKind::Https,
+            timeout: Duration::from_secs(30),
+            http_status: 204,
+            ..HealthConfig::default()
+        };
+        assert!(probe_https(local(port), &settings).is_ok());
+        let other_status = HealthConfig { http_status: 200, ..settings.clone() };
+        assert_eq!(
+            probe_https(local(port), &other_status),
+            Err(ProbeError::Status { got: 204, expected: 200 })
+        );
+        let ca = ca_file.display().to_string();
+        let verified = |name: Option<&str>| HealthConfig {
+            tls_verify: true,
+            tls_ca_file: ca.clone(),
+            tls_server_name: name.map(String::from),
+            ..settings.clone()
+        };
+        assert!(probe_https(local(port), &verified(Some("localhost"))).is_ok());
+        assert!(probe_https(local(port), &verified(None)).is_ok(), "the address is in it");
+        let wrong_name = probe_https(local(port), &verified(Some("www.example.com")));
+        assert!(matches!(wrong_name, Err(ProbeError::Io(_))), "{wrong_name:?}");
+        // Another CA: this one's certificate is not trusted by the other's.
+        let (other_port, _, other_server) = https_server(1, "HTTP/1.0 204 No Content\r\n\r\n");
+        let untrusted = probe_https(local(other_port), &verified(Some("localhost")));
+        assert!(untrusted.is_err(), "{untrusted:?}");
+        // SNI only with a name: none by default, "localhost" when given.
+        let names = server.join().unwrap();
+        assert_eq!(names[0], None);
+        assert_eq!(names[2].as_deref(), Some("localhost"));
+        other_server.join().unwrap();
+        // A CA file that is not there fails the probe, saying so.
+        let missing = HealthConfig { tls_ca_file: "/nonexistent/ca.pem".into(), ..verified(None) };
+        assert!(
+            matches!(probe_https(local(port), &missing), Err(ProbeError::Tls(why)) if why.contains("/nonexistent"))
+        );
+        // Plain HTTP is no TLS server.
+        let (listener, plain_port) = listen();
+        let plain = thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let _ = tcp.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+        });
+        assert!(probe_https(local(plain_port), &settings).is_err());
+        plain.join().unwrap();
+        let _ = std::fs::remove_file(&ca_file);
     }
 
     /// The whole loop with a script check: its verdict follows a flag file, down after

@@ -40,11 +40,13 @@
 //!   keeps the scheduler, and `-e` without `-w` keeps the weight.
 //! - What xlb's config holds beyond ipvsadm's model has long options, used by `-A|-E` and
 //!   written by `-S` only when not the default: `--maglev-table-size N`,
-//!   `--health-check tcp|http|udp|icmp|script|dns|none`, `--health-interval SECS`,
+//!   `--health-check tcp|http|https|udp|icmp|script|dns|none`, `--health-interval SECS`,
 //!   `--health-timeout SECS`, `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
 //!   `--health-via-vip yes|no`, `--health-script-hex HEX` (the argv joined by NUL bytes),
 //!   `--health-dns-name NAME`, `--health-dns-type TYPE`, `--health-dns-expect ADDR|none`,
+//!   `--health-tls-server-name NAME|none`, `--health-tls-verify yes|no`,
+//!   `--health-tls-ca-file PATH`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
 //! - Persistence, firewall marks, tunnelling, thresholds, one-packet scheduling, `--set`
 //!   and the sync daemon are refused with the reason, never silently ignored.
@@ -166,6 +168,12 @@ pub struct HealthOptions {
     pub dns_type: Option<u16>,
     /// `--health-dns-expect ADDR`, or `none` (`Some(None)`).
     pub dns_expect: Option<Option<IpAddr>>,
+    /// `--health-tls-server-name NAME`, or `none` (`Some(None)`).
+    pub tls_server_name: Option<Option<String>>,
+    /// `--health-tls-verify yes|no`.
+    pub tls_verify: Option<bool>,
+    /// `--health-tls-ca-file PATH`.
+    pub tls_ca_file: Option<String>,
 }
 
 /// What `-A|-E` set on a service; `None` (or an empty list) keeps the current value (`-E`)
@@ -434,23 +442,19 @@ fn write_service_options(f: &mut fmt::Formatter<'_>, options: &ServiceOptions) -
         write!(f, " --on-failure {on_failure}")?;
     }
     if let Some(payload) = &h.udp_payload {
-        let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
-        write!(f, " --health-udp-payload-hex {}", if hex.is_empty() { "-" } else { &hex })?;
+        write!(f, " --health-udp-payload-hex {}", hex_arg(payload.as_bytes()))?;
     }
     if let Some(passive_fall) = h.passive_fall {
         write!(f, " --health-passive-fall {passive_fall}")?;
     }
-    match h.sorry_server {
-        Some(Some(sorry)) => write!(f, " --sorry-server {sorry}")?,
-        Some(None) => write!(f, " --sorry-server none")?,
-        None => {}
+    if let Some(sorry) = h.sorry_server {
+        write!(f, " --sorry-server {}", or_none(sorry))?;
     }
     if let Some(via_vip) = h.via_vip {
-        write!(f, " --health-via-vip {}", if via_vip { "yes" } else { "no" })?;
+        write!(f, " --health-via-vip {}", yes_no(via_vip))?;
     }
     if let Some(script) = &h.script {
-        let hex: String = script.join("\0").bytes().map(|b| format!("{b:02x}")).collect();
-        write!(f, " --health-script-hex {}", if hex.is_empty() { "-" } else { &hex })?;
+        write!(f, " --health-script-hex {}", hex_arg(script.join("\0").as_bytes()))?;
     }
     if let Some(name) = &h.dns_name {
         write!(f, " --health-dns-name {name}")?;
@@ -458,10 +462,17 @@ fn write_service_options(f: &mut fmt::Formatter<'_>, options: &ServiceOptions) -
     if let Some(dns_type) = h.dns_type {
         write!(f, " --health-dns-type {}", dns_type_name(dns_type))?;
     }
-    match h.dns_expect {
-        Some(Some(expect)) => write!(f, " --health-dns-expect {expect}")?,
-        Some(None) => write!(f, " --health-dns-expect none")?,
-        None => {}
+    if let Some(expect) = h.dns_expect {
+        write!(f, " --health-dns-expect {}", or_none(expect))?;
+    }
+    if let Some(name) = &h.tls_server_name {
+        write!(f, " --health-tls-server-name {}", or_none(name.as_ref()))?;
+    }
+    if let Some(verify) = h.tls_verify {
+        write!(f, " --health-tls-verify {}", yes_no(verify))?;
+    }
+    if let Some(file) = &h.tls_ca_file {
+        write!(f, " --health-tls-ca-file {file}")?;
     }
     Ok(())
 }
@@ -588,6 +599,9 @@ enum Key {
     HealthDnsName,
     HealthDnsType,
     HealthDnsExpect,
+    HealthTlsName,
+    HealthTlsVerify,
+    HealthTlsCaFile,
     OnFailure,
     /// Recognised, refused, with the reason.
     Unsupported(&'static str),
@@ -686,6 +700,9 @@ const SPECS: &[Spec] = &[
     spec(None, "health-dns-name", true, Key::HealthDnsName),
     spec(None, "health-dns-type", true, Key::HealthDnsType),
     spec(None, "health-dns-expect", true, Key::HealthDnsExpect),
+    spec(None, "health-tls-server-name", true, Key::HealthTlsName),
+    spec(None, "health-tls-verify", true, Key::HealthTlsVerify),
+    spec(None, "health-tls-ca-file", true, Key::HealthTlsCaFile),
     spec(Some('f'), "fwmark-service", false, Key::Unsupported(NO_FWMARK)),
     spec(Some('p'), "persistent", false, Key::Unsupported(NO_PERSISTENCE)),
     spec(Some('M'), "netmask", false, Key::Unsupported(NO_PERSISTENCE)),
@@ -1032,7 +1049,7 @@ impl Options {
         let check = self.named(
             Key::HealthCheck,
             |v| HealthCheckKind::ALL.into_iter().find(|k| k.name() == v),
-            "tcp, http, udp, icmp, script, dns or none",
+            "tcp, http, https, udp, icmp, script, dns or none",
         )?;
         let on_failure = self.named(
             Key::OnFailure,
@@ -1067,15 +1084,7 @@ impl Options {
                 },
                 "ADDR:PORT ([ADDR]:PORT for IPv6), or none",
             )?,
-            via_vip: self.named(
-                Key::HealthViaVip,
-                |v| match v {
-                    "yes" => Some(true),
-                    "no" => Some(false),
-                    _ => None,
-                },
-                "yes or no",
-            )?,
+            via_vip: self.named(Key::HealthViaVip, parse_yes_no, "yes or no")?,
             script: self.named(
                 Key::HealthScript,
                 |v| {
@@ -1106,9 +1115,50 @@ impl Options {
                 },
                 "an address the answer must hold, or none",
             )?,
+            tls_server_name: self.named(
+                Key::HealthTlsName,
+                |v| match v {
+                    "none" => Some(None),
+                    v => Some(Some(v.to_string())),
+                },
+                "a DNS name, or none",
+            )?,
+            tls_verify: self.named(Key::HealthTlsVerify, parse_yes_no, "yes or no")?,
+            tls_ca_file: self.named(
+                Key::HealthTlsCaFile,
+                |v| v.starts_with('/').then(|| v.to_string()),
+                "an absolute path",
+            )?,
         };
         Ok(ServiceOptions { scheduler, forward, local_addrs, maglev_table_size, health })
     }
+}
+
+/// Bytes as a `-hex` option's value: pairs of hex digits, `-` for none ([`decode_hex`]).
+fn hex_arg(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "-".to_string();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `yes|no` option's value.
+const fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+/// A `yes|no` option's value read back.
+fn parse_yes_no(value: &str) -> Option<bool> {
+    match value {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// An `X|none` option's value.
+fn or_none<T: fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "none".to_string(), |value| value.to_string())
 }
 
 /// `--health-udp-payload-hex`: pairs of hex digits as text (`-`: empty).
@@ -1471,9 +1521,14 @@ fn edit_service(
     if let Some(check) = h.check {
         health.check = check;
         let defaults = HealthConfig::default();
-        if check != HealthCheckKind::Http {
+        if !check.gets() {
             health.http_path = defaults.http_path;
             health.http_status = defaults.http_status;
+        }
+        if check != HealthCheckKind::Https {
+            health.tls_server_name = defaults.tls_server_name;
+            health.tls_verify = defaults.tls_verify;
+            health.tls_ca_file = defaults.tls_ca_file.clone();
         }
         if check != HealthCheckKind::Script {
             health.script = defaults.script;
@@ -1533,12 +1588,25 @@ fn edit_service(
     if let Some(expect) = h.dns_expect {
         health.dns_expect = expect;
     }
-    if health.check != HealthCheckKind::Http && (h.http_path.is_some() || h.http_status.is_some()) {
+    if let Some(name) = &h.tls_server_name {
+        health.tls_server_name = name.clone();
+    }
+    if let Some(verify) = h.tls_verify {
+        health.tls_verify = verify;
+        // The CA file is only for verifying (a config file says so too).
+        if !verify {
+            health.tls_ca_file = HealthConfig::default().tls_ca_file;
+        }
+    }
+    if let Some(file) = &h.tls_ca_file {
+        health.tls_ca_file = file.clone();
+    }
+    if !health.check.gets() && (h.http_path.is_some() || h.http_status.is_some()) {
         return Err(CtlError::Invalid {
             what: format!("service {id} health check"),
             value: health.check.to_string(),
-            expected: "http: --health-http-path and --health-http-status apply only to \
-                       --health-check http"
+            expected: "http or https: --health-http-path and --health-http-status apply only \
+                       to --health-check http|https"
                 .into(),
         });
     }
@@ -1574,6 +1642,10 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
             dns_name: differs(h.dns_name == defaults.dns_name).then(|| h.dns_name.clone()),
             dns_type: differs(h.dns_type == defaults.dns_type).then_some(h.dns_type),
             dns_expect: h.dns_expect.map(Some),
+            tls_server_name: h.tls_server_name.clone().map(Some),
+            tls_verify: h.tls_verify.then_some(true),
+            tls_ca_file: differs(h.tls_ca_file == defaults.tls_ca_file)
+                .then(|| h.tls_ca_file.clone()),
         };
         let options = ServiceOptions {
             scheduler: Some(service.scheduler),
@@ -1946,11 +2018,12 @@ Schedulers: maglev (mh), wrr, rr, sh, random, wrandom, lc, wlc, lt.
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
 IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
   IPv4 only for now: an IPv6 service is refused when it would be installed).
--A|-E also take --maglev-table-size N, --health-check tcp|http|udp|icmp|script|dns|none,
+-A|-E also take --maglev-table-size N, --health-check tcp|http|https|udp|icmp|script|dns|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
   --health-via-vip yes|no, --health-script-hex HEX (argv joined by NUL bytes),
   --health-dns-name NAME, --health-dns-type TYPE, --health-dns-expect ADDR|none,
+  --health-tls-server-name NAME|none, --health-tls-verify yes|no, --health-tls-ca-file PATH,
   --health-http-path P, --health-http-status N, --on-failure drain|remove.
 ";
 
@@ -2005,6 +2078,69 @@ mod tests {
 
     fn web() -> ServiceId {
         ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10).into(), port: 80 }
+    }
+
+    /// The keepalived kinds' settings go through -A|-E and come back from -S; changing the
+    /// check drops the old kind's settings, and turning verification off its CA file.
+    #[test]
+    fn keepalived_check_settings_go_through_edit_and_save() {
+        let config = run(
+            &base(),
+            "-E -t 10.1.1.10:80 --health-check https --health-http-status 204 \
+             --health-tls-server-name www.example.com --health-tls-verify yes \
+             --health-tls-ca-file /etc/xlb/ca.pem",
+        )
+        .unwrap();
+        let h = &config.services[0].health;
+        assert_eq!((h.check, h.http_status, h.tls_verify), (HealthCheckKind::Https, 204, true));
+        assert_eq!(
+            (h.tls_server_name.as_deref(), h.tls_ca_file.as_str()),
+            (Some("www.example.com"), "/etc/xlb/ca.pem")
+        );
+        let saved = save(&config);
+        assert!(saved.contains(" --health-tls-server-name www.example.com --health-tls-verify yes --health-tls-ca-file /etc/xlb/ca.pem"), "{saved}");
+        let unverified = run(&config, "-E -t 10.1.1.10:80 --health-tls-verify no").unwrap();
+        assert_eq!(unverified.services[0].health.tls_ca_file, HealthConfig::default().tls_ca_file);
+        // script: the argv in hex, NUL between words ("/bin/sh", "-c", "exit 0").
+        let hex: String = "/bin/sh\0-c\0exit 0".bytes().map(|b| format!("{b:02x}")).collect();
+        let config = run(
+            &config,
+            &format!("-E -t 10.1.1.10:80 --health-check script --health-script-hex {hex}"),
+        )
+        .unwrap();
+        let h = &config.services[0].health;
+        assert_eq!(
+            (h.check, h.script.as_slice()),
+            (HealthCheckKind::Script, &["/bin/sh", "-c", "exit 0"].map(String::from)[..])
+        );
+        assert_eq!((h.tls_server_name.clone(), h.tls_verify, h.http_status), (None, false, 200));
+        assert!(save(&config).contains(&format!("--health-script-hex {hex}")));
+        let config = run(
+            &config,
+            "-E -t 10.1.1.10:80 --health-check dns --health-dns-name example.com \
+             --health-dns-type a --health-dns-expect 192.0.2.1",
+        )
+        .unwrap();
+        let h = &config.services[0].health;
+        assert!(h.script.is_empty());
+        assert_eq!(
+            (h.dns_name.as_str(), h.dns_type, h.dns_expect),
+            ("example.com", 1, Some("192.0.2.1".parse().unwrap()))
+        );
+        assert!(save(&config).contains(
+            "--health-dns-name example.com --health-dns-type A --health-dns-expect 192.0.2.1"
+        ));
+        for (line, marker) in [
+            ("-E -t 10.1.1.10:80 --health-dns-type AXFR", "a DNS type"),
+            ("-E -t 10.1.1.10:80 --health-dns-name a..b", "a domain name"),
+            ("-E -t 10.1.1.10:80 --health-script-hex 0", "in hex"),
+            ("-E -t 10.1.1.10:80 --health-tls-verify maybe", "yes or no"),
+            ("-E -t 10.1.1.10:80 --health-check ping", "icmp"),
+        ] {
+            let words: Vec<String> = line.split(' ').map(String::from).collect();
+            let error = parse(&words).and_then(|c| apply(&config, &c)).unwrap_err().to_string();
+            assert!(error.contains(marker), "{line}: {error}");
+        }
     }
 
     #[test]
