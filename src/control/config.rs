@@ -2068,6 +2068,14 @@ impl Context<'_> {
                         "false: probing through the VIP is for DR services with a check",
                     ));
                 }
+                if value && check == HealthCheckKind::Script {
+                    return Err(self.invalid(
+                        &via_key,
+                        at,
+                        "false: a script check's command makes its own connections, which the \
+                         probe socket's mark cannot route through the VIP",
+                    ));
+                }
                 if value && target.name.vip.is_ipv6() {
                     return Err(self.invalid(
                         &via_key,
@@ -3354,6 +3362,11 @@ pub(crate) mod tests {
                 "an IPv4 address",
             ),
             ("check = \"ping\"", "check", "icmp"),
+            (
+                "check = \"script\"\nscript = [\"/bin/true\"]\nvia_vip = true",
+                "via_vip",
+                "its own connections",
+            ),
             ("tls_verify = true", "tls_verify", "applies only to check = \"https\""),
             (
                 "check = \"http\"\ntls_server_name = \"a.b\"",
@@ -3788,7 +3801,7 @@ pub(crate) mod tests {
             let mut health = health;
             health.via_vip = via_vip
                 && forward == ForwardMode::Dr
-                && health.check != HealthCheckKind::None;
+                && !matches!(health.check, HealthCheckKind::None | HealthCheckKind::Script);
             // 10.1.1.250 is no backend's address (they count up from 10.1.1.20).
             health.sorry_server = sorry_port.map(|sorry_port| {
                 let sorry_port = if forward == ForwardMode::Dr { port } else { sorry_port };
