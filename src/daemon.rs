@@ -918,7 +918,12 @@ impl ControlLoop<'_> {
         } else {
             Vec::new()
         };
-        ListView { options, counters, active, inactive, rates, connections }
+        let health = if options.format == ipvsadm::ListFormat::Health {
+            self.health.status()
+        } else {
+            Vec::new()
+        };
+        ListView { options, counters, active, inactive, rates, connections, health }
     }
 
     /// Current connections per backend of the running snapshot as IPVS counts them

@@ -77,7 +77,11 @@
 //!   [`Config::memory_estimate`], which `xlb check` and `xlb run` compare with its memory.
 //! - Health: `rise, fall >= 1`; [`MIN_HEALTH_TIMEOUT`] `<= timeout <= interval`,
 //!   `interval >=` [`MIN_HEALTH_INTERVAL`]; `http_path` and `http_status` only
-//!   with `check = "http"`, `udp_payload` only with `check = "udp"`. A `sorry_server` is a
+//!   with `check = "http"`, `udp_payload` only with `check = "udp"`; `script` (a non-empty
+//!   argv, its first word an absolute path) with and only with `check = "script"`;
+//!   `dns_name` (labels of 1 to 63 bytes, at most 253), `dns_type` (one of [`DNS_TYPES`])
+//!   and `dns_expect` (an address of the family `dns_type` A or AAAA asks) only with
+//!   `check = "dns"`. A `sorry_server` is a
 //!   unicast address that is none of the service's backends; in DR it listens on the service
 //!   port on a directly connected subnet, like a DR backend.
 //!
@@ -432,6 +436,70 @@ pub struct HealthConfig {
     /// policy route per real server, selected by the probe socket's mark), instead of the
     /// real server's own address.
     pub via_vip: bool,
+    /// `check = "script"`: the command and its arguments, run without a shell (write
+    /// `["/bin/sh", "-c", "..."]` for one); exit status 0 passes.
+    pub script: Vec<String>,
+    /// `check = "dns"`: the name asked (default `"."`, the root).
+    pub dns_name: String,
+    /// `check = "dns"`: the query type asked (default NS), one of [`DNS_TYPES`].
+    pub dns_type: u16,
+    /// `check = "dns"`: an address the answer must hold as an A or AAAA record; without
+    /// one, an answer with rcode NOERROR passes.
+    pub dns_expect: Option<IpAddr>,
+    /// `check = "https"`: the server name sent (SNI) and, with `tls_verify`, the name the
+    /// certificate must hold; none by default (no SNI, as keepalived's `SSL_GET`), when a
+    /// verified certificate must hold the backend's address.
+    pub tls_server_name: Option<String>,
+    /// `check = "https"`: verify the server's certificate against `tls_ca_file` (default
+    /// off, as keepalived's `SSL_GET`: any certificate passes, the handshake must).
+    pub tls_verify: bool,
+    /// `check = "https"` with `tls_verify`: the PEM file of the trusted CAs, read at each
+    /// probe (default [`DEFAULT_TLS_CA_FILE`]).
+    pub tls_ca_file: String,
+}
+
+/// The CA bundle a verifying `https` check trusts by default (Debian's `ca-certificates`).
+pub const DEFAULT_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The DNS query types a `check = "dns"` may ask, by name (RFC 1035 §3.2.2, RFC 3596,
+/// RFC 2782).
+pub const DNS_TYPES: [(&str, u16); 9] = [
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("PTR", 12),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("SRV", 33),
+];
+
+/// The name of DNS query type `number` in [`DNS_TYPES`] (`"TYPE<n>"` for another).
+pub fn dns_type_name(number: u16) -> String {
+    DNS_TYPES
+        .iter()
+        .find(|(_, n)| *n == number)
+        .map_or_else(|| format!("TYPE{number}"), |(name, _)| (*name).to_string())
+}
+
+/// Why `name` cannot be asked in a DNS query, if it cannot: labels of 1 to 63 bytes
+/// separated by dots, an optional final dot, at most 253 bytes; `"."` is the root.
+pub fn dns_name_problem(name: &str) -> Option<&'static str> {
+    if name == "." {
+        return None;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return Some("a name of 1 to 253 bytes");
+    }
+    if name.split('.').any(|label| label.is_empty() || label.len() > 63) {
+        return Some("labels of 1 to 63 bytes between dots");
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("printable ASCII (IDNs in their xn-- form)");
+    }
+    None
 }
 
 impl HealthConfig {
@@ -470,6 +538,13 @@ impl Default for HealthConfig {
             passive_fall: Self::DEFAULT_PASSIVE_FALL,
             sorry_server: None,
             via_vip: false,
+            script: Vec::new(),
+            dns_name: ".".to_string(),
+            dns_type: 2,
+            dns_expect: None,
+            tls_server_name: None,
+            tls_verify: false,
+            tls_ca_file: DEFAULT_TLS_CA_FILE.to_string(),
         }
     }
 }
@@ -485,12 +560,32 @@ pub enum HealthCheckKind {
     Http,
     /// A UDP probe (keepalived's `UDP_CHECK`).
     Udp,
+    /// An ICMP (ICMPv6) echo request to the backend's address, answered by an echo reply
+    /// (keepalived's `PING_CHECK`); the port is not probed.
+    Icmp,
+    /// A command run with the backend in its environment, exit status 0 passing
+    /// (keepalived's `MISC_CHECK`).
+    Script,
+    /// A DNS query over UDP, answered with rcode NOERROR (and `dns_expect`, if set)
+    /// (keepalived's `DNS_CHECK`).
+    Dns,
+    /// A TLS handshake and an HTTP GET of `http_path`, expecting `http_status`
+    /// (keepalived's `SSL_GET`).
+    Https,
 }
 
 impl HealthCheckKind {
     /// Every kind, in the order the error messages list them.
-    pub const ALL: [HealthCheckKind; 4] =
-        [HealthCheckKind::Tcp, HealthCheckKind::Http, HealthCheckKind::Udp, HealthCheckKind::None];
+    pub const ALL: [HealthCheckKind; 8] = [
+        HealthCheckKind::Tcp,
+        HealthCheckKind::Http,
+        HealthCheckKind::Https,
+        HealthCheckKind::Udp,
+        HealthCheckKind::Icmp,
+        HealthCheckKind::Script,
+        HealthCheckKind::Dns,
+        HealthCheckKind::None,
+    ];
 
     /// The name used in the config.
     pub const fn name(self) -> &'static str {
@@ -499,7 +594,18 @@ impl HealthCheckKind {
             HealthCheckKind::Tcp => "tcp",
             HealthCheckKind::Http => "http",
             HealthCheckKind::Udp => "udp",
+            HealthCheckKind::Icmp => "icmp",
+            HealthCheckKind::Script => "script",
+            HealthCheckKind::Dns => "dns",
+            HealthCheckKind::Https => "https",
         }
+    }
+}
+
+impl HealthCheckKind {
+    /// True for the checks that GET `http_path` and expect `http_status`: http and https.
+    pub const fn gets(self) -> bool {
+        matches!(self, HealthCheckKind::Http | HealthCheckKind::Https)
     }
 }
 
@@ -730,7 +836,7 @@ impl Config {
                 h.fall,
                 h.on_failure
             );
-            if h.check == HealthCheckKind::Http {
+            if h.check.gets() {
                 let _ = writeln!(
                     out,
                     "http_path = {}\nhttp_status = {}",
@@ -740,6 +846,33 @@ impl Config {
             }
             if h.check == HealthCheckKind::Udp {
                 let _ = writeln!(out, "udp_payload = {}", quoted(&h.udp_payload));
+            }
+            if h.check == HealthCheckKind::Https {
+                if let Some(name) = &h.tls_server_name {
+                    let _ = writeln!(out, "tls_server_name = {}", quoted(name));
+                }
+                if h.tls_verify {
+                    let _ = writeln!(
+                        out,
+                        "tls_verify = true\ntls_ca_file = {}",
+                        quoted(&h.tls_ca_file)
+                    );
+                }
+            }
+            if h.check == HealthCheckKind::Script {
+                let argv: Vec<String> = h.script.iter().map(|arg| quoted(arg)).collect();
+                let _ = writeln!(out, "script = [{}]", argv.join(", "));
+            }
+            if h.check == HealthCheckKind::Dns {
+                let _ = writeln!(
+                    out,
+                    "dns_name = {}\ndns_type = \"{}\"",
+                    quoted(&h.dns_name),
+                    dns_type_name(h.dns_type)
+                );
+                if let Some(expect) = h.dns_expect {
+                    let _ = writeln!(out, "dns_expect = \"{expect}\"");
+                }
             }
             let _ = writeln!(out, "passive_fall = {}", h.passive_fall);
             if let Some(sorry) = h.sorry_server {
@@ -985,6 +1118,13 @@ struct RawHealth {
     passive_fall: Leaf,
     sorry_server: Leaf,
     via_vip: Leaf,
+    script: Option<Spanned<Vec<Spanned<Value>>>>,
+    dns_name: Leaf,
+    dns_type: Leaf,
+    dns_expect: Leaf,
+    tls_server_name: Leaf,
+    tls_verify: Leaf,
+    tls_ca_file: Leaf,
 }
 
 #[derive(Deserialize)]
@@ -2075,11 +2215,14 @@ impl Context<'_> {
             self.invalid(
                 &format!("{key}.{name}"),
                 at,
-                format!("nothing: {name} applies only to check = \"http\", and this check is \"{check}\""),
+                format!(
+                    "nothing: {name} applies only to check = \"http\" or \"https\", and this \
+                     check is \"{check}\""
+                ),
             )
         };
         let http_path = match &raw.http_path {
-            Some(at) if check != HealthCheckKind::Http => return Err(http_only("http_path", at)),
+            Some(at) if !check.gets() => return Err(http_only("http_path", at)),
             Some(at) => {
                 let path_key = format!("{key}.http_path");
                 let expected = "an absolute path with no spaces, like \"/healthz\"";
@@ -2094,7 +2237,7 @@ impl Context<'_> {
             None => defaults.http_path,
         };
         let http_status = match &raw.http_status {
-            Some(at) if check != HealthCheckKind::Http => return Err(http_only("http_status", at)),
+            Some(at) if !check.gets() => return Err(http_only("http_status", at)),
             Some(at) => {
                 let expected = "an HTTP status code from 100 to 599, like 200";
                 self.integer(&format!("{key}.http_status"), at, 100, 599, expected)?
@@ -2146,6 +2289,14 @@ impl Context<'_> {
                          check",
                     ));
                 }
+                if value && check == HealthCheckKind::Script {
+                    return Err(self.invalid(
+                        &via_key,
+                        at,
+                        "false: a script check's command makes its own connections, which the \
+                         probe socket's mark cannot route through the VIP",
+                    ));
+                }
                 if value && target.name.vip.is_ipv6() {
                     return Err(self.invalid(
                         &via_key,
@@ -2158,6 +2309,8 @@ impl Context<'_> {
             }
             None => false,
         };
+        let (script, dns_name, dns_type, dns_expect) = self.check_settings(key, raw, check)?;
+        let (tls_server_name, tls_verify, tls_ca_file) = self.tls_settings(key, raw, check)?;
         Ok(HealthConfig {
             check,
             interval,
@@ -2171,7 +2324,184 @@ impl Context<'_> {
             passive_fall,
             sorry_server,
             via_vip,
+            script,
+            dns_name,
+            dns_type,
+            dns_expect,
+            tls_server_name,
+            tls_verify,
+            tls_ca_file,
         })
+    }
+
+    /// The settings of `check = "https"`: `tls_server_name`, `tls_verify`, `tls_ca_file`,
+    /// each refused under another check.
+    fn tls_settings(
+        &self,
+        key: &str,
+        raw: &RawHealth,
+        check: HealthCheckKind,
+    ) -> Result<(Option<String>, bool, String), ConfigError> {
+        let https_only = |name: &str, leaf: &Leaf| match leaf {
+            Some(at) if check != HealthCheckKind::Https => Err(self.invalid(
+                &format!("{key}.{name}"),
+                at,
+                format!(
+                    "nothing: {name} applies only to check = \"https\", and this check is \
+                     \"{check}\""
+                ),
+            )),
+            _ => Ok(()),
+        };
+        https_only("tls_server_name", &raw.tls_server_name)?;
+        https_only("tls_verify", &raw.tls_verify)?;
+        https_only("tls_ca_file", &raw.tls_ca_file)?;
+        let tls_server_name = match &raw.tls_server_name {
+            Some(at) => {
+                let name_key = format!("{key}.tls_server_name");
+                let expected = "a DNS name, like \"www.example.com\" (sent as SNI)";
+                let name = self.string(&name_key, at, expected)?;
+                let valid = rustls::pki_types::ServerName::try_from(name).is_ok()
+                    && name.parse::<IpAddr>().is_err();
+                if !valid {
+                    return Err(self.invalid(&name_key, at, expected));
+                }
+                Some(name.to_string())
+            }
+            None => None,
+        };
+        let tls_verify = match &raw.tls_verify {
+            Some(at) => at
+                .get_ref()
+                .as_bool()
+                .ok_or_else(|| self.invalid(&format!("{key}.tls_verify"), at, "true or false"))?,
+            None => false,
+        };
+        let tls_ca_file = match &raw.tls_ca_file {
+            Some(at) => {
+                let file_key = format!("{key}.tls_ca_file");
+                let expected = "the absolute path of a PEM file of CA certificates, with \
+                                tls_verify = true";
+                let path = self.string(&file_key, at, expected)?;
+                if !path.starts_with('/') || path.contains('\0') || !tls_verify {
+                    return Err(self.invalid(&file_key, at, expected));
+                }
+                path.to_string()
+            }
+            None => DEFAULT_TLS_CA_FILE.to_string(),
+        };
+        Ok((tls_server_name, tls_verify, tls_ca_file))
+    }
+
+    /// The settings of `check = "script"` (`script`) and `check = "dns"` (`dns_name`,
+    /// `dns_type`, `dns_expect`), each refused under another check.
+    fn check_settings(
+        &self,
+        key: &str,
+        raw: &RawHealth,
+        check: HealthCheckKind,
+    ) -> Result<(Vec<String>, String, u16, Option<IpAddr>), ConfigError> {
+        let defaults = HealthConfig::default();
+        let only_at = |name: &str, span: &Range<usize>, value: String, kind: HealthCheckKind| {
+            self.invalid_at(
+                &format!("{key}.{name}"),
+                span,
+                value,
+                format!(
+                    "nothing: {name} applies only to check = \"{kind}\", and this check is \"{check}\""
+                ),
+            )
+        };
+        let only = |name: &str, at: &Spanned<Value>, kind: HealthCheckKind| {
+            only_at(name, &at.span(), at.get_ref().to_string(), kind)
+        };
+        let script_key = format!("{key}.script");
+        let script = match &raw.script {
+            Some(list) if check != HealthCheckKind::Script => {
+                let value = format!("[{} argument(s)]", list.get_ref().len());
+                return Err(only_at("script", &list.span(), value, HealthCheckKind::Script));
+            }
+            Some(list) => {
+                let expected = "the command's absolute path, then its arguments, like \
+                                [\"/usr/lib/xlb/check-db\", \"--quick\"] (no shell: \
+                                [\"/bin/sh\", \"-c\", \"...\"] for one)";
+                let mut argv = Vec::new();
+                for (index, at) in list.get_ref().iter().enumerate() {
+                    let arg = self.string(&format!("{script_key}[{index}]"), at, expected)?;
+                    let usable = !arg.contains('\0') && (index > 0 || arg.starts_with('/'));
+                    if !usable {
+                        return Err(self.invalid(&format!("{script_key}[{index}]"), at, expected));
+                    }
+                    argv.push(arg.to_string());
+                }
+                if argv.is_empty() {
+                    return Err(self.invalid_at(&script_key, &list.span(), "[]".into(), expected));
+                }
+                argv
+            }
+            None if check == HealthCheckKind::Script => {
+                // The check is "script", so it was written (the default is never a script).
+                let expected = "\"script\" with the command beside it: script = \
+                                [\"/path/to/check\", \"arg\"...]";
+                return Err(match &raw.check {
+                    Some(at) => self.invalid(&format!("{key}.check"), at, expected),
+                    None => self.invalid_at(&script_key, &(0..0), String::new(), expected),
+                });
+            }
+            None => Vec::new(),
+        };
+        let dns_name = match &raw.dns_name {
+            Some(at) if check != HealthCheckKind::Dns => {
+                return Err(only("dns_name", at, HealthCheckKind::Dns));
+            }
+            Some(at) => {
+                let name_key = format!("{key}.dns_name");
+                let expected = "a domain name, like \"example.com\" or \".\" (the root)";
+                let name = self.string(&name_key, at, expected)?;
+                if let Some(problem) = dns_name_problem(name) {
+                    return Err(self.invalid(&name_key, at, format!("{expected}: {problem}")));
+                }
+                name.to_string()
+            }
+            None => defaults.dns_name,
+        };
+        let dns_type = match &raw.dns_type {
+            Some(at) if check != HealthCheckKind::Dns => {
+                return Err(only("dns_type", at, HealthCheckKind::Dns));
+            }
+            Some(at) => {
+                let names: Vec<&str> = DNS_TYPES.iter().map(|(name, _)| *name).collect();
+                let expected = format!("one of {}", names.join(", "));
+                let text = self.string(&format!("{key}.dns_type"), at, &expected)?;
+                let found = DNS_TYPES.iter().find(|(name, _)| name.eq_ignore_ascii_case(text));
+                match found {
+                    Some((_, number)) => *number,
+                    None => return Err(self.invalid(&format!("{key}.dns_type"), at, expected)),
+                }
+            }
+            None => defaults.dns_type,
+        };
+        let dns_expect = match &raw.dns_expect {
+            Some(at) if check != HealthCheckKind::Dns => {
+                return Err(only("dns_expect", at, HealthCheckKind::Dns));
+            }
+            Some(at) => {
+                let expect_key = format!("{key}.dns_expect");
+                let expected = match dns_type {
+                    1 => "an IPv4 address, the A record the answer must hold",
+                    28 => "an IPv6 address, the AAAA record the answer must hold",
+                    _ => "nothing: dns_expect needs dns_type = \"A\" or \"AAAA\"",
+                };
+                let text = self.string(&expect_key, at, expected)?;
+                match text.parse::<IpAddr>() {
+                    Ok(addr @ IpAddr::V4(_)) if dns_type == 1 => Some(addr),
+                    Ok(addr @ IpAddr::V6(_)) if dns_type == 28 => Some(addr),
+                    _ => return Err(self.invalid(&expect_key, at, expected)),
+                }
+            }
+            None => None,
+        };
+        Ok((script, dns_name, dns_type, dns_expect))
     }
 
     /// `"addr:port"` or `"addr"` (the service port), held to a DR backend's rules in DR.
@@ -2765,9 +3095,13 @@ pub(crate) mod tests {
                 assert!(expected.contains(name), "{name} not in {expected}");
             }
         }
-        let text = service("[service.health]\ncheck = \"icmp\"\n");
-        let expected = assert_invalid(&text, "service[0].health.check", "icmp");
-        assert_eq!(expected, "one of \"tcp\", \"http\", \"udp\", \"none\"");
+        let text = service("[service.health]\ncheck = \"ping\"\n");
+        let expected = assert_invalid(&text, "service[0].health.check", "ping");
+        assert_eq!(
+            expected,
+            "one of \"tcp\", \"http\", \"https\", \"udp\", \"icmp\", \"script\", \"dns\", \
+             \"none\""
+        );
         let text = service("[service.health]\non_failure = \"kill\"\n");
         let expected = assert_invalid(&text, "service[0].health.on_failure", "kill");
         assert_eq!(expected, "one of \"drain\", \"remove\"");
@@ -3308,6 +3642,114 @@ pub(crate) mod tests {
         assert!(expected.contains("interval (1 s)"), "{expected}");
     }
 
+    /// The keepalived kinds: icmp alone, script with its argv, dns with its defaults (the
+    /// root's NS) or a name, type and expected address; each round-trips through the TOML.
+    #[test]
+    fn icmp_script_and_dns_settings_parse() {
+        let health = |body: &str| parse(&service(body)).map(|mut c| c.services.remove(0).health);
+        let got = health("[service.health]\ncheck = \"icmp\"\n").unwrap();
+        assert_eq!(got.check, HealthCheckKind::Icmp);
+        let got = health(
+            "[service.health]\ncheck = \"script\"\n\
+             script = [\"/bin/sh\", \"-c\", \"exec nc -z \\\"$XLB_BACKEND_ADDR\\\" 5432\"]\n",
+        )
+        .unwrap();
+        assert_eq!(got.script, ["/bin/sh", "-c", "exec nc -z \"$XLB_BACKEND_ADDR\" 5432"]);
+        let got = health("proto = \"udp\"\n[service.health]\ncheck = \"dns\"\n").unwrap();
+        assert_eq!((got.dns_name.as_str(), got.dns_type, got.dns_expect), (".", 2, None));
+        let got = health(
+            "proto = \"udp\"\n[service.health]\ncheck = \"dns\"\ndns_name = \"www.example.com.\"\n\
+             dns_type = \"aaaa\"\ndns_expect = \"2001:db8::1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (got.dns_name.as_str(), dns_type_name(got.dns_type)),
+            ("www.example.com.", "AAAA".into())
+        );
+        assert_eq!(got.dns_expect, Some("2001:db8::1".parse().unwrap()));
+        for body in [
+            "check = \"script\"\nscript = [\"/usr/lib/xlb/check\", \"a b\", \"\\\"q\\\"\"]",
+            "check = \"dns\"\ndns_name = \"example.org\"\ndns_type = \"A\"\ndns_expect = \"192.0.2.1\"",
+            "check = \"icmp\"",
+            "check = \"https\"\nhttp_path = \"/up\"\ntls_server_name = \"www.example.com\"\n\
+             tls_verify = true\ntls_ca_file = \"/etc/xlb/ca.pem\"",
+            "check = \"https\"",
+        ] {
+            let config = parse(&service(&format!("[service.health]\n{body}\n"))).unwrap();
+            assert_eq!(Config::parse(&config.to_toml(), PATH).unwrap(), config, "{body}");
+        }
+    }
+
+    #[test]
+    fn icmp_script_and_dns_settings_are_checked() {
+        for (body, key, marker) in [
+            (
+                "script = [\"/bin/true\"]",
+                "script",
+                "nothing: script applies only to check = \"script\"",
+            ),
+            ("check = \"script\"\nscript = []", "script", "absolute path"),
+            ("check = \"script\"\nscript = [\"true\"]", "script[0]", "absolute path"),
+            ("check = \"script\"\nscript = [\"/bin/true\", 1]", "script[1]", "absolute path"),
+            ("check = \"script\"", "check", "script = ["),
+            ("dns_name = \"example.com\"", "dns_name", "nothing: dns_name applies only"),
+            ("check = \"icmp\"\ndns_type = \"A\"", "dns_type", "this check is \"icmp\""),
+            ("check = \"dns\"\ndns_name = \"a..b\"", "dns_name", "labels of 1 to 63 bytes"),
+            ("check = \"dns\"\ndns_name = \"a b\"", "dns_name", "printable ASCII"),
+            ("check = \"dns\"\ndns_name = \"\"", "dns_name", "1 to 253 bytes"),
+            ("check = \"dns\"\ndns_type = \"AXFR\"", "dns_type", "one of A, NS"),
+            ("check = \"dns\"\ndns_expect = \"192.0.2.1\"", "dns_expect", "needs dns_type"),
+            (
+                "check = \"dns\"\ndns_type = \"A\"\ndns_expect = \"2001:db8::1\"",
+                "dns_expect",
+                "an IPv4 address",
+            ),
+            (
+                "check = \"dns\"\ndns_type = \"A\"\ndns_expect = \"nope\"",
+                "dns_expect",
+                "an IPv4 address",
+            ),
+            ("check = \"ping\"", "check", "icmp"),
+            (
+                "check = \"script\"\nscript = [\"/bin/true\"]\nvia_vip = true",
+                "via_vip",
+                "its own connections",
+            ),
+            ("tls_verify = true", "tls_verify", "applies only to check = \"https\""),
+            (
+                "check = \"http\"\ntls_server_name = \"a.b\"",
+                "tls_server_name",
+                "only to check = \"https\"",
+            ),
+            ("check = \"https\"\ntls_server_name = \"10.1.1.11\"", "tls_server_name", "a DNS name"),
+            ("check = \"https\"\ntls_server_name = \"a b\"", "tls_server_name", "a DNS name"),
+            ("check = \"https\"\ntls_verify = \"yes\"", "tls_verify", "true or false"),
+            (
+                "check = \"https\"\ntls_ca_file = \"/etc/ca.pem\"",
+                "tls_ca_file",
+                "with tls_verify = true",
+            ),
+            (
+                "check = \"https\"\ntls_verify = true\ntls_ca_file = \"ca.pem\"",
+                "tls_ca_file",
+                "absolute path",
+            ),
+            ("check = \"dns\"\nhttp_status = 204", "http_status", "check = \"http\" or \"https\""),
+        ] {
+            let text = service(&format!("[service.health]\n{body}\n"));
+            let Err(ConfigError::Invalid { key: got, expected, line, .. }) = parse(&text) else {
+                panic!("{body}: expected Invalid, got {:?}", parse(&text));
+            };
+            assert_eq!(got, format!("service[0].health.{key}"), "{body}");
+            assert!(expected.contains(marker), "{body}: {expected}");
+            let line_key = key.split('[').next().unwrap_or(key);
+            assert_eq!(line, line_of(&text, &format!("{line_key} =")), "{body}");
+        }
+        let long = format!("check = \"dns\"\ndns_name = \"{}.com\"", "a".repeat(64));
+        let text = service(&format!("[service.health]\n{long}\n"));
+        assert_invalid(&text, "service[0].health.dns_name", "dns_name");
+    }
+
     #[test]
     fn passive_udp_and_sorry_settings_parse() {
         let health = |body: &str| parse(&service(body)).map(|mut c| c.services.remove(0).health);
@@ -3380,6 +3822,7 @@ pub(crate) mod tests {
                 passive_fall: HealthConfig::DEFAULT_PASSIVE_FALL,
                 sorry_server: None,
                 via_vip: false,
+                ..HealthConfig::default()
             }
         );
         // A short interval shortens the default timeout with it; equal is allowed.
@@ -3649,10 +4092,18 @@ pub(crate) mod tests {
             on_failure in proptest::sample::select(OnFailure::ALL.to_vec()),
             udp_payload in "[a-zA-Z0-9 ._-]{0,16}",
             passive_fall in any::<u32>(),
+            script in proptest::collection::vec("[a-zA-Z0-9 ._=\"\\\\/-]{0,12}", 0..3),
+            dns_name in "(\\.|[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,2}\\.?)",
+            dns_type in proptest::sample::select(DNS_TYPES.map(|(_, n)| n).to_vec()),
+            dns_expect in any::<Option<[u8; 4]>>(),
+            tls_server_name in proptest::option::of("[a-z]{1,8}(\\.[a-z]{1,8}){0,2}"),
+            tls_verify in any::<bool>(),
         ) -> HealthConfig {
             let timeout_ms = (interval_ms * timeout_permille / 1000).max(1);
-            let http = check == HealthCheckKind::Http;
+            let http = check.gets();
+            let https = check == HealthCheckKind::Https;
             let udp = check == HealthCheckKind::Udp;
+            let dns = check == HealthCheckKind::Dns;
             HealthConfig {
                 check,
                 interval: Duration::from_millis(interval_ms),
@@ -3666,6 +4117,19 @@ pub(crate) mod tests {
                 passive_fall,
                 sorry_server: None,
                 via_vip: false,
+                script: if check == HealthCheckKind::Script {
+                    [vec!["/usr/lib/xlb/check".to_string()], script].concat()
+                } else {
+                    Vec::new()
+                },
+                dns_name: if dns { dns_name } else { ".".into() },
+                dns_type: if dns { dns_type } else { 2 },
+                dns_expect: dns_expect
+                    .filter(|_| dns && dns_type == 1)
+                    .map(|ip| IpAddr::V4(Ipv4Addr::from(ip))),
+                tls_server_name: tls_server_name.filter(|_| https),
+                tls_verify: https && tls_verify,
+                tls_ca_file: DEFAULT_TLS_CA_FILE.to_string(),
             }
         }
     }
@@ -3688,7 +4152,7 @@ pub(crate) mod tests {
             let mut health = health;
             health.via_vip = via_vip
                 && forward == ForwardMode::Dr
-                && health.check != HealthCheckKind::None;
+                && !matches!(health.check, HealthCheckKind::None | HealthCheckKind::Script);
             // 10.1.1.250 is no backend's address (they count up from 10.1.1.20).
             health.sorry_server = sorry_port.map(|sorry_port| {
                 let sorry_port = if forward == ForwardMode::Dr { port } else { sorry_port };

@@ -73,6 +73,13 @@
 //! - `udp`: `udp_payload` sent from a connected socket; any reply within `timeout` passes. An
 //!   ICMP port unreachable makes the socket's receive fail with "connection refused", which
 //!   fails the probe at once (keepalived's `UDP_CHECK`).
+//! - `https`: a TLS handshake (rustls) and the `http` exchange over it (keepalived's
+//!   `SSL_GET`): no SNI and any certificate unless `tls_server_name` / `tls_verify` say
+//!   otherwise ([`probe_https`]).
+//! - `icmp`: an echo request to the backend's address and its reply ([`probe_icmp`]).
+//! - `script`: a command, exit 0 passing, killed at `timeout` ([`probe_script`]).
+//! - `dns`: a query over UDP, rcode NOERROR (and `dns_expect`) passing ([`probe_dns`]);
+//!   the answer is read within its bytes, whatever they are.
 //!
 //! [`HealthMonitor::poll`] hands each due probe to a pool of at most [`MAX_PROBE_THREADS`]
 //! threads, started as probes are waiting and never more than that, whatever the number of
@@ -112,6 +119,8 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -198,6 +207,15 @@ pub enum ProbeError {
     /// The answer to an HTTP check did not start with an HTTP status line.
     #[error("not an HTTP status line: {0:?}")]
     NotHttp(String),
+    /// A `script` check's command could not run, or exited with another status than 0.
+    #[error("script: {0}")]
+    Script(String),
+    /// A `dns` check's answer was an error, not an answer, or lacked `dns_expect`.
+    #[error("DNS: {0}")]
+    Dns(String),
+    /// An `https` check's TLS handshake failed, or its settings could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A probe's outcome: the time it took, or why it failed.
@@ -407,10 +425,66 @@ pub struct BackendStatus {
     pub service: ServiceKey,
     /// The backend.
     pub backend: BackendKey,
+    /// Its weight in the config, as the operator set it (the snapshot's is 0 while the
+    /// check has it down).
+    pub weight: u32,
     /// Its state machine.
     pub health: BackendHealth,
     /// Its counts.
     pub counters: HealthCounters,
+}
+
+impl BackendStatus {
+    /// Why the backend takes new flows or not (see [`BackendState`]).
+    pub const fn state(&self) -> BackendState {
+        if self.health.is_unknown() {
+            BackendState::Unknown
+        } else if !self.health.is_up() {
+            BackendState::Down
+        } else if self.weight == 0 {
+            BackendState::Drained
+        } else {
+            BackendState::Up
+        }
+    }
+}
+
+/// A backend's state apart from its weight, as `xlb ctl -L --health` and the
+/// `xlb_backend_state` metric show it. The check's verdict comes first: a backend the
+/// operator drained (weight 0) whose check fails shows `down`, which is what still holds
+/// when the operator gives it its weight back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Its check passes (or it has none) and its weight is above 0: it takes new flows.
+    Up,
+    /// The operator set its weight to 0 (config, `-e -w 0`); its check passes or it has none.
+    Drained,
+    /// Its check failed `fall` times in a row: drained or removed (`on_failure`).
+    Down,
+    /// At the daemon's start, no verdict kept and no probe yet: out until its first probe.
+    Unknown,
+}
+
+impl BackendState {
+    /// Every state, in the order listings and metrics give them.
+    pub const ALL: [BackendState; 4] =
+        [BackendState::Up, BackendState::Drained, BackendState::Down, BackendState::Unknown];
+
+    /// Its name in listings and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Drained => "drained",
+            BackendState::Down => "down",
+            BackendState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The most threads probing at once, whatever the number of backends (module docs, "Probes").
@@ -487,7 +561,7 @@ impl ProbePool {
 /// A pool thread: runs probes until the monitor goes.
 fn probe_worker(queue: &Receiver<ProbeJob>, results: &Sender<ProbeReport>) {
     while let Ok(job) = queue.recv() {
-        let result = probe_marked(job.target, job.mark, &job.settings);
+        let result = probe_service(Some(job.service), job.target, job.mark, &job.settings);
         let report =
             ProbeReport { prober: job.prober, service: job.service, backend: job.backend, result };
         if results.send(report).is_err() {
@@ -500,6 +574,8 @@ fn probe_worker(queue: &Receiver<ProbeJob>, results: &Sender<ProbeReport>) {
 #[derive(Debug)]
 struct Entry {
     settings: HealthConfig,
+    /// The backend's weight in the config (reported, never used to decide).
+    weight: u32,
     health: BackendHealth,
     counters: HealthCounters,
     /// The id results of this entry's probes carry; it changes with the settings, and
@@ -585,7 +661,7 @@ impl HealthMonitor {
             let service_key = (service.vip, service.port, service.proto);
             for backend in &service.backends {
                 let key = (service_key, (backend.addr, backend.port));
-                let entry = match old.remove(&key) {
+                let mut entry = match old.remove(&key) {
                     Some(entry) if entry.settings == service.health => entry,
                     Some(mut entry) => {
                         entry.health.restart_counts();
@@ -604,6 +680,7 @@ impl HealthMonitor {
                     None => {
                         let mut entry = Entry {
                             settings: service.health.clone(),
+                            weight: backend.weight,
                             health: BackendHealth::new(),
                             counters: HealthCounters::default(),
                             prober: self.next_prober,
@@ -615,6 +692,7 @@ impl HealthMonitor {
                         entry
                     }
                 };
+                entry.weight = backend.weight;
                 self.next_prober += 1;
                 self.entries.insert(key, entry);
             }
@@ -794,6 +872,7 @@ impl HealthMonitor {
             .map(|((service, backend), entry)| BackendStatus {
                 service: *service,
                 backend: *backend,
+                weight: entry.weight,
                 health: entry.health.clone(),
                 counters: entry.counters,
             })
@@ -873,6 +952,17 @@ pub fn probe_mark(rip: Ipv4Addr) -> u32 {
 
 /// [`probe`] from sockets carrying `mark` (SO_MARK), so a policy route can pick the path.
 pub fn probe_marked(target: SocketAddr, mark: Option<u32>, settings: &HealthConfig) -> ProbeResult {
+    probe_service(None, target, mark, settings)
+}
+
+/// [`probe_marked`] for a backend of `service`, which a script check finds in its
+/// environment (`XLB_VIP`, `XLB_VIP_PORT`, `XLB_PROTO`).
+fn probe_service(
+    service: Option<ServiceKey>,
+    target: SocketAddr,
+    mark: Option<u32>,
+    settings: &HealthConfig,
+) -> ProbeResult {
     let timeout = settings.timeout;
     match settings.check {
         HealthCheckKind::None => Ok(Duration::ZERO),
@@ -883,6 +973,10 @@ pub fn probe_marked(target: SocketAddr, mark: Option<u32>, settings: &HealthConf
         HealthCheckKind::Udp => {
             probe_udp_marked(target, mark, settings.udp_payload.as_bytes(), timeout)
         }
+        HealthCheckKind::Icmp => probe_icmp_marked(target.ip(), mark, timeout),
+        HealthCheckKind::Script => probe_script(&settings.script, target, service, timeout),
+        HealthCheckKind::Dns => probe_dns_marked(target, mark, settings),
+        HealthCheckKind::Https => probe_https_marked(target, mark, settings),
     }
 }
 
@@ -930,27 +1024,68 @@ fn probe_http_marked(
     timeout: Duration,
 ) -> ProbeResult {
     let started = StdInstant::now();
-    let left = || timeout.checked_sub(started.elapsed()).filter(|d| !d.is_zero());
-    let timed_out = ProbeError::Timeout(timeout);
     let mut stream = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
-    // An IPv6 host is bracketed in `Host` (RFC 9110 §7.2, RFC 3986's IP-literal).
-    let host = match target.ip() {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    };
+    let host = http_host(target.ip(), None);
+    http_get(&mut stream, &host, path, status, started, timeout)
+}
+
+/// The `Host` header's value: `name`, else the address (an IPv6 one bracketed, RFC 9110
+/// §7.2, RFC 3986's IP-literal).
+fn http_host(ip: IpAddr, name: Option<&str>) -> String {
+    match (name, ip) {
+        (Some(name), _) => name.to_string(),
+        (None, IpAddr::V4(ip)) => ip.to_string(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+    }
+}
+
+/// A stream over a TCP connection whose timeouts can be set: the connection itself, or
+/// TLS over it.
+trait OverTcp: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// `GET path HTTP/1.0` on `stream` and its status line, which must be `status`, all by
+/// `timeout` after `started`; returns the time from `started` to the status line.
+fn http_get(
+    stream: &mut impl OverTcp,
+    host: &str,
+    path: &str,
+    status: u16,
+    started: StdInstant,
+    timeout: Duration,
+) -> ProbeResult {
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n"
     );
     stream
-        .set_write_timeout(Some(left().ok_or(timed_out.clone())?))
+        .tcp()
+        .set_write_timeout(Some(time_left(started, timeout)?))
+        .map_err(|e| io_error(&e, timeout))?;
+    stream
+        .tcp()
+        .set_read_timeout(Some(time_left(started, timeout)?))
         .map_err(|e| io_error(&e, timeout))?;
     stream.write_all(request.as_bytes()).map_err(|e| io_error(&e, timeout))?;
+    stream.flush().map_err(|e| io_error(&e, timeout))?;
     // The status line is short; 512 bytes is plenty and bounds what a bad server can send.
     let mut answer = [0u8; 512];
     let mut have = 0;
     while !answer[..have].contains(&b'\n') && have < answer.len() {
-        let wait = left().ok_or(timed_out.clone())?;
-        stream.set_read_timeout(Some(wait)).map_err(|e| io_error(&e, timeout))?;
+        let wait = time_left(started, timeout)?;
+        stream.tcp().set_read_timeout(Some(wait)).map_err(|e| io_error(&e, timeout))?;
         match stream.read(&mut answer[have..]) {
             Ok(0) => break,
             Ok(n) => have += n,
@@ -961,6 +1096,120 @@ fn probe_http_marked(
     let took = started.elapsed();
     let got = parse_status_line(&answer[..have])?;
     if got == status { Ok(took) } else { Err(ProbeError::Status { got, expected: status }) }
+}
+
+/// A TLS handshake with `target` and `GET http_path` over it, expecting `http_status`, all
+/// within the timeout (keepalived's `SSL_GET`), with rustls (ring's cryptography).
+///
+/// As keepalived's, by default no SNI is sent and any certificate passes (the handshake
+/// itself must: its signatures are checked). `tls_server_name` sends that name as SNI and
+/// `Host`; `tls_verify` checks the certificate chain against `tls_ca_file` (read at each
+/// probe) and the name in it: `tls_server_name`, else the backend's address.
+pub fn probe_https(target: impl Into<SocketAddr>, settings: &HealthConfig) -> ProbeResult {
+    probe_https_marked(target.into(), None, settings)
+}
+
+fn probe_https_marked(
+    target: SocketAddr,
+    mark: Option<u32>,
+    settings: &HealthConfig,
+) -> ProbeResult {
+    let timeout = settings.timeout;
+    let started = StdInstant::now();
+    let tls_error = |what: &str, e: &dyn fmt::Display| ProbeError::Tls(format!("{what}: {e}"));
+    let config = tls_client_config(settings)?;
+    let name = match &settings.tls_server_name {
+        Some(name) => rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| tls_error("server name", &e))?,
+        None => rustls::pki_types::ServerName::IpAddress(target.ip().into()),
+    };
+    let connection =
+        rustls::ClientConnection::new(config, name).map_err(|e| tls_error("client", &e))?;
+    let tcp = connect_tcp(target, mark, timeout).map_err(|e| io_error(&e, timeout))?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let host = http_host(target.ip(), settings.tls_server_name.as_deref());
+    http_get(&mut stream, &host, &settings.http_path, settings.http_status, started, timeout)
+}
+
+/// ring's cryptography for TLS. rustls 0.23.48 deprecates it for lacking post-quantum key
+/// exchange; a health probe carries no secret worth harvesting for later decryption, and
+/// ring builds with a C compiler alone, where aws-lc-rs needs cmake and far more build time.
+#[allow(deprecated)]
+fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The client side of an `https` check: ring's cryptography, TLS 1.2 and 1.3, and either
+/// the trusted CAs of `tls_ca_file` or [`AnyCertificate`].
+fn tls_client_config(settings: &HealthConfig) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+    let provider = tls_provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProbeError::Tls(e.to_string()))?;
+    let mut config = if settings.tls_verify {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let file = &settings.tls_ca_file;
+        let unreadable = |e: &dyn fmt::Display| ProbeError::Tls(format!("CA file {file}: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| unreadable(&e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| unreadable(&e))?;
+        let (added, _) = roots.add_parsable_certificates(certificates);
+        if added == 0 {
+            return Err(unreadable(&"no CA certificate in it"));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    };
+    config.enable_sni = settings.tls_server_name.is_some();
+    Ok(Arc::new(config))
+}
+
+/// keepalived's `SSL_GET` without `verify`: any certificate is taken, but the handshake's
+/// signatures are still checked against it (a server must hold the key of what it sends).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signed: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, certificate, signed, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signed: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, certificate, signed, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The status code of `HTTP/1.x NNN ...` at the start of `answer`.
@@ -991,22 +1240,7 @@ fn probe_udp_marked(
 ) -> ProbeResult {
     let started = StdInstant::now();
     let fail = |e: io::Error| io_error(&e, timeout);
-    // Bound to the unspecified address of the target's family.
-    let any = match target {
-        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-    };
-    let socket = match mark {
-        None => UdpSocket::bind(any).map_err(fail)?,
-        Some(mark) => {
-            let domain = socket2::Domain::for_address(target);
-            let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, None).map_err(fail)?;
-            socket.set_mark(mark).map_err(fail)?;
-            socket.bind(&any.into()).map_err(fail)?;
-            socket.into()
-        }
-    };
-    socket.connect(target).map_err(fail)?;
+    let socket = connect_udp(target, mark).map_err(fail)?;
     socket.set_read_timeout(Some(timeout)).map_err(fail)?;
     socket.send(payload).map_err(fail)?;
     let mut reply = [0u8; 1500];
@@ -1015,6 +1249,330 @@ fn probe_udp_marked(
             Ok(_) => return Ok(started.elapsed()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(fail(e)),
+        }
+    }
+}
+
+/// A UDP socket connected to `target`, bound to the unspecified address of its family,
+/// with `mark` if any.
+fn connect_udp(target: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
+    let any = match target {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let socket = match mark {
+        None => UdpSocket::bind(any)?,
+        Some(mark) => {
+            let domain = socket2::Domain::for_address(target);
+            let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, None)?;
+            socket.set_mark(mark)?;
+            socket.bind(&any.into())?;
+            socket.into()
+        }
+    };
+    socket.connect(target)?;
+    Ok(socket)
+}
+
+/// A number for each probe that needs one (ICMP sequence and identifier, DNS query id),
+/// mixed with the process id so two daemons' probes are told apart.
+fn probe_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let count = NEXT.fetch_add(1, Ordering::Relaxed);
+    (u64::from(std::process::id()) << 32) ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The time left of `timeout` since `started`, or the timeout error once none is.
+fn time_left(started: StdInstant, timeout: Duration) -> Result<Duration, ProbeError> {
+    timeout
+        .checked_sub(started.elapsed())
+        .filter(|left| !left.is_zero())
+        .ok_or(ProbeError::Timeout(timeout))
+}
+
+/// An ICMP echo request to `addr` and its reply within `timeout` (keepalived's
+/// `PING_CHECK`); returns the round trip.
+///
+/// From an unprivileged ICMP datagram socket when `net.ipv4.ping_group_range` admits the
+/// process's group (the kernel then picks the identifier and matches replies), else from a
+/// raw socket (`CAP_NET_RAW`), whose replies are matched here by identifier, sequence and
+/// payload: a raw socket sees every ICMP message to the host, the request itself on
+/// loopback included.
+pub fn probe_icmp(addr: IpAddr, timeout: Duration) -> ProbeResult {
+    probe_icmp_marked(addr, None, timeout)
+}
+
+fn probe_icmp_marked(addr: IpAddr, mark: Option<u32>, timeout: Duration) -> ProbeResult {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let started = StdInstant::now();
+    let fail = |e: io::Error| io_error(&e, timeout);
+    let (domain, protocol) = match addr {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let (socket, raw) = match Socket::new(domain, Type::DGRAM, Some(protocol)) {
+        Ok(socket) => (socket, false),
+        Err(_) => (Socket::new(domain, Type::RAW, Some(protocol)).map_err(fail)?, true),
+    };
+    if let Some(mark) = mark {
+        socket.set_mark(mark).map_err(fail)?;
+    }
+    socket.connect(&SocketAddr::new(addr, 0).into()).map_err(fail)?;
+    let token = probe_token();
+    let echo =
+        EchoRequest { v6: addr.is_ipv6(), id: (token >> 16) as u16, seq: token as u16, token };
+    (&socket).write_all(&echo.packet()).map_err(fail)?;
+    let mut reply = [0u8; 1500];
+    loop {
+        socket.set_read_timeout(Some(time_left(started, timeout)?)).map_err(fail)?;
+        let n = match (&socket).read(&mut reply) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        // A raw IPv4 socket hands over the IP header too; an ICMPv6 one never does.
+        let message = match (raw, addr) {
+            (true, IpAddr::V4(_)) => {
+                let header = usize::from(reply[0] & 0x0f) * 4;
+                reply.get(header.max(20)..n).unwrap_or_default()
+            }
+            _ => &reply[..n],
+        };
+        if echo.answered_by(message, !raw) {
+            return Ok(started.elapsed());
+        }
+    }
+}
+
+/// An ICMP or ICMPv6 echo request of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EchoRequest {
+    v6: bool,
+    id: u16,
+    seq: u16,
+    /// The payload: 8 bytes the reply must echo.
+    token: u64,
+}
+
+impl EchoRequest {
+    /// The ICMP message: type, code, checksum, identifier, sequence, payload. The checksum
+    /// is ICMP's (RFC 792); for ICMPv6 the kernel computes it (it covers a pseudo-header).
+    fn packet(&self) -> [u8; 16] {
+        let mut packet = [0u8; 16];
+        packet[0] = if self.v6 { 128 } else { 8 };
+        packet[4..6].copy_from_slice(&self.id.to_be_bytes());
+        packet[6..8].copy_from_slice(&self.seq.to_be_bytes());
+        packet[8..].copy_from_slice(&self.token.to_be_bytes());
+        if !self.v6 {
+            let checksum = internet_checksum(&packet);
+            packet[2..4].copy_from_slice(&checksum.to_be_bytes());
+        }
+        packet
+    }
+
+    /// True if `message` (an ICMP message, any bytes) is this request's echo reply. A
+    /// datagram socket's identifier is the kernel's, so `any_id` skips it.
+    fn answered_by(&self, message: &[u8], any_id: bool) -> bool {
+        let reply_type = if self.v6 { 129 } else { 0 };
+        let Some(header) = message.first_chunk::<16>() else { return false };
+        header[0] == reply_type
+            && header[1] == 0
+            && (any_id || header[4..6] == self.id.to_be_bytes())
+            && header[6..8] == self.seq.to_be_bytes()
+            && header[8..16] == self.token.to_be_bytes()
+    }
+}
+
+/// The Internet checksum (RFC 1071) of `bytes`.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Runs `argv` (no shell) with the backend in its environment (`XLB_BACKEND_ADDR`,
+/// `XLB_BACKEND_PORT`, and with its `service` `XLB_VIP`, `XLB_VIP_PORT`, `XLB_PROTO`),
+/// stdin, stdout and stderr on /dev/null; exit status 0 within `timeout` passes
+/// (keepalived's `MISC_CHECK`). At `timeout` the command is killed (SIGKILL) and reaped,
+/// and the probe fails; a command that starts children of its own (`sh -c` without
+/// `exec`) should end them, as only the command itself is killed.
+pub fn probe_script(
+    argv: &[String],
+    target: SocketAddr,
+    service: Option<ServiceKey>,
+    timeout: Duration,
+) -> ProbeResult {
+    use std::process::{Command, Stdio};
+    let started = StdInstant::now();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(ProbeError::Script("no command".into()));
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("XLB_BACKEND_ADDR", target.ip().to_string())
+        .env("XLB_BACKEND_PORT", target.port().to_string());
+    if let Some((vip, port, proto)) = service {
+        command
+            .env("XLB_VIP", vip.to_string())
+            .env("XLB_VIP_PORT", port.to_string())
+            .env("XLB_PROTO", proto.name());
+    }
+    let mut child =
+        command.spawn().map_err(|e| ProbeError::Script(format!("cannot run {program}: {e}")))?;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(started.elapsed()),
+            Ok(Some(status)) => return Err(ProbeError::Script(format!("{program}: {status}"))),
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ProbeError::Timeout(timeout));
+            }
+            // The next look within 5 ms, and never past the timeout.
+            Ok(None) => thread::sleep(
+                SCRIPT_POLL
+                    .min(timeout.saturating_sub(started.elapsed()))
+                    .max(Duration::from_micros(100)),
+            ),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ProbeError::Script(format!("{program}: {e}")));
+            }
+        }
+    }
+}
+
+/// How often a running script check is looked at.
+const SCRIPT_POLL: Duration = Duration::from_millis(5);
+
+/// A DNS query for `settings.dns_name` of type `settings.dns_type` over UDP, expecting an
+/// answer with its id, rcode NOERROR and, with `dns_expect`, that address in an A or AAAA
+/// record of the answer section (keepalived's `DNS_CHECK`). Answers with another id (late
+/// ones, forged ones) are skipped until `timeout`; see [`check_dns_answer`] for the parsing.
+pub fn probe_dns(target: impl Into<SocketAddr>, settings: &HealthConfig) -> ProbeResult {
+    probe_dns_marked(target.into(), None, settings)
+}
+
+fn probe_dns_marked(target: SocketAddr, mark: Option<u32>, settings: &HealthConfig) -> ProbeResult {
+    let timeout = settings.timeout;
+    let started = StdInstant::now();
+    let fail = |e: io::Error| io_error(&e, timeout);
+    let id = probe_token() as u16;
+    let query = dns_query(id, &settings.dns_name, settings.dns_type)?;
+    let socket = connect_udp(target, mark).map_err(fail)?;
+    socket.send(&query).map_err(fail)?;
+    let mut answer = [0u8; 4096];
+    loop {
+        socket.set_read_timeout(Some(time_left(started, timeout)?)).map_err(fail)?;
+        let n = match socket.recv(&mut answer) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        match check_dns_answer(&answer[..n], id, settings.dns_expect) {
+            DnsVerdict::OtherId => {}
+            DnsVerdict::Passed => return Ok(started.elapsed()),
+            DnsVerdict::Failed(why) => return Err(ProbeError::Dns(why)),
+        }
+    }
+}
+
+/// A DNS query (RFC 1035 §4.1): header with `id` and RD, one question `name`, `qtype`, IN.
+fn dns_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, ProbeError> {
+    if let Some(problem) = crate::control::config::dns_name_problem(name) {
+        return Err(ProbeError::Dns(format!("cannot ask {name:?}: {problem}")));
+    }
+    let mut query = Vec::with_capacity(18 + name.len());
+    query.extend_from_slice(&id.to_be_bytes());
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|label| !label.is_empty()) {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.push(0);
+    query.extend_from_slice(&qtype.to_be_bytes());
+    query.extend_from_slice(&1u16.to_be_bytes());
+    Ok(query)
+}
+
+/// What a datagram says to a DNS check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DnsVerdict {
+    /// Not an answer to this query (too short, or another id): wait for the next.
+    OtherId,
+    /// The check passes.
+    Passed,
+    /// The check fails, for this reason.
+    Failed(String),
+}
+
+/// Reads `answer`, any bytes from the network: never indexes past its end, follows no
+/// compression pointer (a name ends at one), and reads at most as many records as its
+/// header claims and its bytes hold, so a hostile answer costs at most one pass over it.
+fn check_dns_answer(answer: &[u8], id: u16, expect: Option<IpAddr>) -> DnsVerdict {
+    let Some(header) = answer.first_chunk::<12>() else { return DnsVerdict::OtherId };
+    if header[0..2] != id.to_be_bytes() {
+        return DnsVerdict::OtherId;
+    }
+    let word = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+    let (flags, questions, answers) = (word(2), word(4), word(6));
+    if flags & 0x8000 == 0 {
+        return DnsVerdict::Failed("a query came back, not an answer".into());
+    }
+    let rcode = flags & 0x000f;
+    if rcode != 0 {
+        const NAMES: [&str; 6] =
+            ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
+        let name = NAMES.get(usize::from(rcode)).copied().unwrap_or("error");
+        return DnsVerdict::Failed(format!("rcode {rcode} ({name})"));
+    }
+    let Some(expect) = expect else { return DnsVerdict::Passed };
+    let missing = || DnsVerdict::Failed(format!("no record of {expect} in the answer"));
+    let mut at = 12;
+    for _ in 0..questions {
+        let Some(end) = skip_dns_name(answer, at) else { return missing() };
+        at = end + 4;
+    }
+    for _ in 0..answers {
+        let Some(end) = skip_dns_name(answer, at) else { return missing() };
+        let Some(fixed) = answer.get(end..end + 10) else { return missing() };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let length = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let Some(data) = answer.get(end + 10..end + 10 + length) else { return missing() };
+        let found = match (rtype, data.len()) {
+            (1, 4) => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            (28, 16) => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
+            _ => None,
+        };
+        if found == Some(expect) {
+            return DnsVerdict::Passed;
+        }
+        at = end + 10 + length;
+    }
+    missing()
+}
+
+/// The offset just past the name at `at` in `message`: labels up to a zero byte, or up to
+/// a compression pointer (2 bytes, not followed). `None` if it runs past the end or holds a
+/// reserved label type.
+fn skip_dns_name(message: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let length = *message.get(at)?;
+        match length & 0xc0 {
+            0x00 if length == 0 => return Some(at + 1),
+            0x00 => at += 1 + usize::from(length),
+            0xc0 => return message.get(at + 1).map(|_| at + 2),
+            _ => return None,
         }
     }
 }
@@ -1141,6 +1699,28 @@ mod tests {
         monitor.resume(|_, _| None);
         assert!(monitor.is_up(WEB, C));
         assert_eq!(monitor.unknown_count(), 0);
+    }
+
+    /// `-L --health` and the metrics tell a backend down by its check from one the operator
+    /// drained (weight 0), and both from one waiting for its first probe; a weight change
+    /// is followed without touching the check's state.
+    #[test]
+    fn status_tells_down_by_check_from_drained_by_the_operator() {
+        let checked = config("check = \"tcp\"\nrise = 1\nfall = 1", 0, "");
+        let mut monitor = HealthMonitor::without_probers(&checked);
+        monitor.resume(|_, backend| (backend != B).then_some(true));
+        monitor.record(WEB, A, refused());
+        let states = |monitor: &HealthMonitor| -> Vec<(BackendKey, u32, BackendState)> {
+            monitor.status().iter().map(|s| (s.backend, s.weight, s.state())).collect()
+        };
+        use BackendState::{Down, Drained, Unknown, Up};
+        assert_eq!(states(&monitor), [(A, 1, Down), (B, 2, Unknown), (C, 0, Drained)]);
+        monitor.record(WEB, B, ok());
+        let restored = config("check = \"tcp\"\nrise = 1\nfall = 1", 5, "");
+        monitor.reconfigure(&restored);
+        assert_eq!(states(&monitor), [(A, 1, Down), (B, 2, Up), (C, 5, Up)]);
+        let names: Vec<&str> = BackendState::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["up", "drained", "down", "unknown"]);
     }
 
     #[test]
@@ -1749,6 +2329,367 @@ mod tests {
         );
         assert!(probe(local(closed_port()), &settings(HealthCheckKind::Udp)).is_err());
         assert!(probe(local(closed_port()), &settings(HealthCheckKind::Http)).is_err());
+    }
+
+    // The keepalived kinds: script (MISC_CHECK), dns (DNS_CHECK), icmp (PING_CHECK).
+
+    fn sh(script: &str) -> Vec<String> {
+        ["/bin/sh", "-c", script].map(String::from).to_vec()
+    }
+
+    /// A path under the temp dir named for this process and `what`, removed first.
+    fn scratch(what: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("xlb-{}-{what}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// Exit 0 passes, another status fails with it, a command that cannot start fails
+    /// saying so, and the backend and service are in the command's environment.
+    #[test]
+    fn script_check_passes_on_exit_0_and_sees_the_backend() {
+        let target = SocketAddr::from(([10, 1, 1, 11], 8080));
+        let timeout = Duration::from_secs(30);
+        let expected = "test \"$XLB_BACKEND_ADDR $XLB_BACKEND_PORT $XLB_VIP $XLB_VIP_PORT \
+                        $XLB_PROTO\" = '10.1.1.11 8080 10.1.1.100 80 tcp'";
+        assert!(probe_script(&sh(expected), target, Some(WEB), timeout).is_ok());
+        assert!(probe_script(&sh(expected), target, None, timeout).is_err(), "no VIP given");
+        let failed = probe_script(&sh("exit 3"), target, Some(WEB), timeout);
+        assert!(matches!(&failed, Err(ProbeError::Script(why)) if why.contains('3')), "{failed:?}");
+        let missing = ["/nonexistent/xlb-check".to_string()];
+        let failed = probe_script(&missing, target, Some(WEB), timeout);
+        assert!(
+            matches!(&failed, Err(ProbeError::Script(why)) if why.contains("cannot run")),
+            "{failed:?}"
+        );
+        assert!(probe_script(&[], target, Some(WEB), timeout).is_err());
+    }
+
+    /// A command still running at the timeout fails the probe and is killed and reaped: its
+    /// process is gone when the probe returns.
+    #[test]
+    fn script_check_kills_a_command_at_its_timeout() {
+        let pid_file = scratch("script-pid");
+        let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+        let target = SocketAddr::from(([127, 0, 0, 1], 1));
+        let result = probe_script(&sh(&script), target, None, SHORT);
+        assert_eq!(result, Err(ProbeError::Timeout(SHORT)));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let _ = std::fs::remove_file(&pid_file);
+        let proc_dir = format!("/proc/{}", pid.trim());
+        assert!(!pid.trim().is_empty() && !std::path::Path::new(&proc_dir).exists(), "{proc_dir}");
+    }
+
+    /// A DNS answer to `query` (a query this module built): same id, QR set, `rcode`, the
+    /// question copied, then `records` as (type, rdata) under a pointer to the question's name.
+    fn dns_answer(query: &[u8], rcode: u8, records: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut answer = query[..2].to_vec();
+        answer.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1]);
+        answer.extend_from_slice(&(records.len() as u16).to_be_bytes());
+        answer.extend_from_slice(&[0, 0, 0, 0]);
+        answer.extend_from_slice(&query[12..]);
+        for (rtype, data) in records {
+            answer.extend_from_slice(&[0xc0, 12]);
+            answer.extend_from_slice(&rtype.to_be_bytes());
+            answer.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+            answer.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            answer.extend_from_slice(data);
+        }
+        answer
+    }
+
+    /// A DNS server on 127.0.0.1 answering each query it gets with `answers(query)` (all of
+    /// them, in order), for `queries` queries; its port and thread.
+    fn dns_server(
+        queries: usize,
+        answers: impl Fn(&[u8]) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> (u16, JoinHandle<Vec<Vec<u8>>>) {
+        let socket = UdpSocket::bind(local(0)).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buffer = [0u8; 512];
+            for _ in 0..queries {
+                let (n, from) = socket.recv_from(&mut buffer).unwrap();
+                for answer in answers(&buffer[..n]) {
+                    socket.send_to(&answer, from).unwrap();
+                }
+                seen.push(buffer[..n].to_vec());
+            }
+            seen
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn dns_check_wants_noerror_and_the_expected_address() {
+        let a = |ip: [u8; 4]| (1u16, ip.to_vec());
+        let settings = |expect: Option<[u8; 4]>| HealthConfig {
+            check: HealthCheckKind::Dns,
+            timeout: Duration::from_secs(30),
+            dns_name: "www.example.com".into(),
+            dns_type: 1,
+            dns_expect: expect.map(IpAddr::from),
+            ..HealthConfig::default()
+        };
+        // A late answer (another id) first is skipped; then NOERROR with two A records.
+        let (port, server) = dns_server(4, move |query| {
+            let mut stale = dns_answer(query, 0, &[a([192, 0, 2, 66])]);
+            stale[0] ^= 0xff;
+            vec![stale, dns_answer(query, 0, &[(5, vec![0]), a([192, 0, 2, 1]), a([192, 0, 2, 2])])]
+        });
+        assert!(probe_dns(local(port), &settings(None)).is_ok());
+        assert!(probe_dns(local(port), &settings(Some([192, 0, 2, 2]))).is_ok());
+        let missing = probe_dns(local(port), &settings(Some([192, 0, 2, 66])));
+        assert!(matches!(&missing, Err(ProbeError::Dns(why)) if why.contains("no record")));
+        // The root's NS by default: the query on the wire.
+        let defaults = HealthConfig { check: HealthCheckKind::Dns, ..settings(None) };
+        let defaults =
+            HealthConfig { dns_name: ".".into(), dns_type: 2, dns_expect: None, ..defaults };
+        assert!(probe_dns(local(port), &defaults).is_ok());
+        let seen = server.join().unwrap();
+        assert_eq!(&seen[0][2..], b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x03com\x00\x00\x01\x00\x01");
+        assert_eq!(&seen[3][12..], b"\x00\x00\x02\x00\x01");
+        // NXDOMAIN fails, whatever the records.
+        let (port, server) = dns_server(1, |query| vec![dns_answer(query, 3, &[])]);
+        let failed = probe_dns(local(port), &settings(None));
+        assert!(
+            matches!(&failed, Err(ProbeError::Dns(why)) if why.contains("NXDOMAIN")),
+            "{failed:?}"
+        );
+        server.join().unwrap();
+        // Nobody listening: refused (ICMP port unreachable), at once.
+        assert!(matches!(
+            probe_dns(local(closed_udp_port()), &settings(None)),
+            Err(ProbeError::Io(_))
+        ));
+    }
+
+    fn closed_udp_port() -> u16 {
+        UdpSocket::bind(local(0)).unwrap().local_addr().unwrap().port()
+    }
+
+    /// Hostile answers: truncated anywhere, records claiming more bytes than there are,
+    /// counts above what the datagram holds, reserved label types: a failure (or, short of a
+    /// header, no answer), never a panic or an address read out of bounds.
+    #[test]
+    fn dns_answers_are_read_within_their_bytes() {
+        let expect = Some(IpAddr::from([192, 0, 2, 1]));
+        let query = dns_query(7, "example.com", 1).unwrap();
+        let good = dns_answer(&query, 0, &[(1, vec![192, 0, 2, 1])]);
+        assert_eq!(check_dns_answer(&good, 7, expect), DnsVerdict::Passed);
+        assert_eq!(check_dns_answer(&good, 8, expect), DnsVerdict::OtherId);
+        for cut in 0..good.len() {
+            let verdict = check_dns_answer(&good[..cut], 7, expect);
+            let expected = if cut < 12 { DnsVerdict::OtherId } else { verdict.clone() };
+            assert!(matches!(verdict, DnsVerdict::OtherId | DnsVerdict::Failed(_)), "{cut}");
+            assert_eq!(verdict, expected);
+        }
+        let mut long = good.clone();
+        let at = long.len() - 6;
+        long[at..at + 2].copy_from_slice(&[0xff, 0xff]);
+        assert!(matches!(check_dns_answer(&long, 7, expect), DnsVerdict::Failed(_)));
+        let mut many = good.clone();
+        many[6..8].copy_from_slice(&[0xff, 0xff]);
+        many[4..6].copy_from_slice(&[0xff, 0xff]);
+        assert!(matches!(check_dns_answer(&many, 7, expect), DnsVerdict::Failed(_)));
+        let mut reserved = good;
+        reserved[12] = 0x80;
+        assert!(matches!(check_dns_answer(&reserved, 7, expect), DnsVerdict::Failed(_)));
+        let query_back = query.clone();
+        assert!(matches!(check_dns_answer(&query_back, 7, None), DnsVerdict::Failed(_)));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_as_a_dns_answer_are_read_without_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            expect in any::<Option<[u8; 4]>>(),
+        ) {
+            let id = u16::from_be_bytes([bytes.first().copied().unwrap_or(0), bytes.get(1).copied().unwrap_or(0)]);
+            let verdict = check_dns_answer(&bytes, id, expect.map(IpAddr::from));
+            prop_assert!(bytes.len() >= 12 || verdict == DnsVerdict::OtherId);
+        }
+    }
+
+    /// The echo request carries a valid ICMP checksum, and only its own reply answers it:
+    /// not the request itself (a raw socket sees it on loopback), not another probe's or
+    /// another program's reply, not a truncated one.
+    #[test]
+    fn echo_replies_are_matched_to_their_request() {
+        let echo = EchoRequest { v6: false, id: 0x1234, seq: 7, token: 0x0102_0304_0506_0708 };
+        let request = echo.packet();
+        assert_eq!(internet_checksum(&request), 0, "a valid checksum sums to 0");
+        assert_eq!((request[0], &request[4..8]), (8, &[0x12, 0x34, 0, 7][..]));
+        let mut reply = request;
+        reply[0] = 0;
+        assert!(echo.answered_by(&reply, false));
+        assert!(!echo.answered_by(&request, false), "the request is no reply");
+        assert!(!echo.answered_by(&reply[..15], false));
+        let mut other = reply;
+        other[15] ^= 1;
+        assert!(!echo.answered_by(&other, false), "another token");
+        let mut other_id = reply;
+        other_id[4] ^= 1;
+        assert!(!echo.answered_by(&other_id, false), "another identifier");
+        assert!(echo.answered_by(&other_id, true), "a datagram socket's id is the kernel's");
+        let echo6 = EchoRequest { v6: true, ..echo };
+        let mut reply6 = echo6.packet();
+        assert_eq!(reply6[0], 128);
+        reply6[0] = 129;
+        assert!(echo6.answered_by(&reply6, false) && !echo.answered_by(&reply6, false));
+    }
+
+    /// A real echo to loopback (a raw socket needs CAP_NET_RAW unless ping_group_range
+    /// admits us).
+    #[test]
+    fn icmp_check_is_answered_by_loopback() {
+        if !crate::testkit::root_or_skip("icmp_check_is_answered_by_loopback") {
+            return;
+        }
+        let timeout = Duration::from_secs(30);
+        assert!(probe_icmp(IpAddr::V4(Ipv4Addr::LOCALHOST), timeout).is_ok());
+        assert!(probe_icmp(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), timeout).is_ok());
+        let settings =
+            HealthConfig { check: HealthCheckKind::Icmp, timeout, ..HealthConfig::default() };
+        assert!(probe(local(closed_port()), &settings).is_ok(), "the port is not probed");
+    }
+
+    /// A TLS server on 127.0.0.1 with a certificate for `localhost` and 127.0.0.1 signed by
+    /// itself, answering `connections` connections with `answer` after the request's head;
+    /// its port, its certificate in PEM, and its thread (the SNI each client sent).
+    fn https_server(
+        connections: usize,
+        answer: &'static str,
+    ) -> (u16, String, JoinHandle<Vec<Option<String>>>) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let provider = tls_provider();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        let config = Arc::new(config);
+        let (listener, port) = listen();
+        let server = thread::spawn(move || {
+            let mut names = Vec::new();
+            for _ in 0..connections {
+                let (tcp, _) = listener.accept().unwrap();
+                let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                names.push(tls.conn.server_name().map(String::from));
+                let _ = tls.write_all(answer.as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+            names
+        });
+        (port, cert.pem(), server)
+    }
+
+    /// keepalived's SSL_GET: by default any certificate and no SNI, the status checked; with
+    /// `tls_verify`, the certificate must chain to `tls_ca_file` and hold the name (or the
+    /// address); a plain-HTTP server fails the handshake.
+    #[test]
+    fn https_check_handshakes_and_wants_the_status() {
+        let ca_file = scratch("https-ca.pem");
+        let (port, pem, server) = https_server(5, "HTTP/1.0 204 No Content\r\n\r\n");
+        std::fs::write(&ca_file, &pem).unwrap();
+        let settings = HealthConfig {
+            check: HealthCheckKind::Https,
+            timeout: Duration::from_secs(30),
+            http_status: 204,
+            ..HealthConfig::default()
+        };
+        assert!(probe_https(local(port), &settings).is_ok());
+        let other_status = HealthConfig { http_status: 200, ..settings.clone() };
+        assert_eq!(
+            probe_https(local(port), &other_status),
+            Err(ProbeError::Status { got: 204, expected: 200 })
+        );
+        let ca = ca_file.display().to_string();
+        let verified = |name: Option<&str>| HealthConfig {
+            tls_verify: true,
+            tls_ca_file: ca.clone(),
+            tls_server_name: name.map(String::from),
+            ..settings.clone()
+        };
+        assert!(probe_https(local(port), &verified(Some("localhost"))).is_ok());
+        assert!(probe_https(local(port), &verified(None)).is_ok(), "the address is in it");
+        let wrong_name = probe_https(local(port), &verified(Some("www.example.com")));
+        assert!(matches!(wrong_name, Err(ProbeError::Io(_))), "{wrong_name:?}");
+        // Another CA: this one's certificate is not trusted by the other's.
+        let (other_port, _, other_server) = https_server(1, "HTTP/1.0 204 No Content\r\n\r\n");
+        let untrusted = probe_https(local(other_port), &verified(Some("localhost")));
+        assert!(untrusted.is_err(), "{untrusted:?}");
+        // SNI only with a name: none by default, "localhost" when given.
+        let names = server.join().unwrap();
+        assert_eq!(names[0], None);
+        assert_eq!(names[2].as_deref(), Some("localhost"));
+        other_server.join().unwrap();
+        // A CA file that is not there fails the probe, saying so.
+        let missing = HealthConfig { tls_ca_file: "/nonexistent/ca.pem".into(), ..verified(None) };
+        assert!(
+            matches!(probe_https(local(port), &missing), Err(ProbeError::Tls(why)) if why.contains("/nonexistent"))
+        );
+        // Plain HTTP is no TLS server.
+        let (listener, plain_port) = listen();
+        let plain = thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let _ = tcp.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+        });
+        assert!(probe_https(local(plain_port), &settings).is_err());
+        plain.join().unwrap();
+        let _ = std::fs::remove_file(&ca_file);
+    }
+
+    /// The whole loop with a script check: its verdict follows a flag file, down after
+    /// `fall` failures and up after `rise` passes.
+    #[test]
+    fn probers_follow_a_script_down_and_up() {
+        let flag = scratch("script-flag");
+        std::fs::write(&flag, b"").unwrap();
+        let text = format!(
+            "[[interface]]\nname = \"lo\"\naddr = \"127.0.0.1/8\"\n\
+             [[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"nat\"\n\
+             [service.health]\ncheck = \"script\"\nscript = [\"/bin/sh\", \"-c\", \"test -e {}\"]\n\
+             interval = 0.1\ntimeout = 0.1\nrise = 2\nfall = 2\n\
+             [[service.backend]]\naddr = \"127.0.0.1\"\nport = 9\n",
+            flag.display()
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let backend = (IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+        let mut monitor = HealthMonitor::new(&config);
+        let wait_for = |monitor: &mut HealthMonitor, up: bool| {
+            let started = StdInstant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                monitor.poll();
+                let state = monitor.status()[0].state();
+                if state == if up { BackendState::Up } else { BackendState::Down } {
+                    return state;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            monitor.status()[0].state()
+        };
+        assert_eq!(wait_for(&mut monitor, true), BackendState::Up);
+        std::fs::remove_file(&flag).unwrap();
+        assert_eq!(wait_for(&mut monitor, false), BackendState::Down);
+        assert_eq!(monitor.effective(&config).services[0].backends[0].weight, 0);
+        std::fs::write(&flag, b"").unwrap();
+        assert_eq!(wait_for(&mut monitor, true), BackendState::Up);
+        let _ = std::fs::remove_file(&flag);
+        assert_eq!(monitor.status()[0].backend, backend);
     }
 
     /// The whole loop with real prober threads: a listener goes away and comes back.

@@ -42,10 +42,13 @@
 //!   scheduler, and `-e` without `-w` keeps the weight.
 //! - What xlb's config holds beyond ipvsadm's model has long options, used by `-A|-E` and
 //!   written by `-S` only when not the default: `--maglev-table-size N`,
-//!   `--health-check tcp|http|udp|none`, `--health-interval SECS`, `--health-timeout SECS`,
-//!   `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
+//!   `--health-check tcp|http|https|udp|icmp|script|dns|none`, `--health-interval SECS`,
+//!   `--health-timeout SECS`, `--health-rise N`, `--health-fall N`, `--health-http-path PATH`,
 //!   `--health-udp-payload-hex HEX`, `--health-passive-fall N`, `--sorry-server ADDR:PORT|none`,
-//!   `--health-via-vip yes|no`,
+//!   `--health-via-vip yes|no`, `--health-script-hex HEX` (the argv joined by NUL bytes),
+//!   `--health-dns-name NAME`, `--health-dns-type TYPE`, `--health-dns-expect ADDR|none`,
+//!   `--health-tls-server-name NAME|none`, `--health-tls-verify yes|no`,
+//!   `--health-tls-ca-file PATH`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
 //! - `-i` (IP-in-IP) makes a tunnel service with IPIP and the config's defaults; its
 //!   `encap`, `gue_port`, `tunnel_source` and `mss_clamp` are config-file settings that `-S`
@@ -87,9 +90,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::control::config::{
-    Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, HealthCheckKind, HealthConfig, OnFailure,
-    ServiceConfig, endpoint, netmask_prefix, seconds_text,
+    Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, DNS_TYPES, HealthCheckKind, HealthConfig,
+    OnFailure, ServiceConfig, dns_name_problem, dns_type_name, endpoint, netmask_prefix,
+    seconds_text,
 };
+use crate::control::health::BackendStatus;
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
 use crate::fleet::{FleetMode, VrrpState};
@@ -174,6 +179,21 @@ pub struct HealthOptions {
     pub sorry_server: Option<Option<SocketAddr>>,
     /// `--health-via-vip yes|no` (DR and tunnel: probe the VIP through each real server).
     pub via_vip: Option<bool>,
+    /// `--health-script-hex`: a script check's argv, its words joined by NUL bytes, in hex
+    /// (so any argument survives a `-S` line).
+    pub script: Option<Vec<String>>,
+    /// `--health-dns-name`.
+    pub dns_name: Option<String>,
+    /// `--health-dns-type` (a name of [`DNS_TYPES`]).
+    pub dns_type: Option<u16>,
+    /// `--health-dns-expect ADDR`, or `none` (`Some(None)`).
+    pub dns_expect: Option<Option<IpAddr>>,
+    /// `--health-tls-server-name NAME`, or `none` (`Some(None)`).
+    pub tls_server_name: Option<Option<String>>,
+    /// `--health-tls-verify yes|no`.
+    pub tls_verify: Option<bool>,
+    /// `--health-tls-ca-file PATH`.
+    pub tls_ca_file: Option<String>,
 }
 
 /// What `-A|-E` set on a service; `None` (or an empty list) keeps the current value (`-E`)
@@ -219,6 +239,10 @@ pub enum ListFormat {
     Rate,
     /// `-c`: the connection entries.
     Connections,
+    /// `--health` (xlb's own): each checked real server's weight as configured and its
+    /// health state apart from it (up, drained by the operator, down by its check, unknown),
+    /// with its probe counts.
+    Health,
 }
 
 /// The options of `-L`.
@@ -387,6 +411,7 @@ impl fmt::Display for Command {
                     ListFormat::Stats => f.write_str(" --stats")?,
                     ListFormat::Rate => f.write_str(" --rate")?,
                     ListFormat::Connections => f.write_str(" -c")?,
+                    ListFormat::Health => f.write_str(" --health")?,
                 }
                 if options.nosort {
                     f.write_str(" --nosort")?;
@@ -464,19 +489,37 @@ fn write_service_options(
         write!(f, " --on-failure {on_failure}")?;
     }
     if let Some(payload) = &h.udp_payload {
-        let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
-        write!(f, " --health-udp-payload-hex {}", if hex.is_empty() { "-" } else { &hex })?;
+        write!(f, " --health-udp-payload-hex {}", hex_arg(payload.as_bytes()))?;
     }
     if let Some(passive_fall) = h.passive_fall {
         write!(f, " --health-passive-fall {passive_fall}")?;
     }
-    match h.sorry_server {
-        Some(Some(sorry)) => write!(f, " --sorry-server {sorry}")?,
-        Some(None) => write!(f, " --sorry-server none")?,
-        None => {}
+    if let Some(sorry) = h.sorry_server {
+        write!(f, " --sorry-server {}", or_none(sorry))?;
     }
     if let Some(via_vip) = h.via_vip {
-        write!(f, " --health-via-vip {}", if via_vip { "yes" } else { "no" })?;
+        write!(f, " --health-via-vip {}", yes_no(via_vip))?;
+    }
+    if let Some(script) = &h.script {
+        write!(f, " --health-script-hex {}", hex_arg(script.join("\0").as_bytes()))?;
+    }
+    if let Some(name) = &h.dns_name {
+        write!(f, " --health-dns-name {name}")?;
+    }
+    if let Some(dns_type) = h.dns_type {
+        write!(f, " --health-dns-type {}", dns_type_name(dns_type))?;
+    }
+    if let Some(expect) = h.dns_expect {
+        write!(f, " --health-dns-expect {}", or_none(expect))?;
+    }
+    if let Some(name) = &h.tls_server_name {
+        write!(f, " --health-tls-server-name {}", or_none(name.as_ref()))?;
+    }
+    if let Some(verify) = h.tls_verify {
+        write!(f, " --health-tls-verify {}", yes_no(verify))?;
+    }
+    if let Some(file) = &h.tls_ca_file {
+        write!(f, " --health-tls-ca-file {file}")?;
     }
     Ok(())
 }
@@ -586,6 +629,7 @@ enum Key {
     Connection,
     Stats,
     Rate,
+    Health,
     Exact,
     Sort,
     NoSort,
@@ -603,6 +647,13 @@ enum Key {
     HealthPassiveFall,
     SorryServer,
     HealthViaVip,
+    HealthScript,
+    HealthDnsName,
+    HealthDnsType,
+    HealthDnsExpect,
+    HealthTlsName,
+    HealthTlsVerify,
+    HealthTlsCaFile,
     OnFailure,
     /// `-p [TIMEOUT]`: its value is optional (the next argument, if it is no option).
     Persistent,
@@ -681,6 +732,7 @@ const SPECS: &[Spec] = &[
     spec(Some('c'), "connection", false, Key::Connection),
     spec(None, "stats", false, Key::Stats),
     spec(None, "rate", false, Key::Rate),
+    spec(None, "health", false, Key::Health),
     spec(Some('X'), "exact", false, Key::Exact),
     spec(None, "sort", false, Key::Sort),
     spec(None, "nosort", false, Key::NoSort),
@@ -699,6 +751,13 @@ const SPECS: &[Spec] = &[
     spec(None, "health-passive-fall", true, Key::HealthPassiveFall),
     spec(None, "sorry-server", true, Key::SorryServer),
     spec(None, "health-via-vip", true, Key::HealthViaVip),
+    spec(None, "health-script-hex", true, Key::HealthScript),
+    spec(None, "health-dns-name", true, Key::HealthDnsName),
+    spec(None, "health-dns-type", true, Key::HealthDnsType),
+    spec(None, "health-dns-expect", true, Key::HealthDnsExpect),
+    spec(None, "health-tls-server-name", true, Key::HealthTlsName),
+    spec(None, "health-tls-verify", true, Key::HealthTlsVerify),
+    spec(None, "health-tls-ca-file", true, Key::HealthTlsCaFile),
     spec(Some('f'), "fwmark-service", false, Key::Unsupported(NO_FWMARK)),
     spec(Some('p'), "persistent", false, Key::Persistent),
     spec(Some('M'), "netmask", true, Key::Netmask),
@@ -922,6 +981,7 @@ pub fn parse(args: &[String]) -> Result<Command, CtlError> {
                 (Key::Stats, ListFormat::Stats),
                 (Key::Rate, ListFormat::Rate),
                 (Key::Connection, ListFormat::Connections),
+                (Key::Health, ListFormat::Health),
             ];
             let mut format = ListFormat::Table;
             let mut chosen: Option<String> = None;
@@ -1098,7 +1158,7 @@ impl Options {
         let check = self.named(
             Key::HealthCheck,
             |v| HealthCheckKind::ALL.into_iter().find(|k| k.name() == v),
-            "tcp, http, udp or none",
+            "tcp, http, https, udp, icmp, script, dns or none",
         )?;
         let on_failure = self.named(
             Key::OnFailure,
@@ -1133,14 +1193,50 @@ impl Options {
                 },
                 "ADDR:PORT ([ADDR]:PORT for IPv6), or none",
             )?,
-            via_vip: self.named(
-                Key::HealthViaVip,
-                |v| match v {
-                    "yes" => Some(true),
-                    "no" => Some(false),
-                    _ => None,
+            via_vip: self.named(Key::HealthViaVip, parse_yes_no, "yes or no")?,
+            script: self.named(
+                Key::HealthScript,
+                |v| {
+                    let argv = decode_hex(v)?;
+                    Some(if argv.is_empty() {
+                        Vec::new()
+                    } else {
+                        argv.split('\0').map(String::from).collect()
+                    })
                 },
-                "yes or no",
+                "the command's words joined by NUL bytes, in hex",
+            )?,
+            dns_name: self.named(
+                Key::HealthDnsName,
+                |v| dns_name_problem(v).is_none().then(|| v.to_string()),
+                "a domain name, like example.com or . (the root)",
+            )?,
+            dns_type: self.named(
+                Key::HealthDnsType,
+                |v| DNS_TYPES.iter().find(|(name, _)| name.eq_ignore_ascii_case(v)).map(|t| t.1),
+                "a DNS type: A, NS, CNAME, SOA, PTR, MX, TXT, AAAA or SRV",
+            )?,
+            dns_expect: self.named(
+                Key::HealthDnsExpect,
+                |v| match v {
+                    "none" => Some(None),
+                    v => v.parse::<IpAddr>().ok().map(Some),
+                },
+                "an address the answer must hold, or none",
+            )?,
+            tls_server_name: self.named(
+                Key::HealthTlsName,
+                |v| match v {
+                    "none" => Some(None),
+                    v => Some(Some(v.to_string())),
+                },
+                "a DNS name, or none",
+            )?,
+            tls_verify: self.named(Key::HealthTlsVerify, parse_yes_no, "yes or no")?,
+            tls_ca_file: self.named(
+                Key::HealthTlsCaFile,
+                |v| v.starts_with('/').then(|| v.to_string()),
+                "an absolute path",
             )?,
         };
         let persistent = match self.take(Key::Persistent) {
@@ -1177,6 +1273,33 @@ impl Options {
             netmask,
         })
     }
+}
+
+/// Bytes as a `-hex` option's value: pairs of hex digits, `-` for none ([`decode_hex`]).
+fn hex_arg(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "-".to_string();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `yes|no` option's value.
+const fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+/// A `yes|no` option's value read back.
+fn parse_yes_no(value: &str) -> Option<bool> {
+    match value {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// An `X|none` option's value.
+fn or_none<T: fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "none".to_string(), |value| value.to_string())
 }
 
 /// `--health-udp-payload-hex`: pairs of hex digits as text (`-`: empty).
@@ -1585,10 +1708,23 @@ fn edit_service(
     let health = &mut service.health;
     if let Some(check) = h.check {
         health.check = check;
-        if check != HealthCheckKind::Http {
-            let defaults = HealthConfig::default();
+        let defaults = HealthConfig::default();
+        if !check.gets() {
             health.http_path = defaults.http_path;
             health.http_status = defaults.http_status;
+        }
+        if check != HealthCheckKind::Https {
+            health.tls_server_name = defaults.tls_server_name;
+            health.tls_verify = defaults.tls_verify;
+            health.tls_ca_file = defaults.tls_ca_file.clone();
+        }
+        if check != HealthCheckKind::Script {
+            health.script = defaults.script;
+        }
+        if check != HealthCheckKind::Dns {
+            health.dns_name = defaults.dns_name;
+            health.dns_type = defaults.dns_type;
+            health.dns_expect = defaults.dns_expect;
         }
     }
     if let Some(interval) = h.interval {
@@ -1628,12 +1764,37 @@ fn edit_service(
     if let Some(via_vip) = h.via_vip {
         health.via_vip = via_vip;
     }
-    if health.check != HealthCheckKind::Http && (h.http_path.is_some() || h.http_status.is_some()) {
+    if let Some(script) = &h.script {
+        health.script = script.clone();
+    }
+    if let Some(name) = &h.dns_name {
+        health.dns_name = name.clone();
+    }
+    if let Some(dns_type) = h.dns_type {
+        health.dns_type = dns_type;
+    }
+    if let Some(expect) = h.dns_expect {
+        health.dns_expect = expect;
+    }
+    if let Some(name) = &h.tls_server_name {
+        health.tls_server_name = name.clone();
+    }
+    if let Some(verify) = h.tls_verify {
+        health.tls_verify = verify;
+        // The CA file is only for verifying (a config file says so too).
+        if !verify {
+            health.tls_ca_file = HealthConfig::default().tls_ca_file;
+        }
+    }
+    if let Some(file) = &h.tls_ca_file {
+        health.tls_ca_file = file.clone();
+    }
+    if !health.check.gets() && (h.http_path.is_some() || h.http_status.is_some()) {
         return Err(CtlError::Invalid {
             what: format!("service {id} health check"),
             value: health.check.to_string(),
-            expected: "http: --health-http-path and --health-http-status apply only to \
-                       --health-check http"
+            expected: "http or https: --health-http-path and --health-http-status apply only \
+                       to --health-check http|https"
                 .into(),
         });
     }
@@ -1730,6 +1891,14 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
                 .then_some(h.passive_fall),
             sorry_server: h.sorry_server.map(Some),
             via_vip: h.via_vip.then_some(true),
+            script: (!h.script.is_empty()).then(|| h.script.clone()),
+            dns_name: differs(h.dns_name == defaults.dns_name).then(|| h.dns_name.clone()),
+            dns_type: differs(h.dns_type == defaults.dns_type).then_some(h.dns_type),
+            dns_expect: h.dns_expect.map(Some),
+            tls_server_name: h.tls_server_name.clone().map(Some),
+            tls_verify: h.tls_verify.then_some(true),
+            tls_ca_file: differs(h.tls_ca_file == defaults.tls_ca_file)
+                .then(|| h.tls_ca_file.clone()),
         };
         let options = ServiceOptions {
             scheduler: Some(service.scheduler),
@@ -1873,6 +2042,9 @@ pub struct ListView {
     pub rates: Vec<BackendRates>,
     /// Connection entries (`-c`).
     pub connections: Vec<ConnEntry>,
+    /// Every monitored (service, real server), sorted by service then real server
+    /// ([`crate::control::health::HealthMonitor::status`]; `--health`).
+    pub health: Vec<BackendStatus>,
 }
 
 /// The first line of a full `-L` listing (not of `-L -t|-u VIP:port`), as ipvsadm prints
@@ -2005,6 +2177,7 @@ pub fn list(snapshot: &Snapshot, view: &ListView) -> String {
             }
             out
         }
+        ListFormat::Health => title(snapshot) + &health_table(&view.health, view.options.service),
     }
 }
 
@@ -2019,6 +2192,42 @@ fn list_persistence(vip: IpAddr, p: &crate::persist::ServicePersistence) -> Stri
         }
         IpAddr::V6(_) if p.prefix_len < 128 => out.push_str(&format!(" mask {}", p.prefix_len)),
         _ => {}
+    }
+    out
+}
+
+/// `-L --health`: every checked real server of every service (or of `only`) under its
+/// service, with its weight as configured, its [`BackendState`] and its probe counts. A
+/// removed backend (`on_failure = "remove"`) is listed, as the snapshot's table cannot.
+///
+/// ```text
+/// Prot LocalAddress:Port
+///   -> RemoteAddress:Port           Weight State   ProbesOK   ProbesFailed
+/// TCP  10.1.1.10:80
+///   -> 10.1.1.11:80                 1      down    0          3
+/// ```
+fn health_table(statuses: &[BackendStatus], only: Option<ServiceId>) -> String {
+    let mut out = String::from("Prot LocalAddress:Port\n");
+    out.push_str("  -> RemoteAddress:Port           Weight State   ProbesOK   ProbesFailed\n");
+    let mut current = None;
+    for status in statuses {
+        let (vip, port, proto) = status.service;
+        if only.is_some_and(|s| (s.vip, s.port, s.proto) != status.service) {
+            continue;
+        }
+        if current != Some(status.service) {
+            current = Some(status.service);
+            out.push_str(&format!("{}  {}\n", proto.name().to_uppercase(), endpoint(vip, port)));
+        }
+        let (addr, backend_port) = status.backend;
+        out.push_str(&format!(
+            "  -> {:<28} {:<6} {:<7} {:<10} {}\n",
+            endpoint(addr, backend_port),
+            status.weight,
+            status.state().name(),
+            status.counters.probes_ok,
+            status.counters.probes_failed
+        ));
     }
     out
 }
@@ -2205,7 +2414,9 @@ Commands:
   -a|-e -t|-u VIP:port -r RIP[:port] [-g|-m|-i|-b] [-w W] add or edit a real server
   -d -t|-u VIP:port -r RIP[:port]                         delete a real server
   -P|-Q -t|-u VIP:port -z LIP                             add or delete a FullNAT local address
-  -L|-l [-n] [--stats|--rate|-c] [--nosort] [-t|-u VIP:port]  list (sorted as ipvsadm sorts)
+  -L|-l [-n] [--stats|--rate|-c|--health] [--nosort] [-t|-u VIP:port]  list (sorted as
+                                                          ipvsadm sorts; --health: weight
+                                                          and health state apart)
   -S [-n]                                                 save, as commands -R restores
   -R                                                      restore from stdin (all or nothing)
   -C                                                      delete every virtual service
@@ -2220,10 +2431,12 @@ Schedulers: IPVS's rr, wrr, lc, wlc (the default of -A), sed, nq, sh, mh (Maglev
 Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
 IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
   IPv4 only for now: an IPv6 service is refused when it would be installed).
--A|-E also take --maglev-table-size N, --health-check tcp|http|udp|none,
+-A|-E also take --maglev-table-size N, --health-check tcp|http|https|udp|icmp|script|dns|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
-  --health-via-vip yes|no,
+  --health-via-vip yes|no, --health-script-hex HEX (argv joined by NUL bytes),
+  --health-dns-name NAME, --health-dns-type TYPE, --health-dns-expect ADDR|none,
+  --health-tls-server-name NAME|none, --health-tls-verify yes|no, --health-tls-ca-file PATH,
   --health-http-path P, --health-http-status N, --on-failure drain|remove;
   -S writes them on \"# xlb: -E ...\" lines, which ipvsadm -R skips and xlb ctl -R reads.
 Persistence: -A|-E ... -p [SECONDS] (300 if none; -p 0 turns it off) [-M NETMASK|PREFIX].
@@ -2280,6 +2493,69 @@ mod tests {
 
     fn web() -> ServiceId {
         ServiceId { proto: Proto::Tcp, vip: Ipv4Addr::new(10, 1, 1, 10).into(), port: 80 }
+    }
+
+    /// The keepalived kinds' settings go through -A|-E and come back from -S; changing the
+    /// check drops the old kind's settings, and turning verification off its CA file.
+    #[test]
+    fn keepalived_check_settings_go_through_edit_and_save() {
+        let config = run(
+            &base(),
+            "-E -t 10.1.1.10:80 --health-check https --health-http-status 204 \
+             --health-tls-server-name www.example.com --health-tls-verify yes \
+             --health-tls-ca-file /etc/xlb/ca.pem",
+        )
+        .unwrap();
+        let h = &config.services[0].health;
+        assert_eq!((h.check, h.http_status, h.tls_verify), (HealthCheckKind::Https, 204, true));
+        assert_eq!(
+            (h.tls_server_name.as_deref(), h.tls_ca_file.as_str()),
+            (Some("www.example.com"), "/etc/xlb/ca.pem")
+        );
+        let saved = save(&config);
+        assert!(saved.contains(" --health-tls-server-name www.example.com --health-tls-verify yes --health-tls-ca-file /etc/xlb/ca.pem"), "{saved}");
+        let unverified = run(&config, "-E -t 10.1.1.10:80 --health-tls-verify no").unwrap();
+        assert_eq!(unverified.services[0].health.tls_ca_file, HealthConfig::default().tls_ca_file);
+        // script: the argv in hex, NUL between words ("/bin/sh", "-c", "exit 0").
+        let hex: String = "/bin/sh\0-c\0exit 0".bytes().map(|b| format!("{b:02x}")).collect();
+        let config = run(
+            &config,
+            &format!("-E -t 10.1.1.10:80 --health-check script --health-script-hex {hex}"),
+        )
+        .unwrap();
+        let h = &config.services[0].health;
+        assert_eq!(
+            (h.check, h.script.as_slice()),
+            (HealthCheckKind::Script, &["/bin/sh", "-c", "exit 0"].map(String::from)[..])
+        );
+        assert_eq!((h.tls_server_name.clone(), h.tls_verify, h.http_status), (None, false, 200));
+        assert!(save(&config).contains(&format!("--health-script-hex {hex}")));
+        let config = run(
+            &config,
+            "-E -t 10.1.1.10:80 --health-check dns --health-dns-name example.com \
+             --health-dns-type a --health-dns-expect 192.0.2.1",
+        )
+        .unwrap();
+        let h = &config.services[0].health;
+        assert!(h.script.is_empty());
+        assert_eq!(
+            (h.dns_name.as_str(), h.dns_type, h.dns_expect),
+            ("example.com", 1, Some("192.0.2.1".parse().unwrap()))
+        );
+        assert!(save(&config).contains(
+            "--health-dns-name example.com --health-dns-type A --health-dns-expect 192.0.2.1"
+        ));
+        for (line, marker) in [
+            ("-E -t 10.1.1.10:80 --health-dns-type AXFR", "a DNS type"),
+            ("-E -t 10.1.1.10:80 --health-dns-name a..b", "a domain name"),
+            ("-E -t 10.1.1.10:80 --health-script-hex 0", "in hex"),
+            ("-E -t 10.1.1.10:80 --health-tls-verify maybe", "yes or no"),
+            ("-E -t 10.1.1.10:80 --health-check ping", "icmp"),
+        ] {
+            let words: Vec<String> = line.split(' ').map(String::from).collect();
+            let error = parse(&words).and_then(|c| apply(&config, &c)).unwrap_err().to_string();
+            assert!(error.contains(marker), "{line}: {error}");
+        }
     }
 
     #[test]
@@ -3126,6 +3402,56 @@ mod tests {
         let one = list(&snapshot, &v);
         assert_eq!(one.lines().count(), 4, "{one}");
         assert!(one.contains("UDP  10.1.1.10:53 wrr") && !one.contains("TCP"));
+    }
+
+    /// `-L --health` shows the weight as configured and the state apart from it: a backend
+    /// down by its check keeps its weight, a drained one (weight 0) passes its check; `-t`
+    /// keeps one service; `--health` parses, and does not combine with `--stats`.
+    #[test]
+    fn lists_health_state_apart_from_the_weight() {
+        use crate::control::health::{BackendHealth, HealthCounters, ProbeError};
+        let snapshot = snapshot_of(&two_services());
+        let web = (Ipv4Addr::new(10, 1, 1, 10).into(), 80, Proto::Tcp);
+        let dns = (Ipv4Addr::new(10, 1, 1, 10).into(), 53, Proto::Udp);
+        let failed = Err(ProbeError::Timeout(Duration::from_secs(1)));
+        let mut down = BackendHealth::new();
+        for _ in 0..3 {
+            down.record_probe(&failed, &HealthConfig::default());
+        }
+        assert!(!down.is_up());
+        let status = |service, backend: ([u8; 4], u16), weight, health, ok, failed| BackendStatus {
+            service,
+            backend: (Ipv4Addr::from(backend.0).into(), backend.1),
+            weight,
+            health,
+            counters: HealthCounters { probes_ok: ok, probes_failed: failed, ..Default::default() },
+        };
+        let mut v = view(ListFormat::Health);
+        v.health = vec![
+            status(web, ([10, 1, 1, 11], 80), 1, down, 7, 3),
+            status(web, ([10, 1, 1, 12], 80), 0, BackendHealth::new(), 9, 0),
+            status(dns, ([10, 1, 2, 13], 5353), 4, BackendHealth::unknown(), 0, 0),
+        ];
+        let expected = String::from(HEAD)
+            + "Prot LocalAddress:Port\n\
+               \x20 -> RemoteAddress:Port           Weight State   ProbesOK   ProbesFailed\n\
+               TCP  10.1.1.10:80\n\
+               \x20 -> 10.1.1.11:80                 1      down    7          3\n\
+               \x20 -> 10.1.1.12:80                 0      drained 9          0\n\
+               UDP  10.1.1.10:53\n\
+               \x20 -> 10.1.2.13:5353               4      unknown 0          0\n";
+        assert_eq!(list(&snapshot, &v), expected);
+        v.options.service = Some(ServiceId { proto: Proto::Udp, vip: dns.0, port: 53 });
+        let one = list(&snapshot, &v);
+        assert_eq!(one.lines().count(), 5, "{one}");
+        assert!(one.contains("10.1.2.13:5353") && !one.contains("TCP"), "{one}");
+        let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        let health = ListOptions { format: ListFormat::Health, service: None, nosort: false };
+        assert_eq!(parse(&words("-L -n --health")), Ok(Command::List(health)));
+        let combined = parse(&words("-L --health --stats"));
+        assert!(
+            matches!(combined, Err(CtlError::Usage(ref why)) if why.contains("cannot be combined"))
+        );
     }
 
     #[test]

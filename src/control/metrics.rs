@@ -21,7 +21,10 @@
 //! latency as a summary, and what control counts itself
 //! ([`ControlFigures`]): `xlb ctl` clients served and dropped (`xlb_ctl_*`), scrapes this
 //! server refused (`xlb_metrics_connections_refused_total`), and per monitored backend its
-//! health checks (`xlb_health_*_total`, probes brought forward by passive signs included),
+//! health checks (`xlb_health_*_total`, probes brought forward by passive signs included,
+//! and `xlb_backend_state{state}`, one series per [`BackendState`] set to 1 for the one the
+//! backend is in: a backend down by its check is told from one the operator drained, which
+//! `node_ipvs_backend_weight`, 0 for both, cannot),
 //! and the box's part in a fleet (`xlb_fleet_state{mode, state}`).
 //!
 //! Invariants (checked by the tests with a small parser of the format):
@@ -51,7 +54,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use crate::conntrack::ConntrackStats;
-use crate::control::health::{BackendKey, BackendStatus, HealthCounters, ServiceKey};
+use crate::control::health::{BackendKey, BackendState, BackendStatus, HealthCounters, ServiceKey};
 use crate::control::socket::CtlStats;
 pub use crate::control::stats::BackendConnections;
 use crate::control::stats::Ledger;
@@ -590,6 +593,20 @@ pub fn render(view: &MetricsView<'_>) -> String {
         out.family(&name, Kind::Counter, help);
         for (labels, status) in health_labels.iter().zip(view.control.health) {
             out.sample(&name, &borrow(labels), read(&status.counters));
+        }
+    }
+    let name = "xlb_backend_state";
+    out.family(
+        name,
+        Kind::Gauge,
+        "The backend's state apart from its weight, 1 for the one it is in: up, drained (weight \
+         0 set by the operator), down (by its health check), unknown (no probe yet).",
+    );
+    for (labels, status) in health_labels.iter().zip(view.control.health) {
+        for state in BackendState::ALL {
+            let [a, b, c, d, e, f] = borrow(labels);
+            let labels = [a, b, c, d, e, f, ("state", state.name())];
+            out.sample(name, &labels, u64::from(status.state() == state));
         }
     }
 
@@ -1360,10 +1377,11 @@ mod tests {
         let status = |backend, counters| BackendStatus {
             service: web,
             backend,
+            weight: 1,
             health: BackendHealth::new(),
             counters,
         };
-        let health = [
+        let mut health = [
             status(
                 (Ipv4Addr::new(10, 1, 1, 11).into(), 8080),
                 HealthCounters {
@@ -1384,6 +1402,7 @@ mod tests {
                 },
             ),
         ];
+        health[1].health = BackendHealth::unknown();
         let totals = vec![BackendCounters::default(); 3];
         let busy_poll = [
             BusyPollFigures {
@@ -1452,6 +1471,14 @@ mod tests {
         assert_eq!(value("xlb_health_came_up_total", &b), 0.0);
         let early = samples.iter().filter(|s| s.name == "xlb_health_early_probes_total");
         assert_eq!(early.count(), 2, "one series per monitored backend");
+        // The state apart from the weight: one series per state, 1 for the backend's.
+        let state = |backend: &'static str, state: &'static str| {
+            value("xlb_backend_state", &[("remote_address", backend), ("state", state)])
+        };
+        assert_eq!([state("10.1.1.11", "up"), state("10.1.1.11", "down")], [1.0, 0.0]);
+        assert_eq!([state("10.1.1.12", "unknown"), state("10.1.1.12", "up")], [1.0, 0.0]);
+        let states = samples.iter().filter(|s| s.name == "xlb_backend_state");
+        assert_eq!(states.count(), 8, "every state of every monitored backend");
         // Nothing counted yet: every family is there, at 0, and health has no series.
         let text = render(&MetricsView { control: ControlFigures::default(), ..view });
         let samples = check(&text);
