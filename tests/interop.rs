@@ -1,7 +1,8 @@
 //! `xlb replay` on captures written by other tools: scapy (crafted frames, checked again by
 //! scapy on the way out) and tcpdump (real kernel traffic captured in a namespace of the
 //! test's own); the same in IPv6 (issue 12: failing until the IPv6 data path lands, as
-//! `xlb replay` refuses IPv6 services).
+//! `xlb replay` refuses IPv6 services); and tunnel mode (issue 14), its IPIP and GUE output
+//! checked by scapy.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,6 +13,8 @@ use serde_json::Value;
 const CONFIG: &str = "tests/interop/interop.toml";
 /// The same for IPv6 (issue 12).
 const CONFIG6: &str = "tests/interop/interop6.toml";
+/// Tunnel services, IPIP and GUE (issue 14).
+const CONFIG_TUNNEL: &str = "tests/interop/interop_tunnel.toml";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -347,6 +350,24 @@ fn scapy_written_ipv6_capture_replays_and_scapy_accepts_the_output() {
     assert!(dropped("ipv6_ext_headers") >= 1, "{summary}");
     assert_eq!(dropped("ipv6_ext_headers") + dropped("fragment"), 2, "{summary}");
     assert_eq!(n("pass"), 1, "ssh to the box: {summary}");
+}
+
+/// Issue 14: a capture written by scapy to IPIP and GUE services (TCP SYNs and data, UDP,
+/// eight flows each, packets at the MTU and one byte over it, with and without DF) replays,
+/// and scapy accepts xlb's output: outer checksums as scapy computes them, the client's packet
+/// byte for byte inside, outer sources and GUE source ports per flow, MACs of the real server
+/// or the gateway, fragmentation needed for the too-big DF packets (tests/interop/scapy_tunnel.py).
+#[test]
+fn scapy_written_tunnel_capture_replays_and_scapy_accepts_the_output() {
+    let summary = scapy_round_trip("tests/interop/scapy_tunnel.py", CONFIG_TUNNEL, "scapy-tunnel");
+    let n = |key: &str| summary[key].as_u64().unwrap();
+    // Per VIP: 8 flows of SYN and data, 8 UDP queries, 3 at or over the MTU.
+    assert_eq!(n("packets"), 54, "{summary}");
+    assert_eq!(n("encapsulated"), 50, "{summary}");
+    assert_eq!(summary["drop_reasons"]["tunnel_frag_needed"], 2, "{summary}");
+    assert_eq!(summary["drop_reasons"]["tunnel_too_big"], 2, "{summary}");
+    assert_eq!(n("emitted"), 52, "the wrapped packets and the two answers: {summary}");
+    assert_eq!(n("written"), 52, "{summary}");
 }
 
 /// Issue 12: real IPv6 traffic from the kernel (TCP connects, UDP datagrams, and whatever a
