@@ -113,7 +113,7 @@ fn replay_json(config: &str, input: &Path, output: &Path) -> Value {
 
 #[test]
 fn scapy_written_capture_replays_and_scapy_accepts_the_output() {
-    let summary = scapy_round_trip("tests/interop/scapy_frames.py", CONFIG, "scapy");
+    let summary = scapy_round_trip("tests/interop/scapy_frames.py", CONFIG, "scapy", &[]);
     let n = |key: &str| summary[key].as_u64().unwrap();
     assert_eq!(n("packets"), 29, "{summary}");
     assert_eq!(summary["drop_reasons"]["fragment"], 1, "{summary}");
@@ -122,8 +122,9 @@ fn scapy_written_capture_replays_and_scapy_accepts_the_output() {
 }
 
 /// `script write` a capture, `xlb replay` it under `config`, `script check` what xlb
-/// transmitted (which must pass); the replay's summary.
-fn scapy_round_trip(script: &str, config: &str, name: &str) -> Value {
+/// transmitted (which must pass), then each of `more_checks` (`script MODE OUTPUT`, which
+/// must pass too); the replay's summary.
+fn scapy_round_trip(script: &str, config: &str, name: &str, more_checks: &[&str]) -> Value {
     let input = scratch(&format!("{name}-in.pcap"));
     let output = scratch(&format!("{name}-out.pcap"));
     let written = run("python3", &[script, "write", input.to_str().unwrap()]);
@@ -133,13 +134,15 @@ fn scapy_round_trip(script: &str, config: &str, name: &str) -> Value {
         String::from_utf8_lossy(&written.stderr)
     );
     let summary = replay_json(config, &input, &output);
-    let checked = run("python3", &[script, "check", output.to_str().unwrap()]);
-    assert!(
-        checked.status.success(),
-        "scapy rejected xlb's output:\n{}{}\n{summary}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    for mode in std::iter::once(&"check").chain(more_checks) {
+        let checked = run("python3", &[script, mode, output.to_str().unwrap()]);
+        assert!(
+            checked.status.success(),
+            "scapy {mode} of xlb's output failed:\n{}{}\n{summary}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
     summary
 }
 
@@ -342,7 +345,7 @@ fn tcpdump_any_capture_replays_like_the_interface_capture() {
 /// flags and option.
 #[test]
 fn scapy_written_ipv6_capture_replays_and_scapy_accepts_the_output() {
-    let summary = scapy_round_trip("tests/interop/scapy_frames6.py", CONFIG6, "scapy6");
+    let summary = scapy_round_trip("tests/interop/scapy_frames6.py", CONFIG6, "scapy6", &[]);
     let n = |key: &str| summary[key].as_u64().unwrap();
     assert_eq!(n("packets"), 29, "{summary}");
     // The hop-by-hop header is `ipv6_ext_headers`; the fragment header that or `fragment`.
@@ -356,10 +359,18 @@ fn scapy_written_ipv6_capture_replays_and_scapy_accepts_the_output() {
 /// eight flows each, packets at the MTU and one byte over it, with and without DF) replays,
 /// and scapy accepts xlb's output: outer checksums as scapy computes them, the client's packet
 /// byte for byte inside, outer sources and GUE source ports per flow, MACs of the real server
-/// or the gateway, fragmentation needed for the too-big DF packets (tests/interop/scapy_tunnel.py).
+/// or the gateway, fragmentation needed for the too-big DF packets (tests/interop/scapy_tunnel.py);
+/// and the check rejects broken copies of that output.
 #[test]
 fn scapy_written_tunnel_capture_replays_and_scapy_accepts_the_output() {
-    let summary = scapy_round_trip("tests/interop/scapy_tunnel.py", CONFIG_TUNNEL, "scapy-tunnel");
+    // `mutants`: the check must also reject each of a list of broken copies of the output
+    // (inner TTL, outer checksum, one source for all flows, a gateway's MAC, ...).
+    let summary = scapy_round_trip(
+        "tests/interop/scapy_tunnel.py",
+        CONFIG_TUNNEL,
+        "scapy-tunnel",
+        &["mutants"],
+    );
     let n = |key: &str| summary[key].as_u64().unwrap();
     // Per VIP: 8 flows of SYN and data, 8 UDP queries, 3 at or over the MTU.
     assert_eq!(n("packets"), 54, "{summary}");

@@ -2,6 +2,8 @@
 
   scapy_tunnel.py write IN.pcap    craft the client's frames to IPIP and GUE services
   scapy_tunnel.py check OUT.pcap   check what xlb transmitted
+  scapy_tunnel.py mutants OUT.pcap the check must reject each of a list of broken copies
+                                   of a good output (so that it can fail)
 
 Every client packet that fits must come out wrapped exactly once: outer IPv4 (checksum as
 scapy computes it, TTL 64, TOS and DF of the inner packet, a fresh identification), IPIP
@@ -85,6 +87,15 @@ def header_checksum_ok(header):
 
 def check(path):
     out = rdpcap(path)
+    problems = problems_in(out)
+    for p in problems:
+        print(p)
+    print(f"scapy checked {len(out)} frames: {len(problems)} problems")
+    sys.exit(1 if problems else 0)
+
+
+def problems_in(out):
+    """What is wrong with xlb's output frames `out` (scapy packets), one line each."""
     problems = []
     sent = sent_packets()
     want_wrapped = {p: 0 for p in sent if len(p) + OVERHEAD[service_of(p)["encap"]] <= MTU}
@@ -161,10 +172,7 @@ def check(path):
     if len(set(idents)) != len(idents):
         problems.append("two packets with one identification")
     check_spread(per_flow, problems)
-    for p in problems:
-        print(p)
-    print(f"scapy checked {len(out)} frames ({len(per_flow)} flows): {len(problems)} problems")
-    sys.exit(1 if problems else 0)
+    return problems
 
 
 def check_frag_needed(pkt, packet, want_answered, problem):
@@ -202,5 +210,100 @@ def check_spread(per_flow, problems):
             problems.append(f"{key}: {len(headers)} flows from only {ports} GUE source ports")
 
 
+def fix_outer_checksum(frame):
+    frame[24:26] = b"\0\0"
+    frame[24:26] = checksum(bytes(frame[14:34])).to_bytes(2, "big")
+
+
+def first(frames, protocol, source=None):
+    """The index of the first frame whose outer protocol is `protocol` (and outer source
+    starts with the bytes `source`)."""
+    return next(
+        i for i, f in enumerate(frames) if f[23] == protocol and (source is None or f[26:].startswith(source))
+    )
+
+
+def set_bytes(protocol, offset, value, source=None, fix=True):
+    """A mutation: bytes at `offset` of the first such frame set to `value`."""
+
+    def mutate(frames):
+        frame = frames[first(frames, protocol, source)]
+        frame[offset : offset + len(value)] = value
+        if fix:
+            fix_outer_checksum(frame)
+
+    return mutate
+
+
+def every(protocol, source, offset, value):
+    """A mutation: bytes at `offset` of every such frame set to `value`."""
+
+    def mutate(frames):
+        for frame in frames:
+            if frame[23] == protocol and frame[26:].startswith(source):
+                frame[offset : offset + len(value)] = value
+                fix_outer_checksum(frame)
+
+    return mutate
+
+
+def inner_payload_changed(frames):
+    frames[first(frames, GUE)][-1] ^= 0xFF
+
+
+def dropped(frames):
+    del frames[first(frames, 17)]
+
+
+def duplicated(frames):
+    frames.append(bytearray(frames[first(frames, 4)]))
+
+
+def same_ident(frames):
+    frames[1][18:20] = frames[0][18:20]
+    fix_outer_checksum(frames[1])
+
+
+IPIP, GUE, ICMP_ = 4, 17, 1
+PREFIX, BOX = bytes([10, 9, 0]), bytes([10, 1, 1, 2])
+# Broken copies of a good output: byte offsets in the Ethernet frame (outer IPv4 at 14, its
+# payload at 34). Each must be rejected.
+MUTANTS = {
+    "inner TTL lowered": set_bytes(IPIP, 34 + 8, b"\x38"),
+    "inner payload changed": inner_payload_changed,
+    "outer checksum wrong": set_bytes(GUE, 24, b"\x00\x01", fix=False),
+    "outer TTL 63": set_bytes(IPIP, 22, b"\x3f"),
+    "outer TOS not the client's": set_bytes(IPIP, 15, b"\x00"),
+    "outer source outside the prefix": set_bytes(IPIP, 27, b"\x08", source=PREFIX),
+    "outer source not the box's": set_bytes(GUE, 29, b"\x03", source=BOX),
+    "one outer source for all flows": every(IPIP, PREFIX, 29, b"\x07"),
+    "one GUE source port for all flows": every(GUE, BOX, 34, (50000).to_bytes(2, "big")),
+    "GUE checksum not 0": set_bytes(GUE, 40, b"\x12"),
+    "GUE to another port": set_bytes(GUE, 36, (6081).to_bytes(2, "big")),
+    "IPIP sent as protocol 41": set_bytes(IPIP, 23, b"\x29"),
+    "MAC of the real server for the gateway's": set_bytes(IPIP, 0, bytes.fromhex("02000a01010b"), source=PREFIX),
+    "ICMP announces the MTU itself": set_bytes(ICMP_, 34 + 6, (1500).to_bytes(2, "big")),
+    "ICMP from the box, not the VIP": set_bytes(ICMP_, 26, BOX),
+    "ICMP type 3 code 3": set_bytes(ICMP_, 34 + 1, b"\x03"),
+    "a wrapped packet missing": dropped,
+    "a wrapped packet twice": duplicated,
+    "two packets with one identification": same_ident,
+}
+
+
+def mutants(path):
+    good = [bytearray(bytes(p)) for p in rdpcap(path)]
+    accepted = []
+    for name, mutate in MUTANTS.items():
+        frames = [bytearray(f) for f in good]
+        mutate(frames)
+        problems = problems_in([Ether(bytes(f)) for f in frames])
+        print(f"{name}: {problems[0] if problems else 'ACCEPTED'}")
+        if not problems:
+            accepted.append(name)
+    print(f"scapy rejected {len(MUTANTS) - len(accepted)} of {len(MUTANTS)} broken outputs")
+    sys.exit(1 if accepted else 0)
+
+
 if __name__ == "__main__":
-    {"write": write, "check": check}[sys.argv[1]](sys.argv[2])
+    {"write": write, "check": check, "mutants": mutants}[sys.argv[1]](sys.argv[2])
