@@ -57,16 +57,19 @@ enum Scenario {
     NewFlows,
     /// DR, 100k established flows with 5% new flows mixed in.
     Mix,
-    /// The IPv6 twins of `DrHit`, `NatHit` and `FullNatHit` (80-byte frames).
+    /// The IPv6 twins of `DrHit`, `NatHit`, `FullNatHit`, `NewFlows` and `Mix` (80-byte
+    /// frames).
     DrHit6,
     NatHit6,
     FullNatHit6,
+    NewFlows6,
+    Mix6,
     /// Tunnel mode (IPIP), established flows: every packet wrapped and emitted.
     TunnelHit,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 12] = [
         Scenario::DrHit,
         Scenario::DrHitSized,
         Scenario::NatHit,
@@ -76,11 +79,25 @@ impl Scenario {
         Scenario::DrHit6,
         Scenario::NatHit6,
         Scenario::FullNatHit6,
+        Scenario::NewFlows6,
+        Scenario::Mix6,
         Scenario::TunnelHit,
     ];
 
     fn is_ipv6(self) -> bool {
-        matches!(self, Scenario::DrHit6 | Scenario::NatHit6 | Scenario::FullNatHit6)
+        matches!(
+            self,
+            Scenario::DrHit6
+                | Scenario::NatHit6
+                | Scenario::FullNatHit6
+                | Scenario::NewFlows6
+                | Scenario::Mix6
+        )
+    }
+
+    /// Whether every packet is a new flow (the run checks that each made one).
+    fn is_new_flows(self) -> bool {
+        matches!(self, Scenario::NewFlows | Scenario::NewFlows6)
     }
 
     fn name(self) -> &'static str {
@@ -94,6 +111,8 @@ impl Scenario {
             Scenario::DrHit6 => "dr-hit6",
             Scenario::NatHit6 => "nat-hit6",
             Scenario::FullNatHit6 => "fullnat-hit6",
+            Scenario::NewFlows6 => "new-flows6",
+            Scenario::Mix6 => "dr-mix6",
             Scenario::TunnelHit => "tunnel-hit",
         }
     }
@@ -109,6 +128,8 @@ impl Scenario {
             Scenario::DrHit6 => "IPv6 DR, conntrack hit (100k flows)",
             Scenario::NatHit6 => "IPv6 NAT, hit, 50% replies (100k flows)",
             Scenario::FullNatHit6 => "IPv6 FullNAT, hit, 50% replies (100k flows)",
+            Scenario::NewFlows6 => "IPv6 DR, new flows (miss+schedule+insert)",
+            Scenario::Mix6 => "IPv6 DR, 95% hit + 5% new (100k flows)",
             Scenario::TunnelHit => "Tunnel (IPIP), conntrack hit (100k flows)",
         }
     }
@@ -120,10 +141,10 @@ impl Scenario {
     fn target_mpps(self) -> f64 {
         match self {
             Scenario::DrHit | Scenario::DrHitSized | Scenario::DrHit6 => 20.0,
-            Scenario::Mix => 1.0 / (0.95 / 20.0 + 0.05 / 5.0),
+            Scenario::Mix | Scenario::Mix6 => 1.0 / (0.95 / 20.0 + 0.05 / 5.0),
             Scenario::NatHit | Scenario::FullNatHit | Scenario::TunnelHit => 10.0,
             Scenario::NatHit6 | Scenario::FullNatHit6 => 10.0,
-            Scenario::NewFlows => 5.0,
+            Scenario::NewFlows | Scenario::NewFlows6 => 5.0,
         }
     }
 
@@ -209,12 +230,54 @@ struct Population {
     first_client: usize,
 }
 
-fn prepare(scenario: Scenario, packets: usize) -> Prepared {
-    let capacity = match scenario {
-        Scenario::NewFlows => packets + FLOWS,
+/// The connection-table capacity `scenario` runs with: room for every new flow where all
+/// packets are new, 128k for the sized row, else the config default.
+fn capacity_for(scenario: Scenario, packets: usize) -> usize {
+    match scenario {
+        Scenario::NewFlows | Scenario::NewFlows6 => packets + FLOWS,
         Scenario::DrHitSized => 131_072,
         _ => DEFAULT_CAPACITY,
-    };
+    }
+}
+
+/// New flows a run of `packets` feeds: all of them, 5% for the mixes, else none.
+fn fresh_flows(scenario: Scenario, packets: usize) -> usize {
+    match scenario {
+        Scenario::NewFlows | Scenario::NewFlows6 => packets,
+        Scenario::Mix | Scenario::Mix6 => packets / 20,
+        _ => 0,
+    }
+}
+
+/// The order templates are fed in: the new flows' SYNs in turn where every packet is new;
+/// for the mixes 19 hits (shuffled) then one new flow; else the established flows shuffled.
+/// Templates from `first_new` on are the new flows'.
+fn feed_order(scenario: Scenario, packets: usize, first_new: usize, templates: usize) -> Vec<u32> {
+    match scenario {
+        Scenario::NewFlows | Scenario::NewFlows6 => (0..packets as u32).collect(),
+        Scenario::Mix | Scenario::Mix6 => {
+            let hits = shuffled(first_new, 7);
+            let mut order = Vec::with_capacity(packets);
+            let mut next_new = first_new;
+            for i in 0..packets {
+                if i % 20 == 19 && next_new < templates {
+                    order.push(next_new as u32);
+                    next_new += 1;
+                } else {
+                    order.push(hits[i % hits.len()]);
+                }
+            }
+            order
+        }
+        _ => {
+            let base = shuffled(templates, 11);
+            (0..packets).map(|i| base[i % base.len()]).collect()
+        }
+    }
+}
+
+fn prepare(scenario: Scenario, packets: usize) -> Prepared {
+    let capacity = capacity_for(scenario, packets);
     prepare_population(scenario, packets, Population { flows: FLOWS, capacity, first_client: 0 })
 }
 
@@ -261,13 +324,8 @@ fn prepare_population(scenario: Scenario, packets: usize, population: Population
             )));
         }
     }
-    let fresh = match scenario {
-        Scenario::NewFlows => packets,
-        Scenario::Mix => packets / 20,
-        _ => 0,
-    };
     let first_new = templates.len();
-    for i in 0..fresh {
+    for i in 0..fresh_flows(scenario, packets) {
         templates.push(fixed(testkit::tcp(
             CLIENT_MAC,
             LB_MAC,
@@ -277,28 +335,7 @@ fn prepare_population(scenario: Scenario, packets: usize, population: Population
             &[0; 6],
         )));
     }
-    let order = match scenario {
-        Scenario::NewFlows => (0..packets as u32).collect(),
-        Scenario::Mix => {
-            // 19 hits then one new flow, hits in shuffled order.
-            let hits = shuffled(first_new, 7);
-            let mut order = Vec::with_capacity(packets);
-            let mut next_new = first_new;
-            for i in 0..packets {
-                if i % 20 == 19 && next_new < templates.len() {
-                    order.push(next_new as u32);
-                    next_new += 1;
-                } else {
-                    order.push(hits[i % hits.len()]);
-                }
-            }
-            order
-        }
-        _ => {
-            let base = shuffled(templates.len(), 11);
-            (0..packets).map(|i| base[i % base.len()]).collect()
-        }
-    };
+    let order = feed_order(scenario, packets, first_new, templates.len());
     Prepared { pipeline, emits: scenario == Scenario::TunnelHit, templates, order }
 }
 
@@ -307,11 +344,11 @@ const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
 
 /// [`config`] in IPv6: the box at 2001:db8::1/64 (and its IPv4 side), the backends at
 /// 2001:db8::1:N, clients behind the gateway 2001:db8::fe.
-fn config6(forward: &str) -> Arc<Snapshot> {
+fn config6(forward: &str, capacity: usize) -> Arc<Snapshot> {
     let mut text = format!(
         "[[interface]]\nname = \"eth0\"\naddr = \"10.0.0.1/16\"\nmac = \"{LB_MAC}\"\n\
          addr6 = \"2001:db8::1/64\"\ngateway6 = \"2001:db8::fe\"\n\n\
-         [conntrack]\ncapacity = {DEFAULT_CAPACITY}\nmax_embryonic = {DEFAULT_CAPACITY}\n\n"
+         [conntrack]\ncapacity = {capacity}\nmax_embryonic = {capacity}\n\n"
     );
     for i in 0..BACKENDS {
         text += &format!(
@@ -338,22 +375,28 @@ fn config6(forward: &str) -> Arc<Snapshot> {
 }
 
 /// [`prepare`] for the IPv6 scenarios: 100k established flows from clients behind the
-/// gateway (2001:db8:ffff::/48), half replies for NAT and FullNAT.
+/// gateway (2001:db8:ffff::/48; none for new flows), half replies for NAT and FullNAT, and
+/// the new flows' SYNs from the clients after them.
 fn prepare6(scenario: Scenario, packets: usize) -> Prepared<FRAME_LEN6> {
     let forward = match scenario {
         Scenario::NatHit6 => "nat",
         Scenario::FullNatHit6 => "fullnat",
         _ => "dr",
     };
-    let mut pipeline = Pipeline::new(config6(forward), CoreSlot::SINGLE);
+    let capacity = capacity_for(scenario, packets);
+    let mut pipeline = Pipeline::new(config6(forward, capacity), CoreSlot::SINGLE);
     let now = Instant::from_secs(1);
     let mut templates = Vec::new();
     let address = |frame: &[u8], at: usize| {
         Ipv6Addr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).expect("16 bytes"))
     };
-    for i in 0..FLOWS {
+    let client6 = |i: usize| {
         let host = Ipv6Addr::from_bits(0x2001_0db8_ffff_0000_0000_0000_0000_0000 | i as u128);
-        let from = (host, 1024 + (i % 60_000) as u16);
+        (host, 1024 + (i % 60_000) as u16)
+    };
+    let established = if scenario == Scenario::NewFlows6 { 0 } else { FLOWS };
+    for i in 0..established {
+        let from = client6(i);
         let mut syn = testkit::tcp6(CLIENT_MAC, LB_MAC, from, (VIP6, 80), SYN, &[]);
         let verdict = pipeline.process(now, IfaceId(0), &mut syn);
         assert!(matches!(verdict, Verdict::Tx(_)), "warm-up SYN: {verdict:?}");
@@ -370,8 +413,12 @@ fn prepare6(scenario: Scenario, packets: usize) -> Prepared<FRAME_LEN6> {
             templates.push(fixed(reply));
         }
     }
-    let base = shuffled(templates.len(), 11);
-    let order = (0..packets).map(|i| base[i % base.len()]).collect();
+    let first_new = templates.len();
+    for i in 0..fresh_flows(scenario, packets) {
+        let syn = testkit::tcp6(CLIENT_MAC, LB_MAC, client6(FLOWS + i), (VIP6, 80), SYN, &[0; 6]);
+        templates.push(fixed(syn));
+    }
+    let order = feed_order(scenario, packets, first_new, templates.len());
     Prepared { pipeline, emits: false, templates, order }
 }
 
@@ -431,7 +478,7 @@ fn time_scenario(scenario: Scenario, packets: usize, runs: usize) -> Figure {
         };
         assert_eq!(processed, packets);
         assert_eq!(transmitted, packets, "{}: every packet is forwarded", scenario.name());
-        if scenario == Scenario::NewFlows {
+        if scenario.is_new_flows() {
             assert!(new_flows >= packets as u64, "every SYN made a flow");
         }
         best = best.min(elapsed);
