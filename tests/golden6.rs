@@ -1222,12 +1222,8 @@ fn cases() -> Vec<Case> {
 /// The dual-stack pipeline; says plainly when the snapshot refuses the IPv6 services.
 fn pipeline() -> Pipeline {
     let config = Config::parse(CONFIG, "golden6.toml").expect("the dual-stack config parses");
-    let snapshot = Snapshot::build(&config, 1).unwrap_or_else(|e| {
-        panic!(
-            "Snapshot::build refuses the dual-stack golden config: {e}\n\
-             (expected until the IPv6 data path lands, issue 12: every IPv6 golden case fails)"
-        )
-    });
+    let snapshot = Snapshot::build(&config, 1)
+        .unwrap_or_else(|e| panic!("Snapshot::build refuses the dual-stack golden config: {e}"));
     Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
 }
 

@@ -1,7 +1,6 @@
 //! `xlb replay` on captures written by other tools: scapy (crafted frames, checked again by
 //! scapy on the way out) and tcpdump (real kernel traffic captured in a namespace of the
-//! test's own); the same in IPv6 (issue 12: failing until the IPv6 data path lands, as
-//! `xlb replay` refuses IPv6 services); and tunnel mode (issue 14), its IPIP and GUE output
+//! test's own); the same in IPv6 (issue 12); and tunnel mode (issue 14), its IPIP and GUE output
 //! checked by scapy.
 
 use std::path::{Path, PathBuf};

@@ -7,8 +7,7 @@
 //! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
 //! load; also with one real server down or drained, `--out`), `lab/synflood --seconds 3` in
 //! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; the IPv6 labs of issue 12,
-//! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20` (they
-//! fail until the IPv6 data path lands: `xlb run` refuses IPv6 services); `lab/vrrp` (issue
+//! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20`; `lab/vrrp` (issue
 //! 13: an xlb pair under keepalived, the active one SIGKILLed; also `--forward fullnat`),
 //! `lab/routes` (BGP mode's VIP routes) and `lab/ecmp` (three boxes behind a bird2 router
 //! doing ECMP and BFD); `lab/tunnel` (issue 14: IPIP and GUE to real servers behind a

@@ -10,8 +10,7 @@
 //! (`lab/malformed` relies on the labels to account for what it injects).
 //!
 //! The IPv6 classes (issue 12, [`xlb::testkit::malformed::v6`]) get the same three checks
-//! under the IPv6 DR lab's config (`tests/golden/malformed6.md`); they fail until the IPv6
-//! data path and steering land, saying so.
+//! under the IPv6 DR lab's config (`tests/golden/malformed6.md`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -349,9 +348,7 @@ fn check_steering(snapshot: Snapshot, labelled: impl Iterator<Item = (String, Ve
 /// good IPv6 DR flows interleaved: each malformed frame gets its label, every frame a counted
 /// verdict, every good frame is forwarded whole to its flow's one real server. The per-class
 /// table of the labels is golden (`tests/golden/malformed6.md`; `XLB_BLESS=1` rewrites it).
-///
-/// Fails until the IPv6 data path lands: `xlb replay` refuses IPv6 services (the test says
-/// so), then every frame must get its label.
+/// Every frame must get its label.
 #[test]
 fn replay_gives_every_malformed_ipv6_frame_its_verdict_and_forwards_every_good_one() {
     use xlb::testkit::malformed::v6::{self as m6, Class6, DR_LAB6, DR_LAB6_CONFIG};
@@ -399,7 +396,7 @@ fn replay_gives_every_malformed_ipv6_frame_its_verdict_and_forwards_every_good_o
         &scratch,
         DR_LAB6_CONFIG,
         &frames,
-        "xlb replay refused or failed the IPv6 DR lab (expected until the IPv6 data path lands, issue 12):\n",
+        "xlb replay refused or failed the IPv6 DR lab:\n",
     );
     let verdicts = &replayed.verdicts;
 
@@ -467,11 +464,8 @@ fn the_pipeline_gives_every_malformed_ipv6_frame_its_label() {
     use xlb::dataplane::{CoreSlot, IfaceId, Pipeline};
     use xlb::testkit::malformed::v6::{self as m6, DR_LAB6, DR_LAB6_CONFIG};
     let config = Config::parse(DR_LAB6_CONFIG, "dr-lab6.toml").expect("parses");
-    let snapshot = Snapshot::build(&config, 1).unwrap_or_else(|e| {
-        panic!(
-            "Snapshot::build refuses the IPv6 DR lab: {e} (expected until the IPv6 data path lands)"
-        )
-    });
+    let snapshot = Snapshot::build(&config, 1)
+        .unwrap_or_else(|e| panic!("Snapshot::build refuses the IPv6 DR lab: {e}"));
     let mut pipeline = Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE);
     let mut tally = xlb::testkit::VerdictTally::default();
     let mut wrong = Vec::new();
@@ -506,8 +500,7 @@ fn the_pipeline_gives_every_malformed_ipv6_frame_its_label() {
 }
 
 /// As root: the steering program hands xlb exactly the IPv6 frames labelled `steered` (a
-/// whole fixed header to the VIP). Refused at `Snapshot::build` until IPv6 services are built
-/// (the test says so); then it fails until the program steers IPv6.
+/// whole fixed header to the VIP).
 #[test]
 fn the_xdp_program_steers_exactly_the_ipv6_frames_labelled_steered() {
     use xlb::testkit::malformed::v6::{self as m6, DR_LAB6, DR_LAB6_CONFIG};
@@ -515,9 +508,8 @@ fn the_xdp_program_steers_exactly_the_ipv6_frames_labelled_steered() {
         return;
     }
     let config = Config::parse(DR_LAB6_CONFIG, "dr-lab6.toml").unwrap();
-    let snapshot = Snapshot::build(&config, 1).unwrap_or_else(|e| {
-        panic!("Snapshot::build refuses the IPv6 DR lab: {e} (expected until IPv6 lands)")
-    });
+    let snapshot = Snapshot::build(&config, 1)
+        .unwrap_or_else(|e| panic!("Snapshot::build refuses the IPv6 DR lab: {e}"));
     let labelled = m6::corpus(&DR_LAB6, 0)
         .into_iter()
         .map(|case| (format!("{}: {}", case.class.name(), case.what), case.frame, case.steered));

@@ -31,9 +31,8 @@
 //!   the interface's own; no `gateway6` without `addr6`).
 //! - A service is one family: its backends, local addresses and sorry server are of its
 //!   `vip`'s family (NAT64 and NAT46 are refused, naming the service and the address).
-//!   `via_vip` (DR and tunnel services) is IPv4 only (its policy routes are). Whether the data plane forwards a
-//!   family is not the config's question: it is [`crate::control::snapshot`]'s, which
-//!   refuses IPv6 services by name until the IPv6 data plane exists.
+//!   `via_vip` (DR and tunnel services) is IPv4 only (its policy routes are), and so is
+//!   tunnel mode (an IPv6 tunnel service is refused by name).
 //! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
 //!   not 255.255.255.255, not multicast; an IPv6 one is not `::`, not multicast, not
 //!   IPv4-mapped, and not link-local (fe80::/10, which only an interface can scope) except
