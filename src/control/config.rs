@@ -2088,21 +2088,8 @@ impl Context<'_> {
     /// A tunnel's outer source prefix: `"10.9.0.0/24"`, /8 to /32, host bits zero, of
     /// addresses a host may send from.
     fn tunnel_source(&self, key: &str, at: &Spanned<Value>) -> Result<TunnelSource, ConfigError> {
-        let expected = "an IPv4 prefix /8 to /32 with its host bits zero, like \"10.9.0.0/24\", \
-                        that the network routes to this box (not in 0.0.0.0/8, 127.0.0.0/8, \
-                        multicast or above)";
-        let text = self.string(key, at, expected)?;
-        let (network, prefix_len) = cidr::<Ipv4Addr>(text, 32)
-            .filter(|(network, prefix_len)| {
-                let first = network.octets()[0];
-                *prefix_len >= 8
-                    && network.to_bits() & !prefix_mask(*prefix_len) == 0
-                    && first != 0
-                    && first != 127
-                    && first < 224
-            })
-            .ok_or_else(|| self.invalid(key, at, expected))?;
-        Ok(TunnelSource { network, prefix_len })
+        let text = self.string(key, at, TUNNEL_SOURCE_EXPECTED)?;
+        parse_tunnel_source(text).ok_or_else(|| self.invalid(key, at, TUNNEL_SOURCE_EXPECTED))
     }
 
     fn local_addrs(
@@ -2679,6 +2666,26 @@ fn special6(interfaces: &[InterfaceConfig], addr: Ipv6Addr) -> Option<String> {
 
 /// `ADDR/PREFIX` with a prefix of 0 to `max` written in digits only (`u8::from_str` would
 /// also take "+24").
+/// What a tunnel's outer source prefix must be (config `tunnel_source`, ctl
+/// `--tunnel-source`).
+pub const TUNNEL_SOURCE_EXPECTED: &str = "an IPv4 prefix /8 to /32 with its host bits zero, \
+    like \"10.9.0.0/24\", that the network routes to this box (not in 0.0.0.0/8, 127.0.0.0/8, \
+    multicast or above)";
+
+/// A tunnel's outer source prefix, `"10.9.0.0/24"`: /8 to /32, host bits zero, of addresses
+/// a host may send from ([`TUNNEL_SOURCE_EXPECTED`]).
+pub fn parse_tunnel_source(text: &str) -> Option<TunnelSource> {
+    let (network, prefix_len) = cidr::<Ipv4Addr>(text, 32).filter(|(network, prefix_len)| {
+        let first = network.octets()[0];
+        *prefix_len >= 8
+            && network.to_bits() & !prefix_mask(*prefix_len) == 0
+            && first != 0
+            && first != 127
+            && first < 224
+    })?;
+    Some(TunnelSource { network, prefix_len })
+}
+
 fn cidr<A: FromStr>(text: &str, max: u8) -> Option<(A, u8)> {
     let (addr, prefix) = text.split_once('/')?;
     let addr = addr.parse::<A>().ok()?;

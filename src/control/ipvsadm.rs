@@ -50,9 +50,10 @@
 //!   `--health-tls-server-name NAME|none`, `--health-tls-verify yes|no`,
 //!   `--health-tls-ca-file PATH`,
 //!   `--health-http-status CODE`, `--on-failure drain|remove`.
-//! - `-i` (IP-in-IP) makes a tunnel service with IPIP and the config's defaults; its
-//!   `encap`, `gue_port`, `tunnel_source` and `mss_clamp` are config-file settings that `-S`
-//!   does not write (a `-R` of a GUE service restores it as IPIP).
+//! - `-i` (IP-in-IP) makes a tunnel service with IPIP and the config's defaults; the config's
+//!   `encap`, `gue_port`, `tunnel_source` and `mss_clamp` are `--tunnel-encap ipip|gue`,
+//!   `--tunnel-gue-port N`, `--tunnel-source PREFIX|none`, `--tunnel-mss-clamp N|none`
+//!   (tunnel services only), which `-S` writes on the `# xlb:` line.
 //! - Persistence is ipvsadm's `-p [TIMEOUT]` (an optional value: the next argument unless
 //!   it is an option; 300 without) and `-M NETMASK` (dotted, or a prefix length; IPv6: a
 //!   prefix length), printed as ipvsadm prints them (`-S`: ` -p 300 -M 255.255.255.0`
@@ -91,14 +92,14 @@ use std::time::Duration;
 
 use crate::control::config::{
     Config, ConfigError, DEFAULT_MAGLEV_TABLE_SIZE, DNS_TYPES, HealthCheckKind, HealthConfig,
-    OnFailure, ServiceConfig, dns_name_problem, dns_type_name, endpoint, netmask_prefix,
-    seconds_text,
+    OnFailure, ServiceConfig, TUNNEL_SOURCE_EXPECTED, dns_name_problem, dns_type_name, endpoint,
+    netmask_prefix, parse_tunnel_source, seconds_text,
 };
 use crate::control::health::BackendStatus;
 use crate::control::socket::{Request, Response};
 use crate::control::stats::{self, BackendRates};
 use crate::fleet::{FleetMode, VrrpState};
-use crate::flow::{ForwardMode, Proto};
+use crate::flow::{Encap, ForwardMode, Proto, Tunnel, TunnelSource};
 use crate::persist::Persistence;
 use crate::report::BackendCounters;
 use crate::sched::SchedulerKind;
@@ -215,6 +216,23 @@ pub struct ServiceOptions {
     pub persistent: Option<u64>,
     /// `-M NETMASK`: the persistence mask.
     pub netmask: Option<Netmask>,
+    /// `--tunnel-*`: a tunnel service's settings.
+    pub tunnel: TunnelOptions,
+}
+
+/// What `--tunnel-encap ipip|gue`, `--tunnel-gue-port N`, `--tunnel-source PREFIX|none` and
+/// `--tunnel-mss-clamp N|none` set on a tunnel service (xlb's own: `-S` writes them on the
+/// `# xlb:` line, as the config's `encap`, `gue_port`, `tunnel_source`, `mss_clamp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelOptions {
+    /// `--tunnel-encap`: GUE (`true`) or IPIP.
+    pub gue: Option<bool>,
+    /// `--tunnel-gue-port`.
+    pub gue_port: Option<u16>,
+    /// `--tunnel-source`, or `none` (`Some(None)`).
+    pub source: Option<Option<TunnelSource>>,
+    /// `--tunnel-mss-clamp`, or `none` (`Some(None)`).
+    pub mss_clamp: Option<Option<u16>>,
 }
 
 /// `-M`'s value: a dotted IPv4 netmask (`255.255.255.0`) or a prefix length (`24`; an
@@ -463,6 +481,19 @@ fn write_service_options(
     if let Some(size) = options.maglev_table_size {
         write!(f, " --maglev-table-size {size}")?;
     }
+    let t = &options.tunnel;
+    if let Some(gue) = t.gue {
+        write!(f, " --tunnel-encap {}", if gue { "gue" } else { "ipip" })?;
+    }
+    if let Some(port) = t.gue_port {
+        write!(f, " --tunnel-gue-port {port}")?;
+    }
+    if let Some(source) = t.source {
+        write!(f, " --tunnel-source {}", or_none(source))?;
+    }
+    if let Some(mss) = t.mss_clamp {
+        write!(f, " --tunnel-mss-clamp {}", or_none(mss))?;
+    }
     let h = &options.health;
     if let Some(check) = h.check {
         write!(f, " --health-check {check}")?;
@@ -647,6 +678,10 @@ enum Key {
     HealthPassiveFall,
     SorryServer,
     HealthViaVip,
+    TunnelEncap,
+    TunnelGuePort,
+    TunnelSourcePrefix,
+    TunnelMssClamp,
     HealthScript,
     HealthDnsName,
     HealthDnsType,
@@ -751,6 +786,10 @@ const SPECS: &[Spec] = &[
     spec(None, "health-passive-fall", true, Key::HealthPassiveFall),
     spec(None, "sorry-server", true, Key::SorryServer),
     spec(None, "health-via-vip", true, Key::HealthViaVip),
+    spec(None, "tunnel-encap", true, Key::TunnelEncap),
+    spec(None, "tunnel-gue-port", true, Key::TunnelGuePort),
+    spec(None, "tunnel-source", true, Key::TunnelSourcePrefix),
+    spec(None, "tunnel-mss-clamp", true, Key::TunnelMssClamp),
     spec(None, "health-script-hex", true, Key::HealthScript),
     spec(None, "health-dns-name", true, Key::HealthDnsName),
     spec(None, "health-dns-type", true, Key::HealthDnsType),
@@ -1155,6 +1194,7 @@ impl Options {
         let maglev_table_size = self
             .number(Key::MaglevSize, 2, max, &format!("a prime from 2 to {max}, like 65537"))?
             .map(|n| n as usize);
+        let tunnel = self.tunnel_options()?;
         let check = self.named(
             Key::HealthCheck,
             |v| HealthCheckKind::ALL.into_iter().find(|k| k.name() == v),
@@ -1271,7 +1311,39 @@ impl Options {
             health,
             persistent,
             netmask,
+            tunnel,
         })
+    }
+
+    /// `--tunnel-encap`, `--tunnel-gue-port`, `--tunnel-source`, `--tunnel-mss-clamp`.
+    fn tunnel_options(&mut self) -> Result<TunnelOptions, CtlError> {
+        let gue = self.named(
+            Key::TunnelEncap,
+            |v| match v {
+                "ipip" => Some(false),
+                "gue" => Some(true),
+                _ => None,
+            },
+            "ipip or gue",
+        )?;
+        let gue_port = self
+            .number(Key::TunnelGuePort, 1, 65535, "a UDP port from 1 to 65535")?
+            .map(|n| n as u16);
+        let source_expected = format!("{TUNNEL_SOURCE_EXPECTED}; or none");
+        let source = self.named(
+            Key::TunnelSourcePrefix,
+            |v| if v == "none" { Some(None) } else { parse_tunnel_source(v).map(Some) },
+            &source_expected,
+        )?;
+        let mss_clamp = self.named(
+            Key::TunnelMssClamp,
+            |v| match v {
+                "none" => Some(None),
+                _ => v.parse::<u16>().ok().filter(|m| (536..=9176).contains(m)).map(Some),
+            },
+            "an MSS from 536 to 9176 bytes, or none",
+        )?;
+        Ok(TunnelOptions { gue, gue_port, source, mss_clamp })
     }
 }
 
@@ -1683,6 +1755,62 @@ fn set_forward(
     Ok(())
 }
 
+/// Applies `--tunnel-*` to a tunnel service (after `-i`, if given, made it one).
+fn set_tunnel(
+    service: &mut ServiceConfig,
+    id: ServiceId,
+    options: &TunnelOptions,
+) -> Result<(), CtlError> {
+    if *options == TunnelOptions::default() {
+        return Ok(());
+    }
+    let invalid = |option: &str, value: String, expected: String| CtlError::Invalid {
+        what: format!("service {id}: {option}"),
+        value,
+        expected,
+    };
+    let (proto, forward) = (service.proto, service.forward);
+    let Some(tunnel) = service.tunnel.as_mut() else {
+        return Err(invalid(
+            "--tunnel-*",
+            "given".into(),
+            format!(
+                "no tunnel settings: the service forwards by {forward} (-i makes it a tunnel service)"
+            ),
+        ));
+    };
+    let port = match tunnel.encap {
+        Encap::Gue { port } => port,
+        Encap::Ipip => Encap::GUE_PORT,
+    };
+    let gue = options.gue.unwrap_or(matches!(tunnel.encap, Encap::Gue { .. }));
+    tunnel.encap = match (gue, options.gue_port) {
+        (false, Some(asked)) => {
+            return Err(invalid(
+                "--tunnel-gue-port",
+                asked.to_string(),
+                "no GUE port: the service wraps in IPIP (--tunnel-encap gue for GUE)".into(),
+            ));
+        }
+        (false, None) => Encap::Ipip,
+        (true, asked) => Encap::Gue { port: asked.unwrap_or(port) },
+    };
+    if let Some(source) = options.source {
+        tunnel.source = source;
+    }
+    if let Some(mss) = options.mss_clamp {
+        if mss.is_some() && proto != Proto::Tcp {
+            return Err(invalid(
+                "--tunnel-mss-clamp",
+                or_none(mss),
+                "none: MSS clamping is for TCP services".into(),
+            ));
+        }
+        tunnel.mss_clamp = mss;
+    }
+    Ok(())
+}
+
 fn edit_service(
     service: &mut ServiceConfig,
     options: &ServiceOptions,
@@ -1704,6 +1832,7 @@ fn edit_service(
         service.maglev_table_size = size;
     }
     set_persistence(service, id, options)?;
+    set_tunnel(service, id, &options.tunnel)?;
     let h = &options.health;
     let health = &mut service.health;
     if let Some(check) = h.check {
@@ -1912,6 +2041,7 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
                 .persistence
                 .filter(|p| p.prefix_len < if service.vip.is_ipv4() { 32 } else { 128 })
                 .map(|p| Netmask { prefix_len: p.prefix_len, dotted: service.vip.is_ipv4() }),
+            tunnel: service.tunnel.map(saved_tunnel).unwrap_or_default(),
         };
         let (options, xlb_only) = split_xlb_only(options);
         commands.push(Command::AddService { service: id, options });
@@ -1930,6 +2060,21 @@ pub fn save_commands(config: &Config) -> Vec<Command> {
     commands
 }
 
+/// A tunnel service's settings as `-S` writes them: only what differs from `-i`'s defaults
+/// (IPIP, GUE port 6080, no source prefix, no MSS clamp).
+fn saved_tunnel(tunnel: Tunnel) -> TunnelOptions {
+    let gue_port = match tunnel.encap {
+        Encap::Gue { port } => Some(port),
+        Encap::Ipip => None,
+    };
+    TunnelOptions {
+        gue: gue_port.map(|_| true),
+        gue_port: gue_port.filter(|&port| port != Encap::GUE_PORT),
+        source: tunnel.source.map(Some),
+        mss_clamp: tunnel.mss_clamp.map(Some),
+    }
+}
+
 /// The schedulers IPVS has: `-S` writes the others on the `# xlb:` line.
 fn ipvs_has(scheduler: SchedulerKind) -> bool {
     use SchedulerKind::*;
@@ -1944,12 +2089,14 @@ fn split_xlb_only(options: ServiceOptions) -> (ServiceOptions, ServiceOptions) {
         scheduler,
         maglev_table_size: options.maglev_table_size,
         health: options.health.clone(),
+        tunnel: options.tunnel,
         ..ServiceOptions::default()
     };
     let ipvs = ServiceOptions {
         scheduler: options.scheduler.filter(|s| ipvs_has(*s)),
         maglev_table_size: None,
         health: HealthOptions::default(),
+        tunnel: TunnelOptions::default(),
         ..options
     };
     (ipvs, xlb)
@@ -2437,7 +2584,9 @@ IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb for
   --health-via-vip yes|no, --health-script-hex HEX (argv joined by NUL bytes),
   --health-dns-name NAME, --health-dns-type TYPE, --health-dns-expect ADDR|none,
   --health-tls-server-name NAME|none, --health-tls-verify yes|no, --health-tls-ca-file PATH,
-  --health-http-path P, --health-http-status N, --on-failure drain|remove;
+  --health-http-path P, --health-http-status N, --on-failure drain|remove,
+  --tunnel-encap ipip|gue, --tunnel-gue-port N, --tunnel-source PREFIX|none,
+  --tunnel-mss-clamp N|none (tunnel services: -i);
   -S writes them on \"# xlb: -E ...\" lines, which ipvsadm -R skips and xlb ctl -R reads.
 Persistence: -A|-E ... -p [SECONDS] (300 if none; -p 0 turns it off) [-M NETMASK|PREFIX].
 ";
@@ -3092,6 +3241,55 @@ mod tests {
             server_line(IpAddr::from([192, 0, 2, 11]), 443, ForwardMode::Tunnel, 2, [0, 0]),
             "  -> 192.0.2.11:443               Tunnel  2      0          0         \n"
         );
+        // The config file's tunnel settings through ctl, saved on the `# xlb:` line and
+        // restored exactly (a GUE service must not come back as IPIP).
+        let gue = run(
+            &config,
+            "-E -t 10.1.1.10:443 --tunnel-encap gue --tunnel-gue-port 5555 --tunnel-source \
+             10.9.0.0/24 --tunnel-mss-clamp 1400",
+        )
+        .unwrap();
+        let wanted = crate::flow::Tunnel {
+            encap: Encap::Gue { port: 5555 },
+            source: parse_tunnel_source("10.9.0.0/24"),
+            mss_clamp: Some(1400),
+        };
+        assert_eq!(gue.services[1].tunnel, Some(wanted));
+        let saved = save(&gue);
+        assert!(
+            saved.contains(
+                "# xlb: -E -t 10.1.1.10:443 --tunnel-encap gue --tunnel-gue-port 5555 \
+                 --tunnel-source 10.9.0.0/24 --tunnel-mss-clamp 1400\n"
+            ),
+            "{saved}"
+        );
+        let restored = apply(&empty, &Command::Restore(parse_restore(&saved).unwrap())).unwrap();
+        assert_eq!(restored.services, gue.services);
+        // Back to IPIP with the defaults; each refusal names what is wrong.
+        let ipip = run(
+            &gue,
+            "-E -t 10.1.1.10:443 --tunnel-encap ipip --tunnel-source none --tunnel-mss-clamp none",
+        )
+        .unwrap();
+        assert_eq!(ipip.services[1].tunnel, Some(crate::flow::Tunnel::default()));
+        for (command, expected) in [
+            (
+                "-E -t 10.1.1.10:80 --tunnel-encap gue",
+                "no tunnel settings: the service forwards by",
+            ),
+            ("-E -t 10.1.1.10:443 --tunnel-gue-port 5555", "no GUE port"),
+        ] {
+            let error = run(&ipip, command).unwrap_err().to_string();
+            assert!(error.contains(expected), "{command}: {error}");
+        }
+        for (command, expected) in [
+            ("-E -t 10.1.1.10:443 --tunnel-encap udp", "--tunnel-encap udp: expected ipip or gue"),
+            ("-E -t 10.1.1.10:443 --tunnel-source 10.9.0.1/24", "--tunnel-source 10.9.0.1/24"),
+            ("-E -t 10.1.1.10:443 --tunnel-mss-clamp 100", "an MSS from 536 to 9176"),
+        ] {
+            let error = parse_error(command);
+            assert!(error.contains(expected), "{command}: {error}");
+        }
         // Leaving tunnel mode forgets the tunnel settings.
         let config = run(&config, "-d -t 10.1.1.10:443 -r 192.0.2.11:443").unwrap();
         let config = run(&config, "-E -t 10.1.1.10:443 -m").unwrap();
