@@ -4,7 +4,8 @@
 //! backend failing and returning, `xlb ctl` changes, `-S`/`-C`/`-R`) under steady curl load;
 //! the robustness labs of issue 6 run their short versions: `lab/malformed --requests 20`
 //! (the malformed corpus on the wire under good traffic), `lab/failover` (a real server
-//! killed, another's link down), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
+//! killed, another's link down), `lab/checks` (issue 15: the icmp, https, script and dns health
+//! checks, each seeing its own fault), `lab/restart` (xlb SIGTERMed and SIGKILLed under Maglev DR
 //! load; also with one real server down or drained, `--out`), `lab/synflood --seconds 3` in
 //! DR, NAT and FullNAT (`--forward`) and `lab/soak --seconds 20`; the IPv6 labs of issue 12,
 //! `lab/dr6` and `lab/dualstack` (NAT and FullNAT, `--forward`), with `--requests 20`; `lab/vrrp` (issue
@@ -115,6 +116,12 @@ fn lab_operate() {
 #[test]
 fn lab_failover() {
     run_lab("failover", &[], "rs1 killed: down in ");
+}
+
+/// Issue 15: the icmp, https, script and dns checks, each seeing its own fault on rs2.
+#[test]
+fn lab_checks() {
+    run_lab("checks", &[], "20/20 before, :80: ");
 }
 
 #[test]
