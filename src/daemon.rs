@@ -516,6 +516,7 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
         config,
         health,
         last_response_times: StdInstant::now(),
+        last_peer_load: StdInstant::now(),
         metrics: metrics_server.as_ref().map(|server| (latest, server)),
         window: metrics::LatencyWindow::default(),
         last_render: StdInstant::now(),
@@ -609,6 +610,9 @@ struct ControlLoop<'a> {
     health: HealthMonitor,
     /// When response times last reached the workers (a snapshot carries them too).
     last_response_times: StdInstant,
+    /// When the other cores' connection counts last reached the workers (lc, wlc, sed, nq,
+    /// lt count over the box: [`ControlLoop::send_peer_load`]).
+    last_peer_load: StdInstant,
     /// Where the HTTP thread finds the latest `/metrics` text, and the server (for its
     /// refused count) (None: no `--metrics`).
     metrics: Option<(http::Latest, &'a http::MetricsServer)>,
@@ -739,6 +743,7 @@ impl ControlLoop<'_> {
                 self.observe_passive(&report);
                 self.latest.insert(report.core, report);
             }
+            self.send_peer_load();
             self.check_busy_poll();
             self.relay_arp();
             self.finish_probe();
@@ -1110,6 +1115,28 @@ impl ControlLoop<'_> {
         let generation = self.snapshot.generation;
         for control in self.controls {
             let _ = control.send(ControlMsg::ResponseTimes { generation, times: times.clone() });
+        }
+    }
+
+    /// Every report round (at most every [`worker::REPORT_EVERY`]) while a service counts
+    /// connections and there are several cores: to each core, the sum of the other cores'
+    /// tracked flows per backend from their latest reports on the running snapshot (a core
+    /// still on an older one, or not yet reported, counts 0 until it does).
+    fn send_peer_load(&mut self) {
+        let counts = self.config.services.iter().any(|s| s.scheduler.counts_connections());
+        if !counts
+            || self.controls.len() < 2
+            || self.last_peer_load.elapsed() < crate::dataplane::worker::REPORT_EVERY
+        {
+            return;
+        }
+        self.last_peer_load = StdInstant::now();
+        let generation = self.snapshot.generation;
+        let backends = self.snapshot.backends.len();
+        let loads =
+            stats::peer_loads(self.latest.values(), generation, backends, self.controls.len());
+        for (control, others) in self.controls.iter().zip(loads) {
+            let _ = control.send(ControlMsg::PeerLoad { generation, others });
         }
     }
 

@@ -390,6 +390,35 @@ fn row(out: &mut String, name: &str, figures: &[u64; 5]) {
     let _ = writeln!(out, "{name:<ADDR_WIDTH$} {a:>8} {b:>8} {c:>8} {d:>8} {e:>8}");
 }
 
+/// For each of `cores` cores (worker indices), the other cores' tracked flows per backend
+/// of snapshot `generation` (`backends` of them), from `reports` (each core's latest): a
+/// report of another generation, or of another length, counts nothing (its core is on
+/// another snapshot: its indices are not these).
+pub fn peer_loads<'r>(
+    reports: impl IntoIterator<Item = &'r CoreReport>,
+    generation: u64,
+    backends: usize,
+    cores: usize,
+) -> Vec<Arc<[u32]>> {
+    let current: Vec<&CoreReport> = reports
+        .into_iter()
+        .filter(|r| r.generation == generation && r.active.len() == backends)
+        .collect();
+    let mut total = vec![0u32; backends];
+    for report in &current {
+        for (sum, count) in total.iter_mut().zip(&report.active) {
+            *sum = sum.saturating_add(*count);
+        }
+    }
+    (0..cores)
+        .map(|core| match current.iter().find(|r| usize::from(r.core) == core) {
+            // `total` holds `own` (a saturated sum stays at least each of its parts).
+            Some(own) => total.iter().zip(&own.active).map(|(t, o)| t - o).collect(),
+            None => total.clone().into(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,5 +683,28 @@ port = 8080
         let four = "TCP 00:30  SYN_RECV    10.1.1.20:5000     10.1.1.100:80      10.1.1.11:80";
         assert!(listing.lines().any(|line| line == four), "{listing}");
         assert_eq!(listing.lines().count(), 4, "{listing}");
+    }
+
+    #[test]
+    fn each_core_gets_the_other_cores_flows_of_its_snapshot() {
+        let report = |core, generation, active: &[u32]| CoreReport {
+            active: active.to_vec(),
+            ..core_report(core, generation, &[0; 3])
+        };
+        let reports = [
+            report(0, 7, &[1, 2, 3]),
+            report(1, 7, &[10, 20, 30]),
+            report(2, 6, &[100, 100, 100]), // still on the old snapshot: counts nothing
+            report(3, 7, &[5]),             // another length: counts nothing
+        ];
+        let loads = peer_loads(&reports, 7, 3, 5);
+        let loads: Vec<Vec<u32>> = loads.iter().map(|l| l.to_vec()).collect();
+        assert_eq!(loads[0], [10, 20, 30]);
+        assert_eq!(loads[1], [1, 2, 3]);
+        // Cores with no report of this snapshot get everyone's.
+        for (core, load) in loads.iter().enumerate().skip(2) {
+            assert_eq!(load, &[11, 22, 33], "core {core}");
+        }
+        assert!(peer_loads(&[], 7, 2, 2).iter().all(|l| l[..] == [0, 0]));
     }
 }

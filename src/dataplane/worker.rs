@@ -128,6 +128,10 @@ pub enum ControlMsg {
     /// Measured response times for the least-time scheduler, indexed like the backends of
     /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
     ResponseTimes { generation: u64, times: Arc<[u32]> },
+    /// The other cores' tracked flows per backend, indexed like the backends of the
+    /// snapshot of that generation ([`Pipeline::set_peer_load`]): lc, wlc, sed, nq and lt
+    /// count over the whole box.
+    PeerLoad { generation: u64, others: Arc<[u32]> },
     /// The VRRP state keepalived gave the box (`xlb ctl --active`/`--standby`); control
     /// follows a change to active with `Announce` for the VIPs.
     VrrpState(crate::fleet::VrrpState),
@@ -336,6 +340,9 @@ impl<P: Port> Worker<P> {
                 ControlMsg::Conntrack6(table) => self.pipeline.grow_conntrack6(&table),
                 ControlMsg::ResponseTimes { generation, times } => {
                     self.pipeline.set_response_times(generation, &times);
+                }
+                ControlMsg::PeerLoad { generation, others } => {
+                    self.pipeline.set_peer_load(generation, &others);
                 }
             }
         }

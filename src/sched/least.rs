@@ -14,11 +14,10 @@
 //! | `lt`  | `(active + 1) * response_time_us / weight` | NGINX Plus `least_time` |
 //!
 //! `active` and `inactive` are what [`super::PickContext`] gives (IPVS: established TCP
-//! connections, and the rest); a missing entry counts as 0. The pipeline gives each core's
-//! own flows per backend as `active` (every state, its count does not split them) and no
-//! `inactive`: the formulas are IPVS's, the counts per core, not the box's (issue 15 leaves
-//! a box-wide count to come; with RSS spreading clients evenly the per-core counts track
-//! the box's in proportion). In `lt` an unknown response
+//! connections, and the rest); a missing entry counts as 0. The pipeline gives the box's
+//! flows per backend as `active` (every state, its count does not split them: the picking
+//! core's own, current, plus the other cores' from their last reports, at most about
+//! 100 ms old) and no `inactive`: the formulas are IPVS's. In `lt` an unknown response
 //! time (0 or missing) counts as the lowest known among the candidates (1 if none is known), so
 //! a new backend gets tried rather than starved or flooded.
 //!

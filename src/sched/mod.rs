@@ -107,6 +107,19 @@ impl SchedulerKind {
         }
     }
 
+    /// Whether the kind picks by counting each backend's connections (`lc`, `wlc`, `sed`,
+    /// `nq`, and `lt`, which weighs them): its pick reads the box-wide count.
+    pub const fn counts_connections(self) -> bool {
+        matches!(
+            self,
+            SchedulerKind::Lc
+                | SchedulerKind::Wlc
+                | SchedulerKind::Sed
+                | SchedulerKind::Nq
+                | SchedulerKind::Lt
+        )
+    }
+
     /// Whether the kind picks by the weighted Maglev table of the 5-tuple hash (`maglev`, `mh`).
     pub const fn is_maglev(self) -> bool {
         matches!(self, SchedulerKind::Maglev | SchedulerKind::Mh)

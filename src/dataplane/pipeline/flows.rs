@@ -641,4 +641,40 @@ mod tests {
         assert_eq!(picked(&mut pipeline, 6002), 0x11);
         assert_eq!(pipeline.snapshot().generation, 1);
     }
+
+    /// lc, wlc, sed and nq count the other cores' flows too (control sends them): a core
+    /// with no flows of its own still sends a new one to the backend the box loads least,
+    /// and schedulers that count nothing are not moved by it.
+    #[test]
+    fn connection_counting_schedulers_count_the_other_cores_flows() {
+        for kind in ["lc", "wlc", "sed", "nq"] {
+            let snapshot = scheduled_snapshot(kind, &[(100, &[11, 12])], 1);
+            let mut pipeline = Pipeline::new(snapshot, CoreSlot { index: 0, count: 2 });
+            // The other core holds 5 flows on .11: this core's first goes to .12 ...
+            pipeline.set_peer_load(1, &[5, 0]);
+            assert_eq!(picked(&mut pipeline, 7000), 0x12, "{kind}");
+            // ... and so do the next four (.12 then has this core's 5 against .11's 5).
+            for port in 7001..7005 {
+                assert_eq!(picked(&mut pipeline, port), 0x12, "{kind}: port {port}");
+            }
+            // The other way round: the other core's load moves to .12.
+            pipeline.set_peer_load(1, &[0, 20]);
+            for port in 7005..7010 {
+                assert_eq!(picked(&mut pipeline, port), 0x11, "{kind}: port {port}");
+            }
+            // Another generation's, or another length's, counts are not this snapshot's.
+            pipeline.set_peer_load(2, &[0, 100]);
+            pipeline.set_peer_load(1, &[0]);
+            assert_eq!(pipeline.core.peer_active, [0, 20], "{kind}");
+            // A swap forgets the others' counts until control sends the new snapshot's.
+            pipeline.set_snapshot(scheduled_snapshot(kind, &[(100, &[11, 12])], 2));
+            assert_eq!(pipeline.core.peer_active, [0, 0], "{kind}");
+        }
+        // rr counts nothing: the others' load does not move it.
+        let snapshot = scheduled_snapshot("rr", &[(100, &[11, 12])], 1);
+        let mut pipeline = Pipeline::new(snapshot, CoreSlot { index: 0, count: 2 });
+        pipeline.set_peer_load(1, &[1000, 0]);
+        let picks: Vec<u8> = (8000..8004).map(|port| picked(&mut pipeline, port)).collect();
+        assert_eq!(picks.iter().filter(|&&b| b == 0x11).count(), 2, "rr: {picks:x?}");
+    }
 }

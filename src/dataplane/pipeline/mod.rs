@@ -212,6 +212,16 @@ struct CoreState {
     /// scheduler's load (IPVS's `ActiveConn` / `InActConn` split is for listings, which
     /// count from the connection tables).
     active: Vec<u32>,
+    /// Tracked flows per backend on the other cores of the box, as of control's last round
+    /// of their reports (every [`crate::dataplane::worker::REPORT_EVERY`]), indexed like
+    /// the snapshot's backends; zero after a swap until control sends the new snapshot's
+    /// ([`Pipeline::set_peer_load`]). lc, wlc, sed, nq and lt see `active + peer_active`:
+    /// a box-wide count, the other cores' part at most a report round (and control's
+    /// loop) old.
+    peer_active: Vec<u32>,
+    /// Where a connection-counting pick adds `active` and `peer_active` (allocated with the
+    /// snapshot: no allocation per pick).
+    box_active: Vec<u32>,
     /// Measured response time per backend in µs (lt), indexed like the snapshot's backends:
     /// the snapshot's at a swap, then what control sends ([`Pipeline::set_response_times`])
     /// without a new snapshot.
@@ -272,6 +282,8 @@ impl Pipeline {
             templates: Arc::new(templates_for(&snapshot)),
             sched: sched_states(&snapshot, slot),
             active: vec![0; snapshot.backends.len()],
+            peer_active: vec![0; snapshot.backends.len()],
+            box_active: vec![0; snapshot.backends.len()],
             response_time_us: snapshot.response_time_us.clone(),
             neighbors,
             backend_hops: vec![HopSlot::UNKNOWN; snapshot.backends.len()],
@@ -328,6 +340,8 @@ impl Pipeline {
             }
         }
         core.active = active;
+        core.peer_active = vec![0; snapshot.backends.len()];
+        core.box_active = vec![0; snapshot.backends.len()];
         core.counters.backends = backends;
         core.counters.passive = passive;
         core.backend_hops = vec![HopSlot::UNKNOWN; snapshot.backends.len()];
@@ -370,6 +384,16 @@ impl Pipeline {
         if generation == self.snapshot.generation && times.len() == self.core.response_time_us.len()
         {
             self.core.response_time_us.copy_from_slice(times);
+        }
+    }
+
+    /// The other cores' tracked flows per backend (control sums their latest reports),
+    /// indexed like the backends of snapshot `generation`; ignored unless that is the
+    /// snapshot this core runs, as [`Pipeline::set_response_times`]. Copies into the buffer
+    /// the snapshot swap allocated: no allocation.
+    pub fn set_peer_load(&mut self, generation: u64, others: &[u32]) {
+        if generation == self.snapshot.generation && others.len() == self.core.peer_active.len() {
+            self.core.peer_active.copy_from_slice(others);
         }
     }
 

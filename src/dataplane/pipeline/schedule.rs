@@ -92,15 +92,31 @@ impl CoreState {
         let Some(state) = self.sched.get_mut(service_index) else {
             return Err(DropReason::NoBackend);
         };
+        let (active, peer_active, box_active) =
+            (&self.active, &self.peer_active, &mut self.box_active);
         let schedule = || match service.scheduler.maglev_table() {
             // What `pick` does for Maglev, which needs only the flow hash (the common
             // scheduler): no context to build, no call.
             Some(table) => table.lookup(hash),
             None => {
+                // The box-wide count: this core's flows and the other cores' as last
+                // reported (only the schedulers that count connections read it).
+                let active = match box_active.get_mut(range.clone()) {
+                    Some(sum) if service.scheduler.kind().counts_connections() => {
+                        let own = active.get(range.clone()).unwrap_or(&[]);
+                        let peers = peer_active.get(range.clone()).unwrap_or(&[]);
+                        for (i, slot) in sum.iter_mut().enumerate() {
+                            let mine = own.get(i).copied().unwrap_or(0);
+                            *slot = mine.saturating_add(peers.get(i).copied().unwrap_or(0));
+                        }
+                        &*sum
+                    }
+                    _ => active.get(range.clone()).unwrap_or(&[]),
+                };
                 let context = PickContext {
                     flow_hash: hash,
                     client: F::ip(key.src_addr),
-                    active: self.active.get(range.clone()).unwrap_or(&[]),
+                    active,
                     inactive: &[],
                     response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
                 };
