@@ -923,6 +923,9 @@ struct Driver {
     to_backend: Option<Vec<u8>>,
     /// The address xlb last asked for, by ARP or NDP (for [`Op::Answer`], [`Op6::Answer`]).
     asked: Option<IpAddr>,
+    /// IPv6 frames with extension headers (their checksum valid) sent on with it still
+    /// valid: the forwarded chains.
+    ext_tx: u64,
 }
 
 impl Driver {
@@ -937,6 +940,7 @@ impl Driver {
             now: 1_000,
             to_backend: None,
             asked: None,
+            ext_tx: 0,
         }
     }
 
@@ -961,6 +965,9 @@ impl Driver {
                         input,
                         frame
                     );
+                    if matches!(input[NEXT_HEADER6], 0 | 43 | 60) {
+                        self.ext_tx += 1;
+                    }
                 }
                 if frame[..6] == RS1.mac.0 {
                     self.to_backend = Some(frame);
@@ -1305,6 +1312,8 @@ struct Reached {
     total: VerdictTally,
     stats: [u64; Stat::COUNT],
     replies: u64,
+    /// Frames with extension headers forwarded ([`Driver::ext_tx`]).
+    ext_tx: u64,
 }
 
 impl Reached {
@@ -1313,8 +1322,12 @@ impl Reached {
         make: fn() -> Pipeline,
     ) -> Reached {
         let mut runner = TestRunner::deterministic();
-        let mut reached =
-            Reached { total: VerdictTally::default(), stats: [0; Stat::COUNT], replies: 0 };
+        let mut reached = Reached {
+            total: VerdictTally::default(),
+            stats: [0; Stat::COUNT],
+            replies: 0,
+            ext_tx: 0,
+        };
         for _ in 0..400 {
             let ops = strategy.new_tree(&mut runner).unwrap().current();
             let mut driver = Driver::with(make());
@@ -1327,6 +1340,7 @@ impl Reached {
                 reached.stats[*stat as usize] += counters.get(*stat);
             }
             reached.replies += counters.backends.iter().map(|b| b.out_packets).sum::<u64>();
+            reached.ext_tx += driver.ext_tx;
             reached.total.add(&driver.tally);
         }
         reached
@@ -1446,6 +1460,8 @@ fn the_generator_reaches_every_stage() {
     ] {
         assert!(six.total.drops(reason) > 0, "no IPv6 frame dropped as {reason}: {}", six.report());
     }
+    // Extension headers the pipeline walks past are forwarded, their checksum kept valid.
+    assert!(six.ext_tx >= 20, "{} frames with extension headers forwarded", six.ext_tx);
 }
 
 /// A deterministic xorshift64 stream (no seed from the clock: a failure repeats).

@@ -27,6 +27,7 @@
 //! - a header past the payload, or hop-by-hop not first: `bad_ipv6_ext_header`;
 //! - a chain longer than the walk's bounds: `ipv6_ext_chain_too_long`;
 //! - anything else after the chain (no next header 59 included): `unsupported_proto`.
+//!
 //! Hop-by-hop options are not processed: they are for routers, and a VIP is an end host.
 
 use std::net::Ipv6Addr;
