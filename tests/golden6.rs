@@ -311,6 +311,9 @@ fn cases() -> Vec<Case> {
     let fullnat_to_rs2 = |port, flags, data: &[u8]| {
         routed6(testkit::tcp6(LB.mac, RS2.mac, (LOCAL, port), at(RS2.ip, 8080), flags, data))
     };
+    // The client's data to `to` behind the three extension headers, as a quote shows it.
+    let chained_data_to =
+        |to| ext(testkit::tcp6(LB.mac, RS1.mac, client(), to, PSH_ACK, &[0; 64]), CHAIN);
     // xlb's answers to solicitations (src/ndp.rs answer_solicit): from the target, solicited
     // and override set, router clear, the target link-layer option with the box's MAC.
     let advert_to = |target: Ipv6Addr, to: Host6| {
@@ -1238,17 +1241,7 @@ fn cases() -> Vec<Case> {
                         RS1.ip,
                         CLIENT.ip,
                         1280,
-                        &ext(
-                            testkit::tcp6(
-                                LB.mac,
-                                RS1.mac,
-                                client(),
-                                at(RS1.ip, 8080),
-                                PSH_ACK,
-                                &[0; 64],
-                            ),
-                            CHAIN,
-                        ),
+                        &chained_data_to(at(RS1.ip, 8080)),
                         24 + 20,
                     ),
                     TX,
@@ -1258,17 +1251,7 @@ fn cases() -> Vec<Case> {
                         VIP_NAT,
                         CLIENT.ip,
                         1280,
-                        &ext(
-                            testkit::tcp6(
-                                LB.mac,
-                                RS1.mac,
-                                client(),
-                                at(VIP_NAT, 80),
-                                PSH_ACK,
-                                &[0; 64],
-                            ),
-                            CHAIN,
-                        ),
+                        &chained_data_to(at(VIP_NAT, 80)),
                         24 + 20,
                     ))),
                 ),
