@@ -33,7 +33,8 @@
 //!   from `to_toml` to an equal config.
 //!
 //! Seeds: the frames of the golden replay cases' kinds, built with `xlb::testkit`, the frames
-//! of `examples/seed-dr.pcap`, IPv6 frames (TCP, UDP, extension headers, a fragment, ICMPv6
+//! of `examples/seed-dr.pcap`, IPv6 frames (TCP, UDP, extension headers the pipeline forwards
+//! and refuses, a fragment, ICMPv6
 //! echo and Packet Too Big, NDP; built with etherparse and the NDP writers, to the
 //! snapshot's IPv6 VIP), `examples/*.toml`, the test configs and the string literals of
 //! the config module's tests.
@@ -392,6 +393,14 @@ fn ipv6_frames() -> Vec<Vec<u8>> {
         [ip_proto::DEST_OPTIONS, 0, 1, 4, 0, 0, 0, 0, ip_proto::TCP, 0, 1, 4, 0, 0, 0, 0];
     frames.push(with_ext(ip_proto::HOP_BY_HOP, &hop_dest));
     frames.push(with_ext(ip_proto::FRAGMENT, &[ip_proto::TCP, 0, 0, 1, 0, 0, 0x12, 0x34]));
+    // The chains the pipeline forwards: a routing header (segments left 0) before the UDP
+    // query, hop-by-hop, destination options and routing before the request.
+    let routing = testkit::ext_header(ip_proto::ROUTING, 1);
+    let (hop, dest) = (testkit::ext_header(ip_proto::HOP_BY_HOP, 0), testkit::ext_header(60, 2));
+    frames.push(testkit::with_ext_headers(&frames[2], &[(ip_proto::ROUTING, &routing)]));
+    let chain =
+        [(ip_proto::HOP_BY_HOP, &hop[..]), (60, &dest[..]), (ip_proto::ROUTING, &routing[..])];
+    frames.push(testkit::with_ext_headers(&frames[1], &chain));
     // Packet Too Big from a router about the VIP's reply to the client.
     let reply =
         PacketBuilder::ethernet2(lb, c).ipv6(vip, client, 64).tcp(80, 40000, 9, 64240).ack(2);

@@ -178,26 +178,15 @@ fn at(addr: Ipv6Addr, port: u16) -> (Ipv6Addr, u16) {
 }
 
 const FRAME_IP: usize = 14;
-const NEXT_HEADER_AT: usize = FRAME_IP + 6;
 const PAYLOAD_LEN_AT: usize = FRAME_IP + 4;
 const UPPER_AT: usize = FRAME_IP + 40;
 
-/// `frame` (Ethernet, IPv6, no extension header) with `header` (a whole extension header,
-/// a multiple of 8 bytes, whose first byte is overwritten with the original next header)
-/// inserted after the fixed header as next header `kind`. The upper layer's checksum stays
-/// valid: its pseudo-header has the same addresses, length and protocol.
-fn with_ext_header(frame: &[u8], kind: u8, header: &[u8]) -> Vec<u8> {
-    assert_eq!(header.len() % 8, 0);
-    let mut out = frame[..UPPER_AT].to_vec();
-    let mut header = header.to_vec();
-    header[0] = frame[NEXT_HEADER_AT];
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&frame[UPPER_AT..]);
-    out[NEXT_HEADER_AT] = kind;
-    let len = u16::from_be_bytes([frame[PAYLOAD_LEN_AT], frame[PAYLOAD_LEN_AT + 1]]);
-    out[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 2]
-        .copy_from_slice(&(len + header.len() as u16).to_be_bytes());
-    out
+/// `frame` (Ethernet, IPv6, no extension header) with `chain` ((next-header number, whole
+/// header) pairs) inserted after the fixed header (`testkit::with_ext_headers`: each
+/// header's first byte names the next one). The upper layer's checksum stays valid: its
+/// pseudo-header has the same addresses, length and protocol.
+fn ext(frame: Vec<u8>, chain: &[(u8, &[u8])]) -> Vec<u8> {
+    testkit::with_ext_headers(&frame, chain)
 }
 
 /// A hop-by-hop options header with a router alert (RFC 2711) and padding: 8 bytes.
@@ -210,6 +199,21 @@ const FRAGMENT_ATOMIC: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 7];
 const DEST_OPTIONS_PAD: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
 /// A routing header, type 0 (deprecated, RFC 5095), segments left 0, no address.
 const ROUTING_TYPE0: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 0];
+/// A routing header, type 4 (segment routing, RFC 8754), segments left 1: the VIP is not
+/// the final destination.
+const ROUTING_SEGMENTS_LEFT_1: [u8; 8] = [0, 0, 4, 1, 0, 0, 0, 0];
+/// A destination options header whose length (2, 24 bytes) runs past a short payload.
+const DEST_OPTIONS_TOO_LONG: [u8; 8] = [0, 2, 1, 4, 0, 0, 0, 0];
+/// An ESP header's first 8 bytes (SPI, sequence number): nothing past it is readable.
+const ESP: [u8; 8] = [0, 0, 0x10, 0x01, 0, 0, 0, 1];
+
+/// The chains the forwarding cases carry: hop-by-hop alone, destination options alone, a
+/// routing header (segments left 0) alone, and all three in RFC 8200's order.
+const HOP_BY_HOP: &[(u8, &[u8])] = &[(0, &HOP_BY_HOP_ROUTER_ALERT)];
+const DEST_OPTIONS: &[(u8, &[u8])] = &[(60, &DEST_OPTIONS_PAD)];
+const ROUTING: &[(u8, &[u8])] = &[(43, &ROUTING_TYPE0)];
+const CHAIN: &[(u8, &[u8])] =
+    &[(0, &HOP_BY_HOP_ROUTER_ALERT), (60, &DEST_OPTIONS_PAD), (43, &ROUTING_TYPE0)];
 
 /// An ICMPv6 message of `msg_type`/`code` with the 4 bytes after the checksum `rest` and
 /// `body`, from `src` to `dst` at `hop_limit` (etherparse computes the checksum).
@@ -257,7 +261,7 @@ fn mld_report() -> Vec<u8> {
         (143, 0, [0, 0, 0, 1]),
         &record,
     );
-    with_ext_header(&report, 0, &HOP_BY_HOP_ROUTER_ALERT)
+    ext(report, HOP_BY_HOP)
 }
 
 /// A UDP payload of two bytes whose NAT translation (client:CPORT -> VIP_NAT:53 into
@@ -293,6 +297,23 @@ fn cases() -> Vec<Case> {
     let unresolved_ack =
         testkit::tcp6(CLIENT.mac, LB.mac, client(), at(VIP_UNRESOLVED, 80), ACK, &[]);
     let ffff = payload_translating_to_checksum_ffff();
+    // TCP from the client to a VIP's port; from a real server's port to the client or to
+    // the FullNAT local port; from a VIP's port back to the client, one hop on (NAT).
+    let to_vip = |vip, port, flags, data: &[u8]| {
+        testkit::tcp6(CLIENT.mac, LB.mac, client(), at(vip, port), flags, data)
+    };
+    let from_rs = |rs: Host6, port, to, flags, data: &[u8]| {
+        testkit::tcp6(rs.mac, LB.mac, at(rs.ip, port), to, flags, data)
+    };
+    let to_client = |vip, port, flags, data: &[u8]| {
+        routed6(testkit::tcp6(LB.mac, CLIENT.mac, at(vip, port), client(), flags, data))
+    };
+    let fullnat_to_rs2 = |port, flags, data: &[u8]| {
+        routed6(testkit::tcp6(LB.mac, RS2.mac, (LOCAL, port), at(RS2.ip, 8080), flags, data))
+    };
+    // The client's data to `to` behind the three extension headers, as a quote shows it.
+    let chained_data_to =
+        |to| ext(testkit::tcp6(LB.mac, RS1.mac, client(), to, PSH_ACK, &[0; 64]), CHAIN);
     // xlb's answers to solicitations (src/ndp.rs answer_solicit): from the target, solicited
     // and override set, router clear, the target link-layer option with the box's MAC.
     let advert_to = |target: Ipv6Addr, to: Host6| {
@@ -1063,56 +1084,278 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            name: "extension headers to a VIP: dropped, counted as ipv6_ext_headers",
+            name: "dr: extension headers are forwarded as they are (only MACs change)",
             steps: vec![
                 step(
-                    "hop-by-hop options (router alert) before TCP",
-                    with_ext_header(&dr_syn, 0, &HOP_BY_HOP_ROUTER_ALERT),
-                    Want::DropNamed("ipv6_ext_headers"),
-                    Expect::Nothing,
+                    "SYN after hop-by-hop options (router alert)",
+                    ext(dr_syn.clone(), HOP_BY_HOP),
+                    TX,
+                    Expect::Frame(ext(dr_to_rs1(SYN, &[]), HOP_BY_HOP)),
                 ),
                 step(
-                    "destination options before UDP",
-                    with_ext_header(
-                        &testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_DR, 53), dns),
-                        60,
-                        &DEST_OPTIONS_PAD,
+                    "ACK after destination options",
+                    ext(to_vip(VIP_DR, 80, ACK, &[]), DEST_OPTIONS),
+                    TX,
+                    Expect::Frame(ext(dr_to_rs1(ACK, &[]), DEST_OPTIONS)),
+                ),
+                step(
+                    "data after a routing header, segments left 0",
+                    ext(to_vip(VIP_DR, 80, PSH_ACK, payload), ROUTING),
+                    TX,
+                    Expect::Frame(ext(dr_to_rs1(PSH_ACK, payload), ROUTING)),
+                ),
+                step(
+                    "FIN after the three in a chain",
+                    ext(to_vip(VIP_DR, 80, FIN_ACK, &[]), CHAIN),
+                    TX,
+                    Expect::Frame(ext(dr_to_rs1(FIN_ACK, &[]), CHAIN)),
+                ),
+                step(
+                    "a UDP datagram after the chain",
+                    ext(testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_DR, 53), dns), CHAIN),
+                    TX,
+                    Expect::Frame(ext(
+                        testkit::udp6(LB.mac, RS2.mac, client(), at(VIP_DR, 53), dns),
+                        CHAIN,
+                    )),
+                ),
+                // Assumption: answered in place as any echo request, so the request's
+                // extension headers come back in the reply.
+                step(
+                    "an echo request after destination options is answered",
+                    ext(
+                        testkit::icmpv6_echo(
+                            CLIENT.mac, LB.mac, CLIENT.ip, VIP_DR, 64, false, b"p",
+                        ),
+                        DEST_OPTIONS,
                     ),
-                    Want::DropNamed("ipv6_ext_headers"),
-                    Expect::Nothing,
+                    TX,
+                    Expect::Frame(ext(
+                        testkit::icmpv6_echo(LB.mac, CLIENT.mac, VIP_DR, CLIENT.ip, 64, true, b"p"),
+                        DEST_OPTIONS,
+                    )),
+                ),
+            ],
+        },
+        Case {
+            name: "nat: extension headers both ways, kept; ports and checksum rewritten after them",
+            steps: vec![
+                step(
+                    "SYN after hop-by-hop: DNAT to rs1:8080",
+                    ext(nat_syn.clone(), HOP_BY_HOP),
+                    TX,
+                    Expect::Frame(ext(nat_to_rs1(SYN, &[]), HOP_BY_HOP)),
                 ),
                 step(
-                    "a routing header (type 0, segments left 0) before TCP to the NAT VIP",
-                    with_ext_header(&nat_syn, 43, &ROUTING_TYPE0),
-                    Want::DropNamed("ipv6_ext_headers"),
+                    "SYN-ACK from rs1 after destination options: back to VIP -> client",
+                    ext(from_rs(RS1, 8080, client(), SYN_ACK, &[]), DEST_OPTIONS),
+                    TX,
+                    Expect::Frame(ext(to_client(VIP_NAT, 80, SYN_ACK, &[]), DEST_OPTIONS)),
+                ),
+                step(
+                    "request data after a routing header",
+                    ext(to_vip(VIP_NAT, 80, PSH_ACK, payload), ROUTING),
+                    TX,
+                    Expect::Frame(ext(nat_to_rs1(PSH_ACK, payload), ROUTING)),
+                ),
+                step(
+                    "response data after the chain",
+                    ext(from_rs(RS1, 8080, client(), PSH_ACK, b"rs1"), CHAIN),
+                    TX,
+                    Expect::Frame(ext(to_client(VIP_NAT, 80, PSH_ACK, b"rs1"), CHAIN)),
+                ),
+                step(
+                    "a UDP query after the chain: DNAT to rs2:5353",
+                    ext(nat_query.clone(), CHAIN),
+                    TX,
+                    Expect::Frame(ext(nat_query_to_rs2.clone(), CHAIN)),
+                ),
+                step(
+                    "its answer after hop-by-hop",
+                    ext(nat_answer.clone(), HOP_BY_HOP),
+                    TX,
+                    Expect::Frame(ext(
+                        routed6(testkit::udp6(
+                            LB.mac,
+                            CLIENT.mac,
+                            at(VIP_NAT, 53),
+                            client(),
+                            b"answer",
+                        )),
+                        HOP_BY_HOP,
+                    )),
+                ),
+            ],
+        },
+        Case {
+            name: "fullnat: extension headers both ways, kept",
+            steps: vec![
+                step(
+                    "SYN after the chain: DNAT to rs2:8080, SNAT to the local address:port",
+                    ext(fullnat_syn.clone(), CHAIN),
+                    TX,
+                    Expect::WithLocalPort(Box::new(move |port| {
+                        ext(fullnat_to_rs2(port, SYN, &[]), CHAIN)
+                    })),
+                ),
+                step(
+                    "SYN-ACK from rs2 to the local address after hop-by-hop",
+                    Input::ToLocalPort(Box::new(move |port| {
+                        ext(from_rs(RS2, 8080, (LOCAL, port), SYN_ACK, &[]), HOP_BY_HOP)
+                    })),
+                    TX,
+                    Expect::Frame(ext(to_client(VIP_FULLNAT, 80, SYN_ACK, &[]), HOP_BY_HOP)),
+                ),
+                step(
+                    "data from the client after destination options",
+                    ext(to_vip(VIP_FULLNAT, 80, PSH_ACK, payload), DEST_OPTIONS),
+                    TX,
+                    Expect::WithLocalPort(Box::new(move |port| {
+                        ext(fullnat_to_rs2(port, PSH_ACK, payload), DEST_OPTIONS)
+                    })),
+                ),
+                step(
+                    "response from rs2 after a routing header",
+                    Input::ToLocalPort(Box::new(move |port| {
+                        ext(from_rs(RS2, 8080, (LOCAL, port), PSH_ACK, b"rs2"), ROUTING)
+                    })),
+                    TX,
+                    Expect::Frame(ext(to_client(VIP_FULLNAT, 80, PSH_ACK, b"rs2"), ROUTING)),
+                ),
+            ],
+        },
+        Case {
+            name: "icmpv6: a packet too big quoting a packet with extension headers is translated",
+            steps: vec![
+                step(
+                    "open the flow (after hop-by-hop)",
+                    ext(nat_syn.clone(), HOP_BY_HOP),
+                    TX,
+                    Expect::Frame(ext(nat_to_rs1(SYN, &[]), HOP_BY_HOP)),
+                ),
+                step(
+                    "rs1 says the client's packet (with its chain) was too big",
+                    testkit::icmpv6_packet_too_big(
+                        RS1.mac,
+                        LB.mac,
+                        RS1.ip,
+                        CLIENT.ip,
+                        1280,
+                        &chained_data_to(at(RS1.ip, 8080)),
+                        24 + 20,
+                    ),
+                    TX,
+                    Expect::Frame(routed6(testkit::icmpv6_packet_too_big(
+                        LB.mac,
+                        CLIENT.mac,
+                        VIP_NAT,
+                        CLIENT.ip,
+                        1280,
+                        &chained_data_to(at(VIP_NAT, 80)),
+                        24 + 20,
+                    ))),
+                ),
+                step(
+                    "one whose quote ends inside the chain names no flow",
+                    testkit::icmpv6_packet_too_big(
+                        RS1.mac,
+                        LB.mac,
+                        RS1.ip,
+                        CLIENT.ip,
+                        1280,
+                        &ext(
+                            testkit::tcp6(LB.mac, RS1.mac, client(), at(RS1.ip, 8080), ACK, &[]),
+                            CHAIN,
+                        ),
+                        20,
+                    ),
+                    PASS,
                     Expect::Nothing,
                 ),
-                // The contract names both `ipv6_ext_headers` (any extension header) and
-                // `fragment` (fragments as IPv4): either counted reason is accepted here.
+            ],
+        },
+        Case {
+            name: "extension headers to a VIP refused, each with its reason",
+            steps: vec![
+                step(
+                    "a routing header with segments left 1 (the VIP is not the destination)",
+                    ext(dr_syn.clone(), &[(43, &ROUTING_SEGMENTS_LEFT_1)]),
+                    Want::DropNamed("ipv6_segments_left"),
+                    Expect::Nothing,
+                ),
                 step(
                     "a first fragment (fragment header, more fragments) of a TCP SYN",
-                    with_ext_header(&dr_syn, 44, &FRAGMENT_FIRST),
-                    Want::DropEither("ipv6_ext_headers", "fragment"),
+                    ext(dr_syn.clone(), &[(44, &FRAGMENT_FIRST)]),
+                    Want::DropNamed("fragment"),
                     Expect::Nothing,
                 ),
                 step(
                     "an atomic fragment (offset 0, no more fragments) of a TCP SYN",
-                    with_ext_header(&dr_syn, 44, &FRAGMENT_ATOMIC),
-                    Want::DropEither("ipv6_ext_headers", "fragment"),
+                    ext(dr_syn.clone(), &[(44, &FRAGMENT_ATOMIC)]),
+                    Want::DropNamed("fragment"),
                     Expect::Nothing,
                 ),
                 step(
                     "hop-by-hop then a fragment header before UDP to the FullNAT VIP",
-                    with_ext_header(
-                        &with_ext_header(
-                            &testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_FULLNAT, 53), dns),
-                            44,
-                            &FRAGMENT_FIRST,
-                        ),
-                        0,
-                        &HOP_BY_HOP_ROUTER_ALERT,
+                    ext(
+                        testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_FULLNAT, 53), dns),
+                        &[(0, &HOP_BY_HOP_ROUTER_ALERT), (44, &FRAGMENT_FIRST)],
                     ),
+                    Want::DropNamed("fragment"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "ESP",
+                    ext(dr_syn.clone(), &[(50, &ESP)]),
                     Want::DropNamed("ipv6_ext_headers"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "destination options, then an authentication header",
+                    ext(nat_syn.clone(), &[(60, &DEST_OPTIONS_PAD), (51, &ESP)]),
+                    Want::DropNamed("ipv6_ext_headers"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "nine destination options headers (one past the walk's bound of 8)",
+                    ext(dr_syn.clone(), &[(60u8, &DEST_OPTIONS_PAD[..]); 9]),
+                    Want::DropNamed("ipv6_ext_chain_too_long"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "hop-by-hop after destination options (RFC 8200: only first)",
+                    ext(dr_syn.clone(), &[(60, &DEST_OPTIONS_PAD), (0, &HOP_BY_HOP_ROUTER_ALERT)]),
+                    Want::DropNamed("bad_ipv6_ext_header"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "destination options whose length runs past the payload",
+                    ext(
+                        testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_DR, 53), b""),
+                        &[(60, &DEST_OPTIONS_TOO_LONG)],
+                    ),
+                    Want::DropNamed("bad_ipv6_ext_header"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "hop-by-hop, then no next header (59)",
+                    {
+                        let mut frame = ext(dr_syn.clone(), HOP_BY_HOP);
+                        frame[UPPER_AT] = 59;
+                        frame
+                    },
+                    Want::DropNamed("unsupported_proto"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "a TCP header cut short by the payload length after the chain",
+                    {
+                        let mut frame = ext(dr_syn.clone(), CHAIN);
+                        frame[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 2]
+                            .copy_from_slice(&(24u16 + 19).to_be_bytes());
+                        frame
+                    },
+                    Want::DropNamed("bad_l4_header"),
                     Expect::Nothing,
                 ),
             ],
@@ -1351,8 +1594,8 @@ fn the_expected_ndp_frames_are_src_ndp_formats() {
 }
 
 /// The hand-built frames of the table are well-formed where they should be: etherparse
-/// reads the extension-header frames through to their TCP/UDP header, and the MLD report
-/// and router advertisement as ICMPv6 with valid checksums. Passes today.
+/// reads the extension-header frames through to their TCP/UDP header (with a right
+/// checksum), and the MLD report and router advertisement as ICMPv6 with valid checksums.
 #[test]
 fn the_hand_built_frames_are_well_formed() {
     use etherparse::{SlicedPacket, TransportSlice};
@@ -1363,12 +1606,39 @@ fn the_hand_built_frames_are_well_formed() {
         (43, ROUTING_TYPE0),
         (44, FRAGMENT_ATOMIC),
     ] {
-        let frame = with_ext_header(&dr_syn, kind, &header);
+        let frame = ext(dr_syn.clone(), &[(kind, &header)]);
         let packet = SlicedPacket::from_ethernet(&frame).expect("parses");
         let Some(TransportSlice::Tcp(tcp)) = packet.transport else {
             panic!("next header {kind}: no TCP after it")
         };
         assert_eq!(tcp.destination_port(), 80);
+    }
+    // The chains the forwarding cases expect after a translation: etherparse reads them
+    // through, and the TCP/UDP checksum after them is right (computed in full over the
+    // pseudo-header), so a byte-for-byte match checks the pipeline's incremental patch.
+    let translated = [
+        routed6(testkit::tcp6(LB.mac, RS1.mac, client(), at(RS1.ip, 8080), PSH_ACK, b"data")),
+        routed6(testkit::udp6(LB.mac, CLIENT.mac, at(VIP_NAT, 53), client(), b"answer")),
+    ];
+    for chain in [HOP_BY_HOP, DEST_OPTIONS, ROUTING, CHAIN] {
+        for frame in &translated {
+            let frame = ext(frame.clone(), chain);
+            let packet = SlicedPacket::from_ethernet(&frame).expect("parses");
+            let Some(etherparse::NetSlice::Ipv6(ip)) = &packet.net else { panic!("not IPv6") };
+            let header = ip.header().to_header();
+            let valid = match &packet.transport {
+                Some(TransportSlice::Tcp(tcp)) => {
+                    tcp.to_header().calc_checksum_ipv6(&header, tcp.payload()).unwrap()
+                        == tcp.checksum()
+                }
+                Some(TransportSlice::Udp(udp)) => {
+                    udp.to_header().calc_checksum_ipv6(&header, udp.payload()).unwrap()
+                        == udp.checksum()
+                }
+                other => panic!("{chain:?}: {other:?}"),
+            };
+            assert!(valid, "checksum after {chain:?}: {}", hex(&frame));
+        }
     }
     for frame in [mld_report(), router_advertisement()] {
         let packet = SlicedPacket::from_ethernet(&frame).expect("parses");

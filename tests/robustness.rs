@@ -17,9 +17,11 @@
 //! advertisements (of the sender, or claiming a VIP), next headers xlb does not forward;
 //! damaged in the fixed header (version, payload length, next header, hop limit), the upper
 //! layer, by a flip or a cut, or by extension headers inserted (hop-by-hop, routing,
-//! fragment, destination options, chains of up to 40). Backends answer, solicited hosts
-//! advertise themselves. On top of IPv4's checks: a transmitted IPv6 frame whose TCP, UDP
-//! or ICMPv6 checksum was valid is still valid (translations patch the pseudo-header), NDP
+//! destination options — forwarded, one or a few — fragment, routing with segments left,
+//! ESP, a length past the payload, chains of up to 40: counted drops). Backends answer,
+//! solicited hosts advertise themselves. On top of IPv4's checks: a transmitted IPv6 frame
+//! whose TCP, UDP or ICMPv6 checksum was valid is still valid (translations patch the
+//! pseudo-header, after the extension headers if any), NDP
 //! xlb sends has valid checksums, and the IPv6 connection, neighbour and hold tables stay
 //! within their bounds.
 //!
@@ -549,8 +551,8 @@ fn reply_to(sent: &[u8], flags: Flags) -> Option<Vec<u8>> {
 // the IPv6 steps handle (TCP, UDP, ICMPv6 echo and errors, neighbour solicitations and
 // advertisements, next headers xlb does not forward), damaged in the fixed header (version,
 // payload length, next header, hop limit), the upper layer, by a flip or a cut, or by
-// extension headers inserted (hop-by-hop, routing, fragment, destination options, chains
-// of them).
+// extension headers inserted (forwarded: hop-by-hop, routing, destination options; refused:
+// fragment, segments left, ESP, a length past the payload, chains past the walk's bound).
 
 const fn v6(last: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last)
@@ -658,14 +660,20 @@ enum Kind6 {
 type Shape6 = Shape<Kind6, Host6>;
 
 /// Extension headers the damage inserts (8 bytes each; the first byte becomes the next
-/// header): hop-by-hop with a router alert, a type 0 routing header, a first fragment, an
-/// atomic fragment, destination options with padding.
-const EXT_HEADERS: [(u8, [u8; 8]); 5] = [
+/// header): hop-by-hop with a router alert, a type 0 routing header (segments left 0),
+/// destination options with padding — forwarded, one or a few; hostile past the walk's
+/// bound of 8, or hop-by-hop twice — then a first fragment, an atomic fragment, a segment
+/// routing header with segments left 1, destination options whose length (2048 bytes) runs
+/// past any payload here, and ESP.
+const EXT_HEADERS: [(u8, [u8; 8]); 8] = [
     (0, [0, 0, 5, 2, 0, 0, 1, 0]),
     (43, [0, 0, 0, 0, 0, 0, 0, 0]),
+    (60, [0, 0, 1, 4, 0, 0, 0, 0]),
     (44, [0, 0, 0, 1, 0, 0, 0, 7]),
     (44, [0, 0, 0, 0, 0, 0, 0, 7]),
-    (60, [0, 0, 1, 4, 0, 0, 0, 0]),
+    (43, [0, 0, 4, 1, 0, 0, 0, 0]),
+    (60, [0, 255, 1, 4, 0, 0, 0, 0]),
+    (50, [0, 0, 0x10, 1, 0, 0, 0, 1]),
 ];
 
 /// Damage done to an IPv6 frame once built (offsets past its end do nothing).
@@ -867,28 +875,36 @@ impl Harm for Damage6 {
 }
 
 /// Whether the TCP, UDP or ICMPv6 checksum of an IPv6 frame (upper layer right after the
-/// fixed header) verifies over the pseudo-header; `None` for anything else, or a payload
-/// length the frame cannot hold. A UDP checksum of 0 ("none") is invalid in IPv6.
+/// fixed header, or after hop-by-hop, destination options and routing headers) verifies
+/// over the pseudo-header; `None` for anything else, or a payload length the frame cannot
+/// hold. A UDP checksum of 0 ("none") is invalid in IPv6.
 fn upper_checksum_ok6(frame: &[u8]) -> Option<bool> {
     if frame.get(12..14)? != [0x86, 0xdd] || frame.len() < UPPER6 {
         return None;
     }
-    let next = frame[NEXT_HEADER6];
+    let payload_len = u16::from_be_bytes([frame[PAYLOAD_LEN6], frame[PAYLOAD_LEN6 + 1]]);
+    let payload_end = UPPER6 + usize::from(payload_len);
+    let (mut next, mut at) = (frame[NEXT_HEADER6], UPPER6);
+    while matches!(next, 0 | 43 | 60) {
+        let header = frame.get(at..at + 2)?;
+        next = header[0];
+        at += (usize::from(header[1]) + 1) * 8;
+    }
     let min = match next {
         6 => 20,
         17 => 8,
         58 => 4,
         _ => return None,
     };
-    let len = u16::from_be_bytes([frame[PAYLOAD_LEN6], frame[PAYLOAD_LEN6 + 1]]);
-    let upper = frame.get(UPPER6..UPPER6 + usize::from(len))?;
+    let upper = frame.get(at..payload_end)?;
     if upper.len() < min {
         return None;
     }
     if next == 17 && upper[6..8] == [0, 0] {
         return Some(false);
     }
-    let mut sum: u64 = u64::from(len) + u64::from(next);
+    let len = upper.len() as u64;
+    let mut sum: u64 = len + u64::from(next);
     for word in frame[22..UPPER6].chunks(2).chain(upper.chunks(2)) {
         sum += u64::from(u16::from_be_bytes([word[0], word.get(1).copied().unwrap_or(0)]));
     }
@@ -907,6 +923,9 @@ struct Driver {
     to_backend: Option<Vec<u8>>,
     /// The address xlb last asked for, by ARP or NDP (for [`Op::Answer`], [`Op6::Answer`]).
     asked: Option<IpAddr>,
+    /// IPv6 frames with extension headers (their checksum valid) sent on with it still
+    /// valid: the forwarded chains.
+    ext_tx: u64,
 }
 
 impl Driver {
@@ -921,6 +940,7 @@ impl Driver {
             now: 1_000,
             to_backend: None,
             asked: None,
+            ext_tx: 0,
         }
     }
 
@@ -945,6 +965,9 @@ impl Driver {
                         input,
                         frame
                     );
+                    if matches!(input[NEXT_HEADER6], 0 | 43 | 60) {
+                        self.ext_tx += 1;
+                    }
                 }
                 if frame[..6] == RS1.mac.0 {
                     self.to_backend = Some(frame);
@@ -1289,6 +1312,8 @@ struct Reached {
     total: VerdictTally,
     stats: [u64; Stat::COUNT],
     replies: u64,
+    /// Frames with extension headers forwarded ([`Driver::ext_tx`]).
+    ext_tx: u64,
 }
 
 impl Reached {
@@ -1297,8 +1322,12 @@ impl Reached {
         make: fn() -> Pipeline,
     ) -> Reached {
         let mut runner = TestRunner::deterministic();
-        let mut reached =
-            Reached { total: VerdictTally::default(), stats: [0; Stat::COUNT], replies: 0 };
+        let mut reached = Reached {
+            total: VerdictTally::default(),
+            stats: [0; Stat::COUNT],
+            replies: 0,
+            ext_tx: 0,
+        };
         for _ in 0..400 {
             let ops = strategy.new_tree(&mut runner).unwrap().current();
             let mut driver = Driver::with(make());
@@ -1311,6 +1340,7 @@ impl Reached {
                 reached.stats[*stat as usize] += counters.get(*stat);
             }
             reached.replies += counters.backends.iter().map(|b| b.out_packets).sum::<u64>();
+            reached.ext_tx += driver.ext_tx;
             reached.total.add(&driver.tally);
         }
         reached
@@ -1413,6 +1443,9 @@ fn the_generator_reaches_every_stage() {
     }
     for reason in [
         DropReason::Ipv6ExtHeaders,
+        DropReason::Ipv6SegmentsLeft,
+        DropReason::Ipv6ExtChainTooLong,
+        DropReason::BadIpv6ExtHeader,
         DropReason::BadNdp,
         DropReason::NdpConflict,
         DropReason::NdpAnswerEmitted,
@@ -1427,6 +1460,8 @@ fn the_generator_reaches_every_stage() {
     ] {
         assert!(six.total.drops(reason) > 0, "no IPv6 frame dropped as {reason}: {}", six.report());
     }
+    // Extension headers the pipeline walks past are forwarded, their checksum kept valid.
+    assert!(six.ext_tx >= 20, "{} frames with extension headers forwarded", six.ext_tx);
 }
 
 /// A deterministic xorshift64 stream (no seed from the clock: a failure repeats).

@@ -42,11 +42,22 @@ counted_enum! {
         IpOptions => "ip_options",
         /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
         Fragment => "fragment",
-        /// IPv6 to a VIP (or from a NAT backend) whose next header is not TCP, UDP or
-        /// ICMPv6 directly: hop-by-hop, routing, destination options or another extension
-        /// header first. The pipeline forwards only packets without extension headers (a
-        /// fragment header is counted as `fragment` instead).
+        /// IPv6 to a VIP with an extension header the pipeline does not walk past: ESP,
+        /// AH, mobility, HIP, shim6 or experimental (253, 254), directly or ending a chain
+        /// (a balancer can neither read past ESP nor rewrite under AH). Hop-by-hop,
+        /// destination options and routing headers are walked to the TCP/UDP/ICMPv6 after
+        /// them; a fragment header is counted as `fragment`.
         Ipv6ExtHeaders => "ipv6_ext_headers",
+        /// IPv6 to a VIP with a routing header whose segments left is not 0: the VIP is
+        /// not the packet's final destination (RFC 8200 §4.4), so it is not xlb's to
+        /// balance.
+        Ipv6SegmentsLeft => "ipv6_segments_left",
+        /// IPv6 to a VIP whose extension headers go on past the walk's bounds (more than
+        /// 8 headers, or ending more than 1024 bytes into the payload).
+        Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
+        /// IPv6 to a VIP with a malformed extension header: one whose length runs past the
+        /// payload, or a hop-by-hop header anywhere but first (RFC 8200 §4.1).
+        BadIpv6ExtHeader => "bad_ipv6_ext_header",
         /// NAT/FullNAT (a routing hop) got a packet with TTL 0 or 1: it expires here, as in
         /// any router (no ICMP time exceeded is sent). DR, an L2 forward, keeps the TTL.
         TtlExceeded => "ttl_exceeded",

@@ -72,6 +72,51 @@ pub fn routed6(frame: Vec<u8>) -> Vec<u8> {
     with_hop_limit(frame, hop_limit - 1)
 }
 
+/// The offsets of the next-header and payload-length fields, and of what follows the fixed
+/// header, in an Ethernet frame carrying IPv6.
+const NEXT_HEADER_AT: usize = 14 + 6;
+const PAYLOAD_LEN_AT: usize = 14 + 4;
+const UPPER_AT: usize = 14 + 40;
+
+/// An extension header of `kind` with `len` as its length field (`(len + 1) * 8` bytes):
+/// for hop-by-hop and destination options one PadN option over the rest (RFC 8200 §4.2),
+/// for a routing header type 0 with segments left 0 (then zeros). Its next-header byte is
+/// [`with_ext_headers`]'s to set.
+pub fn ext_header(kind: u8, len: u8) -> Vec<u8> {
+    let size = (usize::from(len) + 1) * 8;
+    let mut header = vec![0u8; size];
+    header[1] = len;
+    if kind != 43 {
+        header[2] = 1;
+        header[3] = (size - 4) as u8;
+    }
+    header
+}
+
+/// `frame` (Ethernet, IPv6) with `chain` — (next-header number, whole header: a multiple of
+/// 8 bytes, its first byte overwritten) — inserted after the fixed header in order, each
+/// header's next-header byte naming the one after it and the last one's the frame's upper
+/// layer; the payload length grows to match. The upper layer's checksum stays valid: its
+/// pseudo-header (addresses, upper-layer length, protocol) is unchanged.
+pub fn with_ext_headers(frame: &[u8], chain: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut out = frame[..UPPER_AT].to_vec();
+    let mut next_at = NEXT_HEADER_AT;
+    for (kind, header) in chain {
+        assert!(header.len() >= 8 && header.len() % 8 == 0, "a whole extension header");
+        let upper = out[next_at];
+        out[next_at] = *kind;
+        next_at = out.len();
+        out.extend_from_slice(header);
+        out[next_at] = upper;
+    }
+    let added = out.len() - UPPER_AT;
+    out.extend_from_slice(&frame[UPPER_AT..]);
+    let at = PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 2;
+    let len = u16::from_be_bytes([out[at.start], out[at.start + 1]]) + added as u16;
+    out[at].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
 /// Writes an ICMPv6 message of `icmp_type` from `src` to `dst` with `payload`.
 fn icmpv6(
     src_mac: MacAddr,
@@ -221,6 +266,31 @@ mod tests {
         let routed = routed6(frame.clone());
         assert_eq!(routed[HOP_LIMIT_AT], 63);
         assert_eq!(routed[..HOP_LIMIT_AT], frame[..HOP_LIMIT_AT]);
+    }
+
+    /// The chain lands between the fixed header and the upper layer, etherparse reads it
+    /// through to the UDP datagram, and the datagram's checksum is still right.
+    #[test]
+    fn extension_headers_go_between_the_fixed_header_and_the_upper_layer() {
+        let frame = udp6(MAC_A, MAC_B, (A, 5000), (B, 53), b"query");
+        let (hop, routing, dest) = (ext_header(0, 0), ext_header(43, 0), ext_header(60, 1));
+        let chain: [(u8, &[u8]); 3] = [(0, &hop), (43, &routing), (60, &dest)];
+        let chained = with_ext_headers(&frame, &chain);
+        assert_eq!(chained.len(), frame.len() + 32);
+        assert_eq!(
+            (chained[NEXT_HEADER_AT], chained[UPPER_AT], chained[UPPER_AT + 8]),
+            (0, 43, 60)
+        );
+        assert_eq!(chained[UPPER_AT + 16], 17, "the last header names the upper layer");
+        assert_eq!(chained[UPPER_AT + 8 + 3], 0, "segments left 0");
+        let packet = SlicedPacket::from_ethernet(&chained).expect("parses");
+        let Some(NetSlice::Ipv6(ip)) = packet.net else { panic!("not IPv6") };
+        let ip = ip.header().to_header();
+        assert_eq!(usize::from(ip.payload_length), chained.len() - UPPER_AT);
+        let Some(TransportSlice::Udp(udp)) = packet.transport else { panic!("not UDP") };
+        assert_eq!((udp.source_port(), udp.destination_port()), (5000, 53));
+        let checksum = udp.to_header().calc_checksum_ipv6(&ip, udp.payload()).unwrap();
+        assert_eq!(udp.checksum(), checksum);
     }
 
     #[test]

@@ -63,6 +63,8 @@ mod field {
     /// In an extension header (offsets from its start).
     pub const EXT_NEXT_HEADER: usize = 0;
     pub const EXT_LEN: usize = 1;
+    /// In a routing header.
+    pub const ROUTING_SEGMENTS_LEFT: usize = 3;
     /// In a fragment header: offset (13 bits) << 3 | reserved (2) | more fragments (1).
     pub const FRAG_OFF_M: Field = 2..4;
     pub const FRAG_IDENT: Field = 4..8;
@@ -337,6 +339,10 @@ pub struct ExtHeader {
     pub offset: usize,
     /// Its length in bytes (a multiple of 8).
     pub len: usize,
+    /// A routing header's segments-left field (RFC 8200 §4.4: how many listed nodes are
+    /// still to be visited; not 0, the destination address is not the final one); 0 for
+    /// any other header.
+    pub segments_left: u8,
 }
 
 /// An iterator over the extension headers of a payload, bounded as the module docs say. It
@@ -403,6 +409,10 @@ impl<'a> ExtHeaders<'a> {
             next_header: read_u8(rest, field::EXT_NEXT_HEADER),
             offset: HEADER_LEN + self.at,
             len,
+            segments_left: match kind {
+                ip_proto::ROUTING => read_u8(rest, field::ROUTING_SEGMENTS_LEFT),
+                _ => 0,
+            },
         };
         self.next_header = header.next_header;
         self.at += len;
@@ -653,6 +663,9 @@ pub(super) mod tests {
                 (ip_proto::DEST_OPTIONS, 96, 8),
             ]
         );
+        // The routing header's fourth byte (its fill, 2) is its segments left.
+        let segments_left: Vec<u8> = headers.iter().map(|h| h.segments_left).collect();
+        assert_eq!(segments_left, [0, 0, 2, 0, 0]);
         let upper = ip.upper_layer().unwrap();
         assert_eq!(upper.protocol, ip_proto::TCP);
         assert_eq!(upper.offset, 104);

@@ -156,10 +156,17 @@ pub fn hex(frame: &[u8]) -> String {
 }
 
 /// The local port of a FullNAT frame the pipeline sent to a backend: IPv4 (its header's
-/// length) or IPv6 (no extension header).
+/// length) or IPv6 (after its hop-by-hop, destination options and routing headers, if any).
 pub fn source_port(frame: &[u8]) -> u16 {
     let header_len = match frame[12..14] {
-        [0x86, 0xdd] => 40,
+        [0x86, 0xdd] => {
+            let (mut next, mut len) = (frame[14 + 6], 40);
+            while matches!(next, 0 | 43 | 60) {
+                next = frame[14 + len];
+                len += (usize::from(frame[14 + len + 1]) + 1) * 8;
+            }
+            len
+        }
         _ => usize::from(frame[14] & 0x0f) * 4,
     };
     u16::from_be_bytes([frame[14 + header_len], frame[15 + header_len]])

@@ -15,8 +15,10 @@ from scapy.all import (
     ICMPv6NDOptDstLLAddr,
     ICMPv6NDOptSrcLLAddr,
     IPv6,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
     TCP,
     UDP,
     Ether,
@@ -53,9 +55,15 @@ def frames():
     yield Ether(src=RS1_MAC, dst=LB) / IPv6(src=RS1, dst=CLIENT) / TCP(sport=8080, dport=42000, flags="SA")
     # FullNAT request (the reply needs the chosen local port: checked in the Rust tests).
     yield Ether(src=CLIENT_MAC, dst=LB) / IPv6(src=CLIENT, dst=FULLNAT_VIP) / TCP(sport=43000, dport=80, flags="S")
-    # Extension headers, and the box's own address.
+    # Extension headers: a fragment (dropped), and the ones xlb forwards as they are (DR;
+    # NAT both ways, the ports and checksum rewritten after them); the box's own address.
     yield c / IPv6ExtHdrFragment(m=1, offset=0, id=7) / UDP(sport=1, dport=53)
     yield c / IPv6ExtHdrHopByHop() / TCP(sport=44000, dport=80, flags="S")
+    yield c / IPv6ExtHdrRouting(segleft=0) / IPv6ExtHdrDestOpt() / TCP(sport=44001, dport=80, flags="S")
+    nat = Ether(src=CLIENT_MAC, dst=LB) / IPv6(src=CLIENT, dst=NAT_VIP)
+    yield nat / IPv6ExtHdrDestOpt() / TCP(sport=42001, dport=80, flags="S")
+    reply = Ether(src=RS1_MAC, dst=LB) / IPv6(src=RS1, dst=CLIENT)
+    yield reply / IPv6ExtHdrHopByHop() / TCP(sport=8080, dport=42001, flags="SA")
     yield Ether(src=CLIENT_MAC, dst=LB) / IPv6(src=CLIENT, dst=BOX) / TCP(dport=22, flags="S")
 
 
@@ -64,29 +72,40 @@ def write(path):
     wrpcap(path, [Ether(bytes(f)) for f in frames()])
 
 
+def upper(ip):
+    """The upper layer of `ip`: past its hop-by-hop, routing and destination options."""
+    layer = ip.payload
+    while isinstance(layer, (IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt)):
+        layer = layer.payload
+    return layer
+
+
 def checksum_ok(pkt):
-    """True if the upper layer's checksum equals what scapy computes from scratch."""
+    """True if the upper layer's checksum equals what scapy computes from scratch (over
+    the pseudo-header, past any extension headers)."""
     ip = pkt[IPv6]
     fresh = IPv6(bytes(ip))
-    layer = fresh.payload
-    # TCP and UDP name the field chksum, ICMPv6 cksum; anything else first (an extension
-    # header: xlb transmits none) is not checked, and fails.
+    layer = upper(fresh)
+    # TCP and UDP name the field chksum, ICMPv6 cksum; anything else (a fragment header:
+    # xlb transmits none) is not checked, and fails.
     field = next((f for f in ("chksum", "cksum") if f in layer.fields), None)
     if field is None:
         return False
     delattr(layer, field)
-    return getattr(IPv6(bytes(fresh)).payload, field) == getattr(ip.payload, field)
+    return getattr(upper(IPv6(bytes(fresh))), field) == getattr(upper(ip), field)
 
 
 def check(path):
     out = rdpcap(path)
     problems = []
-    seen = {"dr": 0, "dr_udp": 0, "nat_in": 0, "nat_out": 0, "fullnat": 0, "na": 0, "echo": 0}
+    seen = {"dr": 0, "dr_udp": 0, "nat_in": 0, "nat_out": 0, "fullnat": 0, "na": 0, "echo": 0, "ext": 0}
     for pkt in out:
         if IPv6 not in pkt:
             problems.append("not IPv6: " + pkt.summary())
             continue
         ip = pkt[IPv6]
+        if upper(ip) is not ip.payload:
+            seen["ext"] += 1
         if not checksum_ok(pkt):
             problems.append("bad checksum: " + pkt.summary())
         if pkt[Ether].src != LB:
@@ -112,7 +131,7 @@ def check(path):
             seen["fullnat"] += 1
         else:
             problems.append("unexpected: " + pkt.summary())
-    want = {"dr": 20, "dr_udp": 1, "nat_in": 1, "nat_out": 1, "fullnat": 1, "na": 1, "echo": 1}
+    want = {"dr": 22, "dr_udp": 1, "nat_in": 2, "nat_out": 2, "fullnat": 1, "na": 1, "echo": 1, "ext": 4}
     if seen != want:
         problems.append(f"saw {seen}, want {want}")
     for p in problems:

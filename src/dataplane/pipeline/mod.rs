@@ -19,9 +19,11 @@
 //!   before any is processed) and goes straight to its flow; everything else goes through
 //!   the step-by-step checks, which give each malformed frame its exact drop reason. Both
 //!   ways reach the same verdict, bytes and counters (a property test holds them to it).
-//!   Every packet that reaches the flow step is IPv4 without options (or IPv6 without
-//!   extension headers, `v6`) with its whole TCP or UDP header in the frame, so the rewrites
-//!   read and write at fixed offsets.
+//!   Every packet that reaches the flow step is IPv4 without options (or IPv6, `v6`, its
+//!   TCP/UDP header right after the fixed header or after a bounded chain of hop-by-hop,
+//!   destination options and routing headers, at the offset its checks found and carry)
+//!   with its whole TCP or UDP header in the frame, so the rewrites read and write at known
+//!   offsets.
 //! - Counters are the core's own plain integers; a batch counts its received frames and
 //!   bytes and its `Tx` verdicts once, at its end.
 //! - Frames the pipeline sends on its own (ARP requests, frames released once their next
@@ -66,8 +68,11 @@
 //! - IPv6 (`v6`): the same for IPv6 VIPs and local addresses, the step-by-step way (IPv4's
 //!   one-pass classification stays IPv4-only), on per-core IPv6 tables; NDP takes ARP's
 //!   place (solicitations for VIPs and local addresses answered, to their solicited-node
-//!   groups too; next hops solicited from the interface's own IPv6 address); IPv6 with an
-//!   extension header is dropped as `ipv6_ext_headers`.
+//!   groups too; next hops solicited from the interface's own IPv6 address). Hop-by-hop,
+//!   destination options and routing headers (segments left 0) before TCP, UDP or ICMPv6
+//!   are walked (bounded) and forwarded as they are; a fragment header, a routing header
+//!   with segments left, ESP, AH and the rarer extension headers, malformed chains and
+//!   chains past the walk's bounds are counted drops (`v6::parse`).
 //! - Anything else: `Pass` to the kernel.
 //!
 //! NAT and FullNAT are routing hops: every packet they forward (ICMP errors included) leaves

@@ -19,9 +19,14 @@
 //! - a payload length short of the TCP/UDP header, or of the UDP length: `drop:bad_l4_header`,
 //!   as IPv4's total length cutting the L4 header; bytes past the payload length are
 //!   Ethernet padding (forwarded, as IPv4's junk after the packet);
-//! - any extension header chain to a VIP, however it ends (past the frame, past the walk's
-//!   bounds, hop-by-hop not first, "no next header"): `drop:ipv6_ext_headers` (no chain
-//!   here starts with a fragment header, which the pipeline counts as `fragment`);
+//! - extension header chains to a VIP: a well-formed chain of hop-by-hop (first),
+//!   destination options and routing headers with segments left 0, within the walk's
+//!   bounds, before TCP or UDP: forwarded (`tx:0`, the chain kept); one that runs past the
+//!   payload or puts hop-by-hop anywhere but first: `drop:bad_ipv6_ext_header`; one past
+//!   the walk's bounds (8 headers, 1024 bytes — a header claiming more counts as past them):
+//!   `drop:ipv6_ext_chain_too_long`; a routing header with segments left:
+//!   `drop:ipv6_segments_left`; a fragment header after hop-by-hop: `drop:fragment`; "no
+//!   next header" after a chain: `drop:unsupported_proto`;
 //! - a version nibble other than 6 under the IPv6 EtherType: `drop:bad_ip_version`, as IPv4.
 //!
 //! `steered` labels what the IPv6 steering program should hand to xlb: a whole fixed header
@@ -32,7 +37,9 @@
 
 use std::net::Ipv6Addr;
 
-use super::super::{ACK, FIN_ACK, Flags, Host6, PSH_ACK, SYN, icmpv6_echo, tcp6, udp6};
+use super::super::{
+    ACK, FIN_ACK, Flags, Host6, PSH_ACK, SYN, ext_header, icmpv6_echo, tcp6, udp6, with_ext_headers,
+};
 use crate::wire::MacAddr;
 
 /// Client ports each round may use.
@@ -162,7 +169,11 @@ pub struct Case6 {
 pub const FORWARDED: &str = "tx:0";
 const TRUNCATED: &str = "drop:truncated";
 const BAD_L4: &str = "drop:bad_l4_header";
-const EXT_HEADERS: &str = "drop:ipv6_ext_headers";
+const BAD_EXT_HEADER: &str = "drop:bad_ipv6_ext_header";
+const EXT_CHAIN_TOO_LONG: &str = "drop:ipv6_ext_chain_too_long";
+const SEGMENTS_LEFT: &str = "drop:ipv6_segments_left";
+const FRAGMENT: &str = "drop:fragment";
+const UNSUPPORTED: &str = "drop:unsupported_proto";
 const BAD_VERSION: &str = "drop:bad_ip_version";
 
 const ETH: usize = 14;
@@ -170,11 +181,13 @@ const IP: usize = ETH;
 /// The end of the fixed header: where the upper layer (or the first extension header) is.
 const L4: usize = ETH + 40;
 const PAYLOAD_LEN: usize = IP + 4;
+#[cfg(test)]
 const NEXT_HEADER: usize = IP + 6;
 
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
 const DEST_OPTIONS: u8 = 60;
+const FRAGMENT_HEADER: u8 = 44;
 const NO_NEXT_HEADER: u8 = 59;
 
 fn set_payload_len(frame: &mut [u8], len: u16) {
@@ -185,37 +198,18 @@ fn payload_len(frame: &[u8]) -> u16 {
     u16::from_be_bytes([frame[PAYLOAD_LEN], frame[PAYLOAD_LEN + 1]])
 }
 
-/// An extension header of `(len + 1) * 8` bytes whose next header is `next`: padding options
-/// (PadN) for hop-by-hop and destination options, zeros (type 0, segments left 0) for
-/// routing.
-fn ext_header(kind: u8, next: u8, len: u8) -> Vec<u8> {
-    let size = (usize::from(len) + 1) * 8;
-    let mut header = vec![0u8; size];
-    header[0] = next;
-    header[1] = len;
-    if kind != ROUTING {
-        // One PadN option over the rest of the header.
-        header[2] = 1;
-        header[3] = (size - 4) as u8;
-    }
-    header
-}
-
-/// `frame` with `chain` (`(kind, len)` extension headers, each pointing to the next, the
-/// last to `last_next`) between the fixed header and the upper layer; the payload length
-/// grows to agree.
+/// `frame` with `chain` (`(kind, len)` extension headers of `(len + 1) * 8` bytes:
+/// [`ext_header`]'s padding or zeros) between the fixed header and the upper layer, each
+/// pointing to the next, the last to `last_next`; the payload length grows to agree.
 fn with_chain(frame: &[u8], chain: &[(u8, u8)], last_next: u8) -> Vec<u8> {
-    let mut out = frame[..L4].to_vec();
-    for (i, (kind, len)) in chain.iter().enumerate() {
-        let next = chain.get(i + 1).map_or(last_next, |(k, _)| *k);
-        out.extend_from_slice(&ext_header(*kind, next, *len));
+    let headers: Vec<(u8, Vec<u8>)> =
+        chain.iter().map(|&(kind, len)| (kind, ext_header(kind, len))).collect();
+    let refs: Vec<(u8, &[u8])> = headers.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+    let mut out = with_ext_headers(frame, &refs);
+    if let Some((_, last)) = headers.last() {
+        let added: usize = headers.iter().map(|(_, h)| h.len()).sum();
+        out[L4 + added - last.len()] = last_next;
     }
-    let added = out.len() - L4;
-    out.extend_from_slice(&frame[L4..]);
-    if let Some((first, _)) = chain.first() {
-        out[NEXT_HEADER] = *first;
-    }
-    set_payload_len(&mut out, payload_len(frame) + added as u16);
     out
 }
 
@@ -365,7 +359,8 @@ impl Corpus {
             frame.truncate(frame.len() - 20);
             let len = payload_len(&frame) - 20;
             set_payload_len(&mut frame, len);
-            self.add(class, format!("{what} (chained to the frame's end)"), frame, EXT_HEADERS);
+            let what = format!("{what} (chained to the frame's end)");
+            self.add(class, what, frame, BAD_EXT_HEADER);
         }
         let mut frame = with_chain(&syn, &[(HOP_BY_HOP, 0)], DEST_OPTIONS);
         frame.truncate(frame.len() - 20);
@@ -376,29 +371,52 @@ impl Corpus {
             frame,
             TRUNCATED,
         );
-        // A header whose length runs past the frame.
+        // A header whose length runs past the frame (and past the walk's byte bound).
         let mut frame = with_chain(&syn, &[(HOP_BY_HOP, 0)], 6);
         frame[L4 + 1] = 255;
-        self.add(class, "hop-by-hop claiming 2048 bytes in a short frame", frame, EXT_HEADERS);
+        let what = "hop-by-hop claiming 2048 bytes in a short frame";
+        self.add(class, what, frame, EXT_CHAIN_TOO_LONG);
+        // A header whose length runs past the payload, within the byte bound.
+        let mut frame = with_chain(&self.query(), &[(DEST_OPTIONS, 0)], 17);
+        frame[L4 + 1] = 4;
+        let what = "destination options claiming 40 bytes, 28 left in the payload";
+        self.add(class, what, frame, BAD_EXT_HEADER);
         // Longer than the walk's bounds (8 headers, 1024 bytes), all in the frame.
         let nine = [(DEST_OPTIONS, 0); 9];
         let frame = with_chain(&syn, &nine, 6);
-        self.add(class, "nine destination options headers, then TCP", frame, EXT_HEADERS);
+        self.add(class, "nine destination options headers, then TCP", frame, EXT_CHAIN_TOO_LONG);
         let forty = [(ROUTING, 0); 40];
         let frame = with_chain(&self.query(), &forty, 17);
-        self.add(class, "forty routing headers, then UDP", frame, EXT_HEADERS);
+        self.add(class, "forty routing headers, then UDP", frame, EXT_CHAIN_TOO_LONG);
         let frame = with_chain(&syn, &[(DEST_OPTIONS, 127), (DEST_OPTIONS, 1)], 6);
-        self.add(class, "destination options past 1024 bytes, then TCP", frame, EXT_HEADERS);
+        let what = "destination options past 1024 bytes, then TCP";
+        self.add(class, what, frame, EXT_CHAIN_TOO_LONG);
         // Chains that end, but not in anything balanced.
         let frame = with_chain(&syn, &[(DEST_OPTIONS, 0), (HOP_BY_HOP, 0)], 6);
-        self.add(class, "hop-by-hop not first, then TCP", frame, EXT_HEADERS);
+        self.add(class, "hop-by-hop not first, then TCP", frame, BAD_EXT_HEADER);
         let mut frame = with_chain(&syn, &[(HOP_BY_HOP, 0)], NO_NEXT_HEADER);
         frame.truncate(frame.len() - 20);
         let len = payload_len(&frame) - 20;
         set_payload_len(&mut frame, len);
-        self.add(class, "hop-by-hop, then no next header (59)", frame, EXT_HEADERS);
+        self.add(class, "hop-by-hop, then no next header (59)", frame, UNSUPPORTED);
+        let mut frame = with_chain(&syn, &[(ROUTING, 0)], 6);
+        frame[L4 + 3] = 1;
+        let what = "a routing header with segments left 1 (the VIP not the destination)";
+        self.add(class, what, frame, SEGMENTS_LEFT);
+        let mut frame = with_chain(&syn, &[(HOP_BY_HOP, 0), (FRAGMENT_HEADER, 0)], 6);
+        // Offset 0, more fragments, identification 7.
+        frame[L4 + 8 + 1..L4 + 16].copy_from_slice(&[0, 0, 1, 0, 0, 0, 7]);
+        self.add(class, "hop-by-hop, then a first fragment of TCP", frame, FRAGMENT);
+        // Well-formed chains: forwarded, the chain kept.
         let frame = with_chain(&self.query(), &[(DEST_OPTIONS, 0)], 17);
-        self.add(class, "a well-formed destination options header before UDP", frame, EXT_HEADERS);
+        self.add(class, "a well-formed destination options header before UDP", frame, FORWARDED);
+        let frame = with_chain(&syn, &[(HOP_BY_HOP, 0), (DEST_OPTIONS, 1), (ROUTING, 0)], 6);
+        let what = "a well-formed chain (hop-by-hop, destination options, routing) before TCP";
+        self.add(class, what, frame, FORWARDED);
+        let frame = with_chain(&syn, &[(DEST_OPTIONS, 0); 8], 6);
+        let what =
+            "a well-formed chain of eight destination options headers (the bound) before TCP";
+        self.add(class, what, frame, FORWARDED);
     }
 
     fn version(&mut self) {
@@ -488,7 +506,9 @@ mod tests {
                         assert!(
                             ip.upper_layer().is_err()
                                 || case.what.contains("well-formed")
-                                || case.what.contains("no next header"),
+                                || case.what.contains("no next header")
+                                || case.what.contains("segments left")
+                                || case.what.contains("fragment"),
                             "{what}: the chain ends"
                         );
                     }
@@ -500,7 +520,8 @@ mod tests {
             }
             if case.verdict == FORWARDED {
                 let Some(Ok(ip)) = ip else { panic!("{what}: forwarded, but not whole") };
-                assert_eq!(ip.upper_layer().map(|u| u.protocol), Ok(6), "{what}");
+                let upper = ip.upper_layer().map(|u| u.protocol);
+                assert!(matches!(upper, Ok(6 | 17)), "{what}: {upper:?}");
             }
         }
     }

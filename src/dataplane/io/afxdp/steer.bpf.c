@@ -19,15 +19,18 @@
 //     VIP, which xlb counts as a conflict (and answers to its probes).
 //   - IPv6, the same three cases with the maps `dst6` and `nat6_src`:
 //     - IPv6 to an address `dst6` maps to OWNER_XLB, whatever it carries: extension
-//       headers included (the pipeline drops those, counted as `ipv6_ext_headers`, rather
+//       headers included (the pipeline walks them, and counts what it refuses, rather
 //       than the kernel dropping them uncounted: the kernel does not hold the VIP), and
 //       whatever its version nibble (as IPv4: the pipeline drops it, `bad_ip_version`);
 //     - unicast IPv6 from a NAT backend (not to an Ethernet group address, nor to a
 //       multicast (ff00::/8) or link-local (fe80::/10) address), unless to an OWNER_KERNEL
 //       address: TCP/UDP whose (source address, source port, next header) is in
 //       `nat6_src`, and ICMPv6 errors (types 0-127) whose source is a NAT backend (key:
-//       address, port 0, next header 58); only with TCP, UDP or ICMPv6 directly after the
-//       fixed header (no extension header is walked: xlb never made a reply with one);
+//       address, port 0, next header 58); with TCP, UDP or ICMPv6 directly after the fixed
+//       header, or after the extension headers the pipeline forwards (hop-by-hop first,
+//       destination options, routing with segments left 0), walked as the pipeline walks
+//       them: at most MAX_EXT_HEADERS, ending within MAX_EXT_BYTES of the payload, each
+//       within the frame; a chain the pipeline would refuse is the kernel's;
 //     - NDP (neighbour solicitation 135 or advertisement 136, ICMPv6 directly after the
 //       fixed header, hop limit 255 as RFC 4861 requires) whose *target* is an OWNER_XLB
 //       address (a solicitation for a VIP, to its solicited-node group or unicast; another
@@ -57,6 +60,14 @@
 /* A link-layer address option for Ethernet: type, length 1 (8 bytes), MAC. */
 #define LINK_ADDR_OPTION_LEN 8
 
+/* The IPv6 extension-header walk's bounds (crate::wire::ipv6::MAX_EXT_HEADERS and
+ * MAX_EXT_BYTES: the pipeline's). */
+#define MAX_EXT_HEADERS 8
+#define MAX_EXT_BYTES 1024
+
+#define PROTO_HOP_BY_HOP 0
+#define PROTO_ROUTING 43
+#define PROTO_DEST_OPTIONS 60
 #define PROTO_ICMPV6 58
 #define NDP_SOLICIT 135
 #define NDP_ADVERT 136
@@ -288,6 +299,29 @@ int xlb_steer(struct xdp_md *ctx)
          * ff00::/8) or fe80::/10 from a backend's port is its own (mDNS, its routers). */
         if ((frame[0] & 1) || ip6[24] == 0xff || (ip6[24] == 0xfe && (ip6[25] & 0xc0) == 0x80))
             goto out;
+        /* The extension headers a NAT reply may carry, as the pipeline walks them: each
+         * within the frame, hop-by-hop only first, a routing header's segments left 0. */
+        __u32 ext_len = 0;
+#pragma unroll
+        for (int i = 0; i < MAX_EXT_HEADERS; i++) {
+            if (next != PROTO_HOP_BY_HOP && next != PROTO_ROUTING && next != PROTO_DEST_OPTIONS)
+                break;
+            if (next == PROTO_HOP_BY_HOP && i > 0)
+                goto out;
+            __u8 *ext = l4 + ext_len;
+            if (ext + 4 > end)
+                goto out;
+            if (next == PROTO_ROUTING && ext[3] != 0)
+                goto out;
+            next = ext[0];
+            ext_len += ((__u32)ext[1] + 1) * 8;
+            if (ext_len > MAX_EXT_BYTES)
+                goto out;
+        }
+        if (next == PROTO_HOP_BY_HOP || next == PROTO_ROUTING || next == PROTO_DEST_OPTIONS)
+            goto out;
+        l4 += ext_len;
+
         struct nat6_key key = {.proto = next};
         key.addr[0] = *(__u32 *)(ip6 + 8);
         key.addr[1] = *(__u32 *)(ip6 + 12);

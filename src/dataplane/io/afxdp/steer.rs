@@ -3,7 +3,8 @@
 //! on the NIC xlb serves.
 //!
 //! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is about 280
-//! BPF instructions (120 before IPv6; the IPv4 and ARP paths are unchanged). What it steers,
+//! BPF instructions (120 before IPv6; the IPv4 and ARP paths are unchanged), plus the
+//! unrolled walk of a NAT reply's IPv6 extension headers. What it steers,
 //! into the socket at `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
@@ -22,14 +23,19 @@
 //!   a VIP or local address (a bad version nibble too, as IPv4: the pipeline drops it,
 //!   counted); NAT replies (TCP/UDP from a backend's address, port and
 //!   protocol; ICMPv6 errors from a backend's address) that are unicast, not to a
-//!   link-local address, and carry TCP, UDP or ICMPv6 directly after the fixed header;
-//!   neighbour solicitations and advertisements (version 6, hop limit 255, ICMPv6 directly
-//!   after the fixed header) whose target or source is a VIP or local address, whether sent
-//!   to the solicited-node group or unicast. No extension header is walked: a packet to a VIP with
-//!   one is steered anyway (the pipeline drops it, counted as `ipv6_ext_headers`, where the
-//!   kernel, which does not hold the VIP, would drop it uncounted); a NAT reply with one is
-//!   the kernel's (xlb never made one). The box's own IPv6, router advertisements, MLD,
-//!   link-local traffic and NDP about other addresses are the kernel's.
+//!   link-local address, and carry TCP, UDP or ICMPv6 directly after the fixed header or
+//!   after the extension headers the pipeline forwards (hop-by-hop first, destination
+//!   options, routing with segments left 0), walked as the pipeline walks them — at most
+//!   [`crate::wire::ipv6::MAX_EXT_HEADERS`] headers ending within
+//!   [`crate::wire::ipv6::MAX_EXT_BYTES`] bytes, an unrolled loop the verifier bounds —
+//!   so the ports it looks up are the real ones (a chain the pipeline refuses is the
+//!   kernel's); neighbour solicitations and advertisements (version 6, hop limit 255,
+//!   ICMPv6 directly after the fixed header) whose target or source is a VIP or local
+//!   address, whether sent to the solicited-node group or unicast. A packet to a VIP is
+//!   steered whatever its extension headers (the pipeline walks them and counts what it
+//!   refuses, where the kernel, which does not hold the VIP, would drop it uncounted). The
+//!   box's own IPv6, router advertisements, MLD, link-local traffic and NDP about other
+//!   addresses are the kernel's.
 //!
 //! What is steered and still not xlb's: in XDP a NAT reply cannot be told from the
 //! backend's own unicast traffic from its service port (a DNS server's query from :53 to an
@@ -1399,13 +1405,16 @@ mod tests {
     /// `frame` (Ethernet, IPv6) with an 8-byte hop-by-hop options header (one PadN) before
     /// its payload, as MLD reports carry one (router alert).
     fn with_hop_by_hop(frame: &[u8]) -> Vec<u8> {
-        let mut out = frame[..54].to_vec();
-        out.extend_from_slice(&[frame[20], 0, 1, 4, 0, 0, 0, 0]);
-        out.extend_from_slice(&frame[54..]);
-        out[20] = 0;
-        let payload_len = u16::from_be_bytes([out[18], out[19]]) + 8;
-        out[18..20].copy_from_slice(&payload_len.to_be_bytes());
-        out
+        testkit::with_ext_headers(frame, &[(0, &testkit::ext_header(0, 0))])
+    }
+
+    /// `frame` (Ethernet, IPv6) with `chain` ((kind, length field) extension headers, padded
+    /// or, for routing, segments left 0) before its payload.
+    fn with_chain(frame: &[u8], chain: &[(u8, u8)]) -> Vec<u8> {
+        let headers: Vec<(u8, Vec<u8>)> =
+            chain.iter().map(|&(kind, len)| (kind, testkit::ext_header(kind, len))).collect();
+        let refs: Vec<(u8, &[u8])> = headers.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+        testkit::with_ext_headers(frame, &refs)
     }
 
     /// `frame` (Ethernet, IPv6) with version nibble 4.
@@ -1486,9 +1495,74 @@ mod tests {
                 tcp6((NAT_BACKEND6, 80), (BOX6, 50000)),
                 false,
             ),
+            // The extension headers the pipeline forwards are walked to the ports.
             (
                 "tcp6 from a NAT backend's port after a hop-by-hop header".into(),
                 with_hop_by_hop(&nat_reply),
+                true,
+            ),
+            (
+                "udp6 from a NAT backend's port after hop-by-hop, options, routing".into(),
+                with_chain(&udp6((NAT_BACKEND6, 5353), client), &[(0, 0), (60, 1), (43, 0)]),
+                true,
+            ),
+            (
+                "tcp6 from a NAT backend's port after 8 destination options (the bound)".into(),
+                with_chain(&nat_reply, &[(60, 0); 8]),
+                true,
+            ),
+            (
+                "tcp6 from a NAT backend's port after options ending at 1024 bytes".into(),
+                with_chain(&nat_reply, &[(60, 63), (60, 63)]),
+                true,
+            ),
+            (
+                "icmpv6 error from a NAT backend after destination options".into(),
+                with_chain(&too_big(NAT_BACKEND6, CLIENT6), &[(60, 0)]),
+                true,
+            ),
+            (
+                "tcp6 from a NAT backend, another port, after hop-by-hop".into(),
+                with_hop_by_hop(&tcp6((NAT_BACKEND6, 81), client)),
+                false,
+            ),
+            // Chains the pipeline refuses are the kernel's.
+            (
+                "tcp6 from a NAT backend's port after 9 destination options".into(),
+                with_chain(&nat_reply, &[(60, 0); 9]),
+                false,
+            ),
+            (
+                "tcp6 from a NAT backend's port after options past 1024 bytes".into(),
+                with_chain(&nat_reply, &[(60, 63), (60, 64)]),
+                false,
+            ),
+            (
+                "tcp6 from a NAT backend's port after hop-by-hop not first".into(),
+                with_chain(&nat_reply, &[(60, 0), (0, 0)]),
+                false,
+            ),
+            (
+                "tcp6 from a NAT backend's port after a routing header, segments left 1".into(),
+                {
+                    let mut frame = with_chain(&nat_reply, &[(43, 0)]);
+                    frame[54 + 3] = 1;
+                    frame
+                },
+                false,
+            ),
+            (
+                "tcp6 from a NAT backend's port after a fragment header".into(),
+                with_chain(&nat_reply, &[(44, 0)]),
+                false,
+            ),
+            (
+                "tcp6 from a NAT backend's port, a header longer than the frame".into(),
+                {
+                    let mut frame = with_chain(&nat_reply, &[(60, 0)]);
+                    frame[54 + 1] = 20;
+                    frame
+                },
                 false,
             ),
             (
@@ -1618,6 +1692,15 @@ mod tests {
             cases.push((
                 format!("NAT reply (tcp6) cut to {length} bytes"),
                 nat_reply[..length].to_vec(),
+                owned,
+            ));
+        }
+        // After hop-by-hop: its first 4 bytes, then the ports, must be in the frame.
+        let chained = with_hop_by_hop(&nat_reply);
+        for (length, owned) in [(57, false), (58, false), (65, false), (66, true)] {
+            cases.push((
+                format!("NAT reply (tcp6) after hop-by-hop cut to {length} bytes"),
+                chained[..length].to_vec(),
                 owned,
             ));
         }

@@ -5,7 +5,8 @@
 //! active counts, counters) shared with IPv4 by the snapshot's indices.
 //!
 //! Invariants (as IPv4's): a packet that reaches this step passed [`super::parse::check`]
-//! (no extension headers, its whole TCP/UDP header in the frame). A TCP packet that opens
+//! (its whole TCP/UDP header in the frame, at the offset the checks found: after the
+//! extension headers, if any, which are forwarded as they are). A TCP packet that opens
 //! nothing is never tracked (DR forwards it by the service's Maglev table alone; NAT and
 //! FullNAT drop it). A flow's share of its backend's active count is taken once when it is
 //! inserted and given back once when it goes (found by identity). Packets that only name a
@@ -24,7 +25,7 @@ use crate::wire::icmpv6::{self, icmpv6_type};
 
 use super::super::flows::{backend_of, translate};
 use super::super::{CoreState, Verdict, reject};
-use super::parse::{Transport6, addresses, quoted_transport};
+use super::parse::{Quote6, Transport6, addresses, quoted_transport};
 use super::rewrite::{
     ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
 };
@@ -89,7 +90,8 @@ impl CoreState {
             .or_else(|| self.v6.peers.iter().find_map(|peer| peer.peek_hashed(now, key, hash)))
     }
 
-    /// An IPv6 TCP/UDP packet for a VIP or local address, or from a NAT backend.
+    /// An IPv6 TCP/UDP packet for a VIP or local address, or from a NAT backend; its TCP/UDP
+    /// header at `l4` in the frame.
     #[allow(clippy::too_many_arguments)]
     pub(in crate::dataplane::pipeline) fn transport6(
         &mut self,
@@ -99,6 +101,7 @@ impl CoreState {
         frame: &mut [u8],
         class: Class6,
         transport: Transport6,
+        l4: usize,
     ) -> Verdict {
         let key = transport.key;
         let hash = self.v6.conntrack.hash(&key);
@@ -117,14 +120,14 @@ impl CoreState {
                     && class == Class6::ToVip
                 {
                     self.forget_reused::<V6>(snapshot, &key);
-                    return self.new_flow6(snapshot, now, frame, transport, hash);
+                    return self.new_flow6(snapshot, now, frame, transport, l4, hash);
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
             }
-            return self.forward6(snapshot, now, frame, &hit.flow, hit.direction);
+            return self.forward6(snapshot, now, frame, l4, &hit.flow, hit.direction);
         }
         match class {
-            Class6::ToVip => self.new_flow6(snapshot, now, frame, transport, hash),
+            Class6::ToVip => self.new_flow6(snapshot, now, frame, transport, l4, hash),
             Class6::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class6::FromNatBackend => Verdict::Pass,
         }
@@ -132,7 +135,7 @@ impl CoreState {
 
     /// A packet to a VIP that no tracked flow took: scheduled and tracked by both families'
     /// step ([`CoreState::schedule`]), forwarded. `hash` is the connection table's hash of
-    /// its key.
+    /// its key; its TCP/UDP header is at `l4`.
     #[inline(never)]
     fn new_flow6(
         &mut self,
@@ -140,28 +143,30 @@ impl CoreState {
         now: Instant,
         frame: &mut [u8],
         transport: Transport6,
+        l4: usize,
         hash: u64,
     ) -> Verdict {
         let prepared = Prepared::new(hash);
         match self.schedule::<V6>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
-            Ok(flow) => self.forward6(snapshot, now, frame, &flow, Direction::Original),
+            Ok(flow) => self.forward6(snapshot, now, frame, l4, &flow, Direction::Original),
             Err(reason) => Verdict::Drop(reason),
         }
     }
 
-    /// Rewrites a tracked packet for its direction (NAT, FullNAT: a routing hop) and sends it
-    /// to its next hop.
+    /// Rewrites a tracked packet (its TCP/UDP header at `l4`) for its direction (NAT,
+    /// FullNAT: a routing hop) and sends it to its next hop.
     fn forward6(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,
         frame: &mut [u8],
+        l4: usize,
         flow: &Flow<V6>,
         direction: Direction,
     ) -> Verdict {
         if flow.forward != ForwardMode::Dr {
             let (src, dst) = translate(flow, direction);
-            if !route_transport(frame, flow.proto, src, dst) {
+            if !route_transport(frame, flow.proto, l4, src, dst) {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
         }
@@ -232,7 +237,9 @@ impl CoreState {
     ) -> Verdict {
         // An error about no TCP/UDP packet (one about an ICMPv6 error included) names no
         // flow.
-        let Some(quoted) = quoted_transport(&frame[icmp.clone()]) else {
+        let Some(Quote6 { transport: quoted, l4: quoted_l4 }) =
+            quoted_transport(&frame[icmp.clone()])
+        else {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let key = quoted.key.reversed();
@@ -254,6 +261,7 @@ impl CoreState {
                 outer_src: (outer_src == Some(key.src_addr)).then_some(src.0),
                 outer_dst: dst.0,
                 proto: flow.proto,
+                quoted_l4,
                 quote_src: dst,
                 quote_dst: src,
             };

@@ -18,11 +18,17 @@
 //! counts, counters) and the emit queue are shared with IPv4: the snapshot indexes services
 //! and backends of both families in one list.
 //!
-//! What IPv6 the pipeline forwards: TCP, UDP and ICMPv6 directly after the fixed header.
-//! A packet to a VIP (or from a NAT backend) whose next header is an extension header —
-//! hop-by-hop, routing, destination options, ESP, AH... — is dropped as `ipv6_ext_headers`
-//! (one with a fragment header first as `fragment`): IPVS and Katran do not balance them
-//! either, and fixed offsets keep the rewrites simple and exact.
+//! What IPv6 the pipeline forwards: TCP, UDP and ICMPv6 directly after the fixed header,
+//! or after a chain of hop-by-hop (first only), destination options and routing headers
+//! with segments left 0, walked within the payload and the walk's bounds ([`parse`]); the
+//! chain is forwarded as it is, and the rewrites work at the TCP/UDP header's offset the
+//! checks found (NAT replies, ICMPv6 errors and their quotes alike). The common packet,
+//! with no extension header, never walks: its next header is matched first. A packet to a
+//! VIP with a fragment header is dropped as `fragment`; with a routing header whose
+//! segments left is not 0 as `ipv6_segments_left` (the VIP is not its final destination);
+//! with ESP, AH or a rarer extension header as `ipv6_ext_headers` (IPVS and Katran do not
+//! balance those either); a malformed chain as `bad_ipv6_ext_header`, one past the walk's
+//! bounds as `ipv6_ext_chain_too_long`. One merely from a NAT backend is passed instead.
 
 pub(super) mod flows;
 pub(super) mod ndp;

@@ -1,14 +1,34 @@
-//! What an IPv6 frame is: the step-by-step checks of the fixed header, each refusal with its
-//! exact drop reason ([`check`]), the TCP/UDP view of a packet ([`Transport6`]) and of the
-//! packet an ICMPv6 error quotes ([`quoted_transport`]).
+//! What an IPv6 frame is: the step-by-step checks of the fixed header and of the extension
+//! headers before the upper layer, each refusal with its exact drop reason ([`check`]), the
+//! TCP/UDP view of a packet ([`Transport6`], with the upper layer's offset beside it) and of
+//! the packet an ICMPv6 error quotes ([`quoted_transport`]).
 //!
-//! Invariants: nothing here writes to the frame. What [`check`] accepts is IPv6 with no
-//! extension header (the upper layer right after the 40-byte fixed header, at [`L4`]), all
-//! of it in the frame (`40 + payload length` bytes; Ethernet padding after it is allowed),
-//! and, for TCP and UDP, the whole L4 header within the payload: so the rewrites read and
-//! write at fixed offsets. Extension headers are not walked: a packet whose next header is
-//! one is refused as such (`ipv6_ext_headers`, a fragment header directly as `fragment`),
-//! which costs one compare whatever the chain says.
+//! Invariants: nothing here writes to the frame. What [`check`] accepts is IPv6 all of
+//! whose payload is in the frame (`40 + payload length` bytes; Ethernet padding after it is
+//! allowed), with TCP, UDP or ICMPv6 as its upper layer — right after the 40-byte fixed
+//! header (at [`L4`]), or after a chain of hop-by-hop (only first, RFC 8200 §4.1),
+//! destination options and routing headers whose segments left is 0 — and, for TCP and UDP,
+//! the whole L4 header within the payload. The upper layer's offset comes with the view
+//! ([`Upper6`]), so the rewrites read and write there; the extension headers are left as
+//! they are (none is in a checksum, and the upper-layer length of the pseudo-header is the
+//! payload length less the chain, which no rewrite changes).
+//!
+//! The walk ([`crate::wire::ipv6::ExtHeaders`]) is bounded: at most
+//! [`MAX_EXT_HEADERS`](crate::wire::ipv6::MAX_EXT_HEADERS) headers, ending within
+//! [`MAX_EXT_BYTES`](crate::wire::ipv6::MAX_EXT_BYTES) bytes of the payload, each within the
+//! payload; so it costs a handful of reads whatever the chain says. The common packet (TCP,
+//! UDP or ICMPv6 directly) never walks: its next header is matched first, one compare as
+//! before extension headers were walked. What a VIP refuses, in the chain's order:
+//! - a fragment header anywhere: `fragment` (its L4 header may be elsewhere, issue 15);
+//! - a routing header with segments left > 0: `ipv6_segments_left` (the VIP is not the
+//!   packet's final destination, RFC 8200 §4.4: not xlb's to balance);
+//! - ESP, AH, mobility, HIP, shim6 or an experimental header (ending the chain or directly):
+//!   `ipv6_ext_headers` (a balancer can neither read past ESP nor rewrite under AH);
+//! - a header past the payload, or hop-by-hop not first: `bad_ipv6_ext_header`;
+//! - a chain longer than the walk's bounds: `ipv6_ext_chain_too_long`;
+//! - anything else after the chain (no next header 59 included): `unsupported_proto`.
+//!
+//! Hop-by-hop options are not processed: they are for routers, and a VIP is an end host.
 
 use std::net::Ipv6Addr;
 use std::ops::Range;
@@ -17,12 +37,14 @@ use crate::family::V6;
 use crate::flow::{FlowKey, Proto};
 use crate::report::DropReason;
 use crate::wire::ipv4::ip_proto;
+use crate::wire::ipv6::ExtHeaders;
 use crate::wire::{Ipv6Packet, WireError};
 
 use super::super::ETH_LEN;
 use super::super::classify::{Transport, l4_header};
 
-/// Where the IPv6 fixed header ends and the upper layer starts in a frame [`check`] took.
+/// Where the IPv6 fixed header ends in a frame: the upper layer of a packet without
+/// extension headers, the first extension header of one with them.
 pub(in crate::dataplane::pipeline) const L4: usize = ETH_LEN + 40;
 
 /// Offsets of the IPv6 fixed header's fields in a frame.
@@ -39,13 +61,22 @@ pub(in crate::dataplane::pipeline) mod at {
 /// The L4 view the pipeline needs of an IPv6 TCP/UDP packet.
 pub(in crate::dataplane::pipeline) type Transport6 = Transport<V6>;
 
-/// What [`check`] found after the fixed header.
+/// What [`check`] found after the fixed header (and its extension headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(in crate::dataplane::pipeline) enum Upper6 {
-    /// TCP or UDP with its whole header in the payload.
-    Transport(Transport6),
-    /// An ICMPv6 message: its bytes in the frame (the payload, padding excluded).
+    /// TCP or UDP with its whole header in the payload, starting at `l4` in the frame
+    /// ([`L4`] without extension headers).
+    Transport { transport: Transport6, l4: usize },
+    /// An ICMPv6 message: its bytes in the frame (to the payload's end, padding excluded).
     Icmp(Range<usize>),
+}
+
+/// The flow an ICMPv6 error quotes ([`quoted_transport`]), and where the quoted TCP/UDP
+/// header starts in the error's message (48 without extension headers in the quote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::dataplane::pipeline) struct Quote6 {
+    pub transport: Transport6,
+    pub l4: usize,
 }
 
 /// Reads a 16-byte address at `offset` of `frame` (the caller checked the length).
@@ -81,11 +112,20 @@ fn is_ext_header(next_header: u8) -> bool {
     matches!(next_header, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
 }
 
+/// The extension headers the pipeline walks past to the upper layer: hop-by-hop,
+/// destination options and routing (the fragment header, which the walk also knows, is
+/// refused when met).
+#[inline]
+fn is_forwarded_ext_header(next_header: u8) -> bool {
+    matches!(next_header, ip_proto::HOP_BY_HOP | ip_proto::ROUTING | ip_proto::DEST_OPTIONS)
+}
+
 /// The step-by-step checks of an IPv6 packet after its addresses (see the module docs), in
 /// this order: version 6 (`bad_ip_version`), the payload within the frame (`truncated`, as
-/// IPv4's total length beyond the frame; a shorter one leaves padding), the next header: TCP or UDP with a whole header (`bad_l4_header`),
-/// ICMPv6, a fragment header (`fragment`), another extension header (`ipv6_ext_headers`),
-/// anything else (`unsupported_proto`).
+/// IPv4's total length beyond the frame; a shorter one leaves padding), the next header:
+/// TCP or UDP with a whole header (`bad_l4_header`), ICMPv6, a fragment header
+/// (`fragment`), a chain of walked extension headers ([`after_ext_headers`]), another
+/// extension header (`ipv6_ext_headers`), anything else (`unsupported_proto`).
 pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, DropReason> {
     let packet = frame.get(ETH_LEN..).unwrap_or(&[]);
     let ip = match Ipv6Packet::new_checked(packet) {
@@ -98,19 +138,75 @@ pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, Drop
     let end = L4 + usize::from(ip.payload_len());
     match ip.next_header() {
         protocol @ (ip_proto::TCP | ip_proto::UDP) => {
-            transport(ip.src_addr(), ip.dst_addr(), protocol, &frame[L4..end])
-                .map(Upper6::Transport)
-                .ok_or(DropReason::BadL4Header)
+            upper_transport(ip.src_addr(), ip.dst_addr(), protocol, frame, L4..end)
         }
         ip_proto::ICMPV6 => Ok(Upper6::Icmp(L4..end)),
         ip_proto::FRAGMENT => Err(DropReason::Fragment),
+        next if is_forwarded_ext_header(next) => {
+            after_ext_headers(ip.src_addr(), ip.dst_addr(), next, frame, end)
+        }
         next if is_ext_header(next) => Err(DropReason::Ipv6ExtHeaders),
         _ => Err(DropReason::UnsupportedProto),
     }
 }
 
-/// The TCP/UDP view of `segment` (everything after the fixed header), sent from `src` to
-/// `dst`: None unless it holds a whole TCP header or UDP datagram.
+/// The TCP/UDP view of the upper layer at `upper` in `frame` (`bad_l4_header` unless it
+/// holds a whole TCP header or UDP datagram).
+#[inline(always)]
+fn upper_transport(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    protocol: u8,
+    frame: &[u8],
+    upper: Range<usize>,
+) -> Result<Upper6, DropReason> {
+    let l4 = upper.start;
+    match transport(src, dst, protocol, &frame[upper]) {
+        Some(transport) => Ok(Upper6::Transport { transport, l4 }),
+        None => Err(DropReason::BadL4Header),
+    }
+}
+
+/// The upper layer after the extension headers a packet's chain starts with (`first`, one
+/// of [`is_forwarded_ext_header`]'s), its payload ending at `end` in `frame`: walked within
+/// the payload and the walk's bounds, each refusal with its reason (see the module docs).
+/// Out of line: the common packet never comes here.
+#[inline(never)]
+fn after_ext_headers(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    first: u8,
+    frame: &[u8],
+    end: usize,
+) -> Result<Upper6, DropReason> {
+    let mut walk = ExtHeaders::new(first, &frame[L4..end]);
+    for header in walk.by_ref() {
+        match header {
+            Ok(header) if header.kind == ip_proto::FRAGMENT => return Err(DropReason::Fragment),
+            Ok(header) if header.segments_left != 0 => {
+                return Err(DropReason::Ipv6SegmentsLeft);
+            }
+            Ok(_) => {}
+            Err(WireError::ExtHeaderChainTooLong) => {
+                return Err(DropReason::Ipv6ExtChainTooLong);
+            }
+            // Past the payload (`Truncated`), or hop-by-hop not first (`Malformed`).
+            Err(_) => return Err(DropReason::BadIpv6ExtHeader),
+        }
+    }
+    let l4 = ETH_LEN + walk.offset();
+    match walk.protocol() {
+        protocol @ (ip_proto::TCP | ip_proto::UDP) => {
+            upper_transport(src, dst, protocol, frame, l4..end)
+        }
+        ip_proto::ICMPV6 => Ok(Upper6::Icmp(l4..end)),
+        next if is_ext_header(next) => Err(DropReason::Ipv6ExtHeaders),
+        _ => Err(DropReason::UnsupportedProto),
+    }
+}
+
+/// The TCP/UDP view of `segment` (the upper layer), sent from `src` to `dst`: None unless
+/// it holds a whole TCP header or UDP datagram.
 #[inline]
 fn transport(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, segment: &[u8]) -> Option<Transport6> {
     let (proto, src_port, dst_port, tcp_flags) = l4_header(protocol, segment)?;
@@ -120,21 +216,34 @@ fn transport(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, segment: &[u8]) -> Opti
     })
 }
 
-/// The 5-tuple of the packet an ICMPv6 error quotes (`icmp` is the whole message): its fixed
-/// header, TCP or UDP directly after it (a quoted packet with extension headers, or an
-/// ICMPv6 one — an error about an error — names no flow), and at least the 8 bytes with the
-/// ports. None otherwise.
-pub(in crate::dataplane::pipeline) fn quoted_transport(icmp: &[u8]) -> Option<Transport6> {
-    let quote = icmp.get(8..)?;
+/// The 5-tuple of the packet an ICMPv6 error quotes (`icmp` is the whole message), and where
+/// its TCP/UDP header is: its fixed header, the extension headers after it walked as the
+/// pipeline walks them (bounded, within the quote: a quote may end anywhere after its
+/// first bytes, RFC 4443 §2.4 c), then TCP or UDP with at least the 8 bytes with the
+/// ports. None otherwise: a chain cut short by the quote, one with a fragment header (xlb
+/// forwards no fragments: no flow), or an upper layer that is not TCP or UDP (an ICMPv6
+/// one — an error about an error — names no flow).
+pub(in crate::dataplane::pipeline) fn quoted_transport(icmp: &[u8]) -> Option<Quote6> {
+    const QUOTE: usize = 8;
+    let quote = icmp.get(QUOTE..)?;
     let ip = Ipv6Packet::new_quoted(quote).ok()?;
-    let proto = Proto::from_number(ip.next_header())?;
-    Transport::quoted(ip.src_addr(), ip.dst_addr(), proto, quote.get(40..48)?)
+    let mut walk = ip.ext_headers();
+    for header in walk.by_ref() {
+        if header.ok()?.kind == ip_proto::FRAGMENT {
+            return None;
+        }
+    }
+    let proto = Proto::from_number(walk.protocol())?;
+    let l4 = QUOTE + walk.offset();
+    let transport = Transport::quoted(ip.src_addr(), ip.dst_addr(), proto, icmp.get(l4..l4 + 8)?)?;
+    Some(Quote6 { transport, l4 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{self, ACK, Host6, SYN};
+    use crate::testkit::{self, ACK, Host6, SYN, ext_header, with_ext_headers};
+    use crate::wire::ipv6::{MAX_EXT_BYTES, MAX_EXT_HEADERS};
 
     const A: Host6 =
         Host6::new([2, 0, 0, 0, 0, 0x20], Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20));
@@ -145,28 +254,35 @@ mod tests {
         testkit::tcp6(A.mac, B.mac, (A.ip, 40000), (B.ip, 80), SYN, b"")
     }
 
-    /// `frame` with an 8-byte extension header `kind` inserted after the fixed header.
+    fn query() -> Vec<u8> {
+        testkit::udp6(A.mac, B.mac, (A.ip, 5000), (B.ip, 53), b"query")
+    }
+
+    /// `frame` with an 8-byte extension header `kind` inserted after the fixed header (a
+    /// routing header with segments left 0; any other kind padded or zero).
     fn with_ext(frame: &[u8], kind: u8) -> Vec<u8> {
-        let mut out = frame[..L4].to_vec();
-        let next = out[at::NEXT_HEADER];
-        out[at::NEXT_HEADER] = kind;
-        let mut header = [0u8; 8];
-        header[0] = next;
-        if kind == 0 || kind == 60 {
-            header[2] = 1; // PadN over the rest
-            header[3] = 4;
+        with_ext_headers(frame, &[(kind, &ext_header(kind, 0))])
+    }
+
+    /// `frame` with `chain` ((kind, length field) headers) inserted after the fixed header.
+    fn with_chain(frame: &[u8], chain: &[(u8, u8)]) -> Vec<u8> {
+        let headers: Vec<(u8, Vec<u8>)> =
+            chain.iter().map(|&(kind, len)| (kind, ext_header(kind, len))).collect();
+        let refs: Vec<(u8, &[u8])> = headers.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+        with_ext_headers(frame, &refs)
+    }
+
+    fn transport_at(frame: &[u8]) -> (FlowKey<V6>, usize) {
+        match check(frame) {
+            Ok(Upper6::Transport { transport, l4 }) => (transport.key, l4),
+            other => panic!("{other:?}"),
         }
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&frame[L4..]);
-        let len = u16::from_be_bytes([out[at::PAYLOAD_LEN], out[at::PAYLOAD_LEN + 1]]) + 8;
-        out[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&len.to_be_bytes());
-        out
     }
 
     #[test]
     fn tcp_udp_and_icmpv6_are_taken_with_their_views() {
         let frame = syn();
-        let Ok(Upper6::Transport(t)) = check(&frame) else { panic!("refused") };
+        let Ok(Upper6::Transport { transport: t, l4 }) = check(&frame) else { panic!("refused") };
         let key = FlowKey {
             src_addr: A.ip,
             dst_addr: B.ip,
@@ -175,9 +291,9 @@ mod tests {
             proto: Proto::Tcp,
         };
         assert_eq!(t, Transport6 { key, tcp_flags: Some(crate::wire::TcpFlags::SYN.0) });
+        assert_eq!(l4, L4);
         assert_eq!(addresses(&frame), Some((A.ip, B.ip)));
-        let udp = testkit::udp6(A.mac, B.mac, (A.ip, 5000), (B.ip, 53), b"q");
-        let Ok(Upper6::Transport(t)) = check(&udp) else { panic!("refused") };
+        let Ok(Upper6::Transport { transport: t, .. }) = check(&query()) else { panic!() };
         assert_eq!((t.key.proto, t.key.dst_port, t.tcp_flags), (Proto::Udp, 53, None));
         let echo = testkit::icmpv6_echo(A.mac, B.mac, A.ip, B.ip, 64, false, b"abcd");
         assert_eq!(check(&echo), Ok(Upper6::Icmp(L4..echo.len())));
@@ -187,7 +303,7 @@ mod tests {
         assert_eq!(check(&padded), Ok(Upper6::Icmp(L4..echo.len())));
     }
 
-    /// Every refusal, with its reason.
+    /// Every refusal of the fixed header, with its reason.
     #[test]
     fn refusals_have_their_exact_reasons() {
         let good = syn();
@@ -206,10 +322,6 @@ mod tests {
         );
         assert_eq!(edit(&|f| f[at::NEXT_HEADER] = 59), Err(DropReason::UnsupportedProto));
         assert_eq!(edit(&|f| f[at::NEXT_HEADER] = 132), Err(DropReason::UnsupportedProto));
-        assert_eq!(check(&with_ext(&good, 44)), Err(DropReason::Fragment));
-        for kind in [0, 43, 60, 51] {
-            assert_eq!(check(&with_ext(&good, kind)), Err(DropReason::Ipv6ExtHeaders), "{kind}");
-        }
         // Cut anywhere: a counted refusal, never a panic.
         for cut in 0..good.len() {
             let frame = &good[..cut];
@@ -220,26 +332,243 @@ mod tests {
         }
     }
 
+    /// Each extension header kind directly after the fixed header, before TCP, UDP and
+    /// ICMPv6, and after a destination options header: walked past (hop-by-hop, routing
+    /// with segments left 0, destination options) or refused with its reason.
+    #[test]
+    fn every_extension_header_kind_has_its_verdict() {
+        let mut routing_on = ext_header(43, 0);
+        routing_on[3] = 1;
+        let esp = [0u8; 8];
+        type Want = Result<(), DropReason>;
+        let table: [(&str, u8, &[u8], Want, Want); 12] = [
+            ("hop-by-hop", 0, &ext_header(0, 0), Ok(()), Err(DropReason::BadIpv6ExtHeader)),
+            ("destination options", 60, &ext_header(60, 0), Ok(()), Ok(())),
+            ("routing, segments left 0", 43, &ext_header(43, 0), Ok(()), Ok(())),
+            (
+                "routing, segments left 1",
+                43,
+                &routing_on,
+                Err(DropReason::Ipv6SegmentsLeft),
+                Err(DropReason::Ipv6SegmentsLeft),
+            ),
+            ("fragment", 44, &esp, Err(DropReason::Fragment), Err(DropReason::Fragment)),
+            ("esp", 50, &esp, Err(DropReason::Ipv6ExtHeaders), Err(DropReason::Ipv6ExtHeaders)),
+            ("ah", 51, &esp, Err(DropReason::Ipv6ExtHeaders), Err(DropReason::Ipv6ExtHeaders)),
+            (
+                "mobility",
+                135,
+                &esp,
+                Err(DropReason::Ipv6ExtHeaders),
+                Err(DropReason::Ipv6ExtHeaders),
+            ),
+            ("hip", 139, &esp, Err(DropReason::Ipv6ExtHeaders), Err(DropReason::Ipv6ExtHeaders)),
+            ("shim6", 140, &esp, Err(DropReason::Ipv6ExtHeaders), Err(DropReason::Ipv6ExtHeaders)),
+            (
+                "experimental 253",
+                253,
+                &esp,
+                Err(DropReason::Ipv6ExtHeaders),
+                Err(DropReason::Ipv6ExtHeaders),
+            ),
+            (
+                "experimental 254",
+                254,
+                &esp,
+                Err(DropReason::Ipv6ExtHeaders),
+                Err(DropReason::Ipv6ExtHeaders),
+            ),
+        ];
+        let echo = testkit::icmpv6_echo(A.mac, B.mac, A.ip, B.ip, 64, false, b"abcd");
+        let dest = ext_header(60, 0);
+        for (what, kind, header, first, second) in table {
+            for frame in [syn(), query(), echo.clone()] {
+                let direct = with_ext_headers(&frame, &[(kind, header)]);
+                let after = with_ext_headers(&frame, &[(60, &dest), (kind, header)]);
+                for (chained, want, headers) in [(direct, first, 8), (after, second, 16)] {
+                    let got = check(&chained);
+                    match (want, got) {
+                        (Ok(()), Ok(Upper6::Transport { transport, l4 })) => {
+                            assert_eq!(l4, L4 + headers, "{what}");
+                            assert_eq!(
+                                Ok(transport),
+                                check(&frame).map(|u| match u {
+                                    Upper6::Transport { transport, .. } => transport,
+                                    Upper6::Icmp(_) => panic!("{what}: TCP/UDP became ICMPv6"),
+                                })
+                            );
+                        }
+                        (Ok(()), Ok(Upper6::Icmp(range))) => {
+                            assert_eq!(range, L4 + headers..chained.len(), "{what}");
+                        }
+                        (want, got) => assert_eq!(got.map(|_| ()), want, "{what} ({headers})"),
+                    }
+                }
+            }
+        }
+        // A chain that ends in "no next header" or a protocol xlb does not balance.
+        let mut no_next = with_ext(&syn(), 0);
+        no_next[L4] = 59;
+        assert_eq!(check(&no_next), Err(DropReason::UnsupportedProto));
+        no_next[L4] = 132;
+        assert_eq!(check(&no_next), Err(DropReason::UnsupportedProto));
+    }
+
+    /// The recommended order of RFC 8200 §4.1 in full, and repeated headers: walked to the
+    /// TCP header, its view the one without the chain.
+    #[test]
+    fn chains_are_walked_to_their_upper_layer() {
+        let frame = syn();
+        let (key, _) = transport_at(&frame);
+        let chains: [&[(u8, u8)]; 4] = [
+            &[(0, 0), (60, 1), (43, 2), (60, 0)],
+            &[(60, 0), (60, 3), (43, 0), (43, 1)],
+            &[(0, 30)],
+            &[(43, 0); MAX_EXT_HEADERS],
+        ];
+        for chain in chains {
+            let chained = with_chain(&frame, chain);
+            let len: usize = chain.iter().map(|(_, len)| (usize::from(*len) + 1) * 8).sum();
+            assert_eq!(transport_at(&chained), (key, L4 + len), "{chain:?}");
+        }
+    }
+
+    /// Beyond the walk's bounds (one header too many; a header ending past the byte bound),
+    /// a header running past the payload, hop-by-hop after another header, a TCP header
+    /// cut short after the chain: each a counted refusal.
+    #[test]
+    fn hostile_chains_are_counted_refusals() {
+        let frame = syn();
+        let too_many = with_chain(&frame, &[(60, 0); MAX_EXT_HEADERS + 1]);
+        assert_eq!(check(&too_many), Err(DropReason::Ipv6ExtChainTooLong));
+        let loop_of_60s = with_chain(&frame, &[(60, 0); 40]);
+        assert_eq!(check(&loop_of_60s), Err(DropReason::Ipv6ExtChainTooLong));
+        // 1024 bytes of headers is the most; one more 8-byte unit is past it.
+        let words = MAX_EXT_BYTES / 8;
+        let at_bound =
+            with_chain(&frame, &[(60, (words / 2 - 1) as u8), (60, (words / 2 - 1) as u8)]);
+        assert_eq!(transport_at(&at_bound).1, L4 + MAX_EXT_BYTES);
+        let past_bound =
+            with_chain(&frame, &[(60, (words / 2 - 1) as u8), (60, (words / 2) as u8)]);
+        assert_eq!(check(&past_bound), Err(DropReason::Ipv6ExtChainTooLong));
+        // A length field past the payload.
+        let mut long = with_ext(&frame, 60);
+        long[L4 + 1] = 3;
+        assert_eq!(check(&long), Err(DropReason::BadIpv6ExtHeader));
+        let hop_by_hop_second = with_chain(&frame, &[(60, 0), (0, 0)]);
+        assert_eq!(check(&hop_by_hop_second), Err(DropReason::BadIpv6ExtHeader));
+        // The payload length cuts the TCP header after a whole chain.
+        let mut cut_tcp = with_ext(&frame, 0);
+        cut_tcp[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&[0, 8 + 19]);
+        assert_eq!(check(&cut_tcp), Err(DropReason::BadL4Header));
+    }
+
+    /// A chained packet cut at every offset — the frame (the payload length beyond it) or
+    /// the payload length (the frame whole, the rest padding) — is refused with the reason
+    /// of where the cut falls, never a panic.
+    #[test]
+    fn a_chain_cut_at_every_offset_is_refused() {
+        let chained = with_chain(&query(), &[(0, 0), (43, 1), (60, 0)]);
+        let upper = L4 + 8 + 16 + 8;
+        for cut in 0..chained.len() {
+            let frame = &chained[..cut];
+            let want = if cut < L4 { None } else { Some(Err(DropReason::Truncated)) };
+            if let Some(want) = want {
+                assert_eq!(check(frame), want, "frame cut at {cut}");
+            }
+            if cut < L4 {
+                continue;
+            }
+            let mut short = chained.clone();
+            let len = (cut - L4) as u16;
+            short[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&len.to_be_bytes());
+            let want =
+                if cut < upper { DropReason::BadIpv6ExtHeader } else { DropReason::BadL4Header };
+            assert_eq!(check(&short), Err(want), "payload cut at {cut}");
+        }
+        assert!(matches!(check(&chained), Ok(Upper6::Transport { l4, .. }) if l4 == upper));
+    }
+
+    proptest::proptest! {
+        /// The view of a packet with any chain in RFC 8200's recommended order (hop-by-hop,
+        /// destination options, routing with segments left 0, destination options; each
+        /// there or not, of any length, with any option bytes) agrees with etherparse's:
+        /// the same addresses, ports and protocol, and the TCP/UDP header where etherparse
+        /// finds it.
+        #[test]
+        fn the_view_agrees_with_etherparse(
+            udp in proptest::prelude::any::<bool>(),
+            chain in proptest::collection::vec((proptest::prelude::any::<bool>(), 0u8..4, proptest::prelude::any::<u8>()), 4),
+            ports in proptest::prelude::any::<(u16, u16)>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
+        ) {
+            use etherparse::{SlicedPacket, TransportSlice};
+            let frame = match udp {
+                true => testkit::udp6(A.mac, B.mac, (A.ip, ports.0), (B.ip, ports.1), &payload),
+                false => testkit::tcp6(A.mac, B.mac, (A.ip, ports.0), (B.ip, ports.1), ACK, &payload),
+            };
+            let kinds = [0u8, 60, 43, 60];
+            let headers: Vec<(u8, Vec<u8>)> = kinds
+                .iter()
+                .zip(&chain)
+                .filter(|(_, (present, _, _))| *present)
+                .map(|(&kind, &(_, len, fill))| {
+                    let mut header = ext_header(kind, len);
+                    // Option bytes (or routing data) of any value: not parsed.
+                    for byte in header.iter_mut().skip(if kind == 43 { 4 } else { 2 }) {
+                        *byte = fill;
+                    }
+                    (kind, header)
+                })
+                .collect();
+            let refs: Vec<(u8, &[u8])> = headers.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+            let chained = with_ext_headers(&frame, &refs);
+            let (key, l4) = transport_at(&chained);
+            let oracle = SlicedPacket::from_ethernet(&chained).expect("etherparse parses it");
+            let (proto, src_port, dst_port, header) = match oracle.transport {
+                Some(TransportSlice::Tcp(tcp)) => (Proto::Tcp, tcp.source_port(), tcp.destination_port(), tcp.slice().as_ptr()),
+                Some(TransportSlice::Udp(udp)) => (Proto::Udp, udp.source_port(), udp.destination_port(), udp.slice().as_ptr()),
+                other => panic!("etherparse found {other:?}"),
+            };
+            proptest::prop_assert_eq!(key, FlowKey { src_addr: A.ip, dst_addr: B.ip, src_port, dst_port, proto });
+            proptest::prop_assert_eq!(l4, header as usize - chained.as_ptr() as usize);
+        }
+    }
+
     #[test]
     fn a_quoted_packet_names_its_flow_unless_it_is_not_tcp_or_udp() {
         let frame = testkit::tcp6(A.mac, B.mac, (A.ip, 40000), (B.ip, 80), ACK, &[0; 64]);
         let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &frame, 8);
         let icmp = &error[L4..];
         let quoted = quoted_transport(icmp).expect("names a flow");
-        assert_eq!(quoted.key, check_key(&frame));
+        assert_eq!((quoted.transport.key, quoted.l4), (transport_at(&frame).0, 48));
         assert_eq!(quoted_transport(&icmp[..icmp.len() - 1]), None, "ports cut short");
         let echo = testkit::icmpv6_echo(A.mac, B.mac, A.ip, B.ip, 64, true, &[0; 16]);
         let about_echo = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &echo, 16);
         assert_eq!(quoted_transport(&about_echo[L4..]), None, "about ICMPv6: no flow");
-        let ext = with_ext(&frame, 60);
-        let about_ext = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &ext, 16);
-        assert_eq!(quoted_transport(&about_ext[L4..]), None, "extension headers: no flow");
     }
 
-    fn check_key(frame: &[u8]) -> FlowKey<V6> {
-        match check(frame) {
-            Ok(Upper6::Transport(t)) => t.key,
-            other => panic!("{other:?}"),
+    /// A quote with extension headers is walked (within the quote) to its TCP/UDP header;
+    /// one cut inside its chain, with a fragment header, or past the walk's bounds names no
+    /// flow.
+    #[test]
+    fn a_quote_with_extension_headers_is_walked() {
+        let frame = testkit::tcp6(A.mac, B.mac, (A.ip, 40000), (B.ip, 80), ACK, &[0; 64]);
+        let key = transport_at(&frame).0;
+        let chained = with_chain(&frame, &[(0, 0), (60, 1), (43, 0)]);
+        let error =
+            testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &chained, 32 + 20);
+        let icmp = &error[L4..];
+        let quoted = quoted_transport(icmp).expect("names a flow");
+        assert_eq!((quoted.transport.key, quoted.l4), (key, 8 + 40 + 32));
+        for cut in 8 + 40..quoted.l4 + 4 {
+            assert_eq!(quoted_transport(&icmp[..cut]), None, "quote cut at {cut}");
         }
+        let fragment = with_chain(&frame, &[(60, 0), (44, 0)]);
+        let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &fragment, 1000);
+        assert_eq!(quoted_transport(&error[L4..]), None, "a fragment: no flow");
+        let long = with_chain(&frame, &[(60, 0); MAX_EXT_HEADERS + 1]);
+        let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &long, 1000);
+        assert_eq!(quoted_transport(&error[L4..]), None, "past the walk's bounds: no flow");
     }
 }

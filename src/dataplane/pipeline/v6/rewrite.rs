@@ -3,8 +3,10 @@
 //! (its quoted packet and its own checksum).
 //!
 //! Invariants: the frame keeps its length. The frames rewritten here are ones the IPv6
-//! checks took ([`super::parse::check`]): no extension headers, so the upper layer sits at
-//! the fixed offset [`L4`]; a frame too short for what a rewrite touches is left alone.
+//! checks took ([`super::parse::check`]): the TCP/UDP header is where they found it (at
+//! [`L4`], or after the extension headers, which are never touched: none is in a checksum),
+//! and so is a quoted one ([`super::parse::quoted_transport`]); a frame too short for what
+//! a rewrite touches is left alone.
 //! IPv6 has no header checksum: an address change patches the checksums whose
 //! pseudo-header covers it (TCP, UDP, ICMPv6), incrementally (RFC 1624), each once per
 //! packet for all its changes; the hop limit is in no checksum. A UDP checksum is never
@@ -24,12 +26,20 @@ use crate::wire::icmpv6::icmpv6_type;
 
 use super::parse::{L4, at};
 
-/// Offsets in the upper layer of a frame [`super::parse::check`] took.
-mod l4 {
-    use super::L4;
-    pub const PORTS: usize = L4;
-    pub const UDP_CHECKSUM: usize = L4 + 6;
-    pub const TCP_CHECKSUM: usize = L4 + 16;
+/// Offsets in a TCP or UDP header.
+mod segment {
+    pub const PORTS: usize = 0;
+    pub const UDP_CHECKSUM: usize = 6;
+    pub const TCP_CHECKSUM: usize = 16;
+}
+
+/// Where the checksum of a `proto` header is, from its start.
+#[inline]
+fn checksum_offset(proto: Proto) -> usize {
+    match proto {
+        Proto::Tcp => segment::TCP_CHECKSUM,
+        Proto::Udp => segment::UDP_CHECKSUM,
+    }
 }
 
 /// The hop limit a packet xlb answers itself leaves with (echo replies), as IPv4's TTL.
@@ -102,34 +112,52 @@ pub(in crate::dataplane::pipeline) fn decrement_hop_limit(frame: &mut [u8]) -> b
     }
 }
 
-/// What NAT and FullNAT do to an IPv6 packet they forward: the hop limit one less, then
-/// source and destination (address and port) set to `src` and `dst`, the TCP or UDP
-/// checksum patched once for all of it (the addresses are in its pseudo-header). False, and
-/// the frame untouched, if the hop limit is 0 or 1.
+/// What NAT and FullNAT do to an IPv6 packet they forward, its TCP/UDP header at `l4` in
+/// the frame: the hop limit one less, then source and destination (address and port) set
+/// to `src` and `dst`, the TCP or UDP checksum patched once for all of it (the addresses
+/// are in its pseudo-header). False, and the frame untouched, if the hop limit is 0 or 1;
+/// the frame untouched too if it cannot hold a fixed header before `l4` and the TCP/UDP
+/// header's ports and checksum after it.
 #[inline]
 pub(in crate::dataplane::pipeline) fn route_transport(
     frame: &mut [u8],
     proto: Proto,
+    l4: usize,
     src: (Ipv6Addr, u16),
     dst: (Ipv6Addr, u16),
 ) -> bool {
-    if frame.len() < l4::PORTS + 8 {
-        return true;
+    let Some((ip, segment)) = frame.split_at_mut_checked(l4) else { return true };
+    match proto {
+        Proto::Tcp => route_segment::<{ segment::TCP_CHECKSUM + 2 }>(ip, segment, proto, src, dst),
+        Proto::Udp => route_segment::<{ segment::UDP_CHECKSUM + 2 }>(ip, segment, proto, src, dst),
     }
-    if !decrement_hop_limit(frame) {
+}
+
+/// [`route_transport`] on the frame split at the TCP/UDP header: `ip` (the fixed header
+/// and any extension headers) and `segment`, of which the first `N` bytes (through the
+/// checksum) are rewritten. Both are taken as fixed-size arrays first, so every offset is
+/// a constant and no access is checked again.
+#[inline(always)]
+fn route_segment<const N: usize>(
+    ip: &mut [u8],
+    segment: &mut [u8],
+    proto: Proto,
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+) -> bool {
+    let (Some(ip), Some(segment)) = (ip.first_chunk_mut::<L4>(), segment.first_chunk_mut::<N>())
+    else {
+        return true;
+    };
+    if !decrement_hop_limit(ip) {
         return false;
     }
-    let mut delta = set_addr(frame, at::SRC_ADDR, src.0, Delta::NONE);
-    delta = set_addr(frame, at::DST_ADDR, dst.0, delta);
-    delta = set_ports(frame, l4::PORTS, src.1, dst.1, delta);
-    let checksum_at = match proto {
-        Proto::Tcp => l4::TCP_CHECKSUM,
-        Proto::Udp => l4::UDP_CHECKSUM,
-    };
-    if frame.len() >= checksum_at + 2 {
-        let new = patched(proto, read_u16(frame, checksum_at), delta);
-        write_u16(frame, checksum_at, new);
-    }
+    let mut delta = set_addr(ip, at::SRC_ADDR, src.0, Delta::NONE);
+    delta = set_addr(ip, at::DST_ADDR, dst.0, delta);
+    delta = set_ports(segment, segment::PORTS, src.1, dst.1, delta);
+    let checksum_at = checksum_offset(proto);
+    let new = patched(proto, read_u16(segment, checksum_at), delta);
+    write_u16(segment, checksum_at, new);
     true
 }
 
@@ -163,22 +191,27 @@ pub(in crate::dataplane::pipeline) struct ErrorTranslation {
     pub outer_src: Option<Ipv6Addr>,
     pub outer_dst: Ipv6Addr,
     pub proto: Proto,
+    /// Where the quoted TCP/UDP header starts in the error's message (48 with no
+    /// extension headers in the quote).
+    pub quoted_l4: usize,
     pub quote_src: (Ipv6Addr, u16),
     pub quote_dst: (Ipv6Addr, u16),
 }
 
-/// Translates the ICMPv6 error in `frame` (its message at `icmp`, quoting TCP or UDP right
-/// after the quoted fixed header: [`super::parse::quoted_transport`] took it) in place. The
-/// quoted header's addresses and the quoted ports are set, the quoted TCP/UDP checksum is
-/// patched when the quote holds it, and the error's own checksum is patched for every change
-/// in its message and in its pseudo-header (the outer addresses). The hop limit is the
-/// caller's ([`decrement_hop_limit`]).
+/// Translates the ICMPv6 error in `frame` (its message at `icmp`, quoting TCP or UDP at
+/// `how.quoted_l4` of the message, after the quoted fixed header and its extension headers:
+/// [`super::parse::quoted_transport`] took it) in place. The quoted header's addresses and
+/// the quoted ports are set, the quoted TCP/UDP checksum is patched when the quote holds it,
+/// and the error's own checksum is patched for every change in its message and in its
+/// pseudo-header (the outer addresses). The quoted extension headers are left as they are.
+/// The hop limit is the caller's ([`decrement_hop_limit`]).
 pub(in crate::dataplane::pipeline) fn translate_error(
     frame: &mut [u8],
     icmp: Range<usize>,
     how: &ErrorTranslation,
 ) {
-    if frame.len() < L4 || icmp.end > frame.len() || icmp.start + 8 + 48 > icmp.end {
+    let quoted_l4 = how.quoted_l4;
+    if frame.len() < L4 || icmp.end > frame.len() || icmp.start + quoted_l4 + 8 > icmp.end {
         return;
     }
     // The outer addresses are only in the pseudo-header of the error's checksum.
@@ -188,19 +221,15 @@ pub(in crate::dataplane::pipeline) fn translate_error(
     }
     outer = set_addr(frame, at::DST_ADDR, how.outer_dst, outer);
     // The quote is part of the error's message: every change in it is the message's too.
-    // Its fields all sit at even offsets of the message, so their words are the message's.
+    // Its fields all sit at even offsets of the message (extension headers are multiples of
+    // 8 bytes), so their words are the message's.
     let message = &mut frame[icmp.clone()];
     let quote = 8;
-    let quoted_l4 = quote + 40;
     let mut addrs = set_addr(message, quote + 8, how.quote_src.0, Delta::NONE);
     addrs = set_addr(message, quote + 24, how.quote_dst.0, addrs);
     let ports = set_ports(message, quoted_l4, how.quote_src.1, how.quote_dst.1, Delta::NONE);
     let mut body = addrs.and(ports);
-    let checksum_at = quoted_l4
-        + match how.proto {
-            Proto::Tcp => 16,
-            Proto::Udp => 6,
-        };
+    let checksum_at = quoted_l4 + checksum_offset(how.proto);
     if message.len() >= checksum_at + 2 {
         let old = read_u16(message, checksum_at);
         let new = patched(how.proto, old, addrs.and(ports));
@@ -233,10 +262,33 @@ mod tests {
         }
     }
 
+    /// Extension-header chains the rewrites are tested behind: none, hop-by-hop, and
+    /// hop-by-hop, routing (segments left 0), destination options.
+    fn chain(which: u8) -> Vec<(u8, Vec<u8>)> {
+        let all = [
+            (0, testkit::ext_header(0, 0)),
+            (43, testkit::ext_header(43, 1)),
+            (60, testkit::ext_header(60, 0)),
+        ];
+        match which {
+            0 => Vec::new(),
+            1 => all[..1].to_vec(),
+            _ => all.to_vec(),
+        }
+    }
+
+    /// `frame` with `chain` after its fixed header; and where its TCP/UDP header is then.
+    fn behind(frame: Vec<u8>, chain: &[(u8, Vec<u8>)]) -> (Vec<u8>, usize) {
+        let refs: Vec<(u8, &[u8])> = chain.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+        let len: usize = chain.iter().map(|(_, h)| h.len()).sum();
+        (testkit::with_ext_headers(&frame, &refs), L4 + len)
+    }
+
     proptest::proptest! {
         /// The incremental rewrite leaves exactly the bytes of the translated packet built
         /// with full checksums (etherparse), one hop later: any addresses and ports, TCP and
-        /// UDP, source or destination kept; a UDP checksum is never 0.
+        /// UDP, source or destination kept, behind no extension header or a chain of them
+        /// (left as they are); a UDP checksum is never 0.
         #[test]
         fn route_transport_is_the_translated_packet_one_hop_on(
             udp in proptest::prelude::any::<bool>(),
@@ -245,18 +297,22 @@ mod tests {
             keep in 0u8..3,
             hop_limit in 2u8..=255,
             payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            which in 0u8..3,
         ) {
             let ip = Ipv6Addr::from_bits;
             let (a, b) = ((ip(addrs[0]), ports[0]), (ip(addrs[1]), ports[1]));
             let src = if keep == 1 { a } else { (ip(addrs[2]), ports[2]) };
             let dst = if keep == 2 { b } else { (ip(addrs[3]), ports[3]) };
-            let mut frame = with_hop_limit(segment(udp, a, b, &payload), hop_limit);
-            let expected = with_hop_limit(segment(udp, src, dst, &payload), hop_limit - 1);
+            let chain = chain(which);
+            let (frame, l4) = behind(segment(udp, a, b, &payload), &chain);
+            let mut frame = with_hop_limit(frame, hop_limit);
+            let (expected, _) = behind(segment(udp, src, dst, &payload), &chain);
+            let expected = with_hop_limit(expected, hop_limit - 1);
             let proto = if udp { Proto::Udp } else { Proto::Tcp };
-            proptest::prop_assert!(route_transport(&mut frame, proto, src, dst));
+            proptest::prop_assert!(route_transport(&mut frame, proto, l4, src, dst));
             // etherparse writes a TCP checksum that sums to 0xffff as 0xffff or 0: compare
             // the value, then the rest byte for byte.
-            let at = if udp { l4::UDP_CHECKSUM } else { l4::TCP_CHECKSUM };
+            let at = l4 + checksum_offset(proto);
             let (got, want) = (read_u16(&frame, at), read_u16(&expected, at));
             proptest::prop_assert!(got == want || (!udp && got | want == 0xffff && got & want == 0));
             if udp {
@@ -272,7 +328,8 @@ mod tests {
         for hop_limit in [0, 1] {
             let frame = with_hop_limit(segment(false, (CLIENT.ip, 1), (VIP, 80), b""), hop_limit);
             let mut rewritten = frame.clone();
-            assert!(!route_transport(&mut rewritten, Proto::Tcp, (CLIENT.ip, 1), (RS.ip, 8080)));
+            let to = (RS.ip, 8080);
+            assert!(!route_transport(&mut rewritten, Proto::Tcp, L4, (CLIENT.ip, 1), to));
             assert_eq!(rewritten, frame);
         }
     }
@@ -286,21 +343,27 @@ mod tests {
     }
 
     /// The three translations the pipeline makes, each checked against the error built
-    /// from the already-translated packets with full checksums.
+    /// from the already-translated packets with full checksums; the quoted packet with no
+    /// extension header or a chain of them (left as they are).
     #[test]
     fn errors_are_translated_outer_and_quote() {
-        let packet_too_big = |from: Host6, to: Ipv6Addr, quoted: &[u8], mac: MacAddr| {
-            testkit::icmpv6_packet_too_big(from.mac, mac, from.ip, to, 1280, quoted, 20)
-        };
-        let tcp = |src, dst| testkit::tcp6(LB, RS.mac, src, dst, ACK, &[7; 64]);
-        let udp = |src, dst| testkit::udp6(LB, RS.mac, src, dst, &[7; 64]);
         let client = (CLIENT.ip, 40000);
-        for quoted in [tcp as fn(_, _) -> Vec<u8>, udp] {
-            let proto = if quoted(client, (VIP, 80))[at::NEXT_HEADER] == 6 {
-                Proto::Tcp
-            } else {
-                Proto::Udp
+        for (which, udp) in [0, 1, 2].into_iter().flat_map(|w| [(w, false), (w, true)]) {
+            let chain = chain(which);
+            let chain_len: usize = chain.iter().map(|(_, h)| h.len()).sum();
+            let quoted = |src, dst| {
+                let segment = match udp {
+                    true => testkit::udp6(LB, RS.mac, src, dst, &[7; 64]),
+                    false => testkit::tcp6(LB, RS.mac, src, dst, ACK, &[7; 64]),
+                };
+                behind(segment, &chain).0
             };
+            let packet_too_big = |from: Host6, to: Ipv6Addr, quoted: &[u8], mac: MacAddr| {
+                let quote_len = chain_len + 20;
+                testkit::icmpv6_packet_too_big(from.mac, mac, from.ip, to, 1280, quoted, quote_len)
+            };
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            let what = format!("{proto:?} behind {chain_len} bytes of extension headers");
             // NAT: the backend says the client's packet (to it) was too big; the client is to
             // hear it from the VIP about a packet to the VIP.
             let mut frame = packet_too_big(RS, CLIENT.ip, &quoted(client, (RS.ip, 8080)), LB);
@@ -315,15 +378,16 @@ mod tests {
                 outer_src: Some(VIP),
                 outer_dst: CLIENT.ip,
                 proto,
+                quoted_l4: 8 + 40 + chain_len,
                 quote_src: client,
                 quote_dst: (VIP, 80),
             };
             translate_error(&mut frame, L4..end, &how);
-            assert_eq!(frame, expected, "nat {proto:?}");
+            assert_eq!(frame, expected, "nat, {what}");
             // FullNAT: about the packet from the local address:port; to the client now.
             let mut frame = packet_too_big(RS, LOCAL, &quoted((LOCAL, 2000), (RS.ip, 8080)), LB);
             translate_error(&mut frame, L4..end, &how);
-            assert_eq!(frame, expected, "fullnat {proto:?}");
+            assert_eq!(frame, expected, "fullnat, {what}");
             // A router's address is left as it is; the destination still changes.
             let router = Host6 { mac: RS.mac, ip: v6(1) };
             let mut frame =
@@ -331,11 +395,15 @@ mod tests {
             let how = ErrorTranslation { outer_src: None, ..how };
             translate_error(&mut frame, L4..end, &how);
             let expected = packet_too_big(router, CLIENT.ip, &quoted(client, (VIP, 80)), LB);
-            assert_eq!(frame, expected, "from a router {proto:?}");
+            assert_eq!(frame, expected, "from a router, {what}");
         }
         // One hop on (NAT): the hop limit is the only other change.
-        let mut frame = packet_too_big(RS, CLIENT.ip, &tcp(client, (RS.ip, 8080)), LB);
+        let tcp = |src, dst| testkit::tcp6(LB, RS.mac, src, dst, ACK, &[7; 64]);
+        let packet_too_big = |quoted: &[u8]| {
+            testkit::icmpv6_packet_too_big(RS.mac, LB, RS.ip, CLIENT.ip, 1280, quoted, 20)
+        };
+        let mut frame = packet_too_big(&tcp(client, (RS.ip, 8080)));
         assert!(decrement_hop_limit(&mut frame));
-        assert_eq!(frame, routed6(packet_too_big(RS, CLIENT.ip, &tcp(client, (RS.ip, 8080)), LB)));
+        assert_eq!(frame, routed6(packet_too_big(&tcp(client, (RS.ip, 8080)))));
     }
 }

@@ -126,8 +126,8 @@ impl CoreState {
         };
         match check(frame) {
             Err(reason) => reject(owned, reason),
-            Ok(Upper6::Transport(transport)) => match Class6::of_owner(owned) {
-                Some(class) => self.transport6(snapshot, now, ingress, frame, class, transport),
+            Ok(Upper6::Transport { transport, l4 }) => match Class6::of_owner(owned) {
+                Some(class) => self.transport6(snapshot, now, ingress, frame, class, transport, l4),
                 None => Verdict::Pass,
             },
             Ok(Upper6::Icmp(icmp)) => self.icmp6(snapshot, now, ingress, frame, owned, icmp),
