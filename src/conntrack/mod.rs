@@ -753,6 +753,24 @@ impl<F: Layout> Conntrack<F> {
         }
     }
 
+    /// The straight way of the common packet ([`Table::owner_settled`]): the flow and the
+    /// direction of a key whose prepared candidate slot holds its live flow, when the packet
+    /// leaves that flow as it is (last-seen refreshed). None, having changed nothing, for
+    /// anything else (no candidate, a stale one, an expired flow, a packet that may move
+    /// the state): the caller then asks [`Conntrack::track_settled`], which answers it.
+    /// Whatever this answers, `track_settled` would have answered `Settled` with the same
+    /// flow and direction.
+    #[inline(always)]
+    pub fn settled(
+        &self,
+        now: Instant,
+        key: &FlowKey<F>,
+        prepared: &Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Option<(Direction, Flow<F>)> {
+        self.table.owner_settled(now.as_nanos(), key, prepared.candidate, tcp_flags)
+    }
+
     /// The owner's one-read lookup both of those start with ([`Table::owner_quick`]).
     #[inline(always)]
     fn quick(
@@ -812,7 +830,7 @@ impl<F: Layout> Conntrack<F> {
     /// prepared in this batch, no slot with its fingerprint then, none published into its
     /// bucket since.
     #[inline(always)]
-    fn known_absent(&self, prepared: &Prepared) -> bool {
+    pub fn known_absent(&self, prepared: &Prepared) -> bool {
         let (word, bit) = published_bit(self.table.place(prepared.hash).0);
         prepared.candidate == 0
             && prepared.batch == self.batch

@@ -765,6 +765,35 @@ impl<F: Layout> Table<F> {
         Quick::Hit(Hit { direction: found.direction, flow, state, previous: state })
     }
 
+    /// [`Table::owner_quick`] on the candidate slot alone, for the common packet's straight
+    /// way: the flow and the direction when `candidate` points at the live, unexpired flow
+    /// with the key and the packet leaves that flow as it is (last-seen refreshed, as
+    /// `owner_quick`'s hit does); None for anything else, having changed nothing, so the
+    /// caller asks `owner_quick` (which scans the bucket and tells a miss from a move). A
+    /// hit here is the hit `owner_quick` would give: the same slot check comes first there.
+    #[inline(always)]
+    pub fn owner_settled(
+        &self,
+        now: u64,
+        key: &FlowKey<F>,
+        candidate: u32,
+        tcp_flags: Option<u8>,
+    ) -> Option<(Direction, Flow<F>)> {
+        let found = self.check_slot(&F::probe(key), candidate, Access::Owner)?;
+        let view = &found.view;
+        let code = view.state_word as u8;
+        // `check_slot` returned a live record, so the code is a state's.
+        let timeout = self.code_timeouts[usize::from(code & 7)];
+        if now.saturating_sub(view.last_seen) > timeout
+            || !leaves_as_is(code, found.direction, tcp_flags)
+        {
+            return None;
+        }
+        let flow = F::unpack(&view.words)?;
+        found.record.touch(view.last_seen, now, true);
+        Some((found.direction, flow))
+    }
+
     /// [`Table::find`] from any thread (tests).
     #[cfg(test)]
     pub fn lookup(&self, key: &FlowKey<F>, hash: u64) -> Option<Found<'_, F>> {

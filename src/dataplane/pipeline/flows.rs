@@ -21,7 +21,7 @@ use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
-use super::classify::{Class, Transport};
+use super::classify::{Class, Transport, plain_transport_at};
 use super::rewrite::route_transport;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
@@ -118,6 +118,62 @@ impl CoreState {
             Class::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class::FromNatBackend | Class::Other => Verdict::Pass,
         }
+    }
+
+    /// The common packet's whole way, straight through: a classified frame (`class` not
+    /// [`Class::Other`], `prepared` its batch's lookup) whose prepared candidate slot holds
+    /// its flow, which the packet leaves as it is: tunnelled, or forwarded by DR, NAT or
+    /// FullNAT to a backend still at its index, or to a client, whose next hop is cached;
+    /// and the first packet to a VIP of a key the batch proved absent (a new flow). Some
+    /// verdict for those (the tunnel's, `Tx`, NAT's `ttl_exceeded` drop, the new flow's),
+    /// the same verdict, bytes and counters [`CoreState::transport`] gives; None, having changed nothing the general way would
+    /// not change the same (a last-seen refresh to `now`, which it repeats), for anything
+    /// else: the caller then takes the general way. Kept apart so that the common packet
+    /// meets none of the other cases' tests (replies on another arm, other cores' tables,
+    /// reopened flows, passive health signs, unresolved next hops).
+    #[inline(always)]
+    pub(super) fn settled_hit(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class,
+        prepared: &Prepared,
+    ) -> Option<Verdict> {
+        // A possible reply with several arms is judged by the arm it came in on (`transport`).
+        if class != Class::ToVip && snapshot.interfaces.len() > 1 {
+            return None;
+        }
+        let transport = plain_transport_at(frame)?;
+        let Some((direction, flow)) =
+            self.conntrack.settled(now, &transport.key, prepared, transport.tcp_flags)
+        else {
+            // A new flow's first packet, its key proved absent by the batch: `transport`
+            // would find no flow here nor look for one elsewhere (not a reply).
+            if class == Class::ToVip && self.conntrack.known_absent(prepared) {
+                return Some(self.new_flow(snapshot, now, ingress, frame, transport, *prepared));
+            }
+            return None;
+        };
+        if flow.forward == ForwardMode::Tunnel {
+            return Some(self.tunnel(snapshot, now, frame, &flow));
+        }
+        let backend = backend_of(snapshot, &flow);
+        let hop = match direction {
+            Direction::Original => self.backend_hop(snapshot, backend?)?,
+            Direction::Reply => self.client_hop(snapshot, flow.client_addr)?,
+        };
+        if flow.forward != ForwardMode::Dr {
+            let (src, dst) = translate(&flow, direction);
+            if !route_transport(frame, flow.proto, src, dst) {
+                return Some(Verdict::Drop(DropReason::TtlExceeded));
+            }
+        }
+        self.count_forwarded(backend, direction, frame.len() as u64);
+        let header = frame.first_chunk_mut::<12>()?;
+        *header = hop.addrs;
+        Some(Verdict::Tx(hop.egress))
     }
 
     /// A hit that may have moved its flow: handshake packets and state changes (a few per

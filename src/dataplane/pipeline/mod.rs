@@ -546,7 +546,12 @@ impl Pipeline {
         let counters = &mut self.core.counters;
         counters.add(Stat::RxPackets, 1);
         counters.add(Stat::RxBytes, frame.len() as u64);
-        let verdict = self.process_classified(now, ingress, frame, class, Prepared::new(hash));
+        // Prepared as a batch prepares its lookups, so a single frame takes the same ways.
+        let lookup = match class {
+            Class::Other => Prepared::new(hash),
+            _ => self.core.conntrack.prepare(hash),
+        };
+        let verdict = self.process_classified(now, ingress, frame, class, &lookup);
         if let Verdict::Tx(_) = verdict {
             self.core.counters.add(Stat::TxPackets, 1);
         }
@@ -554,11 +559,38 @@ impl Pipeline {
     }
 
     /// [`Pipeline::process`] once the frame is classified: the common case straight to its
-    /// flow, anything else through the step-by-step checks. `lookup` is the prepared lookup of a
+    /// flow (a settled hit on its prepared slot: [`CoreState::settled_hit`]), anything else
+    /// through [`Pipeline::process_general`]. `lookup` is the prepared lookup of a
     /// classified frame's 5-tuple. Counts the verdict unless it is `Tx`: the caller counts
     /// received frames and bytes and transmitted frames (a batch once for all its frames).
     #[inline(always)]
     fn process_classified(
+        &mut self,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class,
+        lookup: &Prepared,
+    ) -> Verdict {
+        if class != Class::Other {
+            let core = &mut self.core;
+            match core.settled_hit(&self.snapshot, now, ingress, frame, class, lookup) {
+                Some(verdict @ Verdict::Tx(_)) => return verdict,
+                Some(verdict) => {
+                    core.counters.count_other(verdict);
+                    return verdict;
+                }
+                None => {}
+            }
+        }
+        self.process_general(now, ingress, frame, class, *lookup)
+    }
+
+    /// [`Pipeline::process_classified`] of every frame but the settled hits: a classified
+    /// frame to its flow's general step ([`CoreState::transport`]), anything else through
+    /// the step-by-step checks. Out of line: keeps the common packet's loop short.
+    #[inline(never)]
+    fn process_general(
         &mut self,
         now: Instant,
         ingress: IfaceId,
@@ -628,8 +660,9 @@ impl Pipeline {
             }
             let (mut bytes, mut transmitted) = (0, 0);
             for (((frame, verdict), class), lookup) in
-                frames.iter_mut().zip(verdicts.iter_mut()).zip(classes).zip(lookups)
+                frames.iter_mut().zip(verdicts.iter_mut()).zip(&classes).zip(&lookups)
             {
+                let class = *class;
                 bytes += frame.len() as u64;
                 *verdict = self.process_classified(now, ingress, frame, class, lookup);
                 transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
@@ -856,7 +889,7 @@ impl CoreState {
     /// bucket of every classified frame (its load started by the first pass) and starts
     /// loading the record it names, remembering the slot in `lookups[i]`.
     #[inline]
-    fn prepare_lookups(&mut self, classes: &[Class], lookups: &mut [Prepared; BATCH]) {
+    fn prepare_lookups(&self, classes: &[Class], lookups: &mut [Prepared; BATCH]) {
         for (class, lookup) in classes.iter().zip(lookups.iter_mut()) {
             if *class != Class::Other {
                 *lookup = self.conntrack.prepare(lookup.hash());
