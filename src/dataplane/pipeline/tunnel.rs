@@ -1088,4 +1088,106 @@ mod tests {
         let mut ack = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, ACK, &[]);
         assert!(!clamp_mss(&mut ack[ETH_LEN..], 1400), "no SYN");
     }
+
+    mod six {
+        use std::net::Ipv6Addr;
+        use std::sync::Arc;
+
+        use super::super::*;
+        use crate::dataplane::{CoreSlot, Pipeline};
+        use crate::snapshot::IfaceId;
+        use crate::testkit::{self, Host6, SYN};
+
+        const fn v6(net: u16, last: u16) -> Ipv6Addr {
+            Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, last)
+        }
+        const LB: Host6 = Host6::new([2, 0, 0, 0, 0, 0x10], v6(1, 0x10));
+        const CLIENT: Host6 = Host6::new([2, 0, 0, 0, 0, 0x20], v6(1, 0x20));
+        const ROUTER: Host6 = Host6::new([2, 0, 0, 0, 0, 0x01], v6(1, 0x1));
+        /// A real server behind the router.
+        const RS: Ipv6Addr = v6(2, 0x11);
+        const VIP: (Ipv6Addr, u16) = (v6(1, 0x100), 80);
+
+        /// An IPv6 IPIP service on 2001:db8:1::100:80 to 2001:db8:2::11 behind the gateway.
+        fn pipeline() -> Pipeline {
+            let text = r#"
+                [[interface]]
+                name = "eth0"
+                addr = "10.1.1.10/24"
+                addr6 = "2001:db8:1::10/64"
+                gateway6 = "2001:db8:1::1"
+                mac = "02:00:00:00:00:10"
+                [[service]]
+                vip = "2001:db8:1::100"
+                port = 80
+                forward = "tunnel"
+                [[service.backend]]
+                addr = "2001:db8:2::11"
+                "#;
+            let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+            let snapshot = Arc::new(Snapshot::build(&config, 1).expect("builds"));
+            Pipeline::new(snapshot, CoreSlot::SINGLE)
+        }
+
+        fn emitted(pipeline: &mut Pipeline) -> Vec<Vec<u8>> {
+            let mut frames = Vec::new();
+            pipeline.drain_emitted(|_, frame| frames.push(frame.to_vec()));
+            frames
+        }
+
+        /// The outer IPv6 header of a wrapped frame: to the router's MAC, next header 41, to
+        /// the real server; returns the inner packet.
+        fn inner(frame: &[u8]) -> &[u8] {
+            assert_eq!(&frame[..6], &ROUTER.mac.0, "to the gateway's MAC");
+            assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+            let ip = Ipv6Packet::new_checked(&frame[ETH_LEN..]).expect("an IPv6 header");
+            assert_eq!((ip.next_header(), ip.hop_limit(), ip.dst_addr()), (41, 64, RS));
+            assert_eq!(ip.src_addr(), LB.ip, "no prefix: the interface's addr6");
+            &frame[ETH_LEN + IPV6_HEADER..]
+        }
+
+        /// With the gateway's MAC unknown, the wrapped packet is held and the gateway
+        /// solicited from the box's own address; its advertisement releases it.
+        #[test]
+        fn an_unknown_ipv6_next_hop_holds_the_wrapped_packet_until_it_answers() {
+            let now = Instant::from_secs(1);
+            let mut pipeline = pipeline();
+            let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+            let packet = syn[ETH_LEN..].to_vec();
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
+            let asked = emitted(&mut pipeline);
+            assert_eq!(asked.len(), 1, "a neighbour solicitation for the gateway");
+            let solicitation = Ipv6Packet::new_checked(&asked[0][ETH_LEN..]).unwrap();
+            assert_eq!((solicitation.next_header(), solicitation.src_addr()), (58, LB.ip));
+            pipeline.learn_neighbor6(now, ROUTER.ip, ROUTER.mac);
+            let released = emitted(&mut pipeline);
+            assert_eq!(released.len(), 1);
+            assert_eq!(&released[0][6..12], &LB.mac.0);
+            assert_eq!(inner(&released[0]), &packet[..]);
+        }
+
+        /// An ICMPv6 error about a tunnel flow (a Packet Too Big from a router on the
+        /// client's side, quoting the real server's answer from the VIP) reaches the real
+        /// server through the tunnel, unchanged inside.
+        #[test]
+        fn an_icmpv6_error_about_a_tunnel_flow_is_wrapped_to_its_real_server() {
+            let now = Instant::from_secs(1);
+            let mut pipeline = pipeline();
+            pipeline.learn_neighbor6(now, ROUTER.ip, ROUTER.mac);
+            let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Encapsulated);
+            emitted(&mut pipeline);
+            let answer =
+                testkit::tcp6(LB.mac, CLIENT.mac, VIP, (CLIENT.ip, 4000), testkit::SYN_ACK, &[]);
+            let mut error = testkit::icmpv6_packet_too_big(
+                ROUTER.mac, LB.mac, ROUTER.ip, VIP.0, 1280, &answer, 8,
+            );
+            let packet = error[ETH_LEN..].to_vec();
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut error), Verdict::Encapsulated);
+            let frames = emitted(&mut pipeline);
+            assert_eq!(frames.len(), 1);
+            assert_eq!(inner(&frames[0]), &packet[..]);
+            assert_eq!(pipeline.counters().get(Stat::IcmpErrorsForwarded), 1);
+        }
+    }
 }
