@@ -257,8 +257,8 @@ impl fmt::Display for TunnelSource {
 pub struct Tunnel {
     /// IPIP (default) or GUE to a port (default [`Encap::GUE_PORT`]).
     pub encap: Encap,
-    /// The outer source prefix; none: the egress interface's `tunnel_source`, else its own
-    /// address.
+    /// The outer source prefix, of the service's family; none: the egress interface's
+    /// `tunnel_source`, else its own address (an IPv6 service: the interface's `addr6`).
     pub source: Option<TunnelSource>,
     /// Lower the MSS option of TCP SYNs to the real servers to at most this.
     pub mss_clamp: Option<u16>,
