@@ -181,11 +181,12 @@ impl FromStr for ForwardMode {
 /// How a tunnel service wraps a packet (`encap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encap {
-    /// IPv4 in IPv4 (protocol 4, RFC 2003): 20 bytes of overhead.
+    /// IP in IP of the service's family: IPv4 in IPv4 (protocol 4, RFC 2003), 20 bytes of
+    /// overhead; IPv6 in IPv6 (next header 41, RFC 2473, as IPVS and ip6tnl), 40 bytes.
     Ipip,
-    /// GUE's direct IP-in-UDP form (variant 1, draft-ietf-intarea-gue §4): the inner IPv4
+    /// GUE's direct IP-in-UDP form (variant 1, draft-ietf-intarea-gue §4): the inner IP
     /// packet right after a UDP header to the given port, no GUE header; what Linux's `fou`
-    /// with `ipproto 4` decodes. 28 bytes of overhead.
+    /// with `ipproto 4` (IPv6: `ipproto 41`) decodes. 28 bytes of overhead (IPv6: 48).
     Gue { port: u16 },
 }
 
@@ -201,34 +202,47 @@ impl Encap {
         }
     }
 
-    /// Bytes the outer headers add to the client's IP packet.
-    pub const fn overhead(self) -> usize {
+    /// Bytes the outer headers add to the client's IP packet when the outer IP header is
+    /// `ip_header` bytes (20 for IPv4, 40 for IPv6).
+    pub const fn overhead(self, ip_header: usize) -> usize {
         match self {
-            Encap::Ipip => 20,
-            Encap::Gue { .. } => 28,
+            Encap::Ipip => ip_header,
+            Encap::Gue { .. } => ip_header + 8,
         }
     }
 }
 
-/// Where a tunnel's outer IPv4 source comes from (`tunnel_source = "10.9.0.0/24"`): a
-/// prefix the network routes back to the box and lets through its uRPF checks. A flow's
-/// outer source is the prefix with its host bits taken from the flow hash (Katran's way), so
-/// the real server's NIC spreads flows over its receive queues; a /32 is one fixed address.
-/// Every address of the prefix may appear, its all-zeros and all-ones hosts included.
+/// Where a tunnel's outer source comes from (`tunnel_source = "10.9.0.0/24"`, or
+/// `"2001:db8:9::/64"` for an IPv6 service): a prefix the network routes back to the box and
+/// lets through its uRPF checks. A flow's outer source is the prefix with its host bits taken
+/// from the flow hash (Katran's way), so the real server's NIC spreads flows over its receive
+/// queues; a /32 (IPv6: /128) is one fixed address. Every address of the prefix may appear,
+/// its all-zeros and all-ones hosts included. An IPv4 prefix is /8 to /32 and takes the low
+/// 32 bits of the hash; an IPv6 one is /64 to /128 and takes the low 64 (config checks both).
+/// A prefix is of one family; the family's `source_*` is `None` for the other's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TunnelSource {
     /// The prefix's network address (host bits zero).
-    pub network: std::net::Ipv4Addr,
-    /// 1 to 32.
+    pub network: std::net::IpAddr,
+    /// 8 to 32 (IPv4), 64 to 128 (IPv6).
     pub prefix_len: u8,
 }
 
 impl TunnelSource {
-    /// The outer source of a flow with this flow hash.
+    /// The outer IPv4 source of a flow with this flow hash; `None` for an IPv6 prefix.
     #[inline]
-    pub fn source_for(self, hash: u64) -> std::net::Ipv4Addr {
+    pub fn source_v4(self, hash: u64) -> Option<std::net::Ipv4Addr> {
+        let std::net::IpAddr::V4(network) = self.network else { return None };
         let host_mask = u32::MAX.checked_shr(u32::from(self.prefix_len)).unwrap_or(0);
-        std::net::Ipv4Addr::from_bits(self.network.to_bits() | (hash as u32 & host_mask))
+        Some(std::net::Ipv4Addr::from_bits(network.to_bits() | (hash as u32 & host_mask)))
+    }
+
+    /// The outer IPv6 source of a flow with this flow hash; `None` for an IPv4 prefix.
+    #[inline]
+    pub fn source_v6(self, hash: u64) -> Option<std::net::Ipv6Addr> {
+        let std::net::IpAddr::V6(network) = self.network else { return None };
+        let host_mask = u128::MAX.checked_shr(u32::from(self.prefix_len)).unwrap_or(0);
+        Some(std::net::Ipv6Addr::from_bits(network.to_bits() | (u128::from(hash) & host_mask)))
     }
 }
 
@@ -243,8 +257,8 @@ impl fmt::Display for TunnelSource {
 pub struct Tunnel {
     /// IPIP (default) or GUE to a port (default [`Encap::GUE_PORT`]).
     pub encap: Encap,
-    /// The outer source prefix; none: the egress interface's `tunnel_source`, else its own
-    /// address.
+    /// The outer source prefix, of the service's family; none: the egress interface's
+    /// `tunnel_source`, else its own address (an IPv6 service: the interface's `addr6`).
     pub source: Option<TunnelSource>,
     /// Lower the MSS option of TCP SYNs to the real servers to at most this.
     pub mss_clamp: Option<u16>,
@@ -285,11 +299,23 @@ mod tests {
 
     #[test]
     fn tunnel_sources_keep_the_prefix_and_take_host_bits_from_the_hash() {
-        let prefix = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0), prefix_len: 24 };
-        assert_eq!(prefix.source_for(0x1234_5678_9abc_def1), Ipv4Addr::new(10, 9, 0, 0xf1));
-        assert_eq!(prefix.source_for(0x42), Ipv4Addr::new(10, 9, 0, 0x42));
-        let one = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 7), prefix_len: 32 };
-        assert_eq!(one.source_for(u64::MAX), Ipv4Addr::new(10, 9, 0, 7));
+        let prefix = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0).into(), prefix_len: 24 };
+        assert_eq!(prefix.source_v4(0x1234_5678_9abc_def1), Some(Ipv4Addr::new(10, 9, 0, 0xf1)));
+        assert_eq!(prefix.source_v4(0x42), Some(Ipv4Addr::new(10, 9, 0, 0x42)));
+        assert_eq!(prefix.source_v6(0x42), None, "an IPv4 prefix has no IPv6 source");
+        let one = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 7).into(), prefix_len: 32 };
+        assert_eq!(one.source_v4(u64::MAX), Some(Ipv4Addr::new(10, 9, 0, 7)));
         assert_eq!(prefix.to_string(), "10.9.0.0/24");
+        let network: std::net::Ipv6Addr = "2001:db8:9::".parse().unwrap();
+        let six = TunnelSource { network: network.into(), prefix_len: 64 };
+        let expected: std::net::Ipv6Addr = "2001:db8:9:0:1234:5678:9abc:def1".parse().unwrap();
+        assert_eq!(six.source_v6(0x1234_5678_9abc_def1), Some(expected));
+        assert_eq!(six.source_v4(1), None);
+        let narrow = TunnelSource { network: network.into(), prefix_len: 120 };
+        let expected: std::net::Ipv6Addr = "2001:db8:9::f1".parse().unwrap();
+        assert_eq!(narrow.source_v6(0x1234_5678_9abc_def1), Some(expected));
+        let host = TunnelSource { network: network.into(), prefix_len: 128 };
+        assert_eq!(host.source_v6(u64::MAX), Some(network));
+        assert_eq!(six.to_string(), "2001:db8:9::/64");
     }
 }

@@ -636,7 +636,7 @@ fn split_families(config: &Config) -> (Config, Config) {
 fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
     use xlb::control::config::endpoint;
     let mut out = format!(
-        "service {} {} scheduler {} forward {}{}\n",
+        "service {} {} scheduler {} forward {}{}{}\n",
         service.proto,
         endpoint(service.vip, service.port),
         service.scheduler,
@@ -646,7 +646,8 @@ fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
         } else {
             let addrs: Vec<String> = service.local_addrs.iter().map(|a| a.to_string()).collect();
             format!(" local {}", addrs.join(","))
-        }
+        },
+        service.tunnel.map(tunnel_plan).unwrap_or_default()
     );
     for backend in &service.backends {
         out.push_str(&format!(

@@ -10,7 +10,7 @@
 //! hash, `xlb::hash::flow_hash`, whose values its own tests pin; two flows are checked to
 //! differ.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
@@ -35,7 +35,8 @@ const RS_FAR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 /// Tunnel VIPs: IPIP, and GUE.
 const VIP_IPIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 110);
 const VIP_GUE: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 111);
-const PREFIX: TunnelSource = TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0), prefix_len: 24 };
+const PREFIX: TunnelSource =
+    TunnelSource { network: IpAddr::V4(Ipv4Addr::new(10, 9, 0, 0)), prefix_len: 24 };
 const CPORT: u16 = 40000;
 
 const CONFIG: &str = r#"
@@ -198,7 +199,7 @@ fn cases() -> Vec<Case> {
     };
     let ipip_tcp = key(VIP_IPIP, 80, CPORT, Proto::Tcp);
     let ipip_tcp2 = key(VIP_IPIP, 80, CPORT + 1, Proto::Tcp);
-    let from_prefix = |flow: &FlowKey| PREFIX.source_for(flow_hash(flow));
+    let from_prefix = |flow: &FlowKey| PREFIX.source_v4(flow_hash(flow)).unwrap();
     let syn = tcp(VIP_IPIP, CPORT, SYN, &[]);
     let data = tcp(VIP_IPIP, CPORT, PSH_ACK, payload);
     let syn2 = tcp(VIP_IPIP, CPORT + 1, SYN, &[]);
@@ -377,8 +378,398 @@ fn golden_tunnel_cases() {
 fn two_flows_differ_in_their_outer_variation() {
     let one = key(VIP_IPIP, 80, CPORT, Proto::Tcp);
     let two = key(VIP_IPIP, 80, CPORT + 1, Proto::Tcp);
-    assert_ne!(PREFIX.source_for(flow_hash(&one)), PREFIX.source_for(flow_hash(&two)));
+    assert_ne!(PREFIX.source_v4(flow_hash(&one)), PREFIX.source_v4(flow_hash(&two)));
     let port = |flow: &FlowKey| (flow_hash(flow) >> 32) as u16 & 0x3fff;
     let (one, two) = (key(VIP_GUE, 80, CPORT, Proto::Tcp), key(VIP_GUE, 80, CPORT + 1, Proto::Tcp));
     assert_ne!(port(&one), port(&two));
+}
+
+/// IPv6 tunnel mode (issue 12): IPv6-in-IPv6 (next header 41) and GUE over IPv6, with the
+/// outer format the tunnel module documents: traffic class copied from the inner packet,
+/// flow label the top 20 bits of the pinned flow hash (never 0), hop limit 64, the outer
+/// source from the service's IPv6 `tunnel_source` (host bits the flow hash's low 64) or the
+/// interface's `addr6`, GUE's UDP checksum computed over the IPv6 pseudo-header (here by
+/// etherparse, independently of xlb's checksum code).
+mod six {
+    use std::net::Ipv6Addr;
+    use std::sync::Arc;
+
+    use etherparse::{
+        EtherType, Ethernet2Header, IpNumber, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
+        TcpOptionElement, UdpHeader,
+    };
+    use xlb::control::{Config, Snapshot};
+    use xlb::dataplane::{CoreSlot, DropReason, Pipeline, Verdict};
+    use xlb::family::V6;
+    use xlb::flow::{FlowKey, Proto, TunnelSource};
+    use xlb::hash::flow_hash;
+    use xlb::testkit::{self, ACK, Host6, PSH_ACK, SYN};
+    use xlb::wire::MacAddr;
+
+    use super::harness::{self, Case, Expect, Step, Want, step};
+    use super::{Wrap, tunnelled};
+
+    const fn v6(net: u16, last: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, last)
+    }
+    const LB: Host6 = Host6::new([0x02, 0, 0, 0, 0, 0x10], v6(1, 0x10));
+    const GATEWAY: Host6 = Host6::new([0x02, 0, 0, 0, 0, 0x01], v6(1, 0x1));
+    const CLIENT: Host6 = Host6::new([0x02, 0, 0, 0, 0, 0x20], v6(1, 0x20));
+    /// A real server on the link.
+    const RS1: Host6 = Host6::new([0x02, 0, 0, 0, 0, 0x11], v6(1, 0x11));
+    /// A real server in another subnet, behind the IPv6 gateway.
+    const RS_FAR: Ipv6Addr = v6(2, 0x11);
+    const VIP_IPIP: Ipv6Addr = v6(1, 0x110);
+    const VIP_GUE: Ipv6Addr = v6(1, 0x111);
+    const CPORT: u16 = 40000;
+
+    const CONFIG: &str = r#"
+[[interface]]
+name = "eth0"
+addr = "10.1.1.10/24"
+addr6 = "2001:db8:1::10/64"
+gateway6 = "2001:db8:1::1"
+mac = "02:00:00:00:00:10"
+
+[conntrack]
+capacity = 4096
+
+[[neighbor]]
+ip = "2001:db8:1::1"
+mac = "02:00:00:00:00:01"
+[[neighbor]]
+ip = "2001:db8:1::20"
+mac = "02:00:00:00:00:20"
+[[neighbor]]
+ip = "2001:db8:1::11"
+mac = "02:00:00:00:00:11"
+
+# IPv6-in-IPv6, TCP, from a prefix, to a real server behind the gateway, MSS clamped.
+[[service]]
+vip = "2001:db8:1::110"
+port = 80
+forward = "tunnel"
+tunnel_source = "2001:db8:9::/64"
+mss_clamp = 1380
+[[service.backend]]
+addr = "2001:db8:2::11"
+
+# IPv6-in-IPv6, UDP, from the interface's addr6, to a real server on the link.
+[[service]]
+vip = "2001:db8:1::110"
+port = 53
+proto = "udp"
+forward = "tunnel"
+[[service.backend]]
+addr = "2001:db8:1::11"
+
+# GUE over IPv6, TCP, default port, behind the gateway.
+[[service]]
+vip = "2001:db8:1::111"
+port = 80
+forward = "tunnel"
+encap = "gue"
+[[service.backend]]
+addr = "2001:db8:2::11"
+
+# GUE over IPv6, UDP, port 5555, on the link.
+[[service]]
+vip = "2001:db8:1::111"
+port = 53
+proto = "udp"
+forward = "tunnel"
+encap = "gue"
+gue_port = 5555
+[[service.backend]]
+addr = "2001:db8:1::11"
+"#;
+
+    fn prefix() -> TunnelSource {
+        TunnelSource { network: v6(9, 0).into(), prefix_len: 64 }
+    }
+
+    fn key(vip: Ipv6Addr, port: u16, client_port: u16, proto: Proto) -> FlowKey<V6> {
+        FlowKey { src_addr: CLIENT.ip, dst_addr: vip, src_port: client_port, dst_port: port, proto }
+    }
+
+    /// The client's frame `inner` as the pipeline wraps it in IPv6 for `flow`: Ethernet from
+    /// the box to `next_hop`, outer IPv6 from `src` to `dst`, (GUE) UDP with its checksum,
+    /// then the inner IPv6 packet.
+    fn wrapped(
+        inner: &[u8],
+        wrap: Wrap,
+        next_hop: MacAddr,
+        (src, dst): (Ipv6Addr, Ipv6Addr),
+        flow: &FlowKey<V6>,
+    ) -> Vec<u8> {
+        let packet = &inner[14..];
+        let hash = flow_hash(flow);
+        let (udp_len, next_header) = match wrap {
+            Wrap::Ipip => (0, IpNumber::IPV6),
+            Wrap::Gue(_) => (8, IpNumber::UDP),
+        };
+        let label = ((hash >> 44) as u32).max(1);
+        let ip = Ipv6Header {
+            traffic_class: (packet[0] << 4) | (packet[1] >> 4),
+            flow_label: Ipv6FlowLabel::try_new(label).unwrap(),
+            payload_length: (udp_len + packet.len()) as u16,
+            next_header,
+            hop_limit: 64,
+            source: src.octets(),
+            destination: dst.octets(),
+        };
+        let mut out = Vec::new();
+        Ethernet2Header { source: LB.mac.0, destination: next_hop.0, ether_type: EtherType::IPV6 }
+            .write(&mut out)
+            .unwrap();
+        ip.write(&mut out).unwrap();
+        if let Wrap::Gue(port) = wrap {
+            let source_port = 49152 | ((hash >> 32) as u16 & 0x3fff);
+            let udp = UdpHeader::with_ipv6_checksum(source_port, port, &ip, packet).unwrap();
+            assert_ne!(udp.checksum, 0, "etherparse computed a checksum");
+            udp.write(&mut out).unwrap();
+        }
+        out.extend_from_slice(packet);
+        out
+    }
+
+    /// A SYN from the client to `vip`:80 from `client_port` with an MSS option of `mss`
+    /// (after a NOP when `nop`: the value at an odd offset), checksum computed by etherparse.
+    fn syn_with_mss(vip: Ipv6Addr, client_port: u16, mss: u16, nop: bool) -> Vec<u8> {
+        let mut options = vec![];
+        if nop {
+            options.push(TcpOptionElement::Noop);
+        }
+        options.push(TcpOptionElement::MaximumSegmentSize(mss));
+        let builder = PacketBuilder::ethernet2(CLIENT.mac.0, LB.mac.0)
+            .ipv6(CLIENT.ip.octets(), vip.octets(), 64)
+            .tcp(client_port, 80, 1000, 64240)
+            .syn()
+            .options(&options)
+            .expect("options fit");
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &[]).unwrap();
+        frame
+    }
+
+    /// `frame` (Ethernet, IPv6) with traffic class `class` (in no checksum).
+    fn with_traffic_class(mut frame: Vec<u8>, class: u8) -> Vec<u8> {
+        frame[14] = (frame[14] & 0xf0) | (class >> 4);
+        frame[15] = (frame[15] & 0x0f) | (class << 4);
+        frame
+    }
+
+    /// ICMPv6 Packet Too Big from `vip` to the client about `inner`, announcing `mtu`,
+    /// quoting as much as fits 1280 bytes (built by etherparse).
+    fn packet_too_big(inner: &[u8], vip: Ipv6Addr, mtu: u32) -> Vec<u8> {
+        let quoted_l4 = 1280 - 40 - 8 - 40;
+        testkit::icmpv6_packet_too_big(LB.mac, CLIENT.mac, vip, CLIENT.ip, mtu, inner, quoted_l4)
+    }
+
+    fn cases() -> Vec<Case> {
+        let payload = b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n";
+        let dns = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00";
+        let tcp = |vip, port, flags, data: &[u8]| {
+            testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (vip, 80), flags, data)
+        };
+        let udp = |vip, port, data: &[u8]| {
+            testkit::udp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (vip, 53), data)
+        };
+        let from_prefix = |flow: &FlowKey<V6>| prefix().source_v6(flow_hash(flow)).unwrap();
+        let ipip_tcp = key(VIP_IPIP, 80, CPORT, Proto::Tcp);
+        let ipip_tcp2 = key(VIP_IPIP, 80, CPORT + 1, Proto::Tcp);
+        let ipip_tcp3 = key(VIP_IPIP, 80, CPORT + 2, Proto::Tcp);
+        // The SYN as the client sends it (MSS 1440), and as it must arrive (MSS 1380, its
+        // checksum computed afresh by etherparse).
+        let syn = syn_with_mss(VIP_IPIP, CPORT, 1440, false);
+        let syn_clamped = syn_with_mss(VIP_IPIP, CPORT, 1380, false);
+        let syn_odd = syn_with_mss(VIP_IPIP, CPORT + 2, 1440, true);
+        let syn_odd_clamped = syn_with_mss(VIP_IPIP, CPORT + 2, 1380, true);
+        let syn_low = syn_with_mss(VIP_IPIP, CPORT + 1, 1200, false);
+        let data = with_traffic_class(tcp(VIP_IPIP, CPORT, PSH_ACK, payload), 0xb9);
+        let ipip_udp = key(VIP_IPIP, 53, CPORT, Proto::Udp);
+        let query = udp(VIP_IPIP, CPORT, dns);
+        let gue_tcp = key(VIP_GUE, 80, CPORT, Proto::Tcp);
+        let gue_tcp2 = key(VIP_GUE, 80, CPORT + 1, Proto::Tcp);
+        let gue_syn = tcp(VIP_GUE, CPORT, SYN, &[]);
+        let gue_syn2 = tcp(VIP_GUE, CPORT + 1, SYN, &[]);
+        let gue_ack = tcp(VIP_GUE, CPORT + 2, ACK, &[]);
+        let gue_udp = key(VIP_GUE, 53, CPORT, Proto::Udp);
+        let gue_query = udp(VIP_GUE, CPORT, dns);
+        // 40 + 8 + 1412 = 1460 bytes: 1500 wrapped in IPv6, the MTU exactly; one more is too
+        // big. GUE adds 48: 1452 is the most.
+        let fits = udp(VIP_IPIP, CPORT, &[0x5a; 1412]);
+        let big = udp(VIP_IPIP, CPORT, &[0x5a; 1413]);
+        let gue_fits = udp(VIP_GUE, CPORT, &[0x5a; 1404]);
+        let gue_big = udp(VIP_GUE, CPORT, &[0x5a; 1405]);
+        let gateway = GATEWAY.mac;
+        vec![
+            Case {
+                name: "ipv6 ipip: tcp from the prefix to a real server behind the gateway",
+                steps: vec![
+                    tunnelled(
+                        "SYN: outer IPv6 next header 41 via the gateway, MSS 1440 clamped to 1380",
+                        syn.clone(),
+                        wrapped(
+                            &syn_clamped,
+                            Wrap::Ipip,
+                            gateway,
+                            (from_prefix(&ipip_tcp), RS_FAR),
+                            &ipip_tcp,
+                        ),
+                    ),
+                    tunnelled(
+                        "data with traffic class 0xb9: copied to the outer header",
+                        data.clone(),
+                        wrapped(
+                            &data,
+                            Wrap::Ipip,
+                            gateway,
+                            (from_prefix(&ipip_tcp), RS_FAR),
+                            &ipip_tcp,
+                        ),
+                    ),
+                    tunnelled(
+                        "a second flow, MSS 1200 (below the clamp, left), another source",
+                        syn_low.clone(),
+                        wrapped(
+                            &syn_low,
+                            Wrap::Ipip,
+                            gateway,
+                            (from_prefix(&ipip_tcp2), RS_FAR),
+                            &ipip_tcp2,
+                        ),
+                    ),
+                    tunnelled(
+                        "a third flow, MSS after a NOP (odd offset), clamped",
+                        syn_odd.clone(),
+                        wrapped(
+                            &syn_odd_clamped,
+                            Wrap::Ipip,
+                            gateway,
+                            (from_prefix(&ipip_tcp3), RS_FAR),
+                            &ipip_tcp3,
+                        ),
+                    ),
+                ],
+            },
+            Case {
+                name: "ipv6 ipip: udp from the interface's addr6 to a real server on the link",
+                steps: vec![tunnelled(
+                    "query: outer to rs1's own MAC, from 2001:db8:1::10",
+                    query.clone(),
+                    wrapped(&query, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), &ipip_udp),
+                )],
+            },
+            Case {
+                name: "ipv6 gue: tcp in udp to 6080 with its checksum, per-flow source port",
+                steps: vec![
+                    tunnelled(
+                        "SYN: UDP 6080 over IPv6, checksum computed, no GUE header",
+                        gue_syn.clone(),
+                        wrapped(&gue_syn, Wrap::Gue(6080), gateway, (LB.ip, RS_FAR), &gue_tcp),
+                    ),
+                    tunnelled(
+                        "a second flow: another source port and flow label",
+                        gue_syn2.clone(),
+                        wrapped(&gue_syn2, Wrap::Gue(6080), gateway, (LB.ip, RS_FAR), &gue_tcp2),
+                    ),
+                    tunnelled(
+                        "an ACK of no tracked flow: stateless, as DR, still wrapped",
+                        gue_ack.clone(),
+                        wrapped(
+                            &gue_ack,
+                            Wrap::Gue(6080),
+                            gateway,
+                            (LB.ip, RS_FAR),
+                            &key(VIP_GUE, 80, CPORT + 2, Proto::Tcp),
+                        ),
+                    ),
+                ],
+            },
+            Case {
+                name: "ipv6 gue: udp to the configured port, on the link",
+                steps: vec![tunnelled(
+                    "query: UDP 5555",
+                    gue_query.clone(),
+                    wrapped(&gue_query, Wrap::Gue(5555), RS1.mac, (LB.ip, RS1.ip), &gue_udp),
+                )],
+            },
+            Case {
+                name: "ipv6 mtu: a wrapped packet must fit 1500, else Packet Too Big",
+                steps: vec![
+                    tunnelled(
+                        "1460 bytes: 1500 wrapped, sent",
+                        fits.clone(),
+                        wrapped(&fits, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), &ipip_udp),
+                    ),
+                    step(
+                        "1461 bytes: Packet Too Big, MTU 1460, from the VIP, 1280 bytes at most",
+                        big.clone(),
+                        Want::DropNamed("tunnel_frag_needed"),
+                        Expect::Nothing,
+                    )
+                    .emits(vec![packet_too_big(&big, VIP_IPIP, 1460)]),
+                    tunnelled(
+                        "gue: 1452 bytes: 1500 wrapped, sent",
+                        gue_fits.clone(),
+                        wrapped(&gue_fits, Wrap::Gue(5555), RS1.mac, (LB.ip, RS1.ip), &gue_udp),
+                    ),
+                    step(
+                        "gue: 1453 bytes: Packet Too Big, MTU 1452",
+                        gue_big.clone(),
+                        Want::DropNamed("tunnel_frag_needed"),
+                        Expect::Nothing,
+                    )
+                    .emits(vec![packet_too_big(&gue_big, VIP_GUE, 1452)]),
+                ],
+            },
+            Case {
+                name: "malformed and truncated IPv6 frames to a tunnel VIP are counted drops",
+                steps: malformed(&tcp(VIP_IPIP, CPORT, SYN, &[])),
+            },
+        ]
+    }
+
+    fn malformed(syn: &[u8]) -> Vec<Step> {
+        let drop = |what, input: Vec<u8>, reason| {
+            step(what, input, Want::Is(Verdict::Drop(reason)), Expect::Nothing)
+        };
+        let mut long = syn.to_vec();
+        long[14 + 5] += 40; // payload length beyond the frame
+        vec![
+            drop("half an Ethernet header", syn[..7].to_vec(), DropReason::Truncated),
+            drop(
+                "IPv6 cut inside its fixed header",
+                syn[..14 + 30].to_vec(),
+                DropReason::Truncated,
+            ),
+            drop("TCP cut inside its header", syn[..14 + 40 + 10].to_vec(), DropReason::Truncated),
+            drop("payload length beyond the frame", long, DropReason::Truncated),
+        ]
+    }
+
+    fn pipeline() -> Pipeline {
+        let config = Config::parse(CONFIG, "golden_tunnel6.toml").expect("the config is valid");
+        let snapshot = Snapshot::build(&config, 1).expect("the snapshot builds");
+        Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
+    }
+
+    #[test]
+    fn golden_tunnel6_cases() {
+        let (steps_run, failures) = harness::run(cases(), pipeline);
+        assert!(steps_run >= 17, "the table ran {steps_run} steps");
+        assert!(failures.is_empty(), "{} step(s) failed:\n{}", failures.len(), failures.join("\n"));
+    }
+
+    /// Two flows differ in every per-flow part of the outer packet: source address, GUE
+    /// source port, flow label (so ECMP on the path and the real server's RSS spread them).
+    #[test]
+    fn two_ipv6_flows_differ_in_their_outer_variation() {
+        let one = flow_hash(&key(VIP_GUE, 80, CPORT, Proto::Tcp));
+        let two = flow_hash(&key(VIP_GUE, 80, CPORT + 1, Proto::Tcp));
+        assert_ne!(prefix().source_v6(one), prefix().source_v6(two));
+        assert_ne!((one >> 32) as u16 & 0x3fff, (two >> 32) as u16 & 0x3fff);
+        assert_ne!(one >> 44, two >> 44);
+    }
 }

@@ -12,7 +12,7 @@
 //! 13: an xlb pair under keepalived, the active one SIGKILLed; also `--forward fullnat`),
 //! `lab/routes` (BGP mode's VIP routes) and `lab/ecmp` (three boxes behind a bird2 router
 //! doing ECMP and BFD); `lab/tunnel` (issue 14: IPIP and GUE to real servers behind a
-//! router, running `xlb decap`) and `lab/decap` (`xlb decap` alone, fed by lab/encap.py).
+//! router, running `xlb decap`; issue 12: the same in IPv6, `--family 6`) and `lab/decap` (`xlb decap` alone, fed by lab/encap.py).
 //! Each must print its PASS line, exit 0, and leave none of its namespaces behind.
 //!
 //! Root only (network namespaces, XDP): skipped with a message otherwise, unless
@@ -231,6 +231,20 @@ fn lab_tunnel_ipip() {
 #[test]
 fn lab_tunnel_gue() {
     run_lab("tunnel", &["--requests", "20", "--encap", "gue"], "20/20 http");
+}
+
+/// Issue 12: IPv6 tunnel mode (`--family 6`): IPv6-in-IPv6 to the three real servers behind
+/// an IPv6 router, VIP on their `lo`, `xlb decap` stripping it; 100 curl -6 requests and as
+/// many UDP ones shared by weight, 1 MB each way.
+#[test]
+fn lab_tunnel6_ipip() {
+    run_lab("tunnel", &["--family", "6", "--requests", "100"], "100/100 http");
+}
+
+/// Issue 12: the same with GUE over IPv6 (its UDP checksum computed by xlb).
+#[test]
+fn lab_tunnel6_gue() {
+    run_lab("tunnel", &["--family", "6", "--requests", "100", "--encap", "gue"], "100/100 http");
 }
 
 /// Issue 14: health checks through the tunnel (`via_vip = true`): rs3, its VIP taken off

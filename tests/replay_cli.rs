@@ -226,7 +226,10 @@ fn ipv6_services_are_planned_and_replayed() {
          [[service]]\nvip = \"10.1.1.10\"\nport = 80\n\
          [[service.backend]]\naddr = \"10.1.1.11\"\n\
          [[service]]\nvip = \"2001:db8:1::10\"\nport = 80\nscheduler = \"wlc\"\n\
-         [[service.backend]]\naddr = \"2001:db8:1::11\"\nweight = 2\n",
+         [[service.backend]]\naddr = \"2001:db8:1::11\"\nweight = 2\n\
+         [[service]]\nvip = \"2001:db8:1::10\"\nport = 443\nforward = \"tunnel\"\n\
+         encap = \"gue\"\ntunnel_source = \"2001:db8:9::/64\"\n\
+         [[service.backend]]\naddr = \"2001:db8:1::12\"\n",
     )
     .unwrap();
     let path = config.to_str().unwrap();
@@ -239,6 +242,14 @@ fn ipv6_services_are_planned_and_replayed() {
         text.contains(
             "service tcp [2001:db8:1::10]:80 scheduler wlc forward dr\n  -> [2001:db8:1::11]:80 \
              weight 2\n"
+        ),
+        "{text}"
+    );
+    // An IPv6 tunnel service (issue 12) with its wrapping.
+    assert!(
+        text.contains(
+            "service tcp [2001:db8:1::10]:443 scheduler maglev forward tunnel encap gue port \
+             6080 source 2001:db8:9::/64\n  -> [2001:db8:1::12]:443 weight 1\n"
         ),
         "{text}"
     );

@@ -31,8 +31,9 @@
 //!   the interface's own; no `gateway6` without `addr6`).
 //! - A service is one family: its backends, local addresses and sorry server are of its
 //!   `vip`'s family (NAT64 and NAT46 are refused, naming the service and the address).
-//!   `via_vip` (DR and tunnel services) is IPv4 only (its policy routes are), and so is
-//!   tunnel mode (an IPv6 tunnel service is refused by name).
+//!   `via_vip` (DR and tunnel services) is IPv4 only (its policy routes are). Tunnel mode
+//!   wraps in the service's family only (IPv4 in IPv4, IPv6 in IPv6; 4in6 and 6in4 are
+//!   refused with the backend or `tunnel_source` of the other family).
 //! - Every address (`vip`, `addr`, `ip`, `gateway`, `local_addrs`) is unicast: not 0.0.0.0,
 //!   not 255.255.255.255, not multicast; an IPv6 one is not `::`, not multicast, not
 //!   IPv4-mapped, and not link-local (fe80::/10, which only an interface can scope) except
@@ -56,11 +57,13 @@
 //! - Services are unique by (vip, port, proto); ports are 1 to 65535; backends are unique by
 //!   (addr, port) within a service; weights are 0 to 65535 (0 drains, as in ipvsadm).
 //! - `local_addrs` is non-empty and duplicate-free for FullNAT and empty otherwise.
-//! - Tunnel (`forward = "tunnel"`, issue 14) is IPv4 only; its keys (`encap` "ipip" or
-//!   "gue", `gue_port`, `tunnel_source`, `mss_clamp`) are refused on other modes, and
-//!   `ServiceConfig::tunnel` is `Some` exactly for tunnel services. A `tunnel_source` (a
-//!   service's or an interface's) is an IPv4 prefix /8 to /32 written with its host bits
-//!   zero, not in 0/8, 127/8 or multicast and above. Tunnel backends listen on the service
+//! - Tunnel (`forward = "tunnel"`, issues 14 and 12) serves both families; its keys
+//!   (`encap` "ipip" or "gue", `gue_port`, `tunnel_source`, `mss_clamp`) are refused on
+//!   other modes, and `ServiceConfig::tunnel` is `Some` exactly for tunnel services. A
+//!   `tunnel_source` is a prefix written with its host bits zero: an IPv4 one /8 to /32,
+//!   not in 0/8, 127/8 or multicast and above (an interface's is IPv4 only), or, for an IPv6
+//!   service, an IPv6 one /64 to /128, not link-local, multicast, loopback, `::` or
+//!   IPv4-mapped; a service's prefix is of its VIP's family. Tunnel backends listen on the service
 //!   port (the packet is not rewritten) and may be anywhere routed. An interface's `mtu` is
 //!   576 to 9216 (default 1500); `mss_clamp` is 536 to 9176 and TCP only.
 //! - DR backends listen on the service port and sit on a directly connected subnet: DR
@@ -1311,15 +1314,23 @@ impl Context<'_> {
         key: &str,
         at: &Spanned<Value>,
         service: &ServiceName,
+        forward: ForwardMode,
         addr: IpAddr,
     ) -> Result<(), ConfigError> {
         if addr.is_ipv4() == service.vip.is_ipv4() {
             return Ok(());
         }
-        let translation = if service.vip.is_ipv6() {
-            "NAT64 (IPv6 clients to IPv4 real servers) is not supported"
-        } else {
-            "NAT46 (IPv4 clients to IPv6 real servers) is not supported"
+        let translation = match (service.vip.is_ipv6(), forward) {
+            (true, ForwardMode::Tunnel) => {
+                "6in4 (IPv6 packets in an IPv4 tunnel) is not supported: a tunnel's outer header \
+                 is of its service's family"
+            }
+            (false, ForwardMode::Tunnel) => {
+                "4in6 (IPv4 packets in an IPv6 tunnel) is not supported: a tunnel's outer header \
+                 is of its service's family"
+            }
+            (true, _) => "NAT64 (IPv6 clients to IPv4 real servers) is not supported",
+            (false, _) => "NAT46 (IPv4 clients to IPv6 real servers) is not supported",
         };
         Err(self.invalid(
             key,
@@ -1739,7 +1750,9 @@ impl Context<'_> {
                 self.integer(&format!("{key}.mtu"), at, 576, 9216, expected)
             })?,
             tunnel_source: match &raw.tunnel_source {
-                Some(at) => Some(self.tunnel_source(&format!("{key}.tunnel_source"), at)?),
+                Some(at) => {
+                    Some(self.interface_tunnel_source(&format!("{key}.tunnel_source"), at)?)
+                }
                 None => None,
             },
         };
@@ -2011,7 +2024,7 @@ impl Context<'_> {
     }
 
     /// A tunnel service's settings; the tunnel keys are refused on other modes, and a
-    /// tunnel service on IPv6.
+    /// `tunnel_source` of the other family than the service's.
     fn tunnel(
         &self,
         key: &str,
@@ -2038,15 +2051,6 @@ impl Context<'_> {
             }
             return Ok(None);
         }
-        if service.vip.is_ipv6() {
-            let forward_key = format!("{key}.forward");
-            let expected = format!(
-                "\"dr\", \"nat\" or \"fullnat\": service {service} is IPv6, and tunnel mode \
-                 is IPv4 only for now (IPv6-in-IPv6 and GUE over IPv6 are not built)"
-            );
-            let span = raw.forward.as_ref().map(|at| at.span()).unwrap_or_default();
-            return Err(self.invalid_at(&forward_key, &span, "\"tunnel\"".into(), expected));
-        }
         let encap_key = format!("{key}.encap");
         let gue = match &raw.encap {
             None => false,
@@ -2067,7 +2071,19 @@ impl Context<'_> {
             (None, false) => Encap::Ipip,
         };
         let source = match &raw.tunnel_source {
-            Some(at) => Some(self.tunnel_source(&format!("{key}.tunnel_source"), at)?),
+            Some(at) => {
+                let source_key = format!("{key}.tunnel_source");
+                let source = self.tunnel_source(&source_key, at)?;
+                if source.network.is_ipv4() != service.vip.is_ipv4() {
+                    let family = family_name(service.vip);
+                    let expected = format!(
+                        "an {family} prefix: service {service} is {family}, and a tunnel's outer \
+                         header is of its service's family (4in6 and 6in4 are not supported)"
+                    );
+                    return Err(self.invalid(&source_key, at, expected));
+                }
+                Some(source)
+            }
             None => None,
         };
         let mss_key = format!("{key}.mss_clamp");
@@ -2090,6 +2106,22 @@ impl Context<'_> {
     fn tunnel_source(&self, key: &str, at: &Spanned<Value>) -> Result<TunnelSource, ConfigError> {
         let text = self.string(key, at, TUNNEL_SOURCE_EXPECTED)?;
         parse_tunnel_source(text).ok_or_else(|| self.invalid(key, at, TUNNEL_SOURCE_EXPECTED))
+    }
+
+    /// An interface's `tunnel_source`: an IPv4 prefix only (the default of its IPv4 tunnel
+    /// services; an IPv6 service sets its own, else leaves from the interface's `addr6`).
+    fn interface_tunnel_source(
+        &self,
+        key: &str,
+        at: &Spanned<Value>,
+    ) -> Result<TunnelSource, ConfigError> {
+        let expected = "an IPv4 prefix /8 to /32 with its host bits zero, like \"10.9.0.0/24\", \
+                        that the network routes to this box (an IPv6 tunnel service sets its \
+                        own IPv6 tunnel_source; without one it leaves from addr6)";
+        self.tunnel_source(key, at)
+            .ok()
+            .filter(|source| source.network.is_ipv4())
+            .ok_or_else(|| self.invalid(key, at, expected))
     }
 
     fn local_addrs(
@@ -2134,7 +2166,7 @@ impl Context<'_> {
         for (index, at) in entries.iter().enumerate() {
             let entry_key = format!("{list_key}[{index}]");
             let addr = self.ip(&entry_key, at, false)?;
-            self.same_family(&entry_key, at, service, addr)?;
+            self.same_family(&entry_key, at, service, forward, addr)?;
             if let Some(earlier) = addrs.iter().position(|a| *a == addr) {
                 return Err(self.invalid(
                     &entry_key,
@@ -2514,7 +2546,7 @@ impl Context<'_> {
         if !is_host(sorry.ip(), false) || sorry.port() == 0 || scoped {
             return Err(self.invalid(key, at, expected));
         }
-        self.same_family(key, at, target.name, sorry.ip())?;
+        self.same_family(key, at, target.name, target.forward, sorry.ip())?;
         if target.forward == ForwardMode::Dr {
             if sorry.port() != port {
                 let expected = format!(
@@ -2549,7 +2581,7 @@ impl Context<'_> {
         let addr_key = format!("{key}.addr");
         let addr_at = self.required(&raw.addr, &addr_key, &span, EXPECT_IP)?;
         let addr = self.ip(&addr_key, addr_at, false)?;
-        self.same_family(&addr_key, addr_at, service, addr)?;
+        self.same_family(&addr_key, addr_at, service, forward, addr)?;
         let port = match &raw.port {
             Some(at) => {
                 let port_key = format!("{key}.port");
@@ -2670,11 +2702,25 @@ fn special6(interfaces: &[InterfaceConfig], addr: Ipv6Addr) -> Option<String> {
 /// `--tunnel-source`).
 pub const TUNNEL_SOURCE_EXPECTED: &str = "an IPv4 prefix /8 to /32 with its host bits zero, \
     like \"10.9.0.0/24\", that the network routes to this box (not in 0.0.0.0/8, 127.0.0.0/8, \
-    multicast or above)";
+    multicast or above), or for an IPv6 service an IPv6 prefix /64 to /128 with its host bits \
+    zero, like \"2001:db8:9::/64\" (not link-local, multicast, loopback, unspecified or \
+    IPv4-mapped)";
 
-/// A tunnel's outer source prefix, `"10.9.0.0/24"`: /8 to /32, host bits zero, of addresses
-/// a host may send from ([`TUNNEL_SOURCE_EXPECTED`]).
+/// A tunnel's outer source prefix: `"10.9.0.0/24"`, /8 to /32, or `"2001:db8:9::/64"`, /64
+/// to /128 (the flow hash's 64 bits fill the host part), host bits zero, of addresses a host
+/// may send from ([`TUNNEL_SOURCE_EXPECTED`]).
 pub fn parse_tunnel_source(text: &str) -> Option<TunnelSource> {
+    if let Some((network, prefix_len)) = cidr::<Ipv6Addr>(text, 128) {
+        let host_mask = u128::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+        let usable = prefix_len >= 64
+            && network.to_bits() & host_mask == 0
+            && !network.is_unspecified()
+            && !network.is_loopback()
+            && !network.is_multicast()
+            && !network.is_unicast_link_local()
+            && network.to_ipv4_mapped().is_none();
+        return usable.then_some(TunnelSource { network: network.into(), prefix_len });
+    }
     let (network, prefix_len) = cidr::<Ipv4Addr>(text, 32).filter(|(network, prefix_len)| {
         let first = network.octets()[0];
         *prefix_len >= 8
@@ -2683,7 +2729,7 @@ pub fn parse_tunnel_source(text: &str) -> Option<TunnelSource> {
             && first != 127
             && first < 224
     })?;
-    Some(TunnelSource { network, prefix_len })
+    Some(TunnelSource { network: network.into(), prefix_len })
 }
 
 fn cidr<A: FromStr>(text: &str, max: u8) -> Option<(A, u8)> {
@@ -2893,12 +2939,49 @@ pub(crate) mod tests {
         );
         let expected = assert_invalid(&text, "service[0].backend[0].port", "port = 8080");
         assert!(expected.contains("tunnel mode wraps"), "{expected}");
-        let text = with_iface(
-            "addr6 = \"2001:db8:1::10/64\"\n[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\n\
-             forward = \"tunnel\"\n",
+    }
+
+    /// An IPv6 tunnel service (issue 12): IPIP or GUE over IPv6, its own IPv6 prefix, round
+    /// trip; a prefix or real server of the other family (4in6, 6in4) refused by name, as
+    /// bad IPv6 prefixes and an IPv6 prefix on an interface.
+    #[test]
+    fn ipv6_tunnel_services_parse_and_other_families_are_refused() {
+        let text = service6(
+            "forward = \"tunnel\"\nencap = \"gue\"\ntunnel_source = \"2001:db8:9::/64\"\n\
+             mss_clamp = 1380\n[[service.backend]]\naddr = \"2001:db8:2::11\"\n",
         );
-        let expected = assert_invalid(&text, "service[0].forward", "tunnel");
-        assert!(expected.contains("IPv4 only"), "{expected}");
+        let config = parse(&text).expect("valid");
+        let network: Ipv6Addr = "2001:db8:9::".parse().unwrap();
+        let expected = Tunnel {
+            encap: Encap::Gue { port: 6080 },
+            source: Some(TunnelSource { network: network.into(), prefix_len: 64 }),
+            mss_clamp: Some(1380),
+        };
+        assert_eq!(config.services[0].tunnel, Some(expected));
+        assert_eq!(Config::parse(&config.to_toml(), "again").expect("round trip"), config);
+        parse(&service6("forward = \"tunnel\"\n")).expect("IPIP, from addr6");
+        let text = service6("forward = \"tunnel\"\ntunnel_source = \"10.9.0.0/24\"\n");
+        let expected = assert_invalid(&text, "service[0].tunnel_source", "10.9.0.0/24");
+        assert!(expected.contains("an IPv6 prefix") && expected.contains("6in4"), "{expected}");
+        let text = service("forward = \"tunnel\"\ntunnel_source = \"2001:db8:9::/64\"\n");
+        let expected = assert_invalid(&text, "service[0].tunnel_source", "2001:db8:9::/64");
+        assert!(expected.contains("an IPv4 prefix") && expected.contains("4in6"), "{expected}");
+        let text = service6("forward = \"tunnel\"\n[[service.backend]]\naddr = \"192.0.2.11\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "192.0.2.11");
+        assert!(expected.contains("6in4"), "{expected}");
+        let text = service("forward = \"tunnel\"\n[[service.backend]]\naddr = \"2001:db8::11\"\n");
+        let expected = assert_invalid(&text, "service[0].backend[0].addr", "2001:db8::11");
+        assert!(expected.contains("4in6"), "{expected}");
+        for bad in
+            ["2001:db8:9::1/64", "2001:db8::/48", "fe80::/64", "ff02::/64", "::1/128", "::/64"]
+        {
+            let text = service6(&format!("forward = \"tunnel\"\ntunnel_source = \"{bad}\"\n"));
+            let expected = assert_invalid(&text, "service[0].tunnel_source", "tunnel_source");
+            assert!(expected.contains("/64 to /128"), "{bad}: {expected}");
+        }
+        let text = format!("{IFACE6}tunnel_source = \"2001:db8:9::/64\"\n");
+        let expected = assert_invalid(&text, "interface[0].tunnel_source", "tunnel_source");
+        assert!(expected.contains("its own IPv6 tunnel_source"), "{expected}");
     }
 
     #[test]

@@ -3296,6 +3296,60 @@ mod tests {
         assert_eq!(config.services[1].tunnel, None);
     }
 
+    /// An IPv6 tunnel service through ctl (issue 12): `-i` on an IPv6 service, its settings
+    /// (an IPv6 `--tunnel-source`), `-S`/`-R` round trip, `-L -n`; an IPv4 real server or
+    /// source prefix on it (6in4) refused by name.
+    #[test]
+    fn ipv6_tunnel_services_are_added_with_i_saved_restored_and_listed() {
+        // A gateway: tunnel real servers may be anywhere routed.
+        let routed = BASE6.replace("mac =", "gateway6 = \"2001:db8:1::1\"\nmac =");
+        let base = Config::parse(&routed, "routed6.toml").unwrap();
+        let config = run(&base, "-A -t [2001:db8::10]:80 -s rr").unwrap();
+        let config = run(&config, "-a -t [2001:db8::10]:80 -r [2001:db8::1]:80 -i").unwrap();
+        let tunnel = config.services.last().unwrap();
+        assert_eq!(tunnel.forward, ForwardMode::Tunnel);
+        assert_eq!(tunnel.tunnel, Some(crate::flow::Tunnel::default()), "IPIP by default");
+        let config = run(
+            &config,
+            "-E -t [2001:db8::10]:80 --tunnel-encap gue --tunnel-source 2001:db8:9::/64 \
+             --tunnel-mss-clamp 1380",
+        )
+        .unwrap();
+        let wanted = crate::flow::Tunnel {
+            encap: Encap::Gue { port: Encap::GUE_PORT },
+            source: parse_tunnel_source("2001:db8:9::/64"),
+            mss_clamp: Some(1380),
+        };
+        assert_eq!(config.services.last().unwrap().tunnel, Some(wanted));
+        let saved = save(&config);
+        assert!(
+            saved.ends_with(
+                "-A -t [2001:db8::10]:80 -s rr -i\n\
+                 # xlb: -E -t [2001:db8::10]:80 --tunnel-encap gue --tunnel-source \
+                 2001:db8:9::/64 --tunnel-mss-clamp 1380\n\
+                 -a -t [2001:db8::10]:80 -r [2001:db8::1]:80 -i -w 1\n"
+            ),
+            "{saved}"
+        );
+        let empty = Config { services: Vec::new(), ..base };
+        let restored = apply(&empty, &Command::Restore(parse_restore(&saved).unwrap())).unwrap();
+        assert_eq!(restored.services, config.services);
+        assert_eq!(
+            server_line("2001:db8::1".parse().unwrap(), 80, ForwardMode::Tunnel, 1, [0, 0]),
+            "  -> [2001:db8::1]:80             Tunnel  1      0          0         \n"
+        );
+        let listed = list(&snapshot_of(&config), &view(ListFormat::Table));
+        assert!(
+            listed.contains("TCP  [2001:db8::10]:80 rr\n  -> [2001:db8::1]:80             Tunnel"),
+            "{listed}"
+        );
+        let error = run(&config, "-a -t [2001:db8::10]:80 -r 192.0.2.11:80 -i").unwrap_err();
+        assert!(error.to_string().contains("6in4"), "{error}");
+        let error =
+            run(&config, "-E -t [2001:db8::10]:80 --tunnel-source 10.9.0.0/24").unwrap_err();
+        assert!(error.to_string().contains("an IPv6 prefix"), "{error}");
+    }
+
     #[test]
     fn ipv6_refusals_name_the_service_and_real_server() {
         let config = run(&base6(), "-A -t [2001:db8:1::10]:80 -s wlc -m").unwrap();

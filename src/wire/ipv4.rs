@@ -56,6 +56,8 @@ pub mod ip_proto {
     pub const IPIP: u8 = 4;
     /// Transmission Control Protocol.
     pub const TCP: u8 = 6;
+    /// IPv6 encapsulation (RFC 2473): tunnel mode's IPv6-in-IPv6.
+    pub const IPV6_IN_IP: u8 = 41;
     /// User Datagram Protocol.
     pub const UDP: u8 = 17;
     /// IPv6 routing header (RFC 8200 §4.4).

@@ -1,4 +1,4 @@
-//! Tunnel mode (`forward = "tunnel"`, LVS's IP TUN, Katran's mode): the client's IPv4
+//! Tunnel mode (`forward = "tunnel"`, LVS's IP TUN, Katran's mode): the client's IP
 //! packet is kept whole and wrapped in an outer header to the real server, which
 //! decapsulates it, holds the VIP and answers the client directly (as in DR, replies never
 //! come back: the flow is tracked in its original direction only).
@@ -45,6 +45,31 @@
 //! would need headroom in every driver's buffers (the AF_XDP UMEM has it, replay's vectors
 //! and the `&mut [u8]` interface do not), for no gain in the counts.
 //!
+//! IPv6 (issue 12): an IPv6 service's packets are wrapped in IPv6, never across families
+//! (config refuses 4in6 and 6in4), byte for byte:
+//! - Ethernet type IPv6, to the next hop of the real server (the IPv6 neighbour table: a
+//!   packet whose next hop is unknown is wrapped, then held while it is solicited).
+//! - IPv6, 40 bytes, no extension headers: traffic class copied from the inner packet (RFC
+//!   2473 §6.5, RFC 6040), flow label the top 20 bits of the flow's pinned hash, never 0
+//!   (one flow, one label; flows spread over ECMP paths, Katran's way), payload length the
+//!   inner packet's plus 0 or 8, next header 41 (IPv6-in-IPv6, RFC 2473: IPVS's tunnel mode for IPv6, what
+//!   Linux's ip6tnl decodes) or 17 (GUE), hop limit 64, destination the real server, source
+//!   the service's IPv6 `tunnel_source` prefix with host bits from the flow hash (its low 64
+//!   bits; prefixes are /64 to /128), else the egress interface's `addr6`.
+//! - GUE only: UDP as IPv4's (source port from the flow hash, destination `gue_port`),
+//!   with its checksum computed over the IPv6 pseudo-header and the whole datagram: a zero
+//!   UDP checksum over IPv6 is dropped by default by Linux receivers (RFC 6935/6936 allow it
+//!   only where a tunnel endpoint is configured for it), and 0 is sent as 0xffff.
+//! - The inner IPv6 packet as received (40 + payload length bytes), with the same MSS clamp
+//!   as IPv4 for a SYN whose TCP header follows the fixed header directly (the MSS is in no
+//!   pseudo-header: the incremental patch is the same).
+//!
+//! Frames grow by 40 (IPv6-in-IPv6) or 48 (GUE) bytes. One that would exceed the egress MTU
+//! gets an ICMPv6 Packet Too Big (type 2, from the VIP, MTU = the limit less the overhead,
+//! quoting as much of the packet as keeps the message within 1280 bytes, RFC 4443) and is
+//! dropped as `tunnel_frag_needed`, as IPv4's with DF (IPv6 routers never fragment); with the
+//! client's next hop unknown, as `tunnel_too_big`.
+//!
 //! MTU: a wrapped packet must fit the egress interface's `mtu` (and an emit slot:
 //! [`super::EMIT_FRAME`] less the Ethernet header). A bigger one is not sent broken: with
 //! DF set, the client gets ICMP fragmentation needed (type 3 code 4, from the VIP, next-hop
@@ -52,25 +77,32 @@
 //! packet is dropped as `tunnel_frag_needed`; without DF (xlb does not fragment), or when
 //! the client's next hop is not known yet, it is dropped as `tunnel_too_big`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::conntrack::{Direction, Flow};
-use crate::family::V4;
-use crate::flow::{Encap, Proto};
+use crate::family::{Family, V4, V6};
+use crate::flow::{Encap, Proto, Tunnel};
 use crate::hash::flow_hash;
 use crate::report::{DropReason, Stat};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Indexed, Interface, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::checksum;
 use crate::wire::icmp::icmp_type;
+use crate::wire::icmpv6::icmpv6_type;
 use crate::wire::ipv4::ip_proto;
-use crate::wire::{IcmpPacket, Ipv4Packet};
+use crate::wire::{EtherType, IcmpPacket, Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
 use super::flows::backend_of;
 use super::{CoreState, EMIT_FRAME, ETH_LEN, TCP_SYN, Verdict};
 
-/// The outer IPv4 TTL.
+/// The outer IPv4 TTL, and the outer IPv6 hop limit.
 pub(super) const OUTER_TTL: u8 = 64;
+/// The outer header of IPv4 (no options) and of IPv6 (no extension headers).
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+/// An ICMPv6 error quotes as much of the packet as keeps it within IPv6's minimum MTU
+/// (RFC 4443 §2.4 c): 1280 less its IPv6 and ICMPv6 headers.
+const QUOTED_V6: usize = 1280 - IPV6_HEADER - 8;
 /// GUE's UDP source ports: the dynamic range (RFC 6335), 49152 + 14 bits of the flow hash.
 const GUE_SOURCE_PORTS: u16 = 49152;
 /// Bytes of the offending packet an ICMP error quotes after its IP header (RFC 792).
@@ -95,6 +127,28 @@ impl TunnelState {
     }
 }
 
+/// What [`CoreState::plan`] found for a packet to wrap.
+struct Plan<'s, F: Family> {
+    settings: Tunnel,
+    /// The flow's backend, if still in the snapshot.
+    backend: Option<usize>,
+    /// The inner IP packet's length.
+    inner_len: usize,
+    route: Route<F>,
+    /// The egress interface.
+    interface: &'s Interface,
+}
+
+/// Why [`CoreState::plan`] found no way to wrap a packet.
+enum Planned {
+    Drop(DropReason),
+    /// The wrapped packet would exceed the egress: `mtu` is the most the inner may be.
+    TooBig {
+        inner_len: usize,
+        mtu: usize,
+    },
+}
+
 /// The outer header fields of one wrapped packet.
 #[derive(Debug, Clone, Copy)]
 struct Outer {
@@ -105,20 +159,132 @@ struct Outer {
     source_port: u16,
 }
 
-impl CoreState {
-    /// A packet of a tunnel flow towards its real server: counted for its backend, then
-    /// wrapped ([`CoreState::encapsulate`]).
-    #[inline(never)]
-    pub(super) fn tunnel(
-        &mut self,
+/// A family tunnel mode wraps packets of, [`V4`] or [`V6`] (sealed, as [`Indexed`]): how
+/// a packet of its flows is wrapped.
+pub(super) trait Tunnelled: Indexed {
+    /// The outer IP header's length (no options, no extension headers).
+    const OUTER_HEADER: usize;
+    /// The length of the IP packet in `frame`, if the frame holds it whole.
+    fn inner_len(frame: &[u8]) -> Option<usize>;
+    /// Lowers the MSS of a SYN in the IP packet `packet` ([`clamp_mss`]); true if it did.
+    fn clamp_mss(packet: &mut [u8], mss: u16) -> bool;
+    /// [`CoreState::encapsulate`] or [`CoreState::encapsulate6`].
+    fn encapsulate(
+        core: &mut CoreState,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<Self>,
+    ) -> Verdict;
+}
+
+impl Tunnelled for V4 {
+    const OUTER_HEADER: usize = IPV4_HEADER;
+
+    #[inline(always)]
+    fn inner_len(frame: &[u8]) -> Option<usize> {
+        inner_len(frame)
+    }
+
+    #[inline(always)]
+    fn clamp_mss(packet: &mut [u8], mss: u16) -> bool {
+        clamp_mss(packet, mss)
+    }
+
+    #[inline(always)]
+    fn encapsulate(
+        core: &mut CoreState,
         snapshot: &Snapshot,
         now: Instant,
         frame: &mut [u8],
         flow: &Flow,
     ) -> Verdict {
+        core.encapsulate(snapshot, now, frame, flow)
+    }
+}
+
+impl Tunnelled for V6 {
+    const OUTER_HEADER: usize = IPV6_HEADER;
+
+    #[inline(always)]
+    fn inner_len(frame: &[u8]) -> Option<usize> {
+        inner_len6(frame)
+    }
+
+    #[inline(always)]
+    fn clamp_mss(packet: &mut [u8], mss: u16) -> bool {
+        clamp_mss6(packet, mss)
+    }
+
+    #[inline(always)]
+    fn encapsulate(
+        core: &mut CoreState,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<V6>,
+    ) -> Verdict {
+        core.encapsulate6(snapshot, now, frame, flow)
+    }
+}
+
+impl CoreState {
+    /// A packet of a tunnel flow towards its real server: counted for its backend, then
+    /// wrapped in its family's outer header ([`Tunnelled::encapsulate`]).
+    #[inline(never)]
+    pub(super) fn tunnel<F: Tunnelled>(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<F>,
+    ) -> Verdict {
         let backend = backend_of(snapshot, flow);
         self.count_forwarded(backend, Direction::Original, frame.len() as u64);
-        self.encapsulate(snapshot, now, frame, flow)
+        F::encapsulate(self, snapshot, now, frame, flow)
+    }
+
+    /// What both families do before writing the outer header: the service's settings, the
+    /// inner packet's length, the MSS clamp (counted), the route to the real server and its
+    /// interface. `Err(Planned::TooBig(mtu))` when the wrapped packet would not fit the
+    /// egress (`mtu`: the most the inner packet may be); `Err(Planned::Drop)` for a packet
+    /// that cannot go at all.
+    #[inline(always)]
+    fn plan<'s, F: Tunnelled>(
+        &mut self,
+        snapshot: &'s Snapshot,
+        frame: &mut [u8],
+        flow: &Flow<F>,
+    ) -> Result<Plan<'s, F>, Planned> {
+        let backend = backend_of(snapshot, flow);
+        let Some(settings) = settings_of(snapshot, flow, backend) else {
+            return Err(Planned::Drop(DropReason::NoService));
+        };
+        let Some(inner_len) = F::inner_len(frame) else {
+            return Err(Planned::Drop(DropReason::Truncated));
+        };
+        if let Some(mss) = settings.mss_clamp
+            && F::clamp_mss(&mut frame[ETH_LEN..ETH_LEN + inner_len], mss)
+        {
+            self.counters.add(Stat::MssClamped, 1);
+        }
+        let index = snapshot.family::<F>();
+        let route = match backend {
+            Some(backend) => Some(index.backend_route(backend)),
+            None => index.route(flow.backend_addr),
+        };
+        let Some(route) = route.filter(|route| route.next_hop != F::UNSPECIFIED) else {
+            return Err(Planned::Drop(DropReason::NoRoute));
+        };
+        let Some(interface) = snapshot.interfaces.get(route.egress.index()) else {
+            return Err(Planned::Drop(DropReason::NoRoute));
+        };
+        let overhead = settings.encap.overhead(F::OUTER_HEADER);
+        let limit = usize::from(interface.mtu).min(EMIT_FRAME - ETH_LEN);
+        if inner_len + overhead > limit {
+            return Err(Planned::TooBig { inner_len, mtu: limit - overhead });
+        }
+        Ok(Plan { settings, backend, inner_len, route, interface })
     }
 
     /// Wraps the IPv4 packet in `frame` for `flow`'s real server and queues it (see the
@@ -131,52 +297,25 @@ impl CoreState {
         frame: &mut [u8],
         flow: &Flow,
     ) -> Verdict {
-        let backend = backend_of(snapshot, flow);
-        let service = match backend {
-            Some(index) => snapshot.backends.get(index).map(|b| b.service),
-            None => snapshot.service_at(flow.vip, flow.vport, flow.proto),
-        };
-        let Some(settings) =
-            service.and_then(|index| snapshot.services.get(index)).and_then(|s| s.tunnel)
-        else {
-            return Verdict::Drop(DropReason::NoService);
-        };
-        let Some(inner_len) = inner_len(frame) else {
-            return Verdict::Drop(DropReason::Truncated);
-        };
-        if let Some(mss) = settings.mss_clamp
-            && clamp_mss(&mut frame[ETH_LEN..ETH_LEN + inner_len], mss)
-        {
-            self.counters.add(Stat::MssClamped, 1);
-        }
-        let route = match backend {
-            Some(index) => snapshot.family::<V4>().backend_route(index),
-            None => match snapshot.route(flow.backend_addr) {
-                Some(route) => route,
-                None => return Verdict::Drop(DropReason::NoRoute),
-            },
-        };
-        let Some(interface) = snapshot.interfaces.get(route.egress.index()) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        if route.next_hop.is_unspecified() {
-            return Verdict::Drop(DropReason::NoRoute);
-        }
-        let overhead = settings.encap.overhead();
-        let limit = usize::from(interface.mtu).min(EMIT_FRAME - ETH_LEN);
-        if inner_len + overhead > limit {
-            return self.too_big(snapshot, frame, flow, inner_len, limit - overhead);
-        }
+        let Plan { settings, backend, inner_len, route, interface } =
+            match self.plan(snapshot, frame, flow) {
+                Ok(plan) => plan,
+                Err(Planned::Drop(reason)) => return Verdict::Drop(reason),
+                Err(Planned::TooBig { inner_len, mtu }) => {
+                    return self.too_big(snapshot, frame, flow, inner_len, mtu);
+                }
+            };
         let hash = flow_hash(&flow.original_key());
         let outer = Outer {
             encap: settings.encap,
             src: settings
                 .source
                 .or(interface.tunnel_source)
-                .map_or(interface.addr, |prefix| prefix.source_for(hash)),
+                .and_then(|prefix| prefix.source_v4(hash))
+                .unwrap_or(interface.addr),
             dst: flow.backend_addr,
             ident: self.tunnel.next_ident(),
-            source_port: GUE_SOURCE_PORTS | ((hash >> 32) as u16 & 0x3fff),
+            source_port: gue_source_port(hash),
         };
         let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
         // The common case: the next hop is known, the wrapped packet is written straight
@@ -242,6 +381,247 @@ impl CoreState {
         }
         Verdict::Drop(DropReason::TunnelFragNeeded)
     }
+}
+
+impl CoreState {
+    /// Wraps the IPv6 packet in `frame` for `flow`'s real server in an outer IPv6 header
+    /// (see the module docs) and queues it, or holds it while the next hop is solicited;
+    /// `frame` itself ends here. Also the way ICMPv6 errors about an IPv6 tunnel flow reach
+    /// its real server.
+    pub(super) fn encapsulate6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<V6>,
+    ) -> Verdict {
+        let Plan { settings, inner_len, route, interface, .. } =
+            match self.plan(snapshot, frame, flow) {
+                Ok(plan) => plan,
+                Err(Planned::Drop(reason)) => return Verdict::Drop(reason),
+                Err(Planned::TooBig { inner_len, mtu }) => {
+                    return self.too_big6(snapshot, frame, flow, inner_len, mtu);
+                }
+            };
+        let hash = flow_hash(&flow.original_key());
+        let source = settings.source.and_then(|prefix| prefix.source_v6(hash));
+        let Some(src) = source.or(interface.ipv6.map(|side| side.addr)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let outer = Outer6 {
+            encap: settings.encap,
+            src,
+            dst: flow.backend_addr,
+            flow_label: flow_label(hash),
+            source_port: gue_source_port(hash),
+        };
+        let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        let mut scratch = std::mem::take(&mut self.tunnel.scratch);
+        let len = write_encapsulated6(&mut scratch, &outer, inner);
+        let (emit, counters) = (&mut self.emit, &mut self.counters);
+        let wrapped = &mut scratch[..len];
+        let verdict = match self.v6.send(
+            snapshot,
+            now,
+            wrapped,
+            route.egress,
+            route.next_hop,
+            emit,
+            counters,
+        ) {
+            Verdict::Tx(egress) => {
+                let pushed = self.emit.push(egress, wrapped);
+                self.queued(pushed)
+            }
+            other => other,
+        };
+        self.tunnel.scratch = scratch;
+        verdict
+    }
+
+    /// An IPv6 packet too big to wrap: ICMPv6 Packet Too Big to the client, from the VIP,
+    /// announcing `mtu` (IPv6 routers never fragment, so there is no DF to look at); with
+    /// the client's next hop unknown, or no room to send it, dropped as too big.
+    #[cold]
+    fn too_big6(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &[u8],
+        flow: &Flow<V6>,
+        inner_len: usize,
+        mtu: usize,
+    ) -> Verdict {
+        let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        let hop = snapshot.family::<V6>().route(flow.client_addr).and_then(|route| {
+            let mac = self.v6.neighbors.lookup(route.next_hop)?;
+            let link = snapshot.interfaces.get(route.egress.index())?;
+            Some((route.egress, mac, link.mac))
+        });
+        let Some((egress, client_mac, own_mac)) = hop else {
+            return Verdict::Drop(DropReason::TunnelTooBig);
+        };
+        let mut addrs = [0; 12];
+        addrs[..6].copy_from_slice(&client_mac.0);
+        addrs[6..].copy_from_slice(&own_mac.0);
+        let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+        let pushed = self
+            .emit
+            .push_with(egress, |slot| write_packet_too_big(slot, &addrs, flow.vip, inner, mtu));
+        if !pushed {
+            self.counters.add(Stat::EmitOverflow, 1);
+            return Verdict::Drop(DropReason::TunnelTooBig);
+        }
+        Verdict::Drop(DropReason::TunnelFragNeeded)
+    }
+}
+
+/// The tunnel settings of `flow`'s service (by its backend `backend`, when still in the
+/// snapshot, else by its VIP): `None` if the service is gone or no longer a tunnel.
+fn settings_of<F: Indexed>(
+    snapshot: &Snapshot,
+    flow: &Flow<F>,
+    backend: Option<usize>,
+) -> Option<Tunnel> {
+    let service = match backend {
+        Some(index) => snapshot.backends.get(index).map(|b| b.service),
+        None => snapshot.family::<F>().service_at(flow.vip, flow.vport, flow.proto),
+    };
+    service.and_then(|index| snapshot.services.get(index)).and_then(|s| s.tunnel)
+}
+
+/// GUE's UDP source port of a flow with hash `hash`: 49152 + bits 32–45 of it.
+#[inline]
+fn gue_source_port(hash: u64) -> u16 {
+    GUE_SOURCE_PORTS | ((hash >> 32) as u16 & 0x3fff)
+}
+
+/// The outer IPv6 flow label of a flow with hash `hash`: its top 20 bits, never 0 (RFC 6437:
+/// 0 says "no label", and routers would not spread on it).
+#[inline]
+fn flow_label(hash: u64) -> u32 {
+    ((hash >> 44) as u32).max(1)
+}
+
+/// The IPv6 packet's length in `frame` (fixed header and payload length), if the frame holds
+/// it whole.
+fn inner_len6(frame: &[u8]) -> Option<usize> {
+    let header = frame.get(ETH_LEN..ETH_LEN + IPV6_HEADER)?;
+    let total = IPV6_HEADER + usize::from(u16::from_be_bytes([header[4], header[5]]));
+    (ETH_LEN + total <= frame.len()).then_some(total)
+}
+
+/// The outer header fields of one packet wrapped in IPv6.
+#[derive(Debug, Clone, Copy)]
+struct Outer6 {
+    encap: Encap,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    flow_label: u32,
+    source_port: u16,
+}
+
+/// Writes the IPv6-wrapped packet into `slot` (an emit-sized buffer the caller checked it
+/// fits), Ethernet addresses left zero for the neighbour step to fill: type IPv6, the outer
+/// header of `outer` (traffic class copied from the inner packet), GUE's UDP header with its
+/// checksum computed (RFC 6935/6936: receivers drop a zero UDP checksum over IPv6 unless
+/// configured not to), then `inner`. Returns the frame's length.
+fn write_encapsulated6(slot: &mut [u8], outer: &Outer6, inner: &[u8]) -> usize {
+    let (udp_len, next_header) = match outer.encap {
+        Encap::Ipip => (0, ip_proto::IPV6_IN_IP),
+        Encap::Gue { .. } => (8, ip_proto::UDP),
+    };
+    let inner_start = ETH_LEN + IPV6_HEADER + udp_len;
+    let total = inner_start + inner.len();
+    slot[..12].fill(0);
+    slot[12..ETH_LEN].copy_from_slice(&EtherType::IPV6.to_be_bytes());
+    let traffic_class = (inner[0] << 4) | (inner[1] >> 4);
+    let fields = Header6 {
+        traffic_class,
+        flow_label: outer.flow_label,
+        next_header,
+        hop_limit: OUTER_TTL,
+        src: outer.src,
+        dst: outer.dst,
+    };
+    write_header6(&mut slot[ETH_LEN..total], &fields);
+    slot[inner_start..total].copy_from_slice(inner);
+    if let Encap::Gue { port } = outer.encap {
+        let datagram = &mut slot[ETH_LEN + IPV6_HEADER..total];
+        datagram[0..2].copy_from_slice(&outer.source_port.to_be_bytes());
+        datagram[2..4].copy_from_slice(&port.to_be_bytes());
+        let udp_len = datagram.len() as u16;
+        datagram[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        datagram[6..8].copy_from_slice(&[0, 0]);
+        let sum = match checksum::compute_v6(outer.src, outer.dst, ip_proto::UDP, datagram) {
+            0 => 0xffff,
+            sum => sum,
+        };
+        datagram[6..8].copy_from_slice(&sum.to_be_bytes());
+    }
+    total
+}
+
+/// The fields of an IPv6 fixed header the pipeline generates.
+struct Header6 {
+    traffic_class: u8,
+    flow_label: u32,
+    next_header: u8,
+    hop_limit: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+}
+
+/// Writes a 40-byte IPv6 header of `fields` at the start of `packet` (the whole packet: the
+/// payload length is what follows the header).
+fn write_header6(packet: &mut [u8], fields: &Header6) {
+    let payload_len = (packet.len() - IPV6_HEADER) as u16;
+    let mut ip = Ipv6Packet::new_unchecked(&mut packet[..IPV6_HEADER]);
+    ip.set_version(6);
+    ip.set_traffic_class(fields.traffic_class);
+    ip.set_flow_label(fields.flow_label);
+    ip.set_payload_len(payload_len);
+    ip.set_next_header(fields.next_header);
+    ip.set_hop_limit(fields.hop_limit);
+    ip.set_src_addr(fields.src);
+    ip.set_dst_addr(fields.dst);
+}
+
+/// Writes ICMPv6 Packet Too Big (RFC 4443 §3.2, type 2 code 0) about `inner` from `vip` to
+/// its source into `slot`, announcing `mtu` and quoting as much of `inner` as keeps the
+/// message within 1280 bytes. Hop limit 64 (as xlb's echo replies). Returns the frame's
+/// length.
+fn write_packet_too_big(
+    slot: &mut [u8],
+    addrs: &[u8; 12],
+    vip: Ipv6Addr,
+    inner: &[u8],
+    mtu: u32,
+) -> usize {
+    let quote = &inner[..inner.len().min(QUOTED_V6)];
+    let icmp_start = ETH_LEN + IPV6_HEADER;
+    let total = icmp_start + 8 + quote.len();
+    slot[..12].copy_from_slice(addrs);
+    slot[12..ETH_LEN].copy_from_slice(&EtherType::IPV6.to_be_bytes());
+    let mut client = [0; 16];
+    client.copy_from_slice(&inner[8..24]);
+    let client = Ipv6Addr::from(client);
+    let fields = Header6 {
+        traffic_class: 0,
+        flow_label: 0,
+        next_header: ip_proto::ICMPV6,
+        hop_limit: OUTER_TTL,
+        src: vip,
+        dst: client,
+    };
+    write_header6(&mut slot[ETH_LEN..total], &fields);
+    let icmp = &mut slot[icmp_start..total];
+    icmp[8..].copy_from_slice(quote);
+    let mut message = Icmpv6Packet::new_unchecked(icmp);
+    message.set_msg_type(icmpv6_type::PACKET_TOO_BIG);
+    message.set_code(0);
+    message.set_mtu(mtu);
+    message.fill_checksum(vip, client);
+    total
 }
 
 /// The IPv4 packet's length in `frame` (its total length), if the frame holds it whole and
@@ -363,7 +743,21 @@ fn clamp_mss(packet: &mut [u8], mss: u16) -> bool {
         return false;
     }
     let ip_header = usize::from(packet[0] & 0x0f) * 4;
-    let Some(segment) = packet.get_mut(ip_header..) else { return false };
+    packet.get_mut(ip_header..).is_some_and(|segment| clamp_segment_mss(segment, mss))
+}
+
+/// [`clamp_mss`] of the IPv6 packet `packet`: TCP directly after the fixed header (a TCP
+/// segment behind extension headers is left alone, as every other packet that is not a
+/// plain SYN). The MSS is in no pseudo-header, so the patch is the same as IPv4's.
+fn clamp_mss6(packet: &mut [u8], mss: u16) -> bool {
+    if packet.len() < IPV6_HEADER || packet[6] != Proto::Tcp.number() {
+        return false;
+    }
+    clamp_segment_mss(&mut packet[IPV6_HEADER..], mss)
+}
+
+/// The TCP part of [`clamp_mss`]: `segment` is the TCP header and what follows it.
+fn clamp_segment_mss(segment: &mut [u8], mss: u16) -> bool {
     if segment.len() < 20 || segment[13] & TCP_SYN == 0 {
         return false;
     }
@@ -416,7 +810,7 @@ fn patch_u16(segment: &mut [u8], offset: usize, value: u16) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::sync::Arc;
 
     use super::*;
@@ -432,7 +826,7 @@ mod tests {
     const RS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
     const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 1, 1, 100), 80);
     const PREFIX: TunnelSource =
-        TunnelSource { network: Ipv4Addr::new(10, 9, 0, 0), prefix_len: 24 };
+        TunnelSource { network: IpAddr::V4(Ipv4Addr::new(10, 9, 0, 0)), prefix_len: 24 };
 
     /// One interface (gateway 10.1.1.1, `interface_extra` lines) and a tunnel service on
     /// 10.1.1.100:80 (`proto`, `service_extra` lines) to 192.0.2.11, behind the gateway.
@@ -514,7 +908,7 @@ mod tests {
         assert_eq!(*egress, IfaceId(0));
         let (source, protocol, rest) = outer(frame);
         assert_eq!(protocol, ip_proto::IPIP);
-        assert_eq!(source, PREFIX.source_for(flow_hash(&key(4000, Proto::Tcp))));
+        assert_eq!(source, PREFIX.source_v4(flow_hash(&key(4000, Proto::Tcp))).unwrap());
         assert_eq!(rest, &inner[..], "the client's packet, unchanged (its TTL too)");
         let ip = Ipv4Packet::new_checked(&frame[ETH_LEN..]).unwrap();
         assert!(ip.dont_frag(), "DF copied from the inner packet");
@@ -570,7 +964,7 @@ mod tests {
             pipeline.process(now, IfaceId(0), &mut syn);
             let frames = emitted(&mut pipeline);
             let source = outer(&frames[0].1).0;
-            assert_eq!(source, PREFIX.source_for(flow_hash(&key(client_port, Proto::Tcp))));
+            assert_eq!(source, PREFIX.source_v4(flow_hash(&key(client_port, Proto::Tcp))).unwrap());
             sources.push(source);
         }
         assert_ne!(sources[0], sources[1]);
@@ -693,5 +1087,107 @@ mod tests {
         assert!(!clamp_mss(&mut [0x45; 10], 1400), "a short packet");
         let mut ack = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, ACK, &[]);
         assert!(!clamp_mss(&mut ack[ETH_LEN..], 1400), "no SYN");
+    }
+
+    mod six {
+        use std::net::Ipv6Addr;
+        use std::sync::Arc;
+
+        use super::super::*;
+        use crate::dataplane::{CoreSlot, Pipeline};
+        use crate::snapshot::IfaceId;
+        use crate::testkit::{self, Host6, SYN};
+
+        const fn v6(net: u16, last: u16) -> Ipv6Addr {
+            Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, last)
+        }
+        const LB: Host6 = Host6::new([2, 0, 0, 0, 0, 0x10], v6(1, 0x10));
+        const CLIENT: Host6 = Host6::new([2, 0, 0, 0, 0, 0x20], v6(1, 0x20));
+        const ROUTER: Host6 = Host6::new([2, 0, 0, 0, 0, 0x01], v6(1, 0x1));
+        /// A real server behind the router.
+        const RS: Ipv6Addr = v6(2, 0x11);
+        const VIP: (Ipv6Addr, u16) = (v6(1, 0x100), 80);
+
+        /// An IPv6 IPIP service on 2001:db8:1::100:80 to 2001:db8:2::11 behind the gateway.
+        fn pipeline() -> Pipeline {
+            let text = r#"
+                [[interface]]
+                name = "eth0"
+                addr = "10.1.1.10/24"
+                addr6 = "2001:db8:1::10/64"
+                gateway6 = "2001:db8:1::1"
+                mac = "02:00:00:00:00:10"
+                [[service]]
+                vip = "2001:db8:1::100"
+                port = 80
+                forward = "tunnel"
+                [[service.backend]]
+                addr = "2001:db8:2::11"
+                "#;
+            let config = crate::control::Config::parse(text, "test.toml").expect("valid");
+            let snapshot = Arc::new(Snapshot::build(&config, 1).expect("builds"));
+            Pipeline::new(snapshot, CoreSlot::SINGLE)
+        }
+
+        fn emitted(pipeline: &mut Pipeline) -> Vec<Vec<u8>> {
+            let mut frames = Vec::new();
+            pipeline.drain_emitted(|_, frame| frames.push(frame.to_vec()));
+            frames
+        }
+
+        /// The outer IPv6 header of a wrapped frame: to the router's MAC, next header 41, to
+        /// the real server; returns the inner packet.
+        fn inner(frame: &[u8]) -> &[u8] {
+            assert_eq!(&frame[..6], &ROUTER.mac.0, "to the gateway's MAC");
+            assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+            let ip = Ipv6Packet::new_checked(&frame[ETH_LEN..]).expect("an IPv6 header");
+            assert_eq!((ip.next_header(), ip.hop_limit(), ip.dst_addr()), (41, 64, RS));
+            assert_eq!(ip.src_addr(), LB.ip, "no prefix: the interface's addr6");
+            &frame[ETH_LEN + IPV6_HEADER..]
+        }
+
+        /// With the gateway's MAC unknown, the wrapped packet is held and the gateway
+        /// solicited from the box's own address; its advertisement releases it.
+        #[test]
+        fn an_unknown_ipv6_next_hop_holds_the_wrapped_packet_until_it_answers() {
+            let now = Instant::from_secs(1);
+            let mut pipeline = pipeline();
+            let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+            let packet = syn[ETH_LEN..].to_vec();
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Held);
+            let asked = emitted(&mut pipeline);
+            assert_eq!(asked.len(), 1, "a neighbour solicitation for the gateway");
+            let solicitation = Ipv6Packet::new_checked(&asked[0][ETH_LEN..]).unwrap();
+            assert_eq!((solicitation.next_header(), solicitation.src_addr()), (58, LB.ip));
+            pipeline.learn_neighbor6(now, ROUTER.ip, ROUTER.mac);
+            let released = emitted(&mut pipeline);
+            assert_eq!(released.len(), 1);
+            assert_eq!(&released[0][6..12], &LB.mac.0);
+            assert_eq!(inner(&released[0]), &packet[..]);
+        }
+
+        /// An ICMPv6 error about a tunnel flow (a Packet Too Big from a router on the
+        /// client's side, quoting the real server's answer from the VIP) reaches the real
+        /// server through the tunnel, unchanged inside.
+        #[test]
+        fn an_icmpv6_error_about_a_tunnel_flow_is_wrapped_to_its_real_server() {
+            let now = Instant::from_secs(1);
+            let mut pipeline = pipeline();
+            pipeline.learn_neighbor6(now, ROUTER.ip, ROUTER.mac);
+            let mut syn = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut syn), Verdict::Encapsulated);
+            emitted(&mut pipeline);
+            let answer =
+                testkit::tcp6(LB.mac, CLIENT.mac, VIP, (CLIENT.ip, 4000), testkit::SYN_ACK, &[]);
+            let mut error = testkit::icmpv6_packet_too_big(
+                ROUTER.mac, LB.mac, ROUTER.ip, VIP.0, 1280, &answer, 8,
+            );
+            let packet = error[ETH_LEN..].to_vec();
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut error), Verdict::Encapsulated);
+            let frames = emitted(&mut pipeline);
+            assert_eq!(frames.len(), 1);
+            assert_eq!(inner(&frames[0]), &packet[..]);
+            assert_eq!(pipeline.counters().get(Stat::IcmpErrorsForwarded), 1);
+        }
     }
 }

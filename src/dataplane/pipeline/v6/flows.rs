@@ -154,7 +154,8 @@ impl CoreState {
     }
 
     /// Rewrites a tracked packet (its TCP/UDP header at `l4`) for its direction (NAT,
-    /// FullNAT: a routing hop) and sends it to its next hop.
+    /// FullNAT: a routing hop) and sends it to its next hop; a tunnel flow's packet is
+    /// wrapped whole instead ([`CoreState::tunnel`]).
     fn forward6(
         &mut self,
         snapshot: &Snapshot,
@@ -164,6 +165,9 @@ impl CoreState {
         flow: &Flow<V6>,
         direction: Direction,
     ) -> Verdict {
+        if flow.forward == ForwardMode::Tunnel {
+            return self.tunnel(snapshot, now, frame, flow);
+        }
         if flow.forward != ForwardMode::Dr {
             let (src, dst) = translate(flow, direction);
             if !route_transport(frame, flow.proto, l4, src, dst) {
@@ -247,9 +251,9 @@ impl CoreState {
             return reject(owned, DropReason::IcmpNoFlow);
         };
         let flow = hit.flow;
-        // DR leaves the packet as it is (the quote names the VIP already); NAT and FullNAT
-        // route it and translate it.
-        if flow.forward != ForwardMode::Dr {
+        // DR and tunnel leave the packet as it is (the quote names the VIP already); NAT and
+        // FullNAT route it and translate it.
+        if !flow.forward.keeps_packet() {
             if !decrement_hop_limit(frame) {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
@@ -275,6 +279,11 @@ impl CoreState {
             && matches!(frame[icmp.start + 1], 0 | 3 | 4);
         if unreachable {
             self.count_unreachable(backend, hit.direction);
+        }
+        // A tunnel flow's real server is reached through the tunnel only (a tunnel flow has
+        // no other direction: replies never come back).
+        if flow.forward == ForwardMode::Tunnel {
+            return self.encapsulate6(snapshot, now, frame, &flow);
         }
         self.deliver6(snapshot, now, frame, &flow, hit.direction, backend)
     }

@@ -3,7 +3,8 @@
 //! IPv4's hot path (the batch's one-pass classification) stays IPv4-only; an IPv6 frame goes
 //! the step-by-step way, like IPv4's uncommon frames: [`step`] (who the frame is for),
 //! [`parse`] (the fixed header's checks with their exact drop reasons, the TCP/UDP view),
-//! [`flows`] (connection lookup, scheduling, forwarding, ICMPv6 echo and errors),
+//! [`flows`] (connection lookup, scheduling, forwarding, ICMPv6 echo and errors; a tunnel
+//! flow's packets are wrapped in IPv6 by `super::tunnel`),
 //! [`rewrite`] (NAT and FullNAT translation with the hop limit, echo replies, translated
 //! ICMPv6 errors) and [`ndp`] (neighbour discovery for xlb's addresses, resolution of next
 //! hops, hold and release).
