@@ -47,7 +47,7 @@ pub const PACED_BATCH: usize = 8;
 /// (`gen.bpf.c`'s `CATCH_UP_NS`: a burst of at most 200 µs worth).
 pub const CATCH_UP_NS: u64 = 200_000;
 /// How long the end of a run waits for frames still on the TX ring to leave.
-const DRAIN_FOR: Duration = Duration::from_millis(500);
+pub const DRAIN_FOR: Duration = Duration::from_millis(500);
 
 const ETH_LEN: usize = 14;
 const IP_SUM: usize = ETH_LEN + 10;
