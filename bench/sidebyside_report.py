@@ -291,8 +291,9 @@ def markdown(meta, windows, profile):
                 f"{fmt(lat.get('p50'), 1)} | {fmt(lat.get('p99'), 1)} | {fmt(lat.get('p999'), 1)} |"
             )
         out.append(
-            "\nThe latency runs cap the generator's rate in its XDP program (a frame is emitted only when due), "
-            "so frames leave evenly; the stamp is `bpf_ktime_get_ns()` at generation, read back by the sink. "
+            "\nThe latency runs cap the generator's rate (a frame is emitted only when due: in its XDP program, or "
+            "by its AF_XDP fallback's pacer, which sends at most 8 due frames per kick), so frames leave evenly; the "
+            "stamp is CLOCK_MONOTONIC (`bpf_ktime_get_ns()`) at generation, read back by the sink. "
             "The percentiles include both veth hops and the sink's own wake-up."
         )
     bp = busy_poll_lines(windows)
