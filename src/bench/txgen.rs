@@ -38,8 +38,9 @@ use crate::wire::checksum::Delta;
 use super::generator::{GenConfig, GenLimits, GenReport};
 
 /// Frames per kick without a rate cap: the live generator's batch (the kernel's NAPI
-/// weight). Measured on veth (6.18, copy mode): 32 to 128 send alike; 256, a whole veth
-/// receive ring per kick, overflows it and halves the rate.
+/// weight). Measured on veth (6.18, copy mode, `bench/results/generator-2026-12-06.md`):
+/// 32 to 128 send alike; 256, a whole veth receive ring per kick, sent about half as many
+/// in the one pair of runs compared, with the worst latency.
 pub const BATCH: usize = 64;
 /// Most frames released at once under a rate cap (what is due leaves at once, in order).
 pub const PACED_BATCH: usize = 8;
