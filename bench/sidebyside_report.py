@@ -213,6 +213,20 @@ def why(peaks, lats, profile):
     return "\n".join(out)
 
 
+def generator_path(windows):
+    """How the generator sent, from its JSON: live frames, or the fallback it names (the
+    kernel refused live frames)."""
+    paths = sorted({w["gen"].get("fallback") or "live" for w in windows if "gen" in w}, key=str)
+    names = {
+        "live": "BPF_PROG_RUN live frames",
+        "afxdp": "frames made in user space and sent by AF_XDP (the kernel refused live frames)",
+        "bpf-packet": "BPF_PROG_RUN on single frames sent by AF_PACKET (the kernel refused live frames "
+        "and no AF_XDP socket opened: the figures may measure the generator)",
+        True: "BPF_PROG_RUN on single frames sent by AF_PACKET (the kernel refused live frames)",
+    }
+    return "; ".join(names.get(p, str(p)) for p in paths) or "BPF_PROG_RUN live frames"
+
+
 def markdown(meta, windows, profile):
     peaks = peak_rows(windows)
     lats = latency_rows(windows)
@@ -229,7 +243,7 @@ def markdown(meta, windows, profile):
         f"{cores['sink_napi']}" + (" beside the generator, at SCHED_FIFO priority" if cores["sink_napi"] == cores["gen"] else "")
     )
     out.append(
-        f"- traffic: 64-byte frames (60 without FCS), {meta['flows']} flows, generator = BPF_PROG_RUN live frames "
+        f"- traffic: 64-byte frames (60 without FCS), {meta['flows']} flows, generator = {generator_path(windows)} "
         f"(`xlb bench gen`); {meta['repeats']} round(s), each a window of {meta['measure_s']} s per row after {meta['warmup_s']} s "
         f"warm-up (rows interleaved, so other work on the machine spreads over all of them); the table shows the median "
         f"window (min–max in brackets)"
@@ -277,8 +291,9 @@ def markdown(meta, windows, profile):
                 f"{fmt(lat.get('p50'), 1)} | {fmt(lat.get('p99'), 1)} | {fmt(lat.get('p999'), 1)} |"
             )
         out.append(
-            "\nThe latency runs cap the generator's rate in its XDP program (a frame is emitted only when due), "
-            "so frames leave evenly; the stamp is `bpf_ktime_get_ns()` at generation, read back by the sink. "
+            "\nThe latency runs cap the generator's rate (a frame is emitted only when due: in its XDP program, or "
+            "by its AF_XDP fallback's pacer, which sends at most 8 due frames per kick), so frames leave evenly; the "
+            "stamp is CLOCK_MONOTONIC (`bpf_ktime_get_ns()`) at generation, read back by the sink. "
             "The percentiles include both veth hops and the sink's own wake-up."
         )
     bp = busy_poll_lines(windows)

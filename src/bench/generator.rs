@@ -6,8 +6,7 @@
 //! into page-pool pages, runs the program on each (which gives the frame its flow and a
 //! timestamp, fixing checksums incrementally), and sends what it returns `XDP_TX` for out of
 //! the test run's ingress device, in batches. On veth the peer must accept XDP frames (an XDP
-//! program or GRO on it). One core does several Mpps this way; an AF_XDP TX generator on veth
-//! does about one.
+//! program or GRO on it). One core does several Mpps this way.
 //!
 //! Knobs, ready for a SYN flood: [`GenConfig`] (flows cycled through, or random spoofed
 //! sources over an address and port span), [`GenLimits`] (a packet count, a time bound, a
@@ -17,10 +16,16 @@
 //! a page pool at a cost of tens of milliseconds.
 //!
 //! Where the kernel refuses live frames (some 6.18 builds answer `EPERM` even to root), the
-//! first call says so on stderr and the generator falls back to running the program on one
-//! frame at a time (not live) and sending what it makes through an `AF_PACKET` socket
-//! ([`crate::dataplane::io::afxdp::packet`]): the same flows, stamps and pacing, an order of
-//! magnitude fewer frames a second; the report says `fallback`.
+//! first call says so on stderr and the generator falls back to its AF_XDP sender
+//! ([`super::txgen`], [`Fallback::Afxdp`]): the same frames made in user space (template
+//! written once per UMEM frame, then the source and stamp rewritten in place with
+//! incremental checksums), sent from an AF_XDP socket's TX ring on queue 0 of the device in
+//! batches of one kick each; the same flows, stamps, packet limit, time bound and even
+//! pacing. Where that socket does not open either, the program runs on one frame at a time
+//! (not live) and each frame it makes leaves through an `AF_PACKET` socket
+//! ([`crate::dataplane::io::afxdp::packet`], [`Fallback::BpfPacket`]): an order of
+//! magnitude fewer frames a second. The report says which (`fallback`); `--fallback`
+//! (`GenPath::Only`) forces one where live frames work, to measure or test it.
 //!
 //! Invariants: the config map's value is the 40-byte `struct gen_config`, checked at load;
 //! [`FrameSpec::build`] makes frames with valid checksums and a plain 20-byte IPv4 header,
@@ -32,11 +37,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dataplane::io::afxdp::bpf::{self, Aligned, Map, Object};
+use crate::dataplane::io::afxdp::netdev::Netdev;
 use crate::dataplane::io::afxdp::packet::FrameSender;
 use crate::dataplane::io::afxdp::steer::SteerError;
+use crate::dataplane::io::afxdp::xsk::{XskConfig, XskPort};
 use crate::flow::Proto;
 use crate::testkit;
 use crate::wire::MacAddr;
+
+use super::txgen;
 
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/gen.bpf.o")));
 
@@ -186,13 +195,46 @@ pub struct GenReport {
     pub sent: u64,
     /// Time since the first frame.
     pub elapsed: Duration,
-    /// `BPF_PROG_RUN` calls made (live calls; or rounds of the fallback's single runs).
+    /// `BPF_PROG_RUN` live calls made; in a fallback, its rounds (AF_XDP: batches put on
+    /// the TX ring; AF_PACKET: rounds of single runs).
     pub calls: u64,
-    /// Whether the frames left through an `AF_PACKET` socket because the kernel refused
-    /// live frames (see [`Generator::run`]).
-    pub fallback: bool,
-    /// Frames the fallback made but the device's queue refused (`ENOBUFS`), among `sent`.
+    /// Which fallback sent the frames because the kernel refused live frames (None: live
+    /// frames; see [`Generator::run`]).
+    pub fallback: Option<Fallback>,
+    /// Frames a fallback made that did not leave (AF_XDP: dropped by the driver or a full
+    /// TX ring; AF_PACKET: refused by the device's queue, `ENOBUFS`).
     pub not_sent: u64,
+}
+
+/// How frames leave where the kernel refuses live frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Fallback {
+    /// Frames made in user space ([`super::txgen`]) and sent by an AF_XDP socket's TX ring:
+    /// over a million a second on one core.
+    Afxdp,
+    /// The program run on one frame at a time (not live) and each frame sent by an
+    /// `AF_PACKET` socket: an order of magnitude slower; where no AF_XDP socket opens.
+    BpfPacket,
+}
+
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::Afxdp => "afxdp",
+            Fallback::BpfPacket => "bpf-packet",
+        }
+    }
+}
+
+/// How [`Generator::run`] sends: live frames first (falling back where the kernel refuses
+/// them), or one fallback forced (to measure or test it where live frames work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GenPath {
+    #[default]
+    Auto,
+    Only(Fallback),
 }
 
 impl GenReport {
@@ -275,15 +317,22 @@ impl Generator {
         Ok(out)
     }
 
-    /// Sends copies of `frame` out of interface `ifindex` (in this thread's network
-    /// namespace) until a limit is reached or `stop` is set; calls `progress` about once a
-    /// second. The packet limit and rate cap are kept by the program; the time bound
-    /// between calls (each about [`CALL_TARGET`]). A signal ends a call early (`EINTR`).
+    /// Sends copies of `frame` out of `dev` (in this thread's network namespace) until a
+    /// limit is reached or `stop` is set; calls `progress` about once a second. The packet
+    /// limit and rate cap are kept by the program; the time bound between calls (each about
+    /// [`CALL_TARGET`]). A signal ends a call early (`EINTR`).
+    ///
+    /// Where the kernel refuses live frames (the first call fails with `EPERM`,
+    /// `EOPNOTSUPP`), or `path` forces it, the frames leave by a fallback, said on stderr:
+    /// the AF_XDP sender ([`super::txgen`]: the same flows, stamps, limit and even pacing,
+    /// made in user space), or where its socket does not open, the program run frame by
+    /// frame and sent through `AF_PACKET` ([`Fallback::BpfPacket`]).
     pub fn run(
         &self,
         frame: &[u8],
-        ifindex: u32,
+        dev: &Netdev,
         limits: &GenLimits,
+        path: GenPath,
         stop: &AtomicBool,
         progress: &mut dyn FnMut(&GenReport),
     ) -> Result<GenReport, SteerError> {
@@ -292,6 +341,13 @@ impl Generator {
             .get()
             .ok_or_else(|| SteerError::Object("the generator runs only once configured".into()))?;
         let first = self.generated()?;
+        if path == GenPath::Only(Fallback::Afxdp) {
+            match self.run_afxdp(frame, dev, &flows, first, limits, stop, progress)? {
+                Some(report) => return Ok(report),
+                None => eprintln!("gen: sending single runs through AF_PACKET instead"),
+            }
+        }
+        let ifindex = dev.ifindex;
         let limit = first.saturating_add(limits.packets).max(1);
         let interval = interval_ns(limits.rate);
         self.config.update(&0u32.to_ne_bytes(), &flows.encode(interval, limit))?;
@@ -300,7 +356,15 @@ impl Generator {
         let mut report = GenReport::default();
         let mut last_progress = started;
         let mut repeat = FIRST_REPEAT;
-        let mut sender: Option<FrameSender> = None;
+        let packet_sender = || {
+            FrameSender::new(ifindex)
+                .map_err(|error| SteerError::Object(format!("an AF_PACKET socket: {error}")))
+        };
+        let mut sender = None;
+        if let GenPath::Only(_) = path {
+            sender = Some(packet_sender()?);
+            report.fallback = Some(Fallback::BpfPacket);
+        }
         while report.sent < limits.packets
             && !stop.load(Ordering::Relaxed)
             && started.elapsed() < limits.duration
@@ -314,15 +378,23 @@ impl Generator {
                         Ok(()) => {}
                         Err(error) if error.errno() == Some(libc::EINTR) => {}
                         Err(error) if report.calls == 0 && refuses_live_frames(&error) => {
+                            // Nothing was generated: the fallback starts from `first`.
                             eprintln!(
-                                "gen: the kernel refuses live frames ({error}); sending each frame \
-                             the program makes through an AF_PACKET socket instead (about ten \
-                             times slower)"
+                                "gen: the kernel refuses live frames ({error}); making the frames \
+                                 in user space and sending them by an AF_XDP socket instead"
                             );
-                            sender = Some(FrameSender::new(ifindex).map_err(|error| {
-                                SteerError::Object(format!("an AF_PACKET socket: {error}"))
-                            })?);
-                            report.fallback = true;
+                            if let Some(report) =
+                                self.run_afxdp(frame, dev, &flows, first, limits, stop, progress)?
+                            {
+                                self.config.update(&0u32.to_ne_bytes(), &flows.encode(0, 0))?;
+                                return Ok(report);
+                            }
+                            eprintln!(
+                                "gen: sending each frame the program makes through an AF_PACKET \
+                                 socket instead (about ten times slower)"
+                            );
+                            sender = Some(packet_sender()?);
+                            report.fallback = Some(Fallback::BpfPacket);
                         }
                         Err(error) => return Err(error),
                     }
@@ -342,6 +414,41 @@ impl Generator {
         report.sent = self.generated()? - first;
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// The AF_XDP fallback ([`super::txgen`]): frames like `frame` with the flows of
+    /// `flows`, numbered from `first`, out of queue 0 of `dev`. None (and why on stderr)
+    /// where the socket does not open (an old kernel, a locked-memory limit).
+    #[allow(clippy::too_many_arguments)]
+    fn run_afxdp(
+        &self,
+        frame: &[u8],
+        dev: &Netdev,
+        flows: &GenConfig,
+        first: u64,
+        limits: &GenLimits,
+        stop: &AtomicBool,
+        progress: &mut dyn FnMut(&GenReport),
+    ) -> Result<Option<GenReport>, SteerError> {
+        let seed = bpf::monotonic_ns() ^ u64::from(std::process::id());
+        let mut maker = txgen::FrameMaker::new(frame, *flows, first, seed)
+            .map_err(|error| SteerError::Object(format!("the AF_XDP generator: {error}")))?;
+        let mut port = match XskPort::open(&dev.name, 0, XskConfig::default()) {
+            Ok(port) => port,
+            Err(error) => {
+                eprintln!("gen: no AF_XDP socket ({error})");
+                return Ok(None);
+            }
+        };
+        eprintln!(
+            "gen: sending by AF_XDP on {} queue 0 ({} mode, {} frames per kick)",
+            dev.name,
+            port.mode(),
+            port.tx_budget()
+        );
+        let mut report = GenReport { fallback: Some(Fallback::Afxdp), ..GenReport::default() };
+        txgen::run(&mut port, &mut maker, limits, stop, &mut report, progress);
+        Ok(Some(report))
     }
 
     /// The fallback of [`Generator::run`] where live frames are refused, for about `budget`:
@@ -392,7 +499,7 @@ const ENOTSUPP: i32 = 524;
 const COPIES_BETWEEN_CLOCK_READS: u32 = 64;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
 
@@ -400,7 +507,7 @@ mod tests {
     use crate::dataplane::io::afxdp::bpf::tests::root;
     use crate::dataplane::io::afxdp::testns::Netns;
 
-    const SPEC: FrameSpec = FrameSpec {
+    pub(crate) const SPEC: FrameSpec = FrameSpec {
         src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
         src: Ipv4Addr::new(10, 100, 0, 1),
@@ -477,7 +584,7 @@ mod tests {
     }
 
     /// Whether `frame`'s IPv4 and L4 checksums verify.
-    fn checksums_ok(frame: &[u8]) -> bool {
+    pub(crate) fn checksums_ok(frame: &[u8]) -> bool {
         let packet = SlicedPacket::from_ethernet(frame).expect("parses");
         let Some(NetSlice::Ipv4(ip)) = packet.net else { return false };
         let header = ip.header().to_header();

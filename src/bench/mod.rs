@@ -3,7 +3,8 @@
 //! object on stdout:
 //!
 //! - `gen`: the traffic generator ([`generator`]: `BPF_PROG_RUN` live frames, several Mpps
-//!   on one core), bounded in packets and time, optionally rate-capped;
+//!   on one core; where the kernel refuses them, frames made in user space and sent by
+//!   AF_XDP, [`txgen`]), bounded in packets and time, optionally rate-capped;
 //! - `sink`: the checking sink ([`sink`]) on the receiving veth: waits for traffic, lets it
 //!   settle, then measures a window: good and bad frames, Mpps, latency percentiles, and the
 //!   busy time of the forwarding cores per packet (from `/proc/stat`);
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use self::generator::{FrameSpec, GenConfig, GenLimits, Generator};
+use self::generator::{Fallback, FrameSpec, GenConfig, GenLimits, GenPath, Generator};
 use self::null::NullForwarder;
 use self::redirect::Redirect;
 use self::sink::{Sink, SinkCounts, SinkExpect, SinkSample};
@@ -54,11 +55,13 @@ pub mod generator;
 pub mod null;
 pub mod redirect;
 pub mod sink;
+pub mod txgen;
 
 /// `xlb bench`'s subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
-    /// Send 64-byte UDP or TCP SYN frames over many flows (BPF_PROG_RUN live frames).
+    /// Send 64-byte UDP or TCP SYN frames over many flows (BPF_PROG_RUN live frames; AF_XDP
+    /// where the kernel refuses them).
     Gen(GenArgs),
     /// Check, count and time what arrives on an interface, over a measurement window.
     Sink(SinkArgs),
@@ -114,6 +117,10 @@ pub struct GenArgs {
     /// Frame size without FCS (60: 64 bytes on the wire).
     #[arg(long, default_value_t = generator::MIN_FRAME)]
     pub size: usize,
+    /// Send by this fallback even where the kernel runs live frames (default: live frames,
+    /// and afxdp where the kernel refuses them).
+    #[arg(long, value_enum)]
+    pub fallback: Option<Fallback>,
 }
 
 /// Options of `xlb bench sink`.
@@ -244,10 +251,10 @@ pub struct GenSummary {
     pub seconds: f64,
     pub mpps: f64,
     pub calls: u64,
-    /// Whether the frames left through an `AF_PACKET` socket (the kernel refused live
-    /// frames; see [`generator`]).
-    pub fallback: bool,
-    /// Frames the fallback made that the device's queue refused (among `sent`).
+    /// Which fallback sent the frames (`afxdp`, `bpf-packet`), or null: live frames (see
+    /// [`generator`]).
+    pub fallback: Option<&'static str>,
+    /// Frames the fallback made that did not leave.
     pub not_sent: u64,
 }
 
@@ -294,7 +301,8 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
         limits.duration.as_secs_f64(),
         args.rate.map(|r| format!(", at most {r} frames/s")).unwrap_or_default()
     );
-    let report = generator.run(&frame, dev.ifindex, &limits, stop, &mut |report| {
+    let path = args.fallback.map_or(GenPath::Auto, GenPath::Only);
+    let report = generator.run(&frame, &dev, &limits, path, stop, &mut |report| {
         eprintln!(
             "gen: {:.1} s, {} frames, {:.2} Mpps",
             report.elapsed.as_secs_f64(),
@@ -307,10 +315,12 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
         report.sent,
         report.elapsed.as_secs_f64(),
         report.mpps(),
-        if report.fallback {
-            format!(" (through AF_PACKET; {} refused by the device's queue)", report.not_sent)
-        } else {
-            String::new()
+        match report.fallback {
+            Some(Fallback::Afxdp) => format!(" (by AF_XDP; {} did not leave)", report.not_sent),
+            Some(Fallback::BpfPacket) => {
+                format!(" (through AF_PACKET; {} refused by the device's queue)", report.not_sent)
+            }
+            None => String::new(),
         }
     );
     Ok(GenSummary {
@@ -318,7 +328,7 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
         seconds: report.elapsed.as_secs_f64(),
         mpps: report.mpps(),
         calls: report.calls,
-        fallback: report.fallback,
+        fallback: report.fallback.map(Fallback::name),
         not_sent: report.not_sent,
     })
 }

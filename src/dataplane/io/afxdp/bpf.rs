@@ -8,6 +8,7 @@
 //!   checks) or in the kernel's live-frames mode (the benchmark's traffic generator,
 //!   `bench/generator.rs`).
 //! - `opts_size!`, [`check`]: libbpf options sizing and error reporting.
+//! - [`monotonic_ns`]: the clock `bpf_ktime_get_ns()` reads, for stamps made in user space.
 //!
 //! Every call reports a [`SteerError`] (the steering program was the first user; the type
 //! names the call, what it was done to, and the errno).
@@ -545,6 +546,17 @@ pub(crate) fn sum_per_cpu(bytes: &[u8]) -> u64 {
         .chunks_exact(8)
         .map(|value| u64::from_ne_bytes(value.try_into().unwrap_or_default()))
         .sum()
+}
+
+/// Now on the clock `bpf_ktime_get_ns()` reads (`CLOCK_MONOTONIC`), in nanoseconds: what
+/// a user-space sender stamps frames with where the programs that read stamps (the
+/// benchmark's sink) compare them with their own clock. A vDSO call, no syscall.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a live timespec the call fills; CLOCK_MONOTONIC always exists, so
+    // the call cannot fail (and a failure would leave `now` zero, not undefined).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 //!   has none (veth).
 //! - [`groups`]: the solicited-node multicast groups of xlb's IPv6 addresses, joined on its
 //!   interfaces so a NIC's filter lets neighbour solicitations for a VIP through to XDP.
-//! - [`packet`]: a raw `AF_PACKET` sender, the benchmark generator's way out where the
-//!   kernel refuses live frames.
+//! - [`packet`]: a raw `AF_PACKET` sender, the benchmark generator's last way out where the
+//!   kernel refuses live frames (its AF_XDP sender uses [`xsk`] first).
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
 //! - `bpf`: the libbpf plumbing every XDP program of the crate goes through (an embedded
 //!   object opened and loaded, its maps, `BPF_PROG_TEST_RUN`), the benchmark's included.

@@ -1,7 +1,8 @@
 //! A raw `AF_PACKET` socket that sends whole Ethernet frames out of one interface: the
-//! traffic generator's way out where the kernel refuses `BPF_PROG_RUN`'s live frames
-//! (`crate::bench::generator`). One `sendto` per frame, so it is slower than live frames by
-//! an order of magnitude; it exists so that a lab still floods, not to benchmark.
+//! traffic generator's last way out where the kernel refuses `BPF_PROG_RUN`'s live frames
+//! and no AF_XDP socket opens either (`crate::bench::generator`; its AF_XDP sender,
+//! `crate::bench::txgen`, comes first). One `sendto` per frame, so it is slower than live
+//! frames by an order of magnitude; it exists so that a lab still floods, not to benchmark.
 //!
 //! Invariants: the socket's protocol is 0, so it receives nothing; every frame goes to the
 //! interface named at creation, as the caller built it (Ethernet header included).

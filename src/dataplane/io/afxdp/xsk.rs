@@ -479,6 +479,53 @@ impl XskPort {
         }
     }
 
+    /// Queues up to `count` frames of `len` bytes made in place, for senders that make their
+    /// own frames (the benchmark's generator): each is a free UMEM frame handed to `make`
+    /// holding what it held when it last left (this socket's own earlier frame, or zeros the
+    /// first time: UMEM frames are never written by the kernel in transmit), so `make` need
+    /// rewrite only what changes. The frames go on the TX ring at the next
+    /// [`Port::flush`]; returns how many were queued, fewer when free frames run out
+    /// (counted in `send_no_frame`) or `len` exceeds a frame (`send_too_big`, none queued).
+    pub fn send_in_place(
+        &mut self,
+        count: usize,
+        len: usize,
+        make: &mut dyn FnMut(&mut [u8]),
+    ) -> usize {
+        for queued in 0..count {
+            let Some(mut desc) = self.free.pop() else {
+                self.stats.send_no_frame += 1;
+                return queued;
+            };
+            let made = {
+                // SAFETY: `desc` came from `free`: a frame of this UMEM owned by user space
+                // alone until it is produced to the TX ring at the next flush.
+                let mut data = unsafe { self.umem.data_mut(&mut desc) };
+                let mut cursor = data.cursor();
+                let fits = cursor.buf_len() >= len;
+                if fits {
+                    // The frame's length, over the bytes it still holds.
+                    cursor.set_pos(len);
+                    make(data.contents_mut());
+                }
+                fits
+            };
+            if !made {
+                self.free.push(desc);
+                self.stats.send_too_big += 1;
+                return queued;
+            }
+            self.tx_ready.push(desc);
+        }
+        count
+    }
+
+    /// Frames queued or on the TX ring whose completion has not come back: zero once
+    /// everything sent has left.
+    pub fn tx_pending(&self) -> usize {
+        self.tx_ready.len() + self.tx_in_flight
+    }
+
     /// Frames on the TX ring the kernel has not taken yet (reads the kernel's consumer
     /// position: exact).
     fn tx_left(&mut self) -> usize {
