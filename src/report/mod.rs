@@ -86,6 +86,10 @@ pub struct PortStats {
     /// `XDP_STATISTICS` `rx_dropped`): frames longer than a UMEM frame holds, which an MTU
     /// above [`crate::dataplane::io::afxdp::xsk::MAX_RX_FRAME`] lets in.
     pub rx_kernel_dropped: u64,
+    /// Multi-buffer AF_XDP: received packets dropped because they spanned more buffers than
+    /// a packet may ([`crate::dataplane::io::afxdp::xsk::MAX_PACKET_BUFFERS`]) or arrived cut
+    /// off.
+    pub rx_too_many_buffers: u64,
 }
 
 impl PortStats {
@@ -112,6 +116,7 @@ impl PortStats {
         self.pass_reinject_failed += other.pass_reinject_failed;
         self.pass_unreinjectable += other.pass_unreinjectable;
         self.rx_kernel_dropped += other.rx_kernel_dropped;
+        self.rx_too_many_buffers += other.rx_too_many_buffers;
     }
 }
 
