@@ -174,9 +174,10 @@ fn umem_error(error: &xsk_rs::umem::UmemCreateError, frames: u32) -> io::Error {
 }
 
 /// The longest frame a UMEM frame receives: the frame size (xsk-rs's default, libxdp's
-/// `XSK_UMEM__DEFAULT_FRAME_SIZE`, 4096 bytes) less the kernel's `XDP_PACKET_HEADROOM` (256). The kernel drops a longer one before the
-/// ring (counted in `XDP_STATISTICS` `rx_dropped`, reported as
-/// [`PortStats::rx_kernel_dropped`]).
+/// `XSK_UMEM__DEFAULT_FRAME_SIZE`, 4096 bytes) less the kernel's `XDP_PACKET_HEADROOM`
+/// (256). A longer one takes several buffers on a multi-buffer socket
+/// ([`XskConfig::multi_buffer`]); on any other the kernel drops it before the ring (counted
+/// in `XDP_STATISTICS` `rx_dropped`, reported as [`PortStats::rx_kernel_dropped`]).
 pub const MAX_RX_FRAME: u32 = 4096 - 256;
 
 /// Most descriptors one packet may span on a multi-buffer socket: the kernel's
