@@ -149,7 +149,6 @@ pub struct RunOptions {
     pub state: Option<PathBuf>,
 }
 
-/// One interface xlb runs on.
 /// Why xlb refuses to start on `netdev`, whose MTU lets in frames longer than one AF_XDP
 /// buffer, when the kernel refused `what` multi-buffer needs: the MTU, the reason, the fix.
 fn jumbo_refusal(netdev: &Netdev, what: &str, error: &dyn std::fmt::Display) -> String {
@@ -167,6 +166,7 @@ fn jumbo_refusal(netdev: &Netdev, what: &str, error: &dyn std::fmt::Display) -> 
     )
 }
 
+/// One interface xlb runs on.
 struct Link {
     netdev: Netdev,
     steer: SteerProgram,
