@@ -149,6 +149,23 @@ pub struct RunOptions {
     pub state: Option<PathBuf>,
 }
 
+/// Why xlb refuses to start on `netdev`, whose MTU lets in frames longer than one AF_XDP
+/// buffer, when the kernel refused `what` multi-buffer needs: the MTU, the reason, the fix.
+fn jumbo_refusal(netdev: &Netdev, what: &str, error: &dyn std::fmt::Display) -> String {
+    format!(
+        "{}: MTU {} lets in frames of up to {} bytes, longer than an AF_XDP buffer holds ({}); \
+         that needs multi-buffer XDP, but {what} failed: {error}. Lower the MTU to {} or less \
+         (ip link set {} mtu {}), or run a kernel and driver with multi-buffer AF_XDP",
+        netdev.name,
+        netdev.mtu,
+        netdev.max_frame(),
+        xsk::MAX_RX_FRAME,
+        xsk::MAX_RX_FRAME - 18,
+        netdev.name,
+        xsk::MAX_RX_FRAME - 18
+    )
+}
+
 /// One interface xlb runs on.
 struct Link {
     netdev: Netdev,
@@ -279,7 +296,16 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
 
     let mut links = Vec::new();
     for netdev in netdevs {
-        let steer = SteerProgram::load().context("loading the XDP steering program")?;
+        // Frames longer than one AF_XDP buffer: multi-buffer XDP and AF_XDP, or no start.
+        let multi_buffer = netdev.max_frame() > xsk::MAX_RX_FRAME;
+        let steer = SteerProgram::load_with(multi_buffer).map_err(|error| {
+            let what = "loading the XDP program with BPF_F_XDP_HAS_FRAGS (Linux 5.18+)";
+            if multi_buffer {
+                anyhow::anyhow!(jumbo_refusal(&netdev, what, &error))
+            } else {
+                anyhow::Error::new(error).context("loading the XDP steering program")
+            }
+        })?;
         if crate::dataplane::io::afxdp::steer::remove_stale(netdev.ifindex)
             .with_context(|| format!("{}: removing a stale xlb XDP program", netdev.name))?
         {
@@ -307,16 +333,15 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
             .set_rules(&rules.for_interface(&snapshot, IfaceId(links.len() as u8)))
             .with_context(|| format!("{}: steering rules", netdev.name))?;
         info!("{}: XDP {:?} mode, {} rx queue(s)", netdev.name, mode, netdev.rx_queues);
-        if netdev.max_frame() > xsk::MAX_RX_FRAME {
-            warn!(
-                "{}: MTU {} lets in frames of up to {} bytes, but an AF_XDP frame holds {}: longer \
-                 frames to xlb's addresses are dropped by the kernel (counted as kernel-dropped); \
-                 set the MTU to {} or less",
+        if multi_buffer {
+            info!(
+                "{}: MTU {} lets in frames of up to {} bytes, longer than an AF_XDP buffer \
+                 ({}): multi-buffer XDP and AF_XDP (XDP_USE_SG), up to {} buffers a packet",
                 netdev.name,
                 netdev.mtu,
                 netdev.max_frame(),
                 xsk::MAX_RX_FRAME,
-                xsk::MAX_RX_FRAME - 18
+                xsk::MAX_PACKET_BUFFERS
             );
         }
         let tap = open_tap(options, &netdev, links.len());
@@ -372,7 +397,15 @@ pub fn run(options: &RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<RunSum
     for (index, link) in links.iter().enumerate() {
         for queue in 0..link.netdev.rx_queues {
             let worker = queue as usize % workers;
-            let mut port = XskPort::open(&link.netdev.name, queue, xsk_config)?;
+            let multi_buffer = link.netdev.max_frame() > xsk::MAX_RX_FRAME;
+            let config = XskConfig { multi_buffer, ..xsk_config };
+            let mut port = match XskPort::open(&link.netdev.name, queue, config) {
+                Err(error) if multi_buffer => {
+                    let what = "binding the AF_XDP socket with XDP_USE_SG (Linux 6.6+)";
+                    return Err(anyhow::anyhow!(jumbo_refusal(&link.netdev, what, &error)));
+                }
+                opened => opened?,
+            };
             if let Some(tap) = &link.tap {
                 port.set_reinject(tap.clone());
             }
@@ -1692,5 +1725,34 @@ impl ProbeDevice for Tun {
 
     fn fd(&self) -> std::os::fd::RawFd {
         Tun::fd(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the kernel refuses multi-buffer, the refusal names the interface, its MTU, the
+    /// frame length it lets in, what failed and why, and the MTU that works without it.
+    #[test]
+    fn a_jumbo_refusal_names_the_mtu_the_reason_and_the_fix() {
+        let netdev = Netdev {
+            name: "eth7".into(),
+            ifindex: 7,
+            mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 7]),
+            rx_queues: 1,
+            mtu: 9000,
+        };
+        let what = "binding the AF_XDP socket with XDP_USE_SG (Linux 6.6+)";
+        let error = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+        let text = jumbo_refusal(&netdev, what, &error);
+        for part in [
+            "eth7: MTU 9000 lets in frames of up to 9018 bytes",
+            "(3840)",
+            "XDP_USE_SG (Linux 6.6+) failed: Operation not supported",
+            "Lower the MTU to 3822 or less (ip link set eth7 mtu 3822)",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
     }
 }

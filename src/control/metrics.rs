@@ -696,7 +696,7 @@ const CONNTRACK: [Field<ConntrackStats>; 7] = [
     ("removed", "Flows removed explicitly (port reuse).", |c| c.removed),
 ];
 
-const PORT: [Field<PortStats>; 18] = [
+const PORT: [Field<PortStats>; 19] = [
     ("rx_packets", "Frames received by the core's AF_XDP sockets on the interface.", |p| {
         p.rx_packets
     }),
@@ -750,6 +750,11 @@ const PORT: [Field<PortStats>; 18] = [
         "rx_kernel_dropped",
         "Frames the kernel dropped before the receive ring (e.g. longer than a UMEM frame).",
         |p| p.rx_kernel_dropped,
+    ),
+    (
+        "rx_too_many_buffers",
+        "Multi-buffer packets dropped: more buffers than a packet may span, or cut off.",
+        |p| p.rx_too_many_buffers,
     ),
 ];
 

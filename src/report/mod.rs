@@ -83,9 +83,13 @@ pub struct PortStats {
     /// device): lost, never counted as delivered.
     pub pass_unreinjectable: u64,
     /// Frames the kernel dropped on their way into the receive ring (AF_XDP's
-    /// `XDP_STATISTICS` `rx_dropped`): frames longer than a UMEM frame holds, which an MTU
-    /// above [`crate::dataplane::io::afxdp::xsk::MAX_RX_FRAME`] lets in.
+    /// `XDP_STATISTICS` `rx_dropped`): e.g. a full receive ring, or frames longer than a UMEM
+    /// frame on a socket without multi-buffer.
     pub rx_kernel_dropped: u64,
+    /// Multi-buffer AF_XDP: received packets dropped because they spanned more buffers than
+    /// a packet may ([`crate::dataplane::io::afxdp::xsk::MAX_PACKET_BUFFERS`]) or arrived cut
+    /// off.
+    pub rx_too_many_buffers: u64,
 }
 
 impl PortStats {
@@ -112,6 +116,7 @@ impl PortStats {
         self.pass_reinject_failed += other.pass_reinject_failed;
         self.pass_unreinjectable += other.pass_unreinjectable;
         self.rx_kernel_dropped += other.rx_kernel_dropped;
+        self.rx_too_many_buffers += other.rx_too_many_buffers;
     }
 }
 

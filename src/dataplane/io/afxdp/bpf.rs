@@ -404,6 +404,25 @@ impl Object {
         Map::find(self.object, name, entries)
     }
 
+    /// Marks program `name` as handling multi-buffer frames (`BPF_F_XDP_HAS_FRAGS`, Linux
+    /// 5.18+), before [`Object::load`]: the kernel then hands it frames longer than a page
+    /// (its `data`..`data_end` covers the first buffer only) and lets a device with such an
+    /// MTU run it natively. A kernel without the flag refuses the load.
+    pub(crate) fn set_has_frags(&self, name: &'static CStr) -> Result<(), SteerError> {
+        let label = name.to_str().unwrap_or("?");
+        // SAFETY: `object` is live and not loaded yet; the name is NUL-terminated.
+        let program =
+            unsafe { sys::bpf_object__find_program_by_name(self.object.as_ptr(), name.as_ptr()) };
+        if program.is_null() {
+            return Err(SteerError::Object(format!("{}: no program named {label}", self.label)));
+        }
+        // SAFETY: `program` is non-null and belongs to the live, not yet loaded object.
+        let flags = unsafe { sys::bpf_program__flags(program) } | sys::BPF_F_XDP_HAS_FRAGS;
+        // SAFETY: as above; libbpf only records the flags for the load.
+        let ret = unsafe { sys::bpf_program__set_flags(program, flags) };
+        check(ret, "bpf_program__set_flags", || format!("{label}: BPF_F_XDP_HAS_FRAGS")).map(drop)
+    }
+
     /// Loads the object into the kernel (the verifier runs here). Needs `CAP_BPF`.
     pub(crate) fn load(&self) -> Result<(), SteerError> {
         // SAFETY: `object` is live (owned by `self`).

@@ -477,7 +477,19 @@ impl SteerProgram {
     /// Opens the embedded object and loads it into the kernel (the verifier runs here).
     /// Nothing is attached. Needs `CAP_BPF` (root).
     pub fn load() -> Result<SteerProgram, SteerError> {
+        SteerProgram::load_with(false)
+    }
+
+    /// [`SteerProgram::load`], with `multi_buffer`: loaded with `BPF_F_XDP_HAS_FRAGS`, for an
+    /// interface whose MTU lets in frames longer than one AF_XDP buffer (the sockets are
+    /// bound with `XDP_USE_SG`). The program reads only headers, which lie in the first
+    /// buffer; a frame whose headers do not is passed to the kernel as any frame it cannot
+    /// parse.
+    pub fn load_with(multi_buffer: bool) -> Result<SteerProgram, SteerError> {
         let object = Object::open(OBJECT, "steer.bpf.o")?;
+        if multi_buffer {
+            object.set_has_frags(PROGRAM_CNAME)?;
+        }
         let xsks = object.map(c"xsks", MAX_QUEUES as usize)?;
         let dst = object.map(c"dst", MAX_DST)?;
         let nat_src = object.map(c"nat_src", MAX_NAT_SRC)?;

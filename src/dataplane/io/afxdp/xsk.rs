@@ -47,6 +47,23 @@
 //! wakeups), `waits` (`poll(2)` when idle); and each received batch once by size
 //! (`rx_batch_sizes`).
 //!
+//! **Frames longer than a UMEM frame (jumbo MTUs).** A socket opened with
+//! [`XskConfig::multi_buffer`] is bound with `XDP_USE_SG` (Linux 6.6+; the steering program
+//! is loaded with `BPF_F_XDP_HAS_FRAGS`): the kernel then hands a packet longer than
+//! [`MAX_RX_FRAME`] as several descriptors, `XDP_PKT_CONTD` on all but the last. A batch
+//! holding no such packet takes the ordinary path unchanged. Otherwise [`split_packets`]
+//! groups the batch: runs of single-buffer packets are processed as a batch, each
+//! multi-buffer packet alone, gathered into a scratch buffer allocated at open
+//! ([`MAX_PACKET_BUFFERS`] frames' worth), where the pipeline rewrites it in place (its
+//! length unchanged). Sent back on the same port it is copied back into its own
+//! descriptors, which go out as one packet; sent by another port, [`Port::send`] splits it
+//! over as many descriptors as it needs (or counts `send_too_big` without multi-buffer);
+//! passed, the TAP gets it whole. A packet of more than [`MAX_PACKET_BUFFERS`] buffers, or
+//! cut off by the end of what the ring held, is dropped and counted
+//! (`rx_too_many_buffers`). On a multi-buffer socket a flush puts only whole packets on
+//! the TX ring ([`whole_packets`]): what does not fit is counted per packet as
+//! `tx_ring_full`, never split across flushes.
+//!
 //! Every `unsafe` call here is an xsk-rs ring or UMEM access or one of three plain syscalls
 //! on the socket's own descriptor (`setsockopt`, `sendto`, `poll`); the invariant the ring
 //! accesses rely on is the ownership rule above (a descriptor passed in belongs to this
@@ -98,11 +115,15 @@ pub struct XskConfig {
     pub ring: u32,
     /// Ask for zero-copy first (falls back to copy); false binds in copy mode directly.
     pub try_zero_copy: bool,
+    /// Bind with `XDP_USE_SG` (multi-buffer, Linux 6.6+): packets longer than
+    /// [`MAX_RX_FRAME`] arrive and leave over several descriptors. For an interface whose
+    /// MTU lets in such frames; a kernel or driver that refuses it fails the open.
+    pub multi_buffer: bool,
 }
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig { frames: 4096, ring: 2048, try_zero_copy: true }
+        XskConfig { frames: 4096, ring: 2048, try_zero_copy: true, multi_buffer: false }
     }
 }
 
@@ -153,10 +174,91 @@ fn umem_error(error: &xsk_rs::umem::UmemCreateError, frames: u32) -> io::Error {
 }
 
 /// The longest frame a UMEM frame receives: the frame size (xsk-rs's default, libxdp's
-/// `XSK_UMEM__DEFAULT_FRAME_SIZE`, 4096 bytes) less the kernel's `XDP_PACKET_HEADROOM` (256). The kernel drops a longer one before the
-/// ring (counted in `XDP_STATISTICS` `rx_dropped`, reported as
-/// [`PortStats::rx_kernel_dropped`]).
+/// `XSK_UMEM__DEFAULT_FRAME_SIZE`, 4096 bytes) less the kernel's `XDP_PACKET_HEADROOM`
+/// (256). A longer one takes several buffers on a multi-buffer socket
+/// ([`XskConfig::multi_buffer`]); on any other the kernel drops it before the ring (counted
+/// in `XDP_STATISTICS` `rx_dropped`, reported as [`PortStats::rx_kernel_dropped`]).
 pub const MAX_RX_FRAME: u32 = 4096 - 256;
+
+/// Most descriptors one packet may span on a multi-buffer socket: the kernel's
+/// `MAX_SKB_FRAGS` (17) plus the first buffer, as the AF_XDP documentation bounds it. A
+/// longer packet is dropped, counted.
+pub const MAX_PACKET_BUFFERS: usize = 18;
+
+/// `XDP_PKT_CONTD` in a descriptor's options: more buffers of this packet follow.
+const XDP_PKT_CONTD: u32 = 1;
+
+/// How a received batch's descriptors group into packets ([`split_packets`]); ranges index
+/// the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Span {
+    /// Consecutive packets of one buffer each.
+    Singles(std::ops::Range<usize>),
+    /// One packet over several buffers (at most [`MAX_PACKET_BUFFERS`]).
+    Multi(std::ops::Range<usize>),
+    /// One packet dropped: more than [`MAX_PACKET_BUFFERS`] buffers, or its last buffer
+    /// not in the batch (the next batch then opens with the rest of it).
+    Dropped(std::ops::Range<usize>),
+    /// The rest of a packet dropped in an earlier batch: freed, not counted again.
+    Remainder(std::ops::Range<usize>),
+}
+
+/// Groups a batch's descriptors into packets from each one's `XDP_PKT_CONTD` (`more`, in
+/// ring order) into `spans` (cleared first). `skipping`: the previous batch ended inside a
+/// packet (dropped), whose remaining buffers open this one. Returns whether this batch
+/// ends inside a packet in turn.
+pub fn split_packets(more: &[bool], skipping: bool, spans: &mut Vec<Span>) -> bool {
+    spans.clear();
+    let n = more.len();
+    let mut at = 0;
+    if skipping {
+        while at < n && more[at] {
+            at += 1;
+        }
+        if at == n {
+            if n > 0 {
+                spans.push(Span::Remainder(0..n));
+            }
+            return true;
+        }
+        at += 1;
+        spans.push(Span::Remainder(0..at));
+    }
+    while at < n {
+        let start = at;
+        while at < n && more[at] {
+            at += 1;
+        }
+        if at == n {
+            spans.push(Span::Dropped(start..n));
+            return true;
+        }
+        at += 1;
+        match at - start {
+            1 => match spans.last_mut() {
+                Some(Span::Singles(run)) if run.end == start => run.end = at,
+                _ => spans.push(Span::Singles(start..at)),
+            },
+            buffers if buffers > MAX_PACKET_BUFFERS => spans.push(Span::Dropped(start..at)),
+            _ => spans.push(Span::Multi(start..at)),
+        }
+    }
+    false
+}
+
+/// How many of the `queued` descriptors for TX (`more(i)`: the i-th has `XDP_PKT_CONTD`) go on
+/// a ring with `room` free entries without splitting a packet: the longest prefix that
+/// fits and ends on a packet's last buffer.
+pub fn whole_packets(queued: usize, room: usize, more: impl Fn(usize) -> bool) -> usize {
+    let fits = queued.min(room);
+    (0..fits).rev().find(|&i| !more(i)).map_or(0, |last| last + 1)
+}
+
+/// The buffers a frame of `len` bytes takes when sent: one per [`MAX_RX_FRAME`] bytes
+/// started (one at least).
+pub fn buffers_for(len: usize) -> usize {
+    len.div_ceil(MAX_RX_FRAME as usize).max(1)
+}
 
 /// Frames kept out of the fill ring for frames the worker sends on its own.
 const SEND_RESERVE: usize = 256;
@@ -245,6 +347,15 @@ pub struct XskPort {
     rx_descs: Vec<FrameDesc>,
     /// Frames to put on the TX ring at the next flush.
     tx_ready: Vec<FrameDesc>,
+    /// Bound with `XDP_USE_SG`: packets may span several descriptors.
+    multi_buffer: bool,
+    /// Multi-buffer only: one packet gathered from its buffers
+    /// (`MAX_PACKET_BUFFERS * MAX_RX_FRAME` bytes, allocated at open); empty otherwise.
+    scratch: Vec<u8>,
+    /// Multi-buffer only: the spans of the batch being handled.
+    spans: Vec<Span>,
+    /// Multi-buffer only: the last batch ended inside a packet, whose rest is dropped.
+    rx_skipping: bool,
     /// Frames on the TX ring whose completion has not come back.
     tx_in_flight: usize,
     ring: usize,
@@ -315,11 +426,14 @@ impl XskPort {
         };
         let mut last_error = None;
         for &mode in modes {
-            let bind = BindFlags::XDP_USE_NEED_WAKEUP
+            let mut bind = BindFlags::XDP_USE_NEED_WAKEUP
                 | match mode {
                     BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
                     BindMode::Copy => BindFlags::XDP_COPY,
                 };
+            if config.multi_buffer {
+                bind |= BindFlags::XDP_USE_SG;
+            }
             let socket_config = SocketConfig::builder()
                 .rx_queue_size(ring)
                 .tx_queue_size(ring)
@@ -344,8 +458,25 @@ impl XskPort {
                             rx,
                             tx,
                             free,
-                            rx_descs: vec![FrameDesc::default(); BATCH],
+                            // A multi-buffer batch may run past BATCH to its last packet's end.
+                            rx_descs: vec![
+                                FrameDesc::default();
+                                BATCH
+                                    + if config.multi_buffer {
+                                        MAX_PACKET_BUFFERS
+                                    } else {
+                                        0
+                                    }
+                            ],
                             tx_ready: Vec::with_capacity(config.ring as usize),
+                            multi_buffer: config.multi_buffer,
+                            scratch: if config.multi_buffer {
+                                vec![0; MAX_PACKET_BUFFERS * MAX_RX_FRAME as usize]
+                            } else {
+                                Vec::new()
+                            },
+                            spans: Vec::new(),
+                            rx_skipping: false,
                             tx_in_flight: 0,
                             ring: config.ring as usize,
                             tx_budget: DEFAULT_TX_BUDGET,
@@ -384,7 +515,17 @@ impl XskPort {
                 }
             }
         }
-        Err(err("binding", last_error.unwrap_or_else(|| io::Error::other("no bind mode left"))))
+        let what = if config.multi_buffer {
+            "binding with XDP_USE_SG (multi-buffer AF_XDP: Linux 6.6+, and the driver's support)"
+        } else {
+            "binding"
+        };
+        Err(err(what, last_error.unwrap_or_else(|| io::Error::other("no bind mode left"))))
+    }
+
+    /// Whether the socket is bound with `XDP_USE_SG` (packets over several descriptors).
+    pub fn multi_buffer(&self) -> bool {
+        self.multi_buffer
     }
 
     pub fn mode(&self) -> BindMode {
@@ -643,30 +784,33 @@ fn drain_tx(tx: &mut impl TxKicker) -> usize {
     }
 }
 
-impl Port for XskPort {
-    fn poll(
+/// Hands a frame the pipeline passed to the kernel through `reinject`, counted either way.
+fn pass_to_kernel(reinject: &Option<Arc<Tap>>, stats: &mut PortStats, frame: &[u8]) {
+    match reinject {
+        Some(tap) => match tap.inject(frame) {
+            Ok(()) => stats.pass_reinjected += 1,
+            Err(_) => stats.pass_reinject_failed += 1,
+        },
+        None => stats.pass_unreinjectable += 1,
+    }
+}
+
+impl XskPort {
+    /// Runs the pipeline on `descs`, at most [`BATCH`] packets of one buffer each, just
+    /// consumed from RX, and disposes of each by its verdict.
+    fn process_singles(
         &mut self,
+        descs: &mut [FrameDesc],
         process: &mut ProcessBatch<'_>,
         own: IfaceId,
         forward: &mut dyn FnMut(IfaceId, &[u8]),
-    ) -> usize {
-        if self.drive_napi {
-            super::busypoll::drive(self.napi_fd());
-        }
-        let mut descs = std::mem::take(&mut self.rx_descs);
-        // SAFETY: RX hands out descriptors of frames in this socket's UMEM, which user space
-        // owns from now until they are produced to TX or back to the fill ring.
-        let received = unsafe { self.rx.consume(&mut descs) };
-        if received == 0 {
-            self.rx_descs = descs;
-            self.wake_fill();
-            return 0;
-        }
-        self.stats.count_batch(received);
+    ) {
+        let received = descs.len();
+        debug_assert!(received <= BATCH);
         let mut verdicts = [Verdict::Pass; BATCH];
         {
             let mut views: [Option<DataMut<'_>>; BATCH] = std::array::from_fn(|_| None);
-            for (view, desc) in views.iter_mut().zip(descs[..received].iter_mut()) {
+            for (view, desc) in views.iter_mut().zip(descs.iter_mut()) {
                 // SAFETY: each descriptor names a distinct frame of this UMEM that user space
                 // owns (just consumed from RX), so the mutable views never alias, and the
                 // UMEM outlives them (it is borrowed from `self`).
@@ -680,32 +824,238 @@ impl Port for XskPort {
             for (frame, verdict) in frames[..received].iter().zip(&verdicts[..received]) {
                 match *verdict {
                     Verdict::Tx(egress) if egress != own => forward(egress, frame),
-                    Verdict::Pass => match &self.reinject {
-                        Some(tap) => match tap.inject(frame) {
-                            Ok(()) => self.stats.pass_reinjected += 1,
-                            Err(_) => self.stats.pass_reinject_failed += 1,
-                        },
-                        None => self.stats.pass_unreinjectable += 1,
-                    },
+                    Verdict::Pass => pass_to_kernel(&self.reinject, &mut self.stats, frame),
                     _ => {}
                 }
             }
         }
-        for (desc, verdict) in descs[..received].iter().zip(&verdicts[..received]) {
+        for (desc, verdict) in descs.iter().zip(&verdicts[..received]) {
             match *verdict {
                 Verdict::Tx(egress) if egress == own => self.tx_ready.push(*desc),
                 _ => self.free.push(*desc),
             }
         }
+    }
+
+    /// Runs the pipeline on one packet over several buffers (`descs`, at most
+    /// [`MAX_PACKET_BUFFERS`], just consumed from RX): gathered into the scratch buffer,
+    /// rewritten there in place, then copied back into its own buffers and queued whole
+    /// (sent on this port), handed whole to `forward` or the TAP, or freed.
+    fn process_multi(
+        &mut self,
+        descs: &mut [FrameDesc],
+        process: &mut ProcessBatch<'_>,
+        own: IfaceId,
+        forward: &mut dyn FnMut(IfaceId, &[u8]),
+    ) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut len = 0;
+        let mut fits = true;
+        for desc in descs.iter() {
+            // SAFETY: the descriptor names a frame of this UMEM that user space owns (just
+            // consumed from RX); the view is read and dropped at once.
+            let data = unsafe { self.umem.data(desc) };
+            let part = data.contents();
+            match scratch.get_mut(len..len + part.len()) {
+                Some(to) => to.copy_from_slice(part),
+                None => fits = false,
+            }
+            len += part.len();
+        }
+        let verdict = if fits {
+            let mut verdicts = [Verdict::Pass];
+            process(&mut [&mut scratch[..len]], &mut verdicts);
+            Some(verdicts[0])
+        } else {
+            // Not reachable while the kernel keeps a buffer within MAX_RX_FRAME; counted.
+            self.stats.rx_too_many_buffers += 1;
+            None
+        };
+        match verdict {
+            Some(Verdict::Tx(egress)) if egress == own => {
+                let last = descs.len() - 1;
+                let mut at = 0;
+                for (i, desc) in descs.iter_mut().enumerate() {
+                    {
+                        // SAFETY: as above; the pipeline's rewrite goes back into the buffer
+                        // it came from, the same number of bytes.
+                        let mut data = unsafe { self.umem.data_mut(desc) };
+                        let part = data.contents_mut();
+                        part.copy_from_slice(&scratch[at..at + part.len()]);
+                        at += part.len();
+                    }
+                    desc.set_options(if i < last { XDP_PKT_CONTD } else { 0 });
+                }
+                self.tx_ready.extend_from_slice(descs);
+            }
+            verdict => {
+                match verdict {
+                    Some(Verdict::Tx(egress)) => forward(egress, &scratch[..len]),
+                    Some(Verdict::Pass) => {
+                        pass_to_kernel(&self.reinject, &mut self.stats, &scratch[..len])
+                    }
+                    _ => {}
+                }
+                self.free.extend_from_slice(descs);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// The multi-buffer receive path: completes a packet the batch's bound cut (the kernel
+    /// publishes a packet's buffers together), groups the batch ([`split_packets`]) and
+    /// handles each span; a batch of single-buffer packets only takes the ordinary path.
+    /// Returns the packets received.
+    fn poll_multi(
+        &mut self,
+        descs: &mut [FrameDesc],
+        mut received: usize,
+        process: &mut ProcessBatch<'_>,
+        own: IfaceId,
+        forward: &mut dyn FnMut(IfaceId, &[u8]),
+    ) -> usize {
+        while received < descs.len() && descs[received - 1].has_more_frames() {
+            // SAFETY: as for the batch: descriptors of this UMEM's frames, user space's now.
+            let more = unsafe { self.rx.consume(&mut descs[received..received + 1]) };
+            if more == 0 {
+                break;
+            }
+            received += more;
+        }
+        if !self.rx_skipping && !descs[..received].iter().any(FrameDesc::has_more_frames) {
+            self.stats.count_batch(received);
+            self.process_singles(&mut descs[..received], process, own, forward);
+            return received;
+        }
+        let mut more = [false; BATCH + MAX_PACKET_BUFFERS];
+        for (more, desc) in more.iter_mut().zip(&descs[..received]) {
+            *more = desc.has_more_frames();
+        }
+        let mut spans = std::mem::take(&mut self.spans);
+        self.rx_skipping = split_packets(&more[..received], self.rx_skipping, &mut spans);
+        let packets = spans
+            .iter()
+            .map(|span| match span {
+                Span::Singles(run) => run.len(),
+                Span::Multi(_) | Span::Dropped(_) => 1,
+                Span::Remainder(_) => 0,
+            })
+            .sum();
+        if packets > 0 {
+            self.stats.count_batch(packets);
+        }
+        for span in &spans {
+            match span.clone() {
+                Span::Singles(run) => self.process_singles(&mut descs[run], process, own, forward),
+                Span::Multi(packet) => {
+                    self.process_multi(&mut descs[packet], process, own, forward)
+                }
+                Span::Dropped(packet) => {
+                    self.stats.rx_too_many_buffers += 1;
+                    self.free.extend_from_slice(&descs[packet]);
+                }
+                Span::Remainder(rest) => self.free.extend_from_slice(&descs[rest]),
+            }
+        }
+        self.spans = spans;
+        packets
+    }
+
+    /// Queues `frame` (longer than one buffer) over as many free buffers as it needs,
+    /// `XDP_PKT_CONTD` on all but the last; multi-buffer sockets only.
+    fn send_multi(&mut self, frame: &[u8]) -> bool {
+        let needed = buffers_for(frame.len());
+        if needed > MAX_PACKET_BUFFERS {
+            self.stats.send_too_big += 1;
+            return false;
+        }
+        if self.free.len() < needed {
+            self.stats.send_no_frame += 1;
+            return false;
+        }
+        let queued = self.tx_ready.len();
+        for (i, part) in frame.chunks(MAX_RX_FRAME as usize).enumerate() {
+            let Some(mut desc) = self.free.pop() else { break };
+            let written = {
+                // SAFETY: `desc` came from `free`: a frame of this UMEM owned by user space.
+                let mut data = unsafe { self.umem.data_mut(&mut desc) };
+                let mut cursor = data.cursor();
+                cursor.set_pos(0);
+                io::Write::write_all(&mut cursor, part).is_ok()
+            };
+            desc.set_options(if i + 1 < needed { XDP_PKT_CONTD } else { 0 });
+            if !written {
+                // Not reachable (a part is at most one buffer); the frame is refused whole.
+                self.free.push(desc);
+                let partial = self.tx_ready.split_off(queued);
+                self.free.extend_from_slice(&partial);
+                self.stats.send_too_big += 1;
+                return false;
+            }
+            self.tx_ready.push(desc);
+        }
+        true
+    }
+
+    /// Puts the queued descriptors on the TX ring, whole packets only ([`whole_packets`]);
+    /// the packets that do not fit are dropped, counted per packet as `tx_ring_full`.
+    fn produce_whole_packets(&mut self) {
+        let queued = self.tx_ready.len();
+        let room = self.tx.nb_free(queued as u32) as usize;
+        let fits = whole_packets(queued, room, |i| self.tx_ready[i].has_more_frames());
+        // SAFETY: every descriptor in `tx_ready` is a frame of this UMEM owned by user
+        // space, holding a whole packet's part; once produced it belongs to the kernel until
+        // its completion comes back through `reclaim`.
+        let produced = unsafe { self.tx.produce(&self.tx_ready[..fits]) };
+        let packets = |descs: &[FrameDesc]| descs.iter().filter(|d| !d.has_more_frames()).count();
+        self.tx_in_flight += produced;
+        self.stats.tx_packets += packets(&self.tx_ready[..produced]) as u64;
+        self.stats.tx_ring_full += packets(&self.tx_ready[produced..]) as u64;
+        self.free.extend_from_slice(&self.tx_ready[produced..]);
+        self.tx_ready.clear();
+    }
+}
+
+impl Port for XskPort {
+    fn poll(
+        &mut self,
+        process: &mut ProcessBatch<'_>,
+        own: IfaceId,
+        forward: &mut dyn FnMut(IfaceId, &[u8]),
+    ) -> usize {
+        if self.drive_napi {
+            super::busypoll::drive(self.napi_fd());
+        }
+        let mut descs = std::mem::take(&mut self.rx_descs);
+        // SAFETY: RX hands out descriptors of frames in this socket's UMEM, which user space
+        // owns from now until they are produced to TX or back to the fill ring.
+        let received = unsafe { self.rx.consume(&mut descs[..BATCH]) };
+        if received == 0 {
+            self.rx_descs = descs;
+            self.wake_fill();
+            return 0;
+        }
+        let received = if self.multi_buffer {
+            self.poll_multi(&mut descs, received, process, own, forward)
+        } else {
+            self.stats.count_batch(received);
+            self.process_singles(&mut descs[..received], process, own, forward);
+            received
+        };
         self.rx_descs = descs;
         received
     }
 
     fn send(&mut self, frame: &[u8]) -> bool {
+        if self.multi_buffer && frame.len() > MAX_RX_FRAME as usize {
+            return self.send_multi(frame);
+        }
         let Some(mut desc) = self.free.pop() else {
             self.stats.send_no_frame += 1;
             return false;
         };
+        // A freed receive buffer may still carry XDP_PKT_CONTD.
+        desc.set_options(0);
         let written = {
             // SAFETY: `desc` came from `free`: a frame of this UMEM owned by user space alone.
             let mut data = unsafe { self.umem.data_mut(&mut desc) };
@@ -723,6 +1073,9 @@ impl Port for XskPort {
     }
 
     fn flush(&mut self) {
+        if self.multi_buffer && !self.tx_ready.is_empty() {
+            self.produce_whole_packets();
+        }
         if !self.tx_ready.is_empty() {
             // SAFETY: every descriptor in `tx_ready` is a frame of this UMEM owned by user
             // space, holding a whole frame; once produced it belongs to the kernel until its
@@ -837,6 +1190,68 @@ mod tests {
         }
     }
 
+    /// `XDP_PKT_CONTD` flags from a picture: one letter a buffer, `m` for "more follow",
+    /// `l` for a packet's last (or only) buffer.
+    fn flags(picture: &str) -> Vec<bool> {
+        picture.chars().filter(|c| !c.is_whitespace()).map(|c| c == 'm').collect()
+    }
+
+    #[test]
+    fn a_batch_groups_into_runs_of_single_buffer_packets_and_whole_multi_buffer_packets() {
+        use Span::*;
+        let too_long = format!("{}l", "m".repeat(MAX_PACKET_BUFFERS));
+        let longest = format!("{}l", "m".repeat(MAX_PACKET_BUFFERS - 1));
+        // (picture, skipping, spans, ends inside a packet)
+        let cases: Vec<(&str, bool, Vec<Span>, bool)> = vec![
+            ("", false, vec![], false),
+            ("lll", false, vec![Singles(0..3)], false),
+            ("l mml ll", false, vec![Singles(0..1), Multi(1..4), Singles(4..6)], false),
+            ("ml ml", false, vec![Multi(0..2), Multi(2..4)], false),
+            ("l mm", false, vec![Singles(0..1), Dropped(1..3)], true),
+            ("ml l", true, vec![Remainder(0..2), Singles(2..3)], false),
+            ("l l", true, vec![Remainder(0..1), Singles(1..2)], false),
+            ("mmm", true, vec![Remainder(0..3)], true),
+            ("", true, vec![], true),
+            (&longest, false, vec![Multi(0..MAX_PACKET_BUFFERS)], false),
+            (&too_long, false, vec![Dropped(0..MAX_PACKET_BUFFERS + 1)], false),
+        ];
+        let mut spans = vec![Singles(7..9)];
+        for (picture, skipping, want, cut) in cases {
+            let ends_inside = split_packets(&flags(picture), skipping, &mut spans);
+            assert_eq!(spans, want, "{picture:?} skipping {skipping}");
+            assert_eq!(ends_inside, cut, "{picture:?} skipping {skipping}");
+        }
+    }
+
+    #[test]
+    fn tx_takes_whole_packets_only() {
+        // (queued, room, descriptors that go on the ring)
+        let cases = [
+            ("lll", 8, 3),
+            ("lll", 2, 2),
+            ("mml l", 4, 4),
+            ("mml l", 3, 3),
+            ("mml l", 2, 0),
+            ("l mml", 3, 1),
+            ("mml mml", 5, 3),
+            ("", 4, 0),
+            ("l", 0, 0),
+        ];
+        for (picture, room, want) in cases {
+            let more = flags(picture);
+            assert_eq!(whole_packets(more.len(), room, |i| more[i]), want, "{picture:?} {room}");
+        }
+    }
+
+    #[test]
+    fn a_frame_takes_one_buffer_per_buffer_length_started() {
+        let buffer = MAX_RX_FRAME as usize;
+        for (len, want) in [(0, 1), (60, 1), (buffer, 1), (buffer + 1, 2), (9018, 3)] {
+            assert_eq!(buffers_for(len), want, "{len} bytes");
+        }
+        assert!(buffers_for(65535 + 18) <= MAX_PACKET_BUFFERS, "the largest IP packet fits");
+    }
+
     #[test]
     fn errnos_mean_what_the_kernel_says() {
         assert_eq!(Kick::of(Ok(())), Kick::Done);
@@ -927,7 +1342,12 @@ mod tests {
                     if has_option {
                         assert_eq!(port.tx_budget(), TX_BUDGET, "kernel {release}");
                     }
-                    let small = XskConfig { frames: 512, ring: 16, try_zero_copy: false };
+                    let small = XskConfig {
+                        frames: 512,
+                        ring: 16,
+                        try_zero_copy: false,
+                        multi_buffer: false,
+                    };
                     let port = XskPort::open("veth1", 0, small).expect("opens with the default");
                     assert_eq!(port.tx_budget(), DEFAULT_TX_BUDGET);
                     assert!(BUDGET_REFUSAL_LOGGED.load(Ordering::Relaxed), "logged");
