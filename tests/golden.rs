@@ -1164,6 +1164,23 @@ fn golden_cases() {
     );
 }
 
+/// Every golden case again with every frame VLAN-tagged (802.1Q, 802.1ad over 802.1Q, a
+/// priority tag): DR, NAT and FullNAT both ways, ARP for a VIP answered tagged, the ARP
+/// request a held frame asks and the frame released tagged, ICMP, malformed frames; the
+/// same verdicts, and the same bytes with the tags kept.
+#[test]
+fn golden_cases_tagged() {
+    let (steps_run, left_out, failures) = harness::run_tagged(cases, pipeline);
+    assert!(steps_run > 150, "the tagged tables ran {steps_run} steps");
+    assert!(left_out <= 3, "{left_out} cases left out (a frame too short to tag)");
+    assert!(
+        failures.is_empty(),
+        "{} tagged golden step(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// The golden config in fleet mode `mode`, its pipeline in VRRP state `state`.
 fn fleet_pipeline(mode: &str, state: VrrpState) -> Pipeline {
     let text = format!("[fleet]\nmode = \"{mode}\"\n{CONFIG}");

@@ -118,6 +118,11 @@ counted_enum! {
         NeighborFrameTooLarge => "neighbor_frame_too_large",
         /// Received on an interface the snapshot does not know.
         UnknownInterface => "unknown_interface",
+        /// A VLAN-tagged frame cut inside its tags or before the EtherType after them.
+        VlanTruncated => "vlan_truncated",
+        /// A frame with more than two VLAN tags (xlb parses an outer 802.1ad or 802.1Q tag
+        /// and an inner 802.1Q one).
+        VlanTooManyTags => "vlan_too_many_tags",
         /// To a VIP while the box is the standby of a VRRP pair (`[fleet] mode = "vrrp"`):
         /// the active box forwards the VIPs' traffic, a standby never does.
         Standby => "standby",

@@ -95,6 +95,7 @@ mod rewrite;
 mod schedule;
 mod tunnel;
 mod v6;
+mod vlan;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -752,6 +753,9 @@ impl CoreState {
         };
         let dst = eth.dst_addr();
         let ethertype = eth.ethertype();
+        if vlan::is_tag(ethertype) {
+            return self.tagged(snapshot, now, ingress, frame);
+        }
         if dst != interface.mac && !dst.is_broadcast() {
             // NDP for xlb's IPv6 addresses comes to their solicited-node groups.
             if ethertype == EtherType::IPV6 && dst.is_multicast() {
@@ -765,6 +769,31 @@ impl CoreState {
             EtherType::IPV6 => self.ipv6(snapshot, now, ingress, frame),
             _ => Verdict::Pass,
         }
+    }
+
+    /// A VLAN-tagged frame (`vlan`): processed as the untagged frame its MACs make when
+    /// moved over its tags, every frame emitted meanwhile tagged alike, then given its MACs
+    /// and tags back (the tags kept, whatever the verdict).
+    #[inline(never)]
+    fn tagged(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
+        let tags = match vlan::Tags::parse(frame) {
+            Ok(tags) => tags,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        vlan::untag(frame, &tags);
+        let outer = self.emit.set_tags(tags);
+        // The view's EtherType is not a TPID (`Tags::parse` read past every tag): this
+        // does not come back here.
+        let verdict = self.process(snapshot, now, ingress, &mut frame[tags.len()..]);
+        self.emit.set_tags(outer);
+        vlan::retag(frame, &tags);
+        verdict
     }
 
     /// The step-by-step checks of an IPv4 packet, each with its exact drop reason (the

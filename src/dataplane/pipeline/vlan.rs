@@ -1,0 +1,200 @@
+//! VLAN tags: 802.1Q (`0x8100`) and 802.1ad (`0x88a8`) tagged frames, priority tags
+//! (VLAN 0) included, are processed through an untagged view of themselves.
+//!
+//! Design: every step of the pipeline reads and writes at fixed offsets from a 14-byte
+//! Ethernet header (`ETH_LEN`). Rather than carry a variable L2 length through every step,
+//! a tagged frame is made to look untagged in place: its 12 MAC bytes are moved forward
+//! over its tag(s) ([`untag`]), `frame[tags.len()..]` goes through the normal pipeline
+//! (`CoreState::process`), then the (possibly rewritten) MACs are moved back and the tags
+//! written again in between ([`retag`]). So every offset stays fixed, the rewrites are
+//! those of untagged frames byte for byte, and a tagged frame leaves with the tags it came
+//! with ("tag kept"). The cost lands where tags are: the one-pass classification of the
+//! common frame (`classify`) already refuses any EtherType but IPv4, so a tagged frame
+//! takes the step-by-step checks, and the untagged paths pay one compare on the
+//! step-by-step path only (none on the classified fast path). The other candidate, an L2
+//! length carried through classify, the rewrites, ICMP, ARP, NDP and tunnel mode, would put
+//! a variable offset into every hot-path read for a case most boxes never see.
+//!
+//! Frames the pipeline writes on its own while it processes a tagged frame (the ARP
+//! requests it asks, frames its ARP releases, tunnel-wrapped copies, ICMP "fragmentation
+//! needed", NDP answers too long for the solicitation's frame) carry that frame's tags: the
+//! emit queue inserts them after the MACs ([`super::emit::EmitQueue::set_tags`]). So an
+//! answer carries the tag of the frame it answers, and a frame released for a next hop the
+//! tag of the frame whose ARP resolved it, which is the VLAN that neighbour was learned on.
+//! Outside a frame (gratuitous ARP, probes, refreshes, neighbours relayed by the steering
+//! program) frames leave untagged.
+//!
+//! What is supported, then: DR, NAT, FullNAT and tunnel mode with clients, VIPs, backends
+//! (and next hops) on one VLAN of a trunk port, or several VLANs that each hold all of
+//! their own. A forwarded frame keeps its VLAN: a VIP on VLAN 10 with backends on VLAN 20
+//! is not served (the frames would leave on VLAN 10); that needs per-VLAN interface
+//! configuration, not built.
+//!
+//! Invariants: at most two tags ([`MAX_TAGS`]): an outer 802.1ad or 802.1Q tag and an
+//! inner 802.1Q one; a third TPID is dropped as `vlan_too_many_tags`, a frame cut inside its
+//! tags (or before the EtherType after them) as `vlan_truncated`. [`retag`] after [`untag`]
+//! with the same tags gives the frame back as it came, whatever the pipeline left in the
+//! view's MAC bytes.
+
+use crate::report::DropReason;
+use crate::wire::EtherType;
+
+use super::ETH_LEN;
+
+/// Tags a frame may carry: an outer (S-tag or C-tag) and an inner C-tag.
+pub(super) const MAX_TAGS: usize = 2;
+/// Bytes of one tag: TPID and TCI.
+const TAG_LEN: usize = 4;
+/// Bytes of the most tags a frame may carry.
+pub(super) const MAX_TAGS_LEN: usize = MAX_TAGS * TAG_LEN;
+/// The 12 bytes of the destination and source MACs.
+const MACS_LEN: usize = 12;
+
+/// The tags of one frame as they sat in it (TPIDs and TCIs, in network order), or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Tags {
+    bytes: [u8; MAX_TAGS_LEN],
+    len: u8,
+}
+
+impl Tags {
+    pub(super) const NONE: Tags = Tags { bytes: [0; MAX_TAGS_LEN], len: 0 };
+
+    /// Bytes the tags take in the frame: 0, 4 or 8.
+    #[inline(always)]
+    pub(super) fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    #[inline(always)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tags as they sit in the frame.
+    #[inline(always)]
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len()]
+    }
+
+    /// The tags of `frame`, whose EtherType (bytes 12-13) is a TPID ([`is_tag`]): one or
+    /// two, the EtherType after them in the frame. Errors: cut inside the tags or before the
+    /// EtherType that follows them (`vlan_truncated`), a third TPID (`vlan_too_many_tags`).
+    pub(super) fn parse(frame: &[u8]) -> Result<Tags, DropReason> {
+        let mut tags = Tags::NONE;
+        loop {
+            let held = tags.len();
+            let at = MACS_LEN + held;
+            // The tag and the EtherType (or next TPID) after it.
+            let Some(tag) = frame.get(at..at + TAG_LEN + 2) else {
+                return Err(DropReason::VlanTruncated);
+            };
+            tags.bytes[held..held + TAG_LEN].copy_from_slice(&tag[..TAG_LEN]);
+            tags.len += TAG_LEN as u8;
+            if !is_tag(u16::from_be_bytes([tag[TAG_LEN], tag[TAG_LEN + 1]])) {
+                return Ok(tags);
+            }
+            if tags.len() == MAX_TAGS_LEN {
+                return Err(DropReason::VlanTooManyTags);
+            }
+        }
+    }
+}
+
+/// Whether an EtherType is a VLAN tag's TPID (802.1Q or 802.1ad).
+#[inline(always)]
+pub(super) fn is_tag(ethertype: u16) -> bool {
+    ethertype == EtherType::VLAN || ethertype == EtherType::QINQ
+}
+
+/// Makes `frame[tags.len()..]` an untagged frame: the MACs moved forward over `tags` (which
+/// [`Tags::parse`] read from this frame, so the frame holds them and an EtherType).
+#[inline]
+pub(super) fn untag(frame: &mut [u8], tags: &Tags) {
+    frame.copy_within(..MACS_LEN, tags.len());
+}
+
+/// Undoes [`untag`]: the view's MACs (as the pipeline left them) moved back to the front,
+/// `tags` written after them.
+#[inline]
+pub(super) fn retag(frame: &mut [u8], tags: &Tags) {
+    let len = tags.len();
+    frame.copy_within(len..len + MACS_LEN, 0);
+    frame[MACS_LEN..MACS_LEN + len].copy_from_slice(tags.bytes());
+}
+
+/// Inserts `tags` after the MACs of the `len`-byte untagged frame at the start of `slot`
+/// (which has room for them): returns the tagged frame's length. A frame too short to hold
+/// an Ethernet header is left as it is.
+#[inline]
+pub(super) fn insert(slot: &mut [u8], len: usize, tags: &Tags) -> usize {
+    if tags.is_empty() || len < ETH_LEN {
+        return len;
+    }
+    slot.copy_within(MACS_LEN..len, MACS_LEN + tags.len());
+    slot[MACS_LEN..MACS_LEN + tags.len()].copy_from_slice(tags.bytes());
+    len + tags.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tags: &[[u8; 4]], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out: Vec<u8> = (1..=12).collect();
+        for tag in tags {
+            out.extend_from_slice(tag);
+        }
+        out.extend_from_slice(&ethertype.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn tags_parse_as_the_table_says() {
+        const Q: [u8; 4] = [0x81, 0x00, 0x00, 0x0a];
+        const PRIORITY: [u8; 4] = [0x81, 0x00, 0xa0, 0x00];
+        const AD: [u8; 4] = [0x88, 0xa8, 0x00, 0x64];
+        let cases: Vec<(&str, Vec<u8>, Result<usize, DropReason>)> = vec![
+            ("802.1Q", frame(&[Q], 0x0800, &[0; 20]), Ok(4)),
+            ("priority tag", frame(&[PRIORITY], 0x0806, &[0; 28]), Ok(4)),
+            ("802.1ad + 802.1Q", frame(&[AD, Q], 0x0800, &[0; 20]), Ok(8)),
+            ("802.1Q + 802.1Q", frame(&[Q, Q], 0x86dd, &[]), Ok(8)),
+            ("third tag", frame(&[AD, Q, Q], 0x0800, &[0; 20]), Err(DropReason::VlanTooManyTags)),
+            ("cut in the tag", frame(&[Q], 0x0800, &[])[..15].to_vec(), Err(DropReason::VlanTruncated)),
+            ("cut before the EtherType", frame(&[Q], 0x0800, &[])[..16].to_vec(), Err(DropReason::VlanTruncated)),
+            ("cut in the inner tag", frame(&[AD, Q], 0x0800, &[])[..19].to_vec(), Err(DropReason::VlanTruncated)),
+            ("no EtherType after the inner tag", frame(&[AD, Q], 0x0800, &[])[..20].to_vec(), Err(DropReason::VlanTruncated)),
+        ];
+        for (what, frame, expected) in cases {
+            let parsed = Tags::parse(&frame);
+            assert_eq!(parsed.map(|tags| tags.len()), expected, "{what}");
+            if let Ok(tags) = parsed {
+                assert_eq!(tags.bytes(), &frame[12..12 + tags.len()], "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn untag_then_retag_gives_the_frame_back_with_its_new_macs() {
+        let tagged = frame(&[[0x88, 0xa8, 0, 5], [0x81, 0, 0, 6]], 0x0800, &[9; 20]);
+        let untagged = frame(&[], 0x0800, &[9; 20]);
+        let tags = Tags::parse(&tagged).expect("two tags");
+        let mut work = tagged.clone();
+        untag(&mut work, &tags);
+        assert_eq!(&work[tags.len()..], &untagged[..]);
+        retag(&mut work, &tags);
+        assert_eq!(work, tagged);
+        // MACs rewritten in the view come back at the front.
+        untag(&mut work, &tags);
+        work[tags.len()..tags.len() + 12].copy_from_slice(&[0xee; 12]);
+        retag(&mut work, &tags);
+        assert_eq!(&work[..12], &[0xee; 12]);
+        assert_eq!(&work[12..], &tagged[12..]);
+        // Inserting the tags into the untagged frame gives the tagged one.
+        let mut slot = untagged.clone();
+        slot.resize(untagged.len() + MAX_TAGS_LEN, 0);
+        assert_eq!(insert(&mut slot, untagged.len(), &tags), tagged.len());
+        assert_eq!(slot, tagged);
+    }
+}
