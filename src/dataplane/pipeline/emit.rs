@@ -57,6 +57,8 @@ impl EmitQueue {
         true
     }
 
+    /// Queues a copy of `frame`, with the current tags inserted. False when full or when
+    /// the frame is longer than [`EMIT_FRAME`].
     pub(super) fn push(&mut self, egress: IfaceId, frame: &[u8]) -> bool {
         if frame.len() > EMIT_FRAME {
             return false;
@@ -65,6 +67,20 @@ impl EmitQueue {
             slot[..frame.len()].copy_from_slice(frame);
             frame.len()
         })
+    }
+
+    /// Queues a copy of `frame` as it is, with no tags inserted: a held frame, which was
+    /// held with the tags of its own frame ([`vlan::hold`]).
+    pub(super) fn push_held(&mut self, egress: IfaceId, frame: &[u8]) -> bool {
+        let tags = self.set_tags(Tags::NONE);
+        let pushed = self.push(egress, frame);
+        self.tags = tags;
+        pushed
+    }
+
+    /// The tags inserted into the frames pushed now.
+    pub(super) fn tags(&self) -> &Tags {
+        &self.tags
     }
 
     pub(super) fn len(&self) -> usize {

@@ -16,13 +16,15 @@
 //! a variable offset into every hot-path read for a case most boxes never see.
 //!
 //! Frames the pipeline writes on its own while it processes a tagged frame (the ARP
-//! requests it asks, frames its ARP releases, tunnel-wrapped copies, ICMP "fragmentation
-//! needed", NDP answers too long for the solicitation's frame) carry that frame's tags: the
-//! emit queue inserts them after the MACs ([`super::emit::EmitQueue::set_tags`]). So an
-//! answer carries the tag of the frame it answers, and a frame released for a next hop the
-//! tag of the frame whose ARP resolved it, which is the VLAN that neighbour was learned on.
-//! Outside a frame (gratuitous ARP, probes, refreshes, neighbours relayed by the steering
-//! program) frames leave untagged.
+//! requests and neighbour solicitations it asks, tunnel-wrapped copies, ICMP
+//! "fragmentation needed", NDP answers too long for the solicitation's frame) carry that
+//! frame's tags: the emit queue inserts them after the MACs
+//! ([`super::emit::EmitQueue::set_tags`]). So an answer carries the tag of the frame it
+//! answers, and a question for a next hop the tag of the frame that needs it. A frame held
+//! for its next hop is held tagged ([`hold`]) and released as it was held, whoever resolves
+//! the next hop (a tagged ARP reply, or one the steering program relays): it leaves as it
+//! would have left at once. Outside a frame (gratuitous ARP, probes, refreshes) frames leave
+//! untagged.
 //!
 //! What is supported, then: DR, NAT, FullNAT and tunnel mode with clients, VIPs, backends
 //! (and next hops) on one VLAN of a trunk port, or several VLANs that each hold all of
@@ -36,7 +38,11 @@
 //! with the same tags gives the frame back as it came, whatever the pipeline left in the
 //! view's MAC bytes.
 
+use crate::arp::{Hold, HoldQueue, MAX_HELD_FRAME};
+use crate::family::Family;
 use crate::report::DropReason;
+use crate::snapshot::IfaceId;
+use crate::time::Instant;
 use crate::wire::EtherType;
 
 use super::ETH_LEN;
@@ -136,6 +142,30 @@ pub(super) fn insert(slot: &mut [u8], len: usize, tags: &Tags) -> usize {
     len + tags.len()
 }
 
+/// Holds the untagged view `frame` for `next_hop` as it will leave: with `tags` (those of
+/// the frame being processed) inserted after its MACs, so the frame released later keeps
+/// them whoever resolves the next hop (the emit queue adds none to a released frame). A
+/// frame too large to hold with its tags is refused as one too large to hold.
+pub(super) fn hold<F: Family>(
+    queue: &mut HoldQueue<F>,
+    now: Instant,
+    next_hop: F::Addr,
+    egress: IfaceId,
+    frame: &[u8],
+    tags: &Tags,
+) -> Hold {
+    if tags.is_empty() {
+        return queue.hold(now, next_hop, egress, frame);
+    }
+    let mut copy = [0u8; MAX_HELD_FRAME];
+    let Some(slot) = copy.get_mut(..frame.len() + tags.len()) else {
+        return Hold::TooLarge;
+    };
+    slot[..frame.len()].copy_from_slice(frame);
+    let len = insert(slot, frame.len(), tags);
+    queue.hold(now, next_hop, egress, &copy[..len])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,8 +243,9 @@ mod tests {
         /// A tagged frame gets the verdict its untagged self gets, and leaves with the same
         /// bytes, its tags re-inserted; what the pipeline emits meanwhile (the ARP request
         /// of a held frame, an ARP answer) is the same, tagged alike; the counters agree.
-        /// Over DR and NAT, to the VIP and NAT replies, TCP, UDP, ARP and ICMP echo, a next
-        /// hop known or not, one or two tags, and frames damaged anywhere past the
+        /// Frames held for an unknown next hop are released tagged, even when its MAC comes
+        /// from outside any frame. Over DR and NAT, to the VIP and NAT replies, TCP, UDP, ARP
+        /// and ICMP echo, a next hop known or not, one or two tags, and frames damaged anywhere past the
         /// EtherType (or in the MACs), cut or padded.
         #[test]
         fn a_tagged_frame_is_processed_as_its_untagged_self(
@@ -296,6 +327,17 @@ mod tests {
             let mut tagged_emitted = Vec::new();
             tagged.drain_emitted(|egress, frame| tagged_emitted.push((egress, frame.to_vec())));
             proptest::prop_assert_eq!(tagged_emitted, emitted);
+            // The backend's MAC relayed from outside (no frame being processed): what was
+            // held for it leaves as it was held, tagged.
+            if !learn_backend {
+                let mut released = Vec::new();
+                plain.learn_neighbor(now, RS.ip, RS.mac);
+                plain.drain_emitted(|egress, frame| released.push((egress, with_tags(frame, &tags))));
+                let mut tagged_released = Vec::new();
+                tagged.learn_neighbor(now, RS.ip, RS.mac);
+                tagged.drain_emitted(|egress, frame| tagged_released.push((egress, frame.to_vec())));
+                proptest::prop_assert_eq!(tagged_released, released);
+            }
             for stat in Stat::ALL {
                 // Bytes received count the tags.
                 if *stat != Stat::RxBytes {
