@@ -7,7 +7,8 @@ AF_PACKET socket sends each --send frame (hex) exactly as given, then listens fo
 The kernel takes a received frame's outer VLAN tag out of the frame into the packet's
 metadata before AF_PACKET sees it; PACKET_AUXDATA gives it back and it is put back after the
 MACs, as tcpdump does, so a printed frame is the frame as it was on the wire. Stops early
-after --count frames. The socket is bound before anything is sent, so no answer is missed.
+after --count frames. The socket is bound before anything is sent, so no answer is missed;
+a first line "# listening" says it is (for a sender elsewhere to wait for).
 """
 
 import argparse
@@ -48,6 +49,7 @@ def main() -> int:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((args.iface, ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    print("# listening", flush=True)
     for frame in args.send:
         sock.send(bytes.fromhex(frame))
     deadline = time.monotonic() + min(args.seconds, 10.0)

@@ -1780,7 +1780,26 @@ fn exchange(lab: &Lab, ns: &str, ifname: &str, frames: &[Vec<u8>], seconds: &str
     let args = tagged_py(ifname, frames, seconds, 0);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = lab.exec(ns, &args);
-    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().filter(|line| !line.starts_with('#')).map(str::to_string).collect()
+}
+
+/// The frames received on `eth0` in `listener` (for 2 s, as hex, tags as on the wire) while
+/// `frame` is sent raw out of `eth0` in `sender`.
+fn listen_while(lab: &mut Lab, listener: &str, sender: &str, frame: &[u8]) -> Vec<String> {
+    let capture = lab.scratch.join(format!("capture-{listener}"));
+    let args = tagged_py("eth0", &[], "2", 0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = std::fs::File::create(&capture).unwrap();
+    let index = lab.spawn(listener, &args, out.into(), Stdio::null());
+    let started = Instant::now();
+    while !read(&capture).starts_with("# listening") {
+        assert!(started.elapsed() < Duration::from_secs(10), "lab/tagged.py not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    exchange(lab, sender, "eth0", &[frame.to_vec()], "0.2");
+    let _ = lab.children[index].wait();
+    read(&capture).lines().filter(|line| !line.starts_with('#')).map(str::to_string).collect()
 }
 
 /// VLAN tags (issue 15) on the wire: frames injected raw (this kernel has no VLAN devices)
@@ -1837,15 +1856,7 @@ fn tagged_frames_injected_raw_are_answered_and_forwarded_with_their_tags() {
     }
 
     // Both ways under 802.1Q 10: listen on the real server's link, send the query.
-    let capture = lab.scratch.join("rs-capture");
-    let args = tagged_py("eth0", &[], "2", 0);
-    let full: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = std::fs::File::create(&capture).unwrap();
-    let listener = lab.spawn(&rs, &full, out.into(), Stdio::null());
-    std::thread::sleep(Duration::from_millis(500));
-    exchange(&lab, &client, "eth0", &[with_tags(&query(41001), Q10)], "0.2");
-    let _ = lab.children[listener].wait();
-    let got: Vec<String> = read(&capture).lines().map(str::to_string).collect();
+    let got = listen_while(&mut lab, &rs, &client, &with_tags(&query(41001), Q10));
     let dnat = testkit::routed(testkit::udp(
         lb_r,
         rs_mac,
@@ -1855,15 +1866,7 @@ fn tagged_frames_injected_raw_are_answered_and_forwarded_with_their_tags() {
     ));
     expect(&mut failures, "the query at the real server under 802.1Q 10", &got, &with_tags(&dnat, Q10));
     let reply = testkit::udp(rs_mac, lb_r, (rs_ip, 5001), (client_ip, 41001), b"answer");
-    let capture = lab.scratch.join("client-capture");
-    let args = tagged_py("eth0", &[], "2", 0);
-    let full: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = std::fs::File::create(&capture).unwrap();
-    let listener = lab.spawn(&client, &full, out.into(), Stdio::null());
-    std::thread::sleep(Duration::from_millis(500));
-    exchange(&lab, &rs, "eth0", &[with_tags(&reply, Q10)], "0.2");
-    let _ = lab.children[listener].wait();
-    let got: Vec<String> = read(&capture).lines().map(str::to_string).collect();
+    let got = listen_while(&mut lab, &client, &rs, &with_tags(&reply, Q10));
     let unnat =
         testkit::routed(testkit::udp(lb_c, client_mac, (vip, 53), (client_ip, 41001), b"answer"));
     expect(&mut failures, "the reply at the client under 802.1Q 10", &got, &with_tags(&unnat, Q10));
