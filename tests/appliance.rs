@@ -1845,26 +1845,32 @@ fn tagged_frames_injected_raw_are_answered_and_forwarded_with_their_tags() {
     let ping = testkit::icmp_echo(client_mac, lb_c, client_ip, vip, 64, false, b"tagged");
     let got = exchange(&lab, &client, "eth0", &[with_tags(&ping, AD_Q)], "1");
     let pong = testkit::icmp_echo(lb_c, client_mac, vip, client_ip, 64, true, b"tagged");
-    expect(&mut failures, "echo to the VIP under 802.1ad 100 + 802.1Q 10", &got, &with_tags(&pong, AD_Q));
+    expect(
+        &mut failures,
+        "echo to the VIP under 802.1ad 100 + 802.1Q 10",
+        &got,
+        &with_tags(&pong, AD_Q),
+    );
 
     let query = |port| testkit::udp(client_mac, lb_c, (client_ip, port), (vip, 53), b"query");
     let got = exchange(&lab, &client, "eth0", &[with_tags(&query(41000), PRIORITY)], "3");
-    let answered =
-        got.iter().any(|frame| frame.contains(&hex(b"rs1 ")) && frame.contains(&hex(&vip.octets())));
+    let answered = got
+        .iter()
+        .any(|frame| frame.contains(&hex(b"rs1 ")) && frame.contains(&hex(&vip.octets())));
     if !answered {
         failures.push(format!("a query under a priority tag: no answer from rs1 in {got:?}"));
     }
 
     // Both ways under 802.1Q 10: listen on the real server's link, send the query.
     let got = listen_while(&mut lab, &rs, &client, &with_tags(&query(41001), Q10));
-    let dnat = testkit::routed(testkit::udp(
-        lb_r,
-        rs_mac,
-        (client_ip, 41001),
-        (rs_ip, 5001),
-        b"query",
-    ));
-    expect(&mut failures, "the query at the real server under 802.1Q 10", &got, &with_tags(&dnat, Q10));
+    let dnat =
+        testkit::routed(testkit::udp(lb_r, rs_mac, (client_ip, 41001), (rs_ip, 5001), b"query"));
+    expect(
+        &mut failures,
+        "the query at the real server under 802.1Q 10",
+        &got,
+        &with_tags(&dnat, Q10),
+    );
     let reply = testkit::udp(rs_mac, lb_r, (rs_ip, 5001), (client_ip, 41001), b"answer");
     let got = listen_while(&mut lab, &client, &rs, &with_tags(&reply, Q10));
     let unnat =

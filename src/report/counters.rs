@@ -40,8 +40,14 @@ counted_enum! {
         BadIpChecksum => "bad_ip_checksum",
         /// IPv4 options on a packet to a VIP (Katran drops these too).
         IpOptions => "ip_options",
-        /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
+        /// Fragments xlb does not balance: to a tunnel service's VIP, ICMP, with IP
+        /// options, a first fragment cut before its ports, anything but a VIP's (fragments
+        /// to a VIP otherwise follow their first fragment's flow).
         Fragment => "fragment",
+        /// A later fragment to a VIP whose first fragment was not forwarded just before
+        /// (it came later, or its entry in the core's fragment table was taken by another
+        /// datagram or timed out, or its flow is gone).
+        FragmentNoFirst => "fragment_no_first",
         /// IPv6 to a VIP (or from a NAT backend) whose next header is not TCP, UDP or
         /// ICMPv6 directly: hop-by-hop, routing, destination options or another extension
         /// header first. The pipeline forwards only packets without extension headers (a

@@ -461,27 +461,43 @@ impl Corpus {
     }
 
     fn fragments(&mut self) {
-        use DropReason::Fragment;
+        use DropReason::{Fragment, FragmentNoFirst};
         let class = Class::Fragment;
-        let flags_offset = |f: &mut Vec<u8>, value: u16| {
+        // Each fragment its own IP identification, so none follows another case's first
+        // fragment (a first fragment to a VIP is balanced; later ones follow it).
+        let fragment = |f: &mut Vec<u8>, value: u16, ident: u16| {
+            f[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
             f[IP + 6..IP + 8].copy_from_slice(&value.to_be_bytes());
         };
         let cases: [(&str, u16, Verdict); 6] = [
-            ("first fragment (more fragments, offset 0)", 0x2000, drop(Fragment)),
-            ("middle fragment (more fragments, offset 185)", 0x2000 | 185, drop(Fragment)),
-            ("last fragment (offset 185)", 185, drop(Fragment)),
-            ("fragment at offset 1 (overlapping the TCP header)", 0x2000 | 1, drop(Fragment)),
+            ("first fragment (more fragments, offset 0)", 0x2000, FORWARDED),
+            (
+                "middle fragment, no first (more fragments, offset 185)",
+                0x2000 | 185,
+                drop(FragmentNoFirst),
+            ),
+            ("last fragment, no first (offset 185)", 185, drop(FragmentNoFirst)),
+            (
+                "fragment at offset 1 (overlapping the TCP header, RFC 1858)",
+                0x2000 | 1,
+                drop(Fragment),
+            ),
             ("don't fragment: a whole packet", 0x4000, FORWARDED),
             ("the reserved flag: a whole packet", 0x8000, FORWARDED),
         ];
-        for (what, value, verdict) in cases {
-            let frame = edited(&self.syn(), |f| flags_offset(f, value));
+        for (index, (what, value, verdict)) in cases.into_iter().enumerate() {
+            let frame = edited(&self.syn(), |f| fragment(f, value, 0x0f00 + index as u16));
             self.add(class, format!("TCP: {what}"), frame, verdict);
         }
-        let frame = edited(&self.query(), |f| flags_offset(f, 0x2000));
-        self.add(class, "UDP: first fragment", frame, drop(Fragment));
-        let frame = edited(&self.query(), |f| flags_offset(f, 0x1fff));
-        self.add(class, "UDP: last fragment at the largest offset", frame, drop(Fragment));
+        let frame = edited(&self.query(), |f| fragment(f, 0x2000, 0x0f10));
+        self.add(class, "UDP: first fragment", frame, FORWARDED);
+        let frame = edited(&self.query(), |f| fragment(f, 0x1fff, 0x0f11));
+        self.add(
+            class,
+            "UDP: last fragment at the largest offset, no first",
+            frame,
+            drop(FragmentNoFirst),
+        );
     }
 
     fn bad_checksums(&mut self) {
@@ -561,7 +577,13 @@ impl Corpus {
         // (it parses two whole tags at most).
         let drop = |reason| Verdict::Drop(reason);
         let three = tagged(&self.syn(), &[(0x88a8, 100), (0x8100, 7), (0x8100, 8)]);
-        self.push(class, "TCP SYN with three tags", three, drop(DropReason::VlanTooManyTags), false);
+        self.push(
+            class,
+            "TCP SYN with three tags",
+            three,
+            drop(DropReason::VlanTooManyTags),
+            false,
+        );
         let cut = tagged(&self.syn(), &[(0x8100, 7)])[..15].to_vec();
         self.push(class, "cut inside its 802.1Q tag", cut, drop(DropReason::VlanTruncated), false);
         let cut = tagged(&self.syn(), &[(0x88a8, 100), (0x8100, 7)])[..19].to_vec();

@@ -83,6 +83,9 @@ pub enum Expect {
     Frame(Vec<u8>),
     /// A FullNAT frame whose local port the pipeline chose: built once the port is known.
     WithLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
+    /// A frame built with the local port an earlier step of the case found (a later
+    /// fragment of a FullNAT datagram: it has no ports to read the local port from).
+    AtLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
     Nothing,
 }
 
@@ -232,6 +235,13 @@ pub fn run(cases: Vec<Case>, pipeline: impl Fn() -> Pipeline) -> (usize, Vec<Str
                     local_port = Some(port);
                     Some(build(port))
                 }
+                Expect::AtLocalPort(build) => match local_port {
+                    Some(port) => Some(build(port)),
+                    None => {
+                        failures.push(format!("{where_}: no local port (an earlier step failed)"));
+                        continue;
+                    }
+                },
                 Expect::Nothing => None,
             };
             if let Some(expected) = expected
@@ -293,6 +303,9 @@ pub fn tagged_case(case: Case, label: &str, tags: &'static [u8]) -> Option<Case>
             Expect::Frame(frame) => Expect::Frame(with_tags(&frame, tags)),
             Expect::WithLocalPort(build) => {
                 Expect::WithLocalPort(Box::new(move |port| with_tags(&build(port), tags)))
+            }
+            Expect::AtLocalPort(build) => {
+                Expect::AtLocalPort(Box::new(move |port| with_tags(&build(port), tags)))
             }
             Expect::Nothing => Expect::Nothing,
         };

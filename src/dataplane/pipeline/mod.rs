@@ -88,6 +88,7 @@
 mod classify;
 mod emit;
 mod flows;
+mod fragments;
 mod icmp;
 mod neighbors;
 mod persistence;
@@ -256,6 +257,8 @@ struct CoreState {
     v6: Core6,
     /// Tunnel mode's buffer and outer identification counter.
     tunnel: tunnel::TunnelState,
+    /// The datagrams whose first fragment went to a VIP's flow, for their later fragments.
+    fragments: fragments::FragmentTable,
 }
 
 impl Pipeline {
@@ -289,6 +292,7 @@ impl Pipeline {
             presence: snapshot.fleet.presence(VrrpState::Standby),
             v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
             tunnel: tunnel::TunnelState::new(),
+            fragments: fragments::FragmentTable::new(),
         };
         let mut pipeline = Pipeline { snapshot, core };
         pipeline.core.v6.set_snapshot(&pipeline.snapshot);
@@ -828,11 +832,17 @@ impl CoreState {
         if !ip.verify_checksum() {
             return reject(owned, DropReason::BadIpChecksum);
         }
-        if ip.is_fragment() {
-            return reject(owned, DropReason::Fragment);
-        }
         if ip.has_options() {
             return reject(owned, DropReason::IpOptions);
+        }
+        if ip.is_fragment() {
+            // Fragments to a VIP follow their first fragment's flow (`fragments`).
+            return match owned {
+                Some(Owned::Vip) => {
+                    self.fragment(snapshot, now, ingress, frame, usize::from(ip.total_len()))
+                }
+                _ => reject(owned, DropReason::Fragment),
+            };
         }
         let l4_start = ETH_LEN + ip.header_len();
         let l4_end = ETH_LEN + usize::from(ip.total_len());

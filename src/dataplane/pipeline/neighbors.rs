@@ -385,7 +385,8 @@ impl CoreState {
             eth.set_dst_addr(mac);
             return Verdict::Tx(route.egress);
         }
-        match vlan::hold(&mut self.hold, now, route.next_hop, route.egress, frame, self.emit.tags()) {
+        match vlan::hold(&mut self.hold, now, route.next_hop, route.egress, frame, self.emit.tags())
+        {
             Hold::HeldAskNow => {
                 let asked = self.emit.push_with(route.egress, |buffer| {
                     arp::write_request(buffer, interface.mac, interface.addr, route.next_hop)

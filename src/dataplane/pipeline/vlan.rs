@@ -191,10 +191,26 @@ mod tests {
             ("802.1ad + 802.1Q", frame(&[AD, Q], 0x0800, &[0; 20]), Ok(8)),
             ("802.1Q + 802.1Q", frame(&[Q, Q], 0x86dd, &[]), Ok(8)),
             ("third tag", frame(&[AD, Q, Q], 0x0800, &[0; 20]), Err(DropReason::VlanTooManyTags)),
-            ("cut in the tag", frame(&[Q], 0x0800, &[])[..15].to_vec(), Err(DropReason::VlanTruncated)),
-            ("cut before the EtherType", frame(&[Q], 0x0800, &[])[..16].to_vec(), Err(DropReason::VlanTruncated)),
-            ("cut in the inner tag", frame(&[AD, Q], 0x0800, &[])[..19].to_vec(), Err(DropReason::VlanTruncated)),
-            ("no EtherType after the inner tag", frame(&[AD, Q], 0x0800, &[])[..20].to_vec(), Err(DropReason::VlanTruncated)),
+            (
+                "cut in the tag",
+                frame(&[Q], 0x0800, &[])[..15].to_vec(),
+                Err(DropReason::VlanTruncated),
+            ),
+            (
+                "cut before the EtherType",
+                frame(&[Q], 0x0800, &[])[..16].to_vec(),
+                Err(DropReason::VlanTruncated),
+            ),
+            (
+                "cut in the inner tag",
+                frame(&[AD, Q], 0x0800, &[])[..19].to_vec(),
+                Err(DropReason::VlanTruncated),
+            ),
+            (
+                "no EtherType after the inner tag",
+                frame(&[AD, Q], 0x0800, &[])[..20].to_vec(),
+                Err(DropReason::VlanTruncated),
+            ),
         ];
         for (what, frame, expected) in cases {
             let parsed = Tags::parse(&frame);

@@ -1135,7 +1135,11 @@ mod tests {
         cases.push(("to a VIP cut inside its tag".into(), cut[..15].to_vec(), false));
         let cut = with_tags(to_vip, &TAG_SETS[1].1[..]);
         cases.push(("to a VIP cut inside its inner tag".into(), cut[..19].to_vec(), false));
-        cases.push(("to a VIP cut inside the EtherType after two tags".into(), cut[..21].to_vec(), false));
+        cases.push((
+            "to a VIP cut inside the EtherType after two tags".into(),
+            cut[..21].to_vec(),
+            false,
+        ));
         cases
     }
 
