@@ -13,7 +13,10 @@
 //! takes the step-by-step checks, and the untagged paths pay one compare on the
 //! step-by-step path only (none on the classified fast path). The other candidate, an L2
 //! length carried through classify, the rewrites, ICMP, ARP, NDP and tunnel mode, would put
-//! a variable offset into every hot-path read for a case most boxes never see.
+//! a variable offset into every hot-path read for a case most boxes never see. Measured
+//! (callgrind, `bench/pipeline.rs`, instructions per packet, this change against 2088bdb in
+//! one build setup): DR hit 517.3 -> 518.3, NAT hit 651.0 -> 652.0, tunnel hit 906.5 ->
+//! 917.5 (+1.2%: the emit queue's test for tags to insert into every wrapped copy).
 //!
 //! Frames the pipeline writes on its own while it processes a tagged frame (the ARP
 //! requests and neighbour solicitations it asks, tunnel-wrapped copies, ICMP

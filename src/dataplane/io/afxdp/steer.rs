@@ -1131,9 +1131,9 @@ mod tests {
         }
         let three = [0x88, 0xa8, 0, 100, 0x81, 0, 0, 7, 0x81, 0, 0, 8];
         cases.push(("to a VIP with three tags".into(), with_tags(to_vip, &three), false));
-        let cut = with_tags(to_vip, &TAG_SETS[0].1[..]);
+        let cut = with_tags(to_vip, TAG_SETS[0].1);
         cases.push(("to a VIP cut inside its tag".into(), cut[..15].to_vec(), false));
-        let cut = with_tags(to_vip, &TAG_SETS[1].1[..]);
+        let cut = with_tags(to_vip, TAG_SETS[1].1);
         cases.push(("to a VIP cut inside its inner tag".into(), cut[..19].to_vec(), false));
         cases.push((
             "to a VIP cut inside the EtherType after two tags".into(),
