@@ -1180,10 +1180,11 @@ fn fragmented(frame: &[u8], ident: u16, chunk: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// Issue 15's fragments: a UDP datagram to a VIP cut in three, each mode; the first
-/// fragment is balanced, the later ones follow it (DR: MACs only; NAT and FullNAT: the
-/// addresses and TTL, the L4 checksum updated in the first fragment alone, the whole
-/// datagram's); a later fragment before its first is a counted drop.
+/// Issue 15's fragments: a UDP datagram to a VIP cut in three, each mode, and a NAT and a
+/// FullNAT reply cut in three; the first fragment is balanced, the later ones follow it
+/// (DR: MACs only; NAT and FullNAT: the addresses and TTL, the L4 checksum updated in the
+/// first fragment alone, the whole datagram's); a later fragment before its first is a
+/// counted drop.
 fn fragment_cases() -> Vec<Case> {
     const IDENT: u16 = 0x4242;
     let payload: Vec<u8> = (0..40u8).collect();
@@ -1221,8 +1222,54 @@ fn fragment_cases() -> Vec<Case> {
         Expect::AtLocalPort(fullnat_out(1)),
         Expect::AtLocalPort(fullnat_out(2)),
     ];
+    // The replies, in fragments: from the NAT backend to the client, and from the FullNAT
+    // backend to the local address.
+    let small = b"q";
+    let nat_reply =
+        fragmented(&testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), &payload), IDENT, 16);
+    let to_client = |from: Ipv4Addr| {
+        fragmented(
+            &routed(testkit::udp(LB.mac, CLIENT.mac, vip(from, 53), client(), &payload)),
+            IDENT,
+            16,
+        )
+    };
+    let mut nat_reply_steps = vec![step(
+        "a whole query opens the flow",
+        testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 53), small),
+        TX,
+        Expect::Frame(routed(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), small))),
+    )];
+    nat_reply_steps.extend(steps(names, nat_reply, each(to_client(VIP_NAT))));
+    let fullnat_reply = |index: usize| -> Box<dyn Fn(u16) -> Vec<u8>> {
+        let payload = payload.clone();
+        Box::new(move |port| {
+            let whole = testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (LOCAL, port), &payload);
+            fragmented(&whole, IDENT, 16).swap_remove(index)
+        })
+    };
+    let mut fullnat_reply_steps = vec![step(
+        "a whole query opens the flow",
+        testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 53), small),
+        TX,
+        Expect::WithLocalPort(Box::new(move |port| {
+            routed(testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), small))
+        })),
+    )];
+    for (index, (what, expected)) in names.iter().zip(to_client(VIP_FULLNAT)).enumerate() {
+        let input = Input::ToLocalPort(fullnat_reply(index));
+        fullnat_reply_steps.push(step(what, input, TX, Expect::Frame(expected)));
+    }
     let mut early = query(vip(VIP_DR, 53));
     vec![
+        Case {
+            name: "fragments: a NAT reply's fragments follow the first, translated back",
+            steps: nat_reply_steps,
+        },
+        Case {
+            name: "fragments: a FullNAT reply's fragments follow the first, translated back",
+            steps: fullnat_reply_steps,
+        },
         Case {
             name: "fragments: a DR datagram's fragments follow the first",
             steps: steps(names, dr, each(dr_out)),
@@ -1250,10 +1297,10 @@ fn fragment_cases() -> Vec<Case> {
 #[test]
 fn fragment_golden_cases() {
     let (steps_run, failures) = harness::run(fragment_cases(), pipeline);
-    assert_eq!(steps_run, 10);
+    assert_eq!(steps_run, 18);
     assert!(failures.is_empty(), "fragment step(s) failed:\n{}", failures.join("\n"));
     let (steps_run, _, failures) = harness::run_tagged(fragment_cases, pipeline);
-    assert_eq!(steps_run, 30);
+    assert_eq!(steps_run, 54);
     assert!(failures.is_empty(), "tagged fragment step(s) failed:\n{}", failures.join("\n"));
 }
 

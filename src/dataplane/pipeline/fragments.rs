@@ -1,5 +1,6 @@
-//! IPv4 fragments to a VIP: the first fragment (offset 0, the one with the ports) is
-//! balanced as its datagram's flow, and the later ones follow it.
+//! IPv4 fragments to a VIP (and the replies: to a FullNAT local address, from a NAT
+//! backend): the first fragment (offset 0, the one with the ports) is balanced as its
+//! datagram's flow, and the later ones follow it.
 //!
 //! Design: no reassembly. The first fragment goes through the normal flow step
 //! ([`CoreState::transport`]: lookup, scheduling, rewrite), which is correct for it as it
@@ -21,9 +22,10 @@
 //! wrapped copy would need the outer packet fragmented too), ICMP fragments, first
 //! fragments cut inside their TCP header or before their UDP header's end, TCP fragments at
 //! offset 1 (RFC 1858's overlapping-fragment attack); fragments with IPv4 options are
-//! `ip_options`; fragments in the reply
-//! direction (from a NAT backend, to a FullNAT local address) are not xlb's to balance and
-//! go as before (passed, dropped).
+//! `ip_options`. What is refused from a NAT backend is passed to the kernel, as its whole
+//! packets are. The steering program hands xlb no fragment from a NAT backend (a later one
+//! has no ports to match), so on an AF_XDP port the NAT reply direction's fragments are
+//! the kernel's: replay and the pipeline's callers see them balanced, `xlb run` does not.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -64,6 +66,15 @@ impl DatagramId {
     }
 }
 
+/// A first fragment as [`CoreState::fragment`] read it.
+#[derive(Debug, Clone, Copy)]
+struct FirstFragment {
+    id: DatagramId,
+    proto: Proto,
+    total_len: usize,
+    class: Class,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     id: DatagramId,
@@ -98,8 +109,10 @@ impl FragmentTable {
 }
 
 impl CoreState {
-    /// An IPv4 fragment to a VIP, its header checked (version, lengths, checksum) and
-    /// without options: `packet` is `frame[ETH_LEN..ETH_LEN + total_len]`.
+    /// An IPv4 fragment of class `class` (to a VIP, to a local address, from a NAT backend),
+    /// its header checked (version, lengths, checksum) and without options: `packet` is
+    /// `frame[ETH_LEN..ETH_LEN + total_len]`. What is refused from a NAT backend (not to an
+    /// address of xlb's) is passed to the kernel, as its whole packets are.
     #[inline(never)]
     pub(super) fn fragment(
         &mut self,
@@ -108,7 +121,12 @@ impl CoreState {
         ingress: IfaceId,
         frame: &mut [u8],
         total_len: usize,
+        class: Class,
     ) -> Verdict {
+        let refuse = |reason| match class {
+            Class::FromNatBackend | Class::Other => Verdict::Pass,
+            Class::ToVip | Class::ToLocal => Verdict::Drop(reason),
+        };
         let packet = &frame[ETH_LEN..ETH_LEN + total_len];
         let id = DatagramId {
             src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
@@ -119,23 +137,27 @@ impl CoreState {
         let proto = match id.proto {
             ip_proto::TCP => Proto::Tcp,
             ip_proto::UDP => Proto::Udp,
-            _ => return Verdict::Drop(DropReason::Fragment),
+            _ => return refuse(DropReason::Fragment),
         };
         let offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
         // RFC 1858 §3.2: a TCP fragment at offset 1 (8 bytes) can only be meant to
         // overwrite the flags of the first fragment's header where it is reassembled.
         if offset == 1 && proto == Proto::Tcp {
-            return Verdict::Drop(DropReason::Fragment);
+            return refuse(DropReason::Fragment);
         }
         if offset == 0 {
-            return self.first_fragment(snapshot, now, ingress, frame, id, proto, total_len);
+            let first = FirstFragment { id, proto, total_len, class };
+            return match self.first_fragment(snapshot, now, ingress, frame, first) {
+                Some(verdict) => verdict,
+                None => refuse(DropReason::Fragment),
+            };
         }
         let Some(key) = self.fragments.find(now, &id) else {
-            return Verdict::Drop(DropReason::FragmentNoFirst);
+            return refuse(DropReason::FragmentNoFirst);
         };
         let hash = self.conntrack.hash(&key);
         let Some(hit) = self.peek(now, &key, hash) else {
-            return Verdict::Drop(DropReason::FragmentNoFirst);
+            return refuse(DropReason::FragmentNoFirst);
         };
         let flow = hit.flow;
         if flow.forward != ForwardMode::Dr {
@@ -150,28 +172,27 @@ impl CoreState {
     }
 
     /// The first fragment: balanced as a packet of its flow (its ports are there), then
-    /// remembered for the later ones when it was forwarded.
-    #[allow(clippy::too_many_arguments)]
+    /// remembered for the later ones when it was forwarded. None when it is not one xlb
+    /// balances (cut inside its transport header, to a tunnel service).
     fn first_fragment(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,
         ingress: IfaceId,
         frame: &mut [u8],
-        id: DatagramId,
-        proto: Proto,
-        total_len: usize,
-    ) -> Verdict {
+        first: FirstFragment,
+    ) -> Option<Verdict> {
+        let FirstFragment { id, proto, total_len, class } = first;
         let segment = &frame[ETH_LEN + 20..ETH_LEN + total_len];
         // The whole TCP header (its flags), or the UDP header (its length is the whole
         // datagram's: not checked against the fragment).
         let tcp_flags = match proto {
             Proto::Tcp => match segment.get(..20) {
                 Some(tcp) if usize::from(tcp[12] >> 4) * 4 >= 20 => Some(tcp[13]),
-                _ => return Verdict::Drop(DropReason::Fragment),
+                _ => return None,
             },
             Proto::Udp if segment.len() >= 8 => None,
-            Proto::Udp => return Verdict::Drop(DropReason::Fragment),
+            Proto::Udp => return None,
         };
         let key = FlowKey {
             src_addr: id.src,
@@ -185,16 +206,15 @@ impl CoreState {
             .and_then(|index| snapshot.services.get(index))
             .is_some_and(|service| service.forward == ForwardMode::Tunnel);
         if tunnel {
-            return Verdict::Drop(DropReason::Fragment);
+            return None;
         }
         let lookup = Prepared::new(self.conntrack.hash(&key));
         let transport = Transport { key, tcp_flags };
-        let verdict =
-            self.transport(snapshot, now, ingress, frame, Class::ToVip, transport, lookup);
+        let verdict = self.transport(snapshot, now, ingress, frame, class, transport, lookup);
         if matches!(verdict, Verdict::Tx(_) | Verdict::Held) {
             self.fragments.remember(now, id, key);
         }
-        verdict
+        Some(verdict)
     }
 }
 

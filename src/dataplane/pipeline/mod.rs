@@ -836,13 +836,11 @@ impl CoreState {
             return reject(owned, DropReason::IpOptions);
         }
         if ip.is_fragment() {
-            // Fragments to a VIP follow their first fragment's flow (`fragments`).
-            return match owned {
-                Some(Owned::Vip) => {
-                    self.fragment(snapshot, now, ingress, frame, usize::from(ip.total_len()))
-                }
-                _ => reject(owned, DropReason::Fragment),
-            };
+            // Fragments follow their first fragment's flow (`fragments`): to a VIP, and the
+            // replies to a FullNAT local address or from a NAT backend.
+            let total_len = usize::from(ip.total_len());
+            let class = Class::of_owner(owned);
+            return self.fragment(snapshot, now, ingress, frame, total_len, class);
         }
         let l4_start = ETH_LEN + ip.header_len();
         let l4_end = ETH_LEN + usize::from(ip.total_len());
