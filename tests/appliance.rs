@@ -1851,3 +1851,141 @@ fn busy_poll_through_a_marker_receives_on_veth() {
     let (_, log) = stop_xlb(&mut lab, xlb, "marker");
     assert!(!log.contains("busy polling is on but not receiving"), "{log}");
 }
+
+/// The MAC of `ifname` in `ns`.
+fn mac_of(lab: &Lab, ns: &str, ifname: &str) -> xlb::wire::MacAddr {
+    let path = format!("/sys/class/net/{ifname}/address");
+    let text = String::from_utf8(lab.exec(ns, &["cat", &path]).stdout).expect("utf-8");
+    text.trim().parse().expect("a MAC")
+}
+
+/// `frame` with `tags` after its MACs.
+fn with_tags(frame: &[u8], tags: &[u8]) -> Vec<u8> {
+    [&frame[..12], tags, &frame[12..]].concat()
+}
+
+fn hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The arguments of `lab/tagged.py` sending `frames` out of `ifname` and listening for
+/// `seconds` (or until `count` frames came in).
+fn tagged_py(ifname: &str, frames: &[Vec<u8>], seconds: &str, count: usize) -> Vec<String> {
+    let script = repo().join("lab/tagged.py");
+    let mut args: Vec<String> = vec!["timeout".into(), "15".into(), "python3".into()];
+    args.push(script.to_str().expect("utf-8").into());
+    args.extend(["--iface", ifname, "--seconds", seconds, "--count"].map(String::from));
+    args.push(count.to_string());
+    for frame in frames {
+        args.push("--send".into());
+        args.push(hex(frame));
+    }
+    args
+}
+
+/// Sends `frames` raw out of `ifname` in `ns` and returns the frames received there within
+/// `seconds` (tags as on the wire; `lab/tagged.py`), as hex.
+fn exchange(lab: &Lab, ns: &str, ifname: &str, frames: &[Vec<u8>], seconds: &str) -> Vec<String> {
+    let args = tagged_py(ifname, frames, seconds, 0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = lab.exec(ns, &args);
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().filter(|line| !line.starts_with('#')).map(str::to_string).collect()
+}
+
+/// The frames received on `eth0` in `listener` (for 2 s, as hex, tags as on the wire) while
+/// `frame` is sent raw out of `eth0` in `sender`.
+fn listen_while(lab: &mut Lab, listener: &str, sender: &str, frame: &[u8]) -> Vec<String> {
+    let capture = lab.scratch.join(format!("capture-{listener}"));
+    let args = tagged_py("eth0", &[], "2", 0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = std::fs::File::create(&capture).unwrap();
+    let index = lab.spawn(listener, &args, out.into(), Stdio::null());
+    let started = Instant::now();
+    while !read(&capture).starts_with("# listening") {
+        assert!(started.elapsed() < Duration::from_secs(10), "lab/tagged.py not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    exchange(lab, sender, "eth0", &[frame.to_vec()], "0.2");
+    let _ = lab.children[index].wait();
+    read(&capture).lines().filter(|line| !line.starts_with('#')).map(str::to_string).collect()
+}
+
+/// VLAN tags (issue 15) on the wire: frames injected raw (this kernel has no VLAN devices)
+/// into `xlb run` on the NAT lab. ARP for the VIP under 802.1Q is answered under the same
+/// tag, an echo to the VIP under 802.1ad + 802.1Q likewise, byte for byte; a query under a
+/// priority tag (VLAN 0, which the real server's kernel takes as untagged) makes the whole
+/// round trip (the real server's MAC resolved on the way: the query waits tagged, the ARP
+/// asked under its tag); then a query under 802.1Q 10 reaches the real server's link with
+/// its tag, DNATed, and the reply injected there under the tag comes back to the client
+/// under it, translated: both ways of NAT, exact bytes.
+#[test]
+fn tagged_frames_injected_raw_are_answered_and_forwarded_with_their_tags() {
+    use xlb::testkit;
+    use xlb::wire::MacAddr;
+    if !root_or_skip("tagged_frames_injected_raw") {
+        return;
+    }
+    let (mut lab, client, lb) = nat_lab_queues("vlan", "1");
+    let rs = format!("{}-rs", lab.prefix);
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "vlan");
+    let (client_mac, lb_c) = (mac_of(&lab, &client, "eth0"), mac_of(&lab, &lb, "ethc"));
+    let (rs_mac, lb_r) = (mac_of(&lab, &rs, "eth0"), mac_of(&lab, &lb, "ethr"));
+    let client_ip: std::net::Ipv4Addr = "10.2.0.100".parse().unwrap();
+    let vip: std::net::Ipv4Addr = "10.2.0.10".parse().unwrap();
+    let rs_ip: std::net::Ipv4Addr = "10.3.0.11".parse().unwrap();
+    const Q10: &[u8] = &[0x81, 0x00, 0x00, 0x0a];
+    const AD_Q: &[u8] = &[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x0a];
+    const PRIORITY: &[u8] = &[0x81, 0x00, 0xa0, 0x00];
+    let mut failures = Vec::new();
+    let expect = |failures: &mut Vec<String>, what: &str, got: &[String], want: &[u8]| {
+        if !got.contains(&hex(want)) {
+            failures.push(format!("{what}: want {}\n  got {got:?}", hex(want)));
+        }
+    };
+
+    let request = testkit::arp(true, client_mac, client_ip, MacAddr::ZERO, vip);
+    let got = exchange(&lab, &client, "eth0", &[with_tags(&request, Q10)], "1");
+    let answer = testkit::arp(false, lb_c, vip, client_mac, client_ip);
+    expect(&mut failures, "ARP for the VIP under 802.1Q 10", &got, &with_tags(&answer, Q10));
+
+    let ping = testkit::icmp_echo(client_mac, lb_c, client_ip, vip, 64, false, b"tagged");
+    let got = exchange(&lab, &client, "eth0", &[with_tags(&ping, AD_Q)], "1");
+    let pong = testkit::icmp_echo(lb_c, client_mac, vip, client_ip, 64, true, b"tagged");
+    expect(
+        &mut failures,
+        "echo to the VIP under 802.1ad 100 + 802.1Q 10",
+        &got,
+        &with_tags(&pong, AD_Q),
+    );
+
+    let query = |port| testkit::udp(client_mac, lb_c, (client_ip, port), (vip, 53), b"query");
+    let got = exchange(&lab, &client, "eth0", &[with_tags(&query(41000), PRIORITY)], "3");
+    let answered = got
+        .iter()
+        .any(|frame| frame.contains(&hex(b"rs1 ")) && frame.contains(&hex(&vip.octets())));
+    if !answered {
+        failures.push(format!("a query under a priority tag: no answer from rs1 in {got:?}"));
+    }
+
+    // Both ways under 802.1Q 10: listen on the real server's link, send the query.
+    let got = listen_while(&mut lab, &rs, &client, &with_tags(&query(41001), Q10));
+    let dnat =
+        testkit::routed(testkit::udp(lb_r, rs_mac, (client_ip, 41001), (rs_ip, 5001), b"query"));
+    expect(
+        &mut failures,
+        "the query at the real server under 802.1Q 10",
+        &got,
+        &with_tags(&dnat, Q10),
+    );
+    let reply = testkit::udp(rs_mac, lb_r, (rs_ip, 5001), (client_ip, 41001), b"answer");
+    let got = listen_while(&mut lab, &client, &rs, &with_tags(&reply, Q10));
+    let unnat =
+        testkit::routed(testkit::udp(lb_c, client_mac, (vip, 53), (client_ip, 41001), b"answer"));
+    expect(&mut failures, "the reply at the client under 802.1Q 10", &got, &with_tags(&unnat, Q10));
+
+    let (_, log) = stop_xlb(&mut lab, xlb, "vlan");
+    assert!(failures.is_empty(), "{}\nxlb's log:\n{log}", failures.join("\n"));
+}

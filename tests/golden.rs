@@ -1122,8 +1122,17 @@ fn malformed_steps(syn: &[u8]) -> Vec<Step> {
         ),
         drop("total length beyond the frame", with_ip_byte(syn, 3, 200), DropReason::Truncated),
         drop("bad header checksum", bad_checksum, DropReason::BadIpChecksum),
-        drop("more-fragments set", with_ip_byte(syn, 6, 0x20), DropReason::Fragment),
-        drop("a fragment offset", with_ip_byte(syn, 7, 0x10), DropReason::Fragment),
+        step(
+            "more-fragments set: a first fragment, balanced as its flow's packet",
+            with_ip_byte(syn, 6, 0x20),
+            TX,
+            Expect::Frame(with_macs(&with_ip_byte(syn, 6, 0x20), LB.mac, RS1.mac)),
+        ),
+        drop(
+            "a fragment offset, its first fragment not seen (another IP identification)",
+            with_ip_byte(&with_ip_byte(syn, 7, 0x10), 5, 0x77),
+            DropReason::FragmentNoFirst,
+        ),
         drop("IP options", options, DropReason::IpOptions),
         drop("TCP data offset below 5", tcp_offset, DropReason::BadL4Header),
         drop("UDP length beyond the datagram", udp_len, DropReason::BadL4Header),
@@ -1141,6 +1150,160 @@ fn malformed_steps(syn: &[u8]) -> Vec<Step> {
 }
 
 /// `frame` with its Ethernet source replaced.
+/// `frame` from `src` to `dst` (a DR forward).
+fn with_macs(frame: &[u8], src: MacAddr, dst: MacAddr) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    frame[..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
+    frame
+}
+
+/// The IPv4 packet of `frame` (no options) cut into fragments of `chunk` bytes of its
+/// payload (a multiple of 8), identification `ident`, each a whole frame with its header
+/// checksum right (DF clear).
+fn fragmented(frame: &[u8], ident: u16, chunk: usize) -> Vec<Vec<u8>> {
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    let payload = &frame[34..14 + total];
+    let count = payload.len().div_ceil(chunk);
+    let mut out = Vec::new();
+    for (index, piece) in payload.chunks(chunk).enumerate() {
+        let mut fragment = frame[..34].to_vec();
+        fragment.extend_from_slice(piece);
+        fragment[16..18].copy_from_slice(&(20 + piece.len() as u16).to_be_bytes());
+        fragment[18..20].copy_from_slice(&ident.to_be_bytes());
+        let more = if index + 1 < count { 0x2000 } else { 0 };
+        let flags_offset = more | (index * chunk / 8) as u16;
+        fragment[20..22].copy_from_slice(&flags_offset.to_be_bytes());
+        fix_ip_checksum(&mut fragment);
+        out.push(fragment);
+    }
+    out
+}
+
+/// Issue 15's fragments: a UDP datagram to a VIP cut in three, each mode, and a NAT and a
+/// FullNAT reply cut in three; the first fragment is balanced, the later ones follow it
+/// (DR: MACs only; NAT and FullNAT: the addresses and TTL, the L4 checksum updated in the
+/// first fragment alone, the whole datagram's); a later fragment before its first is a
+/// counted drop.
+fn fragment_cases() -> Vec<Case> {
+    const IDENT: u16 = 0x4242;
+    let payload: Vec<u8> = (0..40u8).collect();
+    let query = |to: (Ipv4Addr, u16)| {
+        fragmented(&testkit::udp(CLIENT.mac, LB.mac, client(), to, &payload), IDENT, 16)
+    };
+    let steps = |what: [&'static str; 3], inputs: Vec<Vec<u8>>, outputs: Vec<Expect>| {
+        inputs
+            .into_iter()
+            .zip(outputs)
+            .zip(what)
+            .map(|((input, output), what)| step(what, input, TX, output))
+            .collect()
+    };
+    let each = |frames: Vec<Vec<u8>>| frames.into_iter().map(Expect::Frame).collect::<Vec<_>>();
+    let names = ["first fragment (the ports)", "second fragment", "last fragment"];
+    let dr = query(vip(VIP_DR, 53));
+    let dr_out =
+        fragmented(&testkit::udp(LB.mac, RS2.mac, client(), vip(VIP_DR, 53), &payload), IDENT, 16);
+    let nat_out = fragmented(
+        &routed(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), &payload)),
+        IDENT,
+        16,
+    );
+    let fullnat_out = |index: usize| -> Box<dyn Fn(u16) -> Vec<u8>> {
+        let payload = payload.clone();
+        Box::new(move |port| {
+            let whole =
+                routed(testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), &payload));
+            fragmented(&whole, IDENT, 16).swap_remove(index)
+        })
+    };
+    let fullnat_outputs = vec![
+        Expect::WithLocalPort(fullnat_out(0)),
+        Expect::AtLocalPort(fullnat_out(1)),
+        Expect::AtLocalPort(fullnat_out(2)),
+    ];
+    // The replies, in fragments: from the NAT backend to the client, and from the FullNAT
+    // backend to the local address.
+    let small = b"q";
+    let nat_reply =
+        fragmented(&testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), &payload), IDENT, 16);
+    let to_client = |from: Ipv4Addr| {
+        fragmented(
+            &routed(testkit::udp(LB.mac, CLIENT.mac, vip(from, 53), client(), &payload)),
+            IDENT,
+            16,
+        )
+    };
+    let mut nat_reply_steps = vec![step(
+        "a whole query opens the flow",
+        testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_NAT, 53), small),
+        TX,
+        Expect::Frame(routed(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), small))),
+    )];
+    nat_reply_steps.extend(steps(names, nat_reply, each(to_client(VIP_NAT))));
+    let fullnat_reply = |index: usize| -> Box<dyn Fn(u16) -> Vec<u8>> {
+        let payload = payload.clone();
+        Box::new(move |port| {
+            let whole = testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (LOCAL, port), &payload);
+            fragmented(&whole, IDENT, 16).swap_remove(index)
+        })
+    };
+    let mut fullnat_reply_steps = vec![step(
+        "a whole query opens the flow",
+        testkit::udp(CLIENT.mac, LB.mac, client(), vip(VIP_FULLNAT, 53), small),
+        TX,
+        Expect::WithLocalPort(Box::new(move |port| {
+            routed(testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), small))
+        })),
+    )];
+    for (index, (what, expected)) in names.iter().zip(to_client(VIP_FULLNAT)).enumerate() {
+        let input = Input::ToLocalPort(fullnat_reply(index));
+        fullnat_reply_steps.push(step(what, input, TX, Expect::Frame(expected)));
+    }
+    let mut early = query(vip(VIP_DR, 53));
+    vec![
+        Case {
+            name: "fragments: a NAT reply's fragments follow the first, translated back",
+            steps: nat_reply_steps,
+        },
+        Case {
+            name: "fragments: a FullNAT reply's fragments follow the first, translated back",
+            steps: fullnat_reply_steps,
+        },
+        Case {
+            name: "fragments: a DR datagram's fragments follow the first",
+            steps: steps(names, dr, each(dr_out)),
+        },
+        Case {
+            name: "fragments: a NAT datagram's fragments follow the first, translated",
+            steps: steps(names, query(vip(VIP_NAT, 53)), each(nat_out)),
+        },
+        Case {
+            name: "fragments: a FullNAT datagram's fragments follow the first, translated",
+            steps: steps(names, query(vip(VIP_FULLNAT, 53)), fullnat_outputs),
+        },
+        Case {
+            name: "fragments: a later fragment before its first is dropped, counted",
+            steps: vec![step(
+                "second fragment first",
+                early.swap_remove(1),
+                Verdict::Drop(DropReason::FragmentNoFirst),
+                Expect::Nothing,
+            )],
+        },
+    ]
+}
+
+#[test]
+fn fragment_golden_cases() {
+    let (steps_run, failures) = harness::run(fragment_cases(), pipeline);
+    assert_eq!(steps_run, 18);
+    assert!(failures.is_empty(), "fragment step(s) failed:\n{}", failures.join("\n"));
+    let (steps_run, _, failures) = harness::run_tagged(fragment_cases, pipeline);
+    assert_eq!(steps_run, 54);
+    assert!(failures.is_empty(), "tagged fragment step(s) failed:\n{}", failures.join("\n"));
+}
+
 fn with_eth_src(mut frame: Vec<u8>, src: MacAddr) -> Vec<u8> {
     frame[6..12].copy_from_slice(&src.0);
     frame
@@ -1159,6 +1322,23 @@ fn golden_cases() {
     assert!(
         failures.is_empty(),
         "{} golden step(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every golden case again with every frame VLAN-tagged (802.1Q, 802.1ad over 802.1Q, a
+/// priority tag): DR, NAT and FullNAT both ways, ARP for a VIP answered tagged, the ARP
+/// request a held frame asks and the frame released tagged, ICMP, malformed frames; the
+/// same verdicts, and the same bytes with the tags kept.
+#[test]
+fn golden_cases_tagged() {
+    let (steps_run, left_out, failures) = harness::run_tagged(cases, pipeline);
+    assert!(steps_run > 150, "the tagged tables ran {steps_run} steps");
+    assert!(left_out <= 3, "{left_out} cases left out (a frame too short to tag)");
+    assert!(
+        failures.is_empty(),
+        "{} tagged golden step(s) failed:\n{}",
         failures.len(),
         failures.join("\n")
     );

@@ -1470,6 +1470,17 @@ fn pipeline() -> Pipeline {
     Pipeline::new(Arc::new(snapshot), CoreSlot::SINGLE)
 }
 
+/// Every case of the table again with every frame VLAN-tagged (802.1Q, 802.1ad over
+/// 802.1Q, a priority tag): the same verdicts, the same bytes with the tags kept, and what
+/// the pipeline emits meanwhile tagged alike.
+#[test]
+fn golden6_cases_tagged() {
+    let (steps_run, left_out, failures) = harness::run_tagged(cases, pipeline);
+    assert!(steps_run > 150, "the tagged tables ran {steps_run} steps");
+    assert!(left_out <= 3, "{left_out} cases left out (a frame too short to tag)");
+    assert!(failures.is_empty(), "{} step(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
 #[test]
 fn golden6_cases() {
     let (steps_run, failures) = harness::run(cases(), pipeline);

@@ -176,7 +176,7 @@ fn lab_routes() {
 
 #[test]
 fn lab_malformed() {
-    run_lab("malformed", &["--requests", "20"], "660 corpus frames: ");
+    run_lab("malformed", &["--requests", "20"], "675 corpus frames: ");
 }
 
 /// Issue 12: the DR lab in IPv6 (VIP on the real servers' `lo`, curl -6 through xlb).

@@ -95,11 +95,13 @@ fn replay_of_the_seed_lab_balances_and_counts_every_frame() {
         let returned = verdicts.lines().filter(|v| v.split(':').next() == Some(kind)).count();
         assert_eq!(n(kind), returned as u64, "{kind}: {summary}");
     }
-    let fragments = verdicts.lines().filter(|v| *v == "drop:fragment").count();
-    assert_eq!(fragments, 1, "{verdicts}");
+    // The capture's last frame is a UDP first fragment to the VIP: balanced (issue 15), so
+    // nothing is dropped.
+    assert_eq!(verdicts.lines().last(), Some("tx:0"), "{verdicts}");
+    assert!(!verdicts.lines().any(|v| v.starts_with("drop")), "{verdicts}");
     assert_eq!(read_pcap(&out).len() as u64, n("written"));
     assert_eq!(n("written"), n("tx") + n("emitted"));
-    assert_eq!(summary["drop_reasons"]["fragment"], 1, "{summary}");
+    assert_eq!(summary["drop_reasons"], serde_json::json!({}), "{summary}");
     // ssh to the box, ARP for the box, and the real servers' two ARP replies (learned by
     // xlb, and left to the kernel too, which shares the box's address).
     assert_eq!(n("pass"), 4, "{summary}");
@@ -127,7 +129,7 @@ fn replay_prints_an_ipvsadm_like_table() {
     assert!(text.contains("TCP  10.1.1.10:80 maglev dr"), "{text}");
     assert!(text.contains("-> 10.1.1.11:80"), "{text}");
     assert!(text.contains("-> 10.1.1.12:80"), "{text}");
-    assert!(text.contains("drops: fragment 1"), "{text}");
+    assert!(!text.contains("drops:"), "the first fragment is balanced, not dropped: {text}");
 }
 
 #[test]

@@ -40,8 +40,14 @@ counted_enum! {
         BadIpChecksum => "bad_ip_checksum",
         /// IPv4 options on a packet to a VIP (Katran drops these too).
         IpOptions => "ip_options",
-        /// Fragments to a VIP: a fragment without its L4 header cannot be balanced.
+        /// Fragments xlb does not balance: to a tunnel service's VIP, ICMP, with IP
+        /// options, a first fragment cut before its ports, anything but a VIP's (fragments
+        /// to a VIP otherwise follow their first fragment's flow).
         Fragment => "fragment",
+        /// A later fragment to a VIP whose first fragment was not forwarded just before
+        /// (it came later, or its entry in the core's fragment table was taken by another
+        /// datagram or timed out, or its flow is gone).
+        FragmentNoFirst => "fragment_no_first",
         /// IPv6 to a VIP with an extension header the pipeline does not walk past: ESP,
         /// AH, mobility, HIP, shim6 or experimental (253, 254), directly or ending a chain
         /// (a balancer can neither read past ESP nor rewrite under AH). Hop-by-hop,
@@ -129,6 +135,11 @@ counted_enum! {
         NeighborFrameTooLarge => "neighbor_frame_too_large",
         /// Received on an interface the snapshot does not know.
         UnknownInterface => "unknown_interface",
+        /// A VLAN-tagged frame cut inside its tags or before the EtherType after them.
+        VlanTruncated => "vlan_truncated",
+        /// A frame with more than two VLAN tags (xlb parses an outer 802.1ad or 802.1Q tag
+        /// and an inner 802.1Q one).
+        VlanTooManyTags => "vlan_too_many_tags",
         /// To a VIP while the box is the standby of a VRRP pair (`[fleet] mode = "vrrp"`):
         /// the active box forwards the VIPs' traffic, a standby never does.
         Standby => "standby",

@@ -12,8 +12,9 @@
 //! - [`Case::verdict`]: what [`crate::dataplane::Pipeline::process`] gives it under
 //!   [`DR_LAB_CONFIG`] (`xlb replay` checks this frame by frame, `tests/malformed.rs`);
 //! - [`Case::steered`]: whether the appliance's XDP program (`steer.bpf.c`, with the DR lab's
-//!   rules) hands it to xlb at all, or passes it to the kernel first (VLAN tags, ARP that is
-//!   not an Ethernet/IPv4 request for a VIP, anything shorter than an IPv4 header). The root
+//!   rules) hands it to xlb at all, or passes it to the kernel first (malformed VLAN tags,
+//!   ARP that is not an Ethernet/IPv4 request for a VIP, anything shorter than an IPv4
+//!   header). The root
 //!   test runs every frame through the real program (`BPF_PROG_TEST_RUN`) to check it.
 //!
 //! Invariants: the corpus is a pure function of its [`Endpoints`] and round; every frame of
@@ -460,27 +461,43 @@ impl Corpus {
     }
 
     fn fragments(&mut self) {
-        use DropReason::Fragment;
+        use DropReason::{Fragment, FragmentNoFirst};
         let class = Class::Fragment;
-        let flags_offset = |f: &mut Vec<u8>, value: u16| {
+        // Each fragment its own IP identification, so none follows another case's first
+        // fragment (a first fragment to a VIP is balanced; later ones follow it).
+        let fragment = |f: &mut Vec<u8>, value: u16, ident: u16| {
+            f[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
             f[IP + 6..IP + 8].copy_from_slice(&value.to_be_bytes());
         };
         let cases: [(&str, u16, Verdict); 6] = [
-            ("first fragment (more fragments, offset 0)", 0x2000, drop(Fragment)),
-            ("middle fragment (more fragments, offset 185)", 0x2000 | 185, drop(Fragment)),
-            ("last fragment (offset 185)", 185, drop(Fragment)),
-            ("fragment at offset 1 (overlapping the TCP header)", 0x2000 | 1, drop(Fragment)),
+            ("first fragment (more fragments, offset 0)", 0x2000, FORWARDED),
+            (
+                "middle fragment, no first (more fragments, offset 185)",
+                0x2000 | 185,
+                drop(FragmentNoFirst),
+            ),
+            ("last fragment, no first (offset 185)", 185, drop(FragmentNoFirst)),
+            (
+                "fragment at offset 1 (overlapping the TCP header, RFC 1858)",
+                0x2000 | 1,
+                drop(Fragment),
+            ),
             ("don't fragment: a whole packet", 0x4000, FORWARDED),
             ("the reserved flag: a whole packet", 0x8000, FORWARDED),
         ];
-        for (what, value, verdict) in cases {
-            let frame = edited(&self.syn(), |f| flags_offset(f, value));
+        for (index, (what, value, verdict)) in cases.into_iter().enumerate() {
+            let frame = edited(&self.syn(), |f| fragment(f, value, 0x0f00 + index as u16));
             self.add(class, format!("TCP: {what}"), frame, verdict);
         }
-        let frame = edited(&self.query(), |f| flags_offset(f, 0x2000));
-        self.add(class, "UDP: first fragment", frame, drop(Fragment));
-        let frame = edited(&self.query(), |f| flags_offset(f, 0x1fff));
-        self.add(class, "UDP: last fragment at the largest offset", frame, drop(Fragment));
+        let frame = edited(&self.query(), |f| fragment(f, 0x2000, 0x0f10));
+        self.add(class, "UDP: first fragment", frame, FORWARDED);
+        let frame = edited(&self.query(), |f| fragment(f, 0x1fff, 0x0f11));
+        self.add(
+            class,
+            "UDP: last fragment at the largest offset, no first",
+            frame,
+            drop(FragmentNoFirst),
+        );
     }
 
     fn bad_checksums(&mut self) {
@@ -541,6 +558,8 @@ impl Corpus {
 
     fn vlan(&mut self) {
         let class = Class::Vlan;
+        // Tagged frames are served through their untagged view, the tags kept (the DR
+        // forward and the ARP answer leave tagged); the steering program hands them to xlb.
         let cases: [(&str, &[(u16, u16)]); 3] = [
             ("802.1Q VLAN 7", &[(0x8100, 7)]),
             ("802.1Q priority tag (VLAN 0)", &[(0x8100, 0xa000)]),
@@ -548,12 +567,33 @@ impl Corpus {
         ];
         for (what, tags) in cases {
             let frame = tagged(&self.syn(), tags);
-            self.push(class, format!("TCP SYN with {what}"), frame, Verdict::Pass, false);
+            self.add(class, format!("TCP SYN with {what}"), frame, FORWARDED);
         }
         let frame = tagged(&self.query(), &[(0x8100, 7)]);
-        self.push(class, "UDP query with 802.1Q VLAN 7", frame, Verdict::Pass, false);
+        self.add(class, "UDP query with 802.1Q VLAN 7", frame, FORWARDED);
         let frame = tagged(&self.arp_request(self.endpoints.vip), &[(0x8100, 7)]);
-        self.push(class, "ARP request for the VIP with 802.1Q VLAN 7", frame, Verdict::Pass, false);
+        self.add(class, "ARP request for the VIP with 802.1Q VLAN 7", frame, FORWARDED);
+        // Malformed tags: counted drops; the steering program leaves them to the kernel
+        // (it parses two whole tags at most).
+        let drop = |reason| Verdict::Drop(reason);
+        let three = tagged(&self.syn(), &[(0x88a8, 100), (0x8100, 7), (0x8100, 8)]);
+        self.push(
+            class,
+            "TCP SYN with three tags",
+            three,
+            drop(DropReason::VlanTooManyTags),
+            false,
+        );
+        let cut = tagged(&self.syn(), &[(0x8100, 7)])[..15].to_vec();
+        self.push(class, "cut inside its 802.1Q tag", cut, drop(DropReason::VlanTruncated), false);
+        let cut = tagged(&self.syn(), &[(0x88a8, 100), (0x8100, 7)])[..19].to_vec();
+        self.push(
+            class,
+            "cut inside its inner tag (802.1ad 100 over 802.1Q)",
+            cut,
+            drop(DropReason::VlanTruncated),
+            false,
+        );
     }
 
     fn oversized(&mut self) {

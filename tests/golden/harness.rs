@@ -83,6 +83,9 @@ pub enum Expect {
     Frame(Vec<u8>),
     /// A FullNAT frame whose local port the pipeline chose: built once the port is known.
     WithLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
+    /// A frame built with the local port an earlier step of the case found (a later
+    /// fragment of a FullNAT datagram: it has no ports to read the local port from).
+    AtLocalPort(Box<dyn Fn(u16) -> Vec<u8>>),
     Nothing,
 }
 
@@ -156,8 +159,14 @@ pub fn hex(frame: &[u8]) -> String {
 }
 
 /// The local port of a FullNAT frame the pipeline sent to a backend: IPv4 (its header's
-/// length) or IPv6 (after its hop-by-hop, destination options and routing headers, if any).
+/// length) or IPv6 (after its hop-by-hop, destination options and routing headers, if any),
+/// VLAN tags skipped.
 pub fn source_port(frame: &[u8]) -> u16 {
+    let mut tags = 0;
+    while matches!(frame[12 + tags..14 + tags], [0x81, 0x00] | [0x88, 0xa8]) {
+        tags += 4;
+    }
+    let frame = &frame[tags..];
     let header_len = match frame[12..14] {
         [0x86, 0xdd] => {
             let (mut next, mut len) = (frame[14 + 6], 40);
@@ -234,6 +243,13 @@ pub fn run(cases: Vec<Case>, pipeline: impl Fn() -> Pipeline) -> (usize, Vec<Str
                     local_port = Some(port);
                     Some(build(port))
                 }
+                Expect::AtLocalPort(build) => match local_port {
+                    Some(port) => Some(build(port)),
+                    None => {
+                        failures.push(format!("{where_}: no local port (an earlier step failed)"));
+                        continue;
+                    }
+                },
                 Expect::Nothing => None,
             };
             if let Some(expected) = expected
@@ -254,4 +270,77 @@ pub fn run(cases: Vec<Case>, pipeline: impl Fn() -> Pipeline) -> (usize, Vec<Str
         }
     }
     (steps_run, failures)
+}
+
+/// The VLAN tags the tagged runs put on every frame ([`run_tagged`]): an 802.1Q tag
+/// (VLAN 10, priority 3), an 802.1ad service tag over an 802.1Q one (100 over 10), and a
+/// priority tag (VLAN 0, priority 5).
+pub const TAG_SETS: [(&str, &[u8]); 3] = [
+    ("802.1Q VLAN 10", &[0x81, 0x00, 0x60, 0x0a]),
+    ("802.1ad 100 + 802.1Q 10", &[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x0a]),
+    ("priority tag (VLAN 0)", &[0x81, 0x00, 0xa0, 0x00]),
+];
+
+/// `frame` with `tags` after its MACs (a frame too short for MACs and an EtherType is
+/// returned as it is).
+pub fn with_tags(frame: &[u8], tags: &[u8]) -> Vec<u8> {
+    if frame.len() < 14 {
+        return frame.to_vec();
+    }
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(tags);
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// `case` with `tags` on every frame: received, transmitted and emitted (a VLAN-tagged
+/// frame is answered and forwarded with its tags, and what the pipeline emits while it
+/// processes one carries them too); None when a frame it receives is too short to carry
+/// tags (its verdict is about the Ethernet header itself).
+pub fn tagged_case(case: Case, label: &str, tags: &'static [u8]) -> Option<Case> {
+    let mut steps = Vec::new();
+    for step in case.steps {
+        let input = match step.input {
+            Input::Frame(frame) if frame.len() < 14 => return None,
+            Input::Frame(frame) => Input::Frame(with_tags(&frame, tags)),
+            Input::ToLocalPort(build) => {
+                Input::ToLocalPort(Box::new(move |port| with_tags(&build(port), tags)))
+            }
+        };
+        let output = match step.output {
+            Expect::Frame(frame) => Expect::Frame(with_tags(&frame, tags)),
+            Expect::WithLocalPort(build) => {
+                Expect::WithLocalPort(Box::new(move |port| with_tags(&build(port), tags)))
+            }
+            Expect::AtLocalPort(build) => {
+                Expect::AtLocalPort(Box::new(move |port| with_tags(&build(port), tags)))
+            }
+            Expect::Nothing => Expect::Nothing,
+        };
+        let emitted = step.emitted.iter().map(|frame| with_tags(frame, tags)).collect();
+        steps.push(Step { input, output, emitted, ..step });
+    }
+    let name = Box::leak(format!("{} [{label}]", case.name).into_boxed_str());
+    Some(Case { name, steps })
+}
+
+/// Runs every case of `cases()` once per tag set of [`TAG_SETS`], each frame tagged
+/// ([`tagged_case`]); returns the steps run, the cases left out (a frame too short to tag)
+/// and every difference found.
+pub fn run_tagged(
+    cases: impl Fn() -> Vec<Case>,
+    pipeline: impl Fn() -> Pipeline,
+) -> (usize, usize, Vec<String>) {
+    let (mut steps_run, mut left_out, mut failures) = (0, 0, Vec::new());
+    for (label, tags) in TAG_SETS {
+        let all = cases();
+        let total = all.len();
+        let tagged: Vec<Case> =
+            all.into_iter().filter_map(|case| tagged_case(case, label, tags)).collect();
+        left_out += total - tagged.len();
+        let (steps, found) = run(tagged, &pipeline);
+        steps_run += steps;
+        failures.extend(found);
+    }
+    (steps_run, left_out, failures)
 }

@@ -29,8 +29,10 @@ def frames():
     yield Ether(src=RS1_MAC, dst=LB) / IP(src=RS1, dst=CLIENT) / TCP(sport=8080, dport=42000, flags="SA")
     # FullNAT request (the reply needs the chosen local port: checked in the Rust tests).
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=FULLNAT_VIP) / TCP(sport=43000, dport=80, flags="S")
-    # Malformed and foreign frames.
+    # A first fragment (it has the ports): balanced, DR to rs2 (issue 15).
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=VIP, flags="MF") / UDP(sport=1, dport=53)
+    # Malformed and foreign frames: a later fragment whose first never came.
+    yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=VIP, id=77, frag=185, proto=17) / Raw(b"later")
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst=VIP, ihl=6, options=b"\x01\x01\x01\x01") / TCP(dport=80)
     yield Ether(src=CLIENT_MAC, dst=LB) / IP(src=CLIENT, dst="10.1.1.2") / TCP(dport=22, flags="S")
 
@@ -85,7 +87,7 @@ def check(path):
             seen["fullnat"] += 1
         else:
             problems.append("unexpected: " + pkt.summary())
-    want = {"dr": 20, "dr_udp": 1, "nat_in": 1, "nat_out": 1, "fullnat": 1, "arp": 1, "echo": 1}
+    want = {"dr": 20, "dr_udp": 2, "nat_in": 1, "nat_out": 1, "fullnat": 1, "arp": 1, "echo": 1}
     if seen != want:
         problems.append(f"saw {seen}, want {want}")
     for p in problems:

@@ -1,29 +1,46 @@
 //! [`EmitQueue`]: frames the pipeline sends on its own (ARP requests, released held frames,
 //! gratuitous ARP), in one buffer allocated up front.
 //!
-//! Invariants: at most [`EMIT_CAPACITY`] frames of at most [`EMIT_FRAME`] bytes each; a push
-//! to a full queue is refused (the caller counts `emit_overflow`), never an allocation.
+//! Invariants: at most [`EMIT_CAPACITY`] frames of at most [`EMIT_FRAME`] bytes each as
+//! written, plus the VLAN tags of the frame being processed ([`EmitQueue::set_tags`]),
+//! which the queue inserts after the MACs of every frame pushed meanwhile (each slot has
+//! room for them); a push to a full queue is refused (the caller counts `emit_overflow`),
+//! never an allocation.
 
 use crate::snapshot::IfaceId;
 
+use super::vlan::{self, MAX_TAGS_LEN, Tags};
 use super::{EMIT_CAPACITY, EMIT_FRAME};
+
+/// Bytes of one slot: a frame as written and the most tags inserted into it.
+const SLOT: usize = EMIT_FRAME + MAX_TAGS_LEN;
 
 /// Frames the pipeline sends on its own, in one buffer allocated up front.
 #[derive(Debug)]
 pub(super) struct EmitQueue {
     buffer: Vec<u8>,
     frames: Vec<(IfaceId, usize)>,
+    /// The tags of the frame being processed (`vlan`): inserted into every frame pushed.
+    tags: Tags,
 }
 
 impl EmitQueue {
     pub(super) fn new() -> Self {
         EmitQueue {
-            buffer: vec![0; EMIT_CAPACITY * EMIT_FRAME],
+            buffer: vec![0; EMIT_CAPACITY * SLOT],
             frames: Vec::with_capacity(EMIT_CAPACITY),
+            tags: Tags::NONE,
         }
     }
 
-    /// Queues a frame written by `write` (which returns its length). False when full.
+    /// Sets the tags inserted into every frame pushed from now on (the tags of the frame
+    /// being processed; [`Tags::NONE`] once it is done); returns the previous ones.
+    pub(super) fn set_tags(&mut self, tags: Tags) -> Tags {
+        std::mem::replace(&mut self.tags, tags)
+    }
+
+    /// Queues a frame written by `write` into [`EMIT_FRAME`] bytes (it returns the frame's
+    /// length), with the current tags inserted. False when full.
     pub(super) fn push_with(
         &mut self,
         egress: IfaceId,
@@ -33,12 +50,15 @@ impl EmitQueue {
         if index >= EMIT_CAPACITY {
             return false;
         }
-        let slot = &mut self.buffer[index * EMIT_FRAME..(index + 1) * EMIT_FRAME];
-        let len = write(slot).min(EMIT_FRAME);
+        let slot = &mut self.buffer[index * SLOT..(index + 1) * SLOT];
+        let len = write(&mut slot[..EMIT_FRAME]).min(EMIT_FRAME);
+        let len = vlan::insert(slot, len, &self.tags);
         self.frames.push((egress, len));
         true
     }
 
+    /// Queues a copy of `frame`, with the current tags inserted. False when full or when
+    /// the frame is longer than [`EMIT_FRAME`].
     pub(super) fn push(&mut self, egress: IfaceId, frame: &[u8]) -> bool {
         if frame.len() > EMIT_FRAME {
             return false;
@@ -49,6 +69,20 @@ impl EmitQueue {
         })
     }
 
+    /// Queues a copy of `frame` as it is, with no tags inserted: a held frame, which was
+    /// held with the tags of its own frame ([`vlan::hold`]).
+    pub(super) fn push_held(&mut self, egress: IfaceId, frame: &[u8]) -> bool {
+        let tags = self.set_tags(Tags::NONE);
+        let pushed = self.push(egress, frame);
+        self.tags = tags;
+        pushed
+    }
+
+    /// The tags inserted into the frames pushed now.
+    pub(super) fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
     pub(super) fn len(&self) -> usize {
         self.frames.len()
     }
@@ -56,7 +90,7 @@ impl EmitQueue {
     pub(super) fn drain(&mut self, mut send: impl FnMut(IfaceId, &[u8])) -> usize {
         let count = self.frames.len();
         for (index, (egress, len)) in self.frames.iter().enumerate() {
-            send(*egress, &self.buffer[index * EMIT_FRAME..index * EMIT_FRAME + len]);
+            send(*egress, &self.buffer[index * SLOT..index * SLOT + len]);
         }
         self.frames.clear();
         count

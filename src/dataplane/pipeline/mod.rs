@@ -93,6 +93,7 @@
 mod classify;
 mod emit;
 mod flows;
+mod fragments;
 mod icmp;
 mod neighbors;
 mod persistence;
@@ -100,6 +101,7 @@ mod rewrite;
 mod schedule;
 mod tunnel;
 mod v6;
+mod vlan;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -270,6 +272,8 @@ struct CoreState {
     v6: Core6,
     /// Tunnel mode's buffer and outer identification counter.
     tunnel: tunnel::TunnelState,
+    /// The datagrams whose first fragment went to a VIP's flow, for their later fragments.
+    fragments: fragments::FragmentTable,
 }
 
 impl Pipeline {
@@ -305,6 +309,7 @@ impl Pipeline {
             presence: snapshot.fleet.presence(VrrpState::Standby),
             v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
             tunnel: tunnel::TunnelState::new(),
+            fragments: fragments::FragmentTable::new(),
         };
         let mut pipeline = Pipeline { snapshot, core };
         pipeline.core.v6.set_snapshot(&pipeline.snapshot);
@@ -814,6 +819,9 @@ impl CoreState {
         };
         let dst = eth.dst_addr();
         let ethertype = eth.ethertype();
+        if vlan::is_tag(ethertype) {
+            return self.tagged(snapshot, now, ingress, frame);
+        }
         if dst != interface.mac && !dst.is_broadcast() {
             // NDP for xlb's IPv6 addresses comes to their solicited-node groups.
             if ethertype == EtherType::IPV6 && dst.is_multicast() {
@@ -827,6 +835,31 @@ impl CoreState {
             EtherType::IPV6 => self.ipv6(snapshot, now, ingress, frame),
             _ => Verdict::Pass,
         }
+    }
+
+    /// A VLAN-tagged frame (`vlan`): processed as the untagged frame its MACs make when
+    /// moved over its tags, every frame emitted meanwhile tagged alike, then given its MACs
+    /// and tags back (the tags kept, whatever the verdict).
+    #[inline(never)]
+    fn tagged(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+    ) -> Verdict {
+        let tags = match vlan::Tags::parse(frame) {
+            Ok(tags) => tags,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        vlan::untag(frame, &tags);
+        let outer = self.emit.set_tags(tags);
+        // The view's EtherType is not a TPID (`Tags::parse` read past every tag): this
+        // does not come back here.
+        let verdict = self.process(snapshot, now, ingress, &mut frame[tags.len()..]);
+        self.emit.set_tags(outer);
+        vlan::retag(frame, &tags);
+        verdict
     }
 
     /// The step-by-step checks of an IPv4 packet, each with its exact drop reason (the
@@ -861,11 +894,15 @@ impl CoreState {
         if !ip.verify_checksum() {
             return reject(owned, DropReason::BadIpChecksum);
         }
-        if ip.is_fragment() {
-            return reject(owned, DropReason::Fragment);
-        }
         if ip.has_options() {
             return reject(owned, DropReason::IpOptions);
+        }
+        if ip.is_fragment() {
+            // Fragments follow their first fragment's flow (`fragments`): to a VIP, and the
+            // replies to a FullNAT local address or from a NAT backend.
+            let total_len = usize::from(ip.total_len());
+            let class = Class::of_owner(owned);
+            return self.fragment(snapshot, now, ingress, frame, total_len, class);
         }
         let l4_start = ETH_LEN + ip.header_len();
         let l4_end = ETH_LEN + usize::from(ip.total_len());

@@ -23,6 +23,7 @@ use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, MacAddr, WireError};
 
+use super::vlan;
 use super::{CoreState, ETH_LEN, NEIGHBOR_REFRESH, PACED_ARP_ROOM, REFRESH_PER_SCAN, Verdict};
 
 /// Where a frame to one backend or client goes: its Ethernet addresses (the next hop's MAC,
@@ -255,7 +256,7 @@ impl CoreState {
             if let Some(interface) = snapshot.interfaces.get(egress.index()) {
                 eth.set_src_addr(interface.mac);
             }
-            if emit.push(egress, held) {
+            if emit.push_held(egress, held) {
                 counters.add(Stat::ReleasedPackets, 1);
             } else {
                 counters.add(Stat::EmitOverflow, 1);
@@ -384,7 +385,8 @@ impl CoreState {
             eth.set_dst_addr(mac);
             return Verdict::Tx(route.egress);
         }
-        match self.hold.hold(now, route.next_hop, route.egress, frame) {
+        match vlan::hold(&mut self.hold, now, route.next_hop, route.egress, frame, self.emit.tags())
+        {
             Hold::HeldAskNow => {
                 let asked = self.emit.push_with(route.egress, |buffer| {
                     arp::write_request(buffer, interface.mac, interface.addr, route.next_hop)

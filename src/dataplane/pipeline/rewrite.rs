@@ -69,6 +69,33 @@ pub(super) fn route_transport(
     rewrite_plain(frame, proto, src, dst, true)
 }
 
+/// What NAT and FullNAT do to a later fragment of a datagram they forward (`fragments`): the
+/// TTL one less and the addresses set to `src` and `dst`, the IPv4 checksum patched once for
+/// all of it; nothing past the IPv4 header (a later fragment has no ports, and the L4
+/// checksum, in the first fragment, was updated there). False, and the frame untouched, if
+/// the TTL is 0 or 1.
+pub(super) fn route_addresses(frame: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    let Some(head) = frame.get_mut(..plain::PORTS) else {
+        return true;
+    };
+    let ttl = head[plain::TTL];
+    if ttl <= 1 {
+        return false;
+    }
+    let half = |head: &[u8], at: usize| u16::from_ne_bytes([head[at], head[at + 1]]);
+    let old = half(head, plain::TTL);
+    head[plain::TTL] = ttl - 1;
+    let mut ip = checksum::Delta::NONE.u16(old, half(head, plain::TTL));
+    for (at, addr) in [(plain::SRC_ADDR, src), (plain::DST_ADDR, dst)] {
+        let old = u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        head[at..at + 4].copy_from_slice(&addr.octets());
+        ip = ip.u32(old, u32::from_ne_bytes(addr.octets()));
+    }
+    let patched = ip.apply(half(head, plain::IP_CHECKSUM));
+    head[plain::IP_CHECKSUM..plain::IP_CHECKSUM + 2].copy_from_slice(&patched.to_ne_bytes());
+    true
+}
+
 /// Offsets in a frame of IPv4 without options (every packet [`CoreState::transport`] takes:
 /// one with options is dropped before it) and of the TCP or UDP header after it.
 ///

@@ -35,9 +35,11 @@
 //       fixed header, hop limit 255 as RFC 4861 requires) whose *target* is an OWNER_XLB
 //       address (a solicitation for a VIP, to its solicited-node group or unicast; another
 //       host advertising a VIP), or whose *source* is one (another host using a VIP).
+// Frames with one or two VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8; VLAN 0 priority tags
+// too) are steered by the same rules, read after their tags (the pipeline serves them and
+// keeps the tags); a third tag, or a frame cut inside its tags, is the kernel's.
 // Everything else goes to the kernel (XDP_PASS): the box's own traffic (SSH, routing, ARP
-// and NDP for its own address, router advertisements, MLD, link-local), VLAN tags,
-// truncated frames.
+// and NDP for its own address, router advertisements, MLD, link-local), truncated frames.
 //
 // Every well-formed Ethernet/IPv4 ARP request or reply with a non-zero sender address is
 // also recorded in `arp_seen` (sender address -> sender MAC, bpf_ktime_get_ns()), and still
@@ -54,6 +56,9 @@
 #include "xlb_bpf.h"
 
 #define ARP_LEN 28
+/* A VLAN tag (TPID, TCI) as it sits between the MACs and the EtherType it precedes. */
+#define TAG_LEN 4
+#define IS_TAG(ether_type) ((ether_type) == BE16(0x8100) || (ether_type) == BE16(0x88a8))
 #define IPV6_LEN 40
 /* An NDP message up to its options: type, code, checksum, flags, target (RFC 4861 §4.3-4). */
 #define NDP_LEN 24
@@ -203,9 +208,25 @@ int xlb_steer(struct xdp_md *ctx)
     if (frame + ETH_LEN > end)
         goto out;
     __u16 ether_type = *(__u16 *)(frame + 12);
+    /* VLAN tags: up to two (an 802.1ad or 802.1Q tag, then an 802.1Q one), each whole with
+     * the EtherType after it; `l3` is where the payload starts. A third tag, or a frame cut
+     * inside its tags, is the kernel's. */
+    __u8 *l3 = frame + ETH_LEN;
+    if (IS_TAG(ether_type)) {
+        if (l3 + TAG_LEN > end)
+            goto out;
+        ether_type = *(__u16 *)(l3 + 2);
+        l3 += TAG_LEN;
+        if (IS_TAG(ether_type)) {
+            if (l3 + TAG_LEN > end)
+                goto out;
+            ether_type = *(__u16 *)(l3 + 2);
+            l3 += TAG_LEN;
+        }
+    }
 
     if (ether_type == BE16(0x0800)) {
-        __u8 *ip = frame + ETH_LEN;
+        __u8 *ip = l3;
         if (ip + IPV4_LEN > end)
             goto out;
         __u8 *owner = bpf_map_lookup_elem(&dst, ip + 16);
@@ -238,7 +259,7 @@ int xlb_steer(struct xdp_md *ctx)
         if (bpf_map_lookup_elem(&nat_src, &key))
             goto steer;
     } else if (ether_type == BE16(0x0806)) {
-        __u8 *arp = frame + ETH_LEN;
+        __u8 *arp = l3;
         if (arp + ARP_LEN > end)
             goto out;
         /* Ethernet (1) / IPv4 (0x0800), address lengths 6 and 4. */
@@ -259,7 +280,7 @@ int xlb_steer(struct xdp_md *ctx)
         if (claimed && *claimed == OWNER_XLB)
             goto steer;
     } else if (ether_type == BE16(0x86dd)) {
-        __u8 *ip6 = frame + ETH_LEN;
+        __u8 *ip6 = l3;
         if (ip6 + IPV6_LEN > end)
             goto out;
         int version_6 = (ip6[0] & 0xf0) == 0x60;

@@ -37,6 +37,11 @@
 //!   box's own IPv6, router advertisements, MLD, link-local traffic and NDP about other
 //!   addresses are the kernel's.
 //!
+//! - VLAN-tagged frames (one or two tags: 802.1Q `0x8100`, 802.1ad `0x88a8`, VLAN 0
+//!   priority tags too) by the same rules, read after their tags (a bounded parse of two
+//!   whole tags; the pipeline serves them through an untagged view and keeps the tags). A
+//!   third tag, or a frame cut inside its tags, is the kernel's (the pipeline would drop it).
+//!
 //! What is steered and still not xlb's: in XDP a NAT reply cannot be told from the
 //! backend's own unicast traffic from its service port (a DNS server's query from :53 to an
 //! upstream, an NTP server's from :123), because only the pipeline's flow table knows the
@@ -1113,12 +1118,47 @@ mod tests {
         out
     }
 
-    /// `frame` with an 802.1Q tag (VLAN 7).
-    fn vlan_tagged(frame: &[u8]) -> Vec<u8> {
+    /// `frame` with `tags` (TPIDs and TCIs) after its MACs.
+    fn with_tags(frame: &[u8], tags: &[u8]) -> Vec<u8> {
         let mut out = frame[..12].to_vec();
-        out.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        out.extend_from_slice(tags);
         out.extend_from_slice(&frame[12..]);
         out
+    }
+
+    /// The tags [`with_vlan_cases`] puts on every case.
+    const TAG_SETS: [(&str, &[u8]); 3] = [
+        ("802.1Q VLAN 7", &[0x81, 0x00, 0x00, 0x07]),
+        ("802.1ad 100 + 802.1Q 7", &[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x07]),
+        ("priority tag (VLAN 0)", &[0x81, 0x00, 0xa0, 0x00]),
+    ];
+
+    /// `cases`, then every one of them again tagged with each of [`TAG_SETS`] (steered alike:
+    /// the program reads past one or two tags), then malformed tags around `to_vip` (a
+    /// frame xlb owns untagged), which are the kernel's: a third tag, a frame cut inside
+    /// its tag or its inner tag.
+    fn with_vlan_cases(
+        mut cases: Vec<(String, Vec<u8>, bool)>,
+        to_vip: &[u8],
+    ) -> Vec<(String, Vec<u8>, bool)> {
+        let untagged = cases.clone();
+        for (label, tags) in TAG_SETS {
+            for (what, frame, owned) in &untagged {
+                cases.push((format!("{what}, {label}"), with_tags(frame, tags), *owned));
+            }
+        }
+        let three = [0x88, 0xa8, 0, 100, 0x81, 0, 0, 7, 0x81, 0, 0, 8];
+        cases.push(("to a VIP with three tags".into(), with_tags(to_vip, &three), false));
+        let cut = with_tags(to_vip, TAG_SETS[0].1);
+        cases.push(("to a VIP cut inside its tag".into(), cut[..15].to_vec(), false));
+        let cut = with_tags(to_vip, TAG_SETS[1].1);
+        cases.push(("to a VIP cut inside its inner tag".into(), cut[..19].to_vec(), false));
+        cases.push((
+            "to a VIP cut inside the EtherType after two tags".into(),
+            cut[..21].to_vec(),
+            false,
+        ));
+        cases
     }
 
     /// `frame` with the more-fragments flag set.
@@ -1259,7 +1299,6 @@ mod tests {
                 true,
             ),
             ("ipv6".into(), ipv6_udp(), false),
-            ("vlan-tagged tcp to a VIP".into(), vlan_tagged(&to_vip), false),
             ("ihl 6 tcp to a VIP".into(), with_ip_options(&to_vip), true),
             ("ihl 6 tcp from a NAT backend's port".into(), with_ip_options(&nat_reply), false),
             ("fragment from a NAT backend's port".into(), first_fragment(&nat_reply), false),
@@ -1287,7 +1326,7 @@ mod tests {
             false,
         ));
         cases.push(("arp request for a VIP, 42 bytes".into(), vip_request[..42].to_vec(), true));
-        cases
+        with_vlan_cases(cases, &to_vip)
     }
 
     fn monotonic_ns() -> u64 {
@@ -1690,7 +1729,6 @@ mod tests {
                 )),
                 false,
             ),
-            ("vlan-tagged tcp6 to a VIP".into(), vlan_tagged(&to_vip), false),
         ];
         // Cut short of what each decision reads, then just long enough.
         for (length, owned) in [(14, false), (53, false), (54, true)] {
@@ -1723,7 +1761,7 @@ mod tests {
                 owned,
             ));
         }
-        cases
+        with_vlan_cases(cases, &to_vip)
     }
 
     #[test]

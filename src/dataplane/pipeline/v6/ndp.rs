@@ -47,6 +47,7 @@ use crate::wire::{EthernetFrame, MacAddr};
 
 use super::super::emit::EmitQueue;
 use super::super::neighbors::is_unicast;
+use super::super::vlan;
 use super::super::{NEIGHBOR_REFRESH, PACED_ARP_ROOM, REFRESH_PER_SCAN, Verdict};
 use super::Core6;
 use super::parse::L4;
@@ -226,7 +227,7 @@ impl Core6 {
             if let Some(link) = side.link6(egress) {
                 eth.set_src_addr(link.mac);
             }
-            if emit.push(egress, held) {
+            if emit.push_held(egress, held) {
                 counters.add(Stat::ReleasedPackets, 1);
             } else {
                 counters.add(Stat::EmitOverflow, 1);
@@ -257,7 +258,7 @@ impl Core6 {
             eth.set_dst_addr(mac);
             return Verdict::Tx(egress);
         }
-        match self.hold.hold(now, next_hop, egress, frame) {
+        match vlan::hold(&mut self.hold, now, next_hop, egress, frame, emit.tags()) {
             Hold::HeldAskNow => {
                 self.solicit(link, egress, next_hop, emit, counters);
                 Verdict::Held
