@@ -212,16 +212,23 @@ int xlb_steer(struct xdp_md *ctx)
      * the EtherType after it; `l3` is where the payload starts. A third tag, or a frame cut
      * inside its tags, is the kernel's. */
     __u8 *l3 = frame + ETH_LEN;
+    /* `l3`'s offset in the frame, kept as a number beside the pointer: reads at a
+     * data-dependent distance go through bpf_xdp_load_bytes at an offset, since moving a
+     * packet pointer by a variable amount needs CAP_PERFMON (the verifier's Spectre
+     * sanitation), which the systemd unit does not grant. */
+    __u32 l3_off = ETH_LEN;
     if (IS_TAG(ether_type)) {
         if (l3 + TAG_LEN > end)
             goto out;
         ether_type = *(__u16 *)(l3 + 2);
         l3 += TAG_LEN;
+        l3_off += TAG_LEN;
         if (IS_TAG(ether_type)) {
             if (l3 + TAG_LEN > end)
                 goto out;
             ether_type = *(__u16 *)(l3 + 2);
             l3 += TAG_LEN;
+            l3_off += TAG_LEN;
         }
     }
 
@@ -322,6 +329,8 @@ int xlb_steer(struct xdp_md *ctx)
             goto out;
         /* The extension headers a NAT reply may carry, as the pipeline walks them: each
          * within the frame, hop-by-hop only first, a routing header's segments left 0. */
+        /* Read at offsets (see `l3_off`): the walk moves by the headers' own lengths. */
+        __u32 l4_off = l3_off + IPV6_LEN;
         __u32 ext_len = 0;
 #pragma unroll
         for (int i = 0; i < MAX_EXT_HEADERS; i++) {
@@ -329,8 +338,8 @@ int xlb_steer(struct xdp_md *ctx)
                 break;
             if (next == PROTO_HOP_BY_HOP && i > 0)
                 goto out;
-            __u8 *ext = l4 + ext_len;
-            if (ext + 4 > end)
+            __u8 ext[4];
+            if (bpf_xdp_load_bytes(ctx, l4_off + ext_len, ext, sizeof(ext)) < 0)
                 goto out;
             if (next == PROTO_ROUTING && ext[3] != 0)
                 goto out;
@@ -341,7 +350,7 @@ int xlb_steer(struct xdp_md *ctx)
         }
         if (next == PROTO_HOP_BY_HOP || next == PROTO_ROUTING || next == PROTO_DEST_OPTIONS)
             goto out;
-        l4 += ext_len;
+        l4_off += ext_len;
 
         struct nat6_key key = {.proto = next};
         key.addr[0] = *(__u32 *)(ip6 + 8);
@@ -349,12 +358,14 @@ int xlb_steer(struct xdp_md *ctx)
         key.addr[2] = *(__u32 *)(ip6 + 16);
         key.addr[3] = *(__u32 *)(ip6 + 20);
         if (next == 6 || next == 17) {
-            if (l4 + 4 > end)
+            __u8 ports[4];
+            if (bpf_xdp_load_bytes(ctx, l4_off, ports, sizeof(ports)) < 0)
                 goto out;
-            key.port = *(__u16 *)l4;
+            key.port = *(__u16 *)ports;
         } else if (next == PROTO_ICMPV6) {
             /* Errors are types 0 to 127 (RFC 4443 §2.1), as crate::wire::icmpv6::is_error. */
-            if (l4 + 1 > end || l4[0] >= 128)
+            __u8 type;
+            if (bpf_xdp_load_bytes(ctx, l4_off, &type, 1) < 0 || type >= 128)
                 goto out;
         } else {
             goto out;

@@ -22,6 +22,8 @@ static __attribute__((unused)) __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUN
 static __attribute__((unused)) long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
 static __attribute__((unused)) long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
 static __attribute__((unused)) __u32 (*bpf_get_prandom_u32)(void) = (void *)BPF_FUNC_get_prandom_u32;
+static __attribute__((unused)) long (*bpf_xdp_load_bytes)(struct xdp_md *ctx, __u32 offset, void *buf,
+                                   __u32 len) = (void *)BPF_FUNC_xdp_load_bytes;
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define BE16(x) __builtin_bswap16(x)
