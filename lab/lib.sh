@@ -351,11 +351,12 @@ lab_http_clients() {
         done' lab-http-client "$2" "$3" "$LAB_TIMEOUT"
 }
 
-# lab_udp_clients NS ADDR PORT N OUT: N request/responses, each from a fresh socket, in NS;
-# one line per request in OUT, as lab_http_clients.
+# lab_udp_clients NS ADDR PORT N OUT [SIZE]: N request/responses, each from a fresh socket,
+# in NS; one line per request in OUT, as lab_http_clients. With SIZE, each request is SIZE
+# bytes (random after its number) and its answer must echo it whole.
 lab_udp_clients() {
     lab_run "$5" ip netns exec "$1" python3 "$LAB_SRC/udp.py" ask --addr "$2" --port "$3" \
-        --count "$4" --timeout "$LAB_TIMEOUT"
+        --count "$4" --timeout "$LAB_TIMEOUT" ${6:+--size "$6"}
 }
 
 # lab_tally KIND OUT N SERVER...: counts the answers in OUT, prints them, and records a

@@ -11,7 +11,9 @@ ask:   COUNT request/responses, each from a fresh connected socket on a source p
        from the address and port it sent to, so a reply from the wrong source counts as lost.
        Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON" (with --stamps,
        after its start and end times); --until FILE stops early once FILE exists; --interval
-       paces the requests. An ADDR with a colon is IPv6.
+       paces the requests; --size pads each request with random bytes to SIZE bytes (a
+       datagram above the MTU leaves fragmented, and its answer, NAME and the whole request,
+       comes back fragmented too: checked byte for byte). An ADDR with a colon is IPv6.
 """
 
 import argparse
@@ -42,7 +44,7 @@ def serve(name: str, port: int, family: int) -> None:
         level, kind, info = socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO
     prefix = name.encode() + b" "
     while True:
-        data, ancillary, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(info.size))
+        data, ancillary, _flags, peer = sock.recvmsg(65535, socket.CMSG_SPACE(info.size))
         reply_from = []
         to = None
         for got_level, got_kind, value in ancillary:
@@ -73,7 +75,14 @@ def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
 
 
 def ask(
-    addr: str, port: int, count: int, timeout: float, until: str, stamps: bool, interval: float
+    addr: str,
+    port: int,
+    count: int,
+    timeout: float,
+    until: str,
+    stamps: bool,
+    interval: float,
+    size: int,
 ) -> None:
     used_ports: set = set()
     next_at = time.monotonic()
@@ -88,7 +97,10 @@ def ask(
         if len(used_ports) > 20000:
             used_ports.clear()  # a long run: ports come round again, after a while
         start = time.time()
-        line = ask_once(addr, port, timeout, used_ports, b"request %d" % i)
+        request = b"request %d" % i
+        if size > len(request):
+            request += os.urandom(size - len(request))
+        line = ask_once(addr, port, timeout, used_ports, request)
         print(f"{start:.6f} {time.time():.6f} {line}" if stamps else line, flush=True)
 
 
@@ -99,7 +111,7 @@ def ask_once(addr: str, port: int, timeout: float, used_ports: set, request: byt
         sock = fresh_socket(addr, port, used_ports)
         sock.settimeout(timeout)
         sock.send(request)
-        reply = sock.recv(2048)
+        reply = sock.recv(65535)
         name, _, echoed = reply.partition(b" ")
         if echoed != request:
             return "fail wrong-reply"
@@ -129,11 +141,21 @@ def main() -> int:
     a.add_argument("--until", default="", help="stop early once this file exists")
     a.add_argument("--stamps", action="store_true", help="start and end time before each line")
     a.add_argument("--interval", type=float, default=0.0, help="seconds from one request to the next")
+    a.add_argument("--size", type=int, default=0, help="pad each request with random bytes to SIZE")
     args = parser.parse_args()
     if args.command == "serve":
         serve(args.name, args.port, args.family)
     else:
-        ask(args.addr, args.port, args.count, args.timeout, args.until, args.stamps, args.interval)
+        ask(
+            args.addr,
+            args.port,
+            args.count,
+            args.timeout,
+            args.until,
+            args.stamps,
+            args.interval,
+            args.size,
+        )
     return 0
 
 

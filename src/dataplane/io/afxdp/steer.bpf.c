@@ -12,8 +12,18 @@
 //     TCP/UDP whose
 //     (source address, source port, protocol) is in `nat_src` (a reply xlb must un-NAT),
 //     and ICMP errors whose source address is a NAT backend (key: address, port 0,
-//     protocol 1); only unfragmented packets with a plain 20-byte header, since xlb never
-//     made a reply with options or fragments;
+//     protocol 1); only with a plain 20-byte header, since xlb never made a reply with
+//     options. A reply above the backend's MTU comes as fragments (a UDP datagram above
+//     1500 bytes): a first fragment (offset 0, more fragments) of TCP/UDP is matched by its
+//     ports as a whole packet is, and, when steered, its datagram (source, destination,
+//     protocol, IP identification) is remembered in the LRU map `nat_frags` with
+//     bpf_ktime_get_ns(); a later fragment (offset > 0: no ports) is steered when its
+//     datagram's first fragment was, within FRAGMENT_WINDOW_NS (the pipeline's own fragment
+//     table's FRAGMENT_TIMEOUT: the pipeline forwards later fragments as long as that).
+//     A later fragment that arrives before its first one is the kernel's (nothing is held
+//     here, nor in the pipeline): its datagram is lost, as through any stateless balancer;
+//     senders emit fragments in order, so it takes reordering on the path. ICMP fragments
+//     are the kernel's (no error is that long);
 //   - ARP requests for an OWNER_XLB address (xlb answers ARP for what it owns), and ARP
 //     (request or reply) whose *sender* is an OWNER_XLB address: another host claiming a
 //     VIP, which xlb counts as a conflict (and answers to its probes).
@@ -30,7 +40,13 @@
 //       header, or after the extension headers the pipeline forwards (hop-by-hop first,
 //       destination options, routing with segments left 0), walked as the pipeline walks
 //       them: at most MAX_EXT_HEADERS, ending within MAX_EXT_BYTES of the payload, each
-//       within the frame; a chain the pipeline would refuse is the kernel's;
+//       within the frame; a chain the pipeline would refuse is the kernel's. A fragment
+//       header (44) after that chain, with TCP or UDP after it, is a fragment of a reply,
+//       steered as IPv4's are: a first one (offset 0, M set) by the ports after the
+//       fragment header, its datagram (source, destination, next header, identification)
+//       remembered in `nat6_frags`; a later one when its first one was steered within
+//       FRAGMENT_WINDOW_NS; an atomic fragment (offset 0, M clear: RFC 8200 §4.5) as a whole
+//       packet, by its ports;
 //     - NDP (neighbour solicitation 135 or advertisement 136, ICMPv6 directly after the
 //       fixed header, hop limit 255 as RFC 4861 requires) whose *target* is an OWNER_XLB
 //       address (a solicitation for a VIP, to its solicited-node group or unicast; another
@@ -72,12 +88,20 @@
 
 #define PROTO_HOP_BY_HOP 0
 #define PROTO_ROUTING 43
+#define PROTO_FRAGMENT 44
+/* An IPv6 fragment header: next header, reserved, offset and M flag, identification. */
+#define FRAGMENT_HEADER_LEN 8
 #define PROTO_DEST_OPTIONS 60
 #define PROTO_ICMPV6 58
 #define NDP_SOLICIT 135
 #define NDP_ADVERT 136
 #define OPTION_SOURCE_LINK_ADDR 1
 #define OPTION_TARGET_LINK_ADDR 2
+
+/* How long a steered first fragment lets its datagram's later fragments be steered:
+ * crate::dataplane::pipeline's FRAGMENT_TIMEOUT (2 s), as long as the pipeline forwards
+ * them (mirrored in steer.rs as FRAGMENT_WINDOW). */
+#define FRAGMENT_WINDOW_NS 2000000000ULL
 
 /* ICMP types that are errors quoting a packet: 3 unreachable, 4 source quench, 5 redirect,
  * 11 time exceeded, 12 parameter problem (the set crate::wire::icmp::is_error accepts). */
@@ -100,6 +124,24 @@ struct nat6_key {
     __u16 port;    /* source port; 0 for ICMPv6 */
     __u8 proto;    /* next header */
     __u8 pad;      /* always 0 */
+};
+
+/* The IPv4 datagram a fragment belongs to (RFC 791): a key of `nat_frags`. */
+struct frag_key {
+    __u32 src;   /* source address */
+    __u32 dst;   /* destination address */
+    __u16 ident; /* IP identification */
+    __u8 proto;  /* IP protocol number */
+    __u8 pad;    /* always 0 */
+};
+
+/* The IPv6 datagram a fragment belongs to (RFC 8200 §4.5): a key of `nat6_frags`. */
+struct frag6_key {
+    __u32 src[4]; /* source address */
+    __u32 dst[4]; /* destination address */
+    __u32 ident;  /* the fragment header's identification */
+    __u8 proto;   /* the fragment header's next header */
+    __u8 pad[3];  /* always 0 */
 };
 
 /* An IPv6 address as a map key (the 16 bytes of the frame). */
@@ -165,6 +207,21 @@ struct {
     __type(value, struct arp_entry);
 } ndp_seen SEC(".maps");
 
+/* NAT replies' datagrams whose first fragment was steered -> bpf_ktime_get_ns() then. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct frag_key);
+    __type(value, __u64);
+} nat_frags SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct frag6_key);
+    __type(value, __u64);
+} nat6_frags SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, STAT_COUNT);
@@ -195,6 +252,23 @@ static __attribute__((always_inline)) int owned6(const __u8 *addr)
 {
     __u8 *owner = bpf_map_lookup_elem(&dst6, addr);
     return owner && *owner == OWNER_XLB;
+}
+
+/* Remembers in `frags` (nat_frags, nat6_frags) that `datagram`'s first fragment was
+ * steered, now. */
+static __attribute__((always_inline)) void remember_first_fragment(void *frags,
+                                                                   const void *datagram)
+{
+    __u64 now = bpf_ktime_get_ns();
+    bpf_map_update_elem(frags, datagram, &now, BPF_ANY);
+}
+
+/* Whether `frags` says `datagram`'s first fragment was steered within FRAGMENT_WINDOW_NS. */
+static __attribute__((always_inline)) int first_fragment_steered(void *frags,
+                                                                 const void *datagram)
+{
+    __u64 *steered_ns = bpf_map_lookup_elem(frags, datagram);
+    return steered_ns && bpf_ktime_get_ns() - *steered_ns < FRAGMENT_WINDOW_NS;
 }
 
 SEC("xdp")
@@ -243,8 +317,8 @@ int xlb_steer(struct xdp_md *ctx)
             goto out;
         }
 
-        /* Version 4, IHL 5, not a fragment. */
-        if (ip[0] != 0x45 || (*(__u16 *)(ip + 6) & BE16(0x3fff)))
+        /* Version 4, IHL 5. */
+        if (ip[0] != 0x45)
             goto out;
         /* A reply is unicast: a group destination (Ethernet group bit, or IPv4 224.0.0.0 and
          * up: multicast, reserved, 255.255.255.255) from a backend's port is its own (mDNS,
@@ -252,6 +326,21 @@ int xlb_steer(struct xdp_md *ctx)
         if ((frame[0] & 1) || ip[16] >= 224)
             goto out;
         struct nat_key key = {.addr = *(__u32 *)(ip + 12), .proto = ip[9]};
+        /* The more-fragments flag and the offset: non-zero for any fragment. */
+        __u16 fragment = *(__u16 *)(ip + 6) & BE16(0x3fff);
+        struct frag_key datagram = {
+            .src = key.addr, .dst = *(__u32 *)(ip + 16), .ident = *(__u16 *)(ip + 4),
+            .proto = key.proto};
+        if (fragment) {
+            if (key.proto != 6 && key.proto != 17)
+                goto out;
+            /* A later fragment has no ports: its first fragment decided. */
+            if (fragment & BE16(0x1fff)) {
+                if (first_fragment_steered(&nat_frags, &datagram))
+                    goto steer;
+                goto out;
+            }
+        }
         __u8 *l4 = ip + IPV4_LEN;
         if (key.proto == 6 || key.proto == 17) {
             if (l4 + 4 > end)
@@ -263,8 +352,11 @@ int xlb_steer(struct xdp_md *ctx)
         } else {
             goto out;
         }
-        if (bpf_map_lookup_elem(&nat_src, &key))
+        if (bpf_map_lookup_elem(&nat_src, &key)) {
+            if (fragment)
+                remember_first_fragment(&nat_frags, &datagram);
             goto steer;
+        }
     } else if (ether_type == BE16(0x0806)) {
         __u8 *arp = l3;
         if (arp + ARP_LEN > end)
@@ -352,6 +444,34 @@ int xlb_steer(struct xdp_md *ctx)
             goto out;
         l4_off += ext_len;
 
+        /* A fragment header after the chain: a fragment of a TCP or UDP reply, or the
+         * kernel's. `first_fragment`: offset 0 with more to come (M set). */
+        int first_fragment = 0;
+        struct frag6_key datagram = {};
+        if (next == PROTO_FRAGMENT) {
+            __u8 header[FRAGMENT_HEADER_LEN];
+            if (bpf_xdp_load_bytes(ctx, l4_off, header, sizeof(header)) < 0)
+                goto out;
+            next = header[0];
+            if (next != 6 && next != 17)
+                goto out;
+            l4_off += FRAGMENT_HEADER_LEN;
+            datagram.proto = next;
+            datagram.ident = *(__u32 *)(header + 4);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                datagram.src[i] = *(__u32 *)(ip6 + 8 + 4 * i);
+                datagram.dst[i] = *(__u32 *)(ip6 + 24 + 4 * i);
+            }
+            /* A later fragment has no ports: its first fragment decided. */
+            if (*(__u16 *)(header + 2) & BE16(0xfff8)) {
+                if (first_fragment_steered(&nat6_frags, &datagram))
+                    goto steer;
+                goto out;
+            }
+            first_fragment = header[3] & 1;
+        }
+
         struct nat6_key key = {.proto = next};
         key.addr[0] = *(__u32 *)(ip6 + 8);
         key.addr[1] = *(__u32 *)(ip6 + 12);
@@ -370,8 +490,11 @@ int xlb_steer(struct xdp_md *ctx)
         } else {
             goto out;
         }
-        if (bpf_map_lookup_elem(&nat6_src, &key))
+        if (bpf_map_lookup_elem(&nat6_src, &key)) {
+            if (first_fragment)
+                remember_first_fragment(&nat6_frags, &datagram);
             goto steer;
+        }
     }
     goto out;
 

@@ -2,9 +2,9 @@
 //! passes everything else to the kernel, so SSH, routing and the box's own ARP keep working
 //! on the NIC xlb serves.
 //!
-//! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is about 280
-//! BPF instructions (120 before IPv6; the IPv4 and ARP paths are unchanged), plus the
-//! unrolled walk of a NAT reply's IPv6 extension headers. What it steers,
+//! The program (`steer.bpf.c`, built by `build.rs` with clang and embedded here) is about 630
+//! BPF instructions with the unrolled walk of a NAT reply's IPv6 extension headers (540
+//! before NAT replies' fragments, 120 before IPv6). What it steers,
 //! into the socket at `xsks[rx_queue_index]`:
 //!
 //! - IPv4 to a VIP or FullNAT local address (map `dst`, owner "xlb");
@@ -13,10 +13,21 @@
 //!   it), unless it is for one of the box's own addresses
 //!   (`dst`, owner "kernel": health checks and SSH to backends are the kernel's): TCP/UDP
 //!   from a backend's (address, port, protocol) in `nat_src`, and ICMP errors from a backend
-//!   address (`nat_src` key with port 0, protocol 1); plain 20-byte headers and no fragments
-//!   only. No reply is multicast or broadcast, so a frame to an Ethernet group address or to
-//!   224.0.0.0 and up (a backend's mDNS, DHCP or NTP broadcast from its service port) is
-//!   the kernel's;
+//!   address (`nat_src` key with port 0, protocol 1); plain 20-byte headers only. No reply
+//!   is multicast or broadcast, so a frame to an Ethernet group address or to 224.0.0.0
+//!   and up (a backend's mDNS, DHCP or NTP broadcast from its service port) is the
+//!   kernel's. A reply above the path's MTU (a UDP datagram above 1500 bytes: the
+//!   backend's kernel fragments it) comes as fragments, which the pipeline forwards
+//!   (`pipeline/fragments.rs`: the first balanced as its flow, the later ones following
+//!   it): a TCP/UDP first fragment (offset 0, more fragments) is matched by
+//!   its ports as a whole packet is and, when steered, its datagram (source, destination,
+//!   protocol, IP identification) is remembered with `bpf_ktime_get_ns()` in the LRU map
+//!   `nat_frags` ([`FRAGMENT_ENTRIES`]); a later fragment (no ports) is steered when its
+//!   first one was, within [`FRAGMENT_WINDOW`] (the pipeline's fragment table's timeout).
+//!   A later fragment that arrives before its first one is the kernel's: neither this
+//!   program nor the pipeline holds fragments, so that datagram is lost (senders emit
+//!   fragments in order; it takes reordering on the path). ICMP fragments are the
+//!   kernel's;
 //! - ARP requests for a VIP or local address, and ARP whose sender is a VIP or local address
 //!   (another host claiming it: the pipeline counts a conflict; control logs it);
 //! - IPv6, the same with maps `dst6` and `nat6_src` (rules: [`SteerRules::v6`]): anything to
@@ -29,7 +40,10 @@
 //!   [`crate::wire::ipv6::MAX_EXT_HEADERS`] headers ending within
 //!   [`crate::wire::ipv6::MAX_EXT_BYTES`] bytes, an unrolled loop the verifier bounds —
 //!   so the ports it looks up are the real ones (a chain the pipeline refuses is the
-//!   kernel's); neighbour solicitations and advertisements (version 6, hop limit 255,
+//!   kernel's); a fragment header after that chain, TCP or UDP after it, makes a NAT
+//!   reply's fragment, steered as IPv4's (map `nat6_frags`, keyed by addresses, next
+//!   header and identification), an atomic fragment (offset 0, no more: RFC 8200 §4.5) as
+//!   a whole packet; neighbour solicitations and advertisements (version 6, hop limit 255,
 //!   ICMPv6 directly after the fixed header) whose target or source is a VIP or local
 //!   address, whether sent to the solicited-node group or unicast. A packet to a VIP is
 //!   steered whatever its extension headers (the pipeline walks them and counts what it
@@ -114,6 +128,14 @@ pub const MAX_DST: usize = 4096;
 pub const MAX_NAT_SRC: usize = 65536;
 /// Entries of the LRU map `arp_seen`, and of `ndp_seen`.
 pub const ARP_SEEN_ENTRIES: usize = 1024;
+/// Entries of the LRU maps `nat_frags` and `nat6_frags`: NAT replies' datagrams whose first
+/// fragment was steered (an entry is needed for [`FRAGMENT_WINDOW`] only, so this holds
+/// 2048 such datagrams a second before one is evicted early).
+pub const FRAGMENT_ENTRIES: usize = 4096;
+/// How long a steered first fragment lets its datagram's later fragments be steered:
+/// `FRAGMENT_WINDOW_NS` in the C source, the pipeline's own fragment timeout (it forwards
+/// later fragments that long; after it, they would only be passed to the kernel).
+pub const FRAGMENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The object `build.rs` compiled.
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o")));
@@ -475,6 +497,11 @@ pub struct SteerProgram {
     dst6: Map<16, 1>,
     nat6_src: Map<20, 1>,
     ndp_seen: Map<16, 16>,
+    /// `struct frag_key` (12 bytes) -> `bpf_ktime_get_ns()` when its first fragment was
+    /// steered.
+    nat_frags: Map<12, 8>,
+    /// `struct frag6_key` (40 bytes) -> as `nat_frags`.
+    nat6_frags: Map<40, 8>,
     stats: Map<4, 8>,
 }
 
@@ -502,6 +529,8 @@ impl SteerProgram {
         let dst6 = object.map(c"dst6", MAX_DST)?;
         let nat6_src = object.map(c"nat6_src", MAX_NAT_SRC)?;
         let ndp_seen = object.map(c"ndp_seen", ARP_SEEN_ENTRIES)?;
+        let nat_frags = object.map(c"nat_frags", FRAGMENT_ENTRIES)?;
+        let nat6_frags = object.map(c"nat6_frags", FRAGMENT_ENTRIES)?;
         let stats = object.map(c"stats", STAT_COUNT as usize)?;
         object.load()?;
         Ok(SteerProgram {
@@ -513,6 +542,8 @@ impl SteerProgram {
             dst6: object.loaded(dst6)?,
             nat6_src: object.loaded(nat6_src)?,
             ndp_seen: object.loaded(ndp_seen)?,
+            nat_frags: object.loaded(nat_frags)?,
+            nat6_frags: object.loaded(nat6_frags)?,
             stats: object.loaded(stats)?,
             _object: object,
         })
@@ -570,6 +601,12 @@ impl SteerProgram {
     /// advertisement's target, with the MAC of its link-layer address option.
     pub fn ndp_seen(&self) -> Result<Vec<(Ipv6Addr, MacAddr, u64)>, SteerError> {
         seen(&self.ndp_seen)
+    }
+
+    /// How many NAT replies' datagrams the program remembers steering a first fragment of,
+    /// (IPv4, IPv6), however long ago (the LRU maps `nat_frags`, `nat6_frags`).
+    pub fn fragmented_replies(&self) -> Result<(usize, usize), SteerError> {
+        Ok((self.nat_frags.entries()?.len(), self.nat6_frags.entries()?.len()))
     }
 
     /// The program's counters, summed over all CPUs.
@@ -1161,11 +1198,27 @@ mod tests {
         cases
     }
 
-    /// `frame` with the more-fragments flag set.
-    fn first_fragment(frame: &[u8]) -> Vec<u8> {
+    /// `frame` (Ethernet, IPv4) as a fragment of datagram `ident` at `offset` (8-byte units),
+    /// `more` (fragments) set or not. Its bytes stay: a later fragment's payload begins with
+    /// `frame`'s ports, so a program that read ports there would find them.
+    fn fragment4(frame: &[u8], ident: u16, offset: u16, more: bool) -> Vec<u8> {
         let mut out = frame.to_vec();
-        out[20] |= 0x20;
+        out[18..20].copy_from_slice(&ident.to_be_bytes());
+        out[20..22].copy_from_slice(&(u16::from(more) << 13 | offset).to_be_bytes());
         out
+    }
+
+    /// `frame` (Ethernet, IPv6) with a fragment header of datagram `ident` at `offset`
+    /// (8-byte units), `more` set or not, after `chain` (as [`with_chain`]).
+    fn fragment6(frame: &[u8], chain: &[(u8, u8)], ident: u32, offset: u16, more: bool) -> Vec<u8> {
+        let mut header = [0u8; 8];
+        header[2..4].copy_from_slice(&(offset << 3 | u16::from(more)).to_be_bytes());
+        header[4..].copy_from_slice(&ident.to_be_bytes());
+        let chain: Vec<(u8, Vec<u8>)> =
+            chain.iter().map(|&(kind, len)| (kind, testkit::ext_header(kind, len))).collect();
+        let mut refs: Vec<(u8, &[u8])> = chain.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+        refs.push((44, &header));
+        testkit::with_ext_headers(frame, &refs)
     }
 
     fn ipv6_udp() -> Vec<u8> {
@@ -1301,7 +1354,59 @@ mod tests {
             ("ipv6".into(), ipv6_udp(), false),
             ("ihl 6 tcp to a VIP".into(), with_ip_options(&to_vip), true),
             ("ihl 6 tcp from a NAT backend's port".into(), with_ip_options(&nat_reply), false),
-            ("fragment from a NAT backend's port".into(), first_fragment(&nat_reply), false),
+            // A NAT reply's first fragment is matched by its ports (and remembered: see
+            // `program_steers_a_nat_replys_later_fragments_after_their_first`); every
+            // datagram here has an identification of its own.
+            (
+                "first fragment of tcp from a NAT backend's port".into(),
+                fragment4(&nat_reply, 0x100, 0, true),
+                true,
+            ),
+            (
+                "first fragment of udp from a NAT backend's port".into(),
+                fragment4(&udp((NAT_BACKEND, 5353), client), 0x101, 0, true),
+                true,
+            ),
+            (
+                "later fragment from a NAT backend, its first never seen".into(),
+                fragment4(&udp((NAT_BACKEND, 5353), client), 0x102, 185, false),
+                false,
+            ),
+            (
+                "first fragment from a NAT backend, another port".into(),
+                fragment4(&udp((NAT_BACKEND, 5354), client), 0x103, 0, true),
+                false,
+            ),
+            (
+                "first fragment from a DR backend".into(),
+                fragment4(&udp((DR_BACKEND, 5353), client), 0x104, 0, true),
+                false,
+            ),
+            (
+                "first fragment from a NAT backend's port to the box".into(),
+                fragment4(&udp((NAT_BACKEND, 5353), (BOX, 40000)), 0x105, 0, true),
+                false,
+            ),
+            (
+                "first fragment of an icmp error from a NAT backend".into(),
+                fragment4(&icmp_error(NAT_BACKEND, CLIENT), 0x106, 0, true),
+                false,
+            ),
+            (
+                "first fragment with options from a NAT backend's port".into(),
+                fragment4(&with_ip_options(&nat_reply), 0x107, 0, true),
+                false,
+            ),
+            (
+                "later fragment to a VIP".into(),
+                fragment4(&udp(client, (NAT_VIP, 53)), 0x108, 185, false),
+                true,
+            ),
+            (
+                "first fragment to the box".into(),
+                fragment4(&udp(client, (BOX, 53)), 0x109, 0, true),
+                false,
+            ),
         ];
         // Cut short of what each decision reads, then just long enough. (Shorter than an
         // Ethernet header, the kernel refuses to test-run: see `frames_shorter_than_...`.)
@@ -1602,10 +1707,61 @@ mod tests {
                 },
                 false,
             ),
+            // A NAT reply's first fragment is matched by its ports (and remembered: see
+            // `program_steers_a_nat_replys_later_fragments_after_their_first`).
             (
-                "tcp6 from a NAT backend's port after a fragment header".into(),
-                with_chain(&nat_reply, &[(44, 0)]),
+                "first fragment of tcp6 from a NAT backend's port".into(),
+                fragment6(&nat_reply, &[], 0x100, 0, true),
+                true,
+            ),
+            (
+                "first fragment of udp6 from a NAT backend's port after hop-by-hop".into(),
+                fragment6(&udp6((NAT_BACKEND6, 5353), client), &[(0, 0)], 0x101, 0, true),
+                true,
+            ),
+            (
+                "atomic fragment of udp6 from a NAT backend's port".into(),
+                fragment6(&udp6((NAT_BACKEND6, 5353), client), &[], 0x102, 0, false),
+                true,
+            ),
+            (
+                "later fragment from a NAT backend, its first never seen".into(),
+                fragment6(&nat_reply, &[], 0x103, 4, false),
                 false,
+            ),
+            (
+                "first fragment from a NAT backend, another port".into(),
+                fragment6(&tcp6((NAT_BACKEND6, 81), client), &[], 0x104, 0, true),
+                false,
+            ),
+            (
+                "first fragment from another host".into(),
+                fragment6(&udp6((OTHER6, 5353), client), &[], 0x105, 0, true),
+                false,
+            ),
+            (
+                "first fragment from a NAT backend's port to the box".into(),
+                fragment6(&udp6((NAT_BACKEND6, 5353), (BOX6, 40000)), &[], 0x106, 0, true),
+                false,
+            ),
+            (
+                "first fragment of an icmpv6 error from a NAT backend".into(),
+                fragment6(&too_big(NAT_BACKEND6, CLIENT6), &[], 0x107, 0, true),
+                false,
+            ),
+            (
+                "first fragment from a NAT backend's port, options after the fragment header"
+                    .into(),
+                {
+                    let options = with_chain(&udp6((NAT_BACKEND6, 5353), client), &[(60, 0)]);
+                    fragment6(&options, &[], 0x108, 0, true)
+                },
+                false,
+            ),
+            (
+                "later fragment to a VIP".into(),
+                fragment6(&udp6(client, (VIP6, 53)), &[], 0x109, 4, false),
+                true,
             ),
             (
                 "tcp6 from a NAT backend's port, a header longer than the frame".into(),
@@ -1754,6 +1910,15 @@ mod tests {
                 owned,
             ));
         }
+        // A first fragment: its fragment header, then the ports, must be in the frame.
+        let first = fragment6(&udp6((NAT_BACKEND6, 5353), client), &[], 0x10a, 0, true);
+        for (length, owned) in [(61, false), (62, false), (65, false), (66, true)] {
+            cases.push((
+                format!("first fragment of a NAT reply (udp6) cut to {length} bytes"),
+                first[..length].to_vec(),
+                owned,
+            ));
+        }
         for (length, owned) in [(77, false), (78, true)] {
             cases.push((
                 format!("NS for a VIP cut to {length} bytes"),
@@ -1813,6 +1978,200 @@ mod tests {
             program.test_run(&tcp((CLIENT, 1), (mapped_vip, 80)), 0).unwrap(),
             XdpAction::Pass
         );
+    }
+
+    /// Runs `steps` in order on queue 0, where a socket is: (what, frame, whether steered).
+    fn run_steps(program: &SteerProgram, steps: &[(&str, Vec<u8>, bool)]) {
+        for (what, frame, steered) in steps {
+            let expected = if *steered { XdpAction::Redirect } else { XdpAction::Pass };
+            let action = program.test_run(frame, 0).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(action, expected, "{what}");
+        }
+    }
+
+    /// A NAT reply's later fragments (no ports) are steered when their datagram's first
+    /// fragment was (matched by its ports), for FRAGMENT_WINDOW; before it, or for another
+    /// datagram (addresses, protocol, identification), they are the kernel's. In IPv4 and
+    /// in IPv6 (after the extension headers the program walks). Each later fragment's bytes
+    /// where ports would be are port 9999, which no rule has: only its datagram decides;
+    /// the one before its first carries the NAT backend's port there, and is still passed.
+    #[test]
+    fn program_steers_a_nat_replys_later_fragments_after_their_first() {
+        if !root() {
+            return;
+        }
+        let program = SteerProgram::load().expect("load (verifier)");
+        let rules = SteerRules { v4: SteerRules::from_snapshot(&snapshot(CONFIG)).v4, ..rules6() };
+        program.set_rules(&rules).unwrap();
+        let socket = xdp_socket();
+        program.set_socket(0, socket.as_raw_fd()).unwrap();
+        let started = monotonic_ns();
+
+        let client = (CLIENT, 40000);
+        let reply = udp((NAT_BACKEND, 5353), client);
+        let later = |src: Ipv4Addr, dst, ident, offset, more| {
+            fragment4(&udp((src, 9999), (dst, 40000)), ident, offset, more)
+        };
+        let tcp_reply = testkit::tcp(BACKEND_MAC, LB_MAC, (NAT_BACKEND, 80), client, ACK, b"x");
+        run_steps(
+            &program,
+            &[
+                ("a later fragment before its first", fragment4(&reply, 1, 185, true), false),
+                ("its first fragment", fragment4(&reply, 1, 0, true), true),
+                ("a middle fragment", later(NAT_BACKEND, CLIENT, 1, 185, true), true),
+                ("the last fragment", later(NAT_BACKEND, CLIENT, 1, 370, false), true),
+                ("the last fragment again", later(NAT_BACKEND, CLIENT, 1, 370, false), true),
+                ("another identification", later(NAT_BACKEND, CLIENT, 2, 185, false), false),
+                (
+                    "the identification, tcp",
+                    fragment4(&tcp((NAT_BACKEND, 9999), client), 1, 185, false),
+                    false,
+                ),
+                (
+                    "the identification, another destination",
+                    later(NAT_BACKEND, Ipv4Addr::new(192, 0, 2, 8), 1, 185, false),
+                    false,
+                ),
+                (
+                    "the identification, a DR backend",
+                    later(DR_BACKEND, CLIENT, 1, 185, false),
+                    false,
+                ),
+                (
+                    "first fragment from a NAT backend, another port",
+                    fragment4(&udp((NAT_BACKEND, 5354), client), 3, 0, true),
+                    false,
+                ),
+                ("its later fragment", later(NAT_BACKEND, CLIENT, 3, 185, false), false),
+                (
+                    "first fragment from a NAT backend's port to the box (the kernel's)",
+                    fragment4(&udp((NAT_BACKEND, 5353), (BOX, 40000)), 4, 0, true),
+                    false,
+                ),
+                ("its later fragment", later(NAT_BACKEND, BOX, 4, 185, false), false),
+                (
+                    "first fragment from a DR backend",
+                    fragment4(&udp((DR_BACKEND, 5353), client), 5, 0, true),
+                    false,
+                ),
+                ("its later fragment", later(DR_BACKEND, CLIENT, 5, 185, false), false),
+                ("first fragment of tcp", fragment4(&tcp_reply, 6, 0, true), true),
+                (
+                    "its later fragment",
+                    fragment4(&tcp((NAT_BACKEND, 9999), client), 6, 185, false),
+                    true,
+                ),
+            ],
+        );
+        // What the program remembered: the two datagrams steered, laid out as
+        // `struct frag_key` (addresses, identification, protocol, pad), stamped meanwhile.
+        let finished = monotonic_ns();
+        let remembered = program.nat_frags.entries().unwrap();
+        let key = |ident: u16, proto: u8| {
+            let mut key = [0u8; 12];
+            key[..4].copy_from_slice(&NAT_BACKEND.octets());
+            key[4..8].copy_from_slice(&CLIENT.octets());
+            key[8..10].copy_from_slice(&ident.to_be_bytes());
+            key[10] = proto;
+            key
+        };
+        assert_eq!(remembered.keys().copied().collect::<Vec<_>>(), [key(1, 17), key(6, 6)]);
+        for stamp in remembered.values() {
+            assert!((started..=finished).contains(&u64::from_ne_bytes(*stamp)), "{stamp:?}");
+        }
+        assert_eq!(program.fragmented_replies().unwrap(), (2, 0));
+
+        // A first fragment steered longer ago than the window: its later fragments are the
+        // kernel's (the pipeline no longer knows them either), until a first one comes again.
+        let window = FRAGMENT_WINDOW.as_nanos() as u64;
+        let stale = (monotonic_ns() - window - 1).to_ne_bytes();
+        program.nat_frags.update(&key(7, 17), &stale).unwrap();
+        run_steps(
+            &program,
+            &[
+                (
+                    "a later fragment after the window",
+                    later(NAT_BACKEND, CLIENT, 7, 185, false),
+                    false,
+                ),
+                ("a first fragment again", fragment4(&reply, 7, 0, true), true),
+                ("a later fragment now", later(NAT_BACKEND, CLIENT, 7, 185, false), true),
+            ],
+        );
+
+        let client = (CLIENT6, 40000);
+        let reply = udp6((NAT_BACKEND6, 5353), client);
+        let later = |src: Ipv6Addr, dst, chain: &[(u8, u8)], ident, offset, more| {
+            fragment6(&udp6((src, 9999), (dst, 40000)), chain, ident, offset, more)
+        };
+        let other = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 8);
+        run_steps(
+            &program,
+            &[
+                (
+                    "ipv6: a later fragment before its first",
+                    fragment6(&reply, &[], 1, 185, true),
+                    false,
+                ),
+                ("ipv6: its first fragment", fragment6(&reply, &[], 1, 0, true), true),
+                ("ipv6: a middle fragment", later(NAT_BACKEND6, CLIENT6, &[], 1, 185, true), true),
+                (
+                    "ipv6: the last fragment, after hop-by-hop",
+                    later(NAT_BACKEND6, CLIENT6, &[(0, 0)], 1, 370, false),
+                    true,
+                ),
+                (
+                    "ipv6: another identification",
+                    later(NAT_BACKEND6, CLIENT6, &[], 2, 1, false),
+                    false,
+                ),
+                (
+                    "ipv6: the identification, tcp",
+                    fragment6(&tcp6((NAT_BACKEND6, 9999), client), &[], 1, 185, false),
+                    false,
+                ),
+                (
+                    "ipv6: the identification, another destination",
+                    later(NAT_BACKEND6, other, &[], 1, 185, false),
+                    false,
+                ),
+                (
+                    "ipv6: the identification, another source",
+                    later(OTHER6, CLIENT6, &[], 1, 185, false),
+                    false,
+                ),
+                ("ipv6: an atomic fragment", fragment6(&reply, &[], 3, 0, false), true),
+                (
+                    "ipv6: a later fragment of its identification (not remembered)",
+                    later(NAT_BACKEND6, CLIENT6, &[], 3, 185, false),
+                    false,
+                ),
+                (
+                    "ipv6: first fragment from a NAT backend, another port",
+                    fragment6(&udp6((NAT_BACKEND6, 5354), client), &[], 4, 0, true),
+                    false,
+                ),
+                (
+                    "ipv6: its later fragment",
+                    later(NAT_BACKEND6, CLIENT6, &[], 4, 185, false),
+                    false,
+                ),
+                (
+                    "ipv6: first fragment from a NAT backend's port to the box (the kernel's)",
+                    fragment6(&udp6((NAT_BACKEND6, 5353), (BOX6, 40000)), &[], 5, 0, true),
+                    false,
+                ),
+                ("ipv6: its later fragment", later(NAT_BACKEND6, BOX6, &[], 5, 185, false), false),
+            ],
+        );
+        assert_eq!(program.fragmented_replies().unwrap(), (3, 1));
+        let remembered = program.nat6_frags.entries().unwrap();
+        let mut key = [0u8; 40];
+        key[..16].copy_from_slice(&NAT_BACKEND6.octets());
+        key[16..32].copy_from_slice(&CLIENT6.octets());
+        key[32..36].copy_from_slice(&1u32.to_be_bytes());
+        key[36] = 17;
+        assert_eq!(remembered.keys().copied().collect::<Vec<_>>(), [key]);
     }
 
     #[test]
