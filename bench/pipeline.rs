@@ -787,7 +787,7 @@ fn main() {
             String::from("# Scale: the pure pipeline against flows, backends and cores\n\n");
         report += &stamp(&cores);
         report += &format!(
-            "- packets per run: {}, 60-byte TCP frames, batches of {BATCH}, {BACKENDS} backends\n\n",
+            "- packets per run: {}, 60-byte TCP frames read in feed order (the flow sweep), batches of {BATCH}, {BACKENDS} backends\n\n",
             if quick { "1M (quick)" } else { "10M, best of 3" }
         );
         report += &scale_report(quick, &cores);
