@@ -11,7 +11,14 @@
 //!
 //! Each scenario feeds pre-built frames in batches of 64, the way a poll loop gets them:
 //! every frame is copied from its template into a batch buffer first (as a NIC's RX would
-//! deliver a fresh frame), then processed. The copy is part of the figure.
+//! deliver a fresh frame), then processed. The copy is part of the figure. The `--scale`
+//! sweep first lays the frames out in feed order and copies them one after the other (as a
+//! NIC's RX ring hands them over), so that the frame source costs the same at every flow
+//! count: copied from their flows' templates in random order, as the scenarios do, they cost
+//! one more random read per packet once the templates outgrow the caches (60 MB at 1M
+//! flows), which the sweep used to bill to the pipeline. For comparison, in the sweep's
+//! children: `XLB_SCALE_TEMPLATE_ORDER=1` copies from the templates as before,
+//! `XLB_SCALE_HARNESS_ONLY=1` times the copies alone (no pipeline).
 //!
 //! Instructions/packet come from callgrind: the program runs itself under
 //! `valgrind --tool=callgrind` with collection switched on only inside the measured loop,
@@ -566,8 +573,30 @@ fn scale_flows(flows: usize, packets: usize, runs: usize) -> ScaleRow {
     let grown = resident_bytes().saturating_sub(before);
     let own = prepared.templates.len() * FRAME_LEN + prepared.order.len() * 4;
     let bytes_per_flow = grown.saturating_sub(own as u64) as f64 / flows as f64;
+    // The frames in feed order, so that the frame source costs the same at every flow
+    // count (see the module docs).
+    if std::env::var("XLB_SCALE_TEMPLATE_ORDER").is_err() {
+        prepared.templates =
+            prepared.order.iter().map(|&index| prepared.templates[index as usize]).collect();
+        prepared.order = (0..packets as u32).collect();
+    }
     let mut batch = [[0u8; FRAME_LEN]; BATCH];
     let mut best = Duration::MAX;
+    if std::env::var("XLB_SCALE_HARNESS_ONLY").is_ok() {
+        // The frame source alone: what the harness costs at this flow count.
+        for _ in 0..runs {
+            let start = WallClock::now();
+            for chunk in prepared.order.chunks(BATCH) {
+                for (slot, index) in batch.iter_mut().zip(chunk) {
+                    *slot = prepared.templates[*index as usize];
+                }
+                black_box(&mut batch);
+            }
+            best = best.min(start.elapsed());
+        }
+        let mpps = packets as f64 / best.as_secs_f64() / 1e6;
+        return ScaleRow { flows, capacity, mpps, bytes_per_flow };
+    }
     for _ in 0..runs {
         let start = WallClock::now();
         let (processed, transmitted) = measured_loop(&mut prepared, &mut batch);
@@ -758,7 +787,7 @@ fn main() {
             String::from("# Scale: the pure pipeline against flows, backends and cores\n\n");
         report += &stamp(&cores);
         report += &format!(
-            "- packets per run: {}, 60-byte TCP frames, batches of {BATCH}, {BACKENDS} backends\n\n",
+            "- packets per run: {}, 60-byte TCP frames read in feed order (the flow sweep), batches of {BATCH}, {BACKENDS} backends\n\n",
             if quick { "1M (quick)" } else { "10M, best of 3" }
         );
         report += &scale_report(quick, &cores);

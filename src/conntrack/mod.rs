@@ -207,7 +207,7 @@
 //!
 //! A poll loop gets packets in batches (64 here) and overlaps their cache misses the way
 //! DPDK's `rte_hash_lookup_bulk` and VPP's quad loops do. The pipeline runs three passes
-//! over a batch: (1) hash every frame's key and [`Conntrack::prefetch_bucket`]; (2)
+//! over a batch (its IPv4 frames and, in IPv6's table, its IPv6 TCP/UDP frames): (1) hash every frame's key and [`Conntrack::prefetch_bucket`]; (2)
 //! [`Conntrack::prepare`] each: read the bucket (by now in flight or arrived), find the first
 //! slot with the key's fingerprint, prefetch the record it names and keep that slot in the
 //! returned [`Prepared`]; (3) process the frames, [`Conntrack::track_prepared`] starting from

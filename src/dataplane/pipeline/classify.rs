@@ -37,9 +37,21 @@ pub(super) enum Class {
     ToLocal,
     /// To no address of xlb's, from a NAT backend: maybe a reply.
     FromNatBackend,
+    /// IPv6 that looks like TCP or UDP without extension headers, sent to the ingress
+    /// interface's MAC: checked step by step as [`Class::Other`] is, its connection-table
+    /// lookup (in IPv6's table, for the key read at fixed offsets: `v6::parse::guess_key`)
+    /// prepared with the batch's, so its cache misses overlap as IPv4's do.
+    Ipv6,
 }
 
 impl Class {
+    /// True for the classes of IPv4's common frame, which [`classify`] checked and
+    /// [`plain_transport_at`] reads again.
+    #[inline(always)]
+    pub(super) fn is_plain_ipv4(self) -> bool {
+        matches!(self, Class::ToVip | Class::ToLocal | Class::FromNatBackend)
+    }
+
     /// The class of a TCP/UDP packet the step-by-step checks took, by the owner of its
     /// destination (`None`: from a NAT backend, to no address of xlb's).
     #[inline]
@@ -89,7 +101,9 @@ impl<F: Family> Transport<F> {
 /// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
 /// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
 /// this classifies, those checks would have taken to [`CoreState::transport`] with the same
-/// arguments.
+/// arguments. An IPv6 frame to `mac` that seems to be TCP or UDP is [`Class::Ipv6`], with
+/// the hash under `secret6` (IPv6's table's) of the key it seems to carry: only a guess,
+/// checked step by step like `Other`.
 ///
 /// [`CoreState::process`]: super::CoreState::process
 /// [`CoreState::transport`]: super::CoreState::transport
@@ -97,6 +111,7 @@ impl<F: Family> Transport<F> {
 pub(super) fn classify(
     snapshot: &Snapshot,
     secret: &TableSecret,
+    secret6: &TableSecret,
     vip: Class,
     mac: MacAddr,
     frame: &[u8],
@@ -104,12 +119,18 @@ pub(super) fn classify(
     let Some((eth, packet)) = frame.split_first_chunk::<ETH_LEN>() else {
         return (Class::Other, 0);
     };
+    if eth[..6] != mac.0 {
+        return (Class::Other, 0);
+    }
+    if eth[12..14] != EtherType::IPV4.to_be_bytes() {
+        return match eth[12..14] == EtherType::IPV6.to_be_bytes() {
+            true => guess_ipv6(secret6, frame),
+            false => (Class::Other, 0),
+        };
+    }
     let Some(header) = packet.first_chunk::<20>() else {
         return (Class::Other, 0);
     };
-    if eth[..6] != mac.0 || eth[12..14] != EtherType::IPV4.to_be_bytes() {
-        return (Class::Other, 0);
-    }
     let Some(transport) = plain_transport(header, packet) else {
         return (Class::Other, 0);
     };
@@ -121,6 +142,16 @@ pub(super) fn classify(
         None => Class::Other,
     };
     (class, table_hash(secret, &transport.key))
+}
+
+/// [`classify`] of an IPv6 frame: [`Class::Ipv6`] and its guessed key's hash, or `Other`.
+/// Out of line: IPv4's common frame never calls it.
+#[inline(never)]
+fn guess_ipv6(secret6: &TableSecret, frame: &[u8]) -> (Class, u64) {
+    match super::v6::parse::guess_key(frame) {
+        Some(key) => (Class::Ipv6, table_hash(secret6, &key)),
+        None => (Class::Other, 0),
+    }
 }
 
 /// The TCP/UDP view of a frame [`classify`] accepted, read again at the fixed offsets of

@@ -116,7 +116,7 @@ impl CoreState {
         match class {
             Class::ToVip => self.new_flow(snapshot, now, ingress, frame, transport, prepared),
             Class::ToLocal => Verdict::Drop(DropReason::NoFlow),
-            Class::FromNatBackend | Class::Other => Verdict::Pass,
+            Class::FromNatBackend | Class::Other | Class::Ipv6 => Verdict::Pass,
         }
     }
 

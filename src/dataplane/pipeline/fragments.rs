@@ -124,7 +124,7 @@ impl CoreState {
         class: Class,
     ) -> Verdict {
         let refuse = |reason| match class {
-            Class::FromNatBackend | Class::Other => Verdict::Pass,
+            Class::FromNatBackend | Class::Other | Class::Ipv6 => Verdict::Pass,
             Class::ToVip | Class::ToLocal => Verdict::Drop(reason),
         };
         let packet = &frame[ETH_LEN..ETH_LEN + total_len];

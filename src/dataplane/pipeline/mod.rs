@@ -544,7 +544,8 @@ impl Pipeline {
         let (class, hash) = match self.snapshot.interfaces.get(ingress.index()) {
             Some(interface) => {
                 let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
-                classify(&self.snapshot, &secret, vip, interface.mac, frame)
+                let secret6 = self.core.v6.conntrack.secret();
+                classify(&self.snapshot, &secret, &secret6, vip, interface.mac, frame)
             }
             None => (Class::Other, 0),
         };
@@ -552,10 +553,7 @@ impl Pipeline {
         counters.add(Stat::RxPackets, 1);
         counters.add(Stat::RxBytes, frame.len() as u64);
         // Prepared as a batch prepares its lookups, so a single frame takes the same ways.
-        let lookup = match class {
-            Class::Other => Prepared::new(hash),
-            _ => self.core.conntrack.prepare(hash),
-        };
+        let lookup = self.core.prepare_lookup(class, hash);
         let verdict = self.process_classified(now, ingress, frame, class, &lookup);
         if let Verdict::Tx(_) = verdict {
             self.core.counters.add(Stat::TxPackets, 1);
@@ -577,7 +575,7 @@ impl Pipeline {
         class: Class,
         lookup: &Prepared,
     ) -> Verdict {
-        if class != Class::Other {
+        if class.is_plain_ipv4() {
             let core = &mut self.core;
             match core.settled_hit(&self.snapshot, now, ingress, frame, class, lookup) {
                 Some(verdict @ Verdict::Tx(_)) => return verdict,
@@ -607,6 +605,11 @@ impl Pipeline {
         let snapshot = &*self.snapshot;
         let transport = match class {
             Class::Other => None,
+            Class::Ipv6 => {
+                // Taken by the IPv6 flow step if the frame holds the key it was guessed for.
+                core.v6.prepared = lookup;
+                None
+            }
             _ => plain_transport_at(frame),
         };
         // A VRRP standby never forwards for the VIPs: `classify` left their frames `Other`
@@ -617,6 +620,8 @@ impl Pipeline {
             }
             None => core.process(snapshot, now, ingress, frame),
         };
+        // A guess never outlives its frame (nor the table it was prepared in).
+        core.v6.prepared = Prepared::new(0);
         if !matches!(verdict, Verdict::Tx(_)) {
             core.counters.count_other(verdict);
         }
@@ -650,16 +655,20 @@ impl Pipeline {
             let mut classes = [Class::Other; BATCH];
             let mut lookups = [Prepared::new(0); BATCH];
             self.core.conntrack.begin_batch();
-            // Read once per batch: the table's secret, the fleet's answer for VIPs.
+            self.core.v6.conntrack.begin_batch();
+            // Read once per batch: the tables' secrets, the fleet's answer for VIPs.
             let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
+            let secret6 = self.core.v6.conntrack.secret();
             if let Some(mac) = mac {
                 for ((class, lookup), frame) in classes.iter_mut().zip(&mut lookups).zip(&*frames) {
                     let hash;
-                    (*class, hash) = classify(&self.snapshot, &secret, vip, mac, frame);
-                    if *class != Class::Other {
-                        self.core.conntrack.prefetch_bucket(hash);
-                        *lookup = Prepared::new(hash);
+                    (*class, hash) = classify(&self.snapshot, &secret, &secret6, vip, mac, frame);
+                    match *class {
+                        Class::Other => continue,
+                        Class::Ipv6 => self.core.v6.conntrack.prefetch_bucket(hash),
+                        _ => self.core.conntrack.prefetch_bucket(hash),
                     }
+                    *lookup = Prepared::new(hash);
                 }
                 self.core.prepare_lookups(&classes[..frames.len()], &mut lookups);
             }
@@ -928,9 +937,18 @@ impl CoreState {
     #[inline]
     fn prepare_lookups(&self, classes: &[Class], lookups: &mut [Prepared; BATCH]) {
         for (class, lookup) in classes.iter().zip(lookups.iter_mut()) {
-            if *class != Class::Other {
-                *lookup = self.conntrack.prepare(lookup.hash());
-            }
+            *lookup = self.prepare_lookup(*class, lookup.hash());
+        }
+    }
+
+    /// The lookup of a frame of class `class` whose key hashes to `hash`, prepared in the
+    /// table of its family: IPv6's for [`Class::Ipv6`], none for [`Class::Other`].
+    #[inline(always)]
+    fn prepare_lookup(&self, class: Class, hash: u64) -> Prepared {
+        match class {
+            Class::Other => Prepared::new(hash),
+            Class::Ipv6 => self.v6.conntrack.prepare(hash),
+            _ => self.conntrack.prepare(hash),
         }
     }
 }
@@ -943,6 +961,33 @@ mod testutil {
 
     use crate::snapshot::Snapshot;
     use crate::testkit::Host;
+
+    /// `frame` through the step-by-step checks of `slow` alone (never a prepared lookup),
+    /// counted as [`super::Pipeline::process`] counts it: the reference the prepared ways
+    /// are held to.
+    pub(super) fn step_by_step(
+        slow: &mut super::Pipeline,
+        snapshot: &Snapshot,
+        now: crate::time::Instant,
+        ingress: crate::snapshot::IfaceId,
+        frame: &mut [u8],
+    ) -> super::Verdict {
+        let core = &mut slow.core;
+        core.counters.add(crate::report::Stat::RxPackets, 1);
+        core.counters.add(crate::report::Stat::RxBytes, frame.len() as u64);
+        let verdict = core.process(snapshot, now, ingress, frame);
+        core.counters.count_other(verdict);
+        verdict
+    }
+
+    /// The counters (stats and drop reasons) on which two pipelines differ, by name.
+    pub(super) fn counter_differences(a: &super::Pipeline, b: &super::Pipeline) -> Vec<String> {
+        use crate::report::{DropReason, Stat};
+        let stats = Stat::ALL.iter().filter(|s| a.counters().get(**s) != b.counters().get(**s));
+        let drops =
+            DropReason::ALL.iter().filter(|r| a.counters().drops(**r) != b.counters().drops(**r));
+        stats.map(ToString::to_string).chain(drops.map(|r| format!("{r:?}"))).collect()
+    }
 
     // The hosts of the one-service snapshots below (`one_service_snapshot`).
     pub(super) const LB: Host = Host::new([2, 0, 0, 0, 0, 0x10], [10, 1, 1, 10]);
@@ -1067,22 +1112,10 @@ mod tests {
             frame.resize(frame.len() + pad, 0);
             let mut stepwise = frame.clone();
             let verdict = fast.process(now, IfaceId(0), &mut frame);
-            let expected = {
-                let core = &mut slow.core;
-                core.counters.add(Stat::RxPackets, 1);
-                core.counters.add(Stat::RxBytes, stepwise.len() as u64);
-                let verdict = core.process(&snapshot, now, IfaceId(0), &mut stepwise);
-                core.counters.count_other(verdict);
-                verdict
-            };
+            let expected = step_by_step(&mut slow, &snapshot, now, IfaceId(0), &mut stepwise);
             proptest::prop_assert_eq!(verdict, expected);
             proptest::prop_assert_eq!(&frame, &stepwise);
-            for stat in Stat::ALL {
-                proptest::prop_assert_eq!(fast.counters().get(*stat), slow.counters().get(*stat));
-            }
-            for reason in DropReason::ALL {
-                proptest::prop_assert_eq!(fast.counters().drops(*reason), slow.counters().drops(*reason));
-            }
+            proptest::prop_assert_eq!(counter_differences(&fast, &slow), Vec::<String>::new());
         }
     }
 }

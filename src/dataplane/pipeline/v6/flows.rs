@@ -53,16 +53,17 @@ impl Class6 {
 }
 
 impl CoreState {
-    /// Finds the flow a key belongs to, here or (for replies) on another core.
+    /// Finds the flow a key belongs to (`prepared`: its lookup, by the batch or not), here
+    /// or (for replies) on another core.
     fn track6(
         &mut self,
         now: Instant,
         key: &FlowKey<V6>,
-        hash: u64,
+        prepared: Prepared,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
     ) -> Option<Hit<V6>> {
-        let prepared = Prepared::new(hash);
+        let hash = prepared.hash();
         if let Some(hit) = self.v6.conntrack.track_prepared(now, key, prepared, tcp_flags) {
             return Some(hit);
         }
@@ -105,6 +106,10 @@ impl CoreState {
     ) -> Verdict {
         let key = transport.key;
         let hash = self.v6.conntrack.hash(&key);
+        // The batch's lookup, if it was prepared for this key's hash (the batch guessed the
+        // key at fixed offsets: `Class::Ipv6`); any other is dropped, unused.
+        let prepared = std::mem::replace(&mut self.v6.prepared, Prepared::new(0));
+        let prepared = if prepared.hash() == hash { prepared } else { Prepared::new(hash) };
         let maybe_reply = class != Class6::ToVip;
         if maybe_reply
             && snapshot.interfaces.len() > 1
@@ -113,29 +118,36 @@ impl CoreState {
         {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
-        if let Some(hit) = self.track6(now, &key, hash, transport.tcp_flags, maybe_reply) {
+        if let Some(hit) = self.track6(now, &key, prepared, transport.tcp_flags, maybe_reply) {
             if hit.state == FlowState::SynSeen || hit.state != hit.previous {
                 if hit.state == FlowState::SynSeen
                     && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                     && class == Class6::ToVip
                 {
                     self.forget_reused::<V6>(snapshot, &key);
-                    return self.new_flow6(snapshot, now, frame, transport, l4, hash);
+                    return self.new_flow6(
+                        snapshot,
+                        now,
+                        frame,
+                        transport,
+                        l4,
+                        Prepared::new(hash),
+                    );
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
             }
             return self.forward6(snapshot, now, frame, l4, &hit.flow, hit.direction);
         }
         match class {
-            Class6::ToVip => self.new_flow6(snapshot, now, frame, transport, l4, hash),
+            Class6::ToVip => self.new_flow6(snapshot, now, frame, transport, l4, prepared),
             Class6::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class6::FromNatBackend => Verdict::Pass,
         }
     }
 
     /// A packet to a VIP that no tracked flow took: scheduled and tracked by both families'
-    /// step ([`CoreState::schedule`]), forwarded. `hash` is the connection table's hash of
-    /// its key; its TCP/UDP header is at `l4`.
+    /// step ([`CoreState::schedule`]), forwarded. `prepared` is the lookup of its key that
+    /// missed (by the batch or not); its TCP/UDP header is at `l4`.
     #[inline(never)]
     fn new_flow6(
         &mut self,
@@ -144,9 +156,8 @@ impl CoreState {
         frame: &mut [u8],
         transport: Transport6,
         l4: usize,
-        hash: u64,
+        prepared: Prepared,
     ) -> Verdict {
-        let prepared = Prepared::new(hash);
         match self.schedule::<V6>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
             Ok(flow) => self.forward6(snapshot, now, frame, l4, &flow, Direction::Original),
             Err(reason) => Verdict::Drop(reason),
@@ -294,6 +305,7 @@ mod tests {
     use std::net::Ipv6Addr;
     use std::sync::Arc;
 
+    use super::super::super::testutil::{counter_differences, step_by_step};
     use super::super::super::{CoreSlot, Pipeline, Table6, Verdict};
     use crate::report::{DropReason, Stat};
     use crate::snapshot::{IfaceId, Snapshot};
@@ -381,6 +393,50 @@ port = 8080
         assert_eq!(cores[1].counters().get(Stat::CrossCoreHits), 1);
         let mut ack = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), ACK, b"");
         assert_eq!(cores[0].process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(1)));
+    }
+
+    proptest::proptest! {
+        /// A frame whose lookup was prepared from the key guessed at fixed offsets (what
+        /// `process` and a batch do for `Class::Ipv6`) gets what the step-by-step way,
+        /// which never prepares, gives it: the same verdicts, bytes and counters for a
+        /// sequence of requests and replies of a few flows (opening, hits, closing, reopening),
+        /// damaged or not (next header, lengths, addresses, ports: wrong guesses), on both arms.
+        #[test]
+        fn guessed_lookups_give_what_the_step_by_step_way_gives(
+            packets in proptest::collection::vec(
+                (0u16..3, 0usize..4, proptest::prelude::any::<bool>(),
+                 proptest::option::of((14usize..80, proptest::prelude::any::<u8>()))),
+                1..40,
+            ),
+        ) {
+            use crate::testkit::{FIN_ACK, RST};
+            let snapshot = two_arms();
+            let now = Instant::from_secs(1);
+            let mut fast = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            let mut slow = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            for (port, flags, reply, damage) in packets {
+                let client = (CLIENT.ip, 4000 + port);
+                let flags = [SYN, ACK, FIN_ACK, RST][flags];
+                let (mut frame, ingress) = if reply {
+                    (testkit::tcp6(RS.mac, LB_B.mac, (RS.ip, 8080), client, flags, b"x"), 1)
+                } else {
+                    (testkit::tcp6(CLIENT.mac, LB.mac, client, (VIP, 80), flags, b"x"), 0)
+                };
+                if let Some((at, byte)) = damage
+                    && let Some(slot) = frame.get_mut(at)
+                {
+                    *slot = byte;
+                }
+                let mut stepwise = frame.clone();
+                let verdict = fast.process(now, IfaceId(ingress), &mut frame);
+                let expected =
+                    step_by_step(&mut slow, &snapshot, now, IfaceId(ingress), &mut stepwise);
+                proptest::prop_assert_eq!(verdict, expected);
+                proptest::prop_assert_eq!(&frame, &stepwise);
+            }
+            proptest::prop_assert_eq!(counter_differences(&fast, &slow), Vec::<String>::new());
+            proptest::prop_assert_eq!(fast.conntrack6().len(), slow.conntrack6().len());
+        }
     }
 
     /// An IPv4-only box keeps a small IPv6 table (its IPv4 one has 100000 flows); one with

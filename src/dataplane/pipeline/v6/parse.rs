@@ -96,6 +96,34 @@ pub(in crate::dataplane::pipeline) fn addresses(frame: &[u8]) -> Option<(Ipv6Add
     Some((addr_at(frame, at::SRC_ADDR)?, addr_at(frame, at::DST_ADDR)?))
 }
 
+/// The key of the TCP/UDP packet without extension headers that `frame` seems to hold,
+/// read at fixed offsets with no check at all: a batch's guess, so that its connection-table
+/// lookup starts a whole batch ahead (see `Pipeline::process_batch`). None for anything
+/// else (another next header, a frame too short for the ports). A wrong guess costs only
+/// the lookup: the flow step uses a prepared lookup only if its hash is that of the key
+/// [`check`] found.
+#[inline(always)]
+pub(in crate::dataplane::pipeline) fn guess_key(frame: &[u8]) -> Option<FlowKey<V6>> {
+    let head = frame.first_chunk::<{ L4 + 4 }>()?;
+    let proto = match head[at::NEXT_HEADER] {
+        ip_proto::TCP => Proto::Tcp,
+        ip_proto::UDP => Proto::Udp,
+        _ => return None,
+    };
+    let addr = |offset: usize| {
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&head[offset..offset + 16]);
+        Ipv6Addr::from(bytes)
+    };
+    Some(FlowKey {
+        src_addr: addr(at::SRC_ADDR),
+        dst_addr: addr(at::DST_ADDR),
+        src_port: u16::from_be_bytes([head[L4], head[L4 + 1]]),
+        dst_port: u16::from_be_bytes([head[L4 + 2], head[L4 + 3]]),
+        proto,
+    })
+}
+
 /// The next header and first upper-layer byte of a frame's IPv6 packet, read without any
 /// check: the NDP step's cue (next header 58, type 135 or 136); `parse` judges the rest.
 #[inline]
