@@ -8,8 +8,8 @@
 //! (its whole TCP/UDP header in the frame, at the offset the checks found: after the
 //! extension headers, if any, which are forwarded as they are). A TCP packet that opens
 //! nothing is never tracked (DR forwards it by the service's Maglev table alone; NAT and
-//! FullNAT drop it). A flow's share of its backend's active count is taken once when it is
-//! inserted and given back once when it goes (found by identity). Packets that only name a
+//! FullNAT drop it). A flow's connection counts move as IPv4's do (taken at its insert,
+//! moved with its state, given back when it goes; its backend found by identity). Packets that only name a
 //! flow (ICMPv6 errors, replies from the wrong side) read it with [`CoreState::peek6`],
 //! which neither refreshes nor moves it; an error is never answered with an error.
 
@@ -115,6 +115,7 @@ impl CoreState {
         }
         if let Some(hit) = self.track6(now, &key, hash, transport.tcp_flags, maybe_reply) {
             if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+                self.count_moved(snapshot, &hit);
                 if hit.state == FlowState::SynSeen
                     && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                     && class == Class6::ToVip
