@@ -1416,8 +1416,16 @@ fn a_kernel_refusing_multi_buffer_stops_xlb_with_the_reason_and_leaves_nothing()
     };
     assert_eq!(xdp_programs(&lab), 0, "a fresh namespace");
     let cases = [
-        ("load", "loading the XDP program with BPF_F_XDP_HAS_FRAGS (Linux 5.18+)", "Invalid argument"),
-        ("bind", "binding the AF_XDP socket with XDP_USE_SG (Linux 6.6+)", "Operation not supported"),
+        (
+            "load",
+            "loading the XDP program with BPF_F_XDP_HAS_FRAGS (Linux 5.18+)",
+            "Invalid argument",
+        ),
+        (
+            "bind",
+            "binding the AF_XDP socket with XDP_USE_SG (Linux 6.6+)",
+            "Operation not supported",
+        ),
     ];
     for (step, what, reason) in cases {
         let ready = lab.scratch.join(format!("ready-{step}"));

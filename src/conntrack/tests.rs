@@ -235,7 +235,10 @@ fn a_live_key_cannot_be_inserted_twice<F: Hosts>() {
     assert_eq!((ct.len(), ct.embryonic()), (1, 1));
     // Once the first flow has expired, the key is free again and the old flow is reported.
     let mut removed = Vec::new();
-    assert_eq!(ct.insert(secs(10), clash, Some(SYN), |f, _| removed.push(*f)), Ok(FlowState::SynSeen));
+    assert_eq!(
+        ct.insert(secs(10), clash, Some(SYN), |f, _| removed.push(*f)),
+        Ok(FlowState::SynSeen)
+    );
     assert_eq!(removed, vec![f]);
     assert_eq!((ct.len(), ct.embryonic(), ct.stats().expired), (1, 1, 1));
 }
@@ -751,7 +754,9 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay<F: Hosts>() {
         ct.track(secs(1), &udp(c).reply_key().unwrap(), None).unwrap();
     }
     let mut evicted = Vec::new();
-    assert!(ct.insert(secs(2), tcp(ForwardMode::Nat, 1), Some(SYN), |f, _| evicted.push(*f)).is_ok());
+    assert!(
+        ct.insert(secs(2), tcp(ForwardMode::Nat, 1), Some(SYN), |f, _| evicted.push(*f)).is_ok()
+    );
     assert_eq!(evicted, vec![udp(0)]);
 }
 
@@ -830,7 +835,8 @@ fn len_never_exceeds_capacity<F: Hosts>() {
     assert_eq!(insert(&mut ct, secs(2), tcp(ForwardMode::Dr, 5000), Some(ACK)).ok(), None);
     let mut reported = 0;
     assert!(
-        ct.insert(secs(100), tcp(ForwardMode::Dr, 5000), Some(ACK), |_, _| { reported += 1 }).is_ok()
+        ct.insert(secs(100), tcp(ForwardMode::Dr, 5000), Some(ACK), |_, _| { reported += 1 })
+            .is_ok()
     );
     assert_eq!((ct.len(), reported), (capacity, 1));
 }
@@ -1213,7 +1219,8 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
             match op {
                 Op::Insert(flow, flags) => {
                     let (mut got, mut want) = (Vec::new(), Vec::new());
-                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f, _| got.push(*f));
+                    let result =
+                        ct.insert(Instant::from_nanos(now), flow, flags, |f, _| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &mut want));
                     prop_assert_eq!(&got, &want);
                     got.clear();
@@ -1471,7 +1478,8 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
             match op {
                 Op::Insert(flow, flags) => {
                     let (mut got, mut want) = (Vec::new(), Vec::new());
-                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f, _| got.push(*f));
+                    let result =
+                        ct.insert(Instant::from_nanos(now), flow, flags, |f, _| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
                     let key = flow.original_key();

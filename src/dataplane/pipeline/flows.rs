@@ -695,8 +695,7 @@ mod tests {
     /// 10.1.1.100:80 goes to.
     fn send_to_vip(pipeline: &mut Pipeline, port: u16, flags: crate::testkit::Flags) -> u8 {
         let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
-        let mut frame =
-            crate::testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, flags, b"");
+        let mut frame = crate::testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, flags, b"");
         assert_eq!(
             pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
             Verdict::Tx(IfaceId(0))
@@ -771,6 +770,66 @@ mod tests {
             assert_eq!(pipeline.connections()[eleven], ConnectionCount { active: 0, inactive: 22 });
             assert_eq!(send_to_vip(&mut pipeline, 9101, crate::testkit::ACK), 0x11);
             assert_eq!(pipeline.connections()[eleven], ConnectionCount { active: 1, inactive: 21 });
+        }
+    }
+
+    /// A two-core NAT box: (the snapshot, core 0, core 1), each core reading the other's
+    /// table for replies; tables of 64 flows (one `maintain` sweeps them whole).
+    fn two_core_nat() -> (Arc<Snapshot>, Pipeline, Pipeline) {
+        let extra = "gateway = \"10.1.1.1\"\n[[neighbor]]\nip = \"10.1.1.11\"\n\
+                     mac = \"02:00:00:00:00:11\"\n[conntrack]\ncapacity = 64\n";
+        let snapshot = one_service_snapshot("02:00:00:00:00:10", extra, "nat", 8080);
+        let mut cores =
+            [0, 1].map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: 2 }));
+        let readers = [cores[1].conntrack_reader(), cores[0].conntrack_reader()];
+        for (core, reader) in cores.iter_mut().zip(readers) {
+            core.set_peers(vec![reader]);
+        }
+        let [zero, one] = cores;
+        (snapshot, zero, one)
+    }
+
+    proptest::proptest! {
+        /// What the schedulers read is what `-L -n` and the metrics show: after any packets
+        /// of a few NAT connections (either side, any flags, each landing on either core, so
+        /// replies move flows another core owns), with time passing and expired flows swept,
+        /// the cores' connection counts summed equal the count of the tables by
+        /// [`FlowState::is_active`] (`stats::Tables::count`).
+        #[test]
+        fn the_schedulers_counts_are_the_listings_counts(
+            packets in proptest::collection::vec(
+                (0..2usize, proptest::prelude::any::<bool>(), 0..6u16, 0..6usize, 0..4usize),
+                1..80,
+            ),
+        ) {
+            use crate::testkit::{self, ACK, FIN_ACK, PSH_ACK, RST, SYN, SYN_ACK};
+            let (snapshot, zero, one) = two_core_nat();
+            let mut cores = [zero, one];
+            let tables = crate::control::stats::Tables {
+                v4: cores.iter().map(Pipeline::conntrack_reader).collect(),
+                v6: Vec::new(),
+            };
+            let mut now = Instant::from_secs(1);
+            for (core, from_backend, port, flags, wait) in packets {
+                let flags = [SYN, SYN_ACK, ACK, PSH_ACK, FIN_ACK, RST][flags];
+                let (client, backend) = ((CLIENT.ip, 5000 + port), (RS.ip, 8080));
+                let mut frame = if from_backend {
+                    testkit::tcp(RS.mac, LB.mac, backend, client, flags, b"")
+                } else {
+                    testkit::tcp(CLIENT.mac, LB.mac, client, VIP, flags, b"")
+                };
+                cores[core].process(now, IfaceId(0), &mut frame);
+                now = Instant::from_nanos(now.as_nanos() + [0, 0, 30, 400][wait] * 1_000_000_000);
+                for core in &mut cores {
+                    core.maintain(now);
+                }
+                let summed = cores[0].connections()[0].plus(cores[1].connections()[0]);
+                let listed = tables.count(&snapshot, now)[0];
+                proptest::prop_assert_eq!(
+                    (i64::from(summed.active), i64::from(summed.inactive)),
+                    (listed.active as i64, listed.inactive as i64)
+                );
+            }
         }
     }
 

@@ -113,8 +113,7 @@ impl CoreState {
                     {
                         let own = own.get(range.clone()).unwrap_or(&[]);
                         let peers = peers.get(range.clone()).unwrap_or(&[]);
-                        for (i, (a, n)) in active.iter_mut().zip(inactive.iter_mut()).enumerate()
-                        {
+                        for (i, (a, n)) in active.iter_mut().zip(inactive.iter_mut()).enumerate() {
                             let mine = own.get(i).copied().unwrap_or_default();
                             (*a, *n) = mine.plus(peers.get(i).copied().unwrap_or_default()).loads();
                         }
