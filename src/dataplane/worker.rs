@@ -128,8 +128,8 @@ pub enum ControlMsg {
     /// Measured response times for the least-time scheduler, indexed like the backends of
     /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
     ResponseTimes { generation: u64, times: Arc<[u32]> },
-    /// The other cores' tracked flows per backend, indexed like the backends of the
-    /// snapshot of that generation ([`Pipeline::set_peer_load`]): lc, wlc, sed, nq and lt
+    /// The other cores' connection counts per backend (IPVS's active and inactive, summed),
+    /// indexed like the backends of the snapshot of that generation ([`Pipeline::set_peer_load`]): lc, wlc, sed, nq and lt
     /// count over the whole box.
     PeerLoad { generation: u64, others: Arc<[crate::conntrack::ConnectionCount]> },
     /// The VRRP state keepalived gave the box (`xlb ctl --active`/`--standby`); control

@@ -249,7 +249,7 @@ impl CoreState {
 
     /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): a new
     /// connection, as IPVS's default `conn_reuse_mode` has it. The old flow goes (its
-    /// backend's active count with it) and the SYN is scheduled like any new flow, so it
+    /// backend's connection count with it, in the state it had) and the SYN is scheduled like any new flow, so it
     /// counts as a connection and may go to another backend (not under weight 0).
     #[inline(never)]
     fn reopen(

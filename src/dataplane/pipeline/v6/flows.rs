@@ -2,7 +2,7 @@
 //! and tracking of new flows, forwarding a tracked packet for its direction, and ICMPv6
 //! echo and errors about flows — IPv4's `flows` and `icmp` steps on IPv6's own connection
 //! table (`Conntrack<V6>`), with the per-service and per-backend state (scheduler state,
-//! active counts, counters) shared with IPv4 by the snapshot's indices.
+//! connection counts, counters) shared with IPv4 by the snapshot's indices.
 //!
 //! Invariants (as IPv4's): a packet that reaches this step passed [`super::parse::check`]
 //! (its whole TCP/UDP header in the frame, at the offset the checks found: after the
