@@ -1153,8 +1153,9 @@ impl ControlLoop<'_> {
 
     /// Every report round (at most every [`worker::REPORT_EVERY`]) while a service counts
     /// connections and there are several cores: to each core, the sum of the other cores'
-    /// tracked flows per backend from their latest reports on the running snapshot (a core
-    /// still on an older one, or not yet reported, counts 0 until it does).
+    /// connection counts per backend (IPVS's active and inactive,
+    /// [`crate::conntrack::ConnectionCount`]) from their latest reports on the running
+    /// snapshot (a core still on an older one, or not yet reported, counts 0 until it does).
     fn send_peer_load(&mut self) {
         let counts = self.config.services.iter().any(|s| s.scheduler.counts_connections());
         if !counts

@@ -941,9 +941,22 @@ fn syn_bursts_from_clients_take_no_backend_out() {
 /// Runs `xlb run` in `lb` and waits (bounded) for it to exit; returns (status, stderr).
 /// For instances expected to refuse to start.
 fn run_xlb_expecting_exit(lab: &mut Lab, lb: &str, args: &[&str], tag: &str) -> (i32, String) {
+    run_xlb_expecting_exit_with(lab, lb, &[], args, tag)
+}
+
+/// [`run_xlb_expecting_exit`] with `env` (`NAME=value` words) in xlb's environment.
+fn run_xlb_expecting_exit_with(
+    lab: &mut Lab,
+    lb: &str,
+    env: &[&str],
+    args: &[&str],
+    tag: &str,
+) -> (i32, String) {
     let log_path = lab.scratch.join(format!("xlb-{tag}.log"));
     let log = std::fs::File::create(&log_path).expect("log");
-    let mut full = vec![env!("CARGO_BIN_EXE_xlb"), "run"];
+    let mut full = vec!["env"];
+    full.extend_from_slice(env);
+    full.extend_from_slice(&[env!("CARGO_BIN_EXE_xlb"), "run"]);
     full.extend_from_slice(args);
     let index = lab.spawn(lb, &full, Stdio::null(), log.into());
     let started = Instant::now();
@@ -1372,6 +1385,84 @@ fn jumbo_frames_cross_a_nat_service_whole_at_mtu_9000() {
     assert_eq!(jumbo, vec!["same"; 5], "{log}");
     assert_eq!(largest, vec!["same"], "{log}");
     assert_eq!(figure(&log, 0, "kernel-dropped"), 0, "{log}");
+}
+
+/// Issue 15: where the kernel refuses multi-buffer XDP (`BPF_F_XDP_HAS_FRAGS` at the
+/// steering program's load, or `XDP_USE_SG` at a socket's bind) for an interface whose MTU
+/// needs it, `xlb run` refuses to start: exit status 2, and a message naming the
+/// interface, its MTU, the step, the kernel's reason and the MTU that works without
+/// multi-buffer (3822). It leaves nothing behind: no XDP program on any interface (the
+/// bind refusal comes after the program was attached), no ready file, no control socket;
+/// a start without the refusal then works at once. No device this machine can make
+/// refuses either step on its kernel (see `afxdp::fault`), so the refusal is injected
+/// (`XLB_TEST_REFUSE_MULTI_BUFFER`, honoured by debug builds only).
+#[test]
+fn a_kernel_refusing_multi_buffer_stops_xlb_with_the_reason_and_leaves_nothing() {
+    if !root_or_skip("jumbo_refused") {
+        return;
+    }
+    let (mut lab, _client, lb) = nat_lab("jumborefused");
+    let rs = format!("{}-rs", lab.prefix);
+    let client = format!("{}-client", lab.prefix);
+    for (ns, ifname) in [(&client, "eth0"), (&lb, "ethc"), (&lb, "ethr"), (&rs, "eth0")] {
+        sh(&["ip", "-n", ns, "link", "set", ifname, "mtu", "9000"]);
+    }
+    let config = lab.scratch.join("xlb.toml");
+    std::fs::write(&config, nat_config(&[5001])).unwrap();
+    let xdp_programs = |lab: &Lab| {
+        let links = lab.exec(&lb, &["ip", "-d", "link", "show"]);
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        links.lines().filter(|line| line.contains("prog/xdp")).count()
+    };
+    assert_eq!(xdp_programs(&lab), 0, "a fresh namespace");
+    let cases = [
+        (
+            "load",
+            "loading the XDP program with BPF_F_XDP_HAS_FRAGS (Linux 5.18+)",
+            "Invalid argument",
+        ),
+        (
+            "bind",
+            "binding the AF_XDP socket with XDP_USE_SG (Linux 6.6+)",
+            "Operation not supported",
+        ),
+    ];
+    for (step, what, reason) in cases {
+        let ready = lab.scratch.join(format!("ready-{step}"));
+        let socket = lab.scratch.join(format!("ctl-{step}.sock"));
+        let variable = format!("XLB_TEST_REFUSE_MULTI_BUFFER={step}");
+        let args = [
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--cores",
+            "1",
+            "--ready-file",
+            ready.to_str().expect("utf-8"),
+            "--socket",
+            socket.to_str().expect("utf-8"),
+        ];
+        let (status, log) = run_xlb_expecting_exit_with(&mut lab, &lb, &[&variable], &args, step);
+        assert_eq!(status, 2, "{step}: {log}");
+        let expected = [
+            "ethc: MTU 9000 lets in frames of up to 9018 bytes, longer than an AF_XDP buffer \
+             holds (3840); that needs multi-buffer XDP, but ",
+            what,
+            reason,
+            "Lower the MTU to 3822 or less (ip link set ethc mtu 3822)",
+        ];
+        for part in expected {
+            assert!(log.contains(part), "{step}: {part:?} missing from:\n{log}");
+        }
+        assert_eq!(xdp_programs(&lab), 0, "{step}: an XDP program left attached:\n{log}");
+        assert!(!ready.exists(), "{step}: a ready file left");
+        assert!(!socket.exists(), "{step}: a control socket left");
+    }
+    // Nothing in the way of the next start.
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", "after");
+    let (_, log) = stop_xlb(&mut lab, xlb, "after");
+    assert!(log.contains("multi-buffer XDP and AF_XDP (XDP_USE_SG)"), "{log}");
+    assert!(!log.contains("removed the XDP program a previous xlb left"), "{log}");
+    assert_eq!(xdp_programs(&lab), 0, "stopped: {log}");
 }
 
 /// Issue 15: jumbo frames out by the port they came in on (a multi-buffer packet rewritten

@@ -467,6 +467,97 @@ impl FlowState {
         FlowState::Closed,
         FlowState::Udp,
     ];
+
+    /// Whether a flow in this state is one of its backend's *active* connections as IPVS
+    /// counts them (`ActiveConn`): an established TCP connection. Every other state is
+    /// *inactive* (`InActConn`): the handshake (IPVS's SYN_RECV), the close (FIN_WAIT,
+    /// TIME_WAIT, CLOSE...) and every UDP flow. IPVS binds every new connection inactive
+    /// (`ip_vs_bind_dest`: the destination's `conn_flags` carry `IP_VS_CONN_F_INACTIVE`)
+    /// and `set_tcp_state` (`ip_vs_proto_tcp.c`) moves a TCP connection to active when it
+    /// enters ESTABLISHED and back when it leaves it; UDP never moves. The one definition:
+    /// the schedulers' counts ([`ConnectionCount`]), `ipvsadm -L -n` and the metrics all
+    /// use it.
+    pub const fn is_active(self) -> bool {
+        matches!(self, FlowState::Established)
+    }
+}
+
+/// One backend's connections on one core as IPVS counts them: active (established TCP) and
+/// inactive (the rest, [`FlowState::is_active`]), moved by the flows' inserts, state
+/// changes and removals.
+///
+/// A core counts the changes *it* makes: the owner of a flow counts its insert and its
+/// removal (in the state the flow has then, whoever moved it in between), and a core that
+/// moves a flow of another core's table (a NAT reply RSS delivered to it) counts that move.
+/// So one core's figures mean nothing alone and drift without bound (the mover's up, the
+/// owner's down): only the sum over a box's cores is a count. The arithmetic therefore
+/// wraps (two's complement, [`ConnectionCount::plus`] too): the sum is exact whatever each
+/// part did, and nothing overflows or panics. [`ConnectionCount::loads`] reads a sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCount {
+    pub active: i32,
+    pub inactive: i32,
+}
+
+impl ConnectionCount {
+    /// One more flow in `state` (an insert).
+    #[inline]
+    pub fn open(&mut self, state: FlowState) {
+        let slot = self.slot(state);
+        *slot = slot.wrapping_add(1);
+    }
+
+    /// One flow in `state` less (a removal).
+    #[inline]
+    pub fn close(&mut self, state: FlowState) {
+        let slot = self.slot(state);
+        *slot = slot.wrapping_sub(1);
+    }
+
+    /// A flow moved from `previous` to `next`.
+    #[inline]
+    pub fn moved(&mut self, previous: FlowState, next: FlowState) {
+        if previous.is_active() != next.is_active() {
+            self.close(previous);
+            self.open(next);
+        }
+    }
+
+    /// Both counts added, wrapping (see the type's docs).
+    #[inline]
+    #[must_use]
+    pub const fn plus(self, other: ConnectionCount) -> ConnectionCount {
+        ConnectionCount {
+            active: self.active.wrapping_add(other.active),
+            inactive: self.inactive.wrapping_add(other.inactive),
+        }
+    }
+
+    /// Both counts less `other`'s, wrapping.
+    #[inline]
+    #[must_use]
+    pub const fn minus(self, other: ConnectionCount) -> ConnectionCount {
+        ConnectionCount {
+            active: self.active.wrapping_sub(other.active),
+            inactive: self.inactive.wrapping_sub(other.inactive),
+        }
+    }
+
+    /// A box-wide sum as the schedulers read it: (active, inactive), a negative figure as 0.
+    /// A sum goes below zero only for a backend removed and added again while flows of its
+    /// first life lived (their removals are counted against the second), or for a moment
+    /// while the cores run different snapshots; it never reads as a huge load.
+    #[inline]
+    pub const fn loads(self) -> (u32, u32) {
+        (
+            if self.active < 0 { 0 } else { self.active as u32 },
+            if self.inactive < 0 { 0 } else { self.inactive as u32 },
+        )
+    }
+
+    fn slot(&mut self, state: FlowState) -> &mut i32 {
+        if state.is_active() { &mut self.active } else { &mut self.inactive }
+    }
 }
 
 /// A tracked packet's flow.
@@ -870,8 +961,10 @@ impl<F: Layout> Conntrack<F> {
         let _ = self.table.prefetch_record(hash);
     }
 
-    /// Inserts a new flow. `tcp_flags` of its first packet set the initial state. Entries it
-    /// evicts are passed to `on_remove` (the caller keeps per-backend connection counts).
+    /// Inserts a new flow. `tcp_flags` of its first packet set the initial state (returned:
+    /// the caller counts the flow [`ConnectionCount`]'s way). Entries it evicts are passed to
+    /// `on_remove` with the state they had when removed (the caller keeps per-backend
+    /// connection counts).
     ///
     /// An expired entry holding one of the flow's keys is removed (and reported) first; a
     /// live one makes the insert fail with [`InsertError::Exists`]. Then the rules of "Full
@@ -882,7 +975,7 @@ impl<F: Layout> Conntrack<F> {
         now: Instant,
         flow: Flow<F>,
         tcp_flags: Option<u8>,
-        on_remove: impl FnMut(&Flow<F>),
+        on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
         let hash = self.hash(&flow.original_key());
         self.insert_hashed(now, flow, hash, tcp_flags, on_remove)
@@ -897,7 +990,7 @@ impl<F: Layout> Conntrack<F> {
         flow: Flow<F>,
         hash: u64,
         tcp_flags: Option<u8>,
-        on_remove: impl FnMut(&Flow<F>),
+        on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
         self.insert_checked(now, &flow, hash, false, tcp_flags, on_remove)
     }
@@ -913,7 +1006,7 @@ impl<F: Layout> Conntrack<F> {
         flow: &Flow<F>,
         prepared: Prepared,
         tcp_flags: Option<u8>,
-        on_remove: impl FnMut(&Flow<F>),
+        on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
         let absent = self.known_absent(&prepared);
         self.insert_checked(now, flow, prepared.hash, absent, tcp_flags, on_remove)
@@ -928,7 +1021,7 @@ impl<F: Layout> Conntrack<F> {
         hash: u64,
         original_absent: bool,
         tcp_flags: Option<u8>,
-        mut on_remove: impl FnMut(&Flow<F>),
+        mut on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
         debug_assert_eq!(hash, self.hash(&flow.original_key()), "the original key's hash");
         let now = now.as_nanos();
@@ -1044,7 +1137,7 @@ impl<F: Layout> Conntrack<F> {
         local_addrs: &[F::Addr],
         range: PortRange,
         start_hint: u64,
-        mut on_remove: impl FnMut(&Flow<F>),
+        mut on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Option<(F::Addr, u16)> {
         let addrs = local_addrs.len() as u64;
         let ports = u64::from(range.last.checked_sub(range.first)?) + 1;
@@ -1086,10 +1179,13 @@ impl<F: Layout> Conntrack<F> {
         Some(local)
     }
 
-    /// Removes the flow with this key (both directions), expired or not. Returns it.
-    pub fn remove(&mut self, key: &FlowKey<F>) -> Option<Flow<F>> {
+    /// Removes the flow with this key (both directions), expired or not. Returns it and the
+    /// state it had when removed.
+    pub fn remove(&mut self, key: &FlowKey<F>) -> Option<(Flow<F>, FlowState)> {
         let found = self.table.find(key, self.hash(key), Access::Owner)?;
-        self.evict(found.index, Removal::Removed, &mut |_| {})
+        let mut state = None;
+        let flow = self.evict(found.index, Removal::Removed, &mut |_, s| state = Some(s))?;
+        Some((flow, state?))
     }
 
     /// Incremental expiry: examines at most `max_buckets` buckets from a cursor, removes expired
@@ -1099,7 +1195,7 @@ impl<F: Layout> Conntrack<F> {
         &mut self,
         now: Instant,
         max_buckets: usize,
-        mut on_remove: impl FnMut(&Flow<F>),
+        mut on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> usize {
         let now = now.as_nanos();
         let buckets = self.table.bucket_count();
@@ -1321,22 +1417,25 @@ impl<F: Layout> Conntrack<F> {
     }
 
     /// Removes the flow in `record` (its record and both index slots), counts it under
-    /// `reason` and reports it. None if the record is already free.
+    /// `reason` and reports it with the state it had at that moment (taken by the same swap
+    /// that frees the record, so a reader's racing transition is either in it or failed).
+    /// None if the record is already free.
     fn evict(
         &mut self,
         record: usize,
         reason: Removal,
-        on_remove: &mut impl FnMut(&Flow<F>),
+        on_remove: &mut impl FnMut(&Flow<F>, FlowState),
     ) -> Option<Flow<F>> {
         let slot = self.table.record(record)?;
-        let flow = slot.snapshot()?.flow()?;
+        let view = slot.snapshot()?;
+        let (flow, seen_state) = (view.flow()?, view.state()?);
         let (original, reply) = slot.positions();
         for position in std::iter::once(original).chain(reply) {
             if self.table.slot_ref(position).is_some_and(|slot| slot.record == record) {
                 self.table.unpublish(position);
             }
         }
-        self.table.clear_record(record);
+        let state = self.table.clear_record(record).unwrap_or(seen_state);
         self.queues.remove(record);
         self.free.push(record as u32);
         match reason {
@@ -1345,7 +1444,7 @@ impl<F: Layout> Conntrack<F> {
             Removal::EvictedUdp => self.stats.evicted_udp += 1,
             Removal::Removed => self.stats.removed += 1,
         }
-        on_remove(&flow);
+        on_remove(&flow, state);
         Some(flow)
     }
 }

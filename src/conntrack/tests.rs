@@ -141,7 +141,7 @@ fn insert<F: Hosts>(
     flow: Flow<F>,
     flags: Option<u8>,
 ) -> Result<FlowState, InsertError> {
-    ct.insert(now, flow, flags, |evicted| panic!("unexpected eviction of {evicted:?}"))
+    ct.insert(now, flow, flags, |evicted, _| panic!("unexpected eviction of {evicted:?}"))
 }
 
 /// Keys whose home slot lands in bucket 0 of `ct`: DR TCP flows of consecutive clients.
@@ -235,7 +235,10 @@ fn a_live_key_cannot_be_inserted_twice<F: Hosts>() {
     assert_eq!((ct.len(), ct.embryonic()), (1, 1));
     // Once the first flow has expired, the key is free again and the old flow is reported.
     let mut removed = Vec::new();
-    assert_eq!(ct.insert(secs(10), clash, Some(SYN), |f| removed.push(*f)), Ok(FlowState::SynSeen));
+    assert_eq!(
+        ct.insert(secs(10), clash, Some(SYN), |f, _| removed.push(*f)),
+        Ok(FlowState::SynSeen)
+    );
     assert_eq!(removed, vec![f]);
     assert_eq!((ct.len(), ct.embryonic(), ct.stats().expired), (1, 1, 1));
 }
@@ -317,7 +320,7 @@ fn remove_removes_both_directions<F: Hosts>() {
     let other = tcp(ForwardMode::FullNat, 10);
     insert(&mut ct, secs(1), f, Some(SYN)).unwrap();
     insert(&mut ct, secs(1), other, Some(SYN)).unwrap();
-    assert_eq!(ct.remove(&f.reply_key().unwrap()), Some(f));
+    assert_eq!(ct.remove(&f.reply_key().unwrap()), Some((f, FlowState::SynSeen)));
     assert!(!ct.contains(secs(1), &f.original_key()));
     assert!(!ct.contains(secs(1), &f.reply_key().unwrap()));
     assert_eq!(ct.track(secs(1), &f.reply_key().unwrap(), Some(ACK)), None);
@@ -326,8 +329,8 @@ fn remove_removes_both_directions<F: Hosts>() {
     assert_eq!((ct.len(), ct.embryonic(), ct.stats().removed), (1, 1, 1));
     // Both slots are free again: the same flow goes back in.
     assert_eq!(insert(&mut ct, secs(1), f, Some(ACK)), Ok(FlowState::Established));
-    assert_eq!(ct.remove(&f.original_key()), Some(f));
-    assert_eq!(ct.remove(&other.original_key()), Some(other));
+    assert_eq!(ct.remove(&f.original_key()), Some((f, FlowState::Established)));
+    assert_eq!(ct.remove(&other.original_key()), Some((other, FlowState::SynSeen)));
     assert!(ct.is_empty());
     assert_eq!(ct.embryonic(), 0);
 }
@@ -350,10 +353,10 @@ fn sweep_removes_expired_flows_and_reports_them<F: Hosts>() {
     assert_eq!(ct.embryonic(), 20);
     // Nothing has expired yet.
     let buckets = ct.table.bucket_count();
-    assert_eq!(ct.sweep(secs(3), buckets, |f| panic!("{f:?} is not expired")), 0);
+    assert_eq!(ct.sweep(secs(3), buckets, |f, _| panic!("{f:?} is not expired")), 0);
     // Sweep incrementally, one bucket at a time.
     let mut reported = Vec::new();
-    let removed: usize = (0..buckets).map(|_| ct.sweep(secs(4), 1, |f| reported.push(*f))).sum();
+    let removed: usize = (0..buckets).map(|_| ct.sweep(secs(4), 1, |f, _| reported.push(*f))).sum();
     assert_eq!(removed, 20);
     let key = |f: &Flow<F>| (f.client_addr, f.forward.name());
     reported.sort_by_key(key);
@@ -365,7 +368,7 @@ fn sweep_removes_expired_flows_and_reports_them<F: Hosts>() {
         assert!(ct.track(secs(4), &f.original_key(), Some(ACK)).is_some());
     }
     // A budget larger than the table is one full pass.
-    assert_eq!(ct.sweep(secs(100), usize::MAX, |_| {}), 10);
+    assert_eq!(ct.sweep(secs(100), usize::MAX, |_, _| {}), 10);
     assert!(ct.is_empty());
 }
 
@@ -385,7 +388,7 @@ fn allocate_local_port_skips_live_reply_keys_and_runs_out<F: Hosts>() {
                 &addrs,
                 range,
                 u64::from(client) * 7,
-                |_| {},
+                |_, _| {},
             )
             .expect("a free port");
         assert!((5000..=5002).contains(&local_port));
@@ -403,31 +406,31 @@ fn allocate_local_port_skips_live_reply_keys_and_runs_out<F: Hosts>() {
         assert_eq!(insert(&mut ct, secs(1), f, Some(ACK)), Ok(FlowState::Established));
     }
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, range, 0, |_| {}),
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, range, 0, |_, _| {}),
         None
     );
     // Another backend, port or protocol has its own space.
     assert!(
-        ct.allocate_local_port(secs(1), Proto::Udp, backend, 8080, &addrs, range, 0, |_| {})
+        ct.allocate_local_port(secs(1), Proto::Udp, backend, 8080, &addrs, range, 0, |_, _| {})
             .is_some()
     );
     assert!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8081, &addrs, range, 0, |_| {})
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8081, &addrs, range, 0, |_, _| {})
             .is_some()
     );
     // Expired flows free their ports.
     assert!(
-        ct.allocate_local_port(secs(30), Proto::Tcp, backend, 8080, &addrs, range, 0, |_| {})
+        ct.allocate_local_port(secs(30), Proto::Tcp, backend, 8080, &addrs, range, 0, |_, _| {})
             .is_some()
     );
     // Degenerate inputs.
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[], range, 0, |_| {}),
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &[], range, 0, |_, _| {}),
         None
     );
     let backwards = PortRange { first: 10, last: 9 };
     assert_eq!(
-        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, backwards, 0, |_| {}),
+        ct.allocate_local_port(secs(1), Proto::Tcp, backend, 8080, &addrs, backwards, 0, |_, _| {}),
         None
     );
     let everything = PortRange { first: 0, last: u16::MAX };
@@ -440,7 +443,7 @@ fn allocate_local_port_skips_live_reply_keys_and_runs_out<F: Hosts>() {
             &addrs,
             everything,
             u64::MAX,
-            |_| {}
+            |_, _| {}
         )
         .is_some()
     );
@@ -474,7 +477,7 @@ fn allocate_local_port_takes_back_the_ports_of_evictable_flows<F: Hosts>() {
             &[F::host(Kind::Local, 0)],
             range,
             0,
-            |f| taken.push(f.local_port),
+            |f, _| taken.push(f.local_port),
         )
     };
     assert_eq!(
@@ -535,7 +538,7 @@ fn allocate_local_port_gives_up_after_a_bounded_search<F: Hosts>() {
             &[F::host(Kind::Local, 0)],
             range,
             0,
-            |_| {}
+            |_, _| {}
         ),
         None
     );
@@ -548,7 +551,7 @@ fn allocate_local_port_gives_up_after_a_bounded_search<F: Hosts>() {
             &[F::host(Kind::Local, 0)],
             range,
             90,
-            |_| {}
+            |_, _| {}
         ),
         Some((F::host(Kind::Local, 0), 1100))
     );
@@ -572,20 +575,20 @@ fn full_bucket_reuses_expired_then_oldest_embryonic_then_refuses<F: Hosts>() {
     let mut evicted = Vec::new();
     // 1. The expired (closed) flow's slot goes first.
     assert_eq!(
-        ct.insert(secs(3), extra[0], Some(ACK), |f| evicted.push(*f)),
+        ct.insert(secs(3), extra[0], Some(ACK), |f, _| evicted.push(*f)),
         Ok(FlowState::Established)
     );
     assert_eq!(evicted, vec![bucket[0]]);
     // 2. Then the least recently seen embryonic flow (seen at 1 s), not the one seen at 2 s.
     assert_eq!(
-        ct.insert(secs(3), extra[1], Some(ACK), |f| evicted.push(*f)),
+        ct.insert(secs(3), extra[1], Some(ACK), |f, _| evicted.push(*f)),
         Ok(FlowState::Established)
     );
     assert_eq!(evicted, vec![bucket[0], bucket[2]]);
     assert!(ct.contains(secs(3), &bucket[1].original_key()));
     // 3. A new embryonic flow may displace the last embryonic one too.
     assert_eq!(
-        ct.insert(secs(3), extra[2], Some(SYN), |f| evicted.push(*f)),
+        ct.insert(secs(3), extra[2], Some(SYN), |f, _| evicted.push(*f)),
         Ok(FlowState::SynSeen)
     );
     assert_eq!(evicted, vec![bucket[0], bucket[2], bucket[1]]);
@@ -636,7 +639,7 @@ fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow<F: Hosts>() {
         let mut evicted = Vec::new();
         for c in 0..30 {
             let now = Instant::from_millis(1000 + u64::from(c));
-            let result = ct.insert(now, tcp(forward, base + c), Some(SYN), |f| evicted.push(*f));
+            let result = ct.insert(now, tcp(forward, base + c), Some(SYN), |f, _| evicted.push(*f));
             assert_eq!(result, Ok(FlowState::SynSeen));
             assert!(ct.embryonic() <= 10);
         }
@@ -655,7 +658,7 @@ fn nat_syns_beyond_the_limit_evict_the_oldest_embryonic_flow<F: Hosts>() {
     ct.track(secs(2), &completed.original_key(), Some(ACK)).unwrap();
     let mut evicted = Vec::new();
     for c in 0..10 {
-        ct.insert(secs(2), tcp(ForwardMode::Nat, 500 + c), Some(SYN), |f| evicted.push(*f))
+        ct.insert(secs(2), tcp(ForwardMode::Nat, 500 + c), Some(SYN), |f, _| evicted.push(*f))
             .unwrap();
     }
     assert!(!evicted.contains(&completed), "an established flow was evicted");
@@ -688,7 +691,7 @@ fn flows_moved_by_readers_are_not_evicted<F: Hosts>() {
     for c in 100..104 {
         let flags = if c % 2 == 0 { Some(SYN) } else { None };
         let f = if c % 2 == 0 { tcp(ForwardMode::Nat, c) } else { udp(c) };
-        ct.insert(secs(2), f, flags, |f| evicted.push(*f)).unwrap();
+        ct.insert(secs(2), f, flags, |f, _| evicted.push(*f)).unwrap();
     }
     for c in 0..2 {
         assert!(!evicted.contains(&tcp(ForwardMode::Nat, c)), "established {c} evicted");
@@ -716,7 +719,7 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay<F: Hosts>() {
     let mut evicted = Vec::new();
     // A TCP SYN takes the place of the oldest unreplied flow (client 30).
     assert_eq!(
-        ct.insert(secs(2), tcp(ForwardMode::Nat, 1000), Some(SYN), |f| evicted.push(*f)),
+        ct.insert(secs(2), tcp(ForwardMode::Nat, 1000), Some(SYN), |f, _| evicted.push(*f)),
         Ok(FlowState::SynSeen)
     );
     assert_eq!(evicted, vec![udp(30)]);
@@ -724,7 +727,7 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay<F: Hosts>() {
     // after a while).
     for c in 2000..2200 {
         let now = Instant::from_millis(2000 + u64::from(c));
-        ct.insert(now, udp(c), None, |f| evicted.push(*f)).unwrap();
+        ct.insert(now, udp(c), None, |f, _| evicted.push(*f)).unwrap();
     }
     for c in 0..30 {
         assert!(ct.contains(secs(3), &udp(c).original_key()), "replied flow {c} evicted");
@@ -735,7 +738,7 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay<F: Hosts>() {
     // (30 of 100) and established flows are left, a new flow is refused.
     let mut established = 0;
     for c in 3000..3100 {
-        match ct.insert(secs(4), tcp(ForwardMode::Dr, c), Some(ACK), |f| evicted.push(*f)) {
+        match ct.insert(secs(4), tcp(ForwardMode::Dr, c), Some(ACK), |f, _| evicted.push(*f)) {
             Ok(_) => established += 1,
             Err(error) => assert_eq!(error, InsertError::Full),
         }
@@ -751,7 +754,9 @@ fn unreplied_udp_flows_make_room_and_replied_ones_stay<F: Hosts>() {
         ct.track(secs(1), &udp(c).reply_key().unwrap(), None).unwrap();
     }
     let mut evicted = Vec::new();
-    assert!(ct.insert(secs(2), tcp(ForwardMode::Nat, 1), Some(SYN), |f| evicted.push(*f)).is_ok());
+    assert!(
+        ct.insert(secs(2), tcp(ForwardMode::Nat, 1), Some(SYN), |f, _| evicted.push(*f)).is_ok()
+    );
     assert_eq!(evicted, vec![udp(0)]);
 }
 
@@ -784,7 +789,7 @@ fn a_syn_flood_never_evicts_established_flows<F: Hosts>() {
                 )
             };
             let now = Instant::from_millis(1000 + u64::from(i) / 10);
-            let result = ct.insert(now, f, Some(SYN), |gone| {
+            let result = ct.insert(now, f, Some(SYN), |gone, _| {
                 assert!(!established.contains(gone), "the flood evicted established {gone:?}");
             });
             *outcomes.entry(result).or_insert(0) += 1;
@@ -816,7 +821,7 @@ fn len_never_exceeds_capacity<F: Hosts>() {
     for c in 0..1000 {
         let flags = if c % 2 == 0 { SYN } else { ACK };
         let forward = [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][c as usize % 3];
-        match ct.insert(secs(1), tcp(forward, c), Some(flags), |_| evicted += 1) {
+        match ct.insert(secs(1), tcp(forward, c), Some(flags), |_, _| evicted += 1) {
             Ok(_) => {}
             Err(InsertError::Full) => full += 1,
             Err(InsertError::Flood) => assert_eq!(ct.embryonic(), capacity / 2),
@@ -830,7 +835,8 @@ fn len_never_exceeds_capacity<F: Hosts>() {
     assert_eq!(insert(&mut ct, secs(2), tcp(ForwardMode::Dr, 5000), Some(ACK)).ok(), None);
     let mut reported = 0;
     assert!(
-        ct.insert(secs(100), tcp(ForwardMode::Dr, 5000), Some(ACK), |_| { reported += 1 }).is_ok()
+        ct.insert(secs(100), tcp(ForwardMode::Dr, 5000), Some(ACK), |_, _| { reported += 1 })
+            .is_ok()
     );
     assert_eq!((ct.len(), reported), (capacity, 1));
 }
@@ -845,7 +851,7 @@ fn a_tiny_or_empty_table_never_panics<F: Hosts>() {
         insert(&mut ct, secs(1), tcp(ForwardMode::Nat, 1), Some(ACK)),
         Err(InsertError::Full)
     );
-    assert_eq!(ct.sweep(secs(1), 10, |_| {}), 0);
+    assert_eq!(ct.sweep(secs(1), 10, |_, _| {}), 0);
     assert!(ct.memory_bytes() > 0 && ct.is_empty() && ct.capacity() == 0);
     let mut one = table::<F>(1);
     assert!(insert(&mut one, secs(1), tcp(ForwardMode::FullNat, 1), Some(ACK)).is_ok());
@@ -928,7 +934,7 @@ fn track_settled_is_track_prepared_split<F: Hosts>(
     let opening = (!udp).then_some(SYN);
     let mut now = 0;
     for ct in [&mut prepared_table, &mut settled_table] {
-        let inserted = ct.insert(secs(now), nat, opening, |_| {});
+        let inserted = ct.insert(secs(now), nat, opening, |_, _| {});
         prop_assert!(inserted.is_ok());
     }
     for (reply, flags, wait) in packets {
@@ -962,28 +968,28 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
     // Prepared while the key was absent, then the key inserted in the same batch: the
     // prepared lookup no longer proves it absent.
     let before = ct.prepare(key_hash(&key));
-    assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_| {}), Ok(FlowState::SynSeen));
+    assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_, _| {}), Ok(FlowState::SynSeen));
     assert_eq!(
-        ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_| {}),
+        ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_, _| {}),
         Err(InsertError::Exists)
     );
     // Prepared while the key is there but expired: the insert replaces it.
     let mut removed = Vec::new();
     let expired = ct.prepare(key_hash(&key));
     assert_eq!(ct.track_prepared(secs(100), &key, expired, Some(ACK)), None);
-    let result = ct.insert_prepared(secs(100), &nat, expired, Some(SYN), |f| removed.push(*f));
+    let result = ct.insert_prepared(secs(100), &nat, expired, Some(SYN), |f, _| removed.push(*f));
     assert_eq!((result, removed, ct.stats().expired), (Ok(FlowState::SynSeen), vec![nat], 1));
     // Prepared in an earlier batch: proves nothing, the insert looks.
     let earlier = ct.prepare(key_hash(&key));
     ct.begin_batch();
-    let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_| {});
+    let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_, _| {});
     assert_eq!(again, Err(InsertError::Exists));
     // And a key the batch proved absent is inserted.
     let fresh = tcp(ForwardMode::Nat, 2);
     let prepared = ct.prepare(key_hash(&fresh.original_key()));
     assert_eq!(ct.track_prepared(secs(100), &fresh.original_key(), prepared, Some(SYN)), None);
     assert_eq!(
-        ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_| {}),
+        ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_, _| {}),
         Ok(FlowState::SynSeen)
     );
     assert!(ct.contains(secs(100), &fresh.original_key()));
@@ -1213,7 +1219,8 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
             match op {
                 Op::Insert(flow, flags) => {
                     let (mut got, mut want) = (Vec::new(), Vec::new());
-                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
+                    let result =
+                        ct.insert(Instant::from_nanos(now), flow, flags, |f, _| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &mut want));
                     prop_assert_eq!(&got, &want);
                     got.clear();
@@ -1228,7 +1235,7 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
                             &flow,
                             prepared,
                             flags,
-                            |f| got.push(*f)
+                            |f, _| got.push(*f)
                         ),
                         result
                     );
@@ -1261,7 +1268,7 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
                     let want = model
                         .find(&key)
                         .and_then(|(original, _)| model.flows.remove(&original))
-                        .map(|e| e.0);
+                        .map(|e| (e.0, e.1));
                     prop_assert_eq!(ct.remove(&key), want);
                     prop_assert_eq!(hashed.remove(&key), want);
                 }
@@ -1272,11 +1279,11 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
                 }
                 Op::Sweep => {
                     let mut got = Vec::new();
-                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f| {
+                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |f, _| {
                         got.push(f.original_key())
                     });
                     prop_assert_eq!(
-                        hashed.sweep(Instant::from_nanos(now), usize::MAX, |_| {}),
+                        hashed.sweep(Instant::from_nanos(now), usize::MAX, |_, _| {}),
                         removed
                     );
                     let mut want: Vec<FlowKey<F>> =
@@ -1471,7 +1478,8 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
             match op {
                 Op::Insert(flow, flags) => {
                     let (mut got, mut want) = (Vec::new(), Vec::new());
-                    let result = ct.insert(Instant::from_nanos(now), flow, flags, |f| got.push(*f));
+                    let result =
+                        ct.insert(Instant::from_nanos(now), flow, flags, |f, _| got.push(*f));
                     prop_assert_eq!(result, model.insert(now, flow, flags, &got, &mut want));
                     prop_assert_eq!(got, want);
                     let key = flow.original_key();
@@ -1483,7 +1491,7 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
                             &flow,
                             prepared,
                             flags,
-                            |_| {}
+                            |_, _| {}
                         ),
                         result
                     );
@@ -1509,7 +1517,7 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
                     let want = model
                         .find(&key)
                         .and_then(|(original, _)| model.flows.remove(&original))
-                        .map(|e| e.flow);
+                        .map(|e| (e.flow, e.state));
                     prop_assert_eq!(ct.remove(&key), want);
                     prop_assert_eq!(batched.remove(&key), want);
                 }
@@ -1518,9 +1526,9 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
                     batched.begin_batch();
                 }
                 Op::Sweep => {
-                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_| {});
+                    let removed = ct.sweep(Instant::from_nanos(now), usize::MAX, |_, _| {});
                     prop_assert_eq!(
-                        batched.sweep(Instant::from_nanos(now), usize::MAX, |_| {}),
+                        batched.sweep(Instant::from_nanos(now), usize::MAX, |_, _| {}),
                         removed
                     );
                     let expired: Vec<FlowKey<F>> =
@@ -1540,6 +1548,176 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(ct.queues.len(class), in_class, "{:?}", class);
             }
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// IPVS's active and inactive connections, counted the pipeline's way.
+
+/// Per backend hint (0..4, [`flow`]'s `client % 4`), the counts a core keeps
+/// ([`ConnectionCount`]) from what the table tells it: an insert's state, a hit's move, a
+/// removal's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts([ConnectionCount; 4]);
+
+impl Counts {
+    fn inserted<F: Hosts>(&mut self, flow: &Flow<F>, result: Result<FlowState, InsertError>) {
+        if let Ok(state) = result {
+            self.0[usize::from(flow.backend)].open(state);
+        }
+    }
+
+    fn removed<F: Hosts>(&mut self, flow: &Flow<F>, state: FlowState) {
+        self.0[usize::from(flow.backend)].close(state);
+    }
+
+    fn hit<F: Hosts>(&mut self, hit: Option<Hit<F>>) {
+        if let Some(hit) = hit {
+            self.0[usize::from(hit.flow.backend)].moved(hit.previous, hit.state);
+        }
+    }
+
+    fn plus(self, other: Counts) -> Counts {
+        Counts(std::array::from_fn(|i| self.0[i].plus(other.0[i])))
+    }
+
+    /// (active, inactive) per backend.
+    fn pairs(self) -> [(i32, i32); 4] {
+        self.0.map(|c| (c.active, c.inactive))
+    }
+}
+
+/// Every flow the table holds (expired ones not yet removed too: they count until removed,
+/// as the pipeline's counts do), counted afresh by its state.
+fn recount<F: Hosts>(ct: &Conntrack<F>) -> Counts {
+    let mut counts = Counts::default();
+    for index in 0..ct.table.record_count() {
+        let Some(view) = ct.table.record(index).map(|record| record.owner_view()) else {
+            continue;
+        };
+        if let (Some(flow), Some(state)) = (view.flow(), view.state()) {
+            counts.0[usize::from(flow.backend)].open(state);
+        }
+    }
+    counts
+}
+
+/// A NAT connection's life, its reply side on another core: inactive while the handshake
+/// runs, active once established, inactive again from the FIN (IPVS's FIN_WAIT, then
+/// TIME_WAIT), gone when it expires; a UDP flow is inactive all its life. The owner and the
+/// reader core each count what they do; their sum is the recount at every step.
+fn connection_counts_move_with_states<F: Hosts>() {
+    let mut ct = table::<F>(64);
+    let reader = ct.reader();
+    let (mut owner, mut other_core) = (Counts::default(), Counts::default());
+    let f = tcp::<F>(ForwardMode::Nat, 1);
+    let u = flow::<F>(ForwardMode::Nat, Proto::Udp, 2, 5353);
+    let reply = f.reply_key().unwrap();
+    let mut steps = Vec::new();
+    let mut step = |owner: Counts, other_core: Counts, ct: &Conntrack<F>| {
+        let sum = owner.plus(other_core);
+        assert_eq!(sum, recount(ct), "the counts are the table's");
+        steps.push((sum.pairs()[1], sum.pairs()[2]));
+    };
+    owner.inserted(&f, ct.insert(secs(1), f, Some(SYN), |_, _| panic!("no eviction")));
+    owner.inserted(&u, ct.insert(secs(1), u, None, |_, _| panic!("no eviction")));
+    step(owner, other_core, &ct);
+    // The backend's SYN-ACK (on the other core) moves nothing; the client's ACK establishes.
+    other_core.hit(reader.track(secs(1), &reply, Some(SYN | ACK)));
+    step(owner, other_core, &ct);
+    owner.hit(ct.track(secs(1), &f.original_key(), Some(ACK)));
+    step(owner, other_core, &ct);
+    // Data both ways moves nothing; the backend's FIN, on the other core, ends it.
+    owner.hit(ct.track(secs(2), &f.original_key(), Some(ACK)));
+    other_core.hit(reader.track(secs(2), &reply, Some(ACK)));
+    step(owner, other_core, &ct);
+    other_core.hit(reader.track(secs(3), &reply, Some(FIN | ACK)));
+    step(owner, other_core, &ct);
+    owner.hit(ct.track(secs(3), &f.original_key(), Some(FIN | ACK)));
+    step(owner, other_core, &ct);
+    // Expired (closing: 5 s; UDP: 4 s) but not yet removed: still counted; the sweep
+    // removes both in the state they had.
+    step(owner, other_core, &ct);
+    let removed = ct.sweep(secs(20), usize::MAX, |flow, state| owner.removed(flow, state));
+    assert_eq!(removed, 2);
+    step(owner, other_core, &ct);
+    assert_eq!(
+        steps,
+        [
+            ((0, 1), (0, 1)), // SYN; UDP
+            ((0, 1), (0, 1)), // SYN-ACK
+            ((1, 0), (0, 1)), // ACK: established
+            ((1, 0), (0, 1)), // data
+            ((0, 1), (0, 1)), // the backend's FIN
+            ((0, 1), (0, 1)), // the client's FIN
+            ((0, 1), (0, 1)), // expired, not yet swept
+            ((0, 0), (0, 0)), // swept
+        ]
+    );
+    // Each core's part alone is no count: the other core moved the owner's flow.
+    assert_eq!(owner.pairs()[1], (1, -1));
+    assert_eq!(other_core.pairs()[1], (-1, 1));
+    // RST, and port reuse (`remove`) and eviction report the state the flow had.
+    let mut owner = Counts::default();
+    let g = tcp::<F>(ForwardMode::Dr, 5);
+    owner.inserted(&g, insert(&mut ct, secs(30), g, Some(SYN)));
+    owner.hit(ct.track(secs(30), &g.original_key(), Some(ACK)));
+    assert_eq!(owner.pairs()[1], (1, 0));
+    owner.hit(ct.track(secs(30), &g.original_key(), Some(RST)));
+    assert_eq!(owner.pairs()[1], (0, 1));
+    let (flow, state) = ct.remove(&g.original_key()).unwrap();
+    owner.removed(&flow, state);
+    assert_eq!((owner, recount(&ct)), (Counts::default(), Counts::default()));
+}
+
+/// [`Op`]s, and a reader (another core) tracking as the owner does.
+#[derive(Debug, Clone)]
+enum CountOp<F: Hosts> {
+    Table(Op<F>),
+    ReaderTrack(FlowKey<F>, Option<u8>),
+}
+
+fn arb_count_op<F: Hosts>() -> impl Strategy<Value = CountOp<F>> {
+    prop_oneof![
+        6 => arb_op().prop_map(CountOp::Table),
+        2 => (arb_key(), arb_flags()).prop_map(|(k, flags)| CountOp::ReaderTrack(k, flags)),
+    ]
+}
+
+/// After any operations on a table small enough to evict (4 flows, 2 embryonic), with a
+/// reader moving flows too, the counts kept from inserts, moves and removals (the owner's
+/// and the reader's summed) equal a recount of the table.
+fn connection_counts_equal_a_recount<F: Hosts>(ops: Vec<CountOp<F>>) -> Result<(), TestCaseError> {
+    let config =
+        ConntrackConfig { capacity: 4, max_embryonic: 2, timeouts: timeouts(), secret: SECRET };
+    let mut ct = Conntrack::<F>::new(&config);
+    let reader = ct.reader();
+    let (mut owner, mut other_core) = (Counts::default(), Counts::default());
+    let mut now = 0u64;
+    for op in ops {
+        let at = Instant::from_nanos(now);
+        match op {
+            CountOp::Table(Op::Insert(flow, flags)) => {
+                let result = ct.insert(at, flow, flags, |f, state| owner.removed(f, state));
+                owner.inserted(&flow, result);
+            }
+            CountOp::Table(Op::Track(key, flags)) => owner.hit(ct.track(at, &key, flags)),
+            CountOp::ReaderTrack(key, flags) => other_core.hit(reader.track(at, &key, flags)),
+            CountOp::Table(Op::Contains(key)) => {
+                ct.contains(at, &key);
+            }
+            CountOp::Table(Op::Remove(key)) => {
+                if let Some((flow, state)) = ct.remove(&key) {
+                    owner.removed(&flow, state);
+                }
+            }
+            CountOp::Table(Op::Advance(millis)) => now += millis * 1_000_000,
+            CountOp::Table(Op::Sweep) => {
+                ct.sweep(at, usize::MAX, |f, state| owner.removed(f, state));
+            }
+        }
+        prop_assert_eq!(owner.plus(other_core), recount(&ct));
     }
     Ok(())
 }
@@ -1641,7 +1819,7 @@ fn readers_never_observe_a_torn_flow<F: Hosts>() {
             match (r >> 56) % 8 {
                 0..=3 => {
                     let flags = if r >> 50 & 1 == 0 { SYN } else { ACK };
-                    let i = match ct.insert(t, f, Some(flags), |gone| {
+                    let i = match ct.insert(t, f, Some(flags), |gone, _| {
                         assert_eq!(
                             *gone,
                             checkable_flow(F::client_number(gone.client_addr), gone.client_port)
@@ -1655,12 +1833,12 @@ fn readers_never_observe_a_torn_flow<F: Hosts>() {
                     outcomes[i] += 1;
                 }
                 4 => {
-                    if let Some(gone) = ct.remove(&f.original_key()) {
+                    if let Some((gone, _)) = ct.remove(&f.original_key()) {
                         assert_eq!(gone, f);
                     }
                 }
                 5 => {
-                    ct.sweep(t, 4, |_| {});
+                    ct.sweep(t, 4, |_, _| {});
                 }
                 _ => {
                     if let Some(hit) = ct.track(t, &f.original_key(), Some(ACK)) {
@@ -1718,7 +1896,7 @@ fn conntrack_speed_report() {
         let mut refused = 0;
         for f in &flows {
             refused +=
-                usize::from(ct.insert(Instant::from_secs(1), *f, Some(ACK), |_| {}).is_err());
+                usize::from(ct.insert(Instant::from_secs(1), *f, Some(ACK), |_, _| {}).is_err());
         }
         let insert = per(start.elapsed(), flows.len());
 
@@ -1781,7 +1959,7 @@ fn conntrack_fill_report() {
                 client_addr: Ipv4Addr::from_bits(h as u32),
                 ..flow(forward, Proto::Tcp, 0, (h >> 32) as u16)
             };
-            if ct.insert(secs(1), f, Some(ACK), |_| {}) == Err(InsertError::Full) {
+            if ct.insert(secs(1), f, Some(ACK), |_, _| {}) == Err(InsertError::Full) {
                 full += 1;
                 first_full.get_or_insert(ct.len());
             }
@@ -1814,7 +1992,7 @@ fn conntrack_batch_report() {
         .map(|i| flow(ForwardMode::Dr, Proto::Tcp, i, 10_000 + (i % 50_000) as u16))
         .collect();
     for f in &flows {
-        ct.insert(Instant::from_secs(1), *f, Some(ACK), |_| {}).unwrap();
+        ct.insert(Instant::from_secs(1), *f, Some(ACK), |_, _| {}).unwrap();
     }
     let random: Vec<FlowKey> = (0..lookups as u64)
         .map(|i| flows[(mix64(i) % u64::from(FLOWS)) as usize].original_key())
@@ -2051,6 +2229,11 @@ macro_rules! family_tests {
             }
 
             #[test]
+            fn connection_counts_move_with_states() {
+                super::connection_counts_move_with_states::<$family>();
+            }
+
+            #[test]
             fn a_syn_flood_never_evicts_established_flows() {
                 super::a_syn_flood_never_evicts_established_flows::<$family>();
             }
@@ -2137,6 +2320,13 @@ macro_rules! family_tests {
                 #[test]
                 fn evicts_by_the_rule(ops in prop::collection::vec(arb_op::<$family>(), 1..160)) {
                     super::evicts_by_the_rule(ops)?;
+                }
+
+                #[test]
+                fn connection_counts_equal_a_recount(
+                    ops in prop::collection::vec(arb_count_op::<$family>(), 1..160),
+                ) {
+                    super::connection_counts_equal_a_recount(ops)?;
                 }
             }
         }

@@ -1167,7 +1167,7 @@ mod tests {
             ports: vec![(IfaceId(0), port), (IfaceId(0), port)],
             flows: 5,
             embryonic: 1,
-            active: vec![1, 0, 0],
+            connections: vec![crate::conntrack::ConnectionCount { active: 1, inactive: 0 }; 3],
             conntrack: ConntrackStats::default(),
             neighbors: 2,
             held: 1,

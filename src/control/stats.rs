@@ -29,7 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conntrack::{ConntrackReader, Flow, FlowState, Layout};
+use crate::conntrack::{ConnectionCount, ConntrackReader, Flow, FlowState, Layout};
 use crate::control::config::endpoint;
 use crate::control::ipvsadm::ConnEntry;
 use crate::family::{Family, V4, V6};
@@ -57,7 +57,7 @@ pub fn count_connections<F: Indexed>(
     let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| counts.get_mut(index)) else {
         return;
     };
-    if state == FlowState::Established && flow.proto == Proto::Tcp {
+    if state.is_active() {
         count.active += 1;
     } else {
         count.inactive += 1;
@@ -390,30 +390,30 @@ fn row(out: &mut String, name: &str, figures: &[u64; 5]) {
     let _ = writeln!(out, "{name:<ADDR_WIDTH$} {a:>8} {b:>8} {c:>8} {d:>8} {e:>8}");
 }
 
-/// For each of `cores` cores (worker indices), the other cores' tracked flows per backend
+/// For each of `cores` cores (worker indices), the other cores' connections per backend
 /// of snapshot `generation` (`backends` of them), from `reports` (each core's latest): a
 /// report of another generation, or of another length, counts nothing (its core is on
-/// another snapshot: its indices are not these).
+/// another snapshot: its indices are not these). Sums wrap, as [`ConnectionCount`]'s parts
+/// do: the total less a core's own part is exactly the others' sum.
 pub fn peer_loads<'r>(
     reports: impl IntoIterator<Item = &'r CoreReport>,
     generation: u64,
     backends: usize,
     cores: usize,
-) -> Vec<Arc<[u32]>> {
+) -> Vec<Arc<[ConnectionCount]>> {
     let current: Vec<&CoreReport> = reports
         .into_iter()
-        .filter(|r| r.generation == generation && r.active.len() == backends)
+        .filter(|r| r.generation == generation && r.connections.len() == backends)
         .collect();
-    let mut total = vec![0u32; backends];
+    let mut total = vec![ConnectionCount::default(); backends];
     for report in &current {
-        for (sum, count) in total.iter_mut().zip(&report.active) {
-            *sum = sum.saturating_add(*count);
+        for (sum, count) in total.iter_mut().zip(&report.connections) {
+            *sum = sum.plus(*count);
         }
     }
     (0..cores)
         .map(|core| match current.iter().find(|r| usize::from(r.core) == core) {
-            // `total` holds `own` (a saturated sum stays at least each of its parts).
-            Some(own) => total.iter().zip(&own.active).map(|(t, o)| t - o).collect(),
+            Some(own) => total.iter().zip(&own.connections).map(|(t, o)| t.minus(*o)).collect(),
             None => total.clone().into(),
         })
         .collect()
@@ -497,7 +497,7 @@ mod tests {
             ports: Vec::new(),
             flows: 0,
             embryonic: 0,
-            active: Vec::new(),
+            connections: Vec::new(),
             conntrack: Default::default(),
             neighbors: 0,
             held: 0,
@@ -687,24 +687,35 @@ port = 8080
 
     #[test]
     fn each_core_gets_the_other_cores_flows_of_its_snapshot() {
-        let report = |core, generation, active: &[u32]| CoreReport {
-            active: active.to_vec(),
+        let count = |(active, inactive): (i32, i32)| ConnectionCount { active, inactive };
+        let report = |core, generation, counts: &[(i32, i32)]| CoreReport {
+            connections: counts.iter().copied().map(count).collect(),
             ..core_report(core, generation, &[0; 3])
         };
         let reports = [
-            report(0, 7, &[1, 2, 3]),
-            report(1, 7, &[10, 20, 30]),
-            report(2, 6, &[100, 100, 100]), // still on the old snapshot: counts nothing
-            report(3, 7, &[5]),             // another length: counts nothing
+            // Core 0 moved 4 of core 1's flows on the first backend out of ESTABLISHED
+            // (NAT replies RSS sent it): its inactive part is below zero.
+            report(0, 7, &[(1, -4), (2, 0), (3, 1)]),
+            report(1, 7, &[(10, 6), (20, 0), (30, 2)]),
+            report(2, 6, &[(100, 100); 3]), // still on the old snapshot: counts nothing
+            report(3, 7, &[(5, 5)]),        // another length: counts nothing
         ];
         let loads = peer_loads(&reports, 7, 3, 5);
-        let loads: Vec<Vec<u32>> = loads.iter().map(|l| l.to_vec()).collect();
-        assert_eq!(loads[0], [10, 20, 30]);
-        assert_eq!(loads[1], [1, 2, 3]);
+        let pairs = |load: &[ConnectionCount]| -> Vec<(i32, i32)> {
+            load.iter().map(|c| (c.active, c.inactive)).collect()
+        };
+        assert_eq!(pairs(&loads[0]), [(10, 6), (20, 0), (30, 2)]);
+        assert_eq!(pairs(&loads[1]), [(1, -4), (2, 0), (3, 1)]);
         // Cores with no report of this snapshot get everyone's.
         for (core, load) in loads.iter().enumerate().skip(2) {
-            assert_eq!(load, &[11, 22, 33], "core {core}");
+            assert_eq!(pairs(load), [(11, 2), (22, 0), (33, 3)], "core {core}");
         }
-        assert!(peer_loads(&[], 7, 2, 2).iter().all(|l| l[..] == [0, 0]));
+        assert!(peer_loads(&[], 7, 2, 2).iter().all(|l| pairs(l) == [(0, 0), (0, 0)]));
+        // Parts that wrapped still sum exactly.
+        let reports = [report(0, 7, &[(i32::MAX, 0)]), report(1, 7, &[(i32::MIN + 5, 0)])];
+        let loads = peer_loads(&reports, 7, 1, 3);
+        assert_eq!(pairs(&loads[2]), [(4, 0)]);
+        assert_eq!(loads[2][0].loads(), (4, 0));
+        assert_eq!(pairs(&loads[0]), [(i32::MIN + 5, 0)]);
     }
 }

@@ -128,10 +128,10 @@ pub enum ControlMsg {
     /// Measured response times for the least-time scheduler, indexed like the backends of
     /// the snapshot of that generation (no new snapshot: scheduler state and tables stay).
     ResponseTimes { generation: u64, times: Arc<[u32]> },
-    /// The other cores' tracked flows per backend, indexed like the backends of the
-    /// snapshot of that generation ([`Pipeline::set_peer_load`]): lc, wlc, sed, nq and lt
+    /// The other cores' connection counts per backend (IPVS's active and inactive, summed),
+    /// indexed like the backends of the snapshot of that generation ([`Pipeline::set_peer_load`]): lc, wlc, sed, nq and lt
     /// count over the whole box.
-    PeerLoad { generation: u64, others: Arc<[u32]> },
+    PeerLoad { generation: u64, others: Arc<[crate::conntrack::ConnectionCount]> },
     /// The VRRP state keepalived gave the box (`xlb ctl --active`/`--standby`); control
     /// follows a change to active with `Announce` for the VIPs.
     VrrpState(crate::fleet::VrrpState),
@@ -392,7 +392,7 @@ impl<P: Port> Worker<P> {
             flows: self.pipeline.conntrack().len() + self.pipeline.conntrack6().len(),
             embryonic: self.pipeline.conntrack().embryonic()
                 + self.pipeline.conntrack6().embryonic(),
-            active: self.pipeline.active_flows().to_vec(),
+            connections: self.pipeline.connections().to_vec(),
             conntrack: self.pipeline.conntrack().stats(),
             neighbors: self.pipeline.neighbors().len() + self.pipeline.neighbors6().len(),
             held: self.pipeline.held(),

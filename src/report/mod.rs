@@ -216,8 +216,10 @@ pub struct CoreReport {
     /// Of them, TCP flows in SYN state (the SYN-flood bound's count; may include expired
     /// ones not yet swept).
     pub embryonic: usize,
-    /// Tracked flows per backend (indexed like the snapshot's backends).
-    pub active: Vec<u32>,
+    /// This core's part of the box's active and inactive connections per backend (indexed
+    /// like the snapshot's backends; [`crate::conntrack::ConnectionCount`]: only the sum
+    /// over the cores is a count).
+    pub connections: Vec<crate::conntrack::ConnectionCount>,
     /// The connection table's own counters (inserts, evictions, flood refusals...).
     pub conntrack: crate::conntrack::ConntrackStats,
     pub neighbors: usize,

@@ -13,13 +13,19 @@
 //! | `nq`  | 0 for a backend with no active connection, else `(active + 1) / weight` | IPVS `nq` |
 //! | `lt`  | `(active + 1) * response_time_us / weight` | NGINX Plus `least_time` |
 //!
-//! `active` and `inactive` are what [`super::PickContext`] gives (IPVS: established TCP
-//! connections, and the rest); a missing entry counts as 0. The pipeline gives the box's
-//! flows per backend as `active` (every state, its count does not split them: the picking
-//! core's own, current, plus the other cores' from their last reports, at most about
-//! 100 ms old) and no `inactive`: the formulas are IPVS's. In `lt` an unknown response
-//! time (0 or missing) counts as the lowest known among the candidates (1 if none is known), so
-//! a new backend gets tried rather than starved or flooded.
+//! `active` and `inactive` are what [`super::PickContext`] gives; a missing entry counts as
+//! 0. The pipeline gives IPVS's own counts: `active` the established TCP connections,
+//! `inactive` the rest (handshakes, closing and closed connections — IPVS's SYN_RECV,
+//! FIN_WAIT, TIME_WAIT... — and every UDP flow), one definition for the schedulers,
+//! `ipvsadm -L -n` and the metrics ([`crate::conntrack::FlowState::is_active`]). They move
+//! with each flow's TCP state, its expiry, eviction and port reuse, and are the box's: the
+//! picking core's own, current, plus the other cores' from their last reports (every
+//! [`crate::dataplane::worker::REPORT_EVERY`], 100 ms, plus control's loop: a burst of
+//! new flows on another core is seen at most that late). Flows expired but not yet swept
+//! still count until the sweep (a few buckets per poll iteration) removes them, where
+//! `-L -n`, which reads the tables, leaves them out at once. In `lt` an unknown response time (0 or
+//! missing) counts as the lowest known among the candidates (1 if none is known), so a new
+//! backend gets tried rather than starved or flooded.
 //!
 //! # Invariants
 //!
@@ -141,6 +147,21 @@ mod tests {
         assert_eq!(pick_with(Least::WeightedConnections, &[1, 2], &[1, 1], &[0, 144], &[], 0), 1);
         // 256/1 vs 600/2 -> index 0.
         assert_eq!(pick_with(Least::WeightedConnections, &[1, 2], &[1, 1], &[0, 344], &[], 0), 0);
+    }
+
+    #[test]
+    fn time_wait_flows_weigh_as_ipvs_weighs_them() {
+        // Backend 0 holds 1000 connections in TIME_WAIT (inactive), backend 1 five
+        // established: IPVS's overhead is 1000 against 5 * 256 = 1280, so lc and wlc take
+        // backend 0; counting every connection alike would take backend 1.
+        let (active, inactive) = ([0, 5], [1000, 0]);
+        assert_eq!(pick_with(Least::Connections, &[1, 1], &active, &inactive, &[], 0), 0);
+        assert_eq!(pick_with(Least::WeightedConnections, &[1, 1], &active, &inactive, &[], 0), 0);
+        // Backend 1 at weight 2: 1280 / 2 = 640 < 1000.
+        assert_eq!(pick_with(Least::WeightedConnections, &[1, 2], &active, &inactive, &[], 0), 1);
+        // sed and nq read active connections only: backend 0 is idle.
+        assert_eq!(pick_with(Least::ShortestExpectedDelay, &[1, 2], &active, &inactive, &[], 0), 0);
+        assert_eq!(pick_with(Least::NeverQueue, &[1, 2], &active, &inactive, &[], 0), 0);
     }
 
     #[test]

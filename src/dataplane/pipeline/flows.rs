@@ -3,9 +3,12 @@
 //!
 //! Invariants: a packet that reaches this step is TCP or UDP in IPv4 without options with
 //! its whole L4 header in the frame. A TCP packet that opens nothing is never tracked (DR
-//! forwards it by the service's Maglev table alone; NAT and FullNAT drop it). A flow's
-//! share of its backend's active count is taken once when it is inserted and given back
-//! once when it goes (found by identity: the snapshot may have renumbered the backends).
+//! forwards it by the service's Maglev table alone; NAT and FullNAT drop it). A flow
+//! counts in its backend's connections ([`ConnectionCount`], IPVS's active or inactive by
+//! its state) once from its insert, moves between the two with its state (only hits that
+//! moved it, never a settled one: `count_moved`) and is given back once when it goes, in
+//! the state it had (its backend found by identity: the snapshot may have renumbered
+//! them).
 //! Packets that only name a flow (ICMP errors, replies from the wrong side) read it with
 //! [`CoreState::peek`], which neither refreshes nor moves it. A packet that leaves its
 //! flow's state as it is (`Tracking::Settled`: past the handshake or UDP, no transition)
@@ -13,7 +16,7 @@
 //! on another core's table) go through the reopen and passive-health checks
 //! (`forward_moved`), which would let a settled hit through unchanged anyway.
 
-use crate::conntrack::{Direction, Flow, FlowState, Prepared, Tracking};
+use crate::conntrack::{ConnectionCount, Direction, Flow, FlowState, Hit, Prepared, Tracking};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
 use crate::report::{DropReason, Stat};
@@ -192,6 +195,7 @@ impl CoreState {
         hit: &crate::conntrack::Hit,
     ) -> Verdict {
         if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+            self.count_moved(snapshot, hit);
             if hit.state == FlowState::SynSeen
                 && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                 && class == Class::ToVip
@@ -245,7 +249,7 @@ impl CoreState {
 
     /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): a new
     /// connection, as IPVS's default `conn_reuse_mode` has it. The old flow goes (its
-    /// backend's active count with it) and the SYN is scheduled like any new flow, so it
+    /// backend's connection count with it, in the state it had) and the SYN is scheduled like any new flow, so it
     /// counts as a connection and may go to another backend (not under weight 0).
     #[inline(never)]
     fn reopen(
@@ -322,12 +326,13 @@ impl CoreState {
 }
 
 impl CoreState {
-    /// Counts a flow just tracked: a new flow, one more active on its backend, a connection.
+    /// Counts a flow just tracked in `state`: a new flow, one more connection of its
+    /// backend (inactive, IPVS's way, until its handshake completes; UDP for good).
     #[inline(always)]
-    pub(super) fn count_new_flow(&mut self, backend_index: usize) {
+    pub(super) fn count_new_flow(&mut self, backend_index: usize, state: FlowState) {
         self.counters.add(Stat::NewFlows, 1);
-        if let Some(count) = self.active.get_mut(backend_index) {
-            *count += 1;
+        if let Some(count) = self.connections.get_mut(backend_index) {
+            count.open(state);
         }
         if let Some(counters) = self.counters.backend(backend_index) {
             counters.connections += 1;
@@ -419,11 +424,34 @@ pub(super) fn sched_states(snapshot: &Snapshot, slot: CoreSlot) -> Vec<SchedStat
         .collect()
 }
 
-/// Forgets a flow's share of its backend's active count (found by identity: the snapshot
-/// may have renumbered the backends since the flow began).
-pub(super) fn release_backend<F: Indexed>(snapshot: &Snapshot, active: &mut [u32], flow: &Flow<F>) {
-    if let Some(count) = snapshot.backend_of_flow(flow).and_then(|index| active.get_mut(index)) {
-        *count = count.saturating_sub(1);
+/// Forgets a flow removed in `state` from its backend's connections (found by identity: the
+/// snapshot may have renumbered the backends since the flow began; a backend gone has no
+/// count left to change).
+pub(super) fn release_backend<F: Indexed>(
+    snapshot: &Snapshot,
+    connections: &mut [ConnectionCount],
+    flow: &Flow<F>,
+    state: FlowState,
+) {
+    let index = snapshot.backend_of_flow(flow);
+    if let Some(count) = index.and_then(|index| connections.get_mut(index)) {
+        count.close(state);
+    }
+}
+
+impl CoreState {
+    /// A hit that moved its flow from one state to another: across IPVS's active/inactive
+    /// line, its backend's counts move with it (on this core's counts, whichever core's
+    /// table holds the flow: see [`ConnectionCount`]). Only for hits that moved (never a
+    /// settled one).
+    #[inline]
+    pub(super) fn count_moved<F: Indexed>(&mut self, snapshot: &Snapshot, hit: &Hit<F>) {
+        if hit.previous.is_active() != hit.state.is_active()
+            && let Some(index) = backend_of(snapshot, &hit.flow)
+            && let Some(count) = self.connections.get_mut(index)
+        {
+            count.moved(hit.previous, hit.state);
+        }
     }
 }
 
@@ -623,7 +651,8 @@ mod tests {
             assert_eq!(send(&mut pipeline, port, SYN), Verdict::Tx(IfaceId(0)));
             assert_eq!(send(&mut pipeline, port, ACK), Verdict::Tx(IfaceId(0)));
         }
-        assert_eq!(pipeline.active_flows()[position(&before, 101, 11)], 3);
+        let connections = pipeline.connections()[position(&before, 101, 11)];
+        assert_eq!(connections, ConnectionCount { active: 3, inactive: 0 });
 
         for (snapshot, port) in [(&inserted, 4000), (&deleted, 4001)] {
             pipeline.set_snapshot(snapshot.clone());
@@ -642,21 +671,31 @@ mod tests {
             for second in 2..40 {
                 pipeline.maintain(Instant::from_secs(second * 10));
             }
-            let left = 4002 - port;
-            assert_eq!(pipeline.active_flows()[own], left as u32, "after {port} ended");
-            let others: u32 = (0..snapshot.backends.len())
-                .filter(|&i| i != own)
-                .map(|i| pipeline.active_flows()[i])
-                .sum();
-            assert_eq!(others, 0);
+            let left = 4002 - i32::from(port);
+            let connections = pipeline.connections()[own];
+            assert_eq!(connections, ConnectionCount { active: left, inactive: 0 }, "{port}");
+            let others = (0..snapshot.backends.len()).filter(|&i| i != own);
+            assert!(others.map(|i| pipeline.connections()[i]).all(|c| c == Default::default()));
         }
     }
 
     /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
     fn picked(pipeline: &mut Pipeline, port: u16) -> u8 {
-        use crate::testkit::{self, SYN};
+        send_to_vip(pipeline, port, crate::testkit::SYN)
+    }
+
+    /// [`picked`], the client's ACK following (the connection established: active).
+    fn picked_established(pipeline: &mut Pipeline, port: u16) -> u8 {
+        let backend = picked(pipeline, port);
+        assert_eq!(send_to_vip(pipeline, port, crate::testkit::ACK), backend);
+        backend
+    }
+
+    /// The backend (last octet of the MAC) a packet with `flags` from `port` to
+    /// 10.1.1.100:80 goes to.
+    fn send_to_vip(pipeline: &mut Pipeline, port: u16, flags: crate::testkit::Flags) -> u8 {
         let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
-        let mut frame = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, SYN, b"");
+        let mut frame = crate::testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, flags, b"");
         assert_eq!(
             pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame),
             Verdict::Tx(IfaceId(0))
@@ -698,6 +737,107 @@ mod tests {
         assert_eq!(pipeline.snapshot().generation, 1);
     }
 
+    /// lc and wlc weigh connections as IPVS does (`active * 256 + inactive`), with the
+    /// counts moving with the TCP states: a backend holding 20 closing connections (FIN
+    /// seen: IPVS's FIN_WAIT/TIME_WAIT, inactive) is less loaded than one holding a single
+    /// established one. Counting every flow alike (as xlb did) would pick the other way.
+    #[test]
+    fn lc_and_wlc_weigh_closing_connections_as_ipvs_does() {
+        use crate::testkit::FIN_ACK;
+        for kind in ["lc", "wlc"] {
+            let first = scheduled_snapshot(kind, &[(100, &[11])], 1);
+            let mut pipeline = Pipeline::new(first, CoreSlot::SINGLE);
+            for port in 9000..9020 {
+                assert_eq!(picked_established(&mut pipeline, port), 0x11, "{kind}");
+                assert_eq!(send_to_vip(&mut pipeline, port, FIN_ACK), 0x11, "{kind}");
+            }
+            assert_eq!(pipeline.connections(), [ConnectionCount { active: 0, inactive: 20 }]);
+            // .12 joins: its first connection (0 against 20) ...
+            let both = scheduled_snapshot(kind, &[(100, &[11, 12])], 2);
+            let index = |octet| {
+                let addr = std::net::IpAddr::from(Ipv4Addr::new(10, 1, 1, octet));
+                both.backends.iter().position(|b| b.addr == addr)
+            };
+            let (eleven, twelve) = (index(11).unwrap(), index(12).unwrap());
+            pipeline.set_snapshot(both);
+            assert_eq!(picked_established(&mut pipeline, 9100), 0x12, "{kind}");
+            // ... established, costs 256; .11's twenty closing ones cost 20.
+            assert_eq!(pipeline.connections()[eleven], ConnectionCount { active: 0, inactive: 20 });
+            assert_eq!(pipeline.connections()[twelve], ConnectionCount { active: 1, inactive: 0 });
+            assert_eq!(picked(&mut pipeline, 9101), 0x11, "{kind}");
+            assert_eq!(picked(&mut pipeline, 9102), 0x11, "{kind}");
+            // The SYNs count inactive until their handshakes complete.
+            assert_eq!(pipeline.connections()[eleven], ConnectionCount { active: 0, inactive: 22 });
+            assert_eq!(send_to_vip(&mut pipeline, 9101, crate::testkit::ACK), 0x11);
+            assert_eq!(pipeline.connections()[eleven], ConnectionCount { active: 1, inactive: 21 });
+        }
+    }
+
+    /// A two-core NAT box: (the snapshot, core 0, core 1), each core reading the other's
+    /// table for replies; tables of 64 flows (one `maintain` sweeps them whole).
+    fn two_core_nat() -> (Arc<Snapshot>, Pipeline, Pipeline) {
+        let extra = "gateway = \"10.1.1.1\"\n[[neighbor]]\nip = \"10.1.1.11\"\n\
+                     mac = \"02:00:00:00:00:11\"\n[conntrack]\ncapacity = 64\n";
+        let snapshot = one_service_snapshot("02:00:00:00:00:10", extra, "nat", 8080);
+        let mut cores =
+            [0, 1].map(|index| Pipeline::new(snapshot.clone(), CoreSlot { index, count: 2 }));
+        let readers = [cores[1].conntrack_reader(), cores[0].conntrack_reader()];
+        for (core, reader) in cores.iter_mut().zip(readers) {
+            core.set_peers(vec![reader]);
+        }
+        let [zero, one] = cores;
+        (snapshot, zero, one)
+    }
+
+    proptest::proptest! {
+        /// What the schedulers read is what `-L -n` and the metrics show: after any packets
+        /// of a few NAT connections (either side, any flags, each landing on either core, so
+        /// replies move flows another core owns), with time passing and expired flows swept,
+        /// the cores' connection counts summed equal the count of the tables by
+        /// [`FlowState::is_active`] (`stats::Tables::count`).
+        #[test]
+        fn the_schedulers_counts_are_the_listings_counts(
+            packets in proptest::collection::vec(
+                (0..2usize, proptest::prelude::any::<bool>(), 0..6u16, 0..6usize, 0..4usize),
+                1..80,
+            ),
+        ) {
+            use crate::testkit::{self, ACK, FIN_ACK, PSH_ACK, RST, SYN, SYN_ACK};
+            let (snapshot, zero, one) = two_core_nat();
+            let mut cores = [zero, one];
+            let tables = crate::control::stats::Tables {
+                v4: cores.iter().map(Pipeline::conntrack_reader).collect(),
+                v6: Vec::new(),
+            };
+            let mut now = Instant::from_secs(1);
+            for (core, from_backend, port, flags, wait) in packets {
+                let flags = [SYN, SYN_ACK, ACK, PSH_ACK, FIN_ACK, RST][flags];
+                let (client, backend) = ((CLIENT.ip, 5000 + port), (RS.ip, 8080));
+                let mut frame = if from_backend {
+                    testkit::tcp(RS.mac, LB.mac, backend, client, flags, b"")
+                } else {
+                    testkit::tcp(CLIENT.mac, LB.mac, client, VIP, flags, b"")
+                };
+                cores[core].process(now, IfaceId(0), &mut frame);
+                now = Instant::from_nanos(now.as_nanos() + [0, 0, 30, 400][wait] * 1_000_000_000);
+                for core in &mut cores {
+                    core.maintain(now);
+                }
+                let summed = cores[0].connections()[0].plus(cores[1].connections()[0]);
+                let listed = tables.count(&snapshot, now)[0];
+                proptest::prop_assert_eq!(
+                    (i64::from(summed.active), i64::from(summed.inactive)),
+                    (listed.active as i64, listed.inactive as i64)
+                );
+            }
+        }
+    }
+
+    /// `active` established connections per backend, none inactive.
+    fn established(active: &[i32]) -> Vec<ConnectionCount> {
+        active.iter().map(|&active| ConnectionCount { active, inactive: 0 }).collect()
+    }
+
     /// lc, wlc, sed and nq count the other cores' flows too (control sends them): a core
     /// with no flows of its own still sends a new one to the backend the box loads least,
     /// and schedulers that count nothing are not moved by it.
@@ -706,30 +846,30 @@ mod tests {
         for kind in ["lc", "wlc", "sed", "nq"] {
             let snapshot = scheduled_snapshot(kind, &[(100, &[11, 12])], 1);
             let mut pipeline = Pipeline::new(snapshot, CoreSlot { index: 0, count: 2 });
-            // The other core holds 5 flows on .11: this core's first goes to .12 ...
-            pipeline.set_peer_load(1, &[5, 0]);
-            assert_eq!(picked(&mut pipeline, 7000), 0x12, "{kind}");
+            // The other core holds 5 connections on .11: this core's first goes to .12 ...
+            pipeline.set_peer_load(1, &established(&[5, 0]));
+            assert_eq!(picked_established(&mut pipeline, 7000), 0x12, "{kind}");
             // ... and so do the next four (.12 then has this core's 5 against .11's 5).
             for port in 7001..7005 {
-                assert_eq!(picked(&mut pipeline, port), 0x12, "{kind}: port {port}");
+                assert_eq!(picked_established(&mut pipeline, port), 0x12, "{kind}: port {port}");
             }
             // The other way round: the other core's load moves to .12.
-            pipeline.set_peer_load(1, &[0, 20]);
+            pipeline.set_peer_load(1, &established(&[0, 20]));
             for port in 7005..7010 {
-                assert_eq!(picked(&mut pipeline, port), 0x11, "{kind}: port {port}");
+                assert_eq!(picked_established(&mut pipeline, port), 0x11, "{kind}: port {port}");
             }
             // Another generation's, or another length's, counts are not this snapshot's.
-            pipeline.set_peer_load(2, &[0, 100]);
-            pipeline.set_peer_load(1, &[0]);
-            assert_eq!(pipeline.core.peer_active, [0, 20], "{kind}");
+            pipeline.set_peer_load(2, &established(&[0, 100]));
+            pipeline.set_peer_load(1, &established(&[0]));
+            assert_eq!(pipeline.core.peer_connections, established(&[0, 20]), "{kind}");
             // A swap forgets the others' counts until control sends the new snapshot's.
             pipeline.set_snapshot(scheduled_snapshot(kind, &[(100, &[11, 12])], 2));
-            assert_eq!(pipeline.core.peer_active, [0, 0], "{kind}");
+            assert_eq!(pipeline.core.peer_connections, established(&[0, 0]), "{kind}");
         }
         // rr counts nothing: the others' load does not move it.
         let snapshot = scheduled_snapshot("rr", &[(100, &[11, 12])], 1);
         let mut pipeline = Pipeline::new(snapshot, CoreSlot { index: 0, count: 2 });
-        pipeline.set_peer_load(1, &[1000, 0]);
+        pipeline.set_peer_load(1, &established(&[1000, 0]));
         let picks: Vec<u8> = (8000..8004).map(|port| picked(&mut pipeline, port)).collect();
         assert_eq!(picks.iter().filter(|&&b| b == 0x11).count(), 2, "rr: {picks:x?}");
     }

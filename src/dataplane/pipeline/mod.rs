@@ -108,7 +108,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::arp::{self, NeighborTable};
-use crate::conntrack::{Conntrack, ConntrackReader, PortRange, Prepared};
+use crate::conntrack::{ConnectionCount, Conntrack, ConntrackReader, PortRange, Prepared};
 use crate::family::{V4, V6};
 use crate::fleet::{Presence, VrrpState};
 use crate::persist::Templates;
@@ -215,20 +215,24 @@ struct CoreState {
     /// (same scheduler, same backends by identity and weight), so `rr` goes on from where it
     /// was and `random` does not repeat its picks.
     sched: Vec<SchedState>,
-    /// Tracked flows per backend on this core (lc, wlc, lt): every state counts, as the
-    /// scheduler's load (IPVS's `ActiveConn` / `InActConn` split is for listings, which
-    /// count from the connection tables).
-    active: Vec<u32>,
-    /// Tracked flows per backend on the other cores of the box, as of control's last round
-    /// of their reports (every [`crate::dataplane::worker::REPORT_EVERY`]), indexed like
-    /// the snapshot's backends; zero after a swap until control sends the new snapshot's
-    /// ([`Pipeline::set_peer_load`]). lc, wlc, sed, nq and lt see `active + peer_active`:
+    /// Per backend (indexed like the snapshot's), IPVS's active and inactive connections
+    /// as this core moves them ([`ConnectionCount`]: established TCP active, every other
+    /// state and UDP inactive): a flow's insert, each state change across that line that
+    /// this core makes (on its own flows, or on another core's NAT flow whose reply RSS
+    /// sent here) and the flow's removal (expiry, eviction, port reuse) in the state it
+    /// had then. The load lc, wlc, sed, nq and lt read, summed with `peer_connections`.
+    connections: Vec<ConnectionCount>,
+    /// The other cores' [`ConnectionCount`]s summed, as of control's last round of their
+    /// reports (every [`crate::dataplane::worker::REPORT_EVERY`]), indexed like the
+    /// snapshot's backends; zero after a swap until control sends the new snapshot's
+    /// ([`Pipeline::set_peer_load`]). The schedulers see `connections + peer_connections`:
     /// a box-wide count, the other cores' part at most a report round (and control's
     /// loop) old.
-    peer_active: Vec<u32>,
-    /// Where a connection-counting pick adds `active` and `peer_active` (allocated with the
-    /// snapshot: no allocation per pick).
+    peer_connections: Vec<ConnectionCount>,
+    /// Where a connection-counting pick writes the box-wide active and inactive counts
+    /// (allocated with the snapshot: no allocation per pick).
     box_active: Vec<u32>,
+    box_inactive: Vec<u32>,
     /// Measured response time per backend in µs (lt), indexed like the snapshot's backends:
     /// the snapshot's at a swap, then what control sends ([`Pipeline::set_response_times`])
     /// without a new snapshot.
@@ -290,9 +294,10 @@ impl Pipeline {
             peers: Vec::new(),
             templates: Arc::new(templates_for(&snapshot)),
             sched: sched_states(&snapshot, slot),
-            active: vec![0; snapshot.backends.len()],
-            peer_active: vec![0; snapshot.backends.len()],
+            connections: vec![ConnectionCount::default(); snapshot.backends.len()],
+            peer_connections: vec![ConnectionCount::default(); snapshot.backends.len()],
             box_active: vec![0; snapshot.backends.len()],
+            box_inactive: vec![0; snapshot.backends.len()],
             response_time_us: snapshot.response_time_us.clone(),
             neighbors,
             backend_hops: vec![HopSlot::UNKNOWN; snapshot.backends.len()],
@@ -336,22 +341,24 @@ impl Pipeline {
             }
         }
         core.response_time_us = snapshot.response_time_us.clone();
-        let mut active = vec![0; snapshot.backends.len()];
+        let mut connections = vec![ConnectionCount::default(); snapshot.backends.len()];
         let mut backends = vec![Default::default(); snapshot.backends.len()];
         let mut passive = vec![Default::default(); snapshot.backends.len()];
         // Carry per-backend state over to backends that are still there, by identity.
         for (old_index, old) in self.snapshot.backends.iter().enumerate() {
             if let Some(new_index) = snapshot.backend_at(&old.id) {
-                active[new_index] = core.active.get(old_index).copied().unwrap_or(0);
+                connections[new_index] =
+                    core.connections.get(old_index).copied().unwrap_or_default();
                 backends[new_index] =
                     core.counters.backends.get(old_index).copied().unwrap_or_default();
                 passive[new_index] =
                     core.counters.passive.get(old_index).copied().unwrap_or_default();
             }
         }
-        core.active = active;
-        core.peer_active = vec![0; snapshot.backends.len()];
+        core.connections = connections;
+        core.peer_connections = vec![ConnectionCount::default(); snapshot.backends.len()];
         core.box_active = vec![0; snapshot.backends.len()];
+        core.box_inactive = vec![0; snapshot.backends.len()];
         core.counters.backends = backends;
         core.counters.passive = passive;
         core.backend_hops = vec![HopSlot::UNKNOWN; snapshot.backends.len()];
@@ -397,13 +404,14 @@ impl Pipeline {
         }
     }
 
-    /// The other cores' tracked flows per backend (control sums their latest reports),
+    /// The other cores' connections per backend (control sums their latest reports),
     /// indexed like the backends of snapshot `generation`; ignored unless that is the
     /// snapshot this core runs, as [`Pipeline::set_response_times`]. Copies into the buffer
     /// the snapshot swap allocated: no allocation.
-    pub fn set_peer_load(&mut self, generation: u64, others: &[u32]) {
-        if generation == self.snapshot.generation && others.len() == self.core.peer_active.len() {
-            self.core.peer_active.copy_from_slice(others);
+    pub fn set_peer_load(&mut self, generation: u64, others: &[ConnectionCount]) {
+        let peers = &mut self.core.peer_connections;
+        if generation == self.snapshot.generation && others.len() == peers.len() {
+            peers.copy_from_slice(others);
         }
     }
 
@@ -445,9 +453,10 @@ impl Pipeline {
         &self.core.neighbors
     }
 
-    /// Tracked flows per backend on this core (indexed like the snapshot's backends).
-    pub fn active_flows(&self) -> &[u32] {
-        &self.core.active
+    /// This core's part of the box's active and inactive connections per backend (indexed
+    /// like the snapshot's backends; see [`ConnectionCount`]: alone, it is not a count).
+    pub fn connections(&self) -> &[ConnectionCount] {
+        &self.core.connections
     }
 
     /// Frames held for unresolved neighbours right now.
@@ -700,9 +709,9 @@ impl Pipeline {
     pub fn maintain(&mut self, now: Instant) {
         let core = &mut self.core;
         let snapshot = &*self.snapshot;
-        let active = &mut core.active;
-        let expired = core.conntrack.sweep(now, SWEEP_BUDGET, |flow| {
-            release_backend(snapshot, active, flow);
+        let connections = &mut core.connections;
+        let expired = core.conntrack.sweep(now, SWEEP_BUDGET, |flow, state| {
+            release_backend(snapshot, connections, flow, state);
         });
         core.counters.add(Stat::ExpiredFlows, expired as u64);
         let given_up = core.hold.expire(now);
@@ -713,9 +722,9 @@ impl Pipeline {
         // The same for IPv6, skipping what is empty (an IPv4-only box pays next to nothing).
         let six = &mut core.v6;
         if !six.conntrack.is_empty() {
-            let active = &mut core.active;
-            let expired = six.conntrack.sweep(now, SWEEP_BUDGET, |flow| {
-                release_backend(snapshot, active, flow);
+            let connections = &mut core.connections;
+            let expired = six.conntrack.sweep(now, SWEEP_BUDGET, |flow, state| {
+                release_backend(snapshot, connections, flow, state);
             });
             core.counters.add(Stat::ExpiredFlows, expired as u64);
         }

@@ -13,14 +13,17 @@
 //! - Maglev, the stateless fallback and the FullNAT local port take the pinned flow hash
 //!   ([`flow_hash`]), which every box and build agrees on; the connection table's lookup
 //!   ([`Prepared`]) takes its own keyed hash.
-//! - A flow's share of its backend's active count is taken once, when its insert succeeds;
-//!   a flow evicted to make room (or a port reused) gives its share back, found by identity.
+//! - A flow counts in its backend's connections ([`ConnectionCount`]) once, in the state its
+//!   insert gave it (inactive: a SYN or UDP), from when its insert succeeds; a flow evicted
+//!   to make room (or a port reused) gives it back in the state it had then, its backend
+//!   found by identity. Connection-counting schedulers see the box's sum: this core's
+//!   counts plus the other cores' last reported, IPVS's active and inactive apart.
 //! - A DR or tunnel flow the table refuses (flood, full) still goes to a backend,
 //!   statelessly; NAT and FullNAT drop it (`flood`, `conntrack_full`).
 //! - The code is generic over the family and monomorphised: nothing branches on the family
 //!   at run time, and IPv4's instance is the code IPv4 ran before the fold.
 
-use crate::conntrack::{Conntrack, Flow, InsertError, Layout, Prepared};
+use crate::conntrack::{ConnectionCount, Conntrack, Flow, InsertError, Layout, Prepared};
 use crate::family::{Family, V4, V6};
 use crate::flow::{FlowKey, ForwardMode};
 use crate::hash::flow_hash;
@@ -35,22 +38,22 @@ use super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, persistence};
 /// A family the pipeline keeps a connection table for, [`V4`] or [`V6`]: where that table
 /// is in a core's state.
 pub(super) trait Tables: Indexed + Layout {
-    /// The family's connection table and the backends' active counts (shared by both
+    /// The family's connection table and the backends' connection counts (shared by both
     /// families), borrowed together so an eviction can give its share back.
-    fn tables(core: &mut CoreState) -> (&mut Conntrack<Self>, &mut [u32]);
+    fn tables(core: &mut CoreState) -> (&mut Conntrack<Self>, &mut [ConnectionCount]);
 }
 
 impl Tables for V4 {
     #[inline(always)]
-    fn tables(core: &mut CoreState) -> (&mut Conntrack<V4>, &mut [u32]) {
-        (&mut core.conntrack, &mut core.active)
+    fn tables(core: &mut CoreState) -> (&mut Conntrack<V4>, &mut [ConnectionCount]) {
+        (&mut core.conntrack, &mut core.connections)
     }
 }
 
 impl Tables for V6 {
     #[inline(always)]
-    fn tables(core: &mut CoreState) -> (&mut Conntrack<V6>, &mut [u32]) {
-        (&mut core.v6.conntrack, &mut core.active)
+    fn tables(core: &mut CoreState) -> (&mut Conntrack<V6>, &mut [ConnectionCount]) {
+        (&mut core.v6.conntrack, &mut core.connections)
     }
 }
 
@@ -92,32 +95,37 @@ impl CoreState {
         let Some(state) = self.sched.get_mut(service_index) else {
             return Err(DropReason::NoBackend);
         };
-        let (active, peer_active, box_active) =
-            (&self.active, &self.peer_active, &mut self.box_active);
+        let (own, peers) = (&self.connections, &self.peer_connections);
+        let (box_active, box_inactive) = (&mut self.box_active, &mut self.box_inactive);
         let schedule = || match service.scheduler.maglev_table() {
             // What `pick` does for Maglev, which needs only the flow hash (the common
             // scheduler): no context to build, no call.
             Some(table) => table.lookup(hash),
             None => {
-                // The box-wide count: this core's flows and the other cores' as last
-                // reported (only the schedulers that count connections read it).
-                let active = match box_active.get_mut(range.clone()) {
-                    Some(sum) if service.scheduler.kind().counts_connections() => {
-                        let own = active.get(range.clone()).unwrap_or(&[]);
-                        let peers = peer_active.get(range.clone()).unwrap_or(&[]);
-                        for (i, slot) in sum.iter_mut().enumerate() {
-                            let mine = own.get(i).copied().unwrap_or(0);
-                            *slot = mine.saturating_add(peers.get(i).copied().unwrap_or(0));
+                // The box-wide counts: this core's and the other cores' as last reported
+                // (only the schedulers that count connections read them).
+                let (active, inactive) = match (
+                    box_active.get_mut(range.clone()),
+                    box_inactive.get_mut(range.clone()),
+                ) {
+                    (Some(active), Some(inactive))
+                        if service.scheduler.kind().counts_connections() =>
+                    {
+                        let own = own.get(range.clone()).unwrap_or(&[]);
+                        let peers = peers.get(range.clone()).unwrap_or(&[]);
+                        for (i, (a, n)) in active.iter_mut().zip(inactive.iter_mut()).enumerate() {
+                            let mine = own.get(i).copied().unwrap_or_default();
+                            (*a, *n) = mine.plus(peers.get(i).copied().unwrap_or_default()).loads();
                         }
-                        &*sum
+                        (&*active, &*inactive)
                     }
-                    _ => active.get(range.clone()).unwrap_or(&[]),
+                    _ => (&[][..], &[][..]),
                 };
                 let context = PickContext {
                     flow_hash: hash,
                     client: F::ip(key.src_addr),
                     active,
-                    inactive: &[],
+                    inactive,
                     response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
                 };
                 service.scheduler.pick(state, &context)
@@ -146,7 +154,7 @@ impl CoreState {
                 index.local_addrs(service_index),
                 ports,
                 hash,
-                |evicted| release_backend(snapshot, active, evicted),
+                |evicted, state| release_backend(snapshot, active, evicted, state),
             ) {
                 Some(local) => local,
                 None => return Err(DropReason::NoLocalPort),
@@ -156,11 +164,12 @@ impl CoreState {
         };
         let flow = opened(key, service.forward, backend, local, (service_index, backend_index));
         let (conntrack, active) = F::tables(self);
-        let inserted = conntrack.insert_prepared(now, &flow, prepared, tcp_flags, |evicted| {
-            release_backend(snapshot, active, evicted);
-        });
+        let inserted =
+            conntrack.insert_prepared(now, &flow, prepared, tcp_flags, |evicted, state| {
+                release_backend(snapshot, active, evicted, state);
+            });
         match inserted {
-            Ok(_) => self.count_new_flow(backend_index),
+            Ok(state) => self.count_new_flow(backend_index, state),
             Err(_) if service.forward.keeps_packet() => {
                 return self.stateless(snapshot, key, service_index, hash);
             }
@@ -202,12 +211,12 @@ impl CoreState {
     }
 
     /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): the
-    /// old flow goes, its backend's active count with it, and is counted as reused; the SYN
-    /// is then scheduled like any new flow.
+    /// old flow goes, its backend's count with it, and is counted as reused; the SYN is
+    /// then scheduled like any new flow.
     pub(super) fn forget_reused<F: Tables>(&mut self, snapshot: &Snapshot, key: &FlowKey<F>) {
-        let (conntrack, active) = F::tables(self);
-        if let Some(old) = conntrack.remove(key) {
-            release_backend(snapshot, active, &old);
+        let (conntrack, connections) = F::tables(self);
+        if let Some((old, state)) = conntrack.remove(key) {
+            release_backend(snapshot, connections, &old, state);
         }
         self.counters.add(Stat::ReusedFlows, 1);
     }

@@ -18,6 +18,8 @@
 //! - [`packet`]: a raw `AF_PACKET` sender, the benchmark generator's last way out where the
 //!   kernel refuses live frames (its AF_XDP sender uses [`xsk`] first).
 //! - [`tap`]: the TAP device through which the frames the pipeline passes reach the kernel.
+//! - [`fault`]: the kernel's refusals of multi-buffer XDP injected on demand, for the root
+//!   test of xlb's refusal to start (debug builds only: no test machine's kernel refuses).
 //! - `bpf`: the libbpf plumbing every XDP program of the crate goes through (an embedded
 //!   object opened and loaded, its maps, `BPF_PROG_TEST_RUN`), the benchmark's included.
 //!   `xlb_bpf.h`, the header every program's C source includes, lives beside it.
@@ -25,6 +27,7 @@
 pub(crate) mod bpf;
 pub mod busypoll;
 pub mod decap;
+pub mod fault;
 pub mod groups;
 pub mod marker;
 pub mod netdev;

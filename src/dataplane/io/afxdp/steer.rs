@@ -521,6 +521,10 @@ impl SteerProgram {
         let object = Object::open(OBJECT, "steer.bpf.o")?;
         if multi_buffer {
             object.set_has_frags(PROGRAM_CNAME)?;
+            if let Some(errno) = super::fault::refused(super::fault::Step::Load) {
+                let what = "steer.bpf.o (injected: XLB_TEST_REFUSE_MULTI_BUFFER=load)".into();
+                return Err(SteerError::Call { call: "bpf_object__load", what, errno });
+            }
         }
         let xsks = object.map(c"xsks", MAX_QUEUES as usize)?;
         let dst = object.map(c"dst", MAX_DST)?;

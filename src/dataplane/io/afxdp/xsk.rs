@@ -440,6 +440,12 @@ impl XskPort {
                 .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
                 .bind_flags(bind)
                 .build();
+            if config.multi_buffer
+                && let Some(refusal) = super::fault::refused_io(super::fault::Step::Bind)
+            {
+                last_error = Some(refusal);
+                continue;
+            }
             let started = StdInstant::now();
             let mut backoff = Duration::from_millis(20);
             loop {

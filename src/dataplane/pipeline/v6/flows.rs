@@ -2,14 +2,14 @@
 //! and tracking of new flows, forwarding a tracked packet for its direction, and ICMPv6
 //! echo and errors about flows — IPv4's `flows` and `icmp` steps on IPv6's own connection
 //! table (`Conntrack<V6>`), with the per-service and per-backend state (scheduler state,
-//! active counts, counters) shared with IPv4 by the snapshot's indices.
+//! connection counts, counters) shared with IPv4 by the snapshot's indices.
 //!
 //! Invariants (as IPv4's): a packet that reaches this step passed [`super::parse::check`]
 //! (its whole TCP/UDP header in the frame, at the offset the checks found: after the
 //! extension headers, if any, which are forwarded as they are). A TCP packet that opens
 //! nothing is never tracked (DR forwards it by the service's Maglev table alone; NAT and
-//! FullNAT drop it). A flow's share of its backend's active count is taken once when it is
-//! inserted and given back once when it goes (found by identity). Packets that only name a
+//! FullNAT drop it). A flow's connection counts move as IPv4's do (taken at its insert,
+//! moved with its state, given back when it goes; its backend found by identity). Packets that only name a
 //! flow (ICMPv6 errors, replies from the wrong side) read it with [`CoreState::peek6`],
 //! which neither refreshes nor moves it; an error is never answered with an error.
 
@@ -120,6 +120,7 @@ impl CoreState {
         }
         if let Some(hit) = self.track6(now, &key, prepared, transport.tcp_flags, maybe_reply) {
             if hit.state == FlowState::SynSeen || hit.state != hit.previous {
+                self.count_moved(snapshot, &hit);
                 if hit.state == FlowState::SynSeen
                     && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                     && class == Class6::ToVip

@@ -21,7 +21,7 @@
 //! the box serves IPv6 (small until then, [`ConntrackConfig::for_ipv6`]); a reload that
 //! adds the first IPv6 service grows it ([`Table6`]) — while the box served no IPv6 the
 //! small table held no flow (flows are made for services only), so nothing is lost. The
-//! per-service and per-backend state (scheduler state, active
+//! per-service and per-backend state (scheduler state, connection
 //! counts, counters) and the emit queue are shared with IPv4: the snapshot indexes services
 //! and backends of both families in one list.
 //!
