@@ -335,6 +335,84 @@ impl Layout for V4 {
     }
 }
 
+/// An IPv4 flow's packed words as the settled hit gets them ([`super::Conntrack::settled`]):
+/// the few fields that hit reads, taken from the words where they lie, instead of a whole
+/// [`Flow`] unpacked (and spilled) for every packet. [`Words4::flow`] unpacks when more is
+/// needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words4([u64; 4]);
+
+impl Words4 {
+    /// The words of a flow (`pack`'s).
+    #[inline(always)]
+    pub(super) const fn new(words: [u64; 4]) -> Words4 {
+        Words4(words)
+    }
+
+    /// True for a DR flow (one that only has an original direction, rewritten at L2 alone).
+    #[inline(always)]
+    pub fn is_dr(self) -> bool {
+        self.0[3] as u8 == FORWARD_DR
+    }
+
+    /// The index of the backend the flow was scheduled to, in the snapshot of then: a hint,
+    /// confirmed with [`BackendWords::names`].
+    #[inline(always)]
+    pub fn backend_hint(self) -> usize {
+        usize::from((self.0[3] >> 16) as u16)
+    }
+
+    /// The flow ([`Layout::unpack`]).
+    #[inline(always)]
+    pub fn flow(self) -> Option<Flow<V4>> {
+        V4::unpack(&self.0)
+    }
+}
+
+/// A backend's identity (VIP, vport, protocol, address, port: `FamilyBackendId`'s fields)
+/// laid out as IPv4 flow words carry it, so that whether a flow was scheduled to that
+/// backend is three masked comparisons of its words ([`BackendWords::names`]), not a flow
+/// unpacked and an identity built and compared field by field. [`BackendWords::NONE`]
+/// names no flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendWords {
+    /// `backend address << 32 | VIP` (word 1's high half, word 0's low half).
+    addrs: u64,
+    /// `vport << 32 | backend port << 16` (word 2 under [`BackendWords::PORTS`]).
+    ports: u64,
+    /// The protocol code in place (word 3 under [`BackendWords::PROTO`]).
+    proto: u64,
+}
+
+impl BackendWords {
+    /// The vport and backend port bits of word 2.
+    const PORTS: u64 = 0x0000_ffff_ffff_0000;
+    /// The protocol code's bits of word 3.
+    const PROTO: u64 = 0xff00;
+    /// Names no flow: no flow's words have protocol code 0.
+    pub const NONE: BackendWords = BackendWords { addrs: 0, ports: 0, proto: 0 };
+
+    /// The identity of the backend `addr:port` of service `vip:vport/proto`.
+    pub fn new(vip: Ipv4Addr, vport: u16, proto: Proto, addr: Ipv4Addr, port: u16) -> Self {
+        BackendWords {
+            addrs: u64::from(addr_word(addr)) << 32 | u64::from(addr_word(vip)),
+            ports: u64::from(vport) << 32 | u64::from(port) << 16,
+            proto: u64::from(proto_code(proto)) << 8,
+        }
+    }
+
+    /// True if the flow of `words` was scheduled to this backend: the same answer as
+    /// comparing its `FamilyBackendId::of_flow` with this backend's.
+    #[inline(always)]
+    pub fn names(&self, words: Words4) -> bool {
+        let [addrs, servers, ports, meta] = words.0;
+        let addrs = (servers & HIGH_HALF | addrs & !HIGH_HALF) ^ self.addrs;
+        let ports = (ports & Self::PORTS) ^ self.ports;
+        let proto = (meta & Self::PROTO) ^ self.proto;
+        addrs | ports | proto == 0
+    }
+}
+
 /// IPv6's probe: the fields of a key in the layout of the flow words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe6 {

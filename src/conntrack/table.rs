@@ -766,11 +766,13 @@ impl<F: Layout> Table<F> {
     }
 
     /// [`Table::owner_quick`] on the candidate slot alone, for the common packet's straight
-    /// way: the flow and the direction when `candidate` points at the live, unexpired flow
-    /// with the key and the packet leaves that flow as it is (last-seen refreshed, as
-    /// `owner_quick`'s hit does); None for anything else, having changed nothing, so the
-    /// caller asks `owner_quick` (which scans the bucket and tells a miss from a move). A
-    /// hit here is the hit `owner_quick` would give: the same slot check comes first there.
+    /// way: the flow's words and the direction when `candidate` points at the live,
+    /// unexpired flow with the key and the packet leaves that flow as it is (last-seen
+    /// refreshed, as `owner_quick`'s hit does); None for anything else, having changed
+    /// nothing, so the caller asks `owner_quick` (which scans the bucket and tells a miss
+    /// from a move). A hit here is the hit `owner_quick` would give: the same slot check
+    /// comes first there. The words are handed out packed (the caller reads what it needs
+    /// of them); they are words `pack` wrote, as any live record's.
     #[inline(always)]
     pub fn owner_settled(
         &self,
@@ -778,7 +780,7 @@ impl<F: Layout> Table<F> {
         key: &FlowKey<F>,
         candidate: u32,
         tcp_flags: Option<u8>,
-    ) -> Option<(Direction, Flow<F>)> {
+    ) -> Option<(Direction, F::Words)> {
         let found = self.check_slot(&F::probe(key), candidate, Access::Owner)?;
         let view = &found.view;
         let code = view.state_word as u8;
@@ -789,9 +791,8 @@ impl<F: Layout> Table<F> {
         {
             return None;
         }
-        let flow = F::unpack(&view.words)?;
         found.record.touch(view.last_seen, now, true);
-        Some((found.direction, flow))
+        Some((found.direction, view.words))
     }
 
     /// [`Table::find`] from any thread (tests).

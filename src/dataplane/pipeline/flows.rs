@@ -146,7 +146,7 @@ impl CoreState {
             return None;
         }
         let transport = plain_transport_at(frame)?;
-        let Some((direction, flow)) =
+        let Some((direction, words)) =
             self.conntrack.settled(now, &transport.key, prepared, transport.tcp_flags)
         else {
             // A new flow's first packet, its key proved absent by the batch: `transport`
@@ -156,6 +156,16 @@ impl CoreState {
             }
             return None;
         };
+        // DR (only ever the original direction: a DR flow has no reply slot) reads what it
+        // needs from the words: its backend's line confirms the backend and gives the hop.
+        if words.is_dr() {
+            let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
+            self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
+            let header = frame.first_chunk_mut::<12>()?;
+            *header = hop.addrs;
+            return Some(Verdict::Tx(hop.egress));
+        }
+        let flow = words.flow()?;
         if flow.forward == ForwardMode::Tunnel {
             return Some(self.tunnel(snapshot, now, frame, &flow));
         }
