@@ -362,6 +362,46 @@ impl Words4 {
         usize::from((self.0[3] >> 16) as u16)
     }
 
+    /// True for a tunnel-mode flow.
+    #[inline(always)]
+    pub fn is_tunnel(self) -> bool {
+        self.0[3] as u8 == FORWARD_TUNNEL
+    }
+
+    /// The client's address.
+    #[inline(always)]
+    pub fn client_addr(self) -> Ipv4Addr {
+        word_addr((self.0[0] >> 32) as u32)
+    }
+
+    /// The protocol (None for words `pack` never writes).
+    #[inline(always)]
+    pub fn proto(self) -> Option<Proto> {
+        code_proto((self.0[3] >> 8) as u8)
+    }
+
+    /// The source and destination (address, port) a NAT or FullNAT packet of `direction`
+    /// leaves with, read from the words: NAT's original (client, backend), FullNAT's
+    /// original (local, backend), either's reply (VIP, client); the flow's own key for any
+    /// other mode (DR and tunnel packets keep their addresses). The same as the pipeline's
+    /// `translate` of the unpacked flow.
+    #[inline(always)]
+    pub fn translated(self, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        let [addrs, servers, ports, meta] = self.0;
+        let high = |w: u64| word_addr((w >> 32) as u32);
+        let low = |w: u64| word_addr(w as u32);
+        let client = (high(addrs), (ports >> 48) as u16);
+        let vip = (low(addrs), (ports >> 32) as u16);
+        let backend = (high(servers), (ports >> 16) as u16);
+        let local = (low(servers), ports as u16);
+        match (meta as u8, direction) {
+            (FORWARD_NAT, Direction::Original) => (client, backend),
+            (FORWARD_FULL_NAT, Direction::Original) => (local, backend),
+            (_, Direction::Original) => (client, vip),
+            (_, Direction::Reply) => (vip, client),
+        }
+    }
+
     /// The flow ([`Layout::unpack`]).
     #[inline(always)]
     pub fn flow(self) -> Option<Flow<V4>> {
@@ -542,5 +582,102 @@ impl Layout for V6 {
             dst_port,
             proto,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_flow() -> impl Strategy<Value = Flow<V4>> {
+        (any::<bool>(), 0..4usize, any::<[u32; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
+            .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
+                proto: if tcp { Proto::Tcp } else { Proto::Udp },
+                forward: [
+                    ForwardMode::Dr,
+                    ForwardMode::Nat,
+                    ForwardMode::FullNat,
+                    ForwardMode::Tunnel,
+                ][forward],
+                client_addr: Ipv4Addr::from_bits(addrs[0]),
+                vip: Ipv4Addr::from_bits(addrs[1]),
+                backend_addr: Ipv4Addr::from_bits(addrs[2]),
+                local_addr: Ipv4Addr::from_bits(addrs[3]),
+                client_port: ports[0],
+                vport: ports[1],
+                backend_port: ports[2],
+                local_port: ports[3],
+                service,
+                backend,
+            })
+    }
+
+    proptest! {
+        /// What a settled hit reads from the words is what the unpacked flow says: its mode,
+        /// backend hint, client, protocol, and the addresses and ports a packet of either
+        /// direction leaves with (the pipeline's `translate`, spelt out field by field).
+        #[test]
+        fn words4_read_what_the_flow_says(flow in arb_flow(), reply in any::<bool>()) {
+            let words = Words4::new(V4::pack(&flow));
+            prop_assert_eq!(words.flow(), Some(flow));
+            prop_assert_eq!(words.is_dr(), flow.forward == ForwardMode::Dr);
+            prop_assert_eq!(words.is_tunnel(), flow.forward == ForwardMode::Tunnel);
+            prop_assert_eq!(words.backend_hint(), usize::from(flow.backend));
+            prop_assert_eq!(words.client_addr(), flow.client_addr);
+            prop_assert_eq!(words.proto(), Some(flow.proto));
+            let client = (flow.client_addr, flow.client_port);
+            let vip = (flow.vip, flow.vport);
+            let backend = (flow.backend_addr, flow.backend_port);
+            let local = (flow.local_addr, flow.local_port);
+            let (direction, expected) = match (reply, flow.forward) {
+                (true, _) => (Direction::Reply, (vip, client)),
+                (false, ForwardMode::Nat) => (Direction::Original, (client, backend)),
+                (false, ForwardMode::FullNat) => (Direction::Original, (local, backend)),
+                (false, ForwardMode::Dr | ForwardMode::Tunnel) => (Direction::Original, (client, vip)),
+            };
+            prop_assert_eq!(words.translated(direction), expected);
+        }
+
+        /// A backend's words name exactly the flows whose VIP, vport, protocol, backend
+        /// address and backend port are its own: the flow's own backend, and that backend
+        /// with one of those fields changed (an address in one bit at either end) or with
+        /// every other field of the flow changed; `NONE` names none.
+        #[test]
+        fn backend_words_name_exactly_the_flows_backend(
+            flow in arb_flow(),
+            other in arb_flow(),
+            change in 0..8usize,
+        ) {
+            let words = Words4::new(V4::pack(&flow));
+            let flip = |addr: Ipv4Addr, bit: u32| Ipv4Addr::from_bits(addr.to_bits() ^ 1 << bit);
+            let (mut vip, mut vport, mut proto, mut addr, mut port) =
+                (flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
+            match change {
+                0 => vip = flip(vip, 0),
+                1 => vip = flip(vip, 31),
+                2 => addr = flip(addr, 0),
+                3 => addr = flip(addr, 31),
+                4 => vport ^= 0x8000,
+                5 => port ^= 1,
+                6 => proto = if proto == Proto::Tcp { Proto::Udp } else { Proto::Tcp },
+                _ => {}
+            }
+            let own = change == 7;
+            prop_assert_eq!(BackendWords::new(vip, vport, proto, addr, port).names(words), own);
+            // Everything but the backend's identity differs: still its backend.
+            let unrelated = Flow {
+                vip: flow.vip,
+                vport: flow.vport,
+                proto: flow.proto,
+                backend_addr: flow.backend_addr,
+                backend_port: flow.backend_port,
+                ..other
+            };
+            let identity = BackendWords::new(flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
+            prop_assert!(identity.names(Words4::new(V4::pack(&unrelated))));
+            prop_assert!(!BackendWords::NONE.names(words));
+        }
     }
 }

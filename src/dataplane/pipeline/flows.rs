@@ -156,8 +156,10 @@ impl CoreState {
             }
             return None;
         };
-        // DR (only ever the original direction: a DR flow has no reply slot) reads what it
-        // needs from the words: its backend's line confirms the backend and gives the hop.
+        // Every mode but tunnel reads what it needs from the flow's words: the backend's
+        // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
+        // its addresses and ports where they lie. DR first (the common packet: only ever the
+        // original direction, a DR flow has no reply slot; only the MACs change).
         if words.is_dr() {
             let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
             self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
@@ -165,22 +167,21 @@ impl CoreState {
             *header = hop.addrs;
             return Some(Verdict::Tx(hop.egress));
         }
-        let flow = words.flow()?;
-        if flow.forward == ForwardMode::Tunnel {
-            return Some(self.tunnel(snapshot, now, frame, &flow));
+        if words.is_tunnel() {
+            return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
         }
-        let backend = backend_of(snapshot, &flow);
-        let hop = match direction {
-            Direction::Original => self.backend_hop(snapshot, backend?)?,
-            Direction::Reply => self.client_hop(snapshot, flow.client_addr)?,
-        };
-        if flow.forward != ForwardMode::Dr {
-            let (src, dst) = translate(&flow, direction);
-            if !route_transport(frame, flow.proto, src, dst) {
-                return Some(Verdict::Drop(DropReason::TtlExceeded));
+        let (backend, hop) = match direction {
+            Direction::Original => self.settled_backend_hop(snapshot, words)?,
+            Direction::Reply => {
+                let backend = self.named_backend(words)?;
+                (backend, self.client_hop(snapshot, words.client_addr())?)
             }
+        };
+        let (src, dst) = words.translated(direction);
+        if !route_transport(frame, words.proto()?, src, dst) {
+            return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
-        self.count_forwarded(backend, direction, frame.len() as u64);
+        self.count_forwarded(Some(backend), direction, frame.len() as u64);
         let header = frame.first_chunk_mut::<12>()?;
         *header = hop.addrs;
         Some(Verdict::Tx(hop.egress))

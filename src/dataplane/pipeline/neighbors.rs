@@ -328,6 +328,15 @@ impl CoreState {
         self.backend_lines.get(index)?.hop.hop()
     }
 
+    /// The index of the backend the flow of `words` was scheduled to, when its hint still
+    /// names that backend (checked on the words against the backend's line); None for a
+    /// backend renumbered away or gone (the general way then decides).
+    #[inline(always)]
+    pub(super) fn named_backend(&self, words: Words4) -> Option<usize> {
+        let index = words.backend_hint();
+        self.backend_lines.get(index)?.identity.names(words).then_some(index)
+    }
+
     /// The settled hit's [`CoreState::backend_hop`] of the flow of `words`: its backend's
     /// index and hop, when the flow's backend hint still names that backend (checked on the
     /// words against the backend's line) and its hop is cached; None otherwise (a backend
