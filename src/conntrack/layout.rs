@@ -589,37 +589,15 @@ impl Layout for V6 {
 mod tests {
     use proptest::prelude::*;
 
+    use super::super::table::tests::arb_flow;
     use super::*;
-
-    fn arb_flow() -> impl Strategy<Value = Flow<V4>> {
-        (any::<bool>(), 0..4usize, any::<[u32; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
-            .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
-                proto: if tcp { Proto::Tcp } else { Proto::Udp },
-                forward: [
-                    ForwardMode::Dr,
-                    ForwardMode::Nat,
-                    ForwardMode::FullNat,
-                    ForwardMode::Tunnel,
-                ][forward],
-                client_addr: Ipv4Addr::from_bits(addrs[0]),
-                vip: Ipv4Addr::from_bits(addrs[1]),
-                backend_addr: Ipv4Addr::from_bits(addrs[2]),
-                local_addr: Ipv4Addr::from_bits(addrs[3]),
-                client_port: ports[0],
-                vport: ports[1],
-                backend_port: ports[2],
-                local_port: ports[3],
-                service,
-                backend,
-            })
-    }
 
     proptest! {
         /// What a settled hit reads from the words is what the unpacked flow says: its mode,
         /// backend hint, client, protocol, and the addresses and ports a packet of either
         /// direction leaves with (the pipeline's `translate`, spelt out field by field).
         #[test]
-        fn words4_read_what_the_flow_says(flow in arb_flow(), reply in any::<bool>()) {
+        fn words4_read_what_the_flow_says(flow in arb_flow::<V4>(), reply in any::<bool>()) {
             let words = Words4::new(V4::pack(&flow));
             prop_assert_eq!(words.flow(), Some(flow));
             prop_assert_eq!(words.is_dr(), flow.forward == ForwardMode::Dr);
@@ -646,8 +624,8 @@ mod tests {
         /// every other field of the flow changed; `NONE` names none.
         #[test]
         fn backend_words_name_exactly_the_flows_backend(
-            flow in arb_flow(),
-            other in arb_flow(),
+            flow in arb_flow::<V4>(),
+            other in arb_flow::<V4>(),
             change in 0..8usize,
         ) {
             let words = Words4::new(V4::pack(&flow));

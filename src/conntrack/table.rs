@@ -905,7 +905,7 @@ impl<F: Layout> Table<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::family::{Family, V4, V6};
     use crate::flow::{ForwardMode, Proto};
@@ -915,7 +915,7 @@ mod tests {
 
     /// What the layout tests need of a family: arbitrary addresses, and an address with one
     /// bit flipped.
-    trait Arbitrary: Layout {
+    pub(in crate::conntrack) trait Arbitrary: Layout {
         fn arb_addr(bits: u128) -> Self::Addr;
         fn flip(addr: Self::Addr, bit: u32) -> Self::Addr;
         /// The bits a mutation flips: both ends of every word an address spans.
@@ -942,11 +942,14 @@ mod tests {
         const BITS: &'static [u32] = &[0, 63, 64, 127];
     }
 
-    fn arb_flow<F: Arbitrary>() -> impl Strategy<Value = Flow<F>> {
-        (any::<bool>(), 0..3usize, any::<[u128; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
+    /// Any flow of family `F`, in any forwarding mode.
+    pub(in crate::conntrack) fn arb_flow<F: Arbitrary>() -> impl Strategy<Value = Flow<F>> {
+        const MODES: [ForwardMode; 4] =
+            [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat, ForwardMode::Tunnel];
+        (any::<bool>(), 0..4usize, any::<[u128; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
             .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
                 proto: if tcp { Proto::Tcp } else { Proto::Udp },
-                forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
+                forward: MODES[forward],
                 client_addr: F::arb_addr(addrs[0]),
                 vip: F::arb_addr(addrs[1]),
                 backend_addr: F::arb_addr(addrs[2]),
