@@ -123,8 +123,8 @@ use classify::{Class, classify, plain_transport_at, transport};
 use emit::EmitQueue;
 use flows::{release_backend, same_schedule, sched_states};
 use neighbors::{
-    BackendLine, CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops, subnets,
-    unreplyable_sender,
+    BackendLine, CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops,
+    subnets, unreplyable_sender,
 };
 use v6::Core6;
 pub use v6::Table6;
