@@ -229,6 +229,25 @@ pub struct Probe4 {
     proto: u8,
 }
 
+impl Probe4 {
+    /// The probe of the key a packet of IPv4 without options carries, from its bytes as they
+    /// lie: `addrs` its source and destination addresses (header bytes 12..20), `ports` the
+    /// first four bytes of its TCP or UDP header, `proto` its protocol. The same as
+    /// [`Layout::probe`] of the key read from those bytes, without the key built first
+    /// (tested).
+    #[inline(always)]
+    pub fn of_wire(addrs: &[u8; 8], ports: &[u8; 4], proto: Proto) -> Probe4 {
+        let [s0, s1, s2, s3, d0, d1, d2, d3] = *addrs;
+        let (src, dst) =
+            (u32::from_ne_bytes([s0, s1, s2, s3]), u32::from_ne_bytes([d0, d1, d2, d3]));
+        Probe4 {
+            addrs: u64::from(src) << 32 | u64::from(dst),
+            ports: u32::from_be_bytes(*ports),
+            proto: proto_code(proto),
+        }
+    }
+}
+
 /// The high 32 bits of a word.
 const HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
 

@@ -254,7 +254,7 @@ use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::{TableSecret, table_hash};
 use crate::time::Instant;
 
-pub use layout::{BackendWords, Layout, WordArray, Words4};
+pub use layout::{BackendWords, Layout, Probe4, WordArray, Words4};
 
 use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
@@ -646,16 +646,18 @@ impl Conntrack<V4> {
     /// packet that may move the state): the caller then asks [`Conntrack::track_settled`],
     /// which answers it. Whatever this answers, `track_settled` would have answered
     /// `Settled` with the same flow ([`Words4::flow`]) and direction.
+    ///
+    /// `probe` is the key's: [`Probe4::of_wire`] of the packet's bytes, or [`Layout::probe`].
     #[inline(always)]
     pub fn settled(
         &self,
         now: Instant,
-        key: &FlowKey<V4>,
+        probe: &Probe4,
         prepared: &Prepared,
         tcp_flags: Option<u8>,
     ) -> Option<(Direction, Words4)> {
         let (direction, words) =
-            self.table.owner_settled(now.as_nanos(), key, prepared.candidate, tcp_flags)?;
+            self.table.owner_settled(now.as_nanos(), probe, prepared.candidate, tcp_flags)?;
         Some((direction, Words4::new(words)))
     }
 }

@@ -765,23 +765,23 @@ impl<F: Layout> Table<F> {
         Quick::Hit(Hit { direction: found.direction, flow, state, previous: state })
     }
 
-    /// [`Table::owner_quick`] on the candidate slot alone, for the common packet's straight
-    /// way: the flow's words and the direction when `candidate` points at the live,
-    /// unexpired flow with the key and the packet leaves that flow as it is (last-seen
-    /// refreshed, as `owner_quick`'s hit does); None for anything else, having changed
-    /// nothing, so the caller asks `owner_quick` (which scans the bucket and tells a miss
-    /// from a move). A hit here is the hit `owner_quick` would give: the same slot check
+    /// [`Table::owner_quick`] on the candidate slot alone (for the key of `probe`), for the
+    /// common packet's straight way: the flow's words and the direction when `candidate`
+    /// points at the live, unexpired flow with the key and the packet leaves that flow as it
+    /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
+    /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
+    /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
     /// comes first there. The words are handed out packed (the caller reads what it needs
     /// of them); they are words `pack` wrote, as any live record's.
     #[inline(always)]
     pub fn owner_settled(
         &self,
         now: u64,
-        key: &FlowKey<F>,
+        probe: &F::Probe,
         candidate: u32,
         tcp_flags: Option<u8>,
     ) -> Option<(Direction, F::Words)> {
-        let found = self.check_slot(&F::probe(key), candidate, Access::Owner)?;
+        let found = self.check_slot(probe, candidate, Access::Owner)?;
         let view = &found.view;
         let code = view.state_word as u8;
         // `check_slot` returned a live record, so the code is a state's.

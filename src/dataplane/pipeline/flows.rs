@@ -21,7 +21,7 @@ use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
-use super::classify::{Class, Transport, plain_transport_at};
+use super::classify::{Class, Transport, plain_probe_at, plain_transport_at};
 use super::rewrite::route_transport;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
@@ -145,13 +145,13 @@ impl CoreState {
         if class != Class::ToVip && snapshot.interfaces.len() > 1 {
             return None;
         }
-        let transport = plain_transport_at(frame)?;
-        let Some((direction, words)) =
-            self.conntrack.settled(now, &transport.key, prepared, transport.tcp_flags)
+        let (probe, tcp_flags) = plain_probe_at(frame)?;
+        let Some((direction, words)) = self.conntrack.settled(now, &probe, prepared, tcp_flags)
         else {
             // A new flow's first packet, its key proved absent by the batch: `transport`
             // would find no flow here nor look for one elsewhere (not a reply).
             if class == Class::ToVip && self.conntrack.known_absent(prepared) {
+                let transport = plain_transport_at(frame)?;
                 return Some(self.new_flow(snapshot, now, ingress, frame, transport, *prepared));
             }
             return None;
