@@ -229,6 +229,25 @@ pub struct Probe4 {
     proto: u8,
 }
 
+impl Probe4 {
+    /// The probe of the key a packet of IPv4 without options carries, from its bytes as they
+    /// lie: `addrs` its source and destination addresses (header bytes 12..20), `ports` the
+    /// first four bytes of its TCP or UDP header, `proto` its protocol. The same as
+    /// [`Layout::probe`] of the key read from those bytes, without the key built first
+    /// (tested).
+    #[inline(always)]
+    pub fn of_wire(addrs: &[u8; 8], ports: &[u8; 4], proto: Proto) -> Probe4 {
+        let [s0, s1, s2, s3, d0, d1, d2, d3] = *addrs;
+        let (src, dst) =
+            (u32::from_ne_bytes([s0, s1, s2, s3]), u32::from_ne_bytes([d0, d1, d2, d3]));
+        Probe4 {
+            addrs: u64::from(src) << 32 | u64::from(dst),
+            ports: u32::from_be_bytes(*ports),
+            proto: proto_code(proto),
+        }
+    }
+}
+
 /// The high 32 bits of a word.
 const HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
 
@@ -332,6 +351,124 @@ impl Layout for V4 {
             dst_port,
             proto,
         })
+    }
+}
+
+/// An IPv4 flow's packed words as the settled hit gets them ([`super::Conntrack::settled`]):
+/// the few fields that hit reads, taken from the words where they lie, instead of a whole
+/// [`Flow`] unpacked (and spilled) for every packet. [`Words4::flow`] unpacks when more is
+/// needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words4([u64; 4]);
+
+impl Words4 {
+    /// The words of a flow (`pack`'s).
+    #[inline(always)]
+    pub(super) const fn new(words: [u64; 4]) -> Words4 {
+        Words4(words)
+    }
+
+    /// True for a DR flow (one that only has an original direction, rewritten at L2 alone).
+    #[inline(always)]
+    pub fn is_dr(self) -> bool {
+        self.0[3] as u8 == FORWARD_DR
+    }
+
+    /// The index of the backend the flow was scheduled to, in the snapshot of then: a hint,
+    /// confirmed with [`BackendWords::names`].
+    #[inline(always)]
+    pub fn backend_hint(self) -> usize {
+        usize::from((self.0[3] >> 16) as u16)
+    }
+
+    /// True for a tunnel-mode flow.
+    #[inline(always)]
+    pub fn is_tunnel(self) -> bool {
+        self.0[3] as u8 == FORWARD_TUNNEL
+    }
+
+    /// The client's address.
+    #[inline(always)]
+    pub fn client_addr(self) -> Ipv4Addr {
+        word_addr((self.0[0] >> 32) as u32)
+    }
+
+    /// The protocol (None for words `pack` never writes).
+    #[inline(always)]
+    pub fn proto(self) -> Option<Proto> {
+        code_proto((self.0[3] >> 8) as u8)
+    }
+
+    /// The source and destination (address, port) a NAT or FullNAT packet of `direction`
+    /// leaves with, read from the words: NAT's original (client, backend), FullNAT's
+    /// original (local, backend), either's reply (VIP, client); the flow's own key for any
+    /// other mode (DR and tunnel packets keep their addresses). The same as the pipeline's
+    /// `translate` of the unpacked flow.
+    #[inline(always)]
+    pub fn translated(self, direction: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        let [addrs, servers, ports, meta] = self.0;
+        let high = |w: u64| word_addr((w >> 32) as u32);
+        let low = |w: u64| word_addr(w as u32);
+        let client = (high(addrs), (ports >> 48) as u16);
+        let vip = (low(addrs), (ports >> 32) as u16);
+        let backend = (high(servers), (ports >> 16) as u16);
+        let local = (low(servers), ports as u16);
+        match (meta as u8, direction) {
+            (FORWARD_NAT, Direction::Original) => (client, backend),
+            (FORWARD_FULL_NAT, Direction::Original) => (local, backend),
+            (_, Direction::Original) => (client, vip),
+            (_, Direction::Reply) => (vip, client),
+        }
+    }
+
+    /// The flow ([`Layout::unpack`]).
+    #[inline(always)]
+    pub fn flow(self) -> Option<Flow<V4>> {
+        V4::unpack(&self.0)
+    }
+}
+
+/// A backend's identity (VIP, vport, protocol, address, port: `FamilyBackendId`'s fields)
+/// laid out as IPv4 flow words carry it, so that whether a flow was scheduled to that
+/// backend is three masked comparisons of its words ([`BackendWords::names`]), not a flow
+/// unpacked and an identity built and compared field by field. [`BackendWords::NONE`]
+/// names no flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendWords {
+    /// `backend address << 32 | VIP` (word 1's high half, word 0's low half).
+    addrs: u64,
+    /// `vport << 32 | backend port << 16` (word 2 under [`BackendWords::PORTS`]).
+    ports: u64,
+    /// The protocol code in place (word 3 under [`BackendWords::PROTO`]).
+    proto: u64,
+}
+
+impl BackendWords {
+    /// The vport and backend port bits of word 2.
+    const PORTS: u64 = 0x0000_ffff_ffff_0000;
+    /// The protocol code's bits of word 3.
+    const PROTO: u64 = 0xff00;
+    /// Names no flow: no flow's words have protocol code 0.
+    pub const NONE: BackendWords = BackendWords { addrs: 0, ports: 0, proto: 0 };
+
+    /// The identity of the backend `addr:port` of service `vip:vport/proto`.
+    pub fn new(vip: Ipv4Addr, vport: u16, proto: Proto, addr: Ipv4Addr, port: u16) -> Self {
+        BackendWords {
+            addrs: u64::from(addr_word(addr)) << 32 | u64::from(addr_word(vip)),
+            ports: u64::from(vport) << 32 | u64::from(port) << 16,
+            proto: u64::from(proto_code(proto)) << 8,
+        }
+    }
+
+    /// True if the flow of `words` was scheduled to this backend: the same answer as
+    /// comparing its `FamilyBackendId::of_flow` with this backend's.
+    #[inline(always)]
+    pub fn names(&self, words: Words4) -> bool {
+        let [addrs, servers, ports, meta] = words.0;
+        let addrs = (servers & HIGH_HALF | addrs & !HIGH_HALF) ^ self.addrs;
+        let ports = (ports & Self::PORTS) ^ self.ports;
+        let proto = (meta & Self::PROTO) ^ self.proto;
+        addrs | ports | proto == 0
     }
 }
 
@@ -464,5 +601,80 @@ impl Layout for V6 {
             dst_port,
             proto,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::table::tests::arb_flow;
+    use super::*;
+
+    proptest! {
+        /// What a settled hit reads from the words is what the unpacked flow says: its mode,
+        /// backend hint, client, protocol, and the addresses and ports a packet of either
+        /// direction leaves with (the pipeline's `translate`, spelt out field by field).
+        #[test]
+        fn words4_read_what_the_flow_says(flow in arb_flow::<V4>(), reply in any::<bool>()) {
+            let words = Words4::new(V4::pack(&flow));
+            prop_assert_eq!(words.flow(), Some(flow));
+            prop_assert_eq!(words.is_dr(), flow.forward == ForwardMode::Dr);
+            prop_assert_eq!(words.is_tunnel(), flow.forward == ForwardMode::Tunnel);
+            prop_assert_eq!(words.backend_hint(), usize::from(flow.backend));
+            prop_assert_eq!(words.client_addr(), flow.client_addr);
+            prop_assert_eq!(words.proto(), Some(flow.proto));
+            let client = (flow.client_addr, flow.client_port);
+            let vip = (flow.vip, flow.vport);
+            let backend = (flow.backend_addr, flow.backend_port);
+            let local = (flow.local_addr, flow.local_port);
+            let (direction, expected) = match (reply, flow.forward) {
+                (true, _) => (Direction::Reply, (vip, client)),
+                (false, ForwardMode::Nat) => (Direction::Original, (client, backend)),
+                (false, ForwardMode::FullNat) => (Direction::Original, (local, backend)),
+                (false, ForwardMode::Dr | ForwardMode::Tunnel) => (Direction::Original, (client, vip)),
+            };
+            prop_assert_eq!(words.translated(direction), expected);
+        }
+
+        /// A backend's words name exactly the flows whose VIP, vport, protocol, backend
+        /// address and backend port are its own: the flow's own backend, and that backend
+        /// with one of those fields changed (an address in one bit at either end) or with
+        /// every other field of the flow changed; `NONE` names none.
+        #[test]
+        fn backend_words_name_exactly_the_flows_backend(
+            flow in arb_flow::<V4>(),
+            other in arb_flow::<V4>(),
+            change in 0..8usize,
+        ) {
+            let words = Words4::new(V4::pack(&flow));
+            let flip = |addr: Ipv4Addr, bit: u32| Ipv4Addr::from_bits(addr.to_bits() ^ 1 << bit);
+            let (mut vip, mut vport, mut proto, mut addr, mut port) =
+                (flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
+            match change {
+                0 => vip = flip(vip, 0),
+                1 => vip = flip(vip, 31),
+                2 => addr = flip(addr, 0),
+                3 => addr = flip(addr, 31),
+                4 => vport ^= 0x8000,
+                5 => port ^= 1,
+                6 => proto = if proto == Proto::Tcp { Proto::Udp } else { Proto::Tcp },
+                _ => {}
+            }
+            let own = change == 7;
+            prop_assert_eq!(BackendWords::new(vip, vport, proto, addr, port).names(words), own);
+            // Everything but the backend's identity differs: still its backend.
+            let unrelated = Flow {
+                vip: flow.vip,
+                vport: flow.vport,
+                proto: flow.proto,
+                backend_addr: flow.backend_addr,
+                backend_port: flow.backend_port,
+                ..other
+            };
+            let identity = BackendWords::new(flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
+            prop_assert!(identity.names(Words4::new(V4::pack(&unrelated))));
+            prop_assert!(!BackendWords::NONE.names(words));
+        }
     }
 }

@@ -254,7 +254,7 @@ use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::{TableSecret, table_hash};
 use crate::time::Instant;
 
-pub use layout::{Layout, WordArray};
+pub use layout::{BackendWords, Layout, Probe4, WordArray, Words4};
 
 use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
@@ -729,6 +729,30 @@ pub struct Conntrack<F: Layout = V4> {
     published: [u64; PUBLISHED_WORDS],
 }
 
+impl Conntrack<V4> {
+    /// The straight way of the common packet ([`Table::owner_settled`]): the flow (packed,
+    /// [`Words4`]) and the direction of a key whose prepared candidate slot holds its live
+    /// flow, when the packet leaves that flow as it is (last-seen refreshed). None, having
+    /// changed nothing, for anything else (no candidate, a stale one, an expired flow, a
+    /// packet that may move the state): the caller then asks [`Conntrack::track_settled`],
+    /// which answers it. Whatever this answers, `track_settled` would have answered
+    /// `Settled` with the same flow ([`Words4::flow`]) and direction.
+    ///
+    /// `probe` is the key's: [`Probe4::of_wire`] of the packet's bytes, or [`Layout::probe`].
+    #[inline(always)]
+    pub fn settled(
+        &self,
+        now: Instant,
+        probe: &Probe4,
+        prepared: &Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Option<(Direction, Words4)> {
+        let (direction, words) =
+            self.table.owner_settled(now.as_nanos(), probe, prepared.candidate, tcp_flags)?;
+        Some((direction, Words4::new(words)))
+    }
+}
+
 impl<F: Layout> fmt::Debug for Conntrack<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conntrack")
@@ -842,24 +866,6 @@ impl<F: Layout> Conntrack<F> {
                 None => Tracking::Miss,
             },
         }
-    }
-
-    /// The straight way of the common packet ([`Table::owner_settled`]): the flow and the
-    /// direction of a key whose prepared candidate slot holds its live flow, when the packet
-    /// leaves that flow as it is (last-seen refreshed). None, having changed nothing, for
-    /// anything else (no candidate, a stale one, an expired flow, a packet that may move
-    /// the state): the caller then asks [`Conntrack::track_settled`], which answers it.
-    /// Whatever this answers, `track_settled` would have answered `Settled` with the same
-    /// flow and direction.
-    #[inline(always)]
-    pub fn settled(
-        &self,
-        now: Instant,
-        key: &FlowKey<F>,
-        prepared: &Prepared,
-        tcp_flags: Option<u8>,
-    ) -> Option<(Direction, Flow<F>)> {
-        self.table.owner_settled(now.as_nanos(), key, prepared.candidate, tcp_flags)
     }
 
     /// The owner's one-read lookup both of those start with ([`Table::owner_quick`]).

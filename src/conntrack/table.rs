@@ -765,21 +765,23 @@ impl<F: Layout> Table<F> {
         Quick::Hit(Hit { direction: found.direction, flow, state, previous: state })
     }
 
-    /// [`Table::owner_quick`] on the candidate slot alone, for the common packet's straight
-    /// way: the flow and the direction when `candidate` points at the live, unexpired flow
-    /// with the key and the packet leaves that flow as it is (last-seen refreshed, as
-    /// `owner_quick`'s hit does); None for anything else, having changed nothing, so the
-    /// caller asks `owner_quick` (which scans the bucket and tells a miss from a move). A
-    /// hit here is the hit `owner_quick` would give: the same slot check comes first there.
+    /// [`Table::owner_quick`] on the candidate slot alone (for the key of `probe`), for the
+    /// common packet's straight way: the flow's words and the direction when `candidate`
+    /// points at the live, unexpired flow with the key and the packet leaves that flow as it
+    /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
+    /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
+    /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
+    /// comes first there. The words are handed out packed (the caller reads what it needs
+    /// of them); they are words `pack` wrote, as any live record's.
     #[inline(always)]
     pub fn owner_settled(
         &self,
         now: u64,
-        key: &FlowKey<F>,
+        probe: &F::Probe,
         candidate: u32,
         tcp_flags: Option<u8>,
-    ) -> Option<(Direction, Flow<F>)> {
-        let found = self.check_slot(&F::probe(key), candidate, Access::Owner)?;
+    ) -> Option<(Direction, F::Words)> {
+        let found = self.check_slot(probe, candidate, Access::Owner)?;
         let view = &found.view;
         let code = view.state_word as u8;
         // `check_slot` returned a live record, so the code is a state's.
@@ -789,9 +791,8 @@ impl<F: Layout> Table<F> {
         {
             return None;
         }
-        let flow = F::unpack(&view.words)?;
         found.record.touch(view.last_seen, now, true);
-        Some((found.direction, flow))
+        Some((found.direction, view.words))
     }
 
     /// [`Table::find`] from any thread (tests).
@@ -904,7 +905,7 @@ impl<F: Layout> Table<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::family::{Family, V4, V6};
     use crate::flow::{ForwardMode, Proto};
@@ -914,7 +915,7 @@ mod tests {
 
     /// What the layout tests need of a family: arbitrary addresses, and an address with one
     /// bit flipped.
-    trait Arbitrary: Layout {
+    pub(in crate::conntrack) trait Arbitrary: Layout {
         fn arb_addr(bits: u128) -> Self::Addr;
         fn flip(addr: Self::Addr, bit: u32) -> Self::Addr;
         /// The bits a mutation flips: both ends of every word an address spans.
@@ -941,11 +942,14 @@ mod tests {
         const BITS: &'static [u32] = &[0, 63, 64, 127];
     }
 
-    fn arb_flow<F: Arbitrary>() -> impl Strategy<Value = Flow<F>> {
-        (any::<bool>(), 0..3usize, any::<[u128; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
+    /// Any flow of family `F`, in any forwarding mode.
+    pub(in crate::conntrack) fn arb_flow<F: Arbitrary>() -> impl Strategy<Value = Flow<F>> {
+        const MODES: [ForwardMode; 4] =
+            [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat, ForwardMode::Tunnel];
+        (any::<bool>(), 0..4usize, any::<[u128; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
             .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
                 proto: if tcp { Proto::Tcp } else { Proto::Udp },
-                forward: [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat][forward],
+                forward: MODES[forward],
                 client_addr: F::arb_addr(addrs[0]),
                 vip: F::arb_addr(addrs[1]),
                 backend_addr: F::arb_addr(addrs[2]),

@@ -9,6 +9,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::conntrack::Probe4;
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
 use crate::hash::{TableSecret, table_hash};
@@ -179,6 +180,23 @@ pub(super) fn plain_transport_at(frame: &[u8]) -> Option<Transport> {
     })
 }
 
+/// What the settled hit looks a classified frame's flow up with: the probe of its 5-tuple
+/// ([`Probe4::of_wire`] of the bytes [`plain_transport_at`] reads) and its TCP flags, without
+/// the [`Transport`] built first. None only for a frame too short to be one (never, for a
+/// classified frame).
+#[inline(always)]
+pub(super) fn plain_probe_at(frame: &[u8]) -> Option<(Probe4, Option<u8>)> {
+    let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
+    let (proto, tcp_flags) = if head[ETH_LEN + 9] == ip_proto::TCP {
+        (Proto::Tcp, Some(*frame.get(ETH_LEN + 20 + 13)?))
+    } else {
+        (Proto::Udp, None)
+    };
+    let addrs = head[ETH_LEN + 12..].first_chunk::<8>()?;
+    let ports = head[ETH_LEN + 20..].first_chunk::<4>()?;
+    Some((Probe4::of_wire(addrs, ports, proto), tcp_flags))
+}
+
 /// The TCP/UDP view of the common packet, checked in one pass over fixed offsets: IPv4
 /// without options (first byte 0x45), all of it in the buffer (`total_len` ≥ 20), not a
 /// fragment, a right header checksum, then a whole TCP header or UDP datagram. `header` is
@@ -341,6 +359,33 @@ mod tests {
                     proptest::prop_assert_eq!(fast, checked_transport(&packet));
                 }
             }
+        }
+
+        /// The settled hit's probe of a frame is the probe of the key the general way reads
+        /// from it (and the same TCP flags), for TCP and UDP frames of any addresses and ports.
+        #[test]
+        fn plain_probe_is_the_probe_of_the_plain_key(
+            udp in proptest::prelude::any::<bool>(),
+            addrs in proptest::prelude::any::<(u32, u32)>(),
+            ports in proptest::prelude::any::<(u16, u16)>(),
+            flags in proptest::prelude::any::<u8>(),
+        ) {
+            use crate::conntrack::Layout;
+            use crate::testkit::{self, Flags};
+            let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+            let a = (Ipv4Addr::from_bits(addrs.0), ports.0);
+            let b = (Ipv4Addr::from_bits(addrs.1), ports.1);
+            let mut frame = if udp {
+                testkit::udp(mac, mac, a, b, b"x")
+            } else {
+                testkit::tcp(mac, mac, a, b, Flags::default(), b"x")
+            };
+            if !udp {
+                frame[ETH_LEN + 20 + 13] = flags;
+            }
+            let transport = plain_transport_at(&frame).expect("a whole frame");
+            let expected = (V4::probe(&transport.key), transport.tcp_flags);
+            proptest::prop_assert_eq!(plain_probe_at(&frame), Some(expected));
         }
     }
 }

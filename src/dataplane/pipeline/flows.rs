@@ -24,7 +24,7 @@ use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
-use super::classify::{Class, Transport, plain_transport_at};
+use super::classify::{Class, Transport, plain_probe_at, plain_transport_at};
 use super::rewrite::route_transport;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
@@ -148,32 +148,43 @@ impl CoreState {
         if class != Class::ToVip && snapshot.interfaces.len() > 1 {
             return None;
         }
-        let transport = plain_transport_at(frame)?;
-        let Some((direction, flow)) =
-            self.conntrack.settled(now, &transport.key, prepared, transport.tcp_flags)
+        let (probe, tcp_flags) = plain_probe_at(frame)?;
+        let Some((direction, words)) = self.conntrack.settled(now, &probe, prepared, tcp_flags)
         else {
             // A new flow's first packet, its key proved absent by the batch: `transport`
             // would find no flow here nor look for one elsewhere (not a reply).
             if class == Class::ToVip && self.conntrack.known_absent(prepared) {
+                let transport = plain_transport_at(frame)?;
                 return Some(self.new_flow(snapshot, now, ingress, frame, transport, *prepared));
             }
             return None;
         };
-        if flow.forward == ForwardMode::Tunnel {
-            return Some(self.tunnel(snapshot, now, frame, &flow));
+        // Every mode but tunnel reads what it needs from the flow's words: the backend's
+        // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
+        // its addresses and ports where they lie. DR first (the common packet: only ever the
+        // original direction, a DR flow has no reply slot; only the MACs change).
+        if words.is_dr() {
+            let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
+            self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
+            let header = frame.first_chunk_mut::<12>()?;
+            *header = hop.addrs;
+            return Some(Verdict::Tx(hop.egress));
         }
-        let backend = backend_of(snapshot, &flow);
-        let hop = match direction {
-            Direction::Original => self.backend_hop(snapshot, backend?)?,
-            Direction::Reply => self.client_hop(snapshot, flow.client_addr)?,
-        };
-        if flow.forward != ForwardMode::Dr {
-            let (src, dst) = translate(&flow, direction);
-            if !route_transport(frame, flow.proto, src, dst) {
-                return Some(Verdict::Drop(DropReason::TtlExceeded));
+        if words.is_tunnel() {
+            return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
+        }
+        let (backend, hop) = match direction {
+            Direction::Original => self.settled_backend_hop(snapshot, words)?,
+            Direction::Reply => {
+                let backend = self.named_backend(words)?;
+                (backend, self.client_hop(snapshot, words.client_addr())?)
             }
+        };
+        let (src, dst) = words.translated(direction);
+        if !route_transport(frame, words.proto()?, src, dst) {
+            return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
-        self.count_forwarded(backend, direction, frame.len() as u64);
+        self.count_forwarded(Some(backend), direction, frame.len() as u64);
         let header = frame.first_chunk_mut::<12>()?;
         *header = hop.addrs;
         Some(Verdict::Tx(hop.egress))

@@ -123,8 +123,8 @@ use classify::{Class, classify, plain_transport_at, transport};
 use emit::EmitQueue;
 use flows::{release_backend, same_schedule, sched_states};
 use neighbors::{
-    CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops, subnets,
-    unreplyable_sender,
+    BackendLine, CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops,
+    subnets, unreplyable_sender,
 };
 use v6::Core6;
 pub use v6::Table6;
@@ -238,11 +238,12 @@ struct CoreState {
     /// without a new snapshot.
     response_time_us: Vec<u32>,
     neighbors: NeighborTable,
-    /// The Ethernet header and egress of a frame to each backend, looked up once per
-    /// neighbour-table change (and per snapshot) rather than once per packet; valid while
-    /// `hops_generation` matches the neighbour table's. None while the next hop's MAC
-    /// or the egress interface is unknown.
-    backend_hops: Vec<HopSlot>,
+    /// Per backend of the snapshot, one line ([`BackendLine`]): its identity as flow words
+    /// carry it (per snapshot), and the Ethernet header and egress of a frame to it, looked
+    /// up once per neighbour-table change (and per snapshot) rather than once per packet;
+    /// the hop is valid while `hops_generation` matches the neighbour table's, and none
+    /// while the next hop's MAC or the egress interface is unknown.
+    backend_lines: Vec<BackendLine>,
     /// The same for replies to clients (NAT, FullNAT). Through the gateway: the default
     /// route's hop, computed with the backends'. On-link: the clients replies went to lately,
     /// filled on a miss, direct-mapped ([`CLIENT_HOP_SLOTS`] entries), emptied when
@@ -300,7 +301,7 @@ impl Pipeline {
             box_inactive: vec![0; snapshot.backends.len()],
             response_time_us: snapshot.response_time_us.clone(),
             neighbors,
-            backend_hops: vec![HopSlot::UNKNOWN; snapshot.backends.len()],
+            backend_lines: BackendLine::all(&snapshot),
             gateway_hop: HopSlot::UNKNOWN,
             client_hops: vec![None; CLIENT_HOP_SLOTS].into_boxed_slice(),
             subnets: subnets(&snapshot),
@@ -361,7 +362,7 @@ impl Pipeline {
         core.box_inactive = vec![0; snapshot.backends.len()];
         core.counters.backends = backends;
         core.counters.passive = passive;
-        core.backend_hops = vec![HopSlot::UNKNOWN; snapshot.backends.len()];
+        core.backend_lines = BackendLine::all(&snapshot);
         core.subnets = subnets(&snapshot);
         core.hops_generation = u64::MAX;
         core.presence = snapshot.fleet.presence(core.vrrp);

@@ -16,7 +16,7 @@
 use std::net::Ipv4Addr;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
-use crate::conntrack::{Direction, Flow};
+use crate::conntrack::{BackendWords, Direction, Flow, Words4};
 use crate::family::V4;
 use crate::report::{DropReason, Stat};
 use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
@@ -59,6 +59,34 @@ impl HopSlot {
     #[inline(always)]
     fn hop(self) -> Option<Hop> {
         self.known.then_some(Hop { addrs: self.addrs, egress: self.egress })
+    }
+}
+
+/// What a settled hit needs of its backend, in one cache line per backend of the snapshot:
+/// the backend's identity as flow words carry it (filled once per snapshot, so a flow's
+/// backend hint is confirmed by comparing words, without the snapshot's identity table) and
+/// its cached hop (filled with the hop cache, [`CoreState::backend_hop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub(super) struct BackendLine {
+    hop: HopSlot,
+    identity: BackendWords,
+}
+
+impl BackendLine {
+    /// The line of backend `index` of `snapshot`, its hop unknown ([`BackendWords::NONE`]
+    /// for an IPv6 backend: the IPv4 hit path never names one).
+    fn of(snapshot: &Snapshot, index: usize) -> BackendLine {
+        let identity = match snapshot.family::<V4>().backend_id(index) {
+            Some(id) => BackendWords::new(id.vip, id.vport, id.proto, id.addr, id.port),
+            None => BackendWords::NONE,
+        };
+        BackendLine { hop: HopSlot::UNKNOWN, identity }
+    }
+
+    /// One line per backend of `snapshot`, in its order.
+    pub(super) fn all(snapshot: &Snapshot) -> Vec<BackendLine> {
+        (0..snapshot.backends.len()).map(|index| BackendLine::of(snapshot, index)).collect()
     }
 }
 
@@ -297,7 +325,37 @@ impl CoreState {
         if self.hops_generation != self.neighbors.generation() {
             self.refresh_hops(snapshot);
         }
-        self.backend_hops.get(index)?.hop()
+        self.backend_lines.get(index)?.hop.hop()
+    }
+
+    /// The index of the backend the flow of `words` was scheduled to, when its hint still
+    /// names that backend (checked on the words against the backend's line); None for a
+    /// backend renumbered away or gone (the general way then decides).
+    #[inline(always)]
+    pub(super) fn named_backend(&self, words: Words4) -> Option<usize> {
+        let index = words.backend_hint();
+        self.backend_lines.get(index)?.identity.names(words).then_some(index)
+    }
+
+    /// The settled hit's [`CoreState::backend_hop`] of the flow of `words`: its backend's
+    /// index and hop, when the flow's backend hint still names that backend (checked on the
+    /// words against the backend's line) and its hop is cached; None otherwise (a backend
+    /// renumbered away or gone, an unknown hop: the general way then decides).
+    #[inline(always)]
+    pub(super) fn settled_backend_hop(
+        &mut self,
+        snapshot: &Snapshot,
+        words: Words4,
+    ) -> Option<(usize, Hop)> {
+        if self.hops_generation != self.neighbors.generation() {
+            self.refresh_hops(snapshot);
+        }
+        let index = words.backend_hint();
+        let line = self.backend_lines.get(index)?;
+        if !line.identity.names(words) {
+            return None;
+        }
+        Some((index, line.hop.hop()?))
     }
 
     /// The way to `client` (the destination of a reply), as `Snapshot::route` and the
@@ -329,10 +387,10 @@ impl CoreState {
     /// snapshot's interfaces, and empties the on-link client cache.
     #[cold]
     fn refresh_hops(&mut self, snapshot: &Snapshot) {
-        for (hop, &route) in
-            self.backend_hops.iter_mut().zip(snapshot.family::<V4>().backend_routes())
+        for (line, &route) in
+            self.backend_lines.iter_mut().zip(snapshot.family::<V4>().backend_routes())
         {
-            *hop = HopSlot::of(hop_to(snapshot, &self.neighbors, route));
+            line.hop = HopSlot::of(hop_to(snapshot, &self.neighbors, route));
         }
         // The route of an address on no interface's subnet: `Snapshot::route` gives the
         // first interface with a gateway.
