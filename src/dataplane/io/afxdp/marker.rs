@@ -90,8 +90,15 @@ impl Marker {
             self.socket.set_read_timeout(Some(left.min(Duration::from_millis(50))))?;
             match self.socket.recv(&mut buf) {
                 Ok(_) => {}
+                // A signal (the test harness's, or SIGHUP to `xlb run`) interrupting the
+                // wait is not a failure: the loop waits again until its deadline.
                 Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(e),
             }
         }
