@@ -165,6 +165,11 @@ counted_enum! {
         /// in `emitted_packets` too. A wrapped packet held for its next hop is counted in
         /// `held_packets` instead.
         TunnelledPackets => "tunnelled_packets",
+        /// Tunnelled IPv4 packets (or fragments) without DF too big for the tunnel's
+        /// egress, cut into fragments that fit before they were wrapped, as a router on the
+        /// way would cut them (each piece leaves in `emitted_packets`; the real server
+        /// reassembles after decapsulation).
+        TunnelRefragmented => "tunnel_refragmented",
         /// Frames the pipeline sent on its own (ARP requests, released frames).
         EmittedPackets => "emitted_packets",
         /// Frames the pipeline wanted to send on its own but had no room for.

@@ -273,7 +273,9 @@ struct CoreState {
     /// Tunnel mode's buffer and outer identification counter.
     tunnel: tunnel::TunnelState,
     /// The datagrams whose first fragment went to a VIP's flow, for their later fragments.
-    fragments: fragments::FragmentTable,
+    fragments: fragments::FragmentTable<V4>,
+    /// The same for IPv6 datagrams.
+    fragments6: fragments::FragmentTable<V6>,
 }
 
 impl Pipeline {
@@ -310,6 +312,7 @@ impl Pipeline {
             v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
             tunnel: tunnel::TunnelState::new(),
             fragments: fragments::FragmentTable::new(),
+            fragments6: fragments::FragmentTable::new(),
         };
         let mut pipeline = Pipeline { snapshot, core };
         pipeline.core.v6.set_snapshot(&pipeline.snapshot);
