@@ -1,31 +1,46 @@
-//! IPv4 fragments to a VIP (and the replies: to a FullNAT local address, from a NAT
-//! backend): the first fragment (offset 0, the one with the ports) is balanced as its
+//! Fragments, IPv4 and IPv6, to a VIP (and the replies: to a FullNAT local address, from
+//! a NAT backend): the first fragment (offset 0, the one with the ports) is balanced as its
 //! datagram's flow, and the later ones follow it.
 //!
 //! Design: no reassembly. The first fragment goes through the normal flow step
-//! ([`CoreState::transport`]: lookup, scheduling, rewrite), which is correct for it as it
-//! stands: the rewrites touch only the IPv4 header and the L4 header's ports and checksum,
-//! and an L4 checksum covers the whole datagram, so its incremental update is right in the
-//! first fragment alone. Then (source, destination, protocol, IP identification) is
-//! remembered with the flow's 5-tuple in a small per-core table ([`FragmentTable`]:
-//! direct-mapped, [`FRAGMENT_SLOTS`] entries, each valid [`FRAGMENT_TIMEOUT`]); a later
-//! fragment finds its 5-tuple there, its flow in the connection tables (read only: a fragment
-//! carries no TCP flags and does not refresh the flow), and is forwarded as the flow's
-//! packets are: DR changes the MACs only; NAT and FullNAT change the addresses and the TTL
-//! (the IPv4 checksum patched), never the bytes where a first fragment's ports would be.
-//! A later fragment that comes before its first one (or after its entry was overwritten or
-//! timed out, or its flow is gone) is dropped, counted as `fragment_no_first`: it is not
-//! held. Per core is enough: RSS hashes fragments of a datagram by addresses alone (a
-//! fragment has no ports), so they reach one queue.
+//! ([`CoreState::transport`], [`CoreState::transport6`]: lookup, scheduling, rewrite),
+//! which is correct for it as it stands: the rewrites touch only the IP header and the L4
+//! header's ports and checksum, and an L4 checksum covers the whole datagram, so its
+//! incremental update is right in the first fragment alone. Then the datagram's name —
+//! IPv4: (source, destination, protocol, 16-bit identification), RFC 791; IPv6: (source,
+//! destination, 32-bit identification), RFC 8200 §4.5 — is remembered with the flow's
+//! 5-tuple in a small per-core table per family ([`FragmentTable`]: direct-mapped,
+//! [`FRAGMENT_SLOTS`] entries, each valid [`FRAGMENT_TIMEOUT`]); a later fragment finds its
+//! 5-tuple there, its flow in the connection tables (read only: a fragment carries no TCP
+//! flags and does not refresh the flow), and is forwarded as the flow's packets are
+//! ([`CoreState::later_fragment`], one step for both families): DR changes the MACs only;
+//! NAT and FullNAT change the addresses and the TTL (the IPv4 checksum patched) or the hop
+//! limit (IPv6 has no header checksum), never the bytes where a first fragment's ports
+//! would be; tunnel mode wraps each fragment whole, as it wraps whole packets, so the real
+//! server reassembles the inner datagram after decapsulation (an IPv4 piece without DF too
+//! big for the tunnel is cut again, `tunnel`). A later fragment that comes before its first
+//! one (or after its entry was overwritten or timed out, or its flow is gone) is dropped,
+//! counted as `fragment_no_first`: it is not held. Per core is enough: RSS hashes fragments
+//! of a datagram by addresses alone (a fragment has no ports), so they reach one queue.
 //!
-//! Not covered (still dropped as `fragment`): fragments to a tunnel service's VIP (the
-//! wrapped copy would need the outer packet fragmented too), ICMP fragments, first
-//! fragments cut inside their TCP header or before their UDP header's end, TCP fragments at
-//! offset 1 (RFC 1858's overlapping-fragment attack); fragments with IPv4 options are
-//! `ip_options`. What is refused from a NAT backend is passed to the kernel, as its whole
-//! packets are. The steering program hands xlb no fragment from a NAT backend (a later one
-//! has no ports to match), so on an AF_XDP port the NAT reply direction's fragments are
-//! the kernel's: replay and the pipeline's callers see them balanced, `xlb run` does not.
+//! IPv6 ([`super::v6::parse::check`] reads the fragment header, [`Fragment6`]): the
+//! fragment header may come after hop-by-hop, destination options and routing headers
+//! (walked as for whole packets, and forwarded as they are); in a first fragment the walk
+//! goes on after it (destination options there are walked too) to the TCP/UDP header,
+//! which must be in the first fragment (RFC 7112). An atomic fragment (offset 0, no more
+//! fragments, RFC 6946) is a whole packet: walked past, balanced as one, not remembered.
+//!
+//! Not covered (dropped as `fragment`; passed when merely from a NAT backend): ICMP and
+//! ICMPv6 fragments (an echo request is answered by xlb itself, which would need the whole
+//! datagram; ICMP errors are never this big: RFC 1812 caps IPv4's at 576 bytes, RFC 4443
+//! IPv6's at 1280, which no link fragments), first fragments without their whole TCP
+//! header or UDP header's 8 bytes, TCP fragments at offset 1 (RFC 1858's
+//! overlapping-fragment attack; either family), a second fragment header in a first
+//! fragment's chain; IPv4 fragments with options are `ip_options`. The steering program
+//! hands xlb no fragment from a NAT backend (IPv4: a later one has no ports to match;
+//! IPv6: its walk stops at the fragment header), so on an AF_XDP port the NAT reply
+//! direction's fragments are the kernel's: replay and the pipeline's callers see them
+//! balanced, `xlb run` does not.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;

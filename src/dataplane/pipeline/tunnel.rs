@@ -68,14 +68,28 @@
 //! gets an ICMPv6 Packet Too Big (type 2, from the VIP, MTU = the limit less the overhead,
 //! quoting as much of the packet as keeps the message within 1280 bytes, RFC 4443) and is
 //! dropped as `tunnel_frag_needed`, as IPv4's with DF (IPv6 routers never fragment); with the
-//! client's next hop unknown, as `tunnel_too_big`.
+//! client's next hop unknown, as `tunnel_too_big`. A fragment too big for the tunnel is
+//! answered the same way: the client's stack lowers its path MTU and sends smaller
+//! fragments. (RFC 2473 §7.1 would let the entry point fragment the outer packet of an
+//! inner one of at most 1280 bytes; xlb does not, so a 1280-byte inner packet needs an
+//! egress MTU of 1320 (1328 with GUE), which every IPv6 link that carries a tunnel has.)
 //!
 //! MTU: a wrapped packet must fit the egress interface's `mtu` (and an emit slot:
 //! [`super::EMIT_FRAME`] less the Ethernet header). A bigger one is not sent broken: with
 //! DF set, the client gets ICMP fragmentation needed (type 3 code 4, from the VIP, next-hop
 //! MTU = the limit less the overhead, quoting the packet's IP header and 8 bytes) and the
-//! packet is dropped as `tunnel_frag_needed`; without DF (xlb does not fragment), or when
-//! the client's next hop is not known yet, it is dropped as `tunnel_too_big`.
+//! packet is dropped as `tunnel_frag_needed` (with the client's next hop not known yet, as
+//! `tunnel_too_big`); without DF — a fragment, or a whole packet a router on the way would
+//! fragment — it is cut as that router would ([`CoreState::refragment`]): inner fragments
+//! of the same identification that fit, each wrapped in a whole outer packet (never an
+//! outer fragment: `xlb decap` passes those to the kernel, and the kernel's ipip and fou
+//! receive paths take whole outer packets and reassemble the inner datagram after
+//! decapsulation, as they would after a router's fragmentation).
+//!
+//! Fragments (`super::fragments`): every fragment of a tunnel flow's datagram is wrapped as
+//! a packet of its own (the first picks the real server; later ones follow it by the
+//! datagram's identification), with the outer DF copied from it (clear: DF is never set on
+//! a fragment).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -18,8 +18,14 @@
 //! [`MAX_EXT_BYTES`](crate::wire::ipv6::MAX_EXT_BYTES) bytes of the payload, each within the
 //! payload; so it costs a handful of reads whatever the chain says. The common packet (TCP,
 //! UDP or ICMPv6 directly) never walks: its next header is matched first, one compare as
-//! before extension headers were walked. What a VIP refuses, in the chain's order:
-//! - a fragment header anywhere: `fragment` (its L4 header may be elsewhere, issue 15);
+//! before extension headers were walked. A fragment header (after any of the walked
+//! headers, or directly) ends the walk of a later fragment ([`Upper6::Fragment`]: its
+//! identification and offset); the walk goes on after it in a first fragment, to the
+//! TCP/UDP header whose ports (TCP: the whole header) must be there, and after it in an
+//! atomic fragment (offset 0, no more fragments: a whole packet, RFC 6946). What a VIP
+//! refuses, in the chain's order:
+//! - a first fragment without its ports, or of ICMPv6 or another upper layer, or a second
+//!   fragment header after a first fragment's: `fragment` (`super::super::fragments`);
 //! - a routing header with segments left > 0: `ipv6_segments_left` (the VIP is not the
 //!   packet's final destination, RFC 8200 §4.4: not xlb's to balance);
 //! - ESP, AH, mobility, HIP, shim6 or an experimental header (ending the chain or directly):
@@ -142,9 +148,9 @@ fn is_forwarded_ext_header(next_header: u8) -> bool {
 /// The step-by-step checks of an IPv6 packet after its addresses (see the module docs), in
 /// this order: version 6 (`bad_ip_version`), the payload within the frame (`truncated`, as
 /// IPv4's total length beyond the frame; a shorter one leaves padding), the next header:
-/// TCP or UDP with a whole header (`bad_l4_header`), ICMPv6, a fragment header
-/// (`fragment`), a chain of walked extension headers ([`after_ext_headers`]), another
-/// extension header (`ipv6_ext_headers`), anything else (`unsupported_proto`).
+/// TCP or UDP with a whole header (`bad_l4_header`), ICMPv6, a chain of walked extension
+/// headers or a fragment header ([`after_ext_headers`]), another extension header
+/// (`ipv6_ext_headers`), anything else (`unsupported_proto`).
 pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, DropReason> {
     let packet = frame.get(ETH_LEN..).unwrap_or(&[]);
     let ip = match Ipv6Packet::new_checked(packet) {
@@ -186,8 +192,9 @@ fn upper_transport(
 }
 
 /// The upper layer after the extension headers a packet's chain starts with (`first`, one
-/// of [`is_forwarded_ext_header`]'s), its payload ending at `end` in `frame`: walked within
-/// the payload and the walk's bounds, each refusal with its reason (see the module docs).
+/// of [`is_forwarded_ext_header`]'s or the fragment header), its payload ending at `end` in
+/// `frame`: walked within the payload and the walk's bounds, each refusal with its reason;
+/// a fragment's fragment header read ([`Upper6::Fragment`]; see the module docs).
 /// Out of line: the common packet never comes here.
 #[inline(never)]
 fn after_ext_headers(
