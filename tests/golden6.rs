@@ -1447,7 +1447,9 @@ fn cases() -> Vec<Case> {
 /// ones follow it by (source, destination, identification) (DR: MACs only; NAT and FullNAT:
 /// addresses and hop limit, the UDP checksum updated in the first fragment alone, the whole
 /// datagram's); a later fragment before its first, a first fragment without its ports and
-/// an ICMPv6 echo in fragments are counted drops; atomic fragments are whole packets.
+/// an ICMPv6 echo in fragments are counted drops; atomic fragments are whole packets; a
+/// Packet Too Big quoting a FullNAT first fragment (behind its fragment header) is
+/// translated back to the client.
 fn fragment6_cases() -> Vec<Case> {
     const IDENT: u32 = 0x4242_0001;
     let payload: Vec<u8> = (0..40u8).collect();
@@ -1539,6 +1541,48 @@ fn fragment6_cases() -> Vec<Case> {
             steps: steps(query(at(VIP_FULLNAT, 53)), fullnat_outputs),
         },
         Case {
+            name: "fragments6: a Packet Too Big quoting a first fragment names its flow",
+            steps: vec![
+                step(
+                    names[0],
+                    query(at(VIP_FULLNAT, 53)).swap_remove(0),
+                    TX,
+                    Expect::WithLocalPort(fullnat_out(0)),
+                ),
+                step(
+                    "rs1 says the first fragment was too big: translated to the client",
+                    Input::ToLocalPort(Box::new({
+                        let first = fullnat_out(0);
+                        move |port| {
+                            let quoted = first(port);
+                            testkit::icmpv6_packet_too_big(
+                                RS1.mac, LB.mac, RS1.ip, LOCAL, 1280, &quoted, 1000,
+                            )
+                        }
+                    })),
+                    TX,
+                    Expect::Frame(routed6(testkit::icmpv6_packet_too_big(
+                        LB.mac,
+                        CLIENT.mac,
+                        VIP_FULLNAT,
+                        CLIENT.ip,
+                        1280,
+                        &cut(
+                            &routed6(testkit::udp6(
+                                LB.mac,
+                                RS1.mac,
+                                client(),
+                                at(VIP_FULLNAT, 53),
+                                &payload,
+                            )),
+                            DEST_OPTIONS,
+                        )[0],
+                        1000,
+                    ))),
+                ),
+            ],
+        },
+        Case {
             name: "fragments6: a NAT reply's fragments follow the first, translated back",
             steps: nat_reply_steps,
         },
@@ -1601,10 +1645,10 @@ fn fragment6_cases() -> Vec<Case> {
 #[test]
 fn golden6_fragment_cases() {
     let (steps_run, failures) = harness::run(fragment6_cases(), pipeline);
-    assert_eq!(steps_run, 23);
+    assert_eq!(steps_run, 25);
     assert!(failures.is_empty(), "fragment step(s) failed:\n{}", failures.join("\n"));
     let (steps_run, _, failures) = harness::run_tagged(fragment6_cases, pipeline);
-    assert_eq!(steps_run, 69);
+    assert_eq!(steps_run, 75);
     assert!(failures.is_empty(), "tagged fragment step(s) failed:\n{}", failures.join("\n"));
 }
 

@@ -277,17 +277,22 @@ fn transport(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, segment: &[u8]) -> Opti
 /// its TCP/UDP header is: its fixed header, the extension headers after it walked as the
 /// pipeline walks them (bounded, within the quote: a quote may end anywhere after its
 /// first bytes, RFC 4443 §2.4 c), then TCP or UDP with at least the 8 bytes with the
-/// ports. None otherwise: a chain cut short by the quote, one with a fragment header (xlb
-/// forwards no fragments: no flow), or an upper layer that is not TCP or UDP (an ICMPv6
-/// one — an error about an error — names no flow).
+/// ports. A quoted first (or atomic) fragment is walked past its fragment header: its
+/// ports are there (a Packet Too Big about a big datagram quotes its first fragment). None
+/// otherwise: a chain cut short by the quote, a later fragment (no ports), or an upper
+/// layer that is not TCP or UDP (an ICMPv6 one — an error about an error — names no flow).
 pub(in crate::dataplane::pipeline) fn quoted_transport(icmp: &[u8]) -> Option<Quote6> {
     const QUOTE: usize = 8;
     let quote = icmp.get(QUOTE..)?;
     let ip = Ipv6Packet::new_quoted(quote).ok()?;
     let mut walk = ip.ext_headers();
     for header in walk.by_ref() {
-        if header.ok()?.kind == ip_proto::FRAGMENT {
-            return None;
+        let header = header.ok()?;
+        if header.kind == ip_proto::FRAGMENT {
+            let offset = quote.get(header.offset + 2..header.offset + 4)?;
+            if u16::from_be_bytes([offset[0], offset[1]]) >> 3 != 0 {
+                return None;
+            }
         }
     }
     let proto = Proto::from_number(walk.protocol())?;
@@ -690,7 +695,12 @@ mod tests {
         }
         let fragment = with_chain(&frame, &[(60, 0), (44, 0)]);
         let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &fragment, 1000);
-        assert_eq!(quoted_transport(&error[L4..]), None, "a fragment: no flow");
+        assert_eq!(quoted_transport(&error[L4..]), None, "a later fragment: no flow");
+        let dest = ext_header(60, 0);
+        let first = with_ext_headers(&frame, &[(60, &dest), (44, &[0, 0, 0, 1, 0, 0, 0, 9])]);
+        let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &first, 1000);
+        let quoted = quoted_transport(&error[L4..]).expect("a first fragment names its flow");
+        assert_eq!((quoted.transport.key, quoted.l4), (key, 8 + 40 + 16));
         let long = with_chain(&frame, &[(60, 0); MAX_EXT_HEADERS + 1]);
         let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &long, 1000);
         assert_eq!(quoted_transport(&error[L4..]), None, "past the walk's bounds: no flow");
