@@ -619,6 +619,53 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A fragment header of any field values (offset, flags, identification) behind
+        /// any of the walked headers, the packet's payload length anything up to the frame's:
+        /// never a panic; a fragment read is the header's fields, and a first fragment's
+        /// TCP/UDP header (at the offset it names) lies within the payload.
+        #[test]
+        fn any_fragment_header_is_read_or_refused(
+            udp in proptest::prelude::any::<bool>(),
+            before in proptest::collection::vec(proptest::sample::select(vec![0u8, 60, 43]), 0..3),
+            offset_flags in proptest::prelude::any::<u16>(),
+            ident in proptest::prelude::any::<u32>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let frame = match udp {
+                true => testkit::udp6(A.mac, B.mac, (A.ip, 5000), (B.ip, 53), &payload),
+                false => testkit::tcp6(A.mac, B.mac, (A.ip, 40000), (B.ip, 80), ACK, &payload),
+            };
+            let headers: Vec<(u8, Vec<u8>)> = before.iter().map(|&kind| (kind, ext_header(kind, 0))).collect();
+            let mut fragment = [0u8; 8];
+            fragment[2..4].copy_from_slice(&offset_flags.to_be_bytes());
+            fragment[4..].copy_from_slice(&ident.to_be_bytes());
+            let mut chain: Vec<(u8, &[u8])> = headers.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+            chain.push((44, &fragment));
+            let mut packet = with_ext_headers(&frame, &chain);
+            let len = cut.index(packet.len() - L4 + 1);
+            packet[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&(len as u16).to_be_bytes());
+            let end = L4 + len;
+            match check(&packet) {
+                Ok(Upper6::Fragment(read)) => {
+                    proptest::prop_assert_eq!(read.ident, ident);
+                    proptest::prop_assert_eq!(read.offset, offset_flags >> 3);
+                    proptest::prop_assert!(offset_flags & 1 == 1 || read.offset != 0, "an atomic fragment is a packet");
+                    if let Some((transport, l4)) = read.first {
+                        proptest::prop_assert_eq!(read.offset, 0);
+                        proptest::prop_assert!(l4 + 8 <= end);
+                        proptest::prop_assert_eq!(transport.key.src_addr, A.ip);
+                    }
+                }
+                Ok(Upper6::Transport { l4, .. }) => {
+                    proptest::prop_assert_eq!(offset_flags & 0xfff9, 0, "only an atomic fragment is a packet");
+                    proptest::prop_assert!(l4 <= end);
+                }
+                Ok(Upper6::Icmp(_)) => proptest::prop_assert!(false, "TCP/UDP read as ICMPv6"),
+                Err(_) => {}
+            }
+        }
+
         /// The view of a packet with any chain in RFC 8200's recommended order (hop-by-hop,
         /// destination options, routing with segments left 0, destination options; each
         /// there or not, of any length, with any option bytes) agrees with etherparse's:
