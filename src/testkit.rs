@@ -232,6 +232,29 @@ pub fn routed(frame: Vec<u8>) -> Vec<u8> {
     with_ttl(frame, ttl - 1)
 }
 
+/// The IPv4 packet of `frame` (no options) cut into fragments of `chunk` bytes of its
+/// payload (a multiple of 8), identification `ident`, each a whole frame with its header
+/// checksum right (DF clear, as on every fragment).
+pub fn fragmented(frame: &[u8], ident: u16, chunk: usize) -> Vec<Vec<u8>> {
+    assert!(chunk > 0 && chunk.is_multiple_of(8), "fragments are cut at multiples of 8 bytes");
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    let payload = &frame[34..14 + total];
+    let count = payload.len().div_ceil(chunk);
+    let mut out = Vec::new();
+    for (index, piece) in payload.chunks(chunk).enumerate() {
+        let mut fragment = frame[..34].to_vec();
+        fragment.extend_from_slice(piece);
+        fragment[16..18].copy_from_slice(&(20 + piece.len() as u16).to_be_bytes());
+        fragment[18..20].copy_from_slice(&ident.to_be_bytes());
+        let more = if index + 1 < count { 0x2000 } else { 0 };
+        let flags_offset = more | (index * chunk / 8) as u16;
+        fragment[20..22].copy_from_slice(&flags_offset.to_be_bytes());
+        let ttl = fragment[14 + 8];
+        out.push(with_ttl(fragment, ttl));
+    }
+    out
+}
+
 /// A UDP datagram in an Ethernet frame.
 pub fn udp(
     src_mac: MacAddr,

@@ -1158,28 +1158,6 @@ fn with_macs(frame: &[u8], src: MacAddr, dst: MacAddr) -> Vec<u8> {
     frame
 }
 
-/// The IPv4 packet of `frame` (no options) cut into fragments of `chunk` bytes of its
-/// payload (a multiple of 8), identification `ident`, each a whole frame with its header
-/// checksum right (DF clear).
-fn fragmented(frame: &[u8], ident: u16, chunk: usize) -> Vec<Vec<u8>> {
-    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
-    let payload = &frame[34..14 + total];
-    let count = payload.len().div_ceil(chunk);
-    let mut out = Vec::new();
-    for (index, piece) in payload.chunks(chunk).enumerate() {
-        let mut fragment = frame[..34].to_vec();
-        fragment.extend_from_slice(piece);
-        fragment[16..18].copy_from_slice(&(20 + piece.len() as u16).to_be_bytes());
-        fragment[18..20].copy_from_slice(&ident.to_be_bytes());
-        let more = if index + 1 < count { 0x2000 } else { 0 };
-        let flags_offset = more | (index * chunk / 8) as u16;
-        fragment[20..22].copy_from_slice(&flags_offset.to_be_bytes());
-        fix_ip_checksum(&mut fragment);
-        out.push(fragment);
-    }
-    out
-}
-
 /// Issue 15's fragments: a UDP datagram to a VIP cut in three, each mode, and a NAT and a
 /// FullNAT reply cut in three; the first fragment is balanced, the later ones follow it
 /// (DR: MACs only; NAT and FullNAT: the addresses and TTL, the L4 checksum updated in the
@@ -1189,7 +1167,7 @@ fn fragment_cases() -> Vec<Case> {
     const IDENT: u16 = 0x4242;
     let payload: Vec<u8> = (0..40u8).collect();
     let query = |to: (Ipv4Addr, u16)| {
-        fragmented(&testkit::udp(CLIENT.mac, LB.mac, client(), to, &payload), IDENT, 16)
+        testkit::fragmented(&testkit::udp(CLIENT.mac, LB.mac, client(), to, &payload), IDENT, 16)
     };
     let steps = |what: [&'static str; 3], inputs: Vec<Vec<u8>>, outputs: Vec<Expect>| {
         inputs
@@ -1202,9 +1180,12 @@ fn fragment_cases() -> Vec<Case> {
     let each = |frames: Vec<Vec<u8>>| frames.into_iter().map(Expect::Frame).collect::<Vec<_>>();
     let names = ["first fragment (the ports)", "second fragment", "last fragment"];
     let dr = query(vip(VIP_DR, 53));
-    let dr_out =
-        fragmented(&testkit::udp(LB.mac, RS2.mac, client(), vip(VIP_DR, 53), &payload), IDENT, 16);
-    let nat_out = fragmented(
+    let dr_out = testkit::fragmented(
+        &testkit::udp(LB.mac, RS2.mac, client(), vip(VIP_DR, 53), &payload),
+        IDENT,
+        16,
+    );
+    let nat_out = testkit::fragmented(
         &routed(testkit::udp(LB.mac, RS2.mac, client(), (RS2.ip, 5353), &payload)),
         IDENT,
         16,
@@ -1214,7 +1195,7 @@ fn fragment_cases() -> Vec<Case> {
         Box::new(move |port| {
             let whole =
                 routed(testkit::udp(LB.mac, RS1.mac, (LOCAL, port), (RS1.ip, 5353), &payload));
-            fragmented(&whole, IDENT, 16).swap_remove(index)
+            testkit::fragmented(&whole, IDENT, 16).swap_remove(index)
         })
     };
     let fullnat_outputs = vec![
@@ -1225,10 +1206,13 @@ fn fragment_cases() -> Vec<Case> {
     // The replies, in fragments: from the NAT backend to the client, and from the FullNAT
     // backend to the local address.
     let small = b"q";
-    let nat_reply =
-        fragmented(&testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), &payload), IDENT, 16);
+    let nat_reply = testkit::fragmented(
+        &testkit::udp(RS2.mac, LB.mac, (RS2.ip, 5353), client(), &payload),
+        IDENT,
+        16,
+    );
     let to_client = |from: Ipv4Addr| {
-        fragmented(
+        testkit::fragmented(
             &routed(testkit::udp(LB.mac, CLIENT.mac, vip(from, 53), client(), &payload)),
             IDENT,
             16,
@@ -1245,7 +1229,7 @@ fn fragment_cases() -> Vec<Case> {
         let payload = payload.clone();
         Box::new(move |port| {
             let whole = testkit::udp(RS1.mac, LB.mac, (RS1.ip, 5353), (LOCAL, port), &payload);
-            fragmented(&whole, IDENT, 16).swap_remove(index)
+            testkit::fragmented(&whole, IDENT, 16).swap_remove(index)
         })
     };
     let mut fullnat_reply_steps = vec![step(

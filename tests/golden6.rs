@@ -1284,27 +1284,6 @@ fn cases() -> Vec<Case> {
                     Expect::Nothing,
                 ),
                 step(
-                    "a first fragment (fragment header, more fragments) of a TCP SYN",
-                    ext(dr_syn.clone(), &[(44, &FRAGMENT_FIRST)]),
-                    Want::DropNamed("fragment"),
-                    Expect::Nothing,
-                ),
-                step(
-                    "an atomic fragment (offset 0, no more fragments) of a TCP SYN",
-                    ext(dr_syn.clone(), &[(44, &FRAGMENT_ATOMIC)]),
-                    Want::DropNamed("fragment"),
-                    Expect::Nothing,
-                ),
-                step(
-                    "hop-by-hop then a fragment header before UDP to the FullNAT VIP",
-                    ext(
-                        testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_FULLNAT, 53), dns),
-                        &[(0, &HOP_BY_HOP_ROUTER_ALERT), (44, &FRAGMENT_FIRST)],
-                    ),
-                    Want::DropNamed("fragment"),
-                    Expect::Nothing,
-                ),
-                step(
                     "ESP",
                     ext(dr_syn.clone(), &[(50, &ESP)]),
                     Want::DropNamed("ipv6_ext_headers"),
@@ -1460,6 +1439,217 @@ fn cases() -> Vec<Case> {
             ],
         },
     ]
+}
+
+/// Issue 15's IPv6 fragments: a UDP datagram to a VIP in three fragments (destination
+/// options before the fragment header), each mode, and a NAT and a FullNAT reply in three
+/// (hop-by-hop before it); the first fragment is balanced as its flow's packet, the later
+/// ones follow it by (source, destination, identification) (DR: MACs only; NAT and FullNAT:
+/// addresses and hop limit, the UDP checksum updated in the first fragment alone, the whole
+/// datagram's); a later fragment before its first, a first fragment without its ports and
+/// an ICMPv6 echo in fragments are counted drops; atomic fragments are whole packets; a
+/// Packet Too Big quoting a FullNAT first fragment (behind its fragment header) is
+/// translated back to the client.
+fn fragment6_cases() -> Vec<Case> {
+    const IDENT: u32 = 0x4242_0001;
+    let payload: Vec<u8> = (0..40u8).collect();
+    let small = b"q";
+    let cut = |frame: &[u8], before: &[(u8, &[u8])]| testkit::fragmented6(frame, before, IDENT, 16);
+    let query = |to| cut(&testkit::udp6(CLIENT.mac, LB.mac, client(), to, &payload), DEST_OPTIONS);
+    let names = ["first fragment (the ports)", "second fragment", "last fragment"];
+    let steps = |inputs: Vec<Vec<u8>>, outputs: Vec<Expect>| {
+        inputs
+            .into_iter()
+            .zip(outputs)
+            .zip(names)
+            .map(|((input, output), what)| step(what, input, TX, output))
+            .collect::<Vec<_>>()
+    };
+    let each = |frames: Vec<Vec<u8>>| frames.into_iter().map(Expect::Frame).collect::<Vec<_>>();
+    let dr_out =
+        cut(&testkit::udp6(LB.mac, RS2.mac, client(), at(VIP_DR, 53), &payload), DEST_OPTIONS);
+    let nat_out = cut(
+        &routed6(testkit::udp6(LB.mac, RS2.mac, client(), at(RS2.ip, 5353), &payload)),
+        DEST_OPTIONS,
+    );
+    let fullnat_out = |index: usize| -> Box<dyn Fn(u16) -> Vec<u8>> {
+        let payload = payload.clone();
+        Box::new(move |port| {
+            let whole =
+                routed6(testkit::udp6(LB.mac, RS1.mac, (LOCAL, port), at(RS1.ip, 5353), &payload));
+            testkit::fragmented6(&whole, DEST_OPTIONS, IDENT, 16).swap_remove(index)
+        })
+    };
+    let fullnat_outputs = vec![
+        Expect::WithLocalPort(fullnat_out(0)),
+        Expect::AtLocalPort(fullnat_out(1)),
+        Expect::AtLocalPort(fullnat_out(2)),
+    ];
+    // The replies, in fragments behind hop-by-hop: from the NAT backend to the client, and
+    // from the FullNAT backend to the local address.
+    let to_client = |vip| {
+        let whole = routed6(testkit::udp6(LB.mac, CLIENT.mac, at(vip, 53), client(), &payload));
+        cut(&whole, HOP_BY_HOP)
+    };
+    let nat_reply =
+        cut(&testkit::udp6(RS2.mac, LB.mac, at(RS2.ip, 5353), client(), &payload), HOP_BY_HOP);
+    let mut nat_reply_steps = vec![step(
+        "a whole query opens the flow",
+        testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_NAT, 53), small),
+        TX,
+        Expect::Frame(routed6(testkit::udp6(LB.mac, RS2.mac, client(), at(RS2.ip, 5353), small))),
+    )];
+    nat_reply_steps.extend(steps(nat_reply, each(to_client(VIP_NAT))));
+    let fullnat_reply = |index: usize| -> Box<dyn Fn(u16) -> Vec<u8>> {
+        let payload = payload.clone();
+        Box::new(move |port| {
+            let whole = testkit::udp6(RS1.mac, LB.mac, at(RS1.ip, 5353), (LOCAL, port), &payload);
+            testkit::fragmented6(&whole, HOP_BY_HOP, IDENT, 16).swap_remove(index)
+        })
+    };
+    let mut fullnat_reply_steps = vec![step(
+        "a whole query opens the flow",
+        testkit::udp6(CLIENT.mac, LB.mac, client(), at(VIP_FULLNAT, 53), small),
+        TX,
+        Expect::WithLocalPort(Box::new(move |port| {
+            routed6(testkit::udp6(LB.mac, RS1.mac, (LOCAL, port), at(RS1.ip, 5353), small))
+        })),
+    )];
+    for (index, (what, expected)) in names.iter().zip(to_client(VIP_FULLNAT)).enumerate() {
+        let input = Input::ToLocalPort(fullnat_reply(index));
+        fullnat_reply_steps.push(step(what, input, TX, Expect::Frame(expected)));
+    }
+    let dr_syn = testkit::tcp6(CLIENT.mac, LB.mac, client(), at(VIP_DR, 80), SYN, &[]);
+    let dr_syn_to_rs1 = testkit::tcp6(LB.mac, RS1.mac, client(), at(VIP_DR, 80), SYN, &[]);
+    let mut early = query(at(VIP_DR, 53));
+    let mut cut_udp = query(at(VIP_NAT, 53)).swap_remove(0);
+    // The payload length ends the first fragment 7 bytes into its UDP header.
+    let short = (8 + 8 + 7u16).to_be_bytes();
+    cut_udp[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 2].copy_from_slice(&short);
+    let echo = testkit::icmpv6_echo(CLIENT.mac, LB.mac, CLIENT.ip, VIP_DR, 64, false, &payload);
+    vec![
+        Case {
+            name: "fragments6: a DR datagram's fragments follow the first",
+            steps: steps(query(at(VIP_DR, 53)), each(dr_out)),
+        },
+        Case {
+            name: "fragments6: a NAT datagram's fragments follow the first, translated",
+            steps: steps(query(at(VIP_NAT, 53)), each(nat_out)),
+        },
+        Case {
+            name: "fragments6: a FullNAT datagram's fragments follow the first, translated",
+            steps: steps(query(at(VIP_FULLNAT, 53)), fullnat_outputs),
+        },
+        Case {
+            name: "fragments6: a Packet Too Big quoting a first fragment names its flow",
+            steps: vec![
+                step(
+                    names[0],
+                    query(at(VIP_FULLNAT, 53)).swap_remove(0),
+                    TX,
+                    Expect::WithLocalPort(fullnat_out(0)),
+                ),
+                step(
+                    "rs1 says the first fragment was too big: translated to the client",
+                    Input::ToLocalPort(Box::new({
+                        let first = fullnat_out(0);
+                        move |port| {
+                            let quoted = first(port);
+                            testkit::icmpv6_packet_too_big(
+                                RS1.mac, LB.mac, RS1.ip, LOCAL, 1280, &quoted, 1000,
+                            )
+                        }
+                    })),
+                    TX,
+                    Expect::Frame(routed6(testkit::icmpv6_packet_too_big(
+                        LB.mac,
+                        CLIENT.mac,
+                        VIP_FULLNAT,
+                        CLIENT.ip,
+                        1280,
+                        &cut(
+                            &routed6(testkit::udp6(
+                                LB.mac,
+                                RS1.mac,
+                                client(),
+                                at(VIP_FULLNAT, 53),
+                                &payload,
+                            )),
+                            DEST_OPTIONS,
+                        )[0],
+                        1000,
+                    ))),
+                ),
+            ],
+        },
+        Case {
+            name: "fragments6: a NAT reply's fragments follow the first, translated back",
+            steps: nat_reply_steps,
+        },
+        Case {
+            name: "fragments6: a FullNAT reply's fragments follow the first, translated back",
+            steps: fullnat_reply_steps,
+        },
+        Case {
+            name: "fragments6: what is not balanced is a counted drop",
+            steps: vec![
+                step(
+                    "a second fragment before its first",
+                    early.swap_remove(1),
+                    Want::DropNamed("fragment_no_first"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "a first fragment that ends inside its UDP header",
+                    cut_udp,
+                    Want::DropNamed("fragment"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "the first fragment of an ICMPv6 echo request",
+                    cut(&echo, &[]).swap_remove(0),
+                    Want::DropNamed("fragment"),
+                    Expect::Nothing,
+                ),
+                step(
+                    "a later fragment of an ICMPv6 echo request",
+                    cut(&echo, &[]).swap_remove(1),
+                    Want::DropNamed("fragment"),
+                    Expect::Nothing,
+                ),
+            ],
+        },
+        Case {
+            name: "fragments6: atomic fragments and a lone first fragment are packets of their flow",
+            steps: vec![
+                step(
+                    "an atomic fragment (offset 0, no more fragments) of a SYN: a whole packet",
+                    ext(dr_syn.clone(), &[(44, &FRAGMENT_ATOMIC)]),
+                    TX,
+                    Expect::Frame(ext(dr_syn_to_rs1.clone(), &[(44, &FRAGMENT_ATOMIC)])),
+                ),
+                step(
+                    "a first fragment (more fragments) of the SYN again, behind hop-by-hop",
+                    ext(dr_syn, &[(0, &HOP_BY_HOP_ROUTER_ALERT), (44, &FRAGMENT_FIRST)]),
+                    TX,
+                    Expect::Frame(ext(
+                        dr_syn_to_rs1,
+                        &[(0, &HOP_BY_HOP_ROUTER_ALERT), (44, &FRAGMENT_FIRST)],
+                    )),
+                ),
+            ],
+        },
+    ]
+}
+
+#[test]
+fn golden6_fragment_cases() {
+    let (steps_run, failures) = harness::run(fragment6_cases(), pipeline);
+    assert_eq!(steps_run, 25);
+    assert!(failures.is_empty(), "fragment step(s) failed:\n{}", failures.join("\n"));
+    let (steps_run, _, failures) = harness::run_tagged(fragment6_cases, pipeline);
+    assert_eq!(steps_run, 75);
+    assert!(failures.is_empty(), "tagged fragment step(s) failed:\n{}", failures.join("\n"));
 }
 
 /// The dual-stack pipeline; says plainly when the snapshot refuses the IPv6 services.

@@ -321,10 +321,20 @@ fn cases() -> Vec<Case> {
                 )
                 .emits(vec![frag_needed(&big, VIP_IPIP, 1480, 2)]),
                 step(
-                    "1481 bytes without DF: dropped, nothing sent (xlb does not fragment)",
-                    big_no_df,
-                    Want::DropNamed("tunnel_too_big"),
+                    "1481 bytes without DF: cut as a router would (1456 + 5 bytes), each wrapped",
+                    big_no_df.clone(),
+                    Want::Is(Verdict::Encapsulated),
                     Expect::Nothing,
+                )
+                .emits(
+                    piece(&big_no_df, 0, 1456, true)
+                        .into_iter()
+                        .chain(piece(&big_no_df, 1456, 5, false))
+                        .zip([3, 4])
+                        .map(|(cut, ident)| {
+                            wrapped(&cut, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), ident, &ipip_udp)
+                        })
+                        .collect(),
                 ),
                 step(
                     "gue: 1473 bytes with DF: MTU 1472",
@@ -332,14 +342,91 @@ fn cases() -> Vec<Case> {
                     Want::DropNamed("tunnel_frag_needed"),
                     Expect::Nothing,
                 )
-                .emits(vec![frag_needed(&gue_big, VIP_GUE, 1472, 3)]),
+                .emits(vec![frag_needed(&gue_big, VIP_GUE, 1472, 5)]),
             ],
         },
         Case {
             name: "malformed and truncated frames to a tunnel VIP are counted drops",
             steps: malformed(&syn),
         },
+        Case {
+            name: "fragments: an ipip datagram's fragments follow the first, each wrapped whole",
+            steps: fragments_wrapped(udp(VIP_IPIP, CPORT, &[7; 40]), Wrap::Ipip, &ipip_udp),
+        },
+        Case {
+            name: "fragments: a gue datagram's fragments follow the first, each wrapped whole",
+            steps: fragments_wrapped(udp(VIP_GUE, CPORT, &[7; 40]), Wrap::Gue(5555), &gue_udp),
+        },
+        Case {
+            name: "fragments: a later fragment before its first is dropped, counted",
+            steps: vec![step(
+                "second fragment first",
+                testkit::fragmented(&udp(VIP_IPIP, CPORT, &[7; 40]), 0x77, 16).swap_remove(1),
+                Want::DropNamed("fragment_no_first"),
+                Expect::Nothing,
+            )],
+        },
+        Case {
+            name: "fragments: a fragment too big for the tunnel is cut again, its flag kept",
+            steps: {
+                // 3000 bytes of UDP data in two fragments: 1600 bytes (1620 > 1480) and 1408.
+                let pieces = testkit::fragmented(&udp(VIP_IPIP, CPORT, &[9; 3000]), 0x99, 1600);
+                let (first, second) = (pieces[0].clone(), pieces[1].clone());
+                let first_cut = piece(&first, 0, 1456, true)
+                    .into_iter()
+                    .chain(piece(&first, 1456, 144, true))
+                    .zip([1, 2])
+                    .map(|(cut, ident)| {
+                        wrapped(&cut, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), ident, &ipip_udp)
+                    })
+                    .collect();
+                vec![
+                    step(
+                        "the first fragment (1620 bytes): cut into 1456 + 144, more fragments on both",
+                        first,
+                        Want::Is(Verdict::Encapsulated),
+                        Expect::Nothing,
+                    )
+                    .emits(first_cut),
+                    tunnelled(
+                        "the last fragment (1428 bytes) fits: wrapped whole",
+                        second.clone(),
+                        wrapped(&second, Wrap::Ipip, RS1.mac, (LB.ip, RS1.ip), 3, &ipip_udp),
+                    ),
+                ]
+            },
+        },
     ]
+}
+
+/// The UDP datagram `datagram` (to a tunnel VIP's port 53 on the link) in three fragments,
+/// each wrapped as it is for `flow`'s real server, identifications 1, 2, 3.
+fn fragments_wrapped(datagram: Vec<u8>, wrap: Wrap, flow: &FlowKey) -> Vec<Step> {
+    let names = ["first fragment (the ports)", "second fragment", "last fragment"];
+    let pieces = testkit::fragmented(&datagram, 0x4242, 16);
+    pieces
+        .into_iter()
+        .zip(names)
+        .zip(1..)
+        .map(|((fragment, what), ident)| {
+            let out = wrapped(&fragment, wrap, RS1.mac, (LB.ip, RS1.ip), ident, flow);
+            tunnelled(what, fragment, out)
+        })
+        .collect()
+}
+
+/// `len` bytes from `from` of the data of the IPv4 packet (or fragment) in `frame`, as a
+/// fragment of its own: its header copied, total length, offset (the packet's plus `from`)
+/// and more-fragments flag (`more`) set, checksum computed anew.
+fn piece(frame: &[u8], from: usize, len: usize, more: bool) -> Option<Vec<u8>> {
+    let mut out = frame[..34].to_vec();
+    out.extend_from_slice(frame.get(34 + from..34 + from + len)?);
+    out[16..18].copy_from_slice(&(20 + len as u16).to_be_bytes());
+    let offset = (u16::from_be_bytes([frame[20], frame[21]]) & 0x1fff) + (from / 8) as u16;
+    let flags = u16::from_be_bytes([frame[20], frame[21]]) & 0x4000 | if more { 0x2000 } else { 0 };
+    out[20..22].copy_from_slice(&(flags | offset).to_be_bytes());
+    let ttl = out[22];
+    Some(testkit::with_ttl(out, ttl))
 }
 
 fn malformed(syn: &[u8]) -> Vec<Step> {
@@ -357,7 +444,6 @@ fn malformed(syn: &[u8]) -> Vec<Step> {
         drop("TCP cut inside its header", syn[..14 + 20 + 10].to_vec(), DropReason::Truncated),
         drop("total length beyond the frame", with_byte(3, 200), DropReason::Truncated),
         drop("IHL below 5", with_byte(0, 0x44), DropReason::BadIpHeaderLen),
-        drop("more-fragments set", testkit::with_ttl(with_byte(6, 0x60), 64), DropReason::Fragment),
     ]
 }
 
@@ -739,7 +825,54 @@ addr = "2001:db8:1::11"
                 name: "malformed and truncated IPv6 frames to a tunnel VIP are counted drops",
                 steps: malformed(&tcp(VIP_IPIP, CPORT, SYN, &[])),
             },
+            Case {
+                name: "ipv6 fragments: an ip6ip6 datagram's fragments follow the first, wrapped whole",
+                steps: fragments_wrapped(udp(VIP_IPIP, CPORT, &[7; 40]), Wrap::Ipip, &ipip_udp),
+            },
+            Case {
+                name: "ipv6 fragments: a gue datagram's fragments follow the first, wrapped whole",
+                steps: fragments_wrapped(udp(VIP_GUE, CPORT, &[7; 40]), Wrap::Gue(5555), &gue_udp),
+            },
+            Case {
+                name: "ipv6 fragments: one too big for the tunnel gets Packet Too Big",
+                steps: {
+                    // 1600 bytes of data in fragments of 1456: the first is 40 + 8 + 1456 = 1504.
+                    let pieces =
+                        testkit::fragmented6(&udp(VIP_IPIP, CPORT, &[9; 1600]), &[], 5, 1456);
+                    vec![
+                        step(
+                            "the first fragment (1504 bytes): Packet Too Big, MTU 1460",
+                            pieces[0].clone(),
+                            Want::DropNamed("tunnel_frag_needed"),
+                            Expect::Nothing,
+                        )
+                        .emits(vec![packet_too_big(&pieces[0], VIP_IPIP, 1460)]),
+                        step(
+                            "the last, its first not forwarded",
+                            pieces[1].clone(),
+                            Want::DropNamed("fragment_no_first"),
+                            Expect::Nothing,
+                        ),
+                    ]
+                },
+            },
         ]
+    }
+
+    /// The UDP datagram `datagram` (to a tunnel VIP's port 53 on the link) in three
+    /// fragments behind destination options, each wrapped as it is for `flow`'s real server.
+    fn fragments_wrapped(datagram: Vec<u8>, wrap: Wrap, flow: &FlowKey<V6>) -> Vec<Step> {
+        let names = ["first fragment (the ports)", "second fragment", "last fragment"];
+        let dest = testkit::ext_header(60, 0);
+        let pieces = testkit::fragmented6(&datagram, &[(60, &dest)], 0x4242_0001, 16);
+        pieces
+            .into_iter()
+            .zip(names)
+            .map(|(fragment, what)| {
+                let out = wrapped(&fragment, wrap, RS1.mac, (LB.ip, RS1.ip), flow);
+                tunnelled(what, fragment, out)
+            })
+            .collect()
     }
 
     fn malformed(syn: &[u8]) -> Vec<Step> {

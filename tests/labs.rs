@@ -298,10 +298,9 @@ fn lab_fragments_fullnat() {
     run_lab("fragments", &["--requests", "20", "--mode", "fullnat"], "20/20 udp-100: ");
 }
 
-/// The same in IPv6: the steering program hands xlb a NAT reply's IPv6 fragments, but the
-/// pipeline drops IPv6 fragments (`fragment`) until it forwards them (issue 15's IPv6 half).
+/// The same in IPv6: the fragment header behind the fixed header, a NAT reply's later
+/// fragments steered by their first one as in IPv4.
 #[test]
-#[ignore = "needs the pipeline to forward IPv6 fragments (issue 15, frag15)"]
 fn lab_fragments6_dr() {
     run_lab(
         "fragments",
@@ -311,7 +310,6 @@ fn lab_fragments6_dr() {
 }
 
 #[test]
-#[ignore = "needs the pipeline to forward IPv6 fragments (issue 15, frag15)"]
 fn lab_fragments6_nat() {
     run_lab(
         "fragments",
@@ -321,7 +319,6 @@ fn lab_fragments6_nat() {
 }
 
 #[test]
-#[ignore = "needs the pipeline to forward IPv6 fragments (issue 15, frag15)"]
 fn lab_fragments6_fullnat() {
     let args = ["--requests", "20", "--mode", "fullnat", "--family", "6"];
     run_lab("fragments", &args, "20/20 udp6-100: ");

@@ -794,6 +794,9 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::TunnelledPackets => {
             "Frames forwarded wrapped for a tunnel real server (their copy is also emitted)."
         }
+        Stat::TunnelRefragmented => {
+            "Tunnelled IPv4 packets without DF too big for the tunnel, cut into fragments that fit."
+        }
         Stat::EmittedPackets => "Frames the pipeline sent on its own (ARP, released frames).",
         Stat::EmitOverflow => "Frames the pipeline wanted to send on its own but had no room for.",
         Stat::ArpRepliesSent => "ARP replies sent.",

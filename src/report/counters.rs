@@ -40,9 +40,10 @@ counted_enum! {
         BadIpChecksum => "bad_ip_checksum",
         /// IPv4 options on a packet to a VIP (Katran drops these too).
         IpOptions => "ip_options",
-        /// Fragments xlb does not balance: to a tunnel service's VIP, ICMP, with IP
-        /// options, a first fragment cut before its ports, anything but a VIP's (fragments
-        /// to a VIP otherwise follow their first fragment's flow).
+        /// Fragments xlb does not balance (IPv4 and IPv6): ICMP and ICMPv6, a first
+        /// fragment without its ports (TCP: its whole header), TCP at offset 1 (RFC 1858),
+        /// two fragment headers in one IPv6 chain (fragments to a VIP otherwise follow
+        /// their first fragment's flow, tunnel services' included).
         Fragment => "fragment",
         /// A later fragment to a VIP whose first fragment was not forwarded just before
         /// (it came later, or its entry in the core's fragment table was taken by another
@@ -52,7 +53,7 @@ counted_enum! {
         /// AH, mobility, HIP, shim6 or experimental (253, 254), directly or ending a chain
         /// (a balancer can neither read past ESP nor rewrite under AH). Hop-by-hop,
         /// destination options and routing headers are walked to the TCP/UDP/ICMPv6 after
-        /// them; a fragment header is counted as `fragment`.
+        /// them, and to a fragment header (fragments follow their first fragment's flow).
         Ipv6ExtHeaders => "ipv6_ext_headers",
         /// IPv6 to a VIP with a routing header whose segments left is not 0: the VIP is
         /// not the packet's final destination (RFC 8200 §4.4), so it is not xlb's to
@@ -165,6 +166,11 @@ counted_enum! {
         /// in `emitted_packets` too. A wrapped packet held for its next hop is counted in
         /// `held_packets` instead.
         TunnelledPackets => "tunnelled_packets",
+        /// Tunnelled IPv4 packets (or fragments) without DF too big for the tunnel's
+        /// egress, cut into fragments that fit before they were wrapped, as a router on the
+        /// way would cut them (each piece leaves in `emitted_packets`; the real server
+        /// reassembles after decapsulation).
+        TunnelRefragmented => "tunnel_refragmented",
         /// Frames the pipeline sent on its own (ARP requests, released frames).
         EmittedPackets => "emitted_packets",
         /// Frames the pipeline wanted to send on its own but had no room for.

@@ -117,6 +117,35 @@ pub fn with_ext_headers(frame: &[u8], chain: &[(u8, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// The IPv6 packet of `frame` (with no extension headers) cut into fragments (RFC 8200
+/// §4.5) of `chunk` bytes of its upper layer (a multiple of 8), identification `ident`:
+/// each a whole frame of the fixed header, `before` (the per-fragment headers, as
+/// [`with_ext_headers`] takes them), a fragment header whose next header is the upper
+/// layer's, and its piece; the payload length of each.
+pub fn fragmented6(frame: &[u8], before: &[(u8, &[u8])], ident: u32, chunk: usize) -> Vec<Vec<u8>> {
+    assert!(chunk > 0 && chunk.is_multiple_of(8), "fragments are cut at multiples of 8 bytes");
+    let upper = &frame[UPPER_AT..];
+    let count = upper.len().div_ceil(chunk);
+    upper
+        .chunks(chunk)
+        .enumerate()
+        .map(|(index, piece)| {
+            let more = u16::from(index + 1 < count);
+            let offset_flags = ((index * chunk / 8) as u16) << 3 | more;
+            let mut header = [0u8; 8];
+            header[2..4].copy_from_slice(&offset_flags.to_be_bytes());
+            header[4..].copy_from_slice(&ident.to_be_bytes());
+            let mut chain = before.to_vec();
+            chain.push((44, &header));
+            let mut fragment = with_ext_headers(&frame[..UPPER_AT], &chain);
+            fragment.extend_from_slice(piece);
+            let len = (fragment.len() - UPPER_AT) as u16;
+            fragment[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 2].copy_from_slice(&len.to_be_bytes());
+            fragment
+        })
+        .collect()
+}
+
 /// Writes an ICMPv6 message of `icmp_type` from `src` to `dst` with `payload`.
 fn icmpv6(
     src_mac: MacAddr,

@@ -159,8 +159,8 @@ pub fn hex(frame: &[u8]) -> String {
 }
 
 /// The local port of a FullNAT frame the pipeline sent to a backend: IPv4 (its header's
-/// length) or IPv6 (after its hop-by-hop, destination options and routing headers, if any),
-/// VLAN tags skipped.
+/// length) or IPv6 (after its hop-by-hop, destination options, routing and fragment headers,
+/// if any: a first fragment), VLAN tags skipped.
 pub fn source_port(frame: &[u8]) -> u16 {
     let mut tags = 0;
     while matches!(frame[12 + tags..14 + tags], [0x81, 0x00] | [0x88, 0xa8]) {
@@ -170,9 +170,10 @@ pub fn source_port(frame: &[u8]) -> u16 {
     let header_len = match frame[12..14] {
         [0x86, 0xdd] => {
             let (mut next, mut len) = (frame[14 + 6], 40);
-            while matches!(next, 0 | 43 | 60) {
+            while matches!(next, 0 | 43 | 44 | 60) {
+                let fragment = next == 44;
                 next = frame[14 + len];
-                len += (usize::from(frame[14 + len + 1]) + 1) * 8;
+                len += if fragment { 8 } else { (usize::from(frame[14 + len + 1]) + 1) * 8 };
             }
             len
         }

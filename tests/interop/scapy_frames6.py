@@ -55,8 +55,9 @@ def frames():
     yield Ether(src=RS1_MAC, dst=LB) / IPv6(src=RS1, dst=CLIENT) / TCP(sport=8080, dport=42000, flags="SA")
     # FullNAT request (the reply needs the chosen local port: checked in the Rust tests).
     yield Ether(src=CLIENT_MAC, dst=LB) / IPv6(src=CLIENT, dst=FULLNAT_VIP) / TCP(sport=43000, dport=80, flags="S")
-    # Extension headers: a fragment (dropped), and the ones xlb forwards as they are (DR;
-    # NAT both ways, the ports and checksum rewritten after them); the box's own address.
+    # Extension headers: a first fragment (balanced as its flow's packet, issue 15), and the
+    # ones xlb forwards as they are (DR; NAT both ways, the ports and checksum rewritten
+    # after them); the box's own address.
     yield c / IPv6ExtHdrFragment(m=1, offset=0, id=7) / UDP(sport=1, dport=53)
     yield c / IPv6ExtHdrHopByHop() / TCP(sport=44000, dport=80, flags="S")
     yield c / IPv6ExtHdrRouting(segleft=0) / IPv6ExtHdrDestOpt() / TCP(sport=44001, dport=80, flags="S")
@@ -73,9 +74,10 @@ def write(path):
 
 
 def upper(ip):
-    """The upper layer of `ip`: past its hop-by-hop, routing and destination options."""
+    """The upper layer of `ip`: past its hop-by-hop, routing, destination options and
+    fragment headers (the one fragment here is a first fragment: its UDP header follows)."""
     layer = ip.payload
-    while isinstance(layer, (IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt)):
+    while isinstance(layer, (IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment)):
         layer = layer.payload
     return layer
 
@@ -86,8 +88,8 @@ def checksum_ok(pkt):
     ip = pkt[IPv6]
     fresh = IPv6(bytes(ip))
     layer = upper(fresh)
-    # TCP and UDP name the field chksum, ICMPv6 cksum; anything else (a fragment header:
-    # xlb transmits none) is not checked, and fails.
+    # TCP and UDP name the field chksum, ICMPv6 cksum; anything else is not checked, and
+    # fails.
     field = next((f for f in ("chksum", "cksum") if f in layer.fields), None)
     if field is None:
         return False
@@ -131,7 +133,7 @@ def check(path):
             seen["fullnat"] += 1
         else:
             problems.append("unexpected: " + pkt.summary())
-    want = {"dr": 22, "dr_udp": 1, "nat_in": 2, "nat_out": 2, "fullnat": 1, "na": 1, "echo": 1, "ext": 4}
+    want = {"dr": 22, "dr_udp": 2, "nat_in": 2, "nat_out": 2, "fullnat": 1, "na": 1, "echo": 1, "ext": 5}
     if seen != want:
         problems.append(f"saw {seen}, want {want}")
     for p in problems:

@@ -13,7 +13,11 @@ to the real server (on the link) or to the gateway (behind it). The outer source
 interface's address, or an address of the service's tunnel_source that stays the same for a
 flow and varies between flows; GUE's source port likewise. A DF packet too big for the MTU
 once wrapped is answered with ICMP fragmentation needed from the VIP, announcing the MTU less
-the overhead and quoting the packet; one without DF is dropped, nothing sent.
+the overhead and quoting the packet; one without DF is cut into IPv4 fragments as a router
+would (issue 15): each wrapped whole (the outer packet never a fragment) and fitting the MTU,
+the client's header kept (identification, TTL, TOS, addresses) with its own length, offset,
+more-fragments flag and a checksum scapy agrees with, the data a multiple of 8 bytes but in
+the last piece; put back together by their offsets, the pieces are the client's packet.
 
 The addresses match tests/interop/interop_tunnel.toml.
 """
@@ -56,7 +60,7 @@ def frames():
         for sport in range(5000, 5000 + FLOWS):
             yield client(vip) / UDP(sport=sport, dport=53) / Raw(b"\x00\x01query")
         # The largest packet that fits once wrapped (DF), and one byte more: with DF (answered
-        # with fragmentation needed) and without (dropped).
+        # with fragmentation needed) and without (cut into fragments that fit).
         fits = MTU - OVERHEAD["ipip" if vip == VIP_IPIP else "gue"]
         for size, flags in ((fits, "DF"), (fits + 1, "DF"), (fits + 1, 0)):
             yield client(vip, flags=flags) / TCP(sport=42000, dport=80, flags="PA", seq=3, ack=1) / Raw(
@@ -100,6 +104,10 @@ def problems_in(out):
     sent = sent_packets()
     want_wrapped = {p: 0 for p in sent if len(p) + OVERHEAD[service_of(p)["encap"]] <= MTU}
     want_answered = {p: 0 for p in sent if p not in want_wrapped and IP(p).flags.DF}
+    # The packets without DF too big to wrap whole: (offset, more fragments, data) of each
+    # piece found, by (source, destination, protocol, identification).
+    want_cut = {p: [] for p in sent if p not in want_wrapped and p not in want_answered}
+    cut_of = {(IP(p).src, IP(p).dst, IP(p).proto, IP(p).id): p for p in want_cut}
     per_flow = {}  # (service key, inner 5-tuple) -> (outer source, GUE source port)
     idents = []
     for pkt in out:
@@ -139,12 +147,17 @@ def problems_in(out):
         else:
             problem(f"outer protocol {outer.proto}, want 4 or 17")
             continue
-        if inner not in want_wrapped:
+        client_ip = IP(inner)
+        cut = cut_of.get((client_ip.src, client_ip.dst, client_ip.proto, client_ip.id))
+        if inner not in want_wrapped and cut is not None and len(packet) <= MTU:
+            check_piece(inner, cut, want_cut, problem)
+            inner, client_ip = cut, IP(cut)
+        elif inner not in want_wrapped:
             problem("inner packet is not one the client sent, byte for byte")
             continue
-        want_wrapped[inner] += 1
+        else:
+            want_wrapped[inner] += 1
         service = service_of(inner)
-        client_ip = IP(inner)
         if encap != service["encap"]:
             problem(f"wrapped in {encap}, want {service['encap']}")
         if encap == "gue" and udp.dport != service["port"]:
@@ -169,10 +182,44 @@ def problems_in(out):
     for packet, n in want_answered.items():
         if n != 1:
             problems.append(f"answered {n} times, want once: {IP(packet).summary()}")
+    for packet, pieces in want_cut.items():
+        check_reassembly(packet, pieces, problems)
     if len(set(idents)) != len(idents):
         problems.append("two packets with one identification")
     check_spread(per_flow, problems)
     return problems
+
+
+def check_piece(inner, packet, want_cut, problem):
+    """A piece `inner` of the client's too-big packet `packet` (no DF): its header the
+    packet's but for length, offset, more fragments and checksum; noted for reassembly."""
+    piece, whole = IP(inner), IP(packet)
+    if not header_checksum_ok(inner[:20]):
+        problem("inner fragment's IPv4 checksum differs from scapy's")
+    if piece.len != len(inner) or piece.ihl != 5:
+        problem(f"inner fragment's length {piece.len} of {len(inner)}")
+    if (piece.tos, piece.ttl, piece.flags.DF) != (whole.tos, whole.ttl, whole.flags.DF):
+        problem("inner fragment's TOS, TTL or DF is not the client's")
+    want_cut[packet].append((piece.frag * 8, bool(piece.flags.MF), inner[20:]))
+
+
+def check_reassembly(packet, pieces, problems):
+    """The pieces of `packet`, by offset, cover its data once, each but the last a multiple
+    of 8 bytes with more fragments set."""
+    what = IP(packet).summary()
+    if len(pieces) < 2:
+        problems.append(f"cut into {len(pieces)} pieces, want 2 or more: {what}")
+        return
+    pieces = sorted(pieces)
+    data, at = b"", 0
+    for index, (offset, more, chunk) in enumerate(pieces):
+        last = index + 1 == len(pieces)
+        if offset != at or more == last or (not last and len(chunk) % 8):
+            problems.append(f"piece at {offset} (more {more}) out of place: {what}")
+        data += chunk
+        at = offset + len(chunk)
+    if data != packet[20:]:
+        problems.append(f"pieces put together are not the client's data: {what}")
 
 
 def check_frag_needed(pkt, packet, want_answered, problem):

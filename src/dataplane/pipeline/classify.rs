@@ -282,6 +282,25 @@ pub(super) fn l4_header(protocol: u8, segment: &[u8]) -> Option<(Proto, u16, u16
     }
 }
 
+/// [`l4_header`] of a first fragment's `segment` (either family): the whole TCP header (its
+/// flags; RFC 1858 and RFC 7112 want it in the first fragment), or the UDP header's 8 bytes,
+/// whose length field is the whole datagram's and is not checked against the fragment.
+#[inline]
+pub(super) fn fragment_l4_header(
+    protocol: u8,
+    segment: &[u8],
+) -> Option<(Proto, u16, u16, Option<u8>)> {
+    match protocol {
+        ip_proto::TCP => l4_header(protocol, segment),
+        ip_proto::UDP => {
+            let udp = segment.first_chunk::<8>()?;
+            let port = |at: usize| u16::from_be_bytes([udp[at], udp[at + 1]]);
+            Some((Proto::Udp, port(0), port(2), None))
+        }
+        _ => None,
+    }
+}
+
 /// The 5-tuple of the packet an ICMP error quotes (its IPv4 header and first 8 bytes).
 pub(super) fn quoted_transport(icmp: &[u8]) -> Option<Transport> {
     let quote = icmp.get(8..)?;

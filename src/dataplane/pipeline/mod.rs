@@ -70,9 +70,12 @@
 //!   place (solicitations for VIPs and local addresses answered, to their solicited-node
 //!   groups too; next hops solicited from the interface's own IPv6 address). Hop-by-hop,
 //!   destination options and routing headers (segments left 0) before TCP, UDP or ICMPv6
-//!   are walked (bounded) and forwarded as they are; a fragment header, a routing header
-//!   with segments left, ESP, AH and the rarer extension headers, malformed chains and
-//!   chains past the walk's bounds are counted drops (`v6::parse`).
+//!   are walked (bounded) and forwarded as they are; a routing header with segments left,
+//!   ESP, AH and the rarer extension headers, malformed chains and chains past the walk's
+//!   bounds are counted drops (`v6::parse`).
+//! - Fragments (`fragments`), IPv4 and IPv6, to a VIP and the replies: the first fragment
+//!   balanced as its flow's packet, the later ones following it by the datagram's
+//!   identification (no reassembly); tunnel VIPs' fragments wrapped one by one.
 //! - Anything else: `Pass` to the kernel.
 //!
 //! NAT and FullNAT are routing hops: every packet they forward (ICMP errors included) leaves
@@ -278,7 +281,9 @@ struct CoreState {
     /// Tunnel mode's buffer and outer identification counter.
     tunnel: tunnel::TunnelState,
     /// The datagrams whose first fragment went to a VIP's flow, for their later fragments.
-    fragments: fragments::FragmentTable,
+    fragments: fragments::FragmentTable<V4>,
+    /// The same for IPv6 datagrams.
+    fragments6: fragments::FragmentTable<V6>,
 }
 
 impl Pipeline {
@@ -316,6 +321,7 @@ impl Pipeline {
             v6: Core6::new(&snapshot, NEIGHBOR_CAPACITY),
             tunnel: tunnel::TunnelState::new(),
             fragments: fragments::FragmentTable::new(),
+            fragments6: fragments::FragmentTable::new(),
         };
         let mut pipeline = Pipeline { snapshot, core };
         pipeline.core.v6.set_snapshot(&pipeline.snapshot);

@@ -68,14 +68,28 @@
 //! gets an ICMPv6 Packet Too Big (type 2, from the VIP, MTU = the limit less the overhead,
 //! quoting as much of the packet as keeps the message within 1280 bytes, RFC 4443) and is
 //! dropped as `tunnel_frag_needed`, as IPv4's with DF (IPv6 routers never fragment); with the
-//! client's next hop unknown, as `tunnel_too_big`.
+//! client's next hop unknown, as `tunnel_too_big`. A fragment too big for the tunnel is
+//! answered the same way: the client's stack lowers its path MTU and sends smaller
+//! fragments. (RFC 2473 §7.1 would let the entry point fragment the outer packet of an
+//! inner one of at most 1280 bytes; xlb does not, so a 1280-byte inner packet needs an
+//! egress MTU of 1320 (1328 with GUE), which every IPv6 link that carries a tunnel has.)
 //!
 //! MTU: a wrapped packet must fit the egress interface's `mtu` (and an emit slot:
 //! [`super::EMIT_FRAME`] less the Ethernet header). A bigger one is not sent broken: with
 //! DF set, the client gets ICMP fragmentation needed (type 3 code 4, from the VIP, next-hop
 //! MTU = the limit less the overhead, quoting the packet's IP header and 8 bytes) and the
-//! packet is dropped as `tunnel_frag_needed`; without DF (xlb does not fragment), or when
-//! the client's next hop is not known yet, it is dropped as `tunnel_too_big`.
+//! packet is dropped as `tunnel_frag_needed` (with the client's next hop not known yet, as
+//! `tunnel_too_big`); without DF — a fragment, or a whole packet a router on the way would
+//! fragment — it is cut as that router would ([`CoreState::refragment`]): inner fragments
+//! of the same identification that fit, each wrapped in a whole outer packet (never an
+//! outer fragment: `xlb decap` passes those to the kernel, and the kernel's ipip and fou
+//! receive paths take whole outer packets and reassemble the inner datagram after
+//! decapsulation, as they would after a router's fragmentation).
+//!
+//! Fragments (`super::fragments`): every fragment of a tunnel flow's datagram is wrapped as
+//! a packet of its own (the first picks the real server; later ones follow it by the
+//! datagram's identification), with the outer DF copied from it (clear: DF is never set on
+//! a fragment).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -93,7 +107,7 @@ use crate::wire::ipv4::ip_proto;
 use crate::wire::{EtherType, IcmpPacket, Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
 use super::flows::backend_of;
-use super::{CoreState, EMIT_FRAME, ETH_LEN, TCP_SYN, Verdict};
+use super::{CoreState, EMIT_CAPACITY, EMIT_FRAME, ETH_LEN, TCP_SYN, Verdict};
 
 /// The outer IPv4 TTL, and the outer IPv6 hop limit.
 pub(super) const OUTER_TTL: u8 = 64;
@@ -113,12 +127,15 @@ const QUOTED_PAYLOAD: usize = 8;
 #[derive(Debug)]
 pub(super) struct TunnelState {
     scratch: Box<[u8]>,
+    /// Where a piece of a packet too big for the tunnel is cut before it is wrapped.
+    piece: Box<[u8]>,
     ident: u16,
 }
 
 impl TunnelState {
     pub(super) fn new() -> Self {
-        TunnelState { scratch: vec![0; EMIT_FRAME].into_boxed_slice(), ident: 0 }
+        let buffer = || vec![0; EMIT_FRAME].into_boxed_slice();
+        TunnelState { scratch: buffer(), piece: buffer(), ident: 0 }
     }
 
     fn next_ident(&mut self) -> u16 {
@@ -139,12 +156,12 @@ struct Plan<'s, F: Family> {
     interface: &'s Interface,
 }
 
-/// Why [`CoreState::plan`] found no way to wrap a packet.
-enum Planned {
+/// Why [`CoreState::plan`] found no way to wrap a packet as it is.
+enum Planned<'s, F: Family> {
     Drop(DropReason),
     /// The wrapped packet would exceed the egress: `mtu` is the most the inner may be.
     TooBig {
-        inner_len: usize,
+        plan: Plan<'s, F>,
         mtu: usize,
     },
 }
@@ -157,6 +174,25 @@ struct Outer {
     dst: Ipv4Addr,
     ident: u16,
     source_port: u16,
+}
+
+impl Outer {
+    /// The outer header of `flow`'s packets with `settings`, leaving by `interface`
+    /// (identification 0: [`CoreState::wrap`] gives each packet the core's next).
+    fn of(settings: &Tunnel, interface: &Interface, flow: &Flow) -> Outer {
+        let hash = flow_hash(&flow.original_key());
+        Outer {
+            encap: settings.encap,
+            src: settings
+                .source
+                .or(interface.tunnel_source)
+                .and_then(|prefix| prefix.source_v4(hash))
+                .unwrap_or(interface.addr),
+            dst: flow.backend_addr,
+            ident: 0,
+            source_port: gue_source_port(hash),
+        }
+    }
 }
 
 /// A family tunnel mode wraps packets of, [`V4`] or [`V6`] (sealed, as [`Indexed`]): how
@@ -246,8 +282,8 @@ impl CoreState {
 
     /// What both families do before writing the outer header: the service's settings, the
     /// inner packet's length, the MSS clamp (counted), the route to the real server and its
-    /// interface. `Err(Planned::TooBig(mtu))` when the wrapped packet would not fit the
-    /// egress (`mtu`: the most the inner packet may be); `Err(Planned::Drop)` for a packet
+    /// interface. `Err(Planned::TooBig)` when the wrapped packet would not fit the egress
+    /// (`mtu`: the most the inner packet may be; the plan otherwise); `Err(Planned::Drop)` for a packet
     /// that cannot go at all.
     #[inline(always)]
     fn plan<'s, F: Tunnelled>(
@@ -255,7 +291,7 @@ impl CoreState {
         snapshot: &'s Snapshot,
         frame: &mut [u8],
         flow: &Flow<F>,
-    ) -> Result<Plan<'s, F>, Planned> {
+    ) -> Result<Plan<'s, F>, Planned<'s, F>> {
         let backend = backend_of(snapshot, flow);
         let Some(settings) = settings_of(snapshot, flow, backend) else {
             return Err(Planned::Drop(DropReason::NoService));
@@ -281,10 +317,11 @@ impl CoreState {
         };
         let overhead = settings.encap.overhead(F::OUTER_HEADER);
         let limit = usize::from(interface.mtu).min(EMIT_FRAME - ETH_LEN);
+        let plan = Plan { settings, backend, inner_len, route, interface };
         if inner_len + overhead > limit {
-            return Err(Planned::TooBig { inner_len, mtu: limit - overhead });
+            return Err(Planned::TooBig { plan, mtu: limit - overhead });
         }
-        Ok(Plan { settings, backend, inner_len, route, interface })
+        Ok(plan)
     }
 
     /// Wraps the IPv4 packet in `frame` for `flow`'s real server and queues it (see the
@@ -301,23 +338,27 @@ impl CoreState {
             match self.plan(snapshot, frame, flow) {
                 Ok(plan) => plan,
                 Err(Planned::Drop(reason)) => return Verdict::Drop(reason),
-                Err(Planned::TooBig { inner_len, mtu }) => {
-                    return self.too_big(snapshot, frame, flow, inner_len, mtu);
+                Err(Planned::TooBig { plan, mtu }) => {
+                    return self.too_big(snapshot, now, frame, flow, plan, mtu);
                 }
             };
-        let hash = flow_hash(&flow.original_key());
-        let outer = Outer {
-            encap: settings.encap,
-            src: settings
-                .source
-                .or(interface.tunnel_source)
-                .and_then(|prefix| prefix.source_v4(hash))
-                .unwrap_or(interface.addr),
-            dst: flow.backend_addr,
-            ident: self.tunnel.next_ident(),
-            source_port: gue_source_port(hash),
-        };
+        let outer = Outer::of(&settings, interface, flow);
         let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        self.wrap(snapshot, now, inner, outer, route, backend)
+    }
+
+    /// Wraps the IPv4 packet `inner` in `outer` (its identification the core's next) and
+    /// queues it to `route`'s next hop, or holds it while the next hop is resolved.
+    fn wrap(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        inner: &[u8],
+        outer: Outer,
+        route: Route<V4>,
+        backend: Option<usize>,
+    ) -> Verdict {
+        let outer = Outer { ident: self.tunnel.next_ident(), ..outer };
         // The common case: the next hop is known, the wrapped packet is written straight
         // into the emit queue.
         if let Some(hop) = backend.and_then(|index| self.backend_hop(snapshot, index)) {
@@ -352,20 +393,22 @@ impl CoreState {
     }
 
     /// A packet too big to wrap: with DF, ICMP fragmentation needed to the client, from the
-    /// VIP, announcing `mtu`; without DF, or with the client's next hop unknown, dropped.
+    /// VIP, announcing `mtu` (with the client's next hop unknown, dropped); without DF, cut
+    /// into fragments that fit, each wrapped ([`CoreState::refragment`]).
     #[cold]
     fn too_big(
         &mut self,
         snapshot: &Snapshot,
-        frame: &[u8],
+        now: Instant,
+        frame: &mut [u8],
         flow: &Flow,
-        inner_len: usize,
+        plan: Plan<'_, V4>,
         mtu: usize,
     ) -> Verdict {
-        let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        let inner = &frame[ETH_LEN..ETH_LEN + plan.inner_len];
         let dont_fragment = inner[6] & 0x40 != 0;
         if !dont_fragment {
-            return Verdict::Drop(DropReason::TunnelTooBig);
+            return self.refragment(snapshot, now, frame, flow, plan, mtu);
         }
         let Some(hop) = self.client_hop(snapshot, flow.client_addr) else {
             return Verdict::Drop(DropReason::TunnelTooBig);
@@ -384,6 +427,68 @@ impl CoreState {
 }
 
 impl CoreState {
+    /// An IPv4 packet or fragment without DF too big to wrap (`inner_len` bytes, at most
+    /// `mtu` fit): cut as a router on the way would cut it (RFC 791), into fragments of the
+    /// same identification whose data is a multiple of 8 bytes and at most `mtu` less the
+    /// header, each wrapped as a packet of its own. The real server's kernel reassembles
+    /// them after decapsulation, whole packets' pieces and pieces of fragments alike (a
+    /// fragment's pieces keep its offset and its more-fragments flag on the last). Counted
+    /// once in `tunnel_refragmented`; the verdict is the last piece's (all are queued, or
+    /// none: `tunnel_emit_full` when the queue has no room for every piece).
+    #[cold]
+    fn refragment(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+        plan: Plan<'_, V4>,
+        mtu: usize,
+    ) -> Verdict {
+        let Plan { settings, backend, inner_len, route, interface } = plan;
+        let inner = &frame[ETH_LEN..ETH_LEN + inner_len];
+        // Options would need RFC 791's copy rules: never here (the checks refuse them).
+        let header_len = usize::from(inner[0] & 0x0f) * 4;
+        let piece = mtu.saturating_sub(header_len) / 8 * 8;
+        if header_len != IPV4_HEADER || piece == 0 {
+            return Verdict::Drop(DropReason::TunnelTooBig);
+        }
+        let data = &inner[header_len..];
+        let pieces = data.len().div_ceil(piece);
+        if self.emit.len() + pieces > EMIT_CAPACITY {
+            self.counters.add(Stat::EmitOverflow, 1);
+            return Verdict::Drop(DropReason::TunnelEmitFull);
+        }
+        let flags_offset = u16::from_be_bytes([inner[6], inner[7]]);
+        let (offset, more) = (flags_offset & 0x1fff, flags_offset & 0x2000 != 0);
+        let outer = Outer::of(&settings, interface, flow);
+        self.counters.add(Stat::TunnelRefragmented, 1);
+        let mut buffer = std::mem::take(&mut self.tunnel.piece);
+        let mut verdict = Verdict::Drop(DropReason::TunnelTooBig);
+        for (index, chunk) in data.chunks(piece).enumerate() {
+            let len = header_len + chunk.len();
+            let cut = &mut buffer[..len];
+            cut[..header_len].copy_from_slice(&inner[..header_len]);
+            cut[header_len..].copy_from_slice(chunk);
+            let mut ip = Ipv4Packet::new_unchecked(&mut *cut);
+            ip.set_total_len(len as u16);
+            ip.set_more_frags(more || index + 1 < pieces);
+            let Ok(at) = u16::try_from(usize::from(offset) * 8 + index * piece) else {
+                // Past the largest datagram: no fragment can say where this goes.
+                verdict = Verdict::Drop(DropReason::TunnelTooBig);
+                break;
+            };
+            ip.set_frag_offset(at);
+            ip.fill_checksum();
+            verdict = self.wrap(snapshot, now, cut, outer, route, backend);
+            if !matches!(verdict, Verdict::Encapsulated | Verdict::Held) {
+                break;
+            }
+        }
+        self.tunnel.piece = buffer;
+        verdict
+    }
+
     /// Wraps the IPv6 packet in `frame` for `flow`'s real server in an outer IPv6 header
     /// (see the module docs) and queues it, or holds it while the next hop is solicited;
     /// `frame` itself ends here. Also the way ICMPv6 errors about an IPv6 tunnel flow reach
@@ -399,8 +504,8 @@ impl CoreState {
             match self.plan(snapshot, frame, flow) {
                 Ok(plan) => plan,
                 Err(Planned::Drop(reason)) => return Verdict::Drop(reason),
-                Err(Planned::TooBig { inner_len, mtu }) => {
-                    return self.too_big6(snapshot, frame, flow, inner_len, mtu);
+                Err(Planned::TooBig { plan, mtu }) => {
+                    return self.too_big6(snapshot, frame, flow, plan.inner_len, mtu);
                 }
             };
         let hash = flow_hash(&flow.original_key());
@@ -739,7 +844,9 @@ fn write_frag_needed(
 /// `mss` where it is higher, patching the TCP checksum incrementally; true if it changed.
 /// Anything else (not TCP, no SYN, no MSS option, a malformed option list) is left alone.
 fn clamp_mss(packet: &mut [u8], mss: u16) -> bool {
-    if packet.len() < 20 || packet[9] != Proto::Tcp.number() {
+    // A later fragment holds no TCP header (its first bytes are the datagram's data).
+    let later_fragment = |packet: &[u8]| packet[6] & 0x1f != 0 || packet[7] != 0;
+    if packet.len() < 20 || packet[9] != Proto::Tcp.number() || later_fragment(packet) {
         return false;
     }
     let ip_header = usize::from(packet[0] & 0x0f) * 4;
@@ -971,7 +1078,7 @@ mod tests {
     }
 
     #[test]
-    fn too_big_with_df_is_answered_with_fragmentation_needed_and_without_df_dropped() {
+    fn too_big_with_df_is_answered_with_fragmentation_needed_and_without_df_cut_to_fit() {
         let now = Instant::from_secs(1);
         let mut pipeline = pipeline(snapshot("mtu = 1000", "udp", ""), now);
         // 20 + 8 + 952 = 980 inner bytes: 1000 wrapped, which fits exactly.
@@ -997,15 +1104,38 @@ mod tests {
         assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1000 - 20, "the MTU less IPIP's 20");
         assert!(IcmpPacket::new_checked(icmp).unwrap().verify_checksum());
         assert_eq!(&icmp[8..], &inner[..28], "the IP header and 8 bytes quoted");
-        // Without DF: dropped, nothing sent.
-        let mut fragmentable = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &[7; 953]);
+        // Without DF: cut into fragments that fit (960 + 1 bytes of data), each wrapped; the
+        // pieces put back together by their offsets are the packet's data.
+        let data: Vec<u8> = (0..953u32).map(|i| i as u8).collect();
+        let mut fragmentable = testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, &data);
         fragmentable[ETH_LEN + 6] &= !0x40;
         let mut fragmentable = testkit::with_ttl(fragmentable, 64);
-        assert_eq!(
-            pipeline.process(now, IfaceId(0), &mut fragmentable),
-            Verdict::Drop(DropReason::TunnelTooBig)
-        );
-        assert!(emitted(&mut pipeline).is_empty());
+        let inner = fragmentable[ETH_LEN..].to_vec();
+        assert_eq!(pipeline.process(now, IfaceId(0), &mut fragmentable), Verdict::Encapsulated);
+        assert_eq!(pipeline.counters().get(Stat::TunnelRefragmented), 1);
+        let frames = emitted(&mut pipeline);
+        assert_eq!(frames.len(), 2);
+        let mut reassembled = vec![0u8; inner.len() - 20];
+        for (index, (_, frame)) in frames.iter().enumerate() {
+            assert!(frame.len() <= ETH_LEN + 1000, "fits the MTU");
+            let outer = Ipv4Packet::new_checked(&frame[ETH_LEN..]).unwrap();
+            assert!(outer.verify_checksum());
+            assert!(!outer.dont_frag() && !outer.is_fragment(), "the outer packets are whole");
+            let piece = Ipv4Packet::new_checked(&frame[ETH_LEN + 20..]).unwrap();
+            assert!(piece.verify_checksum());
+            assert_eq!(&frame[ETH_LEN + 20 + 4..ETH_LEN + 20 + 6], &inner[4..6], "ident kept");
+            assert_eq!(&frame[ETH_LEN + 20 + 12..ETH_LEN + 20 + 20], &inner[12..20]);
+            assert_eq!(piece.more_frags(), index == 0);
+            let at = usize::from(piece.frag_offset());
+            let body = &frame[ETH_LEN + 40..ETH_LEN + 20 + usize::from(piece.total_len())];
+            assert_eq!(
+                body.len().is_multiple_of(8),
+                index == 0,
+                "only the last piece is not whole words"
+            );
+            reassembled[at..at + body.len()].copy_from_slice(body);
+        }
+        assert_eq!(reassembled, inner[20..]);
     }
 
     #[test]

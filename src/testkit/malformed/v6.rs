@@ -25,9 +25,12 @@
 //!   payload or puts hop-by-hop anywhere but first: `drop:bad_ipv6_ext_header`; one past
 //!   the walk's bounds (8 headers, 1024 bytes — a header claiming more counts as past them):
 //!   `drop:ipv6_ext_chain_too_long`; a routing header with segments left:
-//!   `drop:ipv6_segments_left`; a fragment header after hop-by-hop: `drop:fragment`; "no
-//!   next header" after a chain: `drop:unsupported_proto`;
-//! - a version nibble other than 6 under the IPv6 EtherType: `drop:bad_ip_version`, as IPv4.
+//!   `drop:ipv6_segments_left`; "no next header" after a chain: `drop:unsupported_proto`;
+//! - a version nibble other than 6 under the IPv6 EtherType: `drop:bad_ip_version`, as IPv4;
+//! - fragments behind hop-by-hop (issue 15), as IPv4's: a first fragment with its ports or
+//!   an atomic fragment `tx:0`; a later fragment with no first `drop:fragment_no_first`; a
+//!   first fragment without its ports, of ICMPv6, or TCP at offset 1 `drop:fragment`; one
+//!   cut inside its fragment header (by the payload length) `drop:bad_ipv6_ext_header`.
 //!
 //! `steered` labels what the IPv6 steering program should hand to xlb: a whole fixed header
 //! (54 bytes with Ethernet) addressed to the VIP, whatever follows it.
@@ -135,11 +138,17 @@ pub enum Class6 {
     PayloadLen,
     ExtChain,
     Version,
+    Fragment,
 }
 
 impl Class6 {
-    pub const ALL: [Class6; 4] =
-        [Class6::Truncated, Class6::PayloadLen, Class6::ExtChain, Class6::Version];
+    pub const ALL: [Class6; 5] = [
+        Class6::Truncated,
+        Class6::PayloadLen,
+        Class6::ExtChain,
+        Class6::Version,
+        Class6::Fragment,
+    ];
 
     /// The class's name in tables and label files.
     pub const fn name(self) -> &'static str {
@@ -148,6 +157,7 @@ impl Class6 {
             Class6::PayloadLen => "ipv6_payload_len",
             Class6::ExtChain => "ipv6_ext_chain",
             Class6::Version => "ipv6_version",
+            Class6::Fragment => "ipv6_fragment",
         }
     }
 }
@@ -173,6 +183,7 @@ const BAD_EXT_HEADER: &str = "drop:bad_ipv6_ext_header";
 const EXT_CHAIN_TOO_LONG: &str = "drop:ipv6_ext_chain_too_long";
 const SEGMENTS_LEFT: &str = "drop:ipv6_segments_left";
 const FRAGMENT: &str = "drop:fragment";
+const FRAGMENT_NO_FIRST: &str = "drop:fragment_no_first";
 const UNSUPPORTED: &str = "drop:unsupported_proto";
 const BAD_VERSION: &str = "drop:bad_ip_version";
 
@@ -221,6 +232,7 @@ pub fn corpus(endpoints: &Endpoints6, round: u16) -> Vec<Case6> {
     corpus.payload_len();
     corpus.ext_chains();
     corpus.version();
+    corpus.fragments();
     corpus.cases
 }
 
@@ -406,7 +418,8 @@ impl Corpus {
         let mut frame = with_chain(&syn, &[(HOP_BY_HOP, 0), (FRAGMENT_HEADER, 0)], 6);
         // Offset 0, more fragments, identification 7.
         frame[L4 + 8 + 1..L4 + 16].copy_from_slice(&[0, 0, 1, 0, 0, 0, 7]);
-        self.add(class, "hop-by-hop, then a first fragment of TCP", frame, FRAGMENT);
+        // A first fragment with the whole TCP header: balanced (issue 15).
+        self.add(class, "hop-by-hop, then a first fragment of TCP", frame, FORWARDED);
         // Well-formed chains: forwarded, the chain kept.
         let frame = with_chain(&self.query(), &[(DEST_OPTIONS, 0)], 17);
         self.add(class, "a well-formed destination options header before UDP", frame, FORWARDED);
@@ -433,6 +446,57 @@ impl Corpus {
         let mut frame = self.echo();
         frame[IP] = 0x70 | (frame[IP] & 0x0f);
         self.add(class, "ICMPv6 echo, IP version 7", frame, BAD_VERSION);
+    }
+
+    /// `frame` (no extension headers) as a fragment behind hop-by-hop: a fragment header
+    /// with `offset_flags` (offset in 8-byte units << 3, more-fragments in bit 0) and the
+    /// frame's client port as its identification (each case a datagram of its own).
+    fn fragment(&self, frame: &[u8], offset_flags: u16) -> Vec<u8> {
+        let mut header = [0u8; 8];
+        header[2..4].copy_from_slice(&offset_flags.to_be_bytes());
+        let port = [frame[L4], frame[L4 + 1]];
+        header[6..8].copy_from_slice(&port);
+        let hop_by_hop = ext_header(HOP_BY_HOP, 0);
+        with_ext_headers(frame, &[(HOP_BY_HOP, &hop_by_hop), (FRAGMENT_HEADER, &header)])
+    }
+
+    /// Fragments (issue 15): a first fragment with its ports is balanced, an atomic one is
+    /// a whole packet, a later one with no first before it is `fragment_no_first`; a first
+    /// fragment without its ports, of ICMPv6, or TCP at offset 1 is `fragment`; a first
+    /// fragment cut at every offset of its fragment and UDP headers (the frame, or the
+    /// payload length) is a counted drop.
+    fn fragments(&mut self) {
+        let class = Class6::Fragment;
+        const MORE: u16 = 1;
+        let frame = self.fragment(&self.query(), MORE);
+        self.add(class, "UDP: first fragment behind hop-by-hop", frame, FORWARDED);
+        let frame = self.fragment(&self.syn(), MORE);
+        self.add(class, "TCP: first fragment behind hop-by-hop", frame, FORWARDED);
+        let frame = self.fragment(&self.syn(), 0);
+        self.add(class, "TCP: atomic fragment (offset 0, no more)", frame, FORWARDED);
+        let frame = self.fragment(&self.query(), 185 << 3 | MORE);
+        self.add(class, "UDP: middle fragment, no first (offset 185)", frame, FRAGMENT_NO_FIRST);
+        let frame = self.fragment(&self.query(), 8191 << 3);
+        let what = "UDP: last fragment at the largest offset, no first";
+        self.add(class, what, frame, FRAGMENT_NO_FIRST);
+        let frame = self.fragment(&self.syn(), 1 << 3 | MORE);
+        let what = "TCP: fragment at offset 1 (overlapping the TCP header, RFC 1858)";
+        self.add(class, what, frame, FRAGMENT);
+        let frame = self.fragment(&self.echo(), MORE);
+        self.add(class, "ICMPv6 echo: first fragment", frame, FRAGMENT);
+        // The fragment header starts at L4 + 8, the UDP header at L4 + 16.
+        for cut in L4 + 8..L4 + 24 {
+            let within = if cut < L4 + 16 { "fragment" } else { "UDP" };
+            let frame = self.fragment(&self.query(), MORE)[..cut].to_vec();
+            let what = format!("UDP first fragment cut at {cut} bytes (in its {within} header)");
+            self.add(class, what, frame, TRUNCATED);
+            let mut frame = self.fragment(&self.query(), MORE);
+            set_payload_len(&mut frame, (cut - L4) as u16);
+            let verdict = if cut < L4 + 16 { BAD_EXT_HEADER } else { FRAGMENT };
+            let what =
+                format!("UDP first fragment, payload length {}: its {within} header cut", cut - L4);
+            self.add(class, what, frame, verdict);
+        }
     }
 }
 
@@ -512,6 +576,10 @@ mod tests {
                             "{what}: the chain ends"
                         );
                     }
+                }
+                Class6::Fragment => {
+                    let chain = (frame[NEXT_HEADER], frame[L4]);
+                    assert_eq!(chain, (HOP_BY_HOP, FRAGMENT_HEADER), "{what}: not a fragment");
                 }
                 Class6::PayloadLen => {
                     let claimed = usize::from(payload_len(frame));

@@ -193,7 +193,7 @@ impl CoreState {
 
     /// Sends a frame translated for `direction` of `flow` to its next hop: the flow's backend
     /// (`backend` is its index, when still in the snapshot) or its client.
-    fn deliver6(
+    pub(in crate::dataplane::pipeline) fn deliver6(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,

@@ -30,8 +30,10 @@
 //! with segments left 0, walked within the payload and the walk's bounds ([`parse`]); the
 //! chain is forwarded as it is, and the rewrites work at the TCP/UDP header's offset the
 //! checks found (NAT replies, ICMPv6 errors and their quotes alike). The common packet,
-//! with no extension header, never walks: its next header is matched first. A packet to a
-//! VIP with a fragment header is dropped as `fragment`; with a routing header whose
+//! with no extension header, never walks: its next header is matched first. Fragments
+//! (a fragment header in the chain) follow their first fragment's flow, as IPv4's
+//! (`super::fragments`); an atomic fragment is a whole packet. A packet to a VIP with a
+//! routing header whose
 //! segments left is not 0 as `ipv6_segments_left` (the VIP is not its final destination);
 //! with ESP, AH or a rarer extension header as `ipv6_ext_headers` (IPVS and Katran do not
 //! balance those either); a malformed chain as `bad_ipv6_ext_header`, one past the walk's

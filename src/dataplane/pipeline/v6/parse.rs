@@ -18,8 +18,14 @@
 //! [`MAX_EXT_BYTES`](crate::wire::ipv6::MAX_EXT_BYTES) bytes of the payload, each within the
 //! payload; so it costs a handful of reads whatever the chain says. The common packet (TCP,
 //! UDP or ICMPv6 directly) never walks: its next header is matched first, one compare as
-//! before extension headers were walked. What a VIP refuses, in the chain's order:
-//! - a fragment header anywhere: `fragment` (its L4 header may be elsewhere, issue 15);
+//! before extension headers were walked. A fragment header (after any of the walked
+//! headers, or directly) ends the walk of a later fragment ([`Upper6::Fragment`]: its
+//! identification and offset); the walk goes on after it in a first fragment, to the
+//! TCP/UDP header whose ports (TCP: the whole header) must be there, and after it in an
+//! atomic fragment (offset 0, no more fragments: a whole packet, RFC 6946). What a VIP
+//! refuses, in the chain's order:
+//! - a first fragment without its ports, or of ICMPv6 or another upper layer, or a second
+//!   fragment header after a first fragment's: `fragment` (`super::super::fragments`);
 //! - a routing header with segments left > 0: `ipv6_segments_left` (the VIP is not the
 //!   packet's final destination, RFC 8200 §4.4: not xlb's to balance);
 //! - ESP, AH, mobility, HIP, shim6 or an experimental header (ending the chain or directly):
@@ -41,7 +47,7 @@ use crate::wire::ipv6::ExtHeaders;
 use crate::wire::{Ipv6Packet, WireError};
 
 use super::super::ETH_LEN;
-use super::super::classify::{Transport, l4_header};
+use super::super::classify::{Transport, fragment_l4_header, l4_header};
 
 /// Where the IPv6 fixed header ends in a frame: the upper layer of a packet without
 /// extension headers, the first extension header of one with them.
@@ -69,6 +75,25 @@ pub(in crate::dataplane::pipeline) enum Upper6 {
     Transport { transport: Transport6, l4: usize },
     /// An ICMPv6 message: its bytes in the frame (to the payload's end, padding excluded).
     Icmp(Range<usize>),
+    /// A fragment of a datagram (RFC 8200 §4.5), not an atomic one (those are whole
+    /// packets: walked past).
+    Fragment(Fragment6),
+}
+
+/// What [`check`] read of a fragment: its fragment header, and for the first fragment
+/// (offset 0) the TCP/UDP view of its upper layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::dataplane::pipeline) struct Fragment6 {
+    /// The datagram's identification.
+    pub ident: u32,
+    /// The fragment offset, in 8-byte units.
+    pub offset: u16,
+    /// The fragment header's next header (a later fragment's only clue to what it carries).
+    pub next_header: u8,
+    /// The first fragment's TCP/UDP view and its header's offset in the frame (its ports and
+    /// the TCP header whole, a UDP header's length not checked against the fragment: it is
+    /// the whole datagram's); None for a later fragment.
+    pub first: Option<(Transport6, usize)>,
 }
 
 /// The flow an ICMPv6 error quotes ([`quoted_transport`]), and where the quoted TCP/UDP
@@ -151,9 +176,9 @@ fn is_forwarded_ext_header(next_header: u8) -> bool {
 /// The step-by-step checks of an IPv6 packet after its addresses (see the module docs), in
 /// this order: version 6 (`bad_ip_version`), the payload within the frame (`truncated`, as
 /// IPv4's total length beyond the frame; a shorter one leaves padding), the next header:
-/// TCP or UDP with a whole header (`bad_l4_header`), ICMPv6, a fragment header
-/// (`fragment`), a chain of walked extension headers ([`after_ext_headers`]), another
-/// extension header (`ipv6_ext_headers`), anything else (`unsupported_proto`).
+/// TCP or UDP with a whole header (`bad_l4_header`), ICMPv6, a chain of walked extension
+/// headers or a fragment header ([`after_ext_headers`]), another extension header
+/// (`ipv6_ext_headers`), anything else (`unsupported_proto`).
 pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, DropReason> {
     let packet = frame.get(ETH_LEN..).unwrap_or(&[]);
     let ip = match Ipv6Packet::new_checked(packet) {
@@ -169,8 +194,7 @@ pub(in crate::dataplane::pipeline) fn check(frame: &[u8]) -> Result<Upper6, Drop
             upper_transport(ip.src_addr(), ip.dst_addr(), protocol, frame, L4..end)
         }
         ip_proto::ICMPV6 => Ok(Upper6::Icmp(L4..end)),
-        ip_proto::FRAGMENT => Err(DropReason::Fragment),
-        next if is_forwarded_ext_header(next) => {
+        next if is_forwarded_ext_header(next) || next == ip_proto::FRAGMENT => {
             after_ext_headers(ip.src_addr(), ip.dst_addr(), next, frame, end)
         }
         next if is_ext_header(next) => Err(DropReason::Ipv6ExtHeaders),
@@ -196,8 +220,9 @@ fn upper_transport(
 }
 
 /// The upper layer after the extension headers a packet's chain starts with (`first`, one
-/// of [`is_forwarded_ext_header`]'s), its payload ending at `end` in `frame`: walked within
-/// the payload and the walk's bounds, each refusal with its reason (see the module docs).
+/// of [`is_forwarded_ext_header`]'s or the fragment header), its payload ending at `end` in
+/// `frame`: walked within the payload and the walk's bounds, each refusal with its reason;
+/// a fragment's fragment header read ([`Upper6::Fragment`]; see the module docs).
 /// Out of line: the common packet never comes here.
 #[inline(never)]
 fn after_ext_headers(
@@ -208,9 +233,29 @@ fn after_ext_headers(
     end: usize,
 ) -> Result<Upper6, DropReason> {
     let mut walk = ExtHeaders::new(first, &frame[L4..end]);
+    // The identification of a first fragment's datagram, once its fragment header is met.
+    let mut first_fragment = None;
     for header in walk.by_ref() {
         match header {
-            Ok(header) if header.kind == ip_proto::FRAGMENT => return Err(DropReason::Fragment),
+            Ok(header) if header.kind == ip_proto::FRAGMENT => {
+                let at = ETH_LEN + header.offset;
+                let field = |i: usize| frame[at + i];
+                let offset_flags = u16::from_be_bytes([field(2), field(3)]);
+                let (offset, more) = (offset_flags >> 3, offset_flags & 1 != 0);
+                let ident = u32::from_be_bytes([field(4), field(5), field(6), field(7)]);
+                match (offset, more) {
+                    // Atomic (RFC 6946): the whole datagram, walked on as a packet.
+                    (0, false) => {}
+                    // A second fragment header in a first fragment's chain.
+                    _ if first_fragment.is_some() => return Err(DropReason::Fragment),
+                    (0, true) => first_fragment = Some((ident, header.next_header)),
+                    (offset, _) => {
+                        let next_header = header.next_header;
+                        let fragment = Fragment6 { ident, offset, next_header, first: None };
+                        return Ok(Upper6::Fragment(fragment));
+                    }
+                }
+            }
             Ok(header) if header.segments_left != 0 => {
                 return Err(DropReason::Ipv6SegmentsLeft);
             }
@@ -223,6 +268,18 @@ fn after_ext_headers(
         }
     }
     let l4 = ETH_LEN + walk.offset();
+    if let Some((ident, next_header)) = first_fragment {
+        // The ports must be in the first fragment (RFC 7112: its whole header chain is);
+        // ICMPv6 and other upper layers in fragments are not balanced.
+        let Some(view) = fragment_l4_header(walk.protocol(), &frame[l4..end]) else {
+            return Err(DropReason::Fragment);
+        };
+        let (proto, src_port, dst_port, tcp_flags) = view;
+        let key = FlowKey { src_addr: src, dst_addr: dst, src_port, dst_port, proto };
+        let transport = Transport6 { key, tcp_flags };
+        let first = Some((transport, l4));
+        return Ok(Upper6::Fragment(Fragment6 { ident, offset: 0, next_header, first }));
+    }
     match walk.protocol() {
         protocol @ (ip_proto::TCP | ip_proto::UDP) => {
             upper_transport(src, dst, protocol, frame, l4..end)
@@ -248,17 +305,22 @@ fn transport(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, segment: &[u8]) -> Opti
 /// its TCP/UDP header is: its fixed header, the extension headers after it walked as the
 /// pipeline walks them (bounded, within the quote: a quote may end anywhere after its
 /// first bytes, RFC 4443 §2.4 c), then TCP or UDP with at least the 8 bytes with the
-/// ports. None otherwise: a chain cut short by the quote, one with a fragment header (xlb
-/// forwards no fragments: no flow), or an upper layer that is not TCP or UDP (an ICMPv6
-/// one — an error about an error — names no flow).
+/// ports. A quoted first (or atomic) fragment is walked past its fragment header: its
+/// ports are there (a Packet Too Big about a big datagram quotes its first fragment). None
+/// otherwise: a chain cut short by the quote, a later fragment (no ports), or an upper
+/// layer that is not TCP or UDP (an ICMPv6 one — an error about an error — names no flow).
 pub(in crate::dataplane::pipeline) fn quoted_transport(icmp: &[u8]) -> Option<Quote6> {
     const QUOTE: usize = 8;
     let quote = icmp.get(QUOTE..)?;
     let ip = Ipv6Packet::new_quoted(quote).ok()?;
     let mut walk = ip.ext_headers();
     for header in walk.by_ref() {
-        if header.ok()?.kind == ip_proto::FRAGMENT {
-            return None;
+        let header = header.ok()?;
+        if header.kind == ip_proto::FRAGMENT {
+            let offset = quote.get(header.offset + 2..header.offset + 4)?;
+            if u16::from_be_bytes([offset[0], offset[1]]) >> 3 != 0 {
+                return None;
+            }
         }
     }
     let proto = Proto::from_number(walk.protocol())?;
@@ -369,7 +431,7 @@ mod tests {
         routing_on[3] = 1;
         let esp = [0u8; 8];
         type Want = Result<(), DropReason>;
-        let table: [(&str, u8, &[u8], Want, Want); 12] = [
+        let table: [(&str, u8, &[u8], Want, Want); 11] = [
             ("hop-by-hop", 0, &ext_header(0, 0), Ok(()), Err(DropReason::BadIpv6ExtHeader)),
             ("destination options", 60, &ext_header(60, 0), Ok(()), Ok(())),
             ("routing, segments left 0", 43, &ext_header(43, 0), Ok(()), Ok(())),
@@ -380,7 +442,6 @@ mod tests {
                 Err(DropReason::Ipv6SegmentsLeft),
                 Err(DropReason::Ipv6SegmentsLeft),
             ),
-            ("fragment", 44, &esp, Err(DropReason::Fragment), Err(DropReason::Fragment)),
             ("esp", 50, &esp, Err(DropReason::Ipv6ExtHeaders), Err(DropReason::Ipv6ExtHeaders)),
             ("ah", 51, &esp, Err(DropReason::Ipv6ExtHeaders), Err(DropReason::Ipv6ExtHeaders)),
             (
@@ -422,7 +483,7 @@ mod tests {
                                 Ok(transport),
                                 check(&frame).map(|u| match u {
                                     Upper6::Transport { transport, .. } => transport,
-                                    Upper6::Icmp(_) => panic!("{what}: TCP/UDP became ICMPv6"),
+                                    other => panic!("{what}: TCP/UDP became {other:?}"),
                                 })
                             );
                         }
@@ -440,6 +501,74 @@ mod tests {
         assert_eq!(check(&no_next), Err(DropReason::UnsupportedProto));
         no_next[L4] = 132;
         assert_eq!(check(&no_next), Err(DropReason::UnsupportedProto));
+    }
+
+    /// A datagram in fragments, with destination options before the fragment header: the
+    /// first fragment names its flow and where its TCP/UDP header is; the later ones name
+    /// their datagram and offset only; an atomic fragment is the whole packet.
+    #[test]
+    fn fragments_are_read_by_their_fragment_header() {
+        let dest = ext_header(60, 0);
+        let whole = testkit::udp6(A.mac, B.mac, (A.ip, 5000), (B.ip, 53), &[7; 40]);
+        let (key, _) = transport_at(&whole);
+        let pieces = testkit::fragmented6(&whole, &[(60, &dest)], 0x0102_0304, 16);
+        assert_eq!(pieces.len(), 3);
+        let fragment = |frame: &[u8]| match check(frame) {
+            Ok(Upper6::Fragment(fragment)) => fragment,
+            other => panic!("not a fragment: {other:?}"),
+        };
+        let first = fragment(&pieces[0]);
+        let transport = Transport6 { key, tcp_flags: None };
+        assert_eq!(first.first, Some((transport, L4 + 8 + 8)));
+        assert_eq!((first.ident, first.offset, first.next_header), (0x0102_0304, 0, 17));
+        for (index, piece) in pieces.iter().enumerate().skip(1) {
+            let later = fragment(piece);
+            assert_eq!(
+                (later.ident, later.offset, later.first),
+                (0x0102_0304, index as u16 * 2, None)
+            );
+        }
+        // Atomic (offset 0, no more fragments): the whole packet, its header after the chain.
+        let atomic = with_ext_headers(&whole, &[(60, &dest), (44, &[0, 0, 0, 0, 0, 0, 0, 9])]);
+        assert_eq!(check(&atomic), Ok(Upper6::Transport { transport, l4: L4 + 16 }));
+        // A TCP first fragment: its flags read as a whole packet's.
+        let syn = testkit::tcp6(A.mac, B.mac, (A.ip, 40000), (B.ip, 80), SYN, &[1; 64]);
+        let syn_pieces = testkit::fragmented6(&syn, &[], 1, 48);
+        let Ok(Upper6::Transport { transport: syn_view, .. }) = check(&syn) else { panic!() };
+        assert_eq!(fragment(&syn_pieces[0]).first, Some((syn_view, L4 + 8)));
+    }
+
+    /// A first fragment that does not hold its ports (UDP's 8 bytes, TCP's whole header),
+    /// one of ICMPv6, and a second fragment header in a first fragment's chain are refused
+    /// as `fragment`; every fragment cut at every offset is a counted refusal, never a panic.
+    #[test]
+    fn fragments_cut_short_are_refused() {
+        let whole = testkit::udp6(A.mac, B.mac, (A.ip, 5000), (B.ip, 53), &[7; 40]);
+        let mut short = testkit::fragmented6(&whole, &[], 5, 16).swap_remove(0);
+        short[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&(8u16 + 7).to_be_bytes());
+        assert_eq!(check(&short), Err(DropReason::Fragment), "UDP header cut");
+        let syn_first = testkit::fragmented6(&syn(), &[], 5, 16).swap_remove(0);
+        assert_eq!(check(&syn_first), Err(DropReason::Fragment), "TCP header cut");
+        let echo = testkit::icmpv6_echo(A.mac, B.mac, A.ip, B.ip, 64, false, &[1; 32]);
+        let echo_first = testkit::fragmented6(&echo, &[], 5, 16).swap_remove(0);
+        assert_eq!(check(&echo_first), Err(DropReason::Fragment), "ICMPv6");
+        let first_header = [0, 0, 0, 1, 0, 0, 0, 5];
+        let twice = with_ext_headers(&whole, &[(44, &first_header), (44, &first_header)]);
+        assert_eq!(check(&twice), Err(DropReason::Fragment), "two fragment headers");
+        let dest = ext_header(60, 0);
+        for piece in testkit::fragmented6(&whole, &[(60, &dest)], 5, 16) {
+            for cut in 0..piece.len() {
+                let mut frame = piece.clone();
+                frame.truncate(cut);
+                if cut >= L4 {
+                    assert_eq!(check(&frame), Err(DropReason::Truncated), "cut at {cut}");
+                    let mut short = piece.clone();
+                    let len = (cut - L4) as u16;
+                    short[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&len.to_be_bytes());
+                    let _ = check(&short);
+                }
+            }
+        }
     }
 
     /// The recommended order of RFC 8200 §4.1 in full, and repeated headers: walked to the
@@ -518,6 +647,53 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A fragment header of any field values (offset, flags, identification) behind
+        /// any of the walked headers, the packet's payload length anything up to the frame's:
+        /// never a panic; a fragment read is the header's fields, and a first fragment's
+        /// TCP/UDP header (at the offset it names) lies within the payload.
+        #[test]
+        fn any_fragment_header_is_read_or_refused(
+            udp in proptest::prelude::any::<bool>(),
+            before in proptest::collection::vec(proptest::sample::select(vec![0u8, 60, 43]), 0..3),
+            offset_flags in proptest::prelude::any::<u16>(),
+            ident in proptest::prelude::any::<u32>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let frame = match udp {
+                true => testkit::udp6(A.mac, B.mac, (A.ip, 5000), (B.ip, 53), &payload),
+                false => testkit::tcp6(A.mac, B.mac, (A.ip, 40000), (B.ip, 80), ACK, &payload),
+            };
+            let headers: Vec<(u8, Vec<u8>)> = before.iter().map(|&kind| (kind, ext_header(kind, 0))).collect();
+            let mut fragment = [0u8; 8];
+            fragment[2..4].copy_from_slice(&offset_flags.to_be_bytes());
+            fragment[4..].copy_from_slice(&ident.to_be_bytes());
+            let mut chain: Vec<(u8, &[u8])> = headers.iter().map(|(k, h)| (*k, h.as_slice())).collect();
+            chain.push((44, &fragment));
+            let mut packet = with_ext_headers(&frame, &chain);
+            let len = cut.index(packet.len() - L4 + 1);
+            packet[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&(len as u16).to_be_bytes());
+            let end = L4 + len;
+            match check(&packet) {
+                Ok(Upper6::Fragment(read)) => {
+                    proptest::prop_assert_eq!(read.ident, ident);
+                    proptest::prop_assert_eq!(read.offset, offset_flags >> 3);
+                    proptest::prop_assert!(offset_flags & 1 == 1 || read.offset != 0, "an atomic fragment is a packet");
+                    if let Some((transport, l4)) = read.first {
+                        proptest::prop_assert_eq!(read.offset, 0);
+                        proptest::prop_assert!(l4 + 8 <= end);
+                        proptest::prop_assert_eq!(transport.key.src_addr, A.ip);
+                    }
+                }
+                Ok(Upper6::Transport { l4, .. }) => {
+                    proptest::prop_assert_eq!(offset_flags & 0xfff9, 0, "only an atomic fragment is a packet");
+                    proptest::prop_assert!(l4 <= end);
+                }
+                Ok(Upper6::Icmp(_)) => proptest::prop_assert!(false, "TCP/UDP read as ICMPv6"),
+                Err(_) => {}
+            }
+        }
+
         /// The view of a packet with any chain in RFC 8200's recommended order (hop-by-hop,
         /// destination options, routing with segments left 0, destination options; each
         /// there or not, of any length, with any option bytes) agrees with etherparse's:
@@ -594,7 +770,12 @@ mod tests {
         }
         let fragment = with_chain(&frame, &[(60, 0), (44, 0)]);
         let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &fragment, 1000);
-        assert_eq!(quoted_transport(&error[L4..]), None, "a fragment: no flow");
+        assert_eq!(quoted_transport(&error[L4..]), None, "a later fragment: no flow");
+        let dest = ext_header(60, 0);
+        let first = with_ext_headers(&frame, &[(60, &dest), (44, &[0, 0, 0, 1, 0, 0, 0, 9])]);
+        let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &first, 1000);
+        let quoted = quoted_transport(&error[L4..]).expect("a first fragment names its flow");
+        assert_eq!((quoted.transport.key, quoted.l4), (key, 8 + 40 + 16));
         let long = with_chain(&frame, &[(60, 0); MAX_EXT_HEADERS + 1]);
         let error = testkit::icmpv6_packet_too_big(B.mac, A.mac, B.ip, A.ip, 1280, &long, 1000);
         assert_eq!(quoted_transport(&error[L4..]), None, "past the walk's bounds: no flow");

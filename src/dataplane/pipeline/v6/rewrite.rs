@@ -112,6 +112,27 @@ pub(in crate::dataplane::pipeline) fn decrement_hop_limit(frame: &mut [u8]) -> b
     }
 }
 
+/// What NAT and FullNAT do to a later fragment of an IPv6 datagram they forward
+/// (`fragments`): the hop limit one less and the addresses set to `src` and `dst`; nothing
+/// after the fixed header (a later fragment has no ports, and the L4 checksum, in the first
+/// fragment, was updated there; IPv6 has no header checksum). False, and the frame
+/// untouched, if the hop limit is 0 or 1.
+pub(in crate::dataplane::pipeline) fn route_addresses6(
+    frame: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) -> bool {
+    if !decrement_hop_limit(frame) {
+        return false;
+    }
+    for (offset, addr) in [(at::SRC_ADDR, src), (at::DST_ADDR, dst)] {
+        if let Some(field) = frame.get_mut(offset..offset + 16) {
+            field.copy_from_slice(&addr.octets());
+        }
+    }
+    true
+}
+
 /// What NAT and FullNAT do to an IPv6 packet they forward, its TCP/UDP header at `l4` in
 /// the frame: the hop limit one less, then source and destination (address and port) set
 /// to `src` and `dst`, the TCP or UDP checksum patched once for all of it (the addresses

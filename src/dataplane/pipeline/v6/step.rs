@@ -131,6 +131,10 @@ impl CoreState {
                 None => Verdict::Pass,
             },
             Ok(Upper6::Icmp(icmp)) => self.icmp6(snapshot, now, ingress, frame, owned, icmp),
+            // Fragments follow their first fragment's flow (`fragments`), as IPv4's.
+            Ok(Upper6::Fragment(fragment)) => {
+                self.fragment6(snapshot, now, ingress, frame, (src, dst), owned, fragment)
+            }
         }
     }
 
