@@ -12,7 +12,7 @@
 //! 13: an xlb pair under keepalived, the active one SIGKILLed; also `--forward fullnat`),
 //! `lab/routes` (BGP mode's VIP routes) and `lab/ecmp` (three boxes behind a bird2 router
 //! doing ECMP and BFD); `lab/tunnel` (issue 14: IPIP and GUE to real servers behind a
-//! router, running `xlb decap`; issue 12: the same in IPv6, `--family 6`) and `lab/decap` (`xlb decap` alone, fed by lab/encap.py);
+//! router, running `xlb decap`; issue 12: the same in IPv6, `--family 6`; issue 15: UDP datagrams of 4000 and 9000 bytes, in fragments) and `lab/decap` (`xlb decap` alone, fed by lab/encap.py);
 //! `lab/fragments` (issue 15: UDP datagrams of 4000 and 9000 bytes over MTU 1500, fragmented
 //! both ways, in DR, NAT and FullNAT, `--mode`, IPv4 and IPv6, `--family`).
 //! Each must print its PASS line, exit 0, and leave none of its namespaces behind.
