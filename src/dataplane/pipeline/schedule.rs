@@ -131,10 +131,18 @@ impl CoreState {
                 service.scheduler.pick(state, &context)
             }
         };
+        // The common service, without persistence and scheduled by Maglev, picks here: the
+        // same pick `persistence::pick` would make through `schedule`, without the closure's
+        // call (its several callers there keep it out of line: about 30 instructions).
         // A persistent service's client follows its template first ([`persistence`]).
-        let client: u128 = F::key(key.src_addr).into();
-        let (templates, counters) = (&*self.templates, &mut self.counters);
-        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
+        let pick = match (&service.persistence, service.scheduler.maglev_table()) {
+            (None, Some(table)) => table.lookup(hash),
+            _ => {
+                let client: u128 = F::key(key.src_addr).into();
+                let (templates, counters) = (&*self.templates, &mut self.counters);
+                persistence::pick(templates, snapshot, now, service, client, counters, schedule)
+            }
+        };
         let Some(pick) = pick else {
             return Err(DropReason::NoBackend);
         };
