@@ -95,46 +95,61 @@ impl CoreState {
         let Some(state) = self.sched.get_mut(service_index) else {
             return Err(DropReason::NoBackend);
         };
-        let (own, peers) = (&self.connections, &self.peer_connections);
-        let (box_active, box_inactive) = (&mut self.box_active, &mut self.box_inactive);
-        let schedule = || match service.scheduler.maglev_table() {
-            // What `pick` does for Maglev, which needs only the flow hash (the common
-            // scheduler): no context to build, no call.
-            Some(table) => table.lookup(hash),
-            None => {
-                // The box-wide counts: this core's and the other cores' as last reported
-                // (only the schedulers that count connections read them).
-                let (active, inactive) = match (
-                    box_active.get_mut(range.clone()),
-                    box_inactive.get_mut(range.clone()),
-                ) {
-                    (Some(active), Some(inactive))
-                        if service.scheduler.kind().counts_connections() =>
-                    {
-                        let own = own.get(range.clone()).unwrap_or(&[]);
-                        let peers = peers.get(range.clone()).unwrap_or(&[]);
-                        for (i, (a, n)) in active.iter_mut().zip(inactive.iter_mut()).enumerate() {
-                            let mine = own.get(i).copied().unwrap_or_default();
-                            (*a, *n) = mine.plus(peers.get(i).copied().unwrap_or_default()).loads();
-                        }
-                        (&*active, &*inactive)
+        // The common service, without persistence and scheduled by Maglev, picks here: the
+        // same pick `persistence::pick` would make through `schedule`, without building the
+        // closure or calling it (its several callers there keep it out of line).
+        // A persistent service's client follows its template first ([`persistence`]).
+        let pick = match (&service.persistence, service.scheduler.maglev_table()) {
+            (None, Some(table)) => table.lookup(hash),
+            _ => {
+                let (own, peers) = (&self.connections, &self.peer_connections);
+                let (box_active, box_inactive) = (&mut self.box_active, &mut self.box_inactive);
+                let schedule = || match service.scheduler.maglev_table() {
+                    // What `pick` does for Maglev, which needs only the flow hash (the common
+                    // scheduler): no context to build, no call.
+                    Some(table) => table.lookup(hash),
+                    None => {
+                        // The box-wide counts: this core's and the other cores' as last reported
+                        // (only the schedulers that count connections read them).
+                        let (active, inactive) = match (
+                            box_active.get_mut(range.clone()),
+                            box_inactive.get_mut(range.clone()),
+                        ) {
+                            (Some(active), Some(inactive))
+                                if service.scheduler.kind().counts_connections() =>
+                            {
+                                let own = own.get(range.clone()).unwrap_or(&[]);
+                                let peers = peers.get(range.clone()).unwrap_or(&[]);
+                                for (i, (a, n)) in
+                                    active.iter_mut().zip(inactive.iter_mut()).enumerate()
+                                {
+                                    let mine = own.get(i).copied().unwrap_or_default();
+                                    (*a, *n) = mine
+                                        .plus(peers.get(i).copied().unwrap_or_default())
+                                        .loads();
+                                }
+                                (&*active, &*inactive)
+                            }
+                            _ => (&[][..], &[][..]),
+                        };
+                        let context = PickContext {
+                            flow_hash: hash,
+                            client: F::ip(key.src_addr),
+                            active,
+                            inactive,
+                            response_time_us: self
+                                .response_time_us
+                                .get(range.clone())
+                                .unwrap_or(&[]),
+                        };
+                        service.scheduler.pick(state, &context)
                     }
-                    _ => (&[][..], &[][..]),
                 };
-                let context = PickContext {
-                    flow_hash: hash,
-                    client: F::ip(key.src_addr),
-                    active,
-                    inactive,
-                    response_time_us: self.response_time_us.get(range.clone()).unwrap_or(&[]),
-                };
-                service.scheduler.pick(state, &context)
+                let client: u128 = F::key(key.src_addr).into();
+                let (templates, counters) = (&*self.templates, &mut self.counters);
+                persistence::pick(templates, snapshot, now, service, client, counters, schedule)
             }
         };
-        // A persistent service's client follows its template first ([`persistence`]).
-        let client: u128 = F::key(key.src_addr).into();
-        let (templates, counters) = (&*self.templates, &mut self.counters);
-        let pick = persistence::pick(templates, snapshot, now, service, client, counters, schedule);
         let Some(pick) = pick else {
             return Err(DropReason::NoBackend);
         };
