@@ -25,7 +25,7 @@ use crate::wire::icmpv6::{self, icmpv6_type};
 
 use super::super::flows::{backend_of, translate};
 use super::super::{CoreState, Verdict, reject};
-use super::parse::{Quote6, Transport6, addresses, quoted_transport};
+use super::parse::{L4, Quote6, Transport6, addresses, quoted_transport};
 use super::rewrite::{
     ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
 };
@@ -105,11 +105,16 @@ impl CoreState {
         l4: usize,
     ) -> Verdict {
         let key = transport.key;
-        let hash = self.v6.conntrack.hash(&key);
-        // The batch's lookup, if it was prepared for this key's hash (the batch guessed the
-        // key at fixed offsets: `Class::Ipv6`); any other is dropped, unused.
-        let prepared = std::mem::replace(&mut self.v6.prepared, Prepared::new(0));
-        let prepared = if prepared.hash() == hash { prepared } else { Prepared::new(hash) };
+        // The batch's lookup (`Class::Ipv6`: prepared for the key guessed at fixed offsets)
+        // is this key's when the TCP/UDP header is where the guess read it: the same bytes,
+        // so the same hash, not computed again. Any other (extension headers) is dropped,
+        // unused, and the key hashed.
+        let prepared = match self.v6.prepared.take() {
+            Some(prepared) if l4 == L4 => prepared,
+            _ => Prepared::new(self.v6.conntrack.hash(&key)),
+        };
+        let hash = prepared.hash();
+        debug_assert_eq!(hash, self.v6.conntrack.hash(&key), "the prepared lookup is this key's");
         let maybe_reply = class != Class6::ToVip;
         if maybe_reply
             && snapshot.interfaces.len() > 1
