@@ -623,7 +623,7 @@ impl Pipeline {
             Class::Other => None,
             Class::Ipv6 => {
                 // Taken by the IPv6 flow step if the frame holds the key it was guessed for.
-                core.v6.prepared = lookup;
+                core.v6.prepared = Some(lookup);
                 None
             }
             _ => plain_transport_at(frame),
@@ -637,7 +637,7 @@ impl Pipeline {
             None => core.process(snapshot, now, ingress, frame),
         };
         // A guess never outlives its frame (nor the table it was prepared in).
-        core.v6.prepared = Prepared::new(0);
+        core.v6.prepared = None;
         if !matches!(verdict, Verdict::Tx(_)) {
             core.counters.count_other(verdict);
         }

@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 
-use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared};
+use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared, Tracking};
 use crate::family::V6;
 use crate::flow::{FlowKey, ForwardMode};
 use crate::report::{DropReason, Stat};
@@ -25,7 +25,7 @@ use crate::wire::icmpv6::{self, icmpv6_type};
 
 use super::super::flows::{backend_of, translate};
 use super::super::{CoreState, Verdict, reject};
-use super::parse::{Quote6, Transport6, addresses, quoted_transport};
+use super::parse::{L4, Quote6, Transport6, addresses, quoted_transport};
 use super::rewrite::{
     ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
 };
@@ -54,7 +54,10 @@ impl Class6 {
 
 impl CoreState {
     /// Finds the flow a key belongs to (`prepared`: its lookup, by the batch or not), here
-    /// or (for replies) on another core.
+    /// or (for replies) on another core: as IPv4's `track`, a packet that leaves its flow as
+    /// it is comes back `Settled` (the flow and its direction alone), a hit on another core
+    /// `Moved`.
+    #[inline(always)]
     fn track6(
         &mut self,
         now: Instant,
@@ -62,20 +65,19 @@ impl CoreState {
         prepared: Prepared,
         tcp_flags: Option<u8>,
         maybe_reply: bool,
-    ) -> Option<Hit<V6>> {
+    ) -> Tracking<V6> {
         let hash = prepared.hash();
-        if let Some(hit) = self.v6.conntrack.track_prepared(now, key, prepared, tcp_flags) {
-            return Some(hit);
+        match self.v6.conntrack.track_settled(now, key, prepared, tcp_flags) {
+            Tracking::Miss if maybe_reply => {}
+            tracked => return tracked,
         }
-        if maybe_reply {
-            for peer in &self.v6.peers {
-                if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
-                    self.counters.add(Stat::CrossCoreHits, 1);
-                    return Some(hit);
-                }
+        for peer in &self.v6.peers {
+            if let Some(hit) = peer.track_hashed(now, key, hash, tcp_flags) {
+                self.counters.add(Stat::CrossCoreHits, 1);
+                return Tracking::Moved(hit);
             }
         }
-        None
+        Tracking::Miss
     }
 
     /// [`CoreState::track6`] that changes nothing (see the module docs).
@@ -105,11 +107,16 @@ impl CoreState {
         l4: usize,
     ) -> Verdict {
         let key = transport.key;
-        let hash = self.v6.conntrack.hash(&key);
-        // The batch's lookup, if it was prepared for this key's hash (the batch guessed the
-        // key at fixed offsets: `Class::Ipv6`); any other is dropped, unused.
-        let prepared = std::mem::replace(&mut self.v6.prepared, Prepared::new(0));
-        let prepared = if prepared.hash() == hash { prepared } else { Prepared::new(hash) };
+        // The batch's lookup (`Class::Ipv6`: prepared for the key guessed at fixed offsets)
+        // is this key's when the TCP/UDP header is where the guess read it: the same bytes,
+        // so the same hash, not computed again. Any other (extension headers) is dropped,
+        // unused, and the key hashed.
+        let prepared = match self.v6.prepared.take() {
+            Some(prepared) if l4 == L4 => prepared,
+            _ => Prepared::new(self.v6.conntrack.hash(&key)),
+        };
+        let hash = prepared.hash();
+        debug_assert_eq!(hash, self.v6.conntrack.hash(&key), "the prepared lookup is this key's");
         let maybe_reply = class != Class6::ToVip;
         if maybe_reply
             && snapshot.interfaces.len() > 1
@@ -118,7 +125,15 @@ impl CoreState {
         {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
-        if let Some(hit) = self.track6(now, &key, prepared, transport.tcp_flags, maybe_reply) {
+        let hit = match self.track6(now, &key, prepared, transport.tcp_flags, maybe_reply) {
+            // The common packet: straight on.
+            Tracking::Settled { direction, flow } => {
+                return self.forward6(snapshot, now, frame, l4, &flow, direction);
+            }
+            Tracking::Moved(hit) => Some(hit),
+            Tracking::Miss => None,
+        };
+        if let Some(hit) = hit {
             if hit.state == FlowState::SynSeen || hit.state != hit.previous {
                 self.count_moved(snapshot, &hit);
                 if hit.state == FlowState::SynSeen

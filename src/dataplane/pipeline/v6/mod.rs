@@ -66,9 +66,12 @@ pub(super) struct Core6 {
     /// asked).
     pub paced: VecDeque<ndp::Paced6>,
     /// The lookup the batch prepared in `conntrack` for the frame being processed, if it
-    /// was [`super::classify::Class::Ipv6`] (else, and after the frame, unprepared): the
-    /// flow step takes it when its key has that hash (see `flows::CoreState::transport6`).
-    pub prepared: Prepared,
+    /// was [`super::classify::Class::Ipv6`] (else, and after the frame, None): the lookup of
+    /// the key [`parse::guess_key`] read at fixed offsets. The flow step takes it, without
+    /// hashing the key again, when the checks found the TCP/UDP header at those offsets (no
+    /// extension headers: then the key they read is the guessed one, byte for byte; see
+    /// `flows::CoreState::transport6`).
+    pub prepared: Option<Prepared>,
 }
 
 impl Core6 {
@@ -87,7 +90,7 @@ impl Core6 {
             neighbors: NeighborTable::new(neighbor_capacity),
             hold: HoldQueue::default(),
             paced: VecDeque::new(),
-            prepared: Prepared::new(0),
+            prepared: None,
         }
     }
 
