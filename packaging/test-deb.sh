@@ -46,7 +46,7 @@ for path in ./usr/bin/xlb ./lib/systemd/system/xlb.service ./etc/xlb/xlb.toml \
     ./usr/share/man/man5/xlb.toml.5.gz ./usr/share/doc/xlb/copyright; do
     grep -q " $path\$" <<<"$contents" || fail "$path missing from: $contents"
 done
-if awk '$2 != "root/root"' <<<"$contents" | grep -q .; then fail "not all root-owned: $contents"; fi
+if awk '$2 != "root/root"' <<<"$contents" | grep . >/dev/null; then fail "not all root-owned: $contents"; fi
 ok "contents: every file, owned by root"
 
 extracted=$work/extracted
