@@ -33,7 +33,7 @@
 //! counts each piece put off). Each piece is bounded on its own: `maintain` examines a
 //! fixed slice of each table ([`Pipeline::maintain`]) and the report copies counters and a
 //! fixed-size histogram. Measured under load (bench/results/stall-2026-12-06.md): `maintain`
-//! about 3 µs at the median and 6–25 µs at p99 with 65k flows, the report about 9 µs; what
+//! about 3 µs at the median and 5–25 µs at p99 with 65k flows, the report about 9 µs; what
 //! a batch waits for besides is its own transmit (the kick) and the scheduler.
 //!
 //! An iteration that received frames reads the clock once more after step 5 and records
