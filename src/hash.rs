@@ -93,9 +93,11 @@ pub fn flow_hash<F: FlowHash>(key: &FlowKey<F>) -> u64 {
 /// The multiply's two factors are the key's words XORed with the secret's two factors
 /// (a wyhash-style `mum`): which keys share a bucket or a fingerprint depends on the
 /// secret, so someone who knows only the code cannot aim keys at one bucket. Unlike
-/// [`flow_hash`] it is not pinned across builds or processes. The fields that vary between
-/// the flows of one service (client address and port) sit in the low bits of both factors,
-/// and the final multiply carries every bit of the folded product into the high half (the
+/// [`flow_hash`] it is not pinned across builds or processes. IPv4's words are the key's
+/// bytes loaded as a packet carries them ([`table_hash_wire`]), so the fields that vary
+/// between the flows of one service (client address and port) sit in the low half of
+/// either factor, their low-order bytes highest in it (an address's last byte at bits
+/// 24..32 or 56..64, a port's at 8..16); the folded product mixes both halves, and the final multiply carries every bit of the folded product into the high half (the
 /// fingerprint bits, 32 and up), which is then XORed into the low half (the bucket bits).
 /// That last shift and XOR is what keying needed: without it the bucket is the low bits of
 /// a product, which only the low bits of the folded product reach, and the old fixed
@@ -177,9 +179,10 @@ impl TableSecret {
     }
 }
 
-/// The ports and protocol as one word, the layout both families' [`table_hash`] multiply.
+/// The ports and protocol as one word, the layout IPv6's [`table_hash`] multiplies (IPv4's
+/// takes the ports as the packet carries them: [`table_hash_wire`]).
 #[inline(always)]
-fn table_ports<F: Family>(key: &FlowKey<F>) -> u64 {
+fn table_ports(key: &FlowKey<V6>) -> u64 {
     (u64::from(key.dst_port) << 24)
         | (u64::from(key.proto.number()) << 16)
         | u64::from(key.src_port)
@@ -202,13 +205,29 @@ impl FlowHash for V4 {
         hash2(0x786c_625f_666c_6f77, addrs, ports)
     }
 
+    /// [`table_hash_wire`] of the key's bytes as a packet carries them.
     #[inline]
     fn table_hash(secret: &TableSecret, key: &FlowKey<V4>) -> u64 {
-        let addrs = (u64::from(key.dst_addr.to_bits()) << 32) | u64::from(key.src_addr.to_bits());
-        let folded = folded_product(addrs ^ secret.a, table_ports(key) ^ secret.b);
-        let mixed = (folded ^ (folded >> 32)).wrapping_mul(K1);
-        mixed ^ (mixed >> 32)
+        let (src, dst) = (key.src_addr.octets(), key.dst_addr.octets());
+        let addrs = [src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3]];
+        let (src_port, dst_port) = (key.src_port.to_be_bytes(), key.dst_port.to_be_bytes());
+        let ports = [src_port[0], src_port[1], dst_port[0], dst_port[1]];
+        table_hash_wire(secret, &addrs, &ports, key.proto.number())
     }
+}
+
+/// IPv4's [`table_hash`] of a 5-tuple as an IPv4 packet carries it: `addrs` the source and
+/// destination addresses (the header's bytes 12..20), `ports` the source and destination
+/// ports (the TCP/UDP header's first 4 bytes), `proto` the protocol number. The words are
+/// those bytes loaded as they lie (little-endian: no byte swap on the hot path, which hashes
+/// the frame's bytes directly), the ports' word with the protocol above them (bits 32..40).
+#[inline(always)]
+pub fn table_hash_wire(secret: &TableSecret, addrs: &[u8; 8], ports: &[u8; 4], proto: u8) -> u64 {
+    let addrs = u64::from_le_bytes(*addrs);
+    let ports = u64::from(u32::from_le_bytes(*ports)) | u64::from(proto) << 32;
+    let folded = folded_product(addrs ^ secret.a, ports ^ secret.b);
+    let mixed = (folded ^ (folded >> 32)).wrapping_mul(K1);
+    mixed ^ (mixed >> 32)
 }
 
 /// An IPv6 address as two words: (network prefix, interface identifier).

@@ -393,6 +393,37 @@ const fn leaves_as_is(code: u8, direction: Direction, tcp_flags: Option<u8>) -> 
     }
 }
 
+/// Entries of [`Table`]'s settled-age limits: every (code's low three bits, direction,
+/// noisy flags) of [`settled_index`].
+const SETTLED_ENTRIES: usize = CODE_ENTRIES * 4;
+
+/// The index into [`Table`]'s settled-age limits of a packet seen in `direction` with
+/// `tcp_flags` on a record whose state word has code `code`: the code's low three bits,
+/// the direction, and whether the flags hold SYN, FIN or RST (the only part of the flags
+/// [`leaves_as_is`] reads).
+#[inline(always)]
+fn settled_index(code: u8, direction: Direction, tcp_flags: Option<u8>) -> usize {
+    let noisy = matches!(tcp_flags, Some(flags) if flags & (SYN | FIN | RST) != 0);
+    usize::from(code & 7)
+        | usize::from(direction == Direction::Reply) << 3
+        | usize::from(noisy) << 4
+}
+
+/// The settled-age limit of `settled_index(code, direction, flags)`: one more than the
+/// code's timeout when the code is a state's and such a packet leaves it as it is
+/// ([`leaves_as_is`]), else 0 (no age is below it). `timeouts` are the code-indexed ones.
+fn settled_limit(timeouts: &[u64; CODE_ENTRIES], index: usize) -> u64 {
+    let code = (index & 7) as u8;
+    let direction = if index & 8 != 0 { Direction::Reply } else { Direction::Original };
+    // A flag byte that stands for its kind: SYN alone, or none of SYN, FIN, RST.
+    let flags = if index & 16 != 0 { Some(SYN) } else { None };
+    let live = state_from_code(u64::from(code)).is_some();
+    match live && leaves_as_is(code, direction, flags) {
+        true => timeouts[usize::from(code)].saturating_add(1),
+        false => 0,
+    }
+}
+
 /// What the owner's quick lookup ([`Table::owner_quick`]) decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Quick<F: Layout> {
@@ -534,6 +565,12 @@ pub(super) struct Table<F: Layout> {
     /// path reads its timeout without decoding the state first. Codes that are no state (0,
     /// 7) have 0; callers check liveness first.
     code_timeouts: [u64; CODE_ENTRIES],
+    /// For the settled hit ([`Table::owner_settled`]), indexed by [`settled_index`]: the
+    /// age (nanoseconds since last seen) below which a packet leaves its flow as it is,
+    /// one test for liveness, timeout and [`leaves_as_is`] ([`settled_limit`]: 0, which no
+    /// age is below, for a free record and for a packet that may move the state). A
+    /// timeout of `u64::MAX` nanoseconds counts as one less (no clock reads that far).
+    settled_ages: [u64; SETTLED_ENTRIES],
     /// Flows in `SynSeen`. Changed by whichever core moves a flow into or out of `SynSeen`
     /// (the owner on insert and removal, any core in `track`), always by an atomic RMW, so it
     /// is exact. Padded: the owner bumps it on every embryonic insert.
@@ -559,17 +596,19 @@ impl<F: Layout> Table<F> {
     pub fn new(records: usize, buckets: usize, timeouts: [u64; TIMEOUT_ENTRIES]) -> Table<F> {
         let buckets = buckets.max(1).next_power_of_two();
         let records = records.min(Self::MAX_RECORDS);
+        let code_timeouts = std::array::from_fn(|code| {
+            state_from_code(code as u64)
+                .and_then(|state| timeouts.get(timeout_index(state)).copied())
+                .unwrap_or(0)
+        });
         Table {
             buckets: (0..buckets).map(|_| Bucket::default()).collect(),
             records: (0..records).map(|_| Record::default()).collect(),
             format: SlotFormat::for_records(records),
             bucket_mask: buckets as u64 - 1,
             timeouts,
-            code_timeouts: std::array::from_fn(|code| {
-                state_from_code(code as u64)
-                    .and_then(|state| timeouts.get(timeout_index(state)).copied())
-                    .unwrap_or(0)
-            }),
+            code_timeouts,
+            settled_ages: std::array::from_fn(|index| settled_limit(&code_timeouts, index)),
             embryonic: CachePadded::new(AtomicUsize::new(0)),
         }
     }
@@ -771,7 +810,8 @@ impl<F: Layout> Table<F> {
     /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
     /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
     /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
-    /// comes first there. The words are handed out packed (the caller reads what it needs
+    /// comes first there (here the key is compared before liveness, which the settled-age
+    /// limit of a free record's code refuses: the same answer). The words are handed out packed (the caller reads what it needs
     /// of them); they are words `pack` wrote, as any live record's.
     #[inline(always)]
     pub fn owner_settled(
@@ -781,18 +821,25 @@ impl<F: Layout> Table<F> {
         candidate: u32,
         tcp_flags: Option<u8>,
     ) -> Option<(Direction, F::Words)> {
-        let found = self.check_slot(probe, candidate, Access::Owner)?;
-        let view = &found.view;
-        let code = view.state_word as u8;
-        // `check_slot` returned a live record, so the code is a state's.
-        let timeout = self.code_timeouts[usize::from(code & 7)];
-        if now.saturating_sub(view.last_seen) > timeout
-            || !leaves_as_is(code, found.direction, tcp_flags)
-        {
+        if candidate == 0 {
             return None;
         }
-        found.record.touch(view.last_seen, now, true);
-        Some((found.direction, view.words))
+        let record = self.records.get((candidate & self.format.record_mask()) as usize)?;
+        let direction = self.format.direction(candidate);
+        // The owner's plain loads, as `check_slot`'s owner view; a free record's stale
+        // words may match, its code's limit (0) then refuses it.
+        let words = F::Words::load(&record.words);
+        if !F::matches(probe, &words, direction) {
+            return None;
+        }
+        let (state_word, last_seen) =
+            (record.state.load(Ordering::Relaxed), record.last_seen.load(Ordering::Relaxed));
+        let limit = self.settled_ages[settled_index(state_word as u8, direction, tcp_flags)];
+        if now.saturating_sub(last_seen) >= limit {
+            return None;
+        }
+        record.touch(last_seen, now, true);
+        Some((direction, words))
     }
 
     /// [`Table::find`] from any thread (tests).
@@ -1220,6 +1267,27 @@ pub(super) mod tests {
         // And the short cut is taken for the common packets.
         assert!(leaves_as_is(state_code(FlowState::Established), Direction::Reply, Some(0x10)));
         assert!(!leaves_as_is(state_code(FlowState::SynSeen), Direction::Original, Some(0x10)));
+    }
+
+    #[test]
+    fn settled_ages_are_liveness_timeout_and_leaves_as_is() {
+        let timeouts = [0, 10, 20, 30, 40, u64::MAX];
+        let table = Table::<V4>::new(1, 1, timeouts);
+        // Every code a state word holds (0 for a free record, 1..=6 for the states; 7 never).
+        for code in 0..CODE_ENTRIES as u8 {
+            for direction in [Direction::Original, Direction::Reply] {
+                for flags in (0..=u8::MAX).map(Some).chain([None]) {
+                    let limit = table.settled_ages[settled_index(code, direction, flags)];
+                    let settles = state_from_code(u64::from(code)).is_some()
+                        && leaves_as_is(code, direction, flags);
+                    let timeout = table.code_timeouts[usize::from(code & 7)];
+                    for age in [0, 1, 9, 10, 11, 40, 41, u64::MAX - 1] {
+                        let want = settles && age <= timeout;
+                        assert_eq!(age < limit, want, "{code} {direction:?} {flags:?} {age}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use crate::conntrack::Probe4;
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
-use crate::hash::{TableSecret, table_hash};
+use crate::hash::{TableSecret, table_hash, table_hash_wire};
 use crate::snapshot::{Owned, Snapshot};
 use crate::wire::checksum;
 use crate::wire::ipv4::ip_proto;
@@ -93,7 +93,7 @@ impl<F: Family> Transport<F> {
 }
 
 /// Recognises the common frame in one pass over fixed offsets: TCP or UDP in IPv4
-/// ([`plain_transport`]) sent to `mac` (the ingress interface's), for a VIP or local address,
+/// ([`plain_segment`]) sent to `mac` (the ingress interface's), for a VIP or local address,
 /// or from a NAT backend (maybe a reply); with the connection tables' hash of its 5-tuple
 /// under `secret` (the IPv4 table's). A frame to a VIP gets `vip`: [`Class::ToVip`] while
 /// the box forwards for its VIPs, [`Class::Other`] while it does not (a VRRP standby; the
@@ -132,22 +132,30 @@ pub(super) fn classify(
     let Some(header) = packet.first_chunk::<20>() else {
         return (Class::Other, 0);
     };
-    let Some(transport) = plain_transport(header, packet) else {
+    // The addresses and ports as they lie: the hash takes them so, no key is built.
+    let Some((proto, segment)) = plain_segment(header, packet) else {
         return (Class::Other, 0);
     };
-    let class = match snapshot.owned(transport.key.dst_addr) {
+    let (Some(addrs), Some(ports)) = (header[12..].first_chunk::<8>(), segment.first_chunk())
+    else {
+        return (Class::Other, 0);
+    };
+    let src = Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]);
+    let dst = Ipv4Addr::new(addrs[4], addrs[5], addrs[6], addrs[7]);
+    let class = match snapshot.owned(dst) {
         Some(Owned::Vip) => vip,
         Some(Owned::Local) => Class::ToLocal,
         Some(Owned::Interface(_)) => Class::Other,
-        None if snapshot.is_nat_backend(transport.key.src_addr) => Class::FromNatBackend,
+        None if snapshot.is_nat_backend(src) => Class::FromNatBackend,
         None => Class::Other,
     };
-    (class, table_hash(secret, &transport.key))
+    (class, table_hash_wire(secret, addrs, ports, proto.number()))
 }
 
 /// [`classify`] of an IPv6 frame: [`Class::Ipv6`] and its guessed key's hash, or `Other`.
-/// Out of line: IPv4's common frame never calls it.
-#[inline(never)]
+/// Inlined: a call out of the batch loop made its registers move around it for every IPv6
+/// frame.
+#[inline(always)]
 fn guess_ipv6(secret6: &TableSecret, frame: &[u8]) -> (Class, u64) {
     match super::v6::parse::guess_key(frame) {
         Some(key) => (Class::Ipv6, table_hash(secret6, &key)),
@@ -197,16 +205,36 @@ pub(super) fn plain_probe_at(frame: &[u8]) -> Option<(Probe4, Option<u8>)> {
     Some((Probe4::of_wire(addrs, ports, proto), tcp_flags))
 }
 
-/// The TCP/UDP view of the common packet, checked in one pass over fixed offsets: IPv4
-/// without options (first byte 0x45), all of it in the buffer (`total_len` ≥ 20), not a
-/// fragment, a right header checksum, then a whole TCP header or UDP datagram. `header` is
-/// the first 20 bytes of `packet`.
+/// The TCP/UDP view of the common packet, checked in one pass over fixed offsets
+/// ([`plain_segment`]). `header` is the first 20 bytes of `packet`.
 ///
 /// None for anything else, which the step-by-step checks then judge (and drop with their
 /// exact reason): this only accepts, and what it accepts they accept too, with the same
-/// [`Transport`] ([`transport`] on `packet[20..total_len]`).
-#[inline(always)]
+/// [`Transport`] ([`transport`] on `packet[20..total_len]`). [`classify`] reads the same
+/// bytes without building the view.
+#[cfg(test)]
 fn plain_transport(header: &[u8; 20], packet: &[u8]) -> Option<Transport> {
+    let (proto, segment) = plain_segment(header, packet)?;
+    let ports = segment.first_chunk::<4>()?;
+    Some(Transport {
+        key: FlowKey {
+            src_addr: Ipv4Addr::new(header[12], header[13], header[14], header[15]),
+            dst_addr: Ipv4Addr::new(header[16], header[17], header[18], header[19]),
+            src_port: u16::from_be_bytes([ports[0], ports[1]]),
+            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+            proto,
+        },
+        tcp_flags: (proto == Proto::Tcp).then(|| segment[13]),
+    })
+}
+
+/// The checks of the common packet in one pass over fixed offsets: IPv4 without options
+/// (first byte 0x45), all of it in the buffer (`total_len` ≥ 20), not a fragment, a right
+/// header checksum, then a whole TCP header or UDP datagram. Its protocol and its segment
+/// (`packet[20..total_len]`, which starts with that header); None for anything else.
+/// `header` is the first 20 bytes of `packet`.
+#[inline(always)]
+fn plain_segment<'a>(header: &[u8; 20], packet: &'a [u8]) -> Option<(Proto, &'a [u8])> {
     const VERSION_4_NO_OPTIONS: u8 = 0x45;
     const MORE_FRAGMENTS_OR_OFFSET: u16 = 0x3fff;
     if header[0] != VERSION_4_NO_OPTIONS {
@@ -218,14 +246,14 @@ fn plain_transport(header: &[u8; 20], packet: &[u8]) -> Option<Transport> {
     if flags_offset & MORE_FRAGMENTS_OR_OFFSET != 0 || !checksum::verifies(header) {
         return None;
     }
-    let (proto, tcp_flags) = match header[9] {
+    let proto = match header[9] {
         ip_proto::TCP => {
             let tcp = segment.first_chunk::<20>()?;
             let header_len = usize::from(tcp[12] >> 4) * 4;
             if header_len < 20 || header_len > segment.len() {
                 return None;
             }
-            (Proto::Tcp, Some(tcp[13]))
+            Proto::Tcp
         }
         ip_proto::UDP => {
             let udp = segment.first_chunk::<8>()?;
@@ -233,21 +261,11 @@ fn plain_transport(header: &[u8; 20], packet: &[u8]) -> Option<Transport> {
             if len < 8 || len > segment.len() {
                 return None;
             }
-            (Proto::Udp, None)
+            Proto::Udp
         }
         _ => return None,
     };
-    let ports = segment.first_chunk::<4>()?;
-    Some(Transport {
-        key: FlowKey {
-            src_addr: Ipv4Addr::new(header[12], header[13], header[14], header[15]),
-            dst_addr: Ipv4Addr::new(header[16], header[17], header[18], header[19]),
-            src_port: u16::from_be_bytes([ports[0], ports[1]]),
-            dst_port: u16::from_be_bytes([ports[2], ports[3]]),
-            proto,
-        },
-        tcp_flags,
-    })
+    Some((proto, segment))
 }
 
 #[inline]
