@@ -998,7 +998,10 @@ impl<F: Layout> Conntrack<F> {
         tcp_flags: Option<u8>,
         on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
-        self.insert_checked(now, &flow, hash, false, tcp_flags, on_remove)
+        match flow.reply_key() {
+            None => self.insert_checked::<false>(now, &flow, hash, false, tcp_flags, on_remove),
+            Some(_) => self.insert_checked::<true>(now, &flow, hash, false, tcp_flags, on_remove),
+        }
     }
 
     /// [`Conntrack::insert`] of the flow whose original key a batch looked up with
@@ -1015,12 +1018,20 @@ impl<F: Layout> Conntrack<F> {
         on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
         let absent = self.known_absent(&prepared);
-        self.insert_checked(now, flow, prepared.hash, absent, tcp_flags, on_remove)
+        let hash = prepared.hash;
+        // One instance per shape: the DR or tunnel flow (no reply key, one slot) carries
+        // none of the reply slot's work.
+        match flow.reply_key() {
+            None => self.insert_checked::<false>(now, flow, hash, absent, tcp_flags, on_remove),
+            Some(_) => self.insert_checked::<true>(now, flow, hash, absent, tcp_flags, on_remove),
+        }
     }
 
     /// The insert; `original_absent` says the original key is known to have no slot.
+    /// `REPLY` is whether the flow has a reply key ([`Flow::reply_key`]): the callers
+    /// choose the instance by it.
     #[inline]
-    fn insert_checked(
+    fn insert_checked<const REPLY: bool>(
         &mut self,
         now: Instant,
         flow: &Flow<F>,
@@ -1030,9 +1041,10 @@ impl<F: Layout> Conntrack<F> {
         mut on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
         debug_assert_eq!(hash, self.hash(&flow.original_key()), "the original key's hash");
+        debug_assert_eq!(REPLY, flow.reply_key().is_some(), "the instance of the flow's shape");
         let now = now.as_nanos();
         let original = (flow.original_key(), hash);
-        let reply = flow.reply_key().map(|key| (key, self.hash(&key)));
+        let reply = if REPLY { flow.reply_key().map(|key| (key, self.hash(&key))) } else { None };
         let checked = (!original_absent).then_some(original);
         for (key, hash) in checked.into_iter().chain(reply) {
             if let Some(found) = self.table.find(&key, hash, Access::Owner) {
