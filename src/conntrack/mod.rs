@@ -599,6 +599,9 @@ pub struct Prepared {
     /// nothing was prepared for. Within that batch, a candidate of 0 proves the key absent
     /// until a slot is published into its bucket.
     batch: u64,
+    /// Proved absent just now ([`Conntrack::proved_absent`]): the insert that follows
+    /// skips the proof.
+    absent: bool,
 }
 
 impl Prepared {
@@ -606,7 +609,7 @@ impl Prepared {
     /// key).
     #[inline]
     pub const fn new(hash: u64) -> Prepared {
-        Prepared { hash, candidate: 0, batch: u64::MAX }
+        Prepared { hash, candidate: 0, batch: u64::MAX, absent: false }
     }
 
     /// The key's [`Conntrack::hash`].
@@ -912,7 +915,8 @@ impl<F: Layout> Conntrack<F> {
     /// Changes nothing.
     #[inline]
     pub fn prepare(&self, hash: u64) -> Prepared {
-        Prepared { hash, candidate: self.table.prefetch_record(hash), batch: self.batch }
+        let candidate = self.table.prefetch_record(hash);
+        Prepared { hash, candidate, batch: self.batch, absent: false }
     }
 
     /// Starts a batch: lookups prepared from here on may prove a key absent without a
@@ -934,6 +938,14 @@ impl<F: Layout> Conntrack<F> {
         prepared.candidate == 0
             && prepared.batch == self.batch
             && self.published.get(word).is_some_and(|bits| bits & bit == 0)
+    }
+
+    /// `prepared` marked as proved absent when [`Conntrack::known_absent`] says so, for an
+    /// insert of its key that follows at once, before anything is published (the new-flow
+    /// step): that insert skips the proof it would repeat. None otherwise.
+    #[inline(always)]
+    pub fn proved_absent(&self, prepared: &Prepared) -> Option<Prepared> {
+        self.known_absent(prepared).then_some(Prepared { absent: true, ..*prepared })
     }
 
     fn mark_published(&mut self, position: usize) {
@@ -1019,7 +1031,8 @@ impl<F: Layout> Conntrack<F> {
         tcp_flags: Option<u8>,
         on_remove: impl FnMut(&Flow<F>, FlowState),
     ) -> Result<FlowState, InsertError> {
-        let absent = self.known_absent(&prepared);
+        let absent = prepared.absent || self.known_absent(&prepared);
+        debug_assert!(!prepared.absent || self.known_absent(&prepared), "still absent");
         let hash = prepared.hash;
         // One instance per shape: the DR or tunnel flow (no reply key, one slot) carries
         // none of the reply slot's work.
@@ -1115,8 +1128,8 @@ impl<F: Layout> Conntrack<F> {
             (original_candidate.position, reply_slot.map(|(candidate, _)| candidate.position));
         self.table.write_record(record, flow, state, now, positions);
         match state {
-            FlowState::SynSeen => self.queues.push(record, Class::Embryonic),
-            FlowState::Udp => self.queues.push(record, Class::Unreplied),
+            FlowState::SynSeen => self.queues.push_unlinked(record, Class::Embryonic),
+            FlowState::Udp => self.queues.push_unlinked(record, Class::Unreplied),
             FlowState::Established | FlowState::Closing | FlowState::Closed => {}
         }
         let original_slot = SlotRef { tag: original_tag, direction: Direction::Original, record };

@@ -153,9 +153,11 @@ impl CoreState {
         else {
             // A new flow's first packet, its key proved absent by the batch: `transport`
             // would find no flow here nor look for one elsewhere (not a reply).
-            if class == Class::ToVip && self.conntrack.known_absent(prepared) {
+            if class == Class::ToVip
+                && let Some(absent) = self.conntrack.proved_absent(prepared)
+            {
                 let transport = plain_transport_at(frame)?;
-                return Some(self.new_flow(snapshot, now, ingress, frame, transport, *prepared));
+                return Some(self.new_flow(snapshot, now, ingress, frame, transport, absent));
             }
             return None;
         };
