@@ -1441,7 +1441,7 @@ impl<F: Layout> Conntrack<F> {
     }
 
     /// The slot of `bucket` (other than `exclude`) an insert takes: a free one, else a victim.
-    #[inline]
+    #[inline(always)]
     fn choose(&self, bucket: usize, exclude: Option<usize>, now: u64) -> Option<Candidate> {
         self.table
             .free_position(bucket, exclude)
