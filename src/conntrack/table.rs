@@ -637,15 +637,21 @@ impl<F: Layout> Table<F> {
 
     /// Owner only: the position of the first free slot of `bucket` other than `exclude`
     /// (None if the bucket is full or out of range). One pass over the bucket's words.
-    #[inline]
+    /// Inlined: an insert with nothing to exclude (a DR or tunnel flow's one slot) scans
+    /// for a zero word alone.
+    #[inline(always)]
     pub fn free_position(&self, bucket: usize, exclude: Option<usize>) -> Option<usize> {
         let first = bucket * BUCKET_SLOTS;
         let slots = &self.buckets.get(bucket)?.slots;
+        // The slot of this bucket to pass over: one past the last for none (or another
+        // bucket's).
+        let skip = exclude.map_or(BUCKET_SLOTS, |position| position.wrapping_sub(first));
         // Only the owner stores slots, so these loads see its own last stores.
-        slots.iter().enumerate().find_map(|(i, slot)| {
-            let position = first + i;
-            (slot.load(Ordering::Relaxed) == 0 && Some(position) != exclude).then_some(position)
-        })
+        let free = slots
+            .iter()
+            .enumerate()
+            .position(|(i, slot)| slot.load(Ordering::Relaxed) == 0 && i != skip)?;
+        Some(first + free)
     }
 
     /// True if a flow whose record snapshot is `view` had its last packet longer ago than
