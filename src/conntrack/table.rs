@@ -1258,6 +1258,31 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn free_position_is_the_first_free_slot_but_the_excluded_one() {
+        let table = Table::<V4>::new(64, 2, [0; TIMEOUT_ENTRIES]);
+        let slot = |record| SlotRef { tag: 1, direction: Direction::Original, record };
+        // Bucket 1's first two slots taken.
+        table.publish(BUCKET_SLOTS, slot(1));
+        table.publish(BUCKET_SLOTS + 1, slot(2));
+        let first_free = BUCKET_SLOTS + 2;
+        assert_eq!(table.free_position(1, None), Some(first_free));
+        assert_eq!(table.free_position(1, Some(first_free)), Some(first_free + 1));
+        // Excluding a taken slot or another bucket's changes nothing.
+        assert_eq!(table.free_position(1, Some(BUCKET_SLOTS)), Some(first_free));
+        assert_eq!(table.free_position(1, Some(2)), Some(first_free));
+        assert_eq!(table.free_position(0, Some(first_free)), Some(0));
+        assert_eq!(table.free_position(0, Some(0)), Some(1));
+        // The bucket's last free slot, excluded, leaves none; a bucket out of range has none.
+        let last = 2 * BUCKET_SLOTS - 1;
+        for position in first_free..last {
+            table.publish(position, slot(3));
+        }
+        assert_eq!(table.free_position(1, None), Some(last));
+        assert_eq!(table.free_position(1, Some(last)), None);
+        assert_eq!(table.free_position(2, None), None);
+    }
+
+    #[test]
     fn write_and_clear_move_generations_and_fail_stale_transitions() {
         let table = Table::<V4>::new(4, 1, [0; TIMEOUT_ENTRIES]);
         let flow = Flow {
