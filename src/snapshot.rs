@@ -362,7 +362,11 @@ pub struct FamilyIndex<F: Family> {
     owned: AddrMap<Owned, F>,
     /// Backends of NAT services: a packet from one of them may be a reply to translate.
     nat_backends: AddrMap<(), F>,
-    services: HashMap<(F::Addr, u16, Proto), usize>,
+    /// Services by VIP: each VIP's range in `service_ports` (one probe of the address map
+    /// the owned addresses use, then a scan of that VIP's few ports; a new flow's lookup).
+    services: AddrMap<(u32, u32), F>,
+    /// Every service of this family as (port, protocol, service index), grouped by VIP.
+    service_ports: Vec<(u16, Proto, usize)>,
     /// Per backend of the snapshot ([`FamilyBackendId::NONE`] for the other family's).
     backend_ids: Vec<FamilyBackendId<F>>,
     /// Per backend of the snapshot ([`Route::NOWHERE`] for the other family's).
@@ -420,6 +424,23 @@ impl<F: Indexed> FamilyIndex<F> {
             }
             local_addrs.push(locals);
         }
+        // Grouped by VIP, each group in one run of `service_ports` (the map keeps the last
+        // service of a VIP:port/proto, as a map insert does).
+        let mut entries: Vec<(F::Addr, u16, Proto, usize)> = index
+            .into_iter()
+            .map(|((vip, port, proto), number)| (vip, port, proto, number))
+            .collect();
+        entries.sort_unstable_by_key(|&(vip, port, proto, _)| (F::key(vip).into(), port, proto));
+        let mut services_by_vip = AddrMap::new(entries.len());
+        let mut service_ports = Vec::with_capacity(entries.len());
+        for group in entries.chunk_by(|a, b| F::key(a.0) == F::key(b.0)) {
+            let start = service_ports.len() as u32;
+            service_ports
+                .extend(group.iter().map(|&(_, port, proto, number)| (port, proto, number)));
+            if let Some(&(vip, ..)) = group.first() {
+                services_by_vip.insert(vip, (start, service_ports.len() as u32));
+            }
+        }
         let family_id = |id: &BackendId| {
             Some(FamilyBackendId {
                 vip: F::of_ip(id.vip)?,
@@ -444,7 +465,8 @@ impl<F: Indexed> FamilyIndex<F> {
             subnets,
             owned,
             nat_backends,
-            services: index,
+            services: services_by_vip,
+            service_ports,
             backend_ids,
             backend_routes,
             local_addrs,
@@ -467,7 +489,9 @@ impl<F: Indexed> FamilyIndex<F> {
     /// The service at VIP:port/proto.
     #[inline]
     pub fn service_at(&self, vip: F::Addr, port: u16, proto: Proto) -> Option<usize> {
-        self.services.get(&(vip, port, proto)).copied()
+        let (start, end) = self.services.get(vip)?;
+        let ports = self.service_ports.get(start as usize..end as usize)?;
+        ports.iter().find(|&&(p, q, _)| p == port && q == proto).map(|&(_, _, number)| number)
     }
 
     /// The route towards `ip`: the first interface whose subnet of this family holds it,

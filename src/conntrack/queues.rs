@@ -102,6 +102,14 @@ impl Queues {
     /// Appends `record` to `class`'s list (taking it off any list it was on).
     pub fn push(&mut self, record: usize, class: Class) {
         self.remove(record);
+        self.push_unlinked(record, class);
+    }
+
+    /// [`Queues::push`] of a record on no list (one just taken off the free list: a record
+    /// leaves its list when it is freed).
+    #[inline]
+    pub fn push_unlinked(&mut self, record: usize, class: Class) {
+        debug_assert!(self.class_of(record).is_none(), "the record is on no list");
         let Some(link) = self.links.get_mut(record) else {
             return;
         };

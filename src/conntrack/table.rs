@@ -676,15 +676,21 @@ impl<F: Layout> Table<F> {
 
     /// Owner only: the position of the first free slot of `bucket` other than `exclude`
     /// (None if the bucket is full or out of range). One pass over the bucket's words.
-    #[inline]
+    /// Inlined: an insert with nothing to exclude (a DR or tunnel flow's one slot) scans
+    /// for a zero word alone.
+    #[inline(always)]
     pub fn free_position(&self, bucket: usize, exclude: Option<usize>) -> Option<usize> {
         let first = bucket * BUCKET_SLOTS;
         let slots = &self.buckets.get(bucket)?.slots;
+        // The slot of this bucket to pass over: one past the last for none (or another
+        // bucket's).
+        let skip = exclude.map_or(BUCKET_SLOTS, |position| position.wrapping_sub(first));
         // Only the owner stores slots, so these loads see its own last stores.
-        slots.iter().enumerate().find_map(|(i, slot)| {
-            let position = first + i;
-            (slot.load(Ordering::Relaxed) == 0 && Some(position) != exclude).then_some(position)
-        })
+        let free = slots
+            .iter()
+            .enumerate()
+            .position(|(i, slot)| slot.load(Ordering::Relaxed) == 0 && i != skip)?;
+        Some(first + free)
     }
 
     /// True if a flow whose record snapshot is `view` had its last packet longer ago than
@@ -1317,6 +1323,31 @@ pub(super) mod tests {
             assert!(timeout_index(state) < TIMEOUT_ENTRIES);
         }
         assert_eq!(state_from_code(42 << 8), None);
+    }
+
+    #[test]
+    fn free_position_is_the_first_free_slot_but_the_excluded_one() {
+        let table = Table::<V4>::new(64, 2, [0; TIMEOUT_ENTRIES]);
+        let slot = |record| SlotRef { tag: 1, direction: Direction::Original, record };
+        // Bucket 1's first two slots taken.
+        table.publish(BUCKET_SLOTS, slot(1));
+        table.publish(BUCKET_SLOTS + 1, slot(2));
+        let first_free = BUCKET_SLOTS + 2;
+        assert_eq!(table.free_position(1, None), Some(first_free));
+        assert_eq!(table.free_position(1, Some(first_free)), Some(first_free + 1));
+        // Excluding a taken slot or another bucket's changes nothing.
+        assert_eq!(table.free_position(1, Some(BUCKET_SLOTS)), Some(first_free));
+        assert_eq!(table.free_position(1, Some(2)), Some(first_free));
+        assert_eq!(table.free_position(0, Some(first_free)), Some(0));
+        assert_eq!(table.free_position(0, Some(0)), Some(1));
+        // The bucket's last free slot, excluded, leaves none; a bucket out of range has none.
+        let last = 2 * BUCKET_SLOTS - 1;
+        for position in first_free..last {
+            table.publish(position, slot(3));
+        }
+        assert_eq!(table.free_position(1, None), Some(last));
+        assert_eq!(table.free_position(1, Some(last)), None);
+        assert_eq!(table.free_position(2, None), None);
     }
 
     #[test]

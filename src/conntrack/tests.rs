@@ -968,7 +968,9 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
     // Prepared while the key was absent, then the key inserted in the same batch: the
     // prepared lookup no longer proves it absent.
     let before = ct.prepare(key_hash(&key));
+    assert!(ct.proved_absent(&before).is_some(), "absent when the batch looked");
     assert_eq!(ct.insert(secs(0), nat, Some(SYN), |_, _| {}), Ok(FlowState::SynSeen));
+    assert_eq!(ct.proved_absent(&before), None, "a slot was published into its bucket");
     assert_eq!(
         ct.insert_prepared(secs(0), &nat, before, Some(SYN), |_, _| {}),
         Err(InsertError::Exists)
@@ -982,17 +984,24 @@ fn an_insert_from_a_prepared_lookup_still_sees_the_key<F: Hosts>() {
     // Prepared in an earlier batch: proves nothing, the insert looks.
     let earlier = ct.prepare(key_hash(&key));
     ct.begin_batch();
+    assert_eq!(ct.proved_absent(&earlier), None, "an earlier batch proves nothing");
     let again = ct.insert_prepared(secs(100), &nat, earlier, Some(SYN), |_, _| {});
     assert_eq!(again, Err(InsertError::Exists));
     // And a key the batch proved absent is inserted.
     let fresh = tcp(ForwardMode::Nat, 2);
     let prepared = ct.prepare(key_hash(&fresh.original_key()));
     assert_eq!(ct.track_prepared(secs(100), &fresh.original_key(), prepared, Some(SYN)), None);
+    let proved = ct.proved_absent(&prepared).expect("nothing with its fingerprint in its bucket");
     assert_eq!(
-        ct.insert_prepared(secs(100), &fresh, prepared, Some(SYN), |_, _| {}),
+        ct.insert_prepared(secs(100), &fresh, proved, Some(SYN), |_, _| {}),
         Ok(FlowState::SynSeen)
     );
     assert!(ct.contains(secs(100), &fresh.original_key()));
+    // The key is there now: nothing proves it absent, and its insert is refused.
+    let after = ct.prepare(key_hash(&fresh.original_key()));
+    assert_eq!(ct.proved_absent(&after), None);
+    let refused = ct.insert_prepared(secs(100), &fresh, after, Some(SYN), |_, _| {});
+    assert_eq!(refused, Err(InsertError::Exists));
 }
 
 fn track_hashed_is_track_with_the_hash_computed_outside<F: Hosts>() {

@@ -153,9 +153,11 @@ impl CoreState {
         else {
             // A new flow's first packet, its key proved absent by the batch: `transport`
             // would find no flow here nor look for one elsewhere (not a reply).
-            if class == Class::ToVip && self.conntrack.known_absent(prepared) {
+            if class == Class::ToVip
+                && let Some(absent) = self.conntrack.proved_absent(prepared)
+            {
                 let transport = plain_transport_at(frame)?;
-                return Some(self.new_flow(snapshot, now, ingress, frame, transport, *prepared));
+                return Some(self.new_flow(snapshot, now, ingress, frame, transport, absent));
             }
             return None;
         };
@@ -291,7 +293,16 @@ impl CoreState {
         prepared: Prepared,
     ) -> Verdict {
         match self.schedule::<V4>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
-            Ok(flow) => self.forward(snapshot, now, frame, &flow, Direction::Original),
+            // The backend is the one just picked from this snapshot: its index is the flow's
+            // hint whenever the hint can hold every index, with no check of the identity.
+            Ok(flow) => {
+                let backend = if snapshot.backends.len() <= 1 << u16::BITS {
+                    Some(usize::from(flow.backend))
+                } else {
+                    backend_of(snapshot, &flow)
+                };
+                self.forward_to(snapshot, now, frame, &flow, Direction::Original, backend)
+            }
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -306,6 +317,21 @@ impl CoreState {
         flow: &Flow,
         direction: Direction,
     ) -> Verdict {
+        self.forward_to(snapshot, now, frame, flow, direction, backend_of(snapshot, flow))
+    }
+
+    /// [`CoreState::forward`] with the flow's backend in this snapshot already known
+    /// (`backend`: [`backend_of`] the flow).
+    #[inline(always)]
+    fn forward_to(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow,
+        direction: Direction,
+        backend: Option<usize>,
+    ) -> Verdict {
         // DR leaves the IP packet as it is: only the Ethernet header changes (an L2 forward,
         // as IPVS DR: the TTL too). NAT and FullNAT route: the TTL goes down by one, and a
         // packet that arrives with 1 expires here.
@@ -318,7 +344,6 @@ impl CoreState {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
         }
-        let backend = backend_of(snapshot, flow);
         self.count_forwarded(backend, direction, frame.len() as u64);
         // The common case, to a backend or client whose next hop is known: what `deliver`
         // and `send` would do, from the hop caches alone.
