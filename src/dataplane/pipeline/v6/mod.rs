@@ -1,12 +1,15 @@
 //! IPv6 through the pipeline: the per-family steps of issue 12, beside IPv4's.
 //!
-//! IPv4's hot path (the batch's one-pass classification and its settled hits) stays
-//! IPv4-only; an IPv6 frame goes the step-by-step way, like IPv4's uncommon frames, with one
-//! thing of the hot path: its connection-table lookup is prepared with the batch's (the key
-//! guessed at fixed offsets, `parse::guess_key`: bucket and record requested a batch ahead,
-//! `Class::Ipv6`), and the flow step starts from it when the key it checked has that hash
-//! ([`Core6::prepared`]). Without it every IPv6 hit waited for two dependent cache misses
-//! (the bucket, then the record): 10× slower than IPv4's hit for 2× the instructions. The
+//! IPv4's one-pass classification stays IPv4-only; an IPv6 frame gets two things of the hot
+//! path. Its connection-table lookup is prepared with the batch's (the key guessed at fixed
+//! offsets, `parse::guess_key`: bucket and record requested a batch ahead, `Class::Ipv6`):
+//! without it every IPv6 hit waited for two dependent cache misses (the bucket, then the
+//! record), 10× slower than IPv4's hit for 2× the instructions. And its common packet (TCP
+//! or UDP without extension headers, checked at fixed offsets: `parse::plain_at`) takes a
+//! settled way like IPv4's (`flows::CoreState::settled_hit6`: the flow's packed words, one
+//! line per backend with its identity and cached hop, [`Core6::backend_lines`]); anything
+//! else goes the step-by-step way, like IPv4's uncommon frames, the flow step starting from
+//! the prepared lookup when the key it checked has that hash ([`Core6::prepared`]). The
 //! steps: [`step`] (who the frame is for),
 //! [`parse`] (the fixed header's checks with their exact drop reasons, the TCP/UDP view),
 //! [`flows`] (connection lookup, scheduling, forwarding, ICMPv6 echo and errors; a tunnel
