@@ -485,6 +485,30 @@ pub struct Probe6 {
     proto: u8,
 }
 
+impl Probe6 {
+    /// The probe of the key a packet of IPv6 without extension headers carries, from its
+    /// bytes as they lie: `addrs` its source and destination addresses (fixed header bytes
+    /// 8..40), `ports` the first four bytes of its TCP or UDP header, `proto` its protocol.
+    /// The same as [`Layout::probe`] of the key read from those bytes, without the key
+    /// built first (tested), as [`Probe4::of_wire`] is IPv4's.
+    #[inline(always)]
+    pub fn of_wire(addrs: &[u8; 32], ports: &[u8; 4], proto: Proto) -> Probe6 {
+        let (src, dst) = addrs.split_at(16);
+        let words = |bytes: &[u8]| {
+            let mut octets = [0; 16];
+            octets.copy_from_slice(bytes);
+            let bits = u128::from_ne_bytes(octets);
+            [bits as u64, (bits >> 64) as u64]
+        };
+        Probe6 {
+            src: words(src),
+            dst: words(dst),
+            ports: u32::from_be_bytes(*ports),
+            proto: proto_code(proto),
+        }
+    }
+}
+
 /// The two words of address `n` (0: VIP, 1: client, 2: local, 3: backend) of IPv6 flow words.
 #[inline(always)]
 fn address(words: &[u64; 10], n: usize) -> [u64; 2] {
@@ -604,6 +628,124 @@ impl Layout for V6 {
     }
 }
 
+/// An IPv6 flow's packed words as the settled hit gets them (`Conntrack::<V6>::settled`):
+/// [`Words4`]'s accessors on IPv6's layout, the fields read where they lie instead of a
+/// whole [`Flow`] unpacked for every packet. [`Words6::flow`] unpacks when more is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words6([u64; 10]);
+
+impl Words6 {
+    /// The words of a flow (`pack`'s).
+    #[inline(always)]
+    pub(super) const fn new(words: [u64; 10]) -> Words6 {
+        Words6(words)
+    }
+
+    /// The codes-and-hints word (IPv4's word 3).
+    #[inline(always)]
+    const fn meta(self) -> u64 {
+        self.0[9]
+    }
+
+    /// True for a DR flow (see [`Words4::is_dr`]).
+    #[inline(always)]
+    pub fn is_dr(self) -> bool {
+        self.meta() as u8 == FORWARD_DR
+    }
+
+    /// True for a tunnel-mode flow.
+    #[inline(always)]
+    pub fn is_tunnel(self) -> bool {
+        self.meta() as u8 == FORWARD_TUNNEL
+    }
+
+    /// The backend index the flow was scheduled to (a hint: see [`Words4::backend_hint`]),
+    /// confirmed with [`BackendWords6::names`].
+    #[inline(always)]
+    pub fn backend_hint(self) -> usize {
+        usize::from((self.meta() >> 16) as u16)
+    }
+
+    /// The client's address.
+    #[inline(always)]
+    pub fn client_addr(self) -> Ipv6Addr {
+        words_addr(address(&self.0, CLIENT))
+    }
+
+    /// The protocol (None for words `pack` never writes).
+    #[inline(always)]
+    pub fn proto(self) -> Option<Proto> {
+        code_proto((self.meta() >> 8) as u8)
+    }
+
+    /// [`Words4::translated`] on IPv6's words: the same as the pipeline's `translate` of
+    /// the unpacked flow.
+    #[inline(always)]
+    pub fn translated(self, direction: Direction) -> ((Ipv6Addr, u16), (Ipv6Addr, u16)) {
+        let ports = self.0[8];
+        let addr = |n| words_addr(address(&self.0, n));
+        let client = (addr(CLIENT), (ports >> 48) as u16);
+        let vip = (addr(VIP), (ports >> 32) as u16);
+        match (self.meta() as u8, direction) {
+            (FORWARD_NAT, Direction::Original) => (client, (addr(BACKEND), (ports >> 16) as u16)),
+            (FORWARD_FULL_NAT, Direction::Original) => {
+                ((addr(LOCAL), ports as u16), (addr(BACKEND), (ports >> 16) as u16))
+            }
+            (_, Direction::Original) => (client, vip),
+            (_, Direction::Reply) => (vip, client),
+        }
+    }
+
+    /// The flow ([`Layout::unpack`]).
+    #[inline(always)]
+    pub fn flow(self) -> Option<Flow<V6>> {
+        V6::unpack(&self.0)
+    }
+}
+
+/// [`BackendWords`] for IPv6: a backend's identity (VIP, vport, protocol, address, port)
+/// laid out as IPv6 flow words carry it, so that whether a flow was scheduled to that
+/// backend is a few word comparisons ([`BackendWords6::names`]). 48 bytes: with a cached
+/// hop, one cache line per backend. [`BackendWords6::NONE`] names no flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendWords6 {
+    /// The VIP's words (flow words 0 and 1).
+    vip: [u64; 2],
+    /// The backend address's words (flow words 6 and 7).
+    addr: [u64; 2],
+    /// `vport << 32 | backend port << 16` (word 8 under [`BackendWords::PORTS`]).
+    ports: u64,
+    /// The protocol code in place (word 9 under [`BackendWords::PROTO`]).
+    proto: u64,
+}
+
+impl BackendWords6 {
+    /// Names no flow: no flow's words have protocol code 0.
+    pub const NONE: BackendWords6 = BackendWords6 { vip: [0; 2], addr: [0; 2], ports: 0, proto: 0 };
+
+    /// The identity of the backend `addr:port` of service `vip:vport/proto`.
+    pub fn new(vip: Ipv6Addr, vport: u16, proto: Proto, addr: Ipv6Addr, port: u16) -> Self {
+        BackendWords6 {
+            vip: addr_words(vip),
+            addr: addr_words(addr),
+            ports: u64::from(vport) << 32 | u64::from(port) << 16,
+            proto: u64::from(proto_code(proto)) << 8,
+        }
+    }
+
+    /// True if the flow of `words` was scheduled to this backend: the same answer as
+    /// comparing its `FamilyBackendId::of_flow` with this backend's.
+    #[inline(always)]
+    pub fn names(&self, words: Words6) -> bool {
+        let w = words.0;
+        let vip = (w[VIP * 2] ^ self.vip[0]) | (w[VIP * 2 + 1] ^ self.vip[1]);
+        let addr = (w[BACKEND * 2] ^ self.addr[0]) | (w[BACKEND * 2 + 1] ^ self.addr[1]);
+        let ports = (w[8] & BackendWords::PORTS) ^ self.ports;
+        let proto = (w[9] & BackendWords::PROTO) ^ self.proto;
+        vip | addr | ports | proto == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -675,6 +817,93 @@ mod tests {
             let identity = BackendWords::new(flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
             prop_assert!(identity.names(Words4::new(V4::pack(&unrelated))));
             prop_assert!(!BackendWords::NONE.names(words));
+        }
+
+        /// [`Words6`] reads what the unpacked IPv6 flow says, as [`Words4`] does IPv4's.
+        #[test]
+        fn words6_read_what_the_flow_says(flow in arb_flow::<V6>(), reply in any::<bool>()) {
+            let words = Words6::new(V6::pack(&flow));
+            prop_assert_eq!(words.flow(), Some(flow));
+            prop_assert_eq!(words.is_dr(), flow.forward == ForwardMode::Dr);
+            prop_assert_eq!(words.is_tunnel(), flow.forward == ForwardMode::Tunnel);
+            prop_assert_eq!(words.backend_hint(), usize::from(flow.backend));
+            prop_assert_eq!(words.client_addr(), flow.client_addr);
+            prop_assert_eq!(words.proto(), Some(flow.proto));
+            let client = (flow.client_addr, flow.client_port);
+            let vip = (flow.vip, flow.vport);
+            let backend = (flow.backend_addr, flow.backend_port);
+            let local = (flow.local_addr, flow.local_port);
+            let (direction, expected) = match (reply, flow.forward) {
+                (true, _) => (Direction::Reply, (vip, client)),
+                (false, ForwardMode::Nat) => (Direction::Original, (client, backend)),
+                (false, ForwardMode::FullNat) => (Direction::Original, (local, backend)),
+                (false, ForwardMode::Dr | ForwardMode::Tunnel) => (Direction::Original, (client, vip)),
+            };
+            prop_assert_eq!(words.translated(direction), expected);
+        }
+
+        /// [`BackendWords6`] names exactly the IPv6 flows of its backend's identity: one bit
+        /// changed at either end of either half of an address, a port or the protocol, and
+        /// it does not; every other field of the flow changed, and it still does.
+        #[test]
+        fn backend_words6_name_exactly_the_flows_backend(
+            flow in arb_flow::<V6>(),
+            other in arb_flow::<V6>(),
+            change in 0..12usize,
+        ) {
+            let words = Words6::new(V6::pack(&flow));
+            let flip = |addr: Ipv6Addr, bit: u32| Ipv6Addr::from_bits(addr.to_bits() ^ 1 << bit);
+            let (mut vip, mut vport, mut proto, mut addr, mut port) =
+                (flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
+            match change {
+                0 => vip = flip(vip, 0),
+                1 => vip = flip(vip, 63),
+                2 => vip = flip(vip, 64),
+                3 => vip = flip(vip, 127),
+                4 => addr = flip(addr, 0),
+                5 => addr = flip(addr, 63),
+                6 => addr = flip(addr, 64),
+                7 => addr = flip(addr, 127),
+                8 => vport ^= 0x8000,
+                9 => port ^= 1,
+                10 => proto = if proto == Proto::Tcp { Proto::Udp } else { Proto::Tcp },
+                _ => {}
+            }
+            let own = change == 11;
+            prop_assert_eq!(BackendWords6::new(vip, vport, proto, addr, port).names(words), own);
+            let unrelated = Flow {
+                vip: flow.vip,
+                vport: flow.vport,
+                proto: flow.proto,
+                backend_addr: flow.backend_addr,
+                backend_port: flow.backend_port,
+                ..other
+            };
+            let identity = BackendWords6::new(flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
+            prop_assert!(identity.names(Words6::new(V6::pack(&unrelated))));
+            prop_assert!(!BackendWords6::NONE.names(words));
+        }
+
+        /// [`Probe6::of_wire`] of a packet's bytes is the probe of the key read from them.
+        #[test]
+        fn probe6_of_wire_is_the_probe_of_the_key(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            ports in any::<[u8; 4]>(),
+            udp in any::<bool>(),
+        ) {
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            let mut addrs = [0; 32];
+            addrs[..16].copy_from_slice(&src.to_be_bytes());
+            addrs[16..].copy_from_slice(&dst.to_be_bytes());
+            let key = FlowKey {
+                src_addr: Ipv6Addr::from_bits(src),
+                dst_addr: Ipv6Addr::from_bits(dst),
+                src_port: u16::from_be_bytes([ports[0], ports[1]]),
+                dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+                proto,
+            };
+            prop_assert_eq!(Probe6::of_wire(&addrs, &ports, proto), V6::probe(&key));
         }
     }
 }

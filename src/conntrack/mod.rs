@@ -249,12 +249,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::family::{Family, V4};
+use crate::family::{Family, V4, V6};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::{TableSecret, table_hash};
 use crate::time::Instant;
 
-pub use layout::{BackendWords, Layout, Probe4, WordArray, Words4};
+pub use layout::{BackendWords, BackendWords6, Layout, Probe4, Probe6, WordArray, Words4, Words6};
 
 use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
@@ -755,6 +755,25 @@ impl Conntrack<V4> {
         let (direction, words) =
             self.table.owner_settled(now.as_nanos(), probe, prepared.candidate, tcp_flags)?;
         Some((direction, Words4::new(words)))
+    }
+}
+
+impl Conntrack<V6> {
+    /// [`Conntrack::<V4>::settled`] of IPv6's table: the flow (packed, [`Words6`]) and the
+    /// direction of a key whose prepared candidate slot holds its live flow, when the packet
+    /// leaves that flow as it is (last-seen refreshed); None, having changed nothing,
+    /// otherwise. `probe` is the key's ([`Probe6::of_wire`] or [`Layout::probe`]).
+    #[inline(always)]
+    pub fn settled(
+        &self,
+        now: Instant,
+        probe: &Probe6,
+        prepared: &Prepared,
+        tcp_flags: Option<u8>,
+    ) -> Option<(Direction, Words6)> {
+        let (direction, words) =
+            self.table.owner_settled(now.as_nanos(), probe, prepared.candidate, tcp_flags)?;
+        Some((direction, Words6::new(words)))
     }
 }
 

@@ -605,9 +605,11 @@ impl Pipeline {
         self.process_general(now, ingress, frame, class, *lookup)
     }
 
-    /// [`Pipeline::process_classified`] of every frame but the settled hits: a classified
-    /// frame to its flow's general step ([`CoreState::transport`]), anything else through
-    /// the step-by-step checks. Out of line: keeps the common packet's loop short.
+    /// [`Pipeline::process_classified`] of every frame but IPv4's settled hits: IPv6's
+    /// ([`CoreState::settled_hit6`]: here, so that IPv4's loop is not touched), a
+    /// classified frame to its flow's general step ([`CoreState::transport`]), anything
+    /// else through the step-by-step checks. Out of line: keeps the common packet's loop
+    /// short.
     #[inline(never)]
     fn process_general(
         &mut self,
@@ -622,7 +624,12 @@ impl Pipeline {
         let transport = match class {
             Class::Other => None,
             Class::Ipv6 => {
-                // Taken by the IPv6 flow step if the frame holds the key it was guessed for.
+                // IPv6's common packet straight to its flow; else the step-by-step way, the
+                // prepared lookup taken by the IPv6 flow step if the frame holds the key it
+                // was guessed for.
+                if let Some(verdict) = core.settled_hit6(snapshot, now, frame, &lookup) {
+                    return core.count_general(verdict);
+                }
                 core.v6.prepared = Some(lookup);
                 None
             }
@@ -638,10 +645,7 @@ impl Pipeline {
         };
         // A guess never outlives its frame (nor the table it was prepared in).
         core.v6.prepared = None;
-        if !matches!(verdict, Verdict::Tx(_)) {
-            core.counters.count_other(verdict);
-        }
-        verdict
+        core.count_general(verdict)
     }
 
     /// Processes a batch of frames received on `ingress`, as a poll loop gets them: the same
@@ -826,6 +830,16 @@ impl CoreState {
     #[inline]
     fn vip_class(&self) -> Class {
         if self.presence.forward_vips { Class::ToVip } else { Class::Other }
+    }
+
+    /// `verdict`, counted as [`Pipeline::process_general`]'s are: all but `Tx` (the caller
+    /// counts those).
+    #[inline(always)]
+    fn count_general(&mut self, verdict: Verdict) -> Verdict {
+        if !matches!(verdict, Verdict::Tx(_)) {
+            self.counters.count_other(verdict);
+        }
+        verdict
     }
 
     #[inline]

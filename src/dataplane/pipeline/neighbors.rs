@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 
 use crate::arp::{self, Hold, Learned, NeighborTable};
 use crate::conntrack::{BackendWords, Direction, Flow, Words4};
-use crate::family::V4;
+use crate::family::{Family, V4};
 use crate::report::{DropReason, Stat};
 use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
@@ -49,7 +49,7 @@ impl HopSlot {
         HopSlot { addrs: [0; 12], egress: IfaceId(0), known: false };
 
     #[inline]
-    fn of(hop: Option<Hop>) -> HopSlot {
+    pub(super) fn of(hop: Option<Hop>) -> HopSlot {
         match hop {
             Some(Hop { addrs, egress }) => HopSlot { addrs, egress, known: true },
             None => HopSlot::UNKNOWN,
@@ -57,7 +57,7 @@ impl HopSlot {
     }
 
     #[inline(always)]
-    fn hop(self) -> Option<Hop> {
+    pub(super) fn hop(self) -> Option<Hop> {
         self.known.then_some(Hop { addrs: self.addrs, egress: self.egress })
     }
 }
@@ -65,12 +65,15 @@ impl HopSlot {
 /// What a settled hit needs of its backend, in one cache line per backend of the snapshot:
 /// the backend's identity as flow words carry it (filled once per snapshot, so a flow's
 /// backend hint is confirmed by comparing words, without the snapshot's identity table) and
-/// its cached hop (filled with the hop cache, [`CoreState::backend_hop`]).
+/// its cached hop (filled with the hop cache, [`CoreState::backend_hop`]). `Id` is the
+/// identity's layout: IPv4's [`BackendWords`] (these lines), or IPv6's
+/// ([`crate::conntrack::BackendWords6`], the lines of `v6::Core6`, filled from IPv6's
+/// neighbour table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
-pub(super) struct BackendLine {
-    hop: HopSlot,
-    identity: BackendWords,
+pub(super) struct BackendLine<Id = BackendWords> {
+    pub(super) hop: HopSlot,
+    pub(super) identity: Id,
 }
 
 impl BackendLine {
@@ -495,7 +498,11 @@ pub(super) fn subnets(snapshot: &Snapshot) -> Box<[(u32, u32)]> {
 }
 
 /// The way along `route`, if its egress interface exists and its next hop's MAC is known.
-fn hop_to(snapshot: &Snapshot, neighbors: &NeighborTable, route: Route) -> Option<Hop> {
+pub(super) fn hop_to<F: Family>(
+    snapshot: &Snapshot,
+    neighbors: &NeighborTable<F>,
+    route: Route<F>,
+) -> Option<Hop> {
     let interface = snapshot.interfaces.get(route.egress.index())?;
     let mac = neighbors.lookup(route.next_hop)?;
     let mut addrs = [0; 12];

@@ -13,9 +13,10 @@
 //! flow (ICMPv6 errors, replies from the wrong side) read it with [`CoreState::peek6`],
 //! which neither refreshes nor moves it; an error is never answered with an error.
 
+use std::net::Ipv6Addr;
 use std::ops::Range;
 
-use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared, Tracking};
+use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared, Tracking, Words6};
 use crate::family::V6;
 use crate::flow::{FlowKey, ForwardMode};
 use crate::report::{DropReason, Stat};
@@ -24,8 +25,11 @@ use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
 use super::super::flows::{backend_of, translate};
+use super::super::neighbors::{Hop, HopSlot, hop_to};
 use super::super::{CoreState, Verdict, reject};
-use super::parse::{L4, Quote6, Transport6, addresses, quoted_transport};
+use super::parse::{
+    L4, Plain6, Quote6, Transport6, addresses, guess_key, plain_at, quoted_transport,
+};
 use super::rewrite::{
     ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
 };
@@ -159,6 +163,127 @@ impl CoreState {
             Class6::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class6::FromNatBackend => Verdict::Pass,
         }
+    }
+
+    /// IPv6's [`CoreState::settled_hit`]: the common packet's whole way, straight through.
+    /// A frame the batch took as [`super::super::classify::Class::Ipv6`] (`prepared`: its
+    /// lookup in IPv6's table) that holds TCP or UDP without extension headers (checked at
+    /// fixed offsets: [`plain_at`]) to a VIP this box forwards for (or, with one arm, to a
+    /// local address or from a NAT backend), whose prepared candidate slot holds its flow,
+    /// which the packet leaves as it is: tunnelled, or forwarded by DR, NAT or FullNAT to a
+    /// backend still at its index whose hop is cached, or to a client whose next hop's MAC
+    /// is known; and the first packet to a VIP of a key the batch proved absent (a new
+    /// flow: [`CoreState::new_flow6`]). Some verdict for those, the same verdict, bytes and counters the
+    /// step-by-step way ([`CoreState::transport6`] after `ipv6`'s checks) gives; None,
+    /// having changed nothing that way would not change the same (a last-seen refresh to
+    /// `now`, which it repeats), for anything else: the caller then takes that way.
+    #[inline(always)]
+    pub(in crate::dataplane::pipeline) fn settled_hit6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        prepared: &Prepared,
+    ) -> Option<Verdict> {
+        let Plain6 { probe, tcp_flags, src, dst } = plain_at(frame)?;
+        let six = snapshot.family::<V6>();
+        // `ipv6`'s owner test: a standby's VIPs, the box's own addresses and traffic that
+        // is not xlb's take the step-by-step way (and its verdicts).
+        let to_vip = match six.owned(dst) {
+            Some(Owned::Vip) if self.presence.forward_vips => true,
+            Some(Owned::Local) => false,
+            None if six.is_nat_backend(src) => false,
+            _ => return None,
+        };
+        // A possible reply with several arms is judged by the arm it came in on.
+        if !to_vip && snapshot.interfaces.len() > 1 {
+            return None;
+        }
+        let Some((direction, words)) = self.v6.conntrack.settled(now, &probe, prepared, tcp_flags)
+        else {
+            // A new flow's first packet, its key proved absent by the batch: `transport6`
+            // would find no flow here nor look for one elsewhere (not a reply).
+            if to_vip && self.v6.conntrack.known_absent(prepared) {
+                let transport = Transport6 { key: guess_key(frame)?, tcp_flags };
+                return Some(self.new_flow6(snapshot, now, frame, transport, L4, *prepared));
+            }
+            return None;
+        };
+        if words.is_dr() {
+            let (backend, hop) = self.settled_backend_hop6(snapshot, words)?;
+            self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
+            *frame.first_chunk_mut::<12>()? = hop.addrs;
+            return Some(Verdict::Tx(hop.egress));
+        }
+        if words.is_tunnel() {
+            return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
+        }
+        let (backend, hop) = match direction {
+            Direction::Original => self.settled_backend_hop6(snapshot, words)?,
+            Direction::Reply => {
+                let backend = self.named_backend6(words)?;
+                (backend, self.client_hop6(snapshot, words.client_addr())?)
+            }
+        };
+        let (src, dst) = words.translated(direction);
+        if !route_transport(frame, words.proto()?, L4, src, dst) {
+            return Some(Verdict::Drop(DropReason::TtlExceeded));
+        }
+        self.count_forwarded(Some(backend), direction, frame.len() as u64);
+        *frame.first_chunk_mut::<12>()? = hop.addrs;
+        Some(Verdict::Tx(hop.egress))
+    }
+
+    /// The index of the backend the IPv6 flow of `words` was scheduled to, when its hint
+    /// still names that backend (IPv4's `named_backend`).
+    #[inline(always)]
+    fn named_backend6(&self, words: Words6) -> Option<usize> {
+        let index = words.backend_hint();
+        self.v6.backend_lines.get(index)?.identity.names(words).then_some(index)
+    }
+
+    /// IPv4's `settled_backend_hop` for an IPv6 flow: its backend's index and cached hop,
+    /// when the flow's hint still names that backend and the hop is known.
+    #[inline(always)]
+    fn settled_backend_hop6(&mut self, snapshot: &Snapshot, words: Words6) -> Option<(usize, Hop)> {
+        if self.v6.hops_generation != self.v6.neighbors.generation() {
+            self.refresh_hops6(snapshot);
+        }
+        let index = words.backend_hint();
+        let line = self.v6.backend_lines.get(index)?;
+        if !line.identity.names(words) {
+            return None;
+        }
+        Some((index, line.hop.hop()?))
+    }
+
+    /// The way to `client` (a reply's destination) as `deliver6` finds it: its route and
+    /// its next hop's MAC; None when either is unknown (that way then drops, or holds the
+    /// frame and asks).
+    #[inline]
+    fn client_hop6(&self, snapshot: &Snapshot, client: Ipv6Addr) -> Option<Hop> {
+        let route = snapshot.family::<V6>().route(client)?;
+        if route.next_hop.is_unspecified() {
+            return None;
+        }
+        hop_to(snapshot, &self.v6.neighbors, route)
+    }
+
+    /// Fills the IPv6 backends' hops from IPv6's neighbour table (`deliver6`'s way: the
+    /// backend's route, its next hop's MAC, the egress interface's MAC).
+    #[cold]
+    fn refresh_hops6(&mut self, snapshot: &Snapshot) {
+        let six = &mut self.v6;
+        for (line, &route) in
+            six.backend_lines.iter_mut().zip(snapshot.family::<V6>().backend_routes())
+        {
+            let hop = match route.next_hop.is_unspecified() {
+                true => None,
+                false => hop_to(snapshot, &six.neighbors, route),
+            };
+            line.hop = HopSlot::of(hop);
+        }
+        six.hops_generation = six.neighbors.generation();
     }
 
     /// A packet to a VIP that no tracked flow took: scheduled and tracked by both families'
@@ -323,6 +448,7 @@ mod tests {
 
     use super::super::super::testutil::{counter_differences, step_by_step};
     use super::super::super::{CoreSlot, Pipeline, Table6, Verdict};
+    use super::super::parse::L4;
     use crate::report::{DropReason, Stat};
     use crate::snapshot::{IfaceId, Snapshot};
     use crate::testkit::{self, ACK, Host6, SYN, SYN_ACK, routed6};
@@ -452,6 +578,141 @@ port = 8080
             }
             proptest::prop_assert_eq!(counter_differences(&fast, &slow), Vec::<String>::new());
             proptest::prop_assert_eq!(fast.conntrack6().len(), slow.conntrack6().len());
+        }
+    }
+
+    /// One arm serving IPv6 by DR, NAT and FullNAT (backends' and the client's MACs
+    /// static) and by DR to a backend whose MAC is unknown; `variant` 1 renumbers the
+    /// backends (one inserted ahead of each) and moves the NAT service's backend to another
+    /// port, `variant` 2 leaves only the FullNAT and the unresolved DR services.
+    fn one_arm(variant: u8) -> Arc<Snapshot> {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+             addr6 = \"2001:db8:1::10/64\"\nmac = \"02:00:00:00:00:10\"\n\
+             [conntrack]\ncapacity = 8192\n",
+        );
+        for (ip, mac) in [("20", "20"), ("11", "11"), ("12", "12"), ("14", "14")] {
+            text += &format!(
+                "[[neighbor]]\nip = \"2001:db8:1::{ip}\"\nmac = \"02:00:00:00:00:{mac}\"\n"
+            );
+        }
+        let extra = |text: &mut String| {
+            if variant == 1 {
+                *text += "[[service.backend]]\naddr = \"2001:db8:1::14\"\nweight = 0\n";
+            }
+        };
+        if variant != 2 {
+            text += "[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"dr\"\n";
+            extra(&mut text);
+            text += "[[service.backend]]\naddr = \"2001:db8:1::11\"\n";
+            text += "[[service]]\nvip = \"2001:db8:1::101\"\nport = 80\nforward = \"nat\"\n";
+            extra(&mut text);
+            let port = if variant == 1 { 8081 } else { 8080 };
+            text += &format!("[[service.backend]]\naddr = \"2001:db8:1::11\"\nport = {port}\n");
+        }
+        text += "[[service]]\nvip = \"2001:db8:1::102\"\nport = 80\nforward = \"fullnat\"\n\
+                 local_addrs = [\"2001:db8:1::200\"]\n";
+        extra(&mut text);
+        text += "[[service.backend]]\naddr = \"2001:db8:1::12\"\nport = 8080\n";
+        text += "[[service]]\nvip = \"2001:db8:1::103\"\nport = 80\nforward = \"dr\"\n\
+                 [[service.backend]]\naddr = \"2001:db8:1::13\"\n";
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, u64::from(variant) + 1).expect("builds"))
+    }
+
+    proptest::proptest! {
+        /// IPv6's settled hit (`settled_hit6`, which `process` and a batch take for
+        /// `Class::Ipv6`) gives what the step-by-step way gives: the same verdicts, bytes,
+        /// emitted frames, counters, connection counts and table, for random packets of a
+        /// few DR, NAT (both directions) and FullNAT (both directions) flows, TCP and UDP,
+        /// including the ones it must refuse: handshakes and state changes (SYN, FIN, RST),
+        /// flows expired (time jumps past their timeouts), backends renumbered, moved or
+        /// gone (snapshot swaps), a hop not yet resolved (a backend without a known MAC),
+        /// extension headers, fragments, VLAN tags, hop limit 1, damaged bytes.
+        #[test]
+        fn settled_ipv6_hits_give_what_the_step_by_step_way_gives(
+            packets in proptest::collection::vec(
+                (0usize..4, 0u16..3, proptest::prelude::any::<bool>(), 0usize..10, 0usize..10,
+                 0usize..12, (14usize..90, proptest::prelude::any::<u8>())),
+                1..48,
+            ),
+            swaps in proptest::collection::vec((0usize..48, 0u8..3), 0..3),
+        ) {
+            use crate::testkit::{FIN_ACK, PSH_ACK, RST, ext_header, fragmented6, with_ext_headers, with_hop_limit};
+            let host = |last: u16| Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last);
+            let mac = |last: u8| crate::wire::MacAddr([2, 0, 0, 0, 0, last]);
+            let snapshots = [one_arm(0), one_arm(1), one_arm(2)];
+            let mut now = Instant::from_secs(1);
+            let mut fast = Pipeline::new(snapshots[0].clone(), CoreSlot::SINGLE);
+            let mut slow = Pipeline::new(snapshots[0].clone(), CoreSlot::SINGLE);
+            let mut current = 0;
+            // The local port each FullNAT flow went out with (its replies come back to it).
+            let mut local_ports = [0u16; 3];
+            // Every flow opened first (SYN, then ACK: established), so that most of the
+            // random packets are hits.
+            let opening = (0..3).flat_map(|mode| {
+                (0..3).flat_map(move |port| [0, 1].map(|flags| (mode, port, false, flags, 0, 0, (0, 0))))
+            });
+            let packets: Vec<_> = opening.chain(packets).collect();
+            for (index, (mode, port, reply, flags, variant, wait, damage)) in packets.into_iter().enumerate() {
+                if let Some(&(_, to)) = swaps.iter().find(|(at, _)| *at == index) {
+                    current = usize::from(to);
+                    fast.set_snapshot(snapshots[current].clone());
+                    slow.set_snapshot(snapshots[current].clone());
+                }
+                let client = (host(0x20), 4000 + port);
+                let udp = flags == 5;
+                let flags = [SYN, ACK, PSH_ACK, FIN_ACK, RST, ACK, ACK, PSH_ACK, ACK, ACK][flags];
+                let (src, dst, src_mac) = match (mode, reply) {
+                    (1, true) => ((host(0x11), 8080), client, mac(0x11)),
+                    (2, true) => ((host(0x12), 8080), (host(0x200), local_ports[usize::from(port)]), mac(0x12)),
+                    (mode, _) => (client, (host(0x100 + mode as u16), 80), mac(0x20)),
+                };
+                let mut frame = match udp {
+                    true => testkit::udp6(src_mac, LB.mac, src, dst, b"payload"),
+                    false => testkit::tcp6(src_mac, LB.mac, src, dst, flags, b"payload"),
+                };
+                match variant {
+                    1 => frame = with_ext_headers(&frame, &[(0, &ext_header(0, 0))]),
+                    2 => frame = fragmented6(&frame, &[], 7, 8).swap_remove(0),
+                    3 => {
+                        frame.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+                    }
+                    4 => frame = with_hop_limit(frame, 1),
+                    5 => {
+                        if let Some(slot) = frame.get_mut(damage.0) {
+                            *slot = damage.1;
+                        }
+                    }
+                    _ => {}
+                }
+                let mut stepwise = frame.clone();
+                let verdict = fast.process(now, IfaceId(0), &mut frame);
+                let expected = step_by_step(&mut slow, &snapshots[current], now, IfaceId(0), &mut stepwise);
+                proptest::prop_assert_eq!(verdict, expected);
+                proptest::prop_assert_eq!(&frame, &stepwise);
+                if mode == 2 && !reply && verdict == Verdict::Tx(IfaceId(0)) && frame.len() > L4 + 2 {
+                    local_ports[usize::from(port)] = u16::from_be_bytes([frame[L4], frame[L4 + 1]]);
+                }
+                let (mut sent_fast, mut sent_slow) = (Vec::new(), Vec::new());
+                fast.drain_emitted(|iface, bytes| sent_fast.push((iface, bytes.to_vec())));
+                slow.drain_emitted(|iface, bytes| sent_slow.push((iface, bytes.to_vec())));
+                proptest::prop_assert_eq!(sent_fast, sent_slow);
+                let seconds = [0, 0, 0, 0, 0, 0, 0, 0, 1, 30, 400, 4000][wait];
+                now = Instant::from_nanos(now.as_nanos() + seconds * 1_000_000_000);
+                fast.maintain(now);
+                slow.maintain(now);
+            }
+            proptest::prop_assert_eq!(counter_differences(&fast, &slow), Vec::<String>::new());
+            proptest::prop_assert_eq!(&fast.counters().backends, &slow.counters().backends);
+            proptest::prop_assert_eq!(&fast.counters().passive, &slow.counters().passive);
+            proptest::prop_assert_eq!(fast.connections(), slow.connections());
+            proptest::prop_assert_eq!(fast.conntrack6().len(), slow.conntrack6().len());
+            let (entries_fast, entries_slow) = (
+                fast.conntrack6().reader().entries(now, 100),
+                slow.conntrack6().reader().entries(now, 100),
+            );
+            proptest::prop_assert_eq!(format!("{entries_fast:?}"), format!("{entries_slow:?}"));
         }
     }
 

@@ -1,12 +1,15 @@
 //! IPv6 through the pipeline: the per-family steps of issue 12, beside IPv4's.
 //!
-//! IPv4's hot path (the batch's one-pass classification and its settled hits) stays
-//! IPv4-only; an IPv6 frame goes the step-by-step way, like IPv4's uncommon frames, with one
-//! thing of the hot path: its connection-table lookup is prepared with the batch's (the key
-//! guessed at fixed offsets, `parse::guess_key`: bucket and record requested a batch ahead,
-//! `Class::Ipv6`), and the flow step starts from it when the key it checked has that hash
-//! ([`Core6::prepared`]). Without it every IPv6 hit waited for two dependent cache misses
-//! (the bucket, then the record): 10× slower than IPv4's hit for 2× the instructions. The
+//! IPv4's one-pass classification stays IPv4-only; an IPv6 frame gets two things of the hot
+//! path. Its connection-table lookup is prepared with the batch's (the key guessed at fixed
+//! offsets, `parse::guess_key`: bucket and record requested a batch ahead, `Class::Ipv6`):
+//! without it every IPv6 hit waited for two dependent cache misses (the bucket, then the
+//! record), 10× slower than IPv4's hit for 2× the instructions. And its common packet (TCP
+//! or UDP without extension headers, checked at fixed offsets: `parse::plain_at`) takes a
+//! settled way like IPv4's (`flows::CoreState::settled_hit6`: the flow's packed words, one
+//! line per backend with its identity and cached hop, [`Core6::backend_lines`]); anything
+//! else goes the step-by-step way, like IPv4's uncommon frames, the flow step starting from
+//! the prepared lookup when the key it checked has that hash ([`Core6::prepared`]). The
 //! steps: [`step`] (who the frame is for),
 //! [`parse`] (the fixed header's checks with their exact drop reasons, the TCP/UDP view),
 //! [`flows`] (connection lookup, scheduling, forwarding, ICMPv6 echo and errors; a tunnel
@@ -50,9 +53,11 @@ use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 
 use crate::arp::{HoldQueue, NeighborTable};
-use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackReader, Prepared};
+use crate::conntrack::{BackendWords6, Conntrack, ConntrackConfig, ConntrackReader, Prepared};
 use crate::family::V6;
 use crate::snapshot::Snapshot;
+
+use super::neighbors::{BackendLine, HopSlot};
 
 /// One core's IPv6 state (see the module docs).
 #[derive(Debug)]
@@ -72,6 +77,12 @@ pub(super) struct Core6 {
     /// extension headers: then the key they read is the guessed one, byte for byte; see
     /// `flows::CoreState::transport6`).
     pub prepared: Option<Prepared>,
+    /// Per backend of the snapshot, IPv4's [`BackendLine`] for IPv6's settled hits: the
+    /// backend's identity as IPv6 flow words carry it ([`BackendWords6::NONE`] for an IPv4
+    /// backend) and its cached hop from `neighbors`, valid while `hops_generation` matches
+    /// their generation (`u64::MAX` after a snapshot change: refill before use).
+    pub backend_lines: Vec<BackendLine<BackendWords6>>,
+    pub hops_generation: u64,
 }
 
 impl Core6 {
@@ -91,6 +102,8 @@ impl Core6 {
             hold: HoldQueue::default(),
             paced: VecDeque::new(),
             prepared: None,
+            backend_lines: Vec::new(),
+            hops_generation: u64::MAX,
         }
     }
 
@@ -110,13 +123,32 @@ impl Core6 {
         backends.chain(gateways)
     }
 
-    /// Takes `snapshot`'s IPv6 neighbours: the next hops it needs, its static entries.
+    /// Takes `snapshot`'s IPv6 neighbours (the next hops it needs, its static entries) and
+    /// its backends' lines (their hops unknown until the next settled hit refills them).
     pub fn set_snapshot(&mut self, snapshot: &Snapshot) {
+        self.backend_lines = backend_lines6(snapshot);
+        self.hops_generation = u64::MAX;
         self.neighbors.set_needed(Core6::next_hops(snapshot).map(|(ip, _)| ip));
         for (ip, mac) in snapshot.family::<V6>().static_neighbors() {
             self.neighbors.insert_static(*ip, *mac);
         }
     }
+}
+
+/// One [`BackendLine`] per backend of `snapshot`, in its order: IPv6 backends' identities,
+/// [`BackendWords6::NONE`] for IPv4's; no hop known.
+fn backend_lines6(snapshot: &Snapshot) -> Vec<BackendLine<BackendWords6>> {
+    let six = snapshot.family::<V6>();
+    let line = |index: usize| {
+        let identity = match six.backend_id(index) {
+            Some(id) if !id.vip.is_unspecified() => {
+                BackendWords6::new(id.vip, id.vport, id.proto, id.addr, id.port)
+            }
+            _ => BackendWords6::NONE,
+        };
+        BackendLine { hop: HopSlot::UNKNOWN, identity }
+    };
+    (0..snapshot.backends.len()).map(line).collect()
 }
 
 /// A grown IPv6 connection table on its way from control to one core, with the other cores'

@@ -39,6 +39,7 @@
 use std::net::Ipv6Addr;
 use std::ops::Range;
 
+use crate::conntrack::Probe6;
 use crate::family::V6;
 use crate::flow::{FlowKey, Proto};
 use crate::report::DropReason;
@@ -56,7 +57,6 @@ pub(in crate::dataplane::pipeline) const L4: usize = ETH_LEN + 40;
 /// Offsets of the IPv6 fixed header's fields in a frame.
 pub(in crate::dataplane::pipeline) mod at {
     use super::ETH_LEN;
-    #[cfg_attr(not(test), allow(dead_code))]
     pub const PAYLOAD_LEN: usize = ETH_LEN + 4;
     pub const NEXT_HEADER: usize = ETH_LEN + 6;
     pub const HOP_LIMIT: usize = ETH_LEN + 7;
@@ -146,6 +146,64 @@ pub(in crate::dataplane::pipeline) fn guess_key(frame: &[u8]) -> Option<FlowKey<
         src_port: u16::from_be_bytes([head[L4], head[L4 + 1]]),
         dst_port: u16::from_be_bytes([head[L4 + 2], head[L4 + 3]]),
         proto,
+    })
+}
+
+/// What the settled hit reads of an IPv6 frame at fixed offsets ([`plain_at`]): the
+/// probe of its 5-tuple, its TCP flags, and its addresses (for the owner of the
+/// destination). A new flow's first packet reads its key after the miss ([`guess_key`]:
+/// the same bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::dataplane::pipeline) struct Plain6 {
+    pub probe: Probe6,
+    pub tcp_flags: Option<u8>,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+}
+
+/// The common IPv6 packet checked in one pass over fixed offsets, as IPv4's
+/// `plain_transport`: version 6, the payload within the frame, TCP or UDP directly after
+/// the fixed header (no extension header: so no fragment), a whole TCP header or UDP
+/// datagram within the payload; its probe ([`Probe6::of_wire`]), flags and addresses.
+/// None for anything else, which [`check`] then judges: this only accepts, and what it
+/// accepts `check` accepts too, as `Upper6::Transport` at [`L4`] with the same key and
+/// flags (held to it by `settled_ipv6_hits_give_what_the_step_by_step_way_gives`).
+#[inline(always)]
+pub(in crate::dataplane::pipeline) fn plain_at(frame: &[u8]) -> Option<Plain6> {
+    let head = frame.first_chunk::<L4>()?;
+    if head[ETH_LEN] >> 4 != 6 {
+        return None;
+    }
+    let payload_len =
+        usize::from(u16::from_be_bytes([head[at::PAYLOAD_LEN], head[at::PAYLOAD_LEN + 1]]));
+    let segment = frame.get(L4..L4 + payload_len)?;
+    let (proto, tcp_flags) = match head[at::NEXT_HEADER] {
+        ip_proto::TCP => {
+            let tcp = segment.first_chunk::<20>()?;
+            let header_len = usize::from(tcp[12] >> 4) * 4;
+            if header_len < 20 || header_len > segment.len() {
+                return None;
+            }
+            (Proto::Tcp, Some(tcp[13]))
+        }
+        ip_proto::UDP => {
+            let udp = segment.first_chunk::<8>()?;
+            let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+            if len < 8 || len > segment.len() {
+                return None;
+            }
+            (Proto::Udp, None)
+        }
+        _ => return None,
+    };
+    let addrs = head[at::SRC_ADDR..].first_chunk::<32>()?;
+    let ports = segment.first_chunk::<4>()?;
+    let (src, dst) = addrs.split_at(16);
+    Some(Plain6 {
+        probe: Probe6::of_wire(addrs, ports, proto),
+        tcp_flags,
+        src: Ipv6Addr::from(<[u8; 16]>::try_from(src).ok()?),
+        dst: Ipv6Addr::from(<[u8; 16]>::try_from(dst).ok()?),
     })
 }
 
