@@ -403,7 +403,7 @@ pub fn render(view: &MetricsView<'_>) -> String {
         }
     }
     type CoreFigure = fn(&CoreReport) -> u64;
-    let tables: [(&str, Kind, &str, CoreFigure); 6] = [
+    let tables: [(&str, Kind, &str, CoreFigure); 7] = [
         ("xlb_core_conntrack_flows", Kind::Gauge, "Flows in the core's connection table.", |r| {
             r.flows as u64
         }),
@@ -428,6 +428,12 @@ pub fn render(view: &MetricsView<'_>) -> String {
             "Frames to leave by an interface the core has no port on, or that overflowed its \
              staging area.",
             |r| r.unroutable,
+        ),
+        (
+            "xlb_core_housekeeping_deferred_total",
+            Kind::Counter,
+            "Times due housekeeping (expiry sweep, report) waited behind a full receive batch.",
+            |r| r.housekeeping_deferred,
         ),
         (
             "xlb_core_snapshot_generation",
@@ -1177,6 +1183,7 @@ mod tests {
             unresolved: Vec::new(),
             unresolved6: Vec::new(),
             unroutable: 0,
+            housekeeping_deferred: 3,
             latency,
         }
     }
@@ -1302,6 +1309,9 @@ mod tests {
                 .to_string(),
             "xlb_core_drops_total{core=\"0\",reason=\"truncated\"} 0\n".to_string(),
             "xlb_core_drops_total{core=\"1\",reason=\"no_service\"} 2\n".to_string(),
+            "xlb_core_housekeeping_deferred_total{core=\"0\"} 3\n\
+             xlb_core_housekeeping_deferred_total{core=\"1\"} 3\n"
+                .to_string(),
             "xlb_port_rx_packets_total{core=\"0\",interface=\"eth0\"} 200\n\
              xlb_port_rx_packets_total{core=\"1\",interface=\"eth0\"} 200\n"
                 .to_string(),

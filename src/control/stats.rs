@@ -502,6 +502,7 @@ mod tests {
             neighbors: 0,
             held: 0,
             unroutable: 0,
+            housekeeping_deferred: 0,
             latency: Default::default(),
             unresolved: Vec::new(),
             unresolved6: Vec::new(),

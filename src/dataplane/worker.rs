@@ -480,6 +480,7 @@ impl<P: Port> Worker<P> {
             unresolved: self.pipeline.unresolved().collect(),
             unresolved6: self.pipeline.unresolved6().collect(),
             unroutable: self.unroutable,
+            housekeeping_deferred: self.deferrals,
             latency: self.latency.clone(),
         }
     }
@@ -808,6 +809,7 @@ mod tests {
         let report = reports.try_recv().expect("the report, put off no longer");
         assert_eq!(report.ports[0].1.tx_packets, ((batches - 1) * BATCH) as u64);
         assert_eq!(worker.deferrals(), 2 * u64::from(MAX_DEFERRED_BATCHES));
+        assert_eq!(report.housekeeping_deferred, worker.deferrals(), "the report carries them");
 
         assert_eq!(worker.step(), BATCH);
         let deferrals = worker.deferrals();

@@ -232,6 +232,9 @@ pub struct CoreReport {
     /// Frames that were to leave by an interface this worker has no port on, or that did
     /// not fit the staging area.
     pub unroutable: u64,
+    /// Times a due `maintain` or report was put off behind a full batch (each piece, each
+    /// iteration, counted once; see `dataplane::worker`'s module docs).
+    pub housekeeping_deferred: u64,
     /// Durations of the non-empty iterations since the worker started (cumulative).
     pub latency: BatchLatency,
 }
