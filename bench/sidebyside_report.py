@@ -376,7 +376,7 @@ def every_window(meta, windows):
     gen_core, fwd_core = str(cores["gen"]), str(cores["forwarding"])
     out = ["\n## Every window\n"]
     out.append(
-        f"In run order. Offered: frames per second the generator's veth handed the lb or dropped (full ring); "
+        f"In run order (rounds past {meta.get('repeats', 0)}: windows redone). Offered: frames per second the generator's veth handed the lb or dropped (full ring); "
         f"delivered: good frames at the sink. Core {gen_core} (the generator's) and core {fwd_core} (forwarding): "
         "each thread's share of the window on a CPU / runnable but waiting, from `/proc/PID/task/*/schedstat`; "
         "other: the core's busy share no listed thread accounts for (other processes, kworkers, interrupts); "
