@@ -21,7 +21,8 @@ Whatever is missing is said to be missing, never fatal.
 --window: a window's probe (JSON) from bench/sidebyside's two samples of it (window_sample):
 the offered load, both cores' time by kind, and the time of the threads sharing them.
 --refuse: marks the peak windows of RAW.jsonl (no metadata line) whose offered load fell more
-than TOLERANCE (a fraction) below the best of their row's, rewriting it, and prints the
+than TOLERANCE (a fraction) below their row's reference (the median of the upper half of the
+row's windows), rewriting it, and prints the
 windows each row still lacks to have REPEATS kept ones ("PROTO ROW" a line); the table leaves
 refused windows out and "Every window" lists them.
 
@@ -74,22 +75,31 @@ def offered(w):
     return value if value is not None else w["gen"]["mpps"]
 
 
+def offered_reference(values):
+    """A row's reference offered load: the median of the upper half of its windows', the
+    middle one included (of two or three, the mean of the best two; of four, the third
+    best). Not the best alone, so that one lucky window does not get all the others refused;
+    not the median of all, so that a row whose windows were mostly starved is still judged
+    against the ones that were not."""
+    ordered = sorted(values)
+    return statistics.median(ordered[(len(ordered) - 1) // 2 :])
+
+
 def refuse(windows, tolerance, repeats):
     """Marks each peak window "refused" whose offered load fell more than `tolerance` (a
-    fraction) below the highest of its row's windows (same protocol) in the run, and returns
-    [(proto, row)], one entry per window a row still lacks to have `repeats` kept ones. The
-    reference is the row's own best, not one rate for all rows: a row may hold the generator
-    back (its veth peer takes frames at the row's pace), and a paced generator's windows all
-    reach its rate unless starved."""
+    fraction) below its row's reference (same protocol; [offered_reference]) in the run, and
+    returns [(proto, row)], one entry per window a row still lacks to have `repeats` kept
+    ones. Each row has its own reference, not one rate for all rows: the sink's NAPI thread
+    shares the generator's core, so a row that delivers more leaves the generator less."""
     groups = {}
     for w in windows:
         if w["load"] is None:
             groups.setdefault((w["proto"], w["row"]), []).append(w)
     redo = []
     for key, ws in groups.items():
-        best = max(offered(w) for w in ws)
+        reference = offered_reference([offered(w) for w in ws])
         for w in ws:
-            w["refused"] = offered(w) < (1 - tolerance) * best
+            w["refused"] = offered(w) < (1 - tolerance) * reference
         kept = sum(not w["refused"] for w in ws)
         redo += [key] * max(0, repeats - kept)
     return redo
@@ -300,7 +310,8 @@ def markdown(meta, windows, profile):
             "- offered load: "
             + ("the generator unpaced (as fast as it goes)" if paced in (None, "null") else f"the generator paced at {int(paced):,} frames/s")
             + f"; every window's measured (\"Every window\"); a peak window offered more than {meta['tolerance'] * 100:.0f}% "
-            f"below the best of its row's is refused and redone after the rounds ({meta['redo']} pass(es) at most)"
+            f"below its row's reference (the median of the upper half of the row's windows) is refused and redone after "
+            f"the rounds ({meta['redo']} pass(es) at most)"
         )
     out.append(f"- load average (1, 5, 15 min) before: {meta['load_before']}; after: {meta['load_after']}")
     out.append("")
@@ -330,8 +341,8 @@ def markdown(meta, windows, profile):
         "Offered Mpps: the median window's offered load, frames the generator's veth handed the lb or dropped for a "
         "full ring, per second of the window. \"The limit\": the row forwarded about all that was offered, so the "
         "figure is the generator's. Windows refused: peak windows whose offered load fell more than "
-        f"{meta.get('tolerance', 0) * 100:.0f}% below the best of the row's windows (the generator starved, or the "
-        "machine slowed); they were redone, and are left out of the medians (see \"Every window\")."
+        f"{meta.get('tolerance', 0) * 100:.0f}% below the row's reference (the median of the upper half of its "
+        "windows: the generator starved); they were redone, and are left out of the medians (see \"Every window\")."
     )
     if lats:
         out.append("\n## Latency (UDP, generator stamp to sink, through the lb)\n")
@@ -380,13 +391,15 @@ def every_window(meta, windows):
         f"delivered: good frames at the sink. Core {gen_core} (the generator's) and core {fwd_core} (forwarding): "
         "each thread's share of the window on a CPU / runnable but waiting, from `/proc/PID/task/*/schedstat`; "
         "other: the core's busy share no listed thread accounts for (other processes, kworkers, interrupts); "
-        "steal: time the hypervisor gave the vCPU to someone else (`/proc/stat`).\n"
+        "steal: time the hypervisor gave the vCPU to someone else (`/proc/stat`); loop ns: each core's speed "
+        "right after the window, nanoseconds of CPU time per iteration of a fixed Python loop (higher: the vCPU "
+        "ran slower, which no counter inside the guest shows).\n"
     )
     out.append(
         f"| # | proto | row | round | load | offered Mpps | delivered Mpps | gen | sink NAPI | other {gen_core} | steal {gen_core} "
-        f"| lb NAPI | forwarder | other {fwd_core} | steal {fwd_core} | kept |"
+        f"| lb NAPI | forwarder | other {fwd_core} | steal {fwd_core} | loop ns {gen_core} / {fwd_core} | kept |"
     )
-    out.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    out.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
     def share(threads, name):
         t = threads.get(name)
@@ -397,12 +410,14 @@ def every_window(meta, windows):
         threads = probe.get("threads") or {}
         c0 = (probe.get("cores") or {}).get(gen_core, {})
         c1 = (probe.get("cores") or {}).get(fwd_core, {})
+        loops = probe.get("loop_ns") or {}
         load = "peak" if w["load"] is None else f"{w['load']:.0%}"
         kept = "**refused**" if w.get("refused") else "yes"
         out.append(
             f"| {i} | {w['proto'].upper()} | {w['row']} | {w['repeat']} | {load} | {offered(w):.3f} | {w['sink']['mpps']:.3f} | "
             f"{share(threads, 'gen')} | {share(threads, 'sink_napi')} | {fmt(c0.get('other'), 2)} | {fmt(c0.get('steal'), 2)} | "
-            f"{share(threads, 'lb_napi')} | {share(threads, 'fwd')} | {fmt(c1.get('other'), 2)} | {fmt(c1.get('steal'), 2)} | {kept} |"
+            f"{share(threads, 'lb_napi')} | {share(threads, 'fwd')} | {fmt(c1.get('other'), 2)} | {fmt(c1.get('steal'), 2)} | "
+            f"{fmt(loops.get(gen_core), 1)} / {fmt(loops.get(fwd_core), 1)} | {kept} |"
         )
     return out
 
@@ -679,6 +694,8 @@ def read_sample(path):
             sample["thread:" + parts[1]] = [int(float(v)) for v in parts[2:]]
         elif parts[0] == "on":
             sample["on:" + parts[1]] = parts[2:]
+        elif parts[0] == "speed" and len(parts) == 3:
+            sample["speed:" + parts[1]] = [float(parts[2])]
         else:
             sample[parts[0]] = [float(v) for v in parts[1:]]
     return sample
@@ -710,6 +727,10 @@ def window_probe(first, last):
         run, wait, slices = (y - x for x, y in zip(a[key], b[key]))
         threads[key[7:]] = {"cpu": round(run / 1e9 / seconds, 3), "wait": round(wait / 1e9 / seconds, 3), "slices": slices}
     probe["threads"] = threads
+    # Each core's canary right after the window (bench/sidebyside's core_speed; 0: failed).
+    speeds = {k[6:]: b[k][0] for k in sorted(b) if k.startswith("speed:") and b[k][0] > 0}
+    if speeds:
+        probe["loop_ns"] = speeds
     # "other": the core's busy share that none of the threads placed on it account for
     # (other processes, kworkers, RCU, interrupts, steal).
     for key in (k for k in a if k.startswith("on:")):
