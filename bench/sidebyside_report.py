@@ -20,8 +20,8 @@ Whatever is missing is said to be missing, never fatal.
 
 --window: a window's probe (JSON) from bench/sidebyside's two samples of it (window_sample):
 the offered load, both cores' time by kind, and the time of the threads sharing them.
---refuse: marks the peak windows of RAW.jsonl (no metadata line) whose offered load fell more
-than TOLERANCE (a fraction) below their row's reference (the median of the upper half of the
+--refuse: marks the peak windows of RAW.jsonl (no metadata line) whose offered load differs by
+more than TOLERANCE (a fraction) from their row's reference (the median of the upper half of the
 row's windows), rewriting it, and prints the
 windows each row still lacks to have REPEATS kept ones ("PROTO ROW" a line); the table leaves
 refused windows out and "Every window" lists them.
@@ -86,8 +86,9 @@ def offered_reference(values):
 
 
 def refuse(windows, tolerance, repeats):
-    """Marks each peak window "refused" whose offered load fell more than `tolerance` (a
-    fraction) below its row's reference (same protocol; [offered_reference]) in the run, and
+    """Marks each peak window "refused" whose offered load differs by more than `tolerance`
+    (a fraction) from its row's reference (same protocol; [offered_reference]) in the run,
+    either way (a window offered much more ran in another state of the machine), and
     returns [(proto, row)], one entry per window a row still lacks to have `repeats` kept
     ones. Each row has its own reference, not one rate for all rows: the sink's NAPI thread
     shares the generator's core, so a row that delivers more leaves the generator less."""
@@ -99,7 +100,7 @@ def refuse(windows, tolerance, repeats):
     for key, ws in groups.items():
         reference = offered_reference([offered(w) for w in ws])
         for w in ws:
-            w["refused"] = offered(w) < (1 - tolerance) * reference
+            w["refused"] = abs(offered(w) - reference) > tolerance * reference
         kept = sum(not w["refused"] for w in ws)
         redo += [key] * max(0, repeats - kept)
     return redo
@@ -309,8 +310,8 @@ def markdown(meta, windows, profile):
         out.append(
             "- offered load: "
             + ("the generator unpaced (as fast as it goes)" if paced in (None, "null") else f"the generator paced at {int(paced):,} frames/s")
-            + f"; every window's measured (\"Every window\"); a peak window offered more than {meta['tolerance'] * 100:.0f}% "
-            f"below its row's reference (the median of the upper half of the row's windows) is refused and redone after "
+            + f"; every window's measured (\"Every window\"); a peak window whose offered load differs by more than {meta['tolerance'] * 100:.0f}% "
+            f"from its row's reference (the median of the upper half of the row's windows) is refused and redone after "
             f"the rounds ({meta['redo']} pass(es) at most)"
         )
     out.append(f"- load average (1, 5, 15 min) before: {meta['load_before']}; after: {meta['load_after']}")
@@ -340,9 +341,9 @@ def markdown(meta, windows, profile):
         "under overload it includes the work spent on frames that were then dropped. TCP frames are SYNs. "
         "Offered Mpps: the median window's offered load, frames the generator's veth handed the lb or dropped for a "
         "full ring, per second of the window. \"The limit\": the row forwarded about all that was offered, so the "
-        "figure is the generator's. Windows refused: peak windows whose offered load fell more than "
-        f"{meta.get('tolerance', 0) * 100:.0f}% below the row's reference (the median of the upper half of its "
-        "windows: the generator starved); they were redone, and are left out of the medians (see \"Every window\")."
+        "figure is the generator's. Windows refused: peak windows whose offered load differed by more than "
+        f"{meta.get('tolerance', 0) * 100:.0f}% from the row's reference (the median of the upper half of its "
+        "windows: below it, the generator starved; above it, the machine ran faster for a while); they were redone, and are left out of the medians (see \"Every window\")."
     )
     if lats:
         out.append("\n## Latency (UDP, generator stamp to sink, through the lb)\n")
