@@ -3,6 +3,8 @@
 
 usage: sidebyside_report.py RESULTS.jsonl OUT.md OUT.png [PROFILE.txt]
        sidebyside_report.py --where ROW PROFILE_DIR SINK_JSON CORE
+       sidebyside_report.py --window SAMPLE_BEFORE SAMPLE_AFTER
+       sidebyside_report.py --refuse RAW.jsonl TOLERANCE REPEATS
 
 RESULTS.jsonl: a first line of metadata (kernel, cpu, commit, date, AF_XDP mode, load), then
 one line per measurement window as bench/sidebyside writes them. Peak rows are windows with
@@ -15,6 +17,14 @@ PROFILE.txt) from the raw files its profile step left in PROFILE_DIR (perf repor
 by thread and per thread, perf stat's syscall counts, xlb's /metrics before and after) and
 the window's sink JSON (its good frames per second turn counts into per-frame figures).
 Whatever is missing is said to be missing, never fatal.
+
+--window: a window's probe (JSON) from bench/sidebyside's two samples of it (window_sample):
+the offered load, both cores' time by kind, and the time of the threads sharing them.
+--refuse: marks the peak windows of RAW.jsonl (no metadata line) whose offered load differs by
+more than TOLERANCE (a fraction) from their row's reference (the median of the upper half of the
+row's windows), rewriting it, and prints the
+windows each row still lacks to have REPEATS kept ones ("PROTO ROW" a line); the table leaves
+refused windows out and "Every window" lists them.
 
 Rows ending in -bp ran with preferred busy polling forced on; each of their windows says
 which NAPI ids the forwarder's sockets had and how much TcpExt BusyPollRxPackets rose, and
@@ -56,12 +66,53 @@ def fmt(value, digits=3):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def offered(w):
+    """The window's offered load, Mpps: what the generator's veth handed its peer or dropped
+    for a full ring over the window (its probe), or, for windows without a probe, the
+    generator's own rate over its whole run."""
+    probe = w.get("probe") or {}
+    value = probe.get("offered_mpps")
+    return value if value is not None else w["gen"]["mpps"]
+
+
+def offered_reference(values):
+    """A row's reference offered load: the median of the upper half of its windows', the
+    middle one included (of two or three, the mean of the best two; of four, the third
+    best). Not the best alone, so that one lucky window does not get all the others refused;
+    not the median of all, so that a row whose windows were mostly starved is still judged
+    against the ones that were not."""
+    ordered = sorted(values)
+    return statistics.median(ordered[(len(ordered) - 1) // 2 :])
+
+
+def refuse(windows, tolerance, repeats):
+    """Marks each peak window "refused" whose offered load differs by more than `tolerance`
+    (a fraction) from its row's reference (same protocol; [offered_reference]) in the run,
+    either way (a window offered much more ran in another state of the machine), and
+    returns [(proto, row)], one entry per window a row still lacks to have `repeats` kept
+    ones. Each row has its own reference, not one rate for all rows: the sink's NAPI thread
+    shares the generator's core, so a row that delivers more leaves the generator less."""
+    groups = {}
+    for w in windows:
+        if w["load"] is None:
+            groups.setdefault((w["proto"], w["row"]), []).append(w)
+    redo = []
+    for key, ws in groups.items():
+        reference = offered_reference([offered(w) for w in ws])
+        for w in ws:
+            w["refused"] = abs(offered(w) - reference) > tolerance * reference
+        kept = sum(not w["refused"] for w in ws)
+        redo += [key] * max(0, repeats - kept)
+    return redo
+
+
 def peak_rows(windows):
-    """{(proto, row): summary} over the peak windows."""
+    """{(proto, row): summary} over the peak windows that were not refused (see [refuse])."""
     out = {}
     for proto in ("udp", "tcp"):
         for row in ORDER:
-            ws = [w for w in windows if w["load"] is None and w["row"] == row and w["proto"] == proto]
+            every = [w for w in windows if w["load"] is None and w["row"] == row and w["proto"] == proto]
+            ws = [w for w in every if not w.get("refused")]
             if not ws:
                 continue
             rates = [w["sink"]["mpps"] for w in ws]
@@ -74,6 +125,8 @@ def peak_rows(windows):
                 "good": sum(w["sink"]["total"]["good"] for w in ws),
                 "bad": sum(w["sink"]["total_bad"] for w in ws),
                 "gen": median([w["gen"]["mpps"] for w in ws]),
+                "offered": median([offered(w) for w in ws]),
+                "refused": len(every) - len(ws),
                 "p99": median([(w["sink"].get("latency_us") or {}).get("p99", 0) for w in ws]),
                 "windows": len(ws),
             }
@@ -252,11 +305,20 @@ def markdown(meta, windows, profile):
         "- veth: the receiving ends (the lb's `lg`, the sink's `s`) have GRO on, so they accept XDP frames "
         "whatever the row attaches; the sink is an XDP program on `s` that checks, counts, times and drops"
     )
+    if "tolerance" in meta:
+        paced = meta.get("offered", "null")
+        out.append(
+            "- offered load: "
+            + ("the generator unpaced (as fast as it goes)" if paced in (None, "null") else f"the generator paced at {int(paced):,} frames/s")
+            + f"; every window's measured (\"Every window\"); a peak window whose offered load differs by more than {meta['tolerance'] * 100:.0f}% "
+            f"from its row's reference (the median of the upper half of the row's windows) is refused and redone after "
+            f"the rounds ({meta['redo']} pass(es) at most)"
+        )
     out.append(f"- load average (1, 5, 15 min) before: {meta['load_before']}; after: {meta['load_after']}")
     out.append("")
     out.append("## Peak forwarding rate\n")
-    out.append("| proto | row | Mpps | × null | × nftables | CPU-µs/packet | good / bad frames | generator Mpps |")
-    out.append("|---|---|---:|---:|---:|---:|---|---:|")
+    out.append("| proto | row | Mpps | × null | × nftables | CPU-µs/packet | good / bad frames | offered Mpps | windows refused |")
+    out.append("|---|---|---:|---:|---:|---:|---|---:|---:|")
     for proto in ("udp", "tcp"):
         nft = peaks.get((proto, "nft-dnat"), {}).get("mpps")
         for row in ORDER:
@@ -268,8 +330,8 @@ def markdown(meta, windows, profile):
             spread = f" ({p['min']:.3f}–{p['max']:.3f})" if p["windows"] > 1 else ""
             out.append(
                 f"| {proto.upper()} | {ROW_NAMES[row]} | {p['mpps']:.3f}{spread} | {ratio(p['mpps'], null)} | "
-                f"{ratio(p['mpps'], nft)} | {fmt(p['cpu'], 2)} | {p['good']} / {p['bad']} | {p['gen']:.2f}"
-                + (" (the limit)" if p["mpps"] >= 0.9 * p["gen"] else "") + " |"
+                f"{ratio(p['mpps'], nft)} | {fmt(p['cpu'], 2)} | {p['good']} / {p['bad']} | {p['offered']:.3f}"
+                + (" (the limit)" if p["mpps"] >= 0.9 * p["offered"] else "") + f" | {p['refused']} |"
             )
     out.append("")
     out.append(
@@ -277,8 +339,11 @@ def markdown(meta, windows, profile):
         "busy-polling null forwarder). Mpps: good frames the sink counted per second of the window. CPU-µs/packet: busy time of the "
         "forwarding core (`/proc/stat`: everything but idle and iowait) over the window, per good frame — "
         "under overload it includes the work spent on frames that were then dropped. TCP frames are SYNs. "
-        "\"The limit\": the row forwarded about all the generator sent, so the figure is the generator's (it shares its "
-        "core with the sink's NAPI thread, which takes more of it the more frames arrive)."
+        "Offered Mpps: the median window's offered load, frames the generator's veth handed the lb or dropped for a "
+        "full ring, per second of the window. \"The limit\": the row forwarded about all that was offered, so the "
+        "figure is the generator's. Windows refused: peak windows whose offered load differed by more than "
+        f"{meta.get('tolerance', 0) * 100:.0f}% from the row's reference (the median of the upper half of its "
+        "windows: below it, the generator starved; above it, the machine ran faster for a while); they were redone, and are left out of the medians (see \"Every window\")."
     )
     if lats:
         out.append("\n## Latency (UDP, generator stamp to sink, through the lb)\n")
@@ -307,11 +372,55 @@ def markdown(meta, windows, profile):
             out.append(f"- {'met' if met else '**missed**'}: {text}")
     out.append("")
     out.append(why(peaks, lats, profile))
+    out.extend(every_window(meta, windows))
     if profile:
         out.append("\n## Where the time goes\n")
         out.append(profile.rstrip())
     out.append("")
     return "\n".join(out)
+
+
+def every_window(meta, windows):
+    """The "Every window" section: each window's offered load and what shared its cores."""
+    if not any(w.get("probe") for w in windows):
+        return []
+    cores = meta["cores"]
+    gen_core, fwd_core = str(cores["gen"]), str(cores["forwarding"])
+    out = ["\n## Every window\n"]
+    out.append(
+        f"In run order (rounds past {meta.get('repeats', 0)}: windows redone). Offered: frames per second the generator's veth handed the lb or dropped (full ring); "
+        f"delivered: good frames at the sink. Core {gen_core} (the generator's) and core {fwd_core} (forwarding): "
+        "each thread's share of the window on a CPU / runnable but waiting, from `/proc/PID/task/*/schedstat`; "
+        "other: the core's busy share no listed thread accounts for (other processes, kworkers, interrupts); "
+        "steal: time the hypervisor gave the vCPU to someone else (`/proc/stat`); loop ns: each core's speed "
+        "right after the window, nanoseconds of CPU time per iteration of a fixed Python loop (higher: the vCPU "
+        "ran slower, which no counter inside the guest shows).\n"
+    )
+    out.append(
+        f"| # | proto | row | round | load | offered Mpps | delivered Mpps | gen | sink NAPI | other {gen_core} | steal {gen_core} "
+        f"| lb NAPI | forwarder | other {fwd_core} | steal {fwd_core} | loop ns {gen_core} / {fwd_core} | kept |"
+    )
+    out.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+
+    def share(threads, name):
+        t = threads.get(name)
+        return f"{t['cpu']:.2f} / {t['wait']:.2f}" if t else "–"
+
+    for i, w in enumerate(windows, 1):
+        probe = w.get("probe") or {}
+        threads = probe.get("threads") or {}
+        c0 = (probe.get("cores") or {}).get(gen_core, {})
+        c1 = (probe.get("cores") or {}).get(fwd_core, {})
+        loops = probe.get("loop_ns") or {}
+        load = "peak" if w["load"] is None else f"{w['load']:.0%}"
+        kept = "**refused**" if w.get("refused") else "yes"
+        out.append(
+            f"| {i} | {w['proto'].upper()} | {w['row']} | {w['repeat']} | {load} | {offered(w):.3f} | {w['sink']['mpps']:.3f} | "
+            f"{share(threads, 'gen')} | {share(threads, 'sink_napi')} | {fmt(c0.get('other'), 2)} | {fmt(c0.get('steal'), 2)} | "
+            f"{share(threads, 'lb_napi')} | {share(threads, 'fwd')} | {fmt(c1.get('other'), 2)} | {fmt(c1.get('steal'), 2)} | "
+            f"{fmt(loops.get(gen_core), 1)} / {fmt(loops.get(fwd_core), 1)} | {kept} |"
+        )
+    return out
 
 
 def plot(meta, windows, path):
@@ -571,7 +680,83 @@ def where(row, directory, sink_json, core):
     return "\n".join(out) + "\n"
 
 
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def read_sample(path):
+    """One window_sample file of bench/sidebyside as {key: [numbers]} ("thread NAME ..." as
+    "thread:NAME")."""
+    sample = {}
+    for line in (read(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        if parts[0] == "thread" and len(parts) == 5:
+            sample["thread:" + parts[1]] = [int(float(v)) for v in parts[2:]]
+        elif parts[0] == "on":
+            sample["on:" + parts[1]] = parts[2:]
+        elif parts[0] == "speed" and len(parts) == 3:
+            sample["speed:" + parts[1]] = [float(parts[2])]
+        else:
+            sample[parts[0]] = [float(v) for v in parts[1:]]
+    return sample
+
+
+def window_probe(first, last):
+    """What two window_sample files say about the window between them: the offered load (frames
+    the generator's veth handed its peer, and dropped for a full ring, per second), each core's
+    time by kind (shares of the window, from /proc/stat; steal is time the hypervisor gave the
+    vCPU to someone else) and each sharing thread's time on a CPU, waiting for one (runnable),
+    and its time slices. None where a sample lacks what it needs."""
+    a, b = read_sample(first), read_sample(last)
+    if "t" not in a or "t" not in b or b["t"][0] <= a["t"][0]:
+        return None
+    seconds = b["t"][0] - a["t"][0]
+    probe = {"seconds": round(seconds, 3)}
+    if "gen_tx" in a and "gen_tx" in b:
+        taken, dropped = (b["gen_tx"][i] - a["gen_tx"][i] for i in (0, 1))
+        probe["offered_mpps"] = round((taken + dropped) / seconds / 1e6, 4)
+        probe["taken_mpps"] = round(taken / seconds / 1e6, 4)
+    cores = {}
+    for key in sorted(k for k in a if k.startswith("cpu") and k in b):
+        delta = [y - x for x, y in zip(a[key], b[key])]
+        total = sum(delta[: len(CPU_FIELDS)]) or 1
+        cores[key[3:]] = {name: round(d / total, 3) for name, d in zip(CPU_FIELDS, delta) if name not in ("nice", "iowait")}
+    probe["cores"] = cores
+    threads = {}
+    for key in sorted(k for k in a if k.startswith("thread:") and k in b):
+        run, wait, slices = (y - x for x, y in zip(a[key], b[key]))
+        threads[key[7:]] = {"cpu": round(run / 1e9 / seconds, 3), "wait": round(wait / 1e9 / seconds, 3), "slices": slices}
+    probe["threads"] = threads
+    # Each core's canary right after the window (bench/sidebyside's core_speed; 0: failed).
+    speeds = {k[6:]: b[k][0] for k in sorted(b) if k.startswith("speed:") and b[k][0] > 0}
+    if speeds:
+        probe["loop_ns"] = speeds
+    # "other": the core's busy share that none of the threads placed on it account for
+    # (other processes, kworkers, RCU, interrupts, steal).
+    for key in (k for k in a if k.startswith("on:")):
+        core = cores.get(key[3:])
+        if core is not None:
+            busy = 1 - core["idle"]
+            core["other"] = round(busy - sum(threads[t]["cpu"] for t in a[key] if t in threads), 3)
+    return probe
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--refuse":
+        # --refuse RAW.jsonl TOLERANCE REPEATS: marks RAW's windows in place and prints the
+        # windows still lacking, one "PROTO ROW" a line.
+        with open(sys.argv[2]) as f:
+            windows = [json.loads(line) for line in f if line.strip()]
+        redo = refuse(windows, float(sys.argv[3]), int(sys.argv[4]))
+        with open(sys.argv[2], "w") as f:
+            f.writelines(json.dumps(w) + "\n" for w in windows)
+        for proto, row in redo:
+            print(proto, row)
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--window":
+        print(json.dumps(window_probe(sys.argv[2], sys.argv[3])))
+        return
     if len(sys.argv) == 6 and sys.argv[1] == "--where":
         sys.stdout.write(where(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]))
         return

@@ -55,6 +55,10 @@ fn window_problems(line: &serde_json::Value) -> Vec<String> {
     if line["gen"]["sent"].as_u64().unwrap_or(0) == 0 {
         problems.push(format!("{name}: the generator sent nothing"));
     }
+    // Every window measures its own offered load (the report shows it for each).
+    if line["probe"]["offered_mpps"].as_f64().is_none_or(|mpps| mpps <= 0.0) {
+        problems.push(format!("{name}: no offered load measured: {}", line["probe"]));
+    }
     // The AF_XDP rows ran in the busy-poll mode their name says (-bp: forced on).
     let row = line["row"].as_str().unwrap_or("");
     if row.starts_with("xlb-") || row.starts_with("null") {
@@ -81,7 +85,7 @@ fn window_problems(line: &serde_json::Value) -> Vec<String> {
 #[test]
 fn window_lines_are_judged() {
     let good: serde_json::Value = serde_json::from_str(
-        r#"{"row":"null","proto":"udp","busy_poll":{"on":false,"napi":"","rx_packets":0},"sink":{"traffic":true,"window":{"good":5},"total_bad":0,"total":{}},"gen":{"sent":9}}"#,
+        r#"{"row":"null","proto":"udp","busy_poll":{"on":false,"napi":"","rx_packets":0},"sink":{"traffic":true,"window":{"good":5},"total_bad":0,"total":{}},"gen":{"sent":9},"probe":{"offered_mpps":0.9}}"#,
     )
     .unwrap();
     assert!(window_problems(&good).is_empty());
@@ -99,7 +103,7 @@ fn window_lines_are_judged() {
         r#"{"row":"null","proto":"udp","sink":{"traffic":false,"window":{"good":0},"total_bad":2,"total":{}},"gen":{"sent":0}}"#,
     )
     .unwrap();
-    assert_eq!(window_problems(&bad).len(), 5, "and no busy_poll record");
+    assert_eq!(window_problems(&bad).len(), 6, "and no busy_poll record, no probe");
     assert_eq!(prefix_of("lab sidebyside: prefix xlb-77 (namespaces"), Some("xlb-77"));
     assert_eq!(prefix_of("lab sidebyside: prefix xlb-7x (namespaces"), None);
 }
@@ -152,30 +156,7 @@ fn sidebyside_quick_every_row_delivers_only_good_frames() {
 /// Runs `bench/sidebyside_report.py --where ROW DIR SINK_JSON 1` on the files `files` (name,
 /// contents) in a fresh directory; its stdout, or None where python3 is missing.
 fn where_section(row: &str, files: &[(&str, &str)], sink: &str) -> Option<String> {
-    let dir = std::env::temp_dir().join(format!("xlb-where-{}-{row}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents).expect("fixture");
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("sidebyside_report.py");
-    let out = match Command::new("python3")
-        .arg(&script)
-        .arg("--where")
-        .arg(row)
-        .arg(&dir)
-        .args([sink, "1"])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("skipped: python3: {e}");
-            return None;
-        }
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    report_tool(row, &["--where", row, "{dir}", sink, "1"], files).map(|(stdout, _)| stdout)
 }
 
 /// The profile step's raw files, as perf and xlb write them, become the row's "Where the time
@@ -248,4 +229,135 @@ fn profile_files_become_per_frame_and_per_batch_figures() {
     let Some(text) = where_section("xlb-nat", &files, r#"{"mpps":0.1}"#) else { return };
     assert!(text.contains("| sendto | 1500 | 1,500 | 0.0150 | – | – |"), "{text}");
     assert!(text.contains("No metrics: the scrape failed."), "{text}");
+}
+
+/// Runs `bench/sidebyside_report.py ARGS` with the files `files` (name, contents) in a fresh
+/// directory whose path replaces `{dir}` in ARGS; (stdout, the files afterwards), or None
+/// where python3 is missing.
+fn report_tool(tag: &str, args: &[&str], files: &[(&str, &str)]) -> Option<(String, Vec<String>)> {
+    let dir = std::env::temp_dir().join(format!("xlb-report-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).expect("fixture");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("sidebyside_report.py");
+    let args: Vec<String> =
+        args.iter().map(|a| a.replace("{dir}", &dir.to_string_lossy())).collect();
+    let out = match Command::new("python3").arg(&script).args(&args).output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: python3: {e}");
+            return None;
+        }
+    };
+    let after = files
+        .iter()
+        .map(|(name, _)| std::fs::read_to_string(dir.join(name)).expect("the file is still there"))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some((String::from_utf8_lossy(&out.stdout).into_owned(), after))
+}
+
+/// Two samples of a window, as `window_sample` writes them, become its probe: the offered load
+/// from the generator's veth (frames its peer took plus those dropped for a full ring, per
+/// second), each core's time by kind, each thread's share on a CPU and waiting, what no
+/// listed thread accounts for, and each core's canary loop after the window.
+#[test]
+fn window_samples_become_offered_load_and_core_shares() {
+    // 2 s apart; /proc/stat in ticks of 10 ms: 200 ticks a core.
+    let before = "t 100.0\ngen_tx 1000 500\ncpu0 1000 0 1000 1000 0 0 0 0 0 0\n\
+        cpu1 1000 0 1000 1000 0 0 0 0 0 0\non 0 gen sink_napi\non 1 lb_napi fwd\n\
+        thread gen 1000000000 0 10\nthread sink_napi 0 0 0\nthread lb_napi 0 0 0\n";
+    // Core 0: 100 user + 60 system + 40 steal; core 1: 150 user + 50 idle.
+    let after = "t 102.0\ngen_tx 1801000 200500\ncpu0 1100 0 1060 1000 0 0 0 40 0 0\n\
+        cpu1 1150 0 1000 1050 0 0 0 0 0 0\non 0 gen sink_napi\non 1 lb_napi fwd\n\
+        thread gen 2200000000 400000000 30\nthread sink_napi 400000000 2000000 500\n\
+        thread lb_napi 1000000000 200000000 90\nspeed 0 27.5\nspeed 1 0\n";
+    let Some((stdout, _)) =
+        report_tool("window", &["--window", "{dir}/a", "{dir}/b"], &[("a", before), ("b", after)])
+    else {
+        return;
+    };
+    let probe: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let expected = serde_json::json!({
+        "seconds": 2.0,
+        "offered_mpps": 1.0,
+        "taken_mpps": 0.9,
+        "cores": {
+            "0": {"user": 0.5, "system": 0.3, "idle": 0.0, "irq": 0.0, "softirq": 0.0, "steal": 0.2, "other": 0.2},
+            "1": {"user": 0.75, "system": 0.0, "idle": 0.25, "irq": 0.0, "softirq": 0.0, "steal": 0.0, "other": 0.25},
+        },
+        "threads": {
+            "gen": {"cpu": 0.6, "wait": 0.2, "slices": 20},
+            "sink_napi": {"cpu": 0.2, "wait": 0.001, "slices": 500},
+            "lb_napi": {"cpu": 0.5, "wait": 0.1, "slices": 90},
+        },
+        // Core 1's canary failed (0): left out.
+        "loop_ns": {"0": 27.5},
+    });
+    assert_eq!(probe, expected);
+    // A sample that is missing (the sink never opened its window) gives no probe.
+    let Some((stdout, _)) =
+        report_tool("window-missing", &["--window", "{dir}/a", "{dir}/none"], &[("a", before)])
+    else {
+        return;
+    };
+    assert_eq!(stdout.trim(), "null");
+}
+
+/// Peak windows whose offered load differs by more than the tolerance, either way, from their
+/// row's reference (same protocol; the median of the upper half of its windows) are marked
+/// refused in place, and each row gets back the windows it lacks; a
+/// latency window (a load) is never refused, and a row is judged against its own best only.
+#[test]
+fn windows_offered_off_their_rows_reference_are_refused_and_redone() {
+    // (row, proto, load, offered Mpps, refused)
+    let table: [(&str, &str, &str, f64, bool); 12] = [
+        // Reference: the mean of the best two, 1.275; 95% of it, 1.211.
+        ("null", "udp", "null", 1.30, false),
+        ("null", "udp", "null", 0.73, true),
+        ("null", "udp", "null", 1.25, false),
+        ("null", "tcp", "null", 0.73, false),
+        ("nft-dnat", "udp", "null", 0.45, false),
+        ("nft-dnat", "udp", "null", 0.44, false),
+        ("nft-dnat", "udp", "null", 0.20, true),
+        // One lucky window does not get the others refused: of four, the third best, 0.61;
+        // it is refused itself (more than 5% above).
+        ("kernel-fwd", "udp", "null", 0.60, false),
+        ("kernel-fwd", "udp", "null", 0.745, true),
+        ("kernel-fwd", "udp", "null", 0.61, false),
+        ("kernel-fwd", "udp", "null", 0.62, false),
+        ("xlb-dr", "udp", "0.5", 0.10, false),
+    ];
+    let raw: String = table
+        .iter()
+        .map(|(row, proto, load, offered, _)| {
+            format!(
+                "{{\"row\":\"{row}\",\"proto\":\"{proto}\",\"load\":{load},\"gen\":{{\"mpps\":9}},\"probe\":{{\"offered_mpps\":{offered}}}}}\n"
+            )
+        })
+        .collect();
+    let Some((stdout, after)) = report_tool(
+        "refuse",
+        &["--refuse", "{dir}/raw.jsonl", "0.05", "3"],
+        &[("raw.jsonl", &raw)],
+    ) else {
+        return;
+    };
+    let windows: Vec<serde_json::Value> =
+        after[0].lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(windows.len(), table.len());
+    for ((row, proto, load, offered, refused), window) in table.iter().zip(&windows) {
+        assert_eq!(
+            window["refused"].as_bool().unwrap_or(false),
+            *refused,
+            "{row} {proto} load {load} offered {offered}: {window}"
+        );
+    }
+    // null udp and nft-dnat udp kept 2 of 3, null tcp 1 of 3, kernel-fwd udp 3 of 4.
+    let mut redo: Vec<&str> = stdout.lines().collect();
+    redo.sort_unstable();
+    assert_eq!(redo, ["tcp null", "tcp null", "udp nft-dnat", "udp null"]);
 }

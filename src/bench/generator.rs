@@ -186,6 +186,12 @@ pub struct GenLimits {
     pub duration: Duration,
     /// Frames per second at most (None: as fast as the core goes).
     pub rate: Option<u64>,
+    /// The AF_XDP fallback's socket send buffer, bytes (None: the kernel's default,
+    /// `net.core.wmem_default`). In copy mode every frame in flight is an skb charged to it
+    /// until the receiver frees it, so it bounds the frames in flight: with the default
+    /// (212992) about one veth ring of 64-byte frames, and the sender then goes at the pace
+    /// of its peer's receive NAPI, not its own.
+    pub send_buffer: Option<u32>,
 }
 
 /// What a run did.
@@ -440,11 +446,20 @@ impl Generator {
                 return Ok(None);
             }
         };
+        if let Some(bytes) = limits.send_buffer {
+            port.set_send_buffer(bytes).map_err(|error| {
+                SteerError::Object(format!(
+                    "the AF_XDP generator's send buffer of {bytes} bytes: {error}"
+                ))
+            })?;
+        }
         eprintln!(
-            "gen: sending by AF_XDP on {} queue 0 ({} mode, {} frames per kick)",
+            "gen: sending by AF_XDP on {} queue 0 ({} mode, {} frames per kick, send buffer {} bytes)",
             dev.name,
             port.mode(),
-            port.tx_budget()
+            port.tx_budget(),
+            port.send_buffer()
+                .map_or_else(|error| format!("unknown: {error}"), |bytes| bytes.to_string())
         );
         let mut report = GenReport { fallback: Some(Fallback::Afxdp), ..GenReport::default() };
         txgen::run(&mut port, &mut maker, limits, stop, &mut report, progress);

@@ -114,6 +114,11 @@ pub struct GenArgs {
     /// Frames per second at most (default: as fast as one core goes).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// The AF_XDP fallback's socket send buffer in bytes (default: the kernel's,
+    /// net.core.wmem_default). Copy mode charges every frame in flight to it, so the default
+    /// holds about one veth ring of small frames and the sender goes at its peer's pace.
+    #[arg(long)]
+    pub send_buffer: Option<u32>,
     /// Frame size without FCS (60: 64 bytes on the wire).
     #[arg(long, default_value_t = generator::MIN_FRAME)]
     pub size: usize,
@@ -286,8 +291,12 @@ fn run_gen(args: &GenArgs, stop: &AtomicBool) -> anyhow::Result<GenSummary> {
         stamp_offset: Some(stamp_offset),
     };
     generator.configure(&frame, &config)?;
-    let limits =
-        GenLimits { packets: args.packets, duration: seconds(args.seconds), rate: args.rate };
+    let limits = GenLimits {
+        packets: args.packets,
+        duration: seconds(args.seconds),
+        rate: args.rate,
+        send_buffer: args.send_buffer,
+    };
     eprintln!(
         "gen: {} {} frames of {} bytes to {}:{} by {}, {} flows, at most {} frames, {:.1} s{}",
         args.proto,

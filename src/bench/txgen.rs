@@ -526,6 +526,8 @@ mod tests {
                     packets: limit,
                     duration: Duration::from_secs(20),
                     rate: Some(rate),
+                    // Raised as bench/sidebyside does (the socket must take it).
+                    send_buffer: Some(4 << 20),
                 };
                 let stop = AtomicBool::new(false);
                 generator

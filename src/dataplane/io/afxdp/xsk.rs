@@ -595,6 +595,51 @@ impl XskPort {
         self.tx_budget
     }
 
+    /// Sets the socket's send buffer to `bytes` (`SO_SNDBUFFORCE`, past `net.core.wmem_max`;
+    /// needs CAP_NET_ADMIN; the kernel doubles it for its bookkeeping, as for `SO_SNDBUF`).
+    /// In copy mode every frame in flight is an skb charged to it until the receiver frees
+    /// it, so it bounds the frames in flight (the benchmark's generator raises it so that it
+    /// sends at its own pace, not its peer's).
+    pub fn set_send_buffer(&mut self, bytes: u32) -> io::Result<()> {
+        let value = libc::c_int::try_from(bytes)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a plain setsockopt on this socket's own open descriptor; the kernel reads
+        // exactly `size_of::<c_int>()` bytes from `value`, a live local.
+        let ret = unsafe {
+            libc::setsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// The socket's send buffer in bytes as the kernel keeps it (`SO_SNDBUF`: twice what was
+    /// set).
+    pub fn send_buffer(&self) -> io::Result<u32> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a plain getsockopt on this socket's own open descriptor; the kernel writes
+        // at most `len` bytes into `value`, a live local, and `len` is a live local too.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if ret == 0 {
+            u32::try_from(value).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Asks the kernel to send up to [`TX_BUDGET`] frames per copy-mode kick instead of 32.
     /// A kernel that refuses (before 6.17: ENOPROTOOPT) leaves the default; the first
     /// refusal in the process is logged, and the socket works either way (a flush kicks
