@@ -966,7 +966,13 @@ impl CoreState {
     /// hashes to `hashes[i]`.
     #[inline]
     fn prepare_lookups(&self, classes: &[Class; BATCH], hashes: &[u64; BATCH]) -> [Prepared; BATCH] {
-        std::array::from_fn(|i| self.prepare_lookup(classes[i], hashes[i]))
+        // Each table's shape read once for the batch ([`Conntrack::preparer`]).
+        let (four, six) = (self.conntrack.preparer(), self.v6.conntrack.preparer());
+        std::array::from_fn(|i| match classes[i] {
+            Class::Other => Prepared::new(hashes[i]),
+            Class::Ipv6 => six.prepare(hashes[i]),
+            _ => four.prepare(hashes[i]),
+        })
     }
 
     /// The lookup of a frame of class `class` whose key hashes to `hash`, prepared in the
