@@ -237,11 +237,12 @@ impl Probe4 {
     /// (tested).
     #[inline(always)]
     pub fn of_wire(addrs: &[u8; 8], ports: &[u8; 4], proto: Proto) -> Probe4 {
-        let [s0, s1, s2, s3, d0, d1, d2, d3] = *addrs;
-        let (src, dst) =
-            (u32::from_ne_bytes([s0, s1, s2, s3]), u32::from_ne_bytes([d0, d1, d2, d3]));
+        // Both addresses in one load: in the machine's order the eight bytes are
+        // `addr_word(src) << 32 | addr_word(dst)` on a big-endian machine, and that with its
+        // halves swapped on a little-endian one.
+        let both = u64::from_ne_bytes(*addrs);
         Probe4 {
-            addrs: u64::from(src) << 32 | u64::from(dst),
+            addrs: if cfg!(target_endian = "little") { both.rotate_left(32) } else { both },
             ports: u32::from_be_bytes(*ports),
             proto: proto_code(proto),
         }

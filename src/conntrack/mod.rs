@@ -619,6 +619,31 @@ impl Prepared {
     }
 }
 
+/// A batch's record pass over one table ([`Conntrack::preparer`]): its
+/// [`Preparer::prepare`] is [`Conntrack::prepare`], with the table's shape and the batch read
+/// once for all the batch's keys (kept in registers by the loop over them). Borrows the
+/// table: nothing changes it while the pass runs.
+#[derive(Clone, Copy)]
+pub struct Preparer<'a, F: Layout> {
+    pass: table::RecordPass<'a, F>,
+    batch: u64,
+}
+
+impl<F: Layout> Preparer<'_, F> {
+    /// [`Conntrack::prepare`] of `hash`.
+    #[inline(always)]
+    pub fn prepare(&self, hash: u64) -> Prepared {
+        let candidate = self.pass.prefetch_record(hash);
+        Prepared { hash, candidate, batch: self.batch, absent: false }
+    }
+}
+
+impl<F: Layout> fmt::Debug for Preparer<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Preparer").field("batch", &self.batch).finish_non_exhaustive()
+    }
+}
+
 /// Why an insert was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InsertError {
@@ -934,8 +959,14 @@ impl<F: Layout> Conntrack<F> {
     /// Changes nothing.
     #[inline]
     pub fn prepare(&self, hash: u64) -> Prepared {
-        let candidate = self.table.prefetch_record(hash);
-        Prepared { hash, candidate, batch: self.batch, absent: false }
+        self.preparer().prepare(hash)
+    }
+
+    /// [`Conntrack::prepare`] for a batch's keys: what it reads of the table and of the
+    /// batch, read once.
+    #[inline(always)]
+    pub fn preparer(&self) -> Preparer<'_, F> {
+        Preparer { pass: self.table.record_pass(), batch: self.batch }
     }
 
     /// Starts a batch: lookups prepared from here on may prove a key absent without a

@@ -577,6 +577,40 @@ pub(super) struct Table<F: Layout> {
     embryonic: CachePadded<AtomicUsize>,
 }
 
+/// The table's shape as [`Table::prefetch_record`] needs it, copied out of the table once for
+/// a batch's record pass ([`Table::record_pass`]): a loop over the batch's keys then keeps it
+/// in registers instead of reading the table's fields again for each key (the slots' atomic
+/// loads keep the compiler from hoisting those reads itself).
+#[derive(Clone, Copy)]
+pub(super) struct RecordPass<'a, F: Layout> {
+    buckets: &'a [Bucket],
+    records: &'a [Record<F>],
+    format: SlotFormat,
+    bucket_mask: u64,
+}
+
+impl<F: Layout> RecordPass<'_, F> {
+    /// [`Table::prefetch_record`].
+    #[inline(always)]
+    pub fn prefetch_record(&self, hash: u64) -> u32 {
+        let Some(bucket) = self.buckets.get((hash & self.bucket_mask) as usize) else {
+            return 0;
+        };
+        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
+        for slot in &bucket.slots {
+            let word = slot.load(Ordering::Relaxed);
+            if word & tag_mask == tag_bits {
+                if let Some(record) = self.records.get((word & self.format.record_mask()) as usize)
+                {
+                    prefetch(record);
+                }
+                return word;
+            }
+        }
+        0
+    }
+}
+
 /// Where a key was found: the direction, the record and a copy of it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Found<'a, F: Layout> {
@@ -870,21 +904,19 @@ impl<F: Layout> Table<F> {
     /// at 100 000 records) only makes this the wrong line and the wrong candidate.
     #[inline]
     pub fn prefetch_record(&self, hash: u64) -> u32 {
-        let Some(bucket) = self.buckets.get((hash & self.bucket_mask) as usize) else {
-            return 0;
-        };
-        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
-        for slot in &bucket.slots {
-            let word = slot.load(Ordering::Relaxed);
-            if word & tag_mask == tag_bits {
-                if let Some(record) = self.records.get((word & self.format.record_mask()) as usize)
-                {
-                    prefetch(record);
-                }
-                return word;
-            }
+        self.record_pass().prefetch_record(hash)
+    }
+
+    /// What [`Table::prefetch_record`] reads of the table, read once (for a batch's record
+    /// pass).
+    #[inline(always)]
+    pub fn record_pass(&self) -> RecordPass<'_, F> {
+        RecordPass {
+            buckets: &self.buckets,
+            records: &self.records,
+            format: self.format,
+            bucket_mask: self.bucket_mask,
         }
-        0
     }
 
     /// Moves a flow into or out of `SynSeen` in the embryonic count.

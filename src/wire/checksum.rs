@@ -99,7 +99,11 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
 /// and swapping maps 0xffff to itself and nothing else to it (a swap multiplies by 2^8 mod
 /// 0xffff, which is invertible), so the verdict does not depend on the order. A 20-byte
 /// header (IPv4 without options) is summed as two 64-bit words and one 32-bit word, with no
-/// loop.
+/// loop, and tested without folding: every end-around carry keeps the sum's value mod 0xffff
+/// (2^64 and 2^32 are 1 mod 0xffff) and its non-zeroness, and a non-zero sum folds to 0xffff
+/// exactly when it is a multiple of 0xffff (folding keeps the value mod 0xffff and gives
+/// `1..=0xffff` for it), so the test is `acc != 0 && acc % 0xffff == 0`: one multiplication
+/// and one compare ([`nonzero_multiple_of_ffff`]).
 #[inline]
 pub fn verifies(data: &[u8]) -> bool {
     if let Some((a, rest)) = data.split_first_chunk::<8>()
@@ -108,7 +112,7 @@ pub fn verifies(data: &[u8]) -> bool {
     {
         let (a, b) = (u64::from_ne_bytes(*a), u64::from_ne_bytes(*b));
         let acc = add_carry(add_carry(a, b), u64::from(u32::from_ne_bytes(c)));
-        return fold(fold64(acc)) == 0xffff;
+        return nonzero_multiple_of_ffff(acc);
     }
     let mut acc = 0u64;
     let mut chunks = data.chunks_exact(8);
@@ -126,6 +130,27 @@ pub fn verifies(data: &[u8]) -> bool {
     }
     acc = add_carry(acc, u64::from_ne_bytes(bytes));
     fold(fold64(acc)) == 0xffff
+}
+
+/// The inverse of 0xffff modulo 2^64 (0xffff is odd): Newton's iteration `x * (2 - d * x)`
+/// doubles the bits that are right, from the 3 that `x = d` has (d * d = 1 mod 8).
+const FFFF_INVERSE: u64 = {
+    let mut inverse: u64 = 0xffff;
+    let mut round = 0;
+    while round < 5 {
+        inverse = inverse.wrapping_mul(2u64.wrapping_sub(0xffff_u64.wrapping_mul(inverse)));
+        round += 1;
+    }
+    inverse
+};
+
+/// `value != 0 && value % 0xffff == 0` in one multiplication and one compare: multiplying by
+/// the inverse of 0xffff maps the multiples `k * 0xffff` to `k` (`0..=u64::MAX / 0xffff`) and
+/// every other value above that range (the map is a bijection); subtracting 1 moves 0 to the
+/// top.
+#[inline(always)]
+fn nonzero_multiple_of_ffff(value: u64) -> bool {
+    value.wrapping_mul(FFFF_INVERSE).wrapping_sub(1) < u64::MAX / 0xffff
 }
 
 /// Folds the carries of a partial sum into 16 bits, without complementing.
@@ -433,6 +458,31 @@ mod tests {
                 data[10..12].copy_from_slice(&checksum.to_be_bytes());
             }
             prop_assert_eq!(verifies(&data), fold(sum(&data, 0)) == 0xffff);
+        }
+    }
+
+    #[test]
+    fn nonzero_multiple_of_ffff_is_the_remainder_test() {
+        assert_eq!(0xffff_u64.wrapping_mul(FFFF_INVERSE), 1);
+        let limit = u64::MAX / 0xffff;
+        for value in [0, 1, 0xfffe, 0xffff, 0x1_0000, 0x1_fffe, limit * 0xffff, u64::MAX]
+            .into_iter()
+            .chain((0..=4).flat_map(|k: u64| [k * 0xffff, k * 0xffff + 1, (limit - k) * 0xffff]))
+        {
+            assert_eq!(
+                nonzero_multiple_of_ffff(value),
+                value != 0 && value % 0xffff == 0,
+                "{value:#x}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn nonzero_multiple_of_ffff_agrees_with_the_remainder(value in any::<u64>(), k in any::<u64>()) {
+            prop_assert_eq!(nonzero_multiple_of_ffff(value), value != 0 && value % 0xffff == 0);
+            let multiple = (k % (u64::MAX / 0xffff + 1)) * 0xffff;
+            prop_assert_eq!(nonzero_multiple_of_ffff(multiple), multiple != 0);
         }
     }
 

@@ -165,11 +165,13 @@ impl CoreState {
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the
         // original direction, a DR flow has no reply slot; only the MACs change).
+        // The MACs are written before the counters are added: the hop is then used at once,
+        // not kept (on the stack) across the counters' update.
         if words.is_dr() {
             let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
-            self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
             let header = frame.first_chunk_mut::<12>()?;
             *header = hop.addrs;
+            self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
             return Some(Verdict::Tx(hop.egress));
         }
         if words.is_tunnel() {

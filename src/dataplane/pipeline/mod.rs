@@ -673,25 +673,24 @@ impl Pipeline {
             frames[..count].chunks_mut(BATCH).zip(verdicts[..count].chunks_mut(BATCH))
         {
             let mut classes = [Class::Other; BATCH];
-            let mut lookups = [Prepared::new(0); BATCH];
+            let mut hashes = [0; BATCH];
             self.core.conntrack.begin_batch();
             self.core.v6.conntrack.begin_batch();
             // Read once per batch: the tables' secrets, the fleet's answer for VIPs.
             let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
             let secret6 = self.core.v6.conntrack.secret();
             if let Some(mac) = mac {
-                for ((class, lookup), frame) in classes.iter_mut().zip(&mut lookups).zip(&*frames) {
-                    let hash;
-                    (*class, hash) = classify(&self.snapshot, &secret, &secret6, vip, mac, frame);
+                for ((class, hash), frame) in classes.iter_mut().zip(&mut hashes).zip(&*frames) {
+                    (*class, *hash) = classify(&self.snapshot, &secret, &secret6, vip, mac, frame);
                     match *class {
                         Class::Other => continue,
-                        Class::Ipv6 => self.core.v6.conntrack.prefetch_bucket(hash),
-                        _ => self.core.conntrack.prefetch_bucket(hash),
+                        Class::Ipv6 => self.core.v6.conntrack.prefetch_bucket(*hash),
+                        _ => self.core.conntrack.prefetch_bucket(*hash),
                     }
-                    *lookup = Prepared::new(hash);
                 }
-                self.core.prepare_lookups(&classes[..frames.len()], &mut lookups);
             }
+            // The second pass builds the lookups in place (no array filled, then overwritten).
+            let lookups = self.core.prepare_lookups(&classes, &hashes);
             let (mut bytes, mut transmitted) = (0, 0);
             for (((frame, verdict), class), lookup) in
                 frames.iter_mut().zip(verdicts.iter_mut()).zip(&classes).zip(&lookups)
@@ -963,12 +962,17 @@ impl CoreState {
 
     /// The second connection-table pass of a batch, before any frame is processed: reads the
     /// bucket of every classified frame (its load started by the first pass) and starts
-    /// loading the record it names, remembering the slot in `lookups[i]`.
+    /// loading the record it names: the lookup of the frame of class `classes[i]` whose key
+    /// hashes to `hashes[i]`.
     #[inline]
-    fn prepare_lookups(&self, classes: &[Class], lookups: &mut [Prepared; BATCH]) {
-        for (class, lookup) in classes.iter().zip(lookups.iter_mut()) {
-            *lookup = self.prepare_lookup(*class, lookup.hash());
-        }
+    fn prepare_lookups(&self, classes: &[Class; BATCH], hashes: &[u64; BATCH]) -> [Prepared; BATCH] {
+        // Each table's shape read once for the batch ([`Conntrack::preparer`]).
+        let (four, six) = (self.conntrack.preparer(), self.v6.conntrack.preparer());
+        std::array::from_fn(|i| match classes[i] {
+            Class::Other => Prepared::new(hashes[i]),
+            Class::Ipv6 => six.prepare(hashes[i]),
+            _ => four.prepare(hashes[i]),
+        })
     }
 
     /// The lookup of a frame of class `class` whose key hashes to `hash`, prepared in the
