@@ -292,19 +292,11 @@ impl CoreState {
         transport: Transport,
         prepared: Prepared,
     ) -> Verdict {
-        match self.schedule::<V4>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
-            // The backend is the one just picked from this snapshot: its index is the flow's
-            // hint whenever the hint can hold every index, with no check of the identity.
-            Ok(flow) => {
-                let backend = if snapshot.backends.len() <= 1 << u16::BITS {
-                    Some(usize::from(flow.backend))
-                } else {
-                    backend_of(snapshot, &flow)
-                };
-                self.forward_to(snapshot, now, frame, &flow, Direction::Original, backend)
-            }
-            Err(reason) => Verdict::Drop(reason),
-        }
+        let (key, tcp_flags) = (&transport.key, transport.tcp_flags);
+        // The backend is the one just picked from this snapshot: no check of its identity.
+        self.schedule::<V4>(snapshot, now, key, tcp_flags, prepared, |core, flow, backend| {
+            core.forward_to(snapshot, now, frame, flow, Direction::Original, Some(backend))
+        })
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.

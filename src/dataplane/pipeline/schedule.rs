@@ -2,8 +2,9 @@
 //! scheduled to a backend of its service and tracked in its family's connection table, or
 //! (DR) forwarded by the service's fallback Maglev table alone. IPv4's `new_flow`
 //! ([`super::flows`]) and IPv6's `new_flow6` ([`super::v6::flows`]) call
-//! [`CoreState::schedule`] and send the flow's first packet their own way (IPv4 through its
-//! hop caches); [`Tables`] picks the family's connection table in [`CoreState`].
+//! [`CoreState::schedule`] with the way they send the flow's first packet (IPv4 through its
+//! hop caches), which it calls on the flow where it built it (no copy of the flow handed
+//! back); [`Tables`] picks the family's connection table in [`CoreState`].
 //!
 //! Invariants:
 //! - A TCP packet that opens nothing (no SYN, or SYN with ACK or RST) is never tracked: DR
@@ -33,7 +34,7 @@ use crate::snapshot::{Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::flows::{opened, release_backend};
-use super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, persistence};
+use super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, persistence};
 
 /// A family the pipeline keeps a connection table for, [`V4`] or [`V6`]: where that table
 /// is in a core's state.
@@ -58,10 +59,12 @@ impl Tables for V6 {
 }
 
 impl CoreState {
-    /// Schedules a packet `key` to a VIP that no tracked flow took (see the module docs):
-    /// the flow its packet goes on as (tracked, or DR's stateless one), or why it is
-    /// dropped. `prepared` is the lookup of `key` that just missed: the insert starts from
-    /// what it proved.
+    /// Schedules a packet `key` to a VIP that no tracked flow took (see the module docs)
+    /// and sends it: `send` gets the flow its packet goes on as (tracked, or DR's stateless
+    /// one) and that flow's backend's index in `snapshot` (the one just picked), and makes
+    /// the verdict; a packet dropped here is `Drop` with the reason, `send` not called.
+    /// `prepared` is the lookup of `key` that just missed: the insert starts from what it
+    /// proved.
     #[inline(always)]
     pub(super) fn schedule<F: Tables>(
         &mut self,
@@ -70,11 +73,12 @@ impl CoreState {
         key: &FlowKey<F>,
         tcp_flags: Option<u8>,
         prepared: Prepared,
-    ) -> Result<Flow<F>, DropReason> {
+        send: impl FnOnce(&mut CoreState, &Flow<F>, usize) -> Verdict,
+    ) -> Verdict {
         let hash = flow_hash(key);
         let index = snapshot.family::<F>();
         let Some(service_index) = index.service_at(key.dst_addr, key.dst_port, key.proto) else {
-            return Err(DropReason::NoService);
+            return Verdict::Drop(DropReason::NoService);
         };
         let service = &snapshot.services[service_index];
         let range = service.backends.clone();
@@ -87,13 +91,13 @@ impl CoreState {
         if !opens {
             return match service.forward {
                 ForwardMode::Dr | ForwardMode::Tunnel => {
-                    self.stateless(snapshot, key, service_index, hash)
+                    self.stateless(snapshot, key, service_index, hash, send)
                 }
-                ForwardMode::Nat | ForwardMode::FullNat => Err(DropReason::NoFlow),
+                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
             };
         }
         let Some(state) = self.sched.get_mut(service_index) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         // The common service, without persistence and scheduled by Maglev, picks here: the
         // same pick `persistence::pick` would make through `schedule`, without building the
@@ -151,11 +155,11 @@ impl CoreState {
             }
         };
         let Some(pick) = pick else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = range.start + pick;
         let Some(backend) = index.backend_id(backend_index) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let backend = (backend.addr, backend.port);
         let local = if service.forward == ForwardMode::FullNat {
@@ -172,7 +176,7 @@ impl CoreState {
                 |evicted, state| release_backend(snapshot, active, evicted, state),
             ) {
                 Some(local) => local,
-                None => return Err(DropReason::NoLocalPort),
+                None => return Verdict::Drop(DropReason::NoLocalPort),
             }
         } else {
             (key.src_addr, key.src_port)
@@ -186,33 +190,35 @@ impl CoreState {
         match inserted {
             Ok(state) => self.count_new_flow(backend_index, state),
             Err(_) if service.forward.keeps_packet() => {
-                return self.stateless(snapshot, key, service_index, hash);
+                return self.stateless(snapshot, key, service_index, hash, send);
             }
-            Err(InsertError::Flood) => return Err(DropReason::Flood),
+            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
             Err(InsertError::Full | InsertError::Exists) => {
-                return Err(DropReason::ConntrackFull);
+                return Verdict::Drop(DropReason::ConntrackFull);
             }
         }
-        Ok(flow)
+        send(self, &flow, backend_index)
     }
 
     /// DR (or tunnel) without a tracked flow: the service's weighted Maglev table alone picks the backend
     /// (by the pinned flow hash `hash`), so every packet of the flow, on any core and after
-    /// any restart, agrees. Counted as a stateless packet.
+    /// any restart, agrees. Counted as a stateless packet, then sent by `send` as
+    /// [`CoreState::schedule`] does.
     fn stateless<F: Family + Indexed>(
         &mut self,
         snapshot: &Snapshot,
         key: &FlowKey<F>,
         service_index: usize,
         hash: u64,
-    ) -> Result<Flow<F>, DropReason> {
+        send: impl FnOnce(&mut CoreState, &Flow<F>, usize) -> Verdict,
+    ) -> Verdict {
         let service = &snapshot.services[service_index];
         let Some(pick) = service.fallback.lookup(hash) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = service.backends.start + pick;
         let Some(backend) = snapshot.family::<F>().backend_id(backend_index) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let flow = opened(
             key,
@@ -222,7 +228,7 @@ impl CoreState {
             (service_index, backend_index),
         );
         self.counters.add(Stat::StatelessPackets, 1);
-        Ok(flow)
+        send(self, &flow, backend_index)
     }
 
     /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): the

@@ -299,10 +299,10 @@ impl CoreState {
         l4: usize,
         prepared: Prepared,
     ) -> Verdict {
-        match self.schedule::<V6>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
-            Ok(flow) => self.forward6(snapshot, now, frame, l4, &flow, Direction::Original),
-            Err(reason) => Verdict::Drop(reason),
-        }
+        let (key, tcp_flags) = (&transport.key, transport.tcp_flags);
+        self.schedule::<V6>(snapshot, now, key, tcp_flags, prepared, |core, flow, _| {
+            core.forward6(snapshot, now, frame, l4, flow, Direction::Original)
+        })
     }
 
     /// Rewrites a tracked packet (its TCP/UDP header at `l4`) for its direction (NAT,
