@@ -26,6 +26,7 @@ use crate::time::Instant;
 
 use super::classify::{Class, Transport, plain_probe_at, plain_transport_at};
 use super::rewrite::route_transport;
+use super::schedule::FirstPacket;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
 impl CoreState {
@@ -293,10 +294,8 @@ impl CoreState {
         prepared: Prepared,
     ) -> Verdict {
         let (key, tcp_flags) = (&transport.key, transport.tcp_flags);
-        // The backend is the one just picked from this snapshot: no check of its identity.
-        self.schedule::<V4>(snapshot, now, key, tcp_flags, prepared, |core, flow, backend| {
-            core.forward_to(snapshot, now, frame, flow, Direction::Original, Some(backend))
-        })
+        let first = FirstToBackend { snapshot, now, frame };
+        self.schedule::<V4>(snapshot, now, key, tcp_flags, prepared, first)
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
@@ -350,6 +349,22 @@ impl CoreState {
             return Verdict::Tx(hop.egress);
         }
         self.deliver(snapshot, now, frame, flow, direction, backend)
+    }
+}
+
+/// IPv4's way to send a new flow's first packet ([`FirstPacket`]): forwarded to the
+/// backend just picked from this snapshot, its index known (no check of its identity).
+struct FirstToBackend<'a> {
+    snapshot: &'a Snapshot,
+    now: Instant,
+    frame: &'a mut [u8],
+}
+
+impl FirstPacket<V4> for FirstToBackend<'_> {
+    #[inline(always)]
+    fn send(self, core: &mut CoreState, flow: &Flow, backend: usize) -> Verdict {
+        let FirstToBackend { snapshot, now, frame } = self;
+        core.forward_to(snapshot, now, frame, flow, Direction::Original, Some(backend))
     }
 }
 

@@ -58,6 +58,15 @@ impl Tables for V6 {
     }
 }
 
+/// How a new flow's first packet is sent once [`CoreState::schedule`] has its flow: its
+/// family's way. A trait whose method is inlined rather than a closure: LLVM kept the
+/// closure out of line, a call (and the flow's address) per new flow.
+pub(super) trait FirstPacket<F: Family> {
+    /// Sends the first packet on `flow`, whose backend's index in the snapshot is
+    /// `backend`: the verdict.
+    fn send(self, core: &mut CoreState, flow: &Flow<F>, backend: usize) -> Verdict;
+}
+
 impl CoreState {
     /// Schedules a packet `key` to a VIP that no tracked flow took (see the module docs)
     /// and sends it: `send` gets the flow its packet goes on as (tracked, or DR's stateless
@@ -73,7 +82,7 @@ impl CoreState {
         key: &FlowKey<F>,
         tcp_flags: Option<u8>,
         prepared: Prepared,
-        send: impl FnOnce(&mut CoreState, &Flow<F>, usize) -> Verdict,
+        send: impl FirstPacket<F>,
     ) -> Verdict {
         let hash = flow_hash(key);
         let index = snapshot.family::<F>();
@@ -197,20 +206,22 @@ impl CoreState {
                 return Verdict::Drop(DropReason::ConntrackFull);
             }
         }
-        send(self, &flow, backend_index)
+        send.send(self, &flow, backend_index)
     }
 
     /// DR (or tunnel) without a tracked flow: the service's weighted Maglev table alone picks the backend
     /// (by the pinned flow hash `hash`), so every packet of the flow, on any core and after
     /// any restart, agrees. Counted as a stateless packet, then sent by `send` as
-    /// [`CoreState::schedule`] does.
+    /// [`CoreState::schedule`] does. Out of line (the rare way): `schedule`,
+    /// inlined into each family's new-flow step, keeps only the tracked way's code.
+    #[inline(never)]
     fn stateless<F: Family + Indexed>(
         &mut self,
         snapshot: &Snapshot,
         key: &FlowKey<F>,
         service_index: usize,
         hash: u64,
-        send: impl FnOnce(&mut CoreState, &Flow<F>, usize) -> Verdict,
+        send: impl FirstPacket<F>,
     ) -> Verdict {
         let service = &snapshot.services[service_index];
         let Some(pick) = service.fallback.lookup(hash) else {
@@ -228,7 +239,7 @@ impl CoreState {
             (service_index, backend_index),
         );
         self.counters.add(Stat::StatelessPackets, 1);
-        send(self, &flow, backend_index)
+        send.send(self, &flow, backend_index)
     }
 
     /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): the
