@@ -149,9 +149,9 @@ impl CoreState {
         if class != Class::ToVip && snapshot.interfaces.len() > 1 {
             return None;
         }
-        let (probe, tcp_flags) = plain_probe_at(frame)?;
-        let Some((direction, words)) = self.conntrack.settled(now, &probe, prepared, tcp_flags)
-        else {
+        // No slot with the key's fingerprint when the batch looked: no flow to settle (the
+        // settled lookup would miss), so no probe is built.
+        if !prepared.has_candidate() {
             // A new flow's first packet, its key proved absent by the batch: `transport`
             // would find no flow here nor look for one elsewhere (not a reply).
             if class == Class::ToVip
@@ -161,7 +161,9 @@ impl CoreState {
                 return Some(self.new_flow(snapshot, now, ingress, frame, transport, absent));
             }
             return None;
-        };
+        }
+        let (probe, tcp_flags) = plain_probe_at(frame)?;
+        let (direction, words) = self.conntrack.settled(now, &probe, prepared, tcp_flags)?;
         // Every mode but tunnel reads what it needs from the flow's words: the backend's
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the
