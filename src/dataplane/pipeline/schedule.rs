@@ -191,9 +191,13 @@ impl CoreState {
             (key.src_addr, key.src_port)
         };
         let flow = opened(key, service.forward, backend, local, (service_index, backend_index));
+        // The packet opens (tested above): for the initial state the insert derives from its
+        // flags (`SynSeen` for TCP, `Udp` for UDP), a SYN's flags are its own, and a constant
+        // lets that derivation fold away.
+        let opening_flags = tcp_flags.map(|_| TCP_SYN);
         let (conntrack, active) = F::tables(self);
         let inserted =
-            conntrack.insert_prepared(now, &flow, prepared, tcp_flags, |evicted, state| {
+            conntrack.insert_prepared(now, &flow, prepared, opening_flags, |evicted, state| {
                 release_backend(snapshot, active, evicted, state);
             });
         match inserted {
