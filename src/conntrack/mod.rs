@@ -617,6 +617,14 @@ impl Prepared {
     pub const fn hash(self) -> u64 {
         self.hash
     }
+
+    /// True if the batch found a slot with the key's fingerprint in its bucket (a
+    /// candidate to check); false if it found none, or nothing was prepared: then the
+    /// settled lookup ([`Conntrack::<V4>::settled`]) misses.
+    #[inline(always)]
+    pub const fn has_candidate(&self) -> bool {
+        self.candidate != 0
+    }
 }
 
 /// A batch's record pass over one table ([`Conntrack::preparer`]): its

@@ -26,6 +26,7 @@ use crate::time::Instant;
 
 use super::classify::{Class, Transport, plain_probe_at, plain_transport_at};
 use super::rewrite::route_transport;
+use super::schedule::FirstPacket;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
 impl CoreState {
@@ -148,9 +149,9 @@ impl CoreState {
         if class != Class::ToVip && snapshot.interfaces.len() > 1 {
             return None;
         }
-        let (probe, tcp_flags) = plain_probe_at(frame)?;
-        let Some((direction, words)) = self.conntrack.settled(now, &probe, prepared, tcp_flags)
-        else {
+        // No slot with the key's fingerprint when the batch looked: no flow to settle (the
+        // settled lookup would miss), so no probe is built.
+        if !prepared.has_candidate() {
             // A new flow's first packet, its key proved absent by the batch: `transport`
             // would find no flow here nor look for one elsewhere (not a reply).
             if class == Class::ToVip
@@ -160,7 +161,9 @@ impl CoreState {
                 return Some(self.new_flow(snapshot, now, ingress, frame, transport, absent));
             }
             return None;
-        };
+        }
+        let (probe, tcp_flags) = plain_probe_at(frame)?;
+        let (direction, words) = self.conntrack.settled(now, &probe, prepared, tcp_flags)?;
         // Every mode but tunnel reads what it needs from the flow's words: the backend's
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the
@@ -294,19 +297,9 @@ impl CoreState {
         transport: Transport,
         prepared: Prepared,
     ) -> Verdict {
-        match self.schedule::<V4>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
-            // The backend is the one just picked from this snapshot: its index is the flow's
-            // hint whenever the hint can hold every index, with no check of the identity.
-            Ok(flow) => {
-                let backend = if snapshot.backends.len() <= 1 << u16::BITS {
-                    Some(usize::from(flow.backend))
-                } else {
-                    backend_of(snapshot, &flow)
-                };
-                self.forward_to(snapshot, now, frame, &flow, Direction::Original, backend)
-            }
-            Err(reason) => Verdict::Drop(reason),
-        }
+        let (key, tcp_flags) = (&transport.key, transport.tcp_flags);
+        let first = FirstToBackend { snapshot, now, frame };
+        self.schedule::<V4>(snapshot, now, key, tcp_flags, prepared, first)
     }
 
     /// Rewrites a tracked packet for its direction and sends it to its next hop.
@@ -360,6 +353,22 @@ impl CoreState {
             return Verdict::Tx(hop.egress);
         }
         self.deliver(snapshot, now, frame, flow, direction, backend)
+    }
+}
+
+/// IPv4's way to send a new flow's first packet ([`FirstPacket`]): forwarded to the
+/// backend just picked from this snapshot, its index known (no check of its identity).
+struct FirstToBackend<'a> {
+    snapshot: &'a Snapshot,
+    now: Instant,
+    frame: &'a mut [u8],
+}
+
+impl FirstPacket<V4> for FirstToBackend<'_> {
+    #[inline(always)]
+    fn send(self, core: &mut CoreState, flow: &Flow, backend: usize) -> Verdict {
+        let FirstToBackend { snapshot, now, frame } = self;
+        core.forward_to(snapshot, now, frame, flow, Direction::Original, Some(backend))
     }
 }
 

@@ -2,8 +2,9 @@
 //! scheduled to a backend of its service and tracked in its family's connection table, or
 //! (DR) forwarded by the service's fallback Maglev table alone. IPv4's `new_flow`
 //! ([`super::flows`]) and IPv6's `new_flow6` ([`super::v6::flows`]) call
-//! [`CoreState::schedule`] and send the flow's first packet their own way (IPv4 through its
-//! hop caches); [`Tables`] picks the family's connection table in [`CoreState`].
+//! [`CoreState::schedule`] with the way they send the flow's first packet (IPv4 through its
+//! hop caches), which it calls on the flow where it built it (no copy of the flow handed
+//! back); [`Tables`] picks the family's connection table in [`CoreState`].
 //!
 //! Invariants:
 //! - A TCP packet that opens nothing (no SYN, or SYN with ACK or RST) is never tracked: DR
@@ -33,7 +34,7 @@ use crate::snapshot::{Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::flows::{opened, release_backend};
-use super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, persistence};
+use super::{CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict, persistence};
 
 /// A family the pipeline keeps a connection table for, [`V4`] or [`V6`]: where that table
 /// is in a core's state.
@@ -57,11 +58,22 @@ impl Tables for V6 {
     }
 }
 
+/// How a new flow's first packet is sent once [`CoreState::schedule`] has its flow: its
+/// family's way. A trait whose method is inlined rather than a closure: LLVM kept the
+/// closure out of line, a call (and the flow's address) per new flow.
+pub(super) trait FirstPacket<F: Family> {
+    /// Sends the first packet on `flow`, whose backend's index in the snapshot is
+    /// `backend`: the verdict.
+    fn send(self, core: &mut CoreState, flow: &Flow<F>, backend: usize) -> Verdict;
+}
+
 impl CoreState {
-    /// Schedules a packet `key` to a VIP that no tracked flow took (see the module docs):
-    /// the flow its packet goes on as (tracked, or DR's stateless one), or why it is
-    /// dropped. `prepared` is the lookup of `key` that just missed: the insert starts from
-    /// what it proved.
+    /// Schedules a packet `key` to a VIP that no tracked flow took (see the module docs)
+    /// and sends it: `send` gets the flow its packet goes on as (tracked, or DR's stateless
+    /// one) and that flow's backend's index in `snapshot` (the one just picked), and makes
+    /// the verdict; a packet dropped here is `Drop` with the reason, `send` not called.
+    /// `prepared` is the lookup of `key` that just missed: the insert starts from what it
+    /// proved.
     #[inline(always)]
     pub(super) fn schedule<F: Tables>(
         &mut self,
@@ -70,11 +82,12 @@ impl CoreState {
         key: &FlowKey<F>,
         tcp_flags: Option<u8>,
         prepared: Prepared,
-    ) -> Result<Flow<F>, DropReason> {
+        send: impl FirstPacket<F>,
+    ) -> Verdict {
         let hash = flow_hash(key);
         let index = snapshot.family::<F>();
         let Some(service_index) = index.service_at(key.dst_addr, key.dst_port, key.proto) else {
-            return Err(DropReason::NoService);
+            return Verdict::Drop(DropReason::NoService);
         };
         let service = &snapshot.services[service_index];
         let range = service.backends.clone();
@@ -87,13 +100,13 @@ impl CoreState {
         if !opens {
             return match service.forward {
                 ForwardMode::Dr | ForwardMode::Tunnel => {
-                    self.stateless(snapshot, key, service_index, hash)
+                    self.stateless(snapshot, key, service_index, hash, send)
                 }
-                ForwardMode::Nat | ForwardMode::FullNat => Err(DropReason::NoFlow),
+                ForwardMode::Nat | ForwardMode::FullNat => Verdict::Drop(DropReason::NoFlow),
             };
         }
         let Some(state) = self.sched.get_mut(service_index) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         // The common service, without persistence and scheduled by Maglev, picks here: the
         // same pick `persistence::pick` would make through `schedule`, without building the
@@ -151,11 +164,11 @@ impl CoreState {
             }
         };
         let Some(pick) = pick else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = range.start + pick;
         let Some(backend) = index.backend_id(backend_index) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let backend = (backend.addr, backend.port);
         let local = if service.forward == ForwardMode::FullNat {
@@ -172,47 +185,55 @@ impl CoreState {
                 |evicted, state| release_backend(snapshot, active, evicted, state),
             ) {
                 Some(local) => local,
-                None => return Err(DropReason::NoLocalPort),
+                None => return Verdict::Drop(DropReason::NoLocalPort),
             }
         } else {
             (key.src_addr, key.src_port)
         };
         let flow = opened(key, service.forward, backend, local, (service_index, backend_index));
+        // The packet opens (tested above): for the initial state the insert derives from its
+        // flags (`SynSeen` for TCP, `Udp` for UDP), a SYN's flags are its own, and a constant
+        // lets that derivation fold away.
+        let opening_flags = tcp_flags.map(|_| TCP_SYN);
         let (conntrack, active) = F::tables(self);
         let inserted =
-            conntrack.insert_prepared(now, &flow, prepared, tcp_flags, |evicted, state| {
+            conntrack.insert_prepared(now, &flow, prepared, opening_flags, |evicted, state| {
                 release_backend(snapshot, active, evicted, state);
             });
         match inserted {
             Ok(state) => self.count_new_flow(backend_index, state),
             Err(_) if service.forward.keeps_packet() => {
-                return self.stateless(snapshot, key, service_index, hash);
+                return self.stateless(snapshot, key, service_index, hash, send);
             }
-            Err(InsertError::Flood) => return Err(DropReason::Flood),
+            Err(InsertError::Flood) => return Verdict::Drop(DropReason::Flood),
             Err(InsertError::Full | InsertError::Exists) => {
-                return Err(DropReason::ConntrackFull);
+                return Verdict::Drop(DropReason::ConntrackFull);
             }
         }
-        Ok(flow)
+        send.send(self, &flow, backend_index)
     }
 
     /// DR (or tunnel) without a tracked flow: the service's weighted Maglev table alone picks the backend
     /// (by the pinned flow hash `hash`), so every packet of the flow, on any core and after
-    /// any restart, agrees. Counted as a stateless packet.
+    /// any restart, agrees. Counted as a stateless packet, then sent by `send` as
+    /// [`CoreState::schedule`] does. Out of line (the rare way): `schedule`,
+    /// inlined into each family's new-flow step, keeps only the tracked way's code.
+    #[inline(never)]
     fn stateless<F: Family + Indexed>(
         &mut self,
         snapshot: &Snapshot,
         key: &FlowKey<F>,
         service_index: usize,
         hash: u64,
-    ) -> Result<Flow<F>, DropReason> {
+        send: impl FirstPacket<F>,
+    ) -> Verdict {
         let service = &snapshot.services[service_index];
         let Some(pick) = service.fallback.lookup(hash) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let backend_index = service.backends.start + pick;
         let Some(backend) = snapshot.family::<F>().backend_id(backend_index) else {
-            return Err(DropReason::NoBackend);
+            return Verdict::Drop(DropReason::NoBackend);
         };
         let flow = opened(
             key,
@@ -222,7 +243,7 @@ impl CoreState {
             (service_index, backend_index),
         );
         self.counters.add(Stat::StatelessPackets, 1);
-        Ok(flow)
+        send.send(self, &flow, backend_index)
     }
 
     /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): the

@@ -26,6 +26,7 @@ use crate::wire::icmpv6::{self, icmpv6_type};
 
 use super::super::flows::{backend_of, translate};
 use super::super::neighbors::{Hop, HopSlot, hop_to};
+use super::super::schedule::FirstPacket;
 use super::super::{CoreState, Verdict, reject};
 use super::parse::{
     L4, Plain6, Quote6, Transport6, addresses, guess_key, plain_at, quoted_transport,
@@ -299,10 +300,9 @@ impl CoreState {
         l4: usize,
         prepared: Prepared,
     ) -> Verdict {
-        match self.schedule::<V6>(snapshot, now, &transport.key, transport.tcp_flags, prepared) {
-            Ok(flow) => self.forward6(snapshot, now, frame, l4, &flow, Direction::Original),
-            Err(reason) => Verdict::Drop(reason),
-        }
+        let (key, tcp_flags) = (&transport.key, transport.tcp_flags);
+        let first = FirstForward6 { snapshot, now, frame, l4 };
+        self.schedule::<V6>(snapshot, now, key, tcp_flags, prepared, first)
     }
 
     /// Rewrites a tracked packet (its TCP/UDP header at `l4`) for its direction (NAT,
@@ -438,6 +438,23 @@ impl CoreState {
             return self.encapsulate6(snapshot, now, frame, &flow);
         }
         self.deliver6(snapshot, now, frame, &flow, hit.direction, backend)
+    }
+}
+
+/// IPv6's way to send a new flow's first packet ([`FirstPacket`]): as any tracked packet
+/// of the flow ([`CoreState::forward6`]; its TCP/UDP header at `l4`).
+struct FirstForward6<'a> {
+    snapshot: &'a Snapshot,
+    now: Instant,
+    frame: &'a mut [u8],
+    l4: usize,
+}
+
+impl FirstPacket<V6> for FirstForward6<'_> {
+    #[inline(always)]
+    fn send(self, core: &mut CoreState, flow: &Flow<V6>, _backend: usize) -> Verdict {
+        let FirstForward6 { snapshot, now, frame, l4 } = self;
+        core.forward6(snapshot, now, frame, l4, flow, Direction::Original)
     }
 }
 
