@@ -597,16 +597,17 @@ impl<F: Layout> RecordPass<'_, F> {
             return 0;
         };
         let (tag_mask, tag_bits) = self.format.tag_bits(hash);
-        let Some(slot) =
-            bucket.slots.iter().find(|slot| slot.load(Ordering::Relaxed) & tag_mask == tag_bits)
-        else {
-            return 0;
-        };
-        let word = slot.load(Ordering::Relaxed);
-        if let Some(record) = self.records.get((word & self.format.record_mask()) as usize) {
-            prefetch(record);
+        for slot in &bucket.slots {
+            let word = slot.load(Ordering::Relaxed);
+            if word & tag_mask == tag_bits {
+                if let Some(record) = self.records.get((word & self.format.record_mask()) as usize)
+                {
+                    prefetch(record);
+                }
+                return word;
+            }
         }
-        word
+        0
     }
 }
 
@@ -901,10 +902,6 @@ impl<F: Layout> Table<F> {
     /// bucket, which a [`Table::prefetch_bucket`] earlier in the batch has started loading.
     /// A fingerprint collision ahead of the key's own slot (rare: 2^-14 per occupied slot
     /// at 100 000 records) only makes this the wrong line and the wrong candidate.
-    ///
-    /// Owner only: the slot that matched is read again for its word (only the owner writes
-    /// slots, so it is the word just tested), which spares the scan a copy of every word it
-    /// tests (16 instructions for a key with no fingerprint in its bucket).
     #[inline]
     pub fn prefetch_record(&self, hash: u64) -> u32 {
         self.record_pass().prefetch_record(hash)
