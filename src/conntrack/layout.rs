@@ -421,6 +421,29 @@ impl Words4 {
         }
     }
 
+    /// [`Words4::translated`] as the rewrite writes it: the eight bytes of the source and
+    /// destination addresses (the IPv4 header's bytes 12..20) and the four of the source and
+    /// destination ports (the TCP/UDP header's first four), each read as `from_ne_bytes`
+    /// would. Taken from the words with whole-word moves (their addresses are already in
+    /// memory order): no address or port is assembled byte by byte.
+    #[inline(always)]
+    pub fn translated_wire(self, direction: Direction) -> (u64, u32) {
+        let [addrs, servers, ports, meta] = self.0;
+        // Little-endian: the source's word in the low half. `addrs` is client << 32 | VIP,
+        // `servers` backend << 32 | local.
+        let (little, numbers) = match (meta as u8, direction) {
+            (FORWARD_NAT, Direction::Original) => (
+                addrs >> 32 | servers & HIGH_HALF,
+                ((ports >> 48) as u32) << 16 | (ports >> 16) as u32 & 0xffff,
+            ),
+            (FORWARD_FULL_NAT, Direction::Original) => (servers, (ports as u32).rotate_left(16)),
+            (_, Direction::Original) => (addrs.rotate_left(32), (ports >> 32) as u32),
+            (_, Direction::Reply) => (addrs, ((ports >> 32) as u32).rotate_left(16)),
+        };
+        let addrs = if cfg!(target_endian = "big") { little.rotate_left(32) } else { little };
+        (addrs, numbers.to_be())
+    }
+
     /// The flow ([`Layout::unpack`]).
     #[inline(always)]
     pub fn flow(self) -> Option<Flow<V4>> {
@@ -777,6 +800,17 @@ mod tests {
                 (false, ForwardMode::Dr | ForwardMode::Tunnel) => (Direction::Original, (client, vip)),
             };
             prop_assert_eq!(words.translated(direction), expected);
+            let ((src, src_port), (dst, dst_port)) = expected;
+            let mut addrs = [0; 8];
+            addrs[..4].copy_from_slice(&src.octets());
+            addrs[4..].copy_from_slice(&dst.octets());
+            let mut ports = [0; 4];
+            ports[..2].copy_from_slice(&src_port.to_be_bytes());
+            ports[2..].copy_from_slice(&dst_port.to_be_bytes());
+            prop_assert_eq!(
+                words.translated_wire(direction),
+                (u64::from_ne_bytes(addrs), u32::from_ne_bytes(ports))
+            );
         }
 
         /// A backend's words name exactly the flows whose VIP, vport, protocol, backend
