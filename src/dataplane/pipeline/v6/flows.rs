@@ -31,7 +31,8 @@ use super::parse::{
     L4, Plain6, Quote6, Transport6, addresses, guess_key, plain_at, quoted_transport,
 };
 use super::rewrite::{
-    ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
+    ErrorTranslation, decrement_hop_limit, echo_reply, route_settled, route_transport,
+    translate_error,
 };
 
 /// Who an IPv6 TCP/UDP packet the checks took is for.
@@ -225,8 +226,8 @@ impl CoreState {
                 (backend, self.client_hop6(snapshot, words.client_addr())?)
             }
         };
-        let (src, dst) = words.translated(direction);
-        if !route_transport(frame, words.proto()?, L4, src, dst) {
+        let (addrs, ports) = words.translated_wire(direction);
+        if !route_settled(frame, words.proto()?, addrs, ports) {
             return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
         self.count_forwarded(Some(backend), direction, frame.len() as u64);
