@@ -187,6 +187,24 @@ fn direction_ports(ports: u64, forward: u8, direction: Direction) -> Option<u32>
     }
 }
 
+/// The ports a NAT or FullNAT packet of `direction` leaves with, from its flow's ports word,
+/// as the TCP/UDP header's first four bytes read with `u32::from_ne_bytes` (both families'
+/// `translated_wire`): NAT's original (client port, backend port), FullNAT's original (local
+/// port, backend port), either's reply (vport, client port); the flow's own ports for any
+/// other mode.
+#[inline(always)]
+fn translated_ports(ports: u64, forward: u8, direction: Direction) -> u32 {
+    let numbers = match (forward, direction) {
+        (FORWARD_NAT, Direction::Original) => {
+            ((ports >> 48) as u32) << 16 | (ports >> 16) as u32 & 0xffff
+        }
+        (FORWARD_FULL_NAT, Direction::Original) => (ports as u32).rotate_left(16),
+        (_, Direction::Original) => (ports >> 32) as u32,
+        (_, Direction::Reply) => ((ports >> 32) as u32).rotate_left(16),
+    };
+    numbers.to_be()
+}
+
 /// An IPv4 address as a flow word stores it: its four bytes in memory order, so packing and
 /// unpacking (and a lookup's probe) move an `Ipv4Addr` without swapping its bytes.
 #[inline(always)]
@@ -420,6 +438,26 @@ impl Words4 {
             (_, Direction::Original) => (client, vip),
             (_, Direction::Reply) => (vip, client),
         }
+    }
+
+    /// [`Words4::translated`] as the rewrite writes it: the eight bytes of the source and
+    /// destination addresses (the IPv4 header's bytes 12..20) and the four of the source and
+    /// destination ports (the TCP/UDP header's first four), each read as `from_ne_bytes`
+    /// would. Taken from the words with whole-word moves (their addresses are already in
+    /// memory order): no address or port is assembled byte by byte.
+    #[inline(always)]
+    pub fn translated_wire(self, direction: Direction) -> (u64, u32) {
+        let [addrs, servers, ports, meta] = self.0;
+        // Little-endian: the source's word in the low half. `addrs` is client << 32 | VIP,
+        // `servers` backend << 32 | local.
+        let little = match (meta as u8, direction) {
+            (FORWARD_NAT, Direction::Original) => addrs >> 32 | servers & HIGH_HALF,
+            (FORWARD_FULL_NAT, Direction::Original) => servers,
+            (_, Direction::Original) => addrs.rotate_left(32),
+            (_, Direction::Reply) => addrs,
+        };
+        let addrs = if cfg!(target_endian = "big") { little.rotate_left(32) } else { little };
+        (addrs, translated_ports(ports, meta as u8, direction))
     }
 
     /// The flow ([`Layout::unpack`]).
@@ -697,6 +735,30 @@ impl Words6 {
         }
     }
 
+    /// [`Words6::translated`] as the rewrite writes it, as [`Words4::translated_wire`] is
+    /// IPv4's: the source and destination addresses as four 8-byte chunks in the order they
+    /// lie in the header (bytes 8..40), each read as `u64::from_ne_bytes` would, and the
+    /// ports as the TCP/UDP header's first four bytes read as `u32::from_ne_bytes`. The
+    /// addresses are the words as they are (already in memory order).
+    #[inline(always)]
+    pub fn translated_wire(self, direction: Direction) -> ([u64; 4], u32) {
+        let (ports, forward) = (self.0[8], self.meta() as u8);
+        let (src, dst) = match (forward, direction) {
+            (FORWARD_NAT, Direction::Original) => (CLIENT, BACKEND),
+            (FORWARD_FULL_NAT, Direction::Original) => (LOCAL, BACKEND),
+            (_, Direction::Original) => (CLIENT, VIP),
+            (_, Direction::Reply) => (VIP, CLIENT),
+        };
+        // `addr_words` keeps bytes 0..8 in the first word on a little-endian machine, in
+        // the second on a big-endian one.
+        let chunks = |n: usize| match address(&self.0, n) {
+            [first, second] if cfg!(target_endian = "big") => [second, first],
+            words => words,
+        };
+        let ([s0, s1], [d0, d1]) = (chunks(src), chunks(dst));
+        ([s0, s1, d0, d1], translated_ports(ports, forward, direction))
+    }
+
     /// The flow ([`Layout::unpack`]).
     #[inline(always)]
     pub fn flow(self) -> Option<Flow<V6>> {
@@ -778,6 +840,17 @@ mod tests {
                 (false, ForwardMode::Dr | ForwardMode::Tunnel) => (Direction::Original, (client, vip)),
             };
             prop_assert_eq!(words.translated(direction), expected);
+            let ((src, src_port), (dst, dst_port)) = expected;
+            let mut addrs = [0; 8];
+            addrs[..4].copy_from_slice(&src.octets());
+            addrs[4..].copy_from_slice(&dst.octets());
+            let mut ports = [0; 4];
+            ports[..2].copy_from_slice(&src_port.to_be_bytes());
+            ports[2..].copy_from_slice(&dst_port.to_be_bytes());
+            prop_assert_eq!(
+                words.translated_wire(direction),
+                (u64::from_ne_bytes(addrs), u32::from_ne_bytes(ports))
+            );
         }
 
         /// A backend's words name exactly the flows whose VIP, vport, protocol, backend
@@ -841,6 +914,20 @@ mod tests {
                 (false, ForwardMode::Dr | ForwardMode::Tunnel) => (Direction::Original, (client, vip)),
             };
             prop_assert_eq!(words.translated(direction), expected);
+            let ((src, src_port), (dst, dst_port)) = expected;
+            let octets = [src.octets(), dst.octets()].concat();
+            let chunk = |i: usize| {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(&octets[8 * i..8 * i + 8]);
+                u64::from_ne_bytes(bytes)
+            };
+            let mut ports = [0; 4];
+            ports[..2].copy_from_slice(&src_port.to_be_bytes());
+            ports[2..].copy_from_slice(&dst_port.to_be_bytes());
+            prop_assert_eq!(
+                words.translated_wire(direction),
+                ([chunk(0), chunk(1), chunk(2), chunk(3)], u32::from_ne_bytes(ports))
+            );
         }
 
         /// [`BackendWords6`] names exactly the IPv6 flows of its backend's identity: one bit

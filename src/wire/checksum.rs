@@ -279,6 +279,15 @@ impl Delta {
         Delta(self.0 + u64::from(!old) + u64::from(new))
     }
 
+    /// Adds an aligned 64-bit value's change (four words: two IPv4 addresses side by side),
+    /// as the two 32-bit changes of its halves.
+    #[inline]
+    #[must_use]
+    pub fn u64(self, old: u64, new: u64) -> Delta {
+        let halves = |value: u64| (value >> 32) + (value & 0xffff_ffff);
+        Delta(self.0 + halves(!old) + halves(new))
+    }
+
     /// Adds an IPv4 address's change (in a header or a TCP/UDP pseudo-header).
     #[inline]
     #[must_use]

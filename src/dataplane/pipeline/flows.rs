@@ -25,7 +25,7 @@ use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::classify::{Class, Transport, plain_probe_at, plain_transport_at};
-use super::rewrite::route_transport;
+use super::rewrite::{route_settled, route_transport};
 use super::schedule::FirstPacket;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
 
@@ -187,8 +187,8 @@ impl CoreState {
                 (backend, self.client_hop(snapshot, words.client_addr())?)
             }
         };
-        let (src, dst) = words.translated(direction);
-        if !route_transport(frame, words.proto()?, src, dst) {
+        let (addrs, ports) = words.translated_wire(direction);
+        if !route_settled(frame, words.proto()?, addrs, ports) {
             return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
         self.count_forwarded(Some(backend), direction, frame.len() as u64);

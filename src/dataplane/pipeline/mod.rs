@@ -253,8 +253,9 @@ struct CoreState {
     /// `hops_generation` moves. Only hops whose next hop's MAC is known are cached.
     gateway_hop: HopSlot,
     client_hops: Box<[Option<ClientHop>]>,
-    /// The snapshot's interfaces' subnets as (network, mask), in order: whether a client is
-    /// on-link without recomputing each mask ([`Interface::contains`]).
+    /// The snapshot's interfaces' subnets as (network, mask), in order, both in memory order
+    /// ([`subnets`]): whether a client is on-link without recomputing each mask
+    /// ([`Interface::contains`]) or swapping the client's bytes.
     ///
     /// [`Interface::contains`]: crate::snapshot::Interface::contains
     subnets: Box<[(u32, u32)]>,

@@ -106,8 +106,9 @@ pub(super) struct ClientHop {
 /// on-link replies go to fewer clients than this at a time; a collision is just a refill.
 pub(super) const CLIENT_HOP_SLOTS: usize = 256;
 
-/// The slot of `client` in the client hop cache: the top bits of a Fibonacci hash.
-#[inline]
+/// The slot of `client` in the client hop cache: the top bits of a Fibonacci hash (of the
+/// address as a number: clients that differ in the last octet spread).
+#[inline(always)]
 fn client_hop_slot(client: Ipv4Addr) -> usize {
     let hash = u64::from(client.to_bits()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (hash >> (64 - CLIENT_HOP_SLOTS.trailing_zeros())) as usize
@@ -365,25 +366,30 @@ impl CoreState {
     /// neighbour table give it: the default gateway's cached hop unless the client is on an
     /// interface's subnet; else the client's own, from the on-link cache or looked up (and
     /// cached). None when there is no route or the next hop's MAC is unknown (`deliver`
-    /// then drops, or holds the frame and asks).
-    #[inline]
+    /// then drops, or holds the frame and asks). Always inlined: a reply's settled hit pays
+    /// no call for it (the on-link cache's miss is out of line).
+    #[inline(always)]
     pub(super) fn client_hop(&mut self, snapshot: &Snapshot, client: Ipv4Addr) -> Option<Hop> {
         if self.hops_generation != self.neighbors.generation() {
             self.refresh_hops(snapshot);
         }
-        let bits = client.to_bits();
+        // In memory order, as `subnets` keeps them: no byte swap.
+        let bits = u32::from_ne_bytes(client.octets());
         if !self.subnets.iter().any(|&(network, mask)| bits & mask == network) {
             return self.gateway_hop.hop();
         }
-        let entry = self.client_hops.get_mut(client_hop_slot(client))?;
-        match *entry {
+        match self.client_hops.get(client_hop_slot(client))? {
             Some(cached) if cached.client == client => Some(cached.hop),
-            _ => {
-                let hop = hop_to(snapshot, &self.neighbors, snapshot.route(client)?)?;
-                *entry = Some(ClientHop { client, hop });
-                Some(hop)
-            }
+            _ => self.fill_client_hop(snapshot, client),
         }
+    }
+
+    /// [`CoreState::client_hop`]'s miss in the on-link cache: the hop looked up and cached.
+    #[inline(never)]
+    fn fill_client_hop(&mut self, snapshot: &Snapshot, client: Ipv4Addr) -> Option<Hop> {
+        let hop = hop_to(snapshot, &self.neighbors, snapshot.route(client)?)?;
+        *self.client_hops.get_mut(client_hop_slot(client))? = Some(ClientHop { client, hop });
+        Some(hop)
     }
 
     /// Fills the per-backend cache and the gateway's hop from the neighbour table and the
@@ -488,12 +494,19 @@ pub(super) fn unreplyable_sender(snapshot: &Snapshot, ip: Ipv4Addr) -> bool {
         })
 }
 
-/// The subnets of the snapshot's interfaces, as [`CoreState::subnets`] keeps them.
+/// The subnets of the snapshot's interfaces, as [`CoreState::subnets`] keeps them: network
+/// and mask in memory order (an address's bytes as `u32::from_ne_bytes` reads them), so a
+/// client's address is tested as it lies, without a byte swap (a mask and a comparison
+/// mean the same in either order).
 pub(super) fn subnets(snapshot: &Snapshot) -> Box<[(u32, u32)]> {
+    let memory = |bits: u32| u32::from_ne_bytes(bits.to_be_bytes());
     snapshot
         .interfaces
         .iter()
-        .map(|interface| (interface.addr.to_bits() & interface.mask(), interface.mask()))
+        .map(|interface| {
+            let mask = interface.mask();
+            (memory(interface.addr.to_bits() & mask), memory(mask))
+        })
         .collect()
 }
 

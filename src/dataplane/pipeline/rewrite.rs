@@ -58,8 +58,10 @@ fn rewrite_transport(frame: &mut [u8], proto: Proto, src: (Ipv4Addr, u16), dst: 
 
 /// What NAT and FullNAT do to a packet they forward, as a router does: the TTL one less and
 /// [`rewrite_transport`], with each checksum patched once for all of it. False, and the
-/// frame untouched, if the TTL is 0 or 1: the packet expires here.
-#[inline]
+/// frame untouched, if the TTL is 0 or 1: the packet expires here. Out of line: the general
+/// way's callers (a new flow's first packet among them) keep their code small; the settled
+/// hit inlines [`route_settled`].
+#[inline(never)]
 pub(super) fn route_transport(
     frame: &mut [u8],
     proto: Proto,
@@ -67,6 +69,14 @@ pub(super) fn route_transport(
     dst: (Ipv4Addr, u16),
 ) -> bool {
     rewrite_plain(frame, proto, src, dst, true)
+}
+
+/// [`route_transport`] inlined into the settled hit, the new addresses and ports given as
+/// they are written (`Words4::translated_wire`: the eight address bytes and the four port
+/// bytes, each read with `from_ne_bytes`).
+#[inline(always)]
+pub(super) fn route_settled(frame: &mut [u8], proto: Proto, addrs: u64, ports: u32) -> bool {
+    rewrite_wire(frame, proto, addrs, ports, true)
 }
 
 /// What NAT and FullNAT do to a later fragment of a datagram they forward (`fragments`): the
@@ -109,8 +119,6 @@ mod plain {
     pub const PORTS: usize = ETH_LEN + 20;
     pub const UDP_CHECKSUM: usize = PORTS + 6;
     pub const TCP_CHECKSUM: usize = PORTS + 16;
-    /// Up to the end of a UDP header, the shortest L4 header.
-    pub const MIN_LEN: usize = PORTS + 8;
 }
 
 /// [`rewrite_transport`], and the TTL's decrement (see [`route_transport`]) when `route`, at
@@ -128,55 +136,88 @@ fn rewrite_plain(
     dst: (Ipv4Addr, u16),
     route: bool,
 ) -> bool {
-    let Some(head) = frame.first_chunk_mut::<{ plain::MIN_LEN }>() else {
+    let mut addrs = [0; 8];
+    addrs[..4].copy_from_slice(&src.0.octets());
+    addrs[4..].copy_from_slice(&dst.0.octets());
+    let ports = u32::from(src.1) << 16 | u32::from(dst.1);
+    rewrite_wire(frame, proto, u64::from_ne_bytes(addrs), ports.to_be(), route)
+}
+
+/// [`rewrite_plain`] with the new addresses and ports as they are written (see
+/// [`route_settled`]).
+#[inline(always)]
+fn rewrite_wire(frame: &mut [u8], proto: Proto, addrs: u64, ports: u32, route: bool) -> bool {
+    match proto {
+        Proto::Tcp => rewrite_fixed::<{ plain::TCP_CHECKSUM + 2 }>(
+            frame,
+            plain::TCP_CHECKSUM,
+            false,
+            addrs,
+            ports,
+            route,
+        ),
+        Proto::Udp => rewrite_fixed::<{ plain::UDP_CHECKSUM + 2 }>(
+            frame,
+            plain::UDP_CHECKSUM,
+            true,
+            addrs,
+            ports,
+            route,
+        ),
+    }
+}
+
+/// [`rewrite_plain`] on the frame's first `N` bytes, through the L4 checksum at `l4_checksum`
+/// (UDP's when `udp`): every offset a constant, no access checked again. The addresses are
+/// written and summed as one 64-bit word, the ports as one 32-bit word, changed or not: a
+/// word that stays as it is adds `~m + m`, which is zero in one's-complement arithmetic,
+/// and an update's result depends only on its sum's value (RFC 1624's eqn. 3 and
+/// [`checksum::Delta`] map either zero to the same checksum), so the bytes are those of the
+/// update of the changed words alone (`reference_rewrite_transport` in the tests).
+#[inline(always)]
+fn rewrite_fixed<const N: usize>(
+    frame: &mut [u8],
+    l4_checksum: usize,
+    udp: bool,
+    new_addrs: u64,
+    new_ports: u32,
+    route: bool,
+) -> bool {
+    let Some(head) = frame.first_chunk_mut::<N>() else {
         return true;
     };
-    let word = |head: &[u8; plain::MIN_LEN], at: usize| {
-        u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]])
-    };
-    let half =
-        |head: &[u8; plain::MIN_LEN], at: usize| u16::from_ne_bytes([head[at], head[at + 1]]);
     let mut ip = checksum::Delta::NONE;
-    let mut changed = route;
     if route {
         let ttl = head[plain::TTL];
         if ttl <= 1 {
             return false;
         }
-        // The TTL shares its 16-bit word with the protocol.
-        let old = half(head, plain::TTL);
+        // The TTL shares its 16-bit word with the protocol: that word, in memory order,
+        // goes down by the value of a 1 in its first byte (no borrow: the TTL is at least 2).
         head[plain::TTL] = ttl - 1;
-        ip = ip.u16(old, half(head, plain::TTL));
+        ip = ip.u16(u16::from_ne_bytes([1, 0]), 0);
     }
+    let addrs_at = plain::SRC_ADDR..plain::DST_ADDR + 4;
+    let mut old_addrs = [0; 8];
+    old_addrs.copy_from_slice(&head[addrs_at.clone()]);
+    let old_addrs = u64::from_ne_bytes(old_addrs);
     // The addresses are in the pseudo-header the L4 checksum covers too.
-    let mut addrs = checksum::Delta::NONE;
-    for (at, addr) in [(plain::SRC_ADDR, src.0), (plain::DST_ADDR, dst.0)] {
-        let (old, new) = (word(head, at), u32::from_ne_bytes(addr.octets()));
-        if old != new {
-            head[at..at + 4].copy_from_slice(&addr.octets());
-            addrs = addrs.u32(old, new);
-            changed = true;
-        }
-    }
-    if changed {
-        let patched = ip.and(addrs).apply(half(head, plain::IP_CHECKSUM));
+    let addrs = checksum::Delta::NONE.u64(old_addrs, new_addrs);
+    if route || old_addrs != new_addrs {
+        head[addrs_at].copy_from_slice(&new_addrs.to_ne_bytes());
+        let old = u16::from_ne_bytes([head[plain::IP_CHECKSUM], head[plain::IP_CHECKSUM + 1]]);
+        let patched = ip.and(addrs).apply(old);
         head[plain::IP_CHECKSUM..plain::IP_CHECKSUM + 2].copy_from_slice(&patched.to_ne_bytes());
     }
-    let old_ports = word(head, plain::PORTS);
-    head[plain::PORTS..plain::PORTS + 2].copy_from_slice(&src.1.to_be_bytes());
-    head[plain::PORTS + 2..plain::PORTS + 4].copy_from_slice(&dst.1.to_be_bytes());
+    let ports_at = plain::PORTS..plain::PORTS + 4;
+    let mut old_ports = [0; 4];
+    old_ports.copy_from_slice(&head[ports_at.clone()]);
+    head[ports_at].copy_from_slice(&new_ports.to_ne_bytes());
     // One update for all the changes: the same bits as one update per change in a row.
-    let l4 = addrs.u32(old_ports, word(head, plain::PORTS));
-    let l4_checksum = match proto {
-        Proto::Tcp => plain::TCP_CHECKSUM,
-        Proto::Udp => plain::UDP_CHECKSUM,
-    };
-    if let Some(field) = frame.get_mut(l4_checksum..l4_checksum + 2) {
+    let l4 = addrs.u32(u32::from_ne_bytes(old_ports), new_ports);
+    if let Some(field) = head.get_mut(l4_checksum..l4_checksum + 2) {
         let old = u16::from_ne_bytes([field[0], field[1]]);
-        let new = match proto {
-            Proto::Tcp => l4.apply(old),
-            Proto::Udp => l4.apply_udp(old),
-        };
+        let new = if udp { l4.apply_udp(old) } else { l4.apply(old) };
         field.copy_from_slice(&new.to_ne_bytes());
     }
     true

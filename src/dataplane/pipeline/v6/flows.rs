@@ -20,7 +20,7 @@ use crate::conntrack::{Direction, Flow, FlowState, Hit, Prepared, Tracking, Word
 use crate::family::V6;
 use crate::flow::{FlowKey, ForwardMode};
 use crate::report::{DropReason, Stat};
-use crate::snapshot::{IfaceId, Owned, Snapshot};
+use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
@@ -32,7 +32,8 @@ use super::parse::{
     L4, Plain6, Quote6, Transport6, addresses, guess_key, plain_at, quoted_transport,
 };
 use super::rewrite::{
-    ErrorTranslation, decrement_hop_limit, echo_reply, route_transport, translate_error,
+    ErrorTranslation, decrement_hop_limit, echo_reply, route_settled, route_transport,
+    translate_error,
 };
 
 /// Who an IPv6 TCP/UDP packet the checks took is for.
@@ -226,8 +227,8 @@ impl CoreState {
                 (backend, self.client_hop6(snapshot, words.client_addr())?)
             }
         };
-        let (src, dst) = words.translated(direction);
-        if !route_transport(frame, words.proto()?, L4, src, dst) {
+        let (addrs, ports) = words.translated_wire(direction);
+        if !route_settled(frame, words.proto()?, addrs, ports) {
             return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
         self.count_forwarded(Some(backend), direction, frame.len() as u64);
@@ -260,9 +261,25 @@ impl CoreState {
 
     /// The way to `client` (a reply's destination) as `deliver6` finds it: its route and
     /// its next hop's MAC; None when either is unknown (that way then drops, or holds the
-    /// frame and asks).
-    #[inline]
-    fn client_hop6(&self, snapshot: &Snapshot, client: Ipv6Addr) -> Option<Hop> {
+    /// frame and asks). A client on no interface's IPv6 subnet takes the default gateway's
+    /// hop, cached with the backends' (`Core6::gateway_hop`, refilled when IPv6's neighbour
+    /// table or the snapshot changes); an on-link one is looked up (`on_link_hop6`).
+    #[inline(always)]
+    fn client_hop6(&mut self, snapshot: &Snapshot, client: Ipv6Addr) -> Option<Hop> {
+        if self.v6.hops_generation != self.v6.neighbors.generation() {
+            self.refresh_hops6(snapshot);
+        }
+        let subnets = snapshot.family::<V6>().subnets();
+        if !subnets.iter().any(|(_, subnet)| subnet.contains(client)) {
+            return self.v6.gateway_hop.hop();
+        }
+        self.on_link_hop6(snapshot, client)
+    }
+
+    /// [`CoreState::client_hop6`] of a client on an interface's subnet: its route (that
+    /// interface, the client itself as the next hop) and its MAC, looked up.
+    #[inline(never)]
+    fn on_link_hop6(&self, snapshot: &Snapshot, client: Ipv6Addr) -> Option<Hop> {
         let route = snapshot.family::<V6>().route(client)?;
         if route.next_hop.is_unspecified() {
             return None;
@@ -270,20 +287,26 @@ impl CoreState {
         hop_to(snapshot, &self.v6.neighbors, route)
     }
 
-    /// Fills the IPv6 backends' hops from IPv6's neighbour table (`deliver6`'s way: the
-    /// backend's route, its next hop's MAC, the egress interface's MAC).
+    /// Fills the IPv6 backends' hops and the default gateway's from IPv6's neighbour table
+    /// (`deliver6`'s way: the route, its next hop's MAC, the egress interface's MAC). The
+    /// gateway's route is `route`'s for an address on no subnet: the first interface with
+    /// an IPv6 gateway.
     #[cold]
     fn refresh_hops6(&mut self, snapshot: &Snapshot) {
         let six = &mut self.v6;
+        let routed = |route: Route<V6>| match route.next_hop.is_unspecified() {
+            true => None,
+            false => hop_to(snapshot, &six.neighbors, route),
+        };
         for (line, &route) in
             six.backend_lines.iter_mut().zip(snapshot.family::<V6>().backend_routes())
         {
-            let hop = match route.next_hop.is_unspecified() {
-                true => None,
-                false => hop_to(snapshot, &six.neighbors, route),
-            };
-            line.hop = HopSlot::of(hop);
+            line.hop = HopSlot::of(routed(route));
         }
+        let gateway = snapshot.family::<V6>().subnets().iter().find_map(|&(egress, subnet)| {
+            subnet.gateway.map(|next_hop| Route { egress, next_hop })
+        });
+        six.gateway_hop = HopSlot::of(gateway.and_then(routed));
         six.hops_generation = six.neighbors.generation();
     }
 
@@ -552,6 +575,71 @@ port = 8080
         assert_eq!(cores[1].counters().get(Stat::CrossCoreHits), 1);
         let mut ack = testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), (VIP, 80), ACK, b"");
         assert_eq!(cores[0].process(now, IfaceId(0), &mut ack), Verdict::Tx(IfaceId(1)));
+    }
+
+    /// A one-arm NAT box whose clients are behind the IPv6 gateway 2001:db8:1::1, its
+    /// interface's MAC `mac`.
+    fn behind_gateway(mac: &str) -> Arc<Snapshot> {
+        let text = format!(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+             addr6 = \"2001:db8:1::10/64\"\ngateway6 = \"2001:db8:1::1\"\nmac = \"{mac}\"\n\
+             [[neighbor]]\nip = \"2001:db8:1::11\"\nmac = \"02:00:00:00:00:11\"\n\
+             [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"nat\"\n\
+             [[service.backend]]\naddr = \"2001:db8:1::11\"\nport = 8080\n"
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, 1).expect("builds"))
+    }
+
+    /// Replies to a client behind the gateway take the gateway's cached hop, which follows
+    /// the neighbour table and the snapshot: held until the gateway's MAC is learned, then
+    /// sent to it, to its new MAC at once when it moves, and from a new snapshot's interface
+    /// MAC at once.
+    #[test]
+    fn the_gateway_hop_of_replies_follows_neighbors_and_snapshots() {
+        use crate::testkit::{PSH_ACK, neighbor_advertisement};
+        use crate::wire::MacAddr;
+        let gateway = (MacAddr([2, 0, 0, 0, 0, 0x01]), v6(1, 1));
+        let client = (Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 7), 4000);
+        let lb_ip = v6(1, 0x10);
+        let mut pipeline = Pipeline::new(behind_gateway("02:00:00:00:00:10"), CoreSlot::SINGLE);
+        let now = Instant::from_secs(1);
+        let request = |pipeline: &mut Pipeline, flags| {
+            let mut frame = testkit::tcp6(gateway.0, LB.mac, client, (VIP, 80), flags, b"");
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+        };
+        let answer = |pipeline: &mut Pipeline, lb: MacAddr, flags| {
+            let mut frame = testkit::tcp6(RS.mac, lb, (v6(1, 0x11), 8080), client, flags, b"x");
+            let verdict = pipeline.process(now, IfaceId(0), &mut frame);
+            (verdict, frame[0..6].to_vec(), frame[6..12].to_vec())
+        };
+        let reply = |pipeline: &mut Pipeline, lb: MacAddr| answer(pipeline, lb, PSH_ACK);
+        // The handshake, the backend's SYN-ACK held until the gateway's MAC is learned:
+        // the replies after it are settled hits.
+        request(&mut pipeline, SYN);
+        assert_eq!(answer(&mut pipeline, LB.mac, SYN_ACK).0, Verdict::Held);
+        let learn = |pipeline: &mut Pipeline, mac: MacAddr| {
+            let mut frame =
+                neighbor_advertisement((mac, gateway.1), (LB.mac, lb_ip), gateway.1, mac, true);
+            pipeline.process(now, IfaceId(0), &mut frame);
+            pipeline.drain_emitted(|_, _| {});
+        };
+        learn(&mut pipeline, gateway.0);
+        request(&mut pipeline, ACK);
+        let sent = |next_hop: MacAddr, lb: MacAddr| {
+            (Verdict::Tx(IfaceId(0)), next_hop.0.to_vec(), lb.0.to_vec())
+        };
+        for _ in 0..2 {
+            assert_eq!(reply(&mut pipeline, LB.mac), sent(gateway.0, LB.mac));
+        }
+        // The gateway moves: the next reply goes to its new MAC.
+        let moved = MacAddr([2, 0, 0, 0, 9, 9]);
+        learn(&mut pipeline, moved);
+        assert_eq!(reply(&mut pipeline, LB.mac), sent(moved, LB.mac));
+        // A new snapshot: the interface's new MAC is the source at once.
+        let new_lb = MacAddr([2, 0, 0, 0, 0, 0x99]);
+        pipeline.set_snapshot(behind_gateway("02:00:00:00:00:99"));
+        assert_eq!(reply(&mut pipeline, new_lb), sent(moved, new_lb));
     }
 
     proptest::proptest! {

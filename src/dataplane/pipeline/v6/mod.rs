@@ -82,6 +82,9 @@ pub(super) struct Core6 {
     /// backend) and its cached hop from `neighbors`, valid while `hops_generation` matches
     /// their generation (`u64::MAX` after a snapshot change: refill before use).
     pub backend_lines: Vec<BackendLine<BackendWords6>>,
+    /// The hop of replies to clients on no interface's IPv6 subnet (the default gateway's),
+    /// filled with the backends' lines and valid while they are.
+    pub gateway_hop: HopSlot,
     pub hops_generation: u64,
 }
 
@@ -103,6 +106,7 @@ impl Core6 {
             paced: VecDeque::new(),
             prepared: None,
             backend_lines: Vec::new(),
+            gateway_hop: HopSlot::UNKNOWN,
             hops_generation: u64::MAX,
         }
     }

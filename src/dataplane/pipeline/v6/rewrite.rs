@@ -147,24 +147,60 @@ pub(in crate::dataplane::pipeline) fn route_transport(
     src: (Ipv6Addr, u16),
     dst: (Ipv6Addr, u16),
 ) -> bool {
+    let octets = [src.0.octets(), dst.0.octets()];
+    let chunk = |i: usize| {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&octets[i / 2][8 * (i % 2)..8 * (i % 2) + 8]);
+        u64::from_ne_bytes(bytes)
+    };
+    let ports = (u32::from(src.1) << 16 | u32::from(dst.1)).to_be();
+    route_wire(frame, proto, l4, [chunk(0), chunk(1), chunk(2), chunk(3)], ports)
+}
+
+/// [`route_transport`] of a packet without extension headers (its TCP/UDP header at
+/// [`L4`]), inlined into the settled hit, the new addresses and ports given as they are
+/// written (`Words6::translated_wire`: the 32 address bytes as four `u64::from_ne_bytes`
+/// chunks, the four port bytes as one `u32::from_ne_bytes`).
+#[inline(always)]
+pub(in crate::dataplane::pipeline) fn route_settled(
+    frame: &mut [u8],
+    proto: Proto,
+    addrs: [u64; 4],
+    ports: u32,
+) -> bool {
+    route_wire(frame, proto, L4, addrs, ports)
+}
+
+/// [`route_transport`] with the new addresses and ports as they are written (see
+/// [`route_settled`]).
+#[inline(always)]
+fn route_wire(frame: &mut [u8], proto: Proto, l4: usize, addrs: [u64; 4], ports: u32) -> bool {
     let Some((ip, segment)) = frame.split_at_mut_checked(l4) else { return true };
     match proto {
-        Proto::Tcp => route_segment::<{ segment::TCP_CHECKSUM + 2 }>(ip, segment, proto, src, dst),
-        Proto::Udp => route_segment::<{ segment::UDP_CHECKSUM + 2 }>(ip, segment, proto, src, dst),
+        Proto::Tcp => {
+            route_segment::<{ segment::TCP_CHECKSUM + 2 }>(ip, segment, false, addrs, ports)
+        }
+        Proto::Udp => {
+            route_segment::<{ segment::UDP_CHECKSUM + 2 }>(ip, segment, true, addrs, ports)
+        }
     }
 }
 
-/// [`route_transport`] on the frame split at the TCP/UDP header: `ip` (the fixed header
-/// and any extension headers) and `segment`, of which the first `N` bytes (through the
-/// checksum) are rewritten. Both are taken as fixed-size arrays first, so every offset is
-/// a constant and no access is checked again.
+/// [`route_wire`] on the frame split at the TCP/UDP header: `ip` (the fixed header and any
+/// extension headers) and `segment`, of which the first `N` bytes (through the checksum,
+/// UDP's when `udp`) are rewritten. Both are taken as fixed-size arrays first, so every
+/// offset is a constant and no access is checked again. The addresses are read, written
+/// and summed as four 64-bit words and the ports as one 32-bit word, on words in memory
+/// order (IPv4's `rewrite` explains why that writes the bytes of the network-order update),
+/// changed or not: a word that stays as it is adds `~m + m`, zero in one's complement, and
+/// an update's result depends only on its sum's value.
 #[inline(always)]
 fn route_segment<const N: usize>(
     ip: &mut [u8],
     segment: &mut [u8],
-    proto: Proto,
-    src: (Ipv6Addr, u16),
-    dst: (Ipv6Addr, u16),
+    udp: bool,
+    new_addrs: [u64; 4],
+    new_ports: u32,
 ) -> bool {
     let (Some(ip), Some(segment)) = (ip.first_chunk_mut::<L4>(), segment.first_chunk_mut::<N>())
     else {
@@ -173,12 +209,27 @@ fn route_segment<const N: usize>(
     if !decrement_hop_limit(ip) {
         return false;
     }
-    let mut delta = set_addr(ip, at::SRC_ADDR, src.0, Delta::NONE);
-    delta = set_addr(ip, at::DST_ADDR, dst.0, delta);
-    delta = set_ports(segment, segment::PORTS, src.1, dst.1, delta);
-    let checksum_at = checksum_offset(proto);
-    let new = patched(proto, read_u16(segment, checksum_at), delta);
-    write_u16(segment, checksum_at, new);
+    let mut delta = Delta::NONE;
+    for (i, new) in new_addrs.into_iter().enumerate() {
+        let at = at::SRC_ADDR + 8 * i;
+        let mut old = [0; 8];
+        old.copy_from_slice(&ip[at..at + 8]);
+        ip[at..at + 8].copy_from_slice(&new.to_ne_bytes());
+        delta = delta.u64(u64::from_ne_bytes(old), new);
+    }
+    let mut old_ports = [0; 4];
+    old_ports.copy_from_slice(&segment[segment::PORTS..segment::PORTS + 4]);
+    segment[segment::PORTS..segment::PORTS + 4].copy_from_slice(&new_ports.to_ne_bytes());
+    delta = delta.u32(u32::from_ne_bytes(old_ports), new_ports);
+    let checksum_at = if udp { segment::UDP_CHECKSUM } else { segment::TCP_CHECKSUM };
+    let Some(field) = segment.get_mut(checksum_at..checksum_at + 2) else { return true };
+    let old = u16::from_ne_bytes([field[0], field[1]]);
+    // A UDP checksum of IPv6 is never 0 (0 and 0xffff are their own byte swaps).
+    let new = match (udp, delta.apply(old)) {
+        (true, 0) => 0xffff,
+        (_, new) => new,
+    };
+    field.copy_from_slice(&new.to_ne_bytes());
     true
 }
 
