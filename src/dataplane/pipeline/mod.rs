@@ -966,7 +966,11 @@ impl CoreState {
     /// loading the record it names: the lookup of the frame of class `classes[i]` whose key
     /// hashes to `hashes[i]`.
     #[inline]
-    fn prepare_lookups(&self, classes: &[Class; BATCH], hashes: &[u64; BATCH]) -> [Prepared; BATCH] {
+    fn prepare_lookups(
+        &self,
+        classes: &[Class; BATCH],
+        hashes: &[u64; BATCH],
+    ) -> [Prepared; BATCH] {
         // Each table's shape read once for the batch ([`Conntrack::preparer`]).
         let (four, six) = (self.conntrack.preparer(), self.v6.conntrack.preparer());
         std::array::from_fn(|i| match classes[i] {
