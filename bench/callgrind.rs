@@ -30,3 +30,35 @@ pub fn run_child(tag: &str, child_args: &[&str]) -> Option<String> {
     }
     text
 }
+
+/// The summed inclusive cost of the calls, in callgrind's output `text`, into every function
+/// whose name `wanted` accepts; None if there is no such call. In the output format a call is
+/// a `cfn=` line naming the callee (by `(id) name` the first time, by `(id)` after), then a
+/// `calls=` line, then a line whose last field is the call's inclusive cost.
+#[allow(dead_code, reason = "bench/worker.rs shares this module and reports totals only")]
+pub fn inclusive_calls(text: &str, wanted: impl Fn(&str) -> bool) -> Option<u64> {
+    let mut names = std::collections::HashMap::new();
+    let (mut callee_wanted, mut cost_follows, mut sum, mut found) = (false, false, 0, false);
+    for line in text.lines() {
+        if cost_follows {
+            cost_follows = false;
+            if callee_wanted {
+                sum += line.split_whitespace().last()?.parse::<u64>().ok()?;
+                found = true;
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("cfn=").or_else(|| line.strip_prefix("fn=")) {
+            let (id, name) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !name.is_empty() {
+                names.insert(id.to_owned(), name.to_owned());
+            }
+            if line.starts_with("cfn=") {
+                callee_wanted = names.get(id).is_some_and(|n| wanted(n));
+            }
+        } else if line.starts_with("calls=") {
+            cost_follows = true;
+        }
+    }
+    found.then_some(sum)
+}
