@@ -22,7 +22,8 @@ Whatever is missing is said to be missing, never fatal.
 the offered load, both cores' time by kind, and the time of the threads sharing them.
 --refuse: marks the peak windows of RAW.jsonl (no metadata line) whose offered load differs by
 more than TOLERANCE (a fraction) from their row's reference (the median of the upper half of the
-row's windows), rewriting it, and prints the
+row's windows), or after which a core's canary loop took more than 1.3 times its median over the
+run (a slow vCPU), rewriting it, and prints the
 windows each row still lacks to have REPEATS kept ones ("PROTO ROW" a line); the table leaves
 refused windows out and "Every window" lists them.
 
@@ -85,22 +86,55 @@ def offered_reference(values):
     return statistics.median(ordered[(len(ordered) - 1) // 2 :])
 
 
+SLOW_CORE = 1.3
+"""A window is run on a slow core when a core's canary loop after it took more than this
+times that core's median over the run (the hypervisor ran the vCPU slower for a while)."""
+
+
+def slow_cores(windows):
+    """{id(window): [core]} of the windows whose canary loop (`loop_ns`) on some core took more
+    than SLOW_CORE times that core's median over every window of the run that has one."""
+    speeds = {}
+    for w in windows:
+        for core, ns in ((w.get("probe") or {}).get("loop_ns") or {}).items():
+            speeds.setdefault(core, []).append(ns)
+    typical = {core: statistics.median(values) for core, values in speeds.items()}
+    out = {}
+    for w in windows:
+        loops = (w.get("probe") or {}).get("loop_ns") or {}
+        slow = sorted(c for c, ns in loops.items() if ns > SLOW_CORE * typical[c])
+        if slow:
+            out[id(w)] = slow
+    return out
+
+
 def refuse(windows, tolerance, repeats):
     """Marks each peak window "refused" whose offered load differs by more than `tolerance`
     (a fraction) from its row's reference (same protocol; [offered_reference]) in the run,
-    either way (a window offered much more ran in another state of the machine), and
-    returns [(proto, row)], one entry per window a row still lacks to have `repeats` kept
-    ones. Each row has its own reference, not one rate for all rows: the sink's NAPI thread
-    shares the generator's core, so a row that delivers more leaves the generator less."""
+    either way (a window offered much more ran in another state of the machine), or that ran
+    on a slow core ([slow_cores]), with the reason in "refused_why", and returns
+    [(proto, row)], one entry per window a row still lacks to have `repeats` kept ones. Each
+    row has its own reference, not one rate for all rows: the sink's NAPI thread shares the
+    generator's core, so a row that delivers more leaves the generator less."""
     groups = {}
     for w in windows:
         if w["load"] is None:
             groups.setdefault((w["proto"], w["row"]), []).append(w)
+    slow = slow_cores(windows)
     redo = []
     for key, ws in groups.items():
         reference = offered_reference([offered(w) for w in ws])
         for w in ws:
-            w["refused"] = abs(offered(w) - reference) > tolerance * reference
+            why = []
+            if abs(offered(w) - reference) > tolerance * reference:
+                why.append("offered load")
+            if id(w) in slow:
+                why.append("slow core " + ", ".join(slow[id(w)]))
+            w["refused"] = bool(why)
+            if why:
+                w["refused_why"] = "; ".join(why)
+            else:
+                w.pop("refused_why", None)
         kept = sum(not w["refused"] for w in ws)
         redo += [key] * max(0, repeats - kept)
     return redo
@@ -311,7 +345,8 @@ def markdown(meta, windows, profile):
             "- offered load: "
             + ("the generator unpaced (as fast as it goes)" if paced in (None, "null") else f"the generator paced at {int(paced):,} frames/s")
             + f"; every window's measured (\"Every window\"); a peak window whose offered load differs by more than {meta['tolerance'] * 100:.0f}% "
-            f"from its row's reference (the median of the upper half of the row's windows) is refused and redone after "
+            f"from its row's reference (the median of the upper half of the row's windows), or that ran on a slow core "
+            f"(a core's canary loop after it more than {SLOW_CORE}× its median over the run), is refused and redone after "
             f"the rounds ({meta['redo']} pass(es) at most)"
         )
     out.append(f"- load average (1, 5, 15 min) before: {meta['load_before']}; after: {meta['load_after']}")
@@ -343,7 +378,8 @@ def markdown(meta, windows, profile):
         "full ring, per second of the window. \"The limit\": the row forwarded about all that was offered, so the "
         "figure is the generator's. Windows refused: peak windows whose offered load differed by more than "
         f"{meta.get('tolerance', 0) * 100:.0f}% from the row's reference (the median of the upper half of its "
-        "windows: below it, the generator starved; above it, the machine ran faster for a while); they were redone, and are left out of the medians (see \"Every window\")."
+        "windows: below it, the generator starved; above it, the machine ran faster for a while), or that ran on a "
+        f"slow core (its canary loop more than {SLOW_CORE}× its median over the run); they were redone, and are left out of the medians (see \"Every window\")."
     )
     if lats:
         out.append("\n## Latency (UDP, generator stamp to sink, through the lb)\n")
@@ -413,7 +449,7 @@ def every_window(meta, windows):
         c1 = (probe.get("cores") or {}).get(fwd_core, {})
         loops = probe.get("loop_ns") or {}
         load = "peak" if w["load"] is None else f"{w['load']:.0%}"
-        kept = "**refused**" if w.get("refused") else "yes"
+        kept = f"**refused** ({w.get('refused_why', 'offered load')})" if w.get("refused") else "yes"
         out.append(
             f"| {i} | {w['proto'].upper()} | {w['row']} | {w['repeat']} | {load} | {offered(w):.3f} | {w['sink']['mpps']:.3f} | "
             f"{share(threads, 'gen')} | {share(threads, 'sink_napi')} | {fmt(c0.get('other'), 2)} | {fmt(c0.get('steal'), 2)} | "
