@@ -33,7 +33,9 @@
 //!   [`Flow::reply_key`]). Keys are never stored: a lookup compares the fingerprint, then the
 //!   key with the record's packed flow words for the slot's direction (three word compares
 //!   for IPv4, six for IPv6: a family's probe, `layout.rs`). Removing or evicting a flow
-//!   frees its record and both its slots.
+//!   frees its record and both its slots. Beside each bucket the owner keeps its occupancy
+//!   (16 bits, one per slot, exact): the owner's scans (a batch's record pass past the
+//!   bucket's first four slots, the insert's free slot, the sweep) read only used slots.
 //!
 //! `table.rs` has the word layouts, the seqlock protocol and the orderings. The index has four
 //! slots per flow of capacity (rounded up to a power of two of buckets), so a table full of

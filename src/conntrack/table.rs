@@ -41,8 +41,15 @@
 //! store). A slot is only a hint: the reader always checks the key derived from the record's
 //! flow, so a slot that still points at a record the owner has just reused yields a miss,
 //! never a wrong hit.
+//!
+//! Beside the buckets, the owner keeps each bucket's *occupancy* (one `u16`, bit `i` set iff
+//! slot `i` is not 0), exact because [`Table::publish`] and [`Table::unpublish`], the only
+//! stores of slots, keep it so. Only the owner reads it: its record pass tests a bucket's
+//! first four slots directly and then only the used ones among the rest, so a key with no
+//! slot (a new flow) is not compared with every free slot; its insert and sweep find free
+//! and used slots from it. Readers scan the slots as before.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crossbeam::utils::CachePadded;
 
@@ -54,6 +61,14 @@ use crate::flow::FlowKey;
 
 /// Slots per bucket: the set associativity. Sixteen 4-byte slots are one cache line.
 pub(super) const BUCKET_SLOTS: usize = 16;
+
+/// The slots at the front of a bucket the record pass ([`RecordPass::prefetch_record`])
+/// tests one by one before it turns to the bucket's occupancy for the rest: a key that has
+/// a slot is nearly always in one of these (slots fill from the front, and a table holds
+/// a few flows a bucket), and testing them directly costs a hit no more than before the
+/// occupancy existed; a key with no slot (a new flow) then tests only the rest's used
+/// slots, usually none, instead of every one of them.
+const LEADING_SLOTS: usize = 4;
 
 /// How often a reader retries a record it found mid-write before calling it a miss. The
 /// owner's write section is a dozen stores, so a couple of retries always suffice unless the
@@ -555,6 +570,13 @@ impl SlotFormat {
 #[derive(Debug)]
 pub(super) struct Table<F: Layout> {
     buckets: Box<[Bucket]>,
+    /// Owner only: bucket `b`'s used slots, one bit per slot (bit `i` set iff slot `i` of
+    /// bucket `b` is not 0), kept exact by [`Table::publish`] and [`Table::unpublish`], the
+    /// only stores of slots. The owner's scans read it instead of every slot word of a
+    /// bucket (a new flow's record pass, the insert's free slot, the sweep). Atomic only
+    /// because the table is shared; readers never read it (they scan the slots), and only
+    /// the owner stores it, so Relaxed loads see its own last stores.
+    occupancy: Box<[AtomicU16]>,
     records: Box<[Record<F>]>,
     format: SlotFormat,
     /// `buckets.len() - 1`; the bucket count is a power of two.
@@ -584,30 +606,48 @@ pub(super) struct Table<F: Layout> {
 #[derive(Clone, Copy)]
 pub(super) struct RecordPass<'a, F: Layout> {
     buckets: &'a [Bucket],
+    occupancy: &'a [AtomicU16],
     records: &'a [Record<F>],
     format: SlotFormat,
     bucket_mask: u64,
 }
 
 impl<F: Layout> RecordPass<'_, F> {
-    /// [`Table::prefetch_record`].
+    /// [`Table::prefetch_record`]: the bucket's first [`LEADING_SLOTS`] slots one by one,
+    /// then its other used slots as the occupancy names them, in slot order: the first slot
+    /// with the fingerprint, as a scan of every slot finds it (a free slot, 0, has none).
     #[inline(always)]
     pub fn prefetch_record(&self, hash: u64) -> u32 {
-        let Some(bucket) = self.buckets.get((hash & self.bucket_mask) as usize) else {
+        let index = (hash & self.bucket_mask) as usize;
+        let Some(bucket) = self.buckets.get(index) else {
             return 0;
         };
         let (tag_mask, tag_bits) = self.format.tag_bits(hash);
-        for slot in &bucket.slots {
-            let word = slot.load(Ordering::Relaxed);
-            if word & tag_mask == tag_bits {
-                if let Some(record) = self.records.get((word & self.format.record_mask()) as usize)
-                {
-                    prefetch(record);
+        let word = 'found: {
+            for slot in &bucket.slots[..LEADING_SLOTS] {
+                let word = slot.load(Ordering::Relaxed);
+                if word & tag_mask == tag_bits {
+                    break 'found word;
                 }
-                return word;
             }
+            // Only the owner runs the record pass (`Conntrack::prepare`) and stores the
+            // occupancy, so this load sees its own last store.
+            let mut used = self.occupancy.get(index).map_or(0, |used| used.load(Ordering::Relaxed))
+                & !((1 << LEADING_SLOTS) - 1);
+            while used != 0 {
+                let slot = used.trailing_zeros() as usize;
+                used &= used - 1;
+                let word = bucket.slots.get(slot).map_or(0, |slot| slot.load(Ordering::Relaxed));
+                if word & tag_mask == tag_bits {
+                    break 'found word;
+                }
+            }
+            return 0;
+        };
+        if let Some(record) = self.records.get((word & self.format.record_mask()) as usize) {
+            prefetch(record);
         }
-        0
+        word
     }
 }
 
@@ -637,6 +677,7 @@ impl<F: Layout> Table<F> {
         });
         Table {
             buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            occupancy: (0..buckets).map(|_| AtomicU16::new(0)).collect(),
             records: (0..records).map(|_| Record::default()).collect(),
             format: SlotFormat::for_records(records),
             bucket_mask: buckets as u64 - 1,
@@ -656,7 +697,9 @@ impl<F: Layout> Table<F> {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.records)
+        std::mem::size_of_val(&*self.buckets)
+            + std::mem::size_of_val(&*self.occupancy)
+            + std::mem::size_of_val(&*self.records)
     }
 
     /// What [`Table::memory_bytes`] of `Table::new(records, buckets, _)` will be, without
@@ -665,7 +708,7 @@ impl<F: Layout> Table<F> {
         let buckets = buckets.max(1).checked_next_power_of_two().unwrap_or(usize::MAX);
         let records = records.min(Self::MAX_RECORDS);
         buckets
-            .saturating_mul(std::mem::size_of::<Bucket>())
+            .saturating_mul(std::mem::size_of::<Bucket>() + std::mem::size_of::<AtomicU16>())
             .saturating_add(records * std::mem::size_of::<Record<F>>())
     }
 
@@ -693,38 +736,53 @@ impl<F: Layout> Table<F> {
     }
 
     /// Owner only: the slots of `bucket` in use, one bit per slot (bit `i`: slot `i`); 0
-    /// for a bucket out of range. One pass over the bucket's words, so a caller that
-    /// looks at every used slot (the sweep) skips the free ones at one load each.
+    /// for a bucket out of range. The bucket's occupancy, so a caller that looks at every
+    /// used slot (the sweep) skips the free ones without reading them.
     #[inline]
     pub fn used_slots(&self, bucket: usize) -> u32 {
-        let Some(bucket) = self.buckets.get(bucket) else {
-            return 0;
-        };
-        // Only the owner stores slots, so these loads see its own last stores.
-        bucket
-            .slots
-            .iter()
-            .enumerate()
-            .fold(0, |used, (i, slot)| used | u32::from(slot.load(Ordering::Relaxed) != 0) << i)
+        // Only the owner stores the occupancy, so this load sees its own last store.
+        self.occupancy.get(bucket).map_or(0, |used| u32::from(used.load(Ordering::Relaxed)))
     }
 
     /// Owner only: the position of the first free slot of `bucket` other than `exclude`
-    /// (None if the bucket is full or out of range). One pass over the bucket's words.
-    /// Inlined: an insert with nothing to exclude (a DR or tunnel flow's one slot) scans
-    /// for a zero word alone.
+    /// (None if the bucket is full or out of range), from the bucket's occupancy.
     #[inline(always)]
     pub fn free_position(&self, bucket: usize, exclude: Option<usize>) -> Option<usize> {
         let first = bucket * BUCKET_SLOTS;
-        let slots = &self.buckets.get(bucket)?.slots;
-        // The slot of this bucket to pass over: one past the last for none (or another
-        // bucket's).
-        let skip = exclude.map_or(BUCKET_SLOTS, |position| position.wrapping_sub(first));
-        // Only the owner stores slots, so these loads see its own last stores.
-        let free = slots
-            .iter()
-            .enumerate()
-            .position(|(i, slot)| slot.load(Ordering::Relaxed) == 0 && i != skip)?;
-        Some(first + free)
+        // The slot of this bucket to pass over, as a bit (none for another bucket's).
+        let skip = exclude.map_or(0, |position| {
+            let slot = position.wrapping_sub(first);
+            if slot < BUCKET_SLOTS { 1 << slot } else { 0 }
+        });
+        let free = !(self.used_slots(bucket) | skip) & ((1 << BUCKET_SLOTS) - 1);
+        (free != 0 && bucket < self.buckets.len()).then(|| first + free.trailing_zeros() as usize)
+    }
+
+    /// True if every bucket's occupancy names exactly its slots that are not 0 (the
+    /// owner's invariant; tests check it after every operation).
+    #[cfg(test)]
+    pub fn occupancy_is_exact(&self) -> bool {
+        self.buckets.iter().enumerate().all(|(bucket, slots)| {
+            let used = slots.slots.iter().enumerate().fold(0, |used, (i, slot)| {
+                used | u32::from(slot.load(Ordering::Relaxed) != 0) << i
+            });
+            used == self.used_slots(bucket)
+        })
+    }
+
+    /// What [`Table::prefetch_record`] must return: the first slot word of `hash`'s bucket
+    /// with `hash`'s fingerprint, found by testing every slot (0 for none).
+    #[cfg(test)]
+    pub fn first_with_fingerprint(&self, hash: u64) -> u32 {
+        let (tag_mask, tag_bits) = self.format.tag_bits(hash);
+        self.buckets.get((hash & self.bucket_mask) as usize).map_or(0, |bucket| {
+            bucket
+                .slots
+                .iter()
+                .map(|slot| slot.load(Ordering::Relaxed))
+                .find(|word| word & tag_mask == tag_bits)
+                .unwrap_or(0)
+        })
     }
 
     /// True if a flow whose record snapshot is `view` had its last packet longer ago than
@@ -913,6 +971,7 @@ impl<F: Layout> Table<F> {
     pub fn record_pass(&self) -> RecordPass<'_, F> {
         RecordPass {
             buckets: &self.buckets,
+            occupancy: &self.occupancy,
             records: &self.records,
             format: self.format,
             bucket_mask: self.bucket_mask,
@@ -978,6 +1037,7 @@ impl<F: Layout> Table<F> {
             // Pairs with the Acquire loads in `lookup` and `slot_ref`: whoever sees the slot
             // sees the record written before it.
             word.store(self.format.encode(slot), Ordering::Release);
+            self.set_occupied(position, true);
         }
     }
 
@@ -985,6 +1045,18 @@ impl<F: Layout> Table<F> {
     pub fn unpublish(&self, position: usize) {
         if let Some(word) = self.slot(position) {
             word.store(0, Ordering::Relaxed);
+            self.set_occupied(position, false);
+        }
+    }
+
+    /// Owner only: records in its bucket's occupancy whether the slot at `position` (in
+    /// range) is used. A slot word `encode` made is never 0.
+    fn set_occupied(&self, position: usize, used: bool) {
+        if let Some(occupancy) = self.occupancy.get(position / BUCKET_SLOTS) {
+            let bit = 1 << (position % BUCKET_SLOTS);
+            // Only the owner stores the occupancy: a load and a store, no read-modify-write.
+            let old = occupancy.load(Ordering::Relaxed);
+            occupancy.store(if used { old | bit } else { old & !bit }, Ordering::Relaxed);
         }
     }
 }

@@ -919,6 +919,42 @@ fn prefetching_is_harmless_for_any_hash_and_table<F: Hosts>() {
     }
 }
 
+/// A bucket filled to every slot, then with slots freed at the front, the middle and the
+/// end: the record pass (four slots tested directly, the rest by the occupancy) finds, for
+/// every key of the bucket and for unknown ones, the slot a test of every slot finds; the
+/// occupancy names exactly the used slots, and an insert takes the first free one.
+fn the_record_pass_finds_what_a_full_scan_finds<F: Hosts>() {
+    let mut ct = table::<F>(64);
+    let flows = flows_in_bucket_zero(&ct, BUCKET_SLOTS + 1);
+    let (bucket, late) = flows.split_at(BUCKET_SLOTS);
+    for f in bucket {
+        insert(&mut ct, secs(0), *f, Some(ACK)).unwrap();
+    }
+    let unknown = [late[0].original_key(), tcp(ForwardMode::Dr, 1 << 20).original_key()];
+    let check = |ct: &Conntrack<F>| {
+        assert!(ct.table.occupancy_is_exact());
+        for key in bucket.iter().map(Flow::original_key).chain(unknown) {
+            let hash = key_hash(&key);
+            assert_eq!(ct.table.prefetch_record(hash), ct.table.first_with_fingerprint(hash));
+        }
+    };
+    check(&ct);
+    assert_eq!(ct.table.used_slots(0), 0xffff);
+    assert_eq!(ct.table.free_position(0, None), None);
+    for (i, f) in bucket.iter().enumerate().filter(|(i, _)| [0, 5, 9, 15].contains(i)) {
+        ct.remove(&f.original_key()).unwrap();
+        assert_eq!(ct.table.used_slots(0) & 1 << i, 0, "slot {i} freed");
+        check(&ct);
+    }
+    assert_eq!(ct.table.used_slots(0), 0xffff & !(1 | 1 << 5 | 1 << 9 | 1 << 15));
+    assert_eq!(ct.table.free_position(0, None), Some(0));
+    assert_eq!(ct.table.free_position(0, Some(0)), Some(5));
+    assert_eq!(ct.table.free_position(0, Some(BUCKET_SLOTS)), Some(0), "another bucket's");
+    insert(&mut ct, secs(0), late[0], Some(ACK)).unwrap();
+    assert_eq!(ct.table.used_slots(0) & 1, 1, "the first free slot taken");
+    check(&ct);
+}
+
 /// What [`Conntrack::track_settled`] answers next to what [`Conntrack::track_prepared`]
 /// answers on a table with the same history: `Settled` exactly for the hits that move
 /// nothing and are not in the handshake (state = previous, not `SynSeen`: the pipeline
@@ -1316,6 +1352,7 @@ fn behaves_like_a_hash_map<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseErro
                 (ct.len(), embryonic, ct.stats())
             );
             prop_assert_eq!(ct.stats().refused_full + ct.stats().evicted_embryonic, 0);
+            prop_assert!(ct.table.occupancy_is_exact() && hashed.table.occupancy_is_exact());
         }
     }
     Ok(())
@@ -1555,6 +1592,15 @@ fn evicts_by_the_rule<F: Hosts>(ops: Vec<Op<F>>) -> Result<(), TestCaseError> {
             for class in [Class::Embryonic, Class::Unreplied, Class::Replied] {
                 let in_class = model.flows.values().filter(|e| e.class() == Some(class)).count();
                 prop_assert_eq!(ct.queues.len(class), in_class, "{:?}", class);
+            }
+            // One bucket of up to 8 used slots: the record pass's occupancy part is used.
+            prop_assert!(ct.table.occupancy_is_exact() && batched.table.occupancy_is_exact());
+            for key in model.flows.keys() {
+                let hash = key_hash(key);
+                prop_assert_eq!(
+                    ct.table.prefetch_record(hash),
+                    ct.table.first_with_fingerprint(hash)
+                );
             }
         }
     }
@@ -2265,6 +2311,11 @@ macro_rules! family_tests {
             #[test]
             fn prefetching_is_harmless_for_any_hash_and_table() {
                 super::prefetching_is_harmless_for_any_hash_and_table::<$family>();
+            }
+
+            #[test]
+            fn the_record_pass_finds_what_a_full_scan_finds() {
+                super::the_record_pass_finds_what_a_full_scan_finds::<$family>();
             }
 
             #[test]
