@@ -8,7 +8,7 @@
 //! | 0 | client address | VIP |
 //! | 1 | backend address | local address |
 //! | 2 | client port, vport | backend port, local port |
-//! | 3 | service | backend (31..16), protocol code (15..8), forwarding code (7..0) |
+//! | 3 | service (47..32) | backend (31..16), protocol code (15..8), forwarding code (7..0) |
 //!
 //! # IPv6: ten words (the record is two cache lines)
 //!
@@ -19,7 +19,7 @@
 //! | 4, 5 | local address |
 //! | 6, 7 | backend address |
 //! | 8 | the ports, as IPv4's word 2 |
-//! | 9 | the codes and hints, as IPv4's word 3 |
+//! | 9 | the codes and hints, as IPv4's word 3, and the address change (63..48) |
 //!
 //! Invariants, for both families:
 //! - An address is stored as its bytes in memory order ([`addr_word`], [`addr_words`]), so
@@ -27,8 +27,17 @@
 //!   the two codes): unpacking copies whole words and the compiler needs no shuffling
 //!   (checked at compile time in `table.rs`'s tests). Flow words live only in this process's
 //!   memory, so their byte order is nobody else's business.
-//! - [`Layout::unpack`] inverts [`Layout::pack`] and refuses what `pack` never writes; the
+//! - [`Layout::unpack`] inverts [`Layout::pack`] and refuses codes `pack` never writes; the
 //!   protocol code is never 0, so a zeroed record's words are no flow.
+//! - IPv6 only: the address change (the top 16 bits of word 9) is derived from the flow's
+//!   addresses and forwarding mode at [`Layout::pack`] ([`with_change`]): the
+//!   one's-complement change NAT or FullNAT makes to a packet's addresses in the original
+//!   direction, folded to 16 bits, so a settled hit patches its checksum with it instead of
+//!   reading the old addresses and summing all eight words ([`Words6::address_change`]).
+//!   `unpack` does not read it back (it is no field of [`Flow`]); tested against the change
+//!   of the addresses a packet of either direction carries and leaves with. IPv4's word 3
+//!   keeps those bits 0: its hit sums two address words, and the change's computation made
+//!   the insert of a DR flow dearer than that saves (`bench/results/nat-2026-12-06b.md`).
 //! - A probe matches the words of a flow in a direction exactly when the flow's key in that
 //!   direction is the probe's key (property-tested against keys built field by field, for
 //!   both families, with keys that differ from a flow's in one address's high or low half).
@@ -41,6 +50,7 @@ use super::{Direction, Flow};
 use crate::family::{V4, V6};
 use crate::flow::{FlowKey, ForwardMode, Proto};
 use crate::hash::FlowHash;
+use crate::wire::checksum::Delta;
 
 /// A record's flow words: `[u64; N]`, with its atomic counterpart `[AtomicU64; N]`.
 pub trait WordArray: Copy + Eq + Debug + Send + Sync + 'static {
@@ -162,13 +172,68 @@ fn ports_word<F: Layout>(flow: &Flow<F>) -> u64 {
         | u64::from(flow.local_port)
 }
 
-/// The codes-and-hints word: `service << 32 | backend << 16 | proto << 8 | forward`
-/// (IPv4's word 3, IPv6's word 9).
+/// The codes-and-hints word without its address change: `service << 32 | backend << 16 |
+/// proto << 8 | forward` (IPv4's word 3, IPv6's word 9; [`with_change`] adds the change).
 #[inline(always)]
 fn meta_word<F: Layout>(flow: &Flow<F>) -> u64 {
     let proto = u64::from(proto_code(flow.proto));
     let forward = u64::from(forward_code(flow.forward));
     u64::from(flow.service) << 32 | u64::from(flow.backend) << 16 | proto << 8 | forward
+}
+
+/// Where the codes-and-hints word keeps the address change (its top 16 bits).
+const CHANGE_SHIFT: u32 = 48;
+
+/// `meta` (a [`meta_word`]) with the flow's address change in its top 16 bits: `change`'s,
+/// for a NAT or FullNAT flow; 0 for DR and tunnel flows (their addresses stay). The change
+/// is what NAT or FullNAT does to the addresses of a packet of the flow in the original
+/// direction, as the one's-complement sum of RFC 1624's `~m + m'` over the addresses'
+/// 16-bit words in memory order (as the rewrites sum them), folded to 16 bits
+/// ([`Delta::folded`]): NAT's destination, VIP to backend; FullNAT's too, and its source,
+/// client to local address. The reply's change is its opposite (the reply's old addresses
+/// are the original's new ones, swapped, and its new ones the original's old ones):
+/// `!change` ([`direction_change`]). `change` runs out of line (cold: the compiler lays the
+/// insert out for DR flows, the common ones) and only for NAT and FullNAT.
+#[inline(always)]
+fn with_change(meta: u64, change: impl FnOnce() -> u16) -> u64 {
+    // NAT's and FullNAT's codes are the two with bit 1 set: a test of the code already in
+    // `meta`, not another match on the mode.
+    const _: () = assert!(
+        FORWARD_NAT & 2 != 0
+            && FORWARD_FULL_NAT & 2 != 0
+            && FORWARD_DR & 2 == 0
+            && FORWARD_TUNNEL & 2 == 0
+    );
+    if meta & 2 != 0 { meta | u64::from(change()) << CHANGE_SHIFT } else { meta }
+}
+
+/// The change [`Layout::pack`] stored in a codes-and-hints word, for a packet of
+/// `direction` (see [`with_change`]).
+#[inline(always)]
+fn direction_change(meta: u64, direction: Direction) -> Delta {
+    let change = (meta >> CHANGE_SHIFT) as u16;
+    Delta::of_folded(match direction {
+        Direction::Original => change,
+        Direction::Reply => !change,
+    })
+}
+
+/// The address change ([`with_change`]) of an IPv6 NAT or FullNAT flow, each address's
+/// change summed as IPv6's rewrite sums it (its two 64-bit words in memory order). Takes
+/// the flow where it lies: the insert of a DR flow keeps its words in registers.
+#[cold]
+#[inline(never)]
+fn address_change6(flow: &Flow<V6>) -> u16 {
+    let change = |delta: Delta, old: Ipv6Addr, new: Ipv6Addr| {
+        let ([old0, old1], [new0, new1]) = (addr_words(old), addr_words(new));
+        delta.u64(old0, new0).u64(old1, new1)
+    };
+    let to_backend = change(Delta::NONE, flow.vip, flow.backend_addr);
+    let change = match flow.forward {
+        ForwardMode::FullNat => change(to_backend, flow.client_addr, flow.local_addr),
+        _ => to_backend,
+    };
+    change.folded()
 }
 
 /// The ports a flow's packets carry in `direction`, from its ports word, as a probe holds
@@ -587,18 +652,8 @@ impl Layout for V6 {
         let [client0, client1] = addr_words(flow.client_addr);
         let [local0, local1] = addr_words(flow.local_addr);
         let [backend0, backend1] = addr_words(flow.backend_addr);
-        [
-            vip0,
-            vip1,
-            client0,
-            client1,
-            local0,
-            local1,
-            backend0,
-            backend1,
-            ports_word(flow),
-            meta_word(flow),
-        ]
+        let meta = with_change(meta_word(flow), || address_change6(flow));
+        [vip0, vip1, client0, client1, local0, local1, backend0, backend1, ports_word(flow), meta]
     }
 
     #[inline(always)]
@@ -759,6 +814,15 @@ impl Words6 {
         ([s0, s1, d0, d1], translated_ports(ports, forward, direction))
     }
 
+    /// The change of [`Words6::translated_wire`]'s addresses from those a packet of
+    /// `direction` carries (the flow's key in that direction), as IPv6's rewrite sums it:
+    /// stored at [`Layout::pack`] (see [`with_change`]), so the hit neither reads the old
+    /// addresses nor sums them.
+    #[inline(always)]
+    pub fn address_change(self, direction: Direction) -> Delta {
+        direction_change(self.meta(), direction)
+    }
+
     /// The flow ([`Layout::unpack`]).
     #[inline(always)]
     pub fn flow(self) -> Option<Flow<V6>> {
@@ -891,6 +955,34 @@ mod tests {
             let identity = BackendWords::new(flow.vip, flow.vport, flow.proto, flow.backend_addr, flow.backend_port);
             prop_assert!(identity.names(Words4::new(V4::pack(&unrelated))));
             prop_assert!(!BackendWords::NONE.names(words));
+        }
+
+        /// The address change a settled IPv6 hit adds ([`Words6::address_change`]) has the
+        /// value of the change from the addresses a packet of the direction carries (the
+        /// flow's key's) to those it leaves with ([`Words6::translated_wire`]'s), summed as
+        /// the rewrite would sum them: the same value in one's complement, so the same
+        /// update. Zero for DR and tunnel flows (their packets keep their addresses).
+        #[test]
+        fn words6_address_change_is_the_packets(flow in arb_flow::<V6>(), reply in any::<bool>()) {
+            let direction = if reply { Direction::Reply } else { Direction::Original };
+            let words = V6::pack(&flow);
+            if let Some(key) = V6::direction_key(&words, direction) {
+                let mut octets = [0; 32];
+                octets[..16].copy_from_slice(&key.src_addr.octets());
+                octets[16..].copy_from_slice(&key.dst_addr.octets());
+                let (new, _) = Words6::new(words).translated_wire(direction);
+                let mut whole = Delta::NONE;
+                for (chunk, new) in octets.chunks_exact(8).zip(new) {
+                    let mut old = [0; 8];
+                    old.copy_from_slice(chunk);
+                    whole = whole.u64(u64::from_ne_bytes(old), new);
+                }
+                let stored = Words6::new(words).address_change(direction);
+                prop_assert_eq!(stored.folded() % 0xffff, whole.folded() % 0xffff);
+                if matches!(flow.forward, ForwardMode::Dr | ForwardMode::Tunnel) {
+                    prop_assert_eq!(stored, Delta::NONE);
+                }
+            }
         }
 
         /// [`Words6`] reads what the unpacked IPv6 flow says, as [`Words4`] does IPv4's.

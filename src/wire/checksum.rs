@@ -302,6 +302,22 @@ impl Delta {
         Delta(self.0 + other.0)
     }
 
+    /// The change folded into 16 bits, its one's-complement value kept (0 or 0xffff when
+    /// it is zero): what a flow record stores of the change NAT makes to a packet's
+    /// addresses (`conntrack::layout`). [`Delta::of_folded`] of it updates any checksum as
+    /// the change itself does, since an update's result depends only on that value.
+    #[inline]
+    pub fn folded(self) -> u16 {
+        fold(fold64(self.0))
+    }
+
+    /// The change of one's-complement value `folded` (a [`Delta::folded`]); `!folded` is the
+    /// opposite change, the one that undoes it.
+    #[inline(always)]
+    pub const fn of_folded(folded: u16) -> Delta {
+        Delta(folded as u64)
+    }
+
     /// The new checksum: `checksum` updated for every change added.
     #[inline]
     pub fn apply(self, checksum: u16) -> u16 {
@@ -435,6 +451,35 @@ mod tests {
             } else {
                 prop_assert_eq!(delta.apply(checksum), one);
                 prop_assert_eq!(delta.apply_udp(checksum), udp);
+            }
+        }
+
+        /// A change folded into 16 bits updates a checksum as the change itself does (with
+        /// more changes added), and its complement as the opposite change (new back to old).
+        #[test]
+        fn a_folded_change_updates_as_the_change_and_its_complement_as_the_opposite(
+            checksum in any::<u16>(),
+            changes in proptest::collection::vec((any::<u64>(), any::<u64>()), 0..4),
+            more in (any::<u32>(), any::<u32>()),
+            edge in 0..4u8,
+        ) {
+            let checksum = match edge { 0 => 0, 1 => 0xffff, _ => checksum };
+            let mut change = Delta::NONE;
+            let mut opposite = Delta::NONE;
+            for &(old, new) in &changes {
+                change = change.u64(old, new);
+                opposite = opposite.u64(new, old);
+            }
+            let folded = change.folded();
+            let more = Delta::NONE.u32(more.0, more.1);
+            for (whole, folded) in
+                [(change, Delta::of_folded(folded)), (opposite, Delta::of_folded(!folded))]
+            {
+                prop_assert_eq!(folded.and(more).apply(checksum), whole.and(more).apply(checksum));
+                prop_assert_eq!(
+                    folded.and(more).apply_udp(checksum),
+                    whole.and(more).apply_udp(checksum)
+                );
             }
         }
     }

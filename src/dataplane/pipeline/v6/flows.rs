@@ -228,7 +228,8 @@ impl CoreState {
             }
         };
         let (addrs, ports) = words.translated_wire(direction);
-        if !route_settled(frame, words.proto()?, addrs, ports) {
+        let change = words.address_change(direction);
+        if !route_settled(frame, words.proto()?, addrs, ports, change) {
             return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
         self.count_forwarded(Some(backend), direction, frame.len() as u64);

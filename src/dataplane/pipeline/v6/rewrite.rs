@@ -154,43 +154,47 @@ pub(in crate::dataplane::pipeline) fn route_transport(
         u64::from_ne_bytes(bytes)
     };
     let ports = (u32::from(src.1) << 16 | u32::from(dst.1)).to_be();
-    route_wire(frame, proto, l4, [chunk(0), chunk(1), chunk(2), chunk(3)], ports)
+    route_wire(frame, proto, l4, ([chunk(0), chunk(1), chunk(2), chunk(3)], ports, None))
 }
 
 /// [`route_transport`] of a packet without extension headers (its TCP/UDP header at
 /// [`L4`]), inlined into the settled hit, the new addresses and ports given as they are
 /// written (`Words6::translated_wire`: the 32 address bytes as four `u64::from_ne_bytes`
-/// chunks, the four port bytes as one `u32::from_ne_bytes`).
+/// chunks, the four port bytes as one `u32::from_ne_bytes`), and `address_change`, the
+/// change from the addresses the packet carries to `addrs` (`Words6::address_change`,
+/// stored with the flow: the packet's addresses are its key's), so the old addresses are
+/// neither read nor summed.
 #[inline(always)]
 pub(in crate::dataplane::pipeline) fn route_settled(
     frame: &mut [u8],
     proto: Proto,
     addrs: [u64; 4],
     ports: u32,
+    address_change: Delta,
 ) -> bool {
-    route_wire(frame, proto, L4, addrs, ports)
+    route_wire(frame, proto, L4, (addrs, ports, Some(address_change)))
 }
+
+/// The new addresses and ports as they are written (see [`route_settled`]), and the change
+/// of the addresses when known (None: read from the frame).
+type NewWire = ([u64; 4], u32, Option<Delta>);
 
 /// [`route_transport`] with the new addresses and ports as they are written (see
 /// [`route_settled`]).
 #[inline(always)]
-fn route_wire(frame: &mut [u8], proto: Proto, l4: usize, addrs: [u64; 4], ports: u32) -> bool {
+fn route_wire(frame: &mut [u8], proto: Proto, l4: usize, new: NewWire) -> bool {
     let Some((ip, segment)) = frame.split_at_mut_checked(l4) else { return true };
     match proto {
-        Proto::Tcp => {
-            route_segment::<{ segment::TCP_CHECKSUM + 2 }>(ip, segment, false, addrs, ports)
-        }
-        Proto::Udp => {
-            route_segment::<{ segment::UDP_CHECKSUM + 2 }>(ip, segment, true, addrs, ports)
-        }
+        Proto::Tcp => route_segment::<{ segment::TCP_CHECKSUM + 2 }>(ip, segment, false, new),
+        Proto::Udp => route_segment::<{ segment::UDP_CHECKSUM + 2 }>(ip, segment, true, new),
     }
 }
 
 /// [`route_wire`] on the frame split at the TCP/UDP header: `ip` (the fixed header and any
 /// extension headers) and `segment`, of which the first `N` bytes (through the checksum,
 /// UDP's when `udp`) are rewritten. Both are taken as fixed-size arrays first, so every
-/// offset is a constant and no access is checked again. The addresses are read, written
-/// and summed as four 64-bit words and the ports as one 32-bit word, on words in memory
+/// offset is a constant and no access is checked again. The addresses are read (unless
+/// their change is given), written and summed as four 64-bit words and the ports as one 32-bit word, on words in memory
 /// order (IPv4's `rewrite` explains why that writes the bytes of the network-order update),
 /// changed or not: a word that stays as it is adds `~m + m`, zero in one's complement, and
 /// an update's result depends only on its sum's value.
@@ -199,8 +203,7 @@ fn route_segment<const N: usize>(
     ip: &mut [u8],
     segment: &mut [u8],
     udp: bool,
-    new_addrs: [u64; 4],
-    new_ports: u32,
+    (new_addrs, new_ports, address_change): NewWire,
 ) -> bool {
     let (Some(ip), Some(segment)) = (ip.first_chunk_mut::<L4>(), segment.first_chunk_mut::<N>())
     else {
@@ -209,13 +212,15 @@ fn route_segment<const N: usize>(
     if !decrement_hop_limit(ip) {
         return false;
     }
-    let mut delta = Delta::NONE;
+    let mut delta = address_change.unwrap_or(Delta::NONE);
     for (i, new) in new_addrs.into_iter().enumerate() {
         let at = at::SRC_ADDR + 8 * i;
-        let mut old = [0; 8];
-        old.copy_from_slice(&ip[at..at + 8]);
+        if address_change.is_none() {
+            let mut old = [0; 8];
+            old.copy_from_slice(&ip[at..at + 8]);
+            delta = delta.u64(u64::from_ne_bytes(old), new);
+        }
         ip[at..at + 8].copy_from_slice(&new.to_ne_bytes());
-        delta = delta.u64(u64::from_ne_bytes(old), new);
     }
     let mut old_ports = [0; 4];
     old_ports.copy_from_slice(&segment[segment::PORTS..segment::PORTS + 4]);
