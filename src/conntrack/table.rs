@@ -454,26 +454,36 @@ pub(super) enum Quick<F: Layout> {
 /// record, two for an IPv6 record), and returns at once (x86-64 `prefetcht0`; elsewhere
 /// nothing). Batches use it so their packets' cache misses
 /// overlap (see "Batches" in the module docs of `conntrack`).
+#[inline(always)]
+pub(super) fn prefetch<T>(value: &T) {
+    prefetch_in(std::slice::from_ref(value), 0);
+}
+
+/// [`prefetch`] of `items[index]`, with no bounds check: an index past the end hints an
+/// address outside the slice, which costs a wasted line at most (the first pass prefetches
+/// the bucket `hash & mask` of `mask + 1` buckets, always inside, without a compare and a
+/// branch saying so).
 ///
 /// The one `unsafe` outside the AF_XDP module, accepted as this single function: a load
 /// used as a prefetch (what this module did before) holds up retirement until its line
 /// arrives, which caps how many misses a batch overlaps.
 #[inline(always)]
 #[allow(unsafe_code)]
-pub(super) fn prefetch<T>(value: &T) {
+pub(super) fn prefetch_in<T>(items: &[T], index: usize) {
     #[cfg(target_arch = "x86_64")]
     for line in 0..std::mem::size_of::<T>().div_ceil(64) {
-        let address = std::ptr::from_ref(value).cast::<i8>().wrapping_add(line * 64);
+        let address = items.as_ptr().wrapping_add(index).cast::<i8>().wrapping_add(line * 64);
         // SAFETY: `_mm_prefetch` only hints the cache: it never faults, reads nothing into a
-        // register and writes nothing, so no address could make it undefined behaviour; this
-        // one is inside a live reference's value anyway. Its `sse` target feature is part of
-        // the x86-64 baseline, present on every CPU this code can run on.
+        // register and writes nothing, so no address could make it undefined behaviour (the
+        // address is computed with wrapping arithmetic, never dereferenced). Its `sse`
+        // target feature is part of the x86-64 baseline, present on every CPU this code can
+        // run on.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = (items, index);
 }
 
 /// One cache line of index slots.
@@ -949,9 +959,7 @@ impl<F: Layout> Table<F> {
     /// Starts loading the index bucket `hash` selects ([`prefetch`]).
     #[inline]
     pub fn prefetch_bucket(&self, hash: u64) {
-        if let Some(bucket) = self.buckets.get(self.place(hash).0) {
-            prefetch(bucket);
-        }
+        prefetch_in(&self.buckets, self.place(hash).0);
     }
 
     /// Starts loading the record of the first slot of the bucket `hash` selects that

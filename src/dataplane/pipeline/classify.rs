@@ -117,23 +117,38 @@ pub(super) fn classify(
     mac: MacAddr,
     frame: &[u8],
 ) -> (Class, u64) {
-    let Some((eth, packet)) = frame.split_first_chunk::<ETH_LEN>() else {
+    // The shortest common frame (a UDP header right after IPv4's 20 bytes): one length
+    // check for every fixed offset read below; anything shorter is nothing `classify`
+    // recognises (IPv6's guess needs more still).
+    let Some(head) = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>() else {
         return (Class::Other, 0);
     };
-    if eth[..6] != mac.0 {
+    // The destination MAC and the source's first two bytes in one load, the latter
+    // shifted out.
+    let Some(first) = head.first_chunk::<8>() else {
+        return (Class::Other, 0);
+    };
+    if (u64::from_le_bytes(*first) ^ mac_word(mac)) << 16 != 0 {
         return (Class::Other, 0);
     }
-    if eth[12..14] != EtherType::IPV4.to_be_bytes() {
-        return match eth[12..14] == EtherType::IPV6.to_be_bytes() {
-            true => guess_ipv6(secret6, frame),
-            false => (Class::Other, 0),
-        };
+    // IPv6 first (a 16-bit compare with the frame's bytes), then the ethertype and the
+    // IPv4 header's first byte in one masked load: IPv4 without options (0x0800, then
+    // 0x45) as the frame carries them, read little-endian. Anything else is not a frame
+    // `classify` recognises.
+    if u16::from_ne_bytes([head[12], head[13]]) == EtherType::IPV6.to_be() {
+        return guess_ipv6(secret6, frame);
     }
-    let Some(header) = packet.first_chunk::<20>() else {
+    const IPV4_NO_OPTIONS: u32 = u32::from_le_bytes([0x08, 0x00, 0x45, 0]);
+    let ethertype_and_version = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+    if ethertype_and_version & 0x00ff_ffff != IPV4_NO_OPTIONS {
+        return (Class::Other, 0);
+    }
+    let (Some(header), Some(packet)) = (head[ETH_LEN..].first_chunk::<20>(), frame.get(ETH_LEN..))
+    else {
         return (Class::Other, 0);
     };
     // The addresses and ports as they lie: the hash takes them so, no key is built.
-    let Some((proto, segment)) = plain_segment(header, packet) else {
+    let Some((_, segment)) = plain_segment(header, packet) else {
         return (Class::Other, 0);
     };
     let (Some(addrs), Some(ports)) = (header[12..].first_chunk::<8>(), segment.first_chunk())
@@ -149,7 +164,17 @@ pub(super) fn classify(
         None if snapshot.is_nat_backend(src) => Class::FromNatBackend,
         None => Class::Other,
     };
-    (class, table_hash_wire(secret, addrs, ports, proto.number()))
+    // The protocol byte itself (TCP's or UDP's number, `plain_segment` checked which).
+    (class, table_hash_wire(secret, addrs, ports, header[9]))
+}
+
+/// `mac` as the low 48 bits of a little-endian word: a frame's first 8 bytes loaded so
+/// (`u64::from_le_bytes`), shifted left by 16, equal it shifted so exactly when the frame
+/// is sent to `mac`.
+#[inline(always)]
+fn mac_word(mac: MacAddr) -> u64 {
+    let m = mac.0;
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
 /// [`classify`] of an IPv6 frame: [`Class::Ipv6`] and its guessed key's hash, or `Other`.
@@ -235,15 +260,19 @@ fn plain_transport(header: &[u8; 20], packet: &[u8]) -> Option<Transport> {
 /// `header` is the first 20 bytes of `packet`.
 #[inline(always)]
 fn plain_segment<'a>(header: &[u8; 20], packet: &'a [u8]) -> Option<(Proto, &'a [u8])> {
-    const VERSION_4_NO_OPTIONS: u8 = 0x45;
-    const MORE_FRAGMENTS_OR_OFFSET: u16 = 0x3fff;
-    if header[0] != VERSION_4_NO_OPTIONS {
+    // Bytes 0..8 as a little-endian word: version and header length (byte 0) must be 0x45,
+    // the flags' MF bit and the fragment offset (the low 6 bits of byte 6 and byte 7) zero.
+    const VERSION_AND_FRAGMENT: u64 = 0xff3f_0000_0000_00ff;
+    const VERSION_4_NO_OPTIONS: u64 = 0x45;
+    let (first, _) = header.split_first_chunk::<8>()?;
+    if u64::from_le_bytes(*first) & VERSION_AND_FRAGMENT != VERSION_4_NO_OPTIONS {
         return None;
     }
-    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let segment = packet.get(20..total_len)?;
-    let flags_offset = u16::from_be_bytes([header[6], header[7]]);
-    if flags_offset & MORE_FRAGMENTS_OR_OFFSET != 0 || !checksum::verifies(header) {
+    // `total_len` ≥ 20 and within the buffer in one compare: below 20, the segment's
+    // length wraps past any buffer's.
+    let segment_len = usize::from(u16::from_be_bytes([header[2], header[3]])).wrapping_sub(20);
+    let segment = packet.get(20..)?.get(..segment_len)?;
+    if !checksum::verifies(header) {
         return None;
     }
     let proto = match header[9] {
