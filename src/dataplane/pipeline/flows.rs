@@ -16,7 +16,9 @@
 //! on another core's table) go through the reopen and passive-health checks
 //! (`forward_moved`), which would let a settled hit through unchanged anyway.
 
-use crate::conntrack::{ConnectionCount, Direction, Flow, FlowState, Hit, Prepared, Tracking};
+use crate::conntrack::{
+    CandidateSlot, ConnectionCount, Direction, Flow, FlowState, Hit, Prepared, Tracking,
+};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
 use crate::report::{DropReason, Stat};
@@ -145,9 +147,32 @@ impl CoreState {
         class: Class,
         prepared: &Prepared,
     ) -> Option<Verdict> {
+        match self.settled_first(snapshot, now, ingress, frame, class, prepared) {
+            SettledFirst::Answered(verdict) => Some(verdict),
+            SettledFirst::General => None,
+            SettledFirst::LookUp => {
+                self.settled_flow_hit::<false>(snapshot, now, frame, prepared.candidate())
+            }
+        }
+    }
+
+    /// [`CoreState::settled_hit`] up to its lookup: whether the frame is one it looks up
+    /// ([`CoreState::settled_flow_hit`]), else its answer (a new flow's first packet) or
+    /// None ([`SettledFirst::General`]). A batch runs the frames it would look up in a loop
+    /// of their own ([`super::Pipeline::settled_run`]).
+    #[inline(always)]
+    pub(super) fn settled_first(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        ingress: IfaceId,
+        frame: &mut [u8],
+        class: Class,
+        prepared: &Prepared,
+    ) -> SettledFirst {
         // A possible reply with several arms is judged by the arm it came in on (`transport`).
         if class != Class::ToVip && snapshot.interfaces.len() > 1 {
-            return None;
+            return SettledFirst::General;
         }
         // No slot with the key's fingerprint when the batch looked: no flow to settle (the
         // settled lookup would miss), so no probe is built.
@@ -156,14 +181,35 @@ impl CoreState {
             // would find no flow here nor look for one elsewhere (not a reply).
             if class == Class::ToVip
                 && let Some(absent) = self.conntrack.proved_absent(prepared)
+                && let Some(transport) = plain_transport_at(frame)
             {
-                let transport = plain_transport_at(frame)?;
-                return Some(self.new_flow(snapshot, now, ingress, frame, transport, absent));
+                return SettledFirst::Answered(
+                    self.new_flow(snapshot, now, ingress, frame, transport, absent),
+                );
             }
-            return None;
+            return SettledFirst::General;
         }
+        SettledFirst::LookUp
+    }
+
+    /// [`CoreState::settled_hit`] of a frame it would look up: classified for IPv4
+    /// (`class` not [`Class::Other`] nor [`Class::Ipv6`]), to a VIP or on a one-armed box,
+    /// its lookup's candidate slot `candidate` ([`Prepared::candidate`]). The same answer,
+    /// and the same changes (none but a last-seen refresh when it answers None). A batch's
+    /// run of settled hits ([`super::Pipeline::settled_run`]) calls it in a loop of its
+    /// own, with `HOPS_FRESH`: the hop caches refreshed before the run (nothing in it
+    /// changes the neighbour table), so a DR hit does not test them again.
+    #[inline(always)]
+    pub(super) fn settled_flow_hit<const HOPS_FRESH: bool>(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        candidate: CandidateSlot,
+    ) -> Option<Verdict> {
         let (probe, tcp_flags) = plain_probe_at(frame)?;
-        let (direction, words) = self.conntrack.settled(now, &probe, prepared, tcp_flags)?;
+        let (direction, words) =
+            self.conntrack.settled_candidate(now, &probe, candidate, tcp_flags)?;
         // Every mode but tunnel reads what it needs from the flow's words: the backend's
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the
@@ -171,7 +217,10 @@ impl CoreState {
         // The MACs are written before the counters are added: the hop is then used at once,
         // not kept (on the stack) across the counters' update.
         if words.is_dr() {
-            let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
+            if !HOPS_FRESH {
+                self.refresh_stale_hops(snapshot);
+            }
+            let (backend, hop) = self.cached_backend_hop(words)?;
             let header = frame.first_chunk_mut::<12>()?;
             *header = hop.addrs;
             self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
@@ -354,6 +403,16 @@ impl CoreState {
         }
         self.deliver(snapshot, now, frame, flow, direction, backend)
     }
+}
+
+/// What [`CoreState::settled_first`] made of a frame.
+pub(super) enum SettledFirst {
+    /// Answered without a lookup (a new flow's first packet).
+    Answered(Verdict),
+    /// Not one [`CoreState::settled_hit`] answers: the general way takes it.
+    General,
+    /// One [`CoreState::settled_flow_hit`] looks up.
+    LookUp,
 }
 
 /// IPv4's way to send a new flow's first packet ([`FirstPacket`]): forwarded to the

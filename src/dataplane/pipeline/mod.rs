@@ -124,7 +124,7 @@ use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, WireE
 
 use classify::{Class, classify, plain_transport_at, transport};
 use emit::EmitQueue;
-use flows::{release_backend, same_schedule, sched_states};
+use flows::{SettledFirst, release_backend, same_schedule, sched_states};
 use neighbors::{
     BackendLine, CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops,
     subnets, unreplyable_sender,
@@ -692,20 +692,124 @@ impl Pipeline {
             }
             // The second pass builds the lookups in place (no array filled, then overwritten).
             let lookups = self.core.prepare_lookups(&classes, &hashes);
+            // The frames in order: each run of frames `settled_hit` looks up (with a
+            // candidate slot) in a loop of its own (`settled_run`), every other frame one by
+            // one. A frame a run refused goes the general way straight (its settled lookup
+            // is not redone).
+            let mut run = Tally::default();
             let (mut bytes, mut transmitted) = (0, 0);
-            for (((frame, verdict), class), lookup) in
-                frames.iter_mut().zip(verdicts.iter_mut()).zip(&classes).zip(&lookups)
-            {
-                let class = *class;
-                bytes += frame.len() as u64;
-                *verdict = self.process_classified(now, ingress, frame, class, lookup);
+            let count = frames.len().min(verdicts.len()).min(BATCH);
+            let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
+            let mut index = 0;
+            while index < count {
+                let (class, lookup) = (classes[index], &lookups[index]);
+                let frame = &mut *frames[index];
+                let verdict = match class.is_plain_ipv4() {
+                    true => match self.core.settled_first(
+                        &self.snapshot,
+                        now,
+                        ingress,
+                        frame,
+                        class,
+                        lookup,
+                    ) {
+                        SettledFirst::LookUp => {
+                            let refused;
+                            (index, refused) = self.settled_run(
+                                now, frames, verdicts, &classes, &lookups, index, &mut run,
+                            );
+                            if !refused {
+                                continue;
+                            }
+                            // Refused by the run: the general way, straight.
+                            let Some(frame) = frames.get_mut(index) else { break };
+                            let (class, lookup) = (classes[index], lookups[index]);
+                            bytes += frame.len() as u64;
+                            self.process_general(now, ingress, frame, class, lookup)
+                        }
+                        SettledFirst::Answered(verdict) => {
+                            bytes += frame.len() as u64;
+                            self.core.count_general(verdict)
+                        }
+                        SettledFirst::General => {
+                            bytes += frame.len() as u64;
+                            self.process_general(now, ingress, frame, class, *lookup)
+                        }
+                    },
+                    false => {
+                        bytes += frame.len() as u64;
+                        self.process_general(now, ingress, frame, class, *lookup)
+                    }
+                };
+                let Some(slot) = verdicts.get_mut(index) else { break };
+                *slot = verdict;
                 transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
+                index += 1;
             }
+            let (bytes, transmitted) =
+                (bytes + run.bytes, transmitted + run.transmitted - run.not_transmitted);
             let counters = &mut self.core.counters;
             counters.add(Stat::RxPackets, frames.len() as u64);
             counters.add(Stat::RxBytes, bytes);
             counters.add(Stat::TxPackets, transmitted);
         }
+    }
+
+    /// A run of a batch's settled hits, from frame `start`: [`CoreState::settled_flow_hit`]
+    /// of each frame in order, its verdict written and tallied (and counted as
+    /// [`Pipeline::process_classified`] counts it), while the frames are ones
+    /// [`CoreState::settled_hit`] would look up (IPv4, to a VIP unless the box has one
+    /// arm, with a candidate slot) and it answers them. Returns the first frame it did not
+    /// process and whether it refused it (`settled_flow_hit` answered None: the general
+    /// way, [`Pipeline::process_general`], takes it) or did not try it. Out of line: the
+    /// common frames' loop keeps its values in registers, the general way's apart. The
+    /// hop caches are refreshed once, before the run: nothing in it changes the
+    /// neighbour table.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn settled_run(
+        &mut self,
+        now: Instant,
+        frames: &mut [&mut [u8]],
+        verdicts: &mut [Verdict],
+        classes: &[Class; BATCH],
+        lookups: &[Prepared; BATCH],
+        start: usize,
+        tally: &mut Tally,
+    ) -> (usize, bool) {
+        let snapshot = &*self.snapshot;
+        let several_arms = snapshot.interfaces.len() > 1;
+        let core = &mut self.core;
+        core.refresh_stale_hops(snapshot);
+        let count = frames.len().min(verdicts.len()).min(BATCH);
+        let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
+        let (mut index, mut bytes) = (start, 0);
+        let mut refused = false;
+        while index < count {
+            let (class, lookup) = (classes[index], &lookups[index]);
+            // A possible reply with several arms is judged by the arm it came in on.
+            let looked_up = class == Class::ToVip || (!several_arms && class.is_plain_ipv4());
+            if !(looked_up && lookup.has_candidate()) {
+                break;
+            }
+            let frame = &mut *frames[index];
+            let candidate = lookup.candidate();
+            let Some(answer) = core.settled_flow_hit::<true>(snapshot, now, frame, candidate)
+            else {
+                refused = true;
+                break;
+            };
+            bytes += frame.len() as u64;
+            verdicts[index] = answer;
+            if !matches!(answer, Verdict::Tx(_)) {
+                tally.not_transmitted += 1;
+                core.counters.count_other(answer);
+            }
+            index += 1;
+        }
+        tally.bytes += bytes;
+        tally.transmitted += (index - start) as u64;
+        (index, refused)
     }
 
     /// Hands every frame the pipeline queued on its own to `send`, oldest first.
@@ -794,6 +898,16 @@ impl Pipeline {
         self.core.queue_paced(addrs.iter().map(|ip| PacedArp::Probe(*ip)));
         self.core.send_paced_arp(&self.snapshot);
     }
+}
+
+/// What a batch's frames add to the received bytes and transmitted frames: `transmitted`
+/// less `not_transmitted` (a run of settled hits counts its frames as transmitted, and
+/// the few that are not apart).
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: u64,
+    transmitted: u64,
+    not_transmitted: u64,
 }
 
 /// Maps a view's refusal of an IPv4 header to a drop reason.

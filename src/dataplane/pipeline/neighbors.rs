@@ -351,15 +351,29 @@ impl CoreState {
         snapshot: &Snapshot,
         words: Words4,
     ) -> Option<(usize, Hop)> {
-        if self.hops_generation != self.neighbors.generation() {
-            self.refresh_hops(snapshot);
-        }
+        self.refresh_stale_hops(snapshot);
+        self.cached_backend_hop(words)
+    }
+
+    /// [`CoreState::settled_backend_hop`] from the hop caches as they are: the caller has
+    /// refreshed them since the neighbour table last changed
+    /// ([`CoreState::refresh_stale_hops`]).
+    #[inline(always)]
+    pub(super) fn cached_backend_hop(&self, words: Words4) -> Option<(usize, Hop)> {
         let index = words.backend_hint();
         let line = self.backend_lines.get(index)?;
         if !line.identity.names(words) {
             return None;
         }
         Some((index, line.hop.hop()?))
+    }
+
+    /// Refreshes the hop caches if the neighbour table changed since they were filled.
+    #[inline(always)]
+    pub(super) fn refresh_stale_hops(&mut self, snapshot: &Snapshot) {
+        if self.hops_generation != self.neighbors.generation() {
+            self.refresh_hops(snapshot);
+        }
     }
 
     /// The way to `client` (the destination of a reply), as `Snapshot::route` and the
