@@ -910,7 +910,6 @@ struct Tally {
     not_transmitted: u64,
 }
 
-/// Maps a view's refusal of an IPv4 header to a drop reason.
 /// The template table a pipeline starts with: the full size when a service of `snapshot`
 /// is persistent, else a token one ([`Pipeline::set_snapshot`] grows it when persistence
 /// arrives; the daemon gives every core one shared full-size table).
@@ -921,6 +920,7 @@ fn templates_for(snapshot: &Snapshot) -> Templates {
     }
 }
 
+/// Maps a view's refusal of an IPv4 header to a drop reason.
 fn ip_drop_reason(error: WireError) -> DropReason {
     match error {
         WireError::BadVersion => DropReason::BadIpVersion,
