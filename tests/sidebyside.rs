@@ -317,7 +317,8 @@ fn window_samples_become_offered_load_and_core_shares() {
 fn windows_offered_off_their_rows_reference_are_refused_and_redone() {
     // (row, proto, load, offered Mpps, core 1's canary loop ns, the reason it is refused)
     // Core 0's loop is 20 ns in every window; core 1's median over the run is 30 ns.
-    let table: [(&str, &str, &str, f64, f64, Option<&str>); 13] = [
+    type Window = (&'static str, &'static str, &'static str, f64, f64, Option<&'static str>);
+    let table: [Window; 13] = [
         // Reference: the mean of the best two, 1.275; 95% of it, 1.211.
         ("null", "udp", "null", 1.30, 30.0, None),
         ("null", "udp", "null", 0.73, 30.0, Some("offered load")),
