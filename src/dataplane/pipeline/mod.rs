@@ -714,11 +714,15 @@ impl Pipeline {
                         lookup,
                     ) {
                         SettledFirst::LookUp => {
+                            let start = index;
                             let refused;
                             (index, refused) = self.settled_run(
                                 now, frames, verdicts, &classes, &lookups, index, &mut run,
                             );
-                            if !refused {
+                            // The run always takes its first frame (it tests what
+                            // `settled_first` tested); were they ever to disagree, that frame
+                            // goes the general way below instead of starting the run again.
+                            if !refused && index > start {
                                 continue;
                             }
                             // Refused by the run: the general way, straight.
