@@ -7,9 +7,10 @@ serve: answers every query on 0.0.0.0:PORT with rcode NOERROR and two A records 
        number N, so a client can tell who answered; from the address the query was sent to
        (IP_PKTINFO), as a DR real server holding the VIP on lo must. With --servfail FILE,
        answers SERVFAIL (no records) while FILE exists: a sick DNS server that still answers.
-ask:   COUNT queries, each from a fresh socket on a port this run has not used, each waiting
-       at most TIMEOUT s; one line per query: "ok rsN CLIENT_PORT" (N from the 127.0.0.N
-       record) or "fail REASON", as lab/udp.py's client prints.
+ask:   COUNT queries, each from a fresh socket on a port neither this run nor an earlier one
+       of the same lab used (lab/udp.py's fresh_socket and LAB_UDP_PORTS), each waiting at
+       most TIMEOUT s; one line per query: "ok rsN CLIENT_PORT" (N from the 127.0.0.N record)
+       or "fail REASON CLIENT_PORT".
 """
 
 import argparse
@@ -17,6 +18,8 @@ import os
 import socket
 import struct
 import sys
+
+from udp import fresh_socket, remember_ports, remembered_ports
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IN_PKTINFO = struct.Struct("=I4s4s")
@@ -64,38 +67,40 @@ def serve(port: int, answer: str, number: int, servfail: str) -> None:
 
 
 def ask(addr: str, port: int, count: int, timeout: float) -> None:
-    used = set()
-    for n in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for _ in range(50):
-                sock.bind(("0.0.0.0", 0))
-                if sock.getsockname()[1] not in used:
-                    break
-                sock.close()
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            local = sock.getsockname()[1]
-            used.add(local)
-            sock.settimeout(timeout)
-            sock.connect((addr, port))
-            ident = (n * 7919 + 1) & 0xFFFF
-            name = b"\x03lab\x00"
-            sock.send(struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1))
-            reply = sock.recv(1500)
-            got, flags, _, answers = struct.unpack("!HHHH", reply[:8])
-            if got != ident:
-                print("fail wrong-id", flush=True)
-            elif flags & 0xF:
-                print(f"fail rcode-{flags & 0xF}", flush=True)
-            else:
-                server = next(
-                    (f"rs{reply[i + 3]}" for i in range(len(reply) - 3) if reply[i : i + 3] == b"\x7f\x00\x00"),
-                    None,
-                )
-                print(f"ok {server} {local}" if server else "fail no-server-record", flush=True)
-        except OSError as error:
-            print(f"fail {type(error).__name__}", flush=True)
-        finally:
+    earlier = remembered_ports()
+    used = set(earlier)
+    try:
+        for n in range(count):
+            print(ask_once(addr, port, timeout, used, (n * 7919 + 1) & 0xFFFF), flush=True)
+    finally:
+        remember_ports(used - earlier)
+
+
+def ask_once(addr: str, port: int, timeout: float, used: set, ident: int) -> str:
+    """One query from a fresh socket: "ok rsN CLIENT_PORT" or "fail REASON CLIENT_PORT"."""
+    sock = None
+    local = "-"
+    try:
+        sock = fresh_socket(addr, port, used)
+        local = sock.getsockname()[1]
+        sock.settimeout(timeout)
+        name = b"\x03lab\x00"
+        sock.send(struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1))
+        reply = sock.recv(1500)
+        got, flags, _, _ = struct.unpack("!HHHH", reply[:8])
+        if got != ident:
+            return f"fail wrong-id {local}"
+        if flags & 0xF:
+            return f"fail rcode-{flags & 0xF} {local}"
+        server = next(
+            (f"rs{reply[i + 3]}" for i in range(len(reply) - 3) if reply[i : i + 3] == b"\x7f\x00\x00"),
+            None,
+        )
+        return f"ok {server} {local}" if server else f"fail no-server-record {local}"
+    except OSError as error:
+        return f"fail {type(error).__name__} {local}"
+    finally:
+        if sock is not None:
             sock.close()
 
 

@@ -127,6 +127,9 @@ lab_init() {
     trap 'lab_interrupted INT' INT
     trap 'lab_interrupted TERM' TERM
     LAB_TMP=$(mktemp -d "/tmp/$LAB_PREFIX-$LAB_NAME.XXXXXX")
+    # lab/udp.py's and lab/dnsd.py's clients never reuse a source port an earlier round of
+    # this lab used: its flow may still be in xlb, to the server it picked then.
+    export LAB_UDP_PORTS="$LAB_TMP/udp-ports"
     echo "lab $LAB_NAME: prefix $LAB_PREFIX (namespaces $LAB_PREFIX-*, scratch $LAB_TMP), $LAB_REQUESTS ${LAB_REQUESTS_NOUN:-requests}"
 }
 

@@ -7,7 +7,10 @@ serve: answers every datagram with "NAME <the datagram>", sent from the address 
        own address. With --family 6, the same on [::] (IPv6 only, IPV6_PKTINFO).
 ask:   COUNT request/responses, each from a fresh connected socket on a source port this run
        has not used before (so each is a new flow: the kernel's random ephemeral port can repeat
-       within a few dozen sockets), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
+       within a few dozen sockets), nor an earlier run of the same lab (the file LAB_UDP_PORTS
+       names, which lab/lib.sh sets: a port an earlier round used may still have its flow in
+       xlb, to the real server it picked then, as an operator's drained server keeps its
+       flows; 1 lab run in 100 failed so), each waiting at most TIMEOUT seconds. A connected socket only accepts replies
        from the address and port it sent to, so a reply from the wrong source counts as lost.
        Prints one line per request: "ok NAME CLIENT_PORT" or "fail REASON" (with --stamps,
        after its start and end times); --until FILE stops early once FILE exists; --interval
@@ -61,6 +64,26 @@ def serve(name: str, port: int, family: int) -> None:
         sock.sendmsg([prefix + data], reply_from, 0, peer)
 
 
+def remembered_ports() -> set:
+    """The source ports earlier clients of this lab used (from the file LAB_UDP_PORTS names,
+    if any; forgotten past 20,000, when ports must come round again)."""
+    path = os.environ.get("LAB_UDP_PORTS", "")
+    try:
+        with open(path) as file:
+            ports = {int(word) for word in file.read().split()}
+    except (OSError, ValueError):
+        return set()
+    return ports if len(ports) <= 20000 else set()
+
+
+def remember_ports(ports: set) -> None:
+    """Adds `ports` to the file LAB_UDP_PORTS names, if any, for this lab's later clients."""
+    path = os.environ.get("LAB_UDP_PORTS", "")
+    if path and ports:
+        with open(path, "a") as file:
+            file.write("".join(f"{p}\n" for p in sorted(ports)))
+
+
 def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
     """A UDP socket connected to addr:port from a source port not in `used` (then added)."""
     while True:
@@ -84,24 +107,28 @@ def ask(
     interval: float,
     size: int,
 ) -> None:
-    used_ports: set = set()
-    next_at = time.monotonic()
-    for i in range(count):
-        if until and i % 100 == 0 and os.path.exists(until):
-            break
-        if interval:
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        if len(used_ports) > 20000:
-            used_ports.clear()  # a long run: ports come round again, after a while
-        start = time.time()
-        request = b"request %d" % i
-        if size > len(request):
-            request += os.urandom(size - len(request))
-        line = ask_once(addr, port, timeout, used_ports, request)
-        print(f"{start:.6f} {time.time():.6f} {line}" if stamps else line, flush=True)
+    earlier = remembered_ports()
+    used_ports: set = set(earlier)
+    try:
+        next_at = time.monotonic()
+        for i in range(count):
+            if until and i % 100 == 0 and os.path.exists(until):
+                break
+            if interval:
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            if len(used_ports) > 20000:
+                used_ports.clear()  # a long run: ports come round again, after a while
+            start = time.time()
+            request = b"request %d" % i
+            if size > len(request):
+                request += os.urandom(size - len(request))
+            line = ask_once(addr, port, timeout, used_ports, request)
+            print(f"{start:.6f} {time.time():.6f} {line}" if stamps else line, flush=True)
+    finally:
+        remember_ports(used_ports - earlier)
 
 
 def ask_once(addr: str, port: int, timeout: float, used_ports: set, request: bytes) -> str:
