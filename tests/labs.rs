@@ -173,7 +173,7 @@ fn lab_vrrp() {
 /// Issue 13: BGP mode's VIP route follows the backends' health and vanishes on SIGKILL.
 #[test]
 fn lab_routes() {
-    run_lab("routes", &[], "20/20 http");
+    run_lab("routes", &[], "60/60 http");
 }
 
 #[test]
