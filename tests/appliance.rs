@@ -242,11 +242,17 @@ fn read(path: &Path) -> String {
 /// ("rs1", "rs2", or "fail …").
 fn ask(lab: &Lab, client: &str, count: usize) -> Vec<String> {
     let udp = repo().join("lab/udp.py");
+    // Never a source port an earlier ask of this lab used: its flow may still be in xlb, to
+    // the backend it went to then, drained or down since (drained servers keep their flows).
+    let ports = lab.scratch.join("udp-ports");
+    let ports = format!("LAB_UDP_PORTS={}", ports.to_str().expect("utf-8"));
     let output = lab.exec(
         client,
         &[
             "timeout",
             "60",
+            "env",
+            &ports,
             "python3",
             udp.to_str().expect("utf-8"),
             "ask",
