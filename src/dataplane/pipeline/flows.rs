@@ -207,9 +207,8 @@ impl CoreState {
         frame: &mut [u8],
         candidate: CandidateSlot,
     ) -> Option<Verdict> {
-        let (probe, tcp_flags) = plain_probe_at(frame)?;
-        let (direction, words) =
-            self.conntrack.settled_candidate(now, &probe, candidate, tcp_flags)?;
+        let probe = plain_probe_at(frame)?;
+        let (direction, words) = self.conntrack.settled_candidate(now, &probe, candidate)?;
         // Every mode but tunnel reads what it needs from the flow's words: the backend's
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the
