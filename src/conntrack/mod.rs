@@ -844,6 +844,56 @@ impl Conntrack<V4> {
         let (direction, words) = self.table.owner_settled(now.as_nanos(), &probe.0, candidate.0)?;
         Some((direction, Words4::new(words)))
     }
+
+    /// A handle on the table for a batch's run of settled hits: its
+    /// [`SettledTable::lookup`] reads the table's shape once for the whole run.
+    #[inline(always)]
+    pub fn settled_table(&self) -> SettledTable {
+        SettledTable(Arc::clone(&self.table))
+    }
+}
+
+/// A handle on an IPv4 connection table for a batch's run of settled hits
+/// ([`Conntrack::<V4>::settled_table`]): the run keeps it (not the [`Conntrack`]) while it
+/// changes its core's other state. Only last-seen refreshes go through it.
+pub struct SettledTable(Arc<Table<V4>>);
+
+impl SettledTable {
+    /// The table's shape as [`SettledLookup::settled_candidate`] needs it, read once.
+    #[inline(always)]
+    pub fn lookup(&self) -> SettledLookup<'_> {
+        SettledLookup(self.0.settled_pass())
+    }
+}
+
+impl fmt::Debug for SettledTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettledTable").finish_non_exhaustive()
+    }
+}
+
+/// A run's settled lookup ([`SettledTable::lookup`]): the table's shape read once.
+#[derive(Clone, Copy)]
+pub struct SettledLookup<'a>(table::SettledPass<'a, V4>);
+
+impl SettledLookup<'_> {
+    /// [`Conntrack::<V4>::settled_candidate`]: the same answer and the same refresh.
+    #[inline(always)]
+    pub fn settled_candidate(
+        &self,
+        now: Instant,
+        probe: &Quiet<Probe4>,
+        candidate: CandidateSlot,
+    ) -> Option<(Direction, Words4)> {
+        let (direction, words) = self.0.owner_settled(now.as_nanos(), &probe.0, candidate.0)?;
+        Some((direction, Words4::new(words)))
+    }
+}
+
+impl fmt::Debug for SettledLookup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettledLookup").finish_non_exhaustive()
+    }
 }
 
 impl Conntrack<V6> {

@@ -667,6 +667,60 @@ impl<F: Layout> RecordPass<'_, F> {
     }
 }
 
+/// The table's shape as the settled hit ([`Table::owner_settled`]) needs it, copied out of
+/// the table once for a batch's run of settled hits ([`Table::settled_pass`]): its loop then
+/// keeps it at hand instead of reading the table's fields again for each frame (the
+/// records' atomic loads keep the compiler from hoisting those reads itself).
+#[derive(Clone, Copy)]
+pub(super) struct SettledPass<'a, F: Layout> {
+    records: &'a [Record<F>],
+    format: SlotFormat,
+    settled_ages: &'a [u64; SETTLED_ENTRIES],
+}
+
+impl<F: Layout> SettledPass<'_, F> {
+    /// [`Table::owner_quick`] on the candidate slot alone (for the key of `probe`), for the
+    /// common packet's straight way: the flow's words and the direction when `candidate`
+    /// points at the live, unexpired flow with the key and the packet leaves that flow as it
+    /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
+    /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
+    /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
+    /// comes first there (here the key is compared before liveness, which the settled-age
+    /// limit of a free record's code refuses: the same answer). The words are handed out packed (the caller reads what it needs
+    /// of them); they are words `pack` wrote, as any live record's.
+    ///
+    /// Only for a quiet packet ([`quiet`]: the settled-age limits are a quiet packet's); the
+    /// callers answer None for the others (a packet with SYN, FIN or RST may move a TCP
+    /// flow: the general path's).
+    #[inline(always)]
+    pub fn owner_settled(
+        &self,
+        now: u64,
+        probe: &F::Probe,
+        candidate: u32,
+    ) -> Option<(Direction, F::Words)> {
+        if candidate == 0 {
+            return None;
+        }
+        let record = self.records.get((candidate & self.format.record_mask()) as usize)?;
+        let direction = self.format.direction(candidate);
+        // The owner's plain loads, as `check_slot`'s owner view; a free record's stale
+        // words may match, its code's limit (0) then refuses it.
+        let words = F::Words::load(&record.words);
+        if !F::matches(probe, &words, direction) {
+            return None;
+        }
+        let (state_word, last_seen) =
+            (record.state.load(Ordering::Relaxed), record.last_seen.load(Ordering::Relaxed));
+        let limit = self.settled_ages[settled_index(state_word as u8, direction)];
+        if now.saturating_sub(last_seen) >= limit {
+            return None;
+        }
+        record.touch(last_seen, now, true);
+        Some((direction, words))
+    }
+}
+
 /// Where a key was found: the direction, the record and a copy of it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Found<'a, F: Layout> {
@@ -919,18 +973,8 @@ impl<F: Layout> Table<F> {
     }
 
     /// [`Table::owner_quick`] on the candidate slot alone (for the key of `probe`), for the
-    /// common packet's straight way: the flow's words and the direction when `candidate`
-    /// points at the live, unexpired flow with the key and the packet leaves that flow as it
-    /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
-    /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
-    /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
-    /// comes first there (here the key is compared before liveness, which the settled-age
-    /// limit of a free record's code refuses: the same answer). The words are handed out packed (the caller reads what it needs
-    /// of them); they are words `pack` wrote, as any live record's.
-    ///
-    /// Only for a quiet packet ([`quiet`]: the settled-age limits are a quiet packet's); the
-    /// callers answer None for the others (a packet with SYN, FIN or RST may move a TCP
-    /// flow: the general path's).
+    /// common packet's straight way: [`SettledPass::owner_settled`] with the table's shape
+    /// read for this packet alone.
     #[inline(always)]
     pub fn owner_settled(
         &self,
@@ -938,25 +982,14 @@ impl<F: Layout> Table<F> {
         probe: &F::Probe,
         candidate: u32,
     ) -> Option<(Direction, F::Words)> {
-        if candidate == 0 {
-            return None;
-        }
-        let record = self.records.get((candidate & self.format.record_mask()) as usize)?;
-        let direction = self.format.direction(candidate);
-        // The owner's plain loads, as `check_slot`'s owner view; a free record's stale
-        // words may match, its code's limit (0) then refuses it.
-        let words = F::Words::load(&record.words);
-        if !F::matches(probe, &words, direction) {
-            return None;
-        }
-        let (state_word, last_seen) =
-            (record.state.load(Ordering::Relaxed), record.last_seen.load(Ordering::Relaxed));
-        let limit = self.settled_ages[settled_index(state_word as u8, direction)];
-        if now.saturating_sub(last_seen) >= limit {
-            return None;
-        }
-        record.touch(last_seen, now, true);
-        Some((direction, words))
+        self.settled_pass().owner_settled(now, probe, candidate)
+    }
+
+    /// What [`Table::owner_settled`] reads of the table, read once (for a batch's run of
+    /// settled hits).
+    #[inline(always)]
+    pub fn settled_pass(&self) -> SettledPass<'_, F> {
+        SettledPass { records: &self.records, format: self.format, settled_ages: &self.settled_ages }
     }
 
     /// [`Table::find`] from any thread (tests).
