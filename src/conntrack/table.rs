@@ -703,7 +703,23 @@ impl<F: Layout> SettledPass<'_, F> {
             return None;
         }
         let record = self.records.get((candidate & self.format.record_mask()) as usize)?;
-        let direction = self.format.direction(candidate);
+        // Each direction its own copy of the rest: the key compare and the settled-age limit
+        // with the direction known.
+        match self.format.direction(candidate) {
+            Direction::Original => self.settled_record(now, probe, record, Direction::Original),
+            Direction::Reply => self.settled_record(now, probe, record, Direction::Reply),
+        }
+    }
+
+    /// [`SettledPass::owner_settled`] of the record its candidate names, seen in `direction`.
+    #[inline(always)]
+    fn settled_record(
+        &self,
+        now: u64,
+        probe: &F::Probe,
+        record: &Record<F>,
+        direction: Direction,
+    ) -> Option<(Direction, F::Words)> {
         // The owner's plain loads, as `check_slot`'s owner view; a free record's stale
         // words may match, its code's limit (0) then refuses it.
         let words = F::Words::load(&record.words);
