@@ -221,16 +221,32 @@ pub(super) fn plain_transport_at(frame: &[u8]) -> Option<Transport> {
 /// classified frame).
 #[inline(always)]
 pub(super) fn plain_probe_at(frame: &[u8]) -> Option<Quiet<Probe4>> {
-    let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
-    let addrs = head[ETH_LEN + 12..].first_chunk::<8>()?;
-    let ports = head[ETH_LEN + 20..].first_chunk::<4>()?;
+    // One length test for a frame as long as a whole TCP header's: the common case (every
+    // TCP segment, most datagrams); a shorter one can only be a datagram.
+    let Some(head) = frame.first_chunk::<{ ETH_LEN + 20 + 20 }>() else {
+        let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
+        if head[ETH_LEN + 9] == ip_proto::TCP {
+            return None;
+        }
+        return Quiet::new(probe_of_head(head, Proto::Udp)?, None);
+    };
     // Each protocol's own branch: the flags are tested where they are read.
     if head[ETH_LEN + 9] == ip_proto::TCP {
-        let flags = *frame.get(ETH_LEN + 20 + 13)?;
-        Quiet::new(Probe4::of_wire(addrs, ports, Proto::Tcp), Some(flags))
+        let flags = head[ETH_LEN + 20 + 13];
+        Quiet::new(probe_of_head(head, Proto::Tcp)?, Some(flags))
     } else {
-        Quiet::new(Probe4::of_wire(addrs, ports, Proto::Udp), None)
+        Quiet::new(probe_of_head(head, Proto::Udp)?, None)
     }
+}
+
+/// [`Probe4::of_wire`] of the addresses and ports in `head`, a frame's first bytes: None
+/// only if it ends before its transport header's ports (never for the heads above, whose
+/// length the compiler knows: no test is left).
+#[inline(always)]
+fn probe_of_head<const N: usize>(head: &[u8; N], proto: Proto) -> Option<Probe4> {
+    let addrs = head.get(ETH_LEN + 12..)?.first_chunk::<8>()?;
+    let ports = head.get(ETH_LEN + 20..)?.first_chunk::<4>()?;
+    Some(Probe4::of_wire(addrs, ports, proto))
 }
 
 /// The TCP/UDP view of the common packet, checked in one pass over fixed offsets
