@@ -410,7 +410,6 @@ mod tests {
             pad in 0usize..8,
         ) {
             use crate::testkit::{self, Flags};
-            use crate::wire::TcpFlags;
             let mac = MacAddr([2, 0, 0, 0, 0, 1]);
             let (a, b) = ((Ipv4Addr::new(10, 0, 0, 1), 1234), (Ipv4Addr::new(10, 0, 0, 2), 80));
             let frame = if udp {
