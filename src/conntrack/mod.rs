@@ -260,6 +260,7 @@ pub use layout::{BackendWords, BackendWords6, Layout, Probe4, Probe6, WordArray,
 
 use queues::{Class, Queues};
 use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
+pub use table::quiet;
 
 /// How long a flow may stay idle in each state before it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,6 +637,21 @@ impl Prepared {
     }
 }
 
+/// The probe `P` ([`Probe4`], [`Probe6`]) of a quiet packet ([`quiet`]: a UDP datagram, or
+/// a TCP segment with none of SYN, FIN and RST): the only packets the settled lookup
+/// ([`Conntrack::<V4>::settled_candidate`]) answers, taken where the flags are read so that
+/// they are tested once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quiet<P>(P);
+
+impl<P> Quiet<P> {
+    /// `probe`, of a packet with `tcp_flags` (None for UDP), if that packet is quiet.
+    #[inline(always)]
+    pub fn new(probe: P, tcp_flags: Option<u8>) -> Option<Quiet<P>> {
+        quiet(tcp_flags).then_some(Quiet(probe))
+    }
+}
+
 /// A prepared lookup's candidate slot ([`Prepared::candidate`]): the first slot word of the
 /// key's bucket with the key's fingerprint when the batch looked, or none. A batch keeps
 /// these apart from its [`Prepared`]s for the frames its run of settled hits may take
@@ -812,22 +828,71 @@ impl Conntrack<V4> {
         prepared: &Prepared,
         tcp_flags: Option<u8>,
     ) -> Option<(Direction, Words4)> {
-        self.settled_candidate(now, probe, prepared.candidate(), tcp_flags)
+        self.settled_candidate(now, &Quiet::new(*probe, tcp_flags)?, prepared.candidate())
     }
 
-    /// [`Conntrack::<V4>::settled`] of a lookup's candidate slot alone
+    /// [`Conntrack::<V4>::settled`] of a quiet packet's probe ([`Quiet`]; the settled lookup
+    /// answers None for the others) and a lookup's candidate slot alone
     /// ([`Prepared::candidate`]): the same answer.
     #[inline(always)]
     pub fn settled_candidate(
         &self,
         now: Instant,
-        probe: &Probe4,
+        probe: &Quiet<Probe4>,
         candidate: CandidateSlot,
-        tcp_flags: Option<u8>,
     ) -> Option<(Direction, Words4)> {
-        let (direction, words) =
-            self.table.owner_settled(now.as_nanos(), probe, candidate.0, tcp_flags)?;
+        let (direction, words) = self.table.owner_settled(now.as_nanos(), &probe.0, candidate.0)?;
         Some((direction, Words4::new(words)))
+    }
+
+    /// A handle on the table for a batch's run of settled hits: its
+    /// [`SettledTable::lookup`] reads the table's shape once for the whole run.
+    #[inline(always)]
+    pub fn settled_table(&self) -> SettledTable {
+        SettledTable(Arc::clone(&self.table))
+    }
+}
+
+/// A handle on an IPv4 connection table for a batch's run of settled hits
+/// ([`Conntrack::<V4>::settled_table`]): the run keeps it (not the [`Conntrack`]) while it
+/// changes its core's other state. Only last-seen refreshes go through it.
+pub struct SettledTable(Arc<Table<V4>>);
+
+impl SettledTable {
+    /// The table's shape as [`SettledLookup::settled_candidate`] needs it, read once.
+    #[inline(always)]
+    pub fn lookup(&self) -> SettledLookup<'_> {
+        SettledLookup(self.0.settled_pass())
+    }
+}
+
+impl fmt::Debug for SettledTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettledTable").finish_non_exhaustive()
+    }
+}
+
+/// A run's settled lookup ([`SettledTable::lookup`]): the table's shape read once.
+#[derive(Clone, Copy)]
+pub struct SettledLookup<'a>(table::SettledPass<'a, V4>);
+
+impl SettledLookup<'_> {
+    /// [`Conntrack::<V4>::settled_candidate`]: the same answer and the same refresh.
+    #[inline(always)]
+    pub fn settled_candidate(
+        &self,
+        now: Instant,
+        probe: &Quiet<Probe4>,
+        candidate: CandidateSlot,
+    ) -> Option<(Direction, Words4)> {
+        let (direction, words) = self.0.owner_settled(now.as_nanos(), &probe.0, candidate.0)?;
+        Some((direction, Words4::new(words)))
+    }
+}
+
+impl fmt::Debug for SettledLookup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettledLookup").finish_non_exhaustive()
     }
 }
 
@@ -844,8 +909,11 @@ impl Conntrack<V6> {
         prepared: &Prepared,
         tcp_flags: Option<u8>,
     ) -> Option<(Direction, Words6)> {
+        if !quiet(tcp_flags) {
+            return None;
+        }
         let (direction, words) =
-            self.table.owner_settled(now.as_nanos(), probe, prepared.candidate, tcp_flags)?;
+            self.table.owner_settled(now.as_nanos(), probe, prepared.candidate)?;
         Some((direction, Words6::new(words)))
     }
 }

@@ -408,32 +408,38 @@ const fn leaves_as_is(code: u8, direction: Direction, tcp_flags: Option<u8>) -> 
     }
 }
 
-/// Entries of [`Table`]'s settled-age limits: every (code's low three bits, direction,
-/// noisy flags) of [`settled_index`].
-const SETTLED_ENTRIES: usize = CODE_ENTRIES * 4;
+/// Entries of [`Table`]'s settled-age limits: every (code's low three bits, direction) of
+/// [`settled_index`].
+const SETTLED_ENTRIES: usize = CODE_ENTRIES * 2;
 
-/// The index into [`Table`]'s settled-age limits of a packet seen in `direction` with
-/// `tcp_flags` on a record whose state word has code `code`: the code's low three bits,
-/// the direction, and whether the flags hold SYN, FIN or RST (the only part of the flags
-/// [`leaves_as_is`] reads).
+/// True if `tcp_flags` hold none of SYN, FIN and RST (the only part of the flags
+/// [`leaves_as_is`] reads), or there are none (UDP): a packet the settled hit
+/// ([`Table::owner_settled`]) may answer. A noisy one takes the general path, which the
+/// settled hit may always leave a packet to.
 #[inline(always)]
-fn settled_index(code: u8, direction: Direction, tcp_flags: Option<u8>) -> usize {
-    let noisy = matches!(tcp_flags, Some(flags) if flags & (SYN | FIN | RST) != 0);
-    usize::from(code & 7)
-        | usize::from(direction == Direction::Reply) << 3
-        | usize::from(noisy) << 4
+pub const fn quiet(tcp_flags: Option<u8>) -> bool {
+    match tcp_flags {
+        Some(flags) => flags & (SYN | FIN | RST) == 0,
+        None => true,
+    }
 }
 
-/// The settled-age limit of `settled_index(code, direction, flags)`: one more than the
-/// code's timeout when the code is a state's and such a packet leaves it as it is
+/// The index into [`Table`]'s settled-age limits of a quiet packet ([`quiet`]) seen in
+/// `direction` on a record whose state word has code `code`: the code's low three bits and
+/// the direction.
+#[inline(always)]
+fn settled_index(code: u8, direction: Direction) -> usize {
+    usize::from(code & 7) | usize::from(direction == Direction::Reply) << 3
+}
+
+/// The settled-age limit of `settled_index(code, direction)`: one more than the code's
+/// timeout when the code is a state's and a quiet packet ([`quiet`]) leaves it as it is
 /// ([`leaves_as_is`]), else 0 (no age is below it). `timeouts` are the code-indexed ones.
 fn settled_limit(timeouts: &[u64; CODE_ENTRIES], index: usize) -> u64 {
     let code = (index & 7) as u8;
     let direction = if index & 8 != 0 { Direction::Reply } else { Direction::Original };
-    // A flag byte that stands for its kind: SYN alone, or none of SYN, FIN, RST.
-    let flags = if index & 16 != 0 { Some(SYN) } else { None };
     let live = state_from_code(u64::from(code)).is_some();
-    match live && leaves_as_is(code, direction, flags) {
+    match live && leaves_as_is(code, direction, None) {
         true => timeouts[usize::from(code)].saturating_add(1),
         false => 0,
     }
@@ -658,6 +664,76 @@ impl<F: Layout> RecordPass<'_, F> {
             prefetch(record);
         }
         word
+    }
+}
+
+/// The table's shape as the settled hit ([`Table::owner_settled`]) needs it, copied out of
+/// the table once for a batch's run of settled hits ([`Table::settled_pass`]): its loop then
+/// keeps it at hand instead of reading the table's fields again for each frame (the
+/// records' atomic loads keep the compiler from hoisting those reads itself).
+#[derive(Clone, Copy)]
+pub(super) struct SettledPass<'a, F: Layout> {
+    records: &'a [Record<F>],
+    format: SlotFormat,
+    settled_ages: &'a [u64; SETTLED_ENTRIES],
+}
+
+impl<F: Layout> SettledPass<'_, F> {
+    /// [`Table::owner_quick`] on the candidate slot alone (for the key of `probe`), for the
+    /// common packet's straight way: the flow's words and the direction when `candidate`
+    /// points at the live, unexpired flow with the key and the packet leaves that flow as it
+    /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
+    /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
+    /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
+    /// comes first there (here the key is compared before liveness, which the settled-age
+    /// limit of a free record's code refuses: the same answer). The words are handed out packed (the caller reads what it needs
+    /// of them); they are words `pack` wrote, as any live record's.
+    ///
+    /// Only for a quiet packet ([`quiet`]: the settled-age limits are a quiet packet's); the
+    /// callers answer None for the others (a packet with SYN, FIN or RST may move a TCP
+    /// flow: the general path's).
+    #[inline(always)]
+    pub fn owner_settled(
+        &self,
+        now: u64,
+        probe: &F::Probe,
+        candidate: u32,
+    ) -> Option<(Direction, F::Words)> {
+        if candidate == 0 {
+            return None;
+        }
+        let record = self.records.get((candidate & self.format.record_mask()) as usize)?;
+        // Each direction its own copy of the rest: the key compare and the settled-age limit
+        // with the direction known.
+        match self.format.direction(candidate) {
+            Direction::Original => self.settled_record(now, probe, record, Direction::Original),
+            Direction::Reply => self.settled_record(now, probe, record, Direction::Reply),
+        }
+    }
+
+    /// [`SettledPass::owner_settled`] of the record its candidate names, seen in `direction`.
+    #[inline(always)]
+    fn settled_record(
+        &self,
+        now: u64,
+        probe: &F::Probe,
+        record: &Record<F>,
+        direction: Direction,
+    ) -> Option<(Direction, F::Words)> {
+        // The owner's plain loads, as `check_slot`'s owner view; a free record's stale
+        // words may match, its code's limit (0) then refuses it.
+        let words = F::Words::load(&record.words);
+        if !F::matches(probe, &words, direction) {
+            return None;
+        }
+        let (state_word, last_seen) =
+            (record.state.load(Ordering::Relaxed), record.last_seen.load(Ordering::Relaxed));
+        let limit = self.settled_ages[settled_index(state_word as u8, direction)];
+        if now.saturating_sub(last_seen) >= limit {
+            return None;
+        }
+        record.touch(last_seen, now, true);
+        Some((direction, words))
     }
 }
 
@@ -913,41 +989,23 @@ impl<F: Layout> Table<F> {
     }
 
     /// [`Table::owner_quick`] on the candidate slot alone (for the key of `probe`), for the
-    /// common packet's straight way: the flow's words and the direction when `candidate`
-    /// points at the live, unexpired flow with the key and the packet leaves that flow as it
-    /// is (last-seen refreshed, as `owner_quick`'s hit does); None for anything else, having
-    /// changed nothing, so the caller asks `owner_quick` (which scans the bucket and tells a
-    /// miss from a move). A hit here is the hit `owner_quick` would give: the same slot check
-    /// comes first there (here the key is compared before liveness, which the settled-age
-    /// limit of a free record's code refuses: the same answer). The words are handed out packed (the caller reads what it needs
-    /// of them); they are words `pack` wrote, as any live record's.
+    /// common packet's straight way: [`SettledPass::owner_settled`] with the table's shape
+    /// read for this packet alone.
     #[inline(always)]
     pub fn owner_settled(
         &self,
         now: u64,
         probe: &F::Probe,
         candidate: u32,
-        tcp_flags: Option<u8>,
     ) -> Option<(Direction, F::Words)> {
-        if candidate == 0 {
-            return None;
-        }
-        let record = self.records.get((candidate & self.format.record_mask()) as usize)?;
-        let direction = self.format.direction(candidate);
-        // The owner's plain loads, as `check_slot`'s owner view; a free record's stale
-        // words may match, its code's limit (0) then refuses it.
-        let words = F::Words::load(&record.words);
-        if !F::matches(probe, &words, direction) {
-            return None;
-        }
-        let (state_word, last_seen) =
-            (record.state.load(Ordering::Relaxed), record.last_seen.load(Ordering::Relaxed));
-        let limit = self.settled_ages[settled_index(state_word as u8, direction, tcp_flags)];
-        if now.saturating_sub(last_seen) >= limit {
-            return None;
-        }
-        record.touch(last_seen, now, true);
-        Some((direction, words))
+        self.settled_pass().owner_settled(now, probe, candidate)
+    }
+
+    /// What [`Table::owner_settled`] reads of the table, read once (for a batch's run of
+    /// settled hits).
+    #[inline(always)]
+    pub fn settled_pass(&self) -> SettledPass<'_, F> {
+        SettledPass { records: &self.records, format: self.format, settled_ages: &self.settled_ages }
     }
 
     /// [`Table::find`] from any thread (tests).
@@ -1395,13 +1453,19 @@ pub(super) mod tests {
         for code in 0..CODE_ENTRIES as u8 {
             for direction in [Direction::Original, Direction::Reply] {
                 for flags in (0..=u8::MAX).map(Some).chain([None]) {
-                    let limit = table.settled_ages[settled_index(code, direction, flags)];
+                    let limit = table.settled_ages[settled_index(code, direction)];
                     let settles = state_from_code(u64::from(code)).is_some()
                         && leaves_as_is(code, direction, flags);
                     let timeout = table.code_timeouts[usize::from(code & 7)];
                     for age in [0, 1, 9, 10, 11, 40, 41, u64::MAX - 1] {
                         let want = settles && age <= timeout;
-                        assert_eq!(age < limit, want, "{code} {direction:?} {flags:?} {age}");
+                        let settled = quiet(flags) && age < limit;
+                        // A quiet packet exactly as the general path; a noisy one never (it
+                        // may move a TCP flow; the general path takes it).
+                        assert_eq!(settled, want && quiet(flags), "{code} {direction:?} {flags:?} {age}");
+                        // What a noisy packet gives up is only a UDP flow's codes (5, 6) with TCP
+                        // flags, which a TCP packet's probe never matches (the protocol).
+                        assert!(quiet(flags) || !leaves_as_is(code, direction, flags) || code >= 5);
                     }
                 }
             }

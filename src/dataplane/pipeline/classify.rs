@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::conntrack::Probe4;
+use crate::conntrack::{Probe4, Quiet};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
 use crate::hash::{TableSecret, table_hash, table_hash_wire};
@@ -214,20 +214,39 @@ pub(super) fn plain_transport_at(frame: &[u8]) -> Option<Transport> {
 }
 
 /// What the settled hit looks a classified frame's flow up with: the probe of its 5-tuple
-/// ([`Probe4::of_wire`] of the bytes [`plain_transport_at`] reads) and its TCP flags, without
-/// the [`Transport`] built first. None only for a frame too short to be one (never, for a
+/// ([`Probe4::of_wire`] of the bytes [`plain_transport_at`] reads), without the
+/// [`Transport`] built first, if the frame is quiet ([`Quiet`]: UDP, or TCP without SYN,
+/// FIN and RST, tested where the flags are read). None for a noisy one (the settled hit
+/// leaves it to the general way) and for a frame too short to be one (never, for a
 /// classified frame).
 #[inline(always)]
-pub(super) fn plain_probe_at(frame: &[u8]) -> Option<(Probe4, Option<u8>)> {
-    let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
-    let (proto, tcp_flags) = if head[ETH_LEN + 9] == ip_proto::TCP {
-        (Proto::Tcp, Some(*frame.get(ETH_LEN + 20 + 13)?))
-    } else {
-        (Proto::Udp, None)
+pub(super) fn plain_probe_at(frame: &[u8]) -> Option<Quiet<Probe4>> {
+    // One length test for a frame as long as a whole TCP header's: the common case (every
+    // TCP segment, most datagrams); a shorter one can only be a datagram.
+    let Some(head) = frame.first_chunk::<{ ETH_LEN + 20 + 20 }>() else {
+        let head = frame.first_chunk::<{ ETH_LEN + 20 + 8 }>()?;
+        if head[ETH_LEN + 9] == ip_proto::TCP {
+            return None;
+        }
+        return Quiet::new(probe_of_head(head, Proto::Udp)?, None);
     };
-    let addrs = head[ETH_LEN + 12..].first_chunk::<8>()?;
-    let ports = head[ETH_LEN + 20..].first_chunk::<4>()?;
-    Some((Probe4::of_wire(addrs, ports, proto), tcp_flags))
+    // Each protocol's own branch: the flags are tested where they are read.
+    if head[ETH_LEN + 9] == ip_proto::TCP {
+        let flags = head[ETH_LEN + 20 + 13];
+        Quiet::new(probe_of_head(head, Proto::Tcp)?, Some(flags))
+    } else {
+        Quiet::new(probe_of_head(head, Proto::Udp)?, None)
+    }
+}
+
+/// [`Probe4::of_wire`] of the addresses and ports in `head`, a frame's first bytes: None
+/// only if it ends before its transport header's ports (never for the heads above, whose
+/// length the compiler knows: no test is left).
+#[inline(always)]
+fn probe_of_head<const N: usize>(head: &[u8; N], proto: Proto) -> Option<Probe4> {
+    let addrs = head.get(ETH_LEN + 12..)?.first_chunk::<8>()?;
+    let ports = head.get(ETH_LEN + 20..)?.first_chunk::<4>()?;
+    Some(Probe4::of_wire(addrs, ports, proto))
 }
 
 /// The TCP/UDP view of the common packet, checked in one pass over fixed offsets
@@ -428,7 +447,8 @@ mod tests {
         }
 
         /// The settled hit's probe of a frame is the probe of the key the general way reads
-        /// from it (and the same TCP flags), for TCP and UDP frames of any addresses and ports.
+        /// from it, for TCP and UDP frames of any addresses and ports; none for a TCP segment
+        /// with SYN, FIN or RST.
         #[test]
         fn plain_probe_is_the_probe_of_the_plain_key(
             udp in proptest::prelude::any::<bool>(),
@@ -438,6 +458,7 @@ mod tests {
         ) {
             use crate::conntrack::Layout;
             use crate::testkit::{self, Flags};
+            use crate::wire::TcpFlags;
             let mac = MacAddr([2, 0, 0, 0, 0, 1]);
             let a = (Ipv4Addr::from_bits(addrs.0), ports.0);
             let b = (Ipv4Addr::from_bits(addrs.1), ports.1);
@@ -450,8 +471,10 @@ mod tests {
                 frame[ETH_LEN + 20 + 13] = flags;
             }
             let transport = plain_transport_at(&frame).expect("a whole frame");
-            let expected = (V4::probe(&transport.key), transport.tcp_flags);
-            proptest::prop_assert_eq!(plain_probe_at(&frame), Some(expected));
+            let expected = Quiet::new(V4::probe(&transport.key), transport.tcp_flags);
+            let noisy = !udp && flags & (TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0) != 0;
+            proptest::prop_assert_eq!(expected.is_none(), noisy);
+            proptest::prop_assert_eq!(plain_probe_at(&frame), expected);
         }
     }
 }

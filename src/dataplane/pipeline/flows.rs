@@ -17,6 +17,7 @@
 //! (`forward_moved`), which would let a settled hit through unchanged anyway.
 
 use crate::conntrack::{
+    Words4,
     CandidateSlot, ConnectionCount, Direction, Flow, FlowState, Hit, Prepared, Tracking,
 };
 use crate::family::{Family, V4};
@@ -207,9 +208,24 @@ impl CoreState {
         frame: &mut [u8],
         candidate: CandidateSlot,
     ) -> Option<Verdict> {
-        let (probe, tcp_flags) = plain_probe_at(frame)?;
-        let (direction, words) =
-            self.conntrack.settled_candidate(now, &probe, candidate, tcp_flags)?;
+        let probe = plain_probe_at(frame)?;
+        let (direction, words) = self.conntrack.settled_candidate(now, &probe, candidate)?;
+        self.settled_words_hit::<HOPS_FRESH>(snapshot, now, frame, direction, words)
+    }
+
+    /// [`CoreState::settled_flow_hit`] from its lookup's answer on: the flow's `words` and
+    /// the packet's `direction`. A batch's run ([`super::Pipeline::settled_run`]) looks its
+    /// frames up itself, with the table's shape read once
+    /// ([`crate::conntrack::SettledLookup`]).
+    #[inline(always)]
+    pub(super) fn settled_words_hit<const HOPS_FRESH: bool>(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        direction: Direction,
+        words: Words4,
+    ) -> Option<Verdict> {
         // Every mode but tunnel reads what it needs from the flow's words: the backend's
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the

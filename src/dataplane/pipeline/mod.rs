@@ -122,7 +122,7 @@ use crate::time::Instant;
 use crate::wire::ipv4::ip_proto;
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, MacAddr, TcpFlags, WireError};
 
-use classify::{Class, classify, plain_transport_at, transport};
+use classify::{Class, classify, plain_probe_at, plain_transport_at, transport};
 use emit::EmitQueue;
 use flows::{SettledFirst, release_backend, same_schedule, sched_states};
 use neighbors::{
@@ -785,6 +785,9 @@ impl Pipeline {
         let several_arms = snapshot.interfaces.len() > 1;
         let core = &mut self.core;
         core.refresh_stale_hops(snapshot);
+        // The table's shape read once for the run (nothing in it replaces the table).
+        let table = core.conntrack.settled_table();
+        let settled = table.lookup();
         let count = frames.len().min(verdicts.len()).min(BATCH);
         let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
         let (mut index, mut bytes) = (start, 0);
@@ -797,9 +800,11 @@ impl Pipeline {
                 break;
             }
             let frame = &mut *frames[index];
-            let candidate = lookup.candidate();
-            let Some(answer) = core.settled_flow_hit::<true>(snapshot, now, frame, candidate)
-            else {
+            let hit = plain_probe_at(frame)
+                .and_then(|probe| settled.settled_candidate(now, &probe, lookup.candidate()));
+            let Some(answer) = hit.and_then(|(direction, words)| {
+                core.settled_words_hit::<true>(snapshot, now, frame, direction, words)
+            }) else {
                 refused = true;
                 break;
             };
