@@ -162,16 +162,14 @@ pub(super) fn classify(
     if (u64::from_le_bytes(*first) ^ mac_word(mac)) << 16 != 0 {
         return (Class::Other, 0);
     }
-    // IPv6 first (a 16-bit compare with the frame's bytes), then the ethertype and the
-    // IPv4 header's first byte in one masked load: IPv4 without options (0x0800, then
-    // 0x45) as the frame carries them, read little-endian. Anything else is not a frame
-    // `classify` recognises.
-    if u16::from_ne_bytes([head[12], head[13]]) == EtherType::IPV6.to_be() {
+    // The ethertype as the frame carries it (16-bit compares): IPv6, IPv4; anything else
+    // is not a frame `classify` recognises. IPv4's version and header length (0x45) are
+    // `plain_segment`'s first test.
+    let ethertype = u16::from_ne_bytes([head[12], head[13]]);
+    if ethertype == EtherType::IPV6.to_be() {
         return guess_ipv6(secret6, frame);
     }
-    const IPV4_NO_OPTIONS: u32 = u32::from_le_bytes([0x08, 0x00, 0x45, 0]);
-    let ethertype_and_version = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
-    if ethertype_and_version & 0x00ff_ffff != IPV4_NO_OPTIONS {
+    if ethertype != EtherType::IPV4.to_be() {
         return (Class::Other, 0);
     }
     let (Some(header), Some(packet)) = (head[ETH_LEN..].first_chunk::<20>(), frame.get(ETH_LEN..))
