@@ -61,7 +61,8 @@ use crate::wire::MacAddr;
 
 mod owners;
 pub use owners::{
-    OWNER_INTERFACE, OWNER_LOCAL, OWNER_NONE, OWNER_VIP, OwnerCode, OwnerLookup, OwnerTable, owner_code,
+    OWNER_INTERFACE, OWNER_LOCAL, OWNER_NONE, OWNER_VIP, OwnerCode, OwnerLookup, OwnerTable,
+    owner_code,
 };
 
 /// Index of an interface in [`Snapshot::interfaces`].

@@ -209,9 +209,7 @@ fn filler(occupied: &[bool], empty: usize) -> u32 {
     }
     // Homes at distance `0..=run` behind `empty` are in the run: at most half the slots,
     // so a key outside it comes within a few tries.
-    (0..=u32::MAX)
-        .find(|&key| (empty + slots - home(key)) % slots > run)
-        .unwrap_or_default()
+    (0..=u32::MAX).find(|&key| (empty + slots - home(key)) % slots > run).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -231,7 +229,11 @@ mod tests {
 
     /// Every key a test asks the table about: the entries, their neighbours, every slot's
     /// key (the fillers included: the keys most likely to fool a probe) and `extra`.
-    fn questions(table: &OwnerTable, entries: &HashMap<Ipv4Addr, Owned>, extra: &[u32]) -> Vec<u32> {
+    fn questions(
+        table: &OwnerTable,
+        entries: &HashMap<Ipv4Addr, Owned>,
+        extra: &[u32],
+    ) -> Vec<u32> {
         let mut keys: Vec<u32> = table.slots.iter().map(|&word| word as u32).collect();
         for ip in entries.keys() {
             let key = key_of(*ip);

@@ -14,7 +14,7 @@ use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
 use crate::hash::{TableSecret, table_hash, table_hash_wire};
 use crate::snapshot::{
-    OWNER_INTERFACE, OWNER_LOCAL, OWNER_NONE, OWNER_VIP, OwnerCode, OwnerLookup, Owned, Snapshot,
+    OWNER_INTERFACE, OWNER_LOCAL, OWNER_NONE, OWNER_VIP, Owned, OwnerCode, OwnerLookup, Snapshot,
 };
 use crate::wire::checksum;
 use crate::wire::ipv4::ip_proto;
@@ -189,7 +189,11 @@ pub(super) fn classify(
     let class = match owners.code(dst) {
         Some(code) => Class::of_owner_code(code & vip_codes(vip)),
         None if snapshot.owner_table().is_complete() => {
-            if snapshot.is_nat_backend(src) { Class::FromNatBackend } else { Class::Other }
+            if snapshot.is_nat_backend(src) {
+                Class::FromNatBackend
+            } else {
+                Class::Other
+            }
         }
         // Past the table's room: the owned map answers.
         None => match snapshot.owned(Ipv4Addr::from(dst)) {
