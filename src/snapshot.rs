@@ -59,6 +59,12 @@ use crate::hash::hash_bytes;
 use crate::sched::{MaglevTable, Scheduler};
 use crate::wire::MacAddr;
 
+mod owners;
+pub use owners::{
+    OWNER_INTERFACE, OWNER_LOCAL, OWNER_NONE, OWNER_VIP, OwnerCode, OwnerLookup, OwnerTable,
+    owner_code,
+};
+
 /// Index of an interface in [`Snapshot::interfaces`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct IfaceId(pub u8);
@@ -597,6 +603,8 @@ pub struct Snapshot {
     backend_index: HashMap<BackendId, usize>,
     v4: FamilyIndex<V4>,
     v6: FamilyIndex<V6>,
+    /// IPv4's owned addresses again, for the batch's first pass ([`Snapshot::owner_table`]).
+    owners: OwnerTable,
 }
 
 impl Snapshot {
@@ -622,6 +630,7 @@ impl Snapshot {
         }
         let v4 = FamilyIndex::new(&interfaces, &services, &backends, &static_neighbors);
         let v6 = FamilyIndex::new(&interfaces, &services, &backends, &static_neighbors);
+        let owners = OwnerTable::new(v4.owned.iter());
         let response_time_us = vec![0; backends.len()];
         Snapshot {
             generation,
@@ -635,7 +644,16 @@ impl Snapshot {
             backend_index,
             v4,
             v6,
+            owners,
         }
+    }
+
+    /// IPv4's owned addresses as the batch's first pass looks them up: the same answers as
+    /// [`Snapshot::owned`] (for every address when the table [is
+    /// complete](OwnerTable::is_complete)), keyed by an address's bytes as they lie in a frame.
+    #[inline]
+    pub fn owner_table(&self) -> &OwnerTable {
+        &self.owners
     }
 
     /// The index of family `F`: `snapshot.family::<V6>().service_at(vip, 80, Proto::Tcp)`.

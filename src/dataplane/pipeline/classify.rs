@@ -13,7 +13,9 @@ use crate::conntrack::{Probe4, Quiet};
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, Proto};
 use crate::hash::{TableSecret, table_hash, table_hash_wire};
-use crate::snapshot::{Owned, Snapshot};
+use crate::snapshot::{
+    OWNER_INTERFACE, OWNER_LOCAL, OWNER_NONE, OWNER_VIP, Owned, OwnerCode, OwnerLookup, Snapshot,
+};
 use crate::wire::checksum;
 use crate::wire::ipv4::ip_proto;
 use crate::wire::{EtherType, Ipv4Packet, MacAddr, TcpPacket, UdpPacket};
@@ -26,18 +28,23 @@ use super::ETH_LEN;
 /// its 5-tuple read again at fixed offsets ([`plain_transport_at`]), the checks not redone.
 ///
 /// [`CoreState::transport`]: super::CoreState::transport
+///
+/// The classes of the owned addresses are numbered as the snapshot's owner table numbers
+/// its owners (`Other` is the box's own address's: the kernel's), so a code becomes a
+/// class without a translation ([`Class::of_owner_code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(super) enum Class {
     /// Not the common case: [`CoreState::process`] checks it step by step.
     ///
     /// [`CoreState::process`]: super::CoreState::process
-    Other,
+    Other = OWNER_INTERFACE,
     /// To a VIP.
-    ToVip,
+    ToVip = OWNER_VIP,
     /// To a FullNAT local address.
-    ToLocal,
+    ToLocal = OWNER_LOCAL,
     /// To no address of xlb's, from a NAT backend: maybe a reply.
-    FromNatBackend,
+    FromNatBackend = OWNER_NONE,
     /// IPv6 that looks like TCP or UDP without extension headers, sent to the ingress
     /// interface's MAC: checked step by step as [`Class::Other`] is, its connection-table
     /// lookup (in IPv6's table, for the key read at fixed offsets: `v6::parse::guess_key`)
@@ -64,6 +71,29 @@ impl Class {
             None => Class::FromNatBackend,
         }
     }
+
+    /// The class of a frame to an address the owner table holds, by its code with the
+    /// batch's `vip_codes` ([`vip_codes`]) applied: what [`Class::of_owner`] says of the
+    /// owner, a VIP's class the batch's. The code's two bits are the class's number (the
+    /// table never answers [`OWNER_NONE`], which would read as `FromNatBackend`).
+    #[inline(always)]
+    fn of_owner_code(code: OwnerCode) -> Class {
+        match code & 3 {
+            OWNER_INTERFACE => Class::Other,
+            OWNER_VIP => Class::ToVip,
+            OWNER_LOCAL => Class::ToLocal,
+            _ => Class::FromNatBackend,
+        }
+    }
+}
+
+/// The mask a batch applies to the owner table's codes: all of them while the box forwards
+/// for its VIPs (`vip` is [`Class::ToVip`]), else all but the VIP's bit, which makes a VIP's
+/// code the box's own address's: [`Class::Other`], as `vip` is then.
+#[inline(always)]
+fn vip_codes(vip: Class) -> OwnerCode {
+    const { assert!(OWNER_VIP & OWNER_LOCAL == 0 && OWNER_VIP & !1 == OWNER_INTERFACE) };
+    if vip == Class::ToVip { OWNER_VIP | OWNER_LOCAL } else { OWNER_LOCAL }
 }
 
 /// The L4 view the pipeline needs of a TCP/UDP packet of family `F` (IPv4 by default).
@@ -98,7 +128,7 @@ impl<F: Family> Transport<F> {
 /// under `secret` (the IPv4 table's). A frame to a VIP gets `vip`: [`Class::ToVip`] while
 /// the box forwards for its VIPs, [`Class::Other`] while it does not (a VRRP standby; the
 /// step-by-step checks then drop it as `standby`), so the fleet's answer costs nothing per
-/// frame beyond the owner lookup's. [`Class::Other`]
+/// frame beyond the owner lookup's (`owners`, the snapshot's owner table). [`Class::Other`]
 /// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
 /// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
 /// this classifies, those checks would have taken to [`CoreState::transport`] with the same
@@ -111,6 +141,7 @@ impl<F: Family> Transport<F> {
 #[inline(always)]
 pub(super) fn classify(
     snapshot: &Snapshot,
+    owners: OwnerLookup<'_>,
     secret: &TableSecret,
     secret6: &TableSecret,
     vip: Class,
@@ -131,16 +162,14 @@ pub(super) fn classify(
     if (u64::from_le_bytes(*first) ^ mac_word(mac)) << 16 != 0 {
         return (Class::Other, 0);
     }
-    // IPv6 first (a 16-bit compare with the frame's bytes), then the ethertype and the
-    // IPv4 header's first byte in one masked load: IPv4 without options (0x0800, then
-    // 0x45) as the frame carries them, read little-endian. Anything else is not a frame
-    // `classify` recognises.
-    if u16::from_ne_bytes([head[12], head[13]]) == EtherType::IPV6.to_be() {
+    // The ethertype as the frame carries it (16-bit compares): IPv6, IPv4; anything else
+    // is not a frame `classify` recognises. IPv4's version and header length (0x45) are
+    // `plain_segment`'s first test.
+    let ethertype = u16::from_ne_bytes([head[12], head[13]]);
+    if ethertype == EtherType::IPV6.to_be() {
         return guess_ipv6(secret6, frame);
     }
-    const IPV4_NO_OPTIONS: u32 = u32::from_le_bytes([0x08, 0x00, 0x45, 0]);
-    let ethertype_and_version = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
-    if ethertype_and_version & 0x00ff_ffff != IPV4_NO_OPTIONS {
+    if ethertype != EtherType::IPV4.to_be() {
         return (Class::Other, 0);
     }
     let (Some(header), Some(packet)) = (head[ETH_LEN..].first_chunk::<20>(), frame.get(ETH_LEN..))
@@ -156,13 +185,23 @@ pub(super) fn classify(
         return (Class::Other, 0);
     };
     let src = Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]);
-    let dst = Ipv4Addr::new(addrs[4], addrs[5], addrs[6], addrs[7]);
-    let class = match snapshot.owned(dst) {
-        Some(Owned::Vip) => vip,
-        Some(Owned::Local) => Class::ToLocal,
-        Some(Owned::Interface(_)) => Class::Other,
-        None if snapshot.is_nat_backend(src) => Class::FromNatBackend,
-        None => Class::Other,
+    let dst = [addrs[4], addrs[5], addrs[6], addrs[7]];
+    let class = match owners.code(dst) {
+        Some(code) => Class::of_owner_code(code & vip_codes(vip)),
+        None if snapshot.owner_table().is_complete() => {
+            if snapshot.is_nat_backend(src) {
+                Class::FromNatBackend
+            } else {
+                Class::Other
+            }
+        }
+        // Past the table's room: the owned map answers.
+        None => match snapshot.owned(Ipv4Addr::from(dst)) {
+            Some(Owned::Vip) => vip,
+            Some(owned @ (Owned::Local | Owned::Interface(_))) => Class::of_owner(Some(owned)),
+            None if snapshot.is_nat_backend(src) => Class::FromNatBackend,
+            None => Class::Other,
+        },
     };
     // The protocol byte itself (TCP's or UDP's number, `plain_segment` checked which).
     (class, table_hash_wire(secret, addrs, ports, header[9]))
@@ -382,6 +421,23 @@ pub(super) fn quoted_transport(icmp: &[u8]) -> Option<Transport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::{IfaceId, owner_code};
+
+    /// The owner table's codes, with the batch's VIP mask applied, are the classes
+    /// `classify` gave the owners before the table (the owned map's answer, a VIP's the
+    /// batch's), forwarding or standing by.
+    #[test]
+    fn owner_codes_are_the_owners_classes() {
+        for vip in [Class::ToVip, Class::Other] {
+            for owned in [Owned::Vip, Owned::Local, Owned::Interface(IfaceId(0))] {
+                let expected = match owned {
+                    Owned::Vip => vip,
+                    _ => Class::of_owner(Some(owned)),
+                };
+                assert_eq!(Class::of_owner_code(owner_code(owned) & vip_codes(vip)), expected);
+            }
+        }
+    }
 
     /// The step-by-step checks of `CoreState::ipv4` for a TCP/UDP packet, as one function.
     fn checked_transport(packet: &[u8]) -> Option<Transport> {

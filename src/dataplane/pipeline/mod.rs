@@ -562,7 +562,8 @@ impl Pipeline {
             Some(interface) => {
                 let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
                 let secret6 = self.core.v6.conntrack.secret();
-                classify(&self.snapshot, &secret, &secret6, vip, interface.mac, frame)
+                let owners = self.snapshot.owner_table().lookup();
+                classify(&self.snapshot, owners, &secret, &secret6, vip, interface.mac, frame)
             }
             None => (Class::Other, 0),
         };
@@ -677,12 +678,15 @@ impl Pipeline {
             let mut hashes = [0; BATCH];
             self.core.conntrack.begin_batch();
             self.core.v6.conntrack.begin_batch();
-            // Read once per batch: the tables' secrets, the fleet's answer for VIPs.
+            // Read once per batch: the tables' secrets, the fleet's answer for VIPs, the owner
+            // table's slots.
             let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
             let secret6 = self.core.v6.conntrack.secret();
+            let owners = self.snapshot.owner_table().lookup();
             if let Some(mac) = mac {
                 for ((class, hash), frame) in classes.iter_mut().zip(&mut hashes).zip(&*frames) {
-                    (*class, *hash) = classify(&self.snapshot, &secret, &secret6, vip, mac, frame);
+                    (*class, *hash) =
+                        classify(&self.snapshot, owners, &secret, &secret6, vip, mac, frame);
                     match *class {
                         Class::Other => continue,
                         Class::Ipv6 => self.core.v6.conntrack.prefetch_bucket(*hash),
