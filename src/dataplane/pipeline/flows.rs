@@ -229,14 +229,19 @@ impl CoreState {
         if words.is_tunnel() {
             return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
         }
-        let (backend, hop) = match direction {
-            Direction::Original => self.settled_backend_hop(snapshot, words)?,
+        // The new addresses and ports read in each direction's arm, where the direction is a
+        // constant: a reply's are the same for NAT and FullNAT, with no test of the mode.
+        let (backend, hop, (addrs, ports)) = match direction {
+            Direction::Original => {
+                let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
+                (backend, hop, words.translated_wire(Direction::Original))
+            }
             Direction::Reply => {
                 let backend = self.named_backend(words)?;
-                (backend, self.client_hop(snapshot, words.client_addr())?)
+                let hop = self.client_hop(snapshot, words.client_addr())?;
+                (backend, hop, words.translated_wire(Direction::Reply))
             }
         };
-        let (addrs, ports) = words.translated_wire(direction);
         if !route_settled(frame, words.proto()?, addrs, ports) {
             return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
