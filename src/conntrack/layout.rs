@@ -8,7 +8,7 @@
 //! | 0 | client address | VIP |
 //! | 1 | backend address | local address |
 //! | 2 | client port, vport | backend port, local port |
-//! | 3 | service (47..32) | backend (31..16), protocol code (15..8), forwarding code (7..0) |
+//! | 3 | address change (63..48), service (47..32) | backend (31..16), protocol code (15..8), forwarding code (7..0) |
 //!
 //! # IPv6: ten words (the record is two cache lines)
 //!
@@ -35,9 +35,13 @@
 //!   direction, folded to 16 bits, so a settled hit patches its checksum with it instead of
 //!   reading the old addresses and summing all eight words ([`Words6::address_change`]).
 //!   `unpack` does not read it back (it is no field of [`Flow`]); tested against the change
-//!   of the addresses a packet of either direction carries and leaves with. IPv4's word 3
-//!   keeps those bits 0: its hit sums two address words, and the change's computation made
-//!   the insert of a DR flow dearer than that saves (`bench/results/nat-2026-12-06b.md`).
+//!   of the addresses a packet of either direction carries and leaves with.
+//! - IPv4 likewise keeps the address change in word 3's top 16 bits ([`Words4::address_change`]),
+//!   but [`Layout::pack`] leaves them 0: [`Layout::pack_translating`] adds the change, and
+//!   only the insert of a flow with a reply key (NAT, FullNAT) calls it (the change's
+//!   computation in `pack` made the insert of a DR flow dearer than the hit saves,
+//!   `bench/results/nat-2026-12-06b.md`). Every record is written by that insert, so every
+//!   NAT or FullNAT record carries its change.
 //! - A probe matches the words of a flow in a direction exactly when the flow's key in that
 //!   direction is the probe's key (property-tested against keys built field by field, for
 //!   both families, with keys that differ from a flow's in one address's high or low half).
@@ -102,7 +106,12 @@ pub trait Layout: FlowHash {
 
     /// The flow's words.
     fn pack(flow: &Flow<Self>) -> Self::Words;
-    /// The inverse of [`Layout::pack`]; None for bit patterns `pack` never produces.
+    /// [`Layout::pack`] of a NAT or FullNAT flow with its address change (see the module
+    /// docs): what the insert of a flow with a reply key stores. IPv6's `pack` stores it
+    /// already; IPv4's adds it here only, so a DR flow's insert does not carry the test.
+    fn pack_translating(flow: &Flow<Self>) -> Self::Words;
+    /// The inverse of [`Layout::pack`] (and of [`Layout::pack_translating`]); None for bit
+    /// patterns `pack` never produces.
     fn unpack(words: &Self::Words) -> Option<Flow<Self>>;
     /// The probe of `key`.
     fn probe(key: &FlowKey<Self>) -> Self::Probe;
@@ -236,6 +245,26 @@ fn address_change6(flow: &Flow<V6>) -> u16 {
     change.folded()
 }
 
+/// The address change ([`with_change`]) of an IPv4 NAT or FullNAT flow, summed as IPv4's
+/// rewrite sums it (both addresses as one 64-bit word in memory order, the source's first:
+/// the IPv4 header's bytes 12..20). Out of line, as [`address_change6`].
+#[cold]
+#[inline(never)]
+fn address_change4(flow: &Flow<V4>) -> u16 {
+    let wire = |src: Ipv4Addr, dst: Ipv4Addr| {
+        let mut bytes = [0; 8];
+        bytes[..4].copy_from_slice(&src.octets());
+        bytes[4..].copy_from_slice(&dst.octets());
+        u64::from_ne_bytes(bytes)
+    };
+    let source = match flow.forward {
+        ForwardMode::FullNat => flow.local_addr,
+        _ => flow.client_addr,
+    };
+    let old = wire(flow.client_addr, flow.vip);
+    Delta::NONE.u64(old, wire(source, flow.backend_addr)).folded()
+}
+
 /// The ports a flow's packets carry in `direction`, from its ports word, as a probe holds
 /// them (`src_port << 16 | dst_port`); None for the reply direction of DR or an unknown
 /// forwarding code. Original: client port, vport. NAT reply: backend port, client port.
@@ -350,6 +379,12 @@ impl Layout for V4 {
             ports_word(flow),
             meta_word(flow),
         ]
+    }
+
+    #[inline(always)]
+    fn pack_translating(flow: &Flow<V4>) -> [u64; 4] {
+        let [addrs, servers, ports, meta] = V4::pack(flow);
+        [addrs, servers, ports, with_change(meta, || address_change4(flow))]
     }
 
     fn unpack(words: &[u64; 4]) -> Option<Flow<V4>> {
@@ -525,6 +560,15 @@ impl Words4 {
         (addrs, translated_ports(ports, meta as u8, direction))
     }
 
+    /// The change of [`Words4::translated_wire`]'s addresses from those a packet of
+    /// `direction` carries (the flow's key in that direction), as IPv4's rewrite sums it:
+    /// stored by [`Layout::pack_translating`] (see [`with_change`]), so the hit neither
+    /// reads the old addresses nor sums them. 0 for DR and tunnel flows.
+    #[inline(always)]
+    pub fn address_change(self, direction: Direction) -> Delta {
+        direction_change(self.0[3], direction)
+    }
+
     /// The flow ([`Layout::unpack`]).
     #[inline(always)]
     pub fn flow(self) -> Option<Flow<V4>> {
@@ -654,6 +698,11 @@ impl Layout for V6 {
         let [backend0, backend1] = addr_words(flow.backend_addr);
         let meta = with_change(meta_word(flow), || address_change6(flow));
         [vip0, vip1, client0, client1, local0, local1, backend0, backend1, ports_word(flow), meta]
+    }
+
+    #[inline(always)]
+    fn pack_translating(flow: &Flow<V6>) -> [u64; 10] {
+        V6::pack(flow)
     }
 
     #[inline(always)]
@@ -978,6 +1027,32 @@ mod tests {
                     whole = whole.u64(u64::from_ne_bytes(old), new);
                 }
                 let stored = Words6::new(words).address_change(direction);
+                prop_assert_eq!(stored.folded() % 0xffff, whole.folded() % 0xffff);
+                if matches!(flow.forward, ForwardMode::Dr | ForwardMode::Tunnel) {
+                    prop_assert_eq!(stored, Delta::NONE);
+                }
+            }
+        }
+
+        /// The address change a settled IPv4 hit adds ([`Words4::address_change`], stored by
+        /// [`Layout::pack_translating`]) has the value of the change from the addresses a
+        /// packet of the direction carries (the flow's key's) to those it leaves with
+        /// ([`Words4::translated_wire`]'s), summed as the rewrite sums them (one 64-bit
+        /// word in memory order); 0 for DR and tunnel flows, and `pack` (a DR flow's
+        /// insert) stores none; the words read back as the flow all the same.
+        #[test]
+        fn words4_address_change_is_the_packets(flow in arb_flow::<V4>(), reply in any::<bool>()) {
+            let direction = if reply { Direction::Reply } else { Direction::Original };
+            let words = V4::pack_translating(&flow);
+            prop_assert_eq!(V4::unpack(&words), Some(flow));
+            prop_assert_eq!(V4::pack(&flow)[3] >> CHANGE_SHIFT, 0);
+            if let Some(key) = V4::direction_key(&words, direction) {
+                let mut old = [0; 8];
+                old[..4].copy_from_slice(&key.src_addr.octets());
+                old[4..].copy_from_slice(&key.dst_addr.octets());
+                let (new, _) = Words4::new(words).translated_wire(direction);
+                let whole = Delta::NONE.u64(u64::from_ne_bytes(old), new);
+                let stored = Words4::new(words).address_change(direction);
                 prop_assert_eq!(stored.folded() % 0xffff, whole.folded() % 0xffff);
                 if matches!(flow.forward, ForwardMode::Dr | ForwardMode::Tunnel) {
                     prop_assert_eq!(stored, Delta::NONE);

@@ -1292,7 +1292,7 @@ impl<F: Layout> Conntrack<F> {
 
         let positions =
             (original_candidate.position, reply_slot.map(|(candidate, _)| candidate.position));
-        self.table.write_record(record, flow, state, now, positions);
+        self.table.write_record::<REPLY>(record, flow, state, now, positions);
         match state {
             FlowState::SynSeen => self.queues.push_unlinked(record, Class::Embryonic),
             FlowState::Udp => self.queues.push_unlinked(record, Class::Unreplied),

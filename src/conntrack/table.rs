@@ -1058,9 +1058,10 @@ impl<F: Layout> Table<F> {
         }
     }
 
-    /// Owner only: writes `flow` into the free record `index`.
+    /// Owner only: writes `flow` into the free record `index`; with its address change
+    /// when `TRANSLATING` ([`Layout::pack_translating`]: a flow with a reply key).
     #[inline]
-    pub fn write_record(
+    pub fn write_record<const TRANSLATING: bool>(
         &self,
         index: usize,
         flow: &Flow<F>,
@@ -1072,7 +1073,8 @@ impl<F: Layout> Table<F> {
             return;
         };
         let generation = record.begin_write();
-        F::pack(flow).store(&record.words);
+        let words = if TRANSLATING { F::pack_translating(flow) } else { F::pack(flow) };
+        words.store(&record.words);
         let reply = positions.1.map_or(NO_POSITION, |reply| reply as u64 & NO_POSITION);
         record.positions.store((positions.0 as u64) << 32 | reply, Ordering::Relaxed);
         record.last_seen.store(now, Ordering::Relaxed);
@@ -1545,7 +1547,7 @@ pub(super) mod tests {
         };
         let record = table.record(3).unwrap();
         assert_eq!(record.snapshot().unwrap().flow(), None);
-        table.write_record(3, &flow, FlowState::SynSeen, 7, (5, Some(6)));
+        table.write_record::<false>(3, &flow, FlowState::SynSeen, 7, (5, Some(6)));
         let view = record.snapshot().unwrap();
         assert_eq!(view.flow(), Some(flow));
         assert_eq!(view.state(), Some(FlowState::SynSeen));
@@ -1574,7 +1576,7 @@ pub(super) mod tests {
                 .lookup(&key, crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &key))
                 .is_none()
         );
-        table.write_record(3, &flow, FlowState::Udp, 9, (bucket * BUCKET_SLOTS, None));
+        table.write_record::<false>(3, &flow, FlowState::Udp, 9, (bucket * BUCKET_SLOTS, None));
         let found = table
             .lookup(&key, crate::hash::table_hash(&crate::hash::TableSecret::fixed(1), &key))
             .unwrap();

@@ -255,9 +255,12 @@ pub fn update_udp_addr(checksum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
 /// after every change.
 ///
 /// A 32-bit change is added as one 64-bit term, `~m + m'` over the whole word, not as two
-/// 16-bit ones: since 2^16 ≡ 1 (mod 0xffff) it has the same value, and it is zero exactly when
-/// both halves' terms are, so the representative is the same too. The accumulator is 64 bits
-/// wide: no number of changes a packet can have overflows it.
+/// 16-bit ones: since 2^16 ≡ 1 (mod 0xffff) it has the same value. A 64-bit change is one
+/// term too, folded to 32 bits ([`Delta::u64`]). Only the sum's value modulo 0xffff matters:
+/// [`Delta::apply`]'s result is the complement of that value's representative in
+/// `1..=0xffff` (both zeros give the same checksum, [`finish_update`]'s choice). The
+/// accumulator is 64 bits wide and every term below 2^33: no number of changes a packet can
+/// have overflows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delta(u64);
 
@@ -279,13 +282,14 @@ impl Delta {
         Delta(self.0 + u64::from(!old) + u64::from(new))
     }
 
-    /// Adds an aligned 64-bit value's change (four words: two IPv4 addresses side by side),
-    /// as the two 32-bit changes of its halves.
+    /// Adds an aligned 64-bit value's change (four words: two IPv4 addresses side by side):
+    /// `~old + new` over the whole word with end-around carry (2^64 ≡ 1 mod 0xffff, so the
+    /// value is the four words' changes'), folded to 32 bits: seven instructions where the
+    /// two halves' 32-bit changes took nine.
     #[inline]
     #[must_use]
     pub fn u64(self, old: u64, new: u64) -> Delta {
-        let halves = |value: u64| (value >> 32) + (value & 0xffff_ffff);
-        Delta(self.0 + halves(!old) + halves(new))
+        Delta(self.0 + u64::from(fold64(add_carry(!old, new))))
     }
 
     /// Adds an IPv4 address's change (in a header or a TCP/UDP pseudo-header).
@@ -319,9 +323,14 @@ impl Delta {
     }
 
     /// The new checksum: `checksum` updated for every change added.
+    ///
+    /// [`finish_update`]'s result without its test: 0xffff (a zero) is added to the sum, which
+    /// is then never 0, so its fold is the representative in `1..=0xffff` (folding keeps a
+    /// sum's value and its non-zeroness) and the checksum that fold's complement (0 for a
+    /// sum ≡ 0, as `finish_update` gives).
     #[inline]
     pub fn apply(self, checksum: u16) -> u16 {
-        finish_update(fold64(u64::from(!checksum) + self.0))
+        !fold(fold64(u64::from(!checksum) + 0xffff + self.0))
     }
 
     /// [`Delta::apply`] for a UDP checksum: 0 ("no checksum") stays 0, and a computed 0 is
@@ -429,10 +438,19 @@ mod tests {
             checksum in any::<u16>(),
             addrs in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..3),
             words in proptest::collection::vec((any::<u16>(), any::<u16>()), 0..3),
+            quads in proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3),
             edge in 0..3u8,
+            quad_edge in 0..4u8,
         ) {
-            // Also the edges: both zeros as the old checksum.
+            // Also the edges: both zeros as the old checksum, and a 64-bit change whose
+            // end-around carry is all there is (every word from 0xffff to 0, and back).
             let checksum = match edge { 0 => 0, 1 => 0xffff, _ => checksum };
+            let mut quads = quads;
+            match quad_edge {
+                0 => quads.push((u64::MAX, 0)),
+                1 => quads.push((0, u64::MAX)),
+                _ => {}
+            }
             let (mut one, mut udp, mut delta) = (checksum, checksum, Delta::NONE);
             for &(old, new) in &addrs {
                 let (old, new) = (Ipv4Addr::from_bits(old), Ipv4Addr::from_bits(new));
@@ -440,12 +458,21 @@ mod tests {
                 udp = update_udp_addr(udp, old, new);
                 delta = delta.addr(old, new);
             }
+            // A 64-bit change is its four 16-bit words' (any order: the sum does not care).
+            for &(old, new) in &quads {
+                for shift in [0, 16, 32, 48] {
+                    let (old, new) = ((old >> shift) as u16, (new >> shift) as u16);
+                    one = update_u16(one, old, new);
+                    udp = update_udp_u16(udp, old, new);
+                }
+                delta = delta.u64(old, new);
+            }
             for &(old, new) in &words {
                 one = update_u16(one, old, new);
                 udp = update_udp_u16(udp, old, new);
                 delta = delta.u16(old, new);
             }
-            if addrs.is_empty() && words.is_empty() {
+            if addrs.is_empty() && words.is_empty() && quads.is_empty() {
                 // No update at all: nothing to compare with one at a time.
                 prop_assert_eq!(delta, Delta::NONE);
             } else {

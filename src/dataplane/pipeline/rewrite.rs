@@ -73,11 +73,23 @@ pub(super) fn route_transport(
 
 /// [`route_transport`] inlined into the settled hit, the new addresses and ports given as
 /// they are written (`Words4::translated_wire`: the eight address bytes and the four port
-/// bytes, each read with `from_ne_bytes`).
+/// bytes, each read with `from_ne_bytes`), and `address_change`, the change from the
+/// addresses the packet carries to `addrs` (`Words4::address_change`, stored with the flow:
+/// the packet's addresses are its key's), so the old addresses are neither read nor summed.
 #[inline(always)]
-pub(super) fn route_settled(frame: &mut [u8], proto: Proto, addrs: u64, ports: u32) -> bool {
-    rewrite_wire(frame, proto, addrs, ports, true)
+pub(super) fn route_settled(
+    frame: &mut [u8],
+    proto: Proto,
+    addrs: u64,
+    ports: u32,
+    address_change: checksum::Delta,
+) -> bool {
+    rewrite_wire(frame, proto, (addrs, ports, Some(address_change)), true)
 }
+
+/// The new addresses and ports as they are written (see [`route_settled`]), and the change
+/// of the addresses when known (None: read from the frame).
+type NewWire = (u64, u32, Option<checksum::Delta>);
 
 /// What NAT and FullNAT do to a later fragment of a datagram they forward (`fragments`): the
 /// TTL one less and the addresses set to `src` and `dst`, the IPv4 checksum patched once for
@@ -140,28 +152,26 @@ fn rewrite_plain(
     addrs[..4].copy_from_slice(&src.0.octets());
     addrs[4..].copy_from_slice(&dst.0.octets());
     let ports = u32::from(src.1) << 16 | u32::from(dst.1);
-    rewrite_wire(frame, proto, u64::from_ne_bytes(addrs), ports.to_be(), route)
+    rewrite_wire(frame, proto, (u64::from_ne_bytes(addrs), ports.to_be(), None), route)
 }
 
-/// [`rewrite_plain`] with the new addresses and ports as they are written (see
-/// [`route_settled`]).
+/// [`rewrite_plain`] with the new addresses and ports as they are written, and their change
+/// when known (see [`route_settled`]).
 #[inline(always)]
-fn rewrite_wire(frame: &mut [u8], proto: Proto, addrs: u64, ports: u32, route: bool) -> bool {
+fn rewrite_wire(frame: &mut [u8], proto: Proto, new: NewWire, route: bool) -> bool {
     match proto {
         Proto::Tcp => rewrite_fixed::<{ plain::TCP_CHECKSUM + 2 }>(
             frame,
             plain::TCP_CHECKSUM,
             false,
-            addrs,
-            ports,
+            new,
             route,
         ),
         Proto::Udp => rewrite_fixed::<{ plain::UDP_CHECKSUM + 2 }>(
             frame,
             plain::UDP_CHECKSUM,
             true,
-            addrs,
-            ports,
+            new,
             route,
         ),
     }
@@ -173,14 +183,14 @@ fn rewrite_wire(frame: &mut [u8], proto: Proto, addrs: u64, ports: u32, route: b
 /// word that stays as it is adds `~m + m`, which is zero in one's-complement arithmetic,
 /// and an update's result depends only on its sum's value (RFC 1624's eqn. 3 and
 /// [`checksum::Delta`] map either zero to the same checksum), so the bytes are those of the
-/// update of the changed words alone (`reference_rewrite_transport` in the tests).
+/// update of the changed words alone (`reference_rewrite_transport` in the tests). The old
+/// addresses are not read when their change is given (the settled hit's).
 #[inline(always)]
 fn rewrite_fixed<const N: usize>(
     frame: &mut [u8],
     l4_checksum: usize,
     udp: bool,
-    new_addrs: u64,
-    new_ports: u32,
+    (new_addrs, new_ports, address_change): NewWire,
     route: bool,
 ) -> bool {
     let Some(head) = frame.first_chunk_mut::<N>() else {
@@ -198,12 +208,16 @@ fn rewrite_fixed<const N: usize>(
         ip = ip.u16(u16::from_ne_bytes([1, 0]), 0);
     }
     let addrs_at = plain::SRC_ADDR..plain::DST_ADDR + 4;
-    let mut old_addrs = [0; 8];
-    old_addrs.copy_from_slice(&head[addrs_at.clone()]);
-    let old_addrs = u64::from_ne_bytes(old_addrs);
+    let old_addrs = || {
+        let mut old = [0; 8];
+        old.copy_from_slice(&head[addrs_at.clone()]);
+        u64::from_ne_bytes(old)
+    };
     // The addresses are in the pseudo-header the L4 checksum covers too.
-    let addrs = checksum::Delta::NONE.u64(old_addrs, new_addrs);
-    if route || old_addrs != new_addrs {
+    let addrs =
+        address_change.unwrap_or_else(|| checksum::Delta::NONE.u64(old_addrs(), new_addrs));
+    // A routed packet's header changes (its TTL), whatever its addresses do.
+    if route || old_addrs() != new_addrs {
         head[addrs_at].copy_from_slice(&new_addrs.to_ne_bytes());
         let old = u16::from_ne_bytes([head[plain::IP_CHECKSUM], head[plain::IP_CHECKSUM + 1]]);
         let patched = ip.and(addrs).apply(old);
@@ -418,6 +432,58 @@ mod tests {
             if udp_without {
                 proptest::prop_assert_eq!(&segment[6..8], &[0, 0]);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The settled hit's rewrite, given the change of the addresses instead of reading
+        /// them (any value of it: 0 or 0xffff for a zero), writes exactly the bytes
+        /// `route_transport` writes, and refuses what it refuses.
+        #[test]
+        fn route_settled_with_the_change_is_route_transport(
+            udp in proptest::prelude::any::<bool>(),
+            ttl in 0u8..4,
+            l4_checksum in proptest::option::of(proptest::prelude::any::<u16>()),
+            addrs in proptest::prelude::any::<[u32; 4]>(),
+            ports in proptest::prelude::any::<[u16; 4]>(),
+            other_zero in proptest::prelude::any::<bool>(),
+        ) {
+            let ip = Ipv4Addr::from_bits;
+            let (a, b) = ((ip(addrs[0]), ports[0]), (ip(addrs[1]), ports[1]));
+            let mut frame = rewrite_case(udp, a, b, b"payload");
+            frame[ETH_LEN + 8] = ttl;
+            Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]).fill_checksum();
+            let at = ETH_LEN + 20 + if udp { 6 } else { 16 };
+            if let Some(checksum) = l4_checksum {
+                frame[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+            }
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            let (src, dst) = ((ip(addrs[2]), ports[2]), (ip(addrs[3]), ports[3]));
+            let wire = |s: (Ipv4Addr, u16), d: (Ipv4Addr, u16)| {
+                let mut bytes = [0; 8];
+                bytes[..4].copy_from_slice(&s.0.octets());
+                bytes[4..].copy_from_slice(&d.0.octets());
+                u64::from_ne_bytes(bytes)
+            };
+            let (old, new) = (wire(a, b), wire(src, dst));
+            let change = checksum::Delta::NONE.u64(old, new).folded();
+            // Both representatives of a zero change update alike.
+            let change = match change {
+                0 | 0xffff if other_zero => !change,
+                _ => change,
+            };
+            let new_ports = (u32::from(src.1) << 16 | u32::from(dst.1)).to_be();
+            let mut expected = frame.clone();
+            let forwarded = route_transport(&mut expected, proto, src, dst);
+            let settled = route_settled(
+                &mut frame,
+                proto,
+                new,
+                new_ports,
+                checksum::Delta::of_folded(change),
+            );
+            proptest::prop_assert_eq!(settled, forwarded);
+            proptest::prop_assert_eq!(&frame, &expected);
         }
     }
 
