@@ -220,15 +220,21 @@ impl CoreState {
         if words.is_tunnel() {
             return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
         }
-        let (backend, hop) = match direction {
-            Direction::Original => self.settled_backend_hop6(snapshot, words)?,
+        // As IPv4's settled hit: the new addresses and ports, and their change, read in each
+        // direction's arm, where the direction is a constant.
+        let (backend, hop, (addrs, ports), change) = match direction {
+            Direction::Original => {
+                let (backend, hop) = self.settled_backend_hop6(snapshot, words)?;
+                let change = words.address_change(Direction::Original);
+                (backend, hop, words.translated_wire(Direction::Original), change)
+            }
             Direction::Reply => {
                 let backend = self.named_backend6(words)?;
-                (backend, self.client_hop6(snapshot, words.client_addr())?)
+                let hop = self.client_hop6(snapshot, words.client_addr())?;
+                let change = words.address_change(Direction::Reply);
+                (backend, hop, words.translated_wire(Direction::Reply), change)
             }
         };
-        let (addrs, ports) = words.translated_wire(direction);
-        let change = words.address_change(direction);
         if !route_settled(frame, words.proto()?, addrs, ports, change) {
             return Some(Verdict::Drop(DropReason::TtlExceeded));
         }
