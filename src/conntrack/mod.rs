@@ -259,8 +259,8 @@ use crate::time::Instant;
 pub use layout::{BackendWords, BackendWords6, Layout, Probe4, Probe6, WordArray, Words4, Words6};
 
 use queues::{Class, Queues};
-use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 pub use table::quiet;
+use table::{Access, BUCKET_SLOTS, Quick, SlotRef, TIMEOUT_ENTRIES, Table, timeout_index};
 
 /// How long a flow may stay idle in each state before it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1005,7 +1005,11 @@ impl<F: Layout> Table<F> {
     /// settled hits).
     #[inline(always)]
     pub fn settled_pass(&self) -> SettledPass<'_, F> {
-        SettledPass { records: &self.records, format: self.format, settled_ages: &self.settled_ages }
+        SettledPass {
+            records: &self.records,
+            format: self.format,
+            settled_ages: &self.settled_ages,
+        }
     }
 
     /// [`Table::find`] from any thread (tests).
@@ -1464,7 +1468,11 @@ pub(super) mod tests {
                         let settled = quiet(flags) && age < limit;
                         // A quiet packet exactly as the general path; a noisy one never (it
                         // may move a TCP flow; the general path takes it).
-                        assert_eq!(settled, want && quiet(flags), "{code} {direction:?} {flags:?} {age}");
+                        assert_eq!(
+                            settled,
+                            want && quiet(flags),
+                            "{code} {direction:?} {flags:?} {age}"
+                        );
                         // What a noisy packet gives up is only a UDP flow's codes (5, 6) with TCP
                         // flags, which a TCP packet's probe never matches (the protocol).
                         assert!(quiet(flags) || !leaves_as_is(code, direction, flags) || code >= 5);

@@ -17,8 +17,7 @@
 //! (`forward_moved`), which would let a settled hit through unchanged anyway.
 
 use crate::conntrack::{
-    Words4,
-    CandidateSlot, ConnectionCount, Direction, Flow, FlowState, Hit, Prepared, Tracking,
+    CandidateSlot, ConnectionCount, Direction, Flow, FlowState, Hit, Prepared, Tracking, Words4,
 };
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};

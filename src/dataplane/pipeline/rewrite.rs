@@ -214,8 +214,7 @@ fn rewrite_fixed<const N: usize>(
         u64::from_ne_bytes(old)
     };
     // The addresses are in the pseudo-header the L4 checksum covers too.
-    let addrs =
-        address_change.unwrap_or_else(|| checksum::Delta::NONE.u64(old_addrs(), new_addrs));
+    let addrs = address_change.unwrap_or_else(|| checksum::Delta::NONE.u64(old_addrs(), new_addrs));
     // A routed packet's header changes (its TTL), whatever its addresses do.
     if route || old_addrs() != new_addrs {
         head[addrs_at].copy_from_slice(&new_addrs.to_ne_bytes());
