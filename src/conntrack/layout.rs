@@ -42,6 +42,15 @@
 //!   computation in `pack` made the insert of a DR flow dearer than the hit saves,
 //!   `bench/results/nat-2026-12-06b.md`). Every record is written by that insert, so every
 //!   NAT or FullNAT record carries its change.
+//! - IPv4 only: a NAT record's local address and port are its client's, as the pipeline
+//!   opens every NAT flow (`opened`, called with the client's by `schedule` and
+//!   `stateless`): every record of a flow with a reply key is written by
+//!   [`Layout::pack_translating`], which sets them so whatever the flow says (they are no
+//!   field NAT uses). So NAT's reply key (backend to client) is FullNAT's (backend to local)
+//!   read from the same words, and so is NAT's original translation (client, which is
+//!   local, to backend): the probe compare and [`Words4::translated_wire`] read both modes'
+//!   alike, with no test of which. (IPv6 reads NAT's own fields: made FullNAT's there, its
+//!   settled hit grew, `bench/results/nat-2026-12-06c.md`, Round 2.)
 //! - A probe matches the words of a flow in a direction exactly when the flow's key in that
 //!   direction is the probe's key (property-tested against keys built field by field, for
 //!   both families, with keys that differ from a flow's in one address's high or low half).
@@ -281,6 +290,19 @@ fn direction_ports(ports: u64, forward: u8, direction: Direction) -> Option<u32>
     }
 }
 
+/// `flow` as [`Layout::pack_translating`] stores it: a NAT flow's local address and port
+/// set to its client's (the invariant of the module docs; the pipeline opens every NAT
+/// flow so already), any other flow as it is.
+#[inline(always)]
+fn local_is_client(flow: &Flow<V4>) -> Flow<V4> {
+    match flow.forward {
+        ForwardMode::Nat => {
+            Flow { local_addr: flow.client_addr, local_port: flow.client_port, ..*flow }
+        }
+        ForwardMode::Dr | ForwardMode::FullNat | ForwardMode::Tunnel => *flow,
+    }
+}
+
 /// The ports a NAT or FullNAT packet of `direction` leaves with, from its flow's ports word,
 /// as the TCP/UDP header's first four bytes read with `u32::from_ne_bytes` (both families'
 /// `translated_wire`): NAT's original (client port, backend port), FullNAT's original (local
@@ -383,6 +405,7 @@ impl Layout for V4 {
 
     #[inline(always)]
     fn pack_translating(flow: &Flow<V4>) -> [u64; 4] {
+        let flow = &local_is_client(flow);
         let [addrs, servers, ports, meta] = V4::pack(flow);
         [addrs, servers, ports, with_change(meta, || address_change4(flow))]
     }
@@ -436,13 +459,9 @@ impl Layout for V4 {
         let (addrs, ports) = match (direction, meta as u8) {
             // client:cport -> vip:vport
             (Direction::Original, _) => (addrs, (ports >> 32) as u32),
-            // NAT: backend:bport -> client:cport
-            (Direction::Reply, FORWARD_NAT) => (
-                servers & HIGH_HALF | addrs >> 32,
-                (ports as u32 & 0xffff_0000) | (ports >> 48) as u32,
-            ),
-            // FullNAT: backend:bport -> local:lport
-            (Direction::Reply, FORWARD_FULL_NAT) => (servers, ports as u32),
+            // FullNAT: backend:bport -> local:lport; NAT: backend:bport -> client:cport,
+            // which a NAT record's local address and port are (the module docs' invariant).
+            (Direction::Reply, FORWARD_NAT | FORWARD_FULL_NAT) => (servers, ports as u32),
             (Direction::Reply, _) => return false,
         };
         addrs == probe.addrs && ports == probe.ports
@@ -549,15 +568,22 @@ impl Words4 {
     pub fn translated_wire(self, direction: Direction) -> (u64, u32) {
         let [addrs, servers, ports, meta] = self.0;
         // Little-endian: the source's word in the low half. `addrs` is client << 32 | VIP,
-        // `servers` backend << 32 | local.
+        // `servers` backend << 32 | local (NAT's local is its client: the module docs'
+        // invariant).
         let little = match (meta as u8, direction) {
-            (FORWARD_NAT, Direction::Original) => addrs >> 32 | servers & HIGH_HALF,
-            (FORWARD_FULL_NAT, Direction::Original) => servers,
+            (FORWARD_NAT | FORWARD_FULL_NAT, Direction::Original) => servers,
             (_, Direction::Original) => addrs.rotate_left(32),
             (_, Direction::Reply) => addrs,
         };
         let addrs = if cfg!(target_endian = "big") { little.rotate_left(32) } else { little };
-        (addrs, translated_ports(ports, meta as u8, direction))
+        // `translated_ports`, NAT's original read as FullNAT's (its local port is its
+        // client's).
+        let ports = match (meta as u8, direction) {
+            (FORWARD_NAT | FORWARD_FULL_NAT, Direction::Original) => (ports as u32).rotate_left(16),
+            (_, Direction::Original) => (ports >> 32) as u32,
+            (_, Direction::Reply) => ((ports >> 32) as u32).rotate_left(16),
+        };
+        (addrs, ports.to_be())
     }
 
     /// The change of [`Words4::translated_wire`]'s addresses from those a packet of
@@ -1032,6 +1058,24 @@ mod tests {
                     prop_assert_eq!(stored, Delta::NONE);
                 }
             }
+        }
+
+        /// A NAT flow's local address and port, whatever they are, are stored as its
+        /// client's ([`Layout::pack_translating`]: the invariant its reply compare and
+        /// translation read); any other flow is stored as it is.
+        #[test]
+        fn words4_nat_local_is_the_client(
+            flow in arb_flow::<V4>(),
+            local in any::<(u32, u16)>(),
+        ) {
+            let flow = Flow { local_addr: Ipv4Addr::from_bits(local.0), local_port: local.1, ..flow };
+            let expected = match flow.forward {
+                ForwardMode::Nat => {
+                    Flow { local_addr: flow.client_addr, local_port: flow.client_port, ..flow }
+                }
+                _ => flow,
+            };
+            prop_assert_eq!(V4::unpack(&V4::pack_translating(&flow)), Some(expected));
         }
 
         /// The address change a settled IPv4 hit adds ([`Words4::address_change`], stored by

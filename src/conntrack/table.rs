@@ -1176,19 +1176,30 @@ pub(super) mod tests {
         const MODES: [ForwardMode; 4] =
             [ForwardMode::Dr, ForwardMode::Nat, ForwardMode::FullNat, ForwardMode::Tunnel];
         (any::<bool>(), 0..4usize, any::<[u128; 4]>(), any::<[u16; 4]>(), any::<(u16, u16)>())
-            .prop_map(|(tcp, forward, addrs, ports, (service, backend))| Flow {
-                proto: if tcp { Proto::Tcp } else { Proto::Udp },
-                forward: MODES[forward],
-                client_addr: F::arb_addr(addrs[0]),
-                vip: F::arb_addr(addrs[1]),
-                backend_addr: F::arb_addr(addrs[2]),
-                local_addr: F::arb_addr(addrs[3]),
-                client_port: ports[0],
-                vport: ports[1],
-                backend_port: ports[2],
-                local_port: ports[3],
-                service,
-                backend,
+            .prop_map(|(tcp, forward, addrs, ports, (service, backend))| {
+                let flow = Flow {
+                    proto: if tcp { Proto::Tcp } else { Proto::Udp },
+                    forward: MODES[forward],
+                    client_addr: F::arb_addr(addrs[0]),
+                    vip: F::arb_addr(addrs[1]),
+                    backend_addr: F::arb_addr(addrs[2]),
+                    local_addr: F::arb_addr(addrs[3]),
+                    client_port: ports[0],
+                    vport: ports[1],
+                    backend_port: ports[2],
+                    local_port: ports[3],
+                    service,
+                    backend,
+                };
+                // A NAT flow's local address and port are its client's: the pipeline opens
+                // every NAT flow so (`opened` from `schedule` and `stateless`), and
+                // `pack_translating` stores them so (layout.rs's invariant).
+                match flow.forward {
+                    ForwardMode::Nat => {
+                        Flow { local_addr: flow.client_addr, local_port: flow.client_port, ..flow }
+                    }
+                    _ => flow,
+                }
             })
     }
 

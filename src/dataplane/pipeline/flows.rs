@@ -246,16 +246,20 @@ impl CoreState {
         }
         // The new addresses and ports, and their change, read in each direction's arm, where
         // the direction is a constant: a reply's are the same for NAT and FullNAT, with no
-        // test of the mode.
+        // test of the mode. `HOPS_FRESH` spares both arms the hop caches' generation test,
+        // as it spares DR's.
         let (backend, hop, (addrs, ports), change) = match direction {
             Direction::Original => {
-                let (backend, hop) = self.settled_backend_hop(snapshot, words)?;
+                if !HOPS_FRESH {
+                    self.refresh_stale_hops(snapshot);
+                }
+                let (backend, hop) = self.cached_backend_hop(words)?;
                 let change = words.address_change(Direction::Original);
                 (backend, hop, words.translated_wire(Direction::Original), change)
             }
             Direction::Reply => {
                 let backend = self.named_backend(words)?;
-                let hop = self.client_hop(snapshot, words.client_addr())?;
+                let hop = self.settled_client_hop::<HOPS_FRESH>(snapshot, words.client_addr())?;
                 let change = words.address_change(Direction::Reply);
                 (backend, hop, words.translated_wire(Direction::Reply), change)
             }

@@ -344,20 +344,9 @@ impl CoreState {
     /// The settled hit's [`CoreState::backend_hop`] of the flow of `words`: its backend's
     /// index and hop, when the flow's backend hint still names that backend (checked on the
     /// words against the backend's line) and its hop is cached; None otherwise (a backend
-    /// renumbered away or gone, an unknown hop: the general way then decides).
-    #[inline(always)]
-    pub(super) fn settled_backend_hop(
-        &mut self,
-        snapshot: &Snapshot,
-        words: Words4,
-    ) -> Option<(usize, Hop)> {
-        self.refresh_stale_hops(snapshot);
-        self.cached_backend_hop(words)
-    }
-
-    /// [`CoreState::settled_backend_hop`] from the hop caches as they are: the caller has
-    /// refreshed them since the neighbour table last changed
-    /// ([`CoreState::refresh_stale_hops`]).
+    /// renumbered away or gone, an unknown hop: the general way then decides). From the hop
+    /// caches as they are: the caller has refreshed them since the neighbour table last
+    /// changed ([`CoreState::refresh_stale_hops`]).
     #[inline(always)]
     pub(super) fn cached_backend_hop(&self, words: Words4) -> Option<(usize, Hop)> {
         let index = words.backend_hint();
@@ -384,8 +373,20 @@ impl CoreState {
     /// no call for it (the on-link cache's miss is out of line).
     #[inline(always)]
     pub(super) fn client_hop(&mut self, snapshot: &Snapshot, client: Ipv4Addr) -> Option<Hop> {
-        if self.hops_generation != self.neighbors.generation() {
-            self.refresh_hops(snapshot);
+        self.settled_client_hop::<false>(snapshot, client)
+    }
+
+    /// [`CoreState::client_hop`]; with `HOPS_FRESH`, the caller has refreshed the hop caches
+    /// since the neighbour table last changed (a batch's settled run), so the generations
+    /// are not compared again.
+    #[inline(always)]
+    pub(super) fn settled_client_hop<const HOPS_FRESH: bool>(
+        &mut self,
+        snapshot: &Snapshot,
+        client: Ipv4Addr,
+    ) -> Option<Hop> {
+        if !HOPS_FRESH {
+            self.refresh_stale_hops(snapshot);
         }
         // In memory order, as `subnets` keeps them: no byte swap.
         let bits = u32::from_ne_bytes(client.octets());

@@ -251,8 +251,9 @@ impl CoreState {
         self.v6.backend_lines.get(index)?.identity.names(words).then_some(index)
     }
 
-    /// IPv4's `settled_backend_hop` for an IPv6 flow: its backend's index and cached hop,
-    /// when the flow's hint still names that backend and the hop is known.
+    /// IPv4's `cached_backend_hop`, the caches refreshed first, for an IPv6 flow: its
+    /// backend's index and cached hop, when the flow's hint still names that backend and the
+    /// hop is known.
     #[inline(always)]
     fn settled_backend_hop6(&mut self, snapshot: &Snapshot, words: Words6) -> Option<(usize, Hop)> {
         if self.v6.hops_generation != self.v6.neighbors.generation() {
