@@ -137,12 +137,15 @@ def refuse(windows, tolerance, repeats):
     for key, ws in groups.items():
         reference = references[key]
         null = references.get((key[0], "null")) if key[1] in NULL_FLOOR_ROWS else None
+        # A row held to null is judged against null's reference where its own is lower (most
+        # of its windows in the slow state): its fast windows are then the ones kept.
+        below_null = null is not None and reference < null
+        if below_null:
+            reference = null
         for w in ws:
             why = []
             if abs(offered(w) - reference) > tolerance * reference:
-                why.append("offered load")
-            elif null is not None and offered(w) < (1 - tolerance) * null:
-                why.append("offered below null")
+                why.append("offered below null" if below_null and offered(w) < reference else "offered load")
             if id(w) in slow:
                 why.append("slow core " + ", ".join(slow[id(w)]))
             w["refused"] = bool(why)
