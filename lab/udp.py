@@ -16,7 +16,9 @@ ask:   COUNT request/responses, each from a fresh connected socket on a source p
        after its start and end times); --until FILE stops early once FILE exists; --interval
        paces the requests; --size pads each request with random bytes to SIZE bytes (a
        datagram above the MTU leaves fragmented, and its answer, NAME and the whole request,
-       comes back fragmented too: checked byte for byte). An ADDR with a colon is IPv6.
+       comes back fragmented too: checked byte for byte); --source-port sends every request
+       from that one port instead (a resolver's fixed query port: one flow for them all). An
+       ADDR with a colon is IPv6.
 """
 
 import argparse
@@ -84,6 +86,16 @@ def remember_ports(ports: set) -> None:
             file.write("".join(f"{p}\n" for p in sorted(ports)))
 
 
+def fixed_socket(addr: str, port: int, source_port: int) -> socket.socket:
+    """A UDP socket connected to addr:port from source_port (bound again for each request)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
+    sock.connect((addr, port))
+    return sock
+
+
 def fresh_socket(addr: str, port: int, used: set) -> socket.socket:
     """A UDP socket connected to addr:port from a source port not in `used` (then added)."""
     while True:
@@ -106,9 +118,12 @@ def ask(
     stamps: bool,
     interval: float,
     size: int,
+    source_port: int = 0,
 ) -> None:
     earlier = remembered_ports()
     used_ports: set = set(earlier)
+    if source_port:
+        used_ports.add(source_port)
     try:
         next_at = time.monotonic()
         for i in range(count):
@@ -125,17 +140,23 @@ def ask(
             request = b"request %d" % i
             if size > len(request):
                 request += os.urandom(size - len(request))
-            line = ask_once(addr, port, timeout, used_ports, request)
+            line = ask_once(addr, port, timeout, used_ports, request, source_port)
             print(f"{start:.6f} {time.time():.6f} {line}" if stamps else line, flush=True)
     finally:
         remember_ports(used_ports - earlier)
 
 
-def ask_once(addr: str, port: int, timeout: float, used_ports: set, request: bytes) -> str:
-    """One request/response from a fresh socket: "ok NAME CLIENT_PORT" or "fail REASON"."""
+def ask_once(
+    addr: str, port: int, timeout: float, used_ports: set, request: bytes, source_port: int = 0
+) -> str:
+    """One request/response from a fresh socket (from source_port if set): "ok NAME
+    CLIENT_PORT" or "fail REASON"."""
     sock = None
     try:
-        sock = fresh_socket(addr, port, used_ports)
+        if source_port:
+            sock = fixed_socket(addr, port, source_port)
+        else:
+            sock = fresh_socket(addr, port, used_ports)
         sock.settimeout(timeout)
         sock.send(request)
         reply = sock.recv(65535)
@@ -169,6 +190,7 @@ def main() -> int:
     a.add_argument("--stamps", action="store_true", help="start and end time before each line")
     a.add_argument("--interval", type=float, default=0.0, help="seconds from one request to the next")
     a.add_argument("--size", type=int, default=0, help="pad each request with random bytes to SIZE")
+    a.add_argument("--source-port", type=int, default=0, help="send every request from this port")
     args = parser.parse_args()
     if args.command == "serve":
         serve(args.name, args.port, args.family)
@@ -182,6 +204,7 @@ def main() -> int:
             args.stamps,
             args.interval,
             args.size,
+            args.source_port,
         )
     return 0
 

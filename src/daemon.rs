@@ -1581,8 +1581,8 @@ fn await_first_probes(health: &mut HealthMonitor) {
 }
 
 /// The snapshot the workers run: the operator's config as health checks leave it (failed
-/// backends drained or removed, a sorry server when none is healthy), with measured response
-/// times for the least-time scheduler.
+/// backends drained or removed, a sorry server when none is healthy; the removed ones'
+/// flows rescheduled), with measured response times for the least-time scheduler.
 fn build_snapshot(
     config: &Config,
     health: &HealthMonitor,
@@ -1591,6 +1591,7 @@ fn build_snapshot(
     let effective = health.effective(config);
     let mut snapshot = Snapshot::build(&effective, generation)?;
     snapshot.response_time_us = health.response_times(&effective);
+    snapshot.set_rescheduled(health.removed(config));
     Ok(snapshot)
 }
 

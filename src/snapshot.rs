@@ -48,7 +48,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use crate::addr_map::AddrMap;
 use crate::conntrack::ConntrackConfig;
@@ -600,6 +600,11 @@ pub struct Snapshot {
     /// How the box takes part in a fleet (the config's `[fleet] mode`; standalone unless
     /// control's build sets it): whether the pipeline speaks for the VIPs.
     pub fleet: crate::fleet::FleetMode,
+    /// Backends health checks took out of their service (`on_failure = "remove"`; control's
+    /// build sets them, [`Snapshot::set_rescheduled`]): their flows go to another backend on
+    /// their client's next packet ([`Snapshot::reschedules`]). A backend the operator removed
+    /// is not among them: its flows finish where they are, as IPVS's by default.
+    rescheduled: HashSet<BackendId>,
     backend_index: HashMap<BackendId, usize>,
     v4: FamilyIndex<V4>,
     v6: FamilyIndex<V6>,
@@ -641,6 +646,7 @@ impl Snapshot {
             conntrack,
             response_time_us,
             fleet: crate::fleet::FleetMode::Standalone,
+            rescheduled: HashSet::new(),
             backend_index,
             v4,
             v6,
@@ -692,6 +698,25 @@ impl Snapshot {
             return Some(hint);
         }
         self.backend_renumbered(flow)
+    }
+
+    /// Sets the backends whose flows are rescheduled (see [`Snapshot::reschedules`]): those
+    /// health checks took out of their service. Any of them still in the snapshot is
+    /// ignored (its flows stay).
+    pub fn set_rescheduled(&mut self, removed: impl IntoIterator<Item = BackendId>) {
+        self.rescheduled =
+            removed.into_iter().filter(|id| !self.backend_index.contains_key(id)).collect();
+    }
+
+    /// True if a flow of `F` scheduled to a backend no longer in this snapshot is to be
+    /// scheduled again on its client's next packet: its backend was taken out of its service
+    /// by its health check (`on_failure = "remove"`, IPVS's `expire_nodest_conn`). Asked
+    /// only of flows whose backend is gone ([`Snapshot::backend_of_flow`] is None): never on
+    /// a settled hit.
+    #[cold]
+    pub fn reschedules<F: Indexed>(&self, flow: &Flow<F>) -> bool {
+        !self.rescheduled.is_empty()
+            && self.rescheduled.contains(&BackendId::from(FamilyBackendId::of_flow(flow)))
     }
 
     #[cold]

@@ -241,31 +241,36 @@ fn read(path: &Path) -> String {
 /// `count` UDP request/responses from the client to the VIP; returns who answered each
 /// ("rs1", "rs2", or "fail …").
 fn ask(lab: &Lab, client: &str, count: usize) -> Vec<String> {
+    ask_with(lab, client, count, &[])
+}
+
+/// [`ask`] with more of `lab/udp.py ask`'s options.
+fn ask_with(lab: &Lab, client: &str, count: usize, options: &[&str]) -> Vec<String> {
     let udp = repo().join("lab/udp.py");
     // Never a source port an earlier ask of this lab used: its flow may still be in xlb, to
     // the backend it went to then, drained or down since (drained servers keep their flows).
     let ports = lab.scratch.join("udp-ports");
     let ports = format!("LAB_UDP_PORTS={}", ports.to_str().expect("utf-8"));
-    let output = lab.exec(
-        client,
-        &[
-            "timeout",
-            "60",
-            "env",
-            &ports,
-            "python3",
-            udp.to_str().expect("utf-8"),
-            "ask",
-            "--addr",
-            "10.2.0.10",
-            "--port",
-            "53",
-            "--count",
-            &count.to_string(),
-            "--timeout",
-            "1",
-        ],
-    );
+    let count = count.to_string();
+    let mut command = vec![
+        "timeout",
+        "60",
+        "env",
+        &ports,
+        "python3",
+        udp.to_str().expect("utf-8"),
+        "ask",
+        "--addr",
+        "10.2.0.10",
+        "--port",
+        "53",
+        "--count",
+        &count,
+        "--timeout",
+        "1",
+    ];
+    command.extend_from_slice(options);
+    let output = lab.exec(client, &command);
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| match line.strip_prefix("ok ") {
@@ -427,18 +432,7 @@ fn a_failed_backend_is_drained_after_fall_and_rejoins_after_rise() {
     if !root_or_skip("health") {
         return;
     }
-    let (mut lab, client, lb) = nat_lab("health");
-    let config = lab.scratch.join("xlb.toml");
-    // UDP checks every 200 ms: down after 2 failures, back after 2 successes.
-    let health =
-        "[service.health]\ncheck = \"udp\"\ninterval = 0.2\ntimeout = 0.1\nrise = 2\nfall = 2\n";
-    let text = nat_config(&[5001, 5002]).replacen(
-        "[[service.backend]]",
-        &format!("{health}\n[[service.backend]]"),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
-    let xlb = start_xlb(&mut lab, &lb, &config, "1", "health");
+    let (mut lab, client, xlb) = checked_nat_lab("health", "");
     // A backend the state file does not know is admitted after its first passing probe
     // (issue 10); rs1's server may start after that probe's first try: give it 3 s.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -477,6 +471,60 @@ fn a_failed_backend_is_drained_after_fall_and_rejoins_after_rise() {
     let (_, log) = stop_xlb(&mut lab, xlb, "health");
     assert!(log.contains("warn: health:"), "the down transition is logged:\n{log}");
     assert!(log.contains("info: health:"), "the up transition is logged:\n{log}");
+}
+
+/// A backend its health check removes (`on_failure = "remove"`) gives its flows to the
+/// others: a client asking from one fixed port (a resolver's query port, one flow for all
+/// its requests) is answered by rs2 once rs1 is down, instead of being lost with rs1 for as
+/// long as it keeps asking (IPVS's `expire_nodest_conn`; a drained backend keeps its flows).
+#[test]
+fn a_removed_backends_flows_move_to_a_live_one() {
+    if !root_or_skip("remove") {
+        return;
+    }
+    let (mut lab, client, xlb) = checked_nat_lab("remove", "on_failure = \"remove\"\n");
+    // Both admitted (after their first passing probe), then a port whose flow is rs1's.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !ask(&lab, &client, 10).iter().any(|a| a == "rs1") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let port = (40_000..40_040)
+        .find(|&port| ask_from(&lab, &client, port, 1) == ["rs1"])
+        .expect("one of 40 ports goes to rs1");
+    assert_eq!(ask_from(&lab, &client, port, 3), ["rs1"; 3], "the port's flow is rs1's");
+
+    // rs1's server goes away (its child index in `nat_lab` is 0): the same port moves.
+    lab.children[0].kill().expect("stop rs1");
+    lab.children[0].wait().expect("reaped");
+    std::thread::sleep(Duration::from_millis(1500));
+    let answers = ask_from(&lab, &client, port, 5);
+    assert_eq!(answers, ["rs2"; 5], "the fixed port's flow moved to rs2");
+    let (_, log) = stop_xlb(&mut lab, xlb, "remove");
+    assert!(log.contains("warn: health:"), "the down transition is logged:\n{log}");
+}
+
+/// [`nat_lab`] with xlb running (its index in the lab's children returned), its service's
+/// backends checked over UDP every 200 ms (down after 2 failures, back after 2 successes;
+/// `extra`: more lines of `[service.health]`).
+fn checked_nat_lab(tag: &str, extra: &str) -> (Lab, String, usize) {
+    let (mut lab, client, lb) = nat_lab(tag);
+    let config = lab.scratch.join("xlb.toml");
+    let health = format!(
+        "[service.health]\ncheck = \"udp\"\ninterval = 0.2\ntimeout = 0.1\nrise = 2\nfall = 2\n{extra}"
+    );
+    let text = nat_config(&[5001, 5002]).replacen(
+        "[[service.backend]]",
+        &format!("{health}\n[[service.backend]]"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let xlb = start_xlb(&mut lab, &lb, &config, "1", tag);
+    (lab, client, xlb)
+}
+
+/// [`ask`] with every request from the client's `port`: one flow for them all.
+fn ask_from(lab: &Lab, client: &str, port: u16, count: usize) -> Vec<String> {
+    ask_with(lab, client, count, &["--source-port", &port.to_string()])
 }
 
 /// `xlb ctl` against this lab's running xlb; returns (status, stdout, stderr).

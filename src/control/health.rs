@@ -130,6 +130,7 @@ use crate::control::config::{
     BackendConfig, Config, HealthCheckKind, HealthConfig, OnFailure, is_prime,
 };
 use crate::flow::Proto;
+use crate::snapshot::BackendId;
 
 /// A service as health checks name it: (VIP, port, protocol).
 pub type ServiceKey = (IpAddr, u16, Proto);
@@ -913,6 +914,31 @@ impl HealthMonitor {
             }
         }
         effective
+    }
+
+    /// The backends of `config` its health checks took out of their service
+    /// (`on_failure = "remove"` and down): their flows are rescheduled on their client's next
+    /// packet ([`crate::snapshot::Snapshot::reschedules`]), as IPVS's `expire_nodest_conn`
+    /// has it, rather than kept on a server that failed. A drained one (`on_failure =
+    /// "drain"`, the default) keeps its flows.
+    pub fn removed(&self, config: &Config) -> Vec<BackendId> {
+        config
+            .services
+            .iter()
+            .filter(|service| service.health.on_failure == OnFailure::Remove)
+            .flat_map(|service| {
+                let key = (service.vip, service.port, service.proto);
+                service.backends.iter().filter(move |b| !self.is_up(key, (b.addr, b.port))).map(
+                    move |b| BackendId {
+                        vip: service.vip,
+                        vport: service.port,
+                        proto: service.proto,
+                        addr: b.addr,
+                        port: b.port,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// The smoothed response time in µs of every backend of `config` (normally the one
@@ -2004,6 +2030,7 @@ mod tests {
         let effective = monitor.effective(&config);
         assert_eq!(weights(&effective), [(A, 1), (B, 0), (C, 1)]);
         assert_eq!(effective.services[0].health, config.services[0].health);
+        assert_eq!(monitor.removed(&config), [], "a drained backend keeps its flows");
         Snapshot::build(&effective, 1).unwrap();
     }
 
@@ -2014,9 +2041,19 @@ mod tests {
         monitor.record(WEB, A, refused());
         monitor.record(WEB, C, refused());
         assert_eq!(weights(&monitor.effective(&config)), [(B, 2)]);
+        // Their flows are rescheduled (the snapshot has them; see `Snapshot::reschedules`).
+        let id = |(addr, port): BackendKey| BackendId {
+            vip: WEB.0,
+            vport: WEB.1,
+            proto: WEB.2,
+            addr,
+            port,
+        };
+        assert_eq!(monitor.removed(&config), [id(A), id(C)]);
         monitor.record(WEB, B, refused());
         let effective = monitor.effective(&config);
         assert_eq!(weights(&effective), []);
+        assert_eq!(monitor.removed(&config), [id(A), id(B), id(C)]);
         Snapshot::build(&effective, 1).unwrap();
     }
 
@@ -2078,7 +2115,6 @@ mod tests {
     #[test]
     fn ipv6_verdicts_reach_the_snapshot_by_identity() {
         use crate::family::V6;
-        use crate::snapshot::BackendId;
         let web6 = "[[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"nat\"\nmaglev_table_size = 7\n\
                     [service.health]\nfall = 1\nsorry_server = \"[2001:db8:1::30]:80\"\n\
                     [[service.backend]]\naddr = \"2001:db8:1::11\"\n\

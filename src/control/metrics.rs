@@ -823,6 +823,9 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::IcmpErrorsForwarded => "ICMP errors forwarded to the flow's backend or client.",
         Stat::NewFlows => "Connections scheduled to a backend.",
         Stat::ReusedFlows => "SYNs reopening a closing or closed flow, scheduled anew.",
+        Stat::RescheduledFlows => {
+            "Flows scheduled anew: their backend was removed by its health check."
+        }
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
         Stat::MssClamped => "TCP SYNs of tunnel services whose MSS was lowered to mss_clamp.",

@@ -209,6 +209,10 @@ counted_enum! {
         /// A SYN reopening a closing or closed flow's 5-tuple (port reuse): scheduled anew
         /// as a new connection, as IPVS does (`conn_reuse_mode`).
         ReusedFlows => "reused_flows",
+        /// A client's packet of a flow whose backend its health check took out of the
+        /// service (`on_failure = "remove"`): the flow scheduled anew, as IPVS's
+        /// `expire_nodest_conn`.
+        RescheduledFlows => "rescheduled_flows",
         /// DR packets forwarded by consistent hashing alone: TCP packets of no tracked flow
         /// that open nothing (mid-stream pickup, a spoofed-ACK flood), and flows conntrack
         /// refused (flood policy, full bucket).

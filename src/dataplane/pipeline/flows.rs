@@ -110,9 +110,17 @@ impl CoreState {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
         match self.track(now, &key, prepared, transport.tcp_flags, maybe_reply) {
-            // The common packet: straight on.
+            // The common packet: straight on, unless its backend was taken out (rare).
             Tracking::Settled { direction, flow } => {
-                return self.forward(snapshot, now, frame, &flow, direction);
+                let backend = backend_of(snapshot, &flow);
+                if backend.is_none()
+                    && rescheduled(snapshot, class == Class::ToVip, &flow, direction)
+                {
+                    let counted = Stat::RescheduledFlows;
+                    return self
+                        .schedule_anew(snapshot, now, ingress, frame, transport, hash, counted);
+                }
+                return self.forward_to(snapshot, now, frame, &flow, direction, backend);
             }
             Tracking::Moved(hit) => {
                 return self.forward_moved(snapshot, now, ingress, frame, class, transport, &hit);
@@ -242,7 +250,7 @@ impl CoreState {
             return Some(Verdict::Tx(hop.egress));
         }
         if words.is_tunnel() {
-            return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
+            return self.settled_tunnel(snapshot, now, frame, &words.flow()?);
         }
         // The new addresses and ports, and their change, read in each direction's arm, where
         // the direction is a constant: a reply's are the same for NAT and FullNAT, with no
@@ -295,11 +303,20 @@ impl CoreState {
                 && class == Class::ToVip
             {
                 let hash = self.conntrack.hash(&transport.key);
-                return self.reopen(snapshot, now, ingress, frame, transport, hash);
+                let reused = Stat::ReusedFlows;
+                return self.schedule_anew(snapshot, now, ingress, frame, transport, hash, reused);
             }
             self.passive_sign(snapshot, hit, transport.tcp_flags);
         }
-        self.forward(snapshot, now, frame, &hit.flow, hit.direction)
+        let backend = backend_of(snapshot, &hit.flow);
+        if backend.is_none()
+            && rescheduled(snapshot, class == Class::ToVip, &hit.flow, hit.direction)
+        {
+            let hash = self.conntrack.hash(&transport.key);
+            let counted = Stat::RescheduledFlows;
+            return self.schedule_anew(snapshot, now, ingress, frame, transport, hash, counted);
+        }
+        self.forward_to(snapshot, now, frame, &hit.flow, hit.direction, backend)
     }
 
     /// What a handshake packet or a state change tells about the backend's health (passive
@@ -341,12 +358,20 @@ impl CoreState {
         }
     }
 
-    /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): a new
-    /// connection, as IPVS's default `conn_reuse_mode` has it. The old flow goes (its
-    /// backend's connection count with it, in the state it had) and the SYN is scheduled like any new flow, so it
-    /// counts as a connection and may go to another backend (not under weight 0).
+    /// A client's packet scheduled anew, its old flow forgotten and counted as `counted`
+    /// ([`CoreState::forget_counted`]):
+    /// - a client SYN on a closing or closed flow's 5-tuple (the client reused its port): a
+    ///   new connection, as IPVS's default `conn_reuse_mode` has it, so it counts as a
+    ///   connection and may go to another backend (not under weight 0);
+    /// - a client's packet of a flow whose backend its health check took out of the service
+    ///   ([`rescheduled`]; a TCP segment that opens nothing then goes as any such: DR by the
+    ///   service's table, NAT and FullNAT drop it).
+    ///
+    /// `hash` is the key's.
+    #[cold]
     #[inline(never)]
-    fn reopen(
+    #[allow(clippy::too_many_arguments)]
+    fn schedule_anew(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,
@@ -354,8 +379,9 @@ impl CoreState {
         frame: &mut [u8],
         transport: Transport,
         hash: u64,
+        counted: Stat,
     ) -> Verdict {
-        self.forget_reused::<V4>(snapshot, &transport.key);
+        self.forget_counted::<V4>(snapshot, &transport.key, counted);
         self.new_flow(snapshot, now, ingress, frame, transport, Prepared::new(hash))
     }
 
@@ -378,21 +404,8 @@ impl CoreState {
         self.schedule::<V4>(snapshot, now, key, tcp_flags, prepared, first)
     }
 
-    /// Rewrites a tracked packet for its direction and sends it to its next hop.
-    #[inline(always)]
-    fn forward(
-        &mut self,
-        snapshot: &Snapshot,
-        now: Instant,
-        frame: &mut [u8],
-        flow: &Flow,
-        direction: Direction,
-    ) -> Verdict {
-        self.forward_to(snapshot, now, frame, flow, direction, backend_of(snapshot, flow))
-    }
-
-    /// [`CoreState::forward`] with the flow's backend in this snapshot already known
-    /// (`backend`: [`backend_of`] the flow).
+    /// Rewrites a tracked packet for its direction and sends it to its next hop; `backend`
+    /// is the flow's in this snapshot ([`backend_of`] the flow).
     #[inline(always)]
     fn forward_to(
         &mut self,
@@ -592,6 +605,21 @@ impl CoreState {
 #[inline]
 pub(super) fn backend_of<F: Indexed>(snapshot: &Snapshot, flow: &Flow<F>) -> Option<usize> {
     snapshot.backend_of_flow(flow)
+}
+
+/// True if a packet of `flow` (to a VIP if `to_vip`, going `direction`), whose backend is in
+/// the snapshot no more, is to be scheduled anew: a client's packet to a VIP, the backend
+/// taken out by its health check ([`Snapshot::reschedules`]). Any other packet of a flow whose
+/// backend is gone goes where the flow says (an operator's removal lets flows finish, as
+/// IPVS's by default).
+#[inline]
+pub(super) fn rescheduled<F: Indexed>(
+    snapshot: &Snapshot,
+    to_vip: bool,
+    flow: &Flow<F>,
+    direction: Direction,
+) -> bool {
+    to_vip && direction == Direction::Original && snapshot.reschedules(flow)
 }
 
 /// Source and destination a packet of `direction` leaves with.
@@ -809,6 +837,94 @@ mod tests {
             assert_eq!(connections, ConnectionCount { active: left, inactive: 0 }, "{port}");
             let others = (0..snapshot.backends.len()).filter(|&i| i != own);
             assert!(others.map(|i| pipeline.connections()[i]).all(|c| c == Default::default()));
+        }
+    }
+
+    /// A flow whose backend its health check took out of the service (`on_failure =
+    /// "remove"`: [`Snapshot::reschedules`]) is scheduled anew on its client's next packet,
+    /// and counted, as IPVS's `expire_nodest_conn` has it, in DR and tunnel mode alike (the
+    /// tunnel's settled hit leaves it to the general way): a UDP client with a fixed port (a
+    /// resolver) moves to a live backend and stays there; a TCP segment that opens nothing
+    /// goes by the service's table (to a live backend, which resets it). A flow whose
+    /// backend the operator removed goes on where it was, as IPVS's by default.
+    #[test]
+    fn flows_of_a_backend_its_health_check_removed_are_rescheduled() {
+        use crate::snapshot::BackendId;
+        use crate::testkit::{self, ACK, SYN};
+        let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
+        let snapshot = |forward: &str, backends: &[u8]| {
+            let mut text = String::from(
+                "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+                 mac = \"02:00:00:00:00:10\"\n[conntrack]\ncapacity = 64\n",
+            );
+            for octet in 11..=12 {
+                text += &format!(
+                    "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
+                );
+            }
+            for proto in ["tcp", "udp"] {
+                text += &format!(
+                    "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nproto = \"{proto}\"\n\
+                     forward = \"{forward}\"\n"
+                );
+                for backend in backends {
+                    text += &format!("[[service.backend]]\naddr = \"10.1.1.{backend}\"\n");
+                }
+            }
+            let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+            Snapshot::build(&config, 1).expect("builds")
+        };
+        let gone = |proto| BackendId {
+            vip: vip.0.into(),
+            vport: 80,
+            proto,
+            addr: Ipv4Addr::new(10, 1, 1, 11).into(),
+            port: 80,
+        };
+        // The last octet of the backend in the snapshot whose packets in rose by one: the
+        // packet's; 0 for none (a backend no longer in the snapshot).
+        let went = |pipeline: &mut Pipeline, mut frame: Vec<u8>| {
+            let in_packets = |p: &Pipeline| -> Vec<u64> {
+                p.counters().backends.iter().map(|b| b.in_packets).collect()
+            };
+            let before = in_packets(pipeline);
+            let verdict = pipeline.process(Instant::from_secs(1), IfaceId(0), &mut frame);
+            assert!(matches!(verdict, Verdict::Tx(_) | Verdict::Encapsulated), "{verdict:?}");
+            pipeline.drain_emitted(|_, _| {});
+            let after = in_packets(pipeline);
+            let rose = (0..after.len()).find(|&i| after[i] > before[i]);
+            rose.map_or(0, |i| match pipeline.snapshot().backends[i].addr {
+                std::net::IpAddr::V4(addr) => addr.octets()[3],
+                std::net::IpAddr::V6(_) => 0,
+            })
+        };
+        let udp = |port| testkit::udp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, b"q");
+        let tcp =
+            |port, flags| testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, port), vip, flags, b"");
+        for forward in ["dr", "tunnel"] {
+            // (removed by its health check, where the flows' next packets go)
+            for (by_health, expected) in [(false, 0), (true, 12)] {
+                let case = format!("{forward}, by health: {by_health}");
+                let before = Arc::new(snapshot(forward, &[11, 12]));
+                let mut pipeline = Pipeline::new(before, CoreSlot::SINGLE);
+                let udp_port = (5000..).find(|&port| went(&mut pipeline, udp(port)) == 11).unwrap();
+                let tcp_port = (6000..).find(|&port| went(&mut pipeline, tcp(port, SYN)) == 11);
+                let tcp_port = tcp_port.unwrap();
+                assert_eq!(went(&mut pipeline, tcp(tcp_port, ACK)), 11, "{case}");
+                let mut after = snapshot(forward, &[12]);
+                if by_health {
+                    after.set_rescheduled([gone(Proto::Udp), gone(Proto::Tcp)]);
+                }
+                pipeline.set_snapshot(Arc::new(after));
+                for round in 0..3 {
+                    assert_eq!(went(&mut pipeline, udp(udp_port)), expected, "{case}: {round}");
+                    let ack = tcp(tcp_port, ACK);
+                    assert_eq!(went(&mut pipeline, ack), expected, "{case}: {round}");
+                }
+                // UDP's once (its new flow settles on 12); TCP's once (its ACK opens none).
+                let rescheduled = pipeline.counters().get(Stat::RescheduledFlows);
+                assert_eq!(rescheduled, if by_health { 2 } else { 0 }, "{case}");
+            }
         }
     }
 

@@ -246,14 +246,22 @@ impl CoreState {
         send.send(self, &flow, backend_index)
     }
 
-    /// A client SYN on a closing or closed flow's 5-tuple (the client reused its port): the
-    /// old flow goes, its backend's count with it, and is counted as reused; the SYN is
-    /// then scheduled like any new flow.
-    pub(super) fn forget_reused<F: Tables>(&mut self, snapshot: &Snapshot, key: &FlowKey<F>) {
+    /// Forgets `key`'s flow so that its packet is scheduled anew (its backend's connection
+    /// count given back, in the state it had), counted as `counted`:
+    /// - [`Stat::ReusedFlows`]: a client SYN on a closing or closed flow's 5-tuple (the
+    ///   client reused its port);
+    /// - [`Stat::RescheduledFlows`]: a client's packet of a flow whose backend its health
+    ///   check took out of the service ([`Snapshot::reschedules`]).
+    pub(super) fn forget_counted<F: Tables>(
+        &mut self,
+        snapshot: &Snapshot,
+        key: &FlowKey<F>,
+        counted: Stat,
+    ) {
         let (conntrack, connections) = F::tables(self);
         if let Some((old, state)) = conntrack.remove(key) {
             release_backend(snapshot, connections, &old, state);
         }
-        self.counters.add(Stat::ReusedFlows, 1);
+        self.counters.add(counted, 1);
     }
 }

@@ -280,6 +280,25 @@ impl CoreState {
         F::encapsulate(self, snapshot, now, frame, flow)
     }
 
+    /// [`CoreState::tunnel`] for a settled hit: None (the general way, which reschedules
+    /// it) for a flow whose backend its health check took out of the service
+    /// ([`Snapshot::reschedules`]).
+    #[inline(always)]
+    pub(super) fn settled_tunnel<F: Tunnelled>(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        flow: &Flow<F>,
+    ) -> Option<Verdict> {
+        let backend = backend_of(snapshot, flow);
+        if backend.is_none() && snapshot.reschedules(flow) {
+            return None;
+        }
+        self.count_forwarded(backend, Direction::Original, frame.len() as u64);
+        Some(F::encapsulate(self, snapshot, now, frame, flow))
+    }
+
     /// What both families do before writing the outer header: the service's settings, the
     /// inner packet's length, the MSS clamp (counted), the route to the real server and its
     /// interface. `Err(Planned::TooBig)` when the wrapped packet would not fit the egress

@@ -24,7 +24,7 @@ use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
-use super::super::flows::{backend_of, translate};
+use super::super::flows::{backend_of, rescheduled, translate};
 use super::super::neighbors::{Hop, HopSlot, hop_to};
 use super::super::schedule::FirstPacket;
 use super::super::{CoreState, Verdict, reject};
@@ -132,8 +132,14 @@ impl CoreState {
             return Verdict::Drop(DropReason::ReplyWrongInterface);
         }
         let hit = match self.track6(now, &key, prepared, transport.tcp_flags, maybe_reply) {
-            // The common packet: straight on.
+            // The common packet: straight on, unless its backend was taken out (rare).
             Tracking::Settled { direction, flow } => {
+                if backend_of(snapshot, &flow).is_none()
+                    && rescheduled(snapshot, class == Class6::ToVip, &flow, direction)
+                {
+                    let counted = Stat::RescheduledFlows;
+                    return self.schedule_anew6(snapshot, now, frame, transport, l4, hash, counted);
+                }
                 return self.forward6(snapshot, now, frame, l4, &flow, direction);
             }
             Tracking::Moved(hit) => Some(hit),
@@ -146,17 +152,16 @@ impl CoreState {
                     && matches!(hit.previous, FlowState::Closing | FlowState::Closed)
                     && class == Class6::ToVip
                 {
-                    self.forget_reused::<V6>(snapshot, &key);
-                    return self.new_flow6(
-                        snapshot,
-                        now,
-                        frame,
-                        transport,
-                        l4,
-                        Prepared::new(hash),
-                    );
+                    let reused = Stat::ReusedFlows;
+                    return self.schedule_anew6(snapshot, now, frame, transport, l4, hash, reused);
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
+            }
+            if backend_of(snapshot, &hit.flow).is_none()
+                && rescheduled(snapshot, class == Class6::ToVip, &hit.flow, hit.direction)
+            {
+                let counted = Stat::RescheduledFlows;
+                return self.schedule_anew6(snapshot, now, frame, transport, l4, hash, counted);
             }
             return self.forward6(snapshot, now, frame, l4, &hit.flow, hit.direction);
         }
@@ -165,6 +170,26 @@ impl CoreState {
             Class6::ToLocal => Verdict::Drop(DropReason::NoFlow),
             Class6::FromNatBackend => Verdict::Pass,
         }
+    }
+
+    /// IPv4's `schedule_anew` for IPv6: the client's packet scheduled anew, its old flow
+    /// forgotten and counted as `counted` (a reused port's SYN, or a flow whose backend its
+    /// health check took out: [`rescheduled`]). `hash` is the key's.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn schedule_anew6(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        frame: &mut [u8],
+        transport: Transport6,
+        l4: usize,
+        hash: u64,
+        counted: Stat,
+    ) -> Verdict {
+        self.forget_counted::<V6>(snapshot, &transport.key, counted);
+        self.new_flow6(snapshot, now, frame, transport, l4, Prepared::new(hash))
     }
 
     /// IPv6's [`CoreState::settled_hit`]: the common packet's whole way, straight through.
@@ -218,7 +243,7 @@ impl CoreState {
             return Some(Verdict::Tx(hop.egress));
         }
         if words.is_tunnel() {
-            return Some(self.tunnel(snapshot, now, frame, &words.flow()?));
+            return self.settled_tunnel(snapshot, now, frame, &words.flow()?);
         }
         // As IPv4's settled hit: the new addresses and ports, and their change, read in each
         // direction's arm, where the direction is a constant.
@@ -975,5 +1000,55 @@ addr = "2001:db8:1::11"
         }
         assert!(pipeline.conntrack6().len() <= 2);
         assert!(pipeline.counters().get(Stat::StatelessPackets) > 0);
+    }
+
+    /// An IPv6 flow whose backend its health check took out of the service is scheduled
+    /// anew on its client's next packet, as IPv4's (`flows_of_a_backend_its_health_check_
+    /// removed_are_rescheduled`); one whose backend the operator removed stays.
+    #[test]
+    fn ipv6_flows_of_a_backend_its_health_check_removed_are_rescheduled() {
+        use crate::flow::Proto;
+        use crate::snapshot::BackendId;
+        let snapshot = |backends: &[u16]| {
+            let mut text = String::from(
+                "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+                 addr6 = \"2001:db8:1::10/64\"\nmac = \"02:00:00:00:00:10\"\n\
+                 [[neighbor]]\nip = \"2001:db8:1::11\"\nmac = \"02:00:00:00:00:11\"\n\
+                 [[neighbor]]\nip = \"2001:db8:1::12\"\nmac = \"02:00:00:00:00:12\"\n\
+                 [[service]]\nvip = \"2001:db8:1::100\"\nport = 53\nproto = \"udp\"\n\
+                 forward = \"dr\"\n",
+            );
+            for backend in backends {
+                text += &format!("[[service.backend]]\naddr = \"2001:db8:1::{backend:x}\"\n");
+            }
+            let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+            Snapshot::build(&config, 1).expect("builds")
+        };
+        let now = Instant::from_secs(1);
+        let ask = |pipeline: &mut Pipeline, port| {
+            let mut frame = testkit::udp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 53), b"q");
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+            frame[5]
+        };
+        for (by_health, expected) in [(false, 0x11), (true, 0x12)] {
+            let mut pipeline = Pipeline::new(Arc::new(snapshot(&[0x11, 0x12])), CoreSlot::SINGLE);
+            let port = (5000..).find(|&port| ask(&mut pipeline, port) == 0x11).unwrap();
+            let mut after = snapshot(&[0x12]);
+            if by_health {
+                after.set_rescheduled([BackendId {
+                    vip: VIP.into(),
+                    vport: 53,
+                    proto: Proto::Udp,
+                    addr: v6(1, 0x11).into(),
+                    port: 53,
+                }]);
+            }
+            pipeline.set_snapshot(Arc::new(after));
+            for round in 0..3 {
+                assert_eq!(ask(&mut pipeline, port), expected, "{by_health}, {round}");
+            }
+            let rescheduled = pipeline.counters().get(Stat::RescheduledFlows);
+            assert_eq!(rescheduled, u64::from(by_health));
+        }
     }
 }
