@@ -772,7 +772,8 @@ impl Pipeline {
     /// way, [`Pipeline::process_general`], takes it) or did not try it. Out of line: the
     /// common frames' loop keeps its values in registers, the general way's apart. The
     /// hop caches are refreshed once, before the run: nothing in it changes the
-    /// neighbour table.
+    /// neighbour table. A DR hit (the common frame) is answered here, its mode tested
+    /// first ([`flows::settled_dr_hit`]); the other modes' by `settled_words_hit`.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn settled_run(
@@ -806,9 +807,26 @@ impl Pipeline {
             let frame = &mut *frames[index];
             let hit = plain_probe_at(frame)
                 .and_then(|probe| settled.settled_candidate(now, &probe, lookup.candidate()));
-            let Some(answer) = hit.and_then(|(direction, words)| {
-                core.settled_words_hit::<true>(snapshot, now, frame, direction, words)
-            }) else {
+            let Some((direction, words)) = hit else {
+                refused = true;
+                break;
+            };
+            // DR first (the common frame), tested here: its answer is always a transmit.
+            if words.is_dr() {
+                let (lines, backend_counters) = (&core.backend_lines, &mut core.counters.backends);
+                let Some(answer) = flows::settled_dr_hit(lines, backend_counters, frame, words)
+                else {
+                    refused = true;
+                    break;
+                };
+                bytes += frame.len() as u64;
+                verdicts[index] = answer;
+                index += 1;
+                continue;
+            }
+            let Some(answer) =
+                core.settled_words_hit::<true, true>(snapshot, now, frame, direction, words)
+            else {
                 refused = true;
                 break;
             };
