@@ -724,15 +724,15 @@ impl Pipeline {
                         SettledFirst::LookUp => {
                             let start = index;
                             let refused;
-                            (index, refused) = self.settled_run(
-                                now,
-                                frames,
-                                verdicts,
-                                &classes,
-                                &candidates.four,
-                                index,
-                                &mut run,
-                            );
+                            let four = &candidates.four;
+                            (index, refused) = match self.snapshot.interfaces.len() > 1 {
+                                true => self.settled_run::<true>(
+                                    now, frames, verdicts, &classes, four, index, &mut run,
+                                ),
+                                false => self.settled_run::<false>(
+                                    now, frames, verdicts, &classes, four, index, &mut run,
+                                ),
+                            };
                             // The run always takes its first frame (it tests what
                             // `settled_first` tested); were they ever to disagree, that frame
                             // goes the general way below instead of starting the run again.
@@ -790,9 +790,12 @@ impl Pipeline {
     /// hop caches are refreshed once, before the run: nothing in it changes the
     /// neighbour table. A DR hit (the common frame) is answered here, its mode tested
     /// first ([`flows::settled_dr_hit`]); the other modes' by `settled_words_hit`.
+    ///
+    /// `SEVERAL_ARMS`: whether the snapshot has several interfaces (the caller's test, so
+    /// that a one-armed box's loop does not test it per frame).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn settled_run(
+    fn settled_run<const SEVERAL_ARMS: bool>(
         &mut self,
         now: Instant,
         frames: &mut [&mut [u8]],
@@ -803,7 +806,7 @@ impl Pipeline {
         tally: &mut Tally,
     ) -> (usize, bool) {
         let snapshot = &*self.snapshot;
-        let several_arms = snapshot.interfaces.len() > 1;
+        debug_assert_eq!(SEVERAL_ARMS, snapshot.interfaces.len() > 1);
         let core = &mut self.core;
         core.refresh_stale_hops(snapshot);
         // The table's shape read once for the run (nothing in it replaces the table).
@@ -814,7 +817,7 @@ impl Pipeline {
         let (mut index, mut bytes) = (start, 0);
         let mut refused = false;
         while index < count {
-            let candidate = run_candidate(candidates, classes, several_arms, index);
+            let candidate = run_candidate(candidates, classes, SEVERAL_ARMS, index);
             if !candidate.is_some() {
                 break;
             }
