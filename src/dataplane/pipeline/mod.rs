@@ -702,8 +702,8 @@ impl Pipeline {
             self.core.prepare_candidates(&classes, &hashes, &mut candidates);
             // The frames in order: each run of frames `settled_hit` looks up (with a
             // candidate slot) in a loop of its own (`settled_run`), every other frame one by
-            // one. A frame a run refused goes the general way straight (its settled lookup
-            // is not redone).
+            // one. A frame a run refused goes the general way once a run started on it
+            // refuses it as its first frame.
             let mut run = Tally::default();
             let (mut bytes, mut transmitted) = (0, 0);
             let count = frames.len().min(verdicts.len()).min(BATCH);
@@ -723,9 +723,8 @@ impl Pipeline {
                     ) {
                         SettledFirst::LookUp => {
                             let start = index;
-                            let refused;
                             let four = &candidates.four;
-                            (index, refused) = match self.snapshot.interfaces.len() > 1 {
+                            index = match self.snapshot.interfaces.len() > 1 {
                                 true => self.settled_run::<true>(
                                     now, frames, verdicts, &classes, four, index, &mut run,
                                 ),
@@ -733,13 +732,16 @@ impl Pipeline {
                                     now, frames, verdicts, &classes, four, index, &mut run,
                                 ),
                             };
-                            // The run always takes its first frame (it tests what
-                            // `settled_first` tested); were they ever to disagree, that frame
-                            // goes the general way below instead of starting the run again.
-                            if !refused && index > start {
+                            // The frame the run stopped at starts over: another run if the run
+                            // only stopped there (a frame it does not take), and this way
+                            // again if it refused it (the same lookup, the same answer, a
+                            // last-seen refresh to the same `now`; rare).
+                            if index > start {
                                 continue;
                             }
-                            // Refused by the run: the general way, straight.
+                            // Refused by the run as its first frame (it tests what
+                            // `settled_first` tested: were they ever to disagree, the same):
+                            // the general way, straight.
                             let Some(frame) = frames.get_mut(index) else { break };
                             let class = classes[index];
                             let lookup =
@@ -783,13 +785,14 @@ impl Pipeline {
     /// of each frame in order, its verdict written and tallied (and counted as
     /// [`Pipeline::process_classified`] counts it), while the frames are ones
     /// [`CoreState::settled_hit`] would look up (IPv4, to a VIP unless the box has one
-    /// arm, with a candidate slot: [`run_candidate`]) and it answers them. Returns the first frame it did not
-    /// process and whether it refused it (`settled_flow_hit` answered None: the general
-    /// way, [`Pipeline::process_general`], takes it) or did not try it. Out of line: the
-    /// common frames' loop keeps its values in registers, the general way's apart. The
-    /// hop caches are refreshed once, before the run: nothing in it changes the
-    /// neighbour table. A DR hit (the common frame) is answered here, its mode tested
-    /// first ([`flows::settled_dr_hit`]); the other modes' by `settled_words_hit`.
+    /// arm, with a candidate slot: [`run_candidate`]) and it answers them. Returns the first
+    /// frame it did not process: one it does not take, or one it refused
+    /// (`settled_flow_hit` would answer None: the general way, [`Pipeline::process_general`],
+    /// takes it; the caller finds out by starting a run on it again, which refuses it at
+    /// once). Out of line: the common frames' loop keeps its values in registers, the
+    /// general way's apart. The hop caches are refreshed once, before the run: nothing in it
+    /// changes the neighbour table. A DR hit (the common frame) is answered here, its mode
+    /// tested first ([`flows::settled_dr_hit`]); the other modes' by `settled_words_hit`.
     ///
     /// `SEVERAL_ARMS`: whether the snapshot has several interfaces (the caller's test, so
     /// that a one-armed box's loop does not test it per frame).
@@ -804,7 +807,7 @@ impl Pipeline {
         candidates: &[CandidateSlot; BATCH],
         start: usize,
         tally: &mut Tally,
-    ) -> (usize, bool) {
+    ) -> usize {
         let snapshot = &*self.snapshot;
         debug_assert_eq!(SEVERAL_ARMS, snapshot.interfaces.len() > 1);
         let core = &mut self.core;
@@ -815,7 +818,6 @@ impl Pipeline {
         let count = frames.len().min(verdicts.len()).min(BATCH);
         let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
         let (mut index, mut bytes) = (start, 0);
-        let mut refused = false;
         while index < count {
             let candidate = run_candidate(candidates, classes, SEVERAL_ARMS, index);
             if !candidate.is_some() {
@@ -825,7 +827,6 @@ impl Pipeline {
             let hit = plain_probe_at(frame)
                 .and_then(|probe| settled.settled_candidate(now, &probe, candidate));
             let Some((direction, words)) = hit else {
-                refused = true;
                 break;
             };
             // DR first (the common frame), tested here: its answer is always a transmit.
@@ -833,7 +834,6 @@ impl Pipeline {
                 let (lines, backend_counters) = (&core.backend_lines, &mut core.counters.backends);
                 let Some(answer) = flows::settled_dr_hit(lines, backend_counters, frame, words)
                 else {
-                    refused = true;
                     break;
                 };
                 bytes += frame.len() as u64;
@@ -844,7 +844,6 @@ impl Pipeline {
             let Some(answer) =
                 core.settled_words_hit::<true, true>(snapshot, now, frame, direction, words)
             else {
-                refused = true;
                 break;
             };
             bytes += frame.len() as u64;
@@ -857,7 +856,7 @@ impl Pipeline {
         }
         tally.bytes += bytes;
         tally.transmitted += (index - start) as u64;
-        (index, refused)
+        index
     }
 
     /// Hands every frame the pipeline queued on its own to `send`, oldest first.
