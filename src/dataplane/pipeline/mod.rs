@@ -685,8 +685,12 @@ impl Pipeline {
             let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
             let secret6 = self.core.v6.conntrack.secret();
             let owners = self.snapshot.owner_table().lookup();
+            // The batch's received bytes, taken where the first pass reads each frame (no
+            // frame's length changes as it is processed).
+            let mut bytes = 0;
             if let Some(mac) = mac {
                 for ((class, hash), frame) in classes.iter_mut().zip(&mut hashes).zip(&*frames) {
+                    bytes += frame.len() as u64;
                     (*class, *hash) =
                         classify(&self.snapshot, owners, &secret, &secret6, vip, mac, frame);
                     match *class {
@@ -695,6 +699,8 @@ impl Pipeline {
                         _ => self.core.conntrack.prefetch_bucket(*hash),
                     }
                 }
+            } else {
+                bytes = frames.iter().map(|frame| frame.len() as u64).sum();
             }
             // The second pass keeps one word per frame, its candidate slot (its lookup is
             // built from it when the frame needs one, `prepared_lookup`).
@@ -705,7 +711,12 @@ impl Pipeline {
             // one. A frame a run refused goes the general way once a run started on it
             // refuses it as its first frame.
             let mut run = Tally::default();
-            let (mut bytes, mut transmitted) = (0, 0);
+            // The run for the box's arms, chosen once per batch.
+            let settled_run = match self.snapshot.interfaces.len() > 1 {
+                true => Self::settled_run::<true>,
+                false => Self::settled_run::<false>,
+            };
+            let mut transmitted = 0;
             let count = frames.len().min(verdicts.len()).min(BATCH);
             let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
             let mut index = 0;
@@ -724,14 +735,9 @@ impl Pipeline {
                         SettledFirst::LookUp => {
                             let start = index;
                             let four = &candidates.four;
-                            index = match self.snapshot.interfaces.len() > 1 {
-                                true => self.settled_run::<true>(
-                                    now, frames, verdicts, &classes, four, index, &mut run,
-                                ),
-                                false => self.settled_run::<false>(
-                                    now, frames, verdicts, &classes, four, index, &mut run,
-                                ),
-                            };
+                            index = settled_run(
+                                self, now, frames, verdicts, &classes, four, index, &mut run,
+                            );
                             // The frame the run stopped at starts over: another run if the run
                             // only stopped there (a frame it does not take), and this way
                             // again if it refused it (the same lookup, the same answer, a
@@ -746,24 +752,18 @@ impl Pipeline {
                             let class = classes[index];
                             let lookup =
                                 self.core.prepared_lookup(class, hashes[index], &candidates, index);
-                            bytes += frame.len() as u64;
                             self.process_general(now, ingress, frame, class, lookup)
                         }
-                        SettledFirst::Answered(verdict) => {
-                            bytes += frame.len() as u64;
-                            self.core.count_general(verdict)
-                        }
+                        SettledFirst::Answered(verdict) => self.core.count_general(verdict),
                         SettledFirst::General => {
                             let lookup =
                                 self.core.prepared_lookup(class, hashes[index], &candidates, index);
-                            bytes += frame.len() as u64;
                             self.process_general(now, ingress, frame, class, lookup)
                         }
                     },
                     false => {
                         let lookup =
                             self.core.prepared_lookup(class, hashes[index], &candidates, index);
-                        bytes += frame.len() as u64;
                         self.process_general(now, ingress, frame, class, lookup)
                     }
                 };
@@ -772,8 +772,7 @@ impl Pipeline {
                 transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
                 index += 1;
             }
-            let (bytes, transmitted) =
-                (bytes + run.bytes, transmitted + run.transmitted - run.not_transmitted);
+            let transmitted = transmitted + run.transmitted - run.not_transmitted;
             let counters = &mut self.core.counters;
             counters.add(Stat::RxPackets, frames.len() as u64);
             counters.add(Stat::RxBytes, bytes);
@@ -817,7 +816,7 @@ impl Pipeline {
         let settled = table.lookup();
         let count = frames.len().min(verdicts.len()).min(BATCH);
         let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
-        let (mut index, mut bytes) = (start, 0);
+        let mut index = start;
         while index < count {
             let candidate = run_candidate(candidates, classes, SEVERAL_ARMS, index);
             if !candidate.is_some() {
@@ -836,7 +835,6 @@ impl Pipeline {
                 else {
                     break;
                 };
-                bytes += frame.len() as u64;
                 verdicts[index] = answer;
                 index += 1;
                 continue;
@@ -846,7 +844,6 @@ impl Pipeline {
             else {
                 break;
             };
-            bytes += frame.len() as u64;
             verdicts[index] = answer;
             if !matches!(answer, Verdict::Tx(_)) {
                 tally.not_transmitted += 1;
@@ -854,7 +851,6 @@ impl Pipeline {
             }
             index += 1;
         }
-        tally.bytes += bytes;
         tally.transmitted += (index - start) as u64;
         index
     }
@@ -947,12 +943,11 @@ impl Pipeline {
     }
 }
 
-/// What a batch's frames add to the received bytes and transmitted frames: `transmitted`
-/// less `not_transmitted` (a run of settled hits counts its frames as transmitted, and
-/// the few that are not apart).
+/// What a batch's runs of settled hits add to its transmitted frames: `transmitted` less
+/// `not_transmitted` (a run counts its frames as transmitted, and the few that are not
+/// apart).
 #[derive(Debug, Default)]
 struct Tally {
-    bytes: u64,
     transmitted: u64,
     not_transmitted: u64,
 }
