@@ -653,9 +653,10 @@ impl<P> Quiet<P> {
 }
 
 /// A prepared lookup's candidate slot ([`Prepared::candidate`]): the first slot word of the
-/// key's bucket with the key's fingerprint when the batch looked, or none. A batch keeps
-/// these apart from its [`Prepared`]s for the frames its run of settled hits may take
-/// (4 bytes a frame instead of 24).
+/// key's bucket with the key's fingerprint when the batch looked, or none. A batch's record
+/// pass keeps one per frame ([`Preparer::candidate`]: 4 bytes a frame instead of a
+/// [`Prepared`]'s 24) and builds a frame's lookup from it when the frame needs one
+/// ([`Conntrack::prepared`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CandidateSlot(u32);
 
@@ -686,6 +687,14 @@ impl<F: Layout> Preparer<'_, F> {
     pub fn prepare(&self, hash: u64) -> Prepared {
         let candidate = self.pass.prefetch_record(hash);
         Prepared { hash, candidate, batch: self.batch, absent: false }
+    }
+
+    /// [`Preparer::prepare`] of `hash` without building the lookup: its candidate slot
+    /// alone (the same reads and the same record load started), for a batch that keeps
+    /// one word per frame and builds the lookup later with [`Conntrack::prepared`].
+    #[inline(always)]
+    pub fn candidate(&self, hash: u64) -> CandidateSlot {
+        CandidateSlot(self.pass.prefetch_record(hash))
     }
 }
 
@@ -1076,6 +1085,14 @@ impl<F: Layout> Conntrack<F> {
     #[inline]
     pub fn prepare(&self, hash: u64) -> Prepared {
         self.preparer().prepare(hash)
+    }
+
+    /// The lookup [`Conntrack::prepare`] of `hash` gives in this batch, from the candidate
+    /// slot a batch's record pass found for it ([`Preparer::candidate`], called since the
+    /// batch began): the same [`Prepared`].
+    #[inline(always)]
+    pub fn prepared(&self, hash: u64, candidate: CandidateSlot) -> Prepared {
+        Prepared { hash, candidate: candidate.0, batch: self.batch, absent: false }
     }
 
     /// [`Conntrack::prepare`] for a batch's keys: what it reads of the table and of the

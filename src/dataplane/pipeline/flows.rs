@@ -21,12 +21,13 @@ use crate::conntrack::{
 };
 use crate::family::{Family, V4};
 use crate::flow::{FlowKey, ForwardMode};
-use crate::report::{DropReason, Stat};
+use crate::report::{BackendCounters, DropReason, Stat};
 use crate::sched::SchedState;
 use crate::snapshot::{IfaceId, Indexed, Snapshot};
 use crate::time::Instant;
 
 use super::classify::{Class, Transport, plain_probe_at, plain_transport_at};
+use super::neighbors::{BackendLine, named_hop};
 use super::rewrite::{route_settled, route_transport};
 use super::schedule::FirstPacket;
 use super::{CoreSlot, CoreState, TCP_ACK, TCP_RST, TCP_SYN, Verdict};
@@ -203,10 +204,7 @@ impl CoreState {
     /// [`CoreState::settled_hit`] of a frame it would look up: classified for IPv4
     /// (`class` not [`Class::Other`] nor [`Class::Ipv6`]), to a VIP or on a one-armed box,
     /// its lookup's candidate slot `candidate` ([`Prepared::candidate`]). The same answer,
-    /// and the same changes (none but a last-seen refresh when it answers None). A batch's
-    /// run of settled hits ([`super::Pipeline::settled_run`]) calls it in a loop of its
-    /// own, with `HOPS_FRESH`: the hop caches refreshed before the run (nothing in it
-    /// changes the neighbour table), so a DR hit does not test them again.
+    /// and the same changes (none but a last-seen refresh when it answers None).
     #[inline(always)]
     pub(super) fn settled_flow_hit<const HOPS_FRESH: bool>(
         &mut self,
@@ -217,15 +215,18 @@ impl CoreState {
     ) -> Option<Verdict> {
         let probe = plain_probe_at(frame)?;
         let (direction, words) = self.conntrack.settled_candidate(now, &probe, candidate)?;
-        self.settled_words_hit::<HOPS_FRESH>(snapshot, now, frame, direction, words)
+        self.settled_words_hit::<HOPS_FRESH, false>(snapshot, now, frame, direction, words)
     }
 
     /// [`CoreState::settled_flow_hit`] from its lookup's answer on: the flow's `words` and
     /// the packet's `direction`. A batch's run ([`super::Pipeline::settled_run`]) looks its
     /// frames up itself, with the table's shape read once
-    /// ([`crate::conntrack::SettledLookup`]).
+    /// ([`crate::conntrack::SettledLookup`]), and calls this with `HOPS_FRESH` (the hop
+    /// caches refreshed before the run: nothing in it changes the neighbour table, so no
+    /// arm tests them again) and `DR_ANSWERED` (the run answers its DR hits itself,
+    /// [`settled_dr_hit`], its mode tested first: a flow here is not DR).
     #[inline(always)]
-    pub(super) fn settled_words_hit<const HOPS_FRESH: bool>(
+    pub(super) fn settled_words_hit<const HOPS_FRESH: bool, const DR_ANSWERED: bool>(
         &mut self,
         snapshot: &Snapshot,
         now: Instant,
@@ -237,17 +238,12 @@ impl CoreState {
         // line confirms the backend (and gives the hop, to the backend), NAT's rewrite takes
         // its addresses and ports where they lie. DR first (the common packet: only ever the
         // original direction, a DR flow has no reply slot; only the MACs change).
-        // The MACs are written before the counters are added: the hop is then used at once,
-        // not kept (on the stack) across the counters' update.
-        if words.is_dr() {
+        debug_assert!(!(DR_ANSWERED && words.is_dr()), "the caller answers DR hits itself");
+        if !DR_ANSWERED && words.is_dr() {
             if !HOPS_FRESH {
                 self.refresh_stale_hops(snapshot);
             }
-            let (backend, hop) = self.cached_backend_hop(words)?;
-            let header = frame.first_chunk_mut::<12>()?;
-            *header = hop.addrs;
-            self.count_forwarded(Some(backend), Direction::Original, frame.len() as u64);
-            return Some(Verdict::Tx(hop.egress));
+            return settled_dr_hit(&self.backend_lines, &mut self.counters.backends, frame, words);
         }
         if words.is_tunnel() {
             return self.settled_tunnel(snapshot, now, frame, &words.flow()?);
@@ -517,6 +513,33 @@ impl CoreState {
             passive.unreachable += 1;
         }
     }
+}
+
+/// A DR flow's settled hit ([`CoreState::settled_words_hit`]'s DR part), from the backend
+/// lines and the per-backend counters as slices (a batch's run,
+/// [`super::Pipeline::settled_run`], borrows them from its core for its DR hits alone): the
+/// flow's backend and its cached hop ([`named_hop`]), the frame's MACs rewritten, counted
+/// in towards the backend (as [`CoreState::count_forwarded`] counts the original
+/// direction). None when the line does not name the backend, its hop is unknown or the
+/// frame is shorter than its MACs (the general way then decides). The caller has refreshed
+/// the hop caches ([`CoreState::refresh_stale_hops`]).
+#[inline(always)]
+pub(super) fn settled_dr_hit(
+    lines: &[BackendLine],
+    counters: &mut [BackendCounters],
+    frame: &mut [u8],
+    words: Words4,
+) -> Option<Verdict> {
+    let hop = named_hop(lines, words)?;
+    // The MACs written before the counters are added: the hop is then used at once, not
+    // kept (on the stack) across the counters' update.
+    let header = frame.first_chunk_mut::<12>()?;
+    *header = hop.addrs;
+    if let Some(counters) = counters.get_mut(words.backend_hint()) {
+        counters.in_packets += 1;
+        counters.in_bytes += frame.len() as u64;
+    }
+    Some(Verdict::Tx(hop.egress))
 }
 
 /// The flow a packet `key` to a VIP opens: its client and VIP from the key, its backend

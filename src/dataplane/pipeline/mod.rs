@@ -111,7 +111,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::arp::{self, NeighborTable};
-use crate::conntrack::{ConnectionCount, Conntrack, ConntrackReader, PortRange, Prepared};
+use crate::conntrack::{
+    CandidateSlot, ConnectionCount, Conntrack, ConntrackReader, PortRange, Prepared,
+};
 use crate::family::{V4, V6};
 use crate::fleet::{Presence, VrrpState};
 use crate::persist::Templates;
@@ -656,7 +658,7 @@ impl Pipeline {
     /// First it classifies every frame (`classify`: the checks of the common case, the
     /// owner of the destination, the connection tables' hash) and starts loading the connection-table
     /// bucket each will look in; then it reads each bucket and starts loading the record it
-    /// names ([`CoreState::prepare_lookups`], DPDK's `rte_hash_lookup_bulk`, VPP's quad
+    /// names ([`CoreState::prepare_candidates`], DPDK's `rte_hash_lookup_bulk`, VPP's quad
     /// loop), so that the batch's cache misses overlap instead of following one another;
     /// then it processes the frames in order. Classifying ahead is sound because it reads
     /// only the frame and the snapshot, which nothing changes within a batch (a frame is
@@ -683,8 +685,12 @@ impl Pipeline {
             let (secret, vip) = (self.core.conntrack.secret(), self.core.vip_class());
             let secret6 = self.core.v6.conntrack.secret();
             let owners = self.snapshot.owner_table().lookup();
+            // The batch's received bytes, taken where the first pass reads each frame (no
+            // frame's length changes as it is processed).
+            let mut bytes = 0;
             if let Some(mac) = mac {
                 for ((class, hash), frame) in classes.iter_mut().zip(&mut hashes).zip(&*frames) {
+                    bytes += frame.len() as u64;
                     (*class, *hash) =
                         classify(&self.snapshot, owners, &secret, &secret6, vip, mac, frame);
                     match *class {
@@ -693,20 +699,29 @@ impl Pipeline {
                         _ => self.core.conntrack.prefetch_bucket(*hash),
                     }
                 }
+            } else {
+                bytes = frames.iter().map(|frame| frame.len() as u64).sum();
             }
-            // The second pass builds the lookups in place (no array filled, then overwritten).
-            let lookups = self.core.prepare_lookups(&classes, &hashes);
+            // The second pass keeps one word per frame, its candidate slot (its lookup is
+            // built from it when the frame needs one, `prepared_lookup`).
+            let mut candidates = Candidates::default();
+            self.core.prepare_candidates(&classes, &hashes, &mut candidates);
             // The frames in order: each run of frames `settled_hit` looks up (with a
             // candidate slot) in a loop of its own (`settled_run`), every other frame one by
-            // one. A frame a run refused goes the general way straight (its settled lookup
-            // is not redone).
+            // one. A frame a run refused goes the general way once a run started on it
+            // refuses it as its first frame.
             let mut run = Tally::default();
-            let (mut bytes, mut transmitted) = (0, 0);
+            // The run for the box's arms, chosen once per batch.
+            let settled_run = match self.snapshot.interfaces.len() > 1 {
+                true => Self::settled_run::<true>,
+                false => Self::settled_run::<false>,
+            };
+            let mut transmitted = 0;
             let count = frames.len().min(verdicts.len()).min(BATCH);
             let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
             let mut index = 0;
             while index < count {
-                let (class, lookup) = (classes[index], &lookups[index]);
+                let class = classes[index];
                 let frame = &mut *frames[index];
                 let verdict = match class.is_plain_ipv4() {
                     true => match self.core.settled_first(
@@ -715,38 +730,41 @@ impl Pipeline {
                         ingress,
                         frame,
                         class,
-                        lookup,
+                        &self.core.prepared_lookup(class, hashes[index], &candidates, index),
                     ) {
                         SettledFirst::LookUp => {
                             let start = index;
-                            let refused;
-                            (index, refused) = self.settled_run(
-                                now, frames, verdicts, &classes, &lookups, index, &mut run,
+                            let four = &candidates.four;
+                            index = settled_run(
+                                self, now, frames, verdicts, &classes, four, index, &mut run,
                             );
-                            // The run always takes its first frame (it tests what
-                            // `settled_first` tested); were they ever to disagree, that frame
-                            // goes the general way below instead of starting the run again.
-                            if !refused && index > start {
+                            // The frame the run stopped at starts over: another run if the run
+                            // only stopped there (a frame it does not take), and this way
+                            // again if it refused it (the same lookup, the same answer, a
+                            // last-seen refresh to the same `now`; rare).
+                            if index > start {
                                 continue;
                             }
-                            // Refused by the run: the general way, straight.
+                            // Refused by the run as its first frame (it tests what
+                            // `settled_first` tested: were they ever to disagree, the same):
+                            // the general way, straight.
                             let Some(frame) = frames.get_mut(index) else { break };
-                            let (class, lookup) = (classes[index], lookups[index]);
-                            bytes += frame.len() as u64;
+                            let class = classes[index];
+                            let lookup =
+                                self.core.prepared_lookup(class, hashes[index], &candidates, index);
                             self.process_general(now, ingress, frame, class, lookup)
                         }
-                        SettledFirst::Answered(verdict) => {
-                            bytes += frame.len() as u64;
-                            self.core.count_general(verdict)
-                        }
+                        SettledFirst::Answered(verdict) => self.core.count_general(verdict),
                         SettledFirst::General => {
-                            bytes += frame.len() as u64;
-                            self.process_general(now, ingress, frame, class, *lookup)
+                            let lookup =
+                                self.core.prepared_lookup(class, hashes[index], &candidates, index);
+                            self.process_general(now, ingress, frame, class, lookup)
                         }
                     },
                     false => {
-                        bytes += frame.len() as u64;
-                        self.process_general(now, ingress, frame, class, *lookup)
+                        let lookup =
+                            self.core.prepared_lookup(class, hashes[index], &candidates, index);
+                        self.process_general(now, ingress, frame, class, lookup)
                     }
                 };
                 let Some(slot) = verdicts.get_mut(index) else { break };
@@ -754,8 +772,7 @@ impl Pipeline {
                 transmitted += u64::from(matches!(verdict, Verdict::Tx(_)));
                 index += 1;
             }
-            let (bytes, transmitted) =
-                (bytes + run.bytes, transmitted + run.transmitted - run.not_transmitted);
+            let transmitted = transmitted + run.transmitted - run.not_transmitted;
             let counters = &mut self.core.counters;
             counters.add(Stat::RxPackets, frames.len() as u64);
             counters.add(Stat::RxBytes, bytes);
@@ -767,26 +784,31 @@ impl Pipeline {
     /// of each frame in order, its verdict written and tallied (and counted as
     /// [`Pipeline::process_classified`] counts it), while the frames are ones
     /// [`CoreState::settled_hit`] would look up (IPv4, to a VIP unless the box has one
-    /// arm, with a candidate slot) and it answers them. Returns the first frame it did not
-    /// process and whether it refused it (`settled_flow_hit` answered None: the general
-    /// way, [`Pipeline::process_general`], takes it) or did not try it. Out of line: the
-    /// common frames' loop keeps its values in registers, the general way's apart. The
-    /// hop caches are refreshed once, before the run: nothing in it changes the
-    /// neighbour table.
+    /// arm, with a candidate slot: [`run_candidate`]) and it answers them. Returns the first
+    /// frame it did not process: one it does not take, or one it refused
+    /// (`settled_flow_hit` would answer None: the general way, [`Pipeline::process_general`],
+    /// takes it; the caller finds out by starting a run on it again, which refuses it at
+    /// once). Out of line: the common frames' loop keeps its values in registers, the
+    /// general way's apart. The hop caches are refreshed once, before the run: nothing in it
+    /// changes the neighbour table. A DR hit (the common frame) is answered here, its mode
+    /// tested first ([`flows::settled_dr_hit`]); the other modes' by `settled_words_hit`.
+    ///
+    /// `SEVERAL_ARMS`: whether the snapshot has several interfaces (the caller's test, so
+    /// that a one-armed box's loop does not test it per frame).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn settled_run(
+    fn settled_run<const SEVERAL_ARMS: bool>(
         &mut self,
         now: Instant,
         frames: &mut [&mut [u8]],
         verdicts: &mut [Verdict],
         classes: &[Class; BATCH],
-        lookups: &[Prepared; BATCH],
+        candidates: &[CandidateSlot; BATCH],
         start: usize,
         tally: &mut Tally,
-    ) -> (usize, bool) {
+    ) -> usize {
         let snapshot = &*self.snapshot;
-        let several_arms = snapshot.interfaces.len() > 1;
+        debug_assert_eq!(SEVERAL_ARMS, snapshot.interfaces.len() > 1);
         let core = &mut self.core;
         core.refresh_stale_hops(snapshot);
         // The table's shape read once for the run (nothing in it replaces the table).
@@ -794,25 +816,34 @@ impl Pipeline {
         let settled = table.lookup();
         let count = frames.len().min(verdicts.len()).min(BATCH);
         let (frames, verdicts) = (&mut frames[..count], &mut verdicts[..count]);
-        let (mut index, mut bytes) = (start, 0);
-        let mut refused = false;
+        let mut index = start;
         while index < count {
-            let (class, lookup) = (classes[index], &lookups[index]);
-            // A possible reply with several arms is judged by the arm it came in on.
-            let looked_up = class == Class::ToVip || (!several_arms && class.is_plain_ipv4());
-            if !(looked_up && lookup.has_candidate()) {
+            let candidate = run_candidate(candidates, classes, SEVERAL_ARMS, index);
+            if !candidate.is_some() {
                 break;
             }
             let frame = &mut *frames[index];
             let hit = plain_probe_at(frame)
-                .and_then(|probe| settled.settled_candidate(now, &probe, lookup.candidate()));
-            let Some(answer) = hit.and_then(|(direction, words)| {
-                core.settled_words_hit::<true>(snapshot, now, frame, direction, words)
-            }) else {
-                refused = true;
+                .and_then(|probe| settled.settled_candidate(now, &probe, candidate));
+            let Some((direction, words)) = hit else {
                 break;
             };
-            bytes += frame.len() as u64;
+            // DR first (the common frame), tested here: its answer is always a transmit.
+            if words.is_dr() {
+                let (lines, backend_counters) = (&core.backend_lines, &mut core.counters.backends);
+                let Some(answer) = flows::settled_dr_hit(lines, backend_counters, frame, words)
+                else {
+                    break;
+                };
+                verdicts[index] = answer;
+                index += 1;
+                continue;
+            }
+            let Some(answer) =
+                core.settled_words_hit::<true, true>(snapshot, now, frame, direction, words)
+            else {
+                break;
+            };
             verdicts[index] = answer;
             if !matches!(answer, Verdict::Tx(_)) {
                 tally.not_transmitted += 1;
@@ -820,9 +851,8 @@ impl Pipeline {
             }
             index += 1;
         }
-        tally.bytes += bytes;
         tally.transmitted += (index - start) as u64;
-        (index, refused)
+        index
     }
 
     /// Hands every frame the pipeline queued on its own to `send`, oldest first.
@@ -913,14 +943,49 @@ impl Pipeline {
     }
 }
 
-/// What a batch's frames add to the received bytes and transmitted frames: `transmitted`
-/// less `not_transmitted` (a run of settled hits counts its frames as transmitted, and
-/// the few that are not apart).
+/// What a batch's runs of settled hits add to its transmitted frames: `transmitted` less
+/// `not_transmitted` (a run counts its frames as transmitted, and the few that are not
+/// apart).
 #[derive(Debug, Default)]
 struct Tally {
-    bytes: u64,
     transmitted: u64,
     not_transmitted: u64,
+}
+
+/// A batch's candidate slots (the record pass's, [`CoreState::prepare_candidates`]): frame
+/// `i`'s in its family's array, none in the other's (and in both for a frame of
+/// [`Class::Other`]). One word per frame; its lookup is built from it
+/// ([`CoreState::prepared_lookup`]) when the frame needs one.
+struct Candidates {
+    /// IPv4's: what a batch's run of settled hits reads ([`run_candidate`]).
+    four: [CandidateSlot; BATCH],
+    six: [CandidateSlot; BATCH],
+}
+
+impl Default for Candidates {
+    fn default() -> Self {
+        Candidates { four: [CandidateSlot::NONE; BATCH], six: [CandidateSlot::NONE; BATCH] }
+    }
+}
+
+/// The candidate slot a batch's run of settled hits ([`Pipeline::settled_run`]) checks for
+/// frame `i`, `four` the batch's IPv4 candidates ([`Candidates::four`]), on a box with
+/// `several_arms` or not: its candidate if [`CoreState::settled_first`] would look the frame
+/// up (IPv4, with a candidate; to a VIP unless the box has one arm: a possible reply with
+/// several arms is judged by the arm it came in on), else none. IPv4's array holds none for
+/// any other family's frame, so a one-armed box tests one word.
+#[inline(always)]
+fn run_candidate(
+    four: &[CandidateSlot; BATCH],
+    classes: &[Class; BATCH],
+    several_arms: bool,
+    i: usize,
+) -> CandidateSlot {
+    let candidate = four.get(i).copied().unwrap_or(CandidateSlot::NONE);
+    if several_arms && classes.get(i) != Some(&Class::ToVip) {
+        return CandidateSlot::NONE;
+    }
+    candidate
 }
 
 /// The template table a pipeline starts with: the full size when a service of `snapshot`
@@ -1090,21 +1155,45 @@ impl CoreState {
 
     /// The second connection-table pass of a batch, before any frame is processed: reads the
     /// bucket of every classified frame (its load started by the first pass) and starts
-    /// loading the record it names: the lookup of the frame of class `classes[i]` whose key
-    /// hashes to `hashes[i]`.
+    /// loading the record it names: the candidate slot of the frame of class `classes[i]`
+    /// whose key hashes to `hashes[i]`, kept in its family's array of `candidates` (none
+    /// for [`Class::Other`]); [`CoreState::prepared_lookup`] builds its lookup from it.
     #[inline]
-    fn prepare_lookups(
+    fn prepare_candidates(
         &self,
         classes: &[Class; BATCH],
         hashes: &[u64; BATCH],
-    ) -> [Prepared; BATCH] {
+        candidates: &mut Candidates,
+    ) {
         // Each table's shape read once for the batch ([`Conntrack::preparer`]).
         let (four, six) = (self.conntrack.preparer(), self.v6.conntrack.preparer());
-        std::array::from_fn(|i| match classes[i] {
-            Class::Other => Prepared::new(hashes[i]),
-            Class::Ipv6 => six.prepare(hashes[i]),
-            _ => four.prepare(hashes[i]),
-        })
+        let slots = candidates.four.iter_mut().zip(&mut candidates.six);
+        for ((class, hash), (four_slot, six_slot)) in classes.iter().zip(hashes).zip(slots) {
+            match class {
+                Class::Other => {}
+                Class::Ipv6 => *six_slot = six.candidate(*hash),
+                _ => *four_slot = four.candidate(*hash),
+            }
+        }
+    }
+
+    /// The lookup of frame `i` of a batch, of class `class` and whose key hashes to `hash`,
+    /// from its candidate slot in `candidates` ([`CoreState::prepare_candidates`]): what
+    /// [`CoreState::prepare_lookup`] gave it when the record pass read its bucket.
+    #[inline(always)]
+    fn prepared_lookup(
+        &self,
+        class: Class,
+        hash: u64,
+        candidates: &Candidates,
+        i: usize,
+    ) -> Prepared {
+        let slot = |slots: &[CandidateSlot; BATCH]| slots.get(i).copied().unwrap_or_default();
+        match class {
+            Class::Other => Prepared::new(hash),
+            Class::Ipv6 => self.v6.conntrack.prepared(hash, slot(&candidates.six)),
+            _ => self.conntrack.prepared(hash, slot(&candidates.four)),
+        }
     }
 
     /// The lookup of a frame of class `class` whose key hashes to `hash`, prepared in the
@@ -1282,6 +1371,72 @@ mod tests {
             proptest::prop_assert_eq!(verdict, expected);
             proptest::prop_assert_eq!(&frame, &stepwise);
             proptest::prop_assert_eq!(counter_differences(&fast, &slow), Vec::<String>::new());
+        }
+
+        /// The record pass keeps one word per frame: whatever the frames' classes and
+        /// whether their keys have a flow (a candidate slot), on a box with one arm or two,
+        /// each frame's lookup built from it is the one preparing the frame alone gives
+        /// (`prepare_lookup`), and a batch's run takes exactly the frames `process_batch`
+        /// would hand it: a frame has a run candidate ([`run_candidate`]) if and only if it
+        /// is plain IPv4 and [`CoreState::settled_first`] would look it up, and that
+        /// candidate is its lookup's.
+        #[test]
+        fn a_batch_keeps_its_lookups_in_one_word_per_frame(
+            two_arms in proptest::prelude::any::<bool>(),
+            frames in proptest::collection::vec(
+                (0..5usize, proptest::prelude::any::<bool>(), proptest::prelude::any::<u64>()),
+                BATCH,
+            ),
+        ) {
+            use crate::flow::{FlowKey, Proto};
+            use crate::testkit::{self, SYN};
+            let second_arm =
+                "\n[[interface]]\nname = \"eth1\"\naddr = \"10.2.2.10/24\"\nmac = \"02:00:00:00:00:30\"\n";
+            let extra = if two_arms { second_arm } else { "" };
+            let snapshot = one_service_snapshot(&LB.mac.to_string(), extra, "dr", 80);
+            proptest::prop_assert_eq!(snapshot.interfaces.len() > 1, two_arms);
+            let now = Instant::from_secs(1);
+            let mut pipeline = Pipeline::new(snapshot.clone(), CoreSlot::SINGLE);
+            let mut syn = testkit::tcp(CLIENT.mac, LB.mac, (CLIENT.ip, 4000), VIP, SYN, &[]);
+            pipeline.process(now, IfaceId(0), &mut syn);
+            let key = FlowKey {
+                src_addr: CLIENT.ip,
+                dst_addr: VIP.0,
+                src_port: 4000,
+                dst_port: VIP.1,
+                proto: Proto::Tcp,
+            };
+            let tracked = pipeline.core.conntrack.hash(&key);
+            let all =
+                [Class::Other, Class::ToVip, Class::ToLocal, Class::FromNatBackend, Class::Ipv6];
+            let classes: [Class; BATCH] = std::array::from_fn(|i| all[frames[i].0]);
+            let hashes: [u64; BATCH] =
+                std::array::from_fn(|i| if frames[i].1 { tracked } else { frames[i].2 });
+            let core = &mut pipeline.core;
+            // IPv6's batch number ahead of IPv4's: a lookup built in the other family's table
+            // would differ.
+            core.conntrack.begin_batch();
+            core.v6.conntrack.begin_batch();
+            core.v6.conntrack.begin_batch();
+            let mut candidates = Candidates::default();
+            core.prepare_candidates(&classes, &hashes, &mut candidates);
+            let mut found = false;
+            for (i, (class, hash)) in classes.iter().zip(hashes).enumerate() {
+                let lookup = core.prepared_lookup(*class, hash, &candidates, i);
+                proptest::prop_assert_eq!(lookup, core.prepare_lookup(*class, hash));
+                found |= class.is_plain_ipv4() && hash == tracked && lookup.has_candidate();
+                // No frame: a new flow's first packet is then not answered (no transport).
+                let looked_up = class.is_plain_ipv4()
+                    && matches!(
+                        core.settled_first(&snapshot, now, IfaceId(0), &mut [], *class, &lookup),
+                        SettledFirst::LookUp
+                    );
+                let expected = if looked_up { lookup.candidate() } else { CandidateSlot::NONE };
+                let run = run_candidate(&candidates.four, &classes, two_arms, i);
+                proptest::prop_assert_eq!(run, expected, "{:?}, {:?}", class, lookup);
+            }
+            let tracked_ipv4 = frames.iter().any(|f| f.1 && all[f.0].is_plain_ipv4());
+            proptest::prop_assert_eq!(found, tracked_ipv4, "the tracked key has its candidate");
         }
     }
 }

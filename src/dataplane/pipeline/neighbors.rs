@@ -93,6 +93,18 @@ impl BackendLine {
     }
 }
 
+/// The cached hop of the backend the flow of `words` was scheduled to, from the backend
+/// `lines` ([`CoreState::cached_backend_hop`]'s): when its backend hint still names that
+/// backend (checked on the words against its line) and its hop is known; None otherwise.
+#[inline(always)]
+pub(super) fn named_hop(lines: &[BackendLine], words: Words4) -> Option<Hop> {
+    let line = lines.get(words.backend_hint())?;
+    if !line.identity.names(words) {
+        return None;
+    }
+    line.hop.hop()
+}
+
 /// An entry of the per-core cache of the way to clients: the client's address and its hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ClientHop {
@@ -349,12 +361,7 @@ impl CoreState {
     /// changed ([`CoreState::refresh_stale_hops`]).
     #[inline(always)]
     pub(super) fn cached_backend_hop(&self, words: Words4) -> Option<(usize, Hop)> {
-        let index = words.backend_hint();
-        let line = self.backend_lines.get(index)?;
-        if !line.identity.names(words) {
-            return None;
-        }
-        Some((index, line.hop.hop()?))
+        Some((words.backend_hint(), named_hop(&self.backend_lines, words)?))
     }
 
     /// Refreshes the hop caches if the neighbour table changed since they were filled.
