@@ -390,7 +390,7 @@ impl CoreState {
         }
         // In memory order, as `subnets` keeps them: no byte swap.
         let bits = u32::from_ne_bytes(client.octets());
-        if !self.subnets.iter().any(|&(network, mask)| bits & mask == network) {
+        if !self.subnets.hold(bits) {
             return self.gateway_hop.hop();
         }
         match self.client_hops.get(client_hop_slot(client))? {
@@ -513,16 +513,49 @@ pub(super) fn unreplyable_sender(snapshot: &Snapshot, ip: Ipv4Addr) -> bool {
 /// and mask in memory order (an address's bytes as `u32::from_ne_bytes` reads them), so a
 /// client's address is tested as it lies, without a byte swap (a mask and a comparison
 /// mean the same in either order).
-pub(super) fn subnets(snapshot: &Snapshot) -> Box<[(u32, u32)]> {
+pub(super) fn subnets(snapshot: &Snapshot) -> Subnets {
     let memory = |bits: u32| u32::from_ne_bytes(bits.to_be_bytes());
-    snapshot
+    let all: Vec<(u32, u32)> = snapshot
         .interfaces
         .iter()
         .map(|interface| {
             let mask = interface.mask();
             (memory(interface.addr.to_bits() & mask), memory(mask))
         })
-        .collect()
+        .collect();
+    Subnets::new(&all)
+}
+
+/// The interfaces' subnets as (network, mask) in memory order ([`subnets`]), the first one
+/// apart: a box with one interface (the common one) tests a client against it with no loop,
+/// no length and no pointer to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Subnets {
+    /// The first interface's subnet; [`Subnets::NO_SUBNET`] when there is no interface.
+    first: (u32, u32),
+    /// The other interfaces', in order.
+    rest: Box<[(u32, u32)]>,
+}
+
+impl Subnets {
+    /// A (network, mask) that holds no address: every address masked with 0 is 0, not 1.
+    const NO_SUBNET: (u32, u32) = (1, 0);
+
+    /// The subnets `all`, (network, mask) each, in order.
+    fn new(all: &[(u32, u32)]) -> Subnets {
+        match all.split_first() {
+            Some((&first, rest)) => Subnets { first, rest: rest.into() },
+            None => Subnets { first: Subnets::NO_SUBNET, rest: Box::default() },
+        }
+    }
+
+    /// True if the address whose bytes, read with `u32::from_ne_bytes`, are `bits` is on
+    /// one of the subnets.
+    #[inline(always)]
+    pub(super) fn hold(&self, bits: u32) -> bool {
+        let (network, mask) = self.first;
+        bits & mask == network || self.rest.iter().any(|&(network, mask)| bits & mask == network)
+    }
 }
 
 /// The way along `route`, if its egress interface exists and its next hop's MAC is known.
@@ -833,5 +866,34 @@ mod tests {
         pipeline.learn_neighbor(Instant::from_secs(1), Ipv4Addr::new(10, 1, 255, 255), RS.mac);
         assert_eq!(pipeline.counters().get(Stat::NeighborsIgnored), 2);
         assert!(pipeline.neighbors().is_empty());
+    }
+
+    proptest::proptest! {
+        /// `Subnets::hold` is the scan of every subnet in order it replaces: for none, one or
+        /// several subnets of any prefix length (overlapping or not, /0 included) and any
+        /// address, near a subnet's or not.
+        #[test]
+        fn subnets_hold_what_the_scan_of_every_subnet_holds(
+            nets in proptest::collection::vec(
+                (proptest::prelude::any::<u32>(), 0u32..=32), 0..4,
+            ),
+            near in proptest::prelude::any::<(proptest::sample::Index, u32)>(),
+            far in proptest::prelude::any::<u32>(),
+        ) {
+            let all: Vec<(u32, u32)> = nets
+                .iter()
+                .map(|&(addr, prefix)| {
+                    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+                    (addr & mask, mask)
+                })
+                .collect();
+            let subnets = Subnets::new(&all);
+            // An address inside a subnet, but for its low bits (`near.1`), and any address.
+            let inside = all.get(near.0.index(all.len().max(1))).map(|&(net, _)| net ^ near.1);
+            for bits in inside.into_iter().chain([far, 0, 1, u32::MAX]) {
+                let scanned = all.iter().any(|&(network, mask)| bits & mask == network);
+                proptest::prop_assert_eq!(subnets.hold(bits), scanned, "{:#x}", bits);
+            }
+        }
     }
 }
