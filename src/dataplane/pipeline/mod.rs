@@ -128,8 +128,8 @@ use classify::{Class, classify, plain_probe_at, plain_transport_at, transport};
 use emit::EmitQueue;
 use flows::{SettledFirst, release_backend, same_schedule, sched_states};
 use neighbors::{
-    BackendLine, CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, is_unicast, needed_next_hops,
-    subnets, unreplyable_sender,
+    BackendLine, CLIENT_HOP_SLOTS, ClientHop, HopSlot, PacedArp, Subnets, is_unicast,
+    needed_next_hops, subnets, unreplyable_sender,
 };
 use v6::Core6;
 pub use v6::Table6;
@@ -260,7 +260,7 @@ struct CoreState {
     /// ([`Interface::contains`]) or swapping the client's bytes.
     ///
     /// [`Interface::contains`]: crate::snapshot::Interface::contains
-    subnets: Box<[(u32, u32)]>,
+    subnets: Subnets,
     /// The neighbour-table generation both hop caches were filled at; `u64::MAX` after a
     /// snapshot change (refill before use).
     hops_generation: u64,
