@@ -262,11 +262,8 @@ impl CoreState {
                 (backend, hop, words.translated_wire(Direction::Original), change)
             }
             Direction::Reply => {
-                if !HOPS_FRESH {
-                    self.refresh_stale_hops(snapshot);
-                }
                 let backend = self.named_backend(words)?;
-                let hop = self.cached_client_hop(words.client_addr())?;
+                let hop = self.settled_client_hop::<HOPS_FRESH>(snapshot, words.client_addr())?;
                 let change = words.address_change(Direction::Reply);
                 (backend, hop, words.translated_wire(Direction::Reply), change)
             }

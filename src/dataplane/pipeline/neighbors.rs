@@ -376,51 +376,34 @@ impl CoreState {
     /// neighbour table give it: the default gateway's cached hop unless the client is on an
     /// interface's subnet; else the client's own, from the on-link cache or looked up (and
     /// cached). None when there is no route or the next hop's MAC is unknown (`deliver`
-    /// then drops, or holds the frame and asks). The on-link cache's miss is out of line.
-    #[inline]
+    /// then drops, or holds the frame and asks). Always inlined: a reply's settled hit pays
+    /// no call for it (the on-link cache's miss is out of line).
+    #[inline(always)]
     pub(super) fn client_hop(&mut self, snapshot: &Snapshot, client: Ipv4Addr) -> Option<Hop> {
-        self.refresh_stale_hops(snapshot);
-        match self.cached_client_hop(client) {
-            Some(hop) => Some(hop),
-            None if self.is_on_link(client) => self.fill_client_hop(snapshot, client),
-            None => None,
-        }
+        self.settled_client_hop::<false>(snapshot, client)
     }
 
-    /// [`CoreState::client_hop`] from the hop caches alone, as they are (the caller has
-    /// refreshed them since the neighbour table last changed): the gateway's hop, or an
-    /// on-link client's cached one; None for an on-link client the cache does not hold (a
-    /// reply's settled hit leaves it to the general way, whose `client_hop` looks it up
-    /// and caches it) too. The gateway's hop (a NAT box's common reply: clients come
-    /// through a router) is loaded inline and kept in registers; the on-link cache is
-    /// asked out of line ([`CoreState::on_link_cached_hop`]).
+    /// [`CoreState::client_hop`]; with `HOPS_FRESH`, the caller has refreshed the hop caches
+    /// since the neighbour table last changed (a batch's settled run), so the generations
+    /// are not compared again.
     #[inline(always)]
-    pub(super) fn cached_client_hop(&self, client: Ipv4Addr) -> Option<Hop> {
-        if !self.is_on_link(client) {
+    pub(super) fn settled_client_hop<const HOPS_FRESH: bool>(
+        &mut self,
+        snapshot: &Snapshot,
+        client: Ipv4Addr,
+    ) -> Option<Hop> {
+        if !HOPS_FRESH {
+            self.refresh_stale_hops(snapshot);
+        }
+        // In memory order, as `subnets` keeps them: no byte swap.
+        let bits = u32::from_ne_bytes(client.octets());
+        if !self.subnets.hold(bits) {
             return self.gateway_hop.hop();
         }
-        self.on_link_cached_hop(client)
-    }
-
-    /// An on-link client's hop from its cache, or None. Out of line, for the settled run's
-    /// registers: with the lookup inline the run's DR path took 1.0 more instructions a
-    /// packet (2.5 over the way before, past what a NAT step may cost DR), though NAT and
-    /// FullNAT took 5.5 fewer (`nat-2026-12-06c.md` Round 3). An on-link client's reply
-    /// pays the call.
-    #[inline(never)]
-    fn on_link_cached_hop(&self, client: Ipv4Addr) -> Option<Hop> {
         match self.client_hops.get(client_hop_slot(client))? {
             Some(cached) if cached.client == client => Some(cached.hop),
-            _ => None,
+            _ => self.fill_client_hop(snapshot, client),
         }
-    }
-
-    /// True if `client` is on an interface's subnet (its replies go to it, not to the
-    /// gateway).
-    #[inline(always)]
-    fn is_on_link(&self, client: Ipv4Addr) -> bool {
-        // In memory order, as `subnets` keeps them: no byte swap.
-        self.subnets.hold(u32::from_ne_bytes(client.octets()))
     }
 
     /// [`CoreState::client_hop`]'s miss in the on-link cache: the hop looked up and cached.
@@ -744,36 +727,6 @@ mod tests {
         let mut frame = testkit::tcp(RS.mac, new_lb, (RS.ip, 8080), (clients[1], 4000), ACK, b"x");
         assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
         assert_eq!(macs(&frame), (moved.0.to_vec(), new_lb.0.to_vec()));
-    }
-
-    /// The settled hit's `cached_client_hop` is `client_hop` read from the caches alone: the
-    /// same hop for a client behind the gateway, none for an on-link client not yet cached
-    /// (the general way's `client_hop` then looks it up and caches it), the same hop once
-    /// cached; none for anyone while the next hop is unknown.
-    #[test]
-    fn cached_client_hop_is_client_hop_from_the_caches() {
-        const GATEWAY: Host = Host::new([2, 0, 0, 0, 0, 0x01], [10, 1, 1, 1]);
-        let mut pipeline = Pipeline::new(nat_snapshot("02:00:00:00:00:10"), CoreSlot::SINGLE);
-        let snapshot = pipeline.snapshot.clone();
-        let (remote, on_link) = (Ipv4Addr::new(192, 0, 2, 7), Ipv4Addr::new(10, 1, 1, 20));
-        let now = Instant::from_secs(1);
-        let core = &mut pipeline.core;
-        core.refresh_stale_hops(&snapshot);
-        for client in [remote, on_link] {
-            assert_eq!(core.cached_client_hop(client), None, "{client}");
-            assert_eq!(core.client_hop(&snapshot, client), None, "{client}");
-        }
-        for (ip, mac) in [(GATEWAY.ip, GATEWAY.mac), (on_link, MacAddr([2, 0, 0, 0, 1, 20]))] {
-            core.learn(&snapshot, now, ip, mac);
-        }
-        core.refresh_stale_hops(&snapshot);
-        let behind = core.client_hop(&snapshot, remote);
-        assert_eq!(behind.map(|hop| hop.addrs[..6].to_vec()), Some(GATEWAY.mac.0.to_vec()));
-        assert_eq!(core.cached_client_hop(remote), behind);
-        assert_eq!(core.cached_client_hop(on_link), None);
-        let own = core.client_hop(&snapshot, on_link);
-        assert_eq!(own.map(|hop| hop.addrs[5]), Some(20));
-        assert_eq!(core.cached_client_hop(on_link), own);
     }
 
     /// A /16 segment (so thousands of senders are on-link), the box at 10.1.0.10, and a DR
