@@ -608,8 +608,7 @@ pub struct Snapshot {
     backend_index: HashMap<BackendId, usize>,
     v4: FamilyIndex<V4>,
     v6: FamilyIndex<V6>,
-    /// IPv4's owned addresses and NAT backends again, for the batch's first pass
-    /// ([`Snapshot::owner_table`]).
+    /// IPv4's owned addresses again, for the batch's first pass ([`Snapshot::owner_table`]).
     owners: OwnerTable,
 }
 
@@ -636,7 +635,7 @@ impl Snapshot {
         }
         let v4 = FamilyIndex::new(&interfaces, &services, &backends, &static_neighbors);
         let v6 = FamilyIndex::new(&interfaces, &services, &backends, &static_neighbors);
-        let owners = OwnerTable::new(v4.owned.iter(), v4.nat_backends.iter().map(|(ip, ())| ip));
+        let owners = OwnerTable::new(v4.owned.iter());
         let response_time_us = vec![0; backends.len()];
         Snapshot {
             generation,
@@ -655,10 +654,9 @@ impl Snapshot {
         }
     }
 
-    /// IPv4's owned addresses and NAT backends as the batch's first pass looks them up: the
-    /// same answers as [`Snapshot::owned`] and [`Snapshot::is_nat_backend`] (for every
-    /// address when the table [is complete](OwnerTable::is_complete)), keyed by an address's
-    /// bytes as they lie in a frame.
+    /// IPv4's owned addresses as the batch's first pass looks them up: the same answers as
+    /// [`Snapshot::owned`] (for every address when the table [is
+    /// complete](OwnerTable::is_complete)), keyed by an address's bytes as they lie in a frame.
     #[inline]
     pub fn owner_table(&self) -> &OwnerTable {
         &self.owners

@@ -128,8 +128,7 @@ impl<F: Family> Transport<F> {
 /// under `secret` (the IPv4 table's). A frame to a VIP gets `vip`: [`Class::ToVip`] while
 /// the box forwards for its VIPs, [`Class::Other`] while it does not (a VRRP standby; the
 /// step-by-step checks then drop it as `standby`), so the fleet's answer costs nothing per
-/// frame beyond the owner lookup's (`owners`, the snapshot's owner table, which also says
-/// whether the source of a frame to no address of xlb's is a NAT backend). [`Class::Other`]
+/// frame beyond the owner lookup's (`owners`, the snapshot's owner table). [`Class::Other`]
 /// for anything else (a broadcast, ARP, ICMP, the box's own address, traffic that is not
 /// xlb's, anything malformed): [`CoreState::process`] then checks it step by step. Whatever
 /// this classifies, those checks would have taken to [`CoreState::transport`] with the same
@@ -185,24 +184,22 @@ pub(super) fn classify(
     else {
         return (Class::Other, 0);
     };
-    let src = [addrs[0], addrs[1], addrs[2], addrs[3]];
+    let src = Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]);
     let dst = [addrs[4], addrs[5], addrs[6], addrs[7]];
-    // The destination's owner first; the source is asked about only when it is no one's,
-    // in the same table's other part.
     let class = match owners.code(dst) {
         Some(code) => Class::of_owner_code(code & vip_codes(vip)),
         None if snapshot.owner_table().is_complete() => {
-            if owners.is_nat_backend(src) {
+            if snapshot.is_nat_backend(src) {
                 Class::FromNatBackend
             } else {
                 Class::Other
             }
         }
-        // Past the table's room: the snapshot's maps answer.
+        // Past the table's room: the owned map answers.
         None => match snapshot.owned(Ipv4Addr::from(dst)) {
             Some(Owned::Vip) => vip,
             Some(owned @ (Owned::Local | Owned::Interface(_))) => Class::of_owner(Some(owned)),
-            None if snapshot.is_nat_backend(Ipv4Addr::from(src)) => Class::FromNatBackend,
+            None if snapshot.is_nat_backend(src) => Class::FromNatBackend,
             None => Class::Other,
         },
     };
