@@ -826,6 +826,9 @@ fn stat_help(stat: Stat) -> &'static str {
         Stat::RescheduledFlows => {
             "Flows scheduled anew: their backend was removed by its health check."
         }
+        Stat::RedirectedSyns => {
+            "Client SYNs again on an embryonic flow of a drained or down backend, scheduled anew."
+        }
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",
         Stat::MssClamped => "TCP SYNs of tunnel services whose MSS was lowered to mss_clamp.",

@@ -303,6 +303,12 @@ impl CoreState {
                 return self.schedule_anew(snapshot, now, ingress, frame, transport, hash, reused);
             }
             self.passive_sign(snapshot, hit, transport.tcp_flags);
+            if class == Class::ToVip && syn_again_to_drained(snapshot, hit, transport.tcp_flags) {
+                let hash = self.conntrack.hash(&transport.key);
+                let redirected = Stat::RedirectedSyns;
+                return self
+                    .schedule_anew(snapshot, now, ingress, frame, transport, hash, redirected);
+            }
         }
         let backend = backend_of(snapshot, &hit.flow);
         if backend.is_none()
@@ -645,6 +651,28 @@ pub(super) fn rescheduled<F: Indexed>(
     to_vip && direction == Direction::Original && snapshot.reschedules(flow)
 }
 
+/// True if `hit` is a client's bare SYN again on a flow still embryonic (SYN seen, the
+/// handshake not completed) whose backend is drained (weight 0) or down: its packet is then
+/// scheduled anew ([`Stat::RedirectedSyns`]), so a drained backend gets no new connection
+/// through an old entry. Such a SYN is either a retransmission the backend never answered,
+/// or a new connection from a port the client used before for one the backend refused (its
+/// RST goes straight to the client in DR, so the flow stays embryonic here): neither has a
+/// connection on the backend to keep.
+#[cold]
+pub(super) fn syn_again_to_drained<F: Indexed>(
+    snapshot: &Snapshot,
+    hit: &crate::conntrack::Hit<F>,
+    tcp_flags: Option<u8>,
+) -> bool {
+    hit.direction == Direction::Original
+        && hit.previous == FlowState::SynSeen
+        && hit.state == FlowState::SynSeen
+        && tcp_flags.is_some_and(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN)
+        && backend_of(snapshot, &hit.flow)
+            .and_then(|index| snapshot.backends.get(index))
+            .is_some_and(|backend| backend.weight == 0 || backend.down)
+}
+
 /// Source and destination a packet of `direction` leaves with.
 #[inline]
 #[allow(clippy::type_complexity)]
@@ -776,21 +804,28 @@ mod tests {
         scheduled_snapshot("rr", services, generation)
     }
 
+    /// A config's start: one interface 10.1.1.10/24 (MAC ...:10), a 64-flow table and a
+    /// neighbour 10.1.1.N (MAC ...:N) for each N of `octets`.
+    fn box_with_neighbors(octets: std::ops::RangeInclusive<u8>) -> String {
+        let mut text = String::from(
+            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
+             [conntrack]\ncapacity = 64\n",
+        );
+        for octet in octets {
+            text += &format!(
+                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
+            );
+        }
+        text
+    }
+
     /// [`services_snapshot`] with another scheduler.
     fn scheduled_snapshot(
         scheduler: &str,
         services: &[(u8, &[u8])],
         generation: u64,
     ) -> Arc<Snapshot> {
-        let mut text = String::from(
-            "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\nmac = \"02:00:00:00:00:10\"\n\
-             [conntrack]\ncapacity = 64\n",
-        );
-        for octet in 11..=14 {
-            text += &format!(
-                "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
-            );
-        }
+        let mut text = box_with_neighbors(11..=14);
         for (vip, backends) in services {
             text += &format!(
                 "[[service]]\nvip = \"10.1.1.{vip}\"\nport = 80\nforward = \"dr\"\nscheduler = \"{scheduler}\"\n"
@@ -876,15 +911,7 @@ mod tests {
         use crate::testkit::{self, ACK, SYN};
         let vip = (Ipv4Addr::new(10, 1, 1, 100), 80);
         let snapshot = |forward: &str, backends: &[u8]| {
-            let mut text = String::from(
-                "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
-                 mac = \"02:00:00:00:00:10\"\n[conntrack]\ncapacity = 64\n",
-            );
-            for octet in 11..=12 {
-                text += &format!(
-                    "[[neighbor]]\nip = \"10.1.1.{octet}\"\nmac = \"02:00:00:00:00:{octet}\"\n"
-                );
-            }
+            let mut text = box_with_neighbors(11..=12);
             for proto in ["tcp", "udp"] {
                 text += &format!(
                     "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nproto = \"{proto}\"\n\
@@ -949,6 +976,55 @@ mod tests {
                 assert_eq!(rescheduled, if by_health { 2 } else { 0 }, "{case}");
             }
         }
+    }
+
+    /// A client's SYN again on a flow still embryonic goes where the flow says while its
+    /// backend takes connections (a retransmission), and is scheduled anew once that backend
+    /// is drained (weight 0): in DR a backend's RST goes straight to the client, so a port
+    /// the client reuses after a refused connection still finds the embryonic flow here
+    /// (lab operate once sent such a SYN to the stopped, drained backend). An established
+    /// flow of the drained backend keeps it, SYN or not.
+    #[test]
+    fn a_syn_again_on_an_embryonic_flow_of_a_drained_backend_is_scheduled_anew() {
+        use crate::testkit::{ACK, SYN, SYN_ACK};
+        let snapshot = |weight_of_11: u32, generation| {
+            let mut text = box_with_neighbors(11..=12);
+            text += &format!(
+                "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"dr\"\n\
+                 scheduler = \"rr\"\n[[service.backend]]\naddr = \"10.1.1.11\"\nport = 80\n\
+                 weight = {weight_of_11}\n[[service.backend]]\naddr = \"10.1.1.12\"\nport = 80\n"
+            );
+            let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+            Arc::new(Snapshot::build(&config, generation).expect("builds"))
+        };
+        let mut pipeline = Pipeline::new(snapshot(1, 1), CoreSlot::SINGLE);
+        let embryonic = (5000..).find(|&port| picked(&mut pipeline, port) == 0x11).unwrap();
+        let established = (6000..).find(|&port| picked(&mut pipeline, port) == 0x11).unwrap();
+        assert_eq!(send_to_vip(&mut pipeline, established, ACK), 0x11);
+        // Taking connections: the retransmission stays.
+        assert_eq!(send_to_vip(&mut pipeline, embryonic, SYN), 0x11);
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 0);
+        pipeline.set_snapshot(snapshot(0, 2));
+        // Drained: the embryonic flow's SYN goes to .12, and the flow stays there.
+        assert_eq!(send_to_vip(&mut pipeline, embryonic, SYN), 0x12);
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
+        for flags in [SYN, ACK, ACK] {
+            assert_eq!(send_to_vip(&mut pipeline, embryonic, flags), 0x12, "{flags:?}");
+        }
+        // The established one stays on .11, its SYN or SYN-ACK (which open nothing) too.
+        for flags in [ACK, SYN, SYN_ACK, ACK] {
+            assert_eq!(send_to_vip(&mut pipeline, established, flags), 0x11, "{flags:?}");
+        }
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
+        // Its connection given back by .11 and counted on .12 (which also holds the
+        // embryonic flow the search for `established` opened there).
+        let connections = pipeline.connections().to_vec();
+        let index = |octet| {
+            let addr = std::net::IpAddr::from(Ipv4Addr::new(10, 1, 1, octet));
+            pipeline.snapshot().backends.iter().position(|b| b.addr == addr).unwrap()
+        };
+        assert_eq!(connections[index(11)], ConnectionCount { active: 1, inactive: 0 });
+        assert_eq!(connections[index(12)], ConnectionCount { active: 1, inactive: 1 });
     }
 
     /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.

@@ -24,7 +24,7 @@ use crate::snapshot::{IfaceId, Owned, Route, Snapshot};
 use crate::time::Instant;
 use crate::wire::icmpv6::{self, icmpv6_type};
 
-use super::super::flows::{backend_of, rescheduled, translate};
+use super::super::flows::{backend_of, rescheduled, syn_again_to_drained, translate};
 use super::super::neighbors::{Hop, HopSlot, hop_to};
 use super::super::schedule::FirstPacket;
 use super::super::{CoreState, Verdict, reject};
@@ -156,6 +156,13 @@ impl CoreState {
                     return self.schedule_anew6(snapshot, now, frame, transport, l4, hash, reused);
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
+                if class == Class6::ToVip
+                    && syn_again_to_drained(snapshot, &hit, transport.tcp_flags)
+                {
+                    let redirected = Stat::RedirectedSyns;
+                    return self
+                        .schedule_anew6(snapshot, now, frame, transport, l4, hash, redirected);
+                }
             }
             if backend_of(snapshot, &hit.flow).is_none()
                 && rescheduled(snapshot, class == Class6::ToVip, &hit.flow, hit.direction)
@@ -1000,6 +1007,47 @@ addr = "2001:db8:1::11"
         }
         assert!(pipeline.conntrack6().len() <= 2);
         assert!(pipeline.counters().get(Stat::StatelessPackets) > 0);
+    }
+
+    /// An IPv6 client's SYN again on an embryonic flow is scheduled anew once its backend is
+    /// drained, as IPv4's (`a_syn_again_on_an_embryonic_flow_of_a_drained_backend_is_
+    /// scheduled_anew`); before, it goes where the flow says.
+    #[test]
+    fn ipv6_a_syn_again_on_an_embryonic_flow_of_a_drained_backend_is_scheduled_anew() {
+        use testkit::{ACK, SYN};
+        let snapshot = |weight_of_11: u32, generation| {
+            let text = format!(
+                "[[interface]]\nname = \"eth0\"\naddr = \"10.1.1.10/24\"\n\
+                 addr6 = \"2001:db8:1::10/64\"\nmac = \"02:00:00:00:00:10\"\n\
+                 [[neighbor]]\nip = \"2001:db8:1::11\"\nmac = \"02:00:00:00:00:11\"\n\
+                 [[neighbor]]\nip = \"2001:db8:1::12\"\nmac = \"02:00:00:00:00:12\"\n\
+                 [[service]]\nvip = \"2001:db8:1::100\"\nport = 80\nforward = \"dr\"\n\
+                 scheduler = \"rr\"\n\
+                 [[service.backend]]\naddr = \"2001:db8:1::11\"\nweight = {weight_of_11}\n\
+                 [[service.backend]]\naddr = \"2001:db8:1::12\"\n"
+            );
+            let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+            Arc::new(Snapshot::build(&config, generation).expect("builds"))
+        };
+        let now = Instant::from_secs(1);
+        let send = |pipeline: &mut Pipeline, port, flags| {
+            let mut frame =
+                testkit::tcp6(CLIENT.mac, LB.mac, (CLIENT.ip, port), (VIP, 80), flags, b"");
+            assert_eq!(pipeline.process(now, IfaceId(0), &mut frame), Verdict::Tx(IfaceId(0)));
+            frame[5]
+        };
+        let mut pipeline = Pipeline::new(snapshot(1, 1), CoreSlot::SINGLE);
+        let port = (5000..).find(|&port| send(&mut pipeline, port, SYN) == 0x11).unwrap();
+        assert_eq!(
+            send(&mut pipeline, port, SYN),
+            0x11,
+            "a retransmission, .11 taking connections"
+        );
+        pipeline.set_snapshot(snapshot(0, 2));
+        for flags in [SYN, ACK, SYN] {
+            assert_eq!(send(&mut pipeline, port, flags), 0x12, "{flags:?}");
+        }
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
     }
 
     /// An IPv6 flow whose backend its health check took out of the service is scheduled
