@@ -827,7 +827,7 @@ fn stat_help(stat: Stat) -> &'static str {
             "Flows scheduled anew: their backend was removed by its health check."
         }
         Stat::RedirectedSyns => {
-            "Client SYNs again on an embryonic flow of a drained or down backend, scheduled anew."
+            "Client SYNs on a live flow of a drained or down backend, scheduled anew."
         }
         Stat::StatelessPackets => "DR packets forwarded by consistent hashing alone.",
         Stat::CrossCoreHits => "Packets whose flow was found in another core's table.",

@@ -213,10 +213,10 @@ counted_enum! {
         /// service (`on_failure = "remove"`): the flow scheduled anew, as IPVS's
         /// `expire_nodest_conn`.
         RescheduledFlows => "rescheduled_flows",
-        /// A client's bare SYN again on a flow still embryonic whose backend is drained
+        /// A client's bare SYN on an embryonic or established flow whose backend is drained
         /// (weight 0) or down: scheduled anew, so the drained backend gets no new connection
         /// through an old entry (a retransmission it never answered, or a port the client
-        /// reused after a connection the backend refused, whose RST DR never sees).
+        /// reused after a connection the backend refused or reset, whose RST DR never sees).
         RedirectedSyns => "redirected_syns",
         /// DR packets forwarded by consistent hashing alone: TCP packets of no tracked flow
         /// that open nothing (mid-stream pickup, a spoofed-ACK flood), and flows conntrack

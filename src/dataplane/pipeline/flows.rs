@@ -303,12 +303,11 @@ impl CoreState {
                 return self.schedule_anew(snapshot, now, ingress, frame, transport, hash, reused);
             }
             self.passive_sign(snapshot, hit, transport.tcp_flags);
-            if class == Class::ToVip && syn_again_to_drained(snapshot, hit, transport.tcp_flags) {
-                let hash = self.conntrack.hash(&transport.key);
-                let redirected = Stat::RedirectedSyns;
-                return self
-                    .schedule_anew(snapshot, now, ingress, frame, transport, hash, redirected);
-            }
+        }
+        if class == Class::ToVip && syn_again_to_drained(snapshot, hit, transport.tcp_flags) {
+            let hash = self.conntrack.hash(&transport.key);
+            let redirected = Stat::RedirectedSyns;
+            return self.schedule_anew(snapshot, now, ingress, frame, transport, hash, redirected);
         }
         let backend = backend_of(snapshot, &hit.flow);
         if backend.is_none()
@@ -651,26 +650,35 @@ pub(super) fn rescheduled<F: Indexed>(
     to_vip && direction == Direction::Original && snapshot.reschedules(flow)
 }
 
-/// True if `hit` is a client's bare SYN again on a flow still embryonic (SYN seen, the
-/// handshake not completed) whose backend is drained (weight 0) or down: its packet is then
-/// scheduled anew ([`Stat::RedirectedSyns`]), so a drained backend gets no new connection
-/// through an old entry. Such a SYN is either a retransmission the backend never answered,
-/// or a new connection from a port the client used before for one the backend refused (its
-/// RST goes straight to the client in DR, so the flow stays embryonic here): neither has a
-/// connection on the backend to keep.
-#[cold]
+/// True if `hit` is a client's bare SYN on a flow it did not reopen (embryonic: the
+/// handshake not completed; or established) whose backend is drained (weight 0) or down:
+/// its packet is then scheduled anew ([`Stat::RedirectedSyns`]), so a drained backend gets
+/// no new connection through an old entry, as IPVS's with `expire_nodest_conn` has it. The
+/// client sends such a SYN only when it has no connection on that flow to keep: a
+/// retransmission the backend never answered, or a new connection from a port the client
+/// used before for one the backend refused or reset. In DR that RST goes straight to the
+/// client, so the flow here stays embryonic or established (lab operate once sent such a
+/// SYN to the stopped, drained rs1). A spoofer who knows the 5-tuple gains nothing new: a
+/// forged RST then SYN already reopens any flow (`conn_reuse_mode`).
+#[inline]
 pub(super) fn syn_again_to_drained<F: Indexed>(
     snapshot: &Snapshot,
     hit: &crate::conntrack::Hit<F>,
     tcp_flags: Option<u8>,
 ) -> bool {
-    hit.direction == Direction::Original
-        && hit.previous == FlowState::SynSeen
-        && hit.state == FlowState::SynSeen
-        && tcp_flags.is_some_and(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN)
-        && backend_of(snapshot, &hit.flow)
-            .and_then(|index| snapshot.backends.get(index))
-            .is_some_and(|backend| backend.weight == 0 || backend.down)
+    tcp_flags.is_some_and(|flags| flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN)
+        && hit.direction == Direction::Original
+        && matches!(hit.previous, FlowState::SynSeen | FlowState::Established)
+        && hit.state == hit.previous
+        && drained(snapshot, &hit.flow)
+}
+
+/// True if `flow`'s backend is in the snapshot drained (weight 0) or down.
+#[cold]
+fn drained<F: Indexed>(snapshot: &Snapshot, flow: &Flow<F>) -> bool {
+    backend_of(snapshot, flow)
+        .and_then(|index| snapshot.backends.get(index))
+        .is_some_and(|backend| backend.weight == 0 || backend.down)
 }
 
 /// Source and destination a packet of `direction` leaves with.
@@ -978,15 +986,16 @@ mod tests {
         }
     }
 
-    /// A client's SYN again on a flow still embryonic goes where the flow says while its
-    /// backend takes connections (a retransmission), and is scheduled anew once that backend
-    /// is drained (weight 0): in DR a backend's RST goes straight to the client, so a port
-    /// the client reuses after a refused connection still finds the embryonic flow here
-    /// (lab operate once sent such a SYN to the stopped, drained backend). An established
-    /// flow of the drained backend keeps it, SYN or not.
+    /// A client's bare SYN on an embryonic or established flow goes where the flow says while
+    /// its backend takes connections (a retransmission; a SYN does not reset a live flow),
+    /// and is scheduled anew once that backend is drained (weight 0): the client has no
+    /// connection there to keep. In DR a backend's RST goes straight to the client, so a
+    /// port the client reuses after a refused or reset connection still finds the old flow
+    /// here (lab operate once sent such a SYN to the stopped, drained backend). The drained
+    /// backend's established flows keep it for everything else.
     #[test]
-    fn a_syn_again_on_an_embryonic_flow_of_a_drained_backend_is_scheduled_anew() {
-        use crate::testkit::{ACK, SYN, SYN_ACK};
+    fn a_clients_syn_on_a_flow_of_a_drained_backend_is_scheduled_anew() {
+        use crate::testkit::{ACK, FIN_ACK, SYN, SYN_ACK};
         let snapshot = |weight_of_11: u32, generation| {
             let mut text = box_with_neighbors(11..=12);
             text += &format!(
@@ -998,33 +1007,42 @@ mod tests {
             Arc::new(Snapshot::build(&config, generation).expect("builds"))
         };
         let mut pipeline = Pipeline::new(snapshot(1, 1), CoreSlot::SINGLE);
-        let embryonic = (5000..).find(|&port| picked(&mut pipeline, port) == 0x11).unwrap();
-        let established = (6000..).find(|&port| picked(&mut pipeline, port) == 0x11).unwrap();
-        assert_eq!(send_to_vip(&mut pipeline, established, ACK), 0x11);
-        // Taking connections: the retransmission stays.
-        assert_eq!(send_to_vip(&mut pipeline, embryonic, SYN), 0x11);
+        let mut on_11 = |from: u16, established: bool| {
+            let port = (from..).find(|&port| picked(&mut pipeline, port) == 0x11).unwrap();
+            if established {
+                assert_eq!(send_to_vip(&mut pipeline, port, ACK), 0x11);
+            }
+            port
+        };
+        let (embryonic, established, kept) =
+            (on_11(5000, false), on_11(6000, true), on_11(7000, true));
+        // Taking connections: the SYNs go where their flows say.
+        for port in [embryonic, established] {
+            assert_eq!(send_to_vip(&mut pipeline, port, SYN), 0x11, "{port}");
+        }
         assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 0);
         pipeline.set_snapshot(snapshot(0, 2));
-        // Drained: the embryonic flow's SYN goes to .12, and the flow stays there.
-        assert_eq!(send_to_vip(&mut pipeline, embryonic, SYN), 0x12);
-        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
-        for flags in [SYN, ACK, ACK] {
-            assert_eq!(send_to_vip(&mut pipeline, embryonic, flags), 0x12, "{flags:?}");
+        // Drained: each SYN goes to .12, and its flow stays there.
+        for (port, redirected) in [(embryonic, 1), (established, 2)] {
+            assert_eq!(send_to_vip(&mut pipeline, port, SYN), 0x12, "{port}");
+            assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), redirected);
+            for flags in [SYN, ACK, ACK] {
+                assert_eq!(send_to_vip(&mut pipeline, port, flags), 0x12, "{port} {flags:?}");
+            }
         }
-        // The established one stays on .11, its SYN or SYN-ACK (which open nothing) too.
-        for flags in [ACK, SYN, SYN_ACK, ACK] {
-            assert_eq!(send_to_vip(&mut pipeline, established, flags), 0x11, "{flags:?}");
+        // The other established flow stays on .11 (a SYN-ACK opens nothing).
+        for flags in [ACK, SYN_ACK, ACK, FIN_ACK] {
+            assert_eq!(send_to_vip(&mut pipeline, kept, flags), 0x11, "{flags:?}");
         }
-        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
-        // Its connection given back by .11 and counted on .12 (which also holds the
-        // embryonic flow the search for `established` opened there).
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 2);
+        // The moved flows' connections given back by .11 and counted on .12.
         let connections = pipeline.connections().to_vec();
         let index = |octet| {
             let addr = std::net::IpAddr::from(Ipv4Addr::new(10, 1, 1, octet));
             pipeline.snapshot().backends.iter().position(|b| b.addr == addr).unwrap()
         };
-        assert_eq!(connections[index(11)], ConnectionCount { active: 1, inactive: 0 });
-        assert_eq!(connections[index(12)], ConnectionCount { active: 1, inactive: 1 });
+        assert_eq!(connections[index(11)], ConnectionCount { active: 0, inactive: 1 });
+        assert_eq!(connections[index(12)].active, 2);
     }
 
     /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.

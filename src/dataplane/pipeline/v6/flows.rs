@@ -156,13 +156,10 @@ impl CoreState {
                     return self.schedule_anew6(snapshot, now, frame, transport, l4, hash, reused);
                 }
                 self.passive_sign(snapshot, &hit, transport.tcp_flags);
-                if class == Class6::ToVip
-                    && syn_again_to_drained(snapshot, &hit, transport.tcp_flags)
-                {
-                    let redirected = Stat::RedirectedSyns;
-                    return self
-                        .schedule_anew6(snapshot, now, frame, transport, l4, hash, redirected);
-                }
+            }
+            if class == Class6::ToVip && syn_again_to_drained(snapshot, &hit, transport.tcp_flags) {
+                let redirected = Stat::RedirectedSyns;
+                return self.schedule_anew6(snapshot, now, frame, transport, l4, hash, redirected);
             }
             if backend_of(snapshot, &hit.flow).is_none()
                 && rescheduled(snapshot, class == Class6::ToVip, &hit.flow, hit.direction)
@@ -1009,11 +1006,11 @@ addr = "2001:db8:1::11"
         assert!(pipeline.counters().get(Stat::StatelessPackets) > 0);
     }
 
-    /// An IPv6 client's SYN again on an embryonic flow is scheduled anew once its backend is
-    /// drained, as IPv4's (`a_syn_again_on_an_embryonic_flow_of_a_drained_backend_is_
+    /// An IPv6 client's bare SYN on an embryonic or established flow is scheduled anew once
+    /// its backend is drained, as IPv4's (`a_clients_syn_on_a_flow_of_a_drained_backend_is_
     /// scheduled_anew`); before, it goes where the flow says.
     #[test]
-    fn ipv6_a_syn_again_on_an_embryonic_flow_of_a_drained_backend_is_scheduled_anew() {
+    fn ipv6_a_clients_syn_on_a_flow_of_a_drained_backend_is_scheduled_anew() {
         use testkit::{ACK, SYN};
         let snapshot = |weight_of_11: u32, generation| {
             let text = format!(
@@ -1037,17 +1034,19 @@ addr = "2001:db8:1::11"
             frame[5]
         };
         let mut pipeline = Pipeline::new(snapshot(1, 1), CoreSlot::SINGLE);
-        let port = (5000..).find(|&port| send(&mut pipeline, port, SYN) == 0x11).unwrap();
-        assert_eq!(
-            send(&mut pipeline, port, SYN),
-            0x11,
-            "a retransmission, .11 taking connections"
-        );
-        pipeline.set_snapshot(snapshot(0, 2));
-        for flags in [SYN, ACK, SYN] {
-            assert_eq!(send(&mut pipeline, port, flags), 0x12, "{flags:?}");
+        let embryonic = (5000..).find(|&port| send(&mut pipeline, port, SYN) == 0x11).unwrap();
+        let established = (6000..).find(|&port| send(&mut pipeline, port, SYN) == 0x11).unwrap();
+        assert_eq!(send(&mut pipeline, established, ACK), 0x11);
+        for port in [embryonic, established] {
+            assert_eq!(send(&mut pipeline, port, SYN), 0x11, "{port}: .11 taking connections");
         }
-        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
+        pipeline.set_snapshot(snapshot(0, 2));
+        for port in [embryonic, established] {
+            for flags in [SYN, ACK, SYN] {
+                assert_eq!(send(&mut pipeline, port, flags), 0x12, "{port} {flags:?}");
+            }
+        }
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 2);
     }
 
     /// An IPv6 flow whose backend its health check took out of the service is scheduled
