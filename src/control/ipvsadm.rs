@@ -20,8 +20,7 @@
 //! `-L -n` (`TCP  [2001:db8::10]:80 wlc`) and saved by `-S`; `-z` takes a bare address of
 //! either family. An IPv6 address without brackets is refused (`2001:db8::10:80` hides the
 //! port), as is a `-t|-u` without a port. A snapshot with IPv6 services lists them so
-//! ([`list`]: `-L -n`, `--stats`, `--rate`, `-t|-u`); until the pipeline forwards IPv6
-//! (issue 12) the running daemon refuses a change that adds one.
+//! ([`list`]: `-L -n`, `--stats`, `--rate`, `-t|-u`).
 //!
 //! FullNAT follows the FullNAT ipvsadm of Alibaba's LVS and of DPVS: `-b`/`--fullnat` is the
 //! forwarding flag (upstream ipvsadm uses `-b` for `--sched-flags`, which xlb has no use
@@ -2575,9 +2574,9 @@ The control socket: --socket PATH anywhere on the line, else $XLB_SOCKET, else
   /run/xlb/xlb.sock.
 Schedulers: IPVS's rr, wrr, lc, wlc (the default of -A), sed, nq, sh, mh (Maglev);
   xlb's maglev, random, wrandom, lt.
-Forwarding is per service in xlb: -g DR, -m NAT, -b FullNAT (with local addresses, -z).
-IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80 (xlb forwards
-  IPv4 only for now: an IPv6 service is refused when it would be installed).
+Forwarding is per service in xlb: -g DR, -m NAT, -i tunnel (IPIP or GUE), -b FullNAT
+  (with local addresses, -z).
+IPv6 in brackets, as ipvsadm: -t [2001:db8::10]:80 -r [2001:db8::11]:80.
 -A|-E also take --maglev-table-size N, --health-check tcp|http|https|udp|icmp|script|dns|none,
   --health-interval S, --health-timeout S, --health-rise N, --health-fall N,
   --health-udp-payload-hex HEX, --health-passive-fall N, --sorry-server ADDR:PORT|none,
@@ -3077,8 +3076,7 @@ mod tests {
         );
     }
 
-    // IPv6 services (issue 12): written, read, saved and restored as ipvsadm does; the
-    // running data plane refuses them.
+    // IPv6 services (issue 12): written, read, saved and restored as ipvsadm does.
 
     const BASE6: &str = r#"
         [[interface]]
@@ -3213,6 +3211,11 @@ mod tests {
         assert_eq!(config.services[0].backends.len(), 1);
         let config = run(&config, "-D -u [2001:db8:1::10]:53").unwrap();
         assert_eq!(config.services.len(), 2);
+        // What the daemon installs: the IPv6 service as the IPv4 one (the FullNAT one's
+        // real server, off-link with no IPv6 gateway, was unreachable).
+        let snapshot = Snapshot::build(&config, 1).expect("builds");
+        assert_eq!(snapshot.services.len(), 2);
+        assert_eq!(snapshot.backends.len(), 2);
     }
 
     #[test]
