@@ -67,8 +67,8 @@ Depends: $depends
 Section: net
 Priority: optional
 Description: kernel-bypass layer-4 load balancer (LVS/IPVS in user space on AF_XDP)
- A virtual IP in front of real servers with DR, NAT and FullNAT forwarding, the
- classic IPVS schedulers, connection tracking, health checks and an ipvsadm-like
+ A virtual IP in front of real servers with DR, NAT, FullNAT and tunnel forwarding
+ (IPv4 and IPv6), the classic IPVS schedulers, connection tracking, health checks and an ipvsadm-like
  control command (xlb ctl), on AF_XDP sockets with its own XDP program.
  .
  The service is installed, not enabled or started: edit /etc/xlb/xlb.toml, check it

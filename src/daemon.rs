@@ -1188,6 +1188,13 @@ impl ControlLoop<'_> {
         }
         let weights = config_weights(&config);
         self.publish(config, "config file re-read")?;
+        // The tables are the start's (both families'): a changed size or timeout waits.
+        if self.snapshot.conntrack != self.ipv6_table.0 {
+            warn!(
+                "conntrack changed (capacity, max_embryonic or timeouts): the connection tables \
+                 keep the start's until xlb restarts"
+            );
+        }
         self.file_weights = weights;
         self.save_state();
         Ok(())

@@ -1,23 +1,23 @@
 //! xlb — a kernel-bypass layer-4 load balancer.
 //!
-//! xlb does what LVS/IPVS does (a virtual IP in front of real servers, DR / NAT / FullNAT
-//! forwarding, the classic schedulers) in user space, on AF_XDP sockets, with one poll loop
+//! xlb does what LVS/IPVS does (a virtual IP in front of real servers, DR / NAT / FullNAT /
+//! tunnel forwarding for IPv4 and IPv6, the classic schedulers) in user space, on AF_XDP sockets, with one poll loop
 //! per pinned core.
 //!
 //! The crate is laid out around one pure function, [`dataplane::Pipeline::process`]: bytes in,
 //! a [`dataplane::Verdict`] and rewritten bytes out. Every I/O backend — AF_XDP, pcap replay,
 //! in-memory tests, benchmarks, fuzzers — drives that same function.
 //!
-//! - [`wire`]: zero-copy views over Ethernet, ARP, IPv4, TCP, UDP and ICMP, and RFC 1624
-//!   incremental checksums.
+//! - [`wire`]: zero-copy views over Ethernet, ARP, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6 and
+//!   NDP, and RFC 1624 incremental checksums.
 //! - [`sched`]: backend selection (weighted Maglev, WRR, RR, SH, random, LC, WLC, LT).
 //! - [`conntrack`]: per-core connection tracking with bounded memory and no lock.
 //! - [`persist`]: persistence templates (`ipvsadm -p`), one lock-free table all cores share.
 //! - [`family`]: the sealed address-family trait ([`family::V4`], [`family::V6`]) the
 //!   per-family tables are monomorphised over.
 //! - [`arp`]: the neighbour table, held packets and ARP frames xlb answers and sends itself.
-//! - [`ndp`]: neighbour discovery for IPv6 as xlb will do it (answers, solicitations,
-//!   announcements, learning), beside ARP; not called by the pipeline yet.
+//! - [`ndp`]: IPv6 neighbour discovery (answers, solicitations, announcements, learning),
+//!   beside ARP; the pipeline's NDP step calls it.
 //! - [`snapshot`]: the immutable [`snapshot::Snapshot`] control builds and workers read.
 //! - [`report`]: the counters and reports workers publish and control reads.
 //! - [`dataplane`]: the pipeline and the drivers that feed it.

@@ -118,8 +118,9 @@ enum Command {
         /// The config (TOML).
         #[arg(long)]
         config: PathBuf,
-        /// A second config: also print, per service, how many Maglev slots (the share of
-        /// flows) changing from --config to this one would move to another real server.
+        /// A second config: also print, per IPv4 service, how many Maglev slots (the share
+        /// of flows) changing from --config to this one would move to another real server
+        /// (IPv6 services are not compared).
         #[arg(long, value_name = "NEW_CONFIG")]
         against: Option<PathBuf>,
     },

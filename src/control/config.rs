@@ -2320,7 +2320,7 @@ impl Context<'_> {
                         &via_key,
                         at,
                         "false: probing through the VIP (policy routes per real server) is IPv4 \
-                         only until issue 12",
+                         only (its policy routes are)",
                     ));
                 }
                 value
@@ -4107,7 +4107,7 @@ pub(crate) mod tests {
         // Probing through the VIP takes IPv4 policy routes.
         let text = service6("[service.health]\nvia_vip = true\n");
         let expected = assert_invalid(&text, "service[0].health.via_vip", "via_vip");
-        assert!(expected.contains("IPv4 only until issue 12"), "{expected}");
+        assert!(expected.contains("is IPv4 only (its policy routes are)"), "{expected}");
         // Duplicates are found whatever the spelling.
         let text = service6(
             "[[service.backend]]\naddr = \"2001:db8:1::11\"\n\

@@ -732,7 +732,8 @@ const NO_PERSISTENCE: &str = "xlb's persistence is by client address only (-p, -
                               persistence engines nor persistent connections";
 const NO_FWMARK: &str = "xlb has no firewall-mark services: use -t or -u VIP:port";
 const NO_THRESHOLDS: &str = "xlb has no connection thresholds";
-const NO_SET: &str = "xlb's timeouts are the config's [conntrack] table (SIGHUP reloads it)";
+const NO_SET: &str =
+    "xlb's timeouts are the config's [conntrack] table, read at start (restart xlb to change them)";
 const NO_SYNC: &str = "xlb has no connection-sync daemon";
 
 const SPECS: &[Spec] = &[
@@ -3371,7 +3372,7 @@ mod tests {
         let error = run(&config, "-a -t 10.1.1.99:80 -r [2001:db8:1::11]").unwrap_err();
         assert_eq!(error.to_string(), "service 10.1.1.99:80/tcp does not exist (-A adds it)");
         let error = run(&config, "-E -t [2001:db8:1::10]:80 -g --health-via-vip yes").unwrap_err();
-        assert!(error.to_string().contains("IPv4 only until issue 12"), "{error}");
+        assert!(error.to_string().contains("is IPv4 only (its policy routes are)"), "{error}");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! Invariants: a device exists before a route names it and goes only after its routes are
 //! removed ([`crate::control::probe_routes::ProbeRoutes::sync`] orders it); the relay thread
 //! runs while at least one device is open and stops (joined) when [`TunnelProbes`] drops.
-//! IPv4 only, as tunnel services are.
+//! IPv4 only, as `via_vip` is (the config refuses it on IPv6 services).
 
 use std::collections::BTreeMap;
 use std::io;

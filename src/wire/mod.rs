@@ -23,8 +23,8 @@
 //!   buffer's end, and (for extension headers) give up after [`ipv6::MAX_EXT_HEADERS`]
 //!   headers or [`ipv6::MAX_EXT_BYTES`] bytes: no input makes them loop or panic.
 //! - **IPv6**: the pipeline's IPv6 steps (`dataplane::pipeline::v6`) read the fixed header
-//!   at fixed offsets and refuse extension headers; the walk here serves NDP, the steering
-//!   program's tests and the fuzzers.
+//!   at fixed offsets and walk extension headers with [`ipv6::ExtHeaders`] (`v6::parse`), as
+//!   do NDP, the steering program's tests and the fuzzers.
 //!
 //! Everything is `#[inline]`: these are a few loads and stores each, and the pipeline calls
 //! them per packet.

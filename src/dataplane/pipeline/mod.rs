@@ -65,8 +65,8 @@
 //! - ICMP echo to a VIP or local address: answered. ICMP errors about a tracked flow: sent on
 //!   to that flow's peer, translated. An error only reads the flow: it never refreshes its
 //!   last-seen time nor moves its state, so forged errors cannot keep an idle flow alive.
-//! - IPv6 (`v6`): the same for IPv6 VIPs and local addresses, the step-by-step way (IPv4's
-//!   one-pass classification stays IPv4-only), on per-core IPv6 tables; NDP takes ARP's
+//! - IPv6 (`v6`): the same for IPv6 VIPs and local addresses, its common packet by a settled
+//!   way like IPv4's (`settled_hit6`), anything else step by step, on per-core IPv6 tables; NDP takes ARP's
 //!   place (solicitations for VIPs and local addresses answered, to their solicited-node
 //!   groups too; next hops solicited from the interface's own IPv6 address). Hop-by-hop,
 //!   destination options and routing headers (segments left 0) before TCP, UDP or ICMPv6

@@ -9,7 +9,7 @@
 //! written again in between ([`retag`]). So every offset stays fixed, the rewrites are
 //! those of untagged frames byte for byte, and a tagged frame leaves with the tags it came
 //! with ("tag kept"). The cost lands where tags are: the one-pass classification of the
-//! common frame (`classify`) already refuses any EtherType but IPv4, so a tagged frame
+//! common frame (`classify`) already refuses any EtherType but IPv4 and IPv6, so a tagged frame
 //! takes the step-by-step checks, and the untagged paths pay one compare on the
 //! step-by-step path only (none on the classified fast path). The other candidate, an L2
 //! length carried through classify, the rewrites, ICMP, ARP, NDP and tunnel mode, would put
