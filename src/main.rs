@@ -118,9 +118,8 @@ enum Command {
         /// The config (TOML).
         #[arg(long)]
         config: PathBuf,
-        /// A second config: also print, per IPv4 service, how many Maglev slots (the share
-        /// of flows) changing from --config to this one would move to another real server
-        /// (IPv6 services are not compared).
+        /// A second config: also print, per service, how many Maglev slots (the share of
+        /// flows) changing from --config to this one would move to another real server.
         #[arg(long, value_name = "NEW_CONFIG")]
         against: Option<PathBuf>,
     },
@@ -521,12 +520,9 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
             )?;
         }
     }
-    // The whole config is built as `run` builds it (IPv6 services included: their refusals,
-    // e.g. a real server no interface reaches, fail the check); IPv6 services are then
-    // printed from the config, without Maglev shares.
-    plan(&config)?;
-    let (ipv4, _) = split_families(&config);
-    let snapshot = plan(&ipv4)?;
+    // The whole config is built as `run` builds it, both families' services with their
+    // Maglev tables.
+    let snapshot = plan(&config)?;
     // `run` uses one worker per queue, at most one per core: the cores bound it.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let estimate = config.memory_estimate(cores);
@@ -534,19 +530,17 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         estimate.check(total).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
     }
     writeln!(w, "memory {estimate}")?;
-    let mut planned = snapshot.services.iter();
     for service_config in &config.services {
-        if service_config.vip.is_ipv6() {
-            write!(w, "{}", plan_ipv6(service_config))?;
-            continue;
-        }
-        let Some(service) = planned.next() else { break };
+        let (vip, port, proto) = (service_config.vip, service_config.port, service_config.proto);
+        let Some(index) = snapshot.service_at_ip(vip, port, proto) else {
+            anyhow::bail!("{}: not in the plan", xlb::control::config::endpoint(vip, port));
+        };
+        let service = &snapshot.services[index];
         writeln!(
             w,
-            "service {} {}:{} scheduler {} forward {}{}{}",
+            "service {} {} scheduler {} forward {}{}{}",
             service.proto,
-            service.vip,
-            service.port,
+            xlb::control::config::endpoint(service.vip, service.port),
             service.scheduler.kind(),
             service.forward,
             if service.local_addrs.is_empty() {
@@ -573,9 +567,8 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         for (backend, slots) in snapshot.backends[service.backends.clone()].iter().zip(shares) {
             writeln!(
                 w,
-                "  -> {}:{} weight {} {table} {:.2}% ({} of {} slots)",
-                backend.addr,
-                backend.port,
+                "  -> {} weight {} {table} {:.2}% ({} of {} slots)",
+                xlb::control::config::endpoint(backend.addr, backend.port),
                 backend.weight,
                 100.0 * slots as f64 / size as f64,
                 slots,
@@ -584,8 +577,8 @@ fn run_check(path: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     if let Some(new_path) = against {
-        let (new, _) = split_families(&Config::load(new_path)?);
-        let new = plan(&new).with_context(|| format!("{}", new_path.display()))?;
+        let new =
+            plan(&Config::load(new_path)?).with_context(|| format!("{}", new_path.display()))?;
         writeln!(w)?;
         writeln!(w, "{} -> {}:", path.display(), new_path.display())?;
         write!(w, "{}", flow_moves(&snapshot, &new))?;
@@ -624,42 +617,6 @@ fn via_vip_plan(service: &xlb::control::config::ServiceConfig) -> String {
     format!("health probes {}:{} through each real server: {how}", service.vip, service.port)
 }
 
-/// `config` split by the family of its services: (IPv4 services only, IPv6 services only),
-/// each with every interface and neighbour.
-fn split_families(config: &Config) -> (Config, Config) {
-    let (ipv6, ipv4): (Vec<_>, Vec<_>) =
-        config.services.iter().cloned().partition(|s| s.vip.is_ipv6());
-    (Config { services: ipv4, ..config.clone() }, Config { services: ipv6, ..config.clone() })
-}
-
-/// What `xlb check` prints of an IPv6 service: its settings and real servers, as for an
-/// IPv4 one but without Maglev shares.
-fn plan_ipv6(service: &xlb::control::config::ServiceConfig) -> String {
-    use xlb::control::config::endpoint;
-    let mut out = format!(
-        "service {} {} scheduler {} forward {}{}{}\n",
-        service.proto,
-        endpoint(service.vip, service.port),
-        service.scheduler,
-        service.forward,
-        if service.local_addrs.is_empty() {
-            String::new()
-        } else {
-            let addrs: Vec<String> = service.local_addrs.iter().map(|a| a.to_string()).collect();
-            format!(" local {}", addrs.join(","))
-        },
-        service.tunnel.map(tunnel_plan).unwrap_or_default()
-    );
-    for backend in &service.backends {
-        out.push_str(&format!(
-            "  -> {} weight {}\n",
-            endpoint(backend.addr, backend.port),
-            backend.weight
-        ));
-    }
-    out
-}
-
 /// A snapshot of `config` built without requiring MACs: `check` is also for `run` configs.
 fn plan(config: &Config) -> anyhow::Result<Snapshot> {
     let mut config = config.clone();
@@ -678,7 +635,9 @@ fn plan(config: &Config) -> anyhow::Result<Snapshot> {
 fn flow_moves(old: &Snapshot, new: &Snapshot) -> String {
     const SAMPLES: u64 = 1 << 16;
     let mut out = String::new();
-    let name = |s: &xlb::snapshot::Service| format!("service {} {}:{}", s.proto, s.vip, s.port);
+    let name = |s: &xlb::snapshot::Service| {
+        format!("service {} {}", s.proto, xlb::control::config::endpoint(s.vip, s.port))
+    };
     let backend_at =
         |snapshot: &Snapshot, service: &xlb::snapshot::Service, slot: Option<usize>| {
             slot.and_then(|i| snapshot.backends.get(service.backends.start + i))

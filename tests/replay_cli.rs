@@ -240,10 +240,11 @@ fn ipv6_services_are_planned_and_replayed() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("interface xlb-none0 2001:db8:1::2/64\n"), "{text}");
     assert!(text.contains("service tcp 10.1.1.10:80 scheduler maglev forward dr\n"), "{text}");
+    // IPv6 services with their Maglev shares, as IPv4's.
     assert!(
         text.contains(
             "service tcp [2001:db8:1::10]:80 scheduler wlc forward dr\n  -> [2001:db8:1::11]:80 \
-             weight 2\n"
+             weight 2 fallback maglev share 100.00% (65537 of 65537 slots)\n"
         ),
         "{text}"
     );
@@ -251,12 +252,31 @@ fn ipv6_services_are_planned_and_replayed() {
     assert!(
         text.contains(
             "service tcp [2001:db8:1::10]:443 scheduler maglev forward tunnel encap gue port \
-             6080 source 2001:db8:9::/64\n  -> [2001:db8:1::12]:443 weight 1\n"
+             6080 source 2001:db8:9::/64\n  -> [2001:db8:1::12]:443 weight 1 maglev share \
+             100.00% (65537 of 65537 slots)\n"
         ),
         "{text}"
     );
     assert!(!text.contains("not forwarded"), "{text}");
     assert_eq!(output.status.code(), Some(0), "{stderr}");
+
+    // --against compares IPv6 services too: a second real server on :80 takes about a
+    // third of its slots (weight 1 beside 2); :443 and the IPv4 service are unchanged.
+    let new = scratch("dual-new.toml");
+    let changed = std::fs::read_to_string(&config).unwrap().replace(
+        "addr = \"2001:db8:1::11\"\nweight = 2\n",
+        "addr = \"2001:db8:1::11\"\nweight = 2\n[[service.backend]]\naddr = \"2001:db8:1::13\"\n",
+    );
+    std::fs::write(&new, changed).unwrap();
+    let output = xlb(&["check", "--config", path, "--against", new.to_str().unwrap()]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let web = text.lines().find(|l| l.starts_with("service tcp [2001:db8:1::10]:80: ")).unwrap();
+    let moved: u64 = web.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!((19_000..26_000).contains(&moved), "{web}");
+    for unchanged in ["service tcp [2001:db8:1::10]:443: 0 of", "service tcp 10.1.1.10:80: 0 of"] {
+        assert!(text.contains(unchanged), "{text}");
+    }
 
     let out = scratch("dual-out.pcap");
     let output = xlb(&[
