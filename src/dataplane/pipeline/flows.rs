@@ -986,6 +986,20 @@ mod tests {
         }
     }
 
+    /// A DR rr service 10.1.1.100:80 (with the `service` settings) over 10.1.1.11, of
+    /// weight `weight_of_11`, and 10.1.1.12.
+    fn drained_pair(service: &str, weight_of_11: u32, generation: u64) -> Arc<Snapshot> {
+        let mut text = box_with_neighbors(11..=12);
+        text += &format!(
+            "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"dr\"\n\
+             scheduler = \"rr\"\n{service}[[service.backend]]\naddr = \"10.1.1.11\"\n\
+             port = 80\nweight = {weight_of_11}\n[[service.backend]]\naddr = \"10.1.1.12\"\n\
+             port = 80\n"
+        );
+        let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
+        Arc::new(Snapshot::build(&config, generation).expect("builds"))
+    }
+
     /// A client's bare SYN on an embryonic or established flow goes where the flow says while
     /// its backend takes connections (a retransmission; a SYN does not reset a live flow),
     /// and is scheduled anew once that backend is drained (weight 0): the client has no
@@ -996,16 +1010,7 @@ mod tests {
     #[test]
     fn a_clients_syn_on_a_flow_of_a_drained_backend_is_scheduled_anew() {
         use crate::testkit::{ACK, FIN_ACK, SYN, SYN_ACK};
-        let snapshot = |weight_of_11: u32, generation| {
-            let mut text = box_with_neighbors(11..=12);
-            text += &format!(
-                "[[service]]\nvip = \"10.1.1.100\"\nport = 80\nforward = \"dr\"\n\
-                 scheduler = \"rr\"\n[[service.backend]]\naddr = \"10.1.1.11\"\nport = 80\n\
-                 weight = {weight_of_11}\n[[service.backend]]\naddr = \"10.1.1.12\"\nport = 80\n"
-            );
-            let config = crate::control::Config::parse(&text, "test.toml").expect("valid");
-            Arc::new(Snapshot::build(&config, generation).expect("builds"))
-        };
+        let snapshot = |weight_of_11, generation| drained_pair("", weight_of_11, generation);
         let mut pipeline = Pipeline::new(snapshot(1, 1), CoreSlot::SINGLE);
         let mut on_11 = |from: u16, established: bool| {
             let port = (from..).find(|&port| picked(&mut pipeline, port) == 0x11).unwrap();
@@ -1043,6 +1048,22 @@ mod tests {
         };
         assert_eq!(connections[index(11)], ConnectionCount { active: 0, inactive: 1 });
         assert_eq!(connections[index(12)].active, 2);
+    }
+
+    /// A persistent service's drained backend keeps its persistent clients (IPVS's
+    /// `expire_quiescent_template` at 0): the SYN scheduled anew follows the client's
+    /// template back to it.
+    #[test]
+    fn a_syn_scheduled_anew_follows_its_clients_template() {
+        use crate::testkit::SYN;
+        let persistent = "persistence = 300\n";
+        let snapshot =
+            |weight_of_11, generation| drained_pair(persistent, weight_of_11, generation);
+        let mut pipeline = Pipeline::new(snapshot(1, 1), CoreSlot::SINGLE);
+        assert_eq!(picked(&mut pipeline, 5000), 0x11, "rr's first pick: the template's");
+        pipeline.set_snapshot(snapshot(0, 2));
+        assert_eq!(send_to_vip(&mut pipeline, 5000, SYN), 0x11);
+        assert_eq!(pipeline.counters().get(Stat::RedirectedSyns), 1);
     }
 
     /// The backend (last octet of its MAC) a new flow from `port` to 10.1.1.100:80 goes to.
